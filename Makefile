@@ -1,0 +1,75 @@
+# secure-chat: build, run and test.
+#
+#   make run-server   make the local certificates if missing, then run the server
+#   make run-client   run the client (in another terminal)
+#   make test         lint, then every test
+#
+# CERTS_DIR=dir puts the certificates elsewhere (the tests use a temp dir).
+
+CERTS_DIR ?= certs
+CARGO     ?= cargo
+OPENSSL   ?= openssl
+# Extra flags for run-server and run-client, e.g. make run-client ARGS='--addr localhost:9000'
+ARGS      ?=
+
+# The local CA lives ten years; the server certificate 825 days, the longest
+# any client platform accepts for a leaf.
+CA_DAYS     = 3650
+SERVER_DAYS = 825
+
+.PHONY: all build certs clean-certs run-server run-client test lint clean bench
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+certs: $(CERTS_DIR)/ca.crt $(CERTS_DIR)/server.crt
+
+# A local certificate authority: ECDSA P-256, allowed to sign certificates
+# and nothing else. Its key never leaves CERTS_DIR.
+$(CERTS_DIR)/ca.crt:
+	@mkdir -p $(CERTS_DIR)
+	@umask 077 && $(OPENSSL) genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $(CERTS_DIR)/ca.key
+	$(OPENSSL) req -x509 -new -key $(CERTS_DIR)/ca.key -sha256 -days $(CA_DAYS) \
+	  -subj "/CN=secure-chat local CA" \
+	  -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+	  -addext "keyUsage=critical,keyCertSign,cRLSign" \
+	  -out $@
+
+# The server's certificate, signed by the CA: a leaf (CA:FALSE) for TLS
+# servers, valid for the names clients use to reach this machine.
+$(CERTS_DIR)/server.crt: $(CERTS_DIR)/ca.crt
+	@umask 077 && $(OPENSSL) genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $(CERTS_DIR)/server.key
+	$(OPENSSL) req -new -key $(CERTS_DIR)/server.key -subj "/CN=localhost" -out $(CERTS_DIR)/server.csr
+	@printf '%s\n' \
+	  'basicConstraints=critical,CA:FALSE' \
+	  'keyUsage=critical,digitalSignature' \
+	  'extendedKeyUsage=serverAuth' \
+	  'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1' > $(CERTS_DIR)/server.ext
+	$(OPENSSL) x509 -req -in $(CERTS_DIR)/server.csr -CA $(CERTS_DIR)/ca.crt -CAkey $(CERTS_DIR)/ca.key \
+	  -set_serial 0x$$($(OPENSSL) rand -hex 16) -days $(SERVER_DAYS) -sha256 \
+	  -extfile $(CERTS_DIR)/server.ext -out $@
+	@rm -f $(CERTS_DIR)/server.csr $(CERTS_DIR)/server.ext
+
+clean-certs:
+	rm -f $(CERTS_DIR)/*.crt $(CERTS_DIR)/*.key $(CERTS_DIR)/*.csr $(CERTS_DIR)/*.ext
+
+run-server: certs build
+	./target/release/chat-server $(ARGS)
+
+run-client: build
+	./target/release/chat-client $(ARGS)
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) test --all-targets
+
+bench: certs build
+	./target/release/chat-bench $(ARGS)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,237 @@
+//! The interactive client: connect, verify the server, then chat.
+//!
+//! Two threads share the connection: the keyboard thread reads lines and
+//! queues them for the writer thread, while the calling thread prints what
+//! arrives, so messages appear even while the user is not typing.
+
+use std::io::{self, BufRead, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, Connection};
+
+use crate::duplex::{self, HandshakeError, Received};
+use crate::error::Error;
+use crate::line::{Frame, LineFramer};
+use crate::outbox::{self, Outgoing};
+use crate::protocol::ServerLine;
+use crate::tls::{self, Trust};
+
+/// The server the client talks to unless told otherwise.
+pub const DEFAULT_ADDR: &str = "localhost:8080";
+
+/// How long to wait for the TCP connection, then again for the handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the user's input ends, how long the server has to send its last
+/// lines and close before the client stops waiting.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// The longest line the client accepts from the server. Server lines carry
+/// a client's line plus a short prefix, so this is well above the server's
+/// default line limit.
+const MAX_SERVER_LINE: usize = 64 * 1024;
+
+/// Lines typed ahead of the network before the keyboard thread waits.
+const TYPE_AHEAD: usize = 64;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `host:port` of the server.
+    pub addr: String,
+    /// The name the server's certificate must hold; by default the host
+    /// part of `addr`.
+    pub server_name: Option<String>,
+    /// Which CAs to trust.
+    pub trust: Trust,
+    /// Limit for the TCP connect, and again for the TLS handshake.
+    pub timeout: Duration,
+}
+
+/// A connection whose handshake is done and whose certificate was verified.
+pub struct Connected {
+    conn: Connection,
+    socket: TcpStream,
+    /// One line for the user: what was negotiated and who the server is.
+    pub summary: String,
+}
+
+/// Connects to the server and completes the TLS handshake.
+///
+/// Nothing is sent to the server but the handshake itself until this has
+/// verified the server's certificate.
+pub fn connect(options: &ClientOptions) -> Result<Connected, Error> {
+    let addr = &options.addr;
+    let name = match &options.server_name {
+        Some(name) => name.clone(),
+        None => host_of(addr).to_string(),
+    };
+    let server_name =
+        ServerName::try_from(name.clone()).map_err(|_| Error::ServerName { name: name.clone() })?;
+    let config = tls::client_config(&options.trust)?;
+
+    let socket = connect_tcp(addr, options.timeout)?;
+    socket.set_nodelay(true)?;
+    let client = ClientConnection::new(config, server_name).map_err(|err| Error::Handshake {
+        peer: addr.clone(),
+        source: HandshakeError::Tls(err),
+        hint: None,
+    })?;
+    let mut conn = Connection::Client(client);
+    duplex::handshake(&mut conn, &socket, options.timeout).map_err(|source| Error::Handshake {
+        peer: addr.clone(),
+        hint: tls::client_hint(&source, &options.trust, &name),
+        source,
+    })?;
+    let summary = format!("connected to {addr}: {}", tls::describe(&conn));
+    Ok(Connected {
+        conn,
+        socket,
+        summary,
+    })
+}
+
+/// The host part of `host:port`, without the brackets of `[::1]:8080`.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _port)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
+    let addrs = addr.to_socket_addrs().map_err(|source| Error::Resolve {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address found");
+    for candidate in addrs {
+        match TcpStream::connect_timeout(&candidate, timeout) {
+            Ok(socket) => return Ok(socket),
+            Err(err) => last_error = err,
+        }
+    }
+    Err(Error::Connect {
+        addr: addr.to_string(),
+        source: last_error,
+    })
+}
+
+impl Connected {
+    /// Chats until the server closes the connection: lines from `input` go
+    /// to the server, lines from the server are written to `output`.
+    ///
+    /// When `input` ends, the client says close_notify and still prints
+    /// whatever the server sends until it closes too.
+    pub fn chat<I, O>(self, input: I, output: &mut O) -> Result<(), Error>
+    where
+        I: BufRead + Send + 'static,
+        O: Write,
+    {
+        let socket = Arc::new(self.socket);
+        let (mut read_half, write_half) = duplex::split(self.conn, socket);
+        let (to_writer, inbox) = outbox::blocking_channel(TYPE_AHEAD);
+        let (reader_alive, reader_done) = crossbeam_channel::bounded::<()>(0);
+        let writer = thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || outbox::run_writer(write_half, inbox, reader_done, LINGER))?;
+        let keyboard_tx = to_writer.clone();
+        thread::Builder::new()
+            .name("keyboard".into())
+            .spawn(move || send_input(input, keyboard_tx))?;
+
+        let mut framer = LineFramer::new(MAX_SERVER_LINE);
+        let mut frames = Vec::new();
+        let result = loop {
+            let received = read_half.receive(&mut |bytes| framer.push(bytes, &mut frames));
+            for frame in frames.drain(..) {
+                show(output, &frame)?;
+            }
+            match received {
+                Ok(Received::Data { wants_write }) => {
+                    if wants_write {
+                        let _ = to_writer.send(Outgoing::Flush);
+                    }
+                }
+                Ok(Received::Closed) => {
+                    if let Some(frame) = framer.finish() {
+                        show(output, &frame)?;
+                    }
+                    break Ok(());
+                }
+                Ok(Received::Eof) => {
+                    log::warn!("the server closed the connection without close_notify");
+                    break Ok(());
+                }
+                Err(err) => break Err(Error::Io(err)),
+            }
+        };
+        output.flush()?;
+        // Our answer to the server's close_notify; the writer then ends. If
+        // it has closed already, nobody needs the request.
+        let _ = to_writer.try_send(Outgoing::Close);
+        drop(reader_alive);
+        // The writer ends within its linger time, which is short.
+        let _ = writer.join();
+        result
+    }
+}
+
+/// The keyboard thread: every input line goes to the writer; the end of
+/// input asks it to close.
+fn send_input(input: impl BufRead, to_writer: Sender<Outgoing>) {
+    for line in input.lines() {
+        let Ok(mut line) = line else { break };
+        line.push('\n');
+        if to_writer.send(Outgoing::Line(line.into())).is_err() {
+            return;
+        }
+    }
+    // The connection may already be closed, and the writer gone with it.
+    let _ = to_writer.send(Outgoing::Close);
+}
+
+/// Writes one line from the server for a person to read.
+fn show(output: &mut impl Write, frame: &Frame) -> io::Result<()> {
+    match frame {
+        Frame::Line(line) => writeln!(output, "{}", render(line))?,
+        Frame::TooLong => writeln!(output, "[an over-long line from the server was dropped]")?,
+        Frame::InvalidUtf8 => writeln!(output, "[a line from the server was not UTF-8]")?,
+    }
+    output.flush()
+}
+
+/// How a server line looks on screen. The framer has already removed
+/// control characters, so nothing here can reach the terminal as a command.
+pub fn render(line: &str) -> String {
+    match ServerLine::parse(line) {
+        Some(ServerLine::Chat { from, text }) => format!("<{from}> {text}"),
+        Some(ServerLine::Notice(text)) => format!("*** {text}"),
+        Some(ServerLine::Error(text)) => format!("!!! {text}"),
+        None => line.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_port_and_brackets() {
+        assert_eq!(host_of("localhost:8080"), "localhost");
+        assert_eq!(host_of("127.0.0.1:1"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:8080"), "::1");
+        assert_eq!(host_of("example.org"), "example.org");
+    }
+
+    #[test]
+    fn render_marks_each_kind() {
+        assert_eq!(render("chat bob hi there"), "<bob> hi there");
+        assert_eq!(render("notice Welcome"), "*** Welcome");
+        assert_eq!(render("error nope"), "!!! nope");
+        assert_eq!(render("something else"), "something else");
+    }
+}

@@ -1,0 +1,322 @@
+//! One TLS connection used by two threads at once: one reads, one writes.
+//!
+//! rustls keeps a connection's state in one value that needs `&mut` for both
+//! directions, so a thread blocked reading would starve every write. This
+//! module shares that state behind a mutex that is never held while a thread
+//! waits on the network. It moves bytes; it knows nothing of lines or chat.
+
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustls::Connection;
+
+/// Why a TLS handshake did not complete.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The deadline passed before the handshake finished.
+    TimedOut(Duration),
+    /// The peer closed the TCP connection during the handshake.
+    Closed,
+    /// The socket failed.
+    Io(io::Error),
+    /// TLS itself failed: a certificate was refused, the peer sent an alert,
+    /// or it spoke something that is not TLS.
+    Tls(rustls::Error),
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use rustls::{CertificateError as C, Error as E};
+        match self {
+            HandshakeError::TimedOut(limit) => {
+                write!(f, "not finished within {} s", limit.as_secs_f32())
+            }
+            HandshakeError::Closed => write!(f, "the peer closed the connection"),
+            HandshakeError::Io(err) => write!(f, "{err}"),
+            HandshakeError::Tls(E::InvalidCertificate(err)) => match err {
+                C::UnknownIssuer => write!(f, "certificate not trusted (UnknownIssuer)"),
+                C::Expired | C::ExpiredContext { .. } => {
+                    write!(f, "certificate expired (Expired)")
+                }
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    write!(f, "certificate not valid yet (NotValidYet)")
+                }
+                C::NotValidForName => {
+                    write!(f, "certificate is for another host (NotValidForName)")
+                }
+                C::NotValidForNameContext { presented, .. } => write!(
+                    f,
+                    "certificate is for another host (NotValidForName; it names {})",
+                    presented.join(", ")
+                ),
+                // webpki's finer errors reach us only as text.
+                C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => write!(
+                    f,
+                    "the peer presented a CA certificate as its own (CaUsedAsEndEntity)"
+                ),
+                other => write!(f, "certificate refused ({other:?})"),
+            },
+            HandshakeError::Tls(E::AlertReceived(alert)) => {
+                write!(f, "the peer refused the handshake (alert {alert:?})")
+            }
+            HandshakeError::Tls(E::InvalidMessage(_)) => {
+                write!(f, "the peer does not speak TLS")
+            }
+            HandshakeError::Tls(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HandshakeError::Io(err) => Some(err),
+            // Display already names the rustls error in plain words.
+            _ => None,
+        }
+    }
+}
+
+/// Runs the TLS handshake to completion, or fails once `timeout` has passed.
+///
+/// This is the only time one thread both reads and writes the socket: it
+/// needs no lock, because no other thread has the connection yet. The
+/// deadline covers the whole handshake, so a peer that trickles one byte at
+/// a time cannot hold the connection open for longer.
+pub fn handshake(
+    conn: &mut Connection,
+    socket: &TcpStream,
+    timeout: Duration,
+) -> Result<(), HandshakeError> {
+    let deadline = Instant::now() + timeout;
+    let result = drive_handshake(conn, socket, deadline, timeout);
+    if let Err(HandshakeError::Tls(_)) = &result {
+        // rustls queued an alert telling the peer why; the handshake has
+        // failed either way, so a failure to send it changes nothing.
+        let _ = write_pending(conn, socket, deadline);
+    }
+    // From here on, reads wait for as long as the peer is silent.
+    let restored = socket
+        .set_read_timeout(None)
+        .and_then(|()| socket.set_write_timeout(None));
+    result.and(restored.map_err(HandshakeError::Io))
+}
+
+fn drive_handshake(
+    conn: &mut Connection,
+    socket: &TcpStream,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), HandshakeError> {
+    let timed_out = |err: io::Error| match err.kind() {
+        // A socket timeout shows up as either, depending on the platform.
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeError::TimedOut(timeout),
+        _ => HandshakeError::Io(err),
+    };
+    loop {
+        write_pending(conn, socket, deadline).map_err(timed_out)?;
+        if !conn.is_handshaking() {
+            return Ok(());
+        }
+        let left = remaining(deadline).ok_or(HandshakeError::TimedOut(timeout))?;
+        socket
+            .set_read_timeout(Some(left))
+            .map_err(HandshakeError::Io)?;
+        if conn.read_tls(&mut &*socket).map_err(timed_out)? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        conn.process_new_packets().map_err(HandshakeError::Tls)?;
+    }
+}
+
+/// Writes everything rustls has queued, each write bounded by the deadline.
+fn write_pending(conn: &mut Connection, socket: &TcpStream, deadline: Instant) -> io::Result<()> {
+    while conn.wants_write() {
+        let left = remaining(deadline).ok_or(io::ErrorKind::TimedOut)?;
+        socket.set_write_timeout(Some(left))?;
+        conn.write_tls(&mut &*socket)?;
+    }
+    Ok(())
+}
+
+fn remaining(deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())
+}
+
+/// Splits a connection whose handshake is done into its two halves.
+///
+/// Both halves share the rustls state (behind a mutex) and the socket
+/// (behind an `Arc`: `&TcpStream` reads and writes, so one file descriptor
+/// serves both threads, with no `try_clone`).
+pub fn split(conn: Connection, socket: Arc<TcpStream>) -> (ReadHalf, WriteHalf) {
+    let conn = Arc::new(Mutex::new(conn));
+    let read = ReadHalf {
+        conn: Arc::clone(&conn),
+        socket: Arc::clone(&socket),
+        primed: false,
+    };
+    (read, WriteHalf { conn, socket })
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic in the other half leaves rustls' state as consistent as any
+    // I/O error would; the next call will fail on its own terms.
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What one [`ReadHalf::receive`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Whatever was decrypted went to the sink (maybe nothing: not every
+    /// TLS record carries data). If `wants_write`, rustls has something to
+    /// send in reply (a key update); the writer must flush it.
+    Data {
+        /// rustls has queued bytes that only the writer may send.
+        wants_write: bool,
+    },
+    /// The peer sent close_notify: it has said all it will say.
+    Closed,
+    /// The TCP stream ended without close_notify: the peer vanished, or
+    /// this side shut the socket down.
+    Eof,
+}
+
+/// The reading half: waits for the peer without holding the lock.
+pub struct ReadHalf {
+    conn: Arc<Mutex<Connection>>,
+    socket: Arc<TcpStream>,
+    /// Set once plaintext that arrived with the handshake has been drained.
+    primed: bool,
+}
+
+impl ReadHalf {
+    /// Blocks until the peer sends something, then hands every decrypted
+    /// byte to `sink`, in order.
+    ///
+    /// `sink` runs while the lock is held, so it should only copy or frame
+    /// bytes, never block.
+    pub fn receive(&mut self, sink: &mut dyn FnMut(&[u8])) -> io::Result<Received> {
+        if !self.primed {
+            self.primed = true;
+            // A client's first lines can arrive with its Finished message and
+            // be decrypted already; the socket may then stay silent.
+            let mut delivered = false;
+            let state = drain_plaintext(&mut lock(&self.conn), &mut |bytes| {
+                delivered = true;
+                sink(bytes)
+            })?;
+            if delivered || state != (Received::Data { wants_write: false }) {
+                return Ok(state);
+            }
+        }
+        // Wait for at least one byte with the lock released, so the writer
+        // can encrypt and send meanwhile. `peek` leaves the byte in the
+        // socket for rustls to read: no buffer of our own per connection.
+        let mut probe = [0u8; 1];
+        loop {
+            match self.socket.peek(&mut probe) {
+                Ok(_) => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        let mut conn = lock(&self.conn);
+        // rustls takes at most one buffer's worth per call; whatever is left
+        // in the socket wakes the next `peek` at once.
+        conn.read_tls(&mut &*self.socket)?;
+        conn.process_new_packets()
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+        drain_plaintext(&mut conn, sink)
+    }
+}
+
+/// Passes all decrypted bytes to `sink`, then says what state the stream is in.
+fn drain_plaintext(conn: &mut Connection, sink: &mut dyn FnMut(&[u8])) -> io::Result<Received> {
+    let mut reader = conn.reader();
+    loop {
+        match reader.fill_buf() {
+            Ok([]) => return Ok(Received::Closed),
+            Ok(bytes) => {
+                let n = bytes.len();
+                sink(bytes);
+                reader.consume(n);
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(Received::Eof),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Received::Data {
+        wants_write: conn.wants_write(),
+    })
+}
+
+/// The writing half: the only code that writes the socket after the handshake.
+///
+/// TLS records must leave in the order rustls made them, so exactly one
+/// thread may take them out of rustls and put them on the wire.
+pub struct WriteHalf {
+    conn: Arc<Mutex<Connection>>,
+    socket: Arc<TcpStream>,
+}
+
+impl WriteHalf {
+    /// Encrypts `plaintext` and writes it, blocking until the kernel has
+    /// taken all of it. An empty `plaintext` sends only what rustls itself
+    /// has queued (an alert, a key update).
+    pub fn send(&mut self, plaintext: &[u8]) -> io::Result<()> {
+        // Encrypt under the lock; write to the socket without it.
+        let records = encrypt(&mut lock(&self.conn), plaintext)?;
+        (&*self.socket).write_all(&records)
+    }
+
+    /// Sends close_notify, then ends our direction of the TCP stream.
+    ///
+    /// The peer can still send: its last lines and its own close_notify
+    /// arrive at the reading half as usual.
+    pub fn close(&mut self) -> io::Result<()> {
+        let records = {
+            let mut conn = lock(&self.conn);
+            conn.send_close_notify();
+            encrypt(&mut conn, &[])?
+        };
+        (&*self.socket).write_all(&records)?;
+        self.socket.shutdown(Shutdown::Write)
+    }
+
+    /// Ends both directions at once, waking a reader blocked on the socket.
+    pub fn disconnect(&self) {
+        // Fails only if the socket is already disconnected, which is the goal.
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+/// Turns plaintext into TLS records, plus whatever else rustls has queued.
+///
+/// One `write` into rustls makes at least one record, so callers pass a
+/// whole batch at once. rustls stops taking plaintext while 64 KiB of its
+/// output is unsent, hence the loop that takes the output out as it goes.
+fn encrypt(conn: &mut Connection, plaintext: &[u8]) -> io::Result<Vec<u8>> {
+    // A record adds at most 22 bytes of framing and tag per 16 KiB.
+    let mut records = Vec::with_capacity(plaintext.len() + 64);
+    let mut rest = plaintext;
+    while !rest.is_empty() {
+        let taken = conn.writer().write(rest)?;
+        rest = &rest[taken..];
+        if taken == 0 && !conn.wants_write() {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut records)?;
+        }
+    }
+    while conn.wants_write() {
+        conn.write_tls(&mut records)?;
+    }
+    Ok(records)
+}

@@ -1,0 +1,199 @@
+//! Certificates and keys from PEM files, and the rustls configurations
+//! built from them.
+//!
+//! Every certificate check happens inside rustls; this module only decides
+//! what is trusted and says, when a check fails, what the user can do.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, CommonState, RootCertStore, ServerConfig};
+
+use crate::duplex::HandshakeError;
+use crate::error::Error;
+use crate::x509;
+
+/// Reads every certificate in a PEM file, in order (leaf first, for a chain).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| bad_pem(path, source))?;
+    if certs.is_empty() {
+        return Err(Error::NoPem {
+            path: path.to_owned(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|source| match source {
+        pem::Error::NoItemsFound => Error::NoPem {
+            path: path.to_owned(),
+            what: "private key",
+        },
+        source => bad_pem(path, source),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    fs::read(path).map_err(|source| Error::ReadFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn bad_pem(path: &Path, source: pem::Error) -> Error {
+    Error::BadPem {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The server's TLS configuration: its certificate chain and key, and no
+/// client certificates asked for.
+///
+/// rustls checks here that the key belongs to the certificate, so a mix-up
+/// is reported at start-up rather than as a failed handshake later.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
+    let chain = load_certs(cert)?;
+    let private_key = load_private_key(key)?;
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(|source| Error::ServerConfig {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            source,
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// Which certificate authorities the client trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// The CA certificates in this PEM file, and nothing else.
+    CaFile(PathBuf),
+    /// The public web's root CAs, as shipped in `webpki-roots`.
+    PublicRoots,
+}
+
+impl Trust {
+    /// The trust a client uses when not told otherwise: `ca` if given, else
+    /// `default_ca` if that file exists, else the public roots.
+    pub fn choose(ca: Option<PathBuf>, default_ca: &Path) -> Trust {
+        match ca {
+            Some(path) => Trust::CaFile(path),
+            None if default_ca.exists() => Trust::CaFile(default_ca.to_owned()),
+            None => Trust::PublicRoots,
+        }
+    }
+}
+
+/// The client's TLS configuration: verify the server against `trust`.
+///
+/// There is deliberately no way to turn verification off: a chat client
+/// that accepts any certificate encrypts its messages for whoever answers.
+pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
+    let mut roots = RootCertStore::empty();
+    match trust {
+        Trust::CaFile(path) => {
+            for cert in load_certs(path)? {
+                // `add`, not `add_parsable_certificates`: a CA file we cannot
+                // use is an error to report, not something to skip quietly.
+                roots.add(cert).map_err(|source| Error::BadCa {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        Trust::PublicRoots => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// What a handshake settled on, in one line: version, cipher suite, key
+/// exchange group and the peer certificate's subject.
+pub fn describe(conn: &CommonState) -> String {
+    let version = conn
+        .protocol_version()
+        .map_or("?".to_string(), |v| format!("{v:?}").replace('_', "."));
+    let suite = conn
+        .negotiated_cipher_suite()
+        .map_or("?".to_string(), |s| format!("{:?}", s.suite()));
+    let group = conn
+        .negotiated_key_exchange_group()
+        .map_or("?".to_string(), |g| format!("{:?}", g.name()));
+    let mut text = format!("{version}, {suite}, {group}");
+    if let Some(subject) = peer_subject(conn) {
+        text.push_str(", peer certificate ");
+        text.push_str(&subject);
+    }
+    text
+}
+
+/// The subject of the certificate the peer presented, if it presented one.
+pub fn peer_subject(conn: &CommonState) -> Option<String> {
+    let leaf = conn.peer_certificates()?.first()?;
+    x509::subject(leaf)
+}
+
+/// Advice for a client whose handshake failed: what to check or change.
+pub fn client_hint(err: &HandshakeError, trust: &Trust, server_name: &str) -> Option<String> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let HandshakeError::Tls(err) = err else {
+        return match err {
+            HandshakeError::Closed => {
+                Some("is the address a TLS chat server (chat-server)?".to_string())
+            }
+            _ => None,
+        };
+    };
+    let hint = match err {
+        E::InvalidCertificate(C::UnknownIssuer) => match trust {
+            Trust::CaFile(path) => format!(
+                "does --ca point at the CA that signed the server's certificate? \
+                 (now {}; `make certs` makes certs/ca.crt)",
+                path.display()
+            ),
+            Trust::PublicRoots => "no --ca was given and certs/ca.crt does not exist, so only \
+                 public CAs are trusted: pass --ca with the CA that signed the server's \
+                 certificate (certs/ca.crt for `make certs`)"
+                .to_string(),
+        },
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "the server must renew its certificate (for local ones: \
+             `make clean-certs certs`, then restart the server)"
+                .to_string()
+        }
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "check the clocks of both machines".to_string()
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+            "connect by a name the certificate holds, or pass --server-name with one \
+             (checked: {server_name})"
+        ),
+        E::InvalidCertificate(C::Other(other))
+            if other.to_string().contains("CaUsedAsEndEntity") =>
+        {
+            "the server must use a leaf certificate signed by the CA, not the CA \
+             certificate itself (`make certs` makes both)"
+                .to_string()
+        }
+        E::AlertReceived(A::CertificateRequired | A::HandshakeFailure) => {
+            "the server may require a client certificate".to_string()
+        }
+        _ => return None,
+    };
+    Some(hint)
+}

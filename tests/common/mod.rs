@@ -1,0 +1,426 @@
+//! Helpers shared by the integration tests: throwaway PKIs made with rcgen,
+//! an in-process server on `127.0.0.1:0`, and a scriptable TLS chat client.
+//!
+//! Every wait here has a deadline ([`TIMEOUT`]); a test that would hang
+//! fails instead.
+
+// Each test file uses its own part of this module.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, Connection};
+use secure_chat::duplex::{self, Received, WriteHalf};
+use secure_chat::line::{Frame, LineFramer};
+use secure_chat::server::{Limits, Server, Stopper};
+use secure_chat::tls::{self, Trust};
+
+/// The longest any single wait in a test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "secure-chat-test-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let path = std::env::temp_dir().join(name);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // A leftover temp dir is untidy, not a test failure.
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What is wrong with the certificate a [`Pki`] gives the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flaw {
+    /// Nothing: a leaf for localhost, 127.0.0.1 and ::1, signed by the CA.
+    None,
+    /// The client's CA file holds a different CA than the one that signed.
+    UntrustedCa,
+    /// The leaf expired in 2021.
+    Expired,
+    /// The leaf is for `example.org` only.
+    OtherHost,
+    /// The server presents the CA certificate itself.
+    CaAsLeaf,
+}
+
+/// A CA, a server certificate and key, written as PEM files.
+pub struct Pki {
+    dir: TempDir,
+    /// The CA file the client should trust.
+    pub ca: PathBuf,
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+fn leaf_params(names: &[&str]) -> CertificateParams {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = CertificateParams::new(names).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params
+}
+
+impl Pki {
+    /// A good PKI.
+    pub fn new() -> Pki {
+        Pki::with_flaw(Flaw::None)
+    }
+
+    pub fn with_flaw(flaw: Flaw) -> Pki {
+        let dir = TempDir::new();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = ca_params("test CA");
+        if flaw == Flaw::CaAsLeaf {
+            ca.subject_alt_names = leaf_params(&["localhost", "127.0.0.1"]).subject_alt_names;
+        }
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, &ca_key);
+
+        let mut leaf = match flaw {
+            Flaw::OtherHost => leaf_params(&["example.org"]),
+            _ => leaf_params(&["localhost", "127.0.0.1", "::1"]),
+        };
+        if flaw == Flaw::Expired {
+            leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            leaf.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+        let trusted_ca_pem = match flaw {
+            Flaw::UntrustedCa => {
+                let other_key = KeyPair::generate().unwrap();
+                ca_params("some other CA")
+                    .self_signed(&other_key)
+                    .unwrap()
+                    .pem()
+            }
+            _ => ca_cert.pem(),
+        };
+        let (server_cert, server_key) = match flaw {
+            Flaw::CaAsLeaf => (ca_cert.pem(), ca_key.serialize_pem()),
+            _ => (leaf_cert.pem(), leaf_key.serialize_pem()),
+        };
+
+        let write = |name: &str, contents: &str| {
+            let path = dir.path().join(name);
+            fs::write(&path, contents).unwrap();
+            path
+        };
+        Pki {
+            ca: write("ca.crt", &trusted_ca_pem),
+            cert: write("server.crt", &server_cert),
+            key: write("server.key", &server_key),
+            dir,
+        }
+    }
+
+    /// The files `make certs` wrote into `dir` (which the caller keeps).
+    pub fn from_dir(dir: &Path) -> Pki {
+        Pki {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+            // An empty directory of our own, so dropping this removes nothing
+            // of the caller's.
+            dir: TempDir::new(),
+        }
+    }
+
+    /// Another file in this PKI's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A server running in a thread of the test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stopper: Stopper,
+    finished: Receiver<Result<(), secure_chat::Error>>,
+    stopped: bool,
+}
+
+impl TestServer {
+    /// A server with default limits and certificates from `pki`.
+    pub fn start(pki: &Pki) -> TestServer {
+        TestServer::start_with(pki, Limits::default())
+    }
+
+    pub fn start_with(pki: &Pki, limits: Limits) -> TestServer {
+        let config = tls::server_config(&pki.cert, &pki.key).unwrap();
+        // Bound before the thread starts: clients can connect at once.
+        let server = Server::bind("127.0.0.1:0", config, limits).unwrap();
+        let addr = server.local_addr();
+        let stopper = server.stopper();
+        let (done, finished) = crossbeam_channel::bounded(1);
+        thread::spawn(move || {
+            let _ = done.send(server.run());
+        });
+        TestServer {
+            addr,
+            stopper,
+            finished,
+            stopped: false,
+        }
+    }
+
+    /// Stops the server and checks that it stopped, threads and all.
+    pub fn stop(mut self) {
+        self.stopped = true;
+        self.stopper.stop();
+        match self.finished.recv_timeout(TIMEOUT) {
+            Ok(result) => result.expect("server failed"),
+            Err(_) => panic!("server did not stop within {TIMEOUT:?}"),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // A test that failed before `stop` still stops its server.
+        if !self.stopped {
+            self.stopper.stop();
+            let _ = self.finished.recv_timeout(TIMEOUT);
+        }
+    }
+}
+
+/// What a [`TestClient`]'s reader thread saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Line(String),
+    /// The server sent close_notify.
+    Closed,
+    /// The connection ended without close_notify.
+    Eof,
+    Failed(String),
+}
+
+/// A TLS chat client under the test's control: lines in, lines out.
+pub struct TestClient {
+    writer: WriteHalf,
+    incoming: Receiver<Incoming>,
+    /// The nick the server gave it, learnt from its greeting.
+    pub nick: String,
+}
+
+/// Connects and finishes the TLS handshake, trusting `ca`.
+pub fn tls_connect(addr: SocketAddr, ca: &Path) -> (Connection, TcpStream) {
+    let config = tls::client_config(&Trust::CaFile(ca.to_owned())).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = Connection::Client(ClientConnection::new(config, name).unwrap());
+    let socket = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+    duplex::handshake(&mut conn, &socket, TIMEOUT).unwrap();
+    (conn, socket)
+}
+
+impl TestClient {
+    /// Connects and reads the greeting: the welcome and "you are NICK".
+    pub fn connect(addr: SocketAddr, ca: &Path) -> TestClient {
+        let mut client = TestClient::connect_quietly(addr, ca);
+        assert_eq!(
+            client.recv(),
+            format!("notice {}", secure_chat::protocol::WELCOME)
+        );
+        let you_are = client.recv();
+        client.nick = you_are
+            .strip_prefix("notice you are ")
+            .unwrap_or_else(|| panic!("expected 'you are', got {you_are:?}"))
+            .to_string();
+        client
+    }
+
+    /// Connects without reading anything.
+    pub fn connect_quietly(addr: SocketAddr, ca: &Path) -> TestClient {
+        let (conn, socket) = tls_connect(addr, ca);
+        let (mut reader, writer) = duplex::split(conn, Arc::new(socket));
+        let (tx, incoming) = crossbeam_channel::unbounded();
+        thread::spawn(move || {
+            let mut framer = LineFramer::new(1 << 20);
+            let mut frames = Vec::new();
+            loop {
+                let received = reader.receive(&mut |bytes| framer.push(bytes, &mut frames));
+                for frame in frames.drain(..) {
+                    let Frame::Line(line) = frame else {
+                        panic!("server sent a bad line: {frame:?}")
+                    };
+                    let _ = tx.send(Incoming::Line(line));
+                }
+                let end = match received {
+                    Ok(Received::Data { .. }) => continue,
+                    Ok(Received::Closed) => Incoming::Closed,
+                    Ok(Received::Eof) => Incoming::Eof,
+                    Err(err) => Incoming::Failed(err.to_string()),
+                };
+                let _ = tx.send(end);
+                return;
+            }
+        });
+        TestClient {
+            writer,
+            incoming,
+            nick: String::new(),
+        }
+    }
+
+    /// Sends one line (the `\n` is added).
+    pub fn send(&mut self, text: &str) {
+        self.send_raw(format!("{text}\n").as_bytes());
+    }
+
+    /// Sends bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.send(bytes).expect("send failed");
+    }
+
+    /// Sends close_notify; the server's last lines can still be read.
+    pub fn close(&mut self) {
+        self.writer.close().expect("close failed");
+    }
+
+    /// The next thing that arrives, line or end.
+    pub fn next(&self) -> Incoming {
+        match self.incoming.recv_timeout(TIMEOUT) {
+            Ok(incoming) => incoming,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("{}: nothing arrived in {TIMEOUT:?}", self.nick)
+            }
+            Err(RecvTimeoutError::Disconnected) => panic!("{}: read after the end", self.nick),
+        }
+    }
+
+    /// The next line; fails if the connection ends instead.
+    pub fn recv(&self) -> String {
+        match self.next() {
+            Incoming::Line(line) => line,
+            other => panic!("{}: expected a line, got {other:?}", self.nick),
+        }
+    }
+
+    /// Skips lines until one satisfies `wanted`, and returns it.
+    pub fn recv_until(&self, wanted: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self.recv();
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// The next line that is not a notice.
+    pub fn recv_non_notice(&self) -> String {
+        self.recv_until(|line| !line.starts_with("notice "))
+    }
+
+    /// Waits for the end of the connection, skipping any lines before it.
+    pub fn expect_end(&self) -> Incoming {
+        loop {
+            match self.next() {
+                Incoming::Line(_) => continue,
+                end => return end,
+            }
+        }
+    }
+
+    /// True if nothing is waiting to be read right now.
+    pub fn nothing_pending(&self) -> bool {
+        self.incoming.is_empty()
+    }
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        // Ends the reader thread, which waits on the socket.
+        self.writer.disconnect();
+    }
+}
+
+/// A client that finishes the handshake and then never reads.
+pub struct SilentClient {
+    _conn: Connection,
+    socket: TcpStream,
+}
+
+impl SilentClient {
+    pub fn connect(addr: SocketAddr, ca: &Path) -> SilentClient {
+        let (conn, socket) = tls_connect(addr, ca);
+        SilentClient {
+            _conn: conn,
+            socket,
+        }
+    }
+
+    /// Reads (and discards) until the server ends the connection. Returns
+    /// false if the connection was still open after [`TIMEOUT`] of silence.
+    pub fn was_disconnected(&mut self) -> bool {
+        self.socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match self.socket.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// The resident memory of this process, in KiB.
+pub fn rss_kib() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

@@ -83,6 +83,9 @@ pub struct Pki {
     dir: TempDir,
     /// The CA file the client should trust.
     pub ca: PathBuf,
+    /// The CA that really signed the server's certificate: the same as
+    /// `ca` unless the flaw is [`Flaw::UntrustedCa`].
+    pub signer: PathBuf,
     /// The server's certificate chain.
     pub cert: PathBuf,
     /// The server's private key.
@@ -157,6 +160,7 @@ impl Pki {
         };
         Pki {
             ca: write("ca.crt", &trusted_ca_pem),
+            signer: write("signer.crt", &ca_cert.pem()),
             cert: write("server.crt", &server_cert),
             key: write("server.key", &server_key),
             dir,
@@ -167,6 +171,7 @@ impl Pki {
     pub fn from_dir(dir: &Path) -> Pki {
         Pki {
             ca: dir.join("ca.crt"),
+            signer: dir.join("ca.crt"),
             cert: dir.join("server.crt"),
             key: dir.join("server.key"),
             // An empty directory of our own, so dropping this removes nothing

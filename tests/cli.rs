@@ -1,0 +1,335 @@
+//! The two binaries as a user runs them: flags, messages, exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+
+use common::{Flaw, Incoming, Pki, TestClient, TestServer, TIMEOUT};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_chat-server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
+
+/// Waits for a child with a deadline; kills it if the deadline passes.
+fn finish(child: Child) -> Output {
+    let pid = child.id();
+    let (done, finished) = crossbeam_channel::bounded(1);
+    thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(TIMEOUT) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("process {pid} did not exit within {TIMEOUT:?}");
+        }
+    }
+}
+
+/// Runs a binary with `stdin` as its input.
+fn run(binary: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The child may exit without reading all of it; that is its business.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    finish(child)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let server = run(SERVER, &["--help"], "");
+    assert!(server.status.success());
+    for flag in [
+        "--addr",
+        "--cert",
+        "--key",
+        "--handshake-timeout",
+        "--max-line",
+        "--queue-lines",
+        "--queue-bytes",
+    ] {
+        assert!(
+            stdout(&server).contains(flag),
+            "chat-server --help lacks {flag}"
+        );
+    }
+    let client = run(CLIENT, &["--help"], "");
+    assert!(client.status.success());
+    for flag in ["--addr", "--ca", "--server-name"] {
+        assert!(
+            stdout(&client).contains(flag),
+            "chat-client --help lacks {flag}"
+        );
+    }
+    assert!(!stdout(&client).contains("insecure"));
+}
+
+#[test]
+fn unknown_flags_fail_with_exit_code_1() {
+    for binary in [SERVER, CLIENT] {
+        let output = run(binary, &["--frobnicate"], "");
+        assert_eq!(output.status.code(), Some(1));
+        assert!(
+            stderr(&output).contains("--frobnicate"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(stderr(&output).contains("--help"));
+    }
+    let output = run(SERVER, &["--max-line", "lots"], "");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("lots"), "{}", stderr(&output));
+}
+
+#[test]
+fn server_names_a_missing_certificate_file() {
+    let output = run(
+        SERVER,
+        &["--addr", "127.0.0.1:0", "--cert", "/nonexistent/server.crt"],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim(),
+        "chat-server: cannot read /nonexistent/server.crt: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn server_names_a_key_that_does_not_match() {
+    let one = Pki::new();
+    let other = Pki::new();
+    let cert = one.cert.to_str().unwrap();
+    let key = other.key.to_str().unwrap();
+    let output = run(
+        SERVER,
+        &["--addr", "127.0.0.1:0", "--cert", cert, "--key", key],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("does not belong to the certificate"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn server_names_an_address_in_use() {
+    let pki = Pki::new();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let args = [
+        "--addr",
+        &addr,
+        "--cert",
+        pki.cert.to_str().unwrap(),
+        "--key",
+        pki.key.to_str().unwrap(),
+    ];
+    let output = run(SERVER, &args, "");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(&format!("cannot listen on {addr}: Address already in use")),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn client_names_a_missing_ca_file() {
+    let output = run(
+        CLIENT,
+        &["--addr", "127.0.0.1:1", "--ca", "/nonexistent/ca.crt"],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot read /nonexistent/ca.crt"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn client_names_a_server_that_is_not_there() {
+    let pki = Pki::new();
+    let free = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let addr = free.to_string();
+    let output = run(
+        CLIENT,
+        &["--addr", &addr, "--ca", pki.ca.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(&format!("cannot connect to {addr}")),
+        "{}",
+        stderr(&output)
+    );
+}
+
+fn client_args(server: &TestServer, pki: &Pki) -> Vec<String> {
+    vec![
+        "--addr".into(),
+        format!("localhost:{}", server.addr.port()),
+        "--ca".into(),
+        pki.ca.to_str().unwrap().into(),
+    ]
+}
+
+#[test]
+fn piped_hi_and_bye_print_the_replies_and_exit_0() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+    let args = client_args(&server, &pki);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run(CLIENT, &args, "hi\nbye\n");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    assert!(
+        printed.contains("Welcome to the secure chat server!"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("Hola, cómo puedo ayudarte hoy?"),
+        "{printed}"
+    );
+    assert!(printed.contains("Ciao, Buonanotte!"), "{printed}");
+    assert!(stderr(&output).contains("TLSv1.3"), "{}", stderr(&output));
+    server.stop();
+}
+
+#[test]
+fn end_of_input_waits_for_the_servers_last_lines() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+    let watcher = TestClient::connect(server.addr, &pki.ca);
+    let args = client_args(&server, &pki);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run(CLIENT, &args, "one\ntwo\n");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    // Its own lines come back as acknowledgements even though its input
+    // ended right after sending them.
+    assert!(
+        printed.contains("> one\n") && printed.contains("> two\n"),
+        "{printed}"
+    );
+    watcher.recv_until(|line| line.ends_with(" two"));
+    server.stop();
+}
+
+#[test]
+fn client_refuses_an_untrusted_server_and_says_why() {
+    let pki = Pki::with_flaw(Flaw::UntrustedCa);
+    let server = TestServer::start(&pki);
+    let watcher = TestClient::connect(server.addr, &pki.signer);
+    let args = client_args(&server, &pki);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run(CLIENT, &args, "secret\n");
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("certificate not trusted (UnknownIssuer)"),
+        "{message}"
+    );
+    assert!(message.contains("does --ca point at"), "{message}");
+    assert!(stdout(&output).is_empty());
+    // Nothing of what was typed reached the chat; the next line the
+    // watcher sees is its own.
+    let mut watcher = watcher;
+    watcher.send("marker");
+    assert_eq!(
+        watcher.recv_until(|line| line.starts_with("chat ")),
+        format!("chat {} marker", watcher.nick)
+    );
+    server.stop();
+}
+
+#[test]
+fn client_exits_0_when_the_server_stops() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+    let args = client_args(&server, &pki);
+    let mut child = Command::new(CLIENT)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Connected once the greeting is printed; stdin stays open.
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("Welcome"), "{first}");
+    server.stop();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("server shutting down")),
+        "{rest:?}"
+    );
+    let output = finish(child);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn server_binary_serves_and_stops_on_sigterm() {
+    let pki = Pki::new();
+    let mut server = Command::new(SERVER)
+        .args(["--addr", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(&pki.cert)
+        .arg("--key")
+        .arg(&pki.key)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(server.stderr.take().unwrap()).lines();
+    let listening = log.next().unwrap().unwrap();
+    let addr = listening
+        .rsplit_once("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first log line: {listening}"))
+        .1
+        .parse()
+        .unwrap();
+
+    let mut client = TestClient::connect(addr, &pki.ca);
+    client.send("héllo 世界 🙂");
+    assert_eq!(client.recv(), format!("chat {} héllo 世界 🙂", client.nick));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(client.recv(), "notice server shutting down, goodbye");
+    assert_eq!(client.next(), Incoming::Closed);
+    let rest: Vec<String> = log.map(|l| l.unwrap()).collect();
+    let output = finish(server);
+    assert_eq!(output.status.code(), Some(0), "{rest:?}");
+    // The log records connections but never what was said.
+    assert!(!rest.iter().any(|l| l.contains("héllo")), "{rest:?}");
+}

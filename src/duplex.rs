@@ -38,6 +38,9 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Io(err) => write!(f, "{err}"),
             HandshakeError::Tls(E::InvalidCertificate(err)) => match err {
                 C::UnknownIssuer => write!(f, "certificate not trusted (UnknownIssuer)"),
+                // A trusted CA with the signer's name, but another key: most
+                // often a CA made anew after the certificate was signed.
+                C::BadSignature => write!(f, "certificate not trusted (BadSignature)"),
                 C::Expired | C::ExpiredContext { .. } => {
                     write!(f, "certificate expired (Expired)")
                 }
@@ -50,7 +53,11 @@ impl fmt::Display for HandshakeError {
                 C::NotValidForNameContext { presented, .. } => write!(
                     f,
                     "certificate is for another host (NotValidForName; it names {})",
-                    presented.join(", ")
+                    presented
+                        .iter()
+                        .map(|name| plain_name(name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 // webpki's finer errors reach us only as text.
                 C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => write!(
@@ -67,6 +74,14 @@ impl fmt::Display for HandshakeError {
             }
             HandshakeError::Tls(err) => write!(f, "{err}"),
         }
+    }
+}
+
+/// `localhost` for rustls' `DnsName("localhost")`, `::1` for `IpAddress(::1)`.
+fn plain_name(presented: &str) -> &str {
+    match presented.split_once('(') {
+        Some((_, inner)) => inner.trim_end_matches(')').trim_matches('"'),
+        None => presented,
     }
 }
 

@@ -160,7 +160,7 @@ pub fn client_hint(err: &HandshakeError, trust: &Trust, server_name: &str) -> Op
         };
     };
     let hint = match err {
-        E::InvalidCertificate(C::UnknownIssuer) => match trust {
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => match trust {
             Trust::CaFile(path) => format!(
                 "does --ca point at the CA that signed the server's certificate? \
                  (now {}; `make certs` makes certs/ca.crt)",

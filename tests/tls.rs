@@ -101,6 +101,16 @@ fn untrusted_ca_is_refused_with_a_hint_about_ca() {
 }
 
 #[test]
+fn a_remade_ca_with_the_same_name_is_refused_with_a_hint_about_ca() {
+    let message = refused(Flaw::RemadeCa);
+    assert!(
+        message.contains("certificate not trusted (BadSignature)"),
+        "{message}"
+    );
+    assert!(message.contains("does --ca point at"), "{message}");
+}
+
+#[test]
 fn expired_certificate_is_refused_with_a_hint_to_renew() {
     let message = refused(Flaw::Expired);
     assert!(message.contains("certificate expired"), "{message}");

@@ -70,6 +70,9 @@ pub enum Flaw {
     None,
     /// The client's CA file holds a different CA than the one that signed.
     UntrustedCa,
+    /// The client trusts a CA with the signer's name but another key, as
+    /// after `make clean-certs certs` on the server's machine only.
+    RemadeCa,
     /// The leaf expired in 2021.
     Expired,
     /// The leaf is for `example.org` only.
@@ -145,6 +148,10 @@ impl Pki {
                     .self_signed(&other_key)
                     .unwrap()
                     .pem()
+            }
+            Flaw::RemadeCa => {
+                let other_key = KeyPair::generate().unwrap();
+                ca_params("test CA").self_signed(&other_key).unwrap().pem()
             }
             _ => ca_cert.pem(),
         };

@@ -18,7 +18,7 @@ use crate::duplex::{self, HandshakeError, Received};
 use crate::error::Error;
 use crate::line::{Frame, LineFramer};
 use crate::outbox::{self, Outgoing};
-use crate::protocol::ServerLine;
+use crate::screen::Screen;
 use crate::tls::{self, Trust};
 
 /// The server the client talks to unless told otherwise.
@@ -125,8 +125,9 @@ impl Connected {
     /// to the server, lines from the server are written to `output`.
     ///
     /// When `input` ends, the client says close_notify and still prints
-    /// whatever the server sends until it closes too.
-    pub fn chat<I, O>(self, input: I, output: &mut O) -> Result<(), Error>
+    /// whatever the server sends until it closes too. `screen` decides how
+    /// lines look.
+    pub fn chat<I, O>(self, input: I, output: &mut O, mut screen: Screen) -> Result<(), Error>
     where
         I: BufRead + Send + 'static,
         O: Write,
@@ -148,7 +149,7 @@ impl Connected {
         let result = loop {
             let received = read_half.receive(&mut |bytes| framer.push(bytes, &mut frames));
             for frame in frames.drain(..) {
-                show(output, &frame)?;
+                show(output, &mut screen, &frame)?;
             }
             match received {
                 Ok(Received::Data { wants_write }) => {
@@ -158,7 +159,7 @@ impl Connected {
                 }
                 Ok(Received::Closed) => {
                     if let Some(frame) = framer.finish() {
-                        show(output, &frame)?;
+                        show(output, &mut screen, &frame)?;
                     }
                     break Ok(());
                 }
@@ -195,24 +196,13 @@ fn send_input(input: impl BufRead, to_writer: Sender<Outgoing>) {
 }
 
 /// Writes one line from the server for a person to read.
-fn show(output: &mut impl Write, frame: &Frame) -> io::Result<()> {
+fn show(output: &mut impl Write, screen: &mut Screen, frame: &Frame) -> io::Result<()> {
     match frame {
-        Frame::Line(line) => writeln!(output, "{}", render(line))?,
+        Frame::Line(line) => writeln!(output, "{}", screen.render(line))?,
         Frame::TooLong => writeln!(output, "[an over-long line from the server was dropped]")?,
         Frame::InvalidUtf8 => writeln!(output, "[a line from the server was not UTF-8]")?,
     }
     output.flush()
-}
-
-/// How a server line looks on screen. The framer has already removed
-/// control characters, so nothing here can reach the terminal as a command.
-pub fn render(line: &str) -> String {
-    match ServerLine::parse(line) {
-        Some(ServerLine::Chat { from, text }) => format!("<{from}> {text}"),
-        Some(ServerLine::Notice(text)) => format!("*** {text}"),
-        Some(ServerLine::Error(text)) => format!("!!! {text}"),
-        None => line.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -225,13 +215,5 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:1"), "127.0.0.1");
         assert_eq!(host_of("[::1]:8080"), "::1");
         assert_eq!(host_of("example.org"), "example.org");
-    }
-
-    #[test]
-    fn render_marks_each_kind() {
-        assert_eq!(render("chat bob hi there"), "<bob> hi there");
-        assert_eq!(render("notice Welcome"), "*** Welcome");
-        assert_eq!(render("error nope"), "!!! nope");
-        assert_eq!(render("something else"), "something else");
     }
 }

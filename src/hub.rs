@@ -1,10 +1,11 @@
 //! The hub: one thread that owns everything the sessions share.
 //!
 //! Sessions never touch each other. Their readers send the hub [`Event`]s;
-//! the hub decides, and pushes lines into each recipient's [`Outbox`]. It
-//! knows channels and sockets to cut, never TLS.
+//! the hub owns nicks, rooms, topics and history, decides, and pushes lines
+//! into each recipient's [`Outbox`]. It knows channels and sockets to cut,
+//! never TLS.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -13,7 +14,13 @@ use crossbeam_channel::Receiver;
 
 use crate::line::Frame;
 use crate::outbox::{Outbox, Overflow};
-use crate::protocol::{self, Command, ServerLine};
+use crate::protocol::{self, Command, Nick, Room, ServerLine, COMMANDS};
+
+/// Default for how many of a room's last lines a newcomer is shown.
+///
+/// Enough to see what the conversation is about; small enough that joining
+/// a busy room does not flood the screen. 0 keeps no history at all.
+pub const HISTORY_LINES: usize = 50;
 
 /// A connection's number, unique for the life of the server; logs use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +73,15 @@ pub enum Event {
 /// The notice every client gets when the server stops.
 pub const SHUTDOWN_NOTICE: &str = "server shutting down, goodbye";
 
+/// What the hub needs to know of the server's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubSettings {
+    /// The longest line a client may send, named in the error for one longer.
+    pub max_line: usize,
+    /// Lines of history kept per room.
+    pub history: usize,
+}
+
 /// One connection, from accept to goodbye.
 struct Conn {
     peer: SocketAddr,
@@ -76,17 +92,32 @@ struct Conn {
 
 /// A client that is in the chat.
 struct Member {
-    nick: String,
+    nick: Nick,
+    /// The key of the room it is in (see [`Room::key`]).
+    room: String,
     outbox: Outbox,
+}
+
+/// A room and what it remembers.
+struct RoomState {
+    name: Room,
+    /// In order of arrival.
+    members: BTreeSet<ClientId>,
+    topic: Option<String>,
+    /// The last chat and action lines, as they were sent.
+    history: VecDeque<Arc<str>>,
 }
 
 /// The hub's state. Only the hub thread ever holds it.
 struct Hub {
-    /// Ordered by id, so a broadcast reaches clients in the order they came.
     conns: BTreeMap<ClientId, Conn>,
-    /// Size limit for lines, named in the error for an over-long one.
-    max_line: usize,
-    /// Clients that overflowed during the current event, to be cut after it.
+    /// Who has which nick, by [`Nick::key`].
+    nicks: HashMap<String, ClientId>,
+    /// By [`Room::key`]; a `BTreeMap` so `/rooms` comes out sorted.
+    rooms: BTreeMap<String, RoomState>,
+    settings: HubSettings,
+    /// Clients that overflowed while the current event was handled; they are
+    /// cut once it is done.
     too_slow: HashMap<ClientId, Overflow>,
 }
 
@@ -95,10 +126,12 @@ struct Hub {
 ///
 /// Returns the sockets of the connections still open, so the server can cut
 /// any that do not finish closing on their own.
-pub fn run(events: Receiver<Event>, max_line: usize) -> Vec<Arc<TcpStream>> {
+pub fn run(events: Receiver<Event>, settings: HubSettings) -> Vec<Arc<TcpStream>> {
     let mut hub = Hub {
         conns: BTreeMap::new(),
-        max_line,
+        nicks: HashMap::new(),
+        rooms: BTreeMap::new(),
+        settings,
         too_slow: HashMap::new(),
     };
     for event in events {
@@ -125,119 +158,355 @@ impl Hub {
             }
             Event::Ready { id, outbox } => self.join(id, outbox),
             Event::Frame { id, frame } => self.frame(id, frame),
-            Event::Gone { id, reason } => self.leave(id, &reason),
+            Event::Gone { id, reason } => self.remove(id, None, &reason),
             Event::Shutdown => unreachable!("handled by run"),
         }
     }
 
+    /// A client finished its handshake: it gets a guest name and the lobby.
     fn join(&mut self, id: ClientId, outbox: Outbox) {
+        let nick = self.free_guest_nick(id);
         let Some(conn) = self.conns.get_mut(&id) else {
             // Gone before its handshake finished; the writer stops when
             // this last outbox is dropped.
             return;
         };
-        let nick = format!("guest{}", id.0);
+        log::info!("{id} {}: joined as {nick}", conn.peer);
+        self.nicks.insert(nick.key(), id);
         conn.member = Some(Member {
             nick: nick.clone(),
+            room: String::new(),
             outbox,
         });
-        self.send_to(id, ServerLine::Notice(protocol::WELCOME));
-        self.send_to(id, ServerLine::Notice(&format!("you are {nick}")));
-        self.broadcast_except(id, ServerLine::Notice(&format!("{nick} joined")));
+        self.notice(id, protocol::WELCOME);
+        self.notice(id, &format!("you are {nick}"));
+        self.enter_room(id, Room::lobby());
+    }
+
+    /// `guestN`, N the connection's number unless someone took that name.
+    fn free_guest_nick(&self, id: ClientId) -> Nick {
+        (id.0..)
+            .map(|n| Nick::parse(&format!("guest{n}")).expect("a valid nick"))
+            .find(|nick| !self.nicks.contains_key(&nick.key()))
+            .expect("some guest number is free")
     }
 
     fn frame(&mut self, id: ClientId, frame: Frame) {
         // Lines from a client that said bye still arrive; they are dropped.
-        let Some(nick) = self.nick(id).map(str::to_owned) else {
+        if self.member(id).is_none() {
             return;
-        };
+        }
         let text = match frame {
             Frame::Line(text) => text,
             Frame::TooLong => {
                 let text = format!(
                     "line too long: the limit is {} bytes; it was not sent",
-                    self.max_line
+                    self.settings.max_line
                 );
-                return self.send_to(id, ServerLine::Error(&text));
+                return self.error(id, &text);
             }
             Frame::InvalidUtf8 => {
-                let text = "line is not valid UTF-8; it was not sent";
-                return self.send_to(id, ServerLine::Error(text));
+                return self.error(id, "line is not valid UTF-8; it was not sent");
             }
         };
         match protocol::parse_command(&text) {
-            None => {}
-            Some(Command::Say(said)) => {
+            Ok(None) => {}
+            Ok(Some(command)) => self.command(id, command),
+            Err(err) => self.error(id, &err.to_string()),
+        }
+    }
+
+    fn command(&mut self, id: ClientId, command: Command<'_>) {
+        let member = self.member(id).expect("checked by frame");
+        let nick = member.nick.clone();
+        let room = member.room.clone();
+        match command {
+            Command::Say(text) => {
                 // The sender gets the line too: its acknowledgement, in the
                 // same order everyone else sees.
-                self.broadcast(ServerLine::Chat {
-                    from: &nick,
-                    text: said,
-                });
-                if protocol::is_greeting(said) {
-                    self.send_to(id, ServerLine::Notice(protocol::HI_REPLY));
+                let line = ServerLine::Chat {
+                    from: nick.as_str(),
+                    text,
+                };
+                self.say_in_room(&room, line);
+                if protocol::is_greeting(text) {
+                    self.notice(id, protocol::HI_REPLY);
                 }
             }
-            Some(Command::Quit) => {
-                self.send_to(id, ServerLine::Notice(protocol::BYE_REPLY));
-                self.leave(id, "said goodbye");
+            Command::Me(text) => {
+                let line = ServerLine::Action {
+                    from: nick.as_str(),
+                    text,
+                };
+                self.say_in_room(&room, line);
             }
-            Some(Command::Unknown(name)) => {
-                let text =
-                    format!("unknown command /{name}; to send a line that starts with /, type //");
-                self.send_to(id, ServerLine::Error(&text));
+            Command::Nick(name) => self.change_nick(id, &nick, name),
+            Command::Join(name) => match Room::parse(name) {
+                Ok(target) if target.key() == room => {
+                    self.notice(id, &format!("you are already in {target}"));
+                }
+                Ok(target) => {
+                    let notice = format!("{nick} left {}", self.room_name(&room));
+                    self.leave_room(id, &room, &notice);
+                    self.enter_room(id, target);
+                }
+                Err(why) => self.error(id, &format!("{name:?} is not a valid room name: {why}")),
+            },
+            Command::Rooms => {
+                let list: Vec<String> = self
+                    .rooms
+                    .values()
+                    .map(|r| format!("{} ({})", r.name, r.members.len()))
+                    .collect();
+                self.notice(id, &format!("rooms: {}", list.join(", ")));
             }
+            Command::Who => {
+                let state = &self.rooms[&room];
+                let mut nicks: Vec<&str> = state
+                    .members
+                    .iter()
+                    .filter_map(|m| self.member(*m).map(|m| m.nick.as_str()))
+                    .collect();
+                nicks.sort_by_key(|n| n.to_ascii_lowercase());
+                let text = format!("in {} ({}): {}", state.name, nicks.len(), nicks.join(", "));
+                self.notice(id, &text);
+            }
+            Command::Whois(name) => match self.find_nick(name) {
+                Some(other) => {
+                    let member = self.member(other).expect("nicks hold members");
+                    let text = format!("{} is in {}", member.nick, self.room_name(&member.room));
+                    self.notice(id, &text);
+                }
+                None => self.error(id, &format!("no user named {name} is connected")),
+            },
+            Command::Msg { to, text } => match self.find_nick(to) {
+                Some(target) => {
+                    let recipient = self
+                        .member(target)
+                        .expect("nicks hold members")
+                        .nick
+                        .clone();
+                    let line: Arc<str> = ServerLine::Private {
+                        from: nick.as_str(),
+                        to: recipient.as_str(),
+                        text,
+                    }
+                    .to_wire()
+                    .into();
+                    self.deliver(target, Arc::clone(&line));
+                    if target != id {
+                        self.deliver(id, line);
+                    }
+                }
+                None => self.error(id, &format!("no user named {to} is connected")),
+            },
+            Command::Topic(None) => {
+                let state = &self.rooms[&room];
+                let text = match &state.topic {
+                    Some(topic) => format!("topic of {}: {topic}", state.name),
+                    None => format!("{} has no topic; set one with /topic TEXT", state.name),
+                };
+                self.notice(id, &text);
+            }
+            Command::Topic(Some(topic)) => {
+                let state = self.rooms.get_mut(&room).expect("members are in a room");
+                state.topic = Some(topic.to_string());
+                let text = format!("{nick} set the topic of {}: {topic}", state.name);
+                self.to_room(&room, ServerLine::Notice(&text));
+            }
+            Command::Help(None) => {
+                let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+                self.notice(id, &format!("commands: {}", names.join(" ")));
+                for info in COMMANDS {
+                    self.notice(id, &format!("{}: {}", info.usage, info.help));
+                }
+                self.notice(id, "anything else you type is said to the room; start it with // to say a line that begins with /");
+            }
+            Command::Help(Some(name)) => match protocol::command_info(name) {
+                Some(info) => self.notice(id, &format!("{}: {}", info.usage, info.help)),
+                None => self.error(id, &format!("no command {name}: /help lists the commands")),
+            },
+            Command::Quit(reason) => {
+                self.notice(id, protocol::BYE_REPLY);
+                self.remove(id, reason.or(Some("")), "said goodbye");
+            }
+        }
+    }
+
+    fn change_nick(&mut self, id: ClientId, old: &Nick, name: &str) {
+        let new = match Nick::parse(name) {
+            Ok(new) => new,
+            Err(why) => {
+                let text = format!(
+                    "{name:?} is not a valid nick: {why} (1 to 24 letters, digits, _ or -, \
+                     not starting with a digit or -)"
+                );
+                return self.error(id, &text);
+            }
+        };
+        if new == *old {
+            return self.notice(id, &format!("you are already {new}"));
+        }
+        // Changing only the case of one's own nick is allowed.
+        if self.nicks.get(&new.key()).is_some_and(|owner| *owner != id) {
+            return self.error(id, &format!("nick {new} is taken; choose another"));
+        }
+        self.nicks.remove(&old.key());
+        self.nicks.insert(new.key(), id);
+        let member = self.member_mut(id).expect("checked by frame");
+        member.nick = new.clone();
+        let room = member.room.clone();
+        log::info!("{id}: {old} is now {new}");
+        self.notice(id, &format!("you are now {new}"));
+        self.to_room_except(
+            &room,
+            id,
+            ServerLine::Notice(&format!("{old} is now {new}")),
+        );
+    }
+
+    /// Puts a member into a room, creating the room if needed, and shows it
+    /// the room: who is there, the topic, the history.
+    fn enter_room(&mut self, id: ClientId, room: Room) {
+        let key = room.key();
+        let state = self.rooms.entry(key.clone()).or_insert_with(|| RoomState {
+            name: room,
+            members: BTreeSet::new(),
+            topic: None,
+            history: VecDeque::new(),
+        });
+        state.members.insert(id);
+        let name = state.name.clone();
+        let here = state.members.len();
+        let topic = state.topic.clone();
+        let history: Vec<Arc<str>> = state.history.iter().cloned().collect();
+        let member = self.member_mut(id).expect("entering members exist");
+        member.room = key.clone();
+        let nick = member.nick.clone();
+
+        self.to_room_except(
+            &key,
+            id,
+            ServerLine::Notice(&format!("{nick} joined {name}")),
+        );
+        let people = if here == 1 { "person" } else { "people" };
+        self.notice(id, &format!("you are in {name} ({here} {people} here)"));
+        if let Some(topic) = topic {
+            self.notice(id, &format!("topic of {name}: {topic}"));
+        }
+        for line in history {
+            self.deliver(id, ServerLine::History(&line).to_wire().into());
+        }
+    }
+
+    /// Takes a member out of its room, telling those who stay; an empty
+    /// room is forgotten, except the lobby.
+    fn leave_room(&mut self, id: ClientId, room: &str, notice: &str) {
+        let Some(state) = self.rooms.get_mut(room) else {
+            return;
+        };
+        state.members.remove(&id);
+        if state.members.is_empty() && state.name.as_str() != protocol::LOBBY {
+            self.rooms.remove(room);
+        } else {
+            self.to_room(room, ServerLine::Notice(notice));
         }
     }
 
     /// Removes a connection; a member's writer sends what is queued, then
-    /// closes. Harmless for a connection already gone.
-    fn leave(&mut self, id: ClientId, reason: &str) {
+    /// closes. `public` is the reason the room is told (`Some("")` for
+    /// none). Harmless for a connection already gone.
+    fn remove(&mut self, id: ClientId, public: Option<&str>, reason: &str) {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
+        let peer = conn.peer;
         match conn.member {
             Some(member) => {
-                log::info!("{id} {}: {} left: {reason}", conn.peer, member.nick);
+                let nick = &member.nick;
+                log::info!("{id} {peer}: {nick} left: {reason}");
                 member.outbox.close();
-                self.broadcast(ServerLine::Notice(&format!("{} left", member.nick)));
+                self.nicks.remove(&nick.key());
+                let notice = match public {
+                    Some("") | None => format!("{nick} quit"),
+                    Some(why) => format!("{nick} quit: {why}"),
+                };
+                self.leave_room(id, &member.room, &notice);
             }
-            None => log::info!("{id} {}: closed before joining: {reason}", conn.peer),
+            None => log::info!("{id} {peer}: closed before joining: {reason}"),
         }
     }
 
-    fn nick(&self, id: ClientId) -> Option<&str> {
-        let member = self.conns.get(&id)?.member.as_ref()?;
-        Some(&member.nick)
+    fn member(&self, id: ClientId) -> Option<&Member> {
+        self.conns.get(&id)?.member.as_ref()
     }
 
-    fn send_to(&mut self, id: ClientId, line: ServerLine<'_>) {
-        let wire: Arc<str> = line.to_wire().into();
-        if let Some(member) = self.conns.get(&id).and_then(|c| c.member.as_ref()) {
-            if let Err(overflow) = member.outbox.push(wire) {
-                self.too_slow.insert(id, overflow);
-            }
+    fn member_mut(&mut self, id: ClientId) -> Option<&mut Member> {
+        self.conns.get_mut(&id)?.member.as_mut()
+    }
+
+    fn find_nick(&self, name: &str) -> Option<ClientId> {
+        self.nicks.get(&name.to_ascii_lowercase()).copied()
+    }
+
+    fn room_name<'a>(&'a self, key: &'a str) -> &'a str {
+        self.rooms.get(key).map_or(key, |state| state.name.as_str())
+    }
+
+    fn notice(&mut self, id: ClientId, text: &str) {
+        self.deliver(id, ServerLine::Notice(text).to_wire().into());
+    }
+
+    fn error(&mut self, id: ClientId, text: &str) {
+        self.deliver(id, ServerLine::Error(text).to_wire().into());
+    }
+
+    /// Queues one line for one member. A full queue never blocks the hub;
+    /// its client is noted and cut once the current event is handled.
+    fn deliver(&mut self, id: ClientId, line: Arc<str>) {
+        let Some(member) = self.conns.get(&id).and_then(|c| c.member.as_ref()) else {
+            return;
+        };
+        if let Err(overflow) = member.outbox.push(line) {
+            self.too_slow.insert(id, overflow);
         }
     }
 
-    fn broadcast(&mut self, line: ServerLine<'_>) {
-        self.broadcast_filtered(line, None);
-    }
-
-    fn broadcast_except(&mut self, except: ClientId, line: ServerLine<'_>) {
-        self.broadcast_filtered(line, Some(except));
-    }
-
-    /// Sends one line to every member: the text is formatted once and each
-    /// queue gets a pointer to it. A full queue never blocks the hub; its
-    /// client is noted and cut once the current event is handled.
-    fn broadcast_filtered(&mut self, line: ServerLine<'_>, except: Option<ClientId>) {
+    /// A chat or action line: to everyone in the room, and into its history.
+    fn say_in_room(&mut self, room: &str, line: ServerLine<'_>) {
         let wire: Arc<str> = line.to_wire().into();
-        for (&id, conn) in &self.conns {
-            let Some(member) = &conn.member else { continue };
+        if self.settings.history > 0 {
+            if let Some(state) = self.rooms.get_mut(room) {
+                if state.history.len() == self.settings.history {
+                    state.history.pop_front();
+                }
+                state.history.push_back(Arc::clone(&wire));
+            }
+        }
+        self.fan_out(room, wire, None);
+    }
+
+    fn to_room(&mut self, room: &str, line: ServerLine<'_>) {
+        self.fan_out(room, line.to_wire().into(), None);
+    }
+
+    fn to_room_except(&mut self, room: &str, except: ClientId, line: ServerLine<'_>) {
+        self.fan_out(room, line.to_wire().into(), Some(except));
+    }
+
+    /// Sends one line to a room: formatted once, and each queue gets a
+    /// pointer to it.
+    fn fan_out(&mut self, room: &str, wire: Arc<str>, except: Option<ClientId>) {
+        let Some(state) = self.rooms.get(room) else {
+            return;
+        };
+        for &id in &state.members {
             if Some(id) == except {
                 continue;
             }
+            let Some(member) = self.conns.get(&id).and_then(|c| c.member.as_ref()) else {
+                continue;
+            };
             if let Err(overflow) = member.outbox.push(Arc::clone(&wire)) {
                 self.too_slow.insert(id, overflow);
             }
@@ -249,12 +518,11 @@ impl Hub {
     fn drop_slow_clients(&mut self) {
         while let Some(&id) = self.too_slow.keys().next() {
             let overflow = self.too_slow.remove(&id).expect("key just seen");
-            let Some(conn) = self.conns.remove(&id) else {
+            let Some(conn) = self.conns.get(&id) else {
                 continue;
             };
-            let nick = conn.member.as_ref().map_or("?", |m| m.nick.as_str());
             log::warn!(
-                "{id} {}: {nick} disconnected: too slow ({} lines, {} bytes waiting)",
+                "{id} {}: disconnected as too slow ({} lines, {} bytes waiting)",
                 conn.peer,
                 overflow.messages,
                 overflow.bytes
@@ -262,12 +530,7 @@ impl Hub {
             // Its writer may be stuck in a send the peer never reads: only
             // shutting the socket down frees it.
             let _ = conn.socket.shutdown(Shutdown::Both);
-            if let Some(member) = conn.member {
-                self.broadcast(ServerLine::Notice(&format!(
-                    "{} left (too slow)",
-                    member.nick
-                )));
-            }
+            self.remove(id, Some("too slow"), "too slow");
         }
     }
 

@@ -16,7 +16,7 @@
 //! 5. [`outbox`]: a client's outbound queue and the writer thread.
 //! 6. [`hub`]: the one thread that owns the chat and fans messages out.
 //! 7. [`server`]: the accept loop, sessions, shutdown.
-//! 8. [`client`]: the interactive client.
+//! 8. [`client`]: the interactive client, and [`screen`], how it shows lines.
 //!
 //! [`x509`], [`error`] and [`logging`] are supporting cast.
 //!
@@ -70,6 +70,7 @@ pub mod line;
 pub mod logging;
 pub mod outbox;
 pub mod protocol;
+pub mod screen;
 pub mod server;
 pub mod tls;
 pub mod x509;

@@ -16,7 +16,7 @@ use rustls::{Connection, ServerConfig, ServerConnection};
 
 use crate::duplex::{self, ReadHalf, Received};
 use crate::error::Error;
-use crate::hub::{self, ClientId, Event};
+use crate::hub::{self, ClientId, Event, HubSettings};
 use crate::line::{LineFramer, MAX_LINE_LEN};
 use crate::outbox::{self, Outbox, QueueLimits};
 use crate::tls;
@@ -52,6 +52,8 @@ pub struct Limits {
     pub max_line: usize,
     /// How far a client's outbound queue may fall behind.
     pub queue: QueueLimits,
+    /// Lines of history each room keeps for newcomers (0: none).
+    pub history: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +62,7 @@ impl Default for Limits {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_line: MAX_LINE_LEN,
             queue: QueueLimits::default(),
+            history: hub::HISTORY_LINES,
         }
     }
 }
@@ -134,10 +137,13 @@ impl Server {
     /// joins every thread it started.
     pub fn run(self) -> Result<(), Error> {
         let (events, hub_events) = crossbeam_channel::unbounded();
-        let max_line = self.limits.max_line;
+        let settings = HubSettings {
+            max_line: self.limits.max_line,
+            history: self.limits.history,
+        };
         let hub = thread::Builder::new()
             .name("hub".into())
-            .spawn(move || hub::run(hub_events, max_line))?;
+            .spawn(move || hub::run(hub_events, settings))?;
         // Every thread of every session holds a clone; when the last one
         // ends, `recv` on `all_done` reports the channel disconnected.
         let (alive, all_done) = crossbeam_channel::bounded::<()>(0);

@@ -21,7 +21,10 @@ fn every_line_reaches_everyone_intact() {
     // Each earlier client hears of each later one joining.
     for (i, client) in clients.iter().enumerate() {
         for later in &clients[i + 1..] {
-            assert_eq!(client.recv(), format!("notice {} joined", later.nick));
+            assert_eq!(
+                client.recv(),
+                format!("notice {} joined #lobby", later.nick)
+            );
         }
     }
 
@@ -77,7 +80,7 @@ fn bye_is_answered_then_the_server_closes_cleanly() {
     alice.send("bye");
     assert_eq!(alice.recv(), format!("notice {BYE_REPLY}"));
     assert_eq!(alice.next(), Incoming::Closed, "expected close_notify");
-    assert_eq!(bob.recv(), format!("notice {} left", alice.nick));
+    assert_eq!(bob.recv(), format!("notice {} quit", alice.nick));
     server.stop();
 }
 
@@ -94,7 +97,7 @@ fn a_client_that_closes_is_announced_and_its_last_line_delivered() {
     assert_eq!(alice.recv(), format!("chat {} last words", alice.nick));
     assert_eq!(alice.next(), Incoming::Closed);
     assert_eq!(bob.recv(), format!("chat {} last words", alice.nick));
-    assert_eq!(bob.recv(), format!("notice {} left", alice.nick));
+    assert_eq!(bob.recv(), format!("notice {} quit", alice.nick));
     server.stop();
 }
 
@@ -125,7 +128,7 @@ fn many_senders_every_line_exactly_once_in_order() {
         .collect();
     for (i, client) in clients.iter().enumerate() {
         for _ in i + 1..SENDERS {
-            assert!(client.recv().ends_with(" joined"));
+            assert!(client.recv().ends_with(" joined #lobby"));
         }
     }
     let nicks: Vec<String> = clients.iter().map(|c| c.nick.clone()).collect();

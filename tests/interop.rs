@@ -59,7 +59,11 @@ fn openssl_s_client_can_join_and_chat() {
     );
     let you_are = next_line(&lines);
     let nick = you_are.strip_prefix("notice you are ").unwrap().to_string();
-    assert_eq!(bob.recv(), format!("notice {nick} joined"));
+    assert_eq!(
+        next_line(&lines),
+        "notice you are in #lobby (2 people here)"
+    );
+    assert_eq!(bob.recv(), format!("notice {nick} joined #lobby"));
 
     writeln!(stdin, "hola desde openssl").unwrap();
     assert_eq!(next_line(&lines), format!("chat {nick} hola desde openssl"));
@@ -67,7 +71,7 @@ fn openssl_s_client_can_join_and_chat() {
 
     writeln!(stdin, "bye").unwrap();
     assert_eq!(next_line(&lines), "notice Ciao, Buonanotte!");
-    assert_eq!(bob.recv(), format!("notice {nick} left"));
+    assert_eq!(bob.recv(), format!("notice {nick} quit"));
     // s_client ends when the server closes the connection.
     let (done, exited) = crossbeam_channel::bounded(1);
     thread::spawn(move || {

@@ -1,13 +1,16 @@
 //! `chat-client`: parse the command line, connect, chat, exit.
 
-use std::io;
+use std::io::{self, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use log::LevelFilter;
 use secure_chat::client::{self, ClientOptions};
 use secure_chat::error::report;
+use secure_chat::line::strip_controls;
 use secure_chat::logging;
+use secure_chat::protocol::Nick;
+use secure_chat::screen::Screen;
 use secure_chat::tls::Trust;
 
 const HELP: &str = "\
@@ -21,20 +24,28 @@ Options:
                          [default: certs/ca.crt if it exists, else the public web roots]
   --server-name NAME     name the server's certificate must hold
                          [default: the host part of --addr]
+  --nick NAME            the name to chat under (same as typing /nick NAME)
   -v, --verbose          more log output (twice: rustls' handshake log too)
   -h, --help             print this help
   -V, --version          print the version
 
-Type a line and press Enter to send it; 'bye' leaves. End of input (Ctrl-D)
-also leaves, after the server's last lines have arrived. The server's
-certificate is always verified; there is no option to skip that.
+Type a line and press Enter to send it; /help lists the commands; /quit or
+'bye' leaves. End of input (Ctrl-D) also leaves, after the server's last
+lines have arrived. Lines are coloured on a terminal unless NO_COLOR is set.
+The server's certificate is always verified; there is no option to skip that.
 ";
 
 /// The CA file `make certs` writes, trusted when present and no --ca is given.
 const DEFAULT_CA: &str = "certs/ca.crt";
 
+struct Args {
+    options: ClientOptions,
+    nick: Option<String>,
+    level: LevelFilter,
+}
+
 enum Parsed {
-    Run(ClientOptions, LevelFilter),
+    Run(Args),
     Exit(&'static str),
 }
 
@@ -43,6 +54,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
     let mut addr = client::DEFAULT_ADDR.to_string();
     let mut ca: Option<PathBuf> = None;
     let mut server_name = None;
+    let mut nick = None;
     let mut level = logging::level_from_env().unwrap_or(LevelFilter::Warn);
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -50,6 +62,14 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("addr") => addr = parser.value()?.parse()?,
             Long("ca") => ca = Some(parser.value()?.into()),
             Long("server-name") => server_name = Some(parser.value()?.parse()?),
+            Long("nick") => {
+                let name: String = parser.value()?.parse()?;
+                // Checked here too, so a typo fails before connecting.
+                if let Err(why) = Nick::parse(&name) {
+                    return Err(format!("--nick {name:?} is not a valid nick: {why}").into());
+                }
+                nick = Some(name);
+            }
             Short('v') | Long("verbose") => {
                 level = match level {
                     LevelFilter::Warn | LevelFilter::Error => LevelFilter::Info,
@@ -74,12 +94,16 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         trust: Trust::choose(ca, Path::new(DEFAULT_CA)),
         timeout: client::CONNECT_TIMEOUT,
     };
-    Ok(Parsed::Run(options, level))
+    Ok(Parsed::Run(Args {
+        options,
+        nick,
+        level,
+    }))
 }
 
 fn main() -> ExitCode {
-    let (options, level) = match parse_args() {
-        Ok(Parsed::Run(options, level)) => (options, level),
+    let args = match parse_args() {
+        Ok(Parsed::Run(args)) => args,
         Ok(Parsed::Exit(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -89,11 +113,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    logging::init(level);
-    let result = client::connect(&options).and_then(|connected| {
+    logging::init(args.level);
+    let stdout = io::stdout();
+    let colour = Screen::wants_colour(
+        stdout.is_terminal(),
+        std::env::var("NO_COLOR").ok().as_deref(),
+    );
+    // --nick is the first line sent, as if typed.
+    let first = args
+        .nick
+        .map(|nick| format!("/nick {nick}\n"))
+        .unwrap_or_default();
+    let input = io::Cursor::new(first).chain(io::BufReader::new(io::stdin()));
+    let result = client::connect(&args.options).and_then(|connected| {
         eprintln!("{}", connected.summary);
-        let stdin = io::BufReader::new(io::stdin());
-        connected.chat(stdin, &mut io::stdout().lock())
+        connected.chat(input, &mut stdout.lock(), Screen::new(colour))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,7 +136,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("chat-client: {}", report(&err));
+            // Parts of the message (names in a certificate) come from the
+            // server: no control characters reach the terminal.
+            eprintln!("chat-client: {}", strip_controls(report(&err)));
             ExitCode::FAILURE
         }
     }

@@ -26,6 +26,8 @@ Options:
   --queue-lines N            lines that may wait for one client before it is
                              disconnected as too slow [default: 2048]
   --queue-bytes BYTES        bytes that may wait for one client [default: 524288]
+  --history N                lines each room replays to newcomers; 0 keeps
+                             none [default: 50]
   -v, --verbose              more log output (twice: everything, rustls included)
   -q, --quiet                only warnings and errors
   -h, --help                 print this help
@@ -70,6 +72,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("max-line") => args.limits.max_line = parser.value()?.parse()?,
             Long("queue-lines") => args.limits.queue.max_messages = parser.value()?.parse()?,
             Long("queue-bytes") => args.limits.queue.max_bytes = parser.value()?.parse()?,
+            Long("history") => args.limits.history = parser.value()?.parse()?,
             Short('v') | Long("verbose") => {
                 args.level = match args.level {
                     LevelFilter::Info | LevelFilter::Warn => LevelFilter::Debug,

@@ -276,7 +276,8 @@ pub fn tls_connect(addr: SocketAddr, ca: &Path) -> (Connection, TcpStream) {
 }
 
 impl TestClient {
-    /// Connects and reads the greeting: the welcome and "you are NICK".
+    /// Connects and reads the greeting: the welcome, "you are NICK" and
+    /// "you are in #lobby". Any topic and history are left to the test.
     pub fn connect(addr: SocketAddr, ca: &Path) -> TestClient {
         let mut client = TestClient::connect_quietly(addr, ca);
         assert_eq!(
@@ -288,6 +289,8 @@ impl TestClient {
             .strip_prefix("notice you are ")
             .unwrap_or_else(|| panic!("expected 'you are', got {you_are:?}"))
             .to_string();
+        let room = client.recv();
+        assert!(room.starts_with("notice you are in #lobby ("), "{room}");
         client
     }
 

@@ -312,7 +312,7 @@ impl Hub {
                 let state = self.rooms.get_mut(&room).expect("members are in a room");
                 state.topic = Some(topic.to_string());
                 let text = format!("{nick} set the topic of {}: {topic}", state.name);
-                self.to_room(&room, ServerLine::Notice(&text));
+                self.tell_room(&room, ServerLine::Notice(&text));
             }
             Command::Help(None) => {
                 let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
@@ -358,7 +358,7 @@ impl Hub {
         let room = member.room.clone();
         log::info!("{id}: {old} is now {new}");
         self.notice(id, &format!("you are now {new}"));
-        self.to_room_except(
+        self.tell_room_except(
             &room,
             id,
             ServerLine::Notice(&format!("{old} is now {new}")),
@@ -384,7 +384,7 @@ impl Hub {
         member.room = key.clone();
         let nick = member.nick.clone();
 
-        self.to_room_except(
+        self.tell_room_except(
             &key,
             id,
             ServerLine::Notice(&format!("{nick} joined {name}")),
@@ -409,7 +409,7 @@ impl Hub {
         if state.members.is_empty() && state.name.as_str() != protocol::LOBBY {
             self.rooms.remove(room);
         } else {
-            self.to_room(room, ServerLine::Notice(notice));
+            self.tell_room(room, ServerLine::Notice(notice));
         }
     }
 
@@ -486,11 +486,11 @@ impl Hub {
         self.fan_out(room, wire, None);
     }
 
-    fn to_room(&mut self, room: &str, line: ServerLine<'_>) {
+    fn tell_room(&mut self, room: &str, line: ServerLine<'_>) {
         self.fan_out(room, line.to_wire().into(), None);
     }
 
-    fn to_room_except(&mut self, room: &str, except: ClientId, line: ServerLine<'_>) {
+    fn tell_room_except(&mut self, room: &str, except: ClientId, line: ServerLine<'_>) {
         self.fan_out(room, line.to_wire().into(), Some(except));
     }
 

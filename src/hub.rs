@@ -243,7 +243,8 @@ impl Hub {
             Command::Nick(name) => self.change_nick(id, &nick, name),
             Command::Join(name) => match Room::parse(name) {
                 Ok(target) if target.key() == room => {
-                    self.notice(id, &format!("you are already in {target}"));
+                    let text = format!("you are already in {}", self.room_name(&room));
+                    self.notice(id, &text);
                 }
                 Ok(target) => {
                     let notice = format!("{nick} left {}", self.room_name(&room));

@@ -251,7 +251,13 @@ impl Hub {
                     self.leave_room(id, &room, &notice);
                     self.enter_room(id, target);
                 }
-                Err(why) => self.error(id, &format!("{name:?} is not a valid room name: {why}")),
+                Err(why) => {
+                    let text = format!(
+                        "{name:?} is not a valid room name ({why}): use # and then 1 to 24 \
+                         letters, digits, _ or -, starting with a letter or _"
+                    );
+                    self.error(id, &text)
+                }
             },
             Command::Rooms => {
                 let list: Vec<String> = self
@@ -339,8 +345,8 @@ impl Hub {
             Ok(new) => new,
             Err(why) => {
                 let text = format!(
-                    "{name:?} is not a valid nick: {why} (1 to 24 letters, digits, _ or -, \
-                     not starting with a digit or -)"
+                    "{name:?} is not a valid nick ({why}): use 1 to 24 letters, digits, \
+                     _ or -, starting with a letter or _"
                 );
                 return self.error(id, &text);
             }

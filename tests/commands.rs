@@ -341,8 +341,10 @@ fn quit_with_a_reason_and_bye() {
 
 #[test]
 fn history_replays_exactly_the_last_lines_in_order_marked() {
-    let mut limits = Limits::default();
-    limits.history = 3;
+    let limits = Limits {
+        history: 3,
+        ..Limits::default()
+    };
     let (pki, server, mut c) = chat_with(1, limits);
     let nick = c[0].nick.clone();
     for n in 1..=4 {
@@ -373,8 +375,10 @@ fn history_replays_exactly_the_last_lines_in_order_marked() {
 
 #[test]
 fn history_zero_keeps_nothing() {
-    let mut limits = Limits::default();
-    limits.history = 0;
+    let limits = Limits {
+        history: 0,
+        ..Limits::default()
+    };
     let (pki, server, mut c) = chat_with(1, limits);
     c[0].send("said before");
     c[0].recv();

@@ -5,19 +5,19 @@
 //! arrives, so messages appear even while the user is not typing.
 
 use std::io::{self, BufRead, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::RecvTimeoutError;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection};
 
 use crate::duplex::{self, HandshakeError, Received};
 use crate::error::Error;
 use crate::line::{Frame, LineFramer};
-use crate::outbox::{self, Outgoing};
+use crate::outbox::{self, Outbox, QueueLimits};
 use crate::screen::Screen;
 use crate::tls::{self, Trust};
 
@@ -37,7 +37,10 @@ const LINGER: Duration = Duration::from_secs(5);
 const MAX_SERVER_LINE: usize = 64 * 1024;
 
 /// Lines typed ahead of the network before the keyboard thread waits.
-const TYPE_AHEAD: usize = 64;
+const TYPE_AHEAD: QueueLimits = QueueLimits {
+    max_messages: 64,
+    max_bytes: 64 * 1024,
+};
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -57,6 +60,10 @@ pub struct ClientOptions {
 pub struct Connected {
     conn: Connection,
     socket: TcpStream,
+    /// For error messages: where, what was trusted, which name was checked.
+    addr: String,
+    trust: Trust,
+    server_name: String,
     /// One line for the user: what was negotiated and who the server is.
     pub summary: String,
 }
@@ -92,6 +99,9 @@ pub fn connect(options: &ClientOptions) -> Result<Connected, Error> {
     Ok(Connected {
         conn,
         socket,
+        addr: addr.clone(),
+        trust: options.trust.clone(),
+        server_name: name,
         summary,
     })
 }
@@ -132,67 +142,108 @@ impl Connected {
         I: BufRead + Send + 'static,
         O: Write,
     {
-        let socket = Arc::new(self.socket);
-        let (mut read_half, write_half) = duplex::split(self.conn, socket);
-        let (to_writer, inbox) = outbox::blocking_channel(TYPE_AHEAD);
+        let Connected {
+            conn,
+            socket,
+            addr,
+            trust,
+            server_name,
+            ..
+        } = self;
+        let socket = Arc::new(socket);
+        let (mut read_half, write_half) = duplex::split(conn, Arc::clone(&socket));
+        let (outbox, inbox) = outbox::channel(TYPE_AHEAD);
+        // Each disconnects when its thread ends.
         let (reader_alive, reader_done) = crossbeam_channel::bounded::<()>(0);
+        let (writer_alive, writer_done) = crossbeam_channel::bounded::<()>(0);
         let writer = thread::Builder::new()
             .name("writer".into())
-            .spawn(move || outbox::run_writer(write_half, inbox, reader_done, LINGER))?;
-        let keyboard_tx = to_writer.clone();
+            .spawn(move || {
+                outbox::run_writer(write_half, inbox, reader_done, LINGER);
+                drop(writer_alive);
+            })?;
+        let keyboard = outbox.clone();
         thread::Builder::new()
             .name("keyboard".into())
-            .spawn(move || send_input(input, keyboard_tx))?;
+            .spawn(move || send_input(input, keyboard))?;
 
         let mut framer = LineFramer::new(MAX_SERVER_LINE);
         let mut frames = Vec::new();
         let result = loop {
             let received = read_half.receive(&mut |bytes| framer.push(bytes, &mut frames));
             for frame in frames.drain(..) {
-                show(output, &mut screen, &frame)?;
+                show(output, &mut screen, &frame).map_err(Error::Output)?;
             }
             match received {
                 Ok(Received::Data { wants_write }) => {
                     if wants_write {
-                        let _ = to_writer.send(Outgoing::Flush);
+                        outbox.flush();
                     }
                 }
                 Ok(Received::Closed) => {
                     if let Some(frame) = framer.finish() {
-                        show(output, &mut screen, &frame)?;
+                        show(output, &mut screen, &frame).map_err(Error::Output)?;
                     }
                     break Ok(());
                 }
                 Ok(Received::Eof) => {
-                    log::warn!("the server closed the connection without close_notify");
+                    log::warn!(
+                        "the connection ended without the server's close_notify: \
+                         the server vanished, or did not answer ours in time"
+                    );
                     break Ok(());
                 }
-                Err(err) => break Err(Error::Io(err)),
+                Err(err) => break Err(refusal_or(err, &addr, &trust, &server_name)),
             }
         };
-        output.flush()?;
-        // Our answer to the server's close_notify; the writer then ends. If
-        // it has closed already, nobody needs the request.
-        let _ = to_writer.try_send(Outgoing::Close);
+        output.flush().map_err(Error::Output)?;
+        // Our answer to the server's close_notify; the writer then ends.
+        outbox.close();
         drop(reader_alive);
-        // The writer ends within its linger time, which is short.
+        // A writer stuck sending to a server that stopped reading would
+        // never end: past its linger time, cut the connection under it.
+        if writer_done.recv_timeout(LINGER) == Err(RecvTimeoutError::Timeout) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
         let _ = writer.join();
         result
     }
 }
 
-/// The keyboard thread: every input line goes to the writer; the end of
-/// input asks it to close.
-fn send_input(input: impl BufRead, to_writer: Sender<Outgoing>) {
+/// The error for a failed read. In TLS 1.3 the server checks a client
+/// certificate after the client has finished its side of the handshake,
+/// so a refusal arrives as the first read's error: it is reported as the
+/// handshake failure it is, with advice.
+fn refusal_or(err: io::Error, addr: &str, trust: &Trust, server_name: &str) -> Error {
+    let tls_error = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .cloned();
+    match tls_error {
+        Some(tls_error) => {
+            let source = HandshakeError::Tls(tls_error);
+            Error::Handshake {
+                peer: addr.to_string(),
+                hint: tls::client_hint(&source, trust, server_name),
+                source,
+            }
+        }
+        None => Error::Io(err),
+    }
+}
+
+/// The keyboard thread: every input line goes to the writer, waiting when
+/// the user types (or pastes) faster than the network takes it; the end of
+/// input asks the writer to close.
+fn send_input(input: impl BufRead, outbox: Outbox) {
     for line in input.lines() {
         let Ok(mut line) = line else { break };
         line.push('\n');
-        if to_writer.send(Outgoing::Line(line.into())).is_err() {
+        if outbox.push_waiting(line.into()).is_err() {
             return;
         }
     }
-    // The connection may already be closed, and the writer gone with it.
-    let _ = to_writer.send(Outgoing::Close);
+    outbox.close();
 }
 
 /// Writes one line from the server for a person to read.

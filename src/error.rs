@@ -91,6 +91,11 @@ pub enum Error {
     },
     /// Reading from or writing to an established connection failed.
     Io(io::Error),
+    /// Writing to standard output failed (other than a closed pipe, which
+    /// the client treats as the reader having left).
+    Output(io::Error),
+    /// The operating system refused to start a thread.
+    Thread(io::Error),
 }
 
 impl fmt::Display for Error {
@@ -130,6 +135,8 @@ impl fmt::Display for Error {
                 }
             }
             Error::Io(_) => write!(f, "connection failed"),
+            Error::Output(_) => write!(f, "cannot write the output"),
+            Error::Thread(_) => write!(f, "cannot start a thread"),
         }
     }
 }
@@ -141,7 +148,9 @@ impl std::error::Error for Error {
             | Error::Bind { source, .. }
             | Error::Resolve { source, .. }
             | Error::Connect { source, .. }
-            | Error::Io(source) => Some(source),
+            | Error::Io(source)
+            | Error::Output(source)
+            | Error::Thread(source) => Some(source),
             Error::BadPem { source, .. } => Some(source),
             Error::BadCa { source, .. } | Error::ServerConfig { source, .. } => Some(source),
             Error::Handshake { source, .. } => Some(source),

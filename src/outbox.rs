@@ -1,46 +1,30 @@
 //! The write side of a connection: its outbound queue and the writer thread.
 //!
-//! Whoever fills a queue never blocks on it; the writer thread drains it in
-//! batches, and is the only thread that writes its socket. Everything about
-//! how bytes leave the server lives here, behind [`Outbox`] and [`run_writer`].
+//! Whoever fills a queue never waits on the network; the writer thread takes
+//! everything queued at once, encrypts it as one batch, and is the only
+//! thread that writes its socket. How bytes leave the server lives here,
+//! behind [`Outbox`] and [`run_writer`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::duplex::WriteHalf;
 
 /// Default for how many lines may wait for one client.
 ///
-/// A burst in a busy room fits easily; a client that is this far behind has
-/// stopped reading, and holding more for it would only cost memory.
-pub const MAX_QUEUE_MESSAGES: usize = 2048;
+/// Lines are shared between recipients, so each waiting line costs a client
+/// one pointer; the byte limit is the one that bounds memory. This one
+/// bounds how far behind, in lines, a client may be and still catch up.
+pub const MAX_QUEUE_MESSAGES: usize = 4096;
 
 /// Default for how many bytes of lines may wait for one client.
 ///
 /// Bounds the memory a stalled client pins (the kernel's socket buffers hold
 /// more before the queue even starts to fill).
 pub const MAX_QUEUE_BYTES: usize = 512 * 1024;
-
-/// The most plaintext one batch gathers before it is encrypted and sent.
-///
-/// Large enough that a busy client gets many lines per system call; small
-/// enough that a batch is a few TLS records, not megabytes.
-const MAX_BATCH_BYTES: usize = 64 * 1024;
-
-/// What a writer thread is asked to do.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    /// Send this line (with its `\n`). One `Arc` is shared by every
-    /// recipient of a broadcast, so fan-out copies a pointer, not the text.
-    Line(Arc<str>),
-    /// Send whatever rustls has queued on its own (key update replies).
-    Flush,
-    /// Send what is queued before this, then close_notify, and stop.
-    Close,
-}
 
 /// How far one client's queue may fall behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,89 +53,189 @@ pub struct Overflow {
     pub bytes: usize,
 }
 
-/// Lines and bytes waiting in one queue: raised by the [`Outbox`], lowered by
-/// the writer as it takes them.
+/// The writer has stopped; nothing pushed now would be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterGone;
+
+/// What waits for one writer, guarded by [`Queue::state`].
 #[derive(Debug, Default)]
-struct Meter {
-    messages: AtomicUsize,
-    bytes: AtomicUsize,
+struct State {
+    /// Lines with their `\n`. One `Arc` is shared by every recipient of a
+    /// broadcast, so fan-out copies a pointer, not the text.
+    lines: VecDeque<Arc<str>>,
+    /// Total length of `lines`.
+    bytes: usize,
+    /// Send what rustls queued by itself, even with no lines.
+    flush: bool,
+    /// Send what is queued, then close_notify, and stop.
+    closing: bool,
+    /// The writer has ended; pushes are dropped.
+    writer_gone: bool,
 }
 
-/// The filling end of one client's queue.
+/// One client's queue: a deque under a mutex, and condition variables for
+/// the two kinds of waiting.
 ///
-/// The channel itself is unbounded: a bounded crossbeam channel allocates
-/// every slot up front, which would cost each idle client its full capacity.
-/// The bound is the meter, checked before each push. Only the hub pushes
-/// lines, so the check and the increment cannot race with another push; the
-/// writer only ever lowers the counts.
+/// Not a channel, on purpose: the writer takes the whole queue in one lock
+/// (a batch, not one message at a time), and when it is idle it sleeps at
+/// once. (A crossbeam receiver spins and yields before it sleeps: cheap for
+/// one thread, but the hub wakes every recipient's writer for every line,
+/// and hundreds of them yielding cost most of the server's CPU in the
+/// latency benchmark.) Nothing is allocated until a line is queued.
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<State>,
+    /// The writer waits here for lines or requests.
+    work: Condvar,
+    /// A [`Outbox::push_waiting`] caller waits here for room.
+    room: Condvar,
+    limits: QueueLimits,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is a plain queue, consistent between any two statements
+        // that could panic; a panicking thread leaves nothing half done.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_full(&self, state: &State, len: usize) -> bool {
+        state.lines.len() >= self.limits.max_messages || state.bytes + len > self.limits.max_bytes
+    }
+}
+
+/// The filling end of one client's queue. Clones share the queue.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    /// The writer thread holds the receiving end.
-    tx: Sender<Outgoing>,
-    meter: Arc<Meter>,
-    limits: QueueLimits,
+    queue: Arc<Queue>,
 }
 
 /// The draining end of one client's queue; [`run_writer`] consumes it.
 #[derive(Debug)]
 pub struct Inbox {
-    rx: Receiver<Outgoing>,
-    /// `None` for a [`blocking_channel`], whose bound is the channel's own.
-    meter: Option<Arc<Meter>>,
+    queue: Arc<Queue>,
 }
 
 /// A new queue bounded by `limits`.
 pub fn channel(limits: QueueLimits) -> (Outbox, Inbox) {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let meter = Arc::new(Meter::default());
+    let queue = Arc::new(Queue {
+        limits,
+        ..Queue::default()
+    });
     let inbox = Inbox {
-        rx,
-        meter: Some(Arc::clone(&meter)),
+        queue: Arc::clone(&queue),
     };
-    (Outbox { tx, meter, limits }, inbox)
-}
-
-/// A queue whose senders wait while `capacity` requests are queued.
-///
-/// For a producer that may block, such as the client's keyboard thread:
-/// pasting a whole file then waits for the network instead of filling memory.
-pub fn blocking_channel(capacity: usize) -> (Sender<Outgoing>, Inbox) {
-    let (tx, rx) = crossbeam_channel::bounded(capacity);
-    (tx, Inbox { rx, meter: None })
+    (Outbox { queue }, inbox)
 }
 
 impl Outbox {
-    /// Queues a line without ever blocking.
+    /// Queues a line without ever waiting.
     ///
     /// `Err` means the client is too far behind; the caller decides what
     /// happens to it (the hub disconnects it). A writer that has already
     /// stopped is not an error: its reader will report the disconnect.
     pub fn push(&self, line: Arc<str>) -> Result<(), Overflow> {
-        let messages = self.meter.messages.load(Ordering::Acquire);
-        let bytes = self.meter.bytes.load(Ordering::Acquire);
-        if messages >= self.limits.max_messages || bytes + line.len() > self.limits.max_bytes {
-            return Err(Overflow { messages, bytes });
+        let mut state = self.queue.lock();
+        if state.writer_gone {
+            return Ok(());
         }
-        self.meter.messages.fetch_add(1, Ordering::AcqRel);
-        self.meter.bytes.fetch_add(line.len(), Ordering::AcqRel);
-        let _ = self.tx.send(Outgoing::Line(line));
+        if self.queue.is_full(&state, line.len()) {
+            return Err(Overflow {
+                messages: state.lines.len(),
+                bytes: state.bytes,
+            });
+        }
+        self.add(&mut state, line);
         Ok(())
     }
 
-    /// Asks the writer to send what rustls queued by itself.
+    /// Queues a line, waiting while the queue is full: for a producer that
+    /// may wait, such as the client's keyboard thread (pasting a whole file
+    /// then waits for the network instead of filling memory).
+    pub fn push_waiting(&self, line: Arc<str>) -> Result<(), WriterGone> {
+        let mut state = self.queue.lock();
+        // An over-long line must still go out alone, once the queue is empty.
+        while !state.writer_gone
+            && !state.lines.is_empty()
+            && self.queue.is_full(&state, line.len())
+        {
+            state = self
+                .queue
+                .room
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        if state.writer_gone {
+            return Err(WriterGone);
+        }
+        self.add(&mut state, line);
+        Ok(())
+    }
+
+    fn add(&self, state: &mut State, line: Arc<str>) {
+        state.bytes += line.len();
+        state.lines.push_back(line);
+        // The writer only sleeps on an empty queue, so only the first line
+        // needs to wake it.
+        if state.lines.len() == 1 {
+            self.queue.work.notify_one();
+        }
+    }
+
+    /// Asks the writer to send what rustls queued by itself: an alert, or
+    /// the refusal of a TLS 1.2 renegotiation. (A TLS 1.3 key update reply
+    /// needs no flush: rustls sends it ahead of the next data.)
     pub fn flush(&self) {
-        // A stopped writer has nothing left to flush.
-        let _ = self.tx.send(Outgoing::Flush);
+        let mut state = self.queue.lock();
+        state.flush = true;
+        self.queue.work.notify_one();
     }
 
     /// Asks the writer to send what is queued, then close_notify, and stop.
     pub fn close(&self) {
-        // A stopped writer has closed already.
-        let _ = self.tx.send(Outgoing::Close);
+        let mut state = self.queue.lock();
+        state.closing = true;
+        self.queue.work.notify_one();
     }
 }
 
-/// The writer thread's loop: batch, encrypt, send, until told to close.
+impl Inbox {
+    /// Waits until there is something to do, then moves every queued line
+    /// into `batch` as bytes. Returns true if the writer should close after
+    /// sending them.
+    fn take_batch(&self, batch: &mut Vec<u8>) -> bool {
+        let mut state = self.queue.lock();
+        while state.lines.is_empty() && !state.flush && !state.closing {
+            state = self
+                .queue
+                .work
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        for line in state.lines.drain(..) {
+            batch.extend_from_slice(line.as_bytes());
+        }
+        state.bytes = 0;
+        state.flush = false;
+        // A burst may have grown the deque; an idle client keeps little.
+        state.lines.shrink_to(16);
+        self.queue.room.notify_all();
+        state.closing
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        state.writer_gone = true;
+        state.lines = VecDeque::new();
+        state.bytes = 0;
+        self.queue.room.notify_all();
+    }
+}
+
+/// The writer thread's loop: take everything queued, encrypt, send, until
+/// told to close.
 ///
 /// Then it says close_notify and waits up to `linger` for the peer to hang
 /// up too (`reader_done` disconnects when the reading thread ends), so the
@@ -159,27 +243,21 @@ impl Outbox {
 /// that stays on past `linger` is cut off.
 pub fn run_writer(mut half: WriteHalf, inbox: Inbox, reader_done: Receiver<()>, linger: Duration) {
     let mut batch = Vec::new();
-    // Every sender gone means nobody will ask for more: close as well.
-    while let Ok(first) = inbox.rx.recv() {
-        let mut closing = take(&inbox, first, &mut batch);
-        while !closing && batch.len() < MAX_BATCH_BYTES {
-            match inbox.rx.try_recv() {
-                Ok(next) => closing = take(&inbox, next, &mut batch),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
+    loop {
+        let closing = inbox.take_batch(&mut batch);
         if let Err(err) = half.send(&batch) {
             log::debug!("writer stopped: {err}");
             half.disconnect();
             return;
         }
         batch.clear();
-        // Give back a batch buffer that a burst made large.
-        batch.shrink_to(MAX_BATCH_BYTES);
+        // Give back what a burst made large.
+        batch.shrink_to(4096);
         if closing {
             break;
         }
     }
+    drop(inbox);
     if half.close().is_ok() {
         match reader_done.recv_timeout(linger) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
@@ -189,25 +267,10 @@ pub fn run_writer(mut half: WriteHalf, inbox: Inbox, reader_done: Receiver<()>, 
     half.disconnect();
 }
 
-/// Adds one request to the batch; true if it asks to close.
-fn take(inbox: &Inbox, outgoing: Outgoing, batch: &mut Vec<u8>) -> bool {
-    match outgoing {
-        Outgoing::Line(line) => {
-            if let Some(meter) = &inbox.meter {
-                meter.messages.fetch_sub(1, Ordering::AcqRel);
-                meter.bytes.fetch_sub(line.len(), Ordering::AcqRel);
-            }
-            batch.extend_from_slice(line.as_bytes());
-            false
-        }
-        Outgoing::Flush => false,
-        Outgoing::Close => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::thread;
 
     fn line(text: &str) -> Arc<str> {
         Arc::from(text)
@@ -248,32 +311,68 @@ mod tests {
     }
 
     #[test]
-    fn taking_a_line_makes_room_again() {
+    fn taking_a_batch_takes_everything_and_makes_room() {
         let (outbox, inbox) = channel(QueueLimits {
-            max_messages: 1,
+            max_messages: 2,
             max_bytes: 100,
         });
         outbox.push(line("a\n")).unwrap();
-        assert!(outbox.push(line("b\n")).is_err());
+        outbox.push(line("b\n")).unwrap();
+        assert!(outbox.push(line("c\n")).is_err());
         let mut batch = Vec::new();
-        let next = inbox.rx.try_recv().unwrap();
-        assert!(!take(&inbox, next, &mut batch));
-        assert_eq!(batch, b"a\n");
-        assert_eq!(outbox.push(line("b\n")), Ok(()));
+        assert!(!inbox.take_batch(&mut batch));
+        assert_eq!(batch, b"a\nb\n");
+        assert_eq!(outbox.push(line("c\n")), Ok(()));
     }
 
     #[test]
-    fn close_and_flush_are_not_counted() {
+    fn close_is_seen_after_the_lines_before_it() {
+        let (outbox, inbox) = channel(QueueLimits::default());
+        outbox.push(line("last\n")).unwrap();
+        outbox.close();
+        let mut batch = Vec::new();
+        assert!(inbox.take_batch(&mut batch));
+        assert_eq!(batch, b"last\n");
+    }
+
+    #[test]
+    fn flush_wakes_the_writer_with_no_lines() {
+        let (outbox, inbox) = channel(QueueLimits::default());
+        outbox.flush();
+        let mut batch = Vec::new();
+        assert!(!inbox.take_batch(&mut batch));
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn pushes_after_the_writer_is_gone_are_dropped() {
         let (outbox, inbox) = channel(QueueLimits {
             max_messages: 1,
             max_bytes: 100,
         });
-        outbox.flush();
-        outbox.close();
-        outbox.push(line("a\n")).unwrap();
+        drop(inbox);
+        assert_eq!(outbox.push(line("a\n")), Ok(()));
+        assert_eq!(outbox.push(line("b\n")), Ok(()));
+        assert_eq!(outbox.push_waiting(line("c\n")), Err(WriterGone));
+    }
+
+    #[test]
+    fn push_waiting_waits_for_room() {
+        let (outbox, inbox) = channel(QueueLimits {
+            max_messages: 1,
+            max_bytes: 100,
+        });
+        outbox.push(line("first\n")).unwrap();
+        let (done, pushed) = crossbeam_channel::bounded(1);
+        let pusher = outbox.clone();
+        thread::spawn(move || done.send(pusher.push_waiting(line("second\n"))));
+        // The pusher cannot finish until the batch below makes room.
         let mut batch = Vec::new();
-        assert!(!take(&inbox, inbox.rx.try_recv().unwrap(), &mut batch));
-        assert!(take(&inbox, inbox.rx.try_recv().unwrap(), &mut batch));
-        assert!(batch.is_empty());
+        inbox.take_batch(&mut batch);
+        let result = pushed.recv_timeout(Duration::from_secs(10));
+        assert_eq!(result, Ok(Ok(())));
+        batch.clear();
+        inbox.take_batch(&mut batch);
+        assert_eq!(batch, b"second\n");
     }
 }

@@ -17,7 +17,7 @@ ARGS      ?=
 CA_DAYS     = 3650
 SERVER_DAYS = 825
 
-.PHONY: all build certs clean-certs run-server run-client test lint clean bench
+.PHONY: all build certs client-cert clean-certs run-server run-client test lint clean bench
 
 all: build
 
@@ -52,6 +52,25 @@ $(CERTS_DIR)/server.crt: $(CERTS_DIR)/ca.crt
 	  -extfile $(CERTS_DIR)/server.ext -out $@
 	@rm -f $(CERTS_DIR)/server.csr $(CERTS_DIR)/server.ext
 
+# A client certificate for mutual TLS: make client-cert NAME=alice makes
+# certs/alice.crt and certs/alice.key, signed by the local CA, for
+# `chat-server --client-ca certs/ca.crt` (the name becomes the nick).
+NAME ?=
+CLIENT_DAYS = 825
+client-cert: $(CERTS_DIR)/ca.crt
+	@test -n "$(NAME)" || { echo "usage: make client-cert NAME=alice" >&2; exit 2; }
+	@case "$(NAME)" in ca|server|*[!A-Za-z0-9_-]*) echo "NAME must be a nick (letters, digits, _ or -), not ca or server" >&2; exit 2;; esac
+	@umask 077 && $(OPENSSL) genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $(CERTS_DIR)/$(NAME).key
+	$(OPENSSL) req -new -key $(CERTS_DIR)/$(NAME).key -subj "/CN=$(NAME)" -out $(CERTS_DIR)/$(NAME).csr
+	@printf '%s\n' \
+	  'basicConstraints=critical,CA:FALSE' \
+	  'keyUsage=critical,digitalSignature' \
+	  'extendedKeyUsage=clientAuth' > $(CERTS_DIR)/$(NAME).ext
+	$(OPENSSL) x509 -req -in $(CERTS_DIR)/$(NAME).csr -CA $(CERTS_DIR)/ca.crt -CAkey $(CERTS_DIR)/ca.key \
+	  -set_serial 0x$$($(OPENSSL) rand -hex 16) -days $(CLIENT_DAYS) -sha256 \
+	  -extfile $(CERTS_DIR)/$(NAME).ext -out $(CERTS_DIR)/$(NAME).crt
+	@rm -f $(CERTS_DIR)/$(NAME).csr $(CERTS_DIR)/$(NAME).ext
+
 clean-certs:
 	rm -f $(CERTS_DIR)/*.crt $(CERTS_DIR)/*.key $(CERTS_DIR)/*.csr $(CERTS_DIR)/*.ext
 
@@ -68,6 +87,8 @@ lint:
 test: lint
 	$(CARGO) test --all-targets
 
+# The load generator; run-server in another terminal with ARGS='--rate 0',
+# so that flood control does not slow the load down.
 bench: certs build
 	./target/release/chat-bench $(ARGS)
 

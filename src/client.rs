@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::line::{Frame, LineFramer};
 use crate::outbox::{self, Outbox, QueueLimits};
 use crate::screen::Screen;
-use crate::tls::{self, Trust};
+use crate::tls::{self, Identity, Trust};
 
 /// The server the client talks to unless told otherwise.
 pub const DEFAULT_ADDR: &str = "localhost:8080";
@@ -52,6 +52,8 @@ pub struct ClientOptions {
     pub server_name: Option<String>,
     /// Which CAs to trust.
     pub trust: Trust,
+    /// The client certificate to present, for a server that asks for one.
+    pub identity: Option<Identity>,
     /// Limit for the TCP connect, and again for the TLS handshake.
     pub timeout: Duration,
 }
@@ -80,7 +82,7 @@ pub fn connect(options: &ClientOptions) -> Result<Connected, Error> {
     };
     let server_name =
         ServerName::try_from(name.clone()).map_err(|_| Error::ServerName { name: name.clone() })?;
-    let config = tls::client_config(&options.trust)?;
+    let config = tls::client_config(&options.trust, options.identity.as_ref())?;
 
     let socket = connect_tcp(addr, options.timeout)?;
     socket.set_nodelay(true)?;

@@ -174,8 +174,14 @@ pub fn split(conn: Connection, socket: Arc<TcpStream>) -> (ReadHalf, WriteHalf) 
         conn: Arc::clone(&conn),
         socket: Arc::clone(&socket),
         primed: false,
+        received: 0,
     };
-    (read, WriteHalf { conn, socket })
+    let write = WriteHalf {
+        conn,
+        socket,
+        sent: 0,
+    };
+    (read, write)
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -207,6 +213,8 @@ pub struct ReadHalf {
     socket: Arc<TcpStream>,
     /// Set once plaintext that arrived with the handshake has been drained.
     primed: bool,
+    /// TLS bytes read from the socket so far.
+    received: u64,
 }
 
 impl ReadHalf {
@@ -243,10 +251,18 @@ impl ReadHalf {
         let mut conn = lock(&self.conn);
         // rustls takes at most one buffer's worth per call; whatever is left
         // in the socket wakes the next `peek` at once.
-        conn.read_tls(&mut &*self.socket)?;
+        let read = conn.read_tls(&mut &*self.socket)?;
+        self.received += read as u64;
         conn.process_new_packets()
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
         drain_plaintext(&mut conn, sink)
+    }
+}
+
+impl ReadHalf {
+    /// TLS bytes read from the socket since the split (handshake excluded).
+    pub fn bytes_received(&self) -> u64 {
+        self.received
     }
 }
 
@@ -278,6 +294,8 @@ fn drain_plaintext(conn: &mut Connection, sink: &mut dyn FnMut(&[u8])) -> io::Re
 pub struct WriteHalf {
     conn: Arc<Mutex<Connection>>,
     socket: Arc<TcpStream>,
+    /// TLS bytes written to the socket so far.
+    sent: u64,
 }
 
 impl WriteHalf {
@@ -287,7 +305,14 @@ impl WriteHalf {
     pub fn send(&mut self, plaintext: &[u8]) -> io::Result<()> {
         // Encrypt under the lock; write to the socket without it.
         let records = encrypt(&mut lock(&self.conn), plaintext)?;
-        (&*self.socket).write_all(&records)
+        (&*self.socket).write_all(&records)?;
+        self.sent += records.len() as u64;
+        Ok(())
+    }
+
+    /// TLS bytes written to the socket since the split (handshake excluded).
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
     }
 
     /// Sends close_notify, then ends our direction of the TCP stream.
@@ -301,6 +326,7 @@ impl WriteHalf {
             encrypt(&mut conn, &[])?
         };
         (&*self.socket).write_all(&records)?;
+        self.sent += records.len() as u64;
         self.socket.shutdown(Shutdown::Write)
     }
 
@@ -317,7 +343,7 @@ impl WriteHalf {
 /// whole batch at once. rustls stops taking plaintext while 64 KiB of its
 /// output is unsent, hence the loop that takes the output out as it goes.
 fn encrypt(conn: &mut Connection, plaintext: &[u8]) -> io::Result<Vec<u8>> {
-    // A record adds at most 22 bytes of framing and tag per 16 KiB.
+    // A record adds a few dozen bytes of header and tag per 16 KiB.
     let mut records = Vec::with_capacity(plaintext.len() + 64);
     let mut rest = plaintext;
     while !rest.is_empty() {

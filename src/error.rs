@@ -42,9 +42,17 @@ pub enum Error {
         /// Why rustls refused it.
         source: rustls::Error,
     },
-    /// rustls refused the server's certificate and key, for example because
+    /// The client CA file could not be made into a client certificate
+    /// verifier (it holds no usable CA).
+    ClientVerifier {
+        /// The file.
+        path: PathBuf,
+        /// Why rustls refused it.
+        source: rustls::server::VerifierBuilderError,
+    },
+    /// rustls refused a certificate and key pair, for example because
     /// the key does not belong to the certificate.
-    ServerConfig {
+    CertAndKey {
         /// The certificate file.
         cert: PathBuf,
         /// The key file.
@@ -109,7 +117,14 @@ impl fmt::Display for Error {
             Error::BadCa { path, .. } => {
                 write!(f, "{} is not a usable CA certificate", path.display())
             }
-            Error::ServerConfig { cert, key, source } => match source {
+            Error::ClientVerifier { path, .. } => {
+                write!(
+                    f,
+                    "cannot verify client certificates with {}",
+                    path.display()
+                )
+            }
+            Error::CertAndKey { cert, key, source } => match source {
                 rustls::Error::InconsistentKeys(_) => write!(
                     f,
                     "the key in {} does not belong to the certificate in {}",
@@ -152,8 +167,9 @@ impl std::error::Error for Error {
             | Error::Output(source)
             | Error::Thread(source) => Some(source),
             Error::BadPem { source, .. } => Some(source),
-            Error::BadCa { source, .. } | Error::ServerConfig { source, .. } => Some(source),
+            Error::BadCa { source, .. } | Error::CertAndKey { source, .. } => Some(source),
             Error::Handshake { source, .. } => Some(source),
+            Error::ClientVerifier { source, .. } => Some(source),
             Error::NoPem { .. } | Error::ServerName { .. } => None,
         }
     }

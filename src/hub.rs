@@ -51,6 +51,8 @@ pub enum Event {
         id: ClientId,
         /// The writer thread drains it.
         outbox: Outbox,
+        /// The client's certificate, when the server asks for one.
+        certificate: Option<PeerCertificate>,
     },
     /// The client sent a line (or something that was refused as one).
     Frame {
@@ -59,12 +61,23 @@ pub enum Event {
         /// What arrived.
         frame: Frame,
     },
+    /// The client is sending faster than its rate limit; its reader now
+    /// slows down. Sent once per flood.
+    Throttled {
+        /// The connection.
+        id: ClientId,
+    },
     /// The connection ended, for the reason given.
     Gone {
         /// The connection.
         id: ClientId,
         /// Why, for the log.
         reason: String,
+    },
+    /// Every thread of the connection has ended; its socket can be let go.
+    Closed {
+        /// The connection.
+        id: ClientId,
     },
     /// The server is stopping: tell everyone, close every connection.
     Shutdown,
@@ -80,6 +93,19 @@ pub struct HubSettings {
     pub max_line: usize,
     /// Lines of history kept per room.
     pub history: usize,
+    /// The most members at once; more are refused with `server full`.
+    pub max_clients: usize,
+    /// The most members from one IP address, if limited.
+    pub max_per_ip: Option<usize>,
+}
+
+/// What a client's certificate says, when mutual TLS is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// The whole subject, for `/whois` and the log.
+    pub subject: String,
+    /// The common name, which becomes the client's nick.
+    pub common_name: Option<String>,
 }
 
 /// One connection, from accept to goodbye.
@@ -96,12 +122,14 @@ struct Member {
     /// The key of the room it is in (see [`Room::key`]).
     room: String,
     outbox: Outbox,
+    /// Set with mutual TLS: the nick comes from it and cannot change.
+    certificate: Option<PeerCertificate>,
 }
 
 /// A room and what it remembers.
 struct RoomState {
     name: Room,
-    /// In order of arrival.
+    /// By connection number.
     members: BTreeSet<ClientId>,
     topic: Option<String>,
     /// The last chat and action lines, as they were sent.
@@ -111,6 +139,9 @@ struct RoomState {
 /// The hub's state. Only the hub thread ever holds it.
 struct Hub {
     conns: BTreeMap<ClientId, Conn>,
+    /// Connections the chat is done with whose threads have not all ended
+    /// (a writer still flushing, or stuck); kept so shutdown can cut them.
+    closing: HashMap<ClientId, Arc<TcpStream>>,
     /// Who has which nick, by [`Nick::key`].
     nicks: HashMap<String, ClientId>,
     /// By [`Room::key`]; a `BTreeMap` so `/rooms` comes out sorted.
@@ -129,6 +160,7 @@ struct Hub {
 pub fn run(events: Receiver<Event>, settings: HubSettings) -> Vec<Arc<TcpStream>> {
     let mut hub = Hub {
         conns: BTreeMap::new(),
+        closing: HashMap::new(),
         nicks: HashMap::new(),
         rooms: BTreeMap::new(),
         settings,
@@ -142,7 +174,8 @@ pub fn run(events: Receiver<Event>, settings: HubSettings) -> Vec<Arc<TcpStream>
         hub.handle(event);
         hub.drop_slow_clients();
     }
-    hub.conns.into_values().map(|conn| conn.socket).collect()
+    let open = hub.conns.into_values().map(|conn| conn.socket);
+    open.chain(hub.closing.into_values()).collect()
 }
 
 impl Hub {
@@ -156,27 +189,87 @@ impl Hub {
                 };
                 self.conns.insert(id, conn);
             }
-            Event::Ready { id, outbox } => self.join(id, outbox),
+            Event::Ready {
+                id,
+                outbox,
+                certificate,
+            } => self.join(id, outbox, certificate),
             Event::Frame { id, frame } => self.frame(id, frame),
+            Event::Throttled { id } => {
+                self.error(
+                    id,
+                    "you are sending too fast: your lines are being delayed (none are lost)",
+                );
+            }
             Event::Gone { id, reason } => self.remove(id, None, &reason),
+            Event::Closed { id } => {
+                self.closing.remove(&id);
+                // Closed before the hub heard it was gone (a failed handshake).
+                if let Some(conn) = self.conns.remove(&id) {
+                    debug_assert!(conn.member.is_none());
+                }
+            }
             Event::Shutdown => unreachable!("handled by run"),
         }
     }
 
-    /// A client finished its handshake: it gets a guest name and the lobby.
-    fn join(&mut self, id: ClientId, outbox: Outbox) {
-        let nick = self.free_guest_nick(id);
-        let Some(conn) = self.conns.get_mut(&id) else {
+    /// A client finished its handshake: it gets a name and the lobby, or
+    /// a refusal that says why.
+    fn join(&mut self, id: ClientId, outbox: Outbox, certificate: Option<PeerCertificate>) {
+        let Some(peer) = self.conns.get(&id).map(|conn| conn.peer) else {
             // Gone before its handshake finished; the writer stops when
             // this last outbox is dropped.
             return;
         };
-        log::info!("{id} {}: joined as {nick}", conn.peer);
+        let members = self.conns.values().filter(|c| c.member.is_some());
+        let (count, from_peer) = members.fold((0, 0), |(all, same), c| {
+            (all + 1, same + usize::from(c.peer.ip() == peer.ip()))
+        });
+        let nick = match &certificate {
+            Some(cert) => match cert.common_name.as_deref().map(Nick::parse) {
+                Some(Ok(nick)) => Ok(nick),
+                _ => Err(format!(
+                    "your certificate's common name ({}) is not a valid nick: \
+                     it must be 1 to 24 letters, digits, _ or -, starting with a letter or _",
+                    cert.subject
+                )),
+            },
+            None => Ok(self.free_guest_nick(id)),
+        };
+        let refusal = if count >= self.settings.max_clients {
+            Some(format!("server full ({count} clients); try again later"))
+        } else if self.settings.max_per_ip.is_some_and(|max| from_peer >= max) {
+            Some(format!(
+                "too many connections from {} ({from_peer}); close one and try again",
+                peer.ip()
+            ))
+        } else {
+            match &nick {
+                Err(why) => Some(why.clone()),
+                Ok(nick) if self.nicks.contains_key(&nick.key()) => {
+                    Some(format!("{nick} is already connected"))
+                }
+                Ok(_) => None,
+            }
+        };
+        if let Some(why) = refusal {
+            log::info!("{id} {peer}: refused: {why}");
+            let _ = outbox.push(ServerLine::Error(&why).to_wire().into());
+            outbox.close();
+            if let Some(conn) = self.conns.remove(&id) {
+                self.closing.insert(id, conn.socket);
+            }
+            return;
+        }
+        let nick = nick.expect("refused above");
+        log::info!("{id} {peer}: joined as {nick}");
         self.nicks.insert(nick.key(), id);
+        let conn = self.conns.get_mut(&id).expect("checked above");
         conn.member = Some(Member {
             nick: nick.clone(),
             room: String::new(),
             outbox,
+            certificate,
         });
         self.notice(id, protocol::WELCOME);
         self.notice(id, &format!("you are {nick}"));
@@ -281,7 +374,11 @@ impl Hub {
             Command::Whois(name) => match self.find_nick(name) {
                 Some(other) => {
                     let member = self.member(other).expect("nicks hold members");
-                    let text = format!("{} is in {}", member.nick, self.room_name(&member.room));
+                    let mut text =
+                        format!("{} is in {}", member.nick, self.room_name(&member.room));
+                    if let Some(cert) = &member.certificate {
+                        text.push_str(&format!(", certificate {}", cert.subject));
+                    }
                     self.notice(id, &text);
                 }
                 None => self.error(id, &format!("no user named {name} is connected")),
@@ -353,6 +450,11 @@ impl Hub {
         };
         if new == *old {
             return self.notice(id, &format!("you are already {new}"));
+        }
+        if self.member(id).is_some_and(|m| m.certificate.is_some()) {
+            let text =
+                format!("your nick is {old}, the name in your certificate; it cannot be changed");
+            return self.error(id, &text);
         }
         // Changing only the case of one's own nick is allowed.
         if self.nicks.get(&new.key()).is_some_and(|owner| *owner != id) {

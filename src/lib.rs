@@ -72,6 +72,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod screen;
 pub mod server;
+pub mod throttle;
 pub mod tls;
 pub mod x509;
 

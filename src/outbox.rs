@@ -240,15 +240,20 @@ impl Drop for Inbox {
 /// Then it says close_notify and waits up to `linger` for the peer to hang
 /// up too (`reader_done` disconnects when the reading thread ends), so the
 /// last lines are read by the peer rather than lost to a TCP reset. A peer
-/// that stays on past `linger` is cut off.
-pub fn run_writer(mut half: WriteHalf, inbox: Inbox, reader_done: Receiver<()>, linger: Duration) {
+/// that stays on past `linger` is cut off. Returns the bytes it sent.
+pub fn run_writer(
+    mut half: WriteHalf,
+    inbox: Inbox,
+    reader_done: Receiver<()>,
+    linger: Duration,
+) -> u64 {
     let mut batch = Vec::new();
     loop {
         let closing = inbox.take_batch(&mut batch);
         if let Err(err) = half.send(&batch) {
             log::debug!("writer stopped: {err}");
             half.disconnect();
-            return;
+            return half.bytes_sent();
         }
         batch.clear();
         // Give back what a burst made large.
@@ -265,6 +270,7 @@ pub fn run_writer(mut half: WriteHalf, inbox: Inbox, reader_done: Receiver<()>, 
         }
     }
     half.disconnect();
+    half.bytes_sent()
 }
 
 #[cfg(test)]

@@ -1,25 +1,27 @@
 //! The server: the accept loop, one [`Session`] per client, and shutdown.
 //!
-//! Owns the threads. The accept loop only accepts; each connection's
-//! handshake runs in a thread of its own, which then starts the reading and
-//! writing threads and ends. The hub thread owns the chat itself.
+//! Owns the threads and the limits on them. The accept loop only accepts;
+//! each connection's handshake runs in a thread of its own, which then
+//! starts the reading and writing threads and ends. The hub thread owns the
+//! chat itself.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustls::{Connection, ServerConfig, ServerConnection};
 
 use crate::duplex::{self, ReadHalf, Received};
 use crate::error::Error;
-use crate::hub::{self, ClientId, Event, HubSettings};
+use crate::hub::{self, ClientId, Event, HubSettings, PeerCertificate};
 use crate::line::{LineFramer, MAX_LINE_LEN};
 use crate::outbox::{self, Outbox, QueueLimits};
-use crate::tls;
+use crate::throttle::{RateLimit, TokenBucket};
+use crate::{tls, x509};
 
 /// The address the server listens on unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -31,19 +33,47 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// TLS is dropped soon.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default for the most clients in the chat at once.
+///
+/// Each costs two threads and about 50 KiB; a thousand fit a small machine
+/// many times over, and the limit keeps a flood of connections from taking
+/// the whole machine.
+pub const MAX_CLIENTS: usize = 1000;
+
+/// Default for how long a single write to a client may make no progress
+/// before the client is taken for dead and disconnected.
+///
+/// Long enough for any live network; a client that merely reads slowly is
+/// found out sooner by its queue limit.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// TCP keepalive: after this long without traffic, the kernel checks that
+/// the peer still exists, three times at ten-second intervals. A client
+/// that vanished (power cut, lost network) is then dropped within two
+/// minutes instead of holding its threads for ever in a quiet room.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+
 /// How long a closing connection waits for the peer to hang up after our
 /// close_notify, so that our last lines are read, not lost to a TCP reset.
 const LINGER: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits for connections to close by themselves before
-/// cutting the rest.
+/// cutting the rest. With [`LINGER`] below it, stopping takes under two
+/// seconds.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
 /// How long the accept loop pauses when the system is out of file
 /// descriptors or memory, instead of spinning on an error that persists.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// What the server allows each client.
+/// Events waiting for the hub before readers wait to add more. A reader
+/// that waits stops reading its socket, so a client flooding the hub is
+/// slowed by TCP itself instead of growing the server's memory.
+const EVENT_QUEUE: usize = 4096;
+
+/// What the server allows each client, and how many clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Time to finish the TLS handshake.
@@ -54,6 +84,16 @@ pub struct Limits {
     pub queue: QueueLimits,
     /// Lines of history each room keeps for newcomers (0: none).
     pub history: usize,
+    /// The most clients in the chat at once. Up to as many again may be
+    /// connecting (in their handshake, or being refused); connections past
+    /// that are closed at once.
+    pub max_clients: usize,
+    /// The most clients from one IP address, if limited.
+    pub max_per_ip: Option<usize>,
+    /// How fast each client may send lines, if limited.
+    pub rate: Option<RateLimit>,
+    /// How long one write to a client may make no progress.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +103,10 @@ impl Default for Limits {
             max_line: MAX_LINE_LEN,
             queue: QueueLimits::default(),
             history: hub::HISTORY_LINES,
+            max_clients: MAX_CLIENTS,
+            max_per_ip: None,
+            rate: Some(RateLimit::default()),
+            write_timeout: WRITE_TIMEOUT,
         }
     }
 }
@@ -70,9 +114,12 @@ impl Default for Limits {
 /// A bound listening socket, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    /// Read at each accept; [`Reloader`] replaces it.
+    tls: Arc<Mutex<Arc<ServerConfig>>>,
     limits: Limits,
     stop: Arc<AtomicBool>,
+    /// Connections open right now, in any state.
+    open: Arc<AtomicUsize>,
 }
 
 /// Stops a running server from another thread (a signal handler, a test).
@@ -93,6 +140,33 @@ impl Stopper {
     }
 }
 
+/// Replaces the TLS configuration of a running server: connections
+/// accepted afterwards use the new one; those already open keep theirs.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    tls: Arc<Mutex<Arc<ServerConfig>>>,
+}
+
+impl Reloader {
+    /// Uses `config` for every connection from now on.
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+}
+
+/// Counts of what a running server holds, for tests and monitoring.
+#[derive(Debug, Clone)]
+pub struct Gauges {
+    open: Arc<AtomicUsize>,
+}
+
+impl Gauges {
+    /// Connections open right now: accepted and not yet fully closed.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
 impl Server {
     /// Binds the listening socket. Fails if the address is taken or invalid.
     pub fn bind(addr: &str, tls: Arc<ServerConfig>, limits: Limits) -> Result<Server, Error> {
@@ -104,9 +178,10 @@ impl Server {
         let listener = TcpListener::bind(&addrs[..]).map_err(bind_error)?;
         Ok(Server {
             listener,
-            tls,
+            tls: Arc::new(Mutex::new(tls)),
             limits,
             stop: Arc::new(AtomicBool::new(false)),
+            open: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -133,30 +208,51 @@ impl Server {
         }
     }
 
+    /// A handle that replaces this server's TLS configuration.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            tls: Arc::clone(&self.tls),
+        }
+    }
+
+    /// A handle that reads this server's counts.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            open: Arc::clone(&self.open),
+        }
+    }
+
     /// Accepts clients until stopped, then closes every connection and
-    /// joins every thread it started.
+    /// waits for every thread it started.
     pub fn run(self) -> Result<(), Error> {
-        let (events, hub_events) = crossbeam_channel::unbounded();
+        let (events, hub_events) = crossbeam_channel::bounded(EVENT_QUEUE);
         let settings = HubSettings {
             max_line: self.limits.max_line,
             history: self.limits.history,
+            max_clients: self.limits.max_clients,
+            max_per_ip: self.limits.max_per_ip,
         };
         let hub = thread::Builder::new()
             .name("hub".into())
-            .spawn(move || hub::run(hub_events, settings))?;
-        // Every thread of every session holds a clone; when the last one
-        // ends, `recv` on `all_done` reports the channel disconnected.
+            .spawn(move || hub::run(hub_events, settings))
+            .map_err(Error::Thread)?;
+        // Every connection's guard holds a clone; when the last guard is
+        // gone, `recv` on `all_done` reports the channel disconnected.
         let (alive, all_done) = crossbeam_channel::bounded::<()>(0);
 
         let mut next_id = 0;
         let mut out_of_resources = false;
+        let mut turning_away = false;
         while !self.stop.load(Ordering::SeqCst) {
             let (socket, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     if is_resource_exhaustion(&err) {
                         if !out_of_resources {
-                            log::error!("accept failed: {err}; pausing new connections");
+                            log::error!(
+                                "accept failed: {err}; pausing new connections \
+                                 (raise the open files limit: ulimit -n)"
+                            );
                             out_of_resources = true;
                         }
                         thread::sleep(ACCEPT_BACKOFF);
@@ -166,34 +262,56 @@ impl Server {
                     continue;
                 }
             };
-            out_of_resources = false;
+            if out_of_resources {
+                log::info!("accepting connections again");
+                out_of_resources = false;
+            }
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
+            // Room for every client, and as many again in their handshake
+            // or being refused with a reason; past that, no TLS at all.
+            if self.open.load(Ordering::SeqCst) >= self.limits.max_clients.saturating_mul(2) {
+                if !turning_away {
+                    log::warn!("too many connections: closing new ones at once");
+                    turning_away = true;
+                }
+                continue;
+            }
+            turning_away = false;
             next_id += 1;
-            let session = Session {
-                id: ClientId(next_id),
+            let id = ClientId(next_id);
+            let socket = Arc::new(socket);
+            let guard = Arc::new(ConnGuard::new(
+                id,
                 peer,
-                socket: Arc::new(socket),
-                tls: Arc::clone(&self.tls),
-                limits: self.limits,
-                events: events.clone(),
-                alive: alive.clone(),
-            };
+                &self.open,
+                alive.clone(),
+                events.clone(),
+            ));
             // Registered before its thread exists, so the hub hears of the
             // connection before anything the session says.
-            let _ = events.send(Event::Accepted {
-                id: session.id,
+            let accepted = Event::Accepted {
+                id,
                 peer,
-                socket: Arc::clone(&session.socket),
-            });
-            let id = session.id;
+                socket: Arc::clone(&socket),
+            };
+            if events.send(accepted).is_err() {
+                break;
+            }
+            let session = Session {
+                id,
+                peer,
+                socket,
+                tls: Arc::clone(&self.tls.lock().unwrap_or_else(|p| p.into_inner())),
+                limits: self.limits,
+                events: events.clone(),
+                guard,
+            };
             if let Err(err) = spawn(format!("handshake {id}"), move || session.handshake()) {
+                // The session, and with it the guard, were dropped: the hub
+                // hears that the connection closed.
                 log::error!("{id} {peer}: dropped: cannot start a thread: {err}");
-                let _ = events.send(Event::Gone {
-                    id,
-                    reason: "no thread".into(),
-                });
             }
         }
         drop(self.listener);
@@ -238,6 +356,56 @@ fn spawn(name: String, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
     thread::Builder::new().name(name).spawn(work).map(drop)
 }
 
+/// Lives as long as any thread of one connection: counts the connection as
+/// open, adds up its traffic, and when the last thread ends, logs it and
+/// tells the hub the socket is closed.
+struct ConnGuard {
+    id: ClientId,
+    peer: SocketAddr,
+    open: Arc<AtomicUsize>,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Dropped with the guard; see [`Server::run`].
+    _alive: Sender<()>,
+    events: Sender<Event>,
+}
+
+impl ConnGuard {
+    fn new(
+        id: ClientId,
+        peer: SocketAddr,
+        open: &Arc<AtomicUsize>,
+        alive: Sender<()>,
+        events: Sender<Event>,
+    ) -> ConnGuard {
+        open.fetch_add(1, Ordering::SeqCst);
+        ConnGuard {
+            id,
+            peer,
+            open: Arc::clone(open),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            _alive: alive,
+            events,
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        log::info!(
+            "{} {}: closed, {} bytes in, {} bytes out",
+            self.id,
+            self.peer,
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed)
+        );
+        // After shutdown nobody is listening, and nothing needs to be.
+        let _ = self.events.send(Event::Closed { id: self.id });
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One client's connection, from accept to goodbye, on the server side.
 struct Session {
     id: ClientId,
@@ -247,15 +415,14 @@ struct Session {
     limits: Limits,
     /// The hub holds the receiving end.
     events: Sender<Event>,
-    /// Dropped when the thread holding it ends; see [`Server::run`].
-    alive: Sender<()>,
+    guard: Arc<ConnGuard>,
 }
 
 impl Session {
     /// Runs in a short-lived thread of its own: the handshake's deep stack
     /// is freed when it ends, instead of staying resident in the reader.
     fn handshake(self) {
-        let Session { id, peer, .. } = self;
+        let (id, peer) = (self.id, self.peer);
         let gone = |reason: String| {
             let _ = self.events.send(Event::Gone { id, reason });
         };
@@ -271,17 +438,37 @@ impl Session {
         {
             return gone(format!("handshake failed: {err}"));
         }
+        // A write that makes no progress for this long means a dead peer;
+        // without it, a writer could wait on one for ever.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES);
+        let configured = self
+            .socket
+            .set_write_timeout(Some(self.limits.write_timeout))
+            .and_then(|()| socket2::SockRef::from(&*self.socket).set_tcp_keepalive(&keepalive));
+        if let Err(err) = configured {
+            return gone(format!("socket failed: {err}"));
+        }
         log::info!("{id} {peer}: connected, {}", tls::describe(&conn));
+        let certificate = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| PeerCertificate {
+                subject: x509::subject(leaf).unwrap_or_default(),
+                common_name: x509::common_name(leaf),
+            });
 
         let (read_half, write_half) = duplex::split(conn, Arc::clone(&self.socket));
         let (outbox, inbox) = outbox::channel(self.limits.queue);
         // Disconnects when the reader ends; the writer lingers on it.
         let (reader_alive, reader_done) = crossbeam_channel::bounded::<()>(0);
 
-        let alive = self.alive.clone();
+        let guard = Arc::clone(&self.guard);
         let writer = move || {
-            outbox::run_writer(write_half, inbox, reader_done, LINGER);
-            drop(alive);
+            let sent = outbox::run_writer(write_half, inbox, reader_done, LINGER);
+            guard.bytes_out.store(sent, Ordering::Relaxed);
         };
         if let Err(err) = spawn(format!("writer {id}"), writer) {
             return gone(format!("cannot start a thread: {err}"));
@@ -290,12 +477,22 @@ impl Session {
             id,
             half: read_half,
             framer: LineFramer::new(self.limits.max_line),
+            bucket: self
+                .limits
+                .rate
+                .map(|rate| TokenBucket::new(rate, Instant::now())),
             events: self.events.clone(),
             outbox: outbox.clone(),
-            _alive: (self.alive.clone(), reader_alive),
+            guard: Arc::clone(&self.guard),
+            _reader_alive: reader_alive,
         };
         // The hub learns of the outbox before the reader's first line.
-        if self.events.send(Event::Ready { id, outbox }).is_err() {
+        let ready = Event::Ready {
+            id,
+            outbox,
+            certificate,
+        };
+        if self.events.send(ready).is_err() {
             // The server is stopping; the writer closes when `reader` drops.
             return;
         }
@@ -310,23 +507,44 @@ struct Reader {
     id: ClientId,
     half: ReadHalf,
     framer: LineFramer,
+    /// Flood control, if the server limits rates.
+    bucket: Option<TokenBucket>,
     /// The hub holds the receiving end.
     events: Sender<Event>,
-    /// Used only to ask the writer to flush or to close, never to push lines.
+    /// Used only to ask the writer to flush or to close, never to push
+    /// lines: only the hub does that.
     outbox: Outbox,
-    /// Dropped when the reader ends: tells the server and the writer.
-    _alive: (Sender<()>, Sender<()>),
+    guard: Arc<ConnGuard>,
+    /// Dropped when the reader ends: the writer stops lingering.
+    _reader_alive: Sender<()>,
 }
 
 impl Reader {
     fn run(mut self) {
         let mut frames = Vec::new();
+        let mut warned = false;
         let reason = loop {
             let framer = &mut self.framer;
             let received = self
                 .half
                 .receive(&mut |bytes| framer.push(bytes, &mut frames));
             for frame in frames.drain(..) {
+                if let Some(bucket) = &mut self.bucket {
+                    let now = Instant::now();
+                    if bucket.is_full(now) {
+                        warned = false;
+                    }
+                    let wait = bucket.take(now);
+                    if !wait.is_zero() {
+                        if !warned {
+                            let _ = self.events.send(Event::Throttled { id: self.id });
+                            warned = true;
+                        }
+                        // Not reading meanwhile is the point: the client's
+                        // sends back up into its own TCP connection.
+                        thread::sleep(wait);
+                    }
+                }
                 let _ = self.events.send(Event::Frame { id: self.id, frame });
             }
             match received {
@@ -345,6 +563,9 @@ impl Reader {
                 Err(err) => break format!("connection failed: {err}"),
             }
         };
+        self.guard
+            .bytes_in
+            .store(self.half.bytes_received(), Ordering::Relaxed);
         // The hub closes the outbox once it has queued its last lines for
         // this client (a reply, a goodbye). Only if the hub has stopped
         // does the reader close it, as nobody else will.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, CommonState, RootCertStore, ServerConfig};
 
 use crate::duplex::HandshakeError;
@@ -57,23 +58,64 @@ fn bad_pem(path: &Path, source: pem::Error) -> Error {
     }
 }
 
-/// The server's TLS configuration: its certificate chain and key, and no
-/// client certificates asked for.
+/// The server's TLS configuration: its certificate chain and key and, if
+/// `client_ca` is given, the CA that client certificates must be signed by
+/// (mutual TLS: then every client must present one).
 ///
 /// rustls checks here that the key belongs to the certificate, so a mix-up
 /// is reported at start-up rather than as a failed handshake later.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, Error> {
     let chain = load_certs(cert)?;
     let private_key = load_private_key(key)?;
-    let config = ServerConfig::builder()
-        .with_no_client_auth()
+    let builder = ServerConfig::builder();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let roots = load_roots(path)?;
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|source| Error::ClientVerifier {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(chain, private_key)
-        .map_err(|source| Error::ServerConfig {
+        .map_err(|source| Error::CertAndKey {
             cert: cert.to_owned(),
             key: key.to_owned(),
             source,
         })?;
     Ok(Arc::new(config))
+}
+
+/// Every certificate in a CA file, as trusted roots.
+fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        // `add`, not `add_parsable_certificates`: a CA file we cannot use
+        // is an error to report, not something to skip quietly.
+        roots.add(cert).map_err(|source| Error::BadCa {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A certificate and its key, for a client that proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
 }
 
 /// Which certificate authorities the client trusts.
@@ -97,28 +139,36 @@ impl Trust {
     }
 }
 
-/// The client's TLS configuration: verify the server against `trust`.
+/// The client's TLS configuration: verify the server against `trust`, and
+/// present `identity` if the server asks for a client certificate.
 ///
 /// There is deliberately no way to turn verification off: a chat client
 /// that accepts any certificate encrypts its messages for whoever answers.
-pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, Error> {
-    let mut roots = RootCertStore::empty();
-    match trust {
-        Trust::CaFile(path) => {
-            for cert in load_certs(path)? {
-                // `add`, not `add_parsable_certificates`: a CA file we cannot
-                // use is an error to report, not something to skip quietly.
-                roots.add(cert).map_err(|source| Error::BadCa {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
+pub fn client_config(
+    trust: &Trust,
+    identity: Option<&Identity>,
+) -> Result<Arc<ClientConfig>, Error> {
+    let roots = match trust {
+        Trust::CaFile(path) => load_roots(path)?,
+        Trust::PublicRoots => {
+            RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned())
         }
-        Trust::PublicRoots => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    };
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => {
+            let chain = load_certs(&identity.cert)?;
+            let key = load_private_key(&identity.key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|source| Error::CertAndKey {
+                    cert: identity.cert.clone(),
+                    key: identity.key.clone(),
+                    source,
+                })?
+        }
+    };
     Ok(Arc::new(config))
 }
 
@@ -190,8 +240,21 @@ pub fn client_hint(err: &HandshakeError, trust: &Trust, server_name: &str) -> Op
              certificate itself (`make certs` makes both)"
                 .to_string()
         }
-        E::AlertReceived(A::CertificateRequired | A::HandshakeFailure) => {
-            "the server may require a client certificate".to_string()
+        E::AlertReceived(A::CertificateRequired) => "the server accepts only clients with a \
+             certificate: pass --cert and --key (`make client-cert NAME=you` makes a pair)"
+            .to_string(),
+        E::AlertReceived(A::UnknownCA | A::BadCertificate | A::DecryptError) => {
+            "the server does not accept your client certificate: is it signed by the CA \
+             the server trusts (its --client-ca)?"
+                .to_string()
+        }
+        E::AlertReceived(A::CertificateExpired) => {
+            "your client certificate has expired: make a new one \
+             (`make client-cert NAME=you`)"
+                .to_string()
+        }
+        E::AlertReceived(A::HandshakeFailure) => {
+            "the server may require a client certificate (--cert and --key)".to_string()
         }
         _ => return None,
     };

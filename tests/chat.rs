@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{rss_kib, Incoming, Pki, SilentClient, TestClient, TestServer};
+use common::{rss_kib, test_limits, Incoming, Pki, SilentClient, TestClient, TestServer};
+use secure_chat::outbox::QueueLimits;
 use secure_chat::protocol::{BYE_REPLY, HI_REPLY, WELCOME};
 use secure_chat::server::Limits;
 
@@ -178,9 +179,13 @@ fn a_client_that_never_reads_is_cut_off_and_hurts_nobody() {
     let pki = Pki::new();
     // Queues small enough that the silent client is found out early, large
     // enough for a healthy client's window.
-    let mut limits = Limits::default();
-    limits.queue.max_messages = 4 * WINDOW;
-    limits.queue.max_bytes = 4 * WINDOW * 1024;
+    let limits = Limits {
+        queue: QueueLimits {
+            max_messages: 4 * WINDOW,
+            max_bytes: 4 * WINDOW * 1024,
+        },
+        ..test_limits()
+    };
     let server = TestServer::start_with(&pki, limits);
     let mut talker = TestClient::connect(server.addr, &pki.ca);
     let listener = TestClient::connect(server.addr, &pki.ca);

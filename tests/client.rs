@@ -148,7 +148,7 @@ fn nick_flag_sets_the_nick_and_a_taken_one_is_explained() {
 #[test]
 fn nothing_a_server_sends_can_drive_the_terminal() {
     let pki = Pki::new();
-    let config = tls::server_config(&pki.cert, &pki.key).unwrap();
+    let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("localhost:{}", listener.local_addr().unwrap().port());
     // A hostile server: escape sequences, a C1 control, a bell, a

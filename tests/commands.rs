@@ -6,12 +6,12 @@
 
 mod common;
 
-use common::{Pki, TestClient, TestServer};
+use common::{test_limits, Pki, TestClient, TestServer};
 use secure_chat::server::Limits;
 
 /// A server and clients that have each seen everyone join.
 fn chat_of(count: usize) -> (Pki, TestServer, Vec<TestClient>) {
-    chat_with(count, Limits::default())
+    chat_with(count, test_limits())
 }
 
 fn chat_with(count: usize, limits: Limits) -> (Pki, TestServer, Vec<TestClient>) {
@@ -343,7 +343,7 @@ fn quit_with_a_reason_and_bye() {
 fn history_replays_exactly_the_last_lines_in_order_marked() {
     let limits = Limits {
         history: 3,
-        ..Limits::default()
+        ..test_limits()
     };
     let (pki, server, mut c) = chat_with(1, limits);
     let nick = c[0].nick.clone();
@@ -377,7 +377,7 @@ fn history_replays_exactly_the_last_lines_in_order_marked() {
 fn history_zero_keeps_nothing() {
     let limits = Limits {
         history: 0,
-        ..Limits::default()
+        ..test_limits()
     };
     let (pki, server, mut c) = chat_with(1, limits);
     c[0].send("said before");

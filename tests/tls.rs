@@ -27,7 +27,7 @@ struct Seen {
 /// client did; for the client's failure cases, where our real server would
 /// not show whether anything was sent.
 fn serve_once(pki: &Pki) -> (String, thread::JoinHandle<Seen>) {
-    let config = tls::server_config(&pki.cert, &pki.key).unwrap();
+    let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("localhost:{}", listener.local_addr().unwrap().port());
     let handle = thread::spawn(move || {
@@ -58,6 +58,7 @@ fn options(addr: &str, trust: Trust) -> ClientOptions {
         addr: addr.to_string(),
         server_name: None,
         trust,
+        identity: None,
         timeout: TIMEOUT,
     }
 }
@@ -184,7 +185,9 @@ fn summary_names_version_suite_group_and_subject() {
 fn server_refuses_a_key_that_does_not_match_its_certificate() {
     let one = Pki::new();
     let other = Pki::new();
-    let err = tls::server_config(&one.cert, &other.key).err().unwrap();
+    let err = tls::server_config(&one.cert, &other.key, None)
+        .err()
+        .unwrap();
     let message = report(&err);
     assert!(
         message.contains("does not belong to the certificate"),
@@ -266,6 +269,7 @@ fn make_certs_output_is_accepted_by_server_and_client() {
         addr: server.addr.to_string(),
         server_name: None,
         trust: Trust::CaFile(pki.ca.clone()),
+        identity: None,
         timeout: TIMEOUT,
     };
     client::connect(&opts).expect("127.0.0.1 is in the certificate");

@@ -429,7 +429,8 @@ fn open_files_limit() -> Option<u64> {
 /// so that every connection pays a full handshake, as a crowd of distinct
 /// users would, and runs are comparable.
 fn client_config(ca: &std::path::Path) -> Result<Arc<ClientConfig>, String> {
-    let shared = tls::client_config(&Trust::CaFile(ca.to_owned())).map_err(|err| report(&err))?;
+    let shared =
+        tls::client_config(&Trust::CaFile(ca.to_owned()), None).map_err(|err| report(&err))?;
     let mut config = (*shared).clone();
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))

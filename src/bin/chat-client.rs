@@ -11,7 +11,7 @@ use secure_chat::line::strip_controls;
 use secure_chat::logging;
 use secure_chat::protocol::Nick;
 use secure_chat::screen::Screen;
-use secure_chat::tls::Trust;
+use secure_chat::tls::{Identity, Trust};
 
 const HELP: &str = "\
 chat-client: talk to a chat-server over TLS
@@ -25,6 +25,9 @@ Options:
   --server-name NAME     name the server's certificate must hold
                          [default: the host part of --addr]
   --nick NAME            the name to chat under (same as typing /nick NAME)
+  --cert FILE            client certificate, PEM, for a server that requires
+                         one (its common name is then your nick)
+  --key FILE             the client certificate's private key, PEM
   -v, --verbose          more log output (twice: rustls' handshake log too)
   -h, --help             print this help
   -V, --version          print the version
@@ -55,6 +58,8 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
     let mut ca: Option<PathBuf> = None;
     let mut server_name = None;
     let mut nick = None;
+    let mut cert: Option<PathBuf> = None;
+    let mut key: Option<PathBuf> = None;
     let mut level = logging::level_from_env().unwrap_or(LevelFilter::Warn);
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -62,6 +67,8 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("addr") => addr = parser.value()?.parse()?,
             Long("ca") => ca = Some(parser.value()?.into()),
             Long("server-name") => server_name = Some(parser.value()?.parse()?),
+            Long("cert") => cert = Some(parser.value()?.into()),
+            Long("key") => key = Some(parser.value()?.into()),
             Long("nick") => {
                 let name: String = parser.value()?.parse()?;
                 // Checked here too, so a typo fails before connecting.
@@ -88,7 +95,13 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => Some(Identity { cert, key }),
+        (None, None) => None,
+        _ => return Err("--cert and --key go together: give both or neither".into()),
+    };
     let options = ClientOptions {
+        identity,
         addr,
         server_name,
         trust: Trust::choose(ca, Path::new(DEFAULT_CA)),

@@ -8,8 +8,9 @@ use std::time::Duration;
 use log::LevelFilter;
 use secure_chat::error::report;
 use secure_chat::server::{self, Limits, Server};
+use secure_chat::throttle::RateLimit;
 use secure_chat::{logging, tls};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 const HELP: &str = "\
@@ -28,19 +29,35 @@ Options:
   --queue-bytes BYTES        bytes that may wait for one client [default: 524288]
   --history N                lines each room replays to newcomers; 0 keeps
                              none [default: 50]
+  --max-clients N            clients in the chat at once; more are told
+                             'server full' [default: 1000]
+  --max-per-ip N             clients from one IP address [default: no limit]
+  --rate LINES_PER_SEC       lines a second each client may send; faster
+                             clients are slowed down, never cut off; 0 turns
+                             flood control off [default: 5]
+  --burst N                  lines a client may send at once [default: 20]
+  --write-timeout SECS       a client whose connection takes nothing for this
+                             long is taken for dead [default: 30]
+  --client-ca FILE           require client certificates signed by the CA in
+                             FILE (mutual TLS); each client's nick is then the
+                             certificate's common name
   -v, --verbose              more log output (twice: everything, rustls included)
   -q, --quiet                only warnings and errors
   -h, --help                 print this help
   -V, --version              print the version
 
 SIGINT or SIGTERM stops the server: every client is told, every connection
-closed. Logs go to standard error; RUST_LOG=debug works as -v does.
+closed (a second signal exits at once). SIGHUP reloads the certificate, key
+and client CA for new connections; if they are unusable, the old ones stay.
+Logs go to standard error, one line per connection event and never what
+anyone said; RUST_LOG=debug works as -v does.
 ";
 
 struct Args {
     addr: String,
     cert: PathBuf,
     key: PathBuf,
+    client_ca: Option<PathBuf>,
     limits: Limits,
     level: LevelFilter,
 }
@@ -56,6 +73,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         addr: server::DEFAULT_ADDR.to_string(),
         cert: PathBuf::from("certs/server.crt"),
         key: PathBuf::from("certs/server.key"),
+        client_ca: None,
         limits: Limits::default(),
         level: logging::level_from_env().unwrap_or(LevelFilter::Info),
     };
@@ -73,6 +91,24 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("queue-lines") => args.limits.queue.max_messages = parser.value()?.parse()?,
             Long("queue-bytes") => args.limits.queue.max_bytes = parser.value()?.parse()?,
             Long("history") => args.limits.history = parser.value()?.parse()?,
+            Long("max-clients") => args.limits.max_clients = parser.value()?.parse()?,
+            Long("max-per-ip") => args.limits.max_per_ip = Some(parser.value()?.parse()?),
+            Long("rate") => {
+                let per_second: u32 = parser.value()?.parse()?;
+                let burst = args.limits.rate.unwrap_or_default().burst;
+                args.limits.rate = (per_second > 0).then_some(RateLimit { per_second, burst });
+            }
+            Long("burst") => {
+                let burst: u32 = parser.value()?.parse()?;
+                if let Some(rate) = &mut args.limits.rate {
+                    rate.burst = burst.max(1);
+                }
+            }
+            Long("write-timeout") => {
+                let secs: u64 = parser.value()?.parse()?;
+                args.limits.write_timeout = Duration::from_secs(secs.max(1));
+            }
+            Long("client-ca") => args.client_ca = Some(parser.value()?.into()),
             Short('v') | Long("verbose") => {
                 args.level = match args.level {
                     LevelFilter::Info | LevelFilter::Warn => LevelFilter::Debug,
@@ -117,28 +153,55 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = tls::server_config(&args.cert, &args.key)?;
-    let server = Server::bind(&args.addr, config, args.limits)?;
+    raise_open_files_limit();
+    let load = move || tls::server_config(&args.cert, &args.key, args.client_ca.as_deref());
+    let server = Server::bind(&args.addr, load()?, args.limits)?;
     log::info!("listening on {}", server.local_addr());
 
     let stopper = server.stopper();
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let reloader = server.reloader();
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut received = signals.forever();
-            if let Some(signal) = received.next() {
-                log::info!("signal {signal}: shutting down");
-                // Stopping blocks on nothing but a local connect; a second
-                // signal while it runs is for someone in a hurry.
-                thread::spawn(move || stopper.stop());
-            }
-            if let Some(signal) = received.next() {
-                log::warn!("signal {signal} again: exiting at once");
-                std::process::exit(128 + signal);
+            let mut stopping = false;
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => match load() {
+                        Ok(config) => {
+                            reloader.replace(config);
+                            log::info!("reloaded the certificate, key and client CA");
+                        }
+                        Err(err) => log::error!(
+                            "reload failed, still using the previous files: {}",
+                            report(&err)
+                        ),
+                    },
+                    _ if stopping => {
+                        log::warn!("signal {signal} again: exiting at once");
+                        std::process::exit(128 + signal);
+                    }
+                    _ => {
+                        log::info!("signal {signal}: shutting down");
+                        stopping = true;
+                        // Stopping blocks on nothing but a local connect;
+                        // a second signal meanwhile is for someone in a hurry.
+                        let stopper = stopper.clone();
+                        thread::spawn(move || stopper.stop());
+                    }
+                }
             }
         })?;
     server.run()?;
     log::info!("stopped");
     Ok(())
+}
+
+/// Each client costs a file descriptor: raise the soft limit on open files
+/// to the hard limit, which the system allows without privileges.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::debug!("open files limit: {limit}"),
+        Err(err) => log::warn!("cannot raise the open files limit: {err}"),
+    }
 }

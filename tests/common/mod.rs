@@ -193,6 +193,16 @@ impl Pki {
     }
 }
 
+/// The default limits without flood control, which would make every test
+/// that sends more than a handful of lines slow. The flood control tests
+/// turn it on.
+pub fn test_limits() -> Limits {
+    Limits {
+        rate: None,
+        ..Limits::default()
+    }
+}
+
 /// A server running in a thread of the test process.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -202,13 +212,13 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A server with default limits and certificates from `pki`.
+    /// A server with [`test_limits`] and certificates from `pki`.
     pub fn start(pki: &Pki) -> TestServer {
-        TestServer::start_with(pki, Limits::default())
+        TestServer::start_with(pki, test_limits())
     }
 
     pub fn start_with(pki: &Pki, limits: Limits) -> TestServer {
-        let config = tls::server_config(&pki.cert, &pki.key).unwrap();
+        let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
         // Bound before the thread starts: clients can connect at once.
         let server = Server::bind("127.0.0.1:0", config, limits).unwrap();
         let addr = server.local_addr();
@@ -267,7 +277,7 @@ pub struct TestClient {
 
 /// Connects and finishes the TLS handshake, trusting `ca`.
 pub fn tls_connect(addr: SocketAddr, ca: &Path) -> (Connection, TcpStream) {
-    let config = tls::client_config(&Trust::CaFile(ca.to_owned())).unwrap();
+    let config = tls::client_config(&Trust::CaFile(ca.to_owned()), None).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let mut conn = Connection::Client(ClientConnection::new(config, name).unwrap());
     let socket = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();

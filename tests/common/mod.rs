@@ -26,7 +26,7 @@ use rustls::{ClientConnection, Connection};
 use secure_chat::duplex::{self, Received, WriteHalf};
 use secure_chat::line::{Frame, LineFramer};
 use secure_chat::server::{Limits, Server, Stopper};
-use secure_chat::tls::{self, Trust};
+use secure_chat::tls::{self, Identity, Trust};
 
 /// The longest any single wait in a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,6 +93,20 @@ pub struct Pki {
     pub cert: PathBuf,
     /// The server's private key.
     pub key: PathBuf,
+    /// How `signer` was made, and its key, for signing client
+    /// certificates (`None` for a PKI made by `make certs`).
+    issuer: Option<(CertificateParams, KeyPair)>,
+}
+
+/// What is wrong with a client certificate from [`Pki::client_identity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFlaw {
+    /// Nothing: signed by the PKI's CA, for client authentication.
+    None,
+    /// It expired in 2021.
+    Expired,
+    /// Signed by a CA the server does not know.
+    OtherCa,
 }
 
 fn ca_params(name: &str) -> CertificateParams {
@@ -128,6 +142,7 @@ impl Pki {
             ca.subject_alt_names = leaf_params(&["localhost", "127.0.0.1"]).subject_alt_names;
         }
         let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let ca_again = ca.clone();
         let issuer = Issuer::new(ca, &ca_key);
 
         let mut leaf = match flaw {
@@ -168,6 +183,7 @@ impl Pki {
         Pki {
             ca: write("ca.crt", &trusted_ca_pem),
             signer: write("signer.crt", &ca_cert.pem()),
+            issuer: Some((ca_again, ca_key)),
             cert: write("server.crt", &server_cert),
             key: write("server.key", &server_key),
             dir,
@@ -179,12 +195,42 @@ impl Pki {
         Pki {
             ca: dir.join("ca.crt"),
             signer: dir.join("ca.crt"),
+            issuer: None,
             cert: dir.join("server.crt"),
             key: dir.join("server.key"),
             // An empty directory of our own, so dropping this removes nothing
             // of the caller's.
             dir: TempDir::new(),
         }
+    }
+
+    /// A client certificate and key with common name `name`, written into
+    /// this PKI's directory.
+    pub fn client_identity(&self, name: &str, flaw: ClientFlaw) -> Identity {
+        let stranger = (ca_params("stranger CA"), KeyPair::generate().unwrap());
+        let (ca, ca_key) = match flaw {
+            ClientFlaw::OtherCa => &stranger,
+            _ => self.issuer.as_ref().expect("a PKI made by the tests"),
+        };
+        let issuer = Issuer::new(ca.clone(), ca_key);
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if flaw == ClientFlaw::Expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let stem = format!("client-{name}-{flaw:?}");
+        let identity = Identity {
+            cert: self.path(&format!("{stem}.crt")),
+            key: self.path(&format!("{stem}.key")),
+        };
+        fs::write(&identity.cert, cert.pem()).unwrap();
+        fs::write(&identity.key, key.serialize_pem()).unwrap();
+        identity
     }
 
     /// Another file in this PKI's directory.
@@ -218,7 +264,19 @@ impl TestServer {
     }
 
     pub fn start_with(pki: &Pki, limits: Limits) -> TestServer {
-        let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
+        TestServer::start_config(
+            tls::server_config(&pki.cert, &pki.key, None).unwrap(),
+            limits,
+        )
+    }
+
+    /// A server that requires client certificates signed by `pki`'s CA.
+    pub fn start_mutual(pki: &Pki) -> TestServer {
+        let config = tls::server_config(&pki.cert, &pki.key, Some(&pki.signer)).unwrap();
+        TestServer::start_config(config, test_limits())
+    }
+
+    pub fn start_config(config: Arc<rustls::ServerConfig>, limits: Limits) -> TestServer {
         // Bound before the thread starts: clients can connect at once.
         let server = Server::bind("127.0.0.1:0", config, limits).unwrap();
         let addr = server.local_addr();
@@ -277,7 +335,17 @@ pub struct TestClient {
 
 /// Connects and finishes the TLS handshake, trusting `ca`.
 pub fn tls_connect(addr: SocketAddr, ca: &Path) -> (Connection, TcpStream) {
-    let config = tls::client_config(&Trust::CaFile(ca.to_owned()), None).unwrap();
+    tls_connect_as(addr, ca, None)
+}
+
+/// Connects and finishes the TLS handshake, trusting `ca` and presenting
+/// `identity` if given.
+pub fn tls_connect_as(
+    addr: SocketAddr,
+    ca: &Path,
+    identity: Option<&Identity>,
+) -> (Connection, TcpStream) {
+    let config = tls::client_config(&Trust::CaFile(ca.to_owned()), identity).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let mut conn = Connection::Client(ClientConnection::new(config, name).unwrap());
     let socket = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
@@ -306,7 +374,16 @@ impl TestClient {
 
     /// Connects without reading anything.
     pub fn connect_quietly(addr: SocketAddr, ca: &Path) -> TestClient {
-        let (conn, socket) = tls_connect(addr, ca);
+        TestClient::over(tls_connect(addr, ca))
+    }
+
+    /// Connects with a client certificate, without reading anything.
+    pub fn connect_as(addr: SocketAddr, ca: &Path, identity: &Identity) -> TestClient {
+        TestClient::over(tls_connect_as(addr, ca, Some(identity)))
+    }
+
+    /// A test client on a connection whose handshake is done.
+    pub fn over((conn, socket): (Connection, TcpStream)) -> TestClient {
         let (mut reader, writer) = duplex::split(conn, Arc::new(socket));
         let (tx, incoming) = crossbeam_channel::unbounded();
         thread::spawn(move || {

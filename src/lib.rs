@@ -10,15 +10,25 @@
 //! 1. [`tls`]: certificates and keys from PEM files; what the client trusts.
 //! 2. [`duplex`]: the TLS handshake, then one connection split so that one
 //!    thread reads while another writes.
-//! 3. [`line`]: bytes into lines, with a length limit and no terminal
+//! 3. [`line`](mod@line): bytes into lines, with a length limit and no terminal
 //!    control characters.
 //! 4. [`protocol`]: what a line means, and how the server's lines look.
 //! 5. [`outbox`]: a client's outbound queue and the writer thread.
 //! 6. [`hub`]: the one thread that owns the chat and fans messages out.
-//! 7. [`server`]: the accept loop, sessions, shutdown.
+//! 7. [`server`]: the accept loop, sessions, limits, shutdown; with
+//!    [`throttle`], the flood control its readers apply.
 //! 8. [`client`]: the interactive client, and [`screen`], how it shows lines.
 //!
 //! [`x509`], [`error`] and [`logging`] are supporting cast.
+//!
+//! ## Who waits for whom
+//!
+//! Every blocking call waits on one thing only, and nothing a client does
+//! can make another client's thread wait: a reader waits on its own socket
+//! (and, if its client floods, on its own rate limit and on the hub's
+//! bounded event queue); the hub waits on its event queue and on nothing
+//! else; a writer waits on its own queue and its own socket. A client that
+//! stops reading fills only its own queue, and is cut off when that is full.
 //!
 //! ## The threads, and the path of one message
 //!

@@ -1,4 +1,4 @@
-//! The server: the accept loop, one [`Session`] per client, and shutdown.
+//! The server: the accept loop, one `Session` per client, and shutdown.
 //!
 //! Owns the threads and the limits on them. The accept loop only accepts;
 //! each connection's handshake runs in a thread of its own, which then

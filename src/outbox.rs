@@ -145,7 +145,9 @@ impl Outbox {
                 bytes: state.bytes,
             });
         }
-        self.add(&mut state, line);
+        let wake = add(&mut state, line);
+        drop(state);
+        self.wake_writer(wake);
         Ok(())
     }
 
@@ -168,16 +170,16 @@ impl Outbox {
         if state.writer_gone {
             return Err(WriterGone);
         }
-        self.add(&mut state, line);
+        let wake = add(&mut state, line);
+        drop(state);
+        self.wake_writer(wake);
         Ok(())
     }
 
-    fn add(&self, state: &mut State, line: Arc<str>) {
-        state.bytes += line.len();
-        state.lines.push_back(line);
-        // The writer only sleeps on an empty queue, so only the first line
-        // needs to wake it.
-        if state.lines.len() == 1 {
+    /// Wakes the writer after the lock is released: woken while the lock is
+    /// still held, it would only wake to wait for the lock.
+    fn wake_writer(&self, wake: bool) {
+        if wake {
             self.queue.work.notify_one();
         }
     }
@@ -199,28 +201,43 @@ impl Outbox {
     }
 }
 
+/// Adds a line; true if the writer may be asleep and must be woken. It
+/// only sleeps on an empty queue, so only the first line needs to.
+fn add(state: &mut State, line: Arc<str>) -> bool {
+    state.bytes += line.len();
+    state.lines.push_back(line);
+    state.lines.len() == 1
+}
+
 impl Inbox {
     /// Waits until there is something to do, then moves every queued line
     /// into `batch` as bytes. Returns true if the writer should close after
     /// sending them.
+    ///
+    /// The lock is held only to swap the queue for an empty one: the hub
+    /// pushes into every recipient's queue, and must not wait while a
+    /// writer (perhaps preempted) copies bytes under the lock.
     fn take_batch(&self, batch: &mut Vec<u8>) -> bool {
-        let mut state = self.queue.lock();
-        while state.lines.is_empty() && !state.flush && !state.closing {
-            state = self
-                .queue
-                .work
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        for line in state.lines.drain(..) {
+        let mut taken = VecDeque::new();
+        let closing = {
+            let mut state = self.queue.lock();
+            while state.lines.is_empty() && !state.flush && !state.closing {
+                state = self
+                    .queue
+                    .work
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            std::mem::swap(&mut state.lines, &mut taken);
+            state.bytes = 0;
+            state.flush = false;
+            state.closing
+        };
+        self.queue.room.notify_all();
+        for line in taken {
             batch.extend_from_slice(line.as_bytes());
         }
-        state.bytes = 0;
-        state.flush = false;
-        // A burst may have grown the deque; an idle client keeps little.
-        state.lines.shrink_to(16);
-        self.queue.room.notify_all();
-        state.closing
+        closing
     }
 }
 

@@ -25,7 +25,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection};
 use secure_chat::duplex::{self, Received, WriteHalf};
 use secure_chat::line::{Frame, LineFramer};
-use secure_chat::server::{Limits, Server, Stopper};
+use secure_chat::server::{Gauges, Limits, Server, Stopper};
 use secure_chat::tls::{self, Identity, Trust};
 
 /// The longest any single wait in a test may take.
@@ -253,6 +253,8 @@ pub fn test_limits() -> Limits {
 pub struct TestServer {
     pub addr: SocketAddr,
     stopper: Stopper,
+    /// Read by [`TestServer::open_connections`].
+    gauges: Gauges,
     finished: Receiver<Result<(), secure_chat::Error>>,
     stopped: bool,
 }
@@ -281,6 +283,7 @@ impl TestServer {
         let server = Server::bind("127.0.0.1:0", config, limits).unwrap();
         let addr = server.local_addr();
         let stopper = server.stopper();
+        let gauges = server.gauges();
         let (done, finished) = crossbeam_channel::bounded(1);
         thread::spawn(move || {
             let _ = done.send(server.run());
@@ -288,6 +291,7 @@ impl TestServer {
         TestServer {
             addr,
             stopper,
+            gauges,
             finished,
             stopped: false,
         }
@@ -525,4 +529,65 @@ pub fn rss_kib() -> u64 {
         .find(|line| line.starts_with("VmRSS:"))
         .unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+impl TestServer {
+    /// Connections the server holds right now, in any state (handshake,
+    /// chatting, closing).
+    pub fn open_connections(&self) -> usize {
+        self.gauges.open_connections()
+    }
+}
+
+/// The first half of a real TLS ClientHello, as a client trusting `ca`
+/// would send it: enough for the server to start its handshake and then
+/// wait for the rest.
+pub fn half_client_hello(ca: &Path) -> Vec<u8> {
+    let config = tls::client_config(&Trust::CaFile(ca.to_owned()), None).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(config, name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    assert!(hello.len() > 100, "a ClientHello of {} bytes", hello.len());
+    hello.truncate(hello.len() / 2);
+    hello
+}
+
+/// Checks `condition` every few milliseconds until it holds; false if it
+/// still does not after [`TIMEOUT`]. For conditions nothing can block on,
+/// such as a counter going down.
+pub fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The number of file descriptors this process has open. The directory
+/// handle used to list them counts too, the same in every call.
+pub fn open_fds() -> usize {
+    fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The number of threads in this process.
+pub fn thread_count() -> usize {
+    fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// True if a thread of this process has the name `name` (names are cut
+/// to 15 bytes by the kernel).
+pub fn has_thread_named(name: &str) -> bool {
+    fs::read_dir("/proc/self/task").unwrap().any(|task| {
+        let comm = task.unwrap().path().join("comm");
+        // A thread that ended since the listing has no name to read.
+        fs::read_to_string(comm).is_ok_and(|comm| comm.trim_end() == name)
+    })
 }

@@ -174,8 +174,18 @@ impl Server {
             addr: addr.to_string(),
             source,
         };
-        let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(bind_error)?.collect();
-        let listener = TcpListener::bind(&addrs[..]).map_err(bind_error)?;
+        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address to bind");
+        let mut bound = None;
+        for candidate in addr.to_socket_addrs().map_err(bind_error)? {
+            match listen(candidate) {
+                Ok(listener) => {
+                    bound = Some(listener);
+                    break;
+                }
+                Err(err) => last_error = err,
+            }
+        }
+        let listener = bound.ok_or_else(|| bind_error(last_error))?;
         Ok(Server {
             listener,
             tls: Arc::new(Mutex::new(tls)),
@@ -333,6 +343,24 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Connections the kernel queues for `accept` while the accept loop is busy.
+///
+/// std listens with 128; a burst of clients (everyone reconnecting after a
+/// restart) overflows that, and each client whose SYN was dropped waits a
+/// second or more to retry. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening socket on `addr`, as `TcpListener::bind` makes one (address
+/// reuse on), but with a deeper backlog.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Waits until every holder of the `alive` sender is gone, or `limit` passes.

@@ -97,7 +97,17 @@ pub struct HubSettings {
     pub max_clients: usize,
     /// The most members from one IP address, if limited.
     pub max_per_ip: Option<usize>,
+    /// Rooms with more people than this do not announce who joins or quits.
+    pub announce_limit: usize,
 }
+
+/// Default for [`HubSettings::announce_limit`].
+///
+/// In a room of a hundred, arrivals and departures are still news; in a
+/// room of thousands they would be most of the traffic, and when everyone
+/// reconnects at once (after a restart), each arrival told to everyone is
+/// a storm that grows with the square of the room.
+pub const ANNOUNCE_LIMIT: usize = 100;
 
 /// What a client's certificate says, when mutual TLS is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -493,11 +503,10 @@ impl Hub {
         member.room = key.clone();
         let nick = member.nick.clone();
 
-        self.tell_room_except(
-            &key,
-            id,
-            ServerLine::Notice(&format!("{nick} joined {name}")),
-        );
+        if here <= self.settings.announce_limit {
+            let notice = format!("{nick} joined {name}");
+            self.tell_room_except(&key, id, ServerLine::Notice(&notice));
+        }
         let people = if here == 1 { "person" } else { "people" };
         self.notice(id, &format!("you are in {name} ({here} {people} here)"));
         if let Some(topic) = topic {
@@ -514,10 +523,11 @@ impl Hub {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
+        let was_here = state.members.len();
         state.members.remove(&id);
         if state.members.is_empty() && state.name.as_str() != protocol::LOBBY {
             self.rooms.remove(room);
-        } else {
+        } else if was_here <= self.settings.announce_limit {
             self.tell_room(room, ServerLine::Notice(notice));
         }
     }

@@ -94,6 +94,8 @@ pub struct Limits {
     pub rate: Option<RateLimit>,
     /// How long one write to a client may make no progress.
     pub write_timeout: Duration,
+    /// Rooms with more people than this do not announce who joins or quits.
+    pub announce_limit: usize,
 }
 
 impl Default for Limits {
@@ -107,6 +109,7 @@ impl Default for Limits {
             max_per_ip: None,
             rate: Some(RateLimit::default()),
             write_timeout: WRITE_TIMEOUT,
+            announce_limit: hub::ANNOUNCE_LIMIT,
         }
     }
 }
@@ -241,6 +244,7 @@ impl Server {
             history: self.limits.history,
             max_clients: self.limits.max_clients,
             max_per_ip: self.limits.max_per_ip,
+            announce_limit: self.limits.announce_limit,
         };
         let hub = thread::Builder::new()
             .name("hub".into())

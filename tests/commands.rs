@@ -397,3 +397,26 @@ fn escape_sequences_never_reach_another_user() {
     assert_eq!(seen, format!("chat {} [2J]0;pwnedred 31m text", c[0].nick));
     server.stop();
 }
+
+#[test]
+fn big_rooms_do_not_announce_arrivals_and_departures() {
+    let limits = Limits {
+        announce_limit: 2,
+        ..test_limits()
+    };
+    let (pki, server, mut c) = chat_with(2, limits);
+    // A third person makes the room bigger than the limit: not announced.
+    let third = TestClient::connect(server.addr, &pki.ca);
+    assert_nothing_before_marker(&mut c, 1, 0);
+    // Nor is a departure from it: once the server has let go of the
+    // connection, the hub has handled it, and the marker comes next.
+    drop(third);
+    assert!(common::wait_until(|| server.open_connections() == 2));
+    assert_nothing_before_marker(&mut c, 1, 0);
+    // Back at the limit, departures are news again.
+    let gone = c.pop().unwrap();
+    let nick = gone.nick.clone();
+    drop(gone);
+    assert_eq!(c[0].recv(), format!("notice {nick} quit"));
+    server.stop();
+}

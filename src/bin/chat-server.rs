@@ -29,6 +29,8 @@ Options:
   --queue-bytes BYTES        bytes that may wait for one client [default: 524288]
   --history N                lines each room replays to newcomers; 0 keeps
                              none [default: 50]
+  --announce-limit N         rooms with more people than this do not announce
+                             who joins and quits [default: 100]
   --max-clients N            clients in the chat at once; more are told
                              'server full' [default: 1000]
   --max-per-ip N             clients from one IP address [default: no limit]
@@ -91,6 +93,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("queue-lines") => args.limits.queue.max_messages = parser.value()?.parse()?,
             Long("queue-bytes") => args.limits.queue.max_bytes = parser.value()?.parse()?,
             Long("history") => args.limits.history = parser.value()?.parse()?,
+            Long("announce-limit") => args.limits.announce_limit = parser.value()?.parse()?,
             Long("max-clients") => args.limits.max_clients = parser.value()?.parse()?,
             Long("max-per-ip") => args.limits.max_per_ip = Some(parser.value()?.parse()?),
             Long("rate") => {

@@ -139,7 +139,18 @@ impl Connected {
     /// When `input` ends, the client says close_notify and still prints
     /// whatever the server sends until it closes too. `screen` decides how
     /// lines look.
-    pub fn chat<I, O>(self, input: I, output: &mut O, mut screen: Screen) -> Result<(), Error>
+    ///
+    /// The [`summary`](Connected::summary) goes to `status` once the first
+    /// line arrives: only then is the client sure the server accepted it
+    /// (in TLS 1.3 a server checks a client certificate after the client
+    /// has finished its side of the handshake).
+    pub fn chat<I, O>(
+        self,
+        input: I,
+        output: &mut O,
+        mut screen: Screen,
+        status: &mut dyn Write,
+    ) -> Result<(), Error>
     where
         I: BufRead + Send + 'static,
         O: Write,
@@ -150,8 +161,9 @@ impl Connected {
             addr,
             trust,
             server_name,
-            ..
+            summary,
         } = self;
+        let mut summary = Some(summary);
         let socket = Arc::new(socket);
         let (mut read_half, write_half) = duplex::split(conn, Arc::clone(&socket));
         let (outbox, inbox) = outbox::channel(TYPE_AHEAD);
@@ -173,6 +185,12 @@ impl Connected {
         let mut frames = Vec::new();
         let result = loop {
             let received = read_half.receive(&mut |bytes| framer.push(bytes, &mut frames));
+            if !frames.is_empty() {
+                if let Some(summary) = summary.take() {
+                    // Status output is a courtesy; chatting does not need it.
+                    let _ = writeln!(status, "{summary}");
+                }
+            }
             for frame in frames.drain(..) {
                 show(output, &mut screen, &frame).map_err(Error::Output)?;
             }

@@ -494,8 +494,6 @@ fn sighup_with_a_broken_key_keeps_the_previous_files() {
 /// reload right after a start, a stop right after a failed health check).
 /// That signal must be handled, not kill the server with the default action.
 #[test]
-#[ignore = "bug: chat-server logs `listening on` before it installs its signal \
-            handlers, so a SIGHUP sent on that line can kill it"]
 fn signal_sent_as_soon_as_the_server_listens_is_handled() {
     let pki = Pki::new();
     // The window is short: a few attempts in a hundred hit it. Bounded in

@@ -139,8 +139,8 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     let input = io::Cursor::new(first).chain(io::BufReader::new(io::stdin()));
     let result = client::connect(&args.options).and_then(|connected| {
-        eprintln!("{}", connected.summary);
-        connected.chat(input, &mut stdout.lock(), Screen::new(colour))
+        let screen = Screen::new(colour);
+        connected.chat(input, &mut stdout.lock(), screen, &mut io::stderr())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

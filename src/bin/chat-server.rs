@@ -158,12 +158,12 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     raise_open_files_limit();
     let load = move || tls::server_config(&args.cert, &args.key, args.client_ca.as_deref());
+    // Handlers first: a signal that arrives once we are listening must
+    // find them in place, not the default action that kills the process.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let server = Server::bind(&args.addr, load()?, args.limits)?;
-    log::info!("listening on {}", server.local_addr());
-
     let stopper = server.stopper();
     let reloader = server.reloader();
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -195,6 +195,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         })?;
+    log::info!("listening on {}", server.local_addr());
     server.run()?;
     log::info!("stopped");
     Ok(())

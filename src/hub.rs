@@ -160,7 +160,14 @@ struct Hub {
     /// Clients that overflowed while the current event was handled; they are
     /// cut once it is done.
     too_slow: HashMap<ClientId, Overflow>,
+    /// Writers given lines in this round while they may be asleep.
+    to_wake: Vec<Outbox>,
 }
+
+/// The most events the hub handles before it wakes the writers it gave
+/// lines to. Bounds how long a line can wait in a queue for its writer to
+/// be woken: a round of 64 events takes well under a millisecond.
+const ROUND: usize = 64;
 
 /// The hub thread's loop: handles events until [`Event::Shutdown`] or until
 /// every sender is gone.
@@ -175,14 +182,28 @@ pub fn run(events: Receiver<Event>, settings: HubSettings) -> Vec<Arc<TcpStream>
         rooms: BTreeMap::new(),
         settings,
         too_slow: HashMap::new(),
+        to_wake: Vec::new(),
     };
-    for event in events {
-        if let Event::Shutdown = event {
-            hub.shutdown();
-            break;
+    'events: while let Ok(first) = events.recv() {
+        // Handle what is already waiting, up to a round's worth, before
+        // waking the writers that got lines: under load each wakes once
+        // for many lines; with one event at a time, nothing waits longer.
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(event) = next.take() {
+            if let Event::Shutdown = event {
+                hub.wake_writers();
+                hub.shutdown();
+                break 'events;
+            }
+            hub.handle(event);
+            hub.drop_slow_clients();
+            handled += 1;
+            if handled < ROUND {
+                next = events.try_recv().ok();
+            }
         }
-        hub.handle(event);
-        hub.drop_slow_clients();
+        hub.wake_writers();
     }
     let open = hub.conns.into_values().map(|conn| conn.socket);
     open.chain(hub.closing.into_values()).collect()
@@ -583,11 +604,14 @@ impl Hub {
     /// Queues one line for one member. A full queue never blocks the hub;
     /// its client is noted and cut once the current event is handled.
     fn deliver(&mut self, id: ClientId, line: Arc<str>) {
-        let Some(member) = self.conns.get(&id).and_then(|c| c.member.as_ref()) else {
-            return;
-        };
-        if let Err(overflow) = member.outbox.push(line) {
-            self.too_slow.insert(id, overflow);
+        if let Some(member) = self.conns.get(&id).and_then(|c| c.member.as_ref()) {
+            queue_line(id, member, line, &mut self.too_slow, &mut self.to_wake);
+        }
+    }
+
+    fn wake_writers(&mut self) {
+        for outbox in self.to_wake.drain(..) {
+            outbox.wake();
         }
     }
 
@@ -623,11 +647,9 @@ impl Hub {
             if Some(id) == except {
                 continue;
             }
-            let Some(member) = self.conns.get(&id).and_then(|c| c.member.as_ref()) else {
-                continue;
-            };
-            if let Err(overflow) = member.outbox.push(Arc::clone(&wire)) {
-                self.too_slow.insert(id, overflow);
+            if let Some(member) = self.conns.get(&id).and_then(|c| c.member.as_ref()) {
+                let line = Arc::clone(&wire);
+                queue_line(id, member, line, &mut self.too_slow, &mut self.to_wake);
             }
         }
     }
@@ -669,6 +691,25 @@ impl Hub {
                     let _ = conn.socket.shutdown(Shutdown::Both);
                 }
             }
+        }
+    }
+}
+
+/// Queues a line for one member. A full queue never blocks the hub: its
+/// client is noted in `too_slow` and cut once the current event is handled.
+/// A writer that may be asleep goes into `to_wake`.
+fn queue_line(
+    id: ClientId,
+    member: &Member,
+    line: Arc<str>,
+    too_slow: &mut HashMap<ClientId, Overflow>,
+    to_wake: &mut Vec<Outbox>,
+) {
+    match member.outbox.push_without_waking(line) {
+        Ok(true) => to_wake.push(member.outbox.clone()),
+        Ok(false) => {}
+        Err(overflow) => {
+            too_slow.insert(id, overflow);
         }
     }
 }

@@ -135,9 +135,22 @@ impl Outbox {
     /// happens to it (the hub disconnects it). A writer that has already
     /// stopped is not an error: its reader will report the disconnect.
     pub fn push(&self, line: Arc<str>) -> Result<(), Overflow> {
+        let wake = self.push_without_waking(line)?;
+        self.wake_writer(wake);
+        Ok(())
+    }
+
+    /// Queues a line like [`push`](Outbox::push), but leaves the writer
+    /// asleep: `Ok(true)` means it may be asleep with lines waiting, and
+    /// the caller must call [`wake`](Outbox::wake) soon.
+    ///
+    /// Waking a thread is a system call. The hub pushes each line into
+    /// every member's queue; when lines come faster than writers send, it
+    /// wakes each writer once for many lines instead of once per line.
+    pub fn push_without_waking(&self, line: Arc<str>) -> Result<bool, Overflow> {
         let mut state = self.queue.lock();
         if state.writer_gone {
-            return Ok(());
+            return Ok(false);
         }
         if self.queue.is_full(&state, line.len()) {
             return Err(Overflow {
@@ -145,10 +158,12 @@ impl Outbox {
                 bytes: state.bytes,
             });
         }
-        let wake = add(&mut state, line);
-        drop(state);
-        self.wake_writer(wake);
-        Ok(())
+        Ok(add(&mut state, line))
+    }
+
+    /// Wakes the writer, after [`push_without_waking`](Outbox::push_without_waking).
+    pub fn wake(&self) {
+        self.queue.work.notify_one();
     }
 
     /// Queues a line, waiting while the queue is full: for a producer that

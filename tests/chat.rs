@@ -7,27 +7,14 @@ use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{rss_kib, test_limits, Incoming, Pki, SilentClient, TestClient, TestServer};
+use common::{chat_of, rss_kib, test_limits, Incoming, Pki, SilentClient, TestClient, TestServer};
 use secure_chat::outbox::QueueLimits;
 use secure_chat::protocol::{BYE_REPLY, HI_REPLY, WELCOME};
 use secure_chat::server::Limits;
 
 #[test]
 fn every_line_reaches_everyone_intact() {
-    let pki = Pki::new();
-    let server = TestServer::start(&pki);
-    let mut clients: Vec<TestClient> = (0..3)
-        .map(|_| TestClient::connect(server.addr, &pki.ca))
-        .collect();
-    // Each earlier client hears of each later one joining.
-    for (i, client) in clients.iter().enumerate() {
-        for later in &clients[i + 1..] {
-            assert_eq!(
-                client.recv(),
-                format!("notice {} joined #lobby", later.nick)
-            );
-        }
-    }
+    let (_pki, server, mut clients) = chat_of(3);
 
     let texts = ["héllo 世界 🙂", "plain ascii", "tabs\tstay"];
     for (sender, text) in texts.iter().enumerate() {
@@ -122,16 +109,7 @@ fn unknown_commands_and_bad_lines_get_an_error_reply() {
 fn many_senders_every_line_exactly_once_in_order() {
     const SENDERS: usize = 5;
     const LINES: usize = 1000;
-    let pki = Pki::new();
-    let server = TestServer::start(&pki);
-    let mut clients: Vec<TestClient> = (0..SENDERS)
-        .map(|_| TestClient::connect(server.addr, &pki.ca))
-        .collect();
-    for (i, client) in clients.iter().enumerate() {
-        for _ in i + 1..SENDERS {
-            assert!(client.recv().ends_with(" joined #lobby"));
-        }
-    }
+    let (_pki, server, mut clients) = chat_of(SENDERS);
     let nicks: Vec<String> = clients.iter().map(|c| c.nick.clone()).collect();
 
     // Everyone sends at once, each from its own thread, while every

@@ -2,48 +2,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use crossbeam_channel::RecvTimeoutError;
 use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-use std::thread;
+use std::process::{Command, Output, Stdio};
 
-use common::{Flaw, Incoming, Pki, TestClient, TestServer, TIMEOUT};
+use common::{
+    cert_args, finish, Flaw, Incoming, Pki, ServerProcess, TestClient, TestServer, CLIENT, SERVER,
+    TIMEOUT,
+};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_chat-server");
-const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
-
-/// Waits for a child with a deadline; kills it if the deadline passes.
-fn finish(child: Child) -> Output {
-    let pid = child.id();
-    let (done, finished) = crossbeam_channel::bounded(1);
-    thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(TIMEOUT) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("process {pid} did not exit within {TIMEOUT:?}");
-        }
-    }
-}
-
-/// Runs a binary with `stdin` as its input.
+/// Runs one of our binaries with these arguments and `stdin` as its input.
 fn run(binary: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(binary)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    // The child may exit without reading all of it; that is its business.
-    let _ = input.write_all(stdin.as_bytes());
-    drop(input);
-    finish(child)
+    common::run(Command::new(binary).args(args), stdin)
 }
 
 fn stderr(output: &Output) -> String {
@@ -281,12 +251,20 @@ fn client_exits_0_when_the_server_stops() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = common::lines_of(child.stdout.take().unwrap());
     // Connected once the greeting is printed; stdin stays open.
-    let first = lines.next().unwrap().unwrap();
+    let first = lines.recv_timeout(TIMEOUT).expect("a greeting in time");
     assert!(first.contains("Welcome"), "{first}");
     server.stop();
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    // Until the client closes its output, each line in time.
+    let mut rest = Vec::new();
+    loop {
+        match lines.recv_timeout(TIMEOUT) {
+            Ok(line) => rest.push(line),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => panic!("the client kept running: {rest:?}"),
+        }
+    }
     assert!(
         rest.iter().any(|l| l.contains("server shutting down")),
         "{rest:?}"
@@ -298,38 +276,18 @@ fn client_exits_0_when_the_server_stops() {
 #[test]
 fn server_binary_serves_and_stops_on_sigterm() {
     let pki = Pki::new();
-    let mut server = Command::new(SERVER)
-        .args(["--addr", "127.0.0.1:0"])
-        .arg("--cert")
-        .arg(&pki.cert)
-        .arg("--key")
-        .arg(&pki.key)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(server.stderr.take().unwrap()).lines();
-    let listening = log.next().unwrap().unwrap();
-    let addr = listening
-        .rsplit_once("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first log line: {listening}"))
-        .1
-        .parse()
-        .unwrap();
+    let mut server = ServerProcess::start(&cert_args(&pki.cert, &pki.key));
 
-    let mut client = TestClient::connect(addr, &pki.ca);
+    let mut client = TestClient::connect(server.addr, &pki.ca);
     client.send("héllo 世界 🙂");
     assert_eq!(client.recv(), format!("chat {} héllo 世界 🙂", client.nick));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal("-TERM");
     assert_eq!(client.recv(), "notice server shutting down, goodbye");
     assert_eq!(client.next(), Incoming::Closed);
-    let rest: Vec<String> = log.map(|l| l.unwrap()).collect();
-    let output = finish(server);
-    assert_eq!(output.status.code(), Some(0), "{rest:?}");
+    let (status, _) = server.wait_for_exit();
+    let log = &server.seen;
+    assert_eq!(status.code(), Some(0), "{log:?}");
     // The log records connections but never what was said.
-    assert!(!rest.iter().any(|l| l.contains("héllo")), "{rest:?}");
+    assert!(!log.iter().any(|l| l.contains("héllo")), "{log:?}");
 }

@@ -3,43 +3,15 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::thread;
 
-use common::{Pki, TestServer, TIMEOUT};
+use common::{run, Pki, TestServer, CLIENT, TIMEOUT};
 use rustls::{Connection, ServerConnection};
 use secure_chat::duplex;
 use secure_chat::tls;
-
-const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
-
-/// Runs `command` with `input` on its stdin; fails the test after TIMEOUT.
-fn run(mut command: Command, input: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-    let pid = child.id();
-    let (done, finished) = crossbeam_channel::bounded(1);
-    thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(TIMEOUT) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("{pid} did not exit in time");
-        }
-    }
-}
 
 fn client(addr: &str, pki: &Pki) -> Command {
     let mut command = Command::new(CLIENT);
@@ -75,7 +47,7 @@ fn piped_output_has_no_colour_but_every_kind_is_marked() {
     let pki = Pki::new();
     let server = TestServer::start(&pki);
     let addr = format!("localhost:{}", server.addr.port());
-    let output = run(client(&addr, &pki), SCRIPT);
+    let output = run(&mut client(&addr, &pki), SCRIPT);
     assert!(output.status.success());
     let text = printed(&output);
     assert!(!text.contains('\x1b'), "{text:?}");
@@ -95,7 +67,7 @@ fn a_terminal_gets_colours_unless_no_color_is_set() {
     let server = TestServer::start(&pki);
     let addr = format!("localhost:{}", server.addr.port());
 
-    let coloured = printed(&run(on_terminal(&client(&addr, &pki), None), SCRIPT));
+    let coloured = printed(&run(&mut on_terminal(&client(&addr, &pki), None), SCRIPT));
     // Own nick in bold green, notices dimmed, errors in bold red.
     assert!(coloured.contains("<\x1b[1m\x1b[32mguest"), "{coloured:?}");
     assert!(coloured.contains("\x1b[2m*** Welcome"), "{coloured:?}");
@@ -104,7 +76,10 @@ fn a_terminal_gets_colours_unless_no_color_is_set() {
         "{coloured:?}"
     );
 
-    let plain = printed(&run(on_terminal(&client(&addr, &pki), Some("1")), SCRIPT));
+    let plain = printed(&run(
+        &mut on_terminal(&client(&addr, &pki), Some("1")),
+        SCRIPT,
+    ));
     assert!(plain.contains("*** Welcome"), "{plain:?}");
     assert!(!plain.contains('\x1b'), "{plain:?}");
     server.stop();
@@ -121,7 +96,7 @@ fn nick_flag_sets_the_nick_and_a_taken_one_is_explained() {
 
     let mut taken = client(&addr, &pki);
     taken.args(["--nick", "Alice"]);
-    let text = printed(&run(taken, "hello\n"));
+    let text = printed(&run(&mut taken, "hello\n"));
     assert!(
         text.contains("!!! nick Alice is taken; choose another"),
         "{text}"
@@ -129,13 +104,13 @@ fn nick_flag_sets_the_nick_and_a_taken_one_is_explained() {
 
     let mut free = client(&addr, &pki);
     free.args(["--nick", "bob"]);
-    let text = printed(&run(free, "hello\n"));
+    let text = printed(&run(&mut free, "hello\n"));
     assert!(text.contains("*** you are now bob"), "{text}");
     assert!(text.contains("<bob> hello"), "{text}");
 
     let mut invalid = client(&addr, &pki);
     invalid.args(["--nick", "9lives"]);
-    let output = run(invalid, "");
+    let output = run(&mut invalid, "");
     assert_eq!(output.status.code(), Some(1));
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -165,7 +140,7 @@ fn nothing_a_server_sends_can_drive_the_terminal() {
         writer.close().unwrap();
     });
     // On a terminal, where colours are on: the hardest case.
-    let text = printed(&run(on_terminal(&client(&addr, &pki), None), ""));
+    let text = printed(&run(&mut on_terminal(&client(&addr, &pki), None), ""));
     assert!(text.contains("[31mmallory[0m"), "{text:?}");
     assert!(
         !text.contains("\x1b[31mmallory"),

@@ -6,30 +6,8 @@
 
 mod common;
 
-use common::{test_limits, Pki, TestClient, TestServer};
+use common::{chat_of, chat_with, test_limits, TestClient};
 use secure_chat::server::Limits;
-
-/// A server and clients that have each seen everyone join.
-fn chat_of(count: usize) -> (Pki, TestServer, Vec<TestClient>) {
-    chat_with(count, test_limits())
-}
-
-fn chat_with(count: usize, limits: Limits) -> (Pki, TestServer, Vec<TestClient>) {
-    let pki = Pki::new();
-    let server = TestServer::start_with(&pki, limits);
-    let clients: Vec<TestClient> = (0..count)
-        .map(|_| TestClient::connect(server.addr, &pki.ca))
-        .collect();
-    for (i, client) in clients.iter().enumerate() {
-        for later in &clients[i + 1..] {
-            assert_eq!(
-                client.recv(),
-                format!("notice {} joined #lobby", later.nick)
-            );
-        }
-    }
-    (pki, server, clients)
-}
 
 /// Client `from` sends a line that client `to` must see next, proving
 /// nothing else was on its way to `to`.

@@ -5,19 +5,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    half_client_hello, rss_kib, test_limits, wait_until, Incoming, Pki, SilentClient, TestClient,
-    TestServer, TIMEOUT,
+    chat_with, half_client_hello, rss_kib, test_limits, wait_until, Incoming, Pki, ServerProcess,
+    SilentClient, TestClient, TestServer, SERVER, TIMEOUT,
 };
-use crossbeam_channel::Receiver;
 use secure_chat::duplex::{self, ReadHalf, Received, WriteHalf};
 use secure_chat::outbox::QueueLimits;
 use secure_chat::protocol::{BYE_REPLY, WELCOME};
@@ -35,24 +34,6 @@ fn alone() -> RwLockWriteGuard<'static, ()> {
 
 fn shared() -> RwLockReadGuard<'static, ()> {
     PROCESS.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A server and clients that have each seen everyone join.
-fn chat_with(count: usize, limits: Limits) -> (Pki, TestServer, Vec<TestClient>) {
-    let pki = Pki::new();
-    let server = TestServer::start_with(&pki, limits);
-    let clients: Vec<TestClient> = (0..count)
-        .map(|_| TestClient::connect(server.addr, &pki.ca))
-        .collect();
-    for (i, client) in clients.iter().enumerate() {
-        for later in &clients[i + 1..] {
-            assert_eq!(
-                client.recv(),
-                format!("notice {} joined #lobby", later.nick)
-            );
-        }
-    }
-    (pki, server, clients)
 }
 
 /// Client `from` sends a marker that every client in `to` must see as its
@@ -558,68 +539,17 @@ fn parse_bulk(bytes: &[u8], padding: &[u8]) -> Option<(Bulk, usize)> {
     Some((Bulk::Other(line), end + 1))
 }
 
-/// The `chat-server` binary, run by the test and killed if the test fails.
-struct ServerProcess {
-    child: Child,
-    /// Standard error, line by line, read by a thread of its own so the
-    /// server never blocks on a full pipe.
-    log: Receiver<String>,
-}
-
-impl ServerProcess {
-    /// The next log line; fails after [`TIMEOUT`] without one.
-    fn next_log(&self) -> String {
-        self.log
-            .recv_timeout(TIMEOUT)
-            .unwrap_or_else(|_| panic!("no log line within {TIMEOUT:?}"))
-    }
-
-    /// Log lines up to and including the first that contains `wanted`.
-    fn log_until(&self, wanted: &str) -> Vec<String> {
-        let mut lines = Vec::new();
-        loop {
-            let line = self.next_log();
-            let found = line.contains(wanted);
-            lines.push(line);
-            if found {
-                return lines;
-            }
-        }
-    }
-
-    /// CPU time used so far, in clock ticks (user and system).
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    }
-
-    /// Waits for the process to exit, up to [`TIMEOUT`].
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the server did not exit");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        // Already gone after a successful test; a failed one leaves no
-        // server behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// CPU time process `pid` has used so far, in clock ticks (user and system).
+fn cpu_ticks_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 #[test]
@@ -632,58 +562,38 @@ fn out_of_descriptors_the_server_pauses_logs_once_and_recovers() {
     const HOLD_FOR: Duration = Duration::from_millis(600);
     let _shared = shared();
     let pki = Pki::new();
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n {FILES} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--addr", "127.0.0.1:0", "--rate", "0"])
-        // Only our own connections may close; none may time out.
-        .args(["--handshake-timeout", "60"])
-        .arg("--cert")
-        .arg(&pki.cert)
-        .arg("--key")
-        .arg(&pki.key)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines, log) = crossbeam_channel::unbounded();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let server = ServerProcess { child, log };
-    let listening = server.log_until("listening on ");
-    let addr: SocketAddr = listening
-        .last()
-        .unwrap()
-        .rsplit_once("listening on ")
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
+    let mut server = ServerProcess::spawn_command(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {FILES} && exec \"$0\" \"$@\""))
+            .arg(SERVER)
+            .args(["--addr", "127.0.0.1:0", "--rate", "0"])
+            // Only our own connections may close; none may time out.
+            .args(["--handshake-timeout", "60"])
+            .arg("--cert")
+            .arg(&pki.cert)
+            .arg("--key")
+            .arg(&pki.key),
+    );
+    server.wait_until_listening();
+    let addr = server.addr;
 
     let held: Vec<TcpStream> = (0..HOLD)
         .map(|_| TcpStream::connect_timeout(&addr, TIMEOUT).unwrap())
         .collect();
-    let first = server.log_until("accept failed");
-    assert!(
-        first.last().unwrap().contains("pausing new connections"),
-        "{first:?}"
-    );
+    let first = server.wait_for_log(|line| line.contains("accept failed"));
+    assert!(first.contains("pausing new connections"), "{first:?}");
     // The passage of time is what is tested: while nothing is freed, the
     // accept loop fails again and again, and must neither log each failure
     // nor burn the CPU.
-    let cpu_before = server.cpu_ticks();
+    let cpu_before = cpu_ticks_of(server.pid);
     thread::sleep(HOLD_FOR);
-    let cpu_ticks = server.cpu_ticks() - cpu_before;
+    let cpu_ticks = cpu_ticks_of(server.pid) - cpu_before;
     drop(held);
-    let episode = server.log_until("accepting connections again");
-    let failures: Vec<&String> = episode
+    // The log of the episode: every line from here to the recovery.
+    let episode_start = server.seen.len();
+    server.wait_for_log(|line| line.contains("accepting connections again"));
+    let failures: Vec<&String> = server.seen[episode_start..]
         .iter()
         .filter(|line| line.contains("accept failed"))
         .collect();
@@ -701,13 +611,9 @@ fn out_of_descriptors_the_server_pauses_logs_once_and_recovers() {
     assert_eq!(client.recv(), format!("chat {} back again", client.nick));
     assert!(start.elapsed() < TIMEOUT);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal("-TERM");
     assert_eq!(client.recv(), "notice server shutting down, goodbye");
     assert_eq!(client.next(), Incoming::Closed);
-    let mut server = server;
-    assert_eq!(server.wait().code(), Some(0));
+    let (status, _) = server.wait_for_exit();
+    assert_eq!(status.code(), Some(0));
 }

@@ -3,28 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::thread;
+use std::process::{Command, Stdio};
 
-use common::{Pki, TestClient, TestServer, TIMEOUT};
+use common::{finish, lines_of, Pki, TestClient, TestServer, TIMEOUT};
 use crossbeam_channel::Receiver;
-
-/// Lines of a child's stdout, read by a thread of their own.
-fn lines_of(child: &mut Child) -> Receiver<String> {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
 
 fn next_line(lines: &Receiver<String>) -> String {
     lines
@@ -50,7 +34,7 @@ fn openssl_s_client_can_join_and_chat() {
         .stderr(Stdio::null())
         .spawn()
         .expect("openssl is installed");
-    let lines = lines_of(&mut openssl);
+    let lines = lines_of(openssl.stdout.take().unwrap());
     let mut stdin = openssl.stdin.take().unwrap();
 
     assert_eq!(
@@ -73,12 +57,7 @@ fn openssl_s_client_can_join_and_chat() {
     assert_eq!(next_line(&lines), "notice Ciao, Buonanotte!");
     assert_eq!(bob.recv(), format!("notice {nick} quit"));
     // s_client ends when the server closes the connection.
-    let (done, exited) = crossbeam_channel::bounded(1);
-    thread::spawn(move || {
-        let _ = done.send(openssl.wait());
-    });
-    let status = exited.recv_timeout(TIMEOUT).expect("s_client did not exit");
-    assert!(status.is_ok());
+    finish(openssl);
     server.stop();
 }
 

@@ -5,15 +5,14 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread;
-use std::time::Instant;
 
-use common::{tls_connect_as, ClientFlaw, Incoming, Pki, TempDir, TestClient, TestServer, TIMEOUT};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use common::{
+    cert_args, finish, tls_connect_as, ClientFlaw, Incoming, Pki, ServerProcess, TempDir,
+    TestClient, TestServer, CLIENT, TIMEOUT,
+};
 use rustls::AlertDescription;
 use secure_chat::client::{self, ClientOptions};
 use secure_chat::duplex::HandshakeError;
@@ -22,31 +21,10 @@ use secure_chat::screen::Screen;
 use secure_chat::tls::{self, Identity, Trust};
 use secure_chat::Error;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_chat-server");
-const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
-
-/// Reads the greeting of a client that presented a certificate and returns
-/// the nick the server gave it.
-fn greeted(client: &mut TestClient) -> String {
-    assert_eq!(
-        client.recv(),
-        format!("notice {}", secure_chat::protocol::WELCOME)
-    );
-    let you_are = client.recv();
-    let nick = you_are
-        .strip_prefix("notice you are ")
-        .unwrap_or_else(|| panic!("expected 'you are', got {you_are:?}"))
-        .to_string();
-    let room = client.recv();
-    assert!(room.starts_with("notice you are in #lobby ("), "{room}");
-    client.nick = nick.clone();
-    nick
-}
-
 /// Connects with `identity` and reads the greeting.
 fn join_as(server: &TestServer, pki: &Pki, identity: &Identity) -> TestClient {
     let mut client = TestClient::connect_as(server.addr, &pki.ca, identity);
-    greeted(&mut client);
+    client.read_greeting();
     client
 }
 
@@ -172,22 +150,15 @@ fn refusal(result: Result<(), Error>) -> (AlertDescription, String, String) {
 /// How the chat-client binary fares against `server` with these extra
 /// arguments and this input.
 fn run_client(server: &TestServer, pki: &Pki, extra: &[&OsStr], input: &str) -> Output {
-    let mut child = Command::new(CLIENT)
-        .arg("--addr")
-        .arg(format!("localhost:{}", server.addr.port()))
-        .arg("--ca")
-        .arg(&pki.ca)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    // The client may exit without reading all of it; that is its business.
-    let _ = stdin.write_all(input.as_bytes());
-    drop(stdin);
-    finish(child)
+    common::run(
+        Command::new(CLIENT)
+            .arg("--addr")
+            .arg(format!("localhost:{}", server.addr.port()))
+            .arg("--ca")
+            .arg(&pki.ca)
+            .args(extra),
+        input,
+    )
 }
 
 fn identity_args(identity: &Identity) -> [&OsStr; 4] {
@@ -197,30 +168,6 @@ fn identity_args(identity: &Identity) -> [&OsStr; 4] {
         OsStr::new("--key"),
         identity.key.as_os_str(),
     ]
-}
-
-/// Waits for a child with a deadline; kills it if the deadline passes.
-fn finish(child: Child) -> Output {
-    let pid = child.id();
-    let (done, finished) = crossbeam_channel::bounded(1);
-    thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(TIMEOUT) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            kill(pid, "-KILL");
-            panic!("process {pid} did not exit within {TIMEOUT:?}");
-        }
-    }
-}
-
-fn kill(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid} failed");
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -427,7 +374,8 @@ fn make_client_cert_makes_a_pair_the_server_accepts() {
         key: dir.path().join("alice.key"),
     };
     let mut alice = TestClient::connect_as(server.addr, &dir.path().join("ca.crt"), &identity);
-    assert_eq!(greeted(&mut alice), "alice");
+    alice.read_greeting();
+    assert_eq!(alice.nick, "alice");
     alice.send("/whois alice");
     assert_eq!(
         alice.recv(),
@@ -456,125 +404,17 @@ fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The chat-server binary, its log read line by line as it comes.
-struct ServerProcess {
-    pid: u32,
-    addr: SocketAddr,
-    log: Receiver<String>,
-    /// Every log line read so far.
-    seen: Vec<String>,
-    exited: Receiver<ExitStatus>,
-    status: Option<ExitStatus>,
-}
-
-impl ServerProcess {
-    fn start(args: &[&OsStr]) -> ServerProcess {
-        let mut child = Command::new(SERVER)
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let (line_tx, log) = crossbeam_channel::unbounded();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        thread::spawn(move || {
-            for line in stderr.lines() {
-                let Ok(line) = line else { return };
-                if line_tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let (exit_tx, exited) = crossbeam_channel::bounded(1);
-        thread::spawn(move || {
-            let _ = exit_tx.send(child.wait().unwrap());
-        });
-        let mut server = ServerProcess {
-            pid,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            log,
-            seen: Vec::new(),
-            exited,
-            status: None,
-        };
-        let listening = server.wait_for_log(|line| line.contains("listening on "));
-        server.addr = listening
-            .rsplit_once("listening on ")
-            .unwrap()
-            .1
-            .parse()
-            .unwrap();
-        server
-    }
-
-    /// The next log line that satisfies `wanted`.
-    fn wait_for_log(&mut self, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.log.recv_deadline(deadline) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if wanted(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("log line not seen within {TIMEOUT:?}: {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// SIGTERM, then waits for the exit and the rest of the log; SIGKILL
-    /// if it takes longer than [`TIMEOUT`].
-    fn stop(mut self) -> (ExitStatus, Vec<String>) {
-        kill(self.pid, "-TERM");
-        match self.exited.recv_timeout(TIMEOUT) {
-            Ok(status) => self.status = Some(status),
-            Err(_) => panic!("server did not stop within {TIMEOUT:?} of SIGTERM"),
-        }
-        // The pipe closes when the process exits.
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.log.recv_deadline(deadline) {
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!("the server's log did not end"),
-            }
-        }
-        (self.status.unwrap(), std::mem::take(&mut self.seen))
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        // A test that failed before `stop` still ends its server.
-        if self.status.is_none() && self.exited.try_recv().is_err() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .status();
-            let _ = self.exited.recv_timeout(TIMEOUT);
-        }
-    }
-}
-
 #[test]
 fn server_log_names_the_certificate_and_never_what_was_said() {
     let pki = Pki::new();
-    let mut server = ServerProcess::start(&[
-        OsStr::new("--cert"),
-        pki.cert.as_os_str(),
-        OsStr::new("--key"),
-        pki.key.as_os_str(),
-        OsStr::new("--client-ca"),
-        pki.signer.as_os_str(),
-    ]);
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend([OsStr::new("--client-ca"), pki.signer.as_os_str()]);
+    let mut server = ServerProcess::start(&args);
     let identity = pki.client_identity("alice", ClientFlaw::None);
     let (conn, socket) = tls_connect_as(server.addr, &pki.ca, Some(&identity));
     let local = socket.local_addr().unwrap();
     let mut alice = TestClient::over((conn, socket));
-    greeted(&mut alice);
+    alice.read_greeting();
     let secret = "the-password-is-swordfish";
     alice.send(secret);
     assert_eq!(alice.recv(), format!("chat alice {secret}"));
@@ -597,8 +437,8 @@ fn server_log_names_the_certificate_and_never_what_was_said() {
         .unwrap_or_else(|| panic!("not `closed, N bytes in, M bytes out`: {closed}"));
     assert!(bytes_in > 0 && bytes_out > 0, "{closed}");
 
-    let (status, log) = server.stop();
-    assert!(status.success(), "{log:#?}");
+    // `stop` checks that the server exited with status 0.
+    let log = server.stop();
     assert!(
         !log.iter().any(|line| line.contains("swordfish")),
         "{log:#?}"

@@ -7,198 +7,23 @@ mod common;
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ClientFlaw, Incoming, Pki, SilentClient, TempDir, TestClient, TIMEOUT};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use common::{
+    cert_args, finish, ClientFlaw, Incoming, Pki, ServerProcess, SilentClient, TempDir, TestClient,
+    TIMEOUT,
+};
 use secure_chat::client::{self, ClientOptions};
 use secure_chat::error::report;
 use secure_chat::tls::{Identity, Trust};
-
-const SERVER: &str = env!("CARGO_BIN_EXE_chat-server");
 
 /// The bound on a graceful stop, from the signal to the exit.
 const STOP_WITHIN: Duration = Duration::from_secs(2);
 
 const SHUTDOWN_NOTICE: &str = "notice server shutting down, goodbye";
-
-/// The chat-server binary, its log read line by line as it comes.
-struct ServerProcess {
-    pid: u32,
-    addr: SocketAddr,
-    log: Receiver<String>,
-    /// Every log line read so far.
-    seen: Vec<String>,
-    /// The exit status, and when the wait for it returned.
-    exited: Receiver<(ExitStatus, Instant)>,
-    exit: Option<(ExitStatus, Instant)>,
-}
-
-impl ServerProcess {
-    /// Starts the server on a free loopback port with these arguments and
-    /// waits for it to say where it listens.
-    fn start(args: &[&OsStr]) -> ServerProcess {
-        let mut server = ServerProcess::spawn(args);
-        server.wait_until_listening();
-        server
-    }
-
-    /// Starts the server without waiting for it.
-    fn spawn(args: &[&OsStr]) -> ServerProcess {
-        let mut child = Command::new(SERVER)
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let (line_tx, log) = crossbeam_channel::unbounded();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        thread::spawn(move || {
-            for line in stderr.lines() {
-                let Ok(line) = line else { return };
-                if line_tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let (exit_tx, exited) = crossbeam_channel::bounded(1);
-        thread::spawn(move || {
-            let status = child.wait().unwrap();
-            let _ = exit_tx.send((status, Instant::now()));
-        });
-        ServerProcess {
-            pid,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            log,
-            seen: Vec::new(),
-            exited,
-            exit: None,
-        }
-    }
-
-    /// Waits for `listening on ADDR` and learns the address.
-    fn wait_until_listening(&mut self) {
-        let listening = self.wait_for_log(|line| line.contains("listening on "));
-        self.addr = listening
-            .rsplit_once("listening on ")
-            .unwrap()
-            .1
-            .parse()
-            .unwrap();
-    }
-
-    /// The next log line that satisfies `wanted`.
-    fn wait_for_log(&mut self, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.log.recv_deadline(deadline) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if wanted(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("log line not seen within {TIMEOUT:?}: {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// The next log line that satisfies `wanted`, or `None` if the log
-    /// ends first (the process has exited).
-    fn wait_for_log_or_end(&mut self, wanted: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.log.recv_deadline(deadline) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if wanted(&line) {
-                        return Some(line);
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("log line not seen within {TIMEOUT:?}: {:#?}", self.seen)
-                }
-            }
-        }
-    }
-
-    /// Sends `signal` (`-TERM`, `-HUP`...) and returns when it was sent.
-    fn signal(&self, signal: &str) -> Instant {
-        let sent = Instant::now();
-        let status = Command::new("kill")
-            .args([signal, &self.pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} {} failed", self.pid);
-        sent
-    }
-
-    fn has_exited(&mut self) -> bool {
-        if self.exit.is_none() {
-            self.exit = self.exited.try_recv().ok();
-        }
-        self.exit.is_some()
-    }
-
-    /// Waits for the process to exit (at most [`TIMEOUT`]) and for the
-    /// rest of its log; returns the status and when it exited.
-    fn wait_for_exit(&mut self) -> (ExitStatus, Instant) {
-        if self.exit.is_none() {
-            match self.exited.recv_timeout(TIMEOUT) {
-                Ok(exit) => self.exit = Some(exit),
-                Err(_) => panic!("server did not exit within {TIMEOUT:?}: {:#?}", self.seen),
-            }
-        }
-        // The pipe closes when the process exits.
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.log.recv_deadline(deadline) {
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!("the server's log did not end"),
-            }
-        }
-        self.exit.unwrap()
-    }
-
-    /// SIGTERM, then checks that the server exited with status 0.
-    fn stop(mut self) {
-        self.signal("-TERM");
-        let (status, _) = self.wait_for_exit();
-        assert!(status.success(), "{status}: {:#?}", self.seen);
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        // A test that failed before stopping its server still ends it.
-        if !self.has_exited() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .status();
-            let _ = self.exited.recv_timeout(TIMEOUT);
-        }
-    }
-}
-
-/// Arguments for a server with this certificate and key.
-fn cert_args<'a>(cert: &'a Path, key: &'a Path) -> Vec<&'a OsStr> {
-    vec![
-        OsStr::new("--cert"),
-        cert.as_os_str(),
-        OsStr::new("--key"),
-        key.as_os_str(),
-    ]
-}
 
 /// Connects a client, which has joined once this returns.
 fn join(server: &ServerProcess, ca: &Path) -> TestClient {
@@ -516,7 +341,7 @@ fn signal_sent_as_soon_as_the_server_listens_is_handled() {
         server.wait_until_listening();
         go.write_all(b"go\n").unwrap();
         drop(go);
-        wait_for_child(sender);
+        finish(sender);
         if server
             .wait_for_log_or_end(|line| line.ends_with(RELOADED))
             .is_none()
@@ -529,20 +354,5 @@ fn signal_sent_as_soon_as_the_server_listens_is_handled() {
             );
         }
         server.stop();
-    }
-}
-
-/// Waits for a helper process, at most [`TIMEOUT`].
-fn wait_for_child(mut child: Child) {
-    let pid = child.id();
-    let (done, finished) = crossbeam_channel::bounded(1);
-    thread::spawn(move || {
-        let _ = done.send(child.wait());
-    });
-    if finished.recv_timeout(TIMEOUT).is_err() {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        panic!("helper process {pid} did not exit within {TIMEOUT:?}");
     }
 }

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: throwaway PKIs made with rcgen,
-//! an in-process server on `127.0.0.1:0`, and a scriptable TLS chat client.
+//! an in-process server on `127.0.0.1:0`, a scriptable TLS chat client, and
+//! the two binaries run as child processes.
 //!
 //! Every wait here has a deadline ([`TIMEOUT`]); a test that would hang
 //! fails instead.
@@ -7,14 +8,16 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rcgen::{
@@ -358,22 +361,28 @@ pub fn tls_connect_as(
 }
 
 impl TestClient {
-    /// Connects and reads the greeting: the welcome, "you are NICK" and
-    /// "you are in #lobby". Any topic and history are left to the test.
+    /// Connects and reads the greeting (see [`TestClient::read_greeting`]).
     pub fn connect(addr: SocketAddr, ca: &Path) -> TestClient {
         let mut client = TestClient::connect_quietly(addr, ca);
+        client.read_greeting();
+        client
+    }
+
+    /// Reads the greeting: the welcome, "you are NICK" (which becomes
+    /// `self.nick`) and "you are in #lobby". Any topic and history are left
+    /// to the test.
+    pub fn read_greeting(&mut self) {
         assert_eq!(
-            client.recv(),
+            self.recv(),
             format!("notice {}", secure_chat::protocol::WELCOME)
         );
-        let you_are = client.recv();
-        client.nick = you_are
+        let you_are = self.recv();
+        self.nick = you_are
             .strip_prefix("notice you are ")
             .unwrap_or_else(|| panic!("expected 'you are', got {you_are:?}"))
             .to_string();
-        let room = client.recv();
+        let room = self.recv();
         assert!(room.starts_with("notice you are in #lobby ("), "{room}");
-        client
     }
 
     /// Connects without reading anything.
@@ -590,4 +599,254 @@ pub fn has_thread_named(name: &str) -> bool {
         // A thread that ended since the listing has no name to read.
         fs::read_to_string(comm).is_ok_and(|comm| comm.trim_end() == name)
     })
+}
+
+/// A server with [`test_limits`] and `count` clients that have each seen
+/// everyone after them join: the room most chat tests start from.
+pub fn chat_of(count: usize) -> (Pki, TestServer, Vec<TestClient>) {
+    chat_with(count, test_limits())
+}
+
+/// [`chat_of`] with other limits.
+pub fn chat_with(count: usize, limits: Limits) -> (Pki, TestServer, Vec<TestClient>) {
+    let pki = Pki::new();
+    let server = TestServer::start_with(&pki, limits);
+    let clients: Vec<TestClient> = (0..count)
+        .map(|_| TestClient::connect(server.addr, &pki.ca))
+        .collect();
+    // Each earlier client hears of each later one joining.
+    for (i, client) in clients.iter().enumerate() {
+        for later in &clients[i + 1..] {
+            assert_eq!(
+                client.recv(),
+                format!("notice {} joined #lobby", later.nick)
+            );
+        }
+    }
+    (pki, server, clients)
+}
+
+/// The chat-server binary Cargo built for these tests.
+pub const SERVER: &str = env!("CARGO_BIN_EXE_chat-server");
+
+/// The chat-client binary Cargo built for these tests.
+pub const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
+
+/// Runs `command` with `input` on its stdin and waits for it as [`finish`]
+/// does; its stdout and stderr are captured.
+pub fn run(command: &mut Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The child may exit without reading all of it; that is its business.
+    let _ = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    finish(child)
+}
+
+/// Waits for `child` to exit and collects what it printed; kills it and
+/// fails the test if that takes longer than [`TIMEOUT`].
+pub fn finish(child: Child) -> Output {
+    let pid = child.id();
+    let (done, finished) = crossbeam_channel::bounded(1);
+    thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(TIMEOUT) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            // The test fails either way; a kill that fails changes nothing.
+            kill(pid, "-KILL");
+            panic!("process {pid} did not exit within {TIMEOUT:?}");
+        }
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-HUP`, `-KILL`...) to process `pid` with
+/// kill(1); true if it was delivered.
+pub fn kill(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The lines of `pipe` (a child's stdout or stderr), read by a thread of
+/// their own so the child never blocks on a full pipe. The channel
+/// disconnects when the pipe closes.
+pub fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, lines) = crossbeam_channel::unbounded();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
+
+/// `--cert CERT --key KEY`, the arguments of a [`ServerProcess`].
+pub fn cert_args<'a>(cert: &'a Path, key: &'a Path) -> Vec<&'a OsStr> {
+    vec![
+        OsStr::new("--cert"),
+        cert.as_os_str(),
+        OsStr::new("--key"),
+        key.as_os_str(),
+    ]
+}
+
+/// The chat-server binary as a child process, its log (stderr) read line
+/// by line as it comes. Killed when dropped if the test did not stop it.
+pub struct ServerProcess {
+    pub pid: u32,
+    /// Where it listens, once [`ServerProcess::wait_until_listening`] has
+    /// read it from the log.
+    pub addr: SocketAddr,
+    log: Receiver<String>,
+    /// Every log line read so far.
+    pub seen: Vec<String>,
+    /// The exit status, and when the wait for it returned.
+    exited: Receiver<(ExitStatus, Instant)>,
+    exit: Option<(ExitStatus, Instant)>,
+}
+
+impl ServerProcess {
+    /// Starts `chat-server --addr 127.0.0.1:0 ARGS` and waits for it to say
+    /// where it listens.
+    pub fn start(args: &[&OsStr]) -> ServerProcess {
+        let mut server = ServerProcess::spawn(args);
+        server.wait_until_listening();
+        server
+    }
+
+    /// Starts `chat-server --addr 127.0.0.1:0 ARGS` without waiting for it.
+    pub fn spawn(args: &[&OsStr]) -> ServerProcess {
+        ServerProcess::spawn_command(
+            Command::new(SERVER)
+                .args(["--addr", "127.0.0.1:0"])
+                .args(args),
+        )
+    }
+
+    /// Runs `command`, which starts the server (perhaps through a wrapper
+    /// that `exec`s it), without waiting for it.
+    pub fn spawn_command(command: &mut Command) -> ServerProcess {
+        let mut child = command
+            // The log the tests read is the default one, whatever the
+            // environment asks for.
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = lines_of(child.stderr.take().unwrap());
+        let (exit_tx, exited) = crossbeam_channel::bounded(1);
+        let pid = child.id();
+        thread::spawn(move || {
+            let status = child.wait().unwrap();
+            let _ = exit_tx.send((status, Instant::now()));
+        });
+        ServerProcess {
+            pid,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            log,
+            seen: Vec::new(),
+            exited,
+            exit: None,
+        }
+    }
+
+    /// Waits for `listening on ADDR` and learns the address.
+    pub fn wait_until_listening(&mut self) {
+        let listening = self.wait_for_log(|line| line.contains("listening on "));
+        self.addr = listening
+            .rsplit_once("listening on ")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+    }
+
+    /// The next log line that satisfies `wanted`.
+    pub fn wait_for_log(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+        self.wait_for_log_or_end(wanted)
+            .unwrap_or_else(|| panic!("the log ended before the line came: {:#?}", self.seen))
+    }
+
+    /// The next log line that satisfies `wanted`, or `None` if the log
+    /// ends first (the process has exited). Fails after [`TIMEOUT`].
+    pub fn wait_for_log_or_end(&mut self, wanted: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.log.recv_deadline(deadline) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return Some(line);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "the log neither showed the line nor ended within {TIMEOUT:?}: {:#?}",
+                        self.seen
+                    )
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` (`-TERM`, `-HUP`...) and returns when it was sent.
+    pub fn signal(&self, signal: &str) -> Instant {
+        let sent = Instant::now();
+        assert!(kill(self.pid, signal), "kill {signal} {} failed", self.pid);
+        sent
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        if self.exit.is_none() {
+            self.exit = self.exited.try_recv().ok();
+        }
+        self.exit.is_some()
+    }
+
+    /// Waits for the process to exit (at most [`TIMEOUT`]) and for the
+    /// rest of its log; returns the status and when it exited.
+    pub fn wait_for_exit(&mut self) -> (ExitStatus, Instant) {
+        if self.exit.is_none() {
+            match self.exited.recv_timeout(TIMEOUT) {
+                Ok(exit) => self.exit = Some(exit),
+                Err(_) => panic!("server did not exit within {TIMEOUT:?}: {:#?}", self.seen),
+            }
+        }
+        // The pipe closes when the process exits; wanting no line reads
+        // the log to its end.
+        self.wait_for_log_or_end(|_| false);
+        self.exit.unwrap()
+    }
+
+    /// SIGTERM, then checks that the server exited with status 0; returns
+    /// every line it logged.
+    pub fn stop(mut self) -> Vec<String> {
+        self.signal("-TERM");
+        let (status, _) = self.wait_for_exit();
+        assert!(status.success(), "{status}: {:#?}", self.seen);
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // A test that failed before stopping its server still ends it.
+        if !self.has_exited() {
+            kill(self.pid, "-KILL");
+            let _ = self.exited.recv_timeout(TIMEOUT);
+        }
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::line::Frame;
-use crate::outbox::{Outbox, Overflow};
+use crate::outbox::{Outbox, Overflow, Wake};
 use crate::protocol::{self, Command, Nick, Room, ServerLine, COMMANDS};
 
 /// Default for how many of a room's last lines a newcomer is shown.
@@ -561,6 +561,9 @@ impl Hub {
             return;
         };
         let peer = conn.peer;
+        // Its threads may still be flushing (or stuck); until they end,
+        // shutdown may have to cut the socket.
+        self.closing.insert(id, conn.socket);
         match conn.member {
             Some(member) => {
                 let nick = &member.nick;
@@ -706,8 +709,9 @@ fn queue_line(
     to_wake: &mut Vec<Outbox>,
 ) {
     match member.outbox.push_without_waking(line) {
-        Ok(true) => to_wake.push(member.outbox.clone()),
-        Ok(false) => {}
+        Ok(Wake::Soon) => to_wake.push(member.outbox.clone()),
+        Ok(Wake::Now) => member.outbox.wake(),
+        Ok(Wake::No) => {}
         Err(overflow) => {
             too_slow.insert(id, overflow);
         }

@@ -71,6 +71,9 @@ struct State {
     closing: bool,
     /// The writer has ended; pushes are dropped.
     writer_gone: bool,
+    /// How many [`Outbox`] handles exist. When the last one goes, nobody
+    /// can ask for anything more, and the writer closes.
+    outboxes: usize,
 }
 
 /// One client's queue: a deque under a mutex, and condition variables for
@@ -104,10 +107,43 @@ impl Queue {
     }
 }
 
-/// The filling end of one client's queue. Clones share the queue.
-#[derive(Debug, Clone)]
+/// The filling end of one client's queue. Clones share the queue; when the
+/// last one is dropped, the writer sends what is queued and closes.
+#[derive(Debug)]
 pub struct Outbox {
     queue: Arc<Queue>,
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Outbox {
+        self.queue.lock().outboxes += 1;
+        Outbox {
+            queue: Arc::clone(&self.queue),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        state.outboxes -= 1;
+        if state.outboxes == 0 {
+            state.closing = true;
+            drop(state);
+            self.queue.work.notify_one();
+        }
+    }
+}
+
+/// What a [`Outbox::push_without_waking`] asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Nothing: the writer is awake, or has been asked to wake already.
+    No,
+    /// The writer may be asleep with a line waiting: wake it soon.
+    Soon,
+    /// The queue is half full: wake the writer now, before it overflows.
+    Now,
 }
 
 /// The draining end of one client's queue; [`run_writer`] consumes it.
@@ -122,6 +158,7 @@ pub fn channel(limits: QueueLimits) -> (Outbox, Inbox) {
         limits,
         ..Queue::default()
     });
+    queue.lock().outboxes = 1;
     let inbox = Inbox {
         queue: Arc::clone(&queue),
     };
@@ -136,21 +173,23 @@ impl Outbox {
     /// stopped is not an error: its reader will report the disconnect.
     pub fn push(&self, line: Arc<str>) -> Result<(), Overflow> {
         let wake = self.push_without_waking(line)?;
-        self.wake_writer(wake);
+        self.wake_writer(wake != Wake::No);
         Ok(())
     }
 
-    /// Queues a line like [`push`](Outbox::push), but leaves the writer
-    /// asleep: `Ok(true)` means it may be asleep with lines waiting, and
-    /// the caller must call [`wake`](Outbox::wake) soon.
+    /// Queues a line like [`push`](Outbox::push), but may leave the writer
+    /// asleep: [`Wake::Soon`] means the caller must call
+    /// [`wake`](Outbox::wake) soon, [`Wake::Now`] at once.
     ///
     /// Waking a thread is a system call. The hub pushes each line into
     /// every member's queue; when lines come faster than writers send, it
-    /// wakes each writer once for many lines instead of once per line.
-    pub fn push_without_waking(&self, line: Arc<str>) -> Result<bool, Overflow> {
+    /// wakes each writer once for many lines instead of once per line. A
+    /// queue half full is woken at once, so that no client is cut as too
+    /// slow because its writer was never asked to write.
+    pub fn push_without_waking(&self, line: Arc<str>) -> Result<Wake, Overflow> {
         let mut state = self.queue.lock();
         if state.writer_gone {
-            return Ok(false);
+            return Ok(Wake::No);
         }
         if self.queue.is_full(&state, line.len()) {
             return Err(Overflow {
@@ -158,7 +197,18 @@ impl Outbox {
                 bytes: state.bytes,
             });
         }
-        Ok(add(&mut state, line))
+        let limits = self.queue.limits;
+        let half_bytes = limits.max_bytes / 2;
+        let crosses_half = state.lines.len() + 1 == limits.max_messages.div_ceil(2)
+            || (state.bytes < half_bytes && state.bytes + line.len() >= half_bytes);
+        let first = add(&mut state, line);
+        Ok(if crosses_half {
+            Wake::Now
+        } else if first {
+            Wake::Soon
+        } else {
+            Wake::No
+        })
     }
 
     /// Wakes the writer, after [`push_without_waking`](Outbox::push_without_waking).
@@ -379,6 +429,36 @@ mod tests {
         outbox.flush();
         let mut batch = Vec::new();
         assert!(!inbox.take_batch(&mut batch));
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn a_half_full_queue_asks_for_a_wake_at_once() {
+        let (outbox, _inbox) = channel(QueueLimits {
+            max_messages: 4,
+            max_bytes: 1000,
+        });
+        assert_eq!(outbox.push_without_waking(line("a\n")), Ok(Wake::Soon));
+        assert_eq!(outbox.push_without_waking(line("b\n")), Ok(Wake::Now));
+        assert_eq!(outbox.push_without_waking(line("c\n")), Ok(Wake::No));
+        let (outbox, _inbox) = channel(QueueLimits {
+            max_messages: 100,
+            max_bytes: 10,
+        });
+        assert_eq!(outbox.push_without_waking(line("1234\n")), Ok(Wake::Now));
+    }
+
+    #[test]
+    fn dropping_the_last_outbox_closes_the_writer() {
+        let (outbox, inbox) = channel(QueueLimits::default());
+        let other = outbox.clone();
+        outbox.push(line("queued\n")).unwrap();
+        drop(outbox);
+        let mut batch = Vec::new();
+        assert!(!inbox.take_batch(&mut batch), "one outbox is still there");
+        drop(other);
+        batch.clear();
+        assert!(inbox.take_batch(&mut batch));
         assert!(batch.is_empty());
     }
 

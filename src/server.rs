@@ -35,7 +35,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default for the most clients in the chat at once.
 ///
-/// Each costs two threads and about 50 KiB; a thousand fit a small machine
+/// Each costs two threads and about 40 KiB; a thousand fit a small machine
 /// many times over, and the limit keeps a flood of connections from taking
 /// the whole machine.
 pub const MAX_CLIENTS: usize = 1000;
@@ -285,7 +285,8 @@ impl Server {
             }
             // Room for every client, and as many again in their handshake
             // or being refused with a reason; past that, no TLS at all.
-            if self.open.load(Ordering::SeqCst) >= self.limits.max_clients.saturating_mul(2) {
+            let cap = self.limits.max_clients.max(1).saturating_mul(2);
+            if self.open.load(Ordering::SeqCst) >= cap {
                 if !turning_away {
                     log::warn!("too many connections: closing new ones at once");
                     turning_away = true;

@@ -92,7 +92,7 @@ server one per client too. A shell's `ulimit -n` is often 1024: run
 runs the bench before large runs. The bench refuses to start if its own
 limit is too low; if the server's is, connecting fails or times out.
 
-The server cuts clients whose queue overflows (by default 2048 lines or
+The server cuts clients whose queue overflows (by default 4096 lines or
 512 KiB); for fanout start it with e.g.
   chat-server -q --queue-lines 65536 --queue-bytes 67108864
 

@@ -25,7 +25,7 @@ Options:
   --handshake-timeout SECS   time a client has to finish the TLS handshake [default: 10]
   --max-line BYTES           longest line a client may send [default: 4096]
   --queue-lines N            lines that may wait for one client before it is
-                             disconnected as too slow [default: 2048]
+                             disconnected as too slow [default: 4096]
   --queue-bytes BYTES        bytes that may wait for one client [default: 524288]
   --history N                lines each room replays to newcomers; 0 keeps
                              none [default: 50]
@@ -79,6 +79,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         limits: Limits::default(),
         level: logging::level_from_env().unwrap_or(LevelFilter::Info),
     };
+    let mut rate = RateLimit::default();
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
         match arg {
@@ -96,17 +97,8 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("announce-limit") => args.limits.announce_limit = parser.value()?.parse()?,
             Long("max-clients") => args.limits.max_clients = parser.value()?.parse()?,
             Long("max-per-ip") => args.limits.max_per_ip = Some(parser.value()?.parse()?),
-            Long("rate") => {
-                let per_second: u32 = parser.value()?.parse()?;
-                let burst = args.limits.rate.unwrap_or_default().burst;
-                args.limits.rate = (per_second > 0).then_some(RateLimit { per_second, burst });
-            }
-            Long("burst") => {
-                let burst: u32 = parser.value()?.parse()?;
-                if let Some(rate) = &mut args.limits.rate {
-                    rate.burst = burst.max(1);
-                }
-            }
+            Long("rate") => rate.per_second = parser.value()?.parse()?,
+            Long("burst") => rate.burst = parser.value()?.parse::<u32>()?.max(1),
             Long("write-timeout") => {
                 let secs: u64 = parser.value()?.parse()?;
                 args.limits.write_timeout = Duration::from_secs(secs.max(1));
@@ -130,6 +122,8 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
+    // --rate 0 turns flood control off, whatever the burst.
+    args.limits.rate = (rate.per_second > 0).then_some(rate);
     Ok(Parsed::Run(args))
 }
 

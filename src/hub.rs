@@ -235,7 +235,7 @@ impl Hub {
             Event::Gone { id, reason } => self.remove(id, None, &reason),
             Event::Closed { id } => {
                 self.closing.remove(&id);
-                // Closed before the hub heard it was gone (a failed handshake).
+                // Closed without a Gone: its handshake thread never started.
                 if let Some(conn) = self.conns.remove(&id) {
                     debug_assert!(conn.member.is_none());
                 }

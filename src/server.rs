@@ -62,7 +62,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to close by themselves before
 /// cutting the rest. With [`LINGER`] below it, stopping takes under two
 /// seconds.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1200);
 
 /// How long the accept loop pauses when the system is out of file
 /// descriptors or memory, instead of spinning on an error that persists.

@@ -5,8 +5,9 @@
 //! starts the reading and writing threads and ends. The hub thread owns the
 //! chat itself.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -88,7 +89,8 @@ pub struct Limits {
     /// connecting (in their handshake, or being refused); connections past
     /// that are closed at once.
     pub max_clients: usize,
-    /// The most clients from one IP address, if limited.
+    /// The most clients from one IP address, if limited; then also at most
+    /// twice as many connections from it in any state.
     pub max_per_ip: Option<usize>,
     /// How fast each client may send lines, if limited.
     pub rate: Option<RateLimit>,
@@ -123,7 +125,13 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     /// Connections open right now, in any state.
     open: Arc<AtomicUsize>,
+    /// Connections open right now per address, counted only with
+    /// `max_per_ip`.
+    per_ip: PerIp,
 }
+
+/// Open connections per IP address.
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 /// Stops a running server from another thread (a signal handler, a test).
 #[derive(Debug, Clone)]
@@ -195,6 +203,7 @@ impl Server {
             limits,
             stop: Arc::new(AtomicBool::new(false)),
             open: Arc::new(AtomicUsize::new(0)),
+            per_ip: PerIp::default(),
         })
     }
 
@@ -294,12 +303,29 @@ impl Server {
                 continue;
             }
             turning_away = false;
+            // The same for one address, so that it cannot take every
+            // handshake slot: the hub refuses its extra members by name,
+            // but connections still in their handshake are counted here.
+            let per_ip = self
+                .limits
+                .max_per_ip
+                .map(|max| (max.max(1) * 2, &self.per_ip));
+            if let Some((cap, counts)) = per_ip {
+                let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+                let count = counts.entry(peer.ip()).or_default();
+                if *count >= cap {
+                    log::debug!("{peer}: closed at once: {cap} connections from its address");
+                    continue;
+                }
+                *count += 1;
+            }
             next_id += 1;
             let id = ClientId(next_id);
             let socket = Arc::new(socket);
             let guard = Arc::new(ConnGuard::new(
                 id,
                 peer,
+                per_ip.map(|(_, counts)| Arc::clone(counts)),
                 &self.open,
                 alive.clone(),
                 events.clone(),
@@ -396,6 +422,8 @@ struct ConnGuard {
     id: ClientId,
     peer: SocketAddr,
     open: Arc<AtomicUsize>,
+    /// Set when connections are counted per address.
+    per_ip: Option<PerIp>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     /// Dropped with the guard; see [`Server::run`].
@@ -407,6 +435,7 @@ impl ConnGuard {
     fn new(
         id: ClientId,
         peer: SocketAddr,
+        per_ip: Option<PerIp>,
         open: &Arc<AtomicUsize>,
         alive: Sender<()>,
         events: Sender<Event>,
@@ -416,6 +445,7 @@ impl ConnGuard {
             id,
             peer,
             open: Arc::clone(open),
+            per_ip,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             _alive: alive,
@@ -435,6 +465,16 @@ impl Drop for ConnGuard {
         );
         // After shutdown nobody is listening, and nothing needs to be.
         let _ = self.events.send(Event::Closed { id: self.id });
+        if let Some(per_ip) = &self.per_ip {
+            let mut counts = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let ip = self.peer.ip();
+            if let Some(count) = counts.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&ip);
+                }
+            }
+        }
         self.open.fetch_sub(1, Ordering::SeqCst);
     }
 }

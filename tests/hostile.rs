@@ -289,6 +289,47 @@ fn past_max_per_ip_a_newcomer_from_that_address_is_refused() {
 }
 
 #[test]
+fn one_address_cannot_take_every_handshake_slot() {
+    let _shared = shared();
+    // A handshake timeout far beyond TIMEOUT: a socket the server closes
+    // within TIMEOUT was closed by the per-address limit, not by it.
+    let limits = Limits {
+        max_per_ip: Some(2),
+        handshake_timeout: Duration::from_secs(120),
+        ..test_limits()
+    };
+    let pki = Pki::new();
+    let server = TestServer::start_with(&pki, limits);
+    // Twice the limit may be connecting at once; each is counted as the
+    // accept loop takes it, in the order they connected.
+    let mut silent: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    let mut extra = TcpStream::connect(server.addr).unwrap();
+    assert!(closed_by_peer(&mut extra), "a fifth connection was kept");
+    // The four are still waiting for their handshake.
+    assert!(wait_until(|| server.open_connections() == 4));
+    for socket in &mut silent {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let err = socket.read(&mut byte).unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut
+        ));
+    }
+    // Once they go, the address may connect again.
+    drop(silent);
+    assert!(wait_until(|| server.open_connections() == 0));
+    let mut client = TestClient::connect(server.addr, &pki.ca);
+    client.send("back");
+    assert_eq!(client.recv(), format!("chat {} back", client.nick));
+    server.stop();
+}
+
+#[test]
 fn a_flooding_client_is_slowed_down_not_dropped_and_told_once() {
     const LINES: u32 = 45;
     const RATE: RateLimit = RateLimit {

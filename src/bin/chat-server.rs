@@ -33,7 +33,8 @@ Options:
                              who joins and quits [default: 100]
   --max-clients N            clients in the chat at once; more are told
                              'server full' [default: 1000]
-  --max-per-ip N             clients from one IP address [default: no limit]
+  --max-per-ip N             clients from one IP address, and at most 2N
+                             connections from it in all [default: no limit]
   --rate LINES_PER_SEC       lines a second each client may send; faster
                              clients are slowed down, never cut off; 0 turns
                              flood control off [default: 5]

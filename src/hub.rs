@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::line::Frame;
-use crate::outbox::{Outbox, Overflow, Wake};
+use crate::outbox::{Outbox, Overflow, Wake, Waker};
 use crate::protocol::{self, Command, Nick, Room, ServerLine, COMMANDS};
 
 /// Default for how many of a room's last lines a newcomer is shown.
@@ -161,7 +161,7 @@ struct Hub {
     /// cut once it is done.
     too_slow: HashMap<ClientId, Overflow>,
     /// Writers given lines in this round while they may be asleep.
-    to_wake: Vec<Outbox>,
+    to_wake: Vec<Waker>,
 }
 
 /// The most events the hub handles before it wakes the writers it gave
@@ -284,13 +284,9 @@ impl Hub {
             }
         };
         if let Some(why) = refusal {
-            log::info!("{id} {peer}: refused: {why}");
             let _ = outbox.push(ServerLine::Error(&why).to_wire().into());
             outbox.close();
-            if let Some(conn) = self.conns.remove(&id) {
-                self.closing.insert(id, conn.socket);
-            }
-            return;
+            return self.remove(id, None, &format!("refused: {why}"));
         }
         let nick = nick.expect("refused above");
         log::info!("{id} {peer}: joined as {nick}");
@@ -463,7 +459,7 @@ impl Hub {
             },
             Command::Quit(reason) => {
                 self.notice(id, protocol::BYE_REPLY);
-                self.remove(id, reason.or(Some("")), "said goodbye");
+                self.remove(id, reason, "said goodbye");
             }
         }
     }
@@ -554,8 +550,8 @@ impl Hub {
     }
 
     /// Removes a connection; a member's writer sends what is queued, then
-    /// closes. `public` is the reason the room is told (`Some("")` for
-    /// none). Harmless for a connection already gone.
+    /// closes. `public` is the reason the room is told, if any. Harmless
+    /// for a connection already gone.
     fn remove(&mut self, id: ClientId, public: Option<&str>, reason: &str) {
         let Some(conn) = self.conns.remove(&id) else {
             return;
@@ -571,7 +567,7 @@ impl Hub {
                 member.outbox.close();
                 self.nicks.remove(&nick.key());
                 let notice = match public {
-                    Some("") | None => format!("{nick} quit"),
+                    None => format!("{nick} quit"),
                     Some(why) => format!("{nick} quit: {why}"),
                 };
                 self.leave_room(id, &member.room, &notice);
@@ -613,8 +609,8 @@ impl Hub {
     }
 
     fn wake_writers(&mut self) {
-        for outbox in self.to_wake.drain(..) {
-            outbox.wake();
+        for waker in self.to_wake.drain(..) {
+            waker.wake();
         }
     }
 
@@ -706,10 +702,10 @@ fn queue_line(
     member: &Member,
     line: Arc<str>,
     too_slow: &mut HashMap<ClientId, Overflow>,
-    to_wake: &mut Vec<Outbox>,
+    to_wake: &mut Vec<Waker>,
 ) {
     match member.outbox.push_without_waking(line) {
-        Ok(Wake::Soon) => to_wake.push(member.outbox.clone()),
+        Ok(Wake::Soon) => to_wake.push(member.outbox.waker()),
         Ok(Wake::Now) => member.outbox.wake(),
         Ok(Wake::No) => {}
         Err(overflow) => {

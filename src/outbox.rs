@@ -130,7 +130,7 @@ impl Drop for Outbox {
         if state.outboxes == 0 {
             state.closing = true;
             drop(state);
-            self.queue.work.notify_one();
+            self.wake();
         }
     }
 }
@@ -172,14 +172,15 @@ impl Outbox {
     /// happens to it (the hub disconnects it). A writer that has already
     /// stopped is not an error: its reader will report the disconnect.
     pub fn push(&self, line: Arc<str>) -> Result<(), Overflow> {
-        let wake = self.push_without_waking(line)?;
-        self.wake_writer(wake != Wake::No);
+        if self.push_without_waking(line)? != Wake::No {
+            self.wake();
+        }
         Ok(())
     }
 
     /// Queues a line like [`push`](Outbox::push), but may leave the writer
-    /// asleep: [`Wake::Soon`] means the caller must call
-    /// [`wake`](Outbox::wake) soon, [`Wake::Now`] at once.
+    /// asleep: [`Wake::Soon`] means the caller must wake it soon (through
+    /// a [`Waker`]), [`Wake::Now`] at once.
     ///
     /// Waking a thread is a system call. The hub pushes each line into
     /// every member's queue; when lines come faster than writers send, it
@@ -211,9 +212,18 @@ impl Outbox {
         })
     }
 
-    /// Wakes the writer, after [`push_without_waking`](Outbox::push_without_waking).
+    /// Wakes the writer. Called after the lock is released: woken while the
+    /// lock is still held, the writer would only wake to wait for the lock.
     pub fn wake(&self) {
         self.queue.work.notify_one();
+    }
+
+    /// A handle that can only wake this queue's writer: cheap to keep for
+    /// the end of a round, as it does not count as an [`Outbox`].
+    pub fn waker(&self) -> Waker {
+        Waker {
+            queue: Arc::clone(&self.queue),
+        }
     }
 
     /// Queues a line, waiting while the queue is full: for a producer that
@@ -235,33 +245,38 @@ impl Outbox {
         if state.writer_gone {
             return Err(WriterGone);
         }
-        let wake = add(&mut state, line);
+        let first = add(&mut state, line);
         drop(state);
-        self.wake_writer(wake);
-        Ok(())
-    }
-
-    /// Wakes the writer after the lock is released: woken while the lock is
-    /// still held, it would only wake to wait for the lock.
-    fn wake_writer(&self, wake: bool) {
-        if wake {
-            self.queue.work.notify_one();
+        if first {
+            self.wake();
         }
+        Ok(())
     }
 
     /// Asks the writer to send what rustls queued by itself: an alert, or
     /// the refusal of a TLS 1.2 renegotiation. (A TLS 1.3 key update reply
     /// needs no flush: rustls sends it ahead of the next data.)
     pub fn flush(&self) {
-        let mut state = self.queue.lock();
-        state.flush = true;
-        self.queue.work.notify_one();
+        self.queue.lock().flush = true;
+        self.wake();
     }
 
     /// Asks the writer to send what is queued, then close_notify, and stop.
     pub fn close(&self) {
-        let mut state = self.queue.lock();
-        state.closing = true;
+        self.queue.lock().closing = true;
+        self.wake();
+    }
+}
+
+/// Wakes one writer; see [`Outbox::waker`].
+#[derive(Debug)]
+pub struct Waker {
+    queue: Arc<Queue>,
+}
+
+impl Waker {
+    /// Wakes the writer if it sleeps.
+    pub fn wake(&self) {
         self.queue.work.notify_one();
     }
 }
@@ -283,7 +298,7 @@ impl Inbox {
     /// pushes into every recipient's queue, and must not wait while a
     /// writer (perhaps preempted) copies bytes under the lock.
     fn take_batch(&self, batch: &mut Vec<u8>) -> bool {
-        let mut taken = VecDeque::new();
+        let taken;
         let closing = {
             let mut state = self.queue.lock();
             while state.lines.is_empty() && !state.flush && !state.closing {
@@ -293,7 +308,7 @@ impl Inbox {
                     .wait(state)
                     .unwrap_or_else(|p| p.into_inner());
             }
-            std::mem::swap(&mut state.lines, &mut taken);
+            taken = std::mem::take(&mut state.lines);
             state.bytes = 0;
             state.flush = false;
             state.closing
@@ -310,7 +325,7 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         let mut state = self.queue.lock();
         state.writer_gone = true;
-        state.lines = VecDeque::new();
+        state.lines.clear();
         state.bytes = 0;
         self.queue.room.notify_all();
     }

@@ -554,6 +554,7 @@ impl Session {
                 .limits
                 .rate
                 .map(|rate| TokenBucket::new(rate, Instant::now())),
+            warned: false,
             events: self.events.clone(),
             outbox: outbox.clone(),
             guard: Arc::clone(&self.guard),
@@ -582,6 +583,8 @@ struct Reader {
     framer: LineFramer,
     /// Flood control, if the server limits rates.
     bucket: Option<TokenBucket>,
+    /// The client was told it is too fast, and has not slowed down since.
+    warned: bool,
     /// The hub holds the receiving end.
     events: Sender<Event>,
     /// Used only to ask the writer to flush or to close, never to push
@@ -595,29 +598,13 @@ struct Reader {
 impl Reader {
     fn run(mut self) {
         let mut frames = Vec::new();
-        let mut warned = false;
         let reason = loop {
             let framer = &mut self.framer;
             let received = self
                 .half
                 .receive(&mut |bytes| framer.push(bytes, &mut frames));
             for frame in frames.drain(..) {
-                if let Some(bucket) = &mut self.bucket {
-                    let now = Instant::now();
-                    if bucket.is_full(now) {
-                        warned = false;
-                    }
-                    let wait = bucket.take(now);
-                    if !wait.is_zero() {
-                        if !warned {
-                            let _ = self.events.send(Event::Throttled { id: self.id });
-                            warned = true;
-                        }
-                        // Not reading meanwhile is the point: the client's
-                        // sends back up into its own TCP connection.
-                        thread::sleep(wait);
-                    }
-                }
+                self.keep_to_rate();
                 let _ = self.events.send(Event::Frame { id: self.id, frame });
             }
             match received {
@@ -652,5 +639,28 @@ impl Reader {
         {
             self.outbox.close();
         }
+    }
+
+    /// Flood control, before each line goes to the hub: waits as long as
+    /// the rate limit asks, and tells the client once per flood.
+    fn keep_to_rate(&mut self) {
+        let Some(bucket) = &mut self.bucket else {
+            return;
+        };
+        let now = Instant::now();
+        if bucket.is_full(now) {
+            self.warned = false;
+        }
+        let wait = bucket.take(now);
+        if wait.is_zero() {
+            return;
+        }
+        if !self.warned {
+            let _ = self.events.send(Event::Throttled { id: self.id });
+            self.warned = true;
+        }
+        // Not reading meanwhile is the point: the client's sends back up
+        // into its own TCP connection.
+        thread::sleep(wait);
     }
 }

@@ -1,0 +1,239 @@
+//! What the lines waiting to be sent cost, and the one budget that bounds them.
+//!
+//! A line on its way to clients is one [`Outgoing`], shared by every
+//! recipient. The [`Budget`] counts its bytes once, plus a pointer's worth
+//! for each recipient still waiting for it. Past the budget the hub stops
+//! taking new lines until the writers catch up; nothing here ever drops one.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Default for [`Budget`]'s limit: the memory all waiting lines may take.
+///
+/// About 1 % of a 24 GiB machine. Healthy readers keep far less waiting
+/// (each socket's kernel buffer holds megabytes of its own); the budget is
+/// reached only when a flood outruns the writers, and then the senders wait.
+pub const MEMORY_BUDGET: usize = 256 * 1024 * 1024;
+
+/// What a line costs besides its text: the shared allocation's header and
+/// bookkeeping, rounded up. Counted so that a flood of one-byte lines is not
+/// free.
+pub const LINE_OVERHEAD: usize = 64;
+
+/// What one recipient waiting for a line costs: the pointer in its queue.
+pub const REFERENCE_COST: usize = std::mem::size_of::<Arc<Outgoing>>();
+
+/// Once over the limit, the hub waits until use falls below this share of
+/// it, so that it does not stop and start again on every line.
+const RESUME_NUMERATOR: usize = 3;
+const RESUME_DENOMINATOR: usize = 4;
+
+/// How long the hub sleeps at most before it looks at the count again. The
+/// count wakes it when it falls; this only bounds the cost of a wake-up
+/// that raced past it.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// The memory that lines waiting for clients take, server-wide, and the
+/// limit past which the hub waits.
+///
+/// Charged when a line is made and for every recipient it is queued for;
+/// refunded as writers hand lines to the kernel and when lines are dropped.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+    resume_below: usize,
+    /// Set while the hub waits in [`Budget::wait_for_room`].
+    waiting: AtomicBool,
+    /// Set at shutdown: nobody waits any more.
+    released: AtomicBool,
+    lock: Mutex<()>,
+    room: Condvar,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Budget> {
+        let limit = limit.max(1);
+        Arc::new(Budget {
+            used: AtomicUsize::new(0),
+            limit,
+            resume_below: limit / RESUME_DENOMINATOR * RESUME_NUMERATOR,
+            waiting: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            room: Condvar::new(),
+        })
+    }
+
+    /// Bytes counted right now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// The limit, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// True while more than the limit is waiting.
+    pub fn is_over(&self) -> bool {
+        self.used() > self.limit
+    }
+
+    /// Counts `bytes` more.
+    pub fn charge(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Counts `bytes` less, and wakes the hub if that made room for it.
+    pub fn refund(&self, bytes: usize) {
+        let before = self.used.fetch_sub(bytes, Ordering::SeqCst);
+        let after = before - bytes;
+        // Only the refund that crosses the mark wakes, and only if someone
+        // waits: this runs for every line a writer sends.
+        if before >= self.resume_below
+            && after < self.resume_below
+            && self.waiting.load(Ordering::SeqCst)
+        {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.room.notify_all();
+        }
+    }
+
+    /// If more than the limit is waiting, blocks until use is back under
+    /// three quarters of it (or the budget is [released](Budget::release)).
+    /// Returns how long it waited, if it did.
+    pub fn wait_for_room(&self) -> Option<Duration> {
+        if !self.is_over() || self.released.load(Ordering::SeqCst) {
+            return None;
+        }
+        let start = Instant::now();
+        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Set before the count is read again: a refund that crosses the mark
+        // after this sees the flag and wakes us; one before it is seen in
+        // the count.
+        self.waiting.store(true, Ordering::SeqCst);
+        while self.used() >= self.resume_below && !self.released.load(Ordering::SeqCst) {
+            guard = self
+                .room
+                .wait_timeout(guard, RECHECK)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        self.waiting.store(false, Ordering::SeqCst);
+        Some(start.elapsed())
+    }
+
+    /// Ends every wait, now and later: for shutdown, which must not wait
+    /// for writers to catch up.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.room.notify_all();
+    }
+}
+
+/// One line on its way out: its text (with the `\n`), when it was made,
+/// and the budget it counts against until the last recipient is done.
+#[derive(Debug)]
+pub struct Outgoing {
+    text: Box<str>,
+    born: Instant,
+    budget: Arc<Budget>,
+}
+
+impl Outgoing {
+    /// Makes a line and charges it to `budget`. Recipients share the one
+    /// `Arc`; when the last one lets go, the budget gets the bytes back.
+    pub fn new(text: String, budget: &Arc<Budget>) -> Arc<Outgoing> {
+        let text = text.into_boxed_str();
+        budget.charge(text.len() + LINE_OVERHEAD);
+        Arc::new(Outgoing {
+            text,
+            born: Instant::now(),
+            budget: Arc::clone(budget),
+        })
+    }
+
+    /// The line as it goes on the wire.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// When the hub made it: the age of the oldest line a client still
+    /// waits for is how far behind that client is.
+    pub fn born(&self) -> Instant {
+        self.born
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        self.budget.refund(self.text.len() + LINE_OVERHEAD);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn a_line_is_counted_once_until_its_last_holder_drops_it() {
+        let budget = Budget::new(1 << 20);
+        let line = Outgoing::new("hello\n".to_string(), &budget);
+        let copies: Vec<_> = (0..100).map(|_| Arc::clone(&line)).collect();
+        assert_eq!(budget.used(), 6 + LINE_OVERHEAD);
+        drop(line);
+        drop(copies);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn under_the_limit_nobody_waits() {
+        let budget = Budget::new(1000);
+        budget.charge(1000);
+        assert!(!budget.is_over());
+        assert_eq!(budget.wait_for_room(), None);
+    }
+
+    /// Starts a thread that waits for room, and returns once it waits.
+    fn waiter(budget: &Arc<Budget>) -> crossbeam_channel::Receiver<Option<Duration>> {
+        let (done, waited) = crossbeam_channel::bounded(1);
+        let waiter = Arc::clone(budget);
+        thread::spawn(move || done.send(waiter.wait_for_room()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !budget.waiting.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the waiter never waited");
+            thread::yield_now();
+        }
+        waited
+    }
+
+    #[test]
+    fn over_the_limit_the_waiter_resumes_below_three_quarters() {
+        let budget = Budget::new(1000);
+        budget.charge(1001);
+        assert!(budget.is_over());
+        let waited = waiter(&budget);
+        // Down to the limit is not enough: it waits for room, not the edge.
+        budget.refund(100);
+        assert!(waited.recv_timeout(Duration::from_millis(300)).is_err());
+        budget.refund(200);
+        let result = waited.recv_timeout(Duration::from_secs(10));
+        assert!(matches!(result, Ok(Some(_))), "{result:?}");
+    }
+
+    #[test]
+    fn release_ends_a_wait_whatever_the_count() {
+        let budget = Budget::new(10);
+        budget.charge(100);
+        let waited = waiter(&budget);
+        budget.release();
+        let result = waited.recv_timeout(Duration::from_secs(10));
+        assert!(matches!(result, Ok(Some(_))), "{result:?}");
+        assert_eq!(budget.wait_for_room(), None);
+    }
+}

@@ -6,7 +6,7 @@
 //! waits on the network. It moves bytes; it knows nothing of lines or chat.
 
 use std::fmt;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -315,6 +315,12 @@ impl WriteHalf {
         self.sent
     }
 
+    /// The socket's descriptor, for registering it with a readiness API.
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.socket.as_raw_fd()
+    }
+
     /// Sends close_notify, then ends our direction of the TCP stream.
     ///
     /// The peer can still send: its last lines and its own close_notify
@@ -334,6 +340,112 @@ impl WriteHalf {
     pub fn disconnect(&self) {
         // Fails only if the socket is already disconnected, which is the goal.
         let _ = self.socket.shutdown(Shutdown::Both);
+    }
+
+    /// Never waits: sends what rustls already holds, then encrypts as much
+    /// of `plaintext` as rustls will take (up to 64 KiB of records) and
+    /// sends that, as far as the kernel takes it.
+    ///
+    /// The writer shards' way to write: what the kernel does not take stays
+    /// inside rustls, already encrypted, for the next call. Nothing new is
+    /// encrypted while older records wait, so at most one batch of
+    /// ciphertext is ever held per connection. The lock is held throughout,
+    /// which is fine because nothing here waits for the network.
+    pub fn offer(&mut self, plaintext: &[IoSlice<'_>]) -> io::Result<Offered> {
+        let mut conn = lock(&self.conn);
+        let mut sent = send_without_waiting(&mut conn, &self.socket)?;
+        let mut taken = 0;
+        if !conn.wants_write() && !plaintext.is_empty() {
+            taken = conn.writer().write_vectored(plaintext)?;
+            sent += send_without_waiting(&mut conn, &self.socket)?;
+        }
+        self.sent += sent as u64;
+        Ok(Offered {
+            taken,
+            sent,
+            blocked: conn.wants_write(),
+        })
+    }
+
+    /// Queues close_notify and sends it without waiting, as
+    /// [`offer`](WriteHalf::offer) does; `blocked` means it is still inside
+    /// rustls, and `offer(&[])` sends the rest.
+    pub fn offer_close(&mut self) -> io::Result<Offered> {
+        let mut conn = lock(&self.conn);
+        conn.send_close_notify();
+        let sent = send_without_waiting(&mut conn, &self.socket)?;
+        self.sent += sent as u64;
+        Ok(Offered {
+            taken: 0,
+            sent,
+            blocked: conn.wants_write(),
+        })
+    }
+
+    /// Ends our direction of the TCP stream, after close_notify went out.
+    pub fn shutdown_write(&self) {
+        // Fails only on a socket already shut down.
+        let _ = self.socket.shutdown(Shutdown::Write);
+    }
+
+    /// Cuts the connection: both directions end now, and when the socket
+    /// closes the kernel resets it instead of trying for minutes to deliver
+    /// what the peer would not read.
+    pub fn reset(&self) {
+        // Without SO_LINGER the close would leave the unsent bytes to the
+        // kernel; if setting it fails, the socket is going anyway.
+        let _ = socket2::SockRef::from(&*self.socket).set_linger(Some(Duration::ZERO));
+        self.disconnect();
+    }
+}
+
+/// What one [`WriteHalf::offer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offered {
+    /// Plaintext bytes encrypted (from the start of what was offered).
+    pub taken: usize,
+    /// TLS bytes the kernel took.
+    pub sent: usize,
+    /// The kernel is full: encrypted bytes wait inside rustls until the
+    /// socket is writable again.
+    pub blocked: bool,
+}
+
+/// Hands the kernel what rustls has encrypted, until it is all gone or the
+/// socket is full. Returns the bytes sent.
+fn send_without_waiting(conn: &mut Connection, socket: &TcpStream) -> io::Result<usize> {
+    let mut sent = 0;
+    while conn.wants_write() {
+        match conn.write_tls(&mut NoWait(socket)) {
+            Ok(n) => sent += n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(sent)
+}
+
+/// Writes to a socket without waiting, whatever mode the socket is in.
+///
+/// `O_NONBLOCK` belongs to the open file, shared by every thread that uses
+/// the socket: setting it would break the reader's blocking wait. A flag on
+/// each send makes just that send non-blocking. `MSG_NOSIGNAL`: a peer that
+/// is gone is an error to handle, not a signal.
+struct NoWait<'a>(&'a TcpStream);
+
+impl Write for NoWait<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        socket2::SockRef::from(self.0)
+            .send_vectored_with_flags(bufs, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -104,6 +104,15 @@ pub enum Error {
     Output(io::Error),
     /// The operating system refused to start a thread.
     Thread(io::Error),
+    /// More clients were asked for than the system's limits allow.
+    Capacity {
+        /// The `--max-clients` asked for.
+        asked: usize,
+        /// What the limits allow, and how to raise them.
+        capacity: String,
+    },
+    /// The hub thread ended by panicking; the chat could not go on.
+    HubFailed,
 }
 
 impl fmt::Display for Error {
@@ -152,6 +161,15 @@ impl fmt::Display for Error {
             Error::Io(_) => write!(f, "connection failed"),
             Error::Output(_) => write!(f, "cannot write the output"),
             Error::Thread(_) => write!(f, "cannot start a thread"),
+            Error::Capacity { asked, capacity } => write!(
+                f,
+                "--max-clients {asked} is more than this machine allows: {capacity}"
+            ),
+            Error::HubFailed => write!(
+                f,
+                "the hub thread failed (a bug: please report it with the log); \
+                 every connection was closed"
+            ),
         }
     }
 }
@@ -170,7 +188,10 @@ impl std::error::Error for Error {
             Error::BadCa { source, .. } | Error::CertAndKey { source, .. } => Some(source),
             Error::Handshake { source, .. } => Some(source),
             Error::ClientVerifier { source, .. } => Some(source),
-            Error::NoPem { .. } | Error::ServerName { .. } => None,
+            Error::NoPem { .. }
+            | Error::ServerName { .. }
+            | Error::Capacity { .. }
+            | Error::HubFailed => None,
         }
     }
 }

@@ -1,20 +1,24 @@
 //! The hub: one thread that owns everything the sessions share.
 //!
-//! Sessions never touch each other. Their readers send the hub [`Event`]s;
-//! the hub owns nicks, rooms, topics and history, decides, and pushes lines
-//! into each recipient's [`Outbox`]. It knows channels and sockets to cut,
-//! never TLS.
+//! Sessions never touch each other. Their threads send the hub [`Event`]s;
+//! the hub owns nicks, rooms, topics and history, decides, and hands each
+//! writer shard the lines for its clients: one message per line per shard,
+//! however many recipients. It knows channels and shards, never sockets or
+//! TLS.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use crate::budget::{Budget, Outgoing};
 use crate::line::Frame;
-use crate::outbox::{Outbox, Overflow, Wake, Waker};
 use crate::protocol::{self, Command, Nick, Room, ServerLine, COMMANDS};
+use crate::shard::{RoomId, Shard, Slot, To, Work};
 
 /// Default for how many of a room's last lines a newcomer is shown.
 ///
@@ -32,25 +36,27 @@ impl fmt::Display for ClientId {
     }
 }
 
+/// Where a client's lines go: its writer shard, and its place there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    /// Index of the shard.
+    pub shard: usize,
+    /// The client's slot in that shard.
+    pub slot: Slot,
+}
+
 /// What sessions tell the hub.
 #[derive(Debug)]
 pub enum Event {
-    /// The accept loop took a connection; its handshake starts now. The hub
-    /// keeps the socket so it can cut the connection at shutdown.
-    Accepted {
-        /// The new connection.
-        id: ClientId,
-        /// Where it comes from.
-        peer: SocketAddr,
-        /// Used only to shut the connection down.
-        socket: Arc<TcpStream>,
-    },
-    /// The handshake succeeded: the client may chat. Lines for it go to `outbox`.
+    /// The handshake succeeded and a shard has the connection: the client
+    /// may chat. Lines for it go to `address`.
     Ready {
         /// The connection.
         id: ClientId,
-        /// The writer thread drains it.
-        outbox: Outbox,
+        /// Where it comes from.
+        peer: SocketAddr,
+        /// Its shard and slot.
+        address: Address,
         /// The client's certificate, when the server asks for one.
         certificate: Option<PeerCertificate>,
     },
@@ -67,17 +73,14 @@ pub enum Event {
         /// The connection.
         id: ClientId,
     },
-    /// The connection ended, for the reason given.
+    /// The connection ended; nothing more comes from it.
     Gone {
         /// The connection.
         id: ClientId,
         /// Why, for the log.
         reason: String,
-    },
-    /// Every thread of the connection has ended; its socket can be let go.
-    Closed {
-        /// The connection.
-        id: ClientId,
+        /// What the room is told, if anything beyond "quit".
+        public: Option<&'static str>,
     },
     /// The server is stopping: tell everyone, close every connection.
     Shutdown,
@@ -118,113 +121,163 @@ pub struct PeerCertificate {
     pub common_name: Option<String>,
 }
 
-/// One connection, from accept to goodbye.
-struct Conn {
-    peer: SocketAddr,
-    socket: Arc<TcpStream>,
-    /// `None` until the handshake is done.
-    member: Option<Member>,
-}
-
 /// A client that is in the chat.
 struct Member {
+    peer: SocketAddr,
     nick: Nick,
     /// The key of the room it is in (see [`Room::key`]).
     room: String,
-    outbox: Outbox,
+    address: Address,
     /// Set with mutual TLS: the nick comes from it and cannot change.
     certificate: Option<PeerCertificate>,
 }
 
 /// A room and what it remembers.
 struct RoomState {
+    id: RoomId,
     name: Room,
     /// By connection number.
     members: BTreeSet<ClientId>,
+    /// How many members each shard holds: a line goes only to shards with
+    /// someone in the room.
+    per_shard: Vec<usize>,
     topic: Option<String>,
     /// The last chat and action lines, as they were sent.
     history: VecDeque<Arc<str>>,
 }
 
+/// Work for the shards, gathered during a round of events and handed over
+/// at its end: one lock and at most one wake-up per shard per round.
+struct Dispatch {
+    shards: Vec<Shard>,
+    batches: Vec<Vec<Work>>,
+}
+
+impl Dispatch {
+    fn send_one(&mut self, to: Address, line: Arc<Outgoing>) {
+        self.batches[to.shard].push(Work::Deliver {
+            line,
+            to: To::One(to.slot),
+        });
+    }
+
+    /// One message per shard with members in the room, not one per member.
+    fn send_room(&mut self, room: &RoomState, line: Arc<Outgoing>, except: Option<Address>) {
+        for (shard, &count) in room.per_shard.iter().enumerate() {
+            let except = except.filter(|a| a.shard == shard).map(|a| a.slot);
+            if count == usize::from(except.is_some()) {
+                continue;
+            }
+            self.batches[shard].push(Work::Deliver {
+                line: Arc::clone(&line),
+                to: To::Room {
+                    room: room.id,
+                    except,
+                },
+            });
+        }
+    }
+
+    fn enter(&mut self, at: Address, room: RoomId) {
+        self.batches[at.shard].push(Work::Enter(at.slot, room));
+    }
+
+    fn close(&mut self, at: Address) {
+        self.batches[at.shard].push(Work::Close(at.slot));
+    }
+
+    /// Hands every shard what was gathered for it.
+    fn hand_over(&mut self) {
+        for (shard, batch) in self.shards.iter().zip(&mut self.batches) {
+            shard.send_all(batch);
+        }
+    }
+}
+
 /// The hub's state. Only the hub thread ever holds it.
 struct Hub {
-    conns: BTreeMap<ClientId, Conn>,
-    /// Connections the chat is done with whose threads have not all ended
-    /// (a writer still flushing, or stuck); kept so shutdown can cut them.
-    closing: HashMap<ClientId, Arc<TcpStream>>,
+    members: HashMap<ClientId, Member>,
+    /// Members per address, counted only with `max_per_ip`.
+    per_ip: HashMap<IpAddr, usize>,
     /// Who has which nick, by [`Nick::key`].
     nicks: HashMap<String, ClientId>,
     /// By [`Room::key`]; a `BTreeMap` so `/rooms` comes out sorted.
     rooms: BTreeMap<String, RoomState>,
+    next_room: u64,
     settings: HubSettings,
-    /// Clients that overflowed while the current event was handled; they are
-    /// cut once it is done.
-    too_slow: HashMap<ClientId, Overflow>,
-    /// Writers given lines in this round while they may be asleep.
-    to_wake: Vec<Waker>,
+    dispatch: Dispatch,
+    budget: Arc<Budget>,
+    /// When the hub last said in the log that it waits for writers.
+    last_overload_warning: Option<Instant>,
 }
 
-/// The most events the hub handles before it wakes the writers it gave
-/// lines to. Bounds how long a line can wait in a queue for its writer to
-/// be woken: a round of 64 events takes well under a millisecond.
+/// The most events the hub handles before it hands the shards their work.
+/// Bounds how long a line can wait in the hub: a round of 64 events takes
+/// well under a millisecond.
 const ROUND: usize = 64;
 
-/// The hub thread's loop: handles events until [`Event::Shutdown`] or until
-/// every sender is gone.
+/// The log says at most this often that the hub waits for the writers.
+const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// The hub thread's loop: handles events until [`Event::Shutdown`], until
+/// `stop` is set, or until every sender is gone; then closes every
+/// connection it knows of.
 ///
-/// Returns the sockets of the connections still open, so the server can cut
-/// any that do not finish closing on their own.
-pub fn run(events: Receiver<Event>, settings: HubSettings) -> Vec<Arc<TcpStream>> {
+/// Between events it checks the memory budget: while more lines wait for
+/// the writers than the budget allows, it takes no new events, so the
+/// readers wait to hand it theirs, and TCP slows the senders down.
+pub fn run(
+    events: Receiver<Event>,
+    settings: HubSettings,
+    shards: Vec<Shard>,
+    budget: Arc<Budget>,
+    stop: Arc<AtomicBool>,
+) {
+    let batches = shards.iter().map(|_| Vec::new()).collect();
     let mut hub = Hub {
-        conns: BTreeMap::new(),
-        closing: HashMap::new(),
+        members: HashMap::new(),
+        per_ip: HashMap::new(),
         nicks: HashMap::new(),
         rooms: BTreeMap::new(),
+        next_room: 0,
         settings,
-        too_slow: HashMap::new(),
-        to_wake: Vec::new(),
+        dispatch: Dispatch { shards, batches },
+        budget,
+        last_overload_warning: None,
     };
     'events: while let Ok(first) = events.recv() {
         // Handle what is already waiting, up to a round's worth, before
-        // waking the writers that got lines: under load each wakes once
+        // handing the shards their work: under load each shard wakes once
         // for many lines; with one event at a time, nothing waits longer.
         let mut next = Some(first);
         let mut handled = 0;
         while let Some(event) = next.take() {
-            if let Event::Shutdown = event {
-                hub.wake_writers();
-                hub.shutdown();
+            if matches!(event, Event::Shutdown) || stop.load(Ordering::SeqCst) {
                 break 'events;
             }
             hub.handle(event);
-            hub.drop_slow_clients();
+            if hub.budget.is_over() {
+                hub.wait_for_writers();
+            }
             handled += 1;
             if handled < ROUND {
                 next = events.try_recv().ok();
             }
         }
-        hub.wake_writers();
+        hub.dispatch.hand_over();
     }
-    let open = hub.conns.into_values().map(|conn| conn.socket);
-    open.chain(hub.closing.into_values()).collect()
+    hub.shutdown();
 }
 
 impl Hub {
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Accepted { id, peer, socket } => {
-                let conn = Conn {
-                    peer,
-                    socket,
-                    member: None,
-                };
-                self.conns.insert(id, conn);
-            }
             Event::Ready {
                 id,
-                outbox,
+                peer,
+                address,
                 certificate,
-            } => self.join(id, outbox, certificate),
+            } => self.join(id, peer, address, certificate),
             Event::Frame { id, frame } => self.frame(id, frame),
             Event::Throttled { id } => {
                 self.error(
@@ -232,30 +285,51 @@ impl Hub {
                     "you are sending too fast: your lines are being delayed (none are lost)",
                 );
             }
-            Event::Gone { id, reason } => self.remove(id, None, &reason),
-            Event::Closed { id } => {
-                self.closing.remove(&id);
-                // Closed without a Gone: its handshake thread never started.
-                if let Some(conn) = self.conns.remove(&id) {
-                    debug_assert!(conn.member.is_none());
-                }
-            }
+            Event::Gone { id, reason, public } => self.remove(id, public, &reason),
             Event::Shutdown => unreachable!("handled by run"),
+        }
+    }
+
+    /// Makes a line that counts against the memory budget until sent.
+    fn line(&self, text: String) -> Arc<Outgoing> {
+        Outgoing::new(text, &self.budget)
+    }
+
+    /// Waits while the lines waiting for the writers take more than the
+    /// memory budget. The shards first get what this round gathered: they
+    /// can only send, and so make room, what they have been given.
+    fn wait_for_writers(&mut self) {
+        self.dispatch.hand_over();
+        let now = Instant::now();
+        let warn = self
+            .last_overload_warning
+            .is_none_or(|at| now.duration_since(at) >= OVERLOAD_WARNING_EVERY);
+        let used = self.budget.used();
+        if warn {
+            self.last_overload_warning = Some(now);
+            log::warn!(
+                "overload: {} MiB of lines wait for the writers (--memory-budget {} MiB): \
+                 taking no new lines until they catch up",
+                used >> 20,
+                self.budget.limit() >> 20
+            );
+        }
+        if let Some(waited) = self.budget.wait_for_room() {
+            log::debug!("overload over after {:.3} s", waited.as_secs_f64());
         }
     }
 
     /// A client finished its handshake: it gets a name and the lobby, or
     /// a refusal that says why.
-    fn join(&mut self, id: ClientId, outbox: Outbox, certificate: Option<PeerCertificate>) {
-        let Some(peer) = self.conns.get(&id).map(|conn| conn.peer) else {
-            // Gone before its handshake finished; the writer stops when
-            // this last outbox is dropped.
-            return;
-        };
-        let members = self.conns.values().filter(|c| c.member.is_some());
-        let (count, from_peer) = members.fold((0, 0), |(all, same), c| {
-            (all + 1, same + usize::from(c.peer.ip() == peer.ip()))
-        });
+    fn join(
+        &mut self,
+        id: ClientId,
+        peer: SocketAddr,
+        address: Address,
+        certificate: Option<PeerCertificate>,
+    ) {
+        let count = self.members.len();
+        let from_peer = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         let nick = match &certificate {
             Some(cert) => match cert.common_name.as_deref().map(Nick::parse) {
                 Some(Ok(nick)) => Ok(nick),
@@ -284,20 +358,28 @@ impl Hub {
             }
         };
         if let Some(why) = refusal {
-            let _ = outbox.push(ServerLine::Error(&why).to_wire().into());
-            outbox.close();
-            return self.remove(id, None, &format!("refused: {why}"));
+            let line = self.line(ServerLine::Error(&why).to_wire());
+            self.dispatch.send_one(address, line);
+            self.dispatch.close(address);
+            log::info!("{id} {peer}: refused: {why}");
+            return;
         }
         let nick = nick.expect("refused above");
         log::info!("{id} {peer}: joined as {nick}");
         self.nicks.insert(nick.key(), id);
-        let conn = self.conns.get_mut(&id).expect("checked above");
-        conn.member = Some(Member {
-            nick: nick.clone(),
-            room: String::new(),
-            outbox,
-            certificate,
-        });
+        if self.settings.max_per_ip.is_some() {
+            *self.per_ip.entry(peer.ip()).or_default() += 1;
+        }
+        self.members.insert(
+            id,
+            Member {
+                peer,
+                nick: nick.clone(),
+                room: String::new(),
+                address,
+                certificate,
+            },
+        );
         self.notice(id, protocol::WELCOME);
         self.notice(id, &format!("you are {nick}"));
         self.enter_room(id, Room::lobby());
@@ -313,7 +395,7 @@ impl Hub {
 
     fn frame(&mut self, id: ClientId, frame: Frame) {
         // Lines from a client that said bye still arrive; they are dropped.
-        if self.member(id).is_none() {
+        if !self.members.contains_key(&id) {
             return;
         }
         let text = match frame {
@@ -337,7 +419,7 @@ impl Hub {
     }
 
     fn command(&mut self, id: ClientId, command: Command<'_>) {
-        let member = self.member(id).expect("checked by frame");
+        let member = &self.members[&id];
         let nick = member.nick.clone();
         let room = member.room.clone();
         match command {
@@ -392,7 +474,7 @@ impl Hub {
                 let mut nicks: Vec<&str> = state
                     .members
                     .iter()
-                    .filter_map(|m| self.member(*m).map(|m| m.nick.as_str()))
+                    .filter_map(|m| self.members.get(m).map(|m| m.nick.as_str()))
                     .collect();
                 nicks.sort_by_key(|n| n.to_ascii_lowercase());
                 let text = format!("in {} ({}): {}", state.name, nicks.len(), nicks.join(", "));
@@ -400,7 +482,7 @@ impl Hub {
             }
             Command::Whois(name) => match self.find_nick(name) {
                 Some(other) => {
-                    let member = self.member(other).expect("nicks hold members");
+                    let member = &self.members[&other];
                     let mut text =
                         format!("{} is in {}", member.nick, self.room_name(&member.room));
                     if let Some(cert) = &member.certificate {
@@ -412,18 +494,14 @@ impl Hub {
             },
             Command::Msg { to, text } => match self.find_nick(to) {
                 Some(target) => {
-                    let recipient = self
-                        .member(target)
-                        .expect("nicks hold members")
-                        .nick
-                        .clone();
-                    let line: Arc<str> = ServerLine::Private {
+                    let recipient = self.members[&target].nick.clone();
+                    let wire = ServerLine::Private {
                         from: nick.as_str(),
                         to: recipient.as_str(),
                         text,
                     }
-                    .to_wire()
-                    .into();
+                    .to_wire();
+                    let line = self.line(wire);
                     self.deliver(target, Arc::clone(&line));
                     if target != id {
                         self.deliver(id, line);
@@ -443,7 +521,7 @@ impl Hub {
                 let state = self.rooms.get_mut(&room).expect("members are in a room");
                 state.topic = Some(topic.to_string());
                 let text = format!("{nick} set the topic of {}: {topic}", state.name);
-                self.tell_room(&room, ServerLine::Notice(&text));
+                self.tell_room(&room, ServerLine::Notice(&text), None);
             }
             Command::Help(None) => {
                 let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
@@ -459,7 +537,8 @@ impl Hub {
             },
             Command::Quit(reason) => {
                 self.notice(id, protocol::BYE_REPLY);
-                self.remove(id, reason, "said goodbye");
+                let public = reason.map(str::to_string);
+                self.remove_member(id, public.as_deref(), "said goodbye");
             }
         }
     }
@@ -478,7 +557,7 @@ impl Hub {
         if new == *old {
             return self.notice(id, &format!("you are already {new}"));
         }
-        if self.member(id).is_some_and(|m| m.certificate.is_some()) {
+        if self.members[&id].certificate.is_some() {
             let text =
                 format!("your nick is {old}, the name in your certificate; it cannot be changed");
             return self.error(id, &text);
@@ -489,40 +568,45 @@ impl Hub {
         }
         self.nicks.remove(&old.key());
         self.nicks.insert(new.key(), id);
-        let member = self.member_mut(id).expect("checked by frame");
+        let member = self.members.get_mut(&id).expect("checked by frame");
         member.nick = new.clone();
         let room = member.room.clone();
         log::info!("{id}: {old} is now {new}");
         self.notice(id, &format!("you are now {new}"));
-        self.tell_room_except(
-            &room,
-            id,
-            ServerLine::Notice(&format!("{old} is now {new}")),
-        );
+        let notice = format!("{old} is now {new}");
+        self.tell_room(&room, ServerLine::Notice(&notice), Some(id));
     }
 
     /// Puts a member into a room, creating the room if needed, and shows it
     /// the room: who is there, the topic, the history.
     fn enter_room(&mut self, id: ClientId, room: Room) {
         let key = room.key();
-        let state = self.rooms.entry(key.clone()).or_insert_with(|| RoomState {
-            name: room,
-            members: BTreeSet::new(),
-            topic: None,
-            history: VecDeque::new(),
+        let shards = self.dispatch.shards.len();
+        let next_room = &mut self.next_room;
+        let state = self.rooms.entry(key.clone()).or_insert_with(|| {
+            *next_room += 1;
+            RoomState {
+                id: RoomId(*next_room),
+                name: room,
+                members: BTreeSet::new(),
+                per_shard: vec![0; shards],
+                topic: None,
+                history: VecDeque::new(),
+            }
         });
+        let member = self.members.get_mut(&id).expect("entering members exist");
         state.members.insert(id);
-        let name = state.name.clone();
-        let here = state.members.len();
+        state.per_shard[member.address.shard] += 1;
+        member.room = key.clone();
+        let (address, nick) = (member.address, member.nick.clone());
+        let (room_id, name, here) = (state.id, state.name.clone(), state.members.len());
         let topic = state.topic.clone();
         let history: Vec<Arc<str>> = state.history.iter().cloned().collect();
-        let member = self.member_mut(id).expect("entering members exist");
-        member.room = key.clone();
-        let nick = member.nick.clone();
+        self.dispatch.enter(address, room_id);
 
         if here <= self.settings.announce_limit {
             let notice = format!("{nick} joined {name}");
-            self.tell_room_except(&key, id, ServerLine::Notice(&notice));
+            self.tell_room(&key, ServerLine::Notice(&notice), Some(id));
         }
         let people = if here == 1 { "person" } else { "people" };
         self.notice(id, &format!("you are in {name} ({here} {people} here)"));
@@ -530,58 +614,61 @@ impl Hub {
             self.notice(id, &format!("topic of {name}: {topic}"));
         }
         for line in history {
-            self.deliver(id, ServerLine::History(&line).to_wire().into());
+            let line = self.line(ServerLine::History(&line).to_wire());
+            self.deliver(id, line);
         }
     }
 
     /// Takes a member out of its room, telling those who stay; an empty
     /// room is forgotten, except the lobby.
     fn leave_room(&mut self, id: ClientId, room: &str, notice: &str) {
-        let Some(state) = self.rooms.get_mut(room) else {
+        let Some(shard) = self.members.get(&id).map(|m| m.address.shard) else {
             return;
         };
-        let was_here = state.members.len();
+        let Some(was_here) = self.rooms.get(room).map(|state| state.members.len()) else {
+            return;
+        };
+        if (2..=self.settings.announce_limit).contains(&was_here) {
+            // Told while the leaver still counts as a member, as its shard
+            // still has it in the room until told otherwise: it is left out
+            // by name.
+            self.tell_room(room, ServerLine::Notice(notice), Some(id));
+        }
+        let state = self.rooms.get_mut(room).expect("looked up above");
         state.members.remove(&id);
+        state.per_shard[shard] -= 1;
         if state.members.is_empty() && state.name.as_str() != protocol::LOBBY {
             self.rooms.remove(room);
-        } else if was_here <= self.settings.announce_limit {
-            self.tell_room(room, ServerLine::Notice(notice));
         }
     }
 
-    /// Removes a connection; a member's writer sends what is queued, then
-    /// closes. `public` is the reason the room is told, if any. Harmless
-    /// for a connection already gone.
+    /// A connection ended: if it was a member, it leaves the chat.
     fn remove(&mut self, id: ClientId, public: Option<&str>, reason: &str) {
-        let Some(conn) = self.conns.remove(&id) else {
-            return;
-        };
-        let peer = conn.peer;
-        // Its threads may still be flushing (or stuck); until they end,
-        // shutdown may have to cut the socket.
-        self.closing.insert(id, conn.socket);
-        match conn.member {
-            Some(member) => {
-                let nick = &member.nick;
-                log::info!("{id} {peer}: {nick} left: {reason}");
-                member.outbox.close();
-                self.nicks.remove(&nick.key());
-                let notice = match public {
-                    None => format!("{nick} quit"),
-                    Some(why) => format!("{nick} quit: {why}"),
-                };
-                self.leave_room(id, &member.room, &notice);
-            }
-            None => log::info!("{id} {peer}: closed before joining: {reason}"),
+        if self.members.contains_key(&id) {
+            self.remove_member(id, public, reason);
         }
     }
 
-    fn member(&self, id: ClientId) -> Option<&Member> {
-        self.conns.get(&id)?.member.as_ref()
-    }
-
-    fn member_mut(&mut self, id: ClientId) -> Option<&mut Member> {
-        self.conns.get_mut(&id)?.member.as_mut()
+    /// Takes a member out of the chat; its shard sends what is queued for
+    /// it, then closes. `public` is the reason the room is told, if any.
+    fn remove_member(&mut self, id: ClientId, public: Option<&str>, reason: &str) {
+        let member = &self.members[&id];
+        let (nick, room, peer) = (member.nick.clone(), member.room.clone(), member.peer);
+        log::info!("{id} {peer}: {nick} left: {reason}");
+        let notice = match public {
+            None => format!("{nick} quit"),
+            Some(why) => format!("{nick} quit: {why}"),
+        };
+        self.leave_room(id, &room, &notice);
+        let member = self.members.remove(&id).expect("looked up above");
+        self.nicks.remove(&nick.key());
+        if let Some(count) = self.per_ip.get_mut(&peer.ip()) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&peer.ip());
+            }
+        }
+        self.dispatch.close(member.address);
     }
 
     fn find_nick(&self, name: &str) -> Option<ClientId> {
@@ -593,123 +680,61 @@ impl Hub {
     }
 
     fn notice(&mut self, id: ClientId, text: &str) {
-        self.deliver(id, ServerLine::Notice(text).to_wire().into());
+        let line = self.line(ServerLine::Notice(text).to_wire());
+        self.deliver(id, line);
     }
 
     fn error(&mut self, id: ClientId, text: &str) {
-        self.deliver(id, ServerLine::Error(text).to_wire().into());
+        let line = self.line(ServerLine::Error(text).to_wire());
+        self.deliver(id, line);
     }
 
-    /// Queues one line for one member. A full queue never blocks the hub;
-    /// its client is noted and cut once the current event is handled.
-    fn deliver(&mut self, id: ClientId, line: Arc<str>) {
-        if let Some(member) = self.conns.get(&id).and_then(|c| c.member.as_ref()) {
-            queue_line(id, member, line, &mut self.too_slow, &mut self.to_wake);
-        }
-    }
-
-    fn wake_writers(&mut self) {
-        for waker in self.to_wake.drain(..) {
-            waker.wake();
+    /// Queues one line for one member.
+    fn deliver(&mut self, id: ClientId, line: Arc<Outgoing>) {
+        if let Some(member) = self.members.get(&id) {
+            self.dispatch.send_one(member.address, line);
         }
     }
 
     /// A chat or action line: to everyone in the room, and into its history.
     fn say_in_room(&mut self, room: &str, line: ServerLine<'_>) {
-        let wire: Arc<str> = line.to_wire().into();
+        let wire = line.to_wire();
         if self.settings.history > 0 {
             if let Some(state) = self.rooms.get_mut(room) {
                 if state.history.len() == self.settings.history {
                     state.history.pop_front();
                 }
-                state.history.push_back(Arc::clone(&wire));
+                state.history.push_back(Arc::from(wire.as_str()));
             }
         }
-        self.fan_out(room, wire, None);
+        let line = self.line(wire);
+        self.fan_out(room, line, None);
     }
 
-    fn tell_room(&mut self, room: &str, line: ServerLine<'_>) {
-        self.fan_out(room, line.to_wire().into(), None);
+    fn tell_room(&mut self, room: &str, line: ServerLine<'_>, except: Option<ClientId>) {
+        let line = self.line(line.to_wire());
+        self.fan_out(room, line, except);
     }
 
-    fn tell_room_except(&mut self, room: &str, except: ClientId, line: ServerLine<'_>) {
-        self.fan_out(room, line.to_wire().into(), Some(except));
-    }
-
-    /// Sends one line to a room: formatted once, and each queue gets a
-    /// pointer to it.
-    fn fan_out(&mut self, room: &str, wire: Arc<str>, except: Option<ClientId>) {
+    /// Sends one line to a room: formatted once, shared by every recipient,
+    /// and one message to each shard with members there.
+    fn fan_out(&mut self, room: &str, line: Arc<Outgoing>, except: Option<ClientId>) {
         let Some(state) = self.rooms.get(room) else {
             return;
         };
-        for &id in &state.members {
-            if Some(id) == except {
-                continue;
-            }
-            if let Some(member) = self.conns.get(&id).and_then(|c| c.member.as_ref()) {
-                let line = Arc::clone(&wire);
-                queue_line(id, member, line, &mut self.too_slow, &mut self.to_wake);
-            }
-        }
+        let except = except
+            .and_then(|id| self.members.get(&id))
+            .map(|m| m.address);
+        self.dispatch.send_room(state, line, except);
     }
 
-    /// Cuts every client that could not keep up. Each departure is announced,
-    /// which may overflow someone else, hence the loop.
-    fn drop_slow_clients(&mut self) {
-        while let Some(&id) = self.too_slow.keys().next() {
-            let overflow = self.too_slow.remove(&id).expect("key just seen");
-            let Some(conn) = self.conns.get(&id) else {
-                continue;
-            };
-            log::warn!(
-                "{id} {}: disconnected as too slow ({} lines, {} bytes waiting)",
-                conn.peer,
-                overflow.messages,
-                overflow.bytes
-            );
-            // Its writer may be stuck in a send the peer never reads: only
-            // shutting the socket down frees it.
-            let _ = conn.socket.shutdown(Shutdown::Both);
-            self.remove(id, Some("too slow"), "too slow");
-        }
-    }
-
-    /// Says goodbye to every member and closes their connections; cuts the
-    /// ones still in their handshake.
+    /// Says goodbye to every member and closes their connections.
     fn shutdown(&mut self) {
-        let notice: Arc<str> = ServerLine::Notice(SHUTDOWN_NOTICE).to_wire().into();
-        for conn in self.conns.values() {
-            match &conn.member {
-                Some(member) => {
-                    // A client too far behind to take one more line is cut
-                    // by the server's deadline instead.
-                    let _ = member.outbox.push(Arc::clone(&notice));
-                    member.outbox.close();
-                }
-                None => {
-                    let _ = conn.socket.shutdown(Shutdown::Both);
-                }
-            }
+        let notice = self.line(ServerLine::Notice(SHUTDOWN_NOTICE).to_wire());
+        for member in self.members.values() {
+            self.dispatch.send_one(member.address, Arc::clone(&notice));
+            self.dispatch.close(member.address);
         }
-    }
-}
-
-/// Queues a line for one member. A full queue never blocks the hub: its
-/// client is noted in `too_slow` and cut once the current event is handled.
-/// A writer that may be asleep goes into `to_wake`.
-fn queue_line(
-    id: ClientId,
-    member: &Member,
-    line: Arc<str>,
-    too_slow: &mut HashMap<ClientId, Overflow>,
-    to_wake: &mut Vec<Waker>,
-) {
-    match member.outbox.push_without_waking(line) {
-        Ok(Wake::Soon) => to_wake.push(member.outbox.waker()),
-        Ok(Wake::Now) => member.outbox.wake(),
-        Ok(Wake::No) => {}
-        Err(overflow) => {
-            too_slow.insert(id, overflow);
-        }
+        self.dispatch.hand_over();
     }
 }

@@ -72,6 +72,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod budget;
+pub mod capacity;
 pub mod client;
 pub mod duplex;
 pub mod error;
@@ -82,6 +84,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod screen;
 pub mod server;
+pub mod shard;
 pub mod throttle;
 pub mod tls;
 pub mod x509;

@@ -1,9 +1,9 @@
-//! The write side of a connection: its outbound queue and the writer thread.
+//! The client's write side: the lines typed ahead, and the writer thread.
 //!
-//! Whoever fills a queue never waits on the network; the writer thread takes
-//! everything queued at once, encrypts it as one batch, and is the only
-//! thread that writes its socket. How bytes leave the server lives here,
-//! behind [`Outbox`] and [`run_writer`].
+//! The keyboard thread queues lines (waiting when too many are typed ahead
+//! of the network); the writer thread takes everything queued at once,
+//! encrypts it as one batch, and is the only thread that writes the socket.
+//! The server writes differently, through its shards ([`crate::shard`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -13,44 +13,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::duplex::WriteHalf;
 
-/// Default for how many lines may wait for one client.
-///
-/// Lines are shared between recipients, so each waiting line costs a client
-/// one pointer; the byte limit is the one that bounds memory. This one
-/// bounds how far behind, in lines, a client may be and still catch up.
-pub const MAX_QUEUE_MESSAGES: usize = 4096;
-
-/// Default for how many bytes of lines may wait for one client.
-///
-/// Bounds the memory a stalled client pins (the kernel's socket buffers hold
-/// more before the queue even starts to fill).
-pub const MAX_QUEUE_BYTES: usize = 512 * 1024;
-
-/// How far one client's queue may fall behind.
+/// How much may be typed ahead of the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
     /// The most lines waiting to be sent.
     pub max_messages: usize,
     /// The most bytes of lines waiting to be sent.
     pub max_bytes: usize,
-}
-
-impl Default for QueueLimits {
-    fn default() -> QueueLimits {
-        QueueLimits {
-            max_messages: MAX_QUEUE_MESSAGES,
-            max_bytes: MAX_QUEUE_BYTES,
-        }
-    }
-}
-
-/// A push that did not fit: the client was this far behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow {
-    /// Lines already waiting.
-    pub messages: usize,
-    /// Bytes already waiting.
-    pub bytes: usize,
 }
 
 /// The writer has stopped; nothing pushed now would be sent.
@@ -85,7 +54,7 @@ struct State {
 /// one thread, but the hub wakes every recipient's writer for every line,
 /// and hundreds of them yielding cost most of the server's CPU in the
 /// latency benchmark.) Nothing is allocated until a line is queued.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Queue {
     state: Mutex<State>,
     /// The writer waits here for lines or requests.
@@ -135,17 +104,6 @@ impl Drop for Outbox {
     }
 }
 
-/// What a [`Outbox::push_without_waking`] asks of its caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wake {
-    /// Nothing: the writer is awake, or has been asked to wake already.
-    No,
-    /// The writer may be asleep with a line waiting: wake it soon.
-    Soon,
-    /// The queue is half full: wake the writer now, before it overflows.
-    Now,
-}
-
 /// The draining end of one client's queue; [`run_writer`] consumes it.
 #[derive(Debug)]
 pub struct Inbox {
@@ -155,8 +113,10 @@ pub struct Inbox {
 /// A new queue bounded by `limits`.
 pub fn channel(limits: QueueLimits) -> (Outbox, Inbox) {
     let queue = Arc::new(Queue {
+        state: Mutex::default(),
+        work: Condvar::new(),
+        room: Condvar::new(),
         limits,
-        ..Queue::default()
     });
     queue.lock().outboxes = 1;
     let inbox = Inbox {
@@ -166,66 +126,6 @@ pub fn channel(limits: QueueLimits) -> (Outbox, Inbox) {
 }
 
 impl Outbox {
-    /// Queues a line without ever waiting.
-    ///
-    /// `Err` means the client is too far behind; the caller decides what
-    /// happens to it (the hub disconnects it). A writer that has already
-    /// stopped is not an error: its reader will report the disconnect.
-    pub fn push(&self, line: Arc<str>) -> Result<(), Overflow> {
-        if self.push_without_waking(line)? != Wake::No {
-            self.wake();
-        }
-        Ok(())
-    }
-
-    /// Queues a line like [`push`](Outbox::push), but may leave the writer
-    /// asleep: [`Wake::Soon`] means the caller must wake it soon (through
-    /// a [`Waker`]), [`Wake::Now`] at once.
-    ///
-    /// Waking a thread is a system call. The hub pushes each line into
-    /// every member's queue; when lines come faster than writers send, it
-    /// wakes each writer once for many lines instead of once per line. A
-    /// queue half full is woken at once, so that no client is cut as too
-    /// slow because its writer was never asked to write.
-    pub fn push_without_waking(&self, line: Arc<str>) -> Result<Wake, Overflow> {
-        let mut state = self.queue.lock();
-        if state.writer_gone {
-            return Ok(Wake::No);
-        }
-        if self.queue.is_full(&state, line.len()) {
-            return Err(Overflow {
-                messages: state.lines.len(),
-                bytes: state.bytes,
-            });
-        }
-        let limits = self.queue.limits;
-        let half_bytes = limits.max_bytes / 2;
-        let crosses_half = state.lines.len() + 1 == limits.max_messages.div_ceil(2)
-            || (state.bytes < half_bytes && state.bytes + line.len() >= half_bytes);
-        let first = add(&mut state, line);
-        Ok(if crosses_half {
-            Wake::Now
-        } else if first {
-            Wake::Soon
-        } else {
-            Wake::No
-        })
-    }
-
-    /// Wakes the writer. Called after the lock is released: woken while the
-    /// lock is still held, the writer would only wake to wait for the lock.
-    pub fn wake(&self) {
-        self.queue.work.notify_one();
-    }
-
-    /// A handle that can only wake this queue's writer: cheap to keep for
-    /// the end of a round, as it does not count as an [`Outbox`].
-    pub fn waker(&self) -> Waker {
-        Waker {
-            queue: Arc::clone(&self.queue),
-        }
-    }
-
     /// Queues a line, waiting while the queue is full: for a producer that
     /// may wait, such as the client's keyboard thread (pasting a whole file
     /// then waits for the network instead of filling memory).
@@ -253,6 +153,12 @@ impl Outbox {
         Ok(())
     }
 
+    /// Wakes the writer. Called after the lock is released: woken while the
+    /// lock is still held, the writer would only wake to wait for the lock.
+    fn wake(&self) {
+        self.queue.work.notify_one();
+    }
+
     /// Asks the writer to send what rustls queued by itself: an alert, or
     /// the refusal of a TLS 1.2 renegotiation. (A TLS 1.3 key update reply
     /// needs no flush: rustls sends it ahead of the next data.)
@@ -265,19 +171,6 @@ impl Outbox {
     pub fn close(&self) {
         self.queue.lock().closing = true;
         self.wake();
-    }
-}
-
-/// Wakes one writer; see [`Outbox::waker`].
-#[derive(Debug)]
-pub struct Waker {
-    queue: Arc<Queue>,
-}
-
-impl Waker {
-    /// Wakes the writer if it sleeps.
-    pub fn wake(&self) {
-        self.queue.work.notify_one();
     }
 }
 
@@ -379,59 +272,25 @@ mod tests {
         Arc::from(text)
     }
 
-    #[test]
-    fn push_refuses_past_the_message_limit() {
-        let (outbox, _inbox) = channel(QueueLimits {
-            max_messages: 2,
-            max_bytes: 1000,
-        });
-        assert_eq!(outbox.push(line("a\n")), Ok(()));
-        assert_eq!(outbox.push(line("b\n")), Ok(()));
-        assert_eq!(
-            outbox.push(line("c\n")),
-            Err(Overflow {
-                messages: 2,
-                bytes: 4
-            })
-        );
-    }
-
-    #[test]
-    fn push_refuses_past_the_byte_limit() {
-        let (outbox, _inbox) = channel(QueueLimits {
-            max_messages: 100,
-            max_bytes: 10,
-        });
-        assert_eq!(outbox.push(line("12345\n")), Ok(()));
-        assert_eq!(outbox.push(line("123\n")), Ok(()));
-        assert_eq!(
-            outbox.push(line("x\n")),
-            Err(Overflow {
-                messages: 2,
-                bytes: 10
-            })
-        );
-    }
+    const ROOMY: QueueLimits = QueueLimits {
+        max_messages: 100,
+        max_bytes: 1000,
+    };
 
     #[test]
     fn taking_a_batch_takes_everything_and_makes_room() {
-        let (outbox, inbox) = channel(QueueLimits {
-            max_messages: 2,
-            max_bytes: 100,
-        });
-        outbox.push(line("a\n")).unwrap();
-        outbox.push(line("b\n")).unwrap();
-        assert!(outbox.push(line("c\n")).is_err());
+        let (outbox, inbox) = channel(ROOMY);
+        outbox.push_waiting(line("a\n")).unwrap();
+        outbox.push_waiting(line("b\n")).unwrap();
         let mut batch = Vec::new();
         assert!(!inbox.take_batch(&mut batch));
         assert_eq!(batch, b"a\nb\n");
-        assert_eq!(outbox.push(line("c\n")), Ok(()));
     }
 
     #[test]
     fn close_is_seen_after_the_lines_before_it() {
-        let (outbox, inbox) = channel(QueueLimits::default());
-        outbox.push(line("last\n")).unwrap();
+        let (outbox, inbox) = channel(ROOMY);
+        outbox.push_waiting(line("last\n")).unwrap();
         outbox.close();
         let mut batch = Vec::new();
         assert!(inbox.take_batch(&mut batch));
@@ -440,7 +299,7 @@ mod tests {
 
     #[test]
     fn flush_wakes_the_writer_with_no_lines() {
-        let (outbox, inbox) = channel(QueueLimits::default());
+        let (outbox, inbox) = channel(ROOMY);
         outbox.flush();
         let mut batch = Vec::new();
         assert!(!inbox.take_batch(&mut batch));
@@ -448,26 +307,10 @@ mod tests {
     }
 
     #[test]
-    fn a_half_full_queue_asks_for_a_wake_at_once() {
-        let (outbox, _inbox) = channel(QueueLimits {
-            max_messages: 4,
-            max_bytes: 1000,
-        });
-        assert_eq!(outbox.push_without_waking(line("a\n")), Ok(Wake::Soon));
-        assert_eq!(outbox.push_without_waking(line("b\n")), Ok(Wake::Now));
-        assert_eq!(outbox.push_without_waking(line("c\n")), Ok(Wake::No));
-        let (outbox, _inbox) = channel(QueueLimits {
-            max_messages: 100,
-            max_bytes: 10,
-        });
-        assert_eq!(outbox.push_without_waking(line("1234\n")), Ok(Wake::Now));
-    }
-
-    #[test]
     fn dropping_the_last_outbox_closes_the_writer() {
-        let (outbox, inbox) = channel(QueueLimits::default());
+        let (outbox, inbox) = channel(ROOMY);
         let other = outbox.clone();
-        outbox.push(line("queued\n")).unwrap();
+        outbox.push_waiting(line("queued\n")).unwrap();
         drop(outbox);
         let mut batch = Vec::new();
         assert!(!inbox.take_batch(&mut batch), "one outbox is still there");
@@ -478,34 +321,37 @@ mod tests {
     }
 
     #[test]
-    fn pushes_after_the_writer_is_gone_are_dropped() {
-        let (outbox, inbox) = channel(QueueLimits {
-            max_messages: 1,
-            max_bytes: 100,
-        });
+    fn pushes_after_the_writer_is_gone_fail() {
+        let (outbox, inbox) = channel(ROOMY);
         drop(inbox);
-        assert_eq!(outbox.push(line("a\n")), Ok(()));
-        assert_eq!(outbox.push(line("b\n")), Ok(()));
         assert_eq!(outbox.push_waiting(line("c\n")), Err(WriterGone));
     }
 
     #[test]
-    fn push_waiting_waits_for_room() {
-        let (outbox, inbox) = channel(QueueLimits {
-            max_messages: 1,
-            max_bytes: 100,
-        });
-        outbox.push(line("first\n")).unwrap();
-        let (done, pushed) = crossbeam_channel::bounded(1);
-        let pusher = outbox.clone();
-        thread::spawn(move || done.send(pusher.push_waiting(line("second\n"))));
-        // The pusher cannot finish until the batch below makes room.
-        let mut batch = Vec::new();
-        inbox.take_batch(&mut batch);
-        let result = pushed.recv_timeout(Duration::from_secs(10));
-        assert_eq!(result, Ok(Ok(())));
-        batch.clear();
-        inbox.take_batch(&mut batch);
-        assert_eq!(batch, b"second\n");
+    fn push_waiting_waits_for_room_by_lines_and_by_bytes() {
+        for limits in [
+            QueueLimits {
+                max_messages: 1,
+                max_bytes: 100,
+            },
+            QueueLimits {
+                max_messages: 100,
+                max_bytes: 8,
+            },
+        ] {
+            let (outbox, inbox) = channel(limits);
+            outbox.push_waiting(line("first\n")).unwrap();
+            let (done, pushed) = crossbeam_channel::bounded(1);
+            let pusher = outbox.clone();
+            thread::spawn(move || done.send(pusher.push_waiting(line("second\n"))));
+            // The pusher cannot finish until the batch below makes room.
+            let mut batch = Vec::new();
+            inbox.take_batch(&mut batch);
+            let result = pushed.recv_timeout(Duration::from_secs(10));
+            assert_eq!(result, Ok(Ok(())));
+            batch.clear();
+            inbox.take_batch(&mut batch);
+            assert_eq!(batch, b"second\n");
+        }
     }
 }

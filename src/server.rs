@@ -1,26 +1,29 @@
-//! The server: the accept loop, one `Session` per client, and shutdown.
+//! The server: the accept loop, one thread per client, and shutdown.
 //!
 //! Owns the threads and the limits on them. The accept loop only accepts;
-//! each connection's handshake runs in a thread of its own, which then
-//! starts the reading and writing threads and ends. The hub thread owns the
-//! chat itself.
+//! each connection gets one thread, which does the TLS handshake and then
+//! reads the client's lines for as long as it stays. Writing to clients is
+//! the writer shards' job ([`shard`](crate::shard)), the chat the hub's
+//! ([`hub`]).
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustls::{Connection, ServerConfig, ServerConnection};
 
+use crate::budget::{self, Budget};
+use crate::capacity::Capacity;
 use crate::duplex::{self, ReadHalf, Received};
 use crate::error::Error;
-use crate::hub::{self, ClientId, Event, HubSettings, PeerCertificate};
+use crate::hub::{self, Address, ClientId, Event, HubSettings, PeerCertificate};
 use crate::line::{LineFramer, MAX_LINE_LEN};
-use crate::outbox::{self, Outbox, QueueLimits};
+use crate::shard::{self, Fate, Registration, Shard, ShardSettings, Slot, Work};
 use crate::throttle::{RateLimit, TokenBucket};
 use crate::{tls, x509};
 
@@ -36,22 +39,15 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default for the most clients in the chat at once.
 ///
-/// Each costs two threads and about 40 KiB; a thousand fit a small machine
-/// many times over, and the limit keeps a flood of connections from taking
-/// the whole machine.
-pub const MAX_CLIENTS: usize = 1000;
-
-/// Default for how long a single write to a client may make no progress
-/// before the client is taken for dead and disconnected.
-///
-/// Long enough for any live network; a client that merely reads slowly is
-/// found out sooner by its queue limit.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Each costs one thread and about 20 KiB; ten thousand fit a small machine
+/// (about 200 MiB), and the limit keeps a flood of connections from taking
+/// all of it. The machine's own limits may allow fewer: then those.
+pub const MAX_CLIENTS: usize = 10_000;
 
 /// TCP keepalive: after this long without traffic, the kernel checks that
 /// the peer still exists, three times at ten-second intervals. A client
 /// that vanished (power cut, lost network) is then dropped within two
-/// minutes instead of holding its threads for ever in a quiet room.
+/// minutes instead of holding its thread for ever in a quiet room.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 3;
@@ -60,10 +56,14 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// close_notify, so that our last lines are read, not lost to a TCP reset.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// How long shutdown waits for connections to close by themselves before
-/// cutting the rest. With [`LINGER`] below it, stopping takes under two
-/// seconds.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(1200);
+/// At shutdown, when every connection still open is cut. Those that answer
+/// our close_notify within [`LINGER`] are gone well before.
+const CUT_AFTER: Duration = Duration::from_millis(1500);
+
+/// After the cut, how long shutdown waits for the last threads: each is
+/// one failed system call from its end. Together with [`CUT_AFTER`] this
+/// keeps the promise that the server stops within two seconds.
+const LAST_WAIT: Duration = Duration::from_millis(400);
 
 /// How long the accept loop pauses when the system is out of file
 /// descriptors or memory, instead of spinning on an error that persists.
@@ -74,6 +74,29 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// slowed by TCP itself instead of growing the server's memory.
 const EVENT_QUEUE: usize = 4096;
 
+/// Unsent bytes the kernel may hold for one client (`TCP_NOTSENT_LOWAT`).
+///
+/// Left to itself, the kernel buffers up to 4 MiB per socket (tcp_wmem),
+/// a private copy for each client; past this mark the socket reports
+/// itself full, and the lines wait in the writer's queue instead: shared,
+/// counted against the memory budget, and measured for lag. Enough to
+/// keep a fast reader's connection busy between two sends.
+const UNSENT_LIMIT: u32 = 128 * 1024;
+
+/// Stack reserved for each client's handshake thread: the cryptography's
+/// deepest calls need tens of KiB. Only the pages touched become memory.
+///
+/// More than four times [`READER_STACK`] on purpose: glibc hands a new
+/// thread the cached stack of one that ended if it is at most four times
+/// the size asked for, and a handshake's stack comes with 16 KiB or more
+/// still resident.
+const HANDSHAKE_STACK: usize = 1024 * 1024;
+
+/// Stack reserved for each client's reading thread, which only decrypts
+/// and frames lines: it touches a few pages. The reservation bounds the
+/// address space ten thousand threads take.
+const READER_STACK: usize = 64 * 1024;
+
 /// What the server allows each client, and how many clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -81,8 +104,6 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// The longest line, in bytes, without its line end.
     pub max_line: usize,
-    /// How far a client's outbound queue may fall behind.
-    pub queue: QueueLimits,
     /// Lines of history each room keeps for newcomers (0: none).
     pub history: usize,
     /// The most clients in the chat at once. Up to as many again may be
@@ -94,8 +115,19 @@ pub struct Limits {
     pub max_per_ip: Option<usize>,
     /// How fast each client may send lines, if limited.
     pub rate: Option<RateLimit>,
-    /// How long one write to a client may make no progress.
-    pub write_timeout: Duration,
+    /// A client whose socket takes nothing for this long, while lines wait
+    /// for it, is cut as stalled.
+    pub stall_timeout: Duration,
+    /// A client for whom the oldest waiting line is this old is cut as too
+    /// far behind.
+    pub max_lag: Duration,
+    /// A client for whom more than this many bytes wait is cut.
+    pub max_pending: usize,
+    /// Past this many bytes of lines waiting in the whole server, the hub
+    /// takes no new lines until the writers catch up.
+    pub memory_budget: usize,
+    /// Writer threads (shards).
+    pub writers: usize,
     /// Rooms with more people than this do not announce who joins or quits.
     pub announce_limit: usize,
 }
@@ -105,15 +137,24 @@ impl Default for Limits {
         Limits {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_line: MAX_LINE_LEN,
-            queue: QueueLimits::default(),
             history: hub::HISTORY_LINES,
             max_clients: MAX_CLIENTS,
             max_per_ip: None,
             rate: Some(RateLimit::default()),
-            write_timeout: WRITE_TIMEOUT,
+            stall_timeout: shard::STALL_TIMEOUT,
+            max_lag: shard::MAX_LAG,
+            max_pending: shard::MAX_PENDING,
+            memory_budget: budget::MEMORY_BUDGET,
+            writers: default_writers(),
             announce_limit: hub::ANNOUNCE_LIMIT,
         }
     }
+}
+
+/// One writer per core: a writer spends its time encrypting and in system
+/// calls, so more would only take turns.
+pub fn default_writers() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A bound listening socket, ready to [`run`](Server::run).
@@ -122,16 +163,57 @@ pub struct Server {
     /// Read at each accept; [`Reloader`] replaces it.
     tls: Arc<Mutex<Arc<ServerConfig>>>,
     limits: Limits,
+    /// What the machine's limits allow, read at bind.
+    capacity: Capacity,
     stop: Arc<AtomicBool>,
     /// Connections open right now, in any state.
     open: Arc<AtomicUsize>,
     /// Connections open right now per address, counted only with
     /// `max_per_ip`.
     per_ip: PerIp,
+    /// Every open connection's socket, so that shutdown can cut them.
+    sockets: Arc<Sockets>,
 }
 
 /// Open connections per IP address.
 type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps guarded here are changed by single inserts and removes: a
+    // panicking thread cannot leave one half changed.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every open connection's socket, and whether it is in the chat yet.
+#[derive(Debug, Default)]
+struct Sockets(Mutex<HashMap<ClientId, (Arc<TcpStream>, bool)>>);
+
+impl Sockets {
+    fn add(&self, id: ClientId, socket: Arc<TcpStream>) {
+        lock(&self.0).insert(id, (socket, false));
+    }
+
+    /// From now on its shard, not shutdown's first sweep, closes it.
+    fn chatting(&self, id: ClientId) {
+        if let Some(entry) = lock(&self.0).get_mut(&id) {
+            entry.1 = true;
+        }
+    }
+
+    fn remove(&self, id: ClientId) {
+        lock(&self.0).remove(&id);
+    }
+
+    /// Cuts the connections still in their handshake, or all of them.
+    fn cut(&self, all: bool) {
+        for (socket, chatting) in lock(&self.0).values() {
+            if all || !chatting {
+                // Fails only for a socket already disconnected.
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
 
 /// Stops a running server from another thread (a signal handler, a test).
 #[derive(Debug, Clone)]
@@ -161,7 +243,7 @@ pub struct Reloader {
 impl Reloader {
     /// Uses `config` for every connection from now on.
     pub fn replace(&self, config: Arc<ServerConfig>) {
-        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = config;
+        *lock(&self.tls) = config;
     }
 }
 
@@ -201,9 +283,11 @@ impl Server {
             listener,
             tls: Arc::new(Mutex::new(tls)),
             limits,
+            capacity: Capacity::of_this_machine(),
             stop: Arc::new(AtomicBool::new(false)),
             open: Arc::new(AtomicUsize::new(0)),
             per_ip: PerIp::default(),
+            sockets: Arc::default(),
         })
     }
 
@@ -212,6 +296,11 @@ impl Server {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// What the machine's limits allow this server, as read at bind.
+    pub fn capacity(&self) -> &Capacity {
+        &self.capacity
     }
 
     /// A handle that stops this server.
@@ -247,18 +336,47 @@ impl Server {
     /// Accepts clients until stopped, then closes every connection and
     /// waits for every thread it started.
     pub fn run(self) -> Result<(), Error> {
-        let (events, hub_events) = crossbeam_channel::bounded(EVENT_QUEUE);
-        let settings = HubSettings {
-            max_line: self.limits.max_line,
-            history: self.limits.history,
-            max_clients: self.limits.max_clients,
-            max_per_ip: self.limits.max_per_ip,
-            announce_limit: self.limits.announce_limit,
+        let limits = self.limits;
+        log::info!("{}", self.capacity);
+        // Room for every client, and as many again in their handshake or
+        // being refused with a reason; never more than the machine allows.
+        let mut cap = limits.max_clients.max(1).saturating_mul(2);
+        if let Some(allowed) = self.capacity.connections() {
+            if limits.max_clients > allowed {
+                log::warn!(
+                    "--max-clients {} is more than this machine allows: connections \
+                     past {allowed} will be closed at once",
+                    limits.max_clients
+                );
+            }
+            cap = cap.min(allowed);
+        }
+
+        let budget = Budget::new(limits.memory_budget);
+        let settings = ShardSettings {
+            stall_timeout: limits.stall_timeout,
+            max_lag: limits.max_lag,
+            max_pending: limits.max_pending,
+            linger: LINGER,
         };
-        let hub = thread::Builder::new()
-            .name("hub".into())
-            .spawn(move || hub::run(hub_events, settings))
-            .map_err(Error::Thread)?;
+        let mut shards = Vec::new();
+        let mut writers = Vec::new();
+        for index in 0..limits.writers.max(1) {
+            let (shard, thread) =
+                shard::spawn(index, settings, Arc::clone(&budget)).map_err(Error::Thread)?;
+            shards.push(shard);
+            writers.push(thread);
+        }
+        let (events, hub_events) = crossbeam_channel::bounded(EVENT_QUEUE);
+        let hub_stop = Arc::new(AtomicBool::new(false));
+        let hub = spawn_hub(
+            hub_events,
+            &limits,
+            shards.clone(),
+            Arc::clone(&budget),
+            Arc::clone(&hub_stop),
+            self.stopper(),
+        )?;
         // Every connection's guard holds a clone; when the last guard is
         // gone, `recv` on `all_done` reports the channel disconnected.
         let (alive, all_done) = crossbeam_channel::bounded::<()>(0);
@@ -266,6 +384,7 @@ impl Server {
         let mut next_id = 0;
         let mut out_of_resources = false;
         let mut turning_away = false;
+        let mut no_threads = false;
         while !self.stop.load(Ordering::SeqCst) {
             let (socket, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
@@ -292,12 +411,9 @@ impl Server {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            // Room for every client, and as many again in their handshake
-            // or being refused with a reason; past that, no TLS at all.
-            let cap = self.limits.max_clients.max(1).saturating_mul(2);
             if self.open.load(Ordering::SeqCst) >= cap {
                 if !turning_away {
-                    log::warn!("too many connections: closing new ones at once");
+                    log::warn!("too many connections ({cap}): closing new ones at once");
                     turning_away = true;
                 }
                 continue;
@@ -306,12 +422,9 @@ impl Server {
             // The same for one address, so that it cannot take every
             // handshake slot: the hub refuses its extra members by name,
             // but connections still in their handshake are counted here.
-            let per_ip = self
-                .limits
-                .max_per_ip
-                .map(|max| (max.max(1) * 2, &self.per_ip));
+            let per_ip = limits.max_per_ip.map(|max| (max.max(1) * 2, &self.per_ip));
             if let Some((cap, counts)) = per_ip {
-                let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+                let mut counts = lock(counts);
                 let count = counts.entry(peer.ip()).or_default();
                 if *count >= cap {
                     log::debug!("{peer}: closed at once: {cap} connections from its address");
@@ -322,58 +435,114 @@ impl Server {
             next_id += 1;
             let id = ClientId(next_id);
             let socket = Arc::new(socket);
+            self.sockets.add(id, Arc::clone(&socket));
             let guard = Arc::new(ConnGuard::new(
                 id,
                 peer,
                 per_ip.map(|(_, counts)| Arc::clone(counts)),
                 &self.open,
+                Arc::clone(&self.sockets),
                 alive.clone(),
-                events.clone(),
             ));
-            // Registered before its thread exists, so the hub hears of the
-            // connection before anything the session says.
-            let accepted = Event::Accepted {
-                id,
-                peer,
-                socket: Arc::clone(&socket),
-            };
-            if events.send(accepted).is_err() {
-                break;
-            }
+            let shard_index = (next_id % shards.len() as u64) as usize;
             let session = Session {
                 id,
                 peer,
                 socket,
-                tls: Arc::clone(&self.tls.lock().unwrap_or_else(|p| p.into_inner())),
-                limits: self.limits,
+                tls: Arc::clone(&lock(&self.tls)),
+                limits,
                 events: events.clone(),
+                shard: shards[shard_index].clone(),
+                shard_index,
+                sockets: Arc::clone(&self.sockets),
                 guard,
             };
-            if let Err(err) = spawn(format!("handshake {id}"), move || session.handshake()) {
-                // The session, and with it the guard, were dropped: the hub
-                // hears that the connection closed.
-                log::error!("{id} {peer}: dropped: cannot start a thread: {err}");
+            let spawned = thread::Builder::new()
+                .name(format!("handshake {id}"))
+                .stack_size(HANDSHAKE_STACK)
+                .spawn(move || session.run());
+            match spawned {
+                Ok(_) => no_threads = false,
+                // The session, and with it the socket and the guard, were
+                // dropped: the connection is closed and uncounted.
+                Err(err) if !no_threads => {
+                    log::error!("{id} {peer}: refused: cannot start a thread: {err}");
+                    no_threads = true;
+                }
+                Err(err) => log::debug!("{id} {peer}: refused: cannot start a thread: {err}"),
             }
         }
         drop(self.listener);
         log::info!("stopping: closing every connection");
-
-        let _ = events.send(Event::Shutdown);
+        let cut_at = Instant::now() + CUT_AFTER;
+        // Clients still in their handshake get no goodbye: there is no
+        // session to say it in.
+        self.sockets.cut(false);
+        hub_stop.store(true, Ordering::SeqCst);
+        budget.release();
+        // If the queue is full the hub is busy, and sees the flag instead.
+        let _ = events.send_timeout(Event::Shutdown, Duration::from_millis(100));
         drop(events);
-        let sockets = hub.join().unwrap_or_default();
+        let hub_result = hub.join();
+        for shard in &shards {
+            shard.send(Work::Shutdown);
+        }
+        drop(shards);
         drop(alive);
-        if wait_for_all(&all_done, SHUTDOWN_GRACE).is_err() {
+        let left = cut_at.saturating_duration_since(Instant::now());
+        let mut finished = wait_for_all(&all_done, left).is_ok();
+        if !finished {
             log::warn!("cutting connections that did not close in time");
-            for socket in &sockets {
-                let _ = socket.shutdown(std::net::Shutdown::Both);
+            self.sockets.cut(true);
+            finished = wait_for_all(&all_done, LAST_WAIT).is_ok();
+        }
+        if finished {
+            for writer in writers {
+                // A writer ends once its last connection is gone; a panic
+                // in one has been logged by the panic hook already.
+                let _ = writer.join();
             }
-            // Every thread is now one failed system call from ending.
-            if wait_for_all(&all_done, SHUTDOWN_GRACE).is_err() {
-                log::error!("some connection threads did not end");
+        } else {
+            log::error!("some connection threads did not end");
+        }
+        hub_result.map_err(|_| Error::HubFailed)
+    }
+}
+
+/// Starts the hub thread. If it ever panics, the server stops: without the
+/// hub nobody can chat, and a server that looks alive but relays nothing is
+/// worse than one that says why it stopped.
+fn spawn_hub(
+    events: Receiver<Event>,
+    limits: &Limits,
+    shards: Vec<Shard>,
+    budget: Arc<Budget>,
+    stop: Arc<AtomicBool>,
+    stopper: Stopper,
+) -> Result<JoinHandle<()>, Error> {
+    let settings = HubSettings {
+        max_line: limits.max_line,
+        history: limits.history,
+        max_clients: limits.max_clients,
+        max_per_ip: limits.max_per_ip,
+        announce_limit: limits.announce_limit,
+    };
+    struct StopOnPanic(Stopper);
+    impl Drop for StopOnPanic {
+        fn drop(&mut self) {
+            if thread::panicking() {
+                log::error!("the hub thread failed: stopping the server");
+                self.0.stop();
             }
         }
-        Ok(())
     }
+    thread::Builder::new()
+        .name("hub".into())
+        .spawn(move || {
+            let _stop_on_panic = StopOnPanic(stopper);
+            hub::run(events, settings, shards, budget, stop);
+        })
+        .map_err(Error::Thread)
 }
 
 /// Connections the kernel queues for `accept` while the accept loop is busy.
@@ -411,24 +580,20 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
 }
 
-fn spawn(name: String, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    thread::Builder::new().name(name).spawn(work).map(drop)
-}
-
-/// Lives as long as any thread of one connection: counts the connection as
-/// open, adds up its traffic, and when the last thread ends, logs it and
-/// tells the hub the socket is closed.
+/// Lives as long as the connection: shared by the client's thread and, once
+/// it registers, its writer shard. Counts the connection as open, adds up
+/// its traffic, and when both are done with it, logs it and lets it go.
 struct ConnGuard {
     id: ClientId,
     peer: SocketAddr,
     open: Arc<AtomicUsize>,
     /// Set when connections are counted per address.
     per_ip: Option<PerIp>,
+    sockets: Arc<Sockets>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     /// Dropped with the guard; see [`Server::run`].
     _alive: Sender<()>,
-    events: Sender<Event>,
 }
 
 impl ConnGuard {
@@ -437,8 +602,8 @@ impl ConnGuard {
         peer: SocketAddr,
         per_ip: Option<PerIp>,
         open: &Arc<AtomicUsize>,
+        sockets: Arc<Sockets>,
         alive: Sender<()>,
-        events: Sender<Event>,
     ) -> ConnGuard {
         open.fetch_add(1, Ordering::SeqCst);
         ConnGuard {
@@ -446,10 +611,10 @@ impl ConnGuard {
             peer,
             open: Arc::clone(open),
             per_ip,
+            sockets,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             _alive: alive,
-            events,
         }
     }
 }
@@ -463,10 +628,9 @@ impl Drop for ConnGuard {
             self.bytes_in.load(Ordering::Relaxed),
             self.bytes_out.load(Ordering::Relaxed)
         );
-        // After shutdown nobody is listening, and nothing needs to be.
-        let _ = self.events.send(Event::Closed { id: self.id });
+        self.sockets.remove(self.id);
         if let Some(per_ip) = &self.per_ip {
-            let mut counts = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut counts = lock(per_ip);
             let ip = self.peer.ip();
             if let Some(count) = counts.get_mut(&ip) {
                 *count -= 1;
@@ -479,7 +643,8 @@ impl Drop for ConnGuard {
     }
 }
 
-/// One client's connection, from accept to goodbye, on the server side.
+/// One client's connection on the server side, and its thread: the TLS
+/// handshake, then the read loop, for the life of the connection.
 struct Session {
     id: ClientId,
     peer: SocketAddr,
@@ -488,42 +653,53 @@ struct Session {
     limits: Limits,
     /// The hub holds the receiving end.
     events: Sender<Event>,
+    /// The writer shard that will send to this client.
+    shard: Shard,
+    shard_index: usize,
+    sockets: Arc<Sockets>,
     guard: Arc<ConnGuard>,
 }
 
 impl Session {
-    /// Runs in a short-lived thread of its own: the handshake's deep stack
-    /// is freed when it ends, instead of staying resident in the reader.
-    fn handshake(self) {
+    /// The client's first thread: the TLS handshake and the setup after
+    /// it; then it hands the connection to a fresh thread, which reads for
+    /// the rest of the connection, and ends.
+    ///
+    /// A thread keeps what it has touched for as long as it lives: the
+    /// stack pages of the handshake's deep cryptography, and the blocks its
+    /// allocator caches for it (glibc keeps up to seven freed blocks of
+    /// each size per thread, about 9 KiB of the handshake's leftovers).
+    /// For an idle client that would be most of its memory; a fresh
+    /// thread starts with neither.
+    fn run(self) {
         let (id, peer) = (self.id, self.peer);
-        let gone = |reason: String| {
-            let _ = self.events.send(Event::Gone { id, reason });
+        let Some(reader) = self.join() else {
+            return;
         };
-        // Chat lines are small and interactive: send each batch at once.
-        if let Err(err) = self.socket.set_nodelay(true) {
-            return gone(format!("socket failed: {err}"));
+        let (shard, slot) = (reader.shard.clone(), reader.slot);
+        let spawned = thread::Builder::new()
+            .name(format!("client {id}"))
+            .stack_size(READER_STACK)
+            .spawn(move || reader.run());
+        if let Err(err) = spawned {
+            log::error!("{id} {peer}: dropped: cannot start a thread: {err}");
+            // The reader never ran: close as the hub would have.
+            shard.send(Work::Close(slot));
+            shard.send(Work::ReaderDone(slot));
         }
-        let mut conn = match ServerConnection::new(Arc::clone(&self.tls)) {
-            Ok(conn) => Connection::Server(conn),
-            Err(err) => return gone(format!("TLS setup failed: {err}")),
+    }
+
+    /// The TLS handshake, then the writing half to a shard. Returns the
+    /// reader, or `None` if the client never got that far.
+    fn join(self) -> Option<Reader> {
+        let (id, peer) = (self.id, self.peer);
+        let conn = match self.handshake() {
+            Ok(conn) => conn,
+            Err(reason) => {
+                log::info!("{id} {peer}: closed before joining: {reason}");
+                return None;
+            }
         };
-        if let Err(err) = duplex::handshake(&mut conn, &self.socket, self.limits.handshake_timeout)
-        {
-            return gone(format!("handshake failed: {err}"));
-        }
-        // A write that makes no progress for this long means a dead peer;
-        // without it, a writer could wait on one for ever.
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(KEEPALIVE_IDLE)
-            .with_interval(KEEPALIVE_INTERVAL)
-            .with_retries(KEEPALIVE_PROBES);
-        let configured = self
-            .socket
-            .set_write_timeout(Some(self.limits.write_timeout))
-            .and_then(|()| socket2::SockRef::from(&*self.socket).set_tcp_keepalive(&keepalive));
-        if let Err(err) = configured {
-            return gone(format!("socket failed: {err}"));
-        }
         log::info!("{id} {peer}: connected, {}", tls::describe(&conn));
         let certificate = conn
             .peer_certificates()
@@ -532,22 +708,31 @@ impl Session {
                 subject: x509::subject(leaf).unwrap_or_default(),
                 common_name: x509::common_name(leaf),
             });
-
         let (read_half, write_half) = duplex::split(conn, Arc::clone(&self.socket));
-        let (outbox, inbox) = outbox::channel(self.limits.queue);
-        // Disconnects when the reader ends; the writer lingers on it.
-        let (reader_alive, reader_done) = crossbeam_channel::bounded::<()>(0);
-
+        let fate = Arc::new(Fate::default());
         let guard = Arc::clone(&self.guard);
-        let writer = move || {
-            let sent = outbox::run_writer(write_half, inbox, reader_done, LINGER);
-            guard.bytes_out.store(sent, Ordering::Relaxed);
-        };
-        if let Err(err) = spawn(format!("writer {id}"), writer) {
-            return gone(format!("cannot start a thread: {err}"));
-        }
-        let reader = Reader {
+        let registration = Registration {
             id,
+            peer,
+            write: write_half,
+            fate: Arc::clone(&fate),
+            on_done: Box::new(move |sent| guard.bytes_out.store(sent, Ordering::Relaxed)),
+        };
+        self.sockets.chatting(id);
+        // Fails only if the server is stopping and the shard has ended.
+        let slot = self.shard.register(registration).ok()?;
+        let ready = Event::Ready {
+            id,
+            peer,
+            address: Address {
+                shard: self.shard_index,
+                slot,
+            },
+            certificate,
+        };
+        Some(Reader {
+            id,
+            ready: Some(ready),
             half: read_half,
             framer: LineFramer::new(self.limits.max_line),
             bucket: self
@@ -555,30 +740,46 @@ impl Session {
                 .rate
                 .map(|rate| TokenBucket::new(rate, Instant::now())),
             warned: false,
-            events: self.events.clone(),
-            outbox: outbox.clone(),
-            guard: Arc::clone(&self.guard),
-            _reader_alive: reader_alive,
-        };
-        // The hub learns of the outbox before the reader's first line.
-        let ready = Event::Ready {
-            id,
-            outbox,
-            certificate,
-        };
-        if self.events.send(ready).is_err() {
-            // The server is stopping; the writer closes when `reader` drops.
-            return;
-        }
-        if let Err(err) = spawn(format!("reader {id}"), move || reader.run()) {
-            gone(format!("cannot start a thread: {err}"));
-        }
+            events: self.events,
+            shard: self.shard,
+            slot,
+            fate,
+            guard: self.guard,
+        })
+    }
+
+    /// The TLS handshake, with its deadline, and the socket options for
+    /// the rest of the connection.
+    fn handshake(&self) -> Result<Connection, String> {
+        // Chat lines are small and interactive: send each batch at once.
+        self.socket
+            .set_nodelay(true)
+            .map_err(|err| format!("socket failed: {err}"))?;
+        let mut conn = ServerConnection::new(Arc::clone(&self.tls))
+            .map(Connection::Server)
+            .map_err(|err| format!("TLS setup failed: {err}"))?;
+        duplex::handshake(&mut conn, &self.socket, self.limits.handshake_timeout)
+            .map_err(|err| format!("handshake failed: {err}"))?;
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES);
+        let socket = socket2::SockRef::from(&*self.socket);
+        socket
+            .set_tcp_keepalive(&keepalive)
+            .and_then(|()| socket.set_tcp_notsent_lowat(UNSENT_LIMIT))
+            .map_err(|err| format!("socket failed: {err}"))?;
+        Ok(conn)
     }
 }
 
-/// The reading thread of one session: frames lines, hands them to the hub.
+/// The reading half of a session, and its thread: frames lines, hands
+/// them to the hub.
 struct Reader {
     id: ClientId,
+    /// Sent to the hub first thing, so that it hears of the client before
+    /// any of its lines.
+    ready: Option<Event>,
     half: ReadHalf,
     framer: LineFramer,
     /// Flood control, if the server limits rates.
@@ -587,18 +788,48 @@ struct Reader {
     warned: bool,
     /// The hub holds the receiving end.
     events: Sender<Event>,
-    /// Used only to ask the writer to flush or to close, never to push
-    /// lines: only the hub does that.
-    outbox: Outbox,
+    /// Asked to flush what rustls queued by itself; only the shard writes.
+    shard: Shard,
+    slot: Slot,
+    /// Why the shard cut the connection, if it did.
+    fate: Arc<Fate>,
     guard: Arc<ConnGuard>,
-    /// Dropped when the reader ends: the writer stops lingering.
-    _reader_alive: Sender<()>,
 }
 
 impl Reader {
+    /// Joins the chat, reads until the connection ends, then tells the hub
+    /// and the shard.
     fn run(mut self) {
+        let ready = self.ready.take().expect("set by Session::join");
+        if self.events.send(ready).is_err() {
+            // The hub has stopped: nobody will chat with this client.
+            self.shard.send(Work::Close(self.slot));
+            self.shard.send(Work::ReaderDone(self.slot));
+            return;
+        }
+        let mut reason = self.read();
+        self.guard
+            .bytes_in
+            .store(self.half.bytes_received(), Ordering::Relaxed);
+        let mut public = None;
+        if let Some(cut) = self.fate.cut_reason() {
+            reason = cut.to_string();
+            public = Some("too slow");
+        }
+        // Fails only if the hub has stopped, which closes every
+        // connection anyway.
+        let _ = self.events.send(Event::Gone {
+            id: self.id,
+            reason,
+            public,
+        });
+        self.shard.send(Work::ReaderDone(self.slot));
+    }
+
+    /// The read loop; returns why the connection ended.
+    fn read(&mut self) -> String {
         let mut frames = Vec::new();
-        let reason = loop {
+        loop {
             let framer = &mut self.framer;
             let received = self
                 .half
@@ -610,34 +841,22 @@ impl Reader {
             match received {
                 Ok(Received::Data { wants_write }) => {
                     if wants_write {
-                        self.outbox.flush();
+                        self.shard.send(Work::Flush(self.slot));
                     }
                 }
                 Ok(Received::Closed) => {
                     if let Some(frame) = self.framer.finish() {
                         let _ = self.events.send(Event::Frame { id: self.id, frame });
                     }
-                    break "client closed the connection".to_string();
+                    return "client closed the connection".to_string();
                 }
-                Ok(Received::Eof) => break "connection lost (no close_notify)".to_string(),
-                Err(err) => break format!("connection failed: {err}"),
+                Ok(Received::Eof) => return "connection lost (no close_notify)".to_string(),
+                Err(err) => {
+                    // rustls may have queued an alert saying why.
+                    self.shard.send(Work::Flush(self.slot));
+                    return format!("connection failed: {err}");
+                }
             }
-        };
-        self.guard
-            .bytes_in
-            .store(self.half.bytes_received(), Ordering::Relaxed);
-        // The hub closes the outbox once it has queued its last lines for
-        // this client (a reply, a goodbye). Only if the hub has stopped
-        // does the reader close it, as nobody else will.
-        if self
-            .events
-            .send(Event::Gone {
-                id: self.id,
-                reason,
-            })
-            .is_err()
-        {
-            self.outbox.close();
         }
     }
 

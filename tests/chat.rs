@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{chat_of, rss_kib, test_limits, Incoming, Pki, SilentClient, TestClient, TestServer};
-use secure_chat::outbox::QueueLimits;
+use common::{
+    chat_of, rss_kib, test_limits, Incoming, Pki, SilentClient, TestClient, TestServer, TIMEOUT,
+};
 use secure_chat::protocol::{BYE_REPLY, HI_REPLY, WELCOME};
 use secure_chat::server::Limits;
 
@@ -155,13 +156,11 @@ fn a_client_that_never_reads_is_cut_off_and_hurts_nobody() {
     /// polite client does; only the silent client falls behind.
     const WINDOW: usize = 64;
     let pki = Pki::new();
-    // Queues small enough that the silent client is found out early, large
-    // enough for a healthy client's window.
+    // A cap on what may wait for one client small enough that the silent
+    // client is found out early, large enough for a healthy client's
+    // window (64 lines of 1 KiB) four times over.
     let limits = Limits {
-        queue: QueueLimits {
-            max_messages: 4 * WINDOW,
-            max_bytes: 4 * WINDOW * 1024,
-        },
+        max_pending: 4 * WINDOW * 1024,
         ..test_limits()
     };
     let server = TestServer::start_with(&pki, limits);
@@ -174,20 +173,29 @@ fn a_client_that_never_reads_is_cut_off_and_hurts_nobody() {
     // 20,000 lines of 1 KiB: 20 MiB, far more than the socket buffers and
     // queue of the silent client can hold.
     let padding = "x".repeat(1000);
+    // The listener acknowledges each line it sees; the talker keeps at most
+    // a window ahead of it and of its own echoes, so only the silent client
+    // ever falls further behind.
+    let (acknowledge, acknowledged) = crossbeam_channel::unbounded();
     thread::scope(|scope| {
         scope.spawn(|| {
-            let mut acknowledged = 0;
+            let mut echoed = 0;
             for n in 0..LINES {
+                if n >= WINDOW {
+                    acknowledged
+                        .recv_timeout(TIMEOUT)
+                        .expect("the listener fell silent");
+                }
                 talker.send(&format!("{n} {padding}"));
-                while n + 1 - acknowledged > WINDOW {
+                while n + 1 - echoed > WINDOW {
                     if talker.recv().starts_with("chat ") {
-                        acknowledged += 1;
+                        echoed += 1;
                     }
                 }
             }
-            while acknowledged < LINES {
+            while echoed < LINES {
                 if talker.recv().starts_with("chat ") {
-                    acknowledged += 1;
+                    echoed += 1;
                 }
             }
         });
@@ -198,6 +206,8 @@ fn a_client_that_never_reads_is_cut_off_and_hurts_nobody() {
                 let n: usize = line.split(' ').nth(2).unwrap().parse().unwrap();
                 assert_eq!(n, seen, "the listener missed a line");
                 seen += 1;
+                // The talker may have stopped waiting for the last ones.
+                let _ = acknowledge.send(());
             }
         }
     });

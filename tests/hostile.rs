@@ -18,7 +18,6 @@ use common::{
     SilentClient, TestClient, TestServer, SERVER, TIMEOUT,
 };
 use secure_chat::duplex::{self, ReadHalf, Received, WriteHalf};
-use secure_chat::outbox::QueueLimits;
 use secure_chat::protocol::{BYE_REPLY, WELCOME};
 use secure_chat::server::Limits;
 use secure_chat::throttle::RateLimit;
@@ -389,15 +388,9 @@ fn a_never_reading_client_is_cut_off_while_ten_others_exchange_20000_lines() {
     /// Each sender keeps at most this many of its lines unacknowledged.
     const WINDOW: usize = 64;
     let _shared = shared();
-    // As in tests/chat.rs, queues hold four windows; here ten senders each
-    // have a window in flight to every reader.
-    let limits = Limits {
-        queue: QueueLimits {
-            max_messages: 4 * SENDERS * WINDOW,
-            max_bytes: 4 * SENDERS * WINDOW * 1024,
-        },
-        ..test_limits()
-    };
+    // The server's own limits: the silent client is cut once its socket
+    // has taken nothing for the stall timeout.
+    let limits = test_limits();
     let pki = Pki::new();
     let server = TestServer::start_with(&pki, limits);
     let mut clients: Vec<BulkClient> = (0..SENDERS)
@@ -416,13 +409,22 @@ fn a_never_reading_client_is_cut_off_while_ten_others_exchange_20000_lines() {
     // Lines of 1 KiB: 20 MiB in all, far more than the silent client's
     // socket buffers and queue can hold.
     let padding = "x".repeat(1000);
-    thread::scope(|scope| {
-        for client in &mut clients {
-            let (nicks, padding) = (&nicks, padding.as_bytes());
-            scope.spawn(move || client.exchange(nicks, LINES_EACH, WINDOW, padding));
-        }
+    let notices: Vec<Vec<String>> = thread::scope(|scope| {
+        let exchanges: Vec<_> = clients
+            .iter_mut()
+            .map(|client| {
+                let (nicks, padding) = (&nicks, padding.as_bytes());
+                scope.spawn(move || client.exchange(nicks, LINES_EACH, WINDOW, padding))
+            })
+            .collect();
+        exchanges.into_iter().map(|e| e.join().unwrap()).collect()
     });
-
+    // The silent client is cut during the exchange or after it, once its
+    // socket has taken nothing for the stall timeout: the room is told.
+    if notices[0].is_empty() {
+        let notice = clients[0].next_line();
+        assert!(notice.ends_with(" quit: too slow"), "{notice}");
+    }
     assert!(
         silent.was_disconnected(),
         "the silent client is still connected"
@@ -506,8 +508,16 @@ impl BulkClient {
     /// Sends `lines` numbered lines with at most `window` unacknowledged,
     /// while checking that every line of every sender arrives exactly once,
     /// in its sender's order.
-    fn exchange(&mut self, nicks: &[String], lines: usize, window: usize, padding: &[u8]) {
+    /// Returns the notices that came meanwhile.
+    fn exchange(
+        &mut self,
+        nicks: &[String],
+        lines: usize,
+        window: usize,
+        padding: &[u8],
+    ) -> Vec<String> {
         let me = nicks.iter().position(|n| *n == self.nick).unwrap();
+        let mut notices = Vec::new();
         let mut next = vec![0; nicks.len()];
         let (mut sent, mut received) = (0, 0);
         while received < nicks.len() * lines {
@@ -523,7 +533,8 @@ impl BulkClient {
                 Bulk::Chat { from, n } => (from, n),
                 // The silent client's departure, and nothing else, is allowed.
                 Bulk::Other(line) => {
-                    assert!(line.starts_with("notice "), "{}: {line}", self.nick);
+                    assert!(line.ends_with(" quit: too slow"), "{}: {line}", self.nick);
+                    notices.push(line);
                     continue;
                 }
             };
@@ -540,6 +551,7 @@ impl BulkClient {
             received += 1;
         }
         assert!(next.iter().all(|&count| count == lines));
+        notices
     }
 }
 
@@ -595,7 +607,11 @@ fn cpu_ticks_of(pid: u32) -> u64 {
 
 #[test]
 fn out_of_descriptors_the_server_pauses_logs_once_and_recovers() {
-    /// The server's open-files limit: a few for itself, then sockets.
+    /// The server's open-files limit at start: its capacity is computed
+    /// from this, and never uses up the descriptors by itself.
+    const FILES_AT_START: usize = 200;
+    /// The limit once running, as if an operator lowered it: a few for
+    /// itself, then sockets.
     const FILES: usize = 40;
     /// Connections the test holds: enough to use up every descriptor.
     const HOLD: usize = 60;
@@ -606,7 +622,7 @@ fn out_of_descriptors_the_server_pauses_logs_once_and_recovers() {
     let mut server = ServerProcess::spawn_command(
         Command::new("sh")
             .arg("-c")
-            .arg(format!("ulimit -n {FILES} && exec \"$0\" \"$@\""))
+            .arg(format!("ulimit -n {FILES_AT_START} && exec \"$0\" \"$@\""))
             .arg(SERVER)
             .args(["--addr", "127.0.0.1:0", "--rate", "0"])
             // Only our own connections may close; none may time out.
@@ -618,6 +634,12 @@ fn out_of_descriptors_the_server_pauses_logs_once_and_recovers() {
     );
     server.wait_until_listening();
     let addr = server.addr;
+    let lowered = Command::new("prlimit")
+        .arg(format!("--pid={}", server.pid))
+        .arg(format!("--nofile={FILES}:{FILES}"))
+        .status()
+        .expect("prlimit (util-linux) is installed");
+    assert!(lowered.success(), "prlimit failed: {lowered}");
 
     let held: Vec<TcpStream> = (0..HOLD)
         .map(|_| TcpStream::connect_timeout(&addr, TIMEOUT).unwrap())

@@ -6,7 +6,8 @@ use std::thread;
 use std::time::Duration;
 
 use log::LevelFilter;
-use secure_chat::error::report;
+use secure_chat::capacity::Capacity;
+use secure_chat::error::{report, Error};
 use secure_chat::server::{self, Limits, Server};
 use secure_chat::throttle::RateLimit;
 use secure_chat::{logging, tls};
@@ -24,23 +25,31 @@ Options:
   --key FILE                 private key of the certificate, PEM [default: certs/server.key]
   --handshake-timeout SECS   time a client has to finish the TLS handshake [default: 10]
   --max-line BYTES           longest line a client may send [default: 4096]
-  --queue-lines N            lines that may wait for one client before it is
-                             disconnected as too slow [default: 4096]
-  --queue-bytes BYTES        bytes that may wait for one client [default: 524288]
   --history N                lines each room replays to newcomers; 0 keeps
                              none [default: 50]
   --announce-limit N         rooms with more people than this do not announce
                              who joins and quits [default: 100]
   --max-clients N            clients in the chat at once; more are told
-                             'server full' [default: 1000]
+                             'server full' [default: 10000, or fewer if the
+                             system's limits allow fewer (the log says)]
   --max-per-ip N             clients from one IP address, and at most 2N
                              connections from it in all [default: no limit]
   --rate LINES_PER_SEC       lines a second each client may send; faster
                              clients are slowed down, never cut off; 0 turns
                              flood control off [default: 5]
   --burst N                  lines a client may send at once [default: 20]
-  --write-timeout SECS       a client whose connection takes nothing for this
-                             long is taken for dead [default: 30]
+  --stall-timeout SECS       a client whose connection takes nothing for this
+                             long while lines wait for it is disconnected as
+                             stalled [default: 5]
+  --max-lag SECS             a client that is this far behind the room (its
+                             oldest waiting line is this old) is disconnected
+                             [default: 30]
+  --max-pending BYTES        a client for whom more than this waits is
+                             disconnected [default: 128M]
+  --memory-budget BYTES      past this much waiting in the whole server, new
+                             lines wait (the senders slow down) until the
+                             writers catch up; nothing is dropped [default: 256M]
+  --writers N                writer threads [default: one per core]
   --client-ca FILE           require client certificates signed by the CA in
                              FILE (mutual TLS); each client's nick is then the
                              certificate's common name
@@ -48,6 +57,8 @@ Options:
   -q, --quiet                only warnings and errors
   -h, --help                 print this help
   -V, --version              print the version
+
+BYTES may end in K, M or G (KiB, MiB, GiB); SECS may have a fraction.
 
 SIGINT or SIGTERM stops the server: every client is told, every connection
 closed (a second signal exits at once). SIGHUP reloads the certificate, key
@@ -62,11 +73,13 @@ struct Args {
     key: PathBuf,
     client_ca: Option<PathBuf>,
     limits: Limits,
+    /// `--max-clients`, if given; else the default, or what the system allows.
+    max_clients: Option<usize>,
     level: LevelFilter,
 }
 
 enum Parsed {
-    Run(Args),
+    Run(Box<Args>),
     Exit(&'static str),
 }
 
@@ -78,6 +91,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         key: PathBuf::from("certs/server.key"),
         client_ca: None,
         limits: Limits::default(),
+        max_clients: None,
         level: logging::level_from_env().unwrap_or(LevelFilter::Info),
     };
     let mut rate = RateLimit::default();
@@ -92,17 +106,33 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 args.limits.handshake_timeout = Duration::from_secs(secs.max(1));
             }
             Long("max-line") => args.limits.max_line = parser.value()?.parse()?,
-            Long("queue-lines") => args.limits.queue.max_messages = parser.value()?.parse()?,
-            Long("queue-bytes") => args.limits.queue.max_bytes = parser.value()?.parse()?,
             Long("history") => args.limits.history = parser.value()?.parse()?,
             Long("announce-limit") => args.limits.announce_limit = parser.value()?.parse()?,
-            Long("max-clients") => args.limits.max_clients = parser.value()?.parse()?,
+            Long("max-clients") => args.max_clients = Some(parser.value()?.parse()?),
             Long("max-per-ip") => args.limits.max_per_ip = Some(parser.value()?.parse()?),
             Long("rate") => rate.per_second = parser.value()?.parse()?,
             Long("burst") => rate.burst = parser.value()?.parse::<u32>()?.max(1),
-            Long("write-timeout") => {
-                let secs: u64 = parser.value()?.parse()?;
-                args.limits.write_timeout = Duration::from_secs(secs.max(1));
+            Long("stall-timeout") => {
+                args.limits.stall_timeout = parser.value()?.parse_with(parse_seconds)?;
+            }
+            Long("max-lag") => args.limits.max_lag = parser.value()?.parse_with(parse_seconds)?,
+            Long("max-pending") => {
+                args.limits.max_pending = parser.value()?.parse_with(parse_bytes)?;
+            }
+            Long("memory-budget") => {
+                args.limits.memory_budget = parser.value()?.parse_with(parse_bytes)?;
+            }
+            Long("writers") => args.limits.writers = parser.value()?.parse::<usize>()?.max(1),
+            // Flags of the earlier design, whose queue limits cut healthy
+            // readers during a burst: say what replaced them.
+            Long(old @ ("queue-lines" | "queue-bytes" | "write-timeout")) => {
+                return Err(format!(
+                    "--{old} is gone: a client is now cut when it stalls \
+                     (--stall-timeout), falls behind (--max-lag, --max-pending), \
+                     and the whole server's waiting lines are bounded by --memory-budget; \
+                     see --help"
+                )
+                .into());
             }
             Long("client-ca") => args.client_ca = Some(parser.value()?.into()),
             Short('v') | Long("verbose") => {
@@ -125,12 +155,51 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
     }
     // --rate 0 turns flood control off, whatever the burst.
     args.limits.rate = (rate.per_second > 0).then_some(rate);
-    Ok(Parsed::Run(args))
+    Ok(Parsed::Run(Box::new(args)))
+}
+
+/// Seconds, with a fraction if wanted: `5`, `0.5`.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{text:?}: give more than 0 and at most 86400 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Bytes, with an optional K, M or G (powers of 1024): `65536`, `64K`, `256M`.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: use a number of bytes, or K, M or G after it"
+            ))
+        }
+    };
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    number
+        .checked_mul(1 << shift)
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("{text:?}: give more than 0 bytes, and not absurdly many"))
 }
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Run(args)) => *args,
         Ok(Parsed::Exit(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -150,8 +219,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     raise_open_files_limit();
+    // Threads, files and memory maps bound how many clients can connect;
+    // past them the process could abort, so asking for more is refused.
+    let capacity = Capacity::of_this_machine();
+    let allowed = capacity.connections().unwrap_or(usize::MAX);
+    args.limits.max_clients = match args.max_clients {
+        Some(asked) if asked > allowed => {
+            return Err(Error::Capacity {
+                asked,
+                capacity: capacity.to_string(),
+            }
+            .into())
+        }
+        Some(asked) => asked,
+        None => server::MAX_CLIENTS.min(allowed),
+    };
     let load = move || tls::server_config(&args.cert, &args.key, args.client_ca.as_deref());
     // Handlers first: a signal that arrives once we are listening must
     // find them in place, not the default action that kills the process.
@@ -202,5 +286,31 @@ fn raise_open_files_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => log::debug!("open files limit: {limit}"),
         Err(err) => log::warn!("cannot raise the open files limit: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_a_unit() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("256M"), Ok(256 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("12MB").is_err());
+        assert!(parse_bytes("M").is_err());
+        assert!(parse_bytes("-5").is_err());
+    }
+
+    #[test]
+    fn seconds_take_a_fraction() {
+        assert_eq!(parse_seconds("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("soon").is_err());
+        assert!(parse_seconds("-1").is_err());
     }
 }

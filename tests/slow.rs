@@ -1,0 +1,484 @@
+//! The slow-consumer policy: a healthy reader is never cut and never loses
+//! a line, however fast others send; a stalled or hopelessly slow one is
+//! cut, with its reason in the log; and when too much waits in the whole
+//! server, the senders are slowed down instead of anyone being dropped.
+//!
+//! The clients here split into a reading thread and a sending thread, as a
+//! real client does, and check every line they receive: each sender's
+//! lines arrive exactly once and in order.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{cert_args, test_limits, Pki, ServerProcess, TestServer, TIMEOUT};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, Connection};
+use secure_chat::duplex::{self, ReadHalf, Received, WriteHalf};
+use secure_chat::protocol::WELCOME;
+use secure_chat::tls::{self, Trust};
+
+/// These tests move tens of megabytes each; on two cores, one at a time.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Text after each line's number: with `chat NICK N `, about 1 KiB a line.
+fn padding() -> Vec<u8> {
+    vec![b'x'; 1000]
+}
+
+/// A chat client whose halves can go to two threads.
+struct Peer {
+    read: ReadHalf,
+    write: WriteHalf,
+    socket: Arc<TcpStream>,
+    nick: String,
+    /// Received bytes not yet taken as lines.
+    buffer: Vec<u8>,
+}
+
+impl Peer {
+    /// Connects, with the socket's receive buffer pinned to `receive_buffer`
+    /// bytes if given (the kernel doubles it), and reads the greeting.
+    fn connect(addr: SocketAddr, ca: &Path, receive_buffer: Option<usize>) -> Peer {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        if let Some(bytes) = receive_buffer {
+            // Before connecting, so that the window offered is small too.
+            socket.set_recv_buffer_size(bytes).unwrap();
+        }
+        socket.connect_timeout(&addr.into(), TIMEOUT).unwrap();
+        let socket: TcpStream = socket.into();
+        let config = tls::client_config(&Trust::CaFile(ca.to_owned()), None).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut conn = Connection::Client(ClientConnection::new(config, name).unwrap());
+        duplex::handshake(&mut conn, &socket, TIMEOUT).unwrap();
+        // Every wait for the server has a deadline.
+        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let socket = Arc::new(socket);
+        let (read, write) = duplex::split(conn, Arc::clone(&socket));
+        let mut peer = Peer {
+            read,
+            write,
+            socket,
+            nick: String::new(),
+            buffer: Vec::new(),
+        };
+        assert_eq!(peer.next_line(), format!("notice {WELCOME}"));
+        let you_are = peer.next_line();
+        peer.nick = you_are.strip_prefix("notice you are ").unwrap().to_string();
+        assert!(peer.next_line().starts_with("notice you are in #lobby ("));
+        peer
+    }
+
+    /// The next whole line, without its `\n`, as text.
+    fn next_line(&mut self) -> String {
+        let mut line = None;
+        let end = read_lines(&mut self.read, &mut self.buffer, |bytes| {
+            line = Some(String::from_utf8_lossy(bytes).into_owned());
+            false
+        });
+        line.unwrap_or_else(|| panic!("{}: connection ended: {end:?}", self.nick))
+    }
+}
+
+/// Hands each line received to `each`, without its `\n`, until `each`
+/// returns false (then `None`) or the connection ends (then how it ended).
+/// `buffer` keeps what arrived after the last line taken.
+fn read_lines(
+    read: &mut ReadHalf,
+    buffer: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8]) -> bool,
+) -> Option<Ended> {
+    let mut start = 0;
+    loop {
+        while let Some(len) = buffer[start..].iter().position(|&b| b == b'\n') {
+            let go_on = each(&buffer[start..start + len]);
+            start += len + 1;
+            if !go_on {
+                buffer.drain(..start);
+                return None;
+            }
+        }
+        buffer.drain(..start);
+        start = 0;
+        match read.receive(&mut |bytes| buffer.extend_from_slice(bytes)) {
+            Ok(Received::Data { .. }) => {}
+            Ok(Received::Closed) => return Some(Ended::Closed),
+            Ok(Received::Eof) => return Some(Ended::Eof),
+            Err(err) => return Some(Ended::Failed(err.to_string())),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.write.disconnect();
+    }
+}
+
+/// How a connection ended, as a reader saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ended {
+    Closed,
+    Eof,
+    Failed(String),
+}
+
+/// What a reading thread made of the chat lines it received.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Per sender (by nick), how many of its lines arrived, in order.
+    received: Vec<(String, usize)>,
+    /// Anything that was not a numbered chat line.
+    other: Vec<String>,
+}
+
+impl Tally {
+    /// Checks one line: `chat NICK N PADDING`, N the next number from NICK.
+    fn take(&mut self, line: &[u8], padding: &[u8]) {
+        let text = |line: &[u8]| String::from_utf8_lossy(line).into_owned();
+        let Some(rest) = line.strip_prefix(b"chat ") else {
+            self.other.push(text(line));
+            return;
+        };
+        let mut words = rest.splitn(3, |&b| b == b' ');
+        let (Some(nick), Some(n), Some(pad)) = (words.next(), words.next(), words.next()) else {
+            panic!("malformed chat line: {}", text(line));
+        };
+        assert_eq!(pad, padding, "a line's text was changed");
+        let nick = text(nick);
+        let n: usize = text(n).parse().expect("a line number");
+        let count = match self.received.iter_mut().find(|(who, _)| *who == nick) {
+            Some((_, count)) => count,
+            None => {
+                self.received.push((nick.clone(), 0));
+                &mut self.received.last_mut().unwrap().1
+            }
+        };
+        assert_eq!(n, *count, "{nick}'s lines arrived out of order or twice");
+        *count += 1;
+    }
+
+    fn count_from(&self, nick: &str) -> usize {
+        self.received
+            .iter()
+            .find(|(who, _)| who == nick)
+            .map_or(0, |(_, count)| *count)
+    }
+
+    fn total(&self) -> usize {
+        self.received.iter().map(|(_, count)| count).sum()
+    }
+}
+
+/// Sends `lines` numbered lines of about 1 KiB, sixteen per write, as fast
+/// as the connection takes them.
+fn flood(write: &mut WriteHalf, lines: usize, padding: &[u8]) {
+    let mut batch = Vec::new();
+    for n in 0..lines {
+        batch.extend_from_slice(format!("{n} ").as_bytes());
+        batch.extend_from_slice(padding);
+        batch.push(b'\n');
+        if n % 16 == 15 || n + 1 == lines {
+            write.send(&batch).expect("the server stopped taking lines");
+            batch.clear();
+        }
+    }
+}
+
+/// Reads until `expected` chat lines have arrived; fails if the connection
+/// ends first.
+fn read_all(peer: &mut Peer, expected: usize, padding: &[u8]) -> Tally {
+    read_all_from(
+        &mut peer.read,
+        &mut peer.buffer,
+        &peer.nick,
+        expected,
+        padding,
+    )
+}
+
+/// [`read_all`] on the parts of a peer whose write half is busy elsewhere.
+fn read_all_from(
+    read: &mut ReadHalf,
+    buffer: &mut Vec<u8>,
+    nick: &str,
+    expected: usize,
+    padding: &[u8],
+) -> Tally {
+    let mut tally = Tally::default();
+    let end = read_lines(read, buffer, |line| {
+        tally.take(line, padding);
+        tally.total() < expected
+    });
+    assert_eq!(
+        end,
+        None,
+        "{nick}: cut after {} of {expected} lines; also got {:?}",
+        tally.total(),
+        tally.other
+    );
+    tally
+}
+
+/// `peer` floods `lines` lines from one thread while another reads until
+/// `expected` chat lines have arrived, as a real client would.
+fn flood_and_read(peer: &mut Peer, lines: usize, expected: usize, padding: &[u8]) -> Tally {
+    thread::scope(|scope| {
+        let Peer {
+            write,
+            read,
+            buffer,
+            nick,
+            ..
+        } = peer;
+        scope.spawn(move || flood(write, lines, padding));
+        read_all_from(read, buffer, nick, expected, padding)
+    })
+}
+
+#[test]
+fn a_burst_from_ten_senders_cuts_no_healthy_reader() {
+    // Ten clients each send 2,000 lines of 1 KiB at once, with the server's
+    // default limits (flood control aside): 20 MiB to each of them.
+    const CLIENTS: usize = 10;
+    const LINES: usize = 2_000;
+    let _heavy = one_at_a_time();
+    let pki = Pki::new();
+    let server = TestServer::start_with(&pki, test_limits());
+    let mut peers: Vec<Peer> = (0..CLIENTS)
+        .map(|_| Peer::connect(server.addr, &pki.ca, None))
+        .collect();
+    for (i, peer) in peers.iter_mut().enumerate() {
+        for _ in i + 1..CLIENTS {
+            assert!(peer.next_line().ends_with(" joined #lobby"));
+        }
+    }
+    let nicks: Vec<String> = peers.iter().map(|p| p.nick.clone()).collect();
+    let padding = padding();
+    let tallies: Vec<Tally> = thread::scope(|scope| {
+        let clients: Vec<_> = peers
+            .iter_mut()
+            .map(|peer| scope.spawn(|| flood_and_read(peer, LINES, CLIENTS * LINES, &padding)))
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (nick, tally) in nicks.iter().zip(&tallies) {
+        for sender in &nicks {
+            assert_eq!(tally.count_from(sender), LINES, "{nick} from {sender}");
+        }
+        assert!(tally.other.is_empty(), "{nick} also got {:?}", tally.other);
+    }
+    server.stop();
+}
+
+/// A talker floods `lines` lines while a listener reads them all; returns
+/// what the listener got. Both are members already.
+fn talk(talker: &mut Peer, listener: &mut Peer, lines: usize, padding: &[u8]) -> Tally {
+    thread::scope(|scope| {
+        let nick = talker.nick.clone();
+        // The talker's own lines come back to it; reading them keeps it a
+        // healthy reader too.
+        scope.spawn(move || {
+            let heard = flood_and_read(talker, lines, lines, padding);
+            assert_eq!(heard.count_from(&nick), lines);
+        });
+        read_all(listener, lines, padding)
+    })
+}
+
+#[test]
+fn a_client_that_never_reads_is_cut_for_stalling_while_the_others_get_everything() {
+    const LINES: usize = 5_000;
+    let _heavy = one_at_a_time();
+    let pki = Pki::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(["--rate", "0", "--stall-timeout", "1"].map(OsStr::new));
+    let mut server = ServerProcess::start(&args);
+    let mut talker = Peer::connect(server.addr, &pki.ca, None);
+    let mut listener = Peer::connect(server.addr, &pki.ca, None);
+    assert!(talker.next_line().ends_with(" joined #lobby"));
+    let silent = Peer::connect(server.addr, &pki.ca, Some(4096));
+    for peer in [&mut talker, &mut listener] {
+        assert_eq!(
+            peer.next_line(),
+            format!("notice {} joined #lobby", silent.nick)
+        );
+    }
+
+    let heard = talk(&mut talker, &mut listener, LINES, &padding());
+    assert_eq!(heard.count_from(&talker.nick), LINES);
+    let cut = server.wait_for_log(|line| line.contains("disconnected, stalled"));
+    assert!(
+        cut.contains(": disconnected, stalled: its connection took nothing for ")
+            && cut.contains("(--stall-timeout 1 s)"),
+        "{cut}"
+    );
+    // Everyone else is told, in the room's words.
+    assert_eq!(
+        listener.next_line(),
+        format!("notice {} quit: too slow", silent.nick)
+    );
+    drop(silent);
+    server.stop();
+}
+
+#[test]
+fn a_reader_that_pauses_for_two_seconds_is_kept_and_loses_nothing() {
+    const LINES: usize = 3_000;
+    /// Longer than the socket buffers take to fill, shorter than the
+    /// default stall timeout.
+    const PAUSE: Duration = Duration::from_secs(2);
+    let _heavy = one_at_a_time();
+    let pki = Pki::new();
+    let server = TestServer::start_with(&pki, test_limits());
+    let mut talker = Peer::connect(server.addr, &pki.ca, None);
+    let mut pauser = Peer::connect(server.addr, &pki.ca, Some(4096));
+    assert!(talker.next_line().ends_with(" joined #lobby"));
+    let padding = padding();
+    let (pauser_nick, talker_nick) = (pauser.nick.clone(), talker.nick.clone());
+    let heard = thread::scope(|scope| {
+        let listening = scope.spawn(|| {
+            // The pause is the behaviour under test, not a wait for
+            // something: 3 MiB arrive meanwhile, far more than the kernel
+            // holds for this socket, so its lines pile up at the server.
+            thread::sleep(PAUSE);
+            read_all(&mut pauser, LINES, &padding)
+        });
+        let heard_back = flood_and_read(&mut talker, LINES, LINES, &padding);
+        assert_eq!(heard_back.count_from(&talker_nick), LINES);
+        listening.join().unwrap()
+    });
+    assert_eq!(heard.count_from(&talker_nick), LINES, "{pauser_nick}");
+    assert!(heard.other.is_empty(), "{:?}", heard.other);
+    server.stop();
+}
+
+#[test]
+fn a_steady_reader_at_a_tenth_of_the_rooms_pace_is_cut_for_lag() {
+    /// The talker's pace: 200 lines of 1 KiB a second.
+    const EVERY: Duration = Duration::from_millis(5);
+    /// The slow reader's: 2 KiB every 100 ms, a tenth of that.
+    const SIP: usize = 2048;
+    const SIP_EVERY: Duration = Duration::from_millis(100);
+    let _heavy = one_at_a_time();
+    let pki = Pki::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(["--rate", "0", "--max-lag", "2"].map(OsStr::new));
+    let mut server = ServerProcess::start(&args);
+    let mut talker = Peer::connect(server.addr, &pki.ca, None);
+    let slow = Peer::connect(server.addr, &pki.ca, Some(4096));
+    assert!(talker.next_line().ends_with(" joined #lobby"));
+    let slow_nick = slow.nick.clone();
+    let stop = AtomicBool::new(false);
+    let padding = padding();
+    thread::scope(|scope| {
+        let Peer {
+            write,
+            read,
+            buffer,
+            ..
+        } = &mut talker;
+        let (stop, padding) = (&stop, &padding);
+        scope.spawn(move || {
+            let mut n = 0;
+            let start = Instant::now();
+            while !stop.load(Ordering::SeqCst) && start.elapsed() < TIMEOUT {
+                let mut line = format!("{n} ").into_bytes();
+                line.extend_from_slice(padding);
+                line.push(b'\n');
+                write.send(&line).unwrap();
+                n += 1;
+                // The pace is what is tested: a steady room.
+                thread::sleep(EVERY);
+            }
+        });
+        scope.spawn(move || {
+            // The talker reads its own lines as fast as they come, until
+            // the slow reader's departure is announced.
+            let mut tally = Tally::default();
+            let mut notice = None;
+            let end = read_lines(read, buffer, |line| {
+                if line.starts_with(b"notice ") {
+                    notice = Some(String::from_utf8_lossy(line).into_owned());
+                    return false;
+                }
+                tally.take(line, padding);
+                true
+            });
+            stop.store(true, Ordering::SeqCst);
+            assert_eq!(end, None, "the talker was cut");
+            assert_eq!(notice, Some(format!("notice {slow_nick} quit: too slow")));
+        });
+        scope.spawn(move || {
+            let mut sipped = 0;
+            let mut socket = &*slow.socket;
+            let mut raw = vec![0u8; SIP];
+            // Reads the TLS bytes without decrypting: only the pace matters.
+            while !stop.load(Ordering::SeqCst) {
+                match std::io::Read::read(&mut socket, &mut raw) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sipped += n,
+                }
+                thread::sleep(SIP_EVERY);
+            }
+            assert!(sipped > 0, "the slow reader never read");
+        });
+    });
+    let cut = server.wait_for_log(|line| line.contains(": disconnected, "));
+    assert!(
+        cut.contains(": disconnected, too slow: ")
+            && cut.contains("behind the room (--max-lag 2 s)"),
+        "{cut}"
+    );
+    server.stop();
+}
+
+#[test]
+fn past_the_memory_budget_senders_wait_and_nothing_is_dropped() {
+    const LINES: usize = 4_000;
+    const PAUSE: Duration = Duration::from_millis(1500);
+    let _heavy = one_at_a_time();
+    let pki = Pki::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    // 4 MiB of lines against a budget of 1 MiB: the hub must stop taking
+    // lines while the paused reader holds them up.
+    args.extend(["--rate", "0", "--memory-budget", "1M"].map(OsStr::new));
+    let mut server = ServerProcess::start(&args);
+    let mut talker = Peer::connect(server.addr, &pki.ca, None);
+    let mut pauser = Peer::connect(server.addr, &pki.ca, Some(4096));
+    assert!(talker.next_line().ends_with(" joined #lobby"));
+    let padding = padding();
+    let talker_nick = talker.nick.clone();
+    let heard = thread::scope(|scope| {
+        let listening = scope.spawn(|| {
+            // As above, the pause is the behaviour under test.
+            thread::sleep(PAUSE);
+            read_all(&mut pauser, LINES, &padding)
+        });
+        let heard_back = flood_and_read(&mut talker, LINES, LINES, &padding);
+        assert_eq!(heard_back.count_from(&talker_nick), LINES);
+        listening.join().unwrap()
+    });
+    assert_eq!(heard.count_from(&talker_nick), LINES);
+    let overload = server.wait_for_log(|line| line.contains("overload"));
+    assert!(
+        overload.contains("(--memory-budget 1 MiB): taking no new lines until they catch up"),
+        "{overload}"
+    );
+    let log = server.stop();
+    assert!(
+        !log.iter().any(|line| line.contains(": disconnected, ")),
+        "{log:#?}"
+    );
+}

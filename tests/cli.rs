@@ -34,8 +34,12 @@ fn help_documents_every_flag() {
         "--key",
         "--handshake-timeout",
         "--max-line",
-        "--queue-lines",
-        "--queue-bytes",
+        "--max-clients",
+        "--stall-timeout",
+        "--max-lag",
+        "--max-pending",
+        "--memory-budget",
+        "--writers",
     ] {
         assert!(
             stdout(&server).contains(flag),
@@ -290,4 +294,57 @@ fn server_binary_serves_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0), "{log:?}");
     // The log records connections but never what was said.
     assert!(!log.iter().any(|l| l.contains("héllo")), "{log:?}");
+}
+
+#[test]
+fn server_refuses_more_clients_than_the_machine_allows_and_says_how_to_raise_it() {
+    let pki = Pki::new();
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    // More threads than any kernel.pid_max allows (at most 4,194,304).
+    let args = ["--addr", "127.0.0.1:0", "--cert", cert, "--key", key];
+    let output = run(
+        SERVER,
+        &[&args[..], &["--max-clients", "10000000"]].concat(),
+        "",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.starts_with(
+            "chat-server: --max-clients 10000000 is more than this machine allows: room for "
+        ),
+        "{text}"
+    );
+    assert!(text.contains("raise it with "), "{text}");
+}
+
+#[test]
+fn server_logs_what_its_limits_allow_at_start() {
+    let pki = Pki::new();
+    let mut server = ServerProcess::start(&cert_args(&pki.cert, &pki.key));
+    let line = server.wait_for_log(|line| line.contains("room for "));
+    assert!(
+        line.contains("connections (each takes a thread, a file and 4 memory maps): "),
+        "{line}"
+    );
+    assert!(line.contains("vm.max_map_count"), "{line}");
+    assert!(line.contains("open files"), "{line}");
+    server.stop();
+}
+
+#[test]
+fn the_old_queue_flags_say_what_replaced_them() {
+    for flag in ["--queue-lines", "--queue-bytes", "--write-timeout"] {
+        let output = run(SERVER, &[flag, "100"], "");
+        assert_eq!(output.status.code(), Some(1));
+        let text = stderr(&output);
+        assert!(text.contains(&format!("{flag} is gone")), "{text}");
+        assert!(text.contains("--stall-timeout"), "{text}");
+        assert!(text.contains("--memory-budget"), "{text}");
+    }
+    for (flag, bad) in [("--memory-budget", "12MB"), ("--stall-timeout", "soon")] {
+        let output = run(SERVER, &[flag, bad], "");
+        assert_eq!(output.status.code(), Some(1));
+        assert!(stderr(&output).contains(bad), "{}", stderr(&output));
+    }
 }

@@ -1,0 +1,3 @@
+module secure-chat/go-peer
+
+go 1.19

@@ -1,4 +1,5 @@
-//! `chat-bench`: a load generator for a chat server on loopback.
+//! `chat-bench`: a load generator for a chat server on loopback, and a
+//! driver that runs a suite of measurements against several servers.
 //!
 //! Every client is a real TLS client built on the library's TLS code, so
 //! the bench pays the costs a `chat-client` would. Clients that only read
@@ -21,6 +22,7 @@ mod poller;
 mod probe;
 mod progress;
 mod report;
+mod suite;
 
 use std::process::ExitCode;
 
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Parsed::Run(options) => measure(*options),
+        Parsed::Suite(options) => suite::run(&options),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -6,12 +6,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::peer::Peer;
+use crate::suite::{self, SuiteOptions};
 
 /// The `--help` text.
 pub const HELP: &str = "\
 chat-bench: a load generator for chat-server (loopback only)
 
 Usage: chat-bench MODE [OPTIONS]
+       chat-bench suite [OPTIONS]     (see chat-bench suite --help)
 
 Modes:
   fanout     N clients connect; S of them each send M lines as fast as they
@@ -140,7 +142,7 @@ impl FromStr for Mode {
             "handshake" => Ok(Mode::Handshake),
             "slow" => Ok(Mode::Slow),
             other => Err(format!(
-                "unknown mode '{other}': use fanout, latency, idle, handshake or slow"
+                "unknown mode '{other}': use fanout, latency, idle, handshake, slow or suite"
             )),
         }
     }
@@ -251,6 +253,8 @@ impl Options {
 pub enum Parsed {
     /// Run one measurement.
     Run(Box<Options>),
+    /// Run the suite.
+    Suite(SuiteOptions),
     /// Print this help and stop.
     Help(&'static str),
 }
@@ -260,6 +264,7 @@ pub fn parse_args() -> Result<Parsed, lexopt::Error> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_env();
     let mut mode: Option<Mode> = None;
+    let mut first = true;
     let mut clients: Option<usize> = None;
     let mut senders: Option<usize> = None;
     let mut size: Option<usize> = None;
@@ -290,7 +295,9 @@ pub fn parse_args() -> Result<Parsed, lexopt::Error> {
     };
     let secs = |value: u64| Duration::from_secs(value);
     while let Some(arg) = parser.next()? {
+        let at_start = std::mem::replace(&mut first, false);
         match arg {
+            Value(value) if at_start && value == "suite" => return suite::parse_args(parser),
             Value(value) if mode.is_none() => mode = Some(value.parse()?),
             Long("addr") => options.addr = parser.value()?.parse()?,
             Long("ca") => options.ca = parser.value()?.into(),
@@ -318,7 +325,7 @@ pub fn parse_args() -> Result<Parsed, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
-    let mode = mode.ok_or("missing MODE: fanout, latency, idle, handshake or slow")?;
+    let mode = mode.ok_or("missing MODE: fanout, latency, idle, handshake, slow or suite")?;
     options.mode = mode;
     options.clients = clients.unwrap_or(match mode {
         Mode::Idle => DEFAULT_IDLE_CLIENTS,

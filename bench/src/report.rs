@@ -2,8 +2,10 @@
 //! `RESULT mode=fanout peer=secure-chat clients=100 ... status=ok`.
 //!
 //! Values are numbers, `yes`/`no`, names, or `na` where nothing was
-//! measured; `status` is `ok` or the problems seen, comma-separated.
+//! measured; `status` is `ok` or the problems seen, comma-separated. The
+//! suite reads these lines back with [`parse`].
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -75,9 +77,29 @@ impl ResultLine {
     }
 }
 
+/// The keys and values of a `RESULT` line; `None` if `line` is not one.
+pub fn parse(line: &str) -> Option<BTreeMap<String, String>> {
+    let rest = line.strip_prefix("RESULT ")?;
+    Some(
+        rest.split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_reads_back() {
+        let fields = parse("RESULT mode=idle clients=5 kib_per_conn=12.5 status=ok").unwrap();
+        assert_eq!(fields["mode"], "idle");
+        assert_eq!(fields["kib_per_conn"], "12.5");
+        assert_eq!(fields["status"], "ok");
+        assert!(parse("idle: 5 connections").is_none());
+    }
 
     #[test]
     fn values_are_replaced_and_kept_whole() {

@@ -8,7 +8,8 @@
 //! hands back its report. Sockets here are the bench's own, so they may be
 //! non-blocking; clients that send are not polled (see `connect`).
 
-use std::io::{self, BufRead};
+use std::collections::VecDeque;
+use std::io::{self, BufRead, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -28,6 +29,11 @@ const WAKER: Token = Token(usize::MAX);
 const TICK: Duration = Duration::from_millis(100);
 /// Events taken per `poll` call.
 const EVENTS: usize = 1024;
+/// Bytes read from one socket per turn. A busy client gets one read per
+/// turn and then waits for the others: reading one until it ran dry
+/// would let the server refill it meanwhile, and the clients behind it
+/// would fall behind far enough for a server to cut them as too slow.
+const TURN: usize = 64 * 1024;
 /// Longest line the bench accepts from the server (ncat's list of who
 /// is connected is one line of about 25 bytes per client).
 pub const MAX_SERVER_LINE: usize = 64 * 1024;
@@ -76,6 +82,8 @@ impl Poller {
                 slots: Vec::new(),
                 reports: Vec::new(),
                 frames: Vec::new(),
+                buf: vec![0; TURN],
+                ready: VecDeque::new(),
                 epoch,
                 flags,
                 cut_all: false,
@@ -146,6 +154,10 @@ struct State {
     reports: Vec<ClientReport>,
     /// Frames of one read, reused.
     frames: Vec<Frame>,
+    /// One socket read's bytes, reused by every client of the poller.
+    buf: Vec<u8>,
+    /// Clients that may have more to read, in turn order.
+    ready: VecDeque<usize>,
     /// Zero of latency timestamps.
     epoch: Instant,
     /// Shared with the main thread and the watchdog.
@@ -159,7 +171,13 @@ impl State {
     fn run(&mut self, inbox: &Receiver<Command>) -> Vec<ClientReport> {
         let mut events = Events::with_capacity(EVENTS);
         loop {
-            if let Err(err) = self.poll.poll(&mut events, Some(TICK)) {
+            // Clients with more to read are served before sleeping again.
+            let wait = if self.ready.is_empty() {
+                TICK
+            } else {
+                Duration::ZERO
+            };
+            if let Err(err) = self.poll.poll(&mut events, Some(wait)) {
                 if err.kind() != io::ErrorKind::Interrupted {
                     // Without a poll nothing more can be read: end every
                     // client with the reason, then wait for Finish below.
@@ -170,6 +188,13 @@ impl State {
             for event in events.iter() {
                 if event.token() != WAKER {
                     self.service(event.token().0, Some(event));
+                }
+            }
+            // One more turn for each client whose last read brought data;
+            // those that still have more are queued again, behind the rest.
+            for _ in 0..self.ready.len() {
+                if let Some(token) = self.ready.pop_front() {
+                    self.service(token, None);
                 }
             }
             // Commands are taken whatever the events: the waker's event
@@ -259,10 +284,15 @@ impl State {
             }
             return;
         }
-        let ended = pump(slot, &mut self.frames, self.epoch);
+        let pumped = pump(slot, &mut self.buf, &mut self.frames, self.epoch);
         slot.checker.flush_progress();
-        if let Some(end) = ended {
-            self.end(token, end);
+        match pumped {
+            Pumped::Drained => {}
+            // Queued once: a client already waiting for its turn keeps
+            // its place.
+            Pumped::More if !self.ready.contains(&token) => self.ready.push_back(token),
+            Pumped::More => {}
+            Pumped::Ended(end) => self.end(token, end),
         }
     }
 
@@ -277,9 +307,13 @@ impl State {
                 // the server still had for it, then the end, which tells
                 // whether the server had cut it.
                 slot.stalled = false;
-                if let Some(end) = pump(slot, &mut self.frames, self.epoch) {
-                    self.end(token, end);
-                    continue;
+                match pump(slot, &mut self.buf, &mut self.frames, self.epoch) {
+                    Pumped::Ended(end) => {
+                        self.end(token, end);
+                        continue;
+                    }
+                    Pumped::More => self.ready.push_back(token),
+                    Pumped::Drained => {}
                 }
             }
             slot.conn.send_close_notify();
@@ -331,46 +365,70 @@ fn flush(slot: &mut Slot) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends what is pending, then reads until the socket has nothing more;
-/// checks every line. Returns how the connection ended, if it did.
-fn pump(slot: &mut Slot, frames: &mut Vec<Frame>, epoch: Instant) -> Option<End> {
+/// What one turn of reading found.
+enum Pumped {
+    /// The socket had nothing more: wait for its next readiness event.
+    Drained,
+    /// A read brought data: the socket may hold more, for the next turn.
+    More,
+    /// The connection ended.
+    Ended(End),
+}
+
+/// Sends what is pending, then reads once from the socket into `buf`
+/// and hands it all to rustls; checks every line.
+///
+/// One `read` of up to [`TURN`] bytes, not rustls' own 4 KiB reads: one
+/// system call per turn, and the buffer is the poller's, not each
+/// client's.
+fn pump(slot: &mut Slot, buf: &mut [u8], frames: &mut Vec<Frame>, epoch: Instant) -> Pumped {
     if let Err(err) = flush(slot) {
-        return Some(End::Failed(err.to_string()));
+        return Pumped::Ended(End::Failed(err.to_string()));
     }
-    // Readiness is edge-triggered: read until the socket says WouldBlock,
-    // or no event would come for what is left. rustls takes at most one
-    // buffer per call, so that takes a loop.
+    let read = loop {
+        match slot.socket.read(buf) {
+            Ok(n) => break n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Pumped::Drained,
+            Err(err) => return Pumped::Ended(End::Failed(err.to_string())),
+        }
+    };
+    let mut rest = &buf[..read];
     loop {
-        let at_eof = match slot.conn.read_tls(&mut slot.socket) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Some(End::Failed(err.to_string())),
-        };
+        // rustls takes at most one record's worth at a time; at the end
+        // of the stream, the empty read tells it so.
+        if let Err(err) = slot.conn.read_tls(&mut rest) {
+            return Pumped::Ended(End::Failed(format!("TLS: {err}")));
+        }
         if let Err(err) = slot.conn.process_new_packets() {
             // rustls has queued an alert saying why; sending it is a
             // courtesy that changes nothing.
             let _ = flush(slot);
-            return Some(End::Failed(format!("TLS: {err}")));
+            return Pumped::Ended(End::Failed(format!("TLS: {err}")));
         }
         let state = drain(&mut slot.conn, &mut slot.framer, frames);
-        // One clock reading per read: lines decrypted together arrived
-        // together.
+        // One clock reading per record batch: lines decrypted together
+        // arrived together.
         let now = epoch.elapsed();
         for frame in frames.drain(..) {
             slot.checker.take(frame, now);
         }
         match state {
-            Ok(Stream::Closed) => return Some(End::CloseNotify),
-            Ok(Stream::Eof) => return Some(End::Eof),
-            Ok(Stream::Open) if at_eof => return Some(End::Eof),
+            Ok(Stream::Closed) => return Pumped::Ended(End::CloseNotify),
+            Ok(Stream::Eof) => return Pumped::Ended(End::Eof),
+            Ok(Stream::Open) if read == 0 => return Pumped::Ended(End::Eof),
             Ok(Stream::Open) => {}
-            Err(err) => return Some(End::Failed(err.to_string())),
+            Err(err) => return Pumped::Ended(End::Failed(err.to_string())),
+        }
+        if rest.is_empty() {
+            break;
         }
     }
     // A reply rustls wants to send (a key update) goes out now.
-    flush(slot).err().map(|err| End::Failed(err.to_string()))
+    match flush(slot) {
+        Ok(()) => Pumped::More,
+        Err(err) => Pumped::Ended(End::Failed(err.to_string())),
+    }
 }
 
 /// Where a stream stands after its plaintext has been taken.

@@ -229,9 +229,9 @@ impl Checker {
             uncounted: 0,
             rules,
         };
-        // A stalled client never reads its greeting, and some servers send
-        // none: for both the handshake is as far as a greeting goes.
-        if expect.stalled || !checker.rules.peer.greets() {
+        // A stalled client never reads its greeting: for it the handshake
+        // is as far as a greeting goes.
+        if expect.stalled {
             checker.greet();
         }
         checker
@@ -440,14 +440,19 @@ mod tests {
     }
 
     #[test]
-    fn ncat_needs_no_greeting_and_accepts_bare_lines() {
+    fn ncat_greets_with_its_list_and_relays_bare_lines() {
         let (rules, notes) = rules(Peer::Ncat, 1);
         let mut checker = Checker::new(rules, 0, Expect::default());
-        assert!(matches!(notes.try_recv(), Ok(Note::Greeted)));
         checker.take(
             line("<announce> 127.0.0.1 is connected as <user4>."),
             Duration::ZERO,
         );
+        assert!(notes.try_recv().is_err());
+        checker.take(
+            line("<announce> already connected: nobody."),
+            Duration::ZERO,
+        );
+        assert!(matches!(notes.try_recv(), Ok(Note::Greeted)));
         checker.take(
             line(&format!("<user4> {}", bench_line(0, 0))),
             Duration::ZERO,

@@ -15,7 +15,7 @@ use crate::modes::{self, burst, report_connect, secs, Shape};
 use crate::report::ResultLine;
 
 /// Time kept back from the deadline for closing and reporting after a
-/// run that did not finish.
+/// run that did not finish (at most a quarter of the time left).
 const RESERVE: Duration = Duration::from_secs(5);
 
 /// What one of the two runs found.
@@ -184,11 +184,8 @@ fn one_run(
         crowd.close();
         return None;
     }
-    let until = bench
-        .deadline
-        .checked_sub(RESERVE)
-        .unwrap_or(bench.deadline)
-        .min(Instant::now() + o.run_wait);
+    let left = bench.remaining().unwrap_or_default();
+    let until = (bench.deadline - RESERVE.min(left / 4)).min(Instant::now() + o.run_wait);
     let burst = burst(bench, &mut crowd, shape, until);
     let closed = crowd.close();
     let run = summarise(&closed, &burst, shape, echoes);

@@ -90,7 +90,9 @@ test: lint
 
 # The benchmark suite (bench/README.md): each measurement against a fresh
 # chat-server that the suite starts and stops itself, then one table.
-# More with ARGS, e.g. ARGS='--rounds 3 --out bench.md'.
+# More with ARGS, e.g. ARGS='--rounds 3 --out bench.md'; a server whose
+# --max-clients is 1000 needs ARGS='--server-arg=--max-clients=6000' for
+# the idle runs.
 bench: certs
 	$(CARGO) build --release --workspace
 	./target/release/chat-bench suite --certs $(CERTS_DIR) $(ARGS)

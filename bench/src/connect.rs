@@ -225,6 +225,8 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 
 /// The fix for the socket errors a large run is likely to hit.
 pub fn io_hint(err: &io::Error, addr: &SocketAddr) -> String {
+    // Linux's numbers; std names none of them as an ErrorKind that
+    // tells them apart.
     const ENFILE: i32 = 23;
     const EMFILE: i32 = 24;
     const EADDRNOTAVAIL: i32 = 99;

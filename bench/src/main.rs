@@ -29,6 +29,9 @@ use std::process::ExitCode;
 use crate::connect::Bench;
 use crate::options::Parsed;
 
+/// Parses the command line, runs, and turns the outcome into an exit
+/// status: 0 all checks passed, 1 a check failed or the run could not
+/// start, 2 a usage error.
 fn main() -> ExitCode {
     let parsed = match options::parse_args() {
         Ok(parsed) => parsed,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::Connection;
@@ -114,6 +114,7 @@ impl Poller {
         self.thread.join().unwrap_or_default()
     }
 
+    /// Queues `command` and wakes the thread to take it.
     fn send(&self, command: Command) -> Result<(), String> {
         self.commands
             .send(command)
@@ -199,14 +200,17 @@ impl State {
             }
             // Commands are taken whatever the events: the waker's event
             // and a command sent just after it may cross.
-            while let Ok(command) = inbox.try_recv() {
-                match command {
-                    Command::Add(client) => self.add(*client),
-                    Command::Close => self.close_all(),
-                    Command::Finish => {
+            loop {
+                match inbox.try_recv() {
+                    Ok(Command::Add(client)) => self.add(*client),
+                    Ok(Command::Close) => self.close_all(),
+                    // Finish, or the main thread gave up on this poller
+                    // without one: cut what is left and end.
+                    Ok(Command::Finish) | Err(TryRecvError::Disconnected) => {
                         self.end_all(&End::Eof);
                         return std::mem::take(&mut self.reports);
                     }
+                    Err(TryRecvError::Empty) => break,
                 }
             }
             if self.flags.expired() && !self.cut_all {

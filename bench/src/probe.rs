@@ -62,6 +62,7 @@ impl Probe {
         Probe::new("/proc/self".to_string())
     }
 
+    /// A probe of the /proc directory `dir`.
     fn new(dir: String) -> Probe {
         Probe {
             dir,

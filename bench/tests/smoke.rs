@@ -64,6 +64,7 @@ impl Certs {
         Certs(dir)
     }
 
+    /// A file in the directory.
     fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
@@ -78,12 +79,17 @@ impl Drop for Certs {
 
 /// A chat server running in a thread of this process; stopped when dropped.
 struct InProcess {
+    /// Where it listens.
     addr: SocketAddr,
+    /// Stops it.
     stopper: Stopper,
+    /// Disconnects, or gets a message, when `run` has returned.
     finished: crossbeam_channel::Receiver<()>,
 }
 
 impl InProcess {
+    /// Binds 127.0.0.1:0 before the thread starts, so clients can
+    /// connect at once.
     fn start(certs: &Certs) -> InProcess {
         let config =
             tls::server_config(&certs.path("server.crt"), &certs.path("server.key"), None).unwrap();

@@ -2,10 +2,15 @@
 //! burst (fanout and slow), and the lines that report CPU, connecting and
 //! closing.
 
+/// Throughput of several senders to many readers.
 pub mod fanout;
+/// TLS handshakes per second, full or resumed.
 pub mod handshake;
+/// Memory and threads per idle connection, and one broadcast.
 pub mod idle;
+/// Delay of each line at a steady rate.
 pub mod latency;
+/// A fan-out beside clients that never read.
 pub mod slow;
 
 use std::net::Shutdown;

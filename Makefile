@@ -2,7 +2,8 @@
 #
 #   make run-server   make the local certificates if missing, then run the server
 #   make run-client   run the client (in another terminal)
-#   make test         lint, then every test
+#   make test         lint, then every test (the bench crate's too)
+#   make bench        the benchmark suite against a fresh chat-server
 #
 # CERTS_DIR=dir puts the certificates elsewhere (the tests use a temp dir).
 
@@ -81,16 +82,20 @@ run-client: build
 	./target/release/chat-client $(ARGS)
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: lint
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 
-# The load generator; run-server in another terminal with ARGS='--rate 0',
-# so that flood control does not slow the load down.
-bench: certs build
-	./target/release/chat-bench $(ARGS)
+# The benchmark suite (bench/README.md): each measurement against a fresh
+# chat-server that the suite starts and stops itself, then one table.
+# More with ARGS, e.g. ARGS='--rounds 3 --out bench.md'; a server whose
+# --max-clients is 1000 needs ARGS='--server-arg=--max-clients=6000' for
+# the idle runs.
+bench: certs
+	$(CARGO) build --release --workspace
+	./target/release/chat-bench suite --certs $(CERTS_DIR) $(ARGS)
 
 clean:
 	$(CARGO) clean

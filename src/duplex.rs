@@ -131,7 +131,15 @@ fn drive_handshake(
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeError::TimedOut(timeout),
         _ => HandshakeError::Io(err),
     };
+    let server = matches!(conn, Connection::Server(_));
     loop {
+        // A server's handshake is over once the client's Finished is read;
+        // what it queued then (a session ticket) goes out with its first
+        // lines, in one send. A client must send its Finished now: the
+        // server waits for it.
+        if server && !conn.is_handshaking() {
+            return Ok(());
+        }
         write_pending(conn, socket, deadline).map_err(timed_out)?;
         if !conn.is_handshaking() {
             return Ok(());
@@ -194,10 +202,11 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
     /// Whatever was decrypted went to the sink (maybe nothing: not every
-    /// TLS record carries data). If `wants_write`, rustls has something to
-    /// send in reply (a key update); the writer must flush it.
+    /// TLS record carries data). If `wants_write`, reading made rustls
+    /// queue something to send in reply (a key update, an alert) while
+    /// nothing else was waiting; the writer must flush it.
     Data {
-        /// rustls has queued bytes that only the writer may send.
+        /// rustls has newly queued bytes that only the writer may send.
         wants_write: bool,
     },
     /// The peer sent close_notify: it has said all it will say.
@@ -233,6 +242,12 @@ impl ReadHalf {
                 delivered = true;
                 sink(bytes)
             })?;
+            // What is queued now, the handshake queued (a server's session
+            // ticket): it goes out with the first lines.
+            let state = match state {
+                Received::Data { .. } => Received::Data { wants_write: false },
+                other => other,
+            };
             if delivered || state != (Received::Data { wants_write: false }) {
                 return Ok(state);
             }
@@ -249,13 +264,23 @@ impl ReadHalf {
             }
         }
         let mut conn = lock(&self.conn);
+        let queued_before = conn.wants_write();
         // rustls takes at most one buffer's worth per call; whatever is left
         // in the socket wakes the next `peek` at once.
         let read = conn.read_tls(&mut &*self.socket)?;
         self.received += read as u64;
         conn.process_new_packets()
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
-        drain_plaintext(&mut conn, sink)
+        let mut state = drain_plaintext(&mut conn, sink)?;
+        if queued_before {
+            // The writer already has output waiting (a full socket, or a
+            // server's session ticket); it sends anything new with it.
+            state = match state {
+                Received::Data { .. } => Received::Data { wants_write: false },
+                other => other,
+            };
+        }
+        Ok(state)
     }
 }
 
@@ -342,21 +367,29 @@ impl WriteHalf {
         let _ = self.socket.shutdown(Shutdown::Both);
     }
 
-    /// Never waits: sends what rustls already holds, then encrypts as much
-    /// of `plaintext` as rustls will take (up to 64 KiB of records) and
-    /// sends that, as far as the kernel takes it.
+    /// Never waits: encrypts as much of `plaintext` as rustls will take (up
+    /// to 64 KiB of records) and sends it, with whatever rustls already
+    /// held, as far as the kernel takes it.
     ///
     /// The writer shards' way to write: what the kernel does not take stays
-    /// inside rustls, already encrypted, for the next call. Nothing new is
-    /// encrypted while older records wait, so at most one batch of
-    /// ciphertext is ever held per connection. The lock is held throughout,
-    /// which is fine because nothing here waits for the network.
-    pub fn offer(&mut self, plaintext: &[IoSlice<'_>]) -> io::Result<Offered> {
+    /// inside rustls, already encrypted, for the next call. After the kernel
+    /// was `full` the records already waiting go first, and nothing new is
+    /// encrypted until they are all gone, so at most one batch of
+    /// ciphertext is ever held per connection. Otherwise what waits is
+    /// small (a session ticket, a key update) and goes in the same system
+    /// call as the new lines. The lock is held throughout, which is fine
+    /// because nothing here waits for the network.
+    pub fn offer(&mut self, plaintext: &[IoSlice<'_>], full: bool) -> io::Result<Offered> {
         let mut conn = lock(&self.conn);
-        let mut sent = send_without_waiting(&mut conn, &self.socket)?;
+        let mut sent = 0;
+        if full {
+            sent += send_without_waiting(&mut conn, &self.socket)?;
+        }
         let mut taken = 0;
-        if !conn.wants_write() && !plaintext.is_empty() {
-            taken = conn.writer().write_vectored(plaintext)?;
+        if !conn.wants_write() || !full {
+            if !plaintext.is_empty() {
+                taken = conn.writer().write_vectored(plaintext)?;
+            }
             sent += send_without_waiting(&mut conn, &self.socket)?;
         }
         self.sent += sent as u64;

@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
-
 use crate::budget::{Budget, Outgoing};
 use crate::line::Frame;
 use crate::protocol::{self, Command, Nick, Room, ServerLine, COMMANDS};
+use crate::queue::Receiver;
 use crate::shard::{RoomId, Shard, Slot, To, Work};
 
 /// Default for how many of a room's last lines a newcomer is shown.
@@ -77,6 +76,9 @@ pub enum Event {
     Gone {
         /// The connection.
         id: ClientId,
+        /// Its shard and slot: the shard hears of the end from the hub, in
+        /// the same round as the hub's own last word.
+        address: Address,
         /// Why, for the log.
         reason: String,
         /// What the room is told, if anything beyond "quit".
@@ -186,6 +188,10 @@ impl Dispatch {
         self.batches[at.shard].push(Work::Close(at.slot));
     }
 
+    fn reader_done(&mut self, at: Address) {
+        self.batches[at.shard].push(Work::ReaderDone(at.slot));
+    }
+
     /// Hands every shard what was gathered for it.
     fn hand_over(&mut self) {
         for (shard, batch) in self.shards.iter().zip(&mut self.batches) {
@@ -245,23 +251,18 @@ pub fn run(
         budget,
         last_overload_warning: None,
     };
-    'events: while let Ok(first) = events.recv() {
-        // Handle what is already waiting, up to a round's worth, before
-        // handing the shards their work: under load each shard wakes once
-        // for many lines; with one event at a time, nothing waits longer.
-        let mut next = Some(first);
-        let mut handled = 0;
-        while let Some(event) = next.take() {
+    let mut round = Vec::with_capacity(ROUND);
+    // Everything already waiting, up to a round's worth, is handled before
+    // the shards get their work: under load each shard wakes once for many
+    // lines; with one event at a time, nothing waits longer.
+    'events: while events.recv_batch(&mut round, ROUND) {
+        for event in round.drain(..) {
             if matches!(event, Event::Shutdown) || stop.load(Ordering::SeqCst) {
                 break 'events;
             }
             hub.handle(event);
             if hub.budget.is_over() {
                 hub.wait_for_writers();
-            }
-            handled += 1;
-            if handled < ROUND {
-                next = events.try_recv().ok();
             }
         }
         hub.dispatch.hand_over();
@@ -285,7 +286,15 @@ impl Hub {
                     "you are sending too fast: your lines are being delayed (none are lost)",
                 );
             }
-            Event::Gone { id, reason, public } => self.remove(id, public, &reason),
+            Event::Gone {
+                id,
+                address,
+                reason,
+                public,
+            } => {
+                self.remove(id, public, &reason);
+                self.dispatch.reader_done(address);
+            }
             Event::Shutdown => unreachable!("handled by run"),
         }
     }

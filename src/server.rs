@@ -15,6 +15,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::queue;
 use rustls::{Connection, ServerConfig, ServerConnection};
 
 use crate::budget::{self, Budget};
@@ -23,6 +25,7 @@ use crate::duplex::{self, ReadHalf, Received};
 use crate::error::Error;
 use crate::hub::{self, Address, ClientId, Event, HubSettings, PeerCertificate};
 use crate::line::{LineFramer, MAX_LINE_LEN};
+use crate::pool::Pool;
 use crate::shard::{self, Fate, Registration, Shard, ShardSettings, Slot, Work};
 use crate::throttle::{RateLimit, TokenBucket};
 use crate::{tls, x509};
@@ -64,6 +67,18 @@ const CUT_AFTER: Duration = Duration::from_millis(1500);
 /// one failed system call from its end. Together with [`CUT_AFTER`] this
 /// keeps the promise that the server stops within two seconds.
 const LAST_WAIT: Duration = Duration::from_millis(400);
+
+/// How long a thread waits for the next connection after its own ended,
+/// before it ends too (see [`Pool`]): long enough to carry a burst of
+/// connections, short enough that a quiet server gives its threads back.
+const THREAD_KEEP: Duration = Duration::from_secs(5);
+
+/// Handshake threads kept waiting at most. Each keeps the deep stack and
+/// the allocator cache of its last handshake, about 50 KiB.
+const IDLE_HANDSHAKE_THREADS: usize = 64;
+
+/// Reading threads kept waiting at most, about 10 KiB each.
+const IDLE_READER_THREADS: usize = 256;
 
 /// How long the accept loop pauses when the system is out of file
 /// descriptors or memory, instead of spinning on an error that persists.
@@ -367,7 +382,7 @@ impl Server {
             shards.push(shard);
             writers.push(thread);
         }
-        let (events, hub_events) = crossbeam_channel::bounded(EVENT_QUEUE);
+        let (events, hub_events) = queue::bounded(EVENT_QUEUE);
         let hub_stop = Arc::new(AtomicBool::new(false));
         let hub = spawn_hub(
             hub_events,
@@ -380,6 +395,13 @@ impl Server {
         // Every connection's guard holds a clone; when the last guard is
         // gone, `recv` on `all_done` reports the channel disconnected.
         let (alive, all_done) = crossbeam_channel::bounded::<()>(0);
+        let handshakes = Pool::new(
+            "handshake",
+            HANDSHAKE_STACK,
+            THREAD_KEEP,
+            IDLE_HANDSHAKE_THREADS,
+        );
+        let readers = Pool::new("reader", READER_STACK, THREAD_KEEP, IDLE_READER_THREADS);
 
         let mut next_id = 0;
         let mut out_of_resources = false;
@@ -456,12 +478,9 @@ impl Server {
                 shard_index,
                 sockets: Arc::clone(&self.sockets),
                 guard,
+                readers: readers.clone(),
             };
-            let spawned = thread::Builder::new()
-                .name(format!("handshake {id}"))
-                .stack_size(HANDSHAKE_STACK)
-                .spawn(move || session.run());
-            match spawned {
+            match handshakes.run(move || session.run()) {
                 Ok(_) => no_threads = false,
                 // The session, and with it the socket and the guard, were
                 // dropped: the connection is closed and uncounted.
@@ -496,6 +515,8 @@ impl Server {
             self.sockets.cut(true);
             finished = wait_for_all(&all_done, LAST_WAIT).is_ok();
         }
+        handshakes.close();
+        readers.close();
         if finished {
             for writer in writers {
                 // A writer ends once its last connection is gone; a panic
@@ -513,7 +534,7 @@ impl Server {
 /// hub nobody can chat, and a server that looks alive but relays nothing is
 /// worse than one that says why it stopped.
 fn spawn_hub(
-    events: Receiver<Event>,
+    events: queue::Receiver<Event>,
     limits: &Limits,
     shards: Vec<Shard>,
     budget: Arc<Budget>,
@@ -553,11 +574,24 @@ fn spawn_hub(
 const LISTEN_BACKLOG: i32 = 4096;
 
 /// A listening socket on `addr`, as `TcpListener::bind` makes one (address
-/// reuse on), but with a deeper backlog.
+/// reuse on), but with a deeper backlog, and with the options every client
+/// connection needs.
+///
+/// Linux gives each accepted socket the options of its listener, so they
+/// are set once here rather than with six system calls per connection:
+/// no Nagle delay (chat lines are small and interactive: send each batch
+/// at once), TCP keepalive (see [`KEEPALIVE_IDLE`]) and [`UNSENT_LIMIT`].
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
+    use socket2::{Domain, Socket, TcpKeepalive, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    let keepalive = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_notsent_lowat(UNSENT_LIMIT)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
@@ -652,36 +686,35 @@ struct Session {
     tls: Arc<ServerConfig>,
     limits: Limits,
     /// The hub holds the receiving end.
-    events: Sender<Event>,
+    events: queue::Sender<Event>,
     /// The writer shard that will send to this client.
     shard: Shard,
     shard_index: usize,
     sockets: Arc<Sockets>,
     guard: Arc<ConnGuard>,
+    /// Where the reading thread comes from.
+    readers: Pool,
 }
 
 impl Session {
-    /// The client's first thread: the TLS handshake and the setup after
-    /// it; then it hands the connection to a fresh thread, which reads for
-    /// the rest of the connection, and ends.
+    /// Runs on a handshake thread: the TLS handshake and the setup after
+    /// it; then it hands the connection to a reading thread, which reads
+    /// for the rest of the connection, and is free for the next handshake.
     ///
     /// A thread keeps what it has touched for as long as it lives: the
     /// stack pages of the handshake's deep cryptography, and the blocks its
     /// allocator caches for it (glibc keeps up to seven freed blocks of
     /// each size per thread, about 9 KiB of the handshake's leftovers).
-    /// For an idle client that would be most of its memory; a fresh
-    /// thread starts with neither.
+    /// For an idle client that would be most of its memory; a reading
+    /// thread, which never handshakes, has neither.
     fn run(self) {
         let (id, peer) = (self.id, self.peer);
+        let self_readers = self.readers.clone();
         let Some(reader) = self.join() else {
             return;
         };
         let (shard, slot) = (reader.shard.clone(), reader.slot);
-        let spawned = thread::Builder::new()
-            .name(format!("client {id}"))
-            .stack_size(READER_STACK)
-            .spawn(move || reader.run());
-        if let Err(err) = spawned {
+        if let Err(err) = self_readers.run(move || reader.run()) {
             log::error!("{id} {peer}: dropped: cannot start a thread: {err}");
             // The reader never ran: close as the hub would have.
             shard.send(Work::Close(slot));
@@ -721,13 +754,14 @@ impl Session {
         self.sockets.chatting(id);
         // Fails only if the server is stopping and the shard has ended.
         let slot = self.shard.register(registration).ok()?;
+        let address = Address {
+            shard: self.shard_index,
+            slot,
+        };
         let ready = Event::Ready {
             id,
             peer,
-            address: Address {
-                shard: self.shard_index,
-                slot,
-            },
+            address,
             certificate,
         };
         Some(Reader {
@@ -743,32 +777,19 @@ impl Session {
             events: self.events,
             shard: self.shard,
             slot,
+            address,
             fate,
             guard: self.guard,
         })
     }
 
-    /// The TLS handshake, with its deadline, and the socket options for
-    /// the rest of the connection.
+    /// The TLS handshake, with its deadline.
     fn handshake(&self) -> Result<Connection, String> {
-        // Chat lines are small and interactive: send each batch at once.
-        self.socket
-            .set_nodelay(true)
-            .map_err(|err| format!("socket failed: {err}"))?;
         let mut conn = ServerConnection::new(Arc::clone(&self.tls))
             .map(Connection::Server)
             .map_err(|err| format!("TLS setup failed: {err}"))?;
         duplex::handshake(&mut conn, &self.socket, self.limits.handshake_timeout)
             .map_err(|err| format!("handshake failed: {err}"))?;
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(KEEPALIVE_IDLE)
-            .with_interval(KEEPALIVE_INTERVAL)
-            .with_retries(KEEPALIVE_PROBES);
-        let socket = socket2::SockRef::from(&*self.socket);
-        socket
-            .set_tcp_keepalive(&keepalive)
-            .and_then(|()| socket.set_tcp_notsent_lowat(UNSENT_LIMIT))
-            .map_err(|err| format!("socket failed: {err}"))?;
         Ok(conn)
     }
 }
@@ -787,10 +808,12 @@ struct Reader {
     /// The client was told it is too fast, and has not slowed down since.
     warned: bool,
     /// The hub holds the receiving end.
-    events: Sender<Event>,
+    events: queue::Sender<Event>,
     /// Asked to flush what rustls queued by itself; only the shard writes.
     shard: Shard,
     slot: Slot,
+    /// The shard and slot, for the hub.
+    address: Address,
     /// Why the shard cut the connection, if it did.
     fate: Arc<Fate>,
     guard: Arc<ConnGuard>,
@@ -816,14 +839,16 @@ impl Reader {
             reason = cut.to_string();
             public = Some("too slow");
         }
-        // Fails only if the hub has stopped, which closes every
-        // connection anyway.
-        let _ = self.events.send(Event::Gone {
+        let gone = Event::Gone {
             id: self.id,
+            address: self.address,
             reason,
             public,
-        });
-        self.shard.send(Work::ReaderDone(self.slot));
+        };
+        // The hub tells the shard; if the hub has stopped, we do.
+        if self.events.send(gone).is_err() {
+            self.shard.send(Work::ReaderDone(self.slot));
+        }
     }
 
     /// The read loop; returns why the connection ended.

@@ -120,7 +120,8 @@ pub enum Work {
     /// From the client's thread.
     Flush(Slot),
     /// The client's thread has stopped reading: the peer closed, or the
-    /// connection failed. Its last word.
+    /// connection failed. Passed on by the hub, after its own last word
+    /// about the client (or sent by the thread itself if the hub is gone).
     ReaderDone(Slot),
     /// The server is stopping: close every connection.
     Shutdown,
@@ -205,6 +206,9 @@ impl Shard {
     }
 
     /// Hands the shard a client; returns the slot the hub addresses it by.
+    ///
+    /// Does not wake the shard: there is nothing to send before the hub
+    /// has answered the client, and its answer wakes the shard.
     pub fn register(&self, registration: Registration) -> Result<Slot, ShardGone> {
         let mut inbox = self.lock();
         if inbox.closed {
@@ -690,7 +694,7 @@ impl Worker {
                         break;
                     }
                 }
-                client.write.offer(&slices)
+                client.write.offer(&slices, client.blocked_since.is_some())
             };
             let offered = match offered {
                 Ok(offered) => offered,

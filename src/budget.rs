@@ -22,7 +22,7 @@ pub const MEMORY_BUDGET: usize = 256 * 1024 * 1024;
 pub const LINE_OVERHEAD: usize = 64;
 
 /// What one recipient waiting for a line costs: the pointer in its queue.
-pub const REFERENCE_COST: usize = std::mem::size_of::<Arc<Outgoing>>();
+pub const REFERENCE_COST: usize = std::mem::size_of::<std::rc::Rc<Outgoing>>();
 
 /// Once over the limit, the hub waits until use falls below this share of
 /// it, so that it does not stop and start again on every line.
@@ -136,40 +136,49 @@ impl Budget {
 }
 
 /// One line on its way out: its text (with the `\n`), when it was made,
-/// and the budget it counts against until the last recipient is done.
+/// and the budget it counts against until the last holder lets go.
+///
+/// Cloning it is cheap and shares the text. The hub gives each writer shard
+/// one clone; a shard shares its clone among its recipients through an
+/// `Rc`, whose plain counter only that shard's thread touches. An `Arc` per
+/// recipient would have every delivery change a counter that both writer
+/// threads write, and the cache line holding it would bounce between cores.
+#[derive(Debug, Clone)]
+pub struct Outgoing(Arc<Text>);
+
 #[derive(Debug)]
-pub struct Outgoing {
+struct Text {
     text: Box<str>,
     born: Instant,
     budget: Arc<Budget>,
 }
 
 impl Outgoing {
-    /// Makes a line and charges it to `budget`. Recipients share the one
-    /// `Arc`; when the last one lets go, the budget gets the bytes back.
-    pub fn new(text: String, budget: &Arc<Budget>) -> Arc<Outgoing> {
+    /// Makes a line and charges it to `budget`, which gets the bytes back
+    /// when the last clone is dropped.
+    pub fn new(text: String, budget: &Arc<Budget>) -> Outgoing {
         let text = text.into_boxed_str();
         budget.charge(text.len() + LINE_OVERHEAD);
-        Arc::new(Outgoing {
+        Outgoing(Arc::new(Text {
             text,
             born: Instant::now(),
             budget: Arc::clone(budget),
-        })
+        }))
     }
 
     /// The line as it goes on the wire.
     pub fn text(&self) -> &str {
-        &self.text
+        &self.0.text
     }
 
     /// When the hub made it: the age of the oldest line a client still
     /// waits for is how far behind that client is.
     pub fn born(&self) -> Instant {
-        self.born
+        self.0.born
     }
 }
 
-impl Drop for Outgoing {
+impl Drop for Text {
     fn drop(&mut self) {
         self.budget.refund(self.text.len() + LINE_OVERHEAD);
     }
@@ -184,7 +193,7 @@ mod tests {
     fn a_line_is_counted_once_until_its_last_holder_drops_it() {
         let budget = Budget::new(1 << 20);
         let line = Outgoing::new("hello\n".to_string(), &budget);
-        let copies: Vec<_> = (0..100).map(|_| Arc::clone(&line)).collect();
+        let copies: Vec<_> = (0..100).map(|_| line.clone()).collect();
         assert_eq!(budget.used(), 6 + LINE_OVERHEAD);
         drop(line);
         drop(copies);

@@ -156,7 +156,7 @@ struct Dispatch {
 }
 
 impl Dispatch {
-    fn send_one(&mut self, to: Address, line: Arc<Outgoing>) {
+    fn send_one(&mut self, to: Address, line: Outgoing) {
         self.batches[to.shard].push(Work::Deliver {
             line,
             to: To::One(to.slot),
@@ -164,14 +164,14 @@ impl Dispatch {
     }
 
     /// One message per shard with members in the room, not one per member.
-    fn send_room(&mut self, room: &RoomState, line: Arc<Outgoing>, except: Option<Address>) {
+    fn send_room(&mut self, room: &RoomState, line: Outgoing, except: Option<Address>) {
         for (shard, &count) in room.per_shard.iter().enumerate() {
             let except = except.filter(|a| a.shard == shard).map(|a| a.slot);
             if count == usize::from(except.is_some()) {
                 continue;
             }
             self.batches[shard].push(Work::Deliver {
-                line: Arc::clone(&line),
+                line: line.clone(),
                 to: To::Room {
                     room: room.id,
                     except,
@@ -300,7 +300,7 @@ impl Hub {
     }
 
     /// Makes a line that counts against the memory budget until sent.
-    fn line(&self, text: String) -> Arc<Outgoing> {
+    fn line(&self, text: String) -> Outgoing {
         Outgoing::new(text, &self.budget)
     }
 
@@ -511,7 +511,7 @@ impl Hub {
                     }
                     .to_wire();
                     let line = self.line(wire);
-                    self.deliver(target, Arc::clone(&line));
+                    self.deliver(target, line.clone());
                     if target != id {
                         self.deliver(id, line);
                     }
@@ -699,7 +699,7 @@ impl Hub {
     }
 
     /// Queues one line for one member.
-    fn deliver(&mut self, id: ClientId, line: Arc<Outgoing>) {
+    fn deliver(&mut self, id: ClientId, line: Outgoing) {
         if let Some(member) = self.members.get(&id) {
             self.dispatch.send_one(member.address, line);
         }
@@ -727,7 +727,7 @@ impl Hub {
 
     /// Sends one line to a room: formatted once, shared by every recipient,
     /// and one message to each shard with members there.
-    fn fan_out(&mut self, room: &str, line: Arc<Outgoing>, except: Option<ClientId>) {
+    fn fan_out(&mut self, room: &str, line: Outgoing, except: Option<ClientId>) {
         let Some(state) = self.rooms.get(room) else {
             return;
         };
@@ -741,7 +741,7 @@ impl Hub {
     fn shutdown(&mut self) {
         let notice = self.line(ServerLine::Notice(SHUTDOWN_NOTICE).to_wire());
         for member in self.members.values() {
-            self.dispatch.send_one(member.address, Arc::clone(&notice));
+            self.dispatch.send_one(member.address, notice.clone());
             self.dispatch.close(member.address);
         }
         self.dispatch.hand_over();

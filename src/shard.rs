@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -107,7 +108,7 @@ pub enum Work {
     /// A line for one client or a room. From the hub.
     Deliver {
         /// The line, shared.
-        line: Arc<Outgoing>,
+        line: Outgoing,
         /// Its recipients on this shard.
         to: To,
     },
@@ -278,23 +279,27 @@ pub fn spawn(
     let handle = Shard {
         shared: Arc::clone(&shared),
     };
-    let worker = Worker {
-        poll,
-        shard: Shard { shared },
-        settings,
-        budget,
-        clients: Vec::new(),
-        rooms: HashMap::new(),
-        dirty: Vec::new(),
-        watch: Vec::new(),
-        next_check: None,
-        freed: Vec::new(),
-        live: 0,
-        stopping: false,
-    };
+    let shard = Shard { shared };
     let thread = thread::Builder::new()
         .name(format!("writer {index}"))
-        .spawn(move || worker.run())?;
+        .spawn(move || {
+            // Made in its thread: its queues hold `Rc`s, which stay there.
+            let worker = Worker {
+                poll,
+                shard,
+                settings,
+                budget,
+                clients: Vec::new(),
+                rooms: HashMap::new(),
+                dirty: Vec::new(),
+                watch: Vec::new(),
+                next_check: None,
+                freed: Vec::new(),
+                live: 0,
+                stopping: false,
+            };
+            worker.run()
+        })?;
     Ok((handle, thread))
 }
 
@@ -320,7 +325,7 @@ struct Client {
     fate: Arc<Fate>,
     on_done: Option<Box<dyn FnOnce(u64) + Send>>,
     /// Lines not yet encrypted, oldest first.
-    pending: VecDeque<Arc<Outgoing>>,
+    pending: VecDeque<Rc<Outgoing>>,
     /// How much of the first pending line rustls has already taken.
     offset: usize,
     /// What `pending` pins: its text and a pointer per line.
@@ -556,7 +561,10 @@ impl Worker {
         }
     }
 
-    fn deliver(&mut self, line: Arc<Outgoing>, to: To) {
+    fn deliver(&mut self, line: Outgoing, to: To) {
+        // Shared among this shard's recipients by a counter only this
+        // thread touches (see [`Outgoing`]).
+        let line = Rc::new(line);
         let mut pushed = 0;
         let mut over_cap = Vec::new();
         let mut push = |worker: &mut Worker, slot: Slot| match worker.push(slot, &line) {
@@ -593,7 +601,7 @@ impl Worker {
 
     /// Queues a line for one client, and notes that it has something to
     /// send. The caller charges the budget for the reference.
-    fn push(&mut self, slot: Slot, line: &Arc<Outgoing>) -> Pushed {
+    fn push(&mut self, slot: Slot, line: &Rc<Outgoing>) -> Pushed {
         let cap = self.settings.max_pending;
         let Some(client) = self.client(slot) else {
             return Pushed::No;
@@ -601,7 +609,7 @@ impl Worker {
         if client.phase != Phase::Open {
             return Pushed::No;
         }
-        client.pending.push_back(Arc::clone(line));
+        client.pending.push_back(Rc::clone(line));
         client.pending_bytes += line.text().len() + REFERENCE_COST;
         if client.pending_bytes > cap {
             return Pushed::OverCap;

@@ -65,6 +65,9 @@ Load:
   --stalled K          slow: clients that never read [default: 1]
   --run-wait SECS      slow: how long one run may take to deliver
                        everything before it counts as incomplete [default: 20]
+  --stall-wait SECS    slow: after the run beside stalled clients, how long
+                       to watch them for the server's cut before closing
+                       them [default: 10; the server's stall timeout is 5]
   --close-wait SECS    at the end, how long every client waits for the
                        server's close_notify before the bench cuts it
                        [default: 30]
@@ -228,6 +231,8 @@ pub struct Options {
     pub stalled: usize,
     /// Slow: how long one run may take to deliver everything.
     pub run_wait: Duration,
+    /// Slow: how long to watch the stalled clients for their cut.
+    pub stall_wait: Duration,
     /// How long closing may take before the bench cuts what is left.
     pub close_wait: Duration,
     /// The server's process id, for /proc.
@@ -289,6 +294,7 @@ pub fn parse_args() -> Result<Parsed, lexopt::Error> {
         kx: Kx::Default,
         stalled: 1,
         run_wait: Duration::from_secs(20),
+        stall_wait: Duration::from_secs(10),
         close_wait: Duration::from_secs(30),
         server_pid: None,
         timeout: Duration::from_secs(60),
@@ -318,6 +324,7 @@ pub fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("kx") => options.kx = parser.value()?.parse()?,
             Long("stalled") => options.stalled = parser.value()?.parse()?,
             Long("run-wait") => options.run_wait = secs(parser.value()?.parse()?),
+            Long("stall-wait") => options.stall_wait = secs(parser.value()?.parse()?),
             Long("close-wait") => options.close_wait = secs(parser.value()?.parse()?),
             Long("server-pid") => options.server_pid = Some(parser.value()?.parse()?),
             Long("timeout") => options.timeout = secs(parser.value()?.parse()?),
@@ -375,6 +382,10 @@ pub fn validate(o: &Options) -> Result<(), String> {
                 check(
                     (1..=3600).contains(&o.run_wait.as_secs()),
                     "--run-wait must be 1 to 3600",
+                )?;
+                check(
+                    o.stall_wait.as_secs() <= 3600,
+                    "--stall-wait must be at most 3600",
                 )?;
             }
         }
@@ -441,6 +452,7 @@ mod tests {
             kx: Kx::Default,
             stalled: 1,
             run_wait: Duration::from_secs(20),
+            stall_wait: Duration::from_secs(10),
             close_wait: Duration::from_secs(30),
             server_pid: None,
             timeout: Duration::from_secs(60),

@@ -106,6 +106,10 @@ fn classify_protocol(line: &str) -> Incoming<'_> {
     match ServerLine::parse(line) {
         Some(ServerLine::Chat { text, .. }) => Incoming::Chat(text),
         Some(ServerLine::Notice(text)) if text.starts_with("you are ") => Incoming::Greeting,
+        // Someone else cut as too slow (a stalled client, in slow mode):
+        // if it was one of the bench's readers, that reader's own end
+        // says so.
+        Some(ServerLine::Notice(text)) if text.ends_with(" quit: too slow") => Incoming::Routine,
         // Only the notices that mean trouble are checked: servers add
         // routine ones (joins, rooms, topics) as they grow.
         Some(ServerLine::Notice(text)) if text.contains("too slow") || text == SHUTDOWN_NOTICE => {
@@ -180,8 +184,13 @@ mod tests {
             peer.classify("notice guest2 joined #lobby"),
             Incoming::Routine
         );
+        // Someone else's cut: a reader's own cut shows in how it ended.
         assert_eq!(
             peer.classify("notice guest2 quit: too slow"),
+            Incoming::Routine
+        );
+        assert_eq!(
+            peer.classify("notice you were too slow"),
             Incoming::Trouble
         );
         assert_eq!(

@@ -358,6 +358,8 @@ fn slow_readers_leave_the_others_complete() {
             "2",
             "--run-wait",
             "10",
+            "--stall-wait",
+            "1",
         ],
         &["seconds_without", "seconds_with", "slowdown", "stalled_cut"],
     );

@@ -187,6 +187,15 @@ fn one_run(
     let left = bench.remaining().unwrap_or_default();
     let until = (bench.deadline - RESERVE.min(left / 4)).min(Instant::now() + o.run_wait);
     let burst = burst(bench, &mut crowd, shape, until);
+    if stalled > 0 {
+        // A server cuts a stalled client some time after its socket stops
+        // taking bytes (chat-server: --stall-timeout, 5 s); the run itself
+        // may be over long before. Watch them, without reading, until all
+        // are cut or the wait is over.
+        let left = bench.remaining().unwrap_or_default();
+        let until = (bench.deadline - RESERVE.min(left / 4)).min(Instant::now() + o.stall_wait);
+        crowd.wait(until, |t| t.stalled_cuts.len() >= stalled);
+    }
     let closed = crowd.close();
     let run = summarise(&closed, &burst, shape, echoes);
     println!(

@@ -299,7 +299,8 @@ const SPECS: &[Spec] = &[
     Spec {
         title: "slow, 1 stalled",
         full: "slow --stalled 1",
-        quick: "slow --clients 6 --senders 2 --messages 200 --stalled 1 --run-wait 10",
+        quick:
+            "slow --clients 6 --senders 2 --messages 200 --stalled 1 --run-wait 10 --stall-wait 1",
         connections: 51,
         quick_connections: 7,
         figures: SLOW,
@@ -307,7 +308,8 @@ const SPECS: &[Spec] = &[
     Spec {
         title: "slow, 50 stalled",
         full: "slow --stalled 50",
-        quick: "slow --clients 6 --senders 2 --messages 200 --stalled 3 --run-wait 10",
+        quick:
+            "slow --clients 6 --senders 2 --messages 200 --stalled 3 --run-wait 10 --stall-wait 1",
         connections: 100,
         quick_connections: 9,
         figures: SLOW,

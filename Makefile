@@ -4,6 +4,7 @@
 #   make run-client   run the client (in another terminal)
 #   make test         lint, then every test (the bench crate's too)
 #   make bench        the benchmark suite against a fresh chat-server
+#   make bench-compare  the same, interleaved, beside two Go servers and ncat
 #
 # CERTS_DIR=dir puts the certificates elsewhere (the tests use a temp dir).
 
@@ -18,7 +19,7 @@ ARGS      ?=
 CA_DAYS     = 3650
 SERVER_DAYS = 825
 
-.PHONY: all build certs client-cert clean-certs run-server run-client test lint clean bench
+.PHONY: all build certs client-cert clean-certs run-server run-client test lint clean bench bench-compare go-peer
 
 all: build
 
@@ -90,12 +91,29 @@ test: lint
 
 # The benchmark suite (bench/README.md): each measurement against a fresh
 # chat-server that the suite starts and stops itself, then one table.
-# More with ARGS, e.g. ARGS='--rounds 3 --out bench.md'; a server whose
-# --max-clients is 1000 needs ARGS='--server-arg=--max-clients=6000' for
-# the idle runs.
+# More with ARGS, e.g. ARGS='--rounds 3 --out bench.md'.
 bench: certs
 	$(CARGO) build --release --workspace
 	./target/release/chat-bench suite --certs $(CERTS_DIR) $(ARGS)
+
+# The same suite, ROUNDS times, each measurement interleaved across four
+# servers: ours, the Go peer in the original app's style and as a tuned
+# hub (bench/go-peer, built with Debian's golang-go), and `ncat --ssl
+# --chat` (Debian's ncat). Writes the side-by-side table, with ratios, to
+# OUT. Takes about ten minutes a round.
+ROUNDS ?= 3
+OUT    ?= target/bench-compare.md
+bench-compare: certs go-peer
+	@command -v ncat >/dev/null || { echo "ncat is missing: apt-get install ncat (its column is left out meanwhile)" >&2; }
+	$(CARGO) build --release --workspace
+	./target/release/chat-bench suite --certs $(CERTS_DIR) --rounds $(ROUNDS) \
+	  --peers secure-chat,go-naive,go-hub,ncat --out $(OUT) $(ARGS)
+
+# The Go comparison server; Go 1.19 or later, standard library only.
+go-peer:
+	@command -v go >/dev/null || { echo "Go is missing: apt-get install golang-go (or see https://go.dev/dl)" >&2; exit 1; }
+	mkdir -p target/go-peer
+	cd bench/go-peer && go build -o ../../target/go-peer/chat-peer .
 
 clean:
 	$(CARGO) clean

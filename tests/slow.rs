@@ -345,23 +345,35 @@ fn a_reader_that_pauses_for_two_seconds_is_kept_and_loses_nothing() {
     let mut talker = Peer::connect(server.addr, &pki.ca, None);
     let mut pauser = Peer::connect(server.addr, &pki.ca, Some(4096));
     assert!(talker.next_line().ends_with(" joined #lobby"));
-    let padding = padding();
-    let (pauser_nick, talker_nick) = (pauser.nick.clone(), talker.nick.clone());
-    let heard = thread::scope(|scope| {
-        let listening = scope.spawn(|| {
-            // The pause is the behaviour under test, not a wait for
-            // something: 3 MiB arrive meanwhile, far more than the kernel
-            // holds for this socket, so its lines pile up at the server.
-            thread::sleep(PAUSE);
-            read_all(&mut pauser, LINES, &padding)
-        });
-        let heard_back = flood_and_read(&mut talker, LINES, LINES, &padding);
-        assert_eq!(heard_back.count_from(&talker_nick), LINES);
-        listening.join().unwrap()
-    });
-    assert_eq!(heard.count_from(&talker_nick), LINES, "{pauser_nick}");
+    let heard = flood_beside_a_pause(&mut talker, &mut pauser, LINES, PAUSE);
+    assert_eq!(heard.count_from(&talker.nick), LINES, "{}", pauser.nick);
     assert!(heard.other.is_empty(), "{:?}", heard.other);
     server.stop();
+}
+
+/// The talker floods `lines` lines (and reads them back) while the pauser
+/// reads nothing for `pause`, then everything; returns what the pauser got.
+fn flood_beside_a_pause(
+    talker: &mut Peer,
+    pauser: &mut Peer,
+    lines: usize,
+    pause: Duration,
+) -> Tally {
+    let padding = padding();
+    thread::scope(|scope| {
+        let listening = scope.spawn(|| {
+            // The pause is the behaviour under test, not a wait for
+            // something: megabytes arrive meanwhile, far more than the
+            // kernel holds for this socket, so its lines pile up at the
+            // server.
+            thread::sleep(pause);
+            read_all(pauser, lines, &padding)
+        });
+        let nick = talker.nick.clone();
+        let heard_back = flood_and_read(talker, lines, lines, &padding);
+        assert_eq!(heard_back.count_from(&nick), lines);
+        listening.join().unwrap()
+    })
 }
 
 #[test]
@@ -458,19 +470,8 @@ fn past_the_memory_budget_senders_wait_and_nothing_is_dropped() {
     let mut talker = Peer::connect(server.addr, &pki.ca, None);
     let mut pauser = Peer::connect(server.addr, &pki.ca, Some(4096));
     assert!(talker.next_line().ends_with(" joined #lobby"));
-    let padding = padding();
-    let talker_nick = talker.nick.clone();
-    let heard = thread::scope(|scope| {
-        let listening = scope.spawn(|| {
-            // As above, the pause is the behaviour under test.
-            thread::sleep(PAUSE);
-            read_all(&mut pauser, LINES, &padding)
-        });
-        let heard_back = flood_and_read(&mut talker, LINES, LINES, &padding);
-        assert_eq!(heard_back.count_from(&talker_nick), LINES);
-        listening.join().unwrap()
-    });
-    assert_eq!(heard.count_from(&talker_nick), LINES);
+    let heard = flood_beside_a_pause(&mut talker, &mut pauser, LINES, PAUSE);
+    assert_eq!(heard.count_from(&talker.nick), LINES);
     let overload = server.wait_for_log(|line| line.contains("overload"));
     assert!(
         overload.contains("(--memory-budget 1 MiB): taking no new lines until they catch up"),

@@ -189,10 +189,7 @@ mod tests {
             peer.classify("notice guest2 quit: too slow"),
             Incoming::Routine
         );
-        assert_eq!(
-            peer.classify("notice you were too slow"),
-            Incoming::Trouble
-        );
+        assert_eq!(peer.classify("notice you were too slow"), Incoming::Trouble);
         assert_eq!(
             peer.classify(&format!("notice {SHUTDOWN_NOTICE}")),
             Incoming::Trouble

@@ -1,5 +1,8 @@
 //! One TLS connection used by two threads at once: one reads, one writes.
 //!
+//! rustls does no I/O of its own: the program moves the bytes. `read_tls`
+//! gives rustls what came from the socket, `process_new_packets` decrypts
+//! and checks it, `write_tls` takes rustls' encrypted records to the socket.
 //! rustls keeps a connection's state in one value that needs `&mut` for both
 //! directions, so a thread blocked reading would starve every write. This
 //! module shares that state behind a mutex that is never held while a thread
@@ -315,7 +318,11 @@ fn drain_plaintext(conn: &mut Connection, sink: &mut dyn FnMut(&[u8])) -> io::Re
 /// The writing half: the only code that writes the socket after the handshake.
 ///
 /// TLS records must leave in the order rustls made them, so exactly one
-/// thread may take them out of rustls and put them on the wire.
+/// thread may take them out of rustls and put them on the wire. It writes
+/// one of two ways: [`send`](WriteHalf::send) waits until the kernel has
+/// taken everything (the client's writer thread, which has nothing else to
+/// do), [`offer`](WriteHalf::offer) never waits (the server's writer
+/// shards, which serve thousands of sockets each).
 pub struct WriteHalf {
     conn: Arc<Mutex<Connection>>,
     socket: Arc<TcpStream>,

@@ -2,72 +2,88 @@
 //!
 //! A server ([`server::Server`], the `chat-server` binary) and a client
 //! ([`client`], the `chat-client` binary). Plain blocking sockets from
-//! `std::net`, one OS thread per job, [rustls] for TLS and crossbeam
-//! channels between threads: no async runtime, nothing hidden.
+//! `std::net`, OS threads, [rustls] for TLS, and queues between threads: no
+//! async runtime, nothing hidden. Each client has one thread of its own on
+//! the server; a few writer threads send to everyone.
 //!
 //! ## Reading order
 //!
 //! 1. [`tls`]: certificates and keys from PEM files; what the client trusts.
 //! 2. [`duplex`]: the TLS handshake, then one connection split so that one
-//!    thread reads while another writes.
+//!    thread reads while another writes, and writes without ever waiting.
 //! 3. [`line`](mod@line): bytes into lines, with a length limit and no terminal
 //!    control characters.
 //! 4. [`protocol`]: what a line means, and how the server's lines look.
-//! 5. [`outbox`]: a client's outbound queue and the writer thread.
-//! 6. [`hub`]: the one thread that owns the chat and fans messages out.
-//! 7. [`server`]: the accept loop, sessions, limits, shutdown; with
-//!    [`throttle`], the flood control its readers apply.
-//! 8. [`client`]: the interactive client, and [`screen`], how it shows lines.
+//! 5. [`hub`]: the one thread that owns the chat, and hands each line to
+//!    the writers once; [`budget`], what the lines waiting for them cost.
+//! 6. [`shard`]: the writer threads: send what fits, remember the rest,
+//!    wait until the kernel has room; and cut the clients that stall.
+//! 7. [`server`]: the accept loop, one thread per client, limits, shutdown;
+//!    with [`throttle`] (flood control), [`capacity`] (what the machine
+//!    allows), [`pool`] (threads kept between clients) and [`queue`] (the
+//!    hub's inbox).
+//! 8. [`client`]: the interactive client, [`outbox`], its writer, and
+//!    [`screen`], how it shows lines.
 //!
 //! [`x509`], [`error`] and [`logging`] are supporting cast.
-//!
-//! ## Who waits for whom
-//!
-//! Every blocking call waits on one thing only, and nothing a client does
-//! can make another client's thread wait: a reader waits on its own socket
-//! (and, if its client floods, on its own rate limit and on the hub's
-//! bounded event queue); the hub waits on its event queue and on nothing
-//! else; a writer waits on its own queue and its own socket. A client that
-//! stops reading fills only its own queue, and is cut off when that is full.
 //!
 //! ## The threads, and the path of one message
 //!
 //! ```text
-//!                      accept loop ── TCP socket ──> handshake thread
-//!                                                    (TLS handshake, deadline;
-//!                                                     starts the two below, ends)
-//!
-//!  alice's client                        server
-//!  ──────────────                        ───────────────────────────────────────
-//!  keyboard ─> writer ═══TLS═══> reader(alice) ──Event::Frame──┐
-//!                                                              v
-//!                                                             hub ── one Arc<str> line
-//!                                                              │ try-push into each queue
-//!              ┌───────────────────────────────────────────────┤
-//!              v                                               v
-//!  bob:  outbox ─> writer(bob) ═══TLS═══> reader ─> screen    outbox ─> writer(alice) ═══> alice
+//!  clients                               server
+//!  ───────                               ─────────────────────────────────────────────
+//!                      accept loop ── TCP socket ──> handshake thread: TLS handshake
+//!                                                    (with a deadline), then hands the
+//!                                                    two halves on and is free again
+//!  alice: keyboard ─> writer ═══TLS═══> reading thread (alice) ──Event::Frame──> hub
+//!                                                                                 │
+//!                                              one Work::Deliver per shard with   │
+//!                                              someone in the room, not per client│
+//!                                                       ┌─────────────────────────┤
+//!                                                       v                         v
+//!                                                    shard 0                   shard 1
+//!  bob:   screen <─ reader <═══════════TLS══════ (alice, bob, ...)        (carol, ...)
 //! ```
 //!
 //! 1. Alice types `hello`. Her keyboard thread queues it; her writer
 //!    thread encrypts it (rustls) and writes the TLS records to the socket.
-//! 2. On the server, alice's **reader** thread waits on the socket without
+//! 2. On the server, alice's **reading thread** waits on the socket without
 //!    holding any lock, then locks her rustls connection just long enough
 //!    to decrypt, and frames the bytes into lines ([`line::LineFramer`]).
-//! 3. The line goes to the **hub** as an [`hub::Event`]. The hub is the
-//!    only owner of who is connected; it formats `chat alice hello` once,
-//!    as one shared `Arc<str>`.
-//! 4. The hub pushes that pointer into every member's [`outbox::Outbox`],
-//!    alice's too (her acknowledgement). A push never blocks: a queue that
-//!    is full belongs to a client that stopped reading, and that client is
-//!    cut off, so nobody else waits for it.
-//! 5. Each member's **writer** thread takes everything waiting in its
-//!    queue, encrypts the batch in one go and sends it with one system call.
-//! 6. Bob's client decrypts, frames, and prints `<alice> hello`.
+//! 3. The line goes to the **hub** as a [`hub::Event`], through a bounded
+//!    queue. The hub is the only owner of who is where; it formats
+//!    `chat alice hello` once, as one [`budget::Outgoing`], and for each
+//!    writer shard with someone in the room it queues one delivery: the
+//!    line and the room. At the end of its round, each shard gets its
+//!    batch with one lock and at most one wake-up.
+//! 4. The **shard** adds a pointer to the line to the queue of each of its
+//!    clients in the room, alice included (her acknowledgement). Then, for
+//!    each, it encrypts what waits into as few records as it can and sends
+//!    them without waiting. What the kernel does not take stays pending,
+//!    and the shard hears from epoll when that socket has room again.
+//! 5. Bob's client decrypts, frames, and prints `<alice> hello`.
 //!
-//! The certificate check happens once per connection, in step 0: the
-//! client's handshake ([`duplex::handshake`]) fails unless the server's
+//! The certificate check happens once per connection, before all this:
+//! the client's handshake ([`duplex::handshake`]) fails unless the server's
 //! certificate chains to a trusted CA and names the host the client asked
 //! for. There is no switch to skip it.
+//!
+//! ## Who waits for whom
+//!
+//! Every blocking call waits on one thing only:
+//!
+//! - a reading thread waits on its own socket; if its client floods, also
+//!   on its own rate limit, and on room in the hub's queue;
+//! - the hub waits on its queue, and, only when more lines wait for the
+//!   writers than the memory budget allows, for the writers to catch up;
+//! - a shard waits on epoll, for any of its sockets to have room, for new
+//!   work, or for its next deadline; it never waits on one socket.
+//!
+//! So a client that stops reading makes nobody wait: its lines pile up in
+//! its shard's queue until it is cut as stalled or too far behind. The one
+//! way a client makes others wait is by design: a flood past the memory
+//! budget pauses the hub, so every sender is slowed by TCP, and no line is
+//! dropped.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

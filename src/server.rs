@@ -1,10 +1,11 @@
 //! The server: the accept loop, one thread per client, and shutdown.
 //!
-//! Owns the threads and the limits on them. The accept loop only accepts;
-//! each connection gets one thread, which does the TLS handshake and then
-//! reads the client's lines for as long as it stays. Writing to clients is
-//! the writer shards' job ([`shard`](crate::shard)), the chat the hub's
-//! ([`hub`]).
+//! Owns the threads and the limits on them. The accept loop only accepts.
+//! A handshake thread does each connection's TLS handshake, then hands the
+//! connection to a reading thread of its own, which reads the client's
+//! lines for as long as it stays; both kinds of thread are kept for the
+//! next connection ([`Pool`]). Writing to clients is the writer shards' job
+//! ([`shard`]), the chat the hub's ([`hub`]).
 
 use std::collections::HashMap;
 use std::io;

@@ -255,9 +255,12 @@ pub fn run(
     // Everything already waiting, up to a round's worth, is handled before
     // the shards get their work: under load each shard wakes once for many
     // lines; with one event at a time, nothing waits longer.
+    let mut unhandled = Vec::new();
     'events: while events.recv_batch(&mut round, ROUND) {
-        for event in round.drain(..) {
+        let mut batch = round.drain(..);
+        while let Some(event) = batch.next() {
             if matches!(event, Event::Shutdown) || stop.load(Ordering::SeqCst) {
+                unhandled.extend(batch);
                 break 'events;
             }
             hub.handle(event);
@@ -265,7 +268,16 @@ pub fn run(
                 hub.wait_for_writers();
             }
         }
+        drop(batch);
         hub.dispatch.hand_over();
+    }
+    // A client whose end was queued but never handled must still be let
+    // go by its shard; those that end from now on find the queue closed
+    // and tell their shard themselves.
+    for event in unhandled.into_iter().chain(events.close()) {
+        if let Event::Gone { address, .. } = event {
+            hub.dispatch.reader_done(address);
+        }
     }
     hub.shutdown();
 }

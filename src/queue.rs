@@ -167,6 +167,20 @@ impl<T> Receiver<T> {
     }
 }
 
+impl<T> Receiver<T> {
+    /// Ends the queue from this side: every send from now on fails, and
+    /// what was sent but not yet taken is returned, so that nothing is lost
+    /// between the last batch and the end.
+    pub fn close(self) -> Vec<T> {
+        let mut state = self.shared.lock();
+        state.receiver_gone = true;
+        let rest = state.items.drain(..).collect();
+        drop(state);
+        self.shared.room.notify_all();
+        rest
+    }
+}
+
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
@@ -230,6 +244,15 @@ mod tests {
         let blocked = thread::spawn(move || sender.send(2));
         drop(receiver);
         assert_eq!(blocked.join().unwrap(), Err(Gone(2)));
+    }
+
+    #[test]
+    fn closing_returns_what_was_not_taken_and_refuses_the_rest() {
+        let (sender, receiver) = bounded(4);
+        sender.send(1).unwrap();
+        sender.send(2).unwrap();
+        assert_eq!(receiver.close(), [1, 2]);
+        assert_eq!(sender.send(3), Err(Gone(3)));
     }
 
     #[test]

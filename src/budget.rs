@@ -37,8 +37,9 @@ const RECHECK: Duration = Duration::from_millis(100);
 /// The memory that lines waiting for clients take, server-wide, and the
 /// limit past which the hub waits.
 ///
-/// Charged when a line is made and for every recipient it is queued for;
-/// refunded as writers hand lines to the kernel and when lines are dropped.
+/// Charged when a line is made, for every recipient it is queued for, and
+/// for what a writer has encrypted that the kernel has not yet taken;
+/// refunded as those go, and when lines are dropped.
 #[derive(Debug)]
 pub struct Budget {
     used: AtomicUsize,
@@ -59,7 +60,9 @@ impl Budget {
         Arc::new(Budget {
             used: AtomicUsize::new(0),
             limit,
-            resume_below: limit / RESUME_DENOMINATOR * RESUME_NUMERATOR,
+            resume_below: (limit
+                - limit / RESUME_DENOMINATOR * (RESUME_DENOMINATOR - RESUME_NUMERATOR))
+                .max(1),
             waiting: AtomicBool::new(false),
             released: AtomicBool::new(false),
             lock: Mutex::new(()),
@@ -198,6 +201,18 @@ mod tests {
         drop(line);
         drop(copies);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn even_a_tiny_budget_lets_the_hub_go_on_once_it_is_empty() {
+        for limit in 1..8 {
+            let budget = Budget::new(limit);
+            budget.charge(limit + 1);
+            let waited = waiter(&budget);
+            budget.refund(limit + 1);
+            let result = waited.recv_timeout(Duration::from_secs(10));
+            assert!(matches!(result, Ok(Some(_))), "limit {limit}: {result:?}");
+        }
     }
 
     #[test]

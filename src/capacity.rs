@@ -18,10 +18,13 @@ pub const MAPS_PER_THREAD: u64 = 4;
 /// allocations, libraries loaded later.
 pub const SPARE_MAPS: u64 = 2048;
 
-/// File descriptors kept free for everything else: the listener, the
-/// writers' epoll and event descriptors, standard streams, files read on
-/// reload.
+/// File descriptors kept free for everything else: the listener, standard
+/// streams, files read on reload.
 pub const SPARE_FILES: u64 = 32;
+
+/// File descriptors each writer thread holds: its epoll instance and the
+/// event descriptor that wakes it.
+pub const FILES_PER_WRITER: u64 = 2;
 
 /// Threads kept free, system-wide, for the rest of the machine.
 pub const SPARE_THREADS: u64 = 512;
@@ -111,8 +114,10 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    /// What `limits` allow, with room kept spare for everything else.
-    pub fn of(limits: &SystemLimits) -> Capacity {
+    /// What `limits` allow a server with `writers` writer threads, with
+    /// room kept spare for everything else.
+    pub fn of(limits: &SystemLimits, writers: usize) -> Capacity {
+        let writers = writers as u64;
         let mut allowances = Vec::new();
         let mut add = |name, value: Option<u64>, used: u64, spare: u64, per: u64, raise| {
             if let Some(value) = value {
@@ -129,7 +134,7 @@ impl Capacity {
             "vm.max_map_count",
             limits.max_map_count,
             limits.maps_in_use,
-            SPARE_MAPS,
+            SPARE_MAPS + MAPS_PER_THREAD * writers,
             MAPS_PER_THREAD,
             "sysctl -w vm.max_map_count=262144",
         );
@@ -137,7 +142,7 @@ impl Capacity {
             "open files",
             limits.open_files,
             limits.files_in_use,
-            SPARE_FILES,
+            SPARE_FILES + FILES_PER_WRITER * writers,
             1,
             "ulimit -n, or LimitNOFILE= in a systemd unit",
         );
@@ -169,9 +174,10 @@ impl Capacity {
         Capacity { allowances }
     }
 
-    /// Reads the limits and says what they allow.
-    pub fn of_this_machine() -> Capacity {
-        Capacity::of(&SystemLimits::read())
+    /// Reads the limits and says what they allow a server with `writers`
+    /// writer threads.
+    pub fn of_this_machine(writers: usize) -> Capacity {
+        Capacity::of(&SystemLimits::read(), writers)
     }
 
     /// The most connections, open at once, the limits allow; `None` if no
@@ -226,24 +232,24 @@ mod tests {
 
     #[test]
     fn memory_maps_are_the_lowest_limit_here() {
-        let capacity = Capacity::of(&this_kind_of_machine());
-        // (65530 - 330 - 2048) / 4
-        assert_eq!(capacity.connections(), Some(15788));
+        let capacity = Capacity::of(&this_kind_of_machine(), 2);
+        // (65530 - 330 - 2048 - 2 writers' 4 maps) / 4
+        assert_eq!(capacity.connections(), Some(15786));
         assert_eq!(capacity.allowances[0].name, "vm.max_map_count");
         assert_eq!(capacity.allowances[1].name, "open files");
-        assert_eq!(capacity.allowances[1].connections, 20000 - 8 - 32);
+        assert_eq!(capacity.allowances[1].connections, 20000 - 8 - 32 - 4);
         assert_eq!(capacity.allowances[2].name, "kernel.pid_max");
         assert_eq!(capacity.allowances[2].connections, 32768 - 200 - 512);
     }
 
     #[test]
     fn the_log_line_names_the_limit_and_how_to_raise_it() {
-        let text = Capacity::of(&this_kind_of_machine()).to_string();
+        let text = Capacity::of(&this_kind_of_machine(), 2).to_string();
         assert!(
             text.starts_with(
-                "room for 15788 connections (each takes a thread, a file and 4 memory maps): \
-                 vm.max_map_count 65530 allows 15788; raise it with sysctl -w \
-                 vm.max_map_count=262144; open files 20000 allows 19960"
+                "room for 15786 connections (each takes a thread, a file and 4 memory maps): \
+                 vm.max_map_count 65530 allows 15786; raise it with sysctl -w \
+                 vm.max_map_count=262144; open files 20000 allows 19956"
             ),
             "{text}"
         );
@@ -255,8 +261,8 @@ mod tests {
             open_files: Some(1024),
             ..this_kind_of_machine()
         };
-        let capacity = Capacity::of(&limits);
-        assert_eq!(capacity.connections(), Some(1024 - 8 - 32));
+        let capacity = Capacity::of(&limits, 2);
+        assert_eq!(capacity.connections(), Some(1024 - 8 - 32 - 4));
         assert!(capacity.to_string().contains("raise it with ulimit -n"));
     }
 
@@ -267,8 +273,11 @@ mod tests {
             cgroup_pids_in_use: 40,
             ..this_kind_of_machine()
         };
-        assert_eq!(Capacity::of(&limits).connections(), Some(1000 - 40 - 512));
-        let nothing = Capacity::of(&SystemLimits::default());
+        assert_eq!(
+            Capacity::of(&limits, 2).connections(),
+            Some(1000 - 40 - 512)
+        );
+        let nothing = Capacity::of(&SystemLimits::default(), 2);
         assert_eq!(nothing.connections(), None);
         assert_eq!(nothing.to_string(), "the system's limits could not be read");
     }
@@ -280,6 +289,6 @@ mod tests {
             maps_in_use: 5000,
             ..this_kind_of_machine()
         };
-        assert_eq!(Capacity::of(&limits).connections(), Some(0));
+        assert_eq!(Capacity::of(&limits, 2).connections(), Some(0));
     }
 }

@@ -395,7 +395,15 @@ impl WriteHalf {
         let mut taken = 0;
         if !conn.wants_write() || !full {
             if !plaintext.is_empty() {
-                taken = conn.writer().write_vectored(plaintext)?;
+                match conn.writer().write_vectored(plaintext) {
+                    Ok(n) => taken = n,
+                    Err(err) => {
+                        // rustls refuses data after a fatal error, but has
+                        // queued an alert saying what it was: send that.
+                        let _ = send_without_waiting(&mut conn, &self.socket);
+                        return Err(err);
+                    }
+                }
             }
             sent += send_without_waiting(&mut conn, &self.socket)?;
         }

@@ -113,6 +113,8 @@ pub enum Error {
     },
     /// The hub thread ended by panicking; the chat could not go on.
     HubFailed,
+    /// A writer thread ended by panicking; its clients heard nothing more.
+    WriterFailed,
 }
 
 impl fmt::Display for Error {
@@ -170,6 +172,11 @@ impl fmt::Display for Error {
                 "the hub thread failed (a bug: please report it with the log); \
                  every connection was closed"
             ),
+            Error::WriterFailed => write!(
+                f,
+                "a writer thread failed (a bug: please report it with the log); \
+                 every connection was closed"
+            ),
         }
     }
 }
@@ -191,7 +198,8 @@ impl std::error::Error for Error {
             Error::NoPem { .. }
             | Error::ServerName { .. }
             | Error::Capacity { .. }
-            | Error::HubFailed => None,
+            | Error::HubFailed
+            | Error::WriterFailed => None,
         }
     }
 }

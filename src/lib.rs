@@ -80,10 +80,12 @@
 //!   work, or for its next deadline; it never waits on one socket.
 //!
 //! So a client that stops reading makes nobody wait: its lines pile up in
-//! its shard's queue until it is cut as stalled or too far behind. The one
-//! way a client makes others wait is by design: a flood past the memory
-//! budget pauses the hub, so every sender is slowed by TCP, and no line is
-//! dropped.
+//! its shard's queue until it is cut as stalled or too far behind. One
+//! client alone cannot pin more than half the memory budget (its cap), so
+//! it cannot pause the hub by itself. What makes others wait is by design:
+//! a flood past the memory budget, or several clients behind at once with
+//! that much waiting for them, pauses the hub, so every sender is slowed
+//! by TCP, and no line is dropped; cutting the stalled ones ends the pause.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

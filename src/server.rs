@@ -299,7 +299,7 @@ impl Server {
             listener,
             tls: Arc::new(Mutex::new(tls)),
             limits,
-            capacity: Capacity::of_this_machine(),
+            capacity: Capacity::of_this_machine(limits.writers),
             stop: Arc::new(AtomicBool::new(false)),
             open: Arc::new(AtomicUsize::new(0)),
             per_ip: PerIp::default(),
@@ -378,8 +378,10 @@ impl Server {
         let mut shards = Vec::new();
         let mut writers = Vec::new();
         for index in 0..limits.writers.max(1) {
-            let (shard, thread) =
-                shard::spawn(index, settings, Arc::clone(&budget)).map_err(Error::Thread)?;
+            let stopper = self.stopper();
+            let on_panic = Box::new(move || stopper.stop());
+            let (shard, thread) = shard::spawn(index, settings, Arc::clone(&budget), on_panic)
+                .map_err(Error::Thread)?;
             shards.push(shard);
             writers.push(thread);
         }
@@ -518,16 +520,25 @@ impl Server {
         }
         handshakes.close();
         readers.close();
+        let mut writers_failed = false;
         if finished {
             for writer in writers {
-                // A writer ends once its last connection is gone; a panic
-                // in one has been logged by the panic hook already.
-                let _ = writer.join();
+                // A writer ends once its last connection is gone.
+                writers_failed |= writer.join().is_err();
             }
         } else {
             log::error!("some connection threads did not end");
+            // Those still busy are left to the end of the process; one that
+            // has ended is joined, to learn whether it failed.
+            for writer in writers.into_iter().filter(|w| w.is_finished()) {
+                writers_failed |= writer.join().is_err();
+            }
         }
-        hub_result.map_err(|_| Error::HubFailed)
+        hub_result.map_err(|_| Error::HubFailed)?;
+        if writers_failed {
+            return Err(Error::WriterFailed);
+        }
+        Ok(())
     }
 }
 
@@ -838,7 +849,9 @@ impl Reader {
         let mut public = None;
         if let Some(cut) = self.fate.cut_reason() {
             reason = cut.to_string();
-            public = Some("too slow");
+            if self.fate.too_slow() {
+                public = Some("too slow");
+            }
         }
         let gone = Event::Gone {
             id: self.id,
@@ -861,8 +874,19 @@ impl Reader {
                 .half
                 .receive(&mut |bytes| framer.push(bytes, &mut frames));
             for frame in frames.drain(..) {
+                // Flood control may hold the lines of one read for a long
+                // time: what the shard or the hub decided meanwhile counts.
                 self.keep_to_rate();
-                let _ = self.events.send(Event::Frame { id: self.id, frame });
+                if let Some(cut) = self.fate.cut_reason() {
+                    return cut.to_string();
+                }
+                if self
+                    .events
+                    .send(Event::Frame { id: self.id, frame })
+                    .is_err()
+                {
+                    return "the server is stopping".to_string();
+                }
             }
             match received {
                 Ok(Received::Data { wants_write }) => {

@@ -5,14 +5,17 @@
 //! the rest, wait until the kernel has room*. Sends never wait; a full socket
 //! is handed to the readiness API (mio, over epoll), and the one wait of a
 //! shard wakes for writable sockets, for new work, and for its next deadline.
-//! Here too the slow-consumer policy is applied: stalled clients are cut,
-//! healthy ones are never. It knows sockets and rustls, not chat.
+//! Here too the slow-consumer policy is applied: clients that have stopped
+//! reading, or read slower than their room talks, are cut; clients that
+//! keep up are never, however far behind a burst leaves them for a while.
+//! It knows sockets and rustls, not chat.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::budget::{Budget, Outgoing, REFERENCE_COST};
+use crate::budget::{Budget, Outgoing, LINE_OVERHEAD, REFERENCE_COST};
 use crate::duplex::WriteHalf;
 use crate::hub::ClientId;
 
@@ -28,7 +31,8 @@ use crate::hub::ClientId;
 /// wait for it, before the client is cut as stalled.
 ///
 /// The kernel already buffers megabytes for each socket; when that is full
-/// and five more seconds pass without the peer taking a byte, the peer is
+/// and five more seconds pass without it taking a byte (the shard tries a
+/// send before it decides), the peer is
 /// not reading. A reader that pauses for a second or two is not cut.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -40,8 +44,9 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// conversation, and the client is better off reconnecting.
 pub const MAX_LAG: Duration = Duration::from_secs(30);
 
-/// Default for the bytes that may wait for one client (its lines' text plus
-/// a pointer per line) before it is cut, whatever its socket does.
+/// Default for the bytes that may wait for one client (its lines as the
+/// budget counts them, plus a pointer per line) before it is cut, whatever
+/// its socket does.
 ///
 /// Half the default memory budget: one client alone can never bring the
 /// whole server to a stop. A burst that leaves a healthy reader this far
@@ -128,16 +133,26 @@ pub enum Work {
     Shutdown,
 }
 
-/// Why a client was cut; its thread reads this to say why it ended.
+/// What the shard did to a client's connection, for the client's thread.
 #[derive(Debug, Default)]
 pub struct Fate {
+    /// Why the shard cut the connection, if it did.
     cut: OnceLock<String>,
+    /// The cut was for being too slow (stalled, lagging, too far behind),
+    /// which the room is told; a failed send is not.
+    too_slow: AtomicBool,
 }
 
 impl Fate {
-    /// The reason the shard cut the connection, if it did.
+    /// Why the shard cut the connection, if it did: from then on its
+    /// thread should relay nothing more.
     pub fn cut_reason(&self) -> Option<&str> {
         self.cut.get().map(String::as_str)
+    }
+
+    /// True if the cut was for being too slow.
+    pub fn too_slow(&self) -> bool {
+        self.too_slow.load(Ordering::SeqCst)
     }
 }
 
@@ -222,7 +237,6 @@ impl Shard {
         inbox
             .work
             .push(Work::Register(slot, Box::new(registration)));
-        self.wake_after(inbox);
         Ok(slot)
     }
 
@@ -259,10 +273,15 @@ impl Shard {
 }
 
 /// Starts shard number `index`.
+///
+/// If the shard's thread ever panics, its inbox is closed (so that nobody
+/// waits on it) and `on_panic` runs: without its writer, a share of the
+/// clients would hear nothing, and the server had better stop and say why.
 pub fn spawn(
     index: usize,
     settings: ShardSettings,
     budget: Arc<Budget>,
+    on_panic: Box<dyn FnOnce() + Send>,
 ) -> io::Result<(Shard, JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKE)?;
@@ -280,9 +299,14 @@ pub fn spawn(
         shared: Arc::clone(&shared),
     };
     let shard = Shard { shared };
+    let guard = PanicGuard {
+        shard: shard.clone(),
+        on_panic: Some(on_panic),
+    };
     let thread = thread::Builder::new()
         .name(format!("writer {index}"))
         .spawn(move || {
+            let _guard = guard;
             // Made in its thread: its queues hold `Rc`s, which stay there.
             let worker = Worker {
                 poll,
@@ -301,6 +325,24 @@ pub fn spawn(
             worker.run()
         })?;
     Ok((handle, thread))
+}
+
+/// Closes a shard's inbox and raises the alarm if its thread panics.
+struct PanicGuard {
+    shard: Shard,
+    on_panic: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            log::error!("a writer thread failed: stopping the server");
+            self.shard.lock().closed = true;
+            if let Some(on_panic) = self.on_panic.take() {
+                on_panic();
+            }
+        }
+    }
 }
 
 /// Where a client is in its life, as far as sending goes.
@@ -328,8 +370,12 @@ struct Client {
     pending: VecDeque<Rc<Outgoing>>,
     /// How much of the first pending line rustls has already taken.
     offset: usize,
-    /// What `pending` pins: its text and a pointer per line.
+    /// What `pending` would pin if nobody else shared its lines (see
+    /// [`line_cost`]).
     pending_bytes: usize,
+    /// Plaintext bytes encrypted for this client that rustls still holds,
+    /// unsent: charged to the budget until the socket has taken them all.
+    sealed_unsent: usize,
     /// When the oldest line already encrypted, but not yet all in the
     /// kernel, was made.
     in_flight_born: Option<Instant>,
@@ -355,6 +401,14 @@ impl Client {
             .or_else(|| self.pending.front().map(|line| line.born()));
         oldest.map_or(Duration::ZERO, |born| now.saturating_duration_since(born))
     }
+}
+
+/// What one waiting line costs a client: its text and bookkeeping, as the
+/// budget counts them, and the pointer in the client's queue. The cap on a
+/// client counts in these units, so that a client whose lines nobody else
+/// shares reaches the cap before it can take more of the budget.
+fn line_cost(line: &Outgoing) -> usize {
+    line.text().len() + LINE_OVERHEAD + REFERENCE_COST
 }
 
 /// What [`Worker::push`] did.
@@ -420,8 +474,8 @@ impl Worker {
             if self.next_check.is_some_and(|at| at <= now) {
                 self.check_deadlines(now);
             }
-            if self.stopping && self.live == 0 {
-                break;
+            if self.stopping && self.live == 0 && self.close_inbox_if_empty() {
+                return;
             }
             if !self.going_to_sleep() {
                 continue;
@@ -448,11 +502,17 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Refuses registrations from now on, if nothing waits in the inbox
+    /// (a client registered just now still gets its goodbye). Decided
+    /// under the lock, so that no registration slips in between.
+    fn close_inbox_if_empty(&self) -> bool {
         let mut inbox = self.shard.lock();
-        inbox.closed = true;
-        // Work that arrived after the last client finished is about
-        // clients that are gone.
-        inbox.work.clear();
+        if inbox.work.is_empty() {
+            inbox.closed = true;
+        }
+        inbox.closed
     }
 
     /// Moves the inbox's work into `work`, and hands back freed slots.
@@ -544,6 +604,7 @@ impl Worker {
             pending: VecDeque::new(),
             offset: 0,
             pending_bytes: 0,
+            sealed_unsent: 0,
             in_flight_born: None,
             blocked_since: None,
             watched: false,
@@ -610,7 +671,7 @@ impl Worker {
             return Pushed::No;
         }
         client.pending.push_back(Rc::clone(line));
-        client.pending_bytes += line.text().len() + REFERENCE_COST;
+        client.pending_bytes += line_cost(line);
         if client.pending_bytes > cap {
             return Pushed::OverCap;
         }
@@ -685,7 +746,7 @@ impl Worker {
         if matches!(client.phase, Phase::Lingering { .. } | Phase::Dead) {
             return;
         }
-        let mut refund = 0;
+        let (mut charge, mut refund) = (0, 0);
         let outcome = loop {
             let offered = {
                 let mut slices = Vec::with_capacity(client.pending.len().min(MAX_SLICES));
@@ -725,12 +786,16 @@ impl Worker {
                 taken -= left;
                 client.offset = 0;
                 let line = client.pending.pop_front().expect("just looked");
-                client.pending_bytes -= line.text().len() + REFERENCE_COST;
+                client.pending_bytes -= line_cost(&line);
                 refund += REFERENCE_COST;
             }
             if offered.blocked {
                 if offered.taken > 0 {
                     client.in_flight_born = first_born;
+                    // Encrypted but not yet taken by the kernel: still
+                    // memory of ours, until rustls has sent it all.
+                    charge += offered.taken;
+                    client.sealed_unsent += offered.taken;
                 }
                 if offered.sent > 0 || client.blocked_since.is_none() {
                     client.blocked_since = Some(now);
@@ -739,6 +804,7 @@ impl Worker {
             }
             client.in_flight_born = None;
             client.blocked_since = None;
+            refund += std::mem::take(&mut client.sealed_unsent);
             if client.pending.is_empty() {
                 break Ok(false);
             }
@@ -747,6 +813,7 @@ impl Worker {
             // Give back what a burst made large.
             client.pending.shrink_to(64);
         }
+        self.budget.charge(charge);
         self.budget.refund(refund);
         match outcome {
             Err(err) => self.cut(slot, Cut::Failed(err.to_string())),
@@ -884,6 +951,18 @@ impl Worker {
         self.watch = watch;
         self.next_check = next;
         for (slot, why) in to_cut {
+            if let Cut::Stalled(_) = why {
+                // The kernel says a socket has room only once half of what
+                // it may hold unsent has gone, so a peer that reads slowly
+                // can be taking bytes with no word of it. One more try
+                // tells: a send that moves anything is progress.
+                let since = self.client(slot).and_then(|c| c.blocked_since);
+                self.flush(slot);
+                let after = self.client(slot).and_then(|c| c.blocked_since);
+                if after != since {
+                    continue;
+                }
+            }
             self.cut(slot, why);
         }
     }
@@ -932,13 +1011,20 @@ impl Worker {
                 waiting.1
             ),
         }
-        if !reason.is_empty() {
-            // The first reason wins; the thread reports it.
-            let _ = client.fate.cut.set(reason);
-        }
+        let too_slow = matches!(
+            why,
+            Cut::Stalled(_) | Cut::Lagging(_) | Cut::TooFarBehind(_)
+        );
+        client.fate.too_slow.store(too_slow, Ordering::SeqCst);
+        // Set last, so that a thread that sees the reason sees the rest.
+        let _ = client.fate.cut.set(match why {
+            Cut::Lingered => "did not hang up after our close_notify".to_string(),
+            _ => reason,
+        });
         client.phase = Phase::Dead;
         client.write.reset();
-        let refund = client.pending.len() * REFERENCE_COST;
+        let refund =
+            client.pending.len() * REFERENCE_COST + std::mem::take(&mut client.sealed_unsent);
         client.pending = VecDeque::new();
         client.pending_bytes = 0;
         client.offset = 0;

@@ -346,3 +346,29 @@ fn signal_sent_as_soon_as_the_server_listens_is_handled() {
         server.stop();
     }
 }
+
+#[test]
+fn sigterm_while_flood_control_holds_a_clients_lines_still_exits_0_within_2_s() {
+    let pki = Pki::new();
+    // The server's own flood control (20 lines at once, then 5 a second):
+    // 300 lines in one write hold its reading thread for about a minute.
+    let mut server = ServerProcess::start(&cert_args(&pki.cert, &pki.key));
+    let mut flooder = join(&server, &pki.ca);
+    let mut lines = String::new();
+    for n in 0..300 {
+        lines.push_str(&format!("{n}\n"));
+    }
+    flooder.send_raw(lines.as_bytes());
+    flooder.recv_until(|line| line.starts_with("error you are sending too fast"));
+
+    let sent = server.signal("-TERM");
+    let (status, exited) = server.wait_for_exit();
+    assert_eq!(status.code(), Some(0), "{:#?}", server.seen);
+    let took = exited - sent;
+    assert!(took < STOP_WITHIN, "took {took:?}: {:#?}", server.seen);
+    assert!(
+        !server.seen.iter().any(|line| line.contains("did not end")),
+        "{:#?}",
+        server.seen
+    );
+}

@@ -483,3 +483,103 @@ fn past_the_memory_budget_senders_wait_and_nothing_is_dropped() {
         "{log:#?}"
     );
 }
+
+#[test]
+fn a_slow_reader_that_keeps_taking_bytes_is_not_taken_for_stalled() {
+    /// The talker's pace: 200 lines of 1 KiB a second, for longer than the
+    /// default stall timeout.
+    const EVERY: Duration = Duration::from_millis(5);
+    const FOR: Duration = Duration::from_secs(7);
+    /// The reader's: 800 bytes every 100 ms, far less than the kernel
+    /// signals room for, but never nothing.
+    const SIP: usize = 800;
+    const SIP_EVERY: Duration = Duration::from_millis(100);
+    let _heavy = one_at_a_time();
+    let pki = Pki::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    // Lag is not what is tested here: only the stall rule may cut.
+    args.extend(["--rate", "0", "--max-lag", "600"].map(OsStr::new));
+    let server = ServerProcess::start(&args);
+    let mut talker = Peer::connect(server.addr, &pki.ca, None);
+    let slow = Peer::connect(server.addr, &pki.ca, Some(4096));
+    assert!(talker.next_line().ends_with(" joined #lobby"));
+    let padding = padding();
+    let done = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let Peer {
+            write,
+            read,
+            buffer,
+            ..
+        } = &mut talker;
+        let padding = &padding;
+        scope.spawn(move || {
+            let start = Instant::now();
+            let mut n = 0;
+            while start.elapsed() < FOR {
+                let mut line = format!("{n} ").into_bytes();
+                line.extend_from_slice(padding);
+                line.push(b'\n');
+                write.send(&line).unwrap();
+                n += 1;
+                // The pace is what is tested: a steady room.
+                thread::sleep(EVERY);
+            }
+            // Its echo tells the reading side that this was the last.
+            write.send(b"end\n").unwrap();
+        });
+        let done = &done;
+        let sipper = scope.spawn(|| {
+            let mut socket = &*slow.socket;
+            let mut raw = vec![0u8; SIP];
+            while !done.load(Ordering::SeqCst) {
+                match std::io::Read::read(&mut socket, &mut raw) {
+                    Ok(0) | Err(_) => return false,
+                    // The pace is what is tested: slow, but steady.
+                    Ok(_) => thread::sleep(SIP_EVERY),
+                }
+            }
+            true
+        });
+        // The talker reads its own lines back, and must not hear of a cut.
+        let mut tally = Tally::default();
+        let end = read_lines(read, buffer, |line| {
+            if line.ends_with(b" end") {
+                return false;
+            }
+            tally.take(line, padding);
+            true
+        });
+        done.store(true, Ordering::SeqCst);
+        assert_eq!(end, None, "the talker was cut");
+        assert!(tally.other.is_empty(), "{:?}", tally.other);
+        assert!(sipper.join().unwrap(), "the slow reader was cut");
+    });
+    let log = server.stop();
+    assert!(
+        !log.iter().any(|line| line.contains(": disconnected, ")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn a_client_that_resets_its_connection_is_not_called_too_slow() {
+    const LINES: usize = 200;
+    let _heavy = one_at_a_time();
+    let pki = Pki::new();
+    let server = TestServer::start_with(&pki, test_limits());
+    let mut talker = Peer::connect(server.addr, &pki.ca, None);
+    let leaver = Peer::connect(server.addr, &pki.ca, Some(4096));
+    assert!(talker.next_line().ends_with(" joined #lobby"));
+    let leaver_nick = leaver.nick.clone();
+    // Lines pile up for the leaver, then it resets the connection: the
+    // writer's next send fails, or its reader sees the reset first.
+    let heard = flood_and_read(&mut talker, LINES, LINES, &padding());
+    assert_eq!(heard.count_from(&talker.nick), LINES);
+    socket2::SockRef::from(&*leaver.socket)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(leaver);
+    assert_eq!(talker.next_line(), format!("notice {leaver_nick} quit"));
+    server.stop();
+}

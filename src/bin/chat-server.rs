@@ -223,7 +223,7 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     raise_open_files_limit();
     // Threads, files and memory maps bound how many clients can connect;
     // past them the process could abort, so asking for more is refused.
-    let capacity = Capacity::of_this_machine();
+    let capacity = Capacity::of_this_machine(args.limits.writers);
     let allowed = capacity.connections().unwrap_or(usize::MAX);
     args.limits.max_clients = match args.max_clients {
         Some(asked) if asked > allowed => {

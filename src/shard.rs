@@ -53,6 +53,11 @@ pub const MAX_LAG: Duration = Duration::from_secs(30);
 /// behind takes far longer than [`MAX_LAG`] to send.
 pub const MAX_PENDING: usize = 128 * 1024 * 1024;
 
+/// How soon after a socket is found full it is first tried again (see
+/// [`Worker::check_deadlines`]); after that, every quarter of the stall
+/// timeout.
+const FIRST_PROBE: Duration = Duration::from_millis(100);
+
 /// Plaintext offered to rustls per send: four full records. Bigger batches
 /// save little, since the per-send cost is already shared by hundreds of
 /// short lines; smaller ones would cost a system call each.
@@ -381,6 +386,8 @@ struct Client {
     in_flight_born: Option<Instant>,
     /// Since when the kernel has refused everything we had for it.
     blocked_since: Option<Instant>,
+    /// When to try the full socket again, whatever epoll says.
+    next_probe: Instant,
     /// In `Worker::watch`.
     watched: bool,
     /// In `Worker::dirty`.
@@ -607,6 +614,7 @@ impl Worker {
             sealed_unsent: 0,
             in_flight_born: None,
             blocked_since: None,
+            next_probe: Instant::now(),
             watched: false,
             dirty: false,
             room: None,
@@ -797,6 +805,9 @@ impl Worker {
                     charge += offered.taken;
                     client.sealed_unsent += offered.taken;
                 }
+                if client.blocked_since.is_none() {
+                    client.next_probe = now + FIRST_PROBE;
+                }
                 if offered.sent > 0 || client.blocked_since.is_none() {
                     client.blocked_since = Some(now);
                 }
@@ -887,7 +898,8 @@ impl Worker {
                 let lag = client
                     .in_flight_born
                     .or_else(|| client.pending.front().map(|l| l.born()));
-                lag.map_or(stall, |born| stall.min(born + settings.max_lag))
+                let due = lag.map_or(stall, |born| stall.min(born + settings.max_lag));
+                due.min(client.next_probe)
             }
         };
         if !client.watched {
@@ -899,11 +911,21 @@ impl Worker {
 
     /// Cuts the clients whose deadline has passed; forgets those that no
     /// longer have one.
+    ///
+    /// A full socket is also tried again now and then: the kernel reports
+    /// room only once half of what it may hold unsent ([`UNSENT_LIMIT`]
+    /// on the server) has gone, so a peer that reads a few KB a second
+    /// takes bytes without a word from epoll. A client is stalled when no
+    /// try has moved a byte for the stall timeout.
+    ///
+    /// [`UNSENT_LIMIT`]: crate::server
     fn check_deadlines(&mut self, now: Instant) {
         let settings = self.settings;
+        let probe_every = (settings.stall_timeout / 4).max(FIRST_PROBE);
         let mut watch = std::mem::take(&mut self.watch);
         let mut next: Option<Instant> = None;
         let mut to_cut = Vec::new();
+        let mut to_probe = Vec::new();
         watch.retain(|&slot| {
             let Some(client) = self
                 .clients
@@ -922,17 +944,21 @@ impl Worker {
                 Phase::Open | Phase::Closing { .. } => match client.blocked_since {
                     None => None,
                     Some(since) => {
-                        let stalled = now.saturating_duration_since(since);
                         let lag = client.lag(now);
-                        if stalled >= settings.stall_timeout {
-                            to_cut.push((slot, Cut::Stalled(stalled)));
-                            None
-                        } else if lag >= settings.max_lag {
+                        if lag >= settings.max_lag {
                             to_cut.push((slot, Cut::Lagging(lag)));
                             None
+                        } else if client.next_probe <= now
+                            || now.saturating_duration_since(since) >= settings.stall_timeout
+                        {
+                            // Tried below; it stays on the list.
+                            to_probe.push(slot);
+                            client.next_probe = now + probe_every;
+                            Some(client.next_probe)
                         } else {
                             let stall_at = since + settings.stall_timeout;
-                            Some(stall_at.min(now + (settings.max_lag - lag)))
+                            let lag_at = now + (settings.max_lag - lag);
+                            Some(stall_at.min(lag_at).min(client.next_probe))
                         }
                     }
                 },
@@ -950,19 +976,21 @@ impl Worker {
         });
         self.watch = watch;
         self.next_check = next;
-        for (slot, why) in to_cut {
-            if let Cut::Stalled(_) = why {
-                // The kernel says a socket has room only once half of what
-                // it may hold unsent has gone, so a peer that reads slowly
-                // can be taking bytes with no word of it. One more try
-                // tells: a send that moves anything is progress.
-                let since = self.client(slot).and_then(|c| c.blocked_since);
-                self.flush(slot);
-                let after = self.client(slot).and_then(|c| c.blocked_since);
-                if after != since {
-                    continue;
+        for slot in to_probe {
+            // A send that moves anything is progress, and moves
+            // `blocked_since` on; one that does not leaves it.
+            self.flush(slot);
+            let Some(client) = self.client(slot) else {
+                continue;
+            };
+            if let Some(since) = client.blocked_since {
+                let stalled = now.saturating_duration_since(since);
+                if stalled >= settings.stall_timeout {
+                    to_cut.push((slot, Cut::Stalled(stalled)));
                 }
             }
+        }
+        for (slot, why) in to_cut {
             self.cut(slot, why);
         }
     }

@@ -146,13 +146,22 @@ impl Budget {
 /// `Rc`, whose plain counter only that shard's thread touches. An `Arc` per
 /// recipient would have every delivery change a counter that both writer
 /// threads write, and the cache line holding it would bounce between cores.
+///
+/// The text is an `Arc<str>` held in the line itself, so that a writer
+/// reading it for each recipient follows one pointer, not three; what the
+/// line owes the budget travels beside it, refunded when the last clone
+/// goes.
 #[derive(Debug, Clone)]
-pub struct Outgoing(Arc<Text>);
-
-#[derive(Debug)]
-struct Text {
-    text: Box<str>,
+pub struct Outgoing {
+    text: Arc<str>,
     born: Instant,
+    _charge: Arc<Charge>,
+}
+
+/// What one line owes the budget, paid back when it is dropped.
+#[derive(Debug)]
+struct Charge {
+    bytes: usize,
     budget: Arc<Budget>,
 }
 
@@ -160,30 +169,33 @@ impl Outgoing {
     /// Makes a line and charges it to `budget`, which gets the bytes back
     /// when the last clone is dropped.
     pub fn new(text: String, budget: &Arc<Budget>) -> Outgoing {
-        let text = text.into_boxed_str();
-        budget.charge(text.len() + LINE_OVERHEAD);
-        Outgoing(Arc::new(Text {
-            text,
+        let bytes = text.len() + LINE_OVERHEAD;
+        budget.charge(bytes);
+        Outgoing {
+            text: Arc::from(text),
             born: Instant::now(),
-            budget: Arc::clone(budget),
-        }))
+            _charge: Arc::new(Charge {
+                bytes,
+                budget: Arc::clone(budget),
+            }),
+        }
     }
 
     /// The line as it goes on the wire.
     pub fn text(&self) -> &str {
-        &self.0.text
+        &self.text
     }
 
     /// When the hub made it: the age of the oldest line a client still
     /// waits for is how far behind that client is.
     pub fn born(&self) -> Instant {
-        self.0.born
+        self.born
     }
 }
 
-impl Drop for Text {
+impl Drop for Charge {
     fn drop(&mut self) {
-        self.budget.refund(self.text.len() + LINE_OVERHEAD);
+        self.budget.refund(self.bytes);
     }
 }
 

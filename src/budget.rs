@@ -186,6 +186,12 @@ impl Outgoing {
         &self.text
     }
 
+    /// The text itself, to keep after the line is sent: a room's history
+    /// holds it so, without a copy, and without counting in the budget.
+    pub fn shared_text(&self) -> Arc<str> {
+        Arc::clone(&self.text)
+    }
+
     /// When the hub made it: the age of the oldest line a client still
     /// waits for is how far behind that client is.
     pub fn born(&self) -> Instant {

@@ -241,16 +241,13 @@ impl ReadHalf {
             // A client's first lines can arrive with its Finished message and
             // be decrypted already; the socket may then stay silent.
             let mut delivered = false;
-            let state = drain_plaintext(&mut lock(&self.conn), &mut |bytes| {
+            // What is queued now, the handshake queued (a server's session
+            // ticket): it goes out with the first lines.
+            let queued_before = true;
+            let state = drain_plaintext(&mut lock(&self.conn), queued_before, &mut |bytes| {
                 delivered = true;
                 sink(bytes)
             })?;
-            // What is queued now, the handshake queued (a server's session
-            // ticket): it goes out with the first lines.
-            let state = match state {
-                Received::Data { .. } => Received::Data { wants_write: false },
-                other => other,
-            };
             if delivered || state != (Received::Data { wants_write: false }) {
                 return Ok(state);
             }
@@ -274,28 +271,24 @@ impl ReadHalf {
         self.received += read as u64;
         conn.process_new_packets()
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
-        let mut state = drain_plaintext(&mut conn, sink)?;
-        if queued_before {
-            // The writer already has output waiting (a full socket, or a
-            // server's session ticket); it sends anything new with it.
-            state = match state {
-                Received::Data { .. } => Received::Data { wants_write: false },
-                other => other,
-            };
-        }
-        Ok(state)
+        drain_plaintext(&mut conn, queued_before, sink)
     }
-}
 
-impl ReadHalf {
     /// TLS bytes read from the socket since the split (handshake excluded).
     pub fn bytes_received(&self) -> u64 {
         self.received
     }
 }
 
-/// Passes all decrypted bytes to `sink`, then says what state the stream is in.
-fn drain_plaintext(conn: &mut Connection, sink: &mut dyn FnMut(&[u8])) -> io::Result<Received> {
+/// Passes all decrypted bytes to `sink`, then says what state the stream is
+/// in. If output was `queued_before` the read, the writer already has it
+/// waiting (a full socket, a session ticket) and sends anything new with
+/// it: only output that reading alone queued asks for a flush.
+fn drain_plaintext(
+    conn: &mut Connection,
+    queued_before: bool,
+    sink: &mut dyn FnMut(&[u8]),
+) -> io::Result<Received> {
     let mut reader = conn.reader();
     loop {
         match reader.fill_buf() {
@@ -311,7 +304,7 @@ fn drain_plaintext(conn: &mut Connection, sink: &mut dyn FnMut(&[u8])) -> io::Re
         }
     }
     Ok(Received::Data {
-        wants_write: conn.wants_write(),
+        wants_write: !queued_before && conn.wants_write(),
     })
 }
 
@@ -417,17 +410,10 @@ impl WriteHalf {
 
     /// Queues close_notify and sends it without waiting, as
     /// [`offer`](WriteHalf::offer) does; `blocked` means it is still inside
-    /// rustls, and `offer(&[])` sends the rest.
+    /// rustls, and `offer(&[], true)` sends the rest.
     pub fn offer_close(&mut self) -> io::Result<Offered> {
-        let mut conn = lock(&self.conn);
-        conn.send_close_notify();
-        let sent = send_without_waiting(&mut conn, &self.socket)?;
-        self.sent += sent as u64;
-        Ok(Offered {
-            taken: 0,
-            sent,
-            blocked: conn.wants_write(),
-        })
+        lock(&self.conn).send_close_notify();
+        self.offer(&[], false)
     }
 
     /// Ends our direction of the TCP stream, after close_notify went out.

@@ -60,6 +60,9 @@ pub enum Error {
         /// Why rustls refused them.
         source: rustls::Error,
     },
+    /// The keys that encrypt session tickets could not be made (the system's
+    /// random number generator failed).
+    Ticketer(rustls::Error),
     /// The listening socket could not be bound (address in use, not allowed).
     Bind {
         /// The address asked for.
@@ -144,6 +147,7 @@ impl fmt::Display for Error {
                 ),
                 _ => write!(f, "cannot use {} with {}", cert.display(), key.display()),
             },
+            Error::Ticketer(_) => write!(f, "cannot make the keys for session tickets"),
             Error::Bind { addr, .. } => write!(f, "cannot listen on {addr}"),
             Error::Resolve { addr, .. } => write!(f, "cannot resolve {addr}"),
             Error::Connect { addr, .. } => write!(f, "cannot connect to {addr}"),
@@ -192,7 +196,9 @@ impl std::error::Error for Error {
             | Error::Output(source)
             | Error::Thread(source) => Some(source),
             Error::BadPem { source, .. } => Some(source),
-            Error::BadCa { source, .. } | Error::CertAndKey { source, .. } => Some(source),
+            Error::BadCa { source, .. }
+            | Error::CertAndKey { source, .. }
+            | Error::Ticketer(source) => Some(source),
             Error::Handshake { source, .. } => Some(source),
             Error::ClientVerifier { source, .. } => Some(source),
             Error::NoPem { .. }

@@ -251,11 +251,11 @@ pub fn run(
         budget,
         last_overload_warning: None,
     };
-    let mut round = Vec::with_capacity(ROUND);
+    let mut unhandled = Vec::new();
     // Everything already waiting, up to a round's worth, is handled before
     // the shards get their work: under load each shard wakes once for many
     // lines; with one event at a time, nothing waits longer.
-    let mut unhandled = Vec::new();
+    let mut round = Vec::with_capacity(ROUND);
     'events: while events.recv_batch(&mut round, ROUND) {
         let mut batch = round.drain(..);
         while let Some(event) = batch.next() {
@@ -268,7 +268,6 @@ pub fn run(
                 hub.wait_for_writers();
             }
         }
-        drop(batch);
         hub.dispatch.hand_over();
     }
     // A client whose end was queued but never handled must still be let
@@ -719,17 +718,17 @@ impl Hub {
 
     /// A chat or action line: to everyone in the room, and into its history.
     fn say_in_room(&mut self, room: &str, line: ServerLine<'_>) {
-        let wire = line.to_wire();
+        let line = self.line(line.to_wire());
+        let Some(state) = self.rooms.get_mut(room) else {
+            return;
+        };
         if self.settings.history > 0 {
-            if let Some(state) = self.rooms.get_mut(room) {
-                if state.history.len() == self.settings.history {
-                    state.history.pop_front();
-                }
-                state.history.push_back(Arc::from(wire.as_str()));
+            if state.history.len() == self.settings.history {
+                state.history.pop_front();
             }
+            state.history.push_back(line.shared_text());
         }
-        let line = self.line(wire);
-        self.fan_out(room, line, None);
+        self.dispatch.send_room(state, line, None);
     }
 
     fn tell_room(&mut self, room: &str, line: ServerLine<'_>, except: Option<ClientId>) {

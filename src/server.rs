@@ -97,7 +97,7 @@ const EVENT_QUEUE: usize = 4096;
 /// itself full, and the lines wait in the writer's queue instead: shared,
 /// counted against the memory budget, and measured for lag. Enough to
 /// keep a fast reader's connection busy between two sends.
-const UNSENT_LIMIT: u32 = 128 * 1024;
+pub const UNSENT_LIMIT: u32 = 128 * 1024;
 
 /// Stack reserved for each client's handshake thread: the cryptography's
 /// deepest calls need tens of KiB. Only the pages touched become memory.

@@ -13,7 +13,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -30,10 +29,13 @@ use crate::hub::ClientId;
 /// Default for how long a client's socket may take nothing, while lines
 /// wait for it, before the client is cut as stalled.
 ///
-/// The kernel already buffers megabytes for each socket; when that is full
-/// and five more seconds pass without it taking a byte (the shard tries a
-/// send before it decides), the peer is
-/// not reading. A reader that pauses for a second or two is not cut.
+/// The kernel already holds up to 128 KiB unsent for each socket
+/// ([`UNSENT_LIMIT`]), besides what the peer's receive buffer took; when
+/// that is full and five more seconds pass without a byte taken (the shard
+/// probes the socket meanwhile), the peer is not reading. A reader that
+/// pauses for a second or two is not cut.
+///
+/// [`UNSENT_LIMIT`]: crate::server::UNSENT_LIMIT
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default for how old the oldest line waiting for a client may get before
@@ -49,8 +51,7 @@ pub const MAX_LAG: Duration = Duration::from_secs(30);
 /// its socket does.
 ///
 /// Half the default memory budget: one client alone can never bring the
-/// whole server to a stop. A burst that leaves a healthy reader this far
-/// behind takes far longer than [`MAX_LAG`] to send.
+/// whole server to a stop.
 pub const MAX_PENDING: usize = 128 * 1024 * 1024;
 
 /// How soon after a socket is found full it is first tried again (see
@@ -368,7 +369,6 @@ struct Client {
     id: ClientId,
     peer: SocketAddr,
     write: WriteHalf,
-    fd: RawFd,
     fate: Arc<Fate>,
     on_done: Option<Box<dyn FnOnce(u64) + Send>>,
     /// Lines not yet encrypted, oldest first.
@@ -401,12 +401,45 @@ struct Client {
 }
 
 impl Client {
+    /// When the oldest line still waiting for this client was made.
+    fn oldest_born(&self) -> Option<Instant> {
+        self.in_flight_born
+            .or_else(|| self.pending.front().map(|line| line.born()))
+    }
+
     /// How long ago the oldest line still waiting for this client was made.
     fn lag(&self, now: Instant) -> Duration {
-        let oldest = self
-            .in_flight_born
-            .or_else(|| self.pending.front().map(|line| line.born()));
-        oldest.map_or(Duration::ZERO, |born| now.saturating_duration_since(born))
+        self.oldest_born()
+            .map_or(Duration::ZERO, |born| now.saturating_duration_since(born))
+    }
+
+    /// The kernel refused some of what we had; `moved` says whether this
+    /// send got anything through, which restarts the stall clock.
+    fn note_blocked(&mut self, now: Instant, moved: bool) {
+        if self.blocked_since.is_none() {
+            self.next_probe = now + FIRST_PROBE;
+        }
+        if moved || self.blocked_since.is_none() {
+            self.blocked_since = Some(now);
+        }
+    }
+
+    /// When the shard must next look at this client: its linger's end, or,
+    /// while its socket is full, the next try, its stall or its lag
+    /// deadline, whichever comes first. `None`: nothing to look at.
+    fn deadline(&self, settings: &ShardSettings) -> Option<Instant> {
+        match self.phase {
+            Phase::Lingering { until } => Some(until),
+            Phase::Dead => None,
+            Phase::Open | Phase::Closing { .. } => {
+                let since = self.blocked_since?;
+                let mut at = (since + settings.stall_timeout).min(self.next_probe);
+                if let Some(born) = self.oldest_born() {
+                    at = at.min(born + settings.max_lag);
+                }
+                Some(at)
+            }
+        }
     }
 }
 
@@ -605,7 +638,6 @@ impl Worker {
             id,
             peer,
             write,
-            fd,
             fate,
             on_done: Some(on_done),
             pending: VecDeque::new(),
@@ -805,12 +837,7 @@ impl Worker {
                     charge += offered.taken;
                     client.sealed_unsent += offered.taken;
                 }
-                if client.blocked_since.is_none() {
-                    client.next_probe = now + FIRST_PROBE;
-                }
-                if offered.sent > 0 || client.blocked_since.is_none() {
-                    client.blocked_since = Some(now);
-                }
+                client.note_blocked(now, offered.sent > 0);
                 break Ok(true);
             }
             client.in_flight_born = None;
@@ -847,7 +874,7 @@ impl Worker {
             client.phase = Phase::Closing { notified: true };
             match client.write.offer_close() {
                 Ok(offered) if offered.blocked => {
-                    client.blocked_since.get_or_insert(now);
+                    client.note_blocked(now, offered.sent > 0);
                     return self.watch(slot);
                 }
                 Ok(_) => {}
@@ -887,20 +914,8 @@ impl Worker {
         let Some(client) = self.client(slot) else {
             return;
         };
-        let deadline = match client.phase {
-            Phase::Lingering { until } => until,
-            Phase::Dead => return,
-            Phase::Open | Phase::Closing { .. } => {
-                let Some(since) = client.blocked_since else {
-                    return;
-                };
-                let stall = since + settings.stall_timeout;
-                let lag = client
-                    .in_flight_born
-                    .or_else(|| client.pending.front().map(|l| l.born()));
-                let due = lag.map_or(stall, |born| stall.min(born + settings.max_lag));
-                due.min(client.next_probe)
-            }
+        let Some(deadline) = client.deadline(&settings) else {
+            return;
         };
         if !client.watched {
             client.watched = true;
@@ -913,12 +928,12 @@ impl Worker {
     /// longer have one.
     ///
     /// A full socket is also tried again now and then: the kernel reports
-    /// room only once half of what it may hold unsent ([`UNSENT_LIMIT`]
-    /// on the server) has gone, so a peer that reads a few KB a second
-    /// takes bytes without a word from epoll. A client is stalled when no
-    /// try has moved a byte for the stall timeout.
+    /// room only once half of what it may hold unsent ([`UNSENT_LIMIT`])
+    /// has gone, so a peer that reads a few KB a second takes bytes without
+    /// a word from epoll. A client is stalled when no try has moved a byte
+    /// for the stall timeout.
     ///
-    /// [`UNSENT_LIMIT`]: crate::server
+    /// [`UNSENT_LIMIT`]: crate::server::UNSENT_LIMIT
     fn check_deadlines(&mut self, now: Instant) {
         let settings = self.settings;
         let probe_every = (settings.stall_timeout / 4).max(FIRST_PROBE);
@@ -934,45 +949,32 @@ impl Worker {
             else {
                 return false;
             };
-            let deadline = match client.phase {
-                Phase::Lingering { until } if until <= now => {
-                    to_cut.push((slot, Cut::Lingered));
-                    None
-                }
-                Phase::Lingering { until } => Some(until),
-                Phase::Dead => None,
-                Phase::Open | Phase::Closing { .. } => match client.blocked_since {
-                    None => None,
-                    Some(since) => {
-                        let lag = client.lag(now);
-                        if lag >= settings.max_lag {
-                            to_cut.push((slot, Cut::Lagging(lag)));
-                            None
-                        } else if client.next_probe <= now
-                            || now.saturating_duration_since(since) >= settings.stall_timeout
-                        {
-                            // Tried below; it stays on the list.
-                            to_probe.push(slot);
-                            client.next_probe = now + probe_every;
-                            Some(client.next_probe)
-                        } else {
-                            let stall_at = since + settings.stall_timeout;
-                            let lag_at = now + (settings.max_lag - lag);
-                            Some(stall_at.min(lag_at).min(client.next_probe))
-                        }
-                    }
-                },
+            let Some(mut at) = client.deadline(&settings) else {
+                client.watched = false;
+                return false;
             };
-            match deadline {
-                Some(at) => {
-                    next = Some(next.map_or(at, |n| n.min(at)));
-                    true
-                }
-                None => {
+            if at <= now {
+                if let Phase::Lingering { .. } = client.phase {
+                    to_cut.push((slot, Cut::Lingered));
                     client.watched = false;
-                    false
+                    return false;
                 }
+                let lag = client.lag(now);
+                if lag >= settings.max_lag {
+                    to_cut.push((slot, Cut::Lagging(lag)));
+                    client.watched = false;
+                    return false;
+                }
+                // A try is due, or the stall deadline: tried below, and
+                // cut there if nothing moves. It stays on the list, looked
+                // at again by the next try at the latest (its stall
+                // deadline may be past already; that try decides).
+                to_probe.push(slot);
+                client.next_probe = now + probe_every;
+                at = client.next_probe;
             }
+            next = Some(next.map_or(at, |n| n.min(at)));
+            true
         });
         self.watch = watch;
         self.next_check = next;
@@ -1024,31 +1026,28 @@ impl Worker {
                 settings.max_pending
             ),
             Cut::Failed(err) => format!("connection failed: {err}"),
-            Cut::Lingered => String::new(),
+            Cut::Lingered => "did not hang up after our close_notify".to_string(),
         };
-        match why {
-            Cut::Lingered => {
-                log::debug!("{} {}: peer did not close in time", client.id, client.peer)
-            }
-            Cut::Failed(_) => log::debug!("{} {}: {reason}", client.id, client.peer),
-            _ => log::warn!(
+        let too_slow = matches!(
+            why,
+            Cut::Stalled(_) | Cut::Lagging(_) | Cut::TooFarBehind(_)
+        );
+        if too_slow {
+            log::warn!(
                 "{} {}: disconnected, {reason}; {} lines, {} bytes were waiting",
                 client.id,
                 client.peer,
                 waiting.0,
                 waiting.1
-            ),
+            );
+        } else {
+            // A peer gone, or one that did not answer our close_notify in
+            // time: nothing the operator needs to hear of.
+            log::debug!("{} {}: {reason}", client.id, client.peer);
         }
-        let too_slow = matches!(
-            why,
-            Cut::Stalled(_) | Cut::Lagging(_) | Cut::TooFarBehind(_)
-        );
         client.fate.too_slow.store(too_slow, Ordering::SeqCst);
         // Set last, so that a thread that sees the reason sees the rest.
-        let _ = client.fate.cut.set(match why {
-            Cut::Lingered => "did not hang up after our close_notify".to_string(),
-            _ => reason,
-        });
+        let _ = client.fate.cut.set(reason);
         client.phase = Phase::Dead;
         client.write.reset();
         let refund =
@@ -1077,9 +1076,11 @@ impl Worker {
             .expect("looked up above");
         // The socket closes when the client's thread drops it too; until
         // then it must not wake this shard under a slot reused by another.
-        let _ = self.poll.registry().deregister(&mut SourceFd(&client.fd));
-        self.budget.refund(client.pending.len() * REFERENCE_COST);
-        client.pending.clear();
+        let fd = client.write.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        // A client is Dead only once cut (which let its lines go) or once
+        // everything was sent: nothing it holds counts in the budget.
+        debug_assert!(client.pending.is_empty() && client.sealed_unsent == 0);
         if let Some(on_done) = client.on_done.take() {
             on_done(client.write.bytes_sent());
         }

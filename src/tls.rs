@@ -100,12 +100,7 @@ pub fn server_config(
     // authenticated again. Stateless tickets (the session, encrypted with a
     // key that rotates every six hours) work for any number of clients; the
     // default stateful cache remembers only 256 sessions.
-    config.ticketer =
-        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|source| Error::CertAndKey {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
-            source,
-        })?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(Error::Ticketer)?;
     // One ticket per connection: a chat client keeps one connection, and
     // each resumption brings a fresh ticket for the next.
     config.send_tls13_tickets = 1;

@@ -2,17 +2,13 @@
 //! they can; every client must receive every line, in order per sender.
 //! Deliveries per second, and the server's CPU time per delivery.
 
-use crate::connect::{Bench, Crowd};
+use crate::connect::Bench;
 use crate::modes::{self, burst, report_closed, report_connect, report_cpu, secs, Shape};
 
 /// Runs the fan-out; true if every check passed.
 pub fn run(bench: &Bench) -> bool {
     let o = &bench.options;
-    let shape = Shape {
-        clients: o.clients,
-        senders: o.senders,
-        messages: o.messages,
-    };
+    let shape = Shape::of(o);
     let echoes = o.peer.echoes();
     let total = shape.deliveries(echoes);
     println!(
@@ -24,13 +20,8 @@ pub fn run(bench: &Bench) -> bool {
         .add("senders", shape.senders)
         .add("messages", shape.messages)
         .add("size", o.size);
-    let mut crowd = match Crowd::new(bench, bench.marker(""), shape.senders) {
-        Ok(crowd) => crowd,
-        Err(err) => {
-            println!("setup failed: {err}");
-            result.problem("setup_failed");
-            return result.finish();
-        }
+    let Some(mut crowd) = modes::crowd(bench, bench.marker(""), shape.senders, &mut result) else {
+        return result.finish();
     };
     let connected = crowd.connect(0..shape.clients, &|index| shape.plan(index, echoes));
     report_connect(connected, shape.clients, &mut result);

@@ -20,13 +20,8 @@ pub fn run(bench: &Bench) -> bool {
     let n = o.clients;
     println!("idle: {n} connections; {} peer", o.peer);
     let mut result = modes::result_line(bench);
-    let mut crowd = match Crowd::new(bench, bench.marker(""), 1) {
-        Ok(crowd) => crowd,
-        Err(err) => {
-            println!("setup failed: {err}");
-            result.problem("setup_failed");
-            return result.finish();
-        }
+    let Some(mut crowd) = modes::crowd(bench, bench.marker(""), 1, &mut result) else {
+        return result.finish();
     };
     let echoes = o.peer.echoes();
     // Client `n`, the broadcaster, connects after the measurement.

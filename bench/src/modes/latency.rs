@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::check::{push_line, Expect};
-use crate::connect::{Bench, Crowd, Plan, Role};
+use crate::connect::{Bench, Plan, Role};
 use crate::modes::{self, ms, nanos, percentile, report_closed, report_connect, report_cpu, secs};
 use crate::progress::Progress;
 
@@ -29,13 +29,8 @@ pub fn run(bench: &Bench) -> bool {
         .add("rate", o.rate)
         .add("seconds_sent", o.seconds)
         .add("size", o.size);
-    let mut crowd = match Crowd::new(bench, bench.marker(""), 1) {
-        Ok(crowd) => crowd,
-        Err(err) => {
-            println!("setup failed: {err}");
-            result.problem("setup_failed");
-            return result.finish();
-        }
+    let Some(mut crowd) = modes::crowd(bench, bench.marker(""), 1, &mut result) else {
+        return result.finish();
     };
     let echoes = o.peer.echoes();
     // Client `n` is the sender; it receives its own lines too (where the

@@ -22,7 +22,7 @@ use secure_chat::duplex::WriteHalf;
 
 use crate::check::{push_line, End, Expect};
 use crate::connect::{Bench, Closed, Crowd, Plan, Role};
-use crate::options::Mode;
+use crate::options::{Mode, Options};
 use crate::probe::Samples;
 use crate::progress::Progress;
 use crate::report::ResultLine;
@@ -38,6 +38,24 @@ pub fn run(bench: &Bench) -> bool {
         Mode::Idle => idle::run(bench),
         Mode::Handshake => handshake::run(bench),
         Mode::Slow => slow::run(bench),
+    }
+}
+
+/// A crowd for this run, or `None` with the reason printed and noted in
+/// `result` as `setup_failed`.
+pub fn crowd<'b>(
+    bench: &'b Bench,
+    marker: Arc<str>,
+    senders: usize,
+    result: &mut ResultLine,
+) -> Option<Crowd<'b>> {
+    match Crowd::new(bench, marker, senders) {
+        Ok(crowd) => Some(crowd),
+        Err(err) => {
+            println!("setup failed: {err}");
+            result.problem("setup_failed");
+            None
+        }
     }
 }
 
@@ -71,6 +89,15 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The shape the command line asks for.
+    pub fn of(options: &Options) -> Shape {
+        Shape {
+            clients: options.clients,
+            senders: options.senders,
+            messages: options.messages,
+        }
+    }
+
     /// What client `index` does and expects.
     pub fn plan(&self, index: usize, echoes: bool) -> Plan {
         let sender = index < self.senders;

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use crate::check::{End, Expect};
-use crate::connect::{Bench, Closed, Crowd, Plan, Role};
+use crate::connect::{Bench, Closed, Plan, Role};
 use crate::modes::{self, burst, report_connect, secs, Shape};
 use crate::report::ResultLine;
 
@@ -41,11 +41,7 @@ struct Run {
 /// Runs both fan-outs; true if the readers got everything both times.
 pub fn run(bench: &Bench) -> bool {
     let o = &bench.options;
-    let shape = Shape {
-        clients: o.clients,
-        senders: o.senders,
-        messages: o.messages,
-    };
+    let shape = Shape::of(o);
     println!(
         "slow: {} readers, {} senders x {} lines of {} bytes; then again beside {} stalled \
          clients; {} peer",
@@ -157,14 +153,7 @@ fn one_run(
     let o = &bench.options;
     let echoes = o.peer.echoes();
     let label = if stalled == 0 { "alone" } else { "stalled" };
-    let mut crowd = match Crowd::new(bench, bench.marker(tag), shape.senders) {
-        Ok(crowd) => crowd,
-        Err(err) => {
-            println!("setup failed: {err}");
-            result.problem("setup_failed");
-            return None;
-        }
-    };
+    let mut crowd = modes::crowd(bench, bench.marker(tag), shape.senders, result)?;
     let plan = |index: usize| {
         if index < shape.clients {
             shape.plan(index, echoes)

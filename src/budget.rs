@@ -4,6 +4,8 @@
 //! recipient. The [`Budget`] counts its bytes once, plus a pointer's worth
 //! for each recipient still waiting for it. Past the budget the hub stops
 //! taking new lines until the writers catch up; nothing here ever drops one.
+//!
+//! Next: [`shard`](crate::shard), the writers that send the lines.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,8 +14,9 @@ use std::time::{Duration, Instant};
 /// Default for [`Budget`]'s limit: the memory all waiting lines may take.
 ///
 /// About 1 % of a 24 GiB machine. Healthy readers keep far less waiting
-/// (each socket's kernel buffer holds megabytes of its own); the budget is
-/// reached only when a flood outruns the writers, and then the senders wait.
+/// (each socket's kernel buffer holds up to 128 KiB unsent of its own, plus
+/// what is in flight); the budget is reached only when a flood outruns the
+/// writers, and then the senders wait.
 pub const MEMORY_BUDGET: usize = 256 * 1024 * 1024;
 
 /// What a line costs besides its text: the shared allocation's header and
@@ -168,11 +171,12 @@ struct Charge {
 impl Outgoing {
     /// Makes a line and charges it to `budget`, which gets the bytes back
     /// when the last clone is dropped.
-    pub fn new(text: String, budget: &Arc<Budget>) -> Outgoing {
+    pub fn new(text: impl Into<Arc<str>>, budget: &Arc<Budget>) -> Outgoing {
+        let text = text.into();
         let bytes = text.len() + LINE_OVERHEAD;
         budget.charge(bytes);
         Outgoing {
-            text: Arc::from(text),
+            text,
             born: Instant::now(),
             _charge: Arc::new(Charge {
                 bytes,

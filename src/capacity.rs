@@ -5,6 +5,8 @@
 //! a new thread or socket fails, and some of those failures abort the whole
 //! process. So the server reads the limits once at start, says in one log
 //! line what they allow and how to raise them, and never goes past them.
+//!
+//! Next: [`pool`](crate::pool).
 
 use std::fmt;
 use std::fs;

@@ -1,8 +1,29 @@
 //! The interactive client: connect, verify the server, then chat.
 //!
-//! Two threads share the connection: the keyboard thread reads lines and
-//! queues them for the writer thread, while the calling thread prints what
-//! arrives, so messages appear even while the user is not typing.
+//! [`connect`] is where the client decides whom it will talk to; read it
+//! right after [`tls`]. It opens the TCP connection ([`dial`])
+//! and runs the TLS handshake ([`handshake`]) with the configuration from
+//! [`tls::client_config`], which holds the roots it trusts, and with the
+//! name to check: `--server-name`, else the host part of `--addr`. rustls
+//! uses that name twice: it sends it in the ClientHello (SNI, for a DNS
+//! name only), and it checks it against the subjectAltName of the
+//! certificate the server presents. If rustls refuses the certificate (no
+//! trusted chain, out of its dates, another name, a bad signature), the
+//! handshake returns the error and [`connect`] returns
+//! [`Error::Handshake`] with a hint; nothing but the handshake was sent. A
+//! refusal of *our* certificate cannot arrive there: in TLS 1.3 the server
+//! checks it after we sent our Finished, so it arrives at the first read,
+//! and is reported then as the handshake failure it is.
+//!
+//! Then [`Connected::chat`]: two threads share the connection. The
+//! keyboard thread reads lines and queues them for the writer thread,
+//! while the calling thread prints what arrives, so messages appear even
+//! while the user is not typing. Every reader in the project, this one,
+//! the server's, the benchmark's and the tests', reads through the same
+//! [`LineReader`], and connects through [`connect`] or [`handshake`].
+//!
+//! Next, after [`connect`]: [`duplex`], the handshake loop.
+//! Next, after the rest: [`outbox`], the writer's queue.
 
 use std::io::{self, BufRead, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -12,11 +33,12 @@ use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConnection, Connection};
+use rustls::{ClientConfig, ClientConnection, Connection};
 
-use crate::duplex::{self, HandshakeError, Received};
+use crate::duplex::{self, HandshakeError, WriteHalf};
 use crate::error::Error;
-use crate::line::{Frame, LineFramer};
+use crate::line::Frame;
+use crate::line_reader::{End, LineReader};
 use crate::outbox::{self, Outbox, QueueLimits};
 use crate::screen::Screen;
 use crate::tls::{self, Identity, Trust};
@@ -34,7 +56,7 @@ const LINGER: Duration = Duration::from_secs(5);
 /// The longest line the client accepts from the server. Server lines carry
 /// a client's line plus a short prefix, so this is well above the server's
 /// default line limit.
-const MAX_SERVER_LINE: usize = 64 * 1024;
+pub const MAX_SERVER_LINE: usize = 64 * 1024;
 
 /// Lines typed ahead of the network before the keyboard thread waits.
 const TYPE_AHEAD: QueueLimits = QueueLimits {
@@ -75,16 +97,32 @@ pub struct Connected {
 /// Nothing is sent to the server but the handshake itself until this has
 /// verified the server's certificate.
 pub fn connect(options: &ClientOptions) -> Result<Connected, Error> {
+    let config = tls::client_config(&options.trust, options.identity.as_ref())?;
+    let socket = dial(&options.addr, options.timeout)?;
+    handshake(socket, config, options)
+}
+
+/// The TLS half of [`connect`], on a socket that is already connected:
+/// for callers that open the socket themselves or tune the configuration
+/// (the benchmark turns resumption off). `config` should trust what
+/// `options.trust` says; that is what the hints on failure assume.
+pub fn handshake(
+    socket: TcpStream,
+    config: Arc<ClientConfig>,
+    options: &ClientOptions,
+) -> Result<Connected, Error> {
     let addr = &options.addr;
     let name = match &options.server_name {
         Some(name) => name.clone(),
         None => host_of(addr).to_string(),
     };
+    // The name is used twice. A DNS name is sent in the ClientHello (SNI),
+    // in clear, so that a server with several certificates can pick one;
+    // an IP address is not sent (SNI carries only names). Either way it is
+    // what the server's certificate must hold.
     let server_name =
         ServerName::try_from(name.clone()).map_err(|_| Error::ServerName { name: name.clone() })?;
-    let config = tls::client_config(&options.trust, options.identity.as_ref())?;
-
-    let socket = connect_tcp(addr, options.timeout)?;
+    // Each batch of lines leaves at once: chat is small and interactive.
     socket.set_nodelay(true)?;
     let client = ClientConnection::new(config, server_name).map_err(|err| Error::Handshake {
         peer: addr.clone(),
@@ -94,7 +132,7 @@ pub fn connect(options: &ClientOptions) -> Result<Connected, Error> {
     let mut conn = Connection::Client(client);
     duplex::handshake(&mut conn, &socket, options.timeout).map_err(|source| Error::Handshake {
         peer: addr.clone(),
-        hint: tls::client_hint(&source, &options.trust, &name),
+        hint: handshake_hint(&source, &options.trust, &name),
         source,
     })?;
     let summary = format!("connected to {addr}: {}", tls::describe(&conn));
@@ -108,13 +146,27 @@ pub fn connect(options: &ClientOptions) -> Result<Connected, Error> {
     })
 }
 
+/// Advice for a failed handshake: the TLS failures [`tls::client_hint`]
+/// knows, and a peer that hung up, which is most often not a TLS server.
+fn handshake_hint(err: &HandshakeError, trust: &Trust, server_name: &str) -> Option<String> {
+    match err {
+        HandshakeError::Tls(err) => tls::client_hint(err, trust, server_name),
+        HandshakeError::Closed => {
+            Some("is the address a TLS chat server (chat-server)?".to_string())
+        }
+        HandshakeError::TimedOut(_) | HandshakeError::Io(_) => None,
+    }
+}
+
 /// The host part of `host:port`, without the brackets of `[::1]:8080`.
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _port)| host);
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
+/// Opens the TCP connection: each address `addr` resolves to in turn,
+/// each within `timeout`, until one answers.
+pub fn dial(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
     let addrs = addr.to_socket_addrs().map_err(|source| Error::Resolve {
         addr: addr.to_string(),
         source,
@@ -133,11 +185,29 @@ fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
 }
 
 impl Connected {
+    /// The TLS state and the socket, for a caller that moves the bytes
+    /// itself (the benchmark's poller reads thousands of sockets in one
+    /// thread).
+    pub fn into_parts(self) -> (Connection, TcpStream) {
+        (self.conn, self.socket)
+    }
+
+    /// The two halves: a [`LineReader`] for the server's lines, and the
+    /// [`WriteHalf`] that sends. `flush` asks whoever owns the writing half
+    /// to send what rustls queued while reading.
+    pub fn split(self, flush: impl FnMut() + Send + 'static) -> (LineReader, WriteHalf) {
+        halves(self.conn, Arc::new(self.socket), flush)
+    }
+
     /// Chats until the server closes the connection: lines from `input` go
     /// to the server, lines from the server are written to `output`.
     ///
     /// When `input` ends, the client says close_notify and still prints
-    /// whatever the server sends until it closes too. `screen` decides how
+    /// whatever the server sends until it closes too. When `output` is
+    /// closed (`chat-client | head -1`), the reader has left: the client
+    /// says close_notify, reads and discards until the server closes too,
+    /// and ends without an error. Whatever ends the chat, the writer
+    /// thread is asked to close and is waited for. `screen` decides how
     /// lines look.
     ///
     /// The [`summary`](Connected::summary) goes to `status` once the first
@@ -165,60 +235,40 @@ impl Connected {
         } = self;
         let mut summary = Some(summary);
         let socket = Arc::new(socket);
-        let (mut read_half, write_half) = duplex::split(conn, Arc::clone(&socket));
-        let (outbox, inbox) = outbox::channel(TYPE_AHEAD);
+        let (outbox, drain) = outbox::channel(TYPE_AHEAD);
+        let flusher = outbox.clone();
+        let (mut lines, write_half) = halves(conn, Arc::clone(&socket), move || flusher.flush());
         // Each disconnects when its thread ends.
         let (reader_alive, reader_done) = crossbeam_channel::bounded::<()>(0);
         let (writer_alive, writer_done) = crossbeam_channel::bounded::<()>(0);
         let writer = thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
-                outbox::run_writer(write_half, inbox, reader_done, LINGER);
+                outbox::run_writer(write_half, drain, reader_done, LINGER);
                 drop(writer_alive);
             })?;
         let keyboard = outbox.clone();
-        thread::Builder::new()
+        let started = thread::Builder::new()
             .name("keyboard".into())
-            .spawn(move || send_input(input, keyboard))?;
-
-        let mut framer = LineFramer::new(MAX_SERVER_LINE);
-        let mut frames = Vec::new();
-        let result = loop {
-            let received = read_half.receive(&mut |bytes| framer.push(bytes, &mut frames));
-            if !frames.is_empty() {
+            .spawn(move || send_input(input, keyboard));
+        let result = match started {
+            Ok(_) => read_until_end(&mut lines, output, &mut screen, &outbox, || {
                 if let Some(summary) = summary.take() {
                     // Status output is a courtesy; chatting does not need it.
                     let _ = writeln!(status, "{summary}");
                 }
-            }
-            for frame in frames.drain(..) {
-                show(output, &mut screen, &frame).map_err(Error::Output)?;
-            }
-            match received {
-                Ok(Received::Data { wants_write }) => {
-                    if wants_write {
-                        outbox.flush();
-                    }
-                }
-                Ok(Received::Closed) => {
-                    if let Some(frame) = framer.finish() {
-                        show(output, &mut screen, &frame).map_err(Error::Output)?;
-                    }
-                    break Ok(());
-                }
-                Ok(Received::Eof) => {
-                    log::warn!(
-                        "the connection ended without the server's close_notify: \
-                         the server vanished, or did not answer ours in time"
-                    );
-                    break Ok(());
-                }
-                Err(err) => break Err(refusal_or(err, &addr, &trust, &server_name)),
-            }
+            }),
+            Err(err) => Err(Ended::Thread(err)),
         };
-        output.flush().map_err(Error::Output)?;
-        // Our answer to the server's close_notify; the writer then ends.
+        let result = result.map_err(|end| match end {
+            Ended::Output(err) => Error::Output(err),
+            Ended::Failed(end) => refusal_or(end, &addr, &trust, &server_name),
+            Ended::Thread(err) => Error::Thread(err),
+        });
+        // Our answer to the server's close_notify, or our own; the writer
+        // then ends.
         outbox.close();
+        drop(lines);
         drop(reader_alive);
         // A writer stuck sending to a server that stopped reading would
         // never end: past its linger time, cut the connection under it.
@@ -230,25 +280,96 @@ impl Connected {
     }
 }
 
+/// Why [`read_until_end`] stopped early.
+enum Ended {
+    /// Writing to the output failed, other than by being closed.
+    Output(io::Error),
+    /// The connection failed.
+    Failed(End),
+    /// A thread could not be started.
+    Thread(io::Error),
+}
+
+/// The two halves of a connection, the reading one in lines.
+fn halves(
+    conn: Connection,
+    socket: Arc<TcpStream>,
+    flush: impl FnMut() + Send + 'static,
+) -> (LineReader, WriteHalf) {
+    let (read_half, write_half) = duplex::split(conn, socket);
+    (
+        LineReader::new(read_half, MAX_SERVER_LINE, flush),
+        write_half,
+    )
+}
+
+/// The client's read loop: shows each line until the server closes. If
+/// the output is closed, says close_notify at once and discards the rest,
+/// so that the server still sees an orderly end. `first_line` runs when
+/// the first line arrives.
+fn read_until_end(
+    lines: &mut LineReader,
+    output: &mut impl Write,
+    screen: &mut Screen,
+    outbox: &Outbox,
+    mut first_line: impl FnMut(),
+) -> Result<(), Ended> {
+    let mut showing = true;
+    loop {
+        match lines.next_line() {
+            Ok(frame) => {
+                first_line();
+                if !showing {
+                    continue;
+                }
+                match show(output, screen, &frame) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+                        showing = false;
+                        outbox.close();
+                    }
+                    Err(err) => return Err(Ended::Output(err)),
+                }
+            }
+            Err(End::Closed) => break,
+            Err(End::Lost) => {
+                log::warn!(
+                    "the connection ended without the server's close_notify: \
+                     the server vanished, or did not answer ours in time"
+                );
+                break;
+            }
+            Err(end @ End::Failed(_)) => return Err(Ended::Failed(end)),
+        }
+    }
+    if showing {
+        match output.flush() {
+            Err(err) if err.kind() != io::ErrorKind::BrokenPipe => return Err(Ended::Output(err)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The error for a failed read. In TLS 1.3 the server checks a client
 /// certificate after the client has finished its side of the handshake,
 /// so a refusal arrives as the first read's error: it is reported as the
 /// handshake failure it is, with advice.
-fn refusal_or(err: io::Error, addr: &str, trust: &Trust, server_name: &str) -> Error {
-    let tls_error = err
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .cloned();
-    match tls_error {
+fn refusal_or(end: End, addr: &str, trust: &Trust, server_name: &str) -> Error {
+    match end.tls_error().cloned() {
         Some(tls_error) => {
             let source = HandshakeError::Tls(tls_error);
             Error::Handshake {
                 peer: addr.to_string(),
-                hint: tls::client_hint(&source, trust, server_name),
+                hint: handshake_hint(&source, trust, server_name),
                 source,
             }
         }
-        None => Error::Io(err),
+        None => match end {
+            End::Failed(err) => Error::Io(err),
+            // Not an error; not reached, as only failures come here.
+            End::Closed | End::Lost => Error::Io(io::Error::other(end.to_string())),
+        },
     }
 }
 

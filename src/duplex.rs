@@ -1,12 +1,38 @@
-//! One TLS connection used by two threads at once: one reads, one writes.
+//! The TLS handshake, then one connection used by two threads at once: one
+//! reads, one writes.
 //!
 //! rustls does no I/O of its own: the program moves the bytes. `read_tls`
-//! gives rustls what came from the socket, `process_new_packets` decrypts
-//! and checks it, `write_tls` takes rustls' encrypted records to the socket.
-//! rustls keeps a connection's state in one value that needs `&mut` for both
-//! directions, so a thread blocked reading would starve every write. This
-//! module shares that state behind a mutex that is never held while a thread
-//! waits on the network. It moves bytes; it knows nothing of lines or chat.
+//! gives rustls what came from the socket, `process_new_packets` makes it
+//! act on it (check, decrypt, decide what to answer), `write_tls` takes what
+//! it wants sent to the socket. Every decision, the certificate checks
+//! included, is made inside `process_new_packets`.
+//!
+//! [`handshake`] is one loop for both sides: each pass sends what rustls
+//! has queued, reads once, and processes what was read (a flight that
+//! arrives in pieces takes a pass per piece). In TLS 1.3 a client:
+//! 1. sends the ClientHello, which `ClientConnection::new` queued; reads
+//!    the server's flight: ServerHello, then, encrypted,
+//!    EncryptedExtensions, (CertificateRequest), Certificate,
+//!    CertificateVerify and Finished. Processing it checks the certificate
+//!    and the Finished, and queues the client's (Certificate,
+//!    CertificateVerify,) Finished: the handshake is over;
+//! 2. sends that flight and returns: the server waits for its Finished.
+//!
+//! A server:
+//! 1. has nothing to send; reads the ClientHello, and processing it queues
+//!    its whole flight, ServerHello to Finished;
+//! 2. sends it, reads the client's flight, and processing checks it (the
+//!    client's certificate too, with mutual TLS) and queues a session
+//!    ticket: the handshake is over;
+//! 3. returns at once: the ticket leaves with the first lines, in one send.
+//!
+//! A deadline covers the whole loop. After it, rustls keeps a connection's
+//! state in one value that needs `&mut` for both directions, so a thread
+//! blocked reading would starve every write. [`split`] shares that state
+//! behind a mutex that is never held while a thread waits on the network.
+//! This module moves bytes; it knows nothing of lines or chat.
+//!
+//! Next: [`line`](crate::line), which cuts the bytes into lines.
 
 use std::fmt;
 use std::io::{self, BufRead, IoSlice, Write};
@@ -15,6 +41,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustls::Connection;
+
+use crate::tls;
 
 /// Why a TLS handshake did not complete.
 #[derive(Debug)]
@@ -32,43 +60,19 @@ pub enum HandshakeError {
 
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use rustls::{CertificateError as C, Error as E};
+        use rustls::Error as E;
         match self {
             HandshakeError::TimedOut(limit) => {
                 write!(f, "not finished within {} s", limit.as_secs_f32())
             }
             HandshakeError::Closed => write!(f, "the peer closed the connection"),
             HandshakeError::Io(err) => write!(f, "{err}"),
-            HandshakeError::Tls(E::InvalidCertificate(err)) => match err {
-                C::UnknownIssuer => write!(f, "certificate not trusted (UnknownIssuer)"),
-                // A trusted CA with the signer's name, but another key: most
-                // often a CA made anew after the certificate was signed.
-                C::BadSignature => write!(f, "certificate not trusted (BadSignature)"),
-                C::Expired | C::ExpiredContext { .. } => {
-                    write!(f, "certificate expired (Expired)")
+            HandshakeError::Tls(err @ E::InvalidCertificate(_)) => {
+                match tls::certificate_problem(err) {
+                    Some(problem) => write!(f, "{problem}"),
+                    None => write!(f, "{err}"),
                 }
-                C::NotValidYet | C::NotValidYetContext { .. } => {
-                    write!(f, "certificate not valid yet (NotValidYet)")
-                }
-                C::NotValidForName => {
-                    write!(f, "certificate is for another host (NotValidForName)")
-                }
-                C::NotValidForNameContext { presented, .. } => write!(
-                    f,
-                    "certificate is for another host (NotValidForName; it names {})",
-                    presented
-                        .iter()
-                        .map(|name| plain_name(name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                // webpki's finer errors reach us only as text.
-                C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => write!(
-                    f,
-                    "the peer presented a CA certificate as its own (CaUsedAsEndEntity)"
-                ),
-                other => write!(f, "certificate refused ({other:?})"),
-            },
+            }
             HandshakeError::Tls(E::AlertReceived(alert)) => {
                 write!(f, "the peer refused the handshake (alert {alert:?})")
             }
@@ -77,14 +81,6 @@ impl fmt::Display for HandshakeError {
             }
             HandshakeError::Tls(err) => write!(f, "{err}"),
         }
-    }
-}
-
-/// `localhost` for rustls' `DnsName("localhost")`, `::1` for `IpAddress(::1)`.
-fn plain_name(presented: &str) -> &str {
-    match presented.split_once('(') {
-        Some((_, inner)) => inner.trim_end_matches(')').trim_matches('"'),
-        None => presented,
     }
 }
 

@@ -9,23 +9,49 @@
 //! ## Reading order
 //!
 //! 1. [`tls`]: certificates and keys from PEM files; what the client trusts.
-//! 2. [`duplex`]: the TLS handshake, then one connection split so that one
-//!    thread reads while another writes, and writes without ever waiting.
-//! 3. [`line`](mod@line): bytes into lines, with a length limit and no terminal
-//!    control characters.
-//! 4. [`protocol`]: what a line means, and how the server's lines look.
-//! 5. [`hub`]: the one thread that owns the chat, and hands each line to
+//! 2. [`client::connect`] (that function only): whom the client will talk
+//!    to: the roots it trusts, the name it checks, the error it reports.
+//!    Read it before the handshake loop, which is written for both sides
+//!    and never mentions either.
+//! 3. [`duplex`]: rustls does no I/O, so the program moves the bytes: the
+//!    handshake loop, then one connection split so that one thread reads
+//!    while another writes.
+//! 4. [`line`](mod@line) and [`line_reader`]: bytes into lines, with a
+//!    length limit and no terminal control characters; the one read loop
+//!    every reader in the project uses.
+//! 5. [`protocol`]: what a line means, and how the server's lines look.
+//! 6. [`chat`]: the chat itself as a plain value: names, rooms, what each
+//!    command does; an event in, what to send to whom out.
+//! 7. [`hub`]: the one thread that owns the chat, and hands each line to
 //!    the writers once; [`budget`], what the lines waiting for them cost.
-//! 6. [`shard`]: the writer threads: send what fits, remember the rest,
+//! 8. [`shard`]: the writer threads: send what fits, remember the rest,
 //!    wait until the kernel has room; and cut the clients that stall.
-//! 7. [`server`]: the accept loop, one thread per client, limits, shutdown;
-//!    with [`throttle`] (flood control), [`capacity`] (what the machine
-//!    allows), [`pool`] (threads kept between clients) and [`queue`] (the
-//!    hub's inbox).
-//! 8. [`client`]: the interactive client, [`outbox`], its writer, and
-//!    [`screen`], how it shows lines.
+//! 9. [`server`]: the accept loop, one thread per client, admission,
+//!    shutdown; with [`throttle`] (flood control), [`capacity`] (what the
+//!    machine allows), [`pool`] (threads kept between clients) and
+//!    [`queue`] (the hub's inbox).
+//! 10. [`client`] (the rest): the interactive client, [`outbox`], its
+//!     writer, and [`screen`], how it shows lines.
 //!
-//! [`x509`], [`error`] and [`logging`] are supporting cast.
+//! [`x509`], [`error`] and [`logging`] are supporting cast. Each module's
+//! documentation ends by naming the next one.
+//!
+//! ## One name for each thing
+//!
+//! - A **connection** is one TCP stream with TLS inside; rustls' state for
+//!   it is a `rustls::Connection` (`conn` in the code). After the
+//!   handshake it is split into a [`duplex::ReadHalf`] and a
+//!   [`duplex::WriteHalf`]; a [`line_reader::LineReader`] is the read half
+//!   in lines.
+//! - On the client, [`client::Connected`] is a connection whose handshake
+//!   is done and whose server was verified. Its [`outbox::Outbox`] is
+//!   where lines wait to be sent; the writer thread holds the other end,
+//!   the [`outbox::Drain`].
+//! - On the server, each connection is first a *handshake* (on a handshake
+//!   thread), then a *reader* (on its reading thread, for the rest of its
+//!   life), and a *client* of one writer *shard*, which knows it by its
+//!   [`shard::Slot`]. A [`chat::ClientId`] names it in the chat and the
+//!   logs. A *member* is a client in the chat, with a nick and a room.
 //!
 //! ## The threads, and the path of one message
 //!
@@ -33,9 +59,10 @@
 //!  clients                               server
 //!  ───────                               ─────────────────────────────────────────────
 //!                      accept loop ── TCP socket ──> handshake thread: TLS handshake
-//!                                                    (with a deadline), then hands the
-//!                                                    two halves on and is free again
+//!                                                    (with a deadline), admission, then
+//!                                                    hands the two halves on
 //!  alice: keyboard ─> writer ═══TLS═══> reading thread (alice) ──Event::Frame──> hub
+//!                                                                          (the Chat)
 //!                                                                                 │
 //!                                              one Work::Deliver per shard with   │
 //!                                              someone in the room, not per client│
@@ -49,13 +76,15 @@
 //!    thread encrypts it (rustls) and writes the TLS records to the socket.
 //! 2. On the server, alice's **reading thread** waits on the socket without
 //!    holding any lock, then locks her rustls connection just long enough
-//!    to decrypt, and frames the bytes into lines ([`line::LineFramer`]).
+//!    to decrypt and frame the bytes into lines ([`line::LineFramer`],
+//!    inside her [`line_reader::LineReader`]).
 //! 3. The line goes to the **hub** as a [`hub::Event`], through a bounded
-//!    queue. The hub is the only owner of who is where; it formats
-//!    `chat alice hello` once, as one [`budget::Outgoing`], and for each
-//!    writer shard with someone in the room it queues one delivery: the
-//!    line and the room. At the end of its round, each shard gets its
-//!    batch with one lock and at most one wake-up.
+//!    queue. The hub hands it to the [`chat::Chat`], the only owner of who
+//!    is where, which answers with one [`chat::Output`]: `chat alice hello`,
+//!    formatted once, for her room. For each writer shard with someone in
+//!    the room, the hub queues one delivery: the line (one
+//!    [`budget::Outgoing`]) and the room. At the end of its round, each
+//!    shard gets its batch with one lock and at most one wake-up.
 //! 4. The **shard** adds a pointer to the line to the queue of each of its
 //!    clients in the room, alice included (her acknowledgement). Then, for
 //!    each, it encrypts what waits into as few records as it can and sends
@@ -64,45 +93,61 @@
 //! 5. Bob's client decrypts, frames, and prints `<alice> hello`.
 //!
 //! The certificate check happens once per connection, before all this:
-//! the client's handshake ([`duplex::handshake`]) fails unless the server's
-//! certificate chains to a trusted CA and names the host the client asked
-//! for. There is no switch to skip it.
+//! the client's handshake ([`duplex::handshake`], called by
+//! [`client::connect`]) fails unless the server's certificate chains to a
+//! trusted CA, is within its dates, and names the host the client asked for
+//! (or `--server-name`). rustls checks all three inside
+//! `process_new_packets`, when it reads the server's CertificateVerify.
+//! There is no switch to skip it.
 //!
 //! ## Who waits for whom
 //!
-//! Every blocking call waits on one thing only:
+//! No thread waits on the network for another. Each blocking call waits on
+//! its own socket, its own queue or clock, or for a lock that is never
+//! held across a network wait:
 //!
-//! - a reading thread waits on its own socket; if its client floods, also
-//!   on its own rate limit, and on room in the hub's queue;
+//! - a reading thread waits on its own socket; if its client floods, on
+//!   its own rate limit; and, whenever the hub's queue (4096 events, shared
+//!   by every reader) is full, for room in it;
 //! - the hub waits on its queue, and, only when more lines wait for the
 //!   writers than the memory budget allows, for the writers to catch up;
-//! - a shard waits on epoll, for any of its sockets to have room, for new
-//!   work, or for its next deadline; it never waits on one socket.
+//! - a shard waits in one epoll wait: for any of its sockets to have room,
+//!   for new work, or for its next deadline; it never waits on one socket.
+//!
+//! The locks are short: a reading thread and its shard share the
+//! connection's lock (one holds it to decrypt a read, the other to encrypt
+//! a batch), and everyone who hands a shard work takes its inbox's lock.
 //!
 //! So a client that stops reading makes nobody wait: its lines pile up in
-//! its shard's queue until it is cut as stalled or too far behind. One
-//! client alone cannot pin more than half the memory budget (its cap), so
-//! it cannot pause the hub by itself. What makes others wait is by design:
-//! a flood past the memory budget, or several clients behind at once with
-//! that much waiting for them, pauses the hub, so every sender is slowed
-//! by TCP, and no line is dropped; cutting the stalled ones ends the pause.
+//! its shard's queue until it is cut as stalled or too far behind. With
+//! the default limits it cannot hold more than half the memory budget
+//! (`--max-pending`), so it cannot pause the hub by itself. What makes
+//! others wait is by design: a flood past the memory budget, or several
+//! clients behind at once with that much waiting for them, pauses the hub,
+//! the hub's queue fills, every reading thread waits for room in it, and
+//! TCP slows every sender down; no line is dropped, and cutting the
+//! stalled ones ends the pause. Flood control (`--rate`) keeps one client
+//! from filling the hub's queue by itself.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod budget;
 pub mod capacity;
+pub mod chat;
 pub mod client;
 pub mod duplex;
 pub mod error;
 pub mod hub;
 pub mod line;
+pub mod line_reader;
 pub mod logging;
 pub mod outbox;
 pub mod pool;
 pub mod protocol;
 pub mod queue;
 pub mod screen;
+pub mod seats;
 pub mod server;
 pub mod shard;
 pub mod throttle;

@@ -4,6 +4,8 @@
 //! of the network); the writer thread takes everything queued at once,
 //! encrypts it as one batch, and is the only thread that writes the socket.
 //! The server writes differently, through its shards ([`crate::shard`]).
+//!
+//! Next: [`screen`](crate::screen), how the client shows lines.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -29,8 +31,7 @@ pub struct WriterGone;
 /// What waits for one writer, guarded by [`Queue::state`].
 #[derive(Debug, Default)]
 struct State {
-    /// Lines with their `\n`. One `Arc` is shared by every recipient of a
-    /// broadcast, so fan-out copies a pointer, not the text.
+    /// Lines with their `\n`, as the keyboard thread handed them over.
     lines: VecDeque<Arc<str>>,
     /// Total length of `lines`.
     bytes: usize,
@@ -106,12 +107,12 @@ impl Drop for Outbox {
 
 /// The draining end of one client's queue; [`run_writer`] consumes it.
 #[derive(Debug)]
-pub struct Inbox {
+pub struct Drain {
     queue: Arc<Queue>,
 }
 
 /// A new queue bounded by `limits`.
-pub fn channel(limits: QueueLimits) -> (Outbox, Inbox) {
+pub fn channel(limits: QueueLimits) -> (Outbox, Drain) {
     let queue = Arc::new(Queue {
         state: Mutex::default(),
         work: Condvar::new(),
@@ -119,10 +120,10 @@ pub fn channel(limits: QueueLimits) -> (Outbox, Inbox) {
         limits,
     });
     queue.lock().outboxes = 1;
-    let inbox = Inbox {
+    let drain = Drain {
         queue: Arc::clone(&queue),
     };
-    (Outbox { queue }, inbox)
+    (Outbox { queue }, drain)
 }
 
 impl Outbox {
@@ -182,7 +183,7 @@ fn add(state: &mut State, line: Arc<str>) -> bool {
     state.lines.len() == 1
 }
 
-impl Inbox {
+impl Drain {
     /// Waits until there is something to do, then moves every queued line
     /// into `batch` as bytes. Returns true if the writer should close after
     /// sending them.
@@ -214,7 +215,7 @@ impl Inbox {
     }
 }
 
-impl Drop for Inbox {
+impl Drop for Drain {
     fn drop(&mut self) {
         let mut state = self.queue.lock();
         state.writer_gone = true;
@@ -233,13 +234,13 @@ impl Drop for Inbox {
 /// that stays on past `linger` is cut off. Returns the bytes it sent.
 pub fn run_writer(
     mut half: WriteHalf,
-    inbox: Inbox,
+    drain: Drain,
     reader_done: Receiver<()>,
     linger: Duration,
 ) -> u64 {
     let mut batch = Vec::new();
     loop {
-        let closing = inbox.take_batch(&mut batch);
+        let closing = drain.take_batch(&mut batch);
         if let Err(err) = half.send(&batch) {
             log::debug!("writer stopped: {err}");
             half.disconnect();
@@ -252,7 +253,7 @@ pub fn run_writer(
             break;
         }
     }
-    drop(inbox);
+    drop(drain);
     if half.close().is_ok() {
         match reader_done.recv_timeout(linger) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
@@ -279,51 +280,51 @@ mod tests {
 
     #[test]
     fn taking_a_batch_takes_everything_and_makes_room() {
-        let (outbox, inbox) = channel(ROOMY);
+        let (outbox, drain) = channel(ROOMY);
         outbox.push_waiting(line("a\n")).unwrap();
         outbox.push_waiting(line("b\n")).unwrap();
         let mut batch = Vec::new();
-        assert!(!inbox.take_batch(&mut batch));
+        assert!(!drain.take_batch(&mut batch));
         assert_eq!(batch, b"a\nb\n");
     }
 
     #[test]
     fn close_is_seen_after_the_lines_before_it() {
-        let (outbox, inbox) = channel(ROOMY);
+        let (outbox, drain) = channel(ROOMY);
         outbox.push_waiting(line("last\n")).unwrap();
         outbox.close();
         let mut batch = Vec::new();
-        assert!(inbox.take_batch(&mut batch));
+        assert!(drain.take_batch(&mut batch));
         assert_eq!(batch, b"last\n");
     }
 
     #[test]
     fn flush_wakes_the_writer_with_no_lines() {
-        let (outbox, inbox) = channel(ROOMY);
+        let (outbox, drain) = channel(ROOMY);
         outbox.flush();
         let mut batch = Vec::new();
-        assert!(!inbox.take_batch(&mut batch));
+        assert!(!drain.take_batch(&mut batch));
         assert!(batch.is_empty());
     }
 
     #[test]
     fn dropping_the_last_outbox_closes_the_writer() {
-        let (outbox, inbox) = channel(ROOMY);
+        let (outbox, drain) = channel(ROOMY);
         let other = outbox.clone();
         outbox.push_waiting(line("queued\n")).unwrap();
         drop(outbox);
         let mut batch = Vec::new();
-        assert!(!inbox.take_batch(&mut batch), "one outbox is still there");
+        assert!(!drain.take_batch(&mut batch), "one outbox is still there");
         drop(other);
         batch.clear();
-        assert!(inbox.take_batch(&mut batch));
+        assert!(drain.take_batch(&mut batch));
         assert!(batch.is_empty());
     }
 
     #[test]
     fn pushes_after_the_writer_is_gone_fail() {
-        let (outbox, inbox) = channel(ROOMY);
-        drop(inbox);
+        let (outbox, drain) = channel(ROOMY);
+        drop(drain);
         assert_eq!(outbox.push_waiting(line("c\n")), Err(WriterGone));
     }
 
@@ -339,18 +340,18 @@ mod tests {
                 max_bytes: 8,
             },
         ] {
-            let (outbox, inbox) = channel(limits);
+            let (outbox, drain) = channel(limits);
             outbox.push_waiting(line("first\n")).unwrap();
             let (done, pushed) = crossbeam_channel::bounded(1);
             let pusher = outbox.clone();
             thread::spawn(move || done.send(pusher.push_waiting(line("second\n"))));
             // The pusher cannot finish until the batch below makes room.
             let mut batch = Vec::new();
-            inbox.take_batch(&mut batch);
+            drain.take_batch(&mut batch);
             let result = pushed.recv_timeout(Duration::from_secs(10));
             assert_eq!(result, Ok(Ok(())));
             batch.clear();
-            inbox.take_batch(&mut batch);
+            drain.take_batch(&mut batch);
             assert_eq!(batch, b"second\n");
         }
     }

@@ -7,6 +7,8 @@
 //! few seconds after their job for another, and only then end. This is not
 //! a fixed-size pool: when every thread is busy, a new one starts, so a
 //! slow job (a client that trickles its handshake) never holds up others.
+//!
+//! Next: [`queue`](crate::queue).
 
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -3,6 +3,8 @@
 //! Lines in, [`Command`]s out; [`ServerLine`]s in, text out. No sockets, no
 //! threads: the hub decides what to do, this module only says what was meant.
 //! PROTOCOL.md is the user's description of the same rules.
+//!
+//! Next: [`chat`](crate::chat), which carries the commands out.
 
 use std::fmt;
 
@@ -144,10 +146,12 @@ pub enum Command<'a> {
     Nick(&'a str),
     /// `/join #room`: move to another room.
     Join(&'a str),
-    /// `/rooms`: list the rooms.
-    Rooms,
-    /// `/who`: list the people in this room.
-    Who,
+    /// `/rooms [PAGE]`: list the rooms, a page at a time (not yet
+    /// validated).
+    Rooms(Option<&'a str>),
+    /// `/who [PAGE]`: list the people in this room, a page at a time (not
+    /// yet validated).
+    Who(Option<&'a str>),
     /// `/whois NAME`: where a user is.
     Whois(&'a str),
     /// `/msg NAME TEXT`: a private message.
@@ -218,15 +222,15 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "/rooms",
-        usage: "/rooms",
+        usage: "/rooms [PAGE]",
         needs: "",
-        help: "list the rooms and how many people are in each",
+        help: "list the rooms and how many people are in each, 50 rooms a page",
     },
     CommandInfo {
         name: "/who",
-        usage: "/who",
+        usage: "/who [PAGE]",
         needs: "",
-        help: "list the people in this room",
+        help: "list the people in this room, 100 names a page",
     },
     CommandInfo {
         name: "/whois",
@@ -304,8 +308,8 @@ pub fn parse_command(line: &str) -> Result<Option<Command<'_>>, CommandError<'_>
     let command = match name {
         "nick" => Command::Nick(first_word(required("nick")?)),
         "join" => Command::Join(first_word(required("join")?)),
-        "rooms" => Command::Rooms,
-        "who" => Command::Who,
+        "rooms" => Command::Rooms(arg.map(first_word)),
+        "who" => Command::Who(arg.map(first_word)),
         "whois" => Command::Whois(first_word(required("whois")?)),
         "msg" => {
             let (to, text) = required("msg")?
@@ -462,8 +466,10 @@ mod tests {
         assert_eq!(parsed("/nick alice"), Command::Nick("alice"));
         assert_eq!(parsed("/nick alice extra"), Command::Nick("alice"));
         assert_eq!(parsed("/join #rust"), Command::Join("#rust"));
-        assert_eq!(parsed("/rooms"), Command::Rooms);
-        assert_eq!(parsed("/who"), Command::Who);
+        assert_eq!(parsed("/rooms"), Command::Rooms(None));
+        assert_eq!(parsed("/rooms 2"), Command::Rooms(Some("2")));
+        assert_eq!(parsed("/who"), Command::Who(None));
+        assert_eq!(parsed("/who 3 more"), Command::Who(Some("3")));
         assert_eq!(parsed("/whois bob"), Command::Whois("bob"));
         assert_eq!(
             parsed("/msg bob  hi there "),
@@ -480,7 +486,7 @@ mod tests {
         );
         assert_eq!(parsed("/help"), Command::Help(None));
         assert_eq!(parsed("/help msg"), Command::Help(Some("msg")));
-        assert_eq!(parsed("/who\t"), Command::Who);
+        assert_eq!(parsed("/who\t"), Command::Who(None));
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! thread but costs every idle hub wake-up a burst of CPU; this queue
 //! sleeps at once, wakes a sleeper only when there is one, and hands its
 //! consumer everything waiting in one lock.
+//!
+//! Next: the rest of [`client`](crate::client), the other end of the
+//! connection.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

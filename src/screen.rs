@@ -4,6 +4,9 @@
 //! Pure text in, text out, so every rule is unit-tested. The only escape
 //! sequences that reach the terminal are the colours added here: server
 //! lines arrive with every control character already removed.
+//!
+//! That is the end of the tour. [`x509`](crate::x509),
+//! [`error`](crate::error) and [`logging`](crate::logging) are supporting cast.
 
 use crate::protocol::ServerLine;
 

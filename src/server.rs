@@ -1,17 +1,31 @@
 //! The server: the accept loop, one thread per client, and shutdown.
 //!
-//! Owns the threads and the limits on them. The accept loop only accepts.
-//! A handshake thread does each connection's TLS handshake, then hands the
-//! connection to a reading thread of its own, which reads the client's
-//! lines for as long as it stays; both kinds of thread are kept for the
-//! next connection ([`Pool`]). Writing to clients is the writer shards' job
-//! ([`shard`]), the chat the hub's ([`hub`]).
+//! Owns the threads, the sockets and the limits on them. The accept loop
+//! only accepts (and closes at once what is past the machine's capacity).
+//! Each connection is then, in turn:
+//!
+//! - a *handshake*, on a handshake thread: the TLS handshake with its
+//!   deadline, then admission (a place among `--max-clients` and
+//!   `--max-per-ip`, counted, so admitting costs the same however many are
+//!   here), then registration with a writer shard;
+//! - a *reader*, on a reading thread of its own, for as long as it stays:
+//!   its lines go to the hub; a client that was not admitted is told why
+//!   through its shard, and what it sends is dropped.
+//!
+//! Both kinds of thread are kept for the next connection ([`Pool`]). A
+//! *tracker* lives as long as the connection, wherever it is: it counts it
+//! as open and logs its end. Writing to clients is the writer shards' job
+//! ([`shard`]), the chat the hub's ([`hub`]) and the [`chat`]'s.
+//!
+//! Next: its helpers [`throttle`](crate::throttle),
+//! [`capacity`](crate::capacity), [`pool`](crate::pool) and
+//! [`queue`]; then the rest of [`client`](crate::client).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -20,14 +34,18 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::queue;
 use rustls::{Connection, ServerConfig, ServerConnection};
 
-use crate::budget::{self, Budget};
+use crate::budget::{self, Budget, Outgoing};
 use crate::capacity::Capacity;
-use crate::duplex::{self, ReadHalf, Received};
+use crate::chat::{self, ChatSettings, ClientId, PeerCertificate};
+use crate::duplex;
 use crate::error::Error;
-use crate::hub::{self, Address, ClientId, Event, HubSettings, PeerCertificate};
-use crate::line::{LineFramer, MAX_LINE_LEN};
+use crate::hub::{self, Address, Event};
+use crate::line::MAX_LINE_LEN;
+use crate::line_reader::{End, LineReader};
 use crate::pool::Pool;
-use crate::shard::{self, Fate, Registration, Shard, ShardSettings, Slot, Work};
+use crate::protocol::ServerLine;
+use crate::seats::Seats;
+use crate::shard::{self, Fate, Registration, Shard, ShardSettings, Slot, To, Work};
 use crate::throttle::{RateLimit, TokenBucket};
 use crate::{tls, x509};
 
@@ -60,14 +78,20 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// close_notify, so that our last lines are read, not lost to a TCP reset.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// At shutdown, when every connection still open is cut. Those that answer
-/// our close_notify within [`LINGER`] are gone well before.
-const CUT_AFTER: Duration = Duration::from_millis(1500);
+/// The server stops within this long of being asked to. Every wait of the
+/// shutdown is measured against this one deadline, so that waits in a row
+/// cannot add up past it.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(2);
 
-/// After the cut, how long shutdown waits for the last threads: each is
-/// one failed system call from its end. Together with [`CUT_AFTER`] this
-/// keeps the promise that the server stops within two seconds.
+/// The last part of [`SHUTDOWN_LIMIT`]: by then every connection still
+/// open is cut, and what is left is for the last threads, each one failed
+/// system call from its end. Those that answer our close_notify within
+/// [`LINGER`] are gone well before.
 const LAST_WAIT: Duration = Duration::from_millis(400);
+
+// An orderly close (close_notify, then up to LINGER for the peer to hang
+// up) must fit before the cut, or every shutdown would cut.
+const _: () = assert!(LINGER.as_millis() + LAST_WAIT.as_millis() < SHUTDOWN_LIMIT.as_millis());
 
 /// How long a thread waits for the next connection after its own ended,
 /// before it ends too (see [`Pool`]): long enough to carry a burst of
@@ -153,7 +177,7 @@ impl Default for Limits {
         Limits {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_line: MAX_LINE_LEN,
-            history: hub::HISTORY_LINES,
+            history: chat::HISTORY_LINES,
             max_clients: MAX_CLIENTS,
             max_per_ip: None,
             rate: Some(RateLimit::default()),
@@ -162,7 +186,7 @@ impl Default for Limits {
             max_pending: shard::MAX_PENDING,
             memory_budget: budget::MEMORY_BUDGET,
             writers: default_writers(),
-            announce_limit: hub::ANNOUNCE_LIMIT,
+            announce_limit: chat::ANNOUNCE_LIMIT,
         }
     }
 }
@@ -182,6 +206,7 @@ pub struct Server {
     /// What the machine's limits allow, read at bind.
     capacity: Capacity,
     stop: Arc<AtomicBool>,
+    asked_at: Arc<OnceLock<Instant>>,
     /// Connections open right now, in any state.
     open: Arc<AtomicUsize>,
     /// Connections open right now per address, counted only with
@@ -189,6 +214,8 @@ pub struct Server {
     per_ip: PerIp,
     /// Every open connection's socket, so that shutdown can cut them.
     sockets: Arc<Sockets>,
+    /// Places in the chat, taken after the handshake.
+    seats: Arc<Seats>,
 }
 
 /// Open connections per IP address.
@@ -235,13 +262,18 @@ impl Sockets {
 #[derive(Debug, Clone)]
 pub struct Stopper {
     stop: Arc<AtomicBool>,
+    /// When the first stop was asked for: the shutdown's deadline counts
+    /// from here.
+    asked_at: Arc<OnceLock<Instant>>,
     /// Where to connect to wake the accept loop.
     wake: SocketAddr,
 }
 
 impl Stopper {
-    /// Asks the server to stop; [`Server::run`] returns once it has.
+    /// Asks the server to stop; [`Server::run`] returns once it has, within
+    /// [`SHUTDOWN_LIMIT`].
     pub fn stop(&self) {
+        let _ = self.asked_at.set(Instant::now());
         self.stop.store(true, Ordering::SeqCst);
         // `accept` cannot be interrupted; a connection of our own wakes it
         // to see the flag. If this fails, the listener is already gone.
@@ -301,9 +333,14 @@ impl Server {
             limits,
             capacity: Capacity::of_this_machine(limits.writers),
             stop: Arc::new(AtomicBool::new(false)),
+            asked_at: Arc::default(),
             open: Arc::new(AtomicUsize::new(0)),
             per_ip: PerIp::default(),
             sockets: Arc::default(),
+            seats: Seats::new(
+                limits.max_clients.max(1),
+                limits.max_per_ip.map(|m| m.max(1)),
+            ),
         })
     }
 
@@ -331,6 +368,7 @@ impl Server {
         }
         Stopper {
             stop: Arc::clone(&self.stop),
+            asked_at: Arc::clone(&self.asked_at),
             wake,
         }
     }
@@ -395,7 +433,7 @@ impl Server {
             Arc::clone(&hub_stop),
             self.stopper(),
         )?;
-        // Every connection's guard holds a clone; when the last guard is
+        // Every connection's tracker holds a clone; when the last tracker is
         // gone, `recv` on `all_done` reports the channel disconnected.
         let (alive, all_done) = crossbeam_channel::bounded::<()>(0);
         let handshakes = Pool::new(
@@ -461,7 +499,7 @@ impl Server {
             let id = ClientId(next_id);
             let socket = Arc::new(socket);
             self.sockets.add(id, Arc::clone(&socket));
-            let guard = Arc::new(ConnGuard::new(
+            let tracker = Arc::new(Tracker::new(
                 id,
                 peer,
                 per_ip.map(|(_, counts)| Arc::clone(counts)),
@@ -470,7 +508,7 @@ impl Server {
                 alive.clone(),
             ));
             let shard_index = (next_id % shards.len() as u64) as usize;
-            let session = Session {
+            let handshake = Handshake {
                 id,
                 peer,
                 socket,
@@ -480,12 +518,14 @@ impl Server {
                 shard: shards[shard_index].clone(),
                 shard_index,
                 sockets: Arc::clone(&self.sockets),
-                guard,
+                seats: Arc::clone(&self.seats),
+                budget: Arc::clone(&budget),
+                tracker,
                 readers: readers.clone(),
             };
-            match handshakes.run(move || session.run()) {
+            match handshakes.run(move || handshake.run()) {
                 Ok(_) => no_threads = false,
-                // The session, and with it the socket and the guard, were
+                // The handshake, and with it the socket and the tracker, were
                 // dropped: the connection is closed and uncounted.
                 Err(err) if !no_threads => {
                     log::error!("{id} {peer}: refused: cannot start a thread: {err}");
@@ -496,27 +536,33 @@ impl Server {
         }
         drop(self.listener);
         log::info!("stopping: closing every connection");
-        let cut_at = Instant::now() + CUT_AFTER;
+        // One deadline for the whole shutdown; each wait below takes what
+        // is left of it, so they cannot add up past the promise.
+        let asked_at = self.asked_at.get().copied().unwrap_or_else(Instant::now);
+        let deadline = asked_at + SHUTDOWN_LIMIT;
+        let cut_at = deadline - LAST_WAIT;
+        let left = |until: Instant| until.saturating_duration_since(Instant::now());
         // Clients still in their handshake get no goodbye: there is no
-        // session to say it in.
+        // TLS connection yet to say it in.
         self.sockets.cut(false);
         hub_stop.store(true, Ordering::SeqCst);
         budget.release();
         // If the queue is full the hub is busy, and sees the flag instead.
-        let _ = events.send_timeout(Event::Shutdown, Duration::from_millis(100));
+        let _ = events.send_timeout(Event::Shutdown, left(cut_at).min(SHUTDOWN_NUDGE));
         drop(events);
-        let hub_result = hub.join();
+        // The hub says goodbye to everyone and hands the shards their last
+        // work; it has only its current round to finish.
+        let hub_ended = hub.wait(left(cut_at));
         for shard in &shards {
             shard.send(Work::Shutdown);
         }
         drop(shards);
         drop(alive);
-        let left = cut_at.saturating_duration_since(Instant::now());
-        let mut finished = wait_for_all(&all_done, left).is_ok();
+        let mut finished = wait_for_all(&all_done, left(cut_at)).is_ok();
         if !finished {
             log::warn!("cutting connections that did not close in time");
             self.sockets.cut(true);
-            finished = wait_for_all(&all_done, LAST_WAIT).is_ok();
+            finished = wait_for_all(&all_done, left(deadline)).is_ok();
         }
         handshakes.close();
         readers.close();
@@ -534,13 +580,21 @@ impl Server {
                 writers_failed |= writer.join().is_err();
             }
         }
-        hub_result.map_err(|_| Error::HubFailed)?;
+        match hub_ended {
+            Some(Ok(())) => {}
+            Some(Err(())) => return Err(Error::HubFailed),
+            None => log::error!("the hub did not finish its last round in time"),
+        }
         if writers_failed {
             return Err(Error::WriterFailed);
         }
         Ok(())
     }
 }
+
+/// How long shutdown tries to hand the hub its `Shutdown` event while the
+/// queue is full; a hub that busy sees the stop flag instead.
+const SHUTDOWN_NUDGE: Duration = Duration::from_millis(100);
 
 /// Starts the hub thread. If it ever panics, the server stops: without the
 /// hub nobody can chat, and a server that looks alive but relays nothing is
@@ -552,30 +606,66 @@ fn spawn_hub(
     budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
     stopper: Stopper,
-) -> Result<JoinHandle<()>, Error> {
-    let settings = HubSettings {
+) -> Result<Guarded, Error> {
+    let settings = ChatSettings {
         max_line: limits.max_line,
         history: limits.history,
-        max_clients: limits.max_clients,
-        max_per_ip: limits.max_per_ip,
         announce_limit: limits.announce_limit,
     };
-    struct StopOnPanic(Stopper);
-    impl Drop for StopOnPanic {
-        fn drop(&mut self) {
-            if thread::panicking() {
-                log::error!("the hub thread failed: stopping the server");
-                self.0.stop();
+    Guarded::spawn("hub", stopper, move || {
+        hub::run(events, settings, shards, budget, stop)
+    })
+    .map_err(Error::Thread)
+}
+
+/// A thread that stops the whole server if it panics, and that can be
+/// waited for with a time limit.
+struct Guarded {
+    thread: JoinHandle<()>,
+    /// Disconnects when the thread ends, however it ends.
+    ended: Receiver<()>,
+}
+
+impl Guarded {
+    fn spawn(
+        name: &str,
+        stopper: Stopper,
+        body: impl FnOnce() + Send + 'static,
+    ) -> io::Result<Guarded> {
+        struct StopOnPanic {
+            name: String,
+            stopper: Stopper,
+            _ended: Sender<()>,
+        }
+        impl Drop for StopOnPanic {
+            fn drop(&mut self) {
+                if thread::panicking() {
+                    log::error!("the {} thread failed: stopping the server", self.name);
+                    self.stopper.stop();
+                }
             }
         }
+        let (ended_tx, ended) = crossbeam_channel::bounded(0);
+        let guard = StopOnPanic {
+            name: name.to_string(),
+            stopper,
+            _ended: ended_tx,
+        };
+        let thread = thread::Builder::new().name(name.into()).spawn(move || {
+            let _guard = guard;
+            body();
+        })?;
+        Ok(Guarded { thread, ended })
     }
-    thread::Builder::new()
-        .name("hub".into())
-        .spawn(move || {
-            let _stop_on_panic = StopOnPanic(stopper);
-            hub::run(events, settings, shards, budget, stop);
-        })
-        .map_err(Error::Thread)
+
+    /// Waits up to `limit` for the thread to end: `Some(Err(()))` if it
+    /// panicked, `None` if it is still running.
+    fn wait(self, limit: Duration) -> Option<Result<(), ()>> {
+        match self.ended.recv_timeout(limit) {
+            Err(RecvTimeoutError::Disconnected) => Some(self.thread.join().map_err(|_| ())),
+            Ok(()) | Err(RecvTimeoutError::Timeout) => None,
+        }
+    }
 }
 
 /// Connections the kernel queues for `accept` while the accept loop is busy.
@@ -629,7 +719,7 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
 /// Lives as long as the connection: shared by the client's thread and, once
 /// it registers, its writer shard. Counts the connection as open, adds up
 /// its traffic, and when both are done with it, logs it and lets it go.
-struct ConnGuard {
+struct Tracker {
     id: ClientId,
     peer: SocketAddr,
     open: Arc<AtomicUsize>,
@@ -638,11 +728,11 @@ struct ConnGuard {
     sockets: Arc<Sockets>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    /// Dropped with the guard; see [`Server::run`].
+    /// Dropped with the tracker; see [`Server::run`].
     _alive: Sender<()>,
 }
 
-impl ConnGuard {
+impl Tracker {
     fn new(
         id: ClientId,
         peer: SocketAddr,
@@ -650,9 +740,9 @@ impl ConnGuard {
         open: &Arc<AtomicUsize>,
         sockets: Arc<Sockets>,
         alive: Sender<()>,
-    ) -> ConnGuard {
+    ) -> Tracker {
         open.fetch_add(1, Ordering::SeqCst);
-        ConnGuard {
+        Tracker {
             id,
             peer,
             open: Arc::clone(open),
@@ -665,7 +755,7 @@ impl ConnGuard {
     }
 }
 
-impl Drop for ConnGuard {
+impl Drop for Tracker {
     fn drop(&mut self) {
         log::info!(
             "{} {}: closed, {} bytes in, {} bytes out",
@@ -689,9 +779,10 @@ impl Drop for ConnGuard {
     }
 }
 
-/// One client's connection on the server side, and its thread: the TLS
-/// handshake, then the read loop, for the life of the connection.
-struct Session {
+/// A new connection on its handshake thread: what the TLS handshake and the
+/// setup after it need, and what it hands on to the connection's
+/// [`Reader`].
+struct Handshake {
     id: ClientId,
     peer: SocketAddr,
     socket: Arc<TcpStream>,
@@ -703,12 +794,15 @@ struct Session {
     shard: Shard,
     shard_index: usize,
     sockets: Arc<Sockets>,
-    guard: Arc<ConnGuard>,
+    seats: Arc<Seats>,
+    /// What a refusal line is charged to.
+    budget: Arc<Budget>,
+    tracker: Arc<Tracker>,
     /// Where the reading thread comes from.
     readers: Pool,
 }
 
-impl Session {
+impl Handshake {
     /// Runs on a handshake thread: the TLS handshake and the setup after
     /// it; then it hands the connection to a reading thread, which reads
     /// for the rest of the connection, and is free for the next handshake.
@@ -755,13 +849,13 @@ impl Session {
             });
         let (read_half, write_half) = duplex::split(conn, Arc::clone(&self.socket));
         let fate = Arc::new(Fate::default());
-        let guard = Arc::clone(&self.guard);
+        let tracker = Arc::clone(&self.tracker);
         let registration = Registration {
             id,
             peer,
             write: write_half,
             fate: Arc::clone(&fate),
-            on_done: Box::new(move |sent| guard.bytes_out.store(sent, Ordering::Relaxed)),
+            on_done: Box::new(move |sent| tracker.bytes_out.store(sent, Ordering::Relaxed)),
         };
         self.sockets.chatting(id);
         // Fails only if the server is stopping and the shard has ended.
@@ -770,17 +864,28 @@ impl Session {
             shard: self.shard_index,
             slot,
         };
-        let ready = Event::Ready {
-            id,
-            peer,
-            address,
-            certificate,
+        let admission = match self.seats.take(peer.ip()) {
+            Ok(seat) => Admission::Admitted(Event::Ready {
+                id,
+                peer,
+                address,
+                certificate,
+                seat,
+            }),
+            Err(why) => Admission::Refused {
+                peer,
+                line: Outgoing::new(ServerLine::Error(&why).to_wire(), &self.budget),
+                why,
+            },
         };
+        // Reading can make rustls queue a reply (to a key update); only the
+        // shard writes, so it is asked to send it.
+        let flusher = self.shard.clone();
+        let flush = move || flusher.send(Work::Flush(slot));
         Some(Reader {
             id,
-            ready: Some(ready),
-            half: read_half,
-            framer: LineFramer::new(self.limits.max_line),
+            admission: Some(admission),
+            lines: LineReader::new(read_half, self.limits.max_line, flush),
             bucket: self
                 .limits
                 .rate
@@ -791,7 +896,7 @@ impl Session {
             slot,
             address,
             fate,
-            guard: self.guard,
+            tracker: self.tracker,
         })
     }
 
@@ -806,36 +911,74 @@ impl Session {
     }
 }
 
-/// The reading half of a session, and its thread: frames lines, hands
-/// them to the hub.
+/// What the server decided about a client after its handshake.
+enum Admission {
+    /// It may chat: the hub hears of it first (and takes its seat), before
+    /// any of its lines.
+    Admitted(Event),
+    /// No place for it; `line` tells it why.
+    Refused {
+        peer: SocketAddr,
+        why: String,
+        line: Outgoing,
+    },
+}
+
+/// A connection after its handshake, on its reading thread: reads its
+/// lines and hands them to the hub, for the life of the connection.
 struct Reader {
     id: ClientId,
-    /// Sent to the hub first thing, so that it hears of the client before
-    /// any of its lines.
-    ready: Option<Event>,
-    half: ReadHalf,
-    framer: LineFramer,
+    /// Whether the client may chat; taken when the reading thread starts.
+    admission: Option<Admission>,
+    lines: LineReader,
     /// Flood control, if the server limits rates.
     bucket: Option<TokenBucket>,
     /// The client was told it is too fast, and has not slowed down since.
     warned: bool,
     /// The hub holds the receiving end.
     events: queue::Sender<Event>,
-    /// Asked to flush what rustls queued by itself; only the shard writes.
+    /// Told when the reader ends and the hub cannot pass that on.
     shard: Shard,
     slot: Slot,
     /// The shard and slot, for the hub.
     address: Address,
     /// Why the shard cut the connection, if it did.
     fate: Arc<Fate>,
-    guard: Arc<ConnGuard>,
+    tracker: Arc<Tracker>,
 }
 
 impl Reader {
     /// Joins the chat, reads until the connection ends, then tells the hub
     /// and the shard.
     fn run(mut self) {
-        let ready = self.ready.take().expect("set by Session::join");
+        let ready = match self.admission.take() {
+            Some(Admission::Admitted(ready)) => return self.chat(ready),
+            Some(Admission::Refused { peer, why, line }) => (peer, why, line),
+            None => return,
+        };
+        self.refuse(ready);
+    }
+
+    /// A client the server has no place for: its shard sends it the reason
+    /// and closes; meanwhile whatever it sends is read and dropped, so that
+    /// it reads the reason before the connection ends.
+    fn refuse(mut self, (peer, why, line): (SocketAddr, String, Outgoing)) {
+        log::info!("{} {peer}: refused: {why}", self.id);
+        self.shard.send(Work::Deliver {
+            line,
+            to: To::One(self.slot),
+        });
+        self.shard.send(Work::Close(self.slot));
+        while self.lines.next_line().is_ok() {}
+        self.tracker
+            .bytes_in
+            .store(self.lines.bytes_received(), Ordering::Relaxed);
+        self.shard.send(Work::ReaderDone(self.slot));
+    }
+
+    /// The chat: the hub first hears of the client, then of each of its
+    /// lines, then of its end.
+    fn chat(mut self, ready: Event) {
         if self.events.send(ready).is_err() {
             // The hub has stopped: nobody will chat with this client.
             self.shard.send(Work::Close(self.slot));
@@ -843,9 +986,9 @@ impl Reader {
             return;
         }
         let mut reason = self.read();
-        self.guard
+        self.tracker
             .bytes_in
-            .store(self.half.bytes_received(), Ordering::Relaxed);
+            .store(self.lines.bytes_received(), Ordering::Relaxed);
         let mut public = None;
         if let Some(cut) = self.fate.cut_reason() {
             reason = cut.to_string();
@@ -867,45 +1010,24 @@ impl Reader {
 
     /// The read loop; returns why the connection ended.
     fn read(&mut self) -> String {
-        let mut frames = Vec::new();
         loop {
-            let framer = &mut self.framer;
-            let received = self
-                .half
-                .receive(&mut |bytes| framer.push(bytes, &mut frames));
-            for frame in frames.drain(..) {
-                // Flood control may hold the lines of one read for a long
-                // time: what the shard or the hub decided meanwhile counts.
-                self.keep_to_rate();
-                if let Some(cut) = self.fate.cut_reason() {
-                    return cut.to_string();
-                }
-                if self
-                    .events
-                    .send(Event::Frame { id: self.id, frame })
-                    .is_err()
-                {
-                    return "the server is stopping".to_string();
-                }
+            let frame = match self.lines.next_line() {
+                Ok(frame) => frame,
+                Err(End::Closed) => return "client closed the connection".to_string(),
+                Err(end) => return end.to_string(),
+            };
+            // Flood control may hold a line for a long time: what the
+            // shard or the hub decided meanwhile counts.
+            self.keep_to_rate();
+            if let Some(cut) = self.fate.cut_reason() {
+                return cut.to_string();
             }
-            match received {
-                Ok(Received::Data { wants_write }) => {
-                    if wants_write {
-                        self.shard.send(Work::Flush(self.slot));
-                    }
-                }
-                Ok(Received::Closed) => {
-                    if let Some(frame) = self.framer.finish() {
-                        let _ = self.events.send(Event::Frame { id: self.id, frame });
-                    }
-                    return "client closed the connection".to_string();
-                }
-                Ok(Received::Eof) => return "connection lost (no close_notify)".to_string(),
-                Err(err) => {
-                    // rustls may have queued an alert saying why.
-                    self.shard.send(Work::Flush(self.slot));
-                    return format!("connection failed: {err}");
-                }
+            if self
+                .events
+                .send(Event::Frame { id: self.id, frame })
+                .is_err()
+            {
+                return "the server is stopping".to_string();
             }
         }
     }
@@ -931,5 +1053,47 @@ impl Reader {
         // Not reading meanwhile is the point: the client's sends back up
         // into its own TCP connection.
         thread::sleep(wait);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopper() -> (Stopper, TcpListener) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stopper = Stopper {
+            stop: Arc::default(),
+            asked_at: Arc::default(),
+            wake: listener.local_addr().unwrap(),
+        };
+        (stopper, listener)
+    }
+
+    #[test]
+    fn a_guarded_thread_that_panics_stops_the_server_and_reports_it() {
+        let (stopper, _listener) = stopper();
+        let thread = Guarded::spawn("test-hub", stopper.clone(), || panic!("a bug")).unwrap();
+        assert_eq!(thread.wait(Duration::from_secs(10)), Some(Err(())));
+        assert!(
+            stopper.stop.load(Ordering::SeqCst),
+            "the server was not told"
+        );
+        assert!(stopper.asked_at.get().is_some());
+    }
+
+    #[test]
+    fn a_guarded_thread_that_ends_well_is_joined_and_one_still_busy_is_not() {
+        let (stopper, _listener) = stopper();
+        let done = Guarded::spawn("test-ok", stopper.clone(), || {}).unwrap();
+        assert_eq!(done.wait(Duration::from_secs(10)), Some(Ok(())));
+        let (release, wait) = crossbeam_channel::bounded::<()>(0);
+        let busy = Guarded::spawn("test-busy", stopper.clone(), move || {
+            let _ = wait.recv();
+        })
+        .unwrap();
+        assert_eq!(busy.wait(Duration::from_millis(50)), None);
+        drop(release);
+        assert!(!stopper.stop.load(Ordering::SeqCst));
     }
 }

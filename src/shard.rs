@@ -9,6 +9,9 @@
 //! reading, or read slower than their room talks, are cut; clients that
 //! keep up are never, however far behind a burst leaves them for a while.
 //! It knows sockets and rustls, not chat.
+//!
+//! Next: [`server`](crate::server), which starts the shards, the hub and
+//! a thread per client.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
@@ -23,8 +26,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::budget::{Budget, Outgoing, LINE_OVERHEAD, REFERENCE_COST};
+use crate::chat::{ClientId, RoomId};
 use crate::duplex::WriteHalf;
-use crate::hub::ClientId;
 
 /// Default for how long a client's socket may take nothing, while lines
 /// wait for it, before the client is cut as stalled.
@@ -88,11 +91,6 @@ pub struct ShardSettings {
 /// the client by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Slot(u32);
-
-/// A room, as the shards know it: the hub numbers rooms, the shards keep
-/// who of theirs is in each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RoomId(pub u64);
 
 /// Who gets a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -832,11 +830,18 @@ impl Worker {
             if offered.blocked {
                 if offered.taken > 0 {
                     client.in_flight_born = first_born;
-                    // Encrypted but not yet taken by the kernel: still
-                    // memory of ours, until rustls has sent it all.
-                    charge += offered.taken;
-                    client.sealed_unsent += offered.taken;
                 }
+                // Encrypted but not yet taken by the kernel: still memory
+                // of ours. What rustls holds is what it held, plus what it
+                // sealed now, less what it sent (counted at the size of the
+                // text: records add a few bytes of framing each).
+                let held = (client.sealed_unsent + offered.taken).saturating_sub(offered.sent);
+                if held > client.sealed_unsent {
+                    charge += held - client.sealed_unsent;
+                } else {
+                    refund += client.sealed_unsent - held;
+                }
+                client.sealed_unsent = held;
                 client.note_blocked(now, offered.sent > 0);
                 break Ok(true);
             }

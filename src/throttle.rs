@@ -5,6 +5,8 @@
 //! client's own TCP connection pushes back: nothing is dropped, it is only
 //! slowed down. Pure arithmetic on instants given by the caller, so it is
 //! tested without a clock.
+//!
+//! Next: [`capacity`](crate::capacity).
 
 use std::time::{Duration, Instant};
 

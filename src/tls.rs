@@ -1,9 +1,28 @@
 //! Certificates and keys from PEM files, and the rustls configurations
-//! built from them.
+//! built from them: what each side trusts, and what it presents.
 //!
-//! Every certificate check happens inside rustls; this module only decides
-//! what is trusted and says, when a check fails, what the user can do.
+//! The client trusts one set of roots: the CA certificates in `--ca FILE`,
+//! else `certs/ca.crt` if it exists, else the public web's roots compiled
+//! into `webpki-roots` ([`Trust`]). [`client_config`] hands them to rustls,
+//! which wraps them in its verifier (`WebPkiServerVerifier`); there is no
+//! other verifier and no switch to skip it. The server presents its chain
+//! and key, checked at start-up to belong together; with `--client-ca` it
+//! demands a client certificate signed by that CA.
+//!
+//! No check happens here. rustls runs them during the handshake, inside
+//! `process_new_packets` (see [`duplex`](crate::duplex)), when it reads the
+//! server's CertificateVerify: the chain to a root, every certificate's
+//! dates against the clock, that the leaf is not a CA and may serve TLS,
+//! that it holds the name the client asked for (its subjectAltName only),
+//! and that its key signed this very handshake. The name comes from
+//! [`client::handshake`](crate::client::handshake), not from here. A
+//! failure comes back as a `rustls::Error`: [`certificate_problem`] reads
+//! what was wrong off it, [`client_hint`] what the user can do.
+//!
+//! Next: [`client::connect`](crate::client::connect), where the client
+//! uses this configuration and names the server it expects.
 
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +32,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, CommonState, RootCertStore, ServerConfig};
 
-use crate::duplex::HandshakeError;
 use crate::error::Error;
 use crate::x509;
 
@@ -226,48 +244,123 @@ pub fn peer_subject(conn: &CommonState) -> Option<String> {
     x509::subject(leaf)
 }
 
-/// Advice for a client whose handshake failed: what to check or change.
-pub fn client_hint(err: &HandshakeError, trust: &Trust, server_name: &str) -> Option<String> {
-    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
-    let HandshakeError::Tls(err) = err else {
-        return match err {
-            HandshakeError::Closed => {
-                Some("is the address a TLS chat server (chat-server)?".to_string())
-            }
-            _ => None,
-        };
+/// What was wrong with a certificate the peer presented, in the terms a
+/// user can act on. [`certificate_problem`] reads it off rustls' error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertProblem {
+    /// It does not chain to a trusted CA: signed by a CA we do not trust
+    /// (`UnknownIssuer`), or by one with a trusted CA's name but another
+    /// key (`BadSignature`, most often a CA made anew after signing).
+    NotTrusted(&'static str),
+    /// Its validity ended.
+    Expired,
+    /// Its validity has not begun: a clock is wrong.
+    NotValidYet,
+    /// It is valid, but for other names than the one the client asked for;
+    /// the names it holds, when rustls says.
+    WrongName(Vec<String>),
+    /// The peer presented a CA certificate as its own, instead of a leaf
+    /// signed by it.
+    CaAsLeaf,
+    /// Anything else rustls refused it for, as rustls names it.
+    Other(String),
+}
+
+/// The certificate problem behind a TLS error, if it was one.
+///
+/// rustls reports most problems as its own values. webpki's finer ones
+/// (a CA certificate used as a leaf among them) reach us wrapped as
+/// `Other`, holding webpki's value: matched as that value, not its text.
+pub fn certificate_problem(err: &rustls::Error) -> Option<CertProblem> {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(err) = err else {
+        return None;
     };
-    let hint = match err {
-        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => match trust {
-            Trust::CaFile(path) => format!(
-                "does --ca point at the CA that signed the server's certificate? \
-                 (now {}; `make certs` makes certs/ca.crt)",
-                path.display()
-            ),
-            Trust::PublicRoots => "no --ca was given and certs/ca.crt does not exist, so only \
-                 public CAs are trusted: pass --ca with the CA that signed the server's \
-                 certificate (certs/ca.crt for `make certs`)"
-                .to_string(),
-        },
-        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
-            "the server must renew its certificate (for local ones: \
-             `make clean-certs certs`, then restart the server)"
-                .to_string()
+    let problem = match err {
+        C::UnknownIssuer => CertProblem::NotTrusted("UnknownIssuer"),
+        C::BadSignature => CertProblem::NotTrusted("BadSignature"),
+        C::Expired | C::ExpiredContext { .. } => CertProblem::Expired,
+        C::NotValidYet | C::NotValidYetContext { .. } => CertProblem::NotValidYet,
+        C::NotValidForName => CertProblem::WrongName(Vec::new()),
+        C::NotValidForNameContext { presented, .. } => {
+            CertProblem::WrongName(presented.iter().map(|name| plain_name(name)).collect())
         }
-        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
-            "check the clocks of both machines".to_string()
-        }
-        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
-            "connect by a name the certificate holds, or pass --server-name with one \
-             (checked: {server_name})"
-        ),
-        E::InvalidCertificate(C::Other(other))
-            if other.to_string().contains("CaUsedAsEndEntity") =>
+        C::Other(other)
+            if other.0.downcast_ref::<webpki::Error>()
+                == Some(&webpki::Error::CaUsedAsEndEntity) =>
         {
-            "the server must use a leaf certificate signed by the CA, not the CA \
-             certificate itself (`make certs` makes both)"
-                .to_string()
+            CertProblem::CaAsLeaf
         }
+        other => CertProblem::Other(format!("{other:?}")),
+    };
+    Some(problem)
+}
+
+/// `localhost` for rustls' `DnsName("localhost")`, `::1` for `IpAddress(::1)`.
+fn plain_name(presented: &str) -> String {
+    match presented.split_once('(') {
+        Some((_, inner)) => inner.trim_end_matches(')').trim_matches('"').to_string(),
+        None => presented.to_string(),
+    }
+}
+
+impl fmt::Display for CertProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertProblem::NotTrusted(why) => write!(f, "certificate not trusted ({why})"),
+            CertProblem::Expired => write!(f, "certificate expired (Expired)"),
+            CertProblem::NotValidYet => write!(f, "certificate not valid yet (NotValidYet)"),
+            CertProblem::WrongName(names) if names.is_empty() => {
+                write!(f, "certificate is for another host (NotValidForName)")
+            }
+            CertProblem::WrongName(names) => write!(
+                f,
+                "certificate is for another host (NotValidForName; it names {})",
+                names.join(", ")
+            ),
+            CertProblem::CaAsLeaf => write!(
+                f,
+                "the peer presented a CA certificate as its own (CaUsedAsEndEntity)"
+            ),
+            CertProblem::Other(what) => write!(f, "certificate refused ({what})"),
+        }
+    }
+}
+
+/// Advice for a client whose handshake failed on `err`: what to check or
+/// change. `trust` is what the client trusted, `server_name` the name it
+/// checked.
+pub fn client_hint(err: &rustls::Error, trust: &Trust, server_name: &str) -> Option<String> {
+    use rustls::{AlertDescription as A, Error as E};
+    if let Some(problem) = certificate_problem(err) {
+        let hint = match problem {
+            CertProblem::NotTrusted(_) => match trust {
+                Trust::CaFile(path) => format!(
+                    "does --ca point at the CA that signed the server's certificate? \
+                     (now {}; `make certs` makes certs/ca.crt)",
+                    path.display()
+                ),
+                Trust::PublicRoots => "no --ca was given and certs/ca.crt does not exist, so \
+                     only public CAs are trusted: pass --ca with the CA that signed the \
+                     server's certificate (certs/ca.crt for `make certs`)"
+                    .to_string(),
+            },
+            CertProblem::Expired => "the server must renew its certificate (for local ones: \
+                 `make clean-certs certs`, then restart the server)"
+                .to_string(),
+            CertProblem::NotValidYet => "check the clocks of both machines".to_string(),
+            CertProblem::WrongName(_) => format!(
+                "connect by a name the certificate holds, or pass --server-name with one \
+                 (checked: {server_name})"
+            ),
+            CertProblem::CaAsLeaf => "the server must use a leaf certificate signed by the CA, \
+                 not the CA certificate itself (`make certs` makes both)"
+                .to_string(),
+            CertProblem::Other(_) => return None,
+        };
+        return Some(hint);
+    }
+    let hint = match err {
         E::AlertReceived(A::CertificateRequired) => "the server accepts only clients with a \
              certificate: pass --cert and --key (`make client-cert NAME=you` makes a pair)"
             .to_string(),

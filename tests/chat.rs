@@ -1,17 +1,17 @@
 //! The chat itself: relaying, the original app's replies, ordering, and
 //! clients that are slow or quiet.
 
-mod common;
+use secure_chat_test_support as support;
 
 use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
-    chat_of, rss_kib, test_limits, Incoming, Pki, SilentClient, TestClient, TestServer, TIMEOUT,
-};
 use secure_chat::protocol::{BYE_REPLY, HI_REPLY, WELCOME};
 use secure_chat::server::Limits;
+use support::{
+    chat_of, rss_kib, test_limits, Incoming, Pki, SilentClient, TestClient, TestServer, TIMEOUT,
+};
 
 #[test]
 fn every_line_reaches_everyone_intact() {

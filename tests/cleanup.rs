@@ -4,17 +4,17 @@
 //! One test only: it counts the whole process's descriptors and threads,
 //! which tests running beside it in the same process would disturb.
 
-mod common;
+use secure_chat_test_support as support;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{
+use secure_chat::server::Limits;
+use support::{
     half_client_hello, has_thread_named, open_fds, test_limits, thread_count, wait_until, Pki,
     TestClient, TestServer, TIMEOUT,
 };
-use secure_chat::server::Limits;
 
 #[test]
 fn resets_and_abandoned_handshakes_leave_no_descriptors_or_threads() {

@@ -1,19 +1,19 @@
 //! The two binaries as a user runs them: flags, messages, exit codes.
 
-mod common;
+use secure_chat_test_support as support;
 
 use crossbeam_channel::RecvTimeoutError;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 
-use common::{
-    cert_args, finish, Flaw, Incoming, Pki, ServerProcess, TestClient, TestServer, CLIENT, SERVER,
-    TIMEOUT,
+use support::{
+    cert_args, finish, Binary, Flaw, Incoming, Pki, ServerProcess, TestClient, TestServer, CLIENT,
+    SERVER, TIMEOUT,
 };
 
 /// Runs one of our binaries with these arguments and `stdin` as its input.
-fn run(binary: &str, args: &[&str], stdin: &str) -> Output {
-    common::run(Command::new(binary).args(args), stdin)
+fn run(binary: &Binary, args: &[&str], stdin: &str) -> Output {
+    support::run(Command::new(binary).args(args), stdin)
 }
 
 fn stderr(output: &Output) -> String {
@@ -26,7 +26,7 @@ fn stdout(output: &Output) -> String {
 
 #[test]
 fn help_documents_every_flag() {
-    let server = run(SERVER, &["--help"], "");
+    let server = run(&SERVER, &["--help"], "");
     assert!(server.status.success());
     for flag in [
         "--addr",
@@ -46,7 +46,7 @@ fn help_documents_every_flag() {
             "chat-server --help lacks {flag}"
         );
     }
-    let client = run(CLIENT, &["--help"], "");
+    let client = run(&CLIENT, &["--help"], "");
     assert!(client.status.success());
     for flag in ["--addr", "--ca", "--server-name"] {
         assert!(
@@ -59,7 +59,7 @@ fn help_documents_every_flag() {
 
 #[test]
 fn unknown_flags_fail_with_exit_code_1() {
-    for binary in [SERVER, CLIENT] {
+    for binary in [&SERVER, &CLIENT] {
         let output = run(binary, &["--frobnicate"], "");
         assert_eq!(output.status.code(), Some(1));
         assert!(
@@ -69,7 +69,7 @@ fn unknown_flags_fail_with_exit_code_1() {
         );
         assert!(stderr(&output).contains("--help"));
     }
-    let output = run(SERVER, &["--max-line", "lots"], "");
+    let output = run(&SERVER, &["--max-line", "lots"], "");
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("lots"), "{}", stderr(&output));
 }
@@ -77,7 +77,7 @@ fn unknown_flags_fail_with_exit_code_1() {
 #[test]
 fn server_names_a_missing_certificate_file() {
     let output = run(
-        SERVER,
+        &SERVER,
         &["--addr", "127.0.0.1:0", "--cert", "/nonexistent/server.crt"],
         "",
     );
@@ -95,7 +95,7 @@ fn server_names_a_key_that_does_not_match() {
     let cert = one.cert.to_str().unwrap();
     let key = other.key.to_str().unwrap();
     let output = run(
-        SERVER,
+        &SERVER,
         &["--addr", "127.0.0.1:0", "--cert", cert, "--key", key],
         "",
     );
@@ -120,7 +120,7 @@ fn server_names_an_address_in_use() {
         "--key",
         pki.key.to_str().unwrap(),
     ];
-    let output = run(SERVER, &args, "");
+    let output = run(&SERVER, &args, "");
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains(&format!("cannot listen on {addr}: Address already in use")),
@@ -132,7 +132,7 @@ fn server_names_an_address_in_use() {
 #[test]
 fn client_names_a_missing_ca_file() {
     let output = run(
-        CLIENT,
+        &CLIENT,
         &["--addr", "127.0.0.1:1", "--ca", "/nonexistent/ca.crt"],
         "",
     );
@@ -153,7 +153,7 @@ fn client_names_a_server_that_is_not_there() {
         .unwrap();
     let addr = free.to_string();
     let output = run(
-        CLIENT,
+        &CLIENT,
         &["--addr", &addr, "--ca", pki.ca.to_str().unwrap()],
         "",
     );
@@ -180,7 +180,7 @@ fn piped_hi_and_bye_print_the_replies_and_exit_0() {
     let server = TestServer::start(&pki);
     let args = client_args(&server, &pki);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run(CLIENT, &args, "hi\nbye\n");
+    let output = run(&CLIENT, &args, "hi\nbye\n");
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let printed = stdout(&output);
     assert!(
@@ -203,7 +203,7 @@ fn end_of_input_waits_for_the_servers_last_lines() {
     let watcher = TestClient::connect(server.addr, &pki.ca);
     let args = client_args(&server, &pki);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run(CLIENT, &args, "one\ntwo\n");
+    let output = run(&CLIENT, &args, "one\ntwo\n");
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let printed = stdout(&output);
     // Its own lines come back as acknowledgements even though its input
@@ -223,7 +223,7 @@ fn client_refuses_an_untrusted_server_and_says_why() {
     let watcher = TestClient::connect(server.addr, &pki.signer);
     let args = client_args(&server, &pki);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run(CLIENT, &args, "secret\n");
+    let output = run(&CLIENT, &args, "secret\n");
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
     assert!(
@@ -248,14 +248,14 @@ fn client_exits_0_when_the_server_stops() {
     let pki = Pki::new();
     let server = TestServer::start(&pki);
     let args = client_args(&server, &pki);
-    let mut child = Command::new(CLIENT)
+    let mut child = Command::new(&CLIENT)
         .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = common::lines_of(child.stdout.take().unwrap());
+    let lines = support::lines_of(child.stdout.take().unwrap());
     // Connected once the greeting is printed; stdin stays open.
     let first = lines.recv_timeout(TIMEOUT).expect("a greeting in time");
     assert!(first.contains("Welcome"), "{first}");
@@ -303,7 +303,7 @@ fn server_refuses_more_clients_than_the_machine_allows_and_says_how_to_raise_it(
     // More threads than any kernel.pid_max allows (at most 4,194,304).
     let args = ["--addr", "127.0.0.1:0", "--cert", cert, "--key", key];
     let output = run(
-        SERVER,
+        &SERVER,
         &[&args[..], &["--max-clients", "10000000"]].concat(),
         "",
     );
@@ -335,7 +335,7 @@ fn server_logs_what_its_limits_allow_at_start() {
 #[test]
 fn the_old_queue_flags_say_what_replaced_them() {
     for flag in ["--queue-lines", "--queue-bytes", "--write-timeout"] {
-        let output = run(SERVER, &[flag, "100"], "");
+        let output = run(&SERVER, &[flag, "100"], "");
         assert_eq!(output.status.code(), Some(1));
         let text = stderr(&output);
         assert!(text.contains(&format!("{flag} is gone")), "{text}");
@@ -343,8 +343,54 @@ fn the_old_queue_flags_say_what_replaced_them() {
         assert!(text.contains("--memory-budget"), "{text}");
     }
     for (flag, bad) in [("--memory-budget", "12MB"), ("--stall-timeout", "soon")] {
-        let output = run(SERVER, &[flag, bad], "");
+        let output = run(&SERVER, &[flag, bad], "");
         assert_eq!(output.status.code(), Some(1));
         assert!(stderr(&output).contains(bad), "{}", stderr(&output));
     }
+}
+
+/// `chat-client | head -1`: once the reader of its output has gone, the
+/// client ends as if the user had: close_notify, then exit 0, with no
+/// error about the pipe.
+#[test]
+fn a_closed_output_ends_the_client_cleanly_with_close_notify() {
+    use std::io::{BufRead, BufReader};
+    let pki = Pki::new();
+    let mut server = ServerProcess::start(&cert_args(&pki.cert, &pki.key));
+    let addr = format!("localhost:{}", server.addr.port());
+    let mut child = Command::new(&CLIENT)
+        .args(["--addr", &addr, "--ca", pki.ca.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `head -1`: read one line, then close the pipe.
+    let stdout = child.stdout.take().unwrap();
+    let (first_tx, first) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = first_tx.send(line);
+    });
+    let line = first.recv_timeout(TIMEOUT).expect("a first line in time");
+    assert!(line.contains("Welcome"), "{line}");
+    // Someone arrives and talks: the client has lines to print, and no
+    // one to print them to.
+    let mut other = TestClient::connect(server.addr, &pki.ca);
+    other.send("anyone there?");
+    let output = finish(child);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("cannot write"),
+        "{}",
+        stderr(&output)
+    );
+    let left = server.wait_for_log(|line| line.contains("guest1 left: "));
+    assert!(
+        left.ends_with("guest1 left: client closed the connection"),
+        "the server did not get close_notify: {left}"
+    );
+    drop(other);
+    server.stop();
 }

@@ -1,20 +1,20 @@
 //! The client as a person sees it: colours only on a terminal, and nothing
 //! a server sends can drive the terminal.
 
-mod common;
+use secure_chat_test_support as support;
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::thread;
 
-use common::{run, Pki, TestServer, CLIENT, TIMEOUT};
 use rustls::{Connection, ServerConnection};
 use secure_chat::duplex;
 use secure_chat::tls;
+use support::{run, Pki, TestServer, CLIENT, TIMEOUT};
 
 fn client(addr: &str, pki: &Pki) -> Command {
-    let mut command = Command::new(CLIENT);
+    let mut command = Command::new(&CLIENT);
     command.args(["--addr", addr]).arg("--ca").arg(&pki.ca);
     command.env_remove("NO_COLOR");
     command
@@ -89,7 +89,7 @@ fn a_terminal_gets_colours_unless_no_color_is_set() {
 fn nick_flag_sets_the_nick_and_a_taken_one_is_explained() {
     let pki = Pki::new();
     let server = TestServer::start(&pki);
-    let mut holder = common::TestClient::connect(server.addr, &pki.ca);
+    let mut holder = support::TestClient::connect(server.addr, &pki.ca);
     holder.send("/nick alice");
     assert_eq!(holder.recv(), "notice you are now alice");
     let addr = format!("localhost:{}", server.addr.port());

@@ -4,10 +4,10 @@
 //! order, so when a marker sent afterwards arrives first, the earlier line
 //! was not delivered.
 
-mod common;
+use secure_chat_test_support as support;
 
-use common::{chat_of, chat_with, test_limits, TestClient};
 use secure_chat::server::Limits;
+use support::{chat_of, chat_with, test_limits, TestClient};
 
 /// Client `from` sends a line that client `to` must see next, proving
 /// nothing else was on its way to `to`.
@@ -251,7 +251,13 @@ fn help_lists_and_explains_commands() {
         list,
         "notice commands: /nick /join /rooms /who /whois /msg /me /topic /help /quit"
     );
-    for usage in ["/nick NAME", "/join #ROOM", "/rooms", "/who", "/whois NAME"] {
+    for usage in [
+        "/nick NAME",
+        "/join #ROOM",
+        "/rooms [PAGE]",
+        "/who [PAGE]",
+        "/whois NAME",
+    ] {
         let line = c[0].recv();
         assert!(line.starts_with(&format!("notice {usage}: ")), "{line}");
     }
@@ -302,7 +308,7 @@ fn quit_with_a_reason_and_bye() {
     let (_pki, server, mut c) = chat_of(3);
     c[0].send("/quit gone fishing");
     assert_eq!(c[0].recv(), "notice Ciao, Buonanotte!");
-    assert_eq!(c[0].next(), common::Incoming::Closed);
+    assert_eq!(c[0].next(), support::Incoming::Closed);
     assert_eq!(
         c[1].recv(),
         format!("notice {} quit: gone fishing", c[0].nick)
@@ -389,7 +395,7 @@ fn big_rooms_do_not_announce_arrivals_and_departures() {
     // Nor is a departure from it: once the server has let go of the
     // connection, the hub has handled it, and the marker comes next.
     drop(third);
-    assert!(common::wait_until(|| server.open_connections() == 2));
+    assert!(support::wait_until(|| server.open_connections() == 2));
     assert_nothing_before_marker(&mut c, 1, 0);
     // Back at the limit, departures are news again.
     let gone = c.pop().unwrap();

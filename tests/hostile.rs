@@ -3,7 +3,7 @@
 //! Descriptor and thread accounting lives in `tests/cleanup.rs`, which
 //! needs a process of its own.
 
-mod common;
+use secure_chat_test_support as support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,14 +13,14 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
-    chat_with, half_client_hello, rss_kib, test_limits, wait_until, Incoming, Pki, ServerProcess,
-    SilentClient, TestClient, TestServer, SERVER, TIMEOUT,
-};
 use secure_chat::duplex::{self, ReadHalf, Received, WriteHalf};
 use secure_chat::protocol::{BYE_REPLY, WELCOME};
 use secure_chat::server::Limits;
 use secure_chat::throttle::RateLimit;
+use support::{
+    chat_with, half_client_hello, rss_kib, test_limits, wait_until, Incoming, Pki, ServerProcess,
+    SilentClient, TestClient, TestServer, SERVER, TIMEOUT,
+};
 
 /// The tests of this file run in parallel threads of one process. Those
 /// that measure the whole process (its memory, how soon a connection is
@@ -459,7 +459,7 @@ enum Bulk {
 impl BulkClient {
     /// Connects and reads the greeting.
     fn connect(addr: SocketAddr, ca: &Path) -> BulkClient {
-        let (conn, socket) = common::tls_connect(addr, ca);
+        let (conn, socket) = support::tls_connect(addr, ca);
         // Every wait for the server has a deadline.
         socket.set_read_timeout(Some(TIMEOUT)).unwrap();
         let (reader, writer) = duplex::split(conn, Arc::new(socket));
@@ -623,7 +623,7 @@ fn out_of_descriptors_the_server_pauses_logs_once_and_recovers() {
         Command::new("sh")
             .arg("-c")
             .arg(format!("ulimit -n {FILES_AT_START} && exec \"$0\" \"$@\""))
-            .arg(SERVER)
+            .arg(&SERVER)
             .args(["--addr", "127.0.0.1:0", "--rate", "0"])
             // Only our own connections may close; none may time out.
             .args(["--handshake-timeout", "60"])

@@ -1,14 +1,14 @@
 //! Other TLS software against our server: `openssl s_client` chats with it,
 //! and a client that does not speak TLS is turned away without harm.
 
-mod common;
+use secure_chat_test_support as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use common::{finish, lines_of, Pki, TestClient, TestServer, TIMEOUT};
 use crossbeam_channel::Receiver;
+use support::{finish, lines_of, Pki, TestClient, TestServer, TIMEOUT};
 
 fn next_line(lines: &Receiver<String>) -> String {
     lines

@@ -2,17 +2,13 @@
 //! untrusted or expired certificate is refused at the handshake, and the
 //! client says why; `make client-cert` makes pairs the server accepts.
 
-mod common;
+use secure_chat_test_support as support;
 
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::thread;
 
-use common::{
-    cert_args, finish, tls_connect_as, ClientFlaw, Incoming, Pki, ServerProcess, TempDir,
-    TestClient, TestServer, CLIENT, TIMEOUT,
-};
 use rustls::AlertDescription;
 use secure_chat::client::{self, ClientOptions};
 use secure_chat::duplex::HandshakeError;
@@ -20,6 +16,10 @@ use secure_chat::error::report;
 use secure_chat::screen::Screen;
 use secure_chat::tls::{self, Identity, Trust};
 use secure_chat::Error;
+use support::{
+    cert_args, finish, tls_connect_as, ClientFlaw, Incoming, Pki, ServerProcess, TempDir,
+    TestClient, TestServer, CLIENT, TIMEOUT,
+};
 
 /// Connects with `identity` and reads the greeting.
 fn join_as(server: &TestServer, pki: &Pki, identity: &Identity) -> TestClient {
@@ -150,8 +150,8 @@ fn refusal(result: Result<(), Error>) -> (AlertDescription, String, String) {
 /// How the chat-client binary fares against `server` with these extra
 /// arguments and this input.
 fn run_client(server: &TestServer, pki: &Pki, extra: &[&OsStr], input: &str) -> Output {
-    common::run(
-        Command::new(CLIENT)
+    support::run(
+        Command::new(&CLIENT)
             .arg("--addr")
             .arg(format!("localhost:{}", server.addr.port()))
             .arg("--ca")
@@ -368,7 +368,7 @@ fn make_client_cert_makes_a_pair_the_server_accepts() {
         Some(&dir.path().join("ca.crt")),
     )
     .unwrap();
-    let server = TestServer::start_config(config, common::test_limits());
+    let server = TestServer::start_config(config, support::test_limits());
     let identity = Identity {
         cert: dir.path().join("alice.crt"),
         key: dir.path().join("alice.key"),

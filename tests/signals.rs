@@ -3,7 +3,7 @@
 //! the certificate, key and client CA, or keeps the old ones if the new
 //! files are unusable.
 
-mod common;
+use secure_chat_test_support as support;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    cert_args, finish, ClientFlaw, Incoming, Pki, ServerProcess, SilentClient, TempDir, TestClient,
-    TIMEOUT,
-};
 use secure_chat::client::{self, ClientOptions};
 use secure_chat::error::report;
 use secure_chat::tls::{Identity, Trust};
+use support::{
+    cert_args, finish, ClientFlaw, Incoming, Pki, ServerProcess, SilentClient, TempDir, TestClient,
+    TIMEOUT,
+};
 
 /// The bound on a graceful stop, from the signal to the exit.
 const STOP_WITHIN: Duration = Duration::from_secs(2);

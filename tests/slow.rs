@@ -7,7 +7,7 @@
 //! real client does, and check every line they receive: each sender's
 //! lines arrive exactly once and in order.
 
-mod common;
+use secure_chat_test_support as support;
 
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpStream};
@@ -17,12 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{cert_args, test_limits, Pki, ServerProcess, TestServer, TIMEOUT};
-use rustls::pki_types::ServerName;
-use rustls::{ClientConnection, Connection};
+use secure_chat::client;
 use secure_chat::duplex::{self, ReadHalf, Received, WriteHalf};
 use secure_chat::protocol::WELCOME;
 use secure_chat::tls::{self, Trust};
+use support::{cert_args, client_options, test_limits, Pki, ServerProcess, TestServer, TIMEOUT};
 
 /// These tests move tens of megabytes each; on two cores, one at a time.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -57,11 +56,13 @@ impl Peer {
             socket.set_recv_buffer_size(bytes).unwrap();
         }
         socket.connect_timeout(&addr.into(), TIMEOUT).unwrap();
-        let socket: TcpStream = socket.into();
+        // The library's handshake on our own socket; taken apart again, as
+        // the reading here is the test's own.
         let config = tls::client_config(&Trust::CaFile(ca.to_owned()), None).unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut conn = Connection::Client(ClientConnection::new(config, name).unwrap());
-        duplex::handshake(&mut conn, &socket, TIMEOUT).unwrap();
+        let options = client_options(addr, ca);
+        let (conn, socket) = client::handshake(socket.into(), config, &options)
+            .unwrap()
+            .into_parts();
         // Every wait for the server has a deadline.
         socket.set_read_timeout(Some(TIMEOUT)).unwrap();
         let socket = Arc::new(socket);

@@ -1,7 +1,7 @@
 //! Certificates: the mistakes a learner can make with them, each refused
 //! with a message that says how to fix it, and the ones `make certs` makes.
 
-mod common;
+use secure_chat_test_support as support;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -9,13 +9,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 
-use common::{Flaw, Pki, TempDir, TestClient, TestServer, TIMEOUT};
 use rustls::{Connection, ServerConnection};
 use secure_chat::client::{self, ClientOptions};
 use secure_chat::duplex::{self, HandshakeError};
 use secure_chat::error::report;
 use secure_chat::tls::{self, Trust};
 use secure_chat::{x509, Error};
+use support::{Flaw, Pki, TempDir, TestClient, TestServer, TIMEOUT};
 
 /// What a one-connection TLS server saw of a client.
 struct Seen {

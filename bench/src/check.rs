@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use secure_chat::line::Frame;
+use secure_chat::line_reader;
 
 use crate::peer::{Incoming, Peer};
 
@@ -169,6 +170,17 @@ pub enum End {
     Failed(String),
 }
 
+impl From<line_reader::End> for End {
+    /// How the library's line reader saw the end, for the report.
+    fn from(end: line_reader::End) -> End {
+        match end {
+            line_reader::End::Closed => End::CloseNotify,
+            line_reader::End::Lost => End::Eof,
+            line_reader::End::Failed(err) => End::Failed(err.to_string()),
+        }
+    }
+}
+
 /// What one client saw, once it has ended.
 #[derive(Debug, Default)]
 pub struct ClientReport {
@@ -313,10 +325,10 @@ impl Checker {
         &self.rules.notes
     }
 
-    /// Counts a key update or other write rustls wanted but a blocking
-    /// reader could not make.
-    pub fn wanted_write(&mut self) {
-        self.report.wants_write += 1;
+    /// Counts `times` a key update or other write rustls wanted but a
+    /// blocking reader could not make.
+    pub fn wanted_writes(&mut self, times: u64) {
+        self.report.wants_write += times;
     }
 
     /// Adds the lines counted since the last call to the crowd's total.

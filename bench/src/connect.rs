@@ -3,7 +3,6 @@
 //! own for the few that send. A [`Crowd`] is the clients of one run,
 //! connected together and closed together; the [`Watchdog`] bounds it all.
 
-use std::fmt::Write as _;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Range;
@@ -17,20 +16,20 @@ use crossbeam_channel::Receiver;
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore};
-use secure_chat::duplex::{self, ReadHalf, Received, WriteHalf};
-use secure_chat::line::LineFramer;
+use rustls::{ClientConfig, RootCertStore};
+use secure_chat::client::{self, ClientOptions, Connected, CONNECT_TIMEOUT, MAX_SERVER_LINE};
+use secure_chat::duplex::{self, ReadHalf, WriteHalf};
+use secure_chat::error::report;
+use secure_chat::line_reader::LineReader;
 use secure_chat::tls::{self, Trust};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::check::{Checker, ClientReport, End, Expect, Note, Rules, RunFlags, Tally};
+use crate::check::{Checker, ClientReport, Expect, Note, Rules, RunFlags, Tally};
 use crate::options::{Kx, Mode, Options};
-use crate::poller::{NewClient, Poller, MAX_SERVER_LINE};
+use crate::poller::{NewClient, Poller};
 use crate::probe::{Probe, Samples};
 use crate::progress::Progress;
 
-/// Limit for one TCP connect and, again, for one TLS handshake.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the deadline, how long the main thread has to print its results
 /// before the watchdog exits the process.
 const FORCE_EXIT_GRACE: Duration = Duration::from_secs(10);
@@ -51,8 +50,10 @@ pub struct Bench {
     /// connection pays a full handshake, as a crowd of distinct users
     /// would, and runs are comparable.
     pub config: Arc<ClientConfig>,
-    /// The name the certificate must hold.
-    pub server_name: ServerName<'static>,
+    /// What the library's client needs to know for each handshake: the
+    /// server's address, the name its certificate must hold, the CA
+    /// trusted (for the hints on failure).
+    pub client: ClientOptions,
     /// Zero point of the timestamps the latency mode puts in its lines.
     pub epoch: Instant,
     /// When the run gives up.
@@ -71,8 +72,17 @@ impl Bench {
     pub fn new(options: Options) -> Result<Bench, String> {
         let addr = resolve_loopback(&options.addr)?;
         let config = plain_config(&options.ca)?;
-        let server_name = ServerName::try_from(options.server_name.clone())
+        // Checked here as well as in each handshake: a bad name is a
+        // mistake on the command line, not a failure of the first client.
+        ServerName::try_from(options.server_name.clone())
             .map_err(|_| format!("'{}' is not a valid server name", options.server_name))?;
+        let client = ClientOptions {
+            addr: addr.to_string(),
+            server_name: Some(options.server_name.clone()),
+            trust: Trust::CaFile(options.ca.clone()),
+            identity: None,
+            timeout: CONNECT_TIMEOUT,
+        };
         let server = match options.server_pid {
             Some(pid) => {
                 let probe = Probe::of(pid);
@@ -87,7 +97,7 @@ impl Bench {
         Ok(Bench {
             addr,
             config,
-            server_name,
+            client,
             epoch: Instant::now(),
             deadline,
             watchdog: Watchdog::start(deadline, options.mode),
@@ -117,11 +127,16 @@ impl Bench {
 
     /// Opens one TLS connection and finishes its handshake; `rcvbuf` pins
     /// the socket's receive buffer before connecting.
+    ///
+    /// The TCP part is the bench's own: the receive buffer must be set
+    /// before `connect`, for the window the server sees to be small from
+    /// the first byte, and the library's `dial` connects at once. The TLS
+    /// part is the library client's handshake, with its error hints.
     pub fn open(
         &self,
         config: &Arc<ClientConfig>,
         rcvbuf: Option<usize>,
-    ) -> Result<(Connection, TcpStream), String> {
+    ) -> Result<Connected, String> {
         let limit = self
             .remaining()
             .ok_or("the deadline passed")?
@@ -140,16 +155,13 @@ impl Bench {
         socket
             .connect_timeout(&self.addr.into(), limit)
             .map_err(|err| format!("connect: {err}{}", io_hint(&err, &self.addr)))?;
-        let socket = TcpStream::from(socket);
-        // As the server does: each batch of lines leaves at once.
-        socket
-            .set_nodelay(true)
-            .map_err(|err| format!("socket: {err}"))?;
-        let client = ClientConnection::new(Arc::clone(config), self.server_name.clone())
-            .map_err(|err| format!("TLS setup: {err}"))?;
-        let mut conn = Connection::Client(client);
-        duplex::handshake(&mut conn, &socket, limit).map_err(|err| format!("handshake: {err}"))?;
-        Ok((conn, socket))
+        let options = ClientOptions {
+            timeout: limit,
+            ..self.client.clone()
+        };
+        // The handshake also sets TCP_NODELAY, as the server does.
+        client::handshake(TcpStream::from(socket), Arc::clone(config), &options)
+            .map_err(|err| report(&err))
     }
 }
 
@@ -168,7 +180,7 @@ pub fn resolve_loopback(addr: &str) -> Result<SocketAddr, String> {
 /// The library's client configuration, without session resumption.
 pub fn plain_config(ca: &Path) -> Result<Arc<ClientConfig>, String> {
     let shared =
-        tls::client_config(&Trust::CaFile(ca.to_owned()), None).map_err(|err| chain(&err))?;
+        tls::client_config(&Trust::CaFile(ca.to_owned()), None).map_err(|err| report(&err))?;
     let mut config = (*shared).clone();
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
@@ -206,21 +218,6 @@ pub fn kx_config(ca: &Path, kx: Kx) -> Result<Arc<ClientConfig>, String> {
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
-}
-
-/// An error and its sources, in one line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(inner) = cause {
-        let part = inner.to_string();
-        // A wrapper may already spell out its cause.
-        if !text.contains(&part) {
-            let _ = write!(text, ": {part}");
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 /// The fix for the socket errors a large run is likely to hit.
@@ -517,7 +514,9 @@ impl<'b> Crowd<'b> {
     /// Opens client `index` and gives it a home; a sender comes back.
     fn connect_one(&self, index: usize, plan: Plan) -> Result<Option<SendingClient>, String> {
         let rcvbuf = (plan.role == Role::Stalled).then_some(STALLED_RCVBUF);
-        let (conn, socket) = self.bench.open(&self.bench.config, rcvbuf)?;
+        // Taken apart: a poller moves the bytes itself, and a sender's
+        // socket is also kept, for the watchdog and the close phase to cut.
+        let (conn, socket) = self.bench.open(&self.bench.config, rcvbuf)?.into_parts();
         let checker = Checker::new(Arc::clone(&self.rules), index, plan.expect);
         let sender = match plan.role {
             Role::Listener | Role::Stalled => {
@@ -599,31 +598,31 @@ impl<'b> Crowd<'b> {
     }
 }
 
-/// The blocking reading thread of a sender: frames, checks, reports.
-fn read_blocking(mut half: ReadHalf, mut checker: Checker) -> ClientReport {
-    let mut framer = LineFramer::new(MAX_SERVER_LINE);
-    let mut frames = Vec::new();
+/// The blocking reading thread of a sender: checks each line, reports.
+fn read_blocking(half: ReadHalf, mut checker: Checker) -> ClientReport {
+    // Only the main thread writes this connection, and it cannot be woken
+    // for what rustls queues while reading (a key update's answer, an
+    // alert): the reader counts those for the report instead.
+    let wanted = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&wanted);
+    let flush = move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+    };
+    let mut lines = LineReader::new(half, MAX_SERVER_LINE, flush);
     let epoch = checker.epoch();
     // Ends when the server closes, or when the socket is shut down: by the
     // close phase, or by the watchdog at the deadline.
     let end = loop {
-        let received = half.receive(&mut |bytes| framer.push(bytes, &mut frames));
-        // One clock reading per batch: lines decrypted together arrived together.
-        let now = epoch.elapsed();
-        for frame in frames.drain(..) {
-            checker.take(frame, now);
-        }
-        checker.flush_progress();
-        match received {
-            Ok(Received::Data { wants_write }) => {
-                if wants_write {
-                    checker.wanted_write();
-                }
+        match lines.next_line() {
+            Ok(frame) => {
+                // The clock as each line is handed over: lines decrypted
+                // together differ only by the checking of those before.
+                checker.take(frame, epoch.elapsed());
+                checker.flush_progress();
             }
-            Ok(Received::Closed) => break End::CloseNotify,
-            Ok(Received::Eof) => break End::Eof,
-            Err(err) => break End::Failed(err.to_string()),
+            Err(end) => break end,
         }
     };
-    checker.finish(end)
+    checker.wanted_writes(wanted.load(Ordering::Relaxed));
+    checker.finish(end.into())
 }

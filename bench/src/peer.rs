@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use secure_chat::hub::SHUTDOWN_NOTICE;
+use secure_chat::chat::SHUTDOWN_NOTICE;
 use secure_chat::protocol::ServerLine;
 
 /// Connections ncat's chat mode can hold.

@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustls::Connection;
+use secure_chat::client::MAX_SERVER_LINE;
 use secure_chat::line::{Frame, LineFramer};
 
 use crate::check::{Checker, ClientReport, End, Note, RunFlags};
@@ -34,9 +35,6 @@ const EVENTS: usize = 1024;
 /// would let the server refill it meanwhile, and the clients behind it
 /// would fall behind far enough for a server to cut them as too slow.
 const TURN: usize = 64 * 1024;
-/// Longest line the bench accepts from the server (ncat's list of who
-/// is connected is one line of about 25 bytes per client).
-pub const MAX_SERVER_LINE: usize = 64 * 1024;
 
 /// A client whose handshake is done, for a poller to take over.
 pub struct NewClient {
@@ -257,6 +255,9 @@ impl State {
             conn,
             socket,
             checker,
+            // The library client's limit, as for every reader of the
+            // bench. ncat's list of who is connected is one line of about
+            // 25 bytes per client: it fits for some 2,500 clients.
             framer: LineFramer::new(MAX_SERVER_LINE),
             stalled,
             cut_seen: false,

@@ -53,7 +53,8 @@ Options:
   --client-ca FILE           require client certificates signed by the CA in
                              FILE (mutual TLS); each client's nick is then the
                              certificate's common name
-  -v, --verbose              more log output (twice: everything, rustls included)
+  -v, --verbose              more log output, rustls' notes on each handshake
+                             included (twice: everything)
   -q, --quiet                only warnings and errors
   -h, --help                 print this help
   -V, --version              print the version
@@ -102,8 +103,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("cert") => args.cert = parser.value()?.into(),
             Long("key") => args.key = parser.value()?.into(),
             Long("handshake-timeout") => {
-                let secs: u64 = parser.value()?.parse()?;
-                args.limits.handshake_timeout = Duration::from_secs(secs.max(1));
+                args.limits.handshake_timeout = parser.value()?.parse_with(parse_seconds)?;
             }
             Long("max-line") => args.limits.max_line = parser.value()?.parse()?,
             Long("history") => args.limits.history = parser.value()?.parse()?,

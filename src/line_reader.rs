@@ -1,0 +1,142 @@
+//! The reading side of a connection, in lines: a [`ReadHalf`] and a
+//! [`LineFramer`] together.
+//!
+//! Every reader in this project, the server's reading threads, the client,
+//! the benchmark and the tests, reads the same way: wait for bytes,
+//! decrypt, frame, hand on each line, until the peer closes or the
+//! connection fails. [`LineReader`] is that loop, once. It yields one
+//! complete line at a time, or the way the connection ended; what to do
+//! with a line is the caller's business.
+//!
+//! Next: [`protocol`](crate::protocol), what a line means.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+
+use crate::duplex::{ReadHalf, Received};
+use crate::line::{Frame, LineFramer};
+
+/// How a connection's reading side ended.
+#[derive(Debug)]
+pub enum End {
+    /// The peer sent close_notify: everything it sent has been read, its
+    /// last unterminated line included.
+    Closed,
+    /// The TCP stream ended without close_notify: the peer vanished, or
+    /// this side shut the socket down. Its last lines may be missing.
+    Lost,
+    /// Reading or decrypting failed. A TLS alert from the peer, or one
+    /// rustls raised itself, is a `rustls::Error` inside.
+    Failed(io::Error),
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Closed => write!(f, "closed the connection"),
+            End::Lost => write!(f, "connection lost (no close_notify)"),
+            End::Failed(err) => write!(f, "connection failed: {err}"),
+        }
+    }
+}
+
+impl End {
+    /// The rustls error inside a [`End::Failed`], if that is what it was.
+    pub fn tls_error(&self) -> Option<&rustls::Error> {
+        match self {
+            End::Failed(err) => err.get_ref()?.downcast_ref::<rustls::Error>(),
+            _ => None,
+        }
+    }
+}
+
+/// A connection's reading half that yields lines.
+///
+/// Reading can make rustls queue something to send by itself (a reply to
+/// the peer's key update, an alert). Only the writing side may send, so
+/// the reader calls `flush`, given at construction, to ask it to.
+pub struct LineReader {
+    half: ReadHalf,
+    framer: LineFramer,
+    /// Lines already framed, not yet handed out.
+    ready: VecDeque<Frame>,
+    /// Where the framer puts lines; kept to reuse its allocation.
+    framed: Vec<Frame>,
+    flush: Box<dyn FnMut() + Send>,
+    state: State,
+}
+
+enum State {
+    Open,
+    /// The end has come; it is returned once `ready` is empty.
+    Ending(End),
+    /// The end has been returned.
+    Ended,
+}
+
+impl LineReader {
+    /// Reads lines of at most `max_line` bytes from `half`; `flush` asks
+    /// the writing side to send what rustls queued while reading.
+    pub fn new(half: ReadHalf, max_line: usize, flush: impl FnMut() + Send + 'static) -> Self {
+        LineReader {
+            half,
+            framer: LineFramer::new(max_line),
+            ready: VecDeque::new(),
+            framed: Vec::new(),
+            flush: Box::new(flush),
+            state: State::Open,
+        }
+    }
+
+    /// The next line, waiting for the peer as long as it takes; or how the
+    /// connection ended, once every line before the end has been returned.
+    ///
+    /// After the end has been returned, every later call fails at once.
+    pub fn next_line(&mut self) -> Result<Frame, End> {
+        loop {
+            if let Some(frame) = self.ready.pop_front() {
+                return Ok(frame);
+            }
+            match std::mem::replace(&mut self.state, State::Ended) {
+                State::Open => self.state = self.receive(),
+                State::Ending(end) => return Err(end),
+                State::Ended => {
+                    let err = io::Error::new(io::ErrorKind::NotConnected, "read after the end");
+                    return Err(End::Failed(err));
+                }
+            }
+        }
+    }
+
+    /// One wait for the peer: whatever it decrypts is framed into `ready`.
+    fn receive(&mut self) -> State {
+        let framer = &mut self.framer;
+        let framed = &mut self.framed;
+        let received = self.half.receive(&mut |bytes| framer.push(bytes, framed));
+        self.ready.extend(self.framed.drain(..));
+        match received {
+            Ok(Received::Data { wants_write }) => {
+                if wants_write {
+                    (self.flush)();
+                }
+                State::Open
+            }
+            Ok(Received::Closed) => {
+                self.ready.extend(self.framer.finish());
+                State::Ending(End::Closed)
+            }
+            Ok(Received::Eof) => State::Ending(End::Lost),
+            Err(err) => {
+                // rustls may have queued an alert that says why.
+                (self.flush)();
+                State::Ending(End::Failed(err))
+            }
+        }
+    }
+
+    /// TLS bytes read from the socket so far (the handshake excluded).
+    pub fn bytes_received(&self) -> u64 {
+        self.half.bytes_received()
+    }
+}

@@ -1,0 +1,48 @@
+//! Helpers shared by secure-chat's integration tests: throwaway PKIs made
+//! with rcgen ([`pki`]), an in-process server on `127.0.0.1:0`
+//! ([`server`]), a scriptable TLS chat client ([`client`]), readings of
+//! this process from /proc ([`procfs`]) and the two binaries run as child
+//! processes ([`process`]).
+//!
+//! Every wait here has a deadline ([`TIMEOUT`]); a test that would hang
+//! fails instead. Everything is re-exported at the top, so a test file
+//! imports what it needs from one place.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod pki;
+pub mod process;
+pub mod procfs;
+pub mod server;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use client::{
+    client_options, half_client_hello, tls_connect, tls_connect_as, Incoming, SilentClient,
+    TestClient,
+};
+pub use pki::{ClientFlaw, Flaw, Pki, TempDir};
+pub use process::{cert_args, finish, kill, lines_of, run, Binary, ServerProcess, CLIENT, SERVER};
+pub use procfs::{has_thread_named, open_fds, rss_kib, thread_count};
+pub use server::{chat_of, chat_with, test_limits, TestServer};
+
+/// The longest any single wait in a test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks `condition` every few milliseconds until it holds; false if it
+/// still does not after [`TIMEOUT`]. For conditions nothing can block on,
+/// such as a counter going down.
+pub fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}

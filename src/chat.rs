@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::line::Frame;
-use crate::protocol::{self, Command, Nick, Room, ServerLine, COMMANDS};
+use crate::protocol::{self, Command, NameError, Nick, Room, ServerLine, COMMANDS};
 
 /// Default for how many of a room's last lines a newcomer is shown.
 ///
@@ -427,13 +427,7 @@ impl Chat {
         };
         let new = match Nick::parse(name) {
             Ok(new) => new,
-            Err(why) => {
-                let text = format!(
-                    "{name:?} is not a valid nick ({why}): use 1 to 24 letters, digits, \
-                     _ or -, starting with a letter or _"
-                );
-                return out.push(to(id, ServerLine::Error(&text)));
-            }
+            Err(why) => return out.push(invalid(id, name, "nick", why, "")),
         };
         let old = &member.nick;
         if new == *old {
@@ -475,13 +469,7 @@ impl Chat {
         };
         let target = match Room::parse(name) {
             Ok(target) => target,
-            Err(why) => {
-                let text = format!(
-                    "{name:?} is not a valid room name ({why}): use # and then 1 to 24 \
-                     letters, digits, _ or -, starting with a letter or _"
-                );
-                return out.push(to(id, ServerLine::Error(&text)));
-            }
+            Err(why) => return out.push(invalid(id, name, "room name", why, "# and then ")),
         };
         let current = member.room;
         if self.room_names.get(&target.key()) == Some(&current) {
@@ -704,6 +692,15 @@ fn paged(
     text
 }
 
+/// The error for a nick or room name that breaks the rules, and the rules.
+fn invalid(id: ClientId, name: &str, what: &str, why: NameError, prefix: &str) -> Output {
+    let text = format!(
+        "{name:?} is not a valid {what} ({why}): use {prefix}1 to 24 letters, digits, \
+         _ or -, starting with a letter or _"
+    );
+    to(id, ServerLine::Error(&text))
+}
+
 /// One line for one client.
 fn to(id: ClientId, line: ServerLine<'_>) -> Output {
     Output::To {
@@ -819,6 +816,12 @@ mod tests {
             self.send(id, line).remove(&id).unwrap_or_default()
         }
 
+        /// `id` sends `line` and is told exactly `replies`.
+        #[track_caller]
+        fn expect(&mut self, id: ClientId, line: &str, replies: &[&str]) {
+            assert_eq!(self.ask(id, line), replies, "in answer to {line:?}");
+        }
+
         fn left(&mut self, id: ClientId, public: Option<&str>) -> HashMap<ClientId, Vec<String>> {
             let mut out = Vec::new();
             self.chat.left(id, public, "test", &mut out);
@@ -916,26 +919,21 @@ mod tests {
         let seen = h.send(a, "/nick Alice");
         assert_eq!(seen[&a], vec!["notice you are now Alice"]);
         assert_eq!(seen[&b], vec!["notice guest1 is now Alice"]);
-        assert_eq!(
-            h.ask(b, "/nick alice"),
-            vec!["error nick alice is taken; choose another"]
+        h.expect(
+            b,
+            "/nick alice",
+            &["error nick alice is taken; choose another"],
         );
-        assert_eq!(
-            h.ask(a, "/nick Alice"),
-            vec!["notice you are already Alice"]
-        );
-        assert_eq!(h.ask(a, "/nick ALICE"), vec!["notice you are now ALICE"]);
+        h.expect(a, "/nick Alice", &["notice you are already Alice"]);
+        h.expect(a, "/nick ALICE", &["notice you are now ALICE"]);
         let bad = h.ask(a, "/nick 9lives");
         assert!(
             bad[0].starts_with("error \"9lives\" is not a valid nick"),
             "{bad:?}"
         );
-        assert_eq!(
-            h.ask(b, "/nick"),
-            vec!["error /nick needs a name: /nick NAME"]
-        );
+        h.expect(b, "/nick", &["error /nick needs a name: /nick NAME"]);
         // The old name is free again.
-        assert_eq!(h.ask(b, "/nick guest1"), vec!["notice you are now guest1"]);
+        h.expect(b, "/nick guest1", &["notice you are now guest1"]);
     }
 
     #[test]
@@ -948,9 +946,10 @@ mod tests {
         let alice = ClientId(1);
         let seen = h.join_as(alice, Some(cert("alice")));
         assert_eq!(seen[&alice][1], "notice you are alice");
-        assert_eq!(
-            h.ask(alice, "/nick bob"),
-            vec!["error your nick is alice, the name in your certificate; it cannot be changed"]
+        h.expect(
+            alice,
+            "/nick bob",
+            &["error your nick is alice, the name in your certificate; it cannot be changed"],
         );
         let twin = ClientId(2);
         let seen = h.join_as(twin, Some(cert("Alice")));
@@ -961,9 +960,10 @@ mod tests {
         assert!(seen[&odd][0].starts_with("error your certificate's common name (CN=not a nick)"));
         assert!(h.closed.contains(&odd));
         let b = h.join(4);
-        assert_eq!(
-            h.ask(b, "/whois ALICE"),
-            vec!["notice alice is in #lobby, certificate CN=alice"]
+        h.expect(
+            b,
+            "/whois ALICE",
+            &["notice alice is in #lobby, certificate CN=alice"],
         );
     }
 
@@ -976,10 +976,7 @@ mod tests {
         assert_eq!(seen[&b], vec!["notice guest1 left #lobby"]);
         assert_eq!(seen[&c], vec!["notice guest1 joined #rust"]);
         assert_eq!(seen[&a], vec!["notice you are in #rust (2 people here)"]);
-        assert_eq!(
-            h.ask(a, "/join #RUST"),
-            vec!["notice you are already in #rust"]
-        );
+        h.expect(a, "/join #RUST", &["notice you are already in #rust"]);
         let bad = h.ask(a, "/join rust");
         assert!(
             bad[0].starts_with("error \"rust\" is not a valid room name"),
@@ -988,27 +985,26 @@ mod tests {
         // Lines stay in their room.
         let seen = h.send(a, "in rust");
         assert!(seen.contains_key(&c) && !seen.contains_key(&b));
-        assert_eq!(
-            h.ask(b, "/rooms"),
-            vec!["notice rooms: #lobby (1), #rust (2)"]
-        );
+        h.expect(b, "/rooms", &["notice rooms: #lobby (1), #rust (2)"]);
         // An empty room is forgotten; the lobby is not.
         h.send(a, "/join #lobby");
         h.send(c, "/join #lobby");
-        assert_eq!(h.ask(b, "/rooms"), vec!["notice rooms: #lobby (3)"]);
+        h.expect(b, "/rooms", &["notice rooms: #lobby (3)"]);
     }
 
     #[test]
     fn a_room_keeps_its_topic_and_last_lines_for_newcomers() {
         let mut h = Harness::new(SETTINGS);
         let a = h.join(1);
-        assert_eq!(
-            h.ask(a, "/topic"),
-            vec!["notice #lobby has no topic; set one with /topic TEXT"]
+        h.expect(
+            a,
+            "/topic",
+            &["notice #lobby has no topic; set one with /topic TEXT"],
         );
-        assert_eq!(
-            h.ask(a, "/topic tea"),
-            vec!["notice guest1 set the topic of #lobby: tea"]
+        h.expect(
+            a,
+            "/topic tea",
+            &["notice guest1 set the topic of #lobby: tea"],
         );
         for n in 1..=4 {
             h.send(a, &format!("line {n}"));
@@ -1035,14 +1031,8 @@ mod tests {
         h.send(a, "/nick zed");
         h.send(b, "/nick Amy");
         h.send(c, "/nick bob");
-        assert_eq!(
-            h.ask(a, "/who"),
-            vec!["notice in #lobby (3): Amy, bob, zed"]
-        );
-        assert_eq!(
-            h.ask(a, "/who 2"),
-            vec!["error /who has one page: /who shows it"]
-        );
+        h.expect(a, "/who", &["notice in #lobby (3): Amy, bob, zed"]);
+        h.expect(a, "/who 2", &["error /who has one page: /who shows it"]);
     }
 
     #[test]
@@ -1066,13 +1056,15 @@ mod tests {
         let last = h.ask(a, "/who 25");
         assert!(last[0].starts_with("notice in #lobby (2500), 2401 to 2500: "));
         assert!(!last[0].contains("for more"));
-        assert_eq!(
-            h.ask(a, "/who 26"),
-            vec!["error /who has 25 pages: /who 1 to /who 25"]
+        h.expect(
+            a,
+            "/who 26",
+            &["error /who has 25 pages: /who 1 to /who 25"],
         );
-        assert_eq!(
-            h.ask(a, "/who next"),
-            vec!["error /who has 25 pages: /who 1 to /who 25"]
+        h.expect(
+            a,
+            "/who next",
+            &["error /who has 25 pages: /who 1 to /who 25"],
         );
         // Every name, once, over all the pages.
         let mut names = HashSet::new();
@@ -1111,27 +1103,27 @@ mod tests {
         let mut h = Harness::new(SETTINGS);
         let (a, b, c) = (h.join(1), h.join(2), h.join(3));
         h.send(b, "/join #side");
-        assert_eq!(h.ask(a, "/whois GUEST2"), vec!["notice guest2 is in #side"]);
-        assert_eq!(
-            h.ask(a, "/whois nobody"),
-            vec!["error no user named nobody is connected"]
+        h.expect(a, "/whois GUEST2", &["notice guest2 is in #side"]);
+        h.expect(
+            a,
+            "/whois nobody",
+            &["error no user named nobody is connected"],
         );
         let seen = h.send(a, "/msg Guest2 psst  there");
         assert_eq!(seen[&a], vec!["private guest1 guest2 psst  there"]);
         assert_eq!(seen[&b], vec!["private guest1 guest2 psst  there"]);
         assert!(!seen.contains_key(&c));
         // To oneself: once.
-        assert_eq!(
-            h.ask(a, "/msg guest1 note"),
-            vec!["private guest1 guest1 note"]
+        h.expect(a, "/msg guest1 note", &["private guest1 guest1 note"]);
+        h.expect(
+            a,
+            "/msg ghost hi",
+            &["error no user named ghost is connected"],
         );
-        assert_eq!(
-            h.ask(a, "/msg ghost hi"),
-            vec!["error no user named ghost is connected"]
-        );
-        assert_eq!(
-            h.ask(a, "/msg guest2"),
-            vec!["error /msg needs a name and a message: /msg NAME TEXT"]
+        h.expect(
+            a,
+            "/msg guest2",
+            &["error /msg needs a name and a message: /msg NAME TEXT"],
         );
     }
 
@@ -1142,13 +1134,15 @@ mod tests {
         let all = h.ask(a, "/help");
         assert_eq!(all.len(), COMMANDS.len() + 2);
         assert!(all[0].starts_with("notice commands: /nick /join"));
-        assert_eq!(
-            h.ask(a, "/help who"),
-            vec!["notice /who [PAGE]: list the people in this room, 100 names a page"]
+        h.expect(
+            a,
+            "/help who",
+            &["notice /who [PAGE]: list the people in this room, 100 names a page"],
         );
-        assert_eq!(
-            h.ask(a, "/help /frob"),
-            vec!["error no command /frob: /help lists the commands"]
+        h.expect(
+            a,
+            "/help /frob",
+            &["error no command /frob: /help lists the commands"],
         );
         assert!(h.ask(a, "/frob")[0].starts_with("error unknown command /frob"));
     }
@@ -1164,7 +1158,7 @@ mod tests {
         // Its lines after that, and its connection's end, change nothing.
         assert!(h.send(a, "still here?").is_empty());
         assert!(h.left(a, None).is_empty());
-        assert_eq!(h.ask(b, "/who"), vec!["notice in #lobby (1): guest2"]);
+        h.expect(b, "/who", &["notice in #lobby (1): guest2"]);
         let seen = h.send(b, "bye");
         assert_eq!(seen[&b], vec![format!("notice {}", protocol::BYE_REPLY)]);
     }

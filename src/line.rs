@@ -2,6 +2,9 @@
 //!
 //! Owns the limits on what one line may be (length, UTF-8, control
 //! characters). Knows nothing of sockets or TLS, so every rule is unit-tested.
+//!
+//! Next: [`line_reader`](crate::line_reader), the read half and the framer
+//! together.
 
 /// Default for the longest line, in bytes, not counting `\n` or `\r\n`.
 ///
@@ -64,8 +67,11 @@ impl LineFramer {
                 continue;
             }
             // One byte of slack for the `\r` of a `\r\n` that has not
-            // arrived whole; `finish_line` applies the exact limit.
-            if self.partial.len() + chunk.len() > self.max_len + 1 {
+            // arrived whole; `finish_line` applies the exact limit. The
+            // slack saturates: a limit of `usize::MAX` (`--max-line` takes
+            // any number) means no limit, where a plain `+ 1` would panic in
+            // a debug build and wrap to 0 in release, refusing every line.
+            if self.partial.len() + chunk.len() > self.max_len.saturating_add(1) {
                 self.partial = Vec::new();
                 self.discarding = !ends_line;
                 out.push(Frame::TooLong);
@@ -233,6 +239,15 @@ mod tests {
         assert_eq!(out, vec![line("done")]);
         assert_eq!(framer.finish(), Some(line("half")));
         assert_eq!(framer.finish(), None);
+    }
+
+    #[test]
+    fn the_largest_limit_accepts_lines_instead_of_overflowing() {
+        // Found by the line_framer fuzz target: `max_len + 1` overflowed.
+        assert_eq!(
+            frames(usize::MAX, &[b"one\r", b"\ntwo\n"]),
+            vec![line("one"), line("two")]
+        );
     }
 
     #[test]

@@ -406,6 +406,12 @@ impl Server {
             cap = cap.min(allowed);
         }
 
+        if limits.max_pending > limits.memory_budget / 2 {
+            log::warn!(
+                "--max-pending is more than half of --memory-budget: one client that stops \
+                 reading can then pause every sender until it is cut"
+            );
+        }
         let budget = Budget::new(limits.memory_budget);
         let settings = ShardSettings {
             stall_timeout: limits.stall_timeout,

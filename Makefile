@@ -5,6 +5,7 @@
 #   make test         lint, then every test (the bench crate's too)
 #   make bench        the benchmark suite against a fresh chat-server
 #   make bench-compare  the same, interleaved, beside two Go servers and ncat
+#   make fuzz         each fuzz target for FUZZ_SECONDS (default 30), from fuzz/seeds
 #
 # CERTS_DIR=dir puts the certificates elsewhere (the tests use a temp dir).
 
@@ -19,7 +20,7 @@ ARGS      ?=
 CA_DAYS     = 3650
 SERVER_DAYS = 825
 
-.PHONY: all build certs client-cert clean-certs run-server run-client test lint clean bench bench-compare go-peer
+.PHONY: all build certs client-cert clean-certs run-server run-client test lint clean bench bench-compare go-peer fuzz
 
 all: build
 
@@ -114,6 +115,24 @@ go-peer:
 	@command -v go >/dev/null || { echo "Go is missing: apt-get install golang-go (or see https://go.dev/dl)" >&2; exit 1; }
 	mkdir -p target/go-peer
 	cd bench/go-peer && go build -o ../../target/go-peer/chat-peer .
+
+# Coverage-guided fuzzing of what peers send (fuzz/, a crate of its own):
+# each target in turn, from the hand-made seeds plus the corpus earlier runs
+# grew in fuzz/corpus. A crash or a failed check stops make, and libFuzzer
+# leaves the input in fuzz/artifacts/TARGET. Needs cargo-fuzz. ASan needs a
+# nightly compiler (-Zsanitizer), so the targets run without a sanitizer on
+# stable Rust: the code they reach is safe Rust, whose bugs are panics, and
+# cargo fuzz keeps debug assertions and overflow checks on.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS  = line_framer protocol_parse x509_subject
+fuzz:
+	cd fuzz && $(CARGO) fuzz build --sanitizer none
+	@set -e; for target in $(FUZZ_TARGETS); do \
+	  echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \
+	  mkdir -p fuzz/corpus/$$target; \
+	  (cd fuzz && $(CARGO) fuzz run --sanitizer none $$target corpus/$$target seeds/$$target \
+	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1); \
+	done
 
 clean:
 	$(CARGO) clean

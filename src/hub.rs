@@ -65,13 +65,12 @@ pub enum Event {
         /// The connection.
         id: ClientId,
     },
-    /// The connection ended; nothing more comes from it.
+    /// The connection ended; nothing more comes from it. (Its reader tells
+    /// its shard itself: the shard lets the client go once it has heard
+    /// from both.)
     Gone {
         /// The connection.
         id: ClientId,
-        /// Its shard and slot: the shard hears of the end from the hub, in
-        /// the same round as the hub's own last word.
-        address: Address,
         /// Why, for the log.
         reason: String,
         /// What the room is told, if anything beyond "quit".
@@ -160,16 +159,13 @@ pub fn run(
         outputs: Vec::new(),
         last_overload_warning: None,
     };
-    let mut unhandled = Vec::new();
     // Everything already waiting, up to a round's worth, is handled before
     // the shards get their work: under load each shard wakes once for many
     // lines; with one event at a time, nothing waits longer.
     let mut round = Vec::with_capacity(ROUND);
     'events: while events.recv_batch(&mut round, ROUND) {
-        let mut batch = round.drain(..);
-        while let Some(event) = batch.next() {
+        for event in round.drain(..) {
             if matches!(event, Event::Shutdown) || stop.load(Ordering::SeqCst) {
-                unhandled.extend(batch);
                 break 'events;
             }
             hub.handle(event);
@@ -179,15 +175,8 @@ pub fn run(
         }
         hub.dispatch.hand_over();
     }
-    // A client whose end was queued but never handled must still be let
-    // go by its shard; those that end from now on find the queue closed
-    // and tell their shard themselves.
-    for event in unhandled.into_iter().chain(events.close()) {
-        if let Event::Gone { address, .. } = event {
-            hub.dispatch
-                .push(address.shard, Work::ReaderDone(address.slot));
-        }
-    }
+    // Events still queued are dropped: the shards close every connection
+    // at shutdown, and each reader tells its own shard when it is done.
     hub.shutdown();
 }
 
@@ -212,19 +201,11 @@ impl Hub {
             }
             Event::Frame { id, frame } => self.chat.line(id, frame, &mut out),
             Event::Throttled { id } => self.chat.throttled(id, &mut out),
-            Event::Gone {
-                id,
-                address,
-                reason,
-                public,
-            } => {
+            Event::Gone { id, reason, public } => {
                 self.chat.left(id, public, &reason, &mut out);
                 // The chat closes everyone it knew; this is for one it
                 // never heard of, so that its shard lets it go all the same.
                 out.push(Output::Close { id });
-                self.deliver(&mut out);
-                self.dispatch
-                    .push(address.shard, Work::ReaderDone(address.slot));
             }
             // Handled by `run`; harmless if it ever arrives here.
             Event::Shutdown => {}

@@ -45,30 +45,33 @@ impl Seats {
 
     /// A place for a client from `ip`, or the refusal it is told.
     pub fn take(self: &Arc<Seats>, ip: IpAddr) -> Result<Seat, String> {
-        let max = self.max;
-        if self
-            .taken
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_err()
-        {
-            return Err(format!("server full ({max} clients); try again later"));
-        }
-        if let Some((max, counts)) = &self.per_ip {
-            let mut counts = lock(counts);
-            let count = counts.entry(ip).or_default();
-            if *count >= *max {
-                let here = *count;
-                if here == 0 {
-                    counts.remove(&ip);
-                }
-                self.taken.fetch_sub(1, Ordering::SeqCst);
+        // The address's own limit first, holding its lock while the total is
+        // taken: a client refused for its address never holds a place that
+        // another is then refused for, not even for a moment.
+        let mut per_ip = self
+            .per_ip
+            .as_ref()
+            .map(|(max, counts)| (*max, lock(counts)));
+        if let Some((max, counts)) = &per_ip {
+            let here = counts.get(&ip).copied().unwrap_or(0);
+            if here >= *max {
                 return Err(format!(
                     "too many connections from {ip} ({here}); close one and try again"
                 ));
             }
-            *count += 1;
+        }
+        let max = self.max;
+        let full = self
+            .taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err();
+        if full {
+            return Err(format!("server full ({max} clients); try again later"));
+        }
+        if let Some((_, counts)) = &mut per_ip {
+            *counts.entry(ip).or_default() += 1;
         }
         Ok(Seat {
             seats: Arc::clone(self),

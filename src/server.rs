@@ -900,7 +900,6 @@ impl Handshake {
             events: self.events,
             shard: self.shard,
             slot,
-            address,
             fate,
             tracker: self.tracker,
         })
@@ -943,11 +942,9 @@ struct Reader {
     warned: bool,
     /// The hub holds the receiving end.
     events: queue::Sender<Event>,
-    /// Told when the reader ends and the hub cannot pass that on.
+    /// Told when the reader ends, and, for a refused client, why.
     shard: Shard,
     slot: Slot,
-    /// The shard and slot, for the hub.
-    address: Address,
     /// Why the shard cut the connection, if it did.
     fate: Arc<Fate>,
     tracker: Arc<Tracker>,
@@ -1004,14 +1001,13 @@ impl Reader {
         }
         let gone = Event::Gone {
             id: self.id,
-            address: self.address,
             reason,
             public,
         };
-        // The hub tells the shard; if the hub has stopped, we do.
-        if self.events.send(gone).is_err() {
-            self.shard.send(Work::ReaderDone(self.slot));
-        }
+        // Nothing depends on the hub to tell the shard: if the hub is
+        // stopping, or has failed, the shard still lets the client go.
+        let _ = self.events.send(gone);
+        self.shard.send(Work::ReaderDone(self.slot));
     }
 
     /// The read loop; returns why the connection ended.

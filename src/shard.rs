@@ -721,6 +721,9 @@ impl Worker {
     }
 
     fn enter(&mut self, slot: Slot, room: RoomId) {
+        if self.client(slot).is_none() {
+            return;
+        }
         self.leave_room(slot);
         let members = self.rooms.entry(room).or_default();
         let place = members.len();

@@ -130,8 +130,9 @@ pub enum Work {
     /// From the client's thread.
     Flush(Slot),
     /// The client's thread has stopped reading: the peer closed, or the
-    /// connection failed. Passed on by the hub, after its own last word
-    /// about the client (or sent by the thread itself if the hub is gone).
+    /// connection failed. From that thread. The client is let go once both
+    /// this and the hub's [`Work::Close`] (or a shutdown) have come, in
+    /// either order.
     ReaderDone(Slot),
     /// The server is stopping: close every connection.
     Shutdown,

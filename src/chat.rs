@@ -15,7 +15,7 @@
 //! Next: [`hub`](crate::hub), the thread that feeds the chat and delivers
 //! what it says.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -105,6 +105,14 @@ pub enum Output {
     },
 }
 
+/// Default for [`ChatSettings::max_sessions`]: a laptop, a phone and a few
+/// reconnects whose old connections are not yet known to be dead (TCP
+/// keepalive finds them within two minutes).
+pub const MAX_SESSIONS: usize = 5;
+
+/// Bytes of randomness in a reclaim secret: 128 bits, beyond guessing.
+const SECRET_BYTES: usize = 16;
+
 /// What the chat needs to know of the server's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChatSettings {
@@ -114,24 +122,45 @@ pub struct ChatSettings {
     pub history: usize,
     /// Rooms with more people than this do not announce who joins or quits.
     pub announce_limit: usize,
+    /// With client certificates: the most connections one certificate
+    /// identity may have at once.
+    pub max_sessions: usize,
 }
 
-/// A client that is in the chat.
+/// One connection in the chat: a session of a person.
 #[derive(Debug)]
-struct Member {
+struct Session {
     peer: SocketAddr,
+    /// Its person, by [`Nick::key`].
+    person: String,
+    /// It asked for reclaim secrets (`/token`): it gets a new one after each
+    /// change of name.
+    wants_token: bool,
+}
+
+/// Someone in the chat under one nick, in one room, with one or more
+/// sessions: several only with client certificates, where the certificate,
+/// not the connection, is who someone is.
+#[derive(Debug)]
+struct Person {
     nick: Nick,
     room: RoomId,
     /// Set with mutual TLS: the nick comes from it and cannot change.
     certificate: Option<PeerCertificate>,
+    /// In the order they came; never empty while the person is here.
+    sessions: Vec<ClientId>,
+    /// Without certificates: the one secret that takes this nick back from
+    /// a dropped connection, if one was asked for. Used once.
+    secret: Option<[u8; SECRET_BYTES]>,
 }
 
 /// A room and what it remembers.
 #[derive(Debug)]
 struct RoomState {
     name: Room,
-    /// Its members by [`Nick::key`]: sorted, so `/who` walks it in order.
-    members: BTreeMap<String, ClientId>,
+    /// The people in it by [`Nick::key`]: sorted, so `/who` walks it in
+    /// order.
+    members: BTreeSet<String>,
     topic: Option<String>,
     /// The last chat and action lines, as they were sent.
     history: VecDeque<Arc<str>>,
@@ -141,9 +170,9 @@ struct RoomState {
 #[derive(Debug)]
 pub struct Chat {
     settings: ChatSettings,
-    members: HashMap<ClientId, Member>,
-    /// Who has which nick, by [`Nick::key`].
-    nicks: HashMap<String, ClientId>,
+    sessions: HashMap<ClientId, Session>,
+    /// By [`Nick::key`].
+    people: HashMap<String, Person>,
     rooms: HashMap<RoomId, RoomState>,
     /// By [`Room::key`]; sorted, so `/rooms` comes out in order.
     room_names: BTreeMap<String, RoomId>,
@@ -155,8 +184,8 @@ impl Chat {
     pub fn new(settings: ChatSettings) -> Chat {
         Chat {
             settings,
-            members: HashMap::new(),
-            nicks: HashMap::new(),
+            sessions: HashMap::new(),
+            people: HashMap::new(),
             rooms: HashMap::new(),
             room_names: BTreeMap::new(),
             next_room: 0,
@@ -165,17 +194,19 @@ impl Chat {
 
     /// People in the chat.
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.people.len()
     }
 
     /// True if nobody is in the chat.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.people.is_empty()
     }
 
     /// A client finished its handshake and was admitted: it gets a name and
     /// the lobby, or a refusal that says why (a certificate whose name is
-    /// not a valid nick, or is taken).
+    /// not a valid nick, or a nick taken by someone else, or too many
+    /// sessions). With a certificate whose name is already here, it is one
+    /// more session of that person.
     pub fn join(
         &mut self,
         id: ClientId,
@@ -183,7 +214,7 @@ impl Chat {
         certificate: Option<PeerCertificate>,
         out: &mut Vec<Output>,
     ) {
-        if self.members.contains_key(&id) {
+        if self.sessions.contains_key(&id) {
             log::warn!("{id} {peer}: joined twice; the second is ignored");
             return;
         }
@@ -198,42 +229,69 @@ impl Chat {
             },
             None => Ok(self.free_guest_nick(id)),
         };
-        let nick = match nick {
-            Ok(nick) if self.nicks.contains_key(&nick.key()) => {
-                Err(format!("{nick} is already connected"))
-            }
-            other => other,
+        let refusal = match &nick {
+            Err(why) => Some(why.clone()),
+            Ok(nick) => match self.people.get(&nick.key()) {
+                None => None,
+                // Another session of someone here: the certificate says so.
+                Some(person) if certificate.is_some() && person.certificate.is_some() => {
+                    let max = self.settings.max_sessions.max(1);
+                    (person.sessions.len() >= max).then(|| {
+                        format!(
+                            "{nick} has {max} sessions already, the most one person may \
+                             have; close one and try again"
+                        )
+                    })
+                }
+                Some(_) => Some(format!("{nick} is already connected")),
+            },
         };
-        let nick = match nick {
-            Ok(nick) => nick,
-            Err(why) => {
-                log::info!("{id} {peer}: refused: {why}");
-                out.push(to(id, ServerLine::Error(&why)));
-                out.push(Output::Close { id });
-                return;
-            }
+        if let Some(why) = refusal {
+            log::info!("{id} {peer}: refused: {why}");
+            out.push(to(id, ServerLine::Error(&why)));
+            out.push(Output::Close { id });
+            return;
+        }
+        let Ok(nick) = nick else {
+            return;
         };
-        log::info!("{id} {peer}: joined as {nick}");
-        self.nicks.insert(nick.key(), id);
+        let key = nick.key();
+        let session = Session {
+            peer,
+            person: key.clone(),
+            wants_token: false,
+        };
+        self.sessions.insert(id, session);
         out.push(to(id, ServerLine::Notice(protocol::WELCOME)));
+        if let Some(person) = self.people.get_mut(&key) {
+            person.sessions.push(id);
+            let count = person.sessions.len();
+            let nick = &person.nick;
+            log::info!("{id} {peer}: joined as {nick}, session {count}");
+            let text = format!("you are {nick} ({count} sessions)");
+            out.push(to(id, ServerLine::Notice(&text)));
+            let room = person.room;
+            self.show_room(id, room, out);
+            return;
+        }
+        log::info!("{id} {peer}: joined as {nick}");
         out.push(to(id, ServerLine::Notice(&format!("you are {nick}"))));
         let lobby = self.room_for(Room::lobby());
-        self.members.insert(
-            id,
-            Member {
-                peer,
-                nick,
-                room: lobby,
-                certificate,
-            },
-        );
-        self.enter_room(id, lobby, out);
+        let person = Person {
+            nick,
+            room: lobby,
+            certificate,
+            sessions: vec![id],
+            secret: None,
+        };
+        self.people.insert(key.clone(), person);
+        self.enter_room(&key, lobby, out);
     }
 
     /// The client sent a line (or something refused as one).
     pub fn line(&mut self, id: ClientId, frame: Frame, out: &mut Vec<Output>) {
         // Lines from a client that said bye still arrive; they are dropped.
-        if !self.members.contains_key(&id) {
+        if !self.sessions.contains_key(&id) {
             return;
         }
         let text = match frame {
@@ -259,7 +317,7 @@ impl Chat {
 
     /// The client sends faster than its rate limit; its lines are delayed.
     pub fn throttled(&mut self, id: ClientId, out: &mut Vec<Output>) {
-        if self.members.contains_key(&id) {
+        if self.sessions.contains_key(&id) {
             let text = "you are sending too fast: your lines are being delayed (none are lost)";
             out.push(to(id, ServerLine::Error(text)));
         }
@@ -267,7 +325,8 @@ impl Chat {
 
     /// The connection ended. If the client was still in the chat, it leaves:
     /// the room is told (`public` is the reason it hears, if any beyond
-    /// "quit"), and its connection is closed. `reason` is for the log.
+    /// "quit") unless the person has other sessions, and its connection is
+    /// closed. `reason` is for the log.
     pub fn left(
         &mut self,
         id: ClientId,
@@ -275,21 +334,21 @@ impl Chat {
         reason: &str,
         out: &mut Vec<Output>,
     ) {
-        self.remove_member(id, public, reason, out);
+        self.remove_session(id, public, reason, out);
     }
 
     /// The server is stopping: everyone is told, then closed.
     pub fn shutdown(&mut self, out: &mut Vec<Output>) {
         let notice: Arc<str> = ServerLine::Notice(SHUTDOWN_NOTICE).to_wire().into();
-        for &id in self.members.keys() {
+        for &id in self.sessions.keys() {
             out.push(Output::To {
                 id,
                 line: Arc::clone(&notice),
             });
             out.push(Output::Close { id });
         }
-        self.members.clear();
-        self.nicks.clear();
+        self.sessions.clear();
+        self.people.clear();
         self.rooms.clear();
         self.room_names.clear();
     }
@@ -298,27 +357,32 @@ impl Chat {
     fn free_guest_nick(&self, id: ClientId) -> Nick {
         (id.0..)
             .filter_map(|n| Nick::parse(&format!("guest{n}")).ok())
-            .find(|nick| !self.nicks.contains_key(&nick.key()))
+            .find(|nick| !self.people.contains_key(&nick.key()))
             .unwrap_or_else(|| unreachable!("fewer clients than numbers"))
     }
 
+    /// The session and its person.
+    fn person_of(&self, id: ClientId) -> Option<&Person> {
+        self.people.get(&self.sessions.get(&id)?.person)
+    }
+
     fn command(&mut self, id: ClientId, command: Command<'_>, out: &mut Vec<Output>) {
-        let Some(member) = self.members.get(&id) else {
+        let Some(person) = self.person_of(id) else {
             return;
         };
-        let room = member.room;
+        let room = person.room;
         match command {
             Command::Say(text) => {
-                // The sender gets the line too: its acknowledgement, in the
-                // same order everyone else sees.
-                let from = member.nick.as_str();
+                // The sender's sessions get the line too: the sending one as
+                // its acknowledgement, in the same order everyone else sees.
+                let from = person.nick.as_str();
                 self.say_in_room(room, ServerLine::Chat { from, text }.to_wire(), out);
                 if protocol::is_greeting(text) {
                     out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
                 }
             }
             Command::Me(text) => {
-                let from = member.nick.as_str();
+                let from = person.nick.as_str();
                 self.say_in_room(room, ServerLine::Action { from, text }.to_wire(), out);
             }
             Command::Nick(name) => self.change_nick(id, name, out),
@@ -332,12 +396,15 @@ impl Chat {
                 out.push(reply(id, text));
             }
             Command::Whois(name) => {
-                let text = match self.find_nick(name).and_then(|id| self.members.get(&id)) {
+                let text = match self.people.get(&name.to_ascii_lowercase()) {
                     Some(other) => {
                         let mut text =
                             format!("{} is in {}", other.nick, self.room_name(other.room));
                         if let Some(cert) = &other.certificate {
                             text.push_str(&format!(", certificate {}", cert.subject));
+                        }
+                        if other.sessions.len() > 1 {
+                            text.push_str(&format!(", {} sessions", other.sessions.len()));
                         }
                         Ok(text)
                     }
@@ -345,33 +412,31 @@ impl Chat {
                 };
                 out.push(reply(id, text));
             }
-            Command::Msg { to: name, text } => {
-                match self
-                    .find_nick(name)
-                    .and_then(|t| Some((t, self.members.get(&t)?)))
-                {
-                    Some((target, recipient)) => {
-                        let line: Arc<str> = ServerLine::Private {
-                            from: member.nick.as_str(),
-                            to: recipient.nick.as_str(),
-                            text,
-                        }
-                        .to_wire()
-                        .into();
-                        if target != id {
-                            out.push(Output::To {
-                                id,
-                                line: Arc::clone(&line),
-                            });
-                        }
-                        out.push(Output::To { id: target, line });
+            Command::Msg { to: name, text } => match self.people.get(&name.to_ascii_lowercase()) {
+                Some(recipient) => {
+                    let line: Arc<str> = ServerLine::Private {
+                        from: person.nick.as_str(),
+                        to: recipient.nick.as_str(),
+                        text,
                     }
-                    None => {
-                        let text = format!("no user named {name} is connected");
-                        out.push(to(id, ServerLine::Error(&text)));
+                    .to_wire()
+                    .into();
+                    // Every session of both: what one sends appears in
+                    // the others.
+                    let mut ids = person.sessions.clone();
+                    if recipient.nick != person.nick {
+                        ids.extend(&recipient.sessions);
+                    }
+                    for id in ids {
+                        let line = Arc::clone(&line);
+                        out.push(Output::To { id, line });
                     }
                 }
-            }
+                None => {
+                    let text = format!("no user named {name} is connected");
+                    out.push(to(id, ServerLine::Error(&text)));
+                }
+            },
             Command::Topic(None) => {
                 let text = match self.rooms.get(&room) {
                     Some(RoomState {
@@ -387,11 +452,12 @@ impl Chat {
                 out.push(to(id, ServerLine::Notice(&text)));
             }
             Command::Topic(Some(topic)) => {
+                let nick = person.nick.to_string();
                 let Some(state) = self.rooms.get_mut(&room) else {
                     return;
                 };
                 state.topic = Some(topic.to_string());
-                let text = format!("{} set the topic of {}: {topic}", member.nick, state.name);
+                let text = format!("{nick} set the topic of {}: {topic}", state.name);
                 out.push(to_room(room, ServerLine::Notice(&text), None));
             }
             Command::Help(None) => {
@@ -416,73 +482,186 @@ impl Chat {
             Command::Quit(reason) => {
                 out.push(to(id, ServerLine::Notice(protocol::BYE_REPLY)));
                 let public = reason.map(str::to_string);
-                self.remove_member(id, public.as_deref(), "said goodbye", out);
+                self.remove_session(id, public.as_deref(), "said goodbye", out);
             }
+            Command::Token => {
+                if person.certificate.is_some() {
+                    let text = "your certificate is who you are: no secret is needed to \
+                                come back, just connect again";
+                    return out.push(to(id, ServerLine::Error(text)));
+                }
+                let key = person.nick.key();
+                if let Some(session) = self.sessions.get_mut(&id) {
+                    session.wants_token = true;
+                }
+                self.give_secret(id, &key, out);
+            }
+            Command::Reclaim { nick, secret } => self.reclaim(id, nick, secret, out),
         }
     }
 
+    /// A new secret for `key`'s nick, for session `id`: the last one given
+    /// stops working.
+    fn give_secret(&mut self, id: ClientId, key: &str, out: &mut Vec<Output>) {
+        let Some(person) = self.people.get_mut(key) else {
+            return;
+        };
+        let mut secret = [0u8; SECRET_BYTES];
+        if fill_random(&mut secret).is_err() {
+            // Without randomness no secret is safe to give: say so rather
+            // than hand out a guessable one.
+            let text = "no secret can be made right now; try /token again later";
+            return out.push(to(id, ServerLine::Error(text)));
+        }
+        person.secret = Some(secret);
+        let text = hex(&secret);
+        let nick = person.nick.as_str();
+        out.push(to(
+            id,
+            ServerLine::Token {
+                nick,
+                secret: &text,
+            },
+        ));
+    }
+
+    /// `/reclaim NICK SECRET`: the session takes NICK (and its room) back
+    /// from the sessions that hold it, which are closed without a word to
+    /// the room: for everyone else, NICK never left.
+    fn reclaim(&mut self, id: ClientId, nick: &str, secret: &str, out: &mut Vec<Output>) {
+        let key = nick.to_ascii_lowercase();
+        let Some(current) = self.sessions.get(&id).map(|s| s.person.clone()) else {
+            return;
+        };
+        if current == key {
+            return out.push(to(
+                id,
+                ServerLine::Notice(&format!("you are already {nick}")),
+            ));
+        }
+        let matches = self.people.get(&key).is_some_and(|holder| {
+            holder.certificate.is_none()
+                && holder
+                    .secret
+                    .is_some_and(|wanted| same_secret(&wanted, secret))
+        });
+        if !matches {
+            // The same answer whether the nick is free, held without a
+            // secret, or the secret is wrong: it tells a guesser nothing.
+            let text = format!(
+                "cannot reclaim {nick}: no connection of yours holds it with that secret \
+                 (if it is free, take it with /nick {nick})"
+            );
+            return out.push(to(id, ServerLine::Error(&text)));
+        }
+        let Some(holder) = self.people.get_mut(&key) else {
+            return;
+        };
+        // The secret works once.
+        holder.secret = None;
+        let ghosts = std::mem::replace(&mut holder.sessions, vec![id]);
+        let (room, name) = (holder.room, holder.nick.clone());
+        for ghost in ghosts {
+            self.sessions.remove(&ghost);
+            log::info!("{ghost}: replaced by {id}, which reclaimed {name}");
+            out.push(Output::Close { id: ghost });
+        }
+        // The session's own name of a moment ago goes as if it had moved
+        // away, told once the session is in its new room.
+        let left = self.people.remove(&current).map(|guest| {
+            let notice = format!("{} left {}", guest.nick, self.room_name(guest.room));
+            self.leave_room(&current, guest.room);
+            (guest.room, notice)
+        });
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.person = key.clone();
+            session.wants_token = true;
+        }
+        log::info!("{id}: reclaimed {name}");
+        out.push(to(id, ServerLine::Notice(&format!("you are {name} again"))));
+        self.show_room(id, room, out);
+        if let Some((old_room, notice)) = left {
+            self.tell_leaving(old_room, &notice, out);
+        }
+        self.give_secret(id, &key, out);
+    }
+
     fn change_nick(&mut self, id: ClientId, name: &str, out: &mut Vec<Output>) {
-        let Some(member) = self.members.get(&id) else {
+        let Some(person) = self.person_of(id) else {
             return;
         };
         let new = match Nick::parse(name) {
             Ok(new) => new,
             Err(why) => return out.push(invalid(id, name, "nick", why, "")),
         };
-        let old = &member.nick;
+        let old = &person.nick;
         if new == *old {
             return out.push(to(
                 id,
                 ServerLine::Notice(&format!("you are already {new}")),
             ));
         }
-        if member.certificate.is_some() {
+        if person.certificate.is_some() {
             let text =
                 format!("your nick is {old}, the name in your certificate; it cannot be changed");
             return out.push(to(id, ServerLine::Error(&text)));
         }
+        let (old_key, new_key) = (old.key(), new.key());
         // Changing only the case of one's own nick is allowed.
-        if self.nicks.get(&new.key()).is_some_and(|owner| *owner != id) {
+        if old_key != new_key && self.people.contains_key(&new_key) {
             let text = format!("nick {new} is taken; choose another");
             return out.push(to(id, ServerLine::Error(&text)));
         }
-        let room = member.room;
+        let room = person.room;
         log::info!("{id}: {old} is now {new}");
         let notice = format!("{old} is now {new}");
-        let (old_key, new_key) = (old.key(), new.key());
-        self.nicks.remove(&old_key);
-        self.nicks.insert(new_key.clone(), id);
+        let Some(mut person) = self.people.remove(&old_key) else {
+            return;
+        };
+        // A secret is for one name: the old one's dies with it.
+        person.secret = None;
+        person.nick = new.clone();
+        for session in &person.sessions {
+            if let Some(session) = self.sessions.get_mut(session) {
+                session.person = new_key.clone();
+            }
+        }
+        self.people.insert(new_key.clone(), person);
         if let Some(state) = self.rooms.get_mut(&room) {
             state.members.remove(&old_key);
-            state.members.insert(new_key, id);
+            state.members.insert(new_key.clone());
         }
         out.push(to(id, ServerLine::Notice(&format!("you are now {new}"))));
         out.push(to_room(room, ServerLine::Notice(&notice), Some(id)));
-        if let Some(member) = self.members.get_mut(&id) {
-            member.nick = new;
+        if self.sessions.get(&id).is_some_and(|s| s.wants_token) {
+            self.give_secret(id, &new_key, out);
         }
     }
 
     fn join_room(&mut self, id: ClientId, name: &str, out: &mut Vec<Output>) {
-        let Some(member) = self.members.get(&id) else {
+        let Some(person) = self.person_of(id) else {
             return;
         };
         let target = match Room::parse(name) {
             Ok(target) => target,
             Err(why) => return out.push(invalid(id, name, "room name", why, "# and then ")),
         };
-        let current = member.room;
+        let current = person.room;
         if self.room_names.get(&target.key()) == Some(&current) {
             let text = format!("you are already in {}", self.room_name(current));
             return out.push(to(id, ServerLine::Notice(&text)));
         }
-        let notice = format!("{} left {}", member.nick, self.room_name(current));
-        self.leave_room(id, current, &notice, out);
+        let key = person.nick.key();
+        let notice = format!("{} left {}", person.nick, self.room_name(current));
+        self.leave_room(&key, current);
         let room = self.room_for(target);
-        if let Some(member) = self.members.get_mut(&id) {
-            member.room = room;
+        if let Some(person) = self.people.get_mut(&key) {
+            person.room = room;
         }
-        self.enter_room(id, room, out);
+        self.enter_room(&key, room, out);
+        // Told once the person's sessions are in the new room, so that
+        // none of them hears it.
+        self.tell_leaving(current, &notice, out);
     }
 
     /// The room named `name`, made if it does not exist yet.
@@ -497,7 +676,7 @@ impl Chat {
             room,
             RoomState {
                 name,
-                members: BTreeMap::new(),
+                members: BTreeSet::new(),
                 topic: None,
                 history: VecDeque::new(),
             },
@@ -505,19 +684,31 @@ impl Chat {
         room
     }
 
-    /// Puts a member into a room (its `room` already says so) and shows it
-    /// the room: who is there, the topic, the history.
-    fn enter_room(&mut self, id: ClientId, room: RoomId, out: &mut Vec<Output>) {
-        let (Some(member), Some(state)) = (self.members.get(&id), self.rooms.get_mut(&room)) else {
+    /// Puts a person into a room (its `room` already says so): the room is
+    /// told, then each of its sessions enters and is shown the room.
+    fn enter_room(&mut self, key: &str, room: RoomId, out: &mut Vec<Output>) {
+        let (Some(person), Some(state)) = (self.people.get(key), self.rooms.get_mut(&room)) else {
             return;
         };
-        state.members.insert(member.nick.key(), id);
+        state.members.insert(key.to_string());
+        if state.members.len() <= self.settings.announce_limit {
+            // Before the sessions enter, so that none of them hears it.
+            let notice = format!("{} joined {}", person.nick, state.name);
+            out.push(to_room(room, ServerLine::Notice(&notice), None));
+        }
+        for &id in &person.sessions.clone() {
+            self.show_room(id, room, out);
+        }
+    }
+
+    /// One session enters the room its person is in, and is shown it: who
+    /// is there, the topic, the history.
+    fn show_room(&self, id: ClientId, room: RoomId, out: &mut Vec<Output>) {
+        let Some(state) = self.rooms.get(&room) else {
+            return;
+        };
         out.push(Output::Enter { id, room });
         let here = state.members.len();
-        if here <= self.settings.announce_limit {
-            let notice = format!("{} joined {}", member.nick, state.name);
-            out.push(to_room(room, ServerLine::Notice(&notice), Some(id)));
-        }
         let people = if here == 1 { "person" } else { "people" };
         let text = format!("you are in {} ({here} {people} here)", state.name);
         out.push(to(id, ServerLine::Notice(&text)));
@@ -530,47 +721,72 @@ impl Chat {
         }
     }
 
-    /// Takes a member out of its room, telling those who stay; an empty
-    /// room is forgotten, except the lobby.
-    fn leave_room(&mut self, id: ClientId, room: RoomId, notice: &str, out: &mut Vec<Output>) {
-        let (Some(member), Some(state)) = (self.members.get(&id), self.rooms.get_mut(&room)) else {
+    /// Takes a person out of a room's list; an empty room is forgotten,
+    /// except the lobby.
+    fn leave_room(&mut self, key: &str, room: RoomId) {
+        let Some(state) = self.rooms.get_mut(&room) else {
             return;
         };
-        if (2..=self.settings.announce_limit).contains(&state.members.len()) {
-            // Told while the leaver is still in the room for the writers
-            // (until its next Enter or Close): it is left out by name.
-            out.push(to_room(room, ServerLine::Notice(notice), Some(id)));
-        }
-        state.members.remove(&member.nick.key());
+        state.members.remove(key);
         if state.members.is_empty() && state.name.as_str() != protocol::LOBBY {
             self.room_names.remove(&state.name.key());
             self.rooms.remove(&room);
         }
     }
 
-    /// Takes a member out of the chat; its connection is closed once what
-    /// is queued for it is sent. `public` is the reason the room is told.
-    fn remove_member(
+    /// Tells a room someone left it, once its sessions are out of it.
+    fn tell_leaving(&self, room: RoomId, notice: &str, out: &mut Vec<Output>) {
+        let Some(state) = self.rooms.get(&room) else {
+            return;
+        };
+        if (1..self.settings.announce_limit).contains(&state.members.len()) {
+            out.push(to_room(room, ServerLine::Notice(notice), None));
+        }
+    }
+
+    /// Takes one session out of the chat; its connection is closed once
+    /// what is queued for it is sent. If it was its person's last, the
+    /// person leaves too, and the room is told (`public` is the reason).
+    fn remove_session(
         &mut self,
         id: ClientId,
         public: Option<&str>,
         reason: &str,
         out: &mut Vec<Output>,
     ) {
-        let Some(member) = self.members.get(&id) else {
+        let Some(session) = self.sessions.remove(&id) else {
             return;
         };
-        log::info!("{id} {}: {} left: {reason}", member.peer, member.nick);
-        let notice = match public {
-            None => format!("{} quit", member.nick),
-            Some(why) => format!("{} quit: {why}", member.nick),
-        };
-        let room = member.room;
-        self.leave_room(id, room, &notice, out);
-        if let Some(member) = self.members.remove(&id) {
-            self.nicks.remove(&member.nick.key());
-        }
         out.push(Output::Close { id });
+        let Some(person) = self.people.get_mut(&session.person) else {
+            return;
+        };
+        person.sessions.retain(|&other| other != id);
+        if !person.sessions.is_empty() {
+            let left = person.sessions.len();
+            log::info!(
+                "{id} {}: a session of {} left: {reason}; {left} left",
+                session.peer,
+                person.nick
+            );
+            return;
+        }
+        log::info!("{id} {}: {} left: {reason}", session.peer, person.nick);
+        let notice = match public {
+            None => format!("{} quit", person.nick),
+            Some(why) => format!("{} quit: {why}", person.nick),
+        };
+        self.remove_person_quietly(&session.person, &notice, out);
+    }
+
+    /// Forgets a person whose sessions are gone or closed, and tells its
+    /// room `notice`.
+    fn remove_person_quietly(&mut self, key: &str, notice: &str, out: &mut Vec<Output>) {
+        let Some(person) = self.people.remove(key) else {
+            return;
+        };
+        self.leave_room(key, person.room);
+        self.tell_leaving(person.room, notice, out);
     }
 
     /// `/who [PAGE]`: the names in a room, sorted, a page at a time.
@@ -582,10 +798,10 @@ impl Chat {
         let (page, first) = page_of("/who", page, count, WHO_PAGE)?;
         let names = state
             .members
-            .values()
+            .iter()
             .skip(first)
             .take(WHO_PAGE)
-            .filter_map(|id| self.members.get(id).map(|m| m.nick.as_str()));
+            .filter_map(|key| self.people.get(key).map(|p| p.nick.as_str()));
         Ok(paged(
             format!("in {} ({count})", state.name),
             names,
@@ -609,10 +825,6 @@ impl Chat {
             rooms,
             ("/rooms", page, first, count, ROOMS_PAGE),
         ))
-    }
-
-    fn find_nick(&self, name: &str) -> Option<ClientId> {
-        self.nicks.get(&name.to_ascii_lowercase()).copied()
     }
 
     fn room_name(&self, room: RoomId) -> &str {
@@ -639,6 +851,34 @@ impl Chat {
             except: None,
         });
     }
+}
+
+/// Fills `buf` from the operating system's secure random source, through
+/// the same cryptography library rustls uses.
+fn fill_random(buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(buf)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares a secret with what a client typed, in time that depends only
+/// on the length, never on where they first differ: a client timing the
+/// answers learns nothing of the secret.
+fn same_secret(secret: &[u8; SECRET_BYTES], typed: &str) -> bool {
+    let wanted = hex(secret);
+    let (wanted, typed) = (wanted.as_bytes(), typed.as_bytes());
+    if wanted.len() != typed.len() {
+        return false;
+    }
+    wanted
+        .iter()
+        .zip(typed)
+        .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+        == 0
 }
 
 /// Which page of `count` items was asked for, and the index of its first
@@ -734,6 +974,7 @@ mod tests {
         max_line: 100,
         history: 3,
         announce_limit: 100,
+        max_sessions: 3,
     };
 
     fn peer() -> SocketAddr {
@@ -832,14 +1073,23 @@ mod tests {
         /// The chat's own records agree with each other.
         fn check(&self) {
             let chat = &self.chat;
-            assert_eq!(chat.nicks.len(), chat.members.len());
-            for (id, member) in &chat.members {
-                assert_eq!(chat.nicks.get(&member.nick.key()), Some(id));
-                let room = &chat.rooms[&member.room];
-                assert_eq!(room.members.get(&member.nick.key()), Some(id));
+            for (id, session) in &chat.sessions {
+                let person = &chat.people[&session.person];
+                assert!(person.sessions.contains(id), "{id} not among its person's");
             }
+            let mut sessions = 0;
+            for (key, person) in &chat.people {
+                assert_eq!(&person.nick.key(), key);
+                assert!(!person.sessions.is_empty(), "{key} has no session");
+                for id in &person.sessions {
+                    assert_eq!(&chat.sessions[id].person, key);
+                }
+                sessions += person.sessions.len();
+                assert!(chat.rooms[&person.room].members.contains(key));
+            }
+            assert_eq!(sessions, chat.sessions.len());
             let in_rooms: usize = chat.rooms.values().map(|r| r.members.len()).sum();
-            assert_eq!(in_rooms, chat.members.len());
+            assert_eq!(in_rooms, chat.people.len());
             assert_eq!(chat.rooms.len(), chat.room_names.len());
             for (key, room) in &chat.room_names {
                 let state = &chat.rooms[room];
@@ -856,7 +1106,7 @@ mod tests {
     }
 
     fn nick_of(harness: &Harness, id: ClientId) -> String {
-        harness.chat.members[&id].nick.to_string()
+        harness.chat.person_of(id).unwrap().nick.to_string()
     }
 
     #[test]
@@ -939,24 +1189,24 @@ mod tests {
     #[test]
     fn a_certificate_gives_the_nick_and_keeps_it() {
         let mut h = Harness::new(SETTINGS);
-        let cert = |cn: &str| PeerCertificate {
-            subject: format!("CN={cn}"),
-            common_name: Some(cn.to_string()),
-        };
         let alice = ClientId(1);
-        let seen = h.join_as(alice, Some(cert("alice")));
+        let seen = h.join_as(alice, cert("alice"));
         assert_eq!(seen[&alice][1], "notice you are alice");
         h.expect(
             alice,
             "/nick bob",
             &["error your nick is alice, the name in your certificate; it cannot be changed"],
         );
-        let twin = ClientId(2);
-        let seen = h.join_as(twin, Some(cert("Alice")));
-        assert_eq!(seen[&twin], vec!["error Alice is already connected"]);
-        assert!(h.closed.contains(&twin));
+        h.expect(
+            alice,
+            "/token",
+            &[
+                "error your certificate is who you are: no secret is needed to come back, \
+               just connect again",
+            ],
+        );
         let odd = ClientId(3);
-        let seen = h.join_as(odd, Some(cert("not a nick")));
+        let seen = h.join_as(odd, cert("not a nick"));
         assert!(seen[&odd][0].starts_with("error your certificate's common name (CN=not a nick)"));
         assert!(h.closed.contains(&odd));
         let b = h.join(4);
@@ -965,6 +1215,162 @@ mod tests {
             "/whois ALICE",
             &["notice alice is in #lobby, certificate CN=alice"],
         );
+    }
+
+    fn cert(cn: &str) -> Option<PeerCertificate> {
+        Some(PeerCertificate {
+            subject: format!("CN={cn}"),
+            common_name: Some(cn.to_string()),
+        })
+    }
+
+    #[test]
+    fn one_certificate_may_have_several_sessions_that_act_as_one_person() {
+        let mut h = Harness::new(SETTINGS);
+        let (laptop, phone, bob) = (ClientId(1), ClientId(2), ClientId(3));
+        h.join_as(laptop, cert("alice"));
+        h.join_as(bob, cert("bob"));
+        let seen = h.join_as(phone, cert("Alice"));
+        assert_eq!(
+            seen[&phone],
+            [
+                format!("notice {}", protocol::WELCOME),
+                "notice you are alice (2 sessions)".to_string(),
+                "notice you are in #lobby (2 people here)".to_string(),
+            ]
+        );
+        assert!(!seen.contains_key(&bob), "a second session is not news");
+        // What one session says, the other sees, as everyone does.
+        let seen = h.send(laptop, "hello");
+        for id in [laptop, phone, bob] {
+            assert_eq!(seen[&id], ["chat alice hello"]);
+        }
+        h.expect(bob, "/who", &["notice in #lobby (2): alice, bob"]);
+        h.expect(
+            bob,
+            "/whois alice",
+            &["notice alice is in #lobby, certificate CN=alice, 2 sessions"],
+        );
+        // Private lines reach every session of both.
+        let seen = h.send(bob, "/msg alice psst");
+        for id in [laptop, phone, bob] {
+            assert_eq!(seen[&id], ["private bob alice psst"]);
+        }
+        let seen = h.send(phone, "/msg bob sent from the phone");
+        assert_eq!(seen[&laptop], ["private alice bob sent from the phone"]);
+        // One session moves the person, every session with it.
+        let seen = h.send(phone, "/join #side");
+        assert_eq!(seen[&bob], ["notice alice left #lobby"]);
+        for id in [laptop, phone] {
+            assert_eq!(seen[&id], ["notice you are in #side (1 person here)"]);
+        }
+        // A session that goes is not a person who quits; the last one is.
+        assert!(h.left(laptop, None).is_empty());
+        h.send(bob, "/join #side");
+        let seen = h.left(phone, Some("too slow"));
+        assert_eq!(seen[&bob], ["notice alice quit: too slow"]);
+        assert!(!h.chat.people.contains_key("alice"));
+    }
+
+    #[test]
+    fn one_certificate_cannot_take_more_than_its_sessions() {
+        let mut h = Harness::new(SETTINGS);
+        for n in 1..=3 {
+            h.join_as(ClientId(n), cert("alice"));
+        }
+        let fourth = ClientId(4);
+        let seen = h.join_as(fourth, cert("alice"));
+        assert_eq!(
+            seen[&fourth],
+            [
+                "error alice has 3 sessions already, the most one person may have; close one \
+              and try again"
+            ]
+        );
+        assert!(h.closed.contains(&fourth));
+        h.left(ClientId(2), None);
+        let seen = h.join_as(ClientId(5), cert("alice"));
+        assert_eq!(seen[&ClientId(5)][1], "notice you are alice (3 sessions)");
+    }
+
+    /// The secret of a `token NICK SECRET` line sent to `id`.
+    fn secret_in(seen: &HashMap<ClientId, Vec<String>>, id: ClientId) -> String {
+        let line = seen[&id]
+            .iter()
+            .find(|line| line.starts_with("token "))
+            .expect("a token line");
+        line.rsplit_once(' ').unwrap().1.to_string()
+    }
+
+    #[test]
+    fn a_reconnect_takes_its_nick_and_room_back_with_its_secret() {
+        let mut h = Harness::new(SETTINGS);
+        let (old, bob) = (h.join(1), h.join(2));
+        let seen = h.send(old, "/token");
+        let first = secret_in(&seen, old);
+        assert_eq!(first.len(), 2 * SECRET_BYTES);
+        assert_eq!(seen[&old], [format!("token guest1 {first}")]);
+        // A new name, a new secret; the old one is dead with the old name.
+        let seen = h.send(old, "/nick alice");
+        let secret = secret_in(&seen, old);
+        assert_ne!(secret, first);
+        h.send(old, "/join #rust");
+        h.send(bob, "/join #rust");
+        // The connection drops without the server knowing; a new one comes.
+        let new = h.join(3);
+        let wrong = "0".repeat(2 * SECRET_BYTES);
+        let refused = "error cannot reclaim alice: no connection of yours holds it with that \
+                       secret (if it is free, take it with /nick alice)";
+        h.expect(new, &format!("/reclaim alice {wrong}"), &[refused]);
+        h.expect(new, &format!("/reclaim alice {first}"), &[refused]);
+        let watcher = h.join(9);
+        let seen = h.send(new, &format!("/reclaim ALICE {secret}"));
+        assert_eq!(seen[&watcher], ["notice guest3 left #lobby"]);
+        assert!(h.closed.contains(&old), "the ghost is closed");
+        assert!(!seen.contains_key(&bob), "for the room, alice never left");
+        let told = &seen[&new];
+        assert!(!told.iter().any(|line| line.contains(" left ")), "{told:?}");
+        assert_eq!(told[0], "notice you are alice again");
+        assert_eq!(told[1], "notice you are in #rust (2 people here)");
+        let next = secret_in(&seen, new);
+        assert_ne!(next, secret);
+        assert_eq!(nick_of(&h, new), "alice");
+        // The secret worked once.
+        let thief = h.join(4);
+        h.expect(thief, &format!("/reclaim alice {secret}"), &[refused]);
+        let seen = h.send(new, "back");
+        assert_eq!(seen[&bob], ["chat alice back"]);
+    }
+
+    #[test]
+    fn without_a_secret_nobody_takes_a_name() {
+        let mut h = Harness::new(SETTINGS);
+        let (a, b) = (h.join(1), h.join(2));
+        h.send(a, "/nick alice");
+        // alice never asked for a secret: there is none to guess.
+        let refused = "error cannot reclaim alice: no connection of yours holds it with that \
+                       secret (if it is free, take it with /nick alice)";
+        h.expect(b, "/reclaim alice 00", &[refused]);
+        h.expect(
+            b,
+            "/reclaim alice",
+            &["error /reclaim needs a nick and its secret: \
+                                           /reclaim NICK SECRET"],
+        );
+        h.expect(a, "/reclaim alice 00", &["notice you are already alice"]);
+        assert_eq!(nick_of(&h, a), "alice");
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal() {
+        let secret = [0xabu8; SECRET_BYTES];
+        let text = hex(&secret);
+        assert!(same_secret(&secret, &text));
+        assert!(!same_secret(&secret, &text.to_uppercase()));
+        assert!(!same_secret(&secret, &text[1..]));
+        let mut other = text.clone().into_bytes();
+        other[31] = b'0';
+        assert!(!same_secret(&secret, std::str::from_utf8(&other).unwrap()));
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! client's lines go (its shard and slot) and how many of each room's
 //! members each shard holds. It knows shards, never sockets or TLS.
 //!
+//! With `--classic`, the hub runs the original app's rules
+//! ([`Classic`]) instead of the chat's: the same events in, the same kind
+//! of [`Output`]s out, so nothing else changes.
+//!
 //! Next: [`budget`](crate::budget), what the lines on their way cost, then
 //! [`shard`](crate::shard), the writers.
 
@@ -20,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Outgoing};
 use crate::chat::{Chat, ChatSettings, ClientId, Output, PeerCertificate, RoomId};
+use crate::classic::Classic;
 use crate::line::Frame;
 use crate::queue::Receiver;
 use crate::seats::Seat;
@@ -111,9 +116,69 @@ impl Dispatch {
     }
 }
 
+/// The rules the hub runs, chosen at start: the chat's, or the original
+/// app's. Both take the same events and answer in [`Output`]s; each
+/// method below only says which one to ask.
+enum Rules {
+    Chat(Chat),
+    Classic(Classic),
+}
+
+impl Rules {
+    fn new(settings: ChatSettings, classic: bool) -> Rules {
+        if classic {
+            Rules::Classic(Classic::new(settings.max_line))
+        } else {
+            Rules::Chat(Chat::new(settings))
+        }
+    }
+
+    fn join(
+        &mut self,
+        id: ClientId,
+        peer: SocketAddr,
+        certificate: Option<PeerCertificate>,
+        out: &mut Vec<Output>,
+    ) {
+        match self {
+            Rules::Chat(chat) => chat.join(id, peer, certificate, out),
+            Rules::Classic(classic) => classic.join(id, peer, certificate, out),
+        }
+    }
+
+    fn line(&mut self, id: ClientId, frame: Frame, out: &mut Vec<Output>) {
+        match self {
+            Rules::Chat(chat) => chat.line(id, frame, out),
+            Rules::Classic(classic) => classic.line(id, frame, out),
+        }
+    }
+
+    fn throttled(&mut self, id: ClientId, out: &mut Vec<Output>) {
+        match self {
+            Rules::Chat(chat) => chat.throttled(id, out),
+            Rules::Classic(classic) => classic.throttled(id, out),
+        }
+    }
+
+    fn left(&mut self, id: ClientId, public: Option<&str>, reason: &str, out: &mut Vec<Output>) {
+        match self {
+            Rules::Chat(chat) => chat.left(id, public, reason, out),
+            Rules::Classic(classic) => classic.left(id, public, reason, out),
+        }
+    }
+
+    fn shutdown(&mut self, out: &mut Vec<Output>) {
+        match self {
+            Rules::Chat(chat) => chat.shutdown(out),
+            Rules::Classic(classic) => classic.shutdown(out),
+        }
+    }
+}
+
 /// The hub's state. Only the hub thread ever holds it.
 struct Hub {
-    chat: Chat,
+    /// Who is here and what each event means: the chat, or `--classic`.
+    rules: Rules,
     /// Every client the chat may speak of, from its `Ready` to its close.
     routes: HashMap<ClientId, Route>,
     /// Per room, how many of its members each shard holds: a room's line
@@ -142,16 +207,20 @@ const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// Between events it checks the memory budget: while more lines wait for
 /// the writers than the budget allows, it takes no new events, so the
 /// readers wait to hand it theirs, and TCP slows the senders down.
+///
+/// `classic` runs the original app's rules ([`Classic`]) instead of the
+/// chat's.
 pub fn run(
     events: Receiver<Event>,
     settings: ChatSettings,
+    classic: bool,
     shards: Vec<Shard>,
     budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
 ) {
     let batches = shards.iter().map(|_| Vec::new()).collect();
     let mut hub = Hub {
-        chat: Chat::new(settings),
+        rules: Rules::new(settings, classic),
         routes: HashMap::new(),
         rooms: HashMap::new(),
         dispatch: Dispatch { shards, batches },
@@ -197,13 +266,13 @@ impl Hub {
                     _seat: seat,
                 };
                 self.routes.insert(id, route);
-                self.chat.join(id, peer, certificate, &mut out);
+                self.rules.join(id, peer, certificate, &mut out);
             }
-            Event::Frame { id, frame } => self.chat.line(id, frame, &mut out),
-            Event::Throttled { id } => self.chat.throttled(id, &mut out),
+            Event::Frame { id, frame } => self.rules.line(id, frame, &mut out),
+            Event::Throttled { id } => self.rules.throttled(id, &mut out),
             Event::Gone { id, reason, public } => {
-                self.chat.left(id, public, &reason, &mut out);
-                // The chat closes everyone it knew; this is for one it
+                self.rules.left(id, public, &reason, &mut out);
+                // The rules close everyone they knew; this is for one they
                 // never heard of, so that its shard lets it go all the same.
                 out.push(Output::Close { id });
             }
@@ -214,7 +283,7 @@ impl Hub {
         self.outputs = out;
     }
 
-    /// Turns what the chat said into work for the shards, in order.
+    /// Turns what the rules said into work for the shards, in order.
     fn deliver(&mut self, out: &mut Vec<Output>) {
         for output in out.drain(..) {
             match output {
@@ -308,8 +377,8 @@ impl Hub {
     /// knows of.
     fn shutdown(&mut self) {
         let mut out = std::mem::take(&mut self.outputs);
-        self.chat.shutdown(&mut out);
-        // Anyone the chat did not know (refused, or between its `Ready`
+        self.rules.shutdown(&mut out);
+        // Anyone the rules did not know (refused, or between its `Ready`
         // and its close) is closed too.
         out.extend(self.routes.keys().map(|&id| Output::Close { id }));
         self.deliver(&mut out);

@@ -21,7 +21,8 @@
 //!    every reader in the project uses.
 //! 5. [`protocol`]: what a line means, and how the server's lines look.
 //! 6. [`chat`]: the chat itself as a plain value: names, rooms, what each
-//!    command does; an event in, what to send to whom out.
+//!    command does; an event in, what to send to whom out. [`classic`]:
+//!    the original app's one-reply-per-line rules, for `--classic`.
 //! 7. [`hub`]: the one thread that owns the chat, and hands each line to
 //!    the writers once; [`budget`], what the lines waiting for them cost.
 //! 8. [`shard`]: the writer threads: send what fits, remember the rest,
@@ -135,6 +136,7 @@
 pub mod budget;
 pub mod capacity;
 pub mod chat;
+pub mod classic;
 pub mod client;
 pub mod duplex;
 pub mod error;

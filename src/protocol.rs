@@ -167,6 +167,17 @@ pub enum Command<'a> {
     Help(Option<&'a str>),
     /// `/quit [REASON]` or `bye`: leave the chat.
     Quit(Option<&'a str>),
+    /// `/token`: ask for the secret that takes this nick back after a
+    /// dropped connection (see [`ServerLine::Token`]).
+    Token,
+    /// `/reclaim NICK SECRET`: take `nick` back from a connection of ours
+    /// that dropped, with the secret the server gave it.
+    Reclaim {
+        /// The nick to take back.
+        nick: &'a str,
+        /// The secret from the last `token` line for it.
+        secret: &'a str,
+    },
 }
 
 /// A `/command` line that could not be understood.
@@ -263,6 +274,20 @@ pub const COMMANDS: &[CommandInfo] = &[
         help: "list the commands, or explain one",
     },
     CommandInfo {
+        name: "/token",
+        usage: "/token",
+        needs: "",
+        help: "get a secret that lets you take your nick back after a dropped connection \
+               (chat-client does this for you)",
+    },
+    CommandInfo {
+        name: "/reclaim",
+        usage: "/reclaim NICK SECRET",
+        needs: "a nick and its secret",
+        help: "take NICK back from a connection of yours that dropped, with the secret \
+               from /token",
+    },
+    CommandInfo {
         name: "/quit",
         usage: "/quit [REASON]",
         needs: "",
@@ -324,6 +349,16 @@ pub fn parse_command(line: &str) -> Result<Option<Command<'_>>, CommandError<'_>
         "topic" => Command::Topic(arg),
         "help" => Command::Help(arg),
         "quit" => Command::Quit(arg),
+        "token" => Command::Token,
+        "reclaim" => {
+            let (nick, secret) = required("reclaim")?
+                .split_once(char::is_whitespace)
+                .ok_or(CommandError::MissingArgument(info("reclaim")))?;
+            Command::Reclaim {
+                nick,
+                secret: first_word(secret.trim_start()),
+            }
+        }
         _ => return Err(CommandError::Unknown(name)),
     };
     Ok(Some(command))
@@ -374,6 +409,17 @@ pub enum ServerLine<'a> {
     /// `history LINE`: a `chat` or `action` line said before this client
     /// joined the room, replayed on joining.
     History(&'a str),
+    /// `token NICK SECRET`: the secret that takes `nick` back after a
+    /// dropped connection (`/reclaim NICK SECRET`); sent to a client that
+    /// asked with `/token`, again after each nick change, and after each
+    /// reclaim, since a secret works once. Meant for the client program,
+    /// which keeps it in memory and never shows or stores it.
+    Token {
+        /// The nick it is for.
+        nick: &'a str,
+        /// The secret.
+        secret: &'a str,
+    },
 }
 
 impl ServerLine<'_> {
@@ -389,6 +435,7 @@ impl ServerLine<'_> {
                 let line = line.strip_suffix('\n').unwrap_or(line);
                 format!("history {line}\n")
             }
+            ServerLine::Token { nick, secret } => format!("token {nick} {secret}\n"),
         }
     }
 
@@ -417,6 +464,10 @@ impl ServerLine<'_> {
             "notice" => Some(ServerLine::Notice(rest)),
             "error" => Some(ServerLine::Error(rest)),
             "history" => Some(ServerLine::History(rest)),
+            "token" => Some(ServerLine::Token {
+                nick: first,
+                secret: after_first,
+            }),
             _ => None,
         }
     }

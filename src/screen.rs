@@ -89,6 +89,12 @@ impl Screen {
             Some(ServerLine::Error(text)) => {
                 self.paint(&format!("{BOLD}{RED}"), &format!("!!! {text}"))
             }
+            // The secret itself is never shown: it would end up in
+            // scrollback and screenshots. The client keeps it.
+            Some(ServerLine::Token { nick, .. }) => self.paint(
+                DIM,
+                &format!("*** the server gave a secret to take {nick} back after a drop"),
+            ),
             // Nested history does not occur; show it as it came.
             Some(ServerLine::History(_)) | None => raw.to_string(),
         }

@@ -170,6 +170,14 @@ pub struct Limits {
     pub writers: usize,
     /// Rooms with more people than this do not announce who joins or quits.
     pub announce_limit: usize,
+    /// With client certificates, the most connections one certificate
+    /// identity may have at once.
+    pub max_sessions: usize,
+    /// Run the original app's rules ([`classic`](crate::classic)) instead
+    /// of the chat's: one reply to every line, no rooms, nobody sees
+    /// anyone else. Flood control and every limit on connections still
+    /// apply; `history` and `announce_limit`, which are about rooms, do not.
+    pub classic: bool,
 }
 
 impl Default for Limits {
@@ -187,6 +195,8 @@ impl Default for Limits {
             memory_budget: budget::MEMORY_BUDGET,
             writers: default_writers(),
             announce_limit: chat::ANNOUNCE_LIMIT,
+            max_sessions: chat::MAX_SESSIONS,
+            classic: false,
         }
     }
 }
@@ -617,9 +627,11 @@ fn spawn_hub(
         max_line: limits.max_line,
         history: limits.history,
         announce_limit: limits.announce_limit,
+        max_sessions: limits.max_sessions,
     };
+    let classic = limits.classic;
     Guarded::spawn("hub", stopper, move || {
-        hub::run(events, settings, shards, budget, stop)
+        hub::run(events, settings, classic, shards, budget, stop)
     })
     .map_err(Error::Thread)
 }

@@ -40,6 +40,7 @@ fn help_documents_every_flag() {
         "--max-pending",
         "--memory-budget",
         "--writers",
+        "--classic",
     ] {
         assert!(
             stdout(&server).contains(flag),

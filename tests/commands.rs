@@ -249,7 +249,7 @@ fn help_lists_and_explains_commands() {
     let list = c[0].recv();
     assert_eq!(
         list,
-        "notice commands: /nick /join /rooms /who /whois /msg /me /topic /help /quit"
+        "notice commands: /nick /join /rooms /who /whois /msg /me /topic /help /token /reclaim /quit"
     );
     for usage in [
         "/nick NAME",
@@ -266,6 +266,8 @@ fn help_lists_and_explains_commands() {
         "/me TEXT",
         "/topic [TEXT]",
         "/help [COMMAND]",
+        "/token",
+        "/reclaim NICK SECRET",
         "/quit [REASON]",
     ] {
         let line = c[0].recv();

@@ -14,6 +14,7 @@ use secure_chat::client::{self, ClientOptions};
 use secure_chat::duplex::HandshakeError;
 use secure_chat::error::report;
 use secure_chat::screen::Screen;
+use secure_chat::server::Limits;
 use secure_chat::tls::{self, Identity, Trust};
 use secure_chat::Error;
 use support::{
@@ -59,23 +60,50 @@ fn certificate_name_is_the_nick_and_cannot_change() {
     server.stop();
 }
 
+/// A laptop and a phone, or a reconnect before the old connection is
+/// known dead: one certificate, one person, several sessions.
 #[test]
-fn second_connection_with_the_same_name_is_refused() {
+fn a_second_connection_with_the_same_certificate_is_another_session() {
     let pki = Pki::new();
-    let server = TestServer::start_mutual(&pki);
+    let limits = Limits {
+        max_sessions: 2,
+        ..support::test_limits()
+    };
+    let config = tls::server_config(&pki.cert, &pki.key, Some(&pki.signer)).unwrap();
+    let server = TestServer::start_config(config, limits);
     let identity = pki.client_identity("alice", ClientFlaw::None);
-    let mut alice = join_as(&server, &pki, &identity);
-
-    let again = TestClient::connect_as(server.addr, &pki.ca, &identity);
+    let mut laptop = join_as(&server, &pki, &identity);
+    let mut phone = TestClient::connect_as(server.addr, &pki.ca, &identity);
     assert_eq!(
-        again.next(),
-        Incoming::Line("error alice is already connected".into())
+        phone.recv(),
+        format!("notice {}", secure_chat::protocol::WELCOME)
     );
-    assert_eq!(again.next(), Incoming::Closed);
+    assert_eq!(phone.recv(), "notice you are alice (2 sessions)");
+    assert!(phone
+        .recv()
+        .starts_with("notice you are in #lobby (1 person here)"));
 
-    // The first alice was not disturbed, and nobody heard of the attempt.
-    alice.send("still here");
-    assert_eq!(alice.recv(), "chat alice still here");
+    // What one says, the other sees.
+    laptop.send("from the laptop");
+    assert_eq!(laptop.recv(), "chat alice from the laptop");
+    assert_eq!(phone.recv(), "chat alice from the laptop");
+    phone.send("/whois alice");
+    assert_eq!(
+        phone.recv(),
+        "notice alice is in #lobby, certificate CN=alice, 2 sessions"
+    );
+
+    // A third is one too many.
+    let third = TestClient::connect_as(server.addr, &pki.ca, &identity);
+    assert_eq!(
+        third.next(),
+        Incoming::Line(
+            "error alice has 2 sessions already, the most one person may have; \
+             close one and try again"
+                .into()
+        )
+    );
+    assert_eq!(third.next(), Incoming::Closed);
     server.stop();
 }
 

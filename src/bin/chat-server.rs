@@ -53,6 +53,10 @@ Options:
   --client-ca FILE           require client certificates signed by the CA in
                              FILE (mutual TLS); each client's nick is then the
                              certificate's common name
+  --max-sessions N           with --client-ca: connections one certificate may
+                             have at once, sharing its nick [default: 5]
+  --classic                  the original app's protocol, for its clients: one
+                             reply per line, no rooms, no other clients seen
   -v, --verbose              more log output, rustls' notes on each handshake
                              included (twice: everything)
   -q, --quiet                only warnings and errors
@@ -108,6 +112,9 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("max-line") => args.limits.max_line = parser.value()?.parse()?,
             Long("history") => args.limits.history = parser.value()?.parse()?,
             Long("announce-limit") => args.limits.announce_limit = parser.value()?.parse()?,
+            Long("max-sessions") => {
+                args.limits.max_sessions = parser.value()?.parse::<usize>()?.max(1);
+            }
             Long("max-clients") => args.max_clients = Some(parser.value()?.parse()?),
             Long("max-per-ip") => args.limits.max_per_ip = Some(parser.value()?.parse()?),
             Long("rate") => rate.per_second = parser.value()?.parse()?,
@@ -135,6 +142,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 .into());
             }
             Long("client-ca") => args.client_ca = Some(parser.value()?.into()),
+            Long("classic") => args.limits.classic = true,
             Short('v') | Long("verbose") => {
                 args.level = match args.level {
                     LevelFilter::Info | LevelFilter::Warn => LevelFilter::Debug,

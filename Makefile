@@ -8,6 +8,9 @@
 #   make fuzz         each fuzz target for FUZZ_SECONDS (default 30), from fuzz/seeds
 #
 # CERTS_DIR=dir puts the certificates elsewhere (the tests use a temp dir).
+# SAN='chat.example.org 192.0.2.10' adds names to the server certificate,
+# beside localhost, 127.0.0.1 and ::1: the names and addresses other
+# machines reach this one by (IP addresses are told from DNS names).
 
 CERTS_DIR ?= certs
 CARGO     ?= cargo
@@ -41,15 +44,30 @@ $(CERTS_DIR)/ca.crt:
 	  -out $@
 
 # The server's certificate, signed by the CA: a leaf (CA:FALSE) for TLS
-# servers, valid for the names clients use to reach this machine.
+# servers, valid for the names clients use to reach this machine:
+# localhost, 127.0.0.1 and ::1, and each word of SAN. A word with a colon
+# (IPv6) or of digits and dots only (IPv4) is an IP address, any other a
+# DNS name. SAN counts only when the certificate is made: to add names
+# later, `rm certs/server.crt` and make it again (the CA stays; the new
+# certificate has a new key, so its fingerprint changes).
+SAN ?=
 $(CERTS_DIR)/server.crt: $(CERTS_DIR)/ca.crt
-	@umask 077 && $(OPENSSL) genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $(CERTS_DIR)/server.key
-	$(OPENSSL) req -new -key $(CERTS_DIR)/server.key -subj "/CN=localhost" -out $(CERTS_DIR)/server.csr
-	@printf '%s\n' \
+	@set -f; san='DNS:localhost,IP:127.0.0.1,IP:::1'; \
+	for name in $(SAN); do \
+	  case "$$name" in \
+	    *[!A-Za-z0-9.:*-]*) echo "SAN: '$$name' is not a DNS name or an IP address" >&2; exit 2;; \
+	    *:*) san="$$san,IP:$$name";; \
+	    *[!0-9.]*) san="$$san,DNS:$$name";; \
+	    *) san="$$san,IP:$$name";; \
+	  esac; \
+	done; \
+	printf '%s\n' \
 	  'basicConstraints=critical,CA:FALSE' \
 	  'keyUsage=critical,digitalSignature' \
 	  'extendedKeyUsage=serverAuth' \
-	  'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1' > $(CERTS_DIR)/server.ext
+	  "subjectAltName=$$san" > $(CERTS_DIR)/server.ext
+	@umask 077 && $(OPENSSL) genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $(CERTS_DIR)/server.key
+	$(OPENSSL) req -new -key $(CERTS_DIR)/server.key -subj "/CN=localhost" -out $(CERTS_DIR)/server.csr
 	$(OPENSSL) x509 -req -in $(CERTS_DIR)/server.csr -CA $(CERTS_DIR)/ca.crt -CAkey $(CERTS_DIR)/ca.key \
 	  -set_serial 0x$$($(OPENSSL) rand -hex 16) -days $(SERVER_DAYS) -sha256 \
 	  -extfile $(CERTS_DIR)/server.ext -out $@

@@ -15,6 +15,11 @@
 //! checks it after we sent our Finished, so it arrives at the first read,
 //! and is reported then as the handshake failure it is.
 //!
+//! [`connect_or_ask`] is [`connect`] with trust on first use, as SSH does
+//! it: a server the CA does not vouch for can be trusted by its key, once
+//! the user has seen the key's fingerprint and said yes; the key is then
+//! kept in [`known_servers`] and checked on every later connection.
+//!
 //! Then [`Connected::chat`]: two threads share the connection. The
 //! keyboard thread reads lines and queues them for the writer thread,
 //! while the calling thread prints what arrives, so messages appear even
@@ -27,6 +32,7 @@
 
 use std::io::{self, BufRead, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -37,11 +43,12 @@ use rustls::{ClientConfig, ClientConnection, Connection};
 
 use crate::duplex::{self, HandshakeError, WriteHalf};
 use crate::error::Error;
+use crate::known_servers::{self, KnownServers};
 use crate::line::Frame;
 use crate::line_reader::{End, LineReader};
 use crate::outbox::{self, Outbox, QueueLimits};
 use crate::screen::Screen;
-use crate::tls::{self, Identity, Trust};
+use crate::tls::{self, CertProblem, Fingerprint, Identity, Trust};
 
 /// The server the client talks to unless told otherwise.
 pub const DEFAULT_ADDR: &str = "localhost:8080";
@@ -102,6 +109,155 @@ pub fn connect(options: &ClientOptions) -> Result<Connected, Error> {
     handshake(socket, config, options)
 }
 
+/// A server the client could not verify and does not know: what the user
+/// is shown before being asked whether to trust it.
+#[derive(Debug, Clone)]
+pub struct Unknown {
+    /// `host:port`, as the client was told to connect.
+    pub addr: String,
+    /// Why the certificate did not verify.
+    pub problem: CertProblem,
+    /// The fingerprint of the key the server presented.
+    pub fingerprint: Fingerprint,
+    /// The certificate's subject, for display only.
+    pub subject: Option<String>,
+}
+
+/// [`connect`], with trust on first use: a server in `known` is trusted by
+/// the key stored there (as with `--pin`); any other must verify against
+/// `options.trust`, and if its certificate does not, `ask` (when given:
+/// the client runs on a terminal) is shown its fingerprint. A yes connects
+/// again trusting that key, and stores it in `known`. Without `ask`, or on
+/// a no, the handshake's error is returned, its hint saying how to pin.
+///
+/// A known server is not checked against the CA at all: its stored key
+/// decides, so a changed key is refused loudly (with both fingerprints
+/// and what to do) even if some CA would vouch for the new one. That is
+/// the point of remembering a key.
+pub fn connect_or_ask(
+    options: &ClientOptions,
+    known: &mut KnownServers,
+    ask: Option<&mut dyn FnMut(&Unknown) -> bool>,
+) -> Result<Connected, Error> {
+    let server = known_servers::server_key(&options.addr);
+    if let Some(entry) = known.lookup(&server) {
+        log::info!(
+            "{server} is in {} (line {}): trusting its key {}",
+            known.path().display(),
+            entry.line,
+            entry.fingerprint
+        );
+        let line = entry.line;
+        return connect(&pinned(options, entry.fingerprint))
+            .map_err(|err| changed_key(err, &server, known.path(), line));
+    }
+    // The first handshake verifies as `connect` would; the recorder keeps
+    // the certificate it was shown, so that a refused one can be shown to
+    // the user without connecting again just to look.
+    let (config, recorder) =
+        tls::recording_client_config(&options.trust, options.identity.as_ref())?;
+    let socket = dial(&options.addr, options.timeout)?;
+    let err = match handshake(socket, config, options) {
+        Ok(connected) => return Ok(connected),
+        Err(err) => err,
+    };
+    let problem = match &err {
+        Error::Handshake {
+            source: HandshakeError::Tls(tls_error),
+            ..
+        } => tls::certificate_problem(tls_error),
+        _ => None,
+    };
+    let (Some(problem), Some(leaf)) = (problem, recorder.leaf()) else {
+        return Err(err);
+    };
+    let Some(fingerprint) = Fingerprint::of_certificate(&leaf) else {
+        return Err(err);
+    };
+    let unknown = Unknown {
+        addr: options.addr.clone(),
+        problem,
+        fingerprint,
+        subject: crate::x509::subject(&leaf),
+    };
+    let Some(ask) = ask else {
+        return Err(with_hint(err, |hint| {
+            format!(
+                "{hint}; or, if the server's operator confirms that its key's fingerprint is \
+                 {fingerprint}, pass --pin {fingerprint} (on a terminal, chat-client asks)"
+            )
+        }));
+    };
+    if !ask(&unknown) {
+        return Err(with_hint(err, |_| {
+            "you chose not to trust it; check its fingerprint with the server's operator, \
+             then connect again (or pass --pin)"
+                .to_string()
+        }));
+    }
+    // A second connection, trusting exactly the key the user saw: if the
+    // server presents another one now, this fails and nothing is stored.
+    let connected = connect(&pinned(options, fingerprint))?;
+    match known.remember(&server, &fingerprint) {
+        Ok(()) => log::info!(
+            "trusted {server} by its key {fingerprint}, in {}",
+            known.path().display()
+        ),
+        // The user said yes and the connection is made: chat on, and say
+        // that the answer was not kept.
+        Err(err) => log::warn!(
+            "{}; you will be asked again next time",
+            crate::error::report(&err)
+        ),
+    }
+    Ok(connected)
+}
+
+/// `options`, trusting the key with fingerprint `pin` instead.
+fn pinned(options: &ClientOptions, pin: Fingerprint) -> ClientOptions {
+    ClientOptions {
+        trust: Trust::Pin(pin),
+        ..options.clone()
+    }
+}
+
+/// A handshake error's hint, rewritten by `rewrite` (given the old one, or
+/// nothing).
+fn with_hint(err: Error, rewrite: impl FnOnce(&str) -> String) -> Error {
+    match err {
+        Error::Handshake { peer, source, hint } => Error::Handshake {
+            peer,
+            source,
+            hint: Some(rewrite(
+                hint.as_deref().unwrap_or("the certificate does not verify"),
+            )),
+        },
+        other => other,
+    }
+}
+
+/// The error for a known server that presented another key: loud, with
+/// what to do. Other errors pass unchanged.
+fn changed_key(err: Error, server: &str, file: &Path, line: usize) -> Error {
+    let changed = matches!(
+        &err,
+        Error::Handshake { source: HandshakeError::Tls(tls_error), .. }
+            if matches!(tls::certificate_problem(tls_error), Some(CertProblem::PinMismatch(_)))
+    );
+    if !changed {
+        return err;
+    }
+    with_hint(err, |_| {
+        format!(
+            "WARNING: the key of {server} has CHANGED since you trusted it. Someone may be \
+             intercepting the connection, or the server's operator made a new key. Ask the \
+             operator which fingerprint is right; only if it is the new one, delete line \
+             {line} ({server}) of {} and connect again",
+            file.display()
+        )
+    })
+}
+
 /// The TLS half of [`connect`], on a socket that is already connected:
 /// for callers that open the socket themselves or tune the configuration
 /// (the benchmark turns resumption off). `config` should trust what
@@ -135,7 +291,10 @@ pub fn handshake(
         hint: handshake_hint(&source, &options.trust, &name),
         source,
     })?;
-    let summary = format!("connected to {addr}: {}", tls::describe(&conn));
+    let mut summary = format!("connected to {addr}: {}", tls::describe(&conn));
+    if let Trust::Pin(pin) = &options.trust {
+        summary.push_str(&format!(", pinned key {pin}"));
+    }
     Ok(Connected {
         conn,
         socket,
@@ -159,7 +318,7 @@ fn handshake_hint(err: &HandshakeError, trust: &Trust, server_name: &str) -> Opt
 }
 
 /// The host part of `host:port`, without the brackets of `[::1]:8080`.
-fn host_of(addr: &str) -> &str {
+pub(crate) fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _port)| host);
     host.trim_start_matches('[').trim_end_matches(']')
 }
@@ -185,6 +344,13 @@ pub fn dial(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
 }
 
 impl Connected {
+    /// True if the handshake resumed an earlier session with a ticket
+    /// instead of authenticating the server again: what a reconnect with
+    /// the same `ClientConfig` (and so the same session store) hopes for.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The TLS state and the socket, for a caller that moves the bytes
     /// itself (the benchmark's poller reads thousands of sockets in one
     /// thread).
@@ -355,7 +521,7 @@ fn read_until_end(
 /// certificate after the client has finished its side of the handshake,
 /// so a refusal arrives as the first read's error: it is reported as the
 /// handshake failure it is, with advice.
-fn refusal_or(end: End, addr: &str, trust: &Trust, server_name: &str) -> Error {
+pub(crate) fn refusal_or(end: End, addr: &str, trust: &Trust, server_name: &str) -> Error {
     match end.tls_error().cloned() {
         Some(tls_error) => {
             let source = HandshakeError::Tls(tls_error);

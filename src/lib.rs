@@ -8,7 +8,8 @@
 //!
 //! ## Reading order
 //!
-//! 1. [`tls`]: certificates and keys from PEM files; what the client trusts.
+//! 1. [`tls`]: certificates and keys from PEM files; what the client trusts:
+//!    CAs, or one server key (a pin, kept in [`known_servers`] once trusted).
 //! 2. [`client::connect`] (that function only): whom the client will talk
 //!    to: the roots it trusts, the name it checks, the error it reports.
 //!    Read it before the handshake loop, which is written for both sides
@@ -141,6 +142,7 @@ pub mod client;
 pub mod duplex;
 pub mod error;
 pub mod hub;
+pub mod known_servers;
 pub mod line;
 pub mod line_reader;
 pub mod logging;

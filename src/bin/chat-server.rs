@@ -244,7 +244,17 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(asked) => asked,
         None => server::MAX_CLIENTS.min(allowed),
     };
-    let load = move || tls::server_config(&args.cert, &args.key, args.client_ca.as_deref());
+    // Each load, at start and on SIGHUP, also logs the key's fingerprint,
+    // for users to check or pin (`chat-client --pin`): what a client
+    // that does not trust the CA is shown before it trusts this server.
+    let load = move || {
+        let config = tls::server_config(&args.cert, &args.key, args.client_ca.as_deref())?;
+        match tls::Fingerprint::of_certificate_file(&args.cert) {
+            Ok(key) => log::info!("certificate fingerprint {key} (for chat-client --pin)"),
+            Err(err) => log::warn!("no certificate fingerprint: {}", report(&err)),
+        }
+        Ok::<_, Error>(config)
+    };
     // Handlers first: a signal that arrives once we are listening must
     // find them in place, not the default action that kills the process.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;

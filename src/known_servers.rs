@@ -1,0 +1,479 @@
+//! The servers a user trusts by their key: trust on first use, as SSH's
+//! `known_hosts`.
+//!
+//! When the client meets a server whose certificate its CA does not vouch
+//! for, and it runs on a terminal, it shows the server key's fingerprint
+//! and asks the user once (see
+//! [`client::connect_or_ask`](crate::client::connect_or_ask)). A yes is
+//! written here, and from then on that server is trusted by that key, as
+//! if `--pin` were given: a later connection whose key differs is refused
+//! loudly, never silently accepted or asked about again.
+//!
+//! The file, `$XDG_CONFIG_HOME/secure-chat/known_servers` (by default
+//! `~/.config/secure-chat/known_servers`), holds one server a line:
+//!
+//! ```text
+//! # comments and blank lines are allowed
+//! chat.example.org:8080 sha256:J6mC3a0QkVxk3dX0n4XGzW5M1Xc5m8Nq2h5k0jJp1a4
+//! ```
+//!
+//! The server is `HOST:PORT` as given to `--addr` (the host in lower case);
+//! the fingerprint is a [`Fingerprint`]. Removing a line forgets the
+//! server.
+//!
+//! Everything but [`KnownServers::load`] and [`KnownServers::remember`] is
+//! a pure function on the file's text, so that the rules (what a line is,
+//! which one answers, what a changed key is) are tested without files.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::tls::Fingerprint;
+
+/// One line of the file: a server and the key it is trusted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// `HOST:PORT`, as [`server_key`] writes it.
+    pub server: String,
+    /// The fingerprint of its key.
+    pub fingerprint: Fingerprint,
+    /// Its line number in the file, from 1.
+    pub line: usize,
+}
+
+/// A line of the file that is not a server, a comment or blank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// Its line number, from 1.
+    pub line: usize,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.why)
+    }
+}
+
+/// What the file says about a server and the key it presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Known<'a> {
+    /// The file does not name the server.
+    Unknown,
+    /// The file names it with this very key.
+    Same(&'a Entry),
+    /// The file names it with another key: the server's key changed, or
+    /// someone else answers in its place.
+    Changed(&'a Entry),
+}
+
+/// The name a server is filed under: `addr` (`HOST:PORT`) with the host
+/// in lower case, as DNS names are case-insensitive.
+pub fn server_key(addr: &str) -> String {
+    addr.to_ascii_lowercase()
+}
+
+/// Every server in the file's text, in order.
+///
+/// Strict on purpose: a line that cannot be read is an error, not skipped.
+/// A damaged line for a server would otherwise make that server unknown,
+/// and the client would ask about it afresh instead of refusing a changed
+/// key. A server named twice is an error for the same reason (which line
+/// would count?).
+pub fn parse(text: &str) -> Result<Vec<Entry>, LineError> {
+    let mut entries: Vec<Entry> = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let content = raw.trim();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let error = |why: String| LineError { line, why };
+        let mut words = content.split_whitespace();
+        let (Some(server), Some(fingerprint), None) = (words.next(), words.next(), words.next())
+        else {
+            return Err(error(format!(
+                "expected `HOST:PORT sha256:FINGERPRINT`, found {content:?}"
+            )));
+        };
+        if !is_server(server) {
+            return Err(error(format!("{server:?} is not HOST:PORT")));
+        }
+        let fingerprint: Fingerprint = fingerprint.parse().map_err(error)?;
+        let server = server_key(server);
+        if let Some(first) = entries.iter().find(|entry| entry.server == server) {
+            return Err(error(format!(
+                "{server} is already on line {}; keep one of the two",
+                first.line
+            )));
+        }
+        entries.push(Entry {
+            server,
+            fingerprint,
+            line,
+        });
+    }
+    Ok(entries)
+}
+
+/// True if `server` can be a line's first word: `HOST:PORT` with a numeric
+/// port and nothing that would split or comment out the line.
+fn is_server(server: &str) -> bool {
+    let Some((host, port)) = server.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && !server.starts_with('#')
+        && !server.chars().any(char::is_whitespace)
+        && port.parse::<u16>().is_ok()
+}
+
+/// The entry for `server` (as [`server_key`] writes it), if any.
+pub fn lookup<'a>(entries: &'a [Entry], server: &str) -> Option<&'a Entry> {
+    let server = server_key(server);
+    entries.iter().find(|entry| entry.server == server)
+}
+
+/// Whether `presented` is the key the file trusts for `server`.
+pub fn check<'a>(entries: &'a [Entry], server: &str, presented: &Fingerprint) -> Known<'a> {
+    match lookup(entries, server) {
+        None => Known::Unknown,
+        Some(entry) if entry.fingerprint == *presented => Known::Same(entry),
+        Some(entry) => Known::Changed(entry),
+    }
+}
+
+/// What a new file starts with.
+const HEADER: &str = "\
+# Servers chat-client trusts by their key, one a line: HOST:PORT sha256:FINGERPRINT
+# Delete a server's line to forget it (after checking with its operator).
+";
+
+/// The text with `server` trusted by `fingerprint`: a line appended (and
+/// the header, to a file that is empty). Already there with this key: the
+/// text unchanged. There with another key: an error, for the caller must
+/// not replace a trusted key without the user removing it first.
+pub fn add(text: &str, server: &str, fingerprint: &Fingerprint) -> Result<String, LineError> {
+    let entries = parse(text)?;
+    let next_line = text.lines().count() + 1;
+    match check(&entries, server, fingerprint) {
+        Known::Same(_) => return Ok(text.to_string()),
+        Known::Changed(entry) => {
+            return Err(LineError {
+                line: entry.line,
+                why: format!(
+                    "{} is trusted with another key ({}), not {fingerprint}",
+                    entry.server, entry.fingerprint
+                ),
+            })
+        }
+        Known::Unknown => {}
+    }
+    if !is_server(server) {
+        return Err(LineError {
+            line: next_line,
+            why: format!("{server:?} is not HOST:PORT"),
+        });
+    }
+    let mut text = text.to_string();
+    if text.trim().is_empty() {
+        text = HEADER.to_string();
+    } else if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{} {fingerprint}\n", server_key(server)));
+    Ok(text)
+}
+
+/// Where the file is by default: `$XDG_CONFIG_HOME/secure-chat/known_servers`,
+/// else `$HOME/.config/secure-chat/known_servers`; `None` if neither is
+/// set. The XDG base directory rules ignore a relative `XDG_CONFIG_HOME`,
+/// and so does this.
+pub fn default_path(xdg_config_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    let absolute = |dir: OsString| Some(PathBuf::from(dir)).filter(|dir| dir.is_absolute());
+    let config = xdg_config_home
+        .and_then(absolute)
+        .or_else(|| home.and_then(absolute).map(|home| home.join(".config")))?;
+    Some(config.join("secure-chat").join("known_servers"))
+}
+
+/// Why the file could not be used.
+#[derive(Debug)]
+pub enum FileError {
+    /// It could not be read, or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// "read" or "write".
+        doing: &'static str,
+        /// Why the operating system refused.
+        source: io::Error,
+    },
+    /// A line of it is wrong, or the change asked for would replace a key.
+    Line {
+        /// The file.
+        path: PathBuf,
+        /// The line and what is wrong.
+        error: LineError,
+    },
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileError::Io { path, doing, .. } => write!(f, "cannot {doing} {}", path.display()),
+            FileError::Line { path, error } => write!(f, "{}, {error}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FileError::Io { source, .. } => Some(source),
+            FileError::Line { .. } => None,
+        }
+    }
+}
+
+/// The known-servers file, as read when the client started.
+#[derive(Debug, Clone)]
+pub struct KnownServers {
+    path: PathBuf,
+    entries: Vec<Entry>,
+}
+
+impl KnownServers {
+    /// Reads the file; one that does not exist yet knows no server.
+    pub fn load(path: &Path) -> Result<KnownServers, FileError> {
+        let text = read(path)?;
+        let entries = parse(&text).map_err(|error| FileError::Line {
+            path: path.to_owned(),
+            error,
+        })?;
+        Ok(KnownServers {
+            path: path.to_owned(),
+            entries,
+        })
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The entry for `server` (`HOST:PORT`), if the file has one.
+    pub fn lookup(&self, server: &str) -> Option<&Entry> {
+        lookup(&self.entries, server)
+    }
+
+    /// Trusts `server` by `fingerprint` from now on: adds its line to the
+    /// file. The file is read again first, so that a line another client
+    /// added meanwhile is kept, and written whole to a temporary file then
+    /// renamed over the old one, so that a crash never leaves half a file.
+    pub fn remember(&mut self, server: &str, fingerprint: &Fingerprint) -> Result<(), FileError> {
+        let path = &self.path;
+        let line_error = |error| FileError::Line {
+            path: path.clone(),
+            error,
+        };
+        let text = add(&read(path)?, server, fingerprint).map_err(line_error)?;
+        let write_error = |source| FileError::Io {
+            path: path.clone(),
+            doing: "write",
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(write_error)?;
+        }
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        let temporary = PathBuf::from(temporary);
+        fs::write(&temporary, &text)
+            .and_then(|()| fs::rename(&temporary, path))
+            .map_err(|err| {
+                let _ = fs::remove_file(&temporary);
+                write_error(err)
+            })?;
+        self.entries = parse(&text).map_err(line_error)?;
+        Ok(())
+    }
+}
+
+/// The file's text; empty if it does not exist.
+fn read(path: &Path) -> Result<String, FileError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(FileError::Io {
+            path: path.to_owned(),
+            doing: "read",
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> Fingerprint {
+        Fingerprint::of_spki(&[byte])
+    }
+
+    #[test]
+    fn parses_servers_comments_and_blank_lines() {
+        let text = format!(
+            "# a comment\n\n  localhost:8080 {}\n\tChat.Example.org:9000   {}  \n   # indented\n",
+            key(1),
+            key(2)
+        );
+        let entries = parse(&text).unwrap();
+        assert_eq!(
+            entries,
+            vec![
+                Entry {
+                    server: "localhost:8080".into(),
+                    fingerprint: key(1),
+                    line: 3
+                },
+                Entry {
+                    server: "chat.example.org:9000".into(),
+                    fingerprint: key(2),
+                    line: 4
+                },
+            ]
+        );
+        assert_eq!(parse("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_bad_line_is_an_error_with_its_number() {
+        let good = format!("localhost:8080 {}\n", key(1));
+        for (bad, why) in [
+            ("localhost:8080\n".to_string(), "expected `HOST:PORT"),
+            (format!("localhost {}\n", key(1)), "is not HOST:PORT"),
+            (format!("localhost:http {}\n", key(1)), "is not HOST:PORT"),
+            (
+                "localhost:1 sha256:short\n".to_string(),
+                "is not a fingerprint",
+            ),
+            (
+                format!("localhost:1 {} extra\n", key(1)),
+                "expected `HOST:PORT",
+            ),
+            (format!("LOCALHOST:8080 {}\n", key(2)), "already on line 1"),
+        ] {
+            let err = parse(&format!("{good}{bad}")).unwrap_err();
+            assert_eq!(err.line, 2, "{bad:?}");
+            assert!(err.why.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn lookup_ignores_the_case_of_the_host() {
+        let entries = parse(&format!(
+            "[::1]:8080 {}\nhost.example:1 {}\n",
+            key(1),
+            key(2)
+        ))
+        .unwrap();
+        assert_eq!(lookup(&entries, "[::1]:8080").unwrap().fingerprint, key(1));
+        assert_eq!(lookup(&entries, "HOST.example:1").unwrap().line, 2);
+        assert_eq!(lookup(&entries, "host.example:2"), None);
+    }
+
+    #[test]
+    fn check_tells_a_changed_key_from_a_known_and_an_unknown_one() {
+        let entries = parse(&format!("a:1 {}\n", key(1))).unwrap();
+        assert_eq!(check(&entries, "a:1", &key(1)), Known::Same(&entries[0]));
+        assert_eq!(check(&entries, "a:1", &key(2)), Known::Changed(&entries[0]));
+        assert_eq!(check(&entries, "b:1", &key(1)), Known::Unknown);
+    }
+
+    #[test]
+    fn add_appends_keeps_and_refuses_to_replace() {
+        let first = add("", "Localhost:8080", &key(1)).unwrap();
+        assert!(first.starts_with(HEADER), "{first}");
+        assert!(
+            first.ends_with(&format!("\nlocalhost:8080 {}\n", key(1))),
+            "{first}"
+        );
+        // Again with the same key: nothing changes.
+        assert_eq!(add(&first, "localhost:8080", &key(1)).unwrap(), first);
+        // A changed key is not written over the trusted one.
+        let err = add(&first, "localhost:8080", &key(2)).unwrap_err();
+        assert!(err.why.contains("another key"), "{err}");
+        assert!(err.why.contains(&key(1).to_string()), "{err}");
+        // Another server joins; a file without a final newline gets one.
+        let text = format!("# mine\nb:2 {}", key(3));
+        let added = add(&text, "c:3", &key(4)).unwrap();
+        assert_eq!(added, format!("# mine\nb:2 {}\nc:3 {}\n", key(3), key(4)));
+        assert_eq!(parse(&added).unwrap().len(), 2);
+        // What cannot be read back is not written.
+        assert!(add("", "no port", &key(1)).is_err());
+        assert!(add("", "#x:1", &key(1)).is_err());
+    }
+
+    #[test]
+    fn remember_writes_the_file_and_keeps_what_others_added() {
+        let dir =
+            std::env::temp_dir().join(format!("secure-chat-known-servers-{}", std::process::id()));
+        let path = dir.join("deeper").join("known_servers");
+        let mut known = KnownServers::load(&path).unwrap();
+        assert_eq!(known.lookup("a:1"), None);
+        known.remember("a:1", &key(1)).unwrap();
+        // Meanwhile another client trusts another server.
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, format!("{text}b:2 {}\n", key(2))).unwrap();
+        known.remember("c:3", &key(3)).unwrap();
+        let again = KnownServers::load(&path).unwrap();
+        for (server, byte) in [("a:1", 1), ("b:2", 2), ("c:3", 3)] {
+            assert_eq!(again.lookup(server).unwrap().fingerprint, key(byte));
+        }
+        assert_eq!(known.lookup("b:2").unwrap().line, 4);
+        // A trusted key is never replaced, and the file stays as it was.
+        let before = fs::read_to_string(&path).unwrap();
+        let err = known.remember("a:1", &key(9)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("line 3: a:1 is trusted with another key"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), before);
+        // A damaged file is an error naming the file and the line.
+        fs::write(&path, "garbage\n").unwrap();
+        let err = KnownServers::load(&path).unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "known_servers, line 1: expected `HOST:PORT sha256:FINGERPRINT`, found \"garbage\""
+            ),
+            "{err}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn default_path_follows_xdg_then_home() {
+        let path = |xdg: Option<&str>, home: Option<&str>| {
+            default_path(xdg.map(OsString::from), home.map(OsString::from))
+        };
+        assert_eq!(
+            path(Some("/x"), Some("/home/u")),
+            Some(PathBuf::from("/x/secure-chat/known_servers"))
+        );
+        assert_eq!(
+            path(None, Some("/home/u")),
+            Some(PathBuf::from("/home/u/.config/secure-chat/known_servers"))
+        );
+        assert_eq!(
+            path(Some("relative"), Some("/home/u")),
+            Some(PathBuf::from("/home/u/.config/secure-chat/known_servers"))
+        );
+        assert_eq!(path(None, None), None);
+    }
+}

@@ -34,6 +34,8 @@
 //!    [`queue`] (the hub's inbox).
 //! 10. [`client`] (the rest): the interactive client, [`outbox`], its
 //!     writer, and [`screen`], how it shows lines.
+//! 11. [`terminal`]: the client for a person at a terminal, after
+//!     [`client`]: a line editor, and reconnecting after a drop.
 //!
 //! [`x509`], [`error`] and [`logging`] are supporting cast. Each module's
 //! documentation ends by naming the next one.
@@ -100,7 +102,11 @@
 //! trusted CA, is within its dates, and names the host the client asked for
 //! (or `--server-name`). rustls checks all three inside
 //! `process_new_packets`, when it reads the server's CertificateVerify.
-//! There is no switch to skip it.
+//! There is no switch to skip it. The one alternative to a CA is a pin
+//! (`--pin`, or a key the user accepted once, kept in [`known_servers`]):
+//! then exactly that key is trusted, names and dates are not checked, and
+//! the server must still prove it holds the key ([`tls`] says what that
+//! gives up).
 //!
 //! ## Who waits for whom
 //!
@@ -154,6 +160,7 @@ pub mod screen;
 pub mod seats;
 pub mod server;
 pub mod shard;
+pub mod terminal;
 pub mod throttle;
 pub mod tls;
 pub mod x509;

@@ -1,12 +1,16 @@
 //! How server lines look on a person's terminal: a symbol per kind of line,
-//! and colours when the output is a terminal that wants them.
+//! colours when the output is a terminal that wants them, and the local
+//! time in front of each line when asked (`12:34`, on by default on a
+//! terminal). [`Screen::note`] is the look of the client's own lines
+//! (`--- connection lost; ...`), so that they cannot be mistaken for the
+//! server's.
 //!
 //! Pure text in, text out, so every rule is unit-tested. The only escape
 //! sequences that reach the terminal are the colours added here: server
 //! lines arrive with every control character already removed.
 //!
-//! That is the end of the tour. [`x509`](crate::x509),
-//! [`error`](crate::error) and [`logging`](crate::logging) are supporting cast.
+//! Next: [`terminal`](crate::terminal), the client for a person at a
+//! terminal, which shows its lines through this.
 
 use crate::protocol::ServerLine;
 
@@ -33,6 +37,8 @@ const NICK_COLOURS: [&str; 6] = [
 #[derive(Debug, Clone, Default)]
 pub struct Screen {
     colour: bool,
+    /// Put the local time (`HH:MM`) in front of each line.
+    timestamps: bool,
     /// Learnt from the server's `you are NICK` notices.
     own_nick: Option<String>,
 }
@@ -42,8 +48,15 @@ impl Screen {
     pub fn new(colour: bool) -> Screen {
         Screen {
             colour,
+            timestamps: false,
             own_nick: None,
         }
+    }
+
+    /// The same screen, with the local time in front of each line if `on`.
+    pub fn with_timestamps(mut self, on: bool) -> Screen {
+        self.timestamps = on;
+        self
     }
 
     /// Whether colours should be used: only on a terminal, and never when
@@ -61,19 +74,32 @@ impl Screen {
     pub fn render(&mut self, line: &str) -> String {
         let parsed = ServerLine::parse(line);
         if let Some(ServerLine::Notice(text)) = parsed {
-            // "you are NICK" on connect, "you are now NICK" after /nick.
-            let rest = text.strip_prefix("you are ");
-            let nick = rest.map(|r| r.strip_prefix("now ").unwrap_or(r));
-            if let Some(nick) = nick.filter(|n| !n.contains(' ')) {
+            if let Some(nick) = own_nick_in(text) {
                 self.own_nick = Some(nick.to_string());
             }
         }
-        match parsed {
+        let shown = match parsed {
             Some(ServerLine::History(inner)) => {
                 let shown = self.render_kind(ServerLine::parse(inner), inner);
                 self.paint(DIM, &format!("[history] {}", strip_colours(&shown)))
             }
             other => self.render_kind(other, line),
+        };
+        self.stamp(shown, &clock())
+    }
+
+    /// How a line of the client's own is shown (a reconnect, a line kept
+    /// for later): dimmed, after `--- `, which no server line starts with.
+    pub fn note(&self, text: &str) -> String {
+        self.stamp(self.paint(DIM, &format!("--- {text}")), &clock())
+    }
+
+    /// `line` with the time `clock` in front, if timestamps are on.
+    fn stamp(&self, line: String, clock: &str) -> String {
+        if self.timestamps {
+            format!("{} {line}", self.paint(DIM, clock))
+        } else {
+            line
         }
     }
 
@@ -119,6 +145,25 @@ impl Screen {
             text.to_string()
         }
     }
+}
+
+/// The nick a notice says is this client's: `you are NICK` on connect,
+/// `you are now NICK` after /nick, `you are NICK again` after /reclaim,
+/// `you are NICK (2 sessions)` with a certificate. Not `you are in #ROOM`.
+pub fn own_nick_in(notice: &str) -> Option<&str> {
+    let rest = notice.strip_prefix("you are ")?;
+    let rest = rest.strip_prefix("now ").unwrap_or(rest);
+    let rest = rest.strip_suffix(" again").unwrap_or(rest);
+    let nick = rest.split_once(" (").map_or(rest, |(nick, _count)| nick);
+    (!nick.is_empty() && !nick.contains(' ')).then_some(nick)
+}
+
+/// The local time as `HH:MM`. jiff finds the time zone as the C library
+/// would (`TZ`, else /etc/localtime), reading the zone files itself; a
+/// machine without any gets UTC.
+fn clock() -> String {
+    let now = jiff::ZonedDateTime::now();
+    format!("{:02}:{:02}", now.hour(), now.minute())
 }
 
 /// Removes the colours this module adds, so a history line can be shown
@@ -221,6 +266,41 @@ mod tests {
         // Other notices that start alike do not change it.
         screen.render("notice you are in #lobby (2 people here)");
         assert_eq!(screen.own_nick(), Some("alice"));
+    }
+
+    #[test]
+    fn own_nick_is_read_from_every_form_of_notice() {
+        for (notice, nick) in [
+            ("you are guest1", Some("guest1")),
+            ("you are now alice", Some("alice")),
+            ("you are alice again", Some("alice")),
+            ("you are alice (2 sessions)", Some("alice")),
+            ("you are in #lobby (2 people here)", None),
+            ("you are already in #lobby", None),
+            ("you are sending too fast", None),
+        ] {
+            assert_eq!(own_nick_in(notice), nick, "{notice}");
+        }
+    }
+
+    #[test]
+    fn timestamps_come_first_and_only_when_asked() {
+        let plain = Screen::new(false);
+        assert_eq!(plain.stamp("x".into(), "12:34"), "x");
+        let stamped = Screen::new(false).with_timestamps(true);
+        assert_eq!(stamped.stamp("x".into(), "12:34"), "12:34 x");
+        let coloured = Screen::new(true).with_timestamps(true);
+        assert_eq!(
+            coloured.stamp("x".into(), "09:05"),
+            format!("{DIM}09:05{RESET} x")
+        );
+        // The real clock: five characters, HH:MM.
+        let line = stamped.clone().render("notice hi");
+        let (time, rest) = line.split_once(' ').unwrap();
+        assert_eq!(rest, "*** hi");
+        assert!(time.len() == 5 && time.as_bytes()[2] == b':', "{line:?}");
+        let note = stamped.note("lost");
+        assert!(note.len() == 14 && note.ends_with(" --- lost"), "{note:?}");
     }
 
     #[test]

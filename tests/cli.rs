@@ -49,7 +49,14 @@ fn help_documents_every_flag() {
     }
     let client = run(&CLIENT, &["--help"], "");
     assert!(client.status.success());
-    for flag in ["--addr", "--ca", "--server-name"] {
+    for flag in [
+        "--addr",
+        "--ca",
+        "--server-name",
+        "--timestamps",
+        "--no-timestamps",
+        "--no-reconnect",
+    ] {
         assert!(
             stdout(&client).contains(flag),
             "chat-client --help lacks {flag}"

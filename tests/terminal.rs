@@ -1,0 +1,331 @@
+//! The client on a pseudo-terminal, as a person uses it: the prompt, a
+//! line arriving while one is half typed, each line shown once, times,
+//! history, Tab, and coming back after the server went away.
+//!
+//! rexpect gives the client a pseudo-terminal and reads what it draws;
+//! every wait has a deadline. The terminal is given a size first (`stty`),
+//! as a terminal emulator would: one of no size is not a screen, and the
+//! client would take its plain path.
+
+use secure_chat_test_support as support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_channel::Receiver;
+use rexpect::process::WaitStatus;
+use rexpect::session::PtySession;
+use secure_chat::server::{Server, Stopper};
+use secure_chat::tls;
+use support::{test_limits, Pki, TestClient, TestServer, CLIENT, TIMEOUT};
+
+/// The client on a terminal of 100 by 30, without colours (so that the
+/// text is easy to match), with `args` after `--addr` and `--ca`.
+fn client_on_terminal(addr: SocketAddr, pki: &Pki, args: &[&str]) -> PtySession {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("stty cols 100 rows 30 && exec \"$0\" \"$@\"")
+        .arg(CLIENT.path())
+        .args(["--addr", &format!("localhost:{}", addr.port())])
+        .arg("--ca")
+        .arg(&pki.ca)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm")
+        .env_remove("RUST_LOG");
+    let timeout = u64::try_from(TIMEOUT.as_millis()).unwrap();
+    rexpect::session::spawn_command(command, Some(timeout)).unwrap()
+}
+
+/// Waits for `text`; returns everything drawn before it.
+fn expect(session: &mut PtySession, text: &str) -> String {
+    session
+        .exp_string(text)
+        .unwrap_or_else(|err| panic!("waiting for {text:?}: {err}"))
+}
+
+/// Waits for `you are in ROOM`, then for the prompt drawn again below it.
+fn expect_prompt(session: &mut PtySession, room: &str) -> String {
+    expect(session, &format!("you are in {room}"));
+    expect(session, "> ")
+}
+
+/// Types `text` (no Enter).
+fn type_keys(session: &mut PtySession, text: &str) {
+    session.send(text).unwrap();
+    session.flush().unwrap();
+}
+
+/// Types `line` and Enter (a terminal sends a carriage return).
+fn enter(session: &mut PtySession, line: &str) {
+    type_keys(session, &format!("{line}\r"));
+}
+
+/// Waits for the client to exit; its exit code.
+fn exit_code(session: &mut PtySession) -> i32 {
+    session.exp_eof().unwrap();
+    match session.process().wait().unwrap() {
+        WaitStatus::Exited(_, code) => code,
+        other => panic!("the client did not exit: {other:?}"),
+    }
+}
+
+/// Everything up to and including `you are NICK` on the first connection.
+fn nick_of(session: &mut PtySession) -> String {
+    expect(session, "you are guest");
+    let rest = expect(session, "\n");
+    format!("guest{}", rest.trim())
+}
+
+#[test]
+fn prompt_echo_once_and_a_line_arriving_mid_typing() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+    let mut session = client_on_terminal(server.addr, &pki, &[]);
+    let me = nick_of(&mut session);
+    expect_prompt(&mut session, "#lobby");
+
+    // Half a line, then someone else speaks.
+    let mut other = TestClient::connect(server.addr, &pki.ca);
+    type_keys(&mut session, "half of a");
+    other.send("interrupting!");
+    expect(&mut session, &format!("<{}> interrupting!", other.nick));
+    // The editor draws the prompt and the half line again below it.
+    expect(&mut session, "half of a");
+    enter(&mut session, " line");
+    // The whole line went out, as typed across the interruption.
+    assert_eq!(
+        other.recv_until(|line| line.starts_with(&format!("chat {me} "))),
+        format!("chat {me} half of a line")
+    );
+    let drawn = expect(&mut session, &format!("<{me}> half of a line"));
+    // After Enter, the typed line was erased (cursor up, clear the row):
+    // what stays on the screen is the server's echo, once.
+    assert!(drawn.contains("\x1b[1A\x1b[2K"), "{drawn:?}");
+    assert!(
+        !drawn.contains(&format!("<{me}> half")),
+        "shown before the echo: {drawn:?}"
+    );
+    enter(&mut session, "bye");
+    expect(&mut session, "Ciao, Buonanotte!");
+    assert_eq!(exit_code(&mut session), 0);
+    server.stop();
+}
+
+#[test]
+fn times_on_a_terminal_unless_no_timestamps() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+
+    let mut stamped = client_on_terminal(server.addr, &pki, &[]);
+    // The client's own lines too.
+    stamped.exp_regex(r"\d\d:\d\d --- connected to").unwrap();
+    let (_, found) = stamped
+        .exp_regex(r"\d\d:\d\d \*\*\* Welcome to the secure chat server!")
+        .unwrap();
+    assert_eq!(
+        found.len(),
+        "12:34 *** Welcome to the secure chat server!".len()
+    );
+    enter(&mut stamped, "bye");
+    assert_eq!(exit_code(&mut stamped), 0);
+
+    let mut plain = client_on_terminal(server.addr, &pki, &["--no-timestamps"]);
+    // Each line starts at the start of a row (after a line end, or after
+    // the editor cleared the prompt's row), with nothing in front.
+    for line in ["--- connected to", "*** Welcome", "*** you are guest"] {
+        let before = expect(&mut plain, line);
+        assert!(
+            before.ends_with('\n') || before.ends_with("\r\x1b[K"),
+            "something before {line:?}: {before:?}"
+        );
+    }
+    enter(&mut plain, "bye");
+    assert_eq!(exit_code(&mut plain), 0);
+    server.stop();
+}
+
+#[test]
+fn up_arrow_recalls_the_last_line_and_tab_completes_commands() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+    let mut session = client_on_terminal(server.addr, &pki, &["--nick", "histo"]);
+    expect(&mut session, "you are now histo");
+    expect(&mut session, "> ");
+    enter(&mut session, "said once");
+    expect(&mut session, "<histo> said once");
+    // Up arrow, Enter: the same line again.
+    enter(&mut session, "\x1b[A");
+    expect(&mut session, "<histo> said once");
+
+    // Tab: /jo becomes /join.
+    type_keys(&mut session, "/jo\t");
+    expect(&mut session, "/join ");
+    enter(&mut session, "#tabbed");
+    expect(&mut session, "you are in #tabbed");
+    let mut witness = TestClient::connect(server.addr, &pki.ca);
+    witness.send("/whois histo");
+    assert_eq!(
+        witness.recv_until(|line| line.contains(" is in ")),
+        "notice histo is in #tabbed"
+    );
+    enter(&mut session, "/quit");
+    assert_eq!(exit_code(&mut session), 0);
+    server.stop();
+}
+
+#[test]
+fn tab_completes_the_nicks_of_the_room() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+    let mut session = client_on_terminal(server.addr, &pki, &[]);
+    let me = nick_of(&mut session);
+    expect_prompt(&mut session, "#lobby");
+    let mut other = TestClient::connect(server.addr, &pki.ca);
+    other.send("/nick zebedee");
+    expect(&mut session, "is now zebedee");
+    type_keys(&mut session, "hi zeb\t");
+    expect(&mut session, "zebedee ");
+    enter(&mut session, "there");
+    assert_eq!(
+        other.recv_until(|line| line.starts_with(&format!("chat {me} "))),
+        format!("chat {me} hi zebedee there")
+    );
+    enter(&mut session, "bye");
+    assert_eq!(exit_code(&mut session), 0);
+    server.stop();
+}
+
+/// A server of our own on a port we choose, so that another can take the
+/// same port after it stops, with the same TLS configuration (and so the
+/// same ticket key: a client can resume with the new one).
+struct Restartable {
+    config: Arc<rustls::ServerConfig>,
+    addr: SocketAddr,
+    running: Option<(Stopper, Receiver<()>)>,
+}
+
+impl Restartable {
+    fn start(pki: &Pki) -> Restartable {
+        let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
+        let mut server = Restartable {
+            config,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            running: None,
+        };
+        server.start_again();
+        server
+    }
+
+    fn start_again(&mut self) {
+        let server = Server::bind(
+            &self.addr.to_string(),
+            Arc::clone(&self.config),
+            test_limits(),
+        )
+        .unwrap();
+        self.addr = server.local_addr();
+        let stopper = server.stopper();
+        let (done, finished) = crossbeam_channel::bounded(1);
+        thread::spawn(move || {
+            server.run().unwrap();
+            let _ = done.send(());
+        });
+        self.running = Some((stopper, finished));
+    }
+
+    fn stop(&mut self) {
+        if let Some((stopper, finished)) = self.running.take() {
+            stopper.stop();
+            finished
+                .recv_timeout(TIMEOUT)
+                .expect("the server did not stop");
+        }
+    }
+}
+
+impl Drop for Restartable {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn a_dropped_connection_comes_back_resumed_in_its_nick_and_room() {
+    let pki = Pki::new();
+    let mut server = Restartable::start(&pki);
+    let mut session = client_on_terminal(server.addr, &pki, &["--nick", "alice"]);
+    expect(&mut session, "you are now alice");
+    enter(&mut session, "/join #rust");
+    expect(&mut session, "you are in #rust");
+
+    server.stop();
+    expect(&mut session, "server shutting down");
+    let line = expect(&mut session, "(attempt 1)");
+    assert!(line.contains("reconnecting in "), "{line:?}");
+    // While away, a line typed is kept for later.
+    enter(&mut session, "typed while away");
+    expect(&mut session, "kept, to be sent once back (1 waiting)");
+    server.start_again();
+    let attempts = expect(&mut session, "reconnected to");
+    // One line per attempt: each says when the next comes.
+    for line in attempts
+        .lines()
+        .filter(|line| line.contains("could not reconnect"))
+    {
+        assert!(line.contains("reconnecting in "), "{line:?}");
+    }
+    expect(&mut session, "(TLS session resumed)");
+    // A new server knows no secret: the nick is asked for again, then the
+    // room joined again.
+    expect(&mut session, "you are now alice");
+    expect(&mut session, "you are in #rust");
+    expect(&mut session, "<alice> typed while away");
+
+    let mut witness = TestClient::connect(server.addr, &pki.ca);
+    witness.send("/whois alice");
+    assert_eq!(
+        witness.recv_until(|line| line.contains(" is in ")),
+        "notice alice is in #rust"
+    );
+    drop(witness);
+
+    // Leaving ends it: no reconnect after bye.
+    enter(&mut session, "bye");
+    let rest = expect(&mut session, "Ciao, Buonanotte!");
+    assert!(!rest.contains("reconnecting"), "{rest:?}");
+    let code = exit_code(&mut session);
+    assert_eq!(code, 0);
+    server.stop();
+}
+
+#[test]
+fn no_reconnect_exits_when_the_connection_drops() {
+    let pki = Pki::new();
+    let mut server = Restartable::start(&pki);
+    let mut session = client_on_terminal(server.addr, &pki, &["--no-reconnect"]);
+    expect_prompt(&mut session, "#lobby");
+    server.stop();
+    let before = expect(&mut session, "not reconnecting (--no-reconnect)");
+    assert!(!before.contains("reconnecting in"), "{before:?}");
+    assert_eq!(exit_code(&mut session), 0);
+}
+
+#[test]
+fn the_secret_is_never_shown() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+    let mut session = client_on_terminal(server.addr, &pki, &["--nick", "keeper"]);
+    expect(&mut session, "you are now keeper");
+    enter(&mut session, "/nick keeper2");
+    expect(&mut session, "you are now keeper2");
+    enter(&mut session, "bye");
+    let seen = expect(&mut session, "Ciao, Buonanotte!");
+    assert_eq!(exit_code(&mut session), 0);
+    assert!(!seen.contains("token"), "{seen:?}");
+    assert!(!seen.contains("secret"), "{seen:?}");
+    server.stop();
+}

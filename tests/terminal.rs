@@ -329,3 +329,111 @@ fn the_secret_is_never_shown() {
     assert!(!seen.contains("secret"), "{seen:?}");
     server.stop();
 }
+
+/// A TCP relay between the client and the server that can cut the
+/// client's side alone: the server's end stays open, as when a network
+/// drops and the server cannot know yet. Its connection is then a ghost,
+/// which still holds the nick.
+struct Relay {
+    addr: SocketAddr,
+    /// Set when dropped: the accepting thread ends at its next wake-up.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// Every connection's two ends, kept open here so that a copying
+    /// thread that ends closes nothing.
+    ends: Arc<std::sync::Mutex<Vec<(std::net::TcpStream, std::net::TcpStream)>>>,
+}
+
+impl Relay {
+    fn start(server: SocketAddr) -> Relay {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ends = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = Arc::clone(&ends);
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::clone(&stopped);
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { return };
+                let Ok(upstream) = TcpStream::connect(server) else {
+                    return;
+                };
+                let copy = |from: &TcpStream, to: &TcpStream| {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                    });
+                };
+                copy(&client, &upstream);
+                copy(&upstream, &client);
+                kept.lock().unwrap().push((client, upstream));
+            }
+        });
+        Relay {
+            addr,
+            stopped,
+            ends,
+        }
+    }
+
+    /// Cuts every client's side; the server's sides stay open.
+    fn cut_clients(&self) {
+        for (client, _) in self.ends.lock().unwrap().iter() {
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting thread to see the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+        for (client, upstream) in self.ends.lock().unwrap().drain(..) {
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            let _ = upstream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The network drops, but the server still holds the old connection: the
+/// client comes back through a new one, takes its nick back from the
+/// ghost with its secret, and returns to its room; for the room, it never
+/// left.
+#[test]
+fn a_reconnect_takes_the_nick_back_from_the_ghost_of_the_old_connection() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+    let relay = Relay::start(server.addr);
+    let mut session = client_on_terminal(relay.addr, &pki, &["--nick", "alice"]);
+    expect(&mut session, "you are now alice");
+    enter(&mut session, "/join #rust");
+    expect_prompt(&mut session, "#rust");
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    bob.send("/join #rust");
+    bob.recv_until(|line| line.starts_with("notice you are in #rust"));
+    expect(&mut session, &format!("{} joined #rust", bob.nick));
+
+    relay.cut_clients();
+    expect(&mut session, "reconnecting in ");
+    expect(&mut session, "reconnected to");
+    expect(&mut session, "you are alice again");
+    expect(&mut session, "you are in #rust (2 people here)");
+
+    // For bob, alice never left, and the old connection is gone.
+    bob.send("/who");
+    assert_eq!(
+        bob.recv(),
+        format!("notice in #rust (2): alice, {}", bob.nick)
+    );
+    enter(&mut session, "still here");
+    assert_eq!(bob.recv(), "chat alice still here");
+    enter(&mut session, "bye");
+    expect(&mut session, "Ciao, Buonanotte!");
+    assert_eq!(exit_code(&mut session), 0);
+    server.stop();
+}

@@ -581,7 +581,8 @@ impl Chat {
         out.push(to(id, ServerLine::Notice(&format!("you are {name} again"))));
         self.show_room(id, room, out);
         if let Some((old_room, notice)) = left {
-            self.tell_leaving(old_room, &notice, out);
+            // The session may be in that very room, as its new self.
+            self.tell_leaving(old_room, &notice, Some(id), out);
         }
         self.give_secret(id, &key, out);
     }
@@ -661,7 +662,7 @@ impl Chat {
         self.enter_room(&key, room, out);
         // Told once the person's sessions are in the new room, so that
         // none of them hears it.
-        self.tell_leaving(current, &notice, out);
+        self.tell_leaving(current, &notice, None, out);
     }
 
     /// The room named `name`, made if it does not exist yet.
@@ -734,13 +735,20 @@ impl Chat {
         }
     }
 
-    /// Tells a room someone left it, once its sessions are out of it.
-    fn tell_leaving(&self, room: RoomId, notice: &str, out: &mut Vec<Output>) {
+    /// Tells a room someone left it, once its sessions are out of it (but
+    /// `except`, a session that may still be there under another name).
+    fn tell_leaving(
+        &self,
+        room: RoomId,
+        notice: &str,
+        except: Option<ClientId>,
+        out: &mut Vec<Output>,
+    ) {
         let Some(state) = self.rooms.get(&room) else {
             return;
         };
         if (1..self.settings.announce_limit).contains(&state.members.len()) {
-            out.push(to_room(room, ServerLine::Notice(notice), None));
+            out.push(to_room(room, ServerLine::Notice(notice), except));
         }
     }
 
@@ -786,7 +794,7 @@ impl Chat {
             return;
         };
         self.leave_room(key, person.room);
-        self.tell_leaving(person.room, notice, out);
+        self.tell_leaving(person.room, notice, None, out);
     }
 
     /// `/who [PAGE]`: the names in a room, sorted, a page at a time.
@@ -1340,6 +1348,23 @@ mod tests {
         h.expect(thief, &format!("/reclaim alice {secret}"), &[refused]);
         let seen = h.send(new, "back");
         assert_eq!(seen[&bob], ["chat alice back"]);
+    }
+
+    #[test]
+    fn a_reclaim_in_the_same_room_is_not_news_to_the_reclaimer() {
+        let mut h = Harness::new(SETTINGS);
+        let (ghost, watcher) = (h.join(1), h.join(2));
+        h.send(ghost, "/nick alice");
+        let secret = secret_in(&h.send(ghost, "/token"), ghost);
+        let new = h.join(3);
+        let seen = h.send(new, &format!("/reclaim alice {secret}"));
+        assert_eq!(seen[&watcher], ["notice guest3 left #lobby"]);
+        assert!(
+            !seen[&new].iter().any(|line| line.contains("guest3 left")),
+            "{:?}",
+            seen[&new]
+        );
+        assert_eq!(seen[&new][1], "notice you are in #lobby (2 people here)");
     }
 
     #[test]

@@ -351,6 +351,12 @@ impl Connected {
         self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
+    /// The fingerprint of the key the server presented, which this
+    /// connection verified (by a CA or a pin).
+    pub fn peer_fingerprint(&self) -> Option<Fingerprint> {
+        Fingerprint::of_certificate(self.conn.peer_certificates()?.first()?)
+    }
+
     /// The TLS state and the socket, for a caller that moves the bytes
     /// itself (the benchmark's poller reads thousands of sockets in one
     /// thread).

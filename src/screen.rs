@@ -85,16 +85,26 @@ impl Screen {
             }
             other => self.render_kind(other, line),
         };
-        self.stamp(shown, &clock())
+        self.stamp_now(shown)
     }
 
     /// How a line of the client's own is shown (a reconnect, a line kept
     /// for later): dimmed, after `--- `, which no server line starts with.
     pub fn note(&self, text: &str) -> String {
-        self.stamp(self.paint(DIM, &format!("--- {text}")), &clock())
+        self.stamp_now(self.paint(DIM, &format!("--- {text}")))
     }
 
     /// `line` with the time `clock` in front, if timestamps are on.
+    /// The line with the time now in front, if times are on; the clock
+    /// (and its time zone lookup) is read only then.
+    fn stamp_now(&self, line: String) -> String {
+        if self.timestamps {
+            self.stamp(line, &clock())
+        } else {
+            line
+        }
+    }
+
     fn stamp(&self, line: String, clock: &str) -> String {
         if self.timestamps {
             format!("{} {line}", self.paint(DIM, clock))

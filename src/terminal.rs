@@ -152,6 +152,15 @@ pub fn connect(options: &ClientOptions) -> Result<First, Error> {
     Ok(First { config, connected })
 }
 
+/// A first connection made another way (after the user trusted the
+/// server's key at the prompt); reconnects use `options`, which must trust
+/// the same server. Its session store starts empty, so the first
+/// reconnect does a full handshake.
+pub fn adopt(connected: Connected, options: &ClientOptions) -> Result<First, Error> {
+    let config = tls::client_config(&options.trust, options.identity.as_ref())?;
+    Ok(First { config, connected })
+}
+
 /// Chats on the terminal until the user leaves, coming back after each
 /// dropped connection unless `settings.reconnect` is false. `options`
 /// must be the ones `first` was made with.
@@ -165,7 +174,9 @@ pub fn run(first: First, options: &ClientOptions, settings: Settings) -> Result<
         config,
         connected: first,
     } = first;
-    let saved = rustix::termios::tcgetattr(io::stdin()).ok();
+    // However this ends, a panic included, the terminal is given back as
+    // it was: the editor may still be waiting for a key, in raw mode.
+    let _terminal = TerminalGuard(rustix::termios::tcgetattr(io::stdin()).ok());
     let shared = Arc::new(Shared::new());
     let (printer_tx, printer_rx) = crossbeam_channel::bounded(1);
     {
@@ -187,21 +198,37 @@ pub fn run(first: First, options: &ClientOptions, settings: Settings) -> Result<
         shared,
         printer,
         me: Me::default(),
+        last_words: Vec::new(),
     };
     let result = session.run(first);
-    // The editor may still be waiting for a key, in raw mode: give the
-    // terminal back as it was, and clear the prompt's row.
-    if let Some(saved) = saved {
-        let _ = rustix::termios::tcsetattr(
-            io::stdin(),
-            rustix::termios::OptionalActions::Drain,
-            &saved,
-        );
-    }
+    let last_words = std::mem::take(&mut session.last_words);
+    drop(session);
+    drop(_terminal);
     let mut stdout = io::stdout();
-    let _ = write!(stdout, "{BRACKETED_PASTE_OFF}\r\x1b[2K");
+    for line in last_words {
+        let _ = writeln!(stdout, "{line}");
+    }
     let _ = stdout.flush();
     result
+}
+
+/// Gives the terminal back as it was when dropped, and clears the
+/// prompt's row.
+struct TerminalGuard(Option<rustix::termios::Termios>);
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            let _ = rustix::termios::tcsetattr(
+                io::stdin(),
+                rustix::termios::OptionalActions::Drain,
+                saved,
+            );
+        }
+        let mut stdout = io::stdout();
+        let _ = write!(stdout, "{BRACKETED_PASTE_OFF}\r\x1b[2K");
+        let _ = stdout.flush();
+    }
 }
 
 /// Dials and shakes hands with `config`.
@@ -285,7 +312,11 @@ impl Shared {
             }
         }
         if leaves {
-            // Nobody to say goodbye to: the session just ends.
+            // Away, or still restoring the nick and room: there is no one
+            // to say goodbye to, or no need to; closing is the goodbye.
+            if let Some(outbox) = &link.outbox {
+                outbox.close();
+            }
             return None;
         }
         if link.kept.len() >= KEPT_WHILE_AWAY {
@@ -295,9 +326,12 @@ impl Shared {
         }
         link.kept.push_back(line);
         let waiting = link.kept.len();
-        link.outbox
-            .is_none()
-            .then(|| format!("not connected: kept, to be sent once back ({waiting} waiting)"))
+        Some(match link.outbox {
+            None => format!("not connected: kept, to be sent once back ({waiting} waiting)"),
+            Some(_) => {
+                format!("kept until the nick and room are back, then sent ({waiting} waiting)")
+            }
+        })
     }
 
     /// The user's input ended: close the connection, and do not come back.
@@ -580,6 +614,9 @@ struct Session<'a> {
     shared: Arc<Shared>,
     printer: Box<dyn ExternalPrinter + Send>,
     me: Me,
+    /// Lines to show after the terminal is given back (see
+    /// [`Session::last_word`]).
+    last_words: Vec<String>,
 }
 
 impl Session<'_> {
@@ -590,13 +627,13 @@ impl Session<'_> {
             let reason = match self.connection(connected, returning)? {
                 Ending::Left => return Ok(()),
                 Ending::Refused => {
-                    self.note("the server refused the connection; not reconnecting");
+                    self.last_word("the server refused the connection; not reconnecting");
                     return Ok(());
                 }
                 Ending::Dropped(reason) => reason,
             };
             if !self.settings.reconnect {
-                self.note(&format!("{reason}; not reconnecting (--no-reconnect)"));
+                self.last_word(&format!("{reason}; not reconnecting (--no-reconnect)"));
                 return Ok(());
             }
             match self.reconnect(reason)? {
@@ -659,6 +696,11 @@ impl Session<'_> {
             let mut link = lock(&self.shared.link);
             link.outbox = Some(outbox.clone());
             link.ready = restore == Restore::Done;
+            if link.ready {
+                for line in link.kept.drain(..) {
+                    send(&outbox, &line);
+                }
+            }
             if link.leaving {
                 // The user left while we were connecting.
                 outbox.close();
@@ -741,7 +783,7 @@ impl Session<'_> {
         greeting: String,
     ) -> Result<Ending, Error> {
         let mut greeting = Some(greeting);
-        let mut last_was_error = false;
+        let mut last_error: Option<String> = None;
         loop {
             let end = match lines.next_line() {
                 Ok(frame) => {
@@ -750,7 +792,7 @@ impl Session<'_> {
                     }
                     match frame {
                         Frame::Line(line) => {
-                            last_was_error = line.starts_with("error ");
+                            last_error = line.strip_prefix("error ").map(str::to_string);
                             self.take(&line, outbox, restore);
                         }
                         Frame::TooLong => {
@@ -766,8 +808,16 @@ impl Session<'_> {
                 return Ok(Ending::Left);
             }
             return match end {
-                End::Closed if last_was_error => Ok(Ending::Refused),
-                End::Closed => Ok(Ending::Dropped("the server closed the connection".into())),
+                // The server says when a refusal may pass (full, or too
+                // many connections: often our own ghosts, which it drops
+                // within two minutes): those are tried again.
+                End::Closed => match last_error {
+                    Some(why) if why.contains("try again") => {
+                        Ok(Ending::Dropped(format!("refused for now ({why})")))
+                    }
+                    Some(_) => Ok(Ending::Refused),
+                    None => Ok(Ending::Dropped("the server closed the connection".into())),
+                },
                 End::Lost => Ok(Ending::Dropped("connection lost".into())),
                 End::Failed(err) if end_is_tls(&err) => {
                     let name = self
@@ -823,9 +873,11 @@ impl Session<'_> {
                     send(outbox, &format!("/nick {nick}"));
                     send(outbox, "/token");
                     *restore = Restore::Nick;
-                } else if matches!(*restore, Restore::Nick | Restore::Join) {
-                    // The nick is taken, or the room is refused: the user
-                    // sees why, and goes on from where the server put us.
+                } else if *restore != Restore::Done {
+                    // The nick is taken, the room refused, or anything else
+                    // unexpected: the user sees why, and goes on from where
+                    // the server put us, rather than wait for an answer
+                    // that will not come.
                     self.finish_restoring(outbox, restore);
                 }
             }
@@ -851,7 +903,14 @@ impl Session<'_> {
     ) {
         match *restore {
             Restore::Done => {}
-            Restore::Reclaim if text.ends_with(" again") => *restore = Restore::RoomAfterReclaim,
+            Restore::Reclaim if self.is_me(text, "you are ", " again") => {
+                *restore = Restore::RoomAfterReclaim;
+            }
+            // The nick was ours already (a restarted server gave this
+            // connection the same guest number): nothing to take back.
+            Restore::Reclaim if self.is_me(text, "you are already ", "") => {
+                self.back_to_room(None, outbox, restore);
+            }
             Restore::Nick
                 if text.starts_with("you are now ") || text.starts_with("you are already ") =>
             {
@@ -864,6 +923,18 @@ impl Session<'_> {
                 self.finish_restoring(outbox, restore);
             }
             _ => {}
+        }
+    }
+
+    /// True if `text` is `before` our nick `after`, exactly (nicks
+    /// compared as the server does, ignoring case).
+    fn is_me(&self, text: &str, before: &str, after: &str) -> bool {
+        let nick = text
+            .strip_prefix(before)
+            .and_then(|rest| rest.strip_suffix(after));
+        match (nick, &self.me.nick) {
+            (Some(nick), Some(me)) => nick.eq_ignore_ascii_case(me),
+            _ => false,
         }
     }
 
@@ -894,6 +965,14 @@ impl Session<'_> {
         for line in link.kept.drain(..) {
             send(outbox, &line);
         }
+    }
+
+    /// A line of the client's own that ends the session: shown once the
+    /// terminal is given back, since the editor draws what it is handed
+    /// only while it runs, and the session is about to end it.
+    fn last_word(&mut self, text: &str) {
+        let shown = self.settings.screen.note(text);
+        self.last_words.push(shown);
     }
 
     /// Shows a line of the client's own.

@@ -437,3 +437,54 @@ fn a_reconnect_takes_the_nick_back_from_the_ghost_of_the_old_connection() {
     assert_eq!(exit_code(&mut session), 0);
     server.stop();
 }
+
+/// A refusal that says it may pass (`try again later`) is tried again,
+/// and the client gets in once there is room.
+#[test]
+fn a_full_server_is_tried_again_until_there_is_room() {
+    let pki = Pki::new();
+    let limits = secure_chat::server::Limits {
+        max_clients: 1,
+        ..test_limits()
+    };
+    let server = TestServer::start_with(&pki, limits);
+    let seat = TestClient::connect(server.addr, &pki.ca);
+    let mut session = client_on_terminal(server.addr, &pki, &[]);
+    expect(&mut session, "server full (1 clients); try again later");
+    expect(&mut session, "refused for now");
+    expect(&mut session, "reconnecting in ");
+    drop(seat);
+    expect_prompt(&mut session, "#lobby");
+    enter(&mut session, "bye");
+    expect(&mut session, "Ciao, Buonanotte!");
+    assert_eq!(exit_code(&mut session), 0);
+    server.stop();
+}
+
+/// A restarted server may give the new connection the very guest name the
+/// old one had: the client's `/reclaim` is then answered `you are already
+/// NICK`, which is being back, and what is typed goes out.
+#[test]
+fn coming_back_under_the_same_guest_name_is_being_back() {
+    let pki = Pki::new();
+    let mut server = Restartable::start(&pki);
+    let mut session = client_on_terminal(server.addr, &pki, &[]);
+    let me = nick_of(&mut session);
+    expect_prompt(&mut session, "#lobby");
+    server.stop();
+    expect(&mut session, "(attempt 1)");
+    server.start_again();
+    expect(&mut session, "reconnected to");
+    expect(&mut session, &format!("you are already {me}"));
+    let witness = TestClient::connect(server.addr, &pki.ca);
+    expect(&mut session, &format!("{} joined #lobby", witness.nick));
+    enter(&mut session, "after the restart");
+    assert_eq!(
+        witness.recv_until(|line| line.starts_with("chat ")),
+        format!("chat {me} after the restart")
+    );
+    enter(&mut session, "bye");
+    expect(&mut session, "Ciao, Buonanotte!");
+    assert_eq!(exit_code(&mut session), 0);
+    server.stop();
+}

@@ -200,19 +200,27 @@ fn ask_user(
     input: &mut impl BufRead,
     output: &mut impl Write,
 ) -> bool {
-    // The subject and the problem's names come from the server.
-    let subject = unknown
+    // The subject and the problem's names come from the server, which may
+    // be an impostor's: the fingerprint, which it cannot choose, comes
+    // first, and the subject is cut short and kept to one plain line
+    // (no controls, no invisible or direction-changing characters), so that
+    // it cannot draw a fingerprint line of its own.
+    let subject: String = unknown
         .subject
         .as_deref()
-        .map(|subject| format!(" ({subject})"))
-        .unwrap_or_default();
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control() && !is_format_character(*c))
+        .take(SUBJECT_SHOWN)
+        .collect();
     let shown = strip_controls(format!(
-        "The certificate of {}{subject} does not verify: {}.",
+        "The certificate of {} does not verify: {}.",
         unknown.addr, unknown.problem
     ));
     let question = format!(
         "{shown}\n\
          Its key's fingerprint is {}\n\
+         It says it is: {subject}\n\
          Answer y only if the server's operator confirms this fingerprint (chat-server\n\
          logs it when it starts): the key is then kept in {} and trusted from now on.\n\
          Trust this server? [y/N] ",
@@ -230,6 +238,18 @@ fn ask_user(
         }
         Ok(_) => matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
     }
+}
+
+/// How much of a certificate's subject the prompt shows.
+const SUBJECT_SHOWN: usize = 60;
+
+/// Unicode's invisible formatting characters (Cf: bidi overrides, zero
+/// widths) and line and paragraph separators: they change how text looks
+/// without showing themselves.
+fn is_format_character(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
 }
 
 fn main() -> ExitCode {
@@ -316,10 +336,18 @@ fn on_terminal(
     let first = match terminal::connect(&options) {
         Ok(first) => first,
         Err(secure_chat::Error::Handshake { .. }) if known.is_some() => {
-            // Asks (or explains a changed key) as the pipe client does.
-            drop(connect(&args.options, known.as_mut())?);
-            options = trusted(known.as_ref());
-            terminal::connect(&options)?
+            // Asks (or explains a changed key) as the pipe client does; a
+            // yes gives a connection pinned to the key the user saw, which
+            // is kept, and every reconnect trusts that key, whether or not
+            // the known-servers file could be written.
+            let connected = connect(&args.options, known.as_mut())?;
+            if let Some(key) = connected.peer_fingerprint() {
+                options = ClientOptions {
+                    trust: Trust::Pin(key),
+                    ..args.options.clone()
+                };
+            }
+            terminal::adopt(connected, &options)?
         }
         Err(err) => return Err(err),
     };
@@ -367,16 +395,35 @@ mod tests {
     }
 
     #[test]
+    fn a_subject_cannot_draw_lines_of_its_own() {
+        let long = format!("CN=x,\u{202e} O={}", "y".repeat(200));
+        let mut shown = Vec::new();
+        let spoof = Unknown {
+            subject: Some(long),
+            ..unknown()
+        };
+        ask_user(&spoof, Path::new("/k"), &mut "n\n".as_bytes(), &mut shown);
+        let shown = String::from_utf8(shown).unwrap();
+        let said = shown
+            .lines()
+            .find_map(|line| line.strip_prefix("It says it is: "))
+            .unwrap();
+        assert_eq!(said.chars().count(), SUBJECT_SHOWN, "{said}");
+        assert!(!said.contains('\u{202e}'));
+    }
+
+    #[test]
     fn the_question_shows_the_fingerprint_and_no_control_characters() {
         let (_, shown) = answer("n\n");
         assert!(
             shown.contains(&Fingerprint::of_spki(b"key").to_string()),
             "{shown}"
         );
-        assert!(
-            shown.contains("chat.example.org:8080 (CN=chat[2J)"),
-            "{shown}"
-        );
+        assert!(shown.contains("It says it is: CN=chat[2J\n"), "{shown}");
+        // The fingerprint, which the server cannot choose, comes before
+        // what it says of itself.
+        let key = shown.find("fingerprint is").unwrap();
+        assert!(key < shown.find("It says it is").unwrap(), "{shown}");
         assert!(
             shown.contains("certificate not trusted (UnknownIssuer)"),
             "{shown}"

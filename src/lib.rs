@@ -38,7 +38,9 @@
 //!     [`client`]: a line editor, and reconnecting after a drop.
 //!
 //! [`x509`], [`error`] and [`logging`] are supporting cast. Each module's
-//! documentation ends by naming the next one.
+//! documentation ends by naming the next one. [`cluster`], the link
+//! between several servers through Redis, is complete and tested on its
+//! own, but the server does not use it yet.
 //!
 //! ## One name for each thing
 //!
@@ -145,6 +147,7 @@ pub mod capacity;
 pub mod chat;
 pub mod classic;
 pub mod client;
+pub mod cluster;
 pub mod duplex;
 pub mod error;
 pub mod hub;

@@ -1,0 +1,1339 @@
+//! The link between chat servers: several servers, one chat, through Redis.
+//!
+//! One server knows only its own clients. To let alice on one machine talk
+//! with bob on another, every server (a *node*, named by `--node-name`)
+//! hands each room line to Redis, and Redis hands it to every node with
+//! someone in that room. This module is that link, and nothing else: it
+//! knows rooms and lines, never clients, nicks or sockets. The hub says
+//! which rooms it has members in ([`Link::join_room`],
+//! [`Link::leave_room`]) and what they said ([`Link::publish`]); it hears
+//! back, through a queue, every line of those rooms, its own included
+//! ([`Delivery`]).
+//!
+//! ## Why pub/sub, and why it is not enough
+//!
+//! Redis' pub/sub is the fan-out: one `PUBLISH` on a room's channel
+//! reaches every connection subscribed to it, at once, without Redis
+//! keeping anything. That is also its weakness: a node that is not
+//! connected at that moment (Redis restarted, the network hiccuped, Redis
+//! cut the node off because it read too slowly, see
+//! `client-output-buffer-limit pubsub`) never hears of the message, and
+//! nothing tells it so.
+//!
+//! So each room line is also *numbered* and *kept*. One Lua script,
+//! which Redis runs as one atomic step, does three things:
+//!
+//! 1. `INCR room:{name}:seq`: the line's number in its room (its *seq*),
+//!    1, 2, 3, ... The same number on every node, so every node shows the
+//!    room's lines in the same order, whoever said them, wherever.
+//! 2. `XADD room:{name}:history MAXLEN ~ N`: the line, kept in a capped
+//!    stream under the id `seq-0`, so that lines can be asked for by
+//!    number.
+//! 3. `PUBLISH room:{name}`: `seq node line`, to every node in the room.
+//!
+//! Because the three happen together, whatever was published can be read
+//! back, by number, and numbers have no holes. A node remembers, per room,
+//! the next number it expects. A line with that number is delivered; a
+//! smaller one was delivered already (it came with a fill) and is dropped;
+//! a larger one means lines were lost on the way, and the missing numbers
+//! are read from the history (`XRANGE`) and delivered first. So every
+//! node delivers each line of its rooms exactly once, in number order,
+//! its own lines included: a node shows its own users their line when it
+//! comes back from Redis, not before, so that they see the order everyone
+//! else sees.
+//!
+//! (The braces in the key names are Redis Cluster's *hash tags*: a room's
+//! keys share one slot, which a script that touches several keys needs
+//! there. On a single Redis they are only part of the name.)
+//!
+//! ## When Redis is gone
+//!
+//! The link notices within seconds: reads fail, or the `PING` sent on the
+//! listening connection every [`Settings::ping_every`] gets no answer (a
+//! connection whose other end vanished without a word, say a cable pulled,
+//! otherwise looks merely quiet). It says [`Delivery::LinkDown`], and from
+//! then on [`Link::publish`] refuses ([`Refused::Down`]): the hub keeps
+//! the chat going among its own users, and what they say meanwhile stays
+//! on this node (no other node hears it, nor is it kept). The link
+//! reconnects on its own, waiting longer after each failure (0.2 s,
+//! doubled each time up to 10 s, each wait a quarter longer or shorter at
+//! random, so that many nodes do not all knock at the same instant).
+//! Once back, it subscribes again, reads from the history every line of
+//! its rooms it missed (what other nodes said during the outage, when they
+//! could still reach Redis), delivers them, and only then says
+//! [`Delivery::LinkUp`].
+//!
+//! What cannot come back: lines older than the history keeps
+//! ([`Settings::history`] per room; reported as [`Delivery::Missed`]),
+//! and, if Redis itself lost its data (restarted without persistence),
+//! the old numbering: a new one starts at 1. Each Redis data set carries a
+//! random *epoch* (the `chat:epoch` key); a node that finds a different
+//! one after reconnecting knows the numbers started over, so it reads each
+//! room's new history from 1 and says so (`LinkUp { history_lost: true }`).
+//! Redis must keep these keys: run it with `maxmemory-policy noeviction`
+//! (the default).
+//!
+//! ## Threads and queues
+//!
+//! The hub never waits on Redis. Lines for Redis go through a bounded
+//! queue to the *publisher* thread ([`Settings::outbox`] lines; when it is
+//! full, [`Link::publish`] says [`Refused::Full`] at once), which runs the
+//! script on its own connection, for up to 64 waiting lines per round trip
+//! (a pipeline). A line it took is published exactly once, however many
+//! times it must retry across reconnects: each carries the node's own
+//! count, and the script ignores a count it has already seen.
+//! The *subscriber* thread has two connections: one subscribed (a
+//! subscribed connection can run nothing but (un)subscribe and `PING`), and
+//! one to ask (`GET`, `XRANGE`). It hands [`Delivery`]s to the hub through
+//! a bounded queue ([`Settings::deliveries`]); when the hub is behind, the
+//! subscriber waits, Redis buffers for it, and past Redis' limit Redis cuts
+//! it off: which the subscriber recovers from like from any outage.
+//! The rooms to be in are a set under a lock that no one holds across a
+//! network wait; the subscriber looks at it between messages, and at least
+//! every [`Settings::poll`].
+//!
+//! The password in the URL is used to log in and nowhere else: errors and
+//! logs name Redis by its host and port only.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Script, Value};
+
+/// The script that numbers, keeps and publishes one room line, as one
+/// atomic step (see the module documentation).
+///
+/// KEYS: the room's sequence counter, its history stream, and its hash of
+/// senders (per node and run, the last count it published here). ARGV:
+/// the room's channel, the history's length, the sender, its count, the
+/// node's name, the line. Returns the line's seq, or 0 when that count
+/// was published before (a retry after a reply that never arrived).
+///
+/// `string.format('%d')`, because Lua 5.1 would write a big number as
+/// `1e+14`, which is no stream id.
+const PUBLISH_SCRIPT: &str = r"
+local last = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+local count = tonumber(ARGV[4])
+if count <= last then
+  return 0
+end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('%d-0', seq),
+  'node', ARGV[5], 'line', ARGV[6])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[3], 86400)
+redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
+return seq
+";
+
+/// The key whose random value names the Redis data set (see "When Redis
+/// is gone" above).
+const EPOCH_KEY: &str = "chat:epoch";
+
+/// How many history entries one `XRANGE` asks for while filling a gap:
+/// a long outage is read in pieces, not all in one reply.
+const FILL_CHUNK: usize = 1000;
+
+/// The shortest wait before reconnecting, doubled after each failure...
+pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// ... up to this.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The longest node name; see [`Link::start`] for the characters allowed.
+pub const NODE_NAME_MAX: usize = 64;
+
+/// The link's limits and clocks. [`Settings::default`] suits a server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How many lines each room's history keeps (about: Redis trims the
+    /// stream in whole blocks, `MAXLEN ~`). Bounds what a node can still
+    /// fill in after an outage.
+    pub history: usize,
+    /// How many lines may wait for the publisher thread; past that,
+    /// [`Link::publish`] refuses.
+    pub outbox: usize,
+    /// How many deliveries may wait for the hub before the subscriber
+    /// waits for it.
+    pub deliveries: usize,
+    /// How long the subscriber waits for a message before it looks at
+    /// the rooms it should be in, its clock, and whether to stop.
+    pub poll: Duration,
+    /// How often the subscriber sends `PING` on its quiet connection.
+    pub ping_every: Duration,
+    /// How long any reply may take before the connection counts as dead.
+    pub reply_timeout: Duration,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// For `rediss://`: the CA certificate (PEM) that Redis' certificate
+    /// must chain to. Without it, the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            history: 10_000,
+            outbox: 4096,
+            deliveries: 4096,
+            poll: Duration::from_millis(100),
+            ping_every: Duration::from_secs(2),
+            reply_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            ca_file: None,
+        }
+    }
+}
+
+/// What the link tells the hub, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A line of a room this node is in. Per room, seqs come in order,
+    /// each once; one that never comes is reported as [`Delivery::Missed`].
+    Line {
+        /// The room.
+        room: String,
+        /// Its number in the room, the same on every node.
+        seq: u64,
+        /// The node whose user said it (this one, for our own lines).
+        node: String,
+        /// The line, as given to [`Link::publish`].
+        line: String,
+    },
+    /// Lines `from..=to` of a room were lost to this node: trimmed from
+    /// the history before the node could read them back.
+    Missed {
+        /// The room.
+        room: String,
+        /// The first number lost.
+        from: u64,
+        /// The last.
+        to: u64,
+    },
+    /// Redis cannot be reached: [`Link::publish`] refuses until
+    /// [`Delivery::LinkUp`]. Said once per outage.
+    LinkDown {
+        /// What failed, for the log (no password in it).
+        reason: String,
+    },
+    /// Redis is back, and every line missed meanwhile that could be read
+    /// back has been delivered (before this).
+    LinkUp {
+        /// Redis lost its data while away: numbering started over, and
+        /// what was said before is gone from the history.
+        history_lost: bool,
+    },
+}
+
+/// Why [`Link::publish`] did not take a line. It was sent nowhere: the
+/// hub decides what its users are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// [`Settings::outbox`] lines already wait for Redis.
+    Full,
+    /// Redis is unreachable (since [`Delivery::LinkDown`]).
+    Down,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Full => f.write_str("too many lines wait for Redis"),
+            Refused::Down => f.write_str("Redis is unreachable"),
+        }
+    }
+}
+
+/// Why [`Link::start`] failed. Each says, in one line, what to fix.
+#[derive(Debug)]
+pub enum Error {
+    /// The URL is not one of `redis://[[user]:password@]host[:port][/db]`
+    /// or `rediss://...`. (Not repeated: it may hold a password.)
+    BadUrl,
+    /// The node name is empty, too long, or has other characters than
+    /// letters, digits, `.`, `_` and `-`.
+    BadNodeName(String),
+    /// The CA file for `rediss://` could not be read.
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// No connection to Redis could be made.
+    Unreachable {
+        /// Redis' host and port.
+        addr: String,
+        /// Why, as the client library said it.
+        reason: String,
+    },
+    /// The TLS handshake failed: most often, Redis' certificate does not
+    /// chain to a trusted CA ([`Settings::ca_file`]) or does not name the
+    /// host in the URL.
+    Tls {
+        /// Redis' host and port.
+        addr: String,
+        /// What rustls said.
+        reason: String,
+    },
+    /// Redis refused the user name or password.
+    Login {
+        /// Redis' host and port.
+        addr: String,
+        /// What Redis said.
+        reason: String,
+    },
+    /// Redis answered, but refused what the link needs (an ACL user not
+    /// allowed `EVALSHA`, say).
+    Denied {
+        /// Redis' host and port.
+        addr: String,
+        /// What Redis said.
+        reason: String,
+    },
+    /// The link's threads could not be started.
+    Spawn(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadUrl => f.write_str(
+                "--redis: not a Redis URL (expected redis://[[user]:password@]host[:port][/db] \
+                 or rediss://...)",
+            ),
+            Error::BadNodeName(name) => write!(
+                f,
+                "--node-name {name:?}: use 1 to {NODE_NAME_MAX} letters, digits, '.', '_' or '-'"
+            ),
+            Error::CaFile { path, source } => {
+                write!(f, "cannot read Redis CA file {}: {source}", path.display())
+            }
+            Error::Unreachable { addr, reason } => {
+                write!(f, "cannot reach Redis at {addr}: {reason}")
+            }
+            Error::Tls { addr, reason } => {
+                write!(f, "TLS with Redis at {addr} failed: {reason}")
+            }
+            Error::Login { addr, reason } => {
+                write!(f, "Redis at {addr} refused the login: {reason}")
+            }
+            Error::Denied { addr, reason } => {
+                write!(f, "Redis at {addr} refused the chat's commands: {reason}")
+            }
+            Error::Spawn(source) => write!(f, "cannot start the Redis link's threads: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::CaFile { source, .. } | Error::Spawn(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The key names of one room. The braces make the room's name a Redis
+/// Cluster hash tag (see the module documentation).
+struct Keys {
+    seq: String,
+    history: String,
+    senders: String,
+    channel: String,
+}
+
+impl Keys {
+    fn of(room: &str) -> Keys {
+        Keys {
+            seq: format!("room:{{{room}}}:seq"),
+            history: format!("room:{{{room}}}:history"),
+            senders: format!("room:{{{room}}}:senders"),
+            channel: channel(room),
+        }
+    }
+}
+
+/// A room's pub/sub channel.
+fn channel(room: &str) -> String {
+    format!("room:{{{room}}}")
+}
+
+/// The room whose channel this is, if it is one.
+fn room_of(channel: &str) -> Option<&str> {
+    channel.strip_prefix("room:{")?.strip_suffix('}')
+}
+
+/// Reads a channel's message back, `seq node line` as the script wrote
+/// it; `None` for anything else.
+fn parse_payload(bytes: &[u8]) -> Option<(u64, &str, &str)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let seq = parts.next()?.parse().ok()?;
+    let node = parts.next()?;
+    let line = parts.next()?;
+    Some((seq, node, line))
+}
+
+/// A node name: what other nodes and the logs know this server by, and
+/// part of what goes on each channel (so no spaces).
+fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NODE_NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// 64 random bits, for jitter and for naming this run of the node. Not for
+/// secrets: std's hasher keys are random per process, which is all that
+/// is needed here.
+fn random_u64() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.finish()
+}
+
+/// The waits between reconnection attempts: [`BACKOFF_MIN`], doubled
+/// after each failure up to [`BACKOFF_MAX`], each ±25 % at random.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { next: BACKOFF_MIN }
+    }
+
+    /// The next wait, given a random number; doubles the one after.
+    fn next_with(&mut self, random: u64) -> Duration {
+        let base = self.next;
+        self.next = (base * 2).min(BACKOFF_MAX);
+        // A factor from 0.75 to 1.25.
+        let factor = 0.75 + (random % 1001) as f64 / 2000.0;
+        base.mul_f64(factor)
+    }
+
+    fn next(&mut self) -> Duration {
+        self.next_with(random_u64())
+    }
+
+    /// After a success: the next failure starts from the shortest wait.
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+/// What every thread of the link shares.
+struct Shared {
+    /// Set by [`Link`]'s drop: the threads end.
+    stop: AtomicBool,
+    /// Whether the subscriber is connected: [`Link::publish`] refuses
+    /// while it is not.
+    up: AtomicBool,
+    /// The rooms the hub wants the node in.
+    rooms: Mutex<BTreeSet<String>>,
+    /// Set when `rooms` changed, cleared by the subscriber when it looks.
+    rooms_changed: AtomicBool,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn wanted_rooms(&self) -> BTreeSet<String> {
+        self.rooms_changed.store(false, Ordering::SeqCst);
+        self.rooms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Where Redis is, and how to log in; the one thing that holds the
+/// password. Its `Debug` says only `addr`.
+struct Target {
+    client: Client,
+    /// `host:port`, for errors and logs.
+    addr: String,
+    /// To blank out of any message that might carry it.
+    password: Option<String>,
+    settings: Settings,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target").field("addr", &self.addr).finish()
+    }
+}
+
+impl Target {
+    fn new(url: &str, settings: &Settings) -> Result<Target, Error> {
+        let info = url.into_connection_info().map_err(|_| Error::BadUrl)?;
+        let addr = info.addr().to_string();
+        let password = info.redis_settings().password().map(str::to_owned);
+        // RESP2: a subscribed connection then answers only (un)subscribe
+        // and PING, the behaviour the subscriber is written for, whatever
+        // `?protocol=` the URL asks.
+        let redis = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP2);
+        let info = info.set_redis_settings(redis);
+        let client = match &settings.ca_file {
+            None => Client::open(info),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| Error::CaFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(info, certificates)
+            }
+        }
+        .map_err(|_| Error::BadUrl)?;
+        Ok(Target {
+            client,
+            addr,
+            password,
+            settings: settings.clone(),
+        })
+    }
+
+    /// One connection, with every read and write bounded in time.
+    fn connect(&self) -> redis::RedisResult<Connection> {
+        let settings = &self.settings;
+        let connection = self
+            .client
+            .get_connection_with_timeout(settings.connect_timeout)?;
+        connection.set_read_timeout(Some(settings.reply_timeout))?;
+        connection.set_write_timeout(Some(settings.reply_timeout))?;
+        Ok(connection)
+    }
+
+    /// What an error says, with the password (should a message ever
+    /// quote it) blanked out.
+    fn describe(&self, error: &RedisError) -> String {
+        let text = error.to_string();
+        match &self.password {
+            Some(password) if !password.is_empty() => text.replace(password.as_str(), "***"),
+            _ => text,
+        }
+    }
+
+    /// An error of [`Link::start`], by what the user has to fix.
+    fn start_error(&self, error: &RedisError) -> Error {
+        let addr = self.addr.clone();
+        let reason = self.describe(error);
+        let login = error.kind() == ErrorKind::AuthenticationFailed
+            || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"));
+        let tls = is_tls_error(error);
+        if login {
+            Error::Login { addr, reason }
+        } else if tls {
+            Error::Tls { addr, reason }
+        } else if error.is_io_error() || error.is_timeout() || error.is_connection_refusal() {
+            Error::Unreachable { addr, reason }
+        } else {
+            Error::Denied { addr, reason }
+        }
+    }
+}
+
+/// Whether rustls is behind `error`. The client library keeps the
+/// `io::Error` it got (rustls' error inside) behind an `Arc`, and
+/// `io::Error::source` skips the error it wraps, so the chain is walked
+/// by hand.
+fn is_tls_error(error: &RedisError) -> bool {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    use std::error::Error as _;
+    let Some(cause) = error.source() else {
+        return false;
+    };
+    let io = cause
+        .downcast_ref::<Shared>()
+        .and_then(|shared| shared.downcast_ref::<io::Error>())
+        .or_else(|| cause.downcast_ref::<io::Error>());
+    io.and_then(io::Error::get_ref)
+        .is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
+/// Reads the data set's epoch, making one if it has none.
+fn epoch(connection: &mut Connection) -> redis::RedisResult<String> {
+    let fresh = format!("{:016x}", random_u64());
+    redis::cmd("SET")
+        .arg(EPOCH_KEY)
+        .arg(fresh)
+        .arg("NX")
+        .exec(connection)?;
+    redis::cmd("GET").arg(EPOCH_KEY).query(connection)
+}
+
+/// The highest seq a room has had (0 for a room never spoken in).
+fn current_seq(connection: &mut Connection, room: &str) -> redis::RedisResult<u64> {
+    let seq: Option<u64> = redis::cmd("GET")
+        .arg(Keys::of(room).seq)
+        .query(connection)?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// One line for the publisher thread.
+#[derive(Debug)]
+struct Outgoing {
+    room: String,
+    line: String,
+}
+
+/// The node's end of the link. Dropping it stops the link's threads and
+/// waits for them: at most a connection attempt or a reply
+/// ([`Settings::connect_timeout`], [`Settings::reply_timeout`]). Lines
+/// still waiting for Redis then are not published.
+#[derive(Debug)]
+pub struct Link {
+    outbox: Option<Sender<Outgoing>>,
+    shared: Arc<Shared>,
+    /// Dropped to wake the threads from a wait between reconnections.
+    wake: Option<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("up", &self.up.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// Connects to Redis at `url` as node `node` and starts the link's
+    /// two threads; what they deliver comes out of the receiver.
+    ///
+    /// `url` is `redis://[[user]:password@]host[:port][/db]`, or
+    /// `rediss://` for TLS (Redis' certificate must chain to the system's
+    /// roots, or to [`Settings::ca_file`], and name the host). `node` is
+    /// 1 to [`NODE_NAME_MAX`] ASCII letters, digits, `.`, `_` or `-`.
+    ///
+    /// Fails, with a one-line [`Error`], unless Redis answers and accepts
+    /// the login and the script now: a server started with a wrong
+    /// `--redis` should say so at once, not retry in the background.
+    /// Once started, the link never gives up.
+    pub fn start(
+        url: &str,
+        node: &str,
+        settings: Settings,
+    ) -> Result<(Link, Receiver<Delivery>), Error> {
+        if !valid_node_name(node) {
+            return Err(Error::BadNodeName(node.to_owned()));
+        }
+        let target = Arc::new(Target::new(url, &settings)?);
+        let fail = |error: RedisError| target.start_error(&error);
+        let mut publish = target.connect().map_err(fail)?;
+        let mut query = target.connect().map_err(fail)?;
+        let listen = target.connect().map_err(fail)?;
+        let script = Script::new(PUBLISH_SCRIPT);
+        script.load(&mut publish).map_err(fail)?;
+        let first_epoch = epoch(&mut query).map_err(fail)?;
+
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            up: AtomicBool::new(true),
+            rooms: Mutex::new(BTreeSet::new()),
+            rooms_changed: AtomicBool::new(false),
+        });
+        let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
+        let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
+        let (wake, woken) = crossbeam_channel::bounded::<()>(0);
+
+        let publisher = Publisher {
+            target: Arc::clone(&target),
+            shared: Arc::clone(&shared),
+            woken: woken.clone(),
+            script,
+            node: node.to_owned(),
+            sender: format!("{node}/{:016x}", random_u64()),
+            count: 0,
+        };
+        let subscriber = Subscriber {
+            target,
+            shared: Arc::clone(&shared),
+            woken,
+            deliver,
+            epoch: first_epoch,
+            next: HashMap::new(),
+            down: false,
+        };
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(run)
+                .map_err(Error::Spawn)
+        };
+        let threads = vec![
+            spawn(
+                "redis-publish",
+                Box::new(move || publisher.run(outgoing, publish)),
+            )?,
+            spawn(
+                "redis-subscribe",
+                Box::new(move || subscriber.run(listen, query)),
+            )?,
+        ];
+        let link = Link {
+            outbox: Some(outbox),
+            shared,
+            wake: Some(wake),
+            threads,
+        };
+        Ok((link, deliveries))
+    }
+
+    /// Hands `line` of `room` to Redis, without waiting: it is queued for
+    /// the publisher thread, and comes back as a [`Delivery::Line`] (on
+    /// every node in the room, this one included) once Redis has it.
+    ///
+    /// Refuses at once, and the line goes nowhere, when
+    /// [`Settings::outbox`] lines already wait ([`Refused::Full`]) or
+    /// Redis is unreachable ([`Refused::Down`]). A line taken while the
+    /// link was up but that could not yet reach Redis when it went down
+    /// is published when it comes back.
+    pub fn publish(&self, room: &str, line: &str) -> Result<(), Refused> {
+        if !self.shared.up.load(Ordering::SeqCst) {
+            return Err(Refused::Down);
+        }
+        let Some(outbox) = &self.outbox else {
+            return Err(Refused::Down);
+        };
+        let outgoing = Outgoing {
+            room: room.to_owned(),
+            line: line.to_owned(),
+        };
+        match outbox.try_send(outgoing) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Refused::Full),
+            Err(TrySendError::Disconnected(_)) => Err(Refused::Down),
+        }
+    }
+
+    /// The node has members in `room` now: hear its lines, from the next
+    /// one said. Call it when the room's first local member arrives;
+    /// calling it again for a room already joined changes nothing.
+    pub fn join_room(&self, room: &str) {
+        self.change_rooms(|rooms| rooms.insert(room.to_owned()));
+    }
+
+    /// The node has no one left in `room`: stop hearing it. Lines of the
+    /// room still on their way are dropped.
+    pub fn leave_room(&self, room: &str) {
+        self.change_rooms(|rooms| rooms.remove(room));
+    }
+
+    fn change_rooms(&self, change: impl FnOnce(&mut BTreeSet<String>) -> bool) {
+        let mut rooms = self
+            .shared
+            .rooms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if change(&mut rooms) {
+            self.shared.rooms_changed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether Redis is reachable, as far as the link knows.
+    pub fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.outbox = None;
+        self.wake = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Waits `wait`, or less if the link stops. True if it is stopping.
+fn pause(shared: &Shared, woken: &Receiver<()>, wait: Duration) -> bool {
+    if shared.stopping() {
+        return true;
+    }
+    // Nothing is ever sent: this returns when the wait is over, or at once
+    // once the Link has dropped its end.
+    let _ = woken.recv_timeout(wait);
+    shared.stopping()
+}
+
+/// Whether an error of the publisher's command is worth a retry on a new
+/// connection: the connection broke, or Redis is not ready yet.
+fn is_transient(error: &RedisError) -> bool {
+    use redis::ServerErrorKind as Server;
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        // Redis came back asking for a login this connection never made.
+        || error.kind() == ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH"))
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                Server::BusyLoading | Server::TryAgain | Server::MasterDown | Server::ReadOnly
+            )
+        )
+}
+
+/// The most lines the publisher sends in one round trip (a pipeline):
+/// one round trip per line would cap a node at a few thousand lines a
+/// second on a real network.
+const BATCH: usize = 64;
+
+/// How many times the publisher tries a batch Redis refuses for another
+/// reason (out of memory, say) before it drops it. (A line refused while
+/// a later one of its room in the same batch went through is dropped at
+/// once: the later count marks it as done.)
+const REFUSALS_BEFORE_DROP: u32 = 5;
+
+/// The publisher thread: runs the script for each line, in order, on its
+/// own connection.
+struct Publisher {
+    target: Arc<Target>,
+    shared: Arc<Shared>,
+    woken: Receiver<()>,
+    script: Script,
+    node: String,
+    /// This run of the node, as the script's senders hash knows it.
+    sender: String,
+    /// How many lines this run has taken: each line's count.
+    count: u64,
+}
+
+impl Publisher {
+    fn run(mut self, outgoing: Receiver<Outgoing>, connection: Connection) {
+        let mut connection = Some(connection);
+        let poll = self.target.settings.poll;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let first = match outgoing.recv_timeout(poll) {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) if !self.shared.stopping() => continue,
+                Err(_) => return,
+            };
+            // Whatever else waits goes in the same round trip.
+            batch.push(self.numbered(first));
+            while batch.len() < BATCH {
+                match outgoing.try_recv() {
+                    Ok(line) => batch.push(self.numbered(line)),
+                    Err(_) => break,
+                }
+            }
+            if !self.publish(&mut connection, &batch) {
+                return;
+            }
+            batch.clear();
+        }
+    }
+
+    /// The line, with its count.
+    fn numbered(&mut self, line: Outgoing) -> (u64, Outgoing) {
+        self.count += 1;
+        (self.count, line)
+    }
+
+    /// One `EVALSHA` per line, all in one pipeline.
+    fn pipeline(&self, batch: &[(u64, Outgoing)]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for (count, line) in batch {
+            let keys = Keys::of(&line.room);
+            pipe.cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(3)
+                .arg(&keys.seq)
+                .arg(&keys.history)
+                .arg(&keys.senders)
+                .arg(&keys.channel)
+                .arg(self.target.settings.history)
+                .arg(&self.sender)
+                .arg(count)
+                .arg(&self.node)
+                .arg(&line.line);
+        }
+        pipe
+    }
+
+    /// Publishes a batch of lines, retrying across reconnections until
+    /// Redis has them all. A retry sends the whole batch again: the lines
+    /// Redis already had are recognised by their counts and skipped. False
+    /// if the link stops first.
+    fn publish(&self, connection: &mut Option<Connection>, batch: &[(u64, Outgoing)]) -> bool {
+        let pipe = self.pipeline(batch);
+        let mut backoff = Backoff::new();
+        let mut refusals = 0;
+        loop {
+            if self.shared.stopping() {
+                return false;
+            }
+            let Some(open) = connection.as_mut() else {
+                match self.target.connect() {
+                    Ok(fresh) => *connection = Some(fresh),
+                    Err(error) => {
+                        log::debug!(
+                            "redis {}: publisher cannot connect: {}",
+                            self.target.addr,
+                            self.target.describe(&error)
+                        );
+                        if pause(&self.shared, &self.woken, backoff.next()) {
+                            return false;
+                        }
+                    }
+                }
+                continue;
+            };
+            let error = match pipe.exec(open) {
+                Ok(()) => return true,
+                Err(error) => error,
+            };
+            // A Redis that restarted has forgotten the script: load it
+            // again and retry at once.
+            if error.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                if self.script.load(open).is_ok() {
+                    continue;
+                }
+                *connection = None;
+                continue;
+            }
+            let reason = self.target.describe(&error);
+            if is_transient(&error) {
+                log::debug!("redis {}: publish failed: {reason}", self.target.addr);
+                // A new connection: this one may hold late replies.
+                *connection = None;
+            } else {
+                refusals += 1;
+                if refusals >= REFUSALS_BEFORE_DROP {
+                    log::warn!(
+                        "redis {}: {} lines dropped: {reason}",
+                        self.target.addr,
+                        batch.len()
+                    );
+                    return true;
+                }
+            }
+            if pause(&self.shared, &self.woken, backoff.next()) {
+                return false;
+            }
+        }
+    }
+}
+
+/// Why a subscriber's session ended.
+enum End {
+    /// The link is stopping, or nobody takes deliveries any more.
+    Stop,
+    /// Redis went away, or answered wrong: reconnect.
+    Lost(String),
+}
+
+/// The subscriber thread's state, kept across connections.
+struct Subscriber {
+    target: Arc<Target>,
+    shared: Arc<Shared>,
+    woken: Receiver<()>,
+    deliver: Sender<Delivery>,
+    /// The data set's epoch when last connected.
+    epoch: String,
+    /// Per room subscribed to, the next seq to deliver.
+    next: HashMap<String, u64>,
+    /// Whether `LinkDown` was said, and `LinkUp` is owed.
+    down: bool,
+}
+
+impl Subscriber {
+    fn run(mut self, listen: Connection, query: Connection) {
+        let mut connections = Some((listen, query));
+        let mut backoff = Backoff::new();
+        loop {
+            let (mut listen, mut query) = match connections.take() {
+                Some(pair) => pair,
+                None => match self.target.connect().and_then(|listen| {
+                    let query = self.target.connect()?;
+                    Ok((listen, query))
+                }) {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        log::debug!(
+                            "redis {}: cannot reconnect: {}",
+                            self.target.addr,
+                            self.target.describe(&error)
+                        );
+                        if pause(&self.shared, &self.woken, backoff.next()) {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            match self.session(&mut listen, &mut query, &mut backoff) {
+                End::Stop => return,
+                End::Lost(reason) => {
+                    self.shared.up.store(false, Ordering::SeqCst);
+                    if !self.down {
+                        self.down = true;
+                        log::warn!("redis {}: link down: {reason}", self.target.addr);
+                        if self.send(Delivery::LinkDown { reason }).is_err() {
+                            return;
+                        }
+                    }
+                    if pause(&self.shared, &self.woken, backoff.next()) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection's life: catch up, then listen until it fails.
+    fn session(
+        &mut self,
+        listen: &mut Connection,
+        query: &mut Connection,
+        backoff: &mut Backoff,
+    ) -> End {
+        let lost = |target: &Target, error: RedisError| End::Lost(target.describe(&error));
+        let epoch = match epoch(query) {
+            Ok(epoch) => epoch,
+            Err(error) => return lost(&self.target, error),
+        };
+        let history_lost = epoch != self.epoch;
+        if history_lost {
+            // A new data set: its numbers start at 1, and so does what the
+            // node has yet to deliver.
+            log::warn!(
+                "redis {}: Redis lost its data; room numbering starts over",
+                self.target.addr
+            );
+            self.epoch = epoch;
+            for next in self.next.values_mut() {
+                *next = 1;
+            }
+        }
+        let target = Arc::clone(&self.target);
+        let settings = &target.settings;
+        let mut pubsub = listen.as_pubsub();
+        let wanted = self.shared.wanted_rooms();
+        self.next.retain(|room, _| wanted.contains(room));
+        if !wanted.is_empty() {
+            let channels: Vec<String> = wanted.iter().map(|room| channel(room)).collect();
+            if let Err(error) = pubsub.subscribe(channels) {
+                return lost(&self.target, error);
+            }
+        }
+        // Subscribed first, then read: a line said in between comes both
+        // ways, and the second is dropped as a duplicate.
+        for room in &wanted {
+            if let Err(end) = self.catch_up(query, room) {
+                return end;
+            }
+        }
+        backoff.reset();
+        self.shared.up.store(true, Ordering::SeqCst);
+        if self.down {
+            self.down = false;
+            log::info!("redis {}: link up", self.target.addr);
+            if self.send(Delivery::LinkUp { history_lost }).is_err() {
+                return End::Stop;
+            }
+        }
+        let mut last_ping = Instant::now();
+        if let Err(error) = pubsub.set_read_timeout(Some(settings.poll)) {
+            return lost(&self.target, error);
+        }
+        loop {
+            if self.shared.stopping() {
+                return End::Stop;
+            }
+            if self.shared.rooms_changed.load(Ordering::SeqCst) {
+                if let Err(end) = self.change_rooms(&mut pubsub, query) {
+                    return end;
+                }
+            }
+            if last_ping.elapsed() >= settings.ping_every {
+                // The reply may take longer than a poll: wait for it as
+                // for any reply. Messages that come first are kept.
+                let pinged = pubsub
+                    .set_read_timeout(Some(settings.reply_timeout))
+                    .and_then(|()| pubsub.ping::<Value>())
+                    .and_then(|_| pubsub.set_read_timeout(Some(settings.poll)));
+                if let Err(error) = pinged {
+                    return lost(&self.target, error);
+                }
+                last_ping = Instant::now();
+            }
+            match pubsub.get_message() {
+                Ok(message) => {
+                    let Some(room) = room_of(message.get_channel_name()) else {
+                        continue;
+                    };
+                    let room = room.to_owned();
+                    if let Err(end) = self.on_message(query, &room, message.get_payload_bytes()) {
+                        return end;
+                    }
+                }
+                // Quiet: time to look at the rooms, the clock, the stop.
+                Err(error) if error.is_timeout() => {}
+                Err(error) => return lost(&self.target, error),
+            }
+        }
+    }
+
+    /// Subscribes to the rooms the hub now wants, and unsubscribes from
+    /// those it left.
+    fn change_rooms(
+        &mut self,
+        pubsub: &mut redis::PubSub<'_>,
+        query: &mut Connection,
+    ) -> Result<(), End> {
+        let lost = |target: &Target, error: RedisError| End::Lost(target.describe(&error));
+        let target = Arc::clone(&self.target);
+        let settings = &target.settings;
+        let wanted = self.shared.wanted_rooms();
+        let gone: Vec<String> = self
+            .next
+            .keys()
+            .filter(|room| !wanted.contains(*room))
+            .cloned()
+            .collect();
+        let new: Vec<&String> = wanted
+            .iter()
+            .filter(|room| !self.next.contains_key(*room))
+            .collect();
+        pubsub
+            .set_read_timeout(Some(settings.reply_timeout))
+            .map_err(|error| lost(&self.target, error))?;
+        if !gone.is_empty() {
+            let channels: Vec<String> = gone.iter().map(|room| channel(room)).collect();
+            pubsub
+                .unsubscribe(channels)
+                .map_err(|error| lost(&self.target, error))?;
+            for room in &gone {
+                self.next.remove(room);
+            }
+        }
+        if !new.is_empty() {
+            let channels: Vec<String> = new.iter().map(|room| channel(room)).collect();
+            pubsub
+                .subscribe(channels)
+                .map_err(|error| lost(&self.target, error))?;
+            for room in new {
+                self.catch_up(query, room)?;
+            }
+        }
+        pubsub
+            .set_read_timeout(Some(settings.poll))
+            .map_err(|error| lost(&self.target, error))
+    }
+
+    /// After (re)subscribing to `room`: a room new to the node starts
+    /// after its current last line; one it was in gets every line it
+    /// missed.
+    fn catch_up(&mut self, query: &mut Connection, room: &str) -> Result<(), End> {
+        let current =
+            current_seq(query, room).map_err(|error| End::Lost(self.target.describe(&error)))?;
+        match self.next.get(room).copied() {
+            None => {
+                self.next.insert(room.to_owned(), current + 1);
+            }
+            Some(next) if next <= current => self.fill(query, room, next, current)?,
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A line arrived on `room`'s channel.
+    fn on_message(&mut self, query: &mut Connection, room: &str, bytes: &[u8]) -> Result<(), End> {
+        // Not (or no longer) a room of ours: a leftover of a leave.
+        let Some(&next) = self.next.get(room) else {
+            return Ok(());
+        };
+        let Some((seq, node, line)) = parse_payload(bytes) else {
+            log::warn!("redis {}: room {room}: malformed message", self.target.addr);
+            return Ok(());
+        };
+        if seq < next {
+            return Ok(());
+        }
+        if seq > next {
+            self.fill(query, room, next, seq - 1)?;
+        }
+        self.send(Delivery::Line {
+            room: room.to_owned(),
+            seq,
+            node: node.to_owned(),
+            line: line.to_owned(),
+        })?;
+        self.next.insert(room.to_owned(), seq + 1);
+        Ok(())
+    }
+
+    /// Delivers lines `from..=to` of `room` from its history, saying which
+    /// it no longer has.
+    fn fill(&mut self, query: &mut Connection, room: &str, from: u64, to: u64) -> Result<(), End> {
+        let history = Keys::of(room).history;
+        let mut expected = from;
+        while expected <= to {
+            let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+                .arg(&history)
+                .arg(format!("{expected}-0"))
+                .arg(format!("{to}-0"))
+                .arg("COUNT")
+                .arg(FILL_CHUNK)
+                .query(query)
+                .map_err(|error| End::Lost(self.target.describe(&error)))?;
+            let done = entries.len() < FILL_CHUNK;
+            for (id, fields) in entries {
+                let Some(seq) = id.split('-').next().and_then(|seq| seq.parse::<u64>().ok()) else {
+                    continue;
+                };
+                if seq < expected {
+                    continue;
+                }
+                if seq > expected {
+                    self.send(Delivery::Missed {
+                        room: room.to_owned(),
+                        from: expected,
+                        to: seq - 1,
+                    })?;
+                }
+                let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+                self.send(Delivery::Line {
+                    room: room.to_owned(),
+                    seq,
+                    node: field("node"),
+                    line: field("line"),
+                })?;
+                expected = seq + 1;
+            }
+            if done {
+                break;
+            }
+        }
+        if expected <= to {
+            self.send(Delivery::Missed {
+                room: room.to_owned(),
+                from: expected,
+                to,
+            })?;
+        }
+        self.next.insert(room.to_owned(), to + 1);
+        Ok(())
+    }
+
+    /// Hands the hub a delivery, waiting while its queue is full (Redis
+    /// buffers meanwhile). Fails if the link stops or nobody listens.
+    fn send(&self, delivery: Delivery) -> Result<(), End> {
+        let mut delivery = delivery;
+        loop {
+            match self
+                .deliver
+                .send_timeout(delivery, self.target.settings.poll)
+            {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(back)) if !self.shared.stopping() => delivery = back,
+                Err(_) => return Err(End::Stop),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_room_as_hash_tag() {
+        let keys = Keys::of("lobby");
+        assert_eq!(keys.seq, "room:{lobby}:seq");
+        assert_eq!(keys.history, "room:{lobby}:history");
+        assert_eq!(keys.senders, "room:{lobby}:senders");
+        assert_eq!(keys.channel, "room:{lobby}");
+        assert_eq!(room_of(&keys.channel), Some("lobby"));
+        assert_eq!(room_of("other:{lobby}"), None);
+        assert_eq!(room_of("room:{lobby"), None);
+    }
+
+    #[test]
+    fn payload_round_trip() {
+        let text = format!("{} {} {}", 42, "node-a", "chat alice hello there\n");
+        assert_eq!(
+            parse_payload(text.as_bytes()),
+            Some((42, "node-a", "chat alice hello there\n"))
+        );
+        // An empty line is still a line.
+        assert_eq!(parse_payload(b"7 b "), Some((7, "b", "")));
+        assert_eq!(parse_payload(b"x b line"), None);
+        assert_eq!(parse_payload(b"7 b"), None);
+        assert_eq!(parse_payload(b"7 b \xff"), None);
+    }
+
+    #[test]
+    fn node_names() {
+        assert!(valid_node_name("eu-1.chat_a"));
+        assert!(valid_node_name(&"n".repeat(NODE_NAME_MAX)));
+        assert!(!valid_node_name(""));
+        assert!(!valid_node_name(&"n".repeat(NODE_NAME_MAX + 1)));
+        assert!(!valid_node_name("two words"));
+        assert!(!valid_node_name("ünï"));
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_ceiling_with_jitter() {
+        let mut backoff = Backoff::new();
+        let mut base = BACKOFF_MIN;
+        for round in 0..12u64 {
+            let low = backoff.next_with(0);
+            backoff.next = base;
+            let high = backoff.next_with(1000);
+            assert_eq!(low, base.mul_f64(0.75), "round {round}");
+            assert_eq!(high, base.mul_f64(1.25), "round {round}");
+            base = (base * 2).min(BACKOFF_MAX);
+        }
+        assert_eq!(backoff.next, BACKOFF_MAX);
+        backoff.reset();
+        assert!(backoff.next() <= BACKOFF_MIN.mul_f64(1.25));
+    }
+
+    #[test]
+    fn errors_are_one_line_without_the_password() {
+        let settings = Settings::default();
+        assert!(matches!(
+            Target::new("http://example", &settings),
+            Err(Error::BadUrl)
+        ));
+        let target = Target::new("redis://:s3cret@127.0.0.1:1/0", &settings).expect("url");
+        assert_eq!(target.addr, "127.0.0.1:1");
+        assert!(!format!("{target:?}").contains("s3cret"));
+        let error = RedisError::from(io::Error::other("told s3cret"));
+        assert!(!target.describe(&error).contains("s3cret"));
+        let message = Error::BadNodeName("a b".into()).to_string();
+        assert!(!message.contains('\n'));
+    }
+}

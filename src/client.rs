@@ -1,4 +1,5 @@
-//! The interactive client: connect, verify the server, then chat.
+//! The client: connect, verify the server, then chat (here for pipes and
+//! scripts; [`terminal`](crate::terminal) for a person at a terminal).
 //!
 //! [`connect`] is where the client decides whom it will talk to; read it
 //! right after [`tls`]. It opens the TCP connection ([`dial`])
@@ -406,11 +407,60 @@ impl Connected {
             summary,
         } = self;
         let mut summary = Some(summary);
+        let mut wiring = Wiring::start(conn, socket)?;
+        let keyboard = wiring.outbox.clone();
+        let started = thread::Builder::new()
+            .name("keyboard".into())
+            .spawn(move || send_input(input, keyboard));
+        let result = match started {
+            Ok(_) => read_until_end(
+                &mut wiring.lines,
+                output,
+                &mut screen,
+                &wiring.outbox,
+                || {
+                    if let Some(summary) = summary.take() {
+                        // Status output is a courtesy; chatting does not need it.
+                        let _ = writeln!(status, "{summary}");
+                    }
+                },
+            ),
+            Err(err) => Err(Ended::Thread(err)),
+        };
+        let result = result.map_err(|end| match end {
+            Ended::Output(err) => Error::Output(err),
+            Ended::Failed(end) => refusal_or(end, &addr, &trust, &server_name),
+            Ended::Thread(err) => Error::Thread(err),
+        });
+        wiring.finish();
+        result
+    }
+}
+
+/// One connection's moving parts while it chats, for both clients (pipes,
+/// and [`terminal`](crate::terminal)): the server's lines, and a writer
+/// thread that sends what is queued in the outbox.
+pub(crate) struct Wiring {
+    /// The server's lines.
+    pub(crate) lines: LineReader,
+    /// Where lines for the server wait; the writer thread holds the drain.
+    pub(crate) outbox: Outbox,
+    socket: Arc<TcpStream>,
+    /// Dropped when reading is over: the writer stops lingering for the
+    /// server's close_notify.
+    reader_alive: crossbeam_channel::Sender<()>,
+    /// Disconnects when the writer thread ends.
+    writer_done: crossbeam_channel::Receiver<()>,
+    writer: thread::JoinHandle<()>,
+}
+
+impl Wiring {
+    /// Splits the connection and starts its writer thread.
+    pub(crate) fn start(conn: Connection, socket: TcpStream) -> io::Result<Wiring> {
         let socket = Arc::new(socket);
         let (outbox, drain) = outbox::channel(TYPE_AHEAD);
         let flusher = outbox.clone();
-        let (mut lines, write_half) = halves(conn, Arc::clone(&socket), move || flusher.flush());
-        // Each disconnects when its thread ends.
+        let (lines, write_half) = halves(conn, Arc::clone(&socket), move || flusher.flush());
         let (reader_alive, reader_done) = crossbeam_channel::bounded::<()>(0);
         let (writer_alive, writer_done) = crossbeam_channel::bounded::<()>(0);
         let writer = thread::Builder::new()
@@ -419,26 +469,27 @@ impl Connected {
                 outbox::run_writer(write_half, drain, reader_done, LINGER);
                 drop(writer_alive);
             })?;
-        let keyboard = outbox.clone();
-        let started = thread::Builder::new()
-            .name("keyboard".into())
-            .spawn(move || send_input(input, keyboard));
-        let result = match started {
-            Ok(_) => read_until_end(&mut lines, output, &mut screen, &outbox, || {
-                if let Some(summary) = summary.take() {
-                    // Status output is a courtesy; chatting does not need it.
-                    let _ = writeln!(status, "{summary}");
-                }
-            }),
-            Err(err) => Err(Ended::Thread(err)),
-        };
-        let result = result.map_err(|end| match end {
-            Ended::Output(err) => Error::Output(err),
-            Ended::Failed(end) => refusal_or(end, &addr, &trust, &server_name),
-            Ended::Thread(err) => Error::Thread(err),
-        });
-        // Our answer to the server's close_notify, or our own; the writer
-        // then ends.
+        Ok(Wiring {
+            lines,
+            outbox,
+            socket,
+            reader_alive,
+            writer_done,
+            writer,
+        })
+    }
+
+    /// Ends the connection: close_notify (our answer to the server's, or
+    /// our own) once what is queued is sent, then waits for the writer.
+    pub(crate) fn finish(self) {
+        let Wiring {
+            lines,
+            outbox,
+            socket,
+            reader_alive,
+            writer_done,
+            writer,
+        } = self;
         outbox.close();
         drop(lines);
         drop(reader_alive);
@@ -448,7 +499,6 @@ impl Connected {
             let _ = socket.shutdown(Shutdown::Both);
         }
         let _ = writer.join();
-        result
     }
 }
 

@@ -32,8 +32,8 @@
 //!    shutdown; with [`throttle`] (flood control), [`capacity`] (what the
 //!    machine allows), [`pool`] (threads kept between clients) and
 //!    [`queue`] (the hub's inbox).
-//! 10. [`client`] (the rest): the interactive client, [`outbox`], its
-//!     writer, and [`screen`], how it shows lines.
+//! 10. [`client`] (the rest): the client for pipes and scripts,
+//!     [`outbox`], its writer, and [`screen`], how it shows lines.
 //! 11. [`terminal`]: the client for a person at a terminal, after
 //!     [`client`]: a line editor, and reconnecting after a drop.
 //!

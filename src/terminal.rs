@@ -38,7 +38,7 @@
 //!   every server line through rustyline's external printer, which clears
 //!   the prompt and the half-typed line, prints, and draws them again.
 //! - Each connection's **writer thread** owns its writing half, as in the
-//!   pipe client ([`outbox`]).
+//!   pipe client ([`outbox`](crate::outbox)).
 //!
 //! When the session ends (the user left, the server refused us, the
 //! certificate failed, or `--no-reconnect`), the calling thread restores
@@ -59,7 +59,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, IsTerminal, Write};
-use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
@@ -76,11 +75,11 @@ use rustyline::{CompletionType, Config, Editor, ExternalPrinter, Helper};
 use unicode_width::UnicodeWidthStr;
 
 use crate::client::{self, ClientOptions, Connected};
-use crate::duplex::{self, HandshakeError};
+use crate::duplex::HandshakeError;
 use crate::error::{report, Error};
 use crate::line::{strip_controls, Frame};
 use crate::line_reader::{End, LineReader};
-use crate::outbox::{self, Outbox, QueueLimits};
+use crate::outbox::Outbox;
 use crate::protocol::{self, ServerLine};
 use crate::screen::{self, Screen};
 use crate::tls;
@@ -92,15 +91,6 @@ pub const KEPT_WHILE_AWAY: usize = 20;
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// ...up to this.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// Lines typed ahead of the network before the keyboard thread waits.
-const TYPE_AHEAD: QueueLimits = QueueLimits {
-    max_messages: 64,
-    max_bytes: 64 * 1024,
-};
-
-/// How long the server has to answer our close_notify.
-const LINGER: Duration = Duration::from_secs(5);
 
 /// The prompt. The same always: rustyline measures a prompt when a line
 /// starts, so one that named the room would still name the old one after
@@ -674,20 +664,8 @@ impl Session<'_> {
         let resumed = connected.resumed();
         let summary = connected.summary.clone();
         let (conn, socket) = connected.into_parts();
-        let socket = Arc::new(socket);
-        let (outbox, drain) = outbox::channel(TYPE_AHEAD);
-        let flusher = outbox.clone();
-        let (read_half, write_half) = duplex::split(conn, Arc::clone(&socket));
-        let mut lines =
-            LineReader::new(read_half, client::MAX_SERVER_LINE, move || flusher.flush());
-        let (reader_alive, reader_done) = crossbeam_channel::bounded::<()>(0);
-        let (writer_alive, writer_done) = crossbeam_channel::bounded::<()>(0);
-        let writer = thread::Builder::new()
-            .name("writer".into())
-            .spawn(move || {
-                outbox::run_writer(write_half, drain, reader_done, LINGER);
-                drop(writer_alive);
-            })?;
+        let mut wiring = client::Wiring::start(conn, socket)?;
+        let outbox = wiring.outbox.clone();
 
         self.me.nick_now = None;
         self.me.room_now = None;
@@ -716,7 +694,7 @@ impl Session<'_> {
         } else {
             summary
         };
-        let result = self.read(&mut lines, &outbox, &mut restore, greeting);
+        let result = self.read(&mut wiring.lines, &outbox, &mut restore, greeting);
 
         // This connection is over: typed lines wait for the next one.
         {
@@ -724,14 +702,7 @@ impl Session<'_> {
             link.outbox = None;
             link.ready = false;
         }
-        outbox.close();
-        drop(outbox);
-        drop(lines);
-        drop(reader_alive);
-        if writer_done.recv_timeout(LINGER) == Err(RecvTimeoutError::Timeout) {
-            let _ = socket.shutdown(Shutdown::Both);
-        }
-        let _ = writer.join();
+        wiring.finish();
         result
     }
 

@@ -112,11 +112,12 @@ use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Scrip
 /// The script that numbers, keeps and publishes one room line, as one
 /// atomic step (see the module documentation).
 ///
-/// KEYS: the room's sequence counter, its history stream, and its hash of
-/// senders (per node and run, the last count it published here). ARGV:
-/// the room's channel, the history's length, the sender, its count, the
-/// node's name, the line. Returns the line's seq, or 0 when that count
-/// was published before (a retry after a reply that never arrived).
+/// KEYS: the room's sequence counter, its history stream, its hash of
+/// senders (per node and run, the last count it published here), and its
+/// topic. ARGV: the room's channel, the history's length, the sender, its
+/// count, the node's name, the line, and `1` and a topic when the line
+/// sets one (else `0` and nothing). Returns the line's seq, or 0 when that
+/// count was published before (a retry after a reply that never arrived).
 ///
 /// `string.format('%d')`, because Lua 5.1 would write a big number as
 /// `1e+14`, which is no stream id.
@@ -131,6 +132,9 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('%d-0', seq),
   'node', ARGV[5], 'line', ARGV[6])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[3], 86400)
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[4], ARGV[8])
+end
 redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
 return seq
 ";
@@ -176,6 +180,9 @@ pub struct Settings {
     /// For `rediss://`: the CA certificate (PEM) that Redis' certificate
     /// must chain to. Without it, the system's trusted roots.
     pub ca_file: Option<PathBuf>,
+    /// How many of a room's last lines [`Delivery::Recent`] carries when
+    /// the node joins it.
+    pub recent: usize,
 }
 
 impl Default for Settings {
@@ -189,6 +196,7 @@ impl Default for Settings {
             reply_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             ca_file: None,
+            recent: 200,
         }
     }
 }
@@ -207,6 +215,19 @@ pub enum Delivery {
         node: String,
         /// The line, as given to [`Link::publish`].
         line: String,
+    },
+    /// What a room had said before this node joined it: its last
+    /// [`Settings::recent`] lines (oldest first, as given to
+    /// [`Link::publish`]) and its topic. Comes once per
+    /// [`Link::join_room`], before any [`Delivery::Line`] of the room, and
+    /// again only if the node joins the room anew.
+    Recent {
+        /// The room.
+        room: String,
+        /// Its last lines, oldest first.
+        lines: Vec<String>,
+        /// Its topic, if one was ever set ([`Link::publish_topic`]).
+        topic: Option<String>,
     },
     /// Lines `from..=to` of a room were lost to this node: trimmed from
     /// the history before the node could read them back.
@@ -349,6 +370,7 @@ struct Keys {
     seq: String,
     history: String,
     senders: String,
+    topic: String,
     channel: String,
 }
 
@@ -358,6 +380,7 @@ impl Keys {
             seq: format!("room:{{{room}}}:seq"),
             history: format!("room:{{{room}}}:history"),
             senders: format!("room:{{{room}}}:senders"),
+            topic: format!("room:{{{room}}}:topic"),
             channel: channel(room),
         }
     }
@@ -599,6 +622,8 @@ fn current_seq(connection: &mut Connection, room: &str) -> redis::RedisResult<u6
 struct Outgoing {
     room: String,
     line: String,
+    /// The room's new topic, if the line sets one.
+    topic: Option<String>,
 }
 
 /// The node's end of the link. Dropping it stops the link's threads and
@@ -715,6 +740,17 @@ impl Link {
     /// link was up but that could not yet reach Redis when it went down
     /// is published when it comes back.
     pub fn publish(&self, room: &str, line: &str) -> Result<(), Refused> {
+        self.send(room, line, None)
+    }
+
+    /// Like [`Link::publish`], for a line that also sets the room's topic:
+    /// kept in Redis with the line, in the same atomic step, so that a
+    /// node joining the room later finds it ([`Delivery::Recent`]).
+    pub fn publish_topic(&self, room: &str, line: &str, topic: &str) -> Result<(), Refused> {
+        self.send(room, line, Some(topic))
+    }
+
+    fn send(&self, room: &str, line: &str, topic: Option<&str>) -> Result<(), Refused> {
         if !self.shared.up.load(Ordering::SeqCst) {
             return Err(Refused::Down);
         }
@@ -724,6 +760,7 @@ impl Link {
         let outgoing = Outgoing {
             room: room.to_owned(),
             line: line.to_owned(),
+            topic: topic.map(str::to_owned),
         };
         match outbox.try_send(outgoing) {
             Ok(()) => Ok(()),
@@ -867,16 +904,21 @@ impl Publisher {
             let keys = Keys::of(&line.room);
             pipe.cmd("EVALSHA")
                 .arg(self.script.get_hash())
-                .arg(3)
+                .arg(4)
                 .arg(&keys.seq)
                 .arg(&keys.history)
                 .arg(&keys.senders)
+                .arg(&keys.topic)
                 .arg(&keys.channel)
                 .arg(self.target.settings.history)
                 .arg(&self.sender)
                 .arg(count)
                 .arg(&self.node)
                 .arg(&line.line);
+            match &line.topic {
+                Some(topic) => pipe.arg(1).arg(topic),
+                None => pipe.arg(0),
+            };
         }
         pipe
     }
@@ -1160,12 +1202,46 @@ impl Subscriber {
             current_seq(query, room).map_err(|error| End::Lost(self.target.describe(&error)))?;
         match self.next.get(room).copied() {
             None => {
+                let recent = self.recent(query, room, current)?;
+                self.send(recent)?;
                 self.next.insert(room.to_owned(), current + 1);
             }
             Some(next) if next <= current => self.fill(query, room, next, current)?,
             Some(_) => {}
         }
         Ok(())
+    }
+
+    /// `room`'s last lines up to `current`, and its topic.
+    fn recent(&self, query: &mut Connection, room: &str, current: u64) -> Result<Delivery, End> {
+        let keys = Keys::of(room);
+        let lost = |error: RedisError| End::Lost(self.target.describe(&error));
+        let count = self.target.settings.recent;
+        let mut lines = Vec::new();
+        if count > 0 && current > 0 {
+            let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+                .arg(&keys.history)
+                .arg(format!("{current}-0"))
+                .arg("-")
+                .arg("COUNT")
+                .arg(count)
+                .query(query)
+                .map_err(lost)?;
+            lines = entries
+                .into_iter()
+                .rev()
+                .map(|(_, mut fields)| fields.remove("line").unwrap_or_default())
+                .collect();
+        }
+        let topic: Option<String> = redis::cmd("GET")
+            .arg(&keys.topic)
+            .query(query)
+            .map_err(lost)?;
+        Ok(Delivery::Recent {
+            room: room.to_owned(),
+            lines,
+            topic,
+        })
     }
 
     /// A line arrived on `room`'s channel.

@@ -176,7 +176,9 @@ fn wait_subscribed(redis: &Redis, room: &str, count: i64) {
     }
 }
 
-/// Takes deliveries until `done` says so, for at most [`TIMEOUT`].
+/// Takes deliveries until `done` says so, for at most [`TIMEOUT`]; what
+/// a room had said before the node joined ([`Delivery::Recent`]) is left
+/// out, for the test of it to see.
 fn collect(
     deliveries: &Receiver<Delivery>,
     mut done: impl FnMut(&[Delivery]) -> bool,
@@ -186,6 +188,7 @@ fn collect(
     while !done(&seen) {
         let left = deadline.saturating_duration_since(Instant::now());
         match deliveries.recv_timeout(left) {
+            Ok(Delivery::Recent { .. }) => {}
             Ok(delivery) => seen.push(delivery),
             Err(_) => panic!("timed out; so far: {seen:?}"),
         }
@@ -378,6 +381,51 @@ fn a_lost_message_is_filled_from_history_first() {
     );
     // a never hears of `side`.
     assert!(a_in.recv_timeout(Duration::from_millis(300)).is_err());
+}
+
+/// A node joining a room is first told its last lines and topic, from
+/// Redis: what any node said there, whether or not this one was in it.
+#[test]
+fn joining_a_room_brings_its_last_lines_and_topic() {
+    let redis = Redis::start(&[]);
+    let settings = Settings {
+        recent: 3,
+        ..quick()
+    };
+    let (a, a_in) = start(&redis, "a", settings.clone());
+    a.join_room("tea");
+    wait_subscribed(&redis, "tea", 1);
+    let first = a_in.recv_timeout(TIMEOUT).expect("recent");
+    assert_eq!(
+        first,
+        Delivery::Recent {
+            room: "tea".into(),
+            lines: vec![],
+            topic: None
+        }
+    );
+    for n in 1..=4 {
+        publish(&a, "tea", &format!("line {n}"));
+    }
+    a.publish_topic("tea", "topic set", "green").expect("topic");
+    collect(&a_in, |seen| line_count(seen) == 5);
+
+    let (b, b_in) = start(&redis, "b", settings);
+    b.join_room("tea");
+    let recent = b_in.recv_timeout(TIMEOUT).expect("recent");
+    assert_eq!(
+        recent,
+        Delivery::Recent {
+            room: "tea".into(),
+            lines: vec!["line 3".into(), "line 4".into(), "topic set".into()],
+            topic: Some("green".into())
+        }
+    );
+    // And then only what is said from now on.
+    wait_subscribed(&redis, "tea", 2);
+    publish(&a, "tea", "line 6");
+    let seen = collect(&b_in, |seen| line_count(seen) == 1);
+    assert_eq!(lines(&seen), vec![(6, "line 6".to_owned())]);
 }
 
 #[test]

@@ -89,6 +89,8 @@ pub enum Output {
         line: Arc<str>,
         /// Left out: the one whose news it is, who was told otherwise.
         except: Option<ClientId>,
+        /// What the room keeps of it.
+        keep: Keep,
     },
     /// The client is in `room` from now on, and in no other.
     Enter {
@@ -103,6 +105,22 @@ pub enum Output {
         /// The client.
         id: ClientId,
     },
+}
+
+/// What a room keeps of a line said in it, beyond showing it.
+///
+/// On one server the chat keeps it at once. Linked to other servers
+/// ([`Chat::linked`]), the room's one order is the order Redis gives, so
+/// the chat keeps a line only when it comes back ([`Chat::heard`]),
+/// whichever server it was said on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keep {
+    /// Nothing: a notice of who came or went.
+    Nothing,
+    /// A chat or action line: it goes into the room's history.
+    History,
+    /// The line sets the room's topic to this.
+    Topic(Arc<str>),
 }
 
 /// Default for [`ChatSettings::max_sessions`]: a laptop, a phone and a few
@@ -164,6 +182,10 @@ struct RoomState {
     topic: Option<String>,
     /// The last chat and action lines, as they were sent.
     history: VecDeque<Arc<str>>,
+    /// Whether `topic` and `history` are known. Always, on one server;
+    /// linked, once Redis has told them ([`Chat::recent`]): until then,
+    /// whoever enters is shown them when they come.
+    known: bool,
 }
 
 /// Everyone in the chat, their rooms, and the rules.
@@ -177,6 +199,9 @@ pub struct Chat {
     /// By [`Room::key`]; sorted, so `/rooms` comes out in order.
     room_names: BTreeMap<String, RoomId>,
     next_room: u64,
+    /// One of several servers linked through Redis: rooms' history and
+    /// topics are what comes back from Redis, not what is said here.
+    linked: bool,
 }
 
 impl Chat {
@@ -189,6 +214,93 @@ impl Chat {
             rooms: HashMap::new(),
             room_names: BTreeMap::new(),
             next_room: 0,
+            linked: false,
+        }
+    }
+
+    /// An empty chat, one of several servers linked through Redis: a
+    /// room's history and topic change only when its lines come back
+    /// ([`Chat::heard`]), and a room's past is what Redis tells
+    /// ([`Chat::recent`]).
+    pub fn linked(settings: ChatSettings) -> Chat {
+        Chat {
+            linked: true,
+            ..Chat::new(settings)
+        }
+    }
+
+    /// The room called `name` (in any case), if anyone here is in it.
+    pub fn room_named(&self, name: &str) -> Option<RoomId> {
+        self.room_names.get(&name.to_ascii_lowercase()).copied()
+    }
+
+    /// What every server calls a room: its name, in lower case.
+    pub fn room_key(&self, room: RoomId) -> Option<String> {
+        self.rooms.get(&room).map(|state| state.name.key())
+    }
+
+    /// A line of `room` came back from Redis: the room keeps what `keep`
+    /// says. (On one server, rooms keep their lines as they are said.)
+    pub fn heard(&mut self, room: RoomId, line: &Arc<str>, keep: &Keep) {
+        let max = self.settings.history;
+        let Some(state) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        match keep {
+            Keep::Nothing => {}
+            Keep::History => remember(&mut state.history, max, line),
+            Keep::Topic(topic) => state.topic = Some(topic.to_string()),
+        }
+    }
+
+    /// What `room` had said before this server joined it, as Redis keeps
+    /// it: its last chat and action lines (oldest first) and its topic.
+    /// Everyone in the room now entered before it was known, so each of
+    /// their sessions is shown it.
+    pub fn recent(
+        &mut self,
+        room: RoomId,
+        lines: impl IntoIterator<Item = Arc<str>>,
+        topic: Option<String>,
+        out: &mut Vec<Output>,
+    ) {
+        let max = self.settings.history;
+        let Some(state) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        state.history.clear();
+        for line in lines {
+            remember(&mut state.history, max, &line);
+        }
+        state.topic = topic;
+        state.known = true;
+        let state = &self.rooms[&room];
+        for key in &state.members {
+            let Some(person) = self.people.get(key) else {
+                continue;
+            };
+            for &id in &person.sessions {
+                show_past(id, state, out);
+            }
+        }
+    }
+
+    /// A notice for every session here (that the link to the other
+    /// servers is down, say).
+    pub fn tell_everyone(&self, text: &str, out: &mut Vec<Output>) {
+        let line: Arc<str> = ServerLine::Notice(text).to_wire().into();
+        for &id in self.sessions.keys() {
+            out.push(Output::To {
+                id,
+                line: Arc::clone(&line),
+            });
+        }
+    }
+
+    /// A notice for everyone in `room`.
+    pub fn tell_room(&self, room: RoomId, text: &str, out: &mut Vec<Output>) {
+        if self.rooms.contains_key(&room) {
+            out.push(to_room(room, ServerLine::Notice(text), None));
         }
     }
 
@@ -453,12 +565,20 @@ impl Chat {
             }
             Command::Topic(Some(topic)) => {
                 let nick = person.nick.to_string();
+                let linked = self.linked;
                 let Some(state) = self.rooms.get_mut(&room) else {
                     return;
                 };
-                state.topic = Some(topic.to_string());
+                if !linked {
+                    state.topic = Some(topic.to_string());
+                }
                 let text = format!("{nick} set the topic of {}: {topic}", state.name);
-                out.push(to_room(room, ServerLine::Notice(&text), None));
+                out.push(Output::ToRoom {
+                    room,
+                    line: ServerLine::Notice(&text).to_wire().into(),
+                    except: None,
+                    keep: Keep::Topic(topic.into()),
+                });
             }
             Command::Help(None) => {
                 let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
@@ -680,6 +800,7 @@ impl Chat {
                 members: BTreeSet::new(),
                 topic: None,
                 history: VecDeque::new(),
+                known: !self.linked,
             },
         );
         room
@@ -713,12 +834,8 @@ impl Chat {
         let people = if here == 1 { "person" } else { "people" };
         let text = format!("you are in {} ({here} {people} here)", state.name);
         out.push(to(id, ServerLine::Notice(&text)));
-        if let Some(topic) = &state.topic {
-            let text = format!("topic of {}: {topic}", state.name);
-            out.push(to(id, ServerLine::Notice(&text)));
-        }
-        for line in &state.history {
-            out.push(to(id, ServerLine::History(line)));
+        if state.known {
+            show_past(id, state, out);
         }
     }
 
@@ -729,9 +846,18 @@ impl Chat {
             return;
         };
         state.members.remove(key);
-        if state.members.is_empty() && state.name.as_str() != protocol::LOBBY {
+        if !state.members.is_empty() {
+            return;
+        }
+        if state.name.as_str() != protocol::LOBBY {
             self.room_names.remove(&state.name.key());
             self.rooms.remove(&room);
+        } else if self.linked {
+            // Nobody here hears the lobby any more: what it knew goes
+            // stale, and is asked for again when someone comes back.
+            state.known = false;
+            state.history.clear();
+            state.topic = None;
         }
     }
 
@@ -744,10 +870,13 @@ impl Chat {
         except: Option<ClientId>,
         out: &mut Vec<Output>,
     ) {
-        let Some(state) = self.rooms.get(&room) else {
-            return;
+        // Linked, the room may live on on other servers, with nobody here.
+        let announce = match self.rooms.get(&room) {
+            None => self.linked,
+            Some(state) if self.linked => state.members.len() < self.settings.announce_limit,
+            Some(state) => (1..self.settings.announce_limit).contains(&state.members.len()),
         };
-        if (1..self.settings.announce_limit).contains(&state.members.len()) {
+        if announce {
             out.push(to_room(room, ServerLine::Notice(notice), except));
         }
     }
@@ -847,17 +976,38 @@ impl Chat {
             return;
         };
         let line: Arc<str> = line.into();
-        if self.settings.history > 0 {
-            if state.history.len() >= self.settings.history {
-                state.history.pop_front();
-            }
-            state.history.push_back(Arc::clone(&line));
+        if !self.linked {
+            remember(&mut state.history, self.settings.history, &line);
         }
         out.push(Output::ToRoom {
             room,
             line,
             except: None,
+            keep: Keep::History,
         });
+    }
+}
+
+/// Keeps `line` among a room's last `max` lines.
+fn remember(history: &mut VecDeque<Arc<str>>, max: usize, line: &Arc<str>) {
+    if max == 0 {
+        return;
+    }
+    while history.len() >= max {
+        history.pop_front();
+    }
+    history.push_back(Arc::clone(line));
+}
+
+/// What a newcomer to a room is shown of its past: its topic, and its
+/// last lines.
+fn show_past(id: ClientId, state: &RoomState, out: &mut Vec<Output>) {
+    if let Some(topic) = &state.topic {
+        let text = format!("topic of {}: {topic}", state.name);
+        out.push(to(id, ServerLine::Notice(&text)));
+    }
+    for line in &state.history {
+        out.push(to(id, ServerLine::History(line)));
     }
 }
 
@@ -970,6 +1120,7 @@ fn to_room(room: RoomId, line: ServerLine<'_>, except: Option<ClientId>) -> Outp
         room,
         line: line.to_wire().into(),
         except,
+        keep: Keep::Nothing,
     }
 }
 
@@ -1016,7 +1167,9 @@ mod tests {
                         assert!(!self.closed.contains(&id), "{id} sent a line after close");
                         seen.entry(id).or_default().push(text(&line));
                     }
-                    Output::ToRoom { room, line, except } => {
+                    Output::ToRoom {
+                        room, line, except, ..
+                    } => {
                         for (&id, _) in self.rooms.iter().filter(|(_, &r)| r == room) {
                             if Some(id) != except {
                                 seen.entry(id).or_default().push(text(&line));

@@ -96,7 +96,7 @@
 //! logs name Redis by its host and port only.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
@@ -467,8 +467,10 @@ struct Shared {
     /// Whether the subscriber is connected: [`Link::publish`] refuses
     /// while it is not.
     up: AtomicBool,
-    /// The rooms the hub wants the node in.
-    rooms: Mutex<BTreeSet<String>>,
+    /// The rooms the hub wants the node in, each with the number of the
+    /// join that put it there: a room left and joined again between two
+    /// looks of the subscriber is a new join all the same.
+    rooms: Mutex<Rooms>,
     /// Set when `rooms` changed, cleared by the subscriber when it looks.
     rooms_changed: AtomicBool,
 }
@@ -478,13 +480,21 @@ impl Shared {
         self.stop.load(Ordering::SeqCst)
     }
 
-    fn wanted_rooms(&self) -> BTreeSet<String> {
+    fn wanted_rooms(&self) -> BTreeMap<String, u64> {
         self.rooms_changed.store(false, Ordering::SeqCst);
         self.rooms
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .wanted
             .clone()
     }
+}
+
+/// The rooms to be in, by the number of the join that asked.
+#[derive(Debug, Default)]
+struct Rooms {
+    wanted: BTreeMap<String, u64>,
+    joins: u64,
 }
 
 /// Where Redis is, and how to log in; the one thing that holds the
@@ -680,7 +690,7 @@ impl Link {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             up: AtomicBool::new(true),
-            rooms: Mutex::new(BTreeSet::new()),
+            rooms: Mutex::new(Rooms::default()),
             rooms_changed: AtomicBool::new(false),
         });
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
@@ -703,6 +713,7 @@ impl Link {
             deliver,
             epoch: first_epoch,
             next: HashMap::new(),
+            joined: HashMap::new(),
             down: false,
         };
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
@@ -769,20 +780,25 @@ impl Link {
         }
     }
 
-    /// The node has members in `room` now: hear its lines, from the next
-    /// one said. Call it when the room's first local member arrives;
-    /// calling it again for a room already joined changes nothing.
+    /// The node has members in `room` now: hear what it said before
+    /// ([`Delivery::Recent`]), then its lines from the next one said. Call
+    /// it when the room's first local member arrives; each call is a new
+    /// join, with its own `Recent`, even if the room was never left.
     pub fn join_room(&self, room: &str) {
-        self.change_rooms(|rooms| rooms.insert(room.to_owned()));
+        self.change_rooms(|rooms| {
+            rooms.joins += 1;
+            rooms.wanted.insert(room.to_owned(), rooms.joins);
+            true
+        });
     }
 
     /// The node has no one left in `room`: stop hearing it. Lines of the
     /// room still on their way are dropped.
     pub fn leave_room(&self, room: &str) {
-        self.change_rooms(|rooms| rooms.remove(room));
+        self.change_rooms(|rooms| rooms.wanted.remove(room).is_some());
     }
 
-    fn change_rooms(&self, change: impl FnOnce(&mut BTreeSet<String>) -> bool) {
+    fn change_rooms(&self, change: impl FnOnce(&mut Rooms) -> bool) {
         let mut rooms = self
             .shared
             .rooms
@@ -1005,6 +1021,8 @@ struct Subscriber {
     epoch: String,
     /// Per room subscribed to, the next seq to deliver.
     next: HashMap<String, u64>,
+    /// Per room subscribed to, the join it was for.
+    joined: HashMap<String, u64>,
     /// Whether `LinkDown` was said, and `LinkUp` is owed.
     down: bool,
 }
@@ -1082,17 +1100,17 @@ impl Subscriber {
         let settings = &target.settings;
         let mut pubsub = listen.as_pubsub();
         let wanted = self.shared.wanted_rooms();
-        self.next.retain(|room, _| wanted.contains(room));
+        self.forget_rooms_not_in(&wanted);
         if !wanted.is_empty() {
-            let channels: Vec<String> = wanted.iter().map(|room| channel(room)).collect();
+            let channels: Vec<String> = wanted.keys().map(|room| channel(room)).collect();
             if let Err(error) = pubsub.subscribe(channels) {
                 return lost(&self.target, error);
             }
         }
         // Subscribed first, then read: a line said in between comes both
         // ways, and the second is dropped as a duplicate.
-        for room in &wanted {
-            if let Err(end) = self.catch_up(query, room) {
+        for (room, &join) in &wanted {
+            if let Err(end) = self.catch_up(query, room, join) {
                 return end;
             }
         }
@@ -1161,12 +1179,15 @@ impl Subscriber {
         let gone: Vec<String> = self
             .next
             .keys()
-            .filter(|room| !wanted.contains(*room))
+            .filter(|room| !wanted.contains_key(*room))
             .cloned()
             .collect();
-        let new: Vec<&String> = wanted
+        // Joined anew since the last look: start over, as for a new room.
+        self.forget_rooms_not_in(&wanted);
+        let new: Vec<(&String, u64)> = wanted
             .iter()
-            .filter(|room| !self.next.contains_key(*room))
+            .filter(|(room, _)| !self.next.contains_key(*room))
+            .map(|(room, &join)| (room, join))
             .collect();
         pubsub
             .set_read_timeout(Some(settings.reply_timeout))
@@ -1176,17 +1197,16 @@ impl Subscriber {
             pubsub
                 .unsubscribe(channels)
                 .map_err(|error| lost(&self.target, error))?;
-            for room in &gone {
-                self.next.remove(room);
-            }
         }
         if !new.is_empty() {
-            let channels: Vec<String> = new.iter().map(|room| channel(room)).collect();
+            // Subscribing again to a channel already subscribed to changes
+            // nothing in Redis.
+            let channels: Vec<String> = new.iter().map(|(room, _)| channel(room)).collect();
             pubsub
                 .subscribe(channels)
                 .map_err(|error| lost(&self.target, error))?;
-            for room in new {
-                self.catch_up(query, room)?;
+            for (room, join) in new {
+                self.catch_up(query, room, join)?;
             }
         }
         pubsub
@@ -1194,10 +1214,21 @@ impl Subscriber {
             .map_err(|error| lost(&self.target, error))
     }
 
-    /// After (re)subscribing to `room`: a room new to the node starts
-    /// after its current last line; one it was in gets every line it
-    /// missed.
-    fn catch_up(&mut self, query: &mut Connection, room: &str) -> Result<(), End> {
+    /// Forgets the rooms the hub no longer wants, or wants for a newer
+    /// join.
+    fn forget_rooms_not_in(&mut self, wanted: &BTreeMap<String, u64>) {
+        let joined = &self.joined;
+        self.next.retain(|room, _| {
+            wanted.get(room).is_some_and(|join| joined.get(room) == Some(join))
+        });
+        self.joined.retain(|room, _| self.next.contains_key(room));
+    }
+
+    /// After (re)subscribing to `room` for join `join`: a room new to the
+    /// node is told what it said before, and starts after its current
+    /// last line; one it was in gets every line it missed.
+    fn catch_up(&mut self, query: &mut Connection, room: &str, join: u64) -> Result<(), End> {
+        self.joined.insert(room.to_owned(), join);
         let current =
             current_seq(query, room).map_err(|error| End::Lost(self.target.describe(&error)))?;
         match self.next.get(room).copied() {

@@ -23,8 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Outgoing};
-use crate::chat::{Chat, ChatSettings, ClientId, Output, PeerCertificate, RoomId};
+use crate::chat::{Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, RoomId};
 use crate::classic::Classic;
+use crate::cluster::Delivery;
+use crate::linked::{self, Action, Linked, Local};
 use crate::line::Frame;
 use crate::queue::Receiver;
 use crate::seats::Seat;
@@ -81,6 +83,8 @@ pub enum Event {
         /// What the room is told, if anything beyond "quit".
         public: Option<&'static str>,
     },
+    /// The link to the other servers (`--redis`) delivered something.
+    Cluster(Delivery),
     /// The server is stopping: tell everyone, close every connection.
     Shutdown,
 }
@@ -125,11 +129,22 @@ enum Rules {
 }
 
 impl Rules {
-    fn new(settings: ChatSettings, classic: bool) -> Rules {
+    fn new(settings: ChatSettings, classic: bool, linked: bool) -> Rules {
         if classic {
             Rules::Classic(Classic::new(settings.max_line))
+        } else if linked {
+            Rules::Chat(Chat::linked(settings))
         } else {
             Rules::Chat(Chat::new(settings))
+        }
+    }
+
+    /// The chat, for what only it has (rooms that live beyond this
+    /// server). The original app's rules have no rooms.
+    fn chat(&mut self) -> Option<&mut Chat> {
+        match self {
+            Rules::Chat(chat) => Some(chat),
+            Rules::Classic(_) => None,
         }
     }
 
@@ -190,6 +205,9 @@ struct Hub {
     outputs: Vec<Output>,
     /// When the hub last said in the log that it waits for writers.
     last_overload_warning: Option<Instant>,
+    /// With `--redis`: the link to the other servers, through which every
+    /// room line goes before anyone here sees it.
+    linked: Option<Linked>,
 }
 
 /// The most events the hub handles before it hands the shards their work.
@@ -209,18 +227,22 @@ const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// readers wait to hand it theirs, and TCP slows the senders down.
 ///
 /// `classic` runs the original app's rules ([`Classic`]) instead of the
-/// chat's.
+/// chat's. `linked` makes this server one of several that share their
+/// rooms through Redis ([`linked`](crate::linked)); what the link
+/// delivers arrives as [`Event::Cluster`].
 pub fn run(
     events: Receiver<Event>,
     settings: ChatSettings,
     classic: bool,
+    linked: Option<Linked>,
     shards: Vec<Shard>,
     budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
 ) {
     let batches = shards.iter().map(|_| Vec::new()).collect();
     let mut hub = Hub {
-        rules: Rules::new(settings, classic),
+        rules: Rules::new(settings, classic, linked.is_some()),
+        linked,
         routes: HashMap::new(),
         rooms: HashMap::new(),
         dispatch: Dispatch { shards, batches },
@@ -276,11 +298,84 @@ impl Hub {
                 // never heard of, so that its shard lets it go all the same.
                 out.push(Output::Close { id });
             }
+            Event::Cluster(delivery) => {
+                if let Some(linked) = &mut self.linked {
+                    let action = linked.delivered(delivery);
+                    self.act(action, &mut out);
+                }
+            }
             // Handled by `run`; harmless if it ever arrives here.
             Event::Shutdown => {}
         }
         self.deliver(&mut out);
+        if let Some(linked) = &mut self.linked {
+            linked.event_done();
+        }
         self.outputs = out;
+    }
+
+    /// Does what the link's delivery calls for.
+    fn act(&mut self, action: Action, out: &mut Vec<Output>) {
+        let Some(chat) = self.rules.chat() else {
+            return;
+        };
+        match action {
+            Action::Nothing => {}
+            Action::Lines(lines) => {
+                for line in lines {
+                    self.show_here(line);
+                }
+            }
+            Action::Recent {
+                room,
+                lines,
+                topic,
+                then,
+            } => {
+                chat.recent(room, lines, topic, out);
+                self.deliver(out);
+                for line in then {
+                    self.show_here(line);
+                }
+            }
+            Action::TellRoom(room, text) => chat.tell_room(room, &text, out),
+            Action::TellEveryone(text) => chat.tell_everyone(&text, out),
+            Action::LinkDown(lines) => {
+                chat.tell_everyone(linked::LINK_DOWN, out);
+                self.deliver(out);
+                for line in lines {
+                    self.show_here(line);
+                }
+            }
+        }
+    }
+
+    /// A room line shown here now: the room keeps what it should of it,
+    /// and its members here get it.
+    fn show_here(&mut self, line: Local) {
+        if let Some(chat) = self.rules.chat() {
+            chat.heard(line.room, &line.line, &line.keep);
+        }
+        self.send_room(line.room, line.line, line.except);
+    }
+
+    /// A room line the rules said: with the link, it goes to Redis first
+    /// (or, if it cannot, is shown here alone); without, straight to the
+    /// room.
+    fn room_line(&mut self, room: RoomId, line: Arc<str>, except: Option<ClientId>, keep: Keep) {
+        let Some(linked) = &mut self.linked else {
+            return self.send_room(room, line, except);
+        };
+        let key = self.rules.chat().and_then(|chat| chat.room_key(room));
+        let local = Local {
+            room,
+            line,
+            except,
+            keep,
+        };
+        if let Some(local) = linked.say(local, key) {
+            self.show_here(local);
+        }
     }
 
     /// Turns what the rules said into work for the shards, in order.
@@ -296,19 +391,32 @@ impl Hub {
                         self.dispatch.push(route.address.shard, work);
                     }
                 }
-                Output::ToRoom { room, line, except } => self.send_room(room, line, except),
+                Output::ToRoom {
+                    room,
+                    line,
+                    except,
+                    keep,
+                } => self.room_line(room, line, except, keep),
                 Output::Enter { id, room } => {
                     let Some(route) = self.routes.get_mut(&id) else {
                         continue;
                     };
                     let shards = self.dispatch.shards.len();
                     let address = route.address;
-                    if let Some(old) = route.room.replace(room) {
-                        leave(&mut self.rooms, old, address.shard);
+                    let old = route.room.replace(room);
+                    if let Some(old) = old {
+                        self.leave(old, address.shard);
                     }
+                    let new = !self.rooms.contains_key(&room);
                     let counts = self.rooms.entry(room).or_insert_with(|| vec![0; shards]);
                     if let Some(count) = counts.get_mut(address.shard) {
                         *count += 1;
+                    }
+                    if new {
+                        let key = self.rules.chat().and_then(|chat| chat.room_key(room));
+                        if let (Some(linked), Some(key)) = (&mut self.linked, key) {
+                            linked.entered(room, key);
+                        }
                     }
                     self.dispatch
                         .push(address.shard, Work::Enter(address.slot, room));
@@ -318,7 +426,7 @@ impl Hub {
                         continue;
                     };
                     if let Some(room) = route.room {
-                        leave(&mut self.rooms, room, route.address.shard);
+                        self.leave(room, route.address.shard);
                     }
                     let address = route.address;
                     self.dispatch.push(address.shard, Work::Close(address.slot));
@@ -386,14 +494,20 @@ impl Hub {
     }
 }
 
-/// One member of `room` fewer on `shard`; a room nobody is in is forgotten.
-fn leave(rooms: &mut HashMap<RoomId, Vec<usize>>, room: RoomId, shard: usize) {
-    if let Some(counts) = rooms.get_mut(&room) {
-        if let Some(count) = counts.get_mut(shard) {
-            *count = count.saturating_sub(1);
-        }
-        if counts.iter().all(|&count| count == 0) {
-            rooms.remove(&room);
+impl Hub {
+    /// One member of `room` fewer on `shard`; a room nobody here is in is
+    /// forgotten (and, linked, no longer heard).
+    fn leave(&mut self, room: RoomId, shard: usize) {
+        if let Some(counts) = self.rooms.get_mut(&room) {
+            if let Some(count) = counts.get_mut(shard) {
+                *count = count.saturating_sub(1);
+            }
+            if counts.iter().all(|&count| count == 0) {
+                self.rooms.remove(&room);
+                if let Some(linked) = &mut self.linked {
+                    linked.emptied(room);
+                }
+            }
         }
     }
 }

@@ -153,6 +153,7 @@ pub mod error;
 pub mod hub;
 pub mod known_servers;
 pub mod line;
+pub mod linked;
 pub mod line_reader;
 pub mod logging;
 pub mod outbox;

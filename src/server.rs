@@ -37,11 +37,13 @@ use rustls::{Connection, ServerConfig, ServerConnection};
 use crate::budget::{self, Budget, Outgoing};
 use crate::capacity::Capacity;
 use crate::chat::{self, ChatSettings, ClientId, PeerCertificate};
+use crate::cluster::{Delivery, Link};
 use crate::duplex;
 use crate::error::Error;
 use crate::hub::{self, Address, Event};
 use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
+use crate::linked::Linked;
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
 use crate::seats::Seats;
@@ -226,6 +228,9 @@ pub struct Server {
     sockets: Arc<Sockets>,
     /// Places in the chat, taken after the handshake.
     seats: Arc<Seats>,
+    /// With `--redis`: the link to the other servers, and what it
+    /// delivers, for the hub.
+    link: Option<(Linked, Receiver<Delivery>)>,
 }
 
 /// Open connections per IP address.
@@ -351,7 +356,16 @@ impl Server {
                 limits.max_clients.max(1),
                 limits.max_per_ip.map(|m| m.max(1)),
             ),
+            link: None,
         })
+    }
+
+    /// Makes this server one of several that act as one chat: every room
+    /// line goes through `link` (started with [`Link::start`]) before
+    /// anyone sees it, and what comes back out of `deliveries` reaches
+    /// the hub. Not with [`Limits::classic`], whose clients see no one.
+    pub fn link(&mut self, link: Link, deliveries: Receiver<Delivery>) {
+        self.link = Some((Linked::new(link, random_token()), deliveries));
     }
 
     /// The address actually bound (useful after binding port 0).
@@ -399,8 +413,9 @@ impl Server {
 
     /// Accepts clients until stopped, then closes every connection and
     /// waits for every thread it started.
-    pub fn run(self) -> Result<(), Error> {
+    pub fn run(mut self) -> Result<(), Error> {
         let limits = self.limits;
+        let link = self.link.take();
         log::info!("{}", self.capacity);
         // Room for every client, and as many again in their handshake or
         // being refused with a reason; never more than the machine allows.
@@ -441,8 +456,16 @@ impl Server {
         }
         let (events, hub_events) = queue::bounded(EVENT_QUEUE);
         let hub_stop = Arc::new(AtomicBool::new(false));
+        let linked = match link {
+            Some((linked, deliveries)) => {
+                forward_deliveries(deliveries, events.clone()).map_err(Error::Thread)?;
+                Some(linked)
+            }
+            None => None,
+        };
         let hub = spawn_hub(
             hub_events,
+            linked,
             &limits,
             shards.clone(),
             Arc::clone(&budget),
@@ -617,6 +640,7 @@ const SHUTDOWN_NUDGE: Duration = Duration::from_millis(100);
 /// worse than one that says why it stopped.
 fn spawn_hub(
     events: queue::Receiver<Event>,
+    linked: Option<Linked>,
     limits: &Limits,
     shards: Vec<Shard>,
     budget: Arc<Budget>,
@@ -631,9 +655,44 @@ fn spawn_hub(
     };
     let classic = limits.classic;
     Guarded::spawn("hub", stopper, move || {
-        hub::run(events, settings, classic, shards, budget, stop)
+        hub::run(events, settings, classic, linked, shards, budget, stop)
     })
     .map_err(Error::Thread)
+}
+
+/// Starts the thread that hands the hub what the Redis link delivers, as
+/// events among the others: the hub waits on one queue only. It ends when
+/// the link is gone (the hub dropped it) or the hub is.
+fn forward_deliveries(
+    deliveries: Receiver<Delivery>,
+    events: queue::Sender<Event>,
+) -> io::Result<()> {
+    thread::Builder::new()
+        .name("redis-deliver".into())
+        .stack_size(READER_STACK)
+        .spawn(move || {
+            for delivery in deliveries {
+                if events.send(Event::Cluster(delivery)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// 64 bits that name this run of the server among all sharing a Redis:
+/// from the operating system's random source, through the same library
+/// rustls uses; the time, should that ever fail.
+fn random_token() -> u64 {
+    let mut bytes = [0u8; 8];
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    if provider.secure_random.fill(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return now.as_nanos() as u64 ^ u64::from(std::process::id());
+    }
+    u64::from_le_bytes(bytes)
 }
 
 /// A thread that stops the whole server if it panics, and that can be

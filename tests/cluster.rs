@@ -10,135 +10,16 @@
 //! is not there, or refuses the password, is one clear line at start.
 
 use std::collections::HashSet;
-use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use secure_chat::cluster::{Delivery, Error, Link, Refused, Settings};
-use secure_chat_test_support::{Pki, TempDir};
+use secure_chat_test_support::{free_port, Pki, Redis};
 
 /// The longest any one wait in these tests may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A `redis-server` of this test's own, stopped when dropped.
-struct Redis {
-    child: Option<Child>,
-    /// The plain port, which the tests' own connections use.
-    port: u16,
-    /// Its directory: its log, and its append-only file if it keeps one.
-    dir: TempDir,
-    /// Arguments after the common ones, to start it again alike.
-    extra: Vec<String>,
-}
-
-impl Redis {
-    /// Starts one on a free port, without persistence.
-    fn start(extra: &[&str]) -> Redis {
-        let mut redis = Redis {
-            child: None,
-            port: free_port(),
-            dir: TempDir::new(),
-            extra: extra.iter().map(|arg| arg.to_string()).collect(),
-        };
-        redis.spawn(&[]);
-        redis
-    }
-
-    /// Starts the server process, with `more` arguments this time only,
-    /// and waits until it answers.
-    fn spawn(&mut self, more: &[&str]) {
-        let log = fs::File::create(self.dir.path().join("redis.log")).expect("log file");
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(["--save", "", "--daemonize", "no"])
-            .args(&self.extra)
-            .args(more)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        let child = command
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        self.child = Some(child);
-        self.wait_until_it_answers();
-    }
-
-    /// Until PING gets an answer, any answer (`-NOAUTH` counts: it is up).
-    fn wait_until_it_answers(&mut self) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut reply = [0u8; 1];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read(&mut reply).is_ok_and(|n| n == 1)
-                    && (reply[0] == b'+' || reply[0] == b'-')
-                {
-                    return;
-                }
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let log =
-                        fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
-                    panic!("redis-server ended ({status}) before answering:\n{log}");
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server never answered");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the server: SIGTERM (it saves what it persists, if anything),
-    /// then SIGKILL if it has not ended within the timeout.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// A plain connection, for what a test does to Redis behind the links.
-    fn connection(&self, url: &str) -> redis::Connection {
-        redis::Client::open(url)
-            .and_then(|client| client.get_connection_with_timeout(TIMEOUT))
-            .expect("test connection")
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
-}
 
 /// Settings that notice trouble quickly, for tests.
 fn quick() -> Settings {

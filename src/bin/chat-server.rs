@@ -10,7 +10,7 @@ use secure_chat::capacity::Capacity;
 use secure_chat::error::{report, Error};
 use secure_chat::server::{self, Limits, Server};
 use secure_chat::throttle::RateLimit;
-use secure_chat::{logging, tls};
+use secure_chat::{cluster, logging, tls};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -57,6 +57,13 @@ Options:
                              have at once, sharing its nick [default: 5]
   --classic                  the original app's protocol, for its clients: one
                              reply per line, no rooms, no other clients seen
+  --redis URL                share the chat with every server using the same
+                             Redis: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB],
+                             or rediss://... for TLS [default: off, one server]
+  --node-name NAME           this server's name among them, in logs
+                             [default: HOSTNAME-PORT]
+  --redis-ca FILE            with rediss://: the CA that Redis' certificate must
+                             chain to [default: the system's roots]
   -v, --verbose              more log output, rustls' notes on each handshake
                              included (twice: everything)
   -q, --quiet                only warnings and errors
@@ -80,6 +87,10 @@ struct Args {
     limits: Limits,
     /// `--max-clients`, if given; else the default, or what the system allows.
     max_clients: Option<usize>,
+    /// `--redis`: may hold a password, so it is never printed.
+    redis: Option<String>,
+    node_name: Option<String>,
+    redis_ca: Option<PathBuf>,
     level: LevelFilter,
 }
 
@@ -97,6 +108,9 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         client_ca: None,
         limits: Limits::default(),
         max_clients: None,
+        redis: None,
+        node_name: None,
+        redis_ca: None,
         level: logging::level_from_env().unwrap_or(LevelFilter::Info),
     };
     let mut rate = RateLimit::default();
@@ -143,6 +157,9 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             }
             Long("client-ca") => args.client_ca = Some(parser.value()?.into()),
             Long("classic") => args.limits.classic = true,
+            Long("redis") => args.redis = Some(parser.value()?.parse()?),
+            Long("node-name") => args.node_name = Some(parser.value()?.parse()?),
+            Long("redis-ca") => args.redis_ca = Some(parser.value()?.into()),
             Short('v') | Long("verbose") => {
                 args.level = match args.level {
                     LevelFilter::Info | LevelFilter::Warn => LevelFilter::Debug,
@@ -160,6 +177,14 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             }
             _ => return Err(arg.unexpected()),
         }
+    }
+    if args.limits.classic && args.redis.is_some() {
+        return Err("--classic and --redis do not go together: the original app's \
+                    clients see nobody else, on this server or any other"
+            .into());
+    }
+    if args.redis.is_none() && (args.node_name.is_some() || args.redis_ca.is_some()) {
+        return Err("--node-name and --redis-ca are for --redis".into());
     }
     // --rate 0 turns flood control off, whatever the burst.
     args.limits.rate = (rate.per_second > 0).then_some(rate);
@@ -258,7 +283,24 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers first: a signal that arrives once we are listening must
     // find them in place, not the default action that kills the process.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    let server = Server::bind(&args.addr, load()?, args.limits)?;
+    let mut server = Server::bind(&args.addr, load()?, args.limits)?;
+    if let Some(url) = &args.redis {
+        let node = match &args.node_name {
+            Some(name) => name.clone(),
+            None => default_node_name(server.local_addr().port()),
+        };
+        let settings = cluster::Settings {
+            ca_file: args.redis_ca.clone(),
+            // Room for the notices between the chat lines a newcomer sees.
+            recent: args.limits.history.saturating_mul(4),
+            ..cluster::Settings::default()
+        };
+        // Fails at once, in one line, if Redis cannot be reached or
+        // refuses the login; never with the URL, which may hold a password.
+        let (link, deliveries) = cluster::Link::start(url, &node, settings)?;
+        log::info!("node {node}: linked to the other servers through Redis");
+        server.link(link, deliveries);
+    }
     let stopper = server.stopper();
     let reloader = server.reloader();
     thread::Builder::new()
@@ -296,6 +338,20 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     server.run()?;
     log::info!("stopped");
     Ok(())
+}
+
+/// This machine's name and the port: unique among servers on one Redis
+/// unless two machines share a name. Only what a node name may hold is kept.
+fn default_node_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(cluster::NODE_NAME_MAX - 6)
+        .collect();
+    let host = if host.is_empty() { "chat" } else { &host };
+    format!("{host}-{port}")
 }
 
 /// Each client costs a file descriptor: raise the soft limit on open files

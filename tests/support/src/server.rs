@@ -7,7 +7,7 @@ use std::thread;
 
 use crossbeam_channel::Receiver;
 use secure_chat::server::{Gauges, Limits, Server, Stopper};
-use secure_chat::tls;
+use secure_chat::{cluster, tls};
 
 use crate::client::TestClient;
 use crate::pki::Pki;
@@ -58,6 +58,27 @@ impl TestServer {
     pub fn start_config(config: Arc<rustls::ServerConfig>, limits: Limits) -> TestServer {
         // Bound before the thread starts: clients can connect at once.
         let server = Server::bind("127.0.0.1:0", config, limits).unwrap();
+        TestServer::run(server)
+    }
+
+    /// One of several servers sharing their chat through the Redis at
+    /// `redis_url`, as node `node`, with `settings` for the link.
+    pub fn start_linked(
+        pki: &Pki,
+        limits: Limits,
+        redis_url: &str,
+        node: &str,
+        settings: cluster::Settings,
+    ) -> TestServer {
+        let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
+        let mut server = Server::bind("127.0.0.1:0", config, limits).unwrap();
+        let (link, deliveries) = cluster::Link::start(redis_url, node, settings)
+            .unwrap_or_else(|error| panic!("link: {error}"));
+        server.link(link, deliveries);
+        TestServer::run(server)
+    }
+
+    fn run(server: Server) -> TestServer {
         let addr = server.local_addr();
         let stopper = server.stopper();
         let gauges = server.gauges();

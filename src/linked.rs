@@ -1,0 +1,364 @@
+//! The hub's side of the link to other servers: what it hands Redis, and
+//! what it makes of what comes back.
+//!
+//! Only with `--redis`. The link itself ([`cluster`](crate::cluster))
+//! knows rooms by name and lines as text; the hub knows rooms by number
+//! and clients by [`ClientId`]. This module translates, and holds the
+//! one rule that makes several servers one chat: **a room line is shown
+//! when it comes back from Redis, never before**, on every server, its
+//! sender's included. So everyone sees a room's lines in the one order
+//! Redis numbered them in.
+//!
+//! Three things travel with each line, written into the text Redis
+//! carries (see [`encode`]): what the room keeps of it ([`Keep`]), the
+//! new topic if it sets one, and who is left out of it (`except`: the
+//! one whose news it is, who was told otherwise). A `ClientId` means
+//! something only on the server that made it, so it is written with this
+//! run's token, and only that run heeds it.
+//!
+//! When the link is down, or Redis is too far behind to take more, a
+//! line is shown here at once and goes nowhere else: chat among this
+//! server's users carries on, and they are told the others cannot hear
+//! them (the hub says so when [`Delivery::LinkDown`] comes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::chat::{ClientId, Keep, RoomId};
+use crate::cluster::{Delivery, Link};
+
+/// A room line the hub is to show here now: it came back from Redis, or
+/// it cannot go there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    /// The room.
+    pub room: RoomId,
+    /// The line, as the members get it.
+    pub line: Arc<str>,
+    /// Left out, if it is one of this server's clients.
+    pub except: Option<ClientId>,
+    /// What the room keeps of it.
+    pub keep: Keep,
+}
+
+/// What the hub does with a delivery from the link.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Show room lines here, in this order.
+    Lines(Vec<Local>),
+    /// A room this server joined: what it said before. Its lines waiting
+    /// for this follow in `then`.
+    Recent {
+        /// The room.
+        room: RoomId,
+        /// Its last chat and action lines, oldest first.
+        lines: Vec<Arc<str>>,
+        /// Its topic.
+        topic: Option<String>,
+        /// Lines said here meanwhile that could not go to Redis after all,
+        /// to be shown here.
+        then: Vec<Local>,
+    },
+    /// A notice for every member of a room.
+    TellRoom(RoomId, String),
+    /// A notice for everyone on this server.
+    TellEveryone(String),
+    /// The link is down: everyone here is told ([`LINK_DOWN`]); then these
+    /// lines, which were waiting for their rooms' past, are shown here.
+    LinkDown(Vec<Local>),
+    /// Nothing to do.
+    Nothing,
+}
+
+/// What the users of this server are told when the link goes down.
+pub const LINK_DOWN: &str = "the link to the other servers is down: you can still chat with \
+                             the people on this server, but the others do not hear you, nor \
+                             you them; you will be told when it is back";
+
+/// ... and when it is back.
+pub const LINK_UP: &str = "the link to the other servers is back: what they said meanwhile \
+                           has been shown; what was said here meanwhile stayed here";
+
+/// ... and when it is back, but Redis lost what it kept.
+pub const LINK_UP_HISTORY_LOST: &str = "the link to the other servers is back, but Redis lost \
+                                        what it kept: rooms' history and topics start over";
+
+/// A room this server has members in, as the link knows it.
+#[derive(Debug)]
+struct Joined {
+    /// Its name on every server.
+    key: String,
+    /// Until Redis has told what the room said before (its
+    /// [`Delivery::Recent`]), lines said here wait, so that none comes
+    /// back before the past it follows.
+    waiting: Option<Vec<Local>>,
+}
+
+/// The hub's end of the link.
+#[derive(Debug)]
+pub struct Linked {
+    link: Link,
+    /// Names this run of the server in what it publishes.
+    token: String,
+    rooms: HashMap<RoomId, Joined>,
+    by_key: HashMap<String, RoomId>,
+    /// Rooms left during the event in hand: their names are still needed
+    /// for its last lines (who left), and forgotten after.
+    leaving: Vec<RoomId>,
+}
+
+impl Linked {
+    /// Wraps a started link; `token` names this run of the server among
+    /// all that share the Redis (random, so that two runs never match).
+    pub fn new(link: Link, token: u64) -> Linked {
+        Linked {
+            link,
+            token: format!("{token:016x}"),
+            rooms: HashMap::new(),
+            by_key: HashMap::new(),
+            leaving: Vec::new(),
+        }
+    }
+
+    /// The first member here entered `room`, called `key` on every
+    /// server: hear it.
+    pub fn entered(&mut self, room: RoomId, key: String) {
+        self.link.join_room(&key);
+        self.by_key.insert(key.clone(), room);
+        let joined = Joined {
+            key,
+            waiting: Some(Vec::new()),
+        };
+        self.rooms.insert(room, joined);
+        self.leaving.retain(|&other| other != room);
+    }
+
+    /// The last member here left `room`: stop hearing it, once the event
+    /// in hand is done ([`Linked::event_done`]).
+    pub fn emptied(&mut self, room: RoomId) {
+        if let Some(joined) = self.rooms.get(&room) {
+            self.link.leave_room(&joined.key);
+            self.leaving.push(room);
+        }
+    }
+
+    /// The event in hand is handled: rooms left during it are forgotten.
+    pub fn event_done(&mut self) {
+        for room in self.leaving.drain(..) {
+            if let Some(joined) = self.rooms.remove(&room) {
+                self.by_key.remove(&joined.key);
+            }
+        }
+    }
+
+    /// A room line was said here. It goes to Redis, to be shown when it
+    /// comes back; or it waits for the room's past; or, when Redis
+    /// cannot take it, it is given back to be shown here at once.
+    ///
+    /// `key` is the room's name, for a room nobody here hears (a notice
+    /// that someone came or left, said to the others).
+    pub fn say(&mut self, line: Local, key: Option<String>) -> Option<Local> {
+        let key = match self.rooms.get_mut(&line.room) {
+            Some(Joined {
+                waiting: Some(waiting),
+                ..
+            }) if self.link.is_up() => {
+                waiting.push(line);
+                return None;
+            }
+            Some(joined) => joined.key.clone(),
+            None => key?,
+        };
+        let text = encode(&self.token, &line);
+        let sent = match &line.keep {
+            Keep::Topic(topic) => self.link.publish_topic(&key, &text, topic),
+            _ => self.link.publish(&key, &text),
+        };
+        match sent {
+            Ok(()) => None,
+            Err(refused) => {
+                log::debug!("room {key}: a line stays on this server: {refused}");
+                self.rooms.contains_key(&line.room).then_some(line)
+            }
+        }
+    }
+
+    /// What the hub makes of what the link delivered.
+    pub fn delivered(&mut self, delivery: Delivery) -> Action {
+        match delivery {
+            Delivery::Line { room, line, .. } => {
+                let Some(&id) = self.by_key.get(&room) else {
+                    return Action::Nothing;
+                };
+                // Before its `Recent`, a line belongs to an earlier join.
+                if self.rooms.get(&id).is_none_or(|j| j.waiting.is_some()) {
+                    return Action::Nothing;
+                }
+                match decode(&self.token, id, &line) {
+                    Some(local) => Action::Lines(vec![local]),
+                    None => {
+                        log::warn!("room {room}: a line from Redis makes no sense; dropped");
+                        Action::Nothing
+                    }
+                }
+            }
+            Delivery::Recent { room, lines, topic } => {
+                let Some(&id) = self.by_key.get(&room) else {
+                    return Action::Nothing;
+                };
+                let waiting = self
+                    .rooms
+                    .get_mut(&id)
+                    .and_then(|joined| joined.waiting.take())
+                    .unwrap_or_default();
+                let past = lines
+                    .iter()
+                    .filter_map(|text| decode(&self.token, id, text))
+                    .filter(|local| local.keep == Keep::History)
+                    .map(|local| local.line)
+                    .collect();
+                let then = waiting
+                    .into_iter()
+                    .filter_map(|line| self.say(line, None))
+                    .collect();
+                Action::Recent {
+                    room: id,
+                    lines: past,
+                    topic,
+                    then,
+                }
+            }
+            Delivery::Missed { room, from, to } => match self.by_key.get(&room) {
+                Some(&id) => {
+                    let count = to - from + 1;
+                    let lines = if count == 1 { "line" } else { "lines" };
+                    Action::TellRoom(
+                        id,
+                        format!(
+                            "{count} {lines} said in {room} on other servers could not be \
+                             recovered"
+                        ),
+                    )
+                }
+                None => Action::Nothing,
+            },
+            Delivery::LinkDown { reason } => {
+                log::warn!("link to the other servers down: {reason}");
+                // Lines waiting for a room's past would wait the whole
+                // outage: they are shown here now instead.
+                let mut lines = Vec::new();
+                for joined in self.rooms.values_mut() {
+                    if let Some(waiting) = &mut joined.waiting {
+                        lines.append(waiting);
+                    }
+                }
+                Action::LinkDown(lines)
+            }
+            Delivery::LinkUp { history_lost } => Action::TellEveryone(
+                if history_lost {
+                    LINK_UP_HISTORY_LOST
+                } else {
+                    LINK_UP
+                }
+                .to_owned(),
+            ),
+        }
+    }
+}
+
+/// The text Redis carries for a room line:
+///
+/// ```text
+/// KIND EXCEPT LINE            KIND: h (history) or n (notice)
+/// t EXCEPT TOPIC\nLINE        a topic change
+/// ```
+///
+/// EXCEPT is `-`, or `TOKEN.ID`: client ID of the run TOKEN. LINE is the
+/// line as clients get it, `\n` included; a topic has no line end in it
+/// (clients cannot send one), so the first `\n` ends it.
+pub fn encode(token: &str, line: &Local) -> String {
+    let except = match line.except {
+        Some(id) => format!("{token}.{}", id.0),
+        None => "-".to_owned(),
+    };
+    match &line.keep {
+        Keep::Nothing => format!("n {except} {}", line.line),
+        Keep::History => format!("h {except} {}", line.line),
+        Keep::Topic(topic) => format!("t {except} {topic}\n{}", line.line),
+    }
+}
+
+/// Reads back what [`encode`] wrote, for room `room` of this run `token`;
+/// `None` if it is not that.
+pub fn decode(token: &str, room: RoomId, text: &str) -> Option<Local> {
+    let (kind, rest) = text.split_once(' ')?;
+    let (except, rest) = rest.split_once(' ')?;
+    let except = match except {
+        "-" => None,
+        other => {
+            let (run, id) = other.split_once('.')?;
+            let id: u64 = id.parse().ok()?;
+            (run == token).then_some(ClientId(id))
+        }
+    };
+    let (keep, line) = match kind {
+        "n" => (Keep::Nothing, rest),
+        "h" => (Keep::History, rest),
+        "t" => {
+            let (topic, line) = rest.split_once('\n')?;
+            (Keep::Topic(topic.into()), line)
+        }
+        _ => return None,
+    };
+    if !line.ends_with('\n') {
+        return None;
+    }
+    Some(Local {
+        room,
+        line: line.into(),
+        except,
+        keep,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(except: Option<ClientId>, keep: Keep) -> Local {
+        Local {
+            room: RoomId(7),
+            line: "notice alice set the topic of #tea: green\n".into(),
+            except,
+            keep,
+        }
+    }
+
+    #[test]
+    fn lines_round_trip_through_their_text() {
+        for keep in [Keep::Nothing, Keep::History, Keep::Topic("green tea".into())] {
+            let line = local(Some(ClientId(12)), keep);
+            let text = encode("run1", &line);
+            assert_eq!(decode("run1", RoomId(7), &text), Some(line.clone()));
+            // Another run's client ID means nothing here.
+            let theirs = decode("run2", RoomId(7), &text).expect("decodes");
+            assert_eq!(theirs.except, None);
+            assert_eq!(theirs.line, line.line);
+        }
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        for text in [
+            "",
+            "h",
+            "h -",
+            "x - chat a b\n",
+            "h run.x chat a b\n",
+            "h - chat a b",
+            "t - topic without a line",
+        ] {
+            assert_eq!(decode("run", RoomId(1), text), None, "{text:?}");
+        }
+    }
+}

@@ -1219,7 +1219,9 @@ impl Subscriber {
     fn forget_rooms_not_in(&mut self, wanted: &BTreeMap<String, u64>) {
         let joined = &self.joined;
         self.next.retain(|room, _| {
-            wanted.get(room).is_some_and(|join| joined.get(room) == Some(join))
+            wanted
+                .get(room)
+                .is_some_and(|join| joined.get(room) == Some(join))
         });
         self.joined.retain(|room, _| self.next.contains_key(room));
     }

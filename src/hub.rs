@@ -26,8 +26,8 @@ use crate::budget::{Budget, Outgoing};
 use crate::chat::{Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, RoomId};
 use crate::classic::Classic;
 use crate::cluster::Delivery;
-use crate::linked::{self, Action, Linked, Local};
 use crate::line::Frame;
+use crate::linked::{self, Action, Linked, Local};
 use crate::queue::Receiver;
 use crate::seats::Seat;
 use crate::shard::{Shard, Slot, To, Work};
@@ -228,7 +228,7 @@ const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 ///
 /// `classic` runs the original app's rules ([`Classic`]) instead of the
 /// chat's. `linked` makes this server one of several that share their
-/// rooms through Redis ([`linked`](crate::linked)); what the link
+/// rooms through Redis ([`linked`]); what the link
 /// delivers arrives as [`Event::Cluster`].
 pub fn run(
     events: Receiver<Event>,

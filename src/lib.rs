@@ -38,9 +38,10 @@
 //!     [`client`]: a line editor, and reconnecting after a drop.
 //!
 //! [`x509`], [`error`] and [`logging`] are supporting cast. Each module's
-//! documentation ends by naming the next one. [`cluster`], the link
-//! between several servers through Redis, is complete and tested on its
-//! own, but the server does not use it yet.
+//! documentation ends by naming the next one. With `--redis`, two more:
+//! [`cluster`], the link between several servers through Redis, and
+//! [`linked`], the hub's side of it (a room line is shown when it comes
+//! back from Redis, on every server alike).
 //!
 //! ## One name for each thing
 //!
@@ -153,8 +154,8 @@ pub mod error;
 pub mod hub;
 pub mod known_servers;
 pub mod line;
-pub mod linked;
 pub mod line_reader;
+pub mod linked;
 pub mod logging;
 pub mod outbox;
 pub mod pool;

@@ -336,7 +336,11 @@ mod tests {
 
     #[test]
     fn lines_round_trip_through_their_text() {
-        for keep in [Keep::Nothing, Keep::History, Keep::Topic("green tea".into())] {
+        for keep in [
+            Keep::Nothing,
+            Keep::History,
+            Keep::Topic("green tea".into()),
+        ] {
             let line = local(Some(ClientId(12)), keep);
             let text = encode("run1", &line);
             assert_eq!(decode("run1", RoomId(7), &text), Some(line.clone()));

@@ -37,7 +37,10 @@ fn wait_subscribed(redis: &Redis, room: &str, count: i64) {
         if subscribed == count {
             return;
         }
-        assert!(Instant::now() < deadline, "{subscribed} servers in {room}, not {count}");
+        assert!(
+            Instant::now() < deadline,
+            "{subscribed} servers in {room}, not {count}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

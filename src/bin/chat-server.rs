@@ -179,9 +179,11 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         }
     }
     if args.limits.classic && args.redis.is_some() {
-        return Err("--classic and --redis do not go together: the original app's \
+        return Err(
+            "--classic and --redis do not go together: the original app's \
                     clients see nobody else, on this server or any other"
-            .into());
+                .into(),
+        );
     }
     if args.redis.is_none() && (args.node_name.is_some() || args.redis_ca.is_some()) {
         return Err("--node-name and --redis-ca are for --redis".into());

@@ -21,7 +21,10 @@
 //! nothing tells it so.
 //!
 //! So each room line is also *numbered* and *kept*. One Lua script,
-//! which Redis runs as one atomic step, does three things:
+//! which Redis runs as one atomic step, does three things (four, for a
+//! line that sets the room's topic: `SET room:{name}:topic` as well, so
+//! that a node joining the room later is told it with the room's last
+//! lines, [`Delivery::Recent`]):
 //!
 //! 1. `INCR room:{name}:seq`: the line's number in its room (its *seq*),
 //!    1, 2, 3, ... The same number on every node, so every node shows the
@@ -642,6 +645,9 @@ struct Outgoing {
 /// still waiting for Redis then are not published.
 #[derive(Debug)]
 pub struct Link {
+    /// This run of the node, unlike any other run of any node:
+    /// `NODE/RANDOM`.
+    run: String,
     outbox: Option<Sender<Outgoing>>,
     shared: Arc<Shared>,
     /// Dropped to wake the threads from a wait between reconnections.
@@ -696,6 +702,7 @@ impl Link {
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
+        let run = format!("{node}/{:016x}", random_u64());
 
         let publisher = Publisher {
             target: Arc::clone(&target),
@@ -703,7 +710,7 @@ impl Link {
             woken: woken.clone(),
             script,
             node: node.to_owned(),
-            sender: format!("{node}/{:016x}", random_u64()),
+            sender: run.clone(),
             count: 0,
         };
         let subscriber = Subscriber {
@@ -733,6 +740,7 @@ impl Link {
             )?,
         ];
         let link = Link {
+            run,
             outbox: Some(outbox),
             shared,
             wake: Some(wake),
@@ -807,6 +815,13 @@ impl Link {
         if change(&mut rooms) {
             self.shared.rooms_changed.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// This run of the node, `NODE/RANDOM`: what a node can tag its own
+    /// lines with, to know them when they come back. Two runs of one
+    /// node, or two nodes given one name, never share it.
+    pub fn run(&self) -> &str {
+        &self.run
     }
 
     /// Whether Redis is reachable, as far as the link knows.

@@ -321,11 +321,7 @@ impl Hub {
         };
         match action {
             Action::Nothing => {}
-            Action::Lines(lines) => {
-                for line in lines {
-                    self.show_here(line);
-                }
-            }
+            Action::Line(line) => self.show_here(line),
             Action::Recent {
                 room,
                 lines,
@@ -366,13 +362,14 @@ impl Hub {
         let Some(linked) = &mut self.linked else {
             return self.send_room(room, line, except);
         };
-        let key = self.rules.chat().and_then(|chat| chat.room_key(room));
         let local = Local {
             room,
             line,
             except,
             keep,
         };
+        let rules = &mut self.rules;
+        let key = || rules.chat().and_then(|chat| chat.room_key(room));
         if let Some(local) = linked.say(local, key) {
             self.show_here(local);
         }
@@ -403,8 +400,7 @@ impl Hub {
                     };
                     let shards = self.dispatch.shards.len();
                     let address = route.address;
-                    let old = route.room.replace(room);
-                    if let Some(old) = old {
+                    if let Some(old) = route.room.replace(room) {
                         self.leave(old, address.shard);
                     }
                     let new = !self.rooms.contains_key(&room);
@@ -492,9 +488,7 @@ impl Hub {
         self.deliver(&mut out);
         self.dispatch.hand_over();
     }
-}
 
-impl Hub {
     /// One member of `room` fewer on `shard`; a room nobody here is in is
     /// forgotten (and, linked, no longer heard).
     fn leave(&mut self, room: RoomId, shard: usize) {

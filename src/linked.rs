@@ -44,8 +44,8 @@ pub struct Local {
 /// What the hub does with a delivery from the link.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Show room lines here, in this order.
-    Lines(Vec<Local>),
+    /// Show a room line here.
+    Line(Local),
     /// A room this server joined: what it said before. Its lines waiting
     /// for this follow in `then`.
     Recent {
@@ -98,7 +98,8 @@ struct Joined {
 #[derive(Debug)]
 pub struct Linked {
     link: Link,
-    /// Names this run of the server in what it publishes.
+    /// Names this run of the server in what it publishes
+    /// ([`Link::run`]).
     token: String,
     rooms: HashMap<RoomId, Joined>,
     by_key: HashMap<String, RoomId>,
@@ -108,12 +109,11 @@ pub struct Linked {
 }
 
 impl Linked {
-    /// Wraps a started link; `token` names this run of the server among
-    /// all that share the Redis (random, so that two runs never match).
-    pub fn new(link: Link, token: u64) -> Linked {
+    /// Wraps a started link.
+    pub fn new(link: Link) -> Linked {
         Linked {
+            token: link.run().to_owned(),
             link,
-            token: format!("{token:016x}"),
             rooms: HashMap::new(),
             by_key: HashMap::new(),
             leaving: Vec::new(),
@@ -155,9 +155,9 @@ impl Linked {
     /// comes back; or it waits for the room's past; or, when Redis
     /// cannot take it, it is given back to be shown here at once.
     ///
-    /// `key` is the room's name, for a room nobody here hears (a notice
-    /// that someone came or left, said to the others).
-    pub fn say(&mut self, line: Local, key: Option<String>) -> Option<Local> {
+    /// `key` gives the room's name, asked only for a room nobody here
+    /// hears yet (a notice that someone came, said before they enter).
+    pub fn say(&mut self, line: Local, key: impl FnOnce() -> Option<String>) -> Option<Local> {
         let key = match self.rooms.get_mut(&line.room) {
             Some(Joined {
                 waiting: Some(waiting),
@@ -167,7 +167,7 @@ impl Linked {
                 return None;
             }
             Some(joined) => joined.key.clone(),
-            None => key?,
+            None => key()?,
         };
         let text = encode(&self.token, &line);
         let sent = match &line.keep {
@@ -195,7 +195,7 @@ impl Linked {
                     return Action::Nothing;
                 }
                 match decode(&self.token, id, &line) {
-                    Some(local) => Action::Lines(vec![local]),
+                    Some(local) => Action::Line(local),
                     None => {
                         log::warn!("room {room}: a line from Redis makes no sense; dropped");
                         Action::Nothing
@@ -219,7 +219,7 @@ impl Linked {
                     .collect();
                 let then = waiting
                     .into_iter()
-                    .filter_map(|line| self.say(line, None))
+                    .filter_map(|line| self.say(line, || None))
                     .collect();
                 Action::Recent {
                     room: id,
@@ -273,7 +273,7 @@ impl Linked {
 /// t EXCEPT TOPIC\nLINE        a topic change
 /// ```
 ///
-/// EXCEPT is `-`, or `TOKEN.ID`: client ID of the run TOKEN. LINE is the
+/// EXCEPT is `-`, or `RUN.ID`: client ID of the run RUN ([`Link::run`]). LINE is the
 /// line as clients get it, `\n` included; a topic has no line end in it
 /// (clients cannot send one), so the first `\n` ends it.
 pub fn encode(token: &str, line: &Local) -> String {
@@ -296,7 +296,8 @@ pub fn decode(token: &str, room: RoomId, text: &str) -> Option<Local> {
     let except = match except {
         "-" => None,
         other => {
-            let (run, id) = other.split_once('.')?;
+            // A node's name may hold dots; the ID never does.
+            let (run, id) = other.rsplit_once('.')?;
             let id: u64 = id.parse().ok()?;
             (run == token).then_some(ClientId(id))
         }
@@ -342,10 +343,10 @@ mod tests {
             Keep::Topic("green tea".into()),
         ] {
             let line = local(Some(ClientId(12)), keep);
-            let text = encode("run1", &line);
-            assert_eq!(decode("run1", RoomId(7), &text), Some(line.clone()));
+            let text = encode("eu.1/run1", &line);
+            assert_eq!(decode("eu.1/run1", RoomId(7), &text), Some(line.clone()));
             // Another run's client ID means nothing here.
-            let theirs = decode("run2", RoomId(7), &text).expect("decodes");
+            let theirs = decode("eu.1/run2", RoomId(7), &text).expect("decodes");
             assert_eq!(theirs.except, None);
             assert_eq!(theirs.line, line.line);
         }

@@ -365,7 +365,7 @@ impl Server {
     /// anyone sees it, and what comes back out of `deliveries` reaches
     /// the hub. Not with [`Limits::classic`], whose clients see no one.
     pub fn link(&mut self, link: Link, deliveries: Receiver<Delivery>) {
-        self.link = Some((Linked::new(link, random_token()), deliveries));
+        self.link = Some((Linked::new(link), deliveries));
     }
 
     /// The address actually bound (useful after binding port 0).
@@ -678,21 +678,6 @@ fn forward_deliveries(
             }
         })?;
     Ok(())
-}
-
-/// 64 bits that name this run of the server among all sharing a Redis:
-/// from the operating system's random source, through the same library
-/// rustls uses; the time, should that ever fail.
-fn random_token() -> u64 {
-    let mut bytes = [0u8; 8];
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    if provider.secure_random.fill(&mut bytes).is_err() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return now.as_nanos() as u64 ^ u64::from(std::process::id());
-    }
-    u64::from_le_bytes(bytes)
 }
 
 /// A thread that stops the whole server if it panics, and that can be

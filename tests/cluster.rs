@@ -16,45 +16,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use secure_chat::cluster::{Delivery, Error, Link, Refused, Settings};
-use secure_chat_test_support::{free_port, Pki, Redis};
+use secure_chat_test_support::{free_port, quick_link, Pki, Redis};
 
 /// The longest any one wait in these tests may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Settings that notice trouble quickly, for tests.
-fn quick() -> Settings {
-    Settings {
-        ping_every: Duration::from_millis(300),
-        reply_timeout: Duration::from_secs(1),
-        connect_timeout: Duration::from_secs(1),
-        ..Settings::default()
-    }
-}
-
 fn start(redis: &Redis, node: &str, settings: Settings) -> (Link, Receiver<Delivery>) {
     Link::start(&redis.url(), node, settings).unwrap_or_else(|error| panic!("{error}"))
-}
-
-/// Waits until `count` nodes are subscribed to `room`: joining takes
-/// effect on the subscriber thread, a moment later.
-fn wait_subscribed(redis: &Redis, room: &str, count: i64) {
-    let mut connection = redis.connection(&redis.url());
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let (_, subscribed): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(format!("room:{{{room}}}"))
-            .query(&mut connection)
-            .expect("PUBSUB NUMSUB");
-        if subscribed == count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{subscribed} subscribers to {room}, not {count}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Takes deliveries until `done` says so, for at most [`TIMEOUT`]; what
@@ -130,11 +98,11 @@ fn append_silently(connection: &mut redis::Connection, room: &str, line: &str) -
 #[test]
 fn concurrent_publishers_one_order_everywhere() {
     let redis = Redis::start(&[]);
-    let (a, a_in) = start(&redis, "a", quick());
-    let (b, b_in) = start(&redis, "b", quick());
+    let (a, a_in) = start(&redis, "a", quick_link());
+    let (b, b_in) = start(&redis, "b", quick_link());
     a.join_room("lobby");
     b.join_room("lobby");
-    wait_subscribed(&redis, "lobby", 2);
+    redis.wait_subscribed("lobby", 2);
 
     const EACH: usize = 500;
     let started = Instant::now();
@@ -179,14 +147,14 @@ fn concurrent_publishers_one_order_everywhere() {
 #[test]
 fn a_lost_message_is_filled_from_history_first() {
     let redis = Redis::start(&[]);
-    let (a, a_in) = start(&redis, "a", quick());
-    let (b, b_in) = start(&redis, "b", quick());
+    let (a, a_in) = start(&redis, "a", quick_link());
+    let (b, b_in) = start(&redis, "b", quick_link());
     a.join_room("lobby");
     b.join_room("lobby");
     // Only b in this one: its lines must not reach a.
     b.join_room("side");
-    wait_subscribed(&redis, "lobby", 2);
-    wait_subscribed(&redis, "side", 1);
+    redis.wait_subscribed("lobby", 2);
+    redis.wait_subscribed("side", 1);
 
     let mut raw = redis.connection(&redis.url());
     for i in 1..=3 {
@@ -271,11 +239,11 @@ fn joining_a_room_brings_its_last_lines_and_topic() {
     let redis = Redis::start(&[]);
     let settings = Settings {
         recent: 3,
-        ..quick()
+        ..quick_link()
     };
     let (a, a_in) = start(&redis, "a", settings.clone());
     a.join_room("tea");
-    wait_subscribed(&redis, "tea", 1);
+    redis.wait_subscribed("tea", 1);
     let first = a_in.recv_timeout(TIMEOUT).expect("recent");
     assert_eq!(
         first,
@@ -303,7 +271,7 @@ fn joining_a_room_brings_its_last_lines_and_topic() {
         }
     );
     // And then only what is said from now on.
-    wait_subscribed(&redis, "tea", 2);
+    redis.wait_subscribed("tea", 2);
     publish(&a, "tea", "line 6");
     let seen = collect(&b_in, |seen| line_count(seen) == 1);
     assert_eq!(lines(&seen), vec![(6, "line 6".to_owned())]);
@@ -312,17 +280,17 @@ fn joining_a_room_brings_its_last_lines_and_topic() {
 #[test]
 fn a_room_left_is_no_longer_heard() {
     let redis = Redis::start(&[]);
-    let (a, a_in) = start(&redis, "a", quick());
-    let (b, _b_in) = start(&redis, "b", quick());
+    let (a, a_in) = start(&redis, "a", quick_link());
+    let (b, _b_in) = start(&redis, "b", quick_link());
     a.join_room("lobby");
-    wait_subscribed(&redis, "lobby", 1);
+    redis.wait_subscribed("lobby", 1);
     publish(&b, "lobby", "one");
     assert_eq!(
         lines(&collect(&a_in, |s| line_count(s) == 1)),
         vec![(1, "one".into())]
     );
     a.leave_room("lobby");
-    wait_subscribed(&redis, "lobby", 0);
+    redis.wait_subscribed("lobby", 0);
     publish(&b, "lobby", "two");
     // Joined again: from the next line on, not what was said meanwhile.
     let mut raw = redis.connection(&redis.url());
@@ -337,7 +305,7 @@ fn a_room_left_is_no_longer_heard() {
         thread::sleep(Duration::from_millis(10));
     }
     a.join_room("lobby");
-    wait_subscribed(&redis, "lobby", 1);
+    redis.wait_subscribed("lobby", 1);
     publish(&b, "lobby", "three");
     assert_eq!(
         lines(&collect(&a_in, |s| line_count(s) == 1)),
@@ -352,11 +320,11 @@ fn a_room_left_is_no_longer_heard() {
 #[test]
 fn redis_restarted_with_its_data_nothing_lost_nothing_twice() {
     let mut redis = Redis::start(&["--appendonly", "yes"]);
-    let (a, a_in) = start(&redis, "a", quick());
-    let (b, b_in) = start(&redis, "b", quick());
+    let (a, a_in) = start(&redis, "a", quick_link());
+    let (b, b_in) = start(&redis, "b", quick_link());
     a.join_room("lobby");
     b.join_room("lobby");
-    wait_subscribed(&redis, "lobby", 2);
+    redis.wait_subscribed("lobby", 2);
     for i in 1..=10 {
         publish(&a, "lobby", &format!("before {i}"));
     }
@@ -403,7 +371,7 @@ fn redis_restarted_with_its_data_nothing_lost_nothing_twice() {
         );
         before.extend(seen);
     }
-    wait_subscribed(&redis, "lobby", 2);
+    redis.wait_subscribed("lobby", 2);
     publish(&b, "lobby", "after 16");
     for (deliveries, before) in [(&a_in, &mut before_a), (&b_in, &mut before_b)] {
         before.extend(collect(deliveries, |seen| line_count(seen) == 1));
@@ -419,9 +387,9 @@ fn redis_restarted_with_its_data_nothing_lost_nothing_twice() {
 #[test]
 fn redis_restarted_without_data_numbering_starts_over() {
     let mut redis = Redis::start(&["--appendonly", "no"]);
-    let (a, a_in) = start(&redis, "a", quick());
+    let (a, a_in) = start(&redis, "a", quick_link());
     a.join_room("lobby");
-    wait_subscribed(&redis, "lobby", 1);
+    redis.wait_subscribed("lobby", 1);
     publish(&a, "lobby", "old");
     collect(&a_in, |seen| line_count(seen) == 1);
 
@@ -434,7 +402,7 @@ fn redis_restarted_without_data_numbering_starts_over() {
         seen.iter().any(|d| matches!(d, Delivery::LinkUp { .. }))
     });
     assert_eq!(seen, vec![Delivery::LinkUp { history_lost: true }]);
-    wait_subscribed(&redis, "lobby", 1);
+    redis.wait_subscribed("lobby", 1);
     publish(&a, "lobby", "new");
     let seen = collect(&a_in, |seen| line_count(seen) == 1);
     assert_eq!(lines(&seen), vec![(1, "new".to_owned())]);
@@ -448,7 +416,7 @@ fn a_slow_subscriber_cut_off_by_redis_catches_up() {
     let redis = Redis::start(&["--client-output-buffer-limit", "pubsub 64kb 0 0"]);
     let settings = Settings {
         history: 100_000,
-        ..quick()
+        ..quick_link()
     };
     let (a, a_in) = start(&redis, "a", settings.clone());
     // b's hub "stalls": it holds one delivery and reads no more.
@@ -462,7 +430,7 @@ fn a_slow_subscriber_cut_off_by_redis_catches_up() {
     );
     a.join_room("lobby");
     b.join_room("lobby");
-    wait_subscribed(&redis, "lobby", 2);
+    redis.wait_subscribed("lobby", 2);
 
     // a's deliveries are read all along.
     let seen_a = Arc::new(Mutex::new(Vec::new()));
@@ -484,7 +452,7 @@ fn a_slow_subscriber_cut_off_by_redis_catches_up() {
     let padding = "x".repeat(4096);
     let mut published = 0;
     let deadline = Instant::now() + TIMEOUT;
-    while redis_subscribers(&redis, "lobby") == 2 {
+    while redis.subscribers("lobby") == 2 {
         assert!(published < 50_000, "Redis never cut the slow subscriber");
         for _ in 0..500 {
             published += 1;
@@ -515,24 +483,14 @@ fn a_slow_subscriber_cut_off_by_redis_catches_up() {
     );
 }
 
-fn redis_subscribers(redis: &Redis, room: &str) -> i64 {
-    let mut connection = redis.connection(&redis.url());
-    let (_, subscribed): (String, i64) = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(format!("room:{{{room}}}"))
-        .query(&mut connection)
-        .expect("PUBSUB NUMSUB");
-    subscribed
-}
-
 /// A Redis that stops answering (paused) is noticed by the PING, though
 /// the connection stays open; when it answers again, the link is back.
 #[test]
 fn an_unanswering_redis_is_noticed_by_ping() {
     let redis = Redis::start(&[]);
-    let (a, a_in) = start(&redis, "a", quick());
+    let (a, a_in) = start(&redis, "a", quick_link());
     a.join_room("lobby");
-    wait_subscribed(&redis, "lobby", 1);
+    redis.wait_subscribed("lobby", 1);
     let mut raw = redis.connection(&redis.url());
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
@@ -545,7 +503,7 @@ fn an_unanswering_redis_is_noticed_by_ping() {
     });
     assert!(matches!(seen[0], Delivery::LinkDown { .. }), "{seen:?}");
     assert_eq!(seen.len(), 2, "{seen:?}");
-    wait_subscribed(&redis, "lobby", 1);
+    redis.wait_subscribed("lobby", 1);
     publish(&a, "lobby", "still here");
     assert_eq!(
         lines(&collect(&a_in, |s| line_count(s) == 1)),
@@ -557,7 +515,7 @@ fn an_unanswering_redis_is_noticed_by_ping() {
 fn no_redis_at_start_is_one_clear_line() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let error = Link::start(&url, "a", quick()).expect_err("nothing listens there");
+    let error = Link::start(&url, "a", quick_link()).expect_err("nothing listens there");
     assert!(matches!(error, Error::Unreachable { .. }), "{error:?}");
     let message = error.to_string();
     eprintln!("{message}");
@@ -567,9 +525,9 @@ fn no_redis_at_start_is_one_clear_line() {
     );
     assert!(!message.contains('\n'));
 
-    let error = Link::start("localhost:6379", "a", quick()).expect_err("no scheme");
+    let error = Link::start("localhost:6379", "a", quick_link()).expect_err("no scheme");
     assert!(matches!(error, Error::BadUrl), "{error:?}");
-    let error = Link::start(&url, "has space", quick()).expect_err("bad name");
+    let error = Link::start(&url, "has space", quick_link()).expect_err("bad name");
     assert!(matches!(error, Error::BadNodeName(_)), "{error:?}");
 }
 
@@ -580,7 +538,7 @@ fn a_wrong_password_is_a_clear_error_without_it() {
         format!("redis://:wrong-one@127.0.0.1:{}", redis.port),
         format!("redis://default:wrong-one@127.0.0.1:{}", redis.port),
     ] {
-        let error = Link::start(&url, "a", quick()).expect_err("wrong password");
+        let error = Link::start(&url, "a", quick_link()).expect_err("wrong password");
         let message = error.to_string();
         eprintln!("{message}");
         assert!(matches!(error, Error::Login { .. }), "{error:?}");
@@ -589,11 +547,11 @@ fn a_wrong_password_is_a_clear_error_without_it() {
         assert!(!message.contains('\n'));
     }
     // No password at all: Redis says so on the first command.
-    let error = Link::start(&redis.url(), "a", quick()).expect_err("no password");
+    let error = Link::start(&redis.url(), "a", quick_link()).expect_err("no password");
     assert!(matches!(error, Error::Login { .. }), "{error:?}");
 
     let url = format!("redis://:right-one@127.0.0.1:{}", redis.port);
-    let (a, a_in) = Link::start(&url, "a", quick()).expect("the right password");
+    let (a, a_in) = Link::start(&url, "a", quick_link()).expect("the right password");
     a.join_room("lobby");
     publish(&a, "lobby", "in");
     // join_room and publish race: the line may be numbered before the
@@ -645,7 +603,7 @@ fn rediss_checks_the_certificate() {
     let url = format!("rediss://127.0.0.1:{tls_port}");
 
     // The system's roots do not know the test CA.
-    let error = Link::start(&url, "a", quick()).expect_err("unknown CA");
+    let error = Link::start(&url, "a", quick_link()).expect_err("unknown CA");
     let message = error.to_string();
     eprintln!("{message}");
     assert!(matches!(error, Error::Tls { .. }), "{error:?}");
@@ -654,13 +612,13 @@ fn rediss_checks_the_certificate() {
 
     let settings = Settings {
         ca_file: Some(pki.ca.clone()),
-        ..quick()
+        ..quick_link()
     };
     let (a, a_in) = Link::start(&url, "a", settings.clone()).unwrap_or_else(|e| panic!("{e}"));
-    let (b, b_in) = start(&redis, "b", quick());
+    let (b, b_in) = start(&redis, "b", quick_link());
     a.join_room("lobby");
     b.join_room("lobby");
-    wait_subscribed(&redis, "lobby", 2);
+    redis.wait_subscribed("lobby", 2);
     publish(&a, "lobby", "over tls");
     publish(&b, "lobby", "over tcp");
     // The two publishers race each other: either may be first, but both
@@ -681,7 +639,7 @@ fn rediss_checks_the_certificate() {
         "a",
         Settings {
             ca_file: Some(pki.ca.with_extension("missing")),
-            ..quick()
+            ..quick_link()
         },
     )
     .expect_err("no CA file");
@@ -696,11 +654,11 @@ fn rediss_checks_the_certificate() {
 fn throughput() {
     const LINES: usize = 20_000;
     let redis = Redis::start(&[]);
-    let (a, a_in) = start(&redis, "a", quick());
-    let (b, b_in) = start(&redis, "b", quick());
+    let (a, a_in) = start(&redis, "a", quick_link());
+    let (b, b_in) = start(&redis, "b", quick_link());
     a.join_room("lobby");
     b.join_room("lobby");
-    wait_subscribed(&redis, "lobby", 2);
+    redis.wait_subscribed("lobby", 2);
     let line = format!("chat alice {}", "x".repeat(90));
     let started = Instant::now();
     let reader = thread::spawn(move || collect(&b_in, |seen| seen.len() == LINES).len());

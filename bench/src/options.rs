@@ -82,8 +82,8 @@ Measurement:
 The bench holds one descriptor per client and raises its own limit on
 open files to the hard limit; the server needs as many (`ulimit -n`).
 Start chat-server with --rate 0 (no flood control) and, for large runs,
---max-clients; for fanout also --queue-lines 65536 --queue-bytes 67108864,
-so that a burst does not overflow a reader's queue.
+--max-clients. (Its old --queue-lines and --queue-bytes are gone: a burst
+no longer cuts a reader that keeps up.)
 
 Output: a few lines for people, then one line `RESULT mode=... key=value ...`
 (values `na` where not measured; `status=ok` or the problems seen).

@@ -27,7 +27,7 @@ pub use client::{
 pub use pki::{ClientFlaw, Flaw, Pki, TempDir};
 pub use process::{cert_args, finish, kill, lines_of, run, Binary, ServerProcess, CLIENT, SERVER};
 pub use procfs::{has_thread_named, open_fds, rss_kib, thread_count};
-pub use redis_server::{free_port, Redis};
+pub use redis_server::{free_port, quick_link, Redis};
 pub use server::{chat_of, chat_with, test_limits, TestServer};
 
 /// The longest any single wait in a test may take.

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use secure_chat::cluster;
+
 use crate::TempDir;
 
 /// The longest Redis may take to start or stop.
@@ -111,6 +113,35 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// How many connections listen to `room`'s channel: how many nodes
+    /// are in it.
+    pub fn subscribers(&self, room: &str) -> i64 {
+        let mut connection = self.connection(&self.url());
+        let (_, subscribed): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("room:{{{room}}}"))
+            .query(&mut connection)
+            .expect("PUBSUB NUMSUB");
+        subscribed
+    }
+
+    /// Waits until `count` nodes are in `room`: a node joins a room on
+    /// its subscriber thread, a moment after it is asked to.
+    pub fn wait_subscribed(&self, room: &str, count: i64) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let subscribed = self.subscribers(room);
+            if subscribed == count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{subscribed} subscribers to {room}, not {count}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A plain connection, for what a test does to Redis behind the links.
     pub fn connection(&self, url: &str) -> redis::Connection {
         redis::Client::open(url)
@@ -122,6 +153,16 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Link settings that notice trouble within a second or so, for tests.
+pub fn quick_link() -> cluster::Settings {
+    cluster::Settings {
+        ping_every: Duration::from_millis(300),
+        reply_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        ..cluster::Settings::default()
     }
 }
 

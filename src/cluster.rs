@@ -1116,18 +1116,9 @@ impl Subscriber {
         let mut pubsub = listen.as_pubsub();
         let wanted = self.shared.wanted_rooms();
         self.forget_rooms_not_in(&wanted);
-        if !wanted.is_empty() {
-            let channels: Vec<String> = wanted.keys().map(|room| channel(room)).collect();
-            if let Err(error) = pubsub.subscribe(channels) {
-                return lost(&self.target, error);
-            }
-        }
-        // Subscribed first, then read: a line said in between comes both
-        // ways, and the second is dropped as a duplicate.
-        for (room, &join) in &wanted {
-            if let Err(end) = self.catch_up(query, room, join) {
-                return end;
-            }
+        let rooms: Vec<(&String, u64)> = wanted.iter().map(|(room, &join)| (room, join)).collect();
+        if let Err(end) = self.subscribe(&mut pubsub, query, &rooms) {
+            return end;
         }
         backoff.reset();
         self.shared.up.store(true, Ordering::SeqCst);
@@ -1213,17 +1204,9 @@ impl Subscriber {
                 .unsubscribe(channels)
                 .map_err(|error| lost(&self.target, error))?;
         }
-        if !new.is_empty() {
-            // Subscribing again to a channel already subscribed to changes
-            // nothing in Redis.
-            let channels: Vec<String> = new.iter().map(|(room, _)| channel(room)).collect();
-            pubsub
-                .subscribe(channels)
-                .map_err(|error| lost(&self.target, error))?;
-            for (room, join) in new {
-                self.catch_up(query, room, join)?;
-            }
-        }
+        // Subscribing again to a channel already subscribed to changes
+        // nothing in Redis.
+        self.subscribe(pubsub, query, &new)?;
         pubsub
             .set_read_timeout(Some(settings.poll))
             .map_err(|error| lost(&self.target, error))
@@ -1241,21 +1224,49 @@ impl Subscriber {
         self.joined.retain(|room, _| self.next.contains_key(room));
     }
 
-    /// After (re)subscribing to `room` for join `join`: a room new to the
-    /// node is told what it said before, and starts after its current
-    /// last line; one it was in gets every line it missed.
-    fn catch_up(&mut self, query: &mut Connection, room: &str, join: u64) -> Result<(), End> {
-        self.joined.insert(room.to_owned(), join);
-        let current =
-            current_seq(query, room).map_err(|error| End::Lost(self.target.describe(&error)))?;
-        match self.next.get(room).copied() {
-            None => {
-                let recent = self.recent(query, room, current)?;
-                self.send(recent)?;
-                self.next.insert(room.to_owned(), current + 1);
+    /// Subscribes to `rooms`, each for the join given, and catches up:
+    /// a room new to the node is told what it said before
+    /// ([`Delivery::Recent`]); one it was in gets every line it missed.
+    ///
+    /// A new room's past ends where its numbering stood *before* the
+    /// subscription: whatever is said from then on comes as lines, either
+    /// on the channel or read back from the history below, and a line that
+    /// comes both ways is dropped the second time. (Read after it, a line
+    /// said in between would be told as past to a member who was already
+    /// there when it was said.)
+    fn subscribe(
+        &mut self,
+        pubsub: &mut redis::PubSub<'_>,
+        query: &mut Connection,
+        rooms: &[(&String, u64)],
+    ) -> Result<(), End> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let lost = |target: &Target, error: RedisError| End::Lost(target.describe(&error));
+        let mut before = HashMap::new();
+        for &(room, _) in rooms {
+            if !self.next.contains_key(room) {
+                let seq = current_seq(query, room).map_err(|error| lost(&self.target, error))?;
+                before.insert(room, seq);
             }
-            Some(next) if next <= current => self.fill(query, room, next, current)?,
-            Some(_) => {}
+        }
+        let channels: Vec<String> = rooms.iter().map(|(room, _)| channel(room)).collect();
+        pubsub
+            .subscribe(channels)
+            .map_err(|error| lost(&self.target, error))?;
+        for &(room, join) in rooms {
+            self.joined.insert(room.clone(), join);
+            if let Some(&past) = before.get(room) {
+                let recent = self.recent(query, room, past)?;
+                self.send(recent)?;
+                self.next.insert(room.clone(), past + 1);
+            }
+            let current = current_seq(query, room).map_err(|error| lost(&self.target, error))?;
+            let next = self.next[room];
+            if next <= current {
+                self.fill(query, room, next, current)?;
+            }
         }
         Ok(())
     }

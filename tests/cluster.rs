@@ -45,6 +45,20 @@ fn collect(
     seen
 }
 
+/// Joins `room` and waits for what it said before ([`Delivery::Recent`]):
+/// the link subscribes before it reads the past, so from then on every
+/// new line of the room comes as a [`Delivery::Line`]. Waiting only for
+/// the subscription would race: a line published between the subscribe
+/// and the read of the past is delivered inside `Recent`, which
+/// [`collect`] leaves out.
+fn join(link: &Link, deliveries: &Receiver<Delivery>, room: &str) -> Delivery {
+    link.join_room(room);
+    match deliveries.recv_timeout(TIMEOUT) {
+        Ok(recent @ Delivery::Recent { .. }) => recent,
+        other => panic!("joining {room}: expected its past first, got {other:?}"),
+    }
+}
+
 /// The lines among `deliveries`, as (seq, line).
 fn lines(deliveries: &[Delivery]) -> Vec<(u64, String)> {
     deliveries
@@ -100,9 +114,8 @@ fn concurrent_publishers_one_order_everywhere() {
     let redis = Redis::start(&[]);
     let (a, a_in) = start(&redis, "a", quick_link());
     let (b, b_in) = start(&redis, "b", quick_link());
-    a.join_room("lobby");
-    b.join_room("lobby");
-    redis.wait_subscribed("lobby", 2);
+    join(&a, &a_in, "lobby");
+    join(&b, &b_in, "lobby");
 
     const EACH: usize = 500;
     let started = Instant::now();
@@ -149,12 +162,10 @@ fn a_lost_message_is_filled_from_history_first() {
     let redis = Redis::start(&[]);
     let (a, a_in) = start(&redis, "a", quick_link());
     let (b, b_in) = start(&redis, "b", quick_link());
-    a.join_room("lobby");
-    b.join_room("lobby");
+    join(&a, &a_in, "lobby");
+    join(&b, &b_in, "lobby");
     // Only b in this one: its lines must not reach a.
-    b.join_room("side");
-    redis.wait_subscribed("lobby", 2);
-    redis.wait_subscribed("side", 1);
+    join(&b, &b_in, "side");
 
     let mut raw = redis.connection(&redis.url());
     for i in 1..=3 {
@@ -242,11 +253,8 @@ fn joining_a_room_brings_its_last_lines_and_topic() {
         ..quick_link()
     };
     let (a, a_in) = start(&redis, "a", settings.clone());
-    a.join_room("tea");
-    redis.wait_subscribed("tea", 1);
-    let first = a_in.recv_timeout(TIMEOUT).expect("recent");
     assert_eq!(
-        first,
+        join(&a, &a_in, "tea"),
         Delivery::Recent {
             room: "tea".into(),
             lines: vec![],
@@ -260,10 +268,8 @@ fn joining_a_room_brings_its_last_lines_and_topic() {
     collect(&a_in, |seen| line_count(seen) == 5);
 
     let (b, b_in) = start(&redis, "b", settings);
-    b.join_room("tea");
-    let recent = b_in.recv_timeout(TIMEOUT).expect("recent");
     assert_eq!(
-        recent,
+        join(&b, &b_in, "tea"),
         Delivery::Recent {
             room: "tea".into(),
             lines: vec!["line 3".into(), "line 4".into(), "topic set".into()],
@@ -271,7 +277,6 @@ fn joining_a_room_brings_its_last_lines_and_topic() {
         }
     );
     // And then only what is said from now on.
-    redis.wait_subscribed("tea", 2);
     publish(&a, "tea", "line 6");
     let seen = collect(&b_in, |seen| line_count(seen) == 1);
     assert_eq!(lines(&seen), vec![(6, "line 6".to_owned())]);
@@ -282,8 +287,7 @@ fn a_room_left_is_no_longer_heard() {
     let redis = Redis::start(&[]);
     let (a, a_in) = start(&redis, "a", quick_link());
     let (b, _b_in) = start(&redis, "b", quick_link());
-    a.join_room("lobby");
-    redis.wait_subscribed("lobby", 1);
+    join(&a, &a_in, "lobby");
     publish(&b, "lobby", "one");
     assert_eq!(
         lines(&collect(&a_in, |s| line_count(s) == 1)),
@@ -304,8 +308,7 @@ fn a_room_left_is_no_longer_heard() {
         assert!(Instant::now() < deadline, "line two never numbered");
         thread::sleep(Duration::from_millis(10));
     }
-    a.join_room("lobby");
-    redis.wait_subscribed("lobby", 1);
+    join(&a, &a_in, "lobby");
     publish(&b, "lobby", "three");
     assert_eq!(
         lines(&collect(&a_in, |s| line_count(s) == 1)),
@@ -322,9 +325,8 @@ fn redis_restarted_with_its_data_nothing_lost_nothing_twice() {
     let mut redis = Redis::start(&["--appendonly", "yes"]);
     let (a, a_in) = start(&redis, "a", quick_link());
     let (b, b_in) = start(&redis, "b", quick_link());
-    a.join_room("lobby");
-    b.join_room("lobby");
-    redis.wait_subscribed("lobby", 2);
+    join(&a, &a_in, "lobby");
+    join(&b, &b_in, "lobby");
     for i in 1..=10 {
         publish(&a, "lobby", &format!("before {i}"));
     }
@@ -388,8 +390,7 @@ fn redis_restarted_with_its_data_nothing_lost_nothing_twice() {
 fn redis_restarted_without_data_numbering_starts_over() {
     let mut redis = Redis::start(&["--appendonly", "no"]);
     let (a, a_in) = start(&redis, "a", quick_link());
-    a.join_room("lobby");
-    redis.wait_subscribed("lobby", 1);
+    join(&a, &a_in, "lobby");
     publish(&a, "lobby", "old");
     collect(&a_in, |seen| line_count(seen) == 1);
 
@@ -428,9 +429,8 @@ fn a_slow_subscriber_cut_off_by_redis_catches_up() {
             ..settings
         },
     );
-    a.join_room("lobby");
-    b.join_room("lobby");
-    redis.wait_subscribed("lobby", 2);
+    join(&a, &a_in, "lobby");
+    join(&b, &b_in, "lobby");
 
     // a's deliveries are read all along.
     let seen_a = Arc::new(Mutex::new(Vec::new()));
@@ -489,8 +489,7 @@ fn a_slow_subscriber_cut_off_by_redis_catches_up() {
 fn an_unanswering_redis_is_noticed_by_ping() {
     let redis = Redis::start(&[]);
     let (a, a_in) = start(&redis, "a", quick_link());
-    a.join_room("lobby");
-    redis.wait_subscribed("lobby", 1);
+    join(&a, &a_in, "lobby");
     let mut raw = redis.connection(&redis.url());
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
@@ -552,33 +551,10 @@ fn a_wrong_password_is_a_clear_error_without_it() {
 
     let url = format!("redis://:right-one@127.0.0.1:{}", redis.port);
     let (a, a_in) = Link::start(&url, "a", quick_link()).expect("the right password");
-    a.join_room("lobby");
-    publish(&a, "lobby", "in");
-    // join_room and publish race: the line may be numbered before the
-    // subscription starts; the next one is heard either way.
-    let mut raw = redis.connection(&url);
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let (_, n): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg("room:{lobby}")
-            .query(&mut raw)
-            .expect("NUMSUB");
-        if n == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(10));
-    }
+    join(&a, &a_in, "lobby");
     publish(&a, "lobby", "heard");
-    let seen = collect(&a_in, |seen| {
-        seen.iter()
-            .any(|d| matches!(d, Delivery::Line { line, .. } if line == "heard"))
-    });
-    assert!(matches!(
-        seen.last(),
-        Some(Delivery::Line { seq: 1 | 2, .. })
-    ));
+    let seen = collect(&a_in, |seen| line_count(seen) == 1);
+    assert_eq!(lines(&seen), vec![(1, "heard".to_owned())]);
 }
 
 /// `rediss://`: Redis' certificate must chain to the CA file given, and
@@ -616,9 +592,8 @@ fn rediss_checks_the_certificate() {
     };
     let (a, a_in) = Link::start(&url, "a", settings.clone()).unwrap_or_else(|e| panic!("{e}"));
     let (b, b_in) = start(&redis, "b", quick_link());
-    a.join_room("lobby");
-    b.join_room("lobby");
-    redis.wait_subscribed("lobby", 2);
+    join(&a, &a_in, "lobby");
+    join(&b, &b_in, "lobby");
     publish(&a, "lobby", "over tls");
     publish(&b, "lobby", "over tcp");
     // The two publishers race each other: either may be first, but both
@@ -656,9 +631,8 @@ fn throughput() {
     let redis = Redis::start(&[]);
     let (a, a_in) = start(&redis, "a", quick_link());
     let (b, b_in) = start(&redis, "b", quick_link());
-    a.join_room("lobby");
-    b.join_room("lobby");
-    redis.wait_subscribed("lobby", 2);
+    join(&a, &a_in, "lobby");
+    join(&b, &b_in, "lobby");
     let line = format!("chat alice {}", "x".repeat(90));
     let started = Instant::now();
     let reader = thread::spawn(move || collect(&b_in, |seen| seen.len() == LINES).len());

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::cluster::{Claim, Sent};
 use crate::line::Frame;
 use crate::protocol::{self, Command, NameError, Nick, Room, ServerLine, COMMANDS};
 
@@ -46,6 +47,12 @@ pub const ROOMS_PAGE: usize = 50;
 
 /// The notice every client gets when the server stops.
 pub const SHUTDOWN_NOTICE: &str = "server shutting down, goodbye";
+
+/// Linked, Redis away: why a new nick cannot be taken.
+pub const LINK_DOWN_NICK: &str = "the link to the other servers is down, so a new nick cannot                                   be checked with them; try again when it is back";
+
+/// Linked, Redis away: why a private line to someone elsewhere cannot go.
+pub const LINK_DOWN_MSG: &str = "the link to the other servers is down, so people there                                  cannot be reached; try again when it is back";
 
 /// A connection's number, unique for the life of the server; logs use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,6 +112,80 @@ pub enum Output {
         /// The client.
         id: ClientId,
     },
+    /// Linked only: ask the other servers whether a nick (in lower case)
+    /// is free, and take it if so. The answer comes back to
+    /// [`Chat::claimed`].
+    Claim {
+        /// The nick, in lower case.
+        name: String,
+    },
+    /// Linked only: a nick someone here took on arrival, held for them
+    /// across the servers from now on without an answer; should another
+    /// server have it, [`Chat::name_lost`] is told.
+    Hold {
+        /// The nick, in lower case.
+        name: String,
+    },
+    /// Linked only: nobody here goes by this nick (in lower case) any more.
+    Release {
+        /// The nick, in lower case.
+        name: String,
+    },
+    /// Linked only: ask every server (this one included) its part of the
+    /// answer to `/who`, `/rooms` or `/whois`; the parts come back to
+    /// [`Chat::answered`].
+    Query {
+        /// Who asked.
+        id: ClientId,
+        /// What.
+        query: Query,
+        /// The page asked for, if any (the asker's business only).
+        page: Option<String>,
+    },
+    /// Linked only: a private line for someone on another server. Whether
+    /// it arrived comes back to [`Chat::private_sent`].
+    Private {
+        /// Who sent it.
+        from: ClientId,
+        /// The recipient, in lower case.
+        to: String,
+        /// The line.
+        line: Arc<str>,
+    },
+}
+
+/// Linked: a question every server answers for its own users, and the
+/// asker's server puts the answers together ([`Chat::local_answer`],
+/// [`Chat::answered`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// `/who`: who is in this room (its name).
+    Who(String),
+    /// `/rooms`: which rooms have people in them, and how many.
+    Rooms,
+    /// `/whois`: where this nick (in lower case) is.
+    Whois(String),
+}
+
+impl Query {
+    /// The question as one line of text, for Redis.
+    pub fn encode(&self) -> String {
+        match self {
+            Query::Who(room) => format!("who {}", room.to_ascii_lowercase()),
+            Query::Rooms => "rooms".to_owned(),
+            Query::Whois(name) => format!("whois {name}"),
+        }
+    }
+
+    /// Reads back what [`Query::encode`] wrote.
+    pub fn decode(text: &str) -> Option<Query> {
+        match text.split_once(' ') {
+            Some(("who", room)) => Some(Query::Who(room.to_owned())),
+            Some(("whois", name)) => Some(Query::Whois(name.to_owned())),
+            None if text == "rooms" => Some(Query::Rooms),
+            _ => None,
+        }
+    }
 }
 
 /// What a room keeps of a line said in it, beyond showing it.
@@ -202,6 +283,15 @@ pub struct Chat {
     /// One of several servers linked through Redis: rooms' history and
     /// topics are what comes back from Redis, not what is said here.
     linked: bool,
+    /// Linked: this server's number among all that ever joined, which
+    /// makes its guests' names (`guestN-ID`) unlike any other server's.
+    node_number: u64,
+    /// Linked: whether Redis can be reached, so that new nicks can be
+    /// checked with the other servers.
+    link_up: bool,
+    /// Linked: nicks asked for (in lower case), by the session that asked,
+    /// until Redis answers.
+    claims: HashMap<String, (ClientId, Nick)>,
 }
 
 impl Chat {
@@ -215,17 +305,265 @@ impl Chat {
             room_names: BTreeMap::new(),
             next_room: 0,
             linked: false,
+            node_number: 0,
+            link_up: true,
+            claims: HashMap::new(),
         }
     }
 
     /// An empty chat, one of several servers linked through Redis: a
     /// room's history and topic change only when its lines come back
     /// ([`Chat::heard`]), and a room's past is what Redis tells
-    /// ([`Chat::recent`]).
-    pub fn linked(settings: ChatSettings) -> Chat {
+    /// ([`Chat::recent`]). Nicks are one person's on every server: each
+    /// is claimed in Redis before anyone here takes it ([`Output::Claim`]),
+    /// and guests are named `guestN-ID`, `N` being `node_number`, this
+    /// server's number among all that share the Redis.
+    pub fn linked(settings: ChatSettings, node_number: u64) -> Chat {
         Chat {
             linked: true,
+            node_number,
             ..Chat::new(settings)
+        }
+    }
+
+    /// Linked: Redis went away (`false`) or came back. While it is away,
+    /// nobody can take a new nick: the other servers cannot be asked.
+    pub fn set_link_up(&mut self, up: bool) {
+        self.link_up = up;
+    }
+
+    /// Whether questions about who is where go to every server: linked,
+    /// and the link is up.
+    fn asks_everyone(&self) -> bool {
+        self.linked && self.link_up
+    }
+
+    /// Linked with the link down, an answer about this server's users
+    /// says it is only that.
+    fn only_here(&self, text: Result<String, String>) -> Result<String, String> {
+        let mark = |text: String| {
+            if self.linked {
+                format!("{text} (this server only: the link to the others is down)")
+            } else {
+                text
+            }
+        };
+        text.map(mark).map_err(mark)
+    }
+
+    /// What `/whois` says of someone here.
+    fn whois_text(&self, person: &Person) -> String {
+        let mut text = format!("{} is in {}", person.nick, self.room_name(person.room));
+        if let Some(cert) = &person.certificate {
+            text.push_str(&format!(", certificate {}", cert.subject));
+        }
+        if person.sessions.len() > 1 {
+            text.push_str(&format!(", {} sessions", person.sessions.len()));
+        }
+        text
+    }
+
+    /// Linked: Redis answered an [`Output::Claim`] for `name`.
+    pub fn claimed(&mut self, name: &str, claim: Claim, out: &mut Vec<Output>) {
+        let Some((id, nick)) = self.claims.remove(name) else {
+            return;
+        };
+        let asker = self.person_of(id).map(|person| person.nick.key());
+        // Someone here took it meanwhile (a certificate's name, say): it
+        // stays theirs.
+        let theirs = self.people.contains_key(name);
+        match (claim, asker) {
+            (Claim::Ours, Some(_)) if theirs => {
+                let text = format!("nick {nick} is taken; choose another");
+                out.push(to(id, ServerLine::Error(&text)));
+            }
+            (Claim::Ours, None) if theirs => {}
+            // Still here and still wanting it: the name changes now.
+            (Claim::Ours, Some(old)) => {
+                self.rename(id, nick, out);
+                out.push(Output::Release { name: old });
+            }
+            (Claim::Ours, None) => out.push(Output::Release {
+                name: name.to_owned(),
+            }),
+            (Claim::Taken, Some(_)) => {
+                let text = format!("nick {nick} is taken on another server; choose another");
+                out.push(to(id, ServerLine::Error(&text)));
+            }
+            (Claim::Down, Some(_)) => out.push(to(id, ServerLine::Error(LINK_DOWN_NICK))),
+            (Claim::Taken | Claim::Down, None) => {}
+        }
+    }
+
+    /// Linked: `name`, held by someone here, lapsed while Redis was away
+    /// and is someone else's now. A guest or a chosen nick becomes a new
+    /// guest name; a certificate's name cannot change, so its sessions
+    /// are closed.
+    pub fn name_lost(&mut self, name: &str, out: &mut Vec<Output>) {
+        let Some(person) = self.people.get(name) else {
+            return;
+        };
+        let sessions = person.sessions.clone();
+        let Some(&first) = sessions.first() else {
+            return;
+        };
+        let text = format!(
+            "your nick {} lapsed while this server could not reach the others, and someone              there has it now",
+            person.nick
+        );
+        if person.certificate.is_some() {
+            for &id in &sessions {
+                out.push(to(id, ServerLine::Error(&text)));
+            }
+            let notice = format!("{} quit", person.nick);
+            for id in sessions {
+                self.sessions.remove(&id);
+                out.push(Output::Close { id });
+            }
+            self.remove_person_quietly(name, &notice, out);
+            return;
+        }
+        for &id in &sessions {
+            out.push(to(id, ServerLine::Error(&text)));
+        }
+        // A guest name with another number: no other server gives it.
+        let spare = ClientId(first.0 + (1 << 40));
+        let guest = self.free_guest_nick(spare);
+        out.push(Output::Hold { name: guest.key() });
+        self.rename(first, guest, out);
+    }
+
+    /// Linked: this server's part of the answer to `query`: the nicks in
+    /// the room, space-separated; the rooms and their counts, `NAME
+    /// COUNT` pairs; or the `/whois` answer, empty if the nick is not
+    /// here.
+    pub fn local_answer(&self, query: &Query) -> String {
+        match query {
+            Query::Who(room) => {
+                let Some(state) = self.room_named(room).and_then(|room| self.rooms.get(&room))
+                else {
+                    return String::new();
+                };
+                let nicks: Vec<&str> = state
+                    .members
+                    .iter()
+                    .filter_map(|key| self.people.get(key).map(|p| p.nick.as_str()))
+                    .collect();
+                nicks.join(" ")
+            }
+            Query::Rooms => {
+                let rooms: Vec<String> = self
+                    .room_names
+                    .values()
+                    .filter_map(|room| self.rooms.get(room))
+                    .filter(|state| !state.members.is_empty())
+                    .map(|state| format!("{} {}", state.name, state.members.len()))
+                    .collect();
+                rooms.join(" ")
+            }
+            Query::Whois(name) => self
+                .people
+                .get(name)
+                .map(|person| self.whois_text(person))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Linked: every server's part of the answer to what `id` asked;
+    /// `complete` if every server that heard the question answered.
+    pub fn answered(
+        &self,
+        id: ClientId,
+        query: &Query,
+        page: Option<&str>,
+        parts: &[String],
+        complete: bool,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.sessions.contains_key(&id) {
+            return;
+        }
+        let text = match query {
+            Query::Who(room) => {
+                let mut nicks: Vec<&str> = parts.iter().flat_map(|part| part.split(' ')).collect();
+                nicks.retain(|nick| !nick.is_empty());
+                nicks.sort_by_key(|nick| nick.to_ascii_lowercase());
+                nicks.dedup();
+                let count = nicks.len();
+                page_of("/who", page, count, WHO_PAGE).map(|(page, first)| {
+                    let names = nicks.iter().skip(first).take(WHO_PAGE);
+                    let head = format!("in {room} ({count})");
+                    paged(head, names, ("/who", page, first, count, WHO_PAGE))
+                })
+            }
+            Query::Rooms => {
+                let mut rooms: BTreeMap<String, (&str, usize)> = BTreeMap::new();
+                for part in parts {
+                    let mut words = part.split(' ');
+                    while let (Some(name), Some(count)) = (words.next(), words.next()) {
+                        let count: usize = count.parse().unwrap_or(0);
+                        let entry = rooms.entry(name.to_ascii_lowercase()).or_insert((name, 0));
+                        entry.1 += count;
+                    }
+                }
+                let count = rooms.len();
+                page_of("/rooms", page, count, ROOMS_PAGE).map(|(page, first)| {
+                    let shown = rooms
+                        .values()
+                        .skip(first)
+                        .take(ROOMS_PAGE)
+                        .map(|(name, people)| format!("{name} ({people})"));
+                    paged(
+                        "rooms".to_string(),
+                        shown,
+                        ("/rooms", page, first, count, ROOMS_PAGE),
+                    )
+                })
+            }
+            Query::Whois(name) => parts
+                .iter()
+                .find(|part| !part.is_empty())
+                .cloned()
+                .ok_or_else(|| format!("no user named {name} is connected")),
+        };
+        let text = match text {
+            Ok(text) if !complete => Ok(format!("{text} (not every server answered in time)")),
+            other => other,
+        };
+        out.push(reply(id, text));
+    }
+
+    /// Linked: a private line for `to`, who is here, from another server.
+    pub fn private_in(&self, to: &str, line: &Arc<str>, out: &mut Vec<Output>) {
+        if let Some(person) = self.people.get(to) {
+            for &id in &person.sessions {
+                let line = Arc::clone(line);
+                out.push(Output::To { id, line });
+            }
+        }
+    }
+
+    /// Linked: what became of a private line `from` sent to `to` on
+    /// another server. Delivered, it shows in every session of the
+    /// sender; otherwise the sender is told why not.
+    pub fn private_sent(
+        &self,
+        from: ClientId,
+        to: &str,
+        line: &Arc<str>,
+        sent: Sent,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(person) = self.person_of(from) else {
+            return;
+        };
+        match sent {
+            Sent::Delivered => self.private_in(&person.nick.key(), line, out),
+            Sent::NoOne => {
+                let text = format!("no user named {to} is connected");
+                out.push(self::to(from, ServerLine::Error(&text)));
+            }
+            Sent::Down => out.push(self::to(from, ServerLine::Error(LINK_DOWN_MSG))),
         }
     }
 
@@ -397,6 +735,9 @@ impl Chat {
             secret: None,
         };
         self.people.insert(key.clone(), person);
+        if self.linked {
+            out.push(Output::Hold { name: key.clone() });
+        }
         self.enter_room(&key, lobby, out);
     }
 
@@ -465,10 +806,16 @@ impl Chat {
         self.room_names.clear();
     }
 
-    /// `guestN`, N the connection's number unless someone took that name.
+    /// `guestN`, N the connection's number unless someone took that name;
+    /// linked, `guestS-N`, S the server's number.
     fn free_guest_nick(&self, id: ClientId) -> Nick {
+        let prefix = if self.linked {
+            format!("guest{}-", self.node_number)
+        } else {
+            "guest".to_owned()
+        };
         (id.0..)
-            .filter_map(|n| Nick::parse(&format!("guest{n}")).ok())
+            .filter_map(|n| Nick::parse(&format!("{prefix}{n}")).ok())
             .find(|nick| !self.people.contains_key(&nick.key()))
             .unwrap_or_else(|| unreachable!("fewer clients than numbers"))
     }
@@ -499,28 +846,37 @@ impl Chat {
             }
             Command::Nick(name) => self.change_nick(id, name, out),
             Command::Join(name) => self.join_room(id, name, out),
+            // Linked, every server answers for its own users.
+            Command::Rooms(page) if self.asks_everyone() => out.push(Output::Query {
+                id,
+                query: Query::Rooms,
+                page: page.map(str::to_owned),
+            }),
             Command::Rooms(page) => {
                 let text = self.rooms_page(page);
-                out.push(reply(id, text));
+                out.push(reply(id, self.only_here(text)));
             }
+            Command::Who(page) if self.asks_everyone() => out.push(Output::Query {
+                id,
+                query: Query::Who(self.room_name(room).to_owned()),
+                page: page.map(str::to_owned),
+            }),
             Command::Who(page) => {
                 let text = self.who_page(room, page);
-                out.push(reply(id, text));
+                out.push(reply(id, self.only_here(text)));
             }
             Command::Whois(name) => {
-                let text = match self.people.get(&name.to_ascii_lowercase()) {
-                    Some(other) => {
-                        let mut text =
-                            format!("{} is in {}", other.nick, self.room_name(other.room));
-                        if let Some(cert) = &other.certificate {
-                            text.push_str(&format!(", certificate {}", cert.subject));
-                        }
-                        if other.sessions.len() > 1 {
-                            text.push_str(&format!(", {} sessions", other.sessions.len()));
-                        }
-                        Ok(text)
+                let key = name.to_ascii_lowercase();
+                let text = match self.people.get(&key) {
+                    Some(other) => Ok(self.whois_text(other)),
+                    None if self.asks_everyone() && Nick::parse(name).is_ok() => {
+                        return out.push(Output::Query {
+                            id,
+                            query: Query::Whois(key),
+                            page: None,
+                        });
                     }
-                    None => Err(format!("no user named {name} is connected")),
+                    None => self.only_here(Err(format!("no user named {name} is connected"))),
                 };
                 out.push(reply(id, text));
             }
@@ -543,6 +899,24 @@ impl Chat {
                         let line = Arc::clone(&line);
                         out.push(Output::To { id, line });
                     }
+                }
+                // Perhaps on another server: Redis knows.
+                None if self.linked && Nick::parse(name).is_ok() => {
+                    if !self.link_up {
+                        return out.push(to(id, ServerLine::Error(LINK_DOWN_MSG)));
+                    }
+                    let line = ServerLine::Private {
+                        from: person.nick.as_str(),
+                        to: name,
+                        text,
+                    }
+                    .to_wire()
+                    .into();
+                    out.push(Output::Private {
+                        from: id,
+                        to: name.to_ascii_lowercase(),
+                        line,
+                    });
                 }
                 None => {
                     let text = format!("no user named {name} is connected");
@@ -688,6 +1062,11 @@ impl Chat {
         }
         // The session's own name of a moment ago goes as if it had moved
         // away, told once the session is in its new room.
+        if self.linked {
+            out.push(Output::Release {
+                name: current.clone(),
+            });
+        }
         let left = self.people.remove(&current).map(|guest| {
             let notice = format!("{} left {}", guest.nick, self.room_name(guest.room));
             self.leave_room(&current, guest.room);
@@ -729,10 +1108,39 @@ impl Chat {
         }
         let (old_key, new_key) = (old.key(), new.key());
         // Changing only the case of one's own nick is allowed.
-        if old_key != new_key && self.people.contains_key(&new_key) {
+        let other = old_key != new_key;
+        if other && (self.people.contains_key(&new_key) || self.claims.contains_key(&new_key)) {
             let text = format!("nick {new} is taken; choose another");
             return out.push(to(id, ServerLine::Error(&text)));
         }
+        if self.linked && other {
+            // Guests' names are the servers' to give: one taken here could
+            // be given to a newcomer on another server.
+            if is_guest_name(&new_key) {
+                let text = format!("nick {new} is taken; choose another");
+                return out.push(to(id, ServerLine::Error(&text)));
+            }
+            if self.claims.values().any(|(asker, _)| *asker == id) {
+                let text = "wait: the other servers have not yet answered your last /nick";
+                return out.push(to(id, ServerLine::Error(text)));
+            }
+            if !self.link_up {
+                return out.push(to(id, ServerLine::Error(LINK_DOWN_NICK)));
+            }
+            self.claims.insert(new_key.clone(), (id, new));
+            return out.push(Output::Claim { name: new_key });
+        }
+        self.rename(id, new, out);
+    }
+
+    /// Session `id`'s person is called `new` from now on; it and its room
+    /// are told.
+    fn rename(&mut self, id: ClientId, new: Nick, out: &mut Vec<Output>) {
+        let Some(person) = self.person_of(id) else {
+            return;
+        };
+        let (old_key, new_key) = (person.nick.key(), new.key());
+        let old = &person.nick;
         let room = person.room;
         log::info!("{id}: {old} is now {new}");
         let notice = format!("{old} is now {new}");
@@ -922,6 +1330,11 @@ impl Chat {
         let Some(person) = self.people.remove(key) else {
             return;
         };
+        if self.linked {
+            out.push(Output::Release {
+                name: key.to_owned(),
+            });
+        }
         self.leave_room(key, person.room);
         self.tell_leaving(person.room, notice, None, out);
     }
@@ -986,6 +1399,15 @@ impl Chat {
             keep: Keep::History,
         });
     }
+}
+
+/// Whether `key` is one of the names linked servers give their guests,
+/// `guestS-N`.
+fn is_guest_name(key: &str) -> bool {
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    key.strip_prefix("guest")
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(server, number)| digits(server) && digits(number))
 }
 
 /// Keeps `line` among a room's last `max` lines.
@@ -1147,6 +1569,8 @@ mod tests {
         chat: Chat,
         rooms: HashMap<ClientId, RoomId>,
         closed: HashSet<ClientId>,
+        /// Linked: what the chat asked of the link, in order.
+        link: Vec<Output>,
     }
 
     impl Harness {
@@ -1155,7 +1579,21 @@ mod tests {
                 chat: Chat::new(settings),
                 rooms: HashMap::new(),
                 closed: HashSet::new(),
+                link: Vec::new(),
             }
+        }
+
+        /// Server number 7 of several linked ones.
+        fn linked() -> Harness {
+            Harness {
+                chat: Chat::linked(SETTINGS, 7),
+                ..Harness::new(SETTINGS)
+            }
+        }
+
+        /// What the chat asked of the link since the last look.
+        fn asked(&mut self) -> Vec<Output> {
+            std::mem::take(&mut self.link)
         }
 
         /// Every line each client gets from `out`, without the `\n`.
@@ -1183,9 +1621,22 @@ mod tests {
                         self.rooms.remove(&id);
                         self.closed.insert(id);
                     }
+                    asked @ (Output::Claim { .. }
+                    | Output::Hold { .. }
+                    | Output::Release { .. }
+                    | Output::Query { .. }
+                    | Output::Private { .. }) => self.link.push(asked),
                 }
             }
             seen
+        }
+
+        /// Redis answers the claim of `name`.
+        fn claimed(&mut self, name: &str, claim: Claim) -> HashMap<ClientId, Vec<String>> {
+            let mut out = Vec::new();
+            self.chat.claimed(name, claim, &mut out);
+            self.check();
+            self.deliver(out)
         }
 
         fn join(&mut self, n: u64) -> ClientId {
@@ -1680,6 +2131,232 @@ mod tests {
             "{last}"
         );
         assert!(last.ends_with("#r120 (1)"));
+    }
+
+    fn name(name: &str) -> String {
+        name.to_owned()
+    }
+
+    #[test]
+    fn linked_guests_get_names_no_other_server_gives_and_hold_them() {
+        let mut h = Harness::linked();
+        let a = h.join(3);
+        assert_eq!(nick_of(&h, a), "guest7-3");
+        assert_eq!(
+            h.asked(),
+            vec![Output::Hold {
+                name: name("guest7-3")
+            }]
+        );
+        // Nobody takes a guest's name by hand: another server may be
+        // about to give it.
+        h.expect(
+            a,
+            "/nick guest2-9",
+            &["error nick guest2-9 is taken; choose another"],
+        );
+        assert!(h.asked().is_empty());
+        // Leaving lets the name go everywhere.
+        h.left(a, None);
+        assert_eq!(
+            h.asked(),
+            vec![Output::Release {
+                name: name("guest7-3")
+            }]
+        );
+    }
+
+    #[test]
+    fn a_linked_nick_changes_only_once_the_other_servers_agree() {
+        let mut h = Harness::linked();
+        let a = h.join(1);
+        let b = h.join(2);
+        h.asked();
+        // Asked, not yet taken: nobody is told anything yet.
+        assert!(h.send(a, "/nick Alice").is_empty());
+        assert_eq!(
+            h.asked(),
+            vec![Output::Claim {
+                name: name("alice")
+            }]
+        );
+        assert_eq!(nick_of(&h, a), "guest7-1");
+        // Meanwhile nobody else here may ask for it, nor the asker twice.
+        h.expect(
+            b,
+            "/nick alice",
+            &["error nick alice is taken; choose another"],
+        );
+        h.expect(
+            a,
+            "/nick carol",
+            &["error wait: the other servers have not yet answered your last /nick"],
+        );
+        let seen = h.claimed("alice", Claim::Ours);
+        assert_eq!(seen[&a], vec!["notice you are now Alice"]);
+        assert_eq!(seen[&b], vec!["notice guest7-1 is now Alice"]);
+        assert_eq!(
+            h.asked(),
+            vec![Output::Release {
+                name: name("guest7-1")
+            }]
+        );
+        // Someone elsewhere has it: the name stays as it was.
+        h.send(b, "/nick bob");
+        let seen = h.claimed("bob", Claim::Taken);
+        assert_eq!(
+            seen[&b],
+            vec!["error nick bob is taken on another server; choose another"]
+        );
+        assert_eq!(nick_of(&h, b), "guest7-2");
+        // The asker left before the answer: the name goes back at once.
+        h.send(b, "/nick dave");
+        h.asked();
+        h.left(b, None);
+        h.asked();
+        h.claimed("dave", Claim::Ours);
+        assert_eq!(h.asked(), vec![Output::Release { name: name("dave") }]);
+    }
+
+    #[test]
+    fn with_the_link_down_no_new_nick_is_taken() {
+        let mut h = Harness::linked();
+        let a = h.join(1);
+        h.asked();
+        h.chat.set_link_up(false);
+        h.expect(a, "/nick alice", &[&format!("error {LINK_DOWN_NICK}")]);
+        assert!(h.asked().is_empty());
+        // Only the case of one's own nick needs nobody's leave.
+        h.expect(a, "/nick GUEST7-1", &["notice you are now GUEST7-1"]);
+        h.chat.set_link_up(true);
+        h.send(a, "/nick alice");
+        let seen = h.claimed("alice", Claim::Down);
+        assert_eq!(seen[&a], vec![format!("error {LINK_DOWN_NICK}")]);
+    }
+
+    #[test]
+    fn a_linked_private_line_shows_once_it_arrived() {
+        let mut h = Harness::linked();
+        let a = h.join(1);
+        h.asked();
+        // Not here: perhaps elsewhere; the sender sees it once it arrived.
+        assert!(h.send(a, "/msg Zed psst").is_empty());
+        let asked = h.asked();
+        let [Output::Private { from, to, line }] = asked.as_slice() else {
+            panic!("{asked:?}");
+        };
+        assert_eq!((*from, to.as_str()), (a, "zed"));
+        assert_eq!(text(line), "private guest7-1 Zed psst");
+        let mut out = Vec::new();
+        h.chat
+            .private_sent(a, "zed", line, Sent::Delivered, &mut out);
+        assert_eq!(h.deliver(out)[&a], vec!["private guest7-1 Zed psst"]);
+        let mut out = Vec::new();
+        h.chat.private_sent(a, "zed", line, Sent::NoOne, &mut out);
+        assert_eq!(
+            h.deliver(out)[&a],
+            vec!["error no user named zed is connected"]
+        );
+        // A line from elsewhere for someone here.
+        let mut out = Vec::new();
+        h.chat
+            .private_in("guest7-1", &"private zed guest7-1 hi\n".into(), &mut out);
+        assert_eq!(h.deliver(out)[&a], vec!["private zed guest7-1 hi"]);
+        h.chat.set_link_up(false);
+        h.expect(a, "/msg zed again", &[&format!("error {LINK_DOWN_MSG}")]);
+    }
+
+    #[test]
+    fn linked_who_rooms_and_whois_ask_every_server_and_merge_the_answers() {
+        let mut h = Harness::linked();
+        let a = h.join(1);
+        let b = h.join(2);
+        h.send(b, "/join #Tea");
+        h.asked();
+        assert!(h.send(a, "/who").is_empty());
+        let query = Query::Who("#lobby".into());
+        assert_eq!(
+            h.asked(),
+            vec![Output::Query {
+                id: a,
+                query: query.clone(),
+                page: None
+            }]
+        );
+        // This server's part, and another's, put together in one order.
+        let here = h.chat.local_answer(&query);
+        assert_eq!(here, "guest7-1");
+        let mut out = Vec::new();
+        let parts = [here, "Zed amy".to_owned()];
+        h.chat.answered(a, &query, None, &parts, true, &mut out);
+        assert_eq!(
+            h.deliver(out)[&a],
+            vec!["notice in #lobby (3): amy, guest7-1, Zed"]
+        );
+        // Rooms: counts of one room on several servers add up.
+        assert_eq!(h.chat.local_answer(&Query::Rooms), "#lobby 1 #Tea 1");
+        let parts = ["#lobby 1 #Tea 1".to_owned(), "#tea 4 #rust 2".to_owned()];
+        let mut out = Vec::new();
+        h.chat
+            .answered(a, &Query::Rooms, None, &parts, false, &mut out);
+        assert_eq!(
+            h.deliver(out)[&a],
+            vec![
+                "notice rooms: #lobby (1), #rust (2), #Tea (5) \
+                 (not every server answered in time)"
+            ]
+        );
+        // Whois: someone here is answered at once; anyone else, by all.
+        h.expect(a, "/whois guest7-2", &["notice guest7-2 is in #Tea"]);
+        assert!(h.send(a, "/whois Zed").is_empty());
+        let asked = h.asked();
+        assert_eq!(
+            asked,
+            vec![Output::Query {
+                id: a,
+                query: Query::Whois("zed".into()),
+                page: None
+            }]
+        );
+        let mut out = Vec::new();
+        let parts = [String::new(), "Zed is in #rust".to_owned()];
+        h.chat
+            .answered(a, &Query::Whois("zed".into()), None, &parts, true, &mut out);
+        assert_eq!(h.deliver(out)[&a], vec!["notice Zed is in #rust"]);
+        // The link down: this server's users only, and said so.
+        h.chat.set_link_up(false);
+        h.expect(
+            a,
+            "/who",
+            &["notice in #lobby (1): guest7-1 (this server only: the link to the others is down)"],
+        );
+        for query in [
+            Query::Who("#Tea".into()),
+            Query::Rooms,
+            Query::Whois("x".into()),
+        ] {
+            assert_eq!(
+                Query::decode(&query.encode()).map(|q| q.encode()),
+                Some(query.encode())
+            );
+        }
+    }
+
+    #[test]
+    fn guest_names_of_linked_servers_are_recognised() {
+        for key in ["guest1-2", "guest12-345"] {
+            assert!(is_guest_name(key), "{key}");
+        }
+        for key in [
+            "guest1",
+            "guest-2",
+            "guest1-",
+            "guest1-2-3",
+            "guesta-1",
+            "alice",
+        ] {
+            assert!(!is_guest_name(key), "{key}");
+        }
     }
 
     #[test]

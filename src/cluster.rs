@@ -99,7 +99,7 @@
 //! logs name Redis by its host and port only.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
@@ -111,6 +111,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Script, Value};
+
+mod names;
+
+use names::{Ask, Directory};
+pub use names::{Claim, Sent};
 
 /// The script that numbers, keeps and publishes one room line, as one
 /// atomic step (see the module documentation).
@@ -145,6 +150,13 @@ return seq
 /// The key whose random value names the Redis data set (see "When Redis
 /// is gone" above).
 const EPOCH_KEY: &str = "chat:epoch";
+
+/// The channel every node listens to for questions to all
+/// ([`Link::ask_everyone`]).
+const ASK_CHANNEL: &str = "chat:ask";
+
+/// The counter that numbers nodes as they start ([`Link::number`]).
+const NODES_KEY: &str = "chat:nodes";
 
 /// How many history entries one `XRANGE` asks for while filling a gap:
 /// a long outage is read in pieces, not all in one reply.
@@ -186,6 +198,10 @@ pub struct Settings {
     /// How many of a room's last lines [`Delivery::Recent`] carries when
     /// the node joins it.
     pub recent: usize,
+    /// How long a nick stays claimed in Redis without its node renewing
+    /// it (see [`Link::claim_name`]): how soon the names of a node that
+    /// crashed come free. Renewed three times in that span.
+    pub name_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -200,6 +216,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(2),
             ca_file: None,
             recent: 200,
+            name_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -254,6 +271,68 @@ pub enum Delivery {
         /// Redis lost its data while away: numbering started over, and
         /// what was said before is gone from the history.
         history_lost: bool,
+    },
+    /// The answer to [`Link::claim_name`].
+    Claimed {
+        /// The name, in lower case.
+        name: String,
+        /// Whether it is this node's now.
+        claim: Claim,
+    },
+    /// A name this node held lapsed while Redis was unreachable, and
+    /// another node has it now: its user here must take another.
+    NameLost {
+        /// The name, in lower case.
+        name: String,
+    },
+    /// A private line for a user of this node, sent from any node
+    /// ([`Link::send_private`]).
+    Private {
+        /// The recipient's name, in lower case.
+        to: String,
+        /// The line, as given to [`Link::send_private`].
+        line: String,
+    },
+    /// Another node (or this one) asks every node something
+    /// ([`Link::ask_everyone`]); answer with [`Link::reply`].
+    Question {
+        /// The asking node's run, to reply to.
+        run: String,
+        /// Its ticket, to reply with.
+        ticket: u64,
+        /// The question, as given to [`Link::ask_everyone`].
+        question: String,
+    },
+    /// How many nodes heard a question of this one: as many
+    /// [`Delivery::Answer`]s are due, before or after this. `None` if
+    /// Redis could not be asked.
+    Asked {
+        /// The question's ticket.
+        ticket: u64,
+        /// How many nodes heard it, this one included.
+        nodes: Option<usize>,
+    },
+    /// One node's answer to a question of this one.
+    Answer {
+        /// The question's ticket.
+        ticket: u64,
+        /// The answer, as given to [`Link::reply`].
+        answer: String,
+    },
+    /// The answers to a question are due ([`Settings::reply_timeout`]
+    /// after it was asked): those still missing will not be waited for.
+    AskTimedOut {
+        /// The question's ticket.
+        ticket: u64,
+    },
+    /// The answer to [`Link::send_private`].
+    PrivateSent {
+        /// The ticket it was given.
+        ticket: u64,
+        /// The recipient's name, in lower case.
+        to: String,
+        /// Whether it reached the recipient's node.
+        sent: Sent,
     },
 }
 
@@ -649,6 +728,10 @@ pub struct Link {
     /// `NODE/RANDOM`.
     run: String,
     outbox: Option<Sender<Outgoing>>,
+    /// Work for the directory thread (names, private lines).
+    asks: Option<Sender<Ask>>,
+    /// See [`Link::number`].
+    number: u64,
     shared: Arc<Shared>,
     /// Dropped to wake the threads from a wait between reconnections.
     wake: Option<Sender<()>>,
@@ -689,9 +772,14 @@ impl Link {
         let mut publish = target.connect().map_err(fail)?;
         let mut query = target.connect().map_err(fail)?;
         let listen = target.connect().map_err(fail)?;
+        let directory_connection = target.connect().map_err(fail)?;
         let script = Script::new(PUBLISH_SCRIPT);
         script.load(&mut publish).map_err(fail)?;
         let first_epoch = epoch(&mut query).map_err(fail)?;
+        let number: u64 = redis::cmd("INCR")
+            .arg(NODES_KEY)
+            .query(&mut query)
+            .map_err(fail)?;
 
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -702,7 +790,17 @@ impl Link {
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
+        let (ask, asks) = crossbeam_channel::bounded(settings.outbox.max(1));
         let run = format!("{node}/{:016x}", random_u64());
+        let directory = Directory {
+            target: Arc::clone(&target),
+            shared: Arc::clone(&shared),
+            deliver: deliver.clone(),
+            run: run.clone(),
+            held: BTreeSet::new(),
+            waiting: VecDeque::new(),
+            answer_within: settings.reply_timeout,
+        };
 
         let publisher = Publisher {
             target: Arc::clone(&target),
@@ -719,6 +817,7 @@ impl Link {
             woken,
             deliver,
             epoch: first_epoch,
+            own_channel: names::node_channel(&run),
             next: HashMap::new(),
             joined: HashMap::new(),
             down: false,
@@ -738,10 +837,16 @@ impl Link {
                 "redis-subscribe",
                 Box::new(move || subscriber.run(listen, query)),
             )?,
+            spawn(
+                "redis-names",
+                Box::new(move || directory.run(asks, directory_connection)),
+            )?,
         ];
         let link = Link {
             run,
             outbox: Some(outbox),
+            asks: Some(ask),
+            number,
             shared,
             wake: Some(wake),
             threads,
@@ -817,6 +922,96 @@ impl Link {
         }
     }
 
+    /// Asks Redis for `name` (in lower case) for a user of this node; the
+    /// answer comes as [`Delivery::Claimed`]. A name this node holds is
+    /// renewed until [`Link::release_name`], and taken back after an
+    /// outage ([`Delivery::NameLost`] if someone else took it meanwhile).
+    /// Claiming a name this node holds already answers [`Claim::Ours`].
+    ///
+    /// Refuses at once when Redis is unreachable or too much waits:
+    /// nobody can say then whether the name is free.
+    pub fn claim_name(&self, name: &str) -> Result<(), Refused> {
+        self.ask(Ask::Claim(name.to_owned()))
+    }
+
+    /// Holds `name` (in lower case) for a user of this node from now on,
+    /// without an answer: for a name no other node gives out (a guest's,
+    /// `guestN-ID` with this node's [`Link::number`]) or that a
+    /// certificate proves. It is claimed as soon as Redis can be reached;
+    /// should another node have it, [`Delivery::NameLost`] says so.
+    pub fn hold_name(&self, name: &str) {
+        if let Some(asks) = &self.asks {
+            // Full: it is taken back at the next renewal all the same.
+            if asks.try_send(Ask::Hold(name.to_owned())).is_err() {
+                log::debug!("name {name}: held from the next renewal");
+            }
+        }
+    }
+
+    /// Lets `name` go, if this node still holds it. When Redis cannot be
+    /// told, the name lapses by itself ([`Settings::name_ttl`]).
+    pub fn release_name(&self, name: &str) {
+        let _ = self.ask(Ask::Release(name.to_owned()));
+    }
+
+    /// Sends `line` to whoever holds `to` (in lower case), on whichever
+    /// node: it comes out there as [`Delivery::Private`], and the answer
+    /// here as [`Delivery::PrivateSent`] with `ticket`.
+    pub fn send_private(&self, ticket: u64, to: &str, line: &str) -> Result<(), Refused> {
+        self.ask(Ask::Private {
+            ticket,
+            to: to.to_owned(),
+            line: line.to_owned(),
+        })
+    }
+
+    /// Asks every node connected to Redis `question` (one line, no
+    /// newline), this one included: each hears it as
+    /// [`Delivery::Question`] and answers with [`Link::reply`]. Here come
+    /// [`Delivery::Asked`] (how many heard it), their
+    /// [`Delivery::Answer`]s, and [`Delivery::AskTimedOut`] when the
+    /// time for answers is up. Nodes answer for themselves, so a node
+    /// that died is simply not among them: nothing in Redis goes stale.
+    pub fn ask_everyone(&self, ticket: u64, question: &str) -> Result<(), Refused> {
+        self.ask(Ask::Everyone {
+            ticket,
+            question: question.to_owned(),
+        })
+    }
+
+    /// Answers a [`Delivery::Question`] of node `run`.
+    pub fn reply(&self, run: &str, ticket: u64, answer: &str) {
+        let reply = Ask::Reply {
+            run: run.to_owned(),
+            ticket,
+            answer: answer.to_owned(),
+        };
+        if self.ask(reply).is_err() {
+            log::debug!("an answer to {run} could not go");
+        }
+    }
+
+    fn ask(&self, ask: Ask) -> Result<(), Refused> {
+        if !self.is_up() {
+            return Err(Refused::Down);
+        }
+        let Some(asks) = &self.asks else {
+            return Err(Refused::Down);
+        };
+        match asks.try_send(ask) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Refused::Full),
+            Err(TrySendError::Disconnected(_)) => Err(Refused::Down),
+        }
+    }
+
+    /// This node's number among all that ever started on this Redis
+    /// (`INCR chat:nodes` at start): 1, 2, 3, ... and never the same
+    /// twice while Redis keeps its data.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
     /// This run of the node, `NODE/RANDOM`: what a node can tag its own
     /// lines with, to know them when they come back. Two runs of one
     /// node, or two nodes given one name, never share it.
@@ -834,6 +1029,7 @@ impl Drop for Link {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.outbox = None;
+        self.asks = None;
         self.wake = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -1034,6 +1230,8 @@ struct Subscriber {
     deliver: Sender<Delivery>,
     /// The data set's epoch when last connected.
     epoch: String,
+    /// Where private lines for this node's users come.
+    own_channel: String,
     /// Per room subscribed to, the next seq to deliver.
     next: HashMap<String, u64>,
     /// Per room subscribed to, the join it was for.
@@ -1116,6 +1314,11 @@ impl Subscriber {
         let mut pubsub = listen.as_pubsub();
         let wanted = self.shared.wanted_rooms();
         self.forget_rooms_not_in(&wanted);
+        // A private line sent while the node was away is lost: the sender
+        // was told it could not be delivered.
+        if let Err(error) = pubsub.subscribe(&[self.own_channel.as_str(), ASK_CHANNEL]) {
+            return lost(&self.target, error);
+        }
         let rooms: Vec<(&String, u64)> = wanted.iter().map(|(room, &join)| (room, join)).collect();
         if let Err(end) = self.subscribe(&mut pubsub, query, &rooms) {
             return end;
@@ -1156,7 +1359,16 @@ impl Subscriber {
             }
             match pubsub.get_message() {
                 Ok(message) => {
-                    let Some(room) = room_of(message.get_channel_name()) else {
+                    let channel = message.get_channel_name();
+                    if channel == self.own_channel || channel == ASK_CHANNEL {
+                        let bytes = message.get_payload_bytes();
+                        let to_us = channel == self.own_channel;
+                        if let Err(end) = self.on_node_message(to_us, bytes) {
+                            return end;
+                        }
+                        continue;
+                    }
+                    let Some(room) = room_of(channel) else {
                         continue;
                     };
                     let room = room.to_owned();
@@ -1301,6 +1513,42 @@ impl Subscriber {
             lines,
             topic,
         })
+    }
+
+    /// A message for this node (`to_us`: `p NAME LINE`, a private line
+    /// for a user here, or `r TICKET ANSWER`, an answer to a question of
+    /// ours), or a question to all (`RUN TICKET QUESTION`).
+    fn on_node_message(&self, to_us: bool, bytes: &[u8]) -> Result<(), End> {
+        let delivery = std::str::from_utf8(bytes).ok().and_then(|text| {
+            let (first, rest) = text.split_once(' ')?;
+            let (second, rest) = rest.split_once(' ')?;
+            Some(match (to_us, first) {
+                (true, "p") => Delivery::Private {
+                    to: second.to_owned(),
+                    line: rest.to_owned(),
+                },
+                (true, "r") => Delivery::Answer {
+                    ticket: second.parse().ok()?,
+                    answer: rest.to_owned(),
+                },
+                (true, _) => return None,
+                (false, run) => Delivery::Question {
+                    run: run.to_owned(),
+                    ticket: second.parse().ok()?,
+                    question: rest.to_owned(),
+                },
+            })
+        });
+        match delivery {
+            Some(delivery) => self.send(delivery),
+            None => {
+                log::warn!(
+                    "redis {}: a malformed message to the node",
+                    self.target.addr
+                );
+                Ok(())
+            }
+        }
     }
 
     /// A line arrived on `room`'s channel.

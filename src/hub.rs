@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::budget::{Budget, Outgoing};
 use crate::chat::{Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, RoomId};
 use crate::classic::Classic;
-use crate::cluster::Delivery;
+use crate::cluster::{Claim, Delivery, Sent};
 use crate::line::Frame;
 use crate::linked::{self, Action, Linked, Local};
 use crate::queue::Receiver;
@@ -124,18 +124,18 @@ impl Dispatch {
 /// app's. Both take the same events and answer in [`Output`]s; each
 /// method below only says which one to ask.
 enum Rules {
-    Chat(Chat),
+    Chat(Box<Chat>),
     Classic(Classic),
 }
 
 impl Rules {
-    fn new(settings: ChatSettings, classic: bool, linked: bool) -> Rules {
-        if classic {
-            Rules::Classic(Classic::new(settings.max_line))
-        } else if linked {
-            Rules::Chat(Chat::linked(settings))
-        } else {
-            Rules::Chat(Chat::new(settings))
+    /// `node_number`: linked, this server's number among those sharing
+    /// the Redis.
+    fn new(settings: ChatSettings, classic: bool, node_number: Option<u64>) -> Rules {
+        match (classic, node_number) {
+            (true, _) => Rules::Classic(Classic::new(settings.max_line)),
+            (false, Some(number)) => Rules::Chat(Box::new(Chat::linked(settings, number))),
+            (false, None) => Rules::Chat(Box::new(Chat::new(settings))),
         }
     }
 
@@ -241,7 +241,7 @@ pub fn run(
 ) {
     let batches = shards.iter().map(|_| Vec::new()).collect();
     let mut hub = Hub {
-        rules: Rules::new(settings, classic, linked.is_some()),
+        rules: Rules::new(settings, classic, linked.as_ref().map(Linked::number)),
         linked,
         routes: HashMap::new(),
         rooms: HashMap::new(),
@@ -299,6 +299,14 @@ impl Hub {
                 out.push(Output::Close { id });
             }
             Event::Cluster(delivery) => {
+                let up = match delivery {
+                    Delivery::LinkDown { .. } => Some(false),
+                    Delivery::LinkUp { .. } => Some(true),
+                    _ => None,
+                };
+                if let (Some(up), Some(chat)) = (up, self.rules.chat()) {
+                    chat.set_link_up(up);
+                }
                 if let Some(linked) = &mut self.linked {
                     let action = linked.delivered(delivery);
                     self.act(action, &mut out);
@@ -334,6 +342,28 @@ impl Hub {
                     self.show_here(line);
                 }
             }
+            Action::Claimed(name, claim) => chat.claimed(&name, claim, out),
+            Action::NameLost(name) => chat.name_lost(&name, out),
+            Action::PrivateIn(to, line) => chat.private_in(&to, &line, out),
+            Action::PrivateSent {
+                from,
+                to,
+                line,
+                sent,
+            } => chat.private_sent(from, &to, &line, sent, out),
+            Action::Question { run, ticket, query } => {
+                let answer = chat.local_answer(&query);
+                if let Some(linked) = &self.linked {
+                    linked.reply(&run, ticket, &answer);
+                }
+            }
+            Action::Answered {
+                id,
+                query,
+                page,
+                parts,
+                complete,
+            } => chat.answered(id, &query, page.as_deref(), &parts, complete, out),
             Action::TellRoom(room, text) => chat.tell_room(room, &text, out),
             Action::TellEveryone(text) => chat.tell_everyone(&text, out),
             Action::LinkDown(lines) => {
@@ -377,8 +407,49 @@ impl Hub {
 
     /// Turns what the rules said into work for the shards, in order.
     fn deliver(&mut self, out: &mut Vec<Output>) {
+        // What the chat answers when the link refuses at once: delivered
+        // after the rest.
+        let mut answers = Vec::new();
         for output in out.drain(..) {
             match output {
+                Output::Claim { name } => {
+                    let refused = self.linked.as_ref().map(|linked| linked.claim(&name));
+                    if let (Some(Err(_)), Some(chat)) = (refused, self.rules.chat()) {
+                        chat.claimed(&name, Claim::Down, &mut answers);
+                    }
+                }
+                Output::Hold { name } => {
+                    if let Some(linked) = &self.linked {
+                        linked.hold(&name);
+                    }
+                }
+                Output::Release { name } => {
+                    if let Some(linked) = &self.linked {
+                        linked.release(&name);
+                    }
+                }
+                Output::Query { id, query, page } => {
+                    let Some(linked) = &mut self.linked else {
+                        continue;
+                    };
+                    if linked.query(id, query.clone(), page.clone()).is_err() {
+                        // Only this server can answer now.
+                        if let Some(chat) = self.rules.chat() {
+                            let here = [chat.local_answer(&query)];
+                            chat.answered(id, &query, page.as_deref(), &here, false, &mut answers);
+                        }
+                    }
+                }
+                Output::Private { from, to, line } => {
+                    let Some(linked) = &mut self.linked else {
+                        continue;
+                    };
+                    if linked.private(from, to.clone(), Arc::clone(&line)).is_err() {
+                        if let Some(chat) = self.rules.chat() {
+                            chat.private_sent(from, &to, &line, Sent::Down, &mut answers);
+                        }
+                    }
+                }
                 Output::To { id, line } => {
                     if let Some(route) = self.routes.get(&id) {
                         let work = Work::Deliver {
@@ -428,6 +499,9 @@ impl Hub {
                     self.dispatch.push(address.shard, Work::Close(address.slot));
                 }
             }
+        }
+        if !answers.is_empty() {
+            self.deliver(&mut answers);
         }
     }
 

@@ -24,8 +24,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::chat::{ClientId, Keep, RoomId};
-use crate::cluster::{Delivery, Link};
+use crate::chat::{ClientId, Keep, Query, RoomId};
+use crate::cluster::{Claim, Delivery, Link, Refused, Sent};
 
 /// A room line the hub is to show here now: it came back from Redis, or
 /// it cannot go there.
@@ -66,8 +66,59 @@ pub enum Action {
     /// The link is down: everyone here is told ([`LINK_DOWN`]); then these
     /// lines, which were waiting for their rooms' past, are shown here.
     LinkDown(Vec<Local>),
+    /// Redis answered a claim of a nick ([`Linked::claim`]).
+    Claimed(String, Claim),
+    /// A nick held here lapsed during an outage; someone elsewhere has it.
+    NameLost(String),
+    /// A private line for someone here (the nick in lower case).
+    PrivateIn(String, Arc<str>),
+    /// What became of a private line sent from here ([`Linked::private`]).
+    PrivateSent {
+        /// The sender.
+        from: ClientId,
+        /// The recipient, in lower case.
+        to: String,
+        /// The line.
+        line: Arc<str>,
+        /// Whether it arrived.
+        sent: Sent,
+    },
+    /// Another server (or this one) asks this one's part of an answer:
+    /// give it to [`Linked::reply`].
+    Question {
+        /// The asking server's run.
+        run: String,
+        /// Its ticket.
+        ticket: u64,
+        /// What it asks.
+        query: Query,
+    },
+    /// The parts of the answer to what someone here asked are in.
+    Answered {
+        /// Who asked.
+        id: ClientId,
+        /// What.
+        query: Query,
+        /// The page asked for.
+        page: Option<String>,
+        /// Each server's part.
+        parts: Vec<String>,
+        /// Whether every server that heard the question answered.
+        complete: bool,
+    },
     /// Nothing to do.
     Nothing,
+}
+
+/// A question of someone here to every server, while the answers come.
+#[derive(Debug)]
+struct Gathering {
+    id: ClientId,
+    query: Query,
+    page: Option<String>,
+    /// How many servers heard it, once Redis has said.
+    expected: Option<usize>,
+    parts: Vec<String>,
 }
 
 /// What the users of this server are told when the link goes down.
@@ -106,6 +157,11 @@ pub struct Linked {
     /// Rooms left during the event in hand: their names are still needed
     /// for its last lines (who left), and forgotten after.
     leaving: Vec<RoomId>,
+    /// Private lines on their way, by ticket: who sent them, to whom.
+    private: HashMap<u64, (ClientId, String, Arc<str>)>,
+    /// Questions to every server, by ticket, while their answers come.
+    gathering: HashMap<u64, Gathering>,
+    next_ticket: u64,
 }
 
 impl Linked {
@@ -117,7 +173,43 @@ impl Linked {
             rooms: HashMap::new(),
             by_key: HashMap::new(),
             leaving: Vec::new(),
+            private: HashMap::new(),
+            gathering: HashMap::new(),
+            next_ticket: 0,
         }
+    }
+
+    /// This server's number among all that share the Redis
+    /// ([`Link::number`]).
+    pub fn number(&self) -> u64 {
+        self.link.number()
+    }
+
+    /// Asks the other servers for a nick (in lower case); the answer comes
+    /// as [`Action::Claimed`]. `Err` if it cannot be asked now.
+    pub fn claim(&self, name: &str) -> Result<(), Refused> {
+        self.link.claim_name(name)
+    }
+
+    /// Holds a nick someone here took on arrival ([`Link::hold_name`]).
+    pub fn hold(&self, name: &str) {
+        self.link.hold_name(name);
+    }
+
+    /// Nobody here has this nick any more.
+    pub fn release(&self, name: &str) {
+        self.link.release_name(name);
+    }
+
+    /// Sends a private line to `to` (in lower case) on whatever server has
+    /// them; the answer comes as [`Action::PrivateSent`]. `Err` if it
+    /// cannot be sent now.
+    pub fn private(&mut self, from: ClientId, to: String, line: Arc<str>) -> Result<(), Refused> {
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        self.link.send_private(ticket, &to, &line)?;
+        self.private.insert(ticket, (from, to, line));
+        Ok(())
     }
 
     /// The first member here entered `room`, called `key` on every
@@ -180,6 +272,57 @@ impl Linked {
                 log::debug!("room {key}: a line stays on this server: {refused}");
                 self.rooms.contains_key(&line.room).then_some(line)
             }
+        }
+    }
+
+    /// Asks every server its part of the answer to `query`, for `id`; the
+    /// parts come as [`Action::Answered`]. `Err` if it cannot be asked now.
+    pub fn query(
+        &mut self,
+        id: ClientId,
+        query: Query,
+        page: Option<String>,
+    ) -> Result<(), Refused> {
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        self.link.ask_everyone(ticket, &query.encode())?;
+        let gathering = Gathering {
+            id,
+            query,
+            page,
+            expected: None,
+            parts: Vec::new(),
+        };
+        self.gathering.insert(ticket, gathering);
+        Ok(())
+    }
+
+    /// Gives this server's part of an answer ([`Action::Question`]).
+    pub fn reply(&self, run: &str, ticket: u64, answer: &str) {
+        self.link.reply(run, ticket, answer);
+    }
+
+    /// The answer to `ticket`, if every part is in (or `done` says to
+    /// stop waiting).
+    fn gathered(&mut self, ticket: u64, done: bool) -> Action {
+        let Some(gathering) = self.gathering.get(&ticket) else {
+            return Action::Nothing;
+        };
+        let complete = gathering
+            .expected
+            .is_some_and(|expected| gathering.parts.len() >= expected);
+        if !complete && !done {
+            return Action::Nothing;
+        }
+        let Some(gathering) = self.gathering.remove(&ticket) else {
+            return Action::Nothing;
+        };
+        Action::Answered {
+            id: gathering.id,
+            query: gathering.query,
+            page: gathering.page,
+            parts: gathering.parts,
+            complete,
         }
     }
 
@@ -254,6 +397,45 @@ impl Linked {
                 }
                 Action::LinkDown(lines)
             }
+            Delivery::Claimed { name, claim } => Action::Claimed(name, claim),
+            Delivery::NameLost { name } => Action::NameLost(name),
+            Delivery::Private { to, line } => Action::PrivateIn(to, line.into()),
+            Delivery::PrivateSent { ticket, sent, .. } => match self.private.remove(&ticket) {
+                Some((from, to, line)) => Action::PrivateSent {
+                    from,
+                    to,
+                    line,
+                    sent,
+                },
+                None => Action::Nothing,
+            },
+            Delivery::Question {
+                run,
+                ticket,
+                question,
+            } => match Query::decode(&question) {
+                Some(query) => Action::Question { run, ticket, query },
+                None => {
+                    log::warn!("a question from {run} makes no sense; not answered");
+                    Action::Nothing
+                }
+            },
+            Delivery::Asked { ticket, nodes } => {
+                let Some(gathering) = self.gathering.get_mut(&ticket) else {
+                    return Action::Nothing;
+                };
+                // Nobody heard it: Redis could not be asked.
+                gathering.expected = Some(nodes.unwrap_or(0));
+                self.gathered(ticket, nodes.is_none())
+            }
+            Delivery::Answer { ticket, answer } => {
+                let Some(gathering) = self.gathering.get_mut(&ticket) else {
+                    return Action::Nothing;
+                };
+                gathering.parts.push(answer);
+                self.gathered(ticket, false)
+            }
+            Delivery::AskTimedOut { ticket } => self.gathered(ticket, true),
             Delivery::LinkUp { history_lost } => Action::TellEveryone(
                 if history_lost {
                     LINK_UP_HISTORY_LOST

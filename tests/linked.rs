@@ -1,8 +1,17 @@
-//! Several chat servers, one chat: servers in this process, linked
-//! through a `redis-server` of the test's own (Debian's package), started
-//! on a free loopback port and stopped by its process id.
+//! Several chat servers, one chat: servers in this process (and, where a
+//! test must kill one, as processes of their own), linked through a
+//! `redis-server` of the test's own (Debian's package), started on a free
+//! loopback port and stopped by its process id.
 
-use secure_chat_test_support::{quick_link, test_limits, Pki, Redis, TestClient, TestServer};
+use std::process::Command;
+use std::time::Instant;
+
+use secure_chat::chat::{LINK_DOWN_MSG, LINK_DOWN_NICK};
+use secure_chat::linked::{LINK_DOWN, LINK_UP};
+use secure_chat_test_support::{
+    cert_args, kill, quick_link, run, test_limits, wait_until, Pki, Redis, ServerProcess,
+    TestClient, TestServer, SERVER,
+};
 
 fn node(pki: &Pki, redis: &Redis, name: &str) -> TestServer {
     TestServer::start_linked(pki, test_limits(), &redis.url(), name, quick_link())
@@ -10,11 +19,34 @@ fn node(pki: &Pki, redis: &Redis, name: &str) -> TestServer {
 
 /// Connects, takes `nick`, and waits until the room hears it.
 fn person(server: &TestServer, pki: &Pki, nick: &str) -> TestClient {
-    let mut client = TestClient::connect(server.addr, &pki.ca);
+    person_at(server.addr, pki, nick)
+}
+
+fn person_at(addr: std::net::SocketAddr, pki: &Pki, nick: &str) -> TestClient {
+    let mut client = TestClient::connect(addr, &pki.ca);
     client.send(&format!("/nick {nick}"));
     client.recv_until(|line| line == format!("notice you are now {nick}"));
     client.nick = nick.to_owned();
     client
+}
+
+/// The next error the client is sent.
+fn next_error(client: &TestClient) -> String {
+    client.recv_until(|line| line.starts_with("error "))
+}
+
+/// Waits until nobody holds `nick` in Redis.
+fn wait_name_free(redis: &Redis, nick: &str) {
+    let mut raw = redis.connection(&redis.url());
+    let key = format!("name:{{{nick}}}");
+    let free = wait_until(|| {
+        redis::cmd("EXISTS")
+            .arg(&key)
+            .query::<i64>(&mut raw)
+            .expect("EXISTS")
+            == 0
+    });
+    assert!(free, "{nick} still held");
 }
 
 #[test]
@@ -32,4 +64,305 @@ fn a_room_line_reaches_every_server() {
     drop((alice, bob));
     a.stop();
     b.stop();
+}
+
+/// A room's topic and last lines live in Redis: joining it on another
+/// server shows them.
+#[test]
+fn history_and_topic_are_shared() {
+    let redis = Redis::start(&[]);
+    let pki = Pki::new();
+    let a = node(&pki, &redis, "a");
+    let b = node(&pki, &redis, "b");
+    let mut alice = person(&a, &pki, "alice");
+    alice.send("/join #tea");
+    alice.recv_until(|line| line.starts_with("notice you are in #tea"));
+    alice.send("/topic oolong");
+    alice.recv_until(|line| line == "notice alice set the topic of #tea: oolong");
+    alice.send("first");
+    alice.send("/me pours");
+    assert_eq!(alice.recv_non_notice(), "chat alice first");
+    assert_eq!(alice.recv_non_notice(), "action alice pours");
+    let mut bob = person(&b, &pki, "bob");
+    bob.send("/join #tea");
+    bob.recv_until(|line| line.starts_with("notice you are in #tea"));
+    assert_eq!(bob.recv(), "notice topic of #tea: oolong");
+    assert_eq!(bob.recv(), "history chat alice first");
+    assert_eq!(bob.recv(), "history action alice pours");
+    drop((alice, bob));
+    a.stop();
+    b.stop();
+}
+
+/// Three servers, a sender on each, all sending at once: every member
+/// gets every line once, and all in the one same order.
+#[test]
+fn three_servers_concurrent_senders_one_order() {
+    const EACH: usize = 60;
+    let redis = Redis::start(&[]);
+    let pki = Pki::new();
+    let servers: Vec<TestServer> = ["a", "b", "c"]
+        .iter()
+        .map(|name| node(&pki, &redis, name))
+        .collect();
+    let mut people: Vec<TestClient> = servers
+        .iter()
+        .zip(["ann", "ben", "cat"])
+        .map(|(server, nick)| person(server, &pki, nick))
+        .collect();
+    redis.wait_subscribed("#lobby", 3);
+    for i in 0..EACH {
+        for who in people.iter_mut() {
+            let text = format!("{} {i}", who.nick);
+            who.send(&text);
+        }
+    }
+    let seen: Vec<Vec<String>> = people
+        .iter()
+        .map(|who| (0..3 * EACH).map(|_| who.recv_non_notice()).collect())
+        .collect();
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0], seen[2]);
+    for who in &people {
+        let own: Vec<String> = seen[0]
+            .iter()
+            .filter_map(|line| line.strip_prefix(&format!("chat {} ", who.nick)))
+            .map(str::to_owned)
+            .collect();
+        let sent: Vec<String> = (0..EACH).map(|i| format!("{} {i}", who.nick)).collect();
+        assert_eq!(own, sent, "{}'s lines, once each, in order", who.nick);
+    }
+    // Nothing twice: the next line anyone gets is a new one.
+    people[0].send("the end");
+    for who in &people {
+        assert_eq!(who.recv_non_notice(), "chat ann the end");
+    }
+    drop(people);
+    for server in servers {
+        server.stop();
+    }
+}
+
+#[test]
+fn a_nick_is_one_persons_on_every_server() {
+    let redis = Redis::start(&[]);
+    let pki = Pki::new();
+    let a = node(&pki, &redis, "a");
+    let b = node(&pki, &redis, "b");
+    let mut alice = person(&a, &pki, "alice");
+    let mut other = TestClient::connect(b.addr, &pki.ca);
+    // Guests' names carry their server's number: none is given twice.
+    assert!(other.nick.starts_with("guest2-"), "{}", other.nick);
+    for attempt in ["alice", "ALICE"] {
+        other.send(&format!("/nick {attempt}"));
+        assert_eq!(
+            next_error(&other),
+            format!("error nick {attempt} is taken on another server; choose another")
+        );
+    }
+    alice.send("/quit");
+    alice.expect_end();
+    wait_name_free(&redis, "alice");
+    other.send("/nick alice");
+    other.recv_until(|line| line == "notice you are now alice");
+    // The name's old holder, back, finds it taken.
+    let mut again = TestClient::connect(a.addr, &pki.ca);
+    again.send("/nick alice");
+    assert_eq!(
+        next_error(&again),
+        "error nick alice is taken on another server; choose another"
+    );
+    drop((again, other));
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn private_lines_cross_servers() {
+    let redis = Redis::start(&[]);
+    let pki = Pki::new();
+    let a = node(&pki, &redis, "a");
+    let b = node(&pki, &redis, "b");
+    let mut alice = person(&a, &pki, "alice");
+    let bob = person(&b, &pki, "bob");
+    alice.send("/msg Bob psst, over here");
+    let line = "private alice Bob psst, over here";
+    assert_eq!(bob.recv_non_notice(), line);
+    // The sender sees it once it arrived, in every session.
+    assert_eq!(alice.recv_non_notice(), line);
+    alice.send("/msg nobody hello?");
+    assert_eq!(
+        next_error(&alice),
+        "error no user named nobody is connected"
+    );
+    drop((alice, bob));
+    a.stop();
+    b.stop();
+}
+
+/// `/who`, `/rooms` and `/whois` ask every server for its own users.
+#[test]
+fn who_rooms_and_whois_see_every_server() {
+    let redis = Redis::start(&[]);
+    let pki = Pki::new();
+    let a = node(&pki, &redis, "a");
+    let b = node(&pki, &redis, "b");
+    let mut alice = person(&a, &pki, "alice");
+    let _bob = person(&b, &pki, "Bob");
+    let mut carol = person(&b, &pki, "carol");
+    carol.send("/join #Tea");
+    carol.recv_until(|line| line.starts_with("notice you are in #Tea"));
+    // Others' news may come in between: each answer is looked for.
+    let answer = |client: &TestClient, start: &str| {
+        client.recv_until(|line| line.starts_with(start) || line.starts_with("error "))
+    };
+    alice.send("/who");
+    assert_eq!(
+        answer(&alice, "notice in "),
+        "notice in #lobby (2): alice, Bob"
+    );
+    alice.send("/rooms");
+    assert_eq!(
+        answer(&alice, "notice rooms"),
+        "notice rooms: #lobby (2), #Tea (1)"
+    );
+    alice.send("/whois CAROL");
+    assert_eq!(answer(&alice, "notice carol"), "notice carol is in #Tea");
+    alice.send("/whois nobody");
+    assert_eq!(
+        answer(&alice, "notice nobody"),
+        "error no user named nobody is connected"
+    );
+    drop((alice, _bob, carol));
+    a.stop();
+    b.stop();
+}
+
+/// Redis stops and comes back: chat on each server goes on meanwhile,
+/// among its own users; users are told; no new nick is taken, no
+/// private line sent elsewhere; afterwards lines cross again, once.
+#[test]
+fn redis_restarted_local_chat_goes_on_and_the_link_recovers() {
+    let mut redis = Redis::start(&["--appendonly", "yes"]);
+    let pki = Pki::new();
+    let a = node(&pki, &redis, "a");
+    let b = node(&pki, &redis, "b");
+    let mut alice = person(&a, &pki, "alice");
+    let mut bob = person(&b, &pki, "bob");
+    redis.wait_subscribed("#lobby", 2);
+    alice.send("before");
+    assert_eq!(bob.recv_non_notice(), "chat alice before");
+    assert_eq!(alice.recv_non_notice(), "chat alice before");
+
+    redis.stop();
+    let down = format!("notice {LINK_DOWN}");
+    alice.recv_until(|line| line == down);
+    bob.recv_until(|line| line == down);
+    alice.send("only here");
+    assert_eq!(alice.recv_non_notice(), "chat alice only here");
+    alice.send("/nick alicia");
+    assert_eq!(next_error(&alice), format!("error {LINK_DOWN_NICK}"));
+    alice.send("/msg bob can you hear me");
+    assert_eq!(next_error(&alice), format!("error {LINK_DOWN_MSG}"));
+
+    redis.spawn(&[]);
+    let up = format!("notice {LINK_UP}");
+    alice.recv_until(|line| line == up);
+    bob.recv_until(|line| line == up);
+    redis.wait_subscribed("#lobby", 2);
+    // Names were taken back: alice is still alice everywhere.
+    let mut other = TestClient::connect(b.addr, &pki.ca);
+    other.send("/nick alice");
+    assert_eq!(
+        next_error(&other),
+        "error nick alice is taken on another server; choose another"
+    );
+    bob.send("after");
+    // What alice said during the outage never reached bob, and nothing
+    // comes twice.
+    assert_eq!(bob.recv_non_notice(), "chat bob after");
+    assert_eq!(alice.recv_non_notice(), "chat bob after");
+    alice.send("/msg bob back");
+    assert_eq!(bob.recv_non_notice(), "private alice bob back");
+    drop((alice, bob, other));
+    a.stop();
+    b.stop();
+}
+
+/// A server killed outright cannot let its names go: they lapse by
+/// themselves, within `--name-expiry`.
+#[test]
+fn a_killed_servers_nicks_come_free_within_the_expiry() {
+    let redis = Redis::start(&[]);
+    let pki = Pki::new();
+    let url = redis.url();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(
+        [
+            "--redis",
+            &url,
+            "--node-name",
+            "doomed",
+            "--name-expiry",
+            "3",
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    let mut doomed = ServerProcess::start(&args);
+    let carol = person_at(doomed.addr, &pki, "carol");
+    let b = node(&pki, &redis, "b");
+    let mut dave = TestClient::connect(b.addr, &pki.ca);
+
+    assert!(kill(doomed.pid, "-KILL"));
+    doomed.wait_for_exit();
+    let killed = Instant::now();
+    dave.send("/nick carol");
+    assert_eq!(
+        next_error(&dave),
+        "error nick carol is taken on another server; choose another"
+    );
+    // Renewed a moment ago at most: it lapses within the expiry.
+    let mut raw = redis.connection(&url);
+    let left: i64 = redis::cmd("PTTL")
+        .arg("name:{carol}")
+        .query(&mut raw)
+        .expect("PTTL");
+    assert!((1..=3000).contains(&left), "{left} ms left");
+    wait_name_free(&redis, "carol");
+    eprintln!("carol free {:?} after the kill", killed.elapsed());
+    dave.send("/nick carol");
+    dave.recv_until(|line| line == "notice you are now carol");
+    drop((carol, dave));
+    b.stop();
+}
+
+/// `--redis` with a wrong password, or no Redis at all: one line, exit 1,
+/// and the password never shown.
+#[test]
+fn a_server_that_cannot_log_in_to_redis_says_so_and_exits() {
+    let redis = Redis::start(&["--requirepass", "right-one"]);
+    let pki = Pki::new();
+    let wrong = format!("redis://:wrong-one@127.0.0.1:{}", redis.port);
+    let free = secure_chat_test_support::free_port();
+    let nowhere = format!("redis://:wrong-one@127.0.0.1:{free}");
+    for (url, says) in [
+        (&wrong, "refused the login"),
+        (&nowhere, "cannot reach Redis"),
+    ] {
+        let mut command = Command::new(&SERVER);
+        command
+            .args(["--addr", "127.0.0.1:0", "--redis", url])
+            .args(cert_args(&pki.cert, &pki.key))
+            .env_remove("RUST_LOG");
+        let output = run(&mut command, "");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.starts_with("chat-server: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(says), "{stderr}");
+        assert!(!stderr.contains("wrong-one"), "{stderr}");
+    }
 }

@@ -64,6 +64,8 @@ Options:
                              [default: HOSTNAME-PORT]
   --redis-ca FILE            with rediss://: the CA that Redis' certificate must
                              chain to [default: the system's roots]
+  --name-expiry SECS         with --redis: how soon the nicks of a server that
+                             died come free for the others [default: 30]
   -v, --verbose              more log output, rustls' notes on each handshake
                              included (twice: everything)
   -q, --quiet                only warnings and errors
@@ -91,6 +93,7 @@ struct Args {
     redis: Option<String>,
     node_name: Option<String>,
     redis_ca: Option<PathBuf>,
+    name_expiry: Option<Duration>,
     level: LevelFilter,
 }
 
@@ -111,6 +114,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         redis: None,
         node_name: None,
         redis_ca: None,
+        name_expiry: None,
         level: logging::level_from_env().unwrap_or(LevelFilter::Info),
     };
     let mut rate = RateLimit::default();
@@ -160,6 +164,9 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("redis") => args.redis = Some(parser.value()?.parse()?),
             Long("node-name") => args.node_name = Some(parser.value()?.parse()?),
             Long("redis-ca") => args.redis_ca = Some(parser.value()?.into()),
+            Long("name-expiry") => {
+                args.name_expiry = Some(parser.value()?.parse_with(parse_seconds)?);
+            }
             Short('v') | Long("verbose") => {
                 args.level = match args.level {
                     LevelFilter::Info | LevelFilter::Warn => LevelFilter::Debug,
@@ -185,8 +192,9 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 .into(),
         );
     }
-    if args.redis.is_none() && (args.node_name.is_some() || args.redis_ca.is_some()) {
-        return Err("--node-name and --redis-ca are for --redis".into());
+    let redis_only = args.node_name.is_some() || args.redis_ca.is_some();
+    if args.redis.is_none() && (redis_only || args.name_expiry.is_some()) {
+        return Err("--node-name, --redis-ca and --name-expiry are for --redis".into());
     }
     // --rate 0 turns flood control off, whatever the burst.
     args.limits.rate = (rate.per_second > 0).then_some(rate);
@@ -295,6 +303,9 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ca_file: args.redis_ca.clone(),
             // Room for the notices between the chat lines a newcomer sees.
             recent: args.limits.history.saturating_mul(4),
+            name_ttl: args
+                .name_expiry
+                .unwrap_or(cluster::Settings::default().name_ttl),
             ..cluster::Settings::default()
         };
         // Fails at once, in one line, if Redis cannot be reached or

@@ -1,0 +1,458 @@
+//! Names and private messages across nodes: the link's third thread, the
+//! *directory*.
+//!
+//! A nick is one person's on every node at once. Redis holds who has it:
+//! the key `name:{nick}` (the nick in lower case) holds the
+//! [run](super::Link::run) of the node whose user has it, and expires
+//! after [`Settings::name_ttl`](super::Settings::name_ttl) unless that
+//! node renews it. A node that crashes stops renewing, and its names come
+//! free by themselves within that time.
+//!
+//! Every change is one Lua script, which Redis runs as one atomic step:
+//!
+//! - [`CLAIM_SCRIPT`] takes each name given that is free or already this
+//!   run's, and renews it. The same script claims a new name, renews
+//!   every held name a few times per expiry, and takes them all back
+//!   after an outage; a name someone else took meanwhile is reported lost.
+//! - [`RELEASE_SCRIPT`] frees a name only if this run still holds it:
+//!   compare, then delete, so a node never frees a name that lapsed and
+//!   is now someone else's.
+//! - [`PRIVATE_SCRIPT`] looks a name up and publishes a private line on
+//!   its holder's node channel, `node:{run}`, in the same step: nothing
+//!   can change hands in between.
+//!
+//! The thread takes its work ([`Ask`]) from a bounded queue and answers
+//! through the link's deliveries, so the hub never waits for Redis here
+//! either.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use redis::{Connection, RedisError, Script};
+
+use super::{Backoff, Delivery, Shared, Target};
+
+/// Takes or renews names. KEYS: `name:` keys; ARGV: this run, the expiry
+/// in milliseconds. Returns, per key, 1 if the run holds it now, 0 if
+/// another run does.
+const CLAIM_SCRIPT: &str = r"
+local held = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder == false or holder == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    held[i] = 1
+  else
+    held[i] = 0
+  end
+end
+return held
+";
+
+/// Frees each name given that this run holds. KEYS: their `name:` keys;
+/// ARGV: this run. Returns how many it freed.
+const RELEASE_SCRIPT: &str = r"
+local freed = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    freed = freed + redis.call('DEL', key)
+  end
+end
+return freed
+";
+
+/// Sends a private line to a name's holder. KEYS: its `name:` key;
+/// ARGV: the payload (`name line`). Returns how many nodes heard it: -1
+/// if nobody holds the name, 0 if its holder's node is not listening
+/// (gone, its names not yet lapsed).
+const PRIVATE_SCRIPT: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  return -1
+end
+return redis.call('PUBLISH', 'node:' .. holder, ARGV[1])
+";
+
+/// The most names one renewal (or the release of all at stop) asks for in
+/// one script: a node with tens of thousands of users renews them in
+/// pieces, none of which holds Redis up for long.
+const RENEW_CHUNK: usize = 500;
+
+/// A name's key in Redis. `name` is already in lower case.
+pub(super) fn name_key(name: &str) -> String {
+    format!("name:{{{name}}}")
+}
+
+/// The channel a node hears private lines for its users on.
+pub(super) fn node_channel(run: &str) -> String {
+    format!("node:{run}")
+}
+
+/// What the directory answers a claim with ([`Delivery::Claimed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The name is this node's now, until it lets it go.
+    Ours,
+    /// Someone on another node has it.
+    Taken,
+    /// Redis could not be asked: nobody can tell whether it is free.
+    Down,
+}
+
+/// What became of a private line ([`Delivery::PrivateSent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The recipient's node has it.
+    Delivered,
+    /// Nobody by that name is connected to any node.
+    NoOne,
+    /// Redis could not be asked.
+    Down,
+}
+
+/// Work for the directory thread.
+#[derive(Debug)]
+pub(super) enum Ask {
+    Claim(String),
+    Hold(String),
+    Release(String),
+    Private {
+        ticket: u64,
+        to: String,
+        line: String,
+    },
+    /// A question for every node (see [`super::Link::ask_everyone`]).
+    Everyone {
+        ticket: u64,
+        question: String,
+    },
+    /// This node's answer to another's question.
+    Reply {
+        run: String,
+        ticket: u64,
+        answer: String,
+    },
+}
+
+/// The directory thread: one connection of its own, the names this run
+/// holds, and their renewal clock.
+pub(super) struct Directory {
+    pub(super) target: Arc<Target>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) deliver: Sender<Delivery>,
+    pub(super) run: String,
+    /// The names this run holds, in lower case.
+    pub(super) held: BTreeSet<String>,
+    /// Questions to every node, by when their answers are due.
+    pub(super) waiting: VecDeque<(Instant, u64)>,
+    /// How long the nodes have to answer a question.
+    pub(super) answer_within: Duration,
+}
+
+/// A failed exchange with Redis; the connection is dropped for a new one.
+struct Lost;
+
+impl Directory {
+    pub(super) fn run(mut self, asks: Receiver<Ask>, connection: Connection) {
+        let claim = Script::new(CLAIM_SCRIPT);
+        let release = Script::new(RELEASE_SCRIPT);
+        let private = Script::new(PRIVATE_SCRIPT);
+        let scripts = Scripts {
+            claim: &claim,
+            release: &release,
+            private: &private,
+        };
+        let ttl = self.target.settings.name_ttl;
+        let renew_every = (ttl / 3).max(Duration::from_millis(10));
+        let mut connection = Some(connection);
+        let mut backoff = Backoff::new();
+        // After a reconnection, every held name is taken back at once.
+        let mut renew_at = Instant::now() + renew_every;
+        loop {
+            if self.shared.stopping() {
+                break;
+            }
+            if connection.is_none() {
+                match self.target.connect() {
+                    Ok(fresh) => {
+                        connection = Some(fresh);
+                        backoff.reset();
+                        renew_at = Instant::now();
+                    }
+                    Err(_) => {
+                        if self.answer_down(&asks, backoff.next()) {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(open) = connection.as_mut() else {
+                continue;
+            };
+            if Instant::now() >= renew_at {
+                if self.renew(open, &scripts).is_err() {
+                    connection = None;
+                    continue;
+                }
+                renew_at = Instant::now() + renew_every;
+            }
+            if !self.time_out() {
+                break;
+            }
+            let wait = renew_at.saturating_duration_since(Instant::now());
+            let ask = match asks.recv_timeout(wait.min(self.target.settings.poll)) {
+                Ok(ask) => ask,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.note(&ask);
+            let answer = match self.ask_redis(open, &scripts, &ask) {
+                Ok(answer) => Ok(answer),
+                // Most often a connection Redis closed when it restarted,
+                // noticed only now: one more try, on a new one.
+                Err(error) => {
+                    let _ = self.log(&error);
+                    connection = None;
+                    match self.target.connect() {
+                        Ok(mut fresh) => {
+                            let again = self.ask_redis(&mut fresh, &scripts, &ask);
+                            if again.is_ok() {
+                                connection = Some(fresh);
+                                renew_at = Instant::now();
+                            }
+                            again.map_err(|error| self.log(&error))
+                        }
+                        Err(error) => Err(self.log(&error)),
+                    }
+                }
+            };
+            self.settle(ask, answer);
+        }
+        // Stopping: the names go now rather than when they lapse, so a
+        // user reconnecting elsewhere gets theirs back at once.
+        if let Some(open) = connection.as_mut() {
+            let names: Vec<String> = std::mem::take(&mut self.held).into_iter().collect();
+            for chunk in names.chunks(RENEW_CHUNK) {
+                let mut invocation = release.prepare_invoke();
+                for name in chunk {
+                    invocation.key(name_key(name));
+                }
+                if invocation.arg(&self.run).invoke::<i64>(open).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Says [`Delivery::AskTimedOut`] for each question whose answers are
+    /// due. False if nobody takes deliveries any more.
+    fn time_out(&mut self) -> bool {
+        let now = Instant::now();
+        while let Some(&(due, ticket)) = self.waiting.front() {
+            if due > now {
+                break;
+            }
+            self.waiting.pop_front();
+            if self.deliver.send(Delivery::AskTimedOut { ticket }).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Redis is unreachable: every claim and private line asked for during
+    /// `wait` is answered [`Claim::Down`] / [`Sent::Down`] at once. True if
+    /// the link is stopping.
+    fn answer_down(&mut self, asks: &Receiver<Ask>, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        loop {
+            if self.shared.stopping() {
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if !self.time_out() {
+                return true;
+            }
+            let ask = match asks.recv_timeout(left.min(self.target.settings.poll)) {
+                Ok(ask) => ask,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return true,
+            };
+            self.note(&ask);
+            self.settle(ask, Err(Lost));
+        }
+    }
+
+    /// What the names held are once `ask` is done, whether or not Redis
+    /// hears of it now: a hold is taken back, and a release lapses, at
+    /// the latest when Redis can be reached again.
+    fn note(&mut self, ask: &Ask) {
+        match ask {
+            Ask::Hold(name) => {
+                self.held.insert(name.clone());
+            }
+            Ask::Release(name) => {
+                self.held.remove(name);
+            }
+            Ask::Claim(_) | Ask::Private { .. } | Ask::Everyone { .. } | Ask::Reply { .. } => {}
+        }
+    }
+
+    /// Runs the script `ask` calls for: for a claim, 1 if the name is
+    /// this run's now; for a private line, how many nodes heard it.
+    fn ask_redis(
+        &self,
+        open: &mut Connection,
+        scripts: &Scripts<'_>,
+        ask: &Ask,
+    ) -> Result<i64, RedisError> {
+        let ttl = millis(self.target.settings.name_ttl);
+        match ask {
+            Ask::Claim(name) | Ask::Hold(name) => {
+                let held: Vec<i64> = scripts
+                    .claim
+                    .key(name_key(name))
+                    .arg(&self.run)
+                    .arg(ttl)
+                    .invoke(open)?;
+                Ok(held.first().copied().unwrap_or(0))
+            }
+            Ask::Release(name) => scripts
+                .release
+                .key(name_key(name))
+                .arg(&self.run)
+                .invoke(open),
+            Ask::Private { to, line, .. } => scripts
+                .private
+                .key(name_key(to))
+                .arg(format!("p {to} {line}"))
+                .invoke(open),
+            Ask::Everyone { ticket, question } => redis::cmd("PUBLISH")
+                .arg(super::ASK_CHANNEL)
+                .arg(format!("{} {ticket} {question}", self.run))
+                .query(open),
+            Ask::Reply {
+                run,
+                ticket,
+                answer,
+            } => redis::cmd("PUBLISH")
+                .arg(node_channel(run))
+                .arg(format!("r {ticket} {answer}"))
+                .query(open),
+        }
+    }
+
+    /// Tells the hub what became of `ask`: `answer` is what
+    /// [`Directory::ask_redis`] returned, `Err` if Redis could not be
+    /// asked.
+    fn settle(&mut self, ask: Ask, answer: Result<i64, Lost>) {
+        let delivery = match (ask, answer) {
+            (Ask::Claim(name), Ok(1)) => {
+                self.held.insert(name.clone());
+                Delivery::Claimed {
+                    name,
+                    claim: Claim::Ours,
+                }
+            }
+            (Ask::Claim(name), Ok(_)) => Delivery::Claimed {
+                name,
+                claim: Claim::Taken,
+            },
+            (Ask::Claim(name), Err(Lost)) => Delivery::Claimed {
+                name,
+                claim: Claim::Down,
+            },
+            // Held already; if Redis could not be asked, taken back once
+            // it can.
+            (Ask::Hold(_), Ok(1) | Err(Lost)) => return,
+            (Ask::Hold(name), Ok(_)) => {
+                self.held.remove(&name);
+                Delivery::NameLost { name }
+            }
+            // Not renewed any more: if Redis could not be told, it lapses.
+            (Ask::Release(_), _) => return,
+            // The asker waits for the answers only so long.
+            (Ask::Reply { .. }, _) => return,
+            (Ask::Everyone { ticket, .. }, answer) => {
+                if answer.is_ok() {
+                    self.waiting
+                        .push_back((Instant::now() + self.answer_within, ticket));
+                }
+                Delivery::Asked {
+                    ticket,
+                    nodes: answer.ok().and_then(|n| usize::try_from(n).ok()),
+                }
+            }
+            (Ask::Private { ticket, to, .. }, answer) => Delivery::PrivateSent {
+                ticket,
+                to,
+                sent: match answer {
+                    Ok(heard) if heard > 0 => Sent::Delivered,
+                    Ok(_) => Sent::NoOne,
+                    Err(Lost) => Sent::Down,
+                },
+            },
+        };
+        // Nobody takes deliveries: the link is going away.
+        let _ = self.deliver.send(delivery);
+    }
+
+    /// Takes back, and renews, every name held; each one another run took
+    /// meanwhile (it lapsed during an outage) is reported lost.
+    fn renew(&mut self, open: &mut Connection, scripts: &Scripts<'_>) -> Result<(), Lost> {
+        let ttl = millis(self.target.settings.name_ttl);
+        let names: Vec<String> = self.held.iter().cloned().collect();
+        for chunk in names.chunks(RENEW_CHUNK) {
+            let mut invocation = scripts.claim.prepare_invoke();
+            for name in chunk {
+                invocation.key(name_key(name));
+            }
+            let held: Vec<i64> = invocation
+                .arg(&self.run)
+                .arg(ttl)
+                .invoke(open)
+                .map_err(|error| self.log(&error))?;
+            for (name, held) in chunk.iter().zip(held) {
+                if held == 0 {
+                    log::warn!(
+                        "name {name} lapsed while Redis was away, and is someone else's now"
+                    );
+                    self.held.remove(name);
+                    let lost = Delivery::NameLost { name: name.clone() };
+                    if self.deliver.send(lost).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn log(&self, error: &RedisError) -> Lost {
+        log::debug!(
+            "redis {}: names: {}",
+            self.target.addr,
+            self.target.describe(error)
+        );
+        Lost
+    }
+}
+
+/// The directory's three scripts, loaded on first use.
+struct Scripts<'a> {
+    claim: &'a Script,
+    release: &'a Script,
+    private: &'a Script,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}

@@ -2,6 +2,8 @@
 #
 #   make run-server   make the local certificates if missing, then run the server
 #   make run-client   run the client (in another terminal)
+#   make cluster-demo Redis and two servers sharing one chat (haproxy in front
+#                     if installed); prints how to connect
 #   make test         lint, then every test (the bench crate's too)
 #   make bench        the benchmark suite against a fresh chat-server
 #   make bench-compare  the same, interleaved, beside two Go servers and ncat
@@ -23,7 +25,7 @@ ARGS      ?=
 CA_DAYS     = 3650
 SERVER_DAYS = 825
 
-.PHONY: all build certs client-cert clean-certs run-server run-client test lint clean bench bench-compare go-peer fuzz
+.PHONY: all build certs client-cert clean-certs run-server run-client cluster-demo test lint clean bench bench-compare go-peer fuzz
 
 all: build
 
@@ -100,6 +102,12 @@ run-server: certs build
 
 run-client: build
 	./target/release/chat-client $(ARGS)
+
+# Two servers on loopback that share one chat through a Redis of their own
+# (Debian's redis-server), and haproxy in front if it is installed:
+# scripts/cluster-demo.sh. DEMO_PORT=8080 and DEMO_REDIS_PORT=6380 move them.
+cluster-demo: certs build
+	CERTS_DIR=$(CERTS_DIR) ./scripts/cluster-demo.sh
 
 lint:
 	$(CARGO) fmt --all --check

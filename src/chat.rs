@@ -1223,8 +1223,15 @@ impl Chat {
         state.members.insert(key.to_string());
         if state.members.len() <= self.settings.announce_limit {
             // Before the sessions enter, so that none of them hears it.
+            // Linked, it is shown only once back from Redis, when they are
+            // in: the first (most often the only) is left out by name.
             let notice = format!("{} joined {}", person.nick, state.name);
-            out.push(to_room(room, ServerLine::Notice(&notice), None));
+            let except = if self.linked {
+                person.sessions.first().copied()
+            } else {
+                None
+            };
+            out.push(to_room(room, ServerLine::Notice(&notice), except));
         }
         for &id in &person.sessions.clone() {
             self.show_room(id, room, out);

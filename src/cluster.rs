@@ -903,6 +903,11 @@ impl Link {
             rooms.wanted.insert(room.to_owned(), rooms.joins);
             true
         });
+        // Lines said there before the subscription are the room's past,
+        // told as such: the sooner it subscribes, the less falls there.
+        // The subscriber sits in a read of up to a poll; a message on its
+        // own channel ends the read at once.
+        let _ = self.ask(Ask::Wake);
     }
 
     /// The node has no one left in `room`: stop hearing it. Lines of the
@@ -1519,6 +1524,10 @@ impl Subscriber {
     /// for a user here, or `r TICKET ANSWER`, an answer to a question of
     /// ours), or a question to all (`RUN TICKET QUESTION`).
     fn on_node_message(&self, to_us: bool, bytes: &[u8]) -> Result<(), End> {
+        // A wake-up (see `Link::join_room`): the loop looks at the rooms.
+        if to_us && bytes == b"w" {
+            return Ok(());
+        }
         let delivery = std::str::from_utf8(bytes).ok().and_then(|text| {
             let (first, rest) = text.split_once(' ')?;
             let (second, rest) = rest.split_once(' ')?;

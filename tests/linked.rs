@@ -56,11 +56,32 @@ fn a_room_line_reaches_every_server() {
     let a = node(&pki, &redis, "a");
     let b = node(&pki, &redis, "b");
     let mut alice = person(&a, &pki, "alice");
+    // Server a hears the lobby from now on: bob's arrival is news to it,
+    // not its past.
+    redis.wait_subscribed("#lobby", 1);
     let bob = person(&b, &pki, "bob");
     redis.wait_subscribed("#lobby", 2);
+    alice.recv_until(|line| line == "notice guest2-1 joined #lobby");
     alice.send("hello from a");
     assert_eq!(alice.recv_non_notice(), "chat alice hello from a");
     assert_eq!(bob.recv_non_notice(), "chat alice hello from a");
+    // Everyone else hears who came; the newcomer does not hear of
+    // themself (the notice went through Redis before this line did).
+    let mut bob = bob;
+    bob.send("hi");
+    let mut heard = Vec::new();
+    loop {
+        let line = bob.recv();
+        if line == "chat bob hi" {
+            break;
+        }
+        heard.push(line);
+    }
+    assert!(
+        !heard.iter().any(|line| line.contains(" joined #lobby")),
+        "{heard:?}"
+    );
+    alice.recv_until(|line| line == "chat bob hi");
     drop((alice, bob));
     a.stop();
     b.stop();

@@ -44,8 +44,10 @@ pub const STALLED_RCVBUF: usize = 4096;
 pub struct Bench {
     /// The command line.
     pub options: Options,
-    /// The server.
-    pub addr: SocketAddr,
+    /// Every server given, clients spread over them in turn.
+    pub addrs: Vec<SocketAddr>,
+    /// How many connections were opened: which server the next one goes to.
+    opened: AtomicUsize,
     /// TLS settings for every chat client: no resumption, so that every
     /// connection pays a full handshake, as a crowd of distinct users
     /// would, and runs are comparable.
@@ -60,7 +62,7 @@ pub struct Bench {
     pub deadline: Instant,
     /// Cuts every connection at the deadline.
     pub watchdog: Watchdog,
-    /// The server's /proc entry, if `--server-pid` was given.
+    /// The servers' /proc entries, if `--server-pid` was given.
     pub server: Option<Probe>,
     /// This process's own /proc entry: the bench shares the CPUs with the
     /// server, so its own use is part of the picture.
@@ -70,32 +72,37 @@ pub struct Bench {
 impl Bench {
     /// Checks the options against the machine and sets everything up.
     pub fn new(options: Options) -> Result<Bench, String> {
-        let addr = resolve_loopback(&options.addr)?;
+        let addrs = options
+            .addr
+            .split(',')
+            .map(|addr| resolve_loopback(addr.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
         let config = plain_config(&options.ca)?;
         // Checked here as well as in each handshake: a bad name is a
         // mistake on the command line, not a failure of the first client.
         ServerName::try_from(options.server_name.clone())
             .map_err(|_| format!("'{}' is not a valid server name", options.server_name))?;
         let client = ClientOptions {
-            addr: addr.to_string(),
+            addr: addrs[0].to_string(),
             server_name: Some(options.server_name.clone()),
             trust: Trust::CaFile(options.ca.clone()),
             identity: None,
             timeout: CONNECT_TIMEOUT,
         };
-        let server = match options.server_pid {
-            Some(pid) => {
-                let probe = Probe::of(pid);
+        let server = match options.server_pid.as_slice() {
+            [] => None,
+            pids => {
+                let probe = Probe::of(pids);
                 probe.sample().map_err(|err| {
-                    format!("cannot read /proc/{pid}: {err} (is --server-pid right?)")
+                    format!("cannot read /proc/{pids:?}: {err} (is --server-pid right?)")
                 })?;
                 Some(probe)
             }
-            None => None,
         };
         let deadline = Instant::now() + options.timeout;
         Ok(Bench {
-            addr,
+            addrs,
+            opened: AtomicUsize::new(0),
             config,
             client,
             epoch: Instant::now(),
@@ -141,21 +148,20 @@ impl Bench {
             .remaining()
             .ok_or("the deadline passed")?
             .min(CONNECT_TIMEOUT);
-        let socket = Socket::new(
-            Domain::for_address(self.addr),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )
-        .map_err(|err| format!("socket: {err}{}", io_hint(&err, &self.addr)))?;
+        let turn = self.opened.fetch_add(1, Ordering::Relaxed);
+        let addr = self.addrs[turn % self.addrs.len()];
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|err| format!("socket: {err}{}", io_hint(&err, &addr)))?;
         if let Some(size) = rcvbuf {
             socket
                 .set_recv_buffer_size(size)
                 .map_err(|err| format!("SO_RCVBUF: {err}"))?;
         }
         socket
-            .connect_timeout(&self.addr.into(), limit)
-            .map_err(|err| format!("connect: {err}{}", io_hint(&err, &self.addr)))?;
+            .connect_timeout(&addr.into(), limit)
+            .map_err(|err| format!("connect: {err}{}", io_hint(&err, &addr)))?;
         let options = ClientOptions {
+            addr: addr.to_string(),
             timeout: limit,
             ..self.client.clone()
         };

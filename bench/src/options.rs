@@ -38,7 +38,9 @@ Modes:
 
 Connection:
   --addr HOST:PORT     server to load; must be a loopback address
-                       [default: 127.0.0.1:8080]
+                       [default: 127.0.0.1:8080]. Several, comma-separated:
+                       servers sharing one chat (chat-server --redis), the
+                       clients spread over them in turn
   --ca FILE            trust only the CA certificate(s) in FILE [default: certs/ca.crt]
   --server-name NAME   name the server's certificate must hold [default: localhost]
   --peer KIND          the server's kind: secure-chat, go (the Go peer) or
@@ -74,7 +76,9 @@ Load:
 
 Measurement:
   --server-pid PID     the server's process: report its CPU time (utime +
-                       stime from /proc/PID/stat), RSS and threads
+                       stime from /proc/PID/stat), RSS and threads; several,
+                       comma-separated, are added up (say, the servers and
+                       their redis-server)
   --timeout SECS       give up after this long: print what was measured and
                        exit with status 1 [default: 60]
   -h, --help           print this help
@@ -193,7 +197,8 @@ impl FromStr for Kx {
 pub struct Options {
     /// What to measure.
     pub mode: Mode,
-    /// `host:port` of the server.
+    /// `host:port` of the server; several, comma-separated, for servers
+    /// that share one chat.
     pub addr: String,
     /// The CA file to trust.
     pub ca: PathBuf,
@@ -235,8 +240,8 @@ pub struct Options {
     pub stall_wait: Duration,
     /// How long closing may take before the bench cuts what is left.
     pub close_wait: Duration,
-    /// The server's process id, for /proc.
-    pub server_pid: Option<u32>,
+    /// The server's process ids, for /proc (their sum is reported).
+    pub server_pid: Vec<u32>,
     /// The whole run's time limit.
     pub timeout: Duration,
 }
@@ -296,7 +301,7 @@ pub fn parse_args() -> Result<Parsed, lexopt::Error> {
         run_wait: Duration::from_secs(20),
         stall_wait: Duration::from_secs(10),
         close_wait: Duration::from_secs(30),
-        server_pid: None,
+        server_pid: Vec::new(),
         timeout: Duration::from_secs(60),
     };
     let secs = |value: u64| Duration::from_secs(value);
@@ -326,7 +331,16 @@ pub fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("run-wait") => options.run_wait = secs(parser.value()?.parse()?),
             Long("stall-wait") => options.stall_wait = secs(parser.value()?.parse()?),
             Long("close-wait") => options.close_wait = secs(parser.value()?.parse()?),
-            Long("server-pid") => options.server_pid = Some(parser.value()?.parse()?),
+            Long("server-pid") => {
+                let pids: String = parser.value()?.parse()?;
+                options.server_pid = pids
+                    .split(',')
+                    .map(|pid| pid.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| {
+                        format!("--server-pid {pids:?}: give process ids, comma-separated")
+                    })?;
+            }
             Long("timeout") => options.timeout = secs(parser.value()?.parse()?),
             Short('h') | Long("help") => return Ok(Parsed::Help(HELP)),
             _ => return Err(arg.unexpected()),
@@ -454,7 +468,7 @@ mod tests {
             run_wait: Duration::from_secs(20),
             stall_wait: Duration::from_secs(10),
             close_wait: Duration::from_secs(30),
-            server_pid: None,
+            server_pid: Vec::new(),
             timeout: Duration::from_secs(60),
         }
     }

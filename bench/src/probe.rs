@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 /// the pollers, /proc reads, with room to spare.
 const SPARE_FDS: u64 = 64;
 
-/// A /proc entry to sample: the server's, or the bench's own.
+/// /proc entries to sample, added up: the server's (or servers'), or the
+/// bench's own.
 #[derive(Debug, Clone)]
 pub struct Probe {
-    /// `/proc/PID` or `/proc/self`.
-    dir: String,
+    /// `/proc/PID` or `/proc/self`, one or more.
+    dirs: Vec<String>,
     /// Clock ticks per second, the unit of utime and stime.
     ticks: u64,
 }
@@ -52,29 +53,40 @@ impl Samples {
 }
 
 impl Probe {
-    /// A probe of the process `pid`.
-    pub fn of(pid: u32) -> Probe {
-        Probe::new(format!("/proc/{pid}"))
+    /// A probe of the processes `pids`: their numbers added up.
+    pub fn of(pids: &[u32]) -> Probe {
+        Probe::new(pids.iter().map(|pid| format!("/proc/{pid}")).collect())
     }
 
     /// A probe of this process.
     pub fn me() -> Probe {
-        Probe::new("/proc/self".to_string())
+        Probe::new(vec!["/proc/self".to_string()])
     }
 
-    /// A probe of the /proc directory `dir`.
-    fn new(dir: String) -> Probe {
+    /// A probe of the /proc directories `dirs`.
+    fn new(dirs: Vec<String>) -> Probe {
         Probe {
-            dir,
+            dirs,
             ticks: rustix::param::clock_ticks_per_second().max(1),
         }
     }
 
-    /// Reads the process's numbers now.
+    /// Reads the processes' numbers now, added up.
     pub fn sample(&self) -> io::Result<ProcSample> {
-        let stat = fs::read_to_string(format!("{}/stat", self.dir))?;
-        let status = fs::read_to_string(format!("{}/status", self.dir))?;
-        parse(&stat, &status, self.ticks)
+        let mut total = ProcSample {
+            cpu: Duration::ZERO,
+            rss_kib: 0,
+            threads: 0,
+        };
+        for dir in &self.dirs {
+            let stat = fs::read_to_string(format!("{dir}/stat"))?;
+            let status = fs::read_to_string(format!("{dir}/status"))?;
+            let one = parse(&stat, &status, self.ticks)?;
+            total.cpu += one.cpu;
+            total.rss_kib += one.rss_kib;
+            total.threads += one.threads;
+        }
+        Ok(total)
     }
 }
 

@@ -128,6 +128,9 @@ pub(super) enum Ask {
         ticket: u64,
         question: String,
     },
+    /// Wakes this node's subscriber, which then looks at the rooms it
+    /// should be in at once rather than at its next poll.
+    Wake,
     /// This node's answer to another's question.
     Reply {
         run: String,
@@ -300,7 +303,11 @@ impl Directory {
             Ask::Release(name) => {
                 self.held.remove(name);
             }
-            Ask::Claim(_) | Ask::Private { .. } | Ask::Everyone { .. } | Ask::Reply { .. } => {}
+            Ask::Claim(_)
+            | Ask::Private { .. }
+            | Ask::Everyone { .. }
+            | Ask::Wake
+            | Ask::Reply { .. } => {}
         }
     }
 
@@ -336,6 +343,10 @@ impl Directory {
             Ask::Everyone { ticket, question } => redis::cmd("PUBLISH")
                 .arg(super::ASK_CHANNEL)
                 .arg(format!("{} {ticket} {question}", self.run))
+                .query(open),
+            Ask::Wake => redis::cmd("PUBLISH")
+                .arg(node_channel(&self.run))
+                .arg("w")
                 .query(open),
             Ask::Reply {
                 run,
@@ -377,8 +388,9 @@ impl Directory {
             }
             // Not renewed any more: if Redis could not be told, it lapses.
             (Ask::Release(_), _) => return,
-            // The asker waits for the answers only so long.
-            (Ask::Reply { .. }, _) => return,
+            // The asker waits for the answers only so long; the
+            // subscriber looks at its rooms at its next poll anyway.
+            (Ask::Reply { .. } | Ask::Wake, _) => return,
             (Ask::Everyone { ticket, .. }, answer) => {
                 if answer.is_ok() {
                     self.waiting

@@ -12,7 +12,7 @@ set -eu
 CERTS_DIR=${CERTS_DIR:-certs}
 DEMO_PORT=${DEMO_PORT:-8080}
 DEMO_REDIS_PORT=${DEMO_REDIS_PORT:-6380}
-SERVER=./target/release/chat-server
+SERVER=${SERVER:-./target/release/chat-server}
 A_PORT=$((DEMO_PORT + 1))
 B_PORT=$((DEMO_PORT + 2))
 
@@ -23,15 +23,30 @@ command -v redis-server >/dev/null || {
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/chat-demo.XXXXXX")
 pids=
+# stop STATUS: everything started goes, then the script exits with
+# STATUS (0 after Ctrl-C: stopping is what was asked).
 stop() {
   trap - INT TERM EXIT
-  # Servers first, so that they let their names go while Redis is there.
-  for pid in $pids; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Servers first, so that they let their names go while Redis is there;
+  # each is waited for (a second, then killed) before the next.
+  for pid in $pids; do
+    kill "$pid" 2>/dev/null || continue
+    tries=0
+    while kill -0 "$pid" 2>/dev/null; do
+      tries=$((tries + 1))
+      if [ "$tries" -gt 20 ]; then
+        kill -9 "$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 0.05
+    done
+  done
   rm -rf "$dir"
   echo "cluster-demo: stopped"
+  exit "$1"
 }
-trap stop INT TERM EXIT
+trap 'stop 0' INT TERM
+trap 'stop $?' EXIT
 
 redis-server --port "$DEMO_REDIS_PORT" --bind 127.0.0.1 --dir "$dir" --save "" \
   --appendonly no --daemonize no --logfile "$dir/redis.log" &
@@ -76,13 +91,19 @@ CFG
   balancer=yes
 fi
 
-sleep 0.5
+# Each server says where it listens once it does; one that exits (a port
+# in use, say) has said why.
 for log in a b; do
-  if ! grep -q "listening on" "$dir/$log.log"; then
-    echo "server $log did not start:" >&2
-    cat "$dir/$log.log" >&2
-    exit 1
-  fi
+  tries=0
+  until grep -q "listening on" "$dir/$log.log"; do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 100 ] || grep -q "^chat-server: " "$dir/$log.log"; then
+      echo "server $log did not start:" >&2
+      cat "$dir/$log.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
 done
 
 cat <<TEXT

@@ -4,7 +4,7 @@
 //! with bob on another, every server (a *node*, named by `--node-name`)
 //! hands each room line to Redis, and Redis hands it to every node with
 //! someone in that room. This module is that link, and nothing else: it
-//! knows rooms and lines, never clients, nicks or sockets. The hub says
+//! knows rooms, lines and names, never clients or sockets. The hub says
 //! which rooms it has members in ([`Link::join_room`],
 //! [`Link::leave_room`]) and what they said ([`Link::publish`]); it hears
 //! back, through a queue, every line of those rooms, its own included
@@ -94,6 +94,24 @@
 //! The rooms to be in are a set under a lock that no one holds across a
 //! network wait; the subscriber looks at it between messages, and at least
 //! every [`Settings::poll`].
+//!
+//! The *directory* thread (`src/cluster/names.rs`) has a connection of its own for
+//! nicks, private lines and questions to every node, each asked through
+//! a bounded queue too and answered as a [`Delivery`].
+//!
+//! ## Names, private lines, questions
+//!
+//! A nick is claimed in Redis before a user takes it
+//! ([`Link::claim_name`]), under a key that holds this node's run and
+//! lapses unless the node renews it: a node that dies frees its names by
+//! itself. Each node also listens on a channel of its own, `node:{run}`,
+//! where private lines for its users arrive ([`Link::send_private`]:
+//! looked up and published in one script), and on `chat:ask`, where any
+//! node asks every node something ([`Link::ask_everyone`]: who is in a
+//! room, which rooms there are, where someone is). Every node answers for
+//! its own users on the asker's channel, and the `PUBLISH` count says how
+//! many answers to expect: presence is never stored, so it never goes
+//! stale.
 //!
 //! The password in the URL is used to log in and nowhere else: errors and
 //! logs name Redis by its host and port only.
@@ -818,6 +836,7 @@ impl Link {
             deliver,
             epoch: first_epoch,
             own_channel: names::node_channel(&run),
+            asks: ask.clone(),
             next: HashMap::new(),
             joined: HashMap::new(),
             down: false,
@@ -1237,6 +1256,8 @@ struct Subscriber {
     epoch: String,
     /// Where private lines for this node's users come.
     own_channel: String,
+    /// To tell the directory thread when Redis is back.
+    asks: Sender<Ask>,
     /// Per room subscribed to, the next seq to deliver.
     next: HashMap<String, u64>,
     /// Per room subscribed to, the join it was for.
@@ -1332,6 +1353,9 @@ impl Subscriber {
         self.shared.up.store(true, Ordering::SeqCst);
         if self.down {
             self.down = false;
+            // Names first: a claim from elsewhere must not find them
+            // lapsed (or, after Redis lost its data, gone).
+            let _ = self.asks.try_send(Ask::Renew);
             log::info!("redis {}: link up", self.target.addr);
             if self.send(Delivery::LinkUp { history_lost }).is_err() {
                 return End::Stop;

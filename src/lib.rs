@@ -39,9 +39,10 @@
 //!
 //! [`x509`], [`error`] and [`logging`] are supporting cast. Each module's
 //! documentation ends by naming the next one. With `--redis`, two more:
-//! [`cluster`], the link between several servers through Redis, and
-//! [`linked`], the hub's side of it (a room line is shown when it comes
-//! back from Redis, on every server alike).
+//! [`cluster`], the link between several servers through Redis (room
+//! lines numbered and kept; nicks claimed; private lines and questions to
+//! every server), and [`linked`], the hub's side of it (a room line is
+//! shown when it comes back from Redis, on every server alike).
 //!
 //! ## One name for each thing
 //!

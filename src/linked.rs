@@ -20,6 +20,14 @@
 //! line is shown here at once and goes nowhere else: chat among this
 //! server's users carries on, and they are told the others cannot hear
 //! them (the hub says so when [`Delivery::LinkDown`] comes).
+//!
+//! Names, private lines and `/who`-like questions travel the same way:
+//! the chat asks ([`Output::Claim`](crate::chat::Output::Claim),
+//! [`Output::Private`](crate::chat::Output::Private),
+//! [`Output::Query`](crate::chat::Output::Query)), this module hands it
+//! to the link with a ticket where an answer is due, and turns the
+//! answers back into [`Action`]s for the chat: a claim's verdict, whether
+//! a private line arrived, every server's part of an answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;

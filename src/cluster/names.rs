@@ -128,6 +128,9 @@ pub(super) enum Ask {
         ticket: u64,
         question: String,
     },
+    /// Redis is back (the subscriber says so): take every held name back
+    /// now, not at the next renewal.
+    Renew,
     /// Wakes this node's subscriber, which then looks at the rooms it
     /// should be in at once rather than at its next poll.
     Wake,
@@ -211,6 +214,10 @@ impl Directory {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            if let Ask::Renew = ask {
+                renew_at = Instant::now();
+                continue;
+            }
             self.note(&ask);
             let answer = match self.ask_redis(open, &scripts, &ask) {
                 Ok(answer) => Ok(answer),
@@ -306,6 +313,7 @@ impl Directory {
             Ask::Claim(_)
             | Ask::Private { .. }
             | Ask::Everyone { .. }
+            | Ask::Renew
             | Ask::Wake
             | Ask::Reply { .. } => {}
         }
@@ -344,6 +352,8 @@ impl Directory {
                 .arg(super::ASK_CHANNEL)
                 .arg(format!("{} {ticket} {question}", self.run))
                 .query(open),
+            // Never sent to Redis: the run loop renews instead.
+            Ask::Renew => Ok(0),
             Ask::Wake => redis::cmd("PUBLISH")
                 .arg(node_channel(&self.run))
                 .arg("w")
@@ -390,7 +400,7 @@ impl Directory {
             (Ask::Release(_), _) => return,
             // The asker waits for the answers only so long; the
             // subscriber looks at its rooms at its next poll anyway.
-            (Ask::Reply { .. } | Ask::Wake, _) => return,
+            (Ask::Reply { .. } | Ask::Wake | Ask::Renew, _) => return,
             (Ask::Everyone { ticket, .. }, answer) => {
                 if answer.is_ok() {
                     self.waiting

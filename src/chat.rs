@@ -49,10 +49,12 @@ pub const ROOMS_PAGE: usize = 50;
 pub const SHUTDOWN_NOTICE: &str = "server shutting down, goodbye";
 
 /// Linked, Redis away: why a new nick cannot be taken.
-pub const LINK_DOWN_NICK: &str = "the link to the other servers is down, so a new nick cannot                                   be checked with them; try again when it is back";
+pub const LINK_DOWN_NICK: &str = "the link to the other servers is down, so a new nick cannot \
+                                  be checked with them; try again when it is back";
 
 /// Linked, Redis away: why a private line to someone elsewhere cannot go.
-pub const LINK_DOWN_MSG: &str = "the link to the other servers is down, so people there                                  cannot be reached; try again when it is back";
+pub const LINK_DOWN_MSG: &str = "the link to the other servers is down, so people there \
+                                 cannot be reached; try again when it is back";
 
 /// A connection's number, unique for the life of the server; logs use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -289,9 +291,10 @@ pub struct Chat {
     /// Linked: whether Redis can be reached, so that new nicks can be
     /// checked with the other servers.
     link_up: bool,
-    /// Linked: nicks asked for (in lower case), by the session that asked,
-    /// until Redis answers.
-    claims: HashMap<String, (ClientId, Nick)>,
+    /// Linked: nicks asked for (in lower case) until Redis answers: the
+    /// session that asked, the nick, and the name it asked under (if it
+    /// goes by another by then, the answer is not for it any more).
+    claims: HashMap<String, (ClientId, Nick, String)>,
 }
 
 impl Chat {
@@ -342,7 +345,7 @@ impl Chat {
     /// says it is only that.
     fn only_here(&self, text: Result<String, String>) -> Result<String, String> {
         let mark = |text: String| {
-            if self.linked {
+            if self.linked && !self.link_up {
                 format!("{text} (this server only: the link to the others is down)")
             } else {
                 text
@@ -365,10 +368,15 @@ impl Chat {
 
     /// Linked: Redis answered an [`Output::Claim`] for `name`.
     pub fn claimed(&mut self, name: &str, claim: Claim, out: &mut Vec<Output>) {
-        let Some((id, nick)) = self.claims.remove(name) else {
+        let Some((id, nick, from)) = self.claims.remove(name) else {
             return;
         };
-        let asker = self.person_of(id).map(|person| person.nick.key());
+        // Gone, or renamed meanwhile (`/reclaim`, a lapsed name): it no
+        // longer wants this one.
+        let asker = self
+            .person_of(id)
+            .map(|person| person.nick.key())
+            .filter(|key| *key == from);
         // Someone here took it meanwhile (a certificate's name, say): it
         // stays theirs.
         let theirs = self.people.contains_key(name);
@@ -395,11 +403,12 @@ impl Chat {
         }
     }
 
-    /// Linked: `name`, held by someone here, lapsed while Redis was away
-    /// and is someone else's now. A guest or a chosen nick becomes a new
-    /// guest name; a certificate's name cannot change, so its sessions
-    /// are closed.
-    pub fn name_lost(&mut self, name: &str, out: &mut Vec<Output>) {
+    /// Linked: `name`, held by someone here, is someone else's on another
+    /// server: it lapsed while Redis was away (`lapsed`), or was theirs
+    /// already when this one arrived with it (a certificate's name, say).
+    /// A guest or a chosen nick becomes a new guest name; a certificate's
+    /// name cannot change, so its sessions are closed.
+    pub fn name_lost(&mut self, name: &str, lapsed: bool, out: &mut Vec<Output>) {
         let Some(person) = self.people.get(name) else {
             return;
         };
@@ -407,10 +416,15 @@ impl Chat {
         let Some(&first) = sessions.first() else {
             return;
         };
-        let text = format!(
-            "your nick {} lapsed while this server could not reach the others, and someone              there has it now",
-            person.nick
-        );
+        let text = if lapsed {
+            format!(
+                "your nick {} lapsed while this server could not reach the others, and \
+                 someone there has it now",
+                person.nick
+            )
+        } else {
+            format!("{} is connected on another server", person.nick)
+        };
         if person.certificate.is_some() {
             for &id in &sessions {
                 out.push(to(id, ServerLine::Error(&text)));
@@ -426,11 +440,21 @@ impl Chat {
         for &id in &sessions {
             out.push(to(id, ServerLine::Error(&text)));
         }
-        // A guest name with another number: no other server gives it.
-        let spare = ClientId(first.0 + (1 << 40));
-        let guest = self.free_guest_nick(spare);
+        // A guest name of this server's (current) number; should that be
+        // the very name lost (Redis lost its data, and the number was
+        // given again), one from a range no connection reaches.
+        let mut guest = self.free_guest_nick(first);
+        if guest.key() == name {
+            guest = self.free_guest_nick(ClientId(first.0 + (1 << 40)));
+        }
         out.push(Output::Hold { name: guest.key() });
         self.rename(first, guest, out);
+    }
+
+    /// Linked: Redis lost its data, and this server has a new number
+    /// ([`Chat::linked`]): guests from now on are named by it.
+    pub fn set_node_number(&mut self, number: u64) {
+        self.node_number = number;
     }
 
     /// Linked: this server's part of the answer to `query`: the nicks in
@@ -1120,14 +1144,14 @@ impl Chat {
                 let text = format!("nick {new} is taken; choose another");
                 return out.push(to(id, ServerLine::Error(&text)));
             }
-            if self.claims.values().any(|(asker, _)| *asker == id) {
+            if self.claims.values().any(|(asker, ..)| *asker == id) {
                 let text = "wait: the other servers have not yet answered your last /nick";
                 return out.push(to(id, ServerLine::Error(text)));
             }
             if !self.link_up {
                 return out.push(to(id, ServerLine::Error(LINK_DOWN_NICK)));
             }
-            self.claims.insert(new_key.clone(), (id, new));
+            self.claims.insert(new_key.clone(), (id, new, old_key));
             return out.push(Output::Claim { name: new_key });
         }
         self.rename(id, new, out);
@@ -2223,6 +2247,59 @@ mod tests {
         h.asked();
         h.claimed("dave", Claim::Ours);
         assert_eq!(h.asked(), vec![Output::Release { name: name("dave") }]);
+    }
+
+    #[test]
+    fn a_claim_answered_after_its_asker_was_renamed_is_let_go() {
+        let mut h = Harness::linked();
+        let a = h.join(1);
+        let b = h.join(2);
+        h.send(b, "/nick bob");
+        h.claimed("bob", Claim::Ours);
+        h.asked();
+        h.send(a, "/nick alice");
+        assert_eq!(
+            h.asked(),
+            vec![Output::Claim {
+                name: name("alice")
+            }]
+        );
+        // Meanwhile its guest name lapsed in an outage and went elsewhere.
+        let mut out = Vec::new();
+        h.chat.name_lost("guest7-1", true, &mut out);
+        let seen = h.deliver(out);
+        assert_eq!(
+            seen[&a][0],
+            "error your nick guest7-1 lapsed while this server could not reach the others, \
+             and someone there has it now"
+        );
+        let renamed = nick_of(&h, a);
+        assert!(
+            renamed.starts_with("guest7-") && renamed != "guest7-1",
+            "{renamed}"
+        );
+        assert_eq!(
+            h.asked(),
+            vec![Output::Hold {
+                name: renamed.to_lowercase()
+            }]
+        );
+        // The old claim comes back granted: not for the new name.
+        h.claimed("alice", Claim::Ours);
+        assert_eq!(nick_of(&h, a), renamed);
+        assert_eq!(
+            h.asked(),
+            vec![Output::Release {
+                name: name("alice")
+            }]
+        );
+        // Someone else's already, on arrival: said as such.
+        let mut out = Vec::new();
+        h.chat.name_lost("bob", false, &mut out);
+        assert_eq!(
+            h.deliver(out)[&b][0],
+            "error bob is connected on another server"
+        );
     }
 
     #[test]

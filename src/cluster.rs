@@ -122,7 +122,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -297,11 +297,15 @@ pub enum Delivery {
         /// Whether it is this node's now.
         claim: Claim,
     },
-    /// A name this node held lapsed while Redis was unreachable, and
-    /// another node has it now: its user here must take another.
+    /// A name held for a user of this node is another node's: it lapsed
+    /// while Redis was unreachable and someone took it (`lapsed`), or it
+    /// was someone else's already when it was to be held
+    /// ([`Link::hold_name`]). Its user here must take another.
     NameLost {
         /// The name, in lower case.
         name: String,
+        /// Whether this node held it before.
+        lapsed: bool,
     },
     /// A private line for a user of this node, sent from any node
     /// ([`Link::send_private`]).
@@ -573,6 +577,8 @@ struct Shared {
     rooms: Mutex<Rooms>,
     /// Set when `rooms` changed, cleared by the subscriber when it looks.
     rooms_changed: AtomicBool,
+    /// See [`Link::number`]: taken again when Redis lost its data.
+    number: AtomicU64,
 }
 
 impl Shared {
@@ -746,10 +752,12 @@ pub struct Link {
     /// `NODE/RANDOM`.
     run: String,
     outbox: Option<Sender<Outgoing>>,
-    /// Work for the directory thread (names, private lines).
+    /// Work for the directory thread (claims, private lines, questions).
     asks: Option<Sender<Ask>>,
-    /// See [`Link::number`].
-    number: u64,
+    /// Names held and let go, for the directory thread: never refused
+    /// (one per arrival or departure), so that no name is left held, or
+    /// left unclaimed, because a queue was full or Redis away.
+    names: Option<Sender<Ask>>,
     shared: Arc<Shared>,
     /// Dropped to wake the threads from a wait between reconnections.
     wake: Option<Sender<()>>,
@@ -804,11 +812,13 @@ impl Link {
             up: AtomicBool::new(true),
             rooms: Mutex::new(Rooms::default()),
             rooms_changed: AtomicBool::new(false),
+            number: AtomicU64::new(number),
         });
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
         let (ask, asks) = crossbeam_channel::bounded(settings.outbox.max(1));
+        let (name_changes, names_changed) = crossbeam_channel::unbounded();
         let run = format!("{node}/{:016x}", random_u64());
         let directory = Directory {
             target: Arc::clone(&target),
@@ -858,14 +868,14 @@ impl Link {
             )?,
             spawn(
                 "redis-names",
-                Box::new(move || directory.run(asks, directory_connection)),
+                Box::new(move || directory.run(asks, names_changed, directory_connection)),
             )?,
         ];
         let link = Link {
             run,
             outbox: Some(outbox),
             asks: Some(ask),
-            number,
+            names: Some(name_changes),
             shared,
             wake: Some(wake),
             threads,
@@ -964,18 +974,18 @@ impl Link {
     /// certificate proves. It is claimed as soon as Redis can be reached;
     /// should another node have it, [`Delivery::NameLost`] says so.
     pub fn hold_name(&self, name: &str) {
-        if let Some(asks) = &self.asks {
-            // Full: it is taken back at the next renewal all the same.
-            if asks.try_send(Ask::Hold(name.to_owned())).is_err() {
-                log::debug!("name {name}: held from the next renewal");
-            }
+        if let Some(names) = &self.names {
+            let _ = names.send(Ask::Hold(name.to_owned()));
         }
     }
 
-    /// Lets `name` go, if this node still holds it. When Redis cannot be
-    /// told, the name lapses by itself ([`Settings::name_ttl`]).
+    /// Lets `name` go, if this node still holds it: at once, or, when
+    /// Redis cannot be told, as soon as it can (meanwhile it is no longer
+    /// renewed, so it may lapse first).
     pub fn release_name(&self, name: &str) {
-        let _ = self.ask(Ask::Release(name.to_owned()));
+        if let Some(names) = &self.names {
+            let _ = names.send(Ask::Release(name.to_owned()));
+        }
     }
 
     /// Sends `line` to whoever holds `to` (in lower case), on whichever
@@ -1031,9 +1041,10 @@ impl Link {
 
     /// This node's number among all that ever started on this Redis
     /// (`INCR chat:nodes` at start): 1, 2, 3, ... and never the same
-    /// twice while Redis keeps its data.
+    /// twice while Redis keeps its data. If Redis loses it, the node
+    /// takes a new one before it says [`Delivery::LinkUp`].
     pub fn number(&self) -> u64 {
-        self.number
+        self.shared.number.load(Ordering::SeqCst)
     }
 
     /// This run of the node, `NODE/RANDOM`: what a node can tag its own
@@ -1054,6 +1065,7 @@ impl Drop for Link {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.outbox = None;
         self.asks = None;
+        self.names = None;
         self.wake = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -1330,6 +1342,12 @@ impl Subscriber {
                 "redis {}: Redis lost its data; room numbering starts over",
                 self.target.addr
             );
+            // The node numbers start over too: this node takes a new one,
+            // unlike any other node's from now on, for its new guests.
+            match redis::cmd("INCR").arg(NODES_KEY).query::<u64>(query) {
+                Ok(number) => self.shared.number.store(number, Ordering::SeqCst),
+                Err(error) => return lost(&self.target, error),
+            }
             self.epoch = epoch;
             for next in self.next.values_mut() {
                 *next = 1;

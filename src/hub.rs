@@ -304,8 +304,14 @@ impl Hub {
                     Delivery::LinkUp { .. } => Some(true),
                     _ => None,
                 };
+                let renumbered = matches!(delivery, Delivery::LinkUp { history_lost: true });
                 if let (Some(up), Some(chat)) = (up, self.rules.chat()) {
                     chat.set_link_up(up);
+                    // Redis lost its data: new guests get the server's
+                    // new number.
+                    if let (true, Some(linked)) = (renumbered, &self.linked) {
+                        chat.set_node_number(linked.number());
+                    }
                 }
                 if let Some(linked) = &mut self.linked {
                     let action = linked.delivered(delivery);
@@ -318,6 +324,7 @@ impl Hub {
         self.deliver(&mut out);
         if let Some(linked) = &mut self.linked {
             linked.event_done();
+            linked.pump();
         }
         self.outputs = out;
     }
@@ -343,7 +350,11 @@ impl Hub {
                 }
             }
             Action::Claimed(name, claim) => chat.claimed(&name, claim, out),
-            Action::NameLost(name) => chat.name_lost(&name, out),
+            Action::NameLost(name, lapsed) => chat.name_lost(&name, lapsed, out),
+            Action::AnswerHere { id, query, page } => {
+                let here = [chat.local_answer(&query)];
+                chat.answered(id, &query, page.as_deref(), &here, false, out);
+            }
             Action::PrivateIn(to, line) => chat.private_in(&to, &line, out),
             Action::PrivateSent {
                 from,

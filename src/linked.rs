@@ -16,10 +16,13 @@
 //! something only on the server that made it, so it is written with this
 //! run's token, and only that run heeds it.
 //!
-//! When the link is down, or Redis is too far behind to take more, a
-//! line is shown here at once and goes nowhere else: chat among this
-//! server's users carries on, and they are told the others cannot hear
-//! them (the hub says so when [`Delivery::LinkDown`] comes).
+//! When Redis is slower than the room (the link's outbox is full), lines
+//! wait here, in order, and go as it takes them ([`Linked::pump`]):
+//! nothing is lost or reordered by a burst. When the link is down (or
+//! Redis is so far behind that [`OVERFLOW`] lines wait), a line is shown
+//! here at once and goes nowhere else: chat among this server's users
+//! carries on, and they are told the others cannot hear them (the hub
+//! says so when [`Delivery::LinkDown`] comes).
 //!
 //! Names, private lines and `/who`-like questions travel the same way:
 //! the chat asks ([`Output::Claim`](crate::chat::Output::Claim),
@@ -29,7 +32,7 @@
 //! answers back into [`Action`]s for the chat: a claim's verdict, whether
 //! a private line arrived, every server's part of an answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::chat::{ClientId, Keep, Query, RoomId};
@@ -76,8 +79,9 @@ pub enum Action {
     LinkDown(Vec<Local>),
     /// Redis answered a claim of a nick ([`Linked::claim`]).
     Claimed(String, Claim),
-    /// A nick held here lapsed during an outage; someone elsewhere has it.
-    NameLost(String),
+    /// A nick held here is someone's elsewhere: it lapsed during an
+    /// outage (`true`), or was theirs already.
+    NameLost(String, bool),
     /// A private line for someone here (the nick in lower case).
     PrivateIn(String, Arc<str>),
     /// What became of a private line sent from here ([`Linked::private`]).
@@ -114,6 +118,16 @@ pub enum Action {
         /// Whether every server that heard the question answered.
         complete: bool,
     },
+    /// A question of someone here could not be asked after all (Redis
+    /// refused it): this server answers it alone, and says so.
+    AnswerHere {
+        /// Who asked.
+        id: ClientId,
+        /// What.
+        query: Query,
+        /// The page asked for.
+        page: Option<String>,
+    },
     /// Nothing to do.
     Nothing,
 }
@@ -128,6 +142,11 @@ struct Gathering {
     expected: Option<usize>,
     parts: Vec<String>,
 }
+
+/// The most room lines that wait for room in the link's outbox (about
+/// 100 bytes each): beyond, Redis is so far behind that lines said here
+/// are shown here only, as when it is down.
+pub const OVERFLOW: usize = 1 << 16;
 
 /// What the users of this server are told when the link goes down.
 pub const LINK_DOWN: &str = "the link to the other servers is down: you can still chat with \
@@ -165,6 +184,12 @@ pub struct Linked {
     /// Rooms left during the event in hand: their names are still needed
     /// for its last lines (who left), and forgotten after.
     leaving: Vec<RoomId>,
+    /// Room lines the link's outbox had no room for, oldest first, with
+    /// their room's name; handed over by [`Linked::pump`].
+    overflow: VecDeque<(String, Local)>,
+    /// Whether the log said that lines stay here, since the overflow
+    /// last emptied.
+    overflow_warned: bool,
     /// Private lines on their way, by ticket: who sent them, to whom.
     private: HashMap<u64, (ClientId, String, Arc<str>)>,
     /// Questions to every server, by ticket, while their answers come.
@@ -181,6 +206,8 @@ impl Linked {
             rooms: HashMap::new(),
             by_key: HashMap::new(),
             leaving: Vec::new(),
+            overflow: VecDeque::new(),
+            overflow_warned: false,
             private: HashMap::new(),
             gathering: HashMap::new(),
             next_ticket: 0,
@@ -252,8 +279,9 @@ impl Linked {
     }
 
     /// A room line was said here. It goes to Redis, to be shown when it
-    /// comes back; or it waits for the room's past; or, when Redis
-    /// cannot take it, it is given back to be shown here at once.
+    /// comes back; or it waits for the room's past, or for room in the
+    /// link's outbox ([`Linked::pump`]); or, when Redis cannot be reached,
+    /// it is given back to be shown here at once.
     ///
     /// `key` gives the room's name, asked only for a room nobody here
     /// hears yet (a notice that someone came, said before they enter).
@@ -269,18 +297,56 @@ impl Linked {
             Some(joined) => joined.key.clone(),
             None => key()?,
         };
-        let text = encode(&self.token, &line);
-        let sent = match &line.keep {
-            Keep::Topic(topic) => self.link.publish_topic(&key, &text, topic),
-            _ => self.link.publish(&key, &text),
-        };
-        match sent {
+        // Behind lines that wait already: one order per room.
+        if !self.overflow.is_empty() && self.link.is_up() {
+            return self.hold_back(key, line);
+        }
+        match self.publish(&key, &line) {
             Ok(()) => None,
+            Err(Refused::Full) => self.hold_back(key, line),
             Err(refused) => {
                 log::debug!("room {key}: a line stays on this server: {refused}");
                 self.rooms.contains_key(&line.room).then_some(line)
             }
         }
+    }
+
+    /// Hands Redis the lines that waited for room in the link's outbox,
+    /// oldest first, as many as it takes now. The hub calls it after each
+    /// event: the lines this server published coming back are events, so
+    /// the outbox draining wakes it.
+    pub fn pump(&mut self) {
+        while let Some((key, line)) = self.overflow.front() {
+            if self.publish(key, line).is_err() {
+                return;
+            }
+            self.overflow.pop_front();
+        }
+        self.overflow_warned = false;
+    }
+
+    fn publish(&self, key: &str, line: &Local) -> Result<(), Refused> {
+        let text = encode(&self.token, line);
+        match &line.keep {
+            Keep::Topic(topic) => self.link.publish_topic(key, &text, topic),
+            _ => self.link.publish(key, &text),
+        }
+    }
+
+    /// Keeps a line the outbox had no room for, unless [`OVERFLOW`] wait
+    /// already: then Redis is far behind, and it is shown here only.
+    fn hold_back(&mut self, key: String, line: Local) -> Option<Local> {
+        if self.overflow.len() < OVERFLOW {
+            self.overflow.push_back((key, line));
+            return None;
+        }
+        if !std::mem::replace(&mut self.overflow_warned, true) {
+            log::warn!(
+                "Redis is far behind ({OVERFLOW} lines wait for it): lines said here \
+                 meanwhile stay on this server"
+            );
+        }
+        self.rooms.contains_key(&line.room).then_some(line)
     }
 
     /// Asks every server its part of the answer to `query`, for `id`; the
@@ -403,10 +469,14 @@ impl Linked {
                         lines.append(waiting);
                     }
                 }
+                // And those waiting for the outbox, likewise.
+                let rooms = &self.rooms;
+                let waited = self.overflow.drain(..).map(|(_, line)| line);
+                lines.extend(waited.filter(|line| rooms.contains_key(&line.room)));
                 Action::LinkDown(lines)
             }
             Delivery::Claimed { name, claim } => Action::Claimed(name, claim),
-            Delivery::NameLost { name } => Action::NameLost(name),
+            Delivery::NameLost { name, lapsed } => Action::NameLost(name, lapsed),
             Delivery::Private { to, line } => Action::PrivateIn(to, line.into()),
             Delivery::PrivateSent { ticket, sent, .. } => match self.private.remove(&ticket) {
                 Some((from, to, line)) => Action::PrivateSent {
@@ -428,14 +498,28 @@ impl Linked {
                     Action::Nothing
                 }
             },
-            Delivery::Asked { ticket, nodes } => {
+            Delivery::Asked {
+                ticket,
+                nodes: Some(nodes),
+            } => {
                 let Some(gathering) = self.gathering.get_mut(&ticket) else {
                     return Action::Nothing;
                 };
-                // Nobody heard it: Redis could not be asked.
-                gathering.expected = Some(nodes.unwrap_or(0));
-                self.gathered(ticket, nodes.is_none())
+                gathering.expected = Some(nodes);
+                self.gathered(ticket, false)
             }
+            // Nobody heard it: Redis could not be asked.
+            Delivery::Asked {
+                ticket,
+                nodes: None,
+            } => match self.gathering.remove(&ticket) {
+                Some(gathering) => Action::AnswerHere {
+                    id: gathering.id,
+                    query: gathering.query,
+                    page: gathering.page,
+                },
+                None => Action::Nothing,
+            },
             Delivery::Answer { ticket, answer } => {
                 let Some(gathering) = self.gathering.get_mut(&ticket) else {
                     return Action::Nothing;

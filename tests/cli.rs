@@ -41,6 +41,10 @@ fn help_documents_every_flag() {
         "--memory-budget",
         "--writers",
         "--classic",
+        "--redis",
+        "--node-name",
+        "--redis-ca",
+        "--name-expiry",
     ] {
         assert!(
             stdout(&server).contains(flag),
@@ -80,6 +84,27 @@ fn unknown_flags_fail_with_exit_code_1() {
     let output = run(&SERVER, &["--max-line", "lots"], "");
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("lots"), "{}", stderr(&output));
+}
+
+#[test]
+fn redis_flags_that_make_no_sense_are_refused_with_the_reason() {
+    for (args, says) in [
+        (&["--name-expiry", "2"][..], "at least 5 seconds"),
+        (&["--node-name", "a"][..], "are for --redis"),
+        (&["--name-expiry", "10"][..], "are for --redis"),
+        (
+            &["--classic", "--redis", "redis://127.0.0.1:1"][..],
+            "--classic and --redis",
+        ),
+    ] {
+        let output = run(&SERVER, args, "");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&output).contains(says),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
 }
 
 #[test]

@@ -65,7 +65,8 @@ Options:
   --redis-ca FILE            with rediss://: the CA that Redis' certificate must
                              chain to [default: the system's roots]
   --name-expiry SECS         with --redis: how soon the nicks of a server that
-                             died come free for the others [default: 30]
+                             died come free for the others, at least 5
+                             [default: 30]
   -v, --verbose              more log output, rustls' notes on each handshake
                              included (twice: everything)
   -q, --quiet                only warnings and errors
@@ -165,7 +166,15 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("node-name") => args.node_name = Some(parser.value()?.parse()?),
             Long("redis-ca") => args.redis_ca = Some(parser.value()?.into()),
             Long("name-expiry") => {
-                args.name_expiry = Some(parser.value()?.parse_with(parse_seconds)?);
+                let expiry = parser.value()?.parse_with(parse_seconds)?;
+                // Renewed every third of it, and a renewal may wait up to
+                // the link's reply timeout (2 s) when Redis is slow.
+                if expiry < Duration::from_secs(5) {
+                    return Err("--name-expiry: give at least 5 seconds (names are renewed \
+                                every third of it, and a renewal may wait 2 s for Redis)"
+                        .into());
+                }
+                args.name_expiry = Some(expiry);
             }
             Short('v') | Long("verbose") => {
                 args.level = match args.level {

@@ -29,7 +29,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use redis::{Connection, RedisError, Script};
 
 use super::{Backoff, Delivery, Shared, Target};
@@ -161,7 +161,7 @@ pub(super) struct Directory {
 struct Lost;
 
 impl Directory {
-    pub(super) fn run(mut self, asks: Receiver<Ask>, connection: Connection) {
+    pub(super) fn run(mut self, asks: Receiver<Ask>, names: Receiver<Ask>, connection: Connection) {
         let claim = Script::new(CLAIM_SCRIPT);
         let release = Script::new(RELEASE_SCRIPT);
         let private = Script::new(PRIVATE_SCRIPT);
@@ -188,7 +188,7 @@ impl Directory {
                         renew_at = Instant::now();
                     }
                     Err(_) => {
-                        if self.answer_down(&asks, backoff.next()) {
+                        if self.answer_down(&asks, &names, backoff.next()) {
                             return;
                         }
                         continue;
@@ -198,6 +198,25 @@ impl Directory {
             let Some(open) = connection.as_mut() else {
                 continue;
             };
+            // Holds and releases first: a claim after them must see them.
+            let mut failed = false;
+            while let Ok(change) = names.try_recv() {
+                self.note(&change);
+                if !failed {
+                    match self.ask_redis(open, &scripts, &change) {
+                        Ok(answer) => self.settle(change, Ok(answer)),
+                        Err(error) => {
+                            let _ = self.log(&error);
+                            failed = true;
+                        }
+                    }
+                }
+            }
+            if failed {
+                // Noted: taken back, or left to lapse, once reconnected.
+                connection = None;
+                continue;
+            }
             if Instant::now() >= renew_at {
                 if self.renew(open, &scripts).is_err() {
                     connection = None;
@@ -221,6 +240,13 @@ impl Directory {
             self.note(&ask);
             let answer = match self.ask_redis(open, &scripts, &ask) {
                 Ok(answer) => Ok(answer),
+                // A reply that did not come in time: Redis may have done
+                // it, so it is not done again (a question or a private
+                // line would go twice).
+                Err(error) if error.is_timeout() => {
+                    connection = None;
+                    Err(self.log(&error))
+                }
                 // Most often a connection Redis closed when it restarted,
                 // noticed only now: one more try, on a new one.
                 Err(error) => {
@@ -266,7 +292,7 @@ impl Directory {
                 break;
             }
             self.waiting.pop_front();
-            if self.deliver.send(Delivery::AskTimedOut { ticket }).is_err() {
+            if !self.send(Delivery::AskTimedOut { ticket }) {
                 return false;
             }
         }
@@ -276,11 +302,14 @@ impl Directory {
     /// Redis is unreachable: every claim and private line asked for during
     /// `wait` is answered [`Claim::Down`] / [`Sent::Down`] at once. True if
     /// the link is stopping.
-    fn answer_down(&mut self, asks: &Receiver<Ask>, wait: Duration) -> bool {
+    fn answer_down(&mut self, asks: &Receiver<Ask>, names: &Receiver<Ask>, wait: Duration) -> bool {
         let until = Instant::now() + wait;
         loop {
             if self.shared.stopping() {
                 return true;
+            }
+            while let Ok(change) = names.try_recv() {
+                self.note(&change);
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -394,7 +423,10 @@ impl Directory {
             (Ask::Hold(_), Ok(1) | Err(Lost)) => return,
             (Ask::Hold(name), Ok(_)) => {
                 self.held.remove(&name);
-                Delivery::NameLost { name }
+                Delivery::NameLost {
+                    name,
+                    lapsed: false,
+                }
             }
             // Not renewed any more: if Redis could not be told, it lapses.
             (Ask::Release(_), _) => return,
@@ -421,8 +453,24 @@ impl Directory {
                 },
             },
         };
-        // Nobody takes deliveries: the link is going away.
-        let _ = self.deliver.send(delivery);
+        self.send(delivery);
+    }
+
+    /// Hands the hub a delivery, waiting while its queue is full, but not
+    /// past the link's stop (the hub may have stopped reading). False if
+    /// it could not.
+    fn send(&self, delivery: Delivery) -> bool {
+        let mut delivery = delivery;
+        loop {
+            match self
+                .deliver
+                .send_timeout(delivery, self.target.settings.poll)
+            {
+                Ok(()) => return true,
+                Err(SendTimeoutError::Timeout(back)) if !self.shared.stopping() => delivery = back,
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Takes back, and renews, every name held; each one another run took
@@ -446,8 +494,11 @@ impl Directory {
                         "name {name} lapsed while Redis was away, and is someone else's now"
                     );
                     self.held.remove(name);
-                    let lost = Delivery::NameLost { name: name.clone() };
-                    if self.deliver.send(lost).is_err() {
+                    let lost = Delivery::NameLost {
+                        name: name.clone(),
+                        lapsed: true,
+                    };
+                    if !self.send(lost) {
                         return Ok(());
                     }
                 }

@@ -30,6 +30,39 @@ fn person_at(addr: std::net::SocketAddr, pki: &Pki, nick: &str) -> TestClient {
     client
 }
 
+/// A Redis of the test's own and two servers linked through it, `a` and
+/// `b` (server numbers 1 and 2: they start in that order).
+struct Two {
+    redis: Redis,
+    pki: Pki,
+    a: TestServer,
+    b: TestServer,
+}
+
+impl Two {
+    fn start(redis_args: &[&str]) -> Two {
+        let redis = Redis::start(redis_args);
+        let pki = Pki::new();
+        let a = node(&pki, &redis, "a");
+        let b = node(&pki, &redis, "b");
+        Two { redis, pki, a, b }
+    }
+
+    fn stop(self) {
+        self.a.stop();
+        self.b.stop();
+    }
+}
+
+/// `client` asks for `nick`, which someone on another server has.
+fn assert_taken_elsewhere(client: &mut TestClient, nick: &str) {
+    client.send(&format!("/nick {nick}"));
+    assert_eq!(
+        next_error(client),
+        format!("error nick {nick} is taken on another server; choose another")
+    );
+}
+
 /// The next error the client is sent.
 fn next_error(client: &TestClient) -> String {
     client.recv_until(|line| line.starts_with("error "))
@@ -51,15 +84,14 @@ fn wait_name_free(redis: &Redis, nick: &str) {
 
 #[test]
 fn a_room_line_reaches_every_server() {
-    let redis = Redis::start(&[]);
-    let pki = Pki::new();
-    let a = node(&pki, &redis, "a");
-    let b = node(&pki, &redis, "b");
-    let mut alice = person(&a, &pki, "alice");
+    let two = Two::start(&[]);
+    let (redis, pki) = (&two.redis, &two.pki);
+    let (a, b) = (&two.a, &two.b);
+    let mut alice = person(a, pki, "alice");
     // Server a hears the lobby from now on: bob's arrival is news to it,
     // not its past.
     redis.wait_subscribed("#lobby", 1);
-    let bob = person(&b, &pki, "bob");
+    let bob = person(b, pki, "bob");
     redis.wait_subscribed("#lobby", 2);
     alice.recv_until(|line| line == "notice guest2-1 joined #lobby");
     alice.send("hello from a");
@@ -83,19 +115,17 @@ fn a_room_line_reaches_every_server() {
     );
     alice.recv_until(|line| line == "chat bob hi");
     drop((alice, bob));
-    a.stop();
-    b.stop();
+    two.stop();
 }
 
 /// A room's topic and last lines live in Redis: joining it on another
 /// server shows them.
 #[test]
 fn history_and_topic_are_shared() {
-    let redis = Redis::start(&[]);
-    let pki = Pki::new();
-    let a = node(&pki, &redis, "a");
-    let b = node(&pki, &redis, "b");
-    let mut alice = person(&a, &pki, "alice");
+    let two = Two::start(&[]);
+    let pki = &two.pki;
+    let (a, b) = (&two.a, &two.b);
+    let mut alice = person(a, pki, "alice");
     alice.send("/join #tea");
     alice.recv_until(|line| line.starts_with("notice you are in #tea"));
     alice.send("/topic oolong");
@@ -104,15 +134,14 @@ fn history_and_topic_are_shared() {
     alice.send("/me pours");
     assert_eq!(alice.recv_non_notice(), "chat alice first");
     assert_eq!(alice.recv_non_notice(), "action alice pours");
-    let mut bob = person(&b, &pki, "bob");
+    let mut bob = person(b, pki, "bob");
     bob.send("/join #tea");
     bob.recv_until(|line| line.starts_with("notice you are in #tea"));
     assert_eq!(bob.recv(), "notice topic of #tea: oolong");
     assert_eq!(bob.recv(), "history chat alice first");
     assert_eq!(bob.recv(), "history action alice pours");
     drop((alice, bob));
-    a.stop();
-    b.stop();
+    two.stop();
 }
 
 /// Three servers, a sender on each, all sending at once: every member
@@ -166,46 +195,35 @@ fn three_servers_concurrent_senders_one_order() {
 
 #[test]
 fn a_nick_is_one_persons_on_every_server() {
-    let redis = Redis::start(&[]);
-    let pki = Pki::new();
-    let a = node(&pki, &redis, "a");
-    let b = node(&pki, &redis, "b");
-    let mut alice = person(&a, &pki, "alice");
+    let two = Two::start(&[]);
+    let (redis, pki) = (&two.redis, &two.pki);
+    let (a, b) = (&two.a, &two.b);
+    let mut alice = person(a, pki, "alice");
     let mut other = TestClient::connect(b.addr, &pki.ca);
     // Guests' names carry their server's number: none is given twice.
     assert!(other.nick.starts_with("guest2-"), "{}", other.nick);
     for attempt in ["alice", "ALICE"] {
-        other.send(&format!("/nick {attempt}"));
-        assert_eq!(
-            next_error(&other),
-            format!("error nick {attempt} is taken on another server; choose another")
-        );
+        assert_taken_elsewhere(&mut other, attempt);
     }
     alice.send("/quit");
     alice.expect_end();
-    wait_name_free(&redis, "alice");
+    wait_name_free(redis, "alice");
     other.send("/nick alice");
     other.recv_until(|line| line == "notice you are now alice");
     // The name's old holder, back, finds it taken.
     let mut again = TestClient::connect(a.addr, &pki.ca);
-    again.send("/nick alice");
-    assert_eq!(
-        next_error(&again),
-        "error nick alice is taken on another server; choose another"
-    );
+    assert_taken_elsewhere(&mut again, "alice");
     drop((again, other));
-    a.stop();
-    b.stop();
+    two.stop();
 }
 
 #[test]
 fn private_lines_cross_servers() {
-    let redis = Redis::start(&[]);
-    let pki = Pki::new();
-    let a = node(&pki, &redis, "a");
-    let b = node(&pki, &redis, "b");
-    let mut alice = person(&a, &pki, "alice");
-    let bob = person(&b, &pki, "bob");
+    let two = Two::start(&[]);
+    let pki = &two.pki;
+    let (a, b) = (&two.a, &two.b);
+    let mut alice = person(a, pki, "alice");
+    let bob = person(b, pki, "bob");
     alice.send("/msg Bob psst, over here");
     let line = "private alice Bob psst, over here";
     assert_eq!(bob.recv_non_notice(), line);
@@ -217,20 +235,18 @@ fn private_lines_cross_servers() {
         "error no user named nobody is connected"
     );
     drop((alice, bob));
-    a.stop();
-    b.stop();
+    two.stop();
 }
 
 /// `/who`, `/rooms` and `/whois` ask every server for its own users.
 #[test]
 fn who_rooms_and_whois_see_every_server() {
-    let redis = Redis::start(&[]);
-    let pki = Pki::new();
-    let a = node(&pki, &redis, "a");
-    let b = node(&pki, &redis, "b");
-    let mut alice = person(&a, &pki, "alice");
-    let _bob = person(&b, &pki, "Bob");
-    let mut carol = person(&b, &pki, "carol");
+    let two = Two::start(&[]);
+    let pki = &two.pki;
+    let (a, b) = (&two.a, &two.b);
+    let mut alice = person(a, pki, "alice");
+    let _bob = person(b, pki, "Bob");
+    let mut carol = person(b, pki, "carol");
     carol.send("/join #Tea");
     carol.recv_until(|line| line.starts_with("notice you are in #Tea"));
     // Others' news may come in between: each answer is looked for.
@@ -255,8 +271,7 @@ fn who_rooms_and_whois_see_every_server() {
         "error no user named nobody is connected"
     );
     drop((alice, _bob, carol));
-    a.stop();
-    b.stop();
+    two.stop();
 }
 
 /// Redis stops and comes back: chat on each server goes on meanwhile,
@@ -264,12 +279,11 @@ fn who_rooms_and_whois_see_every_server() {
 /// private line sent elsewhere; afterwards lines cross again, once.
 #[test]
 fn redis_restarted_local_chat_goes_on_and_the_link_recovers() {
-    let mut redis = Redis::start(&["--appendonly", "yes"]);
-    let pki = Pki::new();
-    let a = node(&pki, &redis, "a");
-    let b = node(&pki, &redis, "b");
-    let mut alice = person(&a, &pki, "alice");
-    let mut bob = person(&b, &pki, "bob");
+    let mut two = Two::start(&["--appendonly", "yes"]);
+    let (redis, pki) = (&mut two.redis, &two.pki);
+    let (a, b) = (&two.a, &two.b);
+    let mut alice = person(a, pki, "alice");
+    let mut bob = person(b, pki, "bob");
     redis.wait_subscribed("#lobby", 2);
     alice.send("before");
     assert_eq!(bob.recv_non_notice(), "chat alice before");
@@ -293,11 +307,7 @@ fn redis_restarted_local_chat_goes_on_and_the_link_recovers() {
     redis.wait_subscribed("#lobby", 2);
     // Names were taken back: alice is still alice everywhere.
     let mut other = TestClient::connect(b.addr, &pki.ca);
-    other.send("/nick alice");
-    assert_eq!(
-        next_error(&other),
-        "error nick alice is taken on another server; choose another"
-    );
+    assert_taken_elsewhere(&mut other, "alice");
     bob.send("after");
     // What alice said during the outage never reached bob, and nothing
     // comes twice.
@@ -306,8 +316,7 @@ fn redis_restarted_local_chat_goes_on_and_the_link_recovers() {
     alice.send("/msg bob back");
     assert_eq!(bob.recv_non_notice(), "private alice bob back");
     drop((alice, bob, other));
-    a.stop();
-    b.stop();
+    two.stop();
 }
 
 /// Redis restarts without its data: names held are taken back (a claim
@@ -315,22 +324,25 @@ fn redis_restarted_local_chat_goes_on_and_the_link_recovers() {
 /// free afterwards.
 #[test]
 fn redis_restarted_without_data_names_are_taken_back_and_let_go() {
-    let mut redis = Redis::start(&[]);
-    let pki = Pki::new();
-    let a = node(&pki, &redis, "a");
-    let b = node(&pki, &redis, "b");
-    let alice = person(&a, &pki, "alice");
-    let mut carol = person(&a, &pki, "carol");
+    let mut two = Two::start(&[]);
+    let (redis, pki) = (&mut two.redis, &two.pki);
+    let (a, b) = (&two.a, &two.b);
+    let alice = person(a, pki, "alice");
+    let mut carol = person(a, pki, "carol");
+    // Server b's users are told too: b is back when bob hears it.
+    let bob = person(b, pki, "bob");
     redis.stop();
     let down = format!("notice {LINK_DOWN}");
-    alice.recv_until(|line| line == down);
-    carol.recv_until(|line| line == down);
+    for who in [&alice, &carol, &bob] {
+        who.recv_until(|line| line == down);
+    }
     carol.send("/quit");
     carol.expect_end();
 
     redis.spawn(&[]);
     let up = format!("notice {LINK_UP_HISTORY_LOST}");
     alice.recv_until(|line| line == up);
+    bob.recv_until(|line| line == up);
     // Taken back by server a, within moments of the link's return.
     let mut raw = redis.connection(&redis.url());
     let held = wait_until(|| {
@@ -342,16 +354,11 @@ fn redis_restarted_without_data_names_are_taken_back_and_let_go() {
     });
     assert!(held, "alice was not taken back");
     let mut other = TestClient::connect(b.addr, &pki.ca);
-    other.send("/nick alice");
-    assert_eq!(
-        next_error(&other),
-        "error nick alice is taken on another server; choose another"
-    );
+    assert_taken_elsewhere(&mut other, "alice");
     other.send("/nick carol");
     other.recv_until(|line| line == "notice you are now carol");
-    drop((alice, other));
-    a.stop();
-    b.stop();
+    drop((alice, bob, other));
+    two.stop();
 }
 
 /// A server killed outright cannot let its names go: they lapse by
@@ -381,11 +388,7 @@ fn a_killed_servers_nicks_come_free_within_the_expiry() {
     assert!(kill(doomed.pid, "-KILL"));
     doomed.wait_for_exit();
     let killed = Instant::now();
-    dave.send("/nick carol");
-    assert_eq!(
-        next_error(&dave),
-        "error nick carol is taken on another server; choose another"
-    );
+    assert_taken_elsewhere(&mut dave, "carol");
     // Renewed a moment ago at most: it lapses within the expiry.
     let mut raw = redis.connection(&url);
     let left: i64 = redis::cmd("PTTL")

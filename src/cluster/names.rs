@@ -160,6 +160,16 @@ pub(super) struct Directory {
 /// A failed exchange with Redis; the connection is dropped for a new one.
 struct Lost;
 
+/// How a wait between reconnections ended.
+enum Waited {
+    /// The link is stopping.
+    Stop,
+    /// It is time to try again.
+    Over,
+    /// Work came: try again now, for it.
+    Asked(Ask),
+}
+
 impl Directory {
     pub(super) fn run(mut self, asks: Receiver<Ask>, names: Receiver<Ask>, connection: Connection) {
         let claim = Script::new(CLAIM_SCRIPT);
@@ -176,6 +186,8 @@ impl Directory {
         let mut backoff = Backoff::new();
         // After a reconnection, every held name is taken back at once.
         let mut renew_at = Instant::now() + renew_every;
+        // An ask taken while Redis was away, for the next connection.
+        let mut pending = None;
         loop {
             if self.shared.stopping() {
                 break;
@@ -188,8 +200,18 @@ impl Directory {
                         renew_at = Instant::now();
                     }
                     Err(_) => {
-                        if self.answer_down(&asks, &names, backoff.next()) {
-                            return;
+                        // An ask that came while waiting is worth a try at
+                        // once: the subscriber, which let it through,
+                        // thinks Redis is back.
+                        if let Some(ask) = pending.take() {
+                            if !matches!(ask, Ask::Renew) {
+                                self.settle(ask, Err(Lost));
+                            }
+                        }
+                        match self.answer_down(&asks, &names, backoff.next()) {
+                            Waited::Stop => return,
+                            Waited::Over => {}
+                            Waited::Asked(ask) => pending = Some(ask),
                         }
                         continue;
                     }
@@ -228,10 +250,13 @@ impl Directory {
                 break;
             }
             let wait = renew_at.saturating_duration_since(Instant::now());
-            let ask = match asks.recv_timeout(wait.min(self.target.settings.poll)) {
-                Ok(ask) => ask,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let ask = match pending.take() {
+                Some(ask) => ask,
+                None => match asks.recv_timeout(wait.min(self.target.settings.poll)) {
+                    Ok(ask) => ask,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
             };
             if let Ask::Renew = ask {
                 renew_at = Instant::now();
@@ -299,32 +324,35 @@ impl Directory {
         true
     }
 
-    /// Redis is unreachable: every claim and private line asked for during
-    /// `wait` is answered [`Claim::Down`] / [`Sent::Down`] at once. True if
-    /// the link is stopping.
-    fn answer_down(&mut self, asks: &Receiver<Ask>, names: &Receiver<Ask>, wait: Duration) -> bool {
+    /// Redis is unreachable: waits `wait` before the next try, noting
+    /// holds and releases meanwhile. An ask cuts the wait short: it is
+    /// handed back, for a try at once.
+    fn answer_down(
+        &mut self,
+        asks: &Receiver<Ask>,
+        names: &Receiver<Ask>,
+        wait: Duration,
+    ) -> Waited {
         let until = Instant::now() + wait;
         loop {
             if self.shared.stopping() {
-                return true;
+                return Waited::Stop;
             }
             while let Ok(change) = names.try_recv() {
                 self.note(&change);
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                return Waited::Over;
             }
             if !self.time_out() {
-                return true;
+                return Waited::Stop;
             }
-            let ask = match asks.recv_timeout(left.min(self.target.settings.poll)) {
-                Ok(ask) => ask,
+            match asks.recv_timeout(left.min(self.target.settings.poll)) {
+                Ok(ask) => return Waited::Asked(ask),
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return true,
-            };
-            self.note(&ask);
-            self.settle(ask, Err(Lost));
+                Err(RecvTimeoutError::Disconnected) => return Waited::Stop,
+            }
         }
     }
 

@@ -399,7 +399,11 @@ impl Chat {
                 out.push(to(id, ServerLine::Error(&text)));
             }
             (Claim::Down, Some(_)) => out.push(to(id, ServerLine::Error(LINK_DOWN_NICK))),
-            (Claim::Taken | Claim::Down, None) => {}
+            (Claim::Busy, Some(_)) => {
+                let text = "the other servers are busy; try /nick again in a moment";
+                out.push(to(id, ServerLine::Error(text)));
+            }
+            (Claim::Taken | Claim::Down | Claim::Busy, None) => {}
         }
     }
 
@@ -2316,6 +2320,13 @@ mod tests {
         h.send(a, "/nick alice");
         let seen = h.claimed("alice", Claim::Down);
         assert_eq!(seen[&a], vec![format!("error {LINK_DOWN_NICK}")]);
+        h.send(a, "/nick alice");
+        let seen = h.claimed("alice", Claim::Busy);
+        assert_eq!(
+            seen[&a],
+            vec!["error the other servers are busy; try /nick again in a moment"]
+        );
+        assert_eq!(nick_of(&h, a), "GUEST7-1");
     }
 
     #[test]

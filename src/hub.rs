@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::budget::{Budget, Outgoing};
 use crate::chat::{Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, RoomId};
 use crate::classic::Classic;
-use crate::cluster::{Claim, Delivery, Sent};
+use crate::cluster::{Claim, Delivery, Refused, Sent};
 use crate::line::Frame;
 use crate::linked::{self, Action, Linked, Local};
 use crate::queue::Receiver;
@@ -424,9 +424,13 @@ impl Hub {
         for output in out.drain(..) {
             match output {
                 Output::Claim { name } => {
-                    let refused = self.linked.as_ref().map(|linked| linked.claim(&name));
-                    if let (Some(Err(_)), Some(chat)) = (refused, self.rules.chat()) {
-                        chat.claimed(&name, Claim::Down, &mut answers);
+                    let refused = match self.linked.as_ref().map(|linked| linked.claim(&name)) {
+                        Some(Err(Refused::Full)) => Claim::Busy,
+                        Some(Err(Refused::Down)) => Claim::Down,
+                        _ => continue,
+                    };
+                    if let Some(chat) = self.rules.chat() {
+                        chat.claimed(&name, refused, &mut answers);
                     }
                 }
                 Output::Hold { name } => {

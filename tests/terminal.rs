@@ -488,3 +488,44 @@ fn coming_back_under_the_same_guest_name_is_being_back() {
     assert_eq!(exit_code(&mut session), 0);
     server.stop();
 }
+
+/// Two servers linked through Redis, as a person at a terminal sees them:
+/// someone on the other server speaks while a line is half typed, the
+/// link goes down and comes back, and each is said on its own line with
+/// the half line drawn again below.
+#[test]
+fn linked_servers_on_a_terminal_lines_from_elsewhere_and_the_link_going_down() {
+    let mut redis = support::Redis::start(&[]);
+    let pki = Pki::new();
+    let link = support::quick_link;
+    let a = TestServer::start_linked(&pki, test_limits(), &redis.url(), "a", link());
+    let b = TestServer::start_linked(&pki, test_limits(), &redis.url(), "b", link());
+    let mut session = client_on_terminal(a.addr, &pki, &["--nick", "alice"]);
+    expect(&mut session, "you are now alice");
+    redis.wait_subscribed("#lobby", 1);
+    let mut bob = TestClient::connect(b.addr, &pki.ca);
+    bob.send("/nick bob");
+    bob.recv_until(|line| line == "notice you are now bob");
+    expect(&mut session, "is now bob");
+
+    type_keys(&mut session, "half of a");
+    bob.send("hello from b");
+    expect(&mut session, "<bob> hello from b");
+    expect(&mut session, "half of a");
+    enter(&mut session, " line");
+    assert_eq!(
+        bob.recv_until(|line| line.starts_with("chat alice ")),
+        "chat alice half of a line"
+    );
+
+    redis.stop();
+    expect(&mut session, "*** the link to the other servers is down");
+    expect(&mut session, "you will be told when it is back");
+    redis.spawn(&[]);
+    expect(&mut session, "*** the link to the other servers is back");
+    enter(&mut session, "/quit");
+    assert_eq!(exit_code(&mut session), 0);
+    drop(bob);
+    a.stop();
+    b.stop();
+}

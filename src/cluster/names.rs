@@ -99,6 +99,10 @@ pub enum Claim {
     Taken,
     /// Redis could not be asked: nobody can tell whether it is free.
     Down,
+    /// Too much waits for Redis to ask it now (never from Redis itself:
+    /// the hub's answer when [`Link::claim_name`](super::Link::claim_name)
+    /// refuses with [`Refused::Full`](super::Refused::Full)).
+    Busy,
 }
 
 /// What became of a private line ([`Delivery::PrivateSent`]).

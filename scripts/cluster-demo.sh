@@ -4,17 +4,18 @@
 # them. Everything stops on Ctrl-C; nothing is left behind but the
 # temporary directory's removal.
 #
-# Ports: DEMO_PORT (the balancer, default 8080), DEMO_PORT+1 and +2 (the
-# servers), DEMO_REDIS_PORT (default 6380, not Redis' usual 6379, so a
-# Redis already running is left alone).
+# Ports: DEMO_PORT (the balancer, default 8080), DEMO_A_PORT and
+# DEMO_B_PORT (the servers, default DEMO_PORT+1 and +2), DEMO_REDIS_PORT
+# (default 6380, not Redis' usual 6379, so a Redis already running is
+# left alone).
 set -eu
 
 CERTS_DIR=${CERTS_DIR:-certs}
 DEMO_PORT=${DEMO_PORT:-8080}
 DEMO_REDIS_PORT=${DEMO_REDIS_PORT:-6380}
 SERVER=${SERVER:-./target/release/chat-server}
-A_PORT=$((DEMO_PORT + 1))
-B_PORT=$((DEMO_PORT + 2))
+A_PORT=${DEMO_A_PORT:-$((DEMO_PORT + 1))}
+B_PORT=${DEMO_B_PORT:-$((DEMO_PORT + 2))}
 
 command -v redis-server >/dev/null || {
   echo "redis-server is missing: apt-get install redis-server" >&2
@@ -55,7 +56,7 @@ redis_pid=$!
 tries=0
 until redis-cli -p "$DEMO_REDIS_PORT" ping >/dev/null 2>&1; do
   tries=$((tries + 1))
-  [ "$tries" -lt 50 ] || { echo "redis-server did not start; see $dir/redis.log" >&2; exit 1; }
+  [ "$tries" -lt 100 ] || { echo "redis-server did not start: $(tail -3 "$dir/redis.log")" >&2; exit 1; }
   sleep 0.1
 done
 

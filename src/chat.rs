@@ -39,7 +39,8 @@ pub const ANNOUNCE_LIMIT: usize = 100;
 
 /// Names per `/who` line: a page of a big room fits well within what a
 /// client accepts (24-byte nicks: under 3 KiB), and asking costs the hub
-/// a walk of the room's sorted names up to that page, never a sort.
+/// a walk of the room's sorted names up to that page, never a sort. (Linked,
+/// every server sends its names, and the asker's sorts them all.)
 pub const WHO_PAGE: usize = 100;
 
 /// Rooms per `/rooms` line, for the same reasons.
@@ -47,6 +48,10 @@ pub const ROOMS_PAGE: usize = 50;
 
 /// The notice every client gets when the server stops.
 pub const SHUTDOWN_NOTICE: &str = "server shutting down, goodbye";
+
+/// Linked: why its users left, as the other servers' users are told
+/// when a server stops.
+pub const SHUTDOWN_QUIT: &str = "their server shut down";
 
 /// Linked, Redis away: why a new nick cannot be taken.
 pub const LINK_DOWN_NICK: &str = "the link to the other servers is down, so a new nick cannot \
@@ -188,6 +193,17 @@ impl Query {
             _ => None,
         }
     }
+}
+
+/// How far a question to every server went ([`Chat::answered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every server that heard it answered.
+    Every,
+    /// Some did not answer in time.
+    Partial,
+    /// It could not be asked: this server answered alone.
+    HereOnly,
 }
 
 /// What a room keeps of a line said in it, beyond showing it.
@@ -497,15 +513,15 @@ impl Chat {
         }
     }
 
-    /// Linked: every server's part of the answer to what `id` asked;
-    /// `complete` if every server that heard the question answered.
+    /// Linked: every server's part of the answer to what `id` asked, and
+    /// how far the question went.
     pub fn answered(
         &self,
         id: ClientId,
         query: &Query,
         page: Option<&str>,
         parts: &[String],
-        complete: bool,
+        reach: Reach,
         out: &mut Vec<Output>,
     ) {
         if !self.sessions.contains_key(&id) {
@@ -554,9 +570,12 @@ impl Chat {
                 .cloned()
                 .ok_or_else(|| format!("no user named {name} is connected")),
         };
-        let text = match text {
-            Ok(text) if !complete => Ok(format!("{text} (not every server answered in time)")),
-            other => other,
+        let text = match (text, reach) {
+            (Ok(text), Reach::Partial) => Ok(format!("{text} (not every server answered in time)")),
+            (Ok(text), Reach::HereOnly) => Ok(format!(
+                "{text} (this server only: the others could not be asked)"
+            )),
+            (other, _) => other,
         };
         out.push(reply(id, text));
     }
@@ -820,6 +839,20 @@ impl Chat {
 
     /// The server is stopping: everyone is told, then closed.
     pub fn shutdown(&mut self, out: &mut Vec<Output>) {
+        // Linked, the rooms live on elsewhere: their members there hear
+        // who went with this server (here, everyone is told below).
+        if self.linked {
+            for person in self.people.values() {
+                let announce = self
+                    .rooms
+                    .get(&person.room)
+                    .is_some_and(|state| state.members.len() <= self.settings.announce_limit);
+                if announce {
+                    let text = format!("{} quit: {SHUTDOWN_QUIT}", person.nick);
+                    out.push(to_room(person.room, ServerLine::Notice(&text), None));
+                }
+            }
+        }
         let notice: Arc<str> = ServerLine::Notice(SHUTDOWN_NOTICE).to_wire().into();
         for &id in self.sessions.keys() {
             out.push(Output::To {
@@ -1145,7 +1178,9 @@ impl Chat {
             // Guests' names are the servers' to give: one taken here could
             // be given to a newcomer on another server.
             if is_guest_name(&new_key) {
-                let text = format!("nick {new} is taken; choose another");
+                let text = format!(
+                    "{new} is a guest name, and the servers give those out; choose another"
+                );
                 return out.push(to(id, ServerLine::Error(&text)));
             }
             if self.claims.values().any(|(asker, ..)| *asker == id) {
@@ -2188,7 +2223,7 @@ mod tests {
         h.expect(
             a,
             "/nick guest2-9",
-            &["error nick guest2-9 is taken; choose another"],
+            &["error guest2-9 is a guest name, and the servers give those out; choose another"],
         );
         assert!(h.asked().is_empty());
         // Leaving lets the name go everywhere.
@@ -2383,7 +2418,8 @@ mod tests {
         assert_eq!(here, "guest7-1");
         let mut out = Vec::new();
         let parts = [here, "Zed amy".to_owned()];
-        h.chat.answered(a, &query, None, &parts, true, &mut out);
+        h.chat
+            .answered(a, &query, None, &parts, Reach::Every, &mut out);
         assert_eq!(
             h.deliver(out)[&a],
             vec!["notice in #lobby (3): amy, guest7-1, Zed"]
@@ -2393,7 +2429,7 @@ mod tests {
         let parts = ["#lobby 1 #Tea 1".to_owned(), "#tea 4 #rust 2".to_owned()];
         let mut out = Vec::new();
         h.chat
-            .answered(a, &Query::Rooms, None, &parts, false, &mut out);
+            .answered(a, &Query::Rooms, None, &parts, Reach::Partial, &mut out);
         assert_eq!(
             h.deliver(out)[&a],
             vec![
@@ -2415,8 +2451,14 @@ mod tests {
         );
         let mut out = Vec::new();
         let parts = [String::new(), "Zed is in #rust".to_owned()];
-        h.chat
-            .answered(a, &Query::Whois("zed".into()), None, &parts, true, &mut out);
+        h.chat.answered(
+            a,
+            &Query::Whois("zed".into()),
+            None,
+            &parts,
+            Reach::Every,
+            &mut out,
+        );
         assert_eq!(h.deliver(out)[&a], vec!["notice Zed is in #rust"]);
         // The link down: this server's users only, and said so.
         h.chat.set_link_up(false);

@@ -742,10 +742,13 @@ struct Outgoing {
     topic: Option<String>,
 }
 
-/// The node's end of the link. Dropping it stops the link's threads and
-/// waits for them: at most a connection attempt or a reply
-/// ([`Settings::connect_timeout`], [`Settings::reply_timeout`]). Lines
-/// still waiting for Redis then are not published.
+/// The node's end of the link. Dropping it first gives the publisher up
+/// to [`Settings::reply_timeout`] to hand Redis the lines already given
+/// (those still waiting then are not published), then stops the link's
+/// threads and waits for them: each is at most a connection attempt or a
+/// reply or two away from noticing ([`Settings::connect_timeout`],
+/// [`Settings::reply_timeout`]), and the directory first lets this node's
+/// names go.
 #[derive(Debug)]
 pub struct Link {
     /// This run of the node, unlike any other run of any node:
@@ -761,6 +764,11 @@ pub struct Link {
     shared: Arc<Shared>,
     /// Dropped to wake the threads from a wait between reconnections.
     wake: Option<Sender<()>>,
+    /// Disconnects when the publisher thread ends: at the drop, once the
+    /// outbox is empty.
+    published: Option<Receiver<()>>,
+    /// [`Settings::reply_timeout`]: how long the drop waits for that.
+    reply_timeout: Duration,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -774,7 +782,7 @@ impl fmt::Debug for Shared {
 
 impl Link {
     /// Connects to Redis at `url` as node `node` and starts the link's
-    /// two threads; what they deliver comes out of the receiver.
+    /// three threads; what they deliver comes out of the receiver.
     ///
     /// `url` is `redis://[[user]:password@]host[:port][/db]`, or
     /// `rediss://` for TLS (Redis' certificate must chain to the system's
@@ -830,7 +838,9 @@ impl Link {
             answer_within: settings.reply_timeout,
         };
 
+        let (publishing, published) = crossbeam_channel::bounded::<()>(0);
         let publisher = Publisher {
+            _publishing: publishing,
             target: Arc::clone(&target),
             shared: Arc::clone(&shared),
             woken: woken.clone(),
@@ -846,7 +856,7 @@ impl Link {
             deliver,
             epoch: first_epoch,
             own_channel: names::node_channel(&run),
-            asks: ask.clone(),
+            names: name_changes.clone(),
             next: HashMap::new(),
             joined: HashMap::new(),
             down: false,
@@ -876,6 +886,8 @@ impl Link {
             outbox: Some(outbox),
             asks: Some(ask),
             names: Some(name_changes),
+            published: Some(published),
+            reply_timeout: settings.reply_timeout,
             shared,
             wake: Some(wake),
             threads,
@@ -1062,8 +1074,13 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        // The lines already given (the goodbyes of a server that stops)
+        // go out first, if Redis takes them within a reply's time.
         self.outbox = None;
+        if let Some(published) = self.published.take() {
+            let _ = published.recv_timeout(self.reply_timeout);
+        }
+        self.shared.stop.store(true, Ordering::SeqCst);
         self.asks = None;
         self.names = None;
         self.wake = None;
@@ -1117,6 +1134,8 @@ const REFUSALS_BEFORE_DROP: u32 = 5;
 /// The publisher thread: runs the script for each line, in order, on its
 /// own connection.
 struct Publisher {
+    /// Dropped with the thread: [`Link`]'s drop waits for that.
+    _publishing: Sender<()>,
     target: Arc<Target>,
     shared: Arc<Shared>,
     woken: Receiver<()>,
@@ -1268,8 +1287,9 @@ struct Subscriber {
     epoch: String,
     /// Where private lines for this node's users come.
     own_channel: String,
-    /// To tell the directory thread when Redis is back.
-    asks: Sender<Ask>,
+    /// To tell the directory thread when Redis is back (on the queue
+    /// that is never full).
+    names: Sender<Ask>,
     /// Per room subscribed to, the next seq to deliver.
     next: HashMap<String, u64>,
     /// Per room subscribed to, the join it was for.
@@ -1373,7 +1393,7 @@ impl Subscriber {
             self.down = false;
             // Names first: a claim from elsewhere must not find them
             // lapsed (or, after Redis lost its data, gone).
-            let _ = self.asks.try_send(Ask::Renew);
+            let _ = self.names.send(Ask::Renew);
             log::info!("redis {}: link up", self.target.addr);
             if self.send(Delivery::LinkUp { history_lost }).is_err() {
                 return End::Stop;

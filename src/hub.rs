@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Outgoing};
-use crate::chat::{Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, RoomId};
+use crate::chat::{Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, Reach, RoomId};
 use crate::classic::Classic;
 use crate::cluster::{Claim, Delivery, Refused, Sent};
 use crate::line::Frame;
@@ -353,7 +353,7 @@ impl Hub {
             Action::NameLost(name, lapsed) => chat.name_lost(&name, lapsed, out),
             Action::AnswerHere { id, query, page } => {
                 let here = [chat.local_answer(&query)];
-                chat.answered(id, &query, page.as_deref(), &here, false, out);
+                chat.answered(id, &query, page.as_deref(), &here, Reach::HereOnly, out);
             }
             Action::PrivateIn(to, line) => chat.private_in(&to, &line, out),
             Action::PrivateSent {
@@ -374,7 +374,14 @@ impl Hub {
                 page,
                 parts,
                 complete,
-            } => chat.answered(id, &query, page.as_deref(), &parts, complete, out),
+            } => {
+                let reach = if complete {
+                    Reach::Every
+                } else {
+                    Reach::Partial
+                };
+                chat.answered(id, &query, page.as_deref(), &parts, reach, out);
+            }
             Action::TellRoom(room, text) => chat.tell_room(room, &text, out),
             Action::TellEveryone(text) => chat.tell_everyone(&text, out),
             Action::LinkDown(lines) => {
@@ -451,7 +458,14 @@ impl Hub {
                         // Only this server can answer now.
                         if let Some(chat) = self.rules.chat() {
                             let here = [chat.local_answer(&query)];
-                            chat.answered(id, &query, page.as_deref(), &here, false, &mut answers);
+                            chat.answered(
+                                id,
+                                &query,
+                                page.as_deref(),
+                                &here,
+                                Reach::HereOnly,
+                                &mut answers,
+                            );
                         }
                     }
                 }

@@ -18,11 +18,12 @@
 //!
 //! When Redis is slower than the room (the link's outbox is full), lines
 //! wait here, in order, and go as it takes them ([`Linked::pump`]):
-//! nothing is lost or reordered by a burst. When the link is down (or
-//! Redis is so far behind that [`OVERFLOW`] lines wait), a line is shown
-//! here at once and goes nowhere else: chat among this server's users
-//! carries on, and they are told the others cannot hear them (the hub
-//! says so when [`Delivery::LinkDown`] comes).
+//! nothing is lost or reordered by a burst. When the link is down, a
+//! line is shown here at once and goes nowhere else: chat among this
+//! server's users carries on, and they are told the others cannot hear
+//! them (the hub says so when [`Delivery::LinkDown`] comes). So is a line
+//! said while Redis is so far behind that [`OVERFLOW`] lines wait, ahead
+//! of them, and then only the log says so.
 //!
 //! Names, private lines and `/who`-like questions travel the same way:
 //! the chat asks ([`Output::Claim`](crate::chat::Output::Claim),

@@ -28,13 +28,14 @@ fn listening(port: u16) -> bool {
 fn cluster_demo_runs_two_servers_that_share_one_chat() {
     let pki = Pki::new();
     let certs = pki.cert.parent().expect("the certificates' directory");
-    let port = free_port();
-    let redis_port = free_port();
+    let [port, a, b, redis_port] = [(); 4].map(|()| free_port());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster-demo.sh");
     let mut child = Command::new(script)
         .env("CERTS_DIR", certs)
         .env("SERVER", SERVER.path())
         .env("DEMO_PORT", port.to_string())
+        .env("DEMO_A_PORT", a.to_string())
+        .env("DEMO_B_PORT", b.to_string())
         .env("DEMO_REDIS_PORT", redis_port.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -42,20 +43,21 @@ fn cluster_demo_runs_two_servers_that_share_one_chat() {
         .spawn()
         .expect("scripts/cluster-demo.sh");
     let out = lines_of(child.stdout.take().expect("stdout"));
+    let errors = lines_of(child.stderr.take().expect("stderr"));
     let mut said = Vec::new();
     loop {
-        match out.recv_timeout(TIMEOUT) {
+        // Redis and two servers, each given up to ten seconds.
+        match out.recv_timeout(3 * TIMEOUT) {
             Ok(line) if line.contains("Ctrl-C stops everything") => break,
             Ok(line) => said.push(line),
             Err(_) => {
                 kill(child.id(), "-INT");
-                panic!("the demo did not start; it said: {said:?}");
+                let errors: Vec<String> = errors.try_iter().collect();
+                panic!("the demo did not start; it said: {said:?} {errors:?}");
             }
         }
     }
     let text = said.join("\n");
-    let a = port + 1;
-    let b = port + 2;
     assert!(
         text.contains(&format!("--addr localhost:{a} --nick alice")),
         "{text}"

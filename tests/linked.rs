@@ -9,7 +9,7 @@ use std::time::Instant;
 use secure_chat::chat::{LINK_DOWN_MSG, LINK_DOWN_NICK};
 use secure_chat::linked::{LINK_DOWN, LINK_UP, LINK_UP_HISTORY_LOST};
 use secure_chat_test_support::{
-    cert_args, kill, quick_link, run, test_limits, wait_until, Pki, Redis, ServerProcess,
+    cert_args, kill, quick_link, run, test_limits, wait_until, Incoming, Pki, Redis, ServerProcess,
     TestClient, TestServer, SERVER,
 };
 
@@ -114,8 +114,18 @@ fn a_room_line_reaches_every_server() {
         "{heard:?}"
     );
     alice.recv_until(|line| line == "chat bob hi");
+    // A server that stops says goodbye for its users to the others.
+    let Two {
+        redis: _redis,
+        a,
+        b,
+        ..
+    } = two;
+    b.stop();
+    assert_eq!(bob.expect_end(), Incoming::Closed);
+    alice.recv_until(|line| line == "notice bob quit: their server shut down");
     drop((alice, bob));
-    two.stop();
+    a.stop();
 }
 
 /// A room's topic and last lines live in Redis: joining it on another
@@ -214,6 +224,34 @@ fn a_nick_is_one_persons_on_every_server() {
     let mut again = TestClient::connect(a.addr, &pki.ca);
     assert_taken_elsewhere(&mut again, "alice");
     drop((again, other));
+    two.stop();
+}
+
+/// Back to a nick one has just left: the release of the old name must
+/// not overtake the new claim of it (it would delete it from Redis, and
+/// another server could then hand it out twice).
+#[test]
+fn a_nick_taken_back_at_once_stays_claimed() {
+    let two = Two::start(&[]);
+    let (redis, pki) = (&two.redis, &two.pki);
+    let mut dave = person(&two.a, pki, "dave");
+    for nick in ["erin", "dave", "erin", "dave"] {
+        dave.send(&format!("/nick {nick}"));
+        dave.recv_until(|line| line == format!("notice you are now {nick}"));
+    }
+    // A round trip through the same thread: whatever it had to do before
+    // is done.
+    dave.send("/msg nobody x");
+    assert_eq!(next_error(&dave), "error no user named nobody is connected");
+    let mut raw = redis.connection(&redis.url());
+    let held: i64 = redis::cmd("EXISTS")
+        .arg("name:{dave}")
+        .query(&mut raw)
+        .expect("EXISTS");
+    assert_eq!(held, 1, "dave's claim was deleted");
+    let mut other = TestClient::connect(two.b.addr, &pki.ca);
+    assert_taken_elsewhere(&mut other, "dave");
+    drop((dave, other));
     two.stop();
 }
 

@@ -21,9 +21,11 @@
 //!   its holder's node channel, `node:{run}`, in the same step: nothing
 //!   can change hands in between.
 //!
-//! The thread takes its work ([`Ask`]) from a bounded queue and answers
-//! through the link's deliveries, so the hub never waits for Redis here
-//! either.
+//! The thread takes its work ([`Ask`]) from a bounded queue (claims,
+//! private lines, questions) and from an unbounded one (names held and let
+//! go, which must never be dropped: one per arrival or departure), and
+//! answers through the link's deliveries, so the hub never waits for
+//! Redis here either.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -164,16 +166,6 @@ pub(super) struct Directory {
 /// A failed exchange with Redis; the connection is dropped for a new one.
 struct Lost;
 
-/// How a wait between reconnections ended.
-enum Waited {
-    /// The link is stopping.
-    Stop,
-    /// It is time to try again.
-    Over,
-    /// Work came: try again now, for it.
-    Asked(Ask),
-}
-
 impl Directory {
     pub(super) fn run(mut self, asks: Receiver<Ask>, names: Receiver<Ask>, connection: Connection) {
         let claim = Script::new(CLAIM_SCRIPT);
@@ -190,7 +182,7 @@ impl Directory {
         let mut backoff = Backoff::new();
         // After a reconnection, every held name is taken back at once.
         let mut renew_at = Instant::now() + renew_every;
-        // An ask taken while Redis was away, for the next connection.
+        // An ask put back until the holds and releases before it are done.
         let mut pending = None;
         loop {
             if self.shared.stopping() {
@@ -204,18 +196,11 @@ impl Directory {
                         renew_at = Instant::now();
                     }
                     Err(_) => {
-                        // An ask that came while waiting is worth a try at
-                        // once: the subscriber, which let it through,
-                        // thinks Redis is back.
                         if let Some(ask) = pending.take() {
-                            if !matches!(ask, Ask::Renew) {
-                                self.settle(ask, Err(Lost));
-                            }
+                            self.settle(ask, Err(Lost));
                         }
-                        match self.answer_down(&asks, &names, backoff.next()) {
-                            Waited::Stop => return,
-                            Waited::Over => {}
-                            Waited::Asked(ask) => pending = Some(ask),
+                        if self.answer_down(&asks, &names, backoff.next()) {
+                            return;
                         }
                         continue;
                     }
@@ -227,6 +212,10 @@ impl Directory {
             // Holds and releases first: a claim after them must see them.
             let mut failed = false;
             while let Ok(change) = names.try_recv() {
+                if let Ask::Renew = change {
+                    renew_at = Instant::now();
+                    continue;
+                }
                 self.note(&change);
                 if !failed {
                     match self.ask_redis(open, &scripts, &change) {
@@ -262,8 +251,11 @@ impl Directory {
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
             };
-            if let Ask::Renew = ask {
-                renew_at = Instant::now();
+            // A release that came meanwhile goes first: a claim of the
+            // same name after it must not find the name still this
+            // node's, and then see it deleted.
+            if !names.is_empty() {
+                pending = Some(ask);
                 continue;
             }
             self.note(&ask);
@@ -329,33 +321,33 @@ impl Directory {
     }
 
     /// Redis is unreachable: waits `wait` before the next try, noting
-    /// holds and releases meanwhile. An ask cuts the wait short: it is
-    /// handed back, for a try at once.
-    fn answer_down(
-        &mut self,
-        asks: &Receiver<Ask>,
-        names: &Receiver<Ask>,
-        wait: Duration,
-    ) -> Waited {
+    /// holds and releases meanwhile, and answering asks at once with
+    /// "down" (a Redis that hangs must not make each ask wait for a
+    /// connection attempt). The subscriber saying Redis is back (`Renew`)
+    /// cuts the wait short. True if the link is stopping.
+    fn answer_down(&mut self, asks: &Receiver<Ask>, names: &Receiver<Ask>, wait: Duration) -> bool {
         let until = Instant::now() + wait;
         loop {
             if self.shared.stopping() {
-                return Waited::Stop;
+                return true;
             }
             while let Ok(change) = names.try_recv() {
+                if let Ask::Renew = change {
+                    return false;
+                }
                 self.note(&change);
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Waited::Over;
+                return false;
             }
             if !self.time_out() {
-                return Waited::Stop;
+                return true;
             }
             match asks.recv_timeout(left.min(self.target.settings.poll)) {
-                Ok(ask) => return Waited::Asked(ask),
+                Ok(ask) => self.settle(ask, Err(Lost)),
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Waited::Stop,
+                Err(RecvTimeoutError::Disconnected) => return true,
             }
         }
     }

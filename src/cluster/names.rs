@@ -243,18 +243,20 @@ impl Directory {
                 break;
             }
             let wait = renew_at.saturating_duration_since(Instant::now());
-            let ask = match pending.take() {
-                Some(ask) => ask,
+            let (ask, put_back) = match pending.take() {
+                Some(ask) => (ask, true),
                 None => match asks.recv_timeout(wait.min(self.target.settings.poll)) {
-                    Ok(ask) => ask,
+                    Ok(ask) => (ask, false),
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
             };
             // A release that came meanwhile goes first: a claim of the
             // same name after it must not find the name still this
-            // node's, and then see it deleted.
-            if !names.is_empty() {
+            // node's, and then see it deleted. (The hub queued it before
+            // the claim, so one round of the names is enough; more would
+            // let a stream of arrivals hold the ask back for ever.)
+            if !put_back && !names.is_empty() {
                 pending = Some(ask);
                 continue;
             }

@@ -445,10 +445,10 @@ impl Chat {
         } else {
             format!("{} is connected on another server", person.nick)
         };
+        for &id in &sessions {
+            out.push(to(id, ServerLine::Error(&text)));
+        }
         if person.certificate.is_some() {
-            for &id in &sessions {
-                out.push(to(id, ServerLine::Error(&text)));
-            }
             let notice = format!("{} quit", person.nick);
             for id in sessions {
                 self.sessions.remove(&id);
@@ -456,9 +456,6 @@ impl Chat {
             }
             self.remove_person_quietly(name, &notice, out);
             return;
-        }
-        for &id in &sessions {
-            out.push(to(id, ServerLine::Error(&text)));
         }
         // A guest name of this server's (current) number; should that be
         // the very name lost (Redis lost its data, and the number was
@@ -578,6 +575,19 @@ impl Chat {
             (other, _) => other,
         };
         out.push(reply(id, text));
+    }
+
+    /// Linked: what `id` asked could not be asked of the other servers
+    /// (Redis refused it): this server answers alone, and says so.
+    pub fn answer_here(
+        &self,
+        id: ClientId,
+        query: &Query,
+        page: Option<&str>,
+        out: &mut Vec<Output>,
+    ) {
+        let here = [self.local_answer(query)];
+        self.answered(id, query, page, &here, Reach::HereOnly, out);
     }
 
     /// Linked: a private line for `to`, who is here, from another server.
@@ -1701,12 +1711,20 @@ mod tests {
             seen
         }
 
-        /// Redis answers the claim of `name`.
-        fn claimed(&mut self, name: &str, claim: Claim) -> HashMap<ClientId, Vec<String>> {
+        /// What the link tells the chat: `act` calls the chat with it.
+        fn by_link(
+            &mut self,
+            act: impl FnOnce(&mut Chat, &mut Vec<Output>),
+        ) -> HashMap<ClientId, Vec<String>> {
             let mut out = Vec::new();
-            self.chat.claimed(name, claim, &mut out);
+            act(&mut self.chat, &mut out);
             self.check();
             self.deliver(out)
+        }
+
+        /// Redis answers the claim of `name`.
+        fn claimed(&mut self, name: &str, claim: Claim) -> HashMap<ClientId, Vec<String>> {
+            self.by_link(|chat, out| chat.claimed(name, claim, out))
         }
 
         fn join(&mut self, n: u64) -> ClientId {
@@ -2304,9 +2322,7 @@ mod tests {
             }]
         );
         // Meanwhile its guest name lapsed in an outage and went elsewhere.
-        let mut out = Vec::new();
-        h.chat.name_lost("guest7-1", true, &mut out);
-        let seen = h.deliver(out);
+        let seen = h.by_link(|chat, out| chat.name_lost("guest7-1", true, out));
         assert_eq!(
             seen[&a][0],
             "error your nick guest7-1 lapsed while this server could not reach the others, \
@@ -2333,12 +2349,8 @@ mod tests {
             }]
         );
         // Someone else's already, on arrival: said as such.
-        let mut out = Vec::new();
-        h.chat.name_lost("bob", false, &mut out);
-        assert_eq!(
-            h.deliver(out)[&b][0],
-            "error bob is connected on another server"
-        );
+        let seen = h.by_link(|chat, out| chat.name_lost("bob", false, out));
+        assert_eq!(seen[&b][0], "error bob is connected on another server");
     }
 
     #[test]
@@ -2377,21 +2389,15 @@ mod tests {
         };
         assert_eq!((*from, to.as_str()), (a, "zed"));
         assert_eq!(text(line), "private guest7-1 Zed psst");
-        let mut out = Vec::new();
-        h.chat
-            .private_sent(a, "zed", line, Sent::Delivered, &mut out);
-        assert_eq!(h.deliver(out)[&a], vec!["private guest7-1 Zed psst"]);
-        let mut out = Vec::new();
-        h.chat.private_sent(a, "zed", line, Sent::NoOne, &mut out);
-        assert_eq!(
-            h.deliver(out)[&a],
-            vec!["error no user named zed is connected"]
-        );
+        let seen = h.by_link(|chat, out| chat.private_sent(a, "zed", line, Sent::Delivered, out));
+        assert_eq!(seen[&a], vec!["private guest7-1 Zed psst"]);
+        let seen = h.by_link(|chat, out| chat.private_sent(a, "zed", line, Sent::NoOne, out));
+        assert_eq!(seen[&a], vec!["error no user named zed is connected"]);
         // A line from elsewhere for someone here.
-        let mut out = Vec::new();
-        h.chat
-            .private_in("guest7-1", &"private zed guest7-1 hi\n".into(), &mut out);
-        assert_eq!(h.deliver(out)[&a], vec!["private zed guest7-1 hi"]);
+        let seen = h.by_link(|chat, out| {
+            chat.private_in("guest7-1", &"private zed guest7-1 hi\n".into(), out)
+        });
+        assert_eq!(seen[&a], vec!["private zed guest7-1 hi"]);
         h.chat.set_link_up(false);
         h.expect(a, "/msg zed again", &[&format!("error {LINK_DOWN_MSG}")]);
     }
@@ -2427,11 +2433,11 @@ mod tests {
         // Rooms: counts of one room on several servers add up.
         assert_eq!(h.chat.local_answer(&Query::Rooms), "#lobby 1 #Tea 1");
         let parts = ["#lobby 1 #Tea 1".to_owned(), "#tea 4 #rust 2".to_owned()];
-        let mut out = Vec::new();
-        h.chat
-            .answered(a, &Query::Rooms, None, &parts, Reach::Partial, &mut out);
+        let seen = h.by_link(|chat, out| {
+            chat.answered(a, &Query::Rooms, None, &parts, Reach::Partial, out)
+        });
         assert_eq!(
-            h.deliver(out)[&a],
+            seen[&a],
             vec![
                 "notice rooms: #lobby (1), #rust (2), #Tea (5) \
                  (not every server answered in time)"

@@ -351,8 +351,6 @@ pub enum Delivery {
     PrivateSent {
         /// The ticket it was given.
         ticket: u64,
-        /// The recipient's name, in lower case.
-        to: String,
         /// Whether it reached the recipient's node.
         sent: Sent,
     },
@@ -1378,8 +1376,8 @@ impl Subscriber {
         let mut pubsub = listen.as_pubsub();
         let wanted = self.shared.wanted_rooms();
         self.forget_rooms_not_in(&wanted);
-        // A private line sent while the node was away is lost: the sender
-        // was told it could not be delivered.
+        // A private line sent while the node was away is lost: its
+        // sender was told nobody by that name is connected.
         if let Err(error) = pubsub.subscribe(&[self.own_channel.as_str(), ASK_CHANNEL]) {
             return lost(&self.target, error);
         }

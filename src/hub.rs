@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Outgoing};
-use crate::chat::{Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, Reach, RoomId};
+use crate::chat::{Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, RoomId};
 use crate::classic::Classic;
 use crate::cluster::{Claim, Delivery, Refused, Sent};
 use crate::line::Frame;
@@ -299,20 +299,6 @@ impl Hub {
                 out.push(Output::Close { id });
             }
             Event::Cluster(delivery) => {
-                let up = match delivery {
-                    Delivery::LinkDown { .. } => Some(false),
-                    Delivery::LinkUp { .. } => Some(true),
-                    _ => None,
-                };
-                let renumbered = matches!(delivery, Delivery::LinkUp { history_lost: true });
-                if let (Some(up), Some(chat)) = (up, self.rules.chat()) {
-                    chat.set_link_up(up);
-                    // Redis lost its data: new guests get the server's
-                    // new number.
-                    if let (true, Some(linked)) = (renumbered, &self.linked) {
-                        chat.set_node_number(linked.number());
-                    }
-                }
                 if let Some(linked) = &mut self.linked {
                     let action = linked.delivered(delivery);
                     self.act(action, &mut out);
@@ -352,8 +338,7 @@ impl Hub {
             Action::Claimed(name, claim) => chat.claimed(&name, claim, out),
             Action::NameLost(name, lapsed) => chat.name_lost(&name, lapsed, out),
             Action::AnswerHere { id, query, page } => {
-                let here = [chat.local_answer(&query)];
-                chat.answered(id, &query, page.as_deref(), &here, Reach::HereOnly, out);
+                chat.answer_here(id, &query, page.as_deref(), out);
             }
             Action::PrivateIn(to, line) => chat.private_in(&to, &line, out),
             Action::PrivateSent {
@@ -373,18 +358,24 @@ impl Hub {
                 query,
                 page,
                 parts,
-                complete,
-            } => {
-                let reach = if complete {
-                    Reach::Every
-                } else {
-                    Reach::Partial
-                };
-                chat.answered(id, &query, page.as_deref(), &parts, reach, out);
-            }
+                reach,
+            } => chat.answered(id, &query, page.as_deref(), &parts, reach, out),
             Action::TellRoom(room, text) => chat.tell_room(room, &text, out),
-            Action::TellEveryone(text) => chat.tell_everyone(&text, out),
+            Action::LinkUp { history_lost } => {
+                chat.set_link_up(true);
+                let notice = if history_lost {
+                    // New guests get the server's new number.
+                    if let Some(linked) = &self.linked {
+                        chat.set_node_number(linked.number());
+                    }
+                    linked::LINK_UP_HISTORY_LOST
+                } else {
+                    linked::LINK_UP
+                };
+                chat.tell_everyone(notice, out);
+            }
             Action::LinkDown(lines) => {
+                chat.set_link_up(false);
                 chat.tell_everyone(linked::LINK_DOWN, out);
                 self.deliver(out);
                 for line in lines {
@@ -455,17 +446,8 @@ impl Hub {
                         continue;
                     };
                     if linked.query(id, query.clone(), page.clone()).is_err() {
-                        // Only this server can answer now.
                         if let Some(chat) = self.rules.chat() {
-                            let here = [chat.local_answer(&query)];
-                            chat.answered(
-                                id,
-                                &query,
-                                page.as_deref(),
-                                &here,
-                                Reach::HereOnly,
-                                &mut answers,
-                            );
+                            chat.answer_here(id, &query, page.as_deref(), &mut answers);
                         }
                     }
                 }

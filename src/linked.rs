@@ -36,7 +36,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::chat::{ClientId, Keep, Query, RoomId};
+use crate::chat::{ClientId, Keep, Query, Reach, RoomId};
 use crate::cluster::{Claim, Delivery, Link, Refused, Sent};
 
 /// A room line the hub is to show here now: it came back from Redis, or
@@ -73,8 +73,13 @@ pub enum Action {
     },
     /// A notice for every member of a room.
     TellRoom(RoomId, String),
-    /// A notice for everyone on this server.
-    TellEveryone(String),
+    /// The link is back: everyone here is told ([`LINK_UP`], or
+    /// [`LINK_UP_HISTORY_LOST`]), and new nicks can be checked again.
+    LinkUp {
+        /// Redis lost its data meanwhile: this server has a new number
+        /// ([`Linked::number`]) for its guests.
+        history_lost: bool,
+    },
     /// The link is down: everyone here is told ([`LINK_DOWN`]); then these
     /// lines, which were waiting for their rooms' past, are shown here.
     LinkDown(Vec<Local>),
@@ -117,7 +122,7 @@ pub enum Action {
         /// Each server's part.
         parts: Vec<String>,
         /// Whether every server that heard the question answered.
-        complete: bool,
+        reach: Reach,
     },
     /// A question of someone here could not be asked after all (Redis
     /// refused it): this server answers it alone, and says so.
@@ -177,9 +182,6 @@ struct Joined {
 #[derive(Debug)]
 pub struct Linked {
     link: Link,
-    /// Names this run of the server in what it publishes
-    /// ([`Link::run`]).
-    token: String,
     rooms: HashMap<RoomId, Joined>,
     by_key: HashMap<String, RoomId>,
     /// Rooms left during the event in hand: their names are still needed
@@ -202,7 +204,6 @@ impl Linked {
     /// Wraps a started link.
     pub fn new(link: Link) -> Linked {
         Linked {
-            token: link.run().to_owned(),
             link,
             rooms: HashMap::new(),
             by_key: HashMap::new(),
@@ -241,8 +242,7 @@ impl Linked {
     /// them; the answer comes as [`Action::PrivateSent`]. `Err` if it
     /// cannot be sent now.
     pub fn private(&mut self, from: ClientId, to: String, line: Arc<str>) -> Result<(), Refused> {
-        self.next_ticket += 1;
-        let ticket = self.next_ticket;
+        let ticket = self.ticket();
         self.link.send_private(ticket, &to, &line)?;
         self.private.insert(ticket, (from, to, line));
         Ok(())
@@ -327,7 +327,7 @@ impl Linked {
     }
 
     fn publish(&self, key: &str, line: &Local) -> Result<(), Refused> {
-        let text = encode(&self.token, line);
+        let text = encode(self.link.run(), line);
         match &line.keep {
             Keep::Topic(topic) => self.link.publish_topic(key, &text, topic),
             _ => self.link.publish(key, &text),
@@ -358,8 +358,7 @@ impl Linked {
         query: Query,
         page: Option<String>,
     ) -> Result<(), Refused> {
-        self.next_ticket += 1;
-        let ticket = self.next_ticket;
+        let ticket = self.ticket();
         self.link.ask_everyone(ticket, &query.encode())?;
         let gathering = Gathering {
             id,
@@ -370,6 +369,12 @@ impl Linked {
         };
         self.gathering.insert(ticket, gathering);
         Ok(())
+    }
+
+    /// A number for something that waits for an answer from the link.
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
     }
 
     /// Gives this server's part of an answer ([`Action::Question`]).
@@ -397,7 +402,11 @@ impl Linked {
             query: gathering.query,
             page: gathering.page,
             parts: gathering.parts,
-            complete,
+            reach: if complete {
+                Reach::Every
+            } else {
+                Reach::Partial
+            },
         }
     }
 
@@ -412,7 +421,7 @@ impl Linked {
                 if self.rooms.get(&id).is_none_or(|j| j.waiting.is_some()) {
                     return Action::Nothing;
                 }
-                match decode(&self.token, id, &line) {
+                match decode(self.link.run(), id, &line) {
                     Some(local) => Action::Line(local),
                     None => {
                         log::warn!("room {room}: a line from Redis makes no sense; dropped");
@@ -431,7 +440,7 @@ impl Linked {
                     .unwrap_or_default();
                 let past = lines
                     .iter()
-                    .filter_map(|text| decode(&self.token, id, text))
+                    .filter_map(|text| decode(self.link.run(), id, text))
                     .filter(|local| local.keep == Keep::History)
                     .map(|local| local.line)
                     .collect();
@@ -479,7 +488,7 @@ impl Linked {
             Delivery::Claimed { name, claim } => Action::Claimed(name, claim),
             Delivery::NameLost { name, lapsed } => Action::NameLost(name, lapsed),
             Delivery::Private { to, line } => Action::PrivateIn(to, line.into()),
-            Delivery::PrivateSent { ticket, sent, .. } => match self.private.remove(&ticket) {
+            Delivery::PrivateSent { ticket, sent } => match self.private.remove(&ticket) {
                 Some((from, to, line)) => Action::PrivateSent {
                     from,
                     to,
@@ -529,14 +538,7 @@ impl Linked {
                 self.gathered(ticket, false)
             }
             Delivery::AskTimedOut { ticket } => self.gathered(ticket, true),
-            Delivery::LinkUp { history_lost } => Action::TellEveryone(
-                if history_lost {
-                    LINK_UP_HISTORY_LOST
-                } else {
-                    LINK_UP
-                }
-                .to_owned(),
-            ),
+            Delivery::LinkUp { history_lost } => Action::LinkUp { history_lost },
         }
     }
 }

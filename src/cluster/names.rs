@@ -168,19 +168,17 @@ struct Lost;
 
 impl Directory {
     pub(super) fn run(mut self, asks: Receiver<Ask>, names: Receiver<Ask>, connection: Connection) {
-        let claim = Script::new(CLAIM_SCRIPT);
-        let release = Script::new(RELEASE_SCRIPT);
-        let private = Script::new(PRIVATE_SCRIPT);
         let scripts = Scripts {
-            claim: &claim,
-            release: &release,
-            private: &private,
+            claim: Script::new(CLAIM_SCRIPT),
+            release: Script::new(RELEASE_SCRIPT),
+            private: Script::new(PRIVATE_SCRIPT),
         };
         let ttl = self.target.settings.name_ttl;
         let renew_every = (ttl / 3).max(Duration::from_millis(10));
         let mut connection = Some(connection);
         let mut backoff = Backoff::new();
-        // After a reconnection, every held name is taken back at once.
+        // The first renewal a third of the expiry from now; after each
+        // reconnection, at once (every held name is taken back).
         let mut renew_at = Instant::now() + renew_every;
         // An ask put back until the holds and releases before it are done.
         let mut pending = None;
@@ -295,7 +293,7 @@ impl Directory {
         if let Some(open) = connection.as_mut() {
             let names: Vec<String> = std::mem::take(&mut self.held).into_iter().collect();
             for chunk in names.chunks(RENEW_CHUNK) {
-                let mut invocation = release.prepare_invoke();
+                let mut invocation = scripts.release.prepare_invoke();
                 for name in chunk {
                     invocation.key(name_key(name));
                 }
@@ -379,7 +377,7 @@ impl Directory {
     fn ask_redis(
         &self,
         open: &mut Connection,
-        scripts: &Scripts<'_>,
+        scripts: &Scripts,
         ask: &Ask,
     ) -> Result<i64, RedisError> {
         let ttl = millis(self.target.settings.name_ttl);
@@ -469,9 +467,8 @@ impl Directory {
                     nodes: answer.ok().and_then(|n| usize::try_from(n).ok()),
                 }
             }
-            (Ask::Private { ticket, to, .. }, answer) => Delivery::PrivateSent {
+            (Ask::Private { ticket, .. }, answer) => Delivery::PrivateSent {
                 ticket,
-                to,
                 sent: match answer {
                     Ok(heard) if heard > 0 => Sent::Delivered,
                     Ok(_) => Sent::NoOne,
@@ -501,7 +498,7 @@ impl Directory {
 
     /// Takes back, and renews, every name held; each one another run took
     /// meanwhile (it lapsed during an outage) is reported lost.
-    fn renew(&mut self, open: &mut Connection, scripts: &Scripts<'_>) -> Result<(), Lost> {
+    fn renew(&mut self, open: &mut Connection, scripts: &Scripts) -> Result<(), Lost> {
         let ttl = millis(self.target.settings.name_ttl);
         let names: Vec<String> = self.held.iter().cloned().collect();
         for chunk in names.chunks(RENEW_CHUNK) {
@@ -544,10 +541,10 @@ impl Directory {
 }
 
 /// The directory's three scripts, loaded on first use.
-struct Scripts<'a> {
-    claim: &'a Script,
-    release: &'a Script,
-    private: &'a Script,
+struct Scripts {
+    claim: Script,
+    release: Script,
+    private: Script,
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -1,0 +1,301 @@
+//! Certificates and keys from PEM files, and the rustls configurations
+//! built from them: what each side trusts, and what it presents.
+//!
+//! The client trusts one set of roots: the CA certificates in `--ca FILE`,
+//! else `certs/ca.crt` if it exists, else the public web's roots compiled
+//! into `webpki-roots` ([`Trust`]). [`client_config`] hands them to rustls,
+//! which wraps them in its verifier (`WebPkiServerVerifier`). Or it trusts
+//! one server key, as SSH does: `--pin`, or a key the user accepted once
+//! (see [`known_servers`](crate::known_servers)), checked by
+//! [`PinnedServerVerifier`]. There is no switch to skip verification. The
+//! server presents its chain and key, checked at start-up to belong
+//! together; with `--client-ca` it demands a client certificate signed by
+//! that CA.
+//!
+//! No check happens here. rustls runs them during the handshake, inside
+//! `process_new_packets` (see [`duplex`](crate::duplex)), when it reads the
+//! server's CertificateVerify: the chain to a root, every certificate's
+//! dates against the clock, that the leaf is not a CA and may serve TLS,
+//! that it holds the name the client asked for (its subjectAltName only),
+//! and that its key signed this very handshake. The name comes from
+//! [`client::handshake`](crate::client::handshake), not from here. A
+//! failure comes back as a `rustls::Error`: [`certificate_problem`] reads
+//! what was wrong off it, [`client_hint`] what the user can do.
+//!
+//! The pins live in `pin.rs`, the words for a refused handshake in
+//! `problem.rs`.
+//!
+//! Next: [`client::connect`](crate::client::connect), where the client
+//! uses this configuration and names the server it expects.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, CommonState, RootCertStore, ServerConfig};
+
+use crate::error::Error;
+use crate::x509;
+
+mod pin;
+mod problem;
+
+pub use pin::{Fingerprint, LeafRecorder, PinMismatch, PinnedServerVerifier};
+pub use problem::{certificate_problem, client_hint, CertProblem};
+
+/// Reads every certificate in a PEM file, in order (leaf first, for a chain).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| bad_pem(path, source))?;
+    if certs.is_empty() {
+        return Err(Error::NoPem {
+            path: path.to_owned(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|source| match source {
+        pem::Error::NoItemsFound => Error::NoPem {
+            path: path.to_owned(),
+            what: "private key",
+        },
+        source => bad_pem(path, source),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    fs::read(path).map_err(|source| Error::ReadFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn bad_pem(path: &Path, source: pem::Error) -> Error {
+    Error::BadPem {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The server's TLS configuration: its certificate chain and key and, if
+/// `client_ca` is given, the CA that client certificates must be signed by
+/// (mutual TLS: then every client must present one).
+///
+/// rustls checks here that the key belongs to the certificate, so a mix-up
+/// is reported at start-up rather than as a failed handshake later.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, Error> {
+    let chain = load_certs(cert)?;
+    let private_key = load_private_key(key)?;
+    let builder = ServerConfig::builder_with_provider(Arc::new(server_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("the default provider supports the default versions");
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let roots = load_roots(path)?;
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|source| Error::ClientVerifier {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, private_key)
+        .map_err(|source| Error::CertAndKey {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            source,
+        })?;
+    // The server's order of cipher suites wins over the client's.
+    config.ignore_client_order = true;
+    // Resumption: a returning client shows a ticket instead of being
+    // authenticated again. Stateless tickets (the session, encrypted with a
+    // key that rotates every six hours) work for any number of clients; the
+    // default stateful cache remembers only 256 sessions.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(Error::Ticketer)?;
+    // One ticket per connection: a chat client keeps one connection, and
+    // each resumption brings a fresh ticket for the next.
+    config.send_tls13_tickets = 1;
+    Ok(Arc::new(config))
+}
+
+/// rustls' default cryptography, with AES-128-GCM and SHA-256 preferred.
+///
+/// rustls puts AES-256 with SHA-384 first. Both are far beyond any attack;
+/// but SHA-256 is computed in hardware by current x86 and ARM processors
+/// and SHA-384 mostly is not, and the handshake hashes its transcript and
+/// derives every key with it: on this project's test machine the handshake
+/// costs about 5 % less CPU. AES-128 also encrypts a third faster.
+fn server_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::aws_lc_rs::{self, cipher_suite};
+    let mut provider = aws_lc_rs::default_provider();
+    let preferred = cipher_suite::TLS13_AES_128_GCM_SHA256;
+    provider.cipher_suites.retain(|suite| *suite != preferred);
+    provider.cipher_suites.insert(0, preferred);
+    provider
+}
+
+/// Every certificate in a CA file, as trusted roots.
+fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        // `add`, not `add_parsable_certificates`: a CA file we cannot use
+        // is an error to report, not something to skip quietly.
+        roots.add(cert).map_err(|source| Error::BadCa {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A certificate and its key, for a client that proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+}
+
+/// Which certificate authorities the client trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// The CA certificates in this PEM file, and nothing else.
+    CaFile(PathBuf),
+    /// The public web's root CAs, as shipped in `webpki-roots`.
+    PublicRoots,
+    /// No CA: exactly the server key with this fingerprint
+    /// ([`PinnedServerVerifier`]).
+    Pin(Fingerprint),
+}
+
+impl Trust {
+    /// The trust a client uses when not told otherwise: `ca` if given, else
+    /// `default_ca` if that file exists, else the public roots.
+    pub fn choose(ca: Option<PathBuf>, default_ca: &Path) -> Trust {
+        match ca {
+            Some(path) => Trust::CaFile(path),
+            None if default_ca.exists() => Trust::CaFile(default_ca.to_owned()),
+            None => Trust::PublicRoots,
+        }
+    }
+}
+
+/// The client's TLS configuration: verify the server against `trust`, and
+/// present `identity` if the server asks for a client certificate.
+///
+/// There is deliberately no way to turn verification off: a chat client
+/// that accepts any certificate encrypts its messages for whoever answers.
+pub fn client_config(
+    trust: &Trust,
+    identity: Option<&Identity>,
+) -> Result<Arc<ClientConfig>, Error> {
+    let builder = ClientConfig::builder();
+    let builder = match trust {
+        // `dangerous` is rustls' name for "your own verifier": this one
+        // verifies, just against a key instead of a CA.
+        Trust::Pin(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(*pin))),
+        Trust::CaFile(_) | Trust::PublicRoots => builder.with_root_certificates(roots(trust)?),
+    };
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => {
+            let chain = load_certs(&identity.cert)?;
+            let key = load_private_key(&identity.key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|source| Error::CertAndKey {
+                    cert: identity.cert.clone(),
+                    key: identity.key.clone(),
+                    source,
+                })?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// The roots a CA trust stands for; none for a pin.
+fn roots(trust: &Trust) -> Result<RootCertStore, Error> {
+    match trust {
+        Trust::CaFile(path) => load_roots(path),
+        Trust::PublicRoots => Ok(RootCertStore::from_iter(
+            webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+        )),
+        Trust::Pin(_) => Ok(RootCertStore::empty()),
+    }
+}
+
+/// [`client_config`], with a [`LeafRecorder`] around its verifier: the
+/// verification is the same, and afterwards the recorder tells which
+/// certificate the server presented, even (above all) when it was refused.
+pub fn recording_client_config(
+    trust: &Trust,
+    identity: Option<&Identity>,
+) -> Result<(Arc<ClientConfig>, Arc<LeafRecorder>), Error> {
+    let inner: Arc<dyn ServerCertVerifier> = match trust {
+        Trust::Pin(pin) => Arc::new(PinnedServerVerifier::new(*pin)),
+        Trust::CaFile(_) | Trust::PublicRoots => {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(trust)?), provider)
+                .build()
+                // It fails only for an empty root store, and `roots` never
+                // returns one: a CA file with no certificate is an error
+                // there, and webpki-roots is not empty.
+                .expect("a root store with a root makes a verifier")
+        }
+    };
+    let recorder = Arc::new(LeafRecorder::around(inner));
+    let mut config = Arc::unwrap_or_clone(client_config(trust, identity)?);
+    config
+        .dangerous()
+        .set_certificate_verifier(Arc::clone(&recorder) as Arc<dyn ServerCertVerifier>);
+    Ok((Arc::new(config), recorder))
+}
+
+/// What a handshake settled on, in one line: version, cipher suite, key
+/// exchange group and the peer certificate's subject.
+pub fn describe(conn: &CommonState) -> String {
+    let version = conn
+        .protocol_version()
+        .map_or("?".to_string(), |v| format!("{v:?}").replace('_', "."));
+    let suite = conn
+        .negotiated_cipher_suite()
+        .map_or("?".to_string(), |s| format!("{:?}", s.suite()));
+    let group = conn
+        .negotiated_key_exchange_group()
+        .map_or("?".to_string(), |g| format!("{:?}", g.name()));
+    let mut text = format!("{version}, {suite}, {group}");
+    if let Some(subject) = peer_subject(conn) {
+        text.push_str(", peer certificate ");
+        text.push_str(&subject);
+    }
+    text
+}
+
+/// The subject of the certificate the peer presented, if it presented one.
+pub fn peer_subject(conn: &CommonState) -> Option<String> {
+    let leaf = conn.peer_certificates()?.first()?;
+    x509::subject(leaf)
+}

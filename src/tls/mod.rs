@@ -22,22 +22,26 @@
 //! failure comes back as a `rustls::Error`: [`certificate_problem`] reads
 //! what was wrong off it, [`client_hint`] what the user can do.
 //!
-//! The pins live in `pin.rs`, the words for a refused handshake in
-//! `problem.rs`.
+//! Both sides write their session secrets to a file when `SSLKEYLOGFILE`
+//! names one ([`key_log`]), so that a capture of their traffic can be
+//! decrypted. The pins live in `pin.rs`, the words for a refused handshake
+//! in `problem.rs`.
 //!
 //! Next: [`client::connect`](crate::client::connect), where the client
 //! uses this configuration and names the server it expects.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, CommonState, RootCertStore, ServerConfig};
+use rustls::{
+    ClientConfig, CommonState, KeyLog, KeyLogFile, NoKeyLog, RootCertStore, ServerConfig,
+};
 
 use crate::error::Error;
 use crate::x509;
@@ -135,6 +139,7 @@ pub fn server_config(
     // One ticket per connection: a chat client keeps one connection, and
     // each resumption brings a fresh ticket for the next.
     config.send_tls13_tickets = 1;
+    config.key_log = key_log();
     Ok(Arc::new(config))
 }
 
@@ -152,6 +157,41 @@ fn server_provider() -> rustls::crypto::CryptoProvider {
     provider.cipher_suites.retain(|suite| *suite != preferred);
     provider.cipher_suites.insert(0, preferred);
     provider
+}
+
+/// The environment variable that names the key log file, as browsers,
+/// curl and OpenSSL read it.
+pub const KEY_LOG_VARIABLE: &str = "SSLKEYLOGFILE";
+
+/// Where both sides write each session's secrets: rustls' [`KeyLogFile`]
+/// if [`KEY_LOG_VARIABLE`] names a file, else nowhere (rustls' default,
+/// [`NoKeyLog`]).
+///
+/// The file is the standard key log format (one line per secret: label,
+/// client random, secret) that Wireshark and tshark read to decrypt a
+/// capture, which is the point: a learner can see that the chat's bytes on
+/// the wire are ciphertext, and that they are the chat once decrypted. So
+/// it also lets anyone who has it read those connections, hence the
+/// warning. The variable is read, and the warning logged, once per process:
+/// the configurations built later (a reconnecting client, a server reloading
+/// its certificate) share the same file.
+pub fn key_log() -> Arc<dyn KeyLog> {
+    static KEY_LOG: OnceLock<Arc<dyn KeyLog>> = OnceLock::new();
+    let chosen = KEY_LOG.get_or_init(|| match std::env::var_os(KEY_LOG_VARIABLE) {
+        // Empty counts as unset, as for most tools that read it.
+        Some(path) if !path.is_empty() => {
+            log::warn!(
+                "{KEY_LOG_VARIABLE} is set: writing the TLS secrets of every connection to {}; \
+                 anyone who has that file can read those connections",
+                Path::new(&path).display()
+            );
+            // rustls opens the file here, and logs a warning of its own if
+            // it cannot.
+            Arc::new(KeyLogFile::new())
+        }
+        _ => Arc::new(NoKeyLog),
+    });
+    Arc::clone(chosen)
 }
 
 /// Every certificate in a CA file, as trusted roots.
@@ -219,7 +259,7 @@ pub fn client_config(
             .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(*pin))),
         Trust::CaFile(_) | Trust::PublicRoots => builder.with_root_certificates(roots(trust)?),
     };
-    let config = match identity {
+    let mut config = match identity {
         None => builder.with_no_client_auth(),
         Some(identity) => {
             let chain = load_certs(&identity.cert)?;
@@ -233,6 +273,7 @@ pub fn client_config(
                 })?
         }
     };
+    config.key_log = key_log();
     Ok(Arc::new(config))
 }
 

@@ -105,6 +105,36 @@ pub fn handshake(
     socket: &TcpStream,
     timeout: Duration,
 ) -> Result<(), HandshakeError> {
+    handshake_on(conn, socket, timeout)
+}
+
+/// What the handshake needs of the stream under TLS: bytes both ways
+/// through a shared reference (`&S: Read + Write`), and a bound on how long
+/// one read or write may wait. A `TcpStream` in the chat; one end of a
+/// `UnixStream::pair` in this module's tests, which need no network.
+trait Socket {
+    fn set_read_timeout(&self, limit: Option<Duration>) -> io::Result<()>;
+    fn set_write_timeout(&self, limit: Option<Duration>) -> io::Result<()>;
+}
+
+impl Socket for TcpStream {
+    fn set_read_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, limit)
+    }
+
+    fn set_write_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, limit)
+    }
+}
+
+fn handshake_on<S: Socket>(
+    conn: &mut Connection,
+    socket: &S,
+    timeout: Duration,
+) -> Result<(), HandshakeError>
+where
+    for<'s> &'s S: io::Read + Write,
+{
     let deadline = Instant::now() + timeout;
     let result = drive_handshake(conn, socket, deadline, timeout);
     if let Err(HandshakeError::Tls(_)) = &result {
@@ -119,12 +149,15 @@ pub fn handshake(
     result.and(restored.map_err(HandshakeError::Io))
 }
 
-fn drive_handshake(
+fn drive_handshake<S: Socket>(
     conn: &mut Connection,
-    socket: &TcpStream,
+    socket: &S,
     deadline: Instant,
     timeout: Duration,
-) -> Result<(), HandshakeError> {
+) -> Result<(), HandshakeError>
+where
+    for<'s> &'s S: io::Read + Write,
+{
     let timed_out = |err: io::Error| match err.kind() {
         // A socket timeout shows up as either, depending on the platform.
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeError::TimedOut(timeout),
@@ -155,7 +188,10 @@ fn drive_handshake(
 }
 
 /// Writes everything rustls has queued, each write bounded by the deadline.
-fn write_pending(conn: &mut Connection, socket: &TcpStream, deadline: Instant) -> io::Result<()> {
+fn write_pending<S: Socket>(conn: &mut Connection, socket: &S, deadline: Instant) -> io::Result<()>
+where
+    for<'s> &'s S: Write,
+{
     while conn.wants_write() {
         let left = remaining(deadline).ok_or(io::ErrorKind::TimedOut)?;
         socket.set_write_timeout(Some(left))?;
@@ -503,3 +539,6 @@ fn encrypt(conn: &mut Connection, plaintext: &[u8]) -> io::Result<Vec<u8>> {
     }
     Ok(records)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,7 @@
-//! The slow-consumer policy, whole: every limit and deadline that decides
-//! what happens to a client that reads slower than its room talks, and each
-//! decision (keep, wait, probe, cut and why; pause the hub and resume it).
-//! No sockets and no clock: the caller passes the time in. The writers
-//! ([`shard`](crate::shard)) and the budget ([`budget`](crate::budget)) ask.
+//! The slow-consumer policy, whole: every limit and deadline for clients
+//! that read slower than their room talks, and each decision (keep, wait,
+//! probe, cut and why; pause the hub, let it go on). No sockets and no
+//! clock (the time is passed in): the shards and the budget ask it.
 //!
 //! A queue that grows is no proof that its client is slow: in a burst every
 //! reader is behind. So a client is cut only on evidence that it is stuck,
@@ -15,6 +14,9 @@
 //!   bytes waiting for it: cut, with a [`TooSlow`] the log prints.
 //! - **Overload**: more than [`MEMORY_BUDGET`] waits in all: the hub pauses
 //!   until use falls under three quarters of it ([`Overload`]).
+//!
+//! Next: [`server`](crate::server), which builds the policy from its flags
+//! and starts the shards, the hub and a thread per client.
 
 use std::fmt;
 use std::time::{Duration, Instant};

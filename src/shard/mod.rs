@@ -1,12 +1,13 @@
-//! Writer shards: a few threads that send to every client.
+//! Writer shards: a few threads that send to every client, by one rule:
+//! *send what fits, remember the rest, wait until the kernel has room*.
+//! Here: the work a shard takes, and starting one. Not here: the sending
+//! (`worker.rs`), what waiting lines cost (`backlog.rs`), when to cut.
 //!
-//! Each shard owns some clients and sends to them by one rule: *send what
-//! fits, remember the rest, wait until the kernel has room*. This file is
-//! the shards' outside: the work they take, and starting one. Inside are
-//! [`backlog`] (one client's waiting lines and what they are charged to the
-//! budget) and [`worker`] (the thread: epoll, sends, deadlines, cuts, as
-//! the [slow-consumer policy](crate::slow_readers) decides). It knows
-//! sockets and rustls, not chat.
+//! Each shard owns some clients. Its thread waits in one epoll wait (mio)
+//! for writable sockets, new work and its next deadline; each client's
+//! lines wait in its backlog (shared pointers, not copies); and a client is
+//! cut when the [slow-consumer policy](crate::slow_readers) says so. It
+//! knows sockets and rustls, not chat.
 //!
 //! Next: [`server`](crate::server), which starts the shards, the hub and
 //! a thread per client.

@@ -79,7 +79,8 @@ enum Pushed {
     /// Queued.
     Yes,
     /// Queued, and now more waits for it than the per-client cap allows.
-    OverCap(TooSlow),
+    /// (The reason is built only then: this is returned per recipient.)
+    OverCap,
 }
 
 /// Why a shard cuts a client.
@@ -308,9 +309,9 @@ impl Worker {
         let mut push = |worker: &mut Worker, slot: Slot| match worker.push(slot, &line) {
             Pushed::No => {}
             Pushed::Yes => pushed += 1,
-            Pushed::OverCap(why) => {
+            Pushed::OverCap => {
                 pushed += 1;
-                over_cap.push((slot, why));
+                over_cap.push(slot);
             }
         };
         match to {
@@ -331,8 +332,12 @@ impl Worker {
         }
         // One atomic add per line, not per recipient.
         self.budget.charge(pushed * REFERENCE_COST);
-        for (slot, why) in over_cap {
-            self.cut(slot, Cut::TooSlow(why));
+        let policy = self.settings.policy;
+        for slot in over_cap {
+            let pending = self.client(slot).map_or(0, |c| c.backlog.bytes());
+            if let Some(why) = policy.over_cap(pending) {
+                self.cut(slot, Cut::TooSlow(why));
+            }
         }
     }
 
@@ -347,8 +352,8 @@ impl Worker {
             return Pushed::No;
         }
         let pending = client.backlog.push(line);
-        if let Some(why) = policy.over_cap(pending) {
-            return Pushed::OverCap(why);
+        if policy.over_cap(pending).is_some() {
+            return Pushed::OverCap;
         }
         // A blocked client is sent to when its socket has room.
         if !client.progress.is_blocked() {

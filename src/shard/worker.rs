@@ -344,8 +344,12 @@ impl Worker {
     /// Queues a line for one client, and notes that it has something to
     /// send. The caller charges the budget for the reference.
     fn push(&mut self, slot: Slot, line: &Rc<Outgoing>) -> Pushed {
-        let policy = self.settings.policy;
-        let Some(client) = self.client(slot) else {
+        let policy = &self.settings.policy;
+        let Some(client) = self
+            .clients
+            .get_mut(slot.0 as usize)
+            .and_then(Option::as_mut)
+        else {
             return Pushed::No;
         };
         if client.phase != Phase::Open {

@@ -1,9 +1,10 @@
-//! What the lines waiting to be sent cost, and the one budget that bounds them.
+//! What the lines waiting to be sent cost, and the one count that bounds them.
 //!
 //! A line on its way to clients is one [`Outgoing`], shared by every
 //! recipient. The [`Budget`] counts its bytes once, plus a pointer's worth
-//! for each recipient still waiting for it. Past the budget the hub stops
-//! taking new lines until the writers catch up; nothing here ever drops one.
+//! for each recipient still waiting for it, and makes the hub wait while
+//! the [slow-consumer policy](crate::slow_readers) says so; nothing here
+//! ever drops a line. The limit and when to pause are the policy's.
 //!
 //! Next: [`shard`](crate::shard), the writers that send the lines.
 
@@ -11,13 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Default for [`Budget`]'s limit: the memory all waiting lines may take.
-///
-/// About 1 % of a 24 GiB machine. Healthy readers keep far less waiting
-/// (each socket's kernel buffer holds up to 128 KiB unsent of its own, plus
-/// what is in flight); the budget is reached only when a flood outruns the
-/// writers, and then the senders wait.
-pub const MEMORY_BUDGET: usize = 256 * 1024 * 1024;
+use crate::slow_readers::{Overload, Policy};
 
 /// What a line costs besides its text: the shared allocation's header and
 /// bookkeeping, rounded up. Counted so that a flood of one-byte lines is not
@@ -27,18 +22,13 @@ pub const LINE_OVERHEAD: usize = 64;
 /// What one recipient waiting for a line costs: the pointer in its queue.
 pub const REFERENCE_COST: usize = std::mem::size_of::<std::rc::Rc<Outgoing>>();
 
-/// Once over the limit, the hub waits until use falls below this share of
-/// it, so that it does not stop and start again on every line.
-const RESUME_NUMERATOR: usize = 3;
-const RESUME_DENOMINATOR: usize = 4;
-
 /// How long the hub sleeps at most before it looks at the count again. The
 /// count wakes it when it falls; this only bounds the cost of a wake-up
 /// that raced past it.
 const RECHECK: Duration = Duration::from_millis(100);
 
 /// The memory that lines waiting for clients take, server-wide, and the
-/// limit past which the hub waits.
+/// hub's wait while the policy calls it an overload.
 ///
 /// Charged when a line is made, for every recipient it is queued for, and
 /// for what a writer has encrypted that the kernel has not yet taken;
@@ -46,8 +36,8 @@ const RECHECK: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Budget {
     used: AtomicUsize,
-    limit: usize,
-    resume_below: usize,
+    /// Decides when the hub pauses and when it goes on.
+    policy: Policy,
     /// Set while the hub waits in [`Budget::wait_for_room`].
     waiting: AtomicBool,
     /// Set at shutdown: nobody waits any more.
@@ -57,15 +47,12 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: usize) -> Arc<Budget> {
-        let limit = limit.max(1);
+    /// An empty count, which pauses the hub as `policy` says (past its
+    /// memory budget).
+    pub fn new(policy: &Policy) -> Arc<Budget> {
         Arc::new(Budget {
             used: AtomicUsize::new(0),
-            limit,
-            resume_below: (limit
-                - limit / RESUME_DENOMINATOR * (RESUME_DENOMINATOR - RESUME_NUMERATOR))
-                .max(1),
+            policy: *policy,
             waiting: AtomicBool::new(false),
             released: AtomicBool::new(false),
             lock: Mutex::new(()),
@@ -78,14 +65,14 @@ impl Budget {
         self.used.load(Ordering::SeqCst)
     }
 
-    /// The limit, in bytes.
-    pub fn limit(&self) -> usize {
-        self.limit
+    /// True while so much is waiting that the hub should pause.
+    pub fn is_over(&self) -> bool {
+        self.policy.pauses(self.used())
     }
 
-    /// True while more than the limit is waiting.
-    pub fn is_over(&self) -> bool {
-        self.used() > self.limit
+    /// The overload, as the log tells it, if the hub should pause.
+    pub fn overload(&self) -> Option<Overload> {
+        self.policy.overload(self.used())
     }
 
     /// Counts `bytes` more.
@@ -99,8 +86,8 @@ impl Budget {
         let after = before - bytes;
         // Only the refund that crosses the mark wakes, and only if someone
         // waits: this runs for every line a writer sends.
-        if before >= self.resume_below
-            && after < self.resume_below
+        if self.policy.resumes(after)
+            && !self.policy.resumes(before)
             && self.waiting.load(Ordering::SeqCst)
         {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -108,9 +95,9 @@ impl Budget {
         }
     }
 
-    /// If more than the limit is waiting, blocks until use is back under
-    /// three quarters of it (or the budget is [released](Budget::release)).
-    /// Returns how long it waited, if it did.
+    /// If the policy calls for a pause, blocks until it says the hub may go
+    /// on (under three quarters of the memory budget), or until the budget
+    /// is [released](Budget::release). Returns how long it waited, if it did.
     pub fn wait_for_room(&self) -> Option<Duration> {
         if !self.is_over() || self.released.load(Ordering::SeqCst) {
             return None;
@@ -121,7 +108,7 @@ impl Budget {
         // after this sees the flag and wakes us; one before it is seen in
         // the count.
         self.waiting.store(true, Ordering::SeqCst);
-        while self.used() >= self.resume_below && !self.released.load(Ordering::SeqCst) {
+        while !self.policy.resumes(self.used()) && !self.released.load(Ordering::SeqCst) {
             guard = self
                 .room
                 .wait_timeout(guard, RECHECK)
@@ -214,9 +201,16 @@ mod tests {
     use super::*;
     use std::thread;
 
+    fn with_limit(memory_budget: usize) -> Arc<Budget> {
+        Budget::new(&Policy {
+            memory_budget,
+            ..Policy::default()
+        })
+    }
+
     #[test]
     fn a_line_is_counted_once_until_its_last_holder_drops_it() {
-        let budget = Budget::new(1 << 20);
+        let budget = with_limit(1 << 20);
         let line = Outgoing::new("hello\n".to_string(), &budget);
         let copies: Vec<_> = (0..100).map(|_| line.clone()).collect();
         assert_eq!(budget.used(), 6 + LINE_OVERHEAD);
@@ -228,7 +222,7 @@ mod tests {
     #[test]
     fn even_a_tiny_budget_lets_the_hub_go_on_once_it_is_empty() {
         for limit in 1..8 {
-            let budget = Budget::new(limit);
+            let budget = with_limit(limit);
             budget.charge(limit + 1);
             let waited = waiter(&budget);
             budget.refund(limit + 1);
@@ -239,10 +233,35 @@ mod tests {
 
     #[test]
     fn under_the_limit_nobody_waits() {
-        let budget = Budget::new(1000);
+        let budget = with_limit(1000);
         budget.charge(1000);
         assert!(!budget.is_over());
+        assert_eq!(budget.overload(), None);
         assert_eq!(budget.wait_for_room(), None);
+    }
+
+    #[test]
+    fn a_line_shared_by_many_can_start_the_pause_only_by_its_own_size() {
+        // 300 bytes of text, counted once however many hold it.
+        let budget = with_limit(1000);
+        let lines: Vec<_> = (0..3)
+            .map(|_| Outgoing::new("x".repeat(300 - LINE_OVERHEAD), &budget))
+            .collect();
+        let shared: Vec<_> = (0..50).map(|_| lines[0].clone()).collect();
+        assert_eq!(budget.used(), 900);
+        assert!(!budget.is_over());
+        let fourth = Outgoing::new("x".repeat(300 - LINE_OVERHEAD), &budget);
+        assert_eq!(
+            budget.overload(),
+            Some(Overload {
+                used: 1200,
+                limit: 1000
+            })
+        );
+        drop((fourth, shared));
+        assert!(!budget.is_over());
+        drop(lines);
+        assert_eq!(budget.used(), 0);
     }
 
     /// Starts a thread that waits for room, and returns once it waits.
@@ -260,7 +279,7 @@ mod tests {
 
     #[test]
     fn over_the_limit_the_waiter_resumes_below_three_quarters() {
-        let budget = Budget::new(1000);
+        let budget = with_limit(1000);
         budget.charge(1001);
         assert!(budget.is_over());
         let waited = waiter(&budget);
@@ -274,7 +293,7 @@ mod tests {
 
     #[test]
     fn release_ends_a_wait_whatever_the_count() {
-        let budget = Budget::new(10);
+        let budget = with_limit(10);
         budget.charge(100);
         let waited = waiter(&budget);
         budget.release();

@@ -547,15 +547,9 @@ impl Hub {
         let warn = self
             .last_overload_warning
             .is_none_or(|at| now.duration_since(at) >= OVERLOAD_WARNING_EVERY);
-        let used = self.budget.used();
-        if warn {
+        if let Some(overload) = self.budget.overload().filter(|_| warn) {
             self.last_overload_warning = Some(now);
-            log::warn!(
-                "overload: {} MiB of lines wait for the writers (--memory-budget {} MiB): \
-                 taking no new lines until they catch up",
-                used >> 20,
-                self.budget.limit() >> 20
-            );
+            log::warn!("{overload}");
         }
         if let Some(waited) = self.budget.wait_for_room() {
             log::debug!("overload over after {:.3} s", waited.as_secs_f64());

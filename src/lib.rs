@@ -27,7 +27,8 @@
 //! 7. [`hub`]: the one thread that owns the chat, and hands each line to
 //!    the writers once; [`budget`], what the lines waiting for them cost.
 //! 8. [`shard`]: the writer threads: send what fits, remember the rest,
-//!    wait until the kernel has room; and cut the clients that stall.
+//!    wait until the kernel has room; and cut the clients that stall, as
+//!    [`slow_readers`], the slow-consumer policy in one place, decides.
 //! 9. [`server`]: the accept loop, one thread per client, admission,
 //!    shutdown; with [`throttle`] (flood control), [`capacity`] (what the
 //!    machine allows), [`pool`] (threads kept between clients) and
@@ -166,6 +167,7 @@ pub mod screen;
 pub mod seats;
 pub mod server;
 pub mod shard;
+pub mod slow_readers;
 pub mod terminal;
 pub mod throttle;
 pub mod tls;

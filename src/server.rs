@@ -34,7 +34,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::queue;
 use rustls::{Connection, ServerConfig, ServerConnection};
 
-use crate::budget::{self, Budget, Outgoing};
+use crate::budget::{Budget, Outgoing};
 use crate::capacity::Capacity;
 use crate::chat::{self, ChatSettings, ClientId, PeerCertificate};
 use crate::cluster::{Delivery, Link};
@@ -48,6 +48,7 @@ use crate::pool::Pool;
 use crate::protocol::ServerLine;
 use crate::seats::Seats;
 use crate::shard::{self, Fate, Registration, Shard, ShardSettings, Slot, To, Work};
+use crate::slow_readers::{self, Policy};
 use crate::throttle::{RateLimit, TokenBucket};
 use crate::{tls, x509};
 
@@ -116,15 +117,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// slowed by TCP itself instead of growing the server's memory.
 const EVENT_QUEUE: usize = 4096;
 
-/// Unsent bytes the kernel may hold for one client (`TCP_NOTSENT_LOWAT`).
-///
-/// Left to itself, the kernel buffers up to 4 MiB per socket (tcp_wmem),
-/// a private copy for each client; past this mark the socket reports
-/// itself full, and the lines wait in the writer's queue instead: shared,
-/// counted against the memory budget, and measured for lag. Enough to
-/// keep a fast reader's connection busy between two sends.
-pub const UNSENT_LIMIT: u32 = 128 * 1024;
-
 /// Stack reserved for each client's handshake thread: the cryptography's
 /// deepest calls need tens of KiB. Only the pages touched become memory.
 ///
@@ -191,10 +183,10 @@ impl Default for Limits {
             max_clients: MAX_CLIENTS,
             max_per_ip: None,
             rate: Some(RateLimit::default()),
-            stall_timeout: shard::STALL_TIMEOUT,
-            max_lag: shard::MAX_LAG,
-            max_pending: shard::MAX_PENDING,
-            memory_budget: budget::MEMORY_BUDGET,
+            stall_timeout: slow_readers::STALL_TIMEOUT,
+            max_lag: slow_readers::MAX_LAG,
+            max_pending: slow_readers::MAX_PENDING,
+            memory_budget: slow_readers::MEMORY_BUDGET,
             writers: default_writers(),
             announce_limit: chat::ANNOUNCE_LIMIT,
             max_sessions: chat::MAX_SESSIONS,
@@ -431,17 +423,18 @@ impl Server {
             cap = cap.min(allowed);
         }
 
-        if limits.max_pending > limits.memory_budget / 2 {
-            log::warn!(
-                "--max-pending is more than half of --memory-budget: one client that stops \
-                 reading can then pause every sender until it is cut"
-            );
-        }
-        let budget = Budget::new(limits.memory_budget);
-        let settings = ShardSettings {
+        let policy = Policy {
             stall_timeout: limits.stall_timeout,
             max_lag: limits.max_lag,
             max_pending: limits.max_pending,
+            memory_budget: limits.memory_budget,
+        };
+        if let Some(caution) = policy.caution() {
+            log::warn!("{caution}");
+        }
+        let budget = Budget::new(&policy);
+        let settings = ShardSettings {
+            policy,
             linger: LINGER,
         };
         let mut shards = Vec::new();
@@ -744,7 +737,8 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// Linux gives each accepted socket the options of its listener, so they
 /// are set once here rather than with six system calls per connection:
 /// no Nagle delay (chat lines are small and interactive: send each batch
-/// at once), TCP keepalive (see [`KEEPALIVE_IDLE`]) and [`UNSENT_LIMIT`].
+/// at once), TCP keepalive (see [`KEEPALIVE_IDLE`]) and
+/// [`UNSENT_LIMIT`](slow_readers::UNSENT_LIMIT).
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, TcpKeepalive, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -755,7 +749,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
         .with_interval(KEEPALIVE_INTERVAL)
         .with_retries(KEEPALIVE_PROBES);
     socket.set_tcp_keepalive(&keepalive)?;
-    socket.set_tcp_notsent_lowat(UNSENT_LIMIT)?;
+    socket.set_tcp_notsent_lowat(slow_readers::UNSENT_LIMIT)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())

@@ -5,23 +5,33 @@
 //!
 //! The clients here split into a reading thread and a sending thread, as a
 //! real client does, and check every line they receive: each sender's
-//! lines arrive exactly once and in order.
+//! lines arrive exactly once and in order. The last test drives one writer
+//! shard directly, with no hub, to check its budget accounting over real
+//! sockets (the pure parts are unit-tested in `src/shard/backlog.rs` and
+//! `src/slow_readers.rs`).
 
 use secure_chat_test_support as support;
 
 use std::ffi::OsStr;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustls::{Connection, ServerConnection};
+use secure_chat::budget::{Budget, Outgoing};
+use secure_chat::chat::{ClientId, RoomId};
 use secure_chat::client;
 use secure_chat::duplex::{self, ReadHalf, Received, WriteHalf};
 use secure_chat::protocol::WELCOME;
+use secure_chat::shard::{self, Fate, Registration, ShardSettings, To, Work};
+use secure_chat::slow_readers::{Policy, UNSENT_LIMIT};
 use secure_chat::tls::{self, Trust};
-use support::{cert_args, client_options, test_limits, Pki, ServerProcess, TestServer, TIMEOUT};
+use support::{
+    cert_args, client_options, test_limits, wait_until, Pki, ServerProcess, TestServer, TIMEOUT,
+};
 
 /// These tests move tens of megabytes each; on two cores, one at a time.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -49,23 +59,8 @@ impl Peer {
     /// Connects, with the socket's receive buffer pinned to `receive_buffer`
     /// bytes if given (the kernel doubles it), and reads the greeting.
     fn connect(addr: SocketAddr, ca: &Path, receive_buffer: Option<usize>) -> Peer {
-        use socket2::{Domain, Socket, Type};
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        if let Some(bytes) = receive_buffer {
-            // Before connecting, so that the window offered is small too.
-            socket.set_recv_buffer_size(bytes).unwrap();
-        }
-        socket.connect_timeout(&addr.into(), TIMEOUT).unwrap();
-        // The library's handshake on our own socket; taken apart again, as
-        // the reading here is the test's own.
-        let config = tls::client_config(&Trust::CaFile(ca.to_owned()), None).unwrap();
-        let options = client_options(addr, ca);
-        let (conn, socket) = client::handshake(socket.into(), config, &options)
-            .unwrap()
-            .into_parts();
-        // Every wait for the server has a deadline.
-        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let socket = Arc::new(socket);
+        let socket = tcp_connect(addr, receive_buffer);
+        let (conn, socket) = tls_client(socket, addr, ca);
         let (read, write) = duplex::split(conn, Arc::clone(&socket));
         let mut peer = Peer {
             read,
@@ -90,6 +85,31 @@ impl Peer {
         });
         line.unwrap_or_else(|| panic!("{}: connection ended: {end:?}", self.nick))
     }
+}
+
+/// A TCP connection to `addr`, with its receive buffer pinned to
+/// `receive_buffer` bytes if given (the kernel doubles it).
+fn tcp_connect(addr: SocketAddr, receive_buffer: Option<usize>) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    if let Some(bytes) = receive_buffer {
+        // Before connecting, so that the window offered is small too.
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    socket.connect_timeout(&addr.into(), TIMEOUT).unwrap();
+    socket.into()
+}
+
+/// The library's client handshake on our own socket, taken apart again, as
+/// the reading here is the test's own; every later read has a deadline.
+fn tls_client(socket: TcpStream, addr: SocketAddr, ca: &Path) -> (Connection, Arc<TcpStream>) {
+    let config = tls::client_config(&Trust::CaFile(ca.to_owned()), None).unwrap();
+    let options = client_options(addr, ca);
+    let (conn, socket) = client::handshake(socket, config, &options)
+        .unwrap()
+        .into_parts();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    (conn, Arc::new(socket))
 }
 
 /// Hands each line received to `each`, without its `\n`, until `each`
@@ -577,4 +597,173 @@ fn a_client_that_resets_its_connection_is_not_called_too_slow() {
     drop(leaver);
     assert_eq!(talker.next_line(), format!("notice {leaver_nick} quit"));
     server.stop();
+}
+
+/// Both ends of a TLS connection over loopback: the server's, with the
+/// kernel's unsent limit the server sets, and the client's, its receive
+/// buffer pinned to `receive_buffer` bytes.
+fn tls_pair(
+    pki: &Pki,
+    receive_buffer: usize,
+) -> (Connection, Arc<TcpStream>, SocketAddr, ReadHalf) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Connected before the accept, so that the accept cannot wait.
+    let socket = tcp_connect(addr, Some(receive_buffer));
+    let (server_socket, peer) = listener.accept().unwrap();
+    socket2::SockRef::from(&server_socket)
+        .set_tcp_notsent_lowat(UNSENT_LIMIT)
+        .unwrap();
+    let ca = pki.ca.clone();
+    let client = thread::spawn(move || tls_client(socket, addr, &ca));
+    let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
+    let mut conn = Connection::Server(ServerConnection::new(config).unwrap());
+    duplex::handshake(&mut conn, &server_socket, TIMEOUT).unwrap();
+    let (client_conn, client_socket) = client.join().unwrap();
+    let (client_read, _) = duplex::split(client_conn, client_socket);
+    (conn, Arc::new(server_socket), peer, client_read)
+}
+
+#[test]
+fn a_shard_gives_back_to_the_budget_all_that_a_cut_client_held() {
+    // One shard, two clients in one room: one reads everything, the other
+    // nothing. The one that reads nothing is cut once more than 1 MiB waits
+    // for it; every byte charged for the lines is back when the reader has
+    // them all, though the two shared every line.
+    const BEFORE_CUT: usize = 500;
+    const LINES: usize = 2_000;
+    const BATCH: usize = 100;
+    const CAP: usize = 1024 * 1024;
+    let _heavy = one_at_a_time();
+    let pki = Pki::new();
+    let policy = Policy {
+        max_pending: CAP,
+        // Neither clock cuts during the test: only the cap does.
+        stall_timeout: Duration::from_secs(60),
+        max_lag: Duration::from_secs(60),
+        ..Policy::default()
+    };
+    let budget = Budget::new(&policy);
+    let panicked = Arc::new(AtomicBool::new(false));
+    let alarm = Arc::clone(&panicked);
+    let settings = ShardSettings {
+        policy,
+        linger: Duration::from_secs(1),
+    };
+    let (shard, writer) = shard::spawn(
+        0,
+        settings,
+        Arc::clone(&budget),
+        Box::new(move || alarm.store(true, Ordering::SeqCst)),
+    )
+    .unwrap();
+    let (finished, let_go) = crossbeam_channel::unbounded();
+    let mut clients = Vec::new();
+    for (id, receive_buffer) in [(1, 64 * 1024), (2, 4096)] {
+        let (conn, socket, peer, client_read) = tls_pair(&pki, receive_buffer);
+        let (_, write) = duplex::split(conn, socket);
+        let fate = Arc::new(Fate::default());
+        let finished = finished.clone();
+        let slot = shard
+            .register(Registration {
+                id: ClientId(id),
+                peer,
+                write,
+                fate: Arc::clone(&fate),
+                on_done: Box::new(move |sent| finished.send((id, sent)).unwrap()),
+            })
+            .unwrap();
+        shard.send(Work::Enter(slot, RoomId(7)));
+        clients.push((slot, fate, client_read));
+    }
+    let (reader, sleeper) = (clients.remove(0), clients.remove(0));
+    let padding = String::from_utf8(padding()).unwrap();
+    let deliver = |lines: std::ops::Range<usize>| {
+        let mut batch: Vec<Work> = lines
+            .map(|n| Work::Deliver {
+                line: Outgoing::new(format!("chat x {n} {padding}\n"), &budget),
+                to: To::Room {
+                    room: RoomId(7),
+                    except: None,
+                },
+            })
+            .collect();
+        shard.send_all(&mut batch);
+    };
+    let (reader_slot, reader_fate, mut reader_read) = reader;
+    let (sleeper_slot, sleeper_fate, _sleeper_read) = sleeper;
+
+    // A hundred lines at a time, each read whole before the next: the
+    // reader never has much waiting; the sleeper's lines pile up.
+    let mut buffer = Vec::new();
+    let mut tally = Tally::default();
+    let mut cut_after = None;
+    for start in (0..LINES).step_by(BATCH) {
+        deliver(start..start + BATCH);
+        let end = read_lines(&mut reader_read, &mut buffer, |line| {
+            tally.take(line, padding.as_bytes());
+            tally.total() < start + BATCH
+        });
+        assert_eq!(
+            end,
+            None,
+            "the reader was cut: {:?}",
+            reader_fate.cut_reason()
+        );
+        if start + BATCH == BEFORE_CUT {
+            // Most of these still wait for the sleeper, whose kernel holds
+            // at most the unsent limit and a small window.
+            let held = budget.used();
+            assert!(held > BEFORE_CUT * 1000 / 2, "only {held} bytes counted");
+        }
+        if cut_after.is_none() && sleeper_fate.cut_reason().is_some() {
+            cut_after = Some(start + BATCH);
+        }
+    }
+    assert_eq!(tally.count_from("x"), LINES, "the reader lost nothing");
+    assert!(reader_fate.cut_reason().is_none());
+    // Cut by the batch in which its queue passed the cap, not before.
+    let cut_after = cut_after.expect("the sleeper was never cut");
+    assert!(
+        (CAP / 1100..CAP / 1000 + 500).contains(&cut_after),
+        "cut after {cut_after} lines"
+    );
+    let reason = sleeper_fate.cut_reason().unwrap();
+    assert!(
+        reason.starts_with("too slow: ")
+            && reason.ends_with(" bytes waiting for it (--max-pending 1048576)"),
+        "{reason}"
+    );
+    assert!(sleeper_fate.too_slow());
+    // The sleeper's lines were refunded when it was cut, the reader's as
+    // they went; shared lines were counted once, so nothing is left, and
+    // nothing was refunded twice (which would wrap the count around).
+    assert!(
+        wait_until(|| budget.used() == 0),
+        "{} bytes still counted",
+        budget.used()
+    );
+
+    // Let both go, as the hub and their threads would, then stop the shard.
+    for slot in [reader_slot, sleeper_slot] {
+        shard.send(Work::Close(slot));
+        shard.send(Work::ReaderDone(slot));
+    }
+    let mut done: Vec<(u64, u64)> = (0..2)
+        .map(|_| let_go.recv_timeout(TIMEOUT).expect("a client never let go"))
+        .collect();
+    done.sort();
+    assert!(
+        done[0].1 >= (LINES * 1000) as u64,
+        "the reader got {} bytes",
+        done[0].1
+    );
+    shard.send(Work::Shutdown);
+    assert!(
+        wait_until(|| writer.is_finished()),
+        "the shard did not stop"
+    );
+    writer.join().unwrap();
+    assert!(!panicked.load(Ordering::SeqCst));
+    assert_eq!(budget.used(), 0);
 }

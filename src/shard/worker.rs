@@ -1,0 +1,669 @@
+//! A shard's thread: one epoll wait for writable sockets, new work and the
+//! next deadline; sends that never wait; and the clients it cuts, when the
+//! [slow-consumer policy](crate::slow_readers) says so or their socket
+//! fails. What each client's lines cost is its [`Backlog`]'s business.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::backlog::{Backlog, Ledger};
+use super::{Fate, Registration, Shard, ShardSettings, Slot, To, Work, WAKE};
+use crate::budget::{Budget, Outgoing, REFERENCE_COST};
+use crate::chat::{ClientId, RoomId};
+use crate::duplex::WriteHalf;
+use crate::slow_readers::{Policy, Progress, TooSlow, Verdict};
+
+/// Where a client is in its life, as far as sending goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Lines are delivered and sent.
+    Open,
+    /// Send what waits, then close_notify (`notified` once it is queued).
+    Closing { notified: bool },
+    /// Our side is closed; waiting up to `until` for the peer to hang up.
+    Lingering { until: Instant },
+    /// Cut, or the socket failed: nothing more is sent.
+    Dead,
+}
+
+/// One client, as its shard sees it.
+struct Client {
+    id: ClientId,
+    peer: SocketAddr,
+    write: WriteHalf,
+    fate: Arc<Fate>,
+    on_done: Option<Box<dyn FnOnce(u64) + Send>>,
+    /// Its lines, and what they cost the budget.
+    backlog: Backlog,
+    /// How its socket has been taking bytes, for the policy.
+    progress: Progress,
+    /// In `Worker::watch`.
+    watched: bool,
+    /// In `Worker::dirty`.
+    dirty: bool,
+    room: Option<(RoomId, usize)>,
+    phase: Phase,
+    /// The hub will send nothing more about this client.
+    closed_by_hub: bool,
+    /// The client's thread will send nothing more either.
+    reader_done: bool,
+}
+
+impl Client {
+    /// When the shard must next look at this client: its linger's end, or,
+    /// while its socket is full, when the policy says. `None`: nothing to
+    /// look at.
+    fn deadline(&self, policy: &Policy) -> Option<Instant> {
+        match self.phase {
+            Phase::Lingering { until } => Some(until),
+            Phase::Dead => None,
+            Phase::Open | Phase::Closing { .. } => {
+                policy.deadline(&self.progress, self.backlog.oldest_born())
+            }
+        }
+    }
+}
+
+/// What [`Worker::push`] did.
+enum Pushed {
+    /// Nothing: the client is gone or closing.
+    No,
+    /// Queued.
+    Yes,
+    /// Queued, and now more waits for it than the per-client cap allows.
+    /// (The reason is built only then: this is returned per recipient.)
+    OverCap,
+}
+
+/// Why a shard cuts a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cut {
+    /// The slow-consumer policy says so.
+    TooSlow(TooSlow),
+    /// The socket failed.
+    Failed(String),
+    /// Our close_notify went out, and the peer did not hang up in time.
+    Lingered,
+}
+
+/// The shard thread's state.
+pub(super) struct Worker {
+    poll: Poll,
+    shard: Shard,
+    settings: ShardSettings,
+    budget: Arc<Budget>,
+    /// By slot.
+    clients: Vec<Option<Client>>,
+    /// Who of this shard's clients is in each room.
+    rooms: HashMap<RoomId, Vec<Slot>>,
+    /// Clients with new lines to send, each once.
+    dirty: Vec<Slot>,
+    /// Clients with a deadline: blocked ones, lingering ones.
+    watch: Vec<Slot>,
+    /// The earliest deadline among `watch`, or earlier.
+    next_check: Option<Instant>,
+    /// Slots finished with, to be handed back through the inbox.
+    freed: Vec<u32>,
+    /// Clients registered and not yet finished with.
+    live: usize,
+    /// The server is stopping.
+    stopping: bool,
+}
+
+impl Worker {
+    /// A shard with no clients yet, that waits on `poll` and takes its work
+    /// from `shard`'s inbox.
+    pub(super) fn new(
+        poll: Poll,
+        shard: Shard,
+        settings: ShardSettings,
+        budget: Arc<Budget>,
+    ) -> Worker {
+        Worker {
+            poll,
+            shard,
+            settings,
+            budget,
+            clients: Vec::new(),
+            rooms: HashMap::new(),
+            dirty: Vec::new(),
+            watch: Vec::new(),
+            next_check: None,
+            freed: Vec::new(),
+            live: 0,
+            stopping: false,
+        }
+    }
+
+    /// The shard's loop, until the server stops and every client is let go.
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut work = Vec::new();
+        loop {
+            self.take_inbox(&mut work);
+            for item in work.drain(..) {
+                self.handle(item);
+            }
+            self.flush_dirty();
+            let now = Instant::now();
+            if self.next_check.is_some_and(|at| at <= now) {
+                self.check_deadlines(now);
+            }
+            if self.stopping && self.live == 0 && self.close_inbox_if_empty() {
+                return;
+            }
+            if !self.going_to_sleep() {
+                continue;
+            }
+            let timeout = self
+                .next_check
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
+                if err.kind() != io::ErrorKind::Interrupted {
+                    log::error!("writer: waiting failed: {err}");
+                }
+                continue;
+            }
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKE {
+                    continue;
+                }
+                // A socket the kernel has room for again (or that failed,
+                // which the next send finds out).
+                let slot = Slot(token.0 as u32);
+                if self.client(slot).is_some_and(|c| c.progress.is_blocked()) {
+                    self.mark_dirty(slot);
+                }
+            }
+        }
+    }
+
+    /// Refuses registrations from now on, if nothing waits in the inbox
+    /// (a client registered just now still gets its goodbye). Decided
+    /// under the lock, so that no registration slips in between.
+    fn close_inbox_if_empty(&self) -> bool {
+        let mut inbox = self.shard.lock();
+        if inbox.work.is_empty() {
+            inbox.closed = true;
+        }
+        inbox.closed
+    }
+
+    /// Moves the inbox's work into `work`, and hands back freed slots.
+    fn take_inbox(&mut self, work: &mut Vec<Work>) {
+        let mut inbox = self.shard.lock();
+        std::mem::swap(&mut inbox.work, work);
+        inbox.free.append(&mut self.freed);
+        inbox.asleep = false;
+    }
+
+    /// True if the inbox is empty, and marks the shard asleep so that the
+    /// next work wakes it; false if there is work to do first.
+    fn going_to_sleep(&mut self) -> bool {
+        let mut inbox = self.shard.lock();
+        if !inbox.work.is_empty() || !self.dirty.is_empty() {
+            return false;
+        }
+        inbox.asleep = true;
+        true
+    }
+
+    fn client(&mut self, slot: Slot) -> Option<&mut Client> {
+        self.clients.get_mut(slot.0 as usize)?.as_mut()
+    }
+
+    fn handle(&mut self, work: Work) {
+        match work {
+            Work::Register(slot, registration) => self.register(slot, *registration),
+            Work::Deliver { line, to } => self.deliver(line, to),
+            Work::Enter(slot, room) => self.enter(slot, room),
+            Work::Close(slot) => {
+                if let Some(client) = self.client(slot) {
+                    client.closed_by_hub = true;
+                    self.leave_room(slot);
+                    self.begin_closing(slot);
+                }
+            }
+            Work::Flush(slot) => self.mark_dirty(slot),
+            Work::ReaderDone(slot) => {
+                if let Some(client) = self.client(slot) {
+                    client.reader_done = true;
+                    if matches!(client.phase, Phase::Lingering { .. }) {
+                        // The peer hung up after our close_notify: done.
+                        client.phase = Phase::Dead;
+                    }
+                    self.finish_if_done(slot);
+                }
+            }
+            Work::Shutdown => {
+                self.stopping = true;
+                for index in 0..self.clients.len() {
+                    let slot = Slot(index as u32);
+                    if self.client(slot).is_some() {
+                        self.leave_room(slot);
+                        self.begin_closing(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, slot: Slot, registration: Registration) {
+        let Registration {
+            id,
+            peer,
+            write,
+            fate,
+            on_done,
+        } = registration;
+        let fd = write.as_raw_fd();
+        // Edge-triggered: an event comes when a full socket has room again,
+        // which is the only time the shard needs to hear of it.
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(slot.0 as usize),
+            Interest::WRITABLE,
+        );
+        let index = slot.0 as usize;
+        if self.clients.len() <= index {
+            self.clients.resize_with(index + 1, || None);
+        }
+        self.clients[index] = Some(Client {
+            id,
+            peer,
+            write,
+            fate,
+            on_done: Some(on_done),
+            backlog: Backlog::default(),
+            progress: Progress::new(Instant::now()),
+            watched: false,
+            dirty: false,
+            room: None,
+            phase: Phase::Open,
+            closed_by_hub: false,
+            reader_done: false,
+        });
+        self.live += 1;
+        if let Err(err) = registered {
+            self.cut(slot, Cut::Failed(format!("cannot watch the socket: {err}")));
+        } else if self.stopping {
+            self.begin_closing(slot);
+        }
+    }
+
+    fn deliver(&mut self, line: Outgoing, to: To) {
+        // Shared among this shard's recipients by a counter only this
+        // thread touches (see [`Outgoing`]).
+        let line = Rc::new(line);
+        let mut pushed = 0;
+        let mut over_cap = Vec::new();
+        let mut push = |worker: &mut Worker, slot: Slot| match worker.push(slot, &line) {
+            Pushed::No => {}
+            Pushed::Yes => pushed += 1,
+            Pushed::OverCap => {
+                pushed += 1;
+                over_cap.push(slot);
+            }
+        };
+        match to {
+            To::One(slot) => push(self, slot),
+            To::Room { room, except } => {
+                // Taken out of the map while its members are pushed to, and
+                // put back before anyone is cut (which changes the list).
+                let Some(members) = self.rooms.remove(&room) else {
+                    return;
+                };
+                for &slot in &members {
+                    if Some(slot) != except {
+                        push(self, slot);
+                    }
+                }
+                self.rooms.insert(room, members);
+            }
+        }
+        // One atomic add per line, not per recipient.
+        self.budget.charge(pushed * REFERENCE_COST);
+        let policy = self.settings.policy;
+        for slot in over_cap {
+            let pending = self.client(slot).map_or(0, |c| c.backlog.bytes());
+            if let Some(why) = policy.over_cap(pending) {
+                self.cut(slot, Cut::TooSlow(why));
+            }
+        }
+    }
+
+    /// Queues a line for one client, and notes that it has something to
+    /// send. The caller charges the budget for the reference.
+    fn push(&mut self, slot: Slot, line: &Rc<Outgoing>) -> Pushed {
+        let policy = &self.settings.policy;
+        let Some(client) = self
+            .clients
+            .get_mut(slot.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            return Pushed::No;
+        };
+        if client.phase != Phase::Open {
+            return Pushed::No;
+        }
+        let pending = client.backlog.push(line);
+        if policy.over_cap(pending).is_some() {
+            return Pushed::OverCap;
+        }
+        // A blocked client is sent to when its socket has room.
+        if !client.progress.is_blocked() {
+            self.mark_dirty(slot);
+        }
+        Pushed::Yes
+    }
+
+    fn enter(&mut self, slot: Slot, room: RoomId) {
+        if self.client(slot).is_none() {
+            return;
+        }
+        self.leave_room(slot);
+        let members = self.rooms.entry(room).or_default();
+        let place = members.len();
+        members.push(slot);
+        if let Some(client) = self.client(slot) {
+            client.room = Some((room, place));
+        }
+    }
+
+    /// Takes the client out of its room's list, in O(1): the last member
+    /// takes its place.
+    fn leave_room(&mut self, slot: Slot) {
+        let Some((room, place)) = self.client(slot).and_then(|c| c.room.take()) else {
+            return;
+        };
+        let Some(members) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        members.swap_remove(place);
+        let moved = members.get(place).copied();
+        if members.is_empty() {
+            self.rooms.remove(&room);
+        }
+        if let Some(moved) = moved {
+            if let Some(client) = self.client(moved) {
+                client.room = Some((room, place));
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, slot: Slot) {
+        if let Some(client) = self.client(slot) {
+            if !client.dirty {
+                client.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty.drain(..) {
+            if let Some(client) = self.client(slot) {
+                client.dirty = false;
+                self.flush(slot);
+            }
+        }
+        // Keep the allocation for the next round.
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Sends what fits; remembers the rest; and once nothing waits, moves
+    /// a closing client on to close_notify.
+    fn flush(&mut self, slot: Slot) {
+        let now = Instant::now();
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        if matches!(client.phase, Phase::Lingering { .. } | Phase::Dead) {
+            return;
+        }
+        let mut ledger = Ledger::default();
+        let outcome = loop {
+            let offered = {
+                let batch = client.backlog.batch();
+                client.write.offer(&batch, client.progress.is_blocked())
+            };
+            let offered = match offered {
+                Ok(offered) => offered,
+                Err(err) => break Err(err),
+            };
+            ledger += client.backlog.settle(&offered);
+            if offered.blocked {
+                client.progress.blocked(now, offered.sent > 0);
+                break Ok(true);
+            }
+            client.progress.cleared();
+            if client.backlog.is_empty() {
+                break Ok(false);
+            }
+        };
+        if ledger.charge > 0 {
+            self.budget.charge(ledger.charge);
+        }
+        if ledger.refund > 0 {
+            self.budget.refund(ledger.refund);
+        }
+        match outcome {
+            Err(err) => self.cut(slot, Cut::Failed(err.to_string())),
+            Ok(true) => self.watch(slot),
+            Ok(false) => self.close_if_closing(slot, now),
+        }
+    }
+
+    /// Once nothing waits for a closing client: close_notify, then our half
+    /// of TCP, then a moment for the peer to hang up.
+    fn close_if_closing(&mut self, slot: Slot, now: Instant) {
+        let linger = self.settings.linger;
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        let Phase::Closing { notified } = client.phase else {
+            return;
+        };
+        if !notified {
+            client.phase = Phase::Closing { notified: true };
+            match client.write.offer_close() {
+                Ok(offered) if offered.blocked => {
+                    client.progress.blocked(now, offered.sent > 0);
+                    return self.watch(slot);
+                }
+                Ok(_) => {}
+                Err(err) => return self.cut(slot, Cut::Failed(err.to_string())),
+            }
+        }
+        client.write.shutdown_write();
+        if client.reader_done {
+            // The peer has closed already; nothing is left to wait for.
+            client.phase = Phase::Dead;
+            self.finish_if_done(slot);
+        } else {
+            client.phase = Phase::Lingering {
+                until: now + linger,
+            };
+            self.watch(slot);
+        }
+    }
+
+    fn begin_closing(&mut self, slot: Slot) {
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        if client.phase == Phase::Open {
+            client.phase = Phase::Closing { notified: false };
+            if !client.progress.is_blocked() {
+                self.mark_dirty(slot);
+            }
+        }
+        self.finish_if_done(slot);
+    }
+
+    /// Puts a client on the deadline list, and moves the next check earlier
+    /// if its deadline is sooner.
+    fn watch(&mut self, slot: Slot) {
+        let policy = self.settings.policy;
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        let Some(deadline) = client.deadline(&policy) else {
+            return;
+        };
+        if !client.watched {
+            client.watched = true;
+            self.watch.push(slot);
+        }
+        self.next_check = Some(self.next_check.map_or(deadline, |at| at.min(deadline)));
+    }
+
+    /// Cuts the clients whose deadline has passed; forgets those that no
+    /// longer have one; tries the full sockets the policy says to try, and
+    /// cuts those that have stalled.
+    fn check_deadlines(&mut self, now: Instant) {
+        let policy = self.settings.policy;
+        let mut watch = std::mem::take(&mut self.watch);
+        let mut next: Option<Instant> = None;
+        let mut to_cut = Vec::new();
+        let mut to_probe = Vec::new();
+        watch.retain(|&slot| {
+            let Some(client) = self
+                .clients
+                .get_mut(slot.0 as usize)
+                .and_then(Option::as_mut)
+            else {
+                return false;
+            };
+            let verdict = match client.phase {
+                Phase::Lingering { until } if until <= now => {
+                    to_cut.push((slot, Cut::Lingered));
+                    client.watched = false;
+                    return false;
+                }
+                Phase::Lingering { until } => Verdict::Wait(until),
+                Phase::Dead => Verdict::Keep,
+                Phase::Open | Phase::Closing { .. } => {
+                    policy.review(&mut client.progress, client.backlog.oldest_born(), now)
+                }
+            };
+            let at = match verdict {
+                Verdict::Keep => {
+                    client.watched = false;
+                    return false;
+                }
+                Verdict::Cut(why) => {
+                    to_cut.push((slot, Cut::TooSlow(why)));
+                    client.watched = false;
+                    return false;
+                }
+                Verdict::Wait(at) => at,
+                // Stays on the list, looked at again by the next try at the
+                // latest.
+                Verdict::Probe(at) => {
+                    to_probe.push(slot);
+                    at
+                }
+            };
+            next = Some(next.map_or(at, |n| n.min(at)));
+            true
+        });
+        self.watch = watch;
+        self.next_check = next;
+        for slot in to_probe {
+            // A send that moves anything is progress, and restarts the
+            // stall clock; one that does not leaves it.
+            self.flush(slot);
+            let Some(client) = self.client(slot) else {
+                continue;
+            };
+            if let Some(why) = policy.stalled(&client.progress, now) {
+                to_cut.push((slot, Cut::TooSlow(why)));
+            }
+        }
+        for (slot, why) in to_cut {
+            self.cut(slot, why);
+        }
+    }
+
+    /// Ends a client's connection: logged with the reason, its lines let
+    /// go, its socket reset so that its thread wakes and the kernel frees
+    /// what it held.
+    fn cut(&mut self, slot: Slot, why: Cut) {
+        let budget = Arc::clone(&self.budget);
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        if client.phase == Phase::Dead {
+            return;
+        }
+        let waiting = (client.backlog.len(), client.backlog.bytes());
+        let reason = match &why {
+            Cut::TooSlow(why) => why.to_string(),
+            Cut::Failed(err) => format!("connection failed: {err}"),
+            Cut::Lingered => "did not hang up after our close_notify".to_string(),
+        };
+        let too_slow = matches!(why, Cut::TooSlow(_));
+        if too_slow {
+            log::warn!(
+                "{} {}: disconnected, {reason}; {} lines, {} bytes were waiting",
+                client.id,
+                client.peer,
+                waiting.0,
+                waiting.1
+            );
+        } else {
+            // A peer gone, or one that did not answer our close_notify in
+            // time: nothing the operator needs to hear of.
+            log::debug!("{} {}: {reason}", client.id, client.peer);
+        }
+        client.fate.too_slow.store(too_slow, Ordering::SeqCst);
+        // Set last, so that a thread that sees the reason sees the rest.
+        let _ = client.fate.cut.set(reason);
+        client.phase = Phase::Dead;
+        client.write.reset();
+        budget.refund(client.backlog.clear().refund);
+        self.leave_room(slot);
+        self.finish_if_done(slot);
+    }
+
+    /// Lets go of a client once neither the hub nor its thread will say
+    /// anything more about it, and nothing is left to send.
+    fn finish_if_done(&mut self, slot: Slot) {
+        let stopping = self.stopping;
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        let said_all = (client.closed_by_hub || stopping) && client.reader_done;
+        if !said_all || client.phase != Phase::Dead {
+            return;
+        }
+        let mut client = self.clients[slot.0 as usize]
+            .take()
+            .expect("looked up above");
+        // The socket closes when the client's thread drops it too; until
+        // then it must not wake this shard under a slot reused by another.
+        let fd = client.write.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        // A client is Dead only once cut (which let its lines go) or once
+        // everything was sent: nothing it holds counts in the budget.
+        debug_assert!(client.backlog.is_settled());
+        if let Some(on_done) = client.on_done.take() {
+            on_done(client.write.bytes_sent());
+        }
+        self.freed.push(slot.0);
+        self.live -= 1;
+    }
+}

@@ -1,46 +1,42 @@
 //! The chat in the shape first asked for: a thread per client owning its
 //! rustls `StreamOwned`, and a crossbeam hub thread that fans every line out
 //! to every client's channel. Run: `cargo run --example card-chat [ADDR]`.
-//! Next: src/lib.rs, the tour of the real server, which answers each COST below.
+//! Next: src/lib.rs, the real server's tour; it answers each COST below.
 //!
-//! It speaks the part of PROTOCOL.md that chat-bench needs: a greeting
-//! (`notice you are guestN`), then every line anyone sends comes back to
-//! everyone, the sender too, as `chat guestN TEXT`. No nicks, rooms or
-//! commands: for those, read the real server.
+//! It speaks what chat-bench needs of PROTOCOL.md: a greeting (`notice you
+//! are guestN`), then every line comes back to everyone, the sender too, as
+//! `chat guestN TEXT`. No nicks, rooms or commands.
 //!
-//! What this shape costs, measured with chat-bench beside chat-server on a
-//! 2-core machine (BENCHMARKS.md, "The card's chat"; figures are medians):
+//! What this shape costs, measured with bench/card-chat.sh beside
+//! chat-server (medians of 3 interleaved rounds, 2 busy cores; BENCHMARKS.md):
 //!
-//! COST 1, a line waits for its reader's timeout. rustls has no separate
-//! read and write halves, so the thread that owns the stream both reads and
-//! writes it, one at a time. While it waits in `read`, a line for its client
-//! sits in its channel: each thread reads with READ_TIMEOUT and looks at its
-//! channel in between, so a line waits up to READ_TIMEOUT (latency p50 @P50@
-//! ms, p99 @P99@ ms, against chat-server's @SP50@ and @SP99@ ms). A shorter timeout
-//! costs wake-ups: 1000 idle clients wake 100,000 times a second. The real
-//! server shares one connection between a reading thread and a writer with a
-//! lock never held across a wait (src/duplex.rs), and its writers wait on
-//! epoll, not on a clock (src/shard.rs).
+//! COST 1, a line waits for its reader's timeout: the thread that owns a
+//! stream looks at its channel only between reads, and READ_TIMEOUT's 10 ms
+//! last 13 to 22 ms here (the kernel counts in 4 ms ticks, and a busy machine
+//! wakes threads late). Latency p50 10.1 ms, p99 25.8 ms; chat-server's 1.0
+//! and 17.8 ms. Its writers wait on epoll, not on a clock (src/shard.rs).
 //!
-//! COST 2, a reader blocked in `read` holds the stream: nothing can be
-//! written to that client by anyone else meanwhile, and every line is written
-//! by its recipient's thread, one TLS record and one system call per batch
-//! per client: @CPU@ µs of server CPU per delivery against chat-server's @SCPU@
-//! µs (fan-out, 100 clients, 10 senders). The real server hands each line to
-//! a writer shard once, which sends to many sockets from one thread
-//! (src/hub.rs, src/shard.rs).
+//! COST 2, a reader blocked in `read` holds the stream: rustls has no
+//! separate halves, so nobody else can write to that client meanwhile, and
+//! every thread must wake up to write: 1000 idle clients cost half a core
+//! (chat-server's: nothing measurable), and a fan-out to 100 clients 0.35
+//! µs of server CPU per delivery against 0.115. The real server shares a
+//! connection between its reading thread and a writer under a lock never
+//! held across a wait (src/duplex.rs), and one writer thread per core sends
+//! to many sockets (src/hub.rs hands it each line once, src/shard.rs).
 //!
 //! COST 3, one slow reader holds up the hub. Each client's channel is
 //! bounded (OUTBOX_LINES): unbounded, a client that never reads would grow
-//! the server's memory without end. Full, the hub waits, so the whole room
-//! moves at the pace of its slowest reader; a reader that stops altogether
-//! stops everyone until its write has made no progress for WRITE_TIMEOUT and
-//! it is cut (with one stalled reader, the others took @SLOW@ times as long).
-//! Cutting a client as soon as its channel is full would spare the hub, but
-//! in a burst every reader is behind: healthy ones would be cut. The real
-//! server keeps a healthy reader however far behind, cuts one whose socket
-//! takes nothing, and slows the senders when memory runs short, without ever
-//! waiting on one socket (src/shard.rs, src/budget.rs; DESIGN.md's policy).
+//! the server's memory without end. Full, it makes the hub wait, so the room
+//! moves at the pace of its slowest reader, and one that never reads stops
+//! everyone until its socket is full (the kernel takes megabytes first) and
+//! its sends time out (WRITE_TIMEOUT): beside one such reader, the others
+//! took 17.1 s instead of 2.3. Cutting a client as soon as its channel is
+//! full would spare the hub, but in a burst every reader is behind, so
+//! healthy ones would go. chat-server's others took 1.1 s and its stalled
+//! reader was cut at 5.1 s: it caps what the kernel holds (src/server.rs),
+//! never waits on one socket, keeps a reader that moves however far behind,
+//! and slows the senders when memory runs short (src/shard.rs, src/budget.rs).
 
 use std::env;
 use std::error::Error;
@@ -57,9 +53,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 /// How long a client's thread waits in `read` before it looks at its
-/// channel: the longest a line for that client waits (COST 1).
+/// channel, so about how long a line for that client can wait (COST 1).
 const READ_TIMEOUT: Duration = Duration::from_millis(10);
-/// A client whose socket takes nothing for this long is cut (COST 3).
+/// A send that moves nothing for this long cuts its client (COST 3).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines waiting for one client; when full, the hub waits (COST 3).
 const OUTBOX_LINES: usize = 1024;
@@ -68,6 +64,9 @@ const HUB_INBOX: usize = 1024;
 /// A client that sends a longer line is cut.
 const MAX_LINE: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client's connection: rustls' state and the socket, one value.
+type Tls = StreamOwned<ServerConnection, TcpStream>;
 
 /// What a client's thread tells the hub.
 enum Event {
@@ -163,6 +162,9 @@ fn serve(
     }
     tls.sock.set_read_timeout(Some(READ_TIMEOUT))?;
     tls.sock.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    // A batch (at most OUTBOX_LINES lines) is encrypted whole before it is
+    // sent; rustls would otherwise refuse more than 64 KiB at once.
+    tls.conn.set_buffer_limit(None);
     let (outbox, mine) = crossbeam_channel::bounded(OUTBOX_LINES);
     tell_hub(&mut tls, hub, &mine, Event::Joined { id, outbox })?;
 
@@ -192,37 +194,46 @@ fn serve(
         write_lines(&mut tls, &lines)?;
     }
     tls.conn.send_close_notify();
-    tls.flush()
+    send_pending(&mut tls)
 }
 
 /// Sends `event` to the hub. While the hub's inbox is full, the hub may be
 /// waiting for room in this client's own channel: empty it meanwhile, or
 /// the two would wait for each other for ever.
 fn tell_hub(
-    tls: &mut StreamOwned<ServerConnection, TcpStream>,
+    tls: &mut Tls,
     hub: &Sender<Event>,
     mine: &Receiver<Arc<str>>,
     event: Event,
 ) -> io::Result<()> {
     loop {
         select! {
-            send(hub, event) -> sent => return sent.map_err(|_| io::Error::other("the hub has stopped")),
-            recv(mine) -> line => write_lines(tls, &line.into_iter().collect::<Vec<_>>())?,
+            send(hub, event) -> sent => return sent.map_err(|_| hub_stopped()),
+            recv(mine) -> line => write_lines(tls, &[line.map_err(|_| hub_stopped())?])?,
         }
     }
 }
 
-/// Writes `lines` in one go: one TLS record (or a few) rather than one each.
-fn write_lines(
-    tls: &mut StreamOwned<ServerConnection, TcpStream>,
-    lines: &[Arc<str>],
-) -> io::Result<()> {
-    if lines.is_empty() {
-        return Ok(());
+/// Writes `lines` in one go: a few TLS records rather than one a line.
+fn write_lines(tls: &mut Tls, lines: &[Arc<str>]) -> io::Result<()> {
+    tls.conn.writer().write_all(lines.concat().as_bytes())?;
+    send_pending(tls)
+}
+
+/// Hands everything rustls has encrypted to the socket. Each `write_tls`
+/// is one blocking send: it returns when all is sent, or after
+/// WRITE_TIMEOUT with what it had sent by then, or with `WouldBlock` if it
+/// sent nothing; so a client whose socket is full is cut one to two
+/// WRITE_TIMEOUTs later. (`Stream::write` would retry on its own.)
+fn send_pending(tls: &mut Tls) -> io::Result<()> {
+    while tls.conn.wants_write() {
+        tls.conn.write_tls(&mut tls.sock)?;
     }
-    let batch: String = lines.iter().map(|line| &**line).collect();
-    tls.write_all(batch.as_bytes())?;
-    tls.flush()
+    Ok(())
+}
+
+fn hub_stopped() -> io::Error {
+    io::Error::other("the hub has stopped")
 }
 
 fn make_config() -> Result<ServerConfig, Box<dyn Error>> {

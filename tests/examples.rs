@@ -158,7 +158,11 @@ fn echo_client_and_server_talk_as_the_original_did() {
     let workdir = Workdir::new(&Pki::new());
     let server = ExampleServer::start("echo-server", &workdir);
     let addr = server.addr.to_string();
-    let output = workdir.run("echo-client", &[&addr], "hi\nhello there\n BYE \nnot sent\n");
+    let output = workdir.run(
+        "echo-client",
+        &[&addr],
+        "hi\nhello there\n BYE \nnot sent\n",
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output), original_replies());
     assert!(
@@ -198,7 +202,11 @@ fn examples_without_certificates_say_how_to_make_them() {
         let mut command = Command::new(example(name));
         let output = support::run(command.arg("127.0.0.1:0").current_dir(empty.path()), "");
         assert_eq!(output.status.code(), Some(1), "{name}");
-        assert!(stderr(&output).contains("make certs"), "{name}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("make certs"),
+            "{name}: {}",
+            stderr(&output)
+        );
     }
 }
 

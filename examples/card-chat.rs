@@ -13,8 +13,8 @@
 //! COST 1, a line waits for its reader's timeout: the thread that owns a
 //! stream looks at its channel only between reads, and READ_TIMEOUT's 10 ms
 //! last 13 to 22 ms here (the kernel counts in 4 ms ticks, and a busy machine
-//! wakes threads late). Latency p50 10.1 ms, p99 25.8 ms; chat-server's 1.0
-//! and 17.8 ms. Its writers wait on epoll, not on a clock (src/shard.rs).
+//! wakes threads late). Latency p50 10.0 ms, p99 25.8 ms; chat-server's 1.0
+//! and 17.7 ms. Its writers wait on epoll, not on a clock (src/shard.rs).
 //!
 //! COST 2, a reader blocked in `read` holds the stream: rustls has no
 //! separate halves, so nobody else can write to that client meanwhile, and
@@ -29,7 +29,7 @@
 //! bounded (OUTBOX_LINES): unbounded, a client that never reads would grow
 //! the server's memory without end. Full, it makes the hub wait, so the room
 //! moves at the pace of its slowest reader, and one that never reads stops
-//! everyone until its socket is full (the kernel takes megabytes first) and
+//! everyone until its socket is full (the kernel took 4 MB first) and
 //! its sends time out (WRITE_TIMEOUT): beside one such reader, the others
 //! took 17.1 s instead of 2.3. Cutting a client as soon as its channel is
 //! full would spare the hub, but in a burst every reader is behind, so

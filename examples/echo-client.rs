@@ -76,10 +76,12 @@ fn run() -> Result<(), Box<dyn Error>> {
             return Ok(()); // The server closed: after `bye`, say.
         }
     }
-    // End of input: close_notify says we are done on purpose.
+    // End of input: close_notify says we are done on purpose; the server
+    // answers with its own, and anything sent before it is read and dropped.
     let tls = server.get_mut();
     tls.conn.send_close_notify();
     tls.flush()?;
+    io::copy(&mut server, &mut io::sink())?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 use std::env;
 use std::error::Error;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
@@ -96,10 +96,7 @@ fn serve(config: Arc<ServerConfig>, socket: TcpStream) -> io::Result<()> {
     while tls.conn.is_handshaking() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "handshake too slow",
-            ));
+            return Err(io::ErrorKind::TimedOut.into());
         }
         tls.sock.set_read_timeout(Some(left))?;
         tls.conn.complete_io(&mut tls.sock)?;
@@ -134,5 +131,13 @@ fn serve(config: Arc<ServerConfig>, socket: TcpStream) -> io::Result<()> {
     // close_notify tells the client the end is real, not a cut connection.
     let tls = reader.get_mut();
     tls.conn.send_close_notify();
-    tls.flush()
+    tls.flush()?;
+    // Closing a socket with unread bytes in it (the client's next line, or
+    // its close_notify) sends a TCP reset, which can destroy the goodbye
+    // before it is read: so wait, a little, for the client to hang up.
+    tls.sock.shutdown(Shutdown::Write)?;
+    tls.sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+    // Ends at the client's close or at the timeout; either will do.
+    let _ = io::copy(&mut tls.sock, &mut io::sink());
+    Ok(())
 }

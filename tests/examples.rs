@@ -2,9 +2,7 @@
 //! directory holding `certs/`, against each other and against the
 //! project's own client and server.
 //!
-//! `cargo test` builds the examples first (into target/debug/examples);
-//! `cargo test --test examples` alone does not: build them with
-//! `cargo build --examples` before it.
+//! The examples are built here first, as a learner builds them.
 
 use secure_chat_test_support as support;
 
@@ -12,6 +10,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use crossbeam_channel::Receiver;
 use secure_chat::protocol::{BYE_REPLY, HI_REPLY, WELCOME};
@@ -23,21 +22,29 @@ use support::{
 /// What the original app answered to a line that is neither `hi` nor `bye`.
 const ECHO: &str = "Server received your message: ";
 
-/// Where Cargo put example `name`; fails if it is missing or older than
-/// its source, rather than testing something else.
+/// Example `name`, built (once per run of this file) by `cargo build
+/// --examples`: `cargo test --all-targets` compiles the examples only as
+/// tests, which run no `main`, and `cargo test --test examples` not at all.
 fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
     // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
     let test = std::env::current_exe().unwrap();
     let profile = test.parent().and_then(Path::parent).unwrap();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or("cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--quiet", "--examples", "--package", "secure-chat"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile.ends_with("release") {
+            build.arg("--release");
+        }
+        let output = build.output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+    });
     let path = profile.join("examples").join(name);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    let built = fs::metadata(&path).and_then(|meta| meta.modified());
-    let written = fs::metadata(&source).and_then(|meta| meta.modified());
-    match (built, written) {
-        (Ok(built), Ok(written)) if built >= written => path,
-        (Ok(_), _) => panic!("{path:?} is older than its source: run cargo build --examples"),
-        (Err(_), _) => panic!("{path:?} is missing: run cargo build --examples"),
-    }
+    assert!(path.is_file(), "{path:?} was not built");
+    path
 }
 
 /// A directory holding `certs/` with ca.crt, server.crt and server.key
@@ -111,6 +118,12 @@ impl ExampleServer {
             .unwrap_or_else(|err| panic!("the server said nothing: {err}"))
     }
 
+    /// Checks that the next client's thread ended without an error.
+    fn said_done(&self) {
+        let said = self.next_said();
+        assert!(said.ends_with(": done"), "{said}");
+    }
+
     /// Stops it with SIGTERM (the examples have no other way to stop) and
     /// checks that the signal is what ended it.
     fn stop(mut self) {
@@ -171,13 +184,13 @@ fn echo_client_and_server_talk_as_the_original_did() {
         stderr(&output)
     );
     // The server's thread for that client ended cleanly, after its bye.
-    assert!(server.next_said().ends_with(": done"));
+    server.said_done();
 
     // The end of input ends a session too, with close_notify.
     let output = workdir.run("echo-client", &[&addr], " hi \n");
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output), [WELCOME, HI_REPLY]);
-    assert!(server.next_said().ends_with(": done"));
+    server.said_done();
     server.stop();
 }
 
@@ -223,7 +236,7 @@ fn the_projects_client_talks_to_echo_server() {
     let output = support::run(&mut command, "hi\nhello there\nbye\n");
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output), original_replies());
-    assert!(server.next_said().ends_with(": done"));
+    server.said_done();
     server.stop();
 }
 

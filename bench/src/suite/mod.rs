@@ -39,7 +39,7 @@ handshake (full and resumed), slow (1 and 50 stalled clients).
 
 Options:
   --peers LIST       servers to compare, comma-separated: secure-chat,
-                     go-naive, go-hub, ncat [default: secure-chat]
+                     go-naive, go-hub, ncat, card-chat [default: secure-chat]
   --rounds N         runs of each measurement on each server [default: 1]
   --server PATH      chat-server [default: chat-server next to this program]
   --server-arg ARG   one more flag for chat-server (repeat for several),
@@ -53,7 +53,9 @@ Options:
 chat-server runs as `chat-server --addr A --cert C --key K -q --rate 0`;
 the Go peer as `chat-peer -addr A -cert C -key K -design naive|hub -q`;
 ncat as `ncat --ssl --ssl-cert C --ssl-key K --chat --listen 127.0.0.1 PORT
---max-conns 1100`. A server that is not installed is skipped, saying so;
+--max-conns 1100`; card-chat (examples/card-chat.rs, next to this program
+in examples/) as `card-chat A` in the directory that holds DIR, which
+must be named certs. A server that is not installed is skipped, saying so;
 so is a measurement a server cannot take (ncat: more than about 1000
 clients). The suite raises its limit on open files to the hard limit,
 for itself and every process it starts.
@@ -356,6 +358,7 @@ pub fn run(options: &SuiteOptions) -> Result<bool, String> {
             .unwrap_or_else(|| exe.with_file_name("chat-server")),
         server_args: options.server_args.clone(),
         go_peer: options.go_peer.clone(),
+        card_chat: exe.with_file_name("examples").join("card-chat"),
         certs: certs.clone(),
     };
     let measurements = measurements(options.quick);

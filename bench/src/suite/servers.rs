@@ -34,6 +34,8 @@ pub enum SuitePeer {
     GoHub,
     /// `ncat --ssl --chat`.
     Ncat,
+    /// examples/card-chat.rs: a thread per client, a crossbeam hub.
+    CardChat,
 }
 
 impl SuitePeer {
@@ -44,6 +46,7 @@ impl SuitePeer {
             SuitePeer::GoNaive => "go-naive",
             SuitePeer::GoHub => "go-hub",
             SuitePeer::Ncat => "ncat",
+            SuitePeer::CardChat => "card-chat",
         }
     }
 
@@ -51,7 +54,8 @@ impl SuitePeer {
     pub fn protocol(self) -> Peer {
         match self {
             SuitePeer::SecureChat => Peer::SecureChat,
-            SuitePeer::GoNaive | SuitePeer::GoHub => Peer::Go,
+            // It speaks the same subset as the Go peer.
+            SuitePeer::GoNaive | SuitePeer::GoHub | SuitePeer::CardChat => Peer::Go,
             SuitePeer::Ncat => Peer::Ncat,
         }
     }
@@ -72,8 +76,9 @@ impl FromStr for SuitePeer {
             "go-naive" => Ok(SuitePeer::GoNaive),
             "go-hub" => Ok(SuitePeer::GoHub),
             "ncat" => Ok(SuitePeer::Ncat),
+            "card-chat" => Ok(SuitePeer::CardChat),
             other => Err(format!(
-                "unknown peer '{other}': use secure-chat, go-naive, go-hub or ncat"
+                "unknown peer '{other}': use secure-chat, go-naive, go-hub, ncat or card-chat"
             )),
         }
     }
@@ -88,6 +93,8 @@ pub struct Programs {
     pub server_args: Vec<String>,
     /// The Go peer.
     pub go_peer: PathBuf,
+    /// The card-chat example.
+    pub card_chat: PathBuf,
     /// The directory with ca.crt, server.crt and server.key.
     pub certs: PathBuf,
 }
@@ -111,6 +118,32 @@ impl Programs {
             }),
             SuitePeer::Ncat => on_path("ncat")
                 .ok_or_else(|| "ncat not installed: apt-get install ncat".to_string()),
+            SuitePeer::CardChat => {
+                self.card_chat_dir()?;
+                existing(&self.card_chat).ok_or_else(|| {
+                    format!(
+                        "card-chat not found at {} (build it: cargo build --release --example \
+                         card-chat)",
+                        self.card_chat.display()
+                    )
+                })
+            }
+        }
+    }
+
+    /// The directory card-chat runs in: the one that holds the certificate
+    /// directory, which must be named `certs`, as the example reads
+    /// `certs/server.crt` and `certs/server.key` and takes no flags.
+    fn card_chat_dir(&self) -> Result<PathBuf, String> {
+        let certs = fs::canonicalize(&self.certs)
+            .map_err(|err| format!("{}: {err}", self.certs.display()))?;
+        match (certs.file_name(), certs.parent()) {
+            (Some(name), Some(parent)) if name == "certs" => Ok(parent.to_owned()),
+            _ => Err(format!(
+                "card-chat reads certs/ in its working directory: --certs must name a \
+                 directory called certs, not {}",
+                self.certs.display()
+            )),
         }
     }
 
@@ -155,6 +188,13 @@ impl Programs {
                     .args(["--chat", "--listen", "127.0.0.1"])
                     .arg(addr.port().to_string())
                     .args(["--max-conns", "1100"]);
+            }
+            SuitePeer::CardChat => {
+                command.arg(addr.to_string());
+                // Checked by `program` before any server starts.
+                if let Ok(dir) = self.card_chat_dir() {
+                    command.current_dir(dir);
+                }
             }
         }
         command
@@ -324,6 +364,8 @@ mod tests {
         assert_eq!("go-hub".parse::<SuitePeer>(), Ok(SuitePeer::GoHub));
         assert_eq!(SuitePeer::GoNaive.protocol(), Peer::Go);
         assert_eq!(SuitePeer::Ncat.protocol(), Peer::Ncat);
+        assert_eq!("card-chat".parse::<SuitePeer>(), Ok(SuitePeer::CardChat));
+        assert_eq!(SuitePeer::CardChat.protocol(), Peer::Go);
         assert!("go".parse::<SuitePeer>().is_err());
     }
 
@@ -333,6 +375,7 @@ mod tests {
             server: PathBuf::from("/nonexistent/chat-server"),
             server_args: Vec::new(),
             go_peer: PathBuf::from("/nonexistent/chat-peer"),
+            card_chat: PathBuf::from("/nonexistent/card-chat"),
             certs: PathBuf::from("certs"),
         };
         let err = programs.program(SuitePeer::SecureChat).unwrap_err();

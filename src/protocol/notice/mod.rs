@@ -456,6 +456,23 @@ fn who_list<'a>(w: &Wording, text: &'a str) -> Option<WhoList<'a>> {
     None
 }
 
+impl Page {
+    /// Page `number` (from 1) of `count` items, `per_page` a page; `None`
+    /// when they all fit on one page, which then needs no numbers.
+    pub fn of(number: usize, count: usize, per_page: usize) -> Option<Page> {
+        if count <= per_page {
+            return None;
+        }
+        let first = number.saturating_sub(1) * per_page + 1;
+        let last = (first - 1 + per_page).min(count);
+        Some(Page {
+            first,
+            last,
+            next: (last < count).then_some(number + 1),
+        })
+    }
+}
+
 impl<'a> Refusal<'a> {
     /// Reads an error's text (after `error `) in the server's wording;
     /// `None` for an error no client acts on.

@@ -282,3 +282,24 @@ fn templates_never_put_two_slots_side_by_side() {
         assert_eq!(template.matches('{').count(), template.matches('}').count());
     }
 }
+
+#[test]
+fn pages_are_numbered_only_when_there_are_several() {
+    assert_eq!(Page::of(1, 100, 100), None);
+    assert_eq!(
+        Page::of(1, 250, 100),
+        Some(Page {
+            first: 1,
+            last: 100,
+            next: Some(2)
+        })
+    );
+    assert_eq!(
+        Page::of(3, 250, 100),
+        Some(Page {
+            first: 201,
+            last: 250,
+            next: None
+        })
+    );
+}

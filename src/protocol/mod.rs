@@ -11,7 +11,7 @@ use std::fmt;
 
 pub mod notice;
 
-pub use notice::{Notice, Page, Refusal, WhoList, Wording, WORDING};
+pub use notice::{Notice, Page, Refusal, RoomList, WhoList, Wording, WORDING};
 
 /// The first line every client receives.
 pub const WELCOME: &str = "Welcome to the secure chat server!";

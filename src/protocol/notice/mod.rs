@@ -1,5 +1,6 @@
 //! The notices and refusals a client acts on, as typed values: who it is,
-//! where it is, who came and went, who is here, and why it was refused.
+//! where it is, who came and went, who and which rooms are there, and why
+//! it was refused.
 //! Each is written from one table of wording, [`WORDING`], and read back
 //! with the same table, so no client matches the server's English. Other
 //! notices (help, topics, the link's news) stay free text: clients only show them.
@@ -18,7 +19,8 @@ use template::{capture, fill, suffixes, Caught};
 /// changes both at once.
 ///
 /// What a slot may hold is set by its name: `nick`, `old` and `new` are
-/// nicks, `room` a room, `names` nicks joined by `separator`, `count`,
+/// nicks, `room` a room, `names` nicks joined by `separator`, `rooms`
+/// rooms each written as `room_count` and joined likewise, `count`,
 /// `here`, `sessions`, `max`, `first`, `last` and `next` numbers, `ip` a
 /// word, `reason` and `remark` any text. Two slots never touch: the text
 /// between them is what tells where one ends.
@@ -56,6 +58,14 @@ pub struct Wording {
     pub who_page: &'static str,
     /// After a [`Notice::Who`] page that is not the last.
     pub who_more: &'static str,
+    /// [`Notice::Rooms`] when every room fits on one page.
+    pub rooms: &'static str,
+    /// [`Notice::Rooms`], one page of several.
+    pub rooms_page: &'static str,
+    /// After a [`Notice::Rooms`] page that is not the last.
+    pub rooms_more: &'static str,
+    /// One room of a [`Notice::Rooms`] list, and how many are in it.
+    pub room_count: &'static str,
     /// After an answer, a remark on it (see [`WhoList::remark`]).
     pub remark: &'static str,
     /// Between two names of a list.
@@ -88,6 +98,10 @@ pub const WORDING: Wording = Wording {
     who: "in {room} ({count}): {names}",
     who_page: "in {room} ({count}), {first} to {last}: {names}",
     who_more: "; /who {next} for more",
+    rooms: "rooms: {rooms}",
+    rooms_page: "rooms, {first} to {last}: {rooms}",
+    rooms_more: "; /rooms {next} for more",
+    room_count: "{room} ({count})",
     remark: " ({remark})",
     separator: ", ",
     server_full: "server full ({max} clients); try again later",
@@ -170,6 +184,8 @@ pub enum Notice<'a> {
     },
     /// `in #ROOM (N): a, b`: the answer to `/who`.
     Who(WhoList<'a>),
+    /// `rooms: #a (N), #b (M)`: the answer to `/rooms`.
+    Rooms(RoomList<'a>),
 }
 
 /// One page of the answer to `/who`.
@@ -185,6 +201,17 @@ pub struct WhoList<'a> {
     pub names: Vec<&'a str>,
     /// A remark on the answer as a whole (`this server only: ...`), shown
     /// to people; nothing a client acts on.
+    pub remark: Option<&'a str>,
+}
+
+/// One page of the answer to `/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomList<'a> {
+    /// Which page this is, when the rooms take more than one.
+    pub page: Option<Page>,
+    /// The rooms on this page, in order, each with how many are in it.
+    pub rooms: Vec<(&'a str, usize)>,
+    /// A remark on the answer as a whole, as for [`WhoList::remark`].
     pub remark: Option<&'a str>,
 }
 
@@ -329,6 +356,7 @@ impl<'a> Notice<'a> {
             .filter_map(|(template, make)| make(&capture_in(wording, template, text)?))
             .collect();
         readings.extend(who_list(wording, text).map(Notice::Who));
+        readings.extend(room_list(wording, text).map(Notice::Rooms));
         readings
     }
 
@@ -376,6 +404,7 @@ impl<'a> Notice<'a> {
                 reason: Some(reason),
             } => fill(out, w.quit_because, &[("nick", &nick), ("reason", &reason)]),
             Notice::Who(ref list) => list.write_to(out, w),
+            Notice::Rooms(ref list) => list.write_to(out, w),
         }
     }
 }
@@ -416,6 +445,70 @@ impl WhoList<'_> {
             None => Ok(()),
         }
     }
+}
+
+impl RoomList<'_> {
+    fn write_to(&self, out: &mut impl Write, w: &Wording) -> fmt::Result {
+        let rooms = RoomsListed(&self.rooms, w);
+        match self.page {
+            None => fill(out, w.rooms, &[("rooms", &rooms)])?,
+            Some(page) => {
+                let slots: [(&str, &dyn Display); 3] = [
+                    ("first", &page.first),
+                    ("last", &page.last),
+                    ("rooms", &rooms),
+                ];
+                fill(out, w.rooms_page, &slots)?;
+                if let Some(next) = page.next {
+                    fill(out, w.rooms_more, &[("next", &next)])?;
+                }
+            }
+        }
+        match self.remark {
+            Some(remark) => fill(out, w.remark, &[("remark", &remark)]),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads `text` as an answer to `/rooms`, as [`who_list`] does for `/who`.
+fn room_list<'a>(w: &Wording, text: &'a str) -> Option<RoomList<'a>> {
+    let holds = |slot: &str, value: &str| holds(w, slot, value);
+    for (text, remark) in suffixes(w.remark, "remark", text, &holds) {
+        for (body, next) in suffixes(w.rooms_more, "next", text, &holds) {
+            let next = match next {
+                Some(next) => Some(next.parse().ok()?),
+                None => None,
+            };
+            let whole = capture_in(w, w.rooms, body).filter(|_| next.is_none());
+            let (caught, page) = match whole {
+                Some(caught) => (caught, None),
+                None => {
+                    let Some(caught) = capture_in(w, w.rooms_page, body) else {
+                        continue;
+                    };
+                    let page = Page {
+                        first: caught.number("first")?,
+                        last: caught.number("last")?,
+                        next,
+                    };
+                    (caught, Some(page))
+                }
+            };
+            let rooms = split_names(w, caught.text("rooms")?)
+                .map(|item| {
+                    let room = capture_in(w, w.room_count, item)?;
+                    Some((room.text("room")?, room.number("count")?))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            return Some(RoomList {
+                page,
+                rooms,
+                remark,
+            });
+        }
+    }
+    None
 }
 
 /// Reads `text` as an answer to `/who`: the list, then perhaps which page
@@ -470,6 +563,21 @@ impl Page {
             last,
             next: (last < count).then_some(number + 1),
         })
+    }
+}
+
+/// Rooms and their counts, each as `room_count`, joined by the separator.
+struct RoomsListed<'b>(&'b [(&'b str, usize)], &'b Wording);
+
+impl Display for RoomsListed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (room, count)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(self.1.separator)?;
+            }
+            fill(f, self.1.room_count, &[("room", room), ("count", count)])?;
+        }
+        Ok(())
     }
 }
 
@@ -568,6 +676,7 @@ fn holds(w: &Wording, slot: &str, value: &str) -> bool {
         "nick" | "old" | "new" => Nick::parse(value).is_ok(),
         "room" => Room::parse(value).is_ok(),
         "names" => value.is_empty() || split_names(w, value).all(|name| Nick::parse(name).is_ok()),
+        "rooms" => split_names(w, value).all(|item| capture_in(w, w.room_count, item).is_some()),
         "count" | "here" | "sessions" | "max" | "first" | "last" | "next" => {
             !value.is_empty()
                 && value.bytes().all(|b| b.is_ascii_digit())

@@ -128,6 +128,27 @@ fn every_notice() -> Vec<(Notice<'static>, &'static str)> {
             "in #lobby (1): guest7-1 (this server only: the link to the others is down)",
         ),
         (
+            Notice::Rooms(RoomList {
+                page: None,
+                rooms: vec![("#lobby", 1), ("#rust", 12)],
+                remark: None,
+            }),
+            "rooms: #lobby (1), #rust (12)",
+        ),
+        (
+            Notice::Rooms(RoomList {
+                page: Some(Page {
+                    first: 51,
+                    last: 52,
+                    next: Some(3),
+                }),
+                rooms: vec![("#a", 1), ("#b", 2)],
+                remark: Some("not every server answered in time"),
+            }),
+            "rooms, 51 to 52: #a (1), #b (2); /rooms 3 for more \
+             (not every server answered in time)",
+        ),
+        (
             Notice::Who(WhoList {
                 room: "#empty",
                 count: 0,
@@ -194,7 +215,8 @@ fn other_notices_are_not_read_as_these() {
         "you are sending too fast: your lines are being delayed (none are lost)",
         "you are in no room",
         "alice is in #lobby, certificate CN=alice",
-        "rooms: #lobby (1), #rust (1)",
+        "rooms: #lobby (1), rust (1)",
+        "rooms: #lobby (x)",
         "topic of #lobby: alice joined #rust",
         "in #lobby (2): alice, not a nick",
         "in #lobby (x): alice",
@@ -272,6 +294,10 @@ fn templates_never_put_two_slots_side_by_side() {
         w.who,
         w.who_page,
         w.who_more,
+        w.rooms,
+        w.rooms_page,
+        w.rooms_more,
+        w.room_count,
         w.remark,
         w.server_full,
         w.too_many_from_address,

@@ -329,3 +329,45 @@ fn pages_are_numbered_only_when_there_are_several() {
         })
     );
 }
+
+/// What the fuzz target checks, over every text above cut short, with a
+/// character left out, or said twice: whatever reads as a notice or a
+/// refusal writes back as text that reads as the same.
+#[test]
+fn what_reads_writes_back_as_itself_even_from_mangled_text() {
+    let texts: Vec<String> = every_notice()
+        .into_iter()
+        .map(|(_, text)| text.to_string())
+        .chain(
+            every_refusal()
+                .into_iter()
+                .map(|(_, text)| text.to_string()),
+        )
+        .collect();
+    let mut tried = 0;
+    for text in &texts {
+        let bounds: Vec<usize> = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect();
+        let mut variants = vec![format!("{text}{text}"), format!("{text}, {text}")];
+        for pair in bounds.windows(2) {
+            variants.push(text[..pair[0]].to_string());
+            variants.push(format!("{}{}", &text[..pair[0]], &text[pair[1]..]));
+            variants.push(format!("{}{}", &text[..pair[1]], &text[pair[0]..]));
+        }
+        for variant in &variants {
+            tried += 1;
+            if let Some(read) = Notice::parse(variant) {
+                let written = read.to_string();
+                assert!(
+                    Notice::readings_in(&WORDING, &written).contains(&read),
+                    "{variant:?} read as {read:?}, written {written:?}"
+                );
+            }
+            if let Some(read) = Refusal::parse(variant) {
+                assert_eq!(Refusal::parse(&read.to_string()), Some(read), "{variant:?}");
+            }
+        }
+    }
+    assert!(tried > 1000, "{tried}");
+}

@@ -1,6 +1,7 @@
-//! Tab in the line editor: commands at the start of a line, and elsewhere
-//! the nicks of the room, learnt from the typed notices and lines that
-//! arrive. It reads no text of the server's: what it learns comes parsed.
+//! Tab in the line editor: commands at the start of a line, rooms for a
+//! word that starts with `#`, and elsewhere the nicks of the room, learnt
+//! from the typed notices and lines that arrive. It reads no text of the
+//! server's: what it learns comes parsed.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use rustyline::Helper;
 use super::keyboard::lock;
 use crate::protocol::{self, Notice, ServerLine};
 
-/// Tab: commands at the start of a line, nicks elsewhere.
+/// Tab: commands at the start of a line, rooms after `#`, nicks elsewhere.
 pub(super) struct Completion {
     roster: Arc<Mutex<Roster>>,
 }
@@ -32,6 +33,8 @@ impl Completion {
         let word = &line[start..pos];
         let candidates = if start == 0 && word.starts_with('/') {
             command_candidates(word)
+        } else if word.starts_with('#') {
+            lock(&self.roster).rooms_starting_with(word)
         } else {
             lock(&self.roster).starting_with(word)
         };
@@ -78,12 +81,16 @@ impl Validator for Completion {}
 impl Helper for Completion {}
 
 /// The nicks of the room, as learnt from what arrives: senders, arrivals,
-/// departures, renames and `/who` answers. No request of its own: it may
-/// miss someone who has said nothing since we came, until the next `/who`.
+/// departures, renames and `/who` answers; and the rooms heard of: those
+/// we were in, and `/rooms` answers. No request of its own: it may miss
+/// someone who has said nothing since we came, until the next `/who`, and
+/// keeps a room that has since emptied, until the next `/rooms`.
 #[derive(Debug, Default)]
 pub(super) struct Roster {
     /// By lower case, as the server compares them; the value as spelled.
     nicks: BTreeMap<String, String>,
+    /// Rooms, likewise.
+    rooms: BTreeMap<String, String>,
 }
 
 impl Roster {
@@ -98,14 +105,19 @@ impl Roster {
         self.nicks.remove(&nick.to_ascii_lowercase());
     }
 
+    fn add_room(&mut self, room: &str) {
+        self.rooms
+            .insert(room.to_ascii_lowercase(), room.to_string());
+    }
+
     /// The nicks that start with `prefix`, in any case.
     pub(super) fn starting_with(&self, prefix: &str) -> Vec<String> {
-        let prefix = prefix.to_ascii_lowercase();
-        self.nicks
-            .iter()
-            .filter(|(key, _)| key.starts_with(&prefix))
-            .map(|(_, nick)| nick.clone())
-            .collect()
+        starting_with(&self.nicks, prefix)
+    }
+
+    /// The rooms that start with `prefix` (`#` included), in any case.
+    pub(super) fn rooms_starting_with(&self, prefix: &str) -> Vec<String> {
+        starting_with(&self.rooms, prefix)
     }
 
     /// Learns from one server line, and from its notice as read (the
@@ -121,7 +133,20 @@ impl Roster {
         }
         match notice {
             // Another room: other people.
-            Some(Notice::YouAreIn { .. }) => self.nicks.clear(),
+            Some(Notice::YouAreIn { room, .. }) => {
+                self.nicks.clear();
+                self.add_room(room);
+            }
+            Some(Notice::AlreadyIn { room }) => self.add_room(room),
+            Some(Notice::Rooms(list)) => {
+                if list.page.is_none() {
+                    // The whole list: rooms since emptied are gone.
+                    self.rooms.clear();
+                }
+                for (room, _) in &list.rooms {
+                    self.add_room(room);
+                }
+            }
             Some(Notice::Who(list)) => {
                 for name in &list.names {
                     self.add(name);
@@ -136,6 +161,16 @@ impl Roster {
             _ => {}
         }
     }
+}
+
+/// The values of `names` whose keys start with `prefix` in lower case.
+fn starting_with(names: &BTreeMap<String, String>, prefix: &str) -> Vec<String> {
+    let prefix = prefix.to_ascii_lowercase();
+    names
+        .iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .map(|(_, name)| name.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -191,6 +226,22 @@ mod tests {
     }
 
     #[test]
+    fn rooms_are_learnt_from_where_we_go_and_from_rooms_answers() {
+        let mut roster = Roster::default();
+        learn(&mut roster, "notice you are in #lobby (2 people here)");
+        learn(&mut roster, "notice you are in #Rust (1 person here)");
+        assert_eq!(roster.rooms_starting_with("#"), ["#lobby", "#Rust"]);
+        learn(
+            &mut roster,
+            "notice rooms, 1 to 50: #lobby (3), #rustls (1); /rooms 2 for more",
+        );
+        assert_eq!(roster.rooms_starting_with("#r"), ["#Rust", "#rustls"]);
+        // A whole list replaces what was known: #Rust has emptied.
+        learn(&mut roster, "notice rooms: #lobby (3), #tea (2)");
+        assert_eq!(roster.rooms_starting_with("#"), ["#lobby", "#tea"]);
+    }
+
+    #[test]
     fn tab_offers_commands_first_and_nicks_after() {
         let roster = Arc::new(Mutex::new(Roster::default()));
         learn(&mut lock(&roster), "notice in #lobby (2): alice, Albert");
@@ -207,5 +258,14 @@ mod tests {
             completion.candidates("/msg ali", 8),
             (5, vec!["alice".into()])
         );
+        learn(
+            &mut lock(&completion.roster),
+            "notice you are already in #rust",
+        );
+        assert_eq!(
+            completion.candidates("/join #r", 8),
+            (6, vec!["#rust".into()])
+        );
+        assert!(completion.candidates("/join r", 7).1.is_empty());
     }
 }

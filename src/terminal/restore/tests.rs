@@ -1,9 +1,9 @@
 //! The restoring driven over server lines written in the server's wording
 //! and in another: the client comes back into the same nick and room, and
-//! Tab completes the same nicks, whatever the sentences say.
+//! Tab completes the same nicks and rooms, whatever the sentences say.
 
 use super::*;
-use crate::protocol::{WhoList, WORDING};
+use crate::protocol::{RoomList, WhoList, WORDING};
 use crate::terminal::completion::Roster;
 
 /// Every sentence of the server's wording said another way.
@@ -129,6 +129,15 @@ fn comebacks(w: &'static Wording) -> Client {
         reason: Some("lunch"),
     }));
     assert_eq!(client.roster.starting_with(""), ["alice", "bob", "dave"]);
+    client.take(&notice(Notice::Rooms(RoomList {
+        page: None,
+        rooms: vec![("#lobby", 1), ("#rust", 3), ("#rustls", 2)],
+        remark: None,
+    })));
+    assert_eq!(
+        client.roster.rooms_starting_with("#R"),
+        ["#rust", "#rustls"]
+    );
     assert!(!client.shown.iter().any(|line| line.contains("s1")));
 
     // Dropped: back with the secret, into #rust.
@@ -248,6 +257,16 @@ fn a_client_reading_one_wording_does_not_understand_another() {
         .write_in(&REWORDED)
     ));
     assert!(client.roster.starting_with("b").is_empty());
+    client.take(&format!(
+        "notice {}",
+        Notice::Rooms(RoomList {
+            page: None,
+            rooms: vec![("#rust", 1)],
+            remark: None
+        })
+        .write_in(&REWORDED)
+    ));
+    assert!(client.roster.rooms_starting_with("#").is_empty());
 }
 
 #[test]

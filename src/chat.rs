@@ -21,7 +21,10 @@ use std::sync::Arc;
 
 use crate::cluster::{Claim, Sent};
 use crate::line::Frame;
-use crate::protocol::{self, Command, NameError, Nick, Room, ServerLine, COMMANDS};
+use crate::protocol::{
+    self, Command, NameError, Nick, Notice, Page, Refusal, Room, RoomList, ServerLine, WhoList,
+    COMMANDS,
+};
 
 /// Default for how many of a room's last lines a newcomer is shown.
 ///
@@ -449,7 +452,11 @@ impl Chat {
             out.push(to(id, ServerLine::Error(&text)));
         }
         if person.certificate.is_some() {
-            let notice = format!("{} quit", person.nick);
+            let notice = Notice::Quit {
+                nick: person.nick.as_str(),
+                reason: None,
+            }
+            .to_string();
             for id in sessions {
                 self.sessions.remove(&id);
                 out.push(Output::Close { id });
@@ -532,9 +539,15 @@ impl Chat {
                 nicks.dedup();
                 let count = nicks.len();
                 page_of("/who", page, count, WHO_PAGE).map(|(page, first)| {
-                    let names = nicks.iter().skip(first).take(WHO_PAGE);
-                    let head = format!("in {room} ({count})");
-                    paged(head, names, ("/who", page, first, count, WHO_PAGE))
+                    let names = nicks.iter().skip(first).take(WHO_PAGE).copied().collect();
+                    Notice::Who(WhoList {
+                        room,
+                        count,
+                        page: Page::of(page, count, WHO_PAGE),
+                        names,
+                        remark: None,
+                    })
+                    .to_string()
                 })
             }
             Query::Rooms => {
@@ -549,16 +562,13 @@ impl Chat {
                 }
                 let count = rooms.len();
                 page_of("/rooms", page, count, ROOMS_PAGE).map(|(page, first)| {
-                    let shown = rooms
-                        .values()
-                        .skip(first)
-                        .take(ROOMS_PAGE)
-                        .map(|(name, people)| format!("{name} ({people})"));
-                    paged(
-                        "rooms".to_string(),
-                        shown,
-                        ("/rooms", page, first, count, ROOMS_PAGE),
-                    )
+                    let shown = rooms.values().skip(first).take(ROOMS_PAGE).copied();
+                    Notice::Rooms(RoomList {
+                        page: Page::of(page, count, ROOMS_PAGE),
+                        rooms: shown.collect(),
+                        remark: None,
+                    })
+                    .to_string()
                 })
             }
             Query::Whois(name) => parts
@@ -744,10 +754,11 @@ impl Chat {
                 Some(person) if certificate.is_some() && person.certificate.is_some() => {
                     let max = self.settings.max_sessions.max(1);
                     (person.sessions.len() >= max).then(|| {
-                        format!(
-                            "{nick} has {max} sessions already, the most one person may \
-                             have; close one and try again"
-                        )
+                        Refusal::TooManySessions {
+                            nick: nick.as_str(),
+                            max,
+                        }
+                        .to_string()
                     })
                 }
                 Some(_) => Some(format!("{nick} is already connected")),
@@ -775,14 +786,23 @@ impl Chat {
             let count = person.sessions.len();
             let nick = &person.nick;
             log::info!("{id} {peer}: joined as {nick}, session {count}");
-            let text = format!("you are {nick} ({count} sessions)");
+            let text = Notice::YouAre {
+                nick: nick.as_str(),
+                sessions: Some(count),
+            }
+            .to_string();
             out.push(to(id, ServerLine::Notice(&text)));
             let room = person.room;
             self.show_room(id, room, out);
             return;
         }
         log::info!("{id} {peer}: joined as {nick}");
-        out.push(to(id, ServerLine::Notice(&format!("you are {nick}"))));
+        let text = Notice::YouAre {
+            nick: nick.as_str(),
+            sessions: None,
+        }
+        .to_string();
+        out.push(to(id, ServerLine::Notice(&text)));
         let lobby = self.room_for(Room::lobby());
         let person = Person {
             nick,
@@ -858,7 +878,11 @@ impl Chat {
                     .get(&person.room)
                     .is_some_and(|state| state.members.len() <= self.settings.announce_limit);
                 if announce {
-                    let text = format!("{} quit: {SHUTDOWN_QUIT}", person.nick);
+                    let text = Notice::Quit {
+                        nick: person.nick.as_str(),
+                        reason: Some(SHUTDOWN_QUIT),
+                    }
+                    .to_string();
                     out.push(to_room(person.room, ServerLine::Notice(&text), None));
                 }
             }
@@ -1099,10 +1123,8 @@ impl Chat {
             return;
         };
         if current == key {
-            return out.push(to(
-                id,
-                ServerLine::Notice(&format!("you are already {nick}")),
-            ));
+            let text = Notice::YouAreAlready { nick }.to_string();
+            return out.push(to(id, ServerLine::Notice(&text)));
         }
         let matches = self.people.get(&key).is_some_and(|holder| {
             holder.certificate.is_none()
@@ -1113,10 +1135,7 @@ impl Chat {
         if !matches {
             // The same answer whether the nick is free, held without a
             // secret, or the secret is wrong: it tells a guesser nothing.
-            let text = format!(
-                "cannot reclaim {nick}: no connection of yours holds it with that secret \
-                 (if it is free, take it with /nick {nick})"
-            );
+            let text = Refusal::CannotReclaim { nick }.to_string();
             return out.push(to(id, ServerLine::Error(&text)));
         }
         let Some(holder) = self.people.get_mut(&key) else {
@@ -1139,7 +1158,11 @@ impl Chat {
             });
         }
         let left = self.people.remove(&current).map(|guest| {
-            let notice = format!("{} left {}", guest.nick, self.room_name(guest.room));
+            let notice = Notice::Left {
+                nick: guest.nick.as_str(),
+                room: self.room_name(guest.room),
+            }
+            .to_string();
             self.leave_room(&current, guest.room);
             (guest.room, notice)
         });
@@ -1148,7 +1171,11 @@ impl Chat {
             session.wants_token = true;
         }
         log::info!("{id}: reclaimed {name}");
-        out.push(to(id, ServerLine::Notice(&format!("you are {name} again"))));
+        let text = Notice::YouAreBack {
+            nick: name.as_str(),
+        }
+        .to_string();
+        out.push(to(id, ServerLine::Notice(&text)));
         self.show_room(id, room, out);
         if let Some((old_room, notice)) = left {
             // The session may be in that very room, as its new self.
@@ -1167,10 +1194,8 @@ impl Chat {
         };
         let old = &person.nick;
         if new == *old {
-            return out.push(to(
-                id,
-                ServerLine::Notice(&format!("you are already {new}")),
-            ));
+            let text = Notice::YouAreAlready { nick: new.as_str() }.to_string();
+            return out.push(to(id, ServerLine::Notice(&text)));
         }
         if person.certificate.is_some() {
             let text =
@@ -1216,7 +1241,11 @@ impl Chat {
         let old = &person.nick;
         let room = person.room;
         log::info!("{id}: {old} is now {new}");
-        let notice = format!("{old} is now {new}");
+        let notice = Notice::Renamed {
+            old: old.as_str(),
+            new: new.as_str(),
+        }
+        .to_string();
         let Some(mut person) = self.people.remove(&old_key) else {
             return;
         };
@@ -1233,7 +1262,8 @@ impl Chat {
             state.members.remove(&old_key);
             state.members.insert(new_key.clone());
         }
-        out.push(to(id, ServerLine::Notice(&format!("you are now {new}"))));
+        let text = Notice::YouAreNow { nick: new.as_str() }.to_string();
+        out.push(to(id, ServerLine::Notice(&text)));
         out.push(to_room(room, ServerLine::Notice(&notice), Some(id)));
         if self.sessions.get(&id).is_some_and(|s| s.wants_token) {
             self.give_secret(id, &new_key, out);
@@ -1250,11 +1280,18 @@ impl Chat {
         };
         let current = person.room;
         if self.room_names.get(&target.key()) == Some(&current) {
-            let text = format!("you are already in {}", self.room_name(current));
+            let text = Notice::AlreadyIn {
+                room: self.room_name(current),
+            }
+            .to_string();
             return out.push(to(id, ServerLine::Notice(&text)));
         }
         let key = person.nick.key();
-        let notice = format!("{} left {}", person.nick, self.room_name(current));
+        let notice = Notice::Left {
+            nick: person.nick.as_str(),
+            room: self.room_name(current),
+        }
+        .to_string();
         self.leave_room(&key, current);
         let room = self.room_for(target);
         if let Some(person) = self.people.get_mut(&key) {
@@ -1298,7 +1335,11 @@ impl Chat {
             // Before the sessions enter, so that none of them hears it.
             // Linked, it is shown only once back from Redis, when they are
             // in: the first (most often the only) is left out by name.
-            let notice = format!("{} joined {}", person.nick, state.name);
+            let notice = Notice::Joined {
+                nick: person.nick.as_str(),
+                room: state.name.as_str(),
+            }
+            .to_string();
             let except = if self.linked {
                 person.sessions.first().copied()
             } else {
@@ -1318,9 +1359,11 @@ impl Chat {
             return;
         };
         out.push(Output::Enter { id, room });
-        let here = state.members.len();
-        let people = if here == 1 { "person" } else { "people" };
-        let text = format!("you are in {} ({here} {people} here)", state.name);
+        let text = Notice::YouAreIn {
+            room: state.name.as_str(),
+            here: state.members.len(),
+        }
+        .to_string();
         out.push(to(id, ServerLine::Notice(&text)));
         if state.known {
             show_past(id, state, out);
@@ -1397,10 +1440,11 @@ impl Chat {
             return;
         }
         log::info!("{id} {}: {} left: {reason}", session.peer, person.nick);
-        let notice = match public {
-            None => format!("{} quit", person.nick),
-            Some(why) => format!("{} quit: {why}", person.nick),
-        };
+        let notice = Notice::Quit {
+            nick: person.nick.as_str(),
+            reason: public,
+        }
+        .to_string();
         self.remove_person_quietly(&session.person, &notice, out);
     }
 
@@ -1431,12 +1475,16 @@ impl Chat {
             .iter()
             .skip(first)
             .take(WHO_PAGE)
-            .filter_map(|key| self.people.get(key).map(|p| p.nick.as_str()));
-        Ok(paged(
-            format!("in {} ({count})", state.name),
+            .filter_map(|key| self.people.get(key).map(|p| p.nick.as_str()))
+            .collect();
+        Ok(Notice::Who(WhoList {
+            room: state.name.as_str(),
+            count,
+            page: Page::of(page, count, WHO_PAGE),
             names,
-            ("/who", page, first, count, WHO_PAGE),
-        ))
+            remark: None,
+        })
+        .to_string())
     }
 
     /// `/rooms [PAGE]`: the rooms and how many are in each, sorted.
@@ -1449,12 +1497,13 @@ impl Chat {
             .skip(first)
             .take(ROOMS_PAGE)
             .filter_map(|room| self.rooms.get(room))
-            .map(|state| format!("{} ({})", state.name, state.members.len()));
-        Ok(paged(
-            "rooms".to_string(),
-            rooms,
-            ("/rooms", page, first, count, ROOMS_PAGE),
-        ))
+            .map(|state| (state.name.as_str(), state.members.len()));
+        Ok(Notice::Rooms(RoomList {
+            page: Page::of(page, count, ROOMS_PAGE),
+            rooms: rooms.collect(),
+            remark: None,
+        })
+        .to_string())
     }
 
     fn room_name(&self, room: RoomId) -> &str {
@@ -1565,31 +1614,6 @@ fn page_of(
         },
     };
     Ok((page, (page - 1) * per_page))
-}
-
-/// `head: a, b, c` when everything fits on one page; else `head, 101 to
-/// 200: ...` and how to ask for the next page.
-fn paged(
-    head: String,
-    items: impl Iterator<Item = impl AsRef<str>>,
-    (command, page, first, count, per_page): (&str, usize, usize, usize, usize),
-) -> String {
-    let mut text = head;
-    let shown = count.saturating_sub(first).min(per_page);
-    if count > per_page {
-        text.push_str(&format!(", {} to {}", first + 1, first + shown));
-    }
-    text.push_str(": ");
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            text.push_str(", ");
-        }
-        text.push_str(item.as_ref());
-    }
-    if first + shown < count {
-        text.push_str(&format!("; {command} {} for more", page + 1));
-    }
-    text
 }
 
 /// The error for a nick or room name that breaks the rules, and the rules.

@@ -145,6 +145,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod budget;
 pub mod capacity;
 pub mod chat;

@@ -12,7 +12,7 @@
 //! Next: [`terminal`](crate::terminal), the client for a person at a
 //! terminal, which shows its lines through this.
 
-use crate::protocol::ServerLine;
+use crate::protocol::{Notice, ServerLine};
 
 /// ANSI colour codes: `ESC [ n m`.
 const RESET: &str = "\x1b[0m";
@@ -39,7 +39,8 @@ pub struct Screen {
     colour: bool,
     /// Put the local time (`HH:MM`) in front of each line.
     timestamps: bool,
-    /// Learnt from the server's `you are NICK` notices.
+    /// Learnt from the server's notices of who this client is
+    /// ([`Notice::YouAre`] and the like).
     own_nick: Option<String>,
 }
 
@@ -74,7 +75,7 @@ impl Screen {
     pub fn render(&mut self, line: &str) -> String {
         let parsed = ServerLine::parse(line);
         if let Some(ServerLine::Notice(text)) = parsed {
-            if let Some(nick) = own_nick_in(text) {
+            if let Some(nick) = Notice::parse(text).as_ref().and_then(own_nick) {
                 self.own_nick = Some(nick.to_string());
             }
         }
@@ -157,15 +158,15 @@ impl Screen {
     }
 }
 
-/// The nick a notice says is this client's: `you are NICK` on connect,
-/// `you are now NICK` after /nick, `you are NICK again` after /reclaim,
-/// `you are NICK (2 sessions)` with a certificate. Not `you are in #ROOM`.
-pub fn own_nick_in(notice: &str) -> Option<&str> {
-    let rest = notice.strip_prefix("you are ")?;
-    let rest = rest.strip_prefix("now ").unwrap_or(rest);
-    let rest = rest.strip_suffix(" again").unwrap_or(rest);
-    let nick = rest.split_once(" (").map_or(rest, |(nick, _count)| nick);
-    (!nick.is_empty() && !nick.contains(' ')).then_some(nick)
+/// The nick a notice says is this client's: on arrival, after `/nick`,
+/// after `/reclaim`, or as one more session of a certificate's person.
+fn own_nick<'a>(notice: &Notice<'a>) -> Option<&'a str> {
+    match *notice {
+        Notice::YouAre { nick, .. } | Notice::YouAreNow { nick } | Notice::YouAreBack { nick } => {
+            Some(nick)
+        }
+        _ => None,
+    }
 }
 
 /// The local time as `HH:MM`. jiff finds the time zone as the C library
@@ -289,7 +290,8 @@ mod tests {
             ("you are already in #lobby", None),
             ("you are sending too fast", None),
         ] {
-            assert_eq!(own_nick_in(notice), nick, "{notice}");
+            let read = Notice::parse(notice);
+            assert_eq!(read.as_ref().and_then(own_nick), nick, "{notice}");
         }
     }
 

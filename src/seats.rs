@@ -15,6 +15,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::protocol::Refusal;
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Single inserts and removes: a panicking thread cannot leave the map
     // half changed.
@@ -55,9 +57,8 @@ impl Seats {
         if let Some((max, counts)) = &per_ip {
             let here = counts.get(&ip).copied().unwrap_or(0);
             if here >= *max {
-                return Err(format!(
-                    "too many connections from {ip} ({here}); close one and try again"
-                ));
+                let ip = ip.to_string();
+                return Err(Refusal::TooManyFromAddress { ip: &ip, here }.to_string());
             }
         }
         let max = self.max;
@@ -68,7 +69,7 @@ impl Seats {
             })
             .is_err();
         if full {
-            return Err(format!("server full ({max} clients); try again later"));
+            return Err(Refusal::ServerFull { max }.to_string());
         }
         if let Some((_, counts)) = &mut per_ip {
             *counts.entry(ip).or_default() += 1;

@@ -199,6 +199,31 @@ fn tab_completes_the_nicks_of_the_room() {
     server.stop();
 }
 
+#[test]
+fn tab_completes_rooms_from_a_rooms_answer() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+    let mut other = TestClient::connect(server.addr, &pki.ca);
+    other.send("/join #rustacean");
+    other.recv_until(|line| line.starts_with("notice you are in #rustacean"));
+    let mut session = client_on_terminal(server.addr, &pki, &[]);
+    let me = nick_of(&mut session);
+    expect_prompt(&mut session, "#lobby");
+    enter(&mut session, "/rooms");
+    expect(&mut session, "#rustacean (1)");
+    type_keys(&mut session, "/join #rusta\t");
+    expect(&mut session, "#rustacean ");
+    enter(&mut session, "");
+    expect(&mut session, "you are in #rustacean");
+    assert_eq!(
+        other.recv_until(|line| line.contains(" joined ")),
+        format!("notice {me} joined #rustacean")
+    );
+    enter(&mut session, "bye");
+    assert_eq!(exit_code(&mut session), 0);
+    server.stop();
+}
+
 /// A server of our own on a port we choose, so that another can take the
 /// same port after it stops, with the same TLS configuration (and so the
 /// same ticket key: a client can resume with the new one).

@@ -1,5 +1,6 @@
 //! The protocol's parsers on arbitrary text: a client's command line, nick
-//! and room names, and the lines a server sends.
+//! and room names, the lines a server sends, and the notices and refusals
+//! in them that a client acts on.
 //!
 //! Beyond not panicking, each check is a promise `secure_chat::protocol`
 //! makes in its documentation or its tests; nothing stricter.
@@ -8,8 +9,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use secure_chat::protocol::{
-    command_info, parse_command, Command, CommandError, NameError, Nick, Room, ServerLine,
-    MAX_NAME_LEN,
+    command_info, parse_command, Command, CommandError, NameError, Nick, Notice, Refusal, Room,
+    ServerLine, MAX_NAME_LEN, WORDING,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -21,6 +22,12 @@ fuzz_target!(|data: &[u8]| {
     // What a client reads arrives a line at a time, without its `\n`.
     for line in text.split('\n') {
         server_line(line);
+        let body = line
+            .strip_prefix("notice ")
+            .or_else(|| line.strip_prefix("error "))
+            .unwrap_or(line);
+        notice(body);
+        refusal(body);
     }
 });
 
@@ -112,5 +119,37 @@ fn server_line(line: &str) {
     assert_eq!(
         ServerLine::parse(body).map(|again| again.to_wire()),
         Some(wire)
+    );
+}
+
+/// A notice read as a typed value is written back as text that reads as
+/// the same value (not always the same text: `007` is written `7`).
+fn notice(text: &str) {
+    let Some(read) = Notice::parse(text) else {
+        return;
+    };
+    let written = read.to_string();
+    assert!(!written.contains('\n'), "{written:?}");
+    assert!(
+        Notice::readings_in(&WORDING, &written).contains(&read),
+        "{text:?} read as {read:?}, written {written:?}"
+    );
+    if let Notice::Who(list) = &read {
+        for name in &list.names {
+            assert!(Nick::parse(name).is_ok(), "{name:?} in {text:?}");
+        }
+    }
+}
+
+/// Likewise for a refusal; and only the reclaim refused does not pass.
+fn refusal(text: &str) {
+    let Some(read) = Refusal::parse(text) else {
+        return;
+    };
+    let written = read.to_string();
+    assert_eq!(Refusal::parse(&written), Some(read.clone()), "{text:?}");
+    assert_eq!(
+        read.passes(),
+        !matches!(read, Refusal::CannotReclaim { .. })
     );
 }

@@ -351,7 +351,7 @@ fn on_terminal(
         }
         Err(err) => return Err(err),
     };
-    let settings = terminal::Settings {
+    let settings = terminal::TerminalSettings {
         nick: args.nick.clone(),
         reconnect: args.reconnect,
         screen: Screen::new(colour).with_timestamps(args.timestamps.unwrap_or(true)),

@@ -1,12 +1,17 @@
 //! The chat protocol: what a client's line means, and how server lines look.
 //!
-//! Lines in, [`Command`]s out; [`ServerLine`]s in, text out. No sockets, no
+//! Lines in, [`Command`]s out; [`ServerLine`]s in, text out; and in
+//! [`notice`], the notices a client acts on as typed values. No sockets, no
 //! threads: the hub decides what to do, this module only says what was meant.
 //! PROTOCOL.md is the user's description of the same rules.
 //!
 //! Next: [`chat`](crate::chat), which carries the commands out.
 
 use std::fmt;
+
+pub mod notice;
+
+pub use notice::{Notice, Page, Refusal, RoomList, WhoList, Wording, WORDING};
 
 /// The first line every client receives.
 pub const WELCOME: &str = "Welcome to the secure chat server!";

@@ -149,13 +149,14 @@ pub mod capacity;
 pub mod chat;
 pub mod classic;
 pub mod client;
-pub mod cluster;
 pub mod duplex;
+pub mod elsewhere;
 pub mod error;
 pub mod hub;
 pub mod known_servers;
 pub mod line;
 pub mod line_reader;
+#[cfg(feature = "redis")]
 pub mod linked;
 pub mod logging;
 pub mod outbox;

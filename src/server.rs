@@ -37,13 +37,12 @@ use rustls::{Connection, ServerConfig, ServerConnection};
 use crate::budget::{self, Budget, Outgoing};
 use crate::capacity::Capacity;
 use crate::chat::{self, ChatSettings, ClientId, PeerCertificate};
-use crate::cluster::{Delivery, Link};
 use crate::duplex;
+use crate::elsewhere::{Alone, Elsewhere};
 use crate::error::Error;
 use crate::hub::{self, Address, Event};
 use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
-use crate::linked::Linked;
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
 use crate::seats::Seats;
@@ -228,9 +227,8 @@ pub struct Server {
     sockets: Arc<Sockets>,
     /// Places in the chat, taken after the handshake.
     seats: Arc<Seats>,
-    /// With `--redis`: the link to the other servers, and what it
-    /// delivers, for the hub.
-    link: Option<(Linked, Receiver<Delivery>)>,
+    /// Shared with other servers: them, for the hub.
+    elsewhere: Option<Box<dyn Elsewhere>>,
 }
 
 /// Open connections per IP address.
@@ -356,16 +354,16 @@ impl Server {
                 limits.max_clients.max(1),
                 limits.max_per_ip.map(|m| m.max(1)),
             ),
-            link: None,
+            elsewhere: None,
         })
     }
 
-    /// Makes this server one of several that act as one chat: every room
-    /// line goes through `link` (started with [`Link::start`]) before
-    /// anyone sees it, and what comes back out of `deliveries` reaches
-    /// the hub. Not with [`Limits::classic`], whose clients see no one.
-    pub fn link(&mut self, link: Link, deliveries: Receiver<Delivery>) {
-        self.link = Some((Linked::new(link), deliveries));
+    /// Makes this server one of several that act as one chat: names,
+    /// presence, private lines and every room line go through `elsewhere`
+    /// (with `--redis`, `linked::Linked`). Not with [`Limits::classic`],
+    /// whose clients see no one.
+    pub fn share(&mut self, elsewhere: Box<dyn Elsewhere>) {
+        self.elsewhere = Some(elsewhere);
     }
 
     /// The address actually bound (useful after binding port 0).
@@ -415,7 +413,7 @@ impl Server {
     /// waits for every thread it started.
     pub fn run(mut self) -> Result<(), Error> {
         let limits = self.limits;
-        let link = self.link.take();
+        let elsewhere = self.elsewhere.take();
         log::info!("{}", self.capacity);
         // Room for every client, and as many again in their handshake or
         // being refused with a reason; never more than the machine allows.
@@ -456,16 +454,10 @@ impl Server {
         }
         let (events, hub_events) = queue::bounded(EVENT_QUEUE);
         let hub_stop = Arc::new(AtomicBool::new(false));
-        let linked = match link {
-            Some((linked, deliveries)) => {
-                forward_deliveries(deliveries, events.clone()).map_err(Error::Thread)?;
-                Some(linked)
-            }
-            None => None,
-        };
         let hub = spawn_hub(
             hub_events,
-            linked,
+            events.clone(),
+            elsewhere,
             &limits,
             shards.clone(),
             Arc::clone(&budget),
@@ -640,7 +632,8 @@ const SHUTDOWN_NUDGE: Duration = Duration::from_millis(100);
 /// worse than one that says why it stopped.
 fn spawn_hub(
     events: queue::Receiver<Event>,
-    linked: Option<Linked>,
+    events_in: queue::Sender<Event>,
+    elsewhere: Option<Box<dyn Elsewhere>>,
     limits: &Limits,
     shards: Vec<Shard>,
     budget: Arc<Budget>,
@@ -654,30 +647,20 @@ fn spawn_hub(
         max_sessions: limits.max_sessions,
     };
     let classic = limits.classic;
-    Guarded::spawn("hub", stopper, move || {
-        hub::run(events, settings, classic, linked, shards, budget, stop)
-    })
+    // Alone, the hub runs with [`Alone`], whose seam compiles away; shared,
+    // with the other servers behind the trait.
+    match elsewhere {
+        None => Guarded::spawn("hub", stopper, move || {
+            hub::run(events, settings, classic, Alone, shards, budget, stop)
+        }),
+        Some(mut elsewhere) => {
+            elsewhere.forward(events_in).map_err(Error::Thread)?;
+            Guarded::spawn("hub", stopper, move || {
+                hub::run(events, settings, classic, elsewhere, shards, budget, stop)
+            })
+        }
+    }
     .map_err(Error::Thread)
-}
-
-/// Starts the thread that hands the hub what the Redis link delivers, as
-/// events among the others: the hub waits on one queue only. It ends when
-/// the link is gone (the hub dropped it) or the hub is.
-fn forward_deliveries(
-    deliveries: Receiver<Delivery>,
-    events: queue::Sender<Event>,
-) -> io::Result<()> {
-    thread::Builder::new()
-        .name("redis-deliver".into())
-        .stack_size(READER_STACK)
-        .spawn(move || {
-            for delivery in deliveries {
-                if events.send(Event::Cluster(delivery)).is_err() {
-                    return;
-                }
-            }
-        })?;
-    Ok(())
 }
 
 /// A thread that stops the whole server if it panics, and that can be

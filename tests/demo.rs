@@ -2,6 +2,9 @@
 //! that share one chat, and haproxy in front of them when it is
 //! installed; everything gone again after Ctrl-C.
 
+// Linked servers only: built with the `redis` feature (on by default).
+#![cfg(feature = "redis")]
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -3,8 +3,8 @@
 //!
 //! A nick is one person's on every node at once. Redis holds who has it:
 //! the key `name:{nick}` (the nick in lower case) holds the
-//! [run](super::Link::run) of the node whose user has it, and expires
-//! after [`Settings::name_ttl`](super::Settings::name_ttl) unless that
+//! [run](super::RedisLink::run) of the node whose user has it, and expires
+//! after [`LinkSettings::name_ttl`](super::LinkSettings::name_ttl) unless that
 //! node renews it. A node that crashes stops renewing, and its names come
 //! free by themselves within that time.
 //!
@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use redis::{Connection, RedisError, Script};
 
-use super::{Backoff, Delivery, Shared, Target};
+use super::{Backoff, Delivery, LinkState, Target};
+use crate::elsewhere::{Claim, Sent};
 
 /// Takes or renews names. KEYS: `name:` keys; ARGV: this run, the expiry
 /// in milliseconds. Returns, per key, 1 if the run holds it now, 0 if
@@ -92,32 +93,6 @@ pub(super) fn node_channel(run: &str) -> String {
     format!("node:{run}")
 }
 
-/// What the directory answers a claim with ([`Delivery::Claimed`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// The name is this node's now, until it lets it go.
-    Ours,
-    /// Someone on another node has it.
-    Taken,
-    /// Redis could not be asked: nobody can tell whether it is free.
-    Down,
-    /// Too much waits for Redis to ask it now (never from Redis itself:
-    /// the hub's answer when [`Link::claim_name`](super::Link::claim_name)
-    /// refuses with [`Refused::Full`](super::Refused::Full)).
-    Busy,
-}
-
-/// What became of a private line ([`Delivery::PrivateSent`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    /// The recipient's node has it.
-    Delivered,
-    /// Nobody by that name is connected to any node.
-    NoOne,
-    /// Redis could not be asked.
-    Down,
-}
-
 /// Work for the directory thread.
 #[derive(Debug)]
 pub(super) enum Ask {
@@ -129,7 +104,7 @@ pub(super) enum Ask {
         to: String,
         line: String,
     },
-    /// A question for every node (see [`super::Link::ask_everyone`]).
+    /// A question for every node (see [`super::RedisLink::ask_everyone`]).
     Everyone {
         ticket: u64,
         question: String,
@@ -152,7 +127,7 @@ pub(super) enum Ask {
 /// holds, and their renewal clock.
 pub(super) struct Directory {
     pub(super) target: Arc<Target>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<LinkState>,
     pub(super) deliver: Sender<Delivery>,
     pub(super) run: String,
     /// The names this run holds, in lower case.

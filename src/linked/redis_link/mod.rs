@@ -5,8 +5,8 @@
 //! hands each room line to Redis, and Redis hands it to every node with
 //! someone in that room. This module is that link, and nothing else: it
 //! knows rooms, lines and names, never clients or sockets. The hub says
-//! which rooms it has members in ([`Link::join_room`],
-//! [`Link::leave_room`]) and what they said ([`Link::publish`]); it hears
+//! which rooms it has members in ([`RedisLink::join_room`],
+//! [`RedisLink::leave_room`]) and what they said ([`RedisLink::publish`]); it hears
 //! back, through a queue, every line of those rooms, its own included
 //! ([`Delivery`]).
 //!
@@ -52,10 +52,10 @@
 //! ## When Redis is gone
 //!
 //! The link notices within seconds: reads fail, or the `PING` sent on the
-//! listening connection every [`Settings::ping_every`] gets no answer (a
+//! listening connection every [`LinkSettings::ping_every`] gets no answer (a
 //! connection whose other end vanished without a word, say a cable pulled,
 //! otherwise looks merely quiet). It says [`Delivery::LinkDown`], and from
-//! then on [`Link::publish`] refuses ([`Refused::Down`]): the hub keeps
+//! then on [`RedisLink::publish`] refuses ([`Refused::Down`]): the hub keeps
 //! the chat going among its own users, and what they say meanwhile stays
 //! on this node (no other node hears it, nor is it kept). The link
 //! reconnects on its own, waiting longer after each failure (0.2 s,
@@ -67,7 +67,7 @@
 //! [`Delivery::LinkUp`].
 //!
 //! What cannot come back: lines older than the history keeps
-//! ([`Settings::history`] per room; reported as [`Delivery::Missed`]),
+//! ([`LinkSettings::history`] per room; reported as [`Delivery::Missed`]),
 //! and, if Redis itself lost its data (restarted without persistence),
 //! the old numbering: a new one starts at 1. Each Redis data set carries a
 //! random *epoch* (the `chat:epoch` key); a node that finds a different
@@ -79,8 +79,8 @@
 //! ## Threads and queues
 //!
 //! The hub never waits on Redis. Lines for Redis go through a bounded
-//! queue to the *publisher* thread ([`Settings::outbox`] lines; when it is
-//! full, [`Link::publish`] says [`Refused::Full`] at once), which runs the
+//! queue to the *publisher* thread ([`LinkSettings::outbox`] lines; when it is
+//! full, [`RedisLink::publish`] says [`Refused::Full`] at once), which runs the
 //! script on its own connection, for up to 64 waiting lines per round trip
 //! (a pipeline). A line it took is published exactly once, however many
 //! times it must retry across reconnects: each carries the node's own
@@ -88,12 +88,12 @@
 //! The *subscriber* thread has two connections: one subscribed (a
 //! subscribed connection can run nothing but (un)subscribe and `PING`), and
 //! one to ask (`GET`, `XRANGE`). It hands [`Delivery`]s to the hub through
-//! a bounded queue ([`Settings::deliveries`]); when the hub is behind, the
+//! a bounded queue ([`LinkSettings::deliveries`]); when the hub is behind, the
 //! subscriber waits, Redis buffers for it, and past Redis' limit Redis cuts
 //! it off: which the subscriber recovers from like from any outage.
 //! The rooms to be in are a set under a lock that no one holds across a
 //! network wait; the subscriber looks at it between messages, and at least
-//! every [`Settings::poll`].
+//! every [`LinkSettings::poll`].
 //!
 //! The *directory* thread (`src/cluster/names.rs`) has a connection of its own for
 //! nicks, private lines and questions to every node, each asked through
@@ -102,12 +102,12 @@
 //! ## Names, private lines, questions
 //!
 //! A nick is claimed in Redis before a user takes it
-//! ([`Link::claim_name`]), under a key that holds this node's run and
+//! ([`RedisLink::claim_name`]), under a key that holds this node's run and
 //! lapses unless the node renews it: a node that dies frees its names by
 //! itself. Each node also listens on a channel of its own, `node:{run}`,
-//! where private lines for its users arrive ([`Link::send_private`]:
+//! where private lines for its users arrive ([`RedisLink::send_private`]:
 //! looked up and published in one script), and on `chat:ask`, where any
-//! node asks every node something ([`Link::ask_everyone`]: who is in a
+//! node asks every node something ([`RedisLink::ask_everyone`]: who is in a
 //! room, which rooms there are, where someone is). Every node answers for
 //! its own users on the asker's channel, and the `PUBLISH` count says how
 //! many answers to expect: presence is never stored, so it never goes
@@ -133,7 +133,7 @@ use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Scrip
 mod names;
 
 use names::{Ask, Directory};
-pub use names::{Claim, Sent};
+use crate::elsewhere::{Claim, Sent};
 
 /// The script that numbers, keeps and publishes one room line, as one
 /// atomic step (see the module documentation).
@@ -170,10 +170,10 @@ return seq
 const EPOCH_KEY: &str = "chat:epoch";
 
 /// The channel every node listens to for questions to all
-/// ([`Link::ask_everyone`]).
+/// ([`RedisLink::ask_everyone`]).
 const ASK_CHANNEL: &str = "chat:ask";
 
-/// The counter that numbers nodes as they start ([`Link::number`]).
+/// The counter that numbers nodes as they start ([`RedisLink::number`]).
 const NODES_KEY: &str = "chat:nodes";
 
 /// How many history entries one `XRANGE` asks for while filling a gap:
@@ -185,18 +185,18 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// ... up to this.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// The longest node name; see [`Link::start`] for the characters allowed.
+/// The longest node name; see [`RedisLink::start`] for the characters allowed.
 pub const NODE_NAME_MAX: usize = 64;
 
-/// The link's limits and clocks. [`Settings::default`] suits a server.
+/// The link's limits and clocks. [`LinkSettings::default`] suits a server.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct LinkSettings {
     /// How many lines each room's history keeps (about: Redis trims the
     /// stream in whole blocks, `MAXLEN ~`). Bounds what a node can still
     /// fill in after an outage.
     pub history: usize,
     /// How many lines may wait for the publisher thread; past that,
-    /// [`Link::publish`] refuses.
+    /// [`RedisLink::publish`] refuses.
     pub outbox: usize,
     /// How many deliveries may wait for the hub before the subscriber
     /// waits for it.
@@ -217,14 +217,14 @@ pub struct Settings {
     /// the node joins it.
     pub recent: usize,
     /// How long a nick stays claimed in Redis without its node renewing
-    /// it (see [`Link::claim_name`]): how soon the names of a node that
+    /// it (see [`RedisLink::claim_name`]): how soon the names of a node that
     /// crashed come free. Renewed three times in that span.
     pub name_ttl: Duration,
 }
 
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
+impl Default for LinkSettings {
+    fn default() -> LinkSettings {
+        LinkSettings {
             history: 10_000,
             outbox: 4096,
             deliveries: 4096,
@@ -251,20 +251,20 @@ pub enum Delivery {
         seq: u64,
         /// The node whose user said it (this one, for our own lines).
         node: String,
-        /// The line, as given to [`Link::publish`].
+        /// The line, as given to [`RedisLink::publish`].
         line: String,
     },
     /// What a room had said before this node joined it: its last
-    /// [`Settings::recent`] lines (oldest first, as given to
-    /// [`Link::publish`]) and its topic. Comes once per
-    /// [`Link::join_room`], before any [`Delivery::Line`] of the room, and
+    /// [`LinkSettings::recent`] lines (oldest first, as given to
+    /// [`RedisLink::publish`]) and its topic. Comes once per
+    /// [`RedisLink::join_room`], before any [`Delivery::Line`] of the room, and
     /// again only if the node joins the room anew.
     Recent {
         /// The room.
         room: String,
         /// Its last lines, oldest first.
         lines: Vec<String>,
-        /// Its topic, if one was ever set ([`Link::publish_topic`]).
+        /// Its topic, if one was ever set ([`RedisLink::publish_topic`]).
         topic: Option<String>,
     },
     /// Lines `from..=to` of a room were lost to this node: trimmed from
@@ -277,7 +277,7 @@ pub enum Delivery {
         /// The last.
         to: u64,
     },
-    /// Redis cannot be reached: [`Link::publish`] refuses until
+    /// Redis cannot be reached: [`RedisLink::publish`] refuses until
     /// [`Delivery::LinkUp`]. Said once per outage.
     LinkDown {
         /// What failed, for the log (no password in it).
@@ -290,7 +290,7 @@ pub enum Delivery {
         /// what was said before is gone from the history.
         history_lost: bool,
     },
-    /// The answer to [`Link::claim_name`].
+    /// The answer to [`RedisLink::claim_name`].
     Claimed {
         /// The name, in lower case.
         name: String,
@@ -300,7 +300,7 @@ pub enum Delivery {
     /// A name held for a user of this node is another node's: it lapsed
     /// while Redis was unreachable and someone took it (`lapsed`), or it
     /// was someone else's already when it was to be held
-    /// ([`Link::hold_name`]). Its user here must take another.
+    /// ([`RedisLink::hold_name`]). Its user here must take another.
     NameLost {
         /// The name, in lower case.
         name: String,
@@ -308,21 +308,21 @@ pub enum Delivery {
         lapsed: bool,
     },
     /// A private line for a user of this node, sent from any node
-    /// ([`Link::send_private`]).
+    /// ([`RedisLink::send_private`]).
     Private {
         /// The recipient's name, in lower case.
         to: String,
-        /// The line, as given to [`Link::send_private`].
+        /// The line, as given to [`RedisLink::send_private`].
         line: String,
     },
     /// Another node (or this one) asks every node something
-    /// ([`Link::ask_everyone`]); answer with [`Link::reply`].
+    /// ([`RedisLink::ask_everyone`]); answer with [`RedisLink::reply`].
     Question {
         /// The asking node's run, to reply to.
         run: String,
         /// Its ticket, to reply with.
         ticket: u64,
-        /// The question, as given to [`Link::ask_everyone`].
+        /// The question, as given to [`RedisLink::ask_everyone`].
         question: String,
     },
     /// How many nodes heard a question of this one: as many
@@ -338,16 +338,16 @@ pub enum Delivery {
     Answer {
         /// The question's ticket.
         ticket: u64,
-        /// The answer, as given to [`Link::reply`].
+        /// The answer, as given to [`RedisLink::reply`].
         answer: String,
     },
-    /// The answers to a question are due ([`Settings::reply_timeout`]
+    /// The answers to a question are due ([`LinkSettings::reply_timeout`]
     /// after it was asked): those still missing will not be waited for.
     AskTimedOut {
         /// The question's ticket.
         ticket: u64,
     },
-    /// The answer to [`Link::send_private`].
+    /// The answer to [`RedisLink::send_private`].
     PrivateSent {
         /// The ticket it was given.
         ticket: u64,
@@ -356,11 +356,11 @@ pub enum Delivery {
     },
 }
 
-/// Why [`Link::publish`] did not take a line. It was sent nowhere: the
+/// Why [`RedisLink::publish`] did not take a line. It was sent nowhere: the
 /// hub decides what its users are told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// [`Settings::outbox`] lines already wait for Redis.
+    /// [`LinkSettings::outbox`] lines already wait for Redis.
     Full,
     /// Redis is unreachable (since [`Delivery::LinkDown`]).
     Down,
@@ -375,9 +375,9 @@ impl fmt::Display for Refused {
     }
 }
 
-/// Why [`Link::start`] failed. Each says, in one line, what to fix.
+/// Why [`RedisLink::start`] failed. Each says, in one line, what to fix.
 #[derive(Debug)]
-pub enum Error {
+pub enum LinkError {
     /// The URL is not one of `redis://[[user]:password@]host[:port][/db]`
     /// or `rediss://...`. (Not repeated: it may hold a password.)
     BadUrl,
@@ -399,7 +399,7 @@ pub enum Error {
         reason: String,
     },
     /// The TLS handshake failed: most often, Redis' certificate does not
-    /// chain to a trusted CA ([`Settings::ca_file`]) or does not name the
+    /// chain to a trusted CA ([`LinkSettings::ca_file`]) or does not name the
     /// host in the URL.
     Tls {
         /// Redis' host and port.
@@ -426,41 +426,41 @@ pub enum Error {
     Spawn(io::Error),
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for LinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::BadUrl => f.write_str(
+            LinkError::BadUrl => f.write_str(
                 "--redis: not a Redis URL (expected redis://[[user]:password@]host[:port][/db] \
                  or rediss://...)",
             ),
-            Error::BadNodeName(name) => write!(
+            LinkError::BadNodeName(name) => write!(
                 f,
                 "--node-name {name:?}: use 1 to {NODE_NAME_MAX} letters, digits, '.', '_' or '-'"
             ),
-            Error::CaFile { path, source } => {
+            LinkError::CaFile { path, source } => {
                 write!(f, "cannot read Redis CA file {}: {source}", path.display())
             }
-            Error::Unreachable { addr, reason } => {
+            LinkError::Unreachable { addr, reason } => {
                 write!(f, "cannot reach Redis at {addr}: {reason}")
             }
-            Error::Tls { addr, reason } => {
+            LinkError::Tls { addr, reason } => {
                 write!(f, "TLS with Redis at {addr} failed: {reason}")
             }
-            Error::Login { addr, reason } => {
+            LinkError::Login { addr, reason } => {
                 write!(f, "Redis at {addr} refused the login: {reason}")
             }
-            Error::Denied { addr, reason } => {
+            LinkError::Denied { addr, reason } => {
                 write!(f, "Redis at {addr} refused the chat's commands: {reason}")
             }
-            Error::Spawn(source) => write!(f, "cannot start the Redis link's threads: {source}"),
+            LinkError::Spawn(source) => write!(f, "cannot start the Redis link's threads: {source}"),
         }
     }
 }
 
-impl std::error::Error for Error {
+impl std::error::Error for LinkError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::CaFile { source, .. } | Error::Spawn(source) => Some(source),
+            LinkError::CaFile { source, .. } | LinkError::Spawn(source) => Some(source),
             _ => None,
         }
     }
@@ -563,10 +563,10 @@ impl Backoff {
 }
 
 /// What every thread of the link shares.
-struct Shared {
-    /// Set by [`Link`]'s drop: the threads end.
+struct LinkState {
+    /// Set by [`RedisLink`]'s drop: the threads end.
     stop: AtomicBool,
-    /// Whether the subscriber is connected: [`Link::publish`] refuses
+    /// Whether the subscriber is connected: [`RedisLink::publish`] refuses
     /// while it is not.
     up: AtomicBool,
     /// The rooms the hub wants the node in, each with the number of the
@@ -575,11 +575,11 @@ struct Shared {
     rooms: Mutex<Rooms>,
     /// Set when `rooms` changed, cleared by the subscriber when it looks.
     rooms_changed: AtomicBool,
-    /// See [`Link::number`]: taken again when Redis lost its data.
+    /// See [`RedisLink::number`]: taken again when Redis lost its data.
     number: AtomicU64,
 }
 
-impl Shared {
+impl LinkState {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -609,7 +609,7 @@ struct Target {
     addr: String,
     /// To blank out of any message that might carry it.
     password: Option<String>,
-    settings: Settings,
+    settings: LinkSettings,
 }
 
 impl fmt::Debug for Target {
@@ -619,8 +619,8 @@ impl fmt::Debug for Target {
 }
 
 impl Target {
-    fn new(url: &str, settings: &Settings) -> Result<Target, Error> {
-        let info = url.into_connection_info().map_err(|_| Error::BadUrl)?;
+    fn new(url: &str, settings: &LinkSettings) -> Result<Target, LinkError> {
+        let info = url.into_connection_info().map_err(|_| LinkError::BadUrl)?;
         let addr = info.addr().to_string();
         let password = info.redis_settings().password().map(str::to_owned);
         // RESP2: a subscribed connection then answers only (un)subscribe
@@ -634,7 +634,7 @@ impl Target {
         let client = match &settings.ca_file {
             None => Client::open(info),
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|source| Error::CaFile {
+                let pem = std::fs::read(path).map_err(|source| LinkError::CaFile {
                     path: path.clone(),
                     source,
                 })?;
@@ -645,7 +645,7 @@ impl Target {
                 Client::build_with_tls(info, certificates)
             }
         }
-        .map_err(|_| Error::BadUrl)?;
+        .map_err(|_| LinkError::BadUrl)?;
         Ok(Target {
             client,
             addr,
@@ -675,21 +675,21 @@ impl Target {
         }
     }
 
-    /// An error of [`Link::start`], by what the user has to fix.
-    fn start_error(&self, error: &RedisError) -> Error {
+    /// An error of [`RedisLink::start`], by what the user has to fix.
+    fn start_error(&self, error: &RedisError) -> LinkError {
         let addr = self.addr.clone();
         let reason = self.describe(error);
         let login = error.kind() == ErrorKind::AuthenticationFailed
             || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"));
         let tls = is_tls_error(error);
         if login {
-            Error::Login { addr, reason }
+            LinkError::Login { addr, reason }
         } else if tls {
-            Error::Tls { addr, reason }
+            LinkError::Tls { addr, reason }
         } else if error.is_io_error() || error.is_timeout() || error.is_connection_refusal() {
-            Error::Unreachable { addr, reason }
+            LinkError::Unreachable { addr, reason }
         } else {
-            Error::Denied { addr, reason }
+            LinkError::Denied { addr, reason }
         }
     }
 }
@@ -699,13 +699,13 @@ impl Target {
 /// `io::Error::source` skips the error it wraps, so the chain is walked
 /// by hand.
 fn is_tls_error(error: &RedisError) -> bool {
-    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    type LinkState = Arc<dyn std::error::Error + Send + Sync>;
     use std::error::Error as _;
     let Some(cause) = error.source() else {
         return false;
     };
     let io = cause
-        .downcast_ref::<Shared>()
+        .downcast_ref::<LinkState>()
         .and_then(|shared| shared.downcast_ref::<io::Error>())
         .or_else(|| cause.downcast_ref::<io::Error>());
     io.and_then(io::Error::get_ref)
@@ -733,7 +733,7 @@ fn current_seq(connection: &mut Connection, room: &str) -> redis::RedisResult<u6
 
 /// One line for the publisher thread.
 #[derive(Debug)]
-struct Outgoing {
+struct ToPublish {
     room: String,
     line: String,
     /// The room's new topic, if the line sets one.
@@ -741,63 +741,63 @@ struct Outgoing {
 }
 
 /// The node's end of the link. Dropping it first gives the publisher up
-/// to [`Settings::reply_timeout`] to hand Redis the lines already given
+/// to [`LinkSettings::reply_timeout`] to hand Redis the lines already given
 /// (those still waiting then are not published), then stops the link's
 /// threads and waits for them: each is at most a connection attempt or a
-/// reply or two away from noticing ([`Settings::connect_timeout`],
-/// [`Settings::reply_timeout`]), and the directory first lets this node's
+/// reply or two away from noticing ([`LinkSettings::connect_timeout`],
+/// [`LinkSettings::reply_timeout`]), and the directory first lets this node's
 /// names go.
 #[derive(Debug)]
-pub struct Link {
+pub struct RedisLink {
     /// This run of the node, unlike any other run of any node:
     /// `NODE/RANDOM`.
     run: String,
-    outbox: Option<Sender<Outgoing>>,
+    outbox: Option<Sender<ToPublish>>,
     /// Work for the directory thread (claims, private lines, questions).
     asks: Option<Sender<Ask>>,
     /// Names held and let go, for the directory thread: never refused
     /// (one per arrival or departure), so that no name is left held, or
     /// left unclaimed, because a queue was full or Redis away.
     names: Option<Sender<Ask>>,
-    shared: Arc<Shared>,
+    shared: Arc<LinkState>,
     /// Dropped to wake the threads from a wait between reconnections.
     wake: Option<Sender<()>>,
     /// Disconnects when the publisher thread ends: at the drop, once the
     /// outbox is empty.
     published: Option<Receiver<()>>,
-    /// [`Settings::reply_timeout`]: how long the drop waits for that.
+    /// [`LinkSettings::reply_timeout`]: how long the drop waits for that.
     reply_timeout: Duration,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl fmt::Debug for Shared {
+impl fmt::Debug for LinkState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("LinkState")
             .field("up", &self.up.load(Ordering::SeqCst))
             .finish_non_exhaustive()
     }
 }
 
-impl Link {
+impl RedisLink {
     /// Connects to Redis at `url` as node `node` and starts the link's
     /// three threads; what they deliver comes out of the receiver.
     ///
     /// `url` is `redis://[[user]:password@]host[:port][/db]`, or
     /// `rediss://` for TLS (Redis' certificate must chain to the system's
-    /// roots, or to [`Settings::ca_file`], and name the host). `node` is
+    /// roots, or to [`LinkSettings::ca_file`], and name the host). `node` is
     /// 1 to [`NODE_NAME_MAX`] ASCII letters, digits, `.`, `_` or `-`.
     ///
-    /// Fails, with a one-line [`Error`], unless Redis answers and accepts
+    /// Fails, with a one-line [`LinkError`], unless Redis answers and accepts
     /// the login and the script now: a server started with a wrong
     /// `--redis` should say so at once, not retry in the background.
     /// Once started, the link never gives up.
     pub fn start(
         url: &str,
         node: &str,
-        settings: Settings,
-    ) -> Result<(Link, Receiver<Delivery>), Error> {
+        settings: LinkSettings,
+    ) -> Result<(RedisLink, Receiver<Delivery>), LinkError> {
         if !valid_node_name(node) {
-            return Err(Error::BadNodeName(node.to_owned()));
+            return Err(LinkError::BadNodeName(node.to_owned()));
         }
         let target = Arc::new(Target::new(url, &settings)?);
         let fail = |error: RedisError| target.start_error(&error);
@@ -813,7 +813,7 @@ impl Link {
             .query(&mut query)
             .map_err(fail)?;
 
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(LinkState {
             stop: AtomicBool::new(false),
             up: AtomicBool::new(true),
             rooms: Mutex::new(Rooms::default()),
@@ -863,7 +863,7 @@ impl Link {
             thread::Builder::new()
                 .name(name.to_owned())
                 .spawn(run)
-                .map_err(Error::Spawn)
+                .map_err(LinkError::Spawn)
         };
         let threads = vec![
             spawn(
@@ -879,7 +879,7 @@ impl Link {
                 Box::new(move || directory.run(asks, names_changed, directory_connection)),
             )?,
         ];
-        let link = Link {
+        let link = RedisLink {
             run,
             outbox: Some(outbox),
             asks: Some(ask),
@@ -898,7 +898,7 @@ impl Link {
     /// every node in the room, this one included) once Redis has it.
     ///
     /// Refuses at once, and the line goes nowhere, when
-    /// [`Settings::outbox`] lines already wait ([`Refused::Full`]) or
+    /// [`LinkSettings::outbox`] lines already wait ([`Refused::Full`]) or
     /// Redis is unreachable ([`Refused::Down`]). A line taken while the
     /// link was up but that could not yet reach Redis when it went down
     /// is published when it comes back.
@@ -906,7 +906,7 @@ impl Link {
         self.send(room, line, None)
     }
 
-    /// Like [`Link::publish`], for a line that also sets the room's topic:
+    /// Like [`RedisLink::publish`], for a line that also sets the room's topic:
     /// kept in Redis with the line, in the same atomic step, so that a
     /// node joining the room later finds it ([`Delivery::Recent`]).
     pub fn publish_topic(&self, room: &str, line: &str, topic: &str) -> Result<(), Refused> {
@@ -920,7 +920,7 @@ impl Link {
         let Some(outbox) = &self.outbox else {
             return Err(Refused::Down);
         };
-        let outgoing = Outgoing {
+        let outgoing = ToPublish {
             room: room.to_owned(),
             line: line.to_owned(),
             topic: topic.map(str::to_owned),
@@ -968,7 +968,7 @@ impl Link {
 
     /// Asks Redis for `name` (in lower case) for a user of this node; the
     /// answer comes as [`Delivery::Claimed`]. A name this node holds is
-    /// renewed until [`Link::release_name`], and taken back after an
+    /// renewed until [`RedisLink::release_name`], and taken back after an
     /// outage ([`Delivery::NameLost`] if someone else took it meanwhile).
     /// Claiming a name this node holds already answers [`Claim::Ours`].
     ///
@@ -980,7 +980,7 @@ impl Link {
 
     /// Holds `name` (in lower case) for a user of this node from now on,
     /// without an answer: for a name no other node gives out (a guest's,
-    /// `guestN-ID` with this node's [`Link::number`]) or that a
+    /// `guestN-ID` with this node's [`RedisLink::number`]) or that a
     /// certificate proves. It is claimed as soon as Redis can be reached;
     /// should another node have it, [`Delivery::NameLost`] says so.
     pub fn hold_name(&self, name: &str) {
@@ -1011,7 +1011,7 @@ impl Link {
 
     /// Asks every node connected to Redis `question` (one line, no
     /// newline), this one included: each hears it as
-    /// [`Delivery::Question`] and answers with [`Link::reply`]. Here come
+    /// [`Delivery::Question`] and answers with [`RedisLink::reply`]. Here come
     /// [`Delivery::Asked`] (how many heard it), their
     /// [`Delivery::Answer`]s, and [`Delivery::AskTimedOut`] when the
     /// time for answers is up. Nodes answer for themselves, so a node
@@ -1070,7 +1070,7 @@ impl Link {
     }
 }
 
-impl Drop for Link {
+impl Drop for RedisLink {
     fn drop(&mut self) {
         // The lines already given (the goodbyes of a server that stops)
         // go out first, if Redis takes them within a reply's time.
@@ -1089,12 +1089,12 @@ impl Drop for Link {
 }
 
 /// Waits `wait`, or less if the link stops. True if it is stopping.
-fn pause(shared: &Shared, woken: &Receiver<()>, wait: Duration) -> bool {
+fn pause(shared: &LinkState, woken: &Receiver<()>, wait: Duration) -> bool {
     if shared.stopping() {
         return true;
     }
     // Nothing is ever sent: this returns when the wait is over, or at once
-    // once the Link has dropped its end.
+    // once the RedisLink has dropped its end.
     let _ = woken.recv_timeout(wait);
     shared.stopping()
 }
@@ -1132,10 +1132,10 @@ const REFUSALS_BEFORE_DROP: u32 = 5;
 /// The publisher thread: runs the script for each line, in order, on its
 /// own connection.
 struct Publisher {
-    /// Dropped with the thread: [`Link`]'s drop waits for that.
+    /// Dropped with the thread: [`RedisLink`]'s drop waits for that.
     _publishing: Sender<()>,
     target: Arc<Target>,
-    shared: Arc<Shared>,
+    shared: Arc<LinkState>,
     woken: Receiver<()>,
     script: Script,
     node: String,
@@ -1146,7 +1146,7 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn run(mut self, outgoing: Receiver<Outgoing>, connection: Connection) {
+    fn run(mut self, outgoing: Receiver<ToPublish>, connection: Connection) {
         let mut connection = Some(connection);
         let poll = self.target.settings.poll;
         let mut batch = Vec::with_capacity(BATCH);
@@ -1172,13 +1172,13 @@ impl Publisher {
     }
 
     /// The line, with its count.
-    fn numbered(&mut self, line: Outgoing) -> (u64, Outgoing) {
+    fn numbered(&mut self, line: ToPublish) -> (u64, ToPublish) {
         self.count += 1;
         (self.count, line)
     }
 
     /// One `EVALSHA` per line, all in one pipeline.
-    fn pipeline(&self, batch: &[(u64, Outgoing)]) -> redis::Pipeline {
+    fn pipeline(&self, batch: &[(u64, ToPublish)]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         for (count, line) in batch {
             let keys = Keys::of(&line.room);
@@ -1207,7 +1207,7 @@ impl Publisher {
     /// Redis has them all. A retry sends the whole batch again: the lines
     /// Redis already had are recognised by their counts and skipped. False
     /// if the link stops first.
-    fn publish(&self, connection: &mut Option<Connection>, batch: &[(u64, Outgoing)]) -> bool {
+    fn publish(&self, connection: &mut Option<Connection>, batch: &[(u64, ToPublish)]) -> bool {
         let pipe = self.pipeline(batch);
         let mut backoff = Backoff::new();
         let mut refusals = 0;
@@ -1268,7 +1268,7 @@ impl Publisher {
 }
 
 /// Why a subscriber's session ended.
-enum End {
+enum SubscriberEnd {
     /// The link is stopping, or nobody takes deliveries any more.
     Stop,
     /// Redis went away, or answered wrong: reconnect.
@@ -1278,7 +1278,7 @@ enum End {
 /// The subscriber thread's state, kept across connections.
 struct Subscriber {
     target: Arc<Target>,
-    shared: Arc<Shared>,
+    shared: Arc<LinkState>,
     woken: Receiver<()>,
     deliver: Sender<Delivery>,
     /// The data set's epoch when last connected.
@@ -1322,8 +1322,8 @@ impl Subscriber {
                 },
             };
             match self.session(&mut listen, &mut query, &mut backoff) {
-                End::Stop => return,
-                End::Lost(reason) => {
+                SubscriberEnd::Stop => return,
+                SubscriberEnd::Lost(reason) => {
                     self.shared.up.store(false, Ordering::SeqCst);
                     if !self.down {
                         self.down = true;
@@ -1346,8 +1346,8 @@ impl Subscriber {
         listen: &mut Connection,
         query: &mut Connection,
         backoff: &mut Backoff,
-    ) -> End {
-        let lost = |target: &Target, error: RedisError| End::Lost(target.describe(&error));
+    ) -> SubscriberEnd {
+        let lost = |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
         let epoch = match epoch(query) {
             Ok(epoch) => epoch,
             Err(error) => return lost(&self.target, error),
@@ -1394,7 +1394,7 @@ impl Subscriber {
             let _ = self.names.send(Ask::Renew);
             log::info!("redis {}: link up", self.target.addr);
             if self.send(Delivery::LinkUp { history_lost }).is_err() {
-                return End::Stop;
+                return SubscriberEnd::Stop;
             }
         }
         let mut last_ping = Instant::now();
@@ -1403,7 +1403,7 @@ impl Subscriber {
         }
         loop {
             if self.shared.stopping() {
-                return End::Stop;
+                return SubscriberEnd::Stop;
             }
             if self.shared.rooms_changed.load(Ordering::SeqCst) {
                 if let Err(end) = self.change_rooms(&mut pubsub, query) {
@@ -1454,8 +1454,8 @@ impl Subscriber {
         &mut self,
         pubsub: &mut redis::PubSub<'_>,
         query: &mut Connection,
-    ) -> Result<(), End> {
-        let lost = |target: &Target, error: RedisError| End::Lost(target.describe(&error));
+    ) -> Result<(), SubscriberEnd> {
+        let lost = |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
         let target = Arc::clone(&self.target);
         let settings = &target.settings;
         let wanted = self.shared.wanted_rooms();
@@ -1516,11 +1516,11 @@ impl Subscriber {
         pubsub: &mut redis::PubSub<'_>,
         query: &mut Connection,
         rooms: &[(&String, u64)],
-    ) -> Result<(), End> {
+    ) -> Result<(), SubscriberEnd> {
         if rooms.is_empty() {
             return Ok(());
         }
-        let lost = |target: &Target, error: RedisError| End::Lost(target.describe(&error));
+        let lost = |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
         let mut before = HashMap::new();
         for &(room, _) in rooms {
             if !self.next.contains_key(room) {
@@ -1549,9 +1549,9 @@ impl Subscriber {
     }
 
     /// `room`'s last lines up to `current`, and its topic.
-    fn recent(&self, query: &mut Connection, room: &str, current: u64) -> Result<Delivery, End> {
+    fn recent(&self, query: &mut Connection, room: &str, current: u64) -> Result<Delivery, SubscriberEnd> {
         let keys = Keys::of(room);
-        let lost = |error: RedisError| End::Lost(self.target.describe(&error));
+        let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
         let count = self.target.settings.recent;
         let mut lines = Vec::new();
         if count > 0 && current > 0 {
@@ -1583,8 +1583,8 @@ impl Subscriber {
     /// A message for this node (`to_us`: `p NAME LINE`, a private line
     /// for a user here, or `r TICKET ANSWER`, an answer to a question of
     /// ours), or a question to all (`RUN TICKET QUESTION`).
-    fn on_node_message(&self, to_us: bool, bytes: &[u8]) -> Result<(), End> {
-        // A wake-up (see `Link::join_room`): the loop looks at the rooms.
+    fn on_node_message(&self, to_us: bool, bytes: &[u8]) -> Result<(), SubscriberEnd> {
+        // A wake-up (see `RedisLink::join_room`): the loop looks at the rooms.
         if to_us && bytes == b"w" {
             return Ok(());
         }
@@ -1621,7 +1621,7 @@ impl Subscriber {
     }
 
     /// A line arrived on `room`'s channel.
-    fn on_message(&mut self, query: &mut Connection, room: &str, bytes: &[u8]) -> Result<(), End> {
+    fn on_message(&mut self, query: &mut Connection, room: &str, bytes: &[u8]) -> Result<(), SubscriberEnd> {
         // Not (or no longer) a room of ours: a leftover of a leave.
         let Some(&next) = self.next.get(room) else {
             return Ok(());
@@ -1648,7 +1648,7 @@ impl Subscriber {
 
     /// Delivers lines `from..=to` of `room` from its history, saying which
     /// it no longer has.
-    fn fill(&mut self, query: &mut Connection, room: &str, from: u64, to: u64) -> Result<(), End> {
+    fn fill(&mut self, query: &mut Connection, room: &str, from: u64, to: u64) -> Result<(), SubscriberEnd> {
         let history = Keys::of(room).history;
         let mut expected = from;
         while expected <= to {
@@ -1659,7 +1659,7 @@ impl Subscriber {
                 .arg("COUNT")
                 .arg(FILL_CHUNK)
                 .query(query)
-                .map_err(|error| End::Lost(self.target.describe(&error)))?;
+                .map_err(|error| SubscriberEnd::Lost(self.target.describe(&error)))?;
             let done = entries.len() < FILL_CHUNK;
             for (id, fields) in entries {
                 let Some(seq) = id.split('-').next().and_then(|seq| seq.parse::<u64>().ok()) else {
@@ -1701,7 +1701,7 @@ impl Subscriber {
 
     /// Hands the hub a delivery, waiting while its queue is full (Redis
     /// buffers meanwhile). Fails if the link stops or nobody listens.
-    fn send(&self, delivery: Delivery) -> Result<(), End> {
+    fn send(&self, delivery: Delivery) -> Result<(), SubscriberEnd> {
         let mut delivery = delivery;
         loop {
             match self
@@ -1710,7 +1710,7 @@ impl Subscriber {
             {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Timeout(back)) if !self.shared.stopping() => delivery = back,
-                Err(_) => return Err(End::Stop),
+                Err(_) => return Err(SubscriberEnd::Stop),
             }
         }
     }
@@ -1775,17 +1775,17 @@ mod tests {
 
     #[test]
     fn errors_are_one_line_without_the_password() {
-        let settings = Settings::default();
+        let settings = LinkSettings::default();
         assert!(matches!(
             Target::new("http://example", &settings),
-            Err(Error::BadUrl)
+            Err(LinkError::BadUrl)
         ));
         let target = Target::new("redis://:s3cret@127.0.0.1:1/0", &settings).expect("url");
         assert_eq!(target.addr, "127.0.0.1:1");
         assert!(!format!("{target:?}").contains("s3cret"));
         let error = RedisError::from(io::Error::other("told s3cret"));
         assert!(!target.describe(&error).contains("s3cret"));
-        let message = Error::BadNodeName("a b".into()).to_string();
+        let message = LinkError::BadNodeName("a b".into()).to_string();
         assert!(!message.contains('\n'));
     }
 }

@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::rooms::{page_of, paged, remember, show_past};
 use super::{
-    page_of, paged, reply, show_past, to, to_room, Chat, ChatSettings, ClientId, Others, Output,
-    remember, RoomId, LINK_DOWN_MSG, LINK_DOWN_NICK, ROOMS_PAGE, WHO_PAGE,
+    reply, to, to_room, Chat, ChatSettings, ClientId, Others, Output, RoomId, LINK_DOWN_MSG,
+    LINK_DOWN_NICK, ROOMS_PAGE, WHO_PAGE,
 };
 use crate::elsewhere::{Ask, Claim, Query, Reach, RoomLine, Sent, Told, Unasked};
 use crate::protocol::ServerLine;
@@ -437,4 +438,13 @@ impl Chat {
             out.push(to_room(room, ServerLine::Notice(text), None));
         }
     }
+}
+
+/// Whether `key` is one of the names shared servers give their guests,
+/// `guestS-N`.
+pub(super) fn is_guest_name(key: &str) -> bool {
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    key.strip_prefix("guest")
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(server, number)| digits(server) && digits(number))
 }

@@ -18,9 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use secure_chat::linked::redis_link::{
-    Delivery, LinkError, LinkSettings, RedisLink, Refused,
-};
+use secure_chat::linked::redis_link::{Delivery, LinkError, LinkSettings, RedisLink, Refused};
 use secure_chat_test_support::{free_port, quick_link, Pki, Redis};
 
 /// The longest any one wait in these tests may take.

@@ -8,10 +8,10 @@ use std::time::Duration;
 use log::LevelFilter;
 use secure_chat::capacity::Capacity;
 use secure_chat::error::{report, Error};
-use secure_chat::server::{self, Limits, Server};
-use secure_chat::throttle::RateLimit;
 #[cfg(feature = "redis")]
 use secure_chat::linked::{redis_link, Linked};
+use secure_chat::server::{self, Limits, Server};
+use secure_chat::throttle::RateLimit;
 use secure_chat::{logging, tls};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;

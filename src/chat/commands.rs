@@ -35,11 +35,13 @@ impl Chat {
             Command::Nick(name) => self.change_nick(id, name, out),
             Command::Join(name) => self.join_room(id, name, out),
             // Shared, every server answers for its own users.
-            Command::Rooms(page) if self.asks_everyone() => out.push(Output::Elsewhere(Ask::Query {
-                id,
-                query: Query::Rooms,
-                page: page.map(str::to_owned),
-            })),
+            Command::Rooms(page) if self.asks_everyone() => {
+                out.push(Output::Elsewhere(Ask::Query {
+                    id,
+                    query: Query::Rooms,
+                    page: page.map(str::to_owned),
+                }))
+            }
             Command::Rooms(page) => {
                 let text = self.rooms_page(page);
                 out.push(reply(id, self.only_here(text)));
@@ -207,7 +209,13 @@ impl Chat {
     /// `/reclaim NICK SECRET`: the session takes NICK (and its room) back
     /// from the sessions that hold it, which are closed without a word to
     /// the room: for everyone else, NICK never left.
-    pub(super) fn reclaim(&mut self, id: ClientId, nick: &str, secret: &str, out: &mut Vec<Output>) {
+    pub(super) fn reclaim(
+        &mut self,
+        id: ClientId,
+        nick: &str,
+        secret: &str,
+        out: &mut Vec<Output>,
+    ) {
         let key = nick.to_ascii_lowercase();
         let Some(current) = self.sessions.get(&id).map(|s| s.person.clone()) else {
             return;
@@ -295,7 +303,9 @@ impl Chat {
         // Changing only the case of one's own nick is allowed.
         let other = old_key != new_key;
         let claimed = |others: &Others| others.claims.contains_key(&new_key);
-        if other && (self.people.contains_key(&new_key) || self.others.as_ref().is_some_and(claimed)) {
+        if other
+            && (self.people.contains_key(&new_key) || self.others.as_ref().is_some_and(claimed))
+        {
             let text = format!("nick {new} is taken; choose another");
             return out.push(to(id, ServerLine::Error(&text)));
         }
@@ -386,7 +396,13 @@ pub(super) fn same_secret(secret: &[u8; SECRET_BYTES], typed: &str) -> bool {
 }
 
 /// The error for a nick or room name that breaks the rules, and the rules.
-pub(super) fn invalid(id: ClientId, name: &str, what: &str, why: NameError, prefix: &str) -> Output {
+pub(super) fn invalid(
+    id: ClientId,
+    name: &str,
+    what: &str,
+    why: NameError,
+    prefix: &str,
+) -> Output {
     let text = format!(
         "{name:?} is not a valid {what} ({why}): use {prefix}1 to 24 letters, digits, \
          _ or -, starting with a letter or _"

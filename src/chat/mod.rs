@@ -507,7 +507,6 @@ impl Chat {
         self.leave_room(key, person.room);
         self.tell_leaving(person.room, notice, None, out);
     }
-
 }
 
 /// One line for one client.

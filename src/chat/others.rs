@@ -154,7 +154,8 @@ impl Chat {
 
     /// The others' verdict on an [`Ask::Claim`] of `name`.
     pub(super) fn claimed(&mut self, name: &str, claim: Claim, out: &mut Vec<Output>) {
-        let Some((id, nick, from)) = self.others.as_mut().and_then(|o| o.claims.remove(name)) else {
+        let Some((id, nick, from)) = self.others.as_mut().and_then(|o| o.claims.remove(name))
+        else {
             return;
         };
         // Gone, or renamed meanwhile (`/reclaim`, a lapsed name): it no

@@ -157,7 +157,9 @@ impl Chat {
         // Shared, the room may live on on other servers, with nobody here.
         let announce = match self.rooms.get(&room) {
             None => self.others.is_some(),
-            Some(state) if self.others.is_some() => state.members.len() < self.settings.announce_limit,
+            Some(state) if self.others.is_some() => {
+                state.members.len() < self.settings.announce_limit
+            }
             Some(state) => (1..self.settings.announce_limit).contains(&state.members.len()),
         };
         if announce {

@@ -186,12 +186,7 @@ impl Linked {
 
     /// Asks every server its part of the answer to `query`, for `id`; the
     /// parts come as [`Told::Answered`]. `Err` if it cannot be asked now.
-    fn query(
-        &mut self,
-        id: ClientId,
-        query: Query,
-        page: Option<String>,
-    ) -> Result<(), Refused> {
+    fn query(&mut self, id: ClientId, query: Query, page: Option<String>) -> Result<(), Refused> {
         let ticket = self.ticket();
         self.link.ask_everyone(ticket, &query.encode())?;
         let gathering = Gathering {

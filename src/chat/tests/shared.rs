@@ -87,7 +87,10 @@ fn a_linked_nick_changes_only_once_the_other_servers_agree() {
     h.left(b, None);
     h.asked();
     h.claimed("dave", Claim::Ours);
-    assert_eq!(h.asked(), vec![Output::Elsewhere(Ask::Release { name: name("dave") })]);
+    assert_eq!(
+        h.asked(),
+        vec![Output::Elsewhere(Ask::Release { name: name("dave") })]
+    );
 }
 
 #[test]
@@ -217,9 +220,8 @@ fn linked_who_rooms_and_whois_ask_every_server_and_merge_the_answers() {
     // Rooms: counts of one room on several servers add up.
     assert_eq!(h.chat.local_answer(&Query::Rooms), "#lobby 1 #Tea 1");
     let parts = ["#lobby 1 #Tea 1".to_owned(), "#tea 4 #rust 2".to_owned()];
-    let seen = h.by_others(|chat, out| {
-        chat.answered(a, &Query::Rooms, None, &parts, Reach::Partial, out)
-    });
+    let seen =
+        h.by_others(|chat, out| chat.answered(a, &Query::Rooms, None, &parts, Reach::Partial, out));
     assert_eq!(
         seen[&a],
         vec![

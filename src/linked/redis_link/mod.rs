@@ -132,8 +132,8 @@ use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Scrip
 
 mod names;
 
-use names::{Ask, Directory};
 use crate::elsewhere::{Claim, Sent};
+use names::{Ask, Directory};
 
 /// The script that numbers, keeps and publishes one room line, as one
 /// atomic step (see the module documentation).
@@ -452,7 +452,9 @@ impl fmt::Display for LinkError {
             LinkError::Denied { addr, reason } => {
                 write!(f, "Redis at {addr} refused the chat's commands: {reason}")
             }
-            LinkError::Spawn(source) => write!(f, "cannot start the Redis link's threads: {source}"),
+            LinkError::Spawn(source) => {
+                write!(f, "cannot start the Redis link's threads: {source}")
+            }
         }
     }
 }
@@ -1347,7 +1349,8 @@ impl Subscriber {
         query: &mut Connection,
         backoff: &mut Backoff,
     ) -> SubscriberEnd {
-        let lost = |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
+        let lost =
+            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
         let epoch = match epoch(query) {
             Ok(epoch) => epoch,
             Err(error) => return lost(&self.target, error),
@@ -1455,7 +1458,8 @@ impl Subscriber {
         pubsub: &mut redis::PubSub<'_>,
         query: &mut Connection,
     ) -> Result<(), SubscriberEnd> {
-        let lost = |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
+        let lost =
+            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
         let target = Arc::clone(&self.target);
         let settings = &target.settings;
         let wanted = self.shared.wanted_rooms();
@@ -1520,7 +1524,8 @@ impl Subscriber {
         if rooms.is_empty() {
             return Ok(());
         }
-        let lost = |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
+        let lost =
+            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
         let mut before = HashMap::new();
         for &(room, _) in rooms {
             if !self.next.contains_key(room) {
@@ -1549,7 +1554,12 @@ impl Subscriber {
     }
 
     /// `room`'s last lines up to `current`, and its topic.
-    fn recent(&self, query: &mut Connection, room: &str, current: u64) -> Result<Delivery, SubscriberEnd> {
+    fn recent(
+        &self,
+        query: &mut Connection,
+        room: &str,
+        current: u64,
+    ) -> Result<Delivery, SubscriberEnd> {
         let keys = Keys::of(room);
         let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
         let count = self.target.settings.recent;
@@ -1621,7 +1631,12 @@ impl Subscriber {
     }
 
     /// A line arrived on `room`'s channel.
-    fn on_message(&mut self, query: &mut Connection, room: &str, bytes: &[u8]) -> Result<(), SubscriberEnd> {
+    fn on_message(
+        &mut self,
+        query: &mut Connection,
+        room: &str,
+        bytes: &[u8],
+    ) -> Result<(), SubscriberEnd> {
         // Not (or no longer) a room of ours: a leftover of a leave.
         let Some(&next) = self.next.get(room) else {
             return Ok(());
@@ -1648,7 +1663,13 @@ impl Subscriber {
 
     /// Delivers lines `from..=to` of `room` from its history, saying which
     /// it no longer has.
-    fn fill(&mut self, query: &mut Connection, room: &str, from: u64, to: u64) -> Result<(), SubscriberEnd> {
+    fn fill(
+        &mut self,
+        query: &mut Connection,
+        room: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<(), SubscriberEnd> {
         let history = Keys::of(room).history;
         let mut expected = from;
         while expected <= to {

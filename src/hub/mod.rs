@@ -16,7 +16,6 @@
 //! Next: [`budget`](crate::budget), what the lines on their way cost, then
 //! [`shard`](crate::shard), the writers.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,14 +30,12 @@ use crate::queue::Receiver;
 use crate::seats::Seat;
 use crate::shard::{Shard, Slot, To, Work};
 
-/// Where a client's lines go: its writer shard, and its place there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Address {
-    /// Index of the shard.
-    pub shard: usize,
-    /// The client's slot in that shard.
-    pub slot: Slot,
-}
+mod routing;
+
+use routing::Routing;
+
+/// Where a client's lines go: its writer shard, and its slot there.
+pub type Address = routing::Place<Slot>;
 
 /// What reading threads tell the hub.
 #[derive(Debug)]
@@ -87,15 +84,6 @@ pub enum Event {
     Elsewhere(Arrival),
     /// The server is stopping: tell everyone, close every connection.
     Shutdown,
-}
-
-/// Where one client's lines go, and which room its shard has it in.
-struct Route {
-    address: Address,
-    room: Option<RoomId>,
-    /// Let go with the route, when the client is closed: from the next
-    /// event on, its place is free.
-    _seat: Seat,
 }
 
 /// Work for the shards, gathered during a round of events and handed over
@@ -194,11 +182,9 @@ impl Rules {
 struct Hub<E> {
     /// Who is here and what each event means: the chat, or `--classic`.
     rules: Rules,
-    /// Every client the chat may speak of, from its `Ready` to its close.
-    routes: HashMap<ClientId, Route>,
-    /// Per room, how many of its members each shard holds: a room's line
-    /// goes only to the shards with someone there.
-    rooms: HashMap<RoomId, Vec<usize>>,
+    /// Every client the chat may speak of, from its `Ready` to its
+    /// close, and per room how many of its members each shard holds.
+    routing: Routing<Slot>,
     dispatch: Dispatch,
     budget: Arc<Budget>,
     /// What the chat answered to the event in hand; kept for its allocation.
@@ -244,8 +230,7 @@ pub fn run<E: Elsewhere>(
     let mut hub = Hub {
         rules: Rules::new(settings, classic, elsewhere.guest_prefix()),
         elsewhere,
-        routes: HashMap::new(),
-        rooms: HashMap::new(),
+        routing: Routing::new(shards.len()),
         dispatch: Dispatch { shards, batches },
         budget,
         outputs: Vec::new(),
@@ -283,12 +268,7 @@ impl<E: Elsewhere> Hub<E> {
                 certificate,
                 seat,
             } => {
-                let route = Route {
-                    address,
-                    room: None,
-                    _seat: seat,
-                };
-                self.routes.insert(id, route);
+                self.routing.add(id, address, seat);
                 self.rules.join(id, peer, certificate, &mut out);
             }
             Event::Frame { id, frame } => self.rules.line(id, frame, &mut out),
@@ -370,12 +350,12 @@ impl<E: Elsewhere> Hub<E> {
                     }
                 }
                 Output::To { id, line } => {
-                    if let Some(route) = self.routes.get(&id) {
+                    if let Some(place) = self.routing.place(id) {
                         let work = Work::Deliver {
                             line: Outgoing::new(line, &self.budget),
-                            to: To::One(route.address.slot),
+                            to: To::One(place.slot),
                         };
-                        self.dispatch.push(route.address.shard, work);
+                        self.dispatch.push(place.shard, work);
                     }
                 }
                 Output::ToRoom {
@@ -390,20 +370,13 @@ impl<E: Elsewhere> Hub<E> {
                     keep,
                 }),
                 Output::Enter { id, room } => {
-                    let Some(route) = self.routes.get_mut(&id) else {
+                    let Some(moved) = self.routing.enter(id, room) else {
                         continue;
                     };
-                    let shards = self.dispatch.shards.len();
-                    let address = route.address;
-                    if let Some(old) = route.room.replace(room) {
-                        self.leave(old, address.shard);
+                    if let Some(room) = moved.emptied {
+                        self.elsewhere.emptied(room);
                     }
-                    let new = !self.rooms.contains_key(&room);
-                    let counts = self.rooms.entry(room).or_insert_with(|| vec![0; shards]);
-                    if let Some(count) = counts.get_mut(address.shard) {
-                        *count += 1;
-                    }
-                    if new {
+                    if moved.opened.is_some() {
                         let rules = &self.rules;
                         let key = || match rules {
                             Rules::Chat(chat) => chat.room_key(room),
@@ -411,18 +384,19 @@ impl<E: Elsewhere> Hub<E> {
                         };
                         self.elsewhere.entered(room, &key);
                     }
+                    let place = moved.place;
                     self.dispatch
-                        .push(address.shard, Work::Enter(address.slot, room));
+                        .push(place.shard, Work::Enter(place.slot, room));
                 }
                 Output::Close { id } => {
-                    let Some(route) = self.routes.remove(&id) else {
+                    let Some(moved) = self.routing.close(id) else {
                         continue;
                     };
-                    if let Some(room) = route.room {
-                        self.leave(room, route.address.shard);
+                    if let Some(room) = moved.emptied {
+                        self.elsewhere.emptied(room);
                     }
-                    let address = route.address;
-                    self.dispatch.push(address.shard, Work::Close(address.slot));
+                    let place = moved.place;
+                    self.dispatch.push(place.shard, Work::Close(place.slot));
                 }
             }
         }
@@ -433,18 +407,12 @@ impl<E: Elsewhere> Hub<E> {
 
     /// One message per shard with members in the room, not one per member.
     fn send_room(&mut self, room: RoomId, line: Arc<str>, except: Option<ClientId>) {
-        let Some(counts) = self.rooms.get(&room) else {
+        let mut shards = self.routing.shards_of(room, except).peekable();
+        if shards.peek().is_none() {
             return;
-        };
-        let except = except
-            .and_then(|id| self.routes.get(&id))
-            .map(|route| route.address);
+        }
         let line = Outgoing::new(line, &self.budget);
-        for (shard, &count) in counts.iter().enumerate() {
-            let except = except.filter(|a| a.shard == shard).map(|a| a.slot);
-            if count <= usize::from(except.is_some()) {
-                continue;
-            }
+        for (shard, except) in shards {
             let work = Work::Deliver {
                 line: line.clone(),
                 to: To::Room { room, except },
@@ -484,22 +452,8 @@ impl<E: Elsewhere> Hub<E> {
         self.rules.shutdown(&mut out);
         // Anyone the rules did not know (refused, or between its `Ready`
         // and its close) is closed too.
-        out.extend(self.routes.keys().map(|&id| Output::Close { id }));
+        out.extend(self.routing.clients().map(|id| Output::Close { id }));
         self.deliver(&mut out);
         self.dispatch.hand_over();
-    }
-
-    /// One member of `room` fewer on `shard`; a room nobody here is in is
-    /// forgotten (and no longer heard from the other servers).
-    fn leave(&mut self, room: RoomId, shard: usize) {
-        if let Some(counts) = self.rooms.get_mut(&room) {
-            if let Some(count) = counts.get_mut(shard) {
-                *count = count.saturating_sub(1);
-            }
-            if counts.iter().all(|&count| count == 0) {
-                self.rooms.remove(&room);
-                self.elsewhere.emptied(room);
-            }
-        }
     }
 }

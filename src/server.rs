@@ -413,7 +413,7 @@ impl Server {
     /// waits for every thread it started.
     pub fn run(mut self) -> Result<(), Error> {
         let limits = self.limits;
-        let elsewhere = self.elsewhere.take();
+        let mut elsewhere = self.elsewhere.take();
         log::info!("{}", self.capacity);
         // Room for every client, and as many again in their handshake or
         // being refused with a reason; never more than the machine allows.
@@ -454,9 +454,13 @@ impl Server {
         }
         let (events, hub_events) = queue::bounded(EVENT_QUEUE);
         let hub_stop = Arc::new(AtomicBool::new(false));
+        // What the other servers send reaches the hub among the readers'
+        // events: the hub waits on one queue only.
+        if let Some(elsewhere) = &mut elsewhere {
+            elsewhere.forward(events.clone()).map_err(Error::Thread)?;
+        }
         let hub = spawn_hub(
             hub_events,
-            events.clone(),
             elsewhere,
             &limits,
             shards.clone(),
@@ -632,7 +636,6 @@ const SHUTDOWN_NUDGE: Duration = Duration::from_millis(100);
 /// worse than one that says why it stopped.
 fn spawn_hub(
     events: queue::Receiver<Event>,
-    events_in: queue::Sender<Event>,
     elsewhere: Option<Box<dyn Elsewhere>>,
     limits: &Limits,
     shards: Vec<Shard>,
@@ -653,12 +656,9 @@ fn spawn_hub(
         None => Guarded::spawn("hub", stopper, move || {
             hub::run(events, settings, classic, Alone, shards, budget, stop)
         }),
-        Some(mut elsewhere) => {
-            elsewhere.forward(events_in).map_err(Error::Thread)?;
-            Guarded::spawn("hub", stopper, move || {
-                hub::run(events, settings, classic, elsewhere, shards, budget, stop)
-            })
-        }
+        Some(elsewhere) => Guarded::spawn("hub", stopper, move || {
+            hub::run(events, settings, classic, elsewhere, shards, budget, stop)
+        }),
     }
     .map_err(Error::Thread)
 }

@@ -312,18 +312,21 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers first: a signal that arrives once we are listening must
     // find them in place, not the default action that kills the process.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    let mut server = Server::bind(&args.addr, load()?, args.limits)?;
+    let server = Server::bind(&args.addr, load()?, args.limits)?;
     #[cfg(feature = "redis")]
-    if let Some(url) = &args.redis {
-        let redis = Redis {
-            url,
-            node_name: args.node_name.as_deref(),
-            ca_file: args.redis_ca.clone(),
-            history: args.limits.history,
-            name_expiry: args.name_expiry,
-        };
-        link(redis, &mut server)?;
-    }
+    let server = match &args.redis {
+        Some(url) => {
+            let redis = Redis {
+                url,
+                node_name: args.node_name.as_deref(),
+                ca_file: args.redis_ca.clone(),
+                history: args.limits.history,
+                name_expiry: args.name_expiry,
+            };
+            link(redis, server)?
+        }
+        None => server,
+    };
     let stopper = server.stopper();
     let reloader = server.reloader();
     thread::Builder::new()
@@ -375,7 +378,7 @@ struct Redis<'a> {
 
 /// Makes `server` one of those sharing the Redis `redis` names.
 #[cfg(feature = "redis")]
-fn link(redis: Redis<'_>, server: &mut Server) -> Result<(), Box<dyn std::error::Error>> {
+fn link(redis: Redis<'_>, mut server: Server) -> Result<Server, Box<dyn std::error::Error>> {
     let node = match redis.node_name {
         Some(name) => name.to_owned(),
         None => default_node_name(server.local_addr().port()),
@@ -395,7 +398,7 @@ fn link(redis: Redis<'_>, server: &mut Server) -> Result<(), Box<dyn std::error:
     let (link, deliveries) = redis_link::RedisLink::start(url, &node, settings)?;
     log::info!("node {node}: linked to the other servers through Redis");
     server.share(Box::new(Linked::new(link, deliveries)));
-    Ok(())
+    Ok(server)
 }
 
 /// This machine's name and the port: unique among servers on one Redis

@@ -117,7 +117,7 @@
 //! logs name Redis by its host and port only.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
@@ -134,6 +134,7 @@ mod connect;
 mod messages;
 mod names;
 mod publisher;
+mod schedule;
 mod subscriber;
 
 #[cfg(test)]
@@ -146,6 +147,7 @@ use subscriber::Subscriber;
 
 use crate::elsewhere::{Claim, Sent};
 use names::{Ask, Directory};
+use schedule::Schedule;
 
 /// The script that numbers, keeps and publishes one room line, as one
 /// atomic step (see the module documentation).
@@ -436,8 +438,7 @@ impl RedisLink {
             deliver: deliver.clone(),
             run: run.clone(),
             held: BTreeSet::new(),
-            waiting: VecDeque::new(),
-            answer_within: settings.reply_timeout,
+            schedule: Schedule::new(settings.name_ttl, settings.reply_timeout, Instant::now()),
         };
 
         let (publishing, published) = crossbeam_channel::bounded::<()>(0);

@@ -203,7 +203,7 @@ struct RoomState {
     history: VecDeque<Arc<str>>,
     /// Whether `topic` and `history` are known. Always, on a server
     /// alone; shared, once the other servers have told them
-    /// ([`Told::Recent`]): until then, whoever enters is shown them when
+    /// ([`Told::Recent`](crate::elsewhere::Told::Recent)): until then, whoever enters is shown them when
     /// they come.
     known: bool,
 }

@@ -7,7 +7,13 @@
 //! one message per line per writer shard with someone in the room, however
 //! many recipients. So the hub keeps only what delivery needs: where each
 //! client's lines go (its shard and slot) and how many of each room's
-//! members each shard holds. It knows shards, never sockets or TLS.
+//! members each shard holds ([`routing`]). It knows shards, never
+//! sockets or TLS.
+//!
+//! Every room line, and whatever the chat asks of other servers, goes
+//! through one [`Elsewhere`]: for a server alone, [`Alone`](crate::elsewhere::Alone),
+//! which gives each line straight back to be shown here; the hub knows no
+//! other implementation by name.
 //!
 //! With `--classic`, the hub runs the original app's rules
 //! ([`Classic`]) instead of the chat's: the same events in, the same kind

@@ -7,7 +7,7 @@
 //! one message per line per writer shard with someone in the room, however
 //! many recipients. So the hub keeps only what delivery needs: where each
 //! client's lines go (its shard and slot) and how many of each room's
-//! members each shard holds ([`routing`]). It knows shards, never
+//! members each shard holds (its `routing`). It knows shards, never
 //! sockets or TLS.
 //!
 //! Every room line, and whatever the chat asks of other servers, goes

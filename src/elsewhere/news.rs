@@ -196,7 +196,7 @@ pub enum Told {
         sent: Sent,
     },
     /// Another server (or this one) asks this one's part of an answer:
-    /// the hub gives it to [`Elsewhere::answer`].
+    /// the hub gives it to [`Elsewhere::answer`](super::Elsewhere::answer).
     Question {
         /// Who asks.
         asker: Asker,

@@ -1,4 +1,6 @@
-//! The one error type of the crate, and when each variant happens.
+//! The error type of the core (a server that cannot start, a client that
+//! cannot connect), and when each variant happens. The Redis link, a layer
+//! of its own, has its own (`linked::redis_link::LinkError`).
 //!
 //! Expected conditions of a running chat (a bad command, a slow client, a
 //! peer that hangs up) are not errors; they are values handled where they

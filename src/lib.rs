@@ -6,44 +6,64 @@
 //! async runtime, nothing hidden. Each client has one thread of its own on
 //! the server; a few writer threads send to everyone.
 //!
-//! ## Reading order
+//! ## Before the tour: the ladder
 //!
-//! 1. [`tls`]: certificates and keys from PEM files; what the client trusts:
-//!    CAs, or one server key (a pin, kept in [`known_servers`] once trusted).
-//! 2. [`client::connect`] (that function only): whom the client will talk
-//!    to: the roots it trusts, the name it checks, the error it reports.
-//!    Read it before the handshake loop, which is written for both sides
-//!    and never mentions either.
-//! 3. [`duplex`]: rustls does no I/O, so the program moves the bytes: the
-//!    handshake loop, then one connection split so that one thread reads
-//!    while another writes.
-//! 4. [`line`](mod@line) and [`line_reader`]: bytes into lines, with a
-//!    length limit and no terminal control characters; the one read loop
-//!    every reader in the project uses.
-//! 5. [`protocol`]: what a line means, and how the server's lines look.
-//! 6. [`chat`]: the chat itself as a plain value: names, rooms, what each
-//!    command does; an event in, what to send to whom out. [`classic`]:
-//!    the original app's one-reply-per-line rules, for `--classic`.
-//! 7. [`hub`]: the one thread that owns the chat, and hands each line to
-//!    the writers once; [`budget`], what the lines waiting for them cost.
-//! 8. [`shard`]: the writer threads: send what fits, remember the rest,
-//!    wait until the kernel has room; and cut the clients that stall, as
+//! Start in `examples/`: `echo-server` and `echo-client` show a verified
+//! TLS handshake with `StreamOwned` and a thread per client in about 140
+//! lines each; `card-chat` is the chat in the plainest shape (a thread per
+//! client, a crossbeam hub) and names, measured, what that shape costs.
+//! This crate is the same chat after answering each cost; the README's
+//! "How it works" tells the steps and their reasons.
+//!
+//! ## Reading order: the path of one message
+//!
+//! The tour follows one chat line from alice's keyboard to bob's screen,
+//! through the server as it really runs. Each step is one module (or the
+//! part of it named); each module's documentation ends by naming the next.
+//!
+//! 1. [`line`](mod@line) and [`line_reader`]: on alice's reading thread,
+//!    bytes into lines, with a length limit and no terminal control
+//!    characters.
+//! 2. [`protocol`]: what a line means, and how the server's lines look;
+//!    `protocol::notice`, the notices a client acts on, as typed values.
+//! 3. [`chat`]: the chat itself as a plain value: names, rooms, what each
+//!    command does; an event in, what to send to whom out.
+//! 4. [`elsewhere`]: the one seam to other servers. A server alone has
+//!    none ([`elsewhere::Alone`]): its room lines go straight on.
+//! 5. [`hub`]: the one thread that owns the chat, and hands each room
+//!    line to the writers once, to each shard with someone in the room.
+//! 6. [`budget`] and [`shard`]: what the lines waiting for the writers
+//!    cost, and the writer threads: send what fits, remember the rest,
+//!    wait until the kernel has room; cut the clients that stall, as
 //!    [`slow_readers`], the slow-consumer policy in one place, decides.
-//! 9. [`server`]: the accept loop, one thread per client, admission,
-//!    shutdown; with [`throttle`] (flood control), [`capacity`] (what the
-//!    machine allows), [`pool`] (threads kept between clients) and
-//!    [`queue`] (the hub's inbox).
-//! 10. [`client`] (the rest): the client for pipes and scripts,
-//!     [`outbox`], its writer, and [`screen`], how it shows lines.
-//! 11. [`terminal`]: the client for a person at a terminal, after
-//!     [`client`]: a line editor, and reconnecting after a drop.
+//! 7. [`server`]: the accept loop, one thread per client (a handshake,
+//!    then a reading thread for the connection's life), shutdown; with
+//!    [`seats`], admission: a place in the chat, taken after the
+//!    handshake and given back at the close; and [`queue`], the hub's
+//!    inbox every reading thread hands its lines to.
+//! 8. [`client`] (its reading side) and [`screen`]: bob's client frames
+//!    the line and shows it.
+//! 9. Last, and optional: `linked` (the `redis` feature, `--redis`):
+//!    several servers as one chat through Redis, behind the seam of step 4.
 //!
-//! [`x509`], [`error`] and [`logging`] are supporting cast. Each module's
-//! documentation ends by naming the next one. With `--redis`, two more:
-//! [`cluster`], the link between several servers through Redis (room
-//! lines numbered and kept; nicks claimed; private lines and questions to
-//! every server), and [`linked`], the hub's side of it (a room line is
-//! shown when it comes back from Redis, on every server alike).
+//! ## Supporting modules
+//!
+//! The connection the message travels on, and the rest of the programs:
+//!
+//! - [`tls`]: certificates and keys from PEM files; what the client
+//!   trusts: CAs, or one server key (a pin, kept in [`known_servers`]).
+//! - [`client::connect`]: whom the client talks to: the roots it trusts,
+//!   the name it checks, the error it reports; then [`duplex`]: the
+//!   handshake loop written for both sides, and one connection split so
+//!   that one thread reads while another writes.
+//! - [`outbox`]: the client's writer; [`terminal`]: the client for a
+//!   person at a terminal (a line editor, reconnecting after a drop),
+//!   waiting between attempts as [`backoff`] says.
+//! - [`classic`]: the original app's one-reply-per-line rules, for
+//!   `--classic`.
+//! - [`throttle`] (flood control), [`capacity`] (what the machine
+//!   allows), [`pool`] (threads kept between clients), for [`server`].
+//! - [`x509`], [`error`] and [`logging`].
 //!
 //! ## One name for each thing
 //!
@@ -90,7 +110,8 @@
 //! 3. The line goes to the **hub** as a [`hub::Event`], through a bounded
 //!    queue. The hub hands it to the [`chat::Chat`], the only owner of who
 //!    is where, which answers with one [`chat::Output`]: `chat alice hello`,
-//!    formatted once, for her room. For each writer shard with someone in
+//!    formatted once, for her room. A server alone shows it at once (the
+//!    room keeps it in its history); for each writer shard with someone in
 //!    the room, the hub queues one delivery: the line (one
 //!    [`budget::Outgoing`]) and the room. At the end of its round, each
 //!    shard gets its batch with one lock and at most one wake-up.
@@ -151,13 +172,14 @@ pub mod capacity;
 pub mod chat;
 pub mod classic;
 pub mod client;
-pub mod cluster;
 pub mod duplex;
+pub mod elsewhere;
 pub mod error;
 pub mod hub;
 pub mod known_servers;
 pub mod line;
 pub mod line_reader;
+#[cfg(feature = "redis")]
 pub mod linked;
 pub mod logging;
 pub mod outbox;

@@ -8,7 +8,7 @@
 //! before the next one is counted), and admitting a client is a counter
 //! and a map lookup, whatever the number of clients.
 //!
-//! Next: back to [`server`](crate::server).
+//! Next: [`queue`](crate::queue), the hub's inbox.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -86,6 +86,18 @@ fn unknown_flags_fail_with_exit_code_1() {
     assert!(stderr(&output).contains("lots"), "{}", stderr(&output));
 }
 
+/// Built without linked servers (`--no-default-features`), the server
+/// refuses `--redis` at once and says how to get it.
+#[cfg(not(feature = "redis"))]
+#[test]
+fn without_the_redis_feature_redis_is_refused_with_how_to_build_it() {
+    let output = run(&SERVER, &["--redis", "redis://127.0.0.1:1"], "");
+    assert_eq!(output.status.code(), Some(1));
+    let said = stderr(&output);
+    assert!(said.contains("without linked servers"), "{said}");
+    assert!(said.contains("`redis` feature"), "{said}");
+}
+
 #[test]
 fn redis_flags_that_make_no_sense_are_refused_with_the_reason() {
     for (args, says) in [

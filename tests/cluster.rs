@@ -1,4 +1,4 @@
-//! The Redis link (src/cluster.rs) against a real Redis: each test starts
+//! The Redis link (src/linked/redis_link/) against a real Redis: each test starts
 //! its own `redis-server` on a free loopback port, in a directory of its
 //! own, and stops it by its process id.
 //!
@@ -9,20 +9,23 @@
 //! subscriber, end with nothing lost and nothing twice; and a Redis that
 //! is not there, or refuses the password, is one clear line at start.
 
+// Linked servers only: built with the `redis` feature (on by default).
+#![cfg(feature = "redis")]
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use secure_chat::cluster::{Delivery, Error, Link, Refused, Settings};
+use secure_chat::linked::redis_link::{Delivery, LinkError, LinkSettings, RedisLink, Refused};
 use secure_chat_test_support::{free_port, quick_link, Pki, Redis};
 
 /// The longest any one wait in these tests may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn start(redis: &Redis, node: &str, settings: Settings) -> (Link, Receiver<Delivery>) {
-    Link::start(&redis.url(), node, settings).unwrap_or_else(|error| panic!("{error}"))
+fn start(redis: &Redis, node: &str, settings: LinkSettings) -> (RedisLink, Receiver<Delivery>) {
+    RedisLink::start(&redis.url(), node, settings).unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// Takes deliveries until `done` says so, for at most [`TIMEOUT`]; what
@@ -51,7 +54,7 @@ fn collect(
 /// the subscription would race: a line published between the subscribe
 /// and the read of the past is delivered inside `Recent`, which
 /// [`collect`] leaves out.
-fn join(link: &Link, deliveries: &Receiver<Delivery>, room: &str) -> Delivery {
+fn join(link: &RedisLink, deliveries: &Receiver<Delivery>, room: &str) -> Delivery {
     link.join_room(room);
     match deliveries.recv_timeout(TIMEOUT) {
         Ok(recent @ Delivery::Recent { .. }) => recent,
@@ -82,7 +85,7 @@ fn assert_numbered(lines: &[(u64, String)], n: u64) {
 
 /// Publishes, waiting while the outbox is full (a test publishes faster
 /// than any user).
-fn publish(link: &Link, room: &str, line: &str) {
+fn publish(link: &RedisLink, room: &str, line: &str) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         match link.publish(room, line) {
@@ -248,7 +251,7 @@ fn a_lost_message_is_filled_from_history_first() {
 #[test]
 fn joining_a_room_brings_its_last_lines_and_topic() {
     let redis = Redis::start(&[]);
-    let settings = Settings {
+    let settings = LinkSettings {
         recent: 3,
         ..quick_link()
     };
@@ -415,7 +418,7 @@ fn redis_restarted_without_data_numbering_starts_over() {
 #[test]
 fn a_slow_subscriber_cut_off_by_redis_catches_up() {
     let redis = Redis::start(&["--client-output-buffer-limit", "pubsub 64kb 0 0"]);
-    let settings = Settings {
+    let settings = LinkSettings {
         history: 100_000,
         ..quick_link()
     };
@@ -424,7 +427,7 @@ fn a_slow_subscriber_cut_off_by_redis_catches_up() {
     let (b, b_in) = start(
         &redis,
         "b",
-        Settings {
+        LinkSettings {
             deliveries: 1,
             ..settings
         },
@@ -514,8 +517,8 @@ fn an_unanswering_redis_is_noticed_by_ping() {
 fn no_redis_at_start_is_one_clear_line() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let error = Link::start(&url, "a", quick_link()).expect_err("nothing listens there");
-    assert!(matches!(error, Error::Unreachable { .. }), "{error:?}");
+    let error = RedisLink::start(&url, "a", quick_link()).expect_err("nothing listens there");
+    assert!(matches!(error, LinkError::Unreachable { .. }), "{error:?}");
     let message = error.to_string();
     eprintln!("{message}");
     assert!(
@@ -524,10 +527,10 @@ fn no_redis_at_start_is_one_clear_line() {
     );
     assert!(!message.contains('\n'));
 
-    let error = Link::start("localhost:6379", "a", quick_link()).expect_err("no scheme");
-    assert!(matches!(error, Error::BadUrl), "{error:?}");
-    let error = Link::start(&url, "has space", quick_link()).expect_err("bad name");
-    assert!(matches!(error, Error::BadNodeName(_)), "{error:?}");
+    let error = RedisLink::start("localhost:6379", "a", quick_link()).expect_err("no scheme");
+    assert!(matches!(error, LinkError::BadUrl), "{error:?}");
+    let error = RedisLink::start(&url, "has space", quick_link()).expect_err("bad name");
+    assert!(matches!(error, LinkError::BadNodeName(_)), "{error:?}");
 }
 
 #[test]
@@ -537,20 +540,20 @@ fn a_wrong_password_is_a_clear_error_without_it() {
         format!("redis://:wrong-one@127.0.0.1:{}", redis.port),
         format!("redis://default:wrong-one@127.0.0.1:{}", redis.port),
     ] {
-        let error = Link::start(&url, "a", quick_link()).expect_err("wrong password");
+        let error = RedisLink::start(&url, "a", quick_link()).expect_err("wrong password");
         let message = error.to_string();
         eprintln!("{message}");
-        assert!(matches!(error, Error::Login { .. }), "{error:?}");
+        assert!(matches!(error, LinkError::Login { .. }), "{error:?}");
         assert!(!message.contains("wrong-one"), "{message}");
         assert!(!format!("{error:?}").contains("wrong-one"), "{error:?}");
         assert!(!message.contains('\n'));
     }
     // No password at all: Redis says so on the first command.
-    let error = Link::start(&redis.url(), "a", quick_link()).expect_err("no password");
-    assert!(matches!(error, Error::Login { .. }), "{error:?}");
+    let error = RedisLink::start(&redis.url(), "a", quick_link()).expect_err("no password");
+    assert!(matches!(error, LinkError::Login { .. }), "{error:?}");
 
     let url = format!("redis://:right-one@127.0.0.1:{}", redis.port);
-    let (a, a_in) = Link::start(&url, "a", quick_link()).expect("the right password");
+    let (a, a_in) = RedisLink::start(&url, "a", quick_link()).expect("the right password");
     join(&a, &a_in, "lobby");
     publish(&a, "lobby", "heard");
     let seen = collect(&a_in, |seen| line_count(seen) == 1);
@@ -579,18 +582,18 @@ fn rediss_checks_the_certificate() {
     let url = format!("rediss://127.0.0.1:{tls_port}");
 
     // The system's roots do not know the test CA.
-    let error = Link::start(&url, "a", quick_link()).expect_err("unknown CA");
+    let error = RedisLink::start(&url, "a", quick_link()).expect_err("unknown CA");
     let message = error.to_string();
     eprintln!("{message}");
-    assert!(matches!(error, Error::Tls { .. }), "{error:?}");
+    assert!(matches!(error, LinkError::Tls { .. }), "{error:?}");
     assert!(message.contains("certificate"), "{message}");
     assert!(!message.contains('\n'), "{message}");
 
-    let settings = Settings {
+    let settings = LinkSettings {
         ca_file: Some(pki.ca.clone()),
         ..quick_link()
     };
-    let (a, a_in) = Link::start(&url, "a", settings.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let (a, a_in) = RedisLink::start(&url, "a", settings.clone()).unwrap_or_else(|e| panic!("{e}"));
     let (b, b_in) = start(&redis, "b", quick_link());
     join(&a, &a_in, "lobby");
     join(&b, &b_in, "lobby");
@@ -609,16 +612,16 @@ fn rediss_checks_the_certificate() {
         [1, 2]
     );
 
-    let error = Link::start(
+    let error = RedisLink::start(
         &url,
         "a",
-        Settings {
+        LinkSettings {
             ca_file: Some(pki.ca.with_extension("missing")),
             ..quick_link()
         },
     )
     .expect_err("no CA file");
-    assert!(matches!(error, Error::CaFile { .. }), "{error:?}");
+    assert!(matches!(error, LinkError::CaFile { .. }), "{error:?}");
 }
 
 /// A measurement, not a check: how many lines a second one node gets

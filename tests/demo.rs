@@ -2,6 +2,9 @@
 //! that share one chat, and haproxy in front of them when it is
 //! installed; everything gone again after Ctrl-C.
 
+// Linked servers only: built with the `redis` feature (on by default).
+#![cfg(feature = "redis")]
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,6 +20,20 @@ fn person(addr: SocketAddr, pki: &Pki, nick: &str) -> TestClient {
     client.recv_until(|line| line == format!("notice you are now {nick}"));
     client.nick = nick.to_owned();
     client
+}
+
+/// Stops the demo (Ctrl-C, as a user would) if the test fails before it
+/// does so itself: a failed test leaves no Redis or server running.
+struct StopOnFailure(Option<u32>);
+
+impl Drop for StopOnFailure {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            // Best effort on the way out of a failing test: the assertion
+            // that failed is what the test reports, not this.
+            kill(pid, "-INT");
+        }
+    }
 }
 
 fn listening(port: u16) -> bool {
@@ -42,6 +59,7 @@ fn cluster_demo_runs_two_servers_that_share_one_chat() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("scripts/cluster-demo.sh");
+    let mut guard = StopOnFailure(Some(child.id()));
     let out = lines_of(child.stdout.take().expect("stdout"));
     let errors = lines_of(child.stderr.take().expect("stderr"));
     let mut said = Vec::new();
@@ -85,6 +103,7 @@ fn cluster_demo_runs_two_servers_that_share_one_chat() {
     }
     drop((alice, bob));
 
+    guard.0 = None;
     assert!(kill(child.id(), "-INT"));
     let output = finish(child);
     assert!(output.status.success(), "{:?}", output.status);

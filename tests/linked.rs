@@ -3,6 +3,9 @@
 //! `redis-server` of the test's own (Debian's package), started on a free
 //! loopback port and stopped by its process id.
 
+// Linked servers only: built with the `redis` feature (on by default).
+#![cfg(feature = "redis")]
+
 use std::process::Command;
 use std::time::Instant;
 

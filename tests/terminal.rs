@@ -518,6 +518,7 @@ fn coming_back_under_the_same_guest_name_is_being_back() {
 /// someone on the other server speaks while a line is half typed, the
 /// link goes down and comes back, and each is said on its own line with
 /// the half line drawn again below.
+#[cfg(feature = "redis")]
 #[test]
 fn linked_servers_on_a_terminal_lines_from_elsewhere_and_the_link_going_down() {
     let mut redis = support::Redis::start(&[]);

@@ -8,9 +8,11 @@ use std::time::Duration;
 use log::LevelFilter;
 use secure_chat::capacity::Capacity;
 use secure_chat::error::{report, Error};
+#[cfg(feature = "redis")]
+use secure_chat::linked::{redis_link, Linked};
 use secure_chat::server::{self, Limits, Server};
 use secure_chat::throttle::RateLimit;
-use secure_chat::{cluster, logging, tls};
+use secure_chat::{logging, tls};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -201,6 +203,14 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 .into(),
         );
     }
+    if cfg!(not(feature = "redis")) && args.redis.is_some() {
+        return Err(
+            "--redis: this chat-server was built without linked servers; build it with \
+             the `redis` feature (on by default: `cargo build --release`, without \
+             --no-default-features)"
+                .into(),
+        );
+    }
     let redis_only = args.node_name.is_some() || args.redis_ca.is_some();
     if args.redis.is_none() && (redis_only || args.name_expiry.is_some()) {
         return Err("--node-name, --redis-ca and --name-expiry are for --redis".into());
@@ -302,27 +312,21 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers first: a signal that arrives once we are listening must
     // find them in place, not the default action that kills the process.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    let mut server = Server::bind(&args.addr, load()?, args.limits)?;
-    if let Some(url) = &args.redis {
-        let node = match &args.node_name {
-            Some(name) => name.clone(),
-            None => default_node_name(server.local_addr().port()),
-        };
-        let settings = cluster::Settings {
-            ca_file: args.redis_ca.clone(),
-            // Room for the notices between the chat lines a newcomer sees.
-            recent: args.limits.history.saturating_mul(4),
-            name_ttl: args
-                .name_expiry
-                .unwrap_or(cluster::Settings::default().name_ttl),
-            ..cluster::Settings::default()
-        };
-        // Fails at once, in one line, if Redis cannot be reached or
-        // refuses the login; never with the URL, which may hold a password.
-        let (link, deliveries) = cluster::Link::start(url, &node, settings)?;
-        log::info!("node {node}: linked to the other servers through Redis");
-        server.link(link, deliveries);
-    }
+    let server = Server::bind(&args.addr, load()?, args.limits)?;
+    #[cfg(feature = "redis")]
+    let server = match &args.redis {
+        Some(url) => {
+            let redis = Redis {
+                url,
+                node_name: args.node_name.as_deref(),
+                ca_file: args.redis_ca.clone(),
+                history: args.limits.history,
+                name_expiry: args.name_expiry,
+            };
+            link(redis, server)?
+        }
+        None => server,
+    };
     let stopper = server.stopper();
     let reloader = server.reloader();
     thread::Builder::new()
@@ -362,15 +366,51 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// What `--redis` and the flags that go with it asked for.
+#[cfg(feature = "redis")]
+struct Redis<'a> {
+    url: &'a str,
+    node_name: Option<&'a str>,
+    ca_file: Option<PathBuf>,
+    history: usize,
+    name_expiry: Option<Duration>,
+}
+
+/// Makes `server` one of those sharing the Redis `redis` names.
+#[cfg(feature = "redis")]
+fn link(redis: Redis<'_>, mut server: Server) -> Result<Server, Box<dyn std::error::Error>> {
+    let node = match redis.node_name {
+        Some(name) => name.to_owned(),
+        None => default_node_name(server.local_addr().port()),
+    };
+    let settings = redis_link::LinkSettings {
+        ca_file: redis.ca_file,
+        // Room for the notices between the chat lines a newcomer sees.
+        recent: redis.history.saturating_mul(4),
+        name_ttl: redis
+            .name_expiry
+            .unwrap_or(redis_link::LinkSettings::default().name_ttl),
+        ..redis_link::LinkSettings::default()
+    };
+    let url = redis.url;
+    // Fails at once, in one line, if Redis cannot be reached or
+    // refuses the login; never with the URL, which may hold a password.
+    let (link, deliveries) = redis_link::RedisLink::start(url, &node, settings)?;
+    log::info!("node {node}: linked to the other servers through Redis");
+    server.share(Box::new(Linked::new(link, deliveries)));
+    Ok(server)
+}
+
 /// This machine's name and the port: unique among servers on one Redis
 /// unless two machines share a name. Only what a node name may hold is kept.
+#[cfg(feature = "redis")]
 fn default_node_name(port: u16) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host: String = host
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .take(cluster::NODE_NAME_MAX - 6)
+        .take(redis_link::NODE_NAME_MAX - 6)
         .collect();
     let host = if host.is_empty() { "chat" } else { &host };
     format!("{host}-{port}")

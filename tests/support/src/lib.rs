@@ -2,7 +2,8 @@
 //! with rcgen ([`pki`]), an in-process server on `127.0.0.1:0`
 //! ([`server`]), a scriptable TLS chat client ([`client`]), readings of
 //! this process from /proc ([`procfs`]), the two binaries run as child
-//! processes ([`process`]) and a Redis of a test's own ([`redis_server`]).
+//! processes ([`process`]) and, with the `redis` feature, a Redis of a
+//! test's own (`redis_server`).
 //!
 //! Every wait here has a deadline ([`TIMEOUT`]); a test that would hang
 //! fails instead. Everything is re-exported at the top, so a test file
@@ -14,6 +15,7 @@ pub mod client;
 pub mod pki;
 pub mod process;
 pub mod procfs;
+#[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod server;
 
@@ -27,6 +29,7 @@ pub use client::{
 pub use pki::{ClientFlaw, Flaw, Pki, TempDir};
 pub use process::{cert_args, finish, kill, lines_of, run, Binary, ServerProcess, CLIENT, SERVER};
 pub use procfs::{has_thread_named, open_fds, rss_kib, thread_count};
+#[cfg(feature = "redis")]
 pub use redis_server::{free_port, quick_link, Redis};
 pub use server::{chat_of, chat_with, test_limits, TestServer};
 

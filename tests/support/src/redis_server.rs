@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use secure_chat::cluster;
+use secure_chat::linked::redis_link::LinkSettings;
 
 use crate::TempDir;
 
@@ -157,12 +157,12 @@ impl Drop for Redis {
 }
 
 /// Link settings that notice trouble within a second or so, for tests.
-pub fn quick_link() -> cluster::Settings {
-    cluster::Settings {
+pub fn quick_link() -> LinkSettings {
+    LinkSettings {
         ping_every: Duration::from_millis(300),
         reply_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(1),
-        ..cluster::Settings::default()
+        ..LinkSettings::default()
     }
 }
 

@@ -7,7 +7,7 @@ use std::thread;
 
 use crossbeam_channel::Receiver;
 use secure_chat::server::{Gauges, Limits, Server, Stopper};
-use secure_chat::{cluster, tls};
+use secure_chat::tls;
 
 use crate::client::TestClient;
 use crate::pki::Pki;
@@ -63,18 +63,20 @@ impl TestServer {
 
     /// One of several servers sharing their chat through the Redis at
     /// `redis_url`, as node `node`, with `settings` for the link.
+    #[cfg(feature = "redis")]
     pub fn start_linked(
         pki: &Pki,
         limits: Limits,
         redis_url: &str,
         node: &str,
-        settings: cluster::Settings,
+        settings: secure_chat::linked::redis_link::LinkSettings,
     ) -> TestServer {
         let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
         let mut server = Server::bind("127.0.0.1:0", config, limits).unwrap();
-        let (link, deliveries) = cluster::Link::start(redis_url, node, settings)
+        use secure_chat::linked::{redis_link::RedisLink, Linked};
+        let (link, deliveries) = RedisLink::start(redis_url, node, settings)
             .unwrap_or_else(|error| panic!("link: {error}"));
-        server.link(link, deliveries);
+        server.share(Box::new(Linked::new(link, deliveries)));
         TestServer::run(server)
     }
 

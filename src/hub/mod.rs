@@ -7,7 +7,13 @@
 //! one message per line per writer shard with someone in the room, however
 //! many recipients. So the hub keeps only what delivery needs: where each
 //! client's lines go (its shard and slot) and how many of each room's
-//! members each shard holds. It knows shards, never sockets or TLS.
+//! members each shard holds (its `routing`). It knows shards, never
+//! sockets or TLS.
+//!
+//! Every room line, and whatever the chat asks of other servers, goes
+//! through one [`Elsewhere`]: for a server alone, [`Alone`](crate::elsewhere::Alone),
+//! which gives each line straight back to be shown here; the hub knows no
+//! other implementation by name.
 //!
 //! With `--classic`, the hub runs the original app's rules
 //! ([`Classic`]) instead of the chat's: the same events in, the same kind
@@ -16,30 +22,26 @@
 //! Next: [`budget`](crate::budget), what the lines on their way cost, then
 //! [`shard`](crate::shard), the writers.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Outgoing};
-use crate::chat::{Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, RoomId};
+use crate::chat::{Chat, ChatSettings, ClientId, Output, PeerCertificate, RoomId};
 use crate::classic::Classic;
-use crate::cluster::{Claim, Delivery, Refused, Sent};
+use crate::elsewhere::{Arrival, Elsewhere, RoomLine, Told};
 use crate::line::Frame;
-use crate::linked::{self, Action, Linked, Local};
 use crate::queue::Receiver;
 use crate::seats::Seat;
 use crate::shard::{Shard, Slot, To, Work};
 
-/// Where a client's lines go: its writer shard, and its place there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Address {
-    /// Index of the shard.
-    pub shard: usize,
-    /// The client's slot in that shard.
-    pub slot: Slot,
-}
+mod routing;
+
+use routing::Routing;
+
+/// Where a client's lines go: its writer shard, and its slot there.
+pub type Address = routing::Place<Slot>;
 
 /// What reading threads tell the hub.
 #[derive(Debug)]
@@ -83,19 +85,11 @@ pub enum Event {
         /// What the room is told, if anything beyond "quit".
         public: Option<&'static str>,
     },
-    /// The link to the other servers (`--redis`) delivered something.
-    Cluster(Delivery),
+    /// Something arrived from the other servers this chat is shared with
+    /// (see [`Elsewhere`]).
+    Elsewhere(Arrival),
     /// The server is stopping: tell everyone, close every connection.
     Shutdown,
-}
-
-/// Where one client's lines go, and which room its shard has it in.
-struct Route {
-    address: Address,
-    room: Option<RoomId>,
-    /// Let go with the route, when the client is closed: from the next
-    /// event on, its place is free.
-    _seat: Seat,
 }
 
 /// Work for the shards, gathered during a round of events and handed over
@@ -129,18 +123,18 @@ enum Rules {
 }
 
 impl Rules {
-    /// `node_number`: linked, this server's number among those sharing
-    /// the Redis.
-    fn new(settings: ChatSettings, classic: bool, node_number: Option<u64>) -> Rules {
-        match (classic, node_number) {
+    /// `guest_prefix`: shared with other servers, how this one names its
+    /// guests ([`Elsewhere::guest_prefix`]).
+    fn new(settings: ChatSettings, classic: bool, guest_prefix: Option<String>) -> Rules {
+        match (classic, guest_prefix) {
             (true, _) => Rules::Classic(Classic::new(settings.max_line)),
-            (false, Some(number)) => Rules::Chat(Box::new(Chat::linked(settings, number))),
+            (false, Some(prefix)) => Rules::Chat(Box::new(Chat::shared(settings, prefix))),
             (false, None) => Rules::Chat(Box::new(Chat::new(settings))),
         }
     }
 
-    /// The chat, for what only it has (rooms that live beyond this
-    /// server). The original app's rules have no rooms.
+    /// The chat, for what only it has (rooms, and what the other servers
+    /// tell it). The original app's rules have no rooms.
     fn chat(&mut self) -> Option<&mut Chat> {
         match self {
             Rules::Chat(chat) => Some(chat),
@@ -191,23 +185,22 @@ impl Rules {
 }
 
 /// The hub's state. Only the hub thread ever holds it.
-struct Hub {
+struct Hub<E> {
     /// Who is here and what each event means: the chat, or `--classic`.
     rules: Rules,
-    /// Every client the chat may speak of, from its `Ready` to its close.
-    routes: HashMap<ClientId, Route>,
-    /// Per room, how many of its members each shard holds: a room's line
-    /// goes only to the shards with someone there.
-    rooms: HashMap<RoomId, Vec<usize>>,
+    /// Every client the chat may speak of, from its `Ready` to its
+    /// close, and per room how many of its members each shard holds.
+    routing: Routing<Slot>,
     dispatch: Dispatch,
     budget: Arc<Budget>,
     /// What the chat answered to the event in hand; kept for its allocation.
     outputs: Vec<Output>,
     /// When the hub last said in the log that it waits for writers.
     last_overload_warning: Option<Instant>,
-    /// With `--redis`: the link to the other servers, through which every
-    /// room line goes before anyone here sees it.
-    linked: Option<Linked>,
+    /// The other servers this chat is shared with, if any: every room
+    /// line goes through it ([`Elsewhere::say`]) before anyone here sees
+    /// it.
+    elsewhere: E,
 }
 
 /// The most events the hub handles before it hands the shards their work.
@@ -227,24 +220,23 @@ const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// readers wait to hand it theirs, and TCP slows the senders down.
 ///
 /// `classic` runs the original app's rules ([`Classic`]) instead of the
-/// chat's. `linked` makes this server one of several that share their
-/// rooms through Redis ([`linked`]); what the link
-/// delivers arrives as [`Event::Cluster`].
-pub fn run(
+/// chat's. `elsewhere` is [`Alone`](crate::elsewhere::Alone) for a server
+/// alone, or the other servers this one shares its chat with; what they
+/// send arrives as [`Event::Elsewhere`].
+pub fn run<E: Elsewhere>(
     events: Receiver<Event>,
     settings: ChatSettings,
     classic: bool,
-    linked: Option<Linked>,
+    elsewhere: E,
     shards: Vec<Shard>,
     budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
 ) {
     let batches = shards.iter().map(|_| Vec::new()).collect();
     let mut hub = Hub {
-        rules: Rules::new(settings, classic, linked.as_ref().map(Linked::number)),
-        linked,
-        routes: HashMap::new(),
-        rooms: HashMap::new(),
+        rules: Rules::new(settings, classic, elsewhere.guest_prefix()),
+        elsewhere,
+        routing: Routing::new(shards.len()),
         dispatch: Dispatch { shards, batches },
         budget,
         outputs: Vec::new(),
@@ -271,7 +263,7 @@ pub fn run(
     hub.shutdown();
 }
 
-impl Hub {
+impl<E: Elsewhere> Hub<E> {
     fn handle(&mut self, event: Event) {
         let mut out = std::mem::take(&mut self.outputs);
         match event {
@@ -282,12 +274,7 @@ impl Hub {
                 certificate,
                 seat,
             } => {
-                let route = Route {
-                    address,
-                    room: None,
-                    _seat: seat,
-                };
-                self.routes.insert(id, route);
+                self.routing.add(id, address, seat);
                 self.rules.join(id, peer, certificate, &mut out);
             }
             Event::Frame { id, frame } => self.rules.line(id, frame, &mut out),
@@ -298,87 +285,34 @@ impl Hub {
                 // never heard of, so that its shard lets it go all the same.
                 out.push(Output::Close { id });
             }
-            Event::Cluster(delivery) => {
-                if let Some(linked) = &mut self.linked {
-                    let action = linked.delivered(delivery);
-                    self.act(action, &mut out);
-                }
+            Event::Elsewhere(arrival) => {
+                let told = self.elsewhere.arrived(arrival);
+                self.told(told, &mut out);
             }
             // Handled by `run`; harmless if it ever arrives here.
             Event::Shutdown => {}
         }
         self.deliver(&mut out);
-        if let Some(linked) = &mut self.linked {
-            linked.event_done();
-            linked.pump();
-        }
+        self.elsewhere.event_done();
         self.outputs = out;
     }
 
-    /// Does what the link's delivery calls for.
-    fn act(&mut self, action: Action, out: &mut Vec<Output>) {
+    /// Does what the other servers' news calls for: the chat takes it,
+    /// but for the lines to show here and the questions to answer.
+    fn told(&mut self, told: Told, out: &mut Vec<Output>) {
         let Some(chat) = self.rules.chat() else {
             return;
         };
-        match action {
-            Action::Nothing => {}
-            Action::Line(line) => self.show_here(line),
-            Action::Recent {
-                room,
-                lines,
-                topic,
-                then,
-            } => {
-                chat.recent(room, lines, topic, out);
+        match told {
+            Told::Line(line) => self.show_here(line),
+            Told::Question { asker, query } => {
+                let answer = chat.local_answer(&query);
+                self.elsewhere.answer(&asker, &answer);
+            }
+            told => {
+                let then = chat.told(told, out);
                 self.deliver(out);
                 for line in then {
-                    self.show_here(line);
-                }
-            }
-            Action::Claimed(name, claim) => chat.claimed(&name, claim, out),
-            Action::NameLost(name, lapsed) => chat.name_lost(&name, lapsed, out),
-            Action::AnswerHere { id, query, page } => {
-                chat.answer_here(id, &query, page.as_deref(), out);
-            }
-            Action::PrivateIn(to, line) => chat.private_in(&to, &line, out),
-            Action::PrivateSent {
-                from,
-                to,
-                line,
-                sent,
-            } => chat.private_sent(from, &to, &line, sent, out),
-            Action::Question { run, ticket, query } => {
-                let answer = chat.local_answer(&query);
-                if let Some(linked) = &self.linked {
-                    linked.reply(&run, ticket, &answer);
-                }
-            }
-            Action::Answered {
-                id,
-                query,
-                page,
-                parts,
-                reach,
-            } => chat.answered(id, &query, page.as_deref(), &parts, reach, out),
-            Action::TellRoom(room, text) => chat.tell_room(room, &text, out),
-            Action::LinkUp { history_lost } => {
-                chat.set_link_up(true);
-                let notice = if history_lost {
-                    // New guests get the server's new number.
-                    if let Some(linked) = &self.linked {
-                        chat.set_node_number(linked.number());
-                    }
-                    linked::LINK_UP_HISTORY_LOST
-                } else {
-                    linked::LINK_UP
-                };
-                chat.tell_everyone(notice, out);
-            }
-            Action::LinkDown(lines) => {
-                chat.set_link_up(false);
-                chat.tell_everyone(linked::LINK_DOWN, out);
-                self.deliver(out);
-                for line in lines {
                     self.show_here(line);
                 }
             }
@@ -387,87 +321,47 @@ impl Hub {
 
     /// A room line shown here now: the room keeps what it should of it,
     /// and its members here get it.
-    fn show_here(&mut self, line: Local) {
+    fn show_here(&mut self, line: RoomLine) {
         if let Some(chat) = self.rules.chat() {
             chat.heard(line.room, &line.line, &line.keep);
         }
         self.send_room(line.room, line.line, line.except);
     }
 
-    /// A room line the rules said: with the link, it goes to Redis first
-    /// (or, if it cannot, is shown here alone); without, straight to the
-    /// room.
-    fn room_line(&mut self, room: RoomId, line: Arc<str>, except: Option<ClientId>, keep: Keep) {
-        let Some(linked) = &mut self.linked else {
-            return self.send_room(room, line, except);
+    /// A room line the rules said: shown here now, unless it went to the
+    /// other servers first (to be shown when it comes back).
+    fn room_line(&mut self, line: RoomLine) {
+        let (rules, room) = (&self.rules, line.room);
+        let key = || match rules {
+            Rules::Chat(chat) => chat.room_key(room),
+            Rules::Classic(_) => None,
         };
-        let local = Local {
-            room,
-            line,
-            except,
-            keep,
-        };
-        let rules = &mut self.rules;
-        let key = || rules.chat().and_then(|chat| chat.room_key(room));
-        if let Some(local) = linked.say(local, key) {
-            self.show_here(local);
+        if let Some(line) = self.elsewhere.say(line, &key) {
+            self.show_here(line);
         }
     }
 
     /// Turns what the rules said into work for the shards, in order.
     fn deliver(&mut self, out: &mut Vec<Output>) {
-        // What the chat answers when the link refuses at once: delivered
-        // after the rest.
+        // What the chat answers when an ask cannot go: delivered after the
+        // rest.
         let mut answers = Vec::new();
         for output in out.drain(..) {
             match output {
-                Output::Claim { name } => {
-                    let refused = match self.linked.as_ref().map(|linked| linked.claim(&name)) {
-                        Some(Err(Refused::Full)) => Claim::Busy,
-                        Some(Err(Refused::Down)) => Claim::Down,
-                        _ => continue,
-                    };
-                    if let Some(chat) = self.rules.chat() {
-                        chat.claimed(&name, refused, &mut answers);
-                    }
-                }
-                Output::Hold { name } => {
-                    if let Some(linked) = &self.linked {
-                        linked.hold(&name);
-                    }
-                }
-                Output::Release { name } => {
-                    if let Some(linked) = &self.linked {
-                        linked.release(&name);
-                    }
-                }
-                Output::Query { id, query, page } => {
-                    let Some(linked) = &mut self.linked else {
-                        continue;
-                    };
-                    if linked.query(id, query.clone(), page.clone()).is_err() {
+                Output::Elsewhere(ask) => {
+                    if let Err((ask, why)) = self.elsewhere.ask(ask) {
                         if let Some(chat) = self.rules.chat() {
-                            chat.answer_here(id, &query, page.as_deref(), &mut answers);
-                        }
-                    }
-                }
-                Output::Private { from, to, line } => {
-                    let Some(linked) = &mut self.linked else {
-                        continue;
-                    };
-                    if linked.private(from, to.clone(), Arc::clone(&line)).is_err() {
-                        if let Some(chat) = self.rules.chat() {
-                            chat.private_sent(from, &to, &line, Sent::Down, &mut answers);
+                            chat.unasked(ask, why, &mut answers);
                         }
                     }
                 }
                 Output::To { id, line } => {
-                    if let Some(route) = self.routes.get(&id) {
+                    if let Some(place) = self.routing.place(id) {
                         let work = Work::Deliver {
                             line: Outgoing::new(line, &self.budget),
-                            to: To::One(route.address.slot),
+                            to: To::One(place.slot),
                         };
-                        self.dispatch.push(route.address.shard, work);
+                        self.dispatch.push(place.shard, work);
                     }
                 }
                 Output::ToRoom {
@@ -475,39 +369,40 @@ impl Hub {
                     line,
                     except,
                     keep,
-                } => self.room_line(room, line, except, keep),
+                } => self.room_line(RoomLine {
+                    room,
+                    line,
+                    except,
+                    keep,
+                }),
                 Output::Enter { id, room } => {
-                    let Some(route) = self.routes.get_mut(&id) else {
+                    let Some(moved) = self.routing.enter(id, room) else {
                         continue;
                     };
-                    let shards = self.dispatch.shards.len();
-                    let address = route.address;
-                    if let Some(old) = route.room.replace(room) {
-                        self.leave(old, address.shard);
+                    if let Some(room) = moved.emptied {
+                        self.elsewhere.emptied(room);
                     }
-                    let new = !self.rooms.contains_key(&room);
-                    let counts = self.rooms.entry(room).or_insert_with(|| vec![0; shards]);
-                    if let Some(count) = counts.get_mut(address.shard) {
-                        *count += 1;
+                    if moved.opened.is_some() {
+                        let rules = &self.rules;
+                        let key = || match rules {
+                            Rules::Chat(chat) => chat.room_key(room),
+                            Rules::Classic(_) => None,
+                        };
+                        self.elsewhere.entered(room, &key);
                     }
-                    if new {
-                        let key = self.rules.chat().and_then(|chat| chat.room_key(room));
-                        if let (Some(linked), Some(key)) = (&mut self.linked, key) {
-                            linked.entered(room, key);
-                        }
-                    }
+                    let place = moved.place;
                     self.dispatch
-                        .push(address.shard, Work::Enter(address.slot, room));
+                        .push(place.shard, Work::Enter(place.slot, room));
                 }
                 Output::Close { id } => {
-                    let Some(route) = self.routes.remove(&id) else {
+                    let Some(moved) = self.routing.close(id) else {
                         continue;
                     };
-                    if let Some(room) = route.room {
-                        self.leave(room, route.address.shard);
+                    if let Some(room) = moved.emptied {
+                        self.elsewhere.emptied(room);
                     }
-                    let address = route.address;
-                    self.dispatch.push(address.shard, Work::Close(address.slot));
+                    let place = moved.place;
+                    self.dispatch.push(place.shard, Work::Close(place.slot));
                 }
             }
         }
@@ -518,18 +413,12 @@ impl Hub {
 
     /// One message per shard with members in the room, not one per member.
     fn send_room(&mut self, room: RoomId, line: Arc<str>, except: Option<ClientId>) {
-        let Some(counts) = self.rooms.get(&room) else {
+        let mut shards = self.routing.shards_of(room, except).peekable();
+        if shards.peek().is_none() {
             return;
-        };
-        let except = except
-            .and_then(|id| self.routes.get(&id))
-            .map(|route| route.address);
+        }
         let line = Outgoing::new(line, &self.budget);
-        for (shard, &count) in counts.iter().enumerate() {
-            let except = except.filter(|a| a.shard == shard).map(|a| a.slot);
-            if count <= usize::from(except.is_some()) {
-                continue;
-            }
+        for (shard, except) in shards {
             let work = Work::Deliver {
                 line: line.clone(),
                 to: To::Room { room, except },
@@ -563,24 +452,8 @@ impl Hub {
         self.rules.shutdown(&mut out);
         // Anyone the rules did not know (refused, or between its `Ready`
         // and its close) is closed too.
-        out.extend(self.routes.keys().map(|&id| Output::Close { id }));
+        out.extend(self.routing.clients().map(|id| Output::Close { id }));
         self.deliver(&mut out);
         self.dispatch.hand_over();
-    }
-
-    /// One member of `room` fewer on `shard`; a room nobody here is in is
-    /// forgotten (and, linked, no longer heard).
-    fn leave(&mut self, room: RoomId, shard: usize) {
-        if let Some(counts) = self.rooms.get_mut(&room) {
-            if let Some(count) = counts.get_mut(shard) {
-                *count = count.saturating_sub(1);
-            }
-            if counts.iter().all(|&count| count == 0) {
-                self.rooms.remove(&room);
-                if let Some(linked) = &mut self.linked {
-                    linked.emptied(room);
-                }
-            }
-        }
     }
 }

@@ -17,9 +17,10 @@
 //! as open and logs its end. Writing to clients is the writer shards' job
 //! ([`shard`]), the chat the hub's ([`hub`]) and the [`chat`]'s.
 //!
-//! Next: its helpers [`throttle`](crate::throttle),
-//! [`capacity`](crate::capacity), [`pool`](crate::pool) and
-//! [`queue`]; then the rest of [`client`](crate::client).
+//! Next: [`seats`](crate::seats), admission, and [`queue`], the hub's
+//! inbox; then the rest of [`client`](crate::client). Its helpers
+//! [`throttle`](crate::throttle), [`capacity`](crate::capacity) and
+//! [`pool`](crate::pool) can wait.
 
 use std::collections::HashMap;
 use std::io;
@@ -37,13 +38,12 @@ use rustls::{Connection, ServerConfig, ServerConnection};
 use crate::budget::{Budget, Outgoing};
 use crate::capacity::Capacity;
 use crate::chat::{self, ChatSettings, ClientId, PeerCertificate};
-use crate::cluster::{Delivery, Link};
 use crate::duplex;
+use crate::elsewhere::{Alone, Elsewhere};
 use crate::error::Error;
 use crate::hub::{self, Address, Event};
 use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
-use crate::linked::Linked;
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
 use crate::seats::Seats;
@@ -220,9 +220,8 @@ pub struct Server {
     sockets: Arc<Sockets>,
     /// Places in the chat, taken after the handshake.
     seats: Arc<Seats>,
-    /// With `--redis`: the link to the other servers, and what it
-    /// delivers, for the hub.
-    link: Option<(Linked, Receiver<Delivery>)>,
+    /// Shared with other servers: them, for the hub.
+    elsewhere: Option<Box<dyn Elsewhere>>,
 }
 
 /// Open connections per IP address.
@@ -348,16 +347,16 @@ impl Server {
                 limits.max_clients.max(1),
                 limits.max_per_ip.map(|m| m.max(1)),
             ),
-            link: None,
+            elsewhere: None,
         })
     }
 
-    /// Makes this server one of several that act as one chat: every room
-    /// line goes through `link` (started with [`Link::start`]) before
-    /// anyone sees it, and what comes back out of `deliveries` reaches
-    /// the hub. Not with [`Limits::classic`], whose clients see no one.
-    pub fn link(&mut self, link: Link, deliveries: Receiver<Delivery>) {
-        self.link = Some((Linked::new(link), deliveries));
+    /// Makes this server one of several that act as one chat: names,
+    /// presence, private lines and every room line go through `elsewhere`
+    /// (with `--redis`, `linked::Linked`). Not with [`Limits::classic`],
+    /// whose clients see no one.
+    pub fn share(&mut self, elsewhere: Box<dyn Elsewhere>) {
+        self.elsewhere = Some(elsewhere);
     }
 
     /// The address actually bound (useful after binding port 0).
@@ -407,7 +406,7 @@ impl Server {
     /// waits for every thread it started.
     pub fn run(mut self) -> Result<(), Error> {
         let limits = self.limits;
-        let link = self.link.take();
+        let mut elsewhere = self.elsewhere.take();
         log::info!("{}", self.capacity);
         // Room for every client, and as many again in their handshake or
         // being refused with a reason; never more than the machine allows.
@@ -449,16 +448,14 @@ impl Server {
         }
         let (events, hub_events) = queue::bounded(EVENT_QUEUE);
         let hub_stop = Arc::new(AtomicBool::new(false));
-        let linked = match link {
-            Some((linked, deliveries)) => {
-                forward_deliveries(deliveries, events.clone()).map_err(Error::Thread)?;
-                Some(linked)
-            }
-            None => None,
-        };
+        // What the other servers send reaches the hub among the readers'
+        // events: the hub waits on one queue only.
+        if let Some(elsewhere) = &mut elsewhere {
+            elsewhere.forward(events.clone()).map_err(Error::Thread)?;
+        }
         let hub = spawn_hub(
             hub_events,
-            linked,
+            elsewhere,
             &limits,
             shards.clone(),
             Arc::clone(&budget),
@@ -633,7 +630,7 @@ const SHUTDOWN_NUDGE: Duration = Duration::from_millis(100);
 /// worse than one that says why it stopped.
 fn spawn_hub(
     events: queue::Receiver<Event>,
-    linked: Option<Linked>,
+    elsewhere: Option<Box<dyn Elsewhere>>,
     limits: &Limits,
     shards: Vec<Shard>,
     budget: Arc<Budget>,
@@ -647,80 +644,17 @@ fn spawn_hub(
         max_sessions: limits.max_sessions,
     };
     let classic = limits.classic;
-    Guarded::spawn("hub", stopper, move || {
-        hub::run(events, settings, classic, linked, shards, budget, stop)
-    })
+    // Alone, the hub runs with [`Alone`], whose seam compiles away; shared,
+    // with the other servers behind the trait.
+    match elsewhere {
+        None => Guarded::spawn("hub", stopper, move || {
+            hub::run(events, settings, classic, Alone, shards, budget, stop)
+        }),
+        Some(elsewhere) => Guarded::spawn("hub", stopper, move || {
+            hub::run(events, settings, classic, elsewhere, shards, budget, stop)
+        }),
+    }
     .map_err(Error::Thread)
-}
-
-/// Starts the thread that hands the hub what the Redis link delivers, as
-/// events among the others: the hub waits on one queue only. It ends when
-/// the link is gone (the hub dropped it) or the hub is.
-fn forward_deliveries(
-    deliveries: Receiver<Delivery>,
-    events: queue::Sender<Event>,
-) -> io::Result<()> {
-    thread::Builder::new()
-        .name("redis-deliver".into())
-        .stack_size(READER_STACK)
-        .spawn(move || {
-            for delivery in deliveries {
-                if events.send(Event::Cluster(delivery)).is_err() {
-                    return;
-                }
-            }
-        })?;
-    Ok(())
-}
-
-/// A thread that stops the whole server if it panics, and that can be
-/// waited for with a time limit.
-struct Guarded {
-    thread: JoinHandle<()>,
-    /// Disconnects when the thread ends, however it ends.
-    ended: Receiver<()>,
-}
-
-impl Guarded {
-    fn spawn(
-        name: &str,
-        stopper: Stopper,
-        body: impl FnOnce() + Send + 'static,
-    ) -> io::Result<Guarded> {
-        struct StopOnPanic {
-            name: String,
-            stopper: Stopper,
-            _ended: Sender<()>,
-        }
-        impl Drop for StopOnPanic {
-            fn drop(&mut self) {
-                if thread::panicking() {
-                    log::error!("the {} thread failed: stopping the server", self.name);
-                    self.stopper.stop();
-                }
-            }
-        }
-        let (ended_tx, ended) = crossbeam_channel::bounded(0);
-        let guard = StopOnPanic {
-            name: name.to_string(),
-            stopper,
-            _ended: ended_tx,
-        };
-        let thread = thread::Builder::new().name(name.into()).spawn(move || {
-            let _guard = guard;
-            body();
-        })?;
-        Ok(Guarded { thread, ended })
-    }
-
-    /// Waits up to `limit` for the thread to end: `Some(Err(()))` if it
-    /// panicked, `None` if it is still running.
-    fn wait(self, limit: Duration) -> Option<Result<(), ()>> {
-        match self.ended.recv_timeout(limit) {
-            Err(RecvTimeoutError::Disconnected) => Some(self.thread.join().map_err(|_| ())),
-            Ok(()) | Err(RecvTimeoutError::Timeout) => None,
-        }
-    }
 }
 
 /// Connections the kernel queues for `accept` while the accept loop is busy.
@@ -772,380 +706,8 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
 }
 
-/// Lives as long as the connection: shared by the client's thread and, once
-/// it registers, its writer shard. Counts the connection as open, adds up
-/// its traffic, and when both are done with it, logs it and lets it go.
-struct Tracker {
-    id: ClientId,
-    peer: SocketAddr,
-    open: Arc<AtomicUsize>,
-    /// Set when connections are counted per address.
-    per_ip: Option<PerIp>,
-    sockets: Arc<Sockets>,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    /// Dropped with the tracker; see [`Server::run`].
-    _alive: Sender<()>,
-}
+mod connection;
+mod guarded;
 
-impl Tracker {
-    fn new(
-        id: ClientId,
-        peer: SocketAddr,
-        per_ip: Option<PerIp>,
-        open: &Arc<AtomicUsize>,
-        sockets: Arc<Sockets>,
-        alive: Sender<()>,
-    ) -> Tracker {
-        open.fetch_add(1, Ordering::SeqCst);
-        Tracker {
-            id,
-            peer,
-            open: Arc::clone(open),
-            per_ip,
-            sockets,
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            _alive: alive,
-        }
-    }
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        log::info!(
-            "{} {}: closed, {} bytes in, {} bytes out",
-            self.id,
-            self.peer,
-            self.bytes_in.load(Ordering::Relaxed),
-            self.bytes_out.load(Ordering::Relaxed)
-        );
-        self.sockets.remove(self.id);
-        if let Some(per_ip) = &self.per_ip {
-            let mut counts = lock(per_ip);
-            let ip = self.peer.ip();
-            if let Some(count) = counts.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    counts.remove(&ip);
-                }
-            }
-        }
-        self.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A new connection on its handshake thread: what the TLS handshake and the
-/// setup after it need, and what it hands on to the connection's
-/// [`Reader`].
-struct Handshake {
-    id: ClientId,
-    peer: SocketAddr,
-    socket: Arc<TcpStream>,
-    tls: Arc<ServerConfig>,
-    limits: Limits,
-    /// The hub holds the receiving end.
-    events: queue::Sender<Event>,
-    /// The writer shard that will send to this client.
-    shard: Shard,
-    shard_index: usize,
-    sockets: Arc<Sockets>,
-    seats: Arc<Seats>,
-    /// What a refusal line is charged to.
-    budget: Arc<Budget>,
-    tracker: Arc<Tracker>,
-    /// Where the reading thread comes from.
-    readers: Pool,
-}
-
-impl Handshake {
-    /// Runs on a handshake thread: the TLS handshake and the setup after
-    /// it; then it hands the connection to a reading thread, which reads
-    /// for the rest of the connection, and is free for the next handshake.
-    ///
-    /// A thread keeps what it has touched for as long as it lives: the
-    /// stack pages of the handshake's deep cryptography, and the blocks its
-    /// allocator caches for it (glibc keeps up to seven freed blocks of
-    /// each size per thread, about 9 KiB of the handshake's leftovers).
-    /// For an idle client that would be most of its memory; a reading
-    /// thread, which never handshakes, has neither.
-    fn run(self) {
-        let (id, peer) = (self.id, self.peer);
-        let self_readers = self.readers.clone();
-        let Some(reader) = self.join() else {
-            return;
-        };
-        let (shard, slot) = (reader.shard.clone(), reader.slot);
-        if let Err(err) = self_readers.run(move || reader.run()) {
-            log::error!("{id} {peer}: dropped: cannot start a thread: {err}");
-            // The reader never ran: close as the hub would have.
-            shard.send(Work::Close(slot));
-            shard.send(Work::ReaderDone(slot));
-        }
-    }
-
-    /// The TLS handshake, then the writing half to a shard. Returns the
-    /// reader, or `None` if the client never got that far.
-    fn join(self) -> Option<Reader> {
-        let (id, peer) = (self.id, self.peer);
-        let conn = match self.handshake() {
-            Ok(conn) => conn,
-            Err(reason) => {
-                log::info!("{id} {peer}: closed before joining: {reason}");
-                return None;
-            }
-        };
-        log::info!("{id} {peer}: connected, {}", tls::describe(&conn));
-        let certificate = conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|leaf| PeerCertificate {
-                subject: x509::subject(leaf).unwrap_or_default(),
-                common_name: x509::common_name(leaf),
-            });
-        let (read_half, write_half) = duplex::split(conn, Arc::clone(&self.socket));
-        let fate = Arc::new(Fate::default());
-        let tracker = Arc::clone(&self.tracker);
-        let registration = Registration {
-            id,
-            peer,
-            write: write_half,
-            fate: Arc::clone(&fate),
-            on_done: Box::new(move |sent| tracker.bytes_out.store(sent, Ordering::Relaxed)),
-        };
-        self.sockets.chatting(id);
-        // Fails only if the server is stopping and the shard has ended.
-        let slot = self.shard.register(registration).ok()?;
-        let address = Address {
-            shard: self.shard_index,
-            slot,
-        };
-        let admission = match self.seats.take(peer.ip()) {
-            Ok(seat) => Admission::Admitted(Event::Ready {
-                id,
-                peer,
-                address,
-                certificate,
-                seat,
-            }),
-            Err(why) => Admission::Refused {
-                peer,
-                line: Outgoing::new(ServerLine::Error(&why).to_wire(), &self.budget),
-                why,
-            },
-        };
-        // Reading can make rustls queue a reply (to a key update); only the
-        // shard writes, so it is asked to send it.
-        let flusher = self.shard.clone();
-        let flush = move || flusher.send(Work::Flush(slot));
-        Some(Reader {
-            id,
-            admission: Some(admission),
-            lines: LineReader::new(read_half, self.limits.max_line, flush),
-            bucket: self
-                .limits
-                .rate
-                .map(|rate| TokenBucket::new(rate, Instant::now())),
-            warned: false,
-            events: self.events,
-            shard: self.shard,
-            slot,
-            fate,
-            tracker: self.tracker,
-        })
-    }
-
-    /// The TLS handshake, with its deadline.
-    fn handshake(&self) -> Result<Connection, String> {
-        let mut conn = ServerConnection::new(Arc::clone(&self.tls))
-            .map(Connection::Server)
-            .map_err(|err| format!("TLS setup failed: {err}"))?;
-        duplex::handshake(&mut conn, &self.socket, self.limits.handshake_timeout)
-            .map_err(|err| format!("handshake failed: {err}"))?;
-        Ok(conn)
-    }
-}
-
-/// What the server decided about a client after its handshake.
-enum Admission {
-    /// It may chat: the hub hears of it first (and takes its seat), before
-    /// any of its lines.
-    Admitted(Event),
-    /// No place for it; `line` tells it why.
-    Refused {
-        peer: SocketAddr,
-        why: String,
-        line: Outgoing,
-    },
-}
-
-/// A connection after its handshake, on its reading thread: reads its
-/// lines and hands them to the hub, for the life of the connection.
-struct Reader {
-    id: ClientId,
-    /// Whether the client may chat; taken when the reading thread starts.
-    admission: Option<Admission>,
-    lines: LineReader,
-    /// Flood control, if the server limits rates.
-    bucket: Option<TokenBucket>,
-    /// The client was told it is too fast, and has not slowed down since.
-    warned: bool,
-    /// The hub holds the receiving end.
-    events: queue::Sender<Event>,
-    /// Told when the reader ends, and, for a refused client, why.
-    shard: Shard,
-    slot: Slot,
-    /// Why the shard cut the connection, if it did.
-    fate: Arc<Fate>,
-    tracker: Arc<Tracker>,
-}
-
-impl Reader {
-    /// Joins the chat, reads until the connection ends, then tells the hub
-    /// and the shard.
-    fn run(mut self) {
-        let ready = match self.admission.take() {
-            Some(Admission::Admitted(ready)) => return self.chat(ready),
-            Some(Admission::Refused { peer, why, line }) => (peer, why, line),
-            None => return,
-        };
-        self.refuse(ready);
-    }
-
-    /// A client the server has no place for: its shard sends it the reason
-    /// and closes; meanwhile whatever it sends is read and dropped, so that
-    /// it reads the reason before the connection ends.
-    fn refuse(mut self, (peer, why, line): (SocketAddr, String, Outgoing)) {
-        log::info!("{} {peer}: refused: {why}", self.id);
-        self.shard.send(Work::Deliver {
-            line,
-            to: To::One(self.slot),
-        });
-        self.shard.send(Work::Close(self.slot));
-        while self.lines.next_line().is_ok() {}
-        self.tracker
-            .bytes_in
-            .store(self.lines.bytes_received(), Ordering::Relaxed);
-        self.shard.send(Work::ReaderDone(self.slot));
-    }
-
-    /// The chat: the hub first hears of the client, then of each of its
-    /// lines, then of its end.
-    fn chat(mut self, ready: Event) {
-        if self.events.send(ready).is_err() {
-            // The hub has stopped: nobody will chat with this client.
-            self.shard.send(Work::Close(self.slot));
-            self.shard.send(Work::ReaderDone(self.slot));
-            return;
-        }
-        let mut reason = self.read();
-        self.tracker
-            .bytes_in
-            .store(self.lines.bytes_received(), Ordering::Relaxed);
-        let mut public = None;
-        if let Some(cut) = self.fate.cut_reason() {
-            reason = cut.to_string();
-            if self.fate.too_slow() {
-                public = Some("too slow");
-            }
-        }
-        let gone = Event::Gone {
-            id: self.id,
-            reason,
-            public,
-        };
-        // Nothing depends on the hub to tell the shard: if the hub is
-        // stopping, or has failed, the shard still lets the client go.
-        let _ = self.events.send(gone);
-        self.shard.send(Work::ReaderDone(self.slot));
-    }
-
-    /// The read loop; returns why the connection ended.
-    fn read(&mut self) -> String {
-        loop {
-            let frame = match self.lines.next_line() {
-                Ok(frame) => frame,
-                Err(End::Closed) => return "client closed the connection".to_string(),
-                Err(end) => return end.to_string(),
-            };
-            // Flood control may hold a line for a long time: what the
-            // shard or the hub decided meanwhile counts.
-            self.keep_to_rate();
-            if let Some(cut) = self.fate.cut_reason() {
-                return cut.to_string();
-            }
-            if self
-                .events
-                .send(Event::Frame { id: self.id, frame })
-                .is_err()
-            {
-                return "the server is stopping".to_string();
-            }
-        }
-    }
-
-    /// Flood control, before each line goes to the hub: waits as long as
-    /// the rate limit asks, and tells the client once per flood.
-    fn keep_to_rate(&mut self) {
-        let Some(bucket) = &mut self.bucket else {
-            return;
-        };
-        let now = Instant::now();
-        if bucket.is_full(now) {
-            self.warned = false;
-        }
-        let wait = bucket.take(now);
-        if wait.is_zero() {
-            return;
-        }
-        if !self.warned {
-            let _ = self.events.send(Event::Throttled { id: self.id });
-            self.warned = true;
-        }
-        // Not reading meanwhile is the point: the client's sends back up
-        // into its own TCP connection.
-        thread::sleep(wait);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stopper() -> (Stopper, TcpListener) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let stopper = Stopper {
-            stop: Arc::default(),
-            asked_at: Arc::default(),
-            wake: listener.local_addr().unwrap(),
-        };
-        (stopper, listener)
-    }
-
-    #[test]
-    fn a_guarded_thread_that_panics_stops_the_server_and_reports_it() {
-        let (stopper, _listener) = stopper();
-        let thread = Guarded::spawn("test-hub", stopper.clone(), || panic!("a bug")).unwrap();
-        assert_eq!(thread.wait(Duration::from_secs(10)), Some(Err(())));
-        assert!(
-            stopper.stop.load(Ordering::SeqCst),
-            "the server was not told"
-        );
-        assert!(stopper.asked_at.get().is_some());
-    }
-
-    #[test]
-    fn a_guarded_thread_that_ends_well_is_joined_and_one_still_busy_is_not() {
-        let (stopper, _listener) = stopper();
-        let done = Guarded::spawn("test-ok", stopper.clone(), || {}).unwrap();
-        assert_eq!(done.wait(Duration::from_secs(10)), Some(Ok(())));
-        let (release, wait) = crossbeam_channel::bounded::<()>(0);
-        let busy = Guarded::spawn("test-busy", stopper.clone(), move || {
-            let _ = wait.recv();
-        })
-        .unwrap();
-        assert_eq!(busy.wait(Duration::from_millis(50)), None);
-        drop(release);
-        assert!(!stopper.stop.load(Ordering::SeqCst));
-    }
-}
+use connection::{Handshake, Tracker};
+use guarded::Guarded;

@@ -1,13 +1,14 @@
-//! The hub's side of the link to other servers: what it hands Redis, and
-//! what it makes of what comes back.
+//! Several servers, one chat, through Redis: the other implementation of
+//! [`Elsewhere`] ([`Linked`]), and the link itself ([`redis_link`]).
+//! Built only with the `redis` feature (on by default), used only with
+//! `--redis`; the chat and the hub know none of it.
 //!
-//! Only with `--redis`. The link itself ([`cluster`](crate::cluster))
-//! knows rooms by name and lines as text; the hub knows rooms by number
-//! and clients by [`ClientId`]. This module translates, and holds the
-//! one rule that makes several servers one chat: **a room line is shown
-//! when it comes back from Redis, never before**, on every server, its
-//! sender's included. So everyone sees a room's lines in the one order
-//! Redis numbered them in.
+//! The link knows rooms by name and lines as text; the hub knows rooms by
+//! number and clients by [`ClientId`]. [`Linked`] translates, and holds
+//! the one rule that makes several servers one chat: **a room line is
+//! shown when it comes back from Redis, never before**, on every server,
+//! its sender's included. So everyone sees a room's lines in the one
+//! order Redis numbered them in.
 //!
 //! Three things travel with each line, written into the text Redis
 //! carries (see [`encode`]): what the room keeps of it ([`Keep`]), the
@@ -17,126 +18,41 @@
 //! run's token, and only that run heeds it.
 //!
 //! When Redis is slower than the room (the link's outbox is full), lines
-//! wait here, in order, and go as it takes them ([`Linked::pump`]):
+//! wait here, in order, and go as it takes them (after each event):
 //! nothing is lost or reordered by a burst. When the link is down, a
 //! line is shown here at once and goes nowhere else: chat among this
 //! server's users carries on, and they are told the others cannot hear
-//! them (the hub says so when [`Delivery::LinkDown`] comes). So is a line
-//! said while Redis is so far behind that [`OVERFLOW`] lines wait, ahead
-//! of them, and then only the log says so.
+//! them ([`Told::Unreachable`], when [`Delivery::LinkDown`] comes). So is
+//! a line said while Redis is so far behind that [`OVERFLOW`] lines wait,
+//! ahead of them, and then only the log says so.
 //!
 //! Names, private lines and `/who`-like questions travel the same way:
-//! the chat asks ([`Output::Claim`](crate::chat::Output::Claim),
-//! [`Output::Private`](crate::chat::Output::Private),
-//! [`Output::Query`](crate::chat::Output::Query)), this module hands it
-//! to the link with a ticket where an answer is due, and turns the
-//! answers back into [`Action`]s for the chat: a claim's verdict, whether
-//! a private line arrived, every server's part of an answer.
+//! the chat asks ([`Ask`]), this module hands it to the link with a
+//! ticket where an answer is due, and turns the answers back into
+//! [`Told`]s for the chat: a claim's verdict, whether a private line
+//! arrived, every server's part of an answer.
+//!
+//! Next: [`redis_link`], the link itself.
 
 use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::sync::Arc;
+use std::thread;
 
-use crate::chat::{ClientId, Keep, Query, Reach, RoomId};
-use crate::cluster::{Claim, Delivery, Link, Refused, Sent};
+use crossbeam_channel::Receiver;
 
-/// A room line the hub is to show here now: it came back from Redis, or
-/// it cannot go there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Local {
-    /// The room.
-    pub room: RoomId,
-    /// The line, as the members get it.
-    pub line: Arc<str>,
-    /// Left out, if it is one of this server's clients.
-    pub except: Option<ClientId>,
-    /// What the room keeps of it.
-    pub keep: Keep,
-}
+use crate::chat::{ClientId, Keep, RoomId};
+use crate::elsewhere::{Arrival, Ask, Asker, Elsewhere, Query, Reach, RoomLine, Told, Unasked};
+use crate::hub::Event;
+use crate::queue;
 
-/// What the hub does with a delivery from the link.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Show a room line here.
-    Line(Local),
-    /// A room this server joined: what it said before. Its lines waiting
-    /// for this follow in `then`.
-    Recent {
-        /// The room.
-        room: RoomId,
-        /// Its last chat and action lines, oldest first.
-        lines: Vec<Arc<str>>,
-        /// Its topic.
-        topic: Option<String>,
-        /// Lines said here meanwhile that could not go to Redis after all,
-        /// to be shown here.
-        then: Vec<Local>,
-    },
-    /// A notice for every member of a room.
-    TellRoom(RoomId, String),
-    /// The link is back: everyone here is told ([`LINK_UP`], or
-    /// [`LINK_UP_HISTORY_LOST`]), and new nicks can be checked again.
-    LinkUp {
-        /// Redis lost its data meanwhile: this server has a new number
-        /// ([`Linked::number`]) for its guests.
-        history_lost: bool,
-    },
-    /// The link is down: everyone here is told ([`LINK_DOWN`]); then these
-    /// lines, which were waiting for their rooms' past, are shown here.
-    LinkDown(Vec<Local>),
-    /// Redis answered a claim of a nick ([`Linked::claim`]).
-    Claimed(String, Claim),
-    /// A nick held here is someone's elsewhere: it lapsed during an
-    /// outage (`true`), or was theirs already.
-    NameLost(String, bool),
-    /// A private line for someone here (the nick in lower case).
-    PrivateIn(String, Arc<str>),
-    /// What became of a private line sent from here ([`Linked::private`]).
-    PrivateSent {
-        /// The sender.
-        from: ClientId,
-        /// The recipient, in lower case.
-        to: String,
-        /// The line.
-        line: Arc<str>,
-        /// Whether it arrived.
-        sent: Sent,
-    },
-    /// Another server (or this one) asks this one's part of an answer:
-    /// give it to [`Linked::reply`].
-    Question {
-        /// The asking server's run.
-        run: String,
-        /// Its ticket.
-        ticket: u64,
-        /// What it asks.
-        query: Query,
-    },
-    /// The parts of the answer to what someone here asked are in.
-    Answered {
-        /// Who asked.
-        id: ClientId,
-        /// What.
-        query: Query,
-        /// The page asked for.
-        page: Option<String>,
-        /// Each server's part.
-        parts: Vec<String>,
-        /// Whether every server that heard the question answered.
-        reach: Reach,
-    },
-    /// A question of someone here could not be asked after all (Redis
-    /// refused it): this server answers it alone, and says so.
-    AnswerHere {
-        /// Who asked.
-        id: ClientId,
-        /// What.
-        query: Query,
-        /// The page asked for.
-        page: Option<String>,
-    },
-    /// Nothing to do.
-    Nothing,
-}
+pub mod redis_link;
+
+use redis_link::{Delivery, RedisLink, Refused};
+
+/// The stack of the thread that hands the hub what the link delivers: it
+/// only moves values from one queue to another.
+const FORWARD_STACK: usize = 64 * 1024;
 
 /// A question of someone here to every server, while the answers come.
 #[derive(Debug)]
@@ -175,13 +91,17 @@ struct Joined {
     /// Until Redis has told what the room said before (its
     /// [`Delivery::Recent`]), lines said here wait, so that none comes
     /// back before the past it follows.
-    waiting: Option<Vec<Local>>,
+    waiting: Option<Vec<RoomLine>>,
 }
 
-/// The hub's end of the link.
+/// The hub's end of the link: the other servers, through Redis, as the
+/// hub's [`Elsewhere`].
 #[derive(Debug)]
 pub struct Linked {
-    link: Link,
+    link: RedisLink,
+    /// What the link delivers, until [`Elsewhere::forward`] hands it to a
+    /// thread of its own.
+    deliveries: Option<Receiver<Delivery>>,
     rooms: HashMap<RoomId, Joined>,
     by_key: HashMap<String, RoomId>,
     /// Rooms left during the event in hand: their names are still needed
@@ -189,7 +109,7 @@ pub struct Linked {
     leaving: Vec<RoomId>,
     /// Room lines the link's outbox had no room for, oldest first, with
     /// their room's name; handed over by [`Linked::pump`].
-    overflow: VecDeque<(String, Local)>,
+    overflow: VecDeque<(String, RoomLine)>,
     /// Whether the log said that lines stay here, since the overflow
     /// last emptied.
     overflow_warned: bool,
@@ -201,10 +121,11 @@ pub struct Linked {
 }
 
 impl Linked {
-    /// Wraps a started link.
-    pub fn new(link: Link) -> Linked {
+    /// Wraps a started link and what it delivers ([`RedisLink::start`]).
+    pub fn new(link: RedisLink, deliveries: Receiver<Delivery>) -> Linked {
         Linked {
             link,
+            deliveries: Some(deliveries),
             rooms: HashMap::new(),
             by_key: HashMap::new(),
             leaving: Vec::new(),
@@ -216,77 +137,291 @@ impl Linked {
         }
     }
 
-    /// This server's number among all that share the Redis
-    /// ([`Link::number`]).
-    pub fn number(&self) -> u64 {
-        self.link.number()
+    /// Hands Redis the lines that waited for room in the link's outbox,
+    /// oldest first, as many as it takes now. Done after each event: the lines this server published coming back are events, so
+    /// the outbox draining wakes it.
+    fn pump(&mut self) {
+        while let Some((key, line)) = self.overflow.front() {
+            if self.publish(key, line).is_err() {
+                return;
+            }
+            self.overflow.pop_front();
+        }
+        self.overflow_warned = false;
     }
 
-    /// Asks the other servers for a nick (in lower case); the answer comes
-    /// as [`Action::Claimed`]. `Err` if it cannot be asked now.
-    pub fn claim(&self, name: &str) -> Result<(), Refused> {
-        self.link.claim_name(name)
+    fn publish(&self, key: &str, line: &RoomLine) -> Result<(), Refused> {
+        let text = encode(self.link.run(), line);
+        match &line.keep {
+            Keep::Topic(topic) => self.link.publish_topic(key, &text, topic),
+            _ => self.link.publish(key, &text),
+        }
     }
 
-    /// Holds a nick someone here took on arrival ([`Link::hold_name`]).
-    pub fn hold(&self, name: &str) {
-        self.link.hold_name(name);
-    }
-
-    /// Nobody here has this nick any more.
-    pub fn release(&self, name: &str) {
-        self.link.release_name(name);
+    /// Keeps a line the outbox had no room for, unless [`OVERFLOW`] wait
+    /// already: then Redis is far behind, and it is shown here only.
+    fn hold_back(&mut self, key: String, line: RoomLine) -> Option<RoomLine> {
+        if self.overflow.len() < OVERFLOW {
+            self.overflow.push_back((key, line));
+            return None;
+        }
+        if !std::mem::replace(&mut self.overflow_warned, true) {
+            log::warn!(
+                "Redis is far behind ({OVERFLOW} lines wait for it): lines said here \
+                 meanwhile stay on this server"
+            );
+        }
+        self.rooms.contains_key(&line.room).then_some(line)
     }
 
     /// Sends a private line to `to` (in lower case) on whatever server has
-    /// them; the answer comes as [`Action::PrivateSent`]. `Err` if it
+    /// them; the answer comes as [`Told::PrivateSent`]. `Err` if it
     /// cannot be sent now.
-    pub fn private(&mut self, from: ClientId, to: String, line: Arc<str>) -> Result<(), Refused> {
+    fn private(&mut self, from: ClientId, to: String, line: Arc<str>) -> Result<(), Refused> {
         let ticket = self.ticket();
         self.link.send_private(ticket, &to, &line)?;
         self.private.insert(ticket, (from, to, line));
         Ok(())
     }
 
-    /// The first member here entered `room`, called `key` on every
-    /// server: hear it.
-    pub fn entered(&mut self, room: RoomId, key: String) {
-        self.link.join_room(&key);
-        self.by_key.insert(key.clone(), room);
-        let joined = Joined {
-            key,
-            waiting: Some(Vec::new()),
+    /// Asks every server its part of the answer to `query`, for `id`; the
+    /// parts come as [`Told::Answered`]. `Err` if it cannot be asked now.
+    fn query(&mut self, id: ClientId, query: Query, page: Option<String>) -> Result<(), Refused> {
+        let ticket = self.ticket();
+        self.link.ask_everyone(ticket, &query.encode())?;
+        let gathering = Gathering {
+            id,
+            query,
+            page,
+            expected: None,
+            parts: Vec::new(),
         };
-        self.rooms.insert(room, joined);
-        self.leaving.retain(|&other| other != room);
+        self.gathering.insert(ticket, gathering);
+        Ok(())
     }
 
-    /// The last member here left `room`: stop hearing it, once the event
-    /// in hand is done ([`Linked::event_done`]).
-    pub fn emptied(&mut self, room: RoomId) {
-        if let Some(joined) = self.rooms.get(&room) {
-            self.link.leave_room(&joined.key);
-            self.leaving.push(room);
+    /// A number for something that waits for an answer from the link.
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
+    /// The answer to `ticket`, if every part is in (or `done` says to
+    /// stop waiting).
+    fn gathered(&mut self, ticket: u64, done: bool) -> Told {
+        let Some(gathering) = self.gathering.get(&ticket) else {
+            return Told::Nothing;
+        };
+        let complete = gathering
+            .expected
+            .is_some_and(|expected| gathering.parts.len() >= expected);
+        if !complete && !done {
+            return Told::Nothing;
+        }
+        let Some(gathering) = self.gathering.remove(&ticket) else {
+            return Told::Nothing;
+        };
+        Told::Answered {
+            id: gathering.id,
+            query: gathering.query,
+            page: gathering.page,
+            parts: gathering.parts,
+            reach: if complete {
+                Reach::Every
+            } else {
+                Reach::Partial
+            },
         }
     }
 
-    /// The event in hand is handled: rooms left during it are forgotten.
-    pub fn event_done(&mut self) {
-        for room in self.leaving.drain(..) {
-            if let Some(joined) = self.rooms.remove(&room) {
-                self.by_key.remove(&joined.key);
+    /// What the hub makes of what the link delivered.
+    pub fn delivered(&mut self, delivery: Delivery) -> Told {
+        match delivery {
+            Delivery::Line { room, line, .. } => {
+                let Some(&id) = self.by_key.get(&room) else {
+                    return Told::Nothing;
+                };
+                // Before its `Recent`, a line belongs to an earlier join.
+                if self.rooms.get(&id).is_none_or(|j| j.waiting.is_some()) {
+                    return Told::Nothing;
+                }
+                match decode(self.link.run(), id, &line) {
+                    Some(local) => Told::Line(local),
+                    None => {
+                        log::warn!("room {room}: a line from Redis makes no sense; dropped");
+                        Told::Nothing
+                    }
+                }
             }
+            Delivery::Recent { room, lines, topic } => {
+                let Some(&id) = self.by_key.get(&room) else {
+                    return Told::Nothing;
+                };
+                let waiting = self
+                    .rooms
+                    .get_mut(&id)
+                    .and_then(|joined| joined.waiting.take())
+                    .unwrap_or_default();
+                let past = lines
+                    .iter()
+                    .filter_map(|text| decode(self.link.run(), id, text))
+                    .filter(|local| local.keep == Keep::History)
+                    .map(|local| local.line)
+                    .collect();
+                let then = waiting
+                    .into_iter()
+                    .filter_map(|line| Elsewhere::say(self, line, &|| None))
+                    .collect();
+                Told::Recent {
+                    room: id,
+                    lines: past,
+                    topic,
+                    then,
+                }
+            }
+            Delivery::Missed { room, from, to } => match self.by_key.get(&room) {
+                Some(&id) => {
+                    let count = to - from + 1;
+                    let lines = if count == 1 { "line" } else { "lines" };
+                    Told::TellRoom(
+                        id,
+                        format!(
+                            "{count} {lines} said in {room} on other servers could not be \
+                             recovered"
+                        ),
+                    )
+                }
+                None => Told::Nothing,
+            },
+            Delivery::LinkDown { reason } => {
+                log::warn!("link to the other servers down: {reason}");
+                // Lines waiting for a room's past would wait the whole
+                // outage: they are shown here now instead.
+                let mut lines = Vec::new();
+                for joined in self.rooms.values_mut() {
+                    if let Some(waiting) = &mut joined.waiting {
+                        lines.append(waiting);
+                    }
+                }
+                // And those waiting for the outbox, likewise.
+                let rooms = &self.rooms;
+                let waited = self.overflow.drain(..).map(|(_, line)| line);
+                lines.extend(waited.filter(|line| rooms.contains_key(&line.room)));
+                Told::Unreachable {
+                    notice: LINK_DOWN,
+                    lines,
+                }
+            }
+            Delivery::Claimed { name, claim } => Told::Claimed(name, claim),
+            Delivery::NameLost { name, lapsed } => Told::NameLost(name, lapsed),
+            Delivery::Private { to, line } => Told::PrivateIn(to, line.into()),
+            Delivery::PrivateSent { ticket, sent } => match self.private.remove(&ticket) {
+                Some((from, to, line)) => Told::PrivateSent {
+                    from,
+                    to,
+                    line,
+                    sent,
+                },
+                None => Told::Nothing,
+            },
+            Delivery::Question {
+                run,
+                ticket,
+                question,
+            } => match Query::decode(&question) {
+                Some(query) => Told::Question {
+                    asker: Asker {
+                        server: run,
+                        ticket,
+                    },
+                    query,
+                },
+                None => {
+                    log::warn!("a question from {run} makes no sense; not answered");
+                    Told::Nothing
+                }
+            },
+            Delivery::Asked {
+                ticket,
+                nodes: Some(nodes),
+            } => {
+                let Some(gathering) = self.gathering.get_mut(&ticket) else {
+                    return Told::Nothing;
+                };
+                gathering.expected = Some(nodes);
+                self.gathered(ticket, false)
+            }
+            // Nobody heard it: Redis could not be asked.
+            Delivery::Asked {
+                ticket,
+                nodes: None,
+            } => match self.gathering.remove(&ticket) {
+                Some(gathering) => Told::AnswerHere {
+                    id: gathering.id,
+                    query: gathering.query,
+                    page: gathering.page,
+                },
+                None => Told::Nothing,
+            },
+            Delivery::Answer { ticket, answer } => {
+                let Some(gathering) = self.gathering.get_mut(&ticket) else {
+                    return Told::Nothing;
+                };
+                gathering.parts.push(answer);
+                self.gathered(ticket, false)
+            }
+            Delivery::AskTimedOut { ticket } => self.gathered(ticket, true),
+            // Redis lost its data meanwhile: this server took a new number,
+            // and its new guests are named by it.
+            Delivery::LinkUp { history_lost: true } => Told::Reachable {
+                notice: LINK_UP_HISTORY_LOST,
+                guest_prefix: self.guest_prefix(),
+            },
+            Delivery::LinkUp {
+                history_lost: false,
+            } => Told::Reachable {
+                notice: LINK_UP,
+                guest_prefix: None,
+            },
         }
+    }
+}
+
+impl Elsewhere for Linked {
+    /// `guestN-`, N this server's number among all that share the Redis
+    /// ([`RedisLink::number`]).
+    fn guest_prefix(&self) -> Option<String> {
+        Some(format!("guest{}-", self.link.number()))
+    }
+
+    /// Starts the thread that hands the hub what the link delivers, as
+    /// events among the others: the hub waits on one queue only. It ends
+    /// when the link is gone (the hub dropped it) or the hub is.
+    fn forward(&mut self, hub: queue::Sender<Event>) -> io::Result<()> {
+        let Some(deliveries) = self.deliveries.take() else {
+            return Ok(());
+        };
+        thread::Builder::new()
+            .name("redis-deliver".into())
+            .stack_size(FORWARD_STACK)
+            .spawn(move || {
+                for delivery in deliveries {
+                    if hub.send(Event::Elsewhere(Arrival::new(delivery))).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(())
     }
 
     /// A room line was said here. It goes to Redis, to be shown when it
     /// comes back; or it waits for the room's past, or for room in the
-    /// link's outbox ([`Linked::pump`]); or, when Redis cannot be reached,
+    /// link's outbox (pumped after each event); or, when Redis cannot be reached,
     /// it is given back to be shown here at once.
     ///
     /// `key` gives the room's name, asked only for a room nobody here
     /// hears yet (a notice that someone came, said before they enter).
-    pub fn say(&mut self, line: Local, key: impl FnOnce() -> Option<String>) -> Option<Local> {
+    fn say(&mut self, line: RoomLine, key: &dyn Fn() -> Option<String>) -> Option<RoomLine> {
         let key = match self.rooms.get_mut(&line.room) {
             Some(Joined {
                 waiting: Some(waiting),
@@ -312,233 +447,73 @@ impl Linked {
         }
     }
 
-    /// Hands Redis the lines that waited for room in the link's outbox,
-    /// oldest first, as many as it takes now. The hub calls it after each
-    /// event: the lines this server published coming back are events, so
-    /// the outbox draining wakes it.
-    pub fn pump(&mut self) {
-        while let Some((key, line)) = self.overflow.front() {
-            if self.publish(key, line).is_err() {
-                return;
+    fn ask(&mut self, ask: Ask) -> Result<(), (Ask, Unasked)> {
+        let refused = match &ask {
+            Ask::Claim { name } => self.link.claim_name(name),
+            Ask::Hold { name } => {
+                self.link.hold_name(name);
+                Ok(())
             }
-            self.overflow.pop_front();
-        }
-        self.overflow_warned = false;
-    }
-
-    fn publish(&self, key: &str, line: &Local) -> Result<(), Refused> {
-        let text = encode(self.link.run(), line);
-        match &line.keep {
-            Keep::Topic(topic) => self.link.publish_topic(key, &text, topic),
-            _ => self.link.publish(key, &text),
-        }
-    }
-
-    /// Keeps a line the outbox had no room for, unless [`OVERFLOW`] wait
-    /// already: then Redis is far behind, and it is shown here only.
-    fn hold_back(&mut self, key: String, line: Local) -> Option<Local> {
-        if self.overflow.len() < OVERFLOW {
-            self.overflow.push_back((key, line));
-            return None;
-        }
-        if !std::mem::replace(&mut self.overflow_warned, true) {
-            log::warn!(
-                "Redis is far behind ({OVERFLOW} lines wait for it): lines said here \
-                 meanwhile stay on this server"
-            );
-        }
-        self.rooms.contains_key(&line.room).then_some(line)
-    }
-
-    /// Asks every server its part of the answer to `query`, for `id`; the
-    /// parts come as [`Action::Answered`]. `Err` if it cannot be asked now.
-    pub fn query(
-        &mut self,
-        id: ClientId,
-        query: Query,
-        page: Option<String>,
-    ) -> Result<(), Refused> {
-        let ticket = self.ticket();
-        self.link.ask_everyone(ticket, &query.encode())?;
-        let gathering = Gathering {
-            id,
-            query,
-            page,
-            expected: None,
-            parts: Vec::new(),
+            Ask::Release { name } => {
+                self.link.release_name(name);
+                Ok(())
+            }
+            Ask::Query { id, query, page } => self.query(*id, query.clone(), page.clone()),
+            Ask::Private { from, to, line } => self.private(*from, to.clone(), Arc::clone(line)),
         };
-        self.gathering.insert(ticket, gathering);
-        Ok(())
+        refused.map_err(|refused| {
+            let why = match refused {
+                Refused::Full => Unasked::Busy,
+                Refused::Down => Unasked::Unreachable,
+            };
+            (ask, why)
+        })
     }
 
-    /// A number for something that waits for an answer from the link.
-    fn ticket(&mut self) -> u64 {
-        self.next_ticket += 1;
-        self.next_ticket
+    fn answer(&self, asker: &Asker, answer: &str) {
+        self.link.reply(&asker.server, asker.ticket, answer);
     }
 
-    /// Gives this server's part of an answer ([`Action::Question`]).
-    pub fn reply(&self, run: &str, ticket: u64, answer: &str) {
-        self.link.reply(run, ticket, answer);
-    }
-
-    /// The answer to `ticket`, if every part is in (or `done` says to
-    /// stop waiting).
-    fn gathered(&mut self, ticket: u64, done: bool) -> Action {
-        let Some(gathering) = self.gathering.get(&ticket) else {
-            return Action::Nothing;
+    /// The first member here entered `room`, called `key` on every
+    /// server: hear it.
+    fn entered(&mut self, room: RoomId, key: &dyn Fn() -> Option<String>) {
+        let Some(key) = key() else {
+            return;
         };
-        let complete = gathering
-            .expected
-            .is_some_and(|expected| gathering.parts.len() >= expected);
-        if !complete && !done {
-            return Action::Nothing;
-        }
-        let Some(gathering) = self.gathering.remove(&ticket) else {
-            return Action::Nothing;
+        self.link.join_room(&key);
+        self.by_key.insert(key.clone(), room);
+        let joined = Joined {
+            key,
+            waiting: Some(Vec::new()),
         };
-        Action::Answered {
-            id: gathering.id,
-            query: gathering.query,
-            page: gathering.page,
-            parts: gathering.parts,
-            reach: if complete {
-                Reach::Every
-            } else {
-                Reach::Partial
-            },
+        self.rooms.insert(room, joined);
+        self.leaving.retain(|&other| other != room);
+    }
+
+    /// The last member here left `room`: stop hearing it, once the event
+    /// in hand is done.
+    fn emptied(&mut self, room: RoomId) {
+        if let Some(joined) = self.rooms.get(&room) {
+            self.link.leave_room(&joined.key);
+            self.leaving.push(room);
         }
     }
 
-    /// What the hub makes of what the link delivered.
-    pub fn delivered(&mut self, delivery: Delivery) -> Action {
-        match delivery {
-            Delivery::Line { room, line, .. } => {
-                let Some(&id) = self.by_key.get(&room) else {
-                    return Action::Nothing;
-                };
-                // Before its `Recent`, a line belongs to an earlier join.
-                if self.rooms.get(&id).is_none_or(|j| j.waiting.is_some()) {
-                    return Action::Nothing;
-                }
-                match decode(self.link.run(), id, &line) {
-                    Some(local) => Action::Line(local),
-                    None => {
-                        log::warn!("room {room}: a line from Redis makes no sense; dropped");
-                        Action::Nothing
-                    }
-                }
+    /// The event in hand is handled: rooms left during it are forgotten,
+    /// and lines that waited for room in the outbox go as it takes them.
+    fn event_done(&mut self) {
+        for room in self.leaving.drain(..) {
+            if let Some(joined) = self.rooms.remove(&room) {
+                self.by_key.remove(&joined.key);
             }
-            Delivery::Recent { room, lines, topic } => {
-                let Some(&id) = self.by_key.get(&room) else {
-                    return Action::Nothing;
-                };
-                let waiting = self
-                    .rooms
-                    .get_mut(&id)
-                    .and_then(|joined| joined.waiting.take())
-                    .unwrap_or_default();
-                let past = lines
-                    .iter()
-                    .filter_map(|text| decode(self.link.run(), id, text))
-                    .filter(|local| local.keep == Keep::History)
-                    .map(|local| local.line)
-                    .collect();
-                let then = waiting
-                    .into_iter()
-                    .filter_map(|line| self.say(line, || None))
-                    .collect();
-                Action::Recent {
-                    room: id,
-                    lines: past,
-                    topic,
-                    then,
-                }
-            }
-            Delivery::Missed { room, from, to } => match self.by_key.get(&room) {
-                Some(&id) => {
-                    let count = to - from + 1;
-                    let lines = if count == 1 { "line" } else { "lines" };
-                    Action::TellRoom(
-                        id,
-                        format!(
-                            "{count} {lines} said in {room} on other servers could not be \
-                             recovered"
-                        ),
-                    )
-                }
-                None => Action::Nothing,
-            },
-            Delivery::LinkDown { reason } => {
-                log::warn!("link to the other servers down: {reason}");
-                // Lines waiting for a room's past would wait the whole
-                // outage: they are shown here now instead.
-                let mut lines = Vec::new();
-                for joined in self.rooms.values_mut() {
-                    if let Some(waiting) = &mut joined.waiting {
-                        lines.append(waiting);
-                    }
-                }
-                // And those waiting for the outbox, likewise.
-                let rooms = &self.rooms;
-                let waited = self.overflow.drain(..).map(|(_, line)| line);
-                lines.extend(waited.filter(|line| rooms.contains_key(&line.room)));
-                Action::LinkDown(lines)
-            }
-            Delivery::Claimed { name, claim } => Action::Claimed(name, claim),
-            Delivery::NameLost { name, lapsed } => Action::NameLost(name, lapsed),
-            Delivery::Private { to, line } => Action::PrivateIn(to, line.into()),
-            Delivery::PrivateSent { ticket, sent } => match self.private.remove(&ticket) {
-                Some((from, to, line)) => Action::PrivateSent {
-                    from,
-                    to,
-                    line,
-                    sent,
-                },
-                None => Action::Nothing,
-            },
-            Delivery::Question {
-                run,
-                ticket,
-                question,
-            } => match Query::decode(&question) {
-                Some(query) => Action::Question { run, ticket, query },
-                None => {
-                    log::warn!("a question from {run} makes no sense; not answered");
-                    Action::Nothing
-                }
-            },
-            Delivery::Asked {
-                ticket,
-                nodes: Some(nodes),
-            } => {
-                let Some(gathering) = self.gathering.get_mut(&ticket) else {
-                    return Action::Nothing;
-                };
-                gathering.expected = Some(nodes);
-                self.gathered(ticket, false)
-            }
-            // Nobody heard it: Redis could not be asked.
-            Delivery::Asked {
-                ticket,
-                nodes: None,
-            } => match self.gathering.remove(&ticket) {
-                Some(gathering) => Action::AnswerHere {
-                    id: gathering.id,
-                    query: gathering.query,
-                    page: gathering.page,
-                },
-                None => Action::Nothing,
-            },
-            Delivery::Answer { ticket, answer } => {
-                let Some(gathering) = self.gathering.get_mut(&ticket) else {
-                    return Action::Nothing;
-                };
-                gathering.parts.push(answer);
-                self.gathered(ticket, false)
-            }
-            Delivery::AskTimedOut { ticket } => self.gathered(ticket, true),
-            Delivery::LinkUp { history_lost } => Action::LinkUp { history_lost },
+        }
+        self.pump();
+    }
+
+    fn arrived(&mut self, arrival: Arrival) -> Told {
+        match arrival.open::<Delivery>() {
+            Some(delivery) => self.delivered(delivery),
+            None => Told::Nothing,
         }
     }
 }
@@ -550,10 +525,10 @@ impl Linked {
 /// t EXCEPT TOPIC\nLINE        a topic change
 /// ```
 ///
-/// EXCEPT is `-`, or `RUN.ID`: client ID of the run RUN ([`Link::run`]). LINE is the
+/// EXCEPT is `-`, or `RUN.ID`: client ID of the run RUN ([`RedisLink::run`]). LINE is the
 /// line as clients get it, `\n` included; a topic has no line end in it
 /// (clients cannot send one), so the first `\n` ends it.
-pub fn encode(token: &str, line: &Local) -> String {
+pub fn encode(token: &str, line: &RoomLine) -> String {
     let except = match line.except {
         Some(id) => format!("{token}.{}", id.0),
         None => "-".to_owned(),
@@ -567,7 +542,7 @@ pub fn encode(token: &str, line: &Local) -> String {
 
 /// Reads back what [`encode`] wrote, for room `room` of this run `token`;
 /// `None` if it is not that.
-pub fn decode(token: &str, room: RoomId, text: &str) -> Option<Local> {
+pub fn decode(token: &str, room: RoomId, text: &str) -> Option<RoomLine> {
     let (kind, rest) = text.split_once(' ')?;
     let (except, rest) = rest.split_once(' ')?;
     let except = match except {
@@ -591,7 +566,7 @@ pub fn decode(token: &str, room: RoomId, text: &str) -> Option<Local> {
     if !line.ends_with('\n') {
         return None;
     }
-    Some(Local {
+    Some(RoomLine {
         room,
         line: line.into(),
         except,
@@ -603,8 +578,8 @@ pub fn decode(token: &str, room: RoomId, text: &str) -> Option<Local> {
 mod tests {
     use super::*;
 
-    fn local(except: Option<ClientId>, keep: Keep) -> Local {
-        Local {
+    fn local(except: Option<ClientId>, keep: Keep) -> RoomLine {
+        RoomLine {
             room: RoomId(7),
             line: "notice alice set the topic of #tea: green\n".into(),
             except,

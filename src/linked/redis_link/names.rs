@@ -3,8 +3,8 @@
 //!
 //! A nick is one person's on every node at once. Redis holds who has it:
 //! the key `name:{nick}` (the nick in lower case) holds the
-//! [run](super::Link::run) of the node whose user has it, and expires
-//! after [`Settings::name_ttl`](super::Settings::name_ttl) unless that
+//! [run](super::RedisLink::run) of the node whose user has it, and expires
+//! after [`LinkSettings::name_ttl`](super::LinkSettings::name_ttl) unless that
 //! node renews it. A node that crashes stops renewing, and its names come
 //! free by themselves within that time.
 //!
@@ -27,14 +27,16 @@
 //! answers through the link's deliveries, so the hub never waits for
 //! Redis here either.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use redis::{Connection, RedisError, Script};
 
-use super::{Backoff, Delivery, Shared, Target};
+use super::schedule::Schedule;
+use super::{Backoff, Delivery, LinkState, Target};
+use crate::elsewhere::{Claim, Sent};
 
 /// Takes or renews names. KEYS: `name:` keys; ARGV: this run, the expiry
 /// in milliseconds. Returns, per key, 1 if the run holds it now, 0 if
@@ -92,32 +94,6 @@ pub(super) fn node_channel(run: &str) -> String {
     format!("node:{run}")
 }
 
-/// What the directory answers a claim with ([`Delivery::Claimed`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// The name is this node's now, until it lets it go.
-    Ours,
-    /// Someone on another node has it.
-    Taken,
-    /// Redis could not be asked: nobody can tell whether it is free.
-    Down,
-    /// Too much waits for Redis to ask it now (never from Redis itself:
-    /// the hub's answer when [`Link::claim_name`](super::Link::claim_name)
-    /// refuses with [`Refused::Full`](super::Refused::Full)).
-    Busy,
-}
-
-/// What became of a private line ([`Delivery::PrivateSent`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    /// The recipient's node has it.
-    Delivered,
-    /// Nobody by that name is connected to any node.
-    NoOne,
-    /// Redis could not be asked.
-    Down,
-}
-
 /// Work for the directory thread.
 #[derive(Debug)]
 pub(super) enum Ask {
@@ -129,7 +105,7 @@ pub(super) enum Ask {
         to: String,
         line: String,
     },
-    /// A question for every node (see [`super::Link::ask_everyone`]).
+    /// A question for every node (see [`super::RedisLink::ask_everyone`]).
     Everyone {
         ticket: u64,
         question: String,
@@ -152,15 +128,13 @@ pub(super) enum Ask {
 /// holds, and their renewal clock.
 pub(super) struct Directory {
     pub(super) target: Arc<Target>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<LinkState>,
     pub(super) deliver: Sender<Delivery>,
     pub(super) run: String,
     /// The names this run holds, in lower case.
     pub(super) held: BTreeSet<String>,
-    /// Questions to every node, by when their answers are due.
-    pub(super) waiting: VecDeque<(Instant, u64)>,
-    /// How long the nodes have to answer a question.
-    pub(super) answer_within: Duration,
+    /// When the names are renewed, and when questions' answers are due.
+    pub(super) schedule: Schedule,
 }
 
 /// A failed exchange with Redis; the connection is dropped for a new one.
@@ -173,13 +147,9 @@ impl Directory {
             release: Script::new(RELEASE_SCRIPT),
             private: Script::new(PRIVATE_SCRIPT),
         };
-        let ttl = self.target.settings.name_ttl;
-        let renew_every = (ttl / 3).max(Duration::from_millis(10));
         let mut connection = Some(connection);
         let mut backoff = Backoff::new();
-        // The first renewal a third of the expiry from now; after each
-        // reconnection, at once (every held name is taken back).
-        let mut renew_at = Instant::now() + renew_every;
+        // After each reconnection every held name is taken back at once.
         // An ask put back until the holds and releases before it are done.
         let mut pending = None;
         loop {
@@ -191,7 +161,7 @@ impl Directory {
                     Ok(fresh) => {
                         connection = Some(fresh);
                         backoff.reset();
-                        renew_at = Instant::now();
+                        self.schedule.renew_now(Instant::now());
                     }
                     Err(_) => {
                         if let Some(ask) = pending.take() {
@@ -211,7 +181,7 @@ impl Directory {
             let mut failed = false;
             while let Ok(change) = names.try_recv() {
                 if let Ask::Renew = change {
-                    renew_at = Instant::now();
+                    self.schedule.renew_now(Instant::now());
                     continue;
                 }
                 self.note(&change);
@@ -230,20 +200,22 @@ impl Directory {
                 connection = None;
                 continue;
             }
-            if Instant::now() >= renew_at {
+            if self.schedule.renewal_due(Instant::now()) {
                 if self.renew(open, &scripts).is_err() {
                     connection = None;
                     continue;
                 }
-                renew_at = Instant::now() + renew_every;
+                self.schedule.renewed(Instant::now());
             }
             if !self.time_out() {
                 break;
             }
-            let wait = renew_at.saturating_duration_since(Instant::now());
+            let wait = self
+                .schedule
+                .wait(Instant::now(), self.target.settings.poll);
             let (ask, put_back) = match pending.take() {
                 Some(ask) => (ask, true),
-                None => match asks.recv_timeout(wait.min(self.target.settings.poll)) {
+                None => match asks.recv_timeout(wait) {
                     Ok(ask) => (ask, false),
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -278,7 +250,7 @@ impl Directory {
                             let again = self.ask_redis(&mut fresh, &scripts, &ask);
                             if again.is_ok() {
                                 connection = Some(fresh);
-                                renew_at = Instant::now();
+                                self.schedule.renew_now(Instant::now());
                             }
                             again.map_err(|error| self.log(&error))
                         }
@@ -308,11 +280,7 @@ impl Directory {
     /// due. False if nobody takes deliveries any more.
     fn time_out(&mut self) -> bool {
         let now = Instant::now();
-        while let Some(&(due, ticket)) = self.waiting.front() {
-            if due > now {
-                break;
-            }
-            self.waiting.pop_front();
+        while let Some(ticket) = self.schedule.due(now) {
             if !self.send(Delivery::AskTimedOut { ticket }) {
                 return false;
             }
@@ -459,8 +427,7 @@ impl Directory {
             (Ask::Reply { .. } | Ask::Wake | Ask::Renew, _) => return,
             (Ask::Everyone { ticket, .. }, answer) => {
                 if answer.is_ok() {
-                    self.waiting
-                        .push_back((Instant::now() + self.answer_within, ticket));
+                    self.schedule.asked(ticket, Instant::now());
                 }
                 Delivery::Asked {
                     ticket,

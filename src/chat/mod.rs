@@ -1,0 +1,558 @@
+//! The chat itself, as a plain value: who is here under which name, who
+//! is in which room, and what each command does and says.
+//!
+//! [`Chat`] holds no sockets, threads or clocks. Each method takes one
+//! thing that happened (a client joined, sent a line, left) and appends
+//! to a list what should follow: an [`Output`] is a line for one client
+//! or for a room, a move to another room, a close, or (shared with other
+//! servers only) something for them. The hub thread ([`hub`](crate::hub))
+//! feeds it and delivers what it says; its unit tests call it directly.
+//!
+//! Nothing a client sends, in any order, can make it panic: every lookup
+//! of a client or a room that may be gone is checked, and what refers to
+//! a client that is no longer here is ignored.
+//!
+//! Next: [`elsewhere`](crate::elsewhere), the seam to other servers, then
+//! [`hub`](crate::hub), the thread that feeds the chat and delivers what
+//! it says.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::elsewhere::Ask;
+use crate::line::Frame;
+use crate::protocol::{self, Nick, Notice, Refusal, Room, ServerLine};
+
+/// Default for how many of a room's last lines a newcomer is shown.
+///
+/// Enough to see what the conversation is about; small enough that joining
+/// a busy room does not flood the screen. 0 keeps no history at all.
+pub const HISTORY_LINES: usize = 50;
+
+/// Default for [`ChatSettings::announce_limit`].
+///
+/// In a room of a hundred, arrivals and departures are still news; in a
+/// room of thousands they would be most of the traffic, and when everyone
+/// reconnects at once (after a restart), each arrival told to everyone is
+/// a storm that grows with the square of the room.
+pub const ANNOUNCE_LIMIT: usize = 100;
+
+/// Names per `/who` line: a page of a big room fits well within what a
+/// client accepts (24-byte nicks: under 3 KiB), and asking costs the hub
+/// a walk of the room's sorted names up to that page, never a sort. (Shared,
+/// every server sends its names, and the asker's sorts them all.)
+pub const WHO_PAGE: usize = 100;
+
+/// Rooms per `/rooms` line, for the same reasons.
+pub const ROOMS_PAGE: usize = 50;
+
+/// The notice every client gets when the server stops.
+pub const SHUTDOWN_NOTICE: &str = "server shutting down, goodbye";
+
+/// Shared with other servers: why its users left, as the other servers'
+/// users are told when a server stops.
+pub const SHUTDOWN_QUIT: &str = "their server shut down";
+
+/// Shared, the others out of reach: why a new nick cannot be taken.
+pub const LINK_DOWN_NICK: &str = "the link to the other servers is down, so a new nick cannot \
+                                  be checked with them; try again when it is back";
+
+/// Shared, the others out of reach: why a private line to someone
+/// elsewhere cannot go.
+pub const LINK_DOWN_MSG: &str = "the link to the other servers is down, so people there \
+                                 cannot be reached; try again when it is back";
+
+/// A connection's number, unique for the life of the server; logs use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A room's number, unique for the life of the server: what the writers
+/// know a room by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub u64);
+
+/// What a client's certificate says, when mutual TLS is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// The whole subject, for `/whois` and the log.
+    pub subject: String,
+    /// The common name, which becomes the client's nick.
+    pub common_name: Option<String>,
+}
+
+/// What should follow from an event, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A line for one client (`\n` included).
+    To {
+        /// The client.
+        id: ClientId,
+        /// The line.
+        line: Arc<str>,
+    },
+    /// A line for everyone in a room, but `except`.
+    ToRoom {
+        /// The room.
+        room: RoomId,
+        /// The line.
+        line: Arc<str>,
+        /// Left out: the one whose news it is, who was told otherwise.
+        except: Option<ClientId>,
+        /// What the room keeps of it.
+        keep: Keep,
+    },
+    /// The client is in `room` from now on, and in no other.
+    Enter {
+        /// The client.
+        id: ClientId,
+        /// Its room.
+        room: RoomId,
+    },
+    /// Nothing more goes to the client: once the lines before this are
+    /// sent, close its connection.
+    Close {
+        /// The client.
+        id: ClientId,
+    },
+    /// Something for the other servers this chat is shared with; only a
+    /// shared chat ([`Chat::shared`]) asks.
+    Elsewhere(Ask),
+}
+
+/// What a room keeps of a line said in it, beyond showing it.
+///
+/// The chat keeps a line when it is shown ([`Chat::heard`]): at once on
+/// a server alone; shared with other servers ([`Chat::shared`]), when it
+/// comes back from them, so that the room's one order is theirs,
+/// whichever server it was said on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keep {
+    /// Nothing: a notice of who came or went.
+    Nothing,
+    /// A chat or action line: it goes into the room's history.
+    History,
+    /// The line sets the room's topic to this.
+    Topic(Arc<str>),
+}
+
+/// Default for [`ChatSettings::max_sessions`]: a laptop, a phone and a few
+/// reconnects whose old connections are not yet known to be dead (TCP
+/// keepalive finds them within two minutes).
+pub const MAX_SESSIONS: usize = 5;
+
+/// Bytes of randomness in a reclaim secret: 128 bits, beyond guessing.
+const SECRET_BYTES: usize = 16;
+
+/// What the chat needs to know of the server's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatSettings {
+    /// The longest line a client may send, named in the error for one longer.
+    pub max_line: usize,
+    /// Lines of history kept per room.
+    pub history: usize,
+    /// Rooms with more people than this do not announce who joins or quits.
+    pub announce_limit: usize,
+    /// With client certificates: the most connections one certificate
+    /// identity may have at once.
+    pub max_sessions: usize,
+}
+
+/// One connection in the chat: a session of a person.
+#[derive(Debug)]
+struct Session {
+    peer: SocketAddr,
+    /// Its person, by [`Nick::key`].
+    person: String,
+    /// It asked for reclaim secrets (`/token`): it gets a new one after each
+    /// change of name.
+    wants_token: bool,
+}
+
+/// Someone in the chat under one nick, in one room, with one or more
+/// sessions: several only with client certificates, where the certificate,
+/// not the connection, is who someone is.
+#[derive(Debug)]
+struct Person {
+    nick: Nick,
+    room: RoomId,
+    /// Set with mutual TLS: the nick comes from it and cannot change.
+    certificate: Option<PeerCertificate>,
+    /// In the order they came; never empty while the person is here.
+    sessions: Vec<ClientId>,
+    /// Without certificates: the one secret that takes this nick back from
+    /// a dropped connection, if one was asked for. Used once.
+    secret: Option<[u8; SECRET_BYTES]>,
+}
+
+/// A room and what it remembers.
+#[derive(Debug)]
+struct RoomState {
+    name: Room,
+    /// The people in it by [`Nick::key`]: sorted, so `/who` walks it in
+    /// order.
+    members: BTreeSet<String>,
+    topic: Option<String>,
+    /// The last chat and action lines, as they were sent.
+    history: VecDeque<Arc<str>>,
+    /// Whether `topic` and `history` are known. Always, on a server
+    /// alone; shared, once the other servers have told them
+    /// ([`Told::Recent`](crate::elsewhere::Told::Recent)): until then, whoever enters is shown them when
+    /// they come.
+    known: bool,
+}
+
+/// Everyone in the chat, their rooms, and the rules.
+#[derive(Debug)]
+pub struct Chat {
+    settings: ChatSettings,
+    sessions: HashMap<ClientId, Session>,
+    /// By [`Nick::key`].
+    people: HashMap<String, Person>,
+    rooms: HashMap<RoomId, RoomState>,
+    /// By [`Room::key`]; sorted, so `/rooms` comes out in order.
+    room_names: BTreeMap<String, RoomId>,
+    next_room: u64,
+    /// Guests are named this and a number: `guest` alone; shared, a
+    /// prefix no other server gives.
+    guest_prefix: String,
+    /// Set when the chat is shared with other servers: what it keeps of
+    /// them.
+    others: Option<Others>,
+}
+
+/// What a shared chat keeps of the other servers (see [`Chat::shared`]).
+#[derive(Debug)]
+struct Others {
+    /// Whether they can be reached, so that new nicks can be checked with
+    /// them.
+    reachable: bool,
+    /// Nicks asked for (in lower case) until the others answer: the
+    /// session that asked, the nick, and the name it asked under (if it
+    /// goes by another by then, the answer is not for it any more).
+    claims: HashMap<String, (ClientId, Nick, String)>,
+}
+
+impl Chat {
+    /// An empty chat.
+    pub fn new(settings: ChatSettings) -> Chat {
+        Chat {
+            settings,
+            sessions: HashMap::new(),
+            people: HashMap::new(),
+            rooms: HashMap::new(),
+            room_names: BTreeMap::new(),
+            next_room: 0,
+            guest_prefix: "guest".to_owned(),
+            others: None,
+        }
+    }
+
+    /// What `/whois` says of someone here.
+    fn whois_text(&self, person: &Person) -> String {
+        let mut text = format!("{} is in {}", person.nick, self.room_name(person.room));
+        if let Some(cert) = &person.certificate {
+            text.push_str(&format!(", certificate {}", cert.subject));
+        }
+        if person.sessions.len() > 1 {
+            text.push_str(&format!(", {} sessions", person.sessions.len()));
+        }
+        text
+    }
+
+    /// People in the chat.
+    pub fn len(&self) -> usize {
+        self.people.len()
+    }
+
+    /// True if nobody is in the chat.
+    pub fn is_empty(&self) -> bool {
+        self.people.is_empty()
+    }
+
+    /// A client finished its handshake and was admitted: it gets a name and
+    /// the lobby, or a refusal that says why (a certificate whose name is
+    /// not a valid nick, or a nick taken by someone else, or too many
+    /// sessions). With a certificate whose name is already here, it is one
+    /// more session of that person.
+    pub fn join(
+        &mut self,
+        id: ClientId,
+        peer: SocketAddr,
+        certificate: Option<PeerCertificate>,
+        out: &mut Vec<Output>,
+    ) {
+        if self.sessions.contains_key(&id) {
+            log::warn!("{id} {peer}: joined twice; the second is ignored");
+            return;
+        }
+        let nick = match &certificate {
+            Some(cert) => match cert.common_name.as_deref().map(Nick::parse) {
+                Some(Ok(nick)) => Ok(nick),
+                _ => Err(format!(
+                    "your certificate's common name ({}) is not a valid nick: \
+                     it must be 1 to 24 letters, digits, _ or -, starting with a letter or _",
+                    cert.subject
+                )),
+            },
+            None => Ok(self.free_guest_nick(id)),
+        };
+        let refusal = match &nick {
+            Err(why) => Some(why.clone()),
+            Ok(nick) => match self.people.get(&nick.key()) {
+                None => None,
+                // Another session of someone here: the certificate says so.
+                Some(person) if certificate.is_some() && person.certificate.is_some() => {
+                    let max = self.settings.max_sessions.max(1);
+                    (person.sessions.len() >= max).then(|| {
+                        Refusal::TooManySessions {
+                            nick: nick.as_str(),
+                            max,
+                        }
+                        .to_string()
+                    })
+                }
+                Some(_) => Some(format!("{nick} is already connected")),
+            },
+        };
+        if let Some(why) = refusal {
+            log::info!("{id} {peer}: refused: {why}");
+            out.push(to(id, ServerLine::Error(&why)));
+            out.push(Output::Close { id });
+            return;
+        }
+        let Ok(nick) = nick else {
+            return;
+        };
+        let key = nick.key();
+        let session = Session {
+            peer,
+            person: key.clone(),
+            wants_token: false,
+        };
+        self.sessions.insert(id, session);
+        out.push(to(id, ServerLine::Notice(protocol::WELCOME)));
+        if let Some(person) = self.people.get_mut(&key) {
+            person.sessions.push(id);
+            let count = person.sessions.len();
+            let nick = &person.nick;
+            log::info!("{id} {peer}: joined as {nick}, session {count}");
+            let text = Notice::YouAre {
+                nick: nick.as_str(),
+                sessions: Some(count),
+            }
+            .to_string();
+            out.push(to(id, ServerLine::Notice(&text)));
+            let room = person.room;
+            self.show_room(id, room, out);
+            return;
+        }
+        log::info!("{id} {peer}: joined as {nick}");
+        let text = Notice::YouAre {
+            nick: nick.as_str(),
+            sessions: None,
+        }
+        .to_string();
+        out.push(to(id, ServerLine::Notice(&text)));
+        let lobby = self.room_for(Room::lobby());
+        let person = Person {
+            nick,
+            room: lobby,
+            certificate,
+            sessions: vec![id],
+            secret: None,
+        };
+        self.people.insert(key.clone(), person);
+        if self.others.is_some() {
+            out.push(Output::Elsewhere(Ask::Hold { name: key.clone() }));
+        }
+        self.enter_room(&key, lobby, out);
+    }
+
+    /// The client sent a line (or something refused as one).
+    pub fn line(&mut self, id: ClientId, frame: Frame, out: &mut Vec<Output>) {
+        // Lines from a client that said bye still arrive; they are dropped.
+        if !self.sessions.contains_key(&id) {
+            return;
+        }
+        let text = match frame {
+            Frame::Line(text) => text,
+            Frame::TooLong => {
+                let text = format!(
+                    "line too long: the limit is {} bytes; it was not sent",
+                    self.settings.max_line
+                );
+                return out.push(to(id, ServerLine::Error(&text)));
+            }
+            Frame::InvalidUtf8 => {
+                let text = "line is not valid UTF-8; it was not sent";
+                return out.push(to(id, ServerLine::Error(text)));
+            }
+        };
+        match protocol::parse_command(&text) {
+            Ok(None) => {}
+            Ok(Some(command)) => self.command(id, command, out),
+            Err(err) => out.push(to(id, ServerLine::Error(&err.to_string()))),
+        }
+    }
+
+    /// The client sends faster than its rate limit; its lines are delayed.
+    pub fn throttled(&mut self, id: ClientId, out: &mut Vec<Output>) {
+        if self.sessions.contains_key(&id) {
+            let text = "you are sending too fast: your lines are being delayed (none are lost)";
+            out.push(to(id, ServerLine::Error(text)));
+        }
+    }
+
+    /// The connection ended. If the client was still in the chat, it leaves:
+    /// the room is told (`public` is the reason it hears, if any beyond
+    /// "quit") unless the person has other sessions, and its connection is
+    /// closed. `reason` is for the log.
+    pub fn left(
+        &mut self,
+        id: ClientId,
+        public: Option<&str>,
+        reason: &str,
+        out: &mut Vec<Output>,
+    ) {
+        self.remove_session(id, public, reason, out);
+    }
+
+    /// The server is stopping: everyone is told, then closed.
+    pub fn shutdown(&mut self, out: &mut Vec<Output>) {
+        // Shared, the rooms live on elsewhere: their members there hear
+        // who went with this server (here, everyone is told below).
+        if self.others.is_some() {
+            for person in self.people.values() {
+                let announce = self
+                    .rooms
+                    .get(&person.room)
+                    .is_some_and(|state| state.members.len() <= self.settings.announce_limit);
+                if announce {
+                    let text = Notice::Quit {
+                        nick: person.nick.as_str(),
+                        reason: Some(SHUTDOWN_QUIT),
+                    }
+                    .to_string();
+                    out.push(to_room(person.room, ServerLine::Notice(&text), None));
+                }
+            }
+        }
+        let notice: Arc<str> = ServerLine::Notice(SHUTDOWN_NOTICE).to_wire().into();
+        for &id in self.sessions.keys() {
+            out.push(Output::To {
+                id,
+                line: Arc::clone(&notice),
+            });
+            out.push(Output::Close { id });
+        }
+        self.sessions.clear();
+        self.people.clear();
+        self.rooms.clear();
+        self.room_names.clear();
+    }
+
+    /// `guestN`, N the connection's number unless someone took that name;
+    /// shared, the server's own prefix before N (`guestS-N`).
+    fn free_guest_nick(&self, id: ClientId) -> Nick {
+        let prefix = &self.guest_prefix;
+        (id.0..)
+            .filter_map(|n| Nick::parse(&format!("{prefix}{n}")).ok())
+            .find(|nick| !self.people.contains_key(&nick.key()))
+            .unwrap_or_else(|| unreachable!("fewer clients than numbers"))
+    }
+
+    /// The session and its person.
+    fn person_of(&self, id: ClientId) -> Option<&Person> {
+        self.people.get(&self.sessions.get(&id)?.person)
+    }
+
+    /// Takes one session out of the chat; its connection is closed once
+    /// what is queued for it is sent. If it was its person's last, the
+    /// person leaves too, and the room is told (`public` is the reason).
+    fn remove_session(
+        &mut self,
+        id: ClientId,
+        public: Option<&str>,
+        reason: &str,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(session) = self.sessions.remove(&id) else {
+            return;
+        };
+        out.push(Output::Close { id });
+        let Some(person) = self.people.get_mut(&session.person) else {
+            return;
+        };
+        person.sessions.retain(|&other| other != id);
+        if !person.sessions.is_empty() {
+            let left = person.sessions.len();
+            log::info!(
+                "{id} {}: a session of {} left: {reason}; {left} left",
+                session.peer,
+                person.nick
+            );
+            return;
+        }
+        log::info!("{id} {}: {} left: {reason}", session.peer, person.nick);
+        let notice = Notice::Quit {
+            nick: person.nick.as_str(),
+            reason: public,
+        }
+        .to_string();
+        self.remove_person_quietly(&session.person, &notice, out);
+    }
+
+    /// Forgets a person whose sessions are gone or closed, and tells its
+    /// room `notice`.
+    fn remove_person_quietly(&mut self, key: &str, notice: &str, out: &mut Vec<Output>) {
+        let Some(person) = self.people.remove(key) else {
+            return;
+        };
+        if self.others.is_some() {
+            out.push(Output::Elsewhere(Ask::Release {
+                name: key.to_owned(),
+            }));
+        }
+        self.leave_room(key, person.room);
+        self.tell_leaving(person.room, notice, None, out);
+    }
+}
+
+/// One line for one client.
+fn to(id: ClientId, line: ServerLine<'_>) -> Output {
+    Output::To {
+        id,
+        line: line.to_wire().into(),
+    }
+}
+
+/// A notice, or an error, for one client.
+fn reply(id: ClientId, text: Result<String, String>) -> Output {
+    match text {
+        Ok(text) => to(id, ServerLine::Notice(&text)),
+        Err(text) => to(id, ServerLine::Error(&text)),
+    }
+}
+
+fn to_room(room: RoomId, line: ServerLine<'_>, except: Option<ClientId>) -> Output {
+    Output::ToRoom {
+        room,
+        line: line.to_wire().into(),
+        except,
+        keep: Keep::Nothing,
+    }
+}
+
+mod commands;
+mod others;
+mod rooms;
+
+#[cfg(test)]
+mod tests;

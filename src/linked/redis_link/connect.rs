@@ -1,0 +1,135 @@
+//! Reaching Redis: where it is, how to connect (TLS or not) and to tell
+//! its failures apart; what a room's numbering and this Redis's epoch are.
+
+// The link's types, constants and helpers, which this part shares.
+use super::*;
+
+/// Where Redis is, and how to log in; the one thing that holds the
+/// password. Its `Debug` says only `addr`.
+pub(super) struct Target {
+    pub(super) client: Client,
+    /// `host:port`, for errors and logs.
+    pub(super) addr: String,
+    /// To blank out of any message that might carry it.
+    pub(super) password: Option<String>,
+    pub(super) settings: LinkSettings,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target").field("addr", &self.addr).finish()
+    }
+}
+
+impl Target {
+    pub(super) fn new(url: &str, settings: &LinkSettings) -> Result<Target, LinkError> {
+        let info = url.into_connection_info().map_err(|_| LinkError::BadUrl)?;
+        let addr = info.addr().to_string();
+        let password = info.redis_settings().password().map(str::to_owned);
+        // RESP2: a subscribed connection then answers only (un)subscribe
+        // and PING, the behaviour the subscriber is written for, whatever
+        // `?protocol=` the URL asks.
+        let redis = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP2);
+        let info = info.set_redis_settings(redis);
+        let client = match &settings.ca_file {
+            None => Client::open(info),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| LinkError::CaFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(info, certificates)
+            }
+        }
+        .map_err(|_| LinkError::BadUrl)?;
+        Ok(Target {
+            client,
+            addr,
+            password,
+            settings: settings.clone(),
+        })
+    }
+
+    /// One connection, with every read and write bounded in time.
+    pub(super) fn connect(&self) -> redis::RedisResult<Connection> {
+        let settings = &self.settings;
+        let connection = self
+            .client
+            .get_connection_with_timeout(settings.connect_timeout)?;
+        connection.set_read_timeout(Some(settings.reply_timeout))?;
+        connection.set_write_timeout(Some(settings.reply_timeout))?;
+        Ok(connection)
+    }
+
+    /// What an error says, with the password (should a message ever
+    /// quote it) blanked out.
+    pub(super) fn describe(&self, error: &RedisError) -> String {
+        let text = error.to_string();
+        match &self.password {
+            Some(password) if !password.is_empty() => text.replace(password.as_str(), "***"),
+            _ => text,
+        }
+    }
+
+    /// An error of [`RedisLink::start`], by what the user has to fix.
+    pub(super) fn start_error(&self, error: &RedisError) -> LinkError {
+        let addr = self.addr.clone();
+        let reason = self.describe(error);
+        let login = error.kind() == ErrorKind::AuthenticationFailed
+            || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"));
+        let tls = is_tls_error(error);
+        if login {
+            LinkError::Login { addr, reason }
+        } else if tls {
+            LinkError::Tls { addr, reason }
+        } else if error.is_io_error() || error.is_timeout() || error.is_connection_refusal() {
+            LinkError::Unreachable { addr, reason }
+        } else {
+            LinkError::Denied { addr, reason }
+        }
+    }
+}
+
+/// Whether rustls is behind `error`. The client library keeps the
+/// `io::Error` it got (rustls' error inside) behind an `Arc`, and
+/// `io::Error::source` skips the error it wraps, so the chain is walked
+/// by hand.
+pub(super) fn is_tls_error(error: &RedisError) -> bool {
+    type LinkState = Arc<dyn std::error::Error + Send + Sync>;
+    use std::error::Error as _;
+    let Some(cause) = error.source() else {
+        return false;
+    };
+    let io = cause
+        .downcast_ref::<LinkState>()
+        .and_then(|shared| shared.downcast_ref::<io::Error>())
+        .or_else(|| cause.downcast_ref::<io::Error>());
+    io.and_then(io::Error::get_ref)
+        .is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
+/// Reads the data set's epoch, making one if it has none.
+pub(super) fn epoch(connection: &mut Connection) -> redis::RedisResult<String> {
+    let fresh = format!("{:016x}", random_u64());
+    redis::cmd("SET")
+        .arg(EPOCH_KEY)
+        .arg(fresh)
+        .arg("NX")
+        .exec(connection)?;
+    redis::cmd("GET").arg(EPOCH_KEY).query(connection)
+}
+
+/// The highest seq a room has had (0 for a room never spoken in).
+pub(super) fn current_seq(connection: &mut Connection, room: &str) -> redis::RedisResult<u64> {
+    let seq: Option<u64> = redis::cmd("GET")
+        .arg(Keys::of(room).seq)
+        .query(connection)?;
+    Ok(seq.unwrap_or(0))
+}

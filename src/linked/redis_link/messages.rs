@@ -1,0 +1,285 @@
+//! What the link and its user say to each other: the settings it starts
+//! with, what it delivers, why it refuses a line, and why it cannot start.
+
+// The link's types, constants and helpers, which this part shares.
+use super::*;
+
+/// The link's limits and clocks. [`LinkSettings::default`] suits a server.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// How many lines each room's history keeps (about: Redis trims the
+    /// stream in whole blocks, `MAXLEN ~`). Bounds what a node can still
+    /// fill in after an outage.
+    pub history: usize,
+    /// How many lines may wait for the publisher thread; past that,
+    /// [`RedisLink::publish`] refuses.
+    pub outbox: usize,
+    /// How many deliveries may wait for the hub before the subscriber
+    /// waits for it.
+    pub deliveries: usize,
+    /// How long the subscriber waits for a message before it looks at
+    /// the rooms it should be in, its clock, and whether to stop.
+    pub poll: Duration,
+    /// How often the subscriber sends `PING` on its quiet connection.
+    pub ping_every: Duration,
+    /// How long any reply may take before the connection counts as dead.
+    pub reply_timeout: Duration,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// For `rediss://`: the CA certificate (PEM) that Redis' certificate
+    /// must chain to. Without it, the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// How many of a room's last lines [`Delivery::Recent`] carries when
+    /// the node joins it.
+    pub recent: usize,
+    /// How long a nick stays claimed in Redis without its node renewing
+    /// it (see [`RedisLink::claim_name`]): how soon the names of a node that
+    /// crashed come free. Renewed three times in that span.
+    pub name_ttl: Duration,
+}
+
+impl Default for LinkSettings {
+    fn default() -> LinkSettings {
+        LinkSettings {
+            history: 10_000,
+            outbox: 4096,
+            deliveries: 4096,
+            poll: Duration::from_millis(100),
+            ping_every: Duration::from_secs(2),
+            reply_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            ca_file: None,
+            recent: 200,
+            name_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the link tells the hub, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A line of a room this node is in. Per room, seqs come in order,
+    /// each once; one that never comes is reported as [`Delivery::Missed`].
+    Line {
+        /// The room.
+        room: String,
+        /// Its number in the room, the same on every node.
+        seq: u64,
+        /// The node whose user said it (this one, for our own lines).
+        node: String,
+        /// The line, as given to [`RedisLink::publish`].
+        line: String,
+    },
+    /// What a room had said before this node joined it: its last
+    /// [`LinkSettings::recent`] lines (oldest first, as given to
+    /// [`RedisLink::publish`]) and its topic. Comes once per
+    /// [`RedisLink::join_room`], before any [`Delivery::Line`] of the room, and
+    /// again only if the node joins the room anew.
+    Recent {
+        /// The room.
+        room: String,
+        /// Its last lines, oldest first.
+        lines: Vec<String>,
+        /// Its topic, if one was ever set ([`RedisLink::publish_topic`]).
+        topic: Option<String>,
+    },
+    /// Lines `from..=to` of a room were lost to this node: trimmed from
+    /// the history before the node could read them back.
+    Missed {
+        /// The room.
+        room: String,
+        /// The first number lost.
+        from: u64,
+        /// The last.
+        to: u64,
+    },
+    /// Redis cannot be reached: [`RedisLink::publish`] refuses until
+    /// [`Delivery::LinkUp`]. Said once per outage.
+    LinkDown {
+        /// What failed, for the log (no password in it).
+        reason: String,
+    },
+    /// Redis is back, and every line missed meanwhile that could be read
+    /// back has been delivered (before this).
+    LinkUp {
+        /// Redis lost its data while away: numbering started over, and
+        /// what was said before is gone from the history.
+        history_lost: bool,
+    },
+    /// The answer to [`RedisLink::claim_name`].
+    Claimed {
+        /// The name, in lower case.
+        name: String,
+        /// Whether it is this node's now.
+        claim: Claim,
+    },
+    /// A name held for a user of this node is another node's: it lapsed
+    /// while Redis was unreachable and someone took it (`lapsed`), or it
+    /// was someone else's already when it was to be held
+    /// ([`RedisLink::hold_name`]). Its user here must take another.
+    NameLost {
+        /// The name, in lower case.
+        name: String,
+        /// Whether this node held it before.
+        lapsed: bool,
+    },
+    /// A private line for a user of this node, sent from any node
+    /// ([`RedisLink::send_private`]).
+    Private {
+        /// The recipient's name, in lower case.
+        to: String,
+        /// The line, as given to [`RedisLink::send_private`].
+        line: String,
+    },
+    /// Another node (or this one) asks every node something
+    /// ([`RedisLink::ask_everyone`]); answer with [`RedisLink::reply`].
+    Question {
+        /// The asking node's run, to reply to.
+        run: String,
+        /// Its ticket, to reply with.
+        ticket: u64,
+        /// The question, as given to [`RedisLink::ask_everyone`].
+        question: String,
+    },
+    /// How many nodes heard a question of this one: as many
+    /// [`Delivery::Answer`]s are due, before or after this. `None` if
+    /// Redis could not be asked.
+    Asked {
+        /// The question's ticket.
+        ticket: u64,
+        /// How many nodes heard it, this one included.
+        nodes: Option<usize>,
+    },
+    /// One node's answer to a question of this one.
+    Answer {
+        /// The question's ticket.
+        ticket: u64,
+        /// The answer, as given to [`RedisLink::reply`].
+        answer: String,
+    },
+    /// The answers to a question are due ([`LinkSettings::reply_timeout`]
+    /// after it was asked): those still missing will not be waited for.
+    AskTimedOut {
+        /// The question's ticket.
+        ticket: u64,
+    },
+    /// The answer to [`RedisLink::send_private`].
+    PrivateSent {
+        /// The ticket it was given.
+        ticket: u64,
+        /// Whether it reached the recipient's node.
+        sent: Sent,
+    },
+}
+
+/// Why [`RedisLink::publish`] did not take a line. It was sent nowhere: the
+/// hub decides what its users are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// [`LinkSettings::outbox`] lines already wait for Redis.
+    Full,
+    /// Redis is unreachable (since [`Delivery::LinkDown`]).
+    Down,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Full => f.write_str("too many lines wait for Redis"),
+            Refused::Down => f.write_str("Redis is unreachable"),
+        }
+    }
+}
+
+/// Why [`RedisLink::start`] failed. Each says, in one line, what to fix.
+#[derive(Debug)]
+pub enum LinkError {
+    /// The URL is not one of `redis://[[user]:password@]host[:port][/db]`
+    /// or `rediss://...`. (Not repeated: it may hold a password.)
+    BadUrl,
+    /// The node name is empty, too long, or has other characters than
+    /// letters, digits, `.`, `_` and `-`.
+    BadNodeName(String),
+    /// The CA file for `rediss://` could not be read.
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// No connection to Redis could be made.
+    Unreachable {
+        /// Redis' host and port.
+        addr: String,
+        /// Why, as the client library said it.
+        reason: String,
+    },
+    /// The TLS handshake failed: most often, Redis' certificate does not
+    /// chain to a trusted CA ([`LinkSettings::ca_file`]) or does not name the
+    /// host in the URL.
+    Tls {
+        /// Redis' host and port.
+        addr: String,
+        /// What rustls said.
+        reason: String,
+    },
+    /// Redis refused the user name or password.
+    Login {
+        /// Redis' host and port.
+        addr: String,
+        /// What Redis said.
+        reason: String,
+    },
+    /// Redis answered, but refused what the link needs (an ACL user not
+    /// allowed `EVALSHA`, say).
+    Denied {
+        /// Redis' host and port.
+        addr: String,
+        /// What Redis said.
+        reason: String,
+    },
+    /// The link's threads could not be started.
+    Spawn(io::Error),
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkError::BadUrl => f.write_str(
+                "--redis: not a Redis URL (expected redis://[[user]:password@]host[:port][/db] \
+                 or rediss://...)",
+            ),
+            LinkError::BadNodeName(name) => write!(
+                f,
+                "--node-name {name:?}: use 1 to {NODE_NAME_MAX} letters, digits, '.', '_' or '-'"
+            ),
+            LinkError::CaFile { path, source } => {
+                write!(f, "cannot read Redis CA file {}: {source}", path.display())
+            }
+            LinkError::Unreachable { addr, reason } => {
+                write!(f, "cannot reach Redis at {addr}: {reason}")
+            }
+            LinkError::Tls { addr, reason } => {
+                write!(f, "TLS with Redis at {addr} failed: {reason}")
+            }
+            LinkError::Login { addr, reason } => {
+                write!(f, "Redis at {addr} refused the login: {reason}")
+            }
+            LinkError::Denied { addr, reason } => {
+                write!(f, "Redis at {addr} refused the chat's commands: {reason}")
+            }
+            LinkError::Spawn(source) => {
+                write!(f, "cannot start the Redis link's threads: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LinkError::CaFile { source, .. } | LinkError::Spawn(source) => Some(source),
+            _ => None,
+        }
+    }
+}

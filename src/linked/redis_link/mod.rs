@@ -1,0 +1,694 @@
+//! The link between chat servers: several servers, one chat, through Redis.
+//!
+//! One server knows only its own clients. To let alice on one machine talk
+//! with bob on another, every server (a *node*, named by `--node-name`)
+//! hands each room line to Redis, and Redis hands it to every node with
+//! someone in that room. This module is that link, and nothing else: it
+//! knows rooms, lines and names, never clients or sockets. The hub says
+//! which rooms it has members in ([`RedisLink::join_room`],
+//! [`RedisLink::leave_room`]) and what they said ([`RedisLink::publish`]); it hears
+//! back, through a queue, every line of those rooms, its own included
+//! ([`Delivery`]).
+//!
+//! ## Why pub/sub, and why it is not enough
+//!
+//! Redis' pub/sub is the fan-out: one `PUBLISH` on a room's channel
+//! reaches every connection subscribed to it, at once, without Redis
+//! keeping anything. That is also its weakness: a node that is not
+//! connected at that moment (Redis restarted, the network hiccuped, Redis
+//! cut the node off because it read too slowly, see
+//! `client-output-buffer-limit pubsub`) never hears of the message, and
+//! nothing tells it so.
+//!
+//! So each room line is also *numbered* and *kept*. One Lua script,
+//! which Redis runs as one atomic step, does three things (four, for a
+//! line that sets the room's topic: `SET room:{name}:topic` as well, so
+//! that a node joining the room later is told it with the room's last
+//! lines, [`Delivery::Recent`]):
+//!
+//! 1. `INCR room:{name}:seq`: the line's number in its room (its *seq*),
+//!    1, 2, 3, ... The same number on every node, so every node shows the
+//!    room's lines in the same order, whoever said them, wherever.
+//! 2. `XADD room:{name}:history MAXLEN ~ N`: the line, kept in a capped
+//!    stream under the id `seq-0`, so that lines can be asked for by
+//!    number.
+//! 3. `PUBLISH room:{name}`: `seq node line`, to every node in the room.
+//!
+//! Because the three happen together, whatever was published can be read
+//! back, by number, and numbers have no holes. A node remembers, per room,
+//! the next number it expects. A line with that number is delivered; a
+//! smaller one was delivered already (it came with a fill) and is dropped;
+//! a larger one means lines were lost on the way, and the missing numbers
+//! are read from the history (`XRANGE`) and delivered first. So every
+//! node delivers each line of its rooms exactly once, in number order,
+//! its own lines included: a node shows its own users their line when it
+//! comes back from Redis, not before, so that they see the order everyone
+//! else sees.
+//!
+//! (The braces in the key names are Redis Cluster's *hash tags*: a room's
+//! keys share one slot, which a script that touches several keys needs
+//! there. On a single Redis they are only part of the name.)
+//!
+//! ## When Redis is gone
+//!
+//! The link notices within seconds: reads fail, or the `PING` sent on the
+//! listening connection every [`LinkSettings::ping_every`] gets no answer (a
+//! connection whose other end vanished without a word, say a cable pulled,
+//! otherwise looks merely quiet). It says [`Delivery::LinkDown`], and from
+//! then on [`RedisLink::publish`] refuses ([`Refused::Down`]): the hub keeps
+//! the chat going among its own users, and what they say meanwhile stays
+//! on this node (no other node hears it, nor is it kept). The link
+//! reconnects on its own, waiting longer after each failure (0.2 s,
+//! doubled each time up to 10 s, each wait a quarter longer or shorter at
+//! random, so that many nodes do not all knock at the same instant).
+//! Once back, it subscribes again, reads from the history every line of
+//! its rooms it missed (what other nodes said during the outage, when they
+//! could still reach Redis), delivers them, and only then says
+//! [`Delivery::LinkUp`].
+//!
+//! What cannot come back: lines older than the history keeps
+//! ([`LinkSettings::history`] per room; reported as [`Delivery::Missed`]),
+//! and, if Redis itself lost its data (restarted without persistence),
+//! the old numbering: a new one starts at 1. Each Redis data set carries a
+//! random *epoch* (the `chat:epoch` key); a node that finds a different
+//! one after reconnecting knows the numbers started over, so it reads each
+//! room's new history from 1 and says so (`LinkUp { history_lost: true }`).
+//! Redis must keep these keys: run it with `maxmemory-policy noeviction`
+//! (the default).
+//!
+//! ## Threads and queues
+//!
+//! The hub never waits on Redis. Lines for Redis go through a bounded
+//! queue to the *publisher* thread ([`LinkSettings::outbox`] lines; when it is
+//! full, [`RedisLink::publish`] says [`Refused::Full`] at once), which runs the
+//! script on its own connection, for up to 64 waiting lines per round trip
+//! (a pipeline). A line it took is published exactly once, however many
+//! times it must retry across reconnects: each carries the node's own
+//! count, and the script ignores a count it has already seen.
+//! The *subscriber* thread has two connections: one subscribed (a
+//! subscribed connection can run nothing but (un)subscribe and `PING`), and
+//! one to ask (`GET`, `XRANGE`). It hands [`Delivery`]s to the hub through
+//! a bounded queue ([`LinkSettings::deliveries`]); when the hub is behind, the
+//! subscriber waits, Redis buffers for it, and past Redis' limit Redis cuts
+//! it off: which the subscriber recovers from like from any outage.
+//! The rooms to be in are a set under a lock that no one holds across a
+//! network wait; the subscriber looks at it between messages, and at least
+//! every [`LinkSettings::poll`].
+//!
+//! The *directory* thread (`src/cluster/names.rs`) has a connection of its own for
+//! nicks, private lines and questions to every node, each asked through
+//! a bounded queue too and answered as a [`Delivery`].
+//!
+//! ## Names, private lines, questions
+//!
+//! A nick is claimed in Redis before a user takes it
+//! ([`RedisLink::claim_name`]), under a key that holds this node's run and
+//! lapses unless the node renews it: a node that dies frees its names by
+//! itself. Each node also listens on a channel of its own, `node:{run}`,
+//! where private lines for its users arrive ([`RedisLink::send_private`]:
+//! looked up and published in one script), and on `chat:ask`, where any
+//! node asks every node something ([`RedisLink::ask_everyone`]: who is in a
+//! room, which rooms there are, where someone is). Every node answers for
+//! its own users on the asker's channel, and the `PUBLISH` count says how
+//! many answers to expect: presence is never stored, so it never goes
+//! stale.
+//!
+//! The password in the URL is used to log in and nowhere else: errors and
+//! logs name Redis by its host and port only.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Script, Value};
+
+mod connect;
+mod messages;
+mod names;
+mod publisher;
+mod schedule;
+mod subscriber;
+
+#[cfg(test)]
+mod tests;
+
+use connect::{current_seq, epoch, Target};
+pub use messages::{Delivery, LinkError, LinkSettings, Refused};
+use publisher::{pause, Publisher};
+use subscriber::Subscriber;
+
+use crate::elsewhere::{Claim, Sent};
+use names::{Ask, Directory};
+use schedule::Schedule;
+
+/// The script that numbers, keeps and publishes one room line, as one
+/// atomic step (see the module documentation).
+///
+/// KEYS: the room's sequence counter, its history stream, its hash of
+/// senders (per node and run, the last count it published here), and its
+/// topic. ARGV: the room's channel, the history's length, the sender, its
+/// count, the node's name, the line, and `1` and a topic when the line
+/// sets one (else `0` and nothing). Returns the line's seq, or 0 when that
+/// count was published before (a retry after a reply that never arrived).
+///
+/// `string.format('%d')`, because Lua 5.1 would write a big number as
+/// `1e+14`, which is no stream id.
+const PUBLISH_SCRIPT: &str = r"
+local last = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+local count = tonumber(ARGV[4])
+if count <= last then
+  return 0
+end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('%d-0', seq),
+  'node', ARGV[5], 'line', ARGV[6])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[3], 86400)
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[4], ARGV[8])
+end
+redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
+return seq
+";
+
+/// The key whose random value names the Redis data set (see "When Redis
+/// is gone" above).
+const EPOCH_KEY: &str = "chat:epoch";
+
+/// The channel every node listens to for questions to all
+/// ([`RedisLink::ask_everyone`]).
+const ASK_CHANNEL: &str = "chat:ask";
+
+/// The counter that numbers nodes as they start ([`RedisLink::number`]).
+const NODES_KEY: &str = "chat:nodes";
+
+/// How many history entries one `XRANGE` asks for while filling a gap:
+/// a long outage is read in pieces, not all in one reply.
+const FILL_CHUNK: usize = 1000;
+
+/// The shortest wait before reconnecting, doubled after each failure...
+pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// ... up to this.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The longest node name; see [`RedisLink::start`] for the characters allowed.
+pub const NODE_NAME_MAX: usize = 64;
+
+/// The key names of one room. The braces make the room's name a Redis
+/// Cluster hash tag (see the module documentation).
+struct Keys {
+    seq: String,
+    history: String,
+    senders: String,
+    topic: String,
+    channel: String,
+}
+
+impl Keys {
+    fn of(room: &str) -> Keys {
+        Keys {
+            seq: format!("room:{{{room}}}:seq"),
+            history: format!("room:{{{room}}}:history"),
+            senders: format!("room:{{{room}}}:senders"),
+            topic: format!("room:{{{room}}}:topic"),
+            channel: channel(room),
+        }
+    }
+}
+
+/// A room's pub/sub channel.
+fn channel(room: &str) -> String {
+    format!("room:{{{room}}}")
+}
+
+/// The room whose channel this is, if it is one.
+fn room_of(channel: &str) -> Option<&str> {
+    channel.strip_prefix("room:{")?.strip_suffix('}')
+}
+
+/// Reads a channel's message back, `seq node line` as the script wrote
+/// it; `None` for anything else.
+fn parse_payload(bytes: &[u8]) -> Option<(u64, &str, &str)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let seq = parts.next()?.parse().ok()?;
+    let node = parts.next()?;
+    let line = parts.next()?;
+    Some((seq, node, line))
+}
+
+/// A node name: what other nodes and the logs know this server by, and
+/// part of what goes on each channel (so no spaces).
+fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NODE_NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// 64 random bits, for jitter and for naming this run of the node. Not for
+/// secrets: std's hasher keys are random per process, which is all that
+/// is needed here.
+fn random_u64() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.finish()
+}
+
+/// The waits between reconnection attempts: [`BACKOFF_MIN`], doubled
+/// after each failure up to [`BACKOFF_MAX`], each ±25 % at random.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { next: BACKOFF_MIN }
+    }
+
+    /// The next wait, given a random number; doubles the one after.
+    fn next_with(&mut self, random: u64) -> Duration {
+        let base = self.next;
+        self.next = (base * 2).min(BACKOFF_MAX);
+        // A factor from 0.75 to 1.25.
+        let factor = 0.75 + (random % 1001) as f64 / 2000.0;
+        base.mul_f64(factor)
+    }
+
+    fn next(&mut self) -> Duration {
+        self.next_with(random_u64())
+    }
+
+    /// After a success: the next failure starts from the shortest wait.
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+/// What every thread of the link shares.
+struct LinkState {
+    /// Set by [`RedisLink`]'s drop: the threads end.
+    stop: AtomicBool,
+    /// Whether the subscriber is connected: [`RedisLink::publish`] refuses
+    /// while it is not.
+    up: AtomicBool,
+    /// The rooms the hub wants the node in, each with the number of the
+    /// join that put it there: a room left and joined again between two
+    /// looks of the subscriber is a new join all the same.
+    rooms: Mutex<Rooms>,
+    /// Set when `rooms` changed, cleared by the subscriber when it looks.
+    rooms_changed: AtomicBool,
+    /// See [`RedisLink::number`]: taken again when Redis lost its data.
+    number: AtomicU64,
+}
+
+impl LinkState {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn wanted_rooms(&self) -> BTreeMap<String, u64> {
+        self.rooms_changed.store(false, Ordering::SeqCst);
+        self.rooms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .wanted
+            .clone()
+    }
+}
+
+/// The rooms to be in, by the number of the join that asked.
+#[derive(Debug, Default)]
+struct Rooms {
+    wanted: BTreeMap<String, u64>,
+    joins: u64,
+}
+
+/// One line for the publisher thread.
+#[derive(Debug)]
+struct ToPublish {
+    room: String,
+    line: String,
+    /// The room's new topic, if the line sets one.
+    topic: Option<String>,
+}
+
+/// The node's end of the link. Dropping it first gives the publisher up
+/// to [`LinkSettings::reply_timeout`] to hand Redis the lines already given
+/// (those still waiting then are not published), then stops the link's
+/// threads and waits for them: each is at most a connection attempt or a
+/// reply or two away from noticing ([`LinkSettings::connect_timeout`],
+/// [`LinkSettings::reply_timeout`]), and the directory first lets this node's
+/// names go.
+#[derive(Debug)]
+pub struct RedisLink {
+    /// This run of the node, unlike any other run of any node:
+    /// `NODE/RANDOM`.
+    run: String,
+    outbox: Option<Sender<ToPublish>>,
+    /// Work for the directory thread (claims, private lines, questions).
+    asks: Option<Sender<Ask>>,
+    /// Names held and let go, for the directory thread: never refused
+    /// (one per arrival or departure), so that no name is left held, or
+    /// left unclaimed, because a queue was full or Redis away.
+    names: Option<Sender<Ask>>,
+    shared: Arc<LinkState>,
+    /// Dropped to wake the threads from a wait between reconnections.
+    wake: Option<Sender<()>>,
+    /// Disconnects when the publisher thread ends: at the drop, once the
+    /// outbox is empty.
+    published: Option<Receiver<()>>,
+    /// [`LinkSettings::reply_timeout`]: how long the drop waits for that.
+    reply_timeout: Duration,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for LinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkState")
+            .field("up", &self.up.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLink {
+    /// Connects to Redis at `url` as node `node` and starts the link's
+    /// three threads; what they deliver comes out of the receiver.
+    ///
+    /// `url` is `redis://[[user]:password@]host[:port][/db]`, or
+    /// `rediss://` for TLS (Redis' certificate must chain to the system's
+    /// roots, or to [`LinkSettings::ca_file`], and name the host). `node` is
+    /// 1 to [`NODE_NAME_MAX`] ASCII letters, digits, `.`, `_` or `-`.
+    ///
+    /// Fails, with a one-line [`LinkError`], unless Redis answers and accepts
+    /// the login and the script now: a server started with a wrong
+    /// `--redis` should say so at once, not retry in the background.
+    /// Once started, the link never gives up.
+    pub fn start(
+        url: &str,
+        node: &str,
+        settings: LinkSettings,
+    ) -> Result<(RedisLink, Receiver<Delivery>), LinkError> {
+        if !valid_node_name(node) {
+            return Err(LinkError::BadNodeName(node.to_owned()));
+        }
+        let target = Arc::new(Target::new(url, &settings)?);
+        let fail = |error: RedisError| target.start_error(&error);
+        let mut publish = target.connect().map_err(fail)?;
+        let mut query = target.connect().map_err(fail)?;
+        let listen = target.connect().map_err(fail)?;
+        let directory_connection = target.connect().map_err(fail)?;
+        let script = Script::new(PUBLISH_SCRIPT);
+        script.load(&mut publish).map_err(fail)?;
+        let first_epoch = epoch(&mut query).map_err(fail)?;
+        let number: u64 = redis::cmd("INCR")
+            .arg(NODES_KEY)
+            .query(&mut query)
+            .map_err(fail)?;
+
+        let shared = Arc::new(LinkState {
+            stop: AtomicBool::new(false),
+            up: AtomicBool::new(true),
+            rooms: Mutex::new(Rooms::default()),
+            rooms_changed: AtomicBool::new(false),
+            number: AtomicU64::new(number),
+        });
+        let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
+        let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
+        let (wake, woken) = crossbeam_channel::bounded::<()>(0);
+        let (ask, asks) = crossbeam_channel::bounded(settings.outbox.max(1));
+        let (name_changes, names_changed) = crossbeam_channel::unbounded();
+        let run = format!("{node}/{:016x}", random_u64());
+        let directory = Directory {
+            target: Arc::clone(&target),
+            shared: Arc::clone(&shared),
+            deliver: deliver.clone(),
+            run: run.clone(),
+            held: BTreeSet::new(),
+            schedule: Schedule::new(settings.name_ttl, settings.reply_timeout, Instant::now()),
+        };
+
+        let (publishing, published) = crossbeam_channel::bounded::<()>(0);
+        let publisher = Publisher {
+            _publishing: publishing,
+            target: Arc::clone(&target),
+            shared: Arc::clone(&shared),
+            woken: woken.clone(),
+            script,
+            node: node.to_owned(),
+            sender: run.clone(),
+            count: 0,
+        };
+        let subscriber = Subscriber {
+            target,
+            shared: Arc::clone(&shared),
+            woken,
+            deliver,
+            epoch: first_epoch,
+            own_channel: names::node_channel(&run),
+            names: name_changes.clone(),
+            next: HashMap::new(),
+            joined: HashMap::new(),
+            down: false,
+        };
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(run)
+                .map_err(LinkError::Spawn)
+        };
+        let threads = vec![
+            spawn(
+                "redis-publish",
+                Box::new(move || publisher.run(outgoing, publish)),
+            )?,
+            spawn(
+                "redis-subscribe",
+                Box::new(move || subscriber.run(listen, query)),
+            )?,
+            spawn(
+                "redis-names",
+                Box::new(move || directory.run(asks, names_changed, directory_connection)),
+            )?,
+        ];
+        let link = RedisLink {
+            run,
+            outbox: Some(outbox),
+            asks: Some(ask),
+            names: Some(name_changes),
+            published: Some(published),
+            reply_timeout: settings.reply_timeout,
+            shared,
+            wake: Some(wake),
+            threads,
+        };
+        Ok((link, deliveries))
+    }
+
+    /// Hands `line` of `room` to Redis, without waiting: it is queued for
+    /// the publisher thread, and comes back as a [`Delivery::Line`] (on
+    /// every node in the room, this one included) once Redis has it.
+    ///
+    /// Refuses at once, and the line goes nowhere, when
+    /// [`LinkSettings::outbox`] lines already wait ([`Refused::Full`]) or
+    /// Redis is unreachable ([`Refused::Down`]). A line taken while the
+    /// link was up but that could not yet reach Redis when it went down
+    /// is published when it comes back.
+    pub fn publish(&self, room: &str, line: &str) -> Result<(), Refused> {
+        self.send(room, line, None)
+    }
+
+    /// Like [`RedisLink::publish`], for a line that also sets the room's topic:
+    /// kept in Redis with the line, in the same atomic step, so that a
+    /// node joining the room later finds it ([`Delivery::Recent`]).
+    pub fn publish_topic(&self, room: &str, line: &str, topic: &str) -> Result<(), Refused> {
+        self.send(room, line, Some(topic))
+    }
+
+    fn send(&self, room: &str, line: &str, topic: Option<&str>) -> Result<(), Refused> {
+        if !self.shared.up.load(Ordering::SeqCst) {
+            return Err(Refused::Down);
+        }
+        let Some(outbox) = &self.outbox else {
+            return Err(Refused::Down);
+        };
+        let outgoing = ToPublish {
+            room: room.to_owned(),
+            line: line.to_owned(),
+            topic: topic.map(str::to_owned),
+        };
+        match outbox.try_send(outgoing) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Refused::Full),
+            Err(TrySendError::Disconnected(_)) => Err(Refused::Down),
+        }
+    }
+
+    /// The node has members in `room` now: hear what it said before
+    /// ([`Delivery::Recent`]), then its lines from the next one said. Call
+    /// it when the room's first local member arrives; each call is a new
+    /// join, with its own `Recent`, even if the room was never left.
+    pub fn join_room(&self, room: &str) {
+        self.change_rooms(|rooms| {
+            rooms.joins += 1;
+            rooms.wanted.insert(room.to_owned(), rooms.joins);
+            true
+        });
+        // Lines said there before the subscription are the room's past,
+        // told as such: the sooner it subscribes, the less falls there.
+        // The subscriber sits in a read of up to a poll; a message on its
+        // own channel ends the read at once.
+        let _ = self.ask(Ask::Wake);
+    }
+
+    /// The node has no one left in `room`: stop hearing it. Lines of the
+    /// room still on their way are dropped.
+    pub fn leave_room(&self, room: &str) {
+        self.change_rooms(|rooms| rooms.wanted.remove(room).is_some());
+    }
+
+    fn change_rooms(&self, change: impl FnOnce(&mut Rooms) -> bool) {
+        let mut rooms = self
+            .shared
+            .rooms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if change(&mut rooms) {
+            self.shared.rooms_changed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Asks Redis for `name` (in lower case) for a user of this node; the
+    /// answer comes as [`Delivery::Claimed`]. A name this node holds is
+    /// renewed until [`RedisLink::release_name`], and taken back after an
+    /// outage ([`Delivery::NameLost`] if someone else took it meanwhile).
+    /// Claiming a name this node holds already answers [`Claim::Ours`].
+    ///
+    /// Refuses at once when Redis is unreachable or too much waits:
+    /// nobody can say then whether the name is free.
+    pub fn claim_name(&self, name: &str) -> Result<(), Refused> {
+        self.ask(Ask::Claim(name.to_owned()))
+    }
+
+    /// Holds `name` (in lower case) for a user of this node from now on,
+    /// without an answer: for a name no other node gives out (a guest's,
+    /// `guestN-ID` with this node's [`RedisLink::number`]) or that a
+    /// certificate proves. It is claimed as soon as Redis can be reached;
+    /// should another node have it, [`Delivery::NameLost`] says so.
+    pub fn hold_name(&self, name: &str) {
+        if let Some(names) = &self.names {
+            let _ = names.send(Ask::Hold(name.to_owned()));
+        }
+    }
+
+    /// Lets `name` go, if this node still holds it: at once, or, when
+    /// Redis cannot be told, as soon as it can (meanwhile it is no longer
+    /// renewed, so it may lapse first).
+    pub fn release_name(&self, name: &str) {
+        if let Some(names) = &self.names {
+            let _ = names.send(Ask::Release(name.to_owned()));
+        }
+    }
+
+    /// Sends `line` to whoever holds `to` (in lower case), on whichever
+    /// node: it comes out there as [`Delivery::Private`], and the answer
+    /// here as [`Delivery::PrivateSent`] with `ticket`.
+    pub fn send_private(&self, ticket: u64, to: &str, line: &str) -> Result<(), Refused> {
+        self.ask(Ask::Private {
+            ticket,
+            to: to.to_owned(),
+            line: line.to_owned(),
+        })
+    }
+
+    /// Asks every node connected to Redis `question` (one line, no
+    /// newline), this one included: each hears it as
+    /// [`Delivery::Question`] and answers with [`RedisLink::reply`]. Here come
+    /// [`Delivery::Asked`] (how many heard it), their
+    /// [`Delivery::Answer`]s, and [`Delivery::AskTimedOut`] when the
+    /// time for answers is up. Nodes answer for themselves, so a node
+    /// that died is simply not among them: nothing in Redis goes stale.
+    pub fn ask_everyone(&self, ticket: u64, question: &str) -> Result<(), Refused> {
+        self.ask(Ask::Everyone {
+            ticket,
+            question: question.to_owned(),
+        })
+    }
+
+    /// Answers a [`Delivery::Question`] of node `run`.
+    pub fn reply(&self, run: &str, ticket: u64, answer: &str) {
+        let reply = Ask::Reply {
+            run: run.to_owned(),
+            ticket,
+            answer: answer.to_owned(),
+        };
+        if self.ask(reply).is_err() {
+            log::debug!("an answer to {run} could not go");
+        }
+    }
+
+    fn ask(&self, ask: Ask) -> Result<(), Refused> {
+        if !self.is_up() {
+            return Err(Refused::Down);
+        }
+        let Some(asks) = &self.asks else {
+            return Err(Refused::Down);
+        };
+        match asks.try_send(ask) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Refused::Full),
+            Err(TrySendError::Disconnected(_)) => Err(Refused::Down),
+        }
+    }
+
+    /// This node's number among all that ever started on this Redis
+    /// (`INCR chat:nodes` at start): 1, 2, 3, ... and never the same
+    /// twice while Redis keeps its data. If Redis loses it, the node
+    /// takes a new one before it says [`Delivery::LinkUp`].
+    pub fn number(&self) -> u64 {
+        self.shared.number.load(Ordering::SeqCst)
+    }
+
+    /// This run of the node, `NODE/RANDOM`: what a node can tag its own
+    /// lines with, to know them when they come back. Two runs of one
+    /// node, or two nodes given one name, never share it.
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// Whether Redis is reachable, as far as the link knows.
+    pub fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RedisLink {
+    fn drop(&mut self) {
+        // The lines already given (the goodbyes of a server that stops)
+        // go out first, if Redis takes them within a reply's time.
+        self.outbox = None;
+        if let Some(published) = self.published.take() {
+            let _ = published.recv_timeout(self.reply_timeout);
+        }
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.asks = None;
+        self.names = None;
+        self.wake = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}

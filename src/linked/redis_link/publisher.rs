@@ -1,0 +1,189 @@
+//! The link's first thread: hands Redis the lines said here, a batch at
+//! a time, each through the one script that numbers, keeps and publishes
+//! it; and the pause between attempts while Redis is away.
+
+// The link's types, constants and helpers, which this part shares.
+use super::*;
+
+/// Waits `wait`, or less if the link stops. True if it is stopping.
+pub(super) fn pause(shared: &LinkState, woken: &Receiver<()>, wait: Duration) -> bool {
+    if shared.stopping() {
+        return true;
+    }
+    // Nothing is ever sent: this returns when the wait is over, or at once
+    // once the RedisLink has dropped its end.
+    let _ = woken.recv_timeout(wait);
+    shared.stopping()
+}
+
+/// Whether an error of the publisher's command is worth a retry on a new
+/// connection: the connection broke, or Redis is not ready yet.
+pub(super) fn is_transient(error: &RedisError) -> bool {
+    use redis::ServerErrorKind as Server;
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        // Redis came back asking for a login this connection never made.
+        || error.kind() == ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH"))
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                Server::BusyLoading | Server::TryAgain | Server::MasterDown | Server::ReadOnly
+            )
+        )
+}
+
+/// The most lines the publisher sends in one round trip (a pipeline):
+/// one round trip per line would cap a node at a few thousand lines a
+/// second on a real network.
+pub(super) const BATCH: usize = 64;
+
+/// How many times the publisher tries a batch Redis refuses for another
+/// reason (out of memory, say) before it drops it. (A line refused while
+/// a later one of its room in the same batch went through is dropped at
+/// once: the later count marks it as done.)
+pub(super) const REFUSALS_BEFORE_DROP: u32 = 5;
+
+/// The publisher thread: runs the script for each line, in order, on its
+/// own connection.
+pub(super) struct Publisher {
+    /// Dropped with the thread: [`RedisLink`]'s drop waits for that.
+    pub(super) _publishing: Sender<()>,
+    pub(super) target: Arc<Target>,
+    pub(super) shared: Arc<LinkState>,
+    pub(super) woken: Receiver<()>,
+    pub(super) script: Script,
+    pub(super) node: String,
+    /// This run of the node, as the script's senders hash knows it.
+    pub(super) sender: String,
+    /// How many lines this run has taken: each line's count.
+    pub(super) count: u64,
+}
+
+impl Publisher {
+    pub(super) fn run(mut self, outgoing: Receiver<ToPublish>, connection: Connection) {
+        let mut connection = Some(connection);
+        let poll = self.target.settings.poll;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let first = match outgoing.recv_timeout(poll) {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) if !self.shared.stopping() => continue,
+                Err(_) => return,
+            };
+            // Whatever else waits goes in the same round trip.
+            batch.push(self.numbered(first));
+            while batch.len() < BATCH {
+                match outgoing.try_recv() {
+                    Ok(line) => batch.push(self.numbered(line)),
+                    Err(_) => break,
+                }
+            }
+            if !self.publish(&mut connection, &batch) {
+                return;
+            }
+            batch.clear();
+        }
+    }
+
+    /// The line, with its count.
+    pub(super) fn numbered(&mut self, line: ToPublish) -> (u64, ToPublish) {
+        self.count += 1;
+        (self.count, line)
+    }
+
+    /// One `EVALSHA` per line, all in one pipeline.
+    pub(super) fn pipeline(&self, batch: &[(u64, ToPublish)]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for (count, line) in batch {
+            let keys = Keys::of(&line.room);
+            pipe.cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(4)
+                .arg(&keys.seq)
+                .arg(&keys.history)
+                .arg(&keys.senders)
+                .arg(&keys.topic)
+                .arg(&keys.channel)
+                .arg(self.target.settings.history)
+                .arg(&self.sender)
+                .arg(count)
+                .arg(&self.node)
+                .arg(&line.line);
+            match &line.topic {
+                Some(topic) => pipe.arg(1).arg(topic),
+                None => pipe.arg(0),
+            };
+        }
+        pipe
+    }
+
+    /// Publishes a batch of lines, retrying across reconnections until
+    /// Redis has them all. A retry sends the whole batch again: the lines
+    /// Redis already had are recognised by their counts and skipped. False
+    /// if the link stops first.
+    pub(super) fn publish(
+        &self,
+        connection: &mut Option<Connection>,
+        batch: &[(u64, ToPublish)],
+    ) -> bool {
+        let pipe = self.pipeline(batch);
+        let mut backoff = Backoff::new();
+        let mut refusals = 0;
+        loop {
+            if self.shared.stopping() {
+                return false;
+            }
+            let Some(open) = connection.as_mut() else {
+                match self.target.connect() {
+                    Ok(fresh) => *connection = Some(fresh),
+                    Err(error) => {
+                        log::debug!(
+                            "redis {}: publisher cannot connect: {}",
+                            self.target.addr,
+                            self.target.describe(&error)
+                        );
+                        if pause(&self.shared, &self.woken, backoff.next()) {
+                            return false;
+                        }
+                    }
+                }
+                continue;
+            };
+            let error = match pipe.exec(open) {
+                Ok(()) => return true,
+                Err(error) => error,
+            };
+            // A Redis that restarted has forgotten the script: load it
+            // again and retry at once.
+            if error.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                if self.script.load(open).is_ok() {
+                    continue;
+                }
+                *connection = None;
+                continue;
+            }
+            let reason = self.target.describe(&error);
+            if is_transient(&error) {
+                log::debug!("redis {}: publish failed: {reason}", self.target.addr);
+                // A new connection: this one may hold late replies.
+                *connection = None;
+            } else {
+                refusals += 1;
+                if refusals >= REFUSALS_BEFORE_DROP {
+                    log::warn!(
+                        "redis {}: {} lines dropped: {reason}",
+                        self.target.addr,
+                        batch.len()
+                    );
+                    return true;
+                }
+            }
+            if pause(&self.shared, &self.woken, backoff.next()) {
+                return false;
+            }
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The link's second thread: hears every room this node is in, delivers
+//! each line once and in order, reads back what pub/sub lost, and
+//! notices Redis going away and coming back.
+
+// The link's types, constants and helpers, which this part shares.
+use super::*;
+
+/// Why a subscriber's session ended.
+pub(super) enum SubscriberEnd {
+    /// The link is stopping, or nobody takes deliveries any more.
+    Stop,
+    /// Redis went away, or answered wrong: reconnect.
+    Lost(String),
+}
+
+/// The subscriber thread's state, kept across connections.
+pub(super) struct Subscriber {
+    pub(super) target: Arc<Target>,
+    pub(super) shared: Arc<LinkState>,
+    pub(super) woken: Receiver<()>,
+    pub(super) deliver: Sender<Delivery>,
+    /// The data set's epoch when last connected.
+    pub(super) epoch: String,
+    /// Where private lines for this node's users come.
+    pub(super) own_channel: String,
+    /// To tell the directory thread when Redis is back (on the queue
+    /// that is never full).
+    pub(super) names: Sender<Ask>,
+    /// Per room subscribed to, the next seq to deliver.
+    pub(super) next: HashMap<String, u64>,
+    /// Per room subscribed to, the join it was for.
+    pub(super) joined: HashMap<String, u64>,
+    /// Whether `LinkDown` was said, and `LinkUp` is owed.
+    pub(super) down: bool,
+}
+
+impl Subscriber {
+    pub(super) fn run(mut self, listen: Connection, query: Connection) {
+        let mut connections = Some((listen, query));
+        let mut backoff = Backoff::new();
+        loop {
+            let (mut listen, mut query) = match connections.take() {
+                Some(pair) => pair,
+                None => match self.target.connect().and_then(|listen| {
+                    let query = self.target.connect()?;
+                    Ok((listen, query))
+                }) {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        log::debug!(
+                            "redis {}: cannot reconnect: {}",
+                            self.target.addr,
+                            self.target.describe(&error)
+                        );
+                        if pause(&self.shared, &self.woken, backoff.next()) {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            match self.session(&mut listen, &mut query, &mut backoff) {
+                SubscriberEnd::Stop => return,
+                SubscriberEnd::Lost(reason) => {
+                    self.shared.up.store(false, Ordering::SeqCst);
+                    if !self.down {
+                        self.down = true;
+                        log::warn!("redis {}: link down: {reason}", self.target.addr);
+                        if self.send(Delivery::LinkDown { reason }).is_err() {
+                            return;
+                        }
+                    }
+                    if pause(&self.shared, &self.woken, backoff.next()) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection's life: catch up, then listen until it fails.
+    pub(super) fn session(
+        &mut self,
+        listen: &mut Connection,
+        query: &mut Connection,
+        backoff: &mut Backoff,
+    ) -> SubscriberEnd {
+        let lost =
+            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
+        let epoch = match epoch(query) {
+            Ok(epoch) => epoch,
+            Err(error) => return lost(&self.target, error),
+        };
+        let history_lost = epoch != self.epoch;
+        if history_lost {
+            // A new data set: its numbers start at 1, and so does what the
+            // node has yet to deliver.
+            log::warn!(
+                "redis {}: Redis lost its data; room numbering starts over",
+                self.target.addr
+            );
+            // The node numbers start over too: this node takes a new one,
+            // unlike any other node's from now on, for its new guests.
+            match redis::cmd("INCR").arg(NODES_KEY).query::<u64>(query) {
+                Ok(number) => self.shared.number.store(number, Ordering::SeqCst),
+                Err(error) => return lost(&self.target, error),
+            }
+            self.epoch = epoch;
+            for next in self.next.values_mut() {
+                *next = 1;
+            }
+        }
+        let target = Arc::clone(&self.target);
+        let settings = &target.settings;
+        let mut pubsub = listen.as_pubsub();
+        let wanted = self.shared.wanted_rooms();
+        self.forget_rooms_not_in(&wanted);
+        // A private line sent while the node was away is lost: its
+        // sender was told nobody by that name is connected.
+        if let Err(error) = pubsub.subscribe(&[self.own_channel.as_str(), ASK_CHANNEL]) {
+            return lost(&self.target, error);
+        }
+        let rooms: Vec<(&String, u64)> = wanted.iter().map(|(room, &join)| (room, join)).collect();
+        if let Err(end) = self.subscribe(&mut pubsub, query, &rooms) {
+            return end;
+        }
+        backoff.reset();
+        self.shared.up.store(true, Ordering::SeqCst);
+        if self.down {
+            self.down = false;
+            // Names first: a claim from elsewhere must not find them
+            // lapsed (or, after Redis lost its data, gone).
+            let _ = self.names.send(Ask::Renew);
+            log::info!("redis {}: link up", self.target.addr);
+            if self.send(Delivery::LinkUp { history_lost }).is_err() {
+                return SubscriberEnd::Stop;
+            }
+        }
+        let mut last_ping = Instant::now();
+        if let Err(error) = pubsub.set_read_timeout(Some(settings.poll)) {
+            return lost(&self.target, error);
+        }
+        loop {
+            if self.shared.stopping() {
+                return SubscriberEnd::Stop;
+            }
+            if self.shared.rooms_changed.load(Ordering::SeqCst) {
+                if let Err(end) = self.change_rooms(&mut pubsub, query) {
+                    return end;
+                }
+            }
+            if last_ping.elapsed() >= settings.ping_every {
+                // The reply may take longer than a poll: wait for it as
+                // for any reply. Messages that come first are kept.
+                let pinged = pubsub
+                    .set_read_timeout(Some(settings.reply_timeout))
+                    .and_then(|()| pubsub.ping::<Value>())
+                    .and_then(|_| pubsub.set_read_timeout(Some(settings.poll)));
+                if let Err(error) = pinged {
+                    return lost(&self.target, error);
+                }
+                last_ping = Instant::now();
+            }
+            match pubsub.get_message() {
+                Ok(message) => {
+                    let channel = message.get_channel_name();
+                    if channel == self.own_channel || channel == ASK_CHANNEL {
+                        let bytes = message.get_payload_bytes();
+                        let to_us = channel == self.own_channel;
+                        if let Err(end) = self.on_node_message(to_us, bytes) {
+                            return end;
+                        }
+                        continue;
+                    }
+                    let Some(room) = room_of(channel) else {
+                        continue;
+                    };
+                    let room = room.to_owned();
+                    if let Err(end) = self.on_message(query, &room, message.get_payload_bytes()) {
+                        return end;
+                    }
+                }
+                // Quiet: time to look at the rooms, the clock, the stop.
+                Err(error) if error.is_timeout() => {}
+                Err(error) => return lost(&self.target, error),
+            }
+        }
+    }
+
+    /// Subscribes to the rooms the hub now wants, and unsubscribes from
+    /// those it left.
+    pub(super) fn change_rooms(
+        &mut self,
+        pubsub: &mut redis::PubSub<'_>,
+        query: &mut Connection,
+    ) -> Result<(), SubscriberEnd> {
+        let lost =
+            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
+        let target = Arc::clone(&self.target);
+        let settings = &target.settings;
+        let wanted = self.shared.wanted_rooms();
+        let gone: Vec<String> = self
+            .next
+            .keys()
+            .filter(|room| !wanted.contains_key(*room))
+            .cloned()
+            .collect();
+        // Joined anew since the last look: start over, as for a new room.
+        self.forget_rooms_not_in(&wanted);
+        let new: Vec<(&String, u64)> = wanted
+            .iter()
+            .filter(|(room, _)| !self.next.contains_key(*room))
+            .map(|(room, &join)| (room, join))
+            .collect();
+        pubsub
+            .set_read_timeout(Some(settings.reply_timeout))
+            .map_err(|error| lost(&self.target, error))?;
+        if !gone.is_empty() {
+            let channels: Vec<String> = gone.iter().map(|room| channel(room)).collect();
+            pubsub
+                .unsubscribe(channels)
+                .map_err(|error| lost(&self.target, error))?;
+        }
+        // Subscribing again to a channel already subscribed to changes
+        // nothing in Redis.
+        self.subscribe(pubsub, query, &new)?;
+        pubsub
+            .set_read_timeout(Some(settings.poll))
+            .map_err(|error| lost(&self.target, error))
+    }
+
+    /// Forgets the rooms the hub no longer wants, or wants for a newer
+    /// join.
+    pub(super) fn forget_rooms_not_in(&mut self, wanted: &BTreeMap<String, u64>) {
+        let joined = &self.joined;
+        self.next.retain(|room, _| {
+            wanted
+                .get(room)
+                .is_some_and(|join| joined.get(room) == Some(join))
+        });
+        self.joined.retain(|room, _| self.next.contains_key(room));
+    }
+
+    /// Subscribes to `rooms`, each for the join given, and catches up:
+    /// a room new to the node is told what it said before
+    /// ([`Delivery::Recent`]); one it was in gets every line it missed.
+    ///
+    /// A new room's past ends where its numbering stood *before* the
+    /// subscription: whatever is said from then on comes as lines, either
+    /// on the channel or read back from the history below, and a line that
+    /// comes both ways is dropped the second time. (Read after it, a line
+    /// said in between would be told as past to a member who was already
+    /// there when it was said.)
+    pub(super) fn subscribe(
+        &mut self,
+        pubsub: &mut redis::PubSub<'_>,
+        query: &mut Connection,
+        rooms: &[(&String, u64)],
+    ) -> Result<(), SubscriberEnd> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let lost =
+            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
+        let mut before = HashMap::new();
+        for &(room, _) in rooms {
+            if !self.next.contains_key(room) {
+                let seq = current_seq(query, room).map_err(|error| lost(&self.target, error))?;
+                before.insert(room, seq);
+            }
+        }
+        let channels: Vec<String> = rooms.iter().map(|(room, _)| channel(room)).collect();
+        pubsub
+            .subscribe(channels)
+            .map_err(|error| lost(&self.target, error))?;
+        for &(room, join) in rooms {
+            self.joined.insert(room.clone(), join);
+            if let Some(&past) = before.get(room) {
+                let recent = self.recent(query, room, past)?;
+                self.send(recent)?;
+                self.next.insert(room.clone(), past + 1);
+            }
+            let current = current_seq(query, room).map_err(|error| lost(&self.target, error))?;
+            let next = self.next[room];
+            if next <= current {
+                self.fill(query, room, next, current)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `room`'s last lines up to `current`, and its topic.
+    pub(super) fn recent(
+        &self,
+        query: &mut Connection,
+        room: &str,
+        current: u64,
+    ) -> Result<Delivery, SubscriberEnd> {
+        let keys = Keys::of(room);
+        let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
+        let count = self.target.settings.recent;
+        let mut lines = Vec::new();
+        if count > 0 && current > 0 {
+            let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+                .arg(&keys.history)
+                .arg(format!("{current}-0"))
+                .arg("-")
+                .arg("COUNT")
+                .arg(count)
+                .query(query)
+                .map_err(lost)?;
+            lines = entries
+                .into_iter()
+                .rev()
+                .map(|(_, mut fields)| fields.remove("line").unwrap_or_default())
+                .collect();
+        }
+        let topic: Option<String> = redis::cmd("GET")
+            .arg(&keys.topic)
+            .query(query)
+            .map_err(lost)?;
+        Ok(Delivery::Recent {
+            room: room.to_owned(),
+            lines,
+            topic,
+        })
+    }
+
+    /// A message for this node (`to_us`: `p NAME LINE`, a private line
+    /// for a user here, or `r TICKET ANSWER`, an answer to a question of
+    /// ours), or a question to all (`RUN TICKET QUESTION`).
+    pub(super) fn on_node_message(&self, to_us: bool, bytes: &[u8]) -> Result<(), SubscriberEnd> {
+        // A wake-up (see `RedisLink::join_room`): the loop looks at the rooms.
+        if to_us && bytes == b"w" {
+            return Ok(());
+        }
+        let delivery = std::str::from_utf8(bytes).ok().and_then(|text| {
+            let (first, rest) = text.split_once(' ')?;
+            let (second, rest) = rest.split_once(' ')?;
+            Some(match (to_us, first) {
+                (true, "p") => Delivery::Private {
+                    to: second.to_owned(),
+                    line: rest.to_owned(),
+                },
+                (true, "r") => Delivery::Answer {
+                    ticket: second.parse().ok()?,
+                    answer: rest.to_owned(),
+                },
+                (true, _) => return None,
+                (false, run) => Delivery::Question {
+                    run: run.to_owned(),
+                    ticket: second.parse().ok()?,
+                    question: rest.to_owned(),
+                },
+            })
+        });
+        match delivery {
+            Some(delivery) => self.send(delivery),
+            None => {
+                log::warn!(
+                    "redis {}: a malformed message to the node",
+                    self.target.addr
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// A line arrived on `room`'s channel.
+    pub(super) fn on_message(
+        &mut self,
+        query: &mut Connection,
+        room: &str,
+        bytes: &[u8],
+    ) -> Result<(), SubscriberEnd> {
+        // Not (or no longer) a room of ours: a leftover of a leave.
+        let Some(&next) = self.next.get(room) else {
+            return Ok(());
+        };
+        let Some((seq, node, line)) = parse_payload(bytes) else {
+            log::warn!("redis {}: room {room}: malformed message", self.target.addr);
+            return Ok(());
+        };
+        if seq < next {
+            return Ok(());
+        }
+        if seq > next {
+            self.fill(query, room, next, seq - 1)?;
+        }
+        self.send(Delivery::Line {
+            room: room.to_owned(),
+            seq,
+            node: node.to_owned(),
+            line: line.to_owned(),
+        })?;
+        self.next.insert(room.to_owned(), seq + 1);
+        Ok(())
+    }
+
+    /// Delivers lines `from..=to` of `room` from its history, saying which
+    /// it no longer has.
+    pub(super) fn fill(
+        &mut self,
+        query: &mut Connection,
+        room: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<(), SubscriberEnd> {
+        let history = Keys::of(room).history;
+        let mut expected = from;
+        while expected <= to {
+            let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+                .arg(&history)
+                .arg(format!("{expected}-0"))
+                .arg(format!("{to}-0"))
+                .arg("COUNT")
+                .arg(FILL_CHUNK)
+                .query(query)
+                .map_err(|error| SubscriberEnd::Lost(self.target.describe(&error)))?;
+            let done = entries.len() < FILL_CHUNK;
+            for (id, fields) in entries {
+                let Some(seq) = id.split('-').next().and_then(|seq| seq.parse::<u64>().ok()) else {
+                    continue;
+                };
+                if seq < expected {
+                    continue;
+                }
+                if seq > expected {
+                    self.send(Delivery::Missed {
+                        room: room.to_owned(),
+                        from: expected,
+                        to: seq - 1,
+                    })?;
+                }
+                let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+                self.send(Delivery::Line {
+                    room: room.to_owned(),
+                    seq,
+                    node: field("node"),
+                    line: field("line"),
+                })?;
+                expected = seq + 1;
+            }
+            if done {
+                break;
+            }
+        }
+        if expected <= to {
+            self.send(Delivery::Missed {
+                room: room.to_owned(),
+                from: expected,
+                to,
+            })?;
+        }
+        self.next.insert(room.to_owned(), to + 1);
+        Ok(())
+    }
+
+    /// Hands the hub a delivery, waiting while its queue is full (Redis
+    /// buffers meanwhile). Fails if the link stops or nobody listens.
+    pub(super) fn send(&self, delivery: Delivery) -> Result<(), SubscriberEnd> {
+        let mut delivery = delivery;
+        loop {
+            match self
+                .deliver
+                .send_timeout(delivery, self.target.settings.poll)
+            {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(back)) if !self.shared.stopping() => delivery = back,
+                Err(_) => return Err(SubscriberEnd::Stop),
+            }
+        }
+    }
+}

@@ -1,9 +1,7 @@
 //! The notices and refusals a client acts on, as typed values: who it is,
-//! where it is, who came and went, who and which rooms are there, and why
-//! it was refused.
-//! Each is written from one table of wording, [`WORDING`], and read back
-//! with the same table, so no client matches the server's English. Other
-//! notices (help, topics, the link's news) stay free text: clients only show them.
+//! where, who came and went, who and which rooms are there, why it was
+//! refused. Written and read with one table, [`WORDING`], so no client
+//! matches English; other notices (help, topics) stay free text, only shown.
 
 use std::fmt::{self, Display, Write};
 

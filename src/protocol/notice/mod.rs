@@ -361,6 +361,7 @@ impl<'a> Notice<'a> {
     /// The notice's text (without `notice `) in `wording`.
     pub fn write_in(&self, wording: &Wording) -> String {
         let mut text = String::new();
+        // Writing into a String cannot fail.
         let _ = self.write_to(&mut text, wording);
         text
     }
@@ -621,6 +622,7 @@ impl<'a> Refusal<'a> {
     /// The error's text (without `error `) in `wording`.
     pub fn write_in(&self, wording: &Wording) -> String {
         let mut text = String::new();
+        // Writing into a String cannot fail.
         let _ = self.write_to(&mut text, wording);
         text
     }

@@ -14,7 +14,7 @@
 //! stream looks at its channel only between reads, and READ_TIMEOUT's 10 ms
 //! last 13 to 22 ms here (the kernel counts in 4 ms ticks, and a busy machine
 //! wakes threads late). Latency p50 10.0 ms, p99 25.8 ms; chat-server's 1.0
-//! and 17.7 ms. Its writers wait on epoll, not on a clock (src/shard.rs).
+//! and 17.7 ms. Its writers wait on epoll, not on a clock (src/shard/).
 //!
 //! COST 2, a reader blocked in `read` holds the stream: rustls has no
 //! separate halves, so nobody else can write to that client meanwhile, and
@@ -22,8 +22,8 @@
 //! (chat-server's: nothing measurable), and a fan-out to 100 clients 0.35
 //! µs of server CPU per delivery against 0.115. The real server shares a
 //! connection between its reading thread and a writer under a lock never
-//! held across a wait (src/duplex.rs), and one writer thread per core sends
-//! to many sockets (src/hub.rs hands it each line once, src/shard.rs).
+//! held across a wait (src/duplex/), and one writer thread per core sends
+//! to many sockets (src/hub.rs hands it each line once, src/shard/).
 //!
 //! COST 3, one slow reader holds up the hub. Each client's channel is
 //! bounded (OUTBOX_LINES): unbounded, a client that never reads would grow
@@ -34,9 +34,9 @@
 //! took 17.1 s instead of 2.3. Cutting a client as soon as its channel is
 //! full would spare the hub, but in a burst every reader is behind, so
 //! healthy ones would go. chat-server's others took 1.1 s and its stalled
-//! reader was cut at 5.1 s: it caps what the kernel holds (src/server.rs),
-//! never waits on one socket, keeps a reader that moves however far behind,
-//! and slows the senders when memory runs short (src/shard.rs, src/budget.rs).
+//! reader was cut at 5.1 s: its writers never wait on one socket, and one
+//! policy, src/slow_readers.rs, caps what the kernel holds, keeps a reader
+//! that moves however far behind, and slows the senders when memory runs short.
 
 use std::env;
 use std::error::Error;
@@ -63,6 +63,7 @@ const OUTBOX_LINES: usize = 1024;
 const HUB_INBOX: usize = 1024;
 /// A client that sends a longer line is cut.
 const MAX_LINE: usize = 4096;
+/// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client's connection: rustls' state and the socket, one value.

@@ -2,6 +2,8 @@
 //! ceiling, each moved at random by up to a quarter either way, so that the
 //! clients of a server that restarts do not all come back in the same instant.
 //! It only counts time: sleeping, and what to try, are the caller's.
+//!
+//! Used by [`terminal`](crate::terminal), between reconnects.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -1,9 +1,7 @@
 //! How server lines look on a person's terminal: a symbol per kind of line,
-//! colours when the output is a terminal that wants them, and the local
-//! time in front of each line when asked (`12:34`, on by default on a
-//! terminal). [`Screen::note`] is the look of the client's own lines
-//! (`--- connection lost; ...`), so that they cannot be mistaken for the
-//! server's.
+//! colours when the output is a terminal that wants them, the local time in
+//! front when asked (`12:34`, the default on a terminal), and the client's
+//! own lines (`--- ...`, [`Screen::note`]) set apart from the server's.
 //!
 //! Pure text in, text out, so every rule is unit-tested. The only escape
 //! sequences that reach the terminal are the colours added here: server

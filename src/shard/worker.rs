@@ -631,6 +631,7 @@ impl Worker {
         }
         client.fate.too_slow.store(too_slow, Ordering::SeqCst);
         // Set last, so that a thread that sees the reason sees the rest.
+        // Set once: a client is cut only while not yet Dead (checked above).
         let _ = client.fate.cut.set(reason);
         client.phase = Phase::Dead;
         client.write.reset();
@@ -655,6 +656,8 @@ impl Worker {
             .expect("looked up above");
         // The socket closes when the client's thread drops it too; until
         // then it must not wake this shard under a slot reused by another.
+        // Fails only for a socket that was never registered (see
+        // `register`): nothing to undo then.
         let fd = client.write.as_raw_fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         // A client is Dead only once cut (which let its lines go) or once

@@ -76,6 +76,7 @@ impl Common {
     /// Marks the session as ending, and wakes the loop if it waits.
     fn leave(&self, route: &mut Route) {
         route.leaving = true;
+        // Full means a wake-up already waits, and one is enough.
         let _ = self.leave_tx.try_send(());
     }
 
@@ -159,6 +160,8 @@ pub(super) fn keyboard(
     let mut editor = match editor {
         Ok(editor) => editor,
         Err(err) => {
+            // The connection loop waits for this answer; if it has gone,
+            // nobody is left to tell.
             let _ = printer_tx.send(Err(err));
             return;
         }
@@ -172,6 +175,7 @@ pub(super) fn keyboard(
             }
         }
         Err(err) => {
+            // As above: nobody is left to tell if the loop has gone.
             let _ = printer_tx.send(Err(err));
             return;
         }
@@ -192,6 +196,8 @@ pub(super) fn keyboard(
                 let leaves = says_goodbye(&line);
                 if let Some(note) = common.send(line) {
                     let mut stdout = io::stdout();
+                    // A terminal that takes no output leaves no way to
+                    // tell the user anything; the editor goes on.
                     let _ = writeln!(stdout, "{}", screen.note(&note));
                     let _ = stdout.flush();
                 }
@@ -223,6 +229,7 @@ fn erase_typed(prompt: &str, typed: &str) {
     let width = prompt.width() + typed.width();
     let rows = width / columns + 1;
     let mut stdout = io::stdout();
+    // Cosmetic: if the terminal takes no output, the line simply stays.
     let _ = write!(stdout, "{}\r", "\x1b[1A\x1b[2K".repeat(rows));
     let _ = stdout.flush();
 }

@@ -195,6 +195,8 @@ pub fn run(first: First, options: &ClientOptions, settings: TerminalSettings) ->
     drop(connections);
     drop(_terminal);
     let mut stdout = io::stdout();
+    // The client is ending: a terminal that takes no output leaves
+    // nowhere else to say these.
     for line in last_words {
         let _ = writeln!(stdout, "{line}");
     }
@@ -208,6 +210,8 @@ struct TerminalGuard(Option<rustix::termios::Termios>);
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
+        // On the way out, and only on a terminal: if it cannot be given
+        // back, there is nowhere left to say so.
         if let Some(saved) = &self.0 {
             let _ = rustix::termios::tcsetattr(
                 io::stdin(),
@@ -475,6 +479,8 @@ impl ConnectionLoop<'_> {
 
 /// Queues one of the client's own lines.
 fn send(outbox: &Outbox, line: &str) {
+    // Refused only once the writer has gone with the connection, whose end
+    // the reading side meets by itself.
     let _ = outbox.push_waiting(format!("{line}\n").into());
 }
 

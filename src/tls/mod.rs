@@ -159,8 +159,8 @@ fn server_provider() -> rustls::crypto::CryptoProvider {
     provider
 }
 
-/// The environment variable that names the key log file, as browsers,
-/// curl and OpenSSL read it.
+/// The environment variable that names the key log file, as browsers and
+/// curl read it (OpenSSL only when built to).
 pub const KEY_LOG_VARIABLE: &str = "SSLKEYLOGFILE";
 
 /// Where both sides write each session's secrets: rustls' [`KeyLogFile`]

@@ -1,9 +1,7 @@
 //! The notices and refusals a client acts on, as typed values: who it is,
-//! where it is, who came and went, who and which rooms are there, and why
-//! it was refused.
-//! Each is written from one table of wording, [`WORDING`], and read back
-//! with the same table, so no client matches the server's English. Other
-//! notices (help, topics, the link's news) stay free text: clients only show them.
+//! where, who came and went, who and which rooms are there, why it was
+//! refused. Written and read with one table, [`WORDING`], so no client
+//! matches English; other notices (help, topics) stay free text, only shown.
 
 use std::fmt::{self, Display, Write};
 
@@ -363,6 +361,7 @@ impl<'a> Notice<'a> {
     /// The notice's text (without `notice `) in `wording`.
     pub fn write_in(&self, wording: &Wording) -> String {
         let mut text = String::new();
+        // Writing into a String cannot fail.
         let _ = self.write_to(&mut text, wording);
         text
     }
@@ -623,6 +622,7 @@ impl<'a> Refusal<'a> {
     /// The error's text (without `error `) in `wording`.
     pub fn write_in(&self, wording: &Wording) -> String {
         let mut text = String::new();
+        // Writing into a String cannot fail.
         let _ = self.write_to(&mut text, wording);
         text
     }

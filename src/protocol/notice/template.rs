@@ -16,14 +16,16 @@ pub(super) fn fill(
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         out.write_str(&rest[..open])?;
-        let Some(close) = rest[open..].find('}') else {
+        rest = &rest[open..];
+        // A brace never closed is text, written as it stands.
+        let Some(close) = rest.find('}') else {
             break;
         };
-        let name = &rest[open + 1..open + close];
+        let name = &rest[1..close];
         if let Some((_, value)) = values.iter().find(|(slot, _)| *slot == name) {
             write!(out, "{value}")?;
         }
-        rest = &rest[open + close + 1..];
+        rest = &rest[close + 1..];
     }
     out.write_str(rest)
 }
@@ -134,6 +136,10 @@ mod tests {
         let mut out = String::new();
         fill(&mut out, "{a} and {b}, {a}!", &[("a", &1), ("b", &"two")]).unwrap();
         assert_eq!(out, "1 and two, 1!");
+        // Text after an unclosed brace is written once, as it stands.
+        out.clear();
+        fill(&mut out, "{a} is {b", &[("a", &1), ("b", &2)]).unwrap();
+        assert_eq!(out, "1 is {b");
     }
 
     #[test]

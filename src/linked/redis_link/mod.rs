@@ -145,6 +145,7 @@ pub use messages::{Delivery, LinkError, LinkSettings, Refused};
 use publisher::{pause, Publisher};
 use subscriber::Subscriber;
 
+use crate::backoff::Backoff;
 use crate::elsewhere::{Claim, Sent};
 use names::{Ask, Directory};
 use schedule::Schedule;
@@ -255,7 +256,7 @@ fn valid_node_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// 64 random bits, for jitter and for naming this run of the node. Not for
+/// 64 random bits, for naming this run of the node. Not for
 /// secrets: std's hasher keys are random per process, which is all that
 /// is needed here.
 fn random_u64() -> u64 {
@@ -267,35 +268,11 @@ fn random_u64() -> u64 {
     hasher.finish()
 }
 
-/// The waits between reconnection attempts: [`BACKOFF_MIN`], doubled
-/// after each failure up to [`BACKOFF_MAX`], each ±25 % at random.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff { next: BACKOFF_MIN }
-    }
-
-    /// The next wait, given a random number; doubles the one after.
-    fn next_with(&mut self, random: u64) -> Duration {
-        let base = self.next;
-        self.next = (base * 2).min(BACKOFF_MAX);
-        // A factor from 0.75 to 1.25.
-        let factor = 0.75 + (random % 1001) as f64 / 2000.0;
-        base.mul_f64(factor)
-    }
-
-    fn next(&mut self) -> Duration {
-        self.next_with(random_u64())
-    }
-
-    /// After a success: the next failure starts from the shortest wait.
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
+/// The waits between reconnection attempts of each of the link's threads:
+/// [`BACKOFF_MIN`], doubled after each failure up to [`BACKOFF_MAX`], with
+/// the crate's jitter.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(BACKOFF_MIN, BACKOFF_MAX)
 }
 
 /// What every thread of the link shares.

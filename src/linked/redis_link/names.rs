@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use redis::{Connection, RedisError, Script};
 
 use super::schedule::Schedule;
-use super::{Backoff, Delivery, LinkState, Target};
+use super::{reconnect_backoff, Delivery, LinkState, Target};
 use crate::elsewhere::{Claim, Sent};
 
 /// Takes or renews names. KEYS: `name:` keys; ARGV: this run, the expiry
@@ -148,7 +148,7 @@ impl Directory {
             private: Script::new(PRIVATE_SCRIPT),
         };
         let mut connection = Some(connection);
-        let mut backoff = Backoff::new();
+        let mut backoff = reconnect_backoff();
         // After each reconnection every held name is taken back at once.
         // An ask put back until the holds and releases before it are done.
         let mut pending = None;
@@ -167,7 +167,7 @@ impl Directory {
                         if let Some(ask) = pending.take() {
                             self.settle(ask, Err(Lost));
                         }
-                        if self.answer_down(&asks, &names, backoff.next()) {
+                        if self.answer_down(&asks, &names, backoff.next_wait()) {
                             return;
                         }
                         continue;

@@ -37,7 +37,7 @@ pub(super) struct Subscriber {
 impl Subscriber {
     pub(super) fn run(mut self, listen: Connection, query: Connection) {
         let mut connections = Some((listen, query));
-        let mut backoff = Backoff::new();
+        let mut backoff = reconnect_backoff();
         loop {
             let (mut listen, mut query) = match connections.take() {
                 Some(pair) => pair,
@@ -52,7 +52,7 @@ impl Subscriber {
                             self.target.addr,
                             self.target.describe(&error)
                         );
-                        if pause(&self.shared, &self.woken, backoff.next()) {
+                        if pause(&self.shared, &self.woken, backoff.next_wait()) {
                             return;
                         }
                         continue;
@@ -70,7 +70,7 @@ impl Subscriber {
                             return;
                         }
                     }
-                    if pause(&self.shared, &self.woken, backoff.next()) {
+                    if pause(&self.shared, &self.woken, backoff.next_wait()) {
                         return;
                     }
                 }

@@ -123,7 +123,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -147,6 +147,7 @@ use subscriber::Subscriber;
 
 use crate::backoff::Backoff;
 use crate::elsewhere::{Claim, Sent};
+use crate::sync;
 use names::{Ask, Directory};
 use schedule::Schedule;
 
@@ -299,11 +300,9 @@ impl LinkState {
 
     fn wanted_rooms(&self) -> BTreeMap<String, u64> {
         self.rooms_changed.store(false, Ordering::SeqCst);
-        self.rooms
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .wanted
-            .clone()
+        // Rooms are changed by one insert or remove at a time (change_rooms):
+        // whole even after a panic.
+        sync::lock(&self.rooms).wanted.clone()
     }
 }
 
@@ -538,11 +537,7 @@ impl RedisLink {
     }
 
     fn change_rooms(&self, change: impl FnOnce(&mut Rooms) -> bool) {
-        let mut rooms = self
-            .shared
-            .rooms
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut rooms = sync::lock(&self.shared.rooms);
         if change(&mut rooms) {
             self.shared.rooms_changed.store(true, Ordering::SeqCst);
         }

@@ -95,7 +95,7 @@
 //! network wait; the subscriber looks at it between messages, and at least
 //! every [`LinkSettings::poll`].
 //!
-//! The *directory* thread (`src/cluster/names.rs`) has a connection of its own for
+//! The *directory* thread (`names.rs`) has a connection of its own for
 //! nicks, private lines and questions to every node, each asked through
 //! a bounded queue too and answered as a [`Delivery`].
 //!

@@ -133,6 +133,7 @@ use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Scrip
 mod connect;
 mod messages;
 mod names;
+mod order;
 mod publisher;
 mod schedule;
 mod subscriber;

@@ -23,9 +23,9 @@
 //!
 //! The thread takes its work ([`Ask`]) from a bounded queue (claims,
 //! private lines, questions) and from an unbounded one (names held and let
-//! go, which must never be dropped: one per arrival or departure), and
-//! answers through the link's deliveries, so the hub never waits for
-//! Redis here either.
+//! go, which must never be dropped: one per arrival or departure), in the
+//! order [`Order`] keeps, and answers through the link's deliveries, so the
+//! hub never waits for Redis here either.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use redis::{Connection, RedisError, Script};
 
+use super::order::{Closed, Order, Queues, Step};
 use super::schedule::Schedule;
 use super::{reconnect_backoff, Delivery, LinkState, Target};
 use crate::elsewhere::{Claim, Sent};
@@ -149,9 +150,13 @@ impl Directory {
         };
         let mut connection = Some(connection);
         let mut backoff = reconnect_backoff();
-        // After each reconnection every held name is taken back at once.
-        // An ask put back until the holds and releases before it are done.
-        let mut pending = None;
+        let mut queues = Inboxes {
+            asks: &asks,
+            names: &names,
+        };
+        // Renewals, holds and releases, and asks, in the order whose
+        // promises `Order` keeps.
+        let mut order = Order::new();
         loop {
             if self.shared.stopping() {
                 break;
@@ -161,10 +166,12 @@ impl Directory {
                     Ok(fresh) => {
                         connection = Some(fresh);
                         backoff.reset();
+                        // After each reconnection every held name is
+                        // taken back at once.
                         self.schedule.renew_now(Instant::now());
                     }
                     Err(_) => {
-                        if let Some(ask) = pending.take() {
+                        if let Some(ask) = order.take_put_back() {
                             self.settle(ask, Err(Lost));
                         }
                         if self.answer_down(&asks, &names, backoff.next_wait()) {
@@ -177,59 +184,42 @@ impl Directory {
             let Some(open) = connection.as_mut() else {
                 continue;
             };
-            // Holds and releases first: a claim after them must see them.
-            let mut failed = false;
-            while let Ok(change) = names.try_recv() {
-                if let Ask::Renew = change {
+            if !self.time_out() {
+                break;
+            }
+            let now = Instant::now();
+            let wait = self.schedule.wait(now, self.target.settings.poll);
+            let ask = match order.next(&mut queues, self.schedule.renewal_due(now), wait) {
+                Step::Renew => {
+                    if self.renew(open, &scripts).is_err() {
+                        connection = None;
+                    } else {
+                        self.schedule.renewed(Instant::now());
+                    }
+                    continue;
+                }
+                Step::Change(Ask::Renew) => {
                     self.schedule.renew_now(Instant::now());
                     continue;
                 }
-                self.note(&change);
-                if !failed {
+                Step::Change(change) => {
+                    // Noted first: if Redis does not hear of it now, the
+                    // hold is taken back, or the release lapses, once
+                    // reconnected.
+                    self.note(&change);
                     match self.ask_redis(open, &scripts, &change) {
                         Ok(answer) => self.settle(change, Ok(answer)),
                         Err(error) => {
                             let _ = self.log(&error);
-                            failed = true;
+                            connection = None;
                         }
                     }
-                }
-            }
-            if failed {
-                // Noted: taken back, or left to lapse, once reconnected.
-                connection = None;
-                continue;
-            }
-            if self.schedule.renewal_due(Instant::now()) {
-                if self.renew(open, &scripts).is_err() {
-                    connection = None;
                     continue;
                 }
-                self.schedule.renewed(Instant::now());
-            }
-            if !self.time_out() {
-                break;
-            }
-            let wait = self
-                .schedule
-                .wait(Instant::now(), self.target.settings.poll);
-            let (ask, put_back) = match pending.take() {
-                Some(ask) => (ask, true),
-                None => match asks.recv_timeout(wait) {
-                    Ok(ask) => (ask, false),
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
+                Step::Idle => continue,
+                Step::Closed => break,
+                Step::Ask(ask) => ask,
             };
-            // A release that came meanwhile goes first: a claim of the
-            // same name after it must not find the name still this
-            // node's, and then see it deleted. (The hub queued it before
-            // the claim, so one round of the names is enough; more would
-            // let a stream of arrivals hold the ask back for ever.)
-            if !put_back && !names.is_empty() {
-                pending = Some(ask);
-                continue;
-            }
             self.note(&ask);
             let answer = match self.ask_redis(open, &scripts, &ask) {
                 Ok(answer) => Ok(answer),
@@ -504,6 +494,31 @@ impl Directory {
             self.target.describe(error)
         );
         Lost
+    }
+}
+
+/// The directory's two queues, as [`Order`] reads them: the holds and
+/// releases (`names`), and the asks.
+struct Inboxes<'a> {
+    asks: &'a Receiver<Ask>,
+    names: &'a Receiver<Ask>,
+}
+
+impl Queues<Ask, Ask> for Inboxes<'_> {
+    fn change(&mut self) -> Option<Ask> {
+        self.names.try_recv().ok()
+    }
+
+    fn changes_waiting(&self) -> usize {
+        self.names.len()
+    }
+
+    fn ask(&mut self, wait: Duration) -> Result<Option<Ask>, Closed> {
+        match self.asks.recv_timeout(wait) {
+            Ok(ask) => Ok(Some(ask)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(Closed),
+        }
     }
 }
 

@@ -353,7 +353,8 @@ impl Server {
 
     /// Makes this server one of several that act as one chat: names,
     /// presence, private lines and every room line go through `elsewhere`
-    /// (with `--redis`, `linked::Linked`). Not with [`Limits::classic`],
+    /// (with `--redis`, the link through Redis: the tour's last step). Not
+    /// with [`Limits::classic`],
     /// whose clients see no one.
     pub fn share(&mut self, elsewhere: Box<dyn Elsewhere>) {
         self.elsewhere = Some(elsewhere);

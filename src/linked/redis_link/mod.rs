@@ -149,7 +149,7 @@ use subscriber::Subscriber;
 use crate::backoff::Backoff;
 use crate::elsewhere::{Claim, Sent};
 use crate::sync;
-use names::{Ask, Directory};
+use names::{Directory, Errand};
 use schedule::Schedule;
 
 /// The script that numbers, keeps and publishes one room line, as one
@@ -337,11 +337,11 @@ pub struct RedisLink {
     run: String,
     outbox: Option<Sender<ToPublish>>,
     /// Work for the directory thread (claims, private lines, questions).
-    asks: Option<Sender<Ask>>,
+    asks: Option<Sender<Errand>>,
     /// Names held and let go, for the directory thread: never refused
     /// (one per arrival or departure), so that no name is left held, or
     /// left unclaimed, because a queue was full or Redis away.
-    names: Option<Sender<Ask>>,
+    names: Option<Sender<Errand>>,
     shared: Arc<LinkState>,
     /// Dropped to wake the threads from a wait between reconnections.
     wake: Option<Sender<()>>,
@@ -528,7 +528,7 @@ impl RedisLink {
         // told as such: the sooner it subscribes, the less falls there.
         // The subscriber sits in a read of up to a poll; a message on its
         // own channel ends the read at once.
-        let _ = self.ask(Ask::Wake);
+        let _ = self.ask(Errand::Wake);
     }
 
     /// The node has no one left in `room`: stop hearing it. Lines of the
@@ -553,7 +553,7 @@ impl RedisLink {
     /// Refuses at once when Redis is unreachable or too much waits:
     /// nobody can say then whether the name is free.
     pub fn claim_name(&self, name: &str) -> Result<(), Refused> {
-        self.ask(Ask::Claim(name.to_owned()))
+        self.ask(Errand::Claim(name.to_owned()))
     }
 
     /// Holds `name` (in lower case) for a user of this node from now on,
@@ -563,7 +563,7 @@ impl RedisLink {
     /// should another node have it, [`Delivery::NameLost`] says so.
     pub fn hold_name(&self, name: &str) {
         if let Some(names) = &self.names {
-            let _ = names.send(Ask::Hold(name.to_owned()));
+            let _ = names.send(Errand::Hold(name.to_owned()));
         }
     }
 
@@ -572,7 +572,7 @@ impl RedisLink {
     /// renewed, so it may lapse first).
     pub fn release_name(&self, name: &str) {
         if let Some(names) = &self.names {
-            let _ = names.send(Ask::Release(name.to_owned()));
+            let _ = names.send(Errand::Release(name.to_owned()));
         }
     }
 
@@ -580,7 +580,7 @@ impl RedisLink {
     /// node: it comes out there as [`Delivery::Private`], and the answer
     /// here as [`Delivery::PrivateSent`] with `ticket`.
     pub fn send_private(&self, ticket: u64, to: &str, line: &str) -> Result<(), Refused> {
-        self.ask(Ask::Private {
+        self.ask(Errand::Private {
             ticket,
             to: to.to_owned(),
             line: line.to_owned(),
@@ -595,7 +595,7 @@ impl RedisLink {
     /// time for answers is up. Nodes answer for themselves, so a node
     /// that died is simply not among them: nothing in Redis goes stale.
     pub fn ask_everyone(&self, ticket: u64, question: &str) -> Result<(), Refused> {
-        self.ask(Ask::Everyone {
+        self.ask(Errand::Everyone {
             ticket,
             question: question.to_owned(),
         })
@@ -603,7 +603,7 @@ impl RedisLink {
 
     /// Answers a [`Delivery::Question`] of node `run`.
     pub fn reply(&self, run: &str, ticket: u64, answer: &str) {
-        let reply = Ask::Reply {
+        let reply = Errand::Reply {
             run: run.to_owned(),
             ticket,
             answer: answer.to_owned(),
@@ -613,7 +613,7 @@ impl RedisLink {
         }
     }
 
-    fn ask(&self, ask: Ask) -> Result<(), Refused> {
+    fn ask(&self, ask: Errand) -> Result<(), Refused> {
         if !self.is_up() {
             return Err(Refused::Down);
         }

@@ -21,7 +21,7 @@
 //!   its holder's node channel, `node:{run}`, in the same step: nothing
 //!   can change hands in between.
 //!
-//! The thread takes its work ([`Ask`]) from a bounded queue (claims,
+//! The thread takes its work ([`Errand`]) from a bounded queue (claims,
 //! private lines, questions) and from an unbounded one (names held and let
 //! go, which must never be dropped: one per arrival or departure), in the
 //! order [`Order`] keeps, and answers through the link's deliveries, so the
@@ -95,9 +95,11 @@ pub(super) fn node_channel(run: &str) -> String {
     format!("node:{run}")
 }
 
-/// Work for the directory thread.
+/// Work for the directory thread: an errand to run against Redis (not to
+/// be confused with the chat's [`Ask`](crate::elsewhere::Ask), which the
+/// hub's side of the link turns into these).
 #[derive(Debug)]
-pub(super) enum Ask {
+pub(super) enum Errand {
     Claim(String),
     Hold(String),
     Release(String),
@@ -142,7 +144,12 @@ pub(super) struct Directory {
 struct Lost;
 
 impl Directory {
-    pub(super) fn run(mut self, asks: Receiver<Ask>, names: Receiver<Ask>, connection: Connection) {
+    pub(super) fn run(
+        mut self,
+        asks: Receiver<Errand>,
+        names: Receiver<Errand>,
+        connection: Connection,
+    ) {
         let scripts = Scripts {
             claim: Script::new(CLAIM_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
@@ -198,7 +205,7 @@ impl Directory {
                     }
                     continue;
                 }
-                Step::Change(Ask::Renew) => {
+                Step::Change(Errand::Renew) => {
                     self.schedule.renew_now(Instant::now());
                     continue;
                 }
@@ -283,14 +290,19 @@ impl Directory {
     /// "down" (a Redis that hangs must not make each ask wait for a
     /// connection attempt). The subscriber saying Redis is back (`Renew`)
     /// cuts the wait short. True if the link is stopping.
-    fn answer_down(&mut self, asks: &Receiver<Ask>, names: &Receiver<Ask>, wait: Duration) -> bool {
+    fn answer_down(
+        &mut self,
+        asks: &Receiver<Errand>,
+        names: &Receiver<Errand>,
+        wait: Duration,
+    ) -> bool {
         let until = Instant::now() + wait;
         loop {
             if self.shared.stopping() {
                 return true;
             }
             while let Ok(change) = names.try_recv() {
-                if let Ask::Renew = change {
+                if let Errand::Renew = change {
                     return false;
                 }
                 self.note(&change);
@@ -313,20 +325,20 @@ impl Directory {
     /// What the names held are once `ask` is done, whether or not Redis
     /// hears of it now: a hold is taken back, and a release lapses, at
     /// the latest when Redis can be reached again.
-    fn note(&mut self, ask: &Ask) {
+    fn note(&mut self, ask: &Errand) {
         match ask {
-            Ask::Hold(name) => {
+            Errand::Hold(name) => {
                 self.held.insert(name.clone());
             }
-            Ask::Release(name) => {
+            Errand::Release(name) => {
                 self.held.remove(name);
             }
-            Ask::Claim(_)
-            | Ask::Private { .. }
-            | Ask::Everyone { .. }
-            | Ask::Renew
-            | Ask::Wake
-            | Ask::Reply { .. } => {}
+            Errand::Claim(_)
+            | Errand::Private { .. }
+            | Errand::Everyone { .. }
+            | Errand::Renew
+            | Errand::Wake
+            | Errand::Reply { .. } => {}
         }
     }
 
@@ -336,11 +348,11 @@ impl Directory {
         &self,
         open: &mut Connection,
         scripts: &Scripts,
-        ask: &Ask,
+        ask: &Errand,
     ) -> Result<i64, RedisError> {
         let ttl = millis(self.target.settings.name_ttl);
         match ask {
-            Ask::Claim(name) | Ask::Hold(name) => {
+            Errand::Claim(name) | Errand::Hold(name) => {
                 let held: Vec<i64> = scripts
                     .claim
                     .key(name_key(name))
@@ -349,27 +361,27 @@ impl Directory {
                     .invoke(open)?;
                 Ok(held.first().copied().unwrap_or(0))
             }
-            Ask::Release(name) => scripts
+            Errand::Release(name) => scripts
                 .release
                 .key(name_key(name))
                 .arg(&self.run)
                 .invoke(open),
-            Ask::Private { to, line, .. } => scripts
+            Errand::Private { to, line, .. } => scripts
                 .private
                 .key(name_key(to))
                 .arg(format!("p {to} {line}"))
                 .invoke(open),
-            Ask::Everyone { ticket, question } => redis::cmd("PUBLISH")
+            Errand::Everyone { ticket, question } => redis::cmd("PUBLISH")
                 .arg(super::ASK_CHANNEL)
                 .arg(format!("{} {ticket} {question}", self.run))
                 .query(open),
             // Never sent to Redis: the run loop renews instead.
-            Ask::Renew => Ok(0),
-            Ask::Wake => redis::cmd("PUBLISH")
+            Errand::Renew => Ok(0),
+            Errand::Wake => redis::cmd("PUBLISH")
                 .arg(node_channel(&self.run))
                 .arg("w")
                 .query(open),
-            Ask::Reply {
+            Errand::Reply {
                 run,
                 ticket,
                 answer,
@@ -383,27 +395,27 @@ impl Directory {
     /// Tells the hub what became of `ask`: `answer` is what
     /// [`Directory::ask_redis`] returned, `Err` if Redis could not be
     /// asked.
-    fn settle(&mut self, ask: Ask, answer: Result<i64, Lost>) {
+    fn settle(&mut self, ask: Errand, answer: Result<i64, Lost>) {
         let delivery = match (ask, answer) {
-            (Ask::Claim(name), Ok(1)) => {
+            (Errand::Claim(name), Ok(1)) => {
                 self.held.insert(name.clone());
                 Delivery::Claimed {
                     name,
                     claim: Claim::Ours,
                 }
             }
-            (Ask::Claim(name), Ok(_)) => Delivery::Claimed {
+            (Errand::Claim(name), Ok(_)) => Delivery::Claimed {
                 name,
                 claim: Claim::Taken,
             },
-            (Ask::Claim(name), Err(Lost)) => Delivery::Claimed {
+            (Errand::Claim(name), Err(Lost)) => Delivery::Claimed {
                 name,
                 claim: Claim::Down,
             },
             // Held already; if Redis could not be asked, taken back once
             // it can.
-            (Ask::Hold(_), Ok(1) | Err(Lost)) => return,
-            (Ask::Hold(name), Ok(_)) => {
+            (Errand::Hold(_), Ok(1) | Err(Lost)) => return,
+            (Errand::Hold(name), Ok(_)) => {
                 self.held.remove(&name);
                 Delivery::NameLost {
                     name,
@@ -411,11 +423,11 @@ impl Directory {
                 }
             }
             // Not renewed any more: if Redis could not be told, it lapses.
-            (Ask::Release(_), _) => return,
+            (Errand::Release(_), _) => return,
             // The asker waits for the answers only so long; the
             // subscriber looks at its rooms at its next poll anyway.
-            (Ask::Reply { .. } | Ask::Wake | Ask::Renew, _) => return,
-            (Ask::Everyone { ticket, .. }, answer) => {
+            (Errand::Reply { .. } | Errand::Wake | Errand::Renew, _) => return,
+            (Errand::Everyone { ticket, .. }, answer) => {
                 if answer.is_ok() {
                     self.schedule.asked(ticket, Instant::now());
                 }
@@ -424,7 +436,7 @@ impl Directory {
                     nodes: answer.ok().and_then(|n| usize::try_from(n).ok()),
                 }
             }
-            (Ask::Private { ticket, .. }, answer) => Delivery::PrivateSent {
+            (Errand::Private { ticket, .. }, answer) => Delivery::PrivateSent {
                 ticket,
                 sent: match answer {
                     Ok(heard) if heard > 0 => Sent::Delivered,
@@ -500,12 +512,12 @@ impl Directory {
 /// The directory's two queues, as [`Order`] reads them: the holds and
 /// releases (`names`), and the asks.
 struct Inboxes<'a> {
-    asks: &'a Receiver<Ask>,
-    names: &'a Receiver<Ask>,
+    asks: &'a Receiver<Errand>,
+    names: &'a Receiver<Errand>,
 }
 
-impl Queues<Ask, Ask> for Inboxes<'_> {
-    fn change(&mut self) -> Option<Ask> {
+impl Queues<Errand, Errand> for Inboxes<'_> {
+    fn change(&mut self) -> Option<Errand> {
         self.names.try_recv().ok()
     }
 
@@ -513,7 +525,7 @@ impl Queues<Ask, Ask> for Inboxes<'_> {
         self.names.len()
     }
 
-    fn ask(&mut self, wait: Duration) -> Result<Option<Ask>, Closed> {
+    fn ask(&mut self, wait: Duration) -> Result<Option<Errand>, Closed> {
         match self.asks.recv_timeout(wait) {
             Ok(ask) => Ok(Some(ask)),
             Err(RecvTimeoutError::Timeout) => Ok(None),

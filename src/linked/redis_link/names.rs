@@ -181,7 +181,7 @@ impl Directory {
                         if let Some(ask) = order.take_put_back() {
                             self.settle(ask, Err(Lost));
                         }
-                        if self.answer_down(&asks, &names, backoff.next_wait()) {
+                        if self.answer_down(&asks, &names, &mut order, backoff.next_wait()) {
                             return;
                         }
                         continue;
@@ -294,6 +294,7 @@ impl Directory {
         &mut self,
         asks: &Receiver<Errand>,
         names: &Receiver<Errand>,
+        order: &mut Order<Errand>,
         wait: Duration,
     ) -> bool {
         let until = Instant::now() + wait;
@@ -301,11 +302,8 @@ impl Directory {
             if self.shared.stopping() {
                 return true;
             }
-            while let Ok(change) = names.try_recv() {
-                if let Errand::Renew = change {
-                    return false;
-                }
-                self.note(&change);
+            if self.back_up(names) {
+                return false;
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -315,11 +313,31 @@ impl Directory {
                 return true;
             }
             match asks.recv_timeout(left.min(self.target.settings.poll)) {
+                // The subscriber says Redis is back before it tells the
+                // hub, so an ask made on hearing the link is up can come
+                // while this waits: it is tried on the new connection,
+                // after the renewal, not answered "down".
+                Ok(ask) if self.back_up(names) => {
+                    order.put_back_first(ask);
+                    return false;
+                }
                 Ok(ask) => self.settle(ask, Err(Lost)),
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return true,
             }
         }
+    }
+
+    /// Notes the holds and releases waiting; true if the subscriber said
+    /// Redis is back among them.
+    fn back_up(&mut self, names: &Receiver<Errand>) -> bool {
+        while let Ok(change) = names.try_recv() {
+            if let Errand::Renew = change {
+                return true;
+            }
+            self.note(&change);
+        }
+        false
     }
 
     /// What the names held are once `ask` is done, whether or not Redis

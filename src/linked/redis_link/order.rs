@@ -97,6 +97,12 @@ impl<A> Order<A> {
         }
     }
 
+    /// Puts back an ask taken while Redis was out of reach, to be the next
+    /// step once nothing is due: its first and only time back.
+    pub(super) fn put_back_first(&mut self, ask: A) {
+        self.put_back = Some((ask, 0));
+    }
+
     /// The ask put back, if any, to be answered otherwise (Redis is out of
     /// reach).
     pub(super) fn take_put_back(&mut self) -> Option<A> {
@@ -273,6 +279,11 @@ mod tests {
         assert_eq!(order.next(&mut fake, false, WAIT), Step::Idle);
         assert_eq!(order.take_put_back(), Some("question"));
         assert_eq!(order.take_put_back(), None);
+        // Taken while Redis was away, and Redis is back: the renewal, then
+        // that ask, before anything else that waits.
+        order.put_back_first("claim bob");
+        assert_eq!(order.next(&mut fake, true, WAIT), Step::Renew);
+        assert_eq!(order.next(&mut fake, false, WAIT), Step::Ask("claim bob"));
         assert_eq!(order.next(&mut fake, false, WAIT), Step::Change("hold a"));
         assert_eq!(order.next(&mut fake, false, WAIT), Step::Closed);
     }

@@ -4,7 +4,8 @@
 #   make run-client   run the client (in another terminal)
 #   make cluster-demo Redis and two servers sharing one chat (haproxy in front
 #                     if installed); prints how to connect
-#   make test         lint, then every test (the bench crate's too)
+#   make test         lint, then every test (the bench crate's too), then the
+#                     core's unit tests without the redis feature
 #   make bench        the benchmark suite against a fresh chat-server
 #   make bench-compare  the same, interleaved, beside two Go servers and ncat
 #   make fuzz         each fuzz target for FUZZ_SECONDS (default 30), from fuzz/seeds
@@ -116,8 +117,11 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --no-default-features --all-targets -- -D warnings
 
+# Then the core's unit tests without the `redis` feature (a few seconds):
+# the single-server path must pass with no Redis crate in the build.
 test: lint
 	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --no-default-features --lib
 
 # The benchmark suite (bench/README.md): each measurement against a fresh
 # chat-server that the suite starts and stops itself, then one table.

@@ -23,7 +23,7 @@
 //! µs of server CPU per delivery against 0.115. The real server shares a
 //! connection between its reading thread and a writer under a lock never
 //! held across a wait (src/duplex/), and one writer thread per core sends
-//! to many sockets (src/hub.rs hands it each line once, src/shard/).
+//! to many sockets (src/hub/ hands it each line once, src/shard/).
 //!
 //! COST 3, one slow reader holds up the hub. Each client's channel is
 //! bounded (OUTBOX_LINES): unbounded, a client that never reads would grow

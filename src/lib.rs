@@ -63,6 +63,8 @@
 //!   `--classic`.
 //! - [`throttle`] (flood control), [`capacity`] (what the machine
 //!   allows), [`pool`] (threads kept between clients), for [`server`].
+//! - [`sync`]: taking a lock a panicking thread left behind, and why
+//!   that is safe for the crate's locks.
 //! - [`x509`], [`error`] and [`logging`].
 //!
 //! ## One name for each thing
@@ -191,6 +193,7 @@ pub mod seats;
 pub mod server;
 pub mod shard;
 pub mod slow_readers;
+pub mod sync;
 pub mod terminal;
 pub mod throttle;
 pub mod tls;

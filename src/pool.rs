@@ -15,6 +15,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::sync;
+
 /// What a thread of the pool runs.
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -38,7 +40,8 @@ struct Handoff {
 
 impl Handoff {
     fn lock(&self) -> MutexGuard<'_, Handed> {
-        self.handed.lock().unwrap_or_else(|p| p.into_inner())
+        // What is handed is swapped whole: never half written.
+        sync::lock(&self.handed)
     }
 
     fn hand(&self, what: Handed) {
@@ -72,7 +75,7 @@ struct Shared {
 impl Shared {
     fn idle(&self) -> MutexGuard<'_, Option<Vec<Idle>>> {
         // Pushes and removals only: a panic cannot leave the list half done.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.idle)
     }
 }
 
@@ -133,7 +136,7 @@ impl Pool {
     fn start(&self, first: Job) -> io::Result<()> {
         let shared = Arc::clone(&self.shared);
         let id = {
-            let mut next = shared.next_id.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = sync::lock(&shared.next_id);
             *next += 1;
             *next
         };
@@ -186,11 +189,7 @@ fn wait_for_job(shared: &Shared, id: u64) -> Option<Job> {
         if left.is_zero() {
             break;
         }
-        handed = handoff
-            .ready
-            .wait_timeout(handed, left)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        handed = sync::wait_timeout(&handoff.ready, handed, left);
     }
     drop(handed);
     let mut idle = shared.idle();
@@ -209,10 +208,7 @@ fn wait_for_job(shared: &Shared, id: u64) -> Option<Job> {
             Handed::Job(job) => return Some(job),
             Handed::Closed => return None,
             Handed::Nothing => {
-                handed = handoff
-                    .ready
-                    .wait(handed)
-                    .unwrap_or_else(|p| p.into_inner());
+                handed = sync::wait(&handoff.ready, handed);
             }
         }
     }

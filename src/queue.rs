@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::sync;
+
 struct State<T> {
     items: VecDeque<T>,
     /// Senders alive; with none left, the receiver sees the end.
@@ -38,7 +40,7 @@ impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // Every change is a push, a pop or a count: a panic cannot leave
         // the state half changed.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.state)
     }
 }
 
@@ -95,18 +97,14 @@ impl<T> Sender<T> {
         while state.items.len() >= shared.capacity && !state.receiver_gone {
             state.senders_waiting += 1;
             state = match deadline {
-                None => shared.room.wait(state).unwrap_or_else(|p| p.into_inner()),
+                None => sync::wait(&shared.room, state),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         state.senders_waiting -= 1;
                         return Err(Gone(item));
                     }
-                    shared
-                        .room
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+                    sync::wait_timeout(&shared.room, state, left)
                 }
             };
             state.senders_waiting -= 1;
@@ -157,7 +155,7 @@ impl<T> Receiver<T> {
                 return false;
             }
             state.receiver_waiting = true;
-            state = shared.items.wait(state).unwrap_or_else(|p| p.into_inner());
+            state = sync::wait(&shared.items, state);
         }
         let take = state.items.len().min(max.max(1));
         into.extend(state.items.drain(..take));

@@ -13,15 +13,14 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::protocol::Refusal;
+use crate::sync::lock;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Single inserts and removes: a panicking thread cannot leave the map
-    // half changed.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
+// The map of places per address is changed by single inserts and removes:
+// a panicking thread cannot leave it half changed, so `lock` takes a
+// poisoned one (see crate::sync).
 
 /// Places in the chat: at most `--max-clients` at once and, if limited,
 /// `--max-per-ip` from one address. A client takes one once its handshake

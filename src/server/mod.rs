@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,7 @@ use crate::protocol::ServerLine;
 use crate::seats::Seats;
 use crate::shard::{self, Fate, Registration, Shard, ShardSettings, Slot, To, Work};
 use crate::slow_readers::{self, Policy};
+use crate::sync::lock;
 use crate::throttle::{RateLimit, TokenBucket};
 use crate::{tls, x509};
 
@@ -227,11 +228,10 @@ pub struct Server {
 /// Open connections per IP address.
 type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The maps guarded here are changed by single inserts and removes: a
-    // panicking thread cannot leave one half changed.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
+// What the server locks (the sockets, the connections per address, the TLS
+// configuration) is changed by single inserts, removes or swaps: a
+// panicking thread cannot leave it half changed, so `lock` takes a poisoned
+// one (see crate::sync).
 
 /// Every open connection's socket, and whether it is in the chat yet.
 #[derive(Debug, Default)]
@@ -353,7 +353,8 @@ impl Server {
 
     /// Makes this server one of several that act as one chat: names,
     /// presence, private lines and every room line go through `elsewhere`
-    /// (with `--redis`, `linked::Linked`). Not with [`Limits::classic`],
+    /// (with `--redis`, the link through Redis: the tour's last step). Not
+    /// with [`Limits::classic`],
     /// whose clients see no one.
     pub fn share(&mut self, elsewhere: Box<dyn Elsewhere>) {
         self.elsewhere = Some(elsewhere);

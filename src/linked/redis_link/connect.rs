@@ -102,13 +102,13 @@ impl Target {
 /// `io::Error::source` skips the error it wraps, so the chain is walked
 /// by hand.
 pub(super) fn is_tls_error(error: &RedisError) -> bool {
-    type LinkState = Arc<dyn std::error::Error + Send + Sync>;
+    type Wrapped = Arc<dyn std::error::Error + Send + Sync>;
     use std::error::Error as _;
     let Some(cause) = error.source() else {
         return false;
     };
     let io = cause
-        .downcast_ref::<LinkState>()
+        .downcast_ref::<Wrapped>()
         .and_then(|shared| shared.downcast_ref::<io::Error>())
         .or_else(|| cause.downcast_ref::<io::Error>());
     io.and_then(io::Error::get_ref)

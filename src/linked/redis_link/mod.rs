@@ -95,7 +95,7 @@
 //! network wait; the subscriber looks at it between messages, and at least
 //! every [`LinkSettings::poll`].
 //!
-//! The *directory* thread (`src/cluster/names.rs`) has a connection of its own for
+//! The *directory* thread (`names.rs`) has a connection of its own for
 //! nicks, private lines and questions to every node, each asked through
 //! a bounded queue too and answered as a [`Delivery`].
 //!
@@ -123,7 +123,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -133,6 +133,7 @@ use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Scrip
 mod connect;
 mod messages;
 mod names;
+mod order;
 mod publisher;
 mod schedule;
 mod subscriber;
@@ -145,8 +146,10 @@ pub use messages::{Delivery, LinkError, LinkSettings, Refused};
 use publisher::{pause, Publisher};
 use subscriber::Subscriber;
 
+use crate::backoff::Backoff;
 use crate::elsewhere::{Claim, Sent};
-use names::{Ask, Directory};
+use crate::sync;
+use names::{Directory, Errand};
 use schedule::Schedule;
 
 /// The script that numbers, keeps and publishes one room line, as one
@@ -255,7 +258,7 @@ fn valid_node_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// 64 random bits, for jitter and for naming this run of the node. Not for
+/// 64 random bits, for naming this run of the node. Not for
 /// secrets: std's hasher keys are random per process, which is all that
 /// is needed here.
 fn random_u64() -> u64 {
@@ -267,35 +270,11 @@ fn random_u64() -> u64 {
     hasher.finish()
 }
 
-/// The waits between reconnection attempts: [`BACKOFF_MIN`], doubled
-/// after each failure up to [`BACKOFF_MAX`], each ±25 % at random.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff { next: BACKOFF_MIN }
-    }
-
-    /// The next wait, given a random number; doubles the one after.
-    fn next_with(&mut self, random: u64) -> Duration {
-        let base = self.next;
-        self.next = (base * 2).min(BACKOFF_MAX);
-        // A factor from 0.75 to 1.25.
-        let factor = 0.75 + (random % 1001) as f64 / 2000.0;
-        base.mul_f64(factor)
-    }
-
-    fn next(&mut self) -> Duration {
-        self.next_with(random_u64())
-    }
-
-    /// After a success: the next failure starts from the shortest wait.
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
+/// The waits between reconnection attempts of each of the link's threads:
+/// [`BACKOFF_MIN`], doubled after each failure up to [`BACKOFF_MAX`], with
+/// the crate's jitter.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(BACKOFF_MIN, BACKOFF_MAX)
 }
 
 /// What every thread of the link shares.
@@ -322,11 +301,9 @@ impl LinkState {
 
     fn wanted_rooms(&self) -> BTreeMap<String, u64> {
         self.rooms_changed.store(false, Ordering::SeqCst);
-        self.rooms
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .wanted
-            .clone()
+        // Rooms are changed by one insert or remove at a time (change_rooms):
+        // whole even after a panic.
+        sync::lock(&self.rooms).wanted.clone()
     }
 }
 
@@ -360,11 +337,11 @@ pub struct RedisLink {
     run: String,
     outbox: Option<Sender<ToPublish>>,
     /// Work for the directory thread (claims, private lines, questions).
-    asks: Option<Sender<Ask>>,
+    asks: Option<Sender<Errand>>,
     /// Names held and let go, for the directory thread: never refused
     /// (one per arrival or departure), so that no name is left held, or
     /// left unclaimed, because a queue was full or Redis away.
-    names: Option<Sender<Ask>>,
+    names: Option<Sender<Errand>>,
     shared: Arc<LinkState>,
     /// Dropped to wake the threads from a wait between reconnections.
     wake: Option<Sender<()>>,
@@ -551,7 +528,7 @@ impl RedisLink {
         // told as such: the sooner it subscribes, the less falls there.
         // The subscriber sits in a read of up to a poll; a message on its
         // own channel ends the read at once.
-        let _ = self.ask(Ask::Wake);
+        let _ = self.ask(Errand::Wake);
     }
 
     /// The node has no one left in `room`: stop hearing it. Lines of the
@@ -561,11 +538,7 @@ impl RedisLink {
     }
 
     fn change_rooms(&self, change: impl FnOnce(&mut Rooms) -> bool) {
-        let mut rooms = self
-            .shared
-            .rooms
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut rooms = sync::lock(&self.shared.rooms);
         if change(&mut rooms) {
             self.shared.rooms_changed.store(true, Ordering::SeqCst);
         }
@@ -580,7 +553,7 @@ impl RedisLink {
     /// Refuses at once when Redis is unreachable or too much waits:
     /// nobody can say then whether the name is free.
     pub fn claim_name(&self, name: &str) -> Result<(), Refused> {
-        self.ask(Ask::Claim(name.to_owned()))
+        self.ask(Errand::Claim(name.to_owned()))
     }
 
     /// Holds `name` (in lower case) for a user of this node from now on,
@@ -590,7 +563,7 @@ impl RedisLink {
     /// should another node have it, [`Delivery::NameLost`] says so.
     pub fn hold_name(&self, name: &str) {
         if let Some(names) = &self.names {
-            let _ = names.send(Ask::Hold(name.to_owned()));
+            let _ = names.send(Errand::Hold(name.to_owned()));
         }
     }
 
@@ -599,7 +572,7 @@ impl RedisLink {
     /// renewed, so it may lapse first).
     pub fn release_name(&self, name: &str) {
         if let Some(names) = &self.names {
-            let _ = names.send(Ask::Release(name.to_owned()));
+            let _ = names.send(Errand::Release(name.to_owned()));
         }
     }
 
@@ -607,7 +580,7 @@ impl RedisLink {
     /// node: it comes out there as [`Delivery::Private`], and the answer
     /// here as [`Delivery::PrivateSent`] with `ticket`.
     pub fn send_private(&self, ticket: u64, to: &str, line: &str) -> Result<(), Refused> {
-        self.ask(Ask::Private {
+        self.ask(Errand::Private {
             ticket,
             to: to.to_owned(),
             line: line.to_owned(),
@@ -622,7 +595,7 @@ impl RedisLink {
     /// time for answers is up. Nodes answer for themselves, so a node
     /// that died is simply not among them: nothing in Redis goes stale.
     pub fn ask_everyone(&self, ticket: u64, question: &str) -> Result<(), Refused> {
-        self.ask(Ask::Everyone {
+        self.ask(Errand::Everyone {
             ticket,
             question: question.to_owned(),
         })
@@ -630,7 +603,7 @@ impl RedisLink {
 
     /// Answers a [`Delivery::Question`] of node `run`.
     pub fn reply(&self, run: &str, ticket: u64, answer: &str) {
-        let reply = Ask::Reply {
+        let reply = Errand::Reply {
             run: run.to_owned(),
             ticket,
             answer: answer.to_owned(),
@@ -640,7 +613,7 @@ impl RedisLink {
         }
     }
 
-    fn ask(&self, ask: Ask) -> Result<(), Refused> {
+    fn ask(&self, ask: Errand) -> Result<(), Refused> {
         if !self.is_up() {
             return Err(Refused::Down);
         }

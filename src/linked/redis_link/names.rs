@@ -21,11 +21,11 @@
 //!   its holder's node channel, `node:{run}`, in the same step: nothing
 //!   can change hands in between.
 //!
-//! The thread takes its work ([`Ask`]) from a bounded queue (claims,
+//! The thread takes its work ([`Errand`]) from a bounded queue (claims,
 //! private lines, questions) and from an unbounded one (names held and let
-//! go, which must never be dropped: one per arrival or departure), and
-//! answers through the link's deliveries, so the hub never waits for
-//! Redis here either.
+//! go, which must never be dropped: one per arrival or departure), in the
+//! order [`Order`] keeps, and answers through the link's deliveries, so the
+//! hub never waits for Redis here either.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -34,8 +34,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use redis::{Connection, RedisError, Script};
 
+use super::order::{Closed, Order, Queues, Step};
 use super::schedule::Schedule;
-use super::{Backoff, Delivery, LinkState, Target};
+use super::{reconnect_backoff, Delivery, LinkState, Target};
 use crate::elsewhere::{Claim, Sent};
 
 /// Takes or renews names. KEYS: `name:` keys; ARGV: this run, the expiry
@@ -94,9 +95,11 @@ pub(super) fn node_channel(run: &str) -> String {
     format!("node:{run}")
 }
 
-/// Work for the directory thread.
+/// Work for the directory thread: an errand to run against Redis (not to
+/// be confused with the chat's [`Ask`](crate::elsewhere::Ask), which the
+/// hub's side of the link turns into these).
 #[derive(Debug)]
-pub(super) enum Ask {
+pub(super) enum Errand {
     Claim(String),
     Hold(String),
     Release(String),
@@ -141,17 +144,26 @@ pub(super) struct Directory {
 struct Lost;
 
 impl Directory {
-    pub(super) fn run(mut self, asks: Receiver<Ask>, names: Receiver<Ask>, connection: Connection) {
+    pub(super) fn run(
+        mut self,
+        asks: Receiver<Errand>,
+        names: Receiver<Errand>,
+        connection: Connection,
+    ) {
         let scripts = Scripts {
             claim: Script::new(CLAIM_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
             private: Script::new(PRIVATE_SCRIPT),
         };
         let mut connection = Some(connection);
-        let mut backoff = Backoff::new();
-        // After each reconnection every held name is taken back at once.
-        // An ask put back until the holds and releases before it are done.
-        let mut pending = None;
+        let mut backoff = reconnect_backoff();
+        let mut queues = Inboxes {
+            asks: &asks,
+            names: &names,
+        };
+        // Renewals, holds and releases, and asks, in the order whose
+        // promises `Order` keeps.
+        let mut order = Order::new();
         loop {
             if self.shared.stopping() {
                 break;
@@ -161,13 +173,15 @@ impl Directory {
                     Ok(fresh) => {
                         connection = Some(fresh);
                         backoff.reset();
+                        // After each reconnection every held name is
+                        // taken back at once.
                         self.schedule.renew_now(Instant::now());
                     }
                     Err(_) => {
-                        if let Some(ask) = pending.take() {
+                        if let Some(ask) = order.take_put_back() {
                             self.settle(ask, Err(Lost));
                         }
-                        if self.answer_down(&asks, &names, backoff.next()) {
+                        if self.answer_down(&asks, &names, &mut order, backoff.next_wait()) {
                             return;
                         }
                         continue;
@@ -177,59 +191,42 @@ impl Directory {
             let Some(open) = connection.as_mut() else {
                 continue;
             };
-            // Holds and releases first: a claim after them must see them.
-            let mut failed = false;
-            while let Ok(change) = names.try_recv() {
-                if let Ask::Renew = change {
+            if !self.time_out() {
+                break;
+            }
+            let now = Instant::now();
+            let wait = self.schedule.wait(now, self.target.settings.poll);
+            let ask = match order.next(&mut queues, self.schedule.renewal_due(now), wait) {
+                Step::Renew => {
+                    if self.renew(open, &scripts).is_err() {
+                        connection = None;
+                    } else {
+                        self.schedule.renewed(Instant::now());
+                    }
+                    continue;
+                }
+                Step::Change(Errand::Renew) => {
                     self.schedule.renew_now(Instant::now());
                     continue;
                 }
-                self.note(&change);
-                if !failed {
+                Step::Change(change) => {
+                    // Noted first: if Redis does not hear of it now, the
+                    // hold is taken back, or the release lapses, once
+                    // reconnected.
+                    self.note(&change);
                     match self.ask_redis(open, &scripts, &change) {
                         Ok(answer) => self.settle(change, Ok(answer)),
                         Err(error) => {
                             let _ = self.log(&error);
-                            failed = true;
+                            connection = None;
                         }
                     }
-                }
-            }
-            if failed {
-                // Noted: taken back, or left to lapse, once reconnected.
-                connection = None;
-                continue;
-            }
-            if self.schedule.renewal_due(Instant::now()) {
-                if self.renew(open, &scripts).is_err() {
-                    connection = None;
                     continue;
                 }
-                self.schedule.renewed(Instant::now());
-            }
-            if !self.time_out() {
-                break;
-            }
-            let wait = self
-                .schedule
-                .wait(Instant::now(), self.target.settings.poll);
-            let (ask, put_back) = match pending.take() {
-                Some(ask) => (ask, true),
-                None => match asks.recv_timeout(wait) {
-                    Ok(ask) => (ask, false),
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
+                Step::Idle => continue,
+                Step::Closed => break,
+                Step::Ask(ask) => ask,
             };
-            // A release that came meanwhile goes first: a claim of the
-            // same name after it must not find the name still this
-            // node's, and then see it deleted. (The hub queued it before
-            // the claim, so one round of the names is enough; more would
-            // let a stream of arrivals hold the ask back for ever.)
-            if !put_back && !names.is_empty() {
-                pending = Some(ask);
-                continue;
-            }
             self.note(&ask);
             let answer = match self.ask_redis(open, &scripts, &ask) {
                 Ok(answer) => Ok(answer),
@@ -293,17 +290,20 @@ impl Directory {
     /// "down" (a Redis that hangs must not make each ask wait for a
     /// connection attempt). The subscriber saying Redis is back (`Renew`)
     /// cuts the wait short. True if the link is stopping.
-    fn answer_down(&mut self, asks: &Receiver<Ask>, names: &Receiver<Ask>, wait: Duration) -> bool {
+    fn answer_down(
+        &mut self,
+        asks: &Receiver<Errand>,
+        names: &Receiver<Errand>,
+        order: &mut Order<Errand>,
+        wait: Duration,
+    ) -> bool {
         let until = Instant::now() + wait;
         loop {
             if self.shared.stopping() {
                 return true;
             }
-            while let Ok(change) = names.try_recv() {
-                if let Ask::Renew = change {
-                    return false;
-                }
-                self.note(&change);
+            if self.back_up(names) {
+                return false;
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -313,6 +313,14 @@ impl Directory {
                 return true;
             }
             match asks.recv_timeout(left.min(self.target.settings.poll)) {
+                // The subscriber says Redis is back before it tells the
+                // hub, so an ask made on hearing the link is up can come
+                // while this waits: it is tried on the new connection,
+                // after the renewal, not answered "down".
+                Ok(ask) if self.back_up(names) => {
+                    order.put_back_first(ask);
+                    return false;
+                }
                 Ok(ask) => self.settle(ask, Err(Lost)),
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return true,
@@ -320,23 +328,35 @@ impl Directory {
         }
     }
 
+    /// Notes the holds and releases waiting; true if the subscriber said
+    /// Redis is back among them.
+    fn back_up(&mut self, names: &Receiver<Errand>) -> bool {
+        while let Ok(change) = names.try_recv() {
+            if let Errand::Renew = change {
+                return true;
+            }
+            self.note(&change);
+        }
+        false
+    }
+
     /// What the names held are once `ask` is done, whether or not Redis
     /// hears of it now: a hold is taken back, and a release lapses, at
     /// the latest when Redis can be reached again.
-    fn note(&mut self, ask: &Ask) {
+    fn note(&mut self, ask: &Errand) {
         match ask {
-            Ask::Hold(name) => {
+            Errand::Hold(name) => {
                 self.held.insert(name.clone());
             }
-            Ask::Release(name) => {
+            Errand::Release(name) => {
                 self.held.remove(name);
             }
-            Ask::Claim(_)
-            | Ask::Private { .. }
-            | Ask::Everyone { .. }
-            | Ask::Renew
-            | Ask::Wake
-            | Ask::Reply { .. } => {}
+            Errand::Claim(_)
+            | Errand::Private { .. }
+            | Errand::Everyone { .. }
+            | Errand::Renew
+            | Errand::Wake
+            | Errand::Reply { .. } => {}
         }
     }
 
@@ -346,11 +366,11 @@ impl Directory {
         &self,
         open: &mut Connection,
         scripts: &Scripts,
-        ask: &Ask,
+        ask: &Errand,
     ) -> Result<i64, RedisError> {
         let ttl = millis(self.target.settings.name_ttl);
         match ask {
-            Ask::Claim(name) | Ask::Hold(name) => {
+            Errand::Claim(name) | Errand::Hold(name) => {
                 let held: Vec<i64> = scripts
                     .claim
                     .key(name_key(name))
@@ -359,27 +379,27 @@ impl Directory {
                     .invoke(open)?;
                 Ok(held.first().copied().unwrap_or(0))
             }
-            Ask::Release(name) => scripts
+            Errand::Release(name) => scripts
                 .release
                 .key(name_key(name))
                 .arg(&self.run)
                 .invoke(open),
-            Ask::Private { to, line, .. } => scripts
+            Errand::Private { to, line, .. } => scripts
                 .private
                 .key(name_key(to))
                 .arg(format!("p {to} {line}"))
                 .invoke(open),
-            Ask::Everyone { ticket, question } => redis::cmd("PUBLISH")
+            Errand::Everyone { ticket, question } => redis::cmd("PUBLISH")
                 .arg(super::ASK_CHANNEL)
                 .arg(format!("{} {ticket} {question}", self.run))
                 .query(open),
             // Never sent to Redis: the run loop renews instead.
-            Ask::Renew => Ok(0),
-            Ask::Wake => redis::cmd("PUBLISH")
+            Errand::Renew => Ok(0),
+            Errand::Wake => redis::cmd("PUBLISH")
                 .arg(node_channel(&self.run))
                 .arg("w")
                 .query(open),
-            Ask::Reply {
+            Errand::Reply {
                 run,
                 ticket,
                 answer,
@@ -393,27 +413,27 @@ impl Directory {
     /// Tells the hub what became of `ask`: `answer` is what
     /// [`Directory::ask_redis`] returned, `Err` if Redis could not be
     /// asked.
-    fn settle(&mut self, ask: Ask, answer: Result<i64, Lost>) {
+    fn settle(&mut self, ask: Errand, answer: Result<i64, Lost>) {
         let delivery = match (ask, answer) {
-            (Ask::Claim(name), Ok(1)) => {
+            (Errand::Claim(name), Ok(1)) => {
                 self.held.insert(name.clone());
                 Delivery::Claimed {
                     name,
                     claim: Claim::Ours,
                 }
             }
-            (Ask::Claim(name), Ok(_)) => Delivery::Claimed {
+            (Errand::Claim(name), Ok(_)) => Delivery::Claimed {
                 name,
                 claim: Claim::Taken,
             },
-            (Ask::Claim(name), Err(Lost)) => Delivery::Claimed {
+            (Errand::Claim(name), Err(Lost)) => Delivery::Claimed {
                 name,
                 claim: Claim::Down,
             },
             // Held already; if Redis could not be asked, taken back once
             // it can.
-            (Ask::Hold(_), Ok(1) | Err(Lost)) => return,
-            (Ask::Hold(name), Ok(_)) => {
+            (Errand::Hold(_), Ok(1) | Err(Lost)) => return,
+            (Errand::Hold(name), Ok(_)) => {
                 self.held.remove(&name);
                 Delivery::NameLost {
                     name,
@@ -421,11 +441,11 @@ impl Directory {
                 }
             }
             // Not renewed any more: if Redis could not be told, it lapses.
-            (Ask::Release(_), _) => return,
+            (Errand::Release(_), _) => return,
             // The asker waits for the answers only so long; the
             // subscriber looks at its rooms at its next poll anyway.
-            (Ask::Reply { .. } | Ask::Wake | Ask::Renew, _) => return,
-            (Ask::Everyone { ticket, .. }, answer) => {
+            (Errand::Reply { .. } | Errand::Wake | Errand::Renew, _) => return,
+            (Errand::Everyone { ticket, .. }, answer) => {
                 if answer.is_ok() {
                     self.schedule.asked(ticket, Instant::now());
                 }
@@ -434,7 +454,7 @@ impl Directory {
                     nodes: answer.ok().and_then(|n| usize::try_from(n).ok()),
                 }
             }
-            (Ask::Private { ticket, .. }, answer) => Delivery::PrivateSent {
+            (Errand::Private { ticket, .. }, answer) => Delivery::PrivateSent {
                 ticket,
                 sent: match answer {
                     Ok(heard) if heard > 0 => Sent::Delivered,
@@ -504,6 +524,31 @@ impl Directory {
             self.target.describe(error)
         );
         Lost
+    }
+}
+
+/// The directory's two queues, as [`Order`] reads them: the holds and
+/// releases (`names`), and the asks.
+struct Inboxes<'a> {
+    asks: &'a Receiver<Errand>,
+    names: &'a Receiver<Errand>,
+}
+
+impl Queues<Errand, Errand> for Inboxes<'_> {
+    fn change(&mut self) -> Option<Errand> {
+        self.names.try_recv().ok()
+    }
+
+    fn changes_waiting(&self) -> usize {
+        self.names.len()
+    }
+
+    fn ask(&mut self, wait: Duration) -> Result<Option<Errand>, Closed> {
+        match self.asks.recv_timeout(wait) {
+            Ok(ask) => Ok(Some(ask)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(Closed),
+        }
     }
 }
 

@@ -130,7 +130,7 @@ impl Publisher {
         batch: &[(u64, ToPublish)],
     ) -> bool {
         let pipe = self.pipeline(batch);
-        let mut backoff = Backoff::new();
+        let mut backoff = reconnect_backoff();
         let mut refusals = 0;
         loop {
             if self.shared.stopping() {
@@ -145,7 +145,7 @@ impl Publisher {
                             self.target.addr,
                             self.target.describe(&error)
                         );
-                        if pause(&self.shared, &self.woken, backoff.next()) {
+                        if pause(&self.shared, &self.woken, backoff.next_wait()) {
                             return false;
                         }
                     }
@@ -181,7 +181,7 @@ impl Publisher {
                     return true;
                 }
             }
-            if pause(&self.shared, &self.woken, backoff.next()) {
+            if pause(&self.shared, &self.woken, backoff.next_wait()) {
                 return false;
             }
         }

@@ -25,7 +25,7 @@ pub(super) struct Subscriber {
     pub(super) own_channel: String,
     /// To tell the directory thread when Redis is back (on the queue
     /// that is never full).
-    pub(super) names: Sender<Ask>,
+    pub(super) names: Sender<Errand>,
     /// Per room subscribed to, the next seq to deliver.
     pub(super) next: HashMap<String, u64>,
     /// Per room subscribed to, the join it was for.
@@ -37,7 +37,7 @@ pub(super) struct Subscriber {
 impl Subscriber {
     pub(super) fn run(mut self, listen: Connection, query: Connection) {
         let mut connections = Some((listen, query));
-        let mut backoff = Backoff::new();
+        let mut backoff = reconnect_backoff();
         loop {
             let (mut listen, mut query) = match connections.take() {
                 Some(pair) => pair,
@@ -52,7 +52,7 @@ impl Subscriber {
                             self.target.addr,
                             self.target.describe(&error)
                         );
-                        if pause(&self.shared, &self.woken, backoff.next()) {
+                        if pause(&self.shared, &self.woken, backoff.next_wait()) {
                             return;
                         }
                         continue;
@@ -70,7 +70,7 @@ impl Subscriber {
                             return;
                         }
                     }
-                    if pause(&self.shared, &self.woken, backoff.next()) {
+                    if pause(&self.shared, &self.woken, backoff.next_wait()) {
                         return;
                     }
                 }
@@ -130,7 +130,7 @@ impl Subscriber {
             self.down = false;
             // Names first: a claim from elsewhere must not find them
             // lapsed (or, after Redis lost its data, gone).
-            let _ = self.names.send(Ask::Renew);
+            let _ = self.names.send(Errand::Renew);
             log::info!("redis {}: link up", self.target.addr);
             if self.send(Delivery::LinkUp { history_lost }).is_err() {
                 return SubscriberEnd::Stop;

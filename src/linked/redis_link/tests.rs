@@ -1,4 +1,4 @@
-//! The link's pure parts: keys, payloads, node names, backoff.
+//! The link's pure parts: keys, payloads, node names, errors.
 
 use super::*;
 
@@ -36,23 +36,6 @@ fn node_names() {
     assert!(!valid_node_name(&"n".repeat(NODE_NAME_MAX + 1)));
     assert!(!valid_node_name("two words"));
     assert!(!valid_node_name("ünï"));
-}
-
-#[test]
-fn backoff_doubles_to_the_ceiling_with_jitter() {
-    let mut backoff = Backoff::new();
-    let mut base = BACKOFF_MIN;
-    for round in 0..12u64 {
-        let low = backoff.next_with(0);
-        backoff.next = base;
-        let high = backoff.next_with(1000);
-        assert_eq!(low, base.mul_f64(0.75), "round {round}");
-        assert_eq!(high, base.mul_f64(1.25), "round {round}");
-        base = (base * 2).min(BACKOFF_MAX);
-    }
-    assert_eq!(backoff.next, BACKOFF_MAX);
-    backoff.reset();
-    assert!(backoff.next() <= BACKOFF_MIN.mul_f64(1.25));
 }
 
 #[test]

@@ -62,18 +62,23 @@ impl Redis {
         self.wait_until_it_answers();
     }
 
-    /// Until PING gets an answer, any answer (`-NOAUTH` counts: it is up).
+    /// Until PING gets an answer, any answer but `-LOADING` (`-NOAUTH`
+    /// counts: it is up). A Redis that restarts with an append-only file
+    /// answers `-LOADING` to every command until it has read it.
     fn wait_until_it_answers(&mut self) {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut reply = [0u8; 1];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read(&mut reply).is_ok_and(|n| n == 1)
-                    && (reply[0] == b'+' || reply[0] == b'-')
-                {
-                    return;
+                let mut reply = [0u8; 16];
+                if stream.write_all(b"PING\r\n").is_ok() {
+                    if let Ok(n @ 1..) = stream.read(&mut reply) {
+                        let reply = &reply[..n];
+                        let loading = reply.starts_with(b"-LOADING");
+                        if (reply[0] == b'+' || reply[0] == b'-') && !loading {
+                            return;
+                        }
+                    }
                 }
             }
             if let Some(child) = self.child.as_mut() {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::slow_readers::{Overload, Policy};
+use crate::sync;
 
 /// What a line costs besides its text: the shared allocation's header and
 /// bookkeeping, rounded up. Counted so that a flood of one-byte lines is not
@@ -90,7 +91,7 @@ impl Budget {
             && !self.policy.resumes(before)
             && self.waiting.load(Ordering::SeqCst)
         {
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _guard = sync::lock(&self.lock);
             self.room.notify_all();
         }
     }
@@ -103,17 +104,13 @@ impl Budget {
             return None;
         }
         let start = Instant::now();
-        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = sync::lock(&self.lock);
         // Set before the count is read again: a refund that crosses the mark
         // after this sees the flag and wakes us; one before it is seen in
         // the count.
         self.waiting.store(true, Ordering::SeqCst);
         while !self.policy.resumes(self.used()) && !self.released.load(Ordering::SeqCst) {
-            guard = self
-                .room
-                .wait_timeout(guard, RECHECK)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            guard = sync::wait_timeout(&self.room, guard, RECHECK);
         }
         self.waiting.store(false, Ordering::SeqCst);
         Some(start.elapsed())
@@ -123,7 +120,7 @@ impl Budget {
     /// for writers to catch up.
     pub fn release(&self) {
         self.released.store(true, Ordering::SeqCst);
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = sync::lock(&self.lock);
         self.room.notify_all();
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::duplex::WriteHalf;
+use crate::sync;
 
 /// How much may be typed ahead of the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +70,7 @@ impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is a plain queue, consistent between any two statements
         // that could panic; a panicking thread leaves nothing half done.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.state)
     }
 
     fn is_full(&self, state: &State, len: usize) -> bool {
@@ -137,11 +138,7 @@ impl Outbox {
             && !state.lines.is_empty()
             && self.queue.is_full(&state, line.len())
         {
-            state = self
-                .queue
-                .room
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            state = sync::wait(&self.queue.room, state);
         }
         if state.writer_gone {
             return Err(WriterGone);
@@ -196,11 +193,7 @@ impl Drain {
         let closing = {
             let mut state = self.queue.lock();
             while state.lines.is_empty() && !state.flush && !state.closing {
-                state = self
-                    .queue
-                    .work
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
+                state = sync::wait(&self.queue.work, state);
             }
             taken = std::mem::take(&mut state.lines);
             state.bytes = 0;

@@ -228,8 +228,10 @@ pub fn split(conn: Connection, socket: Arc<TcpStream>) -> (ReadHalf, WriteHalf) 
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    // A panic in the other half leaves rustls' state as consistent as any
-    // I/O error would; the next call will fail on its own terms.
+    // Not crate::sync::lock, whose reason (every change leaves the state
+    // whole) cannot be promised of rustls' state. This one is narrower: a
+    // panic in the other half leaves that state as consistent as any I/O
+    // error would, and the next call will fail on its own terms.
     conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -181,7 +181,7 @@ impl Shard {
     fn lock(&self) -> MutexGuard<'_, Inbox> {
         // Every change to the inbox is a push or a swap: a panic cannot
         // leave it half done.
-        self.mailbox.inbox.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.mailbox.inbox)
     }
 
     /// Hands the shard a client; returns the slot the hub addresses it by.

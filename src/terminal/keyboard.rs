@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
 use rustyline::error::ReadlineError;
@@ -18,6 +18,9 @@ use super::{columns, KEPT_WHILE_AWAY};
 use crate::line::strip_controls;
 use crate::outbox::Outbox;
 use crate::screen::Screen;
+// Every value the terminal's locks guard is whole between any two
+// statements that could panic: a panicking thread leaves nothing half done.
+pub(super) use crate::sync::lock;
 
 /// The prompt. The same always: rustyline measures a prompt when a line
 /// starts, so one that named the room would still name the old one after
@@ -50,12 +53,6 @@ pub(super) struct Route {
     pub(super) kept: VecDeque<String>,
     /// The user has left (`bye`, `/quit`, end of input): do not come back.
     pub(super) leaving: bool,
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every value here is whole between any two statements that could
-    // panic; a panicking thread leaves nothing half done.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Common {

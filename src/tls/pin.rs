@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -15,6 +15,7 @@ use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureSchem
 
 use super::load_certs;
 use crate::error::Error;
+use crate::sync;
 /// The SHA-256 of a server certificate's key: what a pin names.
 ///
 /// It is computed over the leaf certificate's SubjectPublicKeyInfo (the
@@ -292,10 +293,8 @@ impl LeafRecorder {
 
     /// The leaf certificate of the last handshake, if one got that far.
     pub fn leaf(&self) -> Option<CertificateDer<'static>> {
-        self.leaf
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        // One swap of a value at a time: never half changed.
+        sync::lock(&self.leaf).clone()
     }
 }
 
@@ -308,8 +307,7 @@ impl ServerCertVerifier for LeafRecorder {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.leaf.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(end_entity.clone().into_owned());
+        *sync::lock(&self.leaf) = Some(end_entity.clone().into_owned());
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }

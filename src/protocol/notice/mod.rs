@@ -472,59 +472,60 @@ impl RoomList<'_> {
 
 /// Reads `text` as an answer to `/rooms`, as [`who_list`] does for `/who`.
 fn room_list<'a>(w: &Wording, text: &'a str) -> Option<RoomList<'a>> {
-    let holds = |slot: &str, value: &str| holds(w, slot, value);
-    for (text, remark) in suffixes(w.remark, "remark", text, &holds) {
-        for (body, next) in suffixes(w.rooms_more, "next", text, &holds) {
-            let next = match next {
-                Some(next) => Some(next.parse().ok()?),
-                None => None,
-            };
-            let whole = capture_in(w, w.rooms, body).filter(|_| next.is_none());
-            let (caught, page) = match whole {
-                Some(caught) => (caught, None),
-                None => {
-                    let Some(caught) = capture_in(w, w.rooms_page, body) else {
-                        continue;
-                    };
-                    let page = Page {
-                        first: caught.number("first")?,
-                        last: caught.number("last")?,
-                        next,
-                    };
-                    (caught, Some(page))
-                }
-            };
-            let rooms = split_names(w, caught.text("rooms")?)
-                .map(|item| {
-                    let room = capture_in(w, w.room_count, item)?;
-                    Some((room.text("room")?, room.number("count")?))
-                })
-                .collect::<Option<Vec<_>>>()?;
-            return Some(RoomList {
-                page,
-                rooms,
-                remark,
-            });
-        }
-    }
-    None
+    let templates = (w.rooms, w.rooms_page, w.rooms_more);
+    paged_answer(w, text, templates, |caught, page, remark| {
+        let rooms = split_names(w, caught.text("rooms")?)
+            .map(|item| {
+                let room = capture_in(w, w.room_count, item)?;
+                Some((room.text("room")?, room.number("count")?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(RoomList {
+            page,
+            rooms,
+            remark,
+        })
+    })
 }
 
 /// Reads `text` as an answer to `/who`: the list, then perhaps which page
 /// comes next, then perhaps a remark.
 fn who_list<'a>(w: &Wording, text: &'a str) -> Option<WhoList<'a>> {
+    let templates = (w.who, w.who_page, w.who_more);
+    paged_answer(w, text, templates, |caught, page, remark| {
+        Some(WhoList {
+            room: caught.text("room")?,
+            count: caught.number("count")?,
+            page,
+            names: split_names(w, caught.text("names")?).collect(),
+            remark,
+        })
+    })
+}
+
+/// The shape the answers to `/who` and `/rooms` share: the list, whole
+/// (`whole`) or one page of it (`one_page`, then `more` naming the next
+/// page if there is one), then perhaps a remark. Every way of cutting the
+/// text into those parts is tried, and `read` makes the answer from the
+/// first that fits.
+fn paged_answer<'a, T>(
+    w: &Wording,
+    text: &'a str,
+    (whole, one_page, more): (&str, &str, &str),
+    read: impl Fn(Caught<'a>, Option<Page>, Option<&'a str>) -> Option<T>,
+) -> Option<T> {
     let holds = |slot: &str, value: &str| holds(w, slot, value);
     for (text, remark) in suffixes(w.remark, "remark", text, &holds) {
-        for (body, next) in suffixes(w.who_more, "next", text, &holds) {
+        for (body, next) in suffixes(more, "next", text, &holds) {
             let next = match next {
                 Some(next) => Some(next.parse().ok()?),
                 None => None,
             };
-            let whole = capture_in(w, w.who, body).filter(|_| next.is_none());
-            let (caught, page) = match whole {
+            let all = capture_in(w, whole, body).filter(|_| next.is_none());
+            let (caught, page) = match all {
                 Some(caught) => (caught, None),
                 None => {
-                    let Some(caught) = capture_in(w, w.who_page, body) else {
+                    let Some(caught) = capture_in(w, one_page, body) else {
                         continue;
                     };
                     let page = Page {
@@ -535,14 +536,7 @@ fn who_list<'a>(w: &Wording, text: &'a str) -> Option<WhoList<'a>> {
                     (caught, Some(page))
                 }
             };
-            let names = caught.text("names")?;
-            return Some(WhoList {
-                room: caught.text("room")?,
-                count: caught.number("count")?,
-                page,
-                names: split_names(w, names).collect(),
-                remark,
-            });
+            return read(caught, page, remark);
         }
     }
     None

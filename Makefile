@@ -121,7 +121,7 @@ lint:
 # the single-server path must pass with no Redis crate in the build.
 test: lint
 	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --no-default-features --lib
+	$(CARGO) test --no-default-features --lib --test cli
 
 # The benchmark suite (bench/README.md): each measurement against a fresh
 # chat-server that the suite starts and stops itself, then one table.

@@ -159,7 +159,12 @@ fn serve(
             return Err(io::Error::new(ErrorKind::TimedOut, "handshake too slow"));
         }
         tls.sock.set_read_timeout(Some(left))?;
-        tls.conn.complete_io(&mut tls.sock)?;
+        if let Err(err) = tls.conn.complete_io(&mut tls.sock) {
+            // A read timeout is "no data yet": the deadline above decides.
+            if !matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                return Err(err);
+            }
+        }
     }
     tls.sock.set_read_timeout(Some(READ_TIMEOUT))?;
     tls.sock.set_write_timeout(Some(WRITE_TIMEOUT))?;

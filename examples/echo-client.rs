@@ -5,7 +5,7 @@
 
 use std::env;
 use std::error::Error;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -52,9 +52,12 @@ fn run() -> Result<(), Box<dyn Error>> {
             return Err("the server did not finish the handshake in time".into());
         }
         tls.sock.set_read_timeout(Some(left))?;
-        tls.conn.complete_io(&mut tls.sock).map_err(|err| {
-            format!("TLS handshake with {addr} failed: {err} (is the server's certificate from this certs/ca.crt? run make certs)")
-        })?;
+        match tls.conn.complete_io(&mut tls.sock) {
+            // The read timeout ran out: no data yet, and the deadline decides.
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(err) => return Err(format!("TLS handshake with {addr} failed: {err} (is the server's certificate from this certs/ca.crt? run make certs)").into()),
+            Ok(_) => {}
+        }
     }
     tls.sock.set_read_timeout(None)?;
     let version = tls
@@ -73,7 +76,12 @@ fn run() -> Result<(), Box<dyn Error>> {
         let line = line?;
         server.get_mut().write_all(format!("{line}\n").as_bytes())?;
         if !print_reply(&mut server)? {
-            return Ok(()); // The server closed: after `bye`, say.
+            return Ok(()); // The server closed.
+        }
+        if line.trim().eq_ignore_ascii_case("bye") {
+            // The server said goodbye and sends its close_notify: wait for it.
+            while print_reply(&mut server)? {}
+            return Ok(());
         }
     }
     // End of input: close_notify says we are done on purpose; the server
@@ -114,7 +122,7 @@ fn print_reply(
     match server.by_ref().take(MAX_LINE).read_until(b'\n', &mut line) {
         Ok(0) => return Ok(false),
         Ok(_) => {}
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+        Err(err) if err.kind() == ErrorKind::UnexpectedEof => {
             eprintln!("the connection ended without close_notify");
             return Ok(false);
         }

@@ -53,10 +53,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         let config = Arc::clone(&config);
         // One OS thread per client: simple, and enough for a handful.
         thread::spawn(move || {
-            let peer = socket
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
+            let peer = socket.peer_addr().map_or(String::new(), |a| a.to_string());
             match serve(config, socket) {
                 Ok(()) => println!("{peer}: done"),
                 Err(err) => println!("{peer}: {err}"),
@@ -99,7 +96,15 @@ fn serve(config: Arc<ServerConfig>, socket: TcpStream) -> io::Result<()> {
             return Err(io::ErrorKind::TimedOut.into());
         }
         tls.sock.set_read_timeout(Some(left))?;
-        tls.conn.complete_io(&mut tls.sock)?;
+        if let Err(err) = tls.conn.complete_io(&mut tls.sock) {
+            // A read timeout is "no data yet": the deadline above decides.
+            if !matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) {
+                return Err(err);
+            }
+        }
     }
     tls.sock.set_read_timeout(None)?;
     tls.write_all(b"Welcome to the secure chat server!\n")?;

@@ -3,7 +3,8 @@
 //! clients of a server that restarts do not all come back in the same instant.
 //! It only counts time: sleeping, and what to try, are the caller's.
 //!
-//! Used by [`terminal`](crate::terminal), between reconnects.
+//! Used by [`terminal`](crate::terminal) between reconnects, and by the
+//! Redis link's threads between attempts to reach Redis.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

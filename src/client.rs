@@ -29,7 +29,8 @@
 //! [`LineReader`], and connects through [`connect`] or [`handshake`].
 //!
 //! Next, after [`connect`]: [`duplex`], the handshake loop.
-//! Next, after the rest: [`outbox`], the writer's queue.
+//! Next, after the rest: [`outbox`], the writer's queue. On the tour's
+//! path of one message: [`screen`](crate::screen), how bob's client shows the line.
 
 use std::io::{self, BufRead, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};

@@ -1,11 +1,12 @@
-//! The error type of the core (a server that cannot start, a client that
-//! cannot connect), and when each variant happens. The Redis link, a layer
-//! of its own, has its own (`linked::redis_link::LinkError`).
+//! The error type of the core, and when each variant happens: what stops
+//! a server from starting or a client from connecting, and what ends a
+//! running server or client before its time (a connection that fails, a
+//! hub or writer thread that panicked). The Redis link, a layer of its
+//! own, has its own (`linked::redis_link::LinkError`).
 //!
 //! Expected conditions of a running chat (a bad command, a slow client, a
 //! peer that hangs up) are not errors; they are values handled where they
-//! occur. This enum is for what stops a server from starting or a client
-//! from connecting.
+//! occur.
 
 use std::fmt;
 use std::io;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 
 use crate::duplex::HandshakeError;
 
-/// What went wrong while starting a server or connecting a client.
+/// What stopped a server or client from starting, or ended it early.
 #[derive(Debug)]
 pub enum Error {
     /// A certificate, key or CA file could not be read from disk.

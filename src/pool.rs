@@ -58,7 +58,9 @@ struct Idle {
     handoff: Arc<Handoff>,
 }
 
-struct Shared {
+/// What the pool and its threads share: how threads are made and kept,
+/// and the list of those waiting for a job.
+struct Threads {
     /// The threads' name.
     name: &'static str,
     stack: usize,
@@ -72,7 +74,7 @@ struct Shared {
     next_id: Mutex<u64>,
 }
 
-impl Shared {
+impl Threads {
     fn idle(&self) -> MutexGuard<'_, Option<Vec<Idle>>> {
         // Pushes and removals only: a panic cannot leave the list half done.
         sync::lock(&self.idle)
@@ -82,7 +84,7 @@ impl Shared {
 /// Threads of one kind (their name and stack size), reused between jobs.
 #[derive(Clone)]
 pub struct Pool {
-    shared: Arc<Shared>,
+    shared: Arc<Threads>,
 }
 
 impl Pool {
@@ -91,7 +93,7 @@ impl Pool {
     /// wait at once.
     pub fn new(name: &'static str, stack: usize, keep: Duration, max_idle: usize) -> Pool {
         Pool {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Threads {
                 name,
                 stack,
                 keep,
@@ -150,7 +152,7 @@ impl Pool {
 
 /// A pool thread's life: a job, then a wait for the next, until a wait
 /// ends with none.
-fn work(shared: &Shared, id: u64, first: Job) {
+fn work(shared: &Threads, id: u64, first: Job) {
     let mut job = first;
     loop {
         job();
@@ -161,7 +163,7 @@ fn work(shared: &Shared, id: u64, first: Job) {
     }
 }
 
-fn wait_for_job(shared: &Shared, id: u64) -> Option<Job> {
+fn wait_for_job(shared: &Threads, id: u64) -> Option<Job> {
     let handoff = Arc::new(Handoff {
         handed: Mutex::new(Handed::Nothing),
         ready: Condvar::new(),

@@ -8,7 +8,8 @@
 //! lines arrive with every control character already removed.
 //!
 //! Next: [`terminal`](crate::terminal), the client for a person at a
-//! terminal, which shows its lines through this.
+//! terminal, which shows its lines through this; or, ending the tour, its
+//! optional last step: `linked`, several servers as one chat.
 
 use crate::protocol::{Notice, ServerLine};
 

@@ -10,7 +10,7 @@ use crate::seats::Seat;
 
 /// Where one client's lines go, and which room its shard has it in.
 #[derive(Debug)]
-struct Route<S> {
+struct Whereabouts<S> {
     shard: usize,
     slot: S,
     room: Option<RoomId>,
@@ -44,7 +44,7 @@ pub struct Moved<S> {
 /// the rooms they are in, counted per shard.
 #[derive(Debug)]
 pub struct Routing<S> {
-    routes: HashMap<ClientId, Route<S>>,
+    routes: HashMap<ClientId, Whereabouts<S>>,
     /// Per room, how many of its members each shard holds: a room's line
     /// goes only to the shards with someone there.
     rooms: HashMap<RoomId, Vec<usize>>,
@@ -64,7 +64,7 @@ impl<S: Copy + PartialEq> Routing<S> {
     /// A client the shard `place` names is ready, in no room yet; `seat`
     /// is let go when it is closed.
     pub fn add(&mut self, id: ClientId, place: Place<S>, seat: Seat) {
-        let route = Route {
+        let route = Whereabouts {
             shard: place.shard,
             slot: place.slot,
             room: None,

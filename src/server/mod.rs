@@ -406,6 +406,14 @@ impl Server {
     /// Accepts clients until stopped, then closes every connection and
     /// waits for every thread it started.
     pub fn run(mut self) -> Result<(), Error> {
+        let running = self.start()?;
+        self.accept_until_stopped(&running);
+        self.shut_down(running)
+    }
+
+    /// Starts the threads every connection needs: the writer shards, the
+    /// hub, and the pools that handshakes and readers run on.
+    fn start(&mut self) -> Result<Running, Error> {
         let limits = self.limits;
         let mut elsewhere = self.elsewhere.take();
         log::info!("{}", self.capacity);
@@ -463,8 +471,6 @@ impl Server {
             Arc::clone(&hub_stop),
             self.stopper(),
         )?;
-        // Every connection's tracker holds a clone; when the last tracker is
-        // gone, `recv` on `all_done` reports the channel disconnected.
         let (alive, all_done) = crossbeam_channel::bounded::<()>(0);
         let handshakes = Pool::new(
             "handshake",
@@ -473,7 +479,24 @@ impl Server {
             IDLE_HANDSHAKE_THREADS,
         );
         let readers = Pool::new("reader", READER_STACK, THREAD_KEEP, IDLE_READER_THREADS);
+        Ok(Running {
+            cap,
+            budget,
+            shards,
+            writers,
+            events,
+            hub,
+            hub_stop,
+            alive,
+            all_done,
+            handshakes,
+            readers,
+        })
+    }
 
+    /// The accept loop: each connection gets an id, a shard and a
+    /// handshake thread, until the server is asked to stop.
+    fn accept_until_stopped(&self, running: &Running) {
         let mut next_id = 0;
         let mut out_of_resources = false;
         let mut turning_away = false;
@@ -504,9 +527,12 @@ impl Server {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            if self.open.load(Ordering::SeqCst) >= cap {
+            if self.open.load(Ordering::SeqCst) >= running.cap {
                 if !turning_away {
-                    log::warn!("too many connections ({cap}): closing new ones at once");
+                    log::warn!(
+                        "too many connections ({}): closing new ones at once",
+                        running.cap
+                    );
                     turning_away = true;
                 }
                 continue;
@@ -515,7 +541,10 @@ impl Server {
             // The same for one address, so that it cannot take every
             // handshake slot: the hub refuses its extra members by name,
             // but connections still in their handshake are counted here.
-            let per_ip = limits.max_per_ip.map(|max| (max.max(1) * 2, &self.per_ip));
+            let per_ip = self
+                .limits
+                .max_per_ip
+                .map(|max| (max.max(1) * 2, &self.per_ip));
             if let Some((cap, counts)) = per_ip {
                 let mut counts = lock(counts);
                 let count = counts.entry(peer.ip()).or_default();
@@ -535,25 +564,25 @@ impl Server {
                 per_ip.map(|(_, counts)| Arc::clone(counts)),
                 &self.open,
                 Arc::clone(&self.sockets),
-                alive.clone(),
+                running.alive.clone(),
             ));
-            let shard_index = (next_id % shards.len() as u64) as usize;
+            let shard_index = (next_id % running.shards.len() as u64) as usize;
             let handshake = Handshake {
                 id,
                 peer,
                 socket,
                 tls: Arc::clone(&lock(&self.tls)),
-                limits,
-                events: events.clone(),
-                shard: shards[shard_index].clone(),
+                limits: self.limits,
+                events: running.events.clone(),
+                shard: running.shards[shard_index].clone(),
                 shard_index,
                 sockets: Arc::clone(&self.sockets),
                 seats: Arc::clone(&self.seats),
-                budget: Arc::clone(&budget),
+                budget: Arc::clone(&running.budget),
                 tracker,
-                readers: readers.clone(),
+                readers: running.readers.clone(),
             };
-            match handshakes.run(move || handshake.run()) {
+            match running.handshakes.run(move || handshake.run()) {
                 Ok(_) => no_threads = false,
                 // The handshake, and with it the socket and the tracker, were
                 // dropped: the connection is closed and uncounted.
@@ -564,6 +593,24 @@ impl Server {
                 Err(err) => log::debug!("{id} {peer}: refused: cannot start a thread: {err}"),
             }
         }
+    }
+
+    /// Closes every connection, and waits (within [`SHUTDOWN_LIMIT`]) for
+    /// every thread [`start`](Server::start) started.
+    fn shut_down(self, running: Running) -> Result<(), Error> {
+        let Running {
+            budget,
+            shards,
+            writers,
+            events,
+            hub,
+            hub_stop,
+            alive,
+            all_done,
+            handshakes,
+            readers,
+            ..
+        } = running;
         drop(self.listener);
         log::info!("stopping: closing every connection");
         // One deadline for the whole shutdown; each wait below takes what
@@ -620,6 +667,25 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The threads a running server started, which shutdown stops in turn.
+struct Running {
+    /// Connections at most at once, in the chat or on their way.
+    cap: usize,
+    budget: Arc<Budget>,
+    shards: Vec<Shard>,
+    writers: Vec<JoinHandle<()>>,
+    /// The hub's inbox: every reading thread holds a clone.
+    events: queue::Sender<Event>,
+    hub: Guarded,
+    hub_stop: Arc<AtomicBool>,
+    /// Each connection's tracker holds a clone; when the last is gone,
+    /// `all_done` reports the channel disconnected.
+    alive: Sender<()>,
+    all_done: Receiver<()>,
+    handshakes: Pool,
+    readers: Pool,
 }
 
 /// How long shutdown tries to hand the hub its `Shutdown` event while the

@@ -19,15 +19,7 @@ impl Chat {
         };
         let room = person.room;
         match command {
-            Command::Say(text) => {
-                // The sender's sessions get the line too: the sending one as
-                // its acknowledgement, in the same order everyone else sees.
-                let from = person.nick.as_str();
-                self.say_in_room(room, ServerLine::Chat { from, text }.to_wire(), out);
-                if protocol::is_greeting(text) {
-                    out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
-                }
-            }
+            Command::Say(text) => self.say(id, text, out),
             Command::Me(text) => {
                 let from = person.nick.as_str();
                 self.say_in_room(room, ServerLine::Action { from, text }.to_wire(), out);

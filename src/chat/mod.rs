@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::elsewhere::Ask;
 use crate::line::Frame;
-use crate::protocol::{self, Nick, Notice, Refusal, Room, ServerLine};
+use crate::protocol::{self, Command, Nick, Notice, Refusal, Room, ServerLine};
 
 /// Default for how many of a room's last lines a newcomer is shown.
 ///
@@ -397,8 +397,25 @@ impl Chat {
         };
         match protocol::parse_command(&text) {
             Ok(None) => {}
+            // What the room hears is the common case, and not a command.
+            Ok(Some(Command::Say(text))) => self.say(id, text, out),
             Ok(Some(command)) => self.command(id, command, out),
             Err(err) => out.push(to(id, ServerLine::Error(&err.to_string()))),
+        }
+    }
+
+    /// A chat line: to everyone in the sender's room, the sender's own
+    /// sessions included (the sending one takes it as its acknowledgement,
+    /// in the same order everyone else sees).
+    fn say(&mut self, id: ClientId, text: &str, out: &mut Vec<Output>) {
+        let Some(person) = self.person_of(id) else {
+            return;
+        };
+        let room = person.room;
+        let from = person.nick.as_str();
+        self.say_in_room(room, ServerLine::Chat { from, text }.to_wire(), out);
+        if protocol::is_greeting(text) {
+            out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
         }
     }
 

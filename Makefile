@@ -5,7 +5,7 @@
 #   make cluster-demo Redis and two servers sharing one chat (haproxy in front
 #                     if installed); prints how to connect
 #   make test         lint, then every test (the bench crate's too), then the
-#                     core's unit tests without the redis feature
+#                     library's unit tests and tests/cli.rs without the redis feature
 #   make bench        the benchmark suite against a fresh chat-server
 #   make bench-compare  the same, interleaved, beside two Go servers and ncat
 #   make fuzz         each fuzz target for FUZZ_SECONDS (default 30), from fuzz/seeds
@@ -117,8 +117,9 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --no-default-features --all-targets -- -D warnings
 
-# Then the core's unit tests without the `redis` feature (a few seconds):
-# the single-server path must pass with no Redis crate in the build.
+# Then, without the `redis` feature, the library's unit tests and
+# tests/cli.rs (which checks that --redis is then refused with how to
+# build it in): the single-server path must pass with no Redis crate.
 test: lint
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --no-default-features --lib --test cli

@@ -99,7 +99,9 @@ for label in chat-server card-chat; do
         for (i = 1; i <= n; i++) {
           d[i] = v["deliveries_per_s", i]; c[i] = v["server_cpu_us_per_delivery", i]
           q[i] = v["p50_ms", i]; p[i] = v["p99_ms", i]; u[i] = v["server_cpu_pct", i]
-          s[i] = v["slowdown", i]; w[i] = v["seconds_with", i]; k[i] = v["stalled_cut_max_s", i]
+          s[i] = v["slowdown", i]; w[i] = v["seconds_with", i]
+          # "na" when no cut was seen: left out, not counted as 0 s.
+          if (v["stalled_cut_max_s", i] ~ /^[0-9.]+$/) k[++cuts] = v["stalled_cut_max_s", i]
           if (v["status", i] != "ok") bad++
         }
         if (mode == "fanout")
@@ -107,7 +109,7 @@ for label in chat-server card-chat; do
         else if (mode == "latency")
           printf "%-11s latency p50 %.2f ms  p99 %.2f ms  server CPU %.1f %%", label, median(q, n), median(p, n), median(u, n)
         else
-          printf "%-11s slow    slowdown %.2f  seconds with the stalled reader %.2f  cut after %.1f s", label, median(s, n), median(w, n), median(k, n)
+          printf "%-11s slow    slowdown %.2f  seconds with the stalled reader %.2f  cut after %s", label, median(s, n), median(w, n), (cuts ? sprintf("%.1f s", median(k, cuts)) : "na")
         printf "  (%d runs, %d not ok)\n", n, bad
       }'
   done

@@ -7,8 +7,8 @@
 //! are guestN`), then every line comes back to everyone, the sender too, as
 //! `chat guestN TEXT`. No nicks, rooms or commands.
 //!
-//! What this shape costs, measured with bench/card-chat.sh beside
-//! chat-server (medians of 3 interleaved rounds, 2 busy cores; BENCHMARKS.md):
+//! What this shape costs beside chat-server, measured with bench/card-chat.sh
+//! (idle figures with chat-bench idle; 2 busy cores; BENCHMARKS.md):
 //!
 //! COST 1, a line waits for its reader's timeout: the thread that owns a
 //! stream looks at its channel only between reads, and READ_TIMEOUT's 10 ms

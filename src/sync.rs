@@ -10,9 +10,11 @@ use std::time::Duration;
 /// A poisoned lock is taken anyway because every state the crate guards
 /// with a mutex is changed in steps that each leave it whole (one insert
 /// or remove, one count, one swap of a value): a panic between two steps
-/// leaves a state that is still consistent, only older. Refusing it would
+/// leaves a state that is still consistent, only older. The one exception,
+/// a rustls connection (`duplex`), refuses its next call on its own if a
+/// panic left it broken, as after any I/O error. Refusing the lock would
 /// turn one thread's panic into every other thread's. A caller whose state
-/// could be left half changed must not use this.
+/// could be left half changed, silently, must not use this.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()

@@ -13,14 +13,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use crossbeam_channel::Receiver;
+use secure_chat::classic::ECHO_PREFIX;
 use secure_chat::protocol::{BYE_REPLY, HI_REPLY, WELCOME};
 use support::{
     cert_args, finish, kill, lines_of, Flaw, Incoming, Pki, ServerProcess, TempDir, TestClient,
     CLIENT, TIMEOUT,
 };
-
-/// What the original app answered to a line that is neither `hi` nor `bye`.
-const ECHO: &str = "Server received your message: ";
 
 /// Example `name`, built (once per run of this file) by `cargo build
 /// --examples`: `cargo test --all-targets` compiles the examples only as
@@ -161,7 +159,7 @@ fn original_replies() -> Vec<String> {
     vec![
         WELCOME.to_string(),
         HI_REPLY.to_string(),
-        format!("{ECHO}hello there"),
+        format!("{ECHO_PREFIX}hello there"),
         BYE_REPLY.to_string(),
     ]
 }

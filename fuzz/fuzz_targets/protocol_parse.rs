@@ -148,8 +148,4 @@ fn refusal(text: &str) {
     };
     let written = read.to_string();
     assert_eq!(Refusal::parse(&written), Some(read.clone()), "{text:?}");
-    assert_eq!(
-        read.passes(),
-        !matches!(read, Refusal::CannotReclaim { .. })
-    );
 }

@@ -13,6 +13,9 @@ use crate::elsewhere::{Ask, Query};
 use crate::protocol::{self, Command, NameError, Nick, Notice, Refusal, ServerLine, COMMANDS};
 
 impl Chat {
+    /// What a command does. A plain line (`Say`) usually comes straight
+    /// from [`Chat::line`] to [`Chat::say`]; it is handled here too, so
+    /// that any parsed command can be given to this.
     pub(super) fn command(&mut self, id: ClientId, command: Command<'_>, out: &mut Vec<Output>) {
         let Some(person) = self.person_of(id) else {
             return;
@@ -22,23 +25,26 @@ impl Chat {
             Command::Say(text) => self.say(id, text, out),
             Command::Me(text) => {
                 let from = person.nick.as_str();
-                self.say_in_room(room, ServerLine::Action { from, text }.to_wire(), out);
+                out.push(to_room(
+                    room,
+                    ServerLine::Action { from, text },
+                    None,
+                    Keep::History,
+                ));
             }
             Command::Nick(name) => self.change_nick(id, name, out),
             Command::Join(name) => self.join_room(id, name, out),
             // Shared, every server answers for its own users.
-            Command::Rooms(page) if self.asks_everyone() => {
-                out.push(Output::Elsewhere(Ask::Query {
-                    id,
-                    query: Query::Rooms,
-                    page: page.map(str::to_owned),
-                }))
-            }
+            Command::Rooms(page) if self.reachable() => out.push(Output::Elsewhere(Ask::Query {
+                id,
+                query: Query::Rooms,
+                page: page.map(str::to_owned),
+            })),
             Command::Rooms(page) => {
                 let text = self.rooms_page(page);
                 out.push(reply(id, self.only_here(text)));
             }
-            Command::Who(page) if self.asks_everyone() => out.push(Output::Elsewhere(Ask::Query {
+            Command::Who(page) if self.reachable() => out.push(Output::Elsewhere(Ask::Query {
                 id,
                 query: Query::Who(self.room_name(room).to_owned()),
                 page: page.map(str::to_owned),
@@ -51,7 +57,7 @@ impl Chat {
                 let key = name.to_ascii_lowercase();
                 let text = match self.people.get(&key) {
                     Some(other) => Ok(self.whois_text(other)),
-                    None if self.asks_everyone() && Nick::parse(name).is_ok() => {
+                    None if self.reachable() && Nick::parse(name).is_ok() => {
                         return out.push(Output::Elsewhere(Ask::Query {
                             id,
                             query: Query::Whois(key),
@@ -126,12 +132,8 @@ impl Chat {
                     return;
                 };
                 let text = format!("{nick} set the topic of {}: {topic}", state.name);
-                out.push(Output::ToRoom {
-                    room,
-                    line: ServerLine::Notice(&text).to_wire().into(),
-                    except: None,
-                    keep: Keep::Topic(topic.into()),
-                });
+                let keep = Keep::Topic(topic.into());
+                out.push(to_room(room, ServerLine::Notice(&text), None, keep));
             }
             Command::Help(None) => {
                 let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
@@ -358,7 +360,12 @@ impl Chat {
         }
         let text = Notice::YouAreNow { nick: new.as_str() }.to_string();
         out.push(to(id, ServerLine::Notice(&text)));
-        out.push(to_room(room, ServerLine::Notice(&notice), Some(id)));
+        out.push(to_room(
+            room,
+            ServerLine::Notice(&notice),
+            Some(id),
+            Keep::Nothing,
+        ));
         if self.sessions.get(&id).is_some_and(|s| s.wants_token) {
             self.give_secret(id, &new_key, out);
         }

@@ -413,7 +413,12 @@ impl Chat {
         };
         let room = person.room;
         let from = person.nick.as_str();
-        self.say_in_room(room, ServerLine::Chat { from, text }.to_wire(), out);
+        out.push(to_room(
+            room,
+            ServerLine::Chat { from, text },
+            None,
+            Keep::History,
+        ));
         if protocol::is_greeting(text) {
             out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
         }
@@ -457,7 +462,12 @@ impl Chat {
                         reason: Some(SHUTDOWN_QUIT),
                     }
                     .to_string();
-                    out.push(to_room(person.room, ServerLine::Notice(&text), None));
+                    out.push(to_room(
+                        person.room,
+                        ServerLine::Notice(&text),
+                        None,
+                        Keep::Nothing,
+                    ));
                 }
             }
         }
@@ -558,12 +568,15 @@ fn reply(id: ClientId, text: Result<String, String>) -> Output {
     }
 }
 
-fn to_room(room: RoomId, line: ServerLine<'_>, except: Option<ClientId>) -> Output {
+/// A line for everyone in `room` but `except`; the room keeps `keep` of
+/// it once it is shown ([`Chat::heard`]), here or, shared, when it comes
+/// back from the other servers.
+fn to_room(room: RoomId, line: ServerLine<'_>, except: Option<ClientId>, keep: Keep) -> Output {
     Output::ToRoom {
         room,
         line: line.to_wire().into(),
         except,
-        keep: Keep::Nothing,
+        keep,
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::rooms::{page_of, remember, show_past};
 use super::{
-    reply, to, to_room, Chat, ChatSettings, ClientId, Others, Output, RoomId, LINK_DOWN_MSG,
+    reply, to, to_room, Chat, ChatSettings, ClientId, Keep, Others, Output, RoomId, LINK_DOWN_MSG,
     LINK_DOWN_NICK, ROOMS_PAGE, WHO_PAGE,
 };
 use crate::elsewhere::{Ask, Claim, Query, Reach, RoomLine, Sent, Told, Unasked};
@@ -33,15 +33,10 @@ impl Chat {
         }
     }
 
-    /// Whether the other servers can be reached (always false alone).
+    /// Whether the other servers can be reached (always false alone): then
+    /// questions about who is where go to every server.
     pub(super) fn reachable(&self) -> bool {
         self.others.as_ref().is_some_and(|others| others.reachable)
-    }
-
-    /// Whether questions about who is where go to every server: shared,
-    /// and the others can be reached.
-    pub(super) fn asks_everyone(&self) -> bool {
-        self.reachable()
     }
 
     /// Shared but cut off from the others, an answer about this server's
@@ -443,7 +438,7 @@ impl Chat {
     /// A notice for everyone in `room`.
     pub(super) fn tell_room(&self, room: RoomId, text: &str, out: &mut Vec<Output>) {
         if self.rooms.contains_key(&room) {
-            out.push(to_room(room, ServerLine::Notice(text), None));
+            out.push(to_room(room, ServerLine::Notice(text), None, Keep::Nothing));
         }
     }
 }

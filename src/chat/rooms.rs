@@ -111,7 +111,12 @@ impl Chat {
             } else {
                 None
             };
-            out.push(to_room(room, ServerLine::Notice(&notice), except));
+            out.push(to_room(
+                room,
+                ServerLine::Notice(&notice),
+                except,
+                Keep::Nothing,
+            ));
         }
         for &id in &person.sessions.clone() {
             self.show_room(id, room, out);
@@ -176,7 +181,12 @@ impl Chat {
             Some(state) => (1..self.settings.announce_limit).contains(&state.members.len()),
         };
         if announce {
-            out.push(to_room(room, ServerLine::Notice(notice), except));
+            out.push(to_room(
+                room,
+                ServerLine::Notice(notice),
+                except,
+                Keep::Nothing,
+            ));
         }
     }
 
@@ -227,17 +237,6 @@ impl Chat {
         self.rooms
             .get(&room)
             .map_or("?", |state| state.name.as_str())
-    }
-
-    /// A chat or action line: to everyone in the room, and into its history.
-    pub(super) fn say_in_room(&mut self, room: RoomId, line: String, out: &mut Vec<Output>) {
-        // Kept when shown ([`Chat::heard`]): the room is looked up there.
-        out.push(Output::ToRoom {
-            room,
-            line: line.into(),
-            except: None,
-            keep: Keep::History,
-        });
     }
 }
 

@@ -105,36 +105,6 @@ pub fn handshake(
     socket: &TcpStream,
     timeout: Duration,
 ) -> Result<(), HandshakeError> {
-    handshake_on(conn, socket, timeout)
-}
-
-/// What the handshake needs of the stream under TLS: bytes both ways
-/// through a shared reference (`&S: Read + Write`), and a bound on how long
-/// one read or write may wait. A `TcpStream` in the chat; one end of a
-/// `UnixStream::pair` in this module's tests, which need no network.
-trait Socket {
-    fn set_read_timeout(&self, limit: Option<Duration>) -> io::Result<()>;
-    fn set_write_timeout(&self, limit: Option<Duration>) -> io::Result<()>;
-}
-
-impl Socket for TcpStream {
-    fn set_read_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, limit)
-    }
-
-    fn set_write_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_write_timeout(self, limit)
-    }
-}
-
-fn handshake_on<S: Socket>(
-    conn: &mut Connection,
-    socket: &S,
-    timeout: Duration,
-) -> Result<(), HandshakeError>
-where
-    for<'s> &'s S: io::Read + Write,
-{
     let deadline = Instant::now() + timeout;
     let result = drive_handshake(conn, socket, deadline, timeout);
     if let Err(HandshakeError::Tls(_)) = &result {
@@ -149,15 +119,12 @@ where
     result.and(restored.map_err(HandshakeError::Io))
 }
 
-fn drive_handshake<S: Socket>(
+fn drive_handshake(
     conn: &mut Connection,
-    socket: &S,
+    socket: &TcpStream,
     deadline: Instant,
     timeout: Duration,
-) -> Result<(), HandshakeError>
-where
-    for<'s> &'s S: io::Read + Write,
-{
+) -> Result<(), HandshakeError> {
     let timed_out = |err: io::Error| match err.kind() {
         // A socket timeout shows up as either, depending on the platform.
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeError::TimedOut(timeout),
@@ -188,10 +155,7 @@ where
 }
 
 /// Writes everything rustls has queued, each write bounded by the deadline.
-fn write_pending<S: Socket>(conn: &mut Connection, socket: &S, deadline: Instant) -> io::Result<()>
-where
-    for<'s> &'s S: Write,
-{
+fn write_pending(conn: &mut Connection, socket: &TcpStream, deadline: Instant) -> io::Result<()> {
     while conn.wants_write() {
         let left = remaining(deadline).ok_or(io::ErrorKind::TimedOut)?;
         socket.set_write_timeout(Some(left))?;
@@ -228,11 +192,9 @@ pub fn split(conn: Connection, socket: Arc<TcpStream>) -> (ReadHalf, WriteHalf) 
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    // Not crate::sync::lock, whose reason (every change leaves the state
-    // whole) cannot be promised of rustls' state. This one is narrower: a
-    // panic in the other half leaves that state as consistent as any I/O
-    // error would, and the next call will fail on its own terms.
-    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    // A panic in the other half leaves rustls' state as consistent as any
+    // I/O error would: the next call fails on its own terms.
+    crate::sync::lock(conn)
 }
 
 /// What one [`ReadHalf::receive`] found.

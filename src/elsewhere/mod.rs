@@ -10,8 +10,10 @@
 //! [`Alone`], whose methods are empty or give the line straight back: the
 //! compiler inlines them, so a room line goes from the chat to the shards
 //! as it would with no seam at all. A linked server runs it with a boxed
-//! implementation the hub knows only by this trait (one more indirect call
-//! per room line, beside a round trip to Redis).
+//! implementation the hub knows only by this trait: per room line, a few
+//! indirect calls and, when the line comes back from Redis to be shown, one
+//! boxed [`Arrival`] opened by a downcast; small beside the round trip to
+//! Redis itself.
 //!
 //! What the chat asks of the others is an [`Ask`] (inside
 //! [`Output::Elsewhere`](crate::chat::Output::Elsewhere)); what they tell

@@ -133,6 +133,14 @@ impl Rules {
         }
     }
 
+    /// A room's name on every server, for the seam; none in classic mode.
+    fn room_key(&self, room: RoomId) -> Option<String> {
+        match self {
+            Rules::Chat(chat) => chat.room_key(room),
+            Rules::Classic(_) => None,
+        }
+    }
+
     /// The chat, for what only it has (rooms, and what the other servers
     /// tell it). The original app's rules have no rooms.
     fn chat(&mut self) -> Option<&mut Chat> {
@@ -332,11 +340,7 @@ impl<E: Elsewhere> Hub<E> {
     /// other servers first (to be shown when it comes back).
     fn room_line(&mut self, line: RoomLine) {
         let (rules, room) = (&self.rules, line.room);
-        let key = || match rules {
-            Rules::Chat(chat) => chat.room_key(room),
-            Rules::Classic(_) => None,
-        };
-        if let Some(line) = self.elsewhere.say(line, &key) {
+        if let Some(line) = self.elsewhere.say(line, &|| rules.room_key(room)) {
             self.show_here(line);
         }
     }
@@ -384,11 +388,7 @@ impl<E: Elsewhere> Hub<E> {
                     }
                     if moved.opened.is_some() {
                         let rules = &self.rules;
-                        let key = || match rules {
-                            Rules::Chat(chat) => chat.room_key(room),
-                            Rules::Classic(_) => None,
-                        };
-                        self.elsewhere.entered(room, &key);
+                        self.elsewhere.entered(room, &|| rules.room_key(room));
                     }
                     let place = moved.place;
                     self.dispatch

@@ -78,9 +78,9 @@ enum Pushed {
     No,
     /// Queued.
     Yes,
-    /// Queued, and now more waits for it than the per-client cap allows.
-    /// (The reason is built only then: this is returned per recipient.)
-    OverCap,
+    /// Queued, and now more waits for it than the per-client cap allows:
+    /// to be cut, for this reason, once the line reached everyone.
+    OverCap(TooSlow),
 }
 
 /// Why a shard cuts a client.
@@ -309,16 +309,17 @@ impl Worker {
         let mut push = |worker: &mut Worker, slot: Slot| match worker.push(slot, &line) {
             Pushed::No => {}
             Pushed::Yes => pushed += 1,
-            Pushed::OverCap => {
+            Pushed::OverCap(why) => {
                 pushed += 1;
-                over_cap.push(slot);
+                over_cap.push((slot, why));
             }
         };
         match to {
             To::One(slot) => push(self, slot),
             To::Room { room, except } => {
-                // Taken out of the map while its members are pushed to, and
-                // put back before anyone is cut (which changes the list).
+                // Taken out of the map while its members are pushed to
+                // (`push` borrows the whole worker), and put back before
+                // anyone over the cap is cut (which changes the list).
                 let Some(members) = self.rooms.remove(&room) else {
                     return;
                 };
@@ -332,12 +333,8 @@ impl Worker {
         }
         // One atomic add per line, not per recipient.
         self.budget.charge(pushed * REFERENCE_COST);
-        let policy = self.settings.policy;
-        for slot in over_cap {
-            let pending = self.client(slot).map_or(0, |c| c.backlog.bytes());
-            if let Some(why) = policy.over_cap(pending) {
-                self.cut(slot, Cut::TooSlow(why));
-            }
+        for (slot, why) in over_cap {
+            self.cut(slot, Cut::TooSlow(why));
         }
     }
 
@@ -356,8 +353,8 @@ impl Worker {
             return Pushed::No;
         }
         let pending = client.backlog.push(line);
-        if policy.over_cap(pending).is_some() {
-            return Pushed::OverCap;
+        if let Some(why) = policy.over_cap(pending) {
+            return Pushed::OverCap(why);
         }
         // A blocked client is sent to when its socket has room.
         if !client.progress.is_blocked() {

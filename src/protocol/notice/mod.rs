@@ -273,6 +273,13 @@ impl<'a> Notice<'a> {
     /// and only the reader knows which it was waiting for.
     pub fn readings_in(wording: &Wording, text: &'a str) -> Vec<Notice<'a>> {
         type Make<'a> = fn(&Caught<'a>) -> Option<Notice<'a>>;
+        // Two wordings (one person here, or several), one notice.
+        let you_are_in: Make<'a> = |c| {
+            Some(Notice::YouAreIn {
+                room: c.text("room")?,
+                here: c.number("here")?,
+            })
+        };
         let kinds: [(&str, Make<'a>); 13] = [
             (wording.you_are_sessions, |c| {
                 Some(Notice::YouAre {
@@ -300,18 +307,8 @@ impl<'a> Notice<'a> {
                     nick: c.text("nick")?,
                 })
             }),
-            (wording.you_are_in, |c| {
-                Some(Notice::YouAreIn {
-                    room: c.text("room")?,
-                    here: c.number("here")?,
-                })
-            }),
-            (wording.you_are_in_alone, |c| {
-                Some(Notice::YouAreIn {
-                    room: c.text("room")?,
-                    here: c.number("here")?,
-                })
-            }),
+            (wording.you_are_in, you_are_in),
+            (wording.you_are_in_alone, you_are_in),
             (wording.you_are, |c| {
                 Some(Notice::YouAre {
                     nick: c.text("nick")?,

@@ -4,8 +4,9 @@
 #   make run-client   run the client (in another terminal)
 #   make cluster-demo Redis and two servers sharing one chat (haproxy in front
 #                     if installed); prints how to connect
-#   make test         lint, then every test (the bench crate's too), then the
-#                     library's unit tests and tests/cli.rs without the redis feature
+#   make test         install what the tests need (scripts/need.sh), lint,
+#                     then every test (the bench crate's too), then the library's
+#                     unit tests and tests/cli.rs without the redis feature
 #   make bench        the benchmark suite against a fresh chat-server
 #   make bench-compare  the same, interleaved, beside two Go servers and ncat
 #   make fuzz         each fuzz target for FUZZ_SECONDS (default 30), from fuzz/seeds
@@ -117,10 +118,15 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --no-default-features --all-targets -- -D warnings
 
-# Then, without the `redis` feature, the library's unit tests and
-# tests/cli.rs (which checks that --redis is then refused with how to
-# build it in): the single-server path must pass with no Redis crate.
-test: lint
+# First what the tests run beyond Rust (redis-server, haproxy, script,
+# ...): scripts/need.sh installs what is missing when run as root, or
+# stops at once with the command to run. Then, without the `redis`
+# feature, the library's unit tests and tests/cli.rs (which checks that
+# --redis is then refused with how to build it in): the single-server
+# path must pass with no Redis crate.
+test:
+	@./scripts/need.sh test
+	@$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --no-default-features --lib --test cli
 
@@ -134,12 +140,15 @@ bench: certs
 # The same suite, ROUNDS times, each measurement interleaved across four
 # servers: ours, the Go peer in the original app's style and as a tuned
 # hub (bench/go-peer, built with Debian's golang-go), and `ncat --ssl
-# --chat` (Debian's ncat). Writes the side-by-side table, with ratios, to
-# OUT. Takes about ten minutes a round.
+# --chat` (Debian's ncat), both installed first as make test does. Writes
+# the side-by-side table, with ratios, to OUT. Takes about ten minutes a
+# round. Exits 0 when ours passed every check: a peer's failures are
+# results, named under the table.
 ROUNDS ?= 3
 OUT    ?= target/bench-compare.md
-bench-compare: certs go-peer
-	@command -v ncat >/dev/null || { echo "ncat is missing: apt-get install ncat (its column is left out meanwhile)" >&2; }
+bench-compare: certs
+	@./scripts/need.sh compare
+	@$(MAKE) --no-print-directory go-peer
 	$(CARGO) build --release --workspace
 	./target/release/chat-bench suite --certs $(CERTS_DIR) --rounds $(ROUNDS) \
 	  --peers secure-chat,go-naive,go-hub,ncat --out $(OUT) $(ARGS)
@@ -160,6 +169,7 @@ go-peer:
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS  = line_framer protocol_parse x509_subject
 fuzz:
+	@./scripts/need.sh fuzz
 	cd fuzz && $(CARGO) fuzz build --sanitizer none
 	@set -e; for target in $(FUZZ_TARGETS); do \
 	  echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \

@@ -708,12 +708,18 @@ mod tests {
     #[test]
     fn a_peers_failure_is_a_result_and_ours_fails_the_suite() {
         let all = [SuitePeer::SecureChat, SuitePeer::GoNaive];
-        let naive = (SuitePeer::GoNaive, "slow reader, round 1: stuck".to_string());
+        let naive = (
+            SuitePeer::GoNaive,
+            "slow reader, round 1: stuck".to_string(),
+        );
         let ours = (SuitePeer::SecureChat, "fanout, round 2: lost".to_string());
 
         let (passed, notes) = verdict(&all, std::slice::from_ref(&naive));
         assert!(passed);
-        assert_eq!(notes, "go-naive failed its checks: slow reader, round 1: stuck\n");
+        assert_eq!(
+            notes,
+            "go-naive failed its checks: slow reader, round 1: stuck\n"
+        );
 
         let (passed, notes) = verdict(&all, &[naive.clone(), ours]);
         assert!(!passed);

@@ -23,7 +23,9 @@ Usage: chat-client [OPTIONS]
 Options:
   --addr HOST:PORT       server to connect to [default: localhost:8080]
   --ca FILE              trust only the CA certificate(s) in FILE
-                         [default: certs/ca.crt if it exists, else the public web roots]
+                         [default: for a server on this machine (localhost,
+                         127.0.0.1, ::1) certs/ca.crt if it exists, else
+                         the public web roots]
   --server-name NAME     name the server's certificate must hold
                          [default: the host part of --addr]
   --pin sha256:KEY       trust exactly the server key with this fingerprint
@@ -60,7 +62,8 @@ must present that key (a changed one is refused). Without a terminal, such a
 server is refused: pass --pin.
 ";
 
-/// The CA file `make certs` writes, trusted when present and no --ca is given.
+/// The CA file `make certs` writes, trusted when present, no --ca is given
+/// and the server is on this machine ([`Trust::choose`]).
 const DEFAULT_CA: &str = "certs/ca.crt";
 
 struct Args {
@@ -141,7 +144,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             return Err("--pin and --ca exclude each other: a pin trusts one key, not a CA".into())
         }
         (Some(pin), None) => Trust::Pin(pin),
-        (None, ca) => Trust::choose(ca, Path::new(DEFAULT_CA)),
+        (None, ca) => Trust::choose(ca, Path::new(DEFAULT_CA), &addr),
     };
     // A pin given on the command line is the whole trust: the file is
     // neither read nor written.

@@ -2,8 +2,8 @@
 //! built from them: what each side trusts, and what it presents.
 //!
 //! The client trusts one set of roots: the CA certificates in `--ca FILE`,
-//! else `certs/ca.crt` if it exists, else the public web's roots compiled
-//! into `webpki-roots` ([`Trust`]). [`client_config`] hands them to rustls,
+//! else, for a server on this machine, `certs/ca.crt` if it exists, else
+//! the public web's roots compiled into `webpki-roots` ([`Trust`]). [`client_config`] hands them to rustls,
 //! which wraps them in its verifier (`WebPkiServerVerifier`). Or it trusts
 //! one server key, as SSH does: `--pin`, or a key the user accepted once
 //! (see [`known_servers`](crate::known_servers)), checked by
@@ -230,15 +230,34 @@ pub enum Trust {
 }
 
 impl Trust {
-    /// The trust a client uses when not told otherwise: `ca` if given, else
-    /// `default_ca` if that file exists, else the public roots.
-    pub fn choose(ca: Option<PathBuf>, default_ca: &Path) -> Trust {
+    /// The trust a client uses when not told otherwise: `ca` if given; else
+    /// `local_ca` (the CA `make certs` made) if that file exists and the
+    /// server at `addr` (`HOST:PORT`) is on this machine; else the public
+    /// roots.
+    ///
+    /// Only for loopback: `local_ca` is a path relative to wherever the
+    /// client was started, and a `certs/ca.crt` left in any directory (a
+    /// cloned repository, an unpacked archive) would otherwise vouch, from
+    /// there, for every server the client reaches.
+    pub fn choose(ca: Option<PathBuf>, local_ca: &Path, addr: &str) -> Trust {
         match ca {
             Some(path) => Trust::CaFile(path),
-            None if default_ca.exists() => Trust::CaFile(default_ca.to_owned()),
+            None if is_loopback(crate::client::host_of(addr)) && local_ca.exists() => {
+                Trust::CaFile(local_ca.to_owned())
+            }
             None => Trust::PublicRoots,
         }
     }
+}
+
+/// Whether `host` names this machine: `localhost`, or an address in
+/// 127.0.0.0/8 or `::1`.
+fn is_loopback(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The client's TLS configuration: verify the server against `trust`, and
@@ -339,4 +358,54 @@ pub fn describe(conn: &CommonState) -> String {
 pub fn peer_subject(conn: &CommonState) -> Option<String> {
     let leaf = conn.peer_certificates()?.first()?;
     x509::subject(leaf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_ca_is_trusted_by_default_only_on_this_machine() {
+        let dir = std::env::temp_dir().join(format!("trust-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let local = dir.join("ca.crt");
+        std::fs::write(&local, "").unwrap();
+        for addr in [
+            "localhost:8080",
+            "LOCALHOST.:1",
+            "127.0.0.1:8080",
+            "127.9.9.9:1",
+            "[::1]:8080",
+        ] {
+            assert_eq!(
+                Trust::choose(None, &local, addr),
+                Trust::CaFile(local.clone()),
+                "{addr}"
+            );
+        }
+        for addr in [
+            "chat.example.org:8080",
+            "192.0.2.10:8080",
+            "[2001:db8::1]:8080",
+            "localhost.example:1",
+        ] {
+            assert_eq!(
+                Trust::choose(None, &local, addr),
+                Trust::PublicRoots,
+                "{addr}"
+            );
+        }
+        // Named, it is trusted anywhere; missing, nowhere.
+        let named = Some(local.clone());
+        assert_eq!(
+            Trust::choose(named, &local, "chat.example.org:1"),
+            Trust::CaFile(local.clone())
+        );
+        let missing = dir.join("none.crt");
+        assert_eq!(
+            Trust::choose(None, &missing, "localhost:8080"),
+            Trust::PublicRoots
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -109,9 +109,11 @@ pub fn client_hint(err: &rustls::Error, trust: &Trust, server_name: &str) -> Opt
                      (now {}; `make certs` makes certs/ca.crt)",
                     path.display()
                 ),
-                Trust::PublicRoots => "no --ca was given and certs/ca.crt does not exist, so \
-                     only public CAs are trusted: pass --ca with the CA that signed the \
-                     server's certificate (certs/ca.crt for `make certs`)"
+                Trust::PublicRoots => "no --ca was given, so only public CAs are trusted \
+                     (certs/ca.crt is trusted by default only for a server on this machine, \
+                     and only if it exists): pass --ca with the CA that signed the server's \
+                     certificate (certs/ca.crt for `make certs`), or trust the server's key \
+                     with --pin"
                     .to_string(),
                 // A pin never reports an untrusted issuer; for completeness.
                 Trust::Pin(_) => "only the pinned key is trusted".to_string(),

@@ -17,9 +17,11 @@
 //! chat.example.org:8080 sha256:J6mC3a0QkVxk3dX0n4XGzW5M1Xc5m8Nq2h5k0jJp1a4
 //! ```
 //!
-//! The server is `HOST:PORT` as given to `--addr` (the host in lower case);
-//! the fingerprint is a [`Fingerprint`]. Removing a line forgets the
-//! server.
+//! The server is `HOST:PORT` as given to `--addr`, written one way however
+//! it was spelt ([`server_key`]); the fingerprint is a [`Fingerprint`].
+//! Removing a line forgets the server. The client writes the file with
+//! mode 0600, through a symbolic link if the path is one, and one client at
+//! a time ([`KnownServers::remember`]).
 //!
 //! Everything but [`KnownServers::load`] and [`KnownServers::remember`] is
 //! a pure function on the file's text, so that the rules (what a line is,
@@ -28,7 +30,9 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::tls::Fingerprint;
@@ -71,10 +75,34 @@ pub enum Known<'a> {
     Changed(&'a Entry),
 }
 
-/// The name a server is filed under: `addr` (`HOST:PORT`) with the host
-/// in lower case, as DNS names are case-insensitive.
+/// The name a server is filed under, so that one server has one line
+/// however `--addr` spelt it: the host in lower case and without a final
+/// dot (DNS names are case-insensitive, and `host.` is `host`), an IP
+/// address in its standard form, this machine's own names (`localhost`,
+/// `127.0.0.1`, `[::1]`) as `localhost`, and the port as a number (`08080`
+/// is 8080). What is not `HOST:PORT` stays as given, in lower case, for
+/// the caller to refuse.
 pub fn server_key(addr: &str) -> String {
-    addr.to_ascii_lowercase()
+    let as_given = || addr.to_ascii_lowercase();
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return as_given();
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return as_given();
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+        .unwrap_or(host);
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    match host.parse::<IpAddr>() {
+        Ok(ip) if ip == Ipv4Addr::LOCALHOST || ip == Ipv6Addr::LOCALHOST => {
+            format!("localhost:{port}")
+        }
+        Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+        Ok(ip) => format!("{ip}:{port}"),
+        Err(_) => format!("{host}:{port}"),
+    }
 }
 
 /// Every server in the file's text, in order.
@@ -82,8 +110,9 @@ pub fn server_key(addr: &str) -> String {
 /// Strict on purpose: a line that cannot be read is an error, not skipped.
 /// A damaged line for a server would otherwise make that server unknown,
 /// and the client would ask about it afresh instead of refusing a changed
-/// key. A server named twice is an error for the same reason (which line
-/// would count?).
+/// key. A server named twice with two keys is an error for the same
+/// reason (which line would count?); twice with one key (spelt two ways
+/// by a file written before [`server_key`] wrote one way) is that key.
 pub fn parse(text: &str) -> Result<Vec<Entry>, LineError> {
     let mut entries: Vec<Entry> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -106,8 +135,11 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, LineError> {
         let fingerprint: Fingerprint = fingerprint.parse().map_err(error)?;
         let server = server_key(server);
         if let Some(first) = entries.iter().find(|entry| entry.server == server) {
+            if first.fingerprint == fingerprint {
+                continue;
+            }
             return Err(error(format!(
-                "{server} is already on line {}; keep one of the two",
+                "{server} is already on line {} with another key; keep one of the two",
                 first.line
             )));
         }
@@ -272,36 +304,65 @@ impl KnownServers {
     }
 
     /// Trusts `server` by `fingerprint` from now on: adds its line to the
-    /// file. The file is read again first, so that a line another client
-    /// added meanwhile is kept, and written whole to a temporary file then
-    /// renamed over the old one, so that a crash never leaves half a file.
+    /// file.
+    ///
+    /// Two clients may trust a server at the same moment, so the file is
+    /// read again, changed and replaced under an exclusive lock on a file
+    /// beside it (`known_servers.lock`; the file itself is replaced, so it
+    /// cannot hold the lock): neither loses the other's line. It is written
+    /// whole to a temporary file with mode 0600 (it says whom the user
+    /// trusts), then renamed over the old one, so that a crash never leaves
+    /// half a file. If the path is a symbolic link, the file it points to
+    /// is the one replaced, and the link stays.
     pub fn remember(&mut self, server: &str, fingerprint: &Fingerprint) -> Result<(), FileError> {
-        let path = &self.path;
+        let path = fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        let io_error = |doing| {
+            let path = path.clone();
+            move |source| FileError::Io {
+                path,
+                doing,
+                source,
+            }
+        };
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(io_error("write"))?;
+        }
+        let lock = private_file(&path.with_file_name("known_servers.lock"), false)
+            .and_then(|file| {
+                rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+                Ok(file)
+            })
+            .map_err(io_error("lock"))?;
         let line_error = |error| FileError::Line {
             path: path.clone(),
             error,
         };
-        let text = add(&read(path)?, server, fingerprint).map_err(line_error)?;
-        let write_error = |source| FileError::Io {
-            path: path.clone(),
-            doing: "write",
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(write_error)?;
-        }
+        let text = add(&read(&path)?, server, fingerprint).map_err(line_error)?;
         let mut temporary = path.as_os_str().to_owned();
         temporary.push(format!(".{}.tmp", std::process::id()));
         let temporary = PathBuf::from(temporary);
-        fs::write(&temporary, &text)
-            .and_then(|()| fs::rename(&temporary, path))
+        private_file(&temporary, true)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .and_then(|()| fs::rename(&temporary, &path))
             .map_err(|err| {
                 let _ = fs::remove_file(&temporary);
-                write_error(err)
+                io_error("write")(err)
             })?;
+        drop(lock);
         self.entries = parse(&text).map_err(line_error)?;
         Ok(())
     }
+}
+
+/// Opens `path` for writing, made with mode 0600 if it is new; `empty`
+/// truncates it.
+fn private_file(path: &Path, empty: bool) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(empty)
+        .mode(0o600)
+        .open(path)
 }
 
 /// The file's text; empty if it does not exist.
@@ -455,6 +516,110 @@ mod tests {
             "{err}"
         );
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn one_server_is_filed_under_one_name_however_it_is_spelt() {
+        for spelt in [
+            "localhost:8080",
+            "LocalHost.:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "localhost:08080",
+        ] {
+            assert_eq!(server_key(spelt), "localhost:8080", "{spelt}");
+        }
+        assert_eq!(server_key("Chat.Example.org.:443"), "chat.example.org:443");
+        assert_eq!(server_key("[2001:DB8:0::1]:1"), "[2001:db8::1]:1");
+        assert_eq!(server_key("192.0.2.10:0080"), "192.0.2.10:80");
+        // Another loopback address is another server.
+        assert_eq!(server_key("127.0.0.2:8080"), "127.0.0.2:8080");
+        // Not HOST:PORT: kept for the caller to refuse.
+        assert_eq!(server_key("No Port"), "no port");
+        assert_eq!(server_key("host:99999"), "host:99999");
+
+        // A file written before, with one server spelt two ways.
+        let same = format!("localhost:8080 {}\n127.0.0.1:8080 {}\n", key(1), key(1));
+        assert_eq!(parse(&same).unwrap().len(), 1);
+        let two_keys = format!("localhost:8080 {}\n[::1]:8080 {}\n", key(1), key(2));
+        let err = parse(&two_keys).unwrap_err();
+        assert!(
+            err.why.contains("already on line 1 with another key"),
+            "{err}"
+        );
+        assert_eq!(
+            lookup(&parse(&same).unwrap(), "[::1]:8080").unwrap().line,
+            1
+        );
+    }
+
+    /// A directory of a test's own, removed at the end.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("known-servers-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_file_is_private_and_a_link_to_it_stays_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("mode");
+        let real = dir.join("kept-elsewhere");
+        fs::write(&real, format!("a:1 {}\n", key(1))).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.join("known_servers");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+
+        KnownServers::load(&link)
+            .unwrap()
+            .remember("b:2", &key(2))
+            .unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let text = fs::read_to_string(&real).unwrap();
+        assert!(text.contains(&format!("b:2 {}", key(2))), "{text}");
+        let mode = fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let fresh = dir.join("fresh");
+        KnownServers::load(&fresh)
+            .unwrap()
+            .remember("c:3", &key(3))
+            .unwrap();
+        let mode = fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn clients_trusting_at_once_lose_no_line() {
+        const CLIENTS: u8 = 4;
+        const EACH: u8 = 25;
+        let dir = scratch("race");
+        let path = dir.join("known_servers");
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for n in 0..EACH {
+                        // Each client as a separate process would: its own
+                        // copy, read when it started.
+                        let mut known = KnownServers::load(&path).unwrap();
+                        let server = format!("host{client}-{n}:1");
+                        known.remember(&server, &key(client * EACH + n)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().unwrap();
+        }
+        let known = KnownServers::load(&path).unwrap();
+        assert_eq!(known.entries.len(), usize::from(CLIENTS * EACH));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@ use secure_chat_test_support as support;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::thread;
 
 use rustls::AlertDescription;
@@ -18,8 +19,8 @@ use secure_chat::server::Limits;
 use secure_chat::tls::{self, Identity, Trust};
 use secure_chat::Error;
 use support::{
-    cert_args, finish, tls_connect_as, ClientFlaw, Incoming, Pki, ServerProcess, TempDir,
-    TestClient, TestServer, CLIENT, TIMEOUT,
+    cert_args, client_options, finish, tls_connect_as, ClientFlaw, Incoming, Pki, ServerProcess,
+    TempDir, TestClient, TestServer, CLIENT, TIMEOUT,
 };
 
 /// Connects with `identity` and reads the greeting.
@@ -58,6 +59,50 @@ fn certificate_name_is_the_nick_and_cannot_change() {
         "notice alice is in #lobby, certificate CN=alice"
     );
     server.stop();
+}
+
+/// Connects twice with one client configuration (so one session store)
+/// and `identity`; true if the second connection resumed the first's TLS
+/// session instead of authenticating again.
+fn second_connection_resumed(server: &TestServer, pki: &Pki, identity: Option<&Identity>) -> bool {
+    let options = ClientOptions {
+        identity: identity.cloned(),
+        ..client_options(server.addr, &pki.ca)
+    };
+    let config = tls::client_config(&options.trust, options.identity.as_ref()).unwrap();
+    let connect = || {
+        let socket = client::dial(&options.addr, TIMEOUT).unwrap();
+        client::handshake(socket, Arc::clone(&config), &options).unwrap()
+    };
+    // A ticket, if the server gives one, comes before the greeting.
+    let mut first = TestClient::over(connect().into_parts());
+    first.read_greeting();
+    let second = connect();
+    let resumed = second.resumed();
+    let mut second = TestClient::over(second.into_parts());
+    second.read_greeting();
+    first.close();
+    second.close();
+    resumed
+}
+
+/// A resumed session would carry the chain checked when it began: a client
+/// reconnecting within a ticket's lifetime would go on as the certificate's
+/// owner past its expiry. With client certificates, every connection
+/// presents its certificate again.
+#[test]
+fn with_client_certificates_no_session_is_resumed() {
+    let pki = Pki::new();
+    // The control: the same client resumes with a server that asks for no
+    // certificate, so the check below can tell.
+    let plain = TestServer::start(&pki);
+    assert!(second_connection_resumed(&plain, &pki, None));
+    plain.stop();
+
+    let mutual = TestServer::start_mutual(&pki);
+    let alice = pki.client_identity("alice", ClientFlaw::None);
+    assert!(!second_connection_resumed(&mutual, &pki, Some(&alice)));
+    mutual.stop();
 }
 
 /// A laptop and a phone, or a reconnect before the old connection is

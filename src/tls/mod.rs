@@ -95,7 +95,8 @@ fn bad_pem(path: &Path, source: pem::Error) -> Error {
 
 /// The server's TLS configuration: its certificate chain and key and, if
 /// `client_ca` is given, the CA that client certificates must be signed by
-/// (mutual TLS: then every client must present one).
+/// (mutual TLS: then every client must present one, on every connection:
+/// sessions are not resumed).
 ///
 /// rustls checks here that the key belongs to the certificate, so a mix-up
 /// is reported at start-up rather than as a failed handshake later.
@@ -131,14 +132,26 @@ pub fn server_config(
         })?;
     // The server's order of cipher suites wins over the client's.
     config.ignore_client_order = true;
-    // Resumption: a returning client shows a ticket instead of being
-    // authenticated again. Stateless tickets (the session, encrypted with a
-    // key that rotates every six hours) work for any number of clients; the
-    // default stateful cache remembers only 256 sessions.
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(Error::Ticketer)?;
-    // One ticket per connection: a chat client keeps one connection, and
-    // each resumption brings a fresh ticket for the next.
-    config.send_tls13_tickets = 1;
+    if client_ca.is_none() {
+        // Resumption: a returning client shows a ticket instead of being
+        // authenticated again. Stateless tickets (the session, encrypted with
+        // a key that rotates every six hours) work for any number of
+        // clients; the default stateful cache remembers only 256 sessions.
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(Error::Ticketer)?;
+        // One ticket per connection: a chat client keeps one connection,
+        // and each resumption brings a fresh ticket for the next.
+        config.send_tls13_tickets = 1;
+    } else {
+        // With client certificates, none: a resumed session carries the
+        // chain checked when it began, and each resumption hands out a new
+        // ticket, so a client that reconnects within a ticket's lifetime
+        // (chat-client does by itself) would go on as its certificate's
+        // owner long after the certificate expired. Every connection shows
+        // its certificate again, checked against today's date, at the cost
+        // of a full handshake.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    }
     config.key_log = key_log();
     Ok(Arc::new(config))
 }

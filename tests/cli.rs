@@ -42,6 +42,8 @@ fn help_documents_every_flag() {
         "--writers",
         "--classic",
         "--redis",
+        "--redis-url-file",
+        "CHAT_REDIS_URL",
         "--node-name",
         "--redis-ca",
         "--name-expiry",
@@ -96,6 +98,70 @@ fn without_the_redis_feature_redis_is_refused_with_how_to_build_it() {
     let said = stderr(&output);
     assert!(said.contains("without linked servers"), "{said}");
     assert!(said.contains("`redis` feature"), "{said}");
+}
+
+/// The Redis URL may hold a password: it can come from a file or the
+/// environment instead of the command line (where `ps` shows it to every
+/// local user), and is never printed back.
+#[cfg(feature = "redis")]
+#[test]
+fn the_redis_url_comes_from_a_file_or_the_environment_and_is_never_shown() {
+    use std::ffi::OsStr;
+    use support::TempDir;
+
+    let pki = Pki::new();
+    // A port nobody listens on: the server reads the URL, tries it, stops.
+    let port = {
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        closed.local_addr().unwrap().port()
+    };
+    let url = format!("redis://:s3cret@127.0.0.1:{port}/0");
+    let dir = TempDir::new();
+    let file = dir.path().join("redis-url");
+    std::fs::write(&file, format!("{url}\n# the first line counts\n")).unwrap();
+    let server = |extra: &[&OsStr], env: Option<&str>| {
+        let mut command = Command::new(&SERVER);
+        command
+            .args(cert_args(&pki.cert, &pki.key))
+            .args(["--addr", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("CHAT_REDIS_URL");
+        if let Some(url) = env {
+            command.env("CHAT_REDIS_URL", url);
+        }
+        stderr(&support::run(&mut command, ""))
+    };
+    let from_file = server(&["--redis-url-file".as_ref(), file.as_os_str()], None);
+    let from_env = server(&[], Some(&url));
+    let from_flag = server(&["--redis".as_ref(), url.as_ref()], None);
+    for said in [&from_file, &from_env, &from_flag] {
+        assert!(
+            said.contains(&format!("cannot reach Redis at 127.0.0.1:{port}")),
+            "{said}"
+        );
+        assert!(!said.contains("s3cret"), "{said}");
+    }
+    assert!(
+        from_flag.contains("given on the command line"),
+        "{from_flag}"
+    );
+    assert!(!from_file.contains("command line"), "{from_file}");
+    assert!(!from_env.contains("command line"), "{from_env}");
+
+    let both = server(
+        &[
+            "--redis".as_ref(),
+            url.as_ref(),
+            "--redis-url-file".as_ref(),
+            file.as_os_str(),
+        ],
+        None,
+    );
+    assert!(both.contains("give one of the two"), "{both}");
+    assert!(!both.contains("s3cret"), "{both}");
+    std::fs::write(&file, "\n").unwrap();
+    let empty = server(&["--redis-url-file".as_ref(), file.as_os_str()], None);
+    assert!(empty.contains("is empty"), "{empty}");
 }
 
 #[test]

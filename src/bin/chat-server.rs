@@ -61,7 +61,12 @@ Options:
                              reply per line, no rooms, no other clients seen
   --redis URL                share the chat with every server using the same
                              Redis: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB],
-                             or rediss://... for TLS [default: off, one server]
+                             or rediss://... for TLS [default: off, one server].
+                             A URL with a password is better not given here,
+                             where every local user can read it (ps): put it
+                             in the environment variable CHAT_REDIS_URL or in
+                             a file for --redis-url-file instead
+  --redis-url-file FILE      as --redis, the URL being FILE's first line
   --node-name NAME           this server's name among them, in logs
                              [default: HOSTNAME-PORT]
   --redis-ca FILE            with rediss://: the CA that Redis' certificate must
@@ -92,13 +97,27 @@ struct Args {
     limits: Limits,
     /// `--max-clients`, if given; else the default, or what the system allows.
     max_clients: Option<usize>,
-    /// `--redis`: may hold a password, so it is never printed.
+    /// The Redis URL (`--redis`, `--redis-url-file` or `CHAT_REDIS_URL`):
+    /// may hold a password, so it is never printed.
     redis: Option<String>,
+    /// Where the URL came from, for the warnings.
+    redis_from: RedisFrom,
     node_name: Option<String>,
     redis_ca: Option<PathBuf>,
     name_expiry: Option<Duration>,
     level: LevelFilter,
 }
+
+/// Where the Redis URL came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RedisFrom {
+    CommandLine,
+    File,
+    Environment,
+}
+
+/// The environment variable that names Redis when no flag does.
+const REDIS_URL_VARIABLE: &str = "CHAT_REDIS_URL";
 
 enum Parsed {
     Run(Box<Args>),
@@ -115,12 +134,14 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         limits: Limits::default(),
         max_clients: None,
         redis: None,
+        redis_from: RedisFrom::CommandLine,
         node_name: None,
         redis_ca: None,
         name_expiry: None,
         level: logging::level_from_env().unwrap_or(LevelFilter::Info),
     };
     let mut rate = RateLimit::default();
+    let mut redis_url_file: Option<PathBuf> = None;
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
         match arg {
@@ -164,7 +185,12 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             }
             Long("client-ca") => args.client_ca = Some(parser.value()?.into()),
             Long("classic") => args.limits.classic = true,
-            Long("redis") => args.redis = Some(parser.value()?.parse()?),
+            // Not `parse()`, whose error would print the value back.
+            Long("redis") => {
+                let url = parser.value()?.into_string();
+                args.redis = Some(url.map_err(|_| "--redis: the URL is not valid UTF-8")?);
+            }
+            Long("redis-url-file") => redis_url_file = Some(parser.value()?.into()),
             Long("node-name") => args.node_name = Some(parser.value()?.parse()?),
             Long("redis-ca") => args.redis_ca = Some(parser.value()?.into()),
             Long("name-expiry") => {
@@ -196,6 +222,25 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
+    match (&args.redis, redis_url_file) {
+        (Some(_), Some(_)) => {
+            return Err("--redis and --redis-url-file: give one of the two".into());
+        }
+        (None, Some(file)) => {
+            args.redis = Some(read_redis_url(&file)?);
+            args.redis_from = RedisFrom::File;
+        }
+        (Some(_), None) => {}
+        (None, None) => {
+            if let Some(url) = std::env::var_os(REDIS_URL_VARIABLE).filter(|url| !url.is_empty()) {
+                let url = url
+                    .into_string()
+                    .map_err(|_| format!("{REDIS_URL_VARIABLE}: the URL is not valid UTF-8"))?;
+                args.redis = Some(url);
+                args.redis_from = RedisFrom::Environment;
+            }
+        }
+    }
     if args.limits.classic && args.redis.is_some() {
         return Err(
             "--classic and --redis do not go together: the original app's \
@@ -218,6 +263,63 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
     // --rate 0 turns flood control off, whatever the burst.
     args.limits.rate = (rate.per_second > 0).then_some(rate);
     Ok(Parsed::Run(Box::new(args)))
+}
+
+/// The first line of `file`, the Redis URL; the error never holds the
+/// file's text.
+fn read_redis_url(file: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| format!("--redis-url-file: cannot read {}: {err}", file.display()))?;
+    let url = text.lines().next().unwrap_or("").trim();
+    if url.is_empty() {
+        return Err(format!(
+            "--redis-url-file: {} is empty; its first line must be the Redis URL",
+            file.display()
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// Warnings about the password a Redis URL holds, if it holds one: read
+/// from the command line (where every local user can read it), or about
+/// to cross the network in clear (plain `redis://` to another machine).
+/// Only the URL's parts are looked at, never shown.
+#[cfg(feature = "redis")]
+fn redis_password_warnings(url: &str, from: RedisFrom) -> Vec<String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let Some((user_info, host_port)) = authority.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let has_password = user_info
+        .split_once(':')
+        .is_some_and(|(_, password)| !password.is_empty());
+    if !has_password {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    if from == RedisFrom::CommandLine {
+        warnings.push(format!(
+            "the Redis password was given on the command line, where every local user \
+             can read it (ps, /proc/PID/cmdline): put the URL in {REDIS_URL_VARIABLE} \
+             or in a file for --redis-url-file"
+        ));
+    }
+    let host = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => host_port
+            .rsplit_once(':')
+            .map_or(host_port, |(host, _)| host),
+    };
+    if scheme.eq_ignore_ascii_case("redis") && !tls::is_loopback(host) {
+        warnings.push(format!(
+            "the Redis password goes to {host} over plain redis://, readable by anyone \
+             on the path: use rediss:// (TLS; --redis-ca for a private CA)"
+        ));
+    }
+    warnings
 }
 
 /// Seconds, with a fraction if wanted: `5`, `0.5`.
@@ -316,6 +418,9 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     #[cfg(feature = "redis")]
     let server = match &args.redis {
         Some(url) => {
+            for warning in redis_password_warnings(url, args.redis_from) {
+                log::warn!("{warning}");
+            }
             let redis = Redis {
                 url,
                 node_name: args.node_name.as_deref(),
@@ -439,6 +544,52 @@ mod tests {
         assert!(parse_bytes("12MB").is_err());
         assert!(parse_bytes("M").is_err());
         assert!(parse_bytes("-5").is_err());
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_redis_password_is_warned_about_where_it_shows_and_never_shown() {
+        let warn = |url, from| redis_password_warnings(url, from).join(" | ");
+        // From the environment, to this machine: nothing to say.
+        assert_eq!(
+            warn("redis://:s3cret@127.0.0.1:6379/0", RedisFrom::Environment),
+            ""
+        );
+        assert_eq!(warn("redis://user:s3cret@localhost", RedisFrom::File), "");
+        // No password: nothing to say, wherever it comes from.
+        assert_eq!(
+            warn("redis://chat.example.org:6379", RedisFrom::CommandLine),
+            ""
+        );
+        assert_eq!(
+            warn("redis://user@chat.example.org", RedisFrom::CommandLine),
+            ""
+        );
+        // On the command line.
+        let said = warn("redis://:s3cret@[::1]:6379", RedisFrom::CommandLine);
+        assert!(said.contains("command line"), "{said}");
+        assert!(!said.contains("plain"), "{said}");
+        // In clear to another machine, and only in clear.
+        let said = warn("redis://:s3cret@10.0.0.5:6379/1", RedisFrom::File);
+        assert!(said.contains("to 10.0.0.5 over plain redis://"), "{said}");
+        let said = warn(
+            "redis://u:s3cret@[2001:db8::1]:6379",
+            RedisFrom::Environment,
+        );
+        assert!(said.contains("to 2001:db8::1 over plain"), "{said}");
+        assert_eq!(
+            warn("rediss://:s3cret@redis.example.org", RedisFrom::File),
+            ""
+        );
+        for (url, from) in [
+            ("redis://:s3cret@10.0.0.5", RedisFrom::CommandLine),
+            (
+                "redis://u:s3cret@[2001:db8::1]:6379",
+                RedisFrom::Environment,
+            ),
+        ] {
+            assert!(!warn(url, from).contains("s3cret"));
+        }
     }
 
     #[test]

@@ -263,9 +263,9 @@ impl Trust {
     }
 }
 
-/// Whether `host` names this machine: `localhost`, or an address in
-/// 127.0.0.0/8 or `::1`.
-fn is_loopback(host: &str) -> bool {
+/// Whether `host` (a name or an address, without brackets) names this
+/// machine: `localhost`, or an address in 127.0.0.0/8 or `::1`.
+pub fn is_loopback(host: &str) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host);
     host.eq_ignore_ascii_case("localhost")
         || host

@@ -363,6 +363,9 @@ struct Relay {
     addr: SocketAddr,
     /// Set when dropped: the accepting thread ends at its next wake-up.
     stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, a new client is closed at once, before anything reaches
+    /// the server: as a server that is not back yet, to the client.
+    closed: Arc<std::sync::atomic::AtomicBool>,
     /// Every connection's two ends, kept open here so that a copying
     /// thread that ends closes nothing.
     ends: Arc<std::sync::Mutex<Vec<(std::net::TcpStream, std::net::TcpStream)>>>,
@@ -377,12 +380,17 @@ impl Relay {
         let kept = Arc::clone(&ends);
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = Arc::clone(&stopped);
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse = Arc::clone(&closed);
         thread::spawn(move || {
             for client in listener.incoming() {
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
                 let Ok(client) = client else { return };
+                if refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(upstream) = TcpStream::connect(server) else {
                     return;
                 };
@@ -400,8 +408,15 @@ impl Relay {
         Relay {
             addr,
             stopped,
+            closed,
             ends,
         }
+    }
+
+    /// Closes new clients at once (`true`), or relays them again.
+    fn close_to_newcomers(&self, closed: bool) {
+        self.closed
+            .store(closed, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Cuts every client's side; the server's sides stay open.
@@ -483,6 +498,55 @@ fn a_full_server_is_tried_again_until_there_is_room() {
     enter(&mut session, "bye");
     expect(&mut session, "Ciao, Buonanotte!");
     assert_eq!(exit_code(&mut session), 0);
+    server.stop();
+}
+
+/// The server restarted and forgot the secret, and someone took the nick
+/// before the client came back (as when its ghost holds it on another
+/// server behind a load balancer): it comes back as a guest in the lobby.
+/// The line typed while away, as alice in #rust, is not posted there under
+/// the guest's name: it stays with the user, who is told why.
+#[test]
+fn back_as_someone_else_the_lines_typed_while_away_stay_with_the_user() {
+    let pki = Pki::new();
+    let mut server = Restartable::start(&pki);
+    let relay = Relay::start(server.addr);
+    let mut session = client_on_terminal(relay.addr, &pki, &["--nick", "alice"]);
+    expect(&mut session, "you are now alice");
+    enter(&mut session, "/join #rust");
+    expect_prompt(&mut session, "#rust");
+
+    // Until the nick is taken, the client cannot get back in.
+    relay.close_to_newcomers(true);
+    server.stop();
+    expect(&mut session, "(attempt 1)");
+    enter(&mut session, "typed while away");
+    expect(&mut session, "kept, to be sent once back (1 waiting)");
+    server.start_again();
+    let mut thief = TestClient::connect(server.addr, &pki.ca);
+    thief.send("/nick alice");
+    thief.recv_until(|line| line == "notice you are now alice");
+    relay.close_to_newcomers(false);
+
+    expect(&mut session, "reconnected to");
+    expect(
+        &mut session,
+        "not sent (typed as alice in #rust, and this connection is guest",
+    );
+    expect(&mut session, "in #lobby): typed while away");
+    // Whatever the client sent before this line reached the thief first.
+    enter(&mut session, "a marker");
+    loop {
+        let line = thief.recv();
+        assert!(!line.contains("typed while away"), "{line}");
+        if line.ends_with(" a marker") {
+            break;
+        }
+    }
+    enter(&mut session, "bye");
+    expect(&mut session, "Ciao, Buonanotte!");
+    assert_eq!(exit_code(&mut session), 0);
+    drop(relay);
     server.stop();
 }
 

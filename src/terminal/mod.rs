@@ -442,10 +442,17 @@ impl ConnectionLoop<'_> {
         }
         if step.ready {
             // Back where we were: what was typed meanwhile goes first.
-            let mut route = lock(&self.common.route);
-            route.ready = true;
-            for line in route.kept.drain(..) {
-                send(outbox, &line);
+            // Back as someone else, or elsewhere: it stays with the user.
+            let kept: Vec<String> = {
+                let mut route = lock(&self.common.route);
+                route.ready = true;
+                route.kept.drain(..).collect()
+            };
+            for line in kept {
+                match &step.not_as_typed {
+                    None => send(outbox, &line),
+                    Some(why) => self.note(&format!("not sent ({why}): {line}")),
+                }
             }
         }
         if step.show {

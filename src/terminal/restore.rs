@@ -46,9 +46,14 @@ pub(super) struct Step {
     pub(super) note: Option<String>,
     /// Lines to send, in order.
     pub(super) send: Vec<String>,
-    /// Back in the nick and room (or as near as the server let us): lines
-    /// typed meanwhile may go, and every line after them.
+    /// Back in the nick and room (or as near as the server let us): every
+    /// line typed from now on goes straight out.
     pub(super) ready: bool,
+    /// Set with `ready` when the connection is not the nick, or not in the
+    /// room, that the lines typed while away were typed as and in (the
+    /// nick was taken meanwhile, the room refused): why those lines are
+    /// not sent. They were meant for other eyes, under another name.
+    pub(super) not_as_typed: Option<String>,
 }
 
 impl Step {
@@ -58,6 +63,7 @@ impl Step {
             note: None,
             send: Vec::new(),
             ready: false,
+            not_as_typed: None,
         }
     }
 }
@@ -264,9 +270,32 @@ impl Restorer {
     /// we come back as next time.
     fn finish(&mut self, step: &mut Step) {
         self.stage = Stage::Done;
+        step.ready = true;
+        step.not_as_typed = self.not_as_before();
         self.me.nick.clone_from(&self.me.nick_now);
         self.me.room.clone_from(&self.me.room_now);
-        step.ready = true;
+    }
+
+    /// How this connection differs from the nick and room the client was
+    /// before it was away, if it does (compared as the server compares).
+    fn not_as_before(&self) -> Option<String> {
+        let me = &self.me;
+        let differs = |before: &Option<String>, now: &Option<String>| match (before, now) {
+            (Some(before), Some(now)) => !before.eq_ignore_ascii_case(now),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !differs(&me.nick, &me.nick_now) && !differs(&me.room, &me.room_now) {
+            return None;
+        }
+        let name = |value: &Option<String>| value.clone().unwrap_or_else(|| "?".into());
+        Some(format!(
+            "typed as {} in {}, and this connection is {} in {}",
+            name(&me.nick),
+            name(&me.room),
+            name(&me.nick_now),
+            name(&me.room_now)
+        ))
     }
 
     /// True if `nick` is ours, compared as the server does (ignoring case).

@@ -44,6 +44,8 @@ struct Client {
     sent: Vec<String>,
     shown: Vec<String>,
     notes: Vec<String>,
+    /// Why the lines typed while away were not sent, if they were not.
+    not_as_typed: Option<String>,
 }
 
 impl Client {
@@ -54,6 +56,7 @@ impl Client {
             sent: Vec::new(),
             shown: Vec::new(),
             notes: Vec::new(),
+            not_as_typed: None,
         }
     }
 
@@ -72,6 +75,9 @@ impl Client {
         self.roster.learn(parsed.as_ref(), notice.as_ref());
         self.notes.extend(step.note);
         self.sent.extend(step.send);
+        if step.ready {
+            self.not_as_typed = step.not_as_typed;
+        }
         if step.show {
             self.shown.push(line.to_string());
         }
@@ -196,6 +202,7 @@ fn comebacks(w: &'static Wording) -> Client {
     })));
     assert!(client.restorer.is_done());
     assert_eq!(client.notes.len(), 1, "{:?}", client.notes);
+    assert_eq!(client.not_as_typed, None, "back as alice in #rust");
 
     // Refusals before a close: which may pass.
     let passes = |r: Refusal<'_>| client.restorer.passes(&r.write_in(w));
@@ -267,6 +274,63 @@ fn a_client_reading_one_wording_does_not_understand_another() {
         .write_in(&REWORDED)
     ));
     assert!(client.roster.rooms_starting_with("#").is_empty());
+}
+
+/// The server forgot the secret and someone took the nick meanwhile (or
+/// its ghost still holds it on another server): the client ends up a guest
+/// in the lobby, and what was typed as alice in #rust must not be posted
+/// there under the guest's name.
+#[test]
+fn back_as_someone_else_the_lines_typed_while_away_are_not_sent() {
+    let w = &WORDING;
+    let notice = |n: Notice<'_>| format!("notice {}", n.write_in(w));
+    let mut client = Client::new(w);
+    client.begin(false, Some("alice"));
+    client.take(&notice(Notice::YouAre {
+        nick: "guest1",
+        sessions: None,
+    }));
+    client.take(&notice(Notice::YouAreNow { nick: "alice" }));
+    client.take("token alice s1");
+    client.take(&notice(Notice::YouAreIn {
+        room: "#rust",
+        here: 1,
+    }));
+
+    client.begin(true, None);
+    client.take(&notice(Notice::YouAre {
+        nick: "guest7",
+        sessions: None,
+    }));
+    client.take(&notice(Notice::YouAreIn {
+        room: "#lobby",
+        here: 2,
+    }));
+    let refused = format!(
+        "error {}",
+        Refusal::CannotReclaim { nick: "alice" }.write_in(w)
+    );
+    assert!(!client.take(&refused));
+    assert_eq!(client.sent.last().map(String::as_str), Some("/token"));
+    assert!(client.take("error the nick alice is taken"));
+    assert_eq!(
+        client.not_as_typed.as_deref(),
+        Some("typed as alice in #rust, and this connection is guest7 in #lobby")
+    );
+
+    // From then on the guest in the lobby is who the client is: after the
+    // next drop, back as guest7 in #lobby is back as before.
+    client.begin(true, None);
+    client.take(&notice(Notice::YouAre {
+        nick: "guest7",
+        sessions: None,
+    }));
+    client.take(&notice(Notice::YouAreIn {
+        room: "#lobby",
+        here: 2,
+    }));
+    assert!(client.take(&notice(Notice::YouAreAlready { nick: "guest7" })));
+    assert_eq!(client.not_as_typed, None);
 }
 
 #[test]

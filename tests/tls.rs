@@ -181,6 +181,28 @@ fn summary_names_version_suite_group_and_subject() {
     server.join().unwrap().handshake.unwrap();
 }
 
+/// A client that speaks only TLS 1.2 gets AES-128-GCM too, as the README
+/// says of the server's choice.
+#[test]
+fn a_tls_1_2_client_gets_aes_128_gcm() {
+    let pki = Pki::new();
+    let (addr, server) = serve_once(&pki);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(tls::load_certs(&pki.ca).unwrap());
+    let config = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let options = options(&addr, Trust::CaFile(pki.ca.clone()));
+    let socket = client::dial(&addr, TIMEOUT).unwrap();
+    let connected = client::handshake(socket, Arc::new(config), &options).unwrap();
+    let summary = &connected.summary;
+    for part in ["TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"] {
+        assert!(summary.contains(part), "{part} missing from {summary}");
+    }
+    drop(connected);
+    server.join().unwrap().handshake.unwrap();
+}
+
 #[test]
 fn server_refuses_a_key_that_does_not_match_its_certificate() {
     let one = Pki::new();

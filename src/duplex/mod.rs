@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustls::Connection;
+use rustls::ProtocolVersion::TLSv1_3;
 
 use crate::tls;
 
@@ -132,11 +133,12 @@ fn drive_handshake(
     };
     let server = matches!(conn, Connection::Server(_));
     loop {
-        // A server's handshake is over once the client's Finished is read;
-        // what it queued then (a session ticket) goes out with its first
-        // lines, in one send. A client must send its Finished now: the
-        // server waits for it.
-        if server && !conn.is_handshaking() {
+        // A TLS 1.3 server's handshake is over once the client's Finished
+        // is read; what it queued then (a session ticket) goes out with its
+        // first lines, in one send. In TLS 1.2 the server speaks last (its
+        // ChangeCipherSpec and Finished), and a client must send its
+        // Finished now: the other side waits for them.
+        if server && !conn.is_handshaking() && conn.protocol_version() == Some(TLSv1_3) {
             return Ok(());
         }
         write_pending(conn, socket, deadline).map_err(timed_out)?;

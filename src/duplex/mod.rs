@@ -55,7 +55,8 @@ pub enum HandshakeError {
     /// The socket failed.
     Io(io::Error),
     /// TLS itself failed: a certificate was refused, the peer sent an alert,
-    /// or it spoke something that is not TLS.
+    /// a malformed or oversized TLS message, or something that is not TLS
+    /// (each said apart by `Display`).
     Tls(rustls::Error),
 }
 
@@ -77,8 +78,23 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Tls(E::AlertReceived(alert)) => {
                 write!(f, "the peer refused the handshake (alert {alert:?})")
             }
-            HandshakeError::Tls(E::InvalidMessage(_)) => {
-                write!(f, "the peer does not speak TLS")
+            HandshakeError::Tls(E::InvalidMessage(why)) => {
+                use rustls::InvalidMessage as M;
+                match why {
+                    // The first bytes are no TLS record: HTTP, SSH, a scan.
+                    M::InvalidContentType | M::UnknownProtocolVersion => {
+                        write!(f, "the peer does not speak TLS")
+                    }
+                    M::MessageTooLarge
+                    | M::HandshakePayloadTooLarge
+                    | M::CertificatePayloadTooLarge => {
+                        write!(
+                            f,
+                            "the peer sent a TLS message over the size allowed ({why:?})"
+                        )
+                    }
+                    _ => write!(f, "the peer sent a malformed TLS message ({why:?})"),
+                }
             }
             HandshakeError::Tls(err) => write!(f, "{err}"),
         }

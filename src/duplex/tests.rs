@@ -247,6 +247,31 @@ fn a_peer_that_hangs_up_or_is_not_tls_is_named() {
         "{err:?}"
     );
     assert_eq!(err.to_string(), "the peer does not speak TLS");
+
+    // TLS, but a record longer than TLS allows (18 KiB of handshake):
+    // not "not TLS".
+    let (near, far) = tcp_pair();
+    let mut hello = vec![0x16, 0x03, 0x01, 0x48, 0x01, 0x01, 0x00, 0x47, 0xfd];
+    hello.resize(5 + 0x4801, 0);
+    (&far).write_all(&hello).unwrap();
+    let err = handshake(&mut server(&pki), &near, PATIENCE).unwrap_err();
+    let said = err.to_string();
+    assert!(
+        said.starts_with("the peer sent a TLS message over the size allowed"),
+        "{said}"
+    );
+
+    // TLS records around a message that is not what it claims to be.
+    let (near, far) = tcp_pair();
+    (&far)
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00])
+        .unwrap();
+    let err = handshake(&mut server(&pki), &near, PATIENCE).unwrap_err();
+    let said = err.to_string();
+    assert!(
+        said.starts_with("the peer sent a malformed TLS message"),
+        "{said}"
+    );
 }
 
 /// A client and a server connection over loopback TCP, handshake done,

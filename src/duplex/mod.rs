@@ -165,8 +165,13 @@ fn drive_handshake(
         socket
             .set_read_timeout(Some(left))
             .map_err(HandshakeError::Io)?;
-        if conn.read_tls(&mut &*socket).map_err(timed_out)? == 0 {
-            return Err(HandshakeError::Closed);
+        // A signal that arrives while a read waits with a timeout ends the
+        // read early (Linux does not restart those): read again.
+        match conn.read_tls(&mut &*socket) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(timed_out(err)),
         }
         conn.process_new_packets().map_err(HandshakeError::Tls)?;
     }
@@ -177,7 +182,10 @@ fn write_pending(conn: &mut Connection, socket: &TcpStream, deadline: Instant) -
     while conn.wants_write() {
         let left = remaining(deadline).ok_or(io::ErrorKind::TimedOut)?;
         socket.set_write_timeout(Some(left))?;
-        conn.write_tls(&mut &*socket)?;
+        match conn.write_tls(&mut &*socket) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            result => result?,
+        };
     }
     Ok(())
 }

@@ -97,17 +97,8 @@ pub enum Output {
         /// The line.
         line: Arc<str>,
     },
-    /// A line for everyone in a room, but `except`.
-    ToRoom {
-        /// The room.
-        room: RoomId,
-        /// The line.
-        line: Arc<str>,
-        /// Left out: the one whose news it is, who was told otherwise.
-        except: Option<ClientId>,
-        /// What the room keeps of it.
-        keep: Keep,
-    },
+    /// A line for everyone in a room, but its `except`.
+    ToRoom(RoomLine),
     /// The client is in `room` from now on, and in no other.
     Enter {
         /// The client.
@@ -124,6 +115,21 @@ pub enum Output {
     /// Something for the other servers this chat is shared with; only a
     /// shared chat ([`Chat::shared`]) asks.
     Elsewhere(Ask),
+}
+
+/// A room line on its way to the room's members: from the chat to the
+/// hub, and, shared, to the other servers and back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomLine {
+    /// The room.
+    pub room: RoomId,
+    /// The line, as the members get it.
+    pub line: Arc<str>,
+    /// Left out: the one whose news it is, who was told otherwise (only
+    /// ever one of this server's clients).
+    pub except: Option<ClientId>,
+    /// What the room keeps of it.
+    pub keep: Keep,
 }
 
 /// What a room keeps of a line said in it, beyond showing it.
@@ -381,19 +387,8 @@ impl Chat {
         if !self.sessions.contains_key(&id) {
             return;
         }
-        let text = match frame {
-            Frame::Line(text) => text,
-            Frame::TooLong => {
-                let text = format!(
-                    "line too long: the limit is {} bytes; it was not sent",
-                    self.settings.max_line
-                );
-                return out.push(to(id, ServerLine::Error(&text)));
-            }
-            Frame::InvalidUtf8 => {
-                let text = "line is not valid UTF-8; it was not sent";
-                return out.push(to(id, ServerLine::Error(text)));
-            }
+        let Frame::Line(text) = frame else {
+            return self.refused(id, &frame, out);
         };
         match protocol::parse_command(&text) {
             Ok(None) => {}
@@ -422,6 +417,20 @@ impl Chat {
         if protocol::is_greeting(text) {
             out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
         }
+    }
+
+    /// Tells a client why what it sent was refused as a line, and not sent.
+    fn refused(&self, id: ClientId, frame: &Frame, out: &mut Vec<Output>) {
+        let text = match frame {
+            // Not refused: nothing to tell.
+            Frame::Line(_) => return,
+            Frame::TooLong => format!(
+                "line too long: the limit is {} bytes; it was not sent",
+                self.settings.max_line
+            ),
+            Frame::InvalidUtf8 => "line is not valid UTF-8; it was not sent".to_owned(),
+        };
+        out.push(to(id, ServerLine::Error(&text)));
     }
 
     /// The client sends faster than its rate limit; its lines are delayed.
@@ -572,12 +581,12 @@ fn reply(id: ClientId, text: Result<String, String>) -> Output {
 /// it once it is shown ([`Chat::heard`]), here or, shared, when it comes
 /// back from the other servers.
 fn to_room(room: RoomId, line: ServerLine<'_>, except: Option<ClientId>, keep: Keep) -> Output {
-    Output::ToRoom {
+    Output::ToRoom(RoomLine {
         room,
         line: line.to_wire().into(),
         except,
         keep,
-    }
+    })
 }
 
 mod commands;

@@ -25,28 +25,15 @@
 
 use std::any::Any;
 use std::io;
-use std::sync::Arc;
 
-use crate::chat::{ClientId, Keep, RoomId};
+use crate::chat::RoomId;
+pub use crate::chat::RoomLine;
 use crate::hub::Event;
 use crate::queue;
 
 mod news;
 
 pub use news::{Ask, Asker, Claim, Query, Reach, Sent, Told, Unasked};
-
-/// A room line on its way to the room's members here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomLine {
-    /// The room.
-    pub room: RoomId,
-    /// The line, as the members get it.
-    pub line: Arc<str>,
-    /// Left out, if it is one of this server's clients.
-    pub except: Option<ClientId>,
-    /// What the room keeps of it.
-    pub keep: Keep,
-}
 
 /// Something an implementation of [`Elsewhere`] received on a thread of
 /// its own, on its way to the hub ([`Event::Elsewhere`]); only that

@@ -1,20 +1,14 @@
 //! The chat itself, as a plain value: who is here under which name, who
-//! is in which room, and what each command does and says.
-//!
-//! [`Chat`] holds no sockets, threads or clocks. Each method takes one
-//! thing that happened (a client joined, sent a line, left) and appends
-//! to a list what should follow: an [`Output`] is a line for one client
-//! or for a room, a move to another room, a close, or (shared with other
-//! servers only) something for them. The hub thread ([`hub`](crate::hub))
-//! feeds it and delivers what it says; its unit tests call it directly.
+//! is in which room, and what each command does and says. [`Chat`] holds
+//! no sockets, threads or clocks: each method takes one thing that
+//! happened and appends what should follow ([`Output`]s) to a list, which
+//! the [`hub`](crate::hub) delivers and the unit tests read.
 //!
 //! Nothing a client sends, in any order, can make it panic: every lookup
 //! of a client or a room that may be gone is checked, and what refers to
-//! a client that is no longer here is ignored.
+//! a client no longer here is ignored.
 //!
-//! Next: [`elsewhere`](crate::elsewhere), the seam to other servers, then
-//! [`hub`](crate::hub), the thread that feeds the chat and delivers what
-//! it says.
+//! Next: [`elsewhere`](crate::elsewhere), the seam to other servers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;

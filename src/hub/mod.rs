@@ -114,10 +114,10 @@ enum Rules {
 }
 
 impl Rules {
-    /// `guest_prefix`: shared with other servers, how this one names its
-    /// guests ([`Elsewhere::guest_prefix`]).
-    fn new(settings: ChatSettings, classic: bool, guest_prefix: Option<String>) -> Rules {
-        match (classic, guest_prefix) {
+    /// Shared with other servers, the chat names its guests as
+    /// `elsewhere` says ([`Elsewhere::guest_prefix`]).
+    fn new(settings: ChatSettings, classic: bool, elsewhere: &impl Elsewhere) -> Rules {
+        match (classic, elsewhere.guest_prefix()) {
             (true, _) => Rules::Classic(Classic::new(settings.max_line)),
             (false, Some(prefix)) => Rules::Chat(Box::new(Chat::shared(settings, prefix))),
             (false, None) => Rules::Chat(Box::new(Chat::new(settings))),
@@ -212,16 +212,9 @@ const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// The hub thread's loop: handles events until [`Event::Shutdown`], until
 /// `stop` is set, or until every sender is gone; then closes every
-/// connection it knows of.
-///
-/// Between events it checks the memory budget: while more lines wait for
-/// the writers than the budget allows, it takes no new events, so the
-/// readers wait to hand it theirs, and TCP slows the senders down.
-///
-/// `classic` runs the original app's rules ([`Classic`]) instead of the
-/// chat's. `elsewhere` is [`Alone`](crate::elsewhere::Alone) for a server
-/// alone, or the other servers this one shares its chat with; what they
-/// send arrives as [`Event::Elsewhere`].
+/// connection it knows of. `classic` runs the original app's rules
+/// ([`Classic`]); `elsewhere` is [`Alone`](crate::elsewhere::Alone) for a
+/// server alone.
 pub fn run<E: Elsewhere>(
     events: Receiver<Event>,
     settings: ChatSettings,
@@ -231,16 +224,7 @@ pub fn run<E: Elsewhere>(
     budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
 ) {
-    let batches = shards.iter().map(|_| Vec::new()).collect();
-    let mut hub = Hub {
-        rules: Rules::new(settings, classic, elsewhere.guest_prefix()),
-        elsewhere,
-        routing: Routing::new(shards.len()),
-        dispatch: Dispatch { shards, batches },
-        budget,
-        outputs: Vec::new(),
-        last_overload_warning: None,
-    };
+    let mut hub = Hub::new(settings, classic, elsewhere, shards, budget);
     // Everything already waiting, up to a round's worth, is handled before
     // the shards get their work: under load each shard wakes once for many
     // lines; with one event at a time, nothing waits longer.
@@ -263,6 +247,25 @@ pub fn run<E: Elsewhere>(
 }
 
 impl<E: Elsewhere> Hub<E> {
+    fn new(
+        settings: ChatSettings,
+        classic: bool,
+        elsewhere: E,
+        shards: Vec<Shard>,
+        budget: Arc<Budget>,
+    ) -> Hub<E> {
+        let batches = shards.iter().map(|_| Vec::new()).collect();
+        Hub {
+            rules: Rules::new(settings, classic, &elsewhere),
+            elsewhere,
+            routing: Routing::new(shards.len()),
+            dispatch: Dispatch { shards, batches },
+            budget,
+            outputs: Vec::new(),
+            last_overload_warning: None,
+        }
+    }
+
     fn handle(&mut self, event: Event) {
         let mut out = std::mem::take(&mut self.outputs);
         match event {
@@ -309,17 +312,10 @@ impl<E: Elsewhere> Hub<E> {
         if let Some(chat) = self.rules.chat() {
             chat.heard(line.room, &line.line, &line.keep);
         }
-        let RoomLine {
-            room, line, except, ..
-        } = line;
-        let line = Outgoing::new(line, &self.budget);
-        for (shard, except) in self.routing.shards_of(room, except) {
-            let to = To::Room { room, except };
-            let work = Work::Deliver {
-                line: line.clone(),
-                to,
-            };
-            self.dispatch.push(shard, work);
+        let (room, text) = (line.room, Outgoing::new(line.line, &self.budget));
+        for (shard, except) in self.routing.shards_of(room, line.except) {
+            let (line, to) = (text.clone(), To::Room { room, except });
+            self.dispatch.push(shard, Work::Deliver { line, to });
         }
     }
 
@@ -422,8 +418,10 @@ impl<E: Elsewhere> Hub<E> {
     }
 
     /// Waits while the lines waiting for the writers take more than the
-    /// memory budget. The shards first get what this round gathered: they
-    /// can only send, and so make room, what they have been given.
+    /// memory budget: the hub takes no new events, so the readers wait to
+    /// hand it theirs, and TCP slows the senders down. The shards first get
+    /// what this round gathered: they can only send, and so make room, what
+    /// they have been given.
     fn wait_for_writers(&mut self) {
         self.dispatch.hand_over();
         let now = Instant::now();

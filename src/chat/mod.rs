@@ -400,14 +400,9 @@ impl Chat {
         let Some(person) = self.person_of(id) else {
             return;
         };
-        let room = person.room;
         let from = person.nick.as_str();
-        out.push(to_room(
-            room,
-            ServerLine::Chat { from, text },
-            None,
-            Keep::History,
-        ));
+        let line = ServerLine::Chat { from, text };
+        out.push(to_room(person.room, line, None, Keep::History));
         if protocol::is_greeting(text) {
             out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
         }

@@ -266,6 +266,7 @@ impl<E: Elsewhere> Hub<E> {
         }
     }
 
+    /// One event: the rules say what follows, and the hub delivers it.
     fn handle(&mut self, event: Event) {
         let mut out = std::mem::take(&mut self.outputs);
         match event {
@@ -312,9 +313,11 @@ impl<E: Elsewhere> Hub<E> {
         if let Some(chat) = self.rules.chat() {
             chat.heard(line.room, &line.line, &line.keep);
         }
-        let (room, text) = (line.room, Outgoing::new(line.line, &self.budget));
+        let room = line.room;
+        let text = Outgoing::new(line.line, &self.budget);
         for (shard, except) in self.routing.shards_of(room, line.except) {
-            let (line, to) = (text.clone(), To::Room { room, except });
+            let line = text.clone();
+            let to = To::Room { room, except };
             self.dispatch.push(shard, Work::Deliver { line, to });
         }
     }

@@ -1,37 +1,39 @@
 //! Places in the chat: at most `--max-clients` at once and, if limited,
-//! `--max-per-ip` from one address.
-//!
-//! The server takes a [`Seat`] for a client once its handshake is done,
-//! before the hub hears of it; the hub holds it for as long as the client
-//! is in the chat, and lets it go when it closes the client. So a place is
-//! free again in the order of events (a client that said `bye` has left
-//! before the next one is counted), and admitting a client is a counter
-//! and a map lookup, whatever the number of clients.
+//! `--max-per-ip` from one address. The server takes a [`Seat`] for a
+//! client once its handshake is done; the hub holds it while the client is
+//! in the chat and lets it go when it closes the client, so a place is free
+//! again in the order of events (a client that said `bye` has left before
+//! the next one is counted).
 //!
 //! Next: [`queue`](crate::queue), the hub's inbox.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::protocol::Refusal;
 use crate::sync::lock;
 
-// The map of places per address is changed by single inserts and removes:
-// a panicking thread cannot leave it half changed, so `lock` takes a
-// poisoned one (see crate::sync).
-
 /// Places in the chat: at most `--max-clients` at once and, if limited,
-/// `--max-per-ip` from one address. A client takes one once its handshake
-/// is done, and gives it back when its reading thread ends. Counted, so
-/// that admitting a client costs the same however many are here.
+/// `--max-per-ip` from one address. Counted, so that admitting a client
+/// is one short lock and a map lookup, however many are here.
 #[derive(Debug)]
 pub struct Seats {
     max: usize,
-    taken: AtomicUsize,
-    /// The limit per address and the count for each, if limited.
-    per_ip: Option<(usize, Mutex<HashMap<IpAddr, usize>>)>,
+    max_per_ip: Option<usize>,
+    /// The places taken, and how many from each address when that is
+    /// limited. One lock for both, so a client refused for one limit never
+    /// holds, even for a moment, a place another is refused for. Changed
+    /// by single steps: a panicking thread cannot leave it half changed, so
+    /// `lock` takes a poisoned one (see crate::sync).
+    taken: Mutex<Taken>,
+}
+
+/// The places taken, in all and per address.
+#[derive(Debug, Default)]
+struct Taken {
+    all: usize,
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 impl Seats {
@@ -39,44 +41,28 @@ impl Seats {
     pub fn new(max: usize, max_per_ip: Option<usize>) -> Arc<Seats> {
         Arc::new(Seats {
             max,
-            taken: AtomicUsize::new(0),
-            per_ip: max_per_ip.map(|max| (max, Mutex::default())),
+            max_per_ip,
+            taken: Mutex::default(),
         })
     }
 
     /// A place for a client from `ip`, or the refusal it is told.
     pub fn take(self: &Arc<Seats>, ip: IpAddr) -> Result<Seat, String> {
-        // The address's own limit first, holding its lock while the total is
-        // taken: a client refused for its address never holds a place that
-        // another is then refused for, not even for a moment.
-        let mut per_ip = self
-            .per_ip
-            .as_ref()
-            .map(|(max, counts)| (*max, lock(counts)));
-        if let Some((max, counts)) = &per_ip {
-            let here = counts.get(&ip).copied().unwrap_or(0);
-            if here >= *max {
-                let ip = ip.to_string();
-                return Err(Refusal::TooManyFromAddress { ip: &ip, here }.to_string());
-            }
+        let mut taken = lock(&self.taken);
+        let here = taken.per_ip.get(&ip).copied().unwrap_or(0);
+        if self.max_per_ip.is_some_and(|max| here >= max) {
+            let ip = ip.to_string();
+            return Err(Refusal::TooManyFromAddress { ip: &ip, here }.to_string());
         }
-        let max = self.max;
-        let full = self
-            .taken
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_err();
-        if full {
-            return Err(Refusal::ServerFull { max }.to_string());
+        if taken.all >= self.max {
+            return Err(Refusal::ServerFull { max: self.max }.to_string());
         }
-        if let Some((_, counts)) = &mut per_ip {
-            *counts.entry(ip).or_default() += 1;
+        taken.all += 1;
+        if self.max_per_ip.is_some() {
+            *taken.per_ip.entry(ip).or_default() += 1;
         }
-        Ok(Seat {
-            seats: Arc::clone(self),
-            ip,
-        })
+        let seats = Arc::clone(self);
+        Ok(Seat { seats, ip })
     }
 }
 
@@ -89,16 +75,14 @@ pub struct Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        if let Some((_, counts)) = &self.seats.per_ip {
-            let mut counts = lock(counts);
-            if let Some(count) = counts.get_mut(&self.ip) {
-                *count -= 1;
-                if *count == 0 {
-                    counts.remove(&self.ip);
-                }
+        let mut taken = lock(&self.seats.taken);
+        taken.all -= 1;
+        if let Some(count) = taken.per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                taken.per_ip.remove(&self.ip);
             }
         }
-        self.seats.taken.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -123,8 +107,8 @@ mod tests {
         );
         drop(first);
         let _again = seats.take(b).unwrap();
-        assert_eq!(seats.taken.load(Ordering::SeqCst), 3);
-        let counts = lock(&seats.per_ip.as_ref().unwrap().1);
-        assert_eq!((counts[&a], counts[&b]), (1, 2));
+        let taken = lock(&seats.taken);
+        assert_eq!(taken.all, 3);
+        assert_eq!((taken.per_ip[&a], taken.per_ip[&b]), (1, 2));
     }
 }

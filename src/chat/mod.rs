@@ -1,20 +1,14 @@
 //! The chat itself, as a plain value: who is here under which name, who
-//! is in which room, and what each command does and says.
-//!
-//! [`Chat`] holds no sockets, threads or clocks. Each method takes one
-//! thing that happened (a client joined, sent a line, left) and appends
-//! to a list what should follow: an [`Output`] is a line for one client
-//! or for a room, a move to another room, a close, or (shared with other
-//! servers only) something for them. The hub thread ([`hub`](crate::hub))
-//! feeds it and delivers what it says; its unit tests call it directly.
+//! is in which room, and what each command does and says. [`Chat`] holds
+//! no sockets, threads or clocks: each method takes one thing that
+//! happened and appends what should follow ([`Output`]s) to a list, which
+//! the [`hub`](crate::hub) delivers and the unit tests read.
 //!
 //! Nothing a client sends, in any order, can make it panic: every lookup
 //! of a client or a room that may be gone is checked, and what refers to
-//! a client that is no longer here is ignored.
+//! a client no longer here is ignored.
 //!
-//! Next: [`elsewhere`](crate::elsewhere), the seam to other servers, then
-//! [`hub`](crate::hub), the thread that feeds the chat and delivers what
-//! it says.
+//! Next: [`elsewhere`](crate::elsewhere), the seam to other servers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -97,17 +91,8 @@ pub enum Output {
         /// The line.
         line: Arc<str>,
     },
-    /// A line for everyone in a room, but `except`.
-    ToRoom {
-        /// The room.
-        room: RoomId,
-        /// The line.
-        line: Arc<str>,
-        /// Left out: the one whose news it is, who was told otherwise.
-        except: Option<ClientId>,
-        /// What the room keeps of it.
-        keep: Keep,
-    },
+    /// A line for everyone in a room, but its `except`.
+    ToRoom(RoomLine),
     /// The client is in `room` from now on, and in no other.
     Enter {
         /// The client.
@@ -124,6 +109,21 @@ pub enum Output {
     /// Something for the other servers this chat is shared with; only a
     /// shared chat ([`Chat::shared`]) asks.
     Elsewhere(Ask),
+}
+
+/// A room line on its way to the room's members: from the chat to the
+/// hub, and, shared, to the other servers and back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomLine {
+    /// The room.
+    pub room: RoomId,
+    /// The line, as the members get it.
+    pub line: Arc<str>,
+    /// Left out: the one whose news it is, who was told otherwise (only
+    /// ever one of this server's clients).
+    pub except: Option<ClientId>,
+    /// What the room keeps of it.
+    pub keep: Keep,
 }
 
 /// What a room keeps of a line said in it, beyond showing it.
@@ -381,19 +381,8 @@ impl Chat {
         if !self.sessions.contains_key(&id) {
             return;
         }
-        let text = match frame {
-            Frame::Line(text) => text,
-            Frame::TooLong => {
-                let text = format!(
-                    "line too long: the limit is {} bytes; it was not sent",
-                    self.settings.max_line
-                );
-                return out.push(to(id, ServerLine::Error(&text)));
-            }
-            Frame::InvalidUtf8 => {
-                let text = "line is not valid UTF-8; it was not sent";
-                return out.push(to(id, ServerLine::Error(text)));
-            }
+        let Frame::Line(text) = frame else {
+            return self.refused(id, &frame, out);
         };
         match protocol::parse_command(&text) {
             Ok(None) => {}
@@ -411,17 +400,26 @@ impl Chat {
         let Some(person) = self.person_of(id) else {
             return;
         };
-        let room = person.room;
         let from = person.nick.as_str();
-        out.push(to_room(
-            room,
-            ServerLine::Chat { from, text },
-            None,
-            Keep::History,
-        ));
+        let line = ServerLine::Chat { from, text };
+        out.push(to_room(person.room, line, None, Keep::History));
         if protocol::is_greeting(text) {
             out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
         }
+    }
+
+    /// Tells a client why what it sent was refused as a line, and not sent.
+    fn refused(&self, id: ClientId, frame: &Frame, out: &mut Vec<Output>) {
+        let text = match frame {
+            // Not refused: nothing to tell.
+            Frame::Line(_) => return,
+            Frame::TooLong => format!(
+                "line too long: the limit is {} bytes; it was not sent",
+                self.settings.max_line
+            ),
+            Frame::InvalidUtf8 => "line is not valid UTF-8; it was not sent".to_owned(),
+        };
+        out.push(to(id, ServerLine::Error(&text)));
     }
 
     /// The client sends faster than its rate limit; its lines are delayed.
@@ -572,12 +570,12 @@ fn reply(id: ClientId, text: Result<String, String>) -> Output {
 /// it once it is shown ([`Chat::heard`]), here or, shared, when it comes
 /// back from the other servers.
 fn to_room(room: RoomId, line: ServerLine<'_>, except: Option<ClientId>, keep: Keep) -> Output {
-    Output::ToRoom {
+    Output::ToRoom(RoomLine {
         room,
         line: line.to_wire().into(),
         except,
         keep,
-    }
+    })
 }
 
 mod commands;

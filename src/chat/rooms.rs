@@ -242,13 +242,10 @@ impl Chat {
 
 /// Keeps `line` among a room's last `max` lines.
 pub(super) fn remember(history: &mut VecDeque<Arc<str>>, max: usize, line: &Arc<str>) {
-    if max == 0 {
-        return;
-    }
-    while history.len() >= max {
+    history.push_back(Arc::clone(line));
+    while history.len() > max {
         history.pop_front();
     }
-    history.push_back(Arc::clone(line));
 }
 
 /// What a newcomer to a room is shown of its past: its topic, and its

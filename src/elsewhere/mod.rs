@@ -1,52 +1,28 @@
 //! The one seam between this server's chat and any other servers it is
-//! shared with: names, presence, private lines and room lines.
-//! It owns the interface ([`Elsewhere`]), the values that cross it, and
-//! its implementation for a server alone ([`Alone`]); not the link through
-//! Redis, the other implementation (`linked`, behind the `redis` feature).
+//! shared with: the interface ([`Elsewhere`]), the values that cross it
+//! (what the chat asks, [`Ask`], and is told, [`Told`], in `news`), and
+//! [`Alone`], a server with no others; not the link through Redis
+//! (`linked`, behind the `redis` feature).
 //!
-//! # Why a trait, and how it costs nothing alone
-//!
-//! The hub is generic over [`Elsewhere`]. A server alone runs the hub with
-//! [`Alone`], whose methods are empty or give the line straight back: the
-//! compiler inlines them, so a room line goes from the chat to the shards
-//! as it would with no seam at all. A linked server runs it with a boxed
-//! implementation the hub knows only by this trait: per room line, a few
-//! indirect calls and, when the line comes back from Redis to be shown, one
-//! boxed [`Arrival`] opened by a downcast; small beside the round trip to
-//! Redis itself.
-//!
-//! What the chat asks of the others is an [`Ask`] (inside
-//! [`Output::Elsewhere`](crate::chat::Output::Elsewhere)); what they tell
-//! it back is a [`Told`] (both in `news`, which a server alone never
-//! needs). A chat alone never asks: its names, presence and questions are
-//! all here.
+//! The hub is generic over [`Elsewhere`], so a server alone costs nothing:
+//! [`Alone`]'s methods are empty or give the line straight back, and inline
+//! away. A linked server pays, per room line, a few indirect calls through
+//! a box and, when the line comes back from Redis, one downcast of an
+//! [`Arrival`]: small beside the round trip to Redis.
 //!
 //! Next: [`hub`](crate::hub), which holds the implementation.
 
 use std::any::Any;
 use std::io;
-use std::sync::Arc;
 
-use crate::chat::{ClientId, Keep, RoomId};
+use crate::chat::RoomId;
+pub use crate::chat::RoomLine;
 use crate::hub::Event;
 use crate::queue;
 
 mod news;
 
 pub use news::{Ask, Asker, Claim, Query, Reach, Sent, Told, Unasked};
-
-/// A room line on its way to the room's members here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomLine {
-    /// The room.
-    pub room: RoomId,
-    /// The line, as the members get it.
-    pub line: Arc<str>,
-    /// Left out, if it is one of this server's clients.
-    pub except: Option<ClientId>,
-    /// What the room keeps of it.
-    pub keep: Keep,
-}
 
 /// Something an implementation of [`Elsewhere`] received on a thread of
 /// its own, on its way to the hub ([`Event::Elsewhere`]); only that

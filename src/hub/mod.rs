@@ -1,23 +1,14 @@
 //! The hub: the one thread that owns the chat, and hands each line to the
 //! writers once.
 //!
-//! Reading threads never touch each other. They send the hub [`Event`]s,
-//! through one bounded queue. The hub passes each to the [`Chat`], the
-//! chat's state and rules as a plain value, and delivers what it answers:
-//! one message per line per writer shard with someone in the room, however
-//! many recipients. So the hub keeps only what delivery needs: where each
-//! client's lines go (its shard and slot) and how many of each room's
-//! members each shard holds (its `routing`). It knows shards, never
-//! sockets or TLS.
-//!
-//! Every room line, and whatever the chat asks of other servers, goes
-//! through one [`Elsewhere`]: for a server alone, [`Alone`](crate::elsewhere::Alone),
-//! which gives each line straight back to be shown here; the hub knows no
-//! other implementation by name.
-//!
-//! With `--classic`, the hub runs the original app's rules
-//! ([`Classic`]) instead of the chat's: the same events in, the same kind
-//! of [`Output`]s out, so nothing else changes.
+//! Reading threads never touch each other: they send the hub [`Event`]s
+//! through one bounded queue. The hub gives each to the [`Chat`] and
+//! delivers what it answers: one message per line per writer shard with
+//! someone in the room, however many recipients. It keeps only what
+//! delivery needs (`routing`), and knows shards, never sockets or TLS.
+//! Room lines pass the seam to other servers, [`Elsewhere`], on the way.
+//! With `--classic` it runs the original app's rules ([`Classic`]): the
+//! same events in, the same [`Output`]s out.
 //!
 //! Next: [`budget`](crate::budget), what the lines on their way cost, then
 //! [`shard`](crate::shard), the writers.
@@ -28,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Outgoing};
-use crate::chat::{Chat, ChatSettings, ClientId, Output, PeerCertificate, RoomId};
+use crate::chat::{Chat, ChatSettings, ClientId, Output, PeerCertificate, RoomId, RoomLine};
 use crate::classic::Classic;
-use crate::elsewhere::{Arrival, Elsewhere, RoomLine, Told};
+use crate::elsewhere::{Arrival, Ask, Elsewhere, Told};
 use crate::line::Frame;
 use crate::queue::Receiver;
 use crate::seats::Seat;
@@ -123,10 +114,10 @@ enum Rules {
 }
 
 impl Rules {
-    /// `guest_prefix`: shared with other servers, how this one names its
-    /// guests ([`Elsewhere::guest_prefix`]).
-    fn new(settings: ChatSettings, classic: bool, guest_prefix: Option<String>) -> Rules {
-        match (classic, guest_prefix) {
+    /// Shared with other servers, the chat names its guests as
+    /// `elsewhere` says ([`Elsewhere::guest_prefix`]).
+    fn new(settings: ChatSettings, classic: bool, elsewhere: &impl Elsewhere) -> Rules {
+        match (classic, elsewhere.guest_prefix()) {
             (true, _) => Rules::Classic(Classic::new(settings.max_line)),
             (false, Some(prefix)) => Rules::Chat(Box::new(Chat::shared(settings, prefix))),
             (false, None) => Rules::Chat(Box::new(Chat::new(settings))),
@@ -221,16 +212,9 @@ const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// The hub thread's loop: handles events until [`Event::Shutdown`], until
 /// `stop` is set, or until every sender is gone; then closes every
-/// connection it knows of.
-///
-/// Between events it checks the memory budget: while more lines wait for
-/// the writers than the budget allows, it takes no new events, so the
-/// readers wait to hand it theirs, and TCP slows the senders down.
-///
-/// `classic` runs the original app's rules ([`Classic`]) instead of the
-/// chat's. `elsewhere` is [`Alone`](crate::elsewhere::Alone) for a server
-/// alone, or the other servers this one shares its chat with; what they
-/// send arrives as [`Event::Elsewhere`].
+/// connection it knows of. `classic` runs the original app's rules
+/// ([`Classic`]); `elsewhere` is [`Alone`](crate::elsewhere::Alone) for a
+/// server alone.
 pub fn run<E: Elsewhere>(
     events: Receiver<Event>,
     settings: ChatSettings,
@@ -240,16 +224,7 @@ pub fn run<E: Elsewhere>(
     budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
 ) {
-    let batches = shards.iter().map(|_| Vec::new()).collect();
-    let mut hub = Hub {
-        rules: Rules::new(settings, classic, elsewhere.guest_prefix()),
-        elsewhere,
-        routing: Routing::new(shards.len()),
-        dispatch: Dispatch { shards, batches },
-        budget,
-        outputs: Vec::new(),
-        last_overload_warning: None,
-    };
+    let mut hub = Hub::new(settings, classic, elsewhere, shards, budget);
     // Everything already waiting, up to a round's worth, is handled before
     // the shards get their work: under load each shard wakes once for many
     // lines; with one event at a time, nothing waits longer.
@@ -272,68 +247,54 @@ pub fn run<E: Elsewhere>(
 }
 
 impl<E: Elsewhere> Hub<E> {
+    fn new(
+        settings: ChatSettings,
+        classic: bool,
+        elsewhere: E,
+        shards: Vec<Shard>,
+        budget: Arc<Budget>,
+    ) -> Hub<E> {
+        let batches = shards.iter().map(|_| Vec::new()).collect();
+        Hub {
+            rules: Rules::new(settings, classic, &elsewhere),
+            elsewhere,
+            routing: Routing::new(shards.len()),
+            dispatch: Dispatch { shards, batches },
+            budget,
+            outputs: Vec::new(),
+            last_overload_warning: None,
+        }
+    }
+
+    /// One event: the rules say what follows, and the hub delivers it.
     fn handle(&mut self, event: Event) {
         let mut out = std::mem::take(&mut self.outputs);
         match event {
-            Event::Ready {
-                id,
-                peer,
-                address,
-                certificate,
-                seat,
-            } => {
-                self.routing.add(id, address, seat);
-                self.rules.join(id, peer, certificate, &mut out);
-            }
             Event::Frame { id, frame } => self.rules.line(id, frame, &mut out),
-            Event::Throttled { id } => self.rules.throttled(id, &mut out),
-            Event::Gone { id, reason, public } => {
-                self.rules.left(id, public, &reason, &mut out);
-                // The rules close everyone they knew; this is for one they
-                // never heard of, so that its shard lets it go all the same.
-                out.push(Output::Close { id });
-            }
-            Event::Elsewhere(arrival) => {
-                let told = self.elsewhere.arrived(arrival);
-                self.told(told, &mut out);
-            }
-            // Handled by `run`; harmless if it ever arrives here.
-            Event::Shutdown => {}
+            event => self.not_a_line(event, &mut out),
         }
         self.deliver(&mut out);
         self.elsewhere.event_done();
         self.outputs = out;
     }
 
-    /// Does what the other servers' news calls for: the chat takes it,
-    /// but for the lines to show here and the questions to answer.
-    fn told(&mut self, told: Told, out: &mut Vec<Output>) {
-        let Some(chat) = self.rules.chat() else {
-            return;
-        };
-        match told {
-            Told::Line(line) => self.show_here(line),
-            Told::Question { asker, query } => {
-                let answer = chat.local_answer(&query);
-                self.elsewhere.answer(&asker, &answer);
-            }
-            told => {
-                let then = chat.told(told, out);
-                self.deliver(out);
-                for line in then {
-                    self.show_here(line);
-                }
+    /// Turns what the rules said into work for the shards, in order.
+    fn deliver(&mut self, out: &mut Vec<Output>) {
+        // What the chat answers when an ask cannot go: delivered after the
+        // rest.
+        let mut answers = Vec::new();
+        for output in out.drain(..) {
+            match output {
+                Output::ToRoom(line) => self.room_line(line),
+                Output::To { id, line } => self.send_one(id, line),
+                Output::Enter { id, room } => self.enter(id, room),
+                Output::Close { id } => self.close(id),
+                Output::Elsewhere(ask) => self.ask(ask, &mut answers),
             }
         }
-    }
-
-    /// A room line shown here now: the room keeps what it should of it,
-    /// and its members here get it.
-    fn show_here(&mut self, line: RoomLine) {
-        if let Some(chat) = self.rules.chat() {
-            chat.heard(line.room, &line.line, &line.keep);
+        if !answers.is_empty() {
+            self.deliver(&mut answers);
         }
-        self.send_room(line.room, line.line, line.except);
     }
 
     /// A room line the rules said: shown here now, unless it went to the
@@ -345,91 +306,125 @@ impl<E: Elsewhere> Hub<E> {
         }
     }
 
-    /// Turns what the rules said into work for the shards, in order.
-    fn deliver(&mut self, out: &mut Vec<Output>) {
-        // What the chat answers when an ask cannot go: delivered after the
-        // rest.
-        let mut answers = Vec::new();
-        for output in out.drain(..) {
-            match output {
-                Output::Elsewhere(ask) => {
-                    if let Err((ask, why)) = self.elsewhere.ask(ask) {
-                        if let Some(chat) = self.rules.chat() {
-                            chat.unasked(ask, why, &mut answers);
-                        }
-                    }
-                }
-                Output::To { id, line } => {
-                    if let Some(place) = self.routing.place(id) {
-                        let work = Work::Deliver {
-                            line: Outgoing::new(line, &self.budget),
-                            to: To::One(place.slot),
-                        };
-                        self.dispatch.push(place.shard, work);
-                    }
-                }
-                Output::ToRoom {
-                    room,
-                    line,
-                    except,
-                    keep,
-                } => self.room_line(RoomLine {
-                    room,
-                    line,
-                    except,
-                    keep,
-                }),
-                Output::Enter { id, room } => {
-                    let Some(moved) = self.routing.enter(id, room) else {
-                        continue;
-                    };
-                    if let Some(room) = moved.emptied {
-                        self.elsewhere.emptied(room);
-                    }
-                    if moved.opened.is_some() {
-                        let rules = &self.rules;
-                        self.elsewhere.entered(room, &|| rules.room_key(room));
-                    }
-                    let place = moved.place;
-                    self.dispatch
-                        .push(place.shard, Work::Enter(place.slot, room));
-                }
-                Output::Close { id } => {
-                    let Some(moved) = self.routing.close(id) else {
-                        continue;
-                    };
-                    if let Some(room) = moved.emptied {
-                        self.elsewhere.emptied(room);
-                    }
-                    let place = moved.place;
-                    self.dispatch.push(place.shard, Work::Close(place.slot));
-                }
-            }
+    /// A room line shown here now: the room keeps what it should of it,
+    /// and its members here get it, in one message per shard with members
+    /// in the room, not one per member.
+    fn show_here(&mut self, line: RoomLine) {
+        if let Some(chat) = self.rules.chat() {
+            chat.heard(line.room, &line.line, &line.keep);
         }
-        if !answers.is_empty() {
-            self.deliver(&mut answers);
+        let room = line.room;
+        let text = Outgoing::new(line.line, &self.budget);
+        for (shard, except) in self.routing.shards_of(room, line.except) {
+            let line = text.clone();
+            let to = To::Room { room, except };
+            self.dispatch.push(shard, Work::Deliver { line, to });
         }
     }
 
-    /// One message per shard with members in the room, not one per member.
-    fn send_room(&mut self, room: RoomId, line: Arc<str>, except: Option<ClientId>) {
-        let mut shards = self.routing.shards_of(room, except).peekable();
-        if shards.peek().is_none() {
-            return;
+    /// Every event but a line: a client ready or gone, a flood, news from
+    /// the other servers.
+    fn not_a_line(&mut self, event: Event, out: &mut Vec<Output>) {
+        match event {
+            Event::Ready {
+                id,
+                peer,
+                address,
+                certificate,
+                seat,
+            } => {
+                self.routing.add(id, address, seat);
+                self.rules.join(id, peer, certificate, out);
+            }
+            // `handle` takes lines itself; one given here is the same.
+            Event::Frame { id, frame } => self.rules.line(id, frame, out),
+            Event::Throttled { id } => self.rules.throttled(id, out),
+            Event::Gone { id, reason, public } => {
+                self.rules.left(id, public, &reason, out);
+                // The rules close everyone they knew; this is for one they
+                // never heard of, so that its shard lets it go all the same.
+                out.push(Output::Close { id });
+            }
+            Event::Elsewhere(arrival) => self.arrived(arrival, out),
+            // Handled by `run`; harmless if it ever arrives here.
+            Event::Shutdown => {}
         }
-        let line = Outgoing::new(line, &self.budget);
-        for (shard, except) in shards {
+    }
+
+    /// Does what the other servers' news calls for: the chat takes it,
+    /// but for the questions to answer.
+    fn arrived(&mut self, arrival: Arrival, out: &mut Vec<Output>) {
+        let told = self.elsewhere.arrived(arrival);
+        let Some(chat) = self.rules.chat() else {
+            return;
+        };
+        if let Told::Question { asker, query } = told {
+            let answer = chat.local_answer(&query);
+            return self.elsewhere.answer(&asker, &answer);
+        }
+        let then = chat.told(told, out);
+        self.deliver(out);
+        for line in then {
+            self.show_here(line);
+        }
+    }
+
+    /// A line for one client.
+    fn send_one(&mut self, id: ClientId, line: Arc<str>) {
+        if let Some(place) = self.routing.place(id) {
             let work = Work::Deliver {
-                line: line.clone(),
-                to: To::Room { room, except },
+                line: Outgoing::new(line, &self.budget),
+                to: To::One(place.slot),
             };
-            self.dispatch.push(shard, work);
+            self.dispatch.push(place.shard, work);
+        }
+    }
+
+    /// `id` is in `room` from now on: its shard is told, and the other
+    /// servers when it is the first here in `room` or the last in its old one.
+    fn enter(&mut self, id: ClientId, room: RoomId) {
+        let Some(moved) = self.routing.enter(id, room) else {
+            return;
+        };
+        if let Some(room) = moved.emptied {
+            self.elsewhere.emptied(room);
+        }
+        if moved.opened.is_some() {
+            let rules = &self.rules;
+            self.elsewhere.entered(room, &|| rules.room_key(room));
+        }
+        let place = moved.place;
+        self.dispatch
+            .push(place.shard, Work::Enter(place.slot, room));
+    }
+
+    /// `id` is closed once what is queued for it is sent.
+    fn close(&mut self, id: ClientId) {
+        let Some(moved) = self.routing.close(id) else {
+            return;
+        };
+        if let Some(room) = moved.emptied {
+            self.elsewhere.emptied(room);
+        }
+        let place = moved.place;
+        self.dispatch.push(place.shard, Work::Close(place.slot));
+    }
+
+    /// Hands the other servers what the chat asks; if it cannot go, what
+    /// the chat answers instead goes into `answers`.
+    fn ask(&mut self, ask: Ask, answers: &mut Vec<Output>) {
+        if let Err((ask, why)) = self.elsewhere.ask(ask) {
+            if let Some(chat) = self.rules.chat() {
+                chat.unasked(ask, why, answers);
+            }
         }
     }
 
     /// Waits while the lines waiting for the writers take more than the
-    /// memory budget. The shards first get what this round gathered: they
-    /// can only send, and so make room, what they have been given.
+    /// memory budget: the hub takes no new events, so the readers wait to
+    /// hand it theirs, and TCP slows the senders down. The shards first get
+    /// what this round gathered: they can only send, and so make room, what
+    /// they have been given.
     fn wait_for_writers(&mut self) {
         self.dispatch.hand_over();
         let now = Instant::now();

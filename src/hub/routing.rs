@@ -11,8 +11,7 @@ use crate::seats::Seat;
 /// Where one client's lines go, and which room its shard has it in.
 #[derive(Debug)]
 struct Whereabouts<S> {
-    shard: usize,
-    slot: S,
+    place: Place<S>,
     room: Option<RoomId>,
     /// Let go with the route, when the client is closed: from the next
     /// event on, its place is free.
@@ -65,8 +64,7 @@ impl<S: Copy + PartialEq> Routing<S> {
     /// is let go when it is closed.
     pub fn add(&mut self, id: ClientId, place: Place<S>, seat: Seat) {
         let route = Whereabouts {
-            shard: place.shard,
-            slot: place.slot,
+            place,
             room: None,
             _seat: seat,
         };
@@ -75,19 +73,13 @@ impl<S: Copy + PartialEq> Routing<S> {
 
     /// Where `id`'s lines go, if it is known.
     pub fn place(&self, id: ClientId) -> Option<Place<S>> {
-        self.routes.get(&id).map(|route| Place {
-            shard: route.shard,
-            slot: route.slot,
-        })
+        self.routes.get(&id).map(|route| route.place)
     }
 
     /// `id` is in `room` from now on, and in no other.
     pub fn enter(&mut self, id: ClientId, room: RoomId) -> Option<Moved<S>> {
         let route = self.routes.get_mut(&id)?;
-        let place = Place {
-            shard: route.shard,
-            slot: route.slot,
-        };
+        let place = route.place;
         let old = route.room.replace(room);
         let emptied = old.and_then(|old| self.leave(old, place.shard));
         let opened = (!self.rooms.contains_key(&room)).then_some(room);
@@ -108,12 +100,11 @@ impl<S: Copy + PartialEq> Routing<S> {
     /// `id` is closed: forgotten, and out of its room.
     pub fn close(&mut self, id: ClientId) -> Option<Moved<S>> {
         let route = self.routes.remove(&id)?;
-        let emptied = route.room.and_then(|room| self.leave(room, route.shard));
+        let emptied = route
+            .room
+            .and_then(|room| self.leave(room, route.place.shard));
         Some(Moved {
-            place: Place {
-                shard: route.shard,
-                slot: route.slot,
-            },
+            place: route.place,
             opened: None,
             emptied,
         })

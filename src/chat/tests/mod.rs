@@ -73,12 +73,12 @@ impl Harness {
                     assert!(!self.closed.contains(&id), "{id} sent a line after close");
                     seen.entry(id).or_default().push(text(&line));
                 }
-                Output::ToRoom {
+                Output::ToRoom(RoomLine {
                     room,
                     line,
                     except,
                     keep,
-                } => {
+                }) => {
                     // Alone, the hub shows a line at once, and the room
                     // keeps it; shared, only once it is back from the
                     // others, which the tests below say when.

@@ -1,5 +1,6 @@
 //! Places in the chat: at most `--max-clients` at once and, if limited,
-//! `--max-per-ip` from one address. The server takes a [`Seat`] for a
+//! `--max-per-ip` from one address (for IPv6, one /64 network: see
+//! [`Block`]). The server takes a [`Seat`] for a
 //! client once its handshake is done; the hub holds it while the client is
 //! in the chat and lets it go when it closes the client, so a place is free
 //! again in the order of events (a client that said `bye` has left before
@@ -8,7 +9,7 @@
 //! Next: [`queue`](crate::queue), the hub's inbox.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use crate::protocol::Refusal;
@@ -33,7 +34,39 @@ pub struct Seats {
 #[derive(Debug, Default)]
 struct Taken {
     all: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<Block, usize>,
+}
+
+/// What `--max-per-ip` counts as one address: an IPv4 address, or an IPv6
+/// /64 network. One IPv6 host is usually given a whole /64 (2^64
+/// addresses), so counting each address alone would let it take any
+/// number of places by changing the low bits. An IPv4 address mapped into
+/// IPv6 (`::ffff:a.b.c.d`) is that IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Block(IpAddr);
+
+impl Block {
+    /// The block `ip` belongs to.
+    pub fn of(ip: IpAddr) -> Block {
+        match ip {
+            IpAddr::V4(_) => Block(ip),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Block(IpAddr::V4(v4)),
+                None => Block(IpAddr::V6(Ipv6Addr::from_bits(
+                    v6.to_bits() & !u128::from(u64::MAX),
+                ))),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
 }
 
 impl Seats {
@@ -48,10 +81,11 @@ impl Seats {
 
     /// A place for a client from `ip`, or the refusal it is told.
     pub fn take(self: &Arc<Seats>, ip: IpAddr) -> Result<Seat, String> {
+        let block = Block::of(ip);
         let mut taken = lock(&self.taken);
-        let here = taken.per_ip.get(&ip).copied().unwrap_or(0);
+        let here = taken.per_ip.get(&block).copied().unwrap_or(0);
         if self.max_per_ip.is_some_and(|max| here >= max) {
-            let ip = ip.to_string();
+            let ip = block.to_string();
             return Err(Refusal::TooManyFromAddress { ip: &ip, here }.to_string());
         }
         if taken.all >= self.max {
@@ -59,10 +93,10 @@ impl Seats {
         }
         taken.all += 1;
         if self.max_per_ip.is_some() {
-            *taken.per_ip.entry(ip).or_default() += 1;
+            *taken.per_ip.entry(block).or_default() += 1;
         }
         let seats = Arc::clone(self);
-        Ok(Seat { seats, ip })
+        Ok(Seat { seats, block })
     }
 }
 
@@ -70,17 +104,17 @@ impl Seats {
 #[derive(Debug)]
 pub struct Seat {
     seats: Arc<Seats>,
-    ip: IpAddr,
+    block: Block,
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
         let mut taken = lock(&self.seats.taken);
         taken.all -= 1;
-        if let Some(count) = taken.per_ip.get_mut(&self.ip) {
+        if let Some(count) = taken.per_ip.get_mut(&self.block) {
             *count -= 1;
             if *count == 0 {
-                taken.per_ip.remove(&self.ip);
+                taken.per_ip.remove(&self.block);
             }
         }
     }
@@ -109,6 +143,27 @@ mod tests {
         let _again = seats.take(b).unwrap();
         let taken = lock(&seats.taken);
         assert_eq!(taken.all, 3);
-        assert_eq!((taken.per_ip[&a], taken.per_ip[&b]), (1, 2));
+        assert_eq!(
+            (taken.per_ip[&Block::of(a)], taken.per_ip[&Block::of(b)]),
+            (1, 2)
+        );
+    }
+
+    #[test]
+    fn an_ipv6_network_of_64_bits_is_one_address() {
+        let seats = Seats::new(100, Some(2));
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let _first = seats.take(ip("2001:db8:1:2::1")).unwrap();
+        let _second = seats.take(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).unwrap();
+        assert_eq!(
+            seats.take(ip("2001:db8:1:2:abcd::9")).unwrap_err(),
+            "too many connections from 2001:db8:1:2::/64 (2); close one and try again"
+        );
+        // The next /64 is another network.
+        let _other = seats.take(ip("2001:db8:1:3::1")).unwrap();
+        // IPv4 mapped into IPv6 is the IPv4 address.
+        let _v4 = seats.take(ip("192.0.2.7")).unwrap();
+        let _mapped = seats.take(ip("::ffff:192.0.2.7")).unwrap();
+        assert!(seats.take(ip("192.0.2.7")).is_err());
     }
 }

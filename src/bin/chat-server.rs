@@ -34,8 +34,9 @@ Options:
   --max-clients N            clients in the chat at once; more are told
                              'server full' [default: 10000, or fewer if the
                              system's limits allow fewer (the log says)]
-  --max-per-ip N             clients from one IP address, and at most 2N
-                             connections from it in all [default: no limit]
+  --max-per-ip N             clients from one IP address (IPv6: one /64
+                             network), and at most 2N connections from it
+                             in all [default: no limit]
   --rate LINES_PER_SEC       lines a second each client may send; faster
                              clients are slowed down, never cut off; 0 turns
                              flood control off [default: 5]

@@ -133,7 +133,11 @@ impl Backlog {
         let mut ledger = Ledger::default();
         let first_born = self.lines.front().map(|line| line.born());
         let mut taken = self.offset + offered.taken;
-        while let Some(line) = self.lines.front() {
+        while taken > 0 {
+            let line = self
+                .lines
+                .front()
+                .expect("rustls took no more than offered");
             if taken < line.text().len() {
                 break;
             }
@@ -142,27 +146,22 @@ impl Backlog {
             ledger.refund += REFERENCE_COST;
             self.lines.pop_front();
         }
-        debug_assert!(
-            taken == 0 || !self.lines.is_empty(),
-            "rustls took more than offered"
-        );
         self.offset = taken;
         // What rustls holds, sealed and unsent, is what it held plus what
         // it sealed now, less what went out (counted at the size of the
         // text: records add a few bytes of framing each). Nothing, once
         // the kernel took everything.
         let held = if offered.blocked {
+            if offered.taken > 0 {
+                self.in_flight_born = first_born;
+            }
             (self.sealed_unsent + offered.taken).saturating_sub(offered.sent)
         } else {
+            self.in_flight_born = None;
             0
         };
         ledger.refund += std::mem::replace(&mut self.sealed_unsent, held);
         ledger.charge += held;
-        if !offered.blocked {
-            self.in_flight_born = None;
-        } else if offered.taken > 0 {
-            self.in_flight_born = first_born;
-        }
         if self.lines.is_empty() && self.lines.capacity() > KEEP_CAPACITY {
             // Give back what a burst made large.
             self.lines.shrink_to(KEEP_CAPACITY);

@@ -100,9 +100,9 @@ pub(super) struct Worker {
     clients: Clients,
     /// Who of this shard's clients is in each room.
     rooms: HashMap<RoomId, Vec<Slot>>,
-    /// Clients to send to at the end of the round. A client that is not
-    /// blocked and has lines waiting is always here: the line that found
-    /// its backlog empty put it here.
+    /// Clients to send to at the end of the round. One that is not blocked
+    /// and has lines waiting is here until sent to: the line that found its
+    /// backlog empty put it here.
     dirty: Vec<Slot>,
     /// What this round charged to and refunded from the budget, applied at
     /// its end: one change to the shared count per round, not one per line
@@ -112,8 +112,6 @@ pub(super) struct Worker {
     watch: Vec<Slot>,
     /// The earliest deadline among `watch`, or earlier.
     next_check: Option<Instant>,
-    /// Slots finished with, to be handed back through the inbox.
-    freed: Vec<u32>,
     /// The server is stopping.
     stopping: bool,
 }
@@ -138,14 +136,11 @@ impl Worker {
             ledger: Ledger::default(),
             watch: Vec::new(),
             next_check: None,
-            freed: Vec::new(),
             stopping: false,
         }
     }
 
     /// The shard's loop, until the server stops and every client is let go.
-    /// One round: take the work, send, look at the deadlines, settle the
-    /// budget, then sleep if no work came meanwhile.
     pub(super) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut work = Vec::new();
@@ -168,11 +163,10 @@ impl Worker {
         }
     }
 
-    /// Moves the inbox's work into `work`, and hands back freed slots.
+    /// Moves the inbox's work into `work`.
     fn take_inbox(&mut self, work: &mut Vec<Work>) {
         let mut inbox = self.shard.lock();
         std::mem::swap(&mut inbox.work, work);
-        inbox.free.append(&mut self.freed);
         inbox.asleep = false;
     }
 
@@ -301,12 +295,9 @@ impl Worker {
             }
             return;
         }
-        for event in events.iter() {
-            if event.token() == WAKE {
-                continue;
-            }
-            // A socket the kernel has room for again (or that failed,
-            // which the next send finds out).
+        // Besides the waker's: sockets the kernel has room for again (or
+        // that failed, which the next send finds out).
+        for event in events.iter().filter(|event| event.token() != WAKE) {
             let slot = Slot(event.token().0 as u32);
             if self
                 .clients
@@ -630,6 +621,6 @@ impl Worker {
         // everything was sent: nothing it holds counts in the budget.
         debug_assert!(client.backlog.is_settled());
         (client.on_done)(client.write.bytes_sent());
-        self.freed.push(slot.0);
+        self.shard.lock().free.push(slot.0);
     }
 }

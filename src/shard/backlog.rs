@@ -133,11 +133,7 @@ impl Backlog {
         let mut ledger = Ledger::default();
         let first_born = self.lines.front().map(|line| line.born());
         let mut taken = self.offset + offered.taken;
-        while taken > 0 {
-            let line = self
-                .lines
-                .front()
-                .expect("rustls took no more than offered");
+        while let Some(line) = self.lines.front() {
             if taken < line.text().len() {
                 break;
             }
@@ -146,6 +142,10 @@ impl Backlog {
             ledger.refund += REFERENCE_COST;
             self.lines.pop_front();
         }
+        assert!(
+            taken == 0 || !self.lines.is_empty(),
+            "rustls took more than offered"
+        );
         self.offset = taken;
         // What rustls holds, sealed and unsent, is what it held plus what
         // it sealed now, less what went out (counted at the size of the

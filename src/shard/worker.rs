@@ -104,9 +104,9 @@ pub(super) struct Worker {
     /// and has lines waiting is here until sent to: the line that found its
     /// backlog empty put it here.
     dirty: Vec<Slot>,
-    /// What this round charged to and refunded from the budget, applied at
-    /// its end: one change to the shared count per round, not one per line
-    /// and per send.
+    /// The round's charges and refunds for references and sealed bytes,
+    /// applied to the budget at its end: one change to the shared count
+    /// per round instead of one per line and one per send.
     ledger: Ledger,
     /// Clients with a deadline: blocked ones, lingering ones.
     watch: Vec<Slot>,

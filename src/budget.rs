@@ -86,7 +86,8 @@ impl Budget {
         let before = self.used.fetch_sub(bytes, Ordering::SeqCst);
         let after = before - bytes;
         // Only the refund that crosses the mark wakes, and only if someone
-        // waits: this runs for every line a writer sends.
+        // waits: this runs for every line let go, and every round of each
+        // writer.
         if self.policy.resumes(after)
             && !self.policy.resumes(before)
             && self.waiting.load(Ordering::SeqCst)

@@ -1,19 +1,9 @@
 //! The slow-consumer policy, whole: every limit and deadline for clients
 //! that read slower than their room talks, and each decision (keep, wait,
 //! probe, cut and why; pause the hub, let it go on). No sockets and no
-//! clock (the time is passed in): the shards and the budget ask it.
-//!
-//! A queue that grows is no proof that its client is slow: in a burst every
-//! reader is behind. So a client is cut only on evidence that it is stuck,
-//! and when too much waits in the whole server the hub stops taking lines:
-//!
-//! - **Healthy**: its socket keeps taking bytes. Never cut; no decision here
-//!   ever drops a line.
-//! - **Too slow**: nothing taken for [`STALL_TIMEOUT`], or the oldest line
-//!   waiting for it older than [`MAX_LAG`], or more than [`MAX_PENDING`]
-//!   bytes waiting for it: cut, with a [`TooSlow`] the log prints.
-//! - **Overload**: more than [`MEMORY_BUDGET`] waits in all: the hub pauses
-//!   until use falls under three quarters of it ([`Overload`]).
+//! clock (the time is passed in): the shards and the budget ask it. Why a
+//! growing queue is no proof of a slow reader, and what healthy, too slow
+//! and overload mean: README, "Slow readers".
 //!
 //! Next: [`server`](crate::server), which builds the policy from its flags
 //! and starts the shards, the hub and a thread per client.
@@ -72,12 +62,6 @@ pub const UNSENT_LIMIT: u32 = 128 * 1024;
 /// a peer that reads a few KB a second takes bytes without a word from
 /// epoll: without these tries it would look stalled while it reads.
 pub const FIRST_PROBE: Duration = Duration::from_millis(100);
-
-/// Once over the budget, the hub waits until use falls below this share of
-/// it (three quarters), so that it does not stop and start again on every
-/// line.
-const RESUME_NUMERATOR: usize = 3;
-const RESUME_DENOMINATOR: usize = 4;
 
 /// The policy's limits, and every decision made from them.
 ///
@@ -313,11 +297,12 @@ impl Policy {
         (self.stall_timeout / 4).max(FIRST_PROBE)
     }
 
-    /// True when `used` bytes waiting should pause the hub. Asked after
-    /// every event the hub handles, so kept to one comparison.
+    /// True when `used` bytes waiting should pause the hub: more than the
+    /// budget (at least one byte). Asked after every event the hub handles,
+    /// so kept to one comparison.
     #[inline]
     pub fn pauses(&self, used: usize) -> bool {
-        used > self.budget_limit()
+        used > self.memory_budget.max(1)
     }
 
     /// The pause, with what the log says of it, if `used` bytes waiting
@@ -325,30 +310,17 @@ impl Policy {
     pub fn overload(&self, used: usize) -> Option<Overload> {
         self.pauses(used).then_some(Overload {
             used,
-            limit: self.budget_limit(),
+            limit: self.memory_budget.max(1),
         })
     }
 
-    /// True once `used` has fallen far enough below the budget for a paused
-    /// hub to go on.
+    /// True once `used` is under three quarters of the budget, where a
+    /// paused hub goes on: it does not stop and start again on every line.
+    /// Even a budget of a byte lets it go on once nothing waits.
     #[inline]
     pub fn resumes(&self, used: usize) -> bool {
-        used < self.resume_below()
-    }
-
-    /// The use under which a paused hub goes on: three quarters of the
-    /// budget, and at least one byte, so that even a tiny budget lets the
-    /// hub go on once nothing waits.
-    #[inline]
-    pub fn resume_below(&self) -> usize {
-        let limit = self.budget_limit();
-        (limit - limit / RESUME_DENOMINATOR * (RESUME_DENOMINATOR - RESUME_NUMERATOR)).max(1)
-    }
-
-    /// The budget, at least one byte.
-    #[inline]
-    fn budget_limit(&self) -> usize {
-        self.memory_budget.max(1)
+        let limit = self.memory_budget.max(1);
+        used < limit - limit / 4
     }
 }
 

@@ -1,7 +1,8 @@
 //! One client's backlog: the lines waiting for it, in order, and what they
 //! are charged to the memory budget as they are queued, sealed (encrypted
 //! into records), sent and let go. Plain values in and out, no socket, no
-//! budget: the writer applies the [`Ledger`] it returns, once per send.
+//! budget: the writer gathers the [`Ledger`]s it returns, and applies them
+//! once per round.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -30,8 +31,8 @@ pub(super) fn line_cost(line: &Outgoing) -> usize {
     line.text().len() + LINE_OVERHEAD + REFERENCE_COST
 }
 
-/// Bytes to charge to the budget and to refund, gathered so that a send
-/// costs at most one of each.
+/// Bytes to charge to the budget and to refund, gathered so that the
+/// shared count changes once per round of the writer, not once per send.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Ledger {
     /// Bytes to count more.
@@ -72,8 +73,7 @@ pub(super) struct Backlog {
 
 impl Backlog {
     /// Queues a line; returns the bytes now waiting (see [`line_cost`]).
-    /// The caller charges [`REFERENCE_COST`] for it, once for all the
-    /// recipients of a line.
+    /// The caller charges [`REFERENCE_COST`] for it.
     pub(super) fn push(&mut self, line: &Rc<Outgoing>) -> usize {
         self.lines.push_back(Rc::clone(line));
         self.bytes += line_cost(line);
@@ -111,13 +111,10 @@ impl Backlog {
     /// [`MAX_SLICES`] lines, the first from where rustls stopped.
     pub(super) fn batch(&self) -> Vec<IoSlice<'_>> {
         let mut slices = Vec::with_capacity(self.lines.len().min(MAX_SLICES));
+        let mut skip = self.offset;
         let mut bytes = 0;
-        for (i, line) in self.lines.iter().enumerate() {
-            let text = if i == 0 {
-                &line.text().as_bytes()[self.offset..]
-            } else {
-                line.text().as_bytes()
-            };
+        for line in &self.lines {
+            let text = &line.text().as_bytes()[std::mem::take(&mut skip)..];
             slices.push(IoSlice::new(text));
             bytes += text.len();
             if bytes >= CHUNK || slices.len() == MAX_SLICES {
@@ -135,41 +132,36 @@ impl Backlog {
     pub(super) fn settle(&mut self, offered: &Offered) -> Ledger {
         let mut ledger = Ledger::default();
         let first_born = self.lines.front().map(|line| line.born());
-        let mut taken = offered.taken;
-        while taken > 0 {
-            let front = self
-                .lines
-                .front()
-                .expect("rustls took no more than offered");
-            let left = front.text().len() - self.offset;
-            if taken < left {
-                self.offset += taken;
+        let mut taken = self.offset + offered.taken;
+        while let Some(line) = self.lines.front() {
+            if taken < line.text().len() {
                 break;
             }
-            taken -= left;
-            self.offset = 0;
-            let line = self.lines.pop_front().expect("just looked");
-            self.bytes -= line_cost(&line);
+            taken -= line.text().len();
+            self.bytes -= line_cost(line);
             ledger.refund += REFERENCE_COST;
+            self.lines.pop_front();
         }
-        if offered.blocked {
+        assert!(
+            taken == 0 || !self.lines.is_empty(),
+            "rustls took more than offered"
+        );
+        self.offset = taken;
+        // What rustls holds, sealed and unsent, is what it held plus what
+        // it sealed now, less what went out (counted at the size of the
+        // text: records add a few bytes of framing each). Nothing, once
+        // the kernel took everything.
+        let held = if offered.blocked {
             if offered.taken > 0 {
                 self.in_flight_born = first_born;
             }
-            // What rustls holds is what it held, plus what it sealed now,
-            // less what it sent (counted at the size of the text: records
-            // add a few bytes of framing each).
-            let held = (self.sealed_unsent + offered.taken).saturating_sub(offered.sent);
-            if held > self.sealed_unsent {
-                ledger.charge += held - self.sealed_unsent;
-            } else {
-                ledger.refund += self.sealed_unsent - held;
-            }
-            self.sealed_unsent = held;
+            (self.sealed_unsent + offered.taken).saturating_sub(offered.sent)
         } else {
             self.in_flight_born = None;
-            ledger.refund += std::mem::take(&mut self.sealed_unsent);
-        }
+            0
+        };
+        ledger.refund += std::mem::replace(&mut self.sealed_unsent, held);
+        ledger.charge += held;
         if self.lines.is_empty() && self.lines.capacity() > KEEP_CAPACITY {
             // Give back what a burst made large.
             self.lines.shrink_to(KEEP_CAPACITY);

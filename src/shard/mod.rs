@@ -1,20 +1,14 @@
 //! Writer shards: a few threads that send to every client, by one rule:
 //! *send what fits, remember the rest, wait until the kernel has room*.
-//! Here: the work a shard takes, and starting one. Not here: the sending
-//! (`worker.rs`), what waiting lines cost (`backlog.rs`), when to cut.
-//!
-//! Each shard owns some clients. Its thread waits in one epoll wait (mio)
-//! for writable sockets, new work and its next deadline; each client's
-//! lines wait in its backlog (shared pointers, not copies); and a client is
-//! cut when the [slow-consumer policy](crate::slow_readers) says so. It
-//! knows sockets and rustls, not chat.
+//! Here: the work a shard takes, and starting one. A shard's thread is
+//! `worker.rs`; each client's waiting lines, `backlog.rs`. A shard knows
+//! sockets and rustls, not chat.
 //!
 //! Next: [`server`](crate::server), which starts the shards, the hub and
 //! a thread per client.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -98,23 +92,27 @@ pub enum Work {
 /// What the shard did to a client's connection, for the client's thread.
 #[derive(Debug, Default)]
 pub struct Fate {
-    /// Why the shard cut the connection, if it did.
-    cut: OnceLock<String>,
-    /// The cut was for being too slow (stalled, lagging, too far behind),
-    /// which the room is told; a failed send is not.
-    too_slow: AtomicBool,
+    /// Why the shard cut the connection, if it did; and whether for being
+    /// too slow (stalled, lagging, too far behind), which the room is told,
+    /// where a failed send is not.
+    cut: OnceLock<(String, bool)>,
 }
 
 impl Fate {
     /// Why the shard cut the connection, if it did: from then on its
     /// thread should relay nothing more.
     pub fn cut_reason(&self) -> Option<&str> {
-        self.cut.get().map(String::as_str)
+        self.cut.get().map(|(reason, _)| reason.as_str())
     }
 
     /// True if the cut was for being too slow.
     pub fn too_slow(&self) -> bool {
-        self.too_slow.load(Ordering::SeqCst)
+        self.cut.get().is_some_and(|&(_, too_slow)| too_slow)
+    }
+
+    /// Records the cut. A client is cut once: a second reason is dropped.
+    fn set(&self, reason: String, too_slow: bool) {
+        let _ = self.cut.set((reason, too_slow));
     }
 }
 
@@ -155,12 +153,6 @@ struct Inbox {
     closed: bool,
 }
 
-/// The inbox, and how to wake the shard when work arrives.
-struct Mailbox {
-    inbox: Mutex<Inbox>,
-    waker: Waker,
-}
-
 /// The shard has stopped (the server is shutting down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardGone;
@@ -168,7 +160,9 @@ pub struct ShardGone;
 /// A handle to one shard: hand it work. Cheap to clone.
 #[derive(Clone)]
 pub struct Shard {
-    mailbox: Arc<Mailbox>,
+    inbox: Arc<Mutex<Inbox>>,
+    /// Wakes the shard's thread from its epoll wait.
+    waker: Arc<Waker>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -181,7 +175,7 @@ impl Shard {
     fn lock(&self) -> MutexGuard<'_, Inbox> {
         // Every change to the inbox is a push or a swap: a panic cannot
         // leave it half done.
-        crate::sync::lock(&self.mailbox.inbox)
+        crate::sync::lock(&self.inbox)
     }
 
     /// Hands the shard a client; returns the slot the hub addresses it by.
@@ -205,9 +199,7 @@ impl Shard {
 
     /// Adds one piece of work.
     pub fn send(&self, work: Work) {
-        let mut inbox = self.lock();
-        inbox.work.push(work);
-        self.wake_after(inbox);
+        self.send_all(&mut vec![work]);
     }
 
     /// Adds a batch of work, leaving `batch` empty: the hub's way, once per
@@ -219,18 +211,14 @@ impl Shard {
         }
         let mut inbox = self.lock();
         inbox.work.append(batch);
-        self.wake_after(inbox);
-    }
-
-    /// Wakes the shard if it sleeps, after the lock is released: a thread
-    /// woken while the lock is held would only wait for it.
-    fn wake_after(&self, mut inbox: MutexGuard<'_, Inbox>) {
-        let wake = std::mem::take(&mut inbox.asleep);
+        let asleep = std::mem::take(&mut inbox.asleep);
+        // Woken after the lock is released: a thread woken while it is
+        // held would only wait for it.
         drop(inbox);
-        if wake {
+        if asleep {
             // Fails only if the eventfd cannot be written, which leaves the
             // shard to its next deadline; nothing better can be done here.
-            let _ = self.mailbox.waker.wake();
+            let _ = self.waker.wake();
         }
     }
 }
@@ -248,20 +236,17 @@ pub fn spawn(
 ) -> io::Result<(Shard, JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKE)?;
-    let mailbox = Arc::new(Mailbox {
-        inbox: Mutex::new(Inbox {
+    let shard = Shard {
+        inbox: Arc::new(Mutex::new(Inbox {
             work: Vec::new(),
             free: Vec::new(),
             next: 0,
             asleep: false,
             closed: false,
-        }),
-        waker,
-    });
-    let handle = Shard {
-        mailbox: Arc::clone(&mailbox),
+        })),
+        waker: Arc::new(waker),
     };
-    let shard = Shard { mailbox };
+    let handle = shard.clone();
     let guard = PanicGuard {
         shard: shard.clone(),
         on_panic: Some(on_panic),

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,15 +39,14 @@ struct Client {
     peer: SocketAddr,
     write: WriteHalf,
     fate: Arc<Fate>,
-    on_done: Option<Box<dyn FnOnce(u64) + Send>>,
+    on_done: Box<dyn FnOnce(u64) + Send>,
     /// Its lines, and what they cost the budget.
     backlog: Backlog,
     /// How its socket has been taking bytes, for the policy.
     progress: Progress,
     /// In `Worker::watch`.
     watched: bool,
-    /// In `Worker::dirty`.
-    dirty: bool,
+    /// Its room, and its place in the room's list.
     room: Option<(RoomId, usize)>,
     phase: Phase,
     /// The hub will send nothing more about this client.
@@ -72,15 +70,14 @@ impl Client {
     }
 }
 
-/// What [`Worker::push`] did.
-enum Pushed {
-    /// Nothing: the client is gone or closing.
-    No,
-    /// Queued.
-    Yes,
-    /// Queued, and now more waits for it than the per-client cap allows:
-    /// to be cut, for this reason, once the line reached everyone.
-    OverCap(TooSlow),
+/// The clients of a shard, by slot.
+#[derive(Default)]
+struct Clients(Vec<Option<Client>>);
+
+impl Clients {
+    fn get(&mut self, slot: Slot) -> Option<&mut Client> {
+        self.0.get_mut(slot.0 as usize)?.as_mut()
+    }
 }
 
 /// Why a shard cuts a client.
@@ -100,20 +97,21 @@ pub(super) struct Worker {
     shard: Shard,
     settings: ShardSettings,
     budget: Arc<Budget>,
-    /// By slot.
-    clients: Vec<Option<Client>>,
+    clients: Clients,
     /// Who of this shard's clients is in each room.
     rooms: HashMap<RoomId, Vec<Slot>>,
-    /// Clients with new lines to send, each once.
+    /// Clients to send to at the end of the round. One that is not blocked
+    /// and has lines waiting is here until sent to: the line that found its
+    /// backlog empty put it here.
     dirty: Vec<Slot>,
+    /// The round's charges and refunds for references and sealed bytes,
+    /// applied to the budget at its end: one change to the shared count
+    /// per round instead of one per line and one per send.
+    ledger: Ledger,
     /// Clients with a deadline: blocked ones, lingering ones.
     watch: Vec<Slot>,
     /// The earliest deadline among `watch`, or earlier.
     next_check: Option<Instant>,
-    /// Slots finished with, to be handed back through the inbox.
-    freed: Vec<u32>,
-    /// Clients registered and not yet finished with.
-    live: usize,
     /// The server is stopping.
     stopping: bool,
 }
@@ -132,13 +130,12 @@ impl Worker {
             shard,
             settings,
             budget,
-            clients: Vec::new(),
+            clients: Clients::default(),
             rooms: HashMap::new(),
             dirty: Vec::new(),
+            ledger: Ledger::default(),
             watch: Vec::new(),
             next_check: None,
-            freed: Vec::new(),
-            live: 0,
             stopping: false,
         }
     }
@@ -153,57 +150,126 @@ impl Worker {
                 self.handle(item);
             }
             self.flush_dirty();
-            let now = Instant::now();
-            if self.next_check.is_some_and(|at| at <= now) {
-                self.check_deadlines(now);
+            if self.next_check.is_some_and(|at| at <= Instant::now()) {
+                self.check_deadlines(Instant::now());
             }
-            if self.stopping && self.live == 0 && self.close_inbox_if_empty() {
+            self.settle_budget();
+            if self.stopping && self.all_let_go() {
                 return;
             }
-            if !self.going_to_sleep() {
-                continue;
-            }
-            let timeout = self
-                .next_check
-                .map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(err) = self.poll.poll(&mut events, timeout) {
-                if err.kind() != io::ErrorKind::Interrupted {
-                    log::error!("writer: waiting failed: {err}");
-                }
-                continue;
-            }
-            for event in events.iter() {
-                let token = event.token();
-                if token == WAKE {
-                    continue;
-                }
-                // A socket the kernel has room for again (or that failed,
-                // which the next send finds out).
-                let slot = Slot(token.0 as u32);
-                if self.client(slot).is_some_and(|c| c.progress.is_blocked()) {
-                    self.mark_dirty(slot);
-                }
+            if self.going_to_sleep() {
+                self.wait(&mut events);
             }
         }
     }
 
-    /// Refuses registrations from now on, if nothing waits in the inbox
-    /// (a client registered just now still gets its goodbye). Decided
-    /// under the lock, so that no registration slips in between.
-    fn close_inbox_if_empty(&self) -> bool {
-        let mut inbox = self.shard.lock();
-        if inbox.work.is_empty() {
-            inbox.closed = true;
-        }
-        inbox.closed
-    }
-
-    /// Moves the inbox's work into `work`, and hands back freed slots.
+    /// Moves the inbox's work into `work`.
     fn take_inbox(&mut self, work: &mut Vec<Work>) {
         let mut inbox = self.shard.lock();
         std::mem::swap(&mut inbox.work, work);
-        inbox.free.append(&mut self.freed);
         inbox.asleep = false;
+    }
+
+    fn handle(&mut self, work: Work) {
+        match work {
+            Work::Register(slot, registration) => self.register(slot, *registration),
+            Work::Deliver { line, to } => self.deliver(line, to),
+            Work::Enter(slot, room) => self.enter(slot, room),
+            Work::Close(slot) => self.close(slot),
+            Work::Flush(slot) => self.dirty.push(slot),
+            Work::ReaderDone(slot) => self.reader_done(slot),
+            Work::Shutdown => self.shut_down(),
+        }
+    }
+
+    /// Queues a line for each of its recipients here, and puts each client
+    /// it finds idle on the dirty list.
+    fn deliver(&mut self, line: Outgoing, to: To) {
+        // Shared among this shard's recipients by a counter only this
+        // thread touches (see [`Outgoing`]).
+        let line = Rc::new(line);
+        let (slots, except) = match &to {
+            To::One(slot) => (std::slice::from_ref(slot), None),
+            To::Room { room, except } => {
+                (self.rooms.get(room).map_or(&[][..], Vec::as_slice), *except)
+            }
+        };
+        let mut over_cap = Vec::new();
+        for &slot in slots {
+            let Some(client) = self.clients.get(slot) else {
+                continue;
+            };
+            if client.phase != Phase::Open || except == Some(slot) {
+                continue;
+            }
+            // A blocked client is sent to when its socket has room.
+            if client.backlog.is_empty() && !client.progress.is_blocked() {
+                self.dirty.push(slot);
+            }
+            let pending = client.backlog.push(&line);
+            self.ledger.charge += REFERENCE_COST;
+            if let Some(why) = self.settings.policy.over_cap(pending) {
+                over_cap.push((slot, why));
+            }
+        }
+        // Cut once the line reached everyone: a cut changes the room's list.
+        for (slot, why) in over_cap {
+            self.cut(slot, Cut::TooSlow(why));
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty.drain(..) {
+            self.flush(slot);
+        }
+        // Keep the allocation for the next round.
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Sends what fits and remembers the rest; watches the socket if the
+    /// kernel is full, and goes on closing a closing client once nothing
+    /// waits for it.
+    fn flush(&mut self, slot: Slot) {
+        let Some(client) = self.clients.get(slot) else {
+            return;
+        };
+        if matches!(client.phase, Phase::Lingering { .. } | Phase::Dead) {
+            return;
+        }
+        let blocked = loop {
+            let blocked = client.progress.is_blocked();
+            let offered = match client.write.offer(&client.backlog.batch(), blocked) {
+                Ok(offered) => offered,
+                Err(err) => return self.cut(slot, Cut::Failed(err.to_string())),
+            };
+            self.ledger += client.backlog.settle(&offered);
+            if offered.blocked {
+                client.progress.blocked(Instant::now(), offered.sent > 0);
+                break true;
+            }
+            client.progress.cleared();
+            if client.backlog.is_empty() {
+                break false;
+            }
+        };
+        if blocked {
+            self.watch(slot);
+        } else if matches!(client.phase, Phase::Closing { .. }) {
+            self.finish_closing(slot);
+        }
+    }
+
+    /// Applies the round's [`Ledger`] to the budget.
+    fn settle_budget(&mut self) {
+        let Ledger { charge, refund } = std::mem::take(&mut self.ledger);
+        if charge > refund {
+            self.budget.charge(charge - refund);
+        } else if refund > charge {
+            self.budget.refund(refund - charge);
+        }
     }
 
     /// True if the inbox is empty, and marks the shard asleep so that the
@@ -217,42 +283,28 @@ impl Worker {
         true
     }
 
-    fn client(&mut self, slot: Slot) -> Option<&mut Client> {
-        self.clients.get_mut(slot.0 as usize)?.as_mut()
-    }
-
-    fn handle(&mut self, work: Work) {
-        match work {
-            Work::Register(slot, registration) => self.register(slot, *registration),
-            Work::Deliver { line, to } => self.deliver(line, to),
-            Work::Enter(slot, room) => self.enter(slot, room),
-            Work::Close(slot) => {
-                if let Some(client) = self.client(slot) {
-                    client.closed_by_hub = true;
-                    self.leave_room(slot);
-                    self.begin_closing(slot);
-                }
+    /// Waits for new work, a full socket with room again, or the next
+    /// deadline.
+    fn wait(&mut self, events: &mut Events) {
+        let timeout = self
+            .next_check
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        if let Err(err) = self.poll.poll(events, timeout) {
+            if err.kind() != io::ErrorKind::Interrupted {
+                log::error!("writer: waiting failed: {err}");
             }
-            Work::Flush(slot) => self.mark_dirty(slot),
-            Work::ReaderDone(slot) => {
-                if let Some(client) = self.client(slot) {
-                    client.reader_done = true;
-                    if matches!(client.phase, Phase::Lingering { .. }) {
-                        // The peer hung up after our close_notify: done.
-                        client.phase = Phase::Dead;
-                    }
-                    self.finish_if_done(slot);
-                }
-            }
-            Work::Shutdown => {
-                self.stopping = true;
-                for index in 0..self.clients.len() {
-                    let slot = Slot(index as u32);
-                    if self.client(slot).is_some() {
-                        self.leave_room(slot);
-                        self.begin_closing(slot);
-                    }
-                }
+            return;
+        }
+        // Besides the waker's: sockets the kernel has room for again (or
+        // that failed, which the next send finds out).
+        for event in events.iter().filter(|event| event.token() != WAKE) {
+            let slot = Slot(event.token().0 as u32);
+            if self
+                .clients
+                .get(slot)
+                .is_some_and(|c| c.progress.is_blocked())
+            {
+                self.dirty.push(slot);
             }
         }
     }
@@ -274,25 +326,23 @@ impl Worker {
             Interest::WRITABLE,
         );
         let index = slot.0 as usize;
-        if self.clients.len() <= index {
-            self.clients.resize_with(index + 1, || None);
+        if self.clients.0.len() <= index {
+            self.clients.0.resize_with(index + 1, || None);
         }
-        self.clients[index] = Some(Client {
+        self.clients.0[index] = Some(Client {
             id,
             peer,
             write,
             fate,
-            on_done: Some(on_done),
+            on_done,
             backlog: Backlog::default(),
             progress: Progress::new(Instant::now()),
             watched: false,
-            dirty: false,
             room: None,
             phase: Phase::Open,
             closed_by_hub: false,
             reader_done: false,
         });
-        self.live += 1;
         if let Err(err) = registered {
             self.cut(slot, Cut::Failed(format!("cannot watch the socket: {err}")));
         } else if self.stopping {
@@ -300,78 +350,15 @@ impl Worker {
         }
     }
 
-    fn deliver(&mut self, line: Outgoing, to: To) {
-        // Shared among this shard's recipients by a counter only this
-        // thread touches (see [`Outgoing`]).
-        let line = Rc::new(line);
-        let mut pushed = 0;
-        let mut over_cap = Vec::new();
-        let mut push = |worker: &mut Worker, slot: Slot| match worker.push(slot, &line) {
-            Pushed::No => {}
-            Pushed::Yes => pushed += 1,
-            Pushed::OverCap(why) => {
-                pushed += 1;
-                over_cap.push((slot, why));
-            }
-        };
-        match to {
-            To::One(slot) => push(self, slot),
-            To::Room { room, except } => {
-                // Taken out of the map while its members are pushed to
-                // (`push` borrows the whole worker), and put back before
-                // anyone over the cap is cut (which changes the list).
-                let Some(members) = self.rooms.remove(&room) else {
-                    return;
-                };
-                for &slot in &members {
-                    if Some(slot) != except {
-                        push(self, slot);
-                    }
-                }
-                self.rooms.insert(room, members);
-            }
-        }
-        // One atomic add per line, not per recipient.
-        self.budget.charge(pushed * REFERENCE_COST);
-        for (slot, why) in over_cap {
-            self.cut(slot, Cut::TooSlow(why));
-        }
-    }
-
-    /// Queues a line for one client, and notes that it has something to
-    /// send. The caller charges the budget for the reference.
-    fn push(&mut self, slot: Slot, line: &Rc<Outgoing>) -> Pushed {
-        let policy = &self.settings.policy;
-        let Some(client) = self
-            .clients
-            .get_mut(slot.0 as usize)
-            .and_then(Option::as_mut)
-        else {
-            return Pushed::No;
-        };
-        if client.phase != Phase::Open {
-            return Pushed::No;
-        }
-        let pending = client.backlog.push(line);
-        if let Some(why) = policy.over_cap(pending) {
-            return Pushed::OverCap(why);
-        }
-        // A blocked client is sent to when its socket has room.
-        if !client.progress.is_blocked() {
-            self.mark_dirty(slot);
-        }
-        Pushed::Yes
-    }
-
     fn enter(&mut self, slot: Slot, room: RoomId) {
-        if self.client(slot).is_none() {
+        if self.clients.get(slot).is_none() {
             return;
         }
         self.leave_room(slot);
         let members = self.rooms.entry(room).or_default();
         let place = members.len();
         members.push(slot);
-        if let Some(client) = self.client(slot) {
+        if let Some(client) = self.clients.get(slot) {
             client.room = Some((room, place));
         }
     }
@@ -379,7 +366,7 @@ impl Worker {
     /// Takes the client out of its room's list, in O(1): the last member
     /// takes its place.
     fn leave_room(&mut self, slot: Slot) {
-        let Some((room, place)) = self.client(slot).and_then(|c| c.room.take()) else {
+        let Some((room, place)) = self.clients.get(slot).and_then(|c| c.room.take()) else {
             return;
         };
         let Some(members) = self.rooms.get_mut(&room) else {
@@ -391,83 +378,65 @@ impl Worker {
             self.rooms.remove(&room);
         }
         if let Some(moved) = moved {
-            if let Some(client) = self.client(moved) {
+            if let Some(client) = self.clients.get(moved) {
                 client.room = Some((room, place));
             }
         }
     }
 
-    fn mark_dirty(&mut self, slot: Slot) {
-        if let Some(client) = self.client(slot) {
-            if !client.dirty {
-                client.dirty = true;
-                self.dirty.push(slot);
+    /// The hub's last word about a client: send what waits, then close.
+    fn close(&mut self, slot: Slot) {
+        if let Some(client) = self.clients.get(slot) {
+            client.closed_by_hub = true;
+            self.leave_room(slot);
+            self.begin_closing(slot);
+        }
+    }
+
+    /// The client's thread has stopped reading.
+    fn reader_done(&mut self, slot: Slot) {
+        if let Some(client) = self.clients.get(slot) {
+            client.reader_done = true;
+            if matches!(client.phase, Phase::Lingering { .. }) {
+                // The peer hung up after our close_notify: done.
+                client.phase = Phase::Dead;
+            }
+            self.finish_if_done(slot);
+        }
+    }
+
+    /// The server is stopping: every client is closed.
+    fn shut_down(&mut self) {
+        self.stopping = true;
+        for index in 0..self.clients.0.len() {
+            let slot = Slot(index as u32);
+            if self.clients.get(slot).is_some() {
+                self.leave_room(slot);
+                self.begin_closing(slot);
             }
         }
     }
 
-    fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for slot in dirty.drain(..) {
-            if let Some(client) = self.client(slot) {
-                client.dirty = false;
-                self.flush(slot);
-            }
+    /// True once every client is let go: then the inbox is closed, unless
+    /// work came in (a client registered just now still gets its goodbye).
+    /// Decided under the lock, so that no registration slips in between.
+    fn all_let_go(&self) -> bool {
+        if self.clients.0.iter().any(Option::is_some) {
+            return false;
         }
-        // Keep the allocation for the next round.
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
+        let mut inbox = self.shard.lock();
+        if inbox.work.is_empty() {
+            inbox.closed = true;
         }
-    }
-
-    /// Sends what fits; remembers the rest; and once nothing waits, moves
-    /// a closing client on to close_notify.
-    fn flush(&mut self, slot: Slot) {
-        let now = Instant::now();
-        let Some(client) = self.client(slot) else {
-            return;
-        };
-        if matches!(client.phase, Phase::Lingering { .. } | Phase::Dead) {
-            return;
-        }
-        let mut ledger = Ledger::default();
-        let outcome = loop {
-            let offered = {
-                let batch = client.backlog.batch();
-                client.write.offer(&batch, client.progress.is_blocked())
-            };
-            let offered = match offered {
-                Ok(offered) => offered,
-                Err(err) => break Err(err),
-            };
-            ledger += client.backlog.settle(&offered);
-            if offered.blocked {
-                client.progress.blocked(now, offered.sent > 0);
-                break Ok(true);
-            }
-            client.progress.cleared();
-            if client.backlog.is_empty() {
-                break Ok(false);
-            }
-        };
-        if ledger.charge > 0 {
-            self.budget.charge(ledger.charge);
-        }
-        if ledger.refund > 0 {
-            self.budget.refund(ledger.refund);
-        }
-        match outcome {
-            Err(err) => self.cut(slot, Cut::Failed(err.to_string())),
-            Ok(true) => self.watch(slot),
-            Ok(false) => self.close_if_closing(slot, now),
-        }
+        inbox.closed
     }
 
     /// Once nothing waits for a closing client: close_notify, then our half
     /// of TCP, then a moment for the peer to hang up.
-    fn close_if_closing(&mut self, slot: Slot, now: Instant) {
+    fn finish_closing(&mut self, slot: Slot) {
+        let now = Instant::now();
         let linger = self.settings.linger;
-        let Some(client) = self.client(slot) else {
+        let Some(client) = self.clients.get(slot) else {
             return;
         };
         let Phase::Closing { notified } = client.phase else {
@@ -498,13 +467,13 @@ impl Worker {
     }
 
     fn begin_closing(&mut self, slot: Slot) {
-        let Some(client) = self.client(slot) else {
+        let Some(client) = self.clients.get(slot) else {
             return;
         };
         if client.phase == Phase::Open {
             client.phase = Phase::Closing { notified: false };
             if !client.progress.is_blocked() {
-                self.mark_dirty(slot);
+                self.dirty.push(slot);
             }
         }
         self.finish_if_done(slot);
@@ -514,7 +483,7 @@ impl Worker {
     /// if its deadline is sooner.
     fn watch(&mut self, slot: Slot) {
         let policy = self.settings.policy;
-        let Some(client) = self.client(slot) else {
+        let Some(client) = self.clients.get(slot) else {
             return;
         };
         let Some(deadline) = client.deadline(&policy) else {
@@ -537,11 +506,7 @@ impl Worker {
         let mut to_cut = Vec::new();
         let mut to_probe = Vec::new();
         watch.retain(|&slot| {
-            let Some(client) = self
-                .clients
-                .get_mut(slot.0 as usize)
-                .and_then(Option::as_mut)
-            else {
+            let Some(client) = self.clients.get(slot) else {
                 return false;
             };
             let verdict = match client.phase {
@@ -583,7 +548,7 @@ impl Worker {
             // A send that moves anything is progress, and restarts the
             // stall clock; one that does not leaves it.
             self.flush(slot);
-            let Some(client) = self.client(slot) else {
+            let Some(client) = self.clients.get(slot) else {
                 continue;
             };
             if let Some(why) = policy.stalled(&client.progress, now) {
@@ -599,14 +564,12 @@ impl Worker {
     /// go, its socket reset so that its thread wakes and the kernel frees
     /// what it held.
     fn cut(&mut self, slot: Slot, why: Cut) {
-        let budget = Arc::clone(&self.budget);
-        let Some(client) = self.client(slot) else {
+        let Some(client) = self.clients.get(slot) else {
             return;
         };
         if client.phase == Phase::Dead {
             return;
         }
-        let waiting = (client.backlog.len(), client.backlog.bytes());
         let reason = match &why {
             Cut::TooSlow(why) => why.to_string(),
             Cut::Failed(err) => format!("connection failed: {err}"),
@@ -618,21 +581,18 @@ impl Worker {
                 "{} {}: disconnected, {reason}; {} lines, {} bytes were waiting",
                 client.id,
                 client.peer,
-                waiting.0,
-                waiting.1
+                client.backlog.len(),
+                client.backlog.bytes()
             );
         } else {
             // A peer gone, or one that did not answer our close_notify in
             // time: nothing the operator needs to hear of.
             log::debug!("{} {}: {reason}", client.id, client.peer);
         }
-        client.fate.too_slow.store(too_slow, Ordering::SeqCst);
-        // Set last, so that a thread that sees the reason sees the rest.
-        // Set once: a client is cut only while not yet Dead (checked above).
-        let _ = client.fate.cut.set(reason);
+        client.fate.set(reason, too_slow);
         client.phase = Phase::Dead;
         client.write.reset();
-        budget.refund(client.backlog.clear().refund);
+        self.ledger += client.backlog.clear();
         self.leave_room(slot);
         self.finish_if_done(slot);
     }
@@ -641,14 +601,14 @@ impl Worker {
     /// anything more about it, and nothing is left to send.
     fn finish_if_done(&mut self, slot: Slot) {
         let stopping = self.stopping;
-        let Some(client) = self.client(slot) else {
+        let Some(client) = self.clients.get(slot) else {
             return;
         };
         let said_all = (client.closed_by_hub || stopping) && client.reader_done;
         if !said_all || client.phase != Phase::Dead {
             return;
         }
-        let mut client = self.clients[slot.0 as usize]
+        let client = self.clients.0[slot.0 as usize]
             .take()
             .expect("looked up above");
         // The socket closes when the client's thread drops it too; until
@@ -660,10 +620,7 @@ impl Worker {
         // A client is Dead only once cut (which let its lines go) or once
         // everything was sent: nothing it holds counts in the budget.
         debug_assert!(client.backlog.is_settled());
-        if let Some(on_done) = client.on_done.take() {
-            on_done(client.write.bytes_sent());
-        }
-        self.freed.push(slot.0);
-        self.live -= 1;
+        (client.on_done)(client.write.bytes_sent());
+        self.shard.lock().free.push(slot.0);
     }
 }

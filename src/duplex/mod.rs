@@ -325,6 +325,13 @@ fn drain_plaintext(
             Err(err) => return Err(err),
         }
     }
+    // A peer's KeyUpdate that asks for ours: rustls keeps our reply aside
+    // until it next encrypts something, and does not count it in
+    // `wants_write`, so in a quiet room it would wait for the next line,
+    // or the close. Handing rustls no plaintext puts the reply in the
+    // outgoing bytes; otherwise it does nothing (an error is the
+    // connection's, and the next read or write reports it).
+    let _ = conn.writer().write(&[]);
     Ok(Received::Data {
         wants_write: !queued_before && conn.wants_write(),
     })

@@ -274,6 +274,48 @@ fn a_peer_that_hangs_up_or_is_not_tls_is_named() {
     );
 }
 
+/// A client's KeyUpdate that asks for the server's is answered at once,
+/// not with the server's next line (which in a quiet room may never come).
+#[test]
+fn a_key_update_request_is_answered_at_once() {
+    let pki = pki();
+    let (near, far) = tcp_pair();
+    let server = handshake_in_thread(server(&pki), far, PATIENCE);
+    let mut client = client(pki.ca.clone());
+    handshake(&mut client, &near, PATIENCE).unwrap();
+    let (result, server, far) = server.recv_timeout(PATIENCE).unwrap();
+    result.unwrap();
+    far.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (mut reader, mut writer) = split(server, Arc::new(far));
+    near.set_read_timeout(Some(PATIENCE)).unwrap();
+    // As the real server does, a greeting first: the session ticket the
+    // handshake queued goes with it.
+    writer.send(b"hello\n").unwrap();
+    assert_eq!(client_reads(&mut client, &near, 6), b"hello\n");
+
+    client.refresh_traffic_keys().unwrap();
+    while client.wants_write() {
+        client.write_tls(&mut &near).unwrap();
+    }
+    let received = reader.receive(&mut |_| {}).unwrap();
+    assert_eq!(received, Received::Data { wants_write: true });
+    // What the writer then sends is the server's KeyUpdate: the client
+    // reads it, and both go on with new keys.
+    writer.send(b"after\n").unwrap();
+    assert_eq!(client_reads(&mut client, &near, 6), b"after\n");
+}
+
+/// Reads `want` bytes of plaintext on an unsplit connection.
+fn client_reads(client: &mut Connection, socket: &TcpStream, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        client.read_tls(&mut &*socket).unwrap();
+        client.process_new_packets().unwrap();
+        let _ = client.reader().read_to_end(&mut got);
+    }
+    got
+}
+
 /// A client and a server connection over loopback TCP, handshake done,
 /// each split in two. Reads give up after [`PATIENCE`] rather than hang.
 fn split_pair() -> ((ReadHalf, WriteHalf), (ReadHalf, WriteHalf)) {

@@ -440,8 +440,19 @@ impl WriteHalf {
     /// Queues close_notify and sends it without waiting, as
     /// [`offer`](WriteHalf::offer) does; `blocked` means it is still inside
     /// rustls, and `offer(&[], true)` sends the rest.
+    ///
+    /// After TLS failed (a record that did not decrypt, an alert rustls
+    /// raised), no close_notify: it would tell the peer that all went well.
+    /// What rustls queued instead, the alert saying what failed if it
+    /// raised one, goes as it is.
     pub fn offer_close(&mut self) -> io::Result<Offered> {
-        lock(&self.conn).send_close_notify();
+        {
+            let mut conn = lock(&self.conn);
+            // rustls answers even an empty write with its earlier failure.
+            if conn.writer().write(&[]).is_ok() {
+                conn.send_close_notify();
+            }
+        }
         self.offer(&[], false)
     }
 

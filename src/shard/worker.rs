@@ -243,6 +243,10 @@ impl Worker {
             let blocked = client.progress.is_blocked();
             let offered = match client.write.offer(&client.backlog.batch(), blocked) {
                 Ok(offered) => offered,
+                // TLS failed: see `close_after_failure`.
+                Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+                    return self.close_after_failure(slot);
+                }
                 Err(err) => return self.cut(slot, Cut::Failed(err.to_string())),
             };
             self.ledger += client.backlog.settle(&offered);
@@ -464,6 +468,20 @@ impl Worker {
             };
             self.watch(slot);
         }
+    }
+
+    /// TLS failed (the peer sent what does not decrypt, or rustls raised an
+    /// alert): what waits can never go. The connection closes as after a
+    /// goodbye, its alert sent, then our half of TCP, then the linger, but
+    /// without close_notify ([`WriteHalf::offer_close`]). A reset now could
+    /// reach the peer before the alert, and the peer would never learn why.
+    fn close_after_failure(&mut self, slot: Slot) {
+        let Some(client) = self.clients.get(slot) else {
+            return;
+        };
+        self.ledger += client.backlog.clear();
+        client.phase = Phase::Closing { notified: false };
+        self.finish_closing(slot);
     }
 
     fn begin_closing(&mut self, slot: Slot) {

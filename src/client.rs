@@ -3,7 +3,8 @@
 //!
 //! [`connect`] decides whom the client talks to: read it right after
 //! [`tls`]. Then [`Connected::chat`] shows the server's lines as they come,
-//! while a keyboard thread queues typed lines for a writer thread.
+//! even while the user is not typing: a keyboard thread queues typed lines
+//! for a writer thread.
 //!
 //! Next, after [`connect`]: [`duplex`], the handshake loop. After the
 //! rest: [`outbox`], the writer's queue; on the tour's path of one
@@ -116,12 +117,13 @@ pub struct Unknown {
     pub subject: Option<String>,
 }
 
-/// [`connect`], with trust on first use: a server in `known` is trusted by
-/// the key stored there (as with `--pin`); any other must verify against
-/// `options.trust`, and if its certificate does not, `ask` (when given:
-/// the client runs on a terminal) is shown its fingerprint. A yes connects
-/// again trusting that key, and stores it in `known`. Without `ask`, or on
-/// a no, the handshake's error is returned, its hint saying how to pin.
+/// [`connect`], with trust on first use as SSH does it: a server in
+/// `known` is trusted by the key stored there (as with `--pin`); any other
+/// must verify against `options.trust`, and if its certificate does not,
+/// `ask` (when given: the client runs on a terminal) is shown its
+/// fingerprint. A yes connects again trusting that key, and stores it in
+/// `known`. Without `ask`, or on a no, the handshake's error is returned,
+/// its hint saying how to pin.
 ///
 /// A known server is not checked against the CA at all: its stored key
 /// decides, so a changed key is refused loudly (with both fingerprints

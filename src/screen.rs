@@ -1,6 +1,7 @@
 //! How server lines look on a person's screen: a mark per kind of line,
 //! colours and the local time when wanted. Pure text in, text out (so
-//! unit-tested): the only escape sequences are the colours added here.
+//! unit-tested). The only escape sequences are the colours added here:
+//! lines arrive with their control characters removed ([`crate::line`]).
 //!
 //! Next: [`terminal`](crate::terminal), the client for a person at a
 //! terminal; or the tour's optional last step, `linked`.

@@ -1,36 +1,14 @@
 //! The client: connect, verify the server, then chat (here for pipes and
 //! scripts; [`terminal`](crate::terminal) for a person at a terminal).
 //!
-//! [`connect`] is where the client decides whom it will talk to; read it
-//! right after [`tls`]. It opens the TCP connection ([`dial`])
-//! and runs the TLS handshake ([`handshake`]) with the configuration from
-//! [`tls::client_config`], which holds the roots it trusts, and with the
-//! name to check: `--server-name`, else the host part of `--addr`. rustls
-//! uses that name twice: it sends it in the ClientHello (SNI, for a DNS
-//! name only), and it checks it against the subjectAltName of the
-//! certificate the server presents. If rustls refuses the certificate (no
-//! trusted chain, out of its dates, another name, a bad signature), the
-//! handshake returns the error and [`connect`] returns
-//! [`Error::Handshake`] with a hint; nothing but the handshake was sent. A
-//! refusal of *our* certificate cannot arrive there: in TLS 1.3 the server
-//! checks it after we sent our Finished, so it arrives at the first read,
-//! and is reported then as the handshake failure it is.
+//! [`connect`] decides whom the client talks to: read it right after
+//! [`tls`]. Then [`Connected::chat`] shows the server's lines as they come,
+//! even while the user is not typing: a keyboard thread queues typed lines
+//! for a writer thread.
 //!
-//! [`connect_or_ask`] is [`connect`] with trust on first use, as SSH does
-//! it: a server the CA does not vouch for can be trusted by its key, once
-//! the user has seen the key's fingerprint and said yes; the key is then
-//! kept in [`known_servers`] and checked on every later connection.
-//!
-//! Then [`Connected::chat`]: two threads share the connection. The
-//! keyboard thread reads lines and queues them for the writer thread,
-//! while the calling thread prints what arrives, so messages appear even
-//! while the user is not typing. Every reader in the project, this one,
-//! the server's, the benchmark's and the tests', reads through the same
-//! [`LineReader`], and connects through [`connect`] or [`handshake`].
-//!
-//! Next, after [`connect`]: [`duplex`], the handshake loop.
-//! Next, after the rest: [`outbox`], the writer's queue. On the tour's
-//! path of one message: [`screen`](crate::screen), how bob's client shows the line.
+//! Next, after [`connect`]: [`duplex`], the handshake loop. After the
+//! rest: [`outbox`], the writer's queue; on the tour's path of one
+//! message, [`screen`](crate::screen), how bob's client shows the line.
 
 use std::io::{self, BufRead, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -103,8 +81,22 @@ pub struct Connected {
 
 /// Connects to the server and completes the TLS handshake.
 ///
-/// Nothing is sent to the server but the handshake itself until this has
-/// verified the server's certificate.
+/// It opens the TCP connection ([`dial`]) and runs the TLS handshake
+/// ([`handshake`]) with the configuration from [`tls::client_config`],
+/// which holds the roots it trusts, and with the name to check:
+/// `--server-name`, else the host part of `--addr`. rustls uses that name
+/// twice: it sends it in the ClientHello (SNI, for a DNS name only), and
+/// it checks it against the subjectAltName of the certificate the server
+/// presents. If rustls refuses the certificate (no trusted chain, out of
+/// its dates, another name, a bad signature), the handshake fails and this
+/// returns [`Error::Handshake`] with a hint: nothing but the handshake was
+/// sent. A refusal of *our* certificate cannot arrive here: in TLS 1.3 the
+/// server checks it after we sent our Finished, so it arrives at the first
+/// read, and is reported then as the handshake failure it is.
+///
+/// Every client in the project (this one, the terminal's, the benchmark's
+/// and the tests') connects through this or [`handshake`], and reads
+/// through the same [`LineReader`].
 pub fn connect(options: &ClientOptions) -> Result<Connected, Error> {
     let config = tls::client_config(&options.trust, options.identity.as_ref())?;
     let socket = dial(&options.addr, options.timeout)?;
@@ -125,12 +117,13 @@ pub struct Unknown {
     pub subject: Option<String>,
 }
 
-/// [`connect`], with trust on first use: a server in `known` is trusted by
-/// the key stored there (as with `--pin`); any other must verify against
-/// `options.trust`, and if its certificate does not, `ask` (when given:
-/// the client runs on a terminal) is shown its fingerprint. A yes connects
-/// again trusting that key, and stores it in `known`. Without `ask`, or on
-/// a no, the handshake's error is returned, its hint saying how to pin.
+/// [`connect`], with trust on first use as SSH does it: a server in
+/// `known` is trusted by the key stored there (as with `--pin`); any other
+/// must verify against `options.trust`, and if its certificate does not,
+/// `ask` (when given: the client runs on a terminal) is shown its
+/// fingerprint. A yes connects again trusting that key, and stores it in
+/// `known`. Without `ask`, or on a no, the handshake's error is returned,
+/// its hint saying how to pin.
 ///
 /// A known server is not checked against the CA at all: its stored key
 /// decides, so a changed key is refused loudly (with both fingerprints
@@ -370,45 +363,32 @@ impl Connected {
     /// [`WriteHalf`] that sends. `flush` asks whoever owns the writing half
     /// to send what rustls queued while reading.
     pub fn split(self, flush: impl FnMut() + Send + 'static) -> (LineReader, WriteHalf) {
-        halves(self.conn, Arc::new(self.socket), flush)
+        let (read_half, write_half) = duplex::split(self.conn, Arc::new(self.socket));
+        let lines = LineReader::new(read_half, MAX_SERVER_LINE, flush);
+        (lines, write_half)
     }
 
     /// Chats until the server closes the connection: lines from `input` go
-    /// to the server, lines from the server are written to `output`.
+    /// to the server, lines from the server are written to `output`, as
+    /// `screen` shows them. The [`summary`](Connected::summary) goes to
+    /// `status` once the first line arrives: only then is the client sure
+    /// the server accepted it (in TLS 1.3 a server checks a client
+    /// certificate after the client has finished its side of the
+    /// handshake).
     ///
     /// When `input` ends, the client says close_notify and still prints
-    /// whatever the server sends until it closes too. When `output` is
-    /// closed (`chat-client | head -1`), the reader has left: the client
-    /// says close_notify, reads and discards until the server closes too,
-    /// and ends without an error. Whatever ends the chat, the writer
-    /// thread is asked to close and is waited for. `screen` decides how
-    /// lines look.
-    ///
-    /// The [`summary`](Connected::summary) goes to `status` once the first
-    /// line arrives: only then is the client sure the server accepted it
-    /// (in TLS 1.3 a server checks a client certificate after the client
-    /// has finished its side of the handshake).
-    pub fn chat<I, O>(
+    /// whatever the server sends until it closes too; when `output` is
+    /// closed (`chat-client | head -1`), it says close_notify at once and
+    /// ends, without an error, once the server has closed too. Whatever
+    /// ends the chat, the writer thread is asked to close and is waited for.
+    pub fn chat(
         self,
-        input: I,
-        output: &mut O,
+        input: impl BufRead + Send + 'static,
+        output: &mut impl Write,
         mut screen: Screen,
         status: &mut dyn Write,
-    ) -> Result<(), Error>
-    where
-        I: BufRead + Send + 'static,
-        O: Write,
-    {
-        let Connected {
-            conn,
-            socket,
-            addr,
-            trust,
-            server_name,
-            summary,
-        } = self;
-        let mut summary = Some(summary);
-        let mut wiring = Wiring::start(conn, socket)?;
+    ) -> Result<(), Error> {
+        let mut wiring = Wiring::start(self.conn, self.socket)?;
         let keyboard = wiring.outbox.clone();
         let started = thread::Builder::new()
             .name("keyboard".into())
@@ -419,20 +399,14 @@ impl Connected {
                 output,
                 &mut screen,
                 &wiring.outbox,
-                || {
-                    if let Some(summary) = summary.take() {
-                        // Status output is a courtesy; chatting does not need it.
-                        let _ = writeln!(status, "{summary}");
-                    }
-                },
-            ),
-            Err(err) => Err(Ended::Thread(err)),
+                (self.summary, status),
+            )
+            .map_err(|end| match end {
+                Ended::Output(err) => Error::Output(err),
+                Ended::Failed(end) => refusal_or(end, &self.addr, &self.trust, &self.server_name),
+            }),
+            Err(err) => Err(Error::Thread(err)),
         };
-        let result = result.map_err(|end| match end {
-            Ended::Output(err) => Error::Output(err),
-            Ended::Failed(end) => refusal_or(end, &addr, &trust, &server_name),
-            Ended::Thread(err) => Error::Thread(err),
-        });
         wiring.finish();
         result
     }
@@ -461,7 +435,8 @@ impl Wiring {
         let socket = Arc::new(socket);
         let (outbox, drain) = outbox::channel(TYPE_AHEAD);
         let flusher = outbox.clone();
-        let (lines, write_half) = halves(conn, Arc::clone(&socket), move || flusher.flush());
+        let (read_half, write_half) = duplex::split(conn, Arc::clone(&socket));
+        let lines = LineReader::new(read_half, MAX_SERVER_LINE, move || flusher.flush());
         let (reader_alive, reader_done) = crossbeam_channel::bounded::<()>(0);
         let (writer_alive, writer_done) = crossbeam_channel::bounded::<()>(0);
         let writer = thread::Builder::new()
@@ -509,61 +484,59 @@ enum Ended {
     Output(io::Error),
     /// The connection failed.
     Failed(End),
-    /// A thread could not be started.
-    Thread(io::Error),
 }
 
-/// The two halves of a connection, the reading one in lines.
-fn halves(
-    conn: Connection,
-    socket: Arc<TcpStream>,
-    flush: impl FnMut() + Send + 'static,
-) -> (LineReader, WriteHalf) {
-    let (read_half, write_half) = duplex::split(conn, socket);
-    (
-        LineReader::new(read_half, MAX_SERVER_LINE, flush),
-        write_half,
-    )
-}
-
-/// The client's read loop: shows each line until the server closes. If
-/// the output is closed, says close_notify at once and discards the rest,
-/// so that the server still sees an orderly end. `first_line` runs when
-/// the first line arrives.
+/// The client's read loop: shows each line until the server closes. The
+/// first line also sends the connection's summary to `status`.
 fn read_until_end(
     lines: &mut LineReader,
     output: &mut impl Write,
     screen: &mut Screen,
     outbox: &Outbox,
-    mut first_line: impl FnMut(),
+    (summary, status): (String, &mut dyn Write),
 ) -> Result<(), Ended> {
+    let mut summary = Some(summary);
     let mut showing = true;
     loop {
-        match lines.next_line() {
-            Ok(frame) => {
-                first_line();
-                if !showing {
-                    continue;
-                }
-                match show(output, screen, &frame) {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
-                        showing = false;
-                        outbox.close();
-                    }
-                    Err(err) => return Err(Ended::Output(err)),
-                }
-            }
-            Err(End::Closed) => break,
-            Err(End::Lost) => {
-                log::warn!(
-                    "the connection ended without the server's close_notify: \
-                     the server vanished, or did not answer ours in time"
-                );
-                break;
-            }
-            Err(end @ End::Failed(_)) => return Err(Ended::Failed(end)),
+        let frame = match lines.next_line() {
+            Ok(frame) => frame,
+            Err(end) => return finish_reading(end, output, showing),
+        };
+        if let Some(summary) = summary.take() {
+            // Status output is a courtesy; chatting does not need it.
+            let _ = writeln!(status, "{summary}");
         }
+        if showing {
+            if let Err(err) = show(output, screen, &frame) {
+                stop_showing(err, outbox)?;
+                showing = false;
+            }
+        }
+    }
+}
+
+/// Showing a line failed. If the output was closed, its reader has left:
+/// the client says close_notify at once and reads on, discarding, until
+/// the server closes too, so that the server still sees an orderly end.
+/// Any other failure ends the chat with it.
+fn stop_showing(err: io::Error, outbox: &Outbox) -> Result<(), Ended> {
+    if err.kind() != io::ErrorKind::BrokenPipe {
+        return Err(Ended::Output(err));
+    }
+    outbox.close();
+    Ok(())
+}
+
+/// The connection's end: the server's close_notify, or the server gone
+/// without one (which the client only warns of), or a failure.
+fn finish_reading(end: End, output: &mut impl Write, showing: bool) -> Result<(), Ended> {
+    match end {
+        End::Closed => {}
+        End::Lost => log::warn!(
+            "the connection ended without the server's close_notify: \
+             the server vanished, or did not answer ours in time"
+        ),
+        End::Failed(_) => return Err(Ended::Failed(end)),
     }
     if showing {
         match output.flush() {

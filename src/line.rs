@@ -52,36 +52,37 @@ impl LineFramer {
     }
 
     /// Feeds bytes from the stream, appending each frame they complete to `out`.
-    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) {
-        while !bytes.is_empty() {
-            let newline = bytes.iter().position(|&b| b == b'\n');
-            let (chunk, rest) = match newline {
-                Some(i) => (&bytes[..i], &bytes[i + 1..]),
-                None => (bytes, &[][..]),
+    pub fn push(&mut self, bytes: &[u8], out: &mut impl Extend<Frame>) {
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let (chunk, ends_line) = match piece.strip_suffix(b"\n") {
+                Some(chunk) => (chunk, true),
+                None => (piece, false),
             };
-            bytes = rest;
-            let ends_line = newline.is_some();
-
-            if self.discarding {
-                self.discarding = !ends_line;
-                continue;
-            }
             // One byte of slack for the `\r` of a `\r\n` that has not
             // arrived whole; `finish_line` applies the exact limit. The
             // slack saturates: a limit of `usize::MAX` (`--max-line` takes
             // any number) means no limit, where a plain `+ 1` would panic in
             // a debug build and wrap to 0 in release, refusing every line.
-            if self.partial.len() + chunk.len() > self.max_len.saturating_add(1) {
-                self.partial = Vec::new();
-                self.discarding = !ends_line;
-                out.push(Frame::TooLong);
+            let limit = self.max_len.saturating_add(1);
+            if self.discarding || self.partial.len() + chunk.len() > limit {
+                self.too_long(ends_line, out);
                 continue;
             }
             self.partial.extend_from_slice(chunk);
             if ends_line {
-                out.push(self.finish_line());
+                out.extend([self.finish_line()]);
             }
         }
+    }
+
+    /// Part of a line over the limit: reported once, then dropped as it
+    /// arrives, never kept, until the line's `\n`.
+    fn too_long(&mut self, ends_line: bool, out: &mut impl Extend<Frame>) {
+        if !self.discarding {
+            self.partial = Vec::new();
+            out.extend([Frame::TooLong]);
+        }
+        self.discarding = !ends_line;
     }
 
     /// Ends the stream: a last line without `\n` is still a line.

@@ -1,12 +1,7 @@
 //! The reading side of a connection, in lines: a [`ReadHalf`] and a
-//! [`LineFramer`] together.
-//!
-//! Every reader in this project, the server's reading threads, the client,
-//! the benchmark and the tests, reads the same way: wait for bytes,
-//! decrypt, frame, hand on each line, until the peer closes or the
-//! connection fails. [`LineReader`] is that loop, once. It yields one
-//! complete line at a time, or the way the connection ended; what to do
-//! with a line is the caller's business.
+//! [`LineFramer`] together, read the same way by every reader in the
+//! project (the server, the client, the benchmark, the tests): one line at
+//! a time, or how the connection ended. What a line means is not its job.
 //!
 //! Next: [`protocol`](crate::protocol), what a line means.
 
@@ -61,18 +56,10 @@ pub struct LineReader {
     framer: LineFramer,
     /// Lines already framed, not yet handed out.
     ready: VecDeque<Frame>,
-    /// Where the framer puts lines; kept to reuse its allocation.
-    framed: Vec<Frame>,
     flush: Box<dyn FnMut() + Send>,
-    state: State,
-}
-
-enum State {
-    Open,
-    /// The end has come; it is returned once `ready` is empty.
-    Ending(End),
-    /// The end has been returned.
-    Ended,
+    /// How the connection ended, once it has: returned once `ready` is
+    /// empty, and then replaced by the error of a read after the end.
+    end: Option<End>,
 }
 
 impl LineReader {
@@ -83,9 +70,8 @@ impl LineReader {
             half,
             framer: LineFramer::new(max_line),
             ready: VecDeque::new(),
-            framed: Vec::new(),
             flush: Box::new(flush),
-            state: State::Open,
+            end: None,
         }
     }
 
@@ -94,43 +80,34 @@ impl LineReader {
     ///
     /// After the end has been returned, every later call fails at once.
     pub fn next_line(&mut self) -> Result<Frame, End> {
-        loop {
-            if let Some(frame) = self.ready.pop_front() {
-                return Ok(frame);
-            }
-            match std::mem::replace(&mut self.state, State::Ended) {
-                State::Open => self.state = self.receive(),
-                State::Ending(end) => return Err(end),
-                State::Ended => {
-                    let err = io::Error::new(io::ErrorKind::NotConnected, "read after the end");
-                    return Err(End::Failed(err));
-                }
-            }
+        while self.ready.is_empty() && self.end.is_none() {
+            self.receive();
         }
+        if let Some(frame) = self.ready.pop_front() {
+            return Ok(frame);
+        }
+        let after = io::Error::new(io::ErrorKind::NotConnected, "read after the end");
+        Err(self.end.replace(End::Failed(after)).expect("the end came"))
     }
 
     /// One wait for the peer: whatever it decrypts is framed into `ready`.
-    fn receive(&mut self) -> State {
-        let framer = &mut self.framer;
-        let framed = &mut self.framed;
-        let received = self.half.receive(&mut |bytes| framer.push(bytes, framed));
-        self.ready.extend(self.framed.drain(..));
-        match received {
+    fn receive(&mut self) {
+        let (framer, ready) = (&mut self.framer, &mut self.ready);
+        match self.half.receive(&mut |bytes| framer.push(bytes, ready)) {
             Ok(Received::Data { wants_write }) => {
                 if wants_write {
                     (self.flush)();
                 }
-                State::Open
             }
             Ok(Received::Closed) => {
                 self.ready.extend(self.framer.finish());
-                State::Ending(End::Closed)
+                self.end = Some(End::Closed);
             }
-            Ok(Received::Eof) => State::Ending(End::Lost),
+            Ok(Received::Eof) => self.end = Some(End::Lost),
             Err(err) => {
                 // rustls may have queued an alert that says why.
                 (self.flush)();
-                State::Ending(End::Failed(err))
+                self.end = Some(End::Failed(err));
             }
         }
     }

@@ -1,15 +1,10 @@
-//! How server lines look on a person's terminal: a symbol per kind of line,
-//! colours when the output is a terminal that wants them, the local time in
-//! front when asked (`12:34`, the default on a terminal), and the client's
-//! own lines (`--- ...`, [`Screen::note`]) set apart from the server's.
-//!
-//! Pure text in, text out, so every rule is unit-tested. The only escape
-//! sequences that reach the terminal are the colours added here: server
-//! lines arrive with every control character already removed.
+//! How server lines look on a person's screen: a mark per kind of line,
+//! colours and the local time when wanted. Pure text in, text out (so
+//! unit-tested). The only escape sequences are the colours added here:
+//! lines arrive with their control characters removed ([`crate::line`]).
 //!
 //! Next: [`terminal`](crate::terminal), the client for a person at a
-//! terminal, which shows its lines through this; or, ending the tour, its
-//! optional last step: `linked`, several servers as one chat.
+//! terminal; or the tour's optional last step, `linked`.
 
 use crate::protocol::{Notice, ServerLine};
 
@@ -74,18 +69,26 @@ impl Screen {
     pub fn render(&mut self, line: &str) -> String {
         let parsed = ServerLine::parse(line);
         if let Some(ServerLine::Notice(text)) = parsed {
-            if let Some(nick) = Notice::parse(text).as_ref().and_then(own_nick) {
-                self.own_nick = Some(nick.to_string());
-            }
+            self.learn(text);
         }
         let shown = match parsed {
-            Some(ServerLine::History(inner)) => {
-                let shown = self.render_kind(ServerLine::parse(inner), inner);
-                self.paint(DIM, &format!("[history] {}", strip_colours(&shown)))
-            }
-            other => self.render_kind(other, line),
+            Some(ServerLine::History(inner)) => self.render_history(inner),
+            parsed => self.render_kind(parsed, line),
         };
         self.stamp_now(shown)
+    }
+
+    /// A line said before this client joined the room, dimmed as a whole.
+    fn render_history(&self, inner: &str) -> String {
+        let shown = self.render_kind(ServerLine::parse(inner), inner);
+        self.paint(DIM, &format!("[history] {}", strip_colours(&shown)))
+    }
+
+    /// Learns this client's nick from the notices that say it.
+    fn learn(&mut self, notice: &str) {
+        if let Some(nick) = Notice::parse(notice).as_ref().and_then(own_nick) {
+            self.own_nick = Some(nick.to_string());
+        }
     }
 
     /// How a line of the client's own is shown (a reconnect, a line kept
@@ -94,7 +97,6 @@ impl Screen {
         self.stamp_now(self.paint(DIM, &format!("--- {text}")))
     }
 
-    /// `line` with the time `clock` in front, if timestamps are on.
     /// The line with the time now in front, if times are on; the clock
     /// (and its time zone lookup) is read only then.
     fn stamp_now(&self, line: String) -> String {

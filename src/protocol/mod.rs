@@ -323,12 +323,17 @@ pub fn parse_command(line: &str) -> Result<Option<Command<'_>>, CommandError<'_>
         // Drop the first slash, keep the second.
         return Ok(Some(Command::Say(&line[1..])));
     }
-    let Some(rest) = line.strip_prefix('/') else {
-        if line.trim().eq_ignore_ascii_case("bye") {
-            return Ok(Some(Command::Quit(None)));
-        }
-        return Ok(Some(Command::Say(line)));
-    };
+    match line.strip_prefix('/') {
+        Some(command) => parse_slash_command(command).map(Some),
+        None if line.trim().eq_ignore_ascii_case("bye") => Ok(Some(Command::Quit(None))),
+        None => Ok(Some(Command::Say(line))),
+    }
+}
+
+/// Reads a `/command` line, its `/` removed. Kept out of line: a room
+/// line, the common case, then pays for none of it.
+#[inline(never)]
+fn parse_slash_command(rest: &str) -> Result<Command<'_>, CommandError<'_>> {
     let (name, args) = match rest.split_once(char::is_whitespace) {
         Some((name, args)) => (name, args.trim()),
         None => (rest, ""),
@@ -366,7 +371,7 @@ pub fn parse_command(line: &str) -> Result<Option<Command<'_>>, CommandError<'_>
         }
         _ => return Err(CommandError::Unknown(name)),
     };
-    Ok(Some(command))
+    Ok(command)
 }
 
 fn first_word(args: &str) -> &str {
@@ -448,33 +453,24 @@ impl ServerLine<'_> {
     /// one of the known kinds.
     pub fn parse(line: &str) -> Option<ServerLine<'_>> {
         let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let (first, after_first) = rest.split_once(' ').unwrap_or((rest, ""));
-        match kind {
-            "chat" => Some(ServerLine::Chat {
-                from: first,
-                text: after_first,
-            }),
-            "action" => Some(ServerLine::Action {
-                from: first,
-                text: after_first,
-            }),
+        // Most kinds go on with a nick, then the text.
+        let (from, text) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some(match kind {
+            "chat" => ServerLine::Chat { from, text },
+            "action" => ServerLine::Action { from, text },
             "private" => {
-                let (to, text) = after_first.split_once(' ').unwrap_or((after_first, ""));
-                Some(ServerLine::Private {
-                    from: first,
-                    to,
-                    text,
-                })
+                let (to, text) = text.split_once(' ').unwrap_or((text, ""));
+                ServerLine::Private { from, to, text }
             }
-            "notice" => Some(ServerLine::Notice(rest)),
-            "error" => Some(ServerLine::Error(rest)),
-            "history" => Some(ServerLine::History(rest)),
-            "token" => Some(ServerLine::Token {
-                nick: first,
-                secret: after_first,
-            }),
-            _ => None,
-        }
+            "notice" => ServerLine::Notice(rest),
+            "error" => ServerLine::Error(rest),
+            "history" => ServerLine::History(rest),
+            "token" => ServerLine::Token {
+                nick: from,
+                secret: text,
+            },
+            _ => return None,
+        })
     }
 }
 

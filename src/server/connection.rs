@@ -1,7 +1,6 @@
-//! One connection's life on the server: its tracker, its handshake
-//! thread (the TLS handshake, admission, registration with a shard), and
-//! its reading thread, which hands its lines to the hub. Not the accept
-//! loop or shutdown (the server's `run`).
+//! One connection's life on the server: its tracker, its handshake thread
+//! (the TLS handshake, a writer shard, a seat), and its reading thread,
+//! which hands its lines to the hub. Not the accept loop or shutdown.
 
 // The server's types, limits and helpers, which this part shares.
 use super::*;
@@ -12,35 +11,34 @@ use super::*;
 pub(super) struct Tracker {
     id: ClientId,
     peer: SocketAddr,
-    open: Arc<AtomicUsize>,
-    /// Set when connections are counted per address.
-    per_ip: Option<PerIp>,
-    sockets: Arc<Sockets>,
+    connections: Arc<Connections>,
+    /// Whether it was counted against its address.
+    per_ip: bool,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    /// Dropped with the tracker; see [`Server::run`].
+    /// Dropped with the tracker; see [`Running`]'s `alive`.
     _alive: Sender<()>,
 }
 
 impl Tracker {
+    /// Counts a new connection, already counted per address if the server
+    /// does that (see `Server::has_room`), as open until the tracker drops.
     pub(super) fn new(
         id: ClientId,
         peer: SocketAddr,
-        per_ip: Option<PerIp>,
-        open: &Arc<AtomicUsize>,
-        sockets: Arc<Sockets>,
-        alive: Sender<()>,
+        socket: &Arc<TcpStream>,
+        server: &Server,
+        running: &Running,
     ) -> Tracker {
-        open.fetch_add(1, Ordering::SeqCst);
+        server.connections.add(id, Arc::clone(socket));
         Tracker {
             id,
             peer,
-            open: Arc::clone(open),
-            per_ip,
-            sockets,
+            connections: Arc::clone(&server.connections),
+            per_ip: server.limits.max_per_ip.is_some(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
-            _alive: alive,
+            _alive: running.alive.clone(),
         }
     }
 }
@@ -54,18 +52,8 @@ impl Drop for Tracker {
             self.bytes_in.load(Ordering::Relaxed),
             self.bytes_out.load(Ordering::Relaxed)
         );
-        self.sockets.remove(self.id);
-        if let Some(per_ip) = &self.per_ip {
-            let mut counts = lock(per_ip);
-            let ip = self.peer.ip();
-            if let Some(count) = counts.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    counts.remove(&ip);
-                }
-            }
-        }
-        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.connections
+            .remove(self.id, self.peer.ip(), self.per_ip);
     }
 }
 
@@ -73,8 +61,8 @@ impl Drop for Tracker {
 /// setup after it need, and what it hands on to the connection's
 /// [`Reader`].
 pub(super) struct Handshake {
-    pub(super) id: ClientId,
-    pub(super) peer: SocketAddr,
+    /// Who the connection is (its id and address), and its counts.
+    pub(super) tracker: Arc<Tracker>,
     pub(super) socket: Arc<TcpStream>,
     pub(super) tls: Arc<ServerConfig>,
     pub(super) limits: Limits,
@@ -83,51 +71,22 @@ pub(super) struct Handshake {
     /// The writer shard that will send to this client.
     pub(super) shard: Shard,
     pub(super) shard_index: usize,
-    pub(super) sockets: Arc<Sockets>,
     pub(super) seats: Arc<Seats>,
     /// What a refusal line is charged to.
     pub(super) budget: Arc<Budget>,
-    pub(super) tracker: Arc<Tracker>,
     /// Where the reading thread comes from.
     pub(super) readers: Pool,
 }
 
 impl Handshake {
-    /// Runs on a handshake thread: the TLS handshake and the setup after
-    /// it; then it hands the connection to a reading thread, which reads
-    /// for the rest of the connection, and is free for the next handshake.
-    ///
-    /// A thread keeps what it has touched for as long as it lives: the
-    /// stack pages of the handshake's deep cryptography, and the blocks its
-    /// allocator caches for it (glibc keeps up to seven freed blocks of
-    /// each size per thread, about 9 KiB of the handshake's leftovers).
-    /// For an idle client that would be most of its memory; a reading
-    /// thread, which never handshakes, has neither.
+    /// Runs on a handshake thread (see `HANDSHAKE_STACK`): the TLS
+    /// handshake, then a writer shard and a seat; then a reading thread
+    /// takes the connection for the rest of its life.
     pub(super) fn run(self) {
-        let (id, peer) = (self.id, self.peer);
-        let self_readers = self.readers.clone();
-        let Some(reader) = self.join() else {
-            return;
-        };
-        let (shard, slot) = (reader.shard.clone(), reader.slot);
-        if let Err(err) = self_readers.run(move || reader.run()) {
-            log::error!("{id} {peer}: dropped: cannot start a thread: {err}");
-            // The reader never ran: close as the hub would have.
-            shard.send(Work::Close(slot));
-            shard.send(Work::ReaderDone(slot));
-        }
-    }
-
-    /// The TLS handshake, then the writing half to a shard. Returns the
-    /// reader, or `None` if the client never got that far.
-    fn join(self) -> Option<Reader> {
-        let (id, peer) = (self.id, self.peer);
+        let (id, peer) = (self.tracker.id, self.tracker.peer);
         let conn = match self.handshake() {
             Ok(conn) => conn,
-            Err(reason) => {
-                log::info!("{id} {peer}: closed before joining: {reason}");
-                return None;
-            }
+            Err(reason) => return log::info!("{id} {peer}: closed before joining: {reason}"),
         };
         log::info!("{id} {peer}: connected, {}", tls::describe(&conn));
         let certificate = conn
@@ -147,34 +106,32 @@ impl Handshake {
             fate: Arc::clone(&fate),
             on_done: Box::new(move |sent| tracker.bytes_out.store(sent, Ordering::Relaxed)),
         };
-        self.sockets.chatting(id);
+        self.tracker.connections.chatting(id);
         // Fails only if the server is stopping and the shard has ended.
-        let slot = self.shard.register(registration).ok()?;
-        let address = Address {
-            shard: self.shard_index,
-            slot,
+        let Ok(slot) = self.shard.register(registration) else {
+            return;
         };
+        // The hub hears of an admitted client (and takes its seat) before
+        // any of its lines.
         let admission = match self.seats.take(peer.ip()) {
-            Ok(seat) => Admission::Admitted(Event::Ready {
+            Ok(seat) => Ok(Event::Ready {
                 id,
                 peer,
-                address,
+                address: Address {
+                    shard: self.shard_index,
+                    slot,
+                },
                 certificate,
                 seat,
             }),
-            Err(why) => Admission::Refused {
-                peer,
-                line: Outgoing::new(ServerLine::Error(&why).to_wire(), &self.budget),
-                why,
-            },
+            Err(why) => Err(self.refusal(why)),
         };
         // Reading can make rustls queue a reply (to a key update); only the
         // shard writes, so it is asked to send it.
         let flusher = self.shard.clone();
         let flush = move || flusher.send(Work::Flush(slot));
-        Some(Reader {
+        let reader = Reader {
             id,
-            admission: Some(admission),
             lines: LineReader::new(read_half, self.limits.max_line, flush),
             bucket: self
                 .limits
@@ -182,11 +139,19 @@ impl Handshake {
                 .map(|rate| TokenBucket::new(rate, Instant::now())),
             warned: false,
             events: self.events,
-            shard: self.shard,
+            shard: self.shard.clone(),
             slot,
             fate,
             tracker: self.tracker,
-        })
+        };
+        let started = self.readers.run(move || match admission {
+            Ok(ready) => reader.chat(ready),
+            Err(line) => reader.refuse(line),
+        });
+        if let Err(err) = started {
+            log::error!("{id} {peer}: dropped: cannot start a thread: {err}");
+            close(&self.shard, slot);
+        }
     }
 
     /// The TLS handshake, with its deadline.
@@ -198,27 +163,18 @@ impl Handshake {
             .map_err(|err| format!("handshake failed: {err}"))?;
         Ok(conn)
     }
-}
 
-/// What the server decided about a client after its handshake.
-pub(super) enum Admission {
-    /// It may chat: the hub hears of it first (and takes its seat), before
-    /// any of its lines.
-    Admitted(Event),
-    /// No place for it; `line` tells it why.
-    Refused {
-        peer: SocketAddr,
-        why: String,
-        line: Outgoing,
-    },
+    /// A client the server has no place for: the line that tells it why.
+    fn refusal(&self, why: String) -> Outgoing {
+        log::info!("{} {}: refused: {why}", self.tracker.id, self.tracker.peer);
+        Outgoing::new(ServerLine::Error(&why).to_wire(), &self.budget)
+    }
 }
 
 /// A connection after its handshake, on its reading thread: reads its
 /// lines and hands them to the hub, for the life of the connection.
 pub(super) struct Reader {
     id: ClientId,
-    /// Whether the client may chat; taken when the reading thread starts.
-    admission: Option<Admission>,
     lines: LineReader,
     /// Flood control, if the server limits rates.
     bucket: Option<TokenBucket>,
@@ -235,63 +191,15 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    /// Joins the chat, reads until the connection ends, then tells the hub
-    /// and the shard.
-    pub(super) fn run(mut self) {
-        let ready = match self.admission.take() {
-            Some(Admission::Admitted(ready)) => return self.chat(ready),
-            Some(Admission::Refused { peer, why, line }) => (peer, why, line),
-            None => return,
-        };
-        self.refuse(ready);
-    }
-
-    /// A client the server has no place for: its shard sends it the reason
-    /// and closes; meanwhile whatever it sends is read and dropped, so that
-    /// it reads the reason before the connection ends.
-    fn refuse(mut self, (peer, why, line): (SocketAddr, String, Outgoing)) {
-        log::info!("{} {peer}: refused: {why}", self.id);
-        self.shard.send(Work::Deliver {
-            line,
-            to: To::One(self.slot),
-        });
-        self.shard.send(Work::Close(self.slot));
-        while self.lines.next_line().is_ok() {}
-        self.tracker
-            .bytes_in
-            .store(self.lines.bytes_received(), Ordering::Relaxed);
-        self.shard.send(Work::ReaderDone(self.slot));
-    }
-
     /// The chat: the hub first hears of the client, then of each of its
     /// lines, then of its end.
     fn chat(mut self, ready: Event) {
         if self.events.send(ready).is_err() {
             // The hub has stopped: nobody will chat with this client.
-            self.shard.send(Work::Close(self.slot));
-            self.shard.send(Work::ReaderDone(self.slot));
-            return;
+            return close(&self.shard, self.slot);
         }
-        let mut reason = self.read();
-        self.tracker
-            .bytes_in
-            .store(self.lines.bytes_received(), Ordering::Relaxed);
-        let mut public = None;
-        if let Some(cut) = self.fate.cut_reason() {
-            reason = cut.to_string();
-            if self.fate.too_slow() {
-                public = Some("too slow");
-            }
-        }
-        let gone = Event::Gone {
-            id: self.id,
-            reason,
-            public,
-        };
-        // Nothing depends on the hub to tell the shard: if the hub is
-        // stopping, or has failed, the shard still lets the client go.
-        let _ = self.events.send(gone);
-        self.shard.send(Work::ReaderDone(self.slot));
+        let reason = self.read();
+        self.leave(reason);
     }
 
     /// The read loop; returns why the connection ended.
@@ -318,8 +226,8 @@ impl Reader {
         }
     }
 
-    /// Flood control, before each line goes to the hub: waits as long as
-    /// the rate limit asks, and tells the client once per flood.
+    /// Flood control, before each line goes to the hub: takes the line's
+    /// token, and if there was none, slows down.
     fn keep_to_rate(&mut self) {
         let Some(bucket) = &mut self.bucket else {
             return;
@@ -329,15 +237,66 @@ impl Reader {
             self.warned = false;
         }
         let wait = bucket.take(now);
-        if wait.is_zero() {
-            return;
+        if !wait.is_zero() {
+            self.slow_down(wait);
         }
+    }
+
+    /// Waits as long as the rate limit asks, and tells the client once per
+    /// flood. Not reading meanwhile is the point: the client's sends back
+    /// up into its own TCP connection.
+    fn slow_down(&mut self, wait: Duration) {
         if !self.warned {
             let _ = self.events.send(Event::Throttled { id: self.id });
             self.warned = true;
         }
-        // Not reading meanwhile is the point: the client's sends back up
-        // into its own TCP connection.
         thread::sleep(wait);
     }
+
+    /// The connection ended: the hub hears why (the shard's reason, if it
+    /// cut it), and the shard lets it go.
+    fn leave(self, mut reason: String) {
+        self.tracker
+            .bytes_in
+            .store(self.lines.bytes_received(), Ordering::Relaxed);
+        let mut public = None;
+        if let Some(cut) = self.fate.cut_reason() {
+            reason = cut.to_string();
+            if self.fate.too_slow() {
+                public = Some("too slow");
+            }
+        }
+        let gone = Event::Gone {
+            id: self.id,
+            reason,
+            public,
+        };
+        // Nothing depends on the hub to tell the shard: if the hub is
+        // stopping, or has failed, the shard still lets the client go.
+        let _ = self.events.send(gone);
+        self.shard.send(Work::ReaderDone(self.slot));
+    }
+
+    /// A client the server has no place for: its shard sends it the reason
+    /// and closes; meanwhile whatever it sends is read and dropped, so that
+    /// it reads the reason before the connection ends.
+    fn refuse(mut self, line: Outgoing) {
+        self.shard.send(Work::Deliver {
+            line,
+            to: To::One(self.slot),
+        });
+        self.shard.send(Work::Close(self.slot));
+        while self.lines.next_line().is_ok() {}
+        self.tracker
+            .bytes_in
+            .store(self.lines.bytes_received(), Ordering::Relaxed);
+        self.shard.send(Work::ReaderDone(self.slot));
+    }
+}
+
+/// Closes a connection whose reader never ran or will relay nothing, as
+/// the hub would have.
+fn close(shard: &Shard, slot: Slot) {
+    shard.send(Work::Close(slot));
+    shard.send(Work::ReaderDone(slot));
 }

@@ -1,26 +1,12 @@
 //! The server: the accept loop, one thread per client, and shutdown.
 //!
-//! Owns the threads, the sockets and the limits on them. The accept loop
-//! only accepts (and closes at once what is past the machine's capacity).
-//! Each connection is then, in turn:
-//!
-//! - a *handshake*, on a handshake thread: the TLS handshake with its
-//!   deadline, then admission (a place among `--max-clients` and
-//!   `--max-per-ip`, counted, so admitting costs the same however many are
-//!   here), then registration with a writer shard;
-//! - a *reader*, on a reading thread of its own, for as long as it stays:
-//!   its lines go to the hub; a client that was not admitted is told why
-//!   through its shard, and what it sends is dropped.
-//!
-//! Both kinds of thread are kept for the next connection ([`Pool`]). A
-//! *tracker* lives as long as the connection, wherever it is: it counts it
-//! as open and logs its end. Writing to clients is the writer shards' job
-//! ([`shard`]), the chat the hub's ([`hub`]) and the [`chat`]'s.
+//! Each connection is first a *handshake*, on a pooled thread with a deep
+//! stack, then a *reader*, on a reading thread of its own for as long as
+//! it stays (both in `connection.rs`). Writing to clients is the writer
+//! shards' job ([`shard`]), the chat the hub's ([`hub`]).
 //!
 //! Next: [`seats`](crate::seats), admission, and [`queue`], the hub's
-//! inbox; then the rest of [`client`](crate::client). Its helpers
-//! [`throttle`](crate::throttle), [`capacity`](crate::capacity) and
-//! [`pool`](crate::pool) can wait.
+//! inbox; then the rest of [`client`](crate::client).
 
 use std::collections::HashMap;
 use std::io;
@@ -121,6 +107,13 @@ const EVENT_QUEUE: usize = 4096;
 /// Stack reserved for each client's handshake thread: the cryptography's
 /// deepest calls need tens of KiB. Only the pages touched become memory.
 ///
+/// The handshake has a thread of its own because a thread keeps what it
+/// has touched for as long as it lives: the stack pages of the deep
+/// cryptography, and the blocks its allocator caches for it (glibc keeps
+/// up to seven freed blocks of each size per thread, about 9 KiB of the
+/// handshake's leftovers). For an idle client that would be most of its
+/// memory; a reading thread, which never handshakes, has neither.
+///
 /// More than four times [`READER_STACK`] on purpose: glibc hands a new
 /// thread the cached stack of one that ended if it is at most four times
 /// the size asked for, and a handshake's stack comes with 16 KiB or more
@@ -212,50 +205,78 @@ pub struct Server {
     capacity: Capacity,
     stop: Arc<AtomicBool>,
     asked_at: Arc<OnceLock<Instant>>,
-    /// Connections open right now, in any state.
-    open: Arc<AtomicUsize>,
-    /// Connections open right now per address, counted only with
-    /// `max_per_ip`.
-    per_ip: PerIp,
-    /// Every open connection's socket, so that shutdown can cut them.
-    sockets: Arc<Sockets>,
+    /// Every connection open right now, in any state.
+    connections: Arc<Connections>,
     /// Places in the chat, taken after the handshake.
     seats: Arc<Seats>,
     /// Shared with other servers: them, for the hub.
     elsewhere: Option<Box<dyn Elsewhere>>,
 }
 
-/// Open connections per IP address.
-type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
 // What the server locks (the sockets, the connections per address, the TLS
 // configuration) is changed by single inserts, removes or swaps: a
 // panicking thread cannot leave it half changed, so `lock` takes a poisoned
 // one (see crate::sync).
 
-/// Every open connection's socket, and whether it is in the chat yet.
+/// Every open connection, in any state: how many there are, in all and per
+/// address, and each one's socket, so that shutdown can cut them.
 #[derive(Debug, Default)]
-struct Sockets(Mutex<HashMap<ClientId, (Arc<TcpStream>, bool)>>);
+struct Connections {
+    open: AtomicUsize,
+    /// Counted only with `max_per_ip`.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Each one's socket, and whether it is in the chat yet.
+    sockets: Mutex<HashMap<ClientId, (Arc<TcpStream>, bool)>>,
+}
 
-impl Sockets {
+impl Connections {
     fn add(&self, id: ClientId, socket: Arc<TcpStream>) {
-        lock(&self.0).insert(id, (socket, false));
+        self.open.fetch_add(1, Ordering::SeqCst);
+        lock(&self.sockets).insert(id, (socket, false));
     }
 
     /// From now on its shard, not shutdown's first sweep, closes it.
     fn chatting(&self, id: ClientId) {
-        if let Some(entry) = lock(&self.0).get_mut(&id) {
+        if let Some(entry) = lock(&self.sockets).get_mut(&id) {
             entry.1 = true;
         }
     }
 
-    fn remove(&self, id: ClientId) {
-        lock(&self.0).remove(&id);
+    /// Counts a connection against its address, unless that address has
+    /// twice `max` already: its extra members the hub refuses by name, but
+    /// connections still in their handshake are counted only here, so that
+    /// one address cannot take every handshake slot.
+    fn count_per_ip(&self, peer: SocketAddr, max: usize) -> bool {
+        let cap = max.max(1) * 2;
+        let mut counts = lock(&self.per_ip);
+        let count = counts.entry(peer.ip()).or_default();
+        if *count >= cap {
+            log::debug!("{peer}: closed at once: {cap} connections from its address");
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Forgets a connection that closed; `per_ip` if it was counted
+    /// against its address.
+    fn remove(&self, id: ClientId, ip: IpAddr, per_ip: bool) {
+        lock(&self.sockets).remove(&id);
+        if per_ip {
+            let mut counts = lock(&self.per_ip);
+            if let Some(count) = counts.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&ip);
+                }
+            }
+        }
+        self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Cuts the connections still in their handshake, or all of them.
     fn cut(&self, all: bool) {
-        for (socket, chatting) in lock(&self.0).values() {
+        for (socket, chatting) in lock(&self.sockets).values() {
             if all || !chatting {
                 // Fails only for a socket already disconnected.
                 let _ = socket.shutdown(Shutdown::Both);
@@ -304,13 +325,13 @@ impl Reloader {
 /// Counts of what a running server holds, for tests and monitoring.
 #[derive(Debug, Clone)]
 pub struct Gauges {
-    open: Arc<AtomicUsize>,
+    connections: Arc<Connections>,
 }
 
 impl Gauges {
     /// Connections open right now: accepted and not yet fully closed.
     pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
+        self.connections.open.load(Ordering::SeqCst)
     }
 }
 
@@ -340,9 +361,7 @@ impl Server {
             capacity: Capacity::of_this_machine(limits.writers),
             stop: Arc::new(AtomicBool::new(false)),
             asked_at: Arc::default(),
-            open: Arc::new(AtomicUsize::new(0)),
-            per_ip: PerIp::default(),
-            sockets: Arc::default(),
+            connections: Arc::default(),
             seats: Seats::new(
                 limits.max_clients.max(1),
                 limits.max_per_ip.map(|m| m.max(1)),
@@ -399,7 +418,7 @@ impl Server {
     /// A handle that reads this server's counts.
     pub fn gauges(&self) -> Gauges {
         Gauges {
-            open: Arc::clone(&self.open),
+            connections: Arc::clone(&self.connections),
         }
     }
 
@@ -498,100 +517,59 @@ impl Server {
     /// handshake thread, until the server is asked to stop.
     fn accept_until_stopped(&self, running: &Running) {
         let mut next_id = 0;
-        let mut out_of_resources = false;
-        let mut turning_away = false;
-        let mut no_threads = false;
+        let mut alarms = Alarms::default();
         while !self.stop.load(Ordering::SeqCst) {
             let (socket, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(err) => {
-                    if is_resource_exhaustion(&err) {
-                        if !out_of_resources {
-                            log::error!(
-                                "accept failed: {err}; pausing new connections \
-                                 (raise the open files limit: ulimit -n)"
-                            );
-                            out_of_resources = true;
-                        }
-                        thread::sleep(ACCEPT_BACKOFF);
-                    } else {
-                        log::warn!("accept failed: {err}");
-                    }
+                    alarms.accept_failed(&err);
                     continue;
                 }
             };
-            if out_of_resources {
-                log::info!("accepting connections again");
-                out_of_resources = false;
-            }
+            alarms.accepting();
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            if self.open.load(Ordering::SeqCst) >= running.cap {
-                if !turning_away {
-                    log::warn!(
-                        "too many connections ({}): closing new ones at once",
-                        running.cap
-                    );
-                    turning_away = true;
-                }
+            // A connection past a cap is dropped here: closed at once.
+            if !self.has_room(peer, running.cap, &mut alarms) {
                 continue;
-            }
-            turning_away = false;
-            // The same for one address, so that it cannot take every
-            // handshake slot: the hub refuses its extra members by name,
-            // but connections still in their handshake are counted here.
-            let per_ip = self
-                .limits
-                .max_per_ip
-                .map(|max| (max.max(1) * 2, &self.per_ip));
-            if let Some((cap, counts)) = per_ip {
-                let mut counts = lock(counts);
-                let count = counts.entry(peer.ip()).or_default();
-                if *count >= cap {
-                    log::debug!("{peer}: closed at once: {cap} connections from its address");
-                    continue;
-                }
-                *count += 1;
             }
             next_id += 1;
             let id = ClientId(next_id);
             let socket = Arc::new(socket);
-            self.sockets.add(id, Arc::clone(&socket));
-            let tracker = Arc::new(Tracker::new(
-                id,
-                peer,
-                per_ip.map(|(_, counts)| Arc::clone(counts)),
-                &self.open,
-                Arc::clone(&self.sockets),
-                running.alive.clone(),
-            ));
             let shard_index = (next_id % running.shards.len() as u64) as usize;
             let handshake = Handshake {
-                id,
-                peer,
+                tracker: Arc::new(Tracker::new(id, peer, &socket, self, running)),
                 socket,
                 tls: Arc::clone(&lock(&self.tls)),
                 limits: self.limits,
                 events: running.events.clone(),
                 shard: running.shards[shard_index].clone(),
                 shard_index,
-                sockets: Arc::clone(&self.sockets),
                 seats: Arc::clone(&self.seats),
                 budget: Arc::clone(&running.budget),
-                tracker,
                 readers: running.readers.clone(),
             };
+            // On failure the handshake, and with it the socket and the
+            // tracker, were dropped: the connection is closed and uncounted.
             match running.handshakes.run(move || handshake.run()) {
-                Ok(_) => no_threads = false,
-                // The handshake, and with it the socket and the tracker, were
-                // dropped: the connection is closed and uncounted.
-                Err(err) if !no_threads => {
-                    log::error!("{id} {peer}: refused: cannot start a thread: {err}");
-                    no_threads = true;
-                }
-                Err(err) => log::debug!("{id} {peer}: refused: cannot start a thread: {err}"),
+                Ok(()) => alarms.no_threads = false,
+                Err(err) => alarms.no_thread(id, peer, &err),
             }
+        }
+    }
+
+    /// Whether a new connection fits under the caps on connections, in all
+    /// and (with `--max-per-ip`) from its address; if so, it is counted.
+    fn has_room(&self, peer: SocketAddr, cap: usize, alarms: &mut Alarms) -> bool {
+        if self.connections.open.load(Ordering::SeqCst) >= cap {
+            alarms.too_many(cap);
+            return false;
+        }
+        alarms.turning_away = false;
+        match self.limits.max_per_ip {
+            Some(max) => self.connections.count_per_ip(peer, max),
+            None => true,
         }
     }
 
@@ -621,7 +599,7 @@ impl Server {
         let left = |until: Instant| until.saturating_duration_since(Instant::now());
         // Clients still in their handshake get no goodbye: there is no
         // TLS connection yet to say it in.
-        self.sockets.cut(false);
+        self.connections.cut(false);
         hub_stop.store(true, Ordering::SeqCst);
         budget.release();
         // If the queue is full the hub is busy, and sees the flag instead.
@@ -638,7 +616,7 @@ impl Server {
         let mut finished = wait_for_all(&all_done, left(cut_at)).is_ok();
         if !finished {
             log::warn!("cutting connections that did not close in time");
-            self.sockets.cut(true);
+            self.connections.cut(true);
             finished = wait_for_all(&all_done, left(deadline)).is_ok();
         }
         handshakes.close();
@@ -686,6 +664,56 @@ struct Running {
     all_done: Receiver<()>,
     handshakes: Pool,
     readers: Pool,
+}
+
+/// Troubles the accept loop logs when they begin, not at every connection
+/// they touch; each flag is set while its trouble lasts.
+#[derive(Default)]
+struct Alarms {
+    out_of_resources: bool,
+    turning_away: bool,
+    no_threads: bool,
+}
+
+impl Alarms {
+    /// A connection was accepted: the system has resources again.
+    fn accepting(&mut self) {
+        if std::mem::take(&mut self.out_of_resources) {
+            log::info!("accepting connections again");
+        }
+    }
+
+    /// `accept` failed; out of descriptors or memory, it would fail again
+    /// at once, so the loop pauses instead of spinning.
+    fn accept_failed(&mut self, err: &io::Error) {
+        if !is_resource_exhaustion(err) {
+            return log::warn!("accept failed: {err}");
+        }
+        if !self.out_of_resources {
+            log::error!(
+                "accept failed: {err}; pausing new connections \
+                 (raise the open files limit: ulimit -n)"
+            );
+            self.out_of_resources = true;
+        }
+        thread::sleep(ACCEPT_BACKOFF);
+    }
+
+    fn too_many(&mut self, cap: usize) {
+        if !self.turning_away {
+            log::warn!("too many connections ({cap}): closing new ones at once");
+            self.turning_away = true;
+        }
+    }
+
+    fn no_thread(&mut self, id: ClientId, peer: SocketAddr, err: &io::Error) {
+        if self.no_threads {
+            log::debug!("{id} {peer}: refused: cannot start a thread: {err}");
+        } else {
+            log::error!("{id} {peer}: refused: cannot start a thread: {err}");
+            self.no_threads = true;
+        }
+    }
 }
 
 /// How long shutdown tries to hand the hub its `Shutdown` event while the

@@ -24,12 +24,15 @@ pub fn subject(cert_der: &[u8]) -> Option<String> {
     Some(strip_controls(parts.join(", ")))
 }
 
-/// The first common name (`CN`) in a DER certificate's subject.
+/// The first common name (`CN`) in a DER certificate's subject, as the
+/// certificate has it: control characters are kept, so that a name they
+/// would change (`al\u{7}ice` is not `alice`) can be refused rather than
+/// taken for another. Not fit for a terminal as it is: show it escaped.
 pub fn common_name(cert_der: &[u8]) -> Option<String> {
     subject_attributes(cert_der)?
         .into_iter()
         .find(|(name, _)| *name == "CN")
-        .map(|(_, value)| strip_controls(value))
+        .map(|(_, value)| value)
 }
 
 /// Walks `Certificate -> TBSCertificate -> subject` (RFC 5280, 4.1) and

@@ -61,6 +61,44 @@ fn certificate_name_is_the_nick_and_cannot_change() {
     server.stop();
 }
 
+/// A person is a certificate's key: another certificate whose name differs
+/// only in case (or not at all), with its own key, is refused while the
+/// first is here, and the private lines sent to the name stay with it.
+#[test]
+fn a_certificate_with_another_key_is_not_the_same_person() {
+    let pki = Pki::new();
+    let server = TestServer::start_mutual(&pki);
+    let alice = join_as(
+        &server,
+        &pki,
+        &pki.client_identity("alice", ClientFlaw::None),
+    );
+    let mut bob = join_as(&server, &pki, &pki.client_identity("bob", ClientFlaw::None));
+    for name in ["Alice", "alice"] {
+        // A new key each time, signed by the same CA.
+        let impostor = TestClient::connect_as(
+            server.addr,
+            &pki.ca,
+            &pki.client_identity(name, ClientFlaw::None),
+        );
+        assert_eq!(
+            impostor.next(),
+            Incoming::Line(
+                "error alice is connected with another certificate (another key); \
+                 a name is one person's at a time"
+                    .into()
+            )
+        );
+        assert_eq!(impostor.next(), Incoming::Closed);
+    }
+    bob.send("/msg Alice still yours");
+    assert_eq!(
+        alice.recv_until(|line| line.starts_with("private ")),
+        "private bob alice still yours"
+    );
+    server.stop();
+}
+
 /// Connects twice with one client configuration (so one session store)
 /// and `identity`; true if the second connection resumed the first's TLS
 /// session instead of authenticating again.
@@ -153,7 +191,7 @@ fn a_second_connection_with_the_same_certificate_is_another_session() {
 }
 
 #[test]
-fn common_name_that_is_not_a_nick_is_refused_with_the_subject() {
+fn common_name_that_is_not_a_nick_is_refused_with_the_name() {
     let pki = Pki::new();
     let server = TestServer::start_mutual(&pki);
     let identity = pki.client_identity("not a nick", ClientFlaw::None);
@@ -161,7 +199,7 @@ fn common_name_that_is_not_a_nick_is_refused_with_the_subject() {
     assert_eq!(
         client.next(),
         Incoming::Line(
-            "error your certificate's common name (CN=not a nick) is not a valid nick: \
+            "error your certificate's common name (\"not a nick\") is not a valid nick: \
              it must be 1 to 24 letters, digits, _ or -, starting with a letter or _"
                 .into()
         )

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::elsewhere::Ask;
 use crate::line::Frame;
 use crate::protocol::{self, Command, Nick, Notice, Refusal, Room, ServerLine};
+use crate::tls::Fingerprint;
 
 /// Default for how many of a room's last lines a newcomer is shown.
 ///
@@ -73,12 +74,29 @@ impl std::fmt::Display for ClientId {
 pub struct RoomId(pub u64);
 
 /// What a client's certificate says, when mutual TLS is on.
+///
+/// A person is the certificate's key, not its name: two connections are
+/// sessions of one person only if their certificates have the same key.
+/// Another certificate with the same name, even one the CA signed, is
+/// someone else, refused while the first holds the nick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCertificate {
-    /// The whole subject, for `/whois` and the log.
+    /// The whole subject, for `/whois` and the log (control characters
+    /// removed).
     pub subject: String,
-    /// The common name, which becomes the client's nick.
+    /// The common name as the certificate has it, which becomes the
+    /// client's nick if it is a valid one (so, never with a control
+    /// character in it).
     pub common_name: Option<String>,
+    /// The fingerprint of the certificate's key: who the person is.
+    pub key: Option<Fingerprint>,
+}
+
+impl PeerCertificate {
+    /// True if `other` is the same person: the same key.
+    fn same_key(&self, other: &PeerCertificate) -> bool {
+        self.key.is_some() && self.key == other.key
+    }
 }
 
 /// What should follow from an event, in order.
@@ -295,10 +313,15 @@ impl Chat {
         let nick = match &certificate {
             Some(cert) => match cert.common_name.as_deref().map(Nick::parse) {
                 Some(Ok(nick)) => Ok(nick),
+                // Shown escaped: the name is the peer's, and may hold what
+                // a terminal would obey.
                 _ => Err(format!(
                     "your certificate's common name ({}) is not a valid nick: \
                      it must be 1 to 24 letters, digits, _ or -, starting with a letter or _",
-                    cert.subject
+                    match &cert.common_name {
+                        Some(name) => format!("{name:?}"),
+                        None => format!("none in {}", cert.subject),
+                    }
                 )),
             },
             None => Ok(self.free_guest_nick(id)),
@@ -307,6 +330,19 @@ impl Chat {
             Err(why) => Some(why.clone()),
             Ok(nick) => match self.people.get(&nick.key()) {
                 None => None,
+                Some(Person {
+                    certificate: Some(theirs),
+                    nick: held,
+                    ..
+                }) if certificate
+                    .as_ref()
+                    .is_some_and(|ours| !ours.same_key(theirs)) =>
+                {
+                    Some(format!(
+                        "{held} is connected with another certificate (another key); \
+                         a name is one person's at a time"
+                    ))
+                }
                 // Another session of someone here: the certificate says so.
                 Some(person) if certificate.is_some() && person.certificate.is_some() => {
                     let max = self.settings.max_sessions.max(1);

@@ -95,6 +95,7 @@ impl Handshake {
             .map(|leaf| PeerCertificate {
                 subject: x509::subject(leaf).unwrap_or_default(),
                 common_name: x509::common_name(leaf),
+                key: Fingerprint::of_certificate(leaf),
             });
         let (read_half, write_half) = duplex::split(conn, Arc::clone(&self.socket));
         let fate = Arc::new(Fate::default());

@@ -37,7 +37,8 @@ use crate::shard::{self, Fate, Registration, Shard, ShardSettings, Slot, To, Wor
 use crate::slow_readers::{self, Policy};
 use crate::sync::lock;
 use crate::throttle::{RateLimit, TokenBucket};
-use crate::{tls, x509};
+use crate::tls::{self, Fingerprint};
+use crate::x509;
 
 /// The address the server listens on unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::chat::commands::{hex, same_secret};
+use crate::tls::Fingerprint;
 
 #[test]
 fn a_newcomer_is_welcomed_named_and_put_in_the_lobby() {
@@ -101,7 +102,7 @@ fn a_certificate_gives_the_nick_and_keeps_it() {
     );
     let odd = ClientId(3);
     let seen = h.join_as(odd, cert("not a nick"));
-    assert!(seen[&odd][0].starts_with("error your certificate's common name (CN=not a nick)"));
+    assert!(seen[&odd][0].starts_with(r#"error your certificate's common name ("not a nick")"#));
     assert!(h.closed.contains(&odd));
     let b = h.join(4);
     h.expect(
@@ -111,11 +112,57 @@ fn a_certificate_gives_the_nick_and_keeps_it() {
     );
 }
 
+/// A certificate for `cn`; the same name, the same certificate (its key
+/// stands in as the fingerprint of the name's bytes).
 fn cert(cn: &str) -> Option<PeerCertificate> {
+    cert_with_key(cn, cn.as_bytes())
+}
+
+/// A certificate for `cn` whose key is `key`.
+fn cert_with_key(cn: &str, key: &[u8]) -> Option<PeerCertificate> {
     Some(PeerCertificate {
         subject: format!("CN={cn}"),
         common_name: Some(cn.to_string()),
+        key: Some(Fingerprint::of_spki(key)),
     })
+}
+
+/// The name is not the person: a certificate with another key, whatever
+/// its name's case, is refused while the first holds the nick, and never
+/// sees what is sent to it.
+#[test]
+fn another_key_with_the_same_name_is_someone_else() {
+    let mut h = Harness::new(SETTINGS);
+    let (alice, bob) = (ClientId(1), ClientId(2));
+    h.join_as(alice, cert("alice"));
+    h.join_as(bob, cert("bob"));
+    for (n, impostor) in [
+        (3, cert("Alice")),
+        (4, cert_with_key("alice", b"another key")),
+    ] {
+        let id = ClientId(n);
+        let seen = h.join_as(id, impostor);
+        assert_eq!(
+            seen[&id],
+            [
+                "error alice is connected with another certificate (another key); \
+              a name is one person's at a time"
+            ]
+        );
+        assert!(h.closed.contains(&id));
+        let seen = h.send(bob, "/msg Alice psst");
+        assert_eq!(seen[&alice], ["private bob alice psst"]);
+        assert!(!seen.contains_key(&id), "{seen:?}");
+    }
+    // A name a control character was taken out of is not that name.
+    let odd = ClientId(5);
+    let seen = h.join_as(odd, cert("al\u{7}ice"));
+    assert!(
+        seen[&odd][0].starts_with(
+            r#"error your certificate's common name ("al\u{7}ice") is not a valid nick"#
+        ),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -124,7 +171,7 @@ fn one_certificate_may_have_several_sessions_that_act_as_one_person() {
     let (laptop, phone, bob) = (ClientId(1), ClientId(2), ClientId(3));
     h.join_as(laptop, cert("alice"));
     h.join_as(bob, cert("bob"));
-    let seen = h.join_as(phone, cert("Alice"));
+    let seen = h.join_as(phone, cert("alice"));
     assert_eq!(
         seen[&phone],
         [

@@ -60,6 +60,8 @@ pub struct LineReader {
     /// How the connection ended, once it has: returned once `ready` is
     /// empty, and then replaced by the error of a read after the end.
     end: Option<End>,
+    /// It ended because TLS failed (rustls' error, not the socket's).
+    tls_failed: bool,
 }
 
 impl LineReader {
@@ -72,6 +74,7 @@ impl LineReader {
             ready: VecDeque::new(),
             flush: Box::new(flush),
             end: None,
+            tls_failed: false,
         }
     }
 
@@ -107,7 +110,9 @@ impl LineReader {
             Err(err) => {
                 // rustls may have queued an alert that says why.
                 (self.flush)();
-                self.end = Some(End::Failed(err));
+                let end = End::Failed(err);
+                self.tls_failed = end.tls_error().is_some();
+                self.end = Some(end);
             }
         }
     }
@@ -115,5 +120,14 @@ impl LineReader {
     /// TLS bytes read from the socket so far (the handshake excluded).
     pub fn bytes_received(&self) -> u64 {
         self.half.bytes_received()
+    }
+
+    /// If TLS failed, reads and drops what the peer still sends until it
+    /// hangs up or the connection is cut
+    /// ([`ReadHalf::discard_until_closed`]); otherwise does nothing.
+    pub fn discard_if_failed(&mut self) {
+        if self.tls_failed {
+            self.half.discard_until_closed();
+        }
     }
 }

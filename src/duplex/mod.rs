@@ -35,7 +35,7 @@
 //! Next: [`line`](crate::line), which cuts the bytes into lines.
 
 use std::fmt;
-use std::io::{self, BufRead, IoSlice, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -126,8 +126,15 @@ pub fn handshake(
     let result = drive_handshake(conn, socket, deadline, timeout);
     if let Err(HandshakeError::Tls(_)) = &result {
         // rustls queued an alert telling the peer why; the handshake has
-        // failed either way, so a failure to send it changes nothing.
-        let _ = write_pending(conn, socket, deadline);
+        // failed either way, so a failure to send it changes nothing. The
+        // peer may still be sending (the rest of its flight, its first
+        // lines): the connection closes once it hangs up, or after a
+        // moment, not under its bytes, which would reset it.
+        if write_pending(conn, socket, deadline).is_ok() {
+            let _ = socket.shutdown(Shutdown::Write);
+            let _ = socket.set_read_timeout(Some(AFTER_THE_ALERT));
+            discard_until_closed(socket, Instant::now() + AFTER_THE_ALERT);
+        }
     }
     // From here on, reads wait for as long as the peer is silent.
     let restored = socket
@@ -300,6 +307,38 @@ impl ReadHalf {
     pub fn bytes_received(&self) -> u64 {
         self.received
     }
+
+    /// After TLS failed: reads and drops whatever the peer still sends,
+    /// until it hangs up or the connection is cut (the shard cuts it at
+    /// the end of its linger).
+    pub fn discard_until_closed(&mut self) {
+        self.received += discard_until_closed(&self.socket, None);
+    }
+}
+
+/// How long a failed handshake waits, after its alert, for the peer to
+/// hang up.
+const AFTER_THE_ALERT: Duration = Duration::from_secs(1);
+
+/// Reads and drops what the peer sends until it hangs up, the socket fails
+/// (a read timeout included), or `until` has passed; returns the bytes
+/// read. A socket closed with bytes still unread in it, or that receives
+/// some after it closed, is reset by the kernel, and the reset can reach
+/// the peer before the alert that said what failed: its next write fails,
+/// and it never reads why.
+fn discard_until_closed(socket: &TcpStream, until: impl Into<Option<Instant>>) -> u64 {
+    let until = until.into();
+    let mut scrap = [0u8; 4096];
+    let mut read = 0;
+    while until.is_none_or(|until| Instant::now() < until) {
+        match (&*socket).read(&mut scrap) {
+            Ok(0) => break,
+            Ok(n) => read += n as u64,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    read
 }
 
 /// Passes all decrypted bytes to `sink`, then says what state the stream is

@@ -256,7 +256,7 @@ impl Reader {
 
     /// The connection ended: the hub hears why (the shard's reason, if it
     /// cut it), and the shard lets it go.
-    fn leave(self, mut reason: String) {
+    fn leave(mut self, mut reason: String) {
         self.tracker
             .bytes_in
             .store(self.lines.bytes_received(), Ordering::Relaxed);
@@ -275,6 +275,9 @@ impl Reader {
         // Nothing depends on the hub to tell the shard: if the hub is
         // stopping, or has failed, the shard still lets the client go.
         let _ = self.events.send(gone);
+        // After a TLS failure the shard sends the alert and lingers: until
+        // the peer hangs up, what it still sends is read and dropped.
+        self.lines.discard_if_failed();
         self.shard.send(Work::ReaderDone(self.slot));
     }
 

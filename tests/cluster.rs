@@ -652,3 +652,109 @@ fn throughput() {
         LINES as f64 / elapsed
     );
 }
+
+/// The keys a room leaves in Redis, by the names the link gives them.
+fn room_keys(room: &str) -> Vec<String> {
+    ["seq", "history", "senders", "topic", "size"]
+        .iter()
+        .map(|part| format!("room:{{{room}}}:{part}"))
+        .collect()
+}
+
+/// How long `key` has left, in ms: -1 if it never expires, -2 if it is gone.
+fn pttl(connection: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(connection).expect("PTTL")
+}
+
+/// A room's keys live as long as a node has members in it, however quiet,
+/// and lapse once nobody is in it nor speaks there for the room expiry:
+/// a guest cannot fill Redis for ever with rooms made and left.
+#[test]
+fn a_rooms_keys_lapse_once_it_is_empty_and_quiet() {
+    const EXPIRY: Duration = Duration::from_millis(1500);
+    let redis = Redis::start(&[]);
+    let settings = LinkSettings {
+        room_ttl: EXPIRY,
+        ..quick_link()
+    };
+    let (a, a_in) = start(&redis, "a", settings);
+    join(&a, &a_in, "new1");
+    a.publish_topic("new1", "topic set", "made by a guest")
+        .expect("topic");
+    publish(&a, "new1", "hello");
+    collect(&a_in, |seen| line_count(seen) == 2);
+    let mut raw = redis.connection(&redis.url());
+    for key in room_keys("new1") {
+        let left = pttl(&mut raw, &key);
+        assert!((1..=1500).contains(&left), "{key}: {left} ms left");
+    }
+    // Quiet for twice the expiry, with a member: the node keeps it.
+    let quiet = Instant::now();
+    while quiet.elapsed() < 2 * EXPIRY {
+        for key in room_keys("new1") {
+            assert!(
+                pttl(&mut raw, &key) > 0,
+                "{key} lapsed while a node was in it"
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    a.leave_room("new1");
+    redis.wait_subscribed("new1", 0);
+    let deadline = Instant::now() + TIMEOUT;
+    for key in room_keys("new1") {
+        while pttl(&mut raw, &key) != -2 {
+            assert!(Instant::now() < deadline, "{key} still there");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Said again later, the room starts over, from 1.
+    join(&a, &a_in, "new1");
+    publish(&a, "new1", "again");
+    let seen = collect(&a_in, |seen| line_count(seen) == 1);
+    assert_eq!(lines(&seen), vec![(1, "again".to_owned())]);
+}
+
+/// A room's history keeps at most so many bytes of lines, the newest.
+#[test]
+fn a_rooms_history_is_capped_in_bytes() {
+    const CAP: usize = 10_000;
+    const LINE: usize = 1_000;
+    let redis = Redis::start(&[]);
+    let settings = LinkSettings {
+        history_bytes: CAP,
+        recent: 1_000,
+        ..quick_link()
+    };
+    let (a, a_in) = start(&redis, "a", settings.clone());
+    join(&a, &a_in, "big");
+    for n in 0..100 {
+        publish(&a, "big", &format!("{n:04} {}", "x".repeat(LINE - 5)));
+    }
+    collect(&a_in, |seen| line_count(seen) == 100);
+    let mut raw = redis.connection(&redis.url());
+    let kept: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("room:{big}:history")
+        .arg("-")
+        .arg("+")
+        .query(&mut raw)
+        .expect("XRANGE");
+    let bytes: usize = kept.iter().map(|(_, fields)| fields["line"].len()).sum();
+    assert!(bytes <= CAP, "{bytes} bytes kept");
+    assert_eq!(kept.len(), CAP / LINE, "as many of the newest as fit");
+    assert!(kept.last().expect("some kept").1["line"].starts_with("0099 "));
+    let size: usize = redis::cmd("GET")
+        .arg("room:{big}:size")
+        .query(&mut raw)
+        .expect("GET");
+    assert_eq!(size, bytes, "the count kept beside the history");
+    // A newcomer is told what is kept.
+    let (b, b_in) = start(&redis, "b", settings);
+    match join(&b, &b_in, "big") {
+        Delivery::Recent { lines, .. } => {
+            assert_eq!(lines.len(), CAP / LINE);
+            assert!(lines[0].starts_with("0090 "), "{}", &lines[0][..4]);
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -7,10 +7,18 @@ use super::*;
 /// The link's limits and clocks. [`LinkSettings::default`] suits a server.
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
-    /// How many lines each room's history keeps (about: Redis trims the
-    /// stream in whole blocks, `MAXLEN ~`). Bounds what a node can still
+    /// How many lines each room's history keeps. Bounds what a node can still
     /// fill in after an outage.
     pub history: usize,
+    /// How many bytes of lines each room's history keeps at most: the
+    /// oldest go first, whichever of this and [`LinkSettings::history`]
+    /// is reached first. (One line longer than this is still kept, alone.)
+    pub history_bytes: usize,
+    /// How long a room's keys (its numbering, history and topic) stay in
+    /// Redis once no node has members in it and nobody speaks there: then
+    /// Redis forgets the room. Renewed by every line said, and a few
+    /// times per span by each node with members in it.
+    pub room_ttl: Duration,
     /// How many lines may wait for the publisher thread; past that,
     /// [`RedisLink::publish`] refuses.
     pub outbox: usize,
@@ -42,6 +50,8 @@ impl Default for LinkSettings {
     fn default() -> LinkSettings {
         LinkSettings {
             history: 10_000,
+            history_bytes: 1 << 20,
+            room_ttl: Duration::from_secs(86_400),
             outbox: 4096,
             deliveries: 4096,
             poll: Duration::from_millis(100),

@@ -29,10 +29,17 @@
 //! 1. `INCR room:{name}:seq`: the line's number in its room (its *seq*),
 //!    1, 2, 3, ... The same number on every node, so every node shows the
 //!    room's lines in the same order, whoever said them, wherever.
-//! 2. `XADD room:{name}:history MAXLEN ~ N`: the line, kept in a capped
-//!    stream under the id `seq-0`, so that lines can be asked for by
-//!    number.
+//! 2. `XADD room:{name}:history`: the line, kept in a stream under the id
+//!    `seq-0`, so that lines can be asked for by number; the oldest lines
+//!    go once the history holds more than [`LinkSettings::history`] lines
+//!    or [`LinkSettings::history_bytes`] bytes of them (counted in
+//!    `room:{name}:size`).
 //! 3. `PUBLISH room:{name}`: `seq node line`, to every node in the room.
+//!
+//! Every key of the room is also given [`LinkSettings::room_ttl`] to live,
+//! and each node renews that for the rooms it has members in: a room
+//! nobody is in and nobody speaks in is forgotten, so what one guest
+//! creates and leaves does not stay in Redis for ever.
 //!
 //! Because the three happen together, whatever was published can be read
 //! back, by number, and numbers have no holes. A node remembers, per room,
@@ -156,30 +163,83 @@ use schedule::Schedule;
 /// atomic step (see the module documentation).
 ///
 /// KEYS: the room's sequence counter, its history stream, its hash of
-/// senders (per node and run, the last count it published here), and its
-/// topic. ARGV: the room's channel, the history's length, the sender, its
-/// count, the node's name, the line, and `1` and a topic when the line
-/// sets one (else `0` and nothing). Returns the line's seq, or 0 when that
-/// count was published before (a retry after a reply that never arrived).
+/// senders (per node and run, the last count it published here), its
+/// topic, and the bytes of the lines its history holds. ARGV: the room's
+/// channel, the most lines and the most bytes the history keeps, how long
+/// (ms) the room's keys live once quiet, the sender, its count, the node's
+/// name, the line, and `1` and a topic when the line sets one (else `0`
+/// and nothing). Returns the line's seq, or 0 when that count was
+/// published before (a retry after a reply that never arrived).
+///
+/// The history is trimmed here, oldest first, exactly to both caps: the
+/// byte count it keeps alongside stays true only if nothing else trims.
+/// Every key of the room gets one expiry, in the one step, so they lapse
+/// together (Redis reads the clock once per script).
 ///
 /// `string.format('%d')`, because Lua 5.1 would write a big number as
 /// `1e+14`, which is no stream id.
 const PUBLISH_SCRIPT: &str = r"
-local last = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
-local count = tonumber(ARGV[4])
+local last = tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or '0')
+local count = tonumber(ARGV[6])
 if count <= last then
   return 0
 end
 local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('%d-0', seq),
-  'node', ARGV[5], 'line', ARGV[6])
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-redis.call('EXPIRE', KEYS[3], 86400)
-if ARGV[7] == '1' then
-  redis.call('SET', KEYS[4], ARGV[8])
+if seq == 1 then
+  redis.call('DEL', KEYS[2], KEYS[5])
 end
-redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
+local line = ARGV[8]
+redis.call('XADD', KEYS[2], string.format('%d-0', seq), 'node', ARGV[7], 'line', line)
+local size = redis.call('INCRBY', KEYS[5], #line)
+local length = redis.call('XLEN', KEYS[2])
+local max_lines = tonumber(ARGV[2])
+local max_bytes = tonumber(ARGV[3])
+local start = '-'
+local cut = nil
+while length > 1 and (length > max_lines or size > max_bytes) do
+  local oldest = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 64)
+  if #oldest == 0 then
+    break
+  end
+  for _, entry in ipairs(oldest) do
+    if length <= 1 or (length <= max_lines and size <= max_bytes) then
+      break
+    end
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'line' then
+        size = size - #fields[i + 1]
+      end
+    end
+    length = length - 1
+    cut = entry[1]
+    start = '(' .. cut
+  end
+end
+if cut then
+  local through = tonumber(string.match(cut, '^(%d+)'))
+  redis.call('XTRIM', KEYS[2], 'MINID', '=', string.format('%d-1', through))
+  redis.call('SET', KEYS[5], size)
+end
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+if ARGV[9] == '1' then
+  redis.call('SET', KEYS[4], ARGV[10])
+end
+for _, key in ipairs(KEYS) do
+  redis.call('PEXPIRE', key, ARGV[4])
+end
+redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[7] .. ' ' .. line)
 return seq
+";
+
+/// Keeps a room's keys while a node has members in it, however quiet:
+/// each gets the expiry ARGV[1] (ms) again. KEYS: the room's keys
+/// ([`Keys::all`]). One room per call, so its keys share a slot.
+const TOUCH_SCRIPT: &str = r"
+for _, key in ipairs(KEYS) do
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+return 0
 ";
 
 /// The key whose random value names the Redis data set (see "When Redis
@@ -197,6 +257,10 @@ const NODES_KEY: &str = "chat:nodes";
 /// a long outage is read in pieces, not all in one reply.
 const FILL_CHUNK: usize = 1000;
 
+/// How many rooms' keys one round trip renews ([`TOUCH_SCRIPT`]): a node
+/// in thousands of rooms renews them in pieces.
+const TOUCH_CHUNK: usize = 256;
+
 /// The shortest wait before reconnecting, doubled after each failure...
 pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// ... up to this.
@@ -212,6 +276,8 @@ struct Keys {
     history: String,
     senders: String,
     topic: String,
+    /// The bytes of the lines the history holds.
+    size: String,
     channel: String,
 }
 
@@ -222,8 +288,20 @@ impl Keys {
             history: format!("room:{{{room}}}:history"),
             senders: format!("room:{{{room}}}:senders"),
             topic: format!("room:{{{room}}}:topic"),
+            size: format!("room:{{{room}}}:size"),
             channel: channel(room),
         }
+    }
+
+    /// Every key of the room, in the order [`PUBLISH_SCRIPT`] takes them.
+    fn all(&self) -> [&str; 5] {
+        [
+            &self.seq,
+            &self.history,
+            &self.senders,
+            &self.topic,
+            &self.size,
+        ]
     }
 }
 
@@ -275,6 +353,14 @@ fn random_u64() -> u64 {
 /// the crate's jitter.
 fn reconnect_backoff() -> Backoff {
     Backoff::new(BACKOFF_MIN, BACKOFF_MAX)
+}
+
+/// A duration as Redis takes it, in whole milliseconds, at least one (0
+/// would mean "expire now" to `PEXPIRE`, "no expiry" elsewhere).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// What every thread of the link shares.

@@ -36,7 +36,7 @@ use redis::{Connection, RedisError, Script};
 
 use super::order::{Closed, Order, Queues, Step};
 use super::schedule::Schedule;
-use super::{reconnect_backoff, Delivery, LinkState, Target};
+use super::{millis, reconnect_backoff, Delivery, LinkState, Target};
 use crate::elsewhere::{Claim, Sent};
 
 /// Takes or renews names. KEYS: `name:` keys; ARGV: this run, the expiry
@@ -557,10 +557,4 @@ struct Scripts {
     claim: Script,
     release: Script,
     private: Script,
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }

@@ -758,3 +758,24 @@ fn a_rooms_history_is_capped_in_bytes() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A `chat:nodes` no chat server made (10^17 made the guest-name search
+/// loop for ever on the hub thread): refused at start, in one line.
+#[test]
+fn a_node_number_no_server_made_is_refused() {
+    let redis = Redis::start(&[]);
+    let mut raw = redis.connection(&redis.url());
+    redis::cmd("SET")
+        .arg("chat:nodes")
+        .arg("100000000000000000")
+        .exec(&mut raw)
+        .expect("SET");
+    match RedisLink::start(&redis.url(), "a", quick_link()) {
+        Err(error @ LinkError::NodeNumber { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("chat:nodes"), "{message}");
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("started with node number 10^17 + 1"),
+    }
+}

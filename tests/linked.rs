@@ -475,3 +475,78 @@ fn a_server_that_cannot_log_in_to_redis_says_so_and_exits() {
         assert!(!stderr.contains("wrong-one"), "{stderr}");
     }
 }
+
+/// Numbers, keeps and publishes `text` in `room` as the servers' script
+/// does, past every check a server makes: what a hostile Redis, or anyone
+/// on the path of plain `redis://`, could send.
+fn forge(redis: &Redis, room: &str, text: &str) {
+    let mut raw = redis.connection(&redis.url());
+    let seq: u64 = redis::cmd("INCR")
+        .arg(format!("room:{{{room}}}:seq"))
+        .query(&mut raw)
+        .expect("INCR");
+    redis::cmd("XADD")
+        .arg(format!("room:{{{room}}}:history"))
+        .arg(format!("{seq}-0"))
+        .arg("node")
+        .arg("ghost")
+        .arg("line")
+        .arg(text)
+        .exec(&mut raw)
+        .expect("XADD");
+    redis::cmd("PUBLISH")
+        .arg(format!("room:{{{room}}}"))
+        .arg(format!("{seq} ghost {text}"))
+        .exec(&mut raw)
+        .expect("PUBLISH");
+}
+
+/// What comes from Redis is checked as what comes from a client: no line
+/// made two, no terminal commands, no kind of line a room never carries.
+#[test]
+fn lines_from_redis_are_checked_as_strictly_as_a_clients() {
+    let redis = Redis::start(&[]);
+    let pki = Pki::new();
+    let a = node(&pki, &redis, "a");
+    let mut alice = person(&a, &pki, "alice");
+    redis.wait_subscribed("#lobby", 1);
+    for forged in [
+        "h - chat mallory hi\nnotice forged one\n",
+        "h - chat mallory \u{1b}]0;forged two\u{7}\n",
+        "n - error forged three\n",
+        "t - forged\nnotice forged four\nchat x y\n",
+    ] {
+        forge(&redis, "#lobby", forged);
+    }
+    let mut raw = redis.connection(&redis.url());
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("node:a/*")
+        .query(&mut raw)
+        .expect("PUBSUB CHANNELS");
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    redis::cmd("PUBLISH")
+        .arg(&channels[0])
+        .arg("p alice private mallory alice hi\nnotice forged five\n")
+        .exec(&mut raw)
+        .expect("PUBLISH");
+    // After all of them on the same subscription: when it is here, they
+    // were all handled.
+    alice.send("after");
+    let mut heard = Vec::new();
+    loop {
+        let line = alice.recv();
+        if line == "chat alice after" {
+            break;
+        }
+        heard.push(line);
+    }
+    assert!(
+        !heard
+            .iter()
+            .any(|line| line.contains("forged") || line.contains("mallory")),
+        "{heard:?}"
+    );
+    drop(alice);
+    a.stop();
+}

@@ -32,6 +32,11 @@
 //! [`Told`]s for the chat: a claim's verdict, whether a private line
 //! arrived, every server's part of an answer.
 //!
+//! Nothing from Redis is taken on trust: a room line, a private line or
+//! an answer that is not exactly what a server would send (one line, no
+//! control characters, a kind that belongs there) is dropped and logged,
+//! and the link refuses a node number no server could have made.
+//!
 //! Next: [`redis_link`], the link itself.
 
 use std::collections::{HashMap, VecDeque};
@@ -44,6 +49,7 @@ use crossbeam_channel::Receiver;
 use crate::chat::{ClientId, Keep, RoomId};
 use crate::elsewhere::{Arrival, Ask, Asker, Elsewhere, Query, Reach, RoomLine, Told, Unasked};
 use crate::hub::Event;
+use crate::protocol::{Nick, Room, ServerLine};
 use crate::queue;
 
 pub mod redis_link;
@@ -272,6 +278,13 @@ impl Linked {
                     .into_iter()
                     .filter_map(|line| Elsewhere::say(self, line, &|| None))
                     .collect();
+                let topic = topic.filter(|topic| {
+                    let clean = is_clean(topic);
+                    if !clean {
+                        log::warn!("room {room}: a topic from Redis makes no sense; ignored");
+                    }
+                    clean
+                });
                 Told::Recent {
                     room: id,
                     lines: past,
@@ -314,7 +327,14 @@ impl Linked {
             }
             Delivery::Claimed { name, claim } => Told::Claimed(name, claim),
             Delivery::NameLost { name, lapsed } => Told::NameLost(name, lapsed),
-            Delivery::Private { to, line } => Told::PrivateIn(to, line.into()),
+            Delivery::Private { to, line } => {
+                if is_nick_key(&to) && is_server_line(&line, &["private"]) {
+                    Told::PrivateIn(to, line.into())
+                } else {
+                    log::warn!("a private line from Redis makes no sense; dropped");
+                    Told::Nothing
+                }
+            }
             Delivery::PrivateSent { ticket, sent } => match self.private.remove(&ticket) {
                 Some((from, to, line)) => Told::PrivateSent {
                     from,
@@ -328,7 +348,7 @@ impl Linked {
                 run,
                 ticket,
                 question,
-            } => match Query::decode(&question) {
+            } => match Query::decode(&question).filter(is_sound) {
                 Some(query) => Told::Question {
                     asker: Asker {
                         server: run,
@@ -367,7 +387,14 @@ impl Linked {
                 let Some(gathering) = self.gathering.get_mut(&ticket) else {
                     return Told::Nothing;
                 };
-                gathering.parts.push(answer);
+                // Shown to the asker inside one line: an answer that could
+                // break it counts as no answer.
+                if is_clean(&answer) {
+                    gathering.parts.push(answer);
+                } else {
+                    log::warn!("an answer from Redis makes no sense; left out");
+                    gathering.parts.push(String::new());
+                }
                 self.gathered(ticket, false)
             }
             Delivery::AskTimedOut { ticket } => self.gathered(ticket, true),
@@ -563,8 +590,17 @@ pub fn decode(token: &str, room: RoomId, text: &str) -> Option<RoomLine> {
         }
         _ => return None,
     };
-    if !line.ends_with('\n') {
+    let kinds: &[&str] = match keep {
+        Keep::History => &["chat", "action"],
+        Keep::Nothing | Keep::Topic(_) => &["chat", "action", "notice"],
+    };
+    if !is_server_line(line, kinds) {
         return None;
+    }
+    if let Keep::Topic(topic) = &keep {
+        if !is_clean(topic) {
+            return None;
+        }
     }
     Some(RoomLine {
         room,
@@ -574,14 +610,53 @@ pub fn decode(token: &str, room: RoomId, text: &str) -> Option<RoomLine> {
     })
 }
 
+/// Whether `text` holds no control character but tab: nothing a
+/// terminal would take as a command, and no line end.
+fn is_clean(text: &str) -> bool {
+    !text.chars().any(|c| c.is_control() && c != '\t')
+}
+
+/// Whether `line` is exactly one line a server sends a client, of one of
+/// `kinds`, `\n` at its end and nowhere else. What comes from Redis is
+/// checked as a client's line is: a Redis an attacker controls, or anyone
+/// on the path of plain `redis://`, must not make one line into two, put
+/// a terminal's commands on someone's screen, or make a line of a kind
+/// the chat never shows there (an `error`, a `token`).
+fn is_server_line(line: &str, kinds: &[&str]) -> bool {
+    let Some(body) = line.strip_suffix('\n') else {
+        return false;
+    };
+    let kind = body.split(' ').next().unwrap_or_default();
+    is_clean(body) && kinds.contains(&kind) && ServerLine::parse(body).is_some()
+}
+
+/// Whether `name` is a nick's lower-case form, as the chat keys people.
+fn is_nick_key(name: &str) -> bool {
+    Nick::parse(name).is_ok_and(|nick| nick.key() == name)
+}
+
+/// Whether a question from another server asks about a room or nick the
+/// chat could have: anything else is not answered.
+fn is_sound(query: &Query) -> bool {
+    match query {
+        Query::Who(room) => Room::parse(room).is_ok(),
+        Query::Whois(name) => Nick::parse(name).is_ok(),
+        Query::Rooms => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn local(except: Option<ClientId>, keep: Keep) -> RoomLine {
+        let line = match keep {
+            Keep::History => "chat alice green tea?\n",
+            _ => "notice alice set the topic of #tea: green\n",
+        };
         RoomLine {
             room: RoomId(7),
-            line: "notice alice set the topic of #tea: green\n".into(),
+            line: line.into(),
             except,
             keep,
         }
@@ -614,6 +689,16 @@ mod tests {
             "h run.x chat a b\n",
             "h - chat a b",
             "t - topic without a line",
+            // One line made two, a terminal's command, kinds the chat
+            // never shows in a room (or keeps as its history).
+            "h - chat mallory hi\nnotice forged\n",
+            "n - notice a\rnotice b\n",
+            "h - chat mallory \u{1b}]0;title\u{7}\n",
+            "n - error forged\n",
+            "n - token alice secret\n",
+            "h - notice kept as history\n",
+            "t - top\u{1b}[2Jic\nnotice x set the topic\n",
+            "t - topic\nnotice one\nnotice two\n",
         ] {
             assert_eq!(decode("run", RoomId(1), text), None, "{text:?}");
         }

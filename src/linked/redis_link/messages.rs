@@ -248,6 +248,14 @@ pub enum LinkError {
         /// What Redis said.
         reason: String,
     },
+    /// Redis numbered this node past [`MAX_NODE_NUMBER`]: its `chat:nodes`
+    /// was set by something other than the chat's servers.
+    NodeNumber {
+        /// Redis' host and port.
+        addr: String,
+        /// The number it gave.
+        number: u64,
+    },
     /// The link's threads could not be started.
     Spawn(io::Error),
 }
@@ -278,6 +286,12 @@ impl fmt::Display for LinkError {
             LinkError::Denied { addr, reason } => {
                 write!(f, "Redis at {addr} refused the chat's commands: {reason}")
             }
+            LinkError::NodeNumber { addr, number } => write!(
+                f,
+                "Redis at {addr} numbers this server {number}, past the most a guest's name \
+                 can hold ({MAX_NODE_NUMBER}): its key {NODES_KEY} was not set by the chat's \
+                 servers; delete it while no server uses this Redis"
+            ),
             LinkError::Spawn(source) => {
                 write!(f, "cannot start the Redis link's threads: {source}")
             }

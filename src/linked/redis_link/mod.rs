@@ -253,6 +253,12 @@ const ASK_CHANNEL: &str = "chat:ask";
 /// The counter that numbers nodes as they start ([`RedisLink::number`]).
 const NODES_KEY: &str = "chat:nodes";
 
+/// The highest number a node may take ([`RedisLink::number`]): a guest's
+/// name, `guestN-ID`, must still fit a nick with room for the ID. A
+/// higher `chat:nodes` was not made by the chat's servers (a million
+/// starts on one data set is far off), and is refused, not trusted.
+pub const MAX_NODE_NUMBER: u64 = 999_999;
+
 /// How many history entries one `XRANGE` asks for while filling a gap:
 /// a long outage is read in pieces, not all in one reply.
 const FILL_CHUNK: usize = 1000;
@@ -481,6 +487,12 @@ impl RedisLink {
             .arg(NODES_KEY)
             .query(&mut query)
             .map_err(fail)?;
+        if number > MAX_NODE_NUMBER {
+            return Err(LinkError::NodeNumber {
+                addr: target.addr.clone(),
+                number,
+            });
+        }
 
         let shared = Arc::new(LinkState {
             stop: AtomicBool::new(false),

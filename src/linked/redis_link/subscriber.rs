@@ -102,7 +102,14 @@ impl Subscriber {
             // The node numbers start over too: this node takes a new one,
             // unlike any other node's from now on, for its new guests.
             match redis::cmd("INCR").arg(NODES_KEY).query::<u64>(query) {
-                Ok(number) => self.shared.number.store(number, Ordering::SeqCst),
+                Ok(number) if number <= MAX_NODE_NUMBER => {
+                    self.shared.number.store(number, Ordering::SeqCst);
+                }
+                Ok(number) => {
+                    return SubscriberEnd::Lost(format!(
+                        "{NODES_KEY} is {number}, past {MAX_NODE_NUMBER}: not the chat's"
+                    ))
+                }
                 Err(error) => return lost(&self.target, error),
             }
             self.epoch = epoch;

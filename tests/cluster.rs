@@ -418,8 +418,11 @@ fn redis_restarted_without_data_numbering_starts_over() {
 #[test]
 fn a_slow_subscriber_cut_off_by_redis_catches_up() {
     let redis = Redis::start(&["--client-output-buffer-limit", "pubsub 64kb 0 0"]);
+    // A history that keeps everything published here, however many lines
+    // of 4 KiB it takes to get b cut off.
     let settings = LinkSettings {
         history: 100_000,
+        history_bytes: 1 << 30,
         ..quick_link()
     };
     let (a, a_in) = start(&redis, "a", settings.clone());

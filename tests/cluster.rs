@@ -782,3 +782,74 @@ fn a_node_number_no_server_made_is_refused() {
         Ok(_) => panic!("started with node number 10^17 + 1"),
     }
 }
+
+/// The calls of Lua scripts Redis ran since its statistics were reset.
+fn script_calls(connection: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(connection)
+        .expect("INFO");
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_eval"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Arrivals and departures faster than round trips to Redis: names held
+/// and let go are told Redis a batch per round trip, not one each, so
+/// churn cannot pile them up behind a slow Redis (nor hold back anything
+/// else the names thread does).
+#[test]
+fn names_held_and_let_go_go_to_redis_in_batches() {
+    const NAMES: usize = 5_000;
+    let redis = Redis::start(&[]);
+    let (a, _a_in) = start(&redis, "a", quick_link());
+    let mut raw = redis.connection(&redis.url());
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec(&mut raw)
+        .expect("CONFIG RESETSTAT");
+    for n in 0..NAMES {
+        a.hold_name(&format!("guest1-{n}"));
+    }
+    for n in 0..NAMES / 2 {
+        a.release_name(&format!("guest1-{n}"));
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("name:*")
+            .query(&mut raw)
+            .expect("KEYS");
+        // The second half held, the first let go (on the way there, the
+        // count can pass NAMES / 2 with other names).
+        let second_half = keys.iter().all(|key| {
+            let n: usize = key["name:{guest1-".len()..key.len() - 1]
+                .parse()
+                .expect("a number");
+            n >= NAMES / 2
+        });
+        if keys.len() == NAMES / 2 && second_half {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} names held", keys.len());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let calls = script_calls(&mut raw);
+    assert!(
+        calls <= (NAMES / 10) as u64,
+        "{calls} scripts for {} holds and releases",
+        NAMES + NAMES / 2
+    );
+    eprintln!(
+        "{calls} scripts for {} holds and releases",
+        NAMES + NAMES / 2
+    );
+}

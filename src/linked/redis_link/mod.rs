@@ -104,7 +104,10 @@
 //!
 //! The *directory* thread (`names.rs`) has a connection of its own for
 //! nicks, private lines and questions to every node, each asked through
-//! a bounded queue too and answered as a [`Delivery`].
+//! a bounded queue too and answered as a [`Delivery`]. It renews the
+//! names on schedule whatever else waits, and tells Redis of names held
+//! and let go a batch per round trip, so connection churn cannot make
+//! the names of connected users lapse.
 //!
 //! ## Names, private lines, questions
 //!
@@ -263,6 +266,11 @@ pub const MAX_NODE_NUMBER: u64 = 999_999;
 /// a long outage is read in pieces, not all in one reply.
 const FILL_CHUNK: usize = 1000;
 
+/// How many holds and releases of names may wait for the directory
+/// thread: it takes up to 500 per round trip, so only a Redis that barely
+/// answers fills it.
+pub const NAMES_QUEUE: usize = 1 << 16;
+
 /// How many rooms' keys one round trip renews ([`TOUCH_SCRIPT`]): a node
 /// in thousands of rooms renews them in pieces.
 const TOUCH_CHUNK: usize = 256;
@@ -369,6 +377,9 @@ fn millis(duration: Duration) -> u64 {
         .max(1)
 }
 
+/// The names a node holds for its users, in lower case.
+type Held = Arc<Mutex<BTreeSet<String>>>;
+
 /// What every thread of the link shares.
 struct LinkState {
     /// Set by [`RedisLink`]'s drop: the threads end.
@@ -430,10 +441,14 @@ pub struct RedisLink {
     outbox: Option<Sender<ToPublish>>,
     /// Work for the directory thread (claims, private lines, questions).
     asks: Option<Sender<Errand>>,
-    /// Names held and let go, for the directory thread: never refused
-    /// (one per arrival or departure), so that no name is left held, or
-    /// left unclaimed, because a queue was full or Redis away.
+    /// Names held and let go, for the directory thread to tell Redis at
+    /// once, a batch per round trip. Only a hurry: `held` is what counts,
+    /// so a change that finds this full is told at the next renewal, or
+    /// lapses.
     names: Option<Sender<Errand>>,
+    /// The names this node holds, shared with the directory thread: what
+    /// it renews, whatever became of the queue above.
+    held: Held,
     shared: Arc<LinkState>,
     /// Dropped to wake the threads from a wait between reconnections.
     wake: Option<Sender<()>>,
@@ -505,14 +520,15 @@ impl RedisLink {
         let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
         let (ask, asks) = crossbeam_channel::bounded(settings.outbox.max(1));
-        let (name_changes, names_changed) = crossbeam_channel::unbounded();
+        let (name_changes, names_changed) = crossbeam_channel::bounded(NAMES_QUEUE);
         let run = format!("{node}/{:016x}", random_u64());
+        let held = Held::default();
         let directory = Directory {
             target: Arc::clone(&target),
             shared: Arc::clone(&shared),
             deliver: deliver.clone(),
             run: run.clone(),
-            held: BTreeSet::new(),
+            held: Arc::clone(&held),
             schedule: Schedule::new(settings.name_ttl, settings.reply_timeout, Instant::now()),
         };
 
@@ -564,6 +580,7 @@ impl RedisLink {
             outbox: Some(outbox),
             asks: Some(ask),
             names: Some(name_changes),
+            held,
             published: Some(published),
             reply_timeout: settings.reply_timeout,
             shared,
@@ -659,18 +676,25 @@ impl RedisLink {
     /// `guestN-ID` with this node's [`RedisLink::number`]) or that a
     /// certificate proves. It is claimed as soon as Redis can be reached;
     /// should another node have it, [`Delivery::NameLost`] says so.
+    /// (When [`NAMES_QUEUE`] changes already wait, it is claimed at the
+    /// next renewal, within a third of the names' expiry.)
     pub fn hold_name(&self, name: &str) {
+        sync::lock(&self.held).insert(name.to_owned());
         if let Some(names) = &self.names {
-            let _ = names.send(Errand::Hold(name.to_owned()));
+            // Full: claimed at the next renewal instead.
+            let _ = names.try_send(Errand::Hold(name.to_owned()));
         }
     }
 
     /// Lets `name` go, if this node still holds it: at once, or, when
     /// Redis cannot be told, as soon as it can (meanwhile it is no longer
-    /// renewed, so it may lapse first).
+    /// renewed, so it may lapse first). When [`NAMES_QUEUE`] changes
+    /// already wait, Redis is not told: it lapses within the names' expiry.
     pub fn release_name(&self, name: &str) {
+        sync::lock(&self.held).remove(name);
         if let Some(names) = &self.names {
-            let _ = names.send(Errand::Release(name.to_owned()));
+            // Full: no longer renewed, it lapses instead.
+            let _ = names.try_send(Errand::Release(name.to_owned()));
         }
     }
 

@@ -137,7 +137,9 @@ impl Subscriber {
             self.down = false;
             // Names first: a claim from elsewhere must not find them
             // lapsed (or, after Redis lost its data, gone).
-            let _ = self.names.send(Errand::Renew);
+            // Full: the directory renews on its own schedule, or when its
+            // own connection comes back.
+            let _ = self.names.try_send(Errand::Renew);
             log::info!("redis {}: link up", self.target.addr);
             if self.send(Delivery::LinkUp { history_lost }).is_err() {
                 return SubscriberEnd::Stop;

@@ -7,10 +7,12 @@
 #![cfg(feature = "redis")]
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use secure_chat::chat::{LINK_DOWN_MSG, LINK_DOWN_NICK};
-use secure_chat::linked::{LINK_DOWN, LINK_UP, LINK_UP_HISTORY_LOST};
+use secure_chat::chat::{Keep, RoomId, LINK_DOWN_MSG, LINK_DOWN_NICK};
+use secure_chat::elsewhere::{Elsewhere, RoomLine};
+use secure_chat::linked::redis_link::{Delivery, LinkSettings, RedisLink};
+use secure_chat::linked::{Linked, HELD_BACK_BYTES, LINK_DOWN, LINK_UP, LINK_UP_HISTORY_LOST};
 use secure_chat_test_support::{
     cert_args, kill, quick_link, run, test_limits, wait_until, Incoming, Pki, Redis, ServerProcess,
     TestClient, TestServer, SERVER,
@@ -549,4 +551,72 @@ fn lines_from_redis_are_checked_as_strictly_as_a_clients() {
     );
     drop(alice);
     a.stop();
+}
+
+/// How many 4 KiB room lines `linked` takes to hold back, in `room`,
+/// before it gives one back to be shown here only; `None` if it took
+/// `most` and more.
+fn held_back_until_given_back(linked: &mut Linked, room: RoomId, most: usize) -> Option<usize> {
+    let text: std::sync::Arc<str> = format!("chat alice {}\n", "x".repeat(4000)).into();
+    (0..=most).find(|_| {
+        let line = RoomLine {
+            room,
+            line: std::sync::Arc::clone(&text),
+            except: None,
+            keep: Keep::History,
+        };
+        linked.say(line, &|| None).is_some()
+    })
+}
+
+/// What waits here for Redis is bounded in bytes, all rooms together:
+/// lines the link's outbox has no room for (65,536 of them could hold
+/// 256 MB), and lines said in a room whose past has not come yet.
+#[test]
+fn lines_waiting_for_redis_are_bounded_in_bytes() {
+    const TIMEOUT: Duration = Duration::from_secs(20);
+    let redis = Redis::start(&[]);
+    // Redis will stop answering for a while: the links must not notice.
+    let settings = LinkSettings {
+        outbox: 1,
+        ping_every: Duration::from_secs(600),
+        reply_timeout: Duration::from_secs(60),
+        ..quick_link()
+    };
+    let start = |node| {
+        let (link, deliveries) =
+            RedisLink::start(&redis.url(), node, settings.clone()).expect("link");
+        (Linked::new(link, deliveries.clone()), deliveries)
+    };
+    let (mut a, a_in) = start("a");
+    let (mut b, _b_in) = start("b");
+    a.entered(RoomId(1), &|| Some("#big".to_owned()));
+    match a_in.recv_timeout(TIMEOUT) {
+        Ok(recent @ Delivery::Recent { .. }) => drop(a.delivered(recent)),
+        other => panic!("{other:?}"),
+    }
+    let mut raw = redis.connection(&redis.url());
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4000)
+        .arg("ALL")
+        .exec(&mut raw)
+        .expect("CLIENT PAUSE");
+    let paused = Instant::now();
+    // Two in the link (the publisher's and its outbox's), the rest here.
+    let most = HELD_BACK_BYTES / 4000 + 2;
+    let taken = held_back_until_given_back(&mut a, RoomId(1), 70_000);
+    assert!(
+        taken.is_some_and(|n| n <= most),
+        "{taken:?}, at most {most}"
+    );
+    // A room whose past cannot come while Redis does not answer.
+    b.entered(RoomId(2), &|| Some("#past".to_owned()));
+    let taken = held_back_until_given_back(&mut b, RoomId(2), 70_000);
+    assert!(taken.is_some_and(|n| n < most), "{taken:?}, at most {most}");
+    assert!(
+        paused.elapsed() < Duration::from_secs(4),
+        "Redis answered again before the end: the test proves nothing"
+    );
+    drop((a, b));
 }

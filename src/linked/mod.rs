@@ -23,8 +23,9 @@
 //! line is shown here at once and goes nowhere else: chat among this
 //! server's users carries on, and they are told the others cannot hear
 //! them ([`Told::Unreachable`], when [`Delivery::LinkDown`] comes). So is
-//! a line said while Redis is so far behind that [`OVERFLOW`] lines wait,
-//! ahead of them, and then only the log says so.
+//! a line said while Redis is so far behind that [`HELD_BACK_BYTES`] of
+//! lines wait here already (for the outbox, or for their room's past),
+//! and then only the log says so.
 //!
 //! Names, private lines and `/who`-like questions travel the same way:
 //! the chat asks ([`Ask`]), this module hands it to the link with a
@@ -71,10 +72,25 @@ struct Gathering {
     parts: Vec<String>,
 }
 
-/// The most room lines that wait for room in the link's outbox (about
-/// 100 bytes each): beyond, Redis is so far behind that lines said here
-/// are shown here only, as when it is down.
-pub const OVERFLOW: usize = 1 << 16;
+/// The most bytes of room lines that wait here, for room in the link's
+/// outbox or for their room's past, all rooms together (each line counted
+/// with [`LINE_OVERHEAD`]): beyond, Redis is so far behind that lines said
+/// here are shown here only, as when it is down. 16 MiB: some 4,000 lines
+/// of the longest kind, or 80,000 of 100 bytes.
+pub const HELD_BACK_BYTES: usize = 16 << 20;
+
+/// What a waiting line costs besides its text: its room's name, its
+/// place in the queue, its counts.
+const LINE_OVERHEAD: usize = 128;
+
+/// What a line held back here counts against [`HELD_BACK_BYTES`].
+fn weight(line: &RoomLine) -> usize {
+    let topic = match &line.keep {
+        Keep::Topic(topic) => topic.len(),
+        _ => 0,
+    };
+    line.line.len() + topic + LINE_OVERHEAD
+}
 
 /// What the users of this server are told when the link goes down.
 pub const LINK_DOWN: &str = "the link to the other servers is down: you can still chat with \
@@ -119,6 +135,9 @@ pub struct Linked {
     /// Whether the log said that lines stay here, since the overflow
     /// last emptied.
     overflow_warned: bool,
+    /// The bytes of lines waiting in `overflow` and in the rooms'
+    /// `waiting`, counted by [`weight`]; at most [`HELD_BACK_BYTES`].
+    held_back: usize,
     /// Private lines on their way, by ticket: who sent them, to whom.
     private: HashMap<u64, (ClientId, String, Arc<str>)>,
     /// Questions to every server, by ticket, while their answers come.
@@ -137,6 +156,7 @@ impl Linked {
             leaving: Vec::new(),
             overflow: VecDeque::new(),
             overflow_warned: false,
+            held_back: 0,
             private: HashMap::new(),
             gathering: HashMap::new(),
             next_ticket: 0,
@@ -151,7 +171,9 @@ impl Linked {
             if self.publish(key, line).is_err() {
                 return;
             }
-            self.overflow.pop_front();
+            if let Some((_, line)) = self.overflow.pop_front() {
+                self.held_back -= weight(&line);
+            }
         }
         self.overflow_warned = false;
     }
@@ -164,20 +186,31 @@ impl Linked {
         }
     }
 
-    /// Keeps a line the outbox had no room for, unless [`OVERFLOW`] wait
+    /// Keeps a line the outbox had no room for, unless too much waits
     /// already: then Redis is far behind, and it is shown here only.
     fn hold_back(&mut self, key: String, line: RoomLine) -> Option<RoomLine> {
-        if self.overflow.len() < OVERFLOW {
+        if self.room_for(&line) {
             self.overflow.push_back((key, line));
             return None;
         }
+        self.rooms.contains_key(&line.room).then_some(line)
+    }
+
+    /// Whether `line` may wait here, within [`HELD_BACK_BYTES`]: if so,
+    /// it is counted.
+    fn room_for(&mut self, line: &RoomLine) -> bool {
+        let weight = weight(line);
+        if self.held_back + weight <= HELD_BACK_BYTES {
+            self.held_back += weight;
+            return true;
+        }
         if !std::mem::replace(&mut self.overflow_warned, true) {
             log::warn!(
-                "Redis is far behind ({OVERFLOW} lines wait for it): lines said here \
-                 meanwhile stay on this server"
+                "Redis is far behind ({HELD_BACK_BYTES} bytes of lines wait for it): lines \
+                 said here meanwhile stay on this server"
             );
         }
-        self.rooms.contains_key(&line.room).then_some(line)
+        false
     }
 
     /// Sends a private line to `to` (in lower case) on whatever server has
@@ -268,6 +301,7 @@ impl Linked {
                     .get_mut(&id)
                     .and_then(|joined| joined.waiting.take())
                     .unwrap_or_default();
+                self.held_back -= waiting.iter().map(weight).sum::<usize>();
                 let past = lines
                     .iter()
                     .filter_map(|text| decode(self.link.run(), id, text))
@@ -320,6 +354,7 @@ impl Linked {
                 let rooms = &self.rooms;
                 let waited = self.overflow.drain(..).map(|(_, line)| line);
                 lines.extend(waited.filter(|line| rooms.contains_key(&line.room)));
+                self.held_back = 0;
                 Told::Unreachable {
                     notice: LINK_DOWN,
                     lines,
@@ -449,12 +484,20 @@ impl Elsewhere for Linked {
     /// `key` gives the room's name, asked only for a room nobody here
     /// hears yet (a notice that someone came, said before they enter).
     fn say(&mut self, line: RoomLine, key: &dyn Fn() -> Option<String>) -> Option<RoomLine> {
-        let key = match self.rooms.get_mut(&line.room) {
+        let key = match self.rooms.get(&line.room) {
             Some(Joined {
-                waiting: Some(waiting),
-                ..
+                waiting: Some(_), ..
             }) if self.link.is_up() => {
-                waiting.push(line);
+                if !self.room_for(&line) {
+                    return Some(line);
+                }
+                if let Some(waiting) = self
+                    .rooms
+                    .get_mut(&line.room)
+                    .and_then(|j| j.waiting.as_mut())
+                {
+                    waiting.push(line);
+                }
                 return None;
             }
             Some(joined) => joined.key.clone(),
@@ -532,6 +575,8 @@ impl Elsewhere for Linked {
         for room in self.leaving.drain(..) {
             if let Some(joined) = self.rooms.remove(&room) {
                 self.by_key.remove(&joined.key);
+                let waited = joined.waiting.unwrap_or_default();
+                self.held_back -= waited.iter().map(weight).sum::<usize>();
             }
         }
         self.pump();

@@ -52,9 +52,11 @@
 //! comes back from Redis, not before, so that they see the order everyone
 //! else sees.
 //!
-//! (The braces in the key names are Redis Cluster's *hash tags*: a room's
-//! keys share one slot, which a script that touches several keys needs
-//! there. On a single Redis they are only part of the name.)
+//! The link needs one Redis, the one its URL names, not Redis Cluster. The braces in the key names are
+//! Cluster's *hash tags*, so each room's keys would share a slot, but the
+//! rest does not hold there: one renewal passes the keys of hundreds of
+//! names, of as many slots, to one script, and the client library has no
+//! Cluster pub/sub. On one Redis the braces are only part of the name.
 //!
 //! ## When Redis is gone
 //!
@@ -283,8 +285,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// The longest node name; see [`RedisLink::start`] for the characters allowed.
 pub const NODE_NAME_MAX: usize = 64;
 
-/// The key names of one room. The braces make the room's name a Redis
-/// Cluster hash tag (see the module documentation).
+/// The key names of one room. The braces would make the room's name a
+/// Redis Cluster hash tag, though the link runs on one Redis only (see
+/// the module documentation).
 struct Keys {
     seq: String,
     history: String,

@@ -9,10 +9,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use secure_chat::chat::{Keep, RoomId, LINK_DOWN_MSG, LINK_DOWN_NICK};
-use secure_chat::elsewhere::{Elsewhere, RoomLine};
+use secure_chat::chat::{ClientId, Keep, RoomId, LINK_DOWN_MSG, LINK_DOWN_NICK};
+use secure_chat::elsewhere::{Ask, Elsewhere, Query, Reach, RoomLine, Told, Unasked};
 use secure_chat::linked::redis_link::{Delivery, LinkSettings, RedisLink};
-use secure_chat::linked::{Linked, HELD_BACK_BYTES, LINK_DOWN, LINK_UP, LINK_UP_HISTORY_LOST};
+use secure_chat::linked::{
+    Linked, ANSWERS_BYTES, HELD_BACK_BYTES, LINK_DOWN, LINK_UP, LINK_UP_HISTORY_LOST,
+};
 use secure_chat_test_support::{
     cert_args, kill, quick_link, run, test_limits, wait_until, Incoming, Pki, Redis, ServerProcess,
     TestClient, TestServer, SERVER,
@@ -619,4 +621,100 @@ fn lines_waiting_for_redis_are_bounded_in_bytes() {
         "Redis answered again before the end: the test proves nothing"
     );
     drop((a, b));
+}
+
+/// `/who` of client `id` in `#big`, as the chat asks it.
+fn who_big(id: u64) -> Ask {
+    Ask::Query {
+        id: ClientId(id),
+        query: Query::Who("#big".into()),
+        page: None,
+    }
+}
+
+/// One question at a time per client, and what its answers may take is
+/// bounded in bytes: past it, the answer says not every part is in.
+#[test]
+fn one_question_per_client_and_answers_bounded_in_bytes() {
+    const TIMEOUT: Duration = Duration::from_secs(20);
+    let redis = Redis::start(&[]);
+    let (link, deliveries) = RedisLink::start(&redis.url(), "a", quick_link()).expect("link");
+    let mut a = Linked::new(link, deliveries.clone());
+    assert!(a.ask(who_big(1)).is_ok());
+    match a.ask(who_big(1)) {
+        Err((_, Unasked::Busy)) => {}
+        other => panic!("a second question while the first waits: {other:?}"),
+    }
+    assert!(a.ask(who_big(2)).is_ok(), "another client's question");
+    // The first question's ticket, as Redis numbered its listeners.
+    let ticket = loop {
+        match deliveries.recv_timeout(TIMEOUT) {
+            Ok(Delivery::Asked { ticket, .. }) => break ticket,
+            Ok(_) => continue,
+            Err(error) => panic!("never asked: {error}"),
+        }
+    };
+    // Two servers heard it, each with some 10,000 names of 20 bytes.
+    let names: Vec<String> = (0..10_000).map(|n| format!("somebody-{n:014}")).collect();
+    let part = names.join(" ");
+    assert_eq!(
+        a.delivered(Delivery::Asked {
+            ticket,
+            nodes: Some(2)
+        }),
+        Told::Nothing
+    );
+    let answer = part.clone();
+    let first = a.delivered(Delivery::Answer { ticket, answer });
+    assert_eq!(first, Told::Nothing, "one part of two");
+    let answer = part;
+    let Told::Answered {
+        id, parts, reach, ..
+    } = a.delivered(Delivery::Answer { ticket, answer })
+    else {
+        panic!("both parts in, and no answer");
+    };
+    assert_eq!(id, ClientId(1));
+    let bytes: usize = parts.iter().map(String::len).sum();
+    assert!(bytes <= ANSWERS_BYTES, "{bytes} bytes of answers");
+    assert_eq!(reach, Reach::Partial);
+    // Answered: the client may ask again.
+    assert!(a.ask(who_big(1)).is_ok());
+}
+
+/// A server's part of an answer is given again for a moment, without
+/// asking the chat: a burst of `/who` in a big room costs each server one
+/// look at the room.
+#[test]
+fn a_servers_answer_is_kept_a_moment() {
+    const TIMEOUT: Duration = Duration::from_secs(20);
+    let redis = Redis::start(&[]);
+    let (link, deliveries) = RedisLink::start(&redis.url(), "a", quick_link()).expect("link");
+    let mut a = Linked::new(link, deliveries);
+    let mut raw = redis.connection(&redis.url());
+    let mut asker = raw.as_pubsub();
+    asker.subscribe("node:x/1").expect("SUBSCRIBE");
+    asker.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let question = |ticket| Delivery::Question {
+        run: "x/1".into(),
+        ticket,
+        question: "who #big".into(),
+    };
+    match a.delivered(question(1)) {
+        Told::Question { asker, query } => {
+            assert_eq!(query, Query::Who("#big".into()));
+            a.answer(&asker, "alice bob");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        a.delivered(question(2)),
+        Told::Nothing,
+        "asked again at once: the chat is not asked"
+    );
+    for ticket in [1, 2] {
+        let message = asker.get_message().expect("an answer");
+        let text: String = message.get_payload().expect("text");
+        assert_eq!(text, format!("r {ticket} alice bob"));
+    }
 }

@@ -31,7 +31,10 @@
 //! the chat asks ([`Ask`]), this module hands it to the link with a
 //! ticket where an answer is due, and turns the answers back into
 //! [`Told`]s for the chat: a claim's verdict, whether a private line
-//! arrived, every server's part of an answer.
+//! arrived, every server's part of an answer. A client has one question
+//! out at a time, its answers take at most [`ANSWERS_BYTES`], and this
+//! server gives its own part again for [`ANSWER_KEPT`] without asking the
+//! chat.
 //!
 //! Nothing from Redis is taken on trust: a room line, a private line or
 //! an answer that is not exactly what a server would send (one line, no
@@ -40,10 +43,12 @@
 //!
 //! Next: [`redis_link`], the link itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -70,7 +75,29 @@ struct Gathering {
     /// How many servers heard it, once Redis has said.
     expected: Option<usize>,
     parts: Vec<String>,
+    /// The bytes of `parts`, at most [`ANSWERS_BYTES`].
+    bytes: usize,
+    /// Whether a part was left out: too long, or not one clean line.
+    cut: bool,
 }
+
+/// The most bytes of answers one question of a client here gathers from
+/// all servers together: past it, the answer says not every server's
+/// part is in. (Some 10,000 names of a room.)
+pub const ANSWERS_BYTES: usize = 256 << 10;
+
+/// The most questions of this server's clients that wait for answers at
+/// once (each client has one at most): past it, this server answers them
+/// alone.
+pub const QUESTIONS_AT_ONCE: usize = 256;
+
+/// How long this server's part of an answer is given again, without
+/// asking the chat, to the same question from any server: a burst of
+/// `/who` in a big room costs each server one look at the room.
+pub const ANSWER_KEPT: Duration = Duration::from_secs(1);
+
+/// How many different questions' answers are kept at once.
+const ANSWERS_KEPT: usize = 256;
 
 /// The most bytes of room lines that wait here, for room in the link's
 /// outbox or for their room's past, all rooms together (each line counted
@@ -142,6 +169,13 @@ pub struct Linked {
     private: HashMap<u64, (ClientId, String, Arc<str>)>,
     /// Questions to every server, by ticket, while their answers come.
     gathering: HashMap<u64, Gathering>,
+    /// The clients here whose question is in `gathering`: one each.
+    asking: HashSet<ClientId>,
+    /// The question from a server that the chat is answering now, as it
+    /// came: its answer is kept under it.
+    answering: Option<(Asker, String)>,
+    /// This server's recent answers, by question, for [`ANSWER_KEPT`].
+    answers: RefCell<HashMap<String, (Instant, String)>>,
     next_ticket: u64,
 }
 
@@ -159,6 +193,9 @@ impl Linked {
             held_back: 0,
             private: HashMap::new(),
             gathering: HashMap::new(),
+            asking: HashSet::new(),
+            answering: None,
+            answers: RefCell::new(HashMap::new()),
             next_ticket: 0,
         }
     }
@@ -225,7 +262,12 @@ impl Linked {
 
     /// Asks every server its part of the answer to `query`, for `id`; the
     /// parts come as [`Told::Answered`]. `Err` if it cannot be asked now.
+    /// `Err(Full)` if `id` has a question waiting already, or
+    /// [`QUESTIONS_AT_ONCE`] wait: then the chat answers it alone.
     fn query(&mut self, id: ClientId, query: Query, page: Option<String>) -> Result<(), Refused> {
+        if self.asking.contains(&id) || self.gathering.len() >= QUESTIONS_AT_ONCE {
+            return Err(Refused::Full);
+        }
         let ticket = self.ticket();
         self.link.ask_everyone(ticket, &query.encode())?;
         let gathering = Gathering {
@@ -234,9 +276,20 @@ impl Linked {
             page,
             expected: None,
             parts: Vec::new(),
+            bytes: 0,
+            cut: false,
         };
         self.gathering.insert(ticket, gathering);
+        self.asking.insert(id);
         Ok(())
+    }
+
+    /// This server's answer to `question`, if it gave one within
+    /// [`ANSWER_KEPT`].
+    fn kept_answer(&self, question: &str) -> Option<String> {
+        let answers = self.answers.borrow();
+        let (at, answer) = answers.get(question)?;
+        (at.elapsed() < ANSWER_KEPT).then(|| answer.clone())
     }
 
     /// A number for something that waits for an answer from the link.
@@ -260,12 +313,13 @@ impl Linked {
         let Some(gathering) = self.gathering.remove(&ticket) else {
             return Told::Nothing;
         };
+        self.asking.remove(&gathering.id);
         Told::Answered {
             id: gathering.id,
             query: gathering.query,
             page: gathering.page,
             parts: gathering.parts,
-            reach: if complete {
+            reach: if complete && !gathering.cut {
                 Reach::Every
             } else {
                 Reach::Partial
@@ -383,19 +437,23 @@ impl Linked {
                 run,
                 ticket,
                 question,
-            } => match Query::decode(&question).filter(is_sound) {
-                Some(query) => Told::Question {
-                    asker: Asker {
-                        server: run,
-                        ticket,
-                    },
-                    query,
-                },
-                None => {
+            } => {
+                let Some(query) = Query::decode(&question).filter(is_sound) else {
                     log::warn!("a question from {run} makes no sense; not answered");
-                    Told::Nothing
+                    return Told::Nothing;
+                };
+                // Answered a moment ago: the same answer, without the chat.
+                if let Some(answer) = self.kept_answer(&question) {
+                    self.link.reply(&run, ticket, &answer);
+                    return Told::Nothing;
                 }
-            },
+                let asker = Asker {
+                    server: run,
+                    ticket,
+                };
+                self.answering = Some((asker.clone(), question));
+                Told::Question { asker, query }
+            }
             Delivery::Asked {
                 ticket,
                 nodes: Some(nodes),
@@ -411,11 +469,14 @@ impl Linked {
                 ticket,
                 nodes: None,
             } => match self.gathering.remove(&ticket) {
-                Some(gathering) => Told::AnswerHere {
-                    id: gathering.id,
-                    query: gathering.query,
-                    page: gathering.page,
-                },
+                Some(gathering) => {
+                    self.asking.remove(&gathering.id);
+                    Told::AnswerHere {
+                        id: gathering.id,
+                        query: gathering.query,
+                        page: gathering.page,
+                    }
+                }
                 None => Told::Nothing,
             },
             Delivery::Answer { ticket, answer } => {
@@ -423,11 +484,17 @@ impl Linked {
                     return Told::Nothing;
                 };
                 // Shown to the asker inside one line: an answer that could
-                // break it counts as no answer.
-                if is_clean(&answer) {
+                // break it counts as no answer, and so does one past the
+                // bytes all answers may take.
+                let fits = gathering.bytes + answer.len() <= ANSWERS_BYTES;
+                if !is_clean(&answer) {
+                    log::warn!("an answer from Redis makes no sense; left out");
+                }
+                if fits && is_clean(&answer) {
+                    gathering.bytes += answer.len();
                     gathering.parts.push(answer);
                 } else {
-                    log::warn!("an answer from Redis makes no sense; left out");
+                    gathering.cut = true;
                     gathering.parts.push(String::new());
                 }
                 self.gathered(ticket, false)
@@ -540,7 +607,17 @@ impl Elsewhere for Linked {
         })
     }
 
+    /// Kept for [`ANSWER_KEPT`], to be given again to the same question.
     fn answer(&self, asker: &Asker, answer: &str) {
+        if let Some((asked, question)) = &self.answering {
+            if asked == asker {
+                let mut answers = self.answers.borrow_mut();
+                answers.retain(|_, (at, _)| at.elapsed() < ANSWER_KEPT);
+                if answers.len() < ANSWERS_KEPT {
+                    answers.insert(question.clone(), (Instant::now(), answer.to_owned()));
+                }
+            }
+        }
         self.link.reply(&asker.server, asker.ticket, answer);
     }
 

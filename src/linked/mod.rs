@@ -103,9 +103,10 @@ const ANSWERS_KEPT: usize = 256;
 
 /// The most bytes of room lines that wait here, for room in the link's
 /// outbox or for their room's past, all rooms together (each line counted
-/// with [`LINE_OVERHEAD`]): beyond, Redis is so far behind that lines said
-/// here are shown here only, as when it is down. 16 MiB: some 4,000 lines
-/// of the longest kind, or 80,000 of 100 bytes.
+/// with 128 bytes more for what it costs besides its text): beyond, Redis
+/// is so far behind that lines said here are shown here only, as when it
+/// is down. 16 MiB: some 4,000 lines of the longest kind, or 70,000 of
+/// 100 bytes.
 pub const HELD_BACK_BYTES: usize = 16 << 20;
 
 /// What a waiting line costs besides its text: its room's name, its

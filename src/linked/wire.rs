@@ -14,7 +14,8 @@ use crate::protocol::{Nick, Room, ServerLine};
 /// t EXCEPT TOPIC\nLINE        a topic change
 /// ```
 ///
-/// EXCEPT is `-`, or `RUN.ID`: client ID of the run RUN ([`RedisLink::run`]). LINE is the
+/// EXCEPT is `-`, or `RUN.ID`: client ID of the run RUN
+/// ([`RedisLink::run`](super::redis_link::RedisLink::run)). LINE is the
 /// line as clients get it, `\n` included; a topic has no line end in it
 /// (clients cannot send one), so the first `\n` ends it.
 pub fn encode(token: &str, line: &RoomLine) -> String {

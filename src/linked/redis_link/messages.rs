@@ -7,7 +7,9 @@ use super::*;
 /// The link's limits and clocks. [`LinkSettings::default`] suits a server.
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
-    /// How many lines each room's history keeps. Bounds what a node can still
+    /// How many lines each room's history keeps at most (once over, the
+    /// oldest go, down to 15/16 of this and of
+    /// [`LinkSettings::history_bytes`]). Bounds what a node can still
     /// fill in after an outage.
     pub history: usize,
     /// How many bytes of lines each room's history keeps at most: the

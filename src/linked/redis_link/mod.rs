@@ -33,7 +33,7 @@
 //!    `seq-0`, so that lines can be asked for by number; the oldest lines
 //!    go once the history holds more than [`LinkSettings::history`] lines
 //!    or [`LinkSettings::history_bytes`] bytes of them (counted in
-//!    `room:{name}:size`).
+//!    `room:{name}:size`), down to 15/16 of both.
 //! 3. `PUBLISH room:{name}`: `seq node line`, to every node in the room.
 //!
 //! Every key of the room is also given [`LinkSettings::room_ttl`] to live,
@@ -176,10 +176,16 @@ use schedule::Schedule;
 /// and nothing). Returns the line's seq, or 0 when that count was
 /// published before (a retry after a reply that never arrived).
 ///
-/// The history is trimmed here, oldest first, exactly to both caps: the
-/// byte count it keeps alongside stays true only if nothing else trims.
-/// Every key of the room gets one expiry, in the one step, so they lapse
-/// together (Redis reads the clock once per script).
+/// The history is trimmed here, oldest first, never past either cap: once
+/// a line takes it over one, down to 15/16 of both at once, so that the
+/// cost of a trim (reading the lines that go, to count their bytes) is
+/// paid once per many lines, not per line. The byte count kept alongside
+/// stays true only if nothing else trims.
+/// The room's keys get their expiry again, all at once, when the
+/// numbering's has less than half left (not on every line: that would
+/// be five more calls per line); a topic set gets the full expiry. So a
+/// topic may outlive the rest by up to half the expiry: the line that
+/// starts a room's numbering over clears what an earlier one left.
 ///
 /// `string.format('%d')`, because Lua 5.1 would write a big number as
 /// `1e+14`, which is no stream id.
@@ -191,7 +197,7 @@ if count <= last then
 end
 local seq = redis.call('INCR', KEYS[1])
 if seq == 1 then
-  redis.call('DEL', KEYS[2], KEYS[5])
+  redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
 end
 local line = ARGV[8]
 redis.call('XADD', KEYS[2], string.format('%d-0', seq), 'node', ARGV[7], 'line', line)
@@ -199,39 +205,49 @@ local size = redis.call('INCRBY', KEYS[5], #line)
 local length = redis.call('XLEN', KEYS[2])
 local max_lines = tonumber(ARGV[2])
 local max_bytes = tonumber(ARGV[3])
-local start = '-'
-local cut = nil
-while length > 1 and (length > max_lines or size > max_bytes) do
-  local oldest = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 64)
-  if #oldest == 0 then
-    break
-  end
-  for _, entry in ipairs(oldest) do
-    if length <= 1 or (length <= max_lines and size <= max_bytes) then
+if length > max_lines or size > max_bytes then
+  local keep_lines = max_lines - math.floor(max_lines / 16)
+  local keep_bytes = max_bytes - math.floor(max_bytes / 16)
+  local start = '-'
+  local cut = nil
+  while length > 1 and (length > keep_lines or size > keep_bytes) do
+    local want = math.max(length - keep_lines,
+      math.ceil((size - keep_bytes) * length / math.max(size, 1)))
+    want = math.min(math.max(want, 1), 1000)
+    local oldest = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', want)
+    if #oldest == 0 then
       break
     end
-    local fields = entry[2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'line' then
-        size = size - #fields[i + 1]
+    for _, entry in ipairs(oldest) do
+      if length <= 1 or (length <= keep_lines and size <= keep_bytes) then
+        break
       end
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'line' then
+          size = size - #fields[i + 1]
+        end
+      end
+      length = length - 1
+      cut = entry[1]
+      start = '(' .. cut
     end
-    length = length - 1
-    cut = entry[1]
-    start = '(' .. cut
+  end
+  if cut then
+    local through = tonumber(string.match(cut, '^(%d+)'))
+    redis.call('XTRIM', KEYS[2], 'MINID', '=', string.format('%d-1', through))
+    redis.call('SET', KEYS[5], size, 'KEEPTTL')
   end
 end
-if cut then
-  local through = tonumber(string.match(cut, '^(%d+)'))
-  redis.call('XTRIM', KEYS[2], 'MINID', '=', string.format('%d-1', through))
-  redis.call('SET', KEYS[5], size)
-end
 redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+local ttl = tonumber(ARGV[4])
 if ARGV[9] == '1' then
-  redis.call('SET', KEYS[4], ARGV[10])
+  redis.call('SET', KEYS[4], ARGV[10], 'PX', ttl)
 end
-for _, key in ipairs(KEYS) do
-  redis.call('PEXPIRE', key, ARGV[4])
+if redis.call('PTTL', KEYS[1]) < ttl / 2 then
+  for _, key in ipairs(KEYS) do
+    redis.call('PEXPIRE', key, ttl)
+  end
 end
 redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[7] .. ' ' .. line)
 return seq

@@ -18,8 +18,10 @@ pub struct LinkSettings {
     pub history_bytes: usize,
     /// How long a room's keys (its numbering, history and topic) stay in
     /// Redis once no node has members in it and nobody speaks there: then
-    /// Redis forgets the room. Renewed by every line said, and a few
-    /// times per span by each node with members in it.
+    /// Redis forgets the room. Renewed by a line said when less than half
+    /// of it is left (so a quiet room lives between half of it and all of
+    /// it after its last line), and three times per span by each node
+    /// with members in it.
     pub room_ttl: Duration,
     /// How many lines may wait for the publisher thread; past that,
     /// [`RedisLink::publish`] refuses.

@@ -7,10 +7,14 @@
 #![cfg(feature = "redis")]
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use secure_chat::chat::{LINK_DOWN_MSG, LINK_DOWN_NICK};
-use secure_chat::linked::{LINK_DOWN, LINK_UP, LINK_UP_HISTORY_LOST};
+use secure_chat::chat::{ClientId, Keep, RoomId, LINK_DOWN_MSG, LINK_DOWN_NICK};
+use secure_chat::elsewhere::{Ask, Elsewhere, Query, Reach, RoomLine, Told, Unasked};
+use secure_chat::linked::redis_link::{Delivery, LinkSettings, RedisLink};
+use secure_chat::linked::{
+    Linked, ANSWERS_BYTES, HELD_BACK_BYTES, LINK_DOWN, LINK_UP, LINK_UP_HISTORY_LOST,
+};
 use secure_chat_test_support::{
     cert_args, kill, quick_link, run, test_limits, wait_until, Incoming, Pki, Redis, ServerProcess,
     TestClient, TestServer, SERVER,
@@ -473,5 +477,244 @@ fn a_server_that_cannot_log_in_to_redis_says_so_and_exits() {
         assert_eq!(errors.len(), 1, "{stderr}");
         assert!(errors[0].contains(says), "{stderr}");
         assert!(!stderr.contains("wrong-one"), "{stderr}");
+    }
+}
+
+/// Numbers, keeps and publishes `text` in `room` as the servers' script
+/// does, past every check a server makes: what a hostile Redis, or anyone
+/// on the path of plain `redis://`, could send.
+fn forge(redis: &Redis, room: &str, text: &str) {
+    let mut raw = redis.connection(&redis.url());
+    let seq: u64 = redis::cmd("INCR")
+        .arg(format!("room:{{{room}}}:seq"))
+        .query(&mut raw)
+        .expect("INCR");
+    redis::cmd("XADD")
+        .arg(format!("room:{{{room}}}:history"))
+        .arg(format!("{seq}-0"))
+        .arg("node")
+        .arg("ghost")
+        .arg("line")
+        .arg(text)
+        .exec(&mut raw)
+        .expect("XADD");
+    redis::cmd("PUBLISH")
+        .arg(format!("room:{{{room}}}"))
+        .arg(format!("{seq} ghost {text}"))
+        .exec(&mut raw)
+        .expect("PUBLISH");
+}
+
+/// What comes from Redis is checked as what comes from a client: no line
+/// made two, no terminal commands, no kind of line a room never carries.
+#[test]
+fn lines_from_redis_are_checked_as_strictly_as_a_clients() {
+    let redis = Redis::start(&[]);
+    let pki = Pki::new();
+    let a = node(&pki, &redis, "a");
+    let mut alice = person(&a, &pki, "alice");
+    redis.wait_subscribed("#lobby", 1);
+    for forged in [
+        "h - chat mallory hi\nnotice forged one\n",
+        "h - chat mallory \u{1b}]0;forged two\u{7}\n",
+        "n - error forged three\n",
+        "t - forged\nnotice forged four\nchat x y\n",
+    ] {
+        forge(&redis, "#lobby", forged);
+    }
+    let mut raw = redis.connection(&redis.url());
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("node:a/*")
+        .query(&mut raw)
+        .expect("PUBSUB CHANNELS");
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    redis::cmd("PUBLISH")
+        .arg(&channels[0])
+        .arg("p alice private mallory alice hi\nnotice forged five\n")
+        .exec(&mut raw)
+        .expect("PUBLISH");
+    // After all of them on the same subscription: when it is here, they
+    // were all handled.
+    alice.send("after");
+    let mut heard = Vec::new();
+    loop {
+        let line = alice.recv();
+        if line == "chat alice after" {
+            break;
+        }
+        heard.push(line);
+    }
+    assert!(
+        !heard
+            .iter()
+            .any(|line| line.contains("forged") || line.contains("mallory")),
+        "{heard:?}"
+    );
+    drop(alice);
+    a.stop();
+}
+
+/// How many 4 KiB room lines `linked` takes to hold back, in `room`,
+/// before it gives one back to be shown here only; `None` if it took
+/// `most` and more.
+fn held_back_until_given_back(linked: &mut Linked, room: RoomId, most: usize) -> Option<usize> {
+    let text: std::sync::Arc<str> = format!("chat alice {}\n", "x".repeat(4000)).into();
+    (0..=most).find(|_| {
+        let line = RoomLine {
+            room,
+            line: std::sync::Arc::clone(&text),
+            except: None,
+            keep: Keep::History,
+        };
+        linked.say(line, &|| None).is_some()
+    })
+}
+
+/// What waits here for Redis is bounded in bytes, all rooms together:
+/// lines the link's outbox has no room for (65,536 of them could hold
+/// 256 MB), and lines said in a room whose past has not come yet.
+#[test]
+fn lines_waiting_for_redis_are_bounded_in_bytes() {
+    const TIMEOUT: Duration = Duration::from_secs(20);
+    let redis = Redis::start(&[]);
+    // Redis will stop answering for a while: the links must not notice.
+    let settings = LinkSettings {
+        outbox: 1,
+        ping_every: Duration::from_secs(600),
+        reply_timeout: Duration::from_secs(60),
+        ..quick_link()
+    };
+    let start = |node| {
+        let (link, deliveries) =
+            RedisLink::start(&redis.url(), node, settings.clone()).expect("link");
+        (Linked::new(link, deliveries.clone()), deliveries)
+    };
+    let (mut a, a_in) = start("a");
+    let (mut b, _b_in) = start("b");
+    a.entered(RoomId(1), &|| Some("#big".to_owned()));
+    match a_in.recv_timeout(TIMEOUT) {
+        Ok(recent @ Delivery::Recent { .. }) => drop(a.delivered(recent)),
+        other => panic!("{other:?}"),
+    }
+    let mut raw = redis.connection(&redis.url());
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4000)
+        .arg("ALL")
+        .exec(&mut raw)
+        .expect("CLIENT PAUSE");
+    let paused = Instant::now();
+    // Two in the link (the publisher's and its outbox's), the rest here.
+    let most = HELD_BACK_BYTES / 4000 + 2;
+    let taken = held_back_until_given_back(&mut a, RoomId(1), 70_000);
+    assert!(
+        taken.is_some_and(|n| n <= most),
+        "{taken:?}, at most {most}"
+    );
+    // A room whose past cannot come while Redis does not answer.
+    b.entered(RoomId(2), &|| Some("#past".to_owned()));
+    let taken = held_back_until_given_back(&mut b, RoomId(2), 70_000);
+    assert!(taken.is_some_and(|n| n < most), "{taken:?}, at most {most}");
+    assert!(
+        paused.elapsed() < Duration::from_secs(4),
+        "Redis answered again before the end: the test proves nothing"
+    );
+    drop((a, b));
+}
+
+/// `/who` of client `id` in `#big`, as the chat asks it.
+fn who_big(id: u64) -> Ask {
+    Ask::Query {
+        id: ClientId(id),
+        query: Query::Who("#big".into()),
+        page: None,
+    }
+}
+
+/// One question at a time per client, and what its answers may take is
+/// bounded in bytes: past it, the answer says not every part is in.
+#[test]
+fn one_question_per_client_and_answers_bounded_in_bytes() {
+    const TIMEOUT: Duration = Duration::from_secs(20);
+    let redis = Redis::start(&[]);
+    let (link, deliveries) = RedisLink::start(&redis.url(), "a", quick_link()).expect("link");
+    let mut a = Linked::new(link, deliveries.clone());
+    assert!(a.ask(who_big(1)).is_ok());
+    match a.ask(who_big(1)) {
+        Err((_, Unasked::Busy)) => {}
+        other => panic!("a second question while the first waits: {other:?}"),
+    }
+    assert!(a.ask(who_big(2)).is_ok(), "another client's question");
+    // The first question's ticket, as Redis numbered its listeners.
+    let ticket = loop {
+        match deliveries.recv_timeout(TIMEOUT) {
+            Ok(Delivery::Asked { ticket, .. }) => break ticket,
+            Ok(_) => continue,
+            Err(error) => panic!("never asked: {error}"),
+        }
+    };
+    // Two servers heard it, each with some 10,000 names of 20 bytes.
+    let names: Vec<String> = (0..10_000).map(|n| format!("somebody-{n:014}")).collect();
+    let part = names.join(" ");
+    assert_eq!(
+        a.delivered(Delivery::Asked {
+            ticket,
+            nodes: Some(2)
+        }),
+        Told::Nothing
+    );
+    let answer = part.clone();
+    let first = a.delivered(Delivery::Answer { ticket, answer });
+    assert_eq!(first, Told::Nothing, "one part of two");
+    let answer = part;
+    let Told::Answered {
+        id, parts, reach, ..
+    } = a.delivered(Delivery::Answer { ticket, answer })
+    else {
+        panic!("both parts in, and no answer");
+    };
+    assert_eq!(id, ClientId(1));
+    let bytes: usize = parts.iter().map(String::len).sum();
+    assert!(bytes <= ANSWERS_BYTES, "{bytes} bytes of answers");
+    assert_eq!(reach, Reach::Partial);
+    // Answered: the client may ask again.
+    assert!(a.ask(who_big(1)).is_ok());
+}
+
+/// A server's part of an answer is given again for a moment, without
+/// asking the chat: a burst of `/who` in a big room costs each server one
+/// look at the room.
+#[test]
+fn a_servers_answer_is_kept_a_moment() {
+    const TIMEOUT: Duration = Duration::from_secs(20);
+    let redis = Redis::start(&[]);
+    let (link, deliveries) = RedisLink::start(&redis.url(), "a", quick_link()).expect("link");
+    let mut a = Linked::new(link, deliveries);
+    let mut raw = redis.connection(&redis.url());
+    let mut asker = raw.as_pubsub();
+    asker.subscribe("node:x/1").expect("SUBSCRIBE");
+    asker.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let question = |ticket| Delivery::Question {
+        run: "x/1".into(),
+        ticket,
+        question: "who #big".into(),
+    };
+    match a.delivered(question(1)) {
+        Told::Question { asker, query } => {
+            assert_eq!(query, Query::Who("#big".into()));
+            a.answer(&asker, "alice bob");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        a.delivered(question(2)),
+        Told::Nothing,
+        "asked again at once: the chat is not asked"
+    );
+    for ticket in [1, 2] {
+        let message = asker.get_message().expect("an answer");
+        let text: String = message.get_payload().expect("text");
+        assert_eq!(text, format!("r {ticket} alice bob"));
     }
 }

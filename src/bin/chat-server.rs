@@ -75,6 +75,9 @@ Options:
   --name-expiry SECS         with --redis: how soon the nicks of a server that
                              died come free for the others, at least 5
                              [default: 30]
+  --room-expiry SECS         with --redis: how long Redis keeps a room's
+                             history and topic once nobody is in it on any
+                             server and nobody speaks there [default: 86400]
   -v, --verbose              more log output, rustls' notes on each handshake
                              included (twice: everything)
   -q, --quiet                only warnings and errors
@@ -106,6 +109,7 @@ struct Args {
     node_name: Option<String>,
     redis_ca: Option<PathBuf>,
     name_expiry: Option<Duration>,
+    room_expiry: Option<Duration>,
     level: LevelFilter,
 }
 
@@ -139,6 +143,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         node_name: None,
         redis_ca: None,
         name_expiry: None,
+        room_expiry: None,
         level: logging::level_from_env().unwrap_or(LevelFilter::Info),
     };
     let mut rate = RateLimit::default();
@@ -205,6 +210,9 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 }
                 args.name_expiry = Some(expiry);
             }
+            Long("room-expiry") => {
+                args.room_expiry = Some(parser.value()?.parse_with(parse_seconds)?);
+            }
             Short('v') | Long("verbose") => {
                 args.level = match args.level {
                     LevelFilter::Info | LevelFilter::Warn => LevelFilter::Debug,
@@ -258,8 +266,11 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         );
     }
     let redis_only = args.node_name.is_some() || args.redis_ca.is_some();
-    if args.redis.is_none() && (redis_only || args.name_expiry.is_some()) {
-        return Err("--node-name, --redis-ca and --name-expiry are for --redis".into());
+    let expiries = args.name_expiry.is_some() || args.room_expiry.is_some();
+    if args.redis.is_none() && (redis_only || expiries) {
+        return Err(
+            "--node-name, --redis-ca, --name-expiry and --room-expiry are for --redis".into(),
+        );
     }
     // --rate 0 turns flood control off, whatever the burst.
     args.limits.rate = (rate.per_second > 0).then_some(rate);
@@ -428,6 +439,7 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 ca_file: args.redis_ca.clone(),
                 history: args.limits.history,
                 name_expiry: args.name_expiry,
+                room_expiry: args.room_expiry,
             };
             link(redis, server)?
         }
@@ -480,6 +492,7 @@ struct Redis<'a> {
     ca_file: Option<PathBuf>,
     history: usize,
     name_expiry: Option<Duration>,
+    room_expiry: Option<Duration>,
 }
 
 /// Makes `server` one of those sharing the Redis `redis` names.
@@ -496,6 +509,9 @@ fn link(redis: Redis<'_>, mut server: Server) -> Result<Server, Box<dyn std::err
         name_ttl: redis
             .name_expiry
             .unwrap_or(redis_link::LinkSettings::default().name_ttl),
+        room_ttl: redis
+            .room_expiry
+            .unwrap_or(redis_link::LinkSettings::default().room_ttl),
         ..redis_link::LinkSettings::default()
     };
     let url = redis.url;

@@ -23,21 +23,32 @@
 //! line is shown here at once and goes nowhere else: chat among this
 //! server's users carries on, and they are told the others cannot hear
 //! them ([`Told::Unreachable`], when [`Delivery::LinkDown`] comes). So is
-//! a line said while Redis is so far behind that [`OVERFLOW`] lines wait,
-//! ahead of them, and then only the log says so.
+//! a line said while Redis is so far behind that [`HELD_BACK_BYTES`] of
+//! lines wait here already (for the outbox, or for their room's past),
+//! and then only the log says so.
 //!
 //! Names, private lines and `/who`-like questions travel the same way:
 //! the chat asks ([`Ask`]), this module hands it to the link with a
 //! ticket where an answer is due, and turns the answers back into
 //! [`Told`]s for the chat: a claim's verdict, whether a private line
-//! arrived, every server's part of an answer.
+//! arrived, every server's part of an answer. A client has one question
+//! out at a time, its answers take at most [`ANSWERS_BYTES`], and this
+//! server gives its own part again for [`ANSWER_KEPT`] without asking the
+//! chat.
+//!
+//! Nothing from Redis is taken on trust: a room line, a private line or
+//! an answer that is not exactly what a server would send (one line, no
+//! control characters, a kind that belongs there) is dropped and logged,
+//! and the link refuses a node number no server could have made.
 //!
 //! Next: [`redis_link`], the link itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -47,8 +58,11 @@ use crate::hub::Event;
 use crate::queue;
 
 pub mod redis_link;
+mod wire;
 
 use redis_link::{Delivery, RedisLink, Refused};
+pub use wire::{decode, encode};
+use wire::{is_clean, is_nick_key, is_server_line, is_sound};
 
 /// The stack of the thread that hands the hub what the link delivers: it
 /// only moves values from one queue to another.
@@ -63,12 +77,50 @@ struct Gathering {
     /// How many servers heard it, once Redis has said.
     expected: Option<usize>,
     parts: Vec<String>,
+    /// The bytes of `parts`, at most [`ANSWERS_BYTES`].
+    bytes: usize,
+    /// Whether a part was left out: too long, or not one clean line.
+    cut: bool,
 }
 
-/// The most room lines that wait for room in the link's outbox (about
-/// 100 bytes each): beyond, Redis is so far behind that lines said here
-/// are shown here only, as when it is down.
-pub const OVERFLOW: usize = 1 << 16;
+/// The most bytes of answers one question of a client here gathers from
+/// all servers together: past it, the answer says not every server's
+/// part is in. (Some 10,000 names of a room.)
+pub const ANSWERS_BYTES: usize = 256 << 10;
+
+/// The most questions of this server's clients that wait for answers at
+/// once (each client has one at most): past it, this server answers them
+/// alone.
+pub const QUESTIONS_AT_ONCE: usize = 256;
+
+/// How long this server's part of an answer is given again, without
+/// asking the chat, to the same question from any server: a burst of
+/// `/who` in a big room costs each server one look at the room.
+pub const ANSWER_KEPT: Duration = Duration::from_secs(1);
+
+/// How many different questions' answers are kept at once.
+const ANSWERS_KEPT: usize = 256;
+
+/// The most bytes of room lines that wait here, for room in the link's
+/// outbox or for their room's past, all rooms together (each line counted
+/// with 128 bytes more for what it costs besides its text): beyond, Redis
+/// is so far behind that lines said here are shown here only, as when it
+/// is down. 16 MiB: some 4,000 lines of the longest kind, or 70,000 of
+/// 100 bytes.
+pub const HELD_BACK_BYTES: usize = 16 << 20;
+
+/// What a waiting line costs besides its text: its room's name, its
+/// place in the queue, its counts.
+const LINE_OVERHEAD: usize = 128;
+
+/// What a line held back here counts against [`HELD_BACK_BYTES`].
+fn weight(line: &RoomLine) -> usize {
+    let topic = match &line.keep {
+        Keep::Topic(topic) => topic.len(),
+        _ => 0,
+    };
+    line.line.len() + topic + LINE_OVERHEAD
+}
 
 /// What the users of this server are told when the link goes down.
 pub const LINK_DOWN: &str = "the link to the other servers is down: you can still chat with \
@@ -113,10 +165,20 @@ pub struct Linked {
     /// Whether the log said that lines stay here, since the overflow
     /// last emptied.
     overflow_warned: bool,
+    /// The bytes of lines waiting in `overflow` and in the rooms'
+    /// `waiting`, counted by [`weight`]; at most [`HELD_BACK_BYTES`].
+    held_back: usize,
     /// Private lines on their way, by ticket: who sent them, to whom.
     private: HashMap<u64, (ClientId, String, Arc<str>)>,
     /// Questions to every server, by ticket, while their answers come.
     gathering: HashMap<u64, Gathering>,
+    /// The clients here whose question is in `gathering`: one each.
+    asking: HashSet<ClientId>,
+    /// The question from a server that the chat is answering now, as it
+    /// came: its answer is kept under it.
+    answering: Option<(Asker, String)>,
+    /// This server's recent answers, by question, for [`ANSWER_KEPT`].
+    answers: RefCell<HashMap<String, (Instant, String)>>,
     next_ticket: u64,
 }
 
@@ -131,8 +193,12 @@ impl Linked {
             leaving: Vec::new(),
             overflow: VecDeque::new(),
             overflow_warned: false,
+            held_back: 0,
             private: HashMap::new(),
             gathering: HashMap::new(),
+            asking: HashSet::new(),
+            answering: None,
+            answers: RefCell::new(HashMap::new()),
             next_ticket: 0,
         }
     }
@@ -145,7 +211,9 @@ impl Linked {
             if self.publish(key, line).is_err() {
                 return;
             }
-            self.overflow.pop_front();
+            if let Some((_, line)) = self.overflow.pop_front() {
+                self.held_back -= weight(&line);
+            }
         }
         self.overflow_warned = false;
     }
@@ -158,20 +226,31 @@ impl Linked {
         }
     }
 
-    /// Keeps a line the outbox had no room for, unless [`OVERFLOW`] wait
+    /// Keeps a line the outbox had no room for, unless too much waits
     /// already: then Redis is far behind, and it is shown here only.
     fn hold_back(&mut self, key: String, line: RoomLine) -> Option<RoomLine> {
-        if self.overflow.len() < OVERFLOW {
+        if self.room_for(&line) {
             self.overflow.push_back((key, line));
             return None;
         }
+        self.rooms.contains_key(&line.room).then_some(line)
+    }
+
+    /// Whether `line` may wait here, within [`HELD_BACK_BYTES`]: if so,
+    /// it is counted.
+    fn room_for(&mut self, line: &RoomLine) -> bool {
+        let weight = weight(line);
+        if self.held_back + weight <= HELD_BACK_BYTES {
+            self.held_back += weight;
+            return true;
+        }
         if !std::mem::replace(&mut self.overflow_warned, true) {
             log::warn!(
-                "Redis is far behind ({OVERFLOW} lines wait for it): lines said here \
-                 meanwhile stay on this server"
+                "Redis is far behind ({HELD_BACK_BYTES} bytes of lines wait for it): lines \
+                 said here meanwhile stay on this server"
             );
         }
-        self.rooms.contains_key(&line.room).then_some(line)
+        false
     }
 
     /// Sends a private line to `to` (in lower case) on whatever server has
@@ -186,7 +265,12 @@ impl Linked {
 
     /// Asks every server its part of the answer to `query`, for `id`; the
     /// parts come as [`Told::Answered`]. `Err` if it cannot be asked now.
+    /// `Err(Full)` if `id` has a question waiting already, or
+    /// [`QUESTIONS_AT_ONCE`] wait: then the chat answers it alone.
     fn query(&mut self, id: ClientId, query: Query, page: Option<String>) -> Result<(), Refused> {
+        if self.asking.contains(&id) || self.gathering.len() >= QUESTIONS_AT_ONCE {
+            return Err(Refused::Full);
+        }
         let ticket = self.ticket();
         self.link.ask_everyone(ticket, &query.encode())?;
         let gathering = Gathering {
@@ -195,9 +279,20 @@ impl Linked {
             page,
             expected: None,
             parts: Vec::new(),
+            bytes: 0,
+            cut: false,
         };
         self.gathering.insert(ticket, gathering);
+        self.asking.insert(id);
         Ok(())
+    }
+
+    /// This server's answer to `question`, if it gave one within
+    /// [`ANSWER_KEPT`].
+    fn kept_answer(&self, question: &str) -> Option<String> {
+        let answers = self.answers.borrow();
+        let (at, answer) = answers.get(question)?;
+        (at.elapsed() < ANSWER_KEPT).then(|| answer.clone())
     }
 
     /// A number for something that waits for an answer from the link.
@@ -221,12 +316,13 @@ impl Linked {
         let Some(gathering) = self.gathering.remove(&ticket) else {
             return Told::Nothing;
         };
+        self.asking.remove(&gathering.id);
         Told::Answered {
             id: gathering.id,
             query: gathering.query,
             page: gathering.page,
             parts: gathering.parts,
-            reach: if complete {
+            reach: if complete && !gathering.cut {
                 Reach::Every
             } else {
                 Reach::Partial
@@ -262,6 +358,7 @@ impl Linked {
                     .get_mut(&id)
                     .and_then(|joined| joined.waiting.take())
                     .unwrap_or_default();
+                self.held_back -= waiting.iter().map(weight).sum::<usize>();
                 let past = lines
                     .iter()
                     .filter_map(|text| decode(self.link.run(), id, text))
@@ -272,6 +369,13 @@ impl Linked {
                     .into_iter()
                     .filter_map(|line| Elsewhere::say(self, line, &|| None))
                     .collect();
+                let topic = topic.filter(|topic| {
+                    let clean = is_clean(topic);
+                    if !clean {
+                        log::warn!("room {room}: a topic from Redis makes no sense; ignored");
+                    }
+                    clean
+                });
                 Told::Recent {
                     room: id,
                     lines: past,
@@ -307,6 +411,7 @@ impl Linked {
                 let rooms = &self.rooms;
                 let waited = self.overflow.drain(..).map(|(_, line)| line);
                 lines.extend(waited.filter(|line| rooms.contains_key(&line.room)));
+                self.held_back = 0;
                 Told::Unreachable {
                     notice: LINK_DOWN,
                     lines,
@@ -314,7 +419,14 @@ impl Linked {
             }
             Delivery::Claimed { name, claim } => Told::Claimed(name, claim),
             Delivery::NameLost { name, lapsed } => Told::NameLost(name, lapsed),
-            Delivery::Private { to, line } => Told::PrivateIn(to, line.into()),
+            Delivery::Private { to, line } => {
+                if is_nick_key(&to) && is_server_line(&line, &["private"]) {
+                    Told::PrivateIn(to, line.into())
+                } else {
+                    log::warn!("a private line from Redis makes no sense; dropped");
+                    Told::Nothing
+                }
+            }
             Delivery::PrivateSent { ticket, sent } => match self.private.remove(&ticket) {
                 Some((from, to, line)) => Told::PrivateSent {
                     from,
@@ -328,19 +440,23 @@ impl Linked {
                 run,
                 ticket,
                 question,
-            } => match Query::decode(&question) {
-                Some(query) => Told::Question {
-                    asker: Asker {
-                        server: run,
-                        ticket,
-                    },
-                    query,
-                },
-                None => {
+            } => {
+                let Some(query) = Query::decode(&question).filter(is_sound) else {
                     log::warn!("a question from {run} makes no sense; not answered");
-                    Told::Nothing
+                    return Told::Nothing;
+                };
+                // Answered a moment ago: the same answer, without the chat.
+                if let Some(answer) = self.kept_answer(&question) {
+                    self.link.reply(&run, ticket, &answer);
+                    return Told::Nothing;
                 }
-            },
+                let asker = Asker {
+                    server: run,
+                    ticket,
+                };
+                self.answering = Some((asker.clone(), question));
+                Told::Question { asker, query }
+            }
             Delivery::Asked {
                 ticket,
                 nodes: Some(nodes),
@@ -356,18 +472,34 @@ impl Linked {
                 ticket,
                 nodes: None,
             } => match self.gathering.remove(&ticket) {
-                Some(gathering) => Told::AnswerHere {
-                    id: gathering.id,
-                    query: gathering.query,
-                    page: gathering.page,
-                },
+                Some(gathering) => {
+                    self.asking.remove(&gathering.id);
+                    Told::AnswerHere {
+                        id: gathering.id,
+                        query: gathering.query,
+                        page: gathering.page,
+                    }
+                }
                 None => Told::Nothing,
             },
             Delivery::Answer { ticket, answer } => {
                 let Some(gathering) = self.gathering.get_mut(&ticket) else {
                     return Told::Nothing;
                 };
-                gathering.parts.push(answer);
+                // Shown to the asker inside one line: an answer that could
+                // break it counts as no answer, and so does one past the
+                // bytes all answers may take.
+                let fits = gathering.bytes + answer.len() <= ANSWERS_BYTES;
+                if !is_clean(&answer) {
+                    log::warn!("an answer from Redis makes no sense; left out");
+                }
+                if fits && is_clean(&answer) {
+                    gathering.bytes += answer.len();
+                    gathering.parts.push(answer);
+                } else {
+                    gathering.cut = true;
+                    gathering.parts.push(String::new());
+                }
                 self.gathered(ticket, false)
             }
             Delivery::AskTimedOut { ticket } => self.gathered(ticket, true),
@@ -422,12 +554,20 @@ impl Elsewhere for Linked {
     /// `key` gives the room's name, asked only for a room nobody here
     /// hears yet (a notice that someone came, said before they enter).
     fn say(&mut self, line: RoomLine, key: &dyn Fn() -> Option<String>) -> Option<RoomLine> {
-        let key = match self.rooms.get_mut(&line.room) {
+        let key = match self.rooms.get(&line.room) {
             Some(Joined {
-                waiting: Some(waiting),
-                ..
+                waiting: Some(_), ..
             }) if self.link.is_up() => {
-                waiting.push(line);
+                if !self.room_for(&line) {
+                    return Some(line);
+                }
+                if let Some(waiting) = self
+                    .rooms
+                    .get_mut(&line.room)
+                    .and_then(|j| j.waiting.as_mut())
+                {
+                    waiting.push(line);
+                }
                 return None;
             }
             Some(joined) => joined.key.clone(),
@@ -470,7 +610,17 @@ impl Elsewhere for Linked {
         })
     }
 
+    /// Kept for [`ANSWER_KEPT`], to be given again to the same question.
     fn answer(&self, asker: &Asker, answer: &str) {
+        if let Some((asked, question)) = &self.answering {
+            if asked == asker {
+                let mut answers = self.answers.borrow_mut();
+                answers.retain(|_, (at, _)| at.elapsed() < ANSWER_KEPT);
+                if answers.len() < ANSWERS_KEPT {
+                    answers.insert(question.clone(), (Instant::now(), answer.to_owned()));
+                }
+            }
+        }
         self.link.reply(&asker.server, asker.ticket, answer);
     }
 
@@ -505,6 +655,8 @@ impl Elsewhere for Linked {
         for room in self.leaving.drain(..) {
             if let Some(joined) = self.rooms.remove(&room) {
                 self.by_key.remove(&joined.key);
+                let waited = joined.waiting.unwrap_or_default();
+                self.held_back -= waited.iter().map(weight).sum::<usize>();
             }
         }
         self.pump();
@@ -514,108 +666,6 @@ impl Elsewhere for Linked {
         match arrival.open::<Delivery>() {
             Some(delivery) => self.delivered(delivery),
             None => Told::Nothing,
-        }
-    }
-}
-
-/// The text Redis carries for a room line:
-///
-/// ```text
-/// KIND EXCEPT LINE            KIND: h (history) or n (notice)
-/// t EXCEPT TOPIC\nLINE        a topic change
-/// ```
-///
-/// EXCEPT is `-`, or `RUN.ID`: client ID of the run RUN ([`RedisLink::run`]). LINE is the
-/// line as clients get it, `\n` included; a topic has no line end in it
-/// (clients cannot send one), so the first `\n` ends it.
-pub fn encode(token: &str, line: &RoomLine) -> String {
-    let except = match line.except {
-        Some(id) => format!("{token}.{}", id.0),
-        None => "-".to_owned(),
-    };
-    match &line.keep {
-        Keep::Nothing => format!("n {except} {}", line.line),
-        Keep::History => format!("h {except} {}", line.line),
-        Keep::Topic(topic) => format!("t {except} {topic}\n{}", line.line),
-    }
-}
-
-/// Reads back what [`encode`] wrote, for room `room` of this run `token`;
-/// `None` if it is not that.
-pub fn decode(token: &str, room: RoomId, text: &str) -> Option<RoomLine> {
-    let (kind, rest) = text.split_once(' ')?;
-    let (except, rest) = rest.split_once(' ')?;
-    let except = match except {
-        "-" => None,
-        other => {
-            // A node's name may hold dots; the ID never does.
-            let (run, id) = other.rsplit_once('.')?;
-            let id: u64 = id.parse().ok()?;
-            (run == token).then_some(ClientId(id))
-        }
-    };
-    let (keep, line) = match kind {
-        "n" => (Keep::Nothing, rest),
-        "h" => (Keep::History, rest),
-        "t" => {
-            let (topic, line) = rest.split_once('\n')?;
-            (Keep::Topic(topic.into()), line)
-        }
-        _ => return None,
-    };
-    if !line.ends_with('\n') {
-        return None;
-    }
-    Some(RoomLine {
-        room,
-        line: line.into(),
-        except,
-        keep,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn local(except: Option<ClientId>, keep: Keep) -> RoomLine {
-        RoomLine {
-            room: RoomId(7),
-            line: "notice alice set the topic of #tea: green\n".into(),
-            except,
-            keep,
-        }
-    }
-
-    #[test]
-    fn lines_round_trip_through_their_text() {
-        for keep in [
-            Keep::Nothing,
-            Keep::History,
-            Keep::Topic("green tea".into()),
-        ] {
-            let line = local(Some(ClientId(12)), keep);
-            let text = encode("eu.1/run1", &line);
-            assert_eq!(decode("eu.1/run1", RoomId(7), &text), Some(line.clone()));
-            // Another run's client ID means nothing here.
-            let theirs = decode("eu.1/run2", RoomId(7), &text).expect("decodes");
-            assert_eq!(theirs.except, None);
-            assert_eq!(theirs.line, line.line);
-        }
-    }
-
-    #[test]
-    fn nonsense_is_refused() {
-        for text in [
-            "",
-            "h",
-            "h -",
-            "x - chat a b\n",
-            "h run.x chat a b\n",
-            "h - chat a b",
-            "t - topic without a line",
-        ] {
-            assert_eq!(decode("run", RoomId(1), text), None, "{text:?}");
         }
     }
 }

@@ -7,10 +7,22 @@ use super::*;
 /// The link's limits and clocks. [`LinkSettings::default`] suits a server.
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
-    /// How many lines each room's history keeps (about: Redis trims the
-    /// stream in whole blocks, `MAXLEN ~`). Bounds what a node can still
+    /// How many lines each room's history keeps at most (once over, the
+    /// oldest go, down to 15/16 of this and of
+    /// [`LinkSettings::history_bytes`]). Bounds what a node can still
     /// fill in after an outage.
     pub history: usize,
+    /// How many bytes of lines each room's history keeps at most: the
+    /// oldest go first, whichever of this and [`LinkSettings::history`]
+    /// is reached first. (One line longer than this is still kept, alone.)
+    pub history_bytes: usize,
+    /// How long a room's keys (its numbering, history and topic) stay in
+    /// Redis once no node has members in it and nobody speaks there: then
+    /// Redis forgets the room. Renewed by a line said when less than half
+    /// of it is left (so a quiet room lives between half of it and all of
+    /// it after its last line), and three times per span by each node
+    /// with members in it.
+    pub room_ttl: Duration,
     /// How many lines may wait for the publisher thread; past that,
     /// [`RedisLink::publish`] refuses.
     pub outbox: usize,
@@ -42,6 +54,8 @@ impl Default for LinkSettings {
     fn default() -> LinkSettings {
         LinkSettings {
             history: 10_000,
+            history_bytes: 1 << 20,
+            room_ttl: Duration::from_secs(86_400),
             outbox: 4096,
             deliveries: 4096,
             poll: Duration::from_millis(100),
@@ -238,6 +252,14 @@ pub enum LinkError {
         /// What Redis said.
         reason: String,
     },
+    /// Redis numbered this node past [`MAX_NODE_NUMBER`]: its `chat:nodes`
+    /// was set by something other than the chat's servers.
+    NodeNumber {
+        /// Redis' host and port.
+        addr: String,
+        /// The number it gave.
+        number: u64,
+    },
     /// The link's threads could not be started.
     Spawn(io::Error),
 }
@@ -268,6 +290,12 @@ impl fmt::Display for LinkError {
             LinkError::Denied { addr, reason } => {
                 write!(f, "Redis at {addr} refused the chat's commands: {reason}")
             }
+            LinkError::NodeNumber { addr, number } => write!(
+                f,
+                "Redis at {addr} numbers this server {number}, past the most a guest's name \
+                 can hold ({MAX_NODE_NUMBER}): its key {NODES_KEY} was not set by the chat's \
+                 servers; delete it while no server uses this Redis"
+            ),
             LinkError::Spawn(source) => {
                 write!(f, "cannot start the Redis link's threads: {source}")
             }

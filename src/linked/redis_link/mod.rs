@@ -29,10 +29,17 @@
 //! 1. `INCR room:{name}:seq`: the line's number in its room (its *seq*),
 //!    1, 2, 3, ... The same number on every node, so every node shows the
 //!    room's lines in the same order, whoever said them, wherever.
-//! 2. `XADD room:{name}:history MAXLEN ~ N`: the line, kept in a capped
-//!    stream under the id `seq-0`, so that lines can be asked for by
-//!    number.
+//! 2. `XADD room:{name}:history`: the line, kept in a stream under the id
+//!    `seq-0`, so that lines can be asked for by number; the oldest lines
+//!    go once the history holds more than [`LinkSettings::history`] lines
+//!    or [`LinkSettings::history_bytes`] bytes of them (counted in
+//!    `room:{name}:size`), down to 15/16 of both.
 //! 3. `PUBLISH room:{name}`: `seq node line`, to every node in the room.
+//!
+//! Every key of the room is also given [`LinkSettings::room_ttl`] to live,
+//! and each node renews that for the rooms it has members in: a room
+//! nobody is in and nobody speaks in is forgotten, so what one guest
+//! creates and leaves does not stay in Redis for ever.
 //!
 //! Because the three happen together, whatever was published can be read
 //! back, by number, and numbers have no holes. A node remembers, per room,
@@ -45,9 +52,11 @@
 //! comes back from Redis, not before, so that they see the order everyone
 //! else sees.
 //!
-//! (The braces in the key names are Redis Cluster's *hash tags*: a room's
-//! keys share one slot, which a script that touches several keys needs
-//! there. On a single Redis they are only part of the name.)
+//! The link needs one Redis, the one its URL names, not Redis Cluster. The braces in the key names are
+//! Cluster's *hash tags*, so each room's keys would share a slot, but the
+//! rest does not hold there: one renewal passes the keys of hundreds of
+//! names, of as many slots, to one script, and the client library has no
+//! Cluster pub/sub. On one Redis the braces are only part of the name.
 //!
 //! ## When Redis is gone
 //!
@@ -97,7 +106,10 @@
 //!
 //! The *directory* thread (`names.rs`) has a connection of its own for
 //! nicks, private lines and questions to every node, each asked through
-//! a bounded queue too and answered as a [`Delivery`].
+//! a bounded queue too and answered as a [`Delivery`]. It renews the
+//! names on schedule whatever else waits, and tells Redis of names held
+//! and let go a batch per round trip, so connection churn cannot make
+//! the names of connected users lapse.
 //!
 //! ## Names, private lines, questions
 //!
@@ -156,30 +168,99 @@ use schedule::Schedule;
 /// atomic step (see the module documentation).
 ///
 /// KEYS: the room's sequence counter, its history stream, its hash of
-/// senders (per node and run, the last count it published here), and its
-/// topic. ARGV: the room's channel, the history's length, the sender, its
-/// count, the node's name, the line, and `1` and a topic when the line
-/// sets one (else `0` and nothing). Returns the line's seq, or 0 when that
-/// count was published before (a retry after a reply that never arrived).
+/// senders (per node and run, the last count it published here), its
+/// topic, and the bytes of the lines its history holds. ARGV: the room's
+/// channel, the most lines and the most bytes the history keeps, how long
+/// (ms) the room's keys live once quiet, the sender, its count, the node's
+/// name, the line, and `1` and a topic when the line sets one (else `0`
+/// and nothing). Returns the line's seq, or 0 when that count was
+/// published before (a retry after a reply that never arrived).
+///
+/// The history is trimmed here, oldest first, never past either cap: once
+/// a line takes it over one, down to 15/16 of both at once, so that the
+/// cost of a trim (reading the lines that go, to count their bytes) is
+/// paid once per many lines, not per line. The byte count kept alongside
+/// stays true only if nothing else trims.
+/// The room's keys get their expiry again, all at once, when the
+/// numbering's has less than half left (not on every line: that would
+/// be five more calls per line); a topic set gets the full expiry. So a
+/// topic may outlive the rest by up to half the expiry: the line that
+/// starts a room's numbering over clears what an earlier one left.
 ///
 /// `string.format('%d')`, because Lua 5.1 would write a big number as
 /// `1e+14`, which is no stream id.
 const PUBLISH_SCRIPT: &str = r"
-local last = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
-local count = tonumber(ARGV[4])
+local last = tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or '0')
+local count = tonumber(ARGV[6])
 if count <= last then
   return 0
 end
 local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('%d-0', seq),
-  'node', ARGV[5], 'line', ARGV[6])
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-redis.call('EXPIRE', KEYS[3], 86400)
-if ARGV[7] == '1' then
-  redis.call('SET', KEYS[4], ARGV[8])
+if seq == 1 then
+  redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
 end
-redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
+local line = ARGV[8]
+redis.call('XADD', KEYS[2], string.format('%d-0', seq), 'node', ARGV[7], 'line', line)
+local size = redis.call('INCRBY', KEYS[5], #line)
+local length = redis.call('XLEN', KEYS[2])
+local max_lines = tonumber(ARGV[2])
+local max_bytes = tonumber(ARGV[3])
+if length > max_lines or size > max_bytes then
+  local keep_lines = max_lines - math.floor(max_lines / 16)
+  local keep_bytes = max_bytes - math.floor(max_bytes / 16)
+  local start = '-'
+  local cut = nil
+  while length > 1 and (length > keep_lines or size > keep_bytes) do
+    local want = math.max(length - keep_lines,
+      math.ceil((size - keep_bytes) * length / math.max(size, 1)))
+    want = math.min(math.max(want, 1), 1000)
+    local oldest = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', want)
+    if #oldest == 0 then
+      break
+    end
+    for _, entry in ipairs(oldest) do
+      if length <= 1 or (length <= keep_lines and size <= keep_bytes) then
+        break
+      end
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'line' then
+          size = size - #fields[i + 1]
+        end
+      end
+      length = length - 1
+      cut = entry[1]
+      start = '(' .. cut
+    end
+  end
+  if cut then
+    local through = tonumber(string.match(cut, '^(%d+)'))
+    redis.call('XTRIM', KEYS[2], 'MINID', '=', string.format('%d-1', through))
+    redis.call('SET', KEYS[5], size, 'KEEPTTL')
+  end
+end
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+local ttl = tonumber(ARGV[4])
+if ARGV[9] == '1' then
+  redis.call('SET', KEYS[4], ARGV[10], 'PX', ttl)
+end
+if redis.call('PTTL', KEYS[1]) < ttl / 2 then
+  for _, key in ipairs(KEYS) do
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[7] .. ' ' .. line)
 return seq
+";
+
+/// Keeps a room's keys while a node has members in it, however quiet:
+/// each gets the expiry ARGV[1] (ms) again. KEYS: the room's keys
+/// ([`Keys::all`]). One room per call, so its keys share a slot.
+const TOUCH_SCRIPT: &str = r"
+for _, key in ipairs(KEYS) do
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+return 0
 ";
 
 /// The key whose random value names the Redis data set (see "When Redis
@@ -193,9 +274,24 @@ const ASK_CHANNEL: &str = "chat:ask";
 /// The counter that numbers nodes as they start ([`RedisLink::number`]).
 const NODES_KEY: &str = "chat:nodes";
 
+/// The highest number a node may take ([`RedisLink::number`]): a guest's
+/// name, `guestN-ID`, must still fit a nick with room for the ID. A
+/// higher `chat:nodes` was not made by the chat's servers (a million
+/// starts on one data set is far off), and is refused, not trusted.
+pub const MAX_NODE_NUMBER: u64 = 999_999;
+
 /// How many history entries one `XRANGE` asks for while filling a gap:
 /// a long outage is read in pieces, not all in one reply.
 const FILL_CHUNK: usize = 1000;
+
+/// How many holds and releases of names may wait for the directory
+/// thread: it takes up to 500 per round trip, so only a Redis that barely
+/// answers fills it.
+pub const NAMES_QUEUE: usize = 1 << 16;
+
+/// How many rooms' keys one round trip renews ([`TOUCH_SCRIPT`]): a node
+/// in thousands of rooms renews them in pieces.
+const TOUCH_CHUNK: usize = 256;
 
 /// The shortest wait before reconnecting, doubled after each failure...
 pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -205,13 +301,16 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// The longest node name; see [`RedisLink::start`] for the characters allowed.
 pub const NODE_NAME_MAX: usize = 64;
 
-/// The key names of one room. The braces make the room's name a Redis
-/// Cluster hash tag (see the module documentation).
+/// The key names of one room. The braces would make the room's name a
+/// Redis Cluster hash tag, though the link runs on one Redis only (see
+/// the module documentation).
 struct Keys {
     seq: String,
     history: String,
     senders: String,
     topic: String,
+    /// The bytes of the lines the history holds.
+    size: String,
     channel: String,
 }
 
@@ -222,8 +321,20 @@ impl Keys {
             history: format!("room:{{{room}}}:history"),
             senders: format!("room:{{{room}}}:senders"),
             topic: format!("room:{{{room}}}:topic"),
+            size: format!("room:{{{room}}}:size"),
             channel: channel(room),
         }
+    }
+
+    /// Every key of the room, in the order [`PUBLISH_SCRIPT`] takes them.
+    fn all(&self) -> [&str; 5] {
+        [
+            &self.seq,
+            &self.history,
+            &self.senders,
+            &self.topic,
+            &self.size,
+        ]
     }
 }
 
@@ -276,6 +387,17 @@ fn random_u64() -> u64 {
 fn reconnect_backoff() -> Backoff {
     Backoff::new(BACKOFF_MIN, BACKOFF_MAX)
 }
+
+/// A duration as Redis takes it, in whole milliseconds, at least one (0
+/// would mean "expire now" to `PEXPIRE`, "no expiry" elsewhere).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// The names a node holds for its users, in lower case.
+type Held = Arc<Mutex<BTreeSet<String>>>;
 
 /// What every thread of the link shares.
 struct LinkState {
@@ -338,10 +460,14 @@ pub struct RedisLink {
     outbox: Option<Sender<ToPublish>>,
     /// Work for the directory thread (claims, private lines, questions).
     asks: Option<Sender<Errand>>,
-    /// Names held and let go, for the directory thread: never refused
-    /// (one per arrival or departure), so that no name is left held, or
-    /// left unclaimed, because a queue was full or Redis away.
+    /// Names held and let go, for the directory thread to tell Redis at
+    /// once, a batch per round trip. Only a hurry: `held` is what counts,
+    /// so a change that finds this full is told at the next renewal, or
+    /// lapses.
     names: Option<Sender<Errand>>,
+    /// The names this node holds, shared with the directory thread: what
+    /// it renews, whatever became of the queue above.
+    held: Held,
     shared: Arc<LinkState>,
     /// Dropped to wake the threads from a wait between reconnections.
     wake: Option<Sender<()>>,
@@ -395,6 +521,12 @@ impl RedisLink {
             .arg(NODES_KEY)
             .query(&mut query)
             .map_err(fail)?;
+        if number > MAX_NODE_NUMBER {
+            return Err(LinkError::NodeNumber {
+                addr: target.addr.clone(),
+                number,
+            });
+        }
 
         let shared = Arc::new(LinkState {
             stop: AtomicBool::new(false),
@@ -407,14 +539,15 @@ impl RedisLink {
         let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
         let (ask, asks) = crossbeam_channel::bounded(settings.outbox.max(1));
-        let (name_changes, names_changed) = crossbeam_channel::unbounded();
+        let (name_changes, names_changed) = crossbeam_channel::bounded(NAMES_QUEUE);
         let run = format!("{node}/{:016x}", random_u64());
+        let held = Held::default();
         let directory = Directory {
             target: Arc::clone(&target),
             shared: Arc::clone(&shared),
             deliver: deliver.clone(),
             run: run.clone(),
-            held: BTreeSet::new(),
+            held: Arc::clone(&held),
             schedule: Schedule::new(settings.name_ttl, settings.reply_timeout, Instant::now()),
         };
 
@@ -466,6 +599,7 @@ impl RedisLink {
             outbox: Some(outbox),
             asks: Some(ask),
             names: Some(name_changes),
+            held,
             published: Some(published),
             reply_timeout: settings.reply_timeout,
             shared,
@@ -561,18 +695,25 @@ impl RedisLink {
     /// `guestN-ID` with this node's [`RedisLink::number`]) or that a
     /// certificate proves. It is claimed as soon as Redis can be reached;
     /// should another node have it, [`Delivery::NameLost`] says so.
+    /// (When [`NAMES_QUEUE`] changes already wait, it is claimed at the
+    /// next renewal, within a third of the names' expiry.)
     pub fn hold_name(&self, name: &str) {
+        sync::lock(&self.held).insert(name.to_owned());
         if let Some(names) = &self.names {
-            let _ = names.send(Errand::Hold(name.to_owned()));
+            // Full: claimed at the next renewal instead.
+            let _ = names.try_send(Errand::Hold(name.to_owned()));
         }
     }
 
     /// Lets `name` go, if this node still holds it: at once, or, when
     /// Redis cannot be told, as soon as it can (meanwhile it is no longer
-    /// renewed, so it may lapse first).
+    /// renewed, so it may lapse first). When [`NAMES_QUEUE`] changes
+    /// already wait, Redis is not told: it lapses within the names' expiry.
     pub fn release_name(&self, name: &str) {
+        sync::lock(&self.held).remove(name);
         if let Some(names) = &self.names {
-            let _ = names.send(Errand::Release(name.to_owned()));
+            // Full: no longer renewed, it lapses instead.
+            let _ = names.try_send(Errand::Release(name.to_owned()));
         }
     }
 

@@ -21,9 +21,9 @@
 //!   its holder's node channel, `node:{run}`, in the same step: nothing
 //!   can change hands in between.
 //!
-//! The thread takes its work ([`Errand`]) from a bounded queue (claims,
-//! private lines, questions) and from an unbounded one (names held and let
-//! go, which must never be dropped: one per arrival or departure), in the
+//! The thread takes its work ([`Errand`]) from two bounded queues, one of
+//! claims, private lines and questions, one of names held and let go (one
+//! per arrival or departure, told Redis a batch per round trip), in the
 //! order [`Order`] keeps, and answers through the link's deliveries, so the
 //! hub never waits for Redis here either.
 
@@ -36,8 +36,9 @@ use redis::{Connection, RedisError, Script};
 
 use super::order::{Closed, Order, Queues, Step};
 use super::schedule::Schedule;
-use super::{reconnect_backoff, Delivery, LinkState, Target};
+use super::{millis, reconnect_backoff, Delivery, Held, LinkState, Target};
 use crate::elsewhere::{Claim, Sent};
+use crate::sync;
 
 /// Takes or renews names. KEYS: `name:` keys; ARGV: this run, the expiry
 /// in milliseconds. Returns, per key, 1 if the run holds it now, 0 if
@@ -134,8 +135,9 @@ pub(super) struct Directory {
     pub(super) shared: Arc<LinkState>,
     pub(super) deliver: Sender<Delivery>,
     pub(super) run: String,
-    /// The names this run holds, in lower case.
-    pub(super) held: BTreeSet<String>,
+    /// The names this run holds, in lower case: the hub's to change
+    /// ([`super::RedisLink::hold_name`]), this thread's to tell Redis.
+    pub(super) held: Held,
     /// When the names are renewed, and when questions' answers are due.
     pub(super) schedule: Schedule,
 }
@@ -163,7 +165,7 @@ impl Directory {
         };
         // Renewals, holds and releases, and asks, in the order whose
         // promises `Order` keeps.
-        let mut order = Order::new();
+        let mut order = Order::new(RENEW_CHUNK);
         loop {
             if self.shared.stopping() {
                 break;
@@ -205,21 +207,9 @@ impl Directory {
                     }
                     continue;
                 }
-                Step::Change(Errand::Renew) => {
-                    self.schedule.renew_now(Instant::now());
-                    continue;
-                }
-                Step::Change(change) => {
-                    // Noted first: if Redis does not hear of it now, the
-                    // hold is taken back, or the release lapses, once
-                    // reconnected.
-                    self.note(&change);
-                    match self.ask_redis(open, &scripts, &change) {
-                        Ok(answer) => self.settle(change, Ok(answer)),
-                        Err(error) => {
-                            let _ = self.log(&error);
-                            connection = None;
-                        }
+                Step::Changes(changes) => {
+                    if self.change(open, &scripts, changes).is_err() {
+                        connection = None;
                     }
                     continue;
                 }
@@ -227,7 +217,6 @@ impl Directory {
                 Step::Closed => break,
                 Step::Ask(ask) => ask,
             };
-            self.note(&ask);
             let answer = match self.ask_redis(open, &scripts, &ask) {
                 Ok(answer) => Ok(answer),
                 // A reply that did not come in time: Redis may have done
@@ -260,7 +249,9 @@ impl Directory {
         // Stopping: the names go now rather than when they lapse, so a
         // user reconnecting elsewhere gets theirs back at once.
         if let Some(open) = connection.as_mut() {
-            let names: Vec<String> = std::mem::take(&mut self.held).into_iter().collect();
+            let names: Vec<String> = std::mem::take(&mut *sync::lock(&self.held))
+                .into_iter()
+                .collect();
             for chunk in names.chunks(RENEW_CHUNK) {
                 let mut invocation = scripts.release.prepare_invoke();
                 for name in chunk {
@@ -328,36 +319,16 @@ impl Directory {
         }
     }
 
-    /// Notes the holds and releases waiting; true if the subscriber said
-    /// Redis is back among them.
+    /// Takes the holds and releases waiting (each is in `held` already;
+    /// Redis hears of them at the renewal after the reconnection); true if
+    /// the subscriber said Redis is back among them.
     fn back_up(&mut self, names: &Receiver<Errand>) -> bool {
         while let Ok(change) = names.try_recv() {
             if let Errand::Renew = change {
                 return true;
             }
-            self.note(&change);
         }
         false
-    }
-
-    /// What the names held are once `ask` is done, whether or not Redis
-    /// hears of it now: a hold is taken back, and a release lapses, at
-    /// the latest when Redis can be reached again.
-    fn note(&mut self, ask: &Errand) {
-        match ask {
-            Errand::Hold(name) => {
-                self.held.insert(name.clone());
-            }
-            Errand::Release(name) => {
-                self.held.remove(name);
-            }
-            Errand::Claim(_)
-            | Errand::Private { .. }
-            | Errand::Everyone { .. }
-            | Errand::Renew
-            | Errand::Wake
-            | Errand::Reply { .. } => {}
-        }
     }
 
     /// Runs the script `ask` calls for: for a claim, 1 if the name is
@@ -416,7 +387,7 @@ impl Directory {
     fn settle(&mut self, ask: Errand, answer: Result<i64, Lost>) {
         let delivery = match (ask, answer) {
             (Errand::Claim(name), Ok(1)) => {
-                self.held.insert(name.clone());
+                sync::lock(&self.held).insert(name.clone());
                 Delivery::Claimed {
                     name,
                     claim: Claim::Ours,
@@ -430,18 +401,8 @@ impl Directory {
                 name,
                 claim: Claim::Down,
             },
-            // Held already; if Redis could not be asked, taken back once
-            // it can.
-            (Errand::Hold(_), Ok(1) | Err(Lost)) => return,
-            (Errand::Hold(name), Ok(_)) => {
-                self.held.remove(&name);
-                Delivery::NameLost {
-                    name,
-                    lapsed: false,
-                }
-            }
-            // Not renewed any more: if Redis could not be told, it lapses.
-            (Errand::Release(_), _) => return,
+            // Told Redis in batches (`change`), never asked one by one.
+            (Errand::Hold(_) | Errand::Release(_), _) => return,
             // The asker waits for the answers only so long; the
             // subscriber looks at its rooms at its next poll anyway.
             (Errand::Reply { .. } | Errand::Wake | Errand::Renew, _) => return,
@@ -483,11 +444,62 @@ impl Directory {
         }
     }
 
+    /// Tells Redis of holds and releases, one script per [`RENEW_CHUNK`]
+    /// names, not one round trip per name: arrivals and departures faster
+    /// than round trips must not pile up. What counts for each name is
+    /// whether `held` has it now (a hold then a release is a release, and
+    /// so is a hold whose release did not fit the queue).
+    fn change(
+        &mut self,
+        open: &mut Connection,
+        scripts: &Scripts,
+        changes: Vec<Errand>,
+    ) -> Result<(), Lost> {
+        let mut names = BTreeSet::new();
+        for change in changes {
+            match change {
+                Errand::Hold(name) | Errand::Release(name) => {
+                    names.insert(name);
+                }
+                Errand::Renew => self.schedule.renew_now(Instant::now()),
+                _ => {}
+            }
+        }
+        let (holds, releases): (Vec<String>, Vec<String>) = {
+            let held = sync::lock(&self.held);
+            names.into_iter().partition(|name| held.contains(name))
+        };
+        for chunk in releases.chunks(RENEW_CHUNK) {
+            let mut invocation = scripts.release.prepare_invoke();
+            for name in chunk {
+                invocation.key(name_key(name));
+            }
+            invocation
+                .arg(&self.run)
+                .invoke::<i64>(open)
+                .map_err(|error| self.log(&error))?;
+        }
+        self.claim_all(open, scripts, &holds, false)
+    }
+
     /// Takes back, and renews, every name held; each one another run took
     /// meanwhile (it lapsed during an outage) is reported lost.
     fn renew(&mut self, open: &mut Connection, scripts: &Scripts) -> Result<(), Lost> {
+        let names: Vec<String> = sync::lock(&self.held).iter().cloned().collect();
+        self.claim_all(open, scripts, &names, true)
+    }
+
+    /// Claims (or renews) `names`, each already in `held`; each one
+    /// another run has is reported lost (`lapsed`: this run had it
+    /// before, and it lapsed while Redis was out of reach).
+    fn claim_all(
+        &mut self,
+        open: &mut Connection,
+        scripts: &Scripts,
+        names: &[String],
+        lapsed: bool,
+    ) -> Result<(), Lost> {
         let ttl = millis(self.target.settings.name_ttl);
-        let names: Vec<String> = self.held.iter().cloned().collect();
         for chunk in names.chunks(RENEW_CHUNK) {
             let mut invocation = scripts.claim.prepare_invoke();
             for name in chunk {
@@ -500,13 +512,15 @@ impl Directory {
                 .map_err(|error| self.log(&error))?;
             for (name, held) in chunk.iter().zip(held) {
                 if held == 0 {
-                    log::warn!(
-                        "name {name} lapsed while Redis was away, and is someone else's now"
-                    );
-                    self.held.remove(name);
+                    if lapsed {
+                        log::warn!(
+                            "name {name} lapsed while Redis was away, and is someone else's now"
+                        );
+                    }
+                    sync::lock(&self.held).remove(name);
                     let lost = Delivery::NameLost {
                         name: name.clone(),
-                        lapsed: true,
+                        lapsed,
                     };
                     if !self.send(lost) {
                         return Ok(());
@@ -557,10 +571,4 @@ struct Scripts {
     claim: Script,
     release: Script,
     private: Script,
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }

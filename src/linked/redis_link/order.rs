@@ -1,5 +1,5 @@
 //! The order in which the directory thread does its work: the renewal when
-//! due, then the holds and releases, then one ask. A plain value over two
+//! due, then the holds and releases (a batch at a time), then one ask. A plain value over two
 //! queues it is handed, so the order is tested without Redis; not what each
 //! step sends (`names`) nor when the renewal is due (`schedule`).
 
@@ -27,8 +27,9 @@ pub(super) struct Closed;
 pub(super) enum Step<C, A> {
     /// Renew every name held: its time came.
     Renew,
-    /// A hold, a release or a call to renew.
-    Change(C),
+    /// Holds, releases or calls to renew, oldest first: as many as wait,
+    /// up to the batch (one round trip to Redis for all).
+    Changes(Vec<C>),
     /// An ask.
     Ask(A),
     /// Nothing yet: look at the clock and the connection, then ask again.
@@ -40,7 +41,8 @@ pub(super) enum Step<C, A> {
 /// The directory's order, kept between steps.
 ///
 /// Three promises: the renewal is done when due, whatever else waits (a
-/// stream of arrivals cannot let the names lapse); a release is never
+/// stream of arrivals cannot let the names lapse, and each step is one
+/// round trip, however many changes wait); a release is never
 /// overtaken by a later claim of the same name (the hub queues the release
 /// first, so the changes that wait when an ask arrives go before it); and
 /// an ask is put back at most once, behind only the changes that waited
@@ -49,12 +51,17 @@ pub(super) enum Step<C, A> {
 pub(super) struct Order<A> {
     /// An ask put back, and how many changes still go before it.
     put_back: Option<(A, usize)>,
+    /// The most changes one step takes.
+    batch: usize,
 }
 
 impl<A> Order<A> {
-    /// Nothing put back.
-    pub(super) fn new() -> Order<A> {
-        Order { put_back: None }
+    /// Nothing put back; up to `batch` changes a step.
+    pub(super) fn new(batch: usize) -> Order<A> {
+        Order {
+            put_back: None,
+            batch: batch.max(1),
+        }
     }
 
     /// The next step. `renewal_due` is the schedule's; `wait` is how long
@@ -69,16 +76,16 @@ impl<A> Order<A> {
             return Step::Renew;
         }
         if let Some((ask, ahead)) = self.put_back.take() {
-            if ahead > 0 {
-                if let Some(change) = queues.change() {
-                    self.put_back = Some((ask, ahead - 1));
-                    return Step::Change(change);
-                }
+            let changes = take(queues, ahead.min(self.batch));
+            if changes.is_empty() {
+                return Step::Ask(ask);
             }
-            return Step::Ask(ask);
+            self.put_back = Some((ask, ahead - changes.len()));
+            return Step::Changes(changes);
         }
-        if let Some(change) = queues.change() {
-            return Step::Change(change);
+        let changes = take(queues, self.batch);
+        if !changes.is_empty() {
+            return Step::Changes(changes);
         }
         match queues.ask(wait) {
             Ok(Some(ask)) => {
@@ -108,6 +115,11 @@ impl<A> Order<A> {
     pub(super) fn take_put_back(&mut self) -> Option<A> {
         self.put_back.take().map(|(ask, _)| ask)
     }
+}
+
+/// Up to `most` changes waiting, oldest first, without waiting for any.
+fn take<C, A>(queues: &mut impl Queues<C, A>, most: usize) -> Vec<C> {
+    std::iter::from_fn(|| queues.change()).take(most).collect()
 }
 
 #[cfg(test)]
@@ -170,7 +182,7 @@ mod tests {
 
     #[test]
     fn changes_waiting_go_before_an_ask() {
-        let mut order = Order::new();
+        let mut order = Order::new(1);
         let mut fake = Fake {
             changes: ["release alice", "hold bob"].into(),
             asks: ["claim alice"].into(),
@@ -180,8 +192,8 @@ mod tests {
         assert_eq!(
             steps,
             [
-                Step::Change("release alice"),
-                Step::Change("hold bob"),
+                Step::Changes(vec!["release alice"]),
+                Step::Changes(vec!["hold bob"]),
                 Step::Ask("claim alice"),
                 Step::Idle
             ]
@@ -190,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_release_queued_while_a_claim_was_awaited_goes_first() {
-        let mut order = Order::new();
+        let mut order = Order::new(1);
         let mut fake = Fake {
             asks: ["claim alice"].into(),
             while_waiting: vec!["release alice"],
@@ -201,7 +213,7 @@ mod tests {
             steps,
             [
                 Step::Idle,
-                Step::Change("release alice"),
+                Step::Changes(vec!["release alice"]),
                 Step::Ask("claim alice"),
                 Step::Idle
             ]
@@ -210,7 +222,7 @@ mod tests {
 
     #[test]
     fn an_ask_put_back_waits_only_for_the_changes_before_it() {
-        let mut order = Order::new();
+        let mut order = Order::new(1);
         let mut fake = Fake {
             asks: ["claim alice", "claim bob"].into(),
             while_waiting: vec!["release alice", "hold carol"],
@@ -221,21 +233,21 @@ mod tests {
         fake.changes.push_back("hold dave");
         assert_eq!(
             order.next(&mut fake, false, WAIT),
-            Step::Change("release alice")
+            Step::Changes(vec!["release alice"])
         );
         fake.changes.push_back("hold erin");
         assert_eq!(
             order.next(&mut fake, false, WAIT),
-            Step::Change("hold carol")
+            Step::Changes(vec!["hold carol"])
         );
         assert_eq!(order.next(&mut fake, false, WAIT), Step::Ask("claim alice"));
         assert_eq!(
             order.next(&mut fake, false, WAIT),
-            Step::Change("hold dave")
+            Step::Changes(vec!["hold dave"])
         );
         assert_eq!(
             order.next(&mut fake, false, WAIT),
-            Step::Change("hold erin")
+            Step::Changes(vec!["hold erin"])
         );
         assert_eq!(order.next(&mut fake, false, WAIT), Step::Ask("claim bob"));
         assert_eq!(fake.waits, 2);
@@ -243,7 +255,7 @@ mod tests {
 
     #[test]
     fn the_renewal_goes_first_whatever_waits() {
-        let mut order = Order::new();
+        let mut order = Order::new(1);
         let mut fake = Fake {
             changes: ["hold a", "hold b", "hold c"].into(),
             asks: ["claim d"].into(),
@@ -254,13 +266,13 @@ mod tests {
         assert_eq!(
             steps,
             [
-                Step::Change("hold a"),
+                Step::Changes(vec!["hold a"]),
                 Step::Renew,
-                Step::Change("hold b"),
-                Step::Change("hold c"),
+                Step::Changes(vec!["hold b"]),
+                Step::Changes(vec!["hold c"]),
                 Step::Idle,
                 Step::Renew,
-                Step::Change("release a"),
+                Step::Changes(vec!["release a"]),
                 Step::Ask("claim d"),
                 Step::Idle
             ]
@@ -269,7 +281,7 @@ mod tests {
 
     #[test]
     fn closed_queues_stop_the_thread_and_a_put_back_ask_can_be_taken() {
-        let mut order = Order::new();
+        let mut order = Order::new(1);
         let mut fake = Fake {
             asks: ["question"].into(),
             while_waiting: vec!["hold a"],
@@ -284,7 +296,51 @@ mod tests {
         order.put_back_first("claim bob");
         assert_eq!(order.next(&mut fake, true, WAIT), Step::Renew);
         assert_eq!(order.next(&mut fake, false, WAIT), Step::Ask("claim bob"));
-        assert_eq!(order.next(&mut fake, false, WAIT), Step::Change("hold a"));
+        assert_eq!(
+            order.next(&mut fake, false, WAIT),
+            Step::Changes(vec!["hold a"])
+        );
         assert_eq!(order.next(&mut fake, false, WAIT), Step::Closed);
+    }
+
+    #[test]
+    fn changes_go_a_batch_at_a_time_and_a_put_back_ask_waits_only_for_its_own() {
+        let mut order = Order::new(2);
+        let mut fake = Fake {
+            changes: ["hold a", "hold b", "release c"].into(),
+            asks: ["claim d"].into(),
+            while_waiting: vec!["hold e", "hold f", "release a"],
+            ..Fake::default()
+        };
+        assert_eq!(
+            order.next(&mut fake, false, WAIT),
+            Step::Changes(vec!["hold a", "hold b"])
+        );
+        assert_eq!(
+            order.next(&mut fake, false, WAIT),
+            Step::Changes(vec!["release c"])
+        );
+        // The three that came while the claim was awaited go first, two
+        // and then one; the one after them waits behind the claim.
+        assert_eq!(order.next(&mut fake, false, WAIT), Step::Idle);
+        fake.changes.push_back("hold g");
+        assert_eq!(
+            order.next(&mut fake, true, WAIT),
+            Step::Renew,
+            "due, whatever waits"
+        );
+        assert_eq!(
+            order.next(&mut fake, false, WAIT),
+            Step::Changes(vec!["hold e", "hold f"])
+        );
+        assert_eq!(
+            order.next(&mut fake, false, WAIT),
+            Step::Changes(vec!["release a"])
+        );
+        assert_eq!(order.next(&mut fake, false, WAIT), Step::Ask("claim d"));
+        assert_eq!(
+            order.next(&mut fake, false, WAIT),
+            Step::Changes(vec!["hold g"])
+        );
     }
 }

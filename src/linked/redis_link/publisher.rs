@@ -99,15 +99,15 @@ impl Publisher {
         let mut pipe = redis::pipe();
         for (count, line) in batch {
             let keys = Keys::of(&line.room);
-            pipe.cmd("EVALSHA")
-                .arg(self.script.get_hash())
-                .arg(4)
-                .arg(&keys.seq)
-                .arg(&keys.history)
-                .arg(&keys.senders)
-                .arg(&keys.topic)
-                .arg(&keys.channel)
-                .arg(self.target.settings.history)
+            let settings = &self.target.settings;
+            pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(5);
+            for key in keys.all() {
+                pipe.arg(key);
+            }
+            pipe.arg(&keys.channel)
+                .arg(settings.history)
+                .arg(settings.history_bytes)
+                .arg(millis(settings.room_ttl))
                 .arg(&self.sender)
                 .arg(count)
                 .arg(&self.node)

@@ -102,7 +102,14 @@ impl Subscriber {
             // The node numbers start over too: this node takes a new one,
             // unlike any other node's from now on, for its new guests.
             match redis::cmd("INCR").arg(NODES_KEY).query::<u64>(query) {
-                Ok(number) => self.shared.number.store(number, Ordering::SeqCst),
+                Ok(number) if number <= MAX_NODE_NUMBER => {
+                    self.shared.number.store(number, Ordering::SeqCst);
+                }
+                Ok(number) => {
+                    return SubscriberEnd::Lost(format!(
+                        "{NODES_KEY} is {number}, past {MAX_NODE_NUMBER}: not the chat's"
+                    ))
+                }
                 Err(error) => return lost(&self.target, error),
             }
             self.epoch = epoch;
@@ -130,13 +137,17 @@ impl Subscriber {
             self.down = false;
             // Names first: a claim from elsewhere must not find them
             // lapsed (or, after Redis lost its data, gone).
-            let _ = self.names.send(Errand::Renew);
+            // Full: the directory renews on its own schedule, or when its
+            // own connection comes back.
+            let _ = self.names.try_send(Errand::Renew);
             log::info!("redis {}: link up", self.target.addr);
             if self.send(Delivery::LinkUp { history_lost }).is_err() {
                 return SubscriberEnd::Stop;
             }
         }
         let mut last_ping = Instant::now();
+        let mut last_touch = Instant::now();
+        let touch_every = (settings.room_ttl / 3).max(settings.poll);
         if let Err(error) = pubsub.set_read_timeout(Some(settings.poll)) {
             return lost(&self.target, error);
         }
@@ -160,6 +171,13 @@ impl Subscriber {
                     return lost(&self.target, error);
                 }
                 last_ping = Instant::now();
+            }
+            if last_touch.elapsed() >= touch_every {
+                let rooms: Vec<String> = self.next.keys().cloned().collect();
+                if let Err(end) = self.touch(query, rooms.iter().map(String::as_str)) {
+                    return end;
+                }
+                last_touch = Instant::now();
             }
             match pubsub.get_message() {
                 Ok(message) => {
@@ -281,10 +299,45 @@ impl Subscriber {
                 self.next.insert(room.clone(), past + 1);
             }
             let current = current_seq(query, room).map_err(|error| lost(&self.target, error))?;
-            let next = self.next[room];
+            let mut next = self.next[room];
+            if current + 1 < next {
+                // The room's keys lapsed while this node could not renew
+                // them (its link was down longer than their expiry): its
+                // numbering started over, and what it says now is new.
+                log::info!("room {room}: Redis forgot it meanwhile; numbering starts over");
+                next = 1;
+                self.next.insert(room.clone(), next);
+            }
             if next <= current {
                 self.fill(query, room, next, current)?;
             }
+        }
+        let rooms = rooms.iter().map(|&(room, _)| room.as_str());
+        self.touch(query, rooms)
+    }
+
+    /// Gives the keys of `rooms`, which have members here, their full
+    /// expiry again ([`LinkSettings::room_ttl`]): a room lapses only once
+    /// no node has been in it, nor anyone spoken there, for that long.
+    pub(super) fn touch<'r>(
+        &self,
+        query: &mut Connection,
+        rooms: impl Iterator<Item = &'r str>,
+    ) -> Result<(), SubscriberEnd> {
+        let ttl = millis(self.target.settings.room_ttl);
+        let mut rooms = rooms.peekable();
+        while rooms.peek().is_some() {
+            let mut pipe = redis::pipe();
+            for room in rooms.by_ref().take(TOUCH_CHUNK) {
+                let keys = Keys::of(room);
+                pipe.cmd("EVAL").arg(TOUCH_SCRIPT).arg(keys.all().len());
+                for key in keys.all() {
+                    pipe.arg(key);
+                }
+                pipe.arg(ttl).ignore();
+            }
+            pipe.exec(query)
+                .map_err(|error| SubscriberEnd::Lost(self.target.describe(&error)))?;
         }
         Ok(())
     }

@@ -1,0 +1,169 @@
+//! The text Redis carries for a room line ([`encode`], [`decode`]), and the
+//! checks that what comes back from Redis is what a server would have
+//! sent: one clean line of a kind that belongs there. Not the link's own
+//! framing (`redis_link`), nor what the hub does with a line.
+
+use crate::chat::{ClientId, Keep, RoomId};
+use crate::elsewhere::{Query, RoomLine};
+use crate::protocol::{Nick, Room, ServerLine};
+
+/// The text Redis carries for a room line:
+///
+/// ```text
+/// KIND EXCEPT LINE            KIND: h (history) or n (notice)
+/// t EXCEPT TOPIC\nLINE        a topic change
+/// ```
+///
+/// EXCEPT is `-`, or `RUN.ID`: client ID of the run RUN
+/// ([`RedisLink::run`](super::redis_link::RedisLink::run)). LINE is the
+/// line as clients get it, `\n` included; a topic has no line end in it
+/// (clients cannot send one), so the first `\n` ends it.
+pub fn encode(token: &str, line: &RoomLine) -> String {
+    let except = match line.except {
+        Some(id) => format!("{token}.{}", id.0),
+        None => "-".to_owned(),
+    };
+    match &line.keep {
+        Keep::Nothing => format!("n {except} {}", line.line),
+        Keep::History => format!("h {except} {}", line.line),
+        Keep::Topic(topic) => format!("t {except} {topic}\n{}", line.line),
+    }
+}
+
+/// Reads back what [`encode`] wrote, for room `room` of this run `token`;
+/// `None` if it is not that.
+pub fn decode(token: &str, room: RoomId, text: &str) -> Option<RoomLine> {
+    let (kind, rest) = text.split_once(' ')?;
+    let (except, rest) = rest.split_once(' ')?;
+    let except = match except {
+        "-" => None,
+        other => {
+            // A node's name may hold dots; the ID never does.
+            let (run, id) = other.rsplit_once('.')?;
+            let id: u64 = id.parse().ok()?;
+            (run == token).then_some(ClientId(id))
+        }
+    };
+    let (keep, line) = match kind {
+        "n" => (Keep::Nothing, rest),
+        "h" => (Keep::History, rest),
+        "t" => {
+            let (topic, line) = rest.split_once('\n')?;
+            (Keep::Topic(topic.into()), line)
+        }
+        _ => return None,
+    };
+    let kinds: &[&str] = match keep {
+        Keep::History => &["chat", "action"],
+        Keep::Nothing | Keep::Topic(_) => &["chat", "action", "notice"],
+    };
+    if !is_server_line(line, kinds) {
+        return None;
+    }
+    if let Keep::Topic(topic) = &keep {
+        if !is_clean(topic) {
+            return None;
+        }
+    }
+    Some(RoomLine {
+        room,
+        line: line.into(),
+        except,
+        keep,
+    })
+}
+
+/// Whether `text` holds no control character but tab: nothing a
+/// terminal would take as a command, and no line end.
+pub(super) fn is_clean(text: &str) -> bool {
+    !text.chars().any(|c| c.is_control() && c != '\t')
+}
+
+/// Whether `line` is exactly one line a server sends a client, of one of
+/// `kinds`, `\n` at its end and nowhere else. What comes from Redis is
+/// checked as a client's line is: a Redis an attacker controls, or anyone
+/// on the path of plain `redis://`, must not make one line into two, put
+/// a terminal's commands on someone's screen, or make a line of a kind
+/// the chat never shows there (an `error`, a `token`).
+pub(super) fn is_server_line(line: &str, kinds: &[&str]) -> bool {
+    let Some(body) = line.strip_suffix('\n') else {
+        return false;
+    };
+    let kind = body.split(' ').next().unwrap_or_default();
+    is_clean(body) && kinds.contains(&kind) && ServerLine::parse(body).is_some()
+}
+
+/// Whether `name` is a nick's lower-case form, as the chat keys people.
+pub(super) fn is_nick_key(name: &str) -> bool {
+    Nick::parse(name).is_ok_and(|nick| nick.key() == name)
+}
+
+/// Whether a question from another server asks about a room or nick the
+/// chat could have: anything else is not answered.
+pub(super) fn is_sound(query: &Query) -> bool {
+    match query {
+        Query::Who(room) => Room::parse(room).is_ok(),
+        Query::Whois(name) => Nick::parse(name).is_ok(),
+        Query::Rooms => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(except: Option<ClientId>, keep: Keep) -> RoomLine {
+        let line = match keep {
+            Keep::History => "chat alice green tea?\n",
+            _ => "notice alice set the topic of #tea: green\n",
+        };
+        RoomLine {
+            room: RoomId(7),
+            line: line.into(),
+            except,
+            keep,
+        }
+    }
+
+    #[test]
+    fn lines_round_trip_through_their_text() {
+        for keep in [
+            Keep::Nothing,
+            Keep::History,
+            Keep::Topic("green tea".into()),
+        ] {
+            let line = local(Some(ClientId(12)), keep);
+            let text = encode("eu.1/run1", &line);
+            assert_eq!(decode("eu.1/run1", RoomId(7), &text), Some(line.clone()));
+            // Another run's client ID means nothing here.
+            let theirs = decode("eu.1/run2", RoomId(7), &text).expect("decodes");
+            assert_eq!(theirs.except, None);
+            assert_eq!(theirs.line, line.line);
+        }
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        for text in [
+            "",
+            "h",
+            "h -",
+            "x - chat a b\n",
+            "h run.x chat a b\n",
+            "h - chat a b",
+            "t - topic without a line",
+            // One line made two, a terminal's command, kinds the chat
+            // never shows in a room (or keeps as its history).
+            "h - chat mallory hi\nnotice forged\n",
+            "n - notice a\rnotice b\n",
+            "h - chat mallory \u{1b}]0;title\u{7}\n",
+            "n - error forged\n",
+            "n - token alice secret\n",
+            "h - notice kept as history\n",
+            "t - top\u{1b}[2Jic\nnotice x set the topic\n",
+            "t - topic\nnotice one\nnotice two\n",
+        ] {
+            assert_eq!(decode("run", RoomId(1), text), None, "{text:?}");
+        }
+    }
+}

@@ -32,7 +32,7 @@ use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
-use crate::seats::Seats;
+use crate::seats::{Block, Seats};
 use crate::shard::{self, Fate, Registration, Shard, ShardSettings, Slot, To, Work};
 use crate::slow_readers::{self, Policy};
 use crate::sync::lock;
@@ -225,7 +225,7 @@ pub struct Server {
 struct Connections {
     open: AtomicUsize,
     /// Counted only with `max_per_ip`.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<HashMap<Block, usize>>,
     /// Each one's socket, and whether it is in the chat yet.
     sockets: Mutex<HashMap<ClientId, (Arc<TcpStream>, bool)>>,
 }
@@ -243,14 +243,15 @@ impl Connections {
         }
     }
 
-    /// Counts a connection against its address, unless that address has
-    /// twice `max` already: its extra members the hub refuses by name, but
-    /// connections still in their handshake are counted only here, so that
-    /// one address cannot take every handshake slot.
+    /// Counts a connection against its address (for IPv6, its /64: see
+    /// [`Block`]), unless that address has twice `max` already: its extra
+    /// members the hub refuses by name, but connections still in their
+    /// handshake are counted only here, so that one address cannot take
+    /// every handshake slot.
     fn count_per_ip(&self, peer: SocketAddr, max: usize) -> bool {
         let cap = max.max(1) * 2;
         let mut counts = lock(&self.per_ip);
-        let count = counts.entry(peer.ip()).or_default();
+        let count = counts.entry(Block::of(peer.ip())).or_default();
         if *count >= cap {
             log::debug!("{peer}: closed at once: {cap} connections from its address");
             return false;
@@ -265,10 +266,11 @@ impl Connections {
         lock(&self.sockets).remove(&id);
         if per_ip {
             let mut counts = lock(&self.per_ip);
-            if let Some(count) = counts.get_mut(&ip) {
+            let block = Block::of(ip);
+            if let Some(count) = counts.get_mut(&block) {
                 *count -= 1;
                 if *count == 0 {
-                    counts.remove(&ip);
+                    counts.remove(&block);
                 }
             }
         }

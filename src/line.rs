@@ -115,12 +115,16 @@ impl LineFramer {
     }
 }
 
-/// Removes every control character except tab: C0 (ESC among them), DEL and C1.
+/// Removes every control character except tab: C0 (ESC among them), DEL and
+/// C1; and Unicode's marks and overrides of writing direction.
 ///
-/// These are what terminals interpret as commands (colours, cursor moves,
-/// window titles, even answer-back), so no peer may put them on another
-/// user's screen. The line is returned untouched, without copying, in the
-/// common case where it has none.
+/// Control characters are what terminals interpret as commands (colours,
+/// cursor moves, window titles, even answer-back), so no peer may put them
+/// on another user's screen. The direction controls reorder what follows
+/// them on the line: `<mallory> ` then a right-to-left override can make
+/// the rest of a line read as if someone else had said it, or hide what a
+/// command really is. The line is returned untouched, without copying, in
+/// the common case where it has none.
 pub fn strip_controls(text: String) -> String {
     if text.chars().any(is_forbidden) {
         text.chars().filter(|&c| !is_forbidden(c)).collect()
@@ -130,7 +134,17 @@ pub fn strip_controls(text: String) -> String {
 }
 
 fn is_forbidden(c: char) -> bool {
-    c.is_control() && c != '\t'
+    (c.is_control() && c != '\t') || is_direction_control(c)
+}
+
+/// The bidirectional formatting characters (Unicode's UAX #9): the marks
+/// LRM, RLM and ALM, the embeddings and overrides LRE to RLO with their
+/// end PDF, and the isolates LRI to PDI.
+fn is_direction_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 #[cfg(test)]
@@ -224,6 +238,22 @@ mod tests {
         assert_eq!(
             frames(100, &["a\x1b[31mred\x07\tb\u{9b}c\x7f\n".as_bytes()]),
             vec![line("a[31mred\tbc")]
+        );
+    }
+
+    #[test]
+    fn direction_controls_are_removed_and_other_scripts_stay() {
+        // "<mallory> " then an override: the rest would read backwards.
+        let forged = "hi \u{202E}<alice> yes\u{202C} \u{2067}x\u{2069}\u{200F}\u{061C}\n";
+        assert_eq!(
+            frames(100, &[forged.as_bytes()]),
+            vec![line("hi <alice> yes x")]
+        );
+        // Right-to-left text itself, and a joiner, are words, not controls.
+        let words = "שלום مرحبا a\u{200D}b\n";
+        assert_eq!(
+            frames(100, &[words.as_bytes()]),
+            vec![line("שלום مرحبا a\u{200D}b")]
         );
     }
 

@@ -43,6 +43,7 @@ fn help_documents_every_flag() {
         "--classic",
         "--redis",
         "--redis-url-file",
+        "--rooms-per-minute",
         "CHAT_REDIS_URL",
         "--node-name",
         "--redis-ca",

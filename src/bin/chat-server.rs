@@ -31,6 +31,8 @@ Options:
                              none [default: 50]
   --announce-limit N         rooms with more people than this do not announce
                              who joins and quits [default: 100]
+  --rooms-per-minute N       new rooms one person may make in a minute
+                             [default: 10]
   --max-clients N            clients in the chat at once; more are told
                              'server full' [default: 10000, or fewer if the
                              system's limits allow fewer (the log says)]
@@ -160,6 +162,9 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             Long("max-line") => args.limits.max_line = parser.value()?.parse()?,
             Long("history") => args.limits.history = parser.value()?.parse()?,
             Long("announce-limit") => args.limits.announce_limit = parser.value()?.parse()?,
+            Long("rooms-per-minute") => {
+                args.limits.rooms_per_minute = parser.value()?.parse()?;
+            }
             Long("max-sessions") => {
                 args.limits.max_sessions = parser.value()?.parse::<usize>()?.max(1);
             }

@@ -10,8 +10,9 @@
 //!
 //! Next: [`elsewhere`](crate::elsewhere), the seam to other servers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::elsewhere::Ask;
@@ -24,6 +25,12 @@ use crate::tls::Fingerprint;
 /// Enough to see what the conversation is about; small enough that joining
 /// a busy room does not flood the screen. 0 keeps no history at all.
 pub const HISTORY_LINES: usize = 50;
+
+/// Default for [`ChatSettings::rooms_per_minute`]. A room costs memory
+/// here and, with `--redis`, keys in Redis that outlive it for
+/// `--room-expiry`: someone who made rooms without end would fill both.
+/// Ten a minute is more than any person needs.
+pub const ROOMS_PER_MINUTE: usize = 10;
 
 /// Default for [`ChatSettings::announce_limit`].
 ///
@@ -175,6 +182,11 @@ pub struct ChatSettings {
     pub max_line: usize,
     /// Lines of history kept per room.
     pub history: usize,
+    /// Bytes of history kept in all rooms together; past it, the biggest
+    /// rooms' histories are cut by half, oldest lines first.
+    pub history_bytes: usize,
+    /// New rooms one person may make in a minute.
+    pub rooms_per_minute: usize,
     /// Rooms with more people than this do not announce who joins or quits.
     pub announce_limit: usize,
     /// With client certificates: the most connections one certificate
@@ -207,6 +219,8 @@ struct Person {
     /// Without certificates: the one secret that takes this nick back from
     /// a dropped connection, if one was asked for. Used once.
     secret: Option<[u8; SECRET_BYTES]>,
+    /// When this person last made new rooms (see [`RoomsMade`]).
+    rooms_made: RoomsMade,
 }
 
 /// A room and what it remembers.
@@ -218,7 +232,7 @@ struct RoomState {
     members: BTreeSet<String>,
     topic: Option<String>,
     /// The last chat and action lines, as they were sent.
-    history: VecDeque<Arc<str>>,
+    history: History,
     /// Whether `topic` and `history` are known. Always, on a server
     /// alone; shared, once the other servers have told them
     /// ([`Told::Recent`](crate::elsewhere::Told::Recent)): until then, whoever enters is shown them when
@@ -234,6 +248,8 @@ pub struct Chat {
     /// By [`Nick::key`].
     people: HashMap<String, Person>,
     rooms: HashMap<RoomId, RoomState>,
+    /// Bytes of every room's history together (see [`History`]).
+    history_total: Arc<AtomicUsize>,
     /// By [`Room::key`]; sorted, so `/rooms` comes out in order.
     room_names: BTreeMap<String, RoomId>,
     next_room: u64,
@@ -265,6 +281,7 @@ impl Chat {
             sessions: HashMap::new(),
             people: HashMap::new(),
             rooms: HashMap::new(),
+            history_total: Arc::default(),
             room_names: BTreeMap::new(),
             next_room: 0,
             guest_prefix: "guest".to_owned(),
@@ -403,6 +420,7 @@ impl Chat {
             certificate,
             sessions: vec![id],
             secret: None,
+            rooms_made: RoomsMade::default(),
         };
         self.people.insert(key.clone(), person);
         if self.others.is_some() {
@@ -617,6 +635,8 @@ fn to_room(room: RoomId, line: ServerLine<'_>, except: Option<ClientId>, keep: K
 mod commands;
 mod others;
 mod rooms;
+
+use rooms::{History, RoomsMade};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,9 @@
 //! commands mean (`commands`).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::commands::invalid;
 use super::{to, to_room, Chat, ClientId, Keep, Output, RoomId, RoomState, ROOMS_PAGE, WHO_PAGE};
@@ -33,6 +35,40 @@ impl Chat {
             Keep::History => remember(&mut state.history, max, line),
             Keep::Topic(topic) => state.topic = Some(topic.to_string()),
         }
+        if self.history_total.load(Ordering::Relaxed) > self.settings.history_bytes {
+            self.cut_history();
+        }
+    }
+
+    /// Every room's history together is over its cap
+    /// ([`history_bytes`](super::ChatSettings::history_bytes)): the biggest
+    /// rooms' histories lose their older half, biggest first, until all
+    /// together are under three quarters of it. Many lines at a time, so that this happens once in a
+    /// long while, and a room of a few short lines keeps them.
+    fn cut_history(&mut self) {
+        let target = self.settings.history_bytes / 4 * 3;
+        let mut by_size: Vec<(usize, RoomId)> = self
+            .rooms
+            .iter()
+            .map(|(&room, state)| (state.history.bytes(), room))
+            .filter(|&(bytes, _)| bytes > 0)
+            .collect();
+        by_size.sort_unstable_by(|a, b| b.cmp(a));
+        while self.history_total.load(Ordering::Relaxed) > target && !by_size.is_empty() {
+            for &(_, room) in &by_size {
+                let Some(state) = self.rooms.get_mut(&room) else {
+                    continue;
+                };
+                let keep = state.history.bytes() / 2;
+                while state.history.bytes > keep {
+                    state.history.forget_oldest();
+                }
+                if self.history_total.load(Ordering::Relaxed) <= target {
+                    return;
+                }
+            }
+            by_size.retain(|&(_, room)| self.rooms[&room].history.bytes() > 0);
+        }
     }
 
     pub(super) fn join_room(&mut self, id: ClientId, name: &str, out: &mut Vec<Output>) {
@@ -52,6 +88,17 @@ impl Chat {
             return out.push(to(id, ServerLine::Notice(&text)));
         }
         let key = person.nick.key();
+        if !self.room_names.contains_key(&target.key()) && !self.may_make_a_room(&key) {
+            let text = format!(
+                "{target} does not exist, and you made {} rooms in the last minute, the \
+                 most one person may: join one that exists, or wait a moment",
+                self.settings.rooms_per_minute
+            );
+            return out.push(to(id, ServerLine::Error(&text)));
+        }
+        let Some(person) = self.people.get(&key) else {
+            return;
+        };
         let notice = Notice::Left {
             nick: person.nick.as_str(),
             room: self.room_name(current),
@@ -68,6 +115,15 @@ impl Chat {
         self.tell_leaving(current, &notice, None, out);
     }
 
+    /// True if the person `key` may make one more room now, and counts it.
+    fn may_make_a_room(&mut self, key: &str) -> bool {
+        self.people.get_mut(key).is_some_and(|person| {
+            person
+                .rooms_made
+                .allow(Instant::now(), self.settings.rooms_per_minute)
+        })
+    }
+
     /// The room named `name`, made if it does not exist yet.
     pub(super) fn room_for(&mut self, name: Room) -> RoomId {
         if let Some(&room) = self.room_names.get(&name.key()) {
@@ -82,7 +138,7 @@ impl Chat {
                 name,
                 members: BTreeSet::new(),
                 topic: None,
-                history: VecDeque::new(),
+                history: History::counted_in(&self.history_total),
                 known: self.others.is_none(),
             },
         );
@@ -240,11 +296,92 @@ impl Chat {
     }
 }
 
+/// When one person made its last new rooms, as many as it may make in a
+/// minute: a window that slides with time, given by the caller.
+#[derive(Debug, Default)]
+pub(super) struct RoomsMade(VecDeque<Instant>);
+
+impl RoomsMade {
+    /// True if one more room may be made at `now` by someone who may make
+    /// `max` a minute; it then counts.
+    pub(super) fn allow(&mut self, now: Instant, max: usize) -> bool {
+        while self
+            .0
+            .front()
+            .is_some_and(|&made| now.saturating_duration_since(made) >= Duration::from_secs(60))
+        {
+            self.0.pop_front();
+        }
+        if self.0.len() >= max {
+            return false;
+        }
+        self.0.push_back(now);
+        true
+    }
+}
+
+/// A room's last lines, and what they weigh: counted in the chat's total
+/// as they come and go, and when the room is forgotten.
+#[derive(Debug)]
+pub(super) struct History {
+    lines: VecDeque<Arc<str>>,
+    bytes: usize,
+    /// Every room's history together.
+    total: Arc<AtomicUsize>,
+}
+
+impl History {
+    /// An empty history, counted in `total`.
+    pub(super) fn counted_in(total: &Arc<AtomicUsize>) -> History {
+        History {
+            lines: VecDeque::new(),
+            bytes: 0,
+            total: Arc::clone(total),
+        }
+    }
+
+    fn push(&mut self, line: &Arc<str>) {
+        self.bytes += line.len();
+        self.total.fetch_add(line.len(), Ordering::Relaxed);
+        self.lines.push_back(Arc::clone(line));
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some(line) = self.lines.pop_front() {
+            self.bytes -= line.len();
+            self.total.fetch_sub(line.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets every line.
+    pub(super) fn clear(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.lines.clear();
+        self.bytes = 0;
+    }
+
+    /// The lines, oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.lines.iter()
+    }
+
+    /// What the lines weigh, in bytes.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for History {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// Keeps `line` among a room's last `max` lines.
-pub(super) fn remember(history: &mut VecDeque<Arc<str>>, max: usize, line: &Arc<str>) {
-    history.push_back(Arc::clone(line));
-    while history.len() > max {
-        history.pop_front();
+pub(super) fn remember(history: &mut History, max: usize, line: &Arc<str>) {
+    history.push(line);
+    while history.lines.len() > max {
+        history.forget_oldest();
     }
 }
 
@@ -255,7 +392,7 @@ pub(super) fn show_past(id: ClientId, state: &RoomState, out: &mut Vec<Output>) 
         let text = format!("topic of {}: {topic}", state.name);
         out.push(to(id, ServerLine::Notice(&text)));
     }
-    for line in &state.history {
+    for line in state.history.iter() {
         out.push(to(id, ServerLine::History(line)));
     }
 }

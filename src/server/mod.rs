@@ -159,6 +159,8 @@ pub struct Limits {
     pub writers: usize,
     /// Rooms with more people than this do not announce who joins or quits.
     pub announce_limit: usize,
+    /// New rooms one person may make in a minute.
+    pub rooms_per_minute: usize,
     /// With client certificates, the most connections one certificate
     /// identity may have at once.
     pub max_sessions: usize,
@@ -184,6 +186,7 @@ impl Default for Limits {
             memory_budget: slow_readers::MEMORY_BUDGET,
             writers: default_writers(),
             announce_limit: chat::ANNOUNCE_LIMIT,
+            rooms_per_minute: chat::ROOMS_PER_MINUTE,
             max_sessions: chat::MAX_SESSIONS,
             classic: false,
         }
@@ -738,6 +741,11 @@ fn spawn_hub(
     let settings = ChatSettings {
         max_line: limits.max_line,
         history: limits.history,
+        // What the history may hold comes out of the memory budget: a
+        // quarter of it, never counted twice (the budget counts lines that
+        // wait to be sent; the history, lines already sent).
+        history_bytes: limits.memory_budget / 4,
+        rooms_per_minute: limits.rooms_per_minute,
         announce_limit: limits.announce_limit,
         max_sessions: limits.max_sessions,
     };

@@ -14,6 +14,8 @@ mod shared;
 const SETTINGS: ChatSettings = ChatSettings {
     max_line: 100,
     history: 3,
+    history_bytes: 1 << 20,
+    rooms_per_minute: 10,
     announce_limit: 100,
     max_sessions: 3,
 };

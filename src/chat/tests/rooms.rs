@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::protocol::COMMANDS;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 #[test]
 fn joining_a_room_moves_you_and_tells_both_rooms() {
@@ -27,6 +29,105 @@ fn joining_a_room_moves_you_and_tells_both_rooms() {
     h.send(a, "/join #lobby");
     h.send(c, "/join #lobby");
     h.expect(b, "/rooms", &["notice rooms: #lobby (3)"]);
+}
+
+/// Making rooms is bounded per person and minute; joining one that exists
+/// is not.
+#[test]
+fn one_person_makes_only_so_many_rooms_a_minute() {
+    let mut h = Harness::new(SETTINGS);
+    let (a, b) = (h.join(1), h.join(2));
+    h.send(b, "/join #kept");
+    for n in 0..SETTINGS.rooms_per_minute {
+        let seen = h.send(a, &format!("/join #new{n}"));
+        assert_eq!(
+            seen[&a],
+            [format!("notice you are in #new{n} (1 person here)")]
+        );
+    }
+    h.expect(
+        a,
+        "/join #onemore",
+        &[
+            "error #onemore does not exist, and you made 10 rooms in the last minute, \
+           the most one person may: join one that exists, or wait a moment",
+        ],
+    );
+    // A room that exists is still open to them, and others make their own.
+    let seen = h.send(a, "/join #kept");
+    assert_eq!(seen[&a], ["notice you are in #kept (2 people here)"]);
+    let c = h.join(3);
+    let seen = h.send(c, "/join #theirs");
+    assert_eq!(seen[&c], ["notice you are in #theirs (1 person here)"]);
+}
+
+/// Every room's history together stays under its cap: the biggest rooms
+/// lose their older lines first, a small room keeps its own, and a room
+/// forgotten gives its bytes back.
+#[test]
+fn all_rooms_history_together_is_bounded_in_bytes() {
+    let settings = ChatSettings {
+        history: 50,
+        history_bytes: 20_000,
+        rooms_per_minute: 100,
+        ..SETTINGS
+    };
+    let mut h = Harness::new(settings);
+    let quiet = h.join(1);
+    h.send(quiet, "/join #quiet");
+    h.send(quiet, "a few words");
+    let long = "x".repeat(90);
+    for n in 0..30u64 {
+        let id = h.join(10 + n);
+        h.send(id, &format!("/join #busy{n}"));
+        for _ in 0..20 {
+            h.send(id, &long);
+        }
+        let total = h.chat.history_total.load(Ordering::Relaxed);
+        assert!(total <= 20_000, "{total} bytes after room {n}");
+    }
+    // Every room's lines were counted: 30 rooms of 20 long lines went far
+    // past the cap, and cuts brought it back.
+    let kept: usize = h
+        .chat
+        .rooms
+        .values()
+        .map(|state| state.history.bytes())
+        .sum();
+    assert_eq!(kept, h.chat.history_total.load(Ordering::Relaxed));
+    let newcomer = h.join(99);
+    let seen = h.send(newcomer, "/join #quiet");
+    assert!(
+        seen[&newcomer]
+            .iter()
+            .any(|line| line.ends_with("a few words")),
+        "{seen:?}"
+    );
+    // A room that empties is forgotten, and its history with it.
+    let before = h.chat.history_total.load(Ordering::Relaxed);
+    h.send(ClientId(10), "/join #lobby");
+    let after = h.chat.history_total.load(Ordering::Relaxed);
+    assert!(after < before, "{before} -> {after}");
+}
+
+#[test]
+fn the_window_of_rooms_made_slides_with_time() {
+    let start = Instant::now();
+    let at = |secs: u64| start + Duration::from_secs(secs);
+    let mut made = crate::chat::rooms::RoomsMade::default();
+    for n in 0..10 {
+        assert!(made.allow(at(n), 10), "room {n}");
+    }
+    assert!(!made.allow(at(30), 10));
+    // A minute after the first, one more; after the second, another.
+    assert!(made.allow(at(60), 10));
+    assert!(!made.allow(at(60), 10));
+    assert!(made.allow(at(61), 10));
+    assert!(!made.allow(at(61), 10));
+    // Long after, the whole allowance again.
+    for n in 0..10 {
+        assert!(made.allow(at(600 + n), 10), "room {n}");
+    }
 }
 
 #[test]

@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use secure_chat::chat::{ClientId, Keep, RoomId, LINK_DOWN_MSG, LINK_DOWN_NICK};
-use secure_chat::elsewhere::{Ask, Elsewhere, Query, Reach, RoomLine, Told, Unasked};
+use secure_chat::elsewhere::{
+    Ask, Elsewhere, Query, Reach, RoomLine, Told, Unasked, MOST_NAMES_ASKED,
+};
 use secure_chat::linked::redis_link::{Delivery, LinkSettings, RedisLink};
 use secure_chat::linked::{
     Linked, ANSWERS_BYTES, HELD_BACK_BYTES, LINK_DOWN, LINK_UP, LINK_UP_HISTORY_LOST,
@@ -316,6 +318,77 @@ fn who_rooms_and_whois_see_every_server() {
         "error no user named nobody is connected"
     );
     drop((alice, _bob, carol));
+    two.stop();
+}
+
+/// The parts of answers the servers send this run, as `(count, names)`:
+/// the next `servers` replies published on any server's channel.
+fn who_parts(watcher: &mut redis::PubSub<'_>, servers: usize) -> Vec<(usize, usize)> {
+    let mut parts: Vec<(usize, usize)> = (0..servers)
+        .map(|_| {
+            let message = watcher.get_message().expect("a server's part");
+            let text: String = message.get_payload().expect("text");
+            let (_ticket, part) = text
+                .strip_prefix("r ")
+                .and_then(|rest| rest.split_once(' '))
+                .unwrap_or_else(|| panic!("not an answer: {text:?}"));
+            let mut words = part.split(' ');
+            let count = words.next().and_then(|count| count.parse().ok());
+            let count = count.unwrap_or_else(|| panic!("no count first: {part:?}"));
+            (count, words.count())
+        })
+        .collect();
+    parts.sort_unstable();
+    parts
+}
+
+/// `/who` in a room of 120 spread over two servers: each sends how many
+/// it has and only as many names as the page asked for needs; the asker
+/// adds the counts and puts the names in one order.
+#[test]
+fn who_asks_each_server_only_for_its_share_of_the_page() {
+    const PEOPLE: usize = 120;
+    let two = Two::start(&[]);
+    let pki = &two.pki;
+    // Upper and lower case alternate, and the servers' names interleave:
+    // one order is made of both. Server `a` has every tenth, `b` the rest.
+    let nick = |n: usize| format!("{}{n:03}", if n.is_multiple_of(2) { "M" } else { "m" });
+    let mut people: Vec<TestClient> = (0..PEOPLE)
+        .map(|n| {
+            let server = if n.is_multiple_of(10) { &two.a } else { &two.b };
+            person(server, pki, &nick(n))
+        })
+        .collect();
+    let mut raw = two.redis.connection(&two.redis.url());
+    let mut watcher = raw.as_pubsub();
+    watcher.psubscribe("node:*").expect("PSUBSCRIBE");
+    watcher
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let asker = &mut people[0];
+    let mut ask = |text: &str| {
+        asker.send(text);
+        asker.recv_until(|line| line.starts_with("notice in ") || line.starts_with("error "))
+    };
+    let listed = |range: std::ops::Range<usize>| range.map(nick).collect::<Vec<_>>().join(", ");
+
+    assert_eq!(
+        ask("/who"),
+        format!(
+            "notice in #lobby (120), 1 to 100: {}; /who 2 for more",
+            listed(0..100)
+        )
+    );
+    assert_eq!(who_parts(&mut watcher, 2), [(12, 12), (108, 100)]);
+    assert_eq!(
+        ask("/who 2"),
+        format!("notice in #lobby (120), 101 to 120: {}", listed(100..120))
+    );
+    assert_eq!(who_parts(&mut watcher, 2), [(12, 12), (108, 108)]);
+    // Not a page: only the counts are asked, to say which pages there are.
+    assert_eq!(ask("/who two"), "error /who has 2 pages: /who 1 to /who 2");
+    assert_eq!(who_parts(&mut watcher, 2), [(12, 0), (108, 0)]);
+    drop(people);
     two.stop();
 }
 
@@ -627,7 +700,10 @@ fn lines_waiting_for_redis_are_bounded_in_bytes() {
 fn who_big(id: u64) -> Ask {
     Ask::Query {
         id: ClientId(id),
-        query: Query::Who("#big".into()),
+        query: Query::Who {
+            room: "#big".into(),
+            names: MOST_NAMES_ASKED,
+        },
         page: None,
     }
 }
@@ -654,9 +730,11 @@ fn one_question_per_client_and_answers_bounded_in_bytes() {
             Err(error) => panic!("never asked: {error}"),
         }
     };
-    // Two servers heard it, each with some 10,000 names of 20 bytes.
-    let names: Vec<String> = (0..10_000).map(|n| format!("somebody-{n:014}")).collect();
-    let part = names.join(" ");
+    // Two servers heard it, each with 10,000 names of 20 bytes.
+    let names: Vec<String> = (0..MOST_NAMES_ASKED)
+        .map(|n| format!("somebody-{n:011}"))
+        .collect();
+    let part = format!("{} {}", 2 * MOST_NAMES_ASKED, names.join(" "));
     assert_eq!(
         a.delivered(Delivery::Asked {
             ticket,
@@ -677,6 +755,8 @@ fn one_question_per_client_and_answers_bounded_in_bytes() {
     assert_eq!(id, ClientId(1));
     let bytes: usize = parts.iter().map(String::len).sum();
     assert!(bytes <= ANSWERS_BYTES, "{bytes} bytes of answers");
+    let kept = parts.iter().filter(|part| !part.is_empty()).count();
+    assert_eq!(kept, 1, "the first part is in, the second past the bytes");
     assert_eq!(reach, Reach::Partial);
     // Answered: the client may ask again.
     assert!(a.ask(who_big(1)).is_ok());
@@ -698,12 +778,13 @@ fn a_servers_answer_is_kept_a_moment() {
     let question = |ticket| Delivery::Question {
         run: "x/1".into(),
         ticket,
-        question: "who #big".into(),
+        question: "who 100 #big".into(),
     };
     match a.delivered(question(1)) {
         Told::Question { asker, query } => {
-            assert_eq!(query, Query::Who("#big".into()));
-            a.answer(&asker, "alice bob");
+            let room = "#big".into();
+            assert_eq!(query, Query::Who { room, names: 100 });
+            a.answer(&asker, "2 alice bob");
         }
         other => panic!("{other:?}"),
     }
@@ -715,6 +796,6 @@ fn a_servers_answer_is_kept_a_moment() {
     for ticket in [1, 2] {
         let message = asker.get_message().expect("an answer");
         let text: String = message.get_payload().expect("text");
-        assert_eq!(text, format!("r {ticket} alice bob"));
+        assert_eq!(text, format!("r {ticket} 2 alice bob"));
     }
 }

@@ -46,7 +46,7 @@ impl Chat {
             }
             Command::Who(page) if self.reachable() => out.push(Output::Elsewhere(Ask::Query {
                 id,
-                query: Query::Who(self.room_name(room).to_owned()),
+                query: self.who_question(room, page),
                 page: page.map(str::to_owned),
             })),
             Command::Who(page) => {

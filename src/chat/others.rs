@@ -11,7 +11,9 @@ use super::{
     reply, to, to_room, Chat, ChatSettings, ClientId, Keep, Others, Output, RoomId, LINK_DOWN_MSG,
     LINK_DOWN_NICK, ROOMS_PAGE, WHO_PAGE,
 };
-use crate::elsewhere::{Ask, Claim, Query, Reach, RoomLine, Sent, Told, Unasked};
+use crate::elsewhere::{
+    Ask, Claim, Query, Reach, RoomLine, Sent, Told, Unasked, WhoPart, MOST_NAMES_ASKED,
+};
 use crate::protocol::{Notice, Page, RoomList, ServerLine, WhoList};
 
 impl Chat {
@@ -238,24 +240,54 @@ impl Chat {
         self.rename(first, guest, out);
     }
 
-    /// This server's part of the answer to `query`: the nicks in
-    /// the room, space-separated; the rooms and their counts, `NAME
-    /// COUNT` pairs; or the `/whois` answer, empty if the nick is not
-    /// here.
+    /// The `/who` question for `room` and the page asked for: each server
+    /// is asked for as many names as come before that page's end, and
+    /// only for how many are in the room if the page is not a number, or
+    /// lies past [`MOST_NAMES_ASKED`] (then the answer says what can be
+    /// asked for).
+    pub(super) fn who_question(&self, room: RoomId, page: Option<&str>) -> Query {
+        let names = match page {
+            None => WHO_PAGE,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .and_then(|page| page.checked_mul(WHO_PAGE))
+                .filter(|&names| names <= MOST_NAMES_ASKED)
+                .unwrap_or(0),
+        };
+        Query::Who {
+            room: self.room_name(room).to_owned(),
+            names,
+        }
+    }
+
+    /// This server's part of the answer to `query`: how many are in the
+    /// room and the first names asked for, in the room's order
+    /// ([`WhoPart`]); the rooms and their counts, `NAME COUNT` pairs; or
+    /// the `/whois` answer, empty if the nick is not here.
     pub fn local_answer(&self, query: &Query) -> String {
         match query {
-            Query::Who(room) => {
+            Query::Who { room, names } => {
                 let Some(state) = self.room_named(room).and_then(|room| self.rooms.get(&room))
                 else {
-                    return String::new();
+                    return WhoPart::default().encode();
                 };
-                let nicks: Vec<&str> = state
-                    .members
-                    .iter()
-                    .filter_map(|key| self.people.get(key).map(|p| p.nick.as_str()))
-                    .collect();
-                nicks.join(" ")
+                // The members are kept by key: their first names are the
+                // room's first.
+                WhoPart {
+                    count: state.members.len(),
+                    names: state
+                        .members
+                        .iter()
+                        .take(*names)
+                        .filter_map(|key| self.people.get(key).map(|p| p.nick.as_str()))
+                        .collect(),
+                }
+                .encode()
             }
+            // Every room here: the rooms of a page cannot be cut per
+            // server as names can, since the count of rooms counts each
+            // room once however many servers have people in it.
             Query::Rooms => {
                 let rooms: Vec<String> = self
                     .room_names
@@ -289,22 +321,37 @@ impl Chat {
             return;
         }
         let text = match query {
-            Query::Who(room) => {
-                let mut nicks: Vec<&str> = parts.iter().flat_map(|part| part.split(' ')).collect();
-                nicks.retain(|nick| !nick.is_empty());
-                nicks.sort_by_key(|nick| nick.to_ascii_lowercase());
+            Query::Who { room, names: asked } => {
+                // A part left out (too long, or nonsense) is empty, and
+                // reads as nothing.
+                let parts: Vec<WhoPart> = parts
+                    .iter()
+                    .filter_map(|part| WhoPart::decode(part, *asked))
+                    .collect();
+                let count = parts
+                    .iter()
+                    .fold(0, |count: usize, part| count.saturating_add(part.count));
+                // Each part is in the room's order already: the sort merges
+                // sorted runs, and compares without copying a name.
+                let mut nicks: Vec<&str> = parts.into_iter().flat_map(|part| part.names).collect();
+                nicks.sort_by(|a, b| WhoPart::order(a, b));
                 nicks.dedup();
-                let count = nicks.len();
-                page_of("/who", page, count, WHO_PAGE).map(|(page, first)| {
+                page_of("/who", page, count, WHO_PAGE).and_then(|(page, first)| {
+                    if first.saturating_add(WHO_PAGE).min(count) > *asked {
+                        return Err(format!(
+                            "/who shows the first {} pages of a room on several servers",
+                            MOST_NAMES_ASKED / WHO_PAGE
+                        ));
+                    }
                     let names = nicks.iter().skip(first).take(WHO_PAGE).copied().collect();
-                    Notice::Who(WhoList {
+                    Ok(Notice::Who(WhoList {
                         room,
                         count,
                         page: Page::of(page, count, WHO_PAGE),
                         names,
                         remark: None,
                     })
-                    .to_string()
+                    .to_string())
                 })
             }
             Query::Rooms => {

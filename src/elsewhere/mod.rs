@@ -22,7 +22,9 @@ use crate::queue;
 
 mod news;
 
-pub use news::{Ask, Asker, Claim, Query, Reach, Sent, Told, Unasked};
+pub use news::{
+    Ask, Asker, Claim, Query, Reach, Sent, Told, Unasked, WhoPart, MOST_IN_A_ROOM, MOST_NAMES_ASKED,
+};
 
 /// Something an implementation of [`Elsewhere`] received on a thread of
 /// its own, on its way to the hub ([`Event::Elsewhere`]); only that

@@ -2,10 +2,11 @@
 //! other servers ([`Ask`]) and what they tell it ([`Told`]), with the
 //! values inside them. A server alone never makes or meets any of these.
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 use super::RoomLine;
-use crate::chat::{ClientId, RoomId};
+use crate::chat::{ClientId, RoomId, WHO_PAGE};
 
 /// What the chat asks of the other servers. Only a chat shared with
 /// others asks ([`Chat::shared`](crate::chat::Chat::shared)).
@@ -65,33 +66,119 @@ pub enum Unasked {
 /// server puts the answers together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Query {
-    /// `/who`: who is in this room (its name).
-    Who(String),
+    /// `/who`: who is in this room, and the first `names` of them in the
+    /// room's order (by [`Nick::key`](crate::protocol::Nick::key)): as
+    /// many as the page asked for needs, so that each server sends its
+    /// share of that page, not its whole part of the room.
+    Who {
+        /// The room's name.
+        room: String,
+        /// How many names, at most, each server sends: at most
+        /// [`MOST_NAMES_ASKED`].
+        names: usize,
+    },
     /// `/rooms`: which rooms have people in them, and how many.
     Rooms,
     /// `/whois`: where this nick (in lower case) is.
     Whois(String),
 }
 
+/// The most names a [`Query::Who`] asks of each server: 100 pages of
+/// `/who`, about as many names as the answers to one question may take
+/// in all anyway (the link's `ANSWERS_BYTES`). A question for more is
+/// nonsense, and not answered; a page past these asks only how many are
+/// in the room.
+pub const MOST_NAMES_ASKED: usize = 100 * WHO_PAGE;
+
+/// The most people one server's part of a [`Query::Who`] may say are in
+/// a room: more than one server could hold (each person has a thread
+/// there), so a count past it is nonsense, and the part is left out.
+pub const MOST_IN_A_ROOM: usize = 1 << 24;
+
 impl Query {
-    /// The question as one line of text, to travel between servers.
+    /// The question as one line of text, to travel between servers:
+    /// `who NAMES ROOM`, `rooms` or `whois NAME`.
     pub fn encode(&self) -> String {
         match self {
-            Query::Who(room) => format!("who {}", room.to_ascii_lowercase()),
+            Query::Who { room, names } => format!("who {names} {}", room.to_ascii_lowercase()),
             Query::Rooms => "rooms".to_owned(),
             Query::Whois(name) => format!("whois {name}"),
         }
     }
 
-    /// Reads back what [`Query::encode`] wrote.
+    /// Reads back what [`Query::encode`] wrote; `None` for anything else,
+    /// a count of names that is not a plain number or past
+    /// [`MOST_NAMES_ASKED`] included. The `who ROOM` of earlier versions
+    /// is not understood: all servers of one chat run one version.
     pub fn decode(text: &str) -> Option<Query> {
         match text.split_once(' ') {
-            Some(("who", room)) => Some(Query::Who(room.to_owned())),
+            Some(("who", rest)) => {
+                let (names, room) = rest.split_once(' ')?;
+                let names = number(names).filter(|&names| names <= MOST_NAMES_ASKED)?;
+                Some(Query::Who {
+                    room: room.to_owned(),
+                    names,
+                })
+            }
             Some(("whois", name)) => Some(Query::Whois(name.to_owned())),
             None if text == "rooms" => Some(Query::Rooms),
             _ => None,
         }
     }
+}
+
+/// One server's part of the answer to a [`Query::Who`], as it travels:
+/// how many are in the room there, then the first of their names in the
+/// room's order, as many as were asked for: `COUNT NAME...`,
+/// space-separated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WhoPart<'a> {
+    /// How many are in the room on that server, at most
+    /// [`MOST_IN_A_ROOM`].
+    pub count: usize,
+    /// The first of their names, in the room's order; at most `count`,
+    /// and at most the names asked for.
+    pub names: Vec<&'a str>,
+}
+
+impl<'a> WhoPart<'a> {
+    /// The part as one line of text.
+    pub fn encode(&self) -> String {
+        let mut text = self.count.to_string();
+        for name in &self.names {
+            text.push(' ');
+            text.push_str(name);
+        }
+        text
+    }
+
+    /// The room's order of two nicks: by their keys
+    /// ([`Nick::key`](crate::protocol::Nick::key)), as a room keeps its
+    /// members, compared without making them.
+    pub fn order(a: &str, b: &str) -> Ordering {
+        let lower = |byte: u8| byte.to_ascii_lowercase();
+        a.bytes().map(lower).cmp(b.bytes().map(lower))
+    }
+
+    /// Reads back what [`WhoPart::encode`] wrote, for a question that
+    /// asked for `asked` names; `None` if the count is not a plain number
+    /// or past [`MOST_IN_A_ROOM`], or if there are more names than it or
+    /// than were asked for. (Whether each name is a nick, in order, is
+    /// the link's to check: it is what takes parts from outside.)
+    pub fn decode(text: &'a str, asked: usize) -> Option<WhoPart<'a>> {
+        let mut words = text.split(' ');
+        let count = number(words.next()?).filter(|&count| count <= MOST_IN_A_ROOM)?;
+        let names: Vec<&str> = words.collect();
+        (names.len() <= count.min(asked)).then_some(WhoPart { count, names })
+    }
+}
+
+/// A number as [`usize`]'s `Display` writes it: digits only, no sign, no
+/// leading zero.
+fn number(text: &str) -> Option<usize> {
+    text.parse()
+        .ok()
+        .filter(|number: &usize| number.to_string() == text)
 }
 
 /// How far a question to every server went ([`Told::Answered`]).

@@ -34,7 +34,8 @@
 //! arrived, every server's part of an answer. A client has one question
 //! out at a time, its answers take at most [`ANSWERS_BYTES`], and this
 //! server gives its own part again for [`ANSWER_KEPT`] without asking the
-//! chat.
+//! chat. A `/who` part is a count and only the names the page asked for
+//! needs ([`WhoPart`](crate::elsewhere::WhoPart)).
 //!
 //! Nothing from Redis is taken on trust: a room line, a private line or
 //! an answer that is not exactly what a server would send (one line, no
@@ -62,7 +63,7 @@ mod wire;
 
 use redis_link::{Delivery, RedisLink, Refused};
 pub use wire::{decode, encode};
-use wire::{is_clean, is_nick_key, is_server_line, is_sound};
+use wire::{is_clean, is_nick_key, is_server_line, is_sound, is_sound_answer};
 
 /// The stack of the thread that hands the hub what the link delivers: it
 /// only moves values from one queue to another.
@@ -487,13 +488,15 @@ impl Linked {
                     return Told::Nothing;
                 };
                 // Shown to the asker inside one line: an answer that could
-                // break it counts as no answer, and so does one past the
-                // bytes all answers may take.
+                // break it, or is not what a server sends, counts as no
+                // answer, and so does one past the bytes all answers may
+                // take.
                 let fits = gathering.bytes + answer.len() <= ANSWERS_BYTES;
-                if !is_clean(&answer) {
+                let sound = is_sound_answer(&gathering.query, &answer);
+                if !sound {
                     log::warn!("an answer from Redis makes no sense; left out");
                 }
-                if fits && is_clean(&answer) {
+                if fits && sound {
                     gathering.bytes += answer.len();
                     gathering.parts.push(answer);
                 } else {

@@ -4,7 +4,7 @@
 //! framing (`redis_link`), nor what the hub does with a line.
 
 use crate::chat::{ClientId, Keep, RoomId};
-use crate::elsewhere::{Query, RoomLine};
+use crate::elsewhere::{Query, RoomLine, WhoPart};
 use crate::protocol::{Nick, Room, ServerLine};
 
 /// The text Redis carries for a room line:
@@ -99,13 +99,35 @@ pub(super) fn is_nick_key(name: &str) -> bool {
 }
 
 /// Whether a question from another server asks about a room or nick the
-/// chat could have: anything else is not answered.
+/// chat could have: anything else is not answered. (How many names a
+/// `/who` may ask for, [`Query::decode`] checks.)
 pub(super) fn is_sound(query: &Query) -> bool {
     match query {
-        Query::Who(room) => Room::parse(room).is_ok(),
+        Query::Who { room, .. } => Room::parse(room).is_ok(),
         Query::Whois(name) => Nick::parse(name).is_ok(),
         Query::Rooms => true,
     }
+}
+
+/// Whether `answer`, one server's part of the answer to `query`, could
+/// be a server's: one clean line; for `/who`, a count no server could
+/// exceed, and no more names than it or than were asked for, each a nick,
+/// in the room's order, none twice.
+pub(super) fn is_sound_answer(query: &Query, answer: &str) -> bool {
+    if !is_clean(answer) {
+        return false;
+    }
+    let Query::Who { names: asked, .. } = query else {
+        return true;
+    };
+    let Some(part) = WhoPart::decode(answer, *asked) else {
+        return false;
+    };
+    part.names.iter().all(|name| Nick::parse(name).is_ok())
+        && part
+            .names
+            .windows(2)
+            .all(|pair| WhoPart::order(pair[0], pair[1]).is_lt())
 }
 
 #[cfg(test)]
@@ -165,5 +187,59 @@ mod tests {
         ] {
             assert_eq!(decode("run", RoomId(1), text), None, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_who_question_and_its_parts_are_checked() {
+        let who = |names| Query::Who {
+            room: "#tea".into(),
+            names,
+        };
+        assert_eq!(Query::decode("who 200 #tea"), Some(who(200)));
+        assert_eq!(Query::decode("who 0 #tea"), Some(who(0)));
+        for text in [
+            // The form of earlier versions, which asked for every name.
+            "who #tea",
+            "who  #tea",
+            "who x #tea",
+            "who -1 #tea",
+            "who +5 #tea",
+            "who 05 #tea",
+            "who 10001 #tea",
+            "who 99999999999999999999999 #tea",
+        ] {
+            assert_eq!(Query::decode(text), None, "{text:?}");
+        }
+        assert!(!is_sound(&Query::decode("who 100 tea").expect("decodes")));
+        let asked = who(3);
+        for part in ["0", "2 amy Bob", "9 amy Bob zed"] {
+            assert!(is_sound_answer(&asked, part), "{part:?}");
+        }
+        for part in [
+            "",
+            "amy bob",
+            "x amy",
+            "+2 amy Bob",
+            "02 amy Bob",
+            "-1",
+            "16777217 amy",
+            "99999999999999999999999 amy",
+            // More names than counted, or than asked for.
+            "1 amy Bob",
+            "9 amy Bob zed zoe",
+            // Not nicks, not in order, twice, not one clean line.
+            "2 amy 9bob",
+            "2 amy ",
+            "2 amy  Bob",
+            "2 Bob amy",
+            "2 amy AMY",
+            "2 amy Bob\nnotice forged",
+            "2 amy \u{1b}[2J",
+        ] {
+            assert!(!is_sound_answer(&asked, part), "{part:?}");
+        }
+        // Other answers are one clean line, as before.
+        assert!(is_sound_answer(&Query::Rooms, "#tea 2 #rust 1"));
+        assert!(!is_sound_answer(&Query::Rooms, "#tea 2\nnotice forged"));
     }
 }

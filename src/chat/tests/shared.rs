@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::chat::others::is_guest_name;
-use crate::elsewhere::{Query, Reach, Sent};
+use crate::elsewhere::{Query, Reach, Sent, WhoPart};
 
 fn name(name: &str) -> String {
     name.to_owned()
@@ -197,7 +197,10 @@ fn linked_who_rooms_and_whois_ask_every_server_and_merge_the_answers() {
     h.send(b, "/join #Tea");
     h.asked();
     assert!(h.send(a, "/who").is_empty());
-    let query = Query::Who("#lobby".into());
+    let query = Query::Who {
+        room: "#lobby".into(),
+        names: WHO_PAGE,
+    };
     assert_eq!(
         h.asked(),
         vec![Output::Elsewhere(Ask::Query {
@@ -208,9 +211,9 @@ fn linked_who_rooms_and_whois_ask_every_server_and_merge_the_answers() {
     );
     // This server's part, and another's, put together in one order.
     let here = h.chat.local_answer(&query);
-    assert_eq!(here, "guest7-1");
+    assert_eq!(here, "1 guest7-1");
     let mut out = Vec::new();
-    let parts = [here, "Zed amy".to_owned()];
+    let parts = [here, "2 amy Zed".to_owned()];
     h.chat
         .answered(a, &query, None, &parts, Reach::Every, &mut out);
     assert_eq!(
@@ -260,7 +263,10 @@ fn linked_who_rooms_and_whois_ask_every_server_and_merge_the_answers() {
         &["notice in #lobby (1): guest7-1 (this server only: the link to the others is down)"],
     );
     for query in [
-        Query::Who("#Tea".into()),
+        Query::Who {
+            room: "#tea".into(),
+            names: 200,
+        },
         Query::Rooms,
         Query::Whois("x".into()),
     ] {
@@ -269,6 +275,116 @@ fn linked_who_rooms_and_whois_ask_every_server_and_merge_the_answers() {
             Some(query.encode())
         );
     }
+}
+
+/// One server's part of a `/who` answer, `COUNT NAME...`, as a server
+/// with these people in the room sends it when asked for `asked` names.
+fn part_of(people: &[String], asked: usize) -> String {
+    let mut names: Vec<&str> = people.iter().map(String::as_str).collect();
+    names.sort_by_key(|name| name.to_ascii_lowercase());
+    names.truncate(asked);
+    WhoPart {
+        count: people.len(),
+        names,
+    }
+    .encode()
+}
+
+#[test]
+fn linked_who_asks_each_server_for_its_share_of_the_page_and_merges_them() {
+    let mut h = Harness::shared();
+    let ids: Vec<ClientId> = (1..=250).map(|n| h.join(n)).collect();
+    let a = ids[0];
+    h.asked();
+    let here: Vec<String> = (1..=250).map(|n| format!("guest7-{n}")).collect();
+    // Page 2 needs each server's first 200 names.
+    assert!(h.send(a, "/who 2").is_empty());
+    let query = |names| Query::Who {
+        room: "#lobby".into(),
+        names,
+    };
+    assert_eq!(
+        h.asked(),
+        vec![Output::Elsewhere(Ask::Query {
+            id: a,
+            query: query(200),
+            page: Some("2".into()),
+        })]
+    );
+    // This server: all 250 counted, the first 200 named, in the room's order.
+    let part = h.chat.local_answer(&query(200));
+    assert_eq!(part, part_of(&here, 200));
+    let named = WhoPart::decode(&part, 200).expect("a part");
+    assert_eq!((named.count, named.names.len()), (250, 200));
+    // By key, not by number: `guest7-250` comes early, `guest7-99` last.
+    assert!(named.names.contains(&"guest7-250") && !named.names.contains(&"guest7-99"));
+    // Two other servers, whose names fall before and among this one's, in
+    // both cases.
+    let case = |n: usize, name: &str| {
+        if n.is_multiple_of(2) {
+            name.to_ascii_uppercase()
+        } else {
+            name.to_owned()
+        }
+    };
+    let before: Vec<String> = (0..150).map(|n| case(n, &format!("ab{n:03}"))).collect();
+    let among: Vec<String> = (0..300)
+        .map(|n| case(n, &format!("guest7-{n:03}x")))
+        .collect();
+    let mut everyone: Vec<&String> = here.iter().chain(&before).chain(&among).collect();
+    everyone.sort_by_key(|name| name.to_ascii_lowercase());
+    for page in [2, 4, 7] {
+        let asked = page * WHO_PAGE;
+        let parts = [
+            h.chat.local_answer(&query(asked)),
+            part_of(&before, asked),
+            part_of(&among, asked),
+        ];
+        let seen = h.by_others(|chat, out| {
+            let page = page.to_string();
+            chat.answered(a, &query(asked), Some(&page), &parts, Reach::Every, out);
+        });
+        let first = (page - 1) * WHO_PAGE;
+        let names: Vec<&str> = everyone[first..first + WHO_PAGE]
+            .iter()
+            .map(|name| name.as_str())
+            .collect();
+        let more = if page < 7 {
+            format!("; /who {} for more", page + 1)
+        } else {
+            String::new()
+        };
+        assert_eq!(
+            seen[&a],
+            vec![format!(
+                "notice in #lobby (700), {} to {}: {}{more}",
+                first + 1,
+                first + WHO_PAGE,
+                names.join(", ")
+            )],
+            "page {page}"
+        );
+    }
+    // A page past what may be asked of the others: only the counts are
+    // asked, and the answer says what can be.
+    assert!(h.send(a, "/who 101").is_empty());
+    assert_eq!(
+        h.asked(),
+        vec![Output::Elsewhere(Ask::Query {
+            id: a,
+            query: query(0),
+            page: Some("101".into()),
+        })]
+    );
+    assert_eq!(h.chat.local_answer(&query(0)), "250");
+    let parts = ["250".to_owned(), "20000".to_owned()];
+    let seen = h.by_others(|chat, out| {
+        chat.answered(a, &query(0), Some("101"), &parts, Reach::Every, out);
+    });
+    assert_eq!(
+        seen[&a],
+        vec!["error /who shows the first 100 pages of a room on several servers"]
+    );
 }
 
 #[test]

@@ -43,7 +43,8 @@ pub const ANNOUNCE_LIMIT: usize = 100;
 /// Names per `/who` line: a page of a big room fits well within what a
 /// client accepts (24-byte nicks: under 3 KiB), and asking costs the hub
 /// a walk of the room's sorted names up to that page, never a sort. (Shared,
-/// every server sends its names, and the asker's sorts them all.)
+/// each server sends its count and its first names up to that page's end,
+/// and the asker's server merges them.)
 pub const WHO_PAGE: usize = 100;
 
 /// Rooms per `/rooms` line, for the same reasons.

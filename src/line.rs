@@ -133,7 +133,9 @@ pub fn strip_controls(text: String) -> String {
     }
 }
 
-fn is_forbidden(c: char) -> bool {
+/// True for what [`strip_controls`] removes: no line that reaches a screen may
+/// hold it.
+pub(crate) fn is_forbidden(c: char) -> bool {
     (c.is_control() && c != '\t') || is_direction_control(c)
 }
 

@@ -31,8 +31,8 @@ Options:
                              none [default: 50]
   --announce-limit N         rooms with more people than this do not announce
                              who joins and quits [default: 100]
-  --rooms-per-minute N       new rooms one person may make in a minute
-                             [default: 10]
+  --rooms-per-minute N       new rooms the clients of one address may make in
+                             a minute [default: 10]
   --max-clients N            clients in the chat at once; more are told
                              'server full' [default: 10000, or fewer if the
                              system's limits allow fewer (the log says)]

@@ -12,12 +12,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::elsewhere::Ask;
 use crate::line::Frame;
 use crate::protocol::{self, Command, Nick, Notice, Refusal, Room, ServerLine};
+use crate::seats::Block;
 use crate::tls::Fingerprint;
 
 /// Default for how many of a room's last lines a newcomer is shown.
@@ -184,9 +184,10 @@ pub struct ChatSettings {
     /// Lines of history kept per room.
     pub history: usize,
     /// Bytes of history kept in all rooms together; past it, the biggest
-    /// rooms' histories are cut by half, oldest lines first.
+    /// rooms lose their older lines, biggest first, until all together are
+    /// under three quarters of it.
     pub history_bytes: usize,
-    /// New rooms one person may make in a minute.
+    /// New rooms the people of one address may make in a minute.
     pub rooms_per_minute: usize,
     /// Rooms with more people than this do not announce who joins or quits.
     pub announce_limit: usize,
@@ -220,8 +221,6 @@ struct Person {
     /// Without certificates: the one secret that takes this nick back from
     /// a dropped connection, if one was asked for. Used once.
     secret: Option<[u8; SECRET_BYTES]>,
-    /// When this person last made new rooms (see [`RoomsMade`]).
-    rooms_made: RoomsMade,
 }
 
 /// A room and what it remembers.
@@ -250,7 +249,9 @@ pub struct Chat {
     people: HashMap<String, Person>,
     rooms: HashMap<RoomId, RoomState>,
     /// Bytes of every room's history together (see [`History`]).
-    history_total: Arc<AtomicUsize>,
+    history_total: usize,
+    /// When each address (an IPv6 /64: [`Block`]) last made new rooms.
+    rooms_made: HashMap<Block, RoomsMade>,
     /// By [`Room::key`]; sorted, so `/rooms` comes out in order.
     room_names: BTreeMap<String, RoomId>,
     next_room: u64,
@@ -282,7 +283,8 @@ impl Chat {
             sessions: HashMap::new(),
             people: HashMap::new(),
             rooms: HashMap::new(),
-            history_total: Arc::default(),
+            history_total: 0,
+            rooms_made: HashMap::new(),
             room_names: BTreeMap::new(),
             next_room: 0,
             guest_prefix: "guest".to_owned(),
@@ -421,7 +423,6 @@ impl Chat {
             certificate,
             sessions: vec![id],
             secret: None,
-            rooms_made: RoomsMade::default(),
         };
         self.people.insert(key.clone(), person);
         if self.others.is_some() {
@@ -436,8 +437,17 @@ impl Chat {
         if !self.sessions.contains_key(&id) {
             return;
         }
-        let Frame::Line(text) = frame else {
-            return self.refused(id, &frame, out);
+        let text = match frame {
+            Frame::Line(text) => text,
+            Frame::TooLong => {
+                let max = self.settings.max_line;
+                let why = format!("line too long: the limit is {max} bytes; it was not sent");
+                return out.push(to(id, ServerLine::Error(&why)));
+            }
+            Frame::InvalidUtf8 => {
+                let why = "line is not valid UTF-8; it was not sent";
+                return out.push(to(id, ServerLine::Error(why)));
+            }
         };
         match protocol::parse_command(&text) {
             Ok(None) => {}
@@ -461,20 +471,6 @@ impl Chat {
         if protocol::is_greeting(text) {
             out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
         }
-    }
-
-    /// Tells a client why what it sent was refused as a line, and not sent.
-    fn refused(&self, id: ClientId, frame: &Frame, out: &mut Vec<Output>) {
-        let text = match frame {
-            // Not refused: nothing to tell.
-            Frame::Line(_) => return,
-            Frame::TooLong => format!(
-                "line too long: the limit is {} bytes; it was not sent",
-                self.settings.max_line
-            ),
-            Frame::InvalidUtf8 => "line is not valid UTF-8; it was not sent".to_owned(),
-        };
-        out.push(to(id, ServerLine::Error(&text)));
     }
 
     /// The client sends faster than its rate limit; its lines are delayed.

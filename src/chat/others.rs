@@ -453,10 +453,12 @@ impl Chat {
         let Some(state) = self.rooms.get_mut(&room) else {
             return;
         };
+        self.history_total -= state.history.bytes();
         state.history.clear();
         for line in lines {
             remember(&mut state.history, max, &line);
         }
+        self.history_total += state.history.bytes();
         state.topic = topic;
         state.known = true;
         let state = &self.rooms[&room];

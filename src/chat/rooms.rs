@@ -3,13 +3,13 @@
 //! commands mean (`commands`).
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::commands::invalid;
 use super::{to, to_room, Chat, ClientId, Keep, Output, RoomId, RoomState, ROOMS_PAGE, WHO_PAGE};
 use crate::protocol::{self, Notice, Page, Room, RoomList, ServerLine, WhoList};
+use crate::seats::Block;
 
 impl Chat {
     /// The room called `name` (in any case), if anyone here is in it.
@@ -32,10 +32,20 @@ impl Chat {
         };
         match keep {
             Keep::Nothing => {}
-            Keep::History => remember(&mut state.history, max, line),
+            Keep::History => {
+                self.history_total -= state.history.bytes();
+                remember(&mut state.history, max, line);
+                self.history_total += state.history.bytes();
+                self.keep_history_under_cap();
+            }
             Keep::Topic(topic) => state.topic = Some(topic.to_string()),
         }
-        if self.history_total.load(Ordering::Relaxed) > self.settings.history_bytes {
+    }
+
+    /// Once in a long while, every room's history together is over its cap
+    /// ([`history_bytes`](super::ChatSettings::history_bytes)).
+    pub(super) fn keep_history_under_cap(&mut self) {
+        if self.history_total > self.settings.history_bytes {
             self.cut_history();
         }
     }
@@ -45,6 +55,7 @@ impl Chat {
     /// rooms' histories lose their older half, biggest first, until all
     /// together are under three quarters of it. Many lines at a time, so that this happens once in a
     /// long while, and a room of a few short lines keeps them.
+    #[cold]
     fn cut_history(&mut self) {
         let target = self.settings.history_bytes / 4 * 3;
         let mut by_size: Vec<(usize, RoomId)> = self
@@ -54,16 +65,16 @@ impl Chat {
             .filter(|&(bytes, _)| bytes > 0)
             .collect();
         by_size.sort_unstable_by(|a, b| b.cmp(a));
-        while self.history_total.load(Ordering::Relaxed) > target && !by_size.is_empty() {
+        while self.history_total > target && !by_size.is_empty() {
             for &(_, room) in &by_size {
                 let Some(state) = self.rooms.get_mut(&room) else {
                     continue;
                 };
                 let keep = state.history.bytes() / 2;
-                while state.history.bytes > keep {
-                    state.history.forget_oldest();
+                while state.history.bytes() > keep {
+                    self.history_total -= state.history.forget_oldest();
                 }
-                if self.history_total.load(Ordering::Relaxed) <= target {
+                if self.history_total <= target {
                     return;
                 }
             }
@@ -88,10 +99,10 @@ impl Chat {
             return out.push(to(id, ServerLine::Notice(&text)));
         }
         let key = person.nick.key();
-        if !self.room_names.contains_key(&target.key()) && !self.may_make_a_room(&key) {
+        if !self.room_names.contains_key(&target.key()) && !self.may_make_a_room(id) {
             let text = format!(
-                "{target} does not exist, and you made {} rooms in the last minute, the \
-                 most one person may: join one that exists, or wait a moment",
+                "{target} does not exist, and {} rooms were made from your address in \
+                 the last minute, the most it may: join one that exists, or wait a moment",
                 self.settings.rooms_per_minute
             );
             return out.push(to(id, ServerLine::Error(&text)));
@@ -115,13 +126,21 @@ impl Chat {
         self.tell_leaving(current, &notice, None, out);
     }
 
-    /// True if the person `key` may make one more room now, and counts it.
-    fn may_make_a_room(&mut self, key: &str) -> bool {
-        self.people.get_mut(key).is_some_and(|person| {
-            person
-                .rooms_made
-                .allow(Instant::now(), self.settings.rooms_per_minute)
-        })
+    /// True if the client `id` may make one more room now, which then
+    /// counts. Counted by address (an IPv6 /64), not by person: a guest
+    /// who reconnects, or opens ten connections, is still one address.
+    fn may_make_a_room(&mut self, id: ClientId) -> bool {
+        let Some(session) = self.sessions.get(&id) else {
+            return false;
+        };
+        let now = Instant::now();
+        if self.rooms_made.len() > 4096 {
+            // Windows that emptied are forgotten now and then.
+            self.rooms_made.retain(|_, made| !made.is_empty_at(now));
+        }
+        let block = Block::of(session.peer.ip());
+        let max = self.settings.rooms_per_minute;
+        self.rooms_made.entry(block).or_default().allow(now, max)
     }
 
     /// The room named `name`, made if it does not exist yet.
@@ -138,7 +157,7 @@ impl Chat {
                 name,
                 members: BTreeSet::new(),
                 topic: None,
-                history: History::counted_in(&self.history_total),
+                history: History::default(),
                 known: self.others.is_none(),
             },
         );
@@ -208,12 +227,14 @@ impl Chat {
             return;
         }
         if state.name.as_str() != protocol::LOBBY {
+            self.history_total -= state.history.bytes();
             self.room_names.remove(&state.name.key());
             self.rooms.remove(&room);
         } else if self.others.is_some() {
             // Nobody here hears the lobby any more: what it knew goes
             // stale, and is asked for again when someone comes back.
             state.known = false;
+            self.history_total -= state.history.bytes();
             state.history.clear();
             state.topic = None;
         }
@@ -296,8 +317,9 @@ impl Chat {
     }
 }
 
-/// When one person made its last new rooms, as many as it may make in a
-/// minute: a window that slides with time, given by the caller.
+/// When the people of one address made their last new rooms, as many as
+/// they may make in a minute: a window that slides with time, given by the
+/// caller.
 #[derive(Debug, Default)]
 pub(super) struct RoomsMade(VecDeque<Instant>);
 
@@ -305,6 +327,22 @@ impl RoomsMade {
     /// True if one more room may be made at `now` by someone who may make
     /// `max` a minute; it then counts.
     pub(super) fn allow(&mut self, now: Instant, max: usize) -> bool {
+        self.slide(now);
+        if self.0.len() >= max {
+            return false;
+        }
+        self.0.push_back(now);
+        true
+    }
+
+    /// True if no room made in the minute before `now` is left in it.
+    pub(super) fn is_empty_at(&mut self, now: Instant) -> bool {
+        self.slide(now);
+        self.0.is_empty()
+    }
+
+    /// Forgets what was made a minute or more before `now`.
+    fn slide(&mut self, now: Instant) {
         while self
             .0
             .front()
@@ -312,50 +350,27 @@ impl RoomsMade {
         {
             self.0.pop_front();
         }
-        if self.0.len() >= max {
-            return false;
-        }
-        self.0.push_back(now);
-        true
     }
 }
 
-/// A room's last lines, and what they weigh: counted in the chat's total
-/// as they come and go, and when the room is forgotten.
-#[derive(Debug)]
+/// A room's last lines, and what they weigh. The chat keeps the sum over
+/// all rooms: each change here is a change there.
+#[derive(Debug, Default)]
 pub(super) struct History {
     lines: VecDeque<Arc<str>>,
     bytes: usize,
-    /// Every room's history together.
-    total: Arc<AtomicUsize>,
 }
 
 impl History {
-    /// An empty history, counted in `total`.
-    pub(super) fn counted_in(total: &Arc<AtomicUsize>) -> History {
-        History {
-            lines: VecDeque::new(),
-            bytes: 0,
-            total: Arc::clone(total),
-        }
-    }
-
-    fn push(&mut self, line: &Arc<str>) {
-        self.bytes += line.len();
-        self.total.fetch_add(line.len(), Ordering::Relaxed);
-        self.lines.push_back(Arc::clone(line));
-    }
-
-    fn forget_oldest(&mut self) {
-        if let Some(line) = self.lines.pop_front() {
-            self.bytes -= line.len();
-            self.total.fetch_sub(line.len(), Ordering::Relaxed);
-        }
+    /// Forgets the oldest line; returns its bytes.
+    fn forget_oldest(&mut self) -> usize {
+        let gone = self.lines.pop_front().map_or(0, |line| line.len());
+        self.bytes -= gone;
+        gone
     }
 
     /// Forgets every line.
     pub(super) fn clear(&mut self) {
-        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
         self.lines.clear();
         self.bytes = 0;
     }
@@ -371,15 +386,10 @@ impl History {
     }
 }
 
-impl Drop for History {
-    fn drop(&mut self) {
-        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
-}
-
 /// Keeps `line` among a room's last `max` lines.
 pub(super) fn remember(history: &mut History, max: usize, line: &Arc<str>) {
-    history.push(line);
+    history.bytes += line.len();
+    history.lines.push_back(Arc::clone(line));
     while history.lines.len() > max {
         history.forget_oldest();
     }

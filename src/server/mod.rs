@@ -741,10 +741,11 @@ fn spawn_hub(
     let settings = ChatSettings {
         max_line: limits.max_line,
         history: limits.history,
-        // What the history may hold comes out of the memory budget: a
-        // quarter of it, never counted twice (the budget counts lines that
-        // wait to be sent; the history, lines already sent).
-        history_bytes: limits.memory_budget / 4,
+        // The rooms' history may hold a quarter of the memory budget more
+        // (a line still waiting to be sent counts in both). Never less than
+        // four rooms' worth of full lines, so that a small budget does not
+        // make the history's cut run on nearly every line.
+        history_bytes: (limits.memory_budget / 4).max(4 * limits.history.max(1) * limits.max_line),
         rooms_per_minute: limits.rooms_per_minute,
         announce_limit: limits.announce_limit,
         max_sessions: limits.max_sessions,

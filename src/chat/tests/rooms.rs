@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::protocol::COMMANDS;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -31,34 +30,41 @@ fn joining_a_room_moves_you_and_tells_both_rooms() {
     h.expect(b, "/rooms", &["notice rooms: #lobby (3)"]);
 }
 
-/// Making rooms is bounded per person and minute; joining one that exists
-/// is not.
+/// Making rooms is bounded per address and minute, however many
+/// connections the address opens; joining one that exists is not.
 #[test]
-fn one_person_makes_only_so_many_rooms_a_minute() {
-    let mut h = Harness::new(SETTINGS);
-    let (a, b) = (h.join(1), h.join(2));
+fn one_address_makes_only_so_many_rooms_a_minute() {
+    let mut h = Harness::new(ChatSettings {
+        rooms_per_minute: 10,
+        ..SETTINGS
+    });
+    let a = h.join(1);
+    let b = ClientId(2);
+    h.join_from(b, "192.0.2.8:4000".parse().unwrap(), None);
     h.send(b, "/join #kept");
-    for n in 0..SETTINGS.rooms_per_minute {
+    for n in 0..10 {
         let seen = h.send(a, &format!("/join #new{n}"));
         assert_eq!(
             seen[&a],
             [format!("notice you are in #new{n} (1 person here)")]
         );
     }
-    h.expect(
-        a,
-        "/join #onemore",
-        &[
-            "error #onemore does not exist, and you made 10 rooms in the last minute, \
-           the most one person may: join one that exists, or wait a moment",
-        ],
-    );
+    let refused = "does not exist, and 10 rooms were made from your address in the last \
+                   minute, the most it may: join one that exists, or wait a moment";
+    h.expect(a, "/join #onemore", &[&format!("error #onemore {refused}")]);
+    // Another connection from the same address is the same address.
+    let again = h.join(3);
+    h.expect(again, "/join #other", &[&format!("error #other {refused}")]);
     // A room that exists is still open to them, and others make their own.
     let seen = h.send(a, "/join #kept");
     assert_eq!(seen[&a], ["notice you are in #kept (2 people here)"]);
-    let c = h.join(3);
-    let seen = h.send(c, "/join #theirs");
-    assert_eq!(seen[&c], ["notice you are in #theirs (1 person here)"]);
+    let elsewhere = ClientId(4);
+    h.join_from(elsewhere, "192.0.2.9:4000".parse().unwrap(), None);
+    let seen = h.send(elsewhere, "/join #theirs");
+    assert_eq!(
+        seen[&elsewhere],
+        ["notice you are in #theirs (1 person here)"]
+    );
 }
 
 /// Every room's history together stays under its cap: the biggest rooms
@@ -83,7 +89,7 @@ fn all_rooms_history_together_is_bounded_in_bytes() {
         for _ in 0..20 {
             h.send(id, &long);
         }
-        let total = h.chat.history_total.load(Ordering::Relaxed);
+        let total = h.chat.history_total;
         assert!(total <= 20_000, "{total} bytes after room {n}");
     }
     // Every room's lines were counted: 30 rooms of 20 long lines went far
@@ -94,7 +100,7 @@ fn all_rooms_history_together_is_bounded_in_bytes() {
         .values()
         .map(|state| state.history.bytes())
         .sum();
-    assert_eq!(kept, h.chat.history_total.load(Ordering::Relaxed));
+    assert_eq!(kept, h.chat.history_total);
     let newcomer = h.join(99);
     let seen = h.send(newcomer, "/join #quiet");
     assert!(
@@ -104,9 +110,9 @@ fn all_rooms_history_together_is_bounded_in_bytes() {
         "{seen:?}"
     );
     // A room that empties is forgotten, and its history with it.
-    let before = h.chat.history_total.load(Ordering::Relaxed);
+    let before = h.chat.history_total;
     h.send(ClientId(10), "/join #lobby");
-    let after = h.chat.history_total.load(Ordering::Relaxed);
+    let after = h.chat.history_total;
     assert!(after < before, "{before} -> {after}");
 }
 

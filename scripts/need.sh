@@ -40,11 +40,23 @@ fi
 target=${1:-}
 list=$(wants "$target")
 
+# True if PATH holds the program as a file: `command -v` would also find
+# the shell's own `kill`, and the tests run kill(1), not the shell's.
+on_path() {
+  (
+    IFS=:
+    for dir in $PATH; do
+      [ -f "${dir:-.}/$1" ] && [ -x "${dir:-.}/$1" ] && exit 0
+    done
+    exit 1
+  )
+}
+
 # Packages of the programs not on PATH, each named once.
 missing() {
   packages=""
   for want in $list; do
-    command -v "${want%%:*}" >/dev/null 2>&1 && continue
+    on_path "${want%%:*}" && continue
     case " $packages " in
       *" ${want#*:} "*) ;;
       *) packages="$packages ${want#*:}" ;;

@@ -163,6 +163,19 @@ fn root_stops_when_apt_get_did_not_bring_a_program() {
     );
 }
 
+/// The tests run kill(1): the shell's own `kill` does not count.
+#[test]
+fn the_shells_own_kill_is_not_kill() {
+    let machine = Machine::new(&["kill"], 1000, false);
+    let output = machine.need();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("install -y --no-install-recommends procps"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn nothing_missing_installs_nothing() {
     let machine = Machine::new(&[], 0, true);

@@ -313,7 +313,7 @@ fn handshake_hint(err: &HandshakeError, trust: &Trust, server_name: &str) -> Opt
 }
 
 /// The host part of `host:port`, without the brackets of `[::1]:8080`.
-pub(crate) fn host_of(addr: &str) -> &str {
+pub fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _port)| host);
     host.trim_start_matches('[').trim_end_matches(']')
 }

@@ -105,6 +105,23 @@ pub fn server_key(addr: &str) -> String {
     }
 }
 
+/// True if `host` is an IPv4 address written in one of the short or
+/// numeric forms the system's resolver takes (`127.1`, `0x7f.0.0.1`,
+/// `127.000.000.001`, `2130706433`) rather than the dotted four numbers:
+/// such a host reaches an address the file would file under another name,
+/// and a client asks it to be written in full.
+pub fn is_odd_ipv4(host: &str) -> bool {
+    let parts: Vec<&str> = host.split('.').collect();
+    let numeric = |part: &&str| {
+        let digits = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X"));
+        match digits {
+            Some(hex) => hex.chars().all(|c| c.is_ascii_hexdigit()),
+            None => !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()),
+        }
+    };
+    parts.len() <= 4 && parts.iter().all(numeric) && host.parse::<Ipv4Addr>().is_err()
+}
+
 /// Every server in the file's text, in order.
 ///
 /// Strict on purpose: a line that cannot be read is an error, not skipped.
@@ -315,7 +332,7 @@ impl KnownServers {
     /// half a file. If the path is a symbolic link, the file it points to
     /// is the one replaced, and the link stays.
     pub fn remember(&mut self, server: &str, fingerprint: &Fingerprint) -> Result<(), FileError> {
-        let path = fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        let path = link_target(&self.path);
         let io_error = |doing| {
             let path = path.clone();
             move |source| FileError::Io {
@@ -324,10 +341,14 @@ impl KnownServers {
                 source,
             }
         };
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(io_error("write"))?;
+        for file in [&self.path, &path] {
+            if let Some(dir) = file.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                fs::create_dir_all(dir).map_err(io_error("write"))?;
+            }
         }
-        let lock = private_file(&path.with_file_name("known_servers.lock"), false)
+        // Beside the path every client is given, which does not move when
+        // the file a link points to comes into being.
+        let lock = private_file(&self.path.with_file_name("known_servers.lock"), false)
             .and_then(|file| {
                 rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
                 Ok(file)
@@ -352,6 +373,26 @@ impl KnownServers {
         self.entries = parse(&text).map_err(line_error)?;
         Ok(())
     }
+}
+
+/// The file `path` names: the file a symbolic link points to (through
+/// every link on the way), even if it does not exist yet; `path` itself if
+/// it is no link.
+fn link_target(path: &Path) -> PathBuf {
+    let mut path = path.to_path_buf();
+    // A loop of links ends somewhere: give up after as many as the kernel.
+    for _ in 0..40 {
+        match fs::read_link(&path) {
+            Ok(target) => {
+                path = match path.parent() {
+                    Some(dir) => dir.join(target),
+                    None => target,
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    path
 }
 
 /// Opens `path` for writing, made with mode 0600 if it is new; `empty`
@@ -584,6 +625,20 @@ mod tests {
         let mode = fs::metadata(&real).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
 
+        // A link to a file that does not exist yet stays a link too.
+        let later = dir.join("made-later");
+        let dangling = dir.join("dangling");
+        std::os::unix::fs::symlink(&later, &dangling).unwrap();
+        KnownServers::load(&dangling)
+            .unwrap()
+            .remember("d:4", &key(4))
+            .unwrap();
+        assert!(fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(fs::read_to_string(&later).unwrap().contains("d:4"));
+
         let fresh = dir.join("fresh");
         KnownServers::load(&fresh)
             .unwrap()
@@ -620,6 +675,29 @@ mod tests {
         let known = KnownServers::load(&path).unwrap();
         assert_eq!(known.entries.len(), usize::from(CLIENTS * EACH));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn short_and_numeric_forms_of_an_ipv4_address_are_told_apart() {
+        for odd in [
+            "127.1",
+            "0x7f.0.0.1",
+            "127.000.000.001",
+            "2130706433",
+            "0X7F.1",
+        ] {
+            assert!(is_odd_ipv4(odd), "{odd}");
+        }
+        for plain in [
+            "127.0.0.1",
+            "192.0.2.10",
+            "localhost",
+            "cafe.be",
+            "chat.example.org",
+            "::1",
+        ] {
+            assert!(!is_odd_ipv4(plain), "{plain}");
+        }
     }
 
     #[test]

@@ -72,6 +72,19 @@ fn help_documents_every_flag() {
     assert!(!stdout(&client).contains("insecure"));
 }
 
+/// An IPv4 address in a short form (`127.1`) reaches a server the
+/// known-servers file would file under another name: it is refused.
+#[test]
+fn the_client_asks_for_an_ipv4_address_in_full() {
+    let output = run(&CLIENT, &["--addr", "0x7f.1:8080"], "");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("write the IPv4 address in full"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn unknown_flags_fail_with_exit_code_1() {
     for binary in [&SERVER, &CLIENT] {

@@ -139,6 +139,14 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         (None, None) => None,
         _ => return Err("--cert and --key go together: give both or neither".into()),
     };
+    let host = client::host_of(&addr);
+    if known_servers::is_odd_ipv4(host) {
+        return Err(format!(
+            "--addr {addr}: write the IPv4 address in full, four numbers with dots \
+             (such as 127.0.0.1): {host} is read in more than one way"
+        )
+        .into());
+    }
     let trust = match (pin, ca) {
         (Some(_), Some(_)) => {
             return Err("--pin and --ca exclude each other: a pin trusts one key, not a CA".into())

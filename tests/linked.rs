@@ -592,6 +592,7 @@ fn lines_from_redis_are_checked_as_strictly_as_a_clients() {
         "h - chat mallory \u{1b}]0;forged two\u{7}\n",
         "n - error forged three\n",
         "t - forged\nnotice forged four\nchat x y\n",
+        "h - chat mallory \u{202E}forged six\n",
     ] {
         forge(&redis, "#lobby", forged);
     }

@@ -718,6 +718,32 @@ fn a_rooms_keys_lapse_once_it_is_empty_and_quiet() {
     assert_eq!(lines(&seen), vec![(1, "again".to_owned())]);
 }
 
+/// A room whose keys lapsed while a node was in it (renewals that could
+/// not reach Redis in time) numbers its lines from 1 again: the node
+/// takes that for a new numbering, not for lines it had already.
+#[test]
+fn a_room_whose_keys_lapsed_starts_over_from_1() {
+    let redis = Redis::start(&[]);
+    let (a, a_in) = start(&redis, "a", quick_link());
+    join(&a, &a_in, "lapsed");
+    for n in 1..=3 {
+        publish(&a, "lapsed", &format!("before {n}"));
+    }
+    collect(&a_in, |seen| line_count(seen) == 3);
+    let mut raw = redis.connection(&redis.url());
+    redis::cmd("DEL")
+        .arg(room_keys("lapsed"))
+        .exec(&mut raw)
+        .expect("DEL");
+    publish(&a, "lapsed", "after 1");
+    publish(&a, "lapsed", "after 2");
+    let seen = collect(&a_in, |seen| line_count(seen) == 2);
+    assert_eq!(
+        lines(&seen),
+        vec![(1, "after 1".to_owned()), (2, "after 2".to_owned())]
+    );
+}
+
 /// A room's history keeps at most so many bytes of lines, the newest.
 #[test]
 fn a_rooms_history_is_capped_in_bytes() {

@@ -222,10 +222,12 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 // renewals or a short outage of Redis would let the keys
                 // of a room in use lapse, and its numbering start over.
                 if expiry < Duration::from_secs(60) {
-                    return Err("--room-expiry: give at least 60 seconds (the rooms a server \
+                    return Err(
+                        "--room-expiry: give at least 60 seconds (the rooms a server \
                                 is in are renewed every third of it, and a room whose keys \
                                 lapse while in use starts its numbering over)"
-                        .into());
+                            .into(),
+                    );
                 }
                 args.room_expiry = Some(expiry);
             }

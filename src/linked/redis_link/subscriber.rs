@@ -434,6 +434,15 @@ impl Subscriber {
             log::warn!("redis {}: room {room}: malformed message", self.target.addr);
             return Ok(());
         };
+        let next = if seq == 1 && next > 1 && self.started_over(query, room, next)? {
+            log::warn!(
+                "redis {}: room {room}: its keys lapsed, its lines are numbered from 1 again",
+                self.target.addr
+            );
+            1
+        } else {
+            next
+        };
         if seq < next {
             return Ok(());
         }
@@ -448,6 +457,23 @@ impl Subscriber {
         })?;
         self.next.insert(room.to_owned(), seq + 1);
         Ok(())
+    }
+
+    /// Whether `room`'s numbering started over since this node expected
+    /// `next`: its keys lapsed (renewals that did not reach Redis in
+    /// time), so its counter is below what was delivered already. Asked
+    /// only of a line 1 that comes late, which is otherwise rare (one
+    /// read with the room's past as it was joined), so it costs the path
+    /// of a line nothing.
+    fn started_over(
+        &mut self,
+        query: &mut Connection,
+        room: &str,
+        next: u64,
+    ) -> Result<bool, SubscriberEnd> {
+        let current = current_seq(query, room)
+            .map_err(|error| SubscriberEnd::Lost(self.target.describe(&error)))?;
+        Ok(current < next - 1)
     }
 
     /// Delivers lines `from..=to` of `room` from its history, saying which

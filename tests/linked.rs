@@ -800,3 +800,46 @@ fn a_servers_answer_is_kept_a_moment() {
         assert_eq!(text, format!("r {ticket} 2 alice bob"));
     }
 }
+
+/// A room emptied and entered again in one event (the last member left as
+/// another came) keeps the lines that waited for its past: they go to
+/// Redis after the new join's past.
+#[test]
+fn lines_waiting_for_a_rooms_past_survive_leaving_and_entering_at_once() {
+    const TIMEOUT: Duration = Duration::from_secs(20);
+    let redis = Redis::start(&[]);
+    let (link, deliveries) = RedisLink::start(&redis.url(), "a", quick_link()).expect("link");
+    let mut a = Linked::new(link, deliveries.clone());
+    let room = RoomId(1);
+    a.entered(room, &|| Some("#again".to_owned()));
+    let said = ["chat alice one\n", "chat alice two\n", "chat alice three\n"];
+    for text in said {
+        let line = RoomLine {
+            room,
+            line: text.into(),
+            except: None,
+            keep: Keep::History,
+        };
+        // Its past has not been read yet: the line waits here.
+        assert!(a.say(line, &|| None).is_none());
+    }
+    a.emptied(room);
+    a.entered(room, &|| Some("#again".to_owned()));
+    a.event_done();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut shown = Vec::new();
+    while shown.len() < said.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let delivery = deliveries
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("timed out; shown so far: {shown:?}"));
+        match a.delivered(delivery) {
+            Told::Line(line) => shown.push(line.line.to_string()),
+            Told::Recent { then, .. } => assert!(then.is_empty(), "given back: {then:?}"),
+            _ => {}
+        }
+        a.event_done();
+    }
+    assert_eq!(shown, said);
+    drop(a);
+}

@@ -634,10 +634,22 @@ impl Elsewhere for Linked {
             return;
         };
         self.link.join_room(&key);
+        // Emptied in this same event, the room may still hold lines that
+        // wait for its past: they wait for the new join's instead (and
+        // stay counted in `held_back` until then).
+        let carried = match self.rooms.remove(&room) {
+            Some(earlier) => {
+                if earlier.key != key {
+                    self.by_key.remove(&earlier.key);
+                }
+                earlier.waiting.unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
         self.by_key.insert(key.clone(), room);
         let joined = Joined {
             key,
-            waiting: Some(Vec::new()),
+            waiting: Some(carried),
         };
         self.rooms.insert(room, joined);
         self.leaving.retain(|&other| other != room);

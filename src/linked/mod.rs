@@ -323,7 +323,11 @@ impl Linked {
             query: gathering.query,
             page: gathering.page,
             parts: gathering.parts,
-            reach: if complete && !gathering.cut {
+            // A cut is said even when a server was also late: the answer
+            // lacks a part that came, which only a bigger answer would hold.
+            reach: if gathering.cut {
+                Reach::Cut
+            } else if complete {
                 Reach::Every
             } else {
                 Reach::Partial

@@ -7,6 +7,7 @@
 #![cfg(feature = "redis")]
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use secure_chat::chat::{ClientId, Keep, RoomId, LINK_DOWN_MSG, LINK_DOWN_NICK};
@@ -641,8 +642,41 @@ fn held_back_until_given_back(linked: &mut Linked, room: RoomId, most: usize) ->
             except: None,
             keep: Keep::History,
         };
-        linked.say(line, &|| None).is_some()
+        let given_back = linked.say(line, &|| None).is_some();
+        // As the hub does after each event.
+        linked.event_done();
+        given_back
     })
+}
+
+/// Counts the log's "Redis is far behind" warnings: the only records this
+/// binary looks at, and only one test makes them.
+struct FarBehind(AtomicUsize);
+
+impl log::Log for FarBehind {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata())
+            && record.args().to_string().starts_with("Redis is far behind")
+        {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static FAR_BEHIND: FarBehind = FarBehind(AtomicUsize::new(0));
+
+/// How many times the log has said Redis is far behind, so far.
+fn far_behind_warnings() -> usize {
+    // Set once for the whole binary: later calls find it set.
+    let _ = log::set_logger(&FAR_BEHIND);
+    log::set_max_level(log::LevelFilter::Warn);
+    FAR_BEHIND.0.load(Ordering::SeqCst)
 }
 
 /// What waits here for Redis is bounded in bytes, all rooms together:
@@ -666,6 +700,7 @@ fn lines_waiting_for_redis_are_bounded_in_bytes() {
     };
     let (mut a, a_in) = start("a");
     let (mut b, _b_in) = start("b");
+    let warned = far_behind_warnings();
     a.entered(RoomId(1), &|| Some("#big".to_owned()));
     match a_in.recv_timeout(TIMEOUT) {
         Ok(recent @ Delivery::Recent { .. }) => drop(a.delivered(recent)),
@@ -690,6 +725,12 @@ fn lines_waiting_for_redis_are_bounded_in_bytes() {
     b.entered(RoomId(2), &|| Some("#past".to_owned()));
     let taken = held_back_until_given_back(&mut b, RoomId(2), 70_000);
     assert!(taken.is_some_and(|n| n < most), "{taken:?}, at most {most}");
+    // Each says so once, however many lines it gives back.
+    for (server, room) in [(&mut a, RoomId(1)), (&mut b, RoomId(2))] {
+        let more = held_back_until_given_back(server, room, 0);
+        assert_eq!(more, Some(0), "given back at once");
+    }
+    assert_eq!(far_behind_warnings() - warned, 2, "one warning per server");
     assert!(
         paused.elapsed() < Duration::from_secs(4),
         "Redis answered again before the end: the test proves nothing"

@@ -163,8 +163,8 @@ pub struct Linked {
     /// Room lines the link's outbox had no room for, oldest first, with
     /// their room's name; handed over by [`Linked::pump`].
     overflow: VecDeque<(String, RoomLine)>,
-    /// Whether the log said that lines stay here, since the overflow
-    /// last emptied.
+    /// Whether the log said that lines stay here, since `held_back` was
+    /// last at most half of [`HELD_BACK_BYTES`].
     overflow_warned: bool,
     /// The bytes of lines waiting in `overflow` and in the rooms'
     /// `waiting`, counted by [`weight`]; at most [`HELD_BACK_BYTES`].
@@ -216,7 +216,13 @@ impl Linked {
                 self.held_back -= weight(&line);
             }
         }
-        self.overflow_warned = false;
+        // Said again only once what waits has gone well under the bound:
+        // lines that wait for a room's past keep `held_back` up with the
+        // overflow empty, and a count that hovers at the bound would
+        // otherwise warn per line.
+        if self.held_back <= HELD_BACK_BYTES / 2 {
+            self.overflow_warned = false;
+        }
     }
 
     fn publish(&self, key: &str, line: &RoomLine) -> Result<(), Refused> {

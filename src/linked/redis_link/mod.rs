@@ -609,10 +609,10 @@ impl RedisLink {
         }
     }
 
-    /// Lets `name` go, if this node still holds it: at once, or, when
-    /// Redis cannot be told, as soon as it can (meanwhile it is no longer
-    /// renewed, so it may lapse first). When [`NAMES_QUEUE`] changes
-    /// already wait, Redis is not told: it lapses within the names' expiry.
+    /// Lets `name` go, if this node still holds it: Redis is told at
+    /// once. It is no longer renewed either, so when Redis cannot be told
+    /// (the link is down, or [`NAMES_QUEUE`] changes already wait) the
+    /// release is dropped and the name lapses within the names' expiry.
     pub fn release_name(&self, name: &str) {
         sync::lock(&self.held).remove(name);
         if let Some(names) = &self.names {

@@ -319,9 +319,11 @@ impl Directory {
         }
     }
 
-    /// Takes the holds and releases waiting (each is in `held` already;
-    /// Redis hears of them at the renewal after the reconnection); true if
-    /// the subscriber said Redis is back among them.
+    /// Takes the holds and releases waiting, and drops them: a hold is in
+    /// `held` already, so Redis hears of it at the renewal after the
+    /// reconnection; a released name is in `held` no more, so it is not
+    /// renewed and lapses. True if the subscriber said Redis is back among
+    /// them.
     fn back_up(&mut self, names: &Receiver<Errand>) -> bool {
         while let Ok(change) = names.try_recv() {
             if let Errand::Renew = change {

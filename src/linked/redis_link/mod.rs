@@ -477,6 +477,7 @@ impl RedisLink {
             next: HashMap::new(),
             joined: HashMap::new(),
             down: false,
+            touch_script: Script::new(TOUCH_SCRIPT),
         };
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()

@@ -399,8 +399,8 @@ impl RedisLink {
     /// roots, or to [`LinkSettings::ca_file`], and name the host). `node` is
     /// 1 to [`NODE_NAME_MAX`] ASCII letters, digits, `.`, `_` or `-`.
     ///
-    /// Fails, with a one-line [`LinkError`], unless Redis answers and accepts
-    /// the login and the script now: a server started with a wrong
+    /// Fails, with a one-line [`LinkError`], unless Redis answers, accepts
+    /// the login and the script now, and is 5.0 or newer (if it says): a server started with a wrong
     /// `--redis` should say so at once, not retry in the background.
     /// Once started, the link never gives up.
     pub fn start(

@@ -182,6 +182,8 @@ fn the_redis_url_comes_from_a_file_or_the_environment_and_is_never_shown() {
 fn redis_flags_that_make_no_sense_are_refused_with_the_reason() {
     for (args, says) in [
         (&["--name-expiry", "2"][..], "at least 5 seconds"),
+        (&["--room-expiry", "0.001"][..], "at least 60 seconds"),
+        (&["--room-expiry", "59"][..], "at least 60 seconds"),
         (&["--node-name", "a"][..], "are for --redis"),
         (&["--name-expiry", "10"][..], "are for --redis"),
         (

@@ -7,6 +7,7 @@
 #![cfg(feature = "redis")]
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use secure_chat::chat::{ClientId, Keep, RoomId, LINK_DOWN_MSG, LINK_DOWN_NICK};
@@ -592,6 +593,7 @@ fn lines_from_redis_are_checked_as_strictly_as_a_clients() {
         "h - chat mallory \u{1b}]0;forged two\u{7}\n",
         "n - error forged three\n",
         "t - forged\nnotice forged four\nchat x y\n",
+        "h - chat mallory \u{202E}forged six\n",
     ] {
         forge(&redis, "#lobby", forged);
     }
@@ -640,8 +642,41 @@ fn held_back_until_given_back(linked: &mut Linked, room: RoomId, most: usize) ->
             except: None,
             keep: Keep::History,
         };
-        linked.say(line, &|| None).is_some()
+        let given_back = linked.say(line, &|| None).is_some();
+        // As the hub does after each event.
+        linked.event_done();
+        given_back
     })
+}
+
+/// Counts the log's "Redis is far behind" warnings: the only records this
+/// binary looks at, and only one test makes them.
+struct FarBehind(AtomicUsize);
+
+impl log::Log for FarBehind {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata())
+            && record.args().to_string().starts_with("Redis is far behind")
+        {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static FAR_BEHIND: FarBehind = FarBehind(AtomicUsize::new(0));
+
+/// How many times the log has said Redis is far behind, so far.
+fn far_behind_warnings() -> usize {
+    // Set once for the whole binary: later calls find it set.
+    let _ = log::set_logger(&FAR_BEHIND);
+    log::set_max_level(log::LevelFilter::Warn);
+    FAR_BEHIND.0.load(Ordering::SeqCst)
 }
 
 /// What waits here for Redis is bounded in bytes, all rooms together:
@@ -665,6 +700,7 @@ fn lines_waiting_for_redis_are_bounded_in_bytes() {
     };
     let (mut a, a_in) = start("a");
     let (mut b, _b_in) = start("b");
+    let warned = far_behind_warnings();
     a.entered(RoomId(1), &|| Some("#big".to_owned()));
     match a_in.recv_timeout(TIMEOUT) {
         Ok(recent @ Delivery::Recent { .. }) => drop(a.delivered(recent)),
@@ -689,6 +725,12 @@ fn lines_waiting_for_redis_are_bounded_in_bytes() {
     b.entered(RoomId(2), &|| Some("#past".to_owned()));
     let taken = held_back_until_given_back(&mut b, RoomId(2), 70_000);
     assert!(taken.is_some_and(|n| n < most), "{taken:?}, at most {most}");
+    // Each says so once, however many lines it gives back.
+    for (server, room) in [(&mut a, RoomId(1)), (&mut b, RoomId(2))] {
+        let more = held_back_until_given_back(server, room, 0);
+        assert_eq!(more, Some(0), "given back at once");
+    }
+    assert_eq!(far_behind_warnings() - warned, 2, "one warning per server");
     assert!(
         paused.elapsed() < Duration::from_secs(4),
         "Redis answered again before the end: the test proves nothing"
@@ -757,7 +799,8 @@ fn one_question_per_client_and_answers_bounded_in_bytes() {
     assert!(bytes <= ANSWERS_BYTES, "{bytes} bytes of answers");
     let kept = parts.iter().filter(|part| !part.is_empty()).count();
     assert_eq!(kept, 1, "the first part is in, the second past the bytes");
-    assert_eq!(reach, Reach::Partial);
+    // Every server answered: the answer says it was cut, not late.
+    assert_eq!(reach, Reach::Cut);
     // Answered: the client may ask again.
     assert!(a.ask(who_big(1)).is_ok());
 }
@@ -798,4 +841,47 @@ fn a_servers_answer_is_kept_a_moment() {
         let text: String = message.get_payload().expect("text");
         assert_eq!(text, format!("r {ticket} 2 alice bob"));
     }
+}
+
+/// A room emptied and entered again in one event (the last member left as
+/// another came) keeps the lines that waited for its past: they go to
+/// Redis after the new join's past.
+#[test]
+fn lines_waiting_for_a_rooms_past_survive_leaving_and_entering_at_once() {
+    const TIMEOUT: Duration = Duration::from_secs(20);
+    let redis = Redis::start(&[]);
+    let (link, deliveries) = RedisLink::start(&redis.url(), "a", quick_link()).expect("link");
+    let mut a = Linked::new(link, deliveries.clone());
+    let room = RoomId(1);
+    a.entered(room, &|| Some("#again".to_owned()));
+    let said = ["chat alice one\n", "chat alice two\n", "chat alice three\n"];
+    for text in said {
+        let line = RoomLine {
+            room,
+            line: text.into(),
+            except: None,
+            keep: Keep::History,
+        };
+        // Its past has not been read yet: the line waits here.
+        assert!(a.say(line, &|| None).is_none());
+    }
+    a.emptied(room);
+    a.entered(room, &|| Some("#again".to_owned()));
+    a.event_done();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut shown = Vec::new();
+    while shown.len() < said.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let delivery = deliveries
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("timed out; shown so far: {shown:?}"));
+        match a.delivered(delivery) {
+            Told::Line(line) => shown.push(line.line.to_string()),
+            Told::Recent { then, .. } => assert!(then.is_empty(), "given back: {then:?}"),
+            _ => {}
+        }
+        a.event_done();
+    }
+    assert_eq!(shown, said);
+    drop(a);
 }

@@ -79,7 +79,8 @@ Options:
                              [default: 30]
   --room-expiry SECS         with --redis: how long Redis keeps a room's
                              history and topic once nobody is in it on any
-                             server and nobody speaks there [default: 86400]
+                             server and nobody speaks there, at least 60
+                             [default: 86400]
   -v, --verbose              more log output, rustls' notes on each handshake
                              included (twice: everything)
   -q, --quiet                only warnings and errors
@@ -216,7 +217,19 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 args.name_expiry = Some(expiry);
             }
             Long("room-expiry") => {
-                args.room_expiry = Some(parser.value()?.parse_with(parse_seconds)?);
+                let expiry = parser.value()?.parse_with(parse_seconds)?;
+                // Renewed every third of it; below a minute, a few slow
+                // renewals or a short outage of Redis would let the keys
+                // of a room in use lapse, and its numbering start over.
+                if expiry < Duration::from_secs(60) {
+                    return Err(
+                        "--room-expiry: give at least 60 seconds (the rooms a server \
+                                is in are renewed every third of it, and a room whose keys \
+                                lapse while in use starts its numbering over)"
+                            .into(),
+                    );
+                }
+                args.room_expiry = Some(expiry);
             }
             Short('v') | Long("verbose") => {
                 args.level = match args.level {

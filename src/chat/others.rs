@@ -383,6 +383,9 @@ impl Chat {
         };
         let text = match (text, reach) {
             (Ok(text), Reach::Partial) => Ok(format!("{text} (not every server answered in time)")),
+            (Ok(text), Reach::Cut) => Ok(format!(
+                "{text} (not every server's part fits in one answer)"
+            )),
             (Ok(text), Reach::HereOnly) => Ok(format!(
                 "{text} (this server only: the others could not be asked)"
             )),

@@ -188,6 +188,9 @@ pub enum Reach {
     Every,
     /// Some did not answer in time.
     Partial,
+    /// Not every part that came is in: the parts together passed what
+    /// one answer may take, or one was not what a server sends.
+    Cut,
     /// It could not be asked: this server answered alone.
     HereOnly,
 }

@@ -163,8 +163,8 @@ pub struct Linked {
     /// Room lines the link's outbox had no room for, oldest first, with
     /// their room's name; handed over by [`Linked::pump`].
     overflow: VecDeque<(String, RoomLine)>,
-    /// Whether the log said that lines stay here, since the overflow
-    /// last emptied.
+    /// Whether the log said that lines stay here, since `held_back` was
+    /// last at most half of [`HELD_BACK_BYTES`].
     overflow_warned: bool,
     /// The bytes of lines waiting in `overflow` and in the rooms'
     /// `waiting`, counted by [`weight`]; at most [`HELD_BACK_BYTES`].
@@ -216,7 +216,13 @@ impl Linked {
                 self.held_back -= weight(&line);
             }
         }
-        self.overflow_warned = false;
+        // Said again only once what waits has gone well under the bound:
+        // lines that wait for a room's past keep `held_back` up with the
+        // overflow empty, and a count that hovers at the bound would
+        // otherwise warn per line.
+        if self.held_back <= HELD_BACK_BYTES / 2 {
+            self.overflow_warned = false;
+        }
     }
 
     fn publish(&self, key: &str, line: &RoomLine) -> Result<(), Refused> {
@@ -323,7 +329,11 @@ impl Linked {
             query: gathering.query,
             page: gathering.page,
             parts: gathering.parts,
-            reach: if complete && !gathering.cut {
+            // A cut is said even when a server was also late: the answer
+            // lacks a part that came, which only a bigger answer would hold.
+            reach: if gathering.cut {
+                Reach::Cut
+            } else if complete {
                 Reach::Every
             } else {
                 Reach::Partial
@@ -634,10 +644,22 @@ impl Elsewhere for Linked {
             return;
         };
         self.link.join_room(&key);
+        // Emptied in this same event, the room may still hold lines that
+        // wait for its past: they wait for the new join's instead (and
+        // stay counted in `held_back` until then).
+        let carried = match self.rooms.remove(&room) {
+            Some(earlier) => {
+                if earlier.key != key {
+                    self.by_key.remove(&earlier.key);
+                }
+                earlier.waiting.unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
         self.by_key.insert(key.clone(), room);
         let joined = Joined {
             key,
-            waiting: Some(Vec::new()),
+            waiting: Some(carried),
         };
         self.rooms.insert(room, joined);
         self.leaving.retain(|&other| other != room);

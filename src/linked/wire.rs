@@ -5,6 +5,7 @@
 
 use crate::chat::{ClientId, Keep, RoomId};
 use crate::elsewhere::{Query, RoomLine, WhoPart};
+use crate::line::is_forbidden;
 use crate::protocol::{Nick, Room, ServerLine};
 
 /// The text Redis carries for a room line:
@@ -73,10 +74,12 @@ pub fn decode(token: &str, room: RoomId, text: &str) -> Option<RoomLine> {
     })
 }
 
-/// Whether `text` holds no control character but tab: nothing a
-/// terminal would take as a command, and no line end.
+/// Whether `text` holds nothing the crate keeps off a screen
+/// ([`is_forbidden`]): no line end, nothing a terminal would take as a
+/// command, no writing-direction override. The one rule a client's line
+/// meets too, so Redis cannot pass what a client may not.
 pub(super) fn is_clean(text: &str) -> bool {
-    !text.chars().any(|c| c.is_control() && c != '\t')
+    !text.chars().any(is_forbidden)
 }
 
 /// Whether `line` is exactly one line a server sends a client, of one of
@@ -184,6 +187,10 @@ mod tests {
             "h - notice kept as history\n",
             "t - top\u{1b}[2Jic\nnotice x set the topic\n",
             "t - topic\nnotice one\nnotice two\n",
+            // A writing-direction override: a line made to look like
+            // someone else's, as a client may not send one either.
+            "h - chat mallory \u{202E}olleh\n",
+            "t - to\u{202E}pic\nnotice x set the topic of #tea: to\u{202E}pic\n",
         ] {
             assert_eq!(decode("run", RoomId(1), text), None, "{text:?}");
         }
@@ -235,11 +242,13 @@ mod tests {
             "2 amy AMY",
             "2 amy Bob\nnotice forged",
             "2 amy \u{1b}[2J",
+            "2 amy \u{202E}boB",
         ] {
             assert!(!is_sound_answer(&asked, part), "{part:?}");
         }
         // Other answers are one clean line, as before.
         assert!(is_sound_answer(&Query::Rooms, "#tea 2 #rust 1"));
         assert!(!is_sound_answer(&Query::Rooms, "#tea 2\nnotice forged"));
+        assert!(!is_sound_answer(&Query::Rooms, "#tea 2 #\u{202E}rust 1"));
     }
 }

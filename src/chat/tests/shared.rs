@@ -232,6 +232,12 @@ fn linked_who_rooms_and_whois_ask_every_server_and_merge_the_answers() {
              (not every server answered in time)"
         ]
     );
+    let seen =
+        h.by_others(|chat, out| chat.answered(a, &Query::Rooms, None, &parts, Reach::Cut, out));
+    assert_eq!(
+        seen[&a],
+        vec!["notice rooms: #lobby (1), #rust (2), #Tea (5) (not every server's part fits in one answer)"]
+    );
     // Whois: someone here is answered at once; anyone else, by all.
     h.expect(a, "/whois guest7-2", &["notice guest7-2 is in #Tea"]);
     assert!(h.send(a, "/whois Zed").is_empty());

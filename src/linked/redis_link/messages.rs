@@ -260,6 +260,13 @@ pub enum LinkError {
         /// The number it gave.
         number: u64,
     },
+    /// Redis is older than the link needs (5.0, for streams).
+    TooOld {
+        /// Redis' host and port.
+        addr: String,
+        /// The version it says it is.
+        version: String,
+    },
     /// The link's threads could not be started.
     Spawn(io::Error),
 }
@@ -296,6 +303,13 @@ impl fmt::Display for LinkError {
                  can hold ({MAX_NODE_NUMBER}): its key {NODES_KEY} was not set by the chat's \
                  servers; delete it while no server uses this Redis"
             ),
+            LinkError::TooOld { addr, version } => {
+                let (major, minor) = scripts::OLDEST_REDIS;
+                write!(
+                    f,
+                    "Redis at {addr} is version {version}; the chat needs {major}.{minor} or newer"
+                )
+            }
             LinkError::Spawn(source) => {
                 write!(f, "cannot start the Redis link's threads: {source}")
             }

@@ -148,6 +148,7 @@ mod names;
 mod order;
 mod publisher;
 mod schedule;
+mod scripts;
 mod subscriber;
 
 #[cfg(test)]
@@ -163,105 +164,7 @@ use crate::elsewhere::{Claim, Sent};
 use crate::sync;
 use names::{Directory, Errand};
 use schedule::Schedule;
-
-/// The script that numbers, keeps and publishes one room line, as one
-/// atomic step (see the module documentation).
-///
-/// KEYS: the room's sequence counter, its history stream, its hash of
-/// senders (per node and run, the last count it published here), its
-/// topic, and the bytes of the lines its history holds. ARGV: the room's
-/// channel, the most lines and the most bytes the history keeps, how long
-/// (ms) the room's keys live once quiet, the sender, its count, the node's
-/// name, the line, and `1` and a topic when the line sets one (else `0`
-/// and nothing). Returns the line's seq, or 0 when that count was
-/// published before (a retry after a reply that never arrived).
-///
-/// The history is trimmed here, oldest first, never past either cap: once
-/// a line takes it over one, down to 15/16 of both at once, so that the
-/// cost of a trim (reading the lines that go, to count their bytes) is
-/// paid once per many lines, not per line. The byte count kept alongside
-/// stays true only if nothing else trims.
-/// The room's keys get their expiry again, all at once, when the
-/// numbering's has less than half left (not on every line: that would
-/// be five more calls per line); a topic set gets the full expiry. So a
-/// topic may outlive the rest by up to half the expiry: the line that
-/// starts a room's numbering over clears what an earlier one left.
-///
-/// `string.format('%d')`, because Lua 5.1 would write a big number as
-/// `1e+14`, which is no stream id.
-const PUBLISH_SCRIPT: &str = r"
-local last = tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or '0')
-local count = tonumber(ARGV[6])
-if count <= last then
-  return 0
-end
-local seq = redis.call('INCR', KEYS[1])
-if seq == 1 then
-  redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
-end
-local line = ARGV[8]
-redis.call('XADD', KEYS[2], string.format('%d-0', seq), 'node', ARGV[7], 'line', line)
-local size = redis.call('INCRBY', KEYS[5], #line)
-local length = redis.call('XLEN', KEYS[2])
-local max_lines = tonumber(ARGV[2])
-local max_bytes = tonumber(ARGV[3])
-if length > max_lines or size > max_bytes then
-  local keep_lines = max_lines - math.floor(max_lines / 16)
-  local keep_bytes = max_bytes - math.floor(max_bytes / 16)
-  local start = '-'
-  local cut = nil
-  while length > 1 and (length > keep_lines or size > keep_bytes) do
-    local want = math.max(length - keep_lines,
-      math.ceil((size - keep_bytes) * length / math.max(size, 1)))
-    want = math.min(math.max(want, 1), 1000)
-    local oldest = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', want)
-    if #oldest == 0 then
-      break
-    end
-    for _, entry in ipairs(oldest) do
-      if length <= 1 or (length <= keep_lines and size <= keep_bytes) then
-        break
-      end
-      local fields = entry[2]
-      for i = 1, #fields, 2 do
-        if fields[i] == 'line' then
-          size = size - #fields[i + 1]
-        end
-      end
-      length = length - 1
-      cut = entry[1]
-      start = '(' .. cut
-    end
-  end
-  if cut then
-    local through = tonumber(string.match(cut, '^(%d+)'))
-    redis.call('XTRIM', KEYS[2], 'MINID', '=', string.format('%d-1', through))
-    redis.call('SET', KEYS[5], size, 'KEEPTTL')
-  end
-end
-redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
-local ttl = tonumber(ARGV[4])
-if ARGV[9] == '1' then
-  redis.call('SET', KEYS[4], ARGV[10], 'PX', ttl)
-end
-if redis.call('PTTL', KEYS[1]) < ttl / 2 then
-  for _, key in ipairs(KEYS) do
-    redis.call('PEXPIRE', key, ttl)
-  end
-end
-redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[7] .. ' ' .. line)
-return seq
-";
-
-/// Keeps a room's keys while a node has members in it, however quiet:
-/// each gets the expiry ARGV[1] (ms) again. KEYS: the room's keys
-/// ([`Keys::all`]). One room per call, so its keys share a slot.
-const TOUCH_SCRIPT: &str = r"
-for _, key in ipairs(KEYS) do
-  redis.call('PEXPIRE', key, ARGV[1])
-end
-return 0
-";
+use scripts::{check_version, PUBLISH_SCRIPT, TOUCH_SCRIPT};
 
 /// The key whose random value names the Redis data set (see "When Redis
 /// is gone" above).
@@ -496,8 +399,8 @@ impl RedisLink {
     /// roots, or to [`LinkSettings::ca_file`], and name the host). `node` is
     /// 1 to [`NODE_NAME_MAX`] ASCII letters, digits, `.`, `_` or `-`.
     ///
-    /// Fails, with a one-line [`LinkError`], unless Redis answers and accepts
-    /// the login and the script now: a server started with a wrong
+    /// Fails, with a one-line [`LinkError`], unless Redis answers, accepts
+    /// the login and the script now, and is 5.0 or newer (if it says): a server started with a wrong
     /// `--redis` should say so at once, not retry in the background.
     /// Once started, the link never gives up.
     pub fn start(
@@ -514,6 +417,7 @@ impl RedisLink {
         let mut query = target.connect().map_err(fail)?;
         let listen = target.connect().map_err(fail)?;
         let directory_connection = target.connect().map_err(fail)?;
+        check_version(&target, &mut query)?;
         let script = Script::new(PUBLISH_SCRIPT);
         script.load(&mut publish).map_err(fail)?;
         let first_epoch = epoch(&mut query).map_err(fail)?;
@@ -573,6 +477,7 @@ impl RedisLink {
             next: HashMap::new(),
             joined: HashMap::new(),
             down: false,
+            touch_script: Script::new(TOUCH_SCRIPT),
         };
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -705,10 +610,10 @@ impl RedisLink {
         }
     }
 
-    /// Lets `name` go, if this node still holds it: at once, or, when
-    /// Redis cannot be told, as soon as it can (meanwhile it is no longer
-    /// renewed, so it may lapse first). When [`NAMES_QUEUE`] changes
-    /// already wait, Redis is not told: it lapses within the names' expiry.
+    /// Lets `name` go, if this node still holds it: Redis is told at
+    /// once. It is no longer renewed either, so when Redis cannot be told
+    /// (the link is down, or [`NAMES_QUEUE`] changes already wait) the
+    /// release is dropped and the name lapses within the names' expiry.
     pub fn release_name(&self, name: &str) {
         sync::lock(&self.held).remove(name);
         if let Some(names) = &self.names {

@@ -43,7 +43,7 @@ use crate::sync;
 /// Takes or renews names. KEYS: `name:` keys; ARGV: this run, the expiry
 /// in milliseconds. Returns, per key, 1 if the run holds it now, 0 if
 /// another run does.
-const CLAIM_SCRIPT: &str = r"
+pub(super) const CLAIM_SCRIPT: &str = r"
 local held = {}
 for i, key in ipairs(KEYS) do
   local holder = redis.call('GET', key)
@@ -59,7 +59,7 @@ return held
 
 /// Frees each name given that this run holds. KEYS: their `name:` keys;
 /// ARGV: this run. Returns how many it freed.
-const RELEASE_SCRIPT: &str = r"
+pub(super) const RELEASE_SCRIPT: &str = r"
 local freed = 0
 for _, key in ipairs(KEYS) do
   if redis.call('GET', key) == ARGV[1] then
@@ -73,7 +73,7 @@ return freed
 /// ARGV: the payload (`name line`). Returns how many nodes heard it: -1
 /// if nobody holds the name, 0 if its holder's node is not listening
 /// (gone, its names not yet lapsed).
-const PRIVATE_SCRIPT: &str = r"
+pub(super) const PRIVATE_SCRIPT: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder == false then
   return -1
@@ -319,9 +319,11 @@ impl Directory {
         }
     }
 
-    /// Takes the holds and releases waiting (each is in `held` already;
-    /// Redis hears of them at the renewal after the reconnection); true if
-    /// the subscriber said Redis is back among them.
+    /// Takes the holds and releases waiting, and drops them: a hold is in
+    /// `held` already, so Redis hears of it at the renewal after the
+    /// reconnection; a released name is in `held` no more, so it is not
+    /// renewed and lapses. True if the subscriber said Redis is back among
+    /// them.
     fn back_up(&mut self, names: &Receiver<Errand>) -> bool {
         while let Ok(change) = names.try_recv() {
             if let Errand::Renew = change {

@@ -32,6 +32,9 @@ pub(super) struct Subscriber {
     pub(super) joined: HashMap<String, u64>,
     /// Whether `LinkDown` was said, and `LinkUp` is owed.
     pub(super) down: bool,
+    /// [`TOUCH_SCRIPT`], run by its hash: a renewal of a thousand rooms
+    /// sends the hash a thousand times, not the script.
+    pub(super) touch_script: Script,
 }
 
 impl Subscriber {
@@ -325,19 +328,30 @@ impl Subscriber {
         rooms: impl Iterator<Item = &'r str>,
     ) -> Result<(), SubscriberEnd> {
         let ttl = millis(self.target.settings.room_ttl);
+        let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
         let mut rooms = rooms.peekable();
         while rooms.peek().is_some() {
             let mut pipe = redis::pipe();
             for room in rooms.by_ref().take(TOUCH_CHUNK) {
                 let keys = Keys::of(room);
-                pipe.cmd("EVAL").arg(TOUCH_SCRIPT).arg(keys.all().len());
+                let hash = self.touch_script.get_hash();
+                pipe.cmd("EVALSHA").arg(hash).arg(keys.all().len());
                 for key in keys.all() {
                     pipe.arg(key);
                 }
                 pipe.arg(ttl).ignore();
             }
-            pipe.exec(query)
-                .map_err(|error| SubscriberEnd::Lost(self.target.describe(&error)))?;
+            match pipe.exec(query) {
+                // A Redis that restarted, or whose scripts were flushed,
+                // has forgotten it: load it, and renew these rooms again.
+                Err(error)
+                    if error.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    self.touch_script.load(query).map_err(lost)?;
+                    pipe.exec(query).map_err(lost)?;
+                }
+                done => done.map_err(lost)?,
+            }
         }
         Ok(())
     }
@@ -434,6 +448,15 @@ impl Subscriber {
             log::warn!("redis {}: room {room}: malformed message", self.target.addr);
             return Ok(());
         };
+        let next = if seq == 1 && next > 1 && self.started_over(query, room, next)? {
+            log::warn!(
+                "redis {}: room {room}: its keys lapsed, its lines are numbered from 1 again",
+                self.target.addr
+            );
+            1
+        } else {
+            next
+        };
         if seq < next {
             return Ok(());
         }
@@ -448,6 +471,23 @@ impl Subscriber {
         })?;
         self.next.insert(room.to_owned(), seq + 1);
         Ok(())
+    }
+
+    /// Whether `room`'s numbering started over since this node expected
+    /// `next`: its keys lapsed (renewals that did not reach Redis in
+    /// time), so its counter is below what was delivered already. Asked
+    /// only of a line 1 that comes late, which is otherwise rare (one
+    /// read with the room's past as it was joined), so it costs the path
+    /// of a line nothing.
+    fn started_over(
+        &mut self,
+        query: &mut Connection,
+        room: &str,
+        next: u64,
+    ) -> Result<bool, SubscriberEnd> {
+        let current = current_seq(query, room)
+            .map_err(|error| SubscriberEnd::Lost(self.target.describe(&error)))?;
+        Ok(current < next - 1)
     }
 
     /// Delivers lines `from..=to` of `room` from its history, saying which

@@ -353,6 +353,7 @@ fn drain_plaintext(
     sink: &mut dyn FnMut(&[u8]),
 ) -> io::Result<Received> {
     let mut reader = conn.reader();
+    let mut delivered = false;
     loop {
         match reader.fill_buf() {
             Ok([]) => return Ok(Received::Closed),
@@ -360,6 +361,7 @@ fn drain_plaintext(
                 let n = bytes.len();
                 sink(bytes);
                 reader.consume(n);
+                delivered = true;
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
             Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(Received::Eof),
@@ -371,8 +373,13 @@ fn drain_plaintext(
     // `wants_write`, so in a quiet room it would wait for the next line,
     // or the close. Handing rustls no plaintext puts the reply in the
     // outgoing bytes; otherwise it does nothing (an error is the
-    // connection's, and the next read or write reports it).
-    let _ = conn.writer().write(&[]);
+    // connection's, and the next read or write reports it). Only after a
+    // read that delivered nothing: a read that brought data brings an
+    // answer (a chat line its echo), which carries the reply, and most
+    // reads are of that kind, so they skip the call.
+    if !delivered {
+        let _ = conn.writer().write(&[]);
+    }
     Ok(Received::Data {
         wants_write: !queued_before && conn.wants_write(),
     })

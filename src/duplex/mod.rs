@@ -374,9 +374,10 @@ fn drain_plaintext(
     // or the close. Handing rustls no plaintext puts the reply in the
     // outgoing bytes; otherwise it does nothing (an error is the
     // connection's, and the next read or write reports it). Only after a
-    // read that delivered nothing: a read that brought data brings an
-    // answer (a chat line its echo), which carries the reply, and most
-    // reads are of that kind, so they skip the call.
+    // read that delivered nothing, which is the case of a KeyUpdate sent
+    // alone: most reads bring data, and skip the call. A reply held
+    // after data goes with our next record, which is all TLS 1.3 asks,
+    // and a line is mostly answered soon (a chat line by its echo).
     if !delivered {
         let _ = conn.writer().write(&[]);
     }

@@ -344,6 +344,45 @@ fn close_after_a_failure_without_an_alert_sends_no_close_notify() {
     );
 }
 
+#[test]
+fn the_alert_sent_when_an_offer_fails_is_counted() {
+    let pki = pki();
+    let (near, far) = tcp_pair();
+    let server = handshake_in_thread(server(&pki), far, PATIENCE);
+    let mut client = client(pki.ca.clone());
+    handshake(&mut client, &near, PATIENCE).unwrap();
+    let (result, server, far) = server.recv_timeout(PATIENCE).unwrap();
+    result.unwrap();
+    far.set_read_timeout(Some(PATIENCE)).unwrap();
+    near.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (mut reader, mut writer) = split(server, Arc::new(far));
+    writer.send(b"hello\n").unwrap();
+    assert_eq!(client_reads(&mut client, &near, 6), b"hello\n");
+    let before = writer.bytes_sent();
+
+    // A record that does not decrypt: rustls queues its alert.
+    let mut bad = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    bad.resize(5 + 0x40, 0xa5);
+    (&near).write_all(&bad).unwrap();
+    assert!(reader.receive(&mut |_| {}).is_err());
+    // The offer fails, and sends the alert on its way out.
+    let offered = writer.offer(&[IoSlice::new(b"too late\n")], false);
+    assert!(offered.is_err(), "{offered:?}");
+    let mut read = 0;
+    let alert = loop {
+        read += client.read_tls(&mut &near).unwrap();
+        match client.process_new_packets() {
+            Ok(_) => continue,
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(
+        alert,
+        rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)
+    );
+    assert_eq!(writer.bytes_sent() - before, read as u64);
+}
+
 /// A TLS 1.3 record whose inner plaintext is all zeros (no content type),
 /// sealed with the client's traffic key by rustls' own AEAD: the last thing
 /// `conn` sends. rustls fails on it without an alert

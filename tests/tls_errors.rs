@@ -7,11 +7,19 @@ use secure_chat_test_support as support;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
 
+use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
 use rustls::pki_types::ServerName;
-use rustls::{AlertDescription, ClientConnection, Connection};
+use rustls::Connection;
+use rustls::{
+    AlertDescription, ClientConfig, ClientConnection, ConnectionTrafficSecrets, ContentType,
+    ProtocolVersion, SupportedCipherSuite,
+};
+use secure_chat::server::Limits;
 use secure_chat::tls::{self, Trust};
-use support::{tls_connect, Pki, TestClient, TestServer, TIMEOUT};
+use support::{test_limits, tls_connect, Pki, TestClient, TestServer, TIMEOUT};
 
 /// How a connection ended, as the client saw it.
 #[derive(Debug, PartialEq)]
@@ -67,13 +75,17 @@ fn bad_record() -> Vec<u8> {
     bad
 }
 
-/// After the alert, the client sends 256 KiB more (as a test suite's next
+/// After the alert, the client sends 32 KiB more (as a test suite's next
 /// probe would) and hangs up: all of it must go, into a socket still open,
 /// not one that answers with a reset; then the server closes in order.
+/// 32 KiB is well within what the two kernels buffer by default, so the
+/// writes do not wait for the server to read and the test does not race
+/// its one-second linger on a loaded machine; the server must still read
+/// it all, or its close resets the connection and the read below fails.
 fn more_then_hang_up(socket: &TcpStream) {
     let mut more = vec![0x17, 0x03, 0x03, 0x40, 0x00];
     more.resize(5 + 0x4000, 0x5a);
-    for chunk in 0..16 {
+    for chunk in 0..2 {
         if let Err(err) = (&*socket).write_all(&more) {
             panic!("chunk {chunk}: {err}");
         }
@@ -103,6 +115,27 @@ fn a_bad_record_while_chatting_gets_its_alert_and_no_reset() {
     server.stop();
 }
 
+/// Connects with `config` and runs the handshake by hand: the
+/// ClientHello, then the server's flight, until our Finished waits to be
+/// sent.
+fn handshake_until_finished(
+    server: &TestServer,
+    config: &Arc<ClientConfig>,
+) -> (Connection, TcpStream) {
+    let socket = TcpStream::connect(server.addr).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = Connection::Client(ClientConnection::new(Arc::clone(config), name).unwrap());
+    while conn.is_handshaking() {
+        while conn.wants_write() {
+            conn.write_tls(&mut &socket).unwrap();
+        }
+        conn.read_tls(&mut &socket).unwrap();
+        conn.process_new_packets().unwrap();
+    }
+    (conn, socket)
+}
+
 /// With the client's Finished, in one segment: the handshake itself meets
 /// the record, on the server's handshake thread.
 #[test]
@@ -111,19 +144,7 @@ fn a_bad_record_with_the_finished_gets_its_alert_and_no_reset() {
     let server = TestServer::start(&pki);
     let config = tls::client_config(&Trust::CaFile(pki.ca.clone()), None).unwrap();
     for round in 0..3 {
-        let socket = TcpStream::connect(server.addr).unwrap();
-        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut conn = Connection::Client(ClientConnection::new(config.clone(), name).unwrap());
-        // The ClientHello, then the server's flight, until our Finished
-        // waits to be sent.
-        while conn.is_handshaking() {
-            while conn.wants_write() {
-                conn.write_tls(&mut &socket).unwrap();
-            }
-            conn.read_tls(&mut &socket).unwrap();
-            conn.process_new_packets().unwrap();
-        }
+        let (mut conn, socket) = handshake_until_finished(&server, &config);
         let mut flight = Vec::new();
         while conn.wants_write() {
             conn.write_tls(&mut flight).unwrap();
@@ -147,7 +168,15 @@ fn a_bad_record_with_the_finished_gets_its_alert_and_no_reset() {
 fn an_alert_is_not_lost_when_lines_were_waiting() {
     const LINES: usize = 8000;
     let pki = Pki::new();
-    let server = TestServer::start(&pki);
+    // The silent client's lines wait for as long as the test takes: on a
+    // loaded machine the flood may take longer than the default stall
+    // timeout, and a client cut as too slow would never see the alert.
+    let patient = Limits {
+        stall_timeout: Duration::from_secs(120),
+        max_lag: Duration::from_secs(120),
+        ..test_limits()
+    };
+    let server = TestServer::start_with(&pki, patient);
     // Connected, in the lobby, and not reading.
     let (mut conn, socket) = tls_connect(server.addr, &pki.ca);
     let mut talker = TestClient::connect(server.addr, &pki.ca);
@@ -166,5 +195,69 @@ fn an_alert_is_not_lost_when_lines_were_waiting() {
         Seen::Alert(AlertDescription::BadRecordMac)
     );
     more_then_hang_up(&socket);
+    server.stop();
+}
+
+/// A TLS 1.3 record that decrypts, but whose inner plaintext is all zeros,
+/// so it has no content type, sealed with the client's traffic key by
+/// rustls' own AEAD (nonce and additional data as any record's): the last
+/// thing `conn` sends. rustls fails a connection on it without raising an
+/// alert (`IllegalTlsInnerPlaintext`), so nothing in rustls keeps a
+/// close_notify from following the failure: only the application's check.
+fn typeless_record(conn: Connection) -> Vec<u8> {
+    let Some(SupportedCipherSuite::Tls13(suite)) = conn.negotiated_cipher_suite() else {
+        panic!("not TLS 1.3: {:?}", conn.negotiated_cipher_suite());
+    };
+    let (seq, secrets) = conn.dangerous_extract_secrets().unwrap().tx;
+    let (key, iv) = match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+        _ => panic!("a cipher this test does not know"),
+    };
+    let zeros = [0u8; 16];
+    let inner = OutboundPlainMessage {
+        // Sealed after the zeros as the inner content type: one more zero.
+        typ: ContentType::from(0),
+        version: ProtocolVersion::TLSv1_2,
+        payload: OutboundChunks::Single(&zeros),
+    };
+    suite
+        .aead_alg
+        .encrypter(key, iv)
+        .encrypt(inner, seq)
+        .unwrap()
+        .encode()
+}
+
+/// A record rustls refuses without an alert, while chatting: the server
+/// sends nothing more, no close_notify (it would say all went well), and
+/// ends the TCP stream in order.
+#[test]
+fn a_failure_without_an_alert_gets_no_close_notify() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki);
+    let mut config = (*tls::client_config(&Trust::CaFile(pki.ca.clone()), None).unwrap()).clone();
+    config.enable_secret_extraction = true;
+    let config = Arc::new(config);
+    for round in 0..3 {
+        let (mut conn, socket) = handshake_until_finished(&server, &config);
+        while conn.wants_write() {
+            conn.write_tls(&mut &socket).unwrap();
+        }
+        // The greeting is the last the server sends unasked: what comes
+        // after the record is its answer to it.
+        read_until(&mut conn, &socket, "you are in #lobby");
+        (&socket).write_all(&typeless_record(conn)).unwrap();
+        let mut after = Vec::new();
+        let read = (&socket).read_to_end(&mut after);
+        assert!(read.is_ok(), "round {round}: {read:?}");
+        assert!(
+            after.is_empty(),
+            "round {round}: {} bytes after the failure, where none should be: {:02x?}",
+            after.len(),
+            &after[..after.len().min(32)]
+        );
+    }
     server.stop();
 }

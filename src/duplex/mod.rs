@@ -126,11 +126,13 @@ pub fn handshake(
     let result = drive_handshake(conn, socket, deadline, timeout);
     if let Err(HandshakeError::Tls(_)) = &result {
         // rustls queued an alert telling the peer why; the handshake has
-        // failed either way, so a failure to send it changes nothing. The
-        // peer may still be sending (the rest of its flight, its first
-        // lines): the connection closes once it hangs up, or after a
-        // moment, not under its bytes, which would reset it.
-        if write_pending(conn, socket, deadline).is_ok() {
+        // failed either way, so a failure to send it changes nothing. It
+        // gets a moment of its own: a failure near the handshake's deadline
+        // would otherwise find no time left to send it. The peer may still
+        // be sending (the rest of its flight, its first lines): the
+        // connection closes once it hangs up, or after a moment, not under
+        // its bytes, which would reset it.
+        if write_pending(conn, socket, Instant::now() + AFTER_THE_ALERT).is_ok() {
             let _ = socket.shutdown(Shutdown::Write);
             let _ = socket.set_read_timeout(Some(AFTER_THE_ALERT));
             discard_until_closed(socket, Instant::now() + AFTER_THE_ALERT);
@@ -351,6 +353,7 @@ fn drain_plaintext(
     sink: &mut dyn FnMut(&[u8]),
 ) -> io::Result<Received> {
     let mut reader = conn.reader();
+    let mut delivered = false;
     loop {
         match reader.fill_buf() {
             Ok([]) => return Ok(Received::Closed),
@@ -358,6 +361,7 @@ fn drain_plaintext(
                 let n = bytes.len();
                 sink(bytes);
                 reader.consume(n);
+                delivered = true;
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
             Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(Received::Eof),
@@ -369,8 +373,14 @@ fn drain_plaintext(
     // `wants_write`, so in a quiet room it would wait for the next line,
     // or the close. Handing rustls no plaintext puts the reply in the
     // outgoing bytes; otherwise it does nothing (an error is the
-    // connection's, and the next read or write reports it).
-    let _ = conn.writer().write(&[]);
+    // connection's, and the next read or write reports it). Only after a
+    // read that delivered nothing, which is the case of a KeyUpdate sent
+    // alone: most reads bring data, and skip the call. A reply held
+    // after data goes with our next record, which is all TLS 1.3 asks,
+    // and a line is mostly answered soon (a chat line by its echo).
+    if !delivered {
+        let _ = conn.writer().write(&[]);
+    }
     Ok(Received::Data {
         wants_write: !queued_before && conn.wants_write(),
     })
@@ -418,10 +428,14 @@ impl WriteHalf {
     ///
     /// The peer can still send: its last lines and its own close_notify
     /// arrive at the reading half as usual.
+    ///
+    /// After TLS failed, no close_notify: it would tell the peer that all
+    /// went well. What rustls queued instead, an alert if it raised one,
+    /// goes as it is.
     pub fn close(&mut self) -> io::Result<()> {
         let records = {
             let mut conn = lock(&self.conn);
-            conn.send_close_notify();
+            close_unless_failed(&mut conn);
             encrypt(&mut conn, &[])?
         };
         (&*self.socket).write_all(&records)?;
@@ -450,27 +464,11 @@ impl WriteHalf {
     pub fn offer(&mut self, plaintext: &[IoSlice<'_>], full: bool) -> io::Result<Offered> {
         let mut conn = lock(&self.conn);
         let mut sent = 0;
-        if full {
-            sent += send_without_waiting(&mut conn, &self.socket)?;
-        }
-        let mut taken = 0;
-        if !conn.wants_write() || !full {
-            if !plaintext.is_empty() {
-                match conn.writer().write_vectored(plaintext) {
-                    Ok(n) => taken = n,
-                    Err(err) => {
-                        // rustls refuses data after a fatal error, but has
-                        // queued an alert saying what it was: send that.
-                        let _ = send_without_waiting(&mut conn, &self.socket);
-                        return Err(err);
-                    }
-                }
-            }
-            sent += send_without_waiting(&mut conn, &self.socket)?;
-        }
+        // What went before an error counts too.
+        let taken = offer_locked(&mut conn, &self.socket, plaintext, full, &mut sent);
         self.sent += sent as u64;
         Ok(Offered {
-            taken,
+            taken: taken?,
             sent,
             blocked: conn.wants_write(),
         })
@@ -480,18 +478,12 @@ impl WriteHalf {
     /// [`offer`](WriteHalf::offer) does; `blocked` means it is still inside
     /// rustls, and `offer(&[], true)` sends the rest.
     ///
-    /// After TLS failed (a record that did not decrypt, an alert rustls
-    /// raised), no close_notify: it would tell the peer that all went well.
-    /// What rustls queued instead, the alert saying what failed if it
+    /// After TLS failed (a record that did not decrypt, a message rustls
+    /// refused), no close_notify: it would tell the peer that all went
+    /// well. What rustls queued instead, the alert saying what failed if it
     /// raised one, goes as it is.
     pub fn offer_close(&mut self) -> io::Result<Offered> {
-        {
-            let mut conn = lock(&self.conn);
-            // rustls answers even an empty write with its earlier failure.
-            if conn.writer().write(&[]).is_ok() {
-                conn.send_close_notify();
-            }
-        }
+        close_unless_failed(&mut lock(&self.conn));
         self.offer(&[], false)
     }
 
@@ -512,6 +504,18 @@ impl WriteHalf {
     }
 }
 
+/// Queues close_notify, unless TLS has failed (a record that did not
+/// decrypt, a message rustls refused): close_notify would tell the peer
+/// that all went well. rustls itself refuses it only after a failure for
+/// which it raised an alert; some failures raise none (a TLS 1.3 record
+/// whose inner content type is zero), and rustls would then send it.
+fn close_unless_failed(conn: &mut Connection) {
+    // rustls answers even an empty write with its earlier failure.
+    if conn.writer().write(&[]).is_ok() {
+        conn.send_close_notify();
+    }
+}
+
 /// What one [`WriteHalf::offer`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offered {
@@ -524,19 +528,53 @@ pub struct Offered {
     pub blocked: bool,
 }
 
+/// [`WriteHalf::offer`] under the lock: returns the plaintext bytes taken,
+/// and adds the TLS bytes the kernel took to `sent`, error or not.
+fn offer_locked(
+    conn: &mut Connection,
+    socket: &TcpStream,
+    plaintext: &[IoSlice<'_>],
+    full: bool,
+    sent: &mut usize,
+) -> io::Result<usize> {
+    if full {
+        send_without_waiting(conn, socket, sent)?;
+    }
+    let mut taken = 0;
+    if !conn.wants_write() || !full {
+        if !plaintext.is_empty() {
+            match conn.writer().write_vectored(plaintext) {
+                Ok(n) => taken = n,
+                Err(err) => {
+                    // rustls refuses data after a fatal error, but has
+                    // queued an alert saying what it was: send that. The
+                    // error to report is the one that ended TLS.
+                    let _ = send_without_waiting(conn, socket, sent);
+                    return Err(err);
+                }
+            }
+        }
+        send_without_waiting(conn, socket, sent)?;
+    }
+    Ok(taken)
+}
+
 /// Hands the kernel what rustls has encrypted, until it is all gone or the
-/// socket is full. Returns the bytes sent.
-fn send_without_waiting(conn: &mut Connection, socket: &TcpStream) -> io::Result<usize> {
-    let mut sent = 0;
+/// socket is full, adding the bytes the kernel took to `sent`.
+fn send_without_waiting(
+    conn: &mut Connection,
+    socket: &TcpStream,
+    sent: &mut usize,
+) -> io::Result<()> {
     while conn.wants_write() {
         match conn.write_tls(&mut NoWait(socket)) {
-            Ok(n) => sent += n,
+            Ok(n) => *sent += n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err),
         }
     }
-    Ok(sent)
+    Ok(())
 }
 
 /// Writes to a socket without waiting, whatever mode the socket is in.

@@ -71,11 +71,18 @@ fn stranger() -> rustls::pki_types::CertificateDer<'static> {
 }
 
 fn client(trusted: rustls::pki_types::CertificateDer<'static>) -> Connection {
+    client_with(client_config(trusted))
+}
+
+fn client_config(trusted: rustls::pki_types::CertificateDer<'static>) -> ClientConfig {
     let mut roots = RootCertStore::empty();
     roots.add(trusted).unwrap();
-    let config = ClientConfig::builder()
+    ClientConfig::builder()
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth()
+}
+
+fn client_with(config: ClientConfig) -> Connection {
     let name = ServerName::try_from("localhost").unwrap();
     Connection::Client(ClientConnection::new(Arc::new(config), name).unwrap())
 }
@@ -303,6 +310,109 @@ fn a_key_update_request_is_answered_at_once() {
     // reads it, and both go on with new keys.
     writer.send(b"after\n").unwrap();
     assert_eq!(client_reads(&mut client, &near, 6), b"after\n");
+}
+
+#[test]
+fn close_after_a_failure_without_an_alert_sends_no_close_notify() {
+    let pki = pki();
+    let (near, far) = tcp_pair();
+    let server = handshake_in_thread(server(&pki), far, PATIENCE);
+    let mut config = client_config(pki.ca.clone());
+    config.enable_secret_extraction = true;
+    let mut client = client_with(config);
+    handshake(&mut client, &near, PATIENCE).unwrap();
+    let (result, server, far) = server.recv_timeout(PATIENCE).unwrap();
+    result.unwrap();
+    far.set_read_timeout(Some(PATIENCE)).unwrap();
+    near.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (mut reader, mut writer) = split(server, Arc::new(far));
+    // The session ticket the handshake queued leaves with a first line,
+    // read before the client gives up its keys.
+    writer.send(b"hello\n").unwrap();
+    assert_eq!(client_reads(&mut client, &near, 6), b"hello\n");
+
+    (&near).write_all(&typeless_record(client)).unwrap();
+    let failed = reader.receive(&mut |_| panic!("plaintext from a record with no type"));
+    assert!(failed.is_err(), "{failed:?}");
+    writer.close().unwrap();
+    let mut after = Vec::new();
+    (&near).read_to_end(&mut after).unwrap();
+    assert!(
+        after.is_empty(),
+        "{} bytes after the failure, where none should be",
+        after.len()
+    );
+}
+
+#[test]
+fn the_alert_sent_when_an_offer_fails_is_counted() {
+    let pki = pki();
+    let (near, far) = tcp_pair();
+    let server = handshake_in_thread(server(&pki), far, PATIENCE);
+    let mut client = client(pki.ca.clone());
+    handshake(&mut client, &near, PATIENCE).unwrap();
+    let (result, server, far) = server.recv_timeout(PATIENCE).unwrap();
+    result.unwrap();
+    far.set_read_timeout(Some(PATIENCE)).unwrap();
+    near.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (mut reader, mut writer) = split(server, Arc::new(far));
+    writer.send(b"hello\n").unwrap();
+    assert_eq!(client_reads(&mut client, &near, 6), b"hello\n");
+    let before = writer.bytes_sent();
+
+    // A record that does not decrypt: rustls queues its alert.
+    let mut bad = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    bad.resize(5 + 0x40, 0xa5);
+    (&near).write_all(&bad).unwrap();
+    assert!(reader.receive(&mut |_| {}).is_err());
+    // The offer fails, and sends the alert on its way out.
+    let offered = writer.offer(&[IoSlice::new(b"too late\n")], false);
+    assert!(offered.is_err(), "{offered:?}");
+    let mut read = 0;
+    let alert = loop {
+        read += client.read_tls(&mut &near).unwrap();
+        match client.process_new_packets() {
+            Ok(_) => continue,
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(
+        alert,
+        rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)
+    );
+    assert_eq!(writer.bytes_sent() - before, read as u64);
+}
+
+/// A TLS 1.3 record whose inner plaintext is all zeros (no content type),
+/// sealed with the client's traffic key by rustls' own AEAD: the last thing
+/// `conn` sends. rustls fails on it without an alert
+/// (`IllegalTlsInnerPlaintext`), and would then still send close_notify.
+fn typeless_record(conn: Connection) -> Vec<u8> {
+    use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
+    use rustls::{ConnectionTrafficSecrets as Secrets, ContentType, SupportedCipherSuite};
+    let Some(SupportedCipherSuite::Tls13(suite)) = conn.negotiated_cipher_suite() else {
+        panic!("not TLS 1.3: {:?}", conn.negotiated_cipher_suite());
+    };
+    let (seq, secrets) = conn.dangerous_extract_secrets().unwrap().tx;
+    let (key, iv) = match secrets {
+        Secrets::Aes128Gcm { key, iv }
+        | Secrets::Aes256Gcm { key, iv }
+        | Secrets::Chacha20Poly1305 { key, iv } => (key, iv),
+        _ => panic!("a cipher this test does not know"),
+    };
+    let zeros = [0u8; 16];
+    let inner = OutboundPlainMessage {
+        // Sealed after the zeros as the inner content type: one more zero.
+        typ: ContentType::from(0),
+        version: rustls::ProtocolVersion::TLSv1_2,
+        payload: OutboundChunks::Single(&zeros),
+    };
+    suite
+        .aead_alg
+        .encrypter(key, iv)
+        .encrypt(inner, seq)
+        .unwrap()
+        .encode()
 }
 
 /// Reads `want` bytes of plaintext on an unsplit connection.

@@ -257,9 +257,6 @@ impl Reader {
     /// The connection ended: the hub hears why (the shard's reason, if it
     /// cut it), and the shard lets it go.
     fn leave(mut self, mut reason: String) {
-        self.tracker
-            .bytes_in
-            .store(self.lines.bytes_received(), Ordering::Relaxed);
         let mut public = None;
         if let Some(cut) = self.fate.cut_reason() {
             reason = cut.to_string();
@@ -278,6 +275,10 @@ impl Reader {
         // After a TLS failure the shard sends the alert and lingers: until
         // the peer hangs up, what it still sends is read and dropped.
         self.lines.discard_if_failed();
+        // Counted after the discard, so what was read and dropped counts.
+        self.tracker
+            .bytes_in
+            .store(self.lines.bytes_received(), Ordering::Relaxed);
         self.shard.send(Work::ReaderDone(self.slot));
     }
 

@@ -211,7 +211,8 @@ impl Worker {
                 continue;
             }
             // A blocked client is sent to when its socket has room.
-            if !client.progress.is_blocked() && client.enlist() {
+            if !client.dirty && !client.progress.is_blocked() {
+                client.dirty = true;
                 self.dirty.push(slot);
             }
             let pending = client.backlog.push(&line);

@@ -314,16 +314,23 @@ impl<E: Elsewhere> Hub<E> {
             chat.heard(line.room, &line.line, &line.keep);
         }
         let room = line.room;
+        // Nobody here in the room (a new room's first notice, a linked line
+        // after the last member here left): no charge for a line nobody gets.
+        let mut shards = self.routing.shards_of(room, line.except).peekable();
+        if shards.peek().is_none() {
+            return;
+        }
         let text = Outgoing::new(line.line, &self.budget);
-        for (shard, except) in self.routing.shards_of(room, line.except) {
+        for (shard, except) in shards {
             let line = text.clone();
             let to = To::Room { room, except };
             self.dispatch.push(shard, Work::Deliver { line, to });
         }
     }
 
-    /// Every event but a line: a client ready or gone, a flood, news from
-    /// the other servers.
+    /// Every event but a line (`handle` takes those) and the shutdown
+    /// (`run` stops there): a client ready or gone, a flood, news from the
+    /// other servers.
     fn not_a_line(&mut self, event: Event, out: &mut Vec<Output>) {
         match event {
             Event::Ready {
@@ -336,8 +343,6 @@ impl<E: Elsewhere> Hub<E> {
                 self.routing.add(id, address, seat);
                 self.rules.join(id, peer, certificate, out);
             }
-            // `handle` takes lines itself; one given here is the same.
-            Event::Frame { id, frame } => self.rules.line(id, frame, out),
             Event::Throttled { id } => self.rules.throttled(id, out),
             Event::Gone { id, reason, public } => {
                 self.rules.left(id, public, &reason, out);
@@ -346,26 +351,35 @@ impl<E: Elsewhere> Hub<E> {
                 out.push(Output::Close { id });
             }
             Event::Elsewhere(arrival) => self.arrived(arrival, out),
-            // Handled by `run`; harmless if it ever arrives here.
-            Event::Shutdown => {}
+            Event::Frame { .. } | Event::Shutdown => {
+                unreachable!("`handle` takes the lines, and `run` stops at a shutdown")
+            }
         }
     }
 
     /// Does what the other servers' news calls for: the chat takes it,
-    /// but for the questions to answer.
+    /// but for a room line come back, shown here, and the questions to
+    /// answer.
     fn arrived(&mut self, arrival: Arrival, out: &mut Vec<Output>) {
         let told = self.elsewhere.arrived(arrival);
         let Some(chat) = self.rules.chat() else {
             return;
         };
-        if let Told::Question { asker, query } = told {
-            let answer = chat.local_answer(&query);
-            return self.elsewhere.answer(&asker, &answer);
-        }
-        let then = chat.told(told, out);
-        self.deliver(out);
-        for line in then {
-            self.show_here(line);
+        match told {
+            // Every room line of a linked server comes back this way: shown
+            // at once, with nothing for the chat to decide.
+            Told::Line(line) => self.show_here(line),
+            Told::Question { asker, query } => {
+                let answer = chat.local_answer(&query);
+                self.elsewhere.answer(&asker, &answer);
+            }
+            told => {
+                let then = chat.told(told, out);
+                self.deliver(out);
+                for line in then {
+                    self.show_here(line);
+                }
+            }
         }
     }
 

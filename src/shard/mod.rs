@@ -199,7 +199,9 @@ impl Shard {
 
     /// Adds one piece of work.
     pub fn send(&self, work: Work) {
-        self.send_all(&mut vec![work]);
+        let mut inbox = self.lock();
+        inbox.work.push(work);
+        self.wake_after(inbox);
     }
 
     /// Adds a batch of work, leaving `batch` empty: the hub's way, once per
@@ -211,9 +213,13 @@ impl Shard {
         }
         let mut inbox = self.lock();
         inbox.work.append(batch);
+        self.wake_after(inbox);
+    }
+
+    /// Wakes the shard if it sleeps, after the lock is released: a thread
+    /// woken while the lock is held would only wait for it.
+    fn wake_after(&self, mut inbox: MutexGuard<'_, Inbox>) {
         let asleep = std::mem::take(&mut inbox.asleep);
-        // Woken after the lock is released: a thread woken while it is
-        // held would only wait for it.
         drop(inbox);
         if asleep {
             // Fails only if the eventfd cannot be written, which leaves the

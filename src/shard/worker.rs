@@ -46,6 +46,8 @@ struct Client {
     progress: Progress,
     /// In `Worker::watch`.
     watched: bool,
+    /// In `Worker::dirty`: set when put there, cleared when flushed.
+    dirty: bool,
     /// Its room, and its place in the room's list.
     room: Option<(RoomId, usize)>,
     phase: Phase,
@@ -67,6 +69,12 @@ impl Client {
                 policy.deadline(&self.progress, self.backlog.oldest_born())
             }
         }
+    }
+
+    /// Marks the client for the dirty list: true if it was not on it, and
+    /// is to be put there.
+    fn enlist(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
     }
 }
 
@@ -100,9 +108,9 @@ pub(super) struct Worker {
     clients: Clients,
     /// Who of this shard's clients is in each room.
     rooms: HashMap<RoomId, Vec<Slot>>,
-    /// Clients to send to at the end of the round. One that is not blocked
-    /// and has lines waiting is here until sent to: the line that found its
-    /// backlog empty put it here.
+    /// Clients to send to at the end of the round, each once (its `dirty`
+    /// bit): however many lines or flushes a round brings, one send. One
+    /// that is not blocked and has lines waiting is here until sent to.
     dirty: Vec<Slot>,
     /// The round's charges and refunds for references and sealed bytes,
     /// applied to the budget at its end: one change to the shared count
@@ -176,7 +184,7 @@ impl Worker {
             Work::Deliver { line, to } => self.deliver(line, to),
             Work::Enter(slot, room) => self.enter(slot, room),
             Work::Close(slot) => self.close(slot),
-            Work::Flush(slot) => self.dirty.push(slot),
+            Work::Flush(slot) => self.mark_dirty(slot),
             Work::ReaderDone(slot) => self.reader_done(slot),
             Work::Shutdown => self.shut_down(),
         }
@@ -203,7 +211,8 @@ impl Worker {
                 continue;
             }
             // A blocked client is sent to when its socket has room.
-            if client.backlog.is_empty() && !client.progress.is_blocked() {
+            if !client.dirty && !client.progress.is_blocked() {
+                client.dirty = true;
                 self.dirty.push(slot);
             }
             let pending = client.backlog.push(&line);
@@ -215,6 +224,13 @@ impl Worker {
         // Cut once the line reached everyone: a cut changes the room's list.
         for (slot, why) in over_cap {
             self.cut(slot, Cut::TooSlow(why));
+        }
+    }
+
+    /// Puts a client on the dirty list, unless it is there already.
+    fn mark_dirty(&mut self, slot: Slot) {
+        if self.clients.get(slot).is_some_and(Client::enlist) {
+            self.dirty.push(slot);
         }
     }
 
@@ -236,6 +252,7 @@ impl Worker {
         let Some(client) = self.clients.get(slot) else {
             return;
         };
+        client.dirty = false;
         if matches!(client.phase, Phase::Lingering { .. } | Phase::Dead) {
             return;
         }
@@ -308,7 +325,7 @@ impl Worker {
                 .get(slot)
                 .is_some_and(|c| c.progress.is_blocked())
             {
-                self.dirty.push(slot);
+                self.mark_dirty(slot);
             }
         }
     }
@@ -342,6 +359,7 @@ impl Worker {
             backlog: Backlog::default(),
             progress: Progress::new(Instant::now()),
             watched: false,
+            dirty: false,
             room: None,
             phase: Phase::Open,
             closed_by_hub: false,
@@ -490,7 +508,7 @@ impl Worker {
         };
         if client.phase == Phase::Open {
             client.phase = Phase::Closing { notified: false };
-            if !client.progress.is_blocked() {
+            if !client.progress.is_blocked() && client.enlist() {
                 self.dirty.push(slot);
             }
         }

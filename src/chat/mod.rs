@@ -252,6 +252,9 @@ pub struct Chat {
     history_total: usize,
     /// When each address (an IPv6 /64: [`Block`]) last made new rooms.
     rooms_made: HashMap<Block, RoomsMade>,
+    /// How many addresses `rooms_made` may hold before the windows that
+    /// emptied are looked for again.
+    rooms_made_limit: usize,
     /// By [`Room::key`]; sorted, so `/rooms` comes out in order.
     room_names: BTreeMap<String, RoomId>,
     next_room: u64,
@@ -285,6 +288,7 @@ impl Chat {
             rooms: HashMap::new(),
             history_total: 0,
             rooms_made: HashMap::new(),
+            rooms_made_limit: ROOMS_MADE_LOOK,
             room_names: BTreeMap::new(),
             next_room: 0,
             guest_prefix: "guest".to_owned(),
@@ -531,6 +535,7 @@ impl Chat {
         self.sessions.clear();
         self.people.clear();
         self.rooms.clear();
+        self.history_total = 0;
         self.room_names.clear();
     }
 
@@ -633,7 +638,7 @@ mod commands;
 mod others;
 mod rooms;
 
-use rooms::{History, RoomsMade};
+use rooms::{History, RoomsMade, ROOMS_MADE_LOOK};
 
 #[cfg(test)]
 mod tests;

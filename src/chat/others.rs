@@ -466,6 +466,7 @@ impl Chat {
         self.history_total += state.history.bytes();
         state.topic = topic;
         state.known = true;
+        self.keep_history_under_cap();
         let state = &self.rooms[&room];
         for key in &state.members {
             let Some(person) = self.people.get(key) else {

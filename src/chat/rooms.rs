@@ -134,9 +134,12 @@ impl Chat {
             return false;
         };
         let now = Instant::now();
-        if self.rooms_made.len() > 4096 {
-            // Windows that emptied are forgotten now and then.
+        if self.rooms_made.len() > self.rooms_made_limit {
+            // Windows that emptied are forgotten now and then: when the
+            // map has doubled since the last look, so that many addresses
+            // at once cost each room made no more than a few steps.
             self.rooms_made.retain(|_, made| !made.is_empty_at(now));
+            self.rooms_made_limit = (2 * self.rooms_made.len()).max(ROOMS_MADE_LOOK);
         }
         let block = Block::of(session.peer.ip());
         let max = self.settings.rooms_per_minute;
@@ -316,6 +319,10 @@ impl Chat {
             .map_or("?", |state| state.name.as_str())
     }
 }
+
+/// How many addresses' windows of rooms made are kept before the empty
+/// ones are first looked for.
+pub(super) const ROOMS_MADE_LOOK: usize = 4096;
 
 /// When the people of one address made their last new rooms, as many as
 /// they may make in a minute: a window that slides with time, given by the

@@ -11,6 +11,7 @@ use std::thread;
 
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+use secure_chat_test_support::typeless_record;
 
 /// The longest any wait of these tests may take.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -283,22 +284,28 @@ fn a_peer_that_hangs_up_or_is_not_tls_is_named() {
 
 /// A client's KeyUpdate that asks for the server's is answered at once,
 /// not with the server's next line (which in a quiet room may never come).
-#[test]
-fn a_key_update_request_is_answered_at_once() {
-    let pki = pki();
+/// `client` and a server of `pki` over loopback TCP, the handshake done,
+/// the server's side split in two, and, as the real server does, a greeting
+/// sent and read (the session ticket the handshake queued goes with it).
+/// Reads give up after [`PATIENCE`].
+fn greeted(pki: &Pki, mut client: Connection) -> (Connection, TcpStream, ReadHalf, WriteHalf) {
     let (near, far) = tcp_pair();
-    let server = handshake_in_thread(server(&pki), far, PATIENCE);
-    let mut client = client(pki.ca.clone());
+    let server = handshake_in_thread(server(pki), far, PATIENCE);
     handshake(&mut client, &near, PATIENCE).unwrap();
     let (result, server, far) = server.recv_timeout(PATIENCE).unwrap();
     result.unwrap();
     far.set_read_timeout(Some(PATIENCE)).unwrap();
-    let (mut reader, mut writer) = split(server, Arc::new(far));
     near.set_read_timeout(Some(PATIENCE)).unwrap();
-    // As the real server does, a greeting first: the session ticket the
-    // handshake queued goes with it.
+    let (reader, mut writer) = split(server, Arc::new(far));
     writer.send(b"hello\n").unwrap();
     assert_eq!(client_reads(&mut client, &near, 6), b"hello\n");
+    (client, near, reader, writer)
+}
+
+#[test]
+fn a_key_update_request_is_answered_at_once() {
+    let pki = pki();
+    let (mut client, near, mut reader, mut writer) = greeted(&pki, client(pki.ca.clone()));
 
     client.refresh_traffic_keys().unwrap();
     while client.wants_write() {
@@ -315,21 +322,10 @@ fn a_key_update_request_is_answered_at_once() {
 #[test]
 fn close_after_a_failure_without_an_alert_sends_no_close_notify() {
     let pki = pki();
-    let (near, far) = tcp_pair();
-    let server = handshake_in_thread(server(&pki), far, PATIENCE);
     let mut config = client_config(pki.ca.clone());
     config.enable_secret_extraction = true;
-    let mut client = client_with(config);
-    handshake(&mut client, &near, PATIENCE).unwrap();
-    let (result, server, far) = server.recv_timeout(PATIENCE).unwrap();
-    result.unwrap();
-    far.set_read_timeout(Some(PATIENCE)).unwrap();
-    near.set_read_timeout(Some(PATIENCE)).unwrap();
-    let (mut reader, mut writer) = split(server, Arc::new(far));
-    // The session ticket the handshake queued leaves with a first line,
-    // read before the client gives up its keys.
-    writer.send(b"hello\n").unwrap();
-    assert_eq!(client_reads(&mut client, &near, 6), b"hello\n");
+    // The greeting is read before the client gives up its keys.
+    let (client, near, mut reader, mut writer) = greeted(&pki, client_with(config));
 
     (&near).write_all(&typeless_record(client)).unwrap();
     let failed = reader.receive(&mut |_| panic!("plaintext from a record with no type"));
@@ -347,17 +343,7 @@ fn close_after_a_failure_without_an_alert_sends_no_close_notify() {
 #[test]
 fn the_alert_sent_when_an_offer_fails_is_counted() {
     let pki = pki();
-    let (near, far) = tcp_pair();
-    let server = handshake_in_thread(server(&pki), far, PATIENCE);
-    let mut client = client(pki.ca.clone());
-    handshake(&mut client, &near, PATIENCE).unwrap();
-    let (result, server, far) = server.recv_timeout(PATIENCE).unwrap();
-    result.unwrap();
-    far.set_read_timeout(Some(PATIENCE)).unwrap();
-    near.set_read_timeout(Some(PATIENCE)).unwrap();
-    let (mut reader, mut writer) = split(server, Arc::new(far));
-    writer.send(b"hello\n").unwrap();
-    assert_eq!(client_reads(&mut client, &near, 6), b"hello\n");
+    let (mut client, near, mut reader, mut writer) = greeted(&pki, client(pki.ca.clone()));
     let before = writer.bytes_sent();
 
     // A record that does not decrypt: rustls queues its alert.
@@ -381,38 +367,6 @@ fn the_alert_sent_when_an_offer_fails_is_counted() {
         rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)
     );
     assert_eq!(writer.bytes_sent() - before, read as u64);
-}
-
-/// A TLS 1.3 record whose inner plaintext is all zeros (no content type),
-/// sealed with the client's traffic key by rustls' own AEAD: the last thing
-/// `conn` sends. rustls fails on it without an alert
-/// (`IllegalTlsInnerPlaintext`), and would then still send close_notify.
-fn typeless_record(conn: Connection) -> Vec<u8> {
-    use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
-    use rustls::{ConnectionTrafficSecrets as Secrets, ContentType, SupportedCipherSuite};
-    let Some(SupportedCipherSuite::Tls13(suite)) = conn.negotiated_cipher_suite() else {
-        panic!("not TLS 1.3: {:?}", conn.negotiated_cipher_suite());
-    };
-    let (seq, secrets) = conn.dangerous_extract_secrets().unwrap().tx;
-    let (key, iv) = match secrets {
-        Secrets::Aes128Gcm { key, iv }
-        | Secrets::Aes256Gcm { key, iv }
-        | Secrets::Chacha20Poly1305 { key, iv } => (key, iv),
-        _ => panic!("a cipher this test does not know"),
-    };
-    let zeros = [0u8; 16];
-    let inner = OutboundPlainMessage {
-        // Sealed after the zeros as the inner content type: one more zero.
-        typ: ContentType::from(0),
-        version: rustls::ProtocolVersion::TLSv1_2,
-        payload: OutboundChunks::Single(&zeros),
-    };
-    suite
-        .aead_alg
-        .encrypter(key, iv)
-        .encrypt(inner, seq)
-        .unwrap()
-        .encode()
 }
 
 /// Reads `want` bytes of plaintext on an unsplit connection.

@@ -647,11 +647,11 @@ impl Elsewhere for Linked {
         // Emptied in this same event, the room may still hold lines that
         // wait for its past: they wait for the new join's instead (and
         // stay counted in `held_back` until then).
+        // A room number is never given twice, so a room entered again is
+        // the same room, under the same key.
         let carried = match self.rooms.remove(&room) {
             Some(earlier) => {
-                if earlier.key != key {
-                    self.by_key.remove(&earlier.key);
-                }
+                debug_assert_eq!(earlier.key, key);
                 earlier.waiting.unwrap_or_default()
             }
             None => Vec::new(),

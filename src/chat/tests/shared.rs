@@ -438,3 +438,42 @@ fn whois_and_msg_find_people_wherever_they_are() {
         &["error /msg needs a name and a message: /msg NAME TEXT"],
     );
 }
+
+/// The past of rooms that arrives from the other servers counts in the
+/// history's cap as lines heard here do.
+#[test]
+fn the_past_of_linked_rooms_counts_in_the_history_cap() {
+    let settings = ChatSettings {
+        history: 50,
+        history_bytes: 20_000,
+        ..SETTINGS
+    };
+    let mut h = Harness {
+        chat: Chat::shared(settings, "guest7-".to_owned()),
+        ..Harness::new(settings)
+    };
+    let long: Arc<str> = Arc::from(format!("chat someone {}\n", "y".repeat(100)));
+    for n in 0..20u64 {
+        let id = h.join(10 + n);
+        h.send(id, &format!("/join #past{n}"));
+        let room = h.chat.room_named(&format!("#past{n}")).unwrap();
+        h.by_others(|chat, out| {
+            let told = Told::Recent {
+                room,
+                lines: vec![Arc::clone(&long); 20],
+                topic: None,
+                then: Vec::new(),
+            };
+            chat.told(told, out);
+        });
+        let total = h.chat.history_total;
+        assert!(total <= 20_000, "{total} bytes after room {n}");
+    }
+    let kept: usize = h
+        .chat
+        .rooms
+        .values()
+        .map(|state| state.history.bytes())
+        .sum();
+    assert_eq!(kept, h.chat.history_total);
+}

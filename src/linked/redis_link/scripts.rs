@@ -155,8 +155,21 @@ mod tests {
 
     /// Words of commands and options newer than [`OLDEST_REDIS`], as a
     /// script would spell them.
-    const NEWER: [&str; 10] = [
-        "MINID", "KEEPTTL", "GETDEL", "GETEX", "LPOS", "'LIMIT'", "'GT'", "'LT'", "'('", "'='",
+    const NEWER: [&str; 14] = [
+        "MINID",
+        "KEEPTTL",
+        "NOMKSTREAM",
+        "GETDEL",
+        "GETEX",
+        "LPOS",
+        "EXPIRETIME",
+        "'NX'",
+        "'XX'",
+        "'LIMIT'",
+        "'GT'",
+        "'LT'",
+        "'('",
+        "'='",
     ];
 
     #[test]

@@ -295,3 +295,37 @@ pub fn half_client_hello(ca: &Path) -> Vec<u8> {
     hello.truncate(hello.len() / 2);
     hello
 }
+
+/// A TLS 1.3 record that decrypts, but whose inner plaintext is all zeros,
+/// so it has no content type, sealed with the client's traffic key by
+/// rustls' own AEAD (nonce and additional data as any record's): the last
+/// thing `conn` sends. rustls fails a connection on it without raising an
+/// alert (`IllegalTlsInnerPlaintext`), so nothing in rustls keeps a
+/// close_notify from following the failure: only the application's check.
+pub fn typeless_record(conn: Connection) -> Vec<u8> {
+    use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
+    use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion, SupportedCipherSuite};
+    let Some(SupportedCipherSuite::Tls13(suite)) = conn.negotiated_cipher_suite() else {
+        panic!("not TLS 1.3: {:?}", conn.negotiated_cipher_suite());
+    };
+    let (seq, secrets) = conn.dangerous_extract_secrets().unwrap().tx;
+    let (key, iv) = match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+        _ => panic!("a cipher this test does not know"),
+    };
+    let zeros = [0u8; 16];
+    let inner = OutboundPlainMessage {
+        // Sealed after the zeros as the inner content type: one more zero.
+        typ: ContentType::from(0),
+        version: ProtocolVersion::TLSv1_2,
+        payload: OutboundChunks::Single(&zeros),
+    };
+    suite
+        .aead_alg
+        .encrypter(key, iv)
+        .encrypt(inner, seq)
+        .unwrap()
+        .encode()
+}

@@ -1,0 +1,277 @@
+//! What the link keeps in Redis is bounded: a room's keys lapse once it is
+//! empty and quiet, its history is capped in bytes, a node number nothing
+//! made is refused, and names held and let go go to Redis in batches.
+
+use super::*;
+
+/// The keys a room leaves in Redis, by the names the link gives them.
+fn room_keys(room: &str) -> Vec<String> {
+    ["seq", "history", "senders", "topic", "size"]
+        .iter()
+        .map(|part| format!("room:{{{room}}}:{part}"))
+        .collect()
+}
+
+/// How long `key` has left, in ms: -1 if it never expires, -2 if it is gone.
+fn pttl(connection: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(connection).expect("PTTL")
+}
+
+/// A room's keys live as long as a node has members in it, however quiet,
+/// and lapse once nobody is in it nor speaks there for the room expiry:
+/// a guest cannot fill Redis for ever with rooms made and left.
+///
+/// The node renews every third of the expiry. The test does not bet on
+/// when: it watches the keys' time left go back up, twice, and checks at
+/// every look that none lapsed; the expiry leaves seconds of slack for a
+/// busy machine.
+#[test]
+fn a_rooms_keys_lapse_once_it_is_empty_and_quiet() {
+    const EXPIRY: Duration = Duration::from_secs(6);
+    let redis = Redis::start(&[]);
+    let settings = LinkSettings {
+        room_ttl: EXPIRY,
+        ..quick_link()
+    };
+    let (a, a_in) = start(&redis, "a", settings);
+    join(&a, &a_in, "new1");
+    a.publish_topic("new1", "topic set", "made by a guest")
+        .expect("topic");
+    publish(&a, "new1", "hello");
+    collect(&a_in, |seen| line_count(seen) == 2);
+    let mut raw = redis.connection(&redis.url());
+    let most = i64::try_from(EXPIRY.as_millis()).expect("ms");
+    for key in room_keys("new1") {
+        let left = pttl(&mut raw, &key);
+        assert!((1..=most).contains(&left), "{key}: {left} ms left");
+    }
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec(&mut raw)
+        .expect("CONFIG RESETSTAT");
+    // Quiet, with a member: the node renews the keys, and none lapses.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut renewals = 0;
+    let mut last = pttl(&mut raw, "room:{new1}:seq");
+    while renewals < 2 {
+        for key in room_keys("new1") {
+            assert!(
+                pttl(&mut raw, &key) > 0,
+                "{key} lapsed while a node was in it"
+            );
+        }
+        let left = pttl(&mut raw, "room:{new1}:seq");
+        if left > last {
+            renewals += 1;
+        }
+        last = left;
+        assert!(Instant::now() < deadline, "renewed {renewals} times");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Renewed with the script Redis keeps, not sent whole each time.
+    assert_eq!(calls_of(&mut raw, "eval"), 0, "EVAL with the whole script");
+    assert!(calls_of(&mut raw, "evalsha") >= 2, "no renewal by EVALSHA");
+    a.leave_room("new1");
+    redis.wait_subscribed("new1", 0);
+    for key in room_keys("new1") {
+        while pttl(&mut raw, &key) != -2 {
+            assert!(Instant::now() < deadline, "{key} still there");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Said again later, the room starts over, from 1.
+    join(&a, &a_in, "new1");
+    publish(&a, "new1", "again");
+    let seen = collect(&a_in, |seen| line_count(seen) == 1);
+    assert_eq!(lines(&seen), vec![(1, "again".to_owned())]);
+}
+
+/// A room whose keys lapsed while a node was in it (renewals that could
+/// not reach Redis in time) numbers its lines from 1 again: the node
+/// takes that for a new numbering, not for lines it had already.
+#[test]
+fn a_room_whose_keys_lapsed_starts_over_from_1() {
+    let redis = Redis::start(&[]);
+    let (a, a_in) = start(&redis, "a", quick_link());
+    join(&a, &a_in, "lapsed");
+    for n in 1..=3 {
+        publish(&a, "lapsed", &format!("before {n}"));
+    }
+    collect(&a_in, |seen| line_count(seen) == 3);
+    let mut raw = redis.connection(&redis.url());
+    redis::cmd("DEL")
+        .arg(room_keys("lapsed"))
+        .exec(&mut raw)
+        .expect("DEL");
+    publish(&a, "lapsed", "after 1");
+    publish(&a, "lapsed", "after 2");
+    let seen = collect(&a_in, |seen| line_count(seen) == 2);
+    assert_eq!(
+        lines(&seen),
+        vec![(1, "after 1".to_owned()), (2, "after 2".to_owned())]
+    );
+}
+
+/// A room's history keeps at most so many bytes of lines, the newest.
+#[test]
+fn a_rooms_history_is_capped_in_bytes() {
+    const CAP: usize = 10_000;
+    const LINE: usize = 1_000;
+    let redis = Redis::start(&[]);
+    let settings = LinkSettings {
+        history_bytes: CAP,
+        recent: 1_000,
+        ..quick_link()
+    };
+    let (a, a_in) = start(&redis, "a", settings.clone());
+    join(&a, &a_in, "big");
+    for n in 0..100 {
+        publish(&a, "big", &format!("{n:04} {}", "x".repeat(LINE - 5)));
+    }
+    collect(&a_in, |seen| line_count(seen) == 100);
+    let mut raw = redis.connection(&redis.url());
+    let kept: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("room:{big}:history")
+        .arg("-")
+        .arg("+")
+        .query(&mut raw)
+        .expect("XRANGE");
+    let bytes: usize = kept.iter().map(|(_, fields)| fields["line"].len()).sum();
+    assert!(bytes <= CAP, "{bytes} bytes kept");
+    // Trimmed down to 15/16 of the cap when over it, so as many of the
+    // newest as fit, or one fewer.
+    assert!(
+        (CAP * 15 / 16 / LINE..=CAP / LINE).contains(&kept.len()),
+        "{} lines kept",
+        kept.len()
+    );
+    assert!(kept.last().expect("some kept").1["line"].starts_with("0099 "));
+    let size: usize = redis::cmd("GET")
+        .arg("room:{big}:size")
+        .query(&mut raw)
+        .expect("GET");
+    assert_eq!(size, bytes, "the count kept beside the history");
+    // The trim keeps the room's expiry on what it rewrote.
+    for key in room_keys("big") {
+        if key.ends_with(":topic") {
+            continue;
+        }
+        let left = pttl(&mut raw, &key);
+        assert!(left > 0, "{key}: {left} ms left after a trim");
+    }
+    // A newcomer is told what is kept.
+    let (b, b_in) = start(&redis, "b", settings);
+    match join(&b, &b_in, "big") {
+        Delivery::Recent { lines, .. } => {
+            assert_eq!(lines.len(), kept.len());
+            let first = format!("{:04} ", 100 - kept.len());
+            assert!(lines[0].starts_with(&first), "{}", &lines[0][..4]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A `chat:nodes` no chat server made (10^17 made the guest-name search
+/// loop for ever on the hub thread): refused at start, in one line.
+#[test]
+fn a_node_number_no_server_made_is_refused() {
+    let redis = Redis::start(&[]);
+    let mut raw = redis.connection(&redis.url());
+    redis::cmd("SET")
+        .arg("chat:nodes")
+        .arg("100000000000000000")
+        .exec(&mut raw)
+        .expect("SET");
+    match RedisLink::start(&redis.url(), "a", quick_link()) {
+        Err(error @ LinkError::NodeNumber { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("chat:nodes"), "{message}");
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("started with node number 10^17 + 1"),
+    }
+}
+
+/// The calls of Lua scripts Redis ran since its statistics were reset.
+fn script_calls(connection: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(connection)
+        .expect("INFO");
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_eval"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// How many times Redis ran `command` (lower case) since its statistics
+/// were reset.
+fn calls_of(connection: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(connection)
+        .expect("INFO");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Arrivals and departures faster than round trips to Redis: names held
+/// and let go are told Redis a batch per round trip, not one each, so
+/// churn cannot pile them up behind a slow Redis (nor hold back anything
+/// else the names thread does).
+#[test]
+fn names_held_and_let_go_go_to_redis_in_batches() {
+    const NAMES: usize = 5_000;
+    let redis = Redis::start(&[]);
+    let (a, _a_in) = start(&redis, "a", quick_link());
+    let mut raw = redis.connection(&redis.url());
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec(&mut raw)
+        .expect("CONFIG RESETSTAT");
+    for n in 0..NAMES {
+        a.hold_name(&format!("guest1-{n}"));
+    }
+    for n in 0..NAMES / 2 {
+        a.release_name(&format!("guest1-{n}"));
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("name:*")
+            .query(&mut raw)
+            .expect("KEYS");
+        // The second half held, the first let go (on the way there, the
+        // count can pass NAMES / 2 with other names).
+        let second_half = keys.iter().all(|key| {
+            let n: usize = key["name:{guest1-".len()..key.len() - 1]
+                .parse()
+                .expect("a number");
+            n >= NAMES / 2
+        });
+        if keys.len() == NAMES / 2 && second_half {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} names held", keys.len());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let calls = script_calls(&mut raw);
+    assert!(
+        calls <= (NAMES / 10) as u64,
+        "{calls} scripts for {} holds and releases",
+        NAMES + NAMES / 2
+    );
+    eprintln!(
+        "{calls} scripts for {} holds and releases",
+        NAMES + NAMES / 2
+    );
+}

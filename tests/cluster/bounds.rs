@@ -128,7 +128,13 @@ fn a_rooms_history_is_capped_in_bytes() {
     for n in 0..100 {
         publish(&a, "big", &format!("{n:04} {}", "x".repeat(LINE - 5)));
     }
-    collect(&a_in, |seen| line_count(seen) == 100);
+    // Until the last line is back: under load the first lines may reach
+    // this node as a gap, which a history this small cannot fill, and
+    // that is no matter here.
+    collect(&a_in, |seen| {
+        seen.iter()
+            .any(|delivery| matches!(delivery, Delivery::Line { seq: 100, .. }))
+    });
     let mut raw = redis.connection(&redis.url());
     let kept: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
         .arg("room:{big}:history")

@@ -222,75 +222,6 @@ pub struct Server {
 // panicking thread cannot leave it half changed, so `lock` takes a poisoned
 // one (see crate::sync).
 
-/// Every open connection, in any state: how many there are, in all and per
-/// address, and each one's socket, so that shutdown can cut them.
-#[derive(Debug, Default)]
-struct Connections {
-    open: AtomicUsize,
-    /// Counted only with `max_per_ip`.
-    per_ip: Mutex<HashMap<Block, usize>>,
-    /// Each one's socket, and whether it is in the chat yet.
-    sockets: Mutex<HashMap<ClientId, (Arc<TcpStream>, bool)>>,
-}
-
-impl Connections {
-    fn add(&self, id: ClientId, socket: Arc<TcpStream>) {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        lock(&self.sockets).insert(id, (socket, false));
-    }
-
-    /// From now on its shard, not shutdown's first sweep, closes it.
-    fn chatting(&self, id: ClientId) {
-        if let Some(entry) = lock(&self.sockets).get_mut(&id) {
-            entry.1 = true;
-        }
-    }
-
-    /// Counts a connection against its address (for IPv6, its /64: see
-    /// [`Block`]), unless that address has twice `max` already: its extra
-    /// members the hub refuses by name, but connections still in their
-    /// handshake are counted only here, so that one address cannot take
-    /// every handshake slot.
-    fn count_per_ip(&self, peer: SocketAddr, max: usize) -> bool {
-        let cap = max.max(1) * 2;
-        let mut counts = lock(&self.per_ip);
-        let count = counts.entry(Block::of(peer.ip())).or_default();
-        if *count >= cap {
-            log::debug!("{peer}: closed at once: {cap} connections from its address");
-            return false;
-        }
-        *count += 1;
-        true
-    }
-
-    /// Forgets a connection that closed; `per_ip` if it was counted
-    /// against its address.
-    fn remove(&self, id: ClientId, ip: IpAddr, per_ip: bool) {
-        lock(&self.sockets).remove(&id);
-        if per_ip {
-            let mut counts = lock(&self.per_ip);
-            let block = Block::of(ip);
-            if let Some(count) = counts.get_mut(&block) {
-                *count -= 1;
-                if *count == 0 {
-                    counts.remove(&block);
-                }
-            }
-        }
-        self.open.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Cuts the connections still in their handshake, or all of them.
-    fn cut(&self, all: bool) {
-        for (socket, chatting) in lock(&self.sockets).values() {
-            if all || !chatting {
-                // Fails only for a socket already disconnected.
-                let _ = socket.shutdown(Shutdown::Both);
-            }
-        }
-    }
-}
-
 /// Stops a running server from another thread (a signal handler, a test).
 #[derive(Debug, Clone)]
 pub struct Stopper {
@@ -337,7 +268,7 @@ pub struct Gauges {
 impl Gauges {
     /// Connections open right now: accepted and not yet fully closed.
     pub fn open_connections(&self) -> usize {
-        self.connections.open.load(Ordering::SeqCst)
+        self.connections.open()
     }
 }
 
@@ -568,7 +499,7 @@ impl Server {
     /// Whether a new connection fits under the caps on connections, in all
     /// and (with `--max-per-ip`) from its address; if so, it is counted.
     fn has_room(&self, peer: SocketAddr, cap: usize, alarms: &mut Alarms) -> bool {
-        if self.connections.open.load(Ordering::SeqCst) >= cap {
+        if self.connections.open() >= cap {
             alarms.too_many(cap);
             return false;
         }
@@ -814,7 +745,9 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
 }
 
 mod connection;
+mod connections;
 mod guarded;
 
 use connection::{Handshake, Tracker};
+use connections::Connections;
 use guarded::Guarded;

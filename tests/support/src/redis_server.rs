@@ -149,9 +149,18 @@ impl Redis {
 
     /// A plain connection, for what a test does to Redis behind the links.
     pub fn connection(&self, url: &str) -> redis::Connection {
-        redis::Client::open(url)
+        let mut connection = redis::Client::open(url)
             .and_then(|client| client.get_connection_with_timeout(TIMEOUT))
-            .expect("test connection")
+            .expect("test connection");
+        // With a password, a Redis still reading its append-only file
+        // answers the unauthenticated PING of `wait_until_it_answers` with
+        // `-NOAUTH`: logged in, wait here until it has read it.
+        let loaded = crate::wait_until(|| {
+            let ping: redis::RedisResult<String> = redis::cmd("PING").query(&mut connection);
+            !matches!(&ping, Err(err) if err.code() == Some("LOADING"))
+        });
+        assert!(loaded, "Redis still loading its data after {TIMEOUT:?}");
+        connection
     }
 }
 

@@ -151,10 +151,12 @@ fn drive_handshake(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<(), HandshakeError> {
-    let timed_out = |err: io::Error| match err.kind() {
-        // A socket timeout shows up as either, depending on the platform.
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeError::TimedOut(timeout),
-        _ => HandshakeError::Io(err),
+    let timed_out = |err: io::Error| {
+        if is_timeout(&err) {
+            HandshakeError::TimedOut(timeout)
+        } else {
+            HandshakeError::Io(err)
+        }
     };
     let server = matches!(conn, Connection::Server(_));
     loop {
@@ -175,11 +177,14 @@ fn drive_handshake(
             .set_read_timeout(Some(left))
             .map_err(HandshakeError::Io)?;
         // A signal that arrives while a read waits with a timeout ends the
-        // read early (Linux does not restart those): read again.
+        // read early (Linux does not restart those), and the kernel's timer
+        // may end it a little before the deadline: read again, and the
+        // deadline decides.
         match conn.read_tls(&mut &*socket) {
             Ok(0) => return Err(HandshakeError::Closed),
             Ok(_) => {}
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if is_timeout(&err) && remaining(deadline).is_some() => continue,
             Err(err) => return Err(timed_out(err)),
         }
         conn.process_new_packets().map_err(HandshakeError::Tls)?;
@@ -197,6 +202,15 @@ fn write_pending(conn: &mut Connection, socket: &TcpStream, deadline: Instant) -
         };
     }
     Ok(())
+}
+
+/// A socket timeout, which shows up as either kind, depending on the
+/// platform.
+fn is_timeout(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 fn remaining(deadline: Instant) -> Option<Duration> {

@@ -68,15 +68,15 @@ missing() {
 packages=$(missing)
 if [ -n "$packages" ]; then
   install="apt-get install -y --no-install-recommends $packages"
+  if ! on_path apt-get; then
+    echo "make $target needs programs from these Debian packages, and this" >&2
+    echo "machine has no apt-get: install their equivalents: $packages" >&2
+    exit 1
+  fi
   if [ "$(id -u)" != 0 ]; then
     echo "make $target needs the Debian packages: $packages" >&2
     echo "install them, then run make $target again:" >&2
     echo "  sudo apt-get update && sudo $install" >&2
-    exit 1
-  fi
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "make $target needs programs from these Debian packages, and this" >&2
-    echo "machine has no apt-get: install their equivalents: $packages" >&2
     exit 1
   fi
   echo "make $target: installing $packages (apt-get, as root)"

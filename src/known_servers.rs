@@ -348,7 +348,7 @@ impl KnownServers {
         }
         // Beside the path every client is given, which does not move when
         // the file a link points to comes into being.
-        let lock = private_file(&self.path.with_file_name("known_servers.lock"), false)
+        let lock = private_file(&self.path.with_file_name("known_servers.lock"))
             .and_then(|file| {
                 rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
                 Ok(file)
@@ -362,8 +362,19 @@ impl KnownServers {
         let mut temporary = path.as_os_str().to_owned();
         temporary.push(format!(".{}.tmp", std::process::id()));
         let temporary = PathBuf::from(temporary);
-        private_file(&temporary, true)
-            .and_then(|mut file| file.write_all(text.as_bytes()))
+        // Made anew, never opened through whatever has that name (a link
+        // someone left there, a file of an earlier run with another mode),
+        // and on the disk before it takes the file's place.
+        let _ = fs::remove_file(&temporary);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .and_then(|mut file| {
+                file.write_all(text.as_bytes())
+                    .and_then(|()| file.sync_all())
+            })
             .and_then(|()| fs::rename(&temporary, &path))
             .map_err(|err| {
                 let _ = fs::remove_file(&temporary);
@@ -383,8 +394,15 @@ fn link_target(path: &Path) -> PathBuf {
     // A loop of links ends somewhere: give up after as many as the kernel.
     for _ in 0..40 {
         match fs::read_link(&path) {
+            // Relative to the directory the link really is in, as the
+            // kernel reads it (`..` after a linked directory is not the
+            // text's parent).
             Ok(target) => {
-                path = match path.parent() {
+                let dir = path
+                    .parent()
+                    .filter(|dir| !dir.as_os_str().is_empty())
+                    .map(|dir| fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()));
+                path = match dir {
                     Some(dir) => dir.join(target),
                     None => target,
                 }
@@ -395,13 +413,12 @@ fn link_target(path: &Path) -> PathBuf {
     path
 }
 
-/// Opens `path` for writing, made with mode 0600 if it is new; `empty`
-/// truncates it.
-fn private_file(path: &Path, empty: bool) -> io::Result<fs::File> {
+/// Opens `path` for writing, made with mode 0600 if it is new.
+fn private_file(path: &Path) -> io::Result<fs::File> {
     fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(empty)
+        .truncate(false)
         .mode(0o600)
         .open(path)
 }
@@ -638,6 +655,26 @@ mod tests {
             .file_type()
             .is_symlink());
         assert!(fs::read_to_string(&later).unwrap().contains("d:4"));
+
+        // A relative link inside a linked directory: `..` is taken from
+        // where the link really is, as the kernel does, so what is written
+        // is what is read.
+        fs::create_dir_all(dir.join("real/conf")).unwrap();
+        fs::create_dir_all(dir.join("real/shared")).unwrap();
+        std::os::unix::fs::symlink(dir.join("real/conf"), dir.join("conf")).unwrap();
+        std::os::unix::fs::symlink("../shared/ks", dir.join("real/conf/known_servers")).unwrap();
+        let through = dir.join("conf/known_servers");
+        KnownServers::load(&through)
+            .unwrap()
+            .remember("e:5", &key(5))
+            .unwrap();
+        assert!(fs::read_to_string(dir.join("real/shared/ks"))
+            .unwrap()
+            .contains("e:5"));
+        assert!(KnownServers::load(&through)
+            .unwrap()
+            .lookup("e:5")
+            .is_some());
 
         let fresh = dir.join("fresh");
         KnownServers::load(&fresh)

@@ -173,8 +173,10 @@ fn an_alert_is_not_lost_when_lines_were_waiting() {
         ..test_limits()
     };
     let server = TestServer::start_with(&pki, patient);
-    // Connected, in the lobby, and not reading.
+    // Connected, in the lobby (the hub has it before the flood), and not
+    // reading from then on.
     let (mut conn, socket) = tls_connect(server.addr, &pki.ca);
+    read_until(&mut conn, &socket, "you are in #lobby");
     let mut talker = TestClient::connect(server.addr, &pki.ca);
     let line = "x".repeat(1000);
     for _ in 0..LINES {

@@ -337,7 +337,11 @@ impl Chat {
                 // sorted runs, and compares without copying a name.
                 let mut nicks: Vec<&str> = parts.into_iter().flat_map(|part| part.names).collect();
                 nicks.sort_by(|a, b| WhoPart::order(a, b));
+                // A nick is one server's, but for a moment two may both
+                // count a ghost being reclaimed: counted once, as shown.
+                let named = nicks.len();
                 nicks.dedup();
+                let count = count.saturating_sub(named - nicks.len());
                 page_of("/who", page, count, WHO_PAGE).and_then(|(page, first)| {
                     if first.saturating_add(WHO_PAGE).min(count) > *asked {
                         return Err(format!(

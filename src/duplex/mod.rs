@@ -132,10 +132,11 @@ pub fn handshake(
         // be sending (the rest of its flight, its first lines): the
         // connection closes once it hangs up, or after a moment, not under
         // its bytes, which would reset it.
-        if write_pending(conn, socket, Instant::now() + AFTER_THE_ALERT).is_ok() {
+        // One moment for both, whatever the peer trickles.
+        let moment = Instant::now() + AFTER_THE_ALERT;
+        if write_pending(conn, socket, moment).is_ok() {
             let _ = socket.shutdown(Shutdown::Write);
-            let _ = socket.set_read_timeout(Some(AFTER_THE_ALERT));
-            discard_until_closed(socket, Instant::now() + AFTER_THE_ALERT);
+            discard_until_closed(socket, moment);
         }
     }
     // From here on, reads wait for as long as the peer is silent.
@@ -198,6 +199,9 @@ fn write_pending(conn: &mut Connection, socket: &TcpStream, deadline: Instant) -
         socket.set_write_timeout(Some(left))?;
         match conn.write_tls(&mut &*socket) {
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            // The kernel's timer may end a send a little early: only the
+            // deadline ends the wait.
+            Err(err) if is_timeout(&err) && remaining(deadline).is_some() => continue,
             result => result?,
         };
     }
@@ -346,7 +350,14 @@ fn discard_until_closed(socket: &TcpStream, until: impl Into<Option<Instant>>) -
     let until = until.into();
     let mut scrap = [0u8; 4096];
     let mut read = 0;
-    while until.is_none_or(|until| Instant::now() < until) {
+    loop {
+        if let Some(until) = until {
+            // Each read waits only for what is left of the moment.
+            let Some(left) = remaining(until) else { break };
+            if socket.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+        }
         match (&*socket).read(&mut scrap) {
             Ok(0) => break,
             Ok(n) => read += n as u64,

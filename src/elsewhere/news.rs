@@ -83,12 +83,14 @@ pub enum Query {
     Whois(String),
 }
 
-/// The most names a [`Query::Who`] asks of each server: 100 pages of
-/// `/who`, about as many names as the answers to one question may take
-/// in all anyway (the link's `ANSWERS_BYTES`). A question for more is
+/// The most names a [`Query::Who`] asks of each server: 10 pages of
+/// `/who`, some 25 KB of names from each. Every server's part of every
+/// question waiting comes through the asking server's one subscription to
+/// Redis, which Redis cuts past its output limit (32 MB by default): deep
+/// pages asked by many at once must not get there. A question for more is
 /// nonsense, and not answered; a page past these asks only how many are
 /// in the room.
-pub const MOST_NAMES_ASKED: usize = 100 * WHO_PAGE;
+pub const MOST_NAMES_ASKED: usize = 10 * WHO_PAGE;
 
 /// The most people one server's part of a [`Query::Who`] may say are in
 /// a room: more than one server could hold (each person has a thread

@@ -86,13 +86,15 @@ struct Gathering {
 
 /// The most bytes of answers one question of a client here gathers from
 /// all servers together: past it, the answer says not every server's
-/// part is in. (Some 10,000 names of a room.)
+/// part is in. (Ten servers' parts of ten pages of `/who`.)
 pub const ANSWERS_BYTES: usize = 256 << 10;
 
 /// The most questions of this server's clients that wait for answers at
 /// once (each client has one at most): past it, this server answers them
-/// alone.
-pub const QUESTIONS_AT_ONCE: usize = 256;
+/// alone. With [`ANSWERS_BYTES`], what all of them may bring through this
+/// server's subscription at once stays within Redis' default output limit
+/// for a subscriber (32 MB), past which Redis cuts it off.
+pub const QUESTIONS_AT_ONCE: usize = 64;
 
 /// How long this server's part of an answer is given again, without
 /// asking the chat, to the same question from any server: a burst of

@@ -1,6 +1,6 @@
-//! Every open connection, counted: the number open, the per-address
-//! counts of those still in their handshake, and each one's socket, so
-//! that a stopping server can wake the threads blocked on them.
+//! Every open connection, counted: the number open, how many each
+//! address has open (with `--max-per-ip`), and each one's socket, so that
+//! a stopping server can wake the threads blocked on them.
 
 use super::*;
 

@@ -373,23 +373,23 @@ fn linked_who_asks_each_server_for_its_share_of_the_page_and_merges_them() {
     }
     // A page past what may be asked of the others: only the counts are
     // asked, and the answer says what can be.
-    assert!(h.send(a, "/who 101").is_empty());
+    assert!(h.send(a, "/who 11").is_empty());
     assert_eq!(
         h.asked(),
         vec![Output::Elsewhere(Ask::Query {
             id: a,
             query: query(0),
-            page: Some("101".into()),
+            page: Some("11".into()),
         })]
     );
     assert_eq!(h.chat.local_answer(&query(0)), "250");
     let parts = ["250".to_owned(), "20000".to_owned()];
     let seen = h.by_others(|chat, out| {
-        chat.answered(a, &query(0), Some("101"), &parts, Reach::Every, out);
+        chat.answered(a, &query(0), Some("11"), &parts, Reach::Every, out);
     });
     assert_eq!(
         seen[&a],
-        vec!["error /who shows the first 100 pages of a room on several servers"]
+        vec!["error /who shows the first 10 pages of a room on several servers"]
     );
 }
 

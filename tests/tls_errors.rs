@@ -15,7 +15,10 @@ use rustls::Connection;
 use rustls::{AlertDescription, ClientConfig, ClientConnection};
 use secure_chat::server::Limits;
 use secure_chat::tls::{self, Trust};
-use support::{test_limits, tls_connect, typeless_record, Pki, TestClient, TestServer, TIMEOUT};
+use support::{
+    bad_record, read_plaintext_until, test_limits, tls_connect, typeless_record, Pki, TestClient,
+    TestServer, TIMEOUT,
+};
 
 /// How a connection ended, as the client saw it.
 #[derive(Debug, PartialEq)]
@@ -56,19 +59,9 @@ fn how_it_ends(conn: &mut Connection, socket: &TcpStream) -> Seen {
 /// Reads until the plaintext so far holds `text`.
 fn read_until(conn: &mut Connection, socket: &TcpStream, text: &str) {
     socket.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut got = Vec::new();
-    while !String::from_utf8_lossy(&got).contains(text) {
-        conn.read_tls(&mut &*socket).unwrap();
-        conn.process_new_packets().unwrap();
-        let _ = conn.reader().read_to_end(&mut got);
-    }
-}
-
-/// An application-data record the server cannot decrypt.
-fn bad_record() -> Vec<u8> {
-    let mut bad = vec![0x17, 0x03, 0x03, 0x00, 0x40];
-    bad.resize(5 + 0x40, 0xa5);
-    bad
+    read_plaintext_until(conn, socket, |got| {
+        String::from_utf8_lossy(got).contains(text)
+    });
 }
 
 /// After the alert, the client sends 32 KiB more (as a test suite's next

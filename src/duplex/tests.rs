@@ -11,7 +11,7 @@ use std::thread;
 
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
-use secure_chat_test_support::typeless_record;
+use secure_chat_test_support::{bad_record, read_plaintext_until, typeless_record};
 
 /// The longest any wait of these tests may take.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -282,13 +282,10 @@ fn a_peer_that_hangs_up_or_is_not_tls_is_named() {
     );
 }
 
-/// A client's KeyUpdate that asks for the server's is answered at once,
-/// not with the server's next line (which in a quiet room may never come).
-/// `client` and a server of `pki` over loopback TCP, the handshake done,
-/// the server's side split in two, and, as the real server does, a greeting
-/// sent and read (the session ticket the handshake queued goes with it).
-/// Reads give up after [`PATIENCE`].
-fn greeted(pki: &Pki, mut client: Connection) -> (Connection, TcpStream, ReadHalf, WriteHalf) {
+/// `client` and a server of `pki` over loopback TCP, the handshake done:
+/// the client's connection and socket, the server's. Reads give up after
+/// [`PATIENCE`] rather than hang.
+fn handshaken(pki: &Pki, mut client: Connection) -> (Connection, TcpStream, Connection, TcpStream) {
     let (near, far) = tcp_pair();
     let server = handshake_in_thread(server(pki), far, PATIENCE);
     handshake(&mut client, &near, PATIENCE).unwrap();
@@ -296,12 +293,22 @@ fn greeted(pki: &Pki, mut client: Connection) -> (Connection, TcpStream, ReadHal
     result.unwrap();
     far.set_read_timeout(Some(PATIENCE)).unwrap();
     near.set_read_timeout(Some(PATIENCE)).unwrap();
+    (client, near, server, far)
+}
+
+/// As [`handshaken`], the server's side split in two and, as the real
+/// server does, a greeting sent and read (the session ticket the handshake
+/// queued goes with it).
+fn greeted(pki: &Pki, client: Connection) -> (Connection, TcpStream, ReadHalf, WriteHalf) {
+    let (mut client, near, server, far) = handshaken(pki, client);
     let (reader, mut writer) = split(server, Arc::new(far));
     writer.send(b"hello\n").unwrap();
     assert_eq!(client_reads(&mut client, &near, 6), b"hello\n");
     (client, near, reader, writer)
 }
 
+/// A client's KeyUpdate that asks for the server's is answered at once,
+/// not with the server's next line (which in a quiet room may never come).
 #[test]
 fn a_key_update_request_is_answered_at_once() {
     let pki = pki();
@@ -347,16 +354,16 @@ fn the_alert_sent_when_an_offer_fails_is_counted() {
     let before = writer.bytes_sent();
 
     // A record that does not decrypt: rustls queues its alert.
-    let mut bad = vec![0x17, 0x03, 0x03, 0x00, 0x40];
-    bad.resize(5 + 0x40, 0xa5);
-    (&near).write_all(&bad).unwrap();
+    (&near).write_all(&bad_record()).unwrap();
     assert!(reader.receive(&mut |_| {}).is_err());
     // The offer fails, and sends the alert on its way out.
     let offered = writer.offer(&[IoSlice::new(b"too late\n")], false);
     assert!(offered.is_err(), "{offered:?}");
     let mut read = 0;
     let alert = loop {
-        read += client.read_tls(&mut &near).unwrap();
+        let got = client.read_tls(&mut &near).unwrap();
+        assert_ne!(got, 0, "the connection ended before the alert");
+        read += got;
         match client.process_new_packets() {
             Ok(_) => continue,
             Err(err) => break err,
@@ -371,27 +378,14 @@ fn the_alert_sent_when_an_offer_fails_is_counted() {
 
 /// Reads `want` bytes of plaintext on an unsplit connection.
 fn client_reads(client: &mut Connection, socket: &TcpStream, want: usize) -> Vec<u8> {
-    let mut got = Vec::new();
-    while got.len() < want {
-        client.read_tls(&mut &*socket).unwrap();
-        client.process_new_packets().unwrap();
-        let _ = client.reader().read_to_end(&mut got);
-    }
-    got
+    read_plaintext_until(client, socket, |got| got.len() >= want)
 }
 
 /// A client and a server connection over loopback TCP, handshake done,
 /// each split in two. Reads give up after [`PATIENCE`] rather than hang.
 fn split_pair() -> ((ReadHalf, WriteHalf), (ReadHalf, WriteHalf)) {
     let pki = pki();
-    let (near, far) = tcp_pair();
-    let server = handshake_in_thread(server(&pki), far, PATIENCE);
-    let mut client = client(pki.ca);
-    handshake(&mut client, &near, PATIENCE).unwrap();
-    let (result, server, far) = server.recv_timeout(PATIENCE).unwrap();
-    result.unwrap();
-    near.set_read_timeout(Some(PATIENCE)).unwrap();
-    far.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (client, near, server, far) = handshaken(&pki, client(pki.ca.clone()));
     (split(client, Arc::new(near)), split(server, Arc::new(far)))
 }
 

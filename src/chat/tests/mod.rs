@@ -140,6 +140,15 @@ impl Harness {
         self.join_from(id, peer(), certificate)
     }
 
+    /// The rooms' history together is at most `cap` bytes ([`check`]
+    /// makes sure the chat counts it right after every event).
+    ///
+    /// [`check`]: Harness::check
+    fn assert_history_within(&self, cap: usize, when: &str) {
+        let total = self.chat.history_total;
+        assert!(total <= cap, "{total} bytes {when}");
+    }
+
     /// A client from the address `from`.
     fn join_from(
         &mut self,
@@ -181,6 +190,8 @@ impl Harness {
     /// The chat's own records agree with each other.
     fn check(&self) {
         let chat = &self.chat;
+        let history: usize = chat.rooms.values().map(|state| state.history.bytes()).sum();
+        assert_eq!(chat.history_total, history, "the history's count");
         for (id, session) in &chat.sessions {
             let person = &chat.people[&session.person];
             assert!(person.sessions.contains(id), "{id} not among its person's");

@@ -329,3 +329,29 @@ pub fn typeless_record(conn: Connection) -> Vec<u8> {
         .unwrap()
         .encode()
 }
+
+/// Reads on an unsplit connection until the plaintext read so far
+/// satisfies `done`, and returns it. Fails the test if the connection
+/// ends first, or, with the socket's read timeout set, stays silent.
+pub fn read_plaintext_until(
+    conn: &mut Connection,
+    socket: &TcpStream,
+    done: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
+    let mut got = Vec::new();
+    while !done(&got) {
+        let read = conn.read_tls(&mut &*socket).expect("read");
+        assert_ne!(read, 0, "the connection ended after {got:?}");
+        conn.process_new_packets().expect("TLS");
+        let _ = std::io::Read::read_to_end(&mut conn.reader(), &mut got);
+    }
+    got
+}
+
+/// An application-data record nobody can decrypt: its contents are not
+/// sealed with any key.
+pub fn bad_record() -> Vec<u8> {
+    let mut bad = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    bad.resize(5 + 0x40, 0xa5);
+    bad
+}

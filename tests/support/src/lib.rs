@@ -23,8 +23,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use client::{
-    client_options, half_client_hello, tls_connect, tls_connect_as, typeless_record, Incoming,
-    SilentClient, TestClient,
+    bad_record, client_options, half_client_hello, read_plaintext_until, tls_connect,
+    tls_connect_as, typeless_record, Incoming, SilentClient, TestClient,
 };
 pub use pki::{ClientFlaw, Flaw, Pki, TempDir};
 pub use process::{cert_args, finish, kill, lines_of, run, Binary, ServerProcess, CLIENT, SERVER};

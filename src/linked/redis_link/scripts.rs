@@ -100,7 +100,7 @@ return seq
 ";
 
 /// Keeps a room's keys while a node has members in it, however quiet:
-/// each gets the expiry ARGV[1] (ms) again. KEYS: the room's keys
+/// each gets the expiry `ARGV[1]` (ms) again. KEYS: the room's keys
 /// ([`Keys::all`]). One room per call, so its keys share a slot.
 pub(super) const TOUCH_SCRIPT: &str = r"
 for _, key in ipairs(KEYS) do

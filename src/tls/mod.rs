@@ -299,8 +299,23 @@ pub fn client_config(
         Trust::Pin(pin) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(*pin))),
-        Trust::CaFile(_) | Trust::PublicRoots => builder.with_root_certificates(roots(trust)?),
+        Trust::CaFile(path) => builder.with_root_certificates(load_roots(path)?),
+        Trust::PublicRoots => builder.with_root_certificates(public_roots()),
     };
+    finish_client_config(builder, identity)
+}
+
+/// The public web's root CAs, as shipped in `webpki-roots`.
+fn public_roots() -> RootCertStore {
+    RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned())
+}
+
+/// The rest of a client's configuration, once its verifier is chosen: the
+/// certificate it presents if asked for one, and the key log.
+fn finish_client_config(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    identity: Option<&Identity>,
+) -> Result<Arc<ClientConfig>, Error> {
     let mut config = match identity {
         None => builder.with_no_client_auth(),
         Some(identity) => {
@@ -319,17 +334,6 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// The roots a CA trust stands for; none for a pin.
-fn roots(trust: &Trust) -> Result<RootCertStore, Error> {
-    match trust {
-        Trust::CaFile(path) => load_roots(path),
-        Trust::PublicRoots => Ok(RootCertStore::from_iter(
-            webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
-        )),
-        Trust::Pin(_) => Ok(RootCertStore::empty()),
-    }
-}
-
 /// [`client_config`], with a [`LeafRecorder`] around its verifier: the
 /// verification is the same, and afterwards the recorder tells which
 /// certificate the server presented, even (above all) when it was refused.
@@ -337,24 +341,25 @@ pub fn recording_client_config(
     trust: &Trust,
     identity: Option<&Identity>,
 ) -> Result<(Arc<ClientConfig>, Arc<LeafRecorder>), Error> {
+    let webpki = |roots: RootCertStore| -> Arc<dyn ServerCertVerifier> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            // It fails only for an empty root store, and neither is one: a
+            // CA file with no certificate is an error in `load_roots`, and
+            // webpki-roots is not empty.
+            .expect("a root store with a root makes a verifier")
+    };
     let inner: Arc<dyn ServerCertVerifier> = match trust {
         Trust::Pin(pin) => Arc::new(PinnedServerVerifier::new(*pin)),
-        Trust::CaFile(_) | Trust::PublicRoots => {
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(trust)?), provider)
-                .build()
-                // It fails only for an empty root store, and `roots` never
-                // returns one: a CA file with no certificate is an error
-                // there, and webpki-roots is not empty.
-                .expect("a root store with a root makes a verifier")
-        }
+        Trust::CaFile(path) => webpki(load_roots(path)?),
+        Trust::PublicRoots => webpki(public_roots()),
     };
     let recorder = Arc::new(LeafRecorder::around(inner));
-    let mut config = Arc::unwrap_or_clone(client_config(trust, identity)?);
-    config
+    let builder = ClientConfig::builder()
         .dangerous()
-        .set_certificate_verifier(Arc::clone(&recorder) as Arc<dyn ServerCertVerifier>);
-    Ok((Arc::new(config), recorder))
+        .with_custom_certificate_verifier(Arc::clone(&recorder) as Arc<dyn ServerCertVerifier>);
+    Ok((finish_client_config(builder, identity)?, recorder))
 }
 
 /// What a handshake settled on, in one line: version, cipher suite, key

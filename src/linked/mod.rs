@@ -33,7 +33,7 @@
 //! [`Told`]s for the chat: a claim's verdict, whether a private line
 //! arrived, every server's part of an answer. A client has one question
 //! out at a time, its answers take at most [`ANSWERS_BYTES`], and this
-//! server gives its own part again for [`ANSWER_KEPT`] without asking the
+//! server gives its own part again for a second (`ANSWER_KEPT`) without asking the
 //! chat. A `/who` part is a count and only the names the page asked for
 //! needs ([`WhoPart`](crate::elsewhere::WhoPart)).
 //!
@@ -94,15 +94,15 @@ pub const ANSWERS_BYTES: usize = 256 << 10;
 /// alone. With [`ANSWERS_BYTES`], what all of them may bring through this
 /// server's subscription at once stays within Redis' default output limit
 /// for a subscriber (32 MB), past which Redis cuts it off.
-pub const QUESTIONS_AT_ONCE: usize = 64;
+const QUESTIONS_AT_ONCE: usize = 64;
 
 /// How long this server's part of an answer is given again, without
 /// asking the chat, to the same question from any server: a burst of
 /// `/who` in a big room costs each server one look at the room.
-pub const ANSWER_KEPT: Duration = Duration::from_secs(1);
+const ANSWER_KEPT: Duration = Duration::from_secs(1);
 
 /// How many different questions' answers are kept at once.
-const ANSWERS_KEPT: usize = 256;
+const MOST_ANSWERS_KEPT: usize = 256;
 
 /// The most bytes of room lines that wait here, for room in the link's
 /// outbox or for their room's past, all rooms together (each line counted
@@ -631,7 +631,7 @@ impl Elsewhere for Linked {
             if asked == asker {
                 let mut answers = self.answers.borrow_mut();
                 answers.retain(|_, (at, _)| at.elapsed() < ANSWER_KEPT);
-                if answers.len() < ANSWERS_KEPT {
+                if answers.len() < MOST_ANSWERS_KEPT {
                     answers.insert(question.clone(), (Instant::now(), answer.to_owned()));
                 }
             }

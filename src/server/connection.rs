@@ -275,7 +275,12 @@ impl Reader {
         // After a TLS failure the shard sends the alert and lingers: until
         // the peer hangs up, what it still sends is read and dropped.
         self.lines.discard_if_failed();
-        // Counted after the discard, so what was read and dropped counts.
+        self.done_reading();
+    }
+
+    /// The end of reading: the bytes it read are counted (after any read
+    /// away), and the shard told it may let the connection go.
+    fn done_reading(&self) {
         self.tracker
             .bytes_in
             .store(self.lines.bytes_received(), Ordering::Relaxed);
@@ -292,10 +297,7 @@ impl Reader {
         });
         self.shard.send(Work::Close(self.slot));
         while self.lines.next_line().is_ok() {}
-        self.tracker
-            .bytes_in
-            .store(self.lines.bytes_received(), Ordering::Relaxed);
-        self.shard.send(Work::ReaderDone(self.slot));
+        self.done_reading();
     }
 }
 

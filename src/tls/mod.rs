@@ -383,7 +383,7 @@ pub fn describe(conn: &CommonState) -> String {
 }
 
 /// The subject of the certificate the peer presented, if it presented one.
-pub fn peer_subject(conn: &CommonState) -> Option<String> {
+fn peer_subject(conn: &CommonState) -> Option<String> {
     let leaf = conn.peer_certificates()?.first()?;
     x509::subject(leaf)
 }

@@ -45,6 +45,7 @@
 //! Next: [`redis_link`], the link itself.
 
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::Arc;
@@ -313,18 +314,17 @@ impl Linked {
     /// The answer to `ticket`, if every part is in (or `done` says to
     /// stop waiting).
     fn gathered(&mut self, ticket: u64, done: bool) -> Told {
-        let Some(gathering) = self.gathering.get(&ticket) else {
+        let Entry::Occupied(entry) = self.gathering.entry(ticket) else {
             return Told::Nothing;
         };
-        let complete = gathering
+        let complete = entry
+            .get()
             .expected
-            .is_some_and(|expected| gathering.parts.len() >= expected);
+            .is_some_and(|expected| entry.get().parts.len() >= expected);
         if !complete && !done {
             return Told::Nothing;
         }
-        let Some(gathering) = self.gathering.remove(&ticket) else {
-            return Told::Nothing;
-        };
+        let gathering = entry.remove();
         self.asking.remove(&gathering.id);
         Told::Answered {
             id: gathering.id,

@@ -202,6 +202,15 @@ fn the_figures_pass_promtool_and_move_as_a_session_happens() {
 }
 
 #[test]
+fn the_help_names_the_flag_and_who_can_read_it() {
+    let output = run(Command::new(support::SERVER.path()).arg("--help"), "");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--metrics HOST:PORT"), "{help}");
+    assert!(help.contains("plain HTTP"), "{help}");
+    assert!(help.contains("authentication"), "{help}");
+}
+
+#[test]
 fn without_the_flag_nothing_is_served() {
     let pki = Pki::new();
     let server = ServerProcess::start(&cert_args(&pki.cert, &pki.key));
@@ -210,5 +219,26 @@ fn without_the_flag_nothing_is_served() {
         "{:#?}",
         server.seen
     );
+    server.stop();
+}
+
+/// With `--redis`, the link's figures: up while Redis answers, down once it
+/// is gone, and nothing held back for it while nobody speaks.
+#[cfg(feature = "redis")]
+#[test]
+fn the_link_to_redis_shows_up_then_down() {
+    let pki = Pki::new();
+    let mut redis = support::Redis::start(&[]);
+    let url = redis.url();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(["--metrics", "127.0.0.1:0", "--redis", &url].map(OsStr::new));
+    let server = ServerProcess::start(&args);
+    let addr = metrics_addr(&server);
+
+    let up = wait_for(addr, "chat_server_redis_link_up", |n| n == 1.0);
+    assert_eq!(up.get("chat_server_redis_held_back_bytes"), 0.0);
+    promtool_accepts(&up);
+    redis.stop();
+    wait_for(addr, "chat_server_redis_link_up", |n| n == 0.0);
     server.stop();
 }

@@ -579,10 +579,11 @@ fn link(
     // refuses the login; never with the URL, which may hold a password.
     let (link, deliveries) = redis_link::RedisLink::start(url, &node, settings)?;
     log::info!("node {node}: linked to the other servers through Redis");
+    let linked = Linked::new(link, deliveries);
     if let Some(registry) = metrics {
-        registry.register(Arc::new(link.gauges()));
+        registry.register(Arc::new(linked.gauges()));
     }
-    server.share(Box::new(Linked::new(link, deliveries)));
+    server.share(Box::new(linked));
     Ok(server)
 }
 

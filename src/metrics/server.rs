@@ -13,6 +13,9 @@ use crate::server::Gauges;
 pub struct ServerFigures {
     /// Connections open now.
     pub gauges: Gauges,
+    /// The most clients in the chat at once (`--max-clients`, or what the
+    /// machine allows).
+    pub max_clients: usize,
     /// Counted once per connection, or per wait.
     pub counters: Arc<Counters>,
     /// The hub's counts.
@@ -29,6 +32,11 @@ impl Source for ServerFigures {
             "chat_server_connections",
             "Connections open now, in their handshake or in the chat.",
             self.gauges.open_connections() as f64,
+        );
+        out.gauge(
+            "chat_server_max_clients",
+            "The most clients in the chat at once (--max-clients, or what the machine allows).",
+            self.max_clients as f64,
         );
         self.counters.collect(out);
         out.counter(

@@ -431,6 +431,7 @@ impl Server {
         if let Some(registry) = &self.metrics {
             registry.register(Arc::new(ServerFigures {
                 gauges: self.gauges(),
+                max_clients: limits.max_clients,
                 counters: Arc::clone(&self.connections.counters),
                 hub: Arc::clone(&hub_figures),
                 shards: shards.iter().map(Shard::figures).collect(),

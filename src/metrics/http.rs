@@ -18,9 +18,10 @@ use crate::error::Error;
 /// and all one connection can make the thread hold.
 pub const MAX_REQUEST: usize = 8 * 1024;
 
-/// How long one connection may take to send its request, in all: the
-/// endpoint serves one connection at a time, so a scraper that trickles
-/// bytes holds it for this long at most, however it trickles.
+/// How long one connection may take to send its request, in all (and, if
+/// it was too large, to stop sending): the endpoint serves one connection
+/// at a time, so a scraper that trickles bytes holds it for this long at
+/// most, however it trickles.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The endpoint's thread, serving until [`Endpoint::stop`] (or the
@@ -88,7 +89,8 @@ enum Request {
 
 /// Reads one request and answers it, then closes the connection.
 fn answer(mut socket: TcpStream, registry: &Registry) -> io::Result<()> {
-    let request = read_request(&mut socket)?;
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let request = read_request(&mut socket, deadline)?;
     let (status, body) = match request {
         Request::Metrics => ("200 OK", registry.render()),
         Request::Other => (
@@ -115,17 +117,16 @@ fn answer(mut socket: TcpStream, registry: &Registry) -> io::Result<()> {
     socket.shutdown(Shutdown::Write)?;
     // Closing with the rest of a request too large unread would reset the
     // connection, and the scraper could lose the answer: what it still
-    // sends is read and dropped until it hangs up, within the same bounds.
+    // sends is read and dropped until it hangs up, within the same deadline.
     if request == Request::TooLarge {
-        discard_until_closed(&mut socket)?;
+        discard_until_closed(&mut socket, deadline)?;
     }
     Ok(())
 }
 
-/// Reads and drops what the peer still sends until it hangs up, for at
-/// most [`REQUEST_TIMEOUT`] and eight times [`MAX_REQUEST`] bytes.
-fn discard_until_closed(socket: &mut TcpStream) -> io::Result<()> {
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
+/// Reads and drops what the peer still sends until it hangs up, until
+/// `deadline` and for eight times [`MAX_REQUEST`] bytes at most.
+fn discard_until_closed(socket: &mut TcpStream, deadline: Instant) -> io::Result<()> {
     let mut buf = [0u8; 1024];
     let mut left = 8 * MAX_REQUEST;
     while left > 0 {
@@ -142,10 +143,9 @@ fn discard_until_closed(socket: &mut TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads the request's head (up to the empty line), within
-/// [`REQUEST_TIMEOUT`] and [`MAX_REQUEST`] bytes.
-fn read_request(socket: &mut TcpStream) -> io::Result<Request> {
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
+/// Reads the request's head (up to the empty line), before `deadline` and
+/// within [`MAX_REQUEST`] bytes.
+fn read_request(socket: &mut TcpStream, deadline: Instant) -> io::Result<Request> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {

@@ -1,7 +1,7 @@
 //! Figures about a running server, for Prometheus (`--metrics`): the counts
 //! the server's threads keep, the [`Registry`] a scrape reads them through,
 //! the text format (`text.rs`) and the HTTP endpoint (`http.rs`). What is
-//! counted, and when, is decided where it happens; nothing here waits.
+//! counted, and when, is decided where it happens; counting never waits.
 //!
 //! Counting must not slow the path of a message. A count that every thread
 //! adds to would bounce one cache line between cores at every delivery;
@@ -285,7 +285,7 @@ impl Failure {
 /// apart, from its reading thread ([`End`]) or from its writer shard
 /// ([`TooSlow`], a failed send, no hang-up after our close_notify).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
+pub enum Disconnect {
     /// The client closed the connection properly (close_notify), `/quit`
     /// included.
     Closed,
@@ -309,51 +309,51 @@ pub enum Ending {
     Shutdown,
 }
 
-impl Ending {
-    const ALL: [Ending; 10] = [
-        Ending::Closed,
-        Ending::Lost,
-        Ending::TlsError,
-        Ending::IoError,
-        Ending::Stalled,
-        Ending::Lagging,
-        Ending::OverCap,
-        Ending::SendFailed,
-        Ending::NoHangup,
-        Ending::Shutdown,
+impl Disconnect {
+    const ALL: [Disconnect; 10] = [
+        Disconnect::Closed,
+        Disconnect::Lost,
+        Disconnect::TlsError,
+        Disconnect::IoError,
+        Disconnect::Stalled,
+        Disconnect::Lagging,
+        Disconnect::OverCap,
+        Disconnect::SendFailed,
+        Disconnect::NoHangup,
+        Disconnect::Shutdown,
     ];
 
     fn label(self) -> &'static str {
         match self {
-            Ending::Closed => "closed",
-            Ending::Lost => "lost",
-            Ending::TlsError => "tls_error",
-            Ending::IoError => "io_error",
-            Ending::Stalled => "stalled",
-            Ending::Lagging => "lagging",
-            Ending::OverCap => "over_cap",
-            Ending::SendFailed => "send_failed",
-            Ending::NoHangup => "no_hangup",
-            Ending::Shutdown => "shutdown",
+            Disconnect::Closed => "closed",
+            Disconnect::Lost => "lost",
+            Disconnect::TlsError => "tls_error",
+            Disconnect::IoError => "io_error",
+            Disconnect::Stalled => "stalled",
+            Disconnect::Lagging => "lagging",
+            Disconnect::OverCap => "over_cap",
+            Disconnect::SendFailed => "send_failed",
+            Disconnect::NoHangup => "no_hangup",
+            Disconnect::Shutdown => "shutdown",
         }
     }
 
     /// Why a reading thread stopped reading.
-    pub fn of_read(end: &End) -> Ending {
+    pub fn of_read(end: &End) -> Disconnect {
         match end {
-            End::Closed => Ending::Closed,
-            End::Lost => Ending::Lost,
-            End::Failed(_) if end.tls_error().is_some() => Ending::TlsError,
-            End::Failed(_) => Ending::IoError,
+            End::Closed => Disconnect::Closed,
+            End::Lost => Disconnect::Lost,
+            End::Failed(_) if end.tls_error().is_some() => Disconnect::TlsError,
+            End::Failed(_) => Disconnect::IoError,
         }
     }
 
     /// Why the slow-consumer policy cut a client.
-    pub fn of_too_slow(why: &TooSlow) -> Ending {
+    pub fn of_too_slow(why: &TooSlow) -> Disconnect {
         match why {
-            TooSlow::Stalled { .. } => Ending::Stalled,
-            TooSlow::Lagging { .. } => Ending::Lagging,
-            TooSlow::OverCap { .. } => Ending::OverCap,
+            TooSlow::Stalled { .. } => Disconnect::Stalled,
+            TooSlow::Lagging { .. } => Disconnect::Lagging,
+            TooSlow::OverCap { .. } => Disconnect::OverCap,
         }
     }
 }
@@ -366,7 +366,7 @@ pub struct Counters {
     accepted: AtomicU64,
     handshakes: [AtomicU64; Outcome::ALL.len()],
     failures: [AtomicU64; Failure::ALL.len()],
-    disconnects: [AtomicU64; Ending::ALL.len()],
+    disconnects: [AtomicU64; Disconnect::ALL.len()],
     flood_waits: AtomicU64,
     flood_wait_micros: AtomicU64,
 }
@@ -410,7 +410,7 @@ impl Counters {
     }
 
     /// A client in the chat left, or was cut, for `why`.
-    pub fn disconnected(&self, why: Ending) {
+    pub fn disconnected(&self, why: Disconnect) {
         bump(&self.disconnects[why as usize]);
     }
 
@@ -449,7 +449,7 @@ impl Counters {
             "chat_server_disconnects_total",
             "Clients that left the chat or were cut, by reason.",
             "reason",
-            Ending::ALL
+            Disconnect::ALL
                 .iter()
                 .map(|&e| (e.label(), get(&self.disconnects[e as usize]))),
         );

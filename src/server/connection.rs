@@ -139,7 +139,7 @@ impl Handshake {
                 .rate
                 .map(|rate| TokenBucket::new(rate, Instant::now())),
             warned: false,
-            ending: Ending::Shutdown,
+            disconnect: Disconnect::Shutdown,
             events: self.events,
             shard: self.shard.clone(),
             slot,
@@ -192,7 +192,7 @@ pub(super) struct Reader {
     /// The client was told it is too fast, and has not slowed down since.
     warned: bool,
     /// Why reading ended, as the metrics count it, unless the shard cut it.
-    ending: Ending,
+    disconnect: Disconnect,
     /// The hub holds the receiving end.
     events: queue::Sender<Event>,
     /// Told when the reader ends, and, for a refused client, why.
@@ -221,7 +221,7 @@ impl Reader {
             let frame = match self.lines.next_line() {
                 Ok(frame) => frame,
                 Err(end) => {
-                    self.ending = Ending::of_read(&end);
+                    self.disconnect = Disconnect::of_read(&end);
                     return match end {
                         End::Closed => "client closed the connection".to_string(),
                         end => end.to_string(),
@@ -282,8 +282,8 @@ impl Reader {
                 public = Some("too slow");
             }
         }
-        let ending = self.fate.cut_ending().unwrap_or(self.ending);
-        self.tracker.connections.counters.disconnected(ending);
+        let disconnect = self.fate.cut_as().unwrap_or(self.disconnect);
+        self.tracker.connections.counters.disconnected(disconnect);
         let gone = Event::Gone {
             id: self.id,
             reason,

@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::hub::{self, Address, Event};
 use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
-use crate::metrics::{Counters, Ending, HubFigures, Registry, ServerFigures};
+use crate::metrics::{Counters, Disconnect, HubFigures, Registry, ServerFigures};
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
 use crate::seats::{Block, Seats};

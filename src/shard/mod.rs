@@ -18,7 +18,7 @@ use mio::{Poll, Token, Waker};
 use crate::budget::{Budget, Outgoing};
 use crate::chat::{ClientId, RoomId};
 use crate::duplex::WriteHalf;
-use crate::metrics::{Ending, ShardFigures};
+use crate::metrics::{Disconnect, ShardFigures};
 use crate::slow_readers::Policy;
 
 mod backlog;
@@ -96,7 +96,7 @@ pub struct Fate {
     /// Why the shard cut the connection, if it did; and whether for being
     /// too slow (stalled, lagging, too far behind), which the room is told,
     /// where a failed send is not; and the reason as the metrics count it.
-    cut: OnceLock<(String, bool, Ending)>,
+    cut: OnceLock<(String, bool, Disconnect)>,
 }
 
 impl Fate {
@@ -107,8 +107,8 @@ impl Fate {
     }
 
     /// Why the shard cut the connection, as the metrics count it.
-    pub fn cut_ending(&self) -> Option<Ending> {
-        self.cut.get().map(|&(_, _, ending)| ending)
+    pub fn cut_as(&self) -> Option<Disconnect> {
+        self.cut.get().map(|&(_, _, counted_as)| counted_as)
     }
 
     /// True if the cut was for being too slow.
@@ -117,8 +117,8 @@ impl Fate {
     }
 
     /// Records the cut. A client is cut once: a second reason is dropped.
-    fn set(&self, reason: String, too_slow: bool, ending: Ending) {
-        let _ = self.cut.set((reason, too_slow, ending));
+    fn set(&self, reason: String, too_slow: bool, disconnect: Disconnect) {
+        let _ = self.cut.set((reason, too_slow, disconnect));
     }
 }
 

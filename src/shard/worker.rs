@@ -18,7 +18,7 @@ use super::{Fate, Registration, Shard, ShardSettings, Slot, To, Work, WAKE};
 use crate::budget::{Budget, Outgoing, REFERENCE_COST};
 use crate::chat::{ClientId, RoomId};
 use crate::duplex::WriteHalf;
-use crate::metrics::Ending;
+use crate::metrics::Disconnect;
 use crate::slow_readers::{Policy, Progress, TooSlow, Verdict};
 
 /// Where a client is in its life, as far as sending goes.
@@ -617,10 +617,10 @@ impl Worker {
             Cut::Lingered => "did not hang up after our close_notify".to_string(),
         };
         let too_slow = matches!(why, Cut::TooSlow(_));
-        let ending = match &why {
-            Cut::TooSlow(why) => Ending::of_too_slow(why),
-            Cut::Failed(_) => Ending::SendFailed,
-            Cut::Lingered => Ending::NoHangup,
+        let disconnect = match &why {
+            Cut::TooSlow(why) => Disconnect::of_too_slow(why),
+            Cut::Failed(_) => Disconnect::SendFailed,
+            Cut::Lingered => Disconnect::NoHangup,
         };
         if too_slow {
             log::warn!(
@@ -635,7 +635,7 @@ impl Worker {
             // time: nothing the operator needs to hear of.
             log::debug!("{} {}: {reason}", client.id, client.peer);
         }
-        client.fate.set(reason, too_slow, ending);
+        client.fate.set(reason, too_slow, disconnect);
         client.phase = Phase::Dead;
         client.write.reset();
         self.ledger += client.backlog.clear();

@@ -65,6 +65,8 @@
 //!   allows), [`pool`] (threads kept between clients), for [`server`].
 //! - [`sync`]: taking a lock a panicking thread left behind, and why
 //!   that is safe for the crate's locks.
+//! - [`metrics`] (`--metrics`): what the server counts, served to
+//!   Prometheus over plain HTTP.
 //! - [`x509`], [`error`] and [`logging`].
 //!
 //! ## One name for each thing
@@ -184,6 +186,7 @@ pub mod line_reader;
 #[cfg(feature = "redis")]
 pub mod linked;
 pub mod logging;
+pub mod metrics;
 pub mod outbox;
 pub mod pool;
 pub mod protocol;

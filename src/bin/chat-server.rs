@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use secure_chat::capacity::Capacity;
 use secure_chat::error::{report, Error};
 #[cfg(feature = "redis")]
 use secure_chat::linked::{redis_link, Linked};
+use secure_chat::metrics::{Endpoint, Registry};
 use secure_chat::server::{self, Limits, Server};
 use secure_chat::throttle::RateLimit;
 use secure_chat::{logging, tls};
@@ -81,6 +83,10 @@ Options:
                              history and topic once nobody is in it on any
                              server and nobody speaks there, at least 60
                              [default: 86400]
+  --metrics HOST:PORT        serve the server's figures for Prometheus at
+                             http://HOST:PORT/metrics, in plain HTTP without
+                             authentication: keep it on loopback or a private
+                             network [default: off]
   -v, --verbose              more log output, rustls' notes on each handshake
                              included (twice: everything)
   -q, --quiet                only warnings and errors
@@ -113,6 +119,8 @@ struct Args {
     redis_ca: Option<PathBuf>,
     name_expiry: Option<Duration>,
     room_expiry: Option<Duration>,
+    /// `--metrics`: where to serve the figures, if anywhere.
+    metrics: Option<String>,
     level: LevelFilter,
 }
 
@@ -147,6 +155,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         redis_ca: None,
         name_expiry: None,
         room_expiry: None,
+        metrics: None,
         level: logging::level_from_env().unwrap_or(LevelFilter::Info),
     };
     let mut rate = RateLimit::default();
@@ -231,6 +240,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 }
                 args.room_expiry = Some(expiry);
             }
+            Long("metrics") => args.metrics = Some(parser.value()?.parse()?),
             Short('v') | Long("verbose") => {
                 args.level = match args.level {
                     LevelFilter::Info | LevelFilter::Warn => LevelFilter::Debug,
@@ -444,7 +454,11 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers first: a signal that arrives once we are listening must
     // find them in place, not the default action that kills the process.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    let server = Server::bind(&args.addr, load()?, args.limits)?;
+    let mut server = Server::bind(&args.addr, load()?, args.limits)?;
+    let metrics = args.metrics.as_deref().map(|addr| (addr, Registry::new()));
+    if let Some((_, registry)) = &metrics {
+        server.report_to(Arc::clone(registry));
+    }
     #[cfg(feature = "redis")]
     let server = match &args.redis {
         Some(url) => {
@@ -459,7 +473,11 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 name_expiry: args.name_expiry,
                 room_expiry: args.room_expiry,
             };
-            link(redis, server)?
+            link(
+                redis,
+                server,
+                metrics.as_ref().map(|(_, registry)| &**registry),
+            )?
         }
         None => server,
     };
@@ -496,6 +514,10 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         })?;
+    // The endpoint's thread ends with the process.
+    if let Some((addr, registry)) = metrics {
+        serve_metrics(addr, registry)?;
+    }
     log::info!("listening on {}", server.local_addr());
     server.run()?;
     log::info!("stopped");
@@ -513,9 +535,29 @@ struct Redis<'a> {
     room_expiry: Option<Duration>,
 }
 
-/// Makes `server` one of those sharing the Redis `redis` names.
+/// Serves `registry`'s figures at `addr` (`--metrics`), from a thread of its
+/// own. Anywhere but loopback, the log says who can read them.
+fn serve_metrics(addr: &str, registry: Arc<Registry>) -> Result<(), Error> {
+    let endpoint = Endpoint::serve(addr, registry)?;
+    let bound = endpoint.local_addr();
+    log::info!("metrics on http://{bound}/metrics");
+    if !bound.ip().is_loopback() {
+        log::warn!(
+            "the metrics on {bound} are served in plain HTTP without authentication: \
+             anyone who can reach that address can read them"
+        );
+    }
+    Ok(())
+}
+
+/// Makes `server` one of those sharing the Redis `redis` names; with
+/// `--metrics`, the link's figures go into `metrics`.
 #[cfg(feature = "redis")]
-fn link(redis: Redis<'_>, mut server: Server) -> Result<Server, Box<dyn std::error::Error>> {
+fn link(
+    redis: Redis<'_>,
+    mut server: Server,
+    metrics: Option<&Registry>,
+) -> Result<Server, Box<dyn std::error::Error>> {
     let node = match redis.node_name {
         Some(name) => name.to_owned(),
         None => default_node_name(server.local_addr().port()),
@@ -537,7 +579,11 @@ fn link(redis: Redis<'_>, mut server: Server) -> Result<Server, Box<dyn std::err
     // refuses the login; never with the URL, which may hold a password.
     let (link, deliveries) = redis_link::RedisLink::start(url, &node, settings)?;
     log::info!("node {node}: linked to the other servers through Redis");
-    server.share(Box::new(Linked::new(link, deliveries)));
+    let linked = Linked::new(link, deliveries);
+    if let Some(registry) = metrics {
+        registry.register(Arc::new(linked.gauges()));
+    }
+    server.share(Box::new(linked));
     Ok(server)
 }
 

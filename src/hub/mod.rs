@@ -23,6 +23,7 @@ use crate::chat::{Chat, ChatSettings, ClientId, Output, PeerCertificate, RoomId,
 use crate::classic::Classic;
 use crate::elsewhere::{Arrival, Ask, Elsewhere, Told};
 use crate::line::Frame;
+use crate::metrics::HubFigures;
 use crate::queue::Receiver;
 use crate::seats::Seat;
 use crate::shard::{Shard, Slot, To, Work};
@@ -200,6 +201,8 @@ struct Hub<E> {
     /// line goes through it ([`Elsewhere::say`]) before anyone here sees
     /// it.
     elsewhere: E,
+    /// What the hub counts for the metrics; only this thread adds to it.
+    figures: Arc<HubFigures>,
 }
 
 /// The most events the hub handles before it hands the shards their work.
@@ -214,7 +217,8 @@ const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// `stop` is set, or until every sender is gone; then closes every
 /// connection it knows of. `classic` runs the original app's rules
 /// ([`Classic`]); `elsewhere` is [`Alone`](crate::elsewhere::Alone) for a
-/// server alone.
+/// server alone. What it counts goes into `figures`.
+#[allow(clippy::too_many_arguments)]
 pub fn run<E: Elsewhere>(
     events: Receiver<Event>,
     settings: ChatSettings,
@@ -223,8 +227,9 @@ pub fn run<E: Elsewhere>(
     shards: Vec<Shard>,
     budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
+    figures: Arc<HubFigures>,
 ) {
-    let mut hub = Hub::new(settings, classic, elsewhere, shards, budget);
+    let mut hub = Hub::new(settings, classic, elsewhere, shards, budget, figures);
     // Everything already waiting, up to a round's worth, is handled before
     // the shards get their work: under load each shard wakes once for many
     // lines; with one event at a time, nothing waits longer.
@@ -253,6 +258,7 @@ impl<E: Elsewhere> Hub<E> {
         elsewhere: E,
         shards: Vec<Shard>,
         budget: Arc<Budget>,
+        figures: Arc<HubFigures>,
     ) -> Hub<E> {
         let batches = shards.iter().map(|_| Vec::new()).collect();
         Hub {
@@ -263,6 +269,7 @@ impl<E: Elsewhere> Hub<E> {
             budget,
             outputs: Vec::new(),
             last_overload_warning: None,
+            figures,
         }
     }
 
@@ -270,7 +277,10 @@ impl<E: Elsewhere> Hub<E> {
     fn handle(&mut self, event: Event) {
         let mut out = std::mem::take(&mut self.outputs);
         match event {
-            Event::Frame { id, frame } => self.rules.line(id, frame, &mut out),
+            Event::Frame { id, frame } => {
+                self.figures.lines_in.add(1);
+                self.rules.line(id, frame, &mut out);
+            }
             event => self.not_a_line(event, &mut out),
         }
         self.deliver(&mut out);
@@ -310,6 +320,7 @@ impl<E: Elsewhere> Hub<E> {
     /// and its members here get it, in one message per shard with members
     /// in the room, not one per member.
     fn show_here(&mut self, line: RoomLine) {
+        self.figures.room_lines.add(1);
         if let Some(chat) = self.rules.chat() {
             chat.heard(line.room, &line.line, &line.keep);
         }
@@ -450,6 +461,7 @@ impl<E: Elsewhere> Hub<E> {
             log::warn!("{overload}");
         }
         if let Some(waited) = self.budget.wait_for_room() {
+            self.figures.paused(waited);
             log::debug!("overload over after {:.3} s", waited.as_secs_f64());
         }
     }

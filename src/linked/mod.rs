@@ -48,6 +48,7 @@ use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -62,7 +63,7 @@ use crate::queue;
 pub mod redis_link;
 mod wire;
 
-use redis_link::{Delivery, RedisLink, Refused};
+use redis_link::{Delivery, LinkGauges, RedisLink, Refused};
 pub use wire::{decode, encode};
 use wire::{is_clean, is_nick_key, is_server_line, is_sound, is_sound_answer};
 
@@ -172,6 +173,8 @@ pub struct Linked {
     /// The bytes of lines waiting in `overflow` and in the rooms'
     /// `waiting`, counted by [`weight`]; at most [`HELD_BACK_BYTES`].
     held_back: usize,
+    /// `held_back` as the metrics read it, copied after each event.
+    held_back_shown: Arc<AtomicUsize>,
     /// Private lines on their way, by ticket: who sent them, to whom.
     private: HashMap<u64, (ClientId, String, Arc<str>)>,
     /// Questions to every server, by ticket, while their answers come.
@@ -186,7 +189,37 @@ pub struct Linked {
     next_ticket: u64,
 }
 
+/// What the metrics show of the link: whether Redis is reachable, and how
+/// far behind it is (the bytes of lines held back here for it).
+#[derive(Debug)]
+pub struct LinkedGauges {
+    link: LinkGauges,
+    held_back: Arc<AtomicUsize>,
+}
+
+impl crate::metrics::Source for LinkedGauges {
+    fn collect(&self, out: &mut crate::metrics::Exposition) {
+        self.link.collect(out);
+        out.gauge(
+            "chat_server_redis_held_back_bytes",
+            &format!(
+                "Bytes of room lines held here because Redis is behind (at most \
+                 {HELD_BACK_BYTES}; past it, lines are shown on this server only)."
+            ),
+            self.held_back.load(Ordering::Relaxed) as f64,
+        );
+    }
+}
+
 impl Linked {
+    /// The link's figures for the metrics; reading them changes nothing.
+    pub fn gauges(&self) -> LinkedGauges {
+        LinkedGauges {
+            link: self.link.gauges(),
+            held_back: Arc::clone(&self.held_back_shown),
+        }
+    }
+
     /// Wraps a started link and what it delivers ([`RedisLink::start`]).
     pub fn new(link: RedisLink, deliveries: Receiver<Delivery>) -> Linked {
         Linked {
@@ -198,6 +231,7 @@ impl Linked {
             overflow: VecDeque::new(),
             overflow_warned: false,
             held_back: 0,
+            held_back_shown: Arc::default(),
             private: HashMap::new(),
             gathering: HashMap::new(),
             asking: HashSet::new(),
@@ -687,6 +721,9 @@ impl Elsewhere for Linked {
             }
         }
         self.pump();
+        // Only the hub thread writes it.
+        self.held_back_shown
+            .store(self.held_back, Ordering::Relaxed);
     }
 
     fn arrived(&mut self, arrival: Arrival) -> Told {

@@ -139,6 +139,7 @@ impl Handshake {
                 .rate
                 .map(|rate| TokenBucket::new(rate, Instant::now())),
             warned: false,
+            disconnect: Disconnect::Shutdown,
             events: self.events,
             shard: self.shard.clone(),
             slot,
@@ -157,11 +158,20 @@ impl Handshake {
 
     /// The TLS handshake, with its deadline.
     fn handshake(&self) -> Result<Connection, String> {
+        let counters = &self.tracker.connections.counters;
         let mut conn = ServerConnection::new(Arc::clone(&self.tls))
             .map(Connection::Server)
-            .map_err(|err| format!("TLS setup failed: {err}"))?;
-        duplex::handshake(&mut conn, &self.socket, self.limits.handshake_timeout)
-            .map_err(|err| format!("handshake failed: {err}"))?;
+            .map_err(|err| {
+                counters.handshake_not_started();
+                format!("TLS setup failed: {err}")
+            })?;
+        duplex::handshake(&mut conn, &self.socket, self.limits.handshake_timeout).map_err(
+            |err| {
+                counters.handshake_failed(&err);
+                format!("handshake failed: {err}")
+            },
+        )?;
+        counters.handshake_done();
         Ok(conn)
     }
 
@@ -181,6 +191,8 @@ pub(super) struct Reader {
     bucket: Option<TokenBucket>,
     /// The client was told it is too fast, and has not slowed down since.
     warned: bool,
+    /// Why reading ended, as the metrics count it, unless the shard cut it.
+    disconnect: Disconnect,
     /// The hub holds the receiving end.
     events: queue::Sender<Event>,
     /// Told when the reader ends, and, for a refused client, why.
@@ -208,8 +220,13 @@ impl Reader {
         loop {
             let frame = match self.lines.next_line() {
                 Ok(frame) => frame,
-                Err(End::Closed) => return "client closed the connection".to_string(),
-                Err(end) => return end.to_string(),
+                Err(end) => {
+                    self.disconnect = Disconnect::of_read(&end);
+                    return match end {
+                        End::Closed => "client closed the connection".to_string(),
+                        end => end.to_string(),
+                    };
+                }
             };
             // Flood control may hold a line for a long time: what the
             // shard or the hub decided meanwhile counts.
@@ -251,6 +268,7 @@ impl Reader {
             let _ = self.events.send(Event::Throttled { id: self.id });
             self.warned = true;
         }
+        self.tracker.connections.counters.flood_wait(wait);
         thread::sleep(wait);
     }
 
@@ -264,6 +282,8 @@ impl Reader {
                 public = Some("too slow");
             }
         }
+        let disconnect = self.fate.cut_as().unwrap_or(self.disconnect);
+        self.tracker.connections.counters.disconnected(disconnect);
         let gone = Event::Gone {
             id: self.id,
             reason,

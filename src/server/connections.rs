@@ -13,6 +13,8 @@ pub(super) struct Connections {
     per_ip: Mutex<HashMap<Block, usize>>,
     /// Each one's socket, and whether it is in the chat yet.
     sockets: Mutex<HashMap<ClientId, (Arc<TcpStream>, bool)>>,
+    /// What happens once per connection, counted for the metrics.
+    pub(super) counters: Arc<Counters>,
 }
 
 impl Connections {
@@ -23,6 +25,7 @@ impl Connections {
 
     pub(super) fn add(&self, id: ClientId, socket: Arc<TcpStream>) {
         self.open.fetch_add(1, Ordering::SeqCst);
+        self.counters.accepted();
         lock(&self.sockets).insert(id, (socket, false));
     }
 

@@ -30,6 +30,7 @@ use crate::error::Error;
 use crate::hub::{self, Address, Event};
 use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
+use crate::metrics::{Counters, Disconnect, HubFigures, Registry, ServerFigures};
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
 use crate::seats::{Block, Seats};
@@ -215,6 +216,8 @@ pub struct Server {
     seats: Arc<Seats>,
     /// Shared with other servers: them, for the hub.
     elsewhere: Option<Box<dyn Elsewhere>>,
+    /// Where the server's figures are shown, with `--metrics`.
+    metrics: Option<Arc<Registry>>,
 }
 
 // What the server locks (the sockets, the connections per address, the TLS
@@ -304,6 +307,7 @@ impl Server {
                 limits.max_per_ip.map(|m| m.max(1)),
             ),
             elsewhere: None,
+            metrics: None,
         })
     }
 
@@ -314,6 +318,11 @@ impl Server {
     /// whose clients see no one.
     pub fn share(&mut self, elsewhere: Box<dyn Elsewhere>) {
         self.elsewhere = Some(elsewhere);
+    }
+
+    /// Shows this server's figures in `registry` once it runs.
+    pub fn report_to(&mut self, registry: Arc<Registry>) {
+        self.metrics = Some(registry);
     }
 
     /// The address actually bound (useful after binding port 0).
@@ -401,7 +410,7 @@ impl Server {
             policy,
             linger: LINGER,
         };
-        let mut shards = Vec::new();
+        let mut shards: Vec<Shard> = Vec::new();
         let mut writers = Vec::new();
         for index in 0..limits.writers.max(1) {
             let stopper = self.stopper();
@@ -418,6 +427,17 @@ impl Server {
         if let Some(elsewhere) = &mut elsewhere {
             elsewhere.forward(events.clone()).map_err(Error::Thread)?;
         }
+        let hub_figures = Arc::new(HubFigures::default());
+        if let Some(registry) = &self.metrics {
+            registry.register(Arc::new(ServerFigures {
+                gauges: self.gauges(),
+                max_clients: limits.max_clients,
+                counters: Arc::clone(&self.connections.counters),
+                hub: Arc::clone(&hub_figures),
+                shards: shards.iter().map(Shard::figures).collect(),
+                budget: Arc::clone(&budget),
+            }));
+        }
         let hub = spawn_hub(
             hub_events,
             elsewhere,
@@ -426,6 +446,7 @@ impl Server {
             Arc::clone(&budget),
             Arc::clone(&hub_stop),
             self.stopper(),
+            hub_figures,
         )?;
         let (alive, all_done) = crossbeam_channel::bounded::<()>(0);
         let handshakes = Pool::new(
@@ -660,6 +681,7 @@ const SHUTDOWN_NUDGE: Duration = Duration::from_millis(100);
 /// Starts the hub thread. If it ever panics, the server stops: without the
 /// hub nobody can chat, and a server that looks alive but relays nothing is
 /// worse than one that says why it stopped.
+#[allow(clippy::too_many_arguments)]
 fn spawn_hub(
     events: queue::Receiver<Event>,
     elsewhere: Option<Box<dyn Elsewhere>>,
@@ -668,6 +690,7 @@ fn spawn_hub(
     budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
     stopper: Stopper,
+    figures: Arc<HubFigures>,
 ) -> Result<Guarded, Error> {
     let settings = ChatSettings {
         max_line: limits.max_line,
@@ -686,10 +709,14 @@ fn spawn_hub(
     // with the other servers behind the trait.
     match elsewhere {
         None => Guarded::spawn("hub", stopper, move || {
-            hub::run(events, settings, classic, Alone, shards, budget, stop)
+            hub::run(
+                events, settings, classic, Alone, shards, budget, stop, figures,
+            )
         }),
         Some(elsewhere) => Guarded::spawn("hub", stopper, move || {
-            hub::run(events, settings, classic, elsewhere, shards, budget, stop)
+            hub::run(
+                events, settings, classic, elsewhere, shards, budget, stop, figures,
+            )
         }),
     }
     .map_err(Error::Thread)

@@ -18,6 +18,7 @@ use mio::{Poll, Token, Waker};
 use crate::budget::{Budget, Outgoing};
 use crate::chat::{ClientId, RoomId};
 use crate::duplex::WriteHalf;
+use crate::metrics::{Disconnect, ShardFigures};
 use crate::slow_readers::Policy;
 
 mod backlog;
@@ -94,25 +95,30 @@ pub enum Work {
 pub struct Fate {
     /// Why the shard cut the connection, if it did; and whether for being
     /// too slow (stalled, lagging, too far behind), which the room is told,
-    /// where a failed send is not.
-    cut: OnceLock<(String, bool)>,
+    /// where a failed send is not; and the reason as the metrics count it.
+    cut: OnceLock<(String, bool, Disconnect)>,
 }
 
 impl Fate {
     /// Why the shard cut the connection, if it did: from then on its
     /// thread should relay nothing more.
     pub fn cut_reason(&self) -> Option<&str> {
-        self.cut.get().map(|(reason, _)| reason.as_str())
+        self.cut.get().map(|(reason, _, _)| reason.as_str())
+    }
+
+    /// Why the shard cut the connection, as the metrics count it.
+    pub fn cut_as(&self) -> Option<Disconnect> {
+        self.cut.get().map(|&(_, _, counted_as)| counted_as)
     }
 
     /// True if the cut was for being too slow.
     pub fn too_slow(&self) -> bool {
-        self.cut.get().is_some_and(|&(_, too_slow)| too_slow)
+        self.cut.get().is_some_and(|&(_, too_slow, _)| too_slow)
     }
 
     /// Records the cut. A client is cut once: a second reason is dropped.
-    fn set(&self, reason: String, too_slow: bool) {
-        let _ = self.cut.set((reason, too_slow));
+    fn set(&self, reason: String, too_slow: bool, disconnect: Disconnect) {
+        let _ = self.cut.set((reason, too_slow, disconnect));
     }
 }
 
@@ -163,6 +169,8 @@ pub struct Shard {
     inbox: Arc<Mutex<Inbox>>,
     /// Wakes the shard's thread from its epoll wait.
     waker: Arc<Waker>,
+    /// What the shard's thread counts, for the metrics.
+    figures: Arc<ShardFigures>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -172,6 +180,11 @@ impl std::fmt::Debug for Shard {
 }
 
 impl Shard {
+    /// What this shard's thread counts.
+    pub fn figures(&self) -> Arc<ShardFigures> {
+        Arc::clone(&self.figures)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inbox> {
         // Every change to the inbox is a push or a swap: a panic cannot
         // leave it half done.
@@ -251,6 +264,7 @@ pub fn spawn(
             closed: false,
         })),
         waker: Arc::new(waker),
+        figures: Arc::default(),
     };
     let handle = shard.clone();
     let guard = PanicGuard {

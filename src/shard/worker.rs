@@ -18,6 +18,7 @@ use super::{Fate, Registration, Shard, ShardSettings, Slot, To, Work, WAKE};
 use crate::budget::{Budget, Outgoing, REFERENCE_COST};
 use crate::chat::{ClientId, RoomId};
 use crate::duplex::WriteHalf;
+use crate::metrics::Disconnect;
 use crate::slow_readers::{Policy, Progress, TooSlow, Verdict};
 
 /// Where a client is in its life, as far as sending goes.
@@ -203,6 +204,7 @@ impl Worker {
             }
         };
         let mut over_cap = Vec::new();
+        let mut delivered = 0;
         for &slot in slots {
             let Some(client) = self.clients.get(slot) else {
                 continue;
@@ -216,11 +218,14 @@ impl Worker {
                 self.dirty.push(slot);
             }
             let pending = client.backlog.push(&line);
+            delivered += 1;
             self.ledger.charge += REFERENCE_COST;
             if let Some(why) = self.settings.policy.over_cap(pending) {
                 over_cap.push((slot, why));
             }
         }
+        // One add per line, not per recipient; only this thread writes it.
+        self.shard.figures.deliveries.add(delivered);
         // Cut once the line reached everyone: a cut changes the room's list.
         for (slot, why) in over_cap {
             self.cut(slot, Cut::TooSlow(why));
@@ -612,6 +617,11 @@ impl Worker {
             Cut::Lingered => "did not hang up after our close_notify".to_string(),
         };
         let too_slow = matches!(why, Cut::TooSlow(_));
+        let disconnect = match &why {
+            Cut::TooSlow(why) => Disconnect::of_too_slow(why),
+            Cut::Failed(_) => Disconnect::SendFailed,
+            Cut::Lingered => Disconnect::NoHangup,
+        };
         if too_slow {
             log::warn!(
                 "{} {}: disconnected, {reason}; {} lines, {} bytes were waiting",
@@ -625,7 +635,7 @@ impl Worker {
             // time: nothing the operator needs to hear of.
             log::debug!("{} {}: {reason}", client.id, client.peer);
         }
-        client.fate.set(reason, too_slow);
+        client.fate.set(reason, too_slow, disconnect);
         client.phase = Phase::Dead;
         client.write.reset();
         self.ledger += client.backlog.clear();

@@ -692,6 +692,31 @@ impl RedisLink {
     pub fn is_up(&self) -> bool {
         self.shared.up.load(Ordering::SeqCst)
     }
+
+    /// The link's figures for the metrics: a view that only reads, and
+    /// keeps none of the link's threads or queues alive.
+    pub fn gauges(&self) -> LinkGauges {
+        LinkGauges {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// What the metrics show of the link: whether Redis is reachable.
+#[derive(Debug)]
+pub struct LinkGauges {
+    shared: Arc<LinkState>,
+}
+
+impl crate::metrics::Source for LinkGauges {
+    fn collect(&self, out: &mut crate::metrics::Exposition) {
+        let up = self.shared.up.load(Ordering::SeqCst);
+        out.gauge(
+            "chat_server_redis_link_up",
+            "1 while the link to Redis is connected, 0 while it reconnects.",
+            if up { 1.0 } else { 0.0 },
+        );
+    }
 }
 
 impl Drop for RedisLink {

@@ -1,0 +1,244 @@
+//! `chat-server --metrics`: a scrape over loopback is valid Prometheus text
+//! (`promtool check metrics` says so), and its figures move as a scripted
+//! session happens: a connection, a line, a flood, a client cut, a failed
+//! handshake, a client that leaves.
+
+use secure_chat_test_support as support;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+
+use support::{bad_record, cert_args, run, tls_connect, wait_until, Pki, ServerProcess, TIMEOUT};
+use support::{Incoming, TestClient};
+
+/// The samples of one scrape, by series (`name{labels}`).
+struct Scrape {
+    text: String,
+    samples: HashMap<String, f64>,
+}
+
+impl Scrape {
+    /// One series' value; fails the test if the scrape lacks it.
+    fn get(&self, series: &str) -> f64 {
+        *self
+            .samples
+            .get(series)
+            .unwrap_or_else(|| panic!("no {series} in\n{}", self.text))
+    }
+}
+
+/// `GET /metrics` over loopback, within [`TIMEOUT`]; fails the test unless
+/// the answer is a 200 of the text format.
+fn scrape(addr: SocketAddr) -> Scrape {
+    let mut socket = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket.set_write_timeout(Some(TIMEOUT)).unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).unwrap();
+    let (head, text) = reply.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let samples = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect();
+    Scrape {
+        text: text.to_string(),
+        samples,
+    }
+}
+
+/// Scrapes until `series` satisfies `wanted`, for at most [`TIMEOUT`];
+/// returns that scrape.
+fn wait_for(addr: SocketAddr, series: &str, wanted: impl Fn(f64) -> bool) -> Scrape {
+    let mut last = None;
+    let moved = wait_until(|| {
+        let now = scrape(addr);
+        let done = wanted(now.get(series));
+        last = Some(now);
+        done
+    });
+    let last = last.unwrap();
+    assert!(moved, "{series} did not move as expected:\n{}", last.text);
+    last
+}
+
+/// `promtool check metrics` on a scrape's text: no error, no lint.
+fn promtool_accepts(scrape: &Scrape) {
+    let output = run(
+        Command::new("promtool").args(["check", "metrics"]),
+        &scrape.text,
+    );
+    assert!(
+        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+        "promtool: {}{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        scrape.text
+    );
+}
+
+/// The metrics address the server's log gave.
+fn metrics_addr(server: &ServerProcess) -> SocketAddr {
+    let line = server
+        .seen
+        .iter()
+        .find(|line| line.contains("metrics on http://"))
+        .unwrap_or_else(|| panic!("no metrics address in {:#?}", server.seen));
+    let addr = line.rsplit_once("http://").unwrap().1;
+    addr.trim_end_matches("/metrics").parse().unwrap()
+}
+
+const CONNECTIONS: &str = "chat_server_connections";
+const HANDSHAKES_OK: &str = "chat_server_handshakes_total{outcome=\"ok\"}";
+const LINES_IN: &str = "chat_server_lines_in_total";
+const ROOM_LINES: &str = "chat_server_room_lines_total";
+const DELIVERIES: &str = "chat_server_deliveries_total";
+
+#[test]
+fn the_figures_pass_promtool_and_move_as_a_session_happens() {
+    let pki = Pki::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    // One line a second, one at once: a client's third line in a row
+    // surely waits.
+    args.extend(["--metrics", "127.0.0.1:0", "--rate", "1", "--burst", "1"].map(OsStr::new));
+    let server = ServerProcess::start(&args);
+    let addr = metrics_addr(&server);
+
+    let start = scrape(addr);
+    promtool_accepts(&start);
+    assert_eq!(start.get(CONNECTIONS), 0.0);
+    assert_eq!(start.get(HANDSHAKES_OK), 0.0);
+    assert!(start.get("chat_server_threads") >= 3.0, "{}", start.text);
+
+    // A connection.
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    wait_for(addr, HANDSHAKES_OK, |n| n == 1.0);
+    assert_eq!(scrape(addr).get(CONNECTIONS), 1.0);
+    assert_eq!(
+        scrape(addr).get("chat_server_connections_accepted_total"),
+        1.0
+    );
+    let bob = TestClient::connect(server.addr, &pki.ca);
+    alice.recv_until(|line| line.contains(&format!("{} joined", bob.nick)));
+    let before = wait_for(addr, CONNECTIONS, |n| n == 2.0);
+
+    // A line: one in, one room line, one delivery for each of the two.
+    alice.send("hello");
+    let echo = format!("chat {} hello", alice.nick);
+    alice.recv_until(|line| line == echo);
+    bob.recv_until(|line| line == echo);
+    let after = wait_for(addr, DELIVERIES, |n| n >= before.get(DELIVERIES) + 2.0);
+    assert_eq!(after.get(DELIVERIES), before.get(DELIVERIES) + 2.0);
+    assert_eq!(after.get(LINES_IN), before.get(LINES_IN) + 1.0);
+    assert_eq!(after.get(ROOM_LINES), before.get(ROOM_LINES) + 1.0);
+
+    // A flood: the third line in a row waits for its token.
+    alice.send("two");
+    alice.send("three");
+    let three = format!("chat {} three", alice.nick);
+    alice.recv_until(|line| line == three);
+    let flooded = wait_for(addr, "chat_server_flood_waits_total", |n| n >= 1.0);
+    assert!(flooded.get("chat_server_flood_wait_seconds_total") > 0.0);
+
+    // A cut: a record nobody can decrypt ends carol's connection.
+    let (_conn, carol) = tls_connect(server.addr, &pki.ca);
+    wait_for(addr, HANDSHAKES_OK, |n| n == 3.0);
+    (&carol).write_all(&bad_record()).unwrap();
+    wait_for(
+        addr,
+        "chat_server_disconnects_total{reason=\"tls_error\"}",
+        |n| n == 1.0,
+    );
+    wait_for(addr, CONNECTIONS, |n| n == 2.0);
+
+    // A failed handshake: something that is not TLS.
+    let mut http = TcpStream::connect(server.addr).unwrap();
+    http.set_read_timeout(Some(TIMEOUT)).unwrap();
+    http.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    // The server answers with an alert, or nothing, and closes.
+    let _ = http.read_to_end(&mut Vec::new());
+    let failed = wait_for(
+        addr,
+        "chat_server_handshake_failures_total{kind=\"not_tls\"}",
+        |n| n == 1.0,
+    );
+    assert_eq!(
+        failed.get("chat_server_handshakes_total{outcome=\"failed\"}"),
+        1.0
+    );
+
+    // A client that leaves properly.
+    alice.close();
+    // Its last lines, then the server's close.
+    while let Incoming::Line(_) = alice.next() {}
+    let end = wait_for(
+        addr,
+        "chat_server_disconnects_total{reason=\"closed\"}",
+        |n| n == 1.0,
+    );
+    promtool_accepts(&end);
+    // Counters never went back.
+    for (series, value) in &start.samples {
+        if series.contains("_total") {
+            assert!(end.get(series) >= *value, "{series} went back");
+        }
+    }
+    drop(bob);
+    server.stop();
+}
+
+#[test]
+fn the_help_names_the_flag_and_who_can_read_it() {
+    let output = run(Command::new(support::SERVER.path()).arg("--help"), "");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--metrics HOST:PORT"), "{help}");
+    assert!(help.contains("plain HTTP"), "{help}");
+    assert!(help.contains("authentication"), "{help}");
+}
+
+#[test]
+fn without_the_flag_nothing_is_served() {
+    let pki = Pki::new();
+    let server = ServerProcess::start(&cert_args(&pki.cert, &pki.key));
+    assert!(
+        !server.seen.iter().any(|line| line.contains("metrics on")),
+        "{:#?}",
+        server.seen
+    );
+    server.stop();
+}
+
+/// With `--redis`, the link's figures: up while Redis answers, down once it
+/// is gone, and nothing held back for it while nobody speaks.
+#[cfg(feature = "redis")]
+#[test]
+fn the_link_to_redis_shows_up_then_down() {
+    let pki = Pki::new();
+    let mut redis = support::Redis::start(&[]);
+    let url = redis.url();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(["--metrics", "127.0.0.1:0", "--redis", &url].map(OsStr::new));
+    let server = ServerProcess::start(&args);
+    let addr = metrics_addr(&server);
+
+    let up = wait_for(addr, "chat_server_redis_link_up", |n| n == 1.0);
+    assert_eq!(up.get("chat_server_redis_held_back_bytes"), 0.0);
+    promtool_accepts(&up);
+    redis.stop();
+    wait_for(addr, "chat_server_redis_link_up", |n| n == 0.0);
+    server.stop();
+}

@@ -1,0 +1,127 @@
+//! `contrib/chat-server.service`, checked offline by `systemd-analyze`:
+//! `verify` parses it with the built server in place of the installed one
+//! (a key it does not know, a value it cannot parse, a program that is not
+//! there), and `security --offline=yes` rates its hardening. Neither
+//! starts it: whether the server runs well inside that sandbox (its system
+//! calls, its paths) is not checked here.
+
+use secure_chat_test_support as support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use secure_chat::server::MAX_CLIENTS;
+use support::{run, TempDir, SERVER};
+
+/// Where the unit expects the server; the tests put the built one there.
+const INSTALLED: &str = "/usr/local/bin/chat-server";
+
+/// The unit as shipped.
+fn unit() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/chat-server.service");
+    fs::read_to_string(path).unwrap()
+}
+
+/// `text` written as `chat-server.service` in `dir`, the built server in
+/// place of the installed one.
+fn with_built_server(dir: &TempDir, text: &str) -> PathBuf {
+    assert!(text.contains(&format!("ExecStart={INSTALLED} ")), "{text}");
+    let path = dir.path().join("chat-server.service");
+    let built = SERVER.path().to_str().unwrap();
+    fs::write(&path, text.replace(INSTALLED, built)).unwrap();
+    path
+}
+
+/// `systemd-analyze ARGS UNIT`, offline: no manual pages looked up, no
+/// running systemd needed.
+fn analyze(args: &[&str], unit: &Path) -> Output {
+    run(Command::new("systemd-analyze").args(args).arg(unit), "")
+}
+
+fn said(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn the_unit_verifies_without_a_word() {
+    let dir = TempDir::new();
+    let path = with_built_server(&dir, &unit());
+    let output = analyze(&["verify", "--man=no"], &path);
+    assert!(output.status.success(), "{}", said(&output));
+    // A key systemd does not know, or a value it cannot parse, is only a
+    // warning: silence is the check.
+    assert_eq!(said(&output), "");
+}
+
+#[test]
+fn verify_catches_a_mistake_in_a_unit() {
+    let dir = TempDir::new();
+    let typo = unit().replace("ProtectSystem=strict", "ProtectSytem=strict");
+    let output = analyze(&["verify", "--man=no"], &with_built_server(&dir, &typo));
+    assert!(said(&output).contains("Unknown key"), "{}", said(&output));
+    let elsewhere = unit().replace(INSTALLED, "/nonexistent/chat-server");
+    let path = dir.path().join("chat-server.service");
+    fs::write(&path, elsewhere).unwrap();
+    let output = analyze(&["verify", "--man=no"], &path);
+    assert!(!output.status.success(), "{}", said(&output));
+    assert!(
+        said(&output).contains("not executable"),
+        "{}",
+        said(&output)
+    );
+}
+
+#[test]
+fn the_unit_is_rated_well_hardened() {
+    let dir = TempDir::new();
+    let path = with_built_server(&dir, &unit());
+    let output = analyze(&["security", "--offline=yes"], &path);
+    let text = said(&output);
+    let level: f64 = text
+        .split("Overall exposure level for chat-server.service: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|level| level.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in {text}"));
+    // 0 is fully confined, 10 not at all; systemd calls up to 2 "OK".
+    assert!(level <= 2.0, "exposure {level}:\n{text}");
+}
+
+/// What the issue asks of the unit, and what the server needs of it.
+#[test]
+fn the_unit_has_its_own_user_a_read_only_system_and_room_for_every_client() {
+    let unit = unit();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in the unit"))
+            .to_string()
+    };
+    assert_eq!(value("User"), "secure-chat");
+    assert_eq!(value("ProtectSystem"), "strict");
+    assert_eq!(value("ProtectHome"), "yes");
+    assert_eq!(value("PrivateTmp"), "yes");
+    assert_eq!(value("NoNewPrivileges"), "yes");
+    assert_eq!(value("StateDirectory"), "secure-chat");
+    assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
+    let exec = value("ExecStart");
+    for wanted in [
+        "--data-dir /var/lib/secure-chat",
+        "--cert /etc/secure-chat/server.crt",
+        "--key /etc/secure-chat/server.key",
+        "--metrics 127.0.0.1:",
+    ] {
+        assert!(exec.contains(wanted), "{wanted} not in {exec}");
+    }
+    // A file per connection, and up to twice the clients while handshakes
+    // are under way (see Limits::max_clients), with room to spare.
+    let files: usize = value("LimitNOFILE").parse().unwrap();
+    assert!(files >= 2 * MAX_CLIENTS + 1000, "LimitNOFILE={files}");
+    let tasks: usize = value("TasksMax").parse().unwrap();
+    assert!(tasks >= 2 * MAX_CLIENTS + 100, "TasksMax={tasks}");
+}

@@ -290,6 +290,9 @@ impl<E: Elsewhere> Hub<E> {
                 Output::Enter { id, room } => self.enter(id, room),
                 Output::Close { id } => self.close(id),
                 Output::Elsewhere(ask) => self.ask(ask, &mut answers),
+                // The store takes it; a server without one keeps
+                // moderation in memory only.
+                Output::Save(_) => {}
             }
         }
         if !answers.is_empty() {

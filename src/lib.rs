@@ -184,6 +184,7 @@ pub mod line_reader;
 #[cfg(feature = "redis")]
 pub mod linked;
 pub mod logging;
+pub mod operators;
 pub mod outbox;
 pub mod pool;
 pub mod protocol;

@@ -26,6 +26,7 @@ use crate::line::Frame;
 use crate::queue::Receiver;
 use crate::seats::Seat;
 use crate::shard::{Shard, Slot, To, Work};
+use crate::tls::Fingerprint;
 
 mod routing;
 
@@ -79,6 +80,9 @@ pub enum Event {
     /// Something arrived from the other servers this chat is shared with
     /// (see [`Elsewhere`]).
     Elsewhere(Arrival),
+    /// The server operators, by key, from now on (`--operators`, read
+    /// at start and on SIGHUP: see [`Operators`](crate::operators::Operators)).
+    Operators(Vec<Fingerprint>),
     /// The server is stopping: tell everyone, close every connection.
     Shutdown,
 }
@@ -354,6 +358,11 @@ impl<E: Elsewhere> Hub<E> {
                 out.push(Output::Close { id });
             }
             Event::Elsewhere(arrival) => self.arrived(arrival, out),
+            Event::Operators(keys) => {
+                if let Some(chat) = self.rules.chat() {
+                    chat.set_operators(keys);
+                }
+            }
             Event::Frame { .. } | Event::Shutdown => {
                 unreachable!("`handle` takes the lines, and `run` stops at a shutdown")
             }

@@ -30,6 +30,7 @@ use crate::error::Error;
 use crate::hub::{self, Address, Event};
 use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
+use crate::operators::Operators;
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
 use crate::seats::{Block, Seats};
@@ -215,6 +216,8 @@ pub struct Server {
     seats: Arc<Seats>,
     /// Shared with other servers: them, for the hub.
     elsewhere: Option<Box<dyn Elsewhere>>,
+    /// The server operators, handed to the hub when it starts.
+    operators: Operators,
 }
 
 // What the server locks (the sockets, the connections per address, the TLS
@@ -304,6 +307,7 @@ impl Server {
                 limits.max_per_ip.map(|m| m.max(1)),
             ),
             elsewhere: None,
+            operators: Operators::default(),
         })
     }
 
@@ -350,6 +354,11 @@ impl Server {
         Reloader {
             tls: Arc::clone(&self.tls),
         }
+    }
+
+    /// A handle that gives this server's hub its operators (`--operators`).
+    pub fn operators(&self) -> Operators {
+        self.operators.clone()
     }
 
     /// A handle that reads this server's counts.
@@ -412,6 +421,7 @@ impl Server {
             writers.push(thread);
         }
         let (events, hub_events) = queue::bounded(EVENT_QUEUE);
+        self.operators.connect(events.clone());
         let hub_stop = Arc::new(AtomicBool::new(false));
         // What the other servers send reaches the hub among the readers'
         // events: the hub waits on one queue only.

@@ -529,8 +529,11 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         match load_operators() {
                             None => {}
                             Some(Ok(keys)) => {
-                                log::info!("reloaded the operators file: {} keys", keys.len());
+                                let count = keys.len();
+                                // Logged once the list is in the hub's
+                                // queue, ahead of any line sent after.
                                 operators.replace(keys);
+                                log::info!("reloaded the operators file: {count} keys");
                             }
                             Some(Err(why)) => {
                                 log::warn!("{why}; still using the previous operators")

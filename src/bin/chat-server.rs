@@ -65,11 +65,12 @@ Options:
                              do not require one; a client without is a guest
                              (guestN, may /nick), one with an invalid one is
                              still refused
-  --operators FILE           the server operators: one key fingerprint
-                             (sha256:..., as chat-client --cert shows or this
-                             server logs) a line, # comments; they may moderate
-                             every room and disconnect or ban anyone from the
-                             server. Reloaded on SIGHUP [default: none]
+  --operators FILE           the server operators: one client certificate key
+                             fingerprint a line (sha256:..., as this server
+                             logs it when the client joins), # comments; they
+                             moderate every room and may disconnect or ban
+                             anyone from the server. Reloaded on SIGHUP
+                             [default: none]
   --classic                  the original app's protocol, for its clients: one
                              reply per line, no rooms, no other clients seen
   --redis URL                share the chat with every server using the same

@@ -426,7 +426,11 @@ impl Chat {
             self.show_room(id, room, out);
             return;
         }
-        log::info!("{id} {peer}: joined as {nick}");
+        // The key, for the operators file (`--operators`).
+        match certificate.as_ref().and_then(|cert| cert.key) {
+            Some(key) => log::info!("{id} {peer}: joined as {nick}, key {key}"),
+            None => log::info!("{id} {peer}: joined as {nick}"),
+        }
         let text = Notice::YouAre {
             nick: nick.as_str(),
             sessions: None,

@@ -19,17 +19,16 @@ fn enter(client: &mut TestClient, room: &str) {
     client.recv_until(|line| line.starts_with(&here));
 }
 
-/// A room made by `op` with `others` in it, everyone having seen everyone
-/// come in (and `op` told it is the room's operator).
+/// A room made by `op` (so, its operator) with `others` in it, everyone
+/// having seen everyone come in.
 fn room_of(op: &mut TestClient, others: &mut [&mut TestClient], room: &str) {
     enter(op, room);
+    op.send("/bans");
     assert_eq!(
         op.recv(),
-        format!(
-            "notice you made {room}, so you are its operator while you stay connected as {}",
-            op.nick
-        )
+        format!("notice operators of {room}: {} (while connected)", op.nick)
     );
+    op.recv_until(|line| line.starts_with("notice modes of ") || line.contains(" has no modes"));
     for other in others.iter_mut() {
         enter(other, room);
         let joined = format!("notice {} joined {room}", other.nick);

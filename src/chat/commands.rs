@@ -10,7 +10,9 @@ use super::{
     LINK_DOWN_NICK, SECRET_BYTES,
 };
 use crate::elsewhere::{Ask, Query};
-use crate::protocol::{self, Command, NameError, Nick, Notice, Refusal, ServerLine};
+use crate::protocol::{
+    self, Command, NameError, Nick, Notice, Refusal, ServerLine, COMMANDS, MODERATION_COMMANDS,
+};
 
 impl Chat {
     /// What a command does. A plain line (`Say`) usually comes straight
@@ -150,21 +152,31 @@ impl Chat {
                 out.push(to_room(room, ServerLine::Notice(&text), None, keep));
             }
             Command::Help(None) => {
-                let names: Vec<&str> = protocol::all_commands().map(|c| c.name).collect();
+                let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
                 let text = format!("commands: {}", names.join(" "));
                 out.push(to(id, ServerLine::Notice(&text)));
-                for info in protocol::all_commands() {
+                for info in COMMANDS {
                     let text = format!("{}: {}", info.usage, info.help);
                     out.push(to(id, ServerLine::Notice(&text)));
                 }
                 let text = "anything else you type is said to the room; \
-                            start it with // to say a line that begins with /";
+                            start it with // to say a line that begins with /; \
+                            /help moderation lists what operators may do";
                 out.push(to(id, ServerLine::Notice(text)));
-                let text = "operators: whoever makes a room is its operator (by certificate \
-                            key, which lasts; or, as a guest, only while connected under that \
-                            name); server operators, named by key in the server's \
-                            --operators file, may do everything everywhere";
+            }
+            Command::Help(Some("moderation")) => {
+                let names: Vec<&str> = MODERATION_COMMANDS.iter().map(|c| c.name).collect();
+                let text = format!("moderation: {}", names.join(" "));
+                out.push(to(id, ServerLine::Notice(&text)));
+                let text = "whoever makes a room (enters it empty, never #lobby) is its \
+                            operator: by certificate key, which lasts, or, as a guest, only \
+                            while connected under that name; server operators, named by key \
+                            in the server's --operators file, may do everything everywhere";
                 out.push(to(id, ServerLine::Notice(text)));
+                for info in MODERATION_COMMANDS {
+                    let text = format!("{}: {}", info.usage, info.help);
+                    out.push(to(id, ServerLine::Notice(&text)));
+                }
             }
             Command::Help(Some(name)) => {
                 let text = match protocol::command_info(name) {

@@ -239,23 +239,13 @@ impl Chat {
             return;
         };
         let fingerprint = person.certificate.as_ref().and_then(|cert| cert.key);
-        let rules = self.moderation.rooms.entry(room_key.clone()).or_default();
-        let text = match fingerprint {
-            Some(fingerprint) => {
-                rules.ops.push(fingerprint);
-                format!("you made {name}, so you are its operator (by your certificate's key)")
-            }
-            None => {
-                rules.guest_ops.push(key.to_owned());
-                format!(
-                    "you made {name}, so you are its operator while you stay connected as {}",
-                    person.nick
-                )
-            }
-        };
+        // Not told: the room's first lines stay what they were, and
+        // `/bans` names its operators.
         log::info!("{} made {name} and is its operator", person.nick);
-        for &id in &person.sessions {
-            out.push(to(id, ServerLine::Notice(&text)));
+        let rules = self.moderation.rooms.entry(room_key.clone()).or_default();
+        match fingerprint {
+            Some(fingerprint) => rules.ops.push(fingerprint),
+            None => rules.guest_ops.push(key.to_owned()),
         }
         if fingerprint.is_some() {
             self.save_rules(&room_key, out);

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::chat::moderation::RoomRules;
+use crate::protocol::MODERATION_COMMANDS;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -43,13 +44,12 @@ fn saved_rules(h: &Harness, room: &str) -> Option<Option<String>> {
 fn whoever_makes_a_room_moderates_it_and_nobody_else_does() {
     let (mut h, _) = harness();
     let (a, b) = (h.join(1), h.join(2));
-    let seen = h.send(a, "/join #rust");
+    h.send(a, "/join #rust");
+    h.send(b, "/join #rust");
     assert_eq!(
-        seen[&a][1],
-        "notice you made #rust, so you are its operator while you stay connected as guest1"
+        h.ask(b, "/bans")[0],
+        "notice operators of #rust: guest1 (while connected)"
     );
-    let seen = h.send(b, "/join #rust");
-    assert_eq!(seen[&b].len(), 1, "{seen:?}");
     h.expect(
         b,
         "/kick guest1",
@@ -83,8 +83,22 @@ fn whoever_makes_a_room_moderates_it_and_nobody_else_does() {
     );
     h.left(b, None);
     h.send(a, "/join #lobby");
-    let seen = h.send(a, "/join #rust");
-    assert!(seen[&a][1].starts_with("notice you made #rust"), "{seen:?}");
+    h.send(a, "/join #rust");
+    assert_eq!(
+        h.ask(a, "/bans")[0],
+        "notice operators of #rust: alice (while connected)"
+    );
+    // /help tells where moderation is explained, and that explains it.
+    let help = h.ask(a, "/help");
+    assert!(help
+        .last()
+        .unwrap()
+        .ends_with("/help moderation lists what operators may do"));
+    let help = h.ask(a, "/help moderation");
+    assert_eq!(help.len(), MODERATION_COMMANDS.len() + 2);
+    assert!(help[0].starts_with("notice moderation: /op /deop /kick /ban"));
+    assert!(help[1].starts_with("notice whoever makes a room"));
+    assert!(h.ask(a, "/help kill")[0].starts_with("notice /kill NICK [REASON]: "));
 }
 
 #[test]
@@ -346,8 +360,12 @@ fn an_operator_by_key_stays_one_and_names_others() {
     h.send(alice, "/join #k");
     h.send(alice, "/join #lobby");
     // Empty, but not ownerless: the next comer is not its operator.
-    let seen = h.send(guest, "/join #k");
-    assert_eq!(seen[&guest].len(), 1, "{seen:?}");
+    h.send(guest, "/join #k");
+    let key = Fingerprint::of_spki(b"alice key");
+    assert_eq!(
+        h.ask(guest, "/bans")[0],
+        format!("notice operators of #k: alice ({key})")
+    );
     h.send(alice, "/join #k");
     let seen = h.send(alice, "/op guest2");
     assert_eq!(
@@ -356,7 +374,6 @@ fn an_operator_by_key_stays_one_and_names_others() {
     );
     h.send(guest, "/mode +t");
     let listed = h.ask(guest, "/bans");
-    let key = Fingerprint::of_spki(b"alice key");
     assert_eq!(
         listed,
         [

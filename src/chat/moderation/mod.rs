@@ -194,12 +194,17 @@ impl Chat {
         if let Some(session) = self.sessions.get(&id) {
             who.block = Some(Block::of(session.peer.ip()));
         }
+        // A ban holds for the room's operators too (one may ban another);
+        // only the server's are above it.
+        let server_op = self.is_server_operator(key);
         let operator = self.is_room_operator(key, &room_key);
         let rules = self.moderation.rooms.get_mut(&room_key)?;
         let expired = rules.drop_expired(now);
         let ban = rules.bans.iter().find(|ban| ban.names(&who));
         let refusal = match ban {
-            Some(ban) if !operator => Some(format!("you are banned from {room} {}", ban.told(now))),
+            Some(ban) if !server_op => {
+                Some(format!("you are banned from {room} {}", ban.told(now)))
+            }
             _ if !rules.invite_only || operator => None,
             _ => match rules.invited.iter().position(|target| target.names(&who)) {
                 Some(at) => {
@@ -264,6 +269,13 @@ impl Chat {
     /// Sets the person's mute flag for the room they are in, so that a
     /// line costs one flag read when nobody is muted.
     pub(super) fn refresh_muted(&mut self, key: &str) {
+        if self.moderation.rooms.is_empty() {
+            // Nothing is moderated: no clock, no lookup.
+            if let Some(person) = self.people.get_mut(key) {
+                person.muted = false;
+            }
+            return;
+        }
         let now = self.now();
         let muted = self.identity(key).is_some_and(|who| {
             let room_key = self.people.get(key).and_then(|p| self.room_key(p.room));

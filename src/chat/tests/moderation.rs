@@ -545,3 +545,41 @@ impl RoomRules {
         self
     }
 }
+
+#[test]
+fn a_ban_holds_for_room_operators_but_not_for_server_operators() {
+    let (mut h, _) = harness();
+    h.chat
+        .set_operators(vec![Fingerprint::of_spki(b"root key")]);
+    let (alice, bob, root) = (ClientId(1), ClientId(2), ClientId(3));
+    h.join_as(alice, certificate("alice", b"alice key"));
+    h.join_as(bob, certificate("bob", b"bob key"));
+    h.join_from(
+        root,
+        from("198.51.100.1:4000"),
+        certificate("root", b"root key"),
+    );
+    h.send(alice, "/join #r");
+    h.send(bob, "/join #r");
+    h.send(alice, "/op bob");
+    let seen = h.send(bob, "/ban alice 1d");
+    assert!(
+        seen[&alice][1].starts_with("notice alice was sent from #r"),
+        "{seen:?}"
+    );
+    let refused = h.ask(alice, "/join #r");
+    assert_eq!(refused, ["error you are banned from #r by bob (1d left)"]);
+    // A server operator is above a room's bans (here, one set on their
+    // address while they were away), and lifts them.
+    h.left(root, None);
+    h.send(bob, "/ban 198.51.100.1");
+    let root = ClientId(4);
+    h.join_from(
+        root,
+        from("198.51.100.1:4000"),
+        certificate("root", b"root key"),
+    );
+    assert!(h.ask(root, "/join #r")[0].starts_with("notice you are in #r"));
+    h.send(root, "/unban alice");
+    assert!(h.ask(alice, "/join #r")[0].starts_with("notice you are in #r"));
+}

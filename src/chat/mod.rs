@@ -1,6 +1,7 @@
 //! The chat itself, as a plain value: who is here under which name, who
 //! is in which room, and what each command does and says. [`Chat`] holds
-//! no sockets, threads or clocks: each method takes one thing that
+//! no sockets or threads (the wall-clock time, for bans and mutes, comes
+//! from a [`Clock`] it is given): each method takes one thing that
 //! happened and appends what should follow ([`Output`]s) to a list, which
 //! the [`hub`](crate::hub) delivers and the unit tests read.
 //!

@@ -1,7 +1,7 @@
 //! Moderation on this server: who is an operator (of the server, by key;
-//! of a room, by key or while connected), and what `/kick`, `/ban`,
-//! `/mute`, `/invite`, `/mode`, `/kill` and the rest do. The state is in
-//! `rules`; this file decides who may and says what follows.
+//! of a room, by key or while connected), and the checks the rest of the
+//! chat asks on connecting, entering a room and speaking. The state's
+//! values and text are in `rules`, what each command does in `commands`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -41,9 +41,9 @@ pub enum Save {
 pub(super) struct ModerationState {
     /// Server operators, by key (`--operators`).
     pub(super) operators: HashSet<Fingerprint>,
-    /// Rules by room key. A room's rules outlive its members: an empty
-    /// room keeps its operators and bans, and a room is made empty with
-    /// rules when they are restored.
+    /// Rules by room key, apart from the rooms themselves: a room that
+    /// empties is forgotten, its rules are not (its operators by key, its
+    /// bans), and rules are restored whether or not anyone is in it.
     pub(super) rooms: HashMap<String, RoomRules>,
     pub(super) server_bans: Vec<Sanction>,
     clock: Clock,

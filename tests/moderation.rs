@@ -247,3 +247,34 @@ fn the_operators_file_is_reloaded_on_sighup_and_a_bad_one_keeps_the_old() {
     assert!(matches!(again.expect_end(), Incoming::Closed));
     server.stop();
 }
+
+#[test]
+fn a_bad_operators_file_or_guests_without_a_ca_stops_the_server_at_start() {
+    let pki = Pki::new();
+    let file = pki.path("operators");
+    fs::write(&file, "# fine so far\n\nsha256:short\n").unwrap();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend([OsStr::new("--operators"), file.as_os_str()]);
+    let mut server = ServerProcess::spawn(&args);
+    let (status, _) = server.wait_for_exit();
+    assert!(!status.success());
+    let said = server.seen.join("\n");
+    assert!(
+        said.contains(&format!("the operators file {}: line 3: ", file.display())),
+        "{said}"
+    );
+
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.push(OsStr::new("--guests"));
+    let mut server = ServerProcess::spawn(&args);
+    let (status, _) = server.wait_for_exit();
+    assert!(!status.success());
+    assert!(
+        server
+            .seen
+            .join("\n")
+            .contains("--guests needs --client-ca"),
+        "{:?}",
+        server.seen
+    );
+}

@@ -99,10 +99,6 @@ impl Chat {
             return out.push(to(id, ServerLine::Notice(&text)));
         }
         let key = person.nick.key();
-        if let Some(why) = self.entry_refusal(id, &key, &target, out) {
-            log::info!("{id}: refused entry to {target}: {why}");
-            return out.push(to(id, ServerLine::Error(&why)));
-        }
         let empty = self
             .room_names
             .get(&target.key())
@@ -115,6 +111,11 @@ impl Chat {
                 self.settings.rooms_per_minute
             );
             return out.push(to(id, ServerLine::Error(&text)));
+        }
+        // Last, since it may use up an invitation.
+        if let Some(why) = self.entry_refusal(id, &key, &target, out) {
+            log::info!("{id}: refused entry to {target}: {why}");
+            return out.push(to(id, ServerLine::Error(&why)));
         }
         let Some(person) = self.people.get(&key) else {
             return;

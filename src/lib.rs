@@ -187,6 +187,7 @@ pub mod line_reader;
 pub mod linked;
 pub mod logging;
 pub mod metrics;
+pub mod operators;
 pub mod outbox;
 pub mod pool;
 pub mod protocol;

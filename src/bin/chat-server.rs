@@ -12,6 +12,7 @@ use secure_chat::error::{report, Error};
 #[cfg(feature = "redis")]
 use secure_chat::linked::{redis_link, Linked};
 use secure_chat::metrics::{Endpoint, Registry};
+use secure_chat::operators;
 use secure_chat::server::{self, Limits, Server};
 use secure_chat::throttle::RateLimit;
 use secure_chat::{logging, tls};
@@ -62,6 +63,16 @@ Options:
                              certificate's common name
   --max-sessions N           with --client-ca: connections one certificate may
                              have at once, sharing its nick [default: 5]
+  --guests                   with --client-ca: ask for a client certificate but
+                             do not require one; a client without is a guest
+                             (guestN, may /nick), one with an invalid one is
+                             still refused
+  --operators FILE           the server operators: one client certificate key
+                             fingerprint a line (sha256:..., as this server
+                             logs it when the client joins), # comments; they
+                             moderate every room and may disconnect or ban
+                             anyone from the server. Reloaded on SIGHUP
+                             [default: none]
   --classic                  the original app's protocol, for its clients: one
                              reply per line, no rooms, no other clients seen
   --redis URL                share the chat with every server using the same
@@ -97,7 +108,8 @@ BYTES may end in K, M or G (KiB, MiB, GiB); SECS may have a fraction.
 
 SIGINT or SIGTERM stops the server: every client is told, every connection
 closed (a second signal exits at once). SIGHUP reloads the certificate, key
-and client CA for new connections; if they are unusable, the old ones stay.
+and client CA for new connections, and the operators file; if one is
+unusable, the old one stays.
 Logs go to standard error, one line per connection event and never what
 anyone said; RUST_LOG=debug works as -v does.
 ";
@@ -107,6 +119,10 @@ struct Args {
     cert: PathBuf,
     key: PathBuf,
     client_ca: Option<PathBuf>,
+    /// `--guests`: client certificates asked for, not required.
+    guests: bool,
+    /// `--operators FILE`.
+    operators: Option<PathBuf>,
     limits: Limits,
     /// `--max-clients`, if given; else the default, or what the system allows.
     max_clients: Option<usize>,
@@ -147,6 +163,8 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         cert: PathBuf::from("certs/server.crt"),
         key: PathBuf::from("certs/server.key"),
         client_ca: None,
+        guests: false,
+        operators: None,
         limits: Limits::default(),
         max_clients: None,
         redis: None,
@@ -205,6 +223,8 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 .into());
             }
             Long("client-ca") => args.client_ca = Some(parser.value()?.into()),
+            Long("guests") => args.guests = true,
+            Long("operators") => args.operators = Some(parser.value()?.into()),
             Long("classic") => args.limits.classic = true,
             // Not `parse()`, whose error would print the value back.
             Long("redis") => {
@@ -258,6 +278,13 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             }
             _ => return Err(arg.unexpected()),
         }
+    }
+    if args.guests && args.client_ca.is_none() {
+        return Err(
+            "--guests needs --client-ca: the CA that the certificates clients \
+                    may present must be signed by"
+                .into(),
+        );
     }
     match (&args.redis, redis_url_file) {
         (Some(_), Some(_)) => {
@@ -443,8 +470,22 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Each load, at start and on SIGHUP, also logs the key's fingerprint,
     // for users to check or pin (`chat-client --pin`): what a client
     // that does not trust the CA is shown before it trusts this server.
+    let operators_file = args.operators.clone();
+    if operators_file.is_some() && args.client_ca.is_none() {
+        log::warn!(
+            "--operators without --client-ca: no client presents a certificate, \
+             so nobody can be a server operator"
+        );
+    }
+    let load_operators = move || operators_file.as_deref().map(operators::load);
+    let initial_operators = load_operators().transpose()?;
     let load = move || {
-        let config = tls::server_config(&args.cert, &args.key, args.client_ca.as_deref())?;
+        let clients = match (&args.client_ca, args.guests) {
+            (None, _) => tls::ClientCertificates::NotAsked,
+            (Some(ca), false) => tls::ClientCertificates::Required(ca),
+            (Some(ca), true) => tls::ClientCertificates::Optional(ca),
+        };
+        let config = tls::server_config_for(&args.cert, &args.key, clients)?;
         match tls::Fingerprint::of_certificate_file(&args.cert) {
             Ok(key) => log::info!("certificate fingerprint {key} (for chat-client --pin)"),
             Err(err) => log::warn!("no certificate fingerprint: {}", report(&err)),
@@ -483,22 +524,41 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let stopper = server.stopper();
     let reloader = server.reloader();
+    let operators = server.operators();
+    if let Some(keys) = initial_operators {
+        operators.replace(keys);
+    }
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut stopping = false;
             for signal in signals.forever() {
                 match signal {
-                    SIGHUP => match load() {
-                        Ok(config) => {
-                            reloader.replace(config);
-                            log::info!("reloaded the certificate, key and client CA");
+                    SIGHUP => {
+                        match load() {
+                            Ok(config) => {
+                                reloader.replace(config);
+                                log::info!("reloaded the certificate, key and client CA");
+                            }
+                            Err(err) => log::error!(
+                                "reload failed, still using the previous files: {}",
+                                report(&err)
+                            ),
                         }
-                        Err(err) => log::error!(
-                            "reload failed, still using the previous files: {}",
-                            report(&err)
-                        ),
-                    },
+                        match load_operators() {
+                            None => {}
+                            Some(Ok(keys)) => {
+                                let count = keys.len();
+                                // Logged once the list is in the hub's
+                                // queue, ahead of any line sent after.
+                                operators.replace(keys);
+                                log::info!("reloaded the operators file: {count} keys");
+                            }
+                            Some(Err(why)) => {
+                                log::warn!("{why}; still using the previous operators")
+                            }
+                        }
+                    }
                     _ if stopping => {
                         log::warn!("signal {signal} again: exiting at once");
                         std::process::exit(128 + signal);

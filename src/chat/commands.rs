@@ -10,7 +10,9 @@ use super::{
     LINK_DOWN_NICK, SECRET_BYTES,
 };
 use crate::elsewhere::{Ask, Query};
-use crate::protocol::{self, Command, NameError, Nick, Notice, Refusal, ServerLine, COMMANDS};
+use crate::protocol::{
+    self, Command, NameError, Nick, Notice, Refusal, ServerLine, COMMANDS, MODERATION_COMMANDS,
+};
 
 impl Chat {
     /// What a command does. A plain line (`Say`) usually comes straight
@@ -21,8 +23,19 @@ impl Chat {
             return;
         };
         let room = person.room;
+        // A muted person's actions are refused like their lines.
+        if person.muted
+            && matches!(command, Command::Me(_) | Command::Topic(Some(_)))
+            && self.still_muted(id, out)
+        {
+            return;
+        }
+        let Some(person) = self.person_of(id) else {
+            return;
+        };
         match command {
             Command::Say(text) => self.say(id, text, out),
+            Command::Moderate(moderation) => self.moderate(id, moderation, out),
             Command::Me(text) => {
                 let from = person.nick.as_str();
                 out.push(to_room(
@@ -127,6 +140,9 @@ impl Chat {
             }
             Command::Topic(Some(topic)) => {
                 let nick = person.nick.to_string();
+                if let Some(why) = self.topic_refusal(&person.nick.key(), room) {
+                    return out.push(to(id, ServerLine::Error(&why)));
+                }
                 // Kept when shown ([`Chat::heard`]).
                 let Some(state) = self.rooms.get(&room) else {
                     return;
@@ -144,8 +160,23 @@ impl Chat {
                     out.push(to(id, ServerLine::Notice(&text)));
                 }
                 let text = "anything else you type is said to the room; \
-                            start it with // to say a line that begins with /";
+                            start it with // to say a line that begins with /; \
+                            /help moderation lists what operators may do";
                 out.push(to(id, ServerLine::Notice(text)));
+            }
+            Command::Help(Some("moderation")) => {
+                let names: Vec<&str> = MODERATION_COMMANDS.iter().map(|c| c.name).collect();
+                let text = format!("moderation: {}", names.join(" "));
+                out.push(to(id, ServerLine::Notice(&text)));
+                let text = "whoever makes a room (enters it empty, never #lobby) is its \
+                            operator: by certificate key, which lasts, or, as a guest, only \
+                            while connected under that name; server operators, named by key \
+                            in the server's --operators file, may do everything everywhere";
+                out.push(to(id, ServerLine::Notice(text)));
+                for info in MODERATION_COMMANDS {
+                    let text = format!("{}: {}", info.usage, info.help);
+                    out.push(to(id, ServerLine::Notice(&text)));
+                }
             }
             Command::Help(Some(name)) => {
                 let text = match protocol::command_info(name) {
@@ -258,6 +289,7 @@ impl Chat {
             self.leave_room(&current, guest.room);
             (guest.room, notice)
         });
+        self.forget_guest_ops(&current);
         if let Some(session) = self.sessions.get_mut(&id) {
             session.person = key.clone();
             session.wants_token = true;
@@ -358,6 +390,12 @@ impl Chat {
             state.members.remove(&old_key);
             state.members.insert(new_key.clone());
         }
+        // An operator by nick is one only under that nick; a mute by nick
+        // stays with the nick.
+        if old_key != new_key {
+            self.forget_guest_ops(&old_key);
+        }
+        self.refresh_muted(&new_key);
         let text = Notice::YouAreNow { nick: new.as_str() }.to_string();
         out.push(to(id, ServerLine::Notice(&text)));
         out.push(to_room(

@@ -1,6 +1,7 @@
 //! The chat itself, as a plain value: who is here under which name, who
 //! is in which room, and what each command does and says. [`Chat`] holds
-//! no sockets, threads or clocks: each method takes one thing that
+//! no sockets or threads (the wall-clock time, for bans and mutes, comes
+//! from a [`Clock`] it is given): each method takes one thing that
 //! happened and appends what should follow ([`Output`]s) to a list, which
 //! the [`hub`](crate::hub) delivers and the unit tests read.
 //!
@@ -135,6 +136,8 @@ pub enum Output {
     /// Something for the other servers this chat is shared with; only a
     /// shared chat ([`Chat::shared`]) asks.
     Elsewhere(Ask),
+    /// Moderation's state changed: what to keep across a restart.
+    Save(Save),
 }
 
 /// A room line on its way to the room's members: from the chat to the
@@ -221,6 +224,10 @@ struct Person {
     /// Without certificates: the one secret that takes this nick back from
     /// a dropped connection, if one was asked for. Used once.
     secret: Option<[u8; SECRET_BYTES]>,
+    /// A mute may hold for them in their room: looked at only when set,
+    /// so that a line costs nobody else anything (see
+    /// [`Chat::refresh_muted`]).
+    muted: bool,
 }
 
 /// A room and what it remembers.
@@ -264,6 +271,8 @@ pub struct Chat {
     /// Set when the chat is shared with other servers: what it keeps of
     /// them.
     others: Option<Others>,
+    /// Operators, bans, mutes and the rooms' modes.
+    moderation: ModerationState,
 }
 
 /// What a shared chat keeps of the other servers (see [`Chat::shared`]).
@@ -293,6 +302,7 @@ impl Chat {
             next_room: 0,
             guest_prefix: "guest".to_owned(),
             others: None,
+            moderation: ModerationState::default(),
         }
     }
 
@@ -350,7 +360,7 @@ impl Chat {
             },
             None => Ok(self.free_guest_nick(id)),
         };
-        let refusal = match &nick {
+        let mut refusal = match &nick {
             Err(why) => Some(why.clone()),
             Ok(nick) => match self.people.get(&nick.key()) {
                 None => None,
@@ -381,6 +391,10 @@ impl Chat {
                 Some(_) => Some(format!("{nick} is already connected")),
             },
         };
+        if let (None, Ok(nick)) = (&refusal, &nick) {
+            let key = certificate.as_ref().and_then(|cert| cert.key);
+            refusal = self.server_ban_refusal(nick, key, peer, out);
+        }
         if let Some(why) = refusal {
             log::info!("{id} {peer}: refused: {why}");
             out.push(to(id, ServerLine::Error(&why)));
@@ -413,7 +427,11 @@ impl Chat {
             self.show_room(id, room, out);
             return;
         }
-        log::info!("{id} {peer}: joined as {nick}");
+        // The key, for the operators file (`--operators`).
+        match certificate.as_ref().and_then(|cert| cert.key) {
+            Some(key) => log::info!("{id} {peer}: joined as {nick}, key {key}"),
+            None => log::info!("{id} {peer}: joined as {nick}"),
+        }
         let text = Notice::YouAre {
             nick: nick.as_str(),
             sessions: None,
@@ -427,6 +445,7 @@ impl Chat {
             certificate,
             sessions: vec![id],
             secret: None,
+            muted: false,
         };
         self.people.insert(key.clone(), person);
         if self.others.is_some() {
@@ -469,11 +488,23 @@ impl Chat {
         let Some(person) = self.person_of(id) else {
             return;
         };
+        if person.muted {
+            return self.say_muted(id, text, out);
+        }
         let from = person.nick.as_str();
         let line = ServerLine::Chat { from, text };
         out.push(to_room(person.room, line, None, Keep::History));
         if protocol::is_greeting(text) {
             out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
+        }
+    }
+
+    /// A line from someone flagged muted: refused while the mute holds;
+    /// said if it has ended (the flag is then clear).
+    #[cold]
+    fn say_muted(&mut self, id: ClientId, text: &str, out: &mut Vec<Output>) {
+        if !self.still_muted(id, out) {
+            self.say(id, text, out);
         }
     }
 
@@ -601,6 +632,9 @@ impl Chat {
                 name: key.to_owned(),
             }));
         }
+        if person.certificate.is_none() {
+            self.forget_guest_ops(key);
+        }
         self.leave_room(key, person.room);
         self.tell_leaving(person.room, notice, None, out);
     }
@@ -635,8 +669,12 @@ fn to_room(room: RoomId, line: ServerLine<'_>, except: Option<ClientId>, keep: K
 }
 
 mod commands;
+mod moderation;
 mod others;
 mod rooms;
+
+use moderation::ModerationState;
+pub use moderation::{Clock, Save};
 
 use rooms::{History, RoomsMade, ROOMS_MADE_LOOK};
 

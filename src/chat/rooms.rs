@@ -99,6 +99,11 @@ impl Chat {
             return out.push(to(id, ServerLine::Notice(&text)));
         }
         let key = person.nick.key();
+        let empty = self
+            .room_names
+            .get(&target.key())
+            .and_then(|room| self.rooms.get(room))
+            .is_none_or(|state| state.members.is_empty());
         if !self.room_names.contains_key(&target.key()) && !self.may_make_a_room(id) {
             let text = format!(
                 "{target} does not exist, and {} rooms were made from your address in \
@@ -106,6 +111,11 @@ impl Chat {
                 self.settings.rooms_per_minute
             );
             return out.push(to(id, ServerLine::Error(&text)));
+        }
+        // Last, since it may use up an invitation.
+        if let Some(why) = self.entry_refusal(id, &key, &target, out) {
+            log::info!("{id}: refused entry to {target}: {why}");
+            return out.push(to(id, ServerLine::Error(&why)));
         }
         let Some(person) = self.people.get(&key) else {
             return;
@@ -121,6 +131,9 @@ impl Chat {
             person.room = room;
         }
         self.enter_room(&key, room, out);
+        if empty {
+            self.made_room(&key, room, out);
+        }
         // Told once the person's sessions are in the new room, so that
         // none of them hears it.
         self.tell_leaving(current, &notice, None, out);
@@ -170,6 +183,7 @@ impl Chat {
     /// Puts a person into a room (its `room` already says so): the room is
     /// told, then each of its sessions enters and is shown the room.
     pub(super) fn enter_room(&mut self, key: &str, room: RoomId, out: &mut Vec<Output>) {
+        self.refresh_muted(key);
         let (Some(person), Some(state)) = (self.people.get(key), self.rooms.get_mut(&room)) else {
             return;
         };

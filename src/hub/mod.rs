@@ -27,6 +27,7 @@ use crate::metrics::HubFigures;
 use crate::queue::Receiver;
 use crate::seats::Seat;
 use crate::shard::{Shard, Slot, To, Work};
+use crate::tls::Fingerprint;
 
 mod routing;
 
@@ -80,6 +81,9 @@ pub enum Event {
     /// Something arrived from the other servers this chat is shared with
     /// (see [`Elsewhere`]).
     Elsewhere(Arrival),
+    /// The server operators, by key, from now on (`--operators`, read
+    /// at start and on SIGHUP: see [`Operators`](crate::operators::Operators)).
+    Operators(Vec<Fingerprint>),
     /// The server is stopping: tell everyone, close every connection.
     Shutdown,
 }
@@ -300,6 +304,9 @@ impl<E: Elsewhere> Hub<E> {
                 Output::Enter { id, room } => self.enter(id, room),
                 Output::Close { id } => self.close(id),
                 Output::Elsewhere(ask) => self.ask(ask, &mut answers),
+                // The store takes it; a server without one keeps
+                // moderation in memory only.
+                Output::Save(_) => {}
             }
         }
         if !answers.is_empty() {
@@ -362,6 +369,11 @@ impl<E: Elsewhere> Hub<E> {
                 out.push(Output::Close { id });
             }
             Event::Elsewhere(arrival) => self.arrived(arrival, out),
+            Event::Operators(keys) => {
+                if let Some(chat) = self.rules.chat() {
+                    chat.set_operators(keys);
+                }
+            }
             Event::Frame { .. } | Event::Shutdown => {
                 unreachable!("`handle` takes the lines, and `run` stops at a shutdown")
             }

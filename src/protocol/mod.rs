@@ -9,8 +9,10 @@
 
 use std::fmt;
 
+pub mod moderation;
 pub mod notice;
 
+pub use moderation::{Mode, Moderation, Sentence, MODERATION_COMMANDS};
 pub use notice::{Notice, Page, Refusal, RoomList, WhoList, Wording, WORDING};
 
 /// The first line every client receives.
@@ -183,6 +185,8 @@ pub enum Command<'a> {
         /// The secret from the last `token` line for it.
         secret: &'a str,
     },
+    /// A moderation command (`/kick`, `/ban`, `/mute` and the rest).
+    Moderate(Moderation<'a>),
 }
 
 /// A `/command` line that could not be understood.
@@ -192,6 +196,10 @@ pub enum CommandError<'a> {
     Unknown(&'a str),
     /// The command needs an argument that is missing.
     MissingArgument(&'static CommandInfo),
+    /// A ban's or mute's duration that is not a number and one unit.
+    BadDuration(&'a str),
+    /// `/mode` with something other than `+i`, `-i`, `+t` or `-t`.
+    BadMode(&'a str),
 }
 
 impl fmt::Display for CommandError<'_> {
@@ -205,6 +213,15 @@ impl fmt::Display for CommandError<'_> {
             CommandError::MissingArgument(info) => {
                 write!(f, "{} needs {}: {}", info.name, info.needs, info.usage)
             }
+            CommandError::BadDuration(text) => write!(
+                f,
+                "{text:?} is not a duration: a whole number and s, m, h or d, \
+                 such as 30s 10m 2h 7d (at most ten years)"
+            ),
+            CommandError::BadMode(text) => write!(
+                f,
+                "{text:?} is not a mode: +i or -i (invite-only), +t or -t (topic lock)"
+            ),
         }
     }
 }
@@ -303,7 +320,13 @@ pub const COMMANDS: &[CommandInfo] = &[
 /// The help entry for a command, named with or without its `/`.
 pub fn command_info(name: &str) -> Option<&'static CommandInfo> {
     let name = name.trim_start_matches('/');
-    COMMANDS.iter().find(|info| &info.name[1..] == name)
+    all_commands().find(|info| &info.name[1..] == name)
+}
+
+/// Every command, in the order `/help` lists them: the everyday ones,
+/// then moderation.
+pub fn all_commands() -> impl Iterator<Item = &'static CommandInfo> {
+    COMMANDS.iter().chain(MODERATION_COMMANDS)
 }
 
 fn info(name: &str) -> &'static CommandInfo {
@@ -369,7 +392,10 @@ fn parse_slash_command(rest: &str) -> Result<Command<'_>, CommandError<'_>> {
                 secret: first_word(secret.trim_start()),
             }
         }
-        _ => return Err(CommandError::Unknown(name)),
+        _ => match moderation::parse_moderation(name, arg)? {
+            Some(moderation) => Command::Moderate(moderation),
+            None => return Err(CommandError::Unknown(name)),
+        },
     };
     Ok(command)
 }
@@ -570,7 +596,7 @@ mod tests {
 
     #[test]
     fn every_command_has_help() {
-        for info in COMMANDS {
+        for info in all_commands() {
             assert!(info.usage.starts_with(info.name));
             assert_eq!(command_info(info.name), Some(info));
             assert_eq!(command_info(&info.name[1..]), Some(info));

@@ -31,6 +31,7 @@ use crate::hub::{self, Address, Event};
 use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
 use crate::metrics::{Counters, Disconnect, HubFigures, Registry, ServerFigures};
+use crate::operators::Operators;
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
 use crate::seats::{Block, Seats};
@@ -218,6 +219,8 @@ pub struct Server {
     elsewhere: Option<Box<dyn Elsewhere>>,
     /// Where the server's figures are shown, with `--metrics`.
     metrics: Option<Arc<Registry>>,
+    /// The server operators, handed to the hub when it starts.
+    operators: Operators,
 }
 
 // What the server locks (the sockets, the connections per address, the TLS
@@ -308,6 +311,7 @@ impl Server {
             ),
             elsewhere: None,
             metrics: None,
+            operators: Operators::default(),
         })
     }
 
@@ -359,6 +363,11 @@ impl Server {
         Reloader {
             tls: Arc::clone(&self.tls),
         }
+    }
+
+    /// A handle that gives this server's hub its operators (`--operators`).
+    pub fn operators(&self) -> Operators {
+        self.operators.clone()
     }
 
     /// A handle that reads this server's counts.
@@ -421,6 +430,7 @@ impl Server {
             writers.push(thread);
         }
         let (events, hub_events) = queue::bounded(EVENT_QUEUE);
+        self.operators.connect(events.clone());
         let hub_stop = Arc::new(AtomicBool::new(false));
         // What the other servers send reaches the hub among the readers'
         // events: the hub waits on one queue only.

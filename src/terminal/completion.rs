@@ -1,4 +1,4 @@
-//! Tab in the line editor: commands at the start of a line, rooms for a
+//! Tab in the line editor: commands (moderation's too) at the start of a line, rooms for a
 //! word that starts with `#`, and elsewhere the nicks of the room, learnt
 //! from the typed notices and lines that arrive. It reads no text of the
 //! server's: what it learns comes parsed.
@@ -65,8 +65,7 @@ impl Completer for Completion {
 
 /// The commands whose names start with `prefix`.
 fn command_candidates(prefix: &str) -> Vec<String> {
-    protocol::COMMANDS
-        .iter()
+    protocol::all_commands()
         .map(|info| info.name)
         .filter(|name| name.starts_with(prefix))
         .map(str::to_string)
@@ -157,7 +156,9 @@ impl Roster {
                 self.add(new);
             }
             Some(Notice::Joined { nick, .. }) => self.add(nick),
-            Some(Notice::Left { nick, .. } | Notice::Quit { nick, .. }) => self.remove(nick),
+            Some(
+                Notice::Left { nick, .. } | Notice::Quit { nick, .. } | Notice::Kicked { nick, .. },
+            ) => self.remove(nick),
             _ => {}
         }
     }
@@ -182,6 +183,13 @@ mod tests {
         assert_eq!(command_candidates("/jo"), ["/join"]);
         assert_eq!(command_candidates("/who"), ["/who", "/whois"]);
         assert!(command_candidates("/x").is_empty());
+        assert_eq!(command_candidates("/ki"), ["/kick", "/kill"]);
+        assert_eq!(command_candidates("/ba"), ["/ban", "/bans"]);
+        assert_eq!(command_candidates("/unm"), ["/unmute"]);
+        assert_eq!(
+            command_candidates("/server"),
+            ["/serverban", "/serverunban"]
+        );
     }
 
     fn learn(roster: &mut Roster, line: &str) {
@@ -204,6 +212,9 @@ mod tests {
             "notice alice quit: lunch",
             "notice dave quit",
             "notice erin left #lobby",
+            "notice troll joined #lobby",
+            "chat troll spam",
+            "notice troll was sent from #lobby to the lobby by Carol: spam",
         ] {
             learn(&mut roster, line);
         }

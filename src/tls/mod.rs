@@ -10,7 +10,8 @@
 //! [`PinnedServerVerifier`]. There is no switch to skip verification. The
 //! server presents its chain and key, checked at start-up to belong
 //! together; with `--client-ca` it demands a client certificate signed by
-//! that CA.
+//! that CA, or, with `--guests` as well, asks for one and lets in a client
+//! without ([`ClientCertificates`]).
 //!
 //! No check happens here. rustls runs them during the handshake, inside
 //! `process_new_packets` (see [`duplex`](crate::duplex)), when it reads the
@@ -105,21 +106,56 @@ pub fn server_config(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, Error> {
+    let clients = match client_ca {
+        None => ClientCertificates::NotAsked,
+        Some(ca) => ClientCertificates::Required(ca),
+    };
+    server_config_for(cert, key, clients)
+}
+
+/// What the server asks of clients' certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertificates<'a> {
+    /// Nothing: every client is a guest.
+    NotAsked,
+    /// One signed by the CA in this file, from every client (`--client-ca`).
+    Required(&'a Path),
+    /// Asked for, not required (`--client-ca` with `--guests`): a client
+    /// that presents one must present a valid one, signed by the CA in
+    /// this file; a client that presents none is a guest.
+    Optional(&'a Path),
+}
+
+/// [`server_config`], with what is asked of clients' certificates said
+/// in full.
+pub fn server_config_for(
+    cert: &Path,
+    key: &Path,
+    clients: ClientCertificates<'_>,
+) -> Result<Arc<ServerConfig>, Error> {
     let chain = load_certs(cert)?;
     let private_key = load_private_key(key)?;
     let builder = ServerConfig::builder_with_provider(Arc::new(server_provider()))
         .with_safe_default_protocol_versions()
         .expect("the default provider supports the default versions");
+    let client_ca = match clients {
+        ClientCertificates::NotAsked => None,
+        ClientCertificates::Required(ca) | ClientCertificates::Optional(ca) => Some(ca),
+    };
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
             let roots = load_roots(path)?;
-            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-                .build()
-                .map_err(|source| Error::ClientVerifier {
-                    path: path.to_owned(),
-                    source,
-                })?;
+            let mut verifier = WebPkiClientVerifier::builder(Arc::new(roots));
+            if matches!(clients, ClientCertificates::Optional(_)) {
+                // A certificate that is presented is still checked in
+                // full: only its absence is let in.
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|source| Error::ClientVerifier {
+                path: path.to_owned(),
+                source,
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };

@@ -1,12 +1,13 @@
 //! The chat's rules, exercised without a hub: a stand-in ([`Harness`])
 //! delivers what it says and checks its records agree after every event.
-//! By topic: people and their names, rooms, and a chat shared with other
-//! servers.
+//! By topic: people and their names, rooms, moderation, and a chat shared
+//! with other servers.
 
 use super::*;
 use crate::elsewhere::{Claim, Told};
 use std::collections::HashSet;
 
+mod moderation;
 mod people;
 mod rooms;
 mod shared;
@@ -34,6 +35,8 @@ struct Harness {
     closed: HashSet<ClientId>,
     /// Shared: what the chat asked of the other servers, in order.
     asked: Vec<Output>,
+    /// What the chat asked to be saved, in order.
+    saved: Vec<Save>,
 }
 
 impl Harness {
@@ -43,6 +46,7 @@ impl Harness {
             rooms: HashMap::new(),
             closed: HashSet::new(),
             asked: Vec::new(),
+            saved: Vec::new(),
         }
     }
 
@@ -102,6 +106,7 @@ impl Harness {
                     self.closed.insert(id);
                 }
                 asked @ Output::Elsewhere(_) => self.asked.push(asked),
+                Output::Save(save) => self.saved.push(save),
             }
         }
         seen

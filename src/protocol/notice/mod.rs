@@ -17,7 +17,7 @@ use template::{capture, fill, suffixes, Caught};
 /// changes both at once.
 ///
 /// What a slot may hold is set by its name: `nick`, `old` and `new` are
-/// nicks, `room` a room, `names` nicks joined by `separator`, `rooms`
+/// nicks (and `by`, who did it), `room` a room, `names` nicks joined by `separator`, `rooms`
 /// rooms each written as `room_count` and joined likewise, `count`,
 /// `here`, `sessions`, `max`, `first`, `last` and `next` numbers, `ip` a
 /// word, `reason` and `remark` any text. Two slots never touch: the text
@@ -50,6 +50,10 @@ pub struct Wording {
     pub quit: &'static str,
     /// [`Notice::Quit`] with a reason.
     pub quit_because: &'static str,
+    /// [`Notice::Kicked`] without a reason.
+    pub kicked: &'static str,
+    /// [`Notice::Kicked`] with a reason.
+    pub kicked_because: &'static str,
     /// [`Notice::Who`] when every name fits on one page.
     pub who: &'static str,
     /// [`Notice::Who`], one page of several.
@@ -93,6 +97,8 @@ pub const WORDING: Wording = Wording {
     renamed: "{old} is now {new}",
     quit: "{nick} quit",
     quit_because: "{nick} quit: {reason}",
+    kicked: "{nick} was sent from {room} to the lobby by {by}",
+    kicked_because: "{nick} was sent from {room} to the lobby by {by}: {reason}",
     who: "in {room} ({count}): {names}",
     who_page: "in {room} ({count}), {first} to {last}: {names}",
     who_more: "; /who {next} for more",
@@ -178,6 +184,19 @@ pub enum Notice<'a> {
         /// Who left.
         nick: &'a str,
         /// Their words on leaving, if any.
+        reason: Option<&'a str>,
+    },
+    /// `NICK was sent from #ROOM to the lobby by OP`, perhaps with `:
+    /// REASON`: an operator kicked or banned someone (perhaps this
+    /// connection) out of the room.
+    Kicked {
+        /// Who was sent away.
+        nick: &'a str,
+        /// The room they left.
+        room: &'a str,
+        /// The operator who did it.
+        by: &'a str,
+        /// Why, if the operator said.
         reason: Option<&'a str>,
     },
     /// `in #ROOM (N): a, b`: the answer to `/who`.
@@ -280,7 +299,7 @@ impl<'a> Notice<'a> {
                 here: c.number("here")?,
             })
         };
-        let kinds: [(&str, Make<'a>); 13] = [
+        let kinds: [(&str, Make<'a>); 15] = [
             (wording.you_are_sessions, |c| {
                 Some(Notice::YouAre {
                     nick: c.text("nick")?,
@@ -345,6 +364,22 @@ impl<'a> Notice<'a> {
                     reason: None,
                 })
             }),
+            (wording.kicked_because, |c| {
+                Some(Notice::Kicked {
+                    nick: c.text("nick")?,
+                    room: c.text("room")?,
+                    by: c.text("by")?,
+                    reason: Some(c.text("reason")?),
+                })
+            }),
+            (wording.kicked, |c| {
+                Some(Notice::Kicked {
+                    nick: c.text("nick")?,
+                    room: c.text("room")?,
+                    by: c.text("by")?,
+                    reason: None,
+                })
+            }),
         ];
         let mut readings: Vec<Notice<'a>> = kinds
             .iter()
@@ -399,6 +434,24 @@ impl<'a> Notice<'a> {
                 nick,
                 reason: Some(reason),
             } => fill(out, w.quit_because, &[("nick", &nick), ("reason", &reason)]),
+            Notice::Kicked {
+                nick,
+                room,
+                by,
+                reason,
+            } => {
+                let slots: [(&str, &dyn Display); 4] = [
+                    ("nick", &nick),
+                    ("room", &room),
+                    ("by", &by),
+                    ("reason", &reason.unwrap_or_default()),
+                ];
+                let template = match reason {
+                    Some(_) => w.kicked_because,
+                    None => w.kicked,
+                };
+                fill(out, template, &slots)
+            }
             Notice::Who(ref list) => list.write_to(out, w),
             Notice::Rooms(ref list) => list.write_to(out, w),
         }
@@ -664,7 +717,7 @@ fn capture_in<'a>(w: &Wording, template: &str, text: &'a str) -> Option<Caught<'
 /// Whether a slot named `slot` may hold `value` (see [`Wording`]).
 fn holds(w: &Wording, slot: &str, value: &str) -> bool {
     match slot {
-        "nick" | "old" | "new" => Nick::parse(value).is_ok(),
+        "nick" | "old" | "new" | "by" => Nick::parse(value).is_ok(),
         "room" => Room::parse(value).is_ok(),
         "names" => value.is_empty() || split_names(w, value).all(|name| Nick::parse(name).is_ok()),
         "rooms" => split_names(w, value).all(|item| capture_in(w, w.room_count, item).is_some()),

@@ -149,6 +149,24 @@ fn every_notice() -> Vec<(Notice<'static>, &'static str)> {
              (not every server answered in time)",
         ),
         (
+            Notice::Kicked {
+                nick: "troll",
+                room: "#rust",
+                by: "alice",
+                reason: None,
+            },
+            "troll was sent from #rust to the lobby by alice",
+        ),
+        (
+            Notice::Kicked {
+                nick: "troll",
+                room: "#rust",
+                by: "alice",
+                reason: Some("spamming: again"),
+            },
+            "troll was sent from #rust to the lobby by alice: spamming: again",
+        ),
+        (
             Notice::Who(WhoList {
                 room: "#empty",
                 count: 0,
@@ -291,6 +309,8 @@ fn templates_never_put_two_slots_side_by_side() {
         w.renamed,
         w.quit,
         w.quit_because,
+        w.kicked,
+        w.kicked_because,
         w.who,
         w.who_page,
         w.who_more,

@@ -21,6 +21,8 @@ static REWORDED: Wording = Wording {
     renamed: "{new}, formerly {old}",
     quit: "{nick} has gone",
     quit_because: "{nick} has gone ({reason})",
+    kicked: "{by} sent {nick} away from {room}",
+    kicked_because: "{by} sent {nick} away from {room} ({reason})",
     who: "{count} in {room}: {names}",
     who_page: "{count} in {room} [{first}-{last}]: {names}",
     who_more: " (more: /who {next})",

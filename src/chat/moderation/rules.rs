@@ -1,0 +1,321 @@
+//! Moderation's state as plain values: what a ban or mute names
+//! ([`Target`]), a ban or mute itself ([`Sanction`]), a room's rules
+//! ([`RoomRules`]), and the text they are saved as. Every decision here
+//! takes the time as an argument. Not who may change them (`moderation`).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::protocol::moderation::format_left;
+use crate::protocol::Nick;
+use crate::seats::Block;
+use crate::tls::Fingerprint;
+
+/// Where the chat reads the wall clock, for the expiries of bans and
+/// mutes: the system's by default; a test gives one it moves itself.
+/// Wall-clock seconds, not [`Instant`](std::time::Instant)s, so that an
+/// expiry means the same after a restart.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl Clock {
+    /// The system's wall clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(SystemTime::now))
+    }
+
+    /// A clock that reads `now`.
+    pub fn new(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(now))
+    }
+
+    /// The time now, in seconds since the Unix epoch (0 before it).
+    pub(crate) fn unix_now(&self) -> u64 {
+        (self.0)()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::system()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// What identifies someone, for matching bans and mutes: their nick (in
+/// lower case), their certificate's key if they have one, their address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) nick: String,
+    pub(crate) key: Option<Fingerprint>,
+    pub(crate) block: Option<Block>,
+}
+
+/// What a ban, a mute or an invitation names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A nick, in lower case.
+    Nick(String),
+    /// A certificate's key.
+    Key(Fingerprint),
+    /// An IPv4 address or an IPv6 /64.
+    Address(Block),
+}
+
+impl Target {
+    /// Reads a target as typed (and as saved): `sha256:...` is a key, an
+    /// IP address (an IPv6 one with or without `/64`) an address, anything
+    /// else a nick.
+    pub(crate) fn parse(text: &str) -> Result<Target, String> {
+        if text
+            .get(..7)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("sha256:"))
+        {
+            return text.parse().map(Target::Key);
+        }
+        let bare = text.strip_suffix("/64").unwrap_or(text);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(Target::Address(Block::of(ip)));
+        }
+        match Nick::parse(text) {
+            Ok(nick) => Ok(Target::Nick(nick.key())),
+            Err(why) => Err(format!(
+                "{text:?} is neither a nick ({why}), nor a sha256: key, nor an IP address"
+            )),
+        }
+    }
+
+    /// True if this names `who`.
+    pub(crate) fn names(&self, who: &Identity) -> bool {
+        match self {
+            Target::Nick(nick) => *nick == who.nick,
+            Target::Key(key) => who.key == Some(*key),
+            Target::Address(block) => who.block == Some(*block),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Nick(nick) => f.write_str(nick),
+            Target::Key(key) => write!(f, "{key}"),
+            Target::Address(block) => write!(f, "{block}"),
+        }
+    }
+}
+
+/// A ban or a mute: whom it names (one or several ways), who gave it,
+/// why, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sanction {
+    pub(crate) targets: Vec<Target>,
+    /// The operator's nick.
+    pub(crate) by: String,
+    pub(crate) reason: Option<String>,
+    /// Unix seconds; `None` until lifted.
+    pub(crate) until: Option<u64>,
+}
+
+impl Sanction {
+    /// True if it still holds at `now`.
+    pub(crate) fn live(&self, now: u64) -> bool {
+        self.until.is_none_or(|until| until > now)
+    }
+
+    /// True if it names `who`.
+    pub(crate) fn names(&self, who: &Identity) -> bool {
+        self.targets.iter().any(|target| target.names(who))
+    }
+
+    /// Its targets, as people read them: `troll, 10.0.0.7`.
+    pub(crate) fn targets_text(&self) -> String {
+        let targets: Vec<String> = self.targets.iter().map(Target::to_string).collect();
+        targets.join(", ")
+    }
+
+    /// How long it lasts from `now`: `1h 5m left`, or `until lifted`.
+    pub(crate) fn left(&self, now: u64) -> String {
+        match self.until {
+            Some(until) => format!("{} left", format_left(until.saturating_sub(now))),
+            None => "until lifted".to_owned(),
+        }
+    }
+
+    /// `by alice (1h left): spamming`, as told to the one it names.
+    pub(crate) fn told(&self, now: u64) -> String {
+        let mut text = format!("by {} ({})", self.by, self.left(now));
+        if let Some(reason) = &self.reason {
+            text.push_str(": ");
+            text.push_str(reason);
+        }
+        text
+    }
+
+    /// One saved line's words after its kind: `UNTIL BY TARGETS [REASON]`,
+    /// `UNTIL` in Unix seconds or `-`, `TARGETS` joined by `,`.
+    fn to_text(&self) -> String {
+        let until = self.until.map_or("-".to_owned(), |until| until.to_string());
+        let targets: Vec<String> = self.targets.iter().map(Target::to_string).collect();
+        let mut text = format!("{until} {} {}", self.by, targets.join(","));
+        if let Some(reason) = &self.reason {
+            text.push(' ');
+            text.push_str(reason);
+        }
+        text
+    }
+
+    /// Reads what [`to_text`](Sanction::to_text) writes.
+    fn from_text(text: &str) -> Result<Sanction, String> {
+        let mut words = text.splitn(4, ' ');
+        let (Some(until), Some(by), Some(targets)) = (words.next(), words.next(), words.next())
+        else {
+            return Err("expected UNTIL BY TARGETS [REASON]".to_owned());
+        };
+        let until = match until {
+            "-" => None,
+            seconds => Some(
+                seconds
+                    .parse()
+                    .map_err(|_| format!("{seconds:?} is not a time in Unix seconds"))?,
+            ),
+        };
+        let by = Nick::parse(by)
+            .map_err(|why| format!("{by:?} is not a nick ({why})"))?
+            .to_string();
+        let targets = targets
+            .split(',')
+            .map(Target::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        let reason = words.next().map(str::to_owned);
+        Ok(Sanction {
+            targets,
+            by,
+            reason,
+            until,
+        })
+    }
+}
+
+/// A room's operators, bans, mutes, invitations and modes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RoomRules {
+    /// Operators by certificate key: they stay operators when they leave.
+    pub(crate) ops: Vec<Fingerprint>,
+    /// Operators without a certificate, by nick: only while connected
+    /// under it, so never saved.
+    pub(crate) guest_ops: Vec<String>,
+    pub(crate) bans: Vec<Sanction>,
+    pub(crate) mutes: Vec<Sanction>,
+    /// Who may enter once while the room is invite-only.
+    pub(crate) invited: Vec<Target>,
+    pub(crate) invite_only: bool,
+    pub(crate) topic_locked: bool,
+}
+
+impl RoomRules {
+    /// True if nothing is left: the room needs no entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.guest_ops.is_empty() && !self.is_durable()
+    }
+
+    /// True if something here is saved.
+    fn is_durable(&self) -> bool {
+        !self.ops.is_empty()
+            || !self.bans.is_empty()
+            || !self.mutes.is_empty()
+            || !self.invited.is_empty()
+            || self.invite_only
+            || self.topic_locked
+    }
+
+    /// True if someone is an operator (by key or by nick).
+    pub(crate) fn has_operators(&self) -> bool {
+        !self.ops.is_empty() || !self.guest_ops.is_empty()
+    }
+
+    /// Forgets the bans and mutes that ended by `now`; true if any did.
+    pub(crate) fn drop_expired(&mut self, now: u64) -> bool {
+        let before = self.bans.len() + self.mutes.len();
+        self.bans.retain(|ban| ban.live(now));
+        self.mutes.retain(|mute| mute.live(now));
+        self.bans.len() + self.mutes.len() != before
+    }
+
+    /// What is saved of the rules at `now`, one line each; `None` if
+    /// nothing is. Bans and mutes that ended are left out.
+    pub(crate) fn to_text(&self, now: u64) -> Option<String> {
+        let mut lines = Vec::new();
+        lines.extend(self.ops.iter().map(|key| format!("op {key}")));
+        if self.invite_only {
+            lines.push("invite-only".to_owned());
+        }
+        if self.topic_locked {
+            lines.push("topic-lock".to_owned());
+        }
+        lines.extend(self.invited.iter().map(|who| format!("invited {who}")));
+        lines.extend(sanction_lines("ban", &self.bans, now));
+        lines.extend(sanction_lines("mute", &self.mutes, now));
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    }
+
+    /// Reads what [`to_text`](RoomRules::to_text) writes; the error
+    /// names the line.
+    pub(crate) fn from_text(text: &str) -> Result<RoomRules, String> {
+        let mut rules = RoomRules::default();
+        for (number, line) in text.lines().enumerate() {
+            let at = |why: String| format!("line {}: {why}", number + 1);
+            let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+            match kind {
+                "op" => rules.ops.push(rest.parse().map_err(at)?),
+                "invite-only" => rules.invite_only = true,
+                "topic-lock" => rules.topic_locked = true,
+                "invited" => rules.invited.push(Target::parse(rest).map_err(at)?),
+                "ban" => rules.bans.push(Sanction::from_text(rest).map_err(at)?),
+                "mute" => rules.mutes.push(Sanction::from_text(rest).map_err(at)?),
+                "" => {}
+                other => return Err(at(format!("unknown rule {other:?}"))),
+            }
+        }
+        Ok(rules)
+    }
+}
+
+/// The saved lines of the sanctions still live at `now`.
+pub(crate) fn sanction_lines<'s>(
+    kind: &'s str,
+    sanctions: &'s [Sanction],
+    now: u64,
+) -> impl Iterator<Item = String> + 's {
+    sanctions
+        .iter()
+        .filter(move |sanction| sanction.live(now))
+        .map(move |sanction| format!("{kind} {}", sanction.to_text()))
+}
+
+/// Reads saved server bans: `ban` lines only.
+pub(crate) fn server_bans_from_text(text: &str) -> Result<Vec<Sanction>, String> {
+    let rules = RoomRules::from_text(text)?;
+    let RoomRules {
+        bans,
+        ops,
+        mutes,
+        invited,
+        invite_only,
+        topic_locked,
+        ..
+    } = rules;
+    if !ops.is_empty() || !mutes.is_empty() || !invited.is_empty() || invite_only || topic_locked {
+        return Err("the server's bans hold only ban lines".to_owned());
+    }
+    Ok(bans)
+}

@@ -63,6 +63,8 @@
 //!   `--classic`.
 //! - [`throttle`] (flood control), [`capacity`] (what the machine
 //!   allows), [`pool`] (threads kept between clients), for [`server`].
+//! - [`store`]: what a server alone keeps across a restart (each room's
+//!   history and topic), written by a thread of its own for the [`hub`].
 //! - [`sync`]: taking a lock a panicking thread left behind, and why
 //!   that is safe for the crate's locks.
 //! - [`x509`], [`error`] and [`logging`].
@@ -193,6 +195,7 @@ pub mod seats;
 pub mod server;
 pub mod shard;
 pub mod slow_readers;
+pub mod store;
 pub mod sync;
 pub mod terminal;
 pub mod throttle;

@@ -264,6 +264,9 @@ pub struct Chat {
     /// Set when the chat is shared with other servers: what it keeps of
     /// them.
     others: Option<Others>,
+    /// With a store: a room that empties is kept while it keeps something
+    /// (see `saved`).
+    keeps_empty_rooms: bool,
 }
 
 /// What a shared chat keeps of the other servers (see [`Chat::shared`]).
@@ -293,6 +296,7 @@ impl Chat {
             next_room: 0,
             guest_prefix: "guest".to_owned(),
             others: None,
+            keeps_empty_rooms: false,
         }
     }
 
@@ -637,6 +641,7 @@ fn to_room(room: RoomId, line: ServerLine<'_>, except: Option<ClientId>, keep: K
 mod commands;
 mod others;
 mod rooms;
+mod saved;
 
 use rooms::{History, RoomsMade, ROOMS_MADE_LOOK};
 

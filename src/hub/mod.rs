@@ -19,13 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Outgoing};
-use crate::chat::{Chat, ChatSettings, ClientId, Output, PeerCertificate, RoomId, RoomLine};
+use crate::chat::{Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, RoomId, RoomLine};
 use crate::classic::Classic;
 use crate::elsewhere::{Arrival, Ask, Elsewhere, Told};
 use crate::line::Frame;
 use crate::queue::Receiver;
 use crate::seats::Seat;
 use crate::shard::{Shard, Slot, To, Work};
+use crate::store::{Feed, Kept};
 
 mod routing;
 
@@ -200,6 +201,9 @@ struct Hub<E> {
     /// line goes through it ([`Elsewhere::say`]) before anyone here sees
     /// it.
     elsewhere: E,
+    /// With a store (a server alone, not `--classic`): where what the
+    /// rooms keep goes on its way to the disk.
+    store: Option<Feed>,
 }
 
 /// The most events the hub handles before it hands the shards their work.
@@ -214,7 +218,11 @@ const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// `stop` is set, or until every sender is gone; then closes every
 /// connection it knows of. `classic` runs the original app's rules
 /// ([`Classic`]); `elsewhere` is [`Alone`](crate::elsewhere::Alone) for a
-/// server alone.
+/// server alone. With `store`, the chat starts with the rooms it gave
+/// back, and what the rooms keep from then on goes to it.
+// Each argument is one thing the hub is handed to own; a struct around
+// them would only move the list.
+#[allow(clippy::too_many_arguments)]
 pub fn run<E: Elsewhere>(
     events: Receiver<Event>,
     settings: ChatSettings,
@@ -223,8 +231,12 @@ pub fn run<E: Elsewhere>(
     shards: Vec<Shard>,
     budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
+    store: Option<Kept>,
 ) {
     let mut hub = Hub::new(settings, classic, elsewhere, shards, budget);
+    if let Some(kept) = store {
+        hub.restore(kept);
+    }
     // Everything already waiting, up to a round's worth, is handled before
     // the shards get their work: under load each shard wakes once for many
     // lines; with one event at a time, nothing waits longer.
@@ -263,7 +275,35 @@ impl<E: Elsewhere> Hub<E> {
             budget,
             outputs: Vec::new(),
             last_overload_warning: None,
+            store: None,
         }
+    }
+
+    /// Before the first event: the chat takes back the rooms the store
+    /// kept, and from now on keeps rooms that empty while they keep
+    /// something, and the store gets what they keep.
+    fn restore(&mut self, Kept { feed, loaded }: Kept) {
+        let Some(chat) = self.rules.chat() else {
+            return;
+        };
+        chat.keep_empty_rooms();
+        for room in &loaded.rooms {
+            if let Err(why) = chat.restore_room(&room.name, room.topic.as_deref(), &room.lines) {
+                log::warn!("store: a room was not restored: {why}");
+            }
+        }
+        // The moderation rules go back to the chat here, each room's
+        // (`room.rules`) and the server's (`loaded.server_bans`), once the
+        // chat can take them. Until then they stay in the store untouched.
+        let with_rules = loaded
+            .rooms
+            .iter()
+            .filter(|room| room.rules.is_some())
+            .count();
+        if with_rules > 0 || loaded.server_bans.is_some() {
+            log::info!("store: moderation rules kept for {with_rules} rooms");
+        }
+        self.store = Some(feed);
     }
 
     /// One event: the rules say what follows, and the hub delivers it.
@@ -314,6 +354,14 @@ impl<E: Elsewhere> Hub<E> {
             chat.heard(line.room, &line.line, &line.keep);
         }
         let room = line.room;
+        if let (Some(feed), Rules::Chat(chat)) = (&mut self.store, &self.rules) {
+            let name = || chat.room_name_as_written(room);
+            match &line.keep {
+                Keep::Nothing => {}
+                Keep::History => feed.line(room, name, &line.line),
+                Keep::Topic(topic) => feed.topic(room, name, topic),
+            }
+        }
         // Nobody here in the room (a new room's first notice, a linked line
         // after the last member here left): no charge for a line nobody gets.
         let mut shards = self.routing.shards_of(room, line.except).peekable();
@@ -402,6 +450,9 @@ impl<E: Elsewhere> Hub<E> {
         };
         if let Some(room) = moved.emptied {
             self.elsewhere.emptied(room);
+            if let Some(feed) = &mut self.store {
+                feed.forget(room);
+            }
         }
         if moved.opened.is_some() {
             let rules = &self.rules;
@@ -419,6 +470,9 @@ impl<E: Elsewhere> Hub<E> {
         };
         if let Some(room) = moved.emptied {
             self.elsewhere.emptied(room);
+            if let Some(feed) = &mut self.store {
+                feed.forget(room);
+            }
         }
         let place = moved.place;
         self.dispatch.push(place.shard, Work::Close(place.slot));

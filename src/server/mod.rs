@@ -35,6 +35,7 @@ use crate::protocol::ServerLine;
 use crate::seats::{Block, Seats};
 use crate::shard::{self, Fate, Registration, Shard, ShardSettings, Slot, To, Work};
 use crate::slow_readers::{self, Policy};
+use crate::store::{self, StoreCounts, Writing};
 use crate::sync::lock;
 use crate::throttle::{RateLimit, TokenBucket};
 use crate::tls::{self, Fingerprint};
@@ -215,6 +216,8 @@ pub struct Server {
     seats: Arc<Seats>,
     /// Shared with other servers: them, for the hub.
     elsewhere: Option<Box<dyn Elsewhere>>,
+    /// Alone, with a data directory: the store, opened, for the hub.
+    store: Option<store::Opened>,
 }
 
 // What the server locks (the sockets, the connections per address, the TLS
@@ -304,7 +307,21 @@ impl Server {
                 limits.max_per_ip.map(|m| m.max(1)),
             ),
             elsewhere: None,
+            store: None,
         })
+    }
+
+    /// Keeps each room's history and topic in `store` across restarts:
+    /// the chat starts with what it kept. A server alone only (with
+    /// `--redis`, Redis keeps them), and not with [`Limits::classic`],
+    /// which has no rooms.
+    pub fn keep_in(&mut self, store: store::Opened) {
+        self.store = Some(store);
+    }
+
+    /// The store's queue and losses, if it has one.
+    pub fn store_counts(&self) -> Option<Arc<StoreCounts>> {
+        self.store.as_ref().map(store::Opened::counts)
     }
 
     /// Makes this server one of several that act as one chat: names,
@@ -411,6 +428,13 @@ impl Server {
             shards.push(shard);
             writers.push(thread);
         }
+        let (store, writing) = match self.store.take() {
+            Some(opened) => {
+                let (kept, writing) = opened.start(&budget).map_err(Error::Thread)?;
+                (Some(kept), Some(writing))
+            }
+            None => (None, None),
+        };
         let (events, hub_events) = queue::bounded(EVENT_QUEUE);
         let hub_stop = Arc::new(AtomicBool::new(false));
         // What the other servers send reaches the hub among the readers'
@@ -420,7 +444,7 @@ impl Server {
         }
         let hub = spawn_hub(
             hub_events,
-            elsewhere,
+            (elsewhere, store),
             &limits,
             shards.clone(),
             Arc::clone(&budget),
@@ -443,6 +467,7 @@ impl Server {
             events,
             hub,
             hub_stop,
+            writing,
             alive,
             all_done,
             handshakes,
@@ -520,6 +545,7 @@ impl Server {
             events,
             hub,
             hub_stop,
+            writing,
             alive,
             all_done,
             handshakes,
@@ -545,6 +571,13 @@ impl Server {
         // The hub says goodbye to everyone and hands the shards their last
         // work; it has only its current round to finish.
         let hub_ended = hub.wait(left(cut_at));
+        // The hub held the store's queue: the writer now writes what
+        // waits, and ends.
+        if let Some(writing) = writing {
+            if !writing.finish(left(cut_at)) {
+                log::error!("the store did not finish writing in time");
+            }
+        }
         for shard in &shards {
             shard.send(Work::Shutdown);
         }
@@ -595,6 +628,8 @@ struct Running {
     events: queue::Sender<Event>,
     hub: Guarded,
     hub_stop: Arc<AtomicBool>,
+    /// The store's writer, with a store.
+    writing: Option<Writing>,
     /// Each connection's tracker holds a clone; when the last is gone,
     /// `all_done` reports the channel disconnected.
     alive: Sender<()>,
@@ -660,9 +695,11 @@ const SHUTDOWN_NUDGE: Duration = Duration::from_millis(100);
 /// Starts the hub thread. If it ever panics, the server stops: without the
 /// hub nobody can chat, and a server that looks alive but relays nothing is
 /// worse than one that says why it stopped.
+/// The hub shares its chat with the other servers (`elsewhere`), or keeps
+/// it in a `store`, or neither; never both.
 fn spawn_hub(
     events: queue::Receiver<Event>,
-    elsewhere: Option<Box<dyn Elsewhere>>,
+    (elsewhere, store): (Option<Box<dyn Elsewhere>>, Option<store::Kept>),
     limits: &Limits,
     shards: Vec<Shard>,
     budget: Arc<Budget>,
@@ -686,10 +723,14 @@ fn spawn_hub(
     // with the other servers behind the trait.
     match elsewhere {
         None => Guarded::spawn("hub", stopper, move || {
-            hub::run(events, settings, classic, Alone, shards, budget, stop)
+            hub::run(
+                events, settings, classic, Alone, shards, budget, stop, store,
+            )
         }),
         Some(elsewhere) => Guarded::spawn("hub", stopper, move || {
-            hub::run(events, settings, classic, elsewhere, shards, budget, stop)
+            hub::run(
+                events, settings, classic, elsewhere, shards, budget, stop, store,
+            )
         }),
     }
     .map_err(Error::Thread)

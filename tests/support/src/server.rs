@@ -61,6 +61,23 @@ impl TestServer {
         TestServer::run(server)
     }
 
+    /// A server that keeps its rooms in the data directory `dir` (the
+    /// others keep nothing): with what it kept there, if anything.
+    pub fn start_kept(pki: &Pki, limits: Limits, dir: &std::path::Path) -> TestServer {
+        let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
+        let mut server = Server::bind("127.0.0.1:0", config, limits).unwrap();
+        let retention = secure_chat::store::Retention {
+            lines: limits.history,
+            room_bytes: secure_chat::store::KEEP_ROOM_BYTES,
+            days: secure_chat::store::KEEP_DAYS,
+        };
+        let opened = secure_chat::store::open(dir, retention)
+            .unwrap_or_else(|err| panic!("store: {err}"))
+            .expect("the data directory can be written");
+        server.keep_in(opened);
+        TestServer::run(server)
+    }
+
     /// One of several servers sharing their chat through the Redis at
     /// `redis_url`, as node `node`, with `settings` for the link.
     #[cfg(feature = "redis")]

@@ -1,0 +1,419 @@
+//! What survives a restart of a server alone: each room's history and
+//! topic, its moderation rules and the server-wide bans, kept in SQLite in
+//! a data directory. The hub hands writes to a [`Feed`] and never waits:
+//! one thread of the store's own (`writer`) puts them on disk. Not with
+//! `--redis`, where Redis keeps the rooms; the file itself is `db`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use crate::budget::{Budget, LINE_OVERHEAD};
+use crate::chat::RoomId;
+
+mod db;
+mod writer;
+
+pub use db::DB_FILE;
+
+/// The data directory a server alone uses unless told otherwise: `data`
+/// under the directory it runs in, which `make run-server` uses.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// Default for [`Retention::days`]: a month of a quiet room's past.
+pub const KEEP_DAYS: u32 = 30;
+
+/// Default for [`Retention::room_bytes`]: far more than 50 lines of any
+/// length a client may send (4 KiB each), so that by default the number
+/// of lines is what bounds a room; the bound is for `--history` set high.
+pub const KEEP_ROOM_BYTES: usize = 1 << 20;
+
+/// Writes that may wait for the disk. Past it a write is dropped, not
+/// waited for: the hub must never stall the chat on a slow disk, and a
+/// lost line of history is a smaller harm than every room going quiet.
+/// At most this many lines of at most `--max-line` bytes (16 MiB at the
+/// defaults) count in the memory budget while they wait.
+pub const QUEUE_WRITES: usize = 4096;
+
+/// How often the writer forgets what is past the retention.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// What the store keeps of each room's past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The last lines of each room (`--history`).
+    pub lines: usize,
+    /// At most so many bytes of lines per room (`--keep-bytes`).
+    pub room_bytes: usize,
+    /// Nothing said longer ago than this many days (`--keep-days`).
+    pub days: u32,
+}
+
+impl Retention {
+    /// The oldest time a line may have been said and still be kept, at `now`.
+    fn oldest_kept(&self, now: SystemTime) -> i64 {
+        let age = Duration::from_secs(u64::from(self.days) * 86_400);
+        millis(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+}
+
+/// One thing to put on disk, in the order the hub saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// A chat or action line went into a room's history.
+    Line {
+        /// The room's name as written (kept by its lower case, the room's
+        /// key everywhere).
+        room: Arc<str>,
+        /// The line as its members got it, `\n` included.
+        text: Arc<str>,
+        /// When it was said.
+        at: SystemTime,
+    },
+    /// A room's topic was set.
+    Topic {
+        /// The room's name as written.
+        room: Arc<str>,
+        /// The topic.
+        topic: Arc<str>,
+    },
+    /// A room's moderation rules changed; `None`: it has none any more.
+    /// Opaque here: the chat writes and reads the text.
+    Rules {
+        /// The room's name (or key).
+        room: String,
+        /// The rules, as the chat wrote them.
+        text: Option<String>,
+    },
+    /// The server-wide bans changed; `None`: there are none. Opaque too.
+    ServerBans(Option<String>),
+}
+
+impl Write {
+    /// What it costs in memory while it waits, for the budget.
+    fn cost(&self) -> usize {
+        LINE_OVERHEAD
+            + match self {
+                Write::Line { room, text, .. } => room.len() + text.len(),
+                Write::Topic { room, topic } => room.len() + topic.len(),
+                Write::Rules { room, text } => room.len() + text.as_ref().map_or(0, String::len),
+                Write::ServerBans(text) => text.as_ref().map_or(0, String::len),
+            }
+    }
+}
+
+/// A room as the store gives it back at start.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SavedRoom {
+    /// Its name as it was last written.
+    pub name: String,
+    /// Its topic, if one was set.
+    pub topic: Option<String>,
+    /// Its moderation rules, as the chat wrote them.
+    pub rules: Option<String>,
+    /// Its last lines within the [`Retention`], oldest first.
+    pub lines: Vec<Arc<str>>,
+}
+
+/// Everything the store gives back at start.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Loaded {
+    /// Every room that keeps something, by name.
+    pub rooms: Vec<SavedRoom>,
+    /// The server-wide bans, as the chat wrote them.
+    pub server_bans: Option<String>,
+}
+
+/// What the store's queue holds and what it lost, read by anyone (the
+/// metrics); only the feed and the writer change it. Counters never go
+/// back while the process runs.
+#[derive(Debug, Default)]
+pub struct StoreCounts {
+    /// Writes waiting for the writer.
+    pub queued: AtomicUsize,
+    /// What they cost in memory (also counted in the budget).
+    pub queued_bytes: AtomicUsize,
+    /// Writes dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Writes lost because the disk refused them (full, read-only, failing).
+    pub failed: AtomicU64,
+    /// Writes on disk.
+    pub written: AtomicU64,
+}
+
+/// The hub's end of the store: hands each write to the writer, never
+/// waiting. The writer ends once this is dropped and it has written what
+/// waited.
+pub struct Feed {
+    writes: Sender<Write>,
+    counts: Arc<StoreCounts>,
+    budget: Arc<Budget>,
+    /// Each room's name, once asked, so that a line costs no new string.
+    /// Room numbers are never reused, so an entry never goes stale.
+    names: HashMap<RoomId, Arc<str>>,
+    /// Whether the log already said that writes are being dropped.
+    told_full: bool,
+}
+
+impl fmt::Debug for Feed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Feed")
+            .field("queued", &self.writes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    /// Keeps `text`, said now in `room`; `name` says the room's name the
+    /// first time it is needed.
+    pub fn line(&mut self, room: RoomId, name: impl FnOnce() -> Option<String>, text: &Arc<str>) {
+        let Some(room) = self.name_of(room, name) else {
+            return;
+        };
+        let at = SystemTime::now();
+        let text = Arc::clone(text);
+        self.save(Write::Line { room, text, at });
+    }
+
+    /// Keeps `topic` as `room`'s topic.
+    pub fn topic(&mut self, room: RoomId, name: impl FnOnce() -> Option<String>, topic: &Arc<str>) {
+        let Some(room) = self.name_of(room, name) else {
+            return;
+        };
+        let topic = Arc::clone(topic);
+        self.save(Write::Topic { room, topic });
+    }
+
+    /// Nobody here is in `room` any more: its name is asked again if it
+    /// speaks again (kept, its cache would only grow with rooms gone).
+    pub fn forget(&mut self, room: RoomId) {
+        self.names.remove(&room);
+    }
+
+    fn name_of(&mut self, room: RoomId, name: impl FnOnce() -> Option<String>) -> Option<Arc<str>> {
+        if let Some(name) = self.names.get(&room) {
+            return Some(Arc::clone(name));
+        }
+        let name: Arc<str> = name()?.into();
+        self.names.insert(room, Arc::clone(&name));
+        Some(name)
+    }
+
+    /// Hands `write` to the writer; if the queue is full, drops it, counts
+    /// it, and says so in the log once until the queue has room again.
+    pub fn save(&mut self, write: Write) {
+        let cost = write.cost();
+        // Charged before it can be written, so the writer's refund never
+        // comes first.
+        self.budget.charge(cost);
+        self.counts.queued.fetch_add(1, Ordering::Relaxed);
+        self.counts.queued_bytes.fetch_add(cost, Ordering::Relaxed);
+        match self.writes.try_send(write) {
+            Ok(()) => {
+                if self.told_full && self.writes.len() < QUEUE_WRITES / 2 {
+                    self.told_full = false;
+                    log::info!("the store keeps up again");
+                }
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.budget.refund(cost);
+                self.counts.queued.fetch_sub(1, Ordering::Relaxed);
+                self.counts.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                if !self.told_full {
+                    self.told_full = true;
+                    log::warn!(
+                        "the store's queue is full ({QUEUE_WRITES} writes): the disk is \
+                         slower than the chat, and what is said now is not kept \
+                         (the chat goes on)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An opened store: its directory locked, what it gave back read; its
+/// writer not yet started ([`Opened::start`]).
+pub struct Opened {
+    /// The rooms and bans as they were at the last stop.
+    pub loaded: Loaded,
+    counts: Arc<StoreCounts>,
+    conn: rusqlite::Connection,
+    lock: std::fs::File,
+    retention: Retention,
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opened")
+            .field("rooms", &self.loaded.rooms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Opened {
+    /// The queue's length and losses, for the metrics: they count from
+    /// the start.
+    pub fn counts(&self) -> Arc<StoreCounts> {
+        Arc::clone(&self.counts)
+    }
+
+    /// Starts the writer; what waits in its queue counts in `budget`.
+    /// Returns what the hub gets, and the writer.
+    pub fn start(self, budget: &Arc<Budget>) -> io::Result<(Kept, Writing)> {
+        let (writes, queue) = crossbeam_channel::bounded(QUEUE_WRITES);
+        let (alive, done) = crossbeam_channel::bounded(0);
+        let thread = writer::spawn(
+            self.conn,
+            self.lock,
+            queue,
+            self.retention,
+            Arc::clone(&self.counts),
+            Arc::clone(budget),
+            alive,
+        )?;
+        let feed = Feed {
+            writes,
+            counts: self.counts,
+            budget: Arc::clone(budget),
+            names: HashMap::new(),
+            told_full: false,
+        };
+        let kept = Kept {
+            feed,
+            loaded: self.loaded,
+        };
+        Ok((kept, Writing { thread, done }))
+    }
+}
+
+/// What the hub gets of a started store: what was kept, to give back to
+/// the chat before the first event, and the feed for what is kept from
+/// then on.
+#[derive(Debug)]
+pub struct Kept {
+    /// The hub's end of the queue.
+    pub feed: Feed,
+    /// The rooms and bans as they were at the last stop.
+    pub loaded: Loaded,
+}
+
+/// The writer thread, running: it ends once the [`Feed`] is dropped and
+/// what waited is written.
+#[derive(Debug)]
+pub struct Writing {
+    thread: JoinHandle<()>,
+    /// Disconnected when the writer ends, however it ends.
+    done: Receiver<()>,
+}
+
+impl Writing {
+    /// Waits at most `limit` for the writer to end; true if it ended
+    /// without panicking.
+    pub fn finish(self, limit: Duration) -> bool {
+        match self.done.recv_timeout(limit) {
+            Err(RecvTimeoutError::Disconnected) => self.thread.join().is_ok(),
+            Ok(()) | Err(RecvTimeoutError::Timeout) => false,
+        }
+    }
+}
+
+/// Why the store refused to start: the server must not start either,
+/// or it would silently lose or replace what was kept.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Another process holds the data directory's lock.
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The database file is not one SQLite can read whole.
+    Damaged {
+        /// The file.
+        file: PathBuf,
+        /// What SQLite said.
+        why: String,
+    },
+    /// The file was written by a newer version of the server.
+    TooNew {
+        /// The file.
+        file: PathBuf,
+        /// Its schema version.
+        version: i64,
+    },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Locked { dir } => write!(
+                f,
+                "the data directory {} is in use by another chat-server (it holds {}); \
+                 give each server a directory of its own (--data-dir), or stop the other",
+                dir.display(),
+                dir.join(writer::LOCK_FILE).display()
+            ),
+            StoreError::Damaged { file, why } => {
+                let file = file.display();
+                write!(
+                    f,
+                    "{file} is damaged ({why}); it was left as it is. To save what it \
+                     holds: sqlite3 {file} .recover | sqlite3 {file}.recovered, then \
+                     move {file}.recovered to {file} (and remove {file}-wal and \
+                     {file}-shm); or move it aside to start with an empty store"
+                )
+            }
+            StoreError::TooNew { file, version } => write!(
+                f,
+                "{} has version {version}, made by a newer chat-server; this one \
+                 knows version {}",
+                file.display(),
+                db::VERSION
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Opens the store in `dir` (made if missing), takes its lock and reads
+/// what it keeps. `Ok(None)` when the directory or the file cannot be
+/// written (read-only, full): the log says so once, and the chat goes on
+/// in memory. Refuses a damaged file, or a directory another server uses.
+pub fn open(dir: &Path, retention: Retention) -> Result<Option<Opened>, StoreError> {
+    let Some((lock, conn)) = writer::prepare(dir)? else {
+        return Ok(None);
+    };
+    let loaded = match db::load(&conn, &retention, SystemTime::now()) {
+        Ok(loaded) => loaded,
+        Err(err) => return Err(db::refusal(dir, err)),
+    };
+    log::info!(
+        "store {}: {} rooms kept",
+        dir.join(DB_FILE).display(),
+        loaded.rooms.len()
+    );
+    Ok(Some(Opened {
+        loaded,
+        counts: Arc::default(),
+        conn,
+        lock,
+        retention,
+    }))
+}
+
+/// Milliseconds since the Unix epoch: how the file keeps times.
+fn millis(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}

@@ -1,0 +1,189 @@
+//! The store's thread: takes the data directory (made, locked, opened),
+//! then writes what the hub queued, as much as waits in one transaction,
+//! and forgets what is past the retention on a timer. Not what goes into
+//! the file (`db`), nor the hub's side of the queue (`Feed`).
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rusqlite::Connection;
+
+use super::{db, Retention, StoreCounts, StoreError, Write, PRUNE_EVERY};
+use crate::budget::Budget;
+
+/// The file whose lock says a server uses the directory. The kernel lets
+/// go of it when the process ends, however it ends: a `kill -9` leaves no
+/// stale lock behind.
+pub const LOCK_FILE: &str = "lock";
+
+/// The most writes in one transaction: a commit is cheap in WAL mode, and
+/// a bound keeps one from holding the lines behind it for long.
+const MOST_PER_BATCH: usize = 1024;
+
+/// Makes `dir` (only its owner may read it: it holds what people said),
+/// takes its lock and opens the file. `Ok(None)`, said once in the log, if
+/// the disk refuses: the chat then goes on in memory.
+pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
+    let in_memory = |what: &str, err: &dyn std::fmt::Display| {
+        log::warn!(
+            "the data directory {} cannot be written ({what}: {err}): nothing will be \
+             kept across a restart; the chat goes on in memory",
+            dir.display()
+        );
+    };
+    if let Err(err) = DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        in_memory("making it", &err);
+        return Ok(None);
+    }
+    let lock = match OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+    {
+        Ok(lock) => lock,
+        Err(err) => {
+            in_memory("its lock file", &err);
+            return Ok(None);
+        }
+    };
+    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            return Err(StoreError::Locked {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(err) => {
+            in_memory("locking it", &io::Error::from(err));
+            return Ok(None);
+        }
+    }
+    match db::open(&dir.join(db::DB_FILE)) {
+        Ok(conn) => Ok(Some((lock, conn))),
+        Err(err) if db::is_unwritable(&err) => {
+            in_memory(db::DB_FILE, &err);
+            Ok(None)
+        }
+        Err(err) => Err(db::refusal(dir, err)),
+    }
+}
+
+/// Starts the writer. It holds `lock` and `alive` for as long as it runs,
+/// and ends once every sender of `queue` is gone and what waited is
+/// written.
+pub fn spawn(
+    conn: Connection,
+    lock: File,
+    queue: Receiver<Write>,
+    retention: Retention,
+    counts: Arc<StoreCounts>,
+    budget: Arc<Budget>,
+    alive: Sender<()>,
+) -> io::Result<JoinHandle<()>> {
+    let writer = Writer {
+        conn,
+        retention,
+        counts,
+        budget,
+        failing: false,
+    };
+    thread::Builder::new().name("store".into()).spawn(move || {
+        let _alive = alive;
+        let _lock = lock;
+        let mut writer = writer;
+        writer.prune();
+        writer.run(&queue);
+    })
+}
+
+struct Writer {
+    conn: Connection,
+    retention: Retention,
+    counts: Arc<StoreCounts>,
+    budget: Arc<Budget>,
+    /// Set while the disk refuses writes: said once in the log when it
+    /// starts, once when it ends.
+    failing: bool,
+}
+
+impl Writer {
+    /// Writes until every sender is gone, then closes the file.
+    fn run(mut self, queue: &Receiver<Write>) {
+        self.write_until_done(queue);
+        // Closing checkpoints the log into the file; if the disk refuses,
+        // the log stays, and SQLite replays it at the next start.
+        if let Err((_, err)) = self.conn.close() {
+            log::warn!("store: closing the file: {err}");
+        }
+    }
+
+    fn write_until_done(&mut self, queue: &Receiver<Write>) {
+        let mut batch = Vec::with_capacity(MOST_PER_BATCH);
+        let mut next_prune = Instant::now() + PRUNE_EVERY;
+        loop {
+            match queue.recv_deadline(next_prune) {
+                Ok(write) => batch.push(write),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.prune();
+                    next_prune = Instant::now() + PRUNE_EVERY;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // What came meanwhile goes in the same transaction: the busier
+            // the chat, the fewer commits per line.
+            batch.extend(queue.try_iter().take(MOST_PER_BATCH - 1));
+            self.write(&mut batch);
+        }
+    }
+
+    /// Writes `batch` in one transaction and lets go of it.
+    fn write(&mut self, batch: &mut Vec<Write>) {
+        let result = db::write_batch(&mut self.conn, batch);
+        let count = batch.len();
+        let bytes: usize = batch.iter().map(Write::cost).sum();
+        batch.clear();
+        self.counts.queued.fetch_sub(count, Ordering::Relaxed);
+        self.counts.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.budget.refund(bytes);
+        match result {
+            Ok(()) => {
+                self.counts
+                    .written
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                if std::mem::take(&mut self.failing) {
+                    log::warn!("the store writes again");
+                }
+            }
+            Err(err) => {
+                self.counts
+                    .failed
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                if !self.failing {
+                    self.failing = true;
+                    log::warn!(
+                        "the store cannot write ({err}): what is said from now on is not \
+                         kept across a restart until it can (the chat goes on in memory)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Forgets what is past the retention; a failure waits for the next time.
+    fn prune(&mut self) {
+        match db::prune(&mut self.conn, &self.retention, SystemTime::now()) {
+            Ok(0) => {}
+            Ok(gone) => log::debug!("store: {gone} lines past the retention forgotten"),
+            Err(err) => log::debug!("store: forgetting old lines failed: {err}"),
+        }
+    }
+}

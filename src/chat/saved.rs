@@ -56,3 +56,85 @@ pub(super) fn kept_when_empty(with_store: bool, state: &RoomState) -> bool {
     // Once rooms have moderation rules, a room that has rules is kept too.
     with_store && (state.topic.is_some() || state.history.bytes() > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{ChatSettings, ClientId, Output};
+    use crate::line::Frame;
+
+    const SETTINGS: ChatSettings = ChatSettings {
+        max_line: 100,
+        history: 2,
+        history_bytes: 1 << 20,
+        rooms_per_minute: 100,
+        announce_limit: 100,
+        max_sessions: 3,
+    };
+
+    /// What client 1 is sent after `text`, as lines.
+    fn said(chat: &mut Chat, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        chat.line(ClientId(1), Frame::Line(text.into()), &mut out);
+        out.into_iter()
+            .filter_map(|output| match output {
+                Output::To {
+                    id: ClientId(1),
+                    line,
+                } => Some(line.trim_end().to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A chat with `#Tea` given back, and client 1 in the lobby.
+    fn with_tea(keep_empty_rooms: bool) -> Chat {
+        let mut chat = Chat::new(SETTINGS);
+        if keep_empty_rooms {
+            chat.keep_empty_rooms();
+        }
+        let lines: Vec<Arc<str>> = ["chat a one\n", "chat a two\n", "chat b three\n"]
+            .map(Arc::from)
+            .to_vec();
+        chat.restore_room("#Tea", Some("leaves"), &lines).unwrap();
+        let mut out = Vec::new();
+        chat.join(
+            ClientId(1),
+            "127.0.0.1:5000".parse().unwrap(),
+            None,
+            &mut out,
+        );
+        chat
+    }
+
+    #[test]
+    fn a_restored_room_shows_its_topic_and_last_lines_to_a_newcomer() {
+        let mut chat = with_tea(true);
+        let shown = said(&mut chat, "/join #tea");
+        assert_eq!(
+            shown[1..],
+            [
+                "notice topic of #Tea: leaves",
+                "history chat a two",
+                "history chat b three"
+            ],
+            "{shown:?}"
+        );
+        assert!(chat.restore_room("tea", None, &[]).is_err());
+    }
+
+    #[test]
+    fn with_a_store_a_room_that_keeps_something_outlives_its_members() {
+        let mut chat = with_tea(true);
+        said(&mut chat, "/join #tea");
+        said(&mut chat, "/join #nothing");
+        said(&mut chat, "/join #lobby");
+        assert!(chat.room_named("#TEA").is_some());
+        assert!(chat.room_named("#nothing").is_none());
+        // Without one, as before: an empty room is forgotten.
+        let mut chat = with_tea(false);
+        said(&mut chat, "/join #tea");
+        said(&mut chat, "/join #lobby");
+        assert!(chat.room_named("#tea").is_none());
+    }
+}

@@ -417,3 +417,44 @@ fn millis(at: SystemTime) -> i64 {
             i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slow_readers::Policy;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_the_budget_counts_what_waits() {
+        let budget = Budget::new(&Policy::default());
+        let (writes, queue) = crossbeam_channel::bounded(2);
+        let counts = Arc::new(StoreCounts::default());
+        let mut feed = Feed {
+            writes,
+            counts: Arc::clone(&counts),
+            budget: Arc::clone(&budget),
+            names: HashMap::new(),
+            told_full: false,
+        };
+        let mut asked = 0;
+        let mut name = || {
+            asked += 1;
+            Some("#Tea".to_string())
+        };
+        let text: Arc<str> = "chat a hi\n".into();
+        feed.line(RoomId(7), &mut name, &text);
+        feed.line(RoomId(7), &mut name, &text);
+        feed.line(RoomId(7), &mut name, &text);
+        assert_eq!(asked, 1, "the room's name is asked once");
+        let cost = LINE_OVERHEAD + "#Tea".len() + text.len();
+        assert_eq!(budget.used(), 2 * cost);
+        assert_eq!(counts.queued.load(Ordering::Relaxed), 2);
+        assert_eq!(counts.queued_bytes.load(Ordering::Relaxed), 2 * cost);
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 1);
+        match queue.try_recv() {
+            Ok(Write::Line { room, text, .. }) => {
+                assert_eq!((&*room, &*text), ("#Tea", "chat a hi\n"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

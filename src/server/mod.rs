@@ -312,9 +312,9 @@ impl Server {
     }
 
     /// Keeps each room's history and topic in `store` across restarts:
-    /// the chat starts with what it kept. A server alone only (with
-    /// `--redis`, Redis keeps them), and not with [`Limits::classic`],
-    /// which has no rooms.
+    /// the chat starts with what it kept. A server alone only: shared
+    /// ([`Server::share`]), Redis keeps them, and with [`Limits::classic`]
+    /// there are no rooms; then the store is closed unused.
     pub fn keep_in(&mut self, store: store::Opened) {
         self.store = Some(store);
     }
@@ -428,7 +428,13 @@ impl Server {
             shards.push(shard);
             writers.push(thread);
         }
-        let (store, writing) = match self.store.take() {
+        // A shared chat is kept by the other servers' Redis, the original
+        // app's has no rooms: a store would write twice, or nothing.
+        let store = self
+            .store
+            .take()
+            .filter(|_| elsewhere.is_none() && !limits.classic);
+        let (store, writing) = match store {
             Some(opened) => {
                 let (kept, writing) = opened.start(&budget).map_err(Error::Thread)?;
                 (Some(kept), Some(writing))

@@ -2,6 +2,7 @@
 //! of writes goes in, and what the retention forgets. SQL only: no
 //! threads, no queue (`writer` has those).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -146,8 +147,15 @@ pub fn load(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqli
     Ok(Loaded { rooms, server_bans })
 }
 
-/// Puts `writes` on disk in one transaction: all or none.
-pub fn write_batch(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
+/// Puts `writes` on disk in one transaction: all or none. `known` holds
+/// the room names already in the file as written, so that a room's row
+/// is written once, not with each of its lines; the caller empties it
+/// when rows may have gone (a failed batch, a prune).
+pub fn write_batch(
+    conn: &mut Connection,
+    writes: &[Write],
+    known: &mut HashSet<Arc<str>>,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut room_row = tx.prepare_cached(
@@ -162,12 +170,18 @@ pub fn write_batch(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<
             match write {
                 Write::Line { room, text, at } => {
                     let key = room.to_ascii_lowercase();
-                    room_row.execute(params![key, room])?;
+                    if !known.contains(room) {
+                        room_row.execute(params![key, room])?;
+                        known.insert(Arc::clone(room));
+                    }
                     line.execute(params![key, millis(*at), text])?;
                 }
                 Write::Topic { room, topic: text } => {
                     let key = room.to_ascii_lowercase();
-                    room_row.execute(params![key, room])?;
+                    if !known.contains(room) {
+                        room_row.execute(params![key, room])?;
+                        known.insert(Arc::clone(room));
+                    }
                     topic.execute(params![key, text])?;
                 }
                 Write::Rules { room, text } => {
@@ -281,6 +295,7 @@ mod tests {
                 },
                 Write::ServerBans(Some("ban y".into())),
             ],
+            &mut HashSet::new(),
         )
         .unwrap();
         let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
@@ -302,6 +317,7 @@ mod tests {
                 },
                 Write::ServerBans(None),
             ],
+            &mut HashSet::new(),
         )
         .unwrap();
         let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
@@ -317,7 +333,7 @@ mod tests {
         let mut writes = vec![line("#a", "chat x ancient\n", old)];
         writes.extend((0..10).map(|n| line("#a", &format!("chat x {n}\n"), now)));
         writes.push(line("#gone", "chat x old\n", old));
-        write_batch(&mut conn, &writes).unwrap();
+        write_batch(&mut conn, &writes, &mut HashSet::new()).unwrap();
         // Each line "chat x N\n" is 9 bytes: 30 bytes hold three.
         let keep = retention(5, 30, 2);
         let loaded = load(&conn, &keep, now).unwrap();

@@ -1,8 +1,8 @@
 //! What survives a restart of a server alone: each room's history and
 //! topic, its moderation rules and the server-wide bans, kept in SQLite in
 //! a data directory. The hub hands writes to a [`Feed`] and never waits:
-//! one thread of the store's own (`writer`) puts them on disk. Not with
-//! `--redis`, where Redis keeps the rooms; the file itself is `db`.
+//! one thread of the store's own (`writer`) puts them on disk, in the file
+//! `db` knows. Not with `--redis`, where Redis keeps the rooms.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -132,7 +132,8 @@ pub struct Loaded {
 }
 
 /// What the store's queue holds and what it lost, read by anyone (the
-/// metrics); only the feed and the writer change it. Counters never go
+/// metrics); only the feed and the writer change it. `queued` and
+/// `queued_bytes` go up and down with the queue; the other counts never go
 /// back while the process runs.
 #[derive(Debug, Default)]
 pub struct StoreCounts {
@@ -191,8 +192,9 @@ impl Feed {
         self.save(Write::Topic { room, topic });
     }
 
-    /// Nobody here is in `room` any more: its name is asked again if it
-    /// speaks again (kept, its cache would only grow with rooms gone).
+    /// Nobody here is in `room` any more: its name is let go, and asked
+    /// again if it speaks again, so that the names kept here do not grow
+    /// with every room the server has seen.
     pub fn forget(&mut self, room: RoomId) {
         self.names.remove(&room);
     }

@@ -3,6 +3,7 @@
 //! and forgets what is past the retention on a timer. Not what goes into
 //! the file (`db`), nor the hub's side of the queue (`Feed`).
 
+use std::collections::HashSet;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -94,6 +95,7 @@ pub fn spawn(
         counts,
         budget,
         failing: false,
+        known: HashSet::new(),
     };
     thread::Builder::new().name("store".into()).spawn(move || {
         let _alive = alive;
@@ -112,6 +114,8 @@ struct Writer {
     /// Set while the disk refuses writes: said once in the log when it
     /// starts, once when it ends.
     failing: bool,
+    /// The rooms whose row is in the file, by name as written.
+    known: HashSet<Arc<str>>,
 }
 
 impl Writer {
@@ -147,7 +151,21 @@ impl Writer {
 
     /// Writes `batch` in one transaction and lets go of it.
     fn write(&mut self, batch: &mut Vec<Write>) {
-        let result = db::write_batch(&mut self.conn, batch);
+        let result = db::write_batch(&mut self.conn, batch, &mut self.known);
+        if log::log_enabled!(log::Level::Trace) {
+            let now = SystemTime::now();
+            let waited = batch
+                .iter()
+                .filter_map(|write| match write {
+                    Write::Line { at, .. } => now.duration_since(*at).ok(),
+                    _ => None,
+                })
+                .max();
+            log::trace!(
+                "store: {} writes in one transaction; the oldest line waited {waited:?}",
+                batch.len()
+            );
+        }
         let count = batch.len();
         let bytes: usize = batch.iter().map(Write::cost).sum();
         batch.clear();
@@ -180,6 +198,8 @@ impl Writer {
 
     /// Forgets what is past the retention; a failure waits for the next time.
     fn prune(&mut self) {
+        // Rooms that keep nothing lose their row.
+        self.known.clear();
         match db::prune(&mut self.conn, &self.retention, SystemTime::now()) {
             Ok(0) => {}
             Ok(gone) => log::debug!("store: {gone} lines past the retention forgotten"),

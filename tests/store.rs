@@ -10,9 +10,13 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use support::{cert_args, run, Pki, ServerProcess, TempDir, TestClient, SERVER};
+use support::{
+    cert_args, run, test_limits, wait_until, Pki, ServerProcess, TempDir, TestClient, TestServer,
+    SERVER,
+};
 
 /// What the README promises a `kill -9` loses at most: the lines said in
 /// the last second before it. (The writer commits each batch as soon as
@@ -37,10 +41,16 @@ fn chats(client: &mut TestClient, text: &str) {
 }
 
 /// Joins `room` and returns what the room showed of its past (the topic
-/// notice and history lines), up to the client's own `marker` line.
+/// notice and history lines).
 fn join_and_read_past(client: &mut TestClient, room: &str) -> Vec<String> {
     client.send(&format!("/join {room}"));
     client.recv_until(|line| line.starts_with("notice you are in "));
+    read_past(client)
+}
+
+/// The topic notice and history lines that come before the echo of a
+/// marker line said now: what a room showed of its past.
+fn read_past(client: &mut TestClient) -> Vec<String> {
     let marker = "nothing more of the past";
     client.send(marker);
     let echo = format!("chat {} {marker}", client.nick);
@@ -342,4 +352,43 @@ fn data_directory_flags_that_make_no_sense_are_refused() {
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn an_in_process_server_counts_what_it_wrote_and_gives_it_back() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let server = TestServer::start_kept(&pki, test_limits(), &data);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("/topic the lobby's own");
+    alice.recv_until(|line| line.ends_with("set the topic of #lobby: the lobby's own"));
+    chats(&mut alice, "one");
+    chats(&mut alice, "two");
+    let counts = server.store_counts().expect("a store");
+    assert!(
+        wait_until(|| counts.written.load(Ordering::Relaxed) == 3),
+        "written: {counts:?}"
+    );
+    assert_eq!(counts.queued.load(Ordering::Relaxed), 0);
+    assert_eq!(counts.queued_bytes.load(Ordering::Relaxed), 0);
+    assert_eq!(counts.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(counts.failed.load(Ordering::Relaxed), 0);
+    let said_by = alice.nick.clone();
+    drop(alice);
+    server.stop();
+
+    let server = TestServer::start_kept(&pki, test_limits(), &data);
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    let past = read_past(&mut bob);
+    assert_eq!(
+        past,
+        [
+            "notice topic of #lobby: the lobby's own".to_string(),
+            format!("history chat {said_by} one"),
+            format!("history chat {said_by} two"),
+        ]
+    );
+    drop(bob);
+    server.stop();
 }

@@ -224,18 +224,24 @@ impl Feed {
                     log::info!("the store keeps up again");
                 }
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(err) => {
                 self.budget.refund(cost);
                 self.counts.queued.fetch_sub(1, Ordering::Relaxed);
                 self.counts.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
                 self.counts.dropped.fetch_add(1, Ordering::Relaxed);
                 if !self.told_full {
                     self.told_full = true;
-                    log::warn!(
-                        "the store's queue is full ({QUEUE_WRITES} writes): the disk is \
-                         slower than the chat, and what is said now is not kept \
-                         (the chat goes on)"
-                    );
+                    match err {
+                        TrySendError::Full(_) => log::warn!(
+                            "the store's queue is full ({QUEUE_WRITES} writes): the disk is \
+                             slower than the chat, and what is said now is not kept \
+                             (the chat goes on)"
+                        ),
+                        TrySendError::Disconnected(_) => log::error!(
+                            "the store's thread has ended: nothing more is kept \
+                             (the chat goes on)"
+                        ),
+                    }
                 }
             }
         }
@@ -358,8 +364,9 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Locked { dir } => write!(
                 f,
-                "the data directory {} is in use by another chat-server (it holds {}); \
-                 give each server a directory of its own (--data-dir), or stop the other",
+                "the data directory {} is in use by another chat-server (it holds the \
+                 lock on {}); give each server a directory of its own (--data-dir), \
+                 or stop the other",
                 dir.display(),
                 dir.join(writer::LOCK_FILE).display()
             ),

@@ -32,6 +32,8 @@ pub struct TestServer {
     gauges: Gauges,
     finished: Receiver<Result<(), secure_chat::Error>>,
     stopped: bool,
+    /// With a store ([`TestServer::start_kept`]): its queue and losses.
+    store: Option<Arc<secure_chat::store::StoreCounts>>,
 }
 
 impl TestServer {
@@ -75,7 +77,10 @@ impl TestServer {
             .unwrap_or_else(|err| panic!("store: {err}"))
             .expect("the data directory can be written");
         server.keep_in(opened);
-        TestServer::run(server)
+        let store = server.store_counts();
+        let mut running = TestServer::run(server);
+        running.store = store;
+        running
     }
 
     /// One of several servers sharing their chat through the Redis at
@@ -111,6 +116,7 @@ impl TestServer {
             gauges,
             finished,
             stopped: false,
+            store: None,
         }
     }
 
@@ -136,6 +142,11 @@ impl Drop for TestServer {
 }
 
 impl TestServer {
+    /// The store's queue and losses, for a server started with one.
+    pub fn store_counts(&self) -> Option<&secure_chat::store::StoreCounts> {
+        self.store.as_deref()
+    }
+
     /// Connections the server holds right now, in any state (handshake,
     /// chatting, closing).
     pub fn open_connections(&self) -> usize {

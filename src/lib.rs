@@ -150,7 +150,10 @@
 //! - the hub waits on its queue, and, only when more lines wait for the
 //!   writers than the memory budget allows, for the writers to catch up;
 //! - a shard waits in one epoll wait: for any of its sockets to have room,
-//!   for new work, or for its next deadline; it never waits on one socket.
+//!   for new work, or for its next deadline; it never waits on one socket;
+//! - with a data directory, the store's thread waits on its queue and on
+//!   the disk; nobody waits for it: a write that finds its queue full is
+//!   dropped and counted.
 //!
 //! The locks are short: a reading thread and its shard share the
 //! connection's lock (one holds it to decrypt a read, the other to encrypt

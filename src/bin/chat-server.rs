@@ -276,7 +276,10 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
             }
             Long("keep-days") => {
                 let days: u32 = parser.value()?.parse()?;
-                args.data.keep_days = days.max(1);
+                if days == 0 {
+                    return Err("--keep-days: give at least 1 (--no-data-dir keeps nothing)".into());
+                }
+                args.data.keep_days = days;
                 args.data.retention_given = true;
             }
             Long("keep-bytes") => {

@@ -406,7 +406,7 @@ pub fn open(dir: &Path, retention: Retention) -> Result<Option<Opened>, StoreErr
         Err(err) => return Err(db::refusal(dir, err)),
     };
     log::info!(
-        "store {}: {} rooms kept",
+        "store {}: rooms kept: {}",
         dir.join(DB_FILE).display(),
         loaded.rooms.len()
     );

@@ -392,3 +392,42 @@ fn an_in_process_server_counts_what_it_wrote_and_gives_it_back() {
     drop(bob);
     server.stop();
 }
+
+#[test]
+fn the_retention_flags_bound_what_comes_back() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let flags = ["--history", "3", "--keep-bytes", "1K"];
+    let server = kept(&pki, &data, &flags);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    for n in 1..=5 {
+        chats(&mut alice, &format!("short {n}"));
+    }
+    let said_by = alice.nick.clone();
+    drop(alice);
+    server.stop();
+
+    // The last three lines: --history.
+    let server = kept(&pki, &data, &flags);
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    let past = read_past(&mut bob);
+    let expected: Vec<String> = (3..=5)
+        .map(|n| format!("history chat {said_by} short {n}"))
+        .collect();
+    assert_eq!(past[..3], expected);
+    // Two lines of 600 bytes are more than 1 KiB: only the last is kept.
+    let long = |n: u8| format!("{n}{}", "z".repeat(599));
+    chats(&mut bob, &long(1));
+    chats(&mut bob, &long(2));
+    let said_by = bob.nick.clone();
+    drop(bob);
+    server.stop();
+
+    let server = kept(&pki, &data, &flags);
+    let mut carol = TestClient::connect(server.addr, &pki.ca);
+    let past = read_past(&mut carol);
+    assert_eq!(past, [format!("history chat {said_by} {}", long(2))]);
+    drop(carol);
+    server.stop();
+}

@@ -577,17 +577,17 @@ impl Server {
         // The hub says goodbye to everyone and hands the shards their last
         // work; it has only its current round to finish.
         let hub_ended = hub.wait(left(cut_at));
+        for shard in &shards {
+            shard.send(Work::Shutdown);
+        }
+        drop(shards);
         // The hub held the store's queue: the writer now writes what
-        // waits, and ends.
+        // waits, and ends, while the shards say goodbye.
         if let Some(writing) = writing {
             if !writing.finish(left(cut_at)) {
                 log::error!("the store did not finish writing in time");
             }
         }
-        for shard in &shards {
-            shard.send(Work::Shutdown);
-        }
-        drop(shards);
         drop(alive);
         let mut finished = wait_for_all(&all_done, left(cut_at)).is_ok();
         if !finished {

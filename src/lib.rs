@@ -152,7 +152,7 @@
 //! - a shard waits in one epoll wait: for any of its sockets to have room,
 //!   for new work, or for its next deadline; it never waits on one socket;
 //! - with a data directory, the store's thread waits on its queue and on
-//!   the disk; nobody waits for it: a write that finds its queue full is
+//!   the disk; nobody waits for it: a line that finds its queue full is
 //!   dropped and counted.
 //!
 //! The locks are short: a reading thread and its shard share the

@@ -35,9 +35,10 @@ pub const KEEP_DAYS: u32 = 30;
 /// of lines is what bounds a room; the bound is for `--history` set high.
 pub const KEEP_ROOM_BYTES: usize = 1 << 20;
 
-/// Writes that may wait for the disk. Past it a write is dropped, not
+/// Writes that may wait for the disk. Past it a line is dropped, not
 /// waited for: the hub must never stall the chat on a slow disk, and a
 /// lost line of history is a smaller harm than every room going quiet.
+/// (A topic, rules or bans are held by the [`Feed`] instead.)
 /// At most this many lines of at most `--max-line` bytes (16 MiB at the
 /// defaults) count in the memory budget while they wait.
 pub const QUEUE_WRITES: usize = 4096;
@@ -161,6 +162,11 @@ pub struct Feed {
     names: HashMap<RoomId, Arc<str>>,
     /// Whether the log already said that writes are being dropped.
     told_full: bool,
+    /// Topics, rules and bans that found the queue full: the latest of
+    /// each room's (and the server's) is held here and handed over before
+    /// the next write. Unlike a line, a lost one would not be made good by
+    /// the next: a ban would be forgotten at the restart.
+    held: Vec<Write>,
 }
 
 impl fmt::Debug for Feed {
@@ -208,41 +214,116 @@ impl Feed {
         Some(name)
     }
 
-    /// Hands `write` to the writer; if the queue is full, drops it, counts
-    /// it, and says so in the log once until the queue has room again.
+    /// Hands `write` to the writer, never waiting. If the queue is full, a
+    /// line is dropped and counted (the log says so once until the queue
+    /// has room again); a topic, rules or bans are held until it has room.
     pub fn save(&mut self, write: Write) {
+        if !self.held.is_empty() {
+            self.hand_over_held();
+        }
+        let Err((write, err)) = self.queue(write) else {
+            if self.told_full && self.writes.len() < QUEUE_WRITES / 2 {
+                self.told_full = false;
+                log::info!("the store keeps up again");
+            }
+            return;
+        };
+        let disconnected = matches!(err, TrySendError::Disconnected(()));
+        if !disconnected && !matches!(write, Write::Line { .. }) {
+            self.hold(write);
+            return;
+        }
+        self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        if !std::mem::replace(&mut self.told_full, true) {
+            if disconnected {
+                log::error!(
+                    "the store's thread has ended: nothing more is kept (the chat goes on)"
+                );
+            } else {
+                log::warn!(
+                    "the store's queue is full ({QUEUE_WRITES} writes): the disk is slower \
+                     than the chat, and what is said now is not kept (the chat goes on)"
+                );
+            }
+        }
+    }
+
+    /// Puts `write` in the queue, counted in the budget and the counts
+    /// while it waits; gives it back if the queue is full or closed.
+    fn queue(&mut self, write: Write) -> Result<(), (Write, TrySendError<()>)> {
         let cost = write.cost();
-        // Charged before it can be written, so the writer's refund never
+        // Counted before it can be written, so the writer's refund never
         // comes first.
+        self.count_in(cost);
+        self.writes.try_send(write).map_err(|err| {
+            self.count_out(cost);
+            match err {
+                TrySendError::Full(write) => (write, TrySendError::Full(())),
+                TrySendError::Disconnected(write) => (write, TrySendError::Disconnected(())),
+            }
+        })
+    }
+
+    /// Counts a write of `cost` as waiting, in the budget and the counts.
+    fn count_in(&self, cost: usize) {
         self.budget.charge(cost);
         self.counts.queued.fetch_add(1, Ordering::Relaxed);
         self.counts.queued_bytes.fetch_add(cost, Ordering::Relaxed);
-        match self.writes.try_send(write) {
-            Ok(()) => {
-                if self.told_full && self.writes.len() < QUEUE_WRITES / 2 {
-                    self.told_full = false;
-                    log::info!("the store keeps up again");
-                }
+    }
+
+    /// Takes back [`Feed::count_in`] for a write that did not go.
+    fn count_out(&self, cost: usize) {
+        self.budget.refund(cost);
+        self.counts.queued.fetch_sub(1, Ordering::Relaxed);
+        self.counts.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+    }
+
+    /// Holds `write` (not a line) for later, in place of an older one of
+    /// the same room, or of the server's bans.
+    fn hold(&mut self, write: Write) {
+        let key = held_key(&write);
+        self.held.retain(|older| held_key(older) != key);
+        self.held.push(write);
+    }
+
+    /// Hands over what was held, oldest first, until the queue is full.
+    fn hand_over_held(&mut self) {
+        let mut held = std::mem::take(&mut self.held).into_iter();
+        for write in held.by_ref() {
+            if let Err((write, _)) = self.queue(write) {
+                self.held.push(write);
+                break;
             }
-            Err(err) => {
-                self.budget.refund(cost);
-                self.counts.queued.fetch_sub(1, Ordering::Relaxed);
-                self.counts.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+        }
+        self.held.extend(held);
+    }
+}
+
+/// What a held write replaces: the same kind for the same room (or the
+/// server's bans).
+fn held_key(write: &Write) -> (u8, String) {
+    match write {
+        Write::Line { room, .. } => (0, room.to_ascii_lowercase()),
+        Write::Topic { room, .. } => (1, room.to_ascii_lowercase()),
+        Write::Rules { room, .. } => (2, room.to_ascii_lowercase()),
+        Write::ServerBans(_) => (3, String::new()),
+    }
+}
+
+/// How long the feed's last hand-over may wait for room in the queue, at
+/// shutdown, for what it still holds.
+const HELD_AT_STOP: Duration = Duration::from_millis(200);
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // The hub is stopping: a short wait for the writer is allowed now.
+        for write in std::mem::take(&mut self.held) {
+            let cost = write.cost();
+            self.count_in(cost);
+            if self.writes.send_timeout(write, HELD_AT_STOP).is_err() {
+                self.count_out(cost);
                 self.counts.dropped.fetch_add(1, Ordering::Relaxed);
-                if !self.told_full {
-                    self.told_full = true;
-                    match err {
-                        TrySendError::Full(_) => log::warn!(
-                            "the store's queue is full ({QUEUE_WRITES} writes): the disk is \
-                             slower than the chat, and what is said now is not kept \
-                             (the chat goes on)"
-                        ),
-                        TrySendError::Disconnected(_) => log::error!(
-                            "the store's thread has ended: nothing more is kept \
-                             (the chat goes on)"
-                        ),
-                    }
-                }
+                log::warn!("the store could not take a topic or rules in time; it was not kept");
             }
         }
     }
@@ -294,6 +375,7 @@ impl Opened {
             budget: Arc::clone(budget),
             names: HashMap::new(),
             told_full: false,
+            held: Vec::new(),
         };
         let kept = Kept {
             feed,
@@ -443,6 +525,7 @@ mod tests {
             budget: Arc::clone(&budget),
             names: HashMap::new(),
             told_full: false,
+            held: Vec::new(),
         };
         let mut asked = 0;
         let mut name = || {
@@ -465,5 +548,55 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_topic_rules_or_bans_that_find_the_queue_full_are_held_not_dropped() {
+        let budget = Budget::new(&Policy::default());
+        let (writes, queue) = crossbeam_channel::bounded(1);
+        let counts = Arc::new(StoreCounts::default());
+        let mut feed = Feed {
+            writes,
+            counts: Arc::clone(&counts),
+            budget: Arc::clone(&budget),
+            names: HashMap::new(),
+            told_full: false,
+            held: Vec::new(),
+        };
+        let rules = |text: &str| Write::Rules {
+            room: "#Tea".into(),
+            text: Some(text.into()),
+        };
+        feed.save(Write::ServerBans(Some("first".into())));
+        feed.save(rules("old"));
+        feed.save(rules("new"));
+        feed.save(Write::ServerBans(None));
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(feed.held, [rules("new"), Write::ServerBans(None)]);
+        assert_eq!(
+            queue.try_recv().ok(),
+            Some(Write::ServerBans(Some("first".into())))
+        );
+        // The next write hands over what was held first, as room allows.
+        let text: Arc<str> = "chat a hi\n".into();
+        feed.line(RoomId(1), || Some("#Tea".into()), &text);
+        assert_eq!(queue.try_recv().ok(), Some(rules("new")));
+        assert_eq!(
+            counts.dropped.load(Ordering::Relaxed),
+            1,
+            "the line found no room"
+        );
+        assert_eq!(feed.held, [Write::ServerBans(None)]);
+        // What is still held goes when the feed is dropped, if the writer
+        // takes it in time.
+        drop(feed);
+        assert_eq!(queue.try_recv().ok(), Some(Write::ServerBans(None)));
+        // Nobody wrote what was taken here: each still counts, once.
+        let taken = [
+            Write::ServerBans(Some("first".into())),
+            rules("new"),
+            Write::ServerBans(None),
+        ];
+        assert_eq!(budget.used(), taken.iter().map(Write::cost).sum::<usize>());
     }
 }

@@ -220,6 +220,11 @@ impl Feed {
     pub fn save(&mut self, write: Write) {
         if !self.held.is_empty() {
             self.hand_over_held();
+            // Behind what is still held, so that an older one never goes
+            // after it.
+            if !self.held.is_empty() && !matches!(write, Write::Line { .. }) {
+                return self.hold(write);
+            }
         }
         let Err((write, err)) = self.queue(write) else {
             if self.told_full && self.writes.len() < QUEUE_WRITES / 2 {

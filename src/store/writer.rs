@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::Connection;
@@ -23,6 +23,11 @@ use crate::budget::Budget;
 /// go of it when the process ends, however it ends: a `kill -9` leaves no
 /// stale lock behind.
 pub const LOCK_FILE: &str = "lock";
+
+/// How long the writer lets writes gather after a transaction that took
+/// all there was: what a `kill -9` can lose grows by this, and the hub
+/// saves a wake-up per line.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// The most writes in one transaction: a commit is cheap in WAL mode, and
 /// a bound keeps one from holding the lines behind it for long.
@@ -145,7 +150,15 @@ impl Writer {
             // What came meanwhile goes in the same transaction: the busier
             // the chat, the fewer commits per line.
             batch.extend(queue.try_iter().take(MOST_PER_BATCH - 1));
+            let full = batch.len() == MOST_PER_BATCH;
             self.write(&mut batch);
+            // A moment for the next lines to gather: meanwhile the writer
+            // waits on no channel, so the hub's sends wake nobody (a wake
+            // is a system call on the hub's thread, for every line of a
+            // chat that speaks just slower than the writer writes).
+            if !full {
+                thread::sleep(GATHER);
+            }
         }
     }
 

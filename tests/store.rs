@@ -431,3 +431,13 @@ fn the_retention_flags_bound_what_comes_back() {
     drop(carol);
     server.stop();
 }
+
+#[test]
+fn help_documents_the_data_directory_flags() {
+    let output = run(Command::new(&SERVER).arg("--help"), "");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--data-dir", "--no-data-dir", "--keep-days", "--keep-bytes"] {
+        assert!(help.contains(flag), "chat-server --help lacks {flag}");
+    }
+}

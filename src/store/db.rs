@@ -187,6 +187,7 @@ pub fn write_batch(
                 Write::Rules { room, text } => {
                     let key = room.to_ascii_lowercase();
                     room_row.execute(params![key, room])?;
+                    known.insert(Arc::from(room.as_str()));
                     rules.execute(params![key, text])?;
                 }
                 Write::ServerBans(Some(text)) => {
@@ -206,8 +207,8 @@ pub fn write_batch(
 }
 
 /// Forgets the lines past `retention` at `now` (too old, too many, too
-/// many bytes, per room), then the rooms that keep nothing. Returns the
-/// lines forgotten.
+/// many bytes, per room), then the rooms that keep nothing, looking at
+/// every line: once, at start. Returns the lines forgotten.
 pub fn prune(
     conn: &mut Connection,
     retention: &Retention,
@@ -240,6 +241,63 @@ pub fn prune(
          AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.room = rooms.key)",
         [],
     )?;
+    tx.commit()?;
+    Ok(gone)
+}
+
+/// As [`prune`], looking only at `rooms` (by key: those written since the
+/// last time) and the oldest lines, so that the cost follows what was
+/// said, not all that is kept. Returns the lines forgotten.
+pub fn prune_rooms(
+    conn: &mut Connection,
+    retention: &Retention,
+    now: SystemTime,
+    rooms: &[String],
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    // Lines are numbered in the order they were said: the old ones are the
+    // first, and the scan stops at the first that is young enough.
+    let too_old = tx.execute(
+        "DELETE FROM lines WHERE id < coalesce(
+            (SELECT id FROM lines WHERE at >= ?1 ORDER BY id LIMIT 1),
+            (SELECT max(id) + 1 FROM lines))",
+        [retention.oldest_kept(now)],
+    )?;
+    let mut gone = too_old;
+    {
+        // A room's lines newest first: the one past the count, or where the
+        // bytes pass the cap, goes with all before it.
+        let mut past_count = tx.prepare_cached(
+            "DELETE FROM lines WHERE room = ?1 AND id <=
+                (SELECT id FROM lines WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )?;
+        let mut past_bytes = tx.prepare_cached(
+            "DELETE FROM lines WHERE room = ?1 AND id <= (
+                SELECT max(id) FROM (
+                    SELECT id, SUM(length(CAST(text AS BLOB))) OVER (ORDER BY id DESC) AS bytes
+                    FROM lines WHERE room = ?1
+                ) WHERE bytes > ?2)",
+        )?;
+        let mut empty = tx.prepare_cached(
+            "DELETE FROM rooms WHERE key = ?1 AND topic IS NULL AND rules IS NULL
+             AND NOT EXISTS (SELECT 1 FROM lines WHERE room = ?1)",
+        )?;
+        let lines = i64::try_from(retention.lines).unwrap_or(i64::MAX);
+        let bytes = i64::try_from(retention.room_bytes).unwrap_or(i64::MAX);
+        for room in rooms {
+            gone += past_count.execute(params![room, lines])?;
+            gone += past_bytes.execute(params![room, bytes])?;
+            empty.execute([room])?;
+        }
+    }
+    // Old lines may have been any room's last.
+    if too_old > 0 {
+        tx.execute(
+            "DELETE FROM rooms WHERE topic IS NULL AND rules IS NULL
+             AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.room = rooms.key)",
+            [],
+        )?;
+    }
     tx.commit()?;
     Ok(gone)
 }
@@ -359,6 +417,44 @@ mod tests {
         );
         let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
         assert_eq!(texts(&loaded.rooms[0]), ["chat x 8\n", "chat x 9\n"]);
+    }
+
+    #[test]
+    fn pruning_the_rooms_written_to_forgets_as_pruning_everything_does() {
+        let now = SystemTime::now();
+        let old = now - Duration::from_secs(3 * 86_400);
+        let mut writes = vec![line("#b", "chat x ancient\n", old)];
+        writes.extend((0..10).map(|n| line("#a", &format!("chat x {n}\n"), now)));
+        writes.extend((0..4).map(|n| line("#c", &format!("chat x {n}\n"), now)));
+        writes.push(Write::Rules {
+            room: "#d".into(),
+            text: None,
+        });
+        let keep = retention(5, 30, 2);
+        let everything = |conn: &Connection| load(conn, &retention(50, 1 << 20, 30), now).unwrap();
+        let mut all = memory();
+        write_batch(&mut all, &writes, &mut HashSet::new()).unwrap();
+        let mut some = memory();
+        write_batch(&mut some, &writes, &mut HashSet::new()).unwrap();
+
+        assert_eq!(prune(&mut all, &keep, now).unwrap(), 1 + 7 + 1);
+        let rooms = ["#a", "#c", "#d"].map(String::from);
+        assert_eq!(
+            prune_rooms(&mut some, &keep, now, &rooms).unwrap(),
+            1 + 7 + 1
+        );
+        assert_eq!(everything(&all), everything(&some));
+        let names: Vec<_> = everything(&some)
+            .rooms
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["#a", "#c"], "#b only had an old line, #d nothing");
+        // A room not written to is left for the next full prune.
+        assert_eq!(
+            prune_rooms(&mut some, &retention(1, 1 << 20, 30), now, &[]).unwrap(),
+            0
+        );
     }
 
     #[test]

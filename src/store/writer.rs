@@ -119,7 +119,9 @@ struct Writer {
     /// Set while the disk refuses writes: said once in the log when it
     /// starts, once when it ends.
     failing: bool,
-    /// The rooms whose row is in the file, by name as written.
+    /// The rooms whose row is in the file, by name as written. Emptied at
+    /// each prune (which may remove rows), so it is also the rooms written
+    /// to since the last one: those the next prune looks at.
     known: HashSet<Arc<str>>,
 }
 
@@ -138,13 +140,15 @@ impl Writer {
         let mut batch = Vec::with_capacity(MOST_PER_BATCH);
         let mut next_prune = Instant::now() + PRUNE_EVERY;
         loop {
+            // Looked at before each wait: a chat that never pauses for a
+            // minute would otherwise never let the wait time out.
+            if Instant::now() >= next_prune {
+                self.prune_written();
+                next_prune = Instant::now() + PRUNE_EVERY;
+            }
             match queue.recv_deadline(next_prune) {
                 Ok(write) => batch.push(write),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.prune();
-                    next_prune = Instant::now() + PRUNE_EVERY;
-                    continue;
-                }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             // What came meanwhile goes in the same transaction: the busier
@@ -209,14 +213,33 @@ impl Writer {
         }
     }
 
-    /// Forgets what is past the retention; a failure waits for the next time.
+    /// Forgets what is past the retention in every room: at start.
     fn prune(&mut self) {
-        // Rooms that keep nothing lose their row.
         self.known.clear();
-        match db::prune(&mut self.conn, &self.retention, SystemTime::now()) {
-            Ok(0) => {}
-            Ok(gone) => log::debug!("store: {gone} lines past the retention forgotten"),
-            Err(err) => log::debug!("store: forgetting old lines failed: {err}"),
-        }
+        let result = db::prune(&mut self.conn, &self.retention, SystemTime::now());
+        pruned(result);
+    }
+
+    /// Forgets what is past the retention in the rooms written to since
+    /// the last time (and the oldest lines): on the timer.
+    fn prune_written(&mut self) {
+        let mut rooms: Vec<String> = self
+            .known
+            .drain()
+            .map(|room| room.to_ascii_lowercase())
+            .collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        let result = db::prune_rooms(&mut self.conn, &self.retention, SystemTime::now(), &rooms);
+        pruned(result);
+    }
+}
+
+/// Says in the log what a prune did; a failure waits for the next time.
+fn pruned(result: rusqlite::Result<usize>) {
+    match result {
+        Ok(0) => {}
+        Ok(gone) => log::debug!("store: {gone} lines past the retention forgotten"),
+        Err(err) => log::debug!("store: forgetting old lines failed: {err}"),
     }
 }

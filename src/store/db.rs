@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
-use super::{millis, Loaded, Retention, SavedRoom, StoreError, Write};
+use super::{millis, Change, Loaded, Retention, SavedRoom, StoreError};
 
 /// The database file in the data directory.
 pub const DB_FILE: &str = "chat.db";
@@ -153,7 +153,7 @@ pub fn load(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqli
 /// when rows may have gone (a failed batch, a prune).
 pub fn write_batch(
     conn: &mut Connection,
-    writes: &[Write],
+    writes: &[Change],
     known: &mut HashSet<Arc<str>>,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -168,7 +168,7 @@ pub fn write_batch(
         let mut rules = tx.prepare_cached("UPDATE rooms SET rules = ?2 WHERE key = ?1")?;
         for write in writes {
             match write {
-                Write::Line { room, text, at } => {
+                Change::Line { room, text, at } => {
                     let key = room.to_ascii_lowercase();
                     if !known.contains(room) {
                         room_row.execute(params![key, room])?;
@@ -176,7 +176,7 @@ pub fn write_batch(
                     }
                     line.execute(params![key, millis(*at), text])?;
                 }
-                Write::Topic { room, topic: text } => {
+                Change::Topic { room, topic: text } => {
                     let key = room.to_ascii_lowercase();
                     if !known.contains(room) {
                         room_row.execute(params![key, room])?;
@@ -184,20 +184,20 @@ pub fn write_batch(
                     }
                     topic.execute(params![key, text])?;
                 }
-                Write::Rules { room, text } => {
+                Change::Rules { room, text } => {
                     let key = room.to_ascii_lowercase();
                     room_row.execute(params![key, room])?;
                     known.insert(Arc::from(room.as_str()));
                     rules.execute(params![key, text])?;
                 }
-                Write::ServerBans(Some(text)) => {
+                Change::ServerBans(Some(text)) => {
                     tx.execute(
                         "INSERT INTO server (name, value) VALUES (?1, ?2)
                          ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                         params![BANS, text],
                     )?;
                 }
-                Write::ServerBans(None) => {
+                Change::ServerBans(None) => {
                     tx.execute("DELETE FROM server WHERE name = ?1", [BANS])?;
                 }
             }
@@ -315,8 +315,8 @@ mod tests {
         }
     }
 
-    fn line(room: &str, text: &str, at: SystemTime) -> Write {
-        Write::Line {
+    fn line(room: &str, text: &str, at: SystemTime) -> Change {
+        Change::Line {
             room: room.into(),
             text: text.into(),
             at,
@@ -342,16 +342,16 @@ mod tests {
             &[
                 line("#Tea", "chat a green\n", now),
                 line("#lobby", "chat b hi\n", now),
-                Write::Topic {
+                Change::Topic {
                     room: "#Tea".into(),
                     topic: "leaves".into(),
                 },
                 line("#Tea", "chat a oolong\n", now),
-                Write::Rules {
+                Change::Rules {
                     room: "#quiet".into(),
                     text: Some("mute x".into()),
                 },
-                Write::ServerBans(Some("ban y".into())),
+                Change::ServerBans(Some("ban y".into())),
             ],
             &mut HashSet::new(),
         )
@@ -369,11 +369,11 @@ mod tests {
         write_batch(
             &mut conn,
             &[
-                Write::Rules {
+                Change::Rules {
                     room: "#QUIET".into(),
                     text: None,
                 },
-                Write::ServerBans(None),
+                Change::ServerBans(None),
             ],
             &mut HashSet::new(),
         )
@@ -426,7 +426,7 @@ mod tests {
         let mut writes = vec![line("#b", "chat x ancient\n", old)];
         writes.extend((0..10).map(|n| line("#a", &format!("chat x {n}\n"), now)));
         writes.extend((0..4).map(|n| line("#c", &format!("chat x {n}\n"), now)));
-        writes.push(Write::Rules {
+        writes.push(Change::Rules {
             room: "#d".into(),
             text: None,
         });

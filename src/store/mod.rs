@@ -35,7 +35,7 @@ pub const KEEP_DAYS: u32 = 30;
 /// of lines is what bounds a room; the bound is for `--history` set high.
 pub const KEEP_ROOM_BYTES: usize = 1 << 20;
 
-/// Writes that may wait for the disk. Past it a line is dropped, not
+/// Changes that may wait for the disk. Past it a line is dropped, not
 /// waited for: the hub must never stall the chat on a slow disk, and a
 /// lost line of history is a smaller harm than every room going quiet.
 /// (A topic, rules or bans are held by the [`Feed`] instead.)
@@ -65,9 +65,9 @@ impl Retention {
     }
 }
 
-/// One thing to put on disk, in the order the hub saw it.
+/// One change to what is kept, to put on disk in the order the hub saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Write {
+pub enum Change {
     /// A chat or action line went into a room's history.
     Line {
         /// The room's name as written (kept by its lower case, the room's
@@ -97,15 +97,15 @@ pub enum Write {
     ServerBans(Option<String>),
 }
 
-impl Write {
+impl Change {
     /// What it costs in memory while it waits, for the budget.
     fn cost(&self) -> usize {
         LINE_OVERHEAD
             + match self {
-                Write::Line { room, text, .. } => room.len() + text.len(),
-                Write::Topic { room, topic } => room.len() + topic.len(),
-                Write::Rules { room, text } => room.len() + text.as_ref().map_or(0, String::len),
-                Write::ServerBans(text) => text.as_ref().map_or(0, String::len),
+                Change::Line { room, text, .. } => room.len() + text.len(),
+                Change::Topic { room, topic } => room.len() + topic.len(),
+                Change::Rules { room, text } => room.len() + text.as_ref().map_or(0, String::len),
+                Change::ServerBans(text) => text.as_ref().map_or(0, String::len),
             }
     }
 }
@@ -138,15 +138,16 @@ pub struct Loaded {
 /// back while the process runs.
 #[derive(Debug, Default)]
 pub struct StoreCounts {
-    /// Writes waiting for the writer.
+    /// Changes waiting for the writer.
     pub queued: AtomicUsize,
     /// What they cost in memory (also counted in the budget).
     pub queued_bytes: AtomicUsize,
-    /// Writes dropped because the queue was full.
+    /// Lines dropped because the queue was full (and, at the stop, any
+    /// change the writer could not take in time).
     pub dropped: AtomicU64,
-    /// Writes lost because the disk refused them (full, read-only, failing).
+    /// Changes lost because the disk refused them (full, read-only, failing).
     pub failed: AtomicU64,
-    /// Writes on disk.
+    /// Changes on disk.
     pub written: AtomicU64,
 }
 
@@ -154,7 +155,7 @@ pub struct StoreCounts {
 /// waiting. The writer ends once this is dropped and it has written what
 /// waited.
 pub struct Feed {
-    writes: Sender<Write>,
+    writes: Sender<Change>,
     counts: Arc<StoreCounts>,
     budget: Arc<Budget>,
     /// Each room's name, once asked, so that a line costs no new string.
@@ -166,7 +167,7 @@ pub struct Feed {
     /// each room's (and the server's) is held here and handed over before
     /// the next write. Unlike a line, a lost one would not be made good by
     /// the next: a ban would be forgotten at the restart.
-    held: Vec<Write>,
+    held: Vec<Change>,
 }
 
 impl fmt::Debug for Feed {
@@ -186,7 +187,7 @@ impl Feed {
         };
         let at = SystemTime::now();
         let text = Arc::clone(text);
-        self.save(Write::Line { room, text, at });
+        self.save(Change::Line { room, text, at });
     }
 
     /// Keeps `topic` as `room`'s topic.
@@ -195,7 +196,7 @@ impl Feed {
             return;
         };
         let topic = Arc::clone(topic);
-        self.save(Write::Topic { room, topic });
+        self.save(Change::Topic { room, topic });
     }
 
     /// Nobody here is in `room` any more: its name is let go, and asked
@@ -217,12 +218,12 @@ impl Feed {
     /// Hands `write` to the writer, never waiting. If the queue is full, a
     /// line is dropped and counted (the log says so once until the queue
     /// has room again); a topic, rules or bans are held until it has room.
-    pub fn save(&mut self, write: Write) {
+    pub fn save(&mut self, write: Change) {
         if !self.held.is_empty() {
             self.hand_over_held();
             // Behind what is still held, so that an older one never goes
             // after it.
-            if !self.held.is_empty() && !matches!(write, Write::Line { .. }) {
+            if !self.held.is_empty() && !matches!(write, Change::Line { .. }) {
                 return self.hold(write);
             }
         }
@@ -234,7 +235,7 @@ impl Feed {
             return;
         };
         let disconnected = matches!(err, TrySendError::Disconnected(()));
-        if !disconnected && !matches!(write, Write::Line { .. }) {
+        if !disconnected && !matches!(write, Change::Line { .. }) {
             self.hold(write);
             return;
         }
@@ -255,7 +256,7 @@ impl Feed {
 
     /// Puts `write` in the queue, counted in the budget and the counts
     /// while it waits; gives it back if the queue is full or closed.
-    fn queue(&mut self, write: Write) -> Result<(), (Write, TrySendError<()>)> {
+    fn queue(&mut self, write: Change) -> Result<(), (Change, TrySendError<()>)> {
         let cost = write.cost();
         // Counted before it can be written, so the writer's refund never
         // comes first.
@@ -285,7 +286,7 @@ impl Feed {
 
     /// Holds `write` (not a line) for later, in place of an older one of
     /// the same room, or of the server's bans.
-    fn hold(&mut self, write: Write) {
+    fn hold(&mut self, write: Change) {
         let key = held_key(&write);
         self.held.retain(|older| held_key(older) != key);
         self.held.push(write);
@@ -306,12 +307,12 @@ impl Feed {
 
 /// What a held write replaces: the same kind for the same room (or the
 /// server's bans).
-fn held_key(write: &Write) -> (u8, String) {
+fn held_key(write: &Change) -> (u8, String) {
     match write {
-        Write::Line { room, .. } => (0, room.to_ascii_lowercase()),
-        Write::Topic { room, .. } => (1, room.to_ascii_lowercase()),
-        Write::Rules { room, .. } => (2, room.to_ascii_lowercase()),
-        Write::ServerBans(_) => (3, String::new()),
+        Change::Line { room, .. } => (0, room.to_ascii_lowercase()),
+        Change::Topic { room, .. } => (1, room.to_ascii_lowercase()),
+        Change::Rules { room, .. } => (2, room.to_ascii_lowercase()),
+        Change::ServerBans(_) => (3, String::new()),
     }
 }
 
@@ -548,7 +549,7 @@ mod tests {
         assert_eq!(counts.queued_bytes.load(Ordering::Relaxed), 2 * cost);
         assert_eq!(counts.dropped.load(Ordering::Relaxed), 1);
         match queue.try_recv() {
-            Ok(Write::Line { room, text, .. }) => {
+            Ok(Change::Line { room, text, .. }) => {
                 assert_eq!((&*room, &*text), ("#Tea", "chat a hi\n"));
             }
             other => panic!("{other:?}"),
@@ -568,19 +569,19 @@ mod tests {
             told_full: false,
             held: Vec::new(),
         };
-        let rules = |text: &str| Write::Rules {
+        let rules = |text: &str| Change::Rules {
             room: "#Tea".into(),
             text: Some(text.into()),
         };
-        feed.save(Write::ServerBans(Some("first".into())));
+        feed.save(Change::ServerBans(Some("first".into())));
         feed.save(rules("old"));
         feed.save(rules("new"));
-        feed.save(Write::ServerBans(None));
+        feed.save(Change::ServerBans(None));
         assert_eq!(counts.dropped.load(Ordering::Relaxed), 0);
-        assert_eq!(feed.held, [rules("new"), Write::ServerBans(None)]);
+        assert_eq!(feed.held, [rules("new"), Change::ServerBans(None)]);
         assert_eq!(
             queue.try_recv().ok(),
-            Some(Write::ServerBans(Some("first".into())))
+            Some(Change::ServerBans(Some("first".into())))
         );
         // The next write hands over what was held first, as room allows.
         let text: Arc<str> = "chat a hi\n".into();
@@ -591,17 +592,17 @@ mod tests {
             1,
             "the line found no room"
         );
-        assert_eq!(feed.held, [Write::ServerBans(None)]);
+        assert_eq!(feed.held, [Change::ServerBans(None)]);
         // What is still held goes when the feed is dropped, if the writer
         // takes it in time.
         drop(feed);
-        assert_eq!(queue.try_recv().ok(), Some(Write::ServerBans(None)));
+        assert_eq!(queue.try_recv().ok(), Some(Change::ServerBans(None)));
         // Nobody wrote what was taken here: each still counts, once.
         let taken = [
-            Write::ServerBans(Some("first".into())),
+            Change::ServerBans(Some("first".into())),
             rules("new"),
-            Write::ServerBans(None),
+            Change::ServerBans(None),
         ];
-        assert_eq!(budget.used(), taken.iter().map(Write::cost).sum::<usize>());
+        assert_eq!(budget.used(), taken.iter().map(Change::cost).sum::<usize>());
     }
 }

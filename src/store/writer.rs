@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::Connection;
 
-use super::{db, Retention, StoreCounts, StoreError, Write, PRUNE_EVERY};
+use super::{db, Change, Retention, StoreCounts, StoreError, PRUNE_EVERY};
 use crate::budget::Budget;
 
 /// The file whose lock says a server uses the directory. The kernel lets
@@ -88,7 +88,7 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
 pub fn spawn(
     conn: Connection,
     lock: File,
-    queue: Receiver<Write>,
+    queue: Receiver<Change>,
     retention: Retention,
     counts: Arc<StoreCounts>,
     budget: Arc<Budget>,
@@ -127,7 +127,7 @@ struct Writer {
 
 impl Writer {
     /// Writes until every sender is gone, then closes the file.
-    fn run(mut self, queue: &Receiver<Write>) {
+    fn run(mut self, queue: &Receiver<Change>) {
         self.write_until_done(queue);
         // Closing checkpoints the log into the file; if the disk refuses,
         // the log stays, and SQLite replays it at the next start.
@@ -136,7 +136,7 @@ impl Writer {
         }
     }
 
-    fn write_until_done(&mut self, queue: &Receiver<Write>) {
+    fn write_until_done(&mut self, queue: &Receiver<Change>) {
         let mut batch = Vec::with_capacity(MOST_PER_BATCH);
         let mut next_prune = Instant::now() + PRUNE_EVERY;
         loop {
@@ -167,14 +167,14 @@ impl Writer {
     }
 
     /// Writes `batch` in one transaction and lets go of it.
-    fn write(&mut self, batch: &mut Vec<Write>) {
+    fn write(&mut self, batch: &mut Vec<Change>) {
         let result = db::write_batch(&mut self.conn, batch, &mut self.known);
         if log::log_enabled!(log::Level::Trace) {
             let now = SystemTime::now();
             let waited = batch
                 .iter()
                 .filter_map(|write| match write {
-                    Write::Line { at, .. } => now.duration_since(*at).ok(),
+                    Change::Line { at, .. } => now.duration_since(*at).ok(),
                     _ => None,
                 })
                 .max();
@@ -184,7 +184,7 @@ impl Writer {
             );
         }
         let count = batch.len();
-        let bytes: usize = batch.iter().map(Write::cost).sum();
+        let bytes: usize = batch.iter().map(Change::cost).sum();
         batch.clear();
         self.counts.queued.fetch_sub(count, Ordering::Relaxed);
         self.counts.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 # secure-chat: build, run and test.
 #
 #   make run-server   make the local certificates if missing, then run the server
+#                     (its rooms kept in data/, the default --data-dir)
 #   make run-client   run the client (in another terminal)
 #   make cluster-demo Redis and two servers sharing one chat (haproxy in front
 #                     if installed); prints how to connect

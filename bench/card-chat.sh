@@ -43,7 +43,7 @@ start() {
     "$CARD" "127.0.0.1:$2" >/dev/null 2>>"$dir/$1.log" &
   else
     "$SERVER" --addr "127.0.0.1:$2" --cert certs/server.crt --key certs/server.key \
-      --rate 0 -q >/dev/null 2>>"$dir/$1.log" &
+      --rate 0 -q --no-data-dir >/dev/null 2>>"$dir/$1.log" &
   fi
   server=$!
   until (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; do sleep 0.05; done

@@ -46,7 +46,7 @@ start() {
   local extra=()
   [ "${3:-}" = --redis ] && extra=(--redis "redis://127.0.0.1:$redis_port" --node-name "$1")
   "$SERVER" --addr "127.0.0.1:$2" --cert "$CERTS/server.crt" --key "$CERTS/server.key" \
-    --rate 0 -q "${extra[@]}" >/dev/null 2>>"$dir/$1.log" &
+    --rate 0 -q --no-data-dir "${extra[@]}" >/dev/null 2>>"$dir/$1.log" &
   started=$!
   servers="$servers $started"
   until (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; do sleep 0.05; done

@@ -43,7 +43,7 @@ start_server() {
   case "$1" in
     secure-chat)
       "$SERVER" --addr "127.0.0.1:$port" --cert "$CERTS/server.crt" --key "$CERTS/server.key" \
-        -q --rate 0 --max-clients 10100 2>/dev/null &
+        -q --rate 0 --no-data-dir --max-clients 10100 2>/dev/null &
       peer_kind=secure-chat ;;
     go-naive|go-hub)
       "$GO_PEER" -addr "127.0.0.1:$port" -cert "$CERTS/server.crt" -key "$CERTS/server.key" \

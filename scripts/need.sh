@@ -16,7 +16,9 @@ wants() {
   case "$1" in
     # The tests run make (the Makefile's own targets), openssl (make certs,
     # s_client), kill and a shell, script (a pseudo-terminal for the
-    # client's tests), prlimit (a running server's open-files limit), stty
+    # client's tests), prlimit (a running server's open-files limit, and
+    # a file size limit standing for a full disk), setpriv (root without
+    # its power over file modes, to meet a read-only directory), stty
     # and base64, redis-server (the linked servers' tests start their own
     # on a loopback port) and haproxy (make cluster-demo puts it in front
     # of its two servers; its test covers both cases; the demo waits with
@@ -24,8 +26,8 @@ wants() {
     # systemd-analyze (the service unit's test verifies the unit). cc links
     # Rust programs and builds the C of the TLS library's cryptography.
     test) echo "cc:gcc make:make openssl:openssl kill:procps script:bsdutils \
-prlimit:util-linux stty:coreutils base64:coreutils redis-server:redis-server \
-redis-cli:redis-tools haproxy:haproxy promtool:prometheus \
+prlimit:util-linux setpriv:util-linux stty:coreutils base64:coreutils \
+redis-server:redis-server redis-cli:redis-tools haproxy:haproxy promtool:prometheus \
 systemd-analyze:systemd" ;;
     # libFuzzer, which cargo-fuzz builds, is C++.
     fuzz) echo "c++:g++" ;;

@@ -5,6 +5,9 @@
 //! for each recipient still waiting for it, and makes the hub wait while
 //! the [slow-consumer policy](crate::slow_readers) says so; nothing here
 //! ever drops a line. The limit and when to pause are the policy's.
+//! What waits for the [`store`](crate::store)'s writer counts here too
+//! (charged when queued, refunded once written): bounded by its queue, it
+//! is a small share, but memory all the same.
 //!
 //! Next: [`shard`](crate::shard), the writers that send the lines.
 

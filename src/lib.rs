@@ -63,6 +63,8 @@
 //!   `--classic`.
 //! - [`throttle`] (flood control), [`capacity`] (what the machine
 //!   allows), [`pool`] (threads kept between clients), for [`server`].
+//! - [`store`]: what a server alone keeps across a restart (each room's
+//!   history and topic), written by a thread of its own for the [`hub`].
 //! - [`sync`]: taking a lock a panicking thread left behind, and why
 //!   that is safe for the crate's locks.
 //! - [`metrics`] (`--metrics`): what the server counts, served to
@@ -150,7 +152,10 @@
 //! - the hub waits on its queue, and, only when more lines wait for the
 //!   writers than the memory budget allows, for the writers to catch up;
 //! - a shard waits in one epoll wait: for any of its sockets to have room,
-//!   for new work, or for its next deadline; it never waits on one socket.
+//!   for new work, or for its next deadline; it never waits on one socket;
+//! - with a data directory, the store's thread waits on its queue and on
+//!   the disk; nobody waits for it: a line that finds its queue full is
+//!   dropped and counted.
 //!
 //! The locks are short: a reading thread and its shard share the
 //! connection's lock (one holds it to decrypt a read, the other to encrypt
@@ -197,6 +202,7 @@ pub mod seats;
 pub mod server;
 pub mod shard;
 pub mod slow_readers;
+pub mod store;
 pub mod sync;
 pub mod terminal;
 pub mod throttle;

@@ -15,7 +15,7 @@ use secure_chat::metrics::{Endpoint, Registry};
 use secure_chat::operators;
 use secure_chat::server::{self, Limits, Server};
 use secure_chat::throttle::RateLimit;
-use secure_chat::{logging, tls};
+use secure_chat::{logging, store, tls};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -98,6 +98,17 @@ Options:
                              http://HOST:PORT/metrics, in plain HTTP without
                              authentication: keep it on loopback or a private
                              network [default: off]
+  --data-dir DIR             keep each room's history and topic in DIR across
+                             restarts (made if missing; one server per
+                             directory) [default: data]
+  --no-data-dir              keep nothing: a restart forgets every room
+  --keep-days DAYS           with a data directory: forget lines older than
+                             this [default: 30]
+  --keep-bytes BYTES         with a data directory: at most this much of each
+                             room's lines (--history bounds their number)
+                             [default: 1M]
+                             With --redis, Redis keeps the rooms and there is
+                             no data directory; --classic has none either
   -v, --verbose              more log output, rustls' notes on each handshake
                              included (twice: everything)
   -q, --quiet                only warnings and errors
@@ -137,7 +148,21 @@ struct Args {
     room_expiry: Option<Duration>,
     /// `--metrics`: where to serve the figures, if anywhere.
     metrics: Option<String>,
+    /// Where the rooms are kept, if anywhere; what is kept, and for how long.
+    data: Data,
     level: LevelFilter,
+}
+
+/// `--data-dir` and the flags that go with it.
+struct Data {
+    /// `None` with `--no-data-dir`; the default unless told.
+    dir: Option<PathBuf>,
+    /// `--data-dir` or `--no-data-dir` was given.
+    chosen: bool,
+    keep_days: u32,
+    keep_bytes: usize,
+    /// `--keep-days` or `--keep-bytes` was given.
+    retention_given: bool,
 }
 
 /// Where the Redis URL came from.
@@ -174,6 +199,13 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
         name_expiry: None,
         room_expiry: None,
         metrics: None,
+        data: Data {
+            dir: Some(PathBuf::from(store::DEFAULT_DATA_DIR)),
+            chosen: false,
+            keep_days: store::KEEP_DAYS,
+            keep_bytes: store::KEEP_ROOM_BYTES,
+            retention_given: false,
+        },
         level: logging::level_from_env().unwrap_or(LevelFilter::Info),
     };
     let mut rate = RateLimit::default();
@@ -261,6 +293,29 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 args.room_expiry = Some(expiry);
             }
             Long("metrics") => args.metrics = Some(parser.value()?.parse()?),
+            Long("data-dir") | Long("no-data-dir") if args.data.chosen => {
+                return Err("--data-dir and --no-data-dir: give one, once".into());
+            }
+            Long("data-dir") => {
+                args.data.dir = Some(parser.value()?.into());
+                args.data.chosen = true;
+            }
+            Long("no-data-dir") => {
+                args.data.dir = None;
+                args.data.chosen = true;
+            }
+            Long("keep-days") => {
+                let days: u32 = parser.value()?.parse()?;
+                if days == 0 {
+                    return Err("--keep-days: give at least 1 (--no-data-dir keeps nothing)".into());
+                }
+                args.data.keep_days = days;
+                args.data.retention_given = true;
+            }
+            Long("keep-bytes") => {
+                args.data.keep_bytes = parser.value()?.parse_with(parse_bytes)?;
+                args.data.retention_given = true;
+            }
             Short('v') | Long("verbose") => {
                 args.level = match args.level {
                     LevelFilter::Info | LevelFilter::Warn => LevelFilter::Debug,
@@ -325,6 +380,31 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
     if args.redis.is_none() && (redis_only || expiries) {
         return Err(
             "--node-name, --redis-ca, --name-expiry and --room-expiry are for --redis".into(),
+        );
+    }
+    // Redis keeps a shared chat's rooms; the original app has none. A data
+    // directory named all the same would be a promise not kept.
+    if args.redis.is_some() || args.limits.classic {
+        let with = if args.redis.is_some() {
+            "--redis"
+        } else {
+            "--classic"
+        };
+        if args.data.chosen && args.data.dir.is_some() || args.data.retention_given {
+            return Err(format!(
+                "--data-dir, --keep-days and --keep-bytes are not for {with}: {}",
+                if args.redis.is_some() {
+                    "Redis keeps the rooms"
+                } else {
+                    "its clients have no rooms to keep"
+                }
+            )
+            .into());
+        }
+        args.data.dir = None;
+    } else if args.data.dir.is_none() && args.data.retention_given {
+        return Err(
+            "--keep-days and --keep-bytes are for a data directory, not --no-data-dir".into(),
         );
     }
     // --rate 0 turns flood control off, whatever the burst.
@@ -499,6 +579,20 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = args.metrics.as_deref().map(|addr| (addr, Registry::new()));
     if let Some((_, registry)) = &metrics {
         server.report_to(Arc::clone(registry));
+    }
+    // Before anyone can connect: the rooms are back before the first
+    // client sees them. A damaged file or a directory in use stops the
+    // start here, with what to do; a directory that cannot be written only
+    // warns (`open` says so), and the chat goes on in memory.
+    if let Some(dir) = &args.data.dir {
+        let retention = store::Retention {
+            lines: args.limits.history,
+            room_bytes: args.data.keep_bytes,
+            days: args.data.keep_days,
+        };
+        if let Some(opened) = store::open(dir, retention)? {
+            server.keep_in(opened);
+        }
     }
     #[cfg(feature = "redis")]
     let server = match &args.redis {

@@ -273,6 +273,9 @@ pub struct Chat {
     others: Option<Others>,
     /// Operators, bans, mutes and the rooms' modes.
     moderation: ModerationState,
+    /// With a store: a room that empties is kept while it keeps something
+    /// (see `saved`).
+    keeps_empty_rooms: bool,
 }
 
 /// What a shared chat keeps of the other servers (see [`Chat::shared`]).
@@ -303,6 +306,7 @@ impl Chat {
             guest_prefix: "guest".to_owned(),
             others: None,
             moderation: ModerationState::default(),
+            keeps_empty_rooms: false,
         }
     }
 
@@ -672,6 +676,7 @@ mod commands;
 mod moderation;
 mod others;
 mod rooms;
+mod saved;
 
 use moderation::ModerationState;
 pub use moderation::{Clock, Save};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::commands::invalid;
+use super::saved::kept_when_empty;
 use super::{to, to_room, Chat, ClientId, Keep, Output, RoomId, RoomState, ROOMS_PAGE, WHO_PAGE};
 use crate::protocol::{self, Notice, Page, Room, RoomList, ServerLine, WhoList};
 use crate::seats::Block;
@@ -234,13 +235,13 @@ impl Chat {
     }
 
     /// Takes a person out of a room's list; an empty room is forgotten,
-    /// except the lobby.
+    /// except the lobby and, with a store, a room that keeps something.
     pub(super) fn leave_room(&mut self, key: &str, room: RoomId) {
         let Some(state) = self.rooms.get_mut(&room) else {
             return;
         };
         state.members.remove(key);
-        if !state.members.is_empty() {
+        if !state.members.is_empty() || kept_when_empty(self.keeps_empty_rooms, state) {
             return;
         }
         if state.name.as_str() != protocol::LOBBY {

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Outgoing};
-use crate::chat::{Chat, ChatSettings, ClientId, Output, PeerCertificate, RoomId, RoomLine};
+use crate::chat::{
+    Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, RoomId, RoomLine, Save,
+};
 use crate::classic::Classic;
 use crate::elsewhere::{Arrival, Ask, Elsewhere, Told};
 use crate::line::Frame;
@@ -27,6 +29,7 @@ use crate::metrics::HubFigures;
 use crate::queue::Receiver;
 use crate::seats::Seat;
 use crate::shard::{Shard, Slot, To, Work};
+use crate::store::{Change, Feed, Kept};
 use crate::tls::Fingerprint;
 
 mod routing;
@@ -207,6 +210,9 @@ struct Hub<E> {
     elsewhere: E,
     /// What the hub counts for the metrics; only this thread adds to it.
     figures: Arc<HubFigures>,
+    /// With a store (a server alone, not `--classic`): where what the
+    /// rooms keep goes on its way to the disk.
+    store: Option<Feed>,
 }
 
 /// The most events the hub handles before it hands the shards their work.
@@ -221,7 +227,10 @@ const OVERLOAD_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// `stop` is set, or until every sender is gone; then closes every
 /// connection it knows of. `classic` runs the original app's rules
 /// ([`Classic`]); `elsewhere` is [`Alone`](crate::elsewhere::Alone) for a
-/// server alone. What it counts goes into `figures`.
+/// server alone. What it counts goes into `figures`. With `store`, the chat starts with the rooms it gave
+/// back, and what the rooms keep from then on goes to it.
+// Each argument is one thing the hub is handed to own; a struct around
+// them would only move the list.
 #[allow(clippy::too_many_arguments)]
 pub fn run<E: Elsewhere>(
     events: Receiver<Event>,
@@ -232,8 +241,12 @@ pub fn run<E: Elsewhere>(
     budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
     figures: Arc<HubFigures>,
+    store: Option<Kept>,
 ) {
     let mut hub = Hub::new(settings, classic, elsewhere, shards, budget, figures);
+    if let Some(kept) = store {
+        hub.restore(kept);
+    }
     // Everything already waiting, up to a round's worth, is handled before
     // the shards get their work: under load each shard wakes once for many
     // lines; with one event at a time, nothing waits longer.
@@ -274,7 +287,36 @@ impl<E: Elsewhere> Hub<E> {
             outputs: Vec::new(),
             last_overload_warning: None,
             figures,
+            store: None,
         }
+    }
+
+    /// Before the first event: the chat takes back the rooms the store
+    /// kept, with their moderation rules, and the server's bans; from now on keeps rooms that empty while they keep
+    /// something, and the store gets what they keep.
+    fn restore(&mut self, Kept { feed, loaded }: Kept) {
+        let Some(chat) = self.rules.chat() else {
+            return;
+        };
+        chat.keep_empty_rooms();
+        for room in &loaded.rooms {
+            if let Err(why) = chat.restore_room(&room.name, room.topic.as_deref(), &room.lines) {
+                log::warn!("store: a room was not restored: {why}");
+            }
+        }
+        for room in &loaded.rooms {
+            if let Some(rules) = &room.rules {
+                if let Err(why) = chat.restore_rules(&room.name, rules) {
+                    log::warn!("store: the rules of {} were not restored: {why}", room.name);
+                }
+            }
+        }
+        if let Some(bans) = &loaded.server_bans {
+            if let Err(why) = chat.restore_server_bans(bans) {
+                log::warn!("store: the server's bans were not restored: {why}");
+            }
+        }
+        self.store = Some(feed);
     }
 
     /// One event: the rules say what follows, and the hub delivers it.
@@ -304,14 +346,24 @@ impl<E: Elsewhere> Hub<E> {
                 Output::Enter { id, room } => self.enter(id, room),
                 Output::Close { id } => self.close(id),
                 Output::Elsewhere(ask) => self.ask(ask, &mut answers),
-                // The store takes it; a server without one keeps
-                // moderation in memory only.
-                Output::Save(_) => {}
+                Output::Save(save) => self.save(save),
             }
         }
         if !answers.is_empty() {
             self.deliver(&mut answers);
         }
+    }
+
+    /// Moderation rules that changed go to the store, with one; without,
+    /// a server keeps them in memory only.
+    fn save(&mut self, save: Save) {
+        let Some(feed) = &mut self.store else {
+            return;
+        };
+        feed.save(match save {
+            Save::Rules { room, rules } => Change::Rules { room, text: rules },
+            Save::ServerBans(bans) => Change::ServerBans(bans),
+        });
     }
 
     /// A room line the rules said: shown here now, unless it went to the
@@ -332,6 +384,14 @@ impl<E: Elsewhere> Hub<E> {
             chat.heard(line.room, &line.line, &line.keep);
         }
         let room = line.room;
+        if let (Some(feed), Rules::Chat(chat)) = (&mut self.store, &self.rules) {
+            let name = || chat.room_name_as_written(room);
+            match &line.keep {
+                Keep::Nothing => {}
+                Keep::History => feed.line(room, name, &line.line),
+                Keep::Topic(topic) => feed.topic(room, name, topic),
+            }
+        }
         // Nobody here in the room (a new room's first notice, a linked line
         // after the last member here left): no charge for a line nobody gets.
         let mut shards = self.routing.shards_of(room, line.except).peekable();
@@ -425,6 +485,9 @@ impl<E: Elsewhere> Hub<E> {
         };
         if let Some(room) = moved.emptied {
             self.elsewhere.emptied(room);
+            if let Some(feed) = &mut self.store {
+                feed.forget(room);
+            }
         }
         if moved.opened.is_some() {
             let rules = &self.rules;
@@ -442,6 +505,9 @@ impl<E: Elsewhere> Hub<E> {
         };
         if let Some(room) = moved.emptied {
             self.elsewhere.emptied(room);
+            if let Some(feed) = &mut self.store {
+                feed.forget(room);
+            }
         }
         let place = moved.place;
         self.dispatch.push(place.shard, Work::Close(place.slot));

@@ -24,6 +24,7 @@ use crate::tls::{certificate_problem, CertProblem};
 
 mod http;
 mod server;
+mod store;
 mod text;
 
 pub use http::{Endpoint, MAX_REQUEST, REQUEST_TIMEOUT};

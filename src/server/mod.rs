@@ -37,6 +37,7 @@ use crate::protocol::ServerLine;
 use crate::seats::{Block, Seats};
 use crate::shard::{self, Fate, Registration, Shard, ShardSettings, Slot, To, Work};
 use crate::slow_readers::{self, Policy};
+use crate::store::{self, StoreCounts, Writing};
 use crate::sync::lock;
 use crate::throttle::{RateLimit, TokenBucket};
 use crate::tls::{self, Fingerprint};
@@ -221,6 +222,8 @@ pub struct Server {
     metrics: Option<Arc<Registry>>,
     /// The server operators, handed to the hub when it starts.
     operators: Operators,
+    /// Alone, with a data directory: the store, opened, for the hub.
+    store: Option<store::Opened>,
 }
 
 // What the server locks (the sockets, the connections per address, the TLS
@@ -312,7 +315,21 @@ impl Server {
             elsewhere: None,
             metrics: None,
             operators: Operators::default(),
+            store: None,
         })
+    }
+
+    /// Keeps each room's history and topic in `store` across restarts:
+    /// the chat starts with what it kept. A server alone only: shared
+    /// ([`Server::share`]), Redis keeps them, and with [`Limits::classic`]
+    /// there are no rooms; then the store is closed unused.
+    pub fn keep_in(&mut self, store: store::Opened) {
+        self.store = Some(store);
+    }
+
+    /// The store's queue and losses, if it has one.
+    pub fn store_counts(&self) -> Option<Arc<StoreCounts>> {
+        self.store.as_ref().map(store::Opened::counts)
     }
 
     /// Makes this server one of several that act as one chat: names,
@@ -429,6 +446,22 @@ impl Server {
             shards.push(shard);
             writers.push(thread);
         }
+        // A shared chat is kept by the other servers' Redis, the original
+        // app's has no rooms: a store would write twice, or nothing.
+        let store = self
+            .store
+            .take()
+            .filter(|_| elsewhere.is_none() && !limits.classic);
+        let (store, writing) = match store {
+            Some(opened) => {
+                if let Some(registry) = &self.metrics {
+                    registry.register(opened.counts());
+                }
+                let (kept, writing) = opened.start(&budget).map_err(Error::Thread)?;
+                (Some(kept), Some(writing))
+            }
+            None => (None, None),
+        };
         let (events, hub_events) = queue::bounded(EVENT_QUEUE);
         self.operators.connect(events.clone());
         let hub_stop = Arc::new(AtomicBool::new(false));
@@ -450,7 +483,7 @@ impl Server {
         }
         let hub = spawn_hub(
             hub_events,
-            elsewhere,
+            (elsewhere, store),
             &limits,
             shards.clone(),
             Arc::clone(&budget),
@@ -474,6 +507,7 @@ impl Server {
             events,
             hub,
             hub_stop,
+            writing,
             alive,
             all_done,
             handshakes,
@@ -551,6 +585,7 @@ impl Server {
             events,
             hub,
             hub_stop,
+            writing,
             alive,
             all_done,
             handshakes,
@@ -580,6 +615,13 @@ impl Server {
             shard.send(Work::Shutdown);
         }
         drop(shards);
+        // The hub held the store's queue: the writer now writes what
+        // waits, and ends, while the shards say goodbye.
+        if let Some(writing) = writing {
+            if !writing.finish(left(cut_at)) {
+                log::error!("the store did not finish writing in time");
+            }
+        }
         drop(alive);
         let mut finished = wait_for_all(&all_done, left(cut_at)).is_ok();
         if !finished {
@@ -626,6 +668,8 @@ struct Running {
     events: queue::Sender<Event>,
     hub: Guarded,
     hub_stop: Arc<AtomicBool>,
+    /// The store's writer, with a store.
+    writing: Option<Writing>,
     /// Each connection's tracker holds a clone; when the last is gone,
     /// `all_done` reports the channel disconnected.
     alive: Sender<()>,
@@ -691,10 +735,12 @@ const SHUTDOWN_NUDGE: Duration = Duration::from_millis(100);
 /// Starts the hub thread. If it ever panics, the server stops: without the
 /// hub nobody can chat, and a server that looks alive but relays nothing is
 /// worse than one that says why it stopped.
+/// The hub shares its chat with the other servers (`elsewhere`), or keeps
+/// it in a `store`, or neither; never both.
 #[allow(clippy::too_many_arguments)]
 fn spawn_hub(
     events: queue::Receiver<Event>,
-    elsewhere: Option<Box<dyn Elsewhere>>,
+    (elsewhere, store): (Option<Box<dyn Elsewhere>>, Option<store::Kept>),
     limits: &Limits,
     shards: Vec<Shard>,
     budget: Arc<Budget>,
@@ -720,12 +766,12 @@ fn spawn_hub(
     match elsewhere {
         None => Guarded::spawn("hub", stopper, move || {
             hub::run(
-                events, settings, classic, Alone, shards, budget, stop, figures,
+                events, settings, classic, Alone, shards, budget, stop, figures, store,
             )
         }),
         Some(elsewhere) => Guarded::spawn("hub", stopper, move || {
             hub::run(
-                events, settings, classic, elsewhere, shards, budget, stop, figures,
+                events, settings, classic, elsewhere, shards, budget, stop, figures, store,
             )
         }),
     }

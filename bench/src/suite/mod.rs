@@ -50,7 +50,8 @@ Options:
   --out FILE         also write the table, and every RESULT line, as Markdown
   -h, --help         print this help
 
-chat-server runs as `chat-server --addr A --cert C --key K -q --rate 0`;
+chat-server runs as `chat-server --addr A --cert C --key K -q --rate 0`
+and --no-data-dir (unless --server-arg gives a --data-dir);
 the Go peer as `chat-peer -addr A -cert C -key K -design naive|hub -q`;
 ncat as `ncat --ssl --ssl-cert C --ssl-key K --chat --listen 127.0.0.1 PORT
 --max-conns 1100`; card-chat (examples/card-chat.rs, next to this program

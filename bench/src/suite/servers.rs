@@ -163,6 +163,15 @@ impl Programs {
                     .arg(&key)
                     .args(["-q", "--rate", "0"])
                     .args(&self.server_args);
+                // Nothing kept on disk unless asked for: a benchmark's rooms
+                // are not worth keeping, and runs must not share a directory.
+                let keeps = self
+                    .server_args
+                    .iter()
+                    .any(|arg| arg.starts_with("--data-dir") || arg == "--no-data-dir");
+                if !keeps {
+                    command.arg("--no-data-dir");
+                }
             }
             SuitePeer::GoNaive | SuitePeer::GoHub => {
                 let design = if peer == SuitePeer::GoNaive {

@@ -171,7 +171,21 @@ impl ServerProcess {
 
     /// Runs `command`, which starts the server (perhaps through a wrapper
     /// that `exec`s it), without waiting for it.
+    ///
+    /// The server keeps nothing on disk unless the command says where
+    /// (`--data-dir`): `--no-data-dir` is added otherwise, so that no test
+    /// writes into, or waits for the lock of, a directory others share.
     pub fn spawn_command(command: &mut Command) -> ServerProcess {
+        let runs_server = command.get_program() == SERVER.path().as_os_str()
+            || command
+                .get_args()
+                .any(|arg| arg == SERVER.path().as_os_str());
+        let chose = command
+            .get_args()
+            .any(|arg| arg == "--data-dir" || arg == "--no-data-dir");
+        if runs_server && !chose {
+            command.arg("--no-data-dir");
+        }
         let mut child = command
             // The log the tests read is the default one, whatever the
             // environment asks for.

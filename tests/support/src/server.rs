@@ -32,6 +32,8 @@ pub struct TestServer {
     gauges: Gauges,
     finished: Receiver<Result<(), secure_chat::Error>>,
     stopped: bool,
+    /// With a store ([`TestServer::start_kept`]): its queue and losses.
+    store: Option<Arc<secure_chat::store::StoreCounts>>,
 }
 
 impl TestServer {
@@ -59,6 +61,26 @@ impl TestServer {
         // Bound before the thread starts: clients can connect at once.
         let server = Server::bind("127.0.0.1:0", config, limits).unwrap();
         TestServer::run(server)
+    }
+
+    /// A server that keeps its rooms in the data directory `dir` (the
+    /// others keep nothing): with what it kept there, if anything.
+    pub fn start_kept(pki: &Pki, limits: Limits, dir: &std::path::Path) -> TestServer {
+        let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
+        let mut server = Server::bind("127.0.0.1:0", config, limits).unwrap();
+        let retention = secure_chat::store::Retention {
+            lines: limits.history,
+            room_bytes: secure_chat::store::KEEP_ROOM_BYTES,
+            days: secure_chat::store::KEEP_DAYS,
+        };
+        let opened = secure_chat::store::open(dir, retention)
+            .unwrap_or_else(|err| panic!("store: {err}"))
+            .expect("the data directory can be written");
+        server.keep_in(opened);
+        let store = server.store_counts();
+        let mut running = TestServer::run(server);
+        running.store = store;
+        running
     }
 
     /// One of several servers sharing their chat through the Redis at
@@ -94,6 +116,7 @@ impl TestServer {
             gauges,
             finished,
             stopped: false,
+            store: None,
         }
     }
 
@@ -119,6 +142,11 @@ impl Drop for TestServer {
 }
 
 impl TestServer {
+    /// The store's queue and losses, for a server started with one.
+    pub fn store_counts(&self) -> Option<&secure_chat::store::StoreCounts> {
+        self.store.as_deref()
+    }
+
     /// Connections the server holds right now, in any state (handshake,
     /// chatting, closing).
     pub fn open_connections(&self) -> usize {

@@ -1,0 +1,479 @@
+//! The store's file: its tables, what is read back at start, how a batch
+//! of writes goes in, and what the retention forgets. SQL only: no
+//! threads, no queue (`writer` has those).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+
+use super::{millis, Change, Loaded, Retention, SavedRoom, StoreError};
+
+/// The database file in the data directory.
+pub const DB_FILE: &str = "chat.db";
+
+/// The tables' version, in SQLite's `user_version`: a file of a later
+/// version is refused rather than misread.
+pub const VERSION: i64 = 1;
+
+/// Rooms by their key (the name in lower case): the name as last written,
+/// the topic, the rules. Lines in the order they were said, each with its
+/// time (milliseconds since the epoch). Server-wide texts by name.
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS rooms (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        topic TEXT,
+        rules TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS lines (
+        id INTEGER PRIMARY KEY,
+        room TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS lines_of_room ON lines (room, id);
+    CREATE TABLE IF NOT EXISTS server (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+";
+
+/// The `server` row that holds the server-wide bans.
+const BANS: &str = "bans";
+
+/// Opens `file` (made if missing): checks that SQLite can read all of it,
+/// and that its tables are ours, then makes them if new. WAL with
+/// `synchronous=NORMAL`: a commit is a write to the log, no flush to the
+/// disk, and survives the process being killed (not a power cut, which
+/// may lose the last commits, never the file).
+pub fn open(file: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(file)?;
+    // Reads the header: a file that is not a database fails here.
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let check: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+    if check != "ok" {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(check),
+        ));
+    }
+    if version > VERSION {
+        return Err(rusqlite::Error::IntegralValueOutOfRange(0, version));
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", VERSION)?;
+    Ok(conn)
+}
+
+/// The refusal for an error at open or load that [`is_unwritable`] does
+/// not explain: the file is not one to use as it is.
+pub fn refusal(dir: &Path, err: rusqlite::Error) -> StoreError {
+    let file = dir.join(DB_FILE);
+    match err {
+        rusqlite::Error::IntegralValueOutOfRange(_, version) => {
+            StoreError::TooNew { file, version }
+        }
+        err => StoreError::Damaged {
+            file,
+            why: err.to_string(),
+        },
+    }
+}
+
+/// True if `err` says the disk cannot be written (read-only, full, no
+/// permission, no room for the journal), as opposed to a file that is
+/// not ours or damaged.
+pub fn is_unwritable(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(
+            ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::DiskFull
+                | ErrorCode::PermissionDenied
+                | ErrorCode::SystemIoFailure
+        )
+    )
+}
+
+/// Every room that keeps something, with its last lines within
+/// `retention` at `now`, and the server-wide bans.
+pub fn load(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqlite::Result<Loaded> {
+    let oldest = retention.oldest_kept(now);
+    let mut rooms = Vec::new();
+    let mut each_room = conn.prepare("SELECT key, name, topic, rules FROM rooms ORDER BY key")?;
+    let mut lines_of = conn
+        .prepare("SELECT text FROM lines WHERE room = ?1 AND at >= ?2 ORDER BY id DESC LIMIT ?3")?;
+    let limit = i64::try_from(retention.lines).unwrap_or(i64::MAX);
+    let found = each_room.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            SavedRoom {
+                name: row.get(1)?,
+                topic: row.get(2)?,
+                rules: row.get(3)?,
+                lines: Vec::new(),
+            },
+        ))
+    })?;
+    for found in found {
+        let (key, mut room) = found?;
+        let mut bytes = 0;
+        for text in
+            lines_of.query_map(params![key, oldest, limit], |row| row.get::<_, String>(0))?
+        {
+            let text = text?;
+            bytes += text.len();
+            if bytes > retention.room_bytes {
+                break;
+            }
+            room.lines.push(Arc::from(text));
+        }
+        room.lines.reverse();
+        if !room.lines.is_empty() || room.topic.is_some() || room.rules.is_some() {
+            rooms.push(room);
+        }
+    }
+    let server_bans = conn
+        .query_row("SELECT value FROM server WHERE name = ?1", [BANS], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    Ok(Loaded { rooms, server_bans })
+}
+
+/// Puts `writes` on disk in one transaction: all or none. `known` holds
+/// the room names already in the file as written, so that a room's row
+/// is written once, not with each of its lines; the caller empties it
+/// when rows may have gone (a failed batch, a prune).
+pub fn write_batch(
+    conn: &mut Connection,
+    writes: &[Change],
+    known: &mut HashSet<Arc<str>>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut room_row = tx.prepare_cached(
+            "INSERT INTO rooms (key, name) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET name = excluded.name WHERE name != excluded.name",
+        )?;
+        let mut line =
+            tx.prepare_cached("INSERT INTO lines (room, at, text) VALUES (?1, ?2, ?3)")?;
+        let mut topic = tx.prepare_cached("UPDATE rooms SET topic = ?2 WHERE key = ?1")?;
+        let mut rules = tx.prepare_cached("UPDATE rooms SET rules = ?2 WHERE key = ?1")?;
+        for write in writes {
+            match write {
+                Change::Line { room, text, at } => {
+                    let key = room.to_ascii_lowercase();
+                    if !known.contains(room) {
+                        room_row.execute(params![key, room])?;
+                        known.insert(Arc::clone(room));
+                    }
+                    line.execute(params![key, millis(*at), text])?;
+                }
+                Change::Topic { room, topic: text } => {
+                    let key = room.to_ascii_lowercase();
+                    if !known.contains(room) {
+                        room_row.execute(params![key, room])?;
+                        known.insert(Arc::clone(room));
+                    }
+                    topic.execute(params![key, text])?;
+                }
+                Change::Rules { room, text } => {
+                    let key = room.to_ascii_lowercase();
+                    room_row.execute(params![key, room])?;
+                    known.insert(Arc::from(room.as_str()));
+                    rules.execute(params![key, text])?;
+                }
+                Change::ServerBans(Some(text)) => {
+                    tx.execute(
+                        "INSERT INTO server (name, value) VALUES (?1, ?2)
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        params![BANS, text],
+                    )?;
+                }
+                Change::ServerBans(None) => {
+                    tx.execute("DELETE FROM server WHERE name = ?1", [BANS])?;
+                }
+            }
+        }
+    }
+    tx.commit()
+}
+
+/// Forgets the lines past `retention` at `now` (too old, too many, too
+/// many bytes, per room), then the rooms that keep nothing, looking at
+/// every line: once, at start. Returns the lines forgotten.
+pub fn prune(
+    conn: &mut Connection,
+    retention: &Retention,
+    now: SystemTime,
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let mut gone = tx.execute(
+        "DELETE FROM lines WHERE at < ?1",
+        [retention.oldest_kept(now)],
+    )?;
+    // Newest first in each room: a line goes once the lines after it, and
+    // it, are more than the room may keep.
+    gone += tx.execute(
+        "DELETE FROM lines WHERE id IN (
+            SELECT id FROM (
+                SELECT id,
+                    ROW_NUMBER() OVER newest AS n,
+                    SUM(length(CAST(text AS BLOB))) OVER newest AS bytes
+                FROM lines
+                WINDOW newest AS (PARTITION BY room ORDER BY id DESC)
+            ) WHERE n > ?1 OR bytes > ?2
+        )",
+        params![
+            i64::try_from(retention.lines).unwrap_or(i64::MAX),
+            i64::try_from(retention.room_bytes).unwrap_or(i64::MAX)
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM rooms WHERE topic IS NULL AND rules IS NULL
+         AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.room = rooms.key)",
+        [],
+    )?;
+    tx.commit()?;
+    Ok(gone)
+}
+
+/// As [`prune`], looking only at `rooms` (by key: those written since the
+/// last time) and the oldest lines, so that the cost follows what was
+/// said, not all that is kept. Returns the lines forgotten.
+pub fn prune_rooms(
+    conn: &mut Connection,
+    retention: &Retention,
+    now: SystemTime,
+    rooms: &[String],
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    // Lines are numbered in the order they were said: the old ones are the
+    // first, and the scan stops at the first that is young enough.
+    let too_old = tx.execute(
+        "DELETE FROM lines WHERE id < coalesce(
+            (SELECT id FROM lines WHERE at >= ?1 ORDER BY id LIMIT 1),
+            (SELECT max(id) + 1 FROM lines))",
+        [retention.oldest_kept(now)],
+    )?;
+    let mut gone = too_old;
+    {
+        // A room's lines newest first: the one past the count, or where the
+        // bytes pass the cap, goes with all before it.
+        let mut past_count = tx.prepare_cached(
+            "DELETE FROM lines WHERE room = ?1 AND id <=
+                (SELECT id FROM lines WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )?;
+        let mut past_bytes = tx.prepare_cached(
+            "DELETE FROM lines WHERE room = ?1 AND id <= (
+                SELECT max(id) FROM (
+                    SELECT id, SUM(length(CAST(text AS BLOB))) OVER (ORDER BY id DESC) AS bytes
+                    FROM lines WHERE room = ?1
+                ) WHERE bytes > ?2)",
+        )?;
+        let mut empty = tx.prepare_cached(
+            "DELETE FROM rooms WHERE key = ?1 AND topic IS NULL AND rules IS NULL
+             AND NOT EXISTS (SELECT 1 FROM lines WHERE room = ?1)",
+        )?;
+        let lines = i64::try_from(retention.lines).unwrap_or(i64::MAX);
+        let bytes = i64::try_from(retention.room_bytes).unwrap_or(i64::MAX);
+        for room in rooms {
+            gone += past_count.execute(params![room, lines])?;
+            gone += past_bytes.execute(params![room, bytes])?;
+            empty.execute([room])?;
+        }
+    }
+    // Old lines may have been any room's last.
+    if too_old > 0 {
+        tx.execute(
+            "DELETE FROM rooms WHERE topic IS NULL AND rules IS NULL
+             AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.room = rooms.key)",
+            [],
+        )?;
+    }
+    tx.commit()?;
+    Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn retention(lines: usize, room_bytes: usize, days: u32) -> Retention {
+        Retention {
+            lines,
+            room_bytes,
+            days,
+        }
+    }
+
+    fn line(room: &str, text: &str, at: SystemTime) -> Change {
+        Change::Line {
+            room: room.into(),
+            text: text.into(),
+            at,
+        }
+    }
+
+    fn memory() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn
+    }
+
+    fn texts(room: &SavedRoom) -> Vec<&str> {
+        room.lines.iter().map(|line| &**line).collect()
+    }
+
+    #[test]
+    fn what_is_written_comes_back_by_room_with_its_case_and_topic() {
+        let mut conn = memory();
+        let now = SystemTime::now();
+        write_batch(
+            &mut conn,
+            &[
+                line("#Tea", "chat a green\n", now),
+                line("#lobby", "chat b hi\n", now),
+                Change::Topic {
+                    room: "#Tea".into(),
+                    topic: "leaves".into(),
+                },
+                line("#Tea", "chat a oolong\n", now),
+                Change::Rules {
+                    room: "#quiet".into(),
+                    text: Some("mute x".into()),
+                },
+                Change::ServerBans(Some("ban y".into())),
+            ],
+            &mut HashSet::new(),
+        )
+        .unwrap();
+        let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
+        let names: Vec<_> = loaded.rooms.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["#lobby", "#quiet", "#Tea"]);
+        let tea = &loaded.rooms[2];
+        assert_eq!(texts(tea), ["chat a green\n", "chat a oolong\n"]);
+        assert_eq!(tea.topic.as_deref(), Some("leaves"));
+        assert_eq!(loaded.rooms[1].rules.as_deref(), Some("mute x"));
+        assert!(loaded.rooms[1].lines.is_empty());
+        assert_eq!(loaded.server_bans.as_deref(), Some("ban y"));
+
+        write_batch(
+            &mut conn,
+            &[
+                Change::Rules {
+                    room: "#QUIET".into(),
+                    text: None,
+                },
+                Change::ServerBans(None),
+            ],
+            &mut HashSet::new(),
+        )
+        .unwrap();
+        let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
+        assert_eq!(loaded.rooms.len(), 2, "{loaded:?}");
+        assert_eq!(loaded.server_bans, None);
+    }
+
+    #[test]
+    fn the_retention_bounds_lines_bytes_and_days_at_load_and_at_prune() {
+        let mut conn = memory();
+        let now = SystemTime::now();
+        let old = now - Duration::from_secs(3 * 86_400);
+        let mut writes = vec![line("#a", "chat x ancient\n", old)];
+        writes.extend((0..10).map(|n| line("#a", &format!("chat x {n}\n"), now)));
+        writes.push(line("#gone", "chat x old\n", old));
+        write_batch(&mut conn, &writes, &mut HashSet::new()).unwrap();
+        // Each line "chat x N\n" is 9 bytes: 30 bytes hold three.
+        let keep = retention(5, 30, 2);
+        let loaded = load(&conn, &keep, now).unwrap();
+        assert_eq!(loaded.rooms.len(), 1, "#gone has only an old line");
+        assert_eq!(
+            texts(&loaded.rooms[0]),
+            ["chat x 7\n", "chat x 8\n", "chat x 9\n"]
+        );
+
+        assert_eq!(prune(&mut conn, &keep, now).unwrap(), 2 + 7);
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM lines", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(left, 3);
+        let rooms: i64 = conn
+            .query_row("SELECT count(*) FROM rooms", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rooms, 1, "a room that keeps nothing is forgotten");
+        // By count alone.
+        assert_eq!(
+            prune(&mut conn, &retention(2, 1 << 20, 30), now).unwrap(),
+            1
+        );
+        let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
+        assert_eq!(texts(&loaded.rooms[0]), ["chat x 8\n", "chat x 9\n"]);
+    }
+
+    #[test]
+    fn pruning_the_rooms_written_to_forgets_as_pruning_everything_does() {
+        let now = SystemTime::now();
+        let old = now - Duration::from_secs(3 * 86_400);
+        let mut writes = vec![line("#b", "chat x ancient\n", old)];
+        writes.extend((0..10).map(|n| line("#a", &format!("chat x {n}\n"), now)));
+        writes.extend((0..4).map(|n| line("#c", &format!("chat x {n}\n"), now)));
+        writes.push(Change::Rules {
+            room: "#d".into(),
+            text: None,
+        });
+        let keep = retention(5, 30, 2);
+        let everything = |conn: &Connection| load(conn, &retention(50, 1 << 20, 30), now).unwrap();
+        let mut all = memory();
+        write_batch(&mut all, &writes, &mut HashSet::new()).unwrap();
+        let mut some = memory();
+        write_batch(&mut some, &writes, &mut HashSet::new()).unwrap();
+
+        assert_eq!(prune(&mut all, &keep, now).unwrap(), 1 + 7 + 1);
+        let rooms = ["#a", "#c", "#d"].map(String::from);
+        assert_eq!(
+            prune_rooms(&mut some, &keep, now, &rooms).unwrap(),
+            1 + 7 + 1
+        );
+        assert_eq!(everything(&all), everything(&some));
+        let names: Vec<_> = everything(&some)
+            .rooms
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["#a", "#c"], "#b only had an old line, #d nothing");
+        // A room not written to is left for the next full prune.
+        assert_eq!(
+            prune_rooms(&mut some, &retention(1, 1 << 20, 30), now, &[]).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_damaged_not_unwritable() {
+        let dir = std::env::temp_dir().join(format!("store-db-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(DB_FILE);
+        std::fs::write(
+            &file,
+            "this is no database, but it is someone's file\n".repeat(200),
+        )
+        .unwrap();
+        let err = open(&file).unwrap_err();
+        assert!(!is_unwritable(&err), "{err}");
+        let said = refusal(&dir, err).to_string();
+        assert!(
+            said.contains(".recover") && said.contains(&*file.to_string_lossy()),
+            "{said}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,245 @@
+//! The store's thread: takes the data directory (made, locked, opened),
+//! then writes what the hub queued, as much as waits in one transaction,
+//! and forgets what is past the retention on a timer. Not what goes into
+//! the file (`db`), nor the hub's side of the queue (`Feed`).
+
+use std::collections::HashSet;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rusqlite::Connection;
+
+use super::{db, Change, Retention, StoreCounts, StoreError, PRUNE_EVERY};
+use crate::budget::Budget;
+
+/// The file whose lock says a server uses the directory. The kernel lets
+/// go of it when the process ends, however it ends: a `kill -9` leaves no
+/// stale lock behind.
+pub const LOCK_FILE: &str = "lock";
+
+/// How long the writer lets writes gather after a transaction that took
+/// all there was: what a `kill -9` can lose grows by this, and the hub
+/// saves a wake-up per line.
+const GATHER: Duration = Duration::from_millis(2);
+
+/// The most writes in one transaction: a commit is cheap in WAL mode, and
+/// a bound keeps one from holding the lines behind it for long.
+const MOST_PER_BATCH: usize = 1024;
+
+/// Makes `dir` (only its owner may read it: it holds what people said),
+/// takes its lock and opens the file. `Ok(None)`, said once in the log, if
+/// the disk refuses: the chat then goes on in memory.
+pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
+    let in_memory = |what: &str, err: &dyn std::fmt::Display| {
+        log::warn!(
+            "the data directory {} cannot be written ({what}: {err}): nothing will be \
+             kept across a restart; the chat goes on in memory",
+            dir.display()
+        );
+    };
+    if let Err(err) = DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        in_memory("making it", &err);
+        return Ok(None);
+    }
+    let lock = match OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+    {
+        Ok(lock) => lock,
+        Err(err) => {
+            in_memory("its lock file", &err);
+            return Ok(None);
+        }
+    };
+    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            return Err(StoreError::Locked {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(err) => {
+            in_memory("locking it", &io::Error::from(err));
+            return Ok(None);
+        }
+    }
+    match db::open(&dir.join(db::DB_FILE)) {
+        Ok(conn) => Ok(Some((lock, conn))),
+        Err(err) if db::is_unwritable(&err) => {
+            in_memory(db::DB_FILE, &err);
+            Ok(None)
+        }
+        Err(err) => Err(db::refusal(dir, err)),
+    }
+}
+
+/// Starts the writer. It holds `lock` and `alive` for as long as it runs,
+/// and ends once every sender of `queue` is gone and what waited is
+/// written.
+pub fn spawn(
+    conn: Connection,
+    lock: File,
+    queue: Receiver<Change>,
+    retention: Retention,
+    counts: Arc<StoreCounts>,
+    budget: Arc<Budget>,
+    alive: Sender<()>,
+) -> io::Result<JoinHandle<()>> {
+    let writer = Writer {
+        conn,
+        retention,
+        counts,
+        budget,
+        failing: false,
+        known: HashSet::new(),
+    };
+    thread::Builder::new().name("store".into()).spawn(move || {
+        let _alive = alive;
+        let _lock = lock;
+        let mut writer = writer;
+        writer.prune();
+        writer.run(&queue);
+    })
+}
+
+struct Writer {
+    conn: Connection,
+    retention: Retention,
+    counts: Arc<StoreCounts>,
+    budget: Arc<Budget>,
+    /// Set while the disk refuses writes: said once in the log when it
+    /// starts, once when it ends.
+    failing: bool,
+    /// The rooms whose row is in the file, by name as written. Emptied at
+    /// each prune (which may remove rows), so it is also the rooms written
+    /// to since the last one: those the next prune looks at.
+    known: HashSet<Arc<str>>,
+}
+
+impl Writer {
+    /// Writes until every sender is gone, then closes the file.
+    fn run(mut self, queue: &Receiver<Change>) {
+        self.write_until_done(queue);
+        // Closing checkpoints the log into the file; if the disk refuses,
+        // the log stays, and SQLite replays it at the next start.
+        if let Err((_, err)) = self.conn.close() {
+            log::warn!("store: closing the file: {err}");
+        }
+    }
+
+    fn write_until_done(&mut self, queue: &Receiver<Change>) {
+        let mut batch = Vec::with_capacity(MOST_PER_BATCH);
+        let mut next_prune = Instant::now() + PRUNE_EVERY;
+        loop {
+            // Looked at before each wait: a chat that never pauses for a
+            // minute would otherwise never let the wait time out.
+            if Instant::now() >= next_prune {
+                self.prune_written();
+                next_prune = Instant::now() + PRUNE_EVERY;
+            }
+            match queue.recv_deadline(next_prune) {
+                Ok(write) => batch.push(write),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // What came meanwhile goes in the same transaction: the busier
+            // the chat, the fewer commits per line.
+            batch.extend(queue.try_iter().take(MOST_PER_BATCH - 1));
+            let full = batch.len() == MOST_PER_BATCH;
+            self.write(&mut batch);
+            // A moment for the next lines to gather: meanwhile the writer
+            // waits on no channel, so the hub's sends wake nobody (a wake
+            // is a system call on the hub's thread, for every line of a
+            // chat that speaks just slower than the writer writes).
+            if !full {
+                thread::sleep(GATHER);
+            }
+        }
+    }
+
+    /// Writes `batch` in one transaction and lets go of it.
+    fn write(&mut self, batch: &mut Vec<Change>) {
+        let result = db::write_batch(&mut self.conn, batch, &mut self.known);
+        if log::log_enabled!(log::Level::Trace) {
+            let now = SystemTime::now();
+            let waited = batch
+                .iter()
+                .filter_map(|write| match write {
+                    Change::Line { at, .. } => now.duration_since(*at).ok(),
+                    _ => None,
+                })
+                .max();
+            log::trace!(
+                "store: {} writes in one transaction; the oldest line waited {waited:?}",
+                batch.len()
+            );
+        }
+        let count = batch.len();
+        let bytes: usize = batch.iter().map(Change::cost).sum();
+        batch.clear();
+        self.counts.queued.fetch_sub(count, Ordering::Relaxed);
+        self.counts.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.budget.refund(bytes);
+        match result {
+            Ok(()) => {
+                self.counts
+                    .written
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                if std::mem::take(&mut self.failing) {
+                    log::warn!("the store writes again");
+                }
+            }
+            Err(err) => {
+                self.counts
+                    .failed
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                if !self.failing {
+                    self.failing = true;
+                    log::warn!(
+                        "the store cannot write ({err}): what is said from now on is not \
+                         kept across a restart until it can (the chat goes on in memory)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Forgets what is past the retention in every room: at start.
+    fn prune(&mut self) {
+        self.known.clear();
+        let result = db::prune(&mut self.conn, &self.retention, SystemTime::now());
+        pruned(result);
+    }
+
+    /// Forgets what is past the retention in the rooms written to since
+    /// the last time (and the oldest lines): on the timer.
+    fn prune_written(&mut self) {
+        let mut rooms: Vec<String> = self
+            .known
+            .drain()
+            .map(|room| room.to_ascii_lowercase())
+            .collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        let result = db::prune_rooms(&mut self.conn, &self.retention, SystemTime::now(), &rooms);
+        pruned(result);
+    }
+}
+
+/// Says in the log what a prune did; a failure waits for the next time.
+fn pruned(result: rusqlite::Result<usize>) {
+    match result {
+        Ok(0) => {}
+        Ok(gone) => log::debug!("store: {gone} lines past the retention forgotten"),
+        Err(err) => log::debug!("store: forgetting old lines failed: {err}"),
+    }
+}

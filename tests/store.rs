@@ -1,0 +1,443 @@
+//! The store, through the chat-server binary: rooms come back after a
+//! restart and after `kill -9` (losing at most the last moment); a data
+//! directory that cannot be written, or fills, only warns; a damaged file
+//! and a directory in use are refused at start, and nothing is replaced.
+
+use secure_chat_test_support as support;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use support::{
+    cert_args, run, test_limits, wait_until, Pki, ServerProcess, TempDir, TestClient, TestServer,
+    SERVER,
+};
+
+/// What the README promises a `kill -9` loses at most: the lines said in
+/// the last second before it. (The writer commits each batch as soon as
+/// it has it, so what is lost is what waited in its queue: a few
+/// milliseconds of lines, measured in `kill_9_during_a_burst_...`.)
+const KILL_WINDOW: Duration = Duration::from_secs(1);
+
+/// `chat-server` keeping its rooms in `data`, with flood control off.
+fn kept(pki: &Pki, data: &Path, extra: &[&str]) -> ServerProcess {
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend([OsStr::new("--data-dir"), data.as_os_str()]);
+    args.extend(["--rate", "0"].map(OsStr::new));
+    args.extend(extra.iter().map(OsStr::new));
+    ServerProcess::start(&args)
+}
+
+/// Sends a line and waits for it to come back.
+fn chats(client: &mut TestClient, text: &str) {
+    client.send(text);
+    let echo = format!("chat {} {text}", client.nick);
+    client.recv_until(|line| line == echo);
+}
+
+/// Joins `room` and returns what the room showed of its past (the topic
+/// notice and history lines).
+fn join_and_read_past(client: &mut TestClient, room: &str) -> Vec<String> {
+    client.send(&format!("/join {room}"));
+    client.recv_until(|line| line.starts_with("notice you are in "));
+    read_past(client)
+}
+
+/// The topic notice and history lines that come before the echo of a
+/// marker line said now: what a room showed of its past.
+fn read_past(client: &mut TestClient) -> Vec<String> {
+    let marker = "nothing more of the past";
+    client.send(marker);
+    let echo = format!("chat {} {marker}", client.nick);
+    let mut past = Vec::new();
+    loop {
+        let line = client.recv();
+        if line == echo {
+            return past;
+        }
+        if line.starts_with("history ") || line.starts_with("notice topic of ") {
+            past.push(line);
+        }
+    }
+}
+
+#[test]
+fn a_restart_gives_back_each_rooms_history_and_topic() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let server = kept(&pki, &data, &[]);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("/join #Tea");
+    alice.recv_until(|line| line.starts_with("notice you are in #Tea"));
+    alice.send("/topic green leaves");
+    alice.recv_until(|line| line.ends_with("set the topic of #Tea: green leaves"));
+    chats(&mut alice, "first");
+    chats(&mut alice, "second");
+    // A room that keeps something outlives its last member; one that
+    // keeps nothing does not.
+    alice.send("/join #nothing");
+    alice.recv_until(|line| line.starts_with("notice you are in #nothing"));
+    alice.send("/join #lobby");
+    alice.recv_until(|line| line.starts_with("notice you are in #lobby"));
+    alice.send("/rooms");
+    let rooms = alice.recv_until(|line| line.starts_with("notice rooms"));
+    assert!(rooms.contains("#Tea (0)"), "{rooms}");
+    assert!(!rooms.contains("#nothing"), "{rooms}");
+    let said_by = alice.nick.clone();
+    drop(alice);
+    server.stop();
+
+    let server = kept(&pki, &data, &[]);
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    let past = join_and_read_past(&mut bob, "#tea");
+    assert_eq!(
+        past,
+        [
+            "notice topic of #Tea: green leaves".to_string(),
+            format!("history chat {said_by} first"),
+            format!("history chat {said_by} second"),
+        ]
+    );
+    drop(bob);
+    server.stop();
+    assert!(data.join("chat.db").is_file());
+}
+
+#[test]
+fn kill_9_during_a_burst_loses_at_most_the_last_moment() {
+    const LINES: usize = 2000;
+    const KILL_AFTER: usize = 1000;
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let history = LINES.to_string();
+    let mut server = kept(&pki, &data, &["--history", &history]);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("/join #burst");
+    alice.recv_until(|line| line.starts_with("notice you are in #burst"));
+    // The whole burst at once: the server is still taking it in when the
+    // kill comes.
+    let burst: String = (0..LINES).map(|n| format!("line-{n:05}\n")).collect();
+    alice.send_raw(burst.as_bytes());
+    let mut echoed_at = Vec::new();
+    while echoed_at.len() <= KILL_AFTER {
+        let line = alice.recv();
+        if line.starts_with(&format!("chat {} line-", alice.nick)) {
+            echoed_at.push(Instant::now());
+        }
+    }
+    server.signal("-KILL");
+    let killed_at = Instant::now();
+    server.wait_for_exit();
+    drop(alice);
+
+    // The lock died with the process: a new server takes the directory.
+    let server = kept(&pki, &data, &["--history", &history]);
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    let past = join_and_read_past(&mut bob, "#burst");
+    drop(bob);
+    server.stop();
+    let kept: Vec<usize> = past
+        .iter()
+        .map(|line| {
+            let (_, n) = line.rsplit_once("line-").expect("a line of the burst");
+            n.parse().unwrap()
+        })
+        .collect();
+    // In order, none missing: what is lost is only ever the end.
+    assert_eq!(kept, (0..kept.len()).collect::<Vec<_>>());
+    let lost: Vec<Duration> = echoed_at[kept.len().min(echoed_at.len())..]
+        .iter()
+        .map(|&echoed| killed_at - echoed)
+        .collect();
+    eprintln!(
+        "kill -9: {} lines kept, {} of the {} echoed before the kill lost{}",
+        kept.len(),
+        lost.len(),
+        echoed_at.len(),
+        lost.first().map_or(String::new(), |oldest| format!(
+            ", the oldest echoed {oldest:?} before it"
+        ))
+    );
+    assert!(
+        lost.iter().all(|&before| before < KILL_WINDOW),
+        "lines echoed more than {KILL_WINDOW:?} before the kill were lost: {lost:?}"
+    );
+}
+
+/// True if this process runs as root, which file permissions do not stop.
+fn is_root() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0")
+}
+
+/// Two clients chat on `server`: the chat goes on whatever the disk does.
+fn still_chats(server: &ServerProcess, pki: &Pki) {
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    let bob = TestClient::connect(server.addr, &pki.ca);
+    alice.recv_until(|line| line == format!("notice {} joined #lobby", bob.nick));
+    chats(&mut alice, "still here");
+    let heard = bob.recv_until(|line| line.starts_with("chat "));
+    assert_eq!(heard, format!("chat {} still here", alice.nick));
+}
+
+#[test]
+fn a_read_only_data_directory_warns_once_and_the_chat_goes_on() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o555)).unwrap();
+    // Root writes anywhere; without CAP_DAC_OVERRIDE it obeys the mode.
+    let mut command = if is_root() {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--bounding-set=-dac_override", "--"])
+            .arg(&SERVER);
+        command
+    } else {
+        Command::new(&SERVER)
+    };
+    command
+        .args(["--addr", "127.0.0.1:0", "--rate", "0", "--data-dir"])
+        .arg(&data)
+        .args(cert_args(&pki.cert, &pki.key));
+    let mut server = ServerProcess::spawn_command(&mut command);
+    server.wait_until_listening();
+    still_chats(&server, &pki);
+    let log = server.stop();
+    let warnings: Vec<_> = log
+        .iter()
+        .filter(|line| line.contains("cannot be written"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log:#?}");
+    assert!(warnings[0].contains("in memory"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains(&*data.to_string_lossy()),
+        "{}",
+        warnings[0]
+    );
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(fs::read_dir(&data).unwrap().count(), 0);
+}
+
+#[test]
+fn a_full_disk_warns_once_and_the_chat_goes_on() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    // Files may grow to 64 KiB: room for the empty store, not for a burst.
+    // The signal a process gets past the limit is ignored (the shell's
+    // ignore is inherited through exec), so a write fails with EFBIG, as
+    // on a full disk. Root is held to the limit too.
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("trap '' XFSZ && exec prlimit --fsize=65536 -- \"$0\" \"$@\"")
+        .arg(&SERVER)
+        .args(["--addr", "127.0.0.1:0", "--rate", "0", "--data-dir"])
+        .arg(&data)
+        .args(cert_args(&pki.cert, &pki.key));
+    let mut server = ServerProcess::spawn_command(&mut command);
+    server.wait_until_listening();
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    for n in 0..300 {
+        chats(&mut alice, &format!("{n} {}", "x".repeat(200)));
+    }
+    server.wait_for_log(|line| line.contains("the store cannot write"));
+    still_chats(&server, &pki);
+    drop(alice);
+    let log = server.stop();
+    let warnings = log
+        .iter()
+        .filter(|line| line.contains("cannot write"))
+        .count();
+    assert_eq!(warnings, 1, "{log:#?}");
+}
+
+/// Starts chat-server on `data`, which must refuse; returns its message.
+fn refused(pki: &Pki, data: &Path) -> String {
+    let mut command = Command::new(&SERVER);
+    command
+        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args(cert_args(&pki.cert, &pki.key));
+    let output = run(&mut command, "");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_damaged_file_is_refused_with_how_to_recover_and_left_as_it_is() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    // Not a database at all.
+    let data = dir.path().join("garbage");
+    fs::create_dir(&data).unwrap();
+    let file = data.join("chat.db");
+    let garbage = "these are someone's notes, not a database\n".repeat(300);
+    fs::write(&file, &garbage).unwrap();
+    let said = refused(&pki, &data);
+    assert!(
+        said.contains(&format!("{} is damaged", file.display())),
+        "{said}"
+    );
+    assert!(said.contains(".recover"), "{said}");
+    assert!(said.contains("move it aside"), "{said}");
+    assert_eq!(fs::read_to_string(&file).unwrap(), garbage);
+
+    // A real store, one of whose pages was overwritten.
+    let data = dir.path().join("data");
+    let server = kept(&pki, &data, &[]);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    for n in 0..40 {
+        chats(&mut alice, &format!("{n} {}", "y".repeat(300)));
+    }
+    drop(alice);
+    server.stop();
+    let file = data.join("chat.db");
+    let mut bytes = fs::read(&file).unwrap();
+    assert!(bytes.len() > 3 * 4096, "{} bytes", bytes.len());
+    bytes[4096..3 * 4096].fill(0x5a);
+    fs::write(&file, &bytes).unwrap();
+    let said = refused(&pki, &data);
+    assert!(
+        said.contains(&format!("{} is damaged", file.display())),
+        "{said}"
+    );
+    assert_eq!(fs::read(&file).unwrap(), bytes, "the file was changed");
+}
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let server = kept(&pki, &data, &[]);
+    let said = refused(&pki, &data);
+    assert!(said.contains("in use by another chat-server"), "{said}");
+    still_chats(&server, &pki);
+    server.stop();
+}
+
+#[test]
+fn data_directory_flags_that_make_no_sense_are_refused() {
+    for (args, says) in [
+        (&["--data-dir", "x", "--no-data-dir"][..], "give one, once"),
+        (
+            &["--no-data-dir", "--keep-days", "3"][..],
+            "not --no-data-dir",
+        ),
+        (&["--classic", "--data-dir", "x"][..], "not for --classic"),
+        #[cfg(feature = "redis")]
+        (
+            &["--redis", "redis://127.0.0.1:1", "--keep-bytes", "1M"][..],
+            "Redis keeps the rooms",
+        ),
+    ] {
+        let output = run(Command::new(&SERVER).args(args), "");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_in_process_server_counts_what_it_wrote_and_gives_it_back() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let server = TestServer::start_kept(&pki, test_limits(), &data);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("/topic the lobby's own");
+    alice.recv_until(|line| line.ends_with("set the topic of #lobby: the lobby's own"));
+    chats(&mut alice, "one");
+    chats(&mut alice, "two");
+    let counts = server.store_counts().expect("a store");
+    assert!(
+        wait_until(|| counts.written.load(Ordering::Relaxed) == 3),
+        "written: {counts:?}"
+    );
+    assert_eq!(counts.queued.load(Ordering::Relaxed), 0);
+    assert_eq!(counts.queued_bytes.load(Ordering::Relaxed), 0);
+    assert_eq!(counts.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(counts.failed.load(Ordering::Relaxed), 0);
+    let said_by = alice.nick.clone();
+    drop(alice);
+    server.stop();
+
+    let server = TestServer::start_kept(&pki, test_limits(), &data);
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    let past = read_past(&mut bob);
+    assert_eq!(
+        past,
+        [
+            "notice topic of #lobby: the lobby's own".to_string(),
+            format!("history chat {said_by} one"),
+            format!("history chat {said_by} two"),
+        ]
+    );
+    drop(bob);
+    server.stop();
+}
+
+#[test]
+fn the_retention_flags_bound_what_comes_back() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let flags = ["--history", "3", "--keep-bytes", "1K"];
+    let server = kept(&pki, &data, &flags);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    for n in 1..=5 {
+        chats(&mut alice, &format!("short {n}"));
+    }
+    let said_by = alice.nick.clone();
+    drop(alice);
+    server.stop();
+
+    // The last three lines: --history.
+    let server = kept(&pki, &data, &flags);
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    let past = read_past(&mut bob);
+    let expected: Vec<String> = (3..=5)
+        .map(|n| format!("history chat {said_by} short {n}"))
+        .collect();
+    assert_eq!(past[..3], expected);
+    // Two lines of 600 bytes are more than 1 KiB: only the last is kept.
+    let long = |n: u8| format!("{n}{}", "z".repeat(599));
+    chats(&mut bob, &long(1));
+    chats(&mut bob, &long(2));
+    let said_by = bob.nick.clone();
+    drop(bob);
+    server.stop();
+
+    let server = kept(&pki, &data, &flags);
+    let mut carol = TestClient::connect(server.addr, &pki.ca);
+    let past = read_past(&mut carol);
+    assert_eq!(past, [format!("history chat {said_by} {}", long(2))]);
+    drop(carol);
+    server.stop();
+}
+
+#[test]
+fn help_documents_the_data_directory_flags() {
+    let output = run(Command::new(&SERVER).arg("--help"), "");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--data-dir", "--no-data-dir", "--keep-days", "--keep-bytes"] {
+        assert!(help.contains(flag), "chat-server --help lacks {flag}");
+    }
+}

@@ -33,6 +33,10 @@ const GATHER: Duration = Duration::from_millis(2);
 /// a bound keeps one from holding the lines behind it for long.
 const MOST_PER_BATCH: usize = 1024;
 
+/// The log says the disk refuses writes at most this often: a disk at its
+/// limit flaps between taking a small write and refusing the next.
+const FAILURE_WARNING_EVERY: Duration = Duration::from_secs(600);
+
 /// Makes `dir` (only its owner may read it: it holds what people said),
 /// takes its lock and opens the file. `Ok(None)`, said once in the log, if
 /// the disk refuses: the chat then goes on in memory.
@@ -100,6 +104,7 @@ pub fn spawn(
         counts,
         budget,
         failing: false,
+        warned: None,
         known: HashSet::new(),
     };
     thread::Builder::new().name("store".into()).spawn(move || {
@@ -116,9 +121,11 @@ struct Writer {
     retention: Retention,
     counts: Arc<StoreCounts>,
     budget: Arc<Budget>,
-    /// Set while the disk refuses writes: said once in the log when it
-    /// starts, once when it ends.
+    /// Set while the disk refuses writes.
     failing: bool,
+    /// When the log last said the disk refuses writes, and whether it has
+    /// said since that it writes again.
+    warned: Option<(Instant, bool)>,
     /// The rooms whose row is in the file, by name as written. Emptied at
     /// each prune (which may remove rows), so it is also the rooms written
     /// to since the last one: those the next prune looks at.
@@ -195,15 +202,23 @@ impl Writer {
                     .written
                     .fetch_add(count as u64, Ordering::Relaxed);
                 if std::mem::take(&mut self.failing) {
-                    log::warn!("the store writes again");
+                    if let Some((_, told @ false)) = &mut self.warned {
+                        *told = true;
+                        log::warn!("the store writes again");
+                    }
                 }
             }
             Err(err) => {
                 self.counts
                     .failed
                     .fetch_add(count as u64, Ordering::Relaxed);
-                if !self.failing {
-                    self.failing = true;
+                // A disk at its limit may take one write and refuse the
+                // next: said again only after a quiet while, not per flap.
+                let quiet = self
+                    .warned
+                    .is_none_or(|(at, _)| at.elapsed() >= FAILURE_WARNING_EVERY);
+                if !std::mem::replace(&mut self.failing, true) && quiet {
+                    self.warned = Some((Instant::now(), false));
                     log::warn!(
                         "the store cannot write ({err}): what is said from now on is not \
                          kept across a restart until it can (the chat goes on in memory)"

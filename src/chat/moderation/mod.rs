@@ -105,15 +105,21 @@ impl Chat {
     /// Who someone here is, for matching bans and mutes.
     fn identity(&self, key: &str) -> Option<Identity> {
         let person = self.people.get(key)?;
-        let block = person
+        let mut blocks: Vec<Block> = Vec::with_capacity(person.sessions.len());
+        for session in person
             .sessions
-            .first()
-            .and_then(|id| self.sessions.get(id))
-            .map(|session| Block::of(session.peer.ip()));
+            .iter()
+            .filter_map(|id| self.sessions.get(id))
+        {
+            let block = Block::of(session.peer.ip());
+            if !blocks.contains(&block) {
+                blocks.push(block);
+            }
+        }
         Some(Identity {
             nick: key.to_owned(),
             key: person.certificate.as_ref().and_then(|cert| cert.key),
-            block,
+            blocks,
         })
     }
 
@@ -165,7 +171,7 @@ impl Chat {
         let who = Identity {
             nick: nick.key(),
             key: certificate_key,
-            block: Some(Block::of(peer.ip())),
+            blocks: vec![Block::of(peer.ip())],
         };
         let ban = self
             .moderation
@@ -191,9 +197,25 @@ impl Chat {
         }
         let now = self.now();
         let mut who = self.identity(key)?;
+        // The session entering may be new (a second one, from elsewhere).
         if let Some(session) = self.sessions.get(&id) {
-            who.block = Some(Block::of(session.peer.ip()));
+            let block = Block::of(session.peer.ip());
+            if !who.blocks.contains(&block) {
+                who.blocks.push(block);
+            }
         }
+        // A room nobody is in and nobody moderates is the next comer's
+        // (`made_room`), whatever mode was left on it.
+        let unowned = !self
+            .moderation
+            .rooms
+            .get(&room_key)
+            .is_some_and(RoomRules::has_operators)
+            && self
+                .room_names
+                .get(&room_key)
+                .and_then(|room| self.rooms.get(room))
+                .is_none_or(|state| state.members.is_empty());
         // A ban holds for the room's operators too (one may ban another);
         // only the server's are above it.
         let server_op = self.is_server_operator(key);
@@ -205,7 +227,7 @@ impl Chat {
             Some(ban) if !server_op => {
                 Some(format!("you are banned from {room} {}", ban.told(now)))
             }
-            _ if !rules.invite_only || operator => None,
+            _ if !rules.invite_only || operator || unowned => None,
             _ => match rules.invited.iter().position(|target| target.names(&who)) {
                 Some(at) => {
                     rules.invited.remove(at);
@@ -216,7 +238,7 @@ impl Chat {
                 )),
             },
         };
-        let used_invitation = refusal.is_none() && rules.invite_only && !operator;
+        let used_invitation = refusal.is_none() && rules.invite_only && !operator && !unowned;
         if expired || used_invitation {
             self.save_rules(&room_key, out);
         }
@@ -259,9 +281,14 @@ impl Chat {
 
     /// The person `key` is no longer here under that nick: operators by
     /// nick hold only while connected under it.
+    /// So are invitations by nick (a guest's), lest the next to take the
+    /// nick use one; and rules only guests made go with the last of them.
     pub(super) fn forget_guest_ops(&mut self, key: &str) {
         self.moderation.rooms.retain(|_, rules| {
             rules.guest_ops.retain(|nick| nick != key);
+            rules
+                .invited
+                .retain(|who| !matches!(who, Target::Nick(nick) if nick == key));
             !rules.is_empty()
         });
     }
@@ -277,17 +304,19 @@ impl Chat {
             return;
         }
         let now = self.now();
-        let muted = self.identity(key).is_some_and(|who| {
-            let room_key = self.people.get(key).and_then(|p| self.room_key(p.room));
-            room_key
-                .and_then(|room_key| self.moderation.rooms.get(&room_key))
-                .is_some_and(|rules| {
-                    rules
-                        .mutes
-                        .iter()
-                        .any(|mute| mute.live(now) && mute.names(&who))
-                })
-        });
+        // A server operator is above every room's mutes.
+        let muted = !self.is_server_operator(key)
+            && self.identity(key).is_some_and(|who| {
+                let room_key = self.people.get(key).and_then(|p| self.room_key(p.room));
+                room_key
+                    .and_then(|room_key| self.moderation.rooms.get(&room_key))
+                    .is_some_and(|rules| {
+                        rules
+                            .mutes
+                            .iter()
+                            .any(|mute| mute.live(now) && mute.names(&who))
+                    })
+            });
         if let Some(person) = self.people.get_mut(key) {
             person.muted = muted;
         }
@@ -316,6 +345,11 @@ impl Chat {
         let Some(who) = self.identity(&key) else {
             return true;
         };
+        if self.is_server_operator(&key) {
+            // Named one since the flag was set (`--operators` reloaded).
+            self.refresh_muted(&key);
+            return false;
+        }
         let room = self.people[&key].room;
         let Some(room_key) = self.room_key(room) else {
             return false;

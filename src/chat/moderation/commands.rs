@@ -3,6 +3,7 @@
 //! values or their text (`rules`).
 
 use super::rules::MAX_PER_ROOM;
+use super::GUEST_OP_ROOMS;
 use super::{Actor, Sanction, Target};
 use crate::chat::{reply, to, to_room, Chat, ClientId, Keep, Output, RoomId};
 use crate::protocol::{self, Mode, Moderation, Notice, Room, Sentence, ServerLine};
@@ -205,6 +206,10 @@ impl Chat {
         if fingerprint.is_some() {
             let count = |rules: &super::RoomRules| rules.ops.len();
             self.room_for_one_more(actor, "operators by key", count, "/deop some first")?;
+        } else if self.guest_op_rooms(&key) >= GUEST_OP_ROOMS {
+            return Err(format!(
+                "{name} is an operator of {GUEST_OP_ROOMS} rooms already, the most a guest may be"
+            ));
         }
         let rules = self
             .moderation
@@ -710,7 +715,13 @@ impl Chat {
             sanctions
                 .iter()
                 .map(|sanction| {
-                    let names: Vec<String> = sanction.targets.iter().filter_map(shown).collect();
+                    let mut names: Vec<String> = Vec::new();
+                    for name in sanction.targets.iter().filter_map(shown) {
+                        // A nick and the key of the one here under it.
+                        if !names.contains(&name) {
+                            names.push(name);
+                        }
+                    }
                     let names = if names.is_empty() {
                         "someone (by address or key)".to_owned()
                     } else {

@@ -19,6 +19,12 @@ pub(crate) use rules::{Identity, RoomRules, Sanction, Target};
 
 use rules::{sanction_lines, server_bans_from_text};
 
+/// The most rooms a guest is an operator of at once. A room's rules are
+/// bounded ([`rules::MAX_PER_ROOM`]), and a guest's go with them, but
+/// while connected a guest could make a room a few times a minute and
+/// fill each: this bounds what one guest can make the server hold.
+pub(crate) const GUEST_OP_ROOMS: usize = 10;
+
 /// What the chat asks to be kept across a restart, whenever it changes:
 /// the store takes it (the hub, alone, does nothing with it yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +272,16 @@ impl Chat {
             return;
         };
         let fingerprint = person.certificate.as_ref().and_then(|cert| cert.key);
+        if fingerprint.is_none() && self.guest_op_rooms(key) >= GUEST_OP_ROOMS {
+            let text = format!(
+                "{name} has no operator: you are one of {GUEST_OP_ROOMS} rooms already, \
+                 the most a guest may be"
+            );
+            for &id in &person.sessions {
+                out.push(to(id, ServerLine::Notice(&text)));
+            }
+            return;
+        }
         // Not told: the room's first lines stay what they were, and
         // `/bans` names its operators.
         log::info!("{} made {name} and is its operator", person.nick);
@@ -277,6 +293,14 @@ impl Chat {
         if fingerprint.is_some() {
             self.save_rules(&room_key, out);
         }
+    }
+
+    /// How many rooms the guest `key` is an operator of.
+    pub(super) fn guest_op_rooms(&self, key: &str) -> usize {
+        let rooms = self.moderation.rooms.values();
+        rooms
+            .filter(|rules| rules.guest_ops.iter().any(|nick| nick == key))
+            .count()
     }
 
     /// The person `key` is no longer here under that nick: operators by

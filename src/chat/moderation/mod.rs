@@ -26,7 +26,8 @@ use rules::{sanction_lines, server_bans_from_text};
 pub(crate) const GUEST_OP_ROOMS: usize = 10;
 
 /// What the chat asks to be kept across a restart, whenever it changes:
-/// the store takes it (the hub, alone, does nothing with it yet).
+/// the store takes it (a server alone with a data directory; otherwise
+/// the hub lets it go).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Save {
     /// A room's operators by key, bans, mutes, invitations and modes, as
@@ -304,9 +305,9 @@ impl Chat {
     }
 
     /// The person `key` is no longer here under that nick: operators by
-    /// nick hold only while connected under it.
-    /// So are invitations by nick (a guest's), lest the next to take the
-    /// nick use one; and rules only guests made go with the last of them.
+    /// nick hold only while connected under it, and so do invitations by
+    /// nick (a guest's), lest the next to take the nick use one. Rules
+    /// only guests made go with the last of their operators.
     pub(super) fn forget_guest_ops(&mut self, key: &str) {
         self.moderation.rooms.retain(|_, rules| {
             rules.guest_ops.retain(|nick| nick != key);

@@ -2,7 +2,7 @@
 //! bans, mutes and kicks; a server operator named in `--operators`
 //! disconnects someone; the file is reloaded on SIGHUP; and with
 //! `--guests` a client without a certificate is a guest beside those who
-//! present one.
+//! present one, and gives up a certificate's name when its holder comes.
 
 use secure_chat_test_support as support;
 
@@ -277,4 +277,35 @@ fn a_bad_operators_file_or_guests_without_a_ca_stops_the_server_at_start() {
         "{:?}",
         server.seen
     );
+}
+
+#[test]
+fn a_guest_who_took_a_certificates_name_gives_it_up_when_its_holder_comes() {
+    let pki = Pki::new();
+    let root = pki.client_identity("root", ClientFlaw::None);
+    let file = pki.path("operators");
+    fs::write(&file, format!("{}\n", fingerprint(&root))).unwrap();
+    let server = moderated_server(&pki, &file);
+    let mut guest = TestClient::connect(server.addr, &pki.ca);
+    let guest_name = guest.nick.clone();
+    guest.send("/nick root");
+    assert_eq!(guest.recv(), "notice you are now root");
+
+    let mut root = join_as(&server, &pki, &root);
+    assert_eq!(root.nick, "root");
+    assert_eq!(
+        guest.recv(),
+        format!(
+            "error root is the name in the certificate of someone who just connected, and a \
+             certificate's name is its holder's: you are {guest_name} now"
+        )
+    );
+    assert_eq!(guest.recv(), format!("notice you are now {guest_name}"));
+    root.send(&format!("/kill {guest_name} squatting"));
+    assert_eq!(
+        guest.recv_until(|line| line.starts_with("error ")),
+        "error you were disconnected by root: squatting"
+    );
+    assert!(matches!(guest.expect_end(), Incoming::Closed));
+    server.stop();
 }

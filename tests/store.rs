@@ -13,9 +13,10 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use secure_chat::tls::Fingerprint;
 use support::{
-    cert_args, run, test_limits, wait_until, Pki, ServerProcess, TempDir, TestClient, TestServer,
-    SERVER,
+    cert_args, run, test_limits, wait_until, ClientFlaw, Pki, ServerProcess, TempDir, TestClient,
+    TestServer, SERVER,
 };
 
 /// What the README promises a `kill -9` loses at most: the lines said in
@@ -440,4 +441,77 @@ fn help_documents_the_data_directory_flags() {
     for flag in ["--data-dir", "--no-data-dir", "--keep-days", "--keep-bytes"] {
         assert!(help.contains(flag), "chat-server --help lacks {flag}");
     }
+}
+
+#[test]
+fn a_ban_and_the_rooms_operator_survive_a_restart_with_its_history() {
+    let pki = Pki::new();
+    let alice = pki.client_identity("alice", ClientFlaw::None);
+    let troll = pki.client_identity("troll", ClientFlaw::None);
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let flags = ["--client-ca", pki.signer.to_str().unwrap(), "--guests"];
+    let connect = |server: &ServerProcess, who| {
+        let mut client = TestClient::connect_as(server.addr, &pki.ca, who);
+        client.read_greeting();
+        client
+    };
+    let enter = |client: &mut TestClient, room: &str| {
+        client.send(&format!("/join {room}"));
+        client.recv_until(|line| line.starts_with(&format!("notice you are in {room} (")))
+    };
+
+    let server = kept(&pki, &data, &flags);
+    let mut op = connect(&server, &alice);
+    let mut bad = connect(&server, &troll);
+    enter(&mut op, "#den");
+    enter(&mut bad, "#den");
+    chats(&mut op, "welcome to the den");
+    chats(&mut bad, "buy cheap watches");
+    op.send("/ban troll 1h trolling");
+    op.recv_until(|line| line == "notice alice banned troll from #den (1h left): trolling");
+    bad.recv_until(|line| line.starts_with("notice troll was sent from #den to the lobby"));
+    drop((op, bad));
+    server.stop();
+
+    let server = kept(&pki, &data, &flags);
+    // Refused with the reason and the time left, as before the restart.
+    let mut bad = connect(&server, &troll);
+    bad.send("/join #den");
+    let refused = bad.recv_until(|line| line.starts_with("error "));
+    assert!(
+        refused.starts_with("error you are banned from #den by alice (")
+            && refused.ends_with(" left): trolling"),
+        "{refused}"
+    );
+    // The room is still alice's: whoever comes into it first is not its
+    // operator.
+    let mut visitor = TestClient::connect(server.addr, &pki.ca);
+    enter(&mut visitor, "#den");
+    visitor.send("/kick troll");
+    assert_eq!(
+        visitor.recv_until(|line| line.starts_with("error ")),
+        "error you are not an operator of #den: /bans lists who is"
+    );
+    // Alice is shown the room's past, and still moderates it.
+    let mut op = connect(&server, &alice);
+    let past = join_and_read_past(&mut op, "#den");
+    assert_eq!(
+        past,
+        [
+            "history chat alice welcome to the den",
+            "history chat troll buy cheap watches",
+        ]
+    );
+    op.send("/bans");
+    let key = Fingerprint::of_certificate_file(&alice.cert).unwrap();
+    assert_eq!(
+        op.recv_until(|line| line.starts_with("notice operators of #den")),
+        format!("notice operators of #den: alice ({key})")
+    );
+    op.send("/unban troll");
+    op.recv_until(|line| line == "notice alice lifted the ban on troll in #den");
+    enter(&mut bad, "#den");
+    drop((op, visitor, bad));
+    server.stop();
 }

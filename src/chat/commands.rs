@@ -19,20 +19,20 @@ impl Chat {
     /// from [`Chat::line`] to [`Chat::say`]; it is handled here too, so
     /// that any parsed command can be given to this.
     pub(super) fn command(&mut self, id: ClientId, command: Command<'_>, out: &mut Vec<Output>) {
-        let Some(person) = self.person_of(id) else {
+        let Some(mut person) = self.person_of(id) else {
             return;
         };
         let room = person.room;
         // A muted person's actions are refused like their lines.
-        if person.muted
-            && matches!(command, Command::Me(_) | Command::Topic(Some(_)))
-            && self.still_muted(id, out)
-        {
-            return;
+        if person.muted && matches!(command, Command::Me(_) | Command::Topic(Some(_))) {
+            if self.still_muted(id, out) {
+                return;
+            }
+            let Some(again) = self.person_of(id) else {
+                return;
+            };
+            person = again;
         }
-        let Some(person) = self.person_of(id) else {
-            return;
-        };
         match command {
             Command::Say(text) => self.say(id, text, out),
             Command::Moderate(moderation) => self.moderate(id, moderation, out),
@@ -357,6 +357,37 @@ impl Chat {
             return out.push(Output::Elsewhere(Ask::Claim { name: new_key }));
         }
         self.rename(id, new, out);
+    }
+
+    /// A certificate whose name is `key` has come, and a guest goes by
+    /// that name: the guest becomes `guestN`, and is told why. Were it the
+    /// other way round, a guest could keep anyone with a certificate out,
+    /// a server operator too, by taking their name first.
+    pub(super) fn rename_guest_holding(&mut self, key: &str, out: &mut Vec<Output>) {
+        let Some(guest) = self.people.get(key).filter(|p| p.certificate.is_none()) else {
+            return;
+        };
+        let Some(&id) = guest.sessions.first() else {
+            return;
+        };
+        let old = guest.nick.to_string();
+        let new = self.free_guest_nick(id);
+        let text = format!(
+            "{old} is the name in the certificate of someone who just connected, \
+             and a certificate's name is its holder's: you are {new} now"
+        );
+        for &session in &guest.sessions {
+            out.push(to(session, ServerLine::Error(&text)));
+        }
+        log::info!("{id}: {old} gives the name to its certificate's holder");
+        let new_key = new.key();
+        self.rename(id, new, out);
+        if self.others.is_some() {
+            out.push(Output::Elsewhere(Ask::Hold { name: new_key }));
+            out.push(Output::Elsewhere(Ask::Release {
+                name: key.to_owned(),
+            }));
+        }
     }
 
     /// Session `id`'s person is called `new` from now on; it and its room

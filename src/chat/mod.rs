@@ -392,12 +392,20 @@ impl Chat {
                         .to_string()
                     })
                 }
+                // A guest took the name (`--guests`): it is the
+                // certificate's, whose holder comes first (see below).
+                Some(Person {
+                    certificate: None, ..
+                }) if certificate.is_some() => None,
                 Some(_) => Some(format!("{nick} is already connected")),
             },
         };
         if let (None, Ok(nick)) = (&refusal, &nick) {
             let key = certificate.as_ref().and_then(|cert| cert.key);
             refusal = self.server_ban_refusal(nick, key, peer, out);
+        }
+        if let (None, Ok(nick), Some(_)) = (&refusal, &nick, &certificate) {
+            self.rename_guest_holding(&nick.key(), out);
         }
         if let Some(why) = refusal {
             log::info!("{id} {peer}: refused: {why}");

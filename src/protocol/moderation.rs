@@ -12,7 +12,8 @@ use super::{first_word, CommandError, CommandInfo};
 pub enum Moderation<'a> {
     /// `/op NICK`: make someone an operator of this room.
     Op(&'a str),
-    /// `/deop NICK`: take it back.
+    /// `/deop NICK` or `/deop KEY`: take it back (by key, from one who
+    /// is away).
     Deop(&'a str),
     /// `/kick NICK [REASON]`: send someone in this room to the lobby.
     Kick {
@@ -83,9 +84,10 @@ pub const MODERATION_COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "/deop",
-        usage: "/deop NICK",
-        needs: "a name",
-        help: "(room operators) NICK is no longer an operator of this room",
+        usage: "/deop NICK|KEY",
+        needs: "a name or key",
+        help: "(room operators) NICK is no longer an operator of this room; a sha256: key \
+               takes it from an operator by key who is not connected",
     },
     CommandInfo {
         name: "/kick",
@@ -99,8 +101,8 @@ pub const MODERATION_COMMANDS: &[CommandInfo] = &[
         needs: "a name, key or address",
         help: "(room operators) keep TARGET (a nick, a sha256: key, or an address; IPv6 \
                covers its /64) out of this room for DURATION (30s 10m 2h 7d; none: until \
-               /unban); a nick who is here is also banned by key, else by address, and sent \
-               to #lobby",
+               /unban); a nick who is here is also banned by key and by address (not one you \
+               share), and sent to #lobby; at most 100 bans a room",
     },
     CommandInfo {
         name: "/unban",
@@ -113,7 +115,7 @@ pub const MODERATION_COMMANDS: &[CommandInfo] = &[
         usage: "/mute NICK [DURATION] [REASON]",
         needs: "a name",
         help: "(room operators) NICK stays in this room and reads, but cannot speak in it \
-               for DURATION (none: until /unmute)",
+               for DURATION (none: until /unmute); at most 100 mutes a room",
     },
     CommandInfo {
         name: "/unmute",
@@ -125,7 +127,8 @@ pub const MODERATION_COMMANDS: &[CommandInfo] = &[
         name: "/invite",
         usage: "/invite NICK",
         needs: "a name",
-        help: "(room operators) let NICK enter this room once while it is invite-only",
+        help: "(room operators) let NICK enter this room once while it is invite-only (a \
+               guest's invitation ends when they leave or change nick)",
     },
     CommandInfo {
         name: "/mode",
@@ -138,8 +141,9 @@ pub const MODERATION_COMMANDS: &[CommandInfo] = &[
         name: "/bans",
         usage: "/bans",
         needs: "",
-        help: "list this room's operators, bans, mutes, invitations and modes (server \
-               operators also see the server's bans)",
+        help: "list this room's operators, bans, mutes, invitations and modes; keys and \
+               addresses only to its operators (server operators also see the server's \
+               bans)",
     },
     CommandInfo {
         name: "/serverban",
@@ -294,6 +298,8 @@ mod tests {
     fn every_moderation_command_parses() {
         assert_eq!(parsed("/op bob"), Moderation::Op("bob"));
         assert_eq!(parsed("/deop bob x"), Moderation::Deop("bob"));
+        let key = "sha256:ajLVBMHoeJl1ZfURFeIlcW7wgQWrRDXMVMaIv6tvj6g";
+        assert_eq!(parsed(&format!("/deop {key}")), Moderation::Deop(key));
         assert_eq!(
             parsed("/kick bob  go away "),
             Moderation::Kick {

@@ -1,7 +1,7 @@
-//! Tab in the line editor: commands (moderation's too) at the start of a line, rooms for a
-//! word that starts with `#`, and elsewhere the nicks of the room, learnt
-//! from the typed notices and lines that arrive. It reads no text of the
-//! server's: what it learns comes parsed.
+//! Tab in the line editor: commands (moderation's too) at the start of a
+//! line, rooms for a word that starts with `#`, elsewhere the nicks of the
+//! room, learnt from the typed notices and lines that arrive. It reads no
+//! text of the server's: what it learns comes parsed.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -2,9 +2,12 @@
 //! who may, what changes, and what the room is told. Not the rules'
 //! values or their text (`rules`).
 
+use super::rules::MAX_PER_ROOM;
+use super::GUEST_OP_ROOMS;
 use super::{Actor, Sanction, Target};
 use crate::chat::{reply, to, to_room, Chat, ClientId, Keep, Output, RoomId};
 use crate::protocol::{self, Mode, Moderation, Notice, Room, Sentence, ServerLine};
+use crate::tls::Fingerprint;
 
 impl Chat {
     /// A moderation command from session `id`.
@@ -18,6 +21,7 @@ impl Chat {
             return;
         };
         let key = person.nick.key();
+        let certified = person.certificate.as_ref().and_then(|c| c.key).is_some();
         let room_name = self.room_name(person.room).to_owned();
         let actor = Actor {
             id,
@@ -29,6 +33,15 @@ impl Chat {
             key,
         };
         let room_op = actor.server_op || self.is_room_operator(&actor.key, &actor.room_key);
+        let changes_rules = !matches!(
+            command,
+            Moderation::Bans
+                | Moderation::Mode(None)
+                | Moderation::Kick { .. }
+                | Moderation::ServerBan(_)
+                | Moderation::ServerUnban(_)
+                | Moderation::Kill { .. }
+        );
         let done = match command {
             Moderation::Bans => {
                 self.list_rules(&actor, out);
@@ -64,9 +77,42 @@ impl Chat {
             Moderation::Invite(nick) => self.invite(&actor, nick, out),
             Moderation::Mode(Some(mode)) => self.set_mode(&actor, mode, out),
         };
-        if let Err(why) = done {
-            out.push(to(id, ServerLine::Error(&why)));
+        match done {
+            Err(why) => out.push(to(id, ServerLine::Error(&why))),
+            Ok(()) if certified && changes_rules => self.keep_rules(&actor.room_key, out),
+            Ok(()) => {}
         }
+    }
+
+    /// Someone with a certificate changed a room's rules: from now on
+    /// they are saved and outlive its operators by nick.
+    fn keep_rules(&mut self, room_key: &str, out: &mut Vec<Output>) {
+        let Some(rules) = self.moderation.rooms.get_mut(room_key) else {
+            return;
+        };
+        if !rules.kept {
+            rules.kept = true;
+            self.save_rules(room_key, out);
+        }
+    }
+
+    /// Refuses one more entry in a list of the actor's room's rules that
+    /// already holds [`MAX_PER_ROOM`]; `count` reads its length.
+    fn room_for_one_more(
+        &self,
+        actor: &Actor,
+        what: &str,
+        count: impl Fn(&super::RoomRules) -> usize,
+        instead: &str,
+    ) -> Result<(), String> {
+        let held = self.moderation.rooms.get(&actor.room_key).map_or(0, count);
+        if held < MAX_PER_ROOM {
+            return Ok(());
+        }
+        Err(format!(
+            "{} has {held} {what}, the most a room keeps: {instead}",
+            actor.room_name
+        ))
     }
 
     /// Someone here by nick, or the error that says they are not.
@@ -79,20 +125,24 @@ impl Chat {
         }
     }
 
-    /// The targets a ban or mute of `text` names: a nick who is here also
-    /// by their key, else their address, unless the actor shares that
-    /// address (behind one NAT, say): then by nick alone.
+    /// The targets a ban or mute of `text` names, the typed one first: a
+    /// nick who is here also by their key and by the address of each of
+    /// their sessions (so that neither a new name, nor coming back as a
+    /// guest without the certificate, gets round it), except an address
+    /// the actor shares (behind one NAT, say).
     fn targets_of(&self, actor: &Actor, text: &str) -> Result<Vec<Target>, String> {
         let target = Target::parse(text)?;
         let mut targets = vec![target.clone()];
         if let Target::Nick(key) = &target {
-            let actor_block = self.identity(&actor.key).and_then(|who| who.block);
+            let actor_blocks = self
+                .identity(&actor.key)
+                .map(|who| who.blocks)
+                .unwrap_or_default();
             if let Some(who) = self.identity(key) {
-                targets.extend(match (who.key, who.block) {
-                    (Some(fingerprint), _) => Some(Target::Key(fingerprint)),
-                    (None, block) if block != actor_block => block.map(Target::Address),
-                    (None, _) => None,
-                });
+                targets.extend(who.key.map(Target::Key));
+                let blocks = who.blocks.into_iter();
+                let others = blocks.filter(|block| !actor_blocks.contains(block));
+                targets.extend(others.map(Target::Address));
             }
         }
         Ok(targets)
@@ -109,6 +159,13 @@ impl Chat {
             return Err("that would name you yourself".to_owned());
         }
         if !actor.server_op {
+            // Whether or not the operator is connected now.
+            let by_key = targets.iter().find(|target| {
+                matches!(target, Target::Key(key) if self.moderation.operators.contains(key))
+            });
+            if let Some(key) = by_key {
+                return Err(format!("{key} is a server operator's key"));
+            }
             let operator = self
                 .people
                 .keys()
@@ -146,6 +203,14 @@ impl Chat {
                 actor.room_name
             ));
         }
+        if fingerprint.is_some() {
+            let count = |rules: &super::RoomRules| rules.ops.len();
+            self.room_for_one_more(actor, "operators by key", count, "/deop some first")?;
+        } else if self.guest_op_rooms(&key) >= GUEST_OP_ROOMS {
+            return Err(format!(
+                "{name} is an operator of {GUEST_OP_ROOMS} rooms already, the most a guest may be"
+            ));
+        }
         let rules = self
             .moderation
             .rooms
@@ -172,13 +237,18 @@ impl Chat {
         Ok(())
     }
 
+    /// `/deop NICK`, or `/deop sha256:...` for an operator by key who is
+    /// not connected.
     fn deop(&mut self, actor: &Actor, nick: &str, out: &mut Vec<Output>) -> Result<(), String> {
         let key = nick.to_ascii_lowercase();
-        let fingerprint = self
-            .people
-            .get(&key)
-            .and_then(|person| person.certificate.as_ref()?.key);
-        let server_op = self.is_server_operator(&key);
+        let fingerprint = match Target::parse(nick) {
+            Ok(Target::Key(fingerprint)) => Some(fingerprint),
+            _ => self
+                .people
+                .get(&key)
+                .and_then(|person| person.certificate.as_ref()?.key),
+        };
+        let server_op = fingerprint.is_some_and(|key| self.moderation.operators.contains(&key));
         let Some(rules) = self.moderation.rooms.get_mut(&actor.room_key) else {
             return Err(format!("{nick} is not an operator of {}", actor.room_name));
         };
@@ -228,12 +298,16 @@ impl Chat {
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
         not_in_lobby(actor, "banned")?;
-        let ban = self.sanction(actor, sentence)?;
         let now = self.now();
+        let count = |rules: &super::RoomRules| rules.bans.iter().filter(|b| b.live(now)).count();
+        self.room_for_one_more(actor, "bans", count, "/unban some first")?;
+        let ban = self.sanction(actor, sentence)?;
+        // The target as typed: the addresses and keys added to it are for
+        // the operators' `/bans`, not for everyone in the room.
         let text = format!(
             "{} banned {} from {} ({})",
             actor.nick,
-            ban.targets_text(),
+            sentence.target,
             actor.room_name,
             ban.left(now)
         );
@@ -261,13 +335,16 @@ impl Chat {
         sentence: Sentence<'_>,
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
+        let now = self.now();
+        let count = |rules: &super::RoomRules| rules.mutes.iter().filter(|m| m.live(now)).count();
+        self.room_for_one_more(actor, "mutes", count, "/unmute some first")?;
         let mute = self.sanction(actor, sentence)?;
         let text = format!(
             "{} muted {} in {} ({})",
             actor.nick,
-            mute.targets_text(),
+            sentence.target,
             actor.room_name,
-            mute.left(self.now())
+            mute.left(now)
         );
         self.announce(actor, &text, sentence.reason, out);
         let rules = self
@@ -335,6 +412,16 @@ impl Chat {
             None => Target::Nick(key.clone()),
         };
         let (name, sessions) = (person.nick.to_string(), person.sessions.clone());
+        let invited = self
+            .moderation
+            .rooms
+            .get(&actor.room_key)
+            .is_some_and(|rules| rules.invited.contains(&target));
+        if !invited {
+            let count = |rules: &super::RoomRules| rules.invited.len();
+            let instead = "each is used up on the way in";
+            self.room_for_one_more(actor, "invitations", count, instead)?;
+        }
         let rules = self
             .moderation
             .rooms
@@ -398,7 +485,7 @@ impl Chat {
         let text = format!(
             "{} banned {} from the server ({})",
             actor.nick,
-            ban.targets_text(),
+            sentence.target,
             ban.left(now)
         );
         self.announce(actor, &text, sentence.reason, out);
@@ -570,7 +657,9 @@ impl Chat {
     }
 
     /// `/bans`: the room's operators, bans, mutes and invitations (and
-    /// the server's bans, to a server operator), a notice each.
+    /// the server's bans, to a server operator), a notice each. Keys and
+    /// addresses are shown to the room's operators only: to anyone else,
+    /// the names of those here.
     fn list_rules(&mut self, actor: &Actor, out: &mut Vec<Output>) {
         let now = self.now();
         if self
@@ -588,17 +677,30 @@ impl Chat {
             .get(&actor.room_key)
             .cloned()
             .unwrap_or_default();
+        let operator = actor.server_op || self.is_room_operator(&actor.key, &actor.room_key);
+        let holder = |fingerprint: &Fingerprint| {
+            self.people
+                .values()
+                .find(|person| {
+                    person.certificate.as_ref().and_then(|cert| cert.key) == Some(*fingerprint)
+                })
+                .map(|person| person.nick.to_string())
+        };
+        // How a target is shown to the one asking, if at all.
+        let shown = |target: &Target| match target {
+            _ if operator => Some(target.to_string()),
+            Target::Nick(nick) => Some(nick.clone()),
+            Target::Key(fingerprint) => holder(fingerprint),
+            Target::Address(_) => None,
+        };
         let mut ops: Vec<String> = rules
             .ops
             .iter()
-            .map(|fingerprint| {
-                let here = self.people.values().find(|person| {
-                    person.certificate.as_ref().and_then(|cert| cert.key) == Some(*fingerprint)
-                });
-                match here {
-                    Some(person) => format!("{} ({fingerprint})", person.nick),
-                    None => fingerprint.to_string(),
-                }
+            .map(|fingerprint| match holder(fingerprint) {
+                Some(nick) if operator => format!("{nick} ({fingerprint})"),
+                Some(nick) => nick,
+                None if operator => fingerprint.to_string(),
+                None => "one not connected (by certificate)".to_owned(),
             })
             .collect();
         ops.extend(rules.guest_ops.iter().map(|nick| {
@@ -612,12 +714,26 @@ impl Chat {
         let described = |sanctions: &[Sanction]| -> Vec<String> {
             sanctions
                 .iter()
-                .map(|s| format!("{} {}", s.targets_text(), s.told(now)))
+                .map(|sanction| {
+                    let mut names: Vec<String> = Vec::new();
+                    for name in sanction.targets.iter().filter_map(shown) {
+                        // A nick and the key of the one here under it.
+                        if !names.contains(&name) {
+                            names.push(name);
+                        }
+                    }
+                    let names = if names.is_empty() {
+                        "someone (by address or key)".to_owned()
+                    } else {
+                        names.join(", ")
+                    };
+                    format!("{names} {}", sanction.told(now))
+                })
                 .collect()
         };
         lines.push(listed(&format!("bans in {room}"), described(&rules.bans)));
         lines.push(listed(&format!("mutes in {room}"), described(&rules.mutes)));
-        let invited = rules.invited.iter().map(Target::to_string).collect();
+        let invited = rules.invited.iter().filter_map(shown).collect();
         lines.push(listed(&format!("invited to {room}"), invited));
         lines.push(self.modes_text(actor));
         if actor.server_op {

@@ -19,8 +19,15 @@ pub(crate) use rules::{Identity, RoomRules, Sanction, Target};
 
 use rules::{sanction_lines, server_bans_from_text};
 
+/// The most rooms a guest is an operator of at once. A room's rules are
+/// bounded ([`rules::MAX_PER_ROOM`]), and a guest's go with them, but
+/// while connected a guest could make a room a few times a minute and
+/// fill each: this bounds what one guest can make the server hold.
+pub(crate) const GUEST_OP_ROOMS: usize = 10;
+
 /// What the chat asks to be kept across a restart, whenever it changes:
-/// the store takes it (the hub, alone, does nothing with it yet).
+/// the store takes it (a server alone with a data directory; otherwise
+/// the hub lets it go).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Save {
     /// A room's operators by key, bans, mutes, invitations and modes, as
@@ -105,15 +112,21 @@ impl Chat {
     /// Who someone here is, for matching bans and mutes.
     fn identity(&self, key: &str) -> Option<Identity> {
         let person = self.people.get(key)?;
-        let block = person
+        let mut blocks: Vec<Block> = Vec::with_capacity(person.sessions.len());
+        for session in person
             .sessions
-            .first()
-            .and_then(|id| self.sessions.get(id))
-            .map(|session| Block::of(session.peer.ip()));
+            .iter()
+            .filter_map(|id| self.sessions.get(id))
+        {
+            let block = Block::of(session.peer.ip());
+            if !blocks.contains(&block) {
+                blocks.push(block);
+            }
+        }
         Some(Identity {
             nick: key.to_owned(),
             key: person.certificate.as_ref().and_then(|cert| cert.key),
-            block,
+            blocks,
         })
     }
 
@@ -165,7 +178,7 @@ impl Chat {
         let who = Identity {
             nick: nick.key(),
             key: certificate_key,
-            block: Some(Block::of(peer.ip())),
+            blocks: vec![Block::of(peer.ip())],
         };
         let ban = self
             .moderation
@@ -191,9 +204,25 @@ impl Chat {
         }
         let now = self.now();
         let mut who = self.identity(key)?;
+        // The session entering may be new (a second one, from elsewhere).
         if let Some(session) = self.sessions.get(&id) {
-            who.block = Some(Block::of(session.peer.ip()));
+            let block = Block::of(session.peer.ip());
+            if !who.blocks.contains(&block) {
+                who.blocks.push(block);
+            }
         }
+        // A room nobody is in and nobody moderates is the next comer's
+        // (`made_room`), whatever mode was left on it.
+        let unowned = !self
+            .moderation
+            .rooms
+            .get(&room_key)
+            .is_some_and(RoomRules::has_operators)
+            && self
+                .room_names
+                .get(&room_key)
+                .and_then(|room| self.rooms.get(room))
+                .is_none_or(|state| state.members.is_empty());
         // A ban holds for the room's operators too (one may ban another);
         // only the server's are above it.
         let server_op = self.is_server_operator(key);
@@ -205,7 +234,7 @@ impl Chat {
             Some(ban) if !server_op => {
                 Some(format!("you are banned from {room} {}", ban.told(now)))
             }
-            _ if !rules.invite_only || operator => None,
+            _ if !rules.invite_only || operator || unowned => None,
             _ => match rules.invited.iter().position(|target| target.names(&who)) {
                 Some(at) => {
                     rules.invited.remove(at);
@@ -216,7 +245,7 @@ impl Chat {
                 )),
             },
         };
-        let used_invitation = refusal.is_none() && rules.invite_only && !operator;
+        let used_invitation = refusal.is_none() && rules.invite_only && !operator && !unowned;
         if expired || used_invitation {
             self.save_rules(&room_key, out);
         }
@@ -244,6 +273,16 @@ impl Chat {
             return;
         };
         let fingerprint = person.certificate.as_ref().and_then(|cert| cert.key);
+        if fingerprint.is_none() && self.guest_op_rooms(key) >= GUEST_OP_ROOMS {
+            let text = format!(
+                "{name} has no operator: you are one of {GUEST_OP_ROOMS} rooms already, \
+                 the most a guest may be"
+            );
+            for &id in &person.sessions {
+                out.push(to(id, ServerLine::Notice(&text)));
+            }
+            return;
+        }
         // Not told: the room's first lines stay what they were, and
         // `/bans` names its operators.
         log::info!("{} made {name} and is its operator", person.nick);
@@ -257,11 +296,24 @@ impl Chat {
         }
     }
 
+    /// How many rooms the guest `key` is an operator of.
+    pub(super) fn guest_op_rooms(&self, key: &str) -> usize {
+        let rooms = self.moderation.rooms.values();
+        rooms
+            .filter(|rules| rules.guest_ops.iter().any(|nick| nick == key))
+            .count()
+    }
+
     /// The person `key` is no longer here under that nick: operators by
-    /// nick hold only while connected under it.
+    /// nick hold only while connected under it, and so do invitations by
+    /// nick (a guest's), lest the next to take the nick use one. Rules
+    /// only guests made go with the last of their operators.
     pub(super) fn forget_guest_ops(&mut self, key: &str) {
         self.moderation.rooms.retain(|_, rules| {
             rules.guest_ops.retain(|nick| nick != key);
+            rules
+                .invited
+                .retain(|who| !matches!(who, Target::Nick(nick) if nick == key));
             !rules.is_empty()
         });
     }
@@ -277,17 +329,19 @@ impl Chat {
             return;
         }
         let now = self.now();
-        let muted = self.identity(key).is_some_and(|who| {
-            let room_key = self.people.get(key).and_then(|p| self.room_key(p.room));
-            room_key
-                .and_then(|room_key| self.moderation.rooms.get(&room_key))
-                .is_some_and(|rules| {
-                    rules
-                        .mutes
-                        .iter()
-                        .any(|mute| mute.live(now) && mute.names(&who))
-                })
-        });
+        // A server operator is above every room's mutes.
+        let muted = !self.is_server_operator(key)
+            && self.identity(key).is_some_and(|who| {
+                let room_key = self.people.get(key).and_then(|p| self.room_key(p.room));
+                room_key
+                    .and_then(|room_key| self.moderation.rooms.get(&room_key))
+                    .is_some_and(|rules| {
+                        rules
+                            .mutes
+                            .iter()
+                            .any(|mute| mute.live(now) && mute.names(&who))
+                    })
+            });
         if let Some(person) = self.people.get_mut(key) {
             person.muted = muted;
         }
@@ -316,6 +370,11 @@ impl Chat {
         let Some(who) = self.identity(&key) else {
             return true;
         };
+        if self.is_server_operator(&key) {
+            // Named one since the flag was set (`--operators` reloaded).
+            self.refresh_muted(&key);
+            return false;
+        }
         let room = self.people[&key].room;
         let Some(room_key) = self.room_key(room) else {
             return false;

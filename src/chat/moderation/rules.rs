@@ -51,13 +51,21 @@ impl fmt::Debug for Clock {
     }
 }
 
+/// The most bans, mutes, invitations or operators by key one room keeps,
+/// each: a room's rules are saved whole on every change and listed whole
+/// by `/bans`, so one operator's script must not grow them without end.
+/// A hundred is far more than a room moderated by people needs.
+pub(crate) const MAX_PER_ROOM: usize = 100;
+
 /// What identifies someone, for matching bans and mutes: their nick (in
-/// lower case), their certificate's key if they have one, their address.
+/// lower case), their certificate's key if they have one, and the address
+/// of every session (a person with a certificate may have several, from
+/// several places: a ban of any of them holds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Identity {
     pub(crate) nick: String,
     pub(crate) key: Option<Fingerprint>,
-    pub(crate) block: Option<Block>,
+    pub(crate) blocks: Vec<Block>,
 }
 
 /// What a ban, a mute or an invitation names.
@@ -99,7 +107,7 @@ impl Target {
         match self {
             Target::Nick(nick) => *nick == who.nick,
             Target::Key(key) => who.key == Some(*key),
-            Target::Address(block) => who.block == Some(*block),
+            Target::Address(block) => who.blocks.contains(block),
         }
     }
 }
@@ -135,12 +143,6 @@ impl Sanction {
     /// True if it names `who`.
     pub(crate) fn names(&self, who: &Identity) -> bool {
         self.targets.iter().any(|target| target.names(who))
-    }
-
-    /// Its targets, as people read them: `troll, 10.0.0.7`.
-    pub(crate) fn targets_text(&self) -> String {
-        let targets: Vec<String> = self.targets.iter().map(Target::to_string).collect();
-        targets.join(", ")
     }
 
     /// How long it lasts from `now`: `1h 5m left`, or `until lifted`.
@@ -220,6 +222,12 @@ pub(crate) struct RoomRules {
     pub(crate) invited: Vec<Target>,
     pub(crate) invite_only: bool,
     pub(crate) topic_locked: bool,
+    /// Someone with a certificate changed them (a server operator in a
+    /// room of guests, say), or they were restored: they are saved, and
+    /// outlive the room's operators by nick. Rules only guests made are
+    /// theirs alone, forgotten when the last of them goes, so that guests
+    /// who come and go cannot leave rules behind without end.
+    pub(crate) kept: bool,
 }
 
 impl RoomRules {
@@ -228,14 +236,19 @@ impl RoomRules {
         self.guest_ops.is_empty() && !self.is_durable()
     }
 
-    /// True if something here is saved.
+    /// True if something here is saved: it holds something beyond the
+    /// operators by nick, and someone with a certificate stands behind it.
     fn is_durable(&self) -> bool {
-        !self.ops.is_empty()
+        let holds = !self.ops.is_empty()
             || !self.bans.is_empty()
             || !self.mutes.is_empty()
-            || !self.invited.is_empty()
+            || self
+                .invited
+                .iter()
+                .any(|who| !matches!(who, Target::Nick(_)))
             || self.invite_only
-            || self.topic_locked
+            || self.topic_locked;
+        holds && (self.kept || !self.ops.is_empty())
     }
 
     /// True if someone is an operator (by key or by nick).
@@ -252,8 +265,12 @@ impl RoomRules {
     }
 
     /// What is saved of the rules at `now`, one line each; `None` if
-    /// nothing is. Bans and mutes that ended are left out.
+    /// nothing is (or they are only guests', see [`RoomRules::kept`]).
+    /// Bans and mutes that ended are left out.
     pub(crate) fn to_text(&self, now: u64) -> Option<String> {
+        if !self.is_durable() {
+            return None;
+        }
         let mut lines = Vec::new();
         lines.extend(self.ops.iter().map(|key| format!("op {key}")));
         if self.invite_only {
@@ -262,7 +279,12 @@ impl RoomRules {
         if self.topic_locked {
             lines.push("topic-lock".to_owned());
         }
-        lines.extend(self.invited.iter().map(|who| format!("invited {who}")));
+        // An invitation by nick is a guest's, which ends with the guest.
+        let invited = self
+            .invited
+            .iter()
+            .filter(|who| !matches!(who, Target::Nick(_)));
+        lines.extend(invited.map(|who| format!("invited {who}")));
         lines.extend(sanction_lines("ban", &self.bans, now));
         lines.extend(sanction_lines("mute", &self.mutes, now));
         (!lines.is_empty()).then(|| lines.join("\n"))
@@ -271,7 +293,10 @@ impl RoomRules {
     /// Reads what [`to_text`](RoomRules::to_text) writes; the error
     /// names the line.
     pub(crate) fn from_text(text: &str) -> Result<RoomRules, String> {
-        let mut rules = RoomRules::default();
+        let mut rules = RoomRules {
+            kept: true,
+            ..RoomRules::default()
+        };
         for (number, line) in text.lines().enumerate() {
             let at = |why: String| format!("line {}: {why}", number + 1);
             let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));

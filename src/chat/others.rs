@@ -67,10 +67,21 @@ impl Chat {
                 room,
                 lines,
                 topic,
+                rules,
+                fresh,
                 then,
             } => {
                 self.recent(room, lines, topic, out);
+                self.recent_rules(room, rules.as_deref(), fresh, out);
                 then
+            }
+            Told::Rules { room, rules } => {
+                self.rules_arrived(&room, rules.as_deref(), out);
+                Vec::new()
+            }
+            Told::ServerBans(bans) => {
+                self.server_bans_arrived(bans.as_deref(), out);
+                Vec::new()
             }
             Told::TellRoom(room, text) => {
                 self.tell_room(room, &text, out);
@@ -93,6 +104,7 @@ impl Chat {
                 if let Some(others) = &mut self.others {
                     others.reachable = false;
                 }
+                self.forget_makers();
                 self.tell_everyone(notice, out);
                 lines
             }

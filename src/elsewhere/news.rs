@@ -246,12 +246,31 @@ pub enum Told {
         lines: Vec<Arc<str>>,
         /// Its topic.
         topic: Option<String>,
+        /// Its rules, as [`Told::Rules`] gives them.
+        rules: Option<String>,
+        /// Whether nothing of it was kept anywhere (no line, topic or
+        /// rules): nobody on any server made it before.
+        fresh: bool,
         /// Lines said here meanwhile that could not go to the others after
         /// all, to be shown here.
         then: Vec<RoomLine>,
     },
     /// A notice for every member of a room.
     TellRoom(RoomId, String),
+    /// A room's rules as they are now on every server, whole: they
+    /// replace what this server had, and hold for the people here from
+    /// now on. (Two changes made at once on two servers: the later one,
+    /// in Redis' order, wins whole.)
+    Rules {
+        /// The room's key ([`Room::key`](crate::protocol::Room::key)).
+        room: String,
+        /// The rules, as [`Save::Rules`](crate::chat::Save::Rules) holds
+        /// them; `None` for none.
+        rules: Option<String>,
+    },
+    /// The server bans as they are now on every server, whole, as
+    /// [`Save::ServerBans`](crate::chat::Save::ServerBans) holds them.
+    ServerBans(Option<String>),
     /// The others can be reached again: everyone here is told `notice`,
     /// and new nicks can be checked again.
     Reachable {

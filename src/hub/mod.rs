@@ -304,9 +304,9 @@ impl<E: Elsewhere> Hub<E> {
                 Output::Enter { id, room } => self.enter(id, room),
                 Output::Close { id } => self.close(id),
                 Output::Elsewhere(ask) => self.ask(ask, &mut answers),
-                // The store takes it; a server without one keeps
-                // moderation in memory only.
-                Output::Save(_) => {}
+                // Shared, the other servers take it (Redis is the store
+                // then); the local store takes it when there is one.
+                Output::Save(save) => self.elsewhere.save(save),
             }
         }
         if !answers.is_empty() {

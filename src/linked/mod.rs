@@ -60,9 +60,11 @@ use crate::elsewhere::{Arrival, Ask, Asker, Elsewhere, Query, Reach, RoomLine, T
 use crate::hub::Event;
 use crate::queue;
 
+mod moderation;
 pub mod redis_link;
 mod wire;
 
+use moderation::Publication;
 use redis_link::{Delivery, LinkGauges, RedisLink, Refused};
 pub use wire::{decode, encode};
 use wire::{is_clean, is_nick_key, is_server_line, is_sound, is_sound_answer};
@@ -164,9 +166,9 @@ pub struct Linked {
     /// Rooms left during the event in hand: their names are still needed
     /// for its last lines (who left), and forgotten after.
     leaving: Vec<RoomId>,
-    /// Room lines the link's outbox had no room for, oldest first, with
-    /// their room's name; handed over by [`Linked::pump`].
-    overflow: VecDeque<(String, RoomLine)>,
+    /// Room lines (and rules) the link's outbox had no room for, oldest
+    /// first, with their room's name; handed over by [`Linked::pump`].
+    overflow: VecDeque<(String, Publication)>,
     /// Whether the log said that lines stay here, since `held_back` was
     /// last at most half of [`HELD_BACK_BYTES`].
     overflow_warned: bool,
@@ -245,12 +247,16 @@ impl Linked {
     /// oldest first, as many as it takes now. Done after each event: the lines this server published coming back are events, so
     /// the outbox draining wakes it.
     fn pump(&mut self) {
-        while let Some((key, line)) = self.overflow.front() {
-            if self.publish(key, line).is_err() {
+        while let Some((key, waiting)) = self.overflow.front() {
+            let published = match waiting {
+                Publication::Line(line) => self.publish(key, line),
+                Publication::Rules(rules) => self.publish_rules(key, rules),
+            };
+            if published.is_err() {
                 return;
             }
-            if let Some((_, line)) = self.overflow.pop_front() {
-                self.held_back -= weight(&line);
+            if let Some((_, waiting)) = self.overflow.pop_front() {
+                self.held_back -= waiting.weight();
             }
         }
         // Said again only once what waits has gone well under the bound:
@@ -273,17 +279,16 @@ impl Linked {
     /// Keeps a line the outbox had no room for, unless too much waits
     /// already: then Redis is far behind, and it is shown here only.
     fn hold_back(&mut self, key: String, line: RoomLine) -> Option<RoomLine> {
-        if self.room_for(&line) {
-            self.overflow.push_back((key, line));
+        if self.room_for(weight(&line)) {
+            self.overflow.push_back((key, Publication::Line(line)));
             return None;
         }
         self.rooms.contains_key(&line.room).then_some(line)
     }
 
-    /// Whether `line` may wait here, within [`HELD_BACK_BYTES`]: if so,
-    /// it is counted.
-    fn room_for(&mut self, line: &RoomLine) -> bool {
-        let weight = weight(line);
+    /// Whether something of `weight` may wait here, within
+    /// [`HELD_BACK_BYTES`]: if so, it is counted.
+    fn room_for(&mut self, weight: usize) -> bool {
         if self.held_back + weight <= HELD_BACK_BYTES {
             self.held_back += weight;
             return true;
@@ -388,6 +393,9 @@ impl Linked {
                 if self.rooms.get(&id).is_none_or(|j| j.waiting.is_some()) {
                     return Told::Nothing;
                 }
+                if let Some(rules) = wire::decode_rules(&line) {
+                    return moderation::rules_told(room, rules);
+                }
                 match decode(self.link.run(), id, &line) {
                     Some(local) => Told::Line(local),
                     None => {
@@ -396,7 +404,12 @@ impl Linked {
                     }
                 }
             }
-            Delivery::Recent { room, lines, topic } => {
+            Delivery::Recent {
+                room,
+                lines,
+                topic,
+                rules,
+            } => {
                 let Some(&id) = self.by_key.get(&room) else {
                     return Told::Nothing;
                 };
@@ -423,10 +436,15 @@ impl Linked {
                     }
                     clean
                 });
+                // Nothing of the room in Redis: nobody made it before.
+                let fresh = lines.is_empty() && topic.is_none() && rules.is_none();
+                let rules = rules.filter(|rules| moderation::is_clean_rules(&room, rules));
                 Told::Recent {
                     room: id,
                     lines: past,
                     topic,
+                    rules,
+                    fresh,
                     then,
                 }
             }
@@ -455,8 +473,15 @@ impl Linked {
                     }
                 }
                 // And those waiting for the outbox, likewise.
+                // (Rules that waited stay this server's: it has them.)
                 let rooms = &self.rooms;
-                let waited = self.overflow.drain(..).map(|(_, line)| line);
+                let waited = self
+                    .overflow
+                    .drain(..)
+                    .filter_map(|(_, waiting)| match waiting {
+                        Publication::Line(line) => Some(line),
+                        Publication::Rules(_) => None,
+                    });
                 lines.extend(waited.filter(|line| rooms.contains_key(&line.room)));
                 self.held_back = 0;
                 Told::Unreachable {
@@ -464,6 +489,8 @@ impl Linked {
                     lines,
                 }
             }
+            Delivery::RoomRules { room, rules } => self.room_rules(room, rules),
+            Delivery::ServerBans(bans) => moderation::server_bans_told(bans),
             Delivery::Claimed { name, claim } => Told::Claimed(name, claim),
             Delivery::NameLost { name, lapsed } => Told::NameLost(name, lapsed),
             Delivery::Private { to, line } => {
@@ -607,7 +634,7 @@ impl Elsewhere for Linked {
             Some(Joined {
                 waiting: Some(_), ..
             }) if self.link.is_up() => {
-                if !self.room_for(&line) {
+                if !self.room_for(weight(&line)) {
                     return Some(line);
                 }
                 if let Some(waiting) = self
@@ -731,5 +758,9 @@ impl Elsewhere for Linked {
             Some(delivery) => self.delivered(delivery),
             None => Told::Nothing,
         }
+    }
+
+    fn save(&mut self, save: crate::chat::Save) {
+        self.share(save);
     }
 }

@@ -74,6 +74,20 @@ pub fn decode(token: &str, room: RoomId, text: &str) -> Option<RoomLine> {
     })
 }
 
+/// The text Redis carries for a room's rules, among its lines: `r` and
+/// the rules, whole, one per line (nothing after `r ` when it has none).
+/// No line of a room's starts so ([`encode`]).
+pub(super) fn encode_rules(rules: &str) -> String {
+    format!("r {rules}")
+}
+
+/// Reads back what [`encode_rules`] wrote: `Some(None)` for no rules,
+/// `None` if `text` is not rules at all.
+pub(super) fn decode_rules(text: &str) -> Option<Option<String>> {
+    let rules = text.strip_prefix("r ")?;
+    Some((!rules.is_empty()).then(|| rules.to_owned()))
+}
+
 /// Whether `text` holds nothing the crate keeps off a screen
 /// ([`is_forbidden`]): no line end, nothing a terminal would take as a
 /// command, no writing-direction override. The one rule a client's line

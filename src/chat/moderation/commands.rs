@@ -471,7 +471,13 @@ impl Chat {
 
     /// Closes every session of the person `key`, each told `told` first;
     /// their room hears they quit, and `public` why.
-    fn disconnect(&mut self, key: &str, told: &str, public: &str, out: &mut Vec<Output>) {
+    pub(in crate::chat) fn disconnect(
+        &mut self,
+        key: &str,
+        told: &str,
+        public: &str,
+        out: &mut Vec<Output>,
+    ) {
         let Some(sessions) = self.people.get(key).map(|p| p.sessions.clone()) else {
             return;
         };
@@ -503,30 +509,43 @@ impl Chat {
         reason: Option<&str>,
         out: &mut Vec<Output>,
     ) {
+        self.move_to_lobby(actor.room, &actor.nick, key, reason, out);
+    }
+
+    /// Sends the person `key` from `room` to the lobby, on the word of
+    /// `by` (here, or on another server); the room (them included) is
+    /// told who did it and why.
+    pub(in crate::chat) fn move_to_lobby(
+        &mut self,
+        room: RoomId,
+        by: &str,
+        key: &str,
+        reason: Option<&str>,
+        out: &mut Vec<Output>,
+    ) {
         let Some(person) = self.people.get(key) else {
             return;
         };
+        let room_name = self.room_name(room).to_owned();
         let notice = Notice::Kicked {
             nick: person.nick.as_str(),
-            room: &actor.room_name,
-            by: &actor.nick,
+            room: &room_name,
+            by,
             reason,
         }
         .to_string();
         log::info!(
-            "{} sent {} from {} to the lobby: {}",
-            actor.nick,
+            "{by} sent {} from {room_name} to the lobby: {}",
             person.nick,
-            actor.room_name,
             reason.unwrap_or("-")
         );
         out.push(to_room(
-            actor.room,
+            room,
             ServerLine::Notice(&notice),
             None,
             Keep::Nothing,
         ));
-        self.leave_room(key, actor.room);
+        self.leave_room(key, room);
         let lobby = self.room_for(Room::lobby());
         if let Some(person) = self.people.get_mut(key) {
             person.room = lobby;

@@ -13,6 +13,7 @@ use crate::tls::Fingerprint;
 
 mod commands;
 mod rules;
+mod shared;
 
 pub use rules::Clock;
 pub(crate) use rules::{Identity, RoomRules, Sanction, Target};
@@ -47,6 +48,10 @@ pub(super) struct ModerationState {
     pub(super) rooms: HashMap<String, RoomRules>,
     pub(super) server_bans: Vec<Sanction>,
     clock: Clock,
+    /// Shared: rooms entered here while nobody here was in them, and who
+    /// entered, until the others tell whether the room is new everywhere
+    /// (see `shared`).
+    makers: HashMap<RoomId, String>,
 }
 
 /// Who is acting, where, and with which rights.
@@ -240,6 +245,26 @@ impl Chat {
         {
             return;
         }
+        if self.reachable() {
+            // Empty here is not empty everywhere: decided once the others
+            // have told the room's past (`recent_rules`).
+            // Rooms left before their past came are forgotten here.
+            let rooms = &self.rooms;
+            self.moderation
+                .makers
+                .retain(|room, _| rooms.contains_key(room));
+            self.moderation.makers.insert(room, key.to_owned());
+            return;
+        }
+        self.make_operator(key, room, out);
+    }
+
+    /// The person `key` made `room`, and is its operator.
+    fn make_operator(&mut self, key: &str, room: RoomId, out: &mut Vec<Output>) {
+        let Some(name) = self.rooms.get(&room).map(|state| state.name.clone()) else {
+            return;
+        };
+        let room_key = name.key();
         let Some(person) = self.people.get(key) else {
             return;
         };

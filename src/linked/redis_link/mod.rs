@@ -177,6 +177,17 @@ const ASK_CHANNEL: &str = "chat:ask";
 /// The counter that numbers nodes as they start ([`RedisLink::number`]).
 const NODES_KEY: &str = "chat:nodes";
 
+/// The channel every node listens to for moderation's news: the server
+/// bans (`s TEXT`) and each room's rules (`r ROOM TEXT`), whole, an empty
+/// TEXT for none. A room's rules also come in the room's own order, to
+/// the nodes in it ([`RedisLink::publish_rules`]); this copy is for the
+/// nodes that are not, whose copy would otherwise go stale.
+const MODERATION_CHANNEL: &str = "chat:moderation";
+
+/// The server bans, shared by every node ([`RedisLink::share_server_bans`]);
+/// no expiry: each ban carries its own end.
+const SERVER_BANS_KEY: &str = "chat:server-bans";
+
 /// The highest number a node may take ([`RedisLink::number`]): a guest's
 /// name, `guestN-ID`, must still fit a nick with room for the ID. A
 /// higher `chat:nodes` was not made by the chat's servers (a million
@@ -214,6 +225,8 @@ struct Keys {
     topic: String,
     /// The bytes of the lines the history holds.
     size: String,
+    /// The room's moderation rules, whole ([`RedisLink::publish_rules`]).
+    rules: String,
     channel: String,
 }
 
@@ -225,18 +238,20 @@ impl Keys {
             senders: format!("room:{{{room}}}:senders"),
             topic: format!("room:{{{room}}}:topic"),
             size: format!("room:{{{room}}}:size"),
+            rules: format!("room:{{{room}}}:rules"),
             channel: channel(room),
         }
     }
 
     /// Every key of the room, in the order [`PUBLISH_SCRIPT`] takes them.
-    fn all(&self) -> [&str; 5] {
+    fn all(&self) -> [&str; 6] {
         [
             &self.seq,
             &self.history,
             &self.senders,
             &self.topic,
             &self.size,
+            &self.rules,
         ]
     }
 }
@@ -346,6 +361,8 @@ struct ToPublish {
     line: String,
     /// The room's new topic, if the line sets one.
     topic: Option<String>,
+    /// The room's new rules, if the line carries them (empty: none).
+    rules: Option<String>,
 }
 
 /// The node's end of the link. Dropping it first gives the publisher up
@@ -478,6 +495,7 @@ impl RedisLink {
             joined: HashMap::new(),
             down: false,
             touch_script: Script::new(TOUCH_SCRIPT),
+            server_bans: None,
         };
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -524,17 +542,40 @@ impl RedisLink {
     /// link was up but that could not yet reach Redis when it went down
     /// is published when it comes back.
     pub fn publish(&self, room: &str, line: &str) -> Result<(), Refused> {
-        self.send(room, line, None)
+        self.send(room, line, None, None)
     }
 
     /// Like [`RedisLink::publish`], for a line that also sets the room's topic:
     /// kept in Redis with the line, in the same atomic step, so that a
     /// node joining the room later finds it ([`Delivery::Recent`]).
     pub fn publish_topic(&self, room: &str, line: &str, topic: &str) -> Result<(), Refused> {
-        self.send(room, line, Some(topic))
+        self.send(room, line, Some(topic), None)
     }
 
-    fn send(&self, room: &str, line: &str, topic: Option<&str>) -> Result<(), Refused> {
+    /// Like [`RedisLink::publish`], for an entry that carries the room's
+    /// moderation rules, whole (`rules` empty: it has none): kept in Redis
+    /// in the same atomic step (`room:{name}:rules`, expiring with the
+    /// room's other keys), so that a node joining the room later finds
+    /// them ([`Delivery::Recent`]); and told, in that step too, to every
+    /// node not in the room ([`Delivery::RoomRules`]).
+    pub fn publish_rules(&self, room: &str, line: &str, rules: &str) -> Result<(), Refused> {
+        self.send(room, line, None, Some(rules))
+    }
+
+    /// Shares the server bans, whole (`None`: there are none): kept in
+    /// Redis, and told to every node ([`Delivery::ServerBans`]), this one
+    /// included.
+    pub fn share_server_bans(&self, bans: Option<&str>) -> Result<(), Refused> {
+        self.ask(Errand::ServerBans(bans.unwrap_or_default().to_owned()))
+    }
+
+    fn send(
+        &self,
+        room: &str,
+        line: &str,
+        topic: Option<&str>,
+        rules: Option<&str>,
+    ) -> Result<(), Refused> {
         if !self.shared.up.load(Ordering::SeqCst) {
             return Err(Refused::Down);
         }
@@ -545,6 +586,7 @@ impl RedisLink {
             room: room.to_owned(),
             line: line.to_owned(),
             topic: topic.map(str::to_owned),
+            rules: rules.map(str::to_owned),
         };
         match outbox.try_send(outgoing) {
             Ok(()) => Ok(()),

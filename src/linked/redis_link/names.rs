@@ -120,6 +120,9 @@ pub(super) enum Errand {
     /// Wakes this node's subscriber, which then looks at the rooms it
     /// should be in at once rather than at its next poll.
     Wake,
+    /// The server bans, whole (empty: none), to keep and tell every
+    /// node (see [`super::RedisLink::share_server_bans`]).
+    ServerBans(String),
     /// This node's answer to another's question.
     Reply {
         run: String,
@@ -368,6 +371,21 @@ impl Directory {
                 .query(open),
             // Never sent to Redis: the run loop renews instead.
             Errand::Renew => Ok(0),
+            // Kept and told in one step: a node that reads the key after
+            // subscribing misses no change.
+            Errand::ServerBans(bans) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                if bans.is_empty() {
+                    pipe.cmd("DEL").arg(super::SERVER_BANS_KEY);
+                } else {
+                    pipe.cmd("SET").arg(super::SERVER_BANS_KEY).arg(bans);
+                }
+                pipe.cmd("PUBLISH")
+                    .arg(super::MODERATION_CHANNEL)
+                    .arg(format!("s {bans}"));
+                pipe.exec(open).map(|()| 0)
+            }
             Errand::Wake => redis::cmd("PUBLISH")
                 .arg(node_channel(&self.run))
                 .arg("w")
@@ -408,6 +426,14 @@ impl Directory {
             // The asker waits for the answers only so long; the
             // subscriber looks at its rooms at its next poll anyway.
             (Errand::Reply { .. } | Errand::Wake | Errand::Renew, _) => return,
+            (Errand::ServerBans(_), Ok(_)) => return,
+            (Errand::ServerBans(_), Err(Lost)) => {
+                log::warn!(
+                    "the server bans could not be shared: they hold on this server only \
+                     until changed again"
+                );
+                return;
+            }
             (Errand::Everyone { ticket, .. }, answer) => {
                 if answer.is_ok() {
                     self.schedule.asked(ticket, Instant::now());

@@ -248,8 +248,8 @@ pub enum Told {
         topic: Option<String>,
         /// Its rules, as [`Told::Rules`] gives them.
         rules: Option<String>,
-        /// Whether nothing of it was kept anywhere (no line, topic or
-        /// rules): nobody on any server made it before.
+        /// Whether it is new, for all that matters: nobody ever spoke in
+        /// it, set its topic or kept rules for it, on any server.
         fresh: bool,
         /// Lines said here meanwhile that could not go to the others after
         /// all, to be shown here.

@@ -419,7 +419,7 @@ impl Linked {
                     .and_then(|joined| joined.waiting.take())
                     .unwrap_or_default();
                 self.held_back -= waiting.iter().map(weight).sum::<usize>();
-                let past = lines
+                let past: Vec<Arc<str>> = lines
                     .iter()
                     .filter_map(|text| decode(self.link.run(), id, text))
                     .filter(|local| local.keep == Keep::History)
@@ -436,8 +436,10 @@ impl Linked {
                     }
                     clean
                 });
-                // Nothing of the room in Redis: nobody made it before.
-                let fresh = lines.is_empty() && topic.is_none() && rules.is_none();
+                // Nobody ever spoke there, set its topic or kept rules
+                // for it: new, for all it matters. (Its notices do not
+                // count: the maker's own arrival is among them.)
+                let fresh = past.is_empty() && topic.is_none() && rules.is_none();
                 let rules = rules.filter(|rules| moderation::is_clean_rules(&room, rules));
                 Told::Recent {
                     room: id,

@@ -545,6 +545,13 @@ impl Chat {
             None,
             Keep::Nothing,
         ));
+        // Shared, the room hears it when it is back from the others, by
+        // when they are in the lobby: they are told it now instead.
+        if self.reachable() {
+            for &id in &person.sessions {
+                out.push(to(id, ServerLine::Notice(&notice)));
+            }
+        }
         self.leave_room(key, room);
         let lobby = self.room_for(Room::lobby());
         if let Some(person) = self.people.get_mut(key) {

@@ -67,6 +67,8 @@ impl Chat {
             log::warn!("the server bans from the other servers are refused: {why}");
             return;
         }
+        let count = self.moderation.server_bans.len();
+        log::info!("{count} server bans, as the other servers have them");
         let now = self.now();
         let mut named = Vec::new();
         for key in self.people.keys() {

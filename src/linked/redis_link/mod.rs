@@ -438,6 +438,11 @@ impl RedisLink {
         let script = Script::new(PUBLISH_SCRIPT);
         script.load(&mut publish).map_err(fail)?;
         let first_epoch = epoch(&mut query).map_err(fail)?;
+        // Before anyone can connect here, so that they already hold.
+        let server_bans: Option<String> = redis::cmd("GET")
+            .arg(SERVER_BANS_KEY)
+            .query(&mut query)
+            .map_err(fail)?;
         let number: u64 = redis::cmd("INCR")
             .arg(NODES_KEY)
             .query(&mut query)
@@ -458,6 +463,10 @@ impl RedisLink {
         });
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
+        if server_bans.is_some() {
+            // The queue is new and holds at least one.
+            let _ = deliver.try_send(Delivery::ServerBans(server_bans.clone()));
+        }
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
         let (ask, asks) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (name_changes, names_changed) = crossbeam_channel::bounded(NAMES_QUEUE);
@@ -495,7 +504,7 @@ impl RedisLink {
             joined: HashMap::new(),
             down: false,
             touch_script: Script::new(TOUCH_SCRIPT),
-            server_bans: None,
+            server_bans,
         };
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()

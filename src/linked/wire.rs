@@ -182,6 +182,18 @@ mod tests {
     }
 
     #[test]
+    fn rules_round_trip_and_are_no_line() {
+        let rules = "op sha256:abc\nban - op troll spam";
+        let text = encode_rules(rules);
+        assert_eq!(decode_rules(&text), Some(Some(rules.to_owned())));
+        assert_eq!(decode_rules(&encode_rules("")), Some(None));
+        // Among a room's lines, an entry of rules is not one of them.
+        assert_eq!(decode("run", RoomId(1), &text), None);
+        let line = local(None, Keep::History);
+        assert_eq!(decode_rules(&encode("run", &line)), None);
+    }
+
+    #[test]
     fn nonsense_is_refused() {
         for text in [
             "",

@@ -116,6 +116,19 @@ impl Chat {
                 self.name_lost(&name, lapsed, out);
                 Vec::new()
             }
+            Told::ActIn(to, act) => {
+                self.act_in(&to, act, out);
+                Vec::new()
+            }
+            Told::ActSent {
+                from,
+                to,
+                act,
+                sent,
+            } => {
+                self.act_sent(from, &to, &act, sent, out);
+                Vec::new()
+            }
             Told::PrivateIn(to, line) => {
                 self.private_in(&to, &line, out);
                 Vec::new()
@@ -159,6 +172,7 @@ impl Chat {
             }
             Ask::Query { id, query, page } => self.answer_here(id, &query, page.as_deref(), out),
             Ask::Private { from, to, line } => self.private_sent(from, &to, &line, Sent::Down, out),
+            Ask::Act { from, to, act } => self.act_sent(from, &to, &act, Sent::Down, out),
             Ask::Hold { .. } | Ask::Release { .. } => {}
         }
     }

@@ -41,6 +41,16 @@ pub enum Ask {
         /// The page asked for, if any (the asker's business only).
         page: Option<String>,
     },
+    /// A kick or a kill of someone on another server, done there.
+    /// Whether it reached their server comes back as [`Told::ActSent`].
+    Act {
+        /// Who asked (a moderator here).
+        from: ClientId,
+        /// Whom it is done to, in lower case.
+        to: String,
+        /// What.
+        act: Act,
+    },
     /// A private line for someone on another server. Whether it arrived
     /// comes back as [`Told::PrivateSent`].
     Private {
@@ -51,6 +61,32 @@ pub enum Ask {
         /// The line.
         line: Arc<str>,
     },
+}
+
+/// A moderator's kick or kill of someone on another server
+/// ([`Ask::Act`]), as that server is told it: it checks what it can (that
+/// they are in the room; that only a server operator acts on another)
+/// and does it as if it were made there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Act {
+    /// The moderator's nick.
+    pub by: String,
+    /// Whether the moderator is a server operator.
+    pub server_op: bool,
+    /// What is done.
+    pub deed: Deed,
+    /// Why, if they said.
+    pub reason: Option<String>,
+}
+
+/// What an [`Act`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deed {
+    /// `/kick`: sends them from this room (its name) to the lobby, if
+    /// they are in it.
+    Kick(String),
+    /// `/kill`: disconnects them.
+    Kill,
 }
 
 /// Why an [`Ask`] could not go: the chat answers it itself.
@@ -295,6 +331,20 @@ pub enum Told {
     NameLost(String, bool),
     /// A private line for someone here (the nick in lower case).
     PrivateIn(String, Arc<str>),
+    /// A kick or kill for someone here (the nick in lower case), from a
+    /// moderator on another server.
+    ActIn(String, Act),
+    /// What became of an [`Ask::Act`].
+    ActSent {
+        /// Who asked.
+        from: ClientId,
+        /// Whom it was for, in lower case.
+        to: String,
+        /// What.
+        act: Act,
+        /// Whether it reached their server.
+        sent: Sent,
+    },
     /// What became of an [`Ask::Private`].
     PrivateSent {
         /// The sender.

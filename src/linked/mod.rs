@@ -56,7 +56,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::chat::{ClientId, Keep, RoomId};
-use crate::elsewhere::{Arrival, Ask, Asker, Elsewhere, Query, Reach, RoomLine, Told, Unasked};
+use crate::elsewhere::{
+    Act, Arrival, Ask, Asker, Elsewhere, Query, Reach, RoomLine, Told, Unasked,
+};
 use crate::hub::Event;
 use crate::queue;
 
@@ -179,6 +181,8 @@ pub struct Linked {
     held_back_shown: Arc<AtomicUsize>,
     /// Private lines on their way, by ticket: who sent them, to whom.
     private: HashMap<u64, (ClientId, String, Arc<str>)>,
+    /// Moderators' acts on their way, by ticket: who asked, for whom.
+    acts: HashMap<u64, (ClientId, String, Act)>,
     /// Questions to every server, by ticket, while their answers come.
     gathering: HashMap<u64, Gathering>,
     /// The clients here whose question is in `gathering`: one each.
@@ -235,6 +239,7 @@ impl Linked {
             held_back: 0,
             held_back_shown: Arc::default(),
             private: HashMap::new(),
+            acts: HashMap::new(),
             gathering: HashMap::new(),
             asking: HashSet::new(),
             answering: None,
@@ -510,8 +515,9 @@ impl Linked {
                     line,
                     sent,
                 },
-                None => Told::Nothing,
+                None => self.act_sent(ticket, sent),
             },
+            Delivery::Act { to, act } => moderation::act_told(to, &act),
             Delivery::Question {
                 run,
                 ticket,
@@ -678,6 +684,7 @@ impl Elsewhere for Linked {
             }
             Ask::Query { id, query, page } => self.query(*id, query.clone(), page.clone()),
             Ask::Private { from, to, line } => self.private(*from, to.clone(), Arc::clone(line)),
+            Ask::Act { from, to, act } => self.act(*from, to.clone(), act.clone()),
         };
         refused.map_err(|refused| {
             let why = match refused {

@@ -1,16 +1,17 @@
 //! Moderation through the link: a room's rules go to Redis in the room's
 //! own order, as an entry among its lines, and come back to every server
 //! in it ([`Told::Rules`]), mute before the next line; the server bans go
-//! to every server. What the chat does with them is the chat's
-//! (`chat::moderation`); how an entry is written, `wire`.
+//! to every server; a kick or kill of someone on another server goes to
+//! that server, as a private line does. What the chat does with them is
+//! the chat's (`chat::moderation`); how they are written, `wire`.
 
 use log::warn;
 
 use super::redis_link::Refused;
-use super::wire::{encode_rules, is_clean};
+use super::wire::{decode_act, encode_act, encode_rules, is_clean, is_nick_key};
 use super::{weight, Linked, LINE_OVERHEAD};
-use crate::chat::Save;
-use crate::elsewhere::{RoomLine, Told};
+use crate::chat::{ClientId, Save};
+use crate::elsewhere::{Act, RoomLine, Sent, Told};
 
 /// What waits here for room in the link's outbox, in its room's order.
 #[derive(Debug)]
@@ -112,4 +113,41 @@ pub(super) fn is_clean_rules(room: &str, rules: &str) -> bool {
         warn!("the rules of {room} from Redis make no sense; ignored");
     }
     clean
+}
+
+impl Linked {
+    /// Sends a moderator's act to whichever server has `to` (in lower
+    /// case); the answer comes as [`Told::ActSent`]. `Err` if it cannot
+    /// go now.
+    pub(super) fn act(&mut self, from: ClientId, to: String, act: Act) -> Result<(), Refused> {
+        let ticket = self.ticket();
+        self.link.send_act(ticket, &to, &encode_act(&act))?;
+        self.acts.insert(ticket, (from, to, act));
+        Ok(())
+    }
+
+    /// What became of the act sent with `ticket`, if one was.
+    pub(super) fn act_sent(&mut self, ticket: u64, sent: Sent) -> Told {
+        match self.acts.remove(&ticket) {
+            Some((from, to, act)) => Told::ActSent {
+                from,
+                to,
+                act,
+                sent,
+            },
+            None => Told::Nothing,
+        }
+    }
+}
+
+/// A moderator's act from Redis for `to`, here, if it is what a server
+/// sends.
+pub(super) fn act_told(to: String, act: &str) -> Told {
+    match decode_act(act) {
+        Some(act) if is_nick_key(&to) => Told::ActIn(to, act),
+        _ => {
+            warn!("a moderator's act from Redis makes no sense; dropped");
+            Told::Nothing
+        }
+    }
 }

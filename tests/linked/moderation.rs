@@ -1,7 +1,7 @@
 //! Moderation across two linked servers: a ban, a mute and a kick made on
-//! one reach the person on the other; a server ban made on one
-//! disconnects there and is refused on reconnecting; a server that
-//! starts later knows both from Redis.
+//! one reach the person on the other; a kill and a server ban made on one
+//! disconnect there, and the ban is refused on reconnecting; a server
+//! that starts later knows the bans from Redis.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -122,6 +122,28 @@ fn a_ban_and_a_mute_made_on_one_server_hold_on_the_other() {
     two.stop();
 }
 
+#[test]
+fn a_kick_made_on_one_server_reaches_the_other() {
+    let two = Two::start(&[]);
+    let (redis, pki) = (&two.redis, &two.pki);
+    let mut op = person(&two.a, pki, "op");
+    let mut noisy = person(&two.b, pki, "noisy");
+    room_of(redis, &mut op, &mut [&mut noisy], "#den");
+    op.send("/kick noisy calm down");
+    let sent = "notice noisy was sent from #den to the lobby by op: calm down";
+    noisy.recv_until(|line| line == sent);
+    assert!(noisy.recv().starts_with("notice you are in #lobby ("));
+    // The room hears it once, from their server.
+    op.recv_until(|line| line == sent);
+    op.send("gone?");
+    assert_eq!(op.recv_non_notice(), "chat op gone?");
+    // Nobody by that name anywhere.
+    op.send("/kick nobody");
+    assert_eq!(next_error(&op), "error no user named nobody is connected");
+    drop((op, noisy));
+    two.stop();
+}
+
 /// `chat-server --redis URL --node-name NODE --client-ca CA --guests
 /// --operators FILE`.
 fn moderated_node(pki: &Pki, redis_url: &str, node: &str, operators: &OsStr) -> ServerProcess {
@@ -164,6 +186,20 @@ fn a_server_ban_made_on_one_server_disconnects_and_refuses_on_the_others() {
     redis.wait_subscribed("#lobby", 1);
     let troll_client = join_as(&b, &pki, &troll);
     root_client.recv_until(|line| line == "notice troll joined #lobby");
+    // A guest on b, disconnected from a.
+    let mut pest = TestClient::connect(b.addr, &pki.ca);
+    pest.send("/nick pest");
+    pest.recv_until(|line| line == "notice you are now pest");
+    // Renamed: root hears it, so a has heard the name is taken.
+    root_client.recv_until(|line| line.ends_with(" is now pest"));
+    root_client.send("/kill pest enough");
+    assert_eq!(
+        next_error(&pest),
+        "error you were disconnected by root: enough"
+    );
+    assert!(matches!(pest.expect_end(), Incoming::Closed));
+    assert_eq!(root_client.recv(), "notice you disconnected pest");
+    root_client.recv_until(|line| line == "notice pest quit: disconnected by root: enough");
 
     root_client.send("/serverban troll 1d trolling");
     let told = "error you are banned from this server by root (";

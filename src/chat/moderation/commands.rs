@@ -4,6 +4,7 @@
 
 use super::{Actor, Sanction, Target};
 use crate::chat::{reply, to, to_room, Chat, ClientId, Keep, Output, RoomId};
+use crate::elsewhere::Deed;
 use crate::protocol::{self, Mode, Moderation, Notice, Room, Sentence, ServerLine};
 
 impl Chat {
@@ -134,7 +135,16 @@ impl Chat {
     }
 
     fn op(&mut self, actor: &Actor, nick: &str, out: &mut Vec<Output>) -> Result<(), String> {
-        let key = self.present(nick)?;
+        let key = self.present(nick).map_err(|why| {
+            if self.others.is_some() {
+                format!(
+                    "{nick} is not connected to this server: /op names someone here, whose \
+                     certificate this server can read"
+                )
+            } else {
+                why
+            }
+        })?;
         let person = &self.people[&key];
         let (name, fingerprint) = (
             person.nick.to_string(),
@@ -212,7 +222,13 @@ impl Chat {
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
         not_in_lobby(actor, "kicked")?;
-        let key = self.present(nick)?;
+        let key = match self.present(nick) {
+            Ok(key) => key,
+            Err(why) => {
+                let deed = Deed::Kick(actor.room_name.clone());
+                return self.act_elsewhere(actor, nick, deed, reason, why, out);
+            }
+        };
         if self.people[&key].room != actor.room {
             return Err(format!("{nick} is not in {}", actor.room_name));
         }
@@ -444,7 +460,10 @@ impl Chat {
         reason: Option<&str>,
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
-        let key = self.present(nick)?;
+        let key = match self.present(nick) {
+            Ok(key) => key,
+            Err(why) => return self.act_elsewhere(actor, nick, Deed::Kill, reason, why, out),
+        };
         if key == actor.key {
             return Err("to leave, /quit".to_owned());
         }

@@ -1,10 +1,14 @@
 //! Moderation shared with other servers: a room's rules and the server
 //! bans, whole, as they arrive from the others (every server's changes,
 //! this one's included, in Redis' order), applied to the people here;
-//! and who makes a room, once its past says whether it is new everywhere.
-//! Not how they travel (the hub's `Elsewhere`), nor the commands.
+//! who makes a room, once its past says whether it is new everywhere; and
+//! a kick or kill of someone on another server, done there. Not how they
+//! travel (the hub's `Elsewhere`), nor the commands.
 
-use super::{Chat, Output, RoomId, RoomRules};
+use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules};
+use crate::chat::{to as to_one, LINK_DOWN_MSG};
+use crate::elsewhere::{Act, Ask, Deed, Sent};
+use crate::protocol::{Nick, ServerLine, LOBBY};
 
 impl Chat {
     /// A room's rules as every server has them now (`None`: it has none):
@@ -130,5 +134,110 @@ impl Chat {
     /// another server would not).
     pub(in crate::chat) fn forget_makers(&mut self) {
         self.moderation.makers.clear();
+    }
+}
+
+impl Chat {
+    /// `nick` is not here (`why` says so): shared, with the others in
+    /// reach, the kick or kill goes to whichever server has them
+    /// ([`Ask::Act`]), which does it; the room hears it from there.
+    pub(super) fn act_elsewhere(
+        &self,
+        actor: &Actor,
+        nick: &str,
+        deed: Deed,
+        reason: Option<&str>,
+        why: String,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        if self.others.is_none() || Nick::parse(nick).is_err() {
+            return Err(why);
+        }
+        if !self.reachable() {
+            return Err(format!(
+                "{why} here, and the link to the other servers is down: try again when it \
+                 is back"
+            ));
+        }
+        let what = match &deed {
+            Deed::Kick(room) => format!("send them from {room} to the lobby"),
+            Deed::Kill => "disconnect them".to_owned(),
+        };
+        log::info!("{} asks the server of {nick} to {what}", actor.nick);
+        let act = Act {
+            by: actor.nick.clone(),
+            server_op: actor.server_op,
+            deed,
+            reason: reason.map(str::to_owned),
+        };
+        out.push(Output::Elsewhere(Ask::Act {
+            from: actor.id,
+            to: nick.to_ascii_lowercase(),
+            act,
+        }));
+        Ok(())
+    }
+
+    /// A kick or kill from a moderator on another server for `to`, here:
+    /// done as if made here, unless `to` is no longer in the room, or is
+    /// a server operator and the moderator is not (then only the log
+    /// says so).
+    pub(in crate::chat) fn act_in(&mut self, to: &str, act: Act, out: &mut Vec<Output>) {
+        let Some(person) = self.people.get(to) else {
+            return;
+        };
+        if self.is_server_operator(to) && !act.server_op {
+            log::info!("{} from elsewhere: {to} is a server operator", act.by);
+            return;
+        }
+        let reason = act.reason.as_deref();
+        match &act.deed {
+            Deed::Kick(room) => {
+                let room = self.room_names.get(&room.to_ascii_lowercase()).copied();
+                match room {
+                    Some(room) if room == person.room && self.room_name(room) != LOBBY => {
+                        self.move_to_lobby(room, &act.by, to, reason, out);
+                    }
+                    _ => log::info!("{} from elsewhere: {to} is not in that room", act.by),
+                }
+            }
+            Deed::Kill => {
+                let mut public = format!("disconnected by {}", act.by);
+                if let Some(reason) = reason {
+                    public.push_str(": ");
+                    public.push_str(reason);
+                }
+                log::info!("{} disconnected {to} from another server", act.by);
+                let told = format!("you were {public}");
+                self.disconnect(to, &told, &public, out);
+            }
+        }
+    }
+
+    /// What became of a kick or kill `from` asked of `to`'s server.
+    pub(in crate::chat) fn act_sent(
+        &self,
+        from: ClientId,
+        to: &str,
+        act: &Act,
+        sent: Sent,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.sessions.contains_key(&from) {
+            return;
+        }
+        let text = match (sent, &act.deed) {
+            // The room hears it from their server.
+            (Sent::Delivered, Deed::Kick(_)) => return,
+            (Sent::Delivered, Deed::Kill) => {
+                return out.push(to_one(
+                    from,
+                    ServerLine::Notice(&format!("you disconnected {to}")),
+                ));
+            }
+            (Sent::NoOne, _) => format!("no user named {to} is connected"),
+            (Sent::Down, _) => LINK_DOWN_MSG.to_owned(),
+        };
+        out.push(to_one(from, ServerLine::Error(&text)));
     }
 }

@@ -3,6 +3,7 @@
 //! here at once; and who makes a room, once its past is told.
 
 use super::*;
+use crate::elsewhere::{Act, Ask, Deed, Sent};
 
 /// A shared chat with `guest7-1` in `#den`, whose past the others have
 /// told (`fresh`: nobody made it before, anywhere), and `guest7-2` there
@@ -166,4 +167,98 @@ fn a_server_ban_that_arrives_disconnects_who_it_names() {
         chat.told(Told::ServerBans(None), out);
     });
     h.join(4);
+}
+
+#[test]
+fn a_kick_of_someone_elsewhere_goes_to_their_server_which_does_it() {
+    let (mut h, a, b, _) = den(true);
+    h.asked();
+    assert!(h.ask(a, "/kick zed be nice").is_empty());
+    let asked = h.asked();
+    let [Output::Elsewhere(Ask::Act { from, to, act })] = asked.as_slice() else {
+        panic!("{asked:?}");
+    };
+    assert_eq!((*from, to.as_str()), (a, "zed"));
+    let want = Act {
+        by: "guest7-1".into(),
+        server_op: false,
+        deed: Deed::Kick("#den".into()),
+        reason: Some("be nice".into()),
+    };
+    assert_eq!(act, &want);
+    // Reached their server: the room hears it from there.
+    let seen = h.by_others(|chat, out| chat.act_sent(a, "zed", &want, Sent::Delivered, out));
+    assert!(seen.is_empty(), "{seen:?}");
+    let seen = h.by_others(|chat, out| chat.act_sent(a, "zed", &want, Sent::NoOne, out));
+    assert_eq!(seen[&a], vec!["error no user named zed is connected"]);
+
+    // Here, from another server's operator of the room.
+    let from_there = Act {
+        by: "mallory".into(),
+        ..want.clone()
+    };
+    let seen = h.by_others(|chat, out| {
+        chat.told(Told::ActIn("guest7-2".into(), from_there), out);
+    });
+    let sent = "notice guest7-2 was sent from #den to the lobby by mallory: be nice";
+    assert_eq!(seen[&b][0], sent);
+    assert!(seen[&a].contains(&sent.to_owned()));
+    // Not in that room any more: nothing happens.
+    let again = Act {
+        by: "mallory".into(),
+        ..want.clone()
+    };
+    let seen = h.by_others(|chat, out| {
+        chat.told(Told::ActIn("guest7-2".into(), again), out);
+    });
+    assert!(seen.is_empty(), "{seen:?}");
+
+    // With the link down, it is refused at once.
+    h.set_reachable(false);
+    h.expect(
+        a,
+        "/kick zed",
+        &[
+            "error no user named zed is connected here, and the link to the other servers \
+           is down: try again when it is back",
+        ],
+    );
+}
+
+#[test]
+fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
+    let (mut h, a, b, _) = den(true);
+    let kill = Act {
+        by: "root".into(),
+        server_op: true,
+        deed: Deed::Kill,
+        reason: Some("enough".into()),
+    };
+    let seen = h.by_others(|chat, out| {
+        chat.told(Told::ActIn("guest7-2".into(), kill), out);
+    });
+    assert_eq!(
+        seen[&b],
+        vec!["error you were disconnected by root: enough"]
+    );
+    assert!(h.closed.contains(&b));
+    assert!(seen[&a].contains(&"notice guest7-2 quit: disconnected by root: enough".to_owned()));
+    // Asked by a server operator here: told it was done.
+    let kill = Act {
+        by: "guest7-1".into(),
+        server_op: true,
+        deed: Deed::Kill,
+        reason: None,
+    };
+    let seen = h.by_others(|chat, out| chat.act_sent(a, "zed", &kill, Sent::Delivered, out));
+    assert_eq!(seen[&a], vec!["notice you disconnected zed"]);
+    // Someone elsewhere cannot be made an operator from here.
+    h.expect(
+        a,
+        "/op zed",
+        &[
+            "error zed is not connected to this server: /op names someone here, whose \
+           certificate this server can read",
+        ],
+    );
 }

@@ -160,6 +160,14 @@ pub enum Delivery {
         /// The line, as given to [`RedisLink::send_private`].
         line: String,
     },
+    /// A moderator's act for a user of this node, from any node
+    /// ([`RedisLink::send_act`]).
+    Act {
+        /// The user's name, in lower case.
+        to: String,
+        /// The act, as given to [`RedisLink::send_act`].
+        act: String,
+    },
     /// Another node (or this one) asks every node something
     /// ([`RedisLink::ask_everyone`]); answer with [`RedisLink::reply`].
     Question {

@@ -679,8 +679,22 @@ impl RedisLink {
     pub fn send_private(&self, ticket: u64, to: &str, line: &str) -> Result<(), Refused> {
         self.ask(Errand::Private {
             ticket,
+            kind: "p",
             to: to.to_owned(),
             line: line.to_owned(),
+        })
+    }
+
+    /// Sends a moderator's act (`act`, one line) to whoever holds `to`
+    /// (in lower case), as [`RedisLink::send_private`] sends a line: it
+    /// comes out there as [`Delivery::Act`], and the answer here as
+    /// [`Delivery::PrivateSent`] with `ticket`.
+    pub fn send_act(&self, ticket: u64, to: &str, act: &str) -> Result<(), Refused> {
+        self.ask(Errand::Private {
+            ticket,
+            kind: "m",
+            to: to.to_owned(),
+            line: act.to_owned(),
         })
     }
 

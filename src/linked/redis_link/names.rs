@@ -104,8 +104,11 @@ pub(super) enum Errand {
     Claim(String),
     Hold(String),
     Release(String),
+    /// A line for a user of whichever node holds the name: a private
+    /// line (`kind` `p`) or a moderator's act (`m`).
     Private {
         ticket: u64,
+        kind: &'static str,
         to: String,
         line: String,
     },
@@ -360,10 +363,10 @@ impl Directory {
                 .key(name_key(name))
                 .arg(&self.run)
                 .invoke(open),
-            Errand::Private { to, line, .. } => scripts
+            Errand::Private { to, line, kind, .. } => scripts
                 .private
                 .key(name_key(to))
-                .arg(format!("p {to} {line}"))
+                .arg(format!("{kind} {to} {line}"))
                 .invoke(open),
             Errand::Everyone { ticket, question } => redis::cmd("PUBLISH")
                 .arg(super::ASK_CHANNEL)

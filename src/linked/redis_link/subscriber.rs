@@ -450,7 +450,8 @@ impl Subscriber {
     }
 
     /// A message for this node (`to_us`: `p NAME LINE`, a private line
-    /// for a user here, or `r TICKET ANSWER`, an answer to a question of
+    /// for a user here, `m NAME ACT`, a moderator's act for one, or
+    /// `r TICKET ANSWER`, an answer to a question of
     /// ours), or a question to all (`RUN TICKET QUESTION`).
     pub(super) fn on_node_message(&self, to_us: bool, bytes: &[u8]) -> Result<(), SubscriberEnd> {
         // A wake-up (see `RedisLink::join_room`): the loop looks at the rooms.
@@ -464,6 +465,10 @@ impl Subscriber {
                 (true, "p") => Delivery::Private {
                     to: second.to_owned(),
                     line: rest.to_owned(),
+                },
+                (true, "m") => Delivery::Act {
+                    to: second.to_owned(),
+                    act: rest.to_owned(),
                 },
                 (true, "r") => Delivery::Answer {
                     ticket: second.parse().ok()?,

@@ -695,7 +695,7 @@ impl Elsewhere for Linked {
         })
     }
 
-    /// Kept for [`ANSWER_KEPT`], to be given again to the same question.
+    /// Kept for `ANSWER_KEPT`, to be given again to the same question.
     fn answer(&self, asker: &Asker, answer: &str) {
         if let Some((asked, question)) = &self.answering {
             if asked == asker {

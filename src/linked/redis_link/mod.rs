@@ -143,6 +143,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, Tr
 use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Script, Value};
 
 mod connect;
+mod keys;
 mod messages;
 mod names;
 mod order;
@@ -155,6 +156,7 @@ mod subscriber;
 mod tests;
 
 use connect::{current_seq, epoch, Target};
+use keys::{channel, room_of, Keys};
 pub use messages::{Delivery, LinkError, LinkSettings, Refused};
 use publisher::{pause, Publisher};
 use subscriber::Subscriber;
@@ -214,57 +216,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// The longest node name; see [`RedisLink::start`] for the characters allowed.
 pub const NODE_NAME_MAX: usize = 64;
-
-/// The key names of one room. The braces would make the room's name a
-/// Redis Cluster hash tag, though the link runs on one Redis only (see
-/// the module documentation).
-struct Keys {
-    seq: String,
-    history: String,
-    senders: String,
-    topic: String,
-    /// The bytes of the lines the history holds.
-    size: String,
-    /// The room's moderation rules, whole ([`RedisLink::publish_rules`]).
-    rules: String,
-    channel: String,
-}
-
-impl Keys {
-    fn of(room: &str) -> Keys {
-        Keys {
-            seq: format!("room:{{{room}}}:seq"),
-            history: format!("room:{{{room}}}:history"),
-            senders: format!("room:{{{room}}}:senders"),
-            topic: format!("room:{{{room}}}:topic"),
-            size: format!("room:{{{room}}}:size"),
-            rules: format!("room:{{{room}}}:rules"),
-            channel: channel(room),
-        }
-    }
-
-    /// Every key of the room, in the order [`PUBLISH_SCRIPT`] takes them.
-    fn all(&self) -> [&str; 6] {
-        [
-            &self.seq,
-            &self.history,
-            &self.senders,
-            &self.topic,
-            &self.size,
-            &self.rules,
-        ]
-    }
-}
-
-/// A room's pub/sub channel.
-fn channel(room: &str) -> String {
-    format!("room:{{{room}}}")
-}
-
-/// The room whose channel this is, if it is one.
-fn room_of(channel: &str) -> Option<&str> {
-    channel.strip_prefix("room:{")?.strip_suffix('}')
-}
 
 /// Reads a channel's message back, `seq node line` as the script wrote
 /// it; `None` for anything else.

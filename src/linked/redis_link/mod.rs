@@ -24,7 +24,9 @@
 //! which Redis runs as one atomic step, does three things (four, for a
 //! line that sets the room's topic: `SET room:{name}:topic` as well, so
 //! that a node joining the room later is told it with the room's last
-//! lines, [`Delivery::Recent`]):
+//! lines, [`Delivery::Recent`]; and for an entry that carries the room's
+//! moderation rules, `SET room:{name}:rules` and a copy to the nodes not
+//! in the room, [`RedisLink::publish_rules`]):
 //!
 //! 1. `INCR room:{name}:seq`: the line's number in its room (its *seq*),
 //!    1, 2, 3, ... The same number on every node, so every node shows the

@@ -5,7 +5,7 @@
 use super::{Actor, Sanction, Target};
 use crate::chat::{reply, to, to_room, Chat, ClientId, Keep, Output, RoomId};
 use crate::elsewhere::Deed;
-use crate::protocol::{self, Mode, Moderation, Notice, Room, Sentence, ServerLine};
+use crate::protocol::{self, Mode, Moderation, Nick, Notice, Room, Sentence, ServerLine};
 
 impl Chat {
     /// A moderation command from session `id`.
@@ -344,13 +344,24 @@ impl Chat {
 
     fn invite(&mut self, actor: &Actor, nick: &str, out: &mut Vec<Output>) -> Result<(), String> {
         not_in_lobby(actor, "invited")?;
-        let key = self.present(nick)?;
-        let person = &self.people[&key];
-        let target = match person.certificate.as_ref().and_then(|cert| cert.key) {
-            Some(fingerprint) => Target::Key(fingerprint),
-            None => Target::Nick(key.clone()),
+        let (target, name, sessions) = match self.present(nick) {
+            Ok(key) => {
+                let person = &self.people[&key];
+                let target = match person.certificate.as_ref().and_then(|cert| cert.key) {
+                    Some(fingerprint) => Target::Key(fingerprint),
+                    None => Target::Nick(key.clone()),
+                };
+                (target, person.nick.to_string(), person.sessions.clone())
+            }
+            // Shared, someone on another server is invited by nick (a
+            // certificate is read only where its holder is), and told by
+            // the room's notice if they are in it, else not at all.
+            Err(_) if self.others.is_some() && Nick::parse(nick).is_ok() => {
+                let target = Target::Nick(nick.to_ascii_lowercase());
+                (target, nick.to_owned(), Vec::new())
+            }
+            Err(why) => return Err(why),
         };
-        let (name, sessions) = (person.nick.to_string(), person.sessions.clone());
         let rules = self
             .moderation
             .rooms

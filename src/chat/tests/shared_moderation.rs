@@ -262,3 +262,18 @@ fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
         ],
     );
 }
+
+#[test]
+fn someone_elsewhere_is_invited_by_nick() {
+    let (mut h, a, _, _) = den(true);
+    h.send(a, "/mode +i");
+    let seen = h.send(a, "/invite Zed");
+    assert_eq!(seen[&a], vec!["notice guest7-1 invited Zed to #den"]);
+    assert_eq!(
+        h.saved.last(),
+        Some(&Save::Rules {
+            room: "#den".into(),
+            rules: Some("invite-only\ninvited zed".into()),
+        })
+    );
+}

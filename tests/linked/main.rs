@@ -7,7 +7,9 @@
 #![cfg(feature = "redis")]
 
 // What comes from Redis is checked, and what waits for it or for the
-// answers is bounded: `bounds.rs`.
+// answers is bounded: `bounds.rs`. Moderation across servers (where a
+// test needs operators by certificate, as processes of their own):
+// `moderation.rs`.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};

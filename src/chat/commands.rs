@@ -289,7 +289,7 @@ impl Chat {
             self.leave_room(&current, guest.room);
             (guest.room, notice)
         });
-        self.forget_guest_ops(&current);
+        self.forget_guest_ops(&current, out);
         if let Some(session) = self.sessions.get_mut(&id) {
             session.person = key.clone();
             session.wants_token = true;
@@ -424,7 +424,7 @@ impl Chat {
         // An operator by nick is one only under that nick; a mute by nick
         // stays with the nick.
         if old_key != new_key {
-            self.forget_guest_ops(&old_key);
+            self.forget_guest_ops(&old_key, out);
         }
         self.refresh_muted(&new_key);
         let text = Notice::YouAreNow { nick: new.as_str() }.to_string();

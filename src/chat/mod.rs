@@ -645,7 +645,7 @@ impl Chat {
             }));
         }
         if person.certificate.is_none() {
-            self.forget_guest_ops(key);
+            self.forget_guest_ops(key, out);
         }
         self.leave_room(key, person.room);
         self.tell_leaving(person.room, notice, None, out);

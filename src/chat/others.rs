@@ -67,10 +67,21 @@ impl Chat {
                 room,
                 lines,
                 topic,
+                rules,
+                fresh,
                 then,
             } => {
                 self.recent(room, lines, topic, out);
+                self.recent_rules(room, rules.as_deref(), fresh, out);
                 then
+            }
+            Told::Rules { room, rules } => {
+                self.rules_arrived(&room, rules.as_deref(), out);
+                Vec::new()
+            }
+            Told::ServerBans(bans) => {
+                self.server_bans_arrived(bans.as_deref(), out);
+                Vec::new()
             }
             Told::TellRoom(room, text) => {
                 self.tell_room(room, &text, out);
@@ -93,6 +104,7 @@ impl Chat {
                 if let Some(others) = &mut self.others {
                     others.reachable = false;
                 }
+                self.forget_makers();
                 self.tell_everyone(notice, out);
                 lines
             }
@@ -102,6 +114,19 @@ impl Chat {
             }
             Told::NameLost(name, lapsed) => {
                 self.name_lost(&name, lapsed, out);
+                Vec::new()
+            }
+            Told::ActIn(to, act) => {
+                self.act_in(&to, act, out);
+                Vec::new()
+            }
+            Told::ActSent {
+                from,
+                to,
+                act,
+                sent,
+            } => {
+                self.act_sent(from, &to, &act, sent, out);
                 Vec::new()
             }
             Told::PrivateIn(to, line) => {
@@ -147,6 +172,7 @@ impl Chat {
             }
             Ask::Query { id, query, page } => self.answer_here(id, &query, page.as_deref(), out),
             Ask::Private { from, to, line } => self.private_sent(from, &to, &line, Sent::Down, out),
+            Ask::Act { from, to, act } => self.act_sent(from, &to, &act, Sent::Down, out),
             Ask::Hold { .. } | Ask::Release { .. } => {}
         }
     }

@@ -15,15 +15,16 @@
 use std::any::Any;
 use std::io;
 
-use crate::chat::RoomId;
 pub use crate::chat::RoomLine;
+use crate::chat::{RoomId, Save};
 use crate::hub::Event;
 use crate::queue;
 
 mod news;
 
 pub use news::{
-    Ask, Asker, Claim, Query, Reach, Sent, Told, Unasked, WhoPart, MOST_IN_A_ROOM, MOST_NAMES_ASKED,
+    Act, Ask, Asker, Claim, Deed, Query, Reach, Sent, Told, Unasked, WhoPart, MOST_IN_A_ROOM,
+    MOST_NAMES_ASKED,
 };
 
 /// Something an implementation of [`Elsewhere`] received on a thread of
@@ -87,6 +88,11 @@ pub trait Elsewhere: Send {
 
     /// What the hub does with something that arrived ([`Event::Elsewhere`]).
     fn arrived(&mut self, arrival: Arrival) -> Told;
+
+    /// Moderation's state changed here ([`Save`]): shared, the other
+    /// servers are given it, and it comes back to every server (this one
+    /// included) as [`Told::Rules`] or [`Told::ServerBans`].
+    fn save(&mut self, save: Save);
 }
 
 impl<E: Elsewhere + ?Sized> Elsewhere for Box<E> {
@@ -116,6 +122,9 @@ impl<E: Elsewhere + ?Sized> Elsewhere for Box<E> {
     }
     fn arrived(&mut self, arrival: Arrival) -> Told {
         (**self).arrived(arrival)
+    }
+    fn save(&mut self, save: Save) {
+        (**self).save(save);
     }
 }
 
@@ -150,4 +159,6 @@ impl Elsewhere for Alone {
     fn arrived(&mut self, _arrival: Arrival) -> Told {
         Told::Nothing
     }
+    #[inline]
+    fn save(&mut self, _save: Save) {}
 }

@@ -41,6 +41,16 @@ pub enum Ask {
         /// The page asked for, if any (the asker's business only).
         page: Option<String>,
     },
+    /// A kick or a kill of someone on another server, done there.
+    /// Whether it reached their server comes back as [`Told::ActSent`].
+    Act {
+        /// Who asked (a moderator here).
+        from: ClientId,
+        /// Whom it is done to, in lower case.
+        to: String,
+        /// What.
+        act: Act,
+    },
     /// A private line for someone on another server. Whether it arrived
     /// comes back as [`Told::PrivateSent`].
     Private {
@@ -51,6 +61,32 @@ pub enum Ask {
         /// The line.
         line: Arc<str>,
     },
+}
+
+/// A moderator's kick or kill of someone on another server
+/// ([`Ask::Act`]), as that server is told it: it checks what it can (that
+/// they are in the room; that only a server operator acts on another)
+/// and does it as if it were made there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Act {
+    /// The moderator's nick.
+    pub by: String,
+    /// Whether the moderator is a server operator.
+    pub server_op: bool,
+    /// What is done.
+    pub deed: Deed,
+    /// Why, if they said.
+    pub reason: Option<String>,
+}
+
+/// What an [`Act`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deed {
+    /// `/kick`: sends them from this room (its name) to the lobby, if
+    /// they are in it.
+    Kick(String),
+    /// `/kill`: disconnects them.
+    Kill,
 }
 
 /// Why an [`Ask`] could not go: the chat answers it itself.
@@ -246,12 +282,31 @@ pub enum Told {
         lines: Vec<Arc<str>>,
         /// Its topic.
         topic: Option<String>,
+        /// Its rules, as [`Told::Rules`] gives them.
+        rules: Option<String>,
+        /// Whether it is new, for all that matters: nobody ever spoke in
+        /// it, set its topic or kept rules for it, on any server.
+        fresh: bool,
         /// Lines said here meanwhile that could not go to the others after
         /// all, to be shown here.
         then: Vec<RoomLine>,
     },
     /// A notice for every member of a room.
     TellRoom(RoomId, String),
+    /// A room's rules as they are now on every server, whole: they
+    /// replace what this server had, and hold for the people here from
+    /// now on. (Two changes made at once on two servers: the later one,
+    /// in Redis' order, wins whole.)
+    Rules {
+        /// The room's key ([`Room::key`](crate::protocol::Room::key)).
+        room: String,
+        /// The rules, as [`Save::Rules`](crate::chat::Save::Rules) holds
+        /// them; `None` for none.
+        rules: Option<String>,
+    },
+    /// The server bans as they are now on every server, whole, as
+    /// [`Save::ServerBans`](crate::chat::Save::ServerBans) holds them.
+    ServerBans(Option<String>),
     /// The others can be reached again: everyone here is told `notice`,
     /// and new nicks can be checked again.
     Reachable {
@@ -276,6 +331,20 @@ pub enum Told {
     NameLost(String, bool),
     /// A private line for someone here (the nick in lower case).
     PrivateIn(String, Arc<str>),
+    /// A kick or kill for someone here (the nick in lower case), from a
+    /// moderator on another server.
+    ActIn(String, Act),
+    /// What became of an [`Ask::Act`].
+    ActSent {
+        /// Who asked.
+        from: ClientId,
+        /// Whom it was for, in lower case.
+        to: String,
+        /// What.
+        act: Act,
+        /// Whether it reached their server.
+        sent: Sent,
+    },
     /// What became of an [`Ask::Private`].
     PrivateSent {
         /// The sender.

@@ -354,11 +354,13 @@ impl<E: Elsewhere> Hub<E> {
         }
     }
 
-    /// Moderation rules that changed go to the store, with one; without,
-    /// a server keeps them in memory only.
+    /// Moderation rules that changed go to the store, with one; shared,
+    /// to the other servers (Redis is the store then: a shared server has
+    /// no local one, so nothing is written twice); else they live in
+    /// memory only.
     fn save(&mut self, save: Save) {
         let Some(feed) = &mut self.store else {
-            return;
+            return self.elsewhere.save(save);
         };
         feed.save(match save {
             Save::Rules { room, rules } => Change::Rules { room, text: rules },

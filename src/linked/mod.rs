@@ -56,13 +56,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::chat::{ClientId, Keep, RoomId};
-use crate::elsewhere::{Arrival, Ask, Asker, Elsewhere, Query, Reach, RoomLine, Told, Unasked};
+use crate::elsewhere::{
+    Act, Arrival, Ask, Asker, Elsewhere, Query, Reach, RoomLine, Told, Unasked,
+};
 use crate::hub::Event;
 use crate::queue;
 
+mod moderation;
 pub mod redis_link;
 mod wire;
 
+use moderation::Publication;
 use redis_link::{Delivery, LinkGauges, RedisLink, Refused};
 pub use wire::{decode, encode};
 use wire::{is_clean, is_nick_key, is_server_line, is_sound, is_sound_answer};
@@ -164,9 +168,9 @@ pub struct Linked {
     /// Rooms left during the event in hand: their names are still needed
     /// for its last lines (who left), and forgotten after.
     leaving: Vec<RoomId>,
-    /// Room lines the link's outbox had no room for, oldest first, with
-    /// their room's name; handed over by [`Linked::pump`].
-    overflow: VecDeque<(String, RoomLine)>,
+    /// Room lines (and rules) the link's outbox had no room for, oldest
+    /// first, with their room's name; handed over by [`Linked::pump`].
+    overflow: VecDeque<(String, Publication)>,
     /// Whether the log said that lines stay here, since `held_back` was
     /// last at most half of [`HELD_BACK_BYTES`].
     overflow_warned: bool,
@@ -177,6 +181,8 @@ pub struct Linked {
     held_back_shown: Arc<AtomicUsize>,
     /// Private lines on their way, by ticket: who sent them, to whom.
     private: HashMap<u64, (ClientId, String, Arc<str>)>,
+    /// Moderators' acts on their way, by ticket: who asked, for whom.
+    acts: HashMap<u64, (ClientId, String, Act)>,
     /// Questions to every server, by ticket, while their answers come.
     gathering: HashMap<u64, Gathering>,
     /// The clients here whose question is in `gathering`: one each.
@@ -233,6 +239,7 @@ impl Linked {
             held_back: 0,
             held_back_shown: Arc::default(),
             private: HashMap::new(),
+            acts: HashMap::new(),
             gathering: HashMap::new(),
             asking: HashSet::new(),
             answering: None,
@@ -245,12 +252,16 @@ impl Linked {
     /// oldest first, as many as it takes now. Done after each event: the lines this server published coming back are events, so
     /// the outbox draining wakes it.
     fn pump(&mut self) {
-        while let Some((key, line)) = self.overflow.front() {
-            if self.publish(key, line).is_err() {
+        while let Some((key, waiting)) = self.overflow.front() {
+            let published = match waiting {
+                Publication::Line(line) => self.publish(key, line),
+                Publication::Rules(rules) => self.publish_rules(key, rules),
+            };
+            if published.is_err() {
                 return;
             }
-            if let Some((_, line)) = self.overflow.pop_front() {
-                self.held_back -= weight(&line);
+            if let Some((_, waiting)) = self.overflow.pop_front() {
+                self.held_back -= waiting.weight();
             }
         }
         // Said again only once what waits has gone well under the bound:
@@ -273,17 +284,16 @@ impl Linked {
     /// Keeps a line the outbox had no room for, unless too much waits
     /// already: then Redis is far behind, and it is shown here only.
     fn hold_back(&mut self, key: String, line: RoomLine) -> Option<RoomLine> {
-        if self.room_for(&line) {
-            self.overflow.push_back((key, line));
+        if self.room_for(weight(&line)) {
+            self.overflow.push_back((key, Publication::Line(line)));
             return None;
         }
         self.rooms.contains_key(&line.room).then_some(line)
     }
 
-    /// Whether `line` may wait here, within [`HELD_BACK_BYTES`]: if so,
-    /// it is counted.
-    fn room_for(&mut self, line: &RoomLine) -> bool {
-        let weight = weight(line);
+    /// Whether something of `weight` may wait here, within
+    /// [`HELD_BACK_BYTES`]: if so, it is counted.
+    fn room_for(&mut self, weight: usize) -> bool {
         if self.held_back + weight <= HELD_BACK_BYTES {
             self.held_back += weight;
             return true;
@@ -388,6 +398,9 @@ impl Linked {
                 if self.rooms.get(&id).is_none_or(|j| j.waiting.is_some()) {
                     return Told::Nothing;
                 }
+                if let Some(rules) = wire::decode_rules(&line) {
+                    return moderation::rules_told(room, rules);
+                }
                 match decode(self.link.run(), id, &line) {
                     Some(local) => Told::Line(local),
                     None => {
@@ -396,7 +409,12 @@ impl Linked {
                     }
                 }
             }
-            Delivery::Recent { room, lines, topic } => {
+            Delivery::Recent {
+                room,
+                lines,
+                topic,
+                rules,
+            } => {
                 let Some(&id) = self.by_key.get(&room) else {
                     return Told::Nothing;
                 };
@@ -406,7 +424,7 @@ impl Linked {
                     .and_then(|joined| joined.waiting.take())
                     .unwrap_or_default();
                 self.held_back -= waiting.iter().map(weight).sum::<usize>();
-                let past = lines
+                let past: Vec<Arc<str>> = lines
                     .iter()
                     .filter_map(|text| decode(self.link.run(), id, text))
                     .filter(|local| local.keep == Keep::History)
@@ -423,10 +441,17 @@ impl Linked {
                     }
                     clean
                 });
+                // Nobody ever spoke there, set its topic or kept rules
+                // for it: new, for all it matters. (Its notices do not
+                // count: the maker's own arrival is among them.)
+                let fresh = past.is_empty() && topic.is_none() && rules.is_none();
+                let rules = rules.filter(|rules| moderation::is_clean_rules(&room, rules));
                 Told::Recent {
                     room: id,
                     lines: past,
                     topic,
+                    rules,
+                    fresh,
                     then,
                 }
             }
@@ -455,8 +480,15 @@ impl Linked {
                     }
                 }
                 // And those waiting for the outbox, likewise.
+                // (Rules that waited stay this server's: it has them.)
                 let rooms = &self.rooms;
-                let waited = self.overflow.drain(..).map(|(_, line)| line);
+                let waited = self
+                    .overflow
+                    .drain(..)
+                    .filter_map(|(_, waiting)| match waiting {
+                        Publication::Line(line) => Some(line),
+                        Publication::Rules(_) => None,
+                    });
                 lines.extend(waited.filter(|line| rooms.contains_key(&line.room)));
                 self.held_back = 0;
                 Told::Unreachable {
@@ -464,6 +496,8 @@ impl Linked {
                     lines,
                 }
             }
+            Delivery::RoomRules { room, rules } => self.room_rules(room, rules),
+            Delivery::ServerBans(bans) => moderation::server_bans_told(bans),
             Delivery::Claimed { name, claim } => Told::Claimed(name, claim),
             Delivery::NameLost { name, lapsed } => Told::NameLost(name, lapsed),
             Delivery::Private { to, line } => {
@@ -481,8 +515,9 @@ impl Linked {
                     line,
                     sent,
                 },
-                None => Told::Nothing,
+                None => self.act_sent(ticket, sent),
             },
+            Delivery::Act { to, act } => moderation::act_told(to, &act),
             Delivery::Question {
                 run,
                 ticket,
@@ -607,7 +642,7 @@ impl Elsewhere for Linked {
             Some(Joined {
                 waiting: Some(_), ..
             }) if self.link.is_up() => {
-                if !self.room_for(&line) {
+                if !self.room_for(weight(&line)) {
                     return Some(line);
                 }
                 if let Some(waiting) = self
@@ -649,6 +684,7 @@ impl Elsewhere for Linked {
             }
             Ask::Query { id, query, page } => self.query(*id, query.clone(), page.clone()),
             Ask::Private { from, to, line } => self.private(*from, to.clone(), Arc::clone(line)),
+            Ask::Act { from, to, act } => self.act(*from, to.clone(), act.clone()),
         };
         refused.map_err(|refused| {
             let why = match refused {
@@ -659,7 +695,7 @@ impl Elsewhere for Linked {
         })
     }
 
-    /// Kept for [`ANSWER_KEPT`], to be given again to the same question.
+    /// Kept for `ANSWER_KEPT`, to be given again to the same question.
     fn answer(&self, asker: &Asker, answer: &str) {
         if let Some((asked, question)) = &self.answering {
             if asked == asker {
@@ -731,5 +767,9 @@ impl Elsewhere for Linked {
             Some(delivery) => self.delivered(delivery),
             None => Told::Nothing,
         }
+    }
+
+    fn save(&mut self, save: crate::chat::Save) {
+        self.share(save);
     }
 }

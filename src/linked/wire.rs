@@ -4,7 +4,7 @@
 //! framing (`redis_link`), nor what the hub does with a line.
 
 use crate::chat::{ClientId, Keep, RoomId};
-use crate::elsewhere::{Query, RoomLine, WhoPart};
+use crate::elsewhere::{Act, Deed, Query, RoomLine, WhoPart};
 use crate::line::is_forbidden;
 use crate::protocol::{Nick, Room, ServerLine};
 
@@ -71,6 +71,68 @@ pub fn decode(token: &str, room: RoomId, text: &str) -> Option<RoomLine> {
         line: line.into(),
         except,
         keep,
+    })
+}
+
+/// The text Redis carries for a room's rules, among its lines: `r` and
+/// the rules, whole, one per line (nothing after `r ` when it has none).
+/// No line of a room's starts so ([`encode`]).
+pub(super) fn encode_rules(rules: &str) -> String {
+    format!("r {rules}")
+}
+
+/// Reads back what [`encode_rules`] wrote: `Some(None)` for no rules,
+/// `None` if `text` is not rules at all.
+pub(super) fn decode_rules(text: &str) -> Option<Option<String>> {
+    let rules = text.strip_prefix("r ")?;
+    Some((!rules.is_empty()).then(|| rules.to_owned()))
+}
+
+/// The text a moderator's act travels as: `kick BY OP ROOM [REASON]` or
+/// `kill BY OP [REASON]`, OP `1` if BY is a server operator, else `0`.
+pub(super) fn encode_act(act: &Act) -> String {
+    let op = if act.server_op { "1" } else { "0" };
+    let mut text = match &act.deed {
+        Deed::Kick(room) => format!("kick {} {op} {room}", act.by),
+        Deed::Kill => format!("kill {} {op}", act.by),
+    };
+    if let Some(reason) = &act.reason {
+        text.push(' ');
+        text.push_str(reason);
+    }
+    text
+}
+
+/// Reads back what [`encode_act`] wrote; `None` for anything else: a
+/// moderator who is not a nick, a room that is not one, a reason that is
+/// not one clean line.
+pub(super) fn decode_act(text: &str) -> Option<Act> {
+    let (deed, rest) = text.split_once(' ')?;
+    let (by, rest) = rest.split_once(' ')?;
+    let (op, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let server_op = match op {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    let (deed, reason) = match deed {
+        "kick" => {
+            let (room, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+            Room::parse(room).ok()?;
+            (Deed::Kick(room.to_owned()), reason)
+        }
+        "kill" => (Deed::Kill, rest),
+        _ => return None,
+    };
+    Nick::parse(by).ok()?;
+    if !is_clean(reason) {
+        return None;
+    }
+    Some(Act {
+        by: by.to_owned(),
+        server_op,
+        deed,
+        reason: (!reason.is_empty()).then(|| reason.to_owned()),
     })
 }
 
@@ -164,6 +226,56 @@ mod tests {
             let theirs = decode("eu.1/run2", RoomId(7), &text).expect("decodes");
             assert_eq!(theirs.except, None);
             assert_eq!(theirs.line, line.line);
+        }
+    }
+
+    #[test]
+    fn rules_round_trip_and_are_no_line() {
+        let rules = "op sha256:abc\nban - op troll spam";
+        let text = encode_rules(rules);
+        assert_eq!(decode_rules(&text), Some(Some(rules.to_owned())));
+        assert_eq!(decode_rules(&encode_rules("")), Some(None));
+        // Among a room's lines, an entry of rules is not one of them.
+        assert_eq!(decode("run", RoomId(1), &text), None);
+        let line = local(None, Keep::History);
+        assert_eq!(decode_rules(&encode("run", &line)), None);
+    }
+
+    #[test]
+    fn acts_round_trip_and_nonsense_is_refused() {
+        let kick = Act {
+            by: "op".into(),
+            server_op: false,
+            deed: Deed::Kick("#den".into()),
+            reason: Some("too loud, sorry".into()),
+        };
+        let kill = Act {
+            by: "root".into(),
+            server_op: true,
+            deed: Deed::Kill,
+            reason: None,
+        };
+        for act in [kick, kill] {
+            assert_eq!(decode_act(&encode_act(&act)), Some(act.clone()));
+        }
+        assert_eq!(
+            encode_act(&Act {
+                reason: None,
+                ..decode_act("kill a 0").unwrap()
+            }),
+            "kill a 0"
+        );
+        for text in [
+            "",
+            "kick op 0",
+            "kick op 2 #den",
+            "kick 9op 0 #den",
+            "kick op 0 den",
+            "ban op 0 #den",
+            "kill op 0 \u{1b}[2J",
+            "kill op 0 one\ntwo",
+        ] {
+            assert_eq!(decode_act(text), None, "{text:?}");
         }
     }
 

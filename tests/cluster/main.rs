@@ -263,7 +263,8 @@ fn joining_a_room_brings_its_last_lines_and_topic() {
         Delivery::Recent {
             room: "tea".into(),
             lines: vec![],
-            topic: None
+            topic: None,
+            rules: None
         }
     );
     for n in 1..=4 {
@@ -278,7 +279,8 @@ fn joining_a_room_brings_its_last_lines_and_topic() {
         Delivery::Recent {
             room: "tea".into(),
             lines: vec!["line 3".into(), "line 4".into(), "topic set".into()],
-            topic: Some("green".into())
+            topic: Some("green".into()),
+            rules: None
         }
     );
     // And then only what is said from now on.

@@ -7,7 +7,9 @@
 #![cfg(feature = "redis")]
 
 // What comes from Redis is checked, and what waits for it or for the
-// answers is bounded: `bounds.rs`.
+// answers is bounded: `bounds.rs`. Moderation across servers (where a
+// test needs operators by certificate, as processes of their own):
+// `moderation.rs`.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -558,3 +560,4 @@ fn a_server_that_cannot_log_in_to_redis_says_so_and_exits() {
 }
 
 mod bounds;
+mod moderation;

@@ -6,7 +6,8 @@ use super::rules::MAX_PER_ROOM;
 use super::GUEST_OP_ROOMS;
 use super::{Actor, Sanction, Target};
 use crate::chat::{reply, to, to_room, Chat, ClientId, Keep, Output, RoomId};
-use crate::protocol::{self, Mode, Moderation, Notice, Room, Sentence, ServerLine};
+use crate::elsewhere::Deed;
+use crate::protocol::{self, Mode, Moderation, Nick, Notice, Room, Sentence, ServerLine};
 use crate::tls::Fingerprint;
 
 impl Chat {
@@ -191,7 +192,16 @@ impl Chat {
     }
 
     fn op(&mut self, actor: &Actor, nick: &str, out: &mut Vec<Output>) -> Result<(), String> {
-        let key = self.present(nick)?;
+        let key = self.present(nick).map_err(|why| {
+            if self.others.is_some() {
+                format!(
+                    "{nick} is not connected to this server: /op names someone here, whose \
+                     certificate this server can read"
+                )
+            } else {
+                why
+            }
+        })?;
         let person = &self.people[&key];
         let (name, fingerprint) = (
             person.nick.to_string(),
@@ -282,7 +292,13 @@ impl Chat {
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
         not_in_lobby(actor, "kicked")?;
-        let key = self.present(nick)?;
+        let key = match self.present(nick) {
+            Ok(key) => key,
+            Err(why) => {
+                let deed = Deed::Kick(actor.room_name.clone());
+                return self.act_elsewhere(actor, nick, deed, reason, why, out);
+            }
+        };
         if self.people[&key].room != actor.room {
             return Err(format!("{nick} is not in {}", actor.room_name));
         }
@@ -405,13 +421,24 @@ impl Chat {
 
     fn invite(&mut self, actor: &Actor, nick: &str, out: &mut Vec<Output>) -> Result<(), String> {
         not_in_lobby(actor, "invited")?;
-        let key = self.present(nick)?;
-        let person = &self.people[&key];
-        let target = match person.certificate.as_ref().and_then(|cert| cert.key) {
-            Some(fingerprint) => Target::Key(fingerprint),
-            None => Target::Nick(key.clone()),
+        let (target, name, sessions) = match self.present(nick) {
+            Ok(key) => {
+                let person = &self.people[&key];
+                let target = match person.certificate.as_ref().and_then(|cert| cert.key) {
+                    Some(fingerprint) => Target::Key(fingerprint),
+                    None => Target::Nick(key.clone()),
+                };
+                (target, person.nick.to_string(), person.sessions.clone())
+            }
+            // Shared, someone on another server is invited by nick (a
+            // certificate is read only where its holder is), and told by
+            // the room's notice if they are in it, else not at all.
+            Err(_) if self.others.is_some() && Nick::parse(nick).is_ok() => {
+                let target = Target::Nick(nick.to_ascii_lowercase());
+                (target, nick.to_owned(), Vec::new())
+            }
+            Err(why) => return Err(why),
         };
-        let (name, sessions) = (person.nick.to_string(), person.sessions.clone());
         let invited = self
             .moderation
             .rooms
@@ -531,7 +558,10 @@ impl Chat {
         reason: Option<&str>,
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
-        let key = self.present(nick)?;
+        let key = match self.present(nick) {
+            Ok(key) => key,
+            Err(why) => return self.act_elsewhere(actor, nick, Deed::Kill, reason, why, out),
+        };
         if key == actor.key {
             return Err("to leave, /quit".to_owned());
         }
@@ -558,7 +588,13 @@ impl Chat {
 
     /// Closes every session of the person `key`, each told `told` first;
     /// their room hears they quit, and `public` why.
-    fn disconnect(&mut self, key: &str, told: &str, public: &str, out: &mut Vec<Output>) {
+    pub(in crate::chat) fn disconnect(
+        &mut self,
+        key: &str,
+        told: &str,
+        public: &str,
+        out: &mut Vec<Output>,
+    ) {
         let Some(sessions) = self.people.get(key).map(|p| p.sessions.clone()) else {
             return;
         };
@@ -590,30 +626,50 @@ impl Chat {
         reason: Option<&str>,
         out: &mut Vec<Output>,
     ) {
+        self.move_to_lobby(actor.room, &actor.nick, key, reason, out);
+    }
+
+    /// Sends the person `key` from `room` to the lobby, on the word of
+    /// `by` (here, or on another server); the room (them included) is
+    /// told who did it and why.
+    pub(in crate::chat) fn move_to_lobby(
+        &mut self,
+        room: RoomId,
+        by: &str,
+        key: &str,
+        reason: Option<&str>,
+        out: &mut Vec<Output>,
+    ) {
         let Some(person) = self.people.get(key) else {
             return;
         };
+        let room_name = self.room_name(room).to_owned();
         let notice = Notice::Kicked {
             nick: person.nick.as_str(),
-            room: &actor.room_name,
-            by: &actor.nick,
+            room: &room_name,
+            by,
             reason,
         }
         .to_string();
         log::info!(
-            "{} sent {} from {} to the lobby: {}",
-            actor.nick,
+            "{by} sent {} from {room_name} to the lobby: {}",
             person.nick,
-            actor.room_name,
             reason.unwrap_or("-")
         );
         out.push(to_room(
-            actor.room,
+            room,
             ServerLine::Notice(&notice),
             None,
             Keep::Nothing,
         ));
-        self.leave_room(key, actor.room);
+        // Shared, the room hears it when it is back from the others, by
+        // when they are in the lobby: they are told it now instead.
+        if self.reachable() {
+            for &id in &person.sessions {
+                out.push(to(id, ServerLine::Notice(&notice)));
+            }
+        }
+        self.leave_room(key, room);
         let lobby = self.room_for(Room::lobby());
         if let Some(person) = self.people.get_mut(key) {
             person.room = lobby;

@@ -13,6 +13,7 @@ use crate::tls::Fingerprint;
 
 mod commands;
 mod rules;
+mod shared;
 
 pub use rules::Clock;
 pub(crate) use rules::{Identity, RoomRules, Sanction, Target};
@@ -54,6 +55,10 @@ pub(super) struct ModerationState {
     pub(super) rooms: HashMap<String, RoomRules>,
     pub(super) server_bans: Vec<Sanction>,
     clock: Clock,
+    /// Shared: rooms entered here while nobody here was in them, and who
+    /// entered, until the others tell whether the room is new everywhere
+    /// (see `shared`).
+    makers: HashMap<RoomId, String>,
 }
 
 /// Who is acting, where, and with which rights.
@@ -269,6 +274,26 @@ impl Chat {
         {
             return;
         }
+        if self.reachable() {
+            // Empty here is not empty everywhere: decided once the others
+            // have told the room's past (`recent_rules`).
+            // Rooms left before their past came are forgotten here.
+            let rooms = &self.rooms;
+            self.moderation
+                .makers
+                .retain(|room, _| rooms.contains_key(room));
+            self.moderation.makers.insert(room, key.to_owned());
+            return;
+        }
+        self.make_operator(key, room, out);
+    }
+
+    /// The person `key` made `room`, and is its operator.
+    fn make_operator(&mut self, key: &str, room: RoomId, out: &mut Vec<Output>) {
+        let Some(name) = self.rooms.get(&room).map(|state| state.name.clone()) else {
+            return;
+        };
+        let room_key = name.key();
         let Some(person) = self.people.get(key) else {
             return;
         };
@@ -308,14 +333,25 @@ impl Chat {
     /// nick hold only while connected under it, and so do invitations by
     /// nick (a guest's), lest the next to take the nick use one. Rules
     /// only guests made go with the last of their operators.
-    pub(super) fn forget_guest_ops(&mut self, key: &str) {
-        self.moderation.rooms.retain(|_, rules| {
+    pub(super) fn forget_guest_ops(&mut self, key: &str, out: &mut Vec<Output>) {
+        let mut changed = Vec::new();
+        self.moderation.rooms.retain(|room_key, rules| {
+            let before = rules.guest_ops.len() + rules.invited.len();
             rules.guest_ops.retain(|nick| nick != key);
             rules
                 .invited
                 .retain(|who| !matches!(who, Target::Nick(nick) if nick == key));
+            if rules.guest_ops.len() + rules.invited.len() != before {
+                changed.push(room_key.clone());
+            }
             !rules.is_empty()
         });
+        // Shared, the other servers hold these rules too (see `save_rules`).
+        if self.others.is_some() {
+            for room_key in changed {
+                self.save_rules(&room_key, out);
+            }
+        }
     }
 
     /// Sets the person's mute flag for the room they are in, so that a
@@ -423,7 +459,7 @@ impl Chat {
             .moderation
             .rooms
             .get(room_key)
-            .and_then(|rules| rules.to_text(now));
+            .and_then(|rules| rules.to_text(now, self.others.is_some()));
         if self
             .moderation
             .rooms

@@ -266,9 +266,12 @@ impl RoomRules {
 
     /// What is saved of the rules at `now`, one line each; `None` if
     /// nothing is (or they are only guests', see [`RoomRules::kept`]).
-    /// Bans and mutes that ended are left out.
-    pub(crate) fn to_text(&self, now: u64) -> Option<String> {
-        if !self.is_durable() {
+    /// Bans and mutes that ended are left out. `shared`: the text is the
+    /// room's rules as every linked server holds them, not what outlives
+    /// a restart, so a guest operator's rules and invitations by nick go
+    /// too (and are taken back, everywhere, when the guest goes).
+    pub(crate) fn to_text(&self, now: u64, shared: bool) -> Option<String> {
+        if !shared && !self.is_durable() {
             return None;
         }
         let mut lines = Vec::new();
@@ -279,11 +282,12 @@ impl RoomRules {
         if self.topic_locked {
             lines.push("topic-lock".to_owned());
         }
-        // An invitation by nick is a guest's, which ends with the guest.
+        // Alone, an invitation by nick is a guest's, which ends with the
+        // guest.
         let invited = self
             .invited
             .iter()
-            .filter(|who| !matches!(who, Target::Nick(_)));
+            .filter(|who| shared || !matches!(who, Target::Nick(_)));
         lines.extend(invited.map(|who| format!("invited {who}")));
         lines.extend(sanction_lines("ban", &self.bans, now));
         lines.extend(sanction_lines("mute", &self.mutes, now));

@@ -11,6 +11,7 @@ mod moderation;
 mod people;
 mod rooms;
 mod shared;
+mod shared_moderation;
 
 const SETTINGS: ChatSettings = ChatSettings {
     max_line: 100,

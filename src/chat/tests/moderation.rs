@@ -511,7 +511,7 @@ fn the_rules_and_server_bans_come_back_from_their_text() {
     fresh.chat.restore_server_bans(&bans).unwrap();
     let now = fresh.chat.now();
     let rules = &fresh.chat.moderation.rooms["#keep"];
-    assert_eq!(rules.to_text(now).as_deref(), Some(text.as_str()));
+    assert_eq!(rules.to_text(now, false).as_deref(), Some(text.as_str()));
     assert_eq!(
         rules,
         &h.chat.moderation.rooms["#keep"].clone().without_guests()

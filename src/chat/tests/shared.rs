@@ -462,6 +462,8 @@ fn the_past_of_linked_rooms_counts_in_the_history_cap() {
                 room,
                 lines: vec![Arc::clone(&long); 20],
                 topic: None,
+                rules: None,
+                fresh: false,
                 then: Vec::new(),
             };
             chat.told(told, out);

@@ -96,7 +96,22 @@ pub enum Delivery {
         lines: Vec<String>,
         /// Its topic, if one was ever set ([`RedisLink::publish_topic`]).
         topic: Option<String>,
+        /// Its rules, if it has any ([`RedisLink::publish_rules`]).
+        rules: Option<String>,
     },
+    /// A room's rules changed, for a node that may not be in it (one that
+    /// is gets them in the room's order too, as a [`Delivery::Line`]).
+    RoomRules {
+        /// The room.
+        room: String,
+        /// Its rules, whole, as given to [`RedisLink::publish_rules`];
+        /// `None` for none.
+        rules: Option<String>,
+    },
+    /// The server bans, whole, as given to
+    /// [`RedisLink::share_server_bans`] (`None`: none): when one is
+    /// shared, and each time the link (re)connects.
+    ServerBans(Option<String>),
     /// Lines `from..=to` of a room were lost to this node: trimmed from
     /// the history before the node could read them back.
     Missed {
@@ -144,6 +159,14 @@ pub enum Delivery {
         to: String,
         /// The line, as given to [`RedisLink::send_private`].
         line: String,
+    },
+    /// A moderator's act for a user of this node, from any node
+    /// ([`RedisLink::send_act`]).
+    Act {
+        /// The user's name, in lower case.
+        to: String,
+        /// The act, as given to [`RedisLink::send_act`].
+        act: String,
     },
     /// Another node (or this one) asks every node something
     /// ([`RedisLink::ask_everyone`]); answer with [`RedisLink::reply`].

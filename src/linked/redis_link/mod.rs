@@ -24,7 +24,9 @@
 //! which Redis runs as one atomic step, does three things (four, for a
 //! line that sets the room's topic: `SET room:{name}:topic` as well, so
 //! that a node joining the room later is told it with the room's last
-//! lines, [`Delivery::Recent`]):
+//! lines, [`Delivery::Recent`]; and for an entry that carries the room's
+//! moderation rules, `SET room:{name}:rules` and a copy to the nodes not
+//! in the room, [`RedisLink::publish_rules`]):
 //!
 //! 1. `INCR room:{name}:seq`: the line's number in its room (its *seq*),
 //!    1, 2, 3, ... The same number on every node, so every node shows the
@@ -143,6 +145,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, Tr
 use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Script, Value};
 
 mod connect;
+mod keys;
 mod messages;
 mod names;
 mod order;
@@ -155,6 +158,7 @@ mod subscriber;
 mod tests;
 
 use connect::{current_seq, epoch, Target};
+use keys::{channel, room_of, Keys};
 pub use messages::{Delivery, LinkError, LinkSettings, Refused};
 use publisher::{pause, Publisher};
 use subscriber::Subscriber;
@@ -176,6 +180,17 @@ const ASK_CHANNEL: &str = "chat:ask";
 
 /// The counter that numbers nodes as they start ([`RedisLink::number`]).
 const NODES_KEY: &str = "chat:nodes";
+
+/// The channel every node listens to for moderation's news: the server
+/// bans (`s TEXT`) and each room's rules (`r ROOM TEXT`), whole, an empty
+/// TEXT for none. A room's rules also come in the room's own order, to
+/// the nodes in it ([`RedisLink::publish_rules`]); this copy is for the
+/// nodes that are not, whose copy would otherwise go stale.
+const MODERATION_CHANNEL: &str = "chat:moderation";
+
+/// The server bans, shared by every node ([`RedisLink::share_server_bans`]);
+/// no expiry: each ban carries its own end.
+const SERVER_BANS_KEY: &str = "chat:server-bans";
 
 /// The highest number a node may take ([`RedisLink::number`]): a guest's
 /// name, `guestN-ID`, must still fit a nick with room for the ID. A
@@ -203,53 +218,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// The longest node name; see [`RedisLink::start`] for the characters allowed.
 pub const NODE_NAME_MAX: usize = 64;
-
-/// The key names of one room. The braces would make the room's name a
-/// Redis Cluster hash tag, though the link runs on one Redis only (see
-/// the module documentation).
-struct Keys {
-    seq: String,
-    history: String,
-    senders: String,
-    topic: String,
-    /// The bytes of the lines the history holds.
-    size: String,
-    channel: String,
-}
-
-impl Keys {
-    fn of(room: &str) -> Keys {
-        Keys {
-            seq: format!("room:{{{room}}}:seq"),
-            history: format!("room:{{{room}}}:history"),
-            senders: format!("room:{{{room}}}:senders"),
-            topic: format!("room:{{{room}}}:topic"),
-            size: format!("room:{{{room}}}:size"),
-            channel: channel(room),
-        }
-    }
-
-    /// Every key of the room, in the order [`PUBLISH_SCRIPT`] takes them.
-    fn all(&self) -> [&str; 5] {
-        [
-            &self.seq,
-            &self.history,
-            &self.senders,
-            &self.topic,
-            &self.size,
-        ]
-    }
-}
-
-/// A room's pub/sub channel.
-fn channel(room: &str) -> String {
-    format!("room:{{{room}}}")
-}
-
-/// The room whose channel this is, if it is one.
-fn room_of(channel: &str) -> Option<&str> {
-    channel.strip_prefix("room:{")?.strip_suffix('}')
-}
 
 /// Reads a channel's message back, `seq node line` as the script wrote
 /// it; `None` for anything else.
@@ -346,6 +314,8 @@ struct ToPublish {
     line: String,
     /// The room's new topic, if the line sets one.
     topic: Option<String>,
+    /// The room's new rules, if the line carries them (empty: none).
+    rules: Option<String>,
 }
 
 /// The node's end of the link. Dropping it first gives the publisher up
@@ -421,6 +391,11 @@ impl RedisLink {
         let script = Script::new(PUBLISH_SCRIPT);
         script.load(&mut publish).map_err(fail)?;
         let first_epoch = epoch(&mut query).map_err(fail)?;
+        // Before anyone can connect here, so that they already hold.
+        let server_bans: Option<String> = redis::cmd("GET")
+            .arg(SERVER_BANS_KEY)
+            .query(&mut query)
+            .map_err(fail)?;
         let number: u64 = redis::cmd("INCR")
             .arg(NODES_KEY)
             .query(&mut query)
@@ -441,6 +416,10 @@ impl RedisLink {
         });
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
+        if server_bans.is_some() {
+            // The queue is new and holds at least one.
+            let _ = deliver.try_send(Delivery::ServerBans(server_bans.clone()));
+        }
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
         let (ask, asks) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (name_changes, names_changed) = crossbeam_channel::bounded(NAMES_QUEUE);
@@ -478,6 +457,7 @@ impl RedisLink {
             joined: HashMap::new(),
             down: false,
             touch_script: Script::new(TOUCH_SCRIPT),
+            server_bans,
         };
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -524,17 +504,40 @@ impl RedisLink {
     /// link was up but that could not yet reach Redis when it went down
     /// is published when it comes back.
     pub fn publish(&self, room: &str, line: &str) -> Result<(), Refused> {
-        self.send(room, line, None)
+        self.send(room, line, None, None)
     }
 
     /// Like [`RedisLink::publish`], for a line that also sets the room's topic:
     /// kept in Redis with the line, in the same atomic step, so that a
     /// node joining the room later finds it ([`Delivery::Recent`]).
     pub fn publish_topic(&self, room: &str, line: &str, topic: &str) -> Result<(), Refused> {
-        self.send(room, line, Some(topic))
+        self.send(room, line, Some(topic), None)
     }
 
-    fn send(&self, room: &str, line: &str, topic: Option<&str>) -> Result<(), Refused> {
+    /// Like [`RedisLink::publish`], for an entry that carries the room's
+    /// moderation rules, whole (`rules` empty: it has none): kept in Redis
+    /// in the same atomic step (`room:{name}:rules`, expiring with the
+    /// room's other keys), so that a node joining the room later finds
+    /// them ([`Delivery::Recent`]); and told, in that step too, to every
+    /// node not in the room ([`Delivery::RoomRules`]).
+    pub fn publish_rules(&self, room: &str, line: &str, rules: &str) -> Result<(), Refused> {
+        self.send(room, line, None, Some(rules))
+    }
+
+    /// Shares the server bans, whole (`None`: there are none): kept in
+    /// Redis, and told to every node ([`Delivery::ServerBans`]), this one
+    /// included.
+    pub fn share_server_bans(&self, bans: Option<&str>) -> Result<(), Refused> {
+        self.ask(Errand::ServerBans(bans.unwrap_or_default().to_owned()))
+    }
+
+    fn send(
+        &self,
+        room: &str,
+        line: &str,
+        topic: Option<&str>,
+        rules: Option<&str>,
+    ) -> Result<(), Refused> {
         if !self.shared.up.load(Ordering::SeqCst) {
             return Err(Refused::Down);
         }
@@ -545,6 +548,7 @@ impl RedisLink {
             room: room.to_owned(),
             line: line.to_owned(),
             topic: topic.map(str::to_owned),
+            rules: rules.map(str::to_owned),
         };
         match outbox.try_send(outgoing) {
             Ok(()) => Ok(()),
@@ -628,8 +632,22 @@ impl RedisLink {
     pub fn send_private(&self, ticket: u64, to: &str, line: &str) -> Result<(), Refused> {
         self.ask(Errand::Private {
             ticket,
+            kind: "p",
             to: to.to_owned(),
             line: line.to_owned(),
+        })
+    }
+
+    /// Sends a moderator's act (`act`, one line) to whoever holds `to`
+    /// (in lower case), as [`RedisLink::send_private`] sends a line: it
+    /// comes out there as [`Delivery::Act`], and the answer here as
+    /// [`Delivery::PrivateSent`] with `ticket`.
+    pub fn send_act(&self, ticket: u64, to: &str, act: &str) -> Result<(), Refused> {
+        self.ask(Errand::Private {
+            ticket,
+            kind: "m",
+            to: to.to_owned(),
+            line: act.to_owned(),
         })
     }
 

@@ -104,8 +104,11 @@ pub(super) enum Errand {
     Claim(String),
     Hold(String),
     Release(String),
+    /// A line for a user of whichever node holds the name: a private
+    /// line (`kind` `p`) or a moderator's act (`m`).
     Private {
         ticket: u64,
+        kind: &'static str,
         to: String,
         line: String,
     },
@@ -120,6 +123,9 @@ pub(super) enum Errand {
     /// Wakes this node's subscriber, which then looks at the rooms it
     /// should be in at once rather than at its next poll.
     Wake,
+    /// The server bans, whole (empty: none), to keep and tell every
+    /// node (see [`super::RedisLink::share_server_bans`]).
+    ServerBans(String),
     /// This node's answer to another's question.
     Reply {
         run: String,
@@ -357,10 +363,10 @@ impl Directory {
                 .key(name_key(name))
                 .arg(&self.run)
                 .invoke(open),
-            Errand::Private { to, line, .. } => scripts
+            Errand::Private { to, line, kind, .. } => scripts
                 .private
                 .key(name_key(to))
-                .arg(format!("p {to} {line}"))
+                .arg(format!("{kind} {to} {line}"))
                 .invoke(open),
             Errand::Everyone { ticket, question } => redis::cmd("PUBLISH")
                 .arg(super::ASK_CHANNEL)
@@ -368,6 +374,21 @@ impl Directory {
                 .query(open),
             // Never sent to Redis: the run loop renews instead.
             Errand::Renew => Ok(0),
+            // Kept and told in one step: a node that reads the key after
+            // subscribing misses no change.
+            Errand::ServerBans(bans) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                if bans.is_empty() {
+                    pipe.cmd("DEL").arg(super::SERVER_BANS_KEY);
+                } else {
+                    pipe.cmd("SET").arg(super::SERVER_BANS_KEY).arg(bans);
+                }
+                pipe.cmd("PUBLISH")
+                    .arg(super::MODERATION_CHANNEL)
+                    .arg(format!("s {bans}"));
+                pipe.exec(open).map(|()| 0)
+            }
             Errand::Wake => redis::cmd("PUBLISH")
                 .arg(node_channel(&self.run))
                 .arg("w")
@@ -408,6 +429,14 @@ impl Directory {
             // The asker waits for the answers only so long; the
             // subscriber looks at its rooms at its next poll anyway.
             (Errand::Reply { .. } | Errand::Wake | Errand::Renew, _) => return,
+            (Errand::ServerBans(_), Ok(_)) => return,
+            (Errand::ServerBans(_), Err(Lost)) => {
+                log::warn!(
+                    "the server bans could not be shared: they hold on this server only \
+                     until changed again"
+                );
+                return;
+            }
             (Errand::Everyone { ticket, .. }, answer) => {
                 if answer.is_ok() {
                     self.schedule.asked(ticket, Instant::now());

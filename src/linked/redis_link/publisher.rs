@@ -100,7 +100,9 @@ impl Publisher {
         for (count, line) in batch {
             let keys = Keys::of(&line.room);
             let settings = &self.target.settings;
-            pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(5);
+            pipe.cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(keys.all().len());
             for key in keys.all() {
                 pipe.arg(key);
             }
@@ -114,6 +116,14 @@ impl Publisher {
                 .arg(&line.line);
             match &line.topic {
                 Some(topic) => pipe.arg(1).arg(topic),
+                None => pipe.arg(0).arg(""),
+            };
+            match &line.rules {
+                Some(rules) => pipe
+                    .arg(1)
+                    .arg(rules)
+                    .arg(MODERATION_CHANNEL)
+                    .arg(format!("r {} {rules}", line.room)),
                 None => pipe.arg(0),
             };
         }

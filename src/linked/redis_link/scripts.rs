@@ -10,12 +10,17 @@ use super::*;
 ///
 /// KEYS: the room's sequence counter, its history stream, its hash of
 /// senders (per node and run, the last count it published here), its
-/// topic, and the bytes of the lines its history holds. ARGV: the room's
-/// channel, the most lines and the most bytes the history keeps, how long
-/// (ms) the room's keys live once quiet, the sender, its count, the node's
-/// name, the line, and `1` and a topic when the line sets one (else `0`
-/// and nothing). Returns the line's seq, or 0 when that count was
-/// published before (a retry after a reply that never arrived).
+/// topic, the bytes of the lines its history holds, and its rules. ARGV:
+/// the room's channel, the most lines and the most bytes the history
+/// keeps, how long (ms) the room's keys live once quiet, the sender, its
+/// count, the node's name, the line, `1` and a topic when the line sets
+/// one (else `0` and an empty string), then `1`, the rules (empty: none),
+/// the moderation channel and what it is told, when the entry carries the
+/// room's rules (else `0`). Returns the line's seq, or 0 when that count
+/// was published before (a retry after a reply that never arrived).
+///
+/// The rules are not cleared when a room's numbering starts over, as its
+/// topic is: a ban outlives a quiet spell as long as the rules' own key.
 ///
 /// The history is trimmed here, oldest first, never past either cap: once
 /// a line takes it over one, down to 15/16 of both at once, so that the
@@ -89,6 +94,14 @@ redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
 local ttl = tonumber(ARGV[4])
 if ARGV[9] == '1' then
   redis.call('SET', KEYS[4], ARGV[10], 'PX', ttl)
+end
+if ARGV[11] == '1' then
+  if ARGV[12] == '' then
+    redis.call('DEL', KEYS[6])
+  else
+    redis.call('SET', KEYS[6], ARGV[12], 'PX', ttl)
+  end
+  redis.call('PUBLISH', ARGV[13], ARGV[14])
 end
 if redis.call('PTTL', KEYS[1]) < ttl / 2 then
   for _, key in ipairs(KEYS) do

@@ -35,6 +35,9 @@ pub(super) struct Subscriber {
     /// [`TOUCH_SCRIPT`], run by its hash: a renewal of a thousand rooms
     /// sends the hash a thousand times, not the script.
     pub(super) touch_script: Script,
+    /// The server bans as last delivered (none, before the first): read
+    /// again on each connection, and delivered only if they changed.
+    pub(super) server_bans: Option<String>,
 }
 
 impl Subscriber {
@@ -127,8 +130,21 @@ impl Subscriber {
         self.forget_rooms_not_in(&wanted);
         // A private line sent while the node was away is lost: its
         // sender was told nobody by that name is connected.
-        if let Err(error) = pubsub.subscribe(&[self.own_channel.as_str(), ASK_CHANNEL]) {
+        let channels = [self.own_channel.as_str(), ASK_CHANNEL, MODERATION_CHANNEL];
+        if let Err(error) = pubsub.subscribe(&channels) {
             return lost(&self.target, error);
+        }
+        // Read once subscribed, so that no change falls in between: bans
+        // made while this node was away (or before it started) hold here.
+        let bans: Option<String> = match redis::cmd("GET").arg(SERVER_BANS_KEY).query(query) {
+            Ok(bans) => bans,
+            Err(error) => return lost(&self.target, error),
+        };
+        if bans != self.server_bans {
+            self.server_bans.clone_from(&bans);
+            if self.send(Delivery::ServerBans(bans)).is_err() {
+                return SubscriberEnd::Stop;
+            }
         }
         let rooms: Vec<(&String, u64)> = wanted.iter().map(|(room, &join)| (room, join)).collect();
         if let Err(end) = self.subscribe(&mut pubsub, query, &rooms) {
@@ -185,6 +201,12 @@ impl Subscriber {
             match pubsub.get_message() {
                 Ok(message) => {
                     let channel = message.get_channel_name();
+                    if channel == MODERATION_CHANNEL {
+                        if let Err(end) = self.on_moderation(message.get_payload_bytes()) {
+                            return end;
+                        }
+                        continue;
+                    }
                     if channel == self.own_channel || channel == ASK_CHANNEL {
                         let bytes = message.get_payload_bytes();
                         let to_us = channel == self.own_channel;
@@ -382,19 +404,54 @@ impl Subscriber {
                 .map(|(_, mut fields)| fields.remove("line").unwrap_or_default())
                 .collect();
         }
-        let topic: Option<String> = redis::cmd("GET")
+        let (topic, rules): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("GET")
             .arg(&keys.topic)
+            .cmd("GET")
+            .arg(&keys.rules)
             .query(query)
             .map_err(lost)?;
         Ok(Delivery::Recent {
             room: room.to_owned(),
             lines,
             topic,
+            rules,
         })
     }
 
+    /// A message on the moderation channel: `s TEXT` (the server bans)
+    /// or `r ROOM TEXT` (a room's rules), TEXT empty for none.
+    fn on_moderation(&mut self, bytes: &[u8]) -> Result<(), SubscriberEnd> {
+        let whole = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+        let delivery = std::str::from_utf8(bytes).ok().and_then(|text| {
+            let (kind, rest) = text.split_once(' ')?;
+            match kind {
+                "s" => {
+                    self.server_bans = whole(rest);
+                    Some(Delivery::ServerBans(whole(rest)))
+                }
+                "r" => {
+                    let (room, rules) = rest.split_once(' ')?;
+                    Some(Delivery::RoomRules {
+                        room: room.to_owned(),
+                        rules: whole(rules),
+                    })
+                }
+                _ => None,
+            }
+        });
+        match delivery {
+            Some(delivery) => self.send(delivery),
+            None => {
+                log::warn!("redis {}: a malformed moderation message", self.target.addr);
+                Ok(())
+            }
+        }
+    }
+
     /// A message for this node (`to_us`: `p NAME LINE`, a private line
-    /// for a user here, or `r TICKET ANSWER`, an answer to a question of
+    /// for a user here, `m NAME ACT`, a moderator's act for one, or
+    /// `r TICKET ANSWER`, an answer to a question of
     /// ours), or a question to all (`RUN TICKET QUESTION`).
     pub(super) fn on_node_message(&self, to_us: bool, bytes: &[u8]) -> Result<(), SubscriberEnd> {
         // A wake-up (see `RedisLink::join_room`): the loop looks at the rooms.
@@ -408,6 +465,10 @@ impl Subscriber {
                 (true, "p") => Delivery::Private {
                     to: second.to_owned(),
                     line: rest.to_owned(),
+                },
+                (true, "m") => Delivery::Act {
+                    to: second.to_owned(),
+                    act: rest.to_owned(),
                 },
                 (true, "r") => Delivery::Answer {
                     ticket: second.parse().ok()?,

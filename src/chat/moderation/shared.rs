@@ -1,0 +1,243 @@
+//! Moderation shared with other servers: a room's rules and the server
+//! bans, whole, as they arrive from the others (every server's changes,
+//! this one's included, in Redis' order), applied to the people here;
+//! who makes a room, once its past says whether it is new everywhere; and
+//! a kick or kill of someone on another server, done there. Not how they
+//! travel (the hub's `Elsewhere`), nor the commands.
+
+use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules};
+use crate::chat::{to as to_one, LINK_DOWN_MSG};
+use crate::elsewhere::{Act, Ask, Deed, Sent};
+use crate::protocol::{Nick, ServerLine, LOBBY};
+
+impl Chat {
+    /// A room's rules as every server has them now (`None`: it has none):
+    /// they replace this server's, and whoever here is in the room and
+    /// now banned from it is sent to the lobby, with the reason, as a ban
+    /// made here does. A mute holds from the next line on.
+    pub(in crate::chat) fn rules_arrived(
+        &mut self,
+        room_key: &str,
+        rules: Option<&str>,
+        out: &mut Vec<Output>,
+    ) {
+        if let Err(why) = self.restore_rules(room_key, rules.unwrap_or_default()) {
+            log::warn!("the rules of {room_key} from the other servers are refused: {why}");
+            return;
+        }
+        let Some(&room) = self.room_names.get(room_key) else {
+            return;
+        };
+        let now = self.now();
+        let mut banned = Vec::new();
+        if let (Some(rules), Some(state)) =
+            (self.moderation.rooms.get(room_key), self.rooms.get(&room))
+        {
+            for key in &state.members {
+                // The server's operators are above a room's bans.
+                if self.is_server_operator(key) {
+                    continue;
+                }
+                let Some(who) = self.identity(key) else {
+                    continue;
+                };
+                let ban = rules
+                    .bans
+                    .iter()
+                    .find(|ban| ban.live(now) && ban.names(&who));
+                if let Some(ban) = ban {
+                    let why = match &ban.reason {
+                        Some(reason) => format!("banned: {reason}"),
+                        None => "banned".to_owned(),
+                    };
+                    banned.push((key.clone(), ban.by.clone(), why));
+                }
+            }
+        }
+        for (key, by, why) in banned {
+            self.move_to_lobby(room, &by, &key, Some(&why), out);
+        }
+    }
+
+    /// The server bans as every server has them now: they replace this
+    /// server's, and whoever here one names is told and disconnected, as
+    /// by a ban made here.
+    pub(in crate::chat) fn server_bans_arrived(
+        &mut self,
+        bans: Option<&str>,
+        out: &mut Vec<Output>,
+    ) {
+        if let Err(why) = self.restore_server_bans(bans.unwrap_or_default()) {
+            log::warn!("the server bans from the other servers are refused: {why}");
+            return;
+        }
+        let count = self.moderation.server_bans.len();
+        log::info!("{count} server bans, as the other servers have them");
+        let now = self.now();
+        let mut named = Vec::new();
+        for key in self.people.keys() {
+            let Some(who) = self.identity(key) else {
+                continue;
+            };
+            let ban = self
+                .moderation
+                .server_bans
+                .iter()
+                .find(|ban| ban.live(now) && ban.names(&who));
+            if let Some(ban) = ban {
+                let told = format!("you are banned from this server {}", ban.told(now));
+                let public = format!("banned from the server by {}", ban.by);
+                named.push((key.clone(), told, public));
+            }
+        }
+        for (key, told, public) in named {
+            self.disconnect(&key, &told, &public, out);
+        }
+    }
+
+    /// A room this server joined: its rules as the others keep them, and
+    /// whether it is `fresh` (nothing of it in Redis: nobody on any server
+    /// made it before). Whoever entered it here while nobody here was in
+    /// it is its operator only if it is fresh; a room whose keys exist
+    /// is not new, even with nobody in it now.
+    pub(in crate::chat) fn recent_rules(
+        &mut self,
+        room: RoomId,
+        rules: Option<&str>,
+        fresh: bool,
+        out: &mut Vec<Output>,
+    ) {
+        let maker = self.moderation.makers.remove(&room);
+        let Some(room_key) = self.room_key(room) else {
+            return;
+        };
+        self.rules_arrived(&room_key, rules, out);
+        let Some(maker) = maker else {
+            return;
+        };
+        let here = self
+            .people
+            .get(&maker)
+            .is_some_and(|person| person.room == room);
+        let operated = self
+            .moderation
+            .rooms
+            .get(&room_key)
+            .is_some_and(RoomRules::has_operators);
+        if fresh && here && !operated {
+            self.make_operator(&maker, room, out);
+        }
+    }
+
+    /// The others cannot be reached, so no room's past will come soon:
+    /// the rooms made here meanwhile get no operator (as a room made on
+    /// another server would not).
+    pub(in crate::chat) fn forget_makers(&mut self) {
+        self.moderation.makers.clear();
+    }
+}
+
+impl Chat {
+    /// `nick` is not here (`why` says so): shared, with the others in
+    /// reach, the kick or kill goes to whichever server has them
+    /// ([`Ask::Act`]), which does it; the room hears it from there.
+    pub(super) fn act_elsewhere(
+        &self,
+        actor: &Actor,
+        nick: &str,
+        deed: Deed,
+        reason: Option<&str>,
+        why: String,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        if self.others.is_none() || Nick::parse(nick).is_err() {
+            return Err(why);
+        }
+        if !self.reachable() {
+            return Err(format!(
+                "{why} here, and the link to the other servers is down: try again when it \
+                 is back"
+            ));
+        }
+        let what = match &deed {
+            Deed::Kick(room) => format!("send them from {room} to the lobby"),
+            Deed::Kill => "disconnect them".to_owned(),
+        };
+        log::info!("{} asks the server of {nick} to {what}", actor.nick);
+        let act = Act {
+            by: actor.nick.clone(),
+            server_op: actor.server_op,
+            deed,
+            reason: reason.map(str::to_owned),
+        };
+        out.push(Output::Elsewhere(Ask::Act {
+            from: actor.id,
+            to: nick.to_ascii_lowercase(),
+            act,
+        }));
+        Ok(())
+    }
+
+    /// A kick or kill from a moderator on another server for `to`, here:
+    /// done as if made here, unless `to` is no longer in the room, or is
+    /// a server operator and the moderator is not (then only the log
+    /// says so).
+    pub(in crate::chat) fn act_in(&mut self, to: &str, act: Act, out: &mut Vec<Output>) {
+        let Some(person) = self.people.get(to) else {
+            return;
+        };
+        if self.is_server_operator(to) && !act.server_op {
+            log::info!("{} from elsewhere: {to} is a server operator", act.by);
+            return;
+        }
+        let reason = act.reason.as_deref();
+        match &act.deed {
+            Deed::Kick(room) => {
+                let room = self.room_names.get(&room.to_ascii_lowercase()).copied();
+                match room {
+                    Some(room) if room == person.room && self.room_name(room) != LOBBY => {
+                        self.move_to_lobby(room, &act.by, to, reason, out);
+                    }
+                    _ => log::info!("{} from elsewhere: {to} is not in that room", act.by),
+                }
+            }
+            Deed::Kill => {
+                let mut public = format!("disconnected by {}", act.by);
+                if let Some(reason) = reason {
+                    public.push_str(": ");
+                    public.push_str(reason);
+                }
+                log::info!("{} disconnected {to} from another server", act.by);
+                let told = format!("you were {public}");
+                self.disconnect(to, &told, &public, out);
+            }
+        }
+    }
+
+    /// What became of a kick or kill `from` asked of `to`'s server.
+    pub(in crate::chat) fn act_sent(
+        &self,
+        from: ClientId,
+        to: &str,
+        act: &Act,
+        sent: Sent,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.sessions.contains_key(&from) {
+            return;
+        }
+        let text = match (sent, &act.deed) {
+            // The room hears it from their server.
+            (Sent::Delivered, Deed::Kick(_)) => return,
+            (Sent::Delivered, Deed::Kill) => {
+                return out.push(to_one(
+                    from,
+                    ServerLine::Notice(&format!("you disconnected {to}")),
+                ));
+            }
+            (Sent::NoOne, _) => format!("no user named {to} is connected"),
+            (Sent::Down, _) => LINK_DOWN_MSG.to_owned(),
+        };
+        out.push(to_one(from, ServerLine::Error(&text)));
+    }
+}

@@ -1,0 +1,57 @@
+//! The names of a room's keys and channel in Redis, and reading a room
+//! back from its channel's name. Not what is kept under them (the
+//! scripts, `scripts.rs`).
+
+#[cfg(doc)]
+use super::{scripts::PUBLISH_SCRIPT, RedisLink};
+
+/// The key names of one room. The braces would make the room's name a
+/// Redis Cluster hash tag, though the link runs on one Redis only (see
+/// the module documentation).
+pub(super) struct Keys {
+    pub(super) seq: String,
+    pub(super) history: String,
+    pub(super) senders: String,
+    pub(super) topic: String,
+    /// The bytes of the lines the history holds.
+    pub(super) size: String,
+    /// The room's moderation rules, whole ([`RedisLink::publish_rules`]).
+    pub(super) rules: String,
+    pub(super) channel: String,
+}
+
+impl Keys {
+    pub(super) fn of(room: &str) -> Keys {
+        Keys {
+            seq: format!("room:{{{room}}}:seq"),
+            history: format!("room:{{{room}}}:history"),
+            senders: format!("room:{{{room}}}:senders"),
+            topic: format!("room:{{{room}}}:topic"),
+            size: format!("room:{{{room}}}:size"),
+            rules: format!("room:{{{room}}}:rules"),
+            channel: channel(room),
+        }
+    }
+
+    /// Every key of the room, in the order [`PUBLISH_SCRIPT`] takes them.
+    pub(super) fn all(&self) -> [&str; 6] {
+        [
+            &self.seq,
+            &self.history,
+            &self.senders,
+            &self.topic,
+            &self.size,
+            &self.rules,
+        ]
+    }
+}
+
+/// A room's pub/sub channel.
+pub(super) fn channel(room: &str) -> String {
+    format!("room:{{{room}}}")
+}
+
+/// The room whose channel this is, if it is one.
+pub(super) fn room_of(channel: &str) -> Option<&str> {
+    channel.strip_prefix("room:{")?.strip_suffix('}')
+}

@@ -27,7 +27,7 @@ mod server;
 mod store;
 mod text;
 
-pub use http::{Endpoint, MAX_REQUEST, REQUEST_TIMEOUT};
+pub use http::{Endpoint, MAX_OPEN, MAX_REQUEST, REQUEST_TIMEOUT};
 pub use server::ServerFigures;
 pub use text::{Exposition, CONTENT_TYPE};
 

@@ -101,7 +101,7 @@ const IDLE_READER_THREADS: usize = 256;
 
 /// How long the accept loop pauses when the system is out of file
 /// descriptors or memory, instead of spinning on an error that persists.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Events waiting for the hub before readers wait to add more. A reader
 /// that waits stops reading its socket, so a client flooding the hub is
@@ -819,7 +819,7 @@ fn wait_for_all(all_done: &Receiver<()>, limit: Duration) -> Result<(), ()> {
 }
 
 /// Errors after which `accept` fails again at once until something is freed.
-fn is_resource_exhaustion(err: &io::Error) -> bool {
+pub(crate) fn is_resource_exhaustion(err: &io::Error) -> bool {
     const EMFILE: i32 = 24;
     const ENFILE: i32 = 23;
     const ENOBUFS: i32 = 105;

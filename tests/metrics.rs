@@ -12,7 +12,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 
 use support::{bad_record, cert_args, run, tls_connect, wait_until, Pki, ServerProcess, TIMEOUT};
-use support::{Incoming, TestClient};
+use support::{test_limits, Incoming, TestClient};
+
+use secure_chat::metrics::Registry;
+use secure_chat::server::Server;
+use secure_chat::tls;
 
 /// The samples of one scrape, by series (`name{labels}`).
 struct Scrape {
@@ -47,6 +51,11 @@ fn scrape(addr: SocketAddr) -> Scrape {
         head.contains("Content-Type: text/plain; version=0.0.4"),
         "{head}"
     );
+    samples_of(text)
+}
+
+/// The samples of a scrape's text.
+fn samples_of(text: &str) -> Scrape {
     let samples = text
         .lines()
         .filter(|line| !line.starts_with('#'))
@@ -241,4 +250,45 @@ fn the_link_to_redis_shows_up_then_down() {
     redis.stop();
     wait_for(addr, "chat_server_redis_link_up", |n| n == 0.0);
     server.stop();
+}
+
+/// Who ended a connection counts: a client the server closed after its
+/// `/quit` is not one that closed first, and a client still there when the
+/// server stops is counted as shut out, whatever its connection then did.
+#[test]
+fn a_close_by_the_server_and_a_shutdown_are_told_apart() {
+    let pki = Pki::new();
+    let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
+    let mut server = Server::bind("127.0.0.1:0", config, test_limits()).unwrap();
+    let registry = Registry::new();
+    server.report_to(std::sync::Arc::clone(&registry));
+    let addr = server.local_addr();
+    let stopper = server.stopper();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(server.run());
+    });
+    let disconnects = |reason: &str| {
+        samples_of(&registry.render()).get(&format!(
+            "chat_server_disconnects_total{{reason=\"{reason}\"}}"
+        ))
+    };
+
+    let alice = TestClient::connect(addr, &pki.ca);
+    let mut bob = TestClient::connect(addr, &pki.ca);
+    alice.recv_until(|line| line.contains(&format!("{} joined", bob.nick)));
+    bob.send("/quit lunch");
+    // The server says goodbye and closes; bob answers its close_notify.
+    bob.expect_end();
+    drop(bob);
+    assert!(wait_until(|| disconnects("server_closed") == 1.0));
+    assert_eq!(disconnects("closed"), 0.0);
+
+    stopper.stop();
+    let result = finished.recv_timeout(TIMEOUT).expect("the server stopped");
+    result.expect("the server ran well");
+    assert_eq!(disconnects("shutdown"), 1.0, "{}", registry.render());
+    assert_eq!(disconnects("closed"), 0.0);
+    assert_eq!(disconnects("server_closed"), 1.0);
+    drop(alice);
 }

@@ -287,9 +287,13 @@ impl Failure {
 /// ([`TooSlow`], a failed send, no hang-up after our close_notify).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
-    /// The client closed the connection properly (close_notify), `/quit`
-    /// included.
+    /// The client closed the connection properly (close_notify) before
+    /// the server did.
     Closed,
+    /// The server ended it at the chat's word: after `/quit`, a `/kill`, a
+    /// refusal when joining (a name taken, a server ban), a session taken
+    /// over by a reclaim. Which of these the chat does not tell the server.
+    ServerClosed,
     /// The connection ended without close_notify: the peer vanished.
     Lost,
     /// Decrypting what it sent failed, or it sent a TLS alert.
@@ -306,13 +310,14 @@ pub enum Disconnect {
     SendFailed,
     /// It did not hang up after our close_notify.
     NoHangup,
-    /// The server stopped.
+    /// The server was stopping (SIGTERM, SIGINT) when it ended.
     Shutdown,
 }
 
 impl Disconnect {
-    const ALL: [Disconnect; 10] = [
+    const ALL: [Disconnect; 11] = [
         Disconnect::Closed,
+        Disconnect::ServerClosed,
         Disconnect::Lost,
         Disconnect::TlsError,
         Disconnect::IoError,
@@ -327,6 +332,7 @@ impl Disconnect {
     fn label(self) -> &'static str {
         match self {
             Disconnect::Closed => "closed",
+            Disconnect::ServerClosed => "server_closed",
             Disconnect::Lost => "lost",
             Disconnect::TlsError => "tls_error",
             Disconnect::IoError => "io_error",

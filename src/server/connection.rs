@@ -282,7 +282,16 @@ impl Reader {
                 public = Some("too slow");
             }
         }
-        let disconnect = self.fate.cut_as().unwrap_or(self.disconnect);
+        // What the server did comes first: the peer only answered it. A
+        // server that stops cuts those slow to hang up: that is the
+        // shutdown too, where a cut for being too slow is not.
+        let stopping = self.tracker.connections.is_stopping();
+        let disconnect = match self.fate.cut_as() {
+            Some(cut) if self.fate.too_slow() || !stopping => cut,
+            _ if stopping => Disconnect::Shutdown,
+            _ if self.fate.closed_by_hub() => Disconnect::ServerClosed,
+            _ => self.disconnect,
+        };
         self.tracker.connections.counters.disconnected(disconnect);
         let gone = Event::Gone {
             id: self.id,

@@ -593,6 +593,7 @@ impl Server {
             ..
         } = running;
         drop(self.listener);
+        self.connections.stopping();
         log::info!("stopping: closing every connection");
         // One deadline for the whole shutdown; each wait below takes what
         // is left of it, so they cannot add up past the promise.

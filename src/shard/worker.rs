@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -415,6 +416,9 @@ impl Worker {
     fn close(&mut self, slot: Slot) {
         if let Some(client) = self.clients.get(slot) {
             client.closed_by_hub = true;
+            // Before the close_notify goes: the reader that sees the peer
+            // answer it sees this too.
+            client.fate.closed_by_hub.store(true, Ordering::Release);
             self.leave_room(slot);
             self.begin_closing(slot);
         }

@@ -292,3 +292,45 @@ fn a_close_by_the_server_and_a_shutdown_are_told_apart() {
     assert_eq!(disconnects("server_closed"), 1.0);
     drop(alice);
 }
+
+/// The clients in the chat, beside `--max-clients`, and each connection
+/// turned away, by why: the figures a "server full" alert needs.
+#[test]
+fn places_taken_and_connections_turned_away_are_shown() {
+    let pki = Pki::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(["--metrics", "127.0.0.1:0", "--max-clients", "1"].map(OsStr::new));
+    let server = ServerProcess::start(&args);
+    let addr = metrics_addr(&server);
+    const FULL: &str = "chat_server_refused_total{reason=\"server_full\"}";
+    const CAP: &str = "chat_server_refused_total{reason=\"connection_cap\"}";
+    let start = scrape(addr);
+    assert_eq!(start.get("chat_server_clients"), 0.0);
+    assert_eq!(start.get(FULL), 0.0);
+    promtool_accepts(&start);
+
+    let alice = TestClient::connect(server.addr, &pki.ca);
+    assert_eq!(scrape(addr).get("chat_server_clients"), 1.0);
+    // The second is told the server is full, and counted so.
+    let bob = TestClient::connect_quietly(server.addr, &pki.ca);
+    assert!(bob.recv().contains("server full"));
+    bob.expect_end();
+    let full = wait_for(addr, FULL, |n| n == 1.0);
+    assert_eq!(full.get("chat_server_clients"), 1.0);
+    assert_eq!(full.get("chat_server_max_clients"), 1.0);
+    drop(bob);
+    wait_for(addr, CONNECTIONS, |n| n == 1.0);
+
+    // The connection cap is twice --max-clients: alice and one more in
+    // its handshake; the next is closed at once.
+    let _waiting = TcpStream::connect(server.addr).unwrap();
+    wait_for(addr, CONNECTIONS, |n| n == 2.0);
+    let mut past = TcpStream::connect(server.addr).unwrap();
+    past.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(past.read_to_end(&mut rest).unwrap(), 0);
+    let capped = wait_for(addr, CAP, |n| n == 1.0);
+    assert_eq!(capped.get(FULL), 1.0);
+    drop(alice);
+    server.stop();
+}

@@ -365,6 +365,42 @@ impl Disconnect {
     }
 }
 
+/// Why a connection was turned away, the label of
+/// `chat_server_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// After its handshake: every place in the chat taken
+    /// (`--max-clients`); it was told so.
+    ServerFull,
+    /// After its handshake: its address has every place it may
+    /// (`--max-per-ip`); it was told so.
+    TooManyFromAddress,
+    /// Closed at once when accepted: the server holds all the connections
+    /// it may (twice `--max-clients`, or what the machine allows).
+    ConnectionCap,
+    /// Closed at once when accepted: its address holds all the
+    /// connections it may (twice `--max-per-ip`).
+    AddressConnectionCap,
+}
+
+impl Refused {
+    const ALL: [Refused; 4] = [
+        Refused::ServerFull,
+        Refused::TooManyFromAddress,
+        Refused::ConnectionCap,
+        Refused::AddressConnectionCap,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refused::ServerFull => "server_full",
+            Refused::TooManyFromAddress => "too_many_from_address",
+            Refused::ConnectionCap => "connection_cap",
+            Refused::AddressConnectionCap => "address_connection_cap",
+        }
+    }
+}
+
 /// What the server counts once per connection, or per wait of a thread
 /// that is about to sleep: shared by every thread, each count an atomic
 /// added to at that rate.
@@ -374,6 +410,7 @@ pub struct Counters {
     handshakes: [AtomicU64; Outcome::ALL.len()],
     failures: [AtomicU64; Failure::ALL.len()],
     disconnects: [AtomicU64; Disconnect::ALL.len()],
+    refused: [AtomicU64; Refused::ALL.len()],
     flood_waits: AtomicU64,
     flood_wait_micros: AtomicU64,
 }
@@ -421,6 +458,11 @@ impl Counters {
         bump(&self.disconnects[why as usize]);
     }
 
+    /// A connection was turned away, for `why`.
+    pub fn refused(&self, why: Refused) {
+        bump(&self.refused[why as usize]);
+    }
+
     /// Flood control held a client's line for `wait`.
     pub fn flood_wait(&self, wait: Duration) {
         bump(&self.flood_waits);
@@ -459,6 +501,14 @@ impl Counters {
             Disconnect::ALL
                 .iter()
                 .map(|&e| (e.label(), get(&self.disconnects[e as usize]))),
+        );
+        out.counters(
+            "chat_server_refused_total",
+            "Connections turned away, by reason: told why after the handshake, or closed at once.",
+            "reason",
+            Refused::ALL
+                .iter()
+                .map(|&r| (r.label(), get(&self.refused[r as usize]))),
         );
         out.counter(
             "chat_server_flood_waits_total",

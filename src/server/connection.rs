@@ -125,7 +125,17 @@ impl Handshake {
                 certificate,
                 seat,
             }),
-            Err(why) => Err(self.refusal(why)),
+            Err(no_seat) => {
+                self.tracker
+                    .connections
+                    .counters
+                    .refused(if no_seat.server_full {
+                        Refused::ServerFull
+                    } else {
+                        Refused::TooManyFromAddress
+                    });
+                Err(self.refusal(no_seat.told))
+            }
         };
         // Reading can make rustls queue a reply (to a key update); only the
         // shard writes, so it is asked to send it.

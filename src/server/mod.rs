@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::hub::{self, Address, Event};
 use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
-use crate::metrics::{Counters, Disconnect, HubFigures, Registry, ServerFigures};
+use crate::metrics::{Counters, Disconnect, HubFigures, Refused, Registry, ServerFigures};
 use crate::operators::Operators;
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
@@ -474,6 +474,7 @@ impl Server {
         if let Some(registry) = &self.metrics {
             registry.register(Arc::new(ServerFigures {
                 gauges: self.gauges(),
+                seats: Arc::clone(&self.seats),
                 max_clients: limits.max_clients,
                 counters: Arc::clone(&self.connections.counters),
                 hub: Arc::clone(&hub_figures),
@@ -564,15 +565,21 @@ impl Server {
     /// Whether a new connection fits under the caps on connections, in all
     /// and (with `--max-per-ip`) from its address; if so, it is counted.
     fn has_room(&self, peer: SocketAddr, cap: usize, alarms: &mut Alarms) -> bool {
+        let counters = &self.connections.counters;
         if self.connections.open() >= cap {
             alarms.too_many(cap);
+            counters.refused(Refused::ConnectionCap);
             return false;
         }
         alarms.turning_away = false;
-        match self.limits.max_per_ip {
+        let counted = match self.limits.max_per_ip {
             Some(max) => self.connections.count_per_ip(peer, max),
             None => true,
+        };
+        if !counted {
+            counters.refused(Refused::AddressConnectionCap);
         }
+        counted
     }
 
     /// Closes every connection, and waits (within [`SHUTDOWN_LIMIT`]) for

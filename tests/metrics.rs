@@ -246,9 +246,25 @@ fn the_link_to_redis_shows_up_then_down() {
 
     let up = wait_for(addr, "chat_server_redis_link_up", |n| n == 1.0);
     assert_eq!(up.get("chat_server_redis_held_back_bytes"), 0.0);
+    assert_eq!(up.get("chat_server_redis_reconnects_total"), 0.0);
+    assert_eq!(up.get("chat_server_redis_outbox"), 0.0);
     promtool_accepts(&up);
+
+    // A line goes through both queues, and out of them.
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("hello");
+    let echo = format!("chat {} hello", alice.nick);
+    alice.recv_until(|line| line == echo);
+    let through = wait_for(addr, "chat_server_redis_deliveries", |n| n == 0.0);
+    assert_eq!(through.get("chat_server_redis_outbox"), 0.0);
+    assert_eq!(through.get(ROOM_LINES), 1.0);
+
     redis.stop();
     wait_for(addr, "chat_server_redis_link_up", |n| n == 0.0);
+    redis.spawn(&[]);
+    let back = wait_for(addr, "chat_server_redis_reconnects_total", |n| n == 1.0);
+    assert_eq!(back.get("chat_server_redis_link_up"), 1.0);
+    drop(alice);
     server.stop();
 }
 

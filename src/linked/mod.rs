@@ -582,11 +582,13 @@ impl Elsewhere for Linked {
         let Some(deliveries) = self.deliveries.take() else {
             return Ok(());
         };
+        let taken = self.link.deliveries_taken();
         thread::Builder::new()
             .name("redis-deliver".into())
             .stack_size(FORWARD_STACK)
             .spawn(move || {
                 for delivery in deliveries {
+                    taken.took();
                     if hub.send(Event::Elsewhere(Arrival::new(delivery))).is_err() {
                         return;
                     }

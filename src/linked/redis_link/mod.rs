@@ -161,6 +161,7 @@ use subscriber::Subscriber;
 
 use crate::backoff::Backoff;
 use crate::elsewhere::{Claim, Sent};
+use crate::metrics::Tally;
 use crate::sync;
 use names::{Directory, Errand};
 use schedule::Schedule;
@@ -317,6 +318,17 @@ struct LinkState {
     rooms_changed: AtomicBool,
     /// See [`RedisLink::number`]: taken again when Redis lost its data.
     number: AtomicU64,
+    /// For the metrics, each added to by one thread only (see [`Tally`]):
+    /// lines put in the outbox (the hub), and taken out (the publisher);
+    /// deliveries queued for the hub (the subscriber, and the names
+    /// thread), and taken from that queue (the thread that forwards them).
+    outbox_in: Tally,
+    outbox_out: Tally,
+    delivered: Tally,
+    delivered_names: Tally,
+    deliveries_taken: Tally,
+    /// Times the link came back after it was down.
+    reconnects: AtomicU64,
 }
 
 impl LinkState {
@@ -438,6 +450,12 @@ impl RedisLink {
             rooms: Mutex::new(Rooms::default()),
             rooms_changed: AtomicBool::new(false),
             number: AtomicU64::new(number),
+            outbox_in: Tally::default(),
+            outbox_out: Tally::default(),
+            delivered: Tally::default(),
+            delivered_names: Tally::default(),
+            deliveries_taken: Tally::default(),
+            reconnects: AtomicU64::new(0),
         });
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
@@ -547,7 +565,10 @@ impl RedisLink {
             topic: topic.map(str::to_owned),
         };
         match outbox.try_send(outgoing) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.shared.outbox_in.add(1);
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => Err(Refused::Full),
             Err(TrySendError::Disconnected(_)) => Err(Refused::Down),
         }
@@ -693,6 +714,15 @@ impl RedisLink {
         self.shared.up.load(Ordering::SeqCst)
     }
 
+    /// The count the thread that takes the link's deliveries keeps, for
+    /// the metrics: that thread, and no other, calls
+    /// [`DeliveriesTaken::took`] for each.
+    pub fn deliveries_taken(&self) -> DeliveriesTaken {
+        DeliveriesTaken {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// The link's figures for the metrics: a view that only reads, and
     /// keeps none of the link's threads or queues alive.
     pub fn gauges(&self) -> LinkGauges {
@@ -702,7 +732,8 @@ impl RedisLink {
     }
 }
 
-/// What the metrics show of the link: whether Redis is reachable.
+/// What the metrics show of the link: whether Redis is reachable, how
+/// often it came back, and what waits in its queues.
 #[derive(Debug)]
 pub struct LinkGauges {
     shared: Arc<LinkState>,
@@ -710,12 +741,49 @@ pub struct LinkGauges {
 
 impl crate::metrics::Source for LinkGauges {
     fn collect(&self, out: &mut crate::metrics::Exposition) {
-        let up = self.shared.up.load(Ordering::SeqCst);
+        let shared = &self.shared;
+        let up = shared.up.load(Ordering::SeqCst);
         out.gauge(
             "chat_server_redis_link_up",
             "1 while the link to Redis is connected, 0 while it reconnects.",
             if up { 1.0 } else { 0.0 },
         );
+        out.counter(
+            "chat_server_redis_reconnects_total",
+            "Times the link to Redis came back after it was down.",
+            shared.reconnects.load(Ordering::Relaxed) as f64,
+        );
+        // What was taken is read before what was put: a line put and taken
+        // between the two reads is then counted in neither, never taken
+        // without having been put.
+        let taken = shared.outbox_out.get();
+        let waiting = shared.outbox_in.get().saturating_sub(taken);
+        out.gauge(
+            "chat_server_redis_outbox",
+            "Room lines waiting for the thread that publishes them to Redis.",
+            waiting as f64,
+        );
+        let taken = shared.deliveries_taken.get();
+        let put = shared.delivered.get() + shared.delivered_names.get();
+        out.gauge(
+            "chat_server_redis_deliveries",
+            "What came from Redis (lines, answers) waiting to be handed to the hub.",
+            put.saturating_sub(taken) as f64,
+        );
+    }
+}
+
+/// What the thread that hands the hub the link's deliveries counts.
+#[derive(Debug)]
+pub struct DeliveriesTaken {
+    shared: Arc<LinkState>,
+}
+
+impl DeliveriesTaken {
+    /// One delivery was taken from the link's queue. Only that thread
+    /// calls it.
+    pub fn took(&self) {
+        self.shared.deliveries_taken.add(1);
     }
 }
 

@@ -723,9 +723,12 @@ impl Elsewhere for Linked {
             }
         }
         self.pump();
-        // Only the hub thread writes it.
-        self.held_back_shown
-            .store(self.held_back, Ordering::Relaxed);
+        // Only the hub thread writes it, and only when it changed: most
+        // events leave it as it was.
+        if self.held_back_shown.load(Ordering::Relaxed) != self.held_back {
+            self.held_back_shown
+                .store(self.held_back, Ordering::Relaxed);
+        }
     }
 
     fn arrived(&mut self, arrival: Arrival) -> Told {

@@ -225,8 +225,11 @@ impl Worker {
                 over_cap.push((slot, why));
             }
         }
-        // One add per line, not per recipient; only this thread writes it.
-        self.shard.figures.deliveries.add(delivered);
+        // One add per line, not per recipient, none for a line that
+        // reached nobody; only this thread writes it.
+        if delivered > 0 {
+            self.shard.figures.deliveries.add(delivered);
+        }
         // Cut once the line reached everyone: a cut changes the room's list.
         for (slot, why) in over_cap {
             self.cut(slot, Cut::TooSlow(why));

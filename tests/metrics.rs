@@ -219,6 +219,41 @@ fn the_help_names_the_flag_and_who_can_read_it() {
     assert!(help.contains("authentication"), "{help}");
 }
 
+/// The TCP sockets process `pid` listens on: its descriptors that are
+/// sockets, looked up among the listening ones in /proc/net/tcp and tcp6.
+fn listening_sockets(pid: u32) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .map(|line| {
+                    line.split_whitespace()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        // Field 3 is the state (0A: listening), field 9 the inode.
+        .filter(|fields| fields.len() > 9 && fields[3] == "0A" && inodes.contains(&fields[9]))
+        .count()
+}
+
 #[test]
 fn without_the_flag_nothing_is_served() {
     let pki = Pki::new();
@@ -228,6 +263,121 @@ fn without_the_flag_nothing_is_served() {
         "{:#?}",
         server.seen
     );
+    // The chat's port, and no other.
+    assert_eq!(listening_sockets(server.pid), 1);
+    server.stop();
+    // What the count would see if the endpoint were there.
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(["--metrics", "127.0.0.1:0"].map(OsStr::new));
+    let with = ServerProcess::start(&args);
+    assert_eq!(listening_sockets(with.pid), 2);
+    with.stop();
+}
+
+/// A client whose socket takes nothing: it holds up the lines for it, the
+/// memory budget fills and the hub pauses, until the client is cut as
+/// stalled. And a connection that never starts its handshake times out.
+#[test]
+fn a_stall_fills_the_budget_and_is_cut_and_a_silent_handshake_times_out() {
+    const LINES: usize = 3_000;
+    let pki = Pki::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(
+        [
+            "--metrics",
+            "127.0.0.1:0",
+            "--rate",
+            "0",
+            "--stall-timeout",
+            "1",
+            "--memory-budget",
+            "1M",
+            "--handshake-timeout",
+            "1",
+        ]
+        .map(OsStr::new),
+    );
+    let server = ServerProcess::start(&args);
+    let addr = metrics_addr(&server);
+
+    // A handshake that never comes.
+    let mut mute = TcpStream::connect(server.addr).unwrap();
+    mute.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let _ = mute.read_to_end(&mut Vec::new());
+    wait_for(
+        addr,
+        "chat_server_handshakes_total{outcome=\"timed_out\"}",
+        |n| n == 1.0,
+    );
+
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    let stalled = stalled_reader(server.addr, &pki.ca);
+    alice.recv_until(|line| line.contains(" joined #lobby"));
+    // About 3 MB for a reader that takes a few KiB: 1 MiB of it waits.
+    let padding = "x".repeat(1000);
+    let sender = std::thread::spawn(move || {
+        for n in 0..LINES {
+            alice.send(&format!("{n} {padding}"));
+        }
+        alice
+    });
+    wait_for(addr, "chat_server_waiting_bytes", |n| n > 0.0);
+    let cut = wait_for(
+        addr,
+        "chat_server_disconnects_total{reason=\"stalled\"}",
+        |n| n == 1.0,
+    );
+    assert!(
+        cut.get("chat_server_budget_pauses_total") >= 1.0,
+        "{}",
+        cut.text
+    );
+    assert!(cut.get("chat_server_budget_pause_seconds_total") > 0.0);
+    let alice = sender.join().unwrap();
+    let last = format!("chat {} {} ", alice.nick, LINES - 1);
+    alice.recv_until(|line| line.starts_with(&last));
+    wait_for(addr, "chat_server_waiting_bytes", |n| n == 0.0);
+    drop((alice, stalled));
+    server.stop();
+}
+
+/// A client in the chat, with a receive buffer of a few KiB, that never
+/// reads.
+fn stalled_reader(addr: SocketAddr, ca: &std::path::Path) -> (rustls::Connection, TcpStream) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    // Before connecting, so that the window offered is small too.
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&addr.into(), TIMEOUT).unwrap();
+    let config = tls::client_config(&tls::Trust::CaFile(ca.to_owned()), None).unwrap();
+    let options = support::client_options(addr, ca);
+    secure_chat::client::handshake(socket.into(), config, &options)
+        .unwrap()
+        .into_parts()
+}
+
+/// With a data directory, the store's queue and what it wrote.
+#[test]
+fn the_store_shows_what_it_wrote() {
+    let pki = Pki::new();
+    let data = support::TempDir::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(["--metrics", "127.0.0.1:0", "--data-dir"].map(OsStr::new));
+    args.push(data.path().as_os_str());
+    let server = ServerProcess::start(&args);
+    let addr = metrics_addr(&server);
+    let start = scrape(addr);
+    assert_eq!(start.get("chat_server_store_queued"), 0.0);
+    assert_eq!(start.get("chat_server_store_failed_total"), 0.0);
+    promtool_accepts(&start);
+    let written = start.get("chat_server_store_written_total");
+
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("kept");
+    let echo = format!("chat {} kept", alice.nick);
+    alice.recv_until(|line| line == echo);
+    wait_for(addr, "chat_server_store_written_total", |n| n > written);
+    drop(alice);
     server.stop();
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::text::CONTENT_TYPE;
 use super::Registry;
 use crate::error::Error;
-use crate::server::{is_resource_exhaustion, ACCEPT_BACKOFF};
+use crate::server::{bind_first, is_resource_exhaustion, ACCEPT_BACKOFF};
 
 /// The most a request's head may take. A scraper's `GET /metrics` with its
 /// headers is a few hundred bytes; this is room for a proxy's additions.
@@ -54,14 +54,15 @@ pub struct Endpoint {
 impl Endpoint {
     /// Binds `addr` and starts answering scrapes of `registry`.
     pub fn serve(addr: &str, registry: Arc<Registry>) -> Result<Endpoint, Error> {
-        let bind_error = |source| Error::Bind {
+        let listener = bind_first(addr, |candidate| {
+            let listener = TcpListener::bind(candidate)?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
             addr: addr.to_string(),
             source,
-        };
-        let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(bind_error)?.collect();
-        let listener = TcpListener::bind(&addrs[..]).map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
-        listener.set_nonblocking(true).map_err(bind_error)?;
+        })?;
         let poll = Poll::new().map_err(Error::Thread)?;
         poll.registry()
             .register(
@@ -99,7 +100,8 @@ impl Endpoint {
     }
 
     /// Stops answering, drops the connections open, and waits for the
-    /// thread.
+    /// thread. `chat-server` never calls it (the endpoint ends with the
+    /// process); a program that embeds the server and outlives it does.
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
         // If waking fails the poll is gone, and so is the thread.

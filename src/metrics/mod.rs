@@ -143,9 +143,14 @@ impl HubFigures {
     /// The hub waited `waited` for the writers to catch up.
     pub fn paused(&self, waited: Duration) {
         self.pauses.add(1);
-        self.paused_micros
-            .add(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+        self.paused_micros.add(micros(waited));
     }
+}
+
+/// `time` in whole microseconds, as the figures keep time (a count that
+/// cannot overflow in any real run; saturated if it could).
+fn micros(time: Duration) -> u64 {
+    u64::try_from(time.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// What one writer shard counts; only that shard's thread adds to these.
@@ -466,8 +471,8 @@ impl Counters {
     /// Flood control held a client's line for `wait`.
     pub fn flood_wait(&self, wait: Duration) {
         bump(&self.flood_waits);
-        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-        self.flood_wait_micros.fetch_add(micros, Ordering::Relaxed);
+        self.flood_wait_micros
+            .fetch_add(micros(wait), Ordering::Relaxed);
     }
 
     /// Writes these counts.

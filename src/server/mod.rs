@@ -284,22 +284,7 @@ impl Gauges {
 impl Server {
     /// Binds the listening socket. Fails if the address is taken or invalid.
     pub fn bind(addr: &str, tls: Arc<ServerConfig>, limits: Limits) -> Result<Server, Error> {
-        let bind_error = |source| Error::Bind {
-            addr: addr.to_string(),
-            source,
-        };
-        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address to bind");
-        let mut bound = None;
-        for candidate in addr.to_socket_addrs().map_err(bind_error)? {
-            match listen(candidate) {
-                Ok(listener) => {
-                    bound = Some(listener);
-                    break;
-                }
-                Err(err) => last_error = err,
-            }
-        }
-        let listener = bound.ok_or_else(|| bind_error(last_error))?;
+        let listener = bind_first(addr, listen)?;
         Ok(Server {
             listener,
             tls: Arc::new(Mutex::new(tls)),
@@ -816,6 +801,27 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// A socket listening on the first of the addresses `addr` resolves to
+/// that `listen` can bind, or why none could be: the chat's port, and the
+/// metrics endpoint's.
+pub(crate) fn bind_first(
+    addr: &str,
+    listen: impl Fn(SocketAddr) -> io::Result<TcpListener>,
+) -> Result<TcpListener, Error> {
+    let bind_error = |source| Error::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address to bind");
+    for candidate in addr.to_socket_addrs().map_err(bind_error)? {
+        match listen(candidate) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last_error = err,
+        }
+    }
+    Err(bind_error(last_error))
 }
 
 /// Waits until every holder of the `alive` sender is gone, or `limit` passes.

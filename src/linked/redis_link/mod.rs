@@ -143,6 +143,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, Tr
 use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Script, Value};
 
 mod connect;
+mod figures;
 mod messages;
 mod names;
 mod order;
@@ -155,6 +156,7 @@ mod subscriber;
 mod tests;
 
 use connect::{current_seq, epoch, Target};
+pub use figures::{DeliveriesTaken, LinkGauges};
 pub use messages::{Delivery, LinkError, LinkSettings, Refused};
 use publisher::{pause, Publisher};
 use subscriber::Subscriber;
@@ -729,61 +731,6 @@ impl RedisLink {
         LinkGauges {
             shared: Arc::clone(&self.shared),
         }
-    }
-}
-
-/// What the metrics show of the link: whether Redis is reachable, how
-/// often it came back, and what waits in its queues.
-#[derive(Debug)]
-pub struct LinkGauges {
-    shared: Arc<LinkState>,
-}
-
-impl crate::metrics::Source for LinkGauges {
-    fn collect(&self, out: &mut crate::metrics::Exposition) {
-        let shared = &self.shared;
-        let up = shared.up.load(Ordering::SeqCst);
-        out.gauge(
-            "chat_server_redis_link_up",
-            "1 while the link to Redis is connected, 0 while it reconnects.",
-            if up { 1.0 } else { 0.0 },
-        );
-        out.counter(
-            "chat_server_redis_reconnects_total",
-            "Times the link to Redis came back after it was down.",
-            shared.reconnects.load(Ordering::Relaxed) as f64,
-        );
-        // What was taken is read before what was put: a line put and taken
-        // between the two reads is then counted in neither, never taken
-        // without having been put.
-        let taken = shared.outbox_out.get();
-        let waiting = shared.outbox_in.get().saturating_sub(taken);
-        out.gauge(
-            "chat_server_redis_outbox",
-            "Room lines waiting for the thread that publishes them to Redis.",
-            waiting as f64,
-        );
-        let taken = shared.deliveries_taken.get();
-        let put = shared.delivered.get() + shared.delivered_names.get();
-        out.gauge(
-            "chat_server_redis_deliveries",
-            "What came from Redis (lines, answers) waiting to be handed to the hub.",
-            put.saturating_sub(taken) as f64,
-        );
-    }
-}
-
-/// What the thread that hands the hub the link's deliveries counts.
-#[derive(Debug)]
-pub struct DeliveriesTaken {
-    shared: Arc<LinkState>,
-}
-
-impl DeliveriesTaken {
-    /// One delivery was taken from the link's queue. Only that thread
-    /// calls it.
-    pub fn took(&self) {
-        self.shared.deliveries_taken.add(1);
     }
 }
 

@@ -79,17 +79,23 @@ impl Seats {
         })
     }
 
-    /// A place for a client from `ip`, or the refusal it is told.
-    pub fn take(self: &Arc<Seats>, ip: IpAddr) -> Result<Seat, String> {
+    /// A place for a client from `ip`, or why there is none.
+    pub fn take(self: &Arc<Seats>, ip: IpAddr) -> Result<Seat, NoSeat> {
         let block = Block::of(ip);
         let mut taken = lock(&self.taken);
         let here = taken.per_ip.get(&block).copied().unwrap_or(0);
         if self.max_per_ip.is_some_and(|max| here >= max) {
             let ip = block.to_string();
-            return Err(Refusal::TooManyFromAddress { ip: &ip, here }.to_string());
+            return Err(NoSeat {
+                told: Refusal::TooManyFromAddress { ip: &ip, here }.to_string(),
+                server_full: false,
+            });
         }
         if taken.all >= self.max {
-            return Err(Refusal::ServerFull { max: self.max }.to_string());
+            return Err(NoSeat {
+                told: Refusal::ServerFull { max: self.max }.to_string(),
+                server_full: true,
+            });
         }
         taken.all += 1;
         if self.max_per_ip.is_some() {
@@ -98,6 +104,20 @@ impl Seats {
         let seats = Arc::clone(self);
         Ok(Seat { seats, block })
     }
+
+    /// The places taken now: the clients in the chat.
+    pub fn taken(&self) -> usize {
+        lock(&self.taken).all
+    }
+}
+
+/// Why a client got no place in the chat.
+#[derive(Debug)]
+pub struct NoSeat {
+    /// The refusal the client is told.
+    pub told: String,
+    /// True if the server is full; false if its address has all it may.
+    pub server_full: bool,
 }
 
 /// One client's place in the chat, given back when dropped.
@@ -131,16 +151,20 @@ mod tests {
         let first = seats.take(a).unwrap();
         let _second = seats.take(a).unwrap();
         assert_eq!(
-            seats.take(a).unwrap_err(),
+            seats.take(a).unwrap_err().told,
             "too many connections from 10.0.0.1 (2); close one and try again"
         );
         let _third = seats.take(b).unwrap();
         assert_eq!(
-            seats.take(b).unwrap_err(),
+            seats.take(b).unwrap_err().told,
             "server full (3 clients); try again later"
         );
         drop(first);
         let _again = seats.take(b).unwrap();
+        // Full, and b has all it may: each refusal names its limit.
+        assert!(seats.take(a).unwrap_err().server_full);
+        assert!(!seats.take(b).unwrap_err().server_full);
+        assert_eq!(seats.taken(), 3);
         let taken = lock(&seats.taken);
         assert_eq!(taken.all, 3);
         assert_eq!(
@@ -156,7 +180,7 @@ mod tests {
         let _first = seats.take(ip("2001:db8:1:2::1")).unwrap();
         let _second = seats.take(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).unwrap();
         assert_eq!(
-            seats.take(ip("2001:db8:1:2:abcd::9")).unwrap_err(),
+            seats.take(ip("2001:db8:1:2:abcd::9")).unwrap_err().told,
             "too many connections from 2001:db8:1:2::/64 (2); close one and try again"
         );
         // The next /64 is another network.

@@ -12,7 +12,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 
 use support::{bad_record, cert_args, run, tls_connect, wait_until, Pki, ServerProcess, TIMEOUT};
-use support::{Incoming, TestClient};
+use support::{test_limits, Incoming, TestClient};
+
+use secure_chat::metrics::Registry;
+use secure_chat::server::Server;
+use secure_chat::tls;
 
 /// The samples of one scrape, by series (`name{labels}`).
 struct Scrape {
@@ -47,6 +51,11 @@ fn scrape(addr: SocketAddr) -> Scrape {
         head.contains("Content-Type: text/plain; version=0.0.4"),
         "{head}"
     );
+    samples_of(text)
+}
+
+/// The samples of a scrape's text.
+fn samples_of(text: &str) -> Scrape {
     let samples = text
         .lines()
         .filter(|line| !line.starts_with('#'))
@@ -210,6 +219,41 @@ fn the_help_names_the_flag_and_who_can_read_it() {
     assert!(help.contains("authentication"), "{help}");
 }
 
+/// The TCP sockets process `pid` listens on: its descriptors that are
+/// sockets, looked up among the listening ones in /proc/net/tcp and tcp6.
+fn listening_sockets(pid: u32) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .map(|line| {
+                    line.split_whitespace()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        // Field 3 is the state (0A: listening), field 9 the inode.
+        .filter(|fields| fields.len() > 9 && fields[3] == "0A" && inodes.contains(&fields[9]))
+        .count()
+}
+
 #[test]
 fn without_the_flag_nothing_is_served() {
     let pki = Pki::new();
@@ -219,6 +263,121 @@ fn without_the_flag_nothing_is_served() {
         "{:#?}",
         server.seen
     );
+    // The chat's port, and no other.
+    assert_eq!(listening_sockets(server.pid), 1);
+    server.stop();
+    // What the count would see if the endpoint were there.
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(["--metrics", "127.0.0.1:0"].map(OsStr::new));
+    let with = ServerProcess::start(&args);
+    assert_eq!(listening_sockets(with.pid), 2);
+    with.stop();
+}
+
+/// A client whose socket takes nothing: it holds up the lines for it, the
+/// memory budget fills and the hub pauses, until the client is cut as
+/// stalled. And a connection that never starts its handshake times out.
+#[test]
+fn a_stall_fills_the_budget_and_is_cut_and_a_silent_handshake_times_out() {
+    const LINES: usize = 3_000;
+    let pki = Pki::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(
+        [
+            "--metrics",
+            "127.0.0.1:0",
+            "--rate",
+            "0",
+            "--stall-timeout",
+            "1",
+            "--memory-budget",
+            "1M",
+            "--handshake-timeout",
+            "1",
+        ]
+        .map(OsStr::new),
+    );
+    let server = ServerProcess::start(&args);
+    let addr = metrics_addr(&server);
+
+    // A handshake that never comes.
+    let mut mute = TcpStream::connect(server.addr).unwrap();
+    mute.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let _ = mute.read_to_end(&mut Vec::new());
+    wait_for(
+        addr,
+        "chat_server_handshakes_total{outcome=\"timed_out\"}",
+        |n| n == 1.0,
+    );
+
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    let stalled = stalled_reader(server.addr, &pki.ca);
+    alice.recv_until(|line| line.contains(" joined #lobby"));
+    // About 3 MB for a reader that takes a few KiB: 1 MiB of it waits.
+    let padding = "x".repeat(1000);
+    let sender = std::thread::spawn(move || {
+        for n in 0..LINES {
+            alice.send(&format!("{n} {padding}"));
+        }
+        alice
+    });
+    wait_for(addr, "chat_server_waiting_bytes", |n| n > 0.0);
+    let cut = wait_for(
+        addr,
+        "chat_server_disconnects_total{reason=\"stalled\"}",
+        |n| n == 1.0,
+    );
+    assert!(
+        cut.get("chat_server_budget_pauses_total") >= 1.0,
+        "{}",
+        cut.text
+    );
+    assert!(cut.get("chat_server_budget_pause_seconds_total") > 0.0);
+    let alice = sender.join().unwrap();
+    let last = format!("chat {} {} ", alice.nick, LINES - 1);
+    alice.recv_until(|line| line.starts_with(&last));
+    wait_for(addr, "chat_server_waiting_bytes", |n| n == 0.0);
+    drop((alice, stalled));
+    server.stop();
+}
+
+/// A client in the chat, with a receive buffer of a few KiB, that never
+/// reads.
+fn stalled_reader(addr: SocketAddr, ca: &std::path::Path) -> (rustls::Connection, TcpStream) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    // Before connecting, so that the window offered is small too.
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&addr.into(), TIMEOUT).unwrap();
+    let config = tls::client_config(&tls::Trust::CaFile(ca.to_owned()), None).unwrap();
+    let options = support::client_options(addr, ca);
+    secure_chat::client::handshake(socket.into(), config, &options)
+        .unwrap()
+        .into_parts()
+}
+
+/// With a data directory, the store's queue and what it wrote.
+#[test]
+fn the_store_shows_what_it_wrote() {
+    let pki = Pki::new();
+    let data = support::TempDir::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(["--metrics", "127.0.0.1:0", "--data-dir"].map(OsStr::new));
+    args.push(data.path().as_os_str());
+    let server = ServerProcess::start(&args);
+    let addr = metrics_addr(&server);
+    let start = scrape(addr);
+    assert_eq!(start.get("chat_server_store_queued"), 0.0);
+    assert_eq!(start.get("chat_server_store_failed_total"), 0.0);
+    promtool_accepts(&start);
+    let written = start.get("chat_server_store_written_total");
+
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("kept");
+    let echo = format!("chat {} kept", alice.nick);
+    alice.recv_until(|line| line == echo);
+    wait_for(addr, "chat_server_store_written_total", |n| n > written);
+    drop(alice);
     server.stop();
 }
 
@@ -237,8 +396,107 @@ fn the_link_to_redis_shows_up_then_down() {
 
     let up = wait_for(addr, "chat_server_redis_link_up", |n| n == 1.0);
     assert_eq!(up.get("chat_server_redis_held_back_bytes"), 0.0);
+    assert_eq!(up.get("chat_server_redis_reconnects_total"), 0.0);
+    assert_eq!(up.get("chat_server_redis_outbox"), 0.0);
     promtool_accepts(&up);
+
+    // A line goes through both queues, and out of them.
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("hello");
+    let echo = format!("chat {} hello", alice.nick);
+    alice.recv_until(|line| line == echo);
+    let through = wait_for(addr, "chat_server_redis_deliveries", |n| n == 0.0);
+    assert_eq!(through.get("chat_server_redis_outbox"), 0.0);
+    assert_eq!(through.get(ROOM_LINES), 1.0);
+
     redis.stop();
     wait_for(addr, "chat_server_redis_link_up", |n| n == 0.0);
+    redis.spawn(&[]);
+    let back = wait_for(addr, "chat_server_redis_reconnects_total", |n| n == 1.0);
+    assert_eq!(back.get("chat_server_redis_link_up"), 1.0);
+    drop(alice);
+    server.stop();
+}
+
+/// Who ended a connection counts: a client the server closed after its
+/// `/quit` is not one that closed first, and a client still there when the
+/// server stops is counted as shut out, whatever its connection then did.
+#[test]
+fn a_close_by_the_server_and_a_shutdown_are_told_apart() {
+    let pki = Pki::new();
+    let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
+    let mut server = Server::bind("127.0.0.1:0", config, test_limits()).unwrap();
+    let registry = Registry::new();
+    server.report_to(std::sync::Arc::clone(&registry));
+    let addr = server.local_addr();
+    let stopper = server.stopper();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(server.run());
+    });
+    let disconnects = |reason: &str| {
+        samples_of(&registry.render()).get(&format!(
+            "chat_server_disconnects_total{{reason=\"{reason}\"}}"
+        ))
+    };
+
+    let alice = TestClient::connect(addr, &pki.ca);
+    let mut bob = TestClient::connect(addr, &pki.ca);
+    alice.recv_until(|line| line.contains(&format!("{} joined", bob.nick)));
+    bob.send("/quit lunch");
+    // The server says goodbye and closes; bob answers its close_notify.
+    bob.expect_end();
+    drop(bob);
+    assert!(wait_until(|| disconnects("server_closed") == 1.0));
+    assert_eq!(disconnects("closed"), 0.0);
+
+    stopper.stop();
+    let result = finished.recv_timeout(TIMEOUT).expect("the server stopped");
+    result.expect("the server ran well");
+    assert_eq!(disconnects("shutdown"), 1.0, "{}", registry.render());
+    assert_eq!(disconnects("closed"), 0.0);
+    assert_eq!(disconnects("server_closed"), 1.0);
+    drop(alice);
+}
+
+/// The clients in the chat, beside `--max-clients`, and each connection
+/// turned away, by why: the figures a "server full" alert needs.
+#[test]
+fn places_taken_and_connections_turned_away_are_shown() {
+    let pki = Pki::new();
+    let mut args = cert_args(&pki.cert, &pki.key);
+    args.extend(["--metrics", "127.0.0.1:0", "--max-clients", "1"].map(OsStr::new));
+    let server = ServerProcess::start(&args);
+    let addr = metrics_addr(&server);
+    const FULL: &str = "chat_server_refused_total{reason=\"server_full\"}";
+    const CAP: &str = "chat_server_refused_total{reason=\"connection_cap\"}";
+    let start = scrape(addr);
+    assert_eq!(start.get("chat_server_clients"), 0.0);
+    assert_eq!(start.get(FULL), 0.0);
+    promtool_accepts(&start);
+
+    let alice = TestClient::connect(server.addr, &pki.ca);
+    assert_eq!(scrape(addr).get("chat_server_clients"), 1.0);
+    // The second is told the server is full, and counted so.
+    let bob = TestClient::connect_quietly(server.addr, &pki.ca);
+    assert!(bob.recv().contains("server full"));
+    bob.expect_end();
+    let full = wait_for(addr, FULL, |n| n == 1.0);
+    assert_eq!(full.get("chat_server_clients"), 1.0);
+    assert_eq!(full.get("chat_server_max_clients"), 1.0);
+    drop(bob);
+    wait_for(addr, CONNECTIONS, |n| n == 1.0);
+
+    // The connection cap is twice --max-clients: alice and one more in
+    // its handshake; the next is closed at once.
+    let _waiting = TcpStream::connect(server.addr).unwrap();
+    wait_for(addr, CONNECTIONS, |n| n == 2.0);
+    let mut past = TcpStream::connect(server.addr).unwrap();
+    past.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(past.read_to_end(&mut rest).unwrap(), 0);
+    let capped = wait_for(addr, CAP, |n| n == 1.0);
+    assert_eq!(capped.get(FULL), 1.0);
+    drop(alice);
     server.stop();
 }

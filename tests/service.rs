@@ -1,18 +1,21 @@
 //! `contrib/chat-server.service`, checked offline by `systemd-analyze`:
 //! `verify` parses it with the built server in place of the installed one
 //! (a key it does not know, a value it cannot parse, a program that is not
-//! there), and `security --offline=yes` rates its hardening. Neither
-//! starts it: whether the server runs well inside that sandbox (its system
-//! calls, its paths) is not checked here.
+//! there), and `security --offline=yes` rates its hardening; the server
+//! is run with the unit's arguments (its files swapped for temporary ones)
+//! until it listens. Whether it runs well inside the unit's sandbox (its
+//! system calls, its paths) is not checked here: that needs systemd.
 
 use secure_chat_test_support as support;
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use secure_chat::server::MAX_CLIENTS;
-use support::{run, TempDir, SERVER};
+use support::{run, Pki, ServerProcess, TempDir, SERVER, TIMEOUT};
 
 /// Where the unit expects the server; the tests put the built one there.
 const INSTALLED: &str = "/usr/local/bin/chat-server";
@@ -124,4 +127,85 @@ fn the_unit_has_its_own_user_a_read_only_system_and_room_for_every_client() {
     assert!(files >= 2 * MAX_CLIENTS + 1000, "LimitNOFILE={files}");
     let tasks: usize = value("TasksMax").parse().unwrap();
     assert!(tasks >= 2 * MAX_CLIENTS + 100, "TasksMax={tasks}");
+}
+
+/// The arguments `ExecStart=` gives the server, after its path.
+fn exec_start_args() -> Vec<String> {
+    let unit = unit();
+    let exec = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecStart="))
+        .expect("an ExecStart= line");
+    let mut words = exec.split_whitespace().map(str::to_string);
+    assert_eq!(words.next().as_deref(), Some(INSTALLED));
+    words.collect()
+}
+
+#[test]
+fn the_help_names_every_flag_the_unit_uses() {
+    let output = run(Command::new(SERVER.path()).arg("--help"), "");
+    let help = String::from_utf8_lossy(&output.stdout);
+    let flags: Vec<String> = exec_start_args()
+        .into_iter()
+        .filter(|word| word.starts_with("--"))
+        .collect();
+    assert!(flags.len() >= 5, "{flags:?}");
+    for flag in flags {
+        assert!(help.contains(&format!("{flag} ")), "{flag} not in\n{help}");
+    }
+}
+
+/// The server runs with the unit's `ExecStart=`: every flag as written,
+/// only what names this machine's files and ports swapped for temporary
+/// ones. It listens, keeps its rooms in the data directory (the store's
+/// figures show), serves its metrics, and stops on SIGTERM.
+#[test]
+fn the_server_runs_with_the_units_arguments() {
+    let pki = Pki::new();
+    let data = TempDir::new();
+    let mut args = Vec::new();
+    let mut words = exec_start_args().into_iter();
+    while let Some(word) = words.next() {
+        let swapped = match word.as_str() {
+            "--addr" | "--metrics" => Some("127.0.0.1:0".to_string()),
+            "--cert" => Some(pki.cert.to_str().unwrap().to_string()),
+            "--key" => Some(pki.key.to_str().unwrap().to_string()),
+            "--data-dir" => Some(data.path().to_str().unwrap().to_string()),
+            _ => None,
+        };
+        args.push(word);
+        if let Some(value) = swapped {
+            words.next().expect("a value after the flag");
+            args.push(value);
+        }
+    }
+    let mut server = ServerProcess::spawn_command(Command::new(&SERVER).args(&args));
+    server.wait_until_listening();
+    // Logged before the listening line.
+    let line = server
+        .seen
+        .iter()
+        .find(|line| line.contains("metrics on http://"))
+        .unwrap_or_else(|| panic!("no metrics address in {:#?}", server.seen));
+    let metrics: SocketAddr = line
+        .rsplit_once("http://")
+        .unwrap()
+        .1
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+    let mut socket = TcpStream::connect_timeout(&metrics, TIMEOUT).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.contains("\nchat_server_store_queued "), "{reply}");
+    assert!(
+        fs::read_dir(data.path()).unwrap().next().is_some(),
+        "nothing in the data directory"
+    );
+    server.stop();
 }

@@ -97,7 +97,8 @@ Options:
   --metrics HOST:PORT        serve the server's figures for Prometheus at
                              http://HOST:PORT/metrics, in plain HTTP without
                              authentication: keep it on loopback or a private
-                             network [default: off]
+                             network; a bare PORT is 127.0.0.1:PORT
+                             [default: off]
   --data-dir DIR             keep each room's history and topic in DIR across
                              restarts (made if missing; one server per
                              directory) [default: data]
@@ -292,7 +293,9 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
                 }
                 args.room_expiry = Some(expiry);
             }
-            Long("metrics") => args.metrics = Some(parser.value()?.parse()?),
+            Long("metrics") => {
+                args.metrics = Some(metrics_addr(&parser.value()?.string()?));
+            }
             Long("data-dir") | Long("no-data-dir") if args.data.chosen => {
                 return Err("--data-dir and --no-data-dir: give one, once".into());
             }
@@ -689,6 +692,16 @@ struct Redis<'a> {
     room_expiry: Option<Duration>,
 }
 
+/// Where `--metrics VALUE` serves: a bare port is on loopback, since the
+/// figures are for this machine's monitoring unless said otherwise.
+fn metrics_addr(value: &str) -> String {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{value}")
+    } else {
+        value.to_string()
+    }
+}
+
 /// Serves `registry`'s figures at `addr` (`--metrics`), from a thread of its
 /// own. Anywhere but loopback, the log says who can read them.
 fn serve_metrics(addr: &str, registry: Arc<Registry>) -> Result<(), Error> {
@@ -768,6 +781,14 @@ fn raise_open_files_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_metrics_port_is_on_loopback() {
+        assert_eq!(metrics_addr("9464"), "127.0.0.1:9464");
+        assert_eq!(metrics_addr("0.0.0.0:9464"), "0.0.0.0:9464");
+        assert_eq!(metrics_addr("[::1]:9464"), "[::1]:9464");
+        assert_eq!(metrics_addr("localhost:9464"), "localhost:9464");
+    }
 
     #[test]
     fn sizes_take_a_unit() {

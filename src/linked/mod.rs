@@ -617,11 +617,13 @@ impl Elsewhere for Linked {
         let Some(deliveries) = self.deliveries.take() else {
             return Ok(());
         };
+        let taken = self.link.deliveries_taken();
         thread::Builder::new()
             .name("redis-deliver".into())
             .stack_size(FORWARD_STACK)
             .spawn(move || {
                 for delivery in deliveries {
+                    taken.took();
                     if hub.send(Event::Elsewhere(Arrival::new(delivery))).is_err() {
                         return;
                     }
@@ -757,9 +759,12 @@ impl Elsewhere for Linked {
             }
         }
         self.pump();
-        // Only the hub thread writes it.
-        self.held_back_shown
-            .store(self.held_back, Ordering::Relaxed);
+        // Only the hub thread writes it, and only when it changed: most
+        // events leave it as it was.
+        if self.held_back_shown.load(Ordering::Relaxed) != self.held_back {
+            self.held_back_shown
+                .store(self.held_back, Ordering::Relaxed);
+        }
     }
 
     fn arrived(&mut self, arrival: Arrival) -> Told {

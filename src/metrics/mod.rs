@@ -27,7 +27,7 @@ mod server;
 mod store;
 mod text;
 
-pub use http::{Endpoint, MAX_REQUEST, REQUEST_TIMEOUT};
+pub use http::{Endpoint, MAX_OPEN, MAX_REQUEST, REQUEST_TIMEOUT};
 pub use server::ServerFigures;
 pub use text::{Exposition, CONTENT_TYPE};
 
@@ -143,9 +143,14 @@ impl HubFigures {
     /// The hub waited `waited` for the writers to catch up.
     pub fn paused(&self, waited: Duration) {
         self.pauses.add(1);
-        self.paused_micros
-            .add(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+        self.paused_micros.add(micros(waited));
     }
+}
+
+/// `time` in whole microseconds, as the figures keep time (a count that
+/// cannot overflow in any real run; saturated if it could).
+fn micros(time: Duration) -> u64 {
+    u64::try_from(time.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// What one writer shard counts; only that shard's thread adds to these.
@@ -287,9 +292,13 @@ impl Failure {
 /// ([`TooSlow`], a failed send, no hang-up after our close_notify).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
-    /// The client closed the connection properly (close_notify), `/quit`
-    /// included.
+    /// The client closed the connection properly (close_notify) before
+    /// the server did.
     Closed,
+    /// The server ended it at the chat's word: after `/quit`, a `/kill`, a
+    /// refusal when joining (a name taken, a server ban), a session taken
+    /// over by a reclaim. Which of these the chat does not tell the server.
+    ServerClosed,
     /// The connection ended without close_notify: the peer vanished.
     Lost,
     /// Decrypting what it sent failed, or it sent a TLS alert.
@@ -306,13 +315,14 @@ pub enum Disconnect {
     SendFailed,
     /// It did not hang up after our close_notify.
     NoHangup,
-    /// The server stopped.
+    /// The server was stopping (SIGTERM, SIGINT) when it ended.
     Shutdown,
 }
 
 impl Disconnect {
-    const ALL: [Disconnect; 10] = [
+    const ALL: [Disconnect; 11] = [
         Disconnect::Closed,
+        Disconnect::ServerClosed,
         Disconnect::Lost,
         Disconnect::TlsError,
         Disconnect::IoError,
@@ -327,6 +337,7 @@ impl Disconnect {
     fn label(self) -> &'static str {
         match self {
             Disconnect::Closed => "closed",
+            Disconnect::ServerClosed => "server_closed",
             Disconnect::Lost => "lost",
             Disconnect::TlsError => "tls_error",
             Disconnect::IoError => "io_error",
@@ -359,6 +370,42 @@ impl Disconnect {
     }
 }
 
+/// Why a connection was turned away, the label of
+/// `chat_server_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// After its handshake: every place in the chat taken
+    /// (`--max-clients`); it was told so.
+    ServerFull,
+    /// After its handshake: its address has every place it may
+    /// (`--max-per-ip`); it was told so.
+    TooManyFromAddress,
+    /// Closed at once when accepted: the server holds all the connections
+    /// it may (twice `--max-clients`, or what the machine allows).
+    ConnectionCap,
+    /// Closed at once when accepted: its address holds all the
+    /// connections it may (twice `--max-per-ip`).
+    AddressConnectionCap,
+}
+
+impl Refused {
+    const ALL: [Refused; 4] = [
+        Refused::ServerFull,
+        Refused::TooManyFromAddress,
+        Refused::ConnectionCap,
+        Refused::AddressConnectionCap,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refused::ServerFull => "server_full",
+            Refused::TooManyFromAddress => "too_many_from_address",
+            Refused::ConnectionCap => "connection_cap",
+            Refused::AddressConnectionCap => "address_connection_cap",
+        }
+    }
+}
+
 /// What the server counts once per connection, or per wait of a thread
 /// that is about to sleep: shared by every thread, each count an atomic
 /// added to at that rate.
@@ -368,6 +415,7 @@ pub struct Counters {
     handshakes: [AtomicU64; Outcome::ALL.len()],
     failures: [AtomicU64; Failure::ALL.len()],
     disconnects: [AtomicU64; Disconnect::ALL.len()],
+    refused: [AtomicU64; Refused::ALL.len()],
     flood_waits: AtomicU64,
     flood_wait_micros: AtomicU64,
 }
@@ -415,11 +463,16 @@ impl Counters {
         bump(&self.disconnects[why as usize]);
     }
 
+    /// A connection was turned away, for `why`.
+    pub fn refused(&self, why: Refused) {
+        bump(&self.refused[why as usize]);
+    }
+
     /// Flood control held a client's line for `wait`.
     pub fn flood_wait(&self, wait: Duration) {
         bump(&self.flood_waits);
-        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-        self.flood_wait_micros.fetch_add(micros, Ordering::Relaxed);
+        self.flood_wait_micros
+            .fetch_add(micros(wait), Ordering::Relaxed);
     }
 
     /// Writes these counts.
@@ -453,6 +506,14 @@ impl Counters {
             Disconnect::ALL
                 .iter()
                 .map(|&e| (e.label(), get(&self.disconnects[e as usize]))),
+        );
+        out.counters(
+            "chat_server_refused_total",
+            "Connections turned away, by reason: told why after the handshake, or closed at once.",
+            "reason",
+            Refused::ALL
+                .iter()
+                .map(|&r| (r.label(), get(&self.refused[r as usize]))),
         );
         out.counter(
             "chat_server_flood_waits_total",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{Counters, Exposition, HubFigures, ShardFigures, Source};
 use crate::budget::Budget;
+use crate::seats::Seats;
 use crate::server::Gauges;
 
 /// Everything a running server has to show, read at each scrape.
@@ -13,6 +14,8 @@ use crate::server::Gauges;
 pub struct ServerFigures {
     /// Connections open now.
     pub gauges: Gauges,
+    /// The places in the chat, taken and free.
+    pub seats: Arc<Seats>,
     /// The most clients in the chat at once (`--max-clients`, or what the
     /// machine allows).
     pub max_clients: usize,
@@ -32,6 +35,11 @@ impl Source for ServerFigures {
             "chat_server_connections",
             "Connections open now, in their handshake or in the chat.",
             self.gauges.open_connections() as f64,
+        );
+        out.gauge(
+            "chat_server_clients",
+            "Clients in the chat now: places taken, of chat_server_max_clients.",
+            self.seats.taken() as f64,
         );
         out.gauge(
             "chat_server_max_clients",

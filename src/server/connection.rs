@@ -125,7 +125,17 @@ impl Handshake {
                 certificate,
                 seat,
             }),
-            Err(why) => Err(self.refusal(why)),
+            Err(no_seat) => {
+                self.tracker
+                    .connections
+                    .counters
+                    .refused(if no_seat.server_full {
+                        Refused::ServerFull
+                    } else {
+                        Refused::TooManyFromAddress
+                    });
+                Err(self.refusal(no_seat.told))
+            }
         };
         // Reading can make rustls queue a reply (to a key update); only the
         // shard writes, so it is asked to send it.
@@ -282,7 +292,16 @@ impl Reader {
                 public = Some("too slow");
             }
         }
-        let disconnect = self.fate.cut_as().unwrap_or(self.disconnect);
+        // What the server did comes first: the peer only answered it. A
+        // server that stops cuts those slow to hang up: that is the
+        // shutdown too, where a cut for being too slow is not.
+        let stopping = self.tracker.connections.is_stopping();
+        let disconnect = match self.fate.cut_as() {
+            Some(cut) if self.fate.too_slow() || !stopping => cut,
+            _ if stopping => Disconnect::Shutdown,
+            _ if self.fate.closed_by_hub() => Disconnect::ServerClosed,
+            _ => self.disconnect,
+        };
         self.tracker.connections.counters.disconnected(disconnect);
         let gone = Event::Gone {
             id: self.id,

@@ -15,12 +15,25 @@ pub(super) struct Connections {
     sockets: Mutex<HashMap<ClientId, (Arc<TcpStream>, bool)>>,
     /// What happens once per connection, counted for the metrics.
     pub(super) counters: Arc<Counters>,
+    /// The server is shutting down: a client that leaves now is counted as
+    /// shut out, however its connection ended.
+    stopping: AtomicBool,
 }
 
 impl Connections {
     /// How many are open.
     pub(super) fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// From now on, those who leave are counted as shut out.
+    pub(super) fn stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the server is shutting down.
+    pub(super) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     pub(super) fn add(&self, id: ClientId, socket: Arc<TcpStream>) {

@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::hub::{self, Address, Event};
 use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
-use crate::metrics::{Counters, Disconnect, HubFigures, Registry, ServerFigures};
+use crate::metrics::{Counters, Disconnect, HubFigures, Refused, Registry, ServerFigures};
 use crate::operators::Operators;
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
@@ -101,7 +101,7 @@ const IDLE_READER_THREADS: usize = 256;
 
 /// How long the accept loop pauses when the system is out of file
 /// descriptors or memory, instead of spinning on an error that persists.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Events waiting for the hub before readers wait to add more. A reader
 /// that waits stops reading its socket, so a client flooding the hub is
@@ -284,22 +284,7 @@ impl Gauges {
 impl Server {
     /// Binds the listening socket. Fails if the address is taken or invalid.
     pub fn bind(addr: &str, tls: Arc<ServerConfig>, limits: Limits) -> Result<Server, Error> {
-        let bind_error = |source| Error::Bind {
-            addr: addr.to_string(),
-            source,
-        };
-        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address to bind");
-        let mut bound = None;
-        for candidate in addr.to_socket_addrs().map_err(bind_error)? {
-            match listen(candidate) {
-                Ok(listener) => {
-                    bound = Some(listener);
-                    break;
-                }
-                Err(err) => last_error = err,
-            }
-        }
-        let listener = bound.ok_or_else(|| bind_error(last_error))?;
+        let listener = bind_first(addr, listen)?;
         Ok(Server {
             listener,
             tls: Arc::new(Mutex::new(tls)),
@@ -474,6 +459,7 @@ impl Server {
         if let Some(registry) = &self.metrics {
             registry.register(Arc::new(ServerFigures {
                 gauges: self.gauges(),
+                seats: Arc::clone(&self.seats),
                 max_clients: limits.max_clients,
                 counters: Arc::clone(&self.connections.counters),
                 hub: Arc::clone(&hub_figures),
@@ -564,15 +550,21 @@ impl Server {
     /// Whether a new connection fits under the caps on connections, in all
     /// and (with `--max-per-ip`) from its address; if so, it is counted.
     fn has_room(&self, peer: SocketAddr, cap: usize, alarms: &mut Alarms) -> bool {
+        let counters = &self.connections.counters;
         if self.connections.open() >= cap {
             alarms.too_many(cap);
+            counters.refused(Refused::ConnectionCap);
             return false;
         }
         alarms.turning_away = false;
-        match self.limits.max_per_ip {
+        let counted = match self.limits.max_per_ip {
             Some(max) => self.connections.count_per_ip(peer, max),
             None => true,
+        };
+        if !counted {
+            counters.refused(Refused::AddressConnectionCap);
         }
+        counted
     }
 
     /// Closes every connection, and waits (within [`SHUTDOWN_LIMIT`]) for
@@ -593,6 +585,7 @@ impl Server {
             ..
         } = running;
         drop(self.listener);
+        self.connections.stopping();
         log::info!("stopping: closing every connection");
         // One deadline for the whole shutdown; each wait below takes what
         // is left of it, so they cannot add up past the promise.
@@ -778,38 +771,6 @@ fn spawn_hub(
     .map_err(Error::Thread)
 }
 
-/// Connections the kernel queues for `accept` while the accept loop is busy.
-///
-/// std listens with 128; a burst of clients (everyone reconnecting after a
-/// restart) overflows that, and each client whose SYN was dropped waits a
-/// second or more to retry. The kernel caps it at `net.core.somaxconn`.
-const LISTEN_BACKLOG: i32 = 4096;
-
-/// A listening socket on `addr`, as `TcpListener::bind` makes one (address
-/// reuse on), but with a deeper backlog, and with the options every client
-/// connection needs.
-///
-/// Linux gives each accepted socket the options of its listener, so they
-/// are set once here rather than with six system calls per connection:
-/// no Nagle delay (chat lines are small and interactive: send each batch
-/// at once), TCP keepalive (see [`KEEPALIVE_IDLE`]) and
-/// [`UNSENT_LIMIT`](slow_readers::UNSENT_LIMIT).
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, TcpKeepalive, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_tcp_nodelay(true)?;
-    let keepalive = TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_PROBES);
-    socket.set_tcp_keepalive(&keepalive)?;
-    socket.set_tcp_notsent_lowat(slow_readers::UNSENT_LIMIT)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
-
 /// Waits until every holder of the `alive` sender is gone, or `limit` passes.
 fn wait_for_all(all_done: &Receiver<()>, limit: Duration) -> Result<(), ()> {
     match all_done.recv_timeout(limit) {
@@ -818,19 +779,13 @@ fn wait_for_all(all_done: &Receiver<()>, limit: Duration) -> Result<(), ()> {
     }
 }
 
-/// Errors after which `accept` fails again at once until something is freed.
-fn is_resource_exhaustion(err: &io::Error) -> bool {
-    const EMFILE: i32 = 24;
-    const ENFILE: i32 = 23;
-    const ENOBUFS: i32 = 105;
-    const ENOMEM: i32 = 12;
-    matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
-}
-
 mod connection;
 mod connections;
 mod guarded;
+mod listening;
 
 use connection::{Handshake, Tracker};
 use connections::Connections;
 use guarded::Guarded;
+use listening::listen;
+pub(crate) use listening::{bind_first, is_resource_exhaustion};

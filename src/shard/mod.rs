@@ -9,6 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -97,6 +98,9 @@ pub struct Fate {
     /// too slow (stalled, lagging, too far behind), which the room is told,
     /// where a failed send is not; and the reason as the metrics count it.
     cut: OnceLock<(String, bool, Disconnect)>,
+    /// The hub closed it (its [`Work::Close`] came): whatever the peer did
+    /// next, the server ended it.
+    closed_by_hub: AtomicBool,
 }
 
 impl Fate {
@@ -114,6 +118,11 @@ impl Fate {
     /// True if the cut was for being too slow.
     pub fn too_slow(&self) -> bool {
         self.cut.get().is_some_and(|&(_, too_slow, _)| too_slow)
+    }
+
+    /// True once the hub has closed the connection.
+    pub fn closed_by_hub(&self) -> bool {
+        self.closed_by_hub.load(Ordering::Acquire)
     }
 
     /// Records the cut. A client is cut once: a second reason is dropped.

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -224,8 +225,11 @@ impl Worker {
                 over_cap.push((slot, why));
             }
         }
-        // One add per line, not per recipient; only this thread writes it.
-        self.shard.figures.deliveries.add(delivered);
+        // One add per line, not per recipient, none for a line that
+        // reached nobody; only this thread writes it.
+        if delivered > 0 {
+            self.shard.figures.deliveries.add(delivered);
+        }
         // Cut once the line reached everyone: a cut changes the room's list.
         for (slot, why) in over_cap {
             self.cut(slot, Cut::TooSlow(why));
@@ -415,6 +419,9 @@ impl Worker {
     fn close(&mut self, slot: Slot) {
         if let Some(client) = self.clients.get(slot) {
             client.closed_by_hub = true;
+            // Before the close_notify goes: the reader that sees the peer
+            // answer it sees this too.
+            client.fate.closed_by_hub.store(true, Ordering::Release);
             self.leave_room(slot);
             self.begin_closing(slot);
         }

@@ -145,6 +145,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, Tr
 use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Script, Value};
 
 mod connect;
+mod figures;
 mod keys;
 mod messages;
 mod names;
@@ -158,6 +159,7 @@ mod subscriber;
 mod tests;
 
 use connect::{current_seq, epoch, Target};
+pub use figures::{DeliveriesTaken, LinkGauges};
 use keys::{channel, room_of, Keys};
 pub use messages::{Delivery, LinkError, LinkSettings, Refused};
 use publisher::{pause, Publisher};
@@ -165,6 +167,7 @@ use subscriber::Subscriber;
 
 use crate::backoff::Backoff;
 use crate::elsewhere::{Claim, Sent};
+use crate::metrics::Tally;
 use crate::sync;
 use names::{Directory, Errand};
 use schedule::Schedule;
@@ -285,6 +288,17 @@ struct LinkState {
     rooms_changed: AtomicBool,
     /// See [`RedisLink::number`]: taken again when Redis lost its data.
     number: AtomicU64,
+    /// For the metrics, each added to by one thread only (see [`Tally`]):
+    /// lines put in the outbox (the hub), and taken out (the publisher);
+    /// deliveries queued for the hub (the subscriber, and the names
+    /// thread), and taken from that queue (the thread that forwards them).
+    outbox_in: Tally,
+    outbox_out: Tally,
+    delivered: Tally,
+    delivered_names: Tally,
+    deliveries_taken: Tally,
+    /// Times the link came back after it was down.
+    reconnects: AtomicU64,
 }
 
 impl LinkState {
@@ -413,6 +427,12 @@ impl RedisLink {
             rooms: Mutex::new(Rooms::default()),
             rooms_changed: AtomicBool::new(false),
             number: AtomicU64::new(number),
+            outbox_in: Tally::default(),
+            outbox_out: Tally::default(),
+            delivered: Tally::default(),
+            delivered_names: Tally::default(),
+            deliveries_taken: Tally::default(),
+            reconnects: AtomicU64::new(0),
         });
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
@@ -551,7 +571,10 @@ impl RedisLink {
             rules: rules.map(str::to_owned),
         };
         match outbox.try_send(outgoing) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.shared.outbox_in.add(1);
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => Err(Refused::Full),
             Err(TrySendError::Disconnected(_)) => Err(Refused::Down),
         }
@@ -711,29 +734,21 @@ impl RedisLink {
         self.shared.up.load(Ordering::SeqCst)
     }
 
+    /// The count the thread that takes the link's deliveries keeps, for
+    /// the metrics: that thread, and no other, calls
+    /// [`DeliveriesTaken::took`] for each.
+    pub fn deliveries_taken(&self) -> DeliveriesTaken {
+        DeliveriesTaken {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// The link's figures for the metrics: a view that only reads, and
     /// keeps none of the link's threads or queues alive.
     pub fn gauges(&self) -> LinkGauges {
         LinkGauges {
             shared: Arc::clone(&self.shared),
         }
-    }
-}
-
-/// What the metrics show of the link: whether Redis is reachable.
-#[derive(Debug)]
-pub struct LinkGauges {
-    shared: Arc<LinkState>,
-}
-
-impl crate::metrics::Source for LinkGauges {
-    fn collect(&self, out: &mut crate::metrics::Exposition) {
-        let up = self.shared.up.load(Ordering::SeqCst);
-        out.gauge(
-            "chat_server_redis_link_up",
-            "1 while the link to Redis is connected, 0 while it reconnects.",
-            if up { 1.0 } else { 0.0 },
-        );
     }
 }
 

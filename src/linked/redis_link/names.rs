@@ -468,7 +468,10 @@ impl Directory {
                 .deliver
                 .send_timeout(delivery, self.target.settings.poll)
             {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.shared.delivered_names.add(1);
+                    return true;
+                }
                 Err(SendTimeoutError::Timeout(back)) if !self.shared.stopping() => delivery = back,
                 Err(_) => return false,
             }

@@ -81,6 +81,7 @@ impl Publisher {
                     Err(_) => break,
                 }
             }
+            self.shared.outbox_out.add(batch.len() as u64);
             if !self.publish(&mut connection, &batch) {
                 return;
             }

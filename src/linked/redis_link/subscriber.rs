@@ -154,6 +154,7 @@ impl Subscriber {
         self.shared.up.store(true, Ordering::SeqCst);
         if self.down {
             self.down = false;
+            self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
             // Names first: a claim from elsewhere must not find them
             // lapsed (or, after Redis lost its data, gone).
             // Full: the directory renews on its own schedule, or when its
@@ -619,7 +620,10 @@ impl Subscriber {
                 .deliver
                 .send_timeout(delivery, self.target.settings.poll)
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.shared.delivered.add(1);
+                    return Ok(());
+                }
                 Err(SendTimeoutError::Timeout(back)) if !self.shared.stopping() => delivery = back,
                 Err(_) => return Err(SubscriberEnd::Stop),
             }

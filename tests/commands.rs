@@ -150,6 +150,10 @@ fn who_and_whois() {
     let (_pki, server, mut c) = chat_of(3);
     c[0].send("/nick zed");
     c[1].send("/nick Amy");
+    // Each connection has its own reading thread: the renames are known
+    // to have reached the chat only once each is answered.
+    c[0].recv_until(|l| l == "notice you are now zed");
+    c[1].recv_until(|l| l == "notice you are now Amy");
     c[2].send("/join #other");
     c[2].send("/who");
     let who = c[2].recv_until(|l| l.starts_with("notice in "));

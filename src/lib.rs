@@ -64,7 +64,12 @@
 //! - [`throttle`] (flood control), [`capacity`] (what the machine
 //!   allows), [`pool`] (threads kept between clients), for [`server`].
 //! - [`store`]: what a server alone keeps across a restart (each room's
-//!   history and topic), written by a thread of its own for the [`hub`].
+//!   history and topic, and its moderation rules), written by a thread of
+//!   its own for the [`hub`].
+//! - Moderation: who may moderate and what bans, mutes and kicks do is
+//!   part of the chat (`chat::moderation`, a plain value like the rest);
+//!   the server operators come from a file, [`operators`] (`--operators`,
+//!   read again on SIGHUP); linked servers share rules through `linked`.
 //! - [`sync`]: taking a lock a panicking thread left behind, and why
 //!   that is safe for the crate's locks.
 //! - [`metrics`] (`--metrics`): what the server counts, served to

@@ -209,6 +209,9 @@ impl Writer {
                 }
             }
             Err(err) => {
+                // Rolled back: the rows this batch made are not in the file,
+                // though `write_batch` noted them.
+                self.known.clear();
                 self.counts
                     .failed
                     .fetch_add(count as u64, Ordering::Relaxed);
@@ -256,5 +259,71 @@ fn pruned(result: rusqlite::Result<usize>) {
         Ok(0) => {}
         Ok(gone) => log::debug!("store: {gone} lines past the retention forgotten"),
         Err(err) => log::debug!("store: forgetting old lines failed: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slow_readers::Policy;
+
+    fn line(room: &str, text: &str) -> Change {
+        Change::Line {
+            room: room.into(),
+            text: text.into(),
+            at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn after_a_failed_batch_a_rooms_next_lines_and_topic_come_back() {
+        let conn = db::open(Path::new(":memory:")).unwrap();
+        // The disk refuses the second line, after the room's row was made
+        // in the same transaction.
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON lines WHEN NEW.text = 'refused'
+             BEGIN SELECT RAISE(ABORT, 'the disk is full'); END;",
+        )
+        .unwrap();
+        let retention = Retention {
+            lines: 50,
+            room_bytes: 1 << 20,
+            days: 30,
+        };
+        let counts = Arc::new(StoreCounts::default());
+        let mut writer = Writer {
+            conn,
+            retention,
+            counts: Arc::clone(&counts),
+            budget: Budget::new(&Policy::default()),
+            failing: false,
+            warned: None,
+            known: HashSet::new(),
+        };
+        // As the feed counts what it queues.
+        let mut write = |mut batch: Vec<Change>| {
+            for change in &batch {
+                writer.budget.charge(change.cost());
+                counts.queued.fetch_add(1, Ordering::Relaxed);
+                counts
+                    .queued_bytes
+                    .fetch_add(change.cost(), Ordering::Relaxed);
+            }
+            writer.write(&mut batch);
+        };
+        write(vec![line("#Tea", "kept?"), line("#Tea", "refused")]);
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 2);
+        write(vec![line("#Tea", "after")]);
+        write(vec![Change::Topic {
+            room: "#Tea".into(),
+            topic: "leaves".into(),
+        }]);
+        assert_eq!(counts.written.load(Ordering::Relaxed), 2);
+        let loaded = db::load(&writer.conn, &retention, SystemTime::now()).unwrap();
+        assert_eq!(loaded.rooms.len(), 1, "{loaded:?}");
+        let tea = &loaded.rooms[0];
+        assert_eq!(tea.name, "#Tea");
+        assert_eq!(tea.topic.as_deref(), Some("leaves"));
+        assert_eq!(tea.lines, [Arc::from("after")]);
     }
 }

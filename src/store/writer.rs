@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::Connection;
 
-use super::{db, Change, Retention, StoreCounts, StoreError, PRUNE_EVERY};
+use super::{db, Change, Pending, Queued, Retention, StoreCounts, StoreError, PRUNE_EVERY};
 use crate::budget::Budget;
 
 /// The file whose lock says a server uses the directory. The kernel lets
@@ -87,12 +87,15 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
 }
 
 /// Starts the writer. It holds `lock` and `alive` for as long as it runs,
-/// and ends once every sender of `queue` is gone and what waited is
-/// written.
-pub fn spawn(
+/// and ends once every sender of `queue` is gone and what waited there
+/// and in `pending` is written.
+// Each argument is one thing the writer is handed to own.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn spawn(
     conn: Connection,
     lock: File,
-    queue: Receiver<Change>,
+    queue: Receiver<Queued>,
+    pending: Arc<Pending>,
     retention: Retention,
     counts: Arc<StoreCounts>,
     budget: Arc<Budget>,
@@ -112,7 +115,7 @@ pub fn spawn(
         let _lock = lock;
         let mut writer = writer;
         writer.prune();
-        writer.run(&queue);
+        writer.run(&queue, &pending);
     })
 }
 
@@ -134,8 +137,8 @@ struct Writer {
 
 impl Writer {
     /// Writes until every sender is gone, then closes the file.
-    fn run(mut self, queue: &Receiver<Change>) {
-        self.write_until_done(queue);
+    fn run(mut self, queue: &Receiver<Queued>, pending: &Pending) {
+        self.write_until_done(queue, pending);
         // Closing checkpoints the log into the file; if the disk refuses,
         // the log stays, and SQLite replays it at the next start.
         if let Err((_, err)) = self.conn.close() {
@@ -143,7 +146,7 @@ impl Writer {
         }
     }
 
-    fn write_until_done(&mut self, queue: &Receiver<Change>) {
+    fn write_until_done(&mut self, queue: &Receiver<Queued>, pending: &Pending) {
         let mut batch = Vec::with_capacity(MOST_PER_BATCH);
         let mut next_prune = Instant::now() + PRUNE_EVERY;
         loop {
@@ -153,16 +156,35 @@ impl Writer {
                 self.prune_written();
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
+            let mut done = false;
             match queue.recv_deadline(next_prune) {
-                Ok(write) => batch.push(write),
+                Ok(Queued::Line(write)) => batch.push(write),
+                Ok(Queued::LookAtPending) => {}
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+                // The feed is gone: what is pending is the last to write.
+                Err(RecvTimeoutError::Disconnected) => done = true,
             }
             // What came meanwhile goes in the same transaction: the busier
             // the chat, the fewer commits per line.
-            batch.extend(queue.try_iter().take(MOST_PER_BATCH - 1));
+            for queued in queue.try_iter().take(MOST_PER_BATCH - 1) {
+                if let Queued::Line(write) = queued {
+                    batch.push(write);
+                }
+            }
             let full = batch.len() == MOST_PER_BATCH;
+            // After the lines: each is the latest of its kind, and no line
+            // changes what it writes.
+            batch.extend(pending.take());
+            if batch.is_empty() {
+                if done {
+                    return;
+                }
+                continue;
+            }
             self.write(&mut batch);
+            if done {
+                return;
+            }
             // A moment for the next lines to gather: meanwhile the writer
             // waits on no channel, so the hub's sends wake nobody (a wake
             // is a system call on the hub's thread, for every line of a
@@ -195,7 +217,7 @@ impl Writer {
         batch.clear();
         self.counts.queued.fetch_sub(count, Ordering::Relaxed);
         self.counts.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.budget.refund(bytes);
+        self.budget.refund_store(bytes);
         match result {
             Ok(()) => {
                 self.counts
@@ -303,7 +325,7 @@ mod tests {
         // As the feed counts what it queues.
         let mut write = |mut batch: Vec<Change>| {
             for change in &batch {
-                writer.budget.charge(change.cost());
+                writer.budget.charge_store(change.cost());
                 counts.queued.fetch_add(1, Ordering::Relaxed);
                 counts
                     .queued_bytes

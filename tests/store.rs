@@ -110,6 +110,31 @@ fn a_restart_gives_back_each_rooms_history_and_topic() {
 }
 
 #[test]
+fn a_room_that_kept_only_its_rules_is_not_listed_after_a_restart() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let server = kept(&pki, &data, &[]);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("/join #Quiet");
+    alice.recv_until(|line| line.starts_with("notice you are in #Quiet"));
+    alice.send("/mode +i");
+    alice.recv_until(|line| line.contains("invite-only"));
+    alice.send("/join #lobby");
+    alice.recv_until(|line| line.starts_with("notice you are in #lobby"));
+    drop(alice);
+    server.stop();
+
+    let server = kept(&pki, &data, &[]);
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    bob.send("/rooms");
+    let rooms = bob.recv_until(|line| line.starts_with("notice rooms"));
+    assert!(!rooms.to_lowercase().contains("#quiet"), "{rooms}");
+    drop(bob);
+    server.stop();
+}
+
+#[test]
 fn kill_9_during_a_steady_chat_loses_at_most_the_last_moment() {
     /// One line every 2 ms, each sent after the last one's echo: faster
     /// than the writer's gathering pause, slower than a burst, for 3 s.

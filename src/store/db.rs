@@ -18,6 +18,9 @@ pub const DB_FILE: &str = "chat.db";
 /// version is refused rather than misread.
 pub const VERSION: i64 = 1;
 
+/// The most bytes the write-ahead log keeps on disk between bursts.
+const JOURNAL_SIZE_LIMIT: i64 = 4 << 20;
+
 /// Rooms by their key (the name in lower case): the name as last written,
 /// the topic, the rules. Lines in the order they were said, each with its
 /// time (milliseconds since the epoch). Server-wide texts by name.
@@ -65,6 +68,9 @@ pub fn open(file: &Path) -> rusqlite::Result<Connection> {
     }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // After a burst the log may have grown far past its usual size: cut
+    // back to this at each checkpoint rather than kept at its largest.
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     conn.execute_batch(SCHEMA)?;
     conn.pragma_update(None, "user_version", VERSION)?;
     Ok(conn)

@@ -307,6 +307,143 @@ fn a_full_disk_warns_once_and_the_chat_goes_on() {
     assert_eq!(warnings, 1, "{log:#?}");
 }
 
+/// One figure of the store from the server's metrics at `addr`.
+fn store_figure(addr: std::net::SocketAddr, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect_timeout(&addr, support::TIMEOUT).unwrap();
+    socket.set_read_timeout(Some(support::TIMEOUT)).unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).unwrap();
+    reply
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {reply}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_full_disk_that_frees_up_keeps_what_is_said_after_it() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    // As in `a_full_disk_warns_once_...`, but only the soft limit, which
+    // the server's owner may raise while it runs: the disk frees up.
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("trap '' XFSZ && exec prlimit --fsize=65536:unlimited -- \"$0\" \"$@\"")
+        .arg(&SERVER)
+        .args(["--addr", "127.0.0.1:0", "--rate", "0", "--data-dir"])
+        .arg(&data)
+        .args(["--metrics", "127.0.0.1:0"])
+        .args(cert_args(&pki.cert, &pki.key));
+    let mut server = ServerProcess::spawn_command(&mut command);
+    let metrics = server.wait_for_log(|line| line.contains("metrics on http://"));
+    let metrics: std::net::SocketAddr = metrics
+        .rsplit_once("http://")
+        .unwrap()
+        .1
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+    server.wait_until_listening();
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    for n in 0..300 {
+        chats(&mut alice, &format!("{n} {}", "x".repeat(200)));
+    }
+    server.wait_for_log(|line| line.contains("the store cannot write"));
+    // A room whose first line finds the disk full: its row is not made.
+    alice.send("/join #After");
+    alice.recv_until(|line| line.starts_with("notice you are in #After"));
+    let failed = store_figure(metrics, "chat_server_store_failed_total");
+    chats(&mut alice, "said while the disk was full");
+    // Queued before its echo: once nothing waits, it was tried.
+    assert!(wait_until(|| store_figure(
+        metrics,
+        "chat_server_store_queued"
+    ) == 0.0));
+    assert!(store_figure(metrics, "chat_server_store_failed_total") > failed);
+
+    let raised = Command::new("prlimit")
+        .args([
+            "--pid",
+            &server.pid.to_string(),
+            "--fsize=unlimited:unlimited",
+        ])
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    chats(&mut alice, "said once it had room");
+    server.wait_for_log(|line| line.contains("the store writes again"));
+    let said_by = alice.nick.clone();
+    drop(alice);
+    server.stop();
+
+    let server = kept(&pki, &data, &[]);
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    let past = join_and_read_past(&mut bob, "#after");
+    assert_eq!(
+        past,
+        [format!("history chat {said_by} said once it had room")]
+    );
+    drop(bob);
+    server.stop();
+}
+
+#[test]
+fn a_read_only_database_file_warns_once_and_the_chat_goes_on() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let server = kept(&pki, &data, &[]);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    chats(&mut alice, "kept before the file was made read-only");
+    drop(alice);
+    server.stop();
+    // The directory can be written; the file, and its log if left, not.
+    let mut files = vec![data.join("chat.db")];
+    for file in ["chat.db-wal", "chat.db-shm"] {
+        if data.join(file).exists() {
+            files.push(data.join(file));
+        }
+    }
+    for file in &files {
+        fs::set_permissions(file, fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    let before: Vec<Vec<u8>> = files.iter().map(|file| fs::read(file).unwrap()).collect();
+    let mut command = if is_root() {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--bounding-set=-dac_override", "--"])
+            .arg(&SERVER);
+        command
+    } else {
+        Command::new(&SERVER)
+    };
+    command
+        .args(["--addr", "127.0.0.1:0", "--rate", "0", "--data-dir"])
+        .arg(&data)
+        .args(cert_args(&pki.cert, &pki.key));
+    let mut server = ServerProcess::spawn_command(&mut command);
+    server.wait_until_listening();
+    still_chats(&server, &pki);
+    let log = server.stop();
+    let warnings: Vec<_> = log
+        .iter()
+        .filter(|line| line.contains("cannot be written") || line.contains("cannot write"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log:#?}");
+    assert!(warnings[0].contains("chat.db"), "{}", warnings[0]);
+    assert!(warnings[0].contains("in memory"), "{}", warnings[0]);
+    for (file, bytes) in files.iter().zip(before) {
+        assert_eq!(fs::read(file).unwrap(), bytes, "{} changed", file.display());
+    }
+}
+
 /// Starts chat-server on `data`, which must refuse; returns its message.
 fn refused(pki: &Pki, data: &Path) -> String {
     let mut command = Command::new(&SERVER);

@@ -34,6 +34,13 @@ pub const LOCK_FILE: &str = "lock";
 /// second the README allows.
 const GATHER: Duration = Duration::from_millis(100);
 
+/// Lines the feed queues between two nudges that end the writer's
+/// gathering pause early ([`gather`]): a burst is written a few hundred
+/// lines at a time, rather than filling the queue while the writer waits.
+/// A count kept by the feed, not a look at the queue: nothing more on the
+/// hub's path per line than an increment.
+pub(super) const NUDGE_EVERY: u32 = 256;
+
 /// The most writes in one transaction: a commit is cheap in WAL mode, and
 /// a bound keeps one from holding the lines behind it for long.
 const MOST_PER_BATCH: usize = 1024;
@@ -195,7 +202,7 @@ impl Writer {
             // is a system call on the hub's thread, for every line of a
             // chat that speaks just slower than the writer writes).
             if !full {
-                thread::sleep(GATHER);
+                gather(queue);
             }
         }
     }
@@ -277,6 +284,24 @@ impl Writer {
         rooms.dedup();
         let result = db::prune_rooms(&mut self.conn, &self.retention, SystemTime::now(), &rooms);
         pruned(result);
+    }
+}
+
+/// Lets the next lines gather for [`GATHER`], or until the feed nudges
+/// (unparks) the writer because a burst has queued [`NUDGE_EVERY`] lines.
+fn gather(queue: &Receiver<Queued>) {
+    let until = Instant::now() + GATHER;
+    loop {
+        let now = Instant::now();
+        // A nudge that came while the writer wrote ends the pause at
+        // once; one for a burst already written ends it with what waits.
+        if now >= until || queue.len() >= NUDGE_EVERY as usize {
+            return;
+        }
+        thread::park_timeout(until - now);
+        if queue.len() >= NUDGE_EVERY as usize {
+            return;
+        }
     }
 }
 

@@ -29,9 +29,9 @@ pub const LOCK_FILE: &str = "lock";
 /// and one of its index to the log, however short the line: at 2 ms a
 /// chat's every line was a transaction of its own (some 8 KiB of log for
 /// a 60-byte line); at 100 ms a chat of 10 lines a second or more shares
-/// its commits, and the hub's sends wake the writer at most ten times a
-/// second. What a `kill -9` can lose grows by this, still a tenth of the
-/// second the README allows.
+/// its commits, and the hub's sends never wake the writer (a burst
+/// nudges it, see [`NUDGE_EVERY`]). What a `kill -9` can lose grows by
+/// this, still a tenth of the second the README allows.
 const GATHER: Duration = Duration::from_millis(100);
 
 /// Lines the feed queues between two nudges that end the writer's

@@ -686,7 +686,10 @@ mod tests {
         feed.save(Change::ServerBans(Some("ban everyone".into())));
         let dropped_at = std::time::Instant::now();
         drop(feed);
-        assert!(dropped_at.elapsed() < Duration::from_millis(50));
+        assert!(
+            dropped_at.elapsed() < Duration::from_secs(1),
+            "the hub waited"
+        );
         assert!(writing.finish(Duration::from_secs(10)), "the writer ended");
         assert_eq!(counts.written.load(Ordering::Relaxed), 101);
         assert_eq!(budget.store_used(), 0);

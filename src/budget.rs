@@ -5,9 +5,10 @@
 //! for each recipient still waiting for it, and makes the hub wait while
 //! the [slow-consumer policy](crate::slow_readers) says so; nothing here
 //! ever drops a line. The limit and when to pause are the policy's.
-//! What waits for the [`store`](crate::store)'s writer counts here too
-//! (charged when queued, refunded once written): bounded by its queue, it
-//! is a small share, but memory all the same.
+//! What waits for the [`store`](crate::store)'s writer counts here too,
+//! as a share of its own (charged when queued, refunded once written):
+//! kept out of the pause, so that a stalled disk never stops the chat,
+//! and bounded instead, the store dropping lines past it.
 //!
 //! Next: [`shard`](crate::shard), the writers that send the lines.
 
@@ -26,6 +27,15 @@ pub const LINE_OVERHEAD: usize = 64;
 /// What one recipient waiting for a line costs: the pointer in its queue.
 pub const REFERENCE_COST: usize = std::mem::size_of::<std::rc::Rc<Outgoing>>();
 
+/// The store's share of the budget: a sixteenth of it (16 MiB at the
+/// default), and at least [`STORE_SHARE_FLOOR`], so that even a small
+/// budget lets a chat's lines wait through a commit or two.
+const STORE_SHARE_DIVISOR: usize = 16;
+
+/// The least share the store gets, whatever the budget: 1 MiB, some
+/// thousands of ordinary lines.
+pub const STORE_SHARE_FLOOR: usize = 1 << 20;
+
 /// How long the hub sleeps at most before it looks at the count again. The
 /// count wakes it when it falls; this only bounds the cost of a wake-up
 /// that raced past it.
@@ -40,6 +50,11 @@ const RECHECK: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Budget {
     used: AtomicUsize,
+    /// What waits for the store's writer: apart from `used`, so that it
+    /// never pauses the hub.
+    store: AtomicUsize,
+    /// The most `store` may hold of lines; see [`Budget::try_charge_store`].
+    store_share: usize,
     /// Decides when the hub pauses and when it goes on.
     policy: Policy,
     /// Set while the hub waits in [`Budget::wait_for_room`].
@@ -56,6 +71,8 @@ impl Budget {
     pub fn new(policy: &Policy) -> Arc<Budget> {
         Arc::new(Budget {
             used: AtomicUsize::new(0),
+            store: AtomicUsize::new(0),
+            store_share: (policy.memory_budget / STORE_SHARE_DIVISOR).max(STORE_SHARE_FLOOR),
             policy: *policy,
             waiting: AtomicBool::new(false),
             released: AtomicBool::new(false),
@@ -67,6 +84,38 @@ impl Budget {
     /// Bytes counted right now.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::SeqCst)
+    }
+
+    /// Bytes waiting for the store's writer right now.
+    pub fn store_used(&self) -> usize {
+        self.store.load(Ordering::Relaxed)
+    }
+
+    /// The most [`Budget::try_charge_store`] lets wait for the store.
+    pub fn store_share(&self) -> usize {
+        self.store_share
+    }
+
+    /// Counts `bytes` more for the store, unless that would pass its
+    /// share: then nothing is counted, and the store drops the line.
+    pub fn try_charge_store(&self, bytes: usize) -> bool {
+        let before = self.store.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.store_share {
+            self.store.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Counts `bytes` more for the store, whatever its share: for what it
+    /// must not drop (a topic, rules, bans), bounded by the rooms instead.
+    pub fn charge_store(&self, bytes: usize) {
+        self.store.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` less for the store: written, or not kept.
+    pub fn refund_store(&self, bytes: usize) {
+        self.store.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// True while so much is waiting that the hub should pause.
@@ -218,6 +267,25 @@ mod tests {
         drop(line);
         drop(copies);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn the_stores_share_is_bounded_and_never_pauses_the_hub() {
+        let budget = with_limit(1000);
+        let share = STORE_SHARE_FLOOR;
+        assert!(budget.try_charge_store(share - 10));
+        assert!(!budget.try_charge_store(11), "past the share");
+        assert!(budget.try_charge_store(10));
+        assert_eq!(budget.store_used(), share);
+        // Far past the budget's own limit, yet no pause.
+        assert!(!budget.is_over());
+        assert_eq!(budget.wait_for_room(), None);
+        budget.charge_store(5);
+        budget.refund_store(share + 5);
+        assert_eq!(budget.store_used(), 0);
+        let big = with_limit(64 << 20);
+        assert!(big.try_charge_store(4 << 20));
+        assert!(!big.try_charge_store(1));
     }
 
     #[test]

@@ -299,7 +299,14 @@ impl<E: Elsewhere> Hub<E> {
             return;
         };
         chat.keep_empty_rooms();
-        for room in &loaded.rooms {
+        // A room with rules alone is not made: the rules wait by its key
+        // for whoever makes it, and `/rooms` does not list an empty room
+        // that keeps nothing to show.
+        let shown = loaded
+            .rooms
+            .iter()
+            .filter(|room| room.topic.is_some() || !room.lines.is_empty());
+        for room in shown {
             if let Err(why) = chat.restore_room(&room.name, room.topic.as_deref(), &room.lines) {
                 log::warn!("store: a room was not restored: {why}");
             }

@@ -18,6 +18,9 @@ pub const DB_FILE: &str = "chat.db";
 /// version is refused rather than misread.
 pub const VERSION: i64 = 1;
 
+/// The most bytes the write-ahead log keeps on disk between bursts.
+const JOURNAL_SIZE_LIMIT: i64 = 4 << 20;
+
 /// Rooms by their key (the name in lower case): the name as last written,
 /// the topic, the rules. Lines in the order they were said, each with its
 /// time (milliseconds since the epoch). Server-wide texts by name.
@@ -65,6 +68,9 @@ pub fn open(file: &Path) -> rusqlite::Result<Connection> {
     }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // After a burst the log may have grown far past its usual size: cut
+    // back to this at each checkpoint rather than kept at its largest.
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     conn.execute_batch(SCHEMA)?;
     conn.pragma_update(None, "user_version", VERSION)?;
     Ok(conn)
@@ -149,8 +155,9 @@ pub fn load(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqli
 
 /// Puts `writes` on disk in one transaction: all or none. `known` holds
 /// the room names already in the file as written, so that a room's row
-/// is written once, not with each of its lines; the caller empties it
-/// when rows may have gone (a failed batch, a prune).
+/// is written once, not with each of its lines. The caller empties it
+/// when rows may have gone (a failed batch, whose rows were rolled back
+/// though they were added here; a prune).
 pub fn write_batch(
     conn: &mut Connection,
     writes: &[Change],
@@ -164,8 +171,19 @@ pub fn write_batch(
         )?;
         let mut line =
             tx.prepare_cached("INSERT INTO lines (room, at, text) VALUES (?1, ?2, ?3)")?;
-        let mut topic = tx.prepare_cached("UPDATE rooms SET topic = ?2 WHERE key = ?1")?;
-        let mut rules = tx.prepare_cached("UPDATE rooms SET rules = ?2 WHERE key = ?1")?;
+        // A topic makes its room's row itself: it must not depend on
+        // `known`, which a failed batch may have left ahead of the file.
+        let mut topic = tx.prepare_cached(
+            "INSERT INTO rooms (key, name, topic) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET name = excluded.name, topic = excluded.topic",
+        )?;
+        // Rules come by the room's key, not its name as written: a new row
+        // takes the key as its name until a line or topic gives the real
+        // one, and an existing row keeps its name.
+        let mut rules = tx.prepare_cached(
+            "INSERT INTO rooms (key, name, rules) VALUES (?1, ?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET rules = excluded.rules",
+        )?;
         for write in writes {
             match write {
                 Change::Line { room, text, at } => {
@@ -177,18 +195,11 @@ pub fn write_batch(
                     line.execute(params![key, millis(*at), text])?;
                 }
                 Change::Topic { room, topic: text } => {
-                    let key = room.to_ascii_lowercase();
-                    if !known.contains(room) {
-                        room_row.execute(params![key, room])?;
-                        known.insert(Arc::clone(room));
-                    }
-                    topic.execute(params![key, text])?;
+                    topic.execute(params![room.to_ascii_lowercase(), room, text])?;
+                    known.insert(Arc::clone(room));
                 }
                 Change::Rules { room, text } => {
-                    let key = room.to_ascii_lowercase();
-                    room_row.execute(params![key, room])?;
-                    known.insert(Arc::from(room.as_str()));
-                    rules.execute(params![key, text])?;
+                    rules.execute(params![room.to_ascii_lowercase(), text])?;
                 }
                 Change::ServerBans(Some(text)) => {
                     tx.execute(
@@ -381,6 +392,52 @@ mod tests {
         let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
         assert_eq!(loaded.rooms.len(), 2, "{loaded:?}");
         assert_eq!(loaded.server_bans, None);
+    }
+
+    #[test]
+    fn a_rules_change_leaves_the_rooms_name_as_written() {
+        let mut conn = memory();
+        let now = SystemTime::now();
+        let mut known = HashSet::new();
+        let rules = |text: Option<&str>| Change::Rules {
+            room: "#tea".into(),
+            text: text.map(String::from),
+        };
+        write_batch(
+            &mut conn,
+            &[line("#Tea", "chat a green\n", now), rules(Some("ban x"))],
+            &mut known,
+        )
+        .unwrap();
+        write_batch(
+            &mut conn,
+            &[line("#Tea", "chat a oolong\n", now)],
+            &mut known,
+        )
+        .unwrap();
+        // Rules for a room with no row yet, then its first line.
+        write_batch(
+            &mut conn,
+            &[Change::Rules {
+                room: "#mint".into(),
+                text: Some("mute y".into()),
+            }],
+            &mut known,
+        )
+        .unwrap();
+        write_batch(
+            &mut conn,
+            &[line("#Mint", "chat a fresh\n", now)],
+            &mut known,
+        )
+        .unwrap();
+        write_batch(&mut conn, &[rules(None)], &mut known).unwrap();
+        let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
+        let names: Vec<_> = loaded.rooms.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["#Mint", "#Tea"]);
+        assert_eq!(loaded.rooms[0].rules.as_deref(), Some("mute y"));
+        assert_eq!(loaded.rooms[1].rules, None);
+        assert_eq!(texts(&loaded.rooms[1]).len(), 2);
     }
 
     #[test]

@@ -9,14 +9,15 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::budget::{Budget, LINE_OVERHEAD};
 use crate::chat::RoomId;
+use crate::sync;
 
 mod db;
 mod writer;
@@ -35,13 +36,15 @@ pub const KEEP_DAYS: u32 = 30;
 /// of lines is what bounds a room; the bound is for `--history` set high.
 pub const KEEP_ROOM_BYTES: usize = 1 << 20;
 
-/// Changes that may wait for the disk. Past it a line is dropped, not
+/// Lines that may wait for the disk; their bytes are bounded too, by the
+/// store's share of the memory budget, so this only needs to be enough
+/// for a burst to wait through the writer's gathering pause on a busy
+/// machine: at 4096 the fan-out benchmark's 20,000-line burst lost up to
+/// four lines in five here, at 16,384 none. Past either a line is dropped, not
 /// waited for: the hub must never stall the chat on a slow disk, and a
 /// lost line of history is a smaller harm than every room going quiet.
-/// (A topic, rules or bans are held by the [`Feed`] instead.)
-/// At most this many lines of at most `--max-line` bytes (16 MiB at the
-/// defaults) count in the memory budget while they wait.
-pub const QUEUE_WRITES: usize = 4096;
+/// (A topic, rules or bans are never dropped: see `Pending`.)
+pub const QUEUE_WRITES: usize = 16384;
 
 /// How often the writer forgets what is past the retention.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -140,10 +143,10 @@ pub struct Loaded {
 pub struct StoreCounts {
     /// Changes waiting for the writer.
     pub queued: AtomicUsize,
-    /// What they cost in memory (also counted in the budget).
+    /// What they cost in memory (the budget's store share).
     pub queued_bytes: AtomicUsize,
-    /// Lines dropped because the queue was full (and, at the stop, any
-    /// change the writer could not take in time).
+    /// Lines dropped because the queue was full (and anything given
+    /// after the writer ended).
     pub dropped: AtomicU64,
     /// Changes lost because the disk refused them (full, read-only, failing).
     pub failed: AtomicU64,
@@ -151,11 +154,39 @@ pub struct StoreCounts {
     pub written: AtomicU64,
 }
 
+/// What the queue to the writer carries.
+#[derive(Debug)]
+enum Queued {
+    /// A line for a room's history.
+    Line(Change),
+    /// Something is [`Pending`]: the writer takes it with its next batch.
+    LookAtPending,
+}
+
+/// Topics, rules and bans on their way to the writer: the latest of each
+/// room's (and the server's), which the writer takes whole with each
+/// batch, and once more when it ends. Not in the queue: unlike a line, a
+/// lost one would not be made good by the next (a ban would be forgotten
+/// at the restart), so none may be dropped for want of room, and none may
+/// wait in the hub for the queue to have room (nothing would hand it over
+/// if the chat went quiet). Keeping only the latest of each bounds it by
+/// the rooms.
+#[derive(Debug, Default)]
+struct Pending(Mutex<Vec<Change>>);
+
+impl Pending {
+    /// Takes everything that waits, oldest first.
+    fn take(&self) -> Vec<Change> {
+        std::mem::take(&mut *sync::lock(&self.0))
+    }
+}
+
 /// The hub's end of the store: hands each write to the writer, never
 /// waiting. The writer ends once this is dropped and it has written what
 /// waited.
 pub struct Feed {
-    writes: Sender<Change>,
+    writes: Sender<Queued>,
+    pending: Arc<Pending>,
     counts: Arc<StoreCounts>,
     budget: Arc<Budget>,
     /// Each room's name, once asked, so that a line costs no new string.
@@ -163,11 +194,12 @@ pub struct Feed {
     names: HashMap<RoomId, Arc<str>>,
     /// Whether the log already said that writes are being dropped.
     told_full: bool,
-    /// Topics, rules and bans that found the queue full: the latest of
-    /// each room's (and the server's) is held here and handed over before
-    /// the next write. Unlike a line, a lost one would not be made good by
-    /// the next: a ban would be forgotten at the restart.
-    held: Vec<Change>,
+    /// False with `--history 0`: no line is kept, so none is queued.
+    keeps_lines: bool,
+    /// The writer's thread, nudged every [`writer::NUDGE_EVERY`] lines.
+    writer: Thread,
+    /// Lines queued since the last nudge.
+    since_nudge: u32,
 }
 
 impl fmt::Debug for Feed {
@@ -182,6 +214,9 @@ impl Feed {
     /// Keeps `text`, said now in `room`; `name` says the room's name the
     /// first time it is needed.
     pub fn line(&mut self, room: RoomId, name: impl FnOnce() -> Option<String>, text: &Arc<str>) {
+        if !self.keeps_lines {
+            return;
+        }
         let Some(room) = self.name_of(room, name) else {
             return;
         };
@@ -215,123 +250,113 @@ impl Feed {
         Some(name)
     }
 
-    /// Hands `write` to the writer, never waiting. If the queue is full, a
-    /// line is dropped and counted (the log says so once until the queue
-    /// has room again); a topic, rules or bans are held until it has room.
+    /// Hands `write` to the writer, never waiting. A line goes into the
+    /// queue; if the queue is full, or its bytes would pass the store's
+    /// share of the budget, the line is dropped and counted (the log says
+    /// so once until the queue has room again). A topic, rules or bans
+    /// are [`Pending`] instead, never dropped.
     pub fn save(&mut self, write: Change) {
-        if !self.held.is_empty() {
-            self.hand_over_held();
-            // Behind what is still held, so that an older one never goes
-            // after it.
-            if !self.held.is_empty() && !matches!(write, Change::Line { .. }) {
-                return self.hold(write);
-            }
+        if !matches!(write, Change::Line { .. }) {
+            return self.keep(write);
         }
-        let Err((write, err)) = self.queue(write) else {
-            if self.told_full && self.writes.len() < QUEUE_WRITES / 2 {
-                self.told_full = false;
-                log::info!("the store keeps up again");
+        let cost = write.cost();
+        let full = if self.budget.try_charge_store(cost) {
+            self.count_in(cost);
+            match self.writes.try_send(Queued::Line(write)) {
+                Ok(()) => {
+                    self.since_nudge += 1;
+                    if self.since_nudge == writer::NUDGE_EVERY {
+                        self.since_nudge = 0;
+                        self.writer.unpark();
+                    }
+                    if self.told_full && self.writes.len() < QUEUE_WRITES / 2 {
+                        self.told_full = false;
+                        log::info!("the store keeps up again");
+                    }
+                    return;
+                }
+                Err(err) => {
+                    self.count_out(cost);
+                    self.budget.refund_store(cost);
+                    matches!(err, TrySendError::Full(_))
+                }
             }
-            return;
+        } else {
+            true
         };
-        let disconnected = matches!(err, TrySendError::Disconnected(()));
-        if !disconnected && !matches!(write, Change::Line { .. }) {
-            self.hold(write);
-            return;
-        }
         self.counts.dropped.fetch_add(1, Ordering::Relaxed);
         if !std::mem::replace(&mut self.told_full, true) {
-            if disconnected {
+            if full {
+                log::warn!(
+                    "the store's queue is full ({QUEUE_WRITES} lines or {} KiB): the disk \
+                     is slower than the chat, and what is said now is not kept (the chat \
+                     goes on)",
+                    self.budget.store_share() / 1024
+                );
+            } else {
                 log::error!(
                     "the store's thread has ended: nothing more is kept (the chat goes on)"
                 );
-            } else {
-                log::warn!(
-                    "the store's queue is full ({QUEUE_WRITES} writes): the disk is slower \
-                     than the chat, and what is said now is not kept (the chat goes on)"
-                );
             }
         }
     }
 
-    /// Puts `write` in the queue, counted in the budget and the counts
-    /// while it waits; gives it back if the queue is full or closed.
-    fn queue(&mut self, write: Change) -> Result<(), (Change, TrySendError<()>)> {
+    /// Makes `write` (not a line) pending, in place of an older one of the
+    /// same room, or of the server's bans, and wakes the writer if it was
+    /// the first.
+    fn keep(&mut self, write: Change) {
+        let key = pending_key(&write);
         let cost = write.cost();
-        // Counted before it can be written, so the writer's refund never
-        // comes first.
-        self.count_in(cost);
-        self.writes.try_send(write).map_err(|err| {
-            self.count_out(cost);
-            match err {
-                TrySendError::Full(write) => (write, TrySendError::Full(())),
-                TrySendError::Disconnected(write) => (write, TrySendError::Disconnected(())),
+        let was_empty = {
+            let mut pending = sync::lock(&self.pending.0);
+            let was_empty = pending.is_empty();
+            if let Some(at) = pending.iter().position(|older| pending_key(older) == key) {
+                let older = pending.remove(at);
+                self.count_out(older.cost());
+                self.budget.refund_store(older.cost());
             }
-        })
+            self.budget.charge_store(cost);
+            self.count_in(cost);
+            pending.push(write);
+            was_empty
+        };
+        if !was_empty {
+            return;
+        }
+        // A full queue needs no wake: the writer is busy, and looks at
+        // what is pending with its next batch.
+        if let Err(TrySendError::Disconnected(_)) = self.writes.try_send(Queued::LookAtPending) {
+            for lost in self.pending.take() {
+                self.count_out(lost.cost());
+                self.budget.refund_store(lost.cost());
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            log::error!("the store's thread has ended: a topic or rules were not kept");
+        }
     }
 
-    /// Counts a write of `cost` as waiting, in the budget and the counts.
+    /// Counts a write of `cost` as waiting, in the counts (the budget's
+    /// store share is the caller's).
     fn count_in(&self, cost: usize) {
-        self.budget.charge(cost);
         self.counts.queued.fetch_add(1, Ordering::Relaxed);
         self.counts.queued_bytes.fetch_add(cost, Ordering::Relaxed);
     }
 
     /// Takes back [`Feed::count_in`] for a write that did not go.
     fn count_out(&self, cost: usize) {
-        self.budget.refund(cost);
         self.counts.queued.fetch_sub(1, Ordering::Relaxed);
         self.counts.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
     }
-
-    /// Holds `write` (not a line) for later, in place of an older one of
-    /// the same room, or of the server's bans.
-    fn hold(&mut self, write: Change) {
-        let key = held_key(&write);
-        self.held.retain(|older| held_key(older) != key);
-        self.held.push(write);
-    }
-
-    /// Hands over what was held, oldest first, until the queue is full.
-    fn hand_over_held(&mut self) {
-        let mut held = std::mem::take(&mut self.held).into_iter();
-        for write in held.by_ref() {
-            if let Err((write, _)) = self.queue(write) {
-                self.held.push(write);
-                break;
-            }
-        }
-        self.held.extend(held);
-    }
 }
 
-/// What a held write replaces: the same kind for the same room (or the
+/// What a pending write replaces: the same kind for the same room (or the
 /// server's bans).
-fn held_key(write: &Change) -> (u8, String) {
+fn pending_key(write: &Change) -> (u8, String) {
     match write {
         Change::Line { room, .. } => (0, room.to_ascii_lowercase()),
         Change::Topic { room, .. } => (1, room.to_ascii_lowercase()),
         Change::Rules { room, .. } => (2, room.to_ascii_lowercase()),
         Change::ServerBans(_) => (3, String::new()),
-    }
-}
-
-/// How long the feed's last hand-over may wait for room in the queue, at
-/// shutdown, for what it still holds.
-const HELD_AT_STOP: Duration = Duration::from_millis(200);
-
-impl Drop for Feed {
-    fn drop(&mut self) {
-        // The hub is stopping: a short wait for the writer is allowed now.
-        for write in std::mem::take(&mut self.held) {
-            let cost = write.cost();
-            self.count_in(cost);
-            if self.writes.send_timeout(write, HELD_AT_STOP).is_err() {
-                self.count_out(cost);
-                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
-                log::warn!("the store could not take a topic or rules in time; it was not kept");
-            }
-        }
     }
 }
 
@@ -361,15 +386,18 @@ impl Opened {
         Arc::clone(&self.counts)
     }
 
-    /// Starts the writer; what waits in its queue counts in `budget`.
+    /// Starts the writer; what waits for it counts in `budget`'s store
+    /// share.
     /// Returns what the hub gets, and the writer.
     pub fn start(self, budget: &Arc<Budget>) -> io::Result<(Kept, Writing)> {
         let (writes, queue) = crossbeam_channel::bounded(QUEUE_WRITES);
         let (alive, done) = crossbeam_channel::bounded(0);
+        let pending = Arc::new(Pending::default());
         let thread = writer::spawn(
             self.conn,
             self.lock,
             queue,
+            Arc::clone(&pending),
             self.retention,
             Arc::clone(&self.counts),
             Arc::clone(budget),
@@ -377,11 +405,14 @@ impl Opened {
         )?;
         let feed = Feed {
             writes,
+            pending,
             counts: self.counts,
             budget: Arc::clone(budget),
             names: HashMap::new(),
             told_full: false,
-            held: Vec::new(),
+            keeps_lines: self.retention.lines > 0,
+            writer: thread.thread().clone(),
+            since_nudge: 0,
         };
         let kept = Kept {
             feed,
@@ -520,19 +551,27 @@ mod tests {
     use super::*;
     use crate::slow_readers::Policy;
 
+    fn feed(queue_len: usize, budget: &Arc<Budget>) -> (Feed, Receiver<Queued>) {
+        let (writes, queue) = crossbeam_channel::bounded(queue_len);
+        let feed = Feed {
+            writes,
+            pending: Arc::default(),
+            counts: Arc::default(),
+            budget: Arc::clone(budget),
+            names: HashMap::new(),
+            told_full: false,
+            keeps_lines: true,
+            writer: std::thread::current(),
+            since_nudge: 0,
+        };
+        (feed, queue)
+    }
+
     #[test]
     fn a_full_queue_drops_and_counts_and_the_budget_counts_what_waits() {
         let budget = Budget::new(&Policy::default());
-        let (writes, queue) = crossbeam_channel::bounded(2);
-        let counts = Arc::new(StoreCounts::default());
-        let mut feed = Feed {
-            writes,
-            counts: Arc::clone(&counts),
-            budget: Arc::clone(&budget),
-            names: HashMap::new(),
-            told_full: false,
-            held: Vec::new(),
-        };
+        let (mut feed, queue) = feed(2, &budget);
+        let counts = Arc::clone(&feed.counts);
         let mut asked = 0;
         let mut name = || {
             asked += 1;
@@ -544,12 +583,13 @@ mod tests {
         feed.line(RoomId(7), &mut name, &text);
         assert_eq!(asked, 1, "the room's name is asked once");
         let cost = LINE_OVERHEAD + "#Tea".len() + text.len();
-        assert_eq!(budget.used(), 2 * cost);
+        assert_eq!(budget.store_used(), 2 * cost);
+        assert_eq!(budget.used(), 0, "the store's share is apart");
         assert_eq!(counts.queued.load(Ordering::Relaxed), 2);
         assert_eq!(counts.queued_bytes.load(Ordering::Relaxed), 2 * cost);
         assert_eq!(counts.dropped.load(Ordering::Relaxed), 1);
         match queue.try_recv() {
-            Ok(Change::Line { room, text, .. }) => {
+            Ok(Queued::Line(Change::Line { room, text, .. })) => {
                 assert_eq!((&*room, &*text), ("#Tea", "chat a hi\n"));
             }
             other => panic!("{other:?}"),
@@ -557,20 +597,48 @@ mod tests {
     }
 
     #[test]
-    fn a_topic_rules_or_bans_that_find_the_queue_full_are_held_not_dropped() {
+    fn past_the_stores_share_a_line_is_dropped_and_the_hub_never_pauses() {
+        // A budget so small that the share is its floor.
+        let budget = Budget::new(&Policy {
+            memory_budget: 1000,
+            ..Policy::default()
+        });
+        let (mut feed, _queue) = feed(QUEUE_WRITES, &budget);
+        let text: Arc<str> = format!("chat a {}\n", "x".repeat(4000)).into();
+        for _ in 0..QUEUE_WRITES {
+            feed.line(RoomId(1), || Some("#a".into()), &text);
+        }
+        let cost = LINE_OVERHEAD + "#a".len() + text.len();
+        let fit = budget.store_share() / cost;
+        assert!(fit < QUEUE_WRITES);
+        assert_eq!(feed.counts.queued.load(Ordering::Relaxed), fit);
+        let dropped = feed.counts.dropped.load(Ordering::Relaxed);
+        assert_eq!(dropped, (QUEUE_WRITES - fit) as u64);
+        assert!(budget.store_used() <= budget.store_share());
+        assert!(!budget.is_over(), "a stalled disk must not pause the hub");
+    }
+
+    #[test]
+    fn with_no_history_kept_no_line_is_queued() {
         let budget = Budget::new(&Policy::default());
-        let (writes, queue) = crossbeam_channel::bounded(1);
-        let counts = Arc::new(StoreCounts::default());
-        let mut feed = Feed {
-            writes,
-            counts: Arc::clone(&counts),
-            budget: Arc::clone(&budget),
-            names: HashMap::new(),
-            told_full: false,
-            held: Vec::new(),
-        };
+        let (mut feed, queue) = feed(4, &budget);
+        feed.keeps_lines = false;
+        feed.line(RoomId(1), || Some("#a".into()), &"chat a hi\n".into());
+        assert!(queue.is_empty());
+        feed.topic(RoomId(1), || Some("#a".into()), &"still kept".into());
+        assert_eq!(feed.pending.take().len(), 1);
+    }
+
+    #[test]
+    fn topics_rules_and_bans_are_pending_never_dropped_the_latest_of_each() {
+        let budget = Budget::new(&Policy::default());
+        let (mut feed, queue) = feed(1, &budget);
+        let counts = Arc::clone(&feed.counts);
+        let text: Arc<str> = "chat a hi\n".into();
+        // The queue is full of a line: the disk is behind.
+        feed.line(RoomId(1), || Some("#Tea".into()), &text);
         let rules = |text: &str| Change::Rules {
-            room: "#Tea".into(),
+            room: "#tea".into(),
             text: Some(text.into()),
         };
         feed.save(Change::ServerBans(Some("first".into())));
@@ -578,31 +646,109 @@ mod tests {
         feed.save(rules("new"));
         feed.save(Change::ServerBans(None));
         assert_eq!(counts.dropped.load(Ordering::Relaxed), 0);
-        assert_eq!(feed.held, [rules("new"), Change::ServerBans(None)]);
-        assert_eq!(
-            queue.try_recv().ok(),
-            Some(Change::ServerBans(Some("first".into())))
-        );
-        // The next write hands over what was held first, as room allows.
-        let text: Arc<str> = "chat a hi\n".into();
-        feed.line(RoomId(1), || Some("#Tea".into()), &text);
-        assert_eq!(queue.try_recv().ok(), Some(rules("new")));
-        assert_eq!(
-            counts.dropped.load(Ordering::Relaxed),
-            1,
-            "the line found no room"
-        );
-        assert_eq!(feed.held, [Change::ServerBans(None)]);
-        // What is still held goes when the feed is dropped, if the writer
-        // takes it in time.
+        let pending = [rules("new"), Change::ServerBans(None)];
+        let cost: usize = pending.iter().map(Change::cost).sum::<usize>()
+            + LINE_OVERHEAD
+            + "#Tea".len()
+            + text.len();
+        assert_eq!(budget.store_used(), cost, "pending counts, once each");
+        assert_eq!(counts.queued.load(Ordering::Relaxed), 3);
+        assert!(matches!(queue.try_recv(), Ok(Queued::Line(_))));
+        assert!(queue.is_empty(), "no wake fitted in the full queue");
+        assert_eq!(feed.pending.take(), pending);
+        // Once there is room, the first pending change wakes the writer.
+        feed.save(rules("newer"));
+        assert!(matches!(queue.try_recv(), Ok(Queued::LookAtPending)));
+        feed.save(rules("newest"));
+        assert!(queue.is_empty(), "one wake is enough");
+        assert_eq!(feed.pending.take(), [rules("newest")]);
+    }
+
+    #[test]
+    fn what_is_pending_when_the_feed_goes_is_written_without_the_hub_waiting() {
+        let dir = std::env::temp_dir().join(format!("store-feed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let keep = Retention {
+            lines: 50,
+            room_bytes: KEEP_ROOM_BYTES,
+            days: KEEP_DAYS,
+        };
+        let budget = Budget::new(&Policy::default());
+        let opened = open(&dir, keep).unwrap().expect("a writable directory");
+        let counts = opened.counts();
+        let (Kept { mut feed, .. }, writing) = opened.start(&budget).unwrap();
+        for n in 0..100 {
+            feed.save(Change::Rules {
+                room: format!("#room{n}"),
+                text: Some(format!("ban {n}")),
+            });
+        }
+        feed.save(Change::ServerBans(Some("ban everyone".into())));
+        let dropped_at = std::time::Instant::now();
         drop(feed);
-        assert_eq!(queue.try_recv().ok(), Some(Change::ServerBans(None)));
-        // Nobody wrote what was taken here: each still counts, once.
-        let taken = [
-            Change::ServerBans(Some("first".into())),
-            rules("new"),
-            Change::ServerBans(None),
-        ];
-        assert_eq!(budget.used(), taken.iter().map(Change::cost).sum::<usize>());
+        assert!(
+            dropped_at.elapsed() < Duration::from_secs(1),
+            "the hub waited"
+        );
+        assert!(writing.finish(Duration::from_secs(10)), "the writer ended");
+        assert_eq!(counts.written.load(Ordering::Relaxed), 101);
+        assert_eq!(budget.store_used(), 0);
+        let loaded = open(&dir, keep).unwrap().unwrap().loaded;
+        assert_eq!(loaded.rooms.len(), 100);
+        assert_eq!(loaded.server_bans.as_deref(), Some("ban everyone"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stalled_disk_drops_lines_never_pauses_the_hub_and_writes_a_later_ban() {
+        let dir = std::env::temp_dir().join(format!("store-stall-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let keep = Retention {
+            lines: 50,
+            room_bytes: KEEP_ROOM_BYTES,
+            days: KEEP_DAYS,
+        };
+        // A budget the queue alone would fill many times over.
+        let budget = Budget::new(&Policy {
+            memory_budget: 64 * 1024,
+            ..Policy::default()
+        });
+        let opened = open(&dir, keep).unwrap().expect("a writable directory");
+        let counts = opened.counts();
+        let (Kept { mut feed, .. }, writing) = opened.start(&budget).unwrap();
+        // Another connection holds the file's write lock: the writer's
+        // next commit waits on it, as on a disk that stalls.
+        let stall = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+        stall.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let text: Arc<str> = format!("chat a {}\n", "x".repeat(100)).into();
+        for _ in 0..2 * QUEUE_WRITES {
+            feed.line(RoomId(1), || Some("#Tea".into()), &text);
+        }
+        assert!(counts.dropped.load(Ordering::Relaxed) > 0);
+        assert!(!budget.is_over(), "the hub would pause for the disk");
+        // The op bans while the disk is behind, then the room goes quiet.
+        feed.save(Change::Rules {
+            room: "#tea".into(),
+            text: Some("ban troll".into()),
+        });
+        stall.execute_batch("ROLLBACK").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let read = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+        let banned = || {
+            read.query_row("SELECT rules FROM rooms WHERE key = '#tea'", [], |row| {
+                row.get::<_, Option<String>>(0)
+            })
+            .ok()
+            .flatten()
+        };
+        // Nothing more is said: the writer alone must get the ban on disk.
+        while banned().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(banned().as_deref(), Some("ban troll"));
+        drop(feed);
+        assert!(writing.finish(Duration::from_secs(10)), "the writer ended");
+        drop((read, stall));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::Connection;
 
-use super::{db, Change, Retention, StoreCounts, StoreError, PRUNE_EVERY};
+use super::{db, Change, Pending, Queued, Retention, StoreCounts, StoreError, PRUNE_EVERY};
 use crate::budget::Budget;
 
 /// The file whose lock says a server uses the directory. The kernel lets
@@ -25,9 +25,21 @@ use crate::budget::Budget;
 pub const LOCK_FILE: &str = "lock";
 
 /// How long the writer lets writes gather after a transaction that took
-/// all there was: what a `kill -9` can lose grows by this, and the hub
-/// saves a wake-up per line.
-const GATHER: Duration = Duration::from_millis(2);
+/// all there was. Each commit writes at least a page of the lines table
+/// and one of its index to the log, however short the line: at 2 ms a
+/// chat's every line was a transaction of its own (some 8 KiB of log for
+/// a 60-byte line); at 100 ms a chat of 10 lines a second or more shares
+/// its commits, and the hub's sends never wake the writer (a burst
+/// nudges it, see [`NUDGE_EVERY`]). What a `kill -9` can lose grows by
+/// this, still a tenth of the second the README allows.
+const GATHER: Duration = Duration::from_millis(100);
+
+/// Lines the feed queues between two nudges that end the writer's
+/// gathering pause early ([`gather`]): a burst is written a few hundred
+/// lines at a time, rather than filling the queue while the writer waits.
+/// A count kept by the feed, not a look at the queue: nothing more on the
+/// hub's path per line than an increment.
+pub(super) const NUDGE_EVERY: u32 = 256;
 
 /// The most writes in one transaction: a commit is cheap in WAL mode, and
 /// a bound keeps one from holding the lines behind it for long.
@@ -87,12 +99,15 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
 }
 
 /// Starts the writer. It holds `lock` and `alive` for as long as it runs,
-/// and ends once every sender of `queue` is gone and what waited is
-/// written.
-pub fn spawn(
+/// and ends once every sender of `queue` is gone and what waited there
+/// and in `pending` is written.
+// Each argument is one thing the writer is handed to own.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn spawn(
     conn: Connection,
     lock: File,
-    queue: Receiver<Change>,
+    queue: Receiver<Queued>,
+    pending: Arc<Pending>,
     retention: Retention,
     counts: Arc<StoreCounts>,
     budget: Arc<Budget>,
@@ -112,7 +127,7 @@ pub fn spawn(
         let _lock = lock;
         let mut writer = writer;
         writer.prune();
-        writer.run(&queue);
+        writer.run(&queue, &pending);
     })
 }
 
@@ -134,8 +149,8 @@ struct Writer {
 
 impl Writer {
     /// Writes until every sender is gone, then closes the file.
-    fn run(mut self, queue: &Receiver<Change>) {
-        self.write_until_done(queue);
+    fn run(mut self, queue: &Receiver<Queued>, pending: &Pending) {
+        self.write_until_done(queue, pending);
         // Closing checkpoints the log into the file; if the disk refuses,
         // the log stays, and SQLite replays it at the next start.
         if let Err((_, err)) = self.conn.close() {
@@ -143,7 +158,7 @@ impl Writer {
         }
     }
 
-    fn write_until_done(&mut self, queue: &Receiver<Change>) {
+    fn write_until_done(&mut self, queue: &Receiver<Queued>, pending: &Pending) {
         let mut batch = Vec::with_capacity(MOST_PER_BATCH);
         let mut next_prune = Instant::now() + PRUNE_EVERY;
         loop {
@@ -153,22 +168,41 @@ impl Writer {
                 self.prune_written();
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
+            let mut done = false;
             match queue.recv_deadline(next_prune) {
-                Ok(write) => batch.push(write),
+                Ok(Queued::Line(write)) => batch.push(write),
+                Ok(Queued::LookAtPending) => {}
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+                // The feed is gone: what is pending is the last to write.
+                Err(RecvTimeoutError::Disconnected) => done = true,
             }
             // What came meanwhile goes in the same transaction: the busier
             // the chat, the fewer commits per line.
-            batch.extend(queue.try_iter().take(MOST_PER_BATCH - 1));
+            for queued in queue.try_iter().take(MOST_PER_BATCH - 1) {
+                if let Queued::Line(write) = queued {
+                    batch.push(write);
+                }
+            }
             let full = batch.len() == MOST_PER_BATCH;
+            // After the lines: each is the latest of its kind, and no line
+            // changes what it writes.
+            batch.extend(pending.take());
+            if batch.is_empty() {
+                if done {
+                    return;
+                }
+                continue;
+            }
             self.write(&mut batch);
+            if done {
+                return;
+            }
             // A moment for the next lines to gather: meanwhile the writer
             // waits on no channel, so the hub's sends wake nobody (a wake
             // is a system call on the hub's thread, for every line of a
             // chat that speaks just slower than the writer writes).
             if !full {
-                thread::sleep(GATHER);
+                gather(queue);
             }
         }
     }
@@ -195,7 +229,7 @@ impl Writer {
         batch.clear();
         self.counts.queued.fetch_sub(count, Ordering::Relaxed);
         self.counts.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.budget.refund(bytes);
+        self.budget.refund_store(bytes);
         match result {
             Ok(()) => {
                 self.counts
@@ -209,6 +243,9 @@ impl Writer {
                 }
             }
             Err(err) => {
+                // Rolled back: the rows this batch made are not in the file,
+                // though `write_batch` noted them.
+                self.known.clear();
                 self.counts
                     .failed
                     .fetch_add(count as u64, Ordering::Relaxed);
@@ -250,11 +287,95 @@ impl Writer {
     }
 }
 
+/// Lets the next lines gather for [`GATHER`], or until the feed nudges
+/// (unparks) the writer because a burst has queued [`NUDGE_EVERY`] lines.
+fn gather(queue: &Receiver<Queued>) {
+    let until = Instant::now() + GATHER;
+    loop {
+        let now = Instant::now();
+        // A nudge that came while the writer wrote ends the pause at
+        // once; one for a burst already written ends it with what waits.
+        if now >= until || queue.len() >= NUDGE_EVERY as usize {
+            return;
+        }
+        thread::park_timeout(until - now);
+        if queue.len() >= NUDGE_EVERY as usize {
+            return;
+        }
+    }
+}
+
 /// Says in the log what a prune did; a failure waits for the next time.
 fn pruned(result: rusqlite::Result<usize>) {
     match result {
         Ok(0) => {}
         Ok(gone) => log::debug!("store: {gone} lines past the retention forgotten"),
         Err(err) => log::debug!("store: forgetting old lines failed: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slow_readers::Policy;
+
+    fn line(room: &str, text: &str) -> Change {
+        Change::Line {
+            room: room.into(),
+            text: text.into(),
+            at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn after_a_failed_batch_a_rooms_next_lines_and_topic_come_back() {
+        let conn = db::open(Path::new(":memory:")).unwrap();
+        // The disk refuses the second line, after the room's row was made
+        // in the same transaction.
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON lines WHEN NEW.text = 'refused'
+             BEGIN SELECT RAISE(ABORT, 'the disk is full'); END;",
+        )
+        .unwrap();
+        let retention = Retention {
+            lines: 50,
+            room_bytes: 1 << 20,
+            days: 30,
+        };
+        let counts = Arc::new(StoreCounts::default());
+        let mut writer = Writer {
+            conn,
+            retention,
+            counts: Arc::clone(&counts),
+            budget: Budget::new(&Policy::default()),
+            failing: false,
+            warned: None,
+            known: HashSet::new(),
+        };
+        // As the feed counts what it queues.
+        let mut write = |mut batch: Vec<Change>| {
+            for change in &batch {
+                writer.budget.charge_store(change.cost());
+                counts.queued.fetch_add(1, Ordering::Relaxed);
+                counts
+                    .queued_bytes
+                    .fetch_add(change.cost(), Ordering::Relaxed);
+            }
+            writer.write(&mut batch);
+        };
+        write(vec![line("#Tea", "kept?"), line("#Tea", "refused")]);
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 2);
+        write(vec![line("#Tea", "after")]);
+        write(vec![Change::Topic {
+            room: "#Tea".into(),
+            topic: "leaves".into(),
+        }]);
+        assert_eq!(counts.written.load(Ordering::Relaxed), 2);
+        let loaded = db::load(&writer.conn, &retention, SystemTime::now()).unwrap();
+        assert_eq!(loaded.rooms.len(), 1, "{loaded:?}");
+        let tea = &loaded.rooms[0];
+        assert_eq!(tea.name, "#Tea");
+        assert_eq!(tea.topic.as_deref(), Some("leaves"));
+        assert_eq!(tea.lines, [Arc::from("after")]);
     }
 }

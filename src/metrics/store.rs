@@ -16,7 +16,7 @@ impl Source for StoreCounts {
         );
         out.gauge(
             "chat_server_store_queued_bytes",
-            "What the changes waiting for the store cost in memory (counted in the budget too).",
+            "What the changes waiting for the store cost in memory (the store's own share of the memory budget).",
             self.queued_bytes.load(Ordering::Relaxed) as f64,
         );
         out.counter(

@@ -1,25 +1,15 @@
-//! `chat-server`: parse the command line, start the server, stop on a signal.
+//! `chat-server`'s command line: the flags, their defaults and checks, and
+//! `--help`. What the flags do is in `main.rs` and the library.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use log::LevelFilter;
-use secure_chat::capacity::Capacity;
-use secure_chat::error::{report, Error};
-#[cfg(feature = "redis")]
-use secure_chat::linked::{redis_link, Linked};
-use secure_chat::metrics::{Endpoint, Registry};
-use secure_chat::operators;
-use secure_chat::server::{self, Limits, Server};
+use secure_chat::server::{self, Limits};
 use secure_chat::throttle::RateLimit;
-use secure_chat::{logging, store, tls};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use secure_chat::{logging, store};
 
-const HELP: &str = "\
+pub(super) const HELP: &str = "\
 chat-server: a multi-user chat over TLS
 
 Usage: chat-server [OPTIONS]
@@ -126,63 +116,63 @@ Logs go to standard error, one line per connection event and never what
 anyone said; RUST_LOG=debug works as -v does.
 ";
 
-struct Args {
-    addr: String,
-    cert: PathBuf,
-    key: PathBuf,
-    client_ca: Option<PathBuf>,
+pub(super) struct Args {
+    pub(super) addr: String,
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) client_ca: Option<PathBuf>,
     /// `--guests`: client certificates asked for, not required.
-    guests: bool,
+    pub(super) guests: bool,
     /// `--operators FILE`.
-    operators: Option<PathBuf>,
-    limits: Limits,
+    pub(super) operators: Option<PathBuf>,
+    pub(super) limits: Limits,
     /// `--max-clients`, if given; else the default, or what the system allows.
-    max_clients: Option<usize>,
+    pub(super) max_clients: Option<usize>,
     /// The Redis URL (`--redis`, `--redis-url-file` or `CHAT_REDIS_URL`):
     /// may hold a password, so it is never printed.
-    redis: Option<String>,
+    pub(super) redis: Option<String>,
     /// Where the URL came from, for the warnings.
-    redis_from: RedisFrom,
-    node_name: Option<String>,
-    redis_ca: Option<PathBuf>,
-    name_expiry: Option<Duration>,
-    room_expiry: Option<Duration>,
+    pub(super) redis_from: RedisFrom,
+    pub(super) node_name: Option<String>,
+    pub(super) redis_ca: Option<PathBuf>,
+    pub(super) name_expiry: Option<Duration>,
+    pub(super) room_expiry: Option<Duration>,
     /// `--metrics`: where to serve the figures, if anywhere.
-    metrics: Option<String>,
+    pub(super) metrics: Option<String>,
     /// Where the rooms are kept, if anywhere; what is kept, and for how long.
-    data: Data,
-    level: LevelFilter,
+    pub(super) data: Data,
+    pub(super) level: LevelFilter,
 }
 
 /// `--data-dir` and the flags that go with it.
-struct Data {
+pub(super) struct Data {
     /// `None` with `--no-data-dir`; the default unless told.
-    dir: Option<PathBuf>,
+    pub(super) dir: Option<PathBuf>,
     /// `--data-dir` or `--no-data-dir` was given.
-    chosen: bool,
-    keep_days: u32,
-    keep_bytes: usize,
+    pub(super) chosen: bool,
+    pub(super) keep_days: u32,
+    pub(super) keep_bytes: usize,
     /// `--keep-days` or `--keep-bytes` was given.
-    retention_given: bool,
+    pub(super) retention_given: bool,
 }
 
 /// Where the Redis URL came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum RedisFrom {
+pub(super) enum RedisFrom {
     CommandLine,
     File,
     Environment,
 }
 
 /// The environment variable that names Redis when no flag does.
-const REDIS_URL_VARIABLE: &str = "CHAT_REDIS_URL";
+pub(super) const REDIS_URL_VARIABLE: &str = "CHAT_REDIS_URL";
 
-enum Parsed {
+pub(super) enum Parsed {
     Run(Box<Args>),
     Exit(&'static str),
 }
 
-fn parse_args() -> Result<Parsed, lexopt::Error> {
+pub(super) fn parse_args() -> Result<Parsed, lexopt::Error> {
     use lexopt::prelude::*;
     let mut args = Args {
         addr: server::DEFAULT_ADDR.to_string(),
@@ -417,7 +407,7 @@ fn parse_args() -> Result<Parsed, lexopt::Error> {
 
 /// The first line of `file`, the Redis URL; the error never holds the
 /// file's text.
-fn read_redis_url(file: &std::path::Path) -> Result<String, String> {
+pub(super) fn read_redis_url(file: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|err| format!("--redis-url-file: cannot read {}: {err}", file.display()))?;
     let url = text.lines().next().unwrap_or("").trim();
@@ -435,7 +425,7 @@ fn read_redis_url(file: &std::path::Path) -> Result<String, String> {
 /// to cross the network in clear (plain `redis://` to another machine).
 /// Only the URL's parts are looked at, never shown.
 #[cfg(feature = "redis")]
-fn redis_password_warnings(url: &str, from: RedisFrom) -> Vec<String> {
+pub(super) fn redis_password_warnings(url: &str, from: RedisFrom) -> Vec<String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Vec::new();
     };
@@ -463,7 +453,7 @@ fn redis_password_warnings(url: &str, from: RedisFrom) -> Vec<String> {
             .rsplit_once(':')
             .map_or(host_port, |(host, _)| host),
     };
-    if scheme.eq_ignore_ascii_case("redis") && !tls::is_loopback(host) {
+    if scheme.eq_ignore_ascii_case("redis") && !secure_chat::tls::is_loopback(host) {
         warnings.push(format!(
             "the Redis password goes to {host} over plain redis://, readable by anyone \
              on the path: use rediss:// (TLS; --redis-ca for a private CA)"
@@ -473,7 +463,7 @@ fn redis_password_warnings(url: &str, from: RedisFrom) -> Vec<String> {
 }
 
 /// Seconds, with a fraction if wanted: `5`, `0.5`.
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
@@ -486,7 +476,7 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 }
 
 /// Bytes, with an optional K, M or G (powers of 1024): `65536`, `64K`, `256M`.
-fn parse_bytes(text: &str) -> Result<usize, String> {
+pub(super) fn parse_bytes(text: &str) -> Result<usize, String> {
     let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((at, _)) => text.split_at(at),
         None => (text, ""),
@@ -511,270 +501,13 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?}: give more than 0 bytes, and not absurdly many"))
 }
 
-fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Parsed::Run(args)) => *args,
-        Ok(Parsed::Exit(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            eprintln!("chat-server: {err}\nTry 'chat-server --help'.");
-            return ExitCode::FAILURE;
-        }
-    };
-    logging::init(args.level);
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("chat-server: {}", report(&*err));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    raise_open_files_limit();
-    // Threads, files and memory maps bound how many clients can connect;
-    // past them the process could abort, so asking for more is refused.
-    let capacity = Capacity::of_this_machine(args.limits.writers);
-    let allowed = capacity.connections().unwrap_or(usize::MAX);
-    args.limits.max_clients = match args.max_clients {
-        Some(asked) if asked > allowed => {
-            return Err(Error::Capacity {
-                asked,
-                capacity: capacity.to_string(),
-            }
-            .into())
-        }
-        Some(asked) => asked,
-        None => server::MAX_CLIENTS.min(allowed),
-    };
-    // Each load, at start and on SIGHUP, also logs the key's fingerprint,
-    // for users to check or pin (`chat-client --pin`): what a client
-    // that does not trust the CA is shown before it trusts this server.
-    let operators_file = args.operators.clone();
-    if operators_file.is_some() && args.client_ca.is_none() {
-        log::warn!(
-            "--operators without --client-ca: no client presents a certificate, \
-             so nobody can be a server operator"
-        );
-    }
-    let load_operators = move || operators_file.as_deref().map(operators::load);
-    let initial_operators = load_operators().transpose()?;
-    let load = move || {
-        let clients = match (&args.client_ca, args.guests) {
-            (None, _) => tls::ClientCertificates::NotAsked,
-            (Some(ca), false) => tls::ClientCertificates::Required(ca),
-            (Some(ca), true) => tls::ClientCertificates::Optional(ca),
-        };
-        let config = tls::server_config_for(&args.cert, &args.key, clients)?;
-        match tls::Fingerprint::of_certificate_file(&args.cert) {
-            Ok(key) => log::info!("certificate fingerprint {key} (for chat-client --pin)"),
-            Err(err) => log::warn!("no certificate fingerprint: {}", report(&err)),
-        }
-        Ok::<_, Error>(config)
-    };
-    // Handlers first: a signal that arrives once we are listening must
-    // find them in place, not the default action that kills the process.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    let mut server = Server::bind(&args.addr, load()?, args.limits)?;
-    let metrics = args.metrics.as_deref().map(|addr| (addr, Registry::new()));
-    if let Some((_, registry)) = &metrics {
-        server.report_to(Arc::clone(registry));
-    }
-    // Before anyone can connect: the rooms are back before the first
-    // client sees them. A damaged file or a directory in use stops the
-    // start here, with what to do; a directory that cannot be written only
-    // warns (`open` says so), and the chat goes on in memory.
-    if let Some(dir) = &args.data.dir {
-        let retention = store::Retention {
-            lines: args.limits.history,
-            room_bytes: args.data.keep_bytes,
-            days: args.data.keep_days,
-        };
-        if let Some(opened) = store::open(dir, retention)? {
-            server.keep_in(opened);
-        }
-    }
-    #[cfg(feature = "redis")]
-    let server = match &args.redis {
-        Some(url) => {
-            for warning in redis_password_warnings(url, args.redis_from) {
-                log::warn!("{warning}");
-            }
-            let redis = Redis {
-                url,
-                node_name: args.node_name.as_deref(),
-                ca_file: args.redis_ca.clone(),
-                history: args.limits.history,
-                name_expiry: args.name_expiry,
-                room_expiry: args.room_expiry,
-            };
-            link(
-                redis,
-                server,
-                metrics.as_ref().map(|(_, registry)| &**registry),
-            )?
-        }
-        None => server,
-    };
-    let stopper = server.stopper();
-    let reloader = server.reloader();
-    let operators = server.operators();
-    if let Some(keys) = initial_operators {
-        operators.replace(keys);
-    }
-    thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut stopping = false;
-            for signal in signals.forever() {
-                match signal {
-                    SIGHUP => {
-                        match load() {
-                            Ok(config) => {
-                                reloader.replace(config);
-                                log::info!("reloaded the certificate, key and client CA");
-                            }
-                            Err(err) => log::error!(
-                                "reload failed, still using the previous files: {}",
-                                report(&err)
-                            ),
-                        }
-                        match load_operators() {
-                            None => {}
-                            Some(Ok(keys)) => {
-                                let count = keys.len();
-                                // Logged once the list is in the hub's
-                                // queue, ahead of any line sent after.
-                                operators.replace(keys);
-                                log::info!("reloaded the operators file: {count} keys");
-                            }
-                            Some(Err(why)) => {
-                                log::warn!("{why}; still using the previous operators")
-                            }
-                        }
-                    }
-                    _ if stopping => {
-                        log::warn!("signal {signal} again: exiting at once");
-                        std::process::exit(128 + signal);
-                    }
-                    _ => {
-                        log::info!("signal {signal}: shutting down");
-                        stopping = true;
-                        // Stopping blocks on nothing but a local connect;
-                        // a second signal meanwhile is for someone in a hurry.
-                        let stopper = stopper.clone();
-                        thread::spawn(move || stopper.stop());
-                    }
-                }
-            }
-        })?;
-    // The endpoint's thread ends with the process.
-    if let Some((addr, registry)) = metrics {
-        serve_metrics(addr, registry)?;
-    }
-    log::info!("listening on {}", server.local_addr());
-    server.run()?;
-    log::info!("stopped");
-    Ok(())
-}
-
-/// What `--redis` and the flags that go with it asked for.
-#[cfg(feature = "redis")]
-struct Redis<'a> {
-    url: &'a str,
-    node_name: Option<&'a str>,
-    ca_file: Option<PathBuf>,
-    history: usize,
-    name_expiry: Option<Duration>,
-    room_expiry: Option<Duration>,
-}
-
 /// Where `--metrics VALUE` serves: a bare port is on loopback, since the
 /// figures are for this machine's monitoring unless said otherwise.
-fn metrics_addr(value: &str) -> String {
+pub(super) fn metrics_addr(value: &str) -> String {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         format!("127.0.0.1:{value}")
     } else {
         value.to_string()
-    }
-}
-
-/// Serves `registry`'s figures at `addr` (`--metrics`), from a thread of its
-/// own. Anywhere but loopback, the log says who can read them.
-fn serve_metrics(addr: &str, registry: Arc<Registry>) -> Result<(), Error> {
-    let endpoint = Endpoint::serve(addr, registry)?;
-    let bound = endpoint.local_addr();
-    log::info!("metrics on http://{bound}/metrics");
-    if !bound.ip().is_loopback() {
-        log::warn!(
-            "the metrics on {bound} are served in plain HTTP without authentication: \
-             anyone who can reach that address can read them"
-        );
-    }
-    Ok(())
-}
-
-/// Makes `server` one of those sharing the Redis `redis` names; with
-/// `--metrics`, the link's figures go into `metrics`.
-#[cfg(feature = "redis")]
-fn link(
-    redis: Redis<'_>,
-    mut server: Server,
-    metrics: Option<&Registry>,
-) -> Result<Server, Box<dyn std::error::Error>> {
-    let node = match redis.node_name {
-        Some(name) => name.to_owned(),
-        None => default_node_name(server.local_addr().port()),
-    };
-    let settings = redis_link::LinkSettings {
-        ca_file: redis.ca_file,
-        // Room for the notices between the chat lines a newcomer sees.
-        recent: redis.history.saturating_mul(4),
-        name_ttl: redis
-            .name_expiry
-            .unwrap_or(redis_link::LinkSettings::default().name_ttl),
-        room_ttl: redis
-            .room_expiry
-            .unwrap_or(redis_link::LinkSettings::default().room_ttl),
-        ..redis_link::LinkSettings::default()
-    };
-    let url = redis.url;
-    // Fails at once, in one line, if Redis cannot be reached or
-    // refuses the login; never with the URL, which may hold a password.
-    let (link, deliveries) = redis_link::RedisLink::start(url, &node, settings)?;
-    log::info!("node {node}: linked to the other servers through Redis");
-    let linked = Linked::new(link, deliveries);
-    if let Some(registry) = metrics {
-        registry.register(Arc::new(linked.gauges()));
-    }
-    server.share(Box::new(linked));
-    Ok(server)
-}
-
-/// This machine's name and the port: unique among servers on one Redis
-/// unless two machines share a name. Only what a node name may hold is kept.
-#[cfg(feature = "redis")]
-fn default_node_name(port: u16) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host: String = host
-        .trim()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .take(redis_link::NODE_NAME_MAX - 6)
-        .collect();
-    let host = if host.is_empty() { "chat" } else { &host };
-    format!("{host}-{port}")
-}
-
-/// Each client costs a file descriptor: raise the soft limit on open files
-/// to the hard limit, which the system allows without privileges.
-fn raise_open_files_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => log::debug!("open files limit: {limit}"),
-        Err(err) => log::warn!("cannot raise the open files limit: {err}"),
     }
 }
 

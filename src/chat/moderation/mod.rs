@@ -96,6 +96,10 @@ impl Chat {
         if let Some(old) = self.moderation.rooms.remove(&key) {
             rules.guest_ops = old.guest_ops;
         }
+        // Only guests' (`guests-only`, shared): held while the others
+        // hold them, unless a guest operator of them is here, with whom
+        // they go.
+        rules.held_elsewhere = !rules.kept && rules.guest_ops.is_empty();
         if !rules.is_empty() {
             self.moderation.rooms.insert(key.clone(), rules);
         }

@@ -57,6 +57,9 @@ impl fmt::Debug for Clock {
 /// A hundred is far more than a room moderated by people needs.
 pub(crate) const MAX_PER_ROOM: usize = 100;
 
+/// The shared rules' line that says only guests stand behind them.
+const GUESTS_ONLY: &str = "guests-only";
+
 /// What identifies someone, for matching bans and mutes: their nick (in
 /// lower case), their certificate's key if they have one, and the address
 /// of every session (a person with a certificate may have several, from
@@ -228,12 +231,17 @@ pub(crate) struct RoomRules {
     /// theirs alone, forgotten when the last of them goes, so that guests
     /// who come and go cannot leave rules behind without end.
     pub(crate) kept: bool,
+    /// Shared: the rules came from the others marked as only guests'
+    /// (`guests-only`), and no guest operator of them is here. They are
+    /// held while the others say so: the guest's own server takes them
+    /// back, everywhere, when the guest goes.
+    pub(crate) held_elsewhere: bool,
 }
 
 impl RoomRules {
     /// True if nothing is left: the room needs no entry.
     pub(crate) fn is_empty(&self) -> bool {
-        self.guest_ops.is_empty() && !self.is_durable()
+        self.guest_ops.is_empty() && !self.is_durable() && !self.held_elsewhere
     }
 
     /// True if something here is saved: it holds something beyond the
@@ -269,9 +277,12 @@ impl RoomRules {
     /// Bans and mutes that ended are left out. `shared`: the text is the
     /// room's rules as every linked server holds them, not what outlives
     /// a restart, so a guest operator's rules and invitations by nick go
-    /// too (and are taken back, everywhere, when the guest goes).
+    /// too (and are taken back, everywhere, when the guest goes); rules
+    /// nobody with a certificate stands behind say so (`guests-only`), so
+    /// that coming back from the others they are still only the guests'.
     pub(crate) fn to_text(&self, now: u64, shared: bool) -> Option<String> {
-        if !shared && !self.is_durable() {
+        let durable = self.is_durable();
+        if !shared && !durable {
             return None;
         }
         let mut lines = Vec::new();
@@ -291,11 +302,15 @@ impl RoomRules {
         lines.extend(invited.map(|who| format!("invited {who}")));
         lines.extend(sanction_lines("ban", &self.bans, now));
         lines.extend(sanction_lines("mute", &self.mutes, now));
+        if !durable && !lines.is_empty() {
+            lines.push(GUESTS_ONLY.to_owned());
+        }
         (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
     /// Reads what [`to_text`](RoomRules::to_text) writes; the error
-    /// names the line.
+    /// names the line. Restored rules are kept ([`RoomRules::kept`])
+    /// unless they say they are only guests'.
     pub(crate) fn from_text(text: &str) -> Result<RoomRules, String> {
         let mut rules = RoomRules {
             kept: true,
@@ -308,6 +323,7 @@ impl RoomRules {
                 "op" => rules.ops.push(rest.parse().map_err(at)?),
                 "invite-only" => rules.invite_only = true,
                 "topic-lock" => rules.topic_locked = true,
+                GUESTS_ONLY => rules.kept = false,
                 "invited" => rules.invited.push(Target::parse(rest).map_err(at)?),
                 "ban" => rules.bans.push(Sanction::from_text(rest).map_err(at)?),
                 "mute" => rules.mutes.push(Sanction::from_text(rest).map_err(at)?),

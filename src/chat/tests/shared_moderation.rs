@@ -274,7 +274,7 @@ fn someone_elsewhere_is_invited_by_nick() {
         h.saved.last(),
         Some(&Save::Rules {
             room: "#den".into(),
-            rules: Some("invite-only\ninvited zed".into()),
+            rules: Some("invite-only\ninvited zed\nguests-only".into()),
         })
     );
 }
@@ -284,14 +284,17 @@ fn a_guest_operators_rules_are_taken_back_everywhere_when_the_guest_goes() {
     let (mut h, a, _, _) = den(true);
     h.send(a, "/mode +i");
     // Shared, a guest's rules go to the others (alone they would not be
-    // saved at all: they end with the guest).
+    // saved at all: they end with the guest), marked as only guests'.
+    let shared = "invite-only\nguests-only";
     assert_eq!(
         h.saved.last(),
         Some(&Save::Rules {
             room: "#den".into(),
-            rules: Some("invite-only".into()),
+            rules: Some(shared.into()),
         })
     );
+    // They come back from the others, as every change does.
+    rules(&mut h, Some(shared));
     h.left(a, None);
     assert_eq!(
         h.saved.last(),
@@ -299,5 +302,26 @@ fn a_guest_operators_rules_are_taken_back_everywhere_when_the_guest_goes() {
             room: "#den".into(),
             rules: None,
         })
+    );
+}
+
+#[test]
+fn a_guests_rules_from_elsewhere_hold_here_until_taken_back() {
+    let (mut h, _, b, _) = den(false);
+    rules(&mut h, Some("invite-only\nguests-only"));
+    h.send(b, "/join #lobby");
+    // A guest leaving here is not the guest who stands behind them.
+    let c = h.join(3);
+    h.left(c, None);
+    h.expect(
+        b,
+        "/join #den",
+        &["error #den is invite-only: an operator of it must /invite you"],
+    );
+    rules(&mut h, None);
+    let seen = h.send(b, "/join #den");
+    assert!(
+        seen[&b][0].starts_with("notice you are in #den ("),
+        "{seen:?}"
     );
 }

@@ -72,7 +72,7 @@ impl Chat {
                 then,
             } => {
                 self.recent(room, lines, topic, out);
-                self.recent_rules(room, rules.as_deref(), fresh, out);
+                self.recent_rules(room, rules.as_ref().map(Option::as_deref), fresh, out);
                 then
             }
             Told::Rules { room, rules } => {

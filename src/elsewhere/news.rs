@@ -282,8 +282,9 @@ pub enum Told {
         lines: Vec<Arc<str>>,
         /// Its topic.
         topic: Option<String>,
-        /// Its rules, as [`Told::Rules`] gives them.
-        rules: Option<String>,
+        /// Its rules, as [`Told::Rules`] gives them; `None` if what Redis
+        /// holds for them makes no sense: this server keeps its own.
+        rules: Option<Option<String>>,
         /// Whether it is new, for all that matters: nobody ever spoke in
         /// it, set its topic or kept rules for it, on any server.
         fresh: bool,

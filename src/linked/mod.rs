@@ -445,7 +445,12 @@ impl Linked {
                 // for it: new, for all it matters. (Its notices do not
                 // count: the maker's own arrival is among them.)
                 let fresh = past.is_empty() && topic.is_none() && rules.is_none();
-                let rules = rules.filter(|rules| moderation::is_clean_rules(&room, rules));
+                // Rules that make no sense are not a room without rules:
+                // this server keeps what it had.
+                let rules = match rules {
+                    Some(rules) if !moderation::is_clean_rules(&room, &rules) => None,
+                    rules => Some(rules),
+                };
                 Told::Recent {
                     room: id,
                     lines: past,

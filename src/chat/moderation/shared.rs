@@ -1,14 +1,13 @@
-//! Moderation shared with other servers: a room's rules and the server
-//! bans, whole, as they arrive from the others (every server's changes,
-//! this one's included, in Redis' order), applied to the people here;
-//! who makes a room, once its past says whether it is new everywhere; and
-//! a kick or kill of someone on another server, done there. Not how they
-//! travel (the hub's `Elsewhere`), nor the commands.
+//! Moderation with other servers: rules and server bans as they arrive
+//! (applied to the people here), who makes a room once its past is told,
+//! kicks and kills done for or by another server, `/invite` and sending to
+//! the lobby. Not how they travel (`Elsewhere`), nor the other commands.
 
-use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules};
-use crate::chat::{to as to_one, LINK_DOWN_MSG};
+use super::commands::not_in_lobby;
+use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules, Target};
+use crate::chat::{to as to_one, to_room, Keep, LINK_DOWN_MSG};
 use crate::elsewhere::{Act, Ask, Deed, Sent};
-use crate::protocol::{Nick, ServerLine, LOBBY};
+use crate::protocol::{Nick, Notice, Room, ServerLine, LOBBY};
 
 impl Chat {
     /// A room's rules as every server has them now (`None`: it has none):
@@ -99,11 +98,12 @@ impl Chat {
     /// whether it is `fresh` (nothing of it in Redis: nobody on any server
     /// made it before). Whoever entered it here while nobody here was in
     /// it is its operator only if it is fresh; a room whose keys exist
-    /// is not new, even with nobody in it now.
+    /// is not new, even with nobody in it now. `rules` is `None` if they
+    /// could not be read: this server's stay.
     pub(in crate::chat) fn recent_rules(
         &mut self,
         room: RoomId,
-        rules: Option<&str>,
+        rules: Option<Option<&str>>,
         fresh: bool,
         out: &mut Vec<Output>,
     ) {
@@ -111,7 +111,9 @@ impl Chat {
         let Some(room_key) = self.room_key(room) else {
             return;
         };
-        self.rules_arrived(&room_key, rules, out);
+        if let Some(rules) = rules {
+            self.rules_arrived(&room_key, rules, out);
+        }
         let Some(maker) = maker else {
             return;
         };
@@ -180,12 +182,21 @@ impl Chat {
 
     /// A kick or kill from a moderator on another server for `to`, here:
     /// done as if made here, unless `to` is no longer in the room, or is
-    /// a server operator and the moderator is not (then only the log
-    /// says so).
+    /// a server operator and the moderator is not, or it is a kill by
+    /// someone who is not a server operator (then only the log says so).
     pub(in crate::chat) fn act_in(&mut self, to: &str, act: Act, out: &mut Vec<Output>) {
         let Some(person) = self.people.get(to) else {
             return;
         };
+        // A server sends a kill only for one of its server operators;
+        // whoever else writes one into Redis is not obeyed.
+        if act.deed == Deed::Kill && !act.server_op {
+            log::warn!(
+                "a kill of {to} by {}, not a server operator: ignored",
+                act.by
+            );
+            return;
+        }
         if self.is_server_operator(to) && !act.server_op {
             log::info!("{} from elsewhere: {to} is a server operator", act.by);
             return;
@@ -239,5 +250,113 @@ impl Chat {
             (Sent::Down, _) => LINK_DOWN_MSG.to_owned(),
         };
         out.push(to_one(from, ServerLine::Error(&text)));
+    }
+}
+
+impl Chat {
+    /// `/invite NICK`: someone here by their certificate's key if they
+    /// have one, else by nick; shared, someone on another server by nick.
+    pub(super) fn invite(
+        &mut self,
+        actor: &Actor,
+        nick: &str,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        not_in_lobby(actor, "invited")?;
+        let (target, name, sessions) = match self.present(nick) {
+            Ok(key) => {
+                let person = &self.people[&key];
+                let target = match person.certificate.as_ref().and_then(|cert| cert.key) {
+                    Some(fingerprint) => Target::Key(fingerprint),
+                    None => Target::Nick(key.clone()),
+                };
+                (target, person.nick.to_string(), person.sessions.clone())
+            }
+            // Shared, someone on another server is invited by nick (a
+            // certificate is read only where its holder is), and told by
+            // the room's notice if they are in it, else not at all.
+            Err(_) if self.others.is_some() && Nick::parse(nick).is_ok() => {
+                let target = Target::Nick(nick.to_ascii_lowercase());
+                (target, nick.to_owned(), Vec::new())
+            }
+            Err(why) => return Err(why),
+        };
+        let invited = self
+            .moderation
+            .rooms
+            .get(&actor.room_key)
+            .is_some_and(|rules| rules.invited.contains(&target));
+        if !invited {
+            let count = |rules: &super::RoomRules| rules.invited.len();
+            let instead = "each is used up on the way in";
+            self.room_for_one_more(actor, "invitations", count, instead)?;
+        }
+        let rules = self
+            .moderation
+            .rooms
+            .entry(actor.room_key.clone())
+            .or_default();
+        if !rules.invited.contains(&target) {
+            rules.invited.push(target);
+        }
+        let text = format!("{} invited {name} to {}", actor.nick, actor.room_name);
+        self.announce(actor, &text, None, out);
+        let text = format!(
+            "{} invited you to {}: /join {} to go there",
+            actor.nick, actor.room_name, actor.room_name
+        );
+        for id in sessions {
+            out.push(to_one(id, ServerLine::Notice(&text)));
+        }
+        self.save_rules(&actor.room_key, out);
+        Ok(())
+    }
+
+    /// Sends the person `key` from `room` to the lobby, on the word of
+    /// `by` (here, or on another server); the room (them included) is
+    /// told who did it and why.
+    pub(in crate::chat) fn move_to_lobby(
+        &mut self,
+        room: RoomId,
+        by: &str,
+        key: &str,
+        reason: Option<&str>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(person) = self.people.get(key) else {
+            return;
+        };
+        let room_name = self.room_name(room).to_owned();
+        let notice = Notice::Kicked {
+            nick: person.nick.as_str(),
+            room: &room_name,
+            by,
+            reason,
+        }
+        .to_string();
+        log::info!(
+            "{by} sent {} from {room_name} to the lobby: {}",
+            person.nick,
+            reason.unwrap_or("-")
+        );
+        out.push(to_room(
+            room,
+            ServerLine::Notice(&notice),
+            None,
+            Keep::Nothing,
+        ));
+        // Shared, the room hears it when it is back from the others, by
+        // when they are in the lobby: they are told it now instead.
+        if self.reachable() {
+            for &id in &person.sessions {
+                out.push(to_one(id, ServerLine::Notice(&notice)));
+            }
+        }
+        self.leave_room(key, room);
+        let lobby = self.room_for(Room::lobby());
+        if let Some(person) = self.people.get_mut(key) {
+            person.room = lobby;
+        }
+        self.enter_room(key, lobby, out);
     }
 }

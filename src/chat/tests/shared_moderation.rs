@@ -18,7 +18,7 @@ fn den(fresh: bool) -> (Harness, ClientId, ClientId, RoomId) {
             room,
             lines: Vec::new(),
             topic: None,
-            rules: None,
+            rules: Some(None),
             fresh,
             then: Vec::new(),
         };
@@ -60,7 +60,7 @@ fn a_room_is_its_makers_only_if_it_is_new_everywhere() {
             room,
             lines: Vec::new(),
             topic: None,
-            rules: Some(format!("op {key}")),
+            rules: Some(Some(format!("op {key}"))),
             fresh: true,
             then: Vec::new(),
         };
@@ -229,6 +229,18 @@ fn a_kick_of_someone_elsewhere_goes_to_their_server_which_does_it() {
 #[test]
 fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
     let (mut h, a, b, _) = den(true);
+    // Only a server operator's kill is obeyed, whatever Redis carries.
+    let forged = Act {
+        by: "mallory".into(),
+        server_op: false,
+        deed: Deed::Kill,
+        reason: None,
+    };
+    let seen = h.by_others(|chat, out| {
+        chat.told(Told::ActIn("guest7-2".into(), forged), out);
+    });
+    assert!(seen.is_empty(), "{seen:?}");
+    assert!(!h.closed.contains(&b));
     let kill = Act {
         by: "root".into(),
         server_op: true,
@@ -323,5 +335,32 @@ fn a_guests_rules_from_elsewhere_hold_here_until_taken_back() {
     assert!(
         seen[&b][0].starts_with("notice you are in #den ("),
         "{seen:?}"
+    );
+}
+
+#[test]
+fn a_rooms_past_with_rules_that_make_no_sense_leaves_this_servers_rules() {
+    let mut h = Harness::shared();
+    let (a, b) = (h.join(1), h.join(2));
+    h.chat
+        .restore_rules("#den", "ban - mallory guest7-2 spamming")
+        .unwrap();
+    h.send(a, "/join #den");
+    let room = h.chat.room_named("#den").unwrap();
+    h.by_others(|chat, out| {
+        let told = Told::Recent {
+            room,
+            lines: Vec::new(),
+            topic: None,
+            rules: None,
+            fresh: false,
+            then: Vec::new(),
+        };
+        chat.told(told, out);
+    });
+    h.expect(
+        b,
+        "/join #den",
+        &["error you are banned from #den by mallory (until lifted): spamming"],
     );
 }

@@ -180,6 +180,7 @@ impl Chat {
     }
 
     fn sanction(&self, actor: &Actor, sentence: Sentence<'_>) -> Result<Sanction, String> {
+        self.shared_reason_fits(sentence.reason)?;
         let targets = self.targets_of(actor, sentence.target)?;
         self.check_targets(actor, &targets)?;
         Ok(Sanction {
@@ -214,9 +215,10 @@ impl Chat {
                 actor.room_name
             ));
         }
-        if fingerprint.is_some() {
+        if let Some(fingerprint) = fingerprint {
             let count = |rules: &super::RoomRules| rules.ops.len();
             self.room_for_one_more(actor, "operators by key", count, "/deop some first")?;
+            self.shared_rules_fit(actor, |rules| rules.ops.push(fingerprint))?;
         } else if self.guest_op_rooms(&key) >= GUEST_OP_ROOMS {
             return Err(format!(
                 "{name} is an operator of {GUEST_OP_ROOMS} rooms already, the most a guest may be"
@@ -319,6 +321,7 @@ impl Chat {
         let count = |rules: &super::RoomRules| rules.bans.iter().filter(|b| b.live(now)).count();
         self.room_for_one_more(actor, "bans", count, "/unban some first")?;
         let ban = self.sanction(actor, sentence)?;
+        self.shared_rules_fit(actor, |rules| rules.bans.push(ban.clone()))?;
         // The target as typed: the addresses and keys added to it are for
         // the operators' `/bans`, not for everyone in the room.
         let text = format!(
@@ -356,6 +359,7 @@ impl Chat {
         let count = |rules: &super::RoomRules| rules.mutes.iter().filter(|m| m.live(now)).count();
         self.room_for_one_more(actor, "mutes", count, "/unmute some first")?;
         let mute = self.sanction(actor, sentence)?;
+        self.shared_rules_fit(actor, |rules| rules.mutes.push(mute.clone()))?;
         let text = format!(
             "{} muted {} in {} ({})",
             actor.nick,

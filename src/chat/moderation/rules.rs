@@ -57,6 +57,18 @@ impl fmt::Debug for Clock {
 /// A hundred is far more than a room moderated by people needs.
 pub(crate) const MAX_PER_ROOM: usize = 100;
 
+/// The longest reason, in bytes, a ban or mute may give on linked
+/// servers: it is kept in the room's rules, which every change sends whole
+/// to every server, so a reason is a line, not a letter.
+pub(crate) const MAX_SHARED_REASON_LEN: usize = 200;
+
+/// The most bytes a room's rules take as text on linked servers. Every
+/// change sends them whole, three times (into the room's order, to the
+/// servers in it, to those that are not): this bounds what one short
+/// command makes every server receive. A hundred bans with short reasons
+/// fit; long reasons fill it sooner.
+pub(crate) const MAX_SHARED_RULES_LEN: usize = 16 * 1024;
+
 /// The shared rules' line that says only guests stand behind them.
 const GUESTS_ONLY: &str = "guests-only";
 
@@ -332,6 +344,52 @@ impl RoomRules {
             }
         }
         Ok(rules)
+    }
+}
+
+/// Refuses rules from the other servers that this server would not have
+/// written: longer than [`MAX_SHARED_RULES_LEN`], more than
+/// [`MAX_PER_ROOM`] of anything, or a reason over
+/// [`MAX_SHARED_REASON_LEN`].
+pub(crate) fn check_shared_rules(text: &str) -> Result<(), String> {
+    if text.len() > MAX_SHARED_RULES_LEN {
+        return Err(format!(
+            "{} bytes, over the {MAX_SHARED_RULES_LEN} rules may take",
+            text.len()
+        ));
+    }
+    let rules = RoomRules::from_text(text)?;
+    let counts = [
+        ("operators", rules.ops.len()),
+        ("bans", rules.bans.len()),
+        ("mutes", rules.mutes.len()),
+        ("invitations", rules.invited.len()),
+    ];
+    if let Some((what, count)) = counts.iter().find(|(_, count)| *count > MAX_PER_ROOM) {
+        return Err(format!(
+            "{count} {what}, over the {MAX_PER_ROOM} a room keeps"
+        ));
+    }
+    check_reasons(rules.bans.iter().chain(&rules.mutes))
+}
+
+/// Refuses server bans from the other servers with a reason this server
+/// would not have taken (over [`MAX_SHARED_REASON_LEN`]).
+pub(crate) fn check_shared_server_bans(text: &str) -> Result<(), String> {
+    check_reasons(&server_bans_from_text(text)?)
+}
+
+fn check_reasons<'s>(sanctions: impl IntoIterator<Item = &'s Sanction>) -> Result<(), String> {
+    let long = sanctions
+        .into_iter()
+        .filter_map(|sanction| sanction.reason.as_ref())
+        .find(|reason| reason.len() > MAX_SHARED_REASON_LEN);
+    match long {
+        Some(reason) => Err(format!(
+            "a reason of {} bytes, over {MAX_SHARED_REASON_LEN}",
+            reason.len()
+        )),
+        None => Ok(()),
     }
 }
 

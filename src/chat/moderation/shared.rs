@@ -4,6 +4,9 @@
 //! the lobby. Not how they travel (`Elsewhere`), nor the other commands.
 
 use super::commands::not_in_lobby;
+use super::rules::{
+    check_shared_rules, check_shared_server_bans, MAX_SHARED_REASON_LEN, MAX_SHARED_RULES_LEN,
+};
 use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules, Target};
 use crate::chat::{to as to_one, to_room, Keep, LINK_DOWN_MSG};
 use crate::elsewhere::{Act, Ask, Deed, Sent};
@@ -20,7 +23,9 @@ impl Chat {
         rules: Option<&str>,
         out: &mut Vec<Output>,
     ) {
-        if let Err(why) = self.restore_rules(room_key, rules.unwrap_or_default()) {
+        let text = rules.unwrap_or_default();
+        if let Err(why) = check_shared_rules(text).and_then(|()| self.restore_rules(room_key, text))
+        {
             log::warn!("the rules of {room_key} from the other servers are refused: {why}");
             return;
         }
@@ -66,7 +71,10 @@ impl Chat {
         bans: Option<&str>,
         out: &mut Vec<Output>,
     ) {
-        if let Err(why) = self.restore_server_bans(bans.unwrap_or_default()) {
+        let text = bans.unwrap_or_default();
+        if let Err(why) =
+            check_shared_server_bans(text).and_then(|()| self.restore_server_bans(text))
+        {
             log::warn!("the server bans from the other servers are refused: {why}");
             return;
         }
@@ -290,6 +298,7 @@ impl Chat {
             let count = |rules: &super::RoomRules| rules.invited.len();
             let instead = "each is used up on the way in";
             self.room_for_one_more(actor, "invitations", count, instead)?;
+            self.shared_rules_fit(actor, |rules| rules.invited.push(target.clone()))?;
         }
         let rules = self
             .moderation
@@ -358,5 +367,49 @@ impl Chat {
             person.room = lobby;
         }
         self.enter_room(key, lobby, out);
+    }
+
+    /// Shared, refuses a reason longer than the others take (see
+    /// [`MAX_SHARED_REASON_LEN`]). Alone, any reason that fits a line.
+    pub(super) fn shared_reason_fits(&self, reason: Option<&str>) -> Result<(), String> {
+        match reason {
+            Some(reason) if self.others.is_some() && reason.len() > MAX_SHARED_REASON_LEN => {
+                Err(format!(
+                    "that reason is {} bytes; linked servers keep at most \
+                     {MAX_SHARED_REASON_LEN}: say it shorter",
+                    reason.len()
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Shared, refuses a change of the actor's room's rules that would
+    /// make them longer than the others take (see
+    /// [`MAX_SHARED_RULES_LEN`]). Alone, the counts bound them.
+    pub(super) fn shared_rules_fit(
+        &self,
+        actor: &Actor,
+        change: impl FnOnce(&mut RoomRules),
+    ) -> Result<(), String> {
+        if self.others.is_none() {
+            return Ok(());
+        }
+        let mut rules = self
+            .moderation
+            .rooms
+            .get(&actor.room_key)
+            .cloned()
+            .unwrap_or_default();
+        change(&mut rules);
+        let len = rules.to_text(self.now(), true).map_or(0, |text| text.len());
+        if len <= MAX_SHARED_RULES_LEN {
+            return Ok(());
+        }
+        Err(format!(
+            "the rules of {} would take {len} bytes; linked servers keep at most \
+             {MAX_SHARED_RULES_LEN}: lift some bans or mutes first, or give shorter reasons",
+            actor.room_name
+        ))
     }
 }

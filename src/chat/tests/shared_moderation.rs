@@ -364,3 +364,74 @@ fn a_rooms_past_with_rules_that_make_no_sense_leaves_this_servers_rules() {
         &["error you are banned from #den by mallory (until lifted): spamming"],
     );
 }
+
+#[test]
+fn shared_rules_are_bounded_in_bytes_and_reasons() {
+    let (mut h, a, _, _) = den(true);
+    let long = "x".repeat(201);
+    let seen = h.send(a, &format!("/ban zed {long}"));
+    assert_eq!(
+        seen[&a],
+        vec!["error that reason is 201 bytes; linked servers keep at most 200: say it shorter"]
+    );
+    // Bans with the longest reasons fill the rules before the count does.
+    let reason = "y".repeat(200);
+    let mut refused = None;
+    for n in 0..100 {
+        let seen = h.send(a, &format!("/ban zed{n} {reason}"));
+        if seen[&a][0].starts_with("error") {
+            refused = Some((n, seen[&a][0].clone()));
+            break;
+        }
+    }
+    let (n, why) = refused.expect("never refused");
+    assert!(n > 50, "refused at {n}");
+    assert!(
+        why.starts_with("error the rules of #den would take ")
+            && why.ends_with(
+                "bytes; linked servers keep at most 16384: lift some bans or mutes first, \
+                 or give shorter reasons"
+            ),
+        "{why}"
+    );
+    let Some(Save::Rules {
+        rules: Some(text), ..
+    }) = h.saved.last()
+    else {
+        panic!("{:?}", h.saved.last());
+    };
+    assert!(text.len() <= 16 * 1024);
+
+    // A server alone keeps any reason that fits a line, as before.
+    let mut alone = Harness::new(SETTINGS);
+    let op = alone.join(1);
+    alone.send(op, "/join #den");
+    let seen = alone.send(op, &format!("/ban zed {long}"));
+    assert!(
+        seen[&op][0].starts_with("notice guest1 banned zed"),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn rules_from_elsewhere_over_the_bounds_are_refused_and_the_old_ones_kept() {
+    let (mut h, _, b, _) = den(true);
+    rules(&mut h, Some("mute - mallory guest7-2"));
+    let long = format!("ban - mallory guest7-1 {}", "z".repeat(201));
+    rules(&mut h, Some(&long));
+    let many: Vec<String> = (0..101).map(|n| format!("invited zed{n}")).collect();
+    rules(&mut h, Some(&many.join("\n")));
+    h.expect(
+        b,
+        "hello",
+        &["error you are muted in #den by mallory (until lifted)"],
+    );
+    // Server bans too: a reason longer than any server takes.
+    h.by_others(|chat, out| {
+        chat.told(
+            Told::ServerBans(Some(format!("ban - root guest7-2 {}", "z".repeat(201)))),
+            out,
+        );
+    });
+    assert!(!h.closed.contains(&b));
+}

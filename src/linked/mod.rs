@@ -430,10 +430,6 @@ impl Linked {
                     .filter(|local| local.keep == Keep::History)
                     .map(|local| local.line)
                     .collect();
-                let then = waiting
-                    .into_iter()
-                    .filter_map(|line| Elsewhere::say(self, line, &|| None))
-                    .collect();
                 let topic = topic.filter(|topic| {
                     let clean = is_clean(topic);
                     if !clean {
@@ -457,7 +453,9 @@ impl Linked {
                     topic,
                     rules,
                     fresh,
-                    then,
+                    // To the chat first, which knows the rules they may
+                    // break; those it lets through come back to `say`.
+                    waiting,
                 }
             }
             Delivery::Missed { room, from, to } => match self.by_key.get(&room) {

@@ -59,6 +59,9 @@ pub(super) struct ModerationState {
     /// entered, until the others tell whether the room is new everywhere
     /// (see `shared`).
     makers: HashMap<RoomId, String>,
+    /// Shared: who entered a room here (by room key) while this server
+    /// knew no rules for it, until its past brings them (see `shared`).
+    unchecked: HashMap<String, Vec<String>>,
 }
 
 /// Who is acting, where, and with which rights.
@@ -209,6 +212,9 @@ impl Chat {
     ) -> Option<String> {
         let room_key = room.key();
         if !self.moderation.rooms.contains_key(&room_key) {
+            if self.reachable() {
+                self.entered_unchecked(&room_key, key);
+            }
             return None;
         }
         let now = self.now();

@@ -8,7 +8,7 @@ use super::rules::{
     check_shared_rules, check_shared_server_bans, MAX_SHARED_REASON_LEN, MAX_SHARED_RULES_LEN,
 };
 use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules, Target};
-use crate::chat::{to as to_one, to_room, Keep, LINK_DOWN_MSG};
+use crate::chat::{to as to_one, to_room, Keep, RoomLine, LINK_DOWN_MSG};
 use crate::elsewhere::{Act, Ask, Deed, Sent};
 use crate::protocol::{Nick, Notice, Room, ServerLine, LOBBY};
 
@@ -122,6 +122,7 @@ impl Chat {
         if let Some(rules) = rules {
             self.rules_arrived(&room_key, rules, out);
         }
+        self.check_unchecked(room, &room_key, out);
         let Some(maker) = maker else {
             return;
         };
@@ -144,6 +145,125 @@ impl Chat {
     /// another server would not).
     pub(in crate::chat) fn forget_makers(&mut self) {
         self.moderation.makers.clear();
+        self.moderation.unchecked.clear();
+    }
+
+    /// The person `key` enters the room `room_key` with no rules known
+    /// here: if its past (and so its rules) is still to come, they are
+    /// checked against them then (`recent_rules`).
+    pub(super) fn entered_unchecked(&mut self, room_key: &str, key: &str) {
+        let pending = self
+            .room_names
+            .get(room_key)
+            .and_then(|room| self.rooms.get(room))
+            .is_none_or(|state| !state.known);
+        if !pending {
+            return;
+        }
+        // Rooms left before their past came are forgotten here.
+        let names = &self.room_names;
+        self.moderation
+            .unchecked
+            .retain(|room_key, _| names.contains_key(room_key));
+        let keys = self
+            .moderation
+            .unchecked
+            .entry(room_key.to_owned())
+            .or_default();
+        if !keys.iter().any(|known| known == key) {
+            keys.push(key.to_owned());
+        }
+    }
+
+    /// Whoever entered `room` here before its rules were known, checked
+    /// now as they would have been on the way in: in an invite-only room,
+    /// one neither invited nor an operator is sent to the lobby (an
+    /// invitation is used up). Bans are `rules_arrived`'s, for everyone.
+    fn check_unchecked(&mut self, room: RoomId, room_key: &str, out: &mut Vec<Output>) {
+        let keys = self
+            .moderation
+            .unchecked
+            .remove(room_key)
+            .unwrap_or_default();
+        let invite_only = self
+            .moderation
+            .rooms
+            .get(room_key)
+            .is_some_and(|rules| rules.invite_only);
+        if !invite_only {
+            return;
+        }
+        let room_name = self.room_name(room).to_owned();
+        let mut used = false;
+        for key in keys {
+            let here = self.people.get(&key).is_some_and(|p| p.room == room);
+            if !here || self.is_room_operator(&key, room_key) {
+                continue;
+            }
+            let Some(who) = self.identity(&key) else {
+                continue;
+            };
+            let Some(rules) = self.moderation.rooms.get_mut(room_key) else {
+                return;
+            };
+            if let Some(at) = rules.invited.iter().position(|target| target.names(&who)) {
+                rules.invited.remove(at);
+                used = true;
+                continue;
+            }
+            let why = format!("{room_name} is invite-only: an operator of it must /invite you");
+            log::info!("{key}: refused {room_name} once its rules came: {why}");
+            for &id in &self.people[&key].sessions {
+                out.push(to_one(id, ServerLine::Error(&why)));
+            }
+            self.leave_room(&key, room);
+            let lobby = self.room_for(Room::lobby());
+            if let Some(person) = self.people.get_mut(&key) {
+                person.room = lobby;
+            }
+            self.enter_room(&key, lobby, out);
+        }
+        if used {
+            self.save_rules(room_key, out);
+        }
+    }
+
+    /// Lines said here while a room's past was awaited: each goes to the
+    /// others now, unless a ban or mute in the room's rules names its
+    /// speaker (then only the log says so).
+    pub(in crate::chat) fn let_through(&self, waiting: Vec<RoomLine>, out: &mut Vec<Output>) {
+        let now = self.now();
+        for line in waiting {
+            let from = match ServerLine::parse(line.line.trim_end_matches('\n')) {
+                Some(ServerLine::Chat { from, .. } | ServerLine::Action { from, .. }) => {
+                    from.to_ascii_lowercase()
+                }
+                _ => {
+                    out.push(Output::ToRoom(line));
+                    continue;
+                }
+            };
+            let rules = self
+                .room_key(line.room)
+                .and_then(|room_key| self.moderation.rooms.get(&room_key));
+            let who = self.identity(&from);
+            let breaks = match (rules, who) {
+                (Some(rules), Some(who)) if !self.is_server_operator(&from) => rules
+                    .bans
+                    .iter()
+                    .chain(&rules.mutes)
+                    .any(|sanction| sanction.live(now) && sanction.names(&who)),
+                _ => false,
+            };
+            if breaks {
+                log::info!(
+                    "{from}: a line said before the rules of {} came breaks them; dropped",
+                    self.room_name(line.room)
+                );
+                continue;
+            }
+            out.push(Output::ToRoom(line));
+        }
     }
 }
 

@@ -20,7 +20,7 @@ fn den(fresh: bool) -> (Harness, ClientId, ClientId, RoomId) {
             topic: None,
             rules: Some(None),
             fresh,
-            then: Vec::new(),
+            waiting: Vec::new(),
         };
         chat.told(told, out);
     });
@@ -62,7 +62,7 @@ fn a_room_is_its_makers_only_if_it_is_new_everywhere() {
             topic: None,
             rules: Some(Some(format!("op {key}"))),
             fresh: true,
-            then: Vec::new(),
+            waiting: Vec::new(),
         };
         chat.told(told, out);
     });
@@ -354,7 +354,7 @@ fn a_rooms_past_with_rules_that_make_no_sense_leaves_this_servers_rules() {
             topic: None,
             rules: None,
             fresh: false,
-            then: Vec::new(),
+            waiting: Vec::new(),
         };
         chat.told(told, out);
     });
@@ -434,4 +434,100 @@ fn rules_from_elsewhere_over_the_bounds_are_refused_and_the_old_ones_kept() {
         );
     });
     assert!(!h.closed.contains(&b));
+}
+
+/// A shared chat where `guest7-1` and `guest7-2` entered `#den` before
+/// its past (and rules) came; then it comes, with `rules` and `waiting`.
+fn past_after_entry(
+    rules: &str,
+    waiting: &[&str],
+) -> (Harness, ClientId, ClientId, HashMap<ClientId, Vec<String>>) {
+    let mut h = Harness::shared();
+    let (a, b) = (h.join(1), h.join(2));
+    h.send(a, "/join #den");
+    h.send(b, "/join #den");
+    let room = h.chat.room_named("#den").unwrap();
+    let waiting = waiting
+        .iter()
+        .map(|text| RoomLine {
+            room,
+            line: Arc::from(format!("{text}\n")),
+            except: None,
+            keep: Keep::History,
+        })
+        .collect();
+    let seen = h.by_others(|chat, out| {
+        let told = Told::Recent {
+            room,
+            lines: vec![Arc::from("chat zed from before\n")],
+            topic: None,
+            rules: Some(Some(rules.to_owned())),
+            fresh: false,
+            waiting,
+        };
+        chat.told(told, out);
+    });
+    (h, a, b, seen)
+}
+
+#[test]
+fn a_ban_that_comes_with_the_past_holds_before_the_past_is_shown() {
+    let (_, a, b, seen) = past_after_entry("ban - mallory guest7-2 spamming", &[]);
+    assert!(
+        !seen[&b].iter().any(|line| line.contains("from before")),
+        "{seen:?}"
+    );
+    assert!(seen[&b].iter().any(|line| line
+        == "notice guest7-2 was sent from #den to the lobby by mallory: banned: spamming"));
+    assert!(
+        seen[&a].iter().any(|line| line.contains("from before")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn lines_said_before_the_rules_came_are_checked_against_them() {
+    let (_, a, _, seen) = past_after_entry(
+        "mute - mallory guest7-2",
+        &["chat guest7-2 sneaked", "chat guest7-1 fine"],
+    );
+    assert!(
+        seen[&a].contains(&"chat guest7-1 fine".to_owned()),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.values().flatten().any(|line| line.contains("sneaked")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn an_invite_only_room_sends_out_who_entered_before_its_rules_came() {
+    let (mut h, a, b, seen) = past_after_entry("invite-only\ninvited guest7-2", &[]);
+    let refused = "error #den is invite-only: an operator of it must /invite you";
+    assert_eq!(seen[&a][0], refused, "{seen:?}");
+    assert!(seen[&a]
+        .last()
+        .unwrap()
+        .starts_with("notice you are in #lobby ("));
+    // Invited: let in, the invitation used up.
+    assert!(!seen[&b].contains(&refused.to_owned()), "{seen:?}");
+    assert_eq!(
+        h.saved.last(),
+        Some(&Save::Rules {
+            room: "#den".into(),
+            rules: Some("invite-only".into()),
+        })
+    );
+    h.expect(
+        b,
+        "/bans",
+        &[
+            "notice operators of #den: none",
+            "notice bans in #den: none",
+            "notice mutes in #den: none",
+            "notice invited to #den: none",
+            "notice modes of #den: invite-only (+i)",
+        ],
+    );
 }

@@ -352,14 +352,19 @@ impl Chat {
                 .invited
                 .retain(|who| !matches!(who, Target::Nick(nick) if nick == key));
             if rules.guest_ops.len() + rules.invited.len() != before {
-                changed.push(room_key.clone());
+                changed.push((room_key.clone(), rules.kept));
             }
             !rules.is_empty()
         });
-        // Shared, the other servers hold these rules too (see `save_rules`).
+        // Shared, the other servers hold these rules too (see `save_rules`):
+        // whole for a room here; for one nobody here is in, only the
+        // operators by nick are held here, and the rules go only if they
+        // were the guests' alone.
         if self.others.is_some() {
-            for room_key in changed {
-                self.save_rules(&room_key, out);
+            for (room_key, kept) in changed {
+                if self.room_names.contains_key(&room_key) || !kept {
+                    self.save_rules(&room_key, out);
+                }
             }
         }
     }

@@ -258,7 +258,7 @@ impl RoomRules {
 
     /// True if something here is saved: it holds something beyond the
     /// operators by nick, and someone with a certificate stands behind it.
-    fn is_durable(&self) -> bool {
+    pub(crate) fn is_durable(&self) -> bool {
         let holds = !self.ops.is_empty()
             || !self.bans.is_empty()
             || !self.mutes.is_empty()

@@ -23,6 +23,18 @@ impl Chat {
         rules: Option<&str>,
         out: &mut Vec<Output>,
     ) {
+        // Shared, rules are held for the rooms people here are in (and
+        // come again with a room's past): not for every room anyone
+        // moderates anywhere. A guest operator's stay theirs meanwhile.
+        let held = self.room_names.contains_key(room_key)
+            || self
+                .moderation
+                .rooms
+                .get(room_key)
+                .is_some_and(|rules| !rules.guest_ops.is_empty());
+        if self.others.is_some() && !held {
+            return;
+        }
         let text = rules.unwrap_or_default();
         if let Err(why) = check_shared_rules(text).and_then(|()| self.restore_rules(room_key, text))
         {
@@ -146,6 +158,28 @@ impl Chat {
     pub(in crate::chat) fn forget_makers(&mut self) {
         self.moderation.makers.clear();
         self.moderation.unchecked.clear();
+    }
+
+    /// Shared, nobody here is in the room `room_key` any more: its rules
+    /// are the others' to keep (and come again with its past), except
+    /// who is its operator by nick here, which only this server knows.
+    pub(in crate::chat) fn rules_left_behind(&mut self, room_key: &str) {
+        if self.others.is_none() {
+            return;
+        }
+        let Some(rules) = self.moderation.rooms.remove(room_key) else {
+            return;
+        };
+        if !rules.guest_ops.is_empty() {
+            // `kept`: someone with a certificate stands behind the rules
+            // the others keep, which the guests' going must leave alone.
+            let guest_ops = RoomRules {
+                kept: rules.is_durable(),
+                guest_ops: rules.guest_ops,
+                ..RoomRules::default()
+            };
+            self.moderation.rooms.insert(room_key.to_owned(), guest_ops);
+        }
     }
 
     /// The person `key` enters the room `room_key` with no rules known

@@ -531,3 +531,48 @@ fn an_invite_only_room_sends_out_who_entered_before_its_rules_came() {
         ],
     );
 }
+
+#[test]
+fn rules_are_held_only_for_rooms_someone_here_is_in() {
+    let (mut h, a, b, _) = den(true);
+    // Rooms nobody here is in: the others keep their rules.
+    for n in 0..50 {
+        h.by_others(|chat, out| {
+            let told = Told::Rules {
+                room: format!("#far{n}"),
+                rules: Some("ban - mallory zed".to_owned()),
+            };
+            chat.told(told, out);
+        });
+    }
+    assert_eq!(h.chat.moderation.rooms.len(), 1);
+    // A room left by everyone here: only its operators by nick stay.
+    rules(&mut h, Some("ban - mallory zed\nguests-only"));
+    h.send(a, "/join #lobby");
+    h.send(b, "/join #lobby");
+    let left = &h.chat.moderation.rooms["#den"];
+    assert_eq!(left.guest_ops, vec!["guest7-1".to_owned()]);
+    assert!(left.bans.is_empty(), "{left:?}");
+    h.saved.clear();
+    h.left(a, None);
+    assert!(h.chat.moderation.rooms.is_empty());
+    // They were the guests' alone: taken back.
+    assert_eq!(
+        h.saved,
+        vec![Save::Rules {
+            room: "#den".into(),
+            rules: None,
+        }]
+    );
+
+    // Rules someone with a certificate stands behind stay with the
+    // others when the guest operator goes.
+    let (mut h, a, b, _) = den(true);
+    rules(&mut h, Some("ban - mallory zed"));
+    h.send(a, "/join #lobby");
+    h.send(b, "/join #lobby");
+    h.saved.clear();
+    h.left(a, None);
+    assert!(h.chat.moderation.rooms.is_empty());
+    assert!(h.saved.is_empty(), "{:?}", h.saved);
+}

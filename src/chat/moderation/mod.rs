@@ -184,7 +184,9 @@ impl Chat {
         let now = self.now();
         let before = self.moderation.server_bans.len();
         self.moderation.server_bans.retain(|ban| ban.live(now));
-        if self.moderation.server_bans.len() != before {
+        // Shared, every server drops what ended by itself: a copy that may
+        // be stale is not sent to overwrite the others'.
+        if self.moderation.server_bans.len() != before && self.others.is_none() {
             self.save_server_bans(out);
         }
         let who = Identity {
@@ -261,6 +263,8 @@ impl Chat {
             },
         };
         let used_invitation = refusal.is_none() && rules.invite_only && !operator && !unowned;
+        // Shared, every server drops what ended by itself (see above).
+        let expired = expired && self.others.is_none();
         if expired || used_invitation {
             self.save_rules(&room_key, out);
         }
@@ -442,11 +446,13 @@ impl Chat {
             out.push(to(id, ServerLine::Error(&text)));
             return true;
         }
+        let shared = self.others.is_some();
         if self
             .moderation
             .rooms
             .get_mut(&room_key)
             .is_some_and(|rules| rules.drop_expired(now))
+            && !shared
         {
             self.save_rules(&room_key, out);
         }

@@ -576,3 +576,30 @@ fn rules_are_held_only_for_rooms_someone_here_is_in() {
     assert!(h.chat.moderation.rooms.is_empty());
     assert!(h.saved.is_empty(), "{:?}", h.saved);
 }
+
+#[test]
+fn what_ends_by_itself_is_not_sent_to_the_others() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, UNIX_EPOCH};
+    let (mut h, a, b, _) = den(true);
+    let now = Arc::new(AtomicU64::new(1_800_000_000));
+    let read = Arc::clone(&now);
+    h.chat.set_clock(crate::chat::Clock::new(move || {
+        UNIX_EPOCH + Duration::from_secs(read.load(Ordering::SeqCst))
+    }));
+    rules(&mut h, Some("mute 1800000060 mallory guest7-2\nban 1800000060 mallory zed"));
+    h.by_others(|chat, out| {
+        chat.told(
+            Told::ServerBans(Some("ban 1800000060 root carol".into())),
+            out,
+        );
+    });
+    now.store(1_800_000_100, Ordering::SeqCst);
+    h.saved.clear();
+    let seen = h.send(b, "free");
+    assert_eq!(seen[&b], vec!["chat guest7-2 free"]);
+    h.send(a, "/join #lobby");
+    h.send(a, "/join #den");
+    h.join(3);
+    assert!(h.saved.is_empty(), "{:?}", h.saved);
+}

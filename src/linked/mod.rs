@@ -606,6 +606,10 @@ impl Linked {
     }
 }
 
+/// The most deliveries [`Linked::forward`] hands the hub before its
+/// thread starts: what the link queued at start is one or two.
+const START_DELIVERIES: usize = 8;
+
 impl Elsewhere for Linked {
     /// `guestN-`, N this server's number among all that share the Redis
     /// ([`RedisLink::number`]).
@@ -621,6 +625,18 @@ impl Elsewhere for Linked {
             return Ok(());
         };
         let taken = self.link.deliveries_taken();
+        // What the link had at start (the server bans) goes ahead of any
+        // client's event: this runs before the server accepts anyone.
+        // Only a few (the queue is far larger, and nobody drains it yet).
+        for _ in 0..START_DELIVERIES {
+            let Ok(delivery) = deliveries.try_recv() else {
+                break;
+            };
+            taken.took();
+            if hub.send(Event::Elsewhere(Arrival::new(delivery))).is_err() {
+                return Ok(());
+            }
+        }
         thread::Builder::new()
             .name("redis-deliver".into())
             .stack_size(FORWARD_STACK)

@@ -587,7 +587,10 @@ fn what_ends_by_itself_is_not_sent_to_the_others() {
     h.chat.set_clock(crate::chat::Clock::new(move || {
         UNIX_EPOCH + Duration::from_secs(read.load(Ordering::SeqCst))
     }));
-    rules(&mut h, Some("mute 1800000060 mallory guest7-2\nban 1800000060 mallory zed"));
+    rules(
+        &mut h,
+        Some("mute 1800000060 mallory guest7-2\nban 1800000060 mallory zed"),
+    );
     h.by_others(|chat, out| {
         chat.told(
             Told::ServerBans(Some("ban 1800000060 root carol".into())),

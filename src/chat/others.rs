@@ -69,11 +69,14 @@ impl Chat {
                 topic,
                 rules,
                 fresh,
-                then,
+                waiting,
             } => {
+                // The rules first: whoever they keep out is not shown the
+                // past, and lines said against them go nowhere.
+                self.recent_rules(room, rules.as_ref().map(Option::as_deref), fresh, out);
                 self.recent(room, lines, topic, out);
-                self.recent_rules(room, rules.as_deref(), fresh, out);
-                then
+                self.let_through(waiting, out);
+                Vec::new()
             }
             Told::Rules { room, rules } => {
                 self.rules_arrived(&room, rules.as_deref(), out);

@@ -245,9 +245,11 @@ impl Chat {
             return;
         }
         if state.name.as_str() != protocol::LOBBY {
+            let room_key = state.name.key();
             self.history_total -= state.history.bytes();
-            self.room_names.remove(&state.name.key());
+            self.room_names.remove(&room_key);
             self.rooms.remove(&room);
+            self.rules_left_behind(&room_key);
         } else if self.others.is_some() {
             // Nobody here hears the lobby any more: what it knew goes
             // stale, and is asked for again when someone comes back.

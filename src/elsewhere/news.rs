@@ -273,8 +273,8 @@ pub enum Told {
     Nothing,
     /// Show a room line here.
     Line(RoomLine),
-    /// A room this server joined: what it said before. Its lines waiting
-    /// for this follow in `then`.
+    /// A room this server joined: what it said before, and the lines
+    /// said here that waited for it (`waiting`).
     Recent {
         /// The room.
         room: RoomId,
@@ -282,14 +282,15 @@ pub enum Told {
         lines: Vec<Arc<str>>,
         /// Its topic.
         topic: Option<String>,
-        /// Its rules, as [`Told::Rules`] gives them.
-        rules: Option<String>,
+        /// Its rules, as [`Told::Rules`] gives them; `None` if what Redis
+        /// holds for them makes no sense: this server keeps its own.
+        rules: Option<Option<String>>,
         /// Whether it is new, for all that matters: nobody ever spoke in
         /// it, set its topic or kept rules for it, on any server.
         fresh: bool,
-        /// Lines said here meanwhile that could not go to the others after
-        /// all, to be shown here.
-        then: Vec<RoomLine>,
+        /// Lines said here meanwhile, not yet sent to the others: the
+        /// chat lets through, as new room lines, those its rules allow.
+        waiting: Vec<RoomLine>,
     },
     /// A notice for every member of a room.
     TellRoom(RoomId, String),

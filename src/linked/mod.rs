@@ -430,10 +430,6 @@ impl Linked {
                     .filter(|local| local.keep == Keep::History)
                     .map(|local| local.line)
                     .collect();
-                let then = waiting
-                    .into_iter()
-                    .filter_map(|line| Elsewhere::say(self, line, &|| None))
-                    .collect();
                 let topic = topic.filter(|topic| {
                     let clean = is_clean(topic);
                     if !clean {
@@ -445,14 +441,21 @@ impl Linked {
                 // for it: new, for all it matters. (Its notices do not
                 // count: the maker's own arrival is among them.)
                 let fresh = past.is_empty() && topic.is_none() && rules.is_none();
-                let rules = rules.filter(|rules| moderation::is_clean_rules(&room, rules));
+                // Rules that make no sense are not a room without rules:
+                // this server keeps what it had.
+                let rules = match rules {
+                    Some(rules) if !moderation::is_clean_rules(&room, &rules) => None,
+                    rules => Some(rules),
+                };
                 Told::Recent {
                     room: id,
                     lines: past,
                     topic,
                     rules,
                     fresh,
-                    then,
+                    // To the chat first, which knows the rules they may
+                    // break; those it lets through come back to `say`.
+                    waiting,
                 }
             }
             Delivery::Missed { room, from, to } => match self.by_key.get(&room) {
@@ -603,6 +606,10 @@ impl Linked {
     }
 }
 
+/// The most deliveries [`Linked::forward`] hands the hub before its
+/// thread starts: what the link queued at start is one or two.
+const START_DELIVERIES: usize = 8;
+
 impl Elsewhere for Linked {
     /// `guestN-`, N this server's number among all that share the Redis
     /// ([`RedisLink::number`]).
@@ -618,6 +625,18 @@ impl Elsewhere for Linked {
             return Ok(());
         };
         let taken = self.link.deliveries_taken();
+        // What the link had at start (the server bans) goes ahead of any
+        // client's event: this runs before the server accepts anyone.
+        // Only a few (the queue is far larger, and nobody drains it yet).
+        for _ in 0..START_DELIVERIES {
+            let Ok(delivery) = deliveries.try_recv() else {
+                break;
+            };
+            taken.took();
+            if hub.send(Event::Elsewhere(Arrival::new(delivery))).is_err() {
+                return Ok(());
+            }
+        }
         thread::Builder::new()
             .name("redis-deliver".into())
             .stack_size(FORWARD_STACK)

@@ -1,13 +1,14 @@
 //! What each moderation command does, once `moderation` has the state:
 //! who may, what changes, and what the room is told. Not the rules'
-//! values or their text (`rules`).
+//! values or their text (`rules`), nor `/invite` and sending someone to
+//! the lobby, which reach other servers (`shared`).
 
 use super::rules::MAX_PER_ROOM;
 use super::GUEST_OP_ROOMS;
 use super::{Actor, Sanction, Target};
 use crate::chat::{reply, to, to_room, Chat, ClientId, Keep, Output, RoomId};
 use crate::elsewhere::Deed;
-use crate::protocol::{self, Mode, Moderation, Nick, Notice, Room, Sentence, ServerLine};
+use crate::protocol::{self, Mode, Moderation, Sentence, ServerLine};
 use crate::tls::Fingerprint;
 
 impl Chat {
@@ -99,7 +100,7 @@ impl Chat {
 
     /// Refuses one more entry in a list of the actor's room's rules that
     /// already holds [`MAX_PER_ROOM`]; `count` reads its length.
-    fn room_for_one_more(
+    pub(super) fn room_for_one_more(
         &self,
         actor: &Actor,
         what: &str,
@@ -117,7 +118,7 @@ impl Chat {
     }
 
     /// Someone here by nick, or the error that says they are not.
-    fn present(&self, nick: &str) -> Result<String, String> {
+    pub(super) fn present(&self, nick: &str) -> Result<String, String> {
         let key = nick.to_ascii_lowercase();
         if self.people.contains_key(&key) {
             Ok(key)
@@ -179,6 +180,7 @@ impl Chat {
     }
 
     fn sanction(&self, actor: &Actor, sentence: Sentence<'_>) -> Result<Sanction, String> {
+        self.shared_reason_fits(sentence.reason)?;
         let targets = self.targets_of(actor, sentence.target)?;
         self.check_targets(actor, &targets)?;
         Ok(Sanction {
@@ -213,9 +215,10 @@ impl Chat {
                 actor.room_name
             ));
         }
-        if fingerprint.is_some() {
+        if let Some(fingerprint) = fingerprint {
             let count = |rules: &super::RoomRules| rules.ops.len();
             self.room_for_one_more(actor, "operators by key", count, "/deop some first")?;
+            self.shared_rules_fit(actor, |rules| rules.ops.push(fingerprint))?;
         } else if self.guest_op_rooms(&key) >= GUEST_OP_ROOMS {
             return Err(format!(
                 "{name} is an operator of {GUEST_OP_ROOMS} rooms already, the most a guest may be"
@@ -318,6 +321,7 @@ impl Chat {
         let count = |rules: &super::RoomRules| rules.bans.iter().filter(|b| b.live(now)).count();
         self.room_for_one_more(actor, "bans", count, "/unban some first")?;
         let ban = self.sanction(actor, sentence)?;
+        self.shared_rules_fit(actor, |rules| rules.bans.push(ban.clone()))?;
         // The target as typed: the addresses and keys added to it are for
         // the operators' `/bans`, not for everyone in the room.
         let text = format!(
@@ -355,6 +359,7 @@ impl Chat {
         let count = |rules: &super::RoomRules| rules.mutes.iter().filter(|m| m.live(now)).count();
         self.room_for_one_more(actor, "mutes", count, "/unmute some first")?;
         let mute = self.sanction(actor, sentence)?;
+        self.shared_rules_fit(actor, |rules| rules.mutes.push(mute.clone()))?;
         let text = format!(
             "{} muted {} in {} ({})",
             actor.nick,
@@ -415,57 +420,6 @@ impl Chat {
         let text = format!("{} {done} {text} in {}", actor.nick, actor.room_name);
         self.announce(actor, &text, None, out);
         self.refresh_room_mutes(&actor.room_key);
-        self.save_rules(&actor.room_key, out);
-        Ok(())
-    }
-
-    fn invite(&mut self, actor: &Actor, nick: &str, out: &mut Vec<Output>) -> Result<(), String> {
-        not_in_lobby(actor, "invited")?;
-        let (target, name, sessions) = match self.present(nick) {
-            Ok(key) => {
-                let person = &self.people[&key];
-                let target = match person.certificate.as_ref().and_then(|cert| cert.key) {
-                    Some(fingerprint) => Target::Key(fingerprint),
-                    None => Target::Nick(key.clone()),
-                };
-                (target, person.nick.to_string(), person.sessions.clone())
-            }
-            // Shared, someone on another server is invited by nick (a
-            // certificate is read only where its holder is), and told by
-            // the room's notice if they are in it, else not at all.
-            Err(_) if self.others.is_some() && Nick::parse(nick).is_ok() => {
-                let target = Target::Nick(nick.to_ascii_lowercase());
-                (target, nick.to_owned(), Vec::new())
-            }
-            Err(why) => return Err(why),
-        };
-        let invited = self
-            .moderation
-            .rooms
-            .get(&actor.room_key)
-            .is_some_and(|rules| rules.invited.contains(&target));
-        if !invited {
-            let count = |rules: &super::RoomRules| rules.invited.len();
-            let instead = "each is used up on the way in";
-            self.room_for_one_more(actor, "invitations", count, instead)?;
-        }
-        let rules = self
-            .moderation
-            .rooms
-            .entry(actor.room_key.clone())
-            .or_default();
-        if !rules.invited.contains(&target) {
-            rules.invited.push(target);
-        }
-        let text = format!("{} invited {name} to {}", actor.nick, actor.room_name);
-        self.announce(actor, &text, None, out);
-        let text = format!(
-            "{} invited you to {}: /join {} to go there",
-            actor.nick, actor.room_name, actor.room_name
-        );
-        for id in sessions {
-            out.push(to(id, ServerLine::Notice(&text)));
-        }
         self.save_rules(&actor.room_key, out);
         Ok(())
     }
@@ -629,57 +583,15 @@ impl Chat {
         self.move_to_lobby(actor.room, &actor.nick, key, reason, out);
     }
 
-    /// Sends the person `key` from `room` to the lobby, on the word of
-    /// `by` (here, or on another server); the room (them included) is
-    /// told who did it and why.
-    pub(in crate::chat) fn move_to_lobby(
-        &mut self,
-        room: RoomId,
-        by: &str,
-        key: &str,
+    /// Tells the actor's room (the actor included) `what`, and why if a
+    /// reason was given; the log too.
+    pub(super) fn announce(
+        &self,
+        actor: &Actor,
+        what: &str,
         reason: Option<&str>,
         out: &mut Vec<Output>,
     ) {
-        let Some(person) = self.people.get(key) else {
-            return;
-        };
-        let room_name = self.room_name(room).to_owned();
-        let notice = Notice::Kicked {
-            nick: person.nick.as_str(),
-            room: &room_name,
-            by,
-            reason,
-        }
-        .to_string();
-        log::info!(
-            "{by} sent {} from {room_name} to the lobby: {}",
-            person.nick,
-            reason.unwrap_or("-")
-        );
-        out.push(to_room(
-            room,
-            ServerLine::Notice(&notice),
-            None,
-            Keep::Nothing,
-        ));
-        // Shared, the room hears it when it is back from the others, by
-        // when they are in the lobby: they are told it now instead.
-        if self.reachable() {
-            for &id in &person.sessions {
-                out.push(to(id, ServerLine::Notice(&notice)));
-            }
-        }
-        self.leave_room(key, room);
-        let lobby = self.room_for(Room::lobby());
-        if let Some(person) = self.people.get_mut(key) {
-            person.room = lobby;
-        }
-        self.enter_room(key, lobby, out);
-    }
-
-    /// Tells the actor's room (the actor included) `what`, and why if a
-    /// reason was given; the log too.
-    fn announce(&self, actor: &Actor, what: &str, reason: Option<&str>, out: &mut Vec<Output>) {
         let text = match reason {
             Some(reason) => format!("{what}: {reason}"),
             None => what.to_owned(),
@@ -815,7 +727,7 @@ fn listed(what: &str, items: Vec<String>) -> String {
 
 /// Nobody is sent away from the lobby, the room everyone comes back to:
 /// a server operator can disconnect them instead.
-fn not_in_lobby(actor: &Actor, done: &str) -> Result<(), String> {
+pub(super) fn not_in_lobby(actor: &Actor, done: &str) -> Result<(), String> {
     if actor.room_name == protocol::LOBBY {
         return Err(format!(
             "nobody can be {done} in {}: server operators can /kill or /serverban",

@@ -59,6 +59,9 @@ pub(super) struct ModerationState {
     /// entered, until the others tell whether the room is new everywhere
     /// (see `shared`).
     makers: HashMap<RoomId, String>,
+    /// Shared: who entered a room here (by room key) while this server
+    /// knew no rules for it, until its past brings them (see `shared`).
+    unchecked: HashMap<String, Vec<String>>,
 }
 
 /// Who is acting, where, and with which rights.
@@ -96,6 +99,10 @@ impl Chat {
         if let Some(old) = self.moderation.rooms.remove(&key) {
             rules.guest_ops = old.guest_ops;
         }
+        // Only guests' (`guests-only`, shared): held while the others
+        // hold them, unless a guest operator of them is here, with whom
+        // they go.
+        rules.held_elsewhere = !rules.kept && rules.guest_ops.is_empty();
         if !rules.is_empty() {
             self.moderation.rooms.insert(key.clone(), rules);
         }
@@ -177,7 +184,9 @@ impl Chat {
         let now = self.now();
         let before = self.moderation.server_bans.len();
         self.moderation.server_bans.retain(|ban| ban.live(now));
-        if self.moderation.server_bans.len() != before {
+        // Shared, every server drops what ended by itself: a copy that may
+        // be stale is not sent to overwrite the others'.
+        if self.moderation.server_bans.len() != before && self.others.is_none() {
             self.save_server_bans(out);
         }
         let who = Identity {
@@ -205,6 +214,9 @@ impl Chat {
     ) -> Option<String> {
         let room_key = room.key();
         if !self.moderation.rooms.contains_key(&room_key) {
+            if self.reachable() {
+                self.entered_unchecked(&room_key, key);
+            }
             return None;
         }
         let now = self.now();
@@ -251,6 +263,8 @@ impl Chat {
             },
         };
         let used_invitation = refusal.is_none() && rules.invite_only && !operator && !unowned;
+        // Shared, every server drops what ended by itself (see above).
+        let expired = expired && self.others.is_none();
         if expired || used_invitation {
             self.save_rules(&room_key, out);
         }
@@ -342,14 +356,19 @@ impl Chat {
                 .invited
                 .retain(|who| !matches!(who, Target::Nick(nick) if nick == key));
             if rules.guest_ops.len() + rules.invited.len() != before {
-                changed.push(room_key.clone());
+                changed.push((room_key.clone(), rules.kept));
             }
             !rules.is_empty()
         });
-        // Shared, the other servers hold these rules too (see `save_rules`).
+        // Shared, the other servers hold these rules too (see `save_rules`):
+        // whole for a room here; for one nobody here is in, only the
+        // operators by nick are held here, and the rules go only if they
+        // were the guests' alone.
         if self.others.is_some() {
-            for room_key in changed {
-                self.save_rules(&room_key, out);
+            for (room_key, kept) in changed {
+                if self.room_names.contains_key(&room_key) || !kept {
+                    self.save_rules(&room_key, out);
+                }
             }
         }
     }
@@ -427,11 +446,13 @@ impl Chat {
             out.push(to(id, ServerLine::Error(&text)));
             return true;
         }
+        let shared = self.others.is_some();
         if self
             .moderation
             .rooms
             .get_mut(&room_key)
             .is_some_and(|rules| rules.drop_expired(now))
+            && !shared
         {
             self.save_rules(&room_key, out);
         }

@@ -57,6 +57,21 @@ impl fmt::Debug for Clock {
 /// A hundred is far more than a room moderated by people needs.
 pub(crate) const MAX_PER_ROOM: usize = 100;
 
+/// The longest reason, in bytes, a ban or mute may give on linked
+/// servers: it is kept in the room's rules, which every change sends whole
+/// to every server, so a reason is a line, not a letter.
+pub(crate) const MAX_SHARED_REASON_LEN: usize = 200;
+
+/// The most bytes a room's rules take as text on linked servers. Every
+/// change sends them whole, three times (into the room's order, to the
+/// servers in it, to those that are not): this bounds what one short
+/// command makes every server receive. A hundred bans with short reasons
+/// fit; long reasons fill it sooner.
+pub(crate) const MAX_SHARED_RULES_LEN: usize = 16 * 1024;
+
+/// The shared rules' line that says only guests stand behind them.
+const GUESTS_ONLY: &str = "guests-only";
+
 /// What identifies someone, for matching bans and mutes: their nick (in
 /// lower case), their certificate's key if they have one, and the address
 /// of every session (a person with a certificate may have several, from
@@ -228,17 +243,22 @@ pub(crate) struct RoomRules {
     /// theirs alone, forgotten when the last of them goes, so that guests
     /// who come and go cannot leave rules behind without end.
     pub(crate) kept: bool,
+    /// Shared: the rules came from the others marked as only guests'
+    /// (`guests-only`), and no guest operator of them is here. They are
+    /// held while the others say so: the guest's own server takes them
+    /// back, everywhere, when the guest goes.
+    pub(crate) held_elsewhere: bool,
 }
 
 impl RoomRules {
     /// True if nothing is left: the room needs no entry.
     pub(crate) fn is_empty(&self) -> bool {
-        self.guest_ops.is_empty() && !self.is_durable()
+        self.guest_ops.is_empty() && !self.is_durable() && !self.held_elsewhere
     }
 
     /// True if something here is saved: it holds something beyond the
     /// operators by nick, and someone with a certificate stands behind it.
-    fn is_durable(&self) -> bool {
+    pub(crate) fn is_durable(&self) -> bool {
         let holds = !self.ops.is_empty()
             || !self.bans.is_empty()
             || !self.mutes.is_empty()
@@ -269,9 +289,12 @@ impl RoomRules {
     /// Bans and mutes that ended are left out. `shared`: the text is the
     /// room's rules as every linked server holds them, not what outlives
     /// a restart, so a guest operator's rules and invitations by nick go
-    /// too (and are taken back, everywhere, when the guest goes).
+    /// too (and are taken back, everywhere, when the guest goes); rules
+    /// nobody with a certificate stands behind say so (`guests-only`), so
+    /// that coming back from the others they are still only the guests'.
     pub(crate) fn to_text(&self, now: u64, shared: bool) -> Option<String> {
-        if !shared && !self.is_durable() {
+        let durable = self.is_durable();
+        if !shared && !durable {
             return None;
         }
         let mut lines = Vec::new();
@@ -291,11 +314,15 @@ impl RoomRules {
         lines.extend(invited.map(|who| format!("invited {who}")));
         lines.extend(sanction_lines("ban", &self.bans, now));
         lines.extend(sanction_lines("mute", &self.mutes, now));
+        if !durable && !lines.is_empty() {
+            lines.push(GUESTS_ONLY.to_owned());
+        }
         (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
     /// Reads what [`to_text`](RoomRules::to_text) writes; the error
-    /// names the line.
+    /// names the line. Restored rules are kept ([`RoomRules::kept`])
+    /// unless they say they are only guests'.
     pub(crate) fn from_text(text: &str) -> Result<RoomRules, String> {
         let mut rules = RoomRules {
             kept: true,
@@ -308,6 +335,7 @@ impl RoomRules {
                 "op" => rules.ops.push(rest.parse().map_err(at)?),
                 "invite-only" => rules.invite_only = true,
                 "topic-lock" => rules.topic_locked = true,
+                GUESTS_ONLY => rules.kept = false,
                 "invited" => rules.invited.push(Target::parse(rest).map_err(at)?),
                 "ban" => rules.bans.push(Sanction::from_text(rest).map_err(at)?),
                 "mute" => rules.mutes.push(Sanction::from_text(rest).map_err(at)?),
@@ -316,6 +344,52 @@ impl RoomRules {
             }
         }
         Ok(rules)
+    }
+}
+
+/// Refuses rules from the other servers that this server would not have
+/// written: longer than [`MAX_SHARED_RULES_LEN`], more than
+/// [`MAX_PER_ROOM`] of anything, or a reason over
+/// [`MAX_SHARED_REASON_LEN`].
+pub(crate) fn check_shared_rules(text: &str) -> Result<(), String> {
+    if text.len() > MAX_SHARED_RULES_LEN {
+        return Err(format!(
+            "{} bytes, over the {MAX_SHARED_RULES_LEN} rules may take",
+            text.len()
+        ));
+    }
+    let rules = RoomRules::from_text(text)?;
+    let counts = [
+        ("operators", rules.ops.len()),
+        ("bans", rules.bans.len()),
+        ("mutes", rules.mutes.len()),
+        ("invitations", rules.invited.len()),
+    ];
+    if let Some((what, count)) = counts.iter().find(|(_, count)| *count > MAX_PER_ROOM) {
+        return Err(format!(
+            "{count} {what}, over the {MAX_PER_ROOM} a room keeps"
+        ));
+    }
+    check_reasons(rules.bans.iter().chain(&rules.mutes))
+}
+
+/// Refuses server bans from the other servers with a reason this server
+/// would not have taken (over [`MAX_SHARED_REASON_LEN`]).
+pub(crate) fn check_shared_server_bans(text: &str) -> Result<(), String> {
+    check_reasons(&server_bans_from_text(text)?)
+}
+
+fn check_reasons<'s>(sanctions: impl IntoIterator<Item = &'s Sanction>) -> Result<(), String> {
+    let long = sanctions
+        .into_iter()
+        .filter_map(|sanction| sanction.reason.as_ref())
+        .find(|reason| reason.len() > MAX_SHARED_REASON_LEN);
+    match long {
+        Some(reason) => Err(format!(
+            "a reason of {} bytes, over {MAX_SHARED_REASON_LEN}",
+            reason.len()
+        )),
+        None => Ok(()),
     }
 }
 

@@ -1,14 +1,16 @@
-//! Moderation shared with other servers: a room's rules and the server
-//! bans, whole, as they arrive from the others (every server's changes,
-//! this one's included, in Redis' order), applied to the people here;
-//! who makes a room, once its past says whether it is new everywhere; and
-//! a kick or kill of someone on another server, done there. Not how they
-//! travel (the hub's `Elsewhere`), nor the commands.
+//! Moderation with other servers: rules and server bans as they arrive
+//! (applied to the people here), who makes a room once its past is told,
+//! kicks and kills done for or by another server, `/invite` and sending to
+//! the lobby. Not how they travel (`Elsewhere`), nor the other commands.
 
-use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules};
-use crate::chat::{to as to_one, LINK_DOWN_MSG};
+use super::commands::not_in_lobby;
+use super::rules::{
+    check_shared_rules, check_shared_server_bans, MAX_SHARED_REASON_LEN, MAX_SHARED_RULES_LEN,
+};
+use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules, Target};
+use crate::chat::{to as to_one, to_room, Keep, RoomLine, LINK_DOWN_MSG};
 use crate::elsewhere::{Act, Ask, Deed, Sent};
-use crate::protocol::{Nick, ServerLine, LOBBY};
+use crate::protocol::{Nick, Notice, Room, ServerLine, LOBBY};
 
 impl Chat {
     /// A room's rules as every server has them now (`None`: it has none):
@@ -21,7 +23,21 @@ impl Chat {
         rules: Option<&str>,
         out: &mut Vec<Output>,
     ) {
-        if let Err(why) = self.restore_rules(room_key, rules.unwrap_or_default()) {
+        // Shared, rules are held for the rooms people here are in (and
+        // come again with a room's past): not for every room anyone
+        // moderates anywhere. A guest operator's stay theirs meanwhile.
+        let held = self.room_names.contains_key(room_key)
+            || self
+                .moderation
+                .rooms
+                .get(room_key)
+                .is_some_and(|rules| !rules.guest_ops.is_empty());
+        if self.others.is_some() && !held {
+            return;
+        }
+        let text = rules.unwrap_or_default();
+        if let Err(why) = check_shared_rules(text).and_then(|()| self.restore_rules(room_key, text))
+        {
             log::warn!("the rules of {room_key} from the other servers are refused: {why}");
             return;
         }
@@ -67,7 +83,10 @@ impl Chat {
         bans: Option<&str>,
         out: &mut Vec<Output>,
     ) {
-        if let Err(why) = self.restore_server_bans(bans.unwrap_or_default()) {
+        let text = bans.unwrap_or_default();
+        if let Err(why) =
+            check_shared_server_bans(text).and_then(|()| self.restore_server_bans(text))
+        {
             log::warn!("the server bans from the other servers are refused: {why}");
             return;
         }
@@ -99,11 +118,12 @@ impl Chat {
     /// whether it is `fresh` (nothing of it in Redis: nobody on any server
     /// made it before). Whoever entered it here while nobody here was in
     /// it is its operator only if it is fresh; a room whose keys exist
-    /// is not new, even with nobody in it now.
+    /// is not new, even with nobody in it now. `rules` is `None` if they
+    /// could not be read: this server's stay.
     pub(in crate::chat) fn recent_rules(
         &mut self,
         room: RoomId,
-        rules: Option<&str>,
+        rules: Option<Option<&str>>,
         fresh: bool,
         out: &mut Vec<Output>,
     ) {
@@ -111,7 +131,10 @@ impl Chat {
         let Some(room_key) = self.room_key(room) else {
             return;
         };
-        self.rules_arrived(&room_key, rules, out);
+        if let Some(rules) = rules {
+            self.rules_arrived(&room_key, rules, out);
+        }
+        self.check_unchecked(room, &room_key, out);
         let Some(maker) = maker else {
             return;
         };
@@ -134,6 +157,147 @@ impl Chat {
     /// another server would not).
     pub(in crate::chat) fn forget_makers(&mut self) {
         self.moderation.makers.clear();
+        self.moderation.unchecked.clear();
+    }
+
+    /// Shared, nobody here is in the room `room_key` any more: its rules
+    /// are the others' to keep (and come again with its past), except
+    /// who is its operator by nick here, which only this server knows.
+    pub(in crate::chat) fn rules_left_behind(&mut self, room_key: &str) {
+        if self.others.is_none() {
+            return;
+        }
+        let Some(rules) = self.moderation.rooms.remove(room_key) else {
+            return;
+        };
+        if !rules.guest_ops.is_empty() {
+            // `kept`: someone with a certificate stands behind the rules
+            // the others keep, which the guests' going must leave alone.
+            let guest_ops = RoomRules {
+                kept: rules.is_durable(),
+                guest_ops: rules.guest_ops,
+                ..RoomRules::default()
+            };
+            self.moderation.rooms.insert(room_key.to_owned(), guest_ops);
+        }
+    }
+
+    /// The person `key` enters the room `room_key` with no rules known
+    /// here: if its past (and so its rules) is still to come, they are
+    /// checked against them then (`recent_rules`).
+    pub(super) fn entered_unchecked(&mut self, room_key: &str, key: &str) {
+        let pending = self
+            .room_names
+            .get(room_key)
+            .and_then(|room| self.rooms.get(room))
+            .is_none_or(|state| !state.known);
+        if !pending {
+            return;
+        }
+        // Rooms left before their past came are forgotten here.
+        let names = &self.room_names;
+        self.moderation
+            .unchecked
+            .retain(|room_key, _| names.contains_key(room_key));
+        let keys = self
+            .moderation
+            .unchecked
+            .entry(room_key.to_owned())
+            .or_default();
+        if !keys.iter().any(|known| known == key) {
+            keys.push(key.to_owned());
+        }
+    }
+
+    /// Whoever entered `room` here before its rules were known, checked
+    /// now as they would have been on the way in: in an invite-only room,
+    /// one neither invited nor an operator is sent to the lobby (an
+    /// invitation is used up). Bans are `rules_arrived`'s, for everyone.
+    fn check_unchecked(&mut self, room: RoomId, room_key: &str, out: &mut Vec<Output>) {
+        let keys = self
+            .moderation
+            .unchecked
+            .remove(room_key)
+            .unwrap_or_default();
+        let invite_only = self
+            .moderation
+            .rooms
+            .get(room_key)
+            .is_some_and(|rules| rules.invite_only);
+        if !invite_only {
+            return;
+        }
+        let room_name = self.room_name(room).to_owned();
+        let mut used = false;
+        for key in keys {
+            let here = self.people.get(&key).is_some_and(|p| p.room == room);
+            if !here || self.is_room_operator(&key, room_key) {
+                continue;
+            }
+            let Some(who) = self.identity(&key) else {
+                continue;
+            };
+            let Some(rules) = self.moderation.rooms.get_mut(room_key) else {
+                return;
+            };
+            if let Some(at) = rules.invited.iter().position(|target| target.names(&who)) {
+                rules.invited.remove(at);
+                used = true;
+                continue;
+            }
+            let why = format!("{room_name} is invite-only: an operator of it must /invite you");
+            log::info!("{key}: refused {room_name} once its rules came: {why}");
+            for &id in &self.people[&key].sessions {
+                out.push(to_one(id, ServerLine::Error(&why)));
+            }
+            self.leave_room(&key, room);
+            let lobby = self.room_for(Room::lobby());
+            if let Some(person) = self.people.get_mut(&key) {
+                person.room = lobby;
+            }
+            self.enter_room(&key, lobby, out);
+        }
+        if used {
+            self.save_rules(room_key, out);
+        }
+    }
+
+    /// Lines said here while a room's past was awaited: each goes to the
+    /// others now, unless a ban or mute in the room's rules names its
+    /// speaker (then only the log says so).
+    pub(in crate::chat) fn let_through(&self, waiting: Vec<RoomLine>, out: &mut Vec<Output>) {
+        let now = self.now();
+        for line in waiting {
+            let from = match ServerLine::parse(line.line.trim_end_matches('\n')) {
+                Some(ServerLine::Chat { from, .. } | ServerLine::Action { from, .. }) => {
+                    from.to_ascii_lowercase()
+                }
+                _ => {
+                    out.push(Output::ToRoom(line));
+                    continue;
+                }
+            };
+            let rules = self
+                .room_key(line.room)
+                .and_then(|room_key| self.moderation.rooms.get(&room_key));
+            let who = self.identity(&from);
+            let breaks = match (rules, who) {
+                (Some(rules), Some(who)) if !self.is_server_operator(&from) => rules
+                    .bans
+                    .iter()
+                    .chain(&rules.mutes)
+                    .any(|sanction| sanction.live(now) && sanction.names(&who)),
+                _ => false,
+            };
+            if breaks {
+                log::info!(
+                    "{from}: a line said before the rules of {} came breaks them; dropped",
+                    self.room_name(line.room)
+                );
+                continue;
+            }
+            out.push(Output::ToRoom(line));
+        }
     }
 }
 
@@ -180,12 +344,21 @@ impl Chat {
 
     /// A kick or kill from a moderator on another server for `to`, here:
     /// done as if made here, unless `to` is no longer in the room, or is
-    /// a server operator and the moderator is not (then only the log
-    /// says so).
+    /// a server operator and the moderator is not, or it is a kill by
+    /// someone who is not a server operator (then only the log says so).
     pub(in crate::chat) fn act_in(&mut self, to: &str, act: Act, out: &mut Vec<Output>) {
         let Some(person) = self.people.get(to) else {
             return;
         };
+        // A server sends a kill only for one of its server operators;
+        // whoever else writes one into Redis is not obeyed.
+        if act.deed == Deed::Kill && !act.server_op {
+            log::warn!(
+                "a kill of {to} by {}, not a server operator: ignored",
+                act.by
+            );
+            return;
+        }
         if self.is_server_operator(to) && !act.server_op {
             log::info!("{} from elsewhere: {to} is a server operator", act.by);
             return;
@@ -239,5 +412,158 @@ impl Chat {
             (Sent::Down, _) => LINK_DOWN_MSG.to_owned(),
         };
         out.push(to_one(from, ServerLine::Error(&text)));
+    }
+}
+
+impl Chat {
+    /// `/invite NICK`: someone here by their certificate's key if they
+    /// have one, else by nick; shared, someone on another server by nick.
+    pub(super) fn invite(
+        &mut self,
+        actor: &Actor,
+        nick: &str,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        not_in_lobby(actor, "invited")?;
+        let (target, name, sessions) = match self.present(nick) {
+            Ok(key) => {
+                let person = &self.people[&key];
+                let target = match person.certificate.as_ref().and_then(|cert| cert.key) {
+                    Some(fingerprint) => Target::Key(fingerprint),
+                    None => Target::Nick(key.clone()),
+                };
+                (target, person.nick.to_string(), person.sessions.clone())
+            }
+            // Shared, someone on another server is invited by nick (a
+            // certificate is read only where its holder is), and told by
+            // the room's notice if they are in it, else not at all.
+            Err(_) if self.others.is_some() && Nick::parse(nick).is_ok() => {
+                let target = Target::Nick(nick.to_ascii_lowercase());
+                (target, nick.to_owned(), Vec::new())
+            }
+            Err(why) => return Err(why),
+        };
+        let invited = self
+            .moderation
+            .rooms
+            .get(&actor.room_key)
+            .is_some_and(|rules| rules.invited.contains(&target));
+        if !invited {
+            let count = |rules: &super::RoomRules| rules.invited.len();
+            let instead = "each is used up on the way in";
+            self.room_for_one_more(actor, "invitations", count, instead)?;
+            self.shared_rules_fit(actor, |rules| rules.invited.push(target.clone()))?;
+        }
+        let rules = self
+            .moderation
+            .rooms
+            .entry(actor.room_key.clone())
+            .or_default();
+        if !rules.invited.contains(&target) {
+            rules.invited.push(target);
+        }
+        let text = format!("{} invited {name} to {}", actor.nick, actor.room_name);
+        self.announce(actor, &text, None, out);
+        let text = format!(
+            "{} invited you to {}: /join {} to go there",
+            actor.nick, actor.room_name, actor.room_name
+        );
+        for id in sessions {
+            out.push(to_one(id, ServerLine::Notice(&text)));
+        }
+        self.save_rules(&actor.room_key, out);
+        Ok(())
+    }
+
+    /// Sends the person `key` from `room` to the lobby, on the word of
+    /// `by` (here, or on another server); the room (them included) is
+    /// told who did it and why.
+    pub(in crate::chat) fn move_to_lobby(
+        &mut self,
+        room: RoomId,
+        by: &str,
+        key: &str,
+        reason: Option<&str>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(person) = self.people.get(key) else {
+            return;
+        };
+        let room_name = self.room_name(room).to_owned();
+        let notice = Notice::Kicked {
+            nick: person.nick.as_str(),
+            room: &room_name,
+            by,
+            reason,
+        }
+        .to_string();
+        log::info!(
+            "{by} sent {} from {room_name} to the lobby: {}",
+            person.nick,
+            reason.unwrap_or("-")
+        );
+        out.push(to_room(
+            room,
+            ServerLine::Notice(&notice),
+            None,
+            Keep::Nothing,
+        ));
+        // Shared, the room hears it when it is back from the others, by
+        // when they are in the lobby: they are told it now instead.
+        if self.reachable() {
+            for &id in &person.sessions {
+                out.push(to_one(id, ServerLine::Notice(&notice)));
+            }
+        }
+        self.leave_room(key, room);
+        let lobby = self.room_for(Room::lobby());
+        if let Some(person) = self.people.get_mut(key) {
+            person.room = lobby;
+        }
+        self.enter_room(key, lobby, out);
+    }
+
+    /// Shared, refuses a reason longer than the others take (see
+    /// [`MAX_SHARED_REASON_LEN`]). Alone, any reason that fits a line.
+    pub(super) fn shared_reason_fits(&self, reason: Option<&str>) -> Result<(), String> {
+        match reason {
+            Some(reason) if self.others.is_some() && reason.len() > MAX_SHARED_REASON_LEN => {
+                Err(format!(
+                    "that reason is {} bytes; linked servers keep at most \
+                     {MAX_SHARED_REASON_LEN}: say it shorter",
+                    reason.len()
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Shared, refuses a change of the actor's room's rules that would
+    /// make them longer than the others take (see
+    /// [`MAX_SHARED_RULES_LEN`]). Alone, the counts bound them.
+    pub(super) fn shared_rules_fit(
+        &self,
+        actor: &Actor,
+        change: impl FnOnce(&mut RoomRules),
+    ) -> Result<(), String> {
+        if self.others.is_none() {
+            return Ok(());
+        }
+        let mut rules = self
+            .moderation
+            .rooms
+            .get(&actor.room_key)
+            .cloned()
+            .unwrap_or_default();
+        change(&mut rules);
+        let len = rules.to_text(self.now(), true).map_or(0, |text| text.len());
+        if len <= MAX_SHARED_RULES_LEN {
+            return Ok(());
+        }
+        Err(format!(
+            "the rules of {} would take {len} bytes; linked servers keep at most \
+             {MAX_SHARED_RULES_LEN}: lift some bans or mutes first, or give shorter reasons",
+            actor.room_name
+        ))
     }
 }

@@ -464,7 +464,7 @@ fn the_past_of_linked_rooms_counts_in_the_history_cap() {
                 topic: None,
                 rules: None,
                 fresh: false,
-                then: Vec::new(),
+                waiting: Vec::new(),
             };
             chat.told(told, out);
         });

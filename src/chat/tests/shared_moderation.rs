@@ -18,9 +18,9 @@ fn den(fresh: bool) -> (Harness, ClientId, ClientId, RoomId) {
             room,
             lines: Vec::new(),
             topic: None,
-            rules: None,
+            rules: Some(None),
             fresh,
-            then: Vec::new(),
+            waiting: Vec::new(),
         };
         chat.told(told, out);
     });
@@ -60,9 +60,9 @@ fn a_room_is_its_makers_only_if_it_is_new_everywhere() {
             room,
             lines: Vec::new(),
             topic: None,
-            rules: Some(format!("op {key}")),
+            rules: Some(Some(format!("op {key}"))),
             fresh: true,
-            then: Vec::new(),
+            waiting: Vec::new(),
         };
         chat.told(told, out);
     });
@@ -229,6 +229,18 @@ fn a_kick_of_someone_elsewhere_goes_to_their_server_which_does_it() {
 #[test]
 fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
     let (mut h, a, b, _) = den(true);
+    // Only a server operator's kill is obeyed, whatever Redis carries.
+    let forged = Act {
+        by: "mallory".into(),
+        server_op: false,
+        deed: Deed::Kill,
+        reason: None,
+    };
+    let seen = h.by_others(|chat, out| {
+        chat.told(Told::ActIn("guest7-2".into(), forged), out);
+    });
+    assert!(seen.is_empty(), "{seen:?}");
+    assert!(!h.closed.contains(&b));
     let kill = Act {
         by: "root".into(),
         server_op: true,
@@ -274,7 +286,7 @@ fn someone_elsewhere_is_invited_by_nick() {
         h.saved.last(),
         Some(&Save::Rules {
             room: "#den".into(),
-            rules: Some("invite-only\ninvited zed".into()),
+            rules: Some("invite-only\ninvited zed\nguests-only".into()),
         })
     );
 }
@@ -284,14 +296,17 @@ fn a_guest_operators_rules_are_taken_back_everywhere_when_the_guest_goes() {
     let (mut h, a, _, _) = den(true);
     h.send(a, "/mode +i");
     // Shared, a guest's rules go to the others (alone they would not be
-    // saved at all: they end with the guest).
+    // saved at all: they end with the guest), marked as only guests'.
+    let shared = "invite-only\nguests-only";
     assert_eq!(
         h.saved.last(),
         Some(&Save::Rules {
             room: "#den".into(),
-            rules: Some("invite-only".into()),
+            rules: Some(shared.into()),
         })
     );
+    // They come back from the others, as every change does.
+    rules(&mut h, Some(shared));
     h.left(a, None);
     assert_eq!(
         h.saved.last(),
@@ -300,4 +315,294 @@ fn a_guest_operators_rules_are_taken_back_everywhere_when_the_guest_goes() {
             rules: None,
         })
     );
+}
+
+#[test]
+fn a_guests_rules_from_elsewhere_hold_here_until_taken_back() {
+    let (mut h, _, b, _) = den(false);
+    rules(&mut h, Some("invite-only\nguests-only"));
+    h.send(b, "/join #lobby");
+    // A guest leaving here is not the guest who stands behind them.
+    let c = h.join(3);
+    h.left(c, None);
+    h.expect(
+        b,
+        "/join #den",
+        &["error #den is invite-only: an operator of it must /invite you"],
+    );
+    rules(&mut h, None);
+    let seen = h.send(b, "/join #den");
+    assert!(
+        seen[&b][0].starts_with("notice you are in #den ("),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_rooms_past_with_rules_that_make_no_sense_leaves_this_servers_rules() {
+    let mut h = Harness::shared();
+    let (a, b) = (h.join(1), h.join(2));
+    h.chat
+        .restore_rules("#den", "ban - mallory guest7-2 spamming")
+        .unwrap();
+    h.send(a, "/join #den");
+    let room = h.chat.room_named("#den").unwrap();
+    h.by_others(|chat, out| {
+        let told = Told::Recent {
+            room,
+            lines: Vec::new(),
+            topic: None,
+            rules: None,
+            fresh: false,
+            waiting: Vec::new(),
+        };
+        chat.told(told, out);
+    });
+    h.expect(
+        b,
+        "/join #den",
+        &["error you are banned from #den by mallory (until lifted): spamming"],
+    );
+}
+
+#[test]
+fn shared_rules_are_bounded_in_bytes_and_reasons() {
+    let (mut h, a, _, _) = den(true);
+    let long = "x".repeat(201);
+    let seen = h.send(a, &format!("/ban zed {long}"));
+    assert_eq!(
+        seen[&a],
+        vec!["error that reason is 201 bytes; linked servers keep at most 200: say it shorter"]
+    );
+    // Bans with the longest reasons fill the rules before the count does.
+    let reason = "y".repeat(200);
+    let mut refused = None;
+    for n in 0..100 {
+        let seen = h.send(a, &format!("/ban zed{n} {reason}"));
+        if seen[&a][0].starts_with("error") {
+            refused = Some((n, seen[&a][0].clone()));
+            break;
+        }
+    }
+    let (n, why) = refused.expect("never refused");
+    assert!(n > 50, "refused at {n}");
+    assert!(
+        why.starts_with("error the rules of #den would take ")
+            && why.ends_with(
+                "bytes; linked servers keep at most 16384: lift some bans or mutes first, \
+                 or give shorter reasons"
+            ),
+        "{why}"
+    );
+    let Some(Save::Rules {
+        rules: Some(text), ..
+    }) = h.saved.last()
+    else {
+        panic!("{:?}", h.saved.last());
+    };
+    assert!(text.len() <= 16 * 1024);
+
+    // A server alone keeps any reason that fits a line, as before.
+    let mut alone = Harness::new(SETTINGS);
+    let op = alone.join(1);
+    alone.send(op, "/join #den");
+    let seen = alone.send(op, &format!("/ban zed {long}"));
+    assert!(
+        seen[&op][0].starts_with("notice guest1 banned zed"),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn rules_from_elsewhere_over_the_bounds_are_refused_and_the_old_ones_kept() {
+    let (mut h, _, b, _) = den(true);
+    rules(&mut h, Some("mute - mallory guest7-2"));
+    let long = format!("ban - mallory guest7-1 {}", "z".repeat(201));
+    rules(&mut h, Some(&long));
+    let many: Vec<String> = (0..101).map(|n| format!("invited zed{n}")).collect();
+    rules(&mut h, Some(&many.join("\n")));
+    h.expect(
+        b,
+        "hello",
+        &["error you are muted in #den by mallory (until lifted)"],
+    );
+    // Server bans too: a reason longer than any server takes.
+    h.by_others(|chat, out| {
+        chat.told(
+            Told::ServerBans(Some(format!("ban - root guest7-2 {}", "z".repeat(201)))),
+            out,
+        );
+    });
+    assert!(!h.closed.contains(&b));
+}
+
+/// A shared chat where `guest7-1` and `guest7-2` entered `#den` before
+/// its past (and rules) came; then it comes, with `rules` and `waiting`.
+fn past_after_entry(
+    rules: &str,
+    waiting: &[&str],
+) -> (Harness, ClientId, ClientId, HashMap<ClientId, Vec<String>>) {
+    let mut h = Harness::shared();
+    let (a, b) = (h.join(1), h.join(2));
+    h.send(a, "/join #den");
+    h.send(b, "/join #den");
+    let room = h.chat.room_named("#den").unwrap();
+    let waiting = waiting
+        .iter()
+        .map(|text| RoomLine {
+            room,
+            line: Arc::from(format!("{text}\n")),
+            except: None,
+            keep: Keep::History,
+        })
+        .collect();
+    let seen = h.by_others(|chat, out| {
+        let told = Told::Recent {
+            room,
+            lines: vec![Arc::from("chat zed from before\n")],
+            topic: None,
+            rules: Some(Some(rules.to_owned())),
+            fresh: false,
+            waiting,
+        };
+        chat.told(told, out);
+    });
+    (h, a, b, seen)
+}
+
+#[test]
+fn a_ban_that_comes_with_the_past_holds_before_the_past_is_shown() {
+    let (_, a, b, seen) = past_after_entry("ban - mallory guest7-2 spamming", &[]);
+    assert!(
+        !seen[&b].iter().any(|line| line.contains("from before")),
+        "{seen:?}"
+    );
+    assert!(seen[&b].iter().any(|line| line
+        == "notice guest7-2 was sent from #den to the lobby by mallory: banned: spamming"));
+    assert!(
+        seen[&a].iter().any(|line| line.contains("from before")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn lines_said_before_the_rules_came_are_checked_against_them() {
+    let (_, a, _, seen) = past_after_entry(
+        "mute - mallory guest7-2",
+        &["chat guest7-2 sneaked", "chat guest7-1 fine"],
+    );
+    assert!(
+        seen[&a].contains(&"chat guest7-1 fine".to_owned()),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.values().flatten().any(|line| line.contains("sneaked")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn an_invite_only_room_sends_out_who_entered_before_its_rules_came() {
+    let (mut h, a, b, seen) = past_after_entry("invite-only\ninvited guest7-2", &[]);
+    let refused = "error #den is invite-only: an operator of it must /invite you";
+    assert_eq!(seen[&a][0], refused, "{seen:?}");
+    assert!(seen[&a]
+        .last()
+        .unwrap()
+        .starts_with("notice you are in #lobby ("));
+    // Invited: let in, the invitation used up.
+    assert!(!seen[&b].contains(&refused.to_owned()), "{seen:?}");
+    assert_eq!(
+        h.saved.last(),
+        Some(&Save::Rules {
+            room: "#den".into(),
+            rules: Some("invite-only".into()),
+        })
+    );
+    h.expect(
+        b,
+        "/bans",
+        &[
+            "notice operators of #den: none",
+            "notice bans in #den: none",
+            "notice mutes in #den: none",
+            "notice invited to #den: none",
+            "notice modes of #den: invite-only (+i)",
+        ],
+    );
+}
+
+#[test]
+fn rules_are_held_only_for_rooms_someone_here_is_in() {
+    let (mut h, a, b, _) = den(true);
+    // Rooms nobody here is in: the others keep their rules.
+    for n in 0..50 {
+        h.by_others(|chat, out| {
+            let told = Told::Rules {
+                room: format!("#far{n}"),
+                rules: Some("ban - mallory zed".to_owned()),
+            };
+            chat.told(told, out);
+        });
+    }
+    assert_eq!(h.chat.moderation.rooms.len(), 1);
+    // A room left by everyone here: only its operators by nick stay.
+    rules(&mut h, Some("ban - mallory zed\nguests-only"));
+    h.send(a, "/join #lobby");
+    h.send(b, "/join #lobby");
+    let left = &h.chat.moderation.rooms["#den"];
+    assert_eq!(left.guest_ops, vec!["guest7-1".to_owned()]);
+    assert!(left.bans.is_empty(), "{left:?}");
+    h.saved.clear();
+    h.left(a, None);
+    assert!(h.chat.moderation.rooms.is_empty());
+    // They were the guests' alone: taken back.
+    assert_eq!(
+        h.saved,
+        vec![Save::Rules {
+            room: "#den".into(),
+            rules: None,
+        }]
+    );
+
+    // Rules someone with a certificate stands behind stay with the
+    // others when the guest operator goes.
+    let (mut h, a, b, _) = den(true);
+    rules(&mut h, Some("ban - mallory zed"));
+    h.send(a, "/join #lobby");
+    h.send(b, "/join #lobby");
+    h.saved.clear();
+    h.left(a, None);
+    assert!(h.chat.moderation.rooms.is_empty());
+    assert!(h.saved.is_empty(), "{:?}", h.saved);
+}
+
+#[test]
+fn what_ends_by_itself_is_not_sent_to_the_others() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, UNIX_EPOCH};
+    let (mut h, a, b, _) = den(true);
+    let now = Arc::new(AtomicU64::new(1_800_000_000));
+    let read = Arc::clone(&now);
+    h.chat.set_clock(crate::chat::Clock::new(move || {
+        UNIX_EPOCH + Duration::from_secs(read.load(Ordering::SeqCst))
+    }));
+    rules(
+        &mut h,
+        Some("mute 1800000060 mallory guest7-2\nban 1800000060 mallory zed"),
+    );
+    h.by_others(|chat, out| {
+        chat.told(
+            Told::ServerBans(Some("ban 1800000060 root carol".into())),
+            out,
+        );
+    });
+    now.store(1_800_000_100, Ordering::SeqCst);
+    h.saved.clear();
+    let seen = h.send(b, "free");
+    assert_eq!(seen[&b], vec!["chat guest7-2 free"]);
+    h.send(a, "/join #lobby");
+    h.send(a, "/join #den");
+    h.join(3);
+    assert!(h.saved.is_empty(), "{:?}", h.saved);
 }

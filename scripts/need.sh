@@ -22,13 +22,14 @@ wants() {
     # and base64, redis-server (the linked servers' tests start their own
     # on a loopback port) and haproxy (make cluster-demo puts it in front
     # of its two servers; its test covers both cases; the demo waits with
-    # redis-cli), promtool (the metrics' test checks a scrape with it) and
-    # systemd-analyze (the service unit's test verifies the unit). cc links
+    # redis-cli), promtool (the metrics' test checks a scrape with it),
+    # systemd-analyze (the service unit's test verifies the unit) and
+    # sqlite3 (the store's test follows its recovery advice). cc links
     # Rust programs and builds the C of the TLS library's cryptography.
     test) echo "cc:gcc make:make openssl:openssl kill:procps script:bsdutils \
 prlimit:util-linux setpriv:util-linux stty:coreutils base64:coreutils \
 redis-server:redis-server redis-cli:redis-tools haproxy:haproxy promtool:prometheus \
-systemd-analyze:systemd" ;;
+systemd-analyze:systemd sqlite3:sqlite3" ;;
     # libFuzzer, which cargo-fuzz builds, is C++.
     fuzz) echo "c++:g++" ;;
     # The peers of make bench-compare: the Go servers and ncat.

@@ -490,13 +490,15 @@ impl fmt::Display for StoreError {
                 dir.join(writer::LOCK_FILE).display()
             ),
             StoreError::Damaged { file, why } => {
-                let file = file.display();
+                let file = file.display().to_string();
                 write!(
                     f,
                     "{file} is damaged ({why}); it was left as it is. To save what it \
-                     holds: sqlite3 {file} .recover | sqlite3 {file}.recovered, then \
-                     move {file}.recovered to {file} (and remove {file}-wal and \
-                     {file}-shm); or move it aside to start with an empty store"
+                     holds: {}; check that {file}.recovered has your rooms (sqlite3 \
+                     {file}.recovered 'select count(*) from lines') before moving it to \
+                     {file} (and removing {file}-wal and {file}-shm); or move {file} \
+                     aside to start with an empty store",
+                    recovery(&file)
                 )
             }
             StoreError::TooNew { file, version } => write!(
@@ -511,6 +513,18 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+/// The shell command that copies what SQLite can still read of `file` into
+/// `FILE.recovered`. `.dump` rather than `.recover`: the `sqlite3` of
+/// Debian 12 (3.40.1) fails at `.recover` and leaves a file with no
+/// tables. `.dump` writes the rows it can read and ends with a `ROLLBACK`
+/// when it met damage; made a `COMMIT`, the rows are kept.
+fn recovery(file: &str) -> String {
+    format!(
+        "sqlite3 {file} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | \
+         sqlite3 {file}.recovered"
+    )
+}
 
 /// Opens the store in `dir` (made if missing), takes its lock and reads
 /// what it keeps. `Ok(None)` when the directory or the file cannot be

@@ -4,9 +4,9 @@
 //! the file (`db`), nor the hub's side of the queue (`Feed`).
 
 use std::collections::HashSet;
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -49,6 +49,10 @@ const MOST_PER_BATCH: usize = 1024;
 /// limit flaps between taking a small write and refusing the next.
 const FAILURE_WARNING_EVERY: Duration = Duration::from_secs(600);
 
+/// The permission bits of the group and of others: the store's files have
+/// none of them, as they hold what people said.
+const OPEN_TO_OTHERS: u32 = 0o077;
+
 /// Makes `dir` (only its owner may read it: it holds what people said),
 /// takes its lock and opens the file. `Ok(None)`, said once in the log, if
 /// the disk refuses: the chat then goes on in memory.
@@ -64,10 +68,12 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
         in_memory("making it", &err);
         return Ok(None);
     }
+    warn_if_open_to_others(dir);
     let lock = match OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(dir.join(LOCK_FILE))
     {
         Ok(lock) => lock,
@@ -76,6 +82,10 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
             return Ok(None);
         }
     };
+    if let Err(err) = close_to_others(&lock) {
+        in_memory("its lock file", &err);
+        return Ok(None);
+    }
     match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
         Err(rustix::io::Errno::WOULDBLOCK) => {
@@ -88,7 +98,12 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
             return Ok(None);
         }
     }
-    match db::open(&dir.join(db::DB_FILE)) {
+    let file = dir.join(db::DB_FILE);
+    if let Err(err) = keep_to_owner(&file) {
+        in_memory(db::DB_FILE, &err);
+        return Ok(None);
+    }
+    match db::open(&file) {
         Ok(conn) => Ok(Some((lock, conn))),
         Err(err) if db::is_unwritable(&err) => {
             in_memory(db::DB_FILE, &err);
@@ -96,6 +111,65 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
         }
         Err(err) => Err(db::refusal(dir, err)),
     }
+}
+
+/// An existing directory is left with the mode its owner gave it (it may
+/// be one they share on purpose), but the log says once if others may
+/// look in: the files are theirs alone, yet their names and sizes show.
+fn warn_if_open_to_others(dir: &Path) {
+    let Ok(meta) = fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & OPEN_TO_OTHERS != 0 {
+        log::warn!(
+            "the data directory {} is open to others (mode {mode:o}): its files are \
+             readable by their owner only, but others can see their names and sizes; \
+             chmod 700 {} to close it",
+            dir.display(),
+            dir.display()
+        );
+    }
+}
+
+/// Makes the database file readable by its owner only before SQLite opens
+/// it: a new one is made with mode 0600 (SQLite would make it 0644), and
+/// an existing one, or its `-wal` and `-shm`, loses what the group and
+/// others may do. SQLite gives the `-wal` and `-shm` it makes the mode of
+/// the database file, so they follow. Only bits are taken away: a file
+/// made read-only stays read-only (and is said to be so later).
+fn keep_to_owner(file: &Path) -> io::Result<()> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err),
+    }
+    let mut wal = file.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = file.as_os_str().to_owned();
+    shm.push("-shm");
+    for path in [file.as_os_str(), &wal, &shm].map(Path::new) {
+        match File::open(path) {
+            Ok(opened) => close_to_others(&opened)?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Takes the group's and others' bits away from `file`'s mode.
+fn close_to_others(file: &File) -> io::Result<()> {
+    let mode = file.metadata()?.permissions().mode();
+    if mode & OPEN_TO_OTHERS != 0 {
+        file.set_permissions(fs::Permissions::from_mode(mode & !OPEN_TO_OTHERS))?;
+    }
+    Ok(())
 }
 
 /// Starts the writer. It holds `lock` and `alive` for as long as it runs,

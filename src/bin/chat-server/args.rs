@@ -57,12 +57,12 @@ Options:
                              do not require one; a client without is a guest
                              (guestN, may /nick), one with an invalid one is
                              still refused
-  --operators FILE           the server operators: one client certificate key
-                             fingerprint a line (sha256:..., as this server
-                             logs it when the client joins), # comments; they
-                             moderate every room and may disconnect or ban
-                             anyone from the server. Reloaded on SIGHUP
-                             [default: none]
+  --operators FILE           with --client-ca: the server operators, one
+                             client certificate key fingerprint a line
+                             (sha256:..., as this server logs it when the
+                             client joins), # comments; they moderate every
+                             room and may disconnect or ban anyone from the
+                             server. Reloaded on SIGHUP [default: none]
   --classic                  the original app's protocol, for its clients: one
                              reply per line, no rooms, no other clients seen
   --redis URL                share the chat with every server using the same
@@ -110,8 +110,8 @@ BYTES may end in K, M or G (KiB, MiB, GiB); SECS may have a fraction.
 
 SIGINT or SIGTERM stops the server: every client is told, every connection
 closed (a second signal exits at once). SIGHUP reloads the certificate, key
-and client CA for new connections, and the operators file; if one is
-unusable, the old one stays.
+and client CA for new connections, and the operators file for everyone at
+once; if one is unusable, the old one stays.
 Logs go to standard error, one line per connection event and never what
 anyone said; RUST_LOG=debug works as -v does.
 ";

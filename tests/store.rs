@@ -236,14 +236,10 @@ fn still_chats(server: &ServerProcess, pki: &Pki) {
     assert_eq!(heard, format!("chat {} still here", alice.nick));
 }
 
-#[test]
-fn a_read_only_data_directory_warns_once_and_the_chat_goes_on() {
-    let pki = Pki::new();
-    let dir = TempDir::new();
-    let data = dir.path().join("data");
-    fs::create_dir(&data).unwrap();
-    fs::set_permissions(&data, fs::Permissions::from_mode(0o555)).unwrap();
-    // Root writes anywhere; without CAP_DAC_OVERRIDE it obeys the mode.
+/// Runs a server on `data` as a process that obeys file modes (root
+/// without CAP_DAC_OVERRIDE, which writes anywhere otherwise), checks that
+/// the chat goes on, and gives back its log.
+fn chats_where_it_cannot_write(pki: &Pki, data: &Path) -> Vec<String> {
     let mut command = if is_root() {
         let mut command = Command::new("setpriv");
         command
@@ -255,12 +251,23 @@ fn a_read_only_data_directory_warns_once_and_the_chat_goes_on() {
     };
     command
         .args(["--addr", "127.0.0.1:0", "--rate", "0", "--data-dir"])
-        .arg(&data)
+        .arg(data)
         .args(cert_args(&pki.cert, &pki.key));
     let mut server = ServerProcess::spawn_command(&mut command);
     server.wait_until_listening();
-    still_chats(&server, &pki);
-    let log = server.stop();
+    still_chats(&server, pki);
+    server.stop()
+}
+
+#[test]
+fn a_read_only_data_directory_warns_once_and_the_chat_goes_on() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o555)).unwrap();
+    // Root writes anywhere; without CAP_DAC_OVERRIDE it obeys the mode.
+    let log = chats_where_it_cannot_write(&pki, &data);
     let warnings: Vec<_> = log
         .iter()
         .filter(|line| line.contains("cannot be written"))
@@ -430,23 +437,7 @@ fn a_read_only_database_file_warns_once_and_the_chat_goes_on() {
         fs::set_permissions(file, fs::Permissions::from_mode(0o444)).unwrap();
     }
     let before: Vec<Vec<u8>> = files.iter().map(|file| fs::read(file).unwrap()).collect();
-    let mut command = if is_root() {
-        let mut command = Command::new("setpriv");
-        command
-            .args(["--bounding-set=-dac_override", "--"])
-            .arg(&SERVER);
-        command
-    } else {
-        Command::new(&SERVER)
-    };
-    command
-        .args(["--addr", "127.0.0.1:0", "--rate", "0", "--data-dir"])
-        .arg(&data)
-        .args(cert_args(&pki.cert, &pki.key));
-    let mut server = ServerProcess::spawn_command(&mut command);
-    server.wait_until_listening();
-    still_chats(&server, &pki);
-    let log = server.stop();
+    let log = chats_where_it_cannot_write(&pki, &data);
     let warnings: Vec<_> = log
         .iter()
         .filter(|line| line.contains("cannot be written") || line.contains("cannot write"))

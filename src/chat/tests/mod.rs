@@ -8,6 +8,7 @@ use crate::elsewhere::{Claim, Told};
 use std::collections::HashSet;
 
 mod moderation;
+mod moderation_bounds;
 mod people;
 mod rooms;
 mod shared;

@@ -283,24 +283,32 @@ fn a_read_only_data_directory_warns_once_and_the_chat_goes_on() {
     assert_eq!(fs::read_dir(&data).unwrap().count(), 0);
 }
 
+/// A server on `data` whose files may grow to `limit` bytes (prlimit's
+/// `--fsize` form: `SOFT` or `SOFT:HARD`): past it a write fails with
+/// EFBIG, as on a full disk, root included. The signal a process gets past
+/// the limit is ignored (the shell's ignore is inherited through exec).
+fn on_a_small_disk(limit: &str, pki: &Pki, data: &Path, extra: &[&str]) -> ServerProcess {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ && exec prlimit --fsize={limit} -- \"$0\" \"$@\""
+        ))
+        .arg(&SERVER)
+        .args(["--addr", "127.0.0.1:0", "--rate", "0", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .args(cert_args(&pki.cert, &pki.key));
+    ServerProcess::spawn_command(&mut command)
+}
+
 #[test]
 fn a_full_disk_warns_once_and_the_chat_goes_on() {
     let pki = Pki::new();
     let dir = TempDir::new();
     let data = dir.path().join("data");
     // Files may grow to 64 KiB: room for the empty store, not for a burst.
-    // The signal a process gets past the limit is ignored (the shell's
-    // ignore is inherited through exec), so a write fails with EFBIG, as
-    // on a full disk. Root is held to the limit too.
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg("trap '' XFSZ && exec prlimit --fsize=65536 -- \"$0\" \"$@\"")
-        .arg(&SERVER)
-        .args(["--addr", "127.0.0.1:0", "--rate", "0", "--data-dir"])
-        .arg(&data)
-        .args(cert_args(&pki.cert, &pki.key));
-    let mut server = ServerProcess::spawn_command(&mut command);
+    let mut server = on_a_small_disk("65536", &pki, &data, &[]);
     server.wait_until_listening();
     let mut alice = TestClient::connect(server.addr, &pki.ca);
     for n in 0..300 {
@@ -342,16 +350,8 @@ fn a_full_disk_that_frees_up_keeps_what_is_said_after_it() {
     let data = dir.path().join("data");
     // As in `a_full_disk_warns_once_...`, but only the soft limit, which
     // the server's owner may raise while it runs: the disk frees up.
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg("trap '' XFSZ && exec prlimit --fsize=65536:unlimited -- \"$0\" \"$@\"")
-        .arg(&SERVER)
-        .args(["--addr", "127.0.0.1:0", "--rate", "0", "--data-dir"])
-        .arg(&data)
-        .args(["--metrics", "127.0.0.1:0"])
-        .args(cert_args(&pki.cert, &pki.key));
-    let mut server = ServerProcess::spawn_command(&mut command);
+    let extra = ["--metrics", "127.0.0.1:0"];
+    let mut server = on_a_small_disk("65536:unlimited", &pki, &data, &extra);
     let metrics = server.wait_for_log(|line| line.contains("metrics on http://"));
     let metrics: std::net::SocketAddr = metrics
         .rsplit_once("http://")

@@ -217,6 +217,11 @@ pub fn write_batch(
     tx.commit()
 }
 
+/// Forgets the rooms that keep nothing any more: no topic, no rules, no
+/// line (after a prune took their last).
+const FORGET_EMPTY_ROOMS: &str = "DELETE FROM rooms WHERE topic IS NULL AND rules IS NULL
+     AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.room = rooms.key)";
+
 /// Forgets the lines past `retention` at `now` (too old, too many, too
 /// many bytes, per room), then the rooms that keep nothing, looking at
 /// every line: once, at start. Returns the lines forgotten.
@@ -247,11 +252,7 @@ pub fn prune(
             i64::try_from(retention.room_bytes).unwrap_or(i64::MAX)
         ],
     )?;
-    tx.execute(
-        "DELETE FROM rooms WHERE topic IS NULL AND rules IS NULL
-         AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.room = rooms.key)",
-        [],
-    )?;
+    tx.execute(FORGET_EMPTY_ROOMS, [])?;
     tx.commit()?;
     Ok(gone)
 }
@@ -303,11 +304,7 @@ pub fn prune_rooms(
     }
     // Old lines may have been any room's last.
     if too_old > 0 {
-        tx.execute(
-            "DELETE FROM rooms WHERE topic IS NULL AND rules IS NULL
-             AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.room = rooms.key)",
-            [],
-        )?;
+        tx.execute(FORGET_EMPTY_ROOMS, [])?;
     }
     tx.commit()?;
     Ok(gone)

@@ -29,6 +29,7 @@ mod text;
 
 pub use http::{Endpoint, MAX_OPEN, MAX_REQUEST, REQUEST_TIMEOUT};
 pub use server::ServerFigures;
+pub use store::StoreFigures;
 pub use text::{Exposition, CONTENT_TYPE};
 
 /// Something that has figures to show: the server, the link to Redis,

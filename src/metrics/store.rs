@@ -4,35 +4,48 @@
 
 use std::sync::atomic::Ordering;
 
+use std::sync::Arc;
+
 use super::{Exposition, Source};
+use crate::budget::Budget;
 use crate::store::StoreCounts;
 
-impl Source for StoreCounts {
+/// The store's counts, and the budget whose store share is what its queue
+/// costs.
+pub struct StoreFigures {
+    /// The queue's length and what was written, dropped or refused.
+    pub counts: Arc<StoreCounts>,
+    /// The memory budget, for its store share.
+    pub budget: Arc<Budget>,
+}
+
+impl Source for StoreFigures {
     fn collect(&self, out: &mut Exposition) {
+        let counts = &self.counts;
         out.gauge(
             "chat_server_store_queued",
             "Changes (room lines, topics, rules) waiting for the store's thread.",
-            self.queued.load(Ordering::Relaxed) as f64,
+            counts.queued.load(Ordering::Relaxed) as f64,
         );
         out.gauge(
             "chat_server_store_queued_bytes",
             "What the changes waiting for the store cost in memory (the store's own share of the memory budget).",
-            self.queued_bytes.load(Ordering::Relaxed) as f64,
+            self.budget.store_used() as f64,
         );
         out.counter(
             "chat_server_store_written_total",
             "Changes the store wrote to disk.",
-            self.written.load(Ordering::Relaxed) as f64,
+            counts.written.load(Ordering::Relaxed) as f64,
         );
         out.counter(
             "chat_server_store_dropped_total",
             "Lines not kept because the store's queue was full.",
-            self.dropped.load(Ordering::Relaxed) as f64,
+            counts.dropped.load(Ordering::Relaxed) as f64,
         );
         out.counter(
             "chat_server_store_failed_total",
             "Changes the disk refused (full, read-only, failing).",
-            self.failed.load(Ordering::Relaxed) as f64,
+            counts.failed.load(Ordering::Relaxed) as f64,
         );
     }
 }

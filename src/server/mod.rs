@@ -30,7 +30,9 @@ use crate::error::Error;
 use crate::hub::{self, Address, Event};
 use crate::line::MAX_LINE_LEN;
 use crate::line_reader::{End, LineReader};
-use crate::metrics::{Counters, Disconnect, HubFigures, Refused, Registry, ServerFigures};
+use crate::metrics::{
+    Counters, Disconnect, HubFigures, Refused, Registry, ServerFigures, StoreFigures,
+};
 use crate::operators::Operators;
 use crate::pool::Pool;
 use crate::protocol::ServerLine;
@@ -440,7 +442,10 @@ impl Server {
         let (store, writing) = match store {
             Some(opened) => {
                 if let Some(registry) = &self.metrics {
-                    registry.register(opened.counts());
+                    registry.register(Arc::new(StoreFigures {
+                        counts: opened.counts(),
+                        budget: Arc::clone(&budget),
+                    }));
                 }
                 let (kept, writing) = opened.start(&budget).map_err(Error::Thread)?;
                 (Some(kept), Some(writing))

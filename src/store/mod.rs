@@ -136,15 +136,14 @@ pub struct Loaded {
 }
 
 /// What the store's queue holds and what it lost, read by anyone (the
-/// metrics); only the feed and the writer change it. `queued` and
-/// `queued_bytes` go up and down with the queue; the other counts never go
-/// back while the process runs.
+/// metrics); only the feed and the writer change it. `queued` goes up and
+/// down with the queue; the other counts never go back while the process
+/// runs. What the queue costs in memory is the budget's store share
+/// ([`Budget::store_used`](crate::budget::Budget::store_used)).
 #[derive(Debug, Default)]
 pub struct StoreCounts {
     /// Changes waiting for the writer.
     pub queued: AtomicUsize,
-    /// What they cost in memory (the budget's store share).
-    pub queued_bytes: AtomicUsize,
     /// Lines dropped because the queue was full (and anything given
     /// after the writer ended).
     pub dropped: AtomicU64,
@@ -261,7 +260,7 @@ impl Feed {
         }
         let cost = write.cost();
         let full = if self.budget.try_charge_store(cost) {
-            self.count_in(cost);
+            self.count_in();
             match self.writes.try_send(Queued::Line(write)) {
                 Ok(()) => {
                     self.since_nudge += 1;
@@ -276,7 +275,7 @@ impl Feed {
                     return;
                 }
                 Err(err) => {
-                    self.count_out(cost);
+                    self.count_out();
                     self.budget.refund_store(cost);
                     matches!(err, TrySendError::Full(_))
                 }
@@ -312,11 +311,11 @@ impl Feed {
             let was_empty = pending.is_empty();
             if let Some(at) = pending.iter().position(|older| pending_key(older) == key) {
                 let older = pending.remove(at);
-                self.count_out(older.cost());
+                self.count_out();
                 self.budget.refund_store(older.cost());
             }
             self.budget.charge_store(cost);
-            self.count_in(cost);
+            self.count_in();
             pending.push(write);
             was_empty
         };
@@ -327,7 +326,7 @@ impl Feed {
         // what is pending with its next batch.
         if let Err(TrySendError::Disconnected(_)) = self.writes.try_send(Queued::LookAtPending) {
             for lost in self.pending.take() {
-                self.count_out(lost.cost());
+                self.count_out();
                 self.budget.refund_store(lost.cost());
                 self.counts.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -335,17 +334,15 @@ impl Feed {
         }
     }
 
-    /// Counts a write of `cost` as waiting, in the counts (the budget's
-    /// store share is the caller's).
-    fn count_in(&self, cost: usize) {
+    /// Counts a write as waiting (what it costs is the budget's store
+    /// share, the caller's to charge).
+    fn count_in(&self) {
         self.counts.queued.fetch_add(1, Ordering::Relaxed);
-        self.counts.queued_bytes.fetch_add(cost, Ordering::Relaxed);
     }
 
     /// Takes back [`Feed::count_in`] for a write that did not go.
-    fn count_out(&self, cost: usize) {
+    fn count_out(&self) {
         self.counts.queued.fetch_sub(1, Ordering::Relaxed);
-        self.counts.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
     }
 }
 
@@ -600,7 +597,6 @@ mod tests {
         assert_eq!(budget.store_used(), 2 * cost);
         assert_eq!(budget.used(), 0, "the store's share is apart");
         assert_eq!(counts.queued.load(Ordering::Relaxed), 2);
-        assert_eq!(counts.queued_bytes.load(Ordering::Relaxed), 2 * cost);
         assert_eq!(counts.dropped.load(Ordering::Relaxed), 1);
         match queue.try_recv() {
             Ok(Queued::Line(Change::Line { room, text, .. })) => {

@@ -302,7 +302,6 @@ impl Writer {
         let bytes: usize = batch.iter().map(Change::cost).sum();
         batch.clear();
         self.counts.queued.fetch_sub(count, Ordering::Relaxed);
-        self.counts.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.budget.refund_store(bytes);
         match result {
             Ok(()) => {
@@ -431,9 +430,6 @@ mod tests {
             for change in &batch {
                 writer.budget.charge_store(change.cost());
                 counts.queued.fetch_add(1, Ordering::Relaxed);
-                counts
-                    .queued_bytes
-                    .fetch_add(change.cost(), Ordering::Relaxed);
             }
             writer.write(&mut batch);
         };

@@ -37,10 +37,10 @@ pub const KEEP_DAYS: u32 = 30;
 pub const KEEP_ROOM_BYTES: usize = 1 << 20;
 
 /// Lines that may wait for the disk; their bytes are bounded too, by the
-/// store's share of the memory budget, so this only needs to be enough
-/// for a burst to wait through the writer's gathering pause on a busy
-/// machine: at 4096 the fan-out benchmark's 20,000-line burst lost up to
-/// four lines in five here, at 16,384 none. Past either a line is dropped, not
+/// store's share of the memory budget, so this only needs to hold what the
+/// hub can hand over in a burst while the writer gathers and commits one
+/// batch on a busy machine (the fan-out benchmark's 20,000-line burst
+/// keeps every line at this size). Past either bound a line is dropped, not
 /// waited for: the hub must never stall the chat on a slow disk, and a
 /// lost line of history is a smaller harm than every room going quiet.
 /// (A topic, rules or bans are never dropped: see `Pending`.)
@@ -675,7 +675,7 @@ mod tests {
     }
 
     #[test]
-    fn what_is_pending_when_the_feed_goes_is_written_without_the_hub_waiting() {
+    fn what_is_pending_when_the_feed_goes_is_written() {
         let dir = std::env::temp_dir().join(format!("store-feed-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let keep = Retention {
@@ -694,12 +694,9 @@ mod tests {
             });
         }
         feed.save(Change::ServerBans(Some("ban everyone".into())));
-        let dropped_at = std::time::Instant::now();
+        // The feed has nothing to hand over as it goes (no Drop): what
+        // is pending is the writer's to take.
         drop(feed);
-        assert!(
-            dropped_at.elapsed() < Duration::from_secs(1),
-            "the hub waited"
-        );
         assert!(writing.finish(Duration::from_secs(10)), "the writer ended");
         assert_eq!(counts.written.load(Ordering::Relaxed), 101);
         assert_eq!(budget.store_used(), 0);

@@ -284,6 +284,14 @@ impl Reader {
 
     /// The connection ended: the hub hears why (the shard's reason, if it
     /// cut it), and the shard lets it go.
+    ///
+    /// Never inlined: reading away what a failed peer still sends takes a
+    /// 4 KiB buffer on the stack. Inlined into [`Reader::chat`], that
+    /// buffer was part of the frame under which the whole read loop runs,
+    /// so every reading thread touched one more stack page (three when
+    /// idle instead of two, four once it had decrypted a line instead of
+    /// three), resident for as long as the thread lives.
+    #[inline(never)]
     fn leave(mut self, mut reason: String) {
         let mut public = None;
         if let Some(cut) = self.fate.cut_reason() {

@@ -632,6 +632,37 @@ fn the_stores_files_are_readable_by_their_owner_only() {
     assert_eq!(warnings.len(), 1, "{log:#?}");
     assert!(warnings[0].contains("(mode 755)"), "{}", warnings[0]);
     assert!(warnings[0].contains("chmod 700"), "{}", warnings[0]);
+
+    // A crash leaves the log and its index behind (a clean stop removes
+    // them), here opened to all: SQLite takes them up as they are, so the
+    // server must close them before it opens the file.
+    let mut server = kept(&pki, &data, &[]);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("/join #crash");
+    alice.recv_until(|line| line.starts_with("notice you are in #crash"));
+    chats(&mut alice, "said before the crash");
+    assert!(
+        wait_until(|| fs::metadata(&files[1]).is_ok_and(|log| log.len() > 0)),
+        "the line never reached the log"
+    );
+    server.signal("-KILL");
+    server.wait_for_exit();
+    drop(alice);
+    for file in &files[..3] {
+        fs::set_permissions(file, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let server = kept(&pki, &data, &[]);
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    let past = join_and_read_past(&mut bob, "#crash");
+    let modes: Vec<_> = files.iter().map(|file| mode_of(file)).collect();
+    drop(bob);
+    server.stop();
+    assert_eq!(modes, [0o600; 4], "{files:?}");
+    assert!(
+        past.iter()
+            .any(|line| line.ends_with("said before the crash")),
+        "the log left by the crash was not read: {past:?}"
+    );
 }
 
 #[test]

@@ -641,8 +641,12 @@ fn the_stores_files_are_readable_by_their_owner_only() {
     alice.send("/join #crash");
     alice.recv_until(|line| line.starts_with("notice you are in #crash"));
     chats(&mut alice, "said before the crash");
+    let on_disk = format!(
+        "sqlite3 -readonly {} \"select count(*) from lines where text like '%before the crash%'\"",
+        files[0].display()
+    );
     assert!(
-        wait_until(|| fs::metadata(&files[1]).is_ok_and(|log| log.len() > 0)),
+        wait_until(|| shell(&on_disk).trim() == "1"),
         "the line never reached the log"
     );
     server.signal("-KILL");

@@ -13,7 +13,7 @@ pub fn to_current(conn: &mut Connection) -> rusqlite::Result<i64> {
     let tx = conn.transaction()?;
     let version = version_of(&tx)?;
     match version {
-        VERSION => return Ok(version),
+        VERSION => {}
         1 => {
             tx.execute_batch(SET_ASIDE_VERSION_1)?;
             tx.execute_batch(SCHEMA)?;
@@ -21,6 +21,8 @@ pub fn to_current(conn: &mut Connection) -> rusqlite::Result<i64> {
         }
         _ => tx.execute_batch(SCHEMA)?,
     }
+    // Written even when it has not changed: a file that cannot be written
+    // is found at start, and said once then, not at the first line.
     tx.pragma_update(None, "user_version", VERSION)?;
     tx.commit()?;
     Ok(version)

@@ -539,7 +539,7 @@ fn following_the_recovery_advice_gives_back_a_damaged_stores_lines() {
     }
     drop(alice);
     server.stop();
-    // Damage the index of the lines: `.dump` reads each table from its
+    // Damage the index of the rooms' keys: `.dump` reads each table from its
     // root page, so every line can still be reached. (Damage to a table's
     // own root page loses its rows to `.dump`: the next check is there
     // so that nobody moves an empty copy in place.)
@@ -549,7 +549,8 @@ fn following_the_recovery_advice_gives_back_a_damaged_stores_lines() {
         said.trim().parse().unwrap()
     };
     let size = page_of("pragma page_size");
-    let index = page_of("select rootpage from sqlite_master where name = 'lines_of_room'");
+    let index =
+        page_of("select rootpage from sqlite_master where name = 'sqlite_autoindex_rooms_1'");
     let mut bytes = fs::read(&file).unwrap();
     bytes[(index - 1) * size..index * size].fill(0x5a);
     fs::write(&file, &bytes).unwrap();

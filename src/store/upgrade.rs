@@ -29,17 +29,17 @@ pub fn to_current(conn: &mut Connection) -> rusqlite::Result<i64> {
 }
 
 /// Sets version 1's tables aside, for [`SCHEMA`] to make version 2's in
-/// their place. The old index goes first: the new one has its name, and
-/// would otherwise not be made.
+/// their place; version 2 has no index of lines by room.
 const SET_ASIDE_VERSION_1: &str = "
     DROP INDEX IF EXISTS lines_of_room;
     ALTER TABLE rooms RENAME TO rooms_v1;
     ALTER TABLE lines RENAME TO lines_v1;
 ";
 
-/// Version 1's rows into version 2's tables (lines by their room's
-/// number, not its key), keeping each line its number, time and text, and
-/// each room its name, topic and rules. A line whose room had no row
+/// Version 1's rows into version 2's tables (lines numbered by room,
+/// `1 << 40` being [`ROOM_SPAN`](super::db::ROOM_SPAN)), keeping each line
+/// its place in its room, its time and text, and each room its name,
+/// topic and rules. A line whose room had no row
 /// (none should) gets one, named by its key.
 const COPY_VERSION_1: &str = "
     INSERT INTO rooms (key, name, topic, rules)
@@ -47,9 +47,11 @@ const COPY_VERSION_1: &str = "
     INSERT INTO rooms (key, name)
         SELECT DISTINCT room, room FROM lines_v1
         WHERE room NOT IN (SELECT key FROM rooms) ORDER BY room;
-    INSERT INTO lines (id, room, at, text)
-        SELECT lines_v1.id, rooms.id, lines_v1.at, lines_v1.text
-        FROM lines_v1 JOIN rooms ON rooms.key = lines_v1.room ORDER BY lines_v1.id;
+    INSERT INTO lines (id, at, text)
+        SELECT rooms.id * (1 << 40)
+                + ROW_NUMBER() OVER (PARTITION BY rooms.id ORDER BY lines_v1.id) - 1,
+            lines_v1.at, lines_v1.text
+        FROM lines_v1 JOIN rooms ON rooms.key = lines_v1.room;
     DROP TABLE lines_v1;
     DROP TABLE rooms_v1;
 ";
@@ -57,7 +59,8 @@ const COPY_VERSION_1: &str = "
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{open, Retention, StoreError, DB_FILE, KEEP_ROOM_BYTES};
+    use crate::store::db::{load, write_batch, Known, ROOM_SPAN};
+    use crate::store::{open, Change, Retention, StoreError, DB_FILE, KEEP_ROOM_BYTES};
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
@@ -168,25 +171,46 @@ mod tests {
             "the old line is past 3 days"
         );
         drop(opened);
-        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        let mut conn = Connection::open(dir.join(DB_FILE)).unwrap();
         assert_eq!(version_of(&conn).unwrap(), VERSION);
-        let numbers: Vec<i64> = conn
-            .prepare("SELECT id FROM lines ORDER BY id")
+        // Each room's lines in their order, numbered from its span.
+        let by_room: Vec<(String, i64, String)> = conn
+            .prepare(
+                "SELECT rooms.key, lines.id % ?1, lines.text FROM lines
+                 JOIN rooms ON lines.id / ?1 = rooms.id ORDER BY lines.id",
+            )
             .unwrap()
-            .query_map([], |row| row.get(0))
+            .query_map([ROOM_SPAN], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(numbers, [3, 5, 8, 9]);
-        let by_room: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM lines JOIN rooms ON rooms.id = lines.room
-                 WHERE rooms.key = '#tea'",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
-        assert_eq!(by_room, 3);
+        let by_room: Vec<(&str, i64, &str)> = by_room
+            .iter()
+            .map(|(room, n, text)| (room.as_str(), *n, text.as_str()))
+            .collect();
+        assert_eq!(
+            by_room,
+            [
+                ("#tea", 0, "chat a green\n"),
+                ("#tea", 1, "chat a oolong\n"),
+                ("#tea", 2, "chat b mint\n"),
+                ("#lost", 0, "chat b here\n"),
+            ]
+        );
+        // A room's next line comes after those brought up.
+        let later = Change::Line {
+            room: "#Tea".into(),
+            text: "chat c later\n".into(),
+            at: now,
+        };
+        write_batch(&mut conn, &[later], &mut Known::default()).unwrap();
+        let loaded = load(&conn, &keep(30), now).unwrap();
+        assert_eq!(
+            loaded.rooms[2].lines.last().map(|l| &**l),
+            Some("chat c later\n")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -222,7 +222,7 @@ pub(super) fn spawn(
         budget,
         failing: false,
         warned: None,
-        known: db::Known::new(),
+        known: db::Known::default(),
     };
     thread::Builder::new().name("store".into()).spawn(move || {
         let _alive = alive;
@@ -377,10 +377,7 @@ impl Writer {
     /// Forgets what is past the retention in the rooms written to since
     /// the last time (and the oldest lines): on the timer.
     fn prune_written(&mut self) {
-        // Two spellings of a room share its number.
-        let mut rooms: Vec<i64> = self.known.drain().map(|(_, id)| id).collect();
-        rooms.sort_unstable();
-        rooms.dedup();
+        let rooms = self.known.take_rooms();
         let result = db::prune_rooms(&mut self.conn, &self.retention, SystemTime::now(), &rooms);
         pruned(result);
     }
@@ -504,7 +501,7 @@ mod tests {
             budget: Budget::new(&Policy::default()),
             failing: false,
             warned: None,
-            known: db::Known::new(),
+            known: db::Known::default(),
         };
         // As the feed counts what it queues.
         let mut write = |mut batch: Vec<Change>| {

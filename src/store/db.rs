@@ -15,9 +15,11 @@ use super::{millis, Change, Loaded, Retention, SavedRoom, StoreError};
 pub const DB_FILE: &str = "chat.db";
 
 /// The tables' version, in SQLite's `user_version`: a file of an earlier
-/// version is brought up to this one at start ([`upgrade::to_current`](super::upgrade::to_current)), one of a
-/// later version is refused rather than misread. 1: lines named their
-/// room by its key; 2: by the room's number.
+/// version is brought up to this one at start
+/// ([`upgrade::to_current`](super::upgrade::to_current)), one of a later
+/// version is refused rather than misread. 1: lines named their room by
+/// its key, with an index of lines by room; 2: lines numbered by room
+/// ([`ROOM_SPAN`]), no index.
 pub const VERSION: i64 = 2;
 
 /// The most bytes the write-ahead log keeps on disk between bursts.

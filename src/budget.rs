@@ -272,17 +272,26 @@ mod tests {
     #[test]
     fn the_stores_share_is_bounded_and_never_pauses_the_hub() {
         let budget = with_limit(1000);
+        // The hub's own count at its very limit: one byte of the store's
+        // counted there (or looked at when deciding to pause) would pause it.
+        budget.charge(1000);
+        assert!(!budget.is_over());
         let share = STORE_SHARE_FLOOR;
         assert!(budget.try_charge_store(share - 10));
         assert!(!budget.try_charge_store(11), "past the share");
         assert!(budget.try_charge_store(10));
         assert_eq!(budget.store_used(), share);
-        // Far past the budget's own limit, yet no pause.
+        budget.charge_store(5);
+        assert_eq!(budget.used(), 1000, "the store's bytes are its own");
         assert!(!budget.is_over());
         assert_eq!(budget.wait_for_room(), None);
-        budget.charge_store(5);
         budget.refund_store(share + 5);
         assert_eq!(budget.store_used(), 0);
+        assert_eq!(budget.used(), 1000, "refunded from the store's bytes");
+        // The edge is real: a byte more of the hub's own pauses it.
+        budget.charge(1);
+        assert!(budget.is_over());
+        budget.refund(1001);
         let big = with_limit(64 << 20);
         assert!(big.try_charge_store(4 << 20));
         assert!(!big.try_charge_store(1));

@@ -539,7 +539,7 @@ fn following_the_recovery_advice_gives_back_a_damaged_stores_lines() {
     }
     drop(alice);
     server.stop();
-    // Damage the index of the lines: `.dump` reads each table from its
+    // Damage the index of the rooms' keys: `.dump` reads each table from its
     // root page, so every line can still be reached. (Damage to a table's
     // own root page loses its rows to `.dump`: the next check is there
     // so that nobody moves an empty copy in place.)
@@ -549,7 +549,8 @@ fn following_the_recovery_advice_gives_back_a_damaged_stores_lines() {
         said.trim().parse().unwrap()
     };
     let size = page_of("pragma page_size");
-    let index = page_of("select rootpage from sqlite_master where name = 'lines_of_room'");
+    let index =
+        page_of("select rootpage from sqlite_master where name = 'sqlite_autoindex_rooms_1'");
     let mut bytes = fs::read(&file).unwrap();
     bytes[(index - 1) * size..index * size].fill(0x5a);
     fs::write(&file, &bytes).unwrap();
@@ -632,6 +633,41 @@ fn the_stores_files_are_readable_by_their_owner_only() {
     assert_eq!(warnings.len(), 1, "{log:#?}");
     assert!(warnings[0].contains("(mode 755)"), "{}", warnings[0]);
     assert!(warnings[0].contains("chmod 700"), "{}", warnings[0]);
+
+    // A crash leaves the log and its index behind (a clean stop removes
+    // them), here opened to all: SQLite takes them up as they are, so the
+    // server must close them before it opens the file.
+    let mut server = kept(&pki, &data, &[]);
+    let mut alice = TestClient::connect(server.addr, &pki.ca);
+    alice.send("/join #crash");
+    alice.recv_until(|line| line.starts_with("notice you are in #crash"));
+    chats(&mut alice, "said before the crash");
+    let on_disk = format!(
+        "sqlite3 -readonly {} \"select count(*) from lines where text like '%before the crash%'\"",
+        files[0].display()
+    );
+    assert!(
+        wait_until(|| shell(&on_disk).trim() == "1"),
+        "the line never reached the log"
+    );
+    server.signal("-KILL");
+    server.wait_for_exit();
+    drop(alice);
+    for file in &files[..3] {
+        fs::set_permissions(file, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let server = kept(&pki, &data, &[]);
+    let mut bob = TestClient::connect(server.addr, &pki.ca);
+    let past = join_and_read_past(&mut bob, "#crash");
+    let modes: Vec<_> = files.iter().map(|file| mode_of(file)).collect();
+    drop(bob);
+    server.stop();
+    assert_eq!(modes, [0o600; 4], "{files:?}");
+    assert!(
+        past.iter()
+            .any(|line| line.ends_with("said before the crash")),
+        "the log left by the crash was not read: {past:?}"
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! of writes goes in, and what the retention forgets. SQL only: no
 //! threads, no queue (`writer` has those).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,48 +14,73 @@ use super::{millis, Change, Loaded, Retention, SavedRoom, StoreError};
 /// The database file in the data directory.
 pub const DB_FILE: &str = "chat.db";
 
-/// The tables' version, in SQLite's `user_version`: a file of a later
-/// version is refused rather than misread.
-pub const VERSION: i64 = 1;
+/// The tables' version, in SQLite's `user_version`: a file of an earlier
+/// version is brought up to this one at start
+/// ([`upgrade::to_current`](super::upgrade::to_current)), one of a later
+/// version is refused rather than misread. 1: lines named their room by
+/// its key, with an index of lines by room; 2: lines numbered by room
+/// ([`ROOM_SPAN`]), no index.
+pub const VERSION: i64 = 2;
 
 /// The most bytes the write-ahead log keeps on disk between bursts.
 const JOURNAL_SIZE_LIMIT: i64 = 4 << 20;
 
-/// Rooms by their key (the name in lower case): the name as last written,
-/// the topic, the rules. Lines in the order they were said, each with its
-/// time (milliseconds since the epoch). Server-wide texts by name.
-const SCHEMA: &str = "
+/// Rooms by number, each with its key (the name in lower case), the name
+/// as last written, the topic, the rules. Lines each with its time
+/// (milliseconds since the epoch), numbered by room ([`ROOM_SPAN`]).
+/// Server-wide texts by name.
+pub(super) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS rooms (
-        key TEXT PRIMARY KEY,
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
         name TEXT NOT NULL,
         topic TEXT,
         rules TEXT
-    ) WITHOUT ROWID;
+    );
     CREATE TABLE IF NOT EXISTS lines (
         id INTEGER PRIMARY KEY,
-        room TEXT NOT NULL,
         at INTEGER NOT NULL,
         text TEXT NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS lines_of_room ON lines (room, id);
     CREATE TABLE IF NOT EXISTS server (
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID;
 ";
 
+/// The lines of room number `r` are numbered from `r * ROOM_SPAN` up, in
+/// the order they were said: a room's lines are one stretch of the table,
+/// read and forgotten by range, with no index. (With an index of lines by
+/// room, the index was half of what writing a line cost.) Room numbers
+/// stay below 2^23, and a room's lines below 2^40: a room saying 300 lines
+/// a second for a century.
+pub(super) const ROOM_SPAN: i64 = 1 << 40;
+
+/// The numbers room `room`'s lines take: from the first, up to the second.
+fn span_of(room: i64) -> rusqlite::Result<(i64, i64)> {
+    let first = room.checked_mul(ROOM_SPAN);
+    let end = room
+        .checked_add(1)
+        .and_then(|next| next.checked_mul(ROOM_SPAN));
+    match (first, end) {
+        (Some(first), Some(end)) if room >= 0 => Ok((first, end)),
+        _ => Err(rusqlite::Error::IntegralValueOutOfRange(0, room)),
+    }
+}
+
 /// The `server` row that holds the server-wide bans.
 const BANS: &str = "bans";
 
-/// Opens `file` (made if missing): checks that SQLite can read all of it,
-/// and that its tables are ours, then makes them if new. WAL with
-/// `synchronous=NORMAL`: a commit is a write to the log, no flush to the
-/// disk, and survives the process being killed (not a power cut, which
-/// may lose the last commits, never the file).
+/// Opens `file` (made if missing) and checks that SQLite can read all of
+/// it, and that its version is not a later one than ours; its tables are
+/// [`upgrade::to_current`](super::upgrade::to_current)'s to make. WAL with `synchronous=NORMAL`: a commit is a
+/// write to the log, no flush to the disk, and survives the process being
+/// killed (not a power cut, which may lose the last commits, never the
+/// file).
 pub fn open(file: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(file)?;
     // Reads the header: a file that is not a database fails here.
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let version = version_of(&conn)?;
     let check: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
     if check != "ok" {
         return Err(rusqlite::Error::SqliteFailure(
@@ -71,9 +96,12 @@ pub fn open(file: &Path) -> rusqlite::Result<Connection> {
     // After a burst the log may have grown far past its usual size: cut
     // back to this at each checkpoint rather than kept at its largest.
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
-    conn.execute_batch(SCHEMA)?;
-    conn.pragma_update(None, "user_version", VERSION)?;
     Ok(conn)
+}
+
+/// The file's version: 0 for a new one.
+pub(super) fn version_of(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
 }
 
 /// The refusal for an error at open or load that [`is_unwritable`] does
@@ -112,13 +140,15 @@ pub fn is_unwritable(err: &rusqlite::Error) -> bool {
 pub fn load(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqlite::Result<Loaded> {
     let oldest = retention.oldest_kept(now);
     let mut rooms = Vec::new();
-    let mut each_room = conn.prepare("SELECT key, name, topic, rules FROM rooms ORDER BY key")?;
-    let mut lines_of = conn
-        .prepare("SELECT text FROM lines WHERE room = ?1 AND at >= ?2 ORDER BY id DESC LIMIT ?3")?;
+    let mut each_room = conn.prepare("SELECT id, name, topic, rules FROM rooms ORDER BY key")?;
+    let mut lines_of = conn.prepare(
+        "SELECT text FROM lines WHERE id >= ?1 AND id < ?2 AND at >= ?3
+         ORDER BY id DESC LIMIT ?4",
+    )?;
     let limit = i64::try_from(retention.lines).unwrap_or(i64::MAX);
     let found = each_room.query_map([], |row| {
         Ok((
-            row.get::<_, String>(0)?,
+            row.get::<_, i64>(0)?,
             SavedRoom {
                 name: row.get(1)?,
                 topic: row.get(2)?,
@@ -128,11 +158,12 @@ pub fn load(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqli
         ))
     })?;
     for found in found {
-        let (key, mut room) = found?;
+        let (id, mut room) = found?;
+        let (first, end) = span_of(id)?;
         let mut bytes = 0;
-        for text in
-            lines_of.query_map(params![key, oldest, limit], |row| row.get::<_, String>(0))?
-        {
+        for text in lines_of.query_map(params![first, end, oldest, limit], |row| {
+            row.get::<_, String>(0)
+        })? {
             let text = text?;
             bytes += text.len();
             if bytes > retention.room_bytes {
@@ -153,29 +184,58 @@ pub fn load(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqli
     Ok(Loaded { rooms, server_bans })
 }
 
+/// The rooms whose row is in the file, as the writer last wrote them.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Each room's number, by its name as written (a new spelling writes
+    /// the row again, with that name).
+    rooms: HashMap<Arc<str>, i64>,
+    /// The number each room's next line takes, by the room's number.
+    next: HashMap<i64, i64>,
+}
+
+impl Known {
+    /// Forgets every room: their rows may have gone.
+    pub fn clear(&mut self) {
+        self.rooms.clear();
+        self.next.clear();
+    }
+
+    /// The numbers of the rooms written to, each once, and forgets them.
+    pub fn take_rooms(&mut self) -> Vec<i64> {
+        let mut rooms: Vec<i64> = self.rooms.drain().map(|(_, id)| id).collect();
+        self.next.clear();
+        rooms.sort_unstable();
+        rooms.dedup();
+        rooms
+    }
+}
+
 /// Puts `writes` on disk in one transaction: all or none. `known` holds
-/// the room names already in the file as written, so that a room's row
-/// is written once, not with each of its lines. The caller empties it
-/// when rows may have gone (a failed batch, whose rows were rolled back
-/// though they were added here; a prune).
+/// the rooms already in the file, so that a room's row is written once,
+/// not with each of its lines, and each line names its room by number.
+/// The caller empties it when rows may have gone (a failed batch, whose
+/// rows were rolled back though they were added here; a prune).
 pub fn write_batch(
     conn: &mut Connection,
     writes: &[Change],
-    known: &mut HashSet<Arc<str>>,
+    known: &mut Known,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut room_row = tx.prepare_cached(
             "INSERT INTO rooms (key, name) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET name = excluded.name WHERE name != excluded.name",
+             ON CONFLICT (key) DO UPDATE SET name = excluded.name RETURNING id",
         )?;
-        let mut line =
-            tx.prepare_cached("INSERT INTO lines (room, at, text) VALUES (?1, ?2, ?3)")?;
+        let mut last_line =
+            tx.prepare_cached("SELECT max(id) FROM lines WHERE id >= ?1 AND id < ?2")?;
+        let mut line = tx.prepare_cached("INSERT INTO lines (id, at, text) VALUES (?1, ?2, ?3)")?;
         // A topic makes its room's row itself: it must not depend on
         // `known`, which a failed batch may have left ahead of the file.
         let mut topic = tx.prepare_cached(
             "INSERT INTO rooms (key, name, topic) VALUES (?1, ?2, ?3)
-             ON CONFLICT (key) DO UPDATE SET name = excluded.name, topic = excluded.topic",
+             ON CONFLICT (key) DO UPDATE SET name = excluded.name, topic = excluded.topic
+             RETURNING id",
         )?;
         // Rules come by the room's key, not its name as written: a new row
         // takes the key as its name until a line or topic gives the real
@@ -187,16 +247,32 @@ pub fn write_batch(
         for write in writes {
             match write {
                 Change::Line { room, text, at } => {
-                    let key = room.to_ascii_lowercase();
-                    if !known.contains(room) {
-                        room_row.execute(params![key, room])?;
-                        known.insert(Arc::clone(room));
+                    let id = match known.rooms.get(room) {
+                        Some(&id) => id,
+                        None => {
+                            let key = room.to_ascii_lowercase();
+                            let id = room_row.query_row(params![key, room], |row| row.get(0))?;
+                            known.rooms.insert(Arc::clone(room), id);
+                            id
+                        }
+                    };
+                    let (first, end) = span_of(id)?;
+                    let next = match known.next.get(&id) {
+                        Some(&next) => next,
+                        None => last_line
+                            .query_row([first, end], |row| row.get::<_, Option<i64>>(0))?
+                            .map_or(first, |last| last + 1),
+                    };
+                    if next >= end {
+                        return Err(rusqlite::Error::IntegralValueOutOfRange(0, next));
                     }
-                    line.execute(params![key, millis(*at), text])?;
+                    line.execute(params![next, millis(*at), text])?;
+                    known.next.insert(id, next + 1);
                 }
                 Change::Topic { room, topic: text } => {
-                    topic.execute(params![room.to_ascii_lowercase(), room, text])?;
-                    known.insert(Arc::clone(room));
+                    let key = room.to_ascii_lowercase();
+                    let id = topic.query_row(params![key, room, text], |row| row.get(0))?;
+                    known.rooms.insert(Arc::clone(room), id);
                 }
                 Change::Rules { room, text } => {
                     rules.execute(params![room.to_ascii_lowercase(), text])?;
@@ -220,7 +296,8 @@ pub fn write_batch(
 /// Forgets the rooms that keep nothing any more: no topic, no rules, no
 /// line (after a prune took their last).
 const FORGET_EMPTY_ROOMS: &str = "DELETE FROM rooms WHERE topic IS NULL AND rules IS NULL
-     AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.room = rooms.key)";
+     AND NOT EXISTS (SELECT 1 FROM lines
+         WHERE lines.id >= rooms.id * ?1 AND lines.id < (rooms.id + 1) * ?1)";
 
 /// Forgets the lines past `retention` at `now` (too old, too many, too
 /// many bytes, per room), then the rooms that keep nothing, looking at
@@ -244,67 +321,83 @@ pub fn prune(
                     ROW_NUMBER() OVER newest AS n,
                     SUM(length(CAST(text AS BLOB))) OVER newest AS bytes
                 FROM lines
-                WINDOW newest AS (PARTITION BY room ORDER BY id DESC)
+                WINDOW newest AS (PARTITION BY id / ?3 ORDER BY id DESC)
             ) WHERE n > ?1 OR bytes > ?2
         )",
         params![
             i64::try_from(retention.lines).unwrap_or(i64::MAX),
-            i64::try_from(retention.room_bytes).unwrap_or(i64::MAX)
+            i64::try_from(retention.room_bytes).unwrap_or(i64::MAX),
+            ROOM_SPAN
         ],
     )?;
-    tx.execute(FORGET_EMPTY_ROOMS, [])?;
+    tx.execute(FORGET_EMPTY_ROOMS, [ROOM_SPAN])?;
     tx.commit()?;
     Ok(gone)
 }
 
-/// As [`prune`], looking only at `rooms` (by key: those written since the
-/// last time) and the oldest lines, so that the cost follows what was
-/// said, not all that is kept. Returns the lines forgotten.
+/// As [`prune`], looking only at `rooms` (by number: those written since
+/// the last time) and at the oldest lines of each room, so that the cost
+/// follows what was said, not all that is kept. Returns the lines
+/// forgotten.
 pub fn prune_rooms(
     conn: &mut Connection,
     retention: &Retention,
     now: SystemTime,
-    rooms: &[String],
+    rooms: &[i64],
 ) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
-    // Lines are numbered in the order they were said: the old ones are the
-    // first, and the scan stops at the first that is young enough.
-    let too_old = tx.execute(
-        "DELETE FROM lines WHERE id < coalesce(
-            (SELECT id FROM lines WHERE at >= ?1 ORDER BY id LIMIT 1),
-            (SELECT max(id) + 1 FROM lines))",
-        [retention.oldest_kept(now)],
-    )?;
+    let mut too_old = 0;
+    {
+        // A room's lines are in the order they were said: its old ones are
+        // its first, up to the first that is young enough.
+        let mut old_of = tx.prepare_cached(
+            "DELETE FROM lines WHERE id >= ?1 AND id < coalesce(
+                (SELECT id FROM lines WHERE id >= ?1 AND id < ?2 AND at >= ?3
+                 ORDER BY id LIMIT 1),
+                ?2)",
+        )?;
+        let every_room: Vec<i64> = tx
+            .prepare_cached("SELECT id FROM rooms")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let oldest = retention.oldest_kept(now);
+        for room in every_room {
+            let (first, end) = span_of(room)?;
+            too_old += old_of.execute(params![first, end, oldest])?;
+        }
+    }
     let mut gone = too_old;
     {
         // A room's lines newest first: the one past the count, or where the
         // bytes pass the cap, goes with all before it.
         let mut past_count = tx.prepare_cached(
-            "DELETE FROM lines WHERE room = ?1 AND id <=
-                (SELECT id FROM lines WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            "DELETE FROM lines WHERE id >= ?1 AND id <=
+                (SELECT id FROM lines WHERE id >= ?1 AND id < ?2
+                 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
         )?;
         let mut past_bytes = tx.prepare_cached(
-            "DELETE FROM lines WHERE room = ?1 AND id <= (
+            "DELETE FROM lines WHERE id >= ?1 AND id <= (
                 SELECT max(id) FROM (
                     SELECT id, SUM(length(CAST(text AS BLOB))) OVER (ORDER BY id DESC) AS bytes
-                    FROM lines WHERE room = ?1
-                ) WHERE bytes > ?2)",
+                    FROM lines WHERE id >= ?1 AND id < ?2
+                ) WHERE bytes > ?3)",
         )?;
         let mut empty = tx.prepare_cached(
-            "DELETE FROM rooms WHERE key = ?1 AND topic IS NULL AND rules IS NULL
-             AND NOT EXISTS (SELECT 1 FROM lines WHERE room = ?1)",
+            "DELETE FROM rooms WHERE id = ?1 AND topic IS NULL AND rules IS NULL
+             AND NOT EXISTS (SELECT 1 FROM lines WHERE id >= ?2 AND id < ?3)",
         )?;
         let lines = i64::try_from(retention.lines).unwrap_or(i64::MAX);
         let bytes = i64::try_from(retention.room_bytes).unwrap_or(i64::MAX);
-        for room in rooms {
-            gone += past_count.execute(params![room, lines])?;
-            gone += past_bytes.execute(params![room, bytes])?;
-            empty.execute([room])?;
+        for &room in rooms {
+            let (first, end) = span_of(room)?;
+            gone += past_count.execute(params![first, end, lines])?;
+            gone += past_bytes.execute(params![first, end, bytes])?;
+            empty.execute(params![room, first, end])?;
         }
     }
     // Old lines may have been any room's last.
     if too_old > 0 {
-        tx.execute(FORGET_EMPTY_ROOMS, [])?;
+        tx.execute(FORGET_EMPTY_ROOMS, [ROOM_SPAN])?;
     }
     tx.commit()?;
     Ok(gone)
@@ -332,8 +425,12 @@ mod tests {
     }
 
     fn memory() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(
+            super::super::upgrade::to_current(&mut conn).unwrap(),
+            0,
+            "a new file"
+        );
         conn
     }
 
@@ -361,7 +458,7 @@ mod tests {
                 },
                 Change::ServerBans(Some("ban y".into())),
             ],
-            &mut HashSet::new(),
+            &mut Known::default(),
         )
         .unwrap();
         let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
@@ -383,7 +480,7 @@ mod tests {
                 },
                 Change::ServerBans(None),
             ],
-            &mut HashSet::new(),
+            &mut Known::default(),
         )
         .unwrap();
         let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
@@ -392,10 +489,35 @@ mod tests {
     }
 
     #[test]
+    fn two_spellings_of_a_room_share_its_lines_in_order() {
+        let mut conn = memory();
+        let now = SystemTime::now();
+        let mut known = Known::default();
+        let writes = [
+            line("#Tea", "chat a one\n", now),
+            line("#TEA", "chat b two\n", now),
+            line("#Tea", "chat a three\n", now),
+        ];
+        write_batch(&mut conn, &writes, &mut known).unwrap();
+        write_batch(&mut conn, &writes[..1], &mut known).unwrap();
+        let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
+        assert_eq!(loaded.rooms.len(), 1);
+        assert_eq!(
+            texts(&loaded.rooms[0]),
+            [
+                "chat a one\n",
+                "chat b two\n",
+                "chat a three\n",
+                "chat a one\n"
+            ]
+        );
+    }
+
+    #[test]
     fn a_rules_change_leaves_the_rooms_name_as_written() {
         let mut conn = memory();
         let now = SystemTime::now();
-        let mut known = HashSet::new();
+        let mut known = Known::default();
         let rules = |text: Option<&str>| Change::Rules {
             room: "#tea".into(),
             text: text.map(String::from),
@@ -445,7 +567,7 @@ mod tests {
         let mut writes = vec![line("#a", "chat x ancient\n", old)];
         writes.extend((0..10).map(|n| line("#a", &format!("chat x {n}\n"), now)));
         writes.push(line("#gone", "chat x old\n", old));
-        write_batch(&mut conn, &writes, &mut HashSet::new()).unwrap();
+        write_batch(&mut conn, &writes, &mut Known::default()).unwrap();
         // Each line "chat x N\n" is 9 bytes: 30 bytes hold three.
         let keep = retention(5, 30, 2);
         let loaded = load(&conn, &keep, now).unwrap();
@@ -487,12 +609,17 @@ mod tests {
         let keep = retention(5, 30, 2);
         let everything = |conn: &Connection| load(conn, &retention(50, 1 << 20, 30), now).unwrap();
         let mut all = memory();
-        write_batch(&mut all, &writes, &mut HashSet::new()).unwrap();
+        write_batch(&mut all, &writes, &mut Known::default()).unwrap();
         let mut some = memory();
-        write_batch(&mut some, &writes, &mut HashSet::new()).unwrap();
+        write_batch(&mut some, &writes, &mut Known::default()).unwrap();
 
         assert_eq!(prune(&mut all, &keep, now).unwrap(), 1 + 7 + 1);
-        let rooms = ["#a", "#c", "#d"].map(String::from);
+        let rooms = ["#a", "#c", "#d"].map(|key| {
+            some.query_row("SELECT id FROM rooms WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .unwrap()
+        });
         assert_eq!(
             prune_rooms(&mut some, &keep, now, &rooms).unwrap(),
             1 + 7 + 1

@@ -20,6 +20,7 @@ use crate::chat::RoomId;
 use crate::sync;
 
 mod db;
+mod upgrade;
 mod writer;
 
 pub use db::DB_FILE;
@@ -466,6 +467,15 @@ pub enum StoreError {
         /// What SQLite said.
         why: String,
     },
+    /// The file was made by an earlier version of the server, and could
+    /// not be brought up to this one's tables (for want of room on the
+    /// disk it is not refused: the chat goes on in memory).
+    NotUpgraded {
+        /// The file.
+        file: PathBuf,
+        /// What SQLite said.
+        why: String,
+    },
     /// The file was written by a newer version of the server.
     TooNew {
         /// The file.
@@ -498,6 +508,14 @@ impl fmt::Display for StoreError {
                     recovery(&file)
                 )
             }
+            StoreError::NotUpgraded { file, why } => write!(
+                f,
+                "{} was made by an earlier chat-server, and could not be brought up to \
+                 this one's version {} ({why}); it was left as it is. Start the earlier \
+                 chat-server on it, or move it aside to start with an empty store",
+                file.display(),
+                db::VERSION
+            ),
             StoreError::TooNew { file, version } => write!(
                 f,
                 "{} has version {version}, made by a newer chat-server; this one \
@@ -614,6 +632,10 @@ mod tests {
             ..Policy::default()
         });
         let (mut feed, _queue) = feed(QUEUE_WRITES, &budget);
+        // The hub's own count at its limit: a line the feed counted there
+        // instead of in the store's share would pause it.
+        budget.charge(1000);
+        assert!(!budget.is_over());
         let text: Arc<str> = format!("chat a {}\n", "x".repeat(4000)).into();
         for _ in 0..QUEUE_WRITES {
             feed.line(RoomId(1), || Some("#a".into()), &text);
@@ -625,6 +647,7 @@ mod tests {
         let dropped = feed.counts.dropped.load(Ordering::Relaxed);
         assert_eq!(dropped, (QUEUE_WRITES - fit) as u64);
         assert!(budget.store_used() <= budget.store_share());
+        assert_eq!(budget.used(), 1000, "the store's lines are its share's");
         assert!(!budget.is_over(), "a stalled disk must not pause the hub");
     }
 
@@ -727,11 +750,18 @@ mod tests {
         // next commit waits on it, as on a disk that stalls.
         let stall = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
         stall.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // The hub's own count at its limit, as in a burst to slow readers.
+        budget.charge(64 * 1024);
         let text: Arc<str> = format!("chat a {}\n", "x".repeat(100)).into();
         for _ in 0..2 * QUEUE_WRITES {
             feed.line(RoomId(1), || Some("#Tea".into()), &text);
         }
         assert!(counts.dropped.load(Ordering::Relaxed) > 0);
+        assert_eq!(
+            budget.used(),
+            64 * 1024,
+            "the store's lines are its share's"
+        );
         assert!(!budget.is_over(), "the hub would pause for the disk");
         // The op bans while the disk is behind, then the room goes quiet.
         feed.save(Change::Rules {

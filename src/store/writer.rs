@@ -3,7 +3,6 @@
 //! and forgets what is past the retention on a timer. Not what goes into
 //! the file (`db`), nor the hub's side of the queue (`Feed`).
 
-use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -16,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::Connection;
 
-use super::{db, Change, Pending, Queued, Retention, StoreCounts, StoreError, PRUNE_EVERY};
+use super::{
+    db, upgrade, Change, Pending, Queued, Retention, StoreCounts, StoreError, PRUNE_EVERY,
+};
 use crate::budget::Budget;
 
 /// The file whose lock says a server uses the directory. The kernel lets
@@ -25,10 +26,10 @@ use crate::budget::Budget;
 pub const LOCK_FILE: &str = "lock";
 
 /// How long the writer lets writes gather after a transaction that took
-/// all there was. Each commit writes at least a page of the lines table
-/// and one of its index to the log, however short the line: at 2 ms a
-/// chat's every line was a transaction of its own (some 8 KiB of log for
-/// a 60-byte line); at 100 ms a chat of 10 lines a second or more shares
+/// all there was. Each commit writes at least a 4 KiB page of the lines
+/// table to the log, however short the line: at 2 ms a chat's every line
+/// was a transaction of its own (some 8 KiB of log for a 60-byte line,
+/// when the lines had an index too); at 100 ms a chat of 10 lines a second or more shares
 /// its commits, and the hub's sends never wake the writer (a burst
 /// nudges it, see [`NUDGE_EVERY`]). What a `kill -9` can lose grows by
 /// this, still a tenth of the second the README allows.
@@ -37,8 +38,15 @@ const GATHER: Duration = Duration::from_millis(100);
 /// Lines the feed queues between two nudges that end the writer's
 /// gathering pause early ([`gather`]): a burst is written a few hundred
 /// lines at a time, rather than filling the queue while the writer waits.
-/// A count kept by the feed, not a look at the queue: nothing more on the
-/// hub's path per line than an increment.
+/// The nudge is needed: the pause looks at the queue only when the writer
+/// wakes, and nothing else wakes a parked writer before [`GATHER`] is
+/// over (it waits on no channel), so without it a hub handing over more
+/// than [`QUEUE_WRITES`](super::QUEUE_WRITES) lines in one pause (164,000
+/// a second) would drop lines a writer that keeps up could have written
+/// (`a_burst_ends_the_gathering_pause` in this module's tests fails
+/// without it). A count kept by the feed, not a look at the queue: nothing
+/// more on the hub's path per line than an increment, and an unpark per
+/// 256 lines.
 pub(super) const NUDGE_EVERY: u32 = 256;
 
 /// The most writes in one transaction: a commit is cheap in WAL mode, and
@@ -103,13 +111,33 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
         in_memory(db::DB_FILE, &err);
         return Ok(None);
     }
-    match db::open(&file) {
-        Ok(conn) => Ok(Some((lock, conn))),
+    let mut conn = match db::open(&file) {
+        Ok(conn) => conn,
+        Err(err) if db::is_unwritable(&err) => {
+            in_memory(db::DB_FILE, &err);
+            return Ok(None);
+        }
+        Err(err) => return Err(db::refusal(dir, err)),
+    };
+    match upgrade::to_current(&mut conn) {
+        Ok(version) => {
+            if version != 0 && version != db::VERSION {
+                log::info!(
+                    "store {}: brought from version {version} to version {}",
+                    file.display(),
+                    db::VERSION
+                );
+            }
+            Ok(Some((lock, conn)))
+        }
         Err(err) if db::is_unwritable(&err) => {
             in_memory(db::DB_FILE, &err);
             Ok(None)
         }
-        Err(err) => Err(db::refusal(dir, err)),
+        Err(err) => Err(StoreError::NotUpgraded {
+            file,
+            why: err.to_string(),
+        }),
     }
 }
 
@@ -194,7 +222,7 @@ pub(super) fn spawn(
         budget,
         failing: false,
         warned: None,
-        known: HashSet::new(),
+        known: db::Known::default(),
     };
     thread::Builder::new().name("store".into()).spawn(move || {
         let _alive = alive;
@@ -215,10 +243,11 @@ struct Writer {
     /// When the log last said the disk refuses writes, and whether it has
     /// said since that it writes again.
     warned: Option<(Instant, bool)>,
-    /// The rooms whose row is in the file, by name as written. Emptied at
-    /// each prune (which may remove rows), so it is also the rooms written
-    /// to since the last one: those the next prune looks at.
-    known: HashSet<Arc<str>>,
+    /// The rooms whose row is in the file, by name as written, with their
+    /// numbers. Emptied at each prune (which may remove rows), so it is
+    /// also the rooms written to since the last one: those the next prune
+    /// looks at.
+    known: db::Known,
 }
 
 impl Writer {
@@ -276,7 +305,7 @@ impl Writer {
             // is a system call on the hub's thread, for every line of a
             // chat that speaks just slower than the writer writes).
             if !full {
-                gather(queue);
+                gather(queue, GATHER);
             }
         }
     }
@@ -348,22 +377,17 @@ impl Writer {
     /// Forgets what is past the retention in the rooms written to since
     /// the last time (and the oldest lines): on the timer.
     fn prune_written(&mut self) {
-        let mut rooms: Vec<String> = self
-            .known
-            .drain()
-            .map(|room| room.to_ascii_lowercase())
-            .collect();
-        rooms.sort_unstable();
-        rooms.dedup();
+        let rooms = self.known.take_rooms();
         let result = db::prune_rooms(&mut self.conn, &self.retention, SystemTime::now(), &rooms);
         pruned(result);
     }
 }
 
-/// Lets the next lines gather for [`GATHER`], or until the feed nudges
-/// (unparks) the writer because a burst has queued [`NUDGE_EVERY`] lines.
-fn gather(queue: &Receiver<Queued>) {
-    let until = Instant::now() + GATHER;
+/// Lets the next lines gather for `pause` ([`GATHER`]), or until the feed
+/// nudges (unparks) the writer because a burst has queued [`NUDGE_EVERY`]
+/// lines.
+fn gather(queue: &Receiver<Queued>, pause: Duration) {
+    let until = Instant::now() + pause;
     loop {
         let now = Instant::now();
         // A nudge that came while the writer wrote ends the pause at
@@ -390,7 +414,60 @@ fn pruned(result: rusqlite::Result<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::RoomId;
     use crate::slow_readers::Policy;
+    use crate::store::Feed;
+    use std::collections::HashMap;
+
+    /// The state of this process's thread `tid`, as `/proc` says: `S`
+    /// while it sleeps.
+    fn state_of(tid: &str) -> Option<char> {
+        let stat = fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        // After the thread's name, in parentheses.
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
+    #[test]
+    fn a_burst_ends_the_gathering_pause() {
+        let (writes, queue) = crossbeam_channel::bounded(super::super::QUEUE_WRITES);
+        let (started, tid) = crossbeam_channel::bounded(1);
+        let (ended, gathered) = crossbeam_channel::bounded(1);
+        let gatherer = thread::spawn(move || {
+            let me = fs::read_link("/proc/thread-self").unwrap();
+            let me = me.file_name().unwrap().to_string_lossy().into_owned();
+            started.send(me).unwrap();
+            // Far longer than the test waits: only a nudge ends it.
+            gather(&queue, Duration::from_secs(3600));
+            ended.send(queue.len()).unwrap();
+        });
+        let mut feed = Feed {
+            writes,
+            pending: Arc::default(),
+            counts: Arc::default(),
+            budget: Budget::new(&Policy::default()),
+            names: HashMap::new(),
+            told_full: false,
+            keeps_lines: true,
+            writer: gatherer.thread().clone(),
+            since_nudge: 0,
+        };
+        let text: Arc<str> = "chat a hi\n".into();
+        for _ in 1..NUDGE_EVERY {
+            feed.line(RoomId(1), || Some("#a".into()), &text);
+        }
+        // Parked in the pause, one line short of a nudge.
+        let tid = tid.recv_timeout(Duration::from_secs(10)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state_of(&tid) != Some('S') {
+            assert!(Instant::now() < deadline, "the writer never parked");
+            thread::yield_now();
+        }
+        assert!(gathered.is_empty());
+        feed.line(RoomId(1), || Some("#a".into()), &text);
+        let waiting = gathered.recv_timeout(Duration::from_secs(10));
+        assert_eq!(waiting, Ok(NUDGE_EVERY as usize), "the pause went on");
+        gatherer.join().unwrap();
+    }
 
     fn line(room: &str, text: &str) -> Change {
         Change::Line {
@@ -402,7 +479,8 @@ mod tests {
 
     #[test]
     fn after_a_failed_batch_a_rooms_next_lines_and_topic_come_back() {
-        let conn = db::open(Path::new(":memory:")).unwrap();
+        let mut conn = db::open(Path::new(":memory:")).unwrap();
+        upgrade::to_current(&mut conn).unwrap();
         // The disk refuses the second line, after the room's row was made
         // in the same transaction.
         conn.execute_batch(
@@ -423,7 +501,7 @@ mod tests {
             budget: Budget::new(&Policy::default()),
             failing: false,
             warned: None,
-            known: HashSet::new(),
+            known: db::Known::default(),
         };
         // As the feed counts what it queues.
         let mut write = |mut batch: Vec<Change>| {

@@ -56,7 +56,11 @@ fn resets_and_abandoned_handshakes_leave_no_descriptors_or_threads() {
         let mut client = TestClient::connect(server.addr, &pki.ca);
         assert_eq!(client.nick, format!("guest{connections}"));
         client.send("still serving");
-        assert_eq!(client.recv(), format!("chat {} still serving", client.nick));
+        // The checking client of the batch before may be seen leaving first.
+        assert_eq!(
+            client.recv_non_notice(),
+            format!("chat {} still serving", client.nick)
+        );
     }
 
     let back = wait_until(|| {

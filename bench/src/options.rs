@@ -82,8 +82,8 @@ Measurement:
   --pin                pin chat-bench and every thread of the --server-pid
                        processes to separate cores, as the suite does:
                        the server on the first half of the physical cores
-                       this process may use, chat-bench on the rest (here,
-                       with two, CPU 0 and CPU 1). A server already running
+                       this process may use, chat-bench on the rest (on
+                       two cores: CPU 0 and CPU 1). A server already running
                        keeps the thread counts it chose for all the cores;
                        for the suite's conditions start it pinned instead
                        (`taskset -c 0 chat-server ...`)

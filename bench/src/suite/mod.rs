@@ -54,9 +54,9 @@ Options:
   --no-pin           let the servers and the bench share every core (by
                      default each server runs pinned to the first half of
                      the physical cores this program may use, the bench to
-                     the rest; here, with two, CPU 0 and CPU 1)
+                     the rest; on two cores, CPU 0 and CPU 1)
   --quick            tiny sizes, a few seconds in all (a smoke test)
-  --out FILE         also write the table, and every RESULT line, as Markdown
+  --out FILE         also write the tables, and every RESULT line, as Markdown
   -h, --help         print this help
 
 chat-server runs as `chat-server --addr A --cert C --key K -q --rate 0`

@@ -132,8 +132,10 @@ test:
 	$(CARGO) test --no-default-features --lib --test cli
 
 # The benchmark suite (bench/README.md): each measurement against a fresh
-# chat-server that the suite starts and stops itself, then one table.
-# More with ARGS, e.g. ARGS='--rounds 3 --out bench.md'.
+# chat-server that the suite starts and stops itself, then one table. The
+# server runs pinned to half the cores and the bench to the other half
+# (ARGS=--no-pin to share them). More with ARGS, e.g.
+# ARGS='--rounds 3 --out bench.md'.
 bench: certs
 	$(CARGO) build --release --workspace
 	./target/release/chat-bench suite --certs $(CERTS_DIR) $(ARGS)
@@ -142,8 +144,8 @@ bench: certs
 # servers: ours, the Go peer in the original app's style and as a tuned
 # hub (bench/go-peer, built with Debian's golang-go), and `ncat --ssl
 # --chat` (Debian's ncat), both installed first as make test does. Writes
-# the side-by-side table, with ratios, to OUT. Takes about ten minutes a
-# round. Exits 0 when ours passed every check: a peer's failures are
+# the side-by-side table, with ratios and their spread over the rounds,
+# then every round, to OUT. Takes about ten minutes a round. Exits 0 when ours passed every check: a peer's failures are
 # results, named under the table.
 ROUNDS ?= 3
 OUT    ?= target/bench-compare.md

@@ -18,6 +18,7 @@ mod connect;
 mod modes;
 mod options;
 mod peer;
+mod pin;
 mod poller;
 mod probe;
 mod progress;
@@ -61,6 +62,15 @@ fn main() -> ExitCode {
 /// Runs one measurement; true if every check passed.
 fn measure(options: options::Options) -> Result<bool, String> {
     probe::ensure_fd_limit(options.connections() as u64)?;
+    if options.pin {
+        // Before the bench starts a thread, so that all of them inherit it.
+        let split = pin::Split::of_allowed()?;
+        pin::pin_process(std::process::id(), &split.bench)?;
+        for &pid in &options.server_pid {
+            pin::pin_process(pid, &split.server)?;
+        }
+        println!("pinned: {}", split.describe());
+    }
     let bench = Bench::new(options)?;
     Ok(modes::run(&bench))
 }

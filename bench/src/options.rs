@@ -79,6 +79,14 @@ Measurement:
                        stime from /proc/PID/stat), RSS and threads; several,
                        comma-separated, are added up (say, the servers and
                        their redis-server)
+  --pin                pin chat-bench and every thread of the --server-pid
+                       processes to separate cores, as the suite does:
+                       the server on the first half of the physical cores
+                       this process may use, chat-bench on the rest (on
+                       two cores: CPU 0 and CPU 1). A server already running
+                       keeps the thread counts it chose for all the cores;
+                       for the suite's conditions start it pinned instead
+                       (`taskset -c 0 chat-server ...`)
   --timeout SECS       give up after this long: print what was measured and
                        exit with status 1 [default: 60]
   -h, --help           print this help
@@ -242,6 +250,8 @@ pub struct Options {
     pub close_wait: Duration,
     /// The server's process ids, for /proc (their sum is reported).
     pub server_pid: Vec<u32>,
+    /// Pin the bench and the servers to separate cores.
+    pub pin: bool,
     /// The whole run's time limit.
     pub timeout: Duration,
 }
@@ -302,6 +312,7 @@ pub fn parse_args() -> Result<Parsed, lexopt::Error> {
         stall_wait: Duration::from_secs(10),
         close_wait: Duration::from_secs(30),
         server_pid: Vec::new(),
+        pin: false,
         timeout: Duration::from_secs(60),
     };
     let secs = |value: u64| Duration::from_secs(value);
@@ -341,6 +352,7 @@ pub fn parse_args() -> Result<Parsed, lexopt::Error> {
                         format!("--server-pid {pids:?}: give process ids, comma-separated")
                     })?;
             }
+            Long("pin") => options.pin = true,
             Long("timeout") => options.timeout = secs(parser.value()?.parse()?),
             Short('h') | Long("help") => return Ok(Parsed::Help(HELP)),
             _ => return Err(arg.unexpected()),
@@ -373,6 +385,10 @@ pub fn validate(o: &Options) -> Result<(), String> {
     check((1..=64).contains(&o.readers), "--readers must be 1 to 64")?;
     check(o.size <= MAX_SIZE, "--size must be at most 4000")?;
     check(!o.timeout.is_zero(), "--timeout must be at least 1")?;
+    check(
+        !o.pin || !o.server_pid.is_empty(),
+        "--pin needs --server-pid: the server must be pinned too",
+    )?;
     check(
         o.close_wait <= Duration::from_secs(3600),
         "--close-wait must be at most 3600",
@@ -469,6 +485,7 @@ mod tests {
             stall_wait: Duration::from_secs(10),
             close_wait: Duration::from_secs(30),
             server_pid: Vec::new(),
+            pin: false,
             timeout: Duration::from_secs(60),
         }
     }
@@ -495,6 +512,15 @@ mod tests {
         o.senders = 0;
         assert!(validate(&o).is_err());
         o.senders = 100;
+        assert!(validate(&o).is_ok());
+    }
+
+    #[test]
+    fn pinning_needs_the_servers_pid() {
+        let mut o = options(Mode::Fanout);
+        o.pin = true;
+        assert!(validate(&o).unwrap_err().contains("--server-pid"));
+        o.server_pid = vec![42];
         assert!(validate(&o).is_ok());
     }
 

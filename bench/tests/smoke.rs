@@ -434,4 +434,99 @@ fn the_quick_suite_runs_against_chat_server() {
         table.contains("idle 5000: threads per connection"),
         "{table}"
     );
+    assert!(table.contains("## Every round"), "{table}");
+    // Pinned by default wherever there are two cores to split.
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let said = if cores > 1 {
+        "Pinned: the server on CPU"
+    } else {
+        "Not pinned"
+    };
+    assert!(table.contains(said), "{table}");
+}
+
+#[test]
+fn the_suite_runs_some_modes_unpinned_and_shows_each_round() {
+    let Some(server) = built_server() else {
+        eprintln!("skipped: no chat-server next to {BENCH}; `cargo test --workspace` builds it");
+        return;
+    };
+    let certs = Certs::new();
+    let out = certs.path("suite.md");
+    let output = run_bounded(
+        Command::new(BENCH)
+            .args(["suite", "--quick", "--no-pin", "--only", "latency"])
+            .args(["--rounds", "2", "--certs"])
+            .arg(&certs.0)
+            .arg("--server")
+            .arg(&server)
+            .arg("--out")
+            .arg(&out),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}: {stdout}", output.status);
+    let results = stdout.lines().filter(|l| l.starts_with("RESULT ")).count();
+    assert_eq!(results, 2, "{stdout}");
+    let table = fs::read_to_string(&out).unwrap();
+    assert!(table.contains("Not pinned"), "{table}");
+    assert!(!table.contains("fanout"), "{table}");
+    assert!(
+        table.contains("| figure | server | round 1 | round 2 | median | min–max |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("secure-chat, round 2: RESULT mode=latency"),
+        "{table}"
+    );
+}
+
+#[test]
+fn pin_moves_the_bench_and_the_servers_threads_apart() {
+    let certs = Certs::new();
+    let server = InProcess::start(&certs);
+    // Pinning this test's own process would move every test's threads, so
+    // the pid pinned as "the server" is a process of its own.
+    let mut stand_in = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = stand_in.id().to_string();
+    let output = run_bounded(
+        Command::new(BENCH)
+            .args([
+                "fanout",
+                "--clients",
+                "4",
+                "--senders",
+                "1",
+                "--messages",
+                "10",
+            ])
+            .arg("--addr")
+            .arg(server.addr.to_string())
+            .arg("--ca")
+            .arg(certs.path("ca.crt"))
+            .args(["--server-pid", &pid, "--pin", "--timeout", "30"]),
+        RUN_LIMIT,
+    );
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    stand_in.kill().unwrap();
+    assert!(!stand_in.wait().unwrap().success(), "sleep was stopped");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    if thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        assert_eq!(output.status.code(), Some(1), "{context}");
+        assert!(stderr.contains("at least two CPUs"), "{context}");
+        return;
+    }
+    assert!(output.status.success(), "{context}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pinned: the server on CPU "))
+        .unwrap_or_else(|| panic!("no pinned line: {context}"));
+    let (server_cpus, _) = line.split_once(',').unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(str::trim);
+    assert_eq!(allowed, Some(server_cpus), "{status}");
 }

@@ -6,6 +6,7 @@
 //! so that a machine that grows busier mid-suite does not favour one.
 
 mod servers;
+mod specs;
 mod table;
 
 use std::env;
@@ -17,13 +18,15 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::options::{Parsed, MAX_CLIENTS};
+use crate::options::{Mode, Parsed, MAX_CLIENTS};
 use crate::peer::Peer;
+use crate::pin::{self, Split};
 use crate::probe;
 use crate::report;
 
 use servers::{log_tail, Programs, ServerProcess, SuitePeer};
-use table::{Column, Figure, Kind, Outcome, Section};
+use specs::{measurements, Measurement};
+use table::{Column, Outcome, Section};
 
 /// The `chat-bench suite --help` text.
 pub const HELP: &str = "\
@@ -41,13 +44,19 @@ Options:
   --peers LIST       servers to compare, comma-separated: secure-chat,
                      go-naive, go-hub, ncat, card-chat [default: secure-chat]
   --rounds N         runs of each measurement on each server [default: 1]
+  --only MODES       only the measurements of these modes, comma-separated:
+                     fanout, latency, idle, handshake, slow [default: all]
   --server PATH      chat-server [default: chat-server next to this program]
   --server-arg ARG   one more flag for chat-server (repeat for several),
                      e.g. --server-arg=--max-clients=20000
   --go-peer PATH     the Go peer [default: target/go-peer/chat-peer]
   --certs DIR        holds ca.crt, server.crt and server.key [default: certs]
+  --no-pin           let the servers and the bench share every core (by
+                     default each server runs pinned to the first half of
+                     the physical cores this program may use, the bench to
+                     the rest; on two cores, CPU 0 and CPU 1)
   --quick            tiny sizes, a few seconds in all (a smoke test)
-  --out FILE         also write the table, and every RESULT line, as Markdown
+  --out FILE         also write the tables, and every RESULT line, as Markdown
   -h, --help         print this help
 
 chat-server runs as `chat-server --addr A --cert C --key K -q --rate 0`
@@ -60,6 +69,12 @@ must be named certs. A server that is not installed is skipped, saying so;
 so is a measurement a server cannot take (ncat: more than about 1000
 clients). The suite raises its limit on open files to the hard limit,
 for itself and every process it starts.
+
+Pinned, each server starts with its mask already set, so it sizes itself
+for its share as under taskset (chat-server's writers and Go's GOMAXPROCS
+follow the cores a process may use). With a single core the suite says
+so and runs unpinned. The output gives each round's figures, the median,
+and each ratio's spread over the rounds.
 ";
 
 /// Extra time a measurement gets, past its own `--timeout`, before the
@@ -73,6 +88,8 @@ pub struct SuiteOptions {
     peers: Vec<SuitePeer>,
     /// Rounds per measurement and server.
     rounds: usize,
+    /// The modes to run; empty for all.
+    only: Vec<Mode>,
     /// chat-server, if given.
     server: Option<PathBuf>,
     /// Extra flags for chat-server.
@@ -81,6 +98,8 @@ pub struct SuiteOptions {
     go_peer: PathBuf,
     /// The certificate directory.
     certs: PathBuf,
+    /// Pin the servers and the bench to separate cores.
+    pin: bool,
     /// Tiny sizes.
     quick: bool,
     /// Where to write the Markdown, if anywhere.
@@ -93,10 +112,12 @@ pub fn parse_args(mut parser: lexopt::Parser) -> Result<Parsed, lexopt::Error> {
     let mut options = SuiteOptions {
         peers: vec![SuitePeer::SecureChat],
         rounds: 1,
+        only: Vec::new(),
         server: None,
         server_args: Vec::new(),
         go_peer: PathBuf::from("target/go-peer/chat-peer"),
         certs: PathBuf::from("certs"),
+        pin: true,
         quick: false,
         out: None,
     };
@@ -122,10 +143,19 @@ pub fn parse_args(mut parser: lexopt::Parser) -> Result<Parsed, lexopt::Error> {
                     return Err("--rounds must be 1 to 100".into());
                 }
             }
+            Long("only") => {
+                let list: String = parser.value()?.parse()?;
+                options.only = list
+                    .split(',')
+                    .filter(|name| !name.is_empty())
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+            }
             Long("server") => options.server = Some(parser.value()?.into()),
             Long("server-arg") => options.server_args.push(parser.value()?.parse()?),
             Long("go-peer") => options.go_peer = parser.value()?.into(),
             Long("certs") => options.certs = parser.value()?.into(),
+            Long("no-pin") => options.pin = false,
             Long("quick") => options.quick = true,
             Long("out") => options.out = Some(parser.value()?.into()),
             Short('h') | Long("help") => return Ok(Parsed::Help(HELP)),
@@ -133,211 +163,6 @@ pub fn parse_args(mut parser: lexopt::Parser) -> Result<Parsed, lexopt::Error> {
         }
     }
     Ok(Parsed::Suite(options))
-}
-
-/// One measurement of the suite.
-struct Measurement {
-    /// Its name in the table.
-    title: &'static str,
-    /// The bench's mode and options.
-    args: Vec<String>,
-    /// The most connections it opens at once.
-    connections: usize,
-    /// Its own time limit.
-    timeout: Duration,
-    /// The rows it gives.
-    figures: &'static [Figure],
-}
-
-/// Rows of a fan-out.
-const FANOUT: &[Figure] = &[
-    Figure {
-        label: "server CPU µs per delivery",
-        key: "server_cpu_us_per_delivery",
-        kind: Kind::Number,
-    },
-    Figure {
-        label: "deliveries/s",
-        key: "deliveries_per_s",
-        kind: Kind::Number,
-    },
-];
-/// Rows of the latency run.
-const LATENCY: &[Figure] = &[
-    Figure {
-        label: "p99 ms",
-        key: "p99_ms",
-        kind: Kind::Number,
-    },
-    Figure {
-        label: "server CPU %",
-        key: "server_cpu_pct",
-        kind: Kind::Number,
-    },
-];
-/// Rows of an idle run.
-const IDLE: &[Figure] = &[
-    Figure {
-        label: "KiB per idle connection",
-        key: "kib_per_conn",
-        kind: Kind::Number,
-    },
-    Figure {
-        label: "threads per connection",
-        key: "threads_per_conn",
-        kind: Kind::Number,
-    },
-    Figure {
-        label: "broadcast to all, ms",
-        key: "broadcast_ms",
-        kind: Kind::Number,
-    },
-];
-/// Rows of a handshake run.
-const HANDSHAKE: &[Figure] = &[
-    Figure {
-        label: "server CPU µs per handshake",
-        key: "server_cpu_us_per_handshake",
-        kind: Kind::Number,
-    },
-    Figure {
-        label: "handshakes/s",
-        key: "handshakes_per_s",
-        kind: Kind::Number,
-    },
-];
-/// Rows of a slow run.
-const SLOW: &[Figure] = &[
-    Figure {
-        label: "others complete",
-        key: "others_complete",
-        kind: Kind::YesNo,
-    },
-    Figure {
-        label: "slowdown",
-        key: "slowdown",
-        kind: Kind::Number,
-    },
-    Figure {
-        label: "stalled clients cut",
-        key: "stalled_cut",
-        kind: Kind::Number,
-    },
-];
-
-/// A measurement as written down: its full and its quick form.
-struct Spec {
-    /// Its name in the table.
-    title: &'static str,
-    /// Mode and options at full size.
-    full: &'static str,
-    /// Mode and options for `--quick`.
-    quick: &'static str,
-    /// The most connections the full form opens at once.
-    connections: usize,
-    /// The same for the quick form.
-    quick_connections: usize,
-    /// The rows it gives.
-    figures: &'static [Figure],
-}
-
-/// Every measurement of the suite, in the order they run.
-const SPECS: &[Spec] = &[
-    Spec {
-        title: "fanout 100×10",
-        full: "fanout --clients 100 --senders 10 --size 64",
-        quick: "fanout --clients 8 --senders 2 --messages 50",
-        connections: 100,
-        quick_connections: 8,
-        figures: FANOUT,
-    },
-    Spec {
-        title: "fanout 500×5",
-        full: "fanout --clients 500 --senders 5",
-        quick: "fanout --clients 12 --senders 3 --messages 50",
-        connections: 500,
-        quick_connections: 12,
-        figures: FANOUT,
-    },
-    Spec {
-        title: "latency 100 at 200/s",
-        full: "latency --clients 100 --rate 200",
-        quick: "latency --clients 5 --rate 50 --seconds 1",
-        connections: 101,
-        quick_connections: 6,
-        figures: LATENCY,
-    },
-    Spec {
-        title: "idle 1000",
-        full: "idle --clients 1000",
-        quick: "idle --clients 10 --hold 1",
-        connections: 1001,
-        quick_connections: 11,
-        figures: IDLE,
-    },
-    Spec {
-        title: "idle 5000",
-        full: "idle --clients 5000",
-        quick: "idle --clients 20 --hold 1",
-        connections: 5001,
-        quick_connections: 21,
-        figures: IDLE,
-    },
-    Spec {
-        title: "handshake full",
-        full: "handshake",
-        quick: "handshake --seconds 1 --workers 2",
-        connections: 4,
-        quick_connections: 2,
-        figures: HANDSHAKE,
-    },
-    Spec {
-        title: "handshake resumed",
-        full: "handshake --resume",
-        quick: "handshake --seconds 1 --workers 2 --resume",
-        connections: 4,
-        quick_connections: 2,
-        figures: HANDSHAKE,
-    },
-    Spec {
-        title: "slow, 1 stalled",
-        full: "slow --stalled 1",
-        quick:
-            "slow --clients 6 --senders 2 --messages 200 --stalled 1 --run-wait 10 --stall-wait 1",
-        connections: 51,
-        quick_connections: 7,
-        figures: SLOW,
-    },
-    Spec {
-        title: "slow, 50 stalled",
-        full: "slow --stalled 50",
-        quick:
-            "slow --clients 6 --senders 2 --messages 200 --stalled 3 --run-wait 10 --stall-wait 1",
-        connections: 100,
-        quick_connections: 9,
-        figures: SLOW,
-    },
-];
-
-/// The measurements, at full size or `quick`.
-fn measurements(quick: bool) -> Vec<Measurement> {
-    SPECS
-        .iter()
-        .map(|spec| {
-            let (args, connections, timeout) = if quick {
-                (spec.quick, spec.quick_connections, 30)
-            } else {
-                (spec.full, spec.connections, 120)
-            };
-            Measurement {
-                title: spec.title,
-                args: args.split(' ').map(str::to_string).collect(),
-                connections,
-                timeout: Duration::from_secs(timeout),
-                figures: spec.figures,
-            }
-        })
-        .collect()
 }
 
 /// Runs the suite; true if the server under test passed every check (see
@@ -363,7 +188,8 @@ pub fn run(options: &SuiteOptions) -> Result<bool, String> {
         card_chat: exe.with_file_name("examples").join("card-chat"),
         certs: certs.clone(),
     };
-    let measurements = measurements(options.quick);
+    let mut measurements = measurements(options.quick);
+    measurements.retain(|m| options.only.is_empty() || options.only.contains(&m.mode()));
     // The bench and the server each hold a descriptor per client; both
     // inherit this process's raised limit.
     let biggest = measurements
@@ -375,6 +201,25 @@ pub fn run(options: &SuiteOptions) -> Result<bool, String> {
     let logs = env::temp_dir().join(format!("chat-bench-suite-{}", std::process::id()));
     fs::create_dir_all(&logs).map_err(|err| format!("{}: {err}", logs.display()))?;
 
+    // Counted before pinning narrows what this process sees.
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    let split = if options.pin {
+        match Split::of_allowed() {
+            Ok(split) => {
+                // Before any thread starts: the measurements inherit it, and
+                // servers get theirs from the thread that starts them.
+                pin::pin_process(std::process::id(), &split.bench)?;
+                println!("suite: pinned: {}", split.describe());
+                Some(split)
+            }
+            Err(why) => {
+                println!("suite: not pinned: {why}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut missing: Vec<(SuitePeer, String)> = Vec::new();
     for &peer in &options.peers {
         if let Err(why) = programs.program(peer) {
@@ -420,13 +265,16 @@ pub fn run(options: &SuiteOptions) -> Result<bool, String> {
                     started.elapsed().as_secs_f64()
                 );
                 let log = logs.join(format!("{}-{m}-{round}.log", peer.name()));
-                let outcome = measure(&exe, &programs, peer, measurement, log);
+                let outcome = measure(&exe, &programs, split.as_ref(), peer, measurement, log);
                 match &outcome.result_line {
                     Some(line) => {
                         println!("{line}");
-                        raw.push(format!("{peer}: {line}"));
+                        raw.push(format!("{peer}, round {round}: {line}"));
                     }
-                    None => raw.push(format!("{peer}: {}: no RESULT line", measurement.title)),
+                    None => raw.push(format!(
+                        "{peer}, round {round}: {}: no RESULT line",
+                        measurement.title
+                    )),
                 }
                 if !outcome.outcome.ok() {
                     let what = format!(
@@ -452,14 +300,22 @@ pub fn run(options: &SuiteOptions) -> Result<bool, String> {
         })
         .collect();
     let table = table::render(&peer_names, &sections);
+    let every_round = table::render_rounds(&peer_names, &sections, options.rounds);
     let mut notes = String::new();
     if options.rounds > 1 {
-        notes.push_str("Each cell: median (min–max) over the rounds.\n");
+        notes.push_str(
+            "Each cell: median (min–max) over the rounds. A ratio is of the medians; in \
+             brackets, the smallest and largest round-by-round ratio (round r of one server \
+             over round r of the other, which ran back to back).\n",
+        );
     }
-    notes.push_str(
-        "`*`: a run reported problems (its RESULT line says which). The bench and the \
-         server share the machine's cores.\n",
-    );
+    notes.push_str("`*`: a run reported problems (its RESULT line says which). ");
+    match &split {
+        Some(split) => {
+            let _ = writeln!(notes, "Pinned: {}.", split.describe());
+        }
+        None => notes.push_str("Not pinned: the bench and the server share the machine's cores.\n"),
+    }
     for (peer, why) in &missing {
         let _ = writeln!(notes, "{peer}: skipped: {why}");
     }
@@ -477,8 +333,10 @@ pub fn run(options: &SuiteOptions) -> Result<bool, String> {
     print!("{table}");
     println!();
     print!("{notes}");
+    println!("\nEvery round:\n");
+    print!("{every_round}");
     if let Some(path) = &options.out {
-        write_markdown(path, options, &table, &notes, &raw)?;
+        write_markdown(path, options, &table, &notes, &every_round, &raw, cores)?;
         println!("suite: wrote {}", path.display());
     }
     if failures.is_empty() {
@@ -540,6 +398,7 @@ struct Run {
 fn measure(
     exe: &Path,
     programs: &Programs,
+    split: Option<&Split>,
     peer: SuitePeer,
     measurement: &Measurement,
     log: PathBuf,
@@ -549,7 +408,7 @@ fn measure(
         outcome: Outcome { fields: None },
         trouble: Some(why),
     };
-    let server = match ServerProcess::start(programs, peer, log) {
+    let server = match ServerProcess::start(programs, split, peer, log) {
         Ok(server) => server,
         Err(err) => return failed(format!("server did not start: {err}")),
     };
@@ -667,7 +526,9 @@ fn write_markdown(
     options: &SuiteOptions,
     table: &str,
     notes: &str,
+    every_round: &str,
     raw: &[String],
+    cores: usize,
 ) -> Result<(), String> {
     let mut text = String::from("# chat-bench suite\n\n");
     let peers: Vec<&str> = options.peers.iter().map(|p| p.name()).collect();
@@ -677,11 +538,13 @@ fn write_markdown(
         peers.join(", "),
         options.rounds,
         if options.quick { ", quick sizes" } else { "" },
-        thread::available_parallelism().map_or(0, |n| n.get())
+        cores
     );
     text.push_str(table);
     text.push('\n');
     text.push_str(notes);
+    text.push_str("\n## Every round\n\n");
+    text.push_str(every_round);
     text.push_str("\n## Every RESULT line\n\n```text\n");
     for line in raw {
         text.push_str(line);

@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::peer::Peer;
+use crate::pin::{self, Split};
 
 /// How long a server may take to start accepting connections.
 const START_WAIT: Duration = Duration::from_secs(10);
@@ -247,9 +248,12 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `peer` on a free port, logging to `log`, and waits until it
-    /// accepts connections.
+    /// accepts connections. With a `split`, the server starts on its cores:
+    /// this thread takes the server's mask for the spawn, which the child
+    /// inherits from its first instruction, then takes the bench's back.
     pub fn start(
         programs: &Programs,
+        split: Option<&Split>,
         peer: SuitePeer,
         log: PathBuf,
     ) -> Result<ServerProcess, String> {
@@ -259,6 +263,9 @@ impl ServerProcess {
         let err = out
             .try_clone()
             .map_err(|err| format!("{}: {err}", log.display()))?;
+        if let Some(split) = split {
+            pin::pin_this_thread(&split.server)?;
+        }
         let child = programs
             .command(peer, &program, addr)
             .stdin(Stdio::null())
@@ -266,10 +273,21 @@ impl ServerProcess {
             .stderr(err)
             // Our server's default log is what the suite expects.
             .env_remove("RUST_LOG")
-            .spawn()
-            .map_err(|err| format!("cannot start {}: {err}", program.display()))?;
+            .spawn();
+        let restored = split.map_or(Ok(()), |split| pin::pin_this_thread(&split.bench));
+        let child = child.map_err(|err| format!("cannot start {}: {err}", program.display()))?;
+        // Made before anything can fail, so that dropping it kills the child.
         let mut server = ServerProcess { child, addr, log };
+        restored?;
         server.wait_until_accepting()?;
+        if let Some(split) = split {
+            // A check as much as a step: it moves only threads that changed
+            // their own mask, and says so.
+            let moved = pin::pin_process(server.pid(), &split.server)?;
+            if moved > 0 {
+                println!("suite: {peer} had set {moved} thread(s) off its cores; pinned again");
+            }
+        }
         Ok(server)
     }
 

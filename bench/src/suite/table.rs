@@ -1,7 +1,7 @@
-//! The suite's table: one row per figure, one column per server with the
-//! median and the range over the rounds, and a ratio column of
-//! secure-chat against each other server. Markdown, so that the same text
-//! reads in a terminal and in a file.
+//! The suite's tables: one row per figure, one column per server with the
+//! median and the range over the rounds, and a ratio column of the first
+//! server against each other one; then every round's figures and ratios.
+//! Markdown, so that the same text reads in a terminal and in a file.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -111,6 +111,17 @@ impl Column {
             .collect()
     }
 
+    /// The number of `key` in each round, `None` where a round gave none.
+    fn per_round(&self, key: &str) -> Vec<Option<f64>> {
+        self.rounds
+            .iter()
+            .map(|round| {
+                let value = round.value(key)?.parse::<f64>().ok()?;
+                value.is_finite().then_some(value)
+            })
+            .collect()
+    }
+
     /// True if some round did not end with `status=ok`.
     fn troubled(&self) -> bool {
         self.rounds.iter().any(|round| !round.ok())
@@ -159,6 +170,50 @@ impl Column {
     }
 }
 
+/// Round-by-round ratios of `base` to `other` for `figure`: round r of one
+/// over round r of the other, which ran back to back. `None` for a round
+/// either lacks, and for every round of a skipped column.
+fn round_ratios(base: &Column, other: &Column, figure: &Figure) -> Vec<Option<f64>> {
+    if base.skipped.is_some() || other.skipped.is_some() || figure.kind != Kind::Number {
+        return Vec::new();
+    }
+    base.per_round(figure.key)
+        .into_iter()
+        .zip(other.per_round(figure.key))
+        .map(|pair| match pair {
+            (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The median of `base` over the median of `other`, the ratio the issue's
+/// targets are stated in.
+fn median_ratio(base: &Column, other: &Column, figure: &Figure) -> Option<f64> {
+    match (base.median(figure), other.median(figure)) {
+        (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// The ratio of the medians, then the range of the round-by-round ratios
+/// when there is one: `0.51× (0.45–0.60)`.
+fn ratio_cell(base: &Column, other: &Column, figure: &Figure) -> String {
+    let Some(ratio) = median_ratio(base, other, figure) else {
+        return "–".to_string();
+    };
+    let rounds: Vec<f64> = round_ratios(base, other, figure)
+        .into_iter()
+        .flatten()
+        .collect();
+    match summarise(&rounds) {
+        Some(s) if s.count > 1 && s.min != s.max => {
+            format!("{ratio:.2}× ({:.2}–{:.2})", s.min, s.max)
+        }
+        _ => format!("{ratio:.2}×"),
+    }
+}
+
 /// One measurement's rows.
 pub struct Section<'a> {
     /// The measurement's title, put before each figure's label.
@@ -190,15 +245,99 @@ pub fn render(peers: &[&str], sections: &[Section]) -> String {
         for figure in section.figures {
             let mut cells = vec![format!("{}: {}", section.title, figure.label)];
             cells.extend(section.columns.iter().map(|column| column.cell(figure)));
-            let base = section.columns.first().and_then(|c| c.median(figure));
-            for other in section.columns.iter().skip(1) {
-                let ratio = match (base, other.median(figure)) {
-                    (Some(a), Some(b)) if b != 0.0 => format!("{:.2}×", a / b),
-                    _ => "–".to_string(),
-                };
-                cells.push(ratio);
+            if let Some(base) = section.columns.first() {
+                for other in section.columns.iter().skip(1) {
+                    cells.push(ratio_cell(base, other, figure));
+                }
             }
             row(&mut out, &cells);
+        }
+    }
+    out
+}
+
+/// Every round: for each figure, a row per server with its value in each
+/// of `rounds` rounds (`*` where that run reported problems), the median and
+/// the range; then, for numbers, a row per ratio of the first server to
+/// another with the round-by-round ratios, the ratio of the medians (as in
+/// [`render`]) and the range of the round-by-round ones.
+pub fn render_rounds(peers: &[&str], sections: &[Section], rounds: usize) -> String {
+    let mut out = String::new();
+    let mut header = vec!["figure".to_string(), "server".to_string()];
+    header.extend((1..=rounds).map(|r| format!("round {r}")));
+    header.extend(["median".to_string(), "min–max".to_string()]);
+    row(&mut out, &header);
+    let mut rule = vec!["---".to_string(); 2];
+    rule.resize(header.len(), "--:".to_string());
+    row(&mut out, &rule);
+    let base_name = peers.first().copied().unwrap_or("");
+    for section in sections {
+        for figure in section.figures {
+            let label = format!("{}: {}", section.title, figure.label);
+            for (peer, column) in peers.iter().zip(&section.columns) {
+                let mut cells = vec![label.clone(), peer.to_string()];
+                if column.skipped.is_some() {
+                    cells.resize(header.len(), "skipped".to_string());
+                    row(&mut out, &cells);
+                    continue;
+                }
+                for r in 0..rounds {
+                    let cell = match column.rounds.get(r) {
+                        Some(round) => {
+                            let mark = if round.ok() { "" } else { " *" };
+                            let value = match (figure.kind, round.value(figure.key)) {
+                                (Kind::Number, Some(v)) => match v.parse::<f64>() {
+                                    Ok(v) if v.is_finite() => number(v),
+                                    _ => v.to_string(),
+                                },
+                                (Kind::YesNo, Some(v)) => v.to_string(),
+                                (_, None) => "–".to_string(),
+                            };
+                            format!("{value}{mark}")
+                        }
+                        None => "–".to_string(),
+                    };
+                    cells.push(cell);
+                }
+                let summary = match figure.kind {
+                    Kind::Number => summarise(&column.numbers(figure.key)),
+                    Kind::YesNo => None,
+                };
+                match summary {
+                    Some(s) => {
+                        cells.push(number(s.median));
+                        cells.push(format!("{}–{}", number(s.min), number(s.max)));
+                    }
+                    None => cells.extend(["–".to_string(), "–".to_string()]),
+                }
+                row(&mut out, &cells);
+            }
+            let Some(base) = section.columns.first() else {
+                continue;
+            };
+            if figure.kind != Kind::Number {
+                continue;
+            }
+            for (peer, other) in peers.iter().zip(&section.columns).skip(1) {
+                let mut cells = vec![label.clone(), format!("{base_name} ÷ {peer}")];
+                let ratios = round_ratios(base, other, figure);
+                for r in 0..rounds {
+                    cells.push(match ratios.get(r).copied().flatten() {
+                        Some(ratio) => format!("{ratio:.2}×"),
+                        None => "–".to_string(),
+                    });
+                }
+                cells.push(match median_ratio(base, other, figure) {
+                    Some(ratio) => format!("{ratio:.2}×"),
+                    None => "–".to_string(),
+                });
+                let spread: Vec<f64> = ratios.into_iter().flatten().collect();
+                cells.push(match summarise(&spread) {
+                    Some(s) => format!("{:.2}–{:.2}×", s.min, s.max),
+                    None => "–".to_string(),
+                });
+                row(&mut out, &cells);
+            }
         }
     }
     out
@@ -284,5 +423,85 @@ mod tests {
             lines[3],
             "| fanout: complete | 1/2 yes * | yes | skipped | – | – |"
         );
+    }
+
+    const RATE: [Figure; 1] = [Figure {
+        label: "lines/s",
+        key: "rate",
+        kind: Kind::Number,
+    }];
+
+    fn rates(values: &[&str]) -> Column {
+        Column {
+            rounds: values
+                .iter()
+                .map(|v| outcome(&[("rate", v), ("status", "ok")]))
+                .collect(),
+            skipped: None,
+        }
+    }
+
+    #[test]
+    fn a_ratio_shows_how_far_it_moved_between_rounds() {
+        // Round by round: 1.0, 0.5, 3.0; of the medians: 2 / 2 = 1.
+        let ours = rates(&["2", "1", "3"]);
+        let theirs = rates(&["2", "2", "1"]);
+        let table = render(
+            &["a", "b"],
+            &[Section {
+                title: "t",
+                figures: &RATE,
+                columns: vec![&ours, &theirs],
+            }],
+        );
+        assert_eq!(
+            table.lines().nth(2).unwrap(),
+            "| t: lines/s | 2.00 (1.00–3.00) | 2.00 (1.00–2.00) | 1.00× (0.50–3.00) |"
+        );
+    }
+
+    #[test]
+    fn every_round_has_its_cell() {
+        let ours = rates(&["2", "1", "3"]);
+        let mut theirs = rates(&["2", "2"]);
+        theirs
+            .rounds
+            .push(outcome(&[("rate", "4"), ("status", "lost")]));
+        let skipped = Column {
+            rounds: Vec::new(),
+            skipped: Some("too big".into()),
+        };
+        let table = render_rounds(
+            &["a", "b", "c"],
+            &[Section {
+                title: "t",
+                figures: &RATE,
+                columns: vec![&ours, &theirs, &skipped],
+            }],
+            3,
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| figure | server | round 1 | round 2 | round 3 | median | min–max |"
+        );
+        assert_eq!(
+            lines[2],
+            "| t: lines/s | a | 2.00 | 1.00 | 3.00 | 2.00 | 1.00–3.00 |"
+        );
+        assert_eq!(
+            lines[3],
+            "| t: lines/s | b | 2.00 | 2.00 | 4.00 * | 2.00 | 2.00–4.00 |"
+        );
+        assert_eq!(
+            lines[4],
+            "| t: lines/s | c | skipped | skipped | skipped | skipped | skipped |"
+        );
+        assert_eq!(
+            lines[5],
+            "| t: lines/s | a ÷ b | 1.00× | 0.50× | 0.75× | 1.00× | 0.50–1.00× |"
+        );
+        assert_eq!(lines[6], "| t: lines/s | a ÷ c | – | – | – | – | – |");
+        assert_eq!(lines.len(), 7);
     }
 }

@@ -51,6 +51,16 @@ pub enum Ask {
         /// What.
         act: Act,
     },
+    /// A change of a room's rules made here before this server knew them
+    /// ([`Waiting::Rules`]), let through in its place among the lines
+    /// that waited with it: it adds to what the others have, and is
+    /// never refused (while they cannot be reached, it waits).
+    Rules {
+        /// The room's key ([`Room::key`](crate::protocol::Room::key)).
+        room: String,
+        /// The rules as the change left them, whole; `None` for none.
+        rules: Option<String>,
+    },
     /// A private line for someone on another server. Whether it arrived
     /// comes back as [`Told::PrivateSent`].
     Private {
@@ -60,6 +70,21 @@ pub enum Ask {
         to: String,
         /// The line.
         line: Arc<str>,
+    },
+}
+
+/// What was said or changed here in a room while its past was awaited
+/// ([`Told::Recent`]), in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// A room line.
+    Line(RoomLine),
+    /// A change of the room's rules, made before this server knew them.
+    Rules {
+        /// The room's key ([`Room::key`](crate::protocol::Room::key)).
+        room: String,
+        /// The rules as the change left them, whole; `None` for none.
+        rules: Option<String>,
     },
 }
 
@@ -288,9 +313,11 @@ pub enum Told {
         /// Whether it is new, for all that matters: nobody ever spoke in
         /// it, set its topic or kept rules for it, on any server.
         fresh: bool,
-        /// Lines said here meanwhile, not yet sent to the others: the
-        /// chat lets through, as new room lines, those its rules allow.
-        waiting: Vec<RoomLine>,
+        /// Lines said and rules changed here meanwhile, in order, not
+        /// yet sent to the others: the chat lets through, as new room
+        /// lines, the lines its rules allow, and the changes as
+        /// [`Ask::Rules`], each in its place.
+        waiting: Vec<Waiting>,
     },
     /// A notice for every member of a room.
     TellRoom(RoomId, String),

@@ -15,6 +15,9 @@ use crate::protocol::{Nick, Room, ServerLine};
 /// t EXCEPT TOPIC\nLINE        a topic change
 /// ```
 ///
+/// (The room's order also holds `v VERSION`, a change of its rules: the
+/// link reads those, and the chat never sees them.)
+///
 /// EXCEPT is `-`, or `RUN.ID`: client ID of the run RUN
 /// ([`RedisLink::run`](super::redis_link::RedisLink::run)). LINE is the
 /// line as clients get it, `\n` included; a topic has no line end in it
@@ -72,20 +75,6 @@ pub fn decode(token: &str, room: RoomId, text: &str) -> Option<RoomLine> {
         except,
         keep,
     })
-}
-
-/// The text Redis carries for a room's rules, among its lines: `r` and
-/// the rules, whole, one per line (nothing after `r ` when it has none).
-/// No line of a room's starts so ([`encode`]).
-pub(super) fn encode_rules(rules: &str) -> String {
-    format!("r {rules}")
-}
-
-/// Reads back what [`encode_rules`] wrote: `Some(None)` for no rules,
-/// `None` if `text` is not rules at all.
-pub(super) fn decode_rules(text: &str) -> Option<Option<String>> {
-    let rules = text.strip_prefix("r ")?;
-    Some((!rules.is_empty()).then(|| rules.to_owned()))
 }
 
 /// The text a moderator's act travels as: `kick BY OP ROOM [REASON]` or
@@ -230,15 +219,9 @@ mod tests {
     }
 
     #[test]
-    fn rules_round_trip_and_are_no_line() {
-        let rules = "op sha256:abc\nban - op troll spam";
-        let text = encode_rules(rules);
-        assert_eq!(decode_rules(&text), Some(Some(rules.to_owned())));
-        assert_eq!(decode_rules(&encode_rules("")), Some(None));
-        // Among a room's lines, an entry of rules is not one of them.
-        assert_eq!(decode("run", RoomId(1), &text), None);
-        let line = local(None, Keep::History);
-        assert_eq!(decode_rules(&encode("run", &line)), None);
+    fn a_marker_of_rules_is_no_line() {
+        // What the rules' script puts in a room's order (`redis_link`).
+        assert_eq!(decode("run", RoomId(1), "v 3"), None);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use super::rules::{
     check_shared_rules, check_shared_server_bans, MAX_SHARED_REASON_LEN, MAX_SHARED_RULES_LEN,
 };
 use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules, Target};
-use crate::chat::{to as to_one, to_room, Keep, RoomLine, LINK_DOWN_MSG};
-use crate::elsewhere::{Act, Ask, Deed, Sent};
+use crate::chat::{to as to_one, to_room, Keep, LINK_DOWN_MSG};
+use crate::elsewhere::{Act, Ask, Deed, Sent, Waiting};
 use crate::protocol::{Nick, Notice, Room, ServerLine, LOBBY};
 
 impl Chat {
@@ -262,12 +262,20 @@ impl Chat {
         }
     }
 
-    /// Lines said here while a room's past was awaited: each goes to the
-    /// others now, unless a ban or mute in the room's rules names its
-    /// speaker (then only the log says so).
-    pub(in crate::chat) fn let_through(&self, waiting: Vec<RoomLine>, out: &mut Vec<Output>) {
+    /// Lines said and rules changed here while a room's past was awaited,
+    /// in order: each line goes to the others now, unless a ban or mute
+    /// in the room's rules names its speaker (then only the log says so);
+    /// each change goes in its place, to be added to the rules they have.
+    pub(in crate::chat) fn let_through(&self, waiting: Vec<Waiting>, out: &mut Vec<Output>) {
         let now = self.now();
-        for line in waiting {
+        for waited in waiting {
+            let line = match waited {
+                Waiting::Line(line) => line,
+                Waiting::Rules { room, rules } => {
+                    out.push(Output::Elsewhere(Ask::Rules { room, rules }));
+                    continue;
+                }
+            };
             let from = match ServerLine::parse(line.line.trim_end_matches('\n')) {
                 Some(ServerLine::Chat { from, .. } | ServerLine::Action { from, .. }) => {
                     from.to_ascii_lowercase()

@@ -3,7 +3,7 @@
 //! here at once; and who makes a room, once its past is told.
 
 use super::*;
-use crate::elsewhere::{Act, Ask, Deed, Sent};
+use crate::elsewhere::{Act, Ask, Deed, Sent, Waiting};
 
 /// A shared chat with `guest7-1` in `#den`, whose past the others have
 /// told (`fresh`: nobody made it before, anywhere), and `guest7-2` there
@@ -449,11 +449,13 @@ fn past_after_entry(
     let room = h.chat.room_named("#den").unwrap();
     let waiting = waiting
         .iter()
-        .map(|text| RoomLine {
-            room,
-            line: Arc::from(format!("{text}\n")),
-            except: None,
-            keep: Keep::History,
+        .map(|text| {
+            Waiting::Line(RoomLine {
+                room,
+                line: Arc::from(format!("{text}\n")),
+                except: None,
+                keep: Keep::History,
+            })
         })
         .collect();
     let seen = h.by_others(|chat, out| {

@@ -2,13 +2,14 @@
 //! a change made on a stale copy is added to the rules it missed, not
 //! written over them; rules changed while a server was away are read
 //! again when it is back; the rules' key outlives the room for as long as
-//! a ban in it runs; the room's order holds a marker, not the text.
+//! a ban in it runs; the room's order holds a marker, not the text; a
+//! change made while the room's past is awaited keeps its place.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
 use secure_chat::chat::{Keep, RoomId, Save};
-use secure_chat::elsewhere::{Elsewhere, RoomLine, Told};
+use secure_chat::elsewhere::{Ask, Elsewhere, RoomLine, Told, Waiting};
 use secure_chat::linked::redis_link::{Delivery, LinkSettings, RedisLink};
 use secure_chat::linked::Linked;
 use secure_chat_test_support::{quick_link, Redis};
@@ -222,5 +223,64 @@ fn the_rules_outlive_the_room_while_a_ban_runs_and_the_order_holds_a_marker() {
     a.until(|told| rules_of(told, "#den") == Some(Some("invite-only")));
     let left = pttl(&mut raw);
     assert!(left > 0 && left <= room_ttl.as_millis() as i64, "{left} ms");
+    drop(a);
+}
+
+#[test]
+fn a_change_made_while_the_past_is_awaited_keeps_its_place() {
+    let redis = Redis::start(&[]);
+    let mut a = Server::start(&redis.url(), "a", quick_link());
+    let mut raw = redis.connection(&redis.url());
+    a.linked.entered(RoomId(1), &|| Some("#den".to_owned()));
+    // Said and changed before the room's past came: they wait for it.
+    let line = |text: &str| RoomLine {
+        room: RoomId(1),
+        line: format!("chat a {text}\n").into(),
+        except: None,
+        keep: Keep::History,
+    };
+    assert!(a.linked.say(line("before"), &|| None).is_none());
+    a.save("#den", "invite-only");
+    assert!(a.linked.say(line("after"), &|| None).is_none());
+    a.linked.event_done();
+    let (told, _) = a.until(|told| matches!(told, Told::Recent { .. }));
+    let Told::Recent { waiting, .. } = told else {
+        unreachable!()
+    };
+    let change = Waiting::Rules {
+        room: "#den".to_owned(),
+        rules: Some("invite-only".to_owned()),
+    };
+    let expected = [
+        Waiting::Line(line("before")),
+        change,
+        Waiting::Line(line("after")),
+    ];
+    assert_eq!(waiting, expected);
+    // As the chat lets them through, and the hub hands them on.
+    for waited in waiting {
+        match waited {
+            Waiting::Line(line) => assert!(a.linked.say(line, &|| None).is_none()),
+            Waiting::Rules { room, rules } => {
+                assert!(a.linked.ask(Ask::Rules { room, rules }).is_ok());
+            }
+        }
+    }
+    a.linked.event_done();
+    a.until(|told| matches!(told, Told::Line(back) if back.line == line("after").line));
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&["room:{#den}:history", "-", "+"][..])
+        .query(&mut raw)
+        .expect("XRANGE");
+    let order: Vec<&str> = entries
+        .iter()
+        .filter_map(|(_, fields)| fields.iter().find(|(name, _)| name == "line"))
+        .map(|(_, text)| text.as_str())
+        .collect();
+    assert_eq!(
+        order,
+        ["h - chat a before\n", "v 1", "h - chat a after\n"],
+        "the change went ahead of a line said before it"
+    );
     drop(a);
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::RoomLine;
 use crate::chat::{ClientId, RoomId, WHO_PAGE};
+use crate::tls::Fingerprint;
 
 /// What the chat asks of the other servers. Only a chat shared with
 /// others asks ([`Chat::shared`](crate::chat::Chat::shared)).
@@ -48,8 +49,8 @@ pub enum Ask {
         from: ClientId,
         /// Whom it is done to, in lower case.
         to: String,
-        /// What.
-        act: Act,
+        /// What (boxed: the rarest ask, and the largest).
+        act: Box<Act>,
     },
     /// A change of a room's rules made here before this server knew them
     /// ([`Waiting::Rules`]), let through in its place among the lines
@@ -90,14 +91,18 @@ pub enum Waiting {
 
 /// A moderator's kick or kill of someone on another server
 /// ([`Ask::Act`]), as that server is told it: it checks what it can (that
-/// they are in the room; that only a server operator acts on another)
-/// and does it as if it were made there.
+/// they are in the room; that only a server operator acts on another; that
+/// whoever kicks is an operator of the room in its copy of the rules) and
+/// does it as if it were made there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Act {
     /// The moderator's nick.
     pub by: String,
     /// Whether the moderator is a server operator.
     pub server_op: bool,
+    /// The key of the moderator's certificate, if they have one: what a
+    /// room's operators are named by in its rules.
+    pub key: Option<Fingerprint>,
     /// What is done.
     pub deed: Deed,
     /// Why, if they said.

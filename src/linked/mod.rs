@@ -724,7 +724,7 @@ impl Elsewhere for Linked {
             }
             Ask::Query { id, query, page } => self.query(*id, query.clone(), page.clone()),
             Ask::Private { from, to, line } => self.private(*from, to.clone(), Arc::clone(line)),
-            Ask::Act { from, to, act } => self.act(*from, to.clone(), act.clone()),
+            Ask::Act { from, to, act } => self.act(*from, to.clone(), Act::clone(act)),
             // Made before this server knew the room's rules: it only adds.
             Ask::Rules { room, rules } => {
                 self.change_rules(room.clone(), RulesCopy::default(), rules.clone());

@@ -336,16 +336,21 @@ impl Chat {
             Deed::Kill => "disconnect them".to_owned(),
         };
         log::info!("{} asks the server of {nick} to {what}", actor.nick);
+        let key = self
+            .people
+            .get(&actor.key)
+            .and_then(|person| person.certificate.as_ref()?.key);
         let act = Act {
             by: actor.nick.clone(),
             server_op: actor.server_op,
+            key,
             deed,
             reason: reason.map(str::to_owned),
         };
         out.push(Output::Elsewhere(Ask::Act {
             from: actor.id,
             to: nick.to_ascii_lowercase(),
-            act,
+            act: Box::new(act),
         }));
         Ok(())
     }
@@ -353,7 +358,11 @@ impl Chat {
     /// A kick or kill from a moderator on another server for `to`, here:
     /// done as if made here, unless `to` is no longer in the room, or is
     /// a server operator and the moderator is not, or it is a kill by
-    /// someone who is not a server operator (then only the log says so).
+    /// someone who is not a server operator, or a kick by someone who is
+    /// not an operator of the room in this server's copy of its rules
+    /// (then only the log says so). A room's operators by nick (guests)
+    /// are known only on their own server: a guest's kick is obeyed only
+    /// in a room no one with a certificate is an operator of.
     pub(in crate::chat) fn act_in(&mut self, to: &str, act: Act, out: &mut Vec<Output>) {
         let Some(person) = self.people.get(to) else {
             return;
@@ -374,7 +383,15 @@ impl Chat {
         let reason = act.reason.as_deref();
         match &act.deed {
             Deed::Kick(room) => {
-                let room = self.room_names.get(&room.to_ascii_lowercase()).copied();
+                let room_key = room.to_ascii_lowercase();
+                if !act.server_op && !self.operates_elsewhere(&act, &room_key) {
+                    log::warn!(
+                        "a kick of {to} from {room} by {}, not an operator of it: ignored",
+                        act.by
+                    );
+                    return;
+                }
+                let room = self.room_names.get(&room_key).copied();
                 match room {
                     Some(room) if room == person.room && self.room_name(room) != LOBBY => {
                         self.move_to_lobby(room, &act.by, to, reason, out);
@@ -392,6 +409,17 @@ impl Chat {
                 let told = format!("you were {public}");
                 self.disconnect(to, &told, &public, out);
             }
+        }
+    }
+
+    /// Whether the moderator of `act`, on another server, is an operator
+    /// of the room `room_key` by this server's copy of its rules: by their
+    /// certificate's key; without one, only if nobody is by key.
+    fn operates_elsewhere(&self, act: &Act, room_key: &str) -> bool {
+        let rules = self.moderation.rooms.get(room_key);
+        match act.key {
+            Some(key) => rules.is_some_and(|rules| rules.ops.contains(&key)),
+            None => rules.is_none_or(|rules| rules.ops.is_empty()),
         }
     }
 

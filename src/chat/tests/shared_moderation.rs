@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::elsewhere::{Act, Ask, Deed, Sent, Waiting};
+use crate::tls::Fingerprint;
 
 /// A shared chat with `guest7-1` in `#den`, whose past the others have
 /// told (`fresh`: nobody made it before, anywhere), and `guest7-2` there
@@ -183,10 +184,11 @@ fn a_kick_of_someone_elsewhere_goes_to_their_server_which_does_it() {
     let want = Act {
         by: "guest7-1".into(),
         server_op: false,
+        key: None,
         deed: Deed::Kick("#den".into()),
         reason: Some("be nice".into()),
     };
-    assert_eq!(act, &want);
+    assert_eq!(**act, want);
     // Reached their server: the room hears it from there.
     let seen = h.by_others(|chat, out| chat.act_sent(a, "zed", &want, Sent::Delivered, out));
     assert!(seen.is_empty(), "{seen:?}");
@@ -227,12 +229,56 @@ fn a_kick_of_someone_elsewhere_goes_to_their_server_which_does_it() {
 }
 
 #[test]
+fn a_kick_from_elsewhere_is_obeyed_only_from_an_operator_of_the_room() {
+    let (mut h, _, b, _) = den(false);
+    let op = Fingerprint::of_spki(b"the operator's key");
+    let other = Fingerprint::of_spki(b"someone else's key");
+    rules(&mut h, Some(&format!("op {op}")));
+    let kick = |key| Act {
+        by: "mallory".into(),
+        server_op: false,
+        key,
+        deed: Deed::Kick("#den".into()),
+        reason: None,
+    };
+    // Whoever can write to Redis, naming nobody the rules name: ignored.
+    for forged in [kick(None), kick(Some(other))] {
+        let seen = h.by_others(|chat, out| {
+            chat.told(Told::ActIn("guest7-2".into(), forged), out);
+        });
+        assert!(seen.is_empty(), "{seen:?}");
+    }
+    // The room's operator by key, or a server operator: done.
+    let seen = h.by_others(|chat, out| {
+        chat.told(Told::ActIn("guest7-2".into(), kick(Some(op))), out);
+    });
+    assert_eq!(
+        seen[&b][0],
+        "notice guest7-2 was sent from #den to the lobby by mallory"
+    );
+    h.send(b, "/join #den");
+    let root = Act {
+        by: "root".into(),
+        server_op: true,
+        ..kick(None)
+    };
+    let seen = h.by_others(|chat, out| {
+        chat.told(Told::ActIn("guest7-2".into(), root), out);
+    });
+    assert_eq!(
+        seen[&b][0],
+        "notice guest7-2 was sent from #den to the lobby by root"
+    );
+}
+
+#[test]
 fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
     let (mut h, a, b, _) = den(true);
     // Only a server operator's kill is obeyed, whatever Redis carries.
     let forged = Act {
         by: "mallory".into(),
         server_op: false,
+        key: None,
         deed: Deed::Kill,
         reason: None,
     };
@@ -244,6 +290,7 @@ fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
     let kill = Act {
         by: "root".into(),
         server_op: true,
+        key: None,
         deed: Deed::Kill,
         reason: Some("enough".into()),
     };
@@ -260,6 +307,7 @@ fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
     let kill = Act {
         by: "guest7-1".into(),
         server_op: true,
+        key: None,
         deed: Deed::Kill,
         reason: None,
     };

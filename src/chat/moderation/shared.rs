@@ -3,14 +3,34 @@
 //! kicks and kills done for or by another server, `/invite` and sending to
 //! the lobby. Not how they travel (`Elsewhere`), nor the other commands.
 
+use std::sync::Arc;
+
 use super::commands::not_in_lobby;
 use super::rules::{
-    check_shared_rules, check_shared_server_bans, MAX_SHARED_REASON_LEN, MAX_SHARED_RULES_LEN,
+    check_shared_rules, check_shared_server_bans, Identity, MAX_SHARED_REASON_LEN,
+    MAX_SHARED_RULES_LEN,
 };
 use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules, Target};
 use crate::chat::{to as to_one, to_room, Keep, LINK_DOWN_MSG};
 use crate::elsewhere::{Act, Ask, Deed, Sent, Waiting};
 use crate::protocol::{Nick, Notice, Room, ServerLine, LOBBY};
+
+/// The most lines said in one room while its past is awaited whose
+/// speakers are noted: past it, Redis is far behind (the link itself
+/// holds back at most 16 MiB of lines, some 100,000 short ones), and
+/// further lines are let through unchecked when the past comes.
+const MOST_SPEAKERS_NOTED: usize = 1 << 16;
+
+/// Who said a line that waits for its room's past, as they were then.
+#[derive(Debug)]
+pub(in crate::chat) struct Speaker {
+    /// The line, shared with what waits: known by its address.
+    line: Arc<str>,
+    /// Whom bans and mutes name.
+    who: Identity,
+    /// Whether they were a server operator, above a room's bans.
+    server_op: bool,
+}
 
 impl Chat {
     /// A room's rules as every server has them now (`None`: it has none):
@@ -158,6 +178,7 @@ impl Chat {
     pub(in crate::chat) fn forget_makers(&mut self) {
         self.moderation.makers.clear();
         self.moderation.unchecked.clear();
+        self.moderation.speakers.clear();
     }
 
     /// Shared, nobody here is in the room `room_key` any more: its rules
@@ -262,12 +283,44 @@ impl Chat {
         }
     }
 
+    /// Shared, the line just put in `out` (a chat or action line of `id`)
+    /// was said in a room whose past is awaited: who said it, as they are
+    /// now, goes with it until the past comes (`let_through`), so that it
+    /// is checked against them even if they change nick or leave
+    /// meanwhile. Alone, or once the past is known, nothing to do.
+    pub(in crate::chat) fn note_speaker(&mut self, id: ClientId, out: &[Output]) {
+        if self.others.is_none() || !self.reachable() {
+            return;
+        }
+        let Some(Output::ToRoom(line)) = out.last() else {
+            return;
+        };
+        let awaited = self.rooms.get(&line.room).is_some_and(|state| !state.known);
+        let Some(key) = self.person_of(id).filter(|_| awaited).map(|p| p.nick.key()) else {
+            return;
+        };
+        let Some(who) = self.identity(&key) else {
+            return;
+        };
+        let speaker = Speaker {
+            line: Arc::clone(&line.line),
+            who,
+            server_op: self.is_server_operator(&key),
+        };
+        let noted = self.moderation.speakers.entry(line.room).or_default();
+        if noted.len() < MOST_SPEAKERS_NOTED {
+            noted.push(speaker);
+        }
+    }
+
     /// Lines said and rules changed here while a room's past was awaited,
     /// in order: each line goes to the others now, unless a ban or mute
-    /// in the room's rules names its speaker (then only the log says so);
-    /// each change goes in its place, to be added to the rules they have.
-    pub(in crate::chat) fn let_through(&self, waiting: Vec<Waiting>, out: &mut Vec<Output>) {
+    /// in the room's rules names its speaker as they were when they said
+    /// it (then only the log says so); each change goes in its place, to
+    /// be added to the rules they have.
+    pub(in crate::chat) fn let_through(&mut self, waiting: Vec<Waiting>, out: &mut Vec<Output>) {
         let now = self.now();
+        let mut speakers: Vec<Speaker> = Vec::new();
         for waited in waiting {
             let line = match waited {
                 Waiting::Line(line) => line,
@@ -276,30 +329,33 @@ impl Chat {
                     continue;
                 }
             };
-            let from = match ServerLine::parse(line.line.trim_end_matches('\n')) {
-                Some(ServerLine::Chat { from, .. } | ServerLine::Action { from, .. }) => {
-                    from.to_ascii_lowercase()
-                }
-                _ => {
-                    out.push(Output::ToRoom(line));
-                    continue;
-                }
+            if let Some(more) = self.moderation.speakers.remove(&line.room) {
+                speakers.extend(more);
+            }
+            // A line nobody was noted for is no one's (a notice).
+            let Some(at) = speakers
+                .iter()
+                .position(|s| Arc::ptr_eq(&s.line, &line.line))
+            else {
+                out.push(Output::ToRoom(line));
+                continue;
             };
+            let speaker = speakers.swap_remove(at);
             let rules = self
                 .room_key(line.room)
                 .and_then(|room_key| self.moderation.rooms.get(&room_key));
-            let who = self.identity(&from);
-            let breaks = match (rules, who) {
-                (Some(rules), Some(who)) if !self.is_server_operator(&from) => rules
-                    .bans
-                    .iter()
-                    .chain(&rules.mutes)
-                    .any(|sanction| sanction.live(now) && sanction.names(&who)),
-                _ => false,
-            };
+            let breaks = rules.is_some_and(|rules| {
+                !speaker.server_op
+                    && rules
+                        .bans
+                        .iter()
+                        .chain(&rules.mutes)
+                        .any(|sanction| sanction.live(now) && sanction.names(&speaker.who))
+            });
             if breaks {
                 log::info!(
-                    "{from}: a line said before the rules of {} came breaks them; dropped",
+                    "{}: a line said before the rules of {} came breaks them; dropped",
+                    speaker.who.nick,
                     self.room_name(line.room)
                 );
                 continue;

@@ -485,25 +485,28 @@ fn rules_from_elsewhere_over_the_bounds_are_refused_and_the_old_ones_kept() {
 }
 
 /// A shared chat where `guest7-1` and `guest7-2` entered `#den` before
-/// its past (and rules) came; then it comes, with `rules` and `waiting`.
+/// its past (and rules) came, and said `waiting` meanwhile (by client
+/// number, 1 or 2); then it comes, with `rules`, and what they said.
 fn past_after_entry(
     rules: &str,
-    waiting: &[&str],
+    waiting: &[(u64, &str)],
 ) -> (Harness, ClientId, ClientId, HashMap<ClientId, Vec<String>>) {
     let mut h = Harness::shared();
     let (a, b) = (h.join(1), h.join(2));
     h.send(a, "/join #den");
     h.send(b, "/join #den");
     let room = h.chat.room_named("#den").unwrap();
-    let waiting = waiting
-        .iter()
-        .map(|text| {
-            Waiting::Line(RoomLine {
-                room,
-                line: Arc::from(format!("{text}\n")),
-                except: None,
-                keep: Keep::History,
-            })
+    let mut said = Vec::new();
+    for &(id, text) in waiting {
+        h.chat
+            .line(ClientId(id), Frame::Line(text.to_owned()), &mut said);
+    }
+    let waiting = said
+        .into_iter()
+        .filter_map(|output| match output {
+            // Shared, a line waits for the others (here, for the past).
+            Output::ToRoom(line) => Some(Waiting::Line(line)),
+            _ => None,
         })
         .collect();
     let seen = h.by_others(|chat, out| {
@@ -536,11 +539,46 @@ fn a_ban_that_comes_with_the_past_holds_before_the_past_is_shown() {
 }
 
 #[test]
-fn lines_said_before_the_rules_came_are_checked_against_them() {
-    let (_, a, _, seen) = past_after_entry(
-        "mute - mallory guest7-2",
-        &["chat guest7-2 sneaked", "chat guest7-1 fine"],
+fn a_line_said_before_the_rules_came_is_checked_against_its_speaker_renamed_since() {
+    let mut h = Harness::shared();
+    let (a, b) = (h.join(1), h.join(2));
+    h.send(a, "/join #den");
+    h.send(b, "/join #den");
+    let room = h.chat.room_named("#den").unwrap();
+    // Said as guest7-2, who takes another nick before the rules come.
+    let mut out = Vec::new();
+    h.chat.line(b, Frame::Line("sneaked".to_owned()), &mut out);
+    let said: Vec<Waiting> = out
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::ToRoom(line) => Some(Waiting::Line(line)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    h.send(b, "/nick sneaky");
+    h.claimed("sneaky", Claim::Ours);
+    let seen = h.by_others(|chat, out| {
+        let told = Told::Recent {
+            room,
+            lines: Vec::new(),
+            topic: None,
+            rules: Some(Some("mute - mallory guest7-2".to_owned())),
+            fresh: false,
+            waiting: said,
+        };
+        chat.told(told, out);
+    });
+    assert!(
+        !seen.values().flatten().any(|line| line.contains("sneaked")),
+        "{seen:?}"
     );
+}
+
+#[test]
+fn lines_said_before_the_rules_came_are_checked_against_them() {
+    let (_, a, _, seen) =
+        past_after_entry("mute - mallory guest7-2", &[(2, "sneaked"), (1, "fine")]);
     assert!(
         seen[&a].contains(&"chat guest7-1 fine".to_owned()),
         "{seen:?}"

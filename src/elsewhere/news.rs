@@ -329,7 +329,7 @@ pub enum Told {
     /// A room's rules as they are now on every server, whole: they
     /// replace what this server had, and hold for the people here from
     /// now on. (Two changes made at once on two servers: the later one,
-    /// in Redis' order, wins whole.)
+    /// in Redis' order, is made again on the earlier, so both hold.)
     Rules {
         /// The room's key ([`Room::key`](crate::protocol::Room::key)).
         room: String,

@@ -63,6 +63,7 @@ use crate::hub::Event;
 use crate::queue;
 
 mod moderation;
+mod outage;
 pub mod redis_link;
 mod wire;
 
@@ -479,41 +480,7 @@ impl Linked {
                 }
                 None => Told::Nothing,
             },
-            Delivery::LinkDown { reason } => {
-                log::warn!("link to the other servers down: {reason}");
-                // Lines waiting for a room's past would wait the whole
-                // outage: they are shown here now instead.
-                // Changes of rules that waited go when it is back.
-                let mut lines = Vec::new();
-                let mut changes = Vec::new();
-                for joined in self.rooms.values_mut() {
-                    for waited in joined.waiting.iter_mut().flat_map(|w| w.drain(..)) {
-                        match waited {
-                            Waiting::Line(line) => lines.push(line),
-                            Waiting::Rules { room, rules } => {
-                                changes.push((room, RulesCopy::default(), rules));
-                            }
-                        }
-                    }
-                }
-                // And those waiting for the outbox, likewise.
-                for (room, waited) in self.overflow.drain(..) {
-                    match waited {
-                        Publication::Line(line) => lines.push(line),
-                        Publication::Rules { base, rules } => changes.push((room, base, rules)),
-                    }
-                }
-                let rooms = &self.rooms;
-                lines.retain(|line| rooms.contains_key(&line.room));
-                for (room, base, rules) in changes {
-                    self.keep_unsent(room, base, rules);
-                }
-                self.held_back = 0;
-                Told::Unreachable {
-                    notice: LINK_DOWN,
-                    lines,
-                }
-            }
+            Delivery::LinkDown { reason } => self.link_down(&reason),
             Delivery::RoomRules { room, rules } => self.room_rules(room, rules),
             Delivery::ServerBans(bans) => moderation::server_bans_told(bans),
             Delivery::Claimed { name, claim } => Told::Claimed(name, claim),
@@ -607,20 +574,7 @@ impl Linked {
             Delivery::AskTimedOut { ticket } => self.gathered(ticket, true),
             // Redis lost its data meanwhile: this server took a new number,
             // and its new guests are named by it.
-            Delivery::LinkUp { history_lost } => {
-                self.send_unsent();
-                if history_lost {
-                    Told::Reachable {
-                        notice: LINK_UP_HISTORY_LOST,
-                        guest_prefix: self.guest_prefix(),
-                    }
-                } else {
-                    Told::Reachable {
-                        notice: LINK_UP,
-                        guest_prefix: None,
-                    }
-                }
-            }
+            Delivery::LinkUp { history_lost } => self.link_up(history_lost),
         }
     }
 }

@@ -562,18 +562,14 @@ impl RedisLink {
         }))
     }
 
-    /// Writes a change of `room`'s moderation rules: `rules`, whole
-    /// (`None`: none left), made on the copy `base` (the default for none
-    /// known). Written only on that version; if Redis has another, the
-    /// change is made again on what it has ([`merge`]) and written on
-    /// that, until it is in or changes nothing. Once written, every node
-    /// in the room reads the rules at the marker the write puts in its
-    /// order ([`Delivery::RoomRules`], this node included), and every node
-    /// not in it hears the new version. Kept as long as the room's other
-    /// keys, or as the longest ban or mute in them if that runs longer.
-    ///
-    /// Refuses as [`RedisLink::publish`] does; taken, it goes after the
-    /// lines given before it.
+    /// Writes a change of `room`'s rules: `rules`, whole (`None`: none),
+    /// made on the copy `base` (the default for none known), on that
+    /// version only; if Redis has another, the change is made again on
+    /// it ([`merge`]), until it is in or changes nothing. Every node in the
+    /// room reads the rules at the marker this puts in its order
+    /// ([`Delivery::RoomRules`]); every other node hears the new version.
+    /// Refuses as [`RedisLink::publish`] does; goes after the lines given
+    /// before it.
     pub fn write_rules(
         &self,
         room: &str,

@@ -287,7 +287,9 @@ impl Chat {
     /// was said in a room whose past is awaited: who said it, as they are
     /// now, goes with it until the past comes (`let_through`), so that it
     /// is checked against them even if they change nick or leave
-    /// meanwhile. Alone, or once the past is known, nothing to do.
+    /// meanwhile. Alone (the caller does not call it then), or once the
+    /// past is known, or with the others out of reach (the line is shown
+    /// here at once), nothing to do.
     pub(in crate::chat) fn note_speaker(&mut self, id: ClientId, out: &[Output]) {
         if self.others.is_none() || !self.reachable() {
             return;

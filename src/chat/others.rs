@@ -176,7 +176,7 @@ impl Chat {
             Ask::Query { id, query, page } => self.answer_here(id, &query, page.as_deref(), out),
             Ask::Private { from, to, line } => self.private_sent(from, &to, &line, Sent::Down, out),
             Ask::Act { from, to, act } => self.act_sent(from, &to, &act, Sent::Down, out),
-            Ask::Hold { .. } | Ask::Release { .. } => {}
+            Ask::Hold { .. } | Ask::Release { .. } | Ask::Rules { .. } => {}
         }
     }
 

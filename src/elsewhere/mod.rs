@@ -23,8 +23,8 @@ use crate::queue;
 mod news;
 
 pub use news::{
-    Act, Ask, Asker, Claim, Deed, Query, Reach, Sent, Told, Unasked, WhoPart, MOST_IN_A_ROOM,
-    MOST_NAMES_ASKED,
+    Act, Ask, Asker, Claim, Deed, Query, Reach, Sent, Told, Unasked, Waiting, WhoPart,
+    MOST_IN_A_ROOM, MOST_NAMES_ASKED,
 };
 
 /// Something an implementation of [`Elsewhere`] received on a thread of

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::RoomLine;
 use crate::chat::{ClientId, RoomId, WHO_PAGE};
+use crate::tls::Fingerprint;
 
 /// What the chat asks of the other servers. Only a chat shared with
 /// others asks ([`Chat::shared`](crate::chat::Chat::shared)).
@@ -48,8 +49,18 @@ pub enum Ask {
         from: ClientId,
         /// Whom it is done to, in lower case.
         to: String,
-        /// What.
-        act: Act,
+        /// What (boxed: the rarest ask, and the largest).
+        act: Box<Act>,
+    },
+    /// A change of a room's rules made here before this server knew them
+    /// ([`Waiting::Rules`]), let through in its place among the lines
+    /// that waited with it: it adds to what the others have, and is
+    /// never refused (while they cannot be reached, it waits).
+    Rules {
+        /// The room's key ([`Room::key`](crate::protocol::Room::key)).
+        room: String,
+        /// The rules as the change left them, whole; `None` for none.
+        rules: Option<String>,
     },
     /// A private line for someone on another server. Whether it arrived
     /// comes back as [`Told::PrivateSent`].
@@ -63,16 +74,35 @@ pub enum Ask {
     },
 }
 
+/// What was said or changed here in a room while its past was awaited
+/// ([`Told::Recent`]), in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// A room line.
+    Line(RoomLine),
+    /// A change of the room's rules, made before this server knew them.
+    Rules {
+        /// The room's key ([`Room::key`](crate::protocol::Room::key)).
+        room: String,
+        /// The rules as the change left them, whole; `None` for none.
+        rules: Option<String>,
+    },
+}
+
 /// A moderator's kick or kill of someone on another server
 /// ([`Ask::Act`]), as that server is told it: it checks what it can (that
-/// they are in the room; that only a server operator acts on another)
-/// and does it as if it were made there.
+/// they are in the room; that only a server operator acts on another; that
+/// whoever kicks is an operator of the room in its copy of the rules) and
+/// does it as if it were made there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Act {
     /// The moderator's nick.
     pub by: String,
     /// Whether the moderator is a server operator.
     pub server_op: bool,
+    /// The key of the moderator's certificate, if they have one: what a
+    /// room's operators are named by in its rules.
+    pub key: Option<Fingerprint>,
     /// What is done.
     pub deed: Deed,
     /// Why, if they said.
@@ -288,16 +318,18 @@ pub enum Told {
         /// Whether it is new, for all that matters: nobody ever spoke in
         /// it, set its topic or kept rules for it, on any server.
         fresh: bool,
-        /// Lines said here meanwhile, not yet sent to the others: the
-        /// chat lets through, as new room lines, those its rules allow.
-        waiting: Vec<RoomLine>,
+        /// Lines said and rules changed here meanwhile, in order, not
+        /// yet sent to the others: the chat lets through, as new room
+        /// lines, the lines its rules allow, and the changes as
+        /// [`Ask::Rules`], each in its place.
+        waiting: Vec<Waiting>,
     },
     /// A notice for every member of a room.
     TellRoom(RoomId, String),
     /// A room's rules as they are now on every server, whole: they
     /// replace what this server had, and hold for the people here from
     /// now on. (Two changes made at once on two servers: the later one,
-    /// in Redis' order, wins whole.)
+    /// in Redis' order, is made again on the earlier, so both hold.)
     Rules {
         /// The room's key ([`Room::key`](crate::protocol::Room::key)).
         room: String,

@@ -57,17 +57,18 @@ use crossbeam_channel::Receiver;
 
 use crate::chat::{ClientId, Keep, RoomId};
 use crate::elsewhere::{
-    Act, Arrival, Ask, Asker, Elsewhere, Query, Reach, RoomLine, Told, Unasked,
+    Act, Arrival, Ask, Asker, Elsewhere, Query, Reach, RoomLine, Told, Unasked, Waiting,
 };
 use crate::hub::Event;
 use crate::queue;
 
 mod moderation;
+mod outage;
 pub mod redis_link;
 mod wire;
 
-use moderation::Publication;
-use redis_link::{Delivery, LinkGauges, RedisLink, Refused};
+use moderation::{waiting_weight, Publication, Unsent};
+use redis_link::{Delivery, LinkGauges, RedisLink, Refused, RulesCopy};
 pub use wire::{decode, encode};
 use wire::{is_clean, is_nick_key, is_server_line, is_sound, is_sound_answer};
 
@@ -151,8 +152,9 @@ struct Joined {
     key: String,
     /// Until Redis has told what the room said before (its
     /// [`Delivery::Recent`]), lines said here wait, so that none comes
-    /// back before the past it follows.
-    waiting: Option<Vec<RoomLine>>,
+    /// back before the past it follows; and changes of its rules with
+    /// them, in their place.
+    waiting: Option<Vec<Waiting>>,
 }
 
 /// The hub's end of the link: the other servers, through Redis, as the
@@ -183,6 +185,12 @@ pub struct Linked {
     private: HashMap<u64, (ClientId, String, Arc<str>)>,
     /// Moderators' acts on their way, by ticket: who asked, for whom.
     acts: HashMap<u64, (ClientId, String, Act)>,
+    /// The rules of each room this server is in, by name, as last read
+    /// from Redis: what a change made here is made on.
+    copies: HashMap<String, RulesCopy>,
+    /// Changes of rooms' rules made while the link was down, by room
+    /// name: they go when it is back.
+    unsent: HashMap<String, Unsent>,
     /// Questions to every server, by ticket, while their answers come.
     gathering: HashMap<u64, Gathering>,
     /// The clients here whose question is in `gathering`: one each.
@@ -240,6 +248,8 @@ impl Linked {
             held_back_shown: Arc::default(),
             private: HashMap::new(),
             acts: HashMap::new(),
+            copies: HashMap::new(),
+            unsent: HashMap::new(),
             gathering: HashMap::new(),
             asking: HashSet::new(),
             answering: None,
@@ -255,7 +265,7 @@ impl Linked {
         while let Some((key, waiting)) = self.overflow.front() {
             let published = match waiting {
                 Publication::Line(line) => self.publish(key, line),
-                Publication::Rules(rules) => self.publish_rules(key, rules),
+                Publication::Rules { base, rules } => self.write_rules(key, base, rules.as_deref()),
             };
             if published.is_err() {
                 return;
@@ -398,9 +408,6 @@ impl Linked {
                 if self.rooms.get(&id).is_none_or(|j| j.waiting.is_some()) {
                     return Told::Nothing;
                 }
-                if let Some(rules) = wire::decode_rules(&line) {
-                    return moderation::rules_told(room, rules);
-                }
                 match decode(self.link.run(), id, &line) {
                     Some(local) => Told::Line(local),
                     None => {
@@ -423,7 +430,7 @@ impl Linked {
                     .get_mut(&id)
                     .and_then(|joined| joined.waiting.take())
                     .unwrap_or_default();
-                self.held_back -= waiting.iter().map(weight).sum::<usize>();
+                self.held_back -= waiting.iter().map(waiting_weight).sum::<usize>();
                 let past: Vec<Arc<str>> = lines
                     .iter()
                     .filter_map(|text| decode(self.link.run(), id, text))
@@ -440,10 +447,11 @@ impl Linked {
                 // Nobody ever spoke there, set its topic or kept rules
                 // for it: new, for all it matters. (Its notices do not
                 // count: the maker's own arrival is among them.)
-                let fresh = past.is_empty() && topic.is_none() && rules.is_none();
+                let fresh = past.is_empty() && topic.is_none() && rules == RulesCopy::default();
+                self.copies.insert(room.clone(), rules.clone());
                 // Rules that make no sense are not a room without rules:
                 // this server keeps what it had.
-                let rules = match rules {
+                let rules = match rules.rules {
                     Some(rules) if !moderation::is_clean_rules(&room, &rules) => None,
                     rules => Some(rules),
                 };
@@ -472,33 +480,7 @@ impl Linked {
                 }
                 None => Told::Nothing,
             },
-            Delivery::LinkDown { reason } => {
-                log::warn!("link to the other servers down: {reason}");
-                // Lines waiting for a room's past would wait the whole
-                // outage: they are shown here now instead.
-                let mut lines = Vec::new();
-                for joined in self.rooms.values_mut() {
-                    if let Some(waiting) = &mut joined.waiting {
-                        lines.append(waiting);
-                    }
-                }
-                // And those waiting for the outbox, likewise.
-                // (Rules that waited stay this server's: it has them.)
-                let rooms = &self.rooms;
-                let waited = self
-                    .overflow
-                    .drain(..)
-                    .filter_map(|(_, waiting)| match waiting {
-                        Publication::Line(line) => Some(line),
-                        Publication::Rules(_) => None,
-                    });
-                lines.extend(waited.filter(|line| rooms.contains_key(&line.room)));
-                self.held_back = 0;
-                Told::Unreachable {
-                    notice: LINK_DOWN,
-                    lines,
-                }
-            }
+            Delivery::LinkDown { reason } => self.link_down(&reason),
             Delivery::RoomRules { room, rules } => self.room_rules(room, rules),
             Delivery::ServerBans(bans) => moderation::server_bans_told(bans),
             Delivery::Claimed { name, claim } => Told::Claimed(name, claim),
@@ -592,16 +574,7 @@ impl Linked {
             Delivery::AskTimedOut { ticket } => self.gathered(ticket, true),
             // Redis lost its data meanwhile: this server took a new number,
             // and its new guests are named by it.
-            Delivery::LinkUp { history_lost: true } => Told::Reachable {
-                notice: LINK_UP_HISTORY_LOST,
-                guest_prefix: self.guest_prefix(),
-            },
-            Delivery::LinkUp {
-                history_lost: false,
-            } => Told::Reachable {
-                notice: LINK_UP,
-                guest_prefix: None,
-            },
+            Delivery::LinkUp { history_lost } => self.link_up(history_lost),
         }
     }
 }
@@ -671,7 +644,7 @@ impl Elsewhere for Linked {
                     .get_mut(&line.room)
                     .and_then(|j| j.waiting.as_mut())
                 {
-                    waiting.push(line);
+                    waiting.push(Waiting::Line(line));
                 }
                 return None;
             }
@@ -705,7 +678,12 @@ impl Elsewhere for Linked {
             }
             Ask::Query { id, query, page } => self.query(*id, query.clone(), page.clone()),
             Ask::Private { from, to, line } => self.private(*from, to.clone(), Arc::clone(line)),
-            Ask::Act { from, to, act } => self.act(*from, to.clone(), act.clone()),
+            Ask::Act { from, to, act } => self.act(*from, to.clone(), Act::clone(act)),
+            // Made before this server knew the room's rules: it only adds.
+            Ask::Rules { room, rules } => {
+                self.change_rules(room.clone(), RulesCopy::default(), rules.clone());
+                Ok(())
+            }
         };
         refused.map_err(|refused| {
             let why = match refused {
@@ -773,8 +751,9 @@ impl Elsewhere for Linked {
         for room in self.leaving.drain(..) {
             if let Some(joined) = self.rooms.remove(&room) {
                 self.by_key.remove(&joined.key);
+                self.copies.remove(&joined.key);
                 let waited = joined.waiting.unwrap_or_default();
-                self.held_back -= waited.iter().map(weight).sum::<usize>();
+                self.held_back -= waited.iter().map(waiting_weight).sum::<usize>();
             }
         }
         self.pump();

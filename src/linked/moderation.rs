@@ -1,61 +1,103 @@
-//! Moderation through the link: a room's rules go to Redis in the room's
-//! own order, as an entry among its lines, and come back to every server
-//! in it ([`Told::Rules`]), mute before the next line; the server bans go
-//! to every server; a kick or kill of someone on another server goes to
-//! that server, as a private line does. What the chat does with them is
-//! the chat's (`chat::moderation`); how they are written, `wire`.
+//! Moderation through the link: a change of a room's rules goes to Redis
+//! on the version of the copy this server had (`redis_link` makes it again
+//! on what Redis has, if that moved), in the room's order; every server
+//! in the room reads the rules there, mute before the next line
+//! ([`Told::Rules`]). A change made while the link is down waits, and is
+//! made again on what Redis has once it is back. The server bans go to
+//! every server; a kick or kill of someone on another server goes to that
+//! server, as a private line does. What the chat does with them is the
+//! chat's (`chat::moderation`); how they are written, `wire`.
 
 use log::warn;
 
-use super::redis_link::Refused;
-use super::wire::{decode_act, encode_act, encode_rules, is_clean, is_nick_key};
-use super::{weight, Linked, LINE_OVERHEAD};
+use super::redis_link::{merge, Refused, RulesCopy};
+use super::wire::{decode_act, encode_act, is_clean, is_nick_key};
+use super::{Joined, Linked, LINE_OVERHEAD};
 use crate::chat::{ClientId, Save};
-use crate::elsewhere::{Act, RoomLine, Sent, Told};
+use crate::elsewhere::{Act, Sent, Told, Waiting};
 
 /// What waits here for room in the link's outbox, in its room's order.
 #[derive(Debug)]
 pub(super) enum Publication {
     /// A room line.
-    Line(RoomLine),
-    /// The room's rules, whole (empty: it has none).
-    Rules(String),
+    Line(crate::elsewhere::RoomLine),
+    /// A change of the room's rules: the whole new text, made on `base`.
+    Rules {
+        base: RulesCopy,
+        rules: Option<String>,
+    },
 }
 
 impl Publication {
     /// What it counts against [`HELD_BACK_BYTES`](super::HELD_BACK_BYTES).
     pub(super) fn weight(&self) -> usize {
         match self {
-            Publication::Line(line) => weight(line),
-            Publication::Rules(rules) => rules.len() + LINE_OVERHEAD,
+            Publication::Line(line) => super::weight(line),
+            Publication::Rules { base, rules } => rules_weight(&base.rules) + rules_weight(rules),
         }
     }
 }
 
+/// What rules that wait here count against
+/// [`HELD_BACK_BYTES`](super::HELD_BACK_BYTES).
+fn rules_weight(rules: &Option<String>) -> usize {
+    rules.as_ref().map_or(0, String::len) + LINE_OVERHEAD
+}
+
+/// What something that waits for its room's past counts against
+/// [`HELD_BACK_BYTES`](super::HELD_BACK_BYTES).
+pub(super) fn waiting_weight(waiting: &Waiting) -> usize {
+    match waiting {
+        Waiting::Line(line) => super::weight(line),
+        Waiting::Rules { rules, .. } => rules_weight(rules),
+    }
+}
+
+/// A change of a room's rules that could not go while the link was down:
+/// made on `base`, it goes once the link is back.
+#[derive(Debug)]
+pub(super) struct Unsent {
+    pub(super) base: RulesCopy,
+    pub(super) rules: Option<String>,
+}
+
 impl Linked {
-    /// Hands Redis a room's rules, whole, as an entry in the room's order.
-    pub(super) fn publish_rules(&self, key: &str, rules: &str) -> Result<(), Refused> {
-        self.link.publish_rules(key, &encode_rules(rules), rules)
+    /// Hands Redis a change of a room's rules, made on `base`.
+    pub(super) fn write_rules(
+        &self,
+        key: &str,
+        base: &RulesCopy,
+        rules: Option<&str>,
+    ) -> Result<(), Refused> {
+        self.link.write_rules(key, base, rules)
     }
 
-    /// Gives the other servers what moderation changed here. While the
-    /// link is down it stays on this server (which has it already); the
-    /// next change of the same rules shares them whole.
+    /// Gives the other servers what moderation changed here.
     pub(super) fn share(&mut self, save: Save) {
         match save {
             Save::Rules { room, rules } => {
-                let rules = rules.unwrap_or_default();
-                // Behind the lines that wait already: one order per room.
-                if !self.overflow.is_empty() && self.link.is_up() {
-                    return self.hold_rules(room, rules);
-                }
-                match self.publish_rules(&room, &rules) {
-                    Ok(()) => {}
-                    Err(Refused::Full) => self.hold_rules(room, rules),
-                    Err(Refused::Down) => {
-                        warn!("the rules of {room} stay on this server: the link is down");
+                // The room's past (and so its rules) is still to come: the
+                // change waits with the lines said before it, in its place.
+                let awaited = self.by_key.get(&room).and_then(|id| self.rooms.get_mut(id));
+                if let Some(Joined {
+                    waiting: Some(waiting),
+                    ..
+                }) = awaited
+                {
+                    if self.link.is_up() {
+                        let change = Waiting::Rules { room, rules };
+                        let weight = waiting_weight(&change);
+                        if self.held_back + weight <= super::HELD_BACK_BYTES {
+                            self.held_back += weight;
+                            waiting.push(change);
+                        } else {
+                            warn!("a change of rules stays on this server: Redis is far behind");
+                        }
+                        return;
                     }
                 }
+                let base = self.copies.get(&room).cloned().unwrap_or_default();
+                self.change_rules(room, base, rules);
             }
             Save::ServerBans(bans) => {
                 if let Err(refused) = self.link.share_server_bans(bans.as_deref()) {
@@ -65,22 +107,69 @@ impl Linked {
         }
     }
 
-    fn hold_rules(&mut self, room: String, rules: String) {
-        let waiting = Publication::Rules(rules);
-        if self.room_for(waiting.weight()) {
-            self.overflow.push_back((room, waiting));
-        } else {
-            warn!("the rules of {room} stay on this server: Redis is far behind");
+    /// Sends a change of `room`'s rules, made on `base`: now, or behind
+    /// what waits for the outbox, or, with the link down, once it is back.
+    pub(super) fn change_rules(&mut self, room: String, base: RulesCopy, rules: Option<String>) {
+        // Behind the lines that wait already: one order per room.
+        if !self.overflow.is_empty() && self.link.is_up() {
+            return self.hold_rules(room, base, rules);
+        }
+        match self.write_rules(&room, &base, rules.as_deref()) {
+            Ok(()) => {}
+            Err(Refused::Full) => self.hold_rules(room, base, rules),
+            Err(Refused::Down) => self.keep_unsent(room, base, rules),
         }
     }
 
-    /// A room's rules, told to every server: one with members in the
-    /// room has them in the room's order instead (or, still waiting for
-    /// its past, with it), so only the others take this copy.
-    pub(super) fn room_rules(&self, room: String, rules: Option<String>) -> Told {
-        if self.by_key.contains_key(&room) {
-            return Told::Nothing;
+    fn hold_rules(&mut self, room: String, base: RulesCopy, rules: Option<String>) {
+        let waiting = Publication::Rules { base, rules };
+        if self.room_for(waiting.weight()) {
+            self.overflow.push_back((room, waiting));
+        } else {
+            warn!("a change of the rules of {room} stays on this server: Redis is far behind");
         }
+    }
+
+    /// Keeps a change of `room`'s rules for when the link is back: made
+    /// on the earliest copy of the changes that wait, the latest text.
+    pub(super) fn keep_unsent(&mut self, room: String, base: RulesCopy, rules: Option<String>) {
+        log::info!("a change of the rules of {room} waits for the link to be back");
+        self.unsent
+            .entry(room)
+            .and_modify(|unsent| unsent.rules.clone_from(&rules))
+            .or_insert(Unsent { base, rules });
+    }
+
+    /// The link is back: the changes made meanwhile go, each made again
+    /// on what Redis has if that moved.
+    pub(super) fn send_unsent(&mut self) {
+        let unsent: Vec<(String, Unsent)> = self.unsent.drain().collect();
+        for (room, Unsent { base, rules }) in unsent {
+            self.change_rules(room, base, rules);
+        }
+    }
+
+    /// A room's rules as Redis has them (for a room this server is in, at
+    /// their place in its order; for another, as they change): the copy
+    /// changes here are made on. A change that waits for the link to be
+    /// back is made again on them, here too, so that it holds meanwhile.
+    pub(super) fn room_rules(&mut self, room: String, copy: RulesCopy) -> Told {
+        if self.by_key.contains_key(&room) {
+            self.copies.insert(room.clone(), copy.clone());
+        }
+        let rules = match self.unsent.get_mut(&room) {
+            Some(unsent) => {
+                let merged = merge(
+                    unsent.base.rules.as_deref(),
+                    unsent.rules.as_deref(),
+                    copy.rules.as_deref(),
+                );
+                unsent.base = copy;
+                unsent.rules.clone_from(&merged);
+                merged
+            }
+            None => copy.rules,
+        };
         rules_told(room, rules)
     }
 }

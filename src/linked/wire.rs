@@ -15,6 +15,9 @@ use crate::protocol::{Nick, Room, ServerLine};
 /// t EXCEPT TOPIC\nLINE        a topic change
 /// ```
 ///
+/// (The room's order also holds `v VERSION`, a change of its rules: the
+/// link reads those, and the chat never sees them.)
+///
 /// EXCEPT is `-`, or `RUN.ID`: client ID of the run RUN
 /// ([`RedisLink::run`](super::redis_link::RedisLink::run)). LINE is the
 /// line as clients get it, `\n` included; a topic has no line end in it
@@ -74,27 +77,15 @@ pub fn decode(token: &str, room: RoomId, text: &str) -> Option<RoomLine> {
     })
 }
 
-/// The text Redis carries for a room's rules, among its lines: `r` and
-/// the rules, whole, one per line (nothing after `r ` when it has none).
-/// No line of a room's starts so ([`encode`]).
-pub(super) fn encode_rules(rules: &str) -> String {
-    format!("r {rules}")
-}
-
-/// Reads back what [`encode_rules`] wrote: `Some(None)` for no rules,
-/// `None` if `text` is not rules at all.
-pub(super) fn decode_rules(text: &str) -> Option<Option<String>> {
-    let rules = text.strip_prefix("r ")?;
-    Some((!rules.is_empty()).then(|| rules.to_owned()))
-}
-
-/// The text a moderator's act travels as: `kick BY OP ROOM [REASON]` or
-/// `kill BY OP [REASON]`, OP `1` if BY is a server operator, else `0`.
+/// The text a moderator's act travels as: `kick BY OP KEY ROOM [REASON]`
+/// or `kill BY OP KEY [REASON]`, OP `1` if BY is a server operator, else
+/// `0`, KEY their certificate's key (`sha256:...`), or `-` for none.
 pub(super) fn encode_act(act: &Act) -> String {
     let op = if act.server_op { "1" } else { "0" };
+    let key = act.key.map_or("-".to_owned(), |key| key.to_string());
     let mut text = match &act.deed {
-        Deed::Kick(room) => format!("kick {} {op} {room}", act.by),
-        Deed::Kill => format!("kill {} {op}", act.by),
+        Deed::Kick(room) => format!("kick {} {op} {key} {room}", act.by),
+        Deed::Kill => format!("kill {} {op} {key}", act.by),
     };
     if let Some(reason) = &act.reason {
         text.push(' ');
@@ -109,11 +100,16 @@ pub(super) fn encode_act(act: &Act) -> String {
 pub(super) fn decode_act(text: &str) -> Option<Act> {
     let (deed, rest) = text.split_once(' ')?;
     let (by, rest) = rest.split_once(' ')?;
-    let (op, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (op, rest) = rest.split_once(' ')?;
     let server_op = match op {
         "1" => true,
         "0" => false,
         _ => return None,
+    };
+    let (key, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let key = match key {
+        "-" => None,
+        key => Some(key.parse().ok()?),
     };
     let (deed, reason) = match deed {
         "kick" => {
@@ -131,6 +127,7 @@ pub(super) fn decode_act(text: &str) -> Option<Act> {
     Some(Act {
         by: by.to_owned(),
         server_op,
+        key,
         deed,
         reason: (!reason.is_empty()).then(|| reason.to_owned()),
     })
@@ -230,15 +227,9 @@ mod tests {
     }
 
     #[test]
-    fn rules_round_trip_and_are_no_line() {
-        let rules = "op sha256:abc\nban - op troll spam";
-        let text = encode_rules(rules);
-        assert_eq!(decode_rules(&text), Some(Some(rules.to_owned())));
-        assert_eq!(decode_rules(&encode_rules("")), Some(None));
-        // Among a room's lines, an entry of rules is not one of them.
-        assert_eq!(decode("run", RoomId(1), &text), None);
-        let line = local(None, Keep::History);
-        assert_eq!(decode_rules(&encode("run", &line)), None);
+    fn a_marker_of_rules_is_no_line() {
+        // What the rules' script puts in a room's order (`redis_link`).
+        assert_eq!(decode("run", RoomId(1), "v 3"), None);
     }
 
     #[test]
@@ -246,12 +237,14 @@ mod tests {
         let kick = Act {
             by: "op".into(),
             server_op: false,
+            key: Some(crate::tls::Fingerprint::of_spki(b"op's key")),
             deed: Deed::Kick("#den".into()),
             reason: Some("too loud, sorry".into()),
         };
         let kill = Act {
             by: "root".into(),
             server_op: true,
+            key: None,
             deed: Deed::Kill,
             reason: None,
         };
@@ -261,19 +254,22 @@ mod tests {
         assert_eq!(
             encode_act(&Act {
                 reason: None,
-                ..decode_act("kill a 0").unwrap()
+                ..decode_act("kill a 0 -").unwrap()
             }),
-            "kill a 0"
+            "kill a 0 -"
         );
         for text in [
             "",
-            "kick op 0",
-            "kick op 2 #den",
-            "kick 9op 0 #den",
-            "kick op 0 den",
-            "ban op 0 #den",
-            "kill op 0 \u{1b}[2J",
-            "kill op 0 one\ntwo",
+            "kick op 0 -",
+            "kick op 2 - #den",
+            "kick 9op 0 - #den",
+            "kick op 0 - den",
+            "kick op 0 #den",
+            "kick op 0 sha256:zz #den",
+            "ban op 0 - #den",
+            "kill op 0",
+            "kill op 0 - \u{1b}[2J",
+            "kill op 0 - one\ntwo",
         ] {
             assert_eq!(decode_act(text), None, "{text:?}");
         }

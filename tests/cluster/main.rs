@@ -20,7 +20,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use secure_chat::linked::redis_link::{Delivery, LinkError, LinkSettings, RedisLink, Refused};
+use secure_chat::linked::redis_link::{
+    Delivery, LinkError, LinkSettings, RedisLink, Refused, RulesCopy,
+};
 use secure_chat_test_support::{free_port, quick_link, Pki, Redis};
 
 /// The longest any one wait in these tests may take.
@@ -264,7 +266,7 @@ fn joining_a_room_brings_its_last_lines_and_topic() {
             room: "tea".into(),
             lines: vec![],
             topic: None,
-            rules: None
+            rules: RulesCopy::default(),
         }
     );
     for n in 1..=4 {
@@ -280,7 +282,7 @@ fn joining_a_room_brings_its_last_lines_and_topic() {
             room: "tea".into(),
             lines: vec!["line 3".into(), "line 4".into(), "topic set".into()],
             topic: Some("green".into()),
-            rules: None
+            rules: RulesCopy::default(),
         }
     );
     // And then only what is said from now on.

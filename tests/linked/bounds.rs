@@ -3,6 +3,7 @@
 //! in bytes and in number.
 
 use super::*;
+use secure_chat::elsewhere::Waiting;
 
 /// Numbers, keeps and publishes `text` in `room` as the servers' script
 /// does, past every check a server makes: what a hostile Redis, or anyone
@@ -336,7 +337,10 @@ fn lines_waiting_for_a_rooms_past_survive_leaving_and_entering_at_once() {
             Told::Line(line) => shown.push(line.line.to_string()),
             // As the hub does with what the chat lets through.
             Told::Recent { waiting, .. } => {
-                for line in waiting {
+                for waited in waiting {
+                    let Waiting::Line(line) = waited else {
+                        panic!("no rules were changed: {waited:?}");
+                    };
                     let key = || Some("#again".to_owned());
                     assert!(a.say(line, &key).is_none(), "given back");
                 }

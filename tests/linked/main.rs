@@ -561,3 +561,4 @@ fn a_server_that_cannot_log_in_to_redis_says_so_and_exits() {
 
 mod bounds;
 mod moderation;
+mod moderation_versions;

@@ -92,12 +92,13 @@ fn a_ban_and_a_mute_made_on_one_server_hold_on_the_other() {
     // The refused line never went anywhere.
     assert_eq!(op.recv_non_notice(), "chat loud thanks");
 
-    // Redis keeps the rules, with the room's other keys.
+    // Redis keeps the rules, as long as their ban runs at least.
     let mut raw = redis.connection(&redis.url());
-    let rules: String = redis::cmd("GET")
+    let rules: String = redis::cmd("HGET")
         .arg("room:{#den}:rules")
+        .arg("text")
         .query(&mut raw)
-        .expect("GET");
+        .expect("HGET");
     assert!(rules.starts_with("ban "), "{rules}");
     assert!(!rules.contains("mute "), "{rules}");
     let ttl: i64 = redis::cmd("PTTL")

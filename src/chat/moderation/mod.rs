@@ -19,6 +19,7 @@ pub use rules::Clock;
 pub(crate) use rules::{Identity, RoomRules, Sanction, Target};
 
 use rules::{sanction_lines, server_bans_from_text};
+use shared::Speaker;
 
 /// The most rooms a guest is an operator of at once. A room's rules are
 /// bounded ([`rules::MAX_PER_ROOM`]), and a guest's go with them, but
@@ -62,6 +63,9 @@ pub(super) struct ModerationState {
     /// Shared: who entered a room here (by room key) while this server
     /// knew no rules for it, until its past brings them (see `shared`).
     unchecked: HashMap<String, Vec<String>>,
+    /// Shared: who said each line said here in a room whose past is
+    /// awaited, until it comes (see `shared`).
+    speakers: HashMap<RoomId, Vec<Speaker>>,
 }
 
 /// Who is acting, where, and with which rights.

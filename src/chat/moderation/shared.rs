@@ -3,14 +3,34 @@
 //! kicks and kills done for or by another server, `/invite` and sending to
 //! the lobby. Not how they travel (`Elsewhere`), nor the other commands.
 
+use std::sync::Arc;
+
 use super::commands::not_in_lobby;
 use super::rules::{
-    check_shared_rules, check_shared_server_bans, MAX_SHARED_REASON_LEN, MAX_SHARED_RULES_LEN,
+    check_shared_rules, check_shared_server_bans, Identity, MAX_SHARED_REASON_LEN,
+    MAX_SHARED_RULES_LEN,
 };
 use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules, Target};
-use crate::chat::{to as to_one, to_room, Keep, RoomLine, LINK_DOWN_MSG};
-use crate::elsewhere::{Act, Ask, Deed, Sent};
+use crate::chat::{to as to_one, to_room, Keep, LINK_DOWN_MSG};
+use crate::elsewhere::{Act, Ask, Deed, Sent, Waiting};
 use crate::protocol::{Nick, Notice, Room, ServerLine, LOBBY};
+
+/// The most lines said in one room while its past is awaited whose
+/// speakers are noted: past it, Redis is far behind (the link itself
+/// holds back at most 16 MiB of lines, some 100,000 short ones), and
+/// further lines are let through unchecked when the past comes.
+const MOST_SPEAKERS_NOTED: usize = 1 << 16;
+
+/// Who said a line that waits for its room's past, as they were then.
+#[derive(Debug)]
+pub(in crate::chat) struct Speaker {
+    /// The line, shared with what waits: known by its address.
+    line: Arc<str>,
+    /// Whom bans and mutes name.
+    who: Identity,
+    /// Whether they were a server operator, above a room's bans.
+    server_op: bool,
+}
 
 impl Chat {
     /// A room's rules as every server has them now (`None`: it has none):
@@ -158,6 +178,7 @@ impl Chat {
     pub(in crate::chat) fn forget_makers(&mut self) {
         self.moderation.makers.clear();
         self.moderation.unchecked.clear();
+        self.moderation.speakers.clear();
     }
 
     /// Shared, nobody here is in the room `room_key` any more: its rules
@@ -262,36 +283,81 @@ impl Chat {
         }
     }
 
-    /// Lines said here while a room's past was awaited: each goes to the
-    /// others now, unless a ban or mute in the room's rules names its
-    /// speaker (then only the log says so).
-    pub(in crate::chat) fn let_through(&self, waiting: Vec<RoomLine>, out: &mut Vec<Output>) {
+    /// Shared, the line just put in `out` (a chat or action line of `id`)
+    /// was said in a room whose past is awaited: who said it, as they are
+    /// now, goes with it until the past comes (`let_through`), so that it
+    /// is checked against them even if they change nick or leave
+    /// meanwhile. Alone (the caller does not call it then), or once the
+    /// past is known, or with the others out of reach (the line is shown
+    /// here at once), nothing to do.
+    pub(in crate::chat) fn note_speaker(&mut self, id: ClientId, out: &[Output]) {
+        if self.others.is_none() || !self.reachable() {
+            return;
+        }
+        let Some(Output::ToRoom(line)) = out.last() else {
+            return;
+        };
+        let awaited = self.rooms.get(&line.room).is_some_and(|state| !state.known);
+        let Some(key) = self.person_of(id).filter(|_| awaited).map(|p| p.nick.key()) else {
+            return;
+        };
+        let Some(who) = self.identity(&key) else {
+            return;
+        };
+        let speaker = Speaker {
+            line: Arc::clone(&line.line),
+            who,
+            server_op: self.is_server_operator(&key),
+        };
+        let noted = self.moderation.speakers.entry(line.room).or_default();
+        if noted.len() < MOST_SPEAKERS_NOTED {
+            noted.push(speaker);
+        }
+    }
+
+    /// Lines said and rules changed here while a room's past was awaited,
+    /// in order: each line goes to the others now, unless a ban or mute
+    /// in the room's rules names its speaker as they were when they said
+    /// it (then only the log says so); each change goes in its place, to
+    /// be added to the rules they have.
+    pub(in crate::chat) fn let_through(&mut self, waiting: Vec<Waiting>, out: &mut Vec<Output>) {
         let now = self.now();
-        for line in waiting {
-            let from = match ServerLine::parse(line.line.trim_end_matches('\n')) {
-                Some(ServerLine::Chat { from, .. } | ServerLine::Action { from, .. }) => {
-                    from.to_ascii_lowercase()
-                }
-                _ => {
-                    out.push(Output::ToRoom(line));
+        let mut speakers: Vec<Speaker> = Vec::new();
+        for waited in waiting {
+            let line = match waited {
+                Waiting::Line(line) => line,
+                Waiting::Rules { room, rules } => {
+                    out.push(Output::Elsewhere(Ask::Rules { room, rules }));
                     continue;
                 }
             };
+            if let Some(more) = self.moderation.speakers.remove(&line.room) {
+                speakers.extend(more);
+            }
+            // A line nobody was noted for is no one's (a notice).
+            let Some(at) = speakers
+                .iter()
+                .position(|s| Arc::ptr_eq(&s.line, &line.line))
+            else {
+                out.push(Output::ToRoom(line));
+                continue;
+            };
+            let speaker = speakers.swap_remove(at);
             let rules = self
                 .room_key(line.room)
                 .and_then(|room_key| self.moderation.rooms.get(&room_key));
-            let who = self.identity(&from);
-            let breaks = match (rules, who) {
-                (Some(rules), Some(who)) if !self.is_server_operator(&from) => rules
-                    .bans
-                    .iter()
-                    .chain(&rules.mutes)
-                    .any(|sanction| sanction.live(now) && sanction.names(&who)),
-                _ => false,
-            };
+            let breaks = rules.is_some_and(|rules| {
+                !speaker.server_op
+                    && rules
+                        .bans
+                        .iter()
+                        .chain(&rules.mutes)
+                        .any(|sanction| sanction.live(now) && sanction.names(&speaker.who))
+            });
             if breaks {
                 log::info!(
-                    "{from}: a line said before the rules of {} came breaks them; dropped",
+                    "{}: a line said before the rules of {} came breaks them; dropped",
+                    speaker.who.nick,
                     self.room_name(line.room)
                 );
                 continue;
@@ -328,16 +394,21 @@ impl Chat {
             Deed::Kill => "disconnect them".to_owned(),
         };
         log::info!("{} asks the server of {nick} to {what}", actor.nick);
+        let key = self
+            .people
+            .get(&actor.key)
+            .and_then(|person| person.certificate.as_ref()?.key);
         let act = Act {
             by: actor.nick.clone(),
             server_op: actor.server_op,
+            key,
             deed,
             reason: reason.map(str::to_owned),
         };
         out.push(Output::Elsewhere(Ask::Act {
             from: actor.id,
             to: nick.to_ascii_lowercase(),
-            act,
+            act: Box::new(act),
         }));
         Ok(())
     }
@@ -345,7 +416,11 @@ impl Chat {
     /// A kick or kill from a moderator on another server for `to`, here:
     /// done as if made here, unless `to` is no longer in the room, or is
     /// a server operator and the moderator is not, or it is a kill by
-    /// someone who is not a server operator (then only the log says so).
+    /// someone who is not a server operator, or a kick by someone who is
+    /// not an operator of the room in this server's copy of its rules
+    /// (then only the log says so). A room's operators by nick (guests)
+    /// are known only on their own server: a guest's kick is obeyed only
+    /// in a room no one with a certificate is an operator of.
     pub(in crate::chat) fn act_in(&mut self, to: &str, act: Act, out: &mut Vec<Output>) {
         let Some(person) = self.people.get(to) else {
             return;
@@ -366,7 +441,15 @@ impl Chat {
         let reason = act.reason.as_deref();
         match &act.deed {
             Deed::Kick(room) => {
-                let room = self.room_names.get(&room.to_ascii_lowercase()).copied();
+                let room_key = room.to_ascii_lowercase();
+                if !act.server_op && !self.operates_elsewhere(&act, &room_key) {
+                    log::warn!(
+                        "a kick of {to} from {room} by {}, not an operator of it: ignored",
+                        act.by
+                    );
+                    return;
+                }
+                let room = self.room_names.get(&room_key).copied();
                 match room {
                     Some(room) if room == person.room && self.room_name(room) != LOBBY => {
                         self.move_to_lobby(room, &act.by, to, reason, out);
@@ -384,6 +467,17 @@ impl Chat {
                 let told = format!("you were {public}");
                 self.disconnect(to, &told, &public, out);
             }
+        }
+    }
+
+    /// Whether the moderator of `act`, on another server, is an operator
+    /// of the room `room_key` by this server's copy of its rules: by their
+    /// certificate's key; without one, only if nobody is by key.
+    fn operates_elsewhere(&self, act: &Act, room_key: &str) -> bool {
+        let rules = self.moderation.rooms.get(room_key);
+        match act.key {
+            Some(key) => rules.is_some_and(|rules| rules.ops.contains(&key)),
+            None => rules.is_none_or(|rules| rules.ops.is_empty()),
         }
     }
 

@@ -3,7 +3,8 @@
 //! here at once; and who makes a room, once its past is told.
 
 use super::*;
-use crate::elsewhere::{Act, Ask, Deed, Sent};
+use crate::elsewhere::{Act, Ask, Deed, Sent, Waiting};
+use crate::tls::Fingerprint;
 
 /// A shared chat with `guest7-1` in `#den`, whose past the others have
 /// told (`fresh`: nobody made it before, anywhere), and `guest7-2` there
@@ -183,10 +184,11 @@ fn a_kick_of_someone_elsewhere_goes_to_their_server_which_does_it() {
     let want = Act {
         by: "guest7-1".into(),
         server_op: false,
+        key: None,
         deed: Deed::Kick("#den".into()),
         reason: Some("be nice".into()),
     };
-    assert_eq!(act, &want);
+    assert_eq!(**act, want);
     // Reached their server: the room hears it from there.
     let seen = h.by_others(|chat, out| chat.act_sent(a, "zed", &want, Sent::Delivered, out));
     assert!(seen.is_empty(), "{seen:?}");
@@ -227,12 +229,56 @@ fn a_kick_of_someone_elsewhere_goes_to_their_server_which_does_it() {
 }
 
 #[test]
+fn a_kick_from_elsewhere_is_obeyed_only_from_an_operator_of_the_room() {
+    let (mut h, _, b, _) = den(false);
+    let op = Fingerprint::of_spki(b"the operator's key");
+    let other = Fingerprint::of_spki(b"someone else's key");
+    rules(&mut h, Some(&format!("op {op}")));
+    let kick = |key| Act {
+        by: "mallory".into(),
+        server_op: false,
+        key,
+        deed: Deed::Kick("#den".into()),
+        reason: None,
+    };
+    // Whoever can write to Redis, naming nobody the rules name: ignored.
+    for forged in [kick(None), kick(Some(other))] {
+        let seen = h.by_others(|chat, out| {
+            chat.told(Told::ActIn("guest7-2".into(), forged), out);
+        });
+        assert!(seen.is_empty(), "{seen:?}");
+    }
+    // The room's operator by key, or a server operator: done.
+    let seen = h.by_others(|chat, out| {
+        chat.told(Told::ActIn("guest7-2".into(), kick(Some(op))), out);
+    });
+    assert_eq!(
+        seen[&b][0],
+        "notice guest7-2 was sent from #den to the lobby by mallory"
+    );
+    h.send(b, "/join #den");
+    let root = Act {
+        by: "root".into(),
+        server_op: true,
+        ..kick(None)
+    };
+    let seen = h.by_others(|chat, out| {
+        chat.told(Told::ActIn("guest7-2".into(), root), out);
+    });
+    assert_eq!(
+        seen[&b][0],
+        "notice guest7-2 was sent from #den to the lobby by root"
+    );
+}
+
+#[test]
 fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
     let (mut h, a, b, _) = den(true);
     // Only a server operator's kill is obeyed, whatever Redis carries.
     let forged = Act {
         by: "mallory".into(),
         server_op: false,
+        key: None,
         deed: Deed::Kill,
         reason: None,
     };
@@ -244,6 +290,7 @@ fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
     let kill = Act {
         by: "root".into(),
         server_op: true,
+        key: None,
         deed: Deed::Kill,
         reason: Some("enough".into()),
     };
@@ -260,6 +307,7 @@ fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
     let kill = Act {
         by: "guest7-1".into(),
         server_op: true,
+        key: None,
         deed: Deed::Kill,
         reason: None,
     };
@@ -437,23 +485,28 @@ fn rules_from_elsewhere_over_the_bounds_are_refused_and_the_old_ones_kept() {
 }
 
 /// A shared chat where `guest7-1` and `guest7-2` entered `#den` before
-/// its past (and rules) came; then it comes, with `rules` and `waiting`.
+/// its past (and rules) came, and said `waiting` meanwhile (by client
+/// number, 1 or 2); then it comes, with `rules`, and what they said.
 fn past_after_entry(
     rules: &str,
-    waiting: &[&str],
+    waiting: &[(u64, &str)],
 ) -> (Harness, ClientId, ClientId, HashMap<ClientId, Vec<String>>) {
     let mut h = Harness::shared();
     let (a, b) = (h.join(1), h.join(2));
     h.send(a, "/join #den");
     h.send(b, "/join #den");
     let room = h.chat.room_named("#den").unwrap();
-    let waiting = waiting
-        .iter()
-        .map(|text| RoomLine {
-            room,
-            line: Arc::from(format!("{text}\n")),
-            except: None,
-            keep: Keep::History,
+    let mut said = Vec::new();
+    for &(id, text) in waiting {
+        h.chat
+            .line(ClientId(id), Frame::Line(text.to_owned()), &mut said);
+    }
+    let waiting = said
+        .into_iter()
+        .filter_map(|output| match output {
+            // Shared, a line waits for the others (here, for the past).
+            Output::ToRoom(line) => Some(Waiting::Line(line)),
+            _ => None,
         })
         .collect();
     let seen = h.by_others(|chat, out| {
@@ -486,11 +539,46 @@ fn a_ban_that_comes_with_the_past_holds_before_the_past_is_shown() {
 }
 
 #[test]
-fn lines_said_before_the_rules_came_are_checked_against_them() {
-    let (_, a, _, seen) = past_after_entry(
-        "mute - mallory guest7-2",
-        &["chat guest7-2 sneaked", "chat guest7-1 fine"],
+fn a_line_said_before_the_rules_came_is_checked_against_its_speaker_renamed_since() {
+    let mut h = Harness::shared();
+    let (a, b) = (h.join(1), h.join(2));
+    h.send(a, "/join #den");
+    h.send(b, "/join #den");
+    let room = h.chat.room_named("#den").unwrap();
+    // Said as guest7-2, who takes another nick before the rules come.
+    let mut out = Vec::new();
+    h.chat.line(b, Frame::Line("sneaked".to_owned()), &mut out);
+    let said: Vec<Waiting> = out
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::ToRoom(line) => Some(Waiting::Line(line)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    h.send(b, "/nick sneaky");
+    h.claimed("sneaky", Claim::Ours);
+    let seen = h.by_others(|chat, out| {
+        let told = Told::Recent {
+            room,
+            lines: Vec::new(),
+            topic: None,
+            rules: Some(Some("mute - mallory guest7-2".to_owned())),
+            fresh: false,
+            waiting: said,
+        };
+        chat.told(told, out);
+    });
+    assert!(
+        !seen.values().flatten().any(|line| line.contains("sneaked")),
+        "{seen:?}"
     );
+}
+
+#[test]
+fn lines_said_before_the_rules_came_are_checked_against_them() {
+    let (_, a, _, seen) =
+        past_after_entry("mute - mallory guest7-2", &[(2, "sneaked"), (1, "fine")]);
     assert!(
         seen[&a].contains(&"chat guest7-1 fine".to_owned()),
         "{seen:?}"

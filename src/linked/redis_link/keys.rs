@@ -15,7 +15,8 @@ pub(super) struct Keys {
     pub(super) topic: String,
     /// The bytes of the lines the history holds.
     pub(super) size: String,
-    /// The room's moderation rules, whole ([`RedisLink::publish_rules`]).
+    /// The room's moderation rules and their version, a hash
+    /// ([`RedisLink::write_rules`]).
     pub(super) rules: String,
     pub(super) channel: String,
 }
@@ -33,7 +34,18 @@ impl Keys {
         }
     }
 
-    /// Every key of the room, in the order [`PUBLISH_SCRIPT`] takes them.
+    /// The keys [`PUBLISH_SCRIPT`] takes, in its order: all but the rules.
+    pub(super) fn of_lines(&self) -> [&str; 5] {
+        [
+            &self.seq,
+            &self.history,
+            &self.senders,
+            &self.topic,
+            &self.size,
+        ]
+    }
+
+    /// Every key of the room, the rules last.
     pub(super) fn all(&self) -> [&str; 6] {
         [
             &self.seq,

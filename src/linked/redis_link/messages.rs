@@ -96,17 +96,18 @@ pub enum Delivery {
         lines: Vec<String>,
         /// Its topic, if one was ever set ([`RedisLink::publish_topic`]).
         topic: Option<String>,
-        /// Its rules, if it has any ([`RedisLink::publish_rules`]).
-        rules: Option<String>,
+        /// Its rules and their version ([`RedisLink::write_rules`]).
+        rules: RulesCopy,
     },
-    /// A room's rules changed, for a node that may not be in it (one that
-    /// is gets them in the room's order too, as a [`Delivery::Line`]).
+    /// A room's rules as Redis has them now: for a room this node is in,
+    /// at the place of their change in its order (once per version), and
+    /// each time the link comes back (before the lines missed
+    /// meanwhile); for one it is not in, when they change.
     RoomRules {
         /// The room.
         room: String,
-        /// Its rules, whole, as given to [`RedisLink::publish_rules`];
-        /// `None` for none.
-        rules: Option<String>,
+        /// Its rules and their version.
+        rules: RulesCopy,
     },
     /// The server bans, whole, as given to
     /// [`RedisLink::share_server_bans`] (`None`: none): when one is

@@ -24,9 +24,7 @@
 //! which Redis runs as one atomic step, does three things (four, for a
 //! line that sets the room's topic: `SET room:{name}:topic` as well, so
 //! that a node joining the room later is told it with the room's last
-//! lines, [`Delivery::Recent`]; and for an entry that carries the room's
-//! moderation rules, `SET room:{name}:rules` and a copy to the nodes not
-//! in the room, [`RedisLink::publish_rules`]):
+//! lines, [`Delivery::Recent`]):
 //!
 //! 1. `INCR room:{name}:seq`: the line's number in its room (its *seq*),
 //!    1, 2, 3, ... The same number on every node, so every node shows the
@@ -37,6 +35,16 @@
 //!    or [`LinkSettings::history_bytes`] bytes of them (counted in
 //!    `room:{name}:size`), down to 15/16 of both.
 //! 3. `PUBLISH room:{name}`: `seq node line`, to every node in the room.
+//!
+//! A room's moderation rules are kept beside its lines, in
+//! `room:{name}:rules` with a version, and written by a script of their
+//! own ([`RedisLink::write_rules`], `rules.rs`) only on the version the
+//! change was made on: a node whose copy was stale makes its change again
+//! on what Redis has, so no change undoes another it never saw. The room's
+//! order gets a marker, `v VERSION`, numbered as a line is: each node in
+//! the room reads the rules there, among the lines they hold for (once
+//! per version it has not read yet), and again each time its link comes
+//! back ([`Delivery::RoomRules`]).
 //!
 //! Every key of the room is also given [`LinkSettings::room_ttl`] to live,
 //! and each node renews that for the rooms it has members in: a room
@@ -151,6 +159,7 @@ mod messages;
 mod names;
 mod order;
 mod publisher;
+mod rules;
 mod schedule;
 mod scripts;
 mod subscriber;
@@ -163,6 +172,8 @@ pub use figures::{DeliveriesTaken, LinkGauges};
 use keys::{channel, room_of, Keys};
 pub use messages::{Delivery, LinkError, LinkSettings, Refused};
 use publisher::{pause, Publisher};
+use rules::RulesWrite;
+pub use rules::{merge, RulesCopy};
 use subscriber::Subscriber;
 
 use crate::backoff::Backoff;
@@ -185,10 +196,10 @@ const ASK_CHANNEL: &str = "chat:ask";
 const NODES_KEY: &str = "chat:nodes";
 
 /// The channel every node listens to for moderation's news: the server
-/// bans (`s TEXT`) and each room's rules (`r ROOM TEXT`), whole, an empty
-/// TEXT for none. A room's rules also come in the room's own order, to
-/// the nodes in it ([`RedisLink::publish_rules`]); this copy is for the
-/// nodes that are not, whose copy would otherwise go stale.
+/// bans (`s TEXT`, whole, an empty TEXT for none) and each room's new
+/// rules version (`r ROOM VERSION`). The nodes in a room have the marker
+/// in its order ([`RedisLink::write_rules`]); this one is for the nodes
+/// that are not, which read the rules when they hear it.
 const MODERATION_CHANNEL: &str = "chat:moderation";
 
 /// The server bans, shared by every node ([`RedisLink::share_server_bans`]);
@@ -328,8 +339,13 @@ struct ToPublish {
     line: String,
     /// The room's new topic, if the line sets one.
     topic: Option<String>,
-    /// The room's new rules, if the line carries them (empty: none).
-    rules: Option<String>,
+}
+
+/// What waits for the publisher thread, in order.
+#[derive(Debug)]
+enum Outgoing {
+    Line(ToPublish),
+    Rules(RulesWrite),
 }
 
 /// The node's end of the link. Dropping it first gives the publisher up
@@ -344,7 +360,7 @@ pub struct RedisLink {
     /// This run of the node, unlike any other run of any node:
     /// `NODE/RANDOM`.
     run: String,
-    outbox: Option<Sender<ToPublish>>,
+    outbox: Option<Sender<Outgoing>>,
     /// Work for the directory thread (claims, private lines, questions).
     asks: Option<Sender<Errand>>,
     /// Names held and let go, for the directory thread to tell Redis at
@@ -404,6 +420,8 @@ impl RedisLink {
         check_version(&target, &mut query)?;
         let script = Script::new(PUBLISH_SCRIPT);
         script.load(&mut publish).map_err(fail)?;
+        let rules_script = Script::new(rules::RULES_SCRIPT);
+        rules_script.load(&mut publish).map_err(fail)?;
         let first_epoch = epoch(&mut query).map_err(fail)?;
         // Before anyone can connect here, so that they already hold.
         let server_bans: Option<String> = redis::cmd("GET")
@@ -461,6 +479,7 @@ impl RedisLink {
             shared: Arc::clone(&shared),
             woken: woken.clone(),
             script,
+            rules_script,
             node: node.to_owned(),
             sender: run.clone(),
             count: 0,
@@ -475,6 +494,7 @@ impl RedisLink {
             names: name_changes.clone(),
             next: HashMap::new(),
             joined: HashMap::new(),
+            rules_seen: HashMap::new(),
             down: false,
             touch_script: Script::new(TOUCH_SCRIPT),
             server_bans,
@@ -524,24 +544,43 @@ impl RedisLink {
     /// link was up but that could not yet reach Redis when it went down
     /// is published when it comes back.
     pub fn publish(&self, room: &str, line: &str) -> Result<(), Refused> {
-        self.send(room, line, None, None)
+        self.send(Outgoing::Line(ToPublish {
+            room: room.to_owned(),
+            line: line.to_owned(),
+            topic: None,
+        }))
     }
 
     /// Like [`RedisLink::publish`], for a line that also sets the room's topic:
     /// kept in Redis with the line, in the same atomic step, so that a
     /// node joining the room later finds it ([`Delivery::Recent`]).
     pub fn publish_topic(&self, room: &str, line: &str, topic: &str) -> Result<(), Refused> {
-        self.send(room, line, Some(topic), None)
+        self.send(Outgoing::Line(ToPublish {
+            room: room.to_owned(),
+            line: line.to_owned(),
+            topic: Some(topic.to_owned()),
+        }))
     }
 
-    /// Like [`RedisLink::publish`], for an entry that carries the room's
-    /// moderation rules, whole (`rules` empty: it has none): kept in Redis
-    /// in the same atomic step (`room:{name}:rules`, expiring with the
-    /// room's other keys), so that a node joining the room later finds
-    /// them ([`Delivery::Recent`]); and told, in that step too, to every
-    /// node not in the room ([`Delivery::RoomRules`]).
-    pub fn publish_rules(&self, room: &str, line: &str, rules: &str) -> Result<(), Refused> {
-        self.send(room, line, None, Some(rules))
+    /// Writes a change of `room`'s rules: `rules`, whole (`None`: none),
+    /// made on the copy `base` (the default for none known), on that
+    /// version only; if Redis has another, the change is made again on
+    /// it ([`merge`]), until it is in or changes nothing. Every node in the
+    /// room reads the rules at the marker this puts in its order
+    /// ([`Delivery::RoomRules`]); every other node hears the new version.
+    /// Refuses as [`RedisLink::publish`] does; goes after the lines given
+    /// before it.
+    pub fn write_rules(
+        &self,
+        room: &str,
+        base: &RulesCopy,
+        rules: Option<&str>,
+    ) -> Result<(), Refused> {
+        self.send(Outgoing::Rules(RulesWrite {
+            room: room.to_owned(),
+            base: base.clone(),
+            rules: rules.map(str::to_owned),
+        }))
     }
 
     /// Shares the server bans, whole (`None`: there are none): kept in
@@ -551,24 +590,12 @@ impl RedisLink {
         self.ask(Errand::ServerBans(bans.unwrap_or_default().to_owned()))
     }
 
-    fn send(
-        &self,
-        room: &str,
-        line: &str,
-        topic: Option<&str>,
-        rules: Option<&str>,
-    ) -> Result<(), Refused> {
+    fn send(&self, outgoing: Outgoing) -> Result<(), Refused> {
         if !self.shared.up.load(Ordering::SeqCst) {
             return Err(Refused::Down);
         }
         let Some(outbox) = &self.outbox else {
             return Err(Refused::Down);
-        };
-        let outgoing = ToPublish {
-            room: room.to_owned(),
-            line: line.to_owned(),
-            topic: topic.map(str::to_owned),
-            rules: rules.map(str::to_owned),
         };
         match outbox.try_send(outgoing) {
             Ok(()) => {

@@ -46,8 +46,19 @@ pub(super) const BATCH: usize = 64;
 /// once: the later count marks it as done.)
 pub(super) const REFUSALS_BEFORE_DROP: u32 = 5;
 
+/// What became of a call the publisher made until it was done.
+pub(super) enum Tried<T> {
+    /// Redis answered this.
+    Done(T),
+    /// Redis refused it [`REFUSALS_BEFORE_DROP`] times: dropped.
+    Dropped,
+    /// The link stops.
+    Stopping,
+}
+
 /// The publisher thread: runs the script for each line, in order, on its
-/// own connection.
+/// own connection; and the rules' script for each change of a room's
+/// rules, in its place among them.
 pub(super) struct Publisher {
     /// Dropped with the thread: [`RedisLink`]'s drop waits for that.
     pub(super) _publishing: Sender<()>,
@@ -55,6 +66,8 @@ pub(super) struct Publisher {
     pub(super) shared: Arc<LinkState>,
     pub(super) woken: Receiver<()>,
     pub(super) script: Script,
+    /// [`RULES_SCRIPT`](super::rules::RULES_SCRIPT).
+    pub(super) rules_script: Script,
     pub(super) node: String,
     /// This run of the node, as the script's senders hash knows it.
     pub(super) sender: String,
@@ -63,26 +76,40 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    pub(super) fn run(mut self, outgoing: Receiver<ToPublish>, connection: Connection) {
+    pub(super) fn run(mut self, outgoing: Receiver<Outgoing>, connection: Connection) {
         let mut connection = Some(connection);
         let poll = self.target.settings.poll;
         let mut batch = Vec::with_capacity(BATCH);
         loop {
-            let first = match outgoing.recv_timeout(poll) {
-                Ok(line) => line,
+            let mut next = match outgoing.recv_timeout(poll) {
+                Ok(first) => Some(first),
                 Err(RecvTimeoutError::Timeout) if !self.shared.stopping() => continue,
                 Err(_) => return,
             };
-            // Whatever else waits goes in the same round trip.
-            batch.push(self.numbered(first));
-            while batch.len() < BATCH {
-                match outgoing.try_recv() {
-                    Ok(line) => batch.push(self.numbered(line)),
-                    Err(_) => break,
+            // Whatever else waits goes in the same round trip, up to a
+            // change of rules: that goes alone, after the lines before it.
+            while let Some(taken) = next.take() {
+                self.shared.outbox_out.add(1);
+                match taken {
+                    Outgoing::Line(line) => {
+                        batch.push(self.numbered(line));
+                        if batch.len() < BATCH {
+                            next = outgoing.try_recv().ok();
+                        }
+                    }
+                    Outgoing::Rules(write) => {
+                        if !batch.is_empty() && !self.publish(&mut connection, &batch) {
+                            return;
+                        }
+                        batch.clear();
+                        if !self.write_rules(&mut connection, write) {
+                            return;
+                        }
+                        next = outgoing.try_recv().ok();
+                    }
                 }
             }
-            self.shared.outbox_out.add(batch.len() as u64);
-            if !self.publish(&mut connection, &batch) {
+            if !batch.is_empty() && !self.publish(&mut connection, &batch) {
                 return;
             }
             batch.clear();
@@ -103,8 +130,8 @@ impl Publisher {
             let settings = &self.target.settings;
             pipe.cmd("EVALSHA")
                 .arg(self.script.get_hash())
-                .arg(keys.all().len());
-            for key in keys.all() {
+                .arg(keys.of_lines().len());
+            for key in keys.of_lines() {
                 pipe.arg(key);
             }
             pipe.arg(&keys.channel)
@@ -118,14 +145,6 @@ impl Publisher {
             match &line.topic {
                 Some(topic) => pipe.arg(1).arg(topic),
                 None => pipe.arg(0).arg(""),
-            };
-            match &line.rules {
-                Some(rules) => pipe
-                    .arg(1)
-                    .arg(rules)
-                    .arg(MODERATION_CHANNEL)
-                    .arg(format!("r {} {rules}", line.room)),
-                None => pipe.arg(0),
             };
         }
         pipe
@@ -141,11 +160,25 @@ impl Publisher {
         batch: &[(u64, ToPublish)],
     ) -> bool {
         let pipe = self.pipeline(batch);
+        let what = format!("{} lines", batch.len());
+        let done = self.until_done(connection, &self.script, &what, |open| pipe.exec(open));
+        !matches!(done, Tried::Stopping)
+    }
+
+    /// Makes `call` with `script` until Redis answers it, across
+    /// reconnections; `what` names it in the log if it is dropped.
+    pub(super) fn until_done<T>(
+        &self,
+        connection: &mut Option<Connection>,
+        script: &Script,
+        what: &str,
+        mut call: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Tried<T> {
         let mut backoff = reconnect_backoff();
         let mut refusals = 0;
         loop {
             if self.shared.stopping() {
-                return false;
+                return Tried::Stopping;
             }
             let Some(open) = connection.as_mut() else {
                 match self.target.connect() {
@@ -157,20 +190,20 @@ impl Publisher {
                             self.target.describe(&error)
                         );
                         if pause(&self.shared, &self.woken, backoff.next_wait()) {
-                            return false;
+                            return Tried::Stopping;
                         }
                     }
                 }
                 continue;
             };
-            let error = match pipe.exec(open) {
-                Ok(()) => return true,
+            let error = match call(open) {
+                Ok(done) => return Tried::Done(done),
                 Err(error) => error,
             };
             // A Redis that restarted has forgotten the script: load it
             // again and retry at once.
             if error.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) {
-                if self.script.load(open).is_ok() {
+                if script.load(open).is_ok() {
                     continue;
                 }
                 *connection = None;
@@ -184,16 +217,12 @@ impl Publisher {
             } else {
                 refusals += 1;
                 if refusals >= REFUSALS_BEFORE_DROP {
-                    log::warn!(
-                        "redis {}: {} lines dropped: {reason}",
-                        self.target.addr,
-                        batch.len()
-                    );
-                    return true;
+                    log::warn!("redis {}: {what} dropped: {reason}", self.target.addr);
+                    return Tried::Dropped;
                 }
             }
             if pause(&self.shared, &self.woken, backoff.next_wait()) {
-                return false;
+                return Tried::Stopping;
             }
         }
     }

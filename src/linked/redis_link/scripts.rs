@@ -10,17 +10,16 @@ use super::*;
 ///
 /// KEYS: the room's sequence counter, its history stream, its hash of
 /// senders (per node and run, the last count it published here), its
-/// topic, the bytes of the lines its history holds, and its rules. ARGV:
-/// the room's channel, the most lines and the most bytes the history
-/// keeps, how long (ms) the room's keys live once quiet, the sender, its
-/// count, the node's name, the line, `1` and a topic when the line sets
-/// one (else `0` and an empty string), then `1`, the rules (empty: none),
-/// the moderation channel and what it is told, when the entry carries the
-/// room's rules (else `0`). Returns the line's seq, or 0 when that count
-/// was published before (a retry after a reply that never arrived).
+/// topic, and the bytes of the lines its history holds. ARGV: the room's
+/// channel, the most lines and the most bytes the history keeps, how long
+/// (ms) the room's keys live once quiet, the sender, its count, the
+/// node's name, the line, and `1` and a topic when the line sets one
+/// (else `0` and an empty string). Returns the line's seq, or 0 when that
+/// count was published before (a retry after a reply that never arrived).
 ///
-/// The rules are not cleared when a room's numbering starts over, as its
-/// topic is: a ban outlives a quiet spell as long as the rules' own key.
+/// A room's rules are not this script's: they have their own
+/// (`rules.rs`), their own expiry, and are not cleared when a room's
+/// numbering starts over, as its topic is.
 ///
 /// The history is trimmed here, oldest first, never past either cap: once
 /// a line takes it over one, down to 15/16 of both at once, so that the
@@ -95,14 +94,6 @@ local ttl = tonumber(ARGV[4])
 if ARGV[9] == '1' then
   redis.call('SET', KEYS[4], ARGV[10], 'PX', ttl)
 end
-if ARGV[11] == '1' then
-  if ARGV[12] == '' then
-    redis.call('DEL', KEYS[6])
-  else
-    redis.call('SET', KEYS[6], ARGV[12], 'PX', ttl)
-  end
-  redis.call('PUBLISH', ARGV[13], ARGV[14])
-end
 if redis.call('PTTL', KEYS[1]) < ttl / 2 then
   for _, key in ipairs(KEYS) do
     redis.call('PEXPIRE', key, ttl)
@@ -114,10 +105,17 @@ return seq
 
 /// Keeps a room's keys while a node has members in it, however quiet:
 /// each gets the expiry `ARGV[1]` (ms) again. KEYS: the room's keys
-/// ([`Keys::all`]). One room per call, so its keys share a slot.
+/// ([`Keys::all`]), its rules last: they only ever get more time, never
+/// less than a ban in them needs, nor an expiry they are kept without.
+/// One room per call, so its keys share a slot.
 pub(super) const TOUCH_SCRIPT: &str = r"
-for _, key in ipairs(KEYS) do
-  redis.call('PEXPIRE', key, ARGV[1])
+local ttl = tonumber(ARGV[1])
+for i = 1, #KEYS - 1 do
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+local left = redis.call('PTTL', KEYS[#KEYS])
+if left >= 0 and left < ttl then
+  redis.call('PEXPIRE', KEYS[#KEYS], ttl)
 end
 return 0
 ";
@@ -190,6 +188,7 @@ mod tests {
         let scripts = [
             ("publish", PUBLISH_SCRIPT),
             ("touch", TOUCH_SCRIPT),
+            ("rules", super::rules::RULES_SCRIPT),
             ("claim", names::CLAIM_SCRIPT),
             ("release", names::RELEASE_SCRIPT),
             ("private", names::PRIVATE_SCRIPT),

@@ -30,6 +30,8 @@ pub(super) struct Subscriber {
     pub(super) next: HashMap<String, u64>,
     /// Per room subscribed to, the join it was for.
     pub(super) joined: HashMap<String, u64>,
+    /// Per room subscribed to, the version of its rules last delivered.
+    pub(super) rules_seen: HashMap<String, u64>,
     /// Whether `LinkDown` was said, and `LinkUp` is owed.
     pub(super) down: bool,
     /// [`TOUCH_SCRIPT`], run by its hash: a renewal of a thousand rooms
@@ -203,7 +205,8 @@ impl Subscriber {
                 Ok(message) => {
                     let channel = message.get_channel_name();
                     if channel == MODERATION_CHANNEL {
-                        if let Err(end) = self.on_moderation(message.get_payload_bytes()) {
+                        let bytes = message.get_payload_bytes();
+                        if let Err(end) = self.on_moderation(query, bytes) {
                             return end;
                         }
                         continue;
@@ -283,6 +286,8 @@ impl Subscriber {
                 .is_some_and(|join| joined.get(room) == Some(join))
         });
         self.joined.retain(|room, _| self.next.contains_key(room));
+        self.rules_seen
+            .retain(|room, _| self.next.contains_key(room));
     }
 
     /// Subscribes to `rooms`, each for the join given, and catches up:
@@ -323,6 +328,11 @@ impl Subscriber {
                 let recent = self.recent(query, room, past)?;
                 self.send(recent)?;
                 self.next.insert(room.clone(), past + 1);
+            } else {
+                // Back after an outage: the rules as they are now, if they
+                // changed, before any line missed meanwhile (their markers
+                // may be gone from the history, and lines may break them).
+                self.deliver_rules(query, room)?;
             }
             let current = current_seq(query, room).map_err(|error| lost(&self.target, error))?;
             let mut next = self.next[room];
@@ -381,7 +391,7 @@ impl Subscriber {
 
     /// `room`'s last lines up to `current`, and its topic.
     pub(super) fn recent(
-        &self,
+        &mut self,
         query: &mut Connection,
         room: &str,
         current: u64,
@@ -405,13 +415,12 @@ impl Subscriber {
                 .map(|(_, mut fields)| fields.remove("line").unwrap_or_default())
                 .collect();
         }
-        let (topic, rules): (Option<String>, Option<String>) = redis::pipe()
-            .cmd("GET")
+        let topic: Option<String> = redis::cmd("GET")
             .arg(&keys.topic)
-            .cmd("GET")
-            .arg(&keys.rules)
             .query(query)
             .map_err(lost)?;
+        let rules = self.read_rules(query, room)?;
+        self.rules_seen.insert(room.to_owned(), rules.version);
         Ok(Delivery::Recent {
             room: room.to_owned(),
             lines,
@@ -420,9 +429,15 @@ impl Subscriber {
         })
     }
 
-    /// A message on the moderation channel: `s TEXT` (the server bans)
-    /// or `r ROOM TEXT` (a room's rules), TEXT empty for none.
-    fn on_moderation(&mut self, bytes: &[u8]) -> Result<(), SubscriberEnd> {
+    /// A message on the moderation channel: `s TEXT` (the server bans,
+    /// TEXT empty for none) or `r ROOM VERSION` (a room's rules changed).
+    fn on_moderation(&mut self, query: &mut Connection, bytes: &[u8]) -> Result<(), SubscriberEnd> {
+        if let Some(text) = bytes.strip_prefix(b"r ") {
+            return match std::str::from_utf8(text) {
+                Ok(text) => self.rules_changed(query, text),
+                Err(_) => Ok(()),
+            };
+        }
         let whole = |text: &str| (!text.is_empty()).then(|| text.to_owned());
         let delivery = std::str::from_utf8(bytes).ok().and_then(|text| {
             let (kind, rest) = text.split_once(' ')?;
@@ -430,13 +445,6 @@ impl Subscriber {
                 "s" => {
                     self.server_bans = whole(rest);
                     Some(Delivery::ServerBans(whole(rest)))
-                }
-                "r" => {
-                    let (room, rules) = rest.split_once(' ')?;
-                    Some(Delivery::RoomRules {
-                        room: room.to_owned(),
-                        rules: whole(rules),
-                    })
                 }
                 _ => None,
             }
@@ -525,12 +533,7 @@ impl Subscriber {
         if seq > next {
             self.fill(query, room, next, seq - 1)?;
         }
-        self.send(Delivery::Line {
-            room: room.to_owned(),
-            seq,
-            node: node.to_owned(),
-            line: line.to_owned(),
-        })?;
+        self.entry(query, room, seq, node, line)?;
         self.next.insert(room.to_owned(), seq + 1);
         Ok(())
     }
@@ -587,13 +590,8 @@ impl Subscriber {
                         to: seq - 1,
                     })?;
                 }
-                let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
-                self.send(Delivery::Line {
-                    room: room.to_owned(),
-                    seq,
-                    node: field("node"),
-                    line: field("line"),
-                })?;
+                let field = |name: &str| fields.get(name).map_or("", String::as_str);
+                self.entry(query, room, seq, field("node"), field("line"))?;
                 expected = seq + 1;
             }
             if done {

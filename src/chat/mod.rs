@@ -147,7 +147,7 @@ pub enum Output {
 /// counts closes (the metrics' `chat_server_disconnects_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// It asked to go (`/quit`; in classic mode, `bye`).
+    /// It asked to go (`/quit`, or `bye`).
     Quit,
     /// A server operator disconnected it (`/kill`), on this server or on
     /// another one the chat is shared with.
@@ -155,8 +155,9 @@ pub enum CloseReason {
     /// A server ban made while it was here names it (`/serverban`, here
     /// or on another server).
     Banned,
-    /// Turned away when it came, before it was in the chat: a server ban
-    /// names it, or its name is someone else's.
+    /// Turned away as it came, before it was in the chat: a server ban
+    /// names it, its name is someone else's or no nick, or its person has
+    /// every session they may.
     Refused,
     /// Another connection reclaimed its nick with the secret (`/reclaim`):
     /// this one was a ghost.

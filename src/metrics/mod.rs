@@ -298,17 +298,17 @@ pub enum Disconnect {
     /// The client closed the connection properly (close_notify) before
     /// the server did.
     Closed,
-    /// The server closed it after the client's `/quit` (classic mode:
-    /// `bye`).
+    /// The server closed it after the client's `/quit` (or `bye`).
     Quit,
     /// A server operator's `/kill`, here or on another server.
     Killed,
     /// A server ban made while it was in the chat names it.
     Banned,
-    /// The chat turned it away when it came: a server ban, a name that is
-    /// someone else's, too many sessions. (Those turned away before the
-    /// chat heard of them, for want of a place, are
-    /// `chat_server_refused_total`, never a disconnect.)
+    /// The chat turned it away as it came: a server ban, a name someone
+    /// else holds, a certificate's name that is no nick, too many
+    /// sessions. (Those turned away before the chat heard of them, for
+    /// want of a place, are `chat_server_refused_total`, never a
+    /// disconnect.)
     Refused,
     /// Another connection reclaimed its nick (`/reclaim`).
     Replaced,

@@ -304,12 +304,15 @@ impl Reader {
         }
         // What the server did comes first: the peer only answered it. A
         // server that stops cuts those slow to hang up: that is the
-        // shutdown too, where a cut for being too slow is not.
+        // shutdown too, where a cut for being too slow is not. A close by
+        // the hub counts as the chat's reason for it.
         let stopping = self.tracker.connections.is_stopping();
         let disconnect = match self.fate.cut_as() {
             Some(cut) if self.fate.too_slow() || !stopping => cut,
             _ if stopping => Disconnect::Shutdown,
-            _ => (self.fate.closed_by_hub())
+            _ => self
+                .fate
+                .closed_by_hub()
                 .and_then(Disconnect::of_close)
                 .unwrap_or(self.disconnect),
         };

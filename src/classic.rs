@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::chat::{ClientId, Output, PeerCertificate};
+use crate::chat::{ClientId, CloseReason, Output, PeerCertificate};
 use crate::line::Frame;
 use crate::protocol::{self, BYE_REPLY, HI_REPLY, WELCOME};
 
@@ -109,7 +109,7 @@ impl Classic {
             out.push(to(id, HI_REPLY));
         } else if is_farewell(&text) {
             out.push(to(id, BYE_REPLY));
-            self.close(id, "said bye", out);
+            self.close(id, CloseReason::Quit, "said bye", out);
         } else {
             out.push(to(id, &format!("{ECHO_PREFIX}{text}")));
         }
@@ -131,7 +131,7 @@ impl Classic {
         reason: &str,
         out: &mut Vec<Output>,
     ) {
-        self.close(id, reason, out);
+        self.close(id, CloseReason::Left, reason, out);
     }
 
     /// The server is stopping: everyone is closed, with no notice. A
@@ -141,15 +141,19 @@ impl Classic {
     /// tells it that the server has gone, as the original's ending did.
     pub fn shutdown(&mut self, out: &mut Vec<Output>) {
         for id in self.clients.drain() {
-            out.push(Output::Close { id });
+            out.push(Output::Close {
+                id,
+                why: CloseReason::Shutdown,
+            });
         }
     }
 
-    /// Forgets a client and closes its connection, if it was still here.
-    fn close(&mut self, id: ClientId, reason: &str, out: &mut Vec<Output>) {
+    /// Forgets a client and closes its connection (`why`), if it was
+    /// still here.
+    fn close(&mut self, id: ClientId, why: CloseReason, reason: &str, out: &mut Vec<Output>) {
         if self.clients.remove(&id) {
             log::info!("{id}: left: {reason}");
-            out.push(Output::Close { id });
+            out.push(Output::Close { id, why });
         }
     }
 }
@@ -257,7 +261,13 @@ mod tests {
         let mut classic = with(&[ALICE]);
         assert_eq!(
             say(&mut classic, ALICE, " Bye "),
-            vec![to(ALICE, BYE_REPLY), Output::Close { id: ALICE }]
+            vec![
+                to(ALICE, BYE_REPLY),
+                Output::Close {
+                    id: ALICE,
+                    why: CloseReason::Quit
+                }
+            ]
         );
         assert!(classic.is_empty());
         // Lines already on their way, and the connection's end: nothing.
@@ -302,7 +312,7 @@ mod tests {
         ] {
             assert!(
                 out.iter().all(|o| match o {
-                    Output::To { id, .. } | Output::Close { id } => *id == ALICE,
+                    Output::To { id, .. } | Output::Close { id, .. } => *id == ALICE,
                     _ => false,
                 }),
                 "{out:?}"
@@ -325,7 +335,13 @@ mod tests {
         let mut classic = with(&[ALICE, BOB]);
         let mut out = Vec::new();
         classic.left(ALICE, Some("too slow"), "stalled", &mut out);
-        assert_eq!(out, vec![Output::Close { id: ALICE }]);
+        assert_eq!(
+            out,
+            vec![Output::Close {
+                id: ALICE,
+                why: CloseReason::Left
+            }]
+        );
         out.clear();
         classic.left(ALICE, None, "again", &mut out);
         assert!(out.is_empty(), "{out:?}");
@@ -338,12 +354,15 @@ mod tests {
         let mut out = Vec::new();
         classic.shutdown(&mut out);
         out.sort_by_key(|o| match o {
-            Output::Close { id } => *id,
+            Output::Close { id, .. } => *id,
             other => panic!("only closes at shutdown, not {other:?}"),
         });
         assert_eq!(
             out,
-            vec![Output::Close { id: ALICE }, Output::Close { id: BOB }]
+            [ALICE, BOB].map(|id| Output::Close {
+                id,
+                why: CloseReason::Shutdown
+            })
         );
         assert!(classic.is_empty());
     }

@@ -10,13 +10,14 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::Arc;
 
 use support::{bad_record, cert_args, run, tls_connect, wait_until, Pki, ServerProcess, TIMEOUT};
-use support::{test_limits, Incoming, TestClient};
+use support::{test_limits, ClientFlaw, Incoming, TestClient};
 
 use secure_chat::metrics::Registry;
 use secure_chat::server::Server;
-use secure_chat::tls;
+use secure_chat::tls::{self, Fingerprint};
 
 /// The samples of one scrape, by series (`name{labels}`).
 struct Scrape {
@@ -427,45 +428,142 @@ fn the_link_to_redis_shows_up_then_down() {
     server.stop();
 }
 
-/// Who ended a connection counts: a client the server closed after its
-/// `/quit` is not one that closed first, and a client still there when the
-/// server stops is counted as shut out, whatever its connection then did.
+/// The reasons `chat_server_disconnects_total` gives for clients that
+/// leave the chat in the ordinary way of a session: the client's own, the
+/// chat's, a shutdown's. (Cuts by the slow-consumer policy have a test of
+/// their own above.)
+const ENDS: [&str; 9] = [
+    "closed",
+    "lost",
+    "quit",
+    "killed",
+    "banned",
+    "refused",
+    "replaced",
+    "name_lost",
+    "shutdown",
+];
+
+/// Who ended a connection, and why, counts: each reason the chat closes a
+/// client for moves its own label and no other; a client that closed first
+/// is not one the server closed; and a client still there when the server
+/// stops is counted as shut out, whatever its connection then did.
 #[test]
 fn a_close_by_the_server_and_a_shutdown_are_told_apart() {
     let pki = Pki::new();
-    let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
+    let root = pki.client_identity("root", ClientFlaw::None);
+    let alice = pki.client_identity("alice", ClientFlaw::None);
+    // Certificates asked for, not required: guests beside those who have
+    // one, as `--client-ca` with `--guests`.
+    let clients = tls::ClientCertificates::Optional(&pki.signer);
+    let config = tls::server_config_for(&pki.cert, &pki.key, clients).unwrap();
     let mut server = Server::bind("127.0.0.1:0", config, test_limits()).unwrap();
     let registry = Registry::new();
-    server.report_to(std::sync::Arc::clone(&registry));
+    server.report_to(Arc::clone(&registry));
+    let root_key = Fingerprint::of_certificate_file(&root.cert).unwrap();
+    server.operators().replace(vec![root_key]);
     let addr = server.local_addr();
     let stopper = server.stopper();
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = done.send(server.run());
     });
-    let disconnects = |reason: &str| {
-        samples_of(&registry.render()).get(&format!(
-            "chat_server_disconnects_total{{reason=\"{reason}\"}}"
-        ))
+    let counted = || {
+        let scrape = samples_of(&registry.render());
+        ENDS.map(|reason| {
+            let series = format!("chat_server_disconnects_total{{reason=\"{reason}\"}}");
+            (reason, scrape.get(&series))
+        })
     };
+    // Every reason at once: the one that should have moved, and all those
+    // that should not have.
+    let settles_at = |wanted: &[(&str, f64)]| {
+        let expected = ENDS.map(|reason| {
+            let count = wanted.iter().find(|(r, _)| *r == reason);
+            (reason, count.map_or(0.0, |&(_, n)| n))
+        });
+        let reached = wait_until(|| counted() == expected);
+        assert!(reached, "wanted {expected:?}, counted {:?}", counted());
+    };
+    let connect_as = |identity| {
+        let mut client = TestClient::connect_as(addr, &pki.ca, identity);
+        client.read_greeting();
+        client
+    };
+    let mut root = connect_as(&root);
+    let alice_there = connect_as(&alice);
 
-    let alice = TestClient::connect(addr, &pki.ca);
+    // The client asks to go: the server says goodbye and closes; bob
+    // answers its close_notify, which the server did not wait for.
     let mut bob = TestClient::connect(addr, &pki.ca);
-    alice.recv_until(|line| line.contains(&format!("{} joined", bob.nick)));
     bob.send("/quit lunch");
-    // The server says goodbye and closes; bob answers its close_notify.
     bob.expect_end();
     drop(bob);
-    assert!(wait_until(|| disconnects("server_closed") == 1.0));
-    assert_eq!(disconnects("closed"), 0.0);
+    settles_at(&[("quit", 1.0)]);
 
+    // A server operator's /kill.
+    let troll = TestClient::connect(addr, &pki.ca);
+    root.send(&format!("/kill {} flooding", troll.nick));
+    assert_eq!(
+        troll.recv_until(|line| line.starts_with("error ")),
+        "error you were disconnected by root: flooding"
+    );
+    assert_eq!(troll.expect_end(), Incoming::Closed);
+    drop(troll);
+    settles_at(&[("quit", 1.0), ("killed", 1.0)]);
+
+    // A server ban disconnects whom it names, then refuses them at the
+    // door: two reasons.
+    root.send("/serverban alice");
+    let told = "error you are banned from this server by root (until lifted)";
+    assert_eq!(
+        alice_there.recv_until(|line| line.starts_with("error ")),
+        told
+    );
+    assert_eq!(alice_there.expect_end(), Incoming::Closed);
+    drop(alice_there);
+    settles_at(&[("quit", 1.0), ("killed", 1.0), ("banned", 1.0)]);
+    let alice_again = TestClient::connect_as(addr, &pki.ca, &alice);
+    assert_eq!(alice_again.recv(), told);
+    assert_eq!(alice_again.expect_end(), Incoming::Closed);
+    drop(alice_again);
+    let so_far = [
+        ("quit", 1.0),
+        ("killed", 1.0),
+        ("banned", 1.0),
+        ("refused", 1.0),
+    ];
+    settles_at(&so_far);
+
+    // A new connection reclaims its nick: the old one, a ghost, is closed.
+    let mut ghost = TestClient::connect(addr, &pki.ca);
+    ghost.send("/nick carol");
+    assert_eq!(ghost.recv(), "notice you are now carol");
+    ghost.send("/token");
+    let token = ghost.recv();
+    let secret = token.strip_prefix("token carol ").expect(&token).to_owned();
+    let mut carol = TestClient::connect(addr, &pki.ca);
+    carol.send(&format!("/reclaim carol {secret}"));
+    assert_eq!(carol.recv(), "notice you are carol again");
+    assert_eq!(ghost.expect_end(), Incoming::Closed);
+    drop(ghost);
+    let so_far = [so_far.as_slice(), &[("replaced", 1.0)]].concat();
+    settles_at(&so_far);
+
+    // A client that closes first is not one the server closed.
+    let mut leaving = TestClient::connect(addr, &pki.ca);
+    leaving.close();
+    assert_eq!(leaving.expect_end(), Incoming::Closed);
+    drop(leaving);
+    let so_far = [so_far.as_slice(), &[("closed", 1.0)]].concat();
+    settles_at(&so_far);
+
+    // Root and carol are still there.
     stopper.stop();
     let result = finished.recv_timeout(TIMEOUT).expect("the server stopped");
     result.expect("the server ran well");
-    assert_eq!(disconnects("shutdown"), 1.0, "{}", registry.render());
-    assert_eq!(disconnects("closed"), 0.0);
-    assert_eq!(disconnects("server_closed"), 1.0);
-    drop(alice);
+    settles_at(&[so_far.as_slice(), &[("shutdown", 2.0)]].concat());
+    drop((root, carol));
 }
 
 /// The clients in the chat, beside `--max-clients`, and each connection

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use rustls::{Connection, ServerConnection};
 use secure_chat::budget::{Budget, Outgoing};
-use secure_chat::chat::{ClientId, RoomId};
+use secure_chat::chat::{ClientId, CloseReason, RoomId};
 use secure_chat::client;
 use secure_chat::duplex::{self, ReadHalf, Received, WriteHalf};
 use secure_chat::protocol::WELCOME;
@@ -746,7 +746,7 @@ fn a_shard_gives_back_to_the_budget_all_that_a_cut_client_held() {
 
     // Let both go, as the hub and their threads would, then stop the shard.
     for slot in [reader_slot, sleeper_slot] {
-        shard.send(Work::Close(slot));
+        shard.send(Work::Close(slot, CloseReason::Left));
         shard.send(Work::ReaderDone(slot));
     }
     let mut done: Vec<(u64, u64)> = (0..2)

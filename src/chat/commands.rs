@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::others::is_guest_name;
 use super::{
-    reply, to, to_room, Chat, ClientId, Keep, Others, Output, RoomState, LINK_DOWN_MSG,
-    LINK_DOWN_NICK, SECRET_BYTES,
+    reply, to, to_room, Chat, ClientId, CloseReason, Keep, Others, Output, RoomState,
+    LINK_DOWN_MSG, LINK_DOWN_NICK, SECRET_BYTES,
 };
 use crate::elsewhere::{Ask, Query};
 use crate::protocol::{
@@ -191,7 +191,8 @@ impl Chat {
             Command::Quit(reason) => {
                 out.push(to(id, ServerLine::Notice(protocol::BYE_REPLY)));
                 let public = reason.map(str::to_string);
-                self.remove_session(id, public.as_deref(), "said goodbye", out);
+                let why = CloseReason::Quit;
+                self.remove_session(id, why, public.as_deref(), "said goodbye", out);
             }
             Command::Token => {
                 if person.certificate.is_some() {
@@ -274,7 +275,10 @@ impl Chat {
         for ghost in ghosts {
             self.sessions.remove(&ghost);
             log::info!("{ghost}: replaced by {id}, which reclaimed {name}");
-            out.push(Output::Close { id: ghost });
+            out.push(Output::Close {
+                id: ghost,
+                why: CloseReason::Replaced,
+            });
         }
         // The session's own name of a moment ago goes as if it had moved
         // away, told once the session is in its new room.

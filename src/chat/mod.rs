@@ -132,12 +132,43 @@ pub enum Output {
     Close {
         /// The client.
         id: ClientId,
+        /// Why, for the metrics: the client was told in its own words.
+        why: CloseReason,
     },
     /// Something for the other servers this chat is shared with; only a
     /// shared chat ([`Chat::shared`]) asks.
     Elsewhere(Ask),
     /// Moderation's state changed: what to keep across a restart.
     Save(Save),
+}
+
+/// Why the chat closes a connection ([`Output::Close`]). The client is
+/// told in words before; this is the same reason as a value, for whoever
+/// counts closes (the metrics' `chat_server_disconnects_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// It asked to go (`/quit`, or `bye`).
+    Quit,
+    /// A server operator disconnected it (`/kill`), on this server or on
+    /// another one the chat is shared with.
+    Killed,
+    /// A server ban made while it was here names it (`/serverban`, here
+    /// or on another server).
+    Banned,
+    /// Turned away as it came, before it was in the chat: a server ban
+    /// names it, its name is someone else's or no nick, or its person has
+    /// every session they may.
+    Refused,
+    /// Another connection reclaimed its nick with the secret (`/reclaim`):
+    /// this one was a ghost.
+    Replaced,
+    /// Its certificate's name turned out to be someone's on another
+    /// server, and a certificate's name cannot change.
+    NameLost,
+    /// The connection had ended already: the close only lets it go.
+    Left,
+    /// The server is stopping.
+    Shutdown,
 }
 
 /// A room line on its way to the room's members: from the chat to the
@@ -410,7 +441,10 @@ impl Chat {
         if let Some(why) = refusal {
             log::info!("{id} {peer}: refused: {why}");
             out.push(to(id, ServerLine::Error(&why)));
-            out.push(Output::Close { id });
+            out.push(Output::Close {
+                id,
+                why: CloseReason::Refused,
+            });
             return;
         }
         let Ok(nick) = nick else {
@@ -543,7 +577,7 @@ impl Chat {
         reason: &str,
         out: &mut Vec<Output>,
     ) {
-        self.remove_session(id, public, reason, out);
+        self.remove_session(id, CloseReason::Left, public, reason, out);
     }
 
     /// The server is stopping: everyone is told, then closed.
@@ -577,7 +611,10 @@ impl Chat {
                 id,
                 line: Arc::clone(&notice),
             });
-            out.push(Output::Close { id });
+            out.push(Output::Close {
+                id,
+                why: CloseReason::Shutdown,
+            });
         }
         self.sessions.clear();
         self.people.clear();
@@ -602,11 +639,12 @@ impl Chat {
     }
 
     /// Takes one session out of the chat; its connection is closed once
-    /// what is queued for it is sent. If it was its person's last, the
-    /// person leaves too, and the room is told (`public` is the reason).
+    /// what is queued for it is sent (`why`). If it was its person's last,
+    /// the person leaves too, and the room is told (`public` is the reason).
     fn remove_session(
         &mut self,
         id: ClientId,
+        why: CloseReason,
         public: Option<&str>,
         reason: &str,
         out: &mut Vec<Output>,
@@ -614,7 +652,7 @@ impl Chat {
         let Some(session) = self.sessions.remove(&id) else {
             return;
         };
-        out.push(Output::Close { id });
+        out.push(Output::Close { id, why });
         let Some(person) = self.people.get_mut(&session.person) else {
             return;
         };

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::rooms::{page_of, remember, show_past};
 use super::{
-    reply, to, to_room, Chat, ChatSettings, ClientId, Keep, Others, Output, RoomId, LINK_DOWN_MSG,
-    LINK_DOWN_NICK, ROOMS_PAGE, WHO_PAGE,
+    reply, to, to_room, Chat, ChatSettings, ClientId, CloseReason, Keep, Others, Output, RoomId,
+    LINK_DOWN_MSG, LINK_DOWN_NICK, ROOMS_PAGE, WHO_PAGE,
 };
 use crate::elsewhere::{
     Ask, Claim, Query, Reach, RoomLine, Sent, Told, Unasked, WhoPart, MOST_NAMES_ASKED,
@@ -255,7 +255,10 @@ impl Chat {
             .to_string();
             for id in sessions {
                 self.sessions.remove(&id);
-                out.push(Output::Close { id });
+                out.push(Output::Close {
+                    id,
+                    why: CloseReason::NameLost,
+                });
             }
             self.remove_person_quietly(name, &notice, out);
             return;

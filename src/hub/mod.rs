@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Outgoing};
 use crate::chat::{
-    Chat, ChatSettings, ClientId, Keep, Output, PeerCertificate, RoomId, RoomLine, Save,
+    Chat, ChatSettings, ClientId, CloseReason, Keep, Output, PeerCertificate, RoomId, RoomLine,
+    Save,
 };
 use crate::classic::Classic;
 use crate::elsewhere::{Arrival, Ask, Elsewhere, Told};
@@ -351,7 +352,7 @@ impl<E: Elsewhere> Hub<E> {
                 Output::ToRoom(line) => self.room_line(line),
                 Output::To { id, line } => self.send_one(id, line),
                 Output::Enter { id, room } => self.enter(id, room),
-                Output::Close { id } => self.close(id),
+                Output::Close { id, why } => self.close(id, why),
                 Output::Elsewhere(ask) => self.ask(ask, &mut answers),
                 Output::Save(save) => self.save(save),
             }
@@ -435,7 +436,10 @@ impl<E: Elsewhere> Hub<E> {
                 self.rules.left(id, public, &reason, out);
                 // The rules close everyone they knew; this is for one they
                 // never heard of, so that its shard lets it go all the same.
-                out.push(Output::Close { id });
+                out.push(Output::Close {
+                    id,
+                    why: CloseReason::Left,
+                });
             }
             Event::Elsewhere(arrival) => self.arrived(arrival, out),
             Event::Operators(keys) => {
@@ -507,8 +511,8 @@ impl<E: Elsewhere> Hub<E> {
             .push(place.shard, Work::Enter(place.slot, room));
     }
 
-    /// `id` is closed once what is queued for it is sent.
-    fn close(&mut self, id: ClientId) {
+    /// `id` is closed once what is queued for it is sent, for `why`.
+    fn close(&mut self, id: ClientId, why: CloseReason) {
         let Some(moved) = self.routing.close(id) else {
             return;
         };
@@ -519,7 +523,8 @@ impl<E: Elsewhere> Hub<E> {
             }
         }
         let place = moved.place;
-        self.dispatch.push(place.shard, Work::Close(place.slot));
+        self.dispatch
+            .push(place.shard, Work::Close(place.slot, why));
     }
 
     /// Hands the other servers what the chat asks; if it cannot go, what
@@ -560,7 +565,8 @@ impl<E: Elsewhere> Hub<E> {
         self.rules.shutdown(&mut out);
         // Anyone the rules did not know (refused, or between its `Ready`
         // and its close) is closed too.
-        out.extend(self.routing.clients().map(|id| Output::Close { id }));
+        let why = CloseReason::Shutdown;
+        out.extend(self.routing.clients().map(|id| Output::Close { id, why }));
         self.deliver(&mut out);
         self.dispatch.hand_over();
     }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::chat::CloseReason;
 use crate::duplex::HandshakeError;
 use crate::line_reader::End;
 use crate::slow_readers::TooSlow;
@@ -288,18 +289,31 @@ impl Failure {
 }
 
 /// Why a client in the chat left, the label of
-/// `chat_server_disconnects_total`: the reasons the server already tells
-/// apart, from its reading thread ([`End`]) or from its writer shard
-/// ([`TooSlow`], a failed send, no hang-up after our close_notify).
+/// `chat_server_disconnects_total`: the reasons the server tells apart,
+/// from its reading thread ([`End`]), from the chat's rules
+/// ([`CloseReason`]) or from its writer shard ([`TooSlow`], a failed send,
+/// no hang-up after our close_notify).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
     /// The client closed the connection properly (close_notify) before
     /// the server did.
     Closed,
-    /// The server ended it at the chat's word: after `/quit`, a `/kill`, a
-    /// refusal when joining (a name taken, a server ban), a session taken
-    /// over by a reclaim. Which of these the chat does not tell the server.
-    ServerClosed,
+    /// The server closed it after the client's `/quit` (or `bye`).
+    Quit,
+    /// A server operator's `/kill`, here or on another server.
+    Killed,
+    /// A server ban made while it was in the chat names it.
+    Banned,
+    /// The chat turned it away as it came: a server ban, a name someone
+    /// else holds, a certificate's name that is no nick, too many
+    /// sessions. (Those turned away before the chat heard of them, for
+    /// want of a place, are `chat_server_refused_total`, never a
+    /// disconnect.)
+    Refused,
+    /// Another connection reclaimed its nick (`/reclaim`).
+    Replaced,
+    /// Its certificate's name is someone's on another server (`--redis`).
+    NameLost,
     /// The connection ended without close_notify: the peer vanished.
     Lost,
     /// Decrypting what it sent failed, or it sent a TLS alert.
@@ -321,9 +335,14 @@ pub enum Disconnect {
 }
 
 impl Disconnect {
-    const ALL: [Disconnect; 11] = [
+    const ALL: [Disconnect; 16] = [
         Disconnect::Closed,
-        Disconnect::ServerClosed,
+        Disconnect::Quit,
+        Disconnect::Killed,
+        Disconnect::Banned,
+        Disconnect::Refused,
+        Disconnect::Replaced,
+        Disconnect::NameLost,
         Disconnect::Lost,
         Disconnect::TlsError,
         Disconnect::IoError,
@@ -338,7 +357,12 @@ impl Disconnect {
     fn label(self) -> &'static str {
         match self {
             Disconnect::Closed => "closed",
-            Disconnect::ServerClosed => "server_closed",
+            Disconnect::Quit => "quit",
+            Disconnect::Killed => "killed",
+            Disconnect::Banned => "banned",
+            Disconnect::Refused => "refused",
+            Disconnect::Replaced => "replaced",
+            Disconnect::NameLost => "name_lost",
             Disconnect::Lost => "lost",
             Disconnect::TlsError => "tls_error",
             Disconnect::IoError => "io_error",
@@ -359,6 +383,22 @@ impl Disconnect {
             End::Failed(_) if end.tls_error().is_some() => Disconnect::TlsError,
             End::Failed(_) => Disconnect::IoError,
         }
+    }
+
+    /// Why the chat closed a client, if that is the reason to count:
+    /// none for a connection that had ended already, whose reading thread
+    /// counted why.
+    pub fn of_close(why: CloseReason) -> Option<Disconnect> {
+        Some(match why {
+            CloseReason::Quit => Disconnect::Quit,
+            CloseReason::Killed => Disconnect::Killed,
+            CloseReason::Banned => Disconnect::Banned,
+            CloseReason::Refused => Disconnect::Refused,
+            CloseReason::Replaced => Disconnect::Replaced,
+            CloseReason::NameLost => Disconnect::NameLost,
+            CloseReason::Shutdown => Disconnect::Shutdown,
+            CloseReason::Left => return None,
+        })
     }
 
     /// Why the slow-consumer policy cut a client.

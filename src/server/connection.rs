@@ -162,7 +162,9 @@ impl Handshake {
         });
         if let Err(err) = started {
             log::error!("{id} {peer}: dropped: cannot start a thread: {err}");
-            close(&self.shard, slot);
+            // Turned away: its reading thread never ran, so nothing
+            // counts it as a disconnect.
+            close(&self.shard, slot, CloseReason::Refused);
         }
     }
 
@@ -219,7 +221,7 @@ impl Reader {
     fn chat(mut self, ready: Event) {
         if self.events.send(ready).is_err() {
             // The hub has stopped: nobody will chat with this client.
-            return close(&self.shard, self.slot);
+            return close(&self.shard, self.slot, CloseReason::Shutdown);
         }
         let reason = self.read();
         self.leave(reason);
@@ -302,13 +304,17 @@ impl Reader {
         }
         // What the server did comes first: the peer only answered it. A
         // server that stops cuts those slow to hang up: that is the
-        // shutdown too, where a cut for being too slow is not.
+        // shutdown too, where a cut for being too slow is not. A close by
+        // the hub counts as the chat's reason for it.
         let stopping = self.tracker.connections.is_stopping();
         let disconnect = match self.fate.cut_as() {
             Some(cut) if self.fate.too_slow() || !stopping => cut,
             _ if stopping => Disconnect::Shutdown,
-            _ if self.fate.closed_by_hub() => Disconnect::ServerClosed,
-            _ => self.disconnect,
+            _ => self
+                .fate
+                .closed_by_hub()
+                .and_then(Disconnect::of_close)
+                .unwrap_or(self.disconnect),
         };
         self.tracker.connections.counters.disconnected(disconnect);
         let gone = Event::Gone {
@@ -342,15 +348,16 @@ impl Reader {
             line,
             to: To::One(self.slot),
         });
-        self.shard.send(Work::Close(self.slot));
+        self.shard
+            .send(Work::Close(self.slot, CloseReason::Refused));
         while self.lines.next_line().is_ok() {}
         self.done_reading();
     }
 }
 
 /// Closes a connection whose reader never ran or will relay nothing, as
-/// the hub would have.
-fn close(shard: &Shard, slot: Slot) {
-    shard.send(Work::Close(slot));
+/// the hub would have, for `why`.
+fn close(shard: &Shard, slot: Slot, why: CloseReason) {
+    shard.send(Work::Close(slot, why));
     shard.send(Work::ReaderDone(slot));
 }

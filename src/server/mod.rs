@@ -23,7 +23,7 @@ use rustls::{Connection, ServerConfig, ServerConnection};
 
 use crate::budget::{Budget, Outgoing};
 use crate::capacity::Capacity;
-use crate::chat::{self, ChatSettings, ClientId, PeerCertificate};
+use crate::chat::{self, ChatSettings, ClientId, CloseReason, PeerCertificate};
 use crate::duplex;
 use crate::elsewhere::{Alone, Elsewhere};
 use crate::error::Error;

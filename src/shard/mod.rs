@@ -9,7 +9,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use std::time::Duration;
 use mio::{Poll, Token, Waker};
 
 use crate::budget::{Budget, Outgoing};
-use crate::chat::{ClientId, RoomId};
+use crate::chat::{ClientId, CloseReason, RoomId};
 use crate::duplex::WriteHalf;
 use crate::metrics::{Disconnect, ShardFigures};
 use crate::slow_readers::Policy;
@@ -77,8 +76,8 @@ pub enum Work {
     /// The client is now in this room (and no other). From the hub.
     Enter(Slot, RoomId),
     /// Send what waits for the client, then close_notify, then close.
-    /// The hub's last word about a client.
-    Close(Slot),
+    /// The hub's last word about a client, with the chat's reason.
+    Close(Slot, CloseReason),
     /// rustls queued something by itself (an alert, a key update): send it.
     /// From the client's thread.
     Flush(Slot),
@@ -98,9 +97,9 @@ pub struct Fate {
     /// too slow (stalled, lagging, too far behind), which the room is told,
     /// where a failed send is not; and the reason as the metrics count it.
     cut: OnceLock<(String, bool, Disconnect)>,
-    /// The hub closed it (its [`Work::Close`] came): whatever the peer did
-    /// next, the server ended it.
-    closed_by_hub: AtomicBool,
+    /// The hub closed it (its [`Work::Close`] came), and why: whatever the
+    /// peer did next, the server ended it.
+    closed_by_hub: OnceLock<CloseReason>,
 }
 
 impl Fate {
@@ -120,9 +119,9 @@ impl Fate {
         self.cut.get().is_some_and(|&(_, too_slow, _)| too_slow)
     }
 
-    /// True once the hub has closed the connection.
-    pub fn closed_by_hub(&self) -> bool {
-        self.closed_by_hub.load(Ordering::Acquire)
+    /// Why the hub closed the connection, once it has.
+    pub fn closed_by_hub(&self) -> Option<CloseReason> {
+        self.closed_by_hub.get().copied()
     }
 
     /// Records the cut. A client is cut once: a second reason is dropped.

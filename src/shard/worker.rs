@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +16,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::backlog::{Backlog, Ledger};
 use super::{Fate, Registration, Shard, ShardSettings, Slot, To, Work, WAKE};
 use crate::budget::{Budget, Outgoing, REFERENCE_COST};
-use crate::chat::{ClientId, RoomId};
+use crate::chat::{ClientId, CloseReason, RoomId};
 use crate::duplex::WriteHalf;
 use crate::metrics::Disconnect;
 use crate::slow_readers::{Policy, Progress, TooSlow, Verdict};
@@ -185,7 +184,7 @@ impl Worker {
             Work::Register(slot, registration) => self.register(slot, *registration),
             Work::Deliver { line, to } => self.deliver(line, to),
             Work::Enter(slot, room) => self.enter(slot, room),
-            Work::Close(slot) => self.close(slot),
+            Work::Close(slot, why) => self.close(slot, why),
             Work::Flush(slot) => self.mark_dirty(slot),
             Work::ReaderDone(slot) => self.reader_done(slot),
             Work::Shutdown => self.shut_down(),
@@ -416,12 +415,13 @@ impl Worker {
     }
 
     /// The hub's last word about a client: send what waits, then close.
-    fn close(&mut self, slot: Slot) {
+    fn close(&mut self, slot: Slot, why: CloseReason) {
         if let Some(client) = self.clients.get(slot) {
             client.closed_by_hub = true;
             // Before the close_notify goes: the reader that sees the peer
-            // answer it sees this too.
-            client.fate.closed_by_hub.store(true, Ordering::Release);
+            // answer it sees this too. Were a second close to come, the first
+            // reason stands.
+            let _ = client.fate.closed_by_hub.set(why);
             self.leave_room(slot);
             self.begin_closing(slot);
         }

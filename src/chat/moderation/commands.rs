@@ -6,7 +6,7 @@
 use super::rules::MAX_PER_ROOM;
 use super::GUEST_OP_ROOMS;
 use super::{Actor, Sanction, Target};
-use crate::chat::{reply, to, to_room, Chat, ClientId, Keep, Output, RoomId};
+use crate::chat::{reply, to, to_room, Chat, ClientId, CloseReason, Keep, Output, RoomId};
 use crate::elsewhere::Deed;
 use crate::protocol::{self, Mode, Moderation, Sentence, ServerLine};
 use crate::tls::Fingerprint;
@@ -479,7 +479,7 @@ impl Chat {
             .cloned()
             .collect();
         for key in named {
-            self.disconnect(&key, &told, &public, out);
+            self.disconnect(&key, CloseReason::Banned, &told, &public, out);
         }
         self.moderation.server_bans.push(ban);
         self.save_server_bans(out);
@@ -532,7 +532,7 @@ impl Chat {
         );
         let told = format!("you were {public}");
         let elsewhere = self.people[&key].room != actor.room;
-        self.disconnect(&key, &told, &public, out);
+        self.disconnect(&key, CloseReason::Killed, &told, &public, out);
         if elsewhere {
             let text = format!("you disconnected {name}");
             out.push(to(actor.id, ServerLine::Notice(&text)));
@@ -540,11 +540,12 @@ impl Chat {
         Ok(())
     }
 
-    /// Closes every session of the person `key`, each told `told` first;
-    /// their room hears they quit, and `public` why.
+    /// Closes every session of the person `key` for `why`, each told
+    /// `told` first; their room hears they quit, and `public` why.
     pub(in crate::chat) fn disconnect(
         &mut self,
         key: &str,
+        why: CloseReason,
         told: &str,
         public: &str,
         out: &mut Vec<Output>,
@@ -554,7 +555,7 @@ impl Chat {
         };
         for id in sessions {
             out.push(to(id, ServerLine::Error(told)));
-            self.remove_session(id, Some(public), public, out);
+            self.remove_session(id, why, Some(public), public, out);
         }
     }
 

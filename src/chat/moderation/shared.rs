@@ -11,7 +11,7 @@ use super::rules::{
     MAX_SHARED_RULES_LEN,
 };
 use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules, Target};
-use crate::chat::{to as to_one, to_room, Keep, LINK_DOWN_MSG};
+use crate::chat::{to as to_one, to_room, CloseReason, Keep, LINK_DOWN_MSG};
 use crate::elsewhere::{Act, Ask, Deed, Sent, Waiting};
 use crate::protocol::{Nick, Notice, Room, ServerLine, LOBBY};
 
@@ -130,7 +130,7 @@ impl Chat {
             }
         }
         for (key, told, public) in named {
-            self.disconnect(&key, &told, &public, out);
+            self.disconnect(&key, CloseReason::Banned, &told, &public, out);
         }
     }
 
@@ -465,7 +465,7 @@ impl Chat {
                 }
                 log::info!("{} disconnected {to} from another server", act.by);
                 let told = format!("you were {public}");
-                self.disconnect(to, &told, &public, out);
+                self.disconnect(to, CloseReason::Killed, &told, &public, out);
             }
         }
     }

@@ -34,7 +34,8 @@ fn peer() -> SocketAddr {
 struct Harness {
     chat: Chat,
     rooms: HashMap<ClientId, RoomId>,
-    closed: HashSet<ClientId>,
+    /// Each client closed, and why (the first reason given).
+    closed: HashMap<ClientId, CloseReason>,
     /// Shared: what the chat asked of the other servers, in order.
     asked: Vec<Output>,
     /// What the chat asked to be saved, in order.
@@ -46,7 +47,7 @@ impl Harness {
         Harness {
             chat: Chat::new(settings),
             rooms: HashMap::new(),
-            closed: HashSet::new(),
+            closed: HashMap::new(),
             asked: Vec::new(),
             saved: Vec::new(),
         }
@@ -79,7 +80,10 @@ impl Harness {
         for output in out {
             match output {
                 Output::To { id, line } => {
-                    assert!(!self.closed.contains(&id), "{id} sent a line after close");
+                    assert!(
+                        !self.closed.contains_key(&id),
+                        "{id} sent a line after close"
+                    );
                     seen.entry(id).or_default().push(text(&line));
                 }
                 Output::ToRoom(RoomLine {
@@ -103,9 +107,9 @@ impl Harness {
                 Output::Enter { id, room } => {
                     self.rooms.insert(id, room);
                 }
-                Output::Close { id } => {
+                Output::Close { id, why } => {
                     self.rooms.remove(&id);
-                    self.closed.insert(id);
+                    self.closed.entry(id).or_insert(why);
                 }
                 asked @ Output::Elsewhere(_) => self.asked.push(asked),
                 Output::Save(save) => self.saved.push(save),

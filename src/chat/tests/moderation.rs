@@ -433,7 +433,7 @@ fn server_operators_moderate_everywhere_disconnect_and_ban_from_the_server() {
         seen[&a],
         ["notice guest3 quit: disconnected by root: enough"]
     );
-    assert!(h.closed.contains(&troll));
+    assert_eq!(h.closed.get(&troll), Some(&CloseReason::Killed));
     // Banned from the server by address: refused on connecting, told why
     // and for how long, and closed.
     h.send(root, "/serverban 198.51.100.7 2h trolling");
@@ -443,7 +443,7 @@ fn server_operators_moderate_everywhere_disconnect_and_ban_from_the_server() {
         seen[&back],
         ["error you are banned from this server by root (2h left): trolling"]
     );
-    assert!(h.closed.contains(&back));
+    assert_eq!(h.closed.get(&back), Some(&CloseReason::Refused));
     match h.saved.last() {
         Some(Save::ServerBans(Some(text))) => {
             assert_eq!(text, "ban 1800007200 root 198.51.100.7 trolling")
@@ -461,7 +461,7 @@ fn server_operators_moderate_everywhere_disconnect_and_ban_from_the_server() {
         seen[&again][0],
         "error you are banned from this server by root (until lifted)"
     );
-    assert!(h.closed.contains(&again));
+    assert_eq!(h.closed.get(&again), Some(&CloseReason::Banned));
     h.send(root, "/serverunban guest5");
     assert!(h.chat.moderation.server_bans.is_empty());
     h.expect(

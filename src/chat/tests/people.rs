@@ -103,7 +103,7 @@ fn a_certificate_gives_the_nick_and_keeps_it() {
     let odd = ClientId(3);
     let seen = h.join_as(odd, cert("not a nick"));
     assert!(seen[&odd][0].starts_with(r#"error your certificate's common name ("not a nick")"#));
-    assert!(h.closed.contains(&odd));
+    assert_eq!(h.closed.get(&odd), Some(&CloseReason::Refused));
     let b = h.join(4);
     h.expect(
         b,
@@ -149,7 +149,7 @@ fn another_key_with_the_same_name_is_someone_else() {
               a name is one person's at a time"
             ]
         );
-        assert!(h.closed.contains(&id));
+        assert_eq!(h.closed.get(&id), Some(&CloseReason::Refused));
         let seen = h.send(bob, "/msg Alice psst");
         assert_eq!(seen[&alice], ["private bob alice psst"]);
         assert!(!seen.contains_key(&id), "{seen:?}");
@@ -228,7 +228,7 @@ fn one_certificate_cannot_take_more_than_its_sessions() {
           and try again"
         ]
     );
-    assert!(h.closed.contains(&fourth));
+    assert_eq!(h.closed.get(&fourth), Some(&CloseReason::Refused));
     h.left(ClientId(2), None);
     let seen = h.join_as(ClientId(5), cert("alice"));
     assert_eq!(seen[&ClientId(5)][1], "notice you are alice (3 sessions)");
@@ -267,7 +267,11 @@ fn a_reconnect_takes_its_nick_and_room_back_with_its_secret() {
     let watcher = h.join(9);
     let seen = h.send(new, &format!("/reclaim ALICE {secret}"));
     assert_eq!(seen[&watcher], ["notice guest3 left #lobby"]);
-    assert!(h.closed.contains(&old), "the ghost is closed");
+    assert_eq!(
+        h.closed.get(&old),
+        Some(&CloseReason::Replaced),
+        "the ghost is closed"
+    );
     assert!(!seen.contains_key(&bob), "for the room, alice never left");
     let told = &seen[&new];
     assert!(!told.iter().any(|line| line.contains(" left ")), "{told:?}");

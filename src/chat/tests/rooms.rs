@@ -261,7 +261,7 @@ fn quit_says_goodbye_tells_the_room_and_closes() {
     let seen = h.send(a, "/quit gotta go");
     assert_eq!(seen[&a], vec![format!("notice {}", protocol::BYE_REPLY)]);
     assert_eq!(seen[&b], vec!["notice guest1 quit: gotta go"]);
-    assert!(h.closed.contains(&a));
+    assert_eq!(h.closed.get(&a), Some(&CloseReason::Quit));
     // Its lines after that, and its connection's end, change nothing.
     assert!(h.send(a, "still here?").is_empty());
     assert!(h.left(a, None).is_empty());
@@ -276,7 +276,7 @@ fn a_lost_connection_leaves_with_the_reason_the_room_is_given() {
     let (a, b) = (h.join(1), h.join(2));
     let seen = h.left(a, Some("too slow"));
     assert_eq!(seen[&b], vec!["notice guest1 quit: too slow"]);
-    assert!(h.closed.contains(&a));
+    assert_eq!(h.closed.get(&a), Some(&CloseReason::Left));
     let seen = h.left(b, None);
     assert!(seen.is_empty(), "nobody is left to tell");
     assert!(h.chat.is_empty());
@@ -326,7 +326,7 @@ fn shutdown_tells_everyone_then_closes_them() {
     let seen = h.deliver(out);
     for id in [a, b] {
         assert_eq!(seen[&id], vec![format!("notice {SHUTDOWN_NOTICE}")]);
-        assert!(h.closed.contains(&id));
+        assert_eq!(h.closed.get(&id), Some(&CloseReason::Shutdown));
     }
 }
 

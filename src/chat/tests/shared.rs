@@ -4,6 +4,7 @@
 use super::*;
 use crate::chat::others::is_guest_name;
 use crate::elsewhere::{Query, Reach, Sent, WhoPart};
+use crate::tls::Fingerprint;
 
 fn name(name: &str) -> String {
     name.to_owned()
@@ -138,6 +139,27 @@ fn a_claim_answered_after_its_asker_was_renamed_is_let_go() {
     // Someone else's already, on arrival: said as such.
     let seen = h.by_others(|chat, out| chat.name_lost("bob", false, out));
     assert_eq!(seen[&b][0], "error bob is connected on another server");
+}
+
+/// A certificate's name cannot change: found to be someone's on another
+/// server, it closes its sessions here, and says why as a value too.
+#[test]
+fn a_certificates_name_taken_elsewhere_closes_its_sessions() {
+    let mut h = Harness::shared();
+    let carol = ClientId(4);
+    let certificate = PeerCertificate {
+        subject: "CN=carol".to_owned(),
+        common_name: Some("carol".to_owned()),
+        key: Some(Fingerprint::of_spki(b"carol")),
+    };
+    h.join_as(carol, Some(certificate));
+    assert_eq!(nick_of(&h, carol), "carol");
+    let seen = h.by_others(|chat, out| chat.name_lost("carol", false, out));
+    assert_eq!(
+        seen[&carol][0],
+        "error carol is connected on another server"
+    );
+    assert_eq!(h.closed.get(&carol), Some(&CloseReason::NameLost));
 }
 
 #[test]

@@ -151,7 +151,7 @@ fn a_server_ban_that_arrives_disconnects_who_it_names() {
         seen[&b],
         vec!["error you are banned from this server by root (until lifted): bye"]
     );
-    assert!(h.closed.contains(&b));
+    assert_eq!(h.closed.get(&b), Some(&CloseReason::Banned));
     assert!(seen[&a].contains(&"notice guest7-2 quit: banned from the server by root".to_owned()));
     // Whoever comes under a name it names is refused.
     let carol = Some(PeerCertificate {
@@ -286,7 +286,7 @@ fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
         chat.told(Told::ActIn("guest7-2".into(), forged), out);
     });
     assert!(seen.is_empty(), "{seen:?}");
-    assert!(!h.closed.contains(&b));
+    assert!(!h.closed.contains_key(&b));
     let kill = Act {
         by: "root".into(),
         server_op: true,
@@ -301,7 +301,7 @@ fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
         seen[&b],
         vec!["error you were disconnected by root: enough"]
     );
-    assert!(h.closed.contains(&b));
+    assert_eq!(h.closed.get(&b), Some(&CloseReason::Killed));
     assert!(seen[&a].contains(&"notice guest7-2 quit: disconnected by root: enough".to_owned()));
     // Asked by a server operator here: told it was done.
     let kill = Act {
@@ -481,7 +481,7 @@ fn rules_from_elsewhere_over_the_bounds_are_refused_and_the_old_ones_kept() {
             out,
         );
     });
-    assert!(!h.closed.contains(&b));
+    assert!(!h.closed.contains_key(&b));
 }
 
 /// A shared chat where `guest7-1` and `guest7-2` entered `#den` before

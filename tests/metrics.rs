@@ -109,7 +109,15 @@ fn metrics_addr(server: &ServerProcess) -> SocketAddr {
         .find(|line| line.contains("metrics on http://"))
         .unwrap_or_else(|| panic!("no metrics address in {:#?}", server.seen));
     let addr = line.rsplit_once("http://").unwrap().1;
-    addr.trim_end_matches("/metrics").parse().unwrap()
+    let addr = addr.trim_end_matches("/metrics").parse().unwrap();
+    // The endpoint answers from the moment it is logged, but the server's
+    // own families join it when `Server::run` has made what they count,
+    // a moment later.
+    assert!(
+        wait_until(|| scrape(addr).samples.contains_key(CONNECTIONS)),
+        "the server's figures never joined the endpoint"
+    );
+    addr
 }
 
 const CONNECTIONS: &str = "chat_server_connections";

@@ -110,13 +110,13 @@ def figures(path, first, last):
         f"redis_lines={final}",
         f"redis_cpu_ms={(cpu_end - cpu0) / 1e6:.1f}",
     ]
+    if len(idle) >= 2 and idle[-1][0] > idle[0][0]:
+        rate = (idle[-1][1] - idle[0][1]) / 1e6 / (idle[-1][0] - idle[0][0])
+        fields.append(f"redis_idle_ms_per_s={rate:.2f}")
     moved = next((i for i, s in enumerate(samples) if s[2] > first), None)
     done = next((i for i, s in enumerate(samples) if s[2] >= last), None)
     if moved is None or done is None:
         return " ".join(fields + ["redis_steady=na"])
-    if len(idle) >= 2 and idle[-1][0] > idle[0][0]:
-        rate = (idle[-1][1] - idle[0][1]) / 1e6 / (idle[-1][0] - idle[0][0])
-        fields.append(f"redis_idle_ms_per_s={rate:.2f}")
     fields.append(f"redis_setup_ms={(samples[moved - 1][1] - cpu0) / 1e6:.1f}")
     # With every line in one interval there is no steady part to tell
     # apart: the interval that holds them is the figure, flagged.

@@ -12,16 +12,17 @@
 # Needs `cargo build --release -p secure-chat -p chat-bench`, `make certs`
 # and python3. Redis' CPU is its time on CPU from /proc/PID/task/*/schedstat
 # (ns), sampled (every 50 ms in the fan-out, 250 ms in the latency run)
-# by bench/redis-sample.py, which tells the
-# steady state (the room's line number moving) from the set-up and the
-# tear-down. Writes one line per run to OUT, `LABEL MODE round=N
+# by bench/redis-sample.py, which tells the steady state (the room's line
+# number from past the clients' joins to the last line sent) from the
+# set-up and the tear-down. Writes one line per run to OUT, `LABEL MODE round=N
 # redis_... RESULT ...`, each run's samples and `INFO commandstats` to
 # OUT.redis/, then every round and the medians.
 #
 # Pinning (PIN=0 turns it off; REDIS_CPUS, SERVER_CPUS, BENCH_CPUS, as
 # taskset takes them, override it): with three CPUs or more, Redis gets
-# the last one to itself and the rest are split as the suite splits them,
-# the servers on the first half, chat-bench on the others. With two, Redis
+# the last one to itself and the rest are split in halves as the suite
+# splits them (but by CPU, not by physical core), the servers on the first
+# half, chat-bench on the others. With two, Redis
 # shares the servers' CPU 0 and chat-bench has CPU 1: the system under test
 # on one side, the load on the other.
 set -euo pipefail

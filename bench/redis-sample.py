@@ -117,7 +117,9 @@ def figures(path, first, last):
     done = next((i for i, s in enumerate(samples) if s[2] >= last), None)
     if moved is None or done is None:
         return " ".join(fields + ["redis_steady=na"])
-    fields.append(f"redis_setup_ms={(samples[moved - 1][1] - cpu0) / 1e6:.1f}")
+    # Up to the start of the steady state, the interval in which the
+    # number passed the joins included.
+    fields.append(f"redis_setup_ms={(samples[moved][1] - cpu0) / 1e6:.1f}")
     # With every line in one interval there is no steady part to tell
     # apart: the interval that holds them is the figure, flagged.
     start = moved if done > moved else moved - 1

@@ -4,14 +4,27 @@
 # server linked to Redis ("linked1"), and spread over two linked servers
 # ("linked2"), interleaved round by round: a fan-out (10 senders x 2000
 # lines) and a latency run (500 lines a second for 5 s). The Redis is the
-# script's own (Debian's redis-server on a free loopback port), flushed
-# before each run; its CPU time is read from /proc around each run.
+# script's own (Debian's redis-server on a free loopback port), flushed and
+# its statistics reset before each run.
 #
 #   bench/cluster.sh [ROUNDS] [OUT]      (from the repository's root)
 #
-# Needs `make build` (chat-bench too: cargo build --release --workspace)
-# and `make certs`. Writes one line per run, `LABEL MODE redis_ticks=N
-# RESULT ...` (ticks of 10 ms), then the medians.
+# Needs `cargo build --release -p secure-chat -p chat-bench`, `make certs`
+# and python3. Redis' CPU is its time on CPU from /proc/PID/task/*/schedstat
+# (ns), sampled (every 50 ms in the fan-out, 250 ms in the latency run)
+# by bench/redis-sample.py, which tells the steady state (the room's line
+# number from past the clients' joins to the last line sent) from the
+# set-up and the tear-down. Writes one line per run to OUT, `LABEL MODE round=N
+# redis_... RESULT ...`, each run's samples and `INFO commandstats` to
+# OUT.redis/, then every round and the medians.
+#
+# Pinning (PIN=0 turns it off; REDIS_CPUS, SERVER_CPUS, BENCH_CPUS, as
+# taskset takes them, override it): with three CPUs or more, Redis gets
+# the last one to itself and the rest are split in halves as the suite
+# splits them (but by CPU, not by physical core), the servers on the first
+# half, chat-bench on the others. With two, Redis
+# shares the servers' CPU 0 and chat-bench has CPU 1: the system under test
+# on one side, the load on the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,102 +33,180 @@ OUT=${2:-target/cluster-bench.txt}
 CERTS=${CERTS_DIR:-certs}
 BENCH=./target/release/chat-bench
 SERVER=./target/release/chat-server
+SAMPLE=bench/redis-sample.py
 for file in "$BENCH" "$SERVER" "$CERTS/ca.crt"; do
-  [ -e "$file" ] || { echo "cluster: $file is missing (make build certs)" >&2; exit 1; }
+  [ -e "$file" ] || { echo "cluster: $file is missing (cargo build --release -p secure-chat -p chat-bench; make certs)" >&2; exit 1; }
 done
-command -v redis-server >/dev/null || { echo "cluster: apt-get install redis-server" >&2; exit 1; }
+for tool in redis-server redis-cli python3; do
+  command -v "$tool" >/dev/null || { echo "cluster: $tool is missing" >&2; exit 1; }
+done
+
+# The CPUs this shell may use, in order.
+read -r -a cpus <<<"$(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
+if [ "${PIN:-1}" = 0 ] || [ "${#cpus[@]}" -lt 2 ]; then
+  redis_cpus=${REDIS_CPUS:-} server_cpus=${SERVER_CPUS:-} bench_cpus=${BENCH_CPUS:-}
+elif [ "${#cpus[@]}" -eq 2 ]; then
+  redis_cpus=${REDIS_CPUS:-${cpus[0]}}
+  server_cpus=${SERVER_CPUS:-${cpus[0]}}
+  bench_cpus=${BENCH_CPUS:-${cpus[1]}}
+else
+  rest=("${cpus[@]:0:${#cpus[@]}-1}")
+  half=$((${#rest[@]} / 2))
+  redis_cpus=${REDIS_CPUS:-${cpus[-1]}}
+  server_cpus=${SERVER_CPUS:-$(IFS=,; echo "${rest[*]:0:half}")}
+  bench_cpus=${BENCH_CPUS:-$(IFS=,; echo "${rest[*]:half}")}
+fi
+# The command that pins to a set of CPUs, or nothing. taskset executes
+# the program in its own process, so $! of `"${on_x[@]}" prog &` is prog's.
+on() { if [ -n "$1" ]; then echo "taskset -c $1"; fi; }
+read -r -a on_redis <<<"$(on "$redis_cpus")"
+read -r -a on_server <<<"$(on "$server_cpus")"
+read -r -a on_bench <<<"$(on "$bench_cpus")"
+echo "cluster: Redis on CPU ${redis_cpus:-any}, servers on ${server_cpus:-any}, chat-bench on ${bench_cpus:-any}" >&2
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 dir=$(mktemp -d)
 redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$dir" --save "" --daemonize no \
-  --logfile "$dir/redis.log" &
+"${on_redis[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$dir" --save "" \
+  --appendonly no --daemonize no --logfile "$dir/redis.log" &
 redis_pid=$!
 servers=
+sampler=
 cleanup() {
-  for pid in $servers $redis_pid; do kill "$pid" 2>/dev/null || true; done
+  for pid in $sampler $servers $redis_pid; do kill "$pid" 2>/dev/null || true; done
+  for pid in $sampler $servers $redis_pid; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$dir"
 }
 trap cleanup EXIT
-until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do
+  kill -0 "$redis_pid" 2>/dev/null || { echo "cluster: redis-server did not start" >&2; exit 1; }
+  sleep 0.1
+done
 
 # start NAME PORT [--redis]: a server, its PID in $started.
 start() {
   local extra=()
   [ "${3:-}" = --redis ] && extra=(--redis "redis://127.0.0.1:$redis_port" --node-name "$1")
-  "$SERVER" --addr "127.0.0.1:$2" --cert "$CERTS/server.crt" --key "$CERTS/server.key" \
-    --rate 0 -q --no-data-dir "${extra[@]}" >/dev/null 2>>"$dir/$1.log" &
+  "${on_server[@]}" "$SERVER" --addr "127.0.0.1:$2" --cert "$CERTS/server.crt" \
+    --key "$CERTS/server.key" --rate 0 -q --no-data-dir "${extra[@]}" >/dev/null 2>>"$dir/$1.log" &
   started=$!
   servers="$servers $started"
-  until (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; do sleep 0.05; done
+  until (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; do
+    kill -0 "$started" 2>/dev/null || { echo "cluster: $1 did not start: $(cat "$dir/$1.log")" >&2; exit 1; }
+    sleep 0.05
+  done
 }
 
 stop_all() {
   for pid in $servers; do kill "$pid" 2>/dev/null || true; done
-  for pid in $servers; do
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-  done
+  for pid in $servers; do wait "$pid" 2>/dev/null || true; done
   servers=
 }
 
-# measure LABEL MODE ADDRS PIDS
+# The room's line number counts each client's join and leave notices
+# besides the lines sent: the steady state is from past the joins to the
+# last line sent.
+CLIENTS=100
+FANOUT_LINES=$((10 * 2000))
+LATENCY_LINES=$((500 * 5))
+
+# measure ROUND LABEL MODE ADDRS PIDS
 measure() {
+  local base="$OUT.redis/$1-$2-$3" result figures lines interval waited=0
   redis-cli -p "$redis_port" FLUSHALL >/dev/null
-  local before after result
-  before=$(cpu_ticks "$redis_pid")
-  if [ "$2" = fanout ]; then
-    result=$("$BENCH" fanout --addr "$3" --ca "$CERTS/ca.crt" --server-pid "$4" \
-      --clients 100 --senders 10 --messages 2000 2>&1 | grep '^RESULT' || true)
+  redis-cli -p "$redis_port" CONFIG RESETSTAT >/dev/null
+  # A burst lasts a second or so and wants fine samples; at 500 lines a
+  # second 250 ms will do, and the sampler's GETs cost Redis less.
+  [ "$3" = fanout ] && interval=0.05 || interval=0.25
+  python3 "$SAMPLE" watch "$redis_port" "$redis_pid" "$interval" "$base.samples" &
+  sampler=$!
+  until [ -e "$base.samples.ready" ]; do
+    kill -0 "$sampler" 2>/dev/null || { echo "cluster: the sampler stopped" >&2; exit 1; }
+    waited=$((waited + 1))
+    [ "$waited" -lt 200 ] || { echo "cluster: the sampler is not ready after 10 s" >&2; exit 1; }
+    sleep 0.05
+  done
+  if [ "$3" = fanout ]; then
+    lines=$FANOUT_LINES
+    result=$("${on_bench[@]}" "$BENCH" fanout --addr "$4" --ca "$CERTS/ca.crt" --server-pid "$5" \
+      --clients "$CLIENTS" --senders 10 --messages 2000 2>&1 | grep '^RESULT' || true)
   else
-    result=$("$BENCH" latency --addr "$3" --ca "$CERTS/ca.crt" --server-pid "$4" \
-      --clients 100 --rate 500 --seconds 5 2>&1 | grep '^RESULT' || true)
+    lines=$LATENCY_LINES
+    result=$("${on_bench[@]}" "$BENCH" latency --addr "$4" --ca "$CERTS/ca.crt" --server-pid "$5" \
+      --clients "$CLIENTS" --rate 500 --seconds 5 2>&1 | grep '^RESULT' || true)
   fi
-  after=$(cpu_ticks "$redis_pid")
-  echo "$1 $2 redis_ticks=$((after - before)) $result" | tee -a "$OUT"
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" || true
+  sampler=
+  rm -f "$base.samples.ready"
+  figures=$(python3 "$SAMPLE" figures "$base.samples" "$CLIENTS" $((CLIENTS + lines)))
+  redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' >"$base.commandstats"
+  # Microseconds per call (wall time inside the command, scripts included)
+  # of the commands a room line costs.
+  calls=$(awk -F'[:,=]' '/^cmdstat_(evalsha|publish|xadd)(\||:)/ {
+      sub(/^cmdstat_/, "", $1); sub(/\|.*/, "", $1)
+      for (i = 2; i < NF; i++) if ($i == "usec_per_call") printf "redis_%s_us=%s ", $1, $(i + 1)
+    }' "$base.commandstats")
+  echo "$2 $3 round=$1 $figures ${calls}$result" | tee -a "$OUT"
 }
 
+mkdir -p "$OUT.redis"
 : >"$OUT"
 port=$(free_port)
+port_b=$(free_port)
 for round in $(seq "$ROUNDS"); do
   for mode in fanout latency; do
-    start single "$port"; measure single "$mode" "127.0.0.1:$port" "$started"; stop_all
-    start one "$port" --redis; measure linked1 "$mode" "127.0.0.1:$port" "$started"; stop_all
+    start single "$port"; measure "$round" single "$mode" "127.0.0.1:$port" "$started"; stop_all
+    start one "$port" --redis; measure "$round" linked1 "$mode" "127.0.0.1:$port" "$started"; stop_all
     start a "$port" --redis; a=$started
-    start b $((port + 1)) --redis; b=$started
-    measure linked2 "$mode" "127.0.0.1:$port,127.0.0.1:$((port + 1))" "$a,$b"; stop_all
+    start b "$port_b" --redis; b=$started
+    measure "$round" linked2 "$mode" "127.0.0.1:$port,127.0.0.1:$port_b" "$a,$b"; stop_all
   done
 done
 
-# Medians per label and mode. Redis's CPU per line: its ticks over the
-# lines the run sent (fan-out 20,000; latency 2,500).
+# Every round, then the median, per label and mode. Redis' figures are
+# its steady state: in the fan-out, lines through one Redis core (lines
+# over Redis' CPU seconds while the room's number moved); at 500 lines a
+# second, Redis' CPU per line over the same window.
 echo
 for label in single linked1 linked2; do
   for mode in fanout latency; do
-    grep "^$label $mode " "$OUT" | awk -v label="$label" -v mode="$mode" '
-      function median(list, n,    i, j, t) {
+    [ "$mode" = fanout ] && lines=$FANOUT_LINES || lines=$LATENCY_LINES
+    grep "^$label $mode " "$OUT" | awk -v label="$label" -v mode="$mode" -v lines="$lines" '
+      function median(list, n,    i, j, t, s) {
+        for (i = 1; i <= n; i++) s[i] = list[i]
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
-          if (list[j] < list[i]) { t = list[i]; list[i] = list[j]; list[j] = t }
-        return n % 2 ? list[(n + 1) / 2] : (list[n / 2] + list[n / 2 + 1]) / 2
+          if (s[j] < s[i]) { t = s[i]; s[i] = s[j]; s[j] = t }
+        return n % 2 ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
+      }
+      function rounds(list, n, fmt,    i, out) {
+        for (i = 1; i <= n; i++) out = out (i > 1 ? " / " : "") sprintf(fmt, list[i])
+        return out
       }
       {
         n++
         for (f = 1; f <= NF; f++) { split($f, kv, "="); v[kv[1], n] = kv[2] }
       }
       END {
-        lines = mode == "fanout" ? 20000 : 2500
         for (i = 1; i <= n; i++) {
-          r[i] = v["redis_ticks", i] * 10000 / lines
-          d[i] = v["deliveries_per_s", i]; c[i] = v["server_cpu_us_per_delivery", i]
+          d[i] = v["deliveries_per_s", i] / 1e6; c[i] = v["server_cpu_us_per_delivery", i]
           p[i] = v["p99_ms", i]; q[i] = v["p50_ms", i]
+          rate[i] = v["redis_lines_per_cpu_s", i] / 1000; per[i] = v["redis_us_per_line", i]
+          whole[i] = v["redis_cpu_ms", i] * 1000 / lines
         }
+        if (mode == "fanout") {
+          printf "%-8s fanout  deliveries/s M %s, median %.2f\n", label, rounds(d, n, "%.2f"), median(d, n)
+          printf "%-8s fanout  server CPU/delivery us %s, median %.3f\n", label, rounds(c, n, "%.3f"), median(c, n)
+        } else {
+          printf "%-8s latency p50 ms %s, median %.2f\n", label, rounds(q, n, "%.2f"), median(q, n)
+          printf "%-8s latency p99 ms %s, median %.2f\n", label, rounds(p, n, "%.2f"), median(p, n)
+        }
+        if (label == "single") exit
         if (mode == "fanout")
-          printf "%-8s fanout  deliveries/s %.2f M  server CPU/delivery %.3f us  redis CPU/line %.1f us  (%d runs)\n",
-            label, median(d, n) / 1e6, median(c, n), median(r, n), n
+          printf "%-8s fanout  Redis: k lines per CPU-second in the burst %s, median %.0f\n", label, rounds(rate, n, "%.0f"), median(rate, n)
         else
-          printf "%-8s latency p50 %.2f ms  p99 %.2f ms  redis CPU/line %.0f us  (%d runs)\n",
-            label, median(q, n), median(p, n), median(r, n), n
+          printf "%-8s latency Redis: CPU per line at 500 lines/s, steady, us %s, median %.1f\n", label, rounds(per, n, "%.1f"), median(per, n)
+        printf "%-8s %-7s Redis: CPU per line over the whole run, set-up included, us %s, median %.1f\n", label, mode, rounds(whole, n, "%.1f"), median(whole, n)
       }'
   done
 done

@@ -1,6 +1,6 @@
 //! The Lua scripts the link runs in Redis for rooms, and the oldest Redis
 //! they run on. Names' scripts live with the directory (`names.rs`); what
-//! calls these and when lives in `publisher.rs` and `subscriber.rs`.
+//! calls these and when lives in `publisher/` and `subscriber.rs`.
 
 // The link's types, constants and helpers, which this part shares.
 use super::*;

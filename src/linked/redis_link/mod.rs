@@ -100,7 +100,7 @@
 //! The hub never waits on Redis. Lines for Redis go through a bounded
 //! queue to the *publisher* thread ([`LinkSettings::outbox`] lines; when it is
 //! full, [`RedisLink::publish`] says [`Refused::Full`] at once), which takes
-//! up to 512 waiting lines (256 KiB) per round trip (a pipeline) and runs
+//! up to 512 waiting lines (32 KiB) per round trip (a pipeline) and runs
 //! the script once per room among them, not per line: what Redis spends
 //! is mostly per call. A line it took is published exactly once, however
 //! many times it must retry across reconnects: each carries the node's own

@@ -45,9 +45,14 @@ pub(super) fn is_transient(error: &RedisError) -> bool {
 pub(super) const BATCH: usize = 512;
 
 /// The most bytes of lines in one batch, past which it goes as it is
-/// (one line more may take it over): so that no script call holds more
-/// than this, whatever the lines' length.
-pub(super) const BATCH_BYTES: usize = 256 * 1024;
+/// (one line more may take it over), so that no script call holds more.
+/// What a call publishes lands in every subscribed node's output buffer
+/// in Redis at once (Redis writes to its clients between commands, not
+/// during one), and a buffer past Redis' pub/sub limit has its node cut
+/// off, this node's own included: a call stays far below that limit
+/// (`client-output-buffer-limit pubsub`, 32 MB, or 8 MB for a minute, by
+/// default), and below the 64 KiB the tests set to cut a slow node off.
+pub(super) const BATCH_BYTES: usize = 32 * 1024;
 
 /// How many times the publisher tries a batch Redis refuses for another
 /// reason (out of memory, say) before it drops it. (A line refused while

@@ -21,20 +21,20 @@
 //! nothing tells it so.
 //!
 //! So each room line is also *numbered* and *kept*. One Lua script,
-//! which Redis runs as one atomic step, does three things (four, for a
-//! line that sets the room's topic: `SET room:{name}:topic` as well, so
-//! that a node joining the room later is told it with the room's last
-//! lines, [`Delivery::Recent`]):
+//! which Redis runs as one atomic step for the lines of one room that
+//! wait together, does three things (four, when the last sets the room's
+//! topic: `SET room:{name}:topic` as well, so that a node joining the room
+//! later is told it with the room's last lines, [`Delivery::Recent`]):
 //!
-//! 1. `INCR room:{name}:seq`: the line's number in its room (its *seq*),
-//!    1, 2, 3, ... The same number on every node, so every node shows the
-//!    room's lines in the same order, whoever said them, wherever.
-//! 2. `XADD room:{name}:history`: the line, kept in a stream under the id
+//! 1. `INCRBY room:{name}:seq`: the lines' numbers in their room (each
+//!    line's *seq*), 1, 2, 3, ... The same numbers on every node, so every
+//!    node shows the room's lines in the same order, whoever said them.
+//! 2. `XADD room:{name}:history`: each line, kept in a stream under the id
 //!    `seq-0`, so that lines can be asked for by number; the oldest lines
 //!    go once the history holds more than [`LinkSettings::history`] lines
 //!    or [`LinkSettings::history_bytes`] bytes of them (counted in
 //!    `room:{name}:size`), down to 15/16 of both.
-//! 3. `PUBLISH room:{name}`: `seq node line`, to every node in the room.
+//! 3. `PUBLISH room:{name}`: `seq node line`, per line, to the room's nodes.
 //!
 //! A room's moderation rules are kept beside its lines, in
 //! `room:{name}:rules` with a version, and written by a script of their
@@ -99,11 +99,12 @@
 //!
 //! The hub never waits on Redis. Lines for Redis go through a bounded
 //! queue to the *publisher* thread ([`LinkSettings::outbox`] lines; when it is
-//! full, [`RedisLink::publish`] says [`Refused::Full`] at once), which runs the
-//! script on its own connection, for up to 64 waiting lines per round trip
-//! (a pipeline). A line it took is published exactly once, however many
-//! times it must retry across reconnects: each carries the node's own
-//! count, and the script ignores a count it has already seen.
+//! full, [`RedisLink::publish`] says [`Refused::Full`] at once), which takes
+//! up to 512 waiting lines (32 KiB) per round trip (a pipeline) and runs
+//! the script once per room among them, not per line: what Redis spends
+//! is mostly per call. A line it took is published exactly once, however
+//! many times it must retry across reconnects: each carries the node's own
+//! count, and the script skips the counts it has already seen.
 //! The *subscriber* thread has two connections: one subscribed (a
 //! subscribed connection can run nothing but (un)subscribe and `PING`), and
 //! one to ask (`GET`, `XRANGE`). It hands [`Delivery`]s to the hub through

@@ -1,34 +1,44 @@
 //! The Lua scripts the link runs in Redis for rooms, and the oldest Redis
 //! they run on. Names' scripts live with the directory (`names.rs`); what
-//! calls these and when lives in `publisher.rs` and `subscriber.rs`.
+//! calls these and when lives in `publisher/` and `subscriber.rs`.
 
 // The link's types, constants and helpers, which this part shares.
 use super::*;
 
-/// The script that numbers, keeps and publishes one room line, as one
-/// atomic step (see the module documentation).
+/// The script that numbers, keeps and publishes lines of one room, as one
+/// atomic step (see the module documentation): the publisher's lines of
+/// that room in one batch, up to one that sets the topic.
 ///
 /// KEYS: the room's sequence counter, its history stream, its hash of
 /// senders (per node and run, the last count it published here), its
 /// topic, and the bytes of the lines its history holds. ARGV: the room's
 /// channel, the most lines and the most bytes the history keeps, how long
-/// (ms) the room's keys live once quiet, the sender, its count, the
-/// node's name, the line, and `1` and a topic when the line sets one
-/// (else `0` and an empty string). Returns the line's seq, or 0 when that
-/// count was published before (a retry after a reply that never arrived).
+/// (ms) the room's keys live once quiet, the sender, the node's name, `1`
+/// and a topic when the last line sets one (else `0` and an empty
+/// string), then each line's count and the line, in count order. Returns
+/// the last line's seq, or 0 when every count was published before.
+///
+/// A retry after a reply that never arrived sends the same lines again:
+/// those whose count is at most the sender's last here were published
+/// before, and they are always the first ones (a call is whole or
+/// nothing, and a sender's counts in a room only grow), so they are
+/// skipped and the rest numbered, once. The sender's last count is read
+/// and written once per call, not per line; the numbers come from one
+/// `INCRBY`, so the call's lines have consecutive seqs, in their order.
 ///
 /// A room's rules are not this script's: they have their own
 /// (`rules.rs`), their own expiry, and are not cleared when a room's
 /// numbering starts over, as its topic is.
 ///
 /// The history is trimmed here, oldest first, never past either cap: once
-/// a line takes it over one, down to 15/16 of both at once, so that the
+/// the lines take it over one, down to 15/16 of both at once, so that the
 /// cost of a trim (reading the lines that go, to count their bytes) is
-/// paid once per many lines, not per line. The byte count kept alongside
+/// paid once per many lines, not per line (a call's own first lines may
+/// go, if it holds more than that). The byte count kept alongside
 /// stays true only if nothing else trims.
 /// The room's keys get their expiry again, all at once, when the
-/// numbering's has less than half left (not on every line: that would
-/// be five more calls per line); a topic set gets the full expiry. So a
+/// numbering's has less than half left (not on every call: that would
+/// be five more commands each); a topic set gets the full expiry. So a
 /// topic may outlive the rest by up to half the expiry: the line that
 /// starts a room's numbering over clears what an earlier one left.
 ///
@@ -36,17 +46,29 @@ use super::*;
 /// `1e+14`, which is no stream id.
 pub(super) const PUBLISH_SCRIPT: &str = r"
 local last = tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or '0')
-local count = tonumber(ARGV[6])
-if count <= last then
+local first = 9
+while first < #ARGV and tonumber(ARGV[first]) <= last do
+  first = first + 2
+end
+if first >= #ARGV then
   return 0
 end
-local seq = redis.call('INCR', KEYS[1])
-if seq == 1 then
+local n = (#ARGV - first + 1) / 2
+local seq = redis.call('INCRBY', KEYS[1], string.format('%d', n)) - n
+if seq == 0 then
   redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
 end
-local line = ARGV[8]
-redis.call('XADD', KEYS[2], string.format('%d-0', seq), 'node', ARGV[7], 'line', line)
-local size = redis.call('INCRBY', KEYS[5], #line)
+local node = ARGV[6]
+local added = 0
+for i = first, #ARGV - 1, 2 do
+  seq = seq + 1
+  local id = string.format('%d', seq)
+  local line = ARGV[i + 1]
+  redis.call('XADD', KEYS[2], id .. '-0', 'node', node, 'line', line)
+  redis.call('PUBLISH', ARGV[1], id .. ' ' .. node .. ' ' .. line)
+  added = added + #line
+end
+local size = redis.call('INCRBY', KEYS[5], string.format('%d', added))
 local length = redis.call('XLEN', KEYS[2])
 local max_lines = tonumber(ARGV[2])
 local max_bytes = tonumber(ARGV[3])
@@ -89,17 +111,16 @@ if length > max_lines or size > max_bytes then
     redis.call('INCRBY', KEYS[5], string.format('%d', size - total))
   end
 end
-redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[#ARGV - 1])
 local ttl = tonumber(ARGV[4])
-if ARGV[9] == '1' then
-  redis.call('SET', KEYS[4], ARGV[10], 'PX', ttl)
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[4], ARGV[8], 'PX', ttl)
 end
 if redis.call('PTTL', KEYS[1]) < ttl / 2 then
   for _, key in ipairs(KEYS) do
     redis.call('PEXPIRE', key, ttl)
   end
 end
-redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[7] .. ' ' .. line)
 return seq
 ";
 

@@ -1,6 +1,7 @@
 //! The link's first thread: hands Redis the lines said here, a batch at
-//! a time, each through the one script that numbers, keeps and publishes
-//! it; and the pause between attempts while Redis is away.
+//! a time, each room's lines of a batch through one call of the script
+//! that numbers, keeps and publishes them; and the pause between attempts
+//! while Redis is away.
 
 // The link's types, constants and helpers, which this part shares.
 use super::*;
@@ -37,14 +38,99 @@ pub(super) fn is_transient(error: &RedisError) -> bool {
 
 /// The most lines the publisher sends in one round trip (a pipeline):
 /// one round trip per line would cap a node at a few thousand lines a
-/// second on a real network.
-pub(super) const BATCH: usize = 64;
+/// second on a real network. Batches form only while Redis is behind (a
+/// line that finds the queue empty goes at once), and the more lines of
+/// one room a batch holds, the less Redis spends per line: one script
+/// call per room and batch, not per line.
+pub(super) const BATCH: usize = 512;
+
+/// The most bytes of lines in one batch, past which it goes as it is
+/// (one line more may take it over), so that no script call holds more.
+/// What a call publishes lands in every subscribed node's output buffer
+/// in Redis at once (Redis writes to its clients between commands, not
+/// during one), and a buffer past Redis' pub/sub limit has its node cut
+/// off, this node's own included: a call stays far below that limit
+/// (`client-output-buffer-limit pubsub`, 32 MB, or 8 MB for a minute, by
+/// default), and below the 64 KiB the tests set to cut a slow node off.
+pub(super) const BATCH_BYTES: usize = 32 * 1024;
 
 /// How many times the publisher tries a batch Redis refuses for another
 /// reason (out of memory, say) before it drops it. (A line refused while
 /// a later one of its room in the same batch went through is dropped at
 /// once: the later count marks it as done.)
 pub(super) const REFUSALS_BEFORE_DROP: u32 = 5;
+
+/// A batch's lines as the script's calls take them: each room's lines
+/// together, in their order (so in count order), the rooms in the order
+/// of their first line; a room's lines split after each that sets the
+/// topic, which the script sets with the last line of a call. Lines of
+/// different rooms may so go in another order than they came: each room
+/// has its own order, and no other is kept across rooms.
+pub(super) fn calls(batch: &[(u64, ToPublish)]) -> Vec<Vec<&(u64, ToPublish)>> {
+    let mut by_room: Vec<Vec<&(u64, ToPublish)>> = Vec::new();
+    let mut rooms: HashMap<&str, usize> = HashMap::new();
+    for numbered in batch {
+        let room = numbered.1.room.as_str();
+        let index = *rooms.entry(room).or_insert_with(|| {
+            by_room.push(Vec::new());
+            by_room.len() - 1
+        });
+        by_room[index].push(numbered);
+    }
+    let mut calls = Vec::with_capacity(by_room.len());
+    for lines in by_room {
+        let mut call = Vec::new();
+        for numbered in lines {
+            call.push(numbered);
+            if numbered.1.topic.is_some() {
+                calls.push(std::mem::take(&mut call));
+            }
+        }
+        if !call.is_empty() {
+            calls.push(call);
+        }
+    }
+    calls
+}
+
+/// One `EVALSHA` of `script` ([`PUBLISH_SCRIPT`](super::scripts::PUBLISH_SCRIPT))
+/// per call of [`calls`], all in one pipeline, as `sender` on `node`.
+pub(super) fn pipeline(
+    script: &Script,
+    settings: &LinkSettings,
+    sender: &str,
+    node: &str,
+    batch: &[(u64, ToPublish)],
+) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for call in calls(batch) {
+        let Some(&(_, first)) = call.first() else {
+            continue;
+        };
+        let keys = Keys::of(&first.room);
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(keys.of_lines().len());
+        for key in keys.of_lines() {
+            pipe.arg(key);
+        }
+        pipe.arg(&keys.channel)
+            .arg(settings.history)
+            .arg(settings.history_bytes)
+            .arg(millis(settings.room_ttl))
+            .arg(sender)
+            .arg(node);
+        // Only a call's last line can set the topic: see `calls`.
+        match call.last().and_then(|(_, line)| line.topic.as_ref()) {
+            Some(topic) => pipe.arg(1).arg(topic),
+            None => pipe.arg(0).arg(""),
+        };
+        for (count, line) in call {
+            pipe.arg(*count).arg(&line.line);
+        }
+    }
+    pipe
+}
 
 /// What became of a call the publisher made until it was done.
 pub(super) enum Tried<T> {
@@ -56,9 +142,9 @@ pub(super) enum Tried<T> {
     Stopping,
 }
 
-/// The publisher thread: runs the script for each line, in order, on its
-/// own connection; and the rules' script for each change of a room's
-/// rules, in its place among them.
+/// The publisher thread: runs the script for each room's lines, in
+/// order, on its own connection; and the rules' script for each change of
+/// a room's rules, in its place among them.
 pub(super) struct Publisher {
     /// Dropped with the thread: [`RedisLink`]'s drop waits for that.
     pub(super) _publishing: Sender<()>,
@@ -80,6 +166,7 @@ impl Publisher {
         let mut connection = Some(connection);
         let poll = self.target.settings.poll;
         let mut batch = Vec::with_capacity(BATCH);
+        let mut bytes = 0;
         loop {
             let mut next = match outgoing.recv_timeout(poll) {
                 Ok(first) => Some(first),
@@ -92,8 +179,9 @@ impl Publisher {
                 self.shared.outbox_out.add(1);
                 match taken {
                     Outgoing::Line(line) => {
+                        bytes += line.line.len();
                         batch.push(self.numbered(line));
-                        if batch.len() < BATCH {
+                        if batch.len() < BATCH && bytes < BATCH_BYTES {
                             next = outgoing.try_recv().ok();
                         }
                     }
@@ -102,6 +190,7 @@ impl Publisher {
                             return;
                         }
                         batch.clear();
+                        bytes = 0;
                         if !self.write_rules(&mut connection, write) {
                             return;
                         }
@@ -113,6 +202,7 @@ impl Publisher {
                 return;
             }
             batch.clear();
+            bytes = 0;
         }
     }
 
@@ -122,37 +212,22 @@ impl Publisher {
         (self.count, line)
     }
 
-    /// One `EVALSHA` per line, all in one pipeline.
+    /// One `EVALSHA` per call of [`calls`], all in one pipeline.
     pub(super) fn pipeline(&self, batch: &[(u64, ToPublish)]) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        for (count, line) in batch {
-            let keys = Keys::of(&line.room);
-            let settings = &self.target.settings;
-            pipe.cmd("EVALSHA")
-                .arg(self.script.get_hash())
-                .arg(keys.of_lines().len());
-            for key in keys.of_lines() {
-                pipe.arg(key);
-            }
-            pipe.arg(&keys.channel)
-                .arg(settings.history)
-                .arg(settings.history_bytes)
-                .arg(millis(settings.room_ttl))
-                .arg(&self.sender)
-                .arg(count)
-                .arg(&self.node)
-                .arg(&line.line);
-            match &line.topic {
-                Some(topic) => pipe.arg(1).arg(topic),
-                None => pipe.arg(0).arg(""),
-            };
-        }
-        pipe
+        pipeline(
+            &self.script,
+            &self.target.settings,
+            &self.sender,
+            &self.node,
+            batch,
+        )
     }
 
     /// Publishes a batch of lines, retrying across reconnections until
     /// Redis has them all. A retry sends the whole batch again: the lines
-    /// Redis already had are recognised by their counts and skipped. False
+    /// Redis already had are recognised by their counts and skipped (a
+    /// prefix of each call's: calls run one after another, each whole or
+    /// not at all, and each room's counts grow from call to call). False
     /// if the link stops first.
     pub(super) fn publish(
         &self,
@@ -227,3 +302,6 @@ impl Publisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

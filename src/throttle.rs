@@ -77,11 +77,12 @@ impl TokenBucket {
         }
     }
 
-    /// True when the bucket has refilled completely: the client has been
-    /// within its limit for a while.
-    pub fn is_full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= f64::from(self.limit.burst)
+    /// True when the bucket will have refilled completely by `at`: the
+    /// client has been within its limit for a while. It takes nothing and
+    /// changes nothing, so `at` may be a moment already counted.
+    pub fn is_full(&self, at: Instant) -> bool {
+        let elapsed = at.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens + elapsed * f64::from(self.limit.per_second) >= f64::from(self.limit.burst)
     }
 }
 
@@ -128,6 +129,8 @@ mod tests {
         assert!(!bucket.is_full(start));
         let much_later = start + Duration::from_secs(60);
         assert!(bucket.is_full(much_later));
+        // Asking changes nothing: the tokens are still those of `start`.
+        assert!(!bucket.is_full(start));
         for _ in 0..3 {
             assert_eq!(bucket.take(much_later), Duration::ZERO);
         }

@@ -149,6 +149,7 @@ impl Handshake {
                 .rate
                 .map(|rate| TokenBucket::new(rate, Instant::now())),
             warned: false,
+            overslept: Duration::ZERO,
             disconnect: Disconnect::Shutdown,
             events: self.events,
             shard: self.shard.clone(),
@@ -203,6 +204,11 @@ pub(super) struct Reader {
     bucket: Option<TokenBucket>,
     /// The client was told it is too fast, and has not slowed down since.
     warned: bool,
+    /// How much later than asked this thread woke from its last wait for
+    /// the rate. A loaded machine can oversleep by more than the bucket
+    /// takes to refill; that time is the server's, not a pause of the
+    /// client's, so it does not end the flood the client was told of.
+    overslept: Duration,
     /// Why reading ended, as the metrics count it, unless the shard cut it.
     disconnect: Disconnect,
     /// The hub holds the receiving end.
@@ -263,7 +269,8 @@ impl Reader {
             return;
         };
         let now = Instant::now();
-        if bucket.is_full(now) {
+        let overslept = std::mem::take(&mut self.overslept);
+        if bucket.is_full(now - overslept) {
             self.warned = false;
         }
         let wait = bucket.take(now);
@@ -281,7 +288,9 @@ impl Reader {
             self.warned = true;
         }
         self.tracker.connections.counters.flood_wait(wait);
+        let due = Instant::now() + wait;
         thread::sleep(wait);
+        self.overslept = Instant::now().saturating_duration_since(due);
     }
 
     /// The connection ended: the hub hears why (the shard's reason, if it

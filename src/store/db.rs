@@ -71,25 +71,45 @@ fn span_of(room: i64) -> rusqlite::Result<(i64, i64)> {
 /// The `server` row that holds the server-wide bans.
 const BANS: &str = "bans";
 
+/// Why a file cannot be used as it is, at open or load, or brought up to
+/// this version.
+#[derive(Debug)]
+pub enum Unusable {
+    /// What SQLite said: the disk refused ([`is_unwritable`]), or the file
+    /// is damaged.
+    Sql(rusqlite::Error),
+    /// The file says it is of this later version.
+    TooNew(i64),
+    /// The file says no version, and its tables (these) are of none this
+    /// server knows.
+    Unrecognised(String),
+}
+
+impl From<rusqlite::Error> for Unusable {
+    fn from(err: rusqlite::Error) -> Self {
+        Unusable::Sql(err)
+    }
+}
+
 /// Opens `file` (made if missing) and checks that SQLite can read all of
 /// it, and that its version is not a later one than ours; its tables are
 /// [`upgrade::to_current`](super::upgrade::to_current)'s to make. WAL with `synchronous=NORMAL`: a commit is a
 /// write to the log, no flush to the disk, and survives the process being
 /// killed (not a power cut, which may lose the last commits, never the
 /// file).
-pub fn open(file: &Path) -> rusqlite::Result<Connection> {
+pub fn open(file: &Path) -> Result<Connection, Unusable> {
     let conn = Connection::open(file)?;
     // Reads the header: a file that is not a database fails here.
     let version = version_of(&conn)?;
     let check: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
     if check != "ok" {
-        return Err(rusqlite::Error::SqliteFailure(
+        return Err(Unusable::Sql(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
             Some(check),
-        ));
+        )));
     }
     if version > VERSION {
-        return Err(rusqlite::Error::IntegralValueOutOfRange(0, version));
+        return Err(Unusable::TooNew(version));
     }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -104,15 +124,14 @@ pub(super) fn version_of(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
 }
 
-/// The refusal for an error at open or load that [`is_unwritable`] does
-/// not explain: the file is not one to use as it is.
-pub fn refusal(dir: &Path, err: rusqlite::Error) -> StoreError {
+/// The refusal for what [`is_unwritable`] does not explain: the file is
+/// not one to use as it is.
+pub fn refusal(dir: &Path, err: Unusable) -> StoreError {
     let file = dir.join(DB_FILE);
     match err {
-        rusqlite::Error::IntegralValueOutOfRange(_, version) => {
-            StoreError::TooNew { file, version }
-        }
-        err => StoreError::Damaged {
+        Unusable::TooNew(version) => StoreError::TooNew { file, version },
+        Unusable::Unrecognised(tables) => StoreError::Unrecognised { file, tables },
+        Unusable::Sql(err) => StoreError::Damaged {
             file,
             why: err.to_string(),
         },
@@ -649,8 +668,11 @@ mod tests {
         )
         .unwrap();
         let err = open(&file).unwrap_err();
+        let Unusable::Sql(err) = err else {
+            panic!("{err:?}")
+        };
         assert!(!is_unwritable(&err), "{err}");
-        let said = refusal(&dir, err).to_string();
+        let said = refusal(&dir, err.into()).to_string();
         let file = file.to_string_lossy();
         // `.dump`, as `.recover` fails on Debian 12's sqlite3; and a check
         // of what was saved before it replaces the file.
@@ -659,6 +681,13 @@ mod tests {
             "{said}"
         );
         assert!(!said.contains(".recover |"), "{said}");
+        // `.dump` does not keep the version: the copy is given it back.
+        assert!(
+            said.contains(&format!(
+                "sqlite3 {file}.recovered && sqlite3 {file}.recovered 'pragma user_version={VERSION}'"
+            )),
+            "{said}"
+        );
         assert!(
             said.contains(&format!(
                 "check that {file}.recovered has your rooms (sqlite3 {file}.recovered \

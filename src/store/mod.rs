@@ -476,6 +476,14 @@ pub enum StoreError {
         /// What SQLite said.
         why: String,
     },
+    /// The file says no version (as a copy made by `sqlite3 .dump` does),
+    /// and its tables are of no version this server knows.
+    Unrecognised {
+        /// The file.
+        file: PathBuf,
+        /// Its tables' names.
+        tables: String,
+    },
     /// The file was written by a newer version of the server.
     TooNew {
         /// The file.
@@ -516,6 +524,13 @@ impl fmt::Display for StoreError {
                 file.display(),
                 db::VERSION
             ),
+            StoreError::Unrecognised { file, tables } => write!(
+                f,
+                "{} has no version, and its tables ({tables}) are not a chat-server's; \
+                 it was left as it is. Give this server a directory of its own \
+                 (--data-dir), or move the file aside to start with an empty store",
+                file.display()
+            ),
             StoreError::TooNew { file, version } => write!(
                 f,
                 "{} has version {version}, made by a newer chat-server; this one \
@@ -529,15 +544,17 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// The shell command that copies what SQLite can still read of `file` into
+/// The shell commands that copy what SQLite can still read of `file` into
 /// `FILE.recovered`. `.dump` rather than `.recover`: the `sqlite3` of
 /// Debian 12 (3.40.1) fails at `.recover` and leaves a file with no
 /// tables. `.dump` writes the rows it can read and ends with a `ROLLBACK`
-/// when it met damage; made a `COMMIT`, the rows are kept.
+/// when it met damage; made a `COMMIT`, the rows are kept. It does not
+/// keep the file's version, which the last command writes back.
 fn recovery(file: &str) -> String {
     format!(
         "sqlite3 {file} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | \
-         sqlite3 {file}.recovered"
+         sqlite3 {file}.recovered && sqlite3 {file}.recovered 'pragma user_version={}'",
+        db::VERSION
     )
 }
 
@@ -551,7 +568,7 @@ pub fn open(dir: &Path, retention: Retention) -> Result<Option<Opened>, StoreErr
     };
     let loaded = match db::load(&conn, &retention, SystemTime::now()) {
         Ok(loaded) => loaded,
-        Err(err) => return Err(db::refusal(dir, err)),
+        Err(err) => return Err(db::refusal(dir, err.into())),
     };
     log::info!(
         "store {}: rooms kept: {}",

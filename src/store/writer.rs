@@ -113,7 +113,7 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
     }
     let mut conn = match db::open(&file) {
         Ok(conn) => conn,
-        Err(err) if db::is_unwritable(&err) => {
+        Err(db::Unusable::Sql(err)) if db::is_unwritable(&err) => {
             in_memory(db::DB_FILE, &err);
             return Ok(None);
         }
@@ -130,14 +130,23 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
             }
             Ok(Some((lock, conn)))
         }
-        Err(err) if db::is_unwritable(&err) => {
-            in_memory(db::DB_FILE, &err);
+        Err(db::Unusable::Sql(err)) if db::is_unwritable(&err) => {
+            // Not the warning of a directory that cannot be written: the
+            // file was readable, and what it keeps was not read.
+            log::warn!(
+                "{} could not be brought up to version {} for want of room or leave to \
+                 write ({err}); the file is untouched: nothing of it is read, nothing \
+                 will be kept across a restart; the chat goes on in memory",
+                file.display(),
+                db::VERSION
+            );
             Ok(None)
         }
-        Err(err) => Err(StoreError::NotUpgraded {
+        Err(db::Unusable::Sql(err)) => Err(StoreError::NotUpgraded {
             file,
             why: err.to_string(),
         }),
+        Err(err) => Err(db::refusal(dir, err)),
     }
 }
 

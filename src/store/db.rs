@@ -51,20 +51,67 @@ pub(super) const SCHEMA: &str = "
 /// The lines of room number `r` are numbered from `r * ROOM_SPAN` up, in
 /// the order they were said: a room's lines are one stretch of the table,
 /// read and forgotten by range, with no index. (With an index of lines by
-/// room, the index was half of what writing a line cost.) Room numbers
-/// stay below 2^23, and a room's lines below 2^40: a room saying 300 lines
-/// a second for a century.
+/// room, the index was half of what writing a line cost.) A room's lines
+/// stay below 2^40: a room saying 300 lines a second for a century.
 pub(super) const ROOM_SPAN: i64 = 1 << 40;
+
+/// Room numbers stay below this (2^23 - 1), so that every line number
+/// fits in SQLite's 64 bits: past it, a new room takes the lowest number
+/// no room has ([`new_room_number`]).
+const ROOMS: i64 = i64::MAX / ROOM_SPAN;
+
+/// The number a new room's row takes, bound `$bound` to [`ROOMS`]: the
+/// one after the highest, or once that would reach the bound, the lowest
+/// no room has. Taking a number again is safe: a room's row goes only
+/// once it keeps no line ([`FORGET_EMPTY_ROOMS`]), so its stretch is empty.
+macro_rules! new_room_number {
+    ($bound:literal) => {
+        concat!(
+            "(SELECT CASE WHEN coalesce(max(id), 0) + 1 < ",
+            $bound,
+            " THEN coalesce(max(id), 0) + 1 ELSE coalesce(
+                (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE id = 1)),
+                (SELECT min(id) + 1 FROM rooms AS r
+                 WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE id = r.id + 1))) END
+             FROM rooms)"
+        )
+    };
+}
+
+/// A room number past [`ROOMS`], or a room whose stretch of line numbers
+/// is full: the batch that met it is not written.
+#[derive(Debug)]
+pub struct OutOfSpan {
+    /// The room's number.
+    pub room: i64,
+}
+
+impl std::fmt::Display for OutOfSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "room number {} has no line numbers left (rooms are numbered below {ROOMS}, \
+             each with {ROOM_SPAN} lines)",
+            self.room
+        )
+    }
+}
+
+impl std::error::Error for OutOfSpan {}
+
+impl OutOfSpan {
+    /// As SQLite's errors are carried: a value that cannot be made a row.
+    fn error(room: i64) -> rusqlite::Error {
+        rusqlite::Error::ToSqlConversionFailure(Box::new(OutOfSpan { room }))
+    }
+}
 
 /// The numbers room `room`'s lines take: from the first, up to the second.
 fn span_of(room: i64) -> rusqlite::Result<(i64, i64)> {
-    let first = room.checked_mul(ROOM_SPAN);
-    let end = room
-        .checked_add(1)
-        .and_then(|next| next.checked_mul(ROOM_SPAN));
-    match (first, end) {
-        (Some(first), Some(end)) if room >= 0 => Ok((first, end)),
-        _ => Err(rusqlite::Error::IntegralValueOutOfRange(0, room)),
+    if (0..ROOMS).contains(&room) {
+        Ok((room * ROOM_SPAN, (room + 1) * ROOM_SPAN))
+    } else {
+        Err(OutOfSpan::error(room))
     }
 }
 
@@ -242,27 +289,30 @@ pub fn write_batch(
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut room_row = tx.prepare_cached(
-            "INSERT INTO rooms (key, name) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET name = excluded.name RETURNING id",
-        )?;
+        let mut room_row = tx.prepare_cached(concat!(
+            "INSERT INTO rooms (id, key, name) VALUES (",
+            new_room_number!("?3"),
+            ", ?1, ?2) ON CONFLICT (key) DO UPDATE SET name = excluded.name RETURNING id"
+        ))?;
         let mut last_line =
             tx.prepare_cached("SELECT max(id) FROM lines WHERE id >= ?1 AND id < ?2")?;
         let mut line = tx.prepare_cached("INSERT INTO lines (id, at, text) VALUES (?1, ?2, ?3)")?;
         // A topic makes its room's row itself: it must not depend on
         // `known`, which a failed batch may have left ahead of the file.
-        let mut topic = tx.prepare_cached(
-            "INSERT INTO rooms (key, name, topic) VALUES (?1, ?2, ?3)
-             ON CONFLICT (key) DO UPDATE SET name = excluded.name, topic = excluded.topic
-             RETURNING id",
-        )?;
+        let mut topic = tx.prepare_cached(concat!(
+            "INSERT INTO rooms (id, key, name, topic) VALUES (",
+            new_room_number!("?4"),
+            ", ?1, ?2, ?3) ON CONFLICT (key) DO UPDATE SET name = excluded.name,
+                 topic = excluded.topic RETURNING id"
+        ))?;
         // Rules come by the room's key, not its name as written: a new row
         // takes the key as its name until a line or topic gives the real
         // one, and an existing row keeps its name.
-        let mut rules = tx.prepare_cached(
-            "INSERT INTO rooms (key, name, rules) VALUES (?1, ?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET rules = excluded.rules",
-        )?;
+        let mut rules = tx.prepare_cached(concat!(
+            "INSERT INTO rooms (id, key, name, rules) VALUES (",
+            new_room_number!("?3"),
+            ", ?1, ?1, ?2) ON CONFLICT (key) DO UPDATE SET rules = excluded.rules"
+        ))?;
         for write in writes {
             match write {
                 Change::Line { room, text, at } => {
@@ -270,7 +320,8 @@ pub fn write_batch(
                         Some(&id) => id,
                         None => {
                             let key = room.to_ascii_lowercase();
-                            let id = room_row.query_row(params![key, room], |row| row.get(0))?;
+                            let id =
+                                room_row.query_row(params![key, room, ROOMS], |row| row.get(0))?;
                             known.rooms.insert(Arc::clone(room), id);
                             id
                         }
@@ -283,18 +334,18 @@ pub fn write_batch(
                             .map_or(first, |last| last + 1),
                     };
                     if next >= end {
-                        return Err(rusqlite::Error::IntegralValueOutOfRange(0, next));
+                        return Err(OutOfSpan::error(id));
                     }
                     line.execute(params![next, millis(*at), text])?;
                     known.next.insert(id, next + 1);
                 }
                 Change::Topic { room, topic: text } => {
                     let key = room.to_ascii_lowercase();
-                    let id = topic.query_row(params![key, room, text], |row| row.get(0))?;
+                    let id = topic.query_row(params![key, room, text, ROOMS], |row| row.get(0))?;
                     known.rooms.insert(Arc::clone(room), id);
                 }
                 Change::Rules { room, text } => {
-                    rules.execute(params![room.to_ascii_lowercase(), text])?;
+                    rules.execute(params![room.to_ascii_lowercase(), text, ROOMS])?;
                 }
                 Change::ServerBans(Some(text)) => {
                     tx.execute(
@@ -696,5 +747,58 @@ mod tests {
             "{said}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn past_the_last_room_number_a_new_room_takes_the_lowest_free_one() {
+        let mut conn = memory();
+        let now = SystemTime::now();
+        let last = i64::MAX / ROOM_SPAN - 1;
+        conn.execute(
+            "INSERT INTO rooms (id, key, name, topic) VALUES (?1, '#high', '#High', 'up')",
+            [last],
+        )
+        .unwrap();
+        let mut known = Known::default();
+        write_batch(
+            &mut conn,
+            &[
+                line("#High", "chat a top\n", now),
+                line("#Tea", "chat a green\n", now),
+            ],
+            &mut known,
+        )
+        .unwrap();
+        write_batch(
+            &mut conn,
+            &[line("#Mint", "chat a fresh\n", now)],
+            &mut known,
+        )
+        .unwrap();
+        let number = |key: &str| -> i64 {
+            conn.query_row("SELECT id FROM rooms WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!((number("#tea"), number("#mint")), (1, 2));
+        let loaded = load(&conn, &retention(50, 1 << 20, 30), now).unwrap();
+        let lines: Vec<_> = loaded.rooms.iter().map(texts).collect();
+        assert_eq!(
+            lines,
+            [
+                vec!["chat a top\n"],
+                vec!["chat a fresh\n"],
+                vec!["chat a green\n"]
+            ]
+        );
+        // Past the bound is a room with no numbers left, never a file
+        // "of a newer version".
+        let dir = Path::new("/nowhere");
+        let err = span_of(last + 1).unwrap_err();
+        assert!(
+            matches!(refusal(dir, err.into()), StoreError::Damaged { .. }),
+            "not TooNew"
+        );
     }
 }

@@ -380,7 +380,7 @@ impl Writer {
     fn prune(&mut self) {
         self.known.clear();
         let result = db::prune(&mut self.conn, &self.retention, SystemTime::now());
-        pruned(result);
+        pruned(&result);
     }
 
     /// Forgets what is past the retention in the rooms written to since
@@ -388,7 +388,7 @@ impl Writer {
     fn prune_written(&mut self) {
         let rooms = self.known.take_rooms();
         let result = db::prune_rooms(&mut self.conn, &self.retention, SystemTime::now(), &rooms);
-        pruned(result);
+        pruned(&result);
     }
 }
 
@@ -411,12 +411,16 @@ fn gather(queue: &Receiver<Queued>, pause: Duration) {
     }
 }
 
-/// Says in the log what a prune did; a failure waits for the next time.
-fn pruned(result: rusqlite::Result<usize>) {
+/// Says in the log what a prune did; a failure waits for the next time,
+/// said as a warning: while it lasts the file grows past the retention.
+fn pruned(result: &rusqlite::Result<usize>) {
     match result {
         Ok(0) => {}
         Ok(gone) => log::debug!("store: {gone} lines past the retention forgotten"),
-        Err(err) => log::debug!("store: forgetting old lines failed: {err}"),
+        Err(err) => log::warn!(
+            "the store could not forget what is past the retention ({err}): it tries \
+             again in a minute"
+        ),
     }
 }
 

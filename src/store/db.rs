@@ -2,7 +2,7 @@
 //! of writes goes in, and what the retention forgets. SQL only: no
 //! threads, no queue (`writer` has those).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -250,7 +250,8 @@ pub fn load(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqli
     Ok(Loaded { rooms, server_bans })
 }
 
-/// The rooms whose row is in the file, as the writer last wrote them.
+/// The rooms whose row is in the file, as the writer last wrote them, and
+/// those written to since the last prune.
 #[derive(Debug, Default)]
 pub struct Known {
     /// Each room's number, by its name as written (a new spelling writes
@@ -258,22 +259,32 @@ pub struct Known {
     rooms: HashMap<Arc<str>, i64>,
     /// The number each room's next line takes, by the room's number.
     next: HashMap<i64, i64>,
+    /// The rooms a committed batch wrote to since the last prune: those
+    /// the next one looks at. Kept apart from `rooms`, which a failed batch
+    /// empties: a room written before the failure still needs its prune.
+    written: HashSet<i64>,
 }
 
 impl Known {
-    /// Forgets every room: their rows may have gone.
+    /// Forgets every room's row and next line, not which rooms were
+    /// written to: the rows may have gone (a failed batch).
     pub fn clear(&mut self) {
         self.rooms.clear();
         self.next.clear();
     }
 
-    /// The numbers of the rooms written to, each once, and forgets them.
+    /// The numbers of the rooms written to, each once, for a prune, which
+    /// may remove rows: every room's row is forgotten too.
     pub fn take_rooms(&mut self) -> Vec<i64> {
-        let mut rooms: Vec<i64> = self.rooms.drain().map(|(_, id)| id).collect();
-        self.next.clear();
+        self.clear();
+        let mut rooms: Vec<i64> = self.written.drain().collect();
         rooms.sort_unstable();
-        rooms.dedup();
         rooms
+    }
+
+    /// Gives back what [`Known::take_rooms`] took, for a prune that failed.
+    pub fn give_back(&mut self, rooms: Vec<i64>) {
+        self.written.extend(rooms);
     }
 }
 
@@ -281,13 +292,17 @@ impl Known {
 /// the rooms already in the file, so that a room's row is written once,
 /// not with each of its lines, and each line names its room by number.
 /// The caller empties it when rows may have gone (a failed batch, whose
-/// rows were rolled back though they were added here; a prune).
+/// rows were rolled back though they were added here; a prune). The
+/// rooms it wrote to count as written only once the batch is committed.
 pub fn write_batch(
     conn: &mut Connection,
     writes: &[Change],
     known: &mut Known,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    // Rooms not yet in `known`, or whose rules or topic changed: a rare
+    // few, so a line already known costs nothing more.
+    let mut touched = Vec::new();
     {
         let mut room_row = tx.prepare_cached(concat!(
             "INSERT INTO rooms (id, key, name) VALUES (",
@@ -311,7 +326,8 @@ pub fn write_batch(
         let mut rules = tx.prepare_cached(concat!(
             "INSERT INTO rooms (id, key, name, rules) VALUES (",
             new_room_number!("?3"),
-            ", ?1, ?1, ?2) ON CONFLICT (key) DO UPDATE SET rules = excluded.rules"
+            ", ?1, ?1, ?2) ON CONFLICT (key) DO UPDATE SET rules = excluded.rules
+             RETURNING id"
         ))?;
         for write in writes {
             match write {
@@ -323,6 +339,7 @@ pub fn write_batch(
                             let id =
                                 room_row.query_row(params![key, room, ROOMS], |row| row.get(0))?;
                             known.rooms.insert(Arc::clone(room), id);
+                            touched.push(id);
                             id
                         }
                     };
@@ -343,9 +360,12 @@ pub fn write_batch(
                     let key = room.to_ascii_lowercase();
                     let id = topic.query_row(params![key, room, text, ROOMS], |row| row.get(0))?;
                     known.rooms.insert(Arc::clone(room), id);
+                    touched.push(id);
                 }
                 Change::Rules { room, text } => {
-                    rules.execute(params![room.to_ascii_lowercase(), text, ROOMS])?;
+                    let key = room.to_ascii_lowercase();
+                    // Written to: with its rules gone, it may keep nothing.
+                    touched.push(rules.query_row(params![key, text, ROOMS], |row| row.get(0))?);
                 }
                 Change::ServerBans(Some(text)) => {
                     tx.execute(
@@ -360,7 +380,9 @@ pub fn write_batch(
             }
         }
     }
-    tx.commit()
+    tx.commit()?;
+    known.written.extend(touched);
+    Ok(())
 }
 
 /// Forgets the rooms that keep nothing any more: no topic, no rules, no

@@ -253,9 +253,9 @@ struct Writer {
     /// said since that it writes again.
     warned: Option<(Instant, bool)>,
     /// The rooms whose row is in the file, by name as written, with their
-    /// numbers. Emptied at each prune (which may remove rows), so it is
-    /// also the rooms written to since the last one: those the next prune
-    /// looks at.
+    /// numbers, emptied at each prune (which may remove rows) and after a
+    /// failed batch; and the rooms written to since the last prune, which
+    /// the next one looks at.
     known: db::Known,
 }
 
@@ -355,7 +355,8 @@ impl Writer {
             }
             Err(err) => {
                 // Rolled back: the rows this batch made are not in the file,
-                // though `write_batch` noted them.
+                // though `write_batch` noted them (the rooms written to
+                // before it are kept for the prune).
                 self.known.clear();
                 self.counts
                     .failed
@@ -388,6 +389,10 @@ impl Writer {
     fn prune_written(&mut self) {
         let rooms = self.known.take_rooms();
         let result = db::prune_rooms(&mut self.conn, &self.retention, SystemTime::now(), &rooms);
+        if result.is_err() {
+            // Rolled back: the same rooms are the next prune's to look at.
+            self.known.give_back(rooms);
+        }
         pruned(&result);
     }
 }
@@ -490,53 +495,134 @@ mod tests {
         }
     }
 
-    #[test]
-    fn after_a_failed_batch_a_rooms_next_lines_and_topic_come_back() {
+    /// A writer on a new file in memory, keeping `lines` per room, whose
+    /// disk refuses any line that says `refused`.
+    fn writer(lines: usize) -> (Writer, Arc<StoreCounts>) {
         let mut conn = db::open(Path::new(":memory:")).unwrap();
         upgrade::to_current(&mut conn).unwrap();
-        // The disk refuses the second line, after the room's row was made
-        // in the same transaction.
         conn.execute_batch(
             "CREATE TEMP TRIGGER refuse BEFORE INSERT ON lines WHEN NEW.text = 'refused'
              BEGIN SELECT RAISE(ABORT, 'the disk is full'); END;",
         )
         .unwrap();
-        let retention = Retention {
-            lines: 50,
-            room_bytes: 1 << 20,
-            days: 30,
-        };
         let counts = Arc::new(StoreCounts::default());
-        let mut writer = Writer {
+        let writer = Writer {
             conn,
-            retention,
+            retention: Retention {
+                lines,
+                room_bytes: 1 << 20,
+                days: 30,
+            },
             counts: Arc::clone(&counts),
             budget: Budget::new(&Policy::default()),
             failing: false,
             warned: None,
             known: db::Known::default(),
         };
-        // As the feed counts what it queues.
-        let mut write = |mut batch: Vec<Change>| {
-            for change in &batch {
-                writer.budget.charge_store(change.cost());
-                counts.queued.fetch_add(1, Ordering::Relaxed);
-            }
-            writer.write(&mut batch);
-        };
-        write(vec![line("#Tea", "kept?"), line("#Tea", "refused")]);
+        (writer, counts)
+    }
+
+    /// Writes `batch` as the feed would have queued it.
+    fn write(writer: &mut Writer, mut batch: Vec<Change>) {
+        for change in &batch {
+            writer.budget.charge_store(change.cost());
+            writer.counts.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        writer.write(&mut batch);
+    }
+
+    #[test]
+    fn after_a_failed_batch_a_rooms_next_lines_and_topic_come_back() {
+        let (mut writer, counts) = writer(50);
+        // The disk refuses the second line, after the room's row was made
+        // in the same transaction.
+        write(
+            &mut writer,
+            vec![line("#Tea", "kept?"), line("#Tea", "refused")],
+        );
         assert_eq!(counts.failed.load(Ordering::Relaxed), 2);
-        write(vec![line("#Tea", "after")]);
-        write(vec![Change::Topic {
-            room: "#Tea".into(),
-            topic: "leaves".into(),
-        }]);
-        assert_eq!(counts.written.load(Ordering::Relaxed), 2);
-        let loaded = db::load(&writer.conn, &retention, SystemTime::now()).unwrap();
-        assert_eq!(loaded.rooms.len(), 1, "{loaded:?}");
-        let tea = &loaded.rooms[0];
-        assert_eq!(tea.name, "#Tea");
-        assert_eq!(tea.topic.as_deref(), Some("leaves"));
-        assert_eq!(tea.lines, [Arc::from("after")]);
+        // Another room first: it takes the number #Tea's row had in the
+        // failed batch, which the writer must not still take for #Tea's.
+        write(&mut writer, vec![line("#Other", "other")]);
+        write(&mut writer, vec![line("#Tea", "after")]);
+        write(
+            &mut writer,
+            vec![Change::Topic {
+                room: "#Tea".into(),
+                topic: "leaves".into(),
+            }],
+        );
+        assert_eq!(counts.written.load(Ordering::Relaxed), 3);
+        let loaded = db::load(&writer.conn, &writer.retention, SystemTime::now()).unwrap();
+        let rooms: Vec<_> = loaded
+            .rooms
+            .iter()
+            .map(|room| (room.name.as_str(), room.topic.as_deref(), &room.lines[..]))
+            .collect();
+        assert_eq!(
+            rooms,
+            [
+                ("#Other", None, &[Arc::from("other")][..]),
+                ("#Tea", Some("leaves"), &[Arc::from("after")][..])
+            ]
+        );
+    }
+
+    #[test]
+    fn the_prune_looks_at_every_room_written_to_whatever_failed_since() {
+        let (mut writer, _) = writer(2);
+        let lines_of = |writer: &Writer, room: &str| -> usize {
+            let loaded = db::load(
+                &writer.conn,
+                &Retention {
+                    lines: 50,
+                    ..writer.retention
+                },
+                SystemTime::now(),
+            )
+            .unwrap();
+            loaded
+                .rooms
+                .iter()
+                .find(|r| r.name == room)
+                .map_or(0, |r| r.lines.len())
+        };
+        let rules = |text: Option<&str>| Change::Rules {
+            room: "#quiet".into(),
+            text: text.map(String::from),
+        };
+        write(&mut writer, (0..4).map(|_| line("#Tea", "green")).collect());
+        write(&mut writer, vec![rules(Some("mute x"))]);
+        writer.prune_written();
+        write(&mut writer, (0..4).map(|_| line("#Tea", "green")).collect());
+        // A failed batch between the lines and the prune.
+        write(&mut writer, vec![line("#Other", "refused")]);
+        // Rules cleared: the room keeps nothing any more.
+        write(&mut writer, vec![rules(None)]);
+        writer.prune_written();
+        assert_eq!(lines_of(&writer, "#Tea"), 2);
+        let quiet: i64 = writer
+            .conn
+            .query_row(
+                "SELECT count(*) FROM rooms WHERE key = '#quiet'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(quiet, 0, "a room that keeps nothing is forgotten");
+        // A prune that fails leaves its rooms to the next.
+        write(&mut writer, (0..3).map(|_| line("#Tea", "mint")).collect());
+        writer
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER stuck BEFORE DELETE ON lines
+                 BEGIN SELECT RAISE(ABORT, 'the disk fails'); END;",
+            )
+            .unwrap();
+        writer.prune_written();
+        assert_eq!(lines_of(&writer, "#Tea"), 5);
+        writer.conn.execute_batch("DROP TRIGGER stuck").unwrap();
+        writer.prune_written();
+        assert_eq!(lines_of(&writer, "#Tea"), 2);
     }
 }

@@ -139,7 +139,10 @@ pub struct Loaded {
 /// What the store's queue holds and what it lost, read by anyone (the
 /// metrics); only the feed and the writer change it. `queued` goes up and
 /// down with the queue; the other counts never go back while the process
-/// runs. What the queue costs in memory is the budget's store share
+/// runs. The writer counts a change as written or failed before it takes
+/// it from `queued`: once `queued` reads 0 (read with `Acquire`), every
+/// change handed over before is in `written`, `failed` or `dropped`. What
+/// the queue costs in memory is the budget's store share
 /// ([`Budget::store_used`](crate::budget::Budget::store_used)).
 #[derive(Debug, Default)]
 pub struct StoreCounts {

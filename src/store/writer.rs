@@ -339,13 +339,19 @@ impl Writer {
         let count = batch.len();
         let bytes: usize = batch.iter().map(Change::cost).sum();
         batch.clear();
-        self.counts.queued.fetch_sub(count, Ordering::Relaxed);
+        // Counted as written or failed before it stops counting as queued,
+        // so that whoever sees the queue empty sees where each change went
+        // (`StoreCounts`).
+        let outcome = if result.is_ok() {
+            &self.counts.written
+        } else {
+            &self.counts.failed
+        };
+        outcome.fetch_add(count as u64, Ordering::Relaxed);
+        self.counts.queued.fetch_sub(count, Ordering::Release);
         self.budget.refund_store(bytes);
         match result {
             Ok(()) => {
-                self.counts
-                    .written
-                    .fetch_add(count as u64, Ordering::Relaxed);
                 if std::mem::take(&mut self.failing) {
                     if let Some((_, told @ false)) = &mut self.warned {
                         *told = true;
@@ -358,9 +364,6 @@ impl Writer {
                 // though `write_batch` noted them (the rooms written to
                 // before it are kept for the prune).
                 self.known.clear();
-                self.counts
-                    .failed
-                    .fetch_add(count as u64, Ordering::Relaxed);
                 // A disk at its limit may take one write and refuse the
                 // next: said again only after a quiet while, not per flap.
                 let quiet = self

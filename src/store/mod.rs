@@ -203,6 +203,10 @@ pub struct Feed {
     writer: Thread,
     /// Lines queued since the last nudge.
     since_nudge: u32,
+    /// The time the last line was given: the clock may step back, but a
+    /// room's lines must not, for the prune forgets a room's old lines as
+    /// its first ones.
+    last_at: SystemTime,
 }
 
 impl fmt::Debug for Feed {
@@ -223,7 +227,8 @@ impl Feed {
         let Some(room) = self.name_of(room, name) else {
             return;
         };
-        let at = SystemTime::now();
+        let at = SystemTime::now().max(self.last_at);
+        self.last_at = at;
         let text = Arc::clone(text);
         self.save(Change::Line { room, text, at });
     }
@@ -414,6 +419,7 @@ impl Opened {
             keeps_lines: self.retention.lines > 0,
             writer: thread.thread().clone(),
             since_nudge: 0,
+            last_at: SystemTime::UNIX_EPOCH,
         };
         let kept = Kept {
             feed,

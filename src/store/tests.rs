@@ -17,6 +17,7 @@ fn feed(queue_len: usize, budget: &Arc<Budget>) -> (Feed, Receiver<Queued>) {
         keeps_lines: true,
         writer: std::thread::current(),
         since_nudge: 0,
+        last_at: SystemTime::UNIX_EPOCH,
     };
     (feed, queue)
 }
@@ -210,4 +211,18 @@ fn a_stalled_disk_drops_lines_never_pauses_the_hub_and_writes_a_later_ban() {
     assert!(writing.finish(Duration::from_secs(10)), "the writer ended");
     drop((read, stall));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_line_is_never_said_before_the_one_before_it() {
+    let budget = Budget::new(&Policy::default());
+    let (mut feed, queue) = feed(4, &budget);
+    // The clock stepped back an hour since the last line.
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    feed.last_at = later;
+    feed.line(RoomId(1), || Some("#a".into()), &"chat a hi\n".into());
+    match queue.try_recv() {
+        Ok(Queued::Line(Change::Line { at, .. })) => assert_eq!(at, later),
+        other => panic!("{other:?}"),
+    }
 }

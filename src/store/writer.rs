@@ -471,6 +471,7 @@ mod tests {
             keeps_lines: true,
             writer: gatherer.thread().clone(),
             since_nudge: 0,
+            last_at: SystemTime::UNIX_EPOCH,
         };
         let text: Arc<str> = "chat a hi\n".into();
         for _ in 1..NUDGE_EVERY {

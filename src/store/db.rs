@@ -63,7 +63,7 @@ const ROOMS: i64 = i64::MAX / ROOM_SPAN;
 /// The number a new room's row takes, bound `$bound` to [`ROOMS`]: the
 /// one after the highest, or once that would reach the bound, the lowest
 /// no room has. Taking a number again is safe: a room's row goes only
-/// once it keeps no line ([`FORGET_EMPTY_ROOMS`]), so its stretch is empty.
+/// once it keeps no line (`keeps_nothing`), so its stretch is empty.
 macro_rules! new_room_number {
     ($bound:literal) => {
         concat!(
@@ -211,7 +211,7 @@ pub fn load(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqli
         "SELECT text FROM lines WHERE id >= ?1 AND id < ?2 AND at >= ?3
          ORDER BY id DESC LIMIT ?4",
     )?;
-    let limit = i64::try_from(retention.lines).unwrap_or(i64::MAX);
+    let limit = retention.line_limit();
     let found = each_room.query_map([], |row| {
         Ok((
             row.get::<_, i64>(0)?,
@@ -385,11 +385,21 @@ pub fn write_batch(
     Ok(())
 }
 
-/// Forgets the rooms that keep nothing any more: no topic, no rules, no
-/// line (after a prune took their last).
-const FORGET_EMPTY_ROOMS: &str = "DELETE FROM rooms WHERE topic IS NULL AND rules IS NULL
-     AND NOT EXISTS (SELECT 1 FROM lines
-         WHERE lines.id >= rooms.id * ?1 AND lines.id < (rooms.id + 1) * ?1)";
+/// The rooms that keep nothing any more: no topic, no rules, no line
+/// (after a prune took their last); `?1` is [`ROOM_SPAN`]. A macro, to be
+/// one text in both statements that forget them.
+macro_rules! keeps_nothing {
+    () => {
+        "topic IS NULL AND rules IS NULL AND NOT EXISTS (SELECT 1 FROM lines
+             WHERE lines.id >= rooms.id * ?1 AND lines.id < (rooms.id + 1) * ?1)"
+    };
+}
+
+/// Forgets every room that keeps nothing (`keeps_nothing`).
+const FORGET_EMPTY_ROOMS: &str = concat!("DELETE FROM rooms WHERE ", keeps_nothing!());
+
+/// Forgets room `?2` if it keeps nothing (`keeps_nothing`).
+const FORGET_IF_EMPTY: &str = concat!("DELETE FROM rooms WHERE id = ?2 AND ", keeps_nothing!());
 
 /// Forgets the lines past `retention` at `now` (too old, too many, too
 /// many bytes, per room), then the rooms that keep nothing, looking at
@@ -416,11 +426,7 @@ pub fn prune(
                 WINDOW newest AS (PARTITION BY id / ?3 ORDER BY id DESC)
             ) WHERE n > ?1 OR bytes > ?2
         )",
-        params![
-            i64::try_from(retention.lines).unwrap_or(i64::MAX),
-            i64::try_from(retention.room_bytes).unwrap_or(i64::MAX),
-            ROOM_SPAN
-        ],
+        params![retention.line_limit(), retention.byte_limit(), ROOM_SPAN],
     )?;
     tx.execute(FORGET_EMPTY_ROOMS, [ROOM_SPAN])?;
     tx.commit()?;
@@ -474,17 +480,13 @@ pub fn prune_rooms(
                     FROM lines WHERE id >= ?1 AND id < ?2
                 ) WHERE bytes > ?3)",
         )?;
-        let mut empty = tx.prepare_cached(
-            "DELETE FROM rooms WHERE id = ?1 AND topic IS NULL AND rules IS NULL
-             AND NOT EXISTS (SELECT 1 FROM lines WHERE id >= ?2 AND id < ?3)",
-        )?;
-        let lines = i64::try_from(retention.lines).unwrap_or(i64::MAX);
-        let bytes = i64::try_from(retention.room_bytes).unwrap_or(i64::MAX);
+        let mut empty = tx.prepare_cached(FORGET_IF_EMPTY)?;
+        let (lines, bytes) = (retention.line_limit(), retention.byte_limit());
         for &room in rooms {
             let (first, end) = span_of(room)?;
             gone += past_count.execute(params![first, end, lines])?;
             gone += past_bytes.execute(params![first, end, bytes])?;
-            empty.execute(params![room, first, end])?;
+            empty.execute(params![ROOM_SPAN, room])?;
         }
     }
     // Old lines may have been any room's last.

@@ -67,6 +67,16 @@ impl Retention {
         let age = Duration::from_secs(u64::from(self.days) * 86_400);
         millis(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH))
     }
+
+    /// [`Retention::lines`] as SQLite counts: a bound past its reach is none.
+    fn line_limit(&self) -> i64 {
+        i64::try_from(self.lines).unwrap_or(i64::MAX)
+    }
+
+    /// [`Retention::room_bytes`] as SQLite counts.
+    fn byte_limit(&self) -> i64 {
+        i64::try_from(self.room_bytes).unwrap_or(i64::MAX)
+    }
 }
 
 /// One change to what is kept, to put on disk in the order the hub saw it.

@@ -26,13 +26,10 @@ use crate::budget::Budget;
 pub const LOCK_FILE: &str = "lock";
 
 /// How long the writer lets writes gather after a transaction that took
-/// all there was. Each commit writes at least a 4 KiB page of the lines
-/// table to the log, however short the line: at 2 ms a chat's every line
-/// was a transaction of its own (some 8 KiB of log for a 60-byte line,
-/// when the lines had an index too); at 100 ms a chat of 10 lines a second or more shares
-/// its commits, and the hub's sends never wake the writer (a burst
-/// nudges it, see [`NUDGE_EVERY`]). What a `kill -9` can lose grows by
-/// this, still a tenth of the second the README allows.
+/// all there was: each commit writes at least a 4 KiB page of the log,
+/// however short its lines, so a chat's lines share commits, and the hub's
+/// sends need not wake the writer (a burst nudges it, see
+/// [`NUDGE_EVERY`]). A `kill -9` loses at most these 100 ms of lines.
 const GATHER: Duration = Duration::from_millis(100);
 
 /// Lines the feed queues between two nudges that end the writer's

@@ -108,10 +108,25 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
         in_memory(db::DB_FILE, &err);
         return Ok(None);
     }
+    // A file that needed bringing up gets its own warning: it was
+    // readable, and what it keeps was not read.
+    let not_upgraded = |err: &rusqlite::Error| {
+        log::warn!(
+            "{} could not be brought up to version {} for want of room or leave to \
+             write ({err}); the file is untouched: nothing of it is read, nothing will \
+             be kept across a restart; the chat goes on in memory",
+            file.display(),
+            db::VERSION
+        );
+    };
     let mut conn = match db::open(&file) {
         Ok(conn) => conn,
         Err(db::Unusable::Sql(err)) if db::is_unwritable(&err) => {
-            in_memory(db::DB_FILE, &err);
+            if is_earlier_version(&file) {
+                not_upgraded(&err);
+            } else {
+                in_memory(db::DB_FILE, &err);
+            }
             return Ok(None);
         }
         Err(err) => return Err(db::refusal(dir, err)),
@@ -128,15 +143,11 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
             Ok(Some((lock, conn)))
         }
         Err(db::Unusable::Sql(err)) if db::is_unwritable(&err) => {
-            // Not the warning of a directory that cannot be written: the
-            // file was readable, and what it keeps was not read.
-            log::warn!(
-                "{} could not be brought up to version {} for want of room or leave to \
-                 write ({err}); the file is untouched: nothing of it is read, nothing \
-                 will be kept across a restart; the chat goes on in memory",
-                file.display(),
-                db::VERSION
-            );
+            if is_earlier_version(&file) {
+                not_upgraded(&err);
+            } else {
+                in_memory(db::DB_FILE, &err);
+            }
             Ok(None)
         }
         Err(db::Unusable::Sql(err)) => Err(StoreError::NotUpgraded {
@@ -145,6 +156,16 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
         }),
         Err(err) => Err(db::refusal(dir, err)),
     }
+}
+
+/// True if `file` says it is of a version before this one, read without
+/// writing: for the warning when it cannot be written.
+fn is_earlier_version(file: &Path) -> bool {
+    let Ok(conn) = Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return false;
+    };
+    db::version_of(&conn).is_ok_and(|version| (1..db::VERSION).contains(&version))
 }
 
 /// An existing directory is left with the mode its owner gave it (it may

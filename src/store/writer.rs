@@ -29,7 +29,8 @@ pub const LOCK_FILE: &str = "lock";
 /// all there was: each commit writes at least a 4 KiB page of the log,
 /// however short its lines, so a chat's lines share commits, and the hub's
 /// sends need not wake the writer (a burst nudges it, see
-/// [`NUDGE_EVERY`]). A `kill -9` loses at most these 100 ms of lines.
+/// [`NUDGE_EVERY`]). At a chat's pace, a `kill -9` loses about these
+/// 100 ms of lines.
 const GATHER: Duration = Duration::from_millis(100);
 
 /// Lines the feed queues between two nudges that end the writer's
@@ -110,7 +111,10 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
     }
     // A file that needed bringing up gets its own warning: it was
     // readable, and what it keeps was not read.
-    let not_upgraded = |err: &rusqlite::Error| {
+    let cannot_write = |err: &rusqlite::Error| {
+        if !is_earlier_version(&file) {
+            return in_memory(db::DB_FILE, err);
+        }
         log::warn!(
             "{} could not be brought up to version {} for want of room or leave to \
              write ({err}); the file is untouched: nothing of it is read, nothing will \
@@ -122,11 +126,7 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
     let mut conn = match db::open(&file) {
         Ok(conn) => conn,
         Err(db::Unusable::Sql(err)) if db::is_unwritable(&err) => {
-            if is_earlier_version(&file) {
-                not_upgraded(&err);
-            } else {
-                in_memory(db::DB_FILE, &err);
-            }
+            cannot_write(&err);
             return Ok(None);
         }
         Err(err) => return Err(db::refusal(dir, err)),
@@ -143,11 +143,7 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
             Ok(Some((lock, conn)))
         }
         Err(db::Unusable::Sql(err)) if db::is_unwritable(&err) => {
-            if is_earlier_version(&file) {
-                not_upgraded(&err);
-            } else {
-                in_memory(db::DB_FILE, &err);
-            }
+            cannot_write(&err);
             Ok(None)
         }
         Err(db::Unusable::Sql(err)) => Err(StoreError::NotUpgraded {

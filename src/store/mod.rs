@@ -67,6 +67,16 @@ impl Retention {
         let age = Duration::from_secs(u64::from(self.days) * 86_400);
         millis(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH))
     }
+
+    /// [`Retention::lines`] as SQLite counts: a bound past its reach is none.
+    fn line_limit(&self) -> i64 {
+        i64::try_from(self.lines).unwrap_or(i64::MAX)
+    }
+
+    /// [`Retention::room_bytes`] as SQLite counts.
+    fn byte_limit(&self) -> i64 {
+        i64::try_from(self.room_bytes).unwrap_or(i64::MAX)
+    }
 }
 
 /// One change to what is kept, to put on disk in the order the hub saw it.
@@ -139,7 +149,10 @@ pub struct Loaded {
 /// What the store's queue holds and what it lost, read by anyone (the
 /// metrics); only the feed and the writer change it. `queued` goes up and
 /// down with the queue; the other counts never go back while the process
-/// runs. What the queue costs in memory is the budget's store share
+/// runs. The writer counts a change as written or failed before it takes
+/// it from `queued`: once `queued` reads 0 (read with `Acquire`), every
+/// change handed over before is in `written`, `failed` or `dropped`. What
+/// the queue costs in memory is the budget's store share
 /// ([`Budget::store_used`](crate::budget::Budget::store_used)).
 #[derive(Debug, Default)]
 pub struct StoreCounts {
@@ -200,6 +213,10 @@ pub struct Feed {
     writer: Thread,
     /// Lines queued since the last nudge.
     since_nudge: u32,
+    /// The time the last line was given: the clock may step back, but a
+    /// room's lines must not, for the prune forgets a room's old lines as
+    /// its first ones.
+    last_at: SystemTime,
 }
 
 impl fmt::Debug for Feed {
@@ -220,7 +237,8 @@ impl Feed {
         let Some(room) = self.name_of(room, name) else {
             return;
         };
-        let at = SystemTime::now();
+        let at = SystemTime::now().max(self.last_at);
+        self.last_at = at;
         let text = Arc::clone(text);
         self.save(Change::Line { room, text, at });
     }
@@ -411,6 +429,7 @@ impl Opened {
             keeps_lines: self.retention.lines > 0,
             writer: thread.thread().clone(),
             since_nudge: 0,
+            last_at: SystemTime::UNIX_EPOCH,
         };
         let kept = Kept {
             feed,
@@ -476,6 +495,14 @@ pub enum StoreError {
         /// What SQLite said.
         why: String,
     },
+    /// The file says no version (as a copy made by `sqlite3 .dump` does),
+    /// and its tables are of no version this server knows.
+    Unrecognised {
+        /// The file.
+        file: PathBuf,
+        /// Its tables' names.
+        tables: String,
+    },
     /// The file was written by a newer version of the server.
     TooNew {
         /// The file.
@@ -516,6 +543,13 @@ impl fmt::Display for StoreError {
                 file.display(),
                 db::VERSION
             ),
+            StoreError::Unrecognised { file, tables } => write!(
+                f,
+                "{} has no version, and its tables ({tables}) are not a chat-server's; \
+                 it was left as it is. Give this server a directory of its own \
+                 (--data-dir), or move the file aside to start with an empty store",
+                file.display()
+            ),
             StoreError::TooNew { file, version } => write!(
                 f,
                 "{} has version {version}, made by a newer chat-server; this one \
@@ -529,15 +563,17 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// The shell command that copies what SQLite can still read of `file` into
+/// The shell commands that copy what SQLite can still read of `file` into
 /// `FILE.recovered`. `.dump` rather than `.recover`: the `sqlite3` of
 /// Debian 12 (3.40.1) fails at `.recover` and leaves a file with no
 /// tables. `.dump` writes the rows it can read and ends with a `ROLLBACK`
-/// when it met damage; made a `COMMIT`, the rows are kept.
+/// when it met damage; made a `COMMIT`, the rows are kept. It does not
+/// keep the file's version, which the last command writes back.
 fn recovery(file: &str) -> String {
     format!(
         "sqlite3 {file} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | \
-         sqlite3 {file}.recovered"
+         sqlite3 {file}.recovered && sqlite3 {file}.recovered 'pragma user_version={}'",
+        db::VERSION
     )
 }
 
@@ -551,7 +587,7 @@ pub fn open(dir: &Path, retention: Retention) -> Result<Option<Opened>, StoreErr
     };
     let loaded = match db::load(&conn, &retention, SystemTime::now()) {
         Ok(loaded) => loaded,
-        Err(err) => return Err(db::refusal(dir, err)),
+        Err(err) => return Err(db::refusal(dir, err.into())),
     };
     log::info!(
         "store {}: rooms kept: {}",
@@ -576,216 +612,4 @@ fn millis(at: SystemTime) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::slow_readers::Policy;
-
-    fn feed(queue_len: usize, budget: &Arc<Budget>) -> (Feed, Receiver<Queued>) {
-        let (writes, queue) = crossbeam_channel::bounded(queue_len);
-        let feed = Feed {
-            writes,
-            pending: Arc::default(),
-            counts: Arc::default(),
-            budget: Arc::clone(budget),
-            names: HashMap::new(),
-            told_full: false,
-            keeps_lines: true,
-            writer: std::thread::current(),
-            since_nudge: 0,
-        };
-        (feed, queue)
-    }
-
-    #[test]
-    fn a_full_queue_drops_and_counts_and_the_budget_counts_what_waits() {
-        let budget = Budget::new(&Policy::default());
-        let (mut feed, queue) = feed(2, &budget);
-        let counts = Arc::clone(&feed.counts);
-        let mut asked = 0;
-        let mut name = || {
-            asked += 1;
-            Some("#Tea".to_string())
-        };
-        let text: Arc<str> = "chat a hi\n".into();
-        feed.line(RoomId(7), &mut name, &text);
-        feed.line(RoomId(7), &mut name, &text);
-        feed.line(RoomId(7), &mut name, &text);
-        assert_eq!(asked, 1, "the room's name is asked once");
-        let cost = LINE_OVERHEAD + "#Tea".len() + text.len();
-        assert_eq!(budget.store_used(), 2 * cost);
-        assert_eq!(budget.used(), 0, "the store's share is apart");
-        assert_eq!(counts.queued.load(Ordering::Relaxed), 2);
-        assert_eq!(counts.dropped.load(Ordering::Relaxed), 1);
-        match queue.try_recv() {
-            Ok(Queued::Line(Change::Line { room, text, .. })) => {
-                assert_eq!((&*room, &*text), ("#Tea", "chat a hi\n"));
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn past_the_stores_share_a_line_is_dropped_and_the_hub_never_pauses() {
-        // A budget so small that the share is its floor.
-        let budget = Budget::new(&Policy {
-            memory_budget: 1000,
-            ..Policy::default()
-        });
-        let (mut feed, _queue) = feed(QUEUE_WRITES, &budget);
-        // The hub's own count at its limit: a line the feed counted there
-        // instead of in the store's share would pause it.
-        budget.charge(1000);
-        assert!(!budget.is_over());
-        let text: Arc<str> = format!("chat a {}\n", "x".repeat(4000)).into();
-        for _ in 0..QUEUE_WRITES {
-            feed.line(RoomId(1), || Some("#a".into()), &text);
-        }
-        let cost = LINE_OVERHEAD + "#a".len() + text.len();
-        let fit = budget.store_share() / cost;
-        assert!(fit < QUEUE_WRITES);
-        assert_eq!(feed.counts.queued.load(Ordering::Relaxed), fit);
-        let dropped = feed.counts.dropped.load(Ordering::Relaxed);
-        assert_eq!(dropped, (QUEUE_WRITES - fit) as u64);
-        assert!(budget.store_used() <= budget.store_share());
-        assert_eq!(budget.used(), 1000, "the store's lines are its share's");
-        assert!(!budget.is_over(), "a stalled disk must not pause the hub");
-    }
-
-    #[test]
-    fn with_no_history_kept_no_line_is_queued() {
-        let budget = Budget::new(&Policy::default());
-        let (mut feed, queue) = feed(4, &budget);
-        feed.keeps_lines = false;
-        feed.line(RoomId(1), || Some("#a".into()), &"chat a hi\n".into());
-        assert!(queue.is_empty());
-        feed.topic(RoomId(1), || Some("#a".into()), &"still kept".into());
-        assert_eq!(feed.pending.take().len(), 1);
-    }
-
-    #[test]
-    fn topics_rules_and_bans_are_pending_never_dropped_the_latest_of_each() {
-        let budget = Budget::new(&Policy::default());
-        let (mut feed, queue) = feed(1, &budget);
-        let counts = Arc::clone(&feed.counts);
-        let text: Arc<str> = "chat a hi\n".into();
-        // The queue is full of a line: the disk is behind.
-        feed.line(RoomId(1), || Some("#Tea".into()), &text);
-        let rules = |text: &str| Change::Rules {
-            room: "#tea".into(),
-            text: Some(text.into()),
-        };
-        feed.save(Change::ServerBans(Some("first".into())));
-        feed.save(rules("old"));
-        feed.save(rules("new"));
-        feed.save(Change::ServerBans(None));
-        assert_eq!(counts.dropped.load(Ordering::Relaxed), 0);
-        let pending = [rules("new"), Change::ServerBans(None)];
-        let cost: usize = pending.iter().map(Change::cost).sum::<usize>()
-            + LINE_OVERHEAD
-            + "#Tea".len()
-            + text.len();
-        assert_eq!(budget.store_used(), cost, "pending counts, once each");
-        assert_eq!(counts.queued.load(Ordering::Relaxed), 3);
-        assert!(matches!(queue.try_recv(), Ok(Queued::Line(_))));
-        assert!(queue.is_empty(), "no wake fitted in the full queue");
-        assert_eq!(feed.pending.take(), pending);
-        // Once there is room, the first pending change wakes the writer.
-        feed.save(rules("newer"));
-        assert!(matches!(queue.try_recv(), Ok(Queued::LookAtPending)));
-        feed.save(rules("newest"));
-        assert!(queue.is_empty(), "one wake is enough");
-        assert_eq!(feed.pending.take(), [rules("newest")]);
-    }
-
-    #[test]
-    fn what_is_pending_when_the_feed_goes_is_written() {
-        let dir = std::env::temp_dir().join(format!("store-feed-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let keep = Retention {
-            lines: 50,
-            room_bytes: KEEP_ROOM_BYTES,
-            days: KEEP_DAYS,
-        };
-        let budget = Budget::new(&Policy::default());
-        let opened = open(&dir, keep).unwrap().expect("a writable directory");
-        let counts = opened.counts();
-        let (Kept { mut feed, .. }, writing) = opened.start(&budget).unwrap();
-        for n in 0..100 {
-            feed.save(Change::Rules {
-                room: format!("#room{n}"),
-                text: Some(format!("ban {n}")),
-            });
-        }
-        feed.save(Change::ServerBans(Some("ban everyone".into())));
-        // The feed has nothing to hand over as it goes (no Drop): what
-        // is pending is the writer's to take.
-        drop(feed);
-        assert!(writing.finish(Duration::from_secs(10)), "the writer ended");
-        assert_eq!(counts.written.load(Ordering::Relaxed), 101);
-        assert_eq!(budget.store_used(), 0);
-        let loaded = open(&dir, keep).unwrap().unwrap().loaded;
-        assert_eq!(loaded.rooms.len(), 100);
-        assert_eq!(loaded.server_bans.as_deref(), Some("ban everyone"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_stalled_disk_drops_lines_never_pauses_the_hub_and_writes_a_later_ban() {
-        let dir = std::env::temp_dir().join(format!("store-stall-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let keep = Retention {
-            lines: 50,
-            room_bytes: KEEP_ROOM_BYTES,
-            days: KEEP_DAYS,
-        };
-        // A budget the queue alone would fill many times over.
-        let budget = Budget::new(&Policy {
-            memory_budget: 64 * 1024,
-            ..Policy::default()
-        });
-        let opened = open(&dir, keep).unwrap().expect("a writable directory");
-        let counts = opened.counts();
-        let (Kept { mut feed, .. }, writing) = opened.start(&budget).unwrap();
-        // Another connection holds the file's write lock: the writer's
-        // next commit waits on it, as on a disk that stalls.
-        let stall = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
-        stall.execute_batch("BEGIN IMMEDIATE").unwrap();
-        // The hub's own count at its limit, as in a burst to slow readers.
-        budget.charge(64 * 1024);
-        let text: Arc<str> = format!("chat a {}\n", "x".repeat(100)).into();
-        for _ in 0..2 * QUEUE_WRITES {
-            feed.line(RoomId(1), || Some("#Tea".into()), &text);
-        }
-        assert!(counts.dropped.load(Ordering::Relaxed) > 0);
-        assert_eq!(
-            budget.used(),
-            64 * 1024,
-            "the store's lines are its share's"
-        );
-        assert!(!budget.is_over(), "the hub would pause for the disk");
-        // The op bans while the disk is behind, then the room goes quiet.
-        feed.save(Change::Rules {
-            room: "#tea".into(),
-            text: Some("ban troll".into()),
-        });
-        stall.execute_batch("ROLLBACK").unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let read = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
-        let banned = || {
-            read.query_row("SELECT rules FROM rooms WHERE key = '#tea'", [], |row| {
-                row.get::<_, Option<String>>(0)
-            })
-            .ok()
-            .flatten()
-        };
-        // Nothing more is said: the writer alone must get the ban on disk.
-        while banned().is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(banned().as_deref(), Some("ban troll"));
-        drop(feed);
-        assert!(writing.finish(Duration::from_secs(10)), "the writer ended");
-        drop((read, stall));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

@@ -4,20 +4,27 @@
 
 use rusqlite::Connection;
 
-use super::db::{version_of, SCHEMA, VERSION};
+use super::db::{version_of, Unusable, ROOM_SPAN, SCHEMA, VERSION};
 
 /// Makes the tables of a new file, or brings an earlier version's up to
 /// [`VERSION`], in one transaction: a failure leaves the file as it was.
-/// Returns the version the file had.
-pub fn to_current(conn: &mut Connection) -> rusqlite::Result<i64> {
+/// Returns the version the file had (as its tables say, when it says 0).
+pub fn to_current(conn: &mut Connection) -> Result<i64, Unusable> {
     let tx = conn.transaction()?;
-    let version = version_of(&tx)?;
+    let version = match version_of(&tx)? {
+        // A new file, or one copied by `sqlite3 .dump`, which does not
+        // keep the version: its tables tell.
+        0 => version_by_tables(&tx)?,
+        version => version,
+    };
     match version {
         VERSION => {}
         1 => {
             tx.execute_batch(SET_ASIDE_VERSION_1)?;
             tx.execute_batch(SCHEMA)?;
-            tx.execute_batch(COPY_VERSION_1)?;
+            tx.execute_batch(COPY_VERSION_1_ROOMS)?;
+            tx.execute(COPY_VERSION_1_LINES, [ROOM_SPAN])?;
+            tx.execute_batch(DROP_VERSION_1)?;
         }
         _ => tx.execute_batch(SCHEMA)?,
     }
@@ -28,6 +35,37 @@ pub fn to_current(conn: &mut Connection) -> rusqlite::Result<i64> {
     Ok(version)
 }
 
+/// The version a file that says 0 is of: 0 with no tables (a new file),
+/// else the one whose tables it has. Tables of no version are refused
+/// before anything is written: made over, they would be neither ours nor
+/// what they were.
+fn version_by_tables(tx: &Connection) -> Result<i64, Unusable> {
+    let tables: Vec<String> = tx
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if tables.is_empty() {
+        return Ok(0);
+    }
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        tx.query_row(
+            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+            [table, column],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+    };
+    let ours = tables == ["lines", "rooms", "server"];
+    if ours && has("rooms", "key")? && has("lines", "text")? {
+        match (has("rooms", "id")?, has("lines", "room")?) {
+            (false, true) => return Ok(1),
+            (true, false) => return Ok(VERSION),
+            _ => {}
+        }
+    }
+    Err(Unusable::Unrecognised(tables.join(", ")))
+}
+
 /// Sets version 1's tables aside, for [`SCHEMA`] to make version 2's in
 /// their place; version 2 has no index of lines by room.
 const SET_ASIDE_VERSION_1: &str = "
@@ -36,22 +74,29 @@ const SET_ASIDE_VERSION_1: &str = "
     ALTER TABLE lines RENAME TO lines_v1;
 ";
 
-/// Version 1's rows into version 2's tables (lines numbered by room,
-/// `1 << 40` being [`ROOM_SPAN`](super::db::ROOM_SPAN)), keeping each line
-/// its place in its room, its time and text, and each room its name,
-/// topic and rules. A line whose room had no row
-/// (none should) gets one, named by its key.
-const COPY_VERSION_1: &str = "
+/// Version 1's rooms into version 2's table, each with its name, topic
+/// and rules. A line whose room had no row (none should) gets one, named
+/// by its key.
+const COPY_VERSION_1_ROOMS: &str = "
     INSERT INTO rooms (key, name, topic, rules)
         SELECT key, name, topic, rules FROM rooms_v1 ORDER BY key;
     INSERT INTO rooms (key, name)
         SELECT DISTINCT room, room FROM lines_v1
         WHERE room NOT IN (SELECT key FROM rooms) ORDER BY room;
+";
+
+/// Version 1's lines into version 2's table, numbered by room (`?1` is
+/// [`ROOM_SPAN`]), each keeping its place in its room, its time and text.
+const COPY_VERSION_1_LINES: &str = "
     INSERT INTO lines (id, at, text)
-        SELECT rooms.id * (1 << 40)
+        SELECT rooms.id * ?1
                 + ROW_NUMBER() OVER (PARTITION BY rooms.id ORDER BY lines_v1.id) - 1,
             lines_v1.at, lines_v1.text
-        FROM lines_v1 JOIN rooms ON rooms.key = lines_v1.room;
+        FROM lines_v1 JOIN rooms ON rooms.key = lines_v1.room
+";
+
+/// What is left of version 1 once copied.
+const DROP_VERSION_1: &str = "
     DROP TABLE lines_v1;
     DROP TABLE rooms_v1;
 ";
@@ -59,7 +104,7 @@ const COPY_VERSION_1: &str = "
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::db::{load, write_batch, Known, ROOM_SPAN};
+    use crate::store::db::{load, write_batch, Known};
     use crate::store::{open, Change, Retention, StoreError, DB_FILE, KEEP_ROOM_BYTES};
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
@@ -236,6 +281,57 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(rooms, ["#tea", "#lost", "#tea", "#tea"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_copy_that_lost_its_version_is_read_by_its_tables() {
+        // `sqlite3 .dump` keeps the tables, not `user_version`.
+        let dir = data_dir("version-lost");
+        let now = SystemTime::now();
+        let conn = version_1_file(&dir, now);
+        conn.pragma_update(None, "user_version", 0).unwrap();
+        drop(conn);
+        let opened = open(&dir, keep(30)).unwrap().expect("a writable directory");
+        let names: Vec<_> = opened
+            .loaded
+            .rooms
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["#lost", "#quiet", "#Tea"]);
+        assert_eq!(opened.loaded.rooms[2].lines.len(), 3);
+        drop(opened);
+        // A version 2 file copied the same way opens as it is.
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        assert_eq!(version_of(&conn).unwrap(), VERSION);
+        conn.pragma_update(None, "user_version", 0).unwrap();
+        drop(conn);
+        let opened = open(&dir, keep(30)).unwrap().expect("a writable directory");
+        assert_eq!(opened.loaded.rooms.len(), 3);
+        assert_eq!(opened.loaded.rooms[2].lines.len(), 3);
+        drop(opened);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tables_of_no_version_are_refused_and_left_as_they_are() {
+        let dir = data_dir("version-unknown");
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.execute_batch("CREATE TABLE lines (what TEXT); INSERT INTO lines VALUES ('x');")
+            .unwrap();
+        drop(conn);
+        let err = open(&dir, keep(30)).unwrap_err();
+        let said = err.to_string();
+        assert!(said.contains("its tables (lines)"), "{said}");
+        assert!(said.contains("it was left as it is"), "{said}");
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        assert_eq!(version_of(&conn).unwrap(), 0);
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(tables, 1, "nothing was added");
+        drop(conn);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -26,13 +26,11 @@ use crate::budget::Budget;
 pub const LOCK_FILE: &str = "lock";
 
 /// How long the writer lets writes gather after a transaction that took
-/// all there was. Each commit writes at least a 4 KiB page of the lines
-/// table to the log, however short the line: at 2 ms a chat's every line
-/// was a transaction of its own (some 8 KiB of log for a 60-byte line,
-/// when the lines had an index too); at 100 ms a chat of 10 lines a second or more shares
-/// its commits, and the hub's sends never wake the writer (a burst
-/// nudges it, see [`NUDGE_EVERY`]). What a `kill -9` can lose grows by
-/// this, still a tenth of the second the README allows.
+/// all there was: each commit writes at least a 4 KiB page of the log,
+/// however short its lines, so a chat's lines share commits, and the hub's
+/// sends need not wake the writer (a burst nudges it, see
+/// [`NUDGE_EVERY`]). At a chat's pace, a `kill -9` loses about these
+/// 100 ms of lines.
 const GATHER: Duration = Duration::from_millis(100);
 
 /// Lines the feed queues between two nudges that end the writer's
@@ -111,10 +109,24 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
         in_memory(db::DB_FILE, &err);
         return Ok(None);
     }
+    // A file that needed bringing up gets its own warning: it was
+    // readable, and what it keeps was not read.
+    let cannot_write = |err: &rusqlite::Error| {
+        if !is_earlier_version(&file) {
+            return in_memory(db::DB_FILE, err);
+        }
+        log::warn!(
+            "{} could not be brought up to version {} for want of room or leave to \
+             write ({err}); the file is untouched: nothing of it is read, nothing will \
+             be kept across a restart; the chat goes on in memory",
+            file.display(),
+            db::VERSION
+        );
+    };
     let mut conn = match db::open(&file) {
         Ok(conn) => conn,
-        Err(err) if db::is_unwritable(&err) => {
-            in_memory(db::DB_FILE, &err);
+        Err(db::Unusable::Sql(err)) if db::is_unwritable(&err) => {
+            cannot_write(&err);
             return Ok(None);
         }
         Err(err) => return Err(db::refusal(dir, err)),
@@ -130,15 +142,26 @@ pub fn prepare(dir: &Path) -> Result<Option<(File, Connection)>, StoreError> {
             }
             Ok(Some((lock, conn)))
         }
-        Err(err) if db::is_unwritable(&err) => {
-            in_memory(db::DB_FILE, &err);
+        Err(db::Unusable::Sql(err)) if db::is_unwritable(&err) => {
+            cannot_write(&err);
             Ok(None)
         }
-        Err(err) => Err(StoreError::NotUpgraded {
+        Err(db::Unusable::Sql(err)) => Err(StoreError::NotUpgraded {
             file,
             why: err.to_string(),
         }),
+        Err(err) => Err(db::refusal(dir, err)),
     }
+}
+
+/// True if `file` says it is of a version before this one, read without
+/// writing: for the warning when it cannot be written.
+fn is_earlier_version(file: &Path) -> bool {
+    let Ok(conn) = Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return false;
+    };
+    db::version_of(&conn).is_ok_and(|version| (1..db::VERSION).contains(&version))
 }
 
 /// An existing directory is left with the mode its owner gave it (it may
@@ -244,9 +267,9 @@ struct Writer {
     /// said since that it writes again.
     warned: Option<(Instant, bool)>,
     /// The rooms whose row is in the file, by name as written, with their
-    /// numbers. Emptied at each prune (which may remove rows), so it is
-    /// also the rooms written to since the last one: those the next prune
-    /// looks at.
+    /// numbers, emptied at each prune (which may remove rows) and after a
+    /// failed batch; and the rooms written to since the last prune, which
+    /// the next one looks at.
     known: db::Known,
 }
 
@@ -330,13 +353,19 @@ impl Writer {
         let count = batch.len();
         let bytes: usize = batch.iter().map(Change::cost).sum();
         batch.clear();
-        self.counts.queued.fetch_sub(count, Ordering::Relaxed);
+        // Counted as written or failed before it stops counting as queued,
+        // so that whoever sees the queue empty sees where each change went
+        // (`StoreCounts`).
+        let outcome = if result.is_ok() {
+            &self.counts.written
+        } else {
+            &self.counts.failed
+        };
+        outcome.fetch_add(count as u64, Ordering::Relaxed);
+        self.counts.queued.fetch_sub(count, Ordering::Release);
         self.budget.refund_store(bytes);
         match result {
             Ok(()) => {
-                self.counts
-                    .written
-                    .fetch_add(count as u64, Ordering::Relaxed);
                 if std::mem::take(&mut self.failing) {
                     if let Some((_, told @ false)) = &mut self.warned {
                         *told = true;
@@ -346,11 +375,9 @@ impl Writer {
             }
             Err(err) => {
                 // Rolled back: the rows this batch made are not in the file,
-                // though `write_batch` noted them.
+                // though `write_batch` noted them (the rooms written to
+                // before it are kept for the prune).
                 self.known.clear();
-                self.counts
-                    .failed
-                    .fetch_add(count as u64, Ordering::Relaxed);
                 // A disk at its limit may take one write and refuse the
                 // next: said again only after a quiet while, not per flap.
                 let quiet = self
@@ -371,7 +398,7 @@ impl Writer {
     fn prune(&mut self) {
         self.known.clear();
         let result = db::prune(&mut self.conn, &self.retention, SystemTime::now());
-        pruned(result);
+        pruned(&result);
     }
 
     /// Forgets what is past the retention in the rooms written to since
@@ -379,7 +406,11 @@ impl Writer {
     fn prune_written(&mut self) {
         let rooms = self.known.take_rooms();
         let result = db::prune_rooms(&mut self.conn, &self.retention, SystemTime::now(), &rooms);
-        pruned(result);
+        if result.is_err() {
+            // Rolled back: the same rooms are the next prune's to look at.
+            self.known.give_back(rooms);
+        }
+        pruned(&result);
     }
 }
 
@@ -402,12 +433,16 @@ fn gather(queue: &Receiver<Queued>, pause: Duration) {
     }
 }
 
-/// Says in the log what a prune did; a failure waits for the next time.
-fn pruned(result: rusqlite::Result<usize>) {
+/// Says in the log what a prune did; a failure waits for the next time,
+/// said as a warning: while it lasts the file grows past the retention.
+fn pruned(result: &rusqlite::Result<usize>) {
     match result {
         Ok(0) => {}
         Ok(gone) => log::debug!("store: {gone} lines past the retention forgotten"),
-        Err(err) => log::debug!("store: forgetting old lines failed: {err}"),
+        Err(err) => log::warn!(
+            "the store could not forget what is past the retention ({err}): it tries \
+             again in a minute"
+        ),
     }
 }
 
@@ -450,6 +485,7 @@ mod tests {
             keeps_lines: true,
             writer: gatherer.thread().clone(),
             since_nudge: 0,
+            last_at: SystemTime::UNIX_EPOCH,
         };
         let text: Arc<str> = "chat a hi\n".into();
         for _ in 1..NUDGE_EVERY {
@@ -477,53 +513,134 @@ mod tests {
         }
     }
 
-    #[test]
-    fn after_a_failed_batch_a_rooms_next_lines_and_topic_come_back() {
+    /// A writer on a new file in memory, keeping `lines` per room, whose
+    /// disk refuses any line that says `refused`.
+    fn writer(lines: usize) -> (Writer, Arc<StoreCounts>) {
         let mut conn = db::open(Path::new(":memory:")).unwrap();
         upgrade::to_current(&mut conn).unwrap();
-        // The disk refuses the second line, after the room's row was made
-        // in the same transaction.
         conn.execute_batch(
             "CREATE TEMP TRIGGER refuse BEFORE INSERT ON lines WHEN NEW.text = 'refused'
              BEGIN SELECT RAISE(ABORT, 'the disk is full'); END;",
         )
         .unwrap();
-        let retention = Retention {
-            lines: 50,
-            room_bytes: 1 << 20,
-            days: 30,
-        };
         let counts = Arc::new(StoreCounts::default());
-        let mut writer = Writer {
+        let writer = Writer {
             conn,
-            retention,
+            retention: Retention {
+                lines,
+                room_bytes: 1 << 20,
+                days: 30,
+            },
             counts: Arc::clone(&counts),
             budget: Budget::new(&Policy::default()),
             failing: false,
             warned: None,
             known: db::Known::default(),
         };
-        // As the feed counts what it queues.
-        let mut write = |mut batch: Vec<Change>| {
-            for change in &batch {
-                writer.budget.charge_store(change.cost());
-                counts.queued.fetch_add(1, Ordering::Relaxed);
-            }
-            writer.write(&mut batch);
-        };
-        write(vec![line("#Tea", "kept?"), line("#Tea", "refused")]);
+        (writer, counts)
+    }
+
+    /// Writes `batch` as the feed would have queued it.
+    fn write(writer: &mut Writer, mut batch: Vec<Change>) {
+        for change in &batch {
+            writer.budget.charge_store(change.cost());
+            writer.counts.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        writer.write(&mut batch);
+    }
+
+    #[test]
+    fn after_a_failed_batch_a_rooms_next_lines_and_topic_come_back() {
+        let (mut writer, counts) = writer(50);
+        // The disk refuses the second line, after the room's row was made
+        // in the same transaction.
+        write(
+            &mut writer,
+            vec![line("#Tea", "kept?"), line("#Tea", "refused")],
+        );
         assert_eq!(counts.failed.load(Ordering::Relaxed), 2);
-        write(vec![line("#Tea", "after")]);
-        write(vec![Change::Topic {
-            room: "#Tea".into(),
-            topic: "leaves".into(),
-        }]);
-        assert_eq!(counts.written.load(Ordering::Relaxed), 2);
-        let loaded = db::load(&writer.conn, &retention, SystemTime::now()).unwrap();
-        assert_eq!(loaded.rooms.len(), 1, "{loaded:?}");
-        let tea = &loaded.rooms[0];
-        assert_eq!(tea.name, "#Tea");
-        assert_eq!(tea.topic.as_deref(), Some("leaves"));
-        assert_eq!(tea.lines, [Arc::from("after")]);
+        // Another room first: it takes the number #Tea's row had in the
+        // failed batch, which the writer must not still take for #Tea's.
+        write(&mut writer, vec![line("#Other", "other")]);
+        write(&mut writer, vec![line("#Tea", "after")]);
+        write(
+            &mut writer,
+            vec![Change::Topic {
+                room: "#Tea".into(),
+                topic: "leaves".into(),
+            }],
+        );
+        assert_eq!(counts.written.load(Ordering::Relaxed), 3);
+        let loaded = db::load(&writer.conn, &writer.retention, SystemTime::now()).unwrap();
+        let rooms: Vec<_> = loaded
+            .rooms
+            .iter()
+            .map(|room| (room.name.as_str(), room.topic.as_deref(), &room.lines[..]))
+            .collect();
+        assert_eq!(
+            rooms,
+            [
+                ("#Other", None, &[Arc::from("other")][..]),
+                ("#Tea", Some("leaves"), &[Arc::from("after")][..])
+            ]
+        );
+    }
+
+    #[test]
+    fn the_prune_looks_at_every_room_written_to_whatever_failed_since() {
+        let (mut writer, _) = writer(2);
+        let lines_of = |writer: &Writer, room: &str| -> usize {
+            let loaded = db::load(
+                &writer.conn,
+                &Retention {
+                    lines: 50,
+                    ..writer.retention
+                },
+                SystemTime::now(),
+            )
+            .unwrap();
+            loaded
+                .rooms
+                .iter()
+                .find(|r| r.name == room)
+                .map_or(0, |r| r.lines.len())
+        };
+        let rules = |text: Option<&str>| Change::Rules {
+            room: "#quiet".into(),
+            text: text.map(String::from),
+        };
+        write(&mut writer, (0..4).map(|_| line("#Tea", "green")).collect());
+        write(&mut writer, vec![rules(Some("mute x"))]);
+        writer.prune_written();
+        write(&mut writer, (0..4).map(|_| line("#Tea", "green")).collect());
+        // A failed batch between the lines and the prune.
+        write(&mut writer, vec![line("#Other", "refused")]);
+        // Rules cleared: the room keeps nothing any more.
+        write(&mut writer, vec![rules(None)]);
+        writer.prune_written();
+        assert_eq!(lines_of(&writer, "#Tea"), 2);
+        let quiet: i64 = writer
+            .conn
+            .query_row(
+                "SELECT count(*) FROM rooms WHERE key = '#quiet'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(quiet, 0, "a room that keeps nothing is forgotten");
+        // A prune that fails leaves its rooms to the next.
+        write(&mut writer, (0..3).map(|_| line("#Tea", "mint")).collect());
+        writer
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER stuck BEFORE DELETE ON lines
+                 BEGIN SELECT RAISE(ABORT, 'the disk fails'); END;",
+            )
+            .unwrap();
+        writer.prune_written();
+        assert_eq!(lines_of(&writer, "#Tea"), 5);
+        writer.conn.execute_batch("DROP TRIGGER stuck").unwrap();
+        writer.prune_written();
+        assert_eq!(lines_of(&writer, "#Tea"), 2);
     }
 }

@@ -238,6 +238,42 @@ fn a_read_only_database_file_warns_once_and_the_chat_goes_on() {
     }
 }
 
+#[test]
+fn a_version_1_file_that_cannot_be_written_is_said_so_and_left_as_it_is() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let file = data.join("chat.db");
+    // Version 1's tables, as the server that made them wrote them.
+    shell(&format!(
+        "sqlite3 {} \"CREATE TABLE rooms (key TEXT PRIMARY KEY, name TEXT NOT NULL, \
+         topic TEXT, rules TEXT) WITHOUT ROWID; CREATE TABLE lines (id INTEGER PRIMARY \
+         KEY, room TEXT NOT NULL, at INTEGER NOT NULL, text TEXT NOT NULL); CREATE \
+         TABLE server (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID; \
+         INSERT INTO rooms VALUES ('#tea', '#Tea', 'leaves', NULL); \
+         PRAGMA user_version = 1;\"",
+        file.display()
+    ));
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
+    let before = fs::read(&file).unwrap();
+    let log = chats_where_it_cannot_write(&pki, &data);
+    let warnings: Vec<_> = log
+        .iter()
+        .filter(|line| line.contains("chat.db"))
+        .filter(|line| line.contains("WARN") || line.contains("warn"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log:#?}");
+    for said in [
+        "could not be brought up to version 2",
+        "untouched",
+        "in memory",
+    ] {
+        assert!(warnings[0].contains(said), "{}", warnings[0]);
+    }
+    assert_eq!(fs::read(&file).unwrap(), before, "the file changed");
+}
+
 /// Starts chat-server on `data`, which must refuse; returns its message.
 fn refused(pki: &Pki, data: &Path) -> String {
     let mut command = Command::new(&SERVER);
@@ -348,7 +384,7 @@ fn following_the_recovery_advice_gives_back_a_damaged_stores_lines() {
     let file = file.to_string_lossy();
     let save = format!(
         "sqlite3 {file} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | \
-         sqlite3 {file}.recovered"
+         sqlite3 {file}.recovered && sqlite3 {file}.recovered 'pragma user_version=2'"
     );
     let check = format!("sqlite3 {file}.recovered 'select count(*) from lines'");
     assert!(

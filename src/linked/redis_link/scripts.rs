@@ -20,10 +20,14 @@ use super::*;
 ///
 /// A retry after a reply that never arrived sends the same lines again:
 /// those whose count is at most the sender's last here were published
-/// before, and they are always the first ones (a call is whole or
-/// nothing, and a sender's counts in a room only grow), so they are
-/// skipped and the rest numbered, once. The sender's last count is read
-/// and written once per call, not per line; the numbers come from one
+/// before, and they are always the first ones (a sender's counts in a
+/// room only grow), so they are skipped and the rest numbered, once. The
+/// sender's last count is read once per call, and written once, right
+/// after the numbers are taken and before anything is published: Redis
+/// does not undo what a script did before an error, so a call that fails
+/// half way (a command the Redis lacks, a refused key) has its lines
+/// marked as done and is not published again by the retry; the lines it
+/// did not reach are lost, not doubled. The numbers come from one
 /// `INCRBY`, so the call's lines have consecutive seqs, in their order.
 ///
 /// A room's rules are not this script's: they have their own
@@ -58,6 +62,7 @@ local seq = redis.call('INCRBY', KEYS[1], string.format('%d', n)) - n
 if seq == 0 then
   redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
 end
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[#ARGV - 1])
 local node = ARGV[6]
 local added = 0
 for i = first, #ARGV - 1, 2 do
@@ -111,7 +116,6 @@ if length > max_lines or size > max_bytes then
     redis.call('INCRBY', KEYS[5], string.format('%d', size - total))
   end
 end
-redis.call('HSET', KEYS[3], ARGV[5], ARGV[#ARGV - 1])
 local ttl = tonumber(ARGV[4])
 if ARGV[7] == '1' then
   redis.call('SET', KEYS[4], ARGV[8], 'PX', ttl)

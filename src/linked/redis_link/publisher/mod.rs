@@ -226,9 +226,9 @@ impl Publisher {
     /// Publishes a batch of lines, retrying across reconnections until
     /// Redis has them all. A retry sends the whole batch again: the lines
     /// Redis already had are recognised by their counts and skipped (a
-    /// prefix of each call's: calls run one after another, each whole or
-    /// not at all, and each room's counts grow from call to call). False
-    /// if the link stops first.
+    /// prefix of each call's: calls run one after another, each marks its
+    /// lines as done before it publishes any, and each room's counts grow
+    /// from call to call). False if the link stops first.
     pub(super) fn publish(
         &self,
         connection: &mut Option<Connection>,

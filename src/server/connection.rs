@@ -312,17 +312,22 @@ impl Reader {
             }
         }
         // What the server did comes first: the peer only answered it. A
-        // server that stops cuts those slow to hang up: that is the
-        // shutdown too, where a cut for being too slow is not. A close by
-        // the hub counts as the chat's reason for it.
+        // cut for being too slow is the first reason; then a stop (which
+        // cuts those slow to hang up); then the chat's reason for a close
+        // by the hub, even when the client was then cut for not hanging up
+        // (a flooder being killed reads its lines one token at a time, so
+        // its answer to the close can come after the linger); then any
+        // other cut; then what reading saw.
         let stopping = self.tracker.connections.is_stopping();
-        let disconnect = match self.fate.cut_as() {
-            Some(cut) if self.fate.too_slow() || !stopping => cut,
+        let cut = self.fate.cut_as();
+        let disconnect = match cut {
+            Some(cut) if self.fate.too_slow() => cut,
             _ if stopping => Disconnect::Shutdown,
             _ => self
                 .fate
                 .closed_by_hub()
                 .and_then(Disconnect::of_close)
+                .or(cut)
                 .unwrap_or(self.disconnect),
         };
         self.tracker.connections.counters.disconnected(disconnect);

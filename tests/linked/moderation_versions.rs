@@ -284,3 +284,44 @@ fn a_change_made_while_the_past_is_awaited_keeps_its_place() {
     );
     drop(a);
 }
+
+#[test]
+fn redis_losing_its_data_lifts_no_ban() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let mut a = Server::start(&url, "a", quick_link());
+    let mut raw = redis.connection(&url);
+    a.enter(1, "#den");
+    let ban = "ban - op troll spam";
+    a.save("#den", ban);
+    a.until(|told| rules_of(told, "#den") == Some(Some(ban)));
+
+    redis::cmd("FLUSHALL").exec(&mut raw).expect("FLUSHALL");
+    redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"][..])
+        .exec(&mut raw)
+        .expect("CLIENT KILL");
+    let (_, before) = a.until(|told| matches!(told, Told::Reachable { .. }));
+    assert!(
+        !before.iter().any(|told| rules_of(told, "#den").is_some()),
+        "the rules Redis lost were adopted: {before:?}"
+    );
+    // This server's copy is written back, and read in the room's order.
+    a.linked.event_done();
+    a.until(|told| rules_of(told, "#den") == Some(Some(ban)));
+    let text: Option<String> = redis::cmd("HGET")
+        .arg(&["room:{#den}:rules", "text"][..])
+        .query(&mut raw)
+        .expect("HGET");
+    assert_eq!(text.as_deref(), Some(ban));
+    // A server entering now finds the ban, not a fresh room.
+    let mut b = Server::start(&url, "b", quick_link());
+    b.linked.entered(RoomId(1), &|| Some("#den".to_owned()));
+    let (told, _) = b.until(|told| matches!(told, Told::Recent { .. }));
+    let Told::Recent { rules, fresh, .. } = told else {
+        unreachable!()
+    };
+    assert_eq!(rules, Some(Some(ban.to_owned())));
+    assert!(!fresh, "the room counts as new");
+    drop((a, b));
+}

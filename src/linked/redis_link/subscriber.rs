@@ -124,6 +124,12 @@ impl Subscriber {
             for next in self.next.values_mut() {
                 *next = 1;
             }
+            // Rules at version 0 now say only that Redis forgot them, not
+            // that they were lifted: the node keeps its copy, and writes it
+            // back once up (`Delivery::LinkUp`); later versions are read.
+            for seen in self.rules_seen.values_mut() {
+                *seen = 0;
+            }
         }
         let target = Arc::clone(&self.target);
         let settings = &target.settings;

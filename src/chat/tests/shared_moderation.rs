@@ -694,3 +694,95 @@ fn what_ends_by_itself_is_not_sent_to_the_others() {
     h.join(3);
     assert!(h.saved.is_empty(), "{:?}", h.saved);
 }
+
+#[test]
+fn a_line_said_as_the_link_comes_back_is_checked_against_the_rules_that_come() {
+    let mut h = Harness::shared();
+    let (a, b) = (h.join(1), h.join(2));
+    h.by_others(|chat, out| {
+        let told = Told::Unreachable {
+            notice: "down",
+            lines: Vec::new(),
+        };
+        chat.told(told, out);
+    });
+    h.send(a, "/join #den");
+    h.send(b, "/join #den");
+    let room = h.chat.room_named("#den").unwrap();
+    // The link is up, and has queued the line for the room's past, but
+    // the chat has not been told yet.
+    let mut out = Vec::new();
+    h.chat.line(b, Frame::Line("sneaked".to_owned()), &mut out);
+    let mut said: Vec<Waiting> = out
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::ToRoom(line) => Some(Waiting::Line(line)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    // And a line no speaker was noted for (past the notes' bound): its
+    // speaker is read from it.
+    said.push(Waiting::Line(RoomLine {
+        room,
+        line: Arc::from("chat guest7-2 unnoted\n"),
+        except: None,
+        keep: Keep::History,
+    }));
+    h.by_others(|chat, out| {
+        let told = Told::Reachable {
+            notice: "up",
+            guest_prefix: None,
+        };
+        chat.told(told, out);
+    });
+    let seen = h.by_others(|chat, out| {
+        let told = Told::Recent {
+            room,
+            lines: Vec::new(),
+            topic: None,
+            rules: Some(Some("mute - mallory guest7-2".to_owned())),
+            fresh: false,
+            waiting: said,
+        };
+        chat.told(told, out);
+    });
+    assert!(
+        !seen
+            .values()
+            .flatten()
+            .any(|line| line.contains("sneaked") || line.contains("unnoted")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn who_spoke_before_the_past_came_is_forgotten_with_the_room() {
+    let mut h = Harness::shared();
+    let (a, b) = (h.join(1), h.join(2));
+    h.send(a, "/join #den");
+    h.send(b, "/join #attic");
+    let den = h.chat.room_named("#den").unwrap();
+    let mut out = Vec::new();
+    h.chat.line(a, Frame::Line("hello".to_owned()), &mut out);
+    h.chat.line(b, Frame::Line("hi".to_owned()), &mut out);
+    assert_eq!(h.chat.speakers_noted(), 2);
+    // #den empties before its past comes: its note goes.
+    h.send(a, "/join #attic");
+    assert_eq!(h.chat.speakers_noted(), 1);
+    // #attic's past comes, with nothing waiting: its note goes too.
+    let attic = h.chat.room_named("#attic").unwrap();
+    assert_ne!(attic, den);
+    h.by_others(|chat, out| {
+        let told = Told::Recent {
+            room: attic,
+            lines: Vec::new(),
+            topic: None,
+            rules: Some(None),
+            fresh: false,
+            waiting: Vec::new(),
+        };
+        chat.told(told, out);
+    });
+    assert_eq!(h.chat.speakers_noted(), 0);
+}

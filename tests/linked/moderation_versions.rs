@@ -325,3 +325,33 @@ fn redis_losing_its_data_lifts_no_ban() {
     assert!(!fresh, "the room counts as new");
     drop((a, b));
 }
+
+#[test]
+fn a_change_merged_past_the_shared_bounds_is_dropped() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let mut a = Server::start(&url, "a", quick_link());
+    let mut b = Server::start(&url, "b", quick_link());
+    let mut raw = redis.connection(&url);
+    a.enter(1, "#den");
+    b.enter(1, "#den");
+    let bans = |who: &str| -> String {
+        let lines: Vec<String> = (0..100).map(|n| format!("ban - op {who}{n}")).collect();
+        lines.join("\n")
+    };
+    // Each within the bounds (a hundred bans), both together over them.
+    let theirs = bans("troll");
+    a.save("#den", &theirs);
+    a.until(|told| rules_of(told, "#den") == Some(Some(&theirs)));
+    // b has not heard of a's: its change is made again on them.
+    b.save("#den", &bans("pest"));
+    // The change is handled before the line that follows it.
+    b.say(1, "after");
+    let (version, text): (u64, String) = redis::cmd("HMGET")
+        .arg(&["room:{#den}:rules", "version", "text"][..])
+        .query(&mut raw)
+        .expect("HMGET");
+    assert_eq!(version, 1, "a merge past the bounds was written");
+    assert_eq!(text, theirs);
+    drop((a, b));
+}

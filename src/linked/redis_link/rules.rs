@@ -8,6 +8,7 @@
 use super::publisher::Tried;
 use super::subscriber::SubscriberEnd;
 use super::*;
+use crate::chat::check_shared_rules;
 
 /// A room's rules as Redis had them at one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -227,6 +228,12 @@ impl Publisher {
             // Already in (a retry whose first reply never came), or
             // taken back meanwhile: nothing left to write.
             if merged == theirs.rules {
+                return true;
+            }
+            // Each within the shared bounds, two changes together may not
+            // be: every server would refuse the result and keep its own.
+            if let Some(Err(why)) = merged.as_deref().map(check_shared_rules) {
+                log::warn!("a change of the rules of {room} dropped: with theirs, {why}");
                 return true;
             }
             base = theirs;

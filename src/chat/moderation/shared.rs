@@ -465,7 +465,9 @@ impl Chat {
     /// A kick or kill from a moderator on another server for `to`, here:
     /// done as if made here, unless `to` is no longer in the room, or is
     /// a server operator and the moderator is not, or it is a kill by
-    /// someone who is not a server operator, or a kick by someone who is
+    /// someone who is not a server operator (by key, among this server's
+    /// `--operators`; what the act says of itself is not taken), or a
+    /// kick by someone who is
     /// not an operator of the room in this server's copy of its rules
     /// (then only the log says so). A room's operators by nick (guests)
     /// are known only on their own server: a guest's kick is obeyed only
@@ -474,16 +476,22 @@ impl Chat {
         let Some(person) = self.people.get(to) else {
             return;
         };
+        // The sender's word that it is a server operator is anyone's who
+        // can write to Redis: only a key of this server's own operators
+        // counts (linked servers share one `--operators` file).
+        let server_op = act
+            .key
+            .is_some_and(|key| self.moderation.operators.contains(&key));
         // A server sends a kill only for one of its server operators;
         // whoever else writes one into Redis is not obeyed.
-        if act.deed == Deed::Kill && !act.server_op {
+        if act.deed == Deed::Kill && !server_op {
             log::warn!(
                 "a kill of {to} by {}, not a server operator: ignored",
                 act.by
             );
             return;
         }
-        if self.is_server_operator(to) && !act.server_op {
+        if self.is_server_operator(to) && !server_op {
             log::info!("{} from elsewhere: {to} is a server operator", act.by);
             return;
         }
@@ -491,7 +499,7 @@ impl Chat {
         match &act.deed {
             Deed::Kick(room) => {
                 let room_key = room.to_ascii_lowercase();
-                if !act.server_op && !self.operates_elsewhere(&act, &room_key) {
+                if !server_op && !self.operates_elsewhere(&act, &room_key) {
                     log::warn!(
                         "a kick of {to} from {room} by {}, not an operator of it: ignored",
                         act.by

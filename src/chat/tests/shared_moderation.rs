@@ -257,10 +257,26 @@ fn a_kick_from_elsewhere_is_obeyed_only_from_an_operator_of_the_room() {
         "notice guest7-2 was sent from #den to the lobby by mallory"
     );
     h.send(b, "/join #den");
+    // The bit that says a server operator sent it proves nothing: anyone
+    // who can write to Redis sets it. Only a key of this server's own
+    // operators does.
+    let root_key = Fingerprint::of_spki(b"a server operator's key");
+    h.chat.set_operators(vec![root_key]);
+    for forged in [kick(None), kick(Some(other))] {
+        let root = Act {
+            by: "root".into(),
+            server_op: true,
+            ..forged
+        };
+        let seen = h.by_others(|chat, out| {
+            chat.told(Told::ActIn("guest7-2".into(), root), out);
+        });
+        assert!(seen.is_empty(), "{seen:?}");
+    }
     let root = Act {
         by: "root".into(),
-        server_op: true,
-        ..kick(None)
+        server_op: false,
+        ..kick(Some(root_key))
     };
     let seen = h.by_others(|chat, out| {
         chat.told(Told::ActIn("guest7-2".into(), root), out);
@@ -274,23 +290,32 @@ fn a_kick_from_elsewhere_is_obeyed_only_from_an_operator_of_the_room() {
 #[test]
 fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
     let (mut h, a, b, _) = den(true);
-    // Only a server operator's kill is obeyed, whatever Redis carries.
-    let forged = Act {
-        by: "mallory".into(),
-        server_op: false,
-        key: None,
-        deed: Deed::Kill,
-        reason: None,
-    };
-    let seen = h.by_others(|chat, out| {
-        chat.told(Told::ActIn("guest7-2".into(), forged), out);
-    });
-    assert!(seen.is_empty(), "{seen:?}");
+    let root_key = Fingerprint::of_spki(b"a server operator's key");
+    h.chat.set_operators(vec![root_key]);
+    // Only a server operator's kill is obeyed, whatever Redis carries:
+    // one of this server's, by key; the bit that says so proves nothing.
+    for (server_op, key) in [
+        (false, None),
+        (true, None),
+        (true, Some(Fingerprint::of_spki(b"x"))),
+    ] {
+        let forged = Act {
+            by: "mallory".into(),
+            server_op,
+            key,
+            deed: Deed::Kill,
+            reason: None,
+        };
+        let seen = h.by_others(|chat, out| {
+            chat.told(Told::ActIn("guest7-2".into(), forged), out);
+        });
+        assert!(seen.is_empty(), "{seen:?}");
+    }
     assert!(!h.closed.contains(&b));
     let kill = Act {
         by: "root".into(),
         server_op: true,
-        key: None,
+        key: Some(root_key),
         deed: Deed::Kill,
         reason: Some("enough".into()),
     };

@@ -1,9 +1,8 @@
 //! A room's rules across linked servers, at the seam (`Linked`, no chat):
-//! a change made on a stale copy is added to the rules it missed, not
-//! written over them; rules changed while a server was away are read
-//! again when it is back; the rules' key outlives the room for as long as
-//! a ban in it runs; the room's order holds a marker, not the text; a
-//! change made while the room's past is awaited keeps its place.
+//! a change made on a stale copy is added to what it missed, unless both
+//! pass the bounds; rules are read again after an outage, and written back
+//! if Redis lost them; the rules' key outlives the room while a ban runs;
+//! the order holds markers, which do not cut a newcomer's past.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -353,5 +352,38 @@ fn a_change_merged_past_the_shared_bounds_is_dropped() {
         .expect("HMGET");
     assert_eq!(version, 1, "a merge past the bounds was written");
     assert_eq!(text, theirs);
+    drop((a, b));
+}
+
+#[test]
+fn a_newcomer_is_shown_as_many_lines_however_often_the_rules_changed() {
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let settings = LinkSettings {
+        recent: 3,
+        ..quick_link()
+    };
+    let mut a = Server::start(&url, "a", settings.clone());
+    a.enter(1, "#den");
+    for n in 0..3 {
+        a.say(1, &format!("line {n}"));
+    }
+    // More changes of rules since than lines a newcomer is shown.
+    for n in 0..5 {
+        let rules = format!("ban - op troll{n}");
+        a.save("#den", &rules);
+        a.until(|told| rules_of(told, "#den") == Some(Some(&rules)));
+    }
+    let mut b = Server::start(&url, "b", settings);
+    b.linked.entered(RoomId(1), &|| Some("#den".to_owned()));
+    let (told, _) = b.until(|told| matches!(told, Told::Recent { .. }));
+    let Told::Recent { lines, .. } = told else {
+        unreachable!()
+    };
+    let lines: Vec<&str> = lines.iter().map(|line| &**line).collect();
+    assert_eq!(
+        lines,
+        ["chat a line 0\n", "chat a line 1\n", "chat a line 2\n"]
+    );
     drop((a, b));
 }

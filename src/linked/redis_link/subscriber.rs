@@ -3,6 +3,7 @@
 //! notices Redis going away and coming back.
 
 // The link's types, constants and helpers, which this part shares.
+use super::rules::marker_version;
 use super::*;
 
 /// Why a subscriber's session ended.
@@ -405,22 +406,37 @@ impl Subscriber {
         let keys = Keys::of(room);
         let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
         let count = self.target.settings.recent;
+        // Newest first, until `count` lines: the markers of the rules
+        // among them are not lines, and do not count.
         let mut lines = Vec::new();
-        if count > 0 && current > 0 {
+        let mut end = current;
+        while lines.len() < count && end > 0 {
+            let want = count - lines.len();
             let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
                 .arg(&keys.history)
-                .arg(format!("{current}-0"))
+                .arg(format!("{end}-0"))
                 .arg("-")
                 .arg("COUNT")
-                .arg(count)
+                .arg(want)
                 .query(query)
                 .map_err(lost)?;
-            lines = entries
-                .into_iter()
-                .rev()
-                .map(|(_, mut fields)| fields.remove("line").unwrap_or_default())
-                .collect();
+            let read = entries.len();
+            // Entries are numbered `SEQ-0`: the next page ends before the last.
+            end = entries
+                .last()
+                .and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok())
+                .map_or(0, |seq| seq.saturating_sub(1));
+            lines.extend(
+                entries
+                    .into_iter()
+                    .filter_map(|(_, mut fields)| fields.remove("line"))
+                    .filter(|line| marker_version(line).is_none()),
+            );
+            if read < want {
+                break;
+            }
         }
+        lines.reverse();
         let topic: Option<String> = redis::cmd("GET")
             .arg(&keys.topic)
             .query(query)

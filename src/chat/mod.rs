@@ -506,10 +506,7 @@ impl Chat {
         let from = person.nick.as_str();
         let line = ServerLine::Chat { from, text };
         out.push(to_room(person.room, line, None, Keep::History));
-        // Shared only: alone, a line costs no more than it did.
-        if self.others.is_some() {
-            self.note_speaker(id, out);
-        }
+        self.note_speaker(id, out);
         if protocol::is_greeting(text) {
             out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
         }

@@ -389,3 +389,48 @@ fn a_newcomer_is_shown_as_many_lines_however_often_the_rules_changed() {
     );
     drop((a, b));
 }
+
+#[test]
+fn a_change_made_while_the_link_is_down_goes_when_it_is_back_on_what_moved() {
+    let redis = Redis::start(&[]);
+    let mut raw = redis.connection(&redis.url());
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "bee", "on", ">pw", "~*", "&*", "+@all"][..])
+        .exec(&mut raw)
+        .expect("ACL SETUSER");
+    let mut a = Server::start(&redis.url(), "a", quick_link());
+    let b_url = format!("redis://bee:pw@127.0.0.1:{}", redis.port);
+    let mut b = Server::start(&b_url, "b", quick_link());
+    a.enter(1, "#den");
+    b.enter(1, "#den");
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "bee", "off"][..])
+        .exec(&mut raw)
+        .expect("ACL SETUSER off");
+    redis::cmd("CLIENT")
+        .arg(&["KILL", "USER", "bee"][..])
+        .exec(&mut raw)
+        .expect("CLIENT KILL");
+    b.until(|told| matches!(told, Told::Unreachable { .. }));
+    // Made on both sides of the outage.
+    let ban = "ban - op troll spam";
+    a.save("#den", ban);
+    a.until(|told| rules_of(told, "#den") == Some(Some(ban)));
+    b.save("#den", "invited alice");
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "bee", "on"][..])
+        .exec(&mut raw)
+        .expect("ACL SETUSER on");
+    // Back, b reads a's ban and keeps its own change on it meanwhile...
+    let both = format!("{ban}\ninvited alice");
+    let (_, before) = b.until(|told| matches!(told, Told::Reachable { .. }));
+    assert!(
+        before
+            .iter()
+            .any(|told| rules_of(told, "#den") == Some(Some(&both))),
+        "{before:?}"
+    );
+    // ... then sends it, made on them: every server has both.
+    a.until(|told| rules_of(told, "#den") == Some(Some(&both)));
+    drop((a, b));
+}

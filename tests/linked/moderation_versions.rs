@@ -287,7 +287,7 @@ fn a_change_made_while_the_past_is_awaited_keeps_its_place() {
 }
 
 #[test]
-fn redis_losing_its_data_lifts_no_ban() {
+fn redis_losing_its_data_lifts_no_ban_nor_server_ban() {
     let redis = Redis::start(&[]);
     let url = redis.url();
     let mut a = Server::start(&url, "a", quick_link());
@@ -296,6 +296,9 @@ fn redis_losing_its_data_lifts_no_ban() {
     let ban = "ban - op troll spam";
     a.save("#den", ban);
     a.until(|told| rules_of(told, "#den") == Some(Some(ban)));
+    let server_ban = "ban - root troll trolling";
+    a.linked.save(Save::ServerBans(Some(server_ban.to_owned())));
+    a.until(|told| matches!(told, Told::ServerBans(Some(bans)) if bans == server_ban));
 
     redis::cmd("FLUSHALL").exec(&mut raw).expect("FLUSHALL");
     redis::cmd("CLIENT")
@@ -307,6 +310,17 @@ fn redis_losing_its_data_lifts_no_ban() {
         !before.iter().any(|told| rules_of(told, "#den").is_some()),
         "the rules Redis lost were adopted: {before:?}"
     );
+    assert!(
+        !before.iter().any(
+            |told| matches!(told, Told::ServerBans(bans) if bans.as_deref() != Some(server_ban))
+        ),
+        "the server bans Redis lost were adopted: {before:?}"
+    );
+    let bans: Option<String> = redis::cmd("GET")
+        .arg("chat:server-bans")
+        .query(&mut raw)
+        .expect("GET");
+    assert_eq!(bans.as_deref(), Some(server_ban), "not written back");
     // This server's copy is written back, and read in the room's order.
     a.linked.event_done();
     a.until(|told| rules_of(told, "#den") == Some(Some(ban)));

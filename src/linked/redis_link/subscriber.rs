@@ -145,10 +145,25 @@ impl Subscriber {
         }
         // Read once subscribed, so that no change falls in between: bans
         // made while this node was away (or before it started) hold here.
-        let bans: Option<String> = match redis::cmd("GET").arg(SERVER_BANS_KEY).query(query) {
+        let mut bans: Option<String> = match redis::cmd("GET").arg(SERVER_BANS_KEY).query(query) {
             Ok(bans) => bans,
             Err(error) => return lost(&self.target, error),
         };
+        // Redis lost them with its data, not lifted: this node's copy goes
+        // back, unless another node's is there first (the same, as a rule:
+        // every node had what Redis had).
+        if let (true, None, Some(kept)) = (history_lost, &bans, &self.server_bans) {
+            let written = redis::cmd("SET")
+                .arg(SERVER_BANS_KEY)
+                .arg(kept)
+                .arg("NX")
+                .exec(query)
+                .and_then(|()| redis::cmd("GET").arg(SERVER_BANS_KEY).query(query));
+            bans = match written {
+                Ok(bans) => bans,
+                Err(error) => return lost(&self.target, error),
+            };
+        }
         if bans != self.server_bans {
             self.server_bans.clone_from(&bans);
             if self.send(Delivery::ServerBans(bans)).is_err() {

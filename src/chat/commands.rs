@@ -44,9 +44,7 @@ impl Chat {
                     None,
                     Keep::History,
                 ));
-                if self.others.is_some() {
-                    self.note_speaker(id, out);
-                }
+                self.note_speaker(id, out);
             }
             Command::Nick(name) => self.change_nick(id, name, out),
             Command::Join(name) => self.join_room(id, name, out),

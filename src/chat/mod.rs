@@ -540,10 +540,7 @@ impl Chat {
         let from = person.nick.as_str();
         let line = ServerLine::Chat { from, text };
         out.push(to_room(person.room, line, None, Keep::History));
-        // Shared only: alone, a line costs no more than it did.
-        if self.others.is_some() {
-            self.note_speaker(id, out);
-        }
+        self.note_speaker(id, out);
         if protocol::is_greeting(text) {
             out.push(to(id, ServerLine::Notice(protocol::HI_REPLY)));
         }
@@ -730,6 +727,8 @@ mod saved;
 
 use moderation::ModerationState;
 pub use moderation::{Clock, Save};
+// What a room's rules may hold on linked servers, which the link checks too.
+pub(crate) use moderation::check_shared_rules;
 
 use rooms::{History, RoomsMade, ROOMS_MADE_LOOK};
 

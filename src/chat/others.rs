@@ -76,6 +76,7 @@ impl Chat {
                 self.recent_rules(room, rules.as_ref().map(Option::as_deref), fresh, out);
                 self.recent(room, lines, topic, out);
                 self.let_through(waiting, out);
+                self.forget_speakers(room);
                 Vec::new()
             }
             Told::Rules { room, rules } => {

@@ -244,6 +244,10 @@ impl Chat {
         if !state.members.is_empty() || kept_when_empty(self.keeps_empty_rooms, state) {
             return;
         }
+        self.forget_speakers(room);
+        let Some(state) = self.rooms.get_mut(&room) else {
+            return;
+        };
         if state.name.as_str() != protocol::LOBBY {
             let room_key = state.name.key();
             self.history_total -= state.history.bytes();

@@ -98,7 +98,9 @@ pub enum Waiting {
 pub struct Act {
     /// The moderator's nick.
     pub by: String,
-    /// Whether the moderator is a server operator.
+    /// Whether the moderator is a server operator on their own server:
+    /// what the sender says, not taken by the server that does it, which
+    /// checks `key` against its own operators.
     pub server_op: bool,
     /// The key of the moderator's certificate, if they have one: what a
     /// room's operators are named by in its rules.

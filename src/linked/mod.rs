@@ -274,6 +274,10 @@ impl Linked {
                 self.held_back -= waiting.weight();
             }
         }
+        // Changes of rules that found no room wait for the outbox to drain.
+        if !self.unsent.is_empty() && self.link.is_up() {
+            self.send_unsent();
+        }
         // Said again only once what waits has gone well under the bound:
         // lines that wait for a room's past keep `held_back` up with the
         // overflow empty, and a count that hovers at the bound would
@@ -449,9 +453,10 @@ impl Linked {
                 // count: the maker's own arrival is among them.)
                 let fresh = past.is_empty() && topic.is_none() && rules == RulesCopy::default();
                 self.copies.insert(room.clone(), rules.clone());
+                let rules = self.with_unsent(&room, rules);
                 // Rules that make no sense are not a room without rules:
                 // this server keeps what it had.
-                let rules = match rules.rules {
+                let rules = match rules {
                     Some(rules) if !moderation::is_clean_rules(&room, &rules) => None,
                     rules => Some(rules),
                 };

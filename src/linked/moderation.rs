@@ -53,7 +53,12 @@ pub(super) fn waiting_weight(waiting: &Waiting) -> usize {
     }
 }
 
-/// A change of a room's rules that could not go while the link was down:
+/// The most rooms whose changes of rules wait here for Redis at once: a
+/// change per room, each at most the shared rules' bound (16 KiB).
+pub(super) const MOST_UNSENT: usize = 1024;
+
+/// A change of a room's rules that could not go while the link was down
+/// or Redis far behind:
 /// made on `base`, it goes once the link is back.
 #[derive(Debug)]
 pub(super) struct Unsent {
@@ -90,10 +95,15 @@ impl Linked {
                         if self.held_back + weight <= super::HELD_BACK_BYTES {
                             self.held_back += weight;
                             waiting.push(change);
-                        } else {
-                            warn!("a change of rules stays on this server: Redis is far behind");
+                            return;
                         }
-                        return;
+                        // Redis is far behind: the change waits apart,
+                        // made on no known rules (it only adds), until the
+                        // outbox drains or the link is back.
+                        let Waiting::Rules { room, rules } = change else {
+                            unreachable!("made as a change of rules just above")
+                        };
+                        return self.keep_unsent(room, RulesCopy::default(), rules);
                     }
                 }
                 let base = self.copies.get(&room).cloned().unwrap_or_default();
@@ -126,22 +136,32 @@ impl Linked {
         if self.room_for(waiting.weight()) {
             self.overflow.push_back((room, waiting));
         } else {
-            warn!("a change of the rules of {room} stays on this server: Redis is far behind");
+            let Publication::Rules { base, rules } = waiting else {
+                unreachable!("made as a change of rules just above")
+            };
+            self.keep_unsent(room, base, rules);
         }
     }
 
-    /// Keeps a change of `room`'s rules for when the link is back: made
-    /// on the earliest copy of the changes that wait, the latest text.
+    /// Keeps a change of `room`'s rules for when the link is back, or the
+    /// outbox drains: made on the earliest copy of the changes that wait,
+    /// the latest text. One per room, at most [`MOST_UNSENT`] rooms.
     pub(super) fn keep_unsent(&mut self, room: String, base: RulesCopy, rules: Option<String>) {
-        log::info!("a change of the rules of {room} waits for the link to be back");
-        self.unsent
-            .entry(room)
-            .and_modify(|unsent| unsent.rules.clone_from(&rules))
-            .or_insert(Unsent { base, rules });
+        if let Some(unsent) = self.unsent.get_mut(&room) {
+            unsent.rules = rules;
+            return;
+        }
+        if self.unsent.len() >= MOST_UNSENT {
+            warn!("a change of the rules of {room} stays on this server: too many wait already");
+            return;
+        }
+        log::debug!("a change of the rules of {room} waits for Redis");
+        self.unsent.insert(room, Unsent { base, rules });
     }
 
-    /// The link is back: the changes made meanwhile go, each made again
-    /// on what Redis has if that moved.
+    /// The link is back, or the outbox drained: the changes that waited go,
+    /// each made again on what Redis has if that moved (those the outbox
+    /// still has no room for wait again).
     pub(super) fn send_unsent(&mut self) {
         let unsent: Vec<(String, Unsent)> = self.unsent.drain().collect();
         for (room, Unsent { base, rules }) in unsent {
@@ -157,7 +177,14 @@ impl Linked {
         if self.by_key.contains_key(&room) {
             self.copies.insert(room.clone(), copy.clone());
         }
-        let rules = match self.unsent.get_mut(&room) {
+        let rules = self.with_unsent(&room, copy);
+        rules_told(room, rules)
+    }
+
+    /// `room`'s rules as Redis has them (`copy`), with the change that
+    /// waits here for it made again on them, if one does.
+    pub(super) fn with_unsent(&mut self, room: &str, copy: RulesCopy) -> Option<String> {
+        match self.unsent.get_mut(room) {
             Some(unsent) => {
                 let merged = merge(
                     unsent.base.rules.as_deref(),
@@ -169,8 +196,7 @@ impl Linked {
                 merged
             }
             None => copy.rules,
-        };
-        rules_told(room, rules)
+        }
     }
 }
 

@@ -46,11 +46,29 @@ impl Linked {
         }
     }
 
+    /// Redis lost its data: each room's rules as this server had them go
+    /// back, made on none (so they only add to what another server wrote
+    /// back first), ahead of the changes made meanwhile.
+    fn write_back(&mut self) {
+        let copies: Vec<(String, Option<String>)> = self
+            .copies
+            .iter()
+            .filter(|(_, copy)| copy.rules.is_some())
+            .map(|(room, copy)| (room.clone(), copy.rules.clone()))
+            .collect();
+        for (room, rules) in copies {
+            self.change_rules(room, RulesCopy::default(), rules);
+        }
+    }
+
     /// Redis is back, and what was missed meanwhile delivered (the rooms'
     /// rules first): the changes of rules made here meanwhile go now.
     /// `history_lost`: Redis lost its data meanwhile, so this server took
     /// a new number, and its new guests are named by it.
     pub(super) fn link_up(&mut self, history_lost: bool) -> Told {
+        if history_lost {
+            self.write_back();
+        }
         self.send_unsent();
         if history_lost {
             Told::Reachable {

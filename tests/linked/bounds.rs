@@ -3,6 +3,7 @@
 //! in bytes and in number.
 
 use super::*;
+use secure_chat::chat::Save;
 use secure_chat::elsewhere::Waiting;
 
 /// Numbers, keeps and publishes `text` in `room` as the servers' script
@@ -132,7 +133,8 @@ fn far_behind_warnings() -> usize {
 
 /// What waits here for Redis is bounded in bytes, all rooms together:
 /// lines the link's outbox has no room for (65,536 of them could hold
-/// 256 MB), and lines said in a room whose past has not come yet.
+/// 256 MB), and lines said in a room whose past has not come yet. A
+/// change of rules made past the bound is not lost: it waits apart.
 #[test]
 fn lines_waiting_for_redis_are_bounded_in_bytes() {
     const TIMEOUT: Duration = Duration::from_secs(20);
@@ -150,7 +152,7 @@ fn lines_waiting_for_redis_are_bounded_in_bytes() {
         (Linked::new(link, deliveries.clone()), deliveries)
     };
     let (mut a, a_in) = start("a");
-    let (mut b, _b_in) = start("b");
+    let (mut b, b_in) = start("b");
     let warned = far_behind_warnings();
     a.entered(RoomId(1), &|| Some("#big".to_owned()));
     match a_in.recv_timeout(TIMEOUT) {
@@ -182,10 +184,43 @@ fn lines_waiting_for_redis_are_bounded_in_bytes() {
         assert_eq!(more, Some(0), "given back at once");
     }
     assert_eq!(far_behind_warnings() - warned, 2, "one warning per server");
+    // A change of rules made now is not lost: it waits apart, and goes
+    // once the outbox drains (a), or the room's past comes (b).
+    // Longer than one line, so that it finds no room where a line did not.
+    let bans: Vec<String> = (0..40)
+        .map(|n| format!("ban - op troll{n} {}", "x".repeat(200)))
+        .collect();
+    let ban = bans.join("\n");
+    let ban = ban.as_str();
+    for (server, room) in [(&mut a, "#big"), (&mut b, "#past")] {
+        server.save(Save::Rules {
+            room: room.to_owned(),
+            rules: Some(ban.to_owned()),
+        });
+        server.event_done();
+    }
     assert!(
         paused.elapsed() < Duration::from_secs(4),
         "Redis answered again before the end: the test proves nothing"
     );
+    for (server, deliveries, room) in [(&mut a, &a_in, "#big"), (&mut b, &b_in, "#past")] {
+        let deadline = Instant::now() + 3 * TIMEOUT;
+        loop {
+            let text: Option<String> = redis::cmd("HGET")
+                .arg(format!("room:{{{room}}}:rules"))
+                .arg("text")
+                .query(&mut raw)
+                .expect("HGET");
+            if text.as_deref() == Some(ban) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the ban in {room} was lost");
+            if let Ok(delivery) = deliveries.recv_timeout(Duration::from_millis(100)) {
+                drop(server.delivered(delivery));
+            }
+            server.event_done();
+        }
+    }
     drop((a, b));
 }
 

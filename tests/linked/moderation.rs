@@ -1,7 +1,8 @@
 //! Moderation across two linked servers: a ban, a mute and a kick made on
 //! one reach the person on the other; a kill and a server ban made on one
 //! disconnect there, and the ban is refused on reconnecting; a server
-//! that starts later knows the bans from Redis.
+//! that starts later knows the bans from Redis; a kick or kill forged in
+//! Redis is not obeyed.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -154,6 +155,75 @@ fn a_kick_made_on_one_server_reaches_the_other() {
     assert_eq!(next_error(&op), "error no user named nobody is connected");
     drop((op, noisy));
     two.stop();
+}
+
+#[test]
+fn a_kick_or_kill_forged_in_redis_is_not_obeyed() {
+    let redis = Redis::start(&[]);
+    let pki = Pki::new();
+    let url = redis.url();
+    let root = pki.client_identity("root", ClientFlaw::None);
+    let file = pki.path("operators");
+    let key = Fingerprint::of_certificate_file(&root.cert).unwrap();
+    fs::write(&file, format!("{key}\n")).unwrap();
+    let a = moderated_node(&pki, &url, "a", file.as_os_str());
+    let b = moderated_node(&pki, &url, "b", file.as_os_str());
+    // The room's operator by key: a kick without one is not theirs.
+    let mut op = join_as(&a, &pki, &root);
+    redis.wait_subscribed("#lobby", 1);
+    let mut noisy = TestClient::connect(b.addr, &pki.ca);
+    noisy.send("/nick noisy");
+    noisy.recv_until(|line| line == "notice you are now noisy");
+    noisy.nick = "noisy".to_owned();
+    op.recv_until(|line| line.ends_with(" is now noisy"));
+    enter(&mut op, "#den");
+    redis.wait_subscribed("#den", 1);
+    op.send("first");
+    op.recv_until(|line| line == "chat root first");
+    enter(&mut noisy, "#den");
+    op.recv_until(|line| line == "notice noisy joined #den");
+    let mut raw = redis.connection(&redis.url());
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("node:b/*")
+        .query(&mut raw)
+        .expect("PUBSUB CHANNELS");
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    // Whoever can write to Redis, saying they are a server operator, or
+    // naming no key, or a key no operator of anything has.
+    let nobody = Fingerprint::of_spki(b"nobody's key");
+    for forged in [
+        "m noisy kill mallory 1 - gone".to_owned(),
+        "m noisy kick mallory 1 - #den out".to_owned(),
+        "m noisy kick mallory 0 - #den out".to_owned(),
+        format!("m noisy kill mallory 1 {nobody} gone"),
+        format!("m noisy kick mallory 1 {nobody} #den out"),
+    ] {
+        redis::cmd("PUBLISH")
+            .arg(&channels[0])
+            .arg(forged)
+            .exec(&mut raw)
+            .expect("PUBLISH");
+    }
+    // The room's operator's kick comes the same way, after them: when it
+    // is done, they were handled.
+    op.send("/kick noisy calm down");
+    let sent = "notice noisy was sent from #den to the lobby by root: calm down";
+    let mut heard = Vec::new();
+    loop {
+        let line = noisy.recv();
+        if line == sent {
+            break;
+        }
+        heard.push(line);
+    }
+    assert!(
+        !heard.iter().any(|line| line.contains("mallory")),
+        "{heard:?}"
+    );
+    drop((op, noisy));
+    a.stop();
+    b.stop();
 }
 
 /// `chat-server --redis URL --node-name NODE --client-ca CA --guests

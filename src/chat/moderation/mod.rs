@@ -16,7 +16,7 @@ mod rules;
 mod shared;
 
 pub use rules::Clock;
-pub(crate) use rules::{Identity, RoomRules, Sanction, Target};
+pub(crate) use rules::{check_shared_rules, Identity, RoomRules, Sanction, Target};
 
 use rules::{sanction_lines, server_bans_from_text};
 use shared::Speaker;

@@ -58,15 +58,16 @@ impl fmt::Debug for Clock {
 pub(crate) const MAX_PER_ROOM: usize = 100;
 
 /// The longest reason, in bytes, a ban or mute may give on linked
-/// servers: it is kept in the room's rules, which every change sends whole
-/// to every server, so a reason is a line, not a letter.
+/// servers: it is kept in the room's rules, which every change writes
+/// whole to Redis and every server in the room reads whole, so a reason is
+/// a line, not a letter.
 pub(crate) const MAX_SHARED_REASON_LEN: usize = 200;
 
 /// The most bytes a room's rules take as text on linked servers. Every
-/// change sends them whole, three times (into the room's order, to the
-/// servers in it, to those that are not): this bounds what one short
-/// command makes every server receive. A hundred bans with short reasons
-/// fit; long reasons fill it sooner.
+/// change writes them whole to Redis (the room's order gets only a marker,
+/// `v N`), and every server that hears of it reads them whole from there:
+/// this bounds what one short command makes every server receive. A
+/// hundred bans with short reasons fit; long reasons fill it sooner.
 pub(crate) const MAX_SHARED_RULES_LEN: usize = 16 * 1024;
 
 /// The shared rules' line that says only guests stand behind them.

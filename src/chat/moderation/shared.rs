@@ -18,7 +18,8 @@ use crate::protocol::{Nick, Notice, Room, ServerLine, LOBBY};
 /// The most lines said in one room while its past is awaited whose
 /// speakers are noted: past it, Redis is far behind (the link itself
 /// holds back at most 16 MiB of lines, some 100,000 short ones), and
-/// further lines are let through unchecked when the past comes.
+/// further lines are checked against the speaker they name, as they are
+/// when the past comes.
 const MOST_SPEAKERS_NOTED: usize = 1 << 16;
 
 /// Who said a line that waits for its room's past, as they were then.
@@ -181,6 +182,18 @@ impl Chat {
         self.moderation.speakers.clear();
     }
 
+    /// `room` emptied here, or its past came: who spoke there meanwhile
+    /// need not be known any more.
+    pub(in crate::chat) fn forget_speakers(&mut self, room: RoomId) {
+        self.moderation.speakers.remove(&room);
+    }
+
+    /// How many speakers are noted, in every room.
+    #[cfg(test)]
+    pub(in crate::chat) fn speakers_noted(&self) -> usize {
+        self.moderation.speakers.values().map(Vec::len).sum()
+    }
+
     /// Shared, nobody here is in the room `room_key` any more: its rules
     /// are the others' to keep (and come again with its past), except
     /// who is its operator by nick here, which only this server knows.
@@ -287,13 +300,22 @@ impl Chat {
     /// was said in a room whose past is awaited: who said it, as they are
     /// now, goes with it until the past comes (`let_through`), so that it
     /// is checked against them even if they change nick or leave
-    /// meanwhile. Alone (the caller does not call it then), or once the
-    /// past is known, or with the others out of reach (the line is shown
-    /// here at once), nothing to do.
+    /// meanwhile. Alone, or once the past is known, nothing to do. Noted
+    /// even while the chat thinks the others out of reach: the link may be
+    /// back already, and queue the line for the past before the chat is
+    /// told (an outage forgets the notes, `forget_makers`; so does the
+    /// room emptying, or its past coming, `forget_speakers`).
+    ///
+    /// Inlined, so that alone a line costs one branch, not a call.
+    #[inline]
     pub(in crate::chat) fn note_speaker(&mut self, id: ClientId, out: &[Output]) {
-        if self.others.is_none() || !self.reachable() {
-            return;
+        if self.others.is_some() {
+            self.note_shared_speaker(id, out);
         }
+    }
+
+    /// [`Chat::note_speaker`], shared.
+    fn note_shared_speaker(&mut self, id: ClientId, out: &[Output]) {
         let Some(Output::ToRoom(line)) = out.last() else {
             return;
         };
@@ -315,6 +337,32 @@ impl Chat {
         }
     }
 
+    /// Who said a chat or action `line`, read from it: as they are now if
+    /// they are here, else by nick alone.
+    fn speaker_named(&self, line: &Arc<str>) -> Option<Speaker> {
+        let said = line
+            .strip_prefix("chat ")
+            .or_else(|| line.strip_prefix("action "))?;
+        let nick = Nick::parse(said.split(' ').next()?).ok()?;
+        let key = nick.key();
+        let (who, server_op) = match self.identity(&key) {
+            Some(who) => (who, self.is_server_operator(&key)),
+            None => {
+                let who = Identity {
+                    nick: nick.as_str().to_owned(),
+                    key: None,
+                    blocks: Vec::new(),
+                };
+                (who, false)
+            }
+        };
+        Some(Speaker {
+            line: Arc::clone(line),
+            who,
+            server_op,
+        })
+    }
+
     /// Lines said and rules changed here while a room's past was awaited,
     /// in order: each line goes to the others now, unless a ban or mute
     /// in the room's rules names its speaker as they were when they said
@@ -334,15 +382,22 @@ impl Chat {
             if let Some(more) = self.moderation.speakers.remove(&line.room) {
                 speakers.extend(more);
             }
-            // A line nobody was noted for is no one's (a notice).
-            let Some(at) = speakers
+            let noted = speakers
                 .iter()
-                .position(|s| Arc::ptr_eq(&s.line, &line.line))
-            else {
-                out.push(Output::ToRoom(line));
-                continue;
+                .position(|s| Arc::ptr_eq(&s.line, &line.line));
+            // A line nobody was noted for (past the notes' bound) is
+            // checked against the speaker it names, as they are now; one
+            // that names none is no one's (a notice).
+            let speaker = match noted {
+                Some(at) => speakers.swap_remove(at),
+                None => match self.speaker_named(&line.line) {
+                    Some(speaker) => speaker,
+                    None => {
+                        out.push(Output::ToRoom(line));
+                        continue;
+                    }
+                },
             };
-            let speaker = speakers.swap_remove(at);
             let rules = self
                 .room_key(line.room)
                 .and_then(|room_key| self.moderation.rooms.get(&room_key));
@@ -416,7 +471,9 @@ impl Chat {
     /// A kick or kill from a moderator on another server for `to`, here:
     /// done as if made here, unless `to` is no longer in the room, or is
     /// a server operator and the moderator is not, or it is a kill by
-    /// someone who is not a server operator, or a kick by someone who is
+    /// someone who is not a server operator (by key, among this server's
+    /// `--operators`; what the act says of itself is not taken), or a
+    /// kick by someone who is
     /// not an operator of the room in this server's copy of its rules
     /// (then only the log says so). A room's operators by nick (guests)
     /// are known only on their own server: a guest's kick is obeyed only
@@ -425,16 +482,22 @@ impl Chat {
         let Some(person) = self.people.get(to) else {
             return;
         };
+        // The sender's word that it is a server operator is anyone's who
+        // can write to Redis: only a key of this server's own operators
+        // counts (linked servers share one `--operators` file).
+        let server_op = act
+            .key
+            .is_some_and(|key| self.moderation.operators.contains(&key));
         // A server sends a kill only for one of its server operators;
         // whoever else writes one into Redis is not obeyed.
-        if act.deed == Deed::Kill && !act.server_op {
+        if act.deed == Deed::Kill && !server_op {
             log::warn!(
                 "a kill of {to} by {}, not a server operator: ignored",
                 act.by
             );
             return;
         }
-        if self.is_server_operator(to) && !act.server_op {
+        if self.is_server_operator(to) && !server_op {
             log::info!("{} from elsewhere: {to} is a server operator", act.by);
             return;
         }
@@ -442,7 +505,7 @@ impl Chat {
         match &act.deed {
             Deed::Kick(room) => {
                 let room_key = room.to_ascii_lowercase();
-                if !act.server_op && !self.operates_elsewhere(&act, &room_key) {
+                if !server_op && !self.operates_elsewhere(&act, &room_key) {
                     log::warn!(
                         "a kick of {to} from {room} by {}, not an operator of it: ignored",
                         act.by

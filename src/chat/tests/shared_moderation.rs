@@ -257,10 +257,26 @@ fn a_kick_from_elsewhere_is_obeyed_only_from_an_operator_of_the_room() {
         "notice guest7-2 was sent from #den to the lobby by mallory"
     );
     h.send(b, "/join #den");
+    // The bit that says a server operator sent it proves nothing: anyone
+    // who can write to Redis sets it. Only a key of this server's own
+    // operators does.
+    let root_key = Fingerprint::of_spki(b"a server operator's key");
+    h.chat.set_operators(vec![root_key]);
+    for forged in [kick(None), kick(Some(other))] {
+        let root = Act {
+            by: "root".into(),
+            server_op: true,
+            ..forged
+        };
+        let seen = h.by_others(|chat, out| {
+            chat.told(Told::ActIn("guest7-2".into(), root), out);
+        });
+        assert!(seen.is_empty(), "{seen:?}");
+    }
     let root = Act {
         by: "root".into(),
-        server_op: true,
-        ..kick(None)
+        server_op: false,
+        ..kick(Some(root_key))
     };
     let seen = h.by_others(|chat, out| {
         chat.told(Told::ActIn("guest7-2".into(), root), out);
@@ -274,23 +290,32 @@ fn a_kick_from_elsewhere_is_obeyed_only_from_an_operator_of_the_room() {
 #[test]
 fn a_kill_from_elsewhere_disconnects_and_op_names_only_someone_here() {
     let (mut h, a, b, _) = den(true);
-    // Only a server operator's kill is obeyed, whatever Redis carries.
-    let forged = Act {
-        by: "mallory".into(),
-        server_op: false,
-        key: None,
-        deed: Deed::Kill,
-        reason: None,
-    };
-    let seen = h.by_others(|chat, out| {
-        chat.told(Told::ActIn("guest7-2".into(), forged), out);
-    });
-    assert!(seen.is_empty(), "{seen:?}");
+    let root_key = Fingerprint::of_spki(b"a server operator's key");
+    h.chat.set_operators(vec![root_key]);
+    // Only a server operator's kill is obeyed, whatever Redis carries:
+    // one of this server's, by key; the bit that says so proves nothing.
+    for (server_op, key) in [
+        (false, None),
+        (true, None),
+        (true, Some(Fingerprint::of_spki(b"x"))),
+    ] {
+        let forged = Act {
+            by: "mallory".into(),
+            server_op,
+            key,
+            deed: Deed::Kill,
+            reason: None,
+        };
+        let seen = h.by_others(|chat, out| {
+            chat.told(Told::ActIn("guest7-2".into(), forged), out);
+        });
+        assert!(seen.is_empty(), "{seen:?}");
+    }
     assert!(!h.closed.contains_key(&b));
     let kill = Act {
         by: "root".into(),
         server_op: true,
-        key: None,
+        key: Some(root_key),
         deed: Deed::Kill,
         reason: Some("enough".into()),
     };
@@ -693,4 +718,96 @@ fn what_ends_by_itself_is_not_sent_to_the_others() {
     h.send(a, "/join #den");
     h.join(3);
     assert!(h.saved.is_empty(), "{:?}", h.saved);
+}
+
+#[test]
+fn a_line_said_as_the_link_comes_back_is_checked_against_the_rules_that_come() {
+    let mut h = Harness::shared();
+    let (a, b) = (h.join(1), h.join(2));
+    h.by_others(|chat, out| {
+        let told = Told::Unreachable {
+            notice: "down",
+            lines: Vec::new(),
+        };
+        chat.told(told, out);
+    });
+    h.send(a, "/join #den");
+    h.send(b, "/join #den");
+    let room = h.chat.room_named("#den").unwrap();
+    // The link is up, and has queued the line for the room's past, but
+    // the chat has not been told yet.
+    let mut out = Vec::new();
+    h.chat.line(b, Frame::Line("sneaked".to_owned()), &mut out);
+    let mut said: Vec<Waiting> = out
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::ToRoom(line) => Some(Waiting::Line(line)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    // And a line no speaker was noted for (past the notes' bound): its
+    // speaker is read from it.
+    said.push(Waiting::Line(RoomLine {
+        room,
+        line: Arc::from("chat guest7-2 unnoted\n"),
+        except: None,
+        keep: Keep::History,
+    }));
+    h.by_others(|chat, out| {
+        let told = Told::Reachable {
+            notice: "up",
+            guest_prefix: None,
+        };
+        chat.told(told, out);
+    });
+    let seen = h.by_others(|chat, out| {
+        let told = Told::Recent {
+            room,
+            lines: Vec::new(),
+            topic: None,
+            rules: Some(Some("mute - mallory guest7-2".to_owned())),
+            fresh: false,
+            waiting: said,
+        };
+        chat.told(told, out);
+    });
+    assert!(
+        !seen
+            .values()
+            .flatten()
+            .any(|line| line.contains("sneaked") || line.contains("unnoted")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn who_spoke_before_the_past_came_is_forgotten_with_the_room() {
+    let mut h = Harness::shared();
+    let (a, b) = (h.join(1), h.join(2));
+    h.send(a, "/join #den");
+    h.send(b, "/join #attic");
+    let den = h.chat.room_named("#den").unwrap();
+    let mut out = Vec::new();
+    h.chat.line(a, Frame::Line("hello".to_owned()), &mut out);
+    h.chat.line(b, Frame::Line("hi".to_owned()), &mut out);
+    assert_eq!(h.chat.speakers_noted(), 2);
+    // #den empties before its past comes: its note goes.
+    h.send(a, "/join #attic");
+    assert_eq!(h.chat.speakers_noted(), 1);
+    // #attic's past comes, with nothing waiting: its note goes too.
+    let attic = h.chat.room_named("#attic").unwrap();
+    assert_ne!(attic, den);
+    h.by_others(|chat, out| {
+        let told = Told::Recent {
+            room: attic,
+            lines: Vec::new(),
+            topic: None,
+            rules: Some(None),
+            fresh: false,
+            waiting: Vec::new(),
+        };
+        chat.told(told, out);
+    });
+    assert_eq!(h.chat.speakers_noted(), 0);
 }

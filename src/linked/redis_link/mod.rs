@@ -174,7 +174,7 @@ use keys::{channel, room_of, Keys};
 pub use messages::{Delivery, LinkError, LinkSettings, Refused};
 use publisher::{pause, Publisher};
 use rules::RulesWrite;
-pub use rules::{merge, RulesCopy};
+pub use rules::{merge, RulesCopy, RULES_KEPT_MOST};
 use subscriber::Subscriber;
 
 use crate::backoff::Backoff;

@@ -8,6 +8,7 @@
 use super::publisher::Tried;
 use super::subscriber::SubscriberEnd;
 use super::*;
+use crate::chat::check_shared_rules;
 
 /// A room's rules as Redis had them at one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,8 +42,7 @@ pub(super) fn marker_version(line: &str) -> Option<u64> {
 /// KEYS: the room's sequence counter, its history stream, its topic, the
 /// bytes of its history's lines, and its rules (a hash: `version`,
 /// `text`). ARGV: the room's channel, the version the change was made
-/// on, the new text (empty: none), how long (ms) the rules are kept (`0`:
-/// for good), how long the room's keys live once quiet, the node's name,
+/// on, the new text (empty: none), how long (ms) the rules are kept, how long the room's keys live once quiet, the node's name,
 /// the moderation channel and the room's name.
 ///
 /// Another version in Redis: nothing is written, and the reply is `{0,
@@ -70,11 +70,7 @@ if ARGV[3] == '' then
 else
   redis.call('HSET', KEYS[5], 'text', ARGV[3])
 end
-if ARGV[4] == '0' then
-  redis.call('PERSIST', KEYS[5])
-else
-  redis.call('PEXPIRE', KEYS[5], ARGV[4])
-end
+redis.call('PEXPIRE', KEYS[5], ARGV[4])
 local seq = redis.call('INCR', KEYS[1])
 if seq == 1 then
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
@@ -119,31 +115,40 @@ pub fn merge(base: Option<&str>, ours: Option<&str>, theirs: Option<&str>) -> Op
     (!merged.is_empty()).then(|| merged.join("\n"))
 }
 
+/// The longest a room nobody is in keeps its rules in Redis, however long
+/// a ban in them runs (one without an end included): without a bound,
+/// anyone could leave a key behind for good in room after room. A server
+/// in the room renews them (`TOUCH_SCRIPT`); one that enters after they
+/// lapsed finds none.
+pub const RULES_KEPT_MOST: Duration = Duration::from_secs(30 * 86_400);
+
 /// How long a room's rules are kept: as long as its other keys
 /// (`room_ttl`), or until the last ban or mute in them ends if that is
 /// later, so that whom a ban names cannot make the room anew meanwhile;
-/// `None`, for good, with a ban or mute without an end. Rules only guests
+/// with a ban or mute without an end, or one that ends later still,
+/// [`RULES_KEPT_MOST`] (or `room_ttl`, if longer). Rules only guests
 /// stand behind (`guests-only`) are theirs alone, and go with the room.
 /// `now` in Unix seconds, as the rules write their ends.
-pub(super) fn keep_for(rules: Option<&str>, now: u64, room_ttl: Duration) -> Option<Duration> {
+pub(super) fn keep_for(rules: Option<&str>, now: u64, room_ttl: Duration) -> Duration {
     let Some(rules) = rules else {
-        return Some(room_ttl);
+        return room_ttl;
     };
     if rules.lines().any(|line| line == "guests-only") {
-        return Some(room_ttl);
+        return room_ttl;
     }
     let mut last_end = now;
     for line in rules.lines() {
         let mut words = line.split(' ');
         match (words.next(), words.next()) {
-            (Some("ban" | "mute"), Some("-")) => return None,
+            (Some("ban" | "mute"), Some("-")) => last_end = u64::MAX,
             (Some("ban" | "mute"), Some(end)) => {
                 last_end = last_end.max(end.parse().unwrap_or(now));
             }
             _ => {}
         }
     }
-    Some(room_ttl.max(Duration::from_secs(last_end - now)))
+    let ban = Duration::from_secs(last_end - now).min(RULES_KEPT_MOST);
+    room_ttl.max(ban)
 }
 
 /// What the rules script answered.
@@ -191,7 +196,7 @@ impl Publisher {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |since| since.as_secs());
-            let keep = keep_for(rules.as_deref(), now, settings.room_ttl).map_or(0, millis);
+            let keep = millis(keep_for(rules.as_deref(), now, settings.room_ttl));
             let mut call = redis::cmd("EVALSHA");
             call.arg(self.rules_script.get_hash())
                 .arg(5)
@@ -227,6 +232,12 @@ impl Publisher {
             // Already in (a retry whose first reply never came), or
             // taken back meanwhile: nothing left to write.
             if merged == theirs.rules {
+                return true;
+            }
+            // Each within the shared bounds, two changes together may not
+            // be: every server would refuse the result and keep its own.
+            if let Some(Err(why)) = merged.as_deref().map(check_shared_rules) {
+                log::warn!("a change of the rules of {room} dropped: with theirs, {why}");
                 return true;
             }
             base = theirs;
@@ -359,21 +370,27 @@ mod tests {
     fn rules_are_kept_as_long_as_their_last_ban() {
         let day = Duration::from_secs(86_400);
         let now = 1_000_000;
-        assert_eq!(keep_for(None, now, day), Some(day));
-        assert_eq!(keep_for(Some("invite-only"), now, day), Some(day));
+        assert_eq!(keep_for(None, now, day), day);
+        assert_eq!(keep_for(Some("invite-only"), now, day), day);
         let long = format!(
             "ban {} op troll\nmute {} op loud",
             now + 10,
             now + 3 * 86_400
         );
-        assert_eq!(keep_for(Some(&long), now, day), Some(3 * day));
-        assert_eq!(keep_for(Some("ban - op troll"), now, day), None);
+        assert_eq!(keep_for(Some(&long), now, day), 3 * day);
+        // Without an end, or past the most: the most, not for good.
+        assert_eq!(keep_for(Some("ban - op troll"), now, day), RULES_KEPT_MOST);
+        let later = format!("ban {} op troll", now + 400 * 86_400);
+        assert_eq!(keep_for(Some(&later), now, day), RULES_KEPT_MOST);
+        // ... unless the room itself is kept longer.
+        let year = Duration::from_secs(365 * 86_400);
+        assert_eq!(keep_for(Some("ban - op troll"), now, year), year);
         // Guests' rules go with the room, whatever they hold.
         let guests = "ban - op troll\nguests-only";
-        assert_eq!(keep_for(Some(guests), now, day), Some(day));
+        assert_eq!(keep_for(Some(guests), now, day), day);
         // A ban that ended already keeps nothing longer.
         let ended = format!("ban {} op troll", now - 5);
-        assert_eq!(keep_for(Some(&ended), now, day), Some(day));
+        assert_eq!(keep_for(Some(&ended), now, day), day);
     }
 
     #[test]

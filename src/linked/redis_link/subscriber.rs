@@ -3,6 +3,7 @@
 //! notices Redis going away and coming back.
 
 // The link's types, constants and helpers, which this part shares.
+use super::rules::marker_version;
 use super::*;
 
 /// Why a subscriber's session ended.
@@ -124,6 +125,12 @@ impl Subscriber {
             for next in self.next.values_mut() {
                 *next = 1;
             }
+            // Rules at version 0 now say only that Redis forgot them, not
+            // that they were lifted: the node keeps its copy, and writes it
+            // back once up (`Delivery::LinkUp`); later versions are read.
+            for seen in self.rules_seen.values_mut() {
+                *seen = 0;
+            }
         }
         let target = Arc::clone(&self.target);
         let settings = &target.settings;
@@ -138,10 +145,25 @@ impl Subscriber {
         }
         // Read once subscribed, so that no change falls in between: bans
         // made while this node was away (or before it started) hold here.
-        let bans: Option<String> = match redis::cmd("GET").arg(SERVER_BANS_KEY).query(query) {
+        let mut bans: Option<String> = match redis::cmd("GET").arg(SERVER_BANS_KEY).query(query) {
             Ok(bans) => bans,
             Err(error) => return lost(&self.target, error),
         };
+        // Redis lost them with its data, not lifted: this node's copy goes
+        // back, unless another node's is there first (the same, as a rule:
+        // every node had what Redis had).
+        if let (true, None, Some(kept)) = (history_lost, &bans, &self.server_bans) {
+            let written = redis::cmd("SET")
+                .arg(SERVER_BANS_KEY)
+                .arg(kept)
+                .arg("NX")
+                .exec(query)
+                .and_then(|()| redis::cmd("GET").arg(SERVER_BANS_KEY).query(query));
+            bans = match written {
+                Ok(bans) => bans,
+                Err(error) => return lost(&self.target, error),
+            };
+        }
         if bans != self.server_bans {
             self.server_bans.clone_from(&bans);
             if self.send(Delivery::ServerBans(bans)).is_err() {
@@ -399,22 +421,37 @@ impl Subscriber {
         let keys = Keys::of(room);
         let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
         let count = self.target.settings.recent;
+        // Newest first, until `count` lines: the markers of the rules
+        // among them are not lines, and do not count.
         let mut lines = Vec::new();
-        if count > 0 && current > 0 {
+        let mut end = current;
+        while lines.len() < count && end > 0 {
+            let want = count - lines.len();
             let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
                 .arg(&keys.history)
-                .arg(format!("{current}-0"))
+                .arg(format!("{end}-0"))
                 .arg("-")
                 .arg("COUNT")
-                .arg(count)
+                .arg(want)
                 .query(query)
                 .map_err(lost)?;
-            lines = entries
-                .into_iter()
-                .rev()
-                .map(|(_, mut fields)| fields.remove("line").unwrap_or_default())
-                .collect();
+            let read = entries.len();
+            // Entries are numbered `SEQ-0`: the next page ends before the last.
+            end = entries
+                .last()
+                .and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok())
+                .map_or(0, |seq| seq.saturating_sub(1));
+            lines.extend(
+                entries
+                    .into_iter()
+                    .filter_map(|(_, mut fields)| fields.remove("line"))
+                    .filter(|line| marker_version(line).is_none()),
+            );
+            if read < want {
+                break;
+            }
         }
+        lines.reverse();
         let topic: Option<String> = redis::cmd("GET")
             .arg(&keys.topic)
             .query(query)

@@ -13,6 +13,7 @@ mod people;
 mod rooms;
 mod shared;
 mod shared_moderation;
+mod shared_moderation_past;
 
 const SETTINGS: ChatSettings = ChatSettings {
     max_line: 100,

@@ -130,9 +130,10 @@ return seq
 
 /// Keeps a room's keys while a node has members in it, however quiet:
 /// each gets the expiry `ARGV[1]` (ms) again. KEYS: the room's keys
-/// ([`Keys::all`]), its rules last: they only ever get more time, never
-/// less than a ban in them needs, nor an expiry they are kept without.
-/// One room per call, so its keys share a slot.
+/// ([`Keys::all`]), its rules last: they only ever get more time here,
+/// so what a ban in them was given (`rules::keep_for`) is never cut
+/// short, and rules that lapsed are not made again. One room per call,
+/// so its keys share a slot.
 pub(super) const TOUCH_SCRIPT: &str = r"
 local ttl = tonumber(ARGV[1])
 for i = 1, #KEYS - 1 do

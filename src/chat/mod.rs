@@ -728,6 +728,7 @@ mod saved;
 use moderation::ModerationState;
 pub use moderation::{Clock, Save};
 // What a room's rules may hold on linked servers, which the link checks too.
+#[cfg(feature = "redis")]
 pub(crate) use moderation::check_shared_rules;
 
 use rooms::{History, RoomsMade, ROOMS_MADE_LOOK};

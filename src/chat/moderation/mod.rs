@@ -15,8 +15,10 @@ mod commands;
 mod rules;
 mod shared;
 
+#[cfg(feature = "redis")]
+pub(crate) use rules::check_shared_rules;
 pub use rules::Clock;
-pub(crate) use rules::{check_shared_rules, Identity, RoomRules, Sanction, Target};
+pub(crate) use rules::{Identity, RoomRules, Sanction, Target};
 
 use rules::{sanction_lines, server_bans_from_text};
 use shared::Speaker;

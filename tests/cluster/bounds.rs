@@ -99,10 +99,15 @@ fn a_room_whose_keys_lapsed_starts_over_from_1() {
     }
     collect(&a_in, |seen| line_count(seen) == 3);
     let mut raw = redis.connection(&redis.url());
-    redis::cmd("DEL")
-        .arg(room_keys("lapsed"))
-        .exec(&mut raw)
-        .expect("DEL");
+    // All but the senders' counts: on a loaded machine the publisher may
+    // still be retrying the call whose reply came late, and without its
+    // count Redis would number those lines again. (Keys lapse only after
+    // a quiet spell, when no call is in flight.)
+    let lapsed: Vec<_> = room_keys("lapsed")
+        .into_iter()
+        .filter(|key| !key.ends_with(":senders"))
+        .collect();
+    redis::cmd("DEL").arg(lapsed).exec(&mut raw).expect("DEL");
     publish(&a, "lapsed", "after 1");
     publish(&a, "lapsed", "after 2");
     let seen = collect(&a_in, |seen| line_count(seen) == 2);

@@ -363,6 +363,10 @@ fn lines_waiting_for_a_rooms_past_survive_leaving_and_entering_at_once() {
     a.event_done();
     let deadline = Instant::now() + TIMEOUT;
     let mut shown = Vec::new();
+    // A loaded machine can miss the link's 1 s reply time: the link goes
+    // down and what waited is shown here at once (`Told::Unreachable`),
+    // in no promised order beside what went through Redis.
+    let mut outage = false;
     while shown.len() < said.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         let delivery = deliveries
@@ -370,6 +374,10 @@ fn lines_waiting_for_a_rooms_past_survive_leaving_and_entering_at_once() {
             .unwrap_or_else(|_| panic!("timed out; shown so far: {shown:?}"));
         match a.delivered(delivery) {
             Told::Line(line) => shown.push(line.line.to_string()),
+            Told::Unreachable { lines, .. } => {
+                outage = true;
+                shown.extend(lines.iter().map(|line| line.line.to_string()));
+            }
             // As the hub does with what the chat lets through.
             Told::Recent { waiting, .. } => {
                 for waited in waiting {
@@ -384,6 +392,13 @@ fn lines_waiting_for_a_rooms_past_survive_leaving_and_entering_at_once() {
         }
         a.event_done();
     }
-    assert_eq!(shown, said);
+    if outage {
+        shown.sort();
+        let mut said = said.to_vec();
+        said.sort();
+        assert_eq!(shown, said, "lost or doubled across the outage");
+    } else {
+        assert_eq!(shown, said);
+    }
     drop(a);
 }

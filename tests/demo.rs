@@ -94,6 +94,11 @@ fn cluster_demo_runs_two_servers_that_share_one_chat() {
     let haproxy = Command::new("haproxy").arg("-v").output().is_ok();
     if haproxy {
         // Through the balancer, on either server: one chat all the same.
+        // The script starts haproxy last and does not wait for it.
+        assert!(
+            secure_chat_test_support::wait_until(|| listening(port)),
+            "haproxy never listened on {port}"
+        );
         let carol = person(SocketAddr::from(([127, 0, 0, 1], port)), &pki, "carol");
         alice
             .recv_until(|line| line.starts_with("notice guest") && line.ends_with(" is now carol"));

@@ -73,6 +73,15 @@ impl Bench {
             .expect("pipeline runs")
     }
 
+    /// A connection to listen on, whose reads end within 10 s.
+    fn listening(&self) -> Connection {
+        let connection = self.redis.connection(&self.redis.url());
+        connection
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        connection
+    }
+
     /// `room`'s history: (seq, line) in order.
     fn history(&mut self, room: &str) -> Vec<(u64, String)> {
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
@@ -101,6 +110,15 @@ impl Bench {
         drop(self.connection);
         self.redis.stop();
     }
+}
+
+/// What a room's channel carries for `lines` said by node `n`, numbered
+/// from `first`.
+fn heard_from_n(first: u64, lines: &[String]) -> Vec<String> {
+    (first..)
+        .zip(lines)
+        .map(|(seq, line)| format!("{seq} n {line}"))
+        .collect()
 }
 
 /// What `listener` hears on each of `rooms`' channels up to a `end` each
@@ -141,10 +159,7 @@ fn heard(
 #[test]
 fn a_retried_batch_numbers_each_line_once() {
     let mut bench = Bench::start();
-    let mut listening = bench.redis.connection(&bench.redis.url());
-    listening
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let mut listening = bench.listening();
     let mut listener = listening.as_pubsub();
     listener.subscribe(channel("lobby")).expect("SUBSCRIBE");
     listener.subscribe(channel("den")).expect("SUBSCRIBE");
@@ -174,13 +189,7 @@ fn a_retried_batch_numbers_each_line_once() {
     assert_eq!(bench.history("lobby"), numbered(&lobby));
     assert_eq!(bench.history("den"), numbered(&den));
     let heard = heard(&mut listener, &mut bench.connection, &["lobby", "den"]);
-    let published = |lines: &[String]| -> Vec<String> {
-        numbered(lines)
-            .into_iter()
-            .map(|(seq, line)| format!("{seq} n {line}"))
-            .collect()
-    };
-    assert_eq!(heard, [published(&lobby), published(&den)]);
+    assert_eq!(heard, [heard_from_n(1, &lobby), heard_from_n(1, &den)]);
     drop(listener);
     drop(listening);
     bench.stop();
@@ -191,10 +200,7 @@ fn a_retried_batch_numbers_each_line_once() {
 #[test]
 fn a_call_that_fails_half_way_is_not_published_again() {
     let mut bench = Bench::start();
-    let mut listening = bench.redis.connection(&bench.redis.url());
-    listening
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let mut listening = bench.listening();
     let mut listener = listening.as_pubsub();
     listener.subscribe(channel("lobby")).expect("SUBSCRIBE");
 
@@ -220,11 +226,7 @@ fn a_call_that_fails_half_way_is_not_published_again() {
     let kept: Vec<_> = (1..).zip(lines.map(String::from)).collect();
     assert_eq!(bench.history("lobby"), kept);
     let heard = heard(&mut listener, &mut bench.connection, &["lobby"]);
-    let published: Vec<_> = (1..)
-        .zip(lines)
-        .map(|(seq, line)| format!("{seq} n {line}"))
-        .collect();
-    assert_eq!(heard, [published]);
+    assert_eq!(heard, [heard_from_n(1, &lines.map(String::from))]);
     drop(listener);
     drop(listening);
     bench.stop();
@@ -233,10 +235,7 @@ fn a_call_that_fails_half_way_is_not_published_again() {
 #[test]
 fn one_rooms_lines_in_one_call_keep_their_order_beside_another_rooms() {
     let mut bench = Bench::start();
-    let mut listening = bench.redis.connection(&bench.redis.url());
-    listening
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let mut listening = bench.listening();
     let mut listener = listening.as_pubsub();
     listener.subscribe(channel("lobby")).expect("SUBSCRIBE");
     listener.subscribe(channel("den")).expect("SUBSCRIBE");
@@ -292,16 +291,8 @@ fn one_rooms_lines_in_one_call_keep_their_order_beside_another_rooms() {
     );
     let heard = heard(&mut listener, &mut bench.connection, &["lobby", "den"]);
     let mut lobby_heard = vec!["1 m hi".to_owned()];
-    lobby_heard.extend(
-        (2..)
-            .zip(&lobby)
-            .map(|(seq, line)| format!("{seq} n {line}")),
-    );
-    let den_heard: Vec<String> = (1..)
-        .zip(&den)
-        .map(|(seq, line)| format!("{seq} n {line}"))
-        .collect();
-    assert_eq!(heard, [lobby_heard, den_heard]);
+    lobby_heard.extend(heard_from_n(2, &lobby));
+    assert_eq!(heard, [lobby_heard, heard_from_n(1, &den)]);
     drop(listener);
     drop(listening);
     bench.stop();

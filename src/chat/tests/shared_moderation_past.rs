@@ -6,6 +6,17 @@ use super::shared_moderation::{den, rules};
 use super::*;
 use crate::elsewhere::Waiting;
 
+/// The room lines among `out`, as lines that wait for the others (shared,
+/// a line waits for them: here, for the room's past).
+fn waiting_lines(out: Vec<Output>) -> Vec<Waiting> {
+    out.into_iter()
+        .filter_map(|output| match output {
+            Output::ToRoom(line) => Some(Waiting::Line(line)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A shared chat where `guest7-1` and `guest7-2` entered `#den` before
 /// its past (and rules) came, and said `waiting` meanwhile (by client
 /// number, 1 or 2); then it comes, with `rules`, and what they said.
@@ -23,14 +34,7 @@ fn past_after_entry(
         h.chat
             .line(ClientId(id), Frame::Line(text.to_owned()), &mut said);
     }
-    let waiting = said
-        .into_iter()
-        .filter_map(|output| match output {
-            // Shared, a line waits for the others (here, for the past).
-            Output::ToRoom(line) => Some(Waiting::Line(line)),
-            _ => None,
-        })
-        .collect();
+    let waiting = waiting_lines(said);
     let seen = h.by_others(|chat, out| {
         let told = Told::Recent {
             room,
@@ -70,13 +74,7 @@ fn a_line_said_before_the_rules_came_is_checked_against_its_speaker_renamed_sinc
     // Said as guest7-2, who takes another nick before the rules come.
     let mut out = Vec::new();
     h.chat.line(b, Frame::Line("sneaked".to_owned()), &mut out);
-    let said: Vec<Waiting> = out
-        .into_iter()
-        .filter_map(|output| match output {
-            Output::ToRoom(line) => Some(Waiting::Line(line)),
-            _ => None,
-        })
-        .collect();
+    let said: Vec<Waiting> = waiting_lines(out);
     assert_eq!(said.len(), 1, "{said:?}");
     h.send(b, "/nick sneaky");
     h.claimed("sneaky", Claim::Ours);
@@ -235,13 +233,7 @@ fn a_line_said_as_the_link_comes_back_is_checked_against_the_rules_that_come() {
     // the chat has not been told yet.
     let mut out = Vec::new();
     h.chat.line(b, Frame::Line("sneaked".to_owned()), &mut out);
-    let mut said: Vec<Waiting> = out
-        .into_iter()
-        .filter_map(|output| match output {
-            Output::ToRoom(line) => Some(Waiting::Line(line)),
-            _ => None,
-        })
-        .collect();
+    let mut said: Vec<Waiting> = waiting_lines(out);
     assert_eq!(said.len(), 1, "{said:?}");
     // And a line no speaker was noted for (past the notes' bound): its
     // speaker is read from it.

@@ -3,7 +3,6 @@
 //! the store itself ([`store`](crate::store)).
 
 use std::sync::atomic::Ordering;
-
 use std::sync::Arc;
 
 use super::{Exposition, Source};
@@ -39,7 +38,7 @@ impl Source for StoreFigures {
         );
         out.counter(
             "chat_server_store_dropped_total",
-            "Lines not kept because the store's queue was full.",
+            "Lines not kept because the store's queue or its memory share was full.",
             counts.dropped.load(Ordering::Relaxed) as f64,
         );
         out.counter(

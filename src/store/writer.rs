@@ -427,9 +427,6 @@ fn gather(queue: &Receiver<Queued>, pause: Duration) {
             return;
         }
         thread::park_timeout(until - now);
-        if queue.len() >= NUDGE_EVERY as usize {
-            return;
-        }
     }
 }
 

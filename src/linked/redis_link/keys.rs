@@ -1,6 +1,6 @@
 //! The names of a room's keys and channel in Redis, and reading a room
 //! back from its channel's name. Not what is kept under them (the
-//! scripts, `scripts.rs`).
+//! scripts: `scripts.rs` for lines, `rules.rs` and `names.rs`).
 
 #[cfg(doc)]
 use super::{scripts::PUBLISH_SCRIPT, RedisLink};

@@ -46,10 +46,12 @@
 //! per version it has not read yet), and again each time its link comes
 //! back ([`Delivery::RoomRules`]).
 //!
-//! Every key of the room is also given [`LinkSettings::room_ttl`] to live,
-//! and each node renews that for the rooms it has members in: a room
-//! nobody is in and nobody speaks in is forgotten, so what one guest
-//! creates and leaves does not stay in Redis for ever.
+//! Every key of the room but its rules is also given
+//! [`LinkSettings::room_ttl`] to live, and each node renews that for the
+//! rooms it has members in: a room nobody is in and nobody speaks in is
+//! forgotten, so what one guest creates and leaves does not stay in Redis
+//! for ever. Its rules live at least as long, and as long as their last
+//! ban or mute runs, up to [`rules::RULES_KEPT_MOST`].
 //!
 //! Because the three happen together, whatever was published can be read
 //! back, by number, and numbers have no holes. A node remembers, per room,

@@ -6,7 +6,7 @@
 use super::rules::MAX_PER_ROOM;
 use super::GUEST_OP_ROOMS;
 use super::{Actor, Sanction, Target};
-use crate::chat::{reply, to, to_room, Chat, ClientId, CloseReason, Keep, Output, RoomId};
+use crate::chat::{reply, to, to_room, Chat, ClientId, CloseReason, Keep, Output, Person, RoomId};
 use crate::elsewhere::Deed;
 use crate::protocol::{self, Mode, Moderation, Sentence, ServerLine};
 use crate::tls::Fingerprint;
@@ -23,7 +23,7 @@ impl Chat {
             return;
         };
         let key = person.nick.key();
-        let certified = person.certificate.as_ref().and_then(|c| c.key).is_some();
+        let certified = person.certificate_key().is_some();
         let room_name = self.room_name(person.room).to_owned();
         let actor = Actor {
             id,
@@ -205,10 +205,7 @@ impl Chat {
             }
         })?;
         let person = &self.people[&key];
-        let (name, fingerprint) = (
-            person.nick.to_string(),
-            person.certificate.as_ref().and_then(|c| c.key),
-        );
+        let (name, fingerprint) = (person.nick.to_string(), person.certificate_key());
         if self.is_room_operator(&key, &actor.room_key) {
             return Err(format!(
                 "{name} is already an operator of {}",
@@ -256,10 +253,7 @@ impl Chat {
         let key = nick.to_ascii_lowercase();
         let fingerprint = match Target::parse(nick) {
             Ok(Target::Key(fingerprint)) => Some(fingerprint),
-            _ => self
-                .people
-                .get(&key)
-                .and_then(|person| person.certificate.as_ref()?.key),
+            _ => self.people.get(&key).and_then(Person::certificate_key),
         };
         let server_op = fingerprint.is_some_and(|key| self.moderation.operators.contains(&key));
         let Some(rules) = self.moderation.rooms.get_mut(&actor.room_key) else {
@@ -650,9 +644,7 @@ impl Chat {
         let holder = |fingerprint: &Fingerprint| {
             self.people
                 .values()
-                .find(|person| {
-                    person.certificate.as_ref().and_then(|cert| cert.key) == Some(*fingerprint)
-                })
+                .find(|person| person.certificate_key() == Some(*fingerprint))
                 .map(|person| person.nick.to_string())
         };
         // How a target is shown to the one asking, if at all.

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use super::{to, Chat, ClientId, Output, RoomId};
+use super::{to, Chat, ClientId, Output, Person, RoomId};
 use crate::protocol::{self, Nick, Room, ServerLine};
 use crate::seats::Block;
 use crate::tls::Fingerprint;
@@ -143,7 +143,7 @@ impl Chat {
         }
         Some(Identity {
             nick: key.to_owned(),
-            key: person.certificate.as_ref().and_then(|cert| cert.key),
+            key: person.certificate_key(),
             blocks,
         })
     }
@@ -153,7 +153,7 @@ impl Chat {
             && self
                 .people
                 .get(key)
-                .and_then(|person| person.certificate.as_ref()?.key)
+                .and_then(Person::certificate_key)
                 .is_some_and(|fingerprint| self.moderation.operators.contains(&fingerprint))
     }
 
@@ -165,10 +165,7 @@ impl Chat {
         let Some(rules) = self.moderation.rooms.get(room_key) else {
             return false;
         };
-        let person_key = self
-            .people
-            .get(key)
-            .and_then(|person| person.certificate.as_ref()?.key);
+        let person_key = self.people.get(key).and_then(Person::certificate_key);
         match person_key {
             Some(fingerprint) => rules.ops.contains(&fingerprint),
             None => rules.guest_ops.iter().any(|nick| nick == key),
@@ -317,7 +314,7 @@ impl Chat {
         let Some(person) = self.people.get(key) else {
             return;
         };
-        let fingerprint = person.certificate.as_ref().and_then(|cert| cert.key);
+        let fingerprint = person.certificate_key();
         if fingerprint.is_none() && self.guest_op_rooms(key) >= GUEST_OP_ROOMS {
             let text = format!(
                 "{name} has no operator: you are one of {GUEST_OP_ROOMS} rooms already, \

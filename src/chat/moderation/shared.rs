@@ -10,7 +10,7 @@ use super::rules::{
     check_shared_rules, check_shared_server_bans, Identity, MAX_SHARED_REASON_LEN,
     MAX_SHARED_RULES_LEN,
 };
-use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules, Target};
+use super::{Actor, Chat, ClientId, Output, Person, RoomId, RoomRules, Target};
 use crate::chat::{to as to_one, to_room, CloseReason, Keep, LINK_DOWN_MSG};
 use crate::elsewhere::{Act, Ask, Deed, Sent, Waiting};
 use crate::protocol::{Nick, Notice, Room, ServerLine, LOBBY};
@@ -452,7 +452,7 @@ impl Chat {
         let key = self
             .people
             .get(&actor.key)
-            .and_then(|person| person.certificate.as_ref()?.key);
+            .and_then(Person::certificate_key);
         let act = Act {
             by: actor.nick.clone(),
             server_op: actor.server_op,
@@ -585,7 +585,7 @@ impl Chat {
         let (target, name, sessions) = match self.present(nick) {
             Ok(key) => {
                 let person = &self.people[&key];
-                let target = match person.certificate.as_ref().and_then(|cert| cert.key) {
+                let target = match person.certificate_key() {
                     Some(fingerprint) => Target::Key(fingerprint),
                     None => Target::Nick(key.clone()),
                 };

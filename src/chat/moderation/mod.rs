@@ -393,12 +393,7 @@ impl Chat {
                 let room_key = self.people.get(key).and_then(|p| self.room_key(p.room));
                 room_key
                     .and_then(|room_key| self.moderation.rooms.get(&room_key))
-                    .is_some_and(|rules| {
-                        rules
-                            .mutes
-                            .iter()
-                            .any(|mute| mute.live(now) && mute.names(&who))
-                    })
+                    .is_some_and(|rules| rules.mutes.iter().any(|mute| mute.holds(now, &who)))
             });
         if let Some(person) = self.people.get_mut(key) {
             person.muted = muted;
@@ -438,10 +433,7 @@ impl Chat {
             return false;
         };
         let told = self.moderation.rooms.get_mut(&room_key).and_then(|rules| {
-            let mute = rules
-                .mutes
-                .iter()
-                .find(|mute| mute.live(now) && mute.names(&who))?;
+            let mute = rules.mutes.iter().find(|mute| mute.holds(now, &who))?;
             Some(mute.told(now))
         });
         if let Some(told) = told {

@@ -161,6 +161,12 @@ impl Sanction {
         self.targets.iter().any(|target| target.names(who))
     }
 
+    /// True if it still holds at `now` and names `who`: whether it
+    /// applies to them.
+    pub(crate) fn holds(&self, now: u64, who: &Identity) -> bool {
+        self.live(now) && self.names(who)
+    }
+
     /// How long it lasts from `now`: `1h 5m left`, or `until lifted`.
     pub(crate) fn left(&self, now: u64) -> String {
         match self.until {

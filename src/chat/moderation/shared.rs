@@ -78,10 +78,7 @@ impl Chat {
                 let Some(who) = self.identity(key) else {
                     continue;
                 };
-                let ban = rules
-                    .bans
-                    .iter()
-                    .find(|ban| ban.live(now) && ban.names(&who));
+                let ban = rules.bans.iter().find(|ban| ban.holds(now, &who));
                 if let Some(ban) = ban {
                     let why = match &ban.reason {
                         Some(reason) => format!("banned: {reason}"),
@@ -123,7 +120,7 @@ impl Chat {
                 .moderation
                 .server_bans
                 .iter()
-                .find(|ban| ban.live(now) && ban.names(&who));
+                .find(|ban| ban.holds(now, &who));
             if let Some(ban) = ban {
                 let told = format!("you are banned from this server {}", ban.told(now));
                 let public = format!("banned from the server by {}", ban.by);
@@ -407,7 +404,7 @@ impl Chat {
                         .bans
                         .iter()
                         .chain(&rules.mutes)
-                        .any(|sanction| sanction.live(now) && sanction.names(&speaker.who))
+                        .any(|sanction| sanction.holds(now, &speaker.who))
             });
             if breaks {
                 log::info!(

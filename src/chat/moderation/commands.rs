@@ -137,10 +137,10 @@ impl Chat {
         let mut targets = vec![target.clone()];
         if let Target::Nick(key) = &target {
             let actor_blocks = self
-                .identity(&actor.key)
+                .identifiers(&actor.key)
                 .map(|who| who.blocks)
                 .unwrap_or_default();
-            if let Some(who) = self.identity(key) {
+            if let Some(who) = self.identifiers(key) {
                 targets.extend(who.key.map(Target::Key));
                 let blocks = who.blocks.into_iter();
                 let others = blocks.filter(|block| !actor_blocks.contains(block));
@@ -154,7 +154,7 @@ impl Chat {
     /// when the actor is not one.
     fn check_targets(&self, actor: &Actor, targets: &[Target]) -> Result<(), String> {
         let names = |key: &str| {
-            self.identity(key)
+            self.identifiers(key)
                 .is_some_and(|who| targets.iter().any(|target| target.names(&who)))
         };
         if names(&actor.key) {
@@ -384,7 +384,7 @@ impl Chat {
     ) -> Result<(), String> {
         let target = Target::parse(text)?;
         let who = match &target {
-            Target::Nick(key) => self.identity(key),
+            Target::Nick(key) => self.identifiers(key),
             _ => None,
         };
         let kind = if mutes { "mute" } else { "ban" };
@@ -469,7 +469,7 @@ impl Chat {
         let named: Vec<String> = self
             .people
             .keys()
-            .filter(|key| self.identity(key).is_some_and(|who| ban.names(&who)))
+            .filter(|key| self.identifiers(key).is_some_and(|who| ban.names(&who)))
             .cloned()
             .collect();
         for key in named {
@@ -561,7 +561,10 @@ impl Chat {
         state
             .members
             .iter()
-            .filter(|key| self.identity(key).is_some_and(|who| sanction.names(&who)))
+            .filter(|key| {
+                self.identifiers(key)
+                    .is_some_and(|who| sanction.names(&who))
+            })
             .cloned()
             .collect()
     }

@@ -18,7 +18,7 @@ mod shared;
 #[cfg(feature = "redis")]
 pub(crate) use rules::check_shared_rules;
 pub use rules::Clock;
-pub(crate) use rules::{Identity, RoomRules, Sanction, Target};
+pub(crate) use rules::{Identifiers, RoomRules, Sanction, Target};
 
 use rules::{sanction_lines, server_bans_from_text};
 use shared::Speaker;
@@ -127,8 +127,9 @@ impl Chat {
         self.moderation.clock.unix_now()
     }
 
-    /// Who someone here is, for matching bans and mutes.
-    fn identity(&self, key: &str) -> Option<Identity> {
+    /// The identifiers of someone here, for matching bans, mutes and
+    /// invitations.
+    fn identifiers(&self, key: &str) -> Option<Identifiers> {
         let person = self.people.get(key)?;
         let mut blocks: Vec<Block> = Vec::with_capacity(person.sessions.len());
         for session in person
@@ -141,7 +142,7 @@ impl Chat {
                 blocks.push(block);
             }
         }
-        Some(Identity {
+        Some(Identifiers {
             nick: key.to_owned(),
             key: person.certificate_key(),
             blocks,
@@ -192,7 +193,7 @@ impl Chat {
         if self.moderation.server_bans.len() != before && self.others.is_none() {
             self.save_server_bans(out);
         }
-        let who = Identity {
+        let who = Identifiers {
             nick: nick.key(),
             key: certificate_key,
             blocks: vec![Block::of(peer.ip())],
@@ -223,7 +224,7 @@ impl Chat {
             return None;
         }
         let now = self.now();
-        let mut who = self.identity(key)?;
+        let mut who = self.identifiers(key)?;
         // The session entering may be new (a second one, from elsewhere).
         if let Some(session) = self.sessions.get(&id) {
             let block = Block::of(session.peer.ip());
@@ -389,7 +390,7 @@ impl Chat {
         let now = self.now();
         // A server operator is above every room's mutes.
         let muted = !self.is_server_operator(key)
-            && self.identity(key).is_some_and(|who| {
+            && self.identifiers(key).is_some_and(|who| {
                 let room_key = self.people.get(key).and_then(|p| self.room_key(p.room));
                 room_key
                     .and_then(|room_key| self.moderation.rooms.get(&room_key))
@@ -420,7 +421,7 @@ impl Chat {
             return true;
         };
         let now = self.now();
-        let Some(who) = self.identity(&key) else {
+        let Some(who) = self.identifiers(&key) else {
             return true;
         };
         if self.is_server_operator(&key) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::commands::not_in_lobby;
 use super::rules::{
-    check_shared_rules, check_shared_server_bans, Identity, MAX_SHARED_REASON_LEN,
+    check_shared_rules, check_shared_server_bans, Identifiers, MAX_SHARED_REASON_LEN,
     MAX_SHARED_RULES_LEN,
 };
 use super::{Actor, Chat, ClientId, Output, Person, RoomId, RoomRules, Target};
@@ -28,7 +28,7 @@ pub(in crate::chat) struct Speaker {
     /// The line, shared with what waits: known by its address.
     line: Arc<str>,
     /// Whom bans and mutes name.
-    who: Identity,
+    who: Identifiers,
     /// Whether they were a server operator, above a room's bans.
     server_op: bool,
 }
@@ -75,7 +75,7 @@ impl Chat {
                 if self.is_server_operator(key) {
                     continue;
                 }
-                let Some(who) = self.identity(key) else {
+                let Some(who) = self.identifiers(key) else {
                     continue;
                 };
                 let ban = rules.bans.iter().find(|ban| ban.holds(now, &who));
@@ -113,7 +113,7 @@ impl Chat {
         let now = self.now();
         let mut named = Vec::new();
         for key in self.people.keys() {
-            let Some(who) = self.identity(key) else {
+            let Some(who) = self.identifiers(key) else {
                 continue;
             };
             let ban = self
@@ -265,7 +265,7 @@ impl Chat {
             if !here || self.is_room_operator(&key, room_key) {
                 continue;
             }
-            let Some(who) = self.identity(&key) else {
+            let Some(who) = self.identifiers(&key) else {
                 continue;
             };
             let Some(rules) = self.moderation.rooms.get_mut(room_key) else {
@@ -320,7 +320,7 @@ impl Chat {
         let Some(key) = self.person_of(id).filter(|_| awaited).map(|p| p.nick.key()) else {
             return;
         };
-        let Some(who) = self.identity(&key) else {
+        let Some(who) = self.identifiers(&key) else {
             return;
         };
         let speaker = Speaker {
@@ -342,10 +342,10 @@ impl Chat {
             .or_else(|| line.strip_prefix("action "))?;
         let nick = Nick::parse(said.split(' ').next()?).ok()?;
         let key = nick.key();
-        let (who, server_op) = match self.identity(&key) {
+        let (who, server_op) = match self.identifiers(&key) {
             Some(who) => (who, self.is_server_operator(&key)),
             None => {
-                let who = Identity {
+                let who = Identifiers {
                     nick: nick.as_str().to_owned(),
                     key: None,
                     blocks: Vec::new(),

@@ -281,12 +281,7 @@ impl Chat {
             for &id in &self.people[&key].sessions {
                 out.push(to_one(id, ServerLine::Error(&why)));
             }
-            self.leave_room(&key, room);
-            let lobby = self.room_for(Room::lobby());
-            if let Some(person) = self.people.get_mut(&key) {
-                person.room = lobby;
-            }
-            self.enter_room(&key, lobby, out);
+            self.change_room(&key, room, Room::lobby(), out);
         }
         if used {
             self.save_rules(room_key, out);
@@ -669,12 +664,7 @@ impl Chat {
                 out.push(to_one(id, ServerLine::Notice(&notice)));
             }
         }
-        self.leave_room(key, room);
-        let lobby = self.room_for(Room::lobby());
-        if let Some(person) = self.people.get_mut(key) {
-            person.room = lobby;
-        }
-        self.enter_room(key, lobby, out);
+        self.change_room(key, room, Room::lobby(), out);
     }
 
     /// Shared, refuses a reason longer than the others take (see

@@ -376,23 +376,48 @@ impl Chat {
             return;
         };
         let old = guest.nick.to_string();
-        let new = self.free_guest_nick(id);
-        let text = format!(
-            "{old} is the name in the certificate of someone who just connected, \
-             and a certificate's name is its holder's: you are {new} now"
-        );
-        for &session in &guest.sessions {
-            out.push(to(session, ServerLine::Error(&text)));
-        }
         log::info!("{id}: {old} gives the name to its certificate's holder");
-        let new_key = new.key();
-        self.rename(id, new, out);
+        let why = |new: &Nick| {
+            format!(
+                "{old} is the name in the certificate of someone who just connected, \
+                 and a certificate's name is its holder's: you are {new} now"
+            )
+        };
+        self.rename_to_guest(key, why, out);
         if self.others.is_some() {
-            out.push(Output::Elsewhere(Ask::Hold { name: new_key }));
             out.push(Output::Elsewhere(Ask::Release {
                 name: key.to_owned(),
             }));
         }
+    }
+
+    /// The person `key`, who has no certificate, gives up their name: each
+    /// of their sessions is told why (`why` of the name they get), then
+    /// they take a free guest name, held with the other servers first if
+    /// there are any. Letting the old name go is the caller's, if it is
+    /// still this server's.
+    pub(super) fn rename_to_guest(
+        &mut self,
+        key: &str,
+        why: impl FnOnce(&Nick) -> String,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(person) = self.people.get(key) else {
+            return;
+        };
+        let Some(&first) = person.sessions.first() else {
+            return;
+        };
+        // Never `key` itself: they hold it until the rename.
+        let guest = self.free_guest_nick(first);
+        let text = why(&guest);
+        for &id in &person.sessions {
+            out.push(to(id, ServerLine::Error(&text)));
+        }
+        if self.others.is_some() {
+            out.push(Output::Elsewhere(Ask::Hold { name: guest.key() }));
+        }
+        self.rename(first, guest, out);
     }
 
     /// Session `id`'s person is called `new` from now on; it and its room

@@ -261,6 +261,14 @@ struct Person {
     muted: bool,
 }
 
+impl Person {
+    /// Their certificate's key, which bans, mutes, invitations and
+    /// operators by key name them by; `None` for a guest.
+    fn certificate_key(&self) -> Option<Fingerprint> {
+        self.certificate.as_ref()?.key
+    }
+}
+
 /// A room and what it remembers.
 #[derive(Debug)]
 struct RoomState {
@@ -431,9 +439,9 @@ impl Chat {
                 Some(_) => Some(format!("{nick} is already connected")),
             },
         };
+        let certificate_key = certificate.as_ref().and_then(|cert| cert.key);
         if let (None, Ok(nick)) = (&refusal, &nick) {
-            let key = certificate.as_ref().and_then(|cert| cert.key);
-            refusal = self.server_ban_refusal(nick, key, peer, out);
+            refusal = self.server_ban_refusal(nick, certificate_key, peer, out);
         }
         if let (None, Ok(nick), Some(_)) = (&refusal, &nick, &certificate) {
             self.rename_guest_holding(&nick.key(), out);
@@ -474,7 +482,7 @@ impl Chat {
             return;
         }
         // The key, for the operators file (`--operators`).
-        match certificate.as_ref().and_then(|cert| cert.key) {
+        match certificate_key {
             Some(key) => log::info!("{id} {peer}: joined as {nick}, key {key}"),
             None => log::info!("{id} {peer}: joined as {nick}"),
         }

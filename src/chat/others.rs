@@ -232,10 +232,6 @@ impl Chat {
         let Some(person) = self.people.get(name) else {
             return;
         };
-        let sessions = person.sessions.clone();
-        let Some(&first) = sessions.first() else {
-            return;
-        };
         let text = if lapsed {
             format!(
                 "your nick {} lapsed while this server could not reach the others, and \
@@ -245,34 +241,26 @@ impl Chat {
         } else {
             format!("{} is connected on another server", person.nick)
         };
+        if person.certificate.is_none() {
+            return self.rename_to_guest(name, |_| text, out);
+        }
+        let sessions = person.sessions.clone();
         for &id in &sessions {
             out.push(to(id, ServerLine::Error(&text)));
         }
-        if person.certificate.is_some() {
-            let notice = Notice::Quit {
-                nick: person.nick.as_str(),
-                reason: None,
-            }
-            .to_string();
-            for id in sessions {
-                self.sessions.remove(&id);
-                out.push(Output::Close {
-                    id,
-                    why: CloseReason::NameLost,
-                });
-            }
-            self.remove_person_quietly(name, &notice, out);
-            return;
+        let notice = Notice::Quit {
+            nick: person.nick.as_str(),
+            reason: None,
         }
-        // A guest name of this server's (current) prefix; should that be
-        // the very name lost (the others forgot every name, and the prefix
-        // was given again), one from a range no connection reaches.
-        let mut guest = self.free_guest_nick(first);
-        if guest.key() == name {
-            guest = self.free_guest_nick(ClientId(first.0 + (1 << 40)));
+        .to_string();
+        for id in sessions {
+            self.sessions.remove(&id);
+            out.push(Output::Close {
+                id,
+                why: CloseReason::NameLost,
+            });
         }
-        out.push(Output::Elsewhere(Ask::Hold { name: guest.key() }));
-        self.rename(first, guest, out);
+        self.remove_person_quietly(name, &notice, out);
     }
 
     /// The `/who` question for `room` and the page asked for: each server

@@ -126,12 +126,7 @@ impl Chat {
             room: self.room_name(current),
         }
         .to_string();
-        self.leave_room(&key, current);
-        let room = self.room_for(target);
-        if let Some(person) = self.people.get_mut(&key) {
-            person.room = room;
-        }
-        self.enter_room(&key, room, out);
+        let room = self.change_room(&key, current, target, out);
         if empty {
             self.made_room(&key, room, out);
         }
@@ -158,6 +153,26 @@ impl Chat {
         let block = Block::of(session.peer.ip());
         let max = self.settings.rooms_per_minute;
         self.rooms_made.entry(block).or_default().allow(now, max)
+    }
+
+    /// Takes the person `key` out of `from` and into the room named `to`
+    /// (made if need be), which is told and shown to each of their
+    /// sessions; returns it. What `from` is told, if anything, is the
+    /// caller's to say.
+    pub(super) fn change_room(
+        &mut self,
+        key: &str,
+        from: RoomId,
+        to: Room,
+        out: &mut Vec<Output>,
+    ) -> RoomId {
+        self.leave_room(key, from);
+        let room = self.room_for(to);
+        if let Some(person) = self.people.get_mut(key) {
+            person.room = room;
+        }
+        self.enter_room(key, room, out);
+        room
     }
 
     /// The room named `name`, made if it does not exist yet.

@@ -12,7 +12,7 @@ use log::warn;
 
 use super::redis_link::{merge, Refused, RulesCopy};
 use super::wire::{decode_act, encode_act, is_clean, is_nick_key};
-use super::{Joined, Linked, LINE_OVERHEAD};
+use super::{Linked, LINE_OVERHEAD};
 use crate::chat::{ClientId, Save};
 use crate::elsewhere::{Act, Sent, Told, Waiting};
 
@@ -33,9 +33,16 @@ impl Publication {
     pub(super) fn weight(&self) -> usize {
         match self {
             Publication::Line(line) => super::weight(line),
-            Publication::Rules { base, rules } => rules_weight(&base.rules) + rules_weight(rules),
+            Publication::Rules { base, rules } => change_weight(base, rules),
         }
     }
+}
+
+/// What a change of rules made on `base` counts against
+/// [`HELD_BACK_BYTES`](super::HELD_BACK_BYTES) while it waits for the
+/// outbox: it holds both texts.
+fn change_weight(base: &RulesCopy, rules: &Option<String>) -> usize {
+    rules_weight(&base.rules) + rules_weight(rules)
 }
 
 /// What rules that wait here count against
@@ -83,28 +90,22 @@ impl Linked {
             Save::Rules { room, rules } => {
                 // The room's past (and so its rules) is still to come: the
                 // change waits with the lines said before it, in its place.
-                let awaited = self.by_key.get(&room).and_then(|id| self.rooms.get_mut(id));
-                if let Some(Joined {
-                    waiting: Some(waiting),
-                    ..
-                }) = awaited
-                {
-                    if self.link.is_up() {
-                        let change = Waiting::Rules { room, rules };
-                        let weight = waiting_weight(&change);
-                        if self.held_back + weight <= super::HELD_BACK_BYTES {
-                            self.held_back += weight;
-                            waiting.push(change);
-                            return;
-                        }
+                let awaited = self.by_key.get(&room).copied().filter(|id| {
+                    let joined = self.rooms.get(id);
+                    joined.is_some_and(|joined| joined.waiting.is_some())
+                });
+                if let Some(id) = awaited.filter(|_| self.link.is_up()) {
+                    if !self.room_for(rules_weight(&rules)) {
                         // Redis is far behind: the change waits apart,
                         // made on no known rules (it only adds), until the
                         // outbox drains or the link is back.
-                        let Waiting::Rules { room, rules } = change else {
-                            unreachable!("made as a change of rules just above")
-                        };
                         return self.keep_unsent(room, RulesCopy::default(), rules);
                     }
+                    let joined = self.rooms.get_mut(&id);
+                    if let Some(waiting) = joined.and_then(|joined| joined.waiting.as_mut()) {
+                        waiting.push(Waiting::Rules { room, rules });
+                    }
+                    return;
                 }
                 let base = self.copies.get(&room).cloned().unwrap_or_default();
                 self.change_rules(room, base, rules);
@@ -131,14 +132,13 @@ impl Linked {
         }
     }
 
+    /// Puts a change of `room`'s rules behind what waits for the outbox;
+    /// if too much waits already, it waits apart for the outbox to drain.
     fn hold_rules(&mut self, room: String, base: RulesCopy, rules: Option<String>) {
-        let waiting = Publication::Rules { base, rules };
-        if self.room_for(waiting.weight()) {
-            self.overflow.push_back((room, waiting));
+        if self.room_for(change_weight(&base, &rules)) {
+            let change = Publication::Rules { base, rules };
+            self.overflow.push_back((room, change));
         } else {
-            let Publication::Rules { base, rules } = waiting else {
-                unreachable!("made as a change of rules just above")
-            };
             self.keep_unsent(room, base, rules);
         }
     }

@@ -272,7 +272,8 @@ impl Feed {
     /// queue; if the queue is full, or its bytes would pass the store's
     /// share of the budget, the line is dropped and counted (the log says
     /// so once until the queue has room again). A topic, rules or bans
-    /// are [`Pending`] instead, never dropped.
+    /// are kept apart instead, the latest of each, for the writer to take
+    /// with its next batch: never dropped for want of room.
     pub fn save(&mut self, write: Change) {
         if !matches!(write, Change::Line { .. }) {
             return self.keep(write);

@@ -6,7 +6,7 @@
 use super::rules::MAX_PER_ROOM;
 use super::GUEST_OP_ROOMS;
 use super::{Actor, Sanction, Target};
-use crate::chat::{reply, to, to_room, Chat, ClientId, CloseReason, Keep, Output, RoomId};
+use crate::chat::{reply, to, to_room, Chat, ClientId, CloseReason, Keep, Output, Person, RoomId};
 use crate::elsewhere::Deed;
 use crate::protocol::{self, Mode, Moderation, Sentence, ServerLine};
 use crate::tls::Fingerprint;
@@ -23,7 +23,7 @@ impl Chat {
             return;
         };
         let key = person.nick.key();
-        let certified = person.certificate.as_ref().and_then(|c| c.key).is_some();
+        let certified = person.certificate_key().is_some();
         let room_name = self.room_name(person.room).to_owned();
         let actor = Actor {
             id,
@@ -137,10 +137,10 @@ impl Chat {
         let mut targets = vec![target.clone()];
         if let Target::Nick(key) = &target {
             let actor_blocks = self
-                .identity(&actor.key)
+                .identifiers(&actor.key)
                 .map(|who| who.blocks)
                 .unwrap_or_default();
-            if let Some(who) = self.identity(key) {
+            if let Some(who) = self.identifiers(key) {
                 targets.extend(who.key.map(Target::Key));
                 let blocks = who.blocks.into_iter();
                 let others = blocks.filter(|block| !actor_blocks.contains(block));
@@ -154,7 +154,7 @@ impl Chat {
     /// when the actor is not one.
     fn check_targets(&self, actor: &Actor, targets: &[Target]) -> Result<(), String> {
         let names = |key: &str| {
-            self.identity(key)
+            self.identifiers(key)
                 .is_some_and(|who| targets.iter().any(|target| target.names(&who)))
         };
         if names(&actor.key) {
@@ -205,10 +205,7 @@ impl Chat {
             }
         })?;
         let person = &self.people[&key];
-        let (name, fingerprint) = (
-            person.nick.to_string(),
-            person.certificate.as_ref().and_then(|c| c.key),
-        );
+        let (name, fingerprint) = (person.nick.to_string(), person.certificate_key());
         if self.is_room_operator(&key, &actor.room_key) {
             return Err(format!(
                 "{name} is already an operator of {}",
@@ -256,10 +253,7 @@ impl Chat {
         let key = nick.to_ascii_lowercase();
         let fingerprint = match Target::parse(nick) {
             Ok(Target::Key(fingerprint)) => Some(fingerprint),
-            _ => self
-                .people
-                .get(&key)
-                .and_then(|person| person.certificate.as_ref()?.key),
+            _ => self.people.get(&key).and_then(Person::certificate_key),
         };
         let server_op = fingerprint.is_some_and(|key| self.moderation.operators.contains(&key));
         let Some(rules) = self.moderation.rooms.get_mut(&actor.room_key) else {
@@ -390,7 +384,7 @@ impl Chat {
     ) -> Result<(), String> {
         let target = Target::parse(text)?;
         let who = match &target {
-            Target::Nick(key) => self.identity(key),
+            Target::Nick(key) => self.identifiers(key),
             _ => None,
         };
         let kind = if mutes { "mute" } else { "ban" };
@@ -475,7 +469,7 @@ impl Chat {
         let named: Vec<String> = self
             .people
             .keys()
-            .filter(|key| self.identity(key).is_some_and(|who| ban.names(&who)))
+            .filter(|key| self.identifiers(key).is_some_and(|who| ban.names(&who)))
             .cloned()
             .collect();
         for key in named {
@@ -567,7 +561,10 @@ impl Chat {
         state
             .members
             .iter()
-            .filter(|key| self.identity(key).is_some_and(|who| sanction.names(&who)))
+            .filter(|key| {
+                self.identifiers(key)
+                    .is_some_and(|who| sanction.names(&who))
+            })
             .cloned()
             .collect()
     }
@@ -650,9 +647,7 @@ impl Chat {
         let holder = |fingerprint: &Fingerprint| {
             self.people
                 .values()
-                .find(|person| {
-                    person.certificate.as_ref().and_then(|cert| cert.key) == Some(*fingerprint)
-                })
+                .find(|person| person.certificate_key() == Some(*fingerprint))
                 .map(|person| person.nick.to_string())
         };
         // How a target is shown to the one asking, if at all.

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use super::{to, Chat, ClientId, Output, RoomId};
+use super::{to, Chat, ClientId, Output, Person, RoomId};
 use crate::protocol::{self, Nick, Room, ServerLine};
 use crate::seats::Block;
 use crate::tls::Fingerprint;
@@ -18,7 +18,7 @@ mod shared;
 #[cfg(feature = "redis")]
 pub(crate) use rules::check_shared_rules;
 pub use rules::Clock;
-pub(crate) use rules::{Identity, RoomRules, Sanction, Target};
+pub(crate) use rules::{Identifiers, RoomRules, Sanction, Target};
 
 use rules::{sanction_lines, server_bans_from_text};
 use shared::Speaker;
@@ -127,8 +127,9 @@ impl Chat {
         self.moderation.clock.unix_now()
     }
 
-    /// Who someone here is, for matching bans and mutes.
-    fn identity(&self, key: &str) -> Option<Identity> {
+    /// The identifiers of someone here, for matching bans, mutes and
+    /// invitations.
+    fn identifiers(&self, key: &str) -> Option<Identifiers> {
         let person = self.people.get(key)?;
         let mut blocks: Vec<Block> = Vec::with_capacity(person.sessions.len());
         for session in person
@@ -141,9 +142,9 @@ impl Chat {
                 blocks.push(block);
             }
         }
-        Some(Identity {
+        Some(Identifiers {
             nick: key.to_owned(),
-            key: person.certificate.as_ref().and_then(|cert| cert.key),
+            key: person.certificate_key(),
             blocks,
         })
     }
@@ -153,7 +154,7 @@ impl Chat {
             && self
                 .people
                 .get(key)
-                .and_then(|person| person.certificate.as_ref()?.key)
+                .and_then(Person::certificate_key)
                 .is_some_and(|fingerprint| self.moderation.operators.contains(&fingerprint))
     }
 
@@ -165,10 +166,7 @@ impl Chat {
         let Some(rules) = self.moderation.rooms.get(room_key) else {
             return false;
         };
-        let person_key = self
-            .people
-            .get(key)
-            .and_then(|person| person.certificate.as_ref()?.key);
+        let person_key = self.people.get(key).and_then(Person::certificate_key);
         match person_key {
             Some(fingerprint) => rules.ops.contains(&fingerprint),
             None => rules.guest_ops.iter().any(|nick| nick == key),
@@ -195,7 +193,7 @@ impl Chat {
         if self.moderation.server_bans.len() != before && self.others.is_none() {
             self.save_server_bans(out);
         }
-        let who = Identity {
+        let who = Identifiers {
             nick: nick.key(),
             key: certificate_key,
             blocks: vec![Block::of(peer.ip())],
@@ -226,7 +224,7 @@ impl Chat {
             return None;
         }
         let now = self.now();
-        let mut who = self.identity(key)?;
+        let mut who = self.identifiers(key)?;
         // The session entering may be new (a second one, from elsewhere).
         if let Some(session) = self.sessions.get(&id) {
             let block = Block::of(session.peer.ip());
@@ -317,7 +315,7 @@ impl Chat {
         let Some(person) = self.people.get(key) else {
             return;
         };
-        let fingerprint = person.certificate.as_ref().and_then(|cert| cert.key);
+        let fingerprint = person.certificate_key();
         if fingerprint.is_none() && self.guest_op_rooms(key) >= GUEST_OP_ROOMS {
             let text = format!(
                 "{name} has no operator: you are one of {GUEST_OP_ROOMS} rooms already, \
@@ -392,16 +390,11 @@ impl Chat {
         let now = self.now();
         // A server operator is above every room's mutes.
         let muted = !self.is_server_operator(key)
-            && self.identity(key).is_some_and(|who| {
+            && self.identifiers(key).is_some_and(|who| {
                 let room_key = self.people.get(key).and_then(|p| self.room_key(p.room));
                 room_key
                     .and_then(|room_key| self.moderation.rooms.get(&room_key))
-                    .is_some_and(|rules| {
-                        rules
-                            .mutes
-                            .iter()
-                            .any(|mute| mute.live(now) && mute.names(&who))
-                    })
+                    .is_some_and(|rules| rules.mutes.iter().any(|mute| mute.holds(now, &who)))
             });
         if let Some(person) = self.people.get_mut(key) {
             person.muted = muted;
@@ -428,7 +421,7 @@ impl Chat {
             return true;
         };
         let now = self.now();
-        let Some(who) = self.identity(&key) else {
+        let Some(who) = self.identifiers(&key) else {
             return true;
         };
         if self.is_server_operator(&key) {
@@ -441,10 +434,7 @@ impl Chat {
             return false;
         };
         let told = self.moderation.rooms.get_mut(&room_key).and_then(|rules| {
-            let mute = rules
-                .mutes
-                .iter()
-                .find(|mute| mute.live(now) && mute.names(&who))?;
+            let mute = rules.mutes.iter().find(|mute| mute.holds(now, &who))?;
             Some(mute.told(now))
         });
         if let Some(told) = told {

@@ -73,12 +73,14 @@ pub(crate) const MAX_SHARED_RULES_LEN: usize = 16 * 1024;
 /// The shared rules' line that says only guests stand behind them.
 const GUESTS_ONLY: &str = "guests-only";
 
-/// What identifies someone, for matching bans and mutes: their nick (in
-/// lower case), their certificate's key if they have one, and the address
-/// of every session (a person with a certificate may have several, from
-/// several places: a ban of any of them holds).
+/// Someone's identifiers, which a ban, a mute or an invitation
+/// ([`Target`]) is matched against: their nick (in lower case), their
+/// certificate's key if they have one, and the address of every session
+/// (a person with a certificate may have several, from several places: a
+/// ban of any of them holds). Not what a client presents to be known
+/// (that is [`tls::Identity`](crate::tls::Identity)).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Identity {
+pub(crate) struct Identifiers {
     pub(crate) nick: String,
     pub(crate) key: Option<Fingerprint>,
     pub(crate) blocks: Vec<Block>,
@@ -119,7 +121,7 @@ impl Target {
     }
 
     /// True if this names `who`.
-    pub(crate) fn names(&self, who: &Identity) -> bool {
+    pub(crate) fn names(&self, who: &Identifiers) -> bool {
         match self {
             Target::Nick(nick) => *nick == who.nick,
             Target::Key(key) => who.key == Some(*key),
@@ -157,8 +159,14 @@ impl Sanction {
     }
 
     /// True if it names `who`.
-    pub(crate) fn names(&self, who: &Identity) -> bool {
+    pub(crate) fn names(&self, who: &Identifiers) -> bool {
         self.targets.iter().any(|target| target.names(who))
+    }
+
+    /// True if it still holds at `now` and names `who`: whether it
+    /// applies to them.
+    pub(crate) fn holds(&self, now: u64, who: &Identifiers) -> bool {
+        self.live(now) && self.names(who)
     }
 
     /// How long it lasts from `now`: `1h 5m left`, or `until lifted`.

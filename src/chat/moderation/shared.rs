@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use super::commands::not_in_lobby;
 use super::rules::{
-    check_shared_rules, check_shared_server_bans, Identity, MAX_SHARED_REASON_LEN,
+    check_shared_rules, check_shared_server_bans, Identifiers, MAX_SHARED_REASON_LEN,
     MAX_SHARED_RULES_LEN,
 };
-use super::{Actor, Chat, ClientId, Output, RoomId, RoomRules, Target};
+use super::{Actor, Chat, ClientId, Output, Person, RoomId, RoomRules, Target};
 use crate::chat::{to as to_one, to_room, CloseReason, Keep, LINK_DOWN_MSG};
 use crate::elsewhere::{Act, Ask, Deed, Sent, Waiting};
 use crate::protocol::{Nick, Notice, Room, ServerLine, LOBBY};
@@ -28,7 +28,7 @@ pub(in crate::chat) struct Speaker {
     /// The line, shared with what waits: known by its address.
     line: Arc<str>,
     /// Whom bans and mutes name.
-    who: Identity,
+    who: Identifiers,
     /// Whether they were a server operator, above a room's bans.
     server_op: bool,
 }
@@ -75,13 +75,10 @@ impl Chat {
                 if self.is_server_operator(key) {
                     continue;
                 }
-                let Some(who) = self.identity(key) else {
+                let Some(who) = self.identifiers(key) else {
                     continue;
                 };
-                let ban = rules
-                    .bans
-                    .iter()
-                    .find(|ban| ban.live(now) && ban.names(&who));
+                let ban = rules.bans.iter().find(|ban| ban.holds(now, &who));
                 if let Some(ban) = ban {
                     let why = match &ban.reason {
                         Some(reason) => format!("banned: {reason}"),
@@ -116,14 +113,14 @@ impl Chat {
         let now = self.now();
         let mut named = Vec::new();
         for key in self.people.keys() {
-            let Some(who) = self.identity(key) else {
+            let Some(who) = self.identifiers(key) else {
                 continue;
             };
             let ban = self
                 .moderation
                 .server_bans
                 .iter()
-                .find(|ban| ban.live(now) && ban.names(&who));
+                .find(|ban| ban.holds(now, &who));
             if let Some(ban) = ban {
                 let told = format!("you are banned from this server {}", ban.told(now));
                 let public = format!("banned from the server by {}", ban.by);
@@ -268,7 +265,7 @@ impl Chat {
             if !here || self.is_room_operator(&key, room_key) {
                 continue;
             }
-            let Some(who) = self.identity(&key) else {
+            let Some(who) = self.identifiers(&key) else {
                 continue;
             };
             let Some(rules) = self.moderation.rooms.get_mut(room_key) else {
@@ -284,12 +281,7 @@ impl Chat {
             for &id in &self.people[&key].sessions {
                 out.push(to_one(id, ServerLine::Error(&why)));
             }
-            self.leave_room(&key, room);
-            let lobby = self.room_for(Room::lobby());
-            if let Some(person) = self.people.get_mut(&key) {
-                person.room = lobby;
-            }
-            self.enter_room(&key, lobby, out);
+            self.change_room(&key, room, Room::lobby(), out);
         }
         if used {
             self.save_rules(room_key, out);
@@ -323,7 +315,7 @@ impl Chat {
         let Some(key) = self.person_of(id).filter(|_| awaited).map(|p| p.nick.key()) else {
             return;
         };
-        let Some(who) = self.identity(&key) else {
+        let Some(who) = self.identifiers(&key) else {
             return;
         };
         let speaker = Speaker {
@@ -345,10 +337,10 @@ impl Chat {
             .or_else(|| line.strip_prefix("action "))?;
         let nick = Nick::parse(said.split(' ').next()?).ok()?;
         let key = nick.key();
-        let (who, server_op) = match self.identity(&key) {
+        let (who, server_op) = match self.identifiers(&key) {
             Some(who) => (who, self.is_server_operator(&key)),
             None => {
-                let who = Identity {
+                let who = Identifiers {
                     nick: nick.as_str().to_owned(),
                     key: None,
                     blocks: Vec::new(),
@@ -407,7 +399,7 @@ impl Chat {
                         .bans
                         .iter()
                         .chain(&rules.mutes)
-                        .any(|sanction| sanction.live(now) && sanction.names(&speaker.who))
+                        .any(|sanction| sanction.holds(now, &speaker.who))
             });
             if breaks {
                 log::info!(
@@ -452,7 +444,7 @@ impl Chat {
         let key = self
             .people
             .get(&actor.key)
-            .and_then(|person| person.certificate.as_ref()?.key);
+            .and_then(Person::certificate_key);
         let act = Act {
             by: actor.nick.clone(),
             server_op: actor.server_op,
@@ -585,7 +577,7 @@ impl Chat {
         let (target, name, sessions) = match self.present(nick) {
             Ok(key) => {
                 let person = &self.people[&key];
-                let target = match person.certificate.as_ref().and_then(|cert| cert.key) {
+                let target = match person.certificate_key() {
                     Some(fingerprint) => Target::Key(fingerprint),
                     None => Target::Nick(key.clone()),
                 };
@@ -672,12 +664,7 @@ impl Chat {
                 out.push(to_one(id, ServerLine::Notice(&notice)));
             }
         }
-        self.leave_room(key, room);
-        let lobby = self.room_for(Room::lobby());
-        if let Some(person) = self.people.get_mut(key) {
-            person.room = lobby;
-        }
-        self.enter_room(key, lobby, out);
+        self.change_room(key, room, Room::lobby(), out);
     }
 
     /// Shared, refuses a reason longer than the others take (see

@@ -194,6 +194,28 @@ fn the_server_runs_with_the_units_arguments() {
         .trim_end_matches("/metrics")
         .parse()
         .unwrap();
+    // The endpoint answers from the moment it is logged; the store's
+    // figures join it when `Server::run` has opened the store, a moment
+    // later.
+    let mut reply = String::new();
+    let joined = support::wait_until(|| {
+        reply = scrape(metrics);
+        reply.contains("\nchat_server_store_queued ")
+    });
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(
+        joined,
+        "the store's figures never joined the endpoint:\n{reply}"
+    );
+    assert!(
+        fs::read_dir(data.path()).unwrap().next().is_some(),
+        "nothing in the data directory"
+    );
+    server.stop();
+}
+
+/// One `GET /metrics` over loopback, within [`TIMEOUT`]: the whole answer.
+fn scrape(metrics: SocketAddr) -> String {
     let mut socket = TcpStream::connect_timeout(&metrics, TIMEOUT).unwrap();
     socket.set_read_timeout(Some(TIMEOUT)).unwrap();
     socket
@@ -201,11 +223,5 @@ fn the_server_runs_with_the_units_arguments() {
         .unwrap();
     let mut reply = String::new();
     socket.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
-    assert!(reply.contains("\nchat_server_store_queued "), "{reply}");
-    assert!(
-        fs::read_dir(data.path()).unwrap().next().is_some(),
-        "nothing in the data directory"
-    );
-    server.stop();
+    reply
 }

@@ -4,6 +4,7 @@
 
 // The server's types, limits and helpers, which this part shares.
 use super::*;
+use crate::line::Frame;
 
 /// Lives as long as the connection: shared by the client's thread and, once
 /// it registers, its writer shard. Counts the connection as open, adds up
@@ -115,7 +116,7 @@ impl Handshake {
         // The hub hears of an admitted client (and takes its seat) before
         // any of its lines.
         let admission = match self.seats.take(peer.ip()) {
-            Ok(seat) => Ok(Event::Ready {
+            Ok(seat) => Ok(Box::new(Event::Ready {
                 id,
                 peer,
                 address: Address {
@@ -124,7 +125,7 @@ impl Handshake {
                 },
                 certificate,
                 seat,
-            }),
+            })),
             Err(no_seat) => {
                 self.tracker
                     .connections
@@ -141,7 +142,7 @@ impl Handshake {
         // shard writes, so it is asked to send it.
         let flusher = self.shard.clone();
         let flush = move || flusher.send(Work::Flush(slot));
-        let reader = Reader {
+        let reader = Box::new(Reader {
             id,
             lines: LineReader::new(read_half, self.limits.max_line, flush),
             bucket: self
@@ -156,7 +157,7 @@ impl Handshake {
             slot,
             fate,
             tracker: self.tracker,
-        };
+        });
         let started = self.readers.run(move || match admission {
             Ok(ready) => reader.chat(ready),
             Err(line) => reader.refuse(line),
@@ -224,8 +225,15 @@ pub(super) struct Reader {
 impl Reader {
     /// The chat: the hub first hears of the client, then of each of its
     /// lines, then of its end.
-    fn chat(mut self, ready: Event) {
-        if self.events.send(ready).is_err() {
+    ///
+    /// The reader and its first event come on the heap, and each step
+    /// that builds an [`Event`] or a reason runs in a call of its own, gone
+    /// from the stack before the next wait: the frames above the wait, and
+    /// above rustls' decryption beneath it, hold little. That keeps a
+    /// thread that has read a line to two stack pages instead of three
+    /// (BENCHMARKS.md, "Toward 14 KiB").
+    fn chat(mut self: Box<Self>, ready: Box<Event>) {
+        if !self.admit(ready) {
             // The hub has stopped: nobody will chat with this client.
             return close(&self.shard, self.slot, CloseReason::Shutdown);
         }
@@ -233,32 +241,54 @@ impl Reader {
         self.leave(reason);
     }
 
+    /// Tells the hub of the client; false if the hub has stopped.
+    // Boxed so that the event is unboxed in this frame, which is gone
+    // before the read loop starts, not in the caller's, which stays.
+    #[allow(clippy::boxed_local)]
+    #[inline(never)]
+    fn admit(&self, ready: Box<Event>) -> bool {
+        self.events.send(*ready).is_ok()
+    }
+
     /// The read loop; returns why the connection ended.
+    #[inline(never)]
     fn read(&mut self) -> String {
         loop {
             let frame = match self.lines.next_line() {
                 Ok(frame) => frame,
-                Err(end) => {
-                    self.disconnect = Disconnect::of_read(&end);
-                    return match end {
-                        End::Closed => "client closed the connection".to_string(),
-                        end => end.to_string(),
-                    };
-                }
+                Err(end) => return self.ended(end),
             };
-            // Flood control may hold a line for a long time: what the
-            // shard or the hub decided meanwhile counts.
-            self.keep_to_rate();
-            if let Some(cut) = self.fate.cut_reason() {
-                return cut.to_string();
+            if let Some(reason) = self.hand_on(frame) {
+                return reason;
             }
-            if self
-                .events
-                .send(Event::Frame { id: self.id, frame })
-                .is_err()
-            {
-                return "the server is stopping".to_string();
-            }
+        }
+    }
+
+    /// Hands one line to the hub, at the rate allowed; returns why the
+    /// connection ends, if it does.
+    #[inline(never)]
+    fn hand_on(&mut self, frame: Frame) -> Option<String> {
+        // Flood control may hold a line for a long time: what the shard or
+        // the hub decided meanwhile counts.
+        self.keep_to_rate();
+        if let Some(cut) = self.fate.cut_reason() {
+            return Some(cut.to_string());
+        }
+        let line = Event::Frame { id: self.id, frame };
+        if self.events.send(line).is_err() {
+            return Some("the server is stopping".to_string());
+        }
+        None
+    }
+
+    /// Reading ended: notes how, for the metrics, and says why.
+    #[cold]
+    #[inline(never)]
+    fn ended(&mut self, end: End) -> String {
+        self.disconnect = Disconnect::of_read(&end);
+        match end {
+            End::Closed => "client closed the connection".to_string(),
+            end => end.to_string(),
         }
     }
 
@@ -299,11 +329,10 @@ impl Reader {
     /// Never inlined: reading away what a failed peer still sends takes a
     /// 4 KiB buffer on the stack. Inlined into [`Reader::chat`], that
     /// buffer was part of the frame under which the whole read loop runs,
-    /// so every reading thread touched one more stack page (three when
-    /// idle instead of two, four once it had decrypted a line instead of
-    /// three), resident for as long as the thread lives.
+    /// so every reading thread touched one more stack page, resident for
+    /// as long as the thread lives.
     #[inline(never)]
-    fn leave(mut self, mut reason: String) {
+    fn leave(mut self: Box<Self>, mut reason: String) {
         let mut public = None;
         if let Some(cut) = self.fate.cut_reason() {
             reason = cut.to_string();
@@ -357,7 +386,7 @@ impl Reader {
     /// A client the server has no place for: its shard sends it the reason
     /// and closes; meanwhile whatever it sends is read and dropped, so that
     /// it reads the reason before the connection ends.
-    fn refuse(mut self, line: Outgoing) {
+    fn refuse(mut self: Box<Self>, line: Outgoing) {
         self.shard.send(Work::Deliver {
             line,
             to: To::One(self.slot),

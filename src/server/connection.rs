@@ -228,10 +228,11 @@ impl Reader {
     ///
     /// The reader and its first event come on the heap, and each step
     /// that builds an [`Event`] or a reason runs in a call of its own, gone
-    /// from the stack before the next wait: the frames above the wait, and
-    /// above rustls' decryption beneath it, hold little. That keeps a
-    /// thread that has read a line to two stack pages instead of three
-    /// (BENCHMARKS.md, "Toward 14 KiB").
+    /// from the stack before the read waits again: the frames around the
+    /// read's wait, and above rustls' decryption beneath it, hold little.
+    /// That keeps a fresh thread that has read a line to two stack pages
+    /// instead of three (BENCHMARKS.md, "Toward 14 KiB"); a pooled thread
+    /// keeps whatever an earlier connection's end touched.
     fn chat(mut self: Box<Self>, ready: Box<Event>) {
         if !self.admit(ready) {
             // The hub has stopped: nobody will chat with this client.

@@ -233,7 +233,10 @@ impl Chat {
             }
         }
         // A room nobody is in and nobody moderates is the next comer's
-        // (`made_room`), whatever mode was left on it.
+        // (`made_room`), whatever mode was left on it. Shared, that holds
+        // only while cut off from the others: otherwise a room nobody here
+        // is in has no rules here yet, and whoever enters is checked once
+        // they come (`entered_unchecked`, `recent_rules`).
         let unowned = !self
             .moderation
             .rooms
@@ -315,7 +318,12 @@ impl Chat {
         let Some(person) = self.people.get(key) else {
             return;
         };
-        let fingerprint = person.certificate_key();
+        // Cut off from the other servers, this one cannot know whether the
+        // room is new everywhere: its maker holds it by nick, here only, so
+        // that no operator by key reaches the others when the link is back
+        // (the room may have operators there, and may be invite-only).
+        let cut_off = self.others.is_some() && !self.reachable();
+        let fingerprint = person.certificate_key().filter(|_| !cut_off);
         if fingerprint.is_none() && self.guest_op_rooms(key) >= GUEST_OP_ROOMS {
             let text = format!(
                 "{name} has no operator: you are one of {GUEST_OP_ROOMS} rooms already, \

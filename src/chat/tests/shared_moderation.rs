@@ -79,6 +79,16 @@ fn a_room_is_its_makers_only_if_it_is_new_everywhere() {
         h.ask(a, "/bans")[0],
         "notice operators of #alone: guest7-1 (while connected)"
     );
+    // Nor made anyone's by key: the room may have operators elsewhere,
+    // and a key saved now would reach them when the link is back.
+    let carol = ClientId(4);
+    h.join_as(carol, super::moderation::certificate("carol", b"carol key"));
+    h.send(carol, "/join #cut");
+    assert_eq!(
+        h.ask(carol, "/bans")[0],
+        "notice operators of #cut: carol (while connected)"
+    );
+    assert_eq!(super::moderation::saved_rules(&h, "#cut"), None);
 }
 
 #[test]

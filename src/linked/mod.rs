@@ -298,7 +298,7 @@ impl Linked {
     /// Keeps a line the outbox had no room for, unless too much waits
     /// already: then Redis is far behind, and it is shown here only.
     fn hold_back(&mut self, key: String, line: RoomLine) -> Option<RoomLine> {
-        if self.room_for(weight(&line)) {
+        if self.may_hold_back(weight(&line)) {
             self.overflow.push_back((key, Publication::Line(line)));
             return None;
         }
@@ -307,15 +307,15 @@ impl Linked {
 
     /// Whether something of `weight` may wait here, within
     /// [`HELD_BACK_BYTES`]: if so, it is counted.
-    fn room_for(&mut self, weight: usize) -> bool {
+    fn may_hold_back(&mut self, weight: usize) -> bool {
         if self.held_back + weight <= HELD_BACK_BYTES {
             self.held_back += weight;
             return true;
         }
         if !std::mem::replace(&mut self.overflow_warned, true) {
             log::warn!(
-                "Redis is far behind ({HELD_BACK_BYTES} bytes of lines wait for it): lines \
-                 said here meanwhile stay on this server"
+                "Redis is far behind ({HELD_BACK_BYTES} bytes wait for it): lines said here \
+                 meanwhile stay on this server, changes of rules wait until it catches up"
             );
         }
         false
@@ -641,7 +641,7 @@ impl Elsewhere for Linked {
             Some(Joined {
                 waiting: Some(_), ..
             }) if self.link.is_up() => {
-                if !self.room_for(weight(&line)) {
+                if !self.may_hold_back(weight(&line)) {
                     return Some(line);
                 }
                 if let Some(waiting) = self

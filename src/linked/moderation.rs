@@ -95,7 +95,7 @@ impl Linked {
                     joined.is_some_and(|joined| joined.waiting.is_some())
                 });
                 if let Some(id) = awaited.filter(|_| self.link.is_up()) {
-                    if !self.room_for(rules_weight(&rules)) {
+                    if !self.may_hold_back(rules_weight(&rules)) {
                         // Redis is far behind: the change waits apart,
                         // made on no known rules (it only adds), until the
                         // outbox drains or the link is back.
@@ -135,7 +135,7 @@ impl Linked {
     /// Puts a change of `room`'s rules behind what waits for the outbox;
     /// if too much waits already, it waits apart for the outbox to drain.
     fn hold_rules(&mut self, room: String, base: RulesCopy, rules: Option<String>) {
-        if self.room_for(change_weight(&base, &rules)) {
+        if self.may_hold_back(change_weight(&base, &rules)) {
             let change = Publication::Rules { base, rules };
             self.overflow.push_back((room, change));
         } else {

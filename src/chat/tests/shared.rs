@@ -493,3 +493,38 @@ fn the_past_of_linked_rooms_counts_in_the_history_cap() {
         h.assert_history_within(20_000, &format!("after room {n}"));
     }
 }
+
+/// A guest holding the name in a newcomer's certificate gives it up: the
+/// others are asked to hold its new guest name before the old one goes,
+/// so that neither is ever free elsewhere meanwhile.
+#[test]
+fn a_guest_giving_its_name_to_a_certificate_holds_the_new_one_first() {
+    let mut h = Harness::shared();
+    let a = h.join(1);
+    h.send(a, "/nick carol");
+    h.claimed("carol", Claim::Ours);
+    h.asked();
+    let carol = ClientId(4);
+    let certificate = PeerCertificate {
+        subject: "CN=carol".to_owned(),
+        common_name: Some("carol".to_owned()),
+        key: Some(Fingerprint::of_spki(b"carol")),
+    };
+    h.join_as(carol, Some(certificate));
+    assert_eq!(nick_of(&h, carol), "carol");
+    let renamed = nick_of(&h, a);
+    assert!(renamed.starts_with("guest7-"), "{renamed}");
+    let asked = h.asked();
+    assert_eq!(
+        asked[..2],
+        [
+            Output::Elsewhere(Ask::Hold {
+                name: name(&renamed)
+            }),
+            Output::Elsewhere(Ask::Release {
+                name: name("carol")
+            }),
+        ],
+        "{asked:?}"
+    );
+}

@@ -3,7 +3,7 @@
 //! ([`server`]), a scriptable TLS chat client ([`client`]), readings of
 //! this process from /proc ([`procfs`]), the two binaries run as child
 //! processes ([`process`]) and, with the `redis` feature, a Redis of a
-//! test's own (`redis_server`).
+//! test's own (`redis_server`) or a Redis Cluster of six (`redis_cluster`).
 //!
 //! Every wait here has a deadline ([`TIMEOUT`]); a test that would hang
 //! fails instead. Everything is re-exported at the top, so a test file
@@ -15,6 +15,8 @@ pub mod client;
 pub mod pki;
 pub mod process;
 pub mod procfs;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod server;
@@ -29,6 +31,8 @@ pub use client::{
 pub use pki::{ClientFlaw, Flaw, Pki, TempDir};
 pub use process::{cert_args, finish, kill, lines_of, run, Binary, ServerProcess, CLIENT, SERVER};
 pub use procfs::{has_thread_named, open_fds, rss_kib, thread_count};
+#[cfg(feature = "redis")]
+pub use redis_cluster::{cpu_ns, slot, Member, RedisCluster, SHARD_SLOTS, SLOTS};
 #[cfg(feature = "redis")]
 pub use redis_server::{free_port, quick_link, Redis};
 pub use server::{chat_of, chat_with, test_limits, TestServer};

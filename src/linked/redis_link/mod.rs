@@ -165,6 +165,7 @@ mod publisher;
 mod rules;
 mod schedule;
 mod scripts;
+mod state;
 mod subscriber;
 
 #[cfg(test)]
@@ -186,6 +187,10 @@ use crate::sync;
 use names::{Directory, Errand};
 use schedule::Schedule;
 use scripts::{check_version, PUBLISH_SCRIPT, TOUCH_SCRIPT};
+use state::{
+    millis, parse_payload, random_u64, reconnect_backoff, valid_node_name, Held, LinkState,
+    Outgoing, Rooms, ToPublish,
+};
 
 /// The key whose random value names the Redis data set (see "When Redis
 /// is gone" above).
@@ -236,121 +241,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// The longest node name; see [`RedisLink::start`] for the characters allowed.
 pub const NODE_NAME_MAX: usize = 64;
 
-/// Reads a channel's message back, `seq node line` as the script wrote
-/// it; `None` for anything else.
-fn parse_payload(bytes: &[u8]) -> Option<(u64, &str, &str)> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let mut parts = text.splitn(3, ' ');
-    let seq = parts.next()?.parse().ok()?;
-    let node = parts.next()?;
-    let line = parts.next()?;
-    Some((seq, node, line))
-}
-
-/// A node name: what other nodes and the logs know this server by, and
-/// part of what goes on each channel (so no spaces).
-fn valid_node_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= NODE_NAME_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// 64 random bits, for naming this run of the node. Not for
-/// secrets: std's hasher keys are random per process, which is all that
-/// is needed here.
-fn random_u64() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    hasher.write_u128(now.as_nanos());
-    hasher.finish()
-}
-
-/// The waits between reconnection attempts of each of the link's threads:
-/// [`BACKOFF_MIN`], doubled after each failure up to [`BACKOFF_MAX`], with
-/// the crate's jitter.
-fn reconnect_backoff() -> Backoff {
-    Backoff::new(BACKOFF_MIN, BACKOFF_MAX)
-}
-
-/// A duration as Redis takes it, in whole milliseconds, at least one (0
-/// would mean "expire now" to `PEXPIRE`, "no expiry" elsewhere).
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
-
-/// The names a node holds for its users, in lower case.
-type Held = Arc<Mutex<BTreeSet<String>>>;
-
-/// What every thread of the link shares.
-struct LinkState {
-    /// Set by [`RedisLink`]'s drop: the threads end.
-    stop: AtomicBool,
-    /// Whether the subscriber is connected: [`RedisLink::publish`] refuses
-    /// while it is not.
-    up: AtomicBool,
-    /// The rooms the hub wants the node in, each with the number of the
-    /// join that put it there: a room left and joined again between two
-    /// looks of the subscriber is a new join all the same.
-    rooms: Mutex<Rooms>,
-    /// Set when `rooms` changed, cleared by the subscriber when it looks.
-    rooms_changed: AtomicBool,
-    /// See [`RedisLink::number`]: taken again when Redis lost its data.
-    number: AtomicU64,
-    /// For the metrics, each added to by one thread only (see [`Tally`]):
-    /// lines put in the outbox (the hub), and taken out (the publisher);
-    /// deliveries queued for the hub (the subscriber, and the names
-    /// thread), and taken from that queue (the thread that forwards them).
-    outbox_in: Tally,
-    outbox_out: Tally,
-    delivered: Tally,
-    delivered_names: Tally,
-    deliveries_taken: Tally,
-    /// Times the link came back after it was down.
-    reconnects: AtomicU64,
-}
-
-impl LinkState {
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    fn wanted_rooms(&self) -> BTreeMap<String, u64> {
-        self.rooms_changed.store(false, Ordering::SeqCst);
-        // Rooms are changed by one insert or remove at a time (change_rooms):
-        // whole even after a panic.
-        sync::lock(&self.rooms).wanted.clone()
-    }
-}
-
-/// The rooms to be in, by the number of the join that asked.
-#[derive(Debug, Default)]
-struct Rooms {
-    wanted: BTreeMap<String, u64>,
-    joins: u64,
-}
-
-/// One line for the publisher thread.
-#[derive(Debug)]
-struct ToPublish {
-    room: String,
-    line: String,
-    /// The room's new topic, if the line sets one.
-    topic: Option<String>,
-}
-
-/// What waits for the publisher thread, in order.
-#[derive(Debug)]
-enum Outgoing {
-    Line(ToPublish),
-    Rules(RulesWrite),
-}
-
 /// The node's end of the link. Dropping it first gives the publisher up
 /// to [`LinkSettings::reply_timeout`] to hand Redis the lines already given
 /// (those still waiting then are not published), then stops the link's
@@ -383,14 +273,6 @@ pub struct RedisLink {
     /// [`LinkSettings::reply_timeout`]: how long the drop waits for that.
     reply_timeout: Duration,
     threads: Vec<JoinHandle<()>>,
-}
-
-impl fmt::Debug for LinkState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LinkState")
-            .field("up", &self.up.load(Ordering::SeqCst))
-            .finish_non_exhaustive()
-    }
 }
 
 impl RedisLink {

@@ -381,6 +381,7 @@ impl RedisLink {
             joined: HashMap::new(),
             rules_seen: HashMap::new(),
             down: false,
+            down_since: None,
             touch_script: Script::new(TOUCH_SCRIPT),
             server_bans,
         };

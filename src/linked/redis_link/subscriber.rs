@@ -35,6 +35,8 @@ pub(super) struct Subscriber {
     pub(super) rules_seen: HashMap<String, u64>,
     /// Whether `LinkDown` was said, and `LinkUp` is owed.
     pub(super) down: bool,
+    /// When the link last went down, while it is.
+    pub(super) down_since: Option<Instant>,
     /// [`TOUCH_SCRIPT`], run by its hash: a renewal of a thousand rooms
     /// sends the hash a thousand times, not the script.
     pub(super) touch_script: Script,
@@ -74,6 +76,7 @@ impl Subscriber {
                     self.shared.up.store(false, Ordering::SeqCst);
                     if !self.down {
                         self.down = true;
+                        self.down_since = Some(Instant::now());
                         log::warn!("redis {}: link down: {reason}", self.target.addr);
                         if self.send(Delivery::LinkDown { reason }).is_err() {
                             return;
@@ -176,6 +179,7 @@ impl Subscriber {
         }
         backoff.reset();
         self.shared.up.store(true, Ordering::SeqCst);
+        self.down_since = None;
         if self.down {
             self.down = false;
             self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -359,11 +363,7 @@ impl Subscriber {
             let current = current_seq(query, room).map_err(|error| lost(&self.target, error))?;
             let mut next = self.next[room];
             if current + 1 < next {
-                // The room's keys lapsed while this node could not renew
-                // them (its link was down longer than their expiry): its
-                // numbering started over, and what it says now is new.
-                log::info!("room {room}: Redis forgot it meanwhile; numbering starts over");
-                next = 1;
+                next = self.went_back(room, current);
                 self.next.insert(room.clone(), next);
             }
             if next <= current {
@@ -372,6 +372,39 @@ impl Subscriber {
         }
         let rooms = rooms.iter().map(|&(room, _)| room.as_str());
         self.touch(query, rooms)
+    }
+
+    /// Where to go on in `room`, whose numbering stands at `current`
+    /// though this node has delivered more: either Redis lost the last
+    /// lines (a failover to a replica that had not received them yet, or
+    /// a restart from a file a moment old), or the room's keys lapsed
+    /// while this node could not renew them and a new numbering started.
+    ///
+    /// They lapse only after [`LinkSettings::room_ttl`] without a renewal,
+    /// and this node renewed its rooms at most a third of that before its
+    /// link went down: an outage shorter than half of it cannot have let
+    /// them lapse. Then the numbers above `current` that this node showed
+    /// were real lines that Redis lost, and those Redis gives them next are
+    /// new ones: it goes on at `current + 1`, without showing the room's
+    /// history again. Only after a longer outage is the numbering taken
+    /// as new (from 1: what was said since is delivered). Lines of the lost
+    /// stretch that this node never received are lost without a
+    /// [`Delivery::Missed`]: nothing is left to tell they were said.
+    pub(super) fn went_back(&self, room: &str, current: u64) -> u64 {
+        let lapse_possible = self
+            .down_since
+            .is_some_and(|since| since.elapsed() >= self.target.settings.room_ttl / 2);
+        if lapse_possible {
+            log::info!("room {room}: Redis forgot it meanwhile; numbering starts over");
+            1
+        } else {
+            log::warn!(
+                "redis {}: room {room}: its numbering went back to {current}: \
+                 Redis lost its last lines",
+                self.target.addr
+            );
+            current + 1
+        }
     }
 
     /// Gives the keys of `rooms`, which have members here, their full

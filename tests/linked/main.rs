@@ -19,7 +19,7 @@ use secure_chat::chat::{ClientId, Keep, RoomId, LINK_DOWN_MSG, LINK_DOWN_NICK};
 use secure_chat::elsewhere::{
     Ask, Elsewhere, Query, Reach, RoomLine, Told, Unasked, MOST_NAMES_ASKED,
 };
-use secure_chat::linked::redis_link::{Delivery, LinkSettings, RedisLink};
+use secure_chat::linked::redis_link::{name_key, Delivery, LinkSettings, RedisLink};
 use secure_chat::linked::{
     Linked, ANSWERS_BYTES, HELD_BACK_BYTES, LINK_DOWN, LINK_UP, LINK_UP_HISTORY_LOST,
 };
@@ -86,7 +86,7 @@ fn next_error(client: &TestClient) -> String {
 /// Waits until nobody holds `nick` in Redis.
 fn wait_name_free(redis: &Redis, nick: &str) {
     let mut raw = redis.connection(&redis.url());
-    let key = format!("name:{{{nick}}}");
+    let key = name_key(nick);
     let free = wait_until(|| {
         redis::cmd("EXISTS")
             .arg(&key)
@@ -260,7 +260,7 @@ fn a_nick_taken_back_at_once_stays_claimed() {
     assert_eq!(next_error(&dave), "error no user named nobody is connected");
     let mut raw = redis.connection(&redis.url());
     let held: i64 = redis::cmd("EXISTS")
-        .arg("name:{dave}")
+        .arg(name_key("dave"))
         .query(&mut raw)
         .expect("EXISTS");
     assert_eq!(held, 1, "dave's claim was deleted");
@@ -559,7 +559,7 @@ fn redis_restarted_without_data_names_are_taken_back_and_let_go() {
     let mut raw = redis.connection(&redis.url());
     let held = wait_until(|| {
         redis::cmd("EXISTS")
-            .arg("name:{alice}")
+            .arg(name_key("alice"))
             .query::<i64>(&mut raw)
             .expect("EXISTS")
             == 1
@@ -604,7 +604,7 @@ fn a_killed_servers_nicks_come_free_within_the_expiry() {
     // Renewed a moment ago at most: it lapses within the expiry.
     let mut raw = redis.connection(&url);
     let left: i64 = redis::cmd("PTTL")
-        .arg("name:{carol}")
+        .arg(name_key("carol"))
         .query(&mut raw)
         .expect("PTTL");
     assert!((1..=5000).contains(&left), "{left} ms left");

@@ -291,6 +291,14 @@ pub enum LinkError {
         /// The version it says it is.
         version: String,
     },
+    /// The URL names a node of a Redis Cluster: the link runs on one
+    /// Redis only, so far (see the module documentation).
+    Cluster {
+        /// The node's host and port.
+        addr: String,
+        /// How many masters the cluster has.
+        masters: usize,
+    },
     /// The link's threads could not be started.
     Spawn(io::Error),
 }
@@ -334,6 +342,12 @@ impl fmt::Display for LinkError {
                     "Redis at {addr} is version {version}; the chat needs {major}.{minor} or newer"
                 )
             }
+            LinkError::Cluster { addr, masters } => write!(
+                f,
+                "Redis at {addr} is a node of a Redis Cluster ({masters} masters): the chat \
+                 links through one Redis, not a cluster; give --redis a Redis run without \
+                 cluster-enabled"
+            ),
             LinkError::Spawn(source) => {
                 write!(f, "cannot start the Redis link's threads: {source}")
             }

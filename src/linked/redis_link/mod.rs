@@ -165,6 +165,7 @@ mod publisher;
 mod rules;
 mod schedule;
 mod scripts;
+mod slots;
 mod state;
 mod subscriber;
 
@@ -184,9 +185,11 @@ use crate::backoff::Backoff;
 use crate::elsewhere::{Claim, Sent};
 use crate::metrics::Tally;
 use crate::sync;
+pub use names::{name_key, NAME_BUCKETS};
 use names::{Directory, Errand};
 use schedule::Schedule;
 use scripts::{check_version, PUBLISH_SCRIPT, TOUCH_SCRIPT};
+use slots::Topology;
 use state::{
     millis, parse_payload, random_u64, reconnect_backoff, valid_node_name, Held, LinkState,
     Outgoing, Rooms, ToPublish,
@@ -303,6 +306,22 @@ impl RedisLink {
         let listen = target.connect().map_err(fail)?;
         let directory_connection = target.connect().map_err(fail)?;
         check_version(&target, &mut query)?;
+        // A Redis that will not say (an ACL user not allowed `INFO`) is
+        // taken as one: on a cluster its first key of another slot fails.
+        match Topology::read(&mut query, &target.addr) {
+            Ok(topology) if topology.is_cluster() => {
+                return Err(LinkError::Cluster {
+                    addr: target.addr.clone(),
+                    masters: topology.shards(),
+                })
+            }
+            Ok(_) => {}
+            Err(error) => log::debug!(
+                "Redis at {} did not say whether it is a cluster: {}",
+                target.addr,
+                target.describe(&error)
+            ),
+        }
         let script = Script::new(PUBLISH_SCRIPT);
         script.load(&mut publish).map_err(fail)?;
         let rules_script = Script::new(rules::RULES_SCRIPT);

@@ -2,11 +2,17 @@
 //! *directory*.
 //!
 //! A nick is one person's on every node at once. Redis holds who has it:
-//! the key `name:{nick}` (the nick in lower case) holds the
+//! the key [`name_key`] (`name:{bK}:nick`, the nick in lower case) holds the
 //! [run](super::RedisLink::run) of the node whose user has it, and expires
 //! after [`LinkSettings::name_ttl`](super::LinkSettings::name_ttl) unless that
 //! node renews it. A node that crashes stops renewing, and its names come
 //! free by themselves within that time.
+//!
+//! The names are spread over [`NAME_BUCKETS`] hash tags (`{b0}` ... by the
+//! nick's CRC16), so that a renewal of many names is one script per bucket,
+//! each over keys of one Redis Cluster slot (a script's keys must share
+//! one), all in one round trip: at most [`NAME_BUCKETS`] calls, however
+//! many names, rather than one per name.
 //!
 //! Every change is one Lua script, which Redis runs as one atomic step:
 //!
@@ -27,15 +33,18 @@
 //! order [`Order`] keeps, and answers through the link's deliveries, so the
 //! hub never waits for Redis here either.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
-use redis::{Connection, RedisError, Script};
+use redis::{
+    Connection, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind,
+};
 
 use super::order::{Closed, Order, Queues, Step};
 use super::schedule::Schedule;
+use super::slots::crc16;
 use super::{millis, reconnect_backoff, Delivery, Held, LinkState, Target};
 use crate::elsewhere::{Claim, Sent};
 use crate::sync;
@@ -86,9 +95,68 @@ return redis.call('PUBLISH', 'node:' .. holder, ARGV[1])
 /// pieces, none of which holds Redis up for long.
 const RENEW_CHUNK: usize = 500;
 
-/// A name's key in Redis. `name` is already in lower case.
-pub(super) fn name_key(name: &str) -> String {
-    format!("name:{{{name}}}")
+/// How many hash tags the names are spread over: few enough that one
+/// renewal is a round trip of at most this many scripts, enough that the
+/// names spread over every master of a cluster.
+pub const NAME_BUCKETS: u16 = 256;
+
+/// The key Redis holds `name` (in lower case) under:
+/// `name:{bK}:NAME`, K its bucket, CRC16 of the name modulo
+/// [`NAME_BUCKETS`]. The braces are the Redis Cluster hash tag: the
+/// names of one bucket share a slot.
+pub fn name_key(name: &str) -> String {
+    format!("name:{{b{}}}:{name}", crc16(name.as_bytes()) % NAME_BUCKETS)
+}
+
+/// `names` by their bucket, each group of one bucket (so of one slot) and
+/// at most [`RENEW_CHUNK`] names: what one script call may take.
+pub(super) fn by_bucket<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<Vec<&'a String>> {
+    let mut buckets: BTreeMap<u16, Vec<&String>> = BTreeMap::new();
+    for name in names {
+        let bucket = crc16(name.as_bytes()) % NAME_BUCKETS;
+        buckets.entry(bucket).or_default().push(name);
+    }
+    buckets
+        .into_values()
+        .flat_map(|names| {
+            names
+                .chunks(RENEW_CHUNK)
+                .map(<[&String]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Runs `script` once per group of names (its keys: their [`name_key`]s;
+/// then `args`), all in one pipeline; the replies, a group's each, in
+/// order. A Redis that forgot the script (restarted, flushed) has it
+/// loaded and the calls sent again: none of them ran.
+fn per_bucket<T: FromRedisValue>(
+    open: &mut Connection,
+    script: &Script,
+    groups: &[Vec<&String>],
+    args: &[&str],
+) -> RedisResult<Vec<T>> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for group in groups {
+        pipe.cmd("EVALSHA").arg(script.get_hash()).arg(group.len());
+        for name in group {
+            pipe.arg(name_key(name));
+        }
+        for arg in args {
+            pipe.arg(*arg);
+        }
+    }
+    match pipe.query(open) {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load(open)?;
+            pipe.query(open)
+        }
+        done => done,
+    }
 }
 
 /// The channel a node hears private lines for its users on.
@@ -258,15 +326,9 @@ impl Directory {
             let names: Vec<String> = std::mem::take(&mut *sync::lock(&self.held))
                 .into_iter()
                 .collect();
-            for chunk in names.chunks(RENEW_CHUNK) {
-                let mut invocation = scripts.release.prepare_invoke();
-                for name in chunk {
-                    invocation.key(name_key(name));
-                }
-                if invocation.arg(&self.run).invoke::<i64>(open).is_err() {
-                    break;
-                }
-            }
+            let groups = by_bucket(&names);
+            // Not told: they lapse instead.
+            let _ = per_bucket::<i64>(open, &scripts.release, &groups, &[&self.run]);
         }
     }
 
@@ -478,8 +540,8 @@ impl Directory {
         }
     }
 
-    /// Tells Redis of holds and releases, one script per [`RENEW_CHUNK`]
-    /// names, not one round trip per name: arrivals and departures faster
+    /// Tells Redis of holds and releases, one script per bucket of names
+    /// ([`by_bucket`]) and one round trip for all, not one per name: arrivals and departures faster
     /// than round trips must not pile up. What counts for each name is
     /// whether `held` has it now (a hold then a release is a release, and
     /// so is a hold whose release did not fit the queue).
@@ -503,16 +565,8 @@ impl Directory {
             let held = sync::lock(&self.held);
             names.into_iter().partition(|name| held.contains(name))
         };
-        for chunk in releases.chunks(RENEW_CHUNK) {
-            let mut invocation = scripts.release.prepare_invoke();
-            for name in chunk {
-                invocation.key(name_key(name));
-            }
-            invocation
-                .arg(&self.run)
-                .invoke::<i64>(open)
-                .map_err(|error| self.log(&error))?;
-        }
+        per_bucket::<i64>(open, &scripts.release, &by_bucket(&releases), &[&self.run])
+            .map_err(|error| self.log(&error))?;
         self.claim_all(open, scripts, &holds, false)
     }
 
@@ -533,18 +587,12 @@ impl Directory {
         names: &[String],
         lapsed: bool,
     ) -> Result<(), Lost> {
-        let ttl = millis(self.target.settings.name_ttl);
-        for chunk in names.chunks(RENEW_CHUNK) {
-            let mut invocation = scripts.claim.prepare_invoke();
-            for name in chunk {
-                invocation.key(name_key(name));
-            }
-            let held: Vec<i64> = invocation
-                .arg(&self.run)
-                .arg(ttl)
-                .invoke(open)
-                .map_err(|error| self.log(&error))?;
-            for (name, held) in chunk.iter().zip(held) {
+        let ttl = millis(self.target.settings.name_ttl).to_string();
+        let groups = by_bucket(names);
+        let replies: Vec<Vec<i64>> = per_bucket(open, &scripts.claim, &groups, &[&self.run, &ttl])
+            .map_err(|error| self.log(&error))?;
+        for (group, held) in groups.iter().zip(replies) {
+            for (name, held) in group.iter().copied().zip(held) {
                 if held == 0 {
                     if lapsed {
                         log::warn!(

@@ -291,8 +291,8 @@ pub enum LinkError {
         /// The version it says it is.
         version: String,
     },
-    /// The URL names a node of a Redis Cluster: the link runs on one
-    /// Redis only, so far (see the module documentation).
+    /// The URL names a node of a Redis Cluster some of whose slots no
+    /// master serves (the cluster is down, or not yet made).
     Cluster {
         /// The node's host and port.
         addr: String,
@@ -344,9 +344,8 @@ impl fmt::Display for LinkError {
             }
             LinkError::Cluster { addr, masters } => write!(
                 f,
-                "Redis at {addr} is a node of a Redis Cluster ({masters} masters): the chat \
-                 links through one Redis, not a cluster; give --redis a Redis run without \
-                 cluster-enabled"
+                "Redis at {addr} is a node of a Redis Cluster ({masters} masters) some of \
+                 whose hash slots no master serves: is the cluster down, or not yet made?"
             ),
             LinkError::Spawn(source) => {
                 write!(f, "cannot start the Redis link's threads: {source}")

@@ -162,9 +162,11 @@ mod messages;
 mod names;
 mod order;
 mod publisher;
+mod route;
 mod rules;
 mod schedule;
 mod scripts;
+mod shards;
 mod slots;
 mod state;
 mod subscriber;
@@ -187,8 +189,10 @@ use crate::metrics::Tally;
 use crate::sync;
 pub use names::{name_key, NAME_BUCKETS};
 use names::{Directory, Errand};
+use route::Router;
 use schedule::Schedule;
 use scripts::{check_version, PUBLISH_SCRIPT, TOUCH_SCRIPT};
+use shards::Shards;
 use slots::Topology;
 use state::{
     millis, parse_payload, random_u64, reconnect_backoff, valid_node_name, Held, LinkState,
@@ -301,27 +305,32 @@ impl RedisLink {
         }
         let target = Arc::new(Target::new(url, &settings)?);
         let fail = |error: RedisError| target.start_error(&error);
-        let mut publish = target.connect().map_err(fail)?;
-        let mut query = target.connect().map_err(fail)?;
-        let listen = target.connect().map_err(fail)?;
-        let directory_connection = target.connect().map_err(fail)?;
-        check_version(&target, &mut query)?;
+        let mut first = target.connect().map_err(fail)?;
+        check_version(&target, &mut first)?;
         // A Redis that will not say (an ACL user not allowed `INFO`) is
         // taken as one: on a cluster its first key of another slot fails.
-        match Topology::read(&mut query, &target.addr) {
-            Ok(topology) if topology.is_cluster() => {
-                return Err(LinkError::Cluster {
-                    addr: target.addr.clone(),
-                    masters: topology.shards(),
-                })
+        let topology = match Topology::read(&mut first, &target.addr) {
+            Ok(topology) => topology,
+            Err(error) => {
+                log::debug!(
+                    "Redis at {} did not say whether it is a cluster: {}",
+                    target.addr,
+                    target.describe(&error)
+                );
+                Topology::single(&target.addr)
             }
-            Ok(_) => {}
-            Err(error) => log::debug!(
-                "Redis at {} did not say whether it is a cluster: {}",
-                target.addr,
-                target.describe(&error)
-            ),
+        };
+        if topology.is_cluster() && !topology.covers_every_slot() {
+            return Err(LinkError::Cluster {
+                addr: target.addr.clone(),
+                masters: topology.shards(),
+            });
         }
+        let router = |first| Router::new(Arc::clone(&target), topology.clone(), first);
+        let mut query = router(Some(first));
+        let mut publish = router(Some(target.connect().map_err(fail)?));
+        let listen = target.connect().map_err(fail)?;
+        let directory_connection = router(Some(target.connect().map_err(fail)?));
         let script = Script::new(PUBLISH_SCRIPT);
         script.load(&mut publish).map_err(fail)?;
         let rules_script = Script::new(rules::RULES_SCRIPT);
@@ -385,6 +394,11 @@ impl RedisLink {
             script,
             rules_script,
             node: node.to_owned(),
+            publish_command: if topology.is_cluster() {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            },
             sender: run.clone(),
             count: 0,
         };

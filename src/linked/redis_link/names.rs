@@ -38,13 +38,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
-use redis::{
-    Connection, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind,
-};
+use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::order::{Closed, Order, Queues, Step};
+use super::route::Router;
 use super::schedule::Schedule;
 use super::slots::crc16;
+use super::slots::Topology;
 use super::{millis, reconnect_backoff, Delivery, Held, LinkState, Target};
 use crate::elsewhere::{Claim, Sent};
 use crate::sync;
@@ -132,31 +132,46 @@ pub(super) fn by_bucket<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<
 /// order. A Redis that forgot the script (restarted, flushed) has it
 /// loaded and the calls sent again: none of them ran.
 fn per_bucket<T: FromRedisValue>(
-    open: &mut Connection,
+    open: &mut Router,
     script: &Script,
     groups: &[Vec<&String>],
     args: &[&str],
 ) -> RedisResult<Vec<T>> {
-    if groups.is_empty() {
-        return Ok(Vec::new());
+    // One pipeline per master (on one Redis, one), the replies put back
+    // in the groups' order.
+    let mut by_shard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (index, group) in groups.iter().enumerate() {
+        let Some(first) = group.first() else {
+            continue;
+        };
+        let shard = open.shard_of(&name_key(first))?;
+        by_shard.entry(shard).or_default().push(index);
     }
-    let mut pipe = redis::pipe();
-    for group in groups {
-        pipe.cmd("EVALSHA").arg(script.get_hash()).arg(group.len());
-        for name in group {
-            pipe.arg(name_key(name));
+    let mut replies: Vec<Option<T>> = groups.iter().map(|_| None).collect();
+    for indices in by_shard.values() {
+        let mut pipe = redis::pipe();
+        for &index in indices {
+            let group = &groups[index];
+            pipe.cmd("EVALSHA").arg(script.get_hash()).arg(group.len());
+            for name in group {
+                pipe.arg(name_key(name));
+            }
+            for arg in args {
+                pipe.arg(*arg);
+            }
         }
-        for arg in args {
-            pipe.arg(*arg);
+        let answered: Vec<T> = match pipe.query(open) {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load(open)?;
+                pipe.query(open)
+            }
+            done => done,
+        }?;
+        for (&index, reply) in indices.iter().zip(answered) {
+            replies[index] = Some(reply);
         }
     }
-    match pipe.query(open) {
-        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script.load(open)?;
-            pipe.query(open)
-        }
-        done => done,
-    }
+    Ok(replies.into_iter().flatten().collect())
 }
 
 /// The channel a node hears private lines for its users on.
@@ -224,8 +239,9 @@ impl Directory {
         mut self,
         asks: Receiver<Errand>,
         names: Receiver<Errand>,
-        connection: Connection,
+        connection: Router,
     ) {
+        let seeds = connection.topology().clone();
         let scripts = Scripts {
             claim: Script::new(CLAIM_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
@@ -245,7 +261,7 @@ impl Directory {
                 break;
             }
             if connection.is_none() {
-                match self.target.connect() {
+                match self.reopen(&seeds) {
                     Ok(fresh) => {
                         connection = Some(fresh);
                         backoff.reset();
@@ -305,7 +321,7 @@ impl Directory {
                 Err(error) => {
                     let _ = self.log(&error);
                     connection = None;
-                    match self.target.connect() {
+                    match self.reopen(&seeds) {
                         Ok(mut fresh) => {
                             let again = self.ask_redis(&mut fresh, &scripts, &ask);
                             if again.is_ok() {
@@ -330,6 +346,15 @@ impl Directory {
             // Not told: they lapse instead.
             let _ = per_bucket::<i64>(open, &scripts.release, &groups, &[&self.run]);
         }
+    }
+
+    /// New connections, over the topology as the cluster tells it now
+    /// (`seeds`: where to ask), and one that answers.
+    fn reopen(&self, seeds: &Topology) -> RedisResult<Router> {
+        let mut fresh = Router::new(Arc::clone(&self.target), seeds.clone(), None);
+        fresh.read_again(true);
+        redis::cmd("PING").exec(&mut fresh)?;
+        Ok(fresh)
     }
 
     /// Says [`Delivery::AskTimedOut`] for each question whose answers are
@@ -405,7 +430,7 @@ impl Directory {
     /// this run's now; for a private line, how many nodes heard it.
     fn ask_redis(
         &self,
-        open: &mut Connection,
+        open: &mut Router,
         scripts: &Scripts,
         ask: &Errand,
     ) -> Result<i64, RedisError> {
@@ -547,7 +572,7 @@ impl Directory {
     /// so is a hold whose release did not fit the queue).
     fn change(
         &mut self,
-        open: &mut Connection,
+        open: &mut Router,
         scripts: &Scripts,
         changes: Vec<Errand>,
     ) -> Result<(), Lost> {
@@ -572,7 +597,7 @@ impl Directory {
 
     /// Takes back, and renews, every name held; each one another run took
     /// meanwhile (it lapsed during an outage) is reported lost.
-    fn renew(&mut self, open: &mut Connection, scripts: &Scripts) -> Result<(), Lost> {
+    fn renew(&mut self, open: &mut Router, scripts: &Scripts) -> Result<(), Lost> {
         let names: Vec<String> = sync::lock(&self.held).iter().cloned().collect();
         self.claim_all(open, scripts, &names, true)
     }
@@ -582,7 +607,7 @@ impl Directory {
     /// before, and it lapsed while Redis was out of reach).
     fn claim_all(
         &mut self,
-        open: &mut Connection,
+        open: &mut Router,
         scripts: &Scripts,
         names: &[String],
         lapsed: bool,

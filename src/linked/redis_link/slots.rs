@@ -27,9 +27,6 @@ pub(super) fn crc16(bytes: &[u8]) -> u16 {
     crc
 }
 
-// Routing by slot is tested here; the link does not route yet: it
-// refuses a cluster at start (`RedisLink::start`).
-#[cfg_attr(not(test), allow(dead_code))]
 /// The part of `key` that decides its slot: what lies between the first
 /// `{` and the next `}`, if that is not empty, else the whole key. So
 /// `room:{lobby}:seq` and `room:{lobby}` share a slot.
@@ -45,22 +42,22 @@ pub(super) fn hash_tag(key: &str) -> &[u8] {
     bytes
 }
 
-// Routing by slot is tested here; the link does not route yet: it
-// refuses a cluster at start (`RedisLink::start`).
-#[cfg_attr(not(test), allow(dead_code))]
 /// The hash slot of `key`, as `CLUSTER KEYSLOT` answers.
 pub(super) fn slot(key: &str) -> usize {
     usize::from(crc16(hash_tag(key))) % SLOTS
 }
+
+/// A slot no master serves.
+const NO_SHARD: u16 = u16::MAX;
 
 /// Which shard owns each slot, and where each shard's master listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Topology {
     /// Each shard's master, `host:port`, in the order of their first slot.
     masters: Vec<String>,
-    /// Per slot, the index of its shard in `masters`; `None` for a slot
-    /// no master serves (a cluster that is down there).
-    owners: Vec<Option<usize>>,
+    /// Per slot, the index of its shard in `masters`; [`NO_SHARD`] for
+    /// a slot no master serves (a cluster that is down there).
+    owners: Vec<u16>,
     /// Whether Redis said it is a cluster (sharded pub/sub, one slot per
     /// script call), or a single Redis.
     cluster: bool,
@@ -71,7 +68,7 @@ impl Topology {
     pub(super) fn single(addr: &str) -> Topology {
         Topology {
             masters: vec![addr.to_owned()],
-            owners: vec![Some(0); SLOTS],
+            owners: vec![0; SLOTS],
             cluster: false,
         }
     }
@@ -86,7 +83,7 @@ impl Topology {
             return None;
         };
         let mut masters: Vec<String> = Vec::new();
-        let mut owners = vec![None; SLOTS];
+        let mut owners = vec![NO_SHARD; SLOTS];
         let mut ranges: Vec<&Vec<Value>> = ranges
             .iter()
             .filter_map(|range| match range {
@@ -116,8 +113,11 @@ impl Topology {
                     masters.len() - 1
                 }
             };
+            let shard = u16::try_from(shard)
+                .ok()
+                .filter(|&shard| shard != NO_SHARD)?;
             for owner in owners.get_mut(start..=end)? {
-                *owner = Some(shard);
+                *owner = shard;
             }
         }
         if masters.is_empty() {
@@ -159,28 +159,20 @@ impl Topology {
         self.masters.len()
     }
 
-    // Routing by slot is tested here; the link does not route yet: it
-    // refuses a cluster at start (`RedisLink::start`).
-    #[cfg_attr(not(test), allow(dead_code))]
     /// The master of shard `shard`, `host:port`.
     pub(super) fn master(&self, shard: usize) -> &str {
         &self.masters[shard]
     }
 
-    // Routing by slot is tested here; the link does not route yet: it
-    // refuses a cluster at start (`RedisLink::start`).
-    #[cfg_attr(not(test), allow(dead_code))]
     /// The shard that owns `key`'s slot, if one does.
     pub(super) fn shard_of(&self, key: &str) -> Option<usize> {
-        self.owners[slot(key)]
+        let owner = self.owners[slot(key)];
+        (owner != NO_SHARD).then_some(usize::from(owner))
     }
 
-    // Routing by slot is tested here; the link does not route yet: it
-    // refuses a cluster at start (`RedisLink::start`).
-    #[cfg_attr(not(test), allow(dead_code))]
     /// Whether every slot has a master.
     pub(super) fn covers_every_slot(&self) -> bool {
-        self.owners.iter().all(Option::is_some)
+        self.owners.iter().all(|&owner| owner != NO_SHARD)
     }
 }
 

@@ -64,11 +64,44 @@
 //! comes back from Redis, not before, so that they see the order everyone
 //! else sees.
 //!
-//! The link needs one Redis, the one its URL names, not Redis Cluster. The braces in the key names are
-//! Cluster's *hash tags*, so each room's keys would share a slot, but the
-//! rest does not hold there: one renewal passes the keys of hundreds of
-//! names, of as many slots, to one script, and the client library has no
-//! Cluster pub/sub. On one Redis the braces are only part of the name.
+//! ## One Redis, or a Redis Cluster
+//!
+//! The URL names one Redis, or any node of a Redis Cluster (7.0 or newer,
+//! for sharded pub/sub: an older one is refused at start, as a Redis older
+//! than 5.0 is); the link asks which at start (`INFO cluster`, then
+//! `CLUSTER SLOTS`: `slots.rs`). Every key of a room, and its channel,
+//! carry the room's name as their hash tag (`room:{name}...`), so a room
+//! lives on one master; names are spread over 256 tags of their own
+//! (`names.rs`); the few keys of the whole chat (`chat:epoch`,
+//! `chat:nodes`, `chat:server-bans`) are single keys. Each command or
+//! pipeline goes to the master of its first key's slot, over one
+//! connection per master (`route.rs`), and each script call touches one
+//! room's keys or one bucket of names, so never more than one slot. A
+//! single Redis is the same code with one master that owns every slot.
+//!
+//! On a cluster, room lines go out with `SPUBLISH` (sharded pub/sub: only
+//! the room's master and its replica carry them, where a classic
+//! `PUBLISH` would cross every node of the cluster) and the subscriber
+//! hears each master's rooms on a connection to that master
+//! (`shards.rs`), reading them in turn with the connection every node
+//! shares for private lines, questions and moderation, which stay on
+//! classic pub/sub (a few lines, heard on every node). The publisher
+//! sends one pipeline per master. A redirection (`MOVED`), a cluster
+//! that says it is down, or a connection lost makes the link read the
+//! topology again (at most every 200 ms); a slot half moved (`ASK`) is
+//! followed for that command.
+//!
+//! While one master is out of reach the whole link is down, as it is when
+//! the one Redis is, not just that master's rooms: its lines are refused
+//! ([`Refused::Down`]) and users are told. Once its replica has taken
+//! over (the link was up again 3.3 s after a master was killed, with a
+//! `cluster-node-timeout` of one second) the link connects to the new
+//! master, fills every room's gap from its history, and is up again.
+//! Replication is asynchronous: the lines a master numbered but had not
+//! yet sent its replica are lost with it, and the room's numbering goes
+//! back. Nodes go on from the new numbering, without showing the room's
+//! past again (see `Subscriber::went_back`); a node that had not received
+//! the lost lines never shows them, and nothing tells it they were said.
 //!
 //! ## When Redis is gone
 //!
@@ -109,7 +142,8 @@
 //! count, and the script skips the counts it has already seen.
 //! The *subscriber* thread has two connections: one subscribed (a
 //! subscribed connection can run nothing but (un)subscribe and `PING`), and
-//! one to ask (`GET`, `XRANGE`). It hands [`Delivery`]s to the hub through
+//! one to ask (`GET`, `XRANGE`); on a cluster, one more subscribed per
+//! master, and one to ask per master. It hands [`Delivery`]s to the hub through
 //! a bounded queue ([`LinkSettings::deliveries`]); when the hub is behind, the
 //! subscriber waits, Redis buffers for it, and past Redis' limit Redis cuts
 //! it off: which the subscriber recovers from like from any outage.
@@ -306,7 +340,7 @@ impl RedisLink {
         let target = Arc::new(Target::new(url, &settings)?);
         let fail = |error: RedisError| target.start_error(&error);
         let mut first = target.connect().map_err(fail)?;
-        check_version(&target, &mut first)?;
+        check_version(&target, &mut first, scripts::OLDEST_REDIS)?;
         // A Redis that will not say (an ACL user not allowed `INFO`) is
         // taken as one: on a cluster its first key of another slot fails.
         let topology = match Topology::read(&mut first, &target.addr) {
@@ -325,6 +359,9 @@ impl RedisLink {
                 addr: target.addr.clone(),
                 masters: topology.shards(),
             });
+        }
+        if topology.is_cluster() {
+            check_version(&target, &mut first, scripts::OLDEST_CLUSTER)?;
         }
         let router = |first| Router::new(Arc::clone(&target), topology.clone(), first);
         let mut query = router(Some(first));

@@ -168,10 +168,19 @@ pub(super) fn redis_version(info: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// Refuses a Redis older than [`OLDEST_REDIS`], at start. A Redis that
+/// The oldest Redis a cluster may run: sharded pub/sub (`SPUBLISH`,
+/// `SSUBSCRIBE`) came in 7.0.
+pub(super) const OLDEST_CLUSTER: (u32, u32) = (7, 0);
+
+/// Refuses a Redis older than `oldest` ([`OLDEST_REDIS`], or
+/// [`OLDEST_CLUSTER`]), at start. A Redis that
 /// will not say (an ACL user not allowed `INFO`) is let be: the scripts
 /// then fail, as they would anyway.
-pub(super) fn check_version(target: &Target, connection: &mut Connection) -> Result<(), LinkError> {
+pub(super) fn check_version(
+    target: &Target,
+    connection: &mut Connection,
+    oldest: (u32, u32),
+) -> Result<(), LinkError> {
     let info: String = match redis::cmd("INFO").arg("server").query(connection) {
         Ok(info) => info,
         Err(error) => {
@@ -181,9 +190,10 @@ pub(super) fn check_version(target: &Target, connection: &mut Connection) -> Res
         }
     };
     match redis_version(&info) {
-        Some((major, minor)) if (major, minor) < OLDEST_REDIS => Err(LinkError::TooOld {
+        Some((major, minor)) if (major, minor) < oldest => Err(LinkError::TooOld {
             addr: target.addr.clone(),
             version: format!("{major}.{minor}"),
+            needs: format!("{}.{}", oldest.0, oldest.1),
         }),
         _ => Ok(()),
     }

@@ -9,10 +9,11 @@
 //! free by themselves within that time.
 //!
 //! The names are spread over [`NAME_BUCKETS`] hash tags (`{b0}` ... by the
-//! nick's CRC16), so that a renewal of many names is one script per bucket,
-//! each over keys of one Redis Cluster slot (a script's keys must share
-//! one), all in one round trip: at most [`NAME_BUCKETS`] calls, however
-//! many names, rather than one per name.
+//! nick's CRC16), so that on a Redis Cluster a renewal of many names is one
+//! script per bucket, each over keys of one slot (a script's keys must
+//! share one), one round trip per master: at most [`NAME_BUCKETS`] calls,
+//! however many names, rather than one per name. One Redis takes up to
+//! [`RENEW_CHUNK`] names of any buckets per call.
 //!
 //! Every change is one Lua script, which Redis runs as one atomic step:
 //!
@@ -108,9 +109,19 @@ pub fn name_key(name: &str) -> String {
     format!("name:{{b{}}}:{name}", crc16(name.as_bytes()) % NAME_BUCKETS)
 }
 
-/// `names` by their bucket, each group of one bucket (so of one slot) and
-/// at most [`RENEW_CHUNK`] names: what one script call may take.
-pub(super) fn by_bucket<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<Vec<&'a String>> {
+/// `names` in groups one script call may take: at most [`RENEW_CHUNK`]
+/// names each, and on a cluster (`one_slot_each`) of one bucket each, so
+/// of one slot. One Redis takes any names in one call, so there they go
+/// in chunks as they come: a renewal of 500 names is one call, not one
+/// per bucket.
+pub(super) fn by_bucket<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    one_slot_each: bool,
+) -> Vec<Vec<&'a String>> {
+    let names: Vec<&String> = names.into_iter().collect();
+    if !one_slot_each {
+        return names.chunks(RENEW_CHUNK).map(<[&String]>::to_vec).collect();
+    }
     let mut buckets: BTreeMap<u16, Vec<&String>> = BTreeMap::new();
     for name in names {
         let bucket = crc16(name.as_bytes()) % NAME_BUCKETS;
@@ -342,7 +353,7 @@ impl Directory {
             let names: Vec<String> = std::mem::take(&mut *sync::lock(&self.held))
                 .into_iter()
                 .collect();
-            let groups = by_bucket(&names);
+            let groups = by_bucket(&names, open.topology().is_cluster());
             // Not told: they lapse instead.
             let _ = per_bucket::<i64>(open, &scripts.release, &groups, &[&self.run]);
         }
@@ -565,8 +576,9 @@ impl Directory {
         }
     }
 
-    /// Tells Redis of holds and releases, one script per bucket of names
-    /// ([`by_bucket`]) and one round trip for all, not one per name: arrivals and departures faster
+    /// Tells Redis of holds and releases, one script per group of names
+    /// ([`by_bucket`]) and one round trip per master, not one per name:
+    /// arrivals and departures faster
     /// than round trips must not pile up. What counts for each name is
     /// whether `held` has it now (a hold then a release is a release, and
     /// so is a hold whose release did not fit the queue).
@@ -590,7 +602,8 @@ impl Directory {
             let held = sync::lock(&self.held);
             names.into_iter().partition(|name| held.contains(name))
         };
-        per_bucket::<i64>(open, &scripts.release, &by_bucket(&releases), &[&self.run])
+        let groups = by_bucket(&releases, open.topology().is_cluster());
+        per_bucket::<i64>(open, &scripts.release, &groups, &[&self.run])
             .map_err(|error| self.log(&error))?;
         self.claim_all(open, scripts, &holds, false)
     }
@@ -613,7 +626,7 @@ impl Directory {
         lapsed: bool,
     ) -> Result<(), Lost> {
         let ttl = millis(self.target.settings.name_ttl).to_string();
-        let groups = by_bucket(names);
+        let groups = by_bucket(names, open.topology().is_cluster());
         let replies: Vec<Vec<i64>> = per_bucket(open, &scripts.claim, &groups, &[&self.run, &ttl])
             .map_err(|error| self.log(&error))?;
         for (group, held) in groups.iter().zip(replies) {

@@ -74,7 +74,7 @@ fn names_go_in_buckets_of_one_slot_each() {
 #[test]
 fn renewals_group_names_by_bucket_each_call_within_a_chunk() {
     let names: Vec<String> = (0..3000).map(|n| format!("guest{n}")).collect();
-    let groups = names::by_bucket(&names);
+    let groups = names::by_bucket(&names, true);
     // Every name once, each group of one bucket.
     assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), names.len());
     for group in &groups {
@@ -90,5 +90,10 @@ fn renewals_group_names_by_bucket_each_call_within_a_chunk() {
         "{}",
         groups.len()
     );
-    assert!(names::by_bucket(&[]).is_empty());
+    assert!(names::by_bucket(&[], true).is_empty());
+    // One Redis: chunks of 500, whatever their buckets.
+    let chunks = names::by_bucket(&names, false);
+    assert_eq!(chunks.len(), 6);
+    assert!(chunks.iter().all(|chunk| chunk.len() == 500));
+    assert_eq!(chunks[1][0], &names[500]);
 }

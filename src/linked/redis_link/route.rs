@@ -124,11 +124,26 @@ impl Router {
         false
     }
 
-    /// The connection to shard `shard`'s master, opened if need be.
+    /// The connection to shard `shard`'s master, opened if need be. A
+    /// master that cannot be reached may have failed over: the cluster is
+    /// read again (at most every [`READ_AGAIN_AFTER`]), so that the next
+    /// try goes to its replica once promoted.
     pub(super) fn shard(&mut self, shard: usize) -> RedisResult<&mut Connection> {
+        // Read again meanwhile, with fewer masters than the caller saw.
+        if shard >= self.open.len() {
+            return Err(RedisError::from((
+                ErrorKind::Server(ServerErrorKind::TryAgain),
+                "the cluster's masters changed",
+            )));
+        }
         if self.open[shard].is_none() {
-            let connection = self.target.connect_to(self.topology.master(shard))?;
-            self.open[shard] = Some(connection);
+            match self.target.connect_to(self.topology.master(shard)) {
+                Ok(connection) => self.open[shard] = Some(connection),
+                Err(error) => {
+                    self.read_again(false);
+                    return Err(error);
+                }
+            }
         }
         match self.open[shard].as_mut() {
             Some(connection) => Ok(connection),

@@ -264,7 +264,11 @@ fn names_held_and_let_go_go_to_redis_in_batches() {
         // The second half held, the first let go (on the way there, the
         // count can pass NAMES / 2 with other names).
         let second_half = keys.iter().all(|key| {
-            let n: usize = key["name:{guest1-".len()..key.len() - 1]
+            // `name:{bK}:guest1-N`
+            let n: usize = key
+                .rsplit_once(":guest1-")
+                .expect("a guest's name")
+                .1
                 .parse()
                 .expect("a number");
             n >= NAMES / 2

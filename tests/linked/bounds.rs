@@ -11,24 +11,23 @@ use secure_chat::elsewhere::Waiting;
 /// on the path of plain `redis://`, could send.
 fn forge(redis: &Redis, room: &str, text: &str) {
     let mut raw = redis.connection(&redis.url());
-    let seq: u64 = redis::cmd("INCR")
-        .arg(format!("room:{{{room}}}:seq"))
-        .query(&mut raw)
-        .expect("INCR");
-    redis::cmd("XADD")
-        .arg(format!("room:{{{room}}}:history"))
-        .arg(format!("{seq}-0"))
-        .arg("node")
-        .arg("ghost")
-        .arg("line")
+    // In one step, as the script does: a line the server numbers in
+    // between would take the next id first, and the stream refuse this one.
+    let forged = redis::Script::new(
+        r"
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], seq .. '-0', 'node', 'ghost', 'line', ARGV[1])
+redis.call('PUBLISH', ARGV[2], seq .. ' ghost ' .. ARGV[1])
+return seq
+",
+    );
+    let _: u64 = forged
+        .key(format!("room:{{{room}}}:seq"))
+        .key(format!("room:{{{room}}}:history"))
         .arg(text)
-        .exec(&mut raw)
-        .expect("XADD");
-    redis::cmd("PUBLISH")
         .arg(format!("room:{{{room}}}"))
-        .arg(format!("{seq} ghost {text}"))
-        .exec(&mut raw)
-        .expect("PUBLISH");
+        .invoke(&mut raw)
+        .expect("the forged line is numbered, kept and published");
 }
 
 /// What comes from Redis is checked as what comes from a client: no line

@@ -19,7 +19,7 @@ use secure_chat::chat::{ClientId, Keep, RoomId, LINK_DOWN_MSG, LINK_DOWN_NICK};
 use secure_chat::elsewhere::{
     Ask, Elsewhere, Query, Reach, RoomLine, Told, Unasked, MOST_NAMES_ASKED,
 };
-use secure_chat::linked::redis_link::{Delivery, LinkSettings, RedisLink};
+use secure_chat::linked::redis_link::{name_key, Delivery, LinkSettings, RedisLink};
 use secure_chat::linked::{
     Linked, ANSWERS_BYTES, HELD_BACK_BYTES, LINK_DOWN, LINK_UP, LINK_UP_HISTORY_LOST,
 };
@@ -86,7 +86,7 @@ fn next_error(client: &TestClient) -> String {
 /// Waits until nobody holds `nick` in Redis.
 fn wait_name_free(redis: &Redis, nick: &str) {
     let mut raw = redis.connection(&redis.url());
-    let key = format!("name:{{{nick}}}");
+    let key = name_key(nick);
     let free = wait_until(|| {
         redis::cmd("EXISTS")
             .arg(&key)
@@ -260,7 +260,7 @@ fn a_nick_taken_back_at_once_stays_claimed() {
     assert_eq!(next_error(&dave), "error no user named nobody is connected");
     let mut raw = redis.connection(&redis.url());
     let held: i64 = redis::cmd("EXISTS")
-        .arg("name:{dave}")
+        .arg(name_key("dave"))
         .query(&mut raw)
         .expect("EXISTS");
     assert_eq!(held, 1, "dave's claim was deleted");
@@ -443,6 +443,94 @@ fn redis_restarted_local_chat_goes_on_and_the_link_recovers() {
     two.stop();
 }
 
+/// Redis loses a room's last lines but not the room (as a failover to a
+/// replica that had not received them, or a restart from a file a moment
+/// old, does): its numbering goes back. Each node goes on from there; none
+/// shows the room's history again as if it were new.
+#[test]
+fn a_numbering_that_goes_back_does_not_replay_the_room() {
+    let two = Two::start(&[]);
+    let (redis, pki) = (&two.redis, &two.pki);
+    let (a, b) = (&two.a, &two.b);
+    let mut alice = person(a, pki, "alice");
+    let mut bob = person(b, pki, "bob");
+    redis.wait_subscribed("#lobby", 2);
+    for line in ["one", "two", "three"] {
+        alice.send(line);
+        assert_eq!(alice.recv_non_notice(), format!("chat alice {line}"));
+        assert_eq!(bob.recv_non_notice(), format!("chat alice {line}"));
+    }
+    let mut raw = redis.connection(&redis.url());
+    let current: u64 = redis::cmd("GET")
+        .arg("room:{#lobby}:seq")
+        .query(&mut raw)
+        .expect("GET seq");
+    assert!(current >= 3, "seq {current}");
+    // The room as a replica two lines behind has it: its history rebuilt
+    // without them (a stream remembers the last id it took even once that
+    // entry is gone, a replica never took it), its numbering back by two.
+    // Every node's listening connection goes with them, in one step: no
+    // line can be numbered in between.
+    let kept: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("room:{#lobby}:history")
+        .arg("-")
+        .arg(format!("{}-0", current - 2))
+        .query(&mut raw)
+        .expect("XRANGE");
+    let mut lose = redis::pipe();
+    lose.atomic()
+        .cmd("DEL")
+        .arg("room:{#lobby}:history")
+        .ignore();
+    for (id, fields) in &kept {
+        lose.cmd("XADD").arg("room:{#lobby}:history").arg(id);
+        for (field, value) in fields {
+            lose.arg(field).arg(value);
+        }
+        lose.ignore();
+    }
+    lose.cmd("SET")
+        .arg("room:{#lobby}:seq")
+        .arg(current - 2)
+        .ignore()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .ignore();
+    lose.exec(&mut raw).expect("lose the last lines");
+    // What missed lines there were come before the link says it is back:
+    // none here, so nothing but notices.
+    let up = format!("notice {LINK_UP}");
+    for client in [&alice, &bob] {
+        let mut before_up = Vec::new();
+        loop {
+            let line = client.recv();
+            if line == up {
+                break;
+            }
+            before_up.push(line);
+        }
+        assert!(
+            before_up.iter().all(|line| line.starts_with("notice ")),
+            "{}: {before_up:?}",
+            client.nick
+        );
+    }
+    redis.wait_subscribed("#lobby", 2);
+    bob.send("after");
+    // The next line each sees is the new one.
+    assert_eq!(alice.recv_non_notice(), "chat bob after");
+    assert_eq!(bob.recv_non_notice(), "chat bob after");
+    let seq: u64 = redis::cmd("GET")
+        .arg("room:{#lobby}:seq")
+        .query(&mut raw)
+        .expect("GET seq");
+    assert_eq!(seq, current - 1, "the new line took the first lost number");
+    drop((alice, bob));
+    two.stop();
+}
+
 /// Redis restarts without its data: names held are taken back (a claim
 /// from elsewhere finds them held), and one let go during the outage is
 /// free afterwards.
@@ -471,7 +559,7 @@ fn redis_restarted_without_data_names_are_taken_back_and_let_go() {
     let mut raw = redis.connection(&redis.url());
     let held = wait_until(|| {
         redis::cmd("EXISTS")
-            .arg("name:{alice}")
+            .arg(name_key("alice"))
             .query::<i64>(&mut raw)
             .expect("EXISTS")
             == 1
@@ -516,7 +604,7 @@ fn a_killed_servers_nicks_come_free_within_the_expiry() {
     // Renewed a moment ago at most: it lapses within the expiry.
     let mut raw = redis.connection(&url);
     let left: i64 = redis::cmd("PTTL")
-        .arg("name:{carol}")
+        .arg(name_key("carol"))
         .query(&mut raw)
         .expect("PTTL");
     assert!((1..=5000).contains(&left), "{left} ms left");

@@ -68,6 +68,7 @@ Options:
   --redis URL                share the chat with every server using the same
                              Redis: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB],
                              or rediss://... for TLS [default: off, one server].
+                             May name any node of a Redis Cluster (7.0+).
                              A URL with a password is better not given here,
                              where every local user can read it (ps): put it
                              in the environment variable CHAT_REDIS_URL or in

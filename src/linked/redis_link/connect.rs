@@ -8,6 +8,11 @@ use super::*;
 /// password. Its `Debug` says only `addr`.
 pub(super) struct Target {
     pub(super) client: Client,
+    /// What `client` was made from, for another node of a cluster: the
+    /// same login and TLS, another host and port.
+    info: redis::ConnectionInfo,
+    /// The CA for TLS, if given.
+    pem: Option<Vec<u8>>,
     /// `host:port`, for errors and logs.
     pub(super) addr: String,
     /// To blank out of any message that might carry it.
@@ -34,23 +39,18 @@ impl Target {
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP2);
         let info = info.set_redis_settings(redis);
-        let client = match &settings.ca_file {
-            None => Client::open(info),
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|source| LinkError::CaFile {
-                    path: path.clone(),
-                    source,
-                })?;
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                };
-                Client::build_with_tls(info, certificates)
-            }
-        }
-        .map_err(|_| LinkError::BadUrl)?;
+        let pem = match &settings.ca_file {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|source| LinkError::CaFile {
+                path: path.clone(),
+                source,
+            })?),
+        };
+        let client = client_for(info.clone(), pem.as_ref()).map_err(|_| LinkError::BadUrl)?;
         Ok(Target {
             client,
+            info,
+            pem,
             addr,
             password,
             settings: settings.clone(),
@@ -63,6 +63,55 @@ impl Target {
         let connection = self
             .client
             .get_connection_with_timeout(settings.connect_timeout)?;
+        connection.set_read_timeout(Some(settings.reply_timeout))?;
+        connection.set_write_timeout(Some(settings.reply_timeout))?;
+        Ok(connection)
+    }
+
+    /// One connection to another node of the same cluster, `host:port`
+    /// (as `CLUSTER SLOTS` names it), logged in as the URL says; the
+    /// URL's own node is [`Target::connect`].
+    pub(super) fn connect_to(&self, node: &str) -> redis::RedisResult<Connection> {
+        if node == self.addr {
+            return self.connect();
+        }
+        self.connect_with(node, redis::ProtocolVersion::RESP2)
+    }
+
+    /// A connection to `node` that speaks RESP3, where what a subscribed
+    /// connection hears comes as pushes, told apart from replies: the
+    /// client library drops the next reply after a read that timed out
+    /// (it takes that reply to be the late one), never a push.
+    pub(super) fn listen_to(&self, node: &str) -> redis::RedisResult<Connection> {
+        self.connect_with(node, redis::ProtocolVersion::RESP3)
+    }
+
+    fn connect_with(
+        &self,
+        node: &str,
+        protocol: redis::ProtocolVersion,
+    ) -> redis::RedisResult<Connection> {
+        let invalid = || RedisError::from((ErrorKind::InvalidClientConfig, "a bad node address"));
+        let (host, port) = node.rsplit_once(':').ok_or_else(invalid)?;
+        let port: u16 = port.parse().map_err(|_| invalid())?;
+        let mut addr = self.info.addr().clone();
+        match &mut addr {
+            redis::ConnectionAddr::Tcp(to_host, to_port)
+            | redis::ConnectionAddr::TcpTls {
+                host: to_host,
+                port: to_port,
+                ..
+            } => {
+                *to_host = host.to_owned();
+                *to_port = port;
+            }
+            _ => return Err(invalid()),
+        }
+        let redis = self.info.redis_settings().clone().set_protocol(protocol);
+        let info = self.info.clone().set_addr(addr).set_redis_settings(redis);
+        let client = client_for(info, self.pem.as_ref())?;
+        let settings = &self.settings;
+        let connection = client.get_connection_with_timeout(settings.connect_timeout)?;
         connection.set_read_timeout(Some(settings.reply_timeout))?;
         connection.set_write_timeout(Some(settings.reply_timeout))?;
         Ok(connection)
@@ -97,6 +146,20 @@ impl Target {
     }
 }
 
+/// A client for `info`, trusting `pem` as the CA when given.
+fn client_for(info: redis::ConnectionInfo, pem: Option<&Vec<u8>>) -> redis::RedisResult<Client> {
+    match pem {
+        None => Client::open(info),
+        Some(pem) => Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+    }
+}
+
 /// Whether rustls is behind `error`. The client library keeps the
 /// `io::Error` it got (rustls' error inside) behind an `Arc`, and
 /// `io::Error::source` skips the error it wraps, so the chain is walked
@@ -116,7 +179,7 @@ pub(super) fn is_tls_error(error: &RedisError) -> bool {
 }
 
 /// Reads the data set's epoch, making one if it has none.
-pub(super) fn epoch(connection: &mut Connection) -> redis::RedisResult<String> {
+pub(super) fn epoch(connection: &mut impl redis::ConnectionLike) -> redis::RedisResult<String> {
     let fresh = format!("{:016x}", random_u64());
     redis::cmd("SET")
         .arg(EPOCH_KEY)
@@ -127,7 +190,10 @@ pub(super) fn epoch(connection: &mut Connection) -> redis::RedisResult<String> {
 }
 
 /// The highest seq a room has had (0 for a room never spoken in).
-pub(super) fn current_seq(connection: &mut Connection, room: &str) -> redis::RedisResult<u64> {
+pub(super) fn current_seq(
+    connection: &mut impl redis::ConnectionLike,
+    room: &str,
+) -> redis::RedisResult<u64> {
     let seq: Option<u64> = redis::cmd("GET")
         .arg(Keys::of(room).seq)
         .query(connection)?;

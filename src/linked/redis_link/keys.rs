@@ -5,9 +5,9 @@
 #[cfg(doc)]
 use super::{scripts::PUBLISH_SCRIPT, RedisLink};
 
-/// The key names of one room. The braces would make the room's name a
-/// Redis Cluster hash tag, though the link runs on one Redis only (see
-/// the module documentation).
+/// The key names of one room. The braces make the room's name the
+/// Redis Cluster hash tag of each, and of its channel: a room's keys and
+/// channel share one slot, so one master.
 pub(super) struct Keys {
     pub(super) seq: String,
     pub(super) history: String,

@@ -284,12 +284,23 @@ pub enum LinkError {
         /// The number it gave.
         number: u64,
     },
-    /// Redis is older than the link needs (5.0, for streams).
+    /// Redis is older than the link needs (5.0, for streams; 7.0 for a
+    /// cluster, for sharded pub/sub).
     TooOld {
         /// Redis' host and port.
         addr: String,
         /// The version it says it is.
         version: String,
+        /// The oldest it may be: 5.0, or 7.0 for a cluster.
+        needs: String,
+    },
+    /// The URL names a node of a Redis Cluster some of whose slots no
+    /// master serves (the cluster is down, or not yet made).
+    Cluster {
+        /// The node's host and port.
+        addr: String,
+        /// How many masters the cluster has.
+        masters: usize,
     },
     /// The link's threads could not be started.
     Spawn(io::Error),
@@ -327,13 +338,19 @@ impl fmt::Display for LinkError {
                  can hold ({MAX_NODE_NUMBER}): its key {NODES_KEY} was not set by the chat's \
                  servers; delete it while no server uses this Redis"
             ),
-            LinkError::TooOld { addr, version } => {
-                let (major, minor) = scripts::OLDEST_REDIS;
-                write!(
-                    f,
-                    "Redis at {addr} is version {version}; the chat needs {major}.{minor} or newer"
-                )
-            }
+            LinkError::TooOld {
+                addr,
+                version,
+                needs,
+            } => write!(
+                f,
+                "Redis at {addr} is version {version}; the chat needs {needs} or newer"
+            ),
+            LinkError::Cluster { addr, masters } => write!(
+                f,
+                "Redis at {addr} is a node of a Redis Cluster ({masters} masters) some of \
+                 whose hash slots no master serves: is the cluster down, or not yet made?"
+            ),
             LinkError::Spawn(source) => {
                 write!(f, "cannot start the Redis link's threads: {source}")
             }

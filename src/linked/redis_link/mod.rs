@@ -64,11 +64,44 @@
 //! comes back from Redis, not before, so that they see the order everyone
 //! else sees.
 //!
-//! The link needs one Redis, the one its URL names, not Redis Cluster. The braces in the key names are
-//! Cluster's *hash tags*, so each room's keys would share a slot, but the
-//! rest does not hold there: one renewal passes the keys of hundreds of
-//! names, of as many slots, to one script, and the client library has no
-//! Cluster pub/sub. On one Redis the braces are only part of the name.
+//! ## One Redis, or a Redis Cluster
+//!
+//! The URL names one Redis, or any node of a Redis Cluster (7.0 or newer,
+//! for sharded pub/sub: an older one is refused at start, as a Redis older
+//! than 5.0 is); the link asks which at start (`INFO cluster`, then
+//! `CLUSTER SLOTS`: `slots.rs`). Every key of a room, and its channel,
+//! carry the room's name as their hash tag (`room:{name}...`), so a room
+//! lives on one master; names are spread over 256 tags of their own
+//! (`names.rs`); the few keys of the whole chat (`chat:epoch`,
+//! `chat:nodes`, `chat:server-bans`) are single keys. Each command or
+//! pipeline goes to the master of its first key's slot, over one
+//! connection per master (`route.rs`), and each script call touches one
+//! room's keys or one bucket of names, so never more than one slot. A
+//! single Redis is the same code with one master that owns every slot.
+//!
+//! On a cluster, room lines go out with `SPUBLISH` (sharded pub/sub: only
+//! the room's master and its replica carry them, where a classic
+//! `PUBLISH` would cross every node of the cluster) and the subscriber
+//! hears each master's rooms on a connection to that master
+//! (`shards.rs`), reading them in turn with the connection every node
+//! shares for private lines, questions and moderation, which stay on
+//! classic pub/sub (a few lines, heard on every node). The publisher
+//! sends one pipeline per master. A redirection (`MOVED`), a cluster
+//! that says it is down, or a connection lost makes the link read the
+//! topology again (at most every 200 ms); a slot half moved (`ASK`) is
+//! followed for that command.
+//!
+//! While one master is out of reach the whole link is down, as it is when
+//! the one Redis is, not just that master's rooms: its lines are refused
+//! ([`Refused::Down`]) and users are told. Once its replica has taken
+//! over (the link was up again 3.3 s after a master was killed, with a
+//! `cluster-node-timeout` of one second) the link connects to the new
+//! master, fills every room's gap from its history, and is up again.
+//! Replication is asynchronous: the lines a master numbered but had not
+//! yet sent its replica are lost with it, and the room's numbering goes
+//! back. Nodes go on from the new numbering, without showing the room's
+//! past again (see `Subscriber::went_back`); a node that had not received
+//! the lost lines never shows them, and nothing tells it they were said.
 //!
 //! ## When Redis is gone
 //!
@@ -109,7 +142,8 @@
 //! count, and the script skips the counts it has already seen.
 //! The *subscriber* thread has two connections: one subscribed (a
 //! subscribed connection can run nothing but (un)subscribe and `PING`), and
-//! one to ask (`GET`, `XRANGE`). It hands [`Delivery`]s to the hub through
+//! one to ask (`GET`, `XRANGE`); on a cluster, one more subscribed per
+//! master, and one to ask per master. It hands [`Delivery`]s to the hub through
 //! a bounded queue ([`LinkSettings::deliveries`]); when the hub is behind, the
 //! subscriber waits, Redis buffers for it, and past Redis' limit Redis cuts
 //! it off: which the subscriber recovers from like from any outage.
@@ -162,9 +196,13 @@ mod messages;
 mod names;
 mod order;
 mod publisher;
+mod route;
 mod rules;
 mod schedule;
 mod scripts;
+mod shards;
+mod slots;
+mod state;
 mod subscriber;
 
 #[cfg(test)]
@@ -183,9 +221,17 @@ use crate::backoff::Backoff;
 use crate::elsewhere::{Claim, Sent};
 use crate::metrics::Tally;
 use crate::sync;
+pub use names::{name_key, NAME_BUCKETS};
 use names::{Directory, Errand};
+use route::Router;
 use schedule::Schedule;
 use scripts::{check_version, PUBLISH_SCRIPT, TOUCH_SCRIPT};
+use shards::Shards;
+use slots::Topology;
+use state::{
+    millis, parse_payload, random_u64, reconnect_backoff, valid_node_name, Held, LinkState,
+    Outgoing, Rooms, ToPublish,
+};
 
 /// The key whose random value names the Redis data set (see "When Redis
 /// is gone" above).
@@ -236,121 +282,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// The longest node name; see [`RedisLink::start`] for the characters allowed.
 pub const NODE_NAME_MAX: usize = 64;
 
-/// Reads a channel's message back, `seq node line` as the script wrote
-/// it; `None` for anything else.
-fn parse_payload(bytes: &[u8]) -> Option<(u64, &str, &str)> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let mut parts = text.splitn(3, ' ');
-    let seq = parts.next()?.parse().ok()?;
-    let node = parts.next()?;
-    let line = parts.next()?;
-    Some((seq, node, line))
-}
-
-/// A node name: what other nodes and the logs know this server by, and
-/// part of what goes on each channel (so no spaces).
-fn valid_node_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= NODE_NAME_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// 64 random bits, for naming this run of the node. Not for
-/// secrets: std's hasher keys are random per process, which is all that
-/// is needed here.
-fn random_u64() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    hasher.write_u128(now.as_nanos());
-    hasher.finish()
-}
-
-/// The waits between reconnection attempts of each of the link's threads:
-/// [`BACKOFF_MIN`], doubled after each failure up to [`BACKOFF_MAX`], with
-/// the crate's jitter.
-fn reconnect_backoff() -> Backoff {
-    Backoff::new(BACKOFF_MIN, BACKOFF_MAX)
-}
-
-/// A duration as Redis takes it, in whole milliseconds, at least one (0
-/// would mean "expire now" to `PEXPIRE`, "no expiry" elsewhere).
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
-
-/// The names a node holds for its users, in lower case.
-type Held = Arc<Mutex<BTreeSet<String>>>;
-
-/// What every thread of the link shares.
-struct LinkState {
-    /// Set by [`RedisLink`]'s drop: the threads end.
-    stop: AtomicBool,
-    /// Whether the subscriber is connected: [`RedisLink::publish`] refuses
-    /// while it is not.
-    up: AtomicBool,
-    /// The rooms the hub wants the node in, each with the number of the
-    /// join that put it there: a room left and joined again between two
-    /// looks of the subscriber is a new join all the same.
-    rooms: Mutex<Rooms>,
-    /// Set when `rooms` changed, cleared by the subscriber when it looks.
-    rooms_changed: AtomicBool,
-    /// See [`RedisLink::number`]: taken again when Redis lost its data.
-    number: AtomicU64,
-    /// For the metrics, each added to by one thread only (see [`Tally`]):
-    /// lines put in the outbox (the hub), and taken out (the publisher);
-    /// deliveries queued for the hub (the subscriber, and the names
-    /// thread), and taken from that queue (the thread that forwards them).
-    outbox_in: Tally,
-    outbox_out: Tally,
-    delivered: Tally,
-    delivered_names: Tally,
-    deliveries_taken: Tally,
-    /// Times the link came back after it was down.
-    reconnects: AtomicU64,
-}
-
-impl LinkState {
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    fn wanted_rooms(&self) -> BTreeMap<String, u64> {
-        self.rooms_changed.store(false, Ordering::SeqCst);
-        // Rooms are changed by one insert or remove at a time (change_rooms):
-        // whole even after a panic.
-        sync::lock(&self.rooms).wanted.clone()
-    }
-}
-
-/// The rooms to be in, by the number of the join that asked.
-#[derive(Debug, Default)]
-struct Rooms {
-    wanted: BTreeMap<String, u64>,
-    joins: u64,
-}
-
-/// One line for the publisher thread.
-#[derive(Debug)]
-struct ToPublish {
-    room: String,
-    line: String,
-    /// The room's new topic, if the line sets one.
-    topic: Option<String>,
-}
-
-/// What waits for the publisher thread, in order.
-#[derive(Debug)]
-enum Outgoing {
-    Line(ToPublish),
-    Rules(RulesWrite),
-}
-
 /// The node's end of the link. Dropping it first gives the publisher up
 /// to [`LinkSettings::reply_timeout`] to hand Redis the lines already given
 /// (those still waiting then are not published), then stops the link's
@@ -385,14 +316,6 @@ pub struct RedisLink {
     threads: Vec<JoinHandle<()>>,
 }
 
-impl fmt::Debug for LinkState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LinkState")
-            .field("up", &self.up.load(Ordering::SeqCst))
-            .finish_non_exhaustive()
-    }
-}
-
 impl RedisLink {
     /// Connects to Redis at `url` as node `node` and starts the link's
     /// three threads; what they deliver comes out of the receiver.
@@ -416,11 +339,35 @@ impl RedisLink {
         }
         let target = Arc::new(Target::new(url, &settings)?);
         let fail = |error: RedisError| target.start_error(&error);
-        let mut publish = target.connect().map_err(fail)?;
-        let mut query = target.connect().map_err(fail)?;
+        let mut first = target.connect().map_err(fail)?;
+        check_version(&target, &mut first, scripts::OLDEST_REDIS)?;
+        // A Redis that will not say (an ACL user not allowed `INFO`) is
+        // taken as one: on a cluster its first key of another slot fails.
+        let topology = match Topology::read(&mut first, &target.addr) {
+            Ok(topology) => topology,
+            Err(error) => {
+                log::debug!(
+                    "Redis at {} did not say whether it is a cluster: {}",
+                    target.addr,
+                    target.describe(&error)
+                );
+                Topology::single(&target.addr)
+            }
+        };
+        if topology.is_cluster() && !topology.covers_every_slot() {
+            return Err(LinkError::Cluster {
+                addr: target.addr.clone(),
+                masters: topology.shards(),
+            });
+        }
+        if topology.is_cluster() {
+            check_version(&target, &mut first, scripts::OLDEST_CLUSTER)?;
+        }
+        let router = |first| Router::new(Arc::clone(&target), topology.clone(), first);
+        let mut query = router(Some(first));
+        let mut publish = router(Some(target.connect().map_err(fail)?));
         let listen = target.connect().map_err(fail)?;
-        let directory_connection = target.connect().map_err(fail)?;
-        check_version(&target, &mut query)?;
+        let directory_connection = router(Some(target.connect().map_err(fail)?));
         let script = Script::new(PUBLISH_SCRIPT);
         script.load(&mut publish).map_err(fail)?;
         let rules_script = Script::new(rules::RULES_SCRIPT);
@@ -484,6 +431,11 @@ impl RedisLink {
             script,
             rules_script,
             node: node.to_owned(),
+            publish_command: if topology.is_cluster() {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            },
             sender: run.clone(),
             count: 0,
         };
@@ -499,6 +451,7 @@ impl RedisLink {
             joined: HashMap::new(),
             rules_seen: HashMap::new(),
             down: false,
+            down_since: None,
             touch_script: Script::new(TOUCH_SCRIPT),
             server_bans,
         };

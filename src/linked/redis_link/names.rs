@@ -2,11 +2,18 @@
 //! *directory*.
 //!
 //! A nick is one person's on every node at once. Redis holds who has it:
-//! the key `name:{nick}` (the nick in lower case) holds the
+//! the key [`name_key`] (`name:{bK}:nick`, the nick in lower case) holds the
 //! [run](super::RedisLink::run) of the node whose user has it, and expires
 //! after [`LinkSettings::name_ttl`](super::LinkSettings::name_ttl) unless that
 //! node renews it. A node that crashes stops renewing, and its names come
 //! free by themselves within that time.
+//!
+//! The names are spread over [`NAME_BUCKETS`] hash tags (`{b0}` ... by the
+//! nick's CRC16), so that on a Redis Cluster a renewal of many names is one
+//! script per bucket, each over keys of one slot (a script's keys must
+//! share one), one round trip per master: at most [`NAME_BUCKETS`] calls,
+//! however many names, rather than one per name. One Redis takes up to
+//! [`RENEW_CHUNK`] names of any buckets per call.
 //!
 //! Every change is one Lua script, which Redis runs as one atomic step:
 //!
@@ -27,15 +34,18 @@
 //! order [`Order`] keeps, and answers through the link's deliveries, so the
 //! hub never waits for Redis here either.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
-use redis::{Connection, RedisError, Script};
+use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::order::{Closed, Order, Queues, Step};
+use super::route::Router;
 use super::schedule::Schedule;
+use super::slots::crc16;
+use super::slots::Topology;
 use super::{millis, reconnect_backoff, Delivery, Held, LinkState, Target};
 use crate::elsewhere::{Claim, Sent};
 use crate::sync;
@@ -86,9 +96,93 @@ return redis.call('PUBLISH', 'node:' .. holder, ARGV[1])
 /// pieces, none of which holds Redis up for long.
 const RENEW_CHUNK: usize = 500;
 
-/// A name's key in Redis. `name` is already in lower case.
-pub(super) fn name_key(name: &str) -> String {
-    format!("name:{{{name}}}")
+/// How many hash tags the names are spread over: few enough that one
+/// renewal is a round trip of at most this many scripts, enough that the
+/// names spread over every master of a cluster.
+pub const NAME_BUCKETS: u16 = 256;
+
+/// The key Redis holds `name` (in lower case) under:
+/// `name:{bK}:NAME`, K its bucket, CRC16 of the name modulo
+/// [`NAME_BUCKETS`]. The braces are the Redis Cluster hash tag: the
+/// names of one bucket share a slot.
+pub fn name_key(name: &str) -> String {
+    format!("name:{{b{}}}:{name}", crc16(name.as_bytes()) % NAME_BUCKETS)
+}
+
+/// `names` in groups one script call may take: at most [`RENEW_CHUNK`]
+/// names each, and on a cluster (`one_slot_each`) of one bucket each, so
+/// of one slot. One Redis takes any names in one call, so there they go
+/// in chunks as they come: a renewal of 500 names is one call, not one
+/// per bucket.
+pub(super) fn by_bucket<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    one_slot_each: bool,
+) -> Vec<Vec<&'a String>> {
+    let names: Vec<&String> = names.into_iter().collect();
+    if !one_slot_each {
+        return names.chunks(RENEW_CHUNK).map(<[&String]>::to_vec).collect();
+    }
+    let mut buckets: BTreeMap<u16, Vec<&String>> = BTreeMap::new();
+    for name in names {
+        let bucket = crc16(name.as_bytes()) % NAME_BUCKETS;
+        buckets.entry(bucket).or_default().push(name);
+    }
+    buckets
+        .into_values()
+        .flat_map(|names| {
+            names
+                .chunks(RENEW_CHUNK)
+                .map(<[&String]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Runs `script` once per group of names (its keys: their [`name_key`]s;
+/// then `args`), all in one pipeline; the replies, a group's each, in
+/// order. A Redis that forgot the script (restarted, flushed) has it
+/// loaded and the calls sent again: none of them ran.
+fn per_bucket<T: FromRedisValue>(
+    open: &mut Router,
+    script: &Script,
+    groups: &[Vec<&String>],
+    args: &[&str],
+) -> RedisResult<Vec<T>> {
+    // One pipeline per master (on one Redis, one), the replies put back
+    // in the groups' order.
+    let mut by_shard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (index, group) in groups.iter().enumerate() {
+        let Some(first) = group.first() else {
+            continue;
+        };
+        let shard = open.shard_of(&name_key(first))?;
+        by_shard.entry(shard).or_default().push(index);
+    }
+    let mut replies: Vec<Option<T>> = groups.iter().map(|_| None).collect();
+    for indices in by_shard.values() {
+        let mut pipe = redis::pipe();
+        for &index in indices {
+            let group = &groups[index];
+            pipe.cmd("EVALSHA").arg(script.get_hash()).arg(group.len());
+            for name in group {
+                pipe.arg(name_key(name));
+            }
+            for arg in args {
+                pipe.arg(*arg);
+            }
+        }
+        let answered: Vec<T> = match pipe.query(open) {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load(open)?;
+                pipe.query(open)
+            }
+            done => done,
+        }?;
+        for (&index, reply) in indices.iter().zip(answered) {
+            replies[index] = Some(reply);
+        }
+    }
+    Ok(replies.into_iter().flatten().collect())
 }
 
 /// The channel a node hears private lines for its users on.
@@ -156,8 +250,9 @@ impl Directory {
         mut self,
         asks: Receiver<Errand>,
         names: Receiver<Errand>,
-        connection: Connection,
+        connection: Router,
     ) {
+        let seeds = connection.topology().clone();
         let scripts = Scripts {
             claim: Script::new(CLAIM_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
@@ -177,7 +272,7 @@ impl Directory {
                 break;
             }
             if connection.is_none() {
-                match self.target.connect() {
+                match self.reopen(&seeds) {
                     Ok(fresh) => {
                         connection = Some(fresh);
                         backoff.reset();
@@ -237,7 +332,7 @@ impl Directory {
                 Err(error) => {
                     let _ = self.log(&error);
                     connection = None;
-                    match self.target.connect() {
+                    match self.reopen(&seeds) {
                         Ok(mut fresh) => {
                             let again = self.ask_redis(&mut fresh, &scripts, &ask);
                             if again.is_ok() {
@@ -258,16 +353,19 @@ impl Directory {
             let names: Vec<String> = std::mem::take(&mut *sync::lock(&self.held))
                 .into_iter()
                 .collect();
-            for chunk in names.chunks(RENEW_CHUNK) {
-                let mut invocation = scripts.release.prepare_invoke();
-                for name in chunk {
-                    invocation.key(name_key(name));
-                }
-                if invocation.arg(&self.run).invoke::<i64>(open).is_err() {
-                    break;
-                }
-            }
+            let groups = by_bucket(&names, open.topology().is_cluster());
+            // Not told: they lapse instead.
+            let _ = per_bucket::<i64>(open, &scripts.release, &groups, &[&self.run]);
         }
+    }
+
+    /// New connections, over the topology as the cluster tells it now
+    /// (`seeds`: where to ask), and one that answers.
+    fn reopen(&self, seeds: &Topology) -> RedisResult<Router> {
+        let mut fresh = Router::new(Arc::clone(&self.target), seeds.clone(), None);
+        fresh.read_again(true);
+        redis::cmd("PING").exec(&mut fresh)?;
+        Ok(fresh)
     }
 
     /// Says [`Delivery::AskTimedOut`] for each question whose answers are
@@ -343,7 +441,7 @@ impl Directory {
     /// this run's now; for a private line, how many nodes heard it.
     fn ask_redis(
         &self,
-        open: &mut Connection,
+        open: &mut Router,
         scripts: &Scripts,
         ask: &Errand,
     ) -> Result<i64, RedisError> {
@@ -478,14 +576,15 @@ impl Directory {
         }
     }
 
-    /// Tells Redis of holds and releases, one script per [`RENEW_CHUNK`]
-    /// names, not one round trip per name: arrivals and departures faster
+    /// Tells Redis of holds and releases, one script per group of names
+    /// ([`by_bucket`]) and one round trip per master, not one per name:
+    /// arrivals and departures faster
     /// than round trips must not pile up. What counts for each name is
     /// whether `held` has it now (a hold then a release is a release, and
     /// so is a hold whose release did not fit the queue).
     fn change(
         &mut self,
-        open: &mut Connection,
+        open: &mut Router,
         scripts: &Scripts,
         changes: Vec<Errand>,
     ) -> Result<(), Lost> {
@@ -503,22 +602,15 @@ impl Directory {
             let held = sync::lock(&self.held);
             names.into_iter().partition(|name| held.contains(name))
         };
-        for chunk in releases.chunks(RENEW_CHUNK) {
-            let mut invocation = scripts.release.prepare_invoke();
-            for name in chunk {
-                invocation.key(name_key(name));
-            }
-            invocation
-                .arg(&self.run)
-                .invoke::<i64>(open)
-                .map_err(|error| self.log(&error))?;
-        }
+        let groups = by_bucket(&releases, open.topology().is_cluster());
+        per_bucket::<i64>(open, &scripts.release, &groups, &[&self.run])
+            .map_err(|error| self.log(&error))?;
         self.claim_all(open, scripts, &holds, false)
     }
 
     /// Takes back, and renews, every name held; each one another run took
     /// meanwhile (it lapsed during an outage) is reported lost.
-    fn renew(&mut self, open: &mut Connection, scripts: &Scripts) -> Result<(), Lost> {
+    fn renew(&mut self, open: &mut Router, scripts: &Scripts) -> Result<(), Lost> {
         let names: Vec<String> = sync::lock(&self.held).iter().cloned().collect();
         self.claim_all(open, scripts, &names, true)
     }
@@ -528,23 +620,17 @@ impl Directory {
     /// before, and it lapsed while Redis was out of reach).
     fn claim_all(
         &mut self,
-        open: &mut Connection,
+        open: &mut Router,
         scripts: &Scripts,
         names: &[String],
         lapsed: bool,
     ) -> Result<(), Lost> {
-        let ttl = millis(self.target.settings.name_ttl);
-        for chunk in names.chunks(RENEW_CHUNK) {
-            let mut invocation = scripts.claim.prepare_invoke();
-            for name in chunk {
-                invocation.key(name_key(name));
-            }
-            let held: Vec<i64> = invocation
-                .arg(&self.run)
-                .arg(ttl)
-                .invoke(open)
-                .map_err(|error| self.log(&error))?;
-            for (name, held) in chunk.iter().zip(held) {
+        let ttl = millis(self.target.settings.name_ttl).to_string();
+        let groups = by_bucket(names, open.topology().is_cluster());
+        let replies: Vec<Vec<i64>> = per_bucket(open, &scripts.claim, &groups, &[&self.run, &ttl])
+            .map_err(|error| self.log(&error))?;
+        for (group, held) in groups.iter().zip(replies) {
+            for (name, held) in group.iter().copied().zip(held) {
                 if held == 0 {
                     if lapsed {
                         log::warn!(

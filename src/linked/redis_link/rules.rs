@@ -43,7 +43,8 @@ pub(super) fn marker_version(line: &str) -> Option<u64> {
 /// bytes of its history's lines, and its rules (a hash: `version`,
 /// `text`). ARGV: the room's channel, the version the change was made
 /// on, the new text (empty: none), how long (ms) the rules are kept, how long the room's keys live once quiet, the node's name,
-/// the moderation channel and the room's name.
+/// the moderation channel, the room's name, and the command that
+/// publishes on the room's channel (as for the line script's).
 ///
 /// Another version in Redis: nothing is written, and the reply is `{0,
 /// VERSION, TEXT}`, what Redis has. Else the rules take the next version
@@ -84,7 +85,7 @@ if redis.call('PTTL', KEYS[1]) < ttl / 2 then
     redis.call('PEXPIRE', KEYS[i], ttl)
   end
 end
-redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[6] .. ' ' .. marker)
+redis.call(ARGV[9], ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[6] .. ' ' .. marker)
 redis.call('PUBLISH', ARGV[7], 'r ' .. ARGV[8] .. ' ' .. string.format('%d', version))
 return {1, version, ''}
 ";
@@ -180,11 +181,7 @@ impl Publisher {
     /// Writes a change of a room's rules, on the version it was made on,
     /// or again on the rules Redis has, until it is in or no longer
     /// changes anything. False if the link stops first.
-    pub(super) fn write_rules(
-        &self,
-        connection: &mut Option<Connection>,
-        write: RulesWrite,
-    ) -> bool {
+    pub(super) fn write_rules(&self, connection: &mut Router, write: RulesWrite) -> bool {
         let RulesWrite {
             room,
             mut base,
@@ -212,7 +209,8 @@ impl Publisher {
                 .arg(millis(settings.room_ttl))
                 .arg(&self.node)
                 .arg(MODERATION_CHANNEL)
-                .arg(&room);
+                .arg(&room)
+                .arg(self.publish_command);
             let reply = self.until_done(connection, &self.rules_script, "a change of rules", |c| {
                 call.query::<(u8, u64, String)>(c)
             });
@@ -252,7 +250,7 @@ impl Subscriber {
     /// `room`'s rules as Redis has them now.
     pub(super) fn read_rules(
         &self,
-        query: &mut Connection,
+        query: &mut Router,
         room: &str,
     ) -> Result<RulesCopy, SubscriberEnd> {
         let (version, rules): (Option<u64>, Option<String>) = redis::cmd("HMGET")
@@ -273,7 +271,7 @@ impl Subscriber {
     /// again, unlike any this node was told, unless it had none.)
     pub(super) fn deliver_rules(
         &mut self,
-        query: &mut Connection,
+        query: &mut Router,
         room: &str,
     ) -> Result<(), SubscriberEnd> {
         let rules = self.read_rules(query, room)?;
@@ -291,7 +289,7 @@ impl Subscriber {
     /// of its rules, read (once per version) and delivered in its place.
     pub(super) fn entry(
         &mut self,
-        query: &mut Connection,
+        query: &mut Router,
         room: &str,
         seq: u64,
         node: &str,
@@ -321,7 +319,7 @@ impl Subscriber {
     /// another, its rules are read now.
     pub(super) fn rules_changed(
         &mut self,
-        query: &mut Connection,
+        query: &mut Router,
         text: &str,
     ) -> Result<(), SubscriberEnd> {
         let Some((room, _version)) = text.split_once(' ') else {

@@ -15,7 +15,10 @@ use super::*;
 /// channel, the most lines and the most bytes the history keeps, how long
 /// (ms) the room's keys live once quiet, the sender, the node's name, `1`
 /// and a topic when the last line sets one (else `0` and an empty
-/// string), then each line's count and the line, in count order. Returns
+/// string), the command that publishes (`PUBLISH` on one Redis,
+/// `SPUBLISH` on a cluster: a room's channel is then served by the
+/// master of its slot alone), then each line's count and the line, in
+/// count order. Returns
 /// the last line's seq, or 0 when every count was published before.
 ///
 /// A retry after a reply that never arrived sends the same lines again:
@@ -50,7 +53,7 @@ use super::*;
 /// `1e+14`, which is no stream id.
 pub(super) const PUBLISH_SCRIPT: &str = r"
 local last = tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or '0')
-local first = 9
+local first = 10
 while first < #ARGV and tonumber(ARGV[first]) <= last do
   first = first + 2
 end
@@ -70,7 +73,7 @@ for i = first, #ARGV - 1, 2 do
   local id = string.format('%d', seq)
   local line = ARGV[i + 1]
   redis.call('XADD', KEYS[2], id .. '-0', 'node', node, 'line', line)
-  redis.call('PUBLISH', ARGV[1], id .. ' ' .. node .. ' ' .. line)
+  redis.call(ARGV[9], ARGV[1], id .. ' ' .. node .. ' ' .. line)
   added = added + #line
 end
 local size = redis.call('INCRBY', KEYS[5], string.format('%d', added))
@@ -165,10 +168,19 @@ pub(super) fn redis_version(info: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// Refuses a Redis older than [`OLDEST_REDIS`], at start. A Redis that
+/// The oldest Redis a cluster may run: sharded pub/sub (`SPUBLISH`,
+/// `SSUBSCRIBE`) came in 7.0.
+pub(super) const OLDEST_CLUSTER: (u32, u32) = (7, 0);
+
+/// Refuses a Redis older than `oldest` ([`OLDEST_REDIS`], or
+/// [`OLDEST_CLUSTER`]), at start. A Redis that
 /// will not say (an ACL user not allowed `INFO`) is let be: the scripts
 /// then fail, as they would anyway.
-pub(super) fn check_version(target: &Target, connection: &mut Connection) -> Result<(), LinkError> {
+pub(super) fn check_version(
+    target: &Target,
+    connection: &mut Connection,
+    oldest: (u32, u32),
+) -> Result<(), LinkError> {
     let info: String = match redis::cmd("INFO").arg("server").query(connection) {
         Ok(info) => info,
         Err(error) => {
@@ -178,9 +190,10 @@ pub(super) fn check_version(target: &Target, connection: &mut Connection) -> Res
         }
     };
     match redis_version(&info) {
-        Some((major, minor)) if (major, minor) < OLDEST_REDIS => Err(LinkError::TooOld {
+        Some((major, minor)) if (major, minor) < oldest => Err(LinkError::TooOld {
             addr: target.addr.clone(),
             version: format!("{major}.{minor}"),
+            needs: format!("{}.{}", oldest.0, oldest.1),
         }),
         _ => Ok(()),
     }

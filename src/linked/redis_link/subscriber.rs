@@ -35,6 +35,8 @@ pub(super) struct Subscriber {
     pub(super) rules_seen: HashMap<String, u64>,
     /// Whether `LinkDown` was said, and `LinkUp` is owed.
     pub(super) down: bool,
+    /// When the link last went down, while it is.
+    pub(super) down_since: Option<Instant>,
     /// [`TOUCH_SCRIPT`], run by its hash: a renewal of a thousand rooms
     /// sends the hash a thousand times, not the script.
     pub(super) touch_script: Script,
@@ -44,17 +46,14 @@ pub(super) struct Subscriber {
 }
 
 impl Subscriber {
-    pub(super) fn run(mut self, listen: Connection, query: Connection) {
-        let mut connections = Some((listen, query));
+    pub(super) fn run(mut self, listen: Connection, mut query: Router) {
+        let mut listening = Some(listen);
         let mut backoff = reconnect_backoff();
         loop {
-            let (mut listen, mut query) = match connections.take() {
-                Some(pair) => pair,
-                None => match self.target.connect().and_then(|listen| {
-                    let query = self.target.connect()?;
-                    Ok((listen, query))
-                }) {
-                    Ok(pair) => pair,
+            let mut listen = match listening.take() {
+                Some(listen) => listen,
+                None => match self.reconnect(&mut query) {
+                    Ok(listen) => listen,
                     Err(error) => {
                         log::debug!(
                             "redis {}: cannot reconnect: {}",
@@ -74,6 +73,7 @@ impl Subscriber {
                     self.shared.up.store(false, Ordering::SeqCst);
                     if !self.down {
                         self.down = true;
+                        self.down_since = Some(Instant::now());
                         log::warn!("redis {}: link down: {reason}", self.target.addr);
                         if self.send(Delivery::LinkDown { reason }).is_err() {
                             return;
@@ -87,11 +87,29 @@ impl Subscriber {
         }
     }
 
+    /// New connections after a failure: the topology read again (a master
+    /// may have failed over), and a connection to listen on, to the URL's
+    /// node or, if it is gone, to any master.
+    fn reconnect(&self, query: &mut Router) -> redis::RedisResult<Connection> {
+        query.reset();
+        query.read_again(true);
+        match self.target.connect() {
+            Ok(listen) => Ok(listen),
+            Err(error) if query.topology().is_cluster() => {
+                let topology = query.topology();
+                (0..topology.shards())
+                    .find_map(|shard| self.target.connect_to(topology.master(shard)).ok())
+                    .ok_or(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// One connection's life: catch up, then listen until it fails.
     pub(super) fn session(
         &mut self,
         listen: &mut Connection,
-        query: &mut Connection,
+        query: &mut Router,
         backoff: &mut Backoff,
     ) -> SubscriberEnd {
         let lost =
@@ -170,12 +188,22 @@ impl Subscriber {
                 return SubscriberEnd::Stop;
             }
         }
+        // On a cluster, rooms are heard on their masters (sharded pub/sub).
+        let mut shards = if query.topology().is_cluster() {
+            match Shards::connect(&self.target, query.topology()) {
+                Ok(shards) => Some(shards),
+                Err(error) => return lost(&self.target, error),
+            }
+        } else {
+            None
+        };
         let rooms: Vec<(&String, u64)> = wanted.iter().map(|(room, &join)| (room, join)).collect();
-        if let Err(end) = self.subscribe(&mut pubsub, query, &rooms) {
+        if let Err(end) = self.subscribe(&mut pubsub, &mut shards, query, &rooms) {
             return end;
         }
         backoff.reset();
         self.shared.up.store(true, Ordering::SeqCst);
+        self.down_since = None;
         if self.down {
             self.down = false;
             self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -192,7 +220,14 @@ impl Subscriber {
         let mut last_ping = Instant::now();
         let mut last_touch = Instant::now();
         let touch_every = (settings.room_ttl / 3).max(settings.poll);
-        if let Err(error) = pubsub.set_read_timeout(Some(settings.poll)) {
+        // One Redis: the one connection is read for up to a poll. A cluster:
+        // it and each master's in turn, a short while each.
+        let listen_for = if shards.is_some() {
+            shards::TURN
+        } else {
+            settings.poll
+        };
+        if let Err(error) = pubsub.set_read_timeout(Some(listen_for)) {
             return lost(&self.target, error);
         }
         loop {
@@ -200,7 +235,7 @@ impl Subscriber {
                 return SubscriberEnd::Stop;
             }
             if self.shared.rooms_changed.load(Ordering::SeqCst) {
-                if let Err(end) = self.change_rooms(&mut pubsub, query) {
+                if let Err(end) = self.change_rooms(&mut pubsub, &mut shards, query, listen_for) {
                     return end;
                 }
             }
@@ -210,9 +245,20 @@ impl Subscriber {
                 let pinged = pubsub
                     .set_read_timeout(Some(settings.reply_timeout))
                     .and_then(|()| pubsub.ping::<Value>())
-                    .and_then(|_| pubsub.set_read_timeout(Some(settings.poll)));
+                    .and_then(|_| pubsub.set_read_timeout(Some(listen_for)));
                 if let Err(error) = pinged {
                     return lost(&self.target, error);
+                }
+                // A master's listening connection is not pinged (its
+                // replies would be taken for late ones and dropped): the
+                // cluster is asked instead whether its masters changed, as
+                // they do when a replica took over from a master that went
+                // quiet without closing its connections.
+                if let Some(listening) = &shards {
+                    query.read_again(false);
+                    if listening.topology() != query.topology() {
+                        return SubscriberEnd::Lost("the cluster's masters changed".to_owned());
+                    }
                 }
                 last_ping = Instant::now();
             }
@@ -222,6 +268,18 @@ impl Subscriber {
                     return end;
                 }
                 last_touch = Instant::now();
+            }
+            if let Some(listening) = shards.as_mut() {
+                let next = &self.next;
+                let heard = match listening.read(|room| next.contains_key(room)) {
+                    Ok(heard) => heard,
+                    Err(error) => return lost(&self.target, error),
+                };
+                for (room, payload) in heard {
+                    if let Err(end) = self.on_message(query, &room, &payload) {
+                        return end;
+                    }
+                }
             }
             match pubsub.get_message() {
                 Ok(message) => {
@@ -261,7 +319,9 @@ impl Subscriber {
     pub(super) fn change_rooms(
         &mut self,
         pubsub: &mut redis::PubSub<'_>,
-        query: &mut Connection,
+        shards: &mut Option<Shards>,
+        query: &mut Router,
+        listen_for: Duration,
     ) -> Result<(), SubscriberEnd> {
         let lost =
             |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
@@ -285,16 +345,23 @@ impl Subscriber {
             .set_read_timeout(Some(settings.reply_timeout))
             .map_err(|error| lost(&self.target, error))?;
         if !gone.is_empty() {
-            let channels: Vec<String> = gone.iter().map(|room| channel(room)).collect();
-            pubsub
-                .unsubscribe(channels)
-                .map_err(|error| lost(&self.target, error))?;
+            if let Some(shards) = shards.as_mut() {
+                let rooms: Vec<&String> = gone.iter().collect();
+                shards
+                    .unsubscribe(&rooms)
+                    .map_err(|error| lost(&self.target, error))?;
+            } else {
+                let channels: Vec<String> = gone.iter().map(|room| channel(room)).collect();
+                pubsub
+                    .unsubscribe(channels)
+                    .map_err(|error| lost(&self.target, error))?;
+            }
         }
         // Subscribing again to a channel already subscribed to changes
         // nothing in Redis.
-        self.subscribe(pubsub, query, &new)?;
+        self.subscribe(pubsub, shards, query, &new)?;
         pubsub
-            .set_read_timeout(Some(settings.poll))
+            .set_read_timeout(Some(listen_for))
             .map_err(|error| lost(&self.target, error))
     }
 
@@ -325,7 +392,8 @@ impl Subscriber {
     pub(super) fn subscribe(
         &mut self,
         pubsub: &mut redis::PubSub<'_>,
-        query: &mut Connection,
+        shards: &mut Option<Shards>,
+        query: &mut Router,
         rooms: &[(&String, u64)],
     ) -> Result<(), SubscriberEnd> {
         if rooms.is_empty() {
@@ -340,10 +408,18 @@ impl Subscriber {
                 before.insert(room, seq);
             }
         }
-        let channels: Vec<String> = rooms.iter().map(|(room, _)| channel(room)).collect();
-        pubsub
-            .subscribe(channels)
-            .map_err(|error| lost(&self.target, error))?;
+        let mut heard_meanwhile = Vec::new();
+        if let Some(shards) = shards.as_mut() {
+            let names: Vec<&String> = rooms.iter().map(|&(room, _)| room).collect();
+            heard_meanwhile = shards
+                .subscribe(&names)
+                .map_err(|error| lost(&self.target, error))?;
+        } else {
+            let channels: Vec<String> = rooms.iter().map(|(room, _)| channel(room)).collect();
+            pubsub
+                .subscribe(channels)
+                .map_err(|error| lost(&self.target, error))?;
+        }
         for &(room, join) in rooms {
             self.joined.insert(room.clone(), join);
             if let Some(&past) = before.get(room) {
@@ -359,19 +435,53 @@ impl Subscriber {
             let current = current_seq(query, room).map_err(|error| lost(&self.target, error))?;
             let mut next = self.next[room];
             if current + 1 < next {
-                // The room's keys lapsed while this node could not renew
-                // them (its link was down longer than their expiry): its
-                // numbering started over, and what it says now is new.
-                log::info!("room {room}: Redis forgot it meanwhile; numbering starts over");
-                next = 1;
+                next = self.went_back(room, current);
                 self.next.insert(room.clone(), next);
             }
             if next <= current {
                 self.fill(query, room, next, current)?;
             }
         }
+        // Said while the subscriptions were confirmed: from the history
+        // above already, or next in line.
+        for (room, payload) in heard_meanwhile {
+            self.on_message(query, &room, &payload)?;
+        }
         let rooms = rooms.iter().map(|&(room, _)| room.as_str());
         self.touch(query, rooms)
+    }
+
+    /// Where to go on in `room`, whose numbering stands at `current`
+    /// though this node has delivered more: either Redis lost the last
+    /// lines (a failover to a replica that had not received them yet, or
+    /// a restart from a file a moment old), or the room's keys lapsed
+    /// while this node could not renew them and a new numbering started.
+    ///
+    /// They lapse only after [`LinkSettings::room_ttl`] without a renewal,
+    /// and this node renewed its rooms at most a third of that before its
+    /// link went down: an outage shorter than half of it cannot have let
+    /// them lapse. Then the numbers above `current` that this node showed
+    /// were real lines that Redis lost, and those Redis gives them next are
+    /// new ones: it goes on at `current + 1`, without showing the room's
+    /// history again. Only after a longer outage is the numbering taken
+    /// as new (from 1: what was said since is delivered). Lines of the lost
+    /// stretch that this node never received are lost without a
+    /// [`Delivery::Missed`]: nothing is left to tell they were said.
+    pub(super) fn went_back(&self, room: &str, current: u64) -> u64 {
+        let lapse_possible = self
+            .down_since
+            .is_some_and(|since| since.elapsed() >= self.target.settings.room_ttl / 2);
+        if lapse_possible {
+            log::info!("room {room}: Redis forgot it meanwhile; numbering starts over");
+            1
+        } else {
+            log::warn!(
+                "redis {}: room {room}: its numbering went back to {current}: \
+                 Redis lost its last lines",
+                self.target.addr
+            );
+            current + 1
+        }
     }
 
     /// Gives the keys of `rooms`, which have members here, their full
@@ -379,15 +489,23 @@ impl Subscriber {
     /// no node has been in it, nor anyone spoken there, for that long.
     pub(super) fn touch<'r>(
         &self,
-        query: &mut Connection,
+        query: &mut Router,
         rooms: impl Iterator<Item = &'r str>,
     ) -> Result<(), SubscriberEnd> {
         let ttl = millis(self.target.settings.room_ttl);
         let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
-        let mut rooms = rooms.peekable();
-        while rooms.peek().is_some() {
+        // On a cluster, a pipeline per master: each its rooms.
+        let mut by_shard: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+        for room in rooms {
+            let shard = query.shard_of(&Keys::of(room).seq).map_err(lost)?;
+            by_shard.entry(shard).or_default().push(room);
+        }
+        for chunk in by_shard
+            .values()
+            .flat_map(|rooms| rooms.chunks(TOUCH_CHUNK))
+        {
             let mut pipe = redis::pipe();
-            for room in rooms.by_ref().take(TOUCH_CHUNK) {
+            for &room in chunk {
                 let keys = Keys::of(room);
                 let hash = self.touch_script.get_hash();
                 pipe.cmd("EVALSHA").arg(hash).arg(keys.all().len());
@@ -414,7 +532,7 @@ impl Subscriber {
     /// `room`'s last lines up to `current`, and its topic.
     pub(super) fn recent(
         &mut self,
-        query: &mut Connection,
+        query: &mut Router,
         room: &str,
         current: u64,
     ) -> Result<Delivery, SubscriberEnd> {
@@ -468,7 +586,7 @@ impl Subscriber {
 
     /// A message on the moderation channel: `s TEXT` (the server bans,
     /// TEXT empty for none) or `r ROOM VERSION` (a room's rules changed).
-    fn on_moderation(&mut self, query: &mut Connection, bytes: &[u8]) -> Result<(), SubscriberEnd> {
+    fn on_moderation(&mut self, query: &mut Router, bytes: &[u8]) -> Result<(), SubscriberEnd> {
         if let Some(text) = bytes.strip_prefix(b"r ") {
             return match std::str::from_utf8(text) {
                 Ok(text) => self.rules_changed(query, text),
@@ -543,7 +661,7 @@ impl Subscriber {
     /// A line arrived on `room`'s channel.
     pub(super) fn on_message(
         &mut self,
-        query: &mut Connection,
+        query: &mut Router,
         room: &str,
         bytes: &[u8],
     ) -> Result<(), SubscriberEnd> {
@@ -583,7 +701,7 @@ impl Subscriber {
     /// of a line nothing.
     fn started_over(
         &mut self,
-        query: &mut Connection,
+        query: &mut Router,
         room: &str,
         next: u64,
     ) -> Result<bool, SubscriberEnd> {
@@ -596,7 +714,7 @@ impl Subscriber {
     /// it no longer has.
     pub(super) fn fill(
         &mut self,
-        query: &mut Connection,
+        query: &mut Router,
         room: &str,
         from: u64,
         to: u64,

@@ -53,3 +53,47 @@ fn errors_are_one_line_without_the_password() {
     let message = LinkError::BadNodeName("a b".into()).to_string();
     assert!(!message.contains('\n'));
 }
+
+#[test]
+fn names_go_in_buckets_of_one_slot_each() {
+    let key = name_key("alice");
+    let bucket = slots::crc16(b"alice") % NAME_BUCKETS;
+    assert_eq!(key, format!("name:{{b{bucket}}}:alice"));
+    // Two names of one bucket share a slot; the bucket is the hash tag.
+    let same = (0..)
+        .map(|n| format!("user{n}"))
+        .find(|name| slots::crc16(name.as_bytes()) % NAME_BUCKETS == bucket)
+        .expect("a name in alice's bucket");
+    assert_eq!(
+        slots::slot(&name_key("alice")),
+        slots::slot(&name_key(&same))
+    );
+    assert_eq!(slots::slot(&key), slots::slot(&format!("x{{b{bucket}}}")));
+}
+
+#[test]
+fn renewals_group_names_by_bucket_each_call_within_a_chunk() {
+    let names: Vec<String> = (0..3000).map(|n| format!("guest{n}")).collect();
+    let groups = names::by_bucket(&names, true);
+    // Every name once, each group of one bucket.
+    assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), names.len());
+    for group in &groups {
+        let slot = slots::slot(&name_key(group[0]));
+        assert!(group
+            .iter()
+            .all(|name| slots::slot(&name_key(name)) == slot));
+        assert!(!group.is_empty() && group.len() <= 500);
+    }
+    // However many names, no more calls than buckets.
+    assert!(
+        groups.len() <= usize::from(NAME_BUCKETS),
+        "{}",
+        groups.len()
+    );
+    assert!(names::by_bucket(&[], true).is_empty());
+    // One Redis: chunks of 500, whatever their buckets.
+    let chunks = names::by_bucket(&names, false);
+    assert_eq!(chunks.len(), 6);
+    assert!(chunks.iter().all(|chunk| chunk.len() == 500));
+    assert_eq!(chunks[1][0], &names[500]);
+}

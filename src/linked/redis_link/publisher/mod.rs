@@ -31,7 +31,13 @@ pub(super) fn is_transient(error: &RedisError) -> bool {
         || matches!(
             error.kind(),
             ErrorKind::Server(
-                Server::BusyLoading | Server::TryAgain | Server::MasterDown | Server::ReadOnly
+                Server::BusyLoading
+                    | Server::TryAgain
+                    | Server::MasterDown
+                    | Server::ReadOnly
+                    | Server::Moved
+                    | Server::Ask
+                    | Server::ClusterDown
             )
         )
 }
@@ -94,12 +100,14 @@ pub(super) fn calls(batch: &[(u64, ToPublish)]) -> Vec<Vec<&(u64, ToPublish)>> {
 }
 
 /// One `EVALSHA` of `script` ([`PUBLISH_SCRIPT`](super::scripts::PUBLISH_SCRIPT))
-/// per call of [`calls`], all in one pipeline, as `sender` on `node`.
+/// per call of [`calls`], all in one pipeline, as `sender` on `node`,
+/// publishing with `publish` (`PUBLISH`, or `SPUBLISH` on a cluster).
 pub(super) fn pipeline(
     script: &Script,
     settings: &LinkSettings,
     sender: &str,
     node: &str,
+    publish: &str,
     batch: &[(u64, ToPublish)],
 ) -> redis::Pipeline {
     let mut pipe = redis::pipe();
@@ -125,6 +133,7 @@ pub(super) fn pipeline(
             Some(topic) => pipe.arg(1).arg(topic),
             None => pipe.arg(0).arg(""),
         };
+        pipe.arg(publish);
         for (count, line) in call {
             pipe.arg(*count).arg(&line.line);
         }
@@ -155,6 +164,8 @@ pub(super) struct Publisher {
     /// [`RULES_SCRIPT`](super::rules::RULES_SCRIPT).
     pub(super) rules_script: Script,
     pub(super) node: String,
+    /// `PUBLISH` on one Redis, `SPUBLISH` on a cluster.
+    pub(super) publish_command: &'static str,
     /// This run of the node, as the script's senders hash knows it.
     pub(super) sender: String,
     /// How many lines this run has taken: each line's count.
@@ -162,8 +173,7 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    pub(super) fn run(mut self, outgoing: Receiver<Outgoing>, connection: Connection) {
-        let mut connection = Some(connection);
+    pub(super) fn run(mut self, outgoing: Receiver<Outgoing>, mut connection: Router) {
         let poll = self.target.settings.poll;
         let mut batch = Vec::with_capacity(BATCH);
         let mut bytes = 0;
@@ -219,6 +229,7 @@ impl Publisher {
             &self.target.settings,
             &self.sender,
             &self.node,
+            self.publish_command,
             batch,
         )
     }
@@ -229,14 +240,38 @@ impl Publisher {
     /// prefix of each call's: calls run one after another, each marks its
     /// lines as done before it publishes any, and each room's counts grow
     /// from call to call). False if the link stops first.
-    pub(super) fn publish(
-        &self,
-        connection: &mut Option<Connection>,
-        batch: &[(u64, ToPublish)],
-    ) -> bool {
-        let pipe = self.pipeline(batch);
+    ///
+    /// On a cluster, the batch goes as one pipeline per master, each with
+    /// the rooms of its slots, one after another: a master that is down
+    /// holds up the rest until it is back or its replica took over (while
+    /// it is, the subscriber says the link is down, and no new line is
+    /// taken). The rooms are sorted out again at each try, so a room whose
+    /// slot moved goes to its new master.
+    pub(super) fn publish(&self, connection: &mut Router, batch: &[(u64, ToPublish)]) -> bool {
         let what = format!("{} lines", batch.len());
-        let done = self.until_done(connection, &self.script, &what, |open| pipe.exec(open));
+        if !connection.topology().is_cluster() {
+            let pipe = self.pipeline(batch);
+            let done = self.until_done(connection, &self.script, &what, |open| pipe.exec(open));
+            return !matches!(done, Tried::Stopping);
+        }
+        let done = self.until_done(connection, &self.script, &what, |router| {
+            let mut by_shard: BTreeMap<usize, Vec<(u64, ToPublish)>> = BTreeMap::new();
+            for (count, line) in batch {
+                let shard = router.shard_of(&Keys::of(&line.room).seq)?;
+                by_shard.entry(shard).or_default().push((
+                    *count,
+                    ToPublish {
+                        room: line.room.clone(),
+                        line: line.line.clone(),
+                        topic: line.topic.clone(),
+                    },
+                ));
+            }
+            for part in by_shard.values() {
+                self.pipeline(part).exec(router)?;
+            }
+            Ok(())
+        });
         !matches!(done, Tried::Stopping)
     }
 
@@ -244,10 +279,10 @@ impl Publisher {
     /// reconnections; `what` names it in the log if it is dropped.
     pub(super) fn until_done<T>(
         &self,
-        connection: &mut Option<Connection>,
+        connection: &mut Router,
         script: &Script,
         what: &str,
-        mut call: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+        mut call: impl FnMut(&mut Router) -> redis::RedisResult<T>,
     ) -> Tried<T> {
         let mut backoff = reconnect_backoff();
         let mut refusals = 0;
@@ -255,22 +290,7 @@ impl Publisher {
             if self.shared.stopping() {
                 return Tried::Stopping;
             }
-            let Some(open) = connection.as_mut() else {
-                match self.target.connect() {
-                    Ok(fresh) => *connection = Some(fresh),
-                    Err(error) => {
-                        log::debug!(
-                            "redis {}: publisher cannot connect: {}",
-                            self.target.addr,
-                            self.target.describe(&error)
-                        );
-                        if pause(&self.shared, &self.woken, backoff.next_wait()) {
-                            return Tried::Stopping;
-                        }
-                    }
-                }
-                continue;
-            };
+            let open = &mut *connection;
             let error = match call(open) {
                 Ok(done) => return Tried::Done(done),
                 Err(error) => error,
@@ -281,14 +301,17 @@ impl Publisher {
                 if script.load(open).is_ok() {
                     continue;
                 }
-                *connection = None;
+                connection.reset();
+                if pause(&self.shared, &self.woken, backoff.next_wait()) {
+                    return Tried::Stopping;
+                }
                 continue;
             }
             let reason = self.target.describe(&error);
             if is_transient(&error) {
                 log::debug!("redis {}: publish failed: {reason}", self.target.addr);
-                // A new connection: this one may hold late replies.
-                *connection = None;
+                // New connections: these may hold late replies.
+                connection.reset();
             } else {
                 refusals += 1;
                 if refusals >= REFUSALS_BEFORE_DROP {

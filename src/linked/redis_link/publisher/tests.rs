@@ -68,7 +68,7 @@ impl Bench {
 
     /// Runs the batch's pipeline as node `n`, run `n/1`: each call's reply.
     fn publish(&mut self, batch: &[(u64, ToPublish)]) -> Vec<u64> {
-        pipeline(&self.script, &self.settings, "n/1", "n", batch)
+        pipeline(&self.script, &self.settings, "n/1", "n", "PUBLISH", batch)
             .query(&mut self.connection)
             .expect("pipeline runs")
     }
@@ -216,7 +216,14 @@ fn a_call_that_fails_half_way_is_not_published_again() {
     let batch: Vec<_> = (2..=4)
         .map(|count| line(count, "lobby", &format!("line {count}")))
         .collect();
-    let call = pipeline(&bench.script, &bench.settings, "n/1", "n", &batch);
+    let call = pipeline(
+        &bench.script,
+        &bench.settings,
+        "n/1",
+        "n",
+        "PUBLISH",
+        &batch,
+    );
     let failed = call.query::<Vec<u64>>(&mut bench.connection);
     assert!(failed.is_err(), "the call fails half way");
     // The retry finds its lines marked as done.
@@ -247,6 +254,7 @@ fn one_rooms_lines_in_one_call_keep_their_order_beside_another_rooms() {
         &bench.settings,
         "m/1",
         "m",
+        "PUBLISH",
         &[line(1, "lobby", "hi")],
     );
     let _: Vec<u64> = other.query(&mut bench.connection).expect("pipeline runs");
@@ -257,7 +265,14 @@ fn one_rooms_lines_in_one_call_keep_their_order_beside_another_rooms() {
         })
         .collect();
     batch[9].1.topic = Some("ten".into());
-    let plan = pipeline(&bench.script, &bench.settings, "n/1", "n", &batch);
+    let plan = pipeline(
+        &bench.script,
+        &bench.settings,
+        "n/1",
+        "n",
+        "PUBLISH",
+        &batch,
+    );
     assert_eq!(
         plan.cmd_iter().count(),
         3,

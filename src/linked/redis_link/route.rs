@@ -1,0 +1,394 @@
+//! Commands to the Redis that holds their key: a [`Router`] keeps one
+//! connection per master and sends each command (or pipeline) to the
+//! master of its first key's slot, behind the client library's
+//! `ConnectionLike`, so the link's code asks one value wherever a key
+//! lives. On one Redis it is that Redis' one connection and nothing more.
+//! Not the subscriptions (`subscriber.rs` and `shards.rs`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::{
+    Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value,
+};
+
+use super::connect::Target;
+use super::slots::Topology;
+
+/// The least time between two readings of the topology: a burst of
+/// redirections during a failover asks the cluster once, not per command.
+const READ_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
+/// Commands that name no key: sent to the first master (a `PUBLISH`
+/// reaches every node's subscribers from any node), `SCRIPT` to all.
+const KEYLESS: [&[u8]; 13] = [
+    b"PUBLISH", b"PING", b"INFO", b"SCRIPT", b"CLUSTER", b"MULTI", b"EXEC", b"CLIENT", b"AUTH",
+    b"SELECT", b"HELLO", b"WAIT", b"ASKING",
+];
+
+/// One connection per master of the topology, opened when first needed.
+pub(super) struct Router {
+    target: Arc<Target>,
+    topology: Topology,
+    open: Vec<Option<Connection>>,
+    /// Every node the topology named, masters first: where to ask again
+    /// when the URL's own node is gone.
+    seeds: Vec<String>,
+    read_at: Option<Instant>,
+}
+
+impl Router {
+    /// Routes over `topology`; `first`, if given, is a connection to the
+    /// URL's node, used for its shard.
+    pub(super) fn new(
+        target: Arc<Target>,
+        topology: Topology,
+        first: Option<Connection>,
+    ) -> Router {
+        let mut open: Vec<Option<Connection>> = (0..topology.shards()).map(|_| None).collect();
+        if let Some(first) = first {
+            let own = (0..topology.shards()).find(|&shard| topology.master(shard) == target.addr);
+            if let Some(shard) = own.or((!topology.is_cluster()).then_some(0)) {
+                open[shard] = Some(first);
+            }
+        }
+        let seeds = (0..topology.shards())
+            .map(|shard| topology.master(shard).to_owned())
+            .collect();
+        Router {
+            target,
+            topology,
+            open,
+            seeds,
+            read_at: None,
+        }
+    }
+
+    /// The topology routed over.
+    pub(super) fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Forgets every connection: the next command opens new ones.
+    pub(super) fn reset(&mut self) {
+        for open in &mut self.open {
+            *open = None;
+        }
+    }
+
+    /// Reads the cluster's topology again, from the URL's node or any
+    /// other it named, at most every [`READ_AGAIN_AFTER`] (`now`: at
+    /// once). True if it changed. One Redis has nothing to read.
+    pub(super) fn read_again(&mut self, now: bool) -> bool {
+        if !self.topology.is_cluster() {
+            return false;
+        }
+        if !now
+            && self
+                .read_at
+                .is_some_and(|at| at.elapsed() < READ_AGAIN_AFTER)
+        {
+            return false;
+        }
+        self.read_at = Some(Instant::now());
+        let mut asked = vec![self.target.addr.clone()];
+        asked.extend(self.seeds.iter().cloned());
+        for node in asked {
+            let Ok(mut connection) = self.target.connect_to(&node) else {
+                continue;
+            };
+            let Ok(topology) = Topology::read(&mut connection, &node) else {
+                continue;
+            };
+            if !topology.is_cluster() || topology == self.topology {
+                return false;
+            }
+            log::info!(
+                "redis {}: the cluster's masters are now {}",
+                self.target.addr,
+                (0..topology.shards())
+                    .map(|shard| topology.master(shard))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for shard in 0..topology.shards() {
+                let master = topology.master(shard);
+                if !self.seeds.iter().any(|seed| seed == master) {
+                    self.seeds.push(master.to_owned());
+                }
+            }
+            self.open = (0..topology.shards()).map(|_| None).collect();
+            self.topology = topology;
+            return true;
+        }
+        false
+    }
+
+    /// The connection to shard `shard`'s master, opened if need be. A
+    /// master that cannot be reached may have failed over: the cluster is
+    /// read again (at most every [`READ_AGAIN_AFTER`]), so that the next
+    /// try goes to its replica once promoted.
+    pub(super) fn shard(&mut self, shard: usize) -> RedisResult<&mut Connection> {
+        // Read again meanwhile, with fewer masters than the caller saw.
+        if shard >= self.open.len() {
+            return Err(RedisError::from((
+                ErrorKind::Server(ServerErrorKind::TryAgain),
+                "the cluster's masters changed",
+            )));
+        }
+        if self.open[shard].is_none() {
+            match self.target.connect_to(self.topology.master(shard)) {
+                Ok(connection) => self.open[shard] = Some(connection),
+                Err(error) => {
+                    self.read_again(false);
+                    return Err(error);
+                }
+            }
+        }
+        match self.open[shard].as_mut() {
+            Some(connection) => Ok(connection),
+            None => Err(RedisError::from((ErrorKind::Io, "no connection"))),
+        }
+    }
+
+    /// The shard of `key`; an error while no master serves its slot.
+    pub(super) fn shard_of(&self, key: &str) -> RedisResult<usize> {
+        self.topology.shard_of(key).ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ClusterDown),
+                "no master serves this key's slot",
+            ))
+        })
+    }
+
+    /// Where packed commands go: the shard of the first that names a
+    /// key, the first shard if none does.
+    fn route(&self, packed: &[u8]) -> RedisResult<usize> {
+        if !self.topology.is_cluster() {
+            return Ok(0);
+        }
+        match first_key(packed) {
+            Some(key) => self.shard_of(&String::from_utf8_lossy(key)),
+            None => Ok(0),
+        }
+    }
+
+    /// A failed exchange with shard `shard`: its connection goes, and a
+    /// cluster is read again (its master may have failed over).
+    fn failed(&mut self, shard: usize, error: &RedisError) {
+        if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() {
+            self.open[shard] = None;
+        }
+        self.read_again(false);
+    }
+
+    /// A reply that says the key lives elsewhere: the topology is read
+    /// again at once.
+    fn redirected(&mut self, value: &Value) -> bool {
+        let moved = matches!(value, Value::ServerError(error)
+            if matches!(error.kind(), Some(ServerErrorKind::Moved | ServerErrorKind::ClusterDown)));
+        if moved {
+            self.read_again(true);
+        }
+        moved
+    }
+
+    fn send_one(&mut self, shard: usize, packed: &[u8]) -> RedisResult<Value> {
+        let sent = self.shard(shard)?.req_packed_command(packed);
+        if let Err(error) = &sent {
+            self.failed(shard, error);
+        }
+        sent
+    }
+}
+
+impl ConnectionLike for Router {
+    fn req_packed_command(&mut self, packed: &[u8]) -> RedisResult<Value> {
+        if !self.topology.is_cluster() {
+            return self.send_one(0, packed);
+        }
+        if command_name(packed).is_some_and(|name| name.eq_ignore_ascii_case(b"SCRIPT")) {
+            // Scripts are loaded on every master: any may run them.
+            let mut last = Value::Nil;
+            for shard in 0..self.topology.shards() {
+                last = self.send_one(shard, packed)?;
+            }
+            return Ok(last);
+        }
+        let shard = self.route(packed)?;
+        let reply = self.send_one(shard, packed)?;
+        if let Value::ServerError(error) = &reply {
+            if error.kind() == Some(ServerErrorKind::Ask) {
+                // A slot half moved: this key is on the node named, for
+                // this command only.
+                let node = error
+                    .details()
+                    .and_then(|details| details.split(' ').nth(1));
+                if let Some(node) = node {
+                    let mut there = self.target.connect_to(node)?;
+                    redis::cmd("ASKING").exec(&mut there)?;
+                    return there.req_packed_command(packed);
+                }
+            }
+        }
+        if self.redirected(&reply) {
+            let shard = self.route(packed)?;
+            return self.send_one(shard, packed);
+        }
+        Ok(reply)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        packed: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let shard = self.route(packed)?;
+        let replies = self
+            .shard(shard)?
+            .req_packed_commands(packed, offset, count);
+        match &replies {
+            Err(error) => self.failed(shard, error),
+            // The caller's pipeline fails on this reply and is sent again
+            // whole, over the topology as it is now.
+            Ok(values) => {
+                if let Some(value) = values
+                    .iter()
+                    .find(|value| matches!(value, Value::ServerError(_)))
+                {
+                    self.redirected(value);
+                }
+            }
+        }
+        replies
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+
+    fn check_connection(&mut self) -> bool {
+        redis::cmd("PING").exec(self).is_ok()
+    }
+
+    fn is_open(&self) -> bool {
+        true
+    }
+}
+
+/// The words of the first command in `packed` (RESP arrays of bulk
+/// strings, as the client library writes them), up to `most` of them.
+fn first_words(packed: &[u8], most: usize) -> Vec<&[u8]> {
+    let mut words = Vec::new();
+    let mut rest = packed;
+    let Some(count) = header(&mut rest, b'*') else {
+        return words;
+    };
+    for _ in 0..count.min(most) {
+        let Some(len) = header(&mut rest, b'$') else {
+            break;
+        };
+        if rest.len() < len + 2 {
+            break;
+        }
+        words.push(&rest[..len]);
+        rest = &rest[len + 2..];
+    }
+    words
+}
+
+/// Reads `<kind><number>\r\n` off the front of `rest`.
+fn header(rest: &mut &[u8], kind: u8) -> Option<usize> {
+    let (&first, tail) = rest.split_first()?;
+    if first != kind {
+        return None;
+    }
+    let end = tail.windows(2).position(|pair| pair == b"\r\n")?;
+    let number = std::str::from_utf8(&tail[..end]).ok()?.parse().ok()?;
+    *rest = &tail[end + 2..];
+    Some(number)
+}
+
+fn command_name(packed: &[u8]) -> Option<&[u8]> {
+    first_words(packed, 1).first().copied()
+}
+
+/// The first key named in `packed`, a command or a pipeline: the first
+/// command's, or, for one that names none (`MULTI`), the next one's.
+fn first_key(packed: &[u8]) -> Option<&[u8]> {
+    let mut rest = packed;
+    while !rest.is_empty() {
+        let words = first_words(rest, 4);
+        let name = words.first()?.to_ascii_uppercase();
+        let key = if name == b"EVALSHA" || name == b"EVAL" {
+            let keys: usize = std::str::from_utf8(words.get(2)?).ok()?.parse().ok()?;
+            if keys > 0 {
+                words.get(3).copied()
+            } else {
+                None
+            }
+        } else if KEYLESS.contains(&name.as_slice()) {
+            None
+        } else {
+            words.get(1).copied()
+        };
+        if key.is_some() {
+            return key;
+        }
+        rest = &rest[command_len(rest)?..];
+    }
+    None
+}
+
+/// How many bytes the first command of `packed` takes.
+fn command_len(packed: &[u8]) -> Option<usize> {
+    let mut rest = packed;
+    let count = header(&mut rest, b'*')?;
+    for _ in 0..count {
+        let len = header(&mut rest, b'$')?;
+        rest = rest.get(len + 2..)?;
+    }
+    Some(packed.len() - rest.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_found_in_commands_and_pipelines() {
+        let get = redis::cmd("GET").arg("room:{a}:seq").get_packed_command();
+        assert_eq!(first_key(&get), Some(&b"room:{a}:seq"[..]));
+        let eval = redis::cmd("EVALSHA")
+            .arg("abc")
+            .arg(2)
+            .arg("name:{b1}:x")
+            .arg("name:{b1}:y")
+            .arg("run")
+            .get_packed_command();
+        assert_eq!(first_key(&eval), Some(&b"name:{b1}:x"[..]));
+        let none = redis::cmd("EVALSHA")
+            .arg("abc")
+            .arg(0)
+            .arg("x")
+            .get_packed_command();
+        assert_eq!(first_key(&none), None);
+        let publish = redis::cmd("PUBLISH")
+            .arg("chat:ask")
+            .arg("hi")
+            .get_packed_command();
+        assert_eq!(first_key(&publish), None);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg("chat:server-bans")
+            .arg("x")
+            .cmd("PUBLISH")
+            .arg("chat:moderation")
+            .arg("s x");
+        let packed = pipe.get_packed_pipeline();
+        assert_eq!(first_key(&packed), Some(&b"chat:server-bans"[..]));
+        assert_eq!(command_name(&packed), Some(&b"MULTI"[..]));
+    }
+}

@@ -1,0 +1,130 @@
+//! What the link's threads share, and the small values they pass: the
+//! state behind every thread ([`LinkState`]), a line on its way to the
+//! publisher, and the helpers for names, numbers and waits. Not the
+//! threads themselves (`publisher/`, `subscriber.rs`, `names.rs`).
+
+// The link's types, constants and helpers, which this part shares.
+use super::*;
+
+/// Reads a channel's message back, `seq node line` as the script wrote
+/// it; `None` for anything else.
+pub(super) fn parse_payload(bytes: &[u8]) -> Option<(u64, &str, &str)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let seq = parts.next()?.parse().ok()?;
+    let node = parts.next()?;
+    let line = parts.next()?;
+    Some((seq, node, line))
+}
+
+/// A node name: what other nodes and the logs know this server by, and
+/// part of what goes on each channel (so no spaces).
+pub(super) fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NODE_NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// 64 random bits, for naming this run of the node. Not for
+/// secrets: std's hasher keys are random per process, which is all that
+/// is needed here.
+pub(super) fn random_u64() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.finish()
+}
+
+/// The waits between reconnection attempts of each of the link's threads:
+/// [`BACKOFF_MIN`], doubled after each failure up to [`BACKOFF_MAX`], with
+/// the crate's jitter.
+pub(super) fn reconnect_backoff() -> Backoff {
+    Backoff::new(BACKOFF_MIN, BACKOFF_MAX)
+}
+
+/// A duration as Redis takes it, in whole milliseconds, at least one (0
+/// would mean "expire now" to `PEXPIRE`, "no expiry" elsewhere).
+pub(super) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// The names a node holds for its users, in lower case.
+pub(super) type Held = Arc<Mutex<BTreeSet<String>>>;
+
+/// What every thread of the link shares.
+pub(super) struct LinkState {
+    /// Set by [`RedisLink`]'s drop: the threads end.
+    pub(super) stop: AtomicBool,
+    /// Whether the subscriber is connected: [`RedisLink::publish`] refuses
+    /// while it is not.
+    pub(super) up: AtomicBool,
+    /// The rooms the hub wants the node in, each with the number of the
+    /// join that put it there: a room left and joined again between two
+    /// looks of the subscriber is a new join all the same.
+    pub(super) rooms: Mutex<Rooms>,
+    /// Set when `rooms` changed, cleared by the subscriber when it looks.
+    pub(super) rooms_changed: AtomicBool,
+    /// See [`RedisLink::number`]: taken again when Redis lost its data.
+    pub(super) number: AtomicU64,
+    /// For the metrics, each added to by one thread only (see [`Tally`]):
+    /// lines put in the outbox (the hub), and taken out (the publisher);
+    /// deliveries queued for the hub (the subscriber, and the names
+    /// thread), and taken from that queue (the thread that forwards them).
+    pub(super) outbox_in: Tally,
+    pub(super) outbox_out: Tally,
+    pub(super) delivered: Tally,
+    pub(super) delivered_names: Tally,
+    pub(super) deliveries_taken: Tally,
+    /// Times the link came back after it was down.
+    pub(super) reconnects: AtomicU64,
+}
+
+impl LinkState {
+    pub(super) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn wanted_rooms(&self) -> BTreeMap<String, u64> {
+        self.rooms_changed.store(false, Ordering::SeqCst);
+        // Rooms are changed by one insert or remove at a time (change_rooms):
+        // whole even after a panic.
+        sync::lock(&self.rooms).wanted.clone()
+    }
+}
+
+/// The rooms to be in, by the number of the join that asked.
+#[derive(Debug, Default)]
+pub(super) struct Rooms {
+    pub(super) wanted: BTreeMap<String, u64>,
+    pub(super) joins: u64,
+}
+
+/// One line for the publisher thread.
+#[derive(Debug)]
+pub(super) struct ToPublish {
+    pub(super) room: String,
+    pub(super) line: String,
+    /// The room's new topic, if the line sets one.
+    pub(super) topic: Option<String>,
+}
+
+/// What waits for the publisher thread, in order.
+#[derive(Debug)]
+pub(super) enum Outgoing {
+    Line(ToPublish),
+    Rules(RulesWrite),
+}
+
+impl fmt::Debug for LinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkState")
+            .field("up", &self.up.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}

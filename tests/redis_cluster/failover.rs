@@ -37,6 +37,15 @@ fn up_notice() -> String {
     format!("notice {}", &LINK_UP[..LINK_UP.find(':').unwrap()])
 }
 
+/// Sets its flag when dropped, however the scope it is in ends.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Says "0", "1", ... in its room until `stop`; returns the client and
 /// when each line was said.
 fn burst(mut client: TestClient, stop: &AtomicBool) -> (TestClient, Vec<Instant>) {
@@ -49,9 +58,16 @@ fn burst(mut client: TestClient, stop: &AtomicBool) -> (TestClient, Vec<Instant>
     (client, said_at)
 }
 
+/// The longest a user may wait for what [`read_until`] waits for: a
+/// failover takes about two seconds here, and lines keep arriving
+/// meanwhile, so the per-line timeout of the test client alone would not
+/// end a wait for a notice that never comes.
+const WAIT: Duration = Duration::from_secs(30);
+
 /// Reads `client`'s lines into `seen` until one satisfies `done`
-/// (included).
+/// (included); fails the test after [`WAIT`].
 fn read_until(client: &TestClient, seen: &mut Vec<String>, mut done: impl FnMut(&str) -> bool) {
+    let deadline = Instant::now() + WAIT;
     loop {
         let line = client.recv();
         let last = done(&line);
@@ -59,6 +75,12 @@ fn read_until(client: &TestClient, seen: &mut Vec<String>, mut done: impl FnMut(
         if last {
             return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{}: waited {WAIT:?}; the last lines: {:?}",
+            client.nick,
+            &seen[seen.len().saturating_sub(5)..]
+        );
     }
 }
 
@@ -226,6 +248,9 @@ fn a_master_killed_mid_burst_its_replica_takes_over_and_the_chat_goes_on() {
     let mut heard: Vec<Vec<String>> = vec![Vec::new(); rooms.len()];
     let mut spoken: Vec<Vec<String>> = vec![Vec::new(); rooms.len()];
     let (killed_at, took, burst_ends) = thread::scope(|scope| {
+        // The scope waits for the speakers even when the test fails in
+        // it: they must hear the stop then too.
+        let _stop_anyway = StopOnDrop(&stop);
         let running: Vec<_> = speakers
             .drain(..)
             .map(|speaker| {

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use secure_chat::linked::{LINK_DOWN, LINK_UP};
-use secure_chat_test_support::TestClient;
+use secure_chat_test_support::{wait_until, TestClient};
 
 use crate::{enter, person, shard_of_room, wait_subscribed, Two};
 
@@ -60,27 +60,35 @@ fn burst(mut client: TestClient, stop: &AtomicBool) -> (TestClient, Vec<Instant>
 
 /// The longest a user may wait for what [`read_until`] waits for: a
 /// failover takes about two seconds here, and lines keep arriving
-/// meanwhile, so the per-line timeout of the test client alone would not
-/// end a wait for a notice that never comes.
+/// meanwhile, so a timeout per line alone would not end a wait for a
+/// notice that never comes.
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Reads `client`'s lines into `seen` until one satisfies `done`
-/// (included); fails the test after [`WAIT`].
-fn read_until(client: &TestClient, seen: &mut Vec<String>, mut done: impl FnMut(&str) -> bool) {
+/// (included). Fails the test, saying `what` it waited for and the last
+/// lines seen, when nothing arrives for 10 s (the support crate's
+/// `TIMEOUT`) or the whole wait takes longer than [`WAIT`].
+fn read_until(
+    client: &TestClient,
+    seen: &mut Vec<String>,
+    what: &str,
+    mut done: impl FnMut(&str) -> bool,
+) {
     let deadline = Instant::now() + WAIT;
     loop {
+        let waited = Instant::now() < deadline && wait_until(|| !client.nothing_pending());
+        assert!(
+            waited,
+            "{}: waited for {what} in vain; the last lines: {:?}",
+            client.nick,
+            &seen[seen.len().saturating_sub(5)..]
+        );
         let line = client.recv();
         let last = done(&line);
         seen.push(line);
         if last {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{}: waited {WAIT:?}; the last lines: {:?}",
-            client.nick,
-            &seen[seen.len().saturating_sub(5)..]
-        );
     }
 }
 
@@ -260,16 +268,24 @@ fn a_master_killed_mid_burst_its_replica_takes_over_and_the_chat_goes_on() {
             .collect();
         let victim_speaker = format!("chat s{victim} ");
         let mut lines = 0;
-        read_until(&listeners[victim], &mut heard[victim], |line| {
-            lines += usize::from(line.starts_with(&victim_speaker));
-            lines == 100
-        });
+        read_until(
+            &listeners[victim],
+            &mut heard[victim],
+            "100 lines",
+            |line| {
+                lines += usize::from(line.starts_with(&victim_speaker));
+                lines == 100
+            },
+        );
         let killed_at = Instant::now();
         let took = two.cluster.kill_master(victim);
         let up = up_notice();
-        read_until(&listeners[victim], &mut heard[victim], |line| {
-            line.starts_with(&up)
-        });
+        read_until(
+            &listeners[victim],
+            &mut heard[victim],
+            "the link back",
+            |line| line.starts_with(&up),
+        );
         stop.store(true, Ordering::Relaxed);
         let ends: Vec<Vec<Instant>> = running
             .into_iter()
@@ -283,9 +299,12 @@ fn a_master_killed_mid_burst_its_replica_takes_over_and_the_chat_goes_on() {
     });
     eprintln!("shard {victim}'s replica promoted {took:?} after the kill");
     let up = up_notice();
-    read_until(&speakers[victim], &mut spoken[victim], |line| {
-        line.starts_with(&up)
-    });
+    read_until(
+        &speakers[victim],
+        &mut spoken[victim],
+        "the link back",
+        |line| line.starts_with(&up),
+    );
     let last_burst = burst_ends[victim].last().expect("the burst went on");
     assert!(
         *last_burst > killed_at + took,
@@ -299,8 +318,18 @@ fn a_master_killed_mid_burst_its_replica_takes_over_and_the_chat_goes_on() {
     }
     for (i, room) in rooms.iter().enumerate() {
         let last = format!("chat s{i} after {}", AFTER - 1);
-        read_until(&listeners[i], &mut heard[i], |line| line == last);
-        read_until(&speakers[i], &mut spoken[i], |line| line == last);
+        read_until(
+            &speakers[i],
+            &mut spoken[i],
+            "the lines said after",
+            |line| line == last,
+        );
+        read_until(
+            &listeners[i],
+            &mut heard[i],
+            "the lines said after",
+            |line| line == last,
+        );
         let speaker = format!("s{i}");
         let listener = View::of(&heard[i], &speaker);
         let spoke = View::of(&spoken[i], &speaker);

@@ -6,4 +6,115 @@
 // Linked servers only: built with the `redis` feature (on by default).
 #![cfg(feature = "redis")]
 
+// Two servers as one chat, and thirty rooms' load spread over the
+// masters: `chat.rs`. A master killed mid-burst: `failover.rs`.
+mod chat;
+mod failover;
 mod harness;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use secure_chat::server::Limits;
+use secure_chat_test_support::{
+    quick_link, slot, test_limits, Pki, RedisCluster, TestClient, TestServer, TIMEOUT,
+};
+
+/// A cluster of the test's own and two chat servers linked through it,
+/// `a` and `b`, each given the URL of one node only (node 0, shard 0's
+/// first master): the servers find the rest.
+struct Two {
+    cluster: RedisCluster,
+    pki: Pki,
+    a: TestServer,
+    b: TestServer,
+}
+
+impl Two {
+    fn start() -> Two {
+        let cluster = RedisCluster::start();
+        let pki = Pki::new();
+        let url = cluster.url();
+        // Every test client comes from one address, which may make ten
+        // rooms a minute by default; the tests make thirty.
+        let limits = Limits {
+            rooms_per_minute: 100,
+            ..test_limits()
+        };
+        let a = TestServer::start_linked(&pki, limits, &url, "a", quick_link());
+        let b = TestServer::start_linked(&pki, limits, &url, "b", quick_link());
+        Two { cluster, pki, a, b }
+    }
+
+    /// Stops both servers, checking that they stopped; the cluster's
+    /// processes go when it is dropped.
+    fn stop(self) {
+        self.a.stop();
+        self.b.stop();
+    }
+}
+
+/// The shard whose master holds `room`'s keys and channel
+/// (`room:{#name}...`, one hash tag for them all).
+fn shard_of_room(room: &str) -> usize {
+    RedisCluster::shard_of(slot(&format!("room:{{{room}}}")))
+}
+
+/// How many connections listen to `room`'s channel anywhere in the
+/// cluster: sharded subscriptions (`PUBSUB SHARDNUMSUB`, on the nodes of
+/// the room's shard) and classic ones (`PUBSUB NUMSUB`, which each node
+/// counts for itself), over every running node.
+fn subscribers(cluster: &RedisCluster, room: &str) -> i64 {
+    let channel = format!("room:{{{room}}}");
+    let shards = 0..3;
+    let nodes = cluster
+        .masters()
+        .into_iter()
+        .chain(shards.filter_map(|shard| cluster.replica(shard)));
+    let mut count = 0;
+    for node in nodes {
+        let mut connection = cluster.connection(node.port);
+        for kind in ["SHARDNUMSUB", "NUMSUB"] {
+            let (_, subscribed): (String, i64) = redis::cmd("PUBSUB")
+                .arg(kind)
+                .arg(&channel)
+                .query(&mut connection)
+                .unwrap_or_else(|err| panic!("PUBSUB {kind} on {}: {err}", node.port));
+            count += subscribed;
+        }
+    }
+    count
+}
+
+/// Waits until `count` servers listen to `room`: a server joins a room's
+/// channel a moment after its first user enters it.
+fn wait_subscribed(cluster: &RedisCluster, room: &str, count: i64) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let subscribed = subscribers(cluster, room);
+        if subscribed == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{subscribed} subscribers to {room}, not {count}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Connects, takes `nick`, and waits until the server confirms it.
+fn person(server: &TestServer, pki: &Pki, nick: &str) -> TestClient {
+    let mut client = TestClient::connect(server.addr, &pki.ca);
+    client.send(&format!("/nick {nick}"));
+    client.recv_until(|line| line == format!("notice you are now {nick}"));
+    client.nick = nick.to_owned();
+    client
+}
+
+/// `client` leaves its room for `room` and waits until it is in.
+fn enter(client: &mut TestClient, room: &str) {
+    client.send(&format!("/join {room}"));
+    let entered = format!("notice you are in {room} (");
+    client.recv_until(|line| line.starts_with(&entered));
+}

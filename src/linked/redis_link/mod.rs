@@ -147,7 +147,8 @@
 //! connection has a thread of its own (`redis-hear`, `redis-hear-shard`),
 //! blocked in its read, that hands what it hears to the subscriber through
 //! one bounded queue, and makes the (un)subscriptions the subscriber asks
-//! of its connection between reads: a line waits for no other connection,
+//! of its connection between reads (rung to end a read at once: a channel
+//! of the node's own on each master): a line waits for no other connection,
 //! and a quiet link wakes each thread once a poll. (One Redis needs none:
 //! the subscriber blocks in the read of its one subscribed connection.)
 //! These threads end with the subscriber's session, which waits for them.
@@ -584,8 +585,10 @@ impl RedisLink {
         });
         // Lines said there before the subscription are the room's past,
         // told as such: the sooner it subscribes, the less falls there.
-        // The subscriber sits in a read of up to a poll; a message on its
-        // own channel ends the read at once.
+        // The subscriber sits in a read (on a cluster, a wait for its
+        // listening threads) of up to a poll; a message on its own channel
+        // ends it at once. (On a cluster, it then rings the listening
+        // thread of the room's master, which subscribes at once.)
         let _ = self.ask(Errand::Wake);
     }
 

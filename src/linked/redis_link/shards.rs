@@ -14,6 +14,7 @@ use redis::{Connection, ErrorKind, PushKind, RedisError, RedisResult, Value};
 use super::connect::Target;
 use super::keys::{channel, room_of};
 use super::messages::LinkSettings;
+use super::route::Router;
 use super::slots::Topology;
 
 /// How many things heard may wait for the subscriber; past that, the
@@ -56,6 +57,9 @@ pub(super) struct Shards {
     heard: Receiver<Heard>,
     /// Per room, the unsubscriptions asked and not yet confirmed.
     leaving: HashMap<String, usize>,
+    /// Per master, a channel of this node's that its connection hears
+    /// (see [`bell`]).
+    bells: Vec<String>,
     threads: Vec<JoinHandle<()>>,
     reply_timeout: Duration,
     poll: Duration,
@@ -66,11 +70,13 @@ impl Shards {
     /// subscribes it to `channels` and listens, connects to every master
     /// of `topology` with a thread each, and returns once `channels` are
     /// subscribed to, so that nothing said on them from then on is missed.
+    /// `node` names this node's [`bell`]s.
     pub(super) fn connect(
         target: &Target,
         topology: &Topology,
         classic: Connection,
         channels: &[&str],
+        node: &str,
     ) -> RedisResult<Shards> {
         let settings = &target.settings;
         let (tell, heard) = crossbeam_channel::bounded(HEARD_QUEUE);
@@ -81,6 +87,7 @@ impl Shards {
             stop_classic: Some(stop_classic),
             heard,
             leaving: HashMap::new(),
+            bells: Vec::with_capacity(topology.shards()),
             threads: Vec::with_capacity(topology.shards() + 1),
             reply_timeout: settings.reply_timeout,
             poll: settings.poll,
@@ -98,8 +105,15 @@ impl Shards {
             Err(_) => return Err(timed_out("the classic subscription was not confirmed")),
         }
         for shard in 0..topology.shards() {
-            let connection = target.listen_to(topology.master(shard))?;
-            // Only as long as a change waits for a quiet connection.
+            let mut connection = target.listen_to(topology.master(shard))?;
+            let bell = bell(topology, shard, node)?;
+            let packed = redis::cmd("SSUBSCRIBE").arg(&bell).get_packed_command();
+            connection.send_packed_command(&packed)?;
+            // Within a reply's time, as connected.
+            while !matches!(read(connection.recv_response()?)?, Message::Subscribed) {}
+            shards.bells.push(bell);
+            // Only as long as a change waits for a quiet connection that
+            // nobody rang.
             connection.set_read_timeout(Some(settings.poll))?;
             let (change, changes) = crossbeam_channel::unbounded();
             let tell = tell.clone();
@@ -145,17 +159,26 @@ impl Shards {
 
     /// Subscribes to the rooms' channels, each on its master, and waits
     /// until each master confirmed them. What was heard meanwhile is
-    /// returned, in order, to be taken as any other.
-    pub(super) fn subscribe(&mut self, rooms: &[&String]) -> RedisResult<Vec<Heard>> {
+    /// returned, in order, to be taken as any other. `query` rings the
+    /// masters' [`bell`]s.
+    pub(super) fn subscribe(
+        &mut self,
+        rooms: &[&String],
+        query: &mut Router,
+    ) -> RedisResult<Vec<Heard>> {
         let by_shard = self.by_shard(rooms)?;
         let mut left = 0;
         for (shard, rooms) in by_shard.into_iter().enumerate() {
             if !rooms.is_empty() {
                 left += rooms.len();
                 self.change(shard, Change::Subscribe(rooms))?;
+                // Its thread sees the change once its read ends.
+                redis::cmd("SPUBLISH")
+                    .arg(&self.bells[shard])
+                    .arg("")
+                    .exec(query)?;
             }
         }
-        // A thread sees a change between reads: up to a poll late.
         let deadline = Instant::now() + self.reply_timeout + self.poll;
         let mut meanwhile = Vec::new();
         while left > 0 {
@@ -224,6 +247,26 @@ impl Drop for Shards {
             let _ = thread.join();
         }
     }
+}
+
+/// A channel of this node's whose slot `shard`'s master serves: its
+/// listening connection hears it, so that a message there (which means
+/// nothing else) ends the thread's read at once when a subscription waits
+/// for it. A hash tag made of `node` (its braces left out) and a number,
+/// the first of them that falls in that master's slots.
+fn bell(topology: &Topology, shard: usize, node: &str) -> RedisResult<String> {
+    let node = node.replace(['{', '}'], "");
+    // Each number is a slot at random: a master of one slot in 16384
+    // takes some 16384 tries.
+    (0..1_000_000)
+        .map(|n| format!("bell:{{{node}.{n}}}"))
+        .find(|name| topology.shard_of(name) == Some(shard))
+        .ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                "a master serves no slot",
+            ))
+        })
 }
 
 fn spawn(name: &str, run: impl FnOnce() + Send + 'static) -> RedisResult<JoinHandle<()>> {

@@ -160,7 +160,13 @@ impl Subscriber {
         let channels = [self.own_channel.as_str(), ASK_CHANNEL, MODERATION_CHANNEL];
         // On a cluster, rooms are heard on their masters (sharded pub/sub).
         let mut hearing = if query.topology().is_cluster() {
-            match Shards::connect(&self.target, query.topology(), listen, &channels) {
+            match Shards::connect(
+                &self.target,
+                query.topology(),
+                listen,
+                &channels,
+                &self.own_channel,
+            ) {
                 Ok(shards) => Hearing::Cluster(shards),
                 Err(error) => return lost(&self.target, error),
             }
@@ -399,7 +405,7 @@ impl Subscriber {
             Hearing::Cluster(shards) => {
                 let names: Vec<&String> = rooms.iter().map(|&(room, _)| room).collect();
                 heard_meanwhile = shards
-                    .subscribe(&names)
+                    .subscribe(&names, query)
                     .map_err(|error| lost(&self.target, error))?;
             }
             Hearing::Alone(pubsub) => {

@@ -9,6 +9,7 @@
 // Two servers as one chat, and thirty rooms' load spread over the
 // masters: `chat.rs`. A master killed mid-burst: `failover.rs`. The
 // listening threads, counted across a failover: `threads.rs`.
+mod bell;
 mod chat;
 mod failover;
 mod harness;

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use secure_chat::linked::redis_link::{Delivery, RedisLink};
-use secure_chat_test_support::{quick_link, RedisCluster, TIMEOUT};
+use secure_chat_test_support::{quick_link, RedisCluster, TempDir, TIMEOUT};
 
 /// Set in the child process that runs the test alone.
 const ALONE: &str = "SECURE_CHAT_TEST_THREADS_ALONE";
@@ -53,6 +53,7 @@ fn listening_threads_end_with_their_session_and_with_the_link() {
         alone();
         return;
     }
+    let output = TempDir::new();
     let me = std::env::current_exe().expect("the test binary");
     let mut child = Command::new(me)
         .args([
@@ -61,7 +62,11 @@ fn listening_threads_end_with_their_session_and_with_the_link() {
             "--test-threads=1",
         ])
         .env(ALONE, "1")
-        .stdout(Stdio::null())
+        // What the test alone says (a failure's message) is kept, to be
+        // shown if it fails.
+        .stdout(Stdio::from(
+            std::fs::File::create(output.path().join("out")).expect("its output file"),
+        ))
         .spawn()
         .expect("the test, alone");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -76,7 +81,8 @@ fn listening_threads_end_with_their_session_and_with_the_link() {
         }
         thread::sleep(Duration::from_millis(50));
     };
-    assert!(status.success(), "the test, alone: {status}");
+    let said = std::fs::read_to_string(output.path().join("out")).unwrap_or_default();
+    assert!(status.success(), "the test, alone: {status}\n{said}");
 }
 
 /// The test proper: a link to a cluster of its own, in a room; one of

@@ -147,9 +147,11 @@
 //! connection has a thread of its own (`redis-hear`, `redis-hear-shard`),
 //! blocked in its read, that hands what it hears to the subscriber through
 //! one bounded queue, and makes the (un)subscriptions the subscriber asks
-//! of its connection between reads (rung to end a read at once: a channel
-//! of the node's own on each master): a line waits for no other connection,
-//! and a quiet link wakes each thread once a poll. (One Redis needs none:
+//! of its connection between reads (a subscription is rung, to end the
+//! read at once: a channel of the node's own on each master; a leave, and
+//! the end of the session, are taken at the next look, within a poll, the
+//! classic thread's within a reply's time): a line waits for no other
+//! connection, and a quiet link wakes each thread once a poll. (One Redis needs none:
 //! the subscriber blocks in the read of its one subscribed connection.)
 //! These threads end with the subscriber's session, which waits for them.
 //! It hands [`Delivery`]s to the hub through

@@ -1,4 +1,4 @@
-//! Hearing a Redis Cluster without polling: one thread per listening
+//! Hearing a Redis Cluster, no connection waiting on another: one thread per listening
 //! connection (each master's `SSUBSCRIBE` connection, and the classic one
 //! for the channels every node hears), each blocked in its read and
 //! handing what it hears to the subscriber over one queue. Not what a line
@@ -55,8 +55,6 @@ pub(super) struct Shards {
     stop_classic: Option<Sender<()>>,
     /// Everything the threads heard.
     heard: Receiver<Heard>,
-    /// Per room, the unsubscriptions asked and not yet confirmed.
-    leaving: HashMap<String, usize>,
     /// Per master, a channel of this node's that its connection hears
     /// (see [`bell`]).
     bells: Vec<String>,
@@ -86,7 +84,6 @@ impl Shards {
             changes: Vec::with_capacity(topology.shards()),
             stop_classic: Some(stop_classic),
             heard,
-            leaving: HashMap::new(),
             bells: Vec::with_capacity(topology.shards()),
             threads: Vec::with_capacity(topology.shards() + 1),
             reply_timeout: settings.reply_timeout,
@@ -131,29 +128,14 @@ impl Shards {
 
     /// The next thing heard, waiting up to `wait`; `None` if nothing came.
     pub(super) fn next(&mut self, wait: Duration) -> RedisResult<Option<Heard>> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let heard = match self.heard.recv_deadline(deadline) {
-                Ok(heard) => heard,
-                Err(RecvTimeoutError::Timeout) => return Ok(None),
-                // Each thread says `Lost` before it ends on its own.
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(RedisError::from((
-                        ErrorKind::Io,
-                        "the listening threads ended",
-                    )))
-                }
-            };
-            if let Heard::Unsubscribed(room) = &heard {
-                if let Some(left) = self.leaving.get_mut(room) {
-                    *left -= 1;
-                    if *left == 0 {
-                        self.leaving.remove(room);
-                    }
-                    continue;
-                }
-            }
-            return Ok(Some(heard));
+        match self.heard.recv_timeout(wait) {
+            Ok(heard) => Ok(Some(heard)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            // Each thread says `Lost` before it ends on its own.
+            Err(RecvTimeoutError::Disconnected) => Err(RedisError::from((
+                ErrorKind::Io,
+                "the listening threads ended",
+            ))),
         }
     }
 
@@ -172,11 +154,16 @@ impl Shards {
             if !rooms.is_empty() {
                 left += rooms.len();
                 self.change(shard, Change::Subscribe(rooms))?;
-                // Its thread sees the change once its read ends.
-                redis::cmd("SPUBLISH")
+                // Its thread sees the change once its read ends. The ring
+                // only hastens that: if it fails, the thread still looks
+                // within a poll, and the wait below decides.
+                let rung = redis::cmd("SPUBLISH")
                     .arg(&self.bells[shard])
                     .arg("")
-                    .exec(query)?;
+                    .exec(query);
+                if let Err(error) = rung {
+                    log::debug!("redis: ringing {}: {error}", self.bells[shard]);
+                }
             }
         }
         let deadline = Instant::now() + self.reply_timeout + self.poll;
@@ -197,9 +184,6 @@ impl Shards {
     /// come, are passed over).
     pub(super) fn unsubscribe(&mut self, rooms: &[&String]) -> RedisResult<()> {
         let by_shard = self.by_shard(rooms)?;
-        for &room in rooms {
-            *self.leaving.entry(room.clone()).or_default() += 1;
-        }
         for (shard, rooms) in by_shard.into_iter().enumerate() {
             if !rooms.is_empty() {
                 self.change(shard, Change::Unsubscribe(rooms))?;
@@ -235,7 +219,9 @@ impl Shards {
 impl Drop for Shards {
     fn drop(&mut self) {
         // Closed changes stop each thread at its next look (within a
-        // poll); the closed queue stops one waiting to hand something on.
+        // poll; the classic thread's, within a reply's time if it is
+        // pinging); the closed queue stops one waiting to hand something
+        // on.
         self.changes.clear();
         self.stop_classic = None;
         drop(std::mem::replace(
@@ -284,6 +270,10 @@ fn timed_out(what: &'static str) -> RedisError {
 /// and hands on what its connection hears, until the changes close or the
 /// connection fails.
 fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Sender<Heard>) {
+    // The `SUNSUBSCRIBE`s sent and not yet answered, by room: a master
+    // answers on this connection in order, so an answer with none
+    // pending is one it sent unasked (the room's slot moved).
+    let mut leaving: HashMap<String, usize> = HashMap::new();
     loop {
         loop {
             let change = match changes.try_recv() {
@@ -298,6 +288,11 @@ fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Se
             // One channel per command: channels of different slots in
             // one are refused.
             for name in channels {
+                if command == "SUNSUBSCRIBE" {
+                    if let Some(room) = room_of(&name) {
+                        *leaving.entry(room.to_owned()).or_default() += 1;
+                    }
+                }
                 let packed = redis::cmd(command).arg(name).get_packed_command();
                 if let Err(error) = connection.send_packed_command(&packed) {
                     let _ = tell.send(Heard::Lost(error));
@@ -308,7 +303,16 @@ fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Se
         let heard = match connection.recv_response().and_then(read) {
             Ok(Message::Line(room, payload)) => Heard::Line(room, payload),
             Ok(Message::Subscribed) => Heard::Subscribed,
-            Ok(Message::Unsubscribed(room)) => Heard::Unsubscribed(room),
+            Ok(Message::Unsubscribed(room)) => match leaving.get_mut(&room) {
+                Some(pending) => {
+                    *pending -= 1;
+                    if *pending == 0 {
+                        leaving.remove(&room);
+                    }
+                    continue;
+                }
+                None => Heard::Unsubscribed(room),
+            },
             Ok(Message::Other) => continue,
             // Quiet for a poll: time to look at the changes.
             Err(error) if error.is_timeout() => continue,
@@ -390,8 +394,11 @@ enum Message {
 
 /// Reads what a subscribed RESP3 connection hears: the pushes
 /// `smessage CHANNEL PAYLOAD`, `ssubscribe CHANNEL COUNT`, `sunsubscribe
-/// CHANNEL COUNT`; an error reply (a `MOVED`, a subscription refused) is
-/// an error; anything else is passed over.
+/// CHANNEL COUNT`; an error reply is an error; anything else is passed
+/// over. (The client library skips a plain reply for every read that
+/// timed out, and these reads time out every quiet poll: a refused
+/// subscription, a `MOVED`, mostly shows as a confirmation that never
+/// comes, which `Shards::subscribe` waits for within a bound.)
 fn read(value: Value) -> RedisResult<Message> {
     let (kind, data) = match value {
         Value::Push { kind, data } => (kind, data),

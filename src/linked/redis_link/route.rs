@@ -19,8 +19,9 @@ use super::slots::Topology;
 /// redirections during a failover asks the cluster once, not per command.
 const READ_AGAIN_AFTER: Duration = Duration::from_millis(200);
 
-/// Commands that name no key: sent to the first master (a `PUBLISH`
-/// reaches every node's subscribers from any node), `SCRIPT` to all.
+/// Commands that name no key: sent to the classic pub/sub's master
+/// ([`Topology::classic`]: a `PUBLISH` reaches only the subscribers of the
+/// node that runs it), `SCRIPT` to all.
 const KEYLESS: [&[u8]; 13] = [
     b"PUBLISH", b"PING", b"INFO", b"SCRIPT", b"CLUSTER", b"MULTI", b"EXEC", b"CLIENT", b"AUTH",
     b"SELECT", b"HELLO", b"WAIT", b"ASKING",
@@ -162,14 +163,14 @@ impl Router {
     }
 
     /// Where packed commands go: the shard of the first that names a
-    /// key, the first shard if none does.
+    /// key, the classic pub/sub's shard if none does.
     fn route(&self, packed: &[u8]) -> RedisResult<usize> {
         if !self.topology.is_cluster() {
             return Ok(0);
         }
         match first_key(packed) {
             Some(key) => self.shard_of(&String::from_utf8_lossy(key)),
-            None => Ok(0),
+            None => Ok(self.topology.classic()),
         }
     }
 

@@ -77,8 +77,8 @@ impl Router {
         }
     }
 
-    /// Reads the cluster's topology again, from the URL's node or any
-    /// other it named, at most every [`READ_AGAIN_AFTER`] (`now`: at
+    /// Reads the cluster's topology again ([`Router::ask_topology`]), at
+    /// most every [`READ_AGAIN_AFTER`] (`now`: at
     /// once). True if it changed. One Redis has nothing to read.
     pub(super) fn read_again(&mut self, now: bool) -> bool {
         if !self.topology.is_cluster() {
@@ -92,37 +92,60 @@ impl Router {
             return false;
         }
         self.read_at = Some(Instant::now());
-        let mut asked = vec![self.target.addr.clone()];
-        asked.extend(self.seeds.iter().cloned());
-        for node in asked {
-            let Ok(mut connection) = self.target.connect_to(&node) else {
-                continue;
-            };
-            let Ok(topology) = Topology::read(&mut connection, &node) else {
-                continue;
-            };
-            if !topology.is_cluster() || topology == self.topology {
-                return false;
-            }
-            log::info!(
-                "redis {}: the cluster's masters are now {}",
-                self.target.addr,
-                (0..topology.shards())
-                    .map(|shard| topology.master(shard))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            for shard in 0..topology.shards() {
-                let master = topology.master(shard);
-                if !self.seeds.iter().any(|seed| seed == master) {
-                    self.seeds.push(master.to_owned());
-                }
-            }
-            self.open = (0..topology.shards()).map(|_| None).collect();
-            self.topology = topology;
-            return true;
+        let Some(topology) = self.ask_topology() else {
+            return false;
+        };
+        if !topology.is_cluster() || topology == self.topology {
+            return false;
         }
-        false
+        log::info!(
+            "redis {}: the cluster's masters are now {}",
+            self.target.addr,
+            (0..topology.shards())
+                .map(|shard| topology.master(shard))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for shard in 0..topology.shards() {
+            let master = topology.master(shard);
+            if !self.seeds.iter().any(|seed| seed == master) {
+                self.seeds.push(master.to_owned());
+            }
+        }
+        self.open = (0..topology.shards()).map(|_| None).collect();
+        self.topology = topology;
+        true
+    }
+
+    /// The topology as some node tells it now: first over a connection
+    /// already open (no connect, which to a host that is gone costs the
+    /// whole connect timeout), then the other nodes the topology named,
+    /// the URL's own node last. A connection that fails is dropped.
+    fn ask_topology(&mut self) -> Option<Topology> {
+        for shard in 0..self.open.len() {
+            let Some(connection) = self.open[shard].as_mut() else {
+                continue;
+            };
+            match Topology::read(connection, self.topology.master(shard)) {
+                Ok(topology) => return Some(topology),
+                Err(_) => self.open[shard] = None,
+            }
+        }
+        let open: Vec<&str> = (0..self.open.len())
+            .filter(|&shard| self.open[shard].is_some())
+            .map(|shard| self.topology.master(shard))
+            .collect();
+        let mut asked: Vec<String> = self
+            .seeds
+            .iter()
+            .filter(|seed| **seed != self.target.addr && !open.contains(&seed.as_str()))
+            .cloned()
+            .collect();
+        asked.push(self.target.addr.clone());
+        asked.into_iter().find_map(|node| {
+            let mut connection = self.target.connect_to(&node).ok()?;
+            Topology::read(&mut connection, &node).ok()
+        })
     }
 
     /// The connection to shard `shard`'s master, opened if need be. A

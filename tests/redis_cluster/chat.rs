@@ -70,10 +70,7 @@ fn two_servers_over_a_cluster_are_one_chat() {
 
     // Held on server a, refused on b: nicks whose name buckets lie on the
     // three shards (alice 0, erin 1, ivan 2).
-    assert_eq!(
-        ["alice", "erin", "ivan"].map(|nick| shard_of_name(nick)),
-        [0, 1, 2]
-    );
+    assert_eq!(["alice", "erin", "ivan"].map(shard_of_name), [0, 1, 2]);
     let mut carol = person(&two.a, pki, "carol");
     let erin = person(&two.a, pki, "erin");
     let ivan = person(&two.a, pki, "ivan");

@@ -93,7 +93,9 @@
 //! sends one pipeline per master. A redirection (`MOVED`), a cluster
 //! that says it is down, or a connection lost makes the link read the
 //! topology again (at most every 200 ms); a slot half moved (`ASK`) is
-//! followed for that command.
+//! followed for that command, within a pipeline too (each command that
+//! got it sent again alone; not inside a transaction, which fails whole
+//! and is tried again, as `TRYAGAIN` is).
 //!
 //! While one master is out of reach the whole link is down, as it is when
 //! the one Redis is, not just that master's rooms: its lines are refused

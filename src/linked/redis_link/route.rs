@@ -217,6 +217,27 @@ impl Router {
         moved
     }
 
+    /// Sends one command to `node` after `ASKING` (a slot half moved:
+    /// the key is there for this command only), over a connection of
+    /// `there` to it or a new one kept there for the next.
+    fn ask_there(
+        &self,
+        node: &str,
+        packed: &[u8],
+        there: &mut Vec<(String, Connection)>,
+    ) -> RedisResult<Value> {
+        let index = match there.iter().position(|(open, _)| open == node) {
+            Some(index) => index,
+            None => {
+                there.push((node.to_owned(), self.target.connect_to(node)?));
+                there.len() - 1
+            }
+        };
+        let connection = &mut there[index].1;
+        redis::cmd("ASKING").exec(connection)?;
+        connection.req_packed_command(packed)
+    }
+
     fn send_one(&mut self, shard: usize, packed: &[u8]) -> RedisResult<Value> {
         let sent = self.shard(shard)?.req_packed_command(packed);
         if let Err(error) = &sent {
@@ -241,19 +262,9 @@ impl ConnectionLike for Router {
         }
         let shard = self.route(packed)?;
         let reply = self.send_one(shard, packed)?;
-        if let Value::ServerError(error) = &reply {
-            if error.kind() == Some(ServerErrorKind::Ask) {
-                // A slot half moved: this key is on the node named, for
-                // this command only.
-                let node = error
-                    .details()
-                    .and_then(|details| details.split(' ').nth(1));
-                if let Some(node) = node {
-                    let mut there = self.target.connect_to(node)?;
-                    redis::cmd("ASKING").exec(&mut there)?;
-                    return there.req_packed_command(packed);
-                }
-            }
+        if let Some(node) = asked_to(&reply) {
+            let node = node.to_owned();
+            return self.ask_there(&node, packed, &mut Vec::new());
         }
         if self.redirected(&reply) {
             let shard = self.route(packed)?;
@@ -272,20 +283,40 @@ impl ConnectionLike for Router {
         let replies = self
             .shard(shard)?
             .req_packed_commands(packed, offset, count);
-        match &replies {
-            Err(error) => self.failed(shard, error),
-            // The caller's pipeline fails on this reply and is sent again
-            // whole, over the topology as it is now.
-            Ok(values) => {
-                if let Some(value) = values
-                    .iter()
-                    .find(|value| matches!(value, Value::ServerError(_)))
-                {
-                    self.redirected(value);
+        let mut values = match replies {
+            Err(error) => {
+                self.failed(shard, &error);
+                return Err(error);
+            }
+            Ok(values) => values,
+        };
+        // A command of a slot half moved (`ASK`) is sent again alone, to
+        // the node named: each is safe to send twice (a touch, a claim or
+        // a release is the same done again, a room's line carries its
+        // count, which the script takes once). Not inside a transaction
+        // (`offset` past its `MULTI`), which Redis refuses whole instead.
+        if offset == 0 && values.iter().any(|value| asked_to(value).is_some()) {
+            let commands = commands(packed);
+            let mut there = Vec::new();
+            for (value, command) in values.iter_mut().zip(commands) {
+                if let Some(node) = asked_to(value).map(str::to_owned) {
+                    // Left as it was if the node cannot be asked: the
+                    // caller's pipeline fails on it and is sent again.
+                    if let Ok(answer) = self.ask_there(&node, command, &mut there) {
+                        *value = answer;
+                    }
                 }
             }
         }
-        replies
+        // Any other refusal fails the caller's pipeline, which is sent
+        // again whole, over the topology as it is now.
+        if let Some(value) = values
+            .iter()
+            .find(|value| matches!(value, Value::ServerError(_)))
+        {
+            self.redirected(value);
+        }
+        Ok(values)
     }
 
     fn get_db(&self) -> i64 {
@@ -332,6 +363,27 @@ fn header(rest: &mut &[u8], kind: u8) -> Option<usize> {
     let number = std::str::from_utf8(&tail[..end]).ok()?.parse().ok()?;
     *rest = &tail[end + 2..];
     Some(number)
+}
+
+/// The node an `ASK` reply sends the command to, `host:port`.
+fn asked_to(value: &Value) -> Option<&str> {
+    match value {
+        Value::ServerError(error) if error.kind() == Some(ServerErrorKind::Ask) => error
+            .details()
+            .and_then(|details| details.split(' ').nth(1)),
+        _ => None,
+    }
+}
+
+/// Each command of a pipeline, as packed.
+fn commands(packed: &[u8]) -> Vec<&[u8]> {
+    let mut commands = Vec::new();
+    let mut rest = packed;
+    while let Some(len) = command_len(rest).filter(|&len| len > 0) {
+        commands.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    commands
 }
 
 fn command_name(packed: &[u8]) -> Option<&[u8]> {
@@ -414,5 +466,26 @@ mod tests {
         let packed = pipe.get_packed_pipeline();
         assert_eq!(first_key(&packed), Some(&b"chat:server-bans"[..]));
         assert_eq!(command_name(&packed), Some(&b"MULTI"[..]));
+    }
+
+    #[test]
+    fn a_pipeline_splits_into_its_commands() {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET")
+            .arg("a")
+            .cmd("SET")
+            .arg("b")
+            .arg("x y")
+            .cmd("PING");
+        let packed = pipe.get_packed_pipeline();
+        let each: Vec<Vec<u8>> = vec![
+            redis::cmd("GET").arg("a").get_packed_command(),
+            redis::cmd("SET").arg("b").arg("x y").get_packed_command(),
+            redis::cmd("PING").get_packed_command(),
+        ];
+        assert_eq!(commands(&packed), each);
+        let ask = redis::parse_redis_value(b"-ASK 3999 127.0.0.1:6381\r\n").unwrap();
+        assert_eq!(asked_to(&ask), Some("127.0.0.1:6381"));
+        assert_eq!(asked_to(&Value::Okay), None);
     }
 }

@@ -94,8 +94,9 @@
 //! that says it is down, or a connection lost makes the link read the
 //! topology again (at most every 200 ms); a slot half moved (`ASK`) is
 //! followed for that command, within a pipeline too (each command that
-//! got it sent again alone; not inside a transaction, which fails whole
-//! and is tried again, as `TRYAGAIN` is).
+//! got it is sent again alone), but not within a transaction, which Redis
+//! refuses whole: the server bans' update then fails, as it does while
+//! the link is down.
 //!
 //! While one master is out of reach the whole link is down, as it is when
 //! the one Redis is, not just that master's rooms: its lines are refused

@@ -1,7 +1,7 @@
 //! Two chat servers over the cluster act as one chat: room lines in one
 //! order on both, a room's topic and past from another shard, private
-//! lines and names across them; and thirty rooms' load spread evenly over
-//! the three masters.
+//! lines, names and `/who` across them, even given different nodes; and
+//! thirty rooms' load spread evenly over the three masters.
 
 use std::collections::HashMap;
 

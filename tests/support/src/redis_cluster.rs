@@ -75,6 +75,11 @@ impl RedisCluster {
     /// alone comes before the replicas are attached: a master killed then
     /// would have no replica to take over.)
     pub fn start() -> RedisCluster {
+        RedisCluster::start_on(node_ports())
+    }
+
+    /// [`RedisCluster::start`] on these six ports.
+    fn start_on(ports: Vec<u16>) -> RedisCluster {
         let began = Instant::now();
         // Each process is the cluster's from the moment it starts, so a
         // panic anywhere in the start-up drops it and stops every one.
@@ -84,7 +89,7 @@ impl RedisCluster {
             dir: TempDir::new(),
             started_in: Duration::ZERO,
         };
-        for port in node_ports() {
+        for port in ports {
             let child = spawn(cluster.dir.path(), port);
             cluster.nodes.push(Node {
                 child: Some(child),
@@ -508,4 +513,29 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
         }
     }
     crc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+    use std::panic::{self, AssertUnwindSafe};
+
+    use super::*;
+
+    /// A node that cannot start (its port taken) fails the start-up after
+    /// the five others answered; none of those five is left running.
+    #[test]
+    fn a_failed_start_up_stops_every_process_started() {
+        let ports = node_ports();
+        let _taken = TcpListener::bind(("127.0.0.1", ports[5])).expect("the sixth port");
+        let started =
+            panic::catch_unwind(AssertUnwindSafe(|| RedisCluster::start_on(ports.clone())));
+        assert!(started.is_err(), "a cluster started without its sixth node");
+        for &port in &ports[..5] {
+            assert!(
+                TcpStream::connect(("127.0.0.1", port)).is_err(),
+                "node {port} still answers after the failed start-up"
+            );
+        }
+    }
 }

@@ -85,9 +85,9 @@
 //! hears each master's rooms on a connection to that master
 //! (`shards.rs`), reading them in turn with the connection every node
 //! shares for private lines, questions and moderation, which stay on
-//! classic pub/sub (a few lines). A classic `PUBLISH` on a cluster reaches
-//! only the subscribers of the node that ran it, and its count (how many
-//! nodes heard a private line or a question) counts only them, so every
+//! classic pub/sub (a few lines). A cluster relays a classic `PUBLISH` to
+//! every node, but its count (how many nodes heard a private line or a
+//! question) counts only the subscribers of the node that ran it, so every
 //! server subscribes and publishes those on one node, the master of the
 //! server bans' slot, chosen again after a failover. The publisher
 //! sends one pipeline per master. A redirection (`MOVED`), a cluster

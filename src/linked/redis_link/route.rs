@@ -20,7 +20,7 @@ use super::slots::Topology;
 const READ_AGAIN_AFTER: Duration = Duration::from_millis(200);
 
 /// Commands that name no key: sent to the classic pub/sub's master
-/// ([`Topology::classic`]: a `PUBLISH` reaches only the subscribers of the
+/// ([`Topology::classic`]: a `PUBLISH` counts only the subscribers of the
 /// node that runs it), `SCRIPT` to all.
 const KEYLESS: [&[u8]; 13] = [
     b"PUBLISH", b"PING", b"INFO", b"SCRIPT", b"CLUSTER", b"MULTI", b"EXEC", b"CLIENT", b"AUTH",
@@ -120,27 +120,32 @@ impl Router {
     /// The topology as some node tells it now: first over a connection
     /// already open (no connect, which to a host that is gone costs the
     /// whole connect timeout), then the other nodes the topology named,
-    /// the URL's own node last. A connection that fails is dropped.
+    /// those whose connection just failed after them, the URL's own node
+    /// last. A connection that fails is dropped.
     fn ask_topology(&mut self) -> Option<Topology> {
+        let mut failed = Vec::new();
         for shard in 0..self.open.len() {
             let Some(connection) = self.open[shard].as_mut() else {
                 continue;
             };
-            match Topology::read(connection, self.topology.master(shard)) {
+            let master = self.topology.master(shard);
+            match Topology::read(connection, master) {
                 Ok(topology) => return Some(topology),
-                Err(_) => self.open[shard] = None,
+                Err(_) => {
+                    failed.push(master.to_owned());
+                    self.open[shard] = None;
+                }
             }
         }
-        let open: Vec<&str> = (0..self.open.len())
-            .filter(|&shard| self.open[shard].is_some())
-            .map(|shard| self.topology.master(shard))
-            .collect();
-        let mut asked: Vec<String> = self
+        // Those whose connection just failed are likely gone: after the
+        // others, with the URL's.
+        let (mut asked, later): (Vec<String>, Vec<String>) = self
             .seeds
             .iter()
-            .filter(|seed| **seed != self.target.addr && !open.contains(&seed.as_str()))
+            .filter(|seed| **seed != self.target.addr)
             .cloned()
-            .collect();
+            .partition(|seed| !failed.contains(seed));
+        asked.extend(later);
         asked.push(self.target.addr.clone());
         asked.into_iter().find_map(|node| {
             let mut connection = self.target.connect_to(&node).ok()?;

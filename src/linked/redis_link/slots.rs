@@ -172,9 +172,9 @@ impl Topology {
 
     /// The shard whose master carries the classic pub/sub (node channels,
     /// questions, moderation) on a cluster: the master of the server bans'
-    /// slot. A classic `PUBLISH` reaches only the subscribers of the node
-    /// that ran it, and its count only them, so every server subscribes
-    /// and publishes on this one node, chosen the same way by all from the
+    /// slot. A cluster relays a classic `PUBLISH` to every node, but its
+    /// count counts only the subscribers of the node that ran it, so every
+    /// server subscribes and publishes on this one node, chosen the same way by all from the
     /// topology, and chosen again when a failover changes it. The bans' own
     /// update (set, then published, in one transaction) lands there too.
     /// Shard 0 while no master serves that slot, and on one Redis.

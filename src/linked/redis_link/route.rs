@@ -435,7 +435,118 @@ fn command_len(packed: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, ErrorKind as IoKind, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::thread;
+
+    use super::super::LinkSettings;
     use super::*;
+
+    /// Reads one command (a RESP array of bulk strings) off `reader`:
+    /// its words, or None at the end of the stream.
+    fn read_command(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let mut words = Vec::new();
+        for _ in 0..count {
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+            words.push(line.trim_end().to_owned());
+        }
+        Some(words)
+    }
+
+    /// A node of a cluster of one master, `127.0.0.1:port` owning every
+    /// slot, for one connection: it answers `INFO` and `CLUSTER SLOTS`,
+    /// and `+OK` to anything else (the client's set-up).
+    fn one_master_node(listener: TcpListener, port: u16) -> thread::JoinHandle<()> {
+        thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            // Ends by itself should the client never close.
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut writer = stream.try_clone().expect("a second handle");
+            let mut reader = BufReader::new(stream);
+            while let Some(words) = read_command(&mut reader) {
+                let name = words.join(" ").to_ascii_uppercase();
+                let reply = if name.starts_with("INFO") {
+                    "$17\r\ncluster_enabled:1\r\n".to_owned()
+                } else if name == "CLUSTER SLOTS" {
+                    format!("*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:{port}\r\n")
+                } else {
+                    "+OK\r\n".to_owned()
+                };
+                if writer.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// The topology is read over the connection already open: the URL's
+    /// node (here one that accepts and never answers, as a host gone
+    /// behind a firewall costs a timeout) is not even connected to.
+    #[test]
+    fn the_topology_is_read_again_over_an_open_connection_first() {
+        let silent = TcpListener::bind("127.0.0.1:0").expect("a port");
+        let silent_port = silent.local_addr().expect("its address").port();
+        let node = TcpListener::bind("127.0.0.1:0").expect("a port");
+        let node_port = node.local_addr().expect("its address").port();
+        let serving = one_master_node(node, node_port);
+
+        let settings = LinkSettings {
+            reply_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            ..LinkSettings::default()
+        };
+        let url = format!("redis://127.0.0.1:{silent_port}");
+        let target = Arc::new(Target::new(&url, &settings).expect("a target"));
+        // Two masters, the URL's node one of them; the node says it is
+        // the only one now.
+        let range = |first: i64, last: i64, port: i64| {
+            Value::Array(vec![
+                Value::Int(first),
+                Value::Int(last),
+                Value::Array(vec![
+                    Value::BulkString(b"127.0.0.1".to_vec()),
+                    Value::Int(port),
+                ]),
+            ])
+        };
+        let before = Value::Array(vec![
+            range(0, 8191, i64::from(node_port)),
+            range(8192, 16383, i64::from(silent_port)),
+        ]);
+        let topology = Topology::from_cluster_slots(&before, "127.0.0.1").expect("a topology");
+        let mut router = Router::new(Arc::clone(&target), topology, None);
+        router.open[0] = Some(
+            target
+                .connect_to(&format!("127.0.0.1:{node_port}"))
+                .expect("a connection to the node"),
+        );
+
+        let began = Instant::now();
+        assert!(router.read_again(true), "the topology did not change");
+        assert_eq!(router.topology().shards(), 1);
+        assert_eq!(
+            router.topology().master(0),
+            format!("127.0.0.1:{node_port}")
+        );
+        assert!(began.elapsed() < settings.reply_timeout);
+        silent.set_nonblocking(true).expect("non-blocking");
+        match silent.accept() {
+            Err(error) if error.kind() == IoKind::WouldBlock => {}
+            other => panic!("the URL's node was connected to: {other:?}"),
+        }
+        // The router's connections close with it, and the node's thread
+        // ends on their end.
+        drop(router);
+        serving.join().expect("the node's thread");
+    }
 
     #[test]
     fn the_key_is_found_in_commands_and_pipelines() {

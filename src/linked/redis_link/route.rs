@@ -437,6 +437,7 @@ fn command_len(packed: &[u8]) -> Option<usize> {
 mod tests {
     use std::io::{BufRead, BufReader, ErrorKind as IoKind, Write};
     use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::thread;
 
     use super::super::LinkSettings;
@@ -459,10 +460,12 @@ mod tests {
         Some(words)
     }
 
-    /// A node of a cluster of one master, `127.0.0.1:port` owning every
-    /// slot, for one connection: it answers `INFO` and `CLUSTER SLOTS`,
-    /// and `+OK` to anything else (the client's set-up).
-    fn one_master_node(listener: TcpListener, port: u16) -> thread::JoinHandle<()> {
+    /// A node for one connection, answering each command with `answer`'s
+    /// reply (RESP), and `+OK` where it has none (the client's set-up).
+    fn fake_node(
+        listener: TcpListener,
+        answer: impl Fn(&str) -> Option<String> + Send + 'static,
+    ) -> thread::JoinHandle<()> {
         thread::spawn(move || {
             let Ok((stream, _)) = listener.accept() else {
                 return;
@@ -472,14 +475,8 @@ mod tests {
             let mut writer = stream.try_clone().expect("a second handle");
             let mut reader = BufReader::new(stream);
             while let Some(words) = read_command(&mut reader) {
-                let name = words.join(" ").to_ascii_uppercase();
-                let reply = if name.starts_with("INFO") {
-                    "$17\r\ncluster_enabled:1\r\n".to_owned()
-                } else if name == "CLUSTER SLOTS" {
-                    format!("*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:{port}\r\n")
-                } else {
-                    "+OK\r\n".to_owned()
-                };
+                let command = words.join(" ").to_ascii_uppercase();
+                let reply = answer(&command).unwrap_or_else(|| "+OK\r\n".to_owned());
                 if writer.write_all(reply.as_bytes()).is_err() {
                     return;
                 }
@@ -487,41 +484,125 @@ mod tests {
         })
     }
 
+    /// A node of a cluster of one master, `127.0.0.1:port` owning every
+    /// slot: it answers `INFO` and `CLUSTER SLOTS`.
+    fn one_master_node(listener: TcpListener, port: u16) -> thread::JoinHandle<()> {
+        fake_node(listener, move |command| {
+            if command.starts_with("INFO") {
+                Some("$17\r\ncluster_enabled:1\r\n".to_owned())
+            } else if command == "CLUSTER SLOTS" {
+                Some(format!(
+                    "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:{port}\r\n"
+                ))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// A topology of masters on loopback: each `(first, last, port)`.
+    fn topology(ranges: &[(i64, i64, u16)]) -> Topology {
+        let ranges = ranges
+            .iter()
+            .map(|&(first, last, port)| {
+                Value::Array(vec![
+                    Value::Int(first),
+                    Value::Int(last),
+                    Value::Array(vec![
+                        Value::BulkString(b"127.0.0.1".to_vec()),
+                        Value::Int(i64::from(port)),
+                    ]),
+                ])
+            })
+            .collect();
+        Topology::from_cluster_slots(&Value::Array(ranges), "127.0.0.1").expect("a topology")
+    }
+
+    fn bind() -> (TcpListener, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("its address").port();
+        (listener, port)
+    }
+
+    fn quick() -> LinkSettings {
+        LinkSettings {
+            reply_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            ..LinkSettings::default()
+        }
+    }
+
+    /// Commands naming no key, `PUBLISH` first, go to the master of the
+    /// server bans' slot (7104, shard 1 here), not to the first master.
+    #[test]
+    fn keyless_commands_go_to_the_classic_node() {
+        let target = Arc::new(Target::new("redis://127.0.0.1:1", &quick()).expect("a target"));
+        let topology = topology(&[(0, 5460, 1), (5461, 10922, 2), (10923, 16383, 3)]);
+        assert_eq!(topology.classic(), 1);
+        let router = Router::new(target, topology, None);
+        let publish = redis::cmd("PUBLISH")
+            .arg("node:x")
+            .arg("p a b c")
+            .get_packed_command();
+        assert_eq!(router.route(&publish).ok(), Some(1));
+        let get = redis::cmd("GET").arg("name:{b0}:a").get_packed_command();
+        assert_eq!(router.route(&get).ok(), router.shard_of("name:{b0}:a").ok());
+    }
+
+    /// A pipeline's command that gets `ASK` is sent again alone, after
+    /// `ASKING`, to the node named; the others' replies stay.
+    #[test]
+    fn a_pipeline_follows_ask_per_command() {
+        let (here, here_port) = bind();
+        let (there, there_port) = bind();
+        let moving = fake_node(here, move |command| match command {
+            "GET {MOVING}X" => Some(format!("-ASK 1 127.0.0.1:{there_port}\r\n")),
+            "GET {STAYING}Y" => Some("$4\r\nhere\r\n".to_owned()),
+            _ => None,
+        });
+        let asked = Arc::new(AtomicBool::new(false));
+        let was_asked = Arc::clone(&asked);
+        let importing = fake_node(there, move |command| match command {
+            "ASKING" => {
+                was_asked.store(true, Ordering::SeqCst);
+                None
+            }
+            "GET {MOVING}X" if was_asked.load(Ordering::SeqCst) => {
+                Some("$5\r\nthere\r\n".to_owned())
+            }
+            _ => Some("-MOVED 1 127.0.0.1:1\r\n".to_owned()),
+        });
+        let url = format!("redis://127.0.0.1:{here_port}");
+        let target = Arc::new(Target::new(&url, &quick()).expect("a target"));
+        let first = target.connect().expect("a connection to the node");
+        let mut router = Router::new(target, topology(&[(0, 16383, here_port)]), Some(first));
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET")
+            .arg("{moving}x")
+            .cmd("GET")
+            .arg("{staying}y");
+        let replies: Vec<String> = pipe.query(&mut router).expect("both replies");
+        assert_eq!(replies, ["there", "here"]);
+        assert!(asked.load(Ordering::SeqCst));
+        drop(router);
+        moving.join().expect("the first node's thread");
+        importing.join().expect("the second node's thread");
+    }
+
     /// The topology is read over the connection already open: the URL's
     /// node (here one that accepts and never answers, as a host gone
     /// behind a firewall costs a timeout) is not even connected to.
     #[test]
     fn the_topology_is_read_again_over_an_open_connection_first() {
-        let silent = TcpListener::bind("127.0.0.1:0").expect("a port");
-        let silent_port = silent.local_addr().expect("its address").port();
-        let node = TcpListener::bind("127.0.0.1:0").expect("a port");
-        let node_port = node.local_addr().expect("its address").port();
+        let (silent, silent_port) = bind();
+        let (node, node_port) = bind();
         let serving = one_master_node(node, node_port);
-
-        let settings = LinkSettings {
-            reply_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(2),
-            ..LinkSettings::default()
-        };
+        let settings = quick();
         let url = format!("redis://127.0.0.1:{silent_port}");
         let target = Arc::new(Target::new(&url, &settings).expect("a target"));
         // Two masters, the URL's node one of them; the node says it is
         // the only one now.
-        let range = |first: i64, last: i64, port: i64| {
-            Value::Array(vec![
-                Value::Int(first),
-                Value::Int(last),
-                Value::Array(vec![
-                    Value::BulkString(b"127.0.0.1".to_vec()),
-                    Value::Int(port),
-                ]),
-            ])
-        };
-        let before = Value::Array(vec![
-            range(0, 8191, i64::from(node_port)),
-            range(8192, 16383, i64::from(silent_port)),
-        ]);
-        let topology = Topology::from_cluster_slots(&before, "127.0.0.1").expect("a topology");
+        let topology = topology(&[(0, 8191, node_port), (8192, 16383, silent_port)]);
         let mut router = Router::new(Arc::clone(&target), topology, None);
         router.open[0] = Some(
             target

@@ -96,7 +96,10 @@
 //! followed for that command, within a pipeline too (each command that
 //! got it is sent again alone), but not within a transaction, which Redis
 //! refuses whole: the server bans' update then fails, as it does while
-//! the link is down.
+//! the link is down. A script whose keys the move has split between the
+//! two nodes gets `TRYAGAIN` instead: the publisher sends its lines again
+//! later, but the renewal of the rooms' keys takes it for a lost link
+//! until the slot has moved.
 //!
 //! While one master is out of reach the whole link is down, as it is when
 //! the one Redis is, not just that master's rooms: its lines are refused

@@ -7,10 +7,12 @@
 #![cfg(feature = "redis")]
 
 // Two servers as one chat, and thirty rooms' load spread over the
-// masters: `chat.rs`. A master killed mid-burst: `failover.rs`.
+// masters: `chat.rs`. A master killed mid-burst: `failover.rs`. The
+// listening threads, counted across a failover: `threads.rs`.
 mod chat;
 mod failover;
 mod harness;
+mod threads;
 
 use std::thread;
 use std::time::{Duration, Instant};

@@ -30,7 +30,9 @@ pub struct LinkSettings {
     /// waits for it.
     pub deliveries: usize,
     /// How long the subscriber waits for a message before it looks at
-    /// the rooms it should be in, its clock, and whether to stop.
+    /// the rooms it should be in, its clock, and whether to stop; on a
+    /// cluster, also how long each listening thread reads before it looks
+    /// at the subscriptions asked of it and whether to stop.
     pub poll: Duration,
     /// How often the subscriber sends `PING` on its quiet connection.
     pub ping_every: Duration,

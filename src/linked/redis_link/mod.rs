@@ -83,13 +83,13 @@
 //! the room's master and its replica carry them, where a classic
 //! `PUBLISH` would cross every node of the cluster) and the subscriber
 //! hears each master's rooms on a connection to that master
-//! (`shards.rs`), reading them in turn with the connection every node
-//! shares for private lines, questions and moderation, which stay on
-//! classic pub/sub (a few lines). A cluster relays a classic `PUBLISH` to
-//! every node, but its count (how many nodes heard a private line or a
-//! question) counts only the subscribers of the node that ran it, so every
-//! server subscribes and publishes those on one node, the master of the
-//! server bans' slot, chosen again after a failover. The publisher
+//! (`shards.rs`), besides the connection every node shares for private
+//! lines, questions and moderation, which stay on classic pub/sub (a few
+//! lines). A cluster relays a classic `PUBLISH` to every node, but its
+//! count (how many nodes heard a private line or a question) counts only
+//! the subscribers of the node that ran it, so every server subscribes and
+//! publishes those on one node, the master of the server bans' slot,
+//! chosen again after a failover. The publisher
 //! sends one pipeline per master. A redirection (`MOVED`), a cluster
 //! that says it is down, or a connection lost makes the link read the
 //! topology again (at most every 200 ms); a slot half moved (`ASK`) is
@@ -153,7 +153,16 @@
 //! The *subscriber* thread has two connections: one subscribed (a
 //! subscribed connection can run nothing but (un)subscribe and `PING`), and
 //! one to ask (`GET`, `XRANGE`); on a cluster, one more subscribed per
-//! master, and one to ask per master. It hands [`Delivery`]s to the hub through
+//! master, and one to ask per master. On a cluster each subscribed
+//! connection has a thread of its own (`redis-hear`, `redis-hear-shard`),
+//! blocked in its read, that hands what it hears to the subscriber through
+//! one bounded queue, and makes the (un)subscriptions the subscriber asks
+//! of its connection between reads (rung to end a read at once: a channel
+//! of the node's own on each master): a line waits for no other connection,
+//! and a quiet link wakes each thread once a poll. (One Redis needs none:
+//! the subscriber blocks in the read of its one subscribed connection.)
+//! These threads end with the subscriber's session, which waits for them.
+//! It hands [`Delivery`]s to the hub through
 //! a bounded queue ([`LinkSettings::deliveries`]); when the hub is behind, the
 //! subscriber waits, Redis buffers for it, and past Redis' limit Redis cuts
 //! it off: which the subscriber recovers from like from any outage.
@@ -201,6 +210,7 @@ use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Scrip
 
 mod connect;
 mod figures;
+mod hearing;
 mod keys;
 mod messages;
 mod names;
@@ -590,8 +600,10 @@ impl RedisLink {
         });
         // Lines said there before the subscription are the room's past,
         // told as such: the sooner it subscribes, the less falls there.
-        // The subscriber sits in a read of up to a poll; a message on its
-        // own channel ends the read at once.
+        // The subscriber sits in a read (on a cluster, a wait for its
+        // listening threads) of up to a poll; a message on its own channel
+        // ends it at once. (On a cluster, it then rings the listening
+        // thread of the room's master, which subscribes at once.)
         let _ = self.ask(Errand::Wake);
     }
 

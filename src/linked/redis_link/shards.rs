@@ -1,47 +1,127 @@
-//! Hearing rooms on a Redis Cluster: one connection per master, each
-//! subscribed (`SSUBSCRIBE`, sharded pub/sub) to the channels of the rooms
-//! its slots hold, read as RESP3 pushes (the client library's synchronous
-//! `PubSub` does not know `smessage`). Not what a room line means once heard
-//! (`subscriber.rs`), nor the channels every node hears (classic pub/sub,
-//! on the subscriber's own connection).
+//! Hearing a Redis Cluster without polling: one thread per listening
+//! connection (each master's `SSUBSCRIBE` connection, and the classic one
+//! for the channels every node hears), each blocked in its read and
+//! handing what it hears to the subscriber over one queue. Not what a line
+//! means once heard (`subscriber.rs`); one Redis is heard there directly.
 
+use std::collections::HashMap;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redis::{Connection, ErrorKind, PushKind, RedisError, RedisResult, Value};
 
 use super::connect::Target;
 use super::keys::{channel, room_of};
+use super::messages::LinkSettings;
+use super::route::Router;
 use super::slots::Topology;
 
-/// How long each connection is read for in turn when nothing comes: the
-/// most a line waits, per master, behind a quiet one. (One thread reads
-/// them all; the classic connection gets the same.)
-pub(super) const TURN: Duration = Duration::from_millis(2);
+/// How many things heard may wait for the subscriber; past that, the
+/// listening threads wait, and Redis buffers for them, as it does for
+/// the subscriber of one Redis.
+const HEARD_QUEUE: usize = 1024;
 
-/// A room line heard: its room and the payload.
-pub(super) type Heard = (String, Vec<u8>);
+/// What a listening thread heard, in the order its connection heard it.
+pub(super) enum Heard {
+    /// A room line from its master: the room and the payload.
+    Line(String, Vec<u8>),
+    /// A message on a classic channel: the channel and the payload.
+    Classic(String, Vec<u8>),
+    /// A master confirmed one room's subscription.
+    Subscribed,
+    /// A master ended one room's subscription unasked (its slot moved
+    /// away). Those asked for are not passed on.
+    Unsubscribed(String),
+    /// The connection failed, or answered wrong; its thread has ended.
+    Lost(RedisError),
+}
 
-/// One listening connection per master of the topology it was made on.
+/// A change of a master's subscriptions, made by the thread that holds
+/// its connection, between two reads.
+enum Change {
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+}
+
+/// The listening threads of a cluster, over the topology they were made
+/// on. Dropping it stops them and waits for them: none outlives the
+/// subscriber's session.
 pub(super) struct Shards {
     topology: Topology,
-    open: Vec<Connection>,
+    /// Per master, the changes its thread is to make; closing them (and
+    /// `stop_classic`) is what stops the threads.
+    changes: Vec<Sender<Change>>,
+    stop_classic: Option<Sender<()>>,
+    /// Everything the threads heard.
+    heard: Receiver<Heard>,
+    /// Per room, the unsubscriptions asked and not yet confirmed.
+    leaving: HashMap<String, usize>,
+    /// Per master, a channel of this node's that its connection hears
+    /// (see [`bell`]).
+    bells: Vec<String>,
+    threads: Vec<JoinHandle<()>>,
     reply_timeout: Duration,
+    poll: Duration,
 }
 
 impl Shards {
-    /// Connects to every master of `topology`.
-    pub(super) fn connect(target: &Target, topology: &Topology) -> RedisResult<Shards> {
-        let mut open = Vec::with_capacity(topology.shards());
-        for shard in 0..topology.shards() {
-            let connection = target.listen_to(topology.master(shard))?;
-            connection.set_read_timeout(Some(TURN))?;
-            open.push(connection);
-        }
-        Ok(Shards {
+    /// Hands `classic` (the connection to the classic pub/sub's node) to a thread that
+    /// subscribes it to `channels` and listens, connects to every master
+    /// of `topology` with a thread each, and returns once `channels` are
+    /// subscribed to, so that nothing said on them from then on is missed.
+    /// `node` names this node's [`bell`]s.
+    pub(super) fn connect(
+        target: &Target,
+        topology: &Topology,
+        classic: Connection,
+        channels: &[&str],
+        node: &str,
+    ) -> RedisResult<Shards> {
+        let settings = &target.settings;
+        let (tell, heard) = crossbeam_channel::bounded(HEARD_QUEUE);
+        let (stop_classic, stopped) = crossbeam_channel::bounded(0);
+        let mut shards = Shards {
             topology: topology.clone(),
-            open,
-            reply_timeout: target.settings.reply_timeout,
-        })
+            changes: Vec::with_capacity(topology.shards()),
+            stop_classic: Some(stop_classic),
+            heard,
+            leaving: HashMap::new(),
+            bells: Vec::with_capacity(topology.shards()),
+            threads: Vec::with_capacity(topology.shards() + 1),
+            reply_timeout: settings.reply_timeout,
+            poll: settings.poll,
+        };
+        let (subscribed, confirmed) = crossbeam_channel::bounded(1);
+        let channels: Vec<String> = channels.iter().map(|&name| name.to_owned()).collect();
+        let hear = {
+            let (tell, settings) = (tell.clone(), settings.clone());
+            move || hear_classic(classic, &channels, &subscribed, &stopped, &tell, &settings)
+        };
+        shards.threads.push(spawn("redis-hear", hear)?);
+        match confirmed.recv_timeout(settings.reply_timeout + settings.poll) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(timed_out("the classic subscription was not confirmed")),
+        }
+        for shard in 0..topology.shards() {
+            let mut connection = target.listen_to(topology.master(shard))?;
+            let bell = bell(topology, shard, node)?;
+            let packed = redis::cmd("SSUBSCRIBE").arg(&bell).get_packed_command();
+            connection.send_packed_command(&packed)?;
+            // Within a reply's time, as connected.
+            while !matches!(read(connection.recv_response()?)?, Message::Subscribed) {}
+            shards.bells.push(bell);
+            // Only as long as a change waits for a quiet connection that
+            // nobody rang.
+            connection.set_read_timeout(Some(settings.poll))?;
+            let (change, changes) = crossbeam_channel::unbounded();
+            let tell = tell.clone();
+            let hear = move || hear_master(connection, &changes, &tell);
+            shards.threads.push(spawn("redis-hear-shard", hear)?);
+            shards.changes.push(change);
+        }
+        Ok(shards)
     }
 
     /// The topology these connections were made on.
@@ -49,85 +129,254 @@ impl Shards {
         &self.topology
     }
 
-    /// Subscribes to the rooms' channels, each on its master, one
-    /// channel per command (channels of different slots in one are
-    /// refused), and waits until each master confirmed them. Lines heard
-    /// meanwhile are returned, to be taken as any other.
-    pub(super) fn subscribe(&mut self, rooms: &[&String]) -> RedisResult<Vec<Heard>> {
-        self.send_each(rooms, "SSUBSCRIBE")?;
-        let mut heard = Vec::new();
-        let mut waiting: Vec<usize> = vec![0; self.open.len()];
-        for room in rooms {
-            waiting[self.shard(room)?] += 1;
-        }
-        for (shard, waiting) in waiting.into_iter().enumerate() {
-            let deadline = Instant::now() + self.reply_timeout;
-            let mut left = waiting;
-            while left > 0 {
-                match self.open[shard].recv_response() {
-                    Ok(value) => match read(value)? {
-                        Message::Line(room, payload) => heard.push((room, payload)),
-                        Message::Subscribed => left -= 1,
-                        Message::Other | Message::Unsubscribed(_) => {}
-                    },
-                    Err(error) if error.is_timeout() && Instant::now() < deadline => {}
-                    Err(error) => return Err(error),
+    /// The next thing heard, waiting up to `wait`; `None` if nothing came.
+    pub(super) fn next(&mut self, wait: Duration) -> RedisResult<Option<Heard>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let heard = match self.heard.recv_deadline(deadline) {
+                Ok(heard) => heard,
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                // Each thread says `Lost` before it ends on its own.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(RedisError::from((
+                        ErrorKind::Io,
+                        "the listening threads ended",
+                    )))
+                }
+            };
+            if let Heard::Unsubscribed(room) = &heard {
+                if let Some(left) = self.leaving.get_mut(room) {
+                    *left -= 1;
+                    if *left == 0 {
+                        self.leaving.remove(room);
+                    }
+                    continue;
                 }
             }
+            return Ok(Some(heard));
         }
-        Ok(heard)
     }
 
-    /// Stops hearing the rooms' channels (the confirmations are read,
-    /// and passed over, with the lines).
+    /// Subscribes to the rooms' channels, each on its master, and waits
+    /// until each master confirmed them. What was heard meanwhile is
+    /// returned, in order, to be taken as any other. `query` rings the
+    /// masters' [`bell`]s.
+    pub(super) fn subscribe(
+        &mut self,
+        rooms: &[&String],
+        query: &mut Router,
+    ) -> RedisResult<Vec<Heard>> {
+        let by_shard = self.by_shard(rooms)?;
+        let mut left = 0;
+        for (shard, rooms) in by_shard.into_iter().enumerate() {
+            if !rooms.is_empty() {
+                left += rooms.len();
+                self.change(shard, Change::Subscribe(rooms))?;
+                // Its thread sees the change once its read ends.
+                redis::cmd("SPUBLISH")
+                    .arg(&self.bells[shard])
+                    .arg("")
+                    .exec(query)?;
+            }
+        }
+        let deadline = Instant::now() + self.reply_timeout + self.poll;
+        let mut meanwhile = Vec::new();
+        while left > 0 {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.next(wait)? {
+                Some(Heard::Subscribed) => left -= 1,
+                Some(Heard::Lost(error)) => return Err(error),
+                Some(heard) => meanwhile.push(heard),
+                None => return Err(timed_out("a master did not confirm a subscription")),
+            }
+        }
+        Ok(meanwhile)
+    }
+
+    /// Stops hearing the rooms' channels (their confirmations, when they
+    /// come, are passed over).
     pub(super) fn unsubscribe(&mut self, rooms: &[&String]) -> RedisResult<()> {
-        self.send_each(rooms, "SUNSUBSCRIBE")
-    }
-
-    fn send_each(&mut self, rooms: &[&String], command: &str) -> RedisResult<()> {
-        for room in rooms {
-            let shard = self.shard(room)?;
-            let packed = redis::cmd(command).arg(channel(room)).get_packed_command();
-            self.open[shard].send_packed_command(&packed)?;
+        let by_shard = self.by_shard(rooms)?;
+        for &room in rooms {
+            *self.leaving.entry(room.clone()).or_default() += 1;
+        }
+        for (shard, rooms) in by_shard.into_iter().enumerate() {
+            if !rooms.is_empty() {
+                self.change(shard, Change::Unsubscribe(rooms))?;
+            }
         }
         Ok(())
     }
 
-    fn shard(&self, room: &str) -> RedisResult<usize> {
-        self.topology.shard_of(&channel(room)).ok_or_else(|| {
-            RedisError::from((
-                ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
-                "no master serves this room's slot",
-            ))
-        })
+    fn change(&self, shard: usize, change: Change) -> RedisResult<()> {
+        // Closed only once its thread ended, having said `Lost`.
+        self.changes[shard]
+            .send(change)
+            .map_err(|_| RedisError::from((ErrorKind::Io, "a master's listening thread ended")))
     }
 
-    /// Reads what came on each connection, a [`TURN`] at most each when
-    /// nothing does. `still_wanted` says whether a room is still to be
-    /// heard: a master that stops its subscription to one unasked (its
-    /// slot moved away) is an error, so the subscriber starts over on the
-    /// topology as it is now.
-    pub(super) fn read(&mut self, still_wanted: impl Fn(&str) -> bool) -> RedisResult<Vec<Heard>> {
-        let mut heard = Vec::new();
-        for shard in 0..self.open.len() {
-            loop {
-                match self.open[shard].recv_response() {
-                    Ok(value) => match read(value)? {
-                        Message::Line(room, payload) => heard.push((room, payload)),
-                        Message::Unsubscribed(room) if still_wanted(&room) => {
-                            return Err(RedisError::from((
-                                ErrorKind::Server(redis::ServerErrorKind::Moved),
-                                "a room's slot moved to another master",
-                            )));
-                        }
-                        Message::Subscribed | Message::Unsubscribed(_) | Message::Other => {}
-                    },
-                    Err(error) if error.is_timeout() => break,
-                    Err(error) => return Err(error),
+    /// The rooms' channels, by master.
+    fn by_shard(&self, rooms: &[&String]) -> RedisResult<Vec<Vec<String>>> {
+        let mut by_shard = vec![Vec::new(); self.changes.len()];
+        for room in rooms {
+            let name = channel(room);
+            let shard = self.topology.shard_of(&name).ok_or_else(|| {
+                RedisError::from((
+                    ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                    "no master serves this room's slot",
+                ))
+            })?;
+            by_shard[shard].push(name);
+        }
+        Ok(by_shard)
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        // Closed changes stop each thread at its next look (within a
+        // poll); the closed queue stops one waiting to hand something on.
+        self.changes.clear();
+        self.stop_classic = None;
+        drop(std::mem::replace(
+            &mut self.heard,
+            crossbeam_channel::never(),
+        ));
+        for thread in self.threads.drain(..) {
+            // A thread that panicked has nothing more to say.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A channel of this node's whose slot `shard`'s master serves: its
+/// listening connection hears it, so that a message there (which means
+/// nothing else) ends the thread's read at once when a subscription waits
+/// for it. A hash tag made of `node` (its braces left out) and a number,
+/// the first of them that falls in that master's slots.
+fn bell(topology: &Topology, shard: usize, node: &str) -> RedisResult<String> {
+    let node = node.replace(['{', '}'], "");
+    // Each number is a slot at random: a master of one slot in 16384
+    // takes some 16384 tries.
+    (0..1_000_000)
+        .map(|n| format!("bell:{{{node}.{n}}}"))
+        .find(|name| topology.shard_of(name) == Some(shard))
+        .ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                "a master serves no slot",
+            ))
+        })
+}
+
+fn spawn(name: &str, run: impl FnOnce() + Send + 'static) -> RedisResult<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(run)
+        .map_err(RedisError::from)
+}
+
+fn timed_out(what: &'static str) -> RedisError {
+    RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
+}
+
+/// A master's listening thread: makes the changes asked between reads,
+/// and hands on what its connection hears, until the changes close or the
+/// connection fails.
+fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Sender<Heard>) {
+    loop {
+        loop {
+            let change = match changes.try_recv() {
+                Ok(change) => change,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            };
+            let (command, channels) = match change {
+                Change::Subscribe(channels) => ("SSUBSCRIBE", channels),
+                Change::Unsubscribe(channels) => ("SUNSUBSCRIBE", channels),
+            };
+            // One channel per command: channels of different slots in
+            // one are refused.
+            for name in channels {
+                let packed = redis::cmd(command).arg(name).get_packed_command();
+                if let Err(error) = connection.send_packed_command(&packed) {
+                    let _ = tell.send(Heard::Lost(error));
+                    return;
                 }
             }
         }
-        Ok(heard)
+        let heard = match connection.recv_response().and_then(read) {
+            Ok(Message::Line(room, payload)) => Heard::Line(room, payload),
+            Ok(Message::Subscribed) => Heard::Subscribed,
+            Ok(Message::Unsubscribed(room)) => Heard::Unsubscribed(room),
+            Ok(Message::Other) => continue,
+            // Quiet for a poll: time to look at the changes.
+            Err(error) if error.is_timeout() => continue,
+            Err(error) => Heard::Lost(error),
+        };
+        let lost = matches!(heard, Heard::Lost(_));
+        // Refused only once the subscriber stopped listening.
+        if tell.send(heard).is_err() || lost {
+            return;
+        }
+    }
+}
+
+/// The classic connection's thread: subscribes to `channels` (and says
+/// so on `subscribed`), then hands on what it hears, and `PING`s it every
+/// [`LinkSettings::ping_every`] (a connection whose other end vanished
+/// without a word otherwise looks merely quiet), until `stop` closes or
+/// the connection fails.
+fn hear_classic(
+    mut connection: Connection,
+    channels: &[String],
+    subscribed: &Sender<RedisResult<()>>,
+    stop: &Receiver<()>,
+    tell: &Sender<Heard>,
+    settings: &LinkSettings,
+) {
+    let mut pubsub = connection.as_pubsub();
+    let ready = pubsub
+        .subscribe(channels)
+        .and_then(|()| pubsub.set_read_timeout(Some(settings.poll)));
+    let failed = ready.is_err();
+    // Never full: one send, to a queue of one.
+    let _ = subscribed.send(ready);
+    if failed {
+        return;
+    }
+    let mut last_ping = Instant::now();
+    loop {
+        if !matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
+            return;
+        }
+        if last_ping.elapsed() >= settings.ping_every {
+            // The reply may take longer than a poll: wait for it as for
+            // any reply. Messages that come first are kept.
+            let pinged = pubsub
+                .set_read_timeout(Some(settings.reply_timeout))
+                .and_then(|()| pubsub.ping::<Value>())
+                .and_then(|_| pubsub.set_read_timeout(Some(settings.poll)));
+            if let Err(error) = pinged {
+                let _ = tell.send(Heard::Lost(error));
+                return;
+            }
+            last_ping = Instant::now();
+        }
+        let heard = match pubsub.get_message() {
+            Ok(message) => Heard::Classic(
+                message.get_channel_name().to_owned(),
+                message.get_payload_bytes().to_vec(),
+            ),
+            // Quiet for a poll: time to look at the stop and the clock.
+            Err(error) if error.is_timeout() => continue,
+            Err(error) => Heard::Lost(error),
+        };
+        let lost = matches!(heard, Heard::Lost(_));
+        // Refused only once the subscriber stopped listening.
+        if tell.send(heard).is_err() || lost {
+            return;
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! notices Redis going away and coming back.
 
 // The link's types, constants and helpers, which this part shares.
+use super::hearing::Hearing;
 use super::rules::marker_version;
 use super::*;
 
@@ -50,7 +51,7 @@ impl Subscriber {
         let mut listening = Some(listen);
         let mut backoff = reconnect_backoff();
         loop {
-            let mut listen = match listening.take() {
+            let listen = match listening.take() {
                 Some(listen) => listen,
                 None => match self.reconnect(&mut query) {
                     Ok(listen) => listen,
@@ -67,7 +68,7 @@ impl Subscriber {
                     }
                 },
             };
-            match self.session(&mut listen, &mut query, &mut backoff) {
+            match self.session(listen, &mut query, &mut backoff) {
                 SubscriberEnd::Stop => return,
                 SubscriberEnd::Lost(reason) => {
                     self.shared.up.store(false, Ordering::SeqCst);
@@ -104,7 +105,7 @@ impl Subscriber {
     /// One connection's life: catch up, then listen until it fails.
     pub(super) fn session(
         &mut self,
-        listen: &mut Connection,
+        mut listen: Connection,
         query: &mut Router,
         backoff: &mut Backoff,
     ) -> SubscriberEnd {
@@ -148,15 +149,30 @@ impl Subscriber {
         }
         let target = Arc::clone(&self.target);
         let settings = &target.settings;
-        let mut pubsub = listen.as_pubsub();
         let wanted = self.shared.wanted_rooms();
         self.forget_rooms_not_in(&wanted);
         // A private line sent while the node was away is lost: its
         // sender was told nobody by that name is connected.
         let channels = [self.own_channel.as_str(), ASK_CHANNEL, MODERATION_CHANNEL];
-        if let Err(error) = pubsub.subscribe(&channels) {
-            return lost(&self.target, error);
-        }
+        // On a cluster, rooms are heard on their masters (sharded pub/sub).
+        let mut hearing = if query.topology().is_cluster() {
+            match Shards::connect(
+                &self.target,
+                query.topology(),
+                listen,
+                &channels,
+                &self.own_channel,
+            ) {
+                Ok(shards) => Hearing::Cluster(shards),
+                Err(error) => return lost(&self.target, error),
+            }
+        } else {
+            let mut pubsub = listen.as_pubsub();
+            if let Err(error) = pubsub.subscribe(&channels) {
+                return lost(&self.target, error);
+            }
+            Hearing::Alone(pubsub)
+        };
         // Read once subscribed, so that no change falls in between: bans
         // made while this node was away (or before it started) hold here.
         let mut bans: Option<String> = match redis::cmd("GET").arg(SERVER_BANS_KEY).query(query) {
@@ -184,17 +200,8 @@ impl Subscriber {
                 return SubscriberEnd::Stop;
             }
         }
-        // On a cluster, rooms are heard on their masters (sharded pub/sub).
-        let mut shards = if query.topology().is_cluster() {
-            match Shards::connect(&self.target, query.topology()) {
-                Ok(shards) => Some(shards),
-                Err(error) => return lost(&self.target, error),
-            }
-        } else {
-            None
-        };
         let rooms: Vec<(&String, u64)> = wanted.iter().map(|(room, &join)| (room, join)).collect();
-        if let Err(end) = self.subscribe(&mut pubsub, &mut shards, query, &rooms) {
+        if let Err(end) = self.subscribe(&mut hearing, query, &rooms) {
             return end;
         }
         backoff.reset();
@@ -216,44 +223,45 @@ impl Subscriber {
         let mut last_ping = Instant::now();
         let mut last_touch = Instant::now();
         let touch_every = (settings.room_ttl / 3).max(settings.poll);
-        // One Redis: the one connection is read for up to a poll. A cluster:
-        // it and each master's in turn, a short while each.
-        let listen_for = if shards.is_some() {
-            shards::TURN
-        } else {
-            settings.poll
-        };
-        if let Err(error) = pubsub.set_read_timeout(Some(listen_for)) {
-            return lost(&self.target, error);
+        if let Hearing::Alone(pubsub) = &mut hearing {
+            if let Err(error) = pubsub.set_read_timeout(Some(settings.poll)) {
+                return lost(&self.target, error);
+            }
         }
         loop {
             if self.shared.stopping() {
                 return SubscriberEnd::Stop;
             }
             if self.shared.rooms_changed.load(Ordering::SeqCst) {
-                if let Err(end) = self.change_rooms(&mut pubsub, &mut shards, query, listen_for) {
+                if let Err(end) = self.change_rooms(&mut hearing, query) {
                     return end;
                 }
             }
             if last_ping.elapsed() >= settings.ping_every {
-                // The reply may take longer than a poll: wait for it as
-                // for any reply. Messages that come first are kept.
-                let pinged = pubsub
-                    .set_read_timeout(Some(settings.reply_timeout))
-                    .and_then(|()| pubsub.ping::<Value>())
-                    .and_then(|_| pubsub.set_read_timeout(Some(listen_for)));
-                if let Err(error) = pinged {
-                    return lost(&self.target, error);
-                }
-                // A master's listening connection is not pinged (its
-                // replies would be taken for late ones and dropped): the
-                // cluster is asked instead whether its masters changed, as
-                // they do when a replica took over from a master that went
-                // quiet without closing its connections.
-                if let Some(listening) = &shards {
-                    query.read_again(false);
-                    if listening.topology() != query.topology() {
-                        return SubscriberEnd::Lost("the cluster's masters changed".to_owned());
+                match &mut hearing {
+                    Hearing::Alone(pubsub) => {
+                        // The reply may take longer than a poll: wait for
+                        // it as for any reply. Messages that come first
+                        // are kept.
+                        let pinged = pubsub
+                            .set_read_timeout(Some(settings.reply_timeout))
+                            .and_then(|()| pubsub.ping::<Value>())
+                            .and_then(|_| pubsub.set_read_timeout(Some(settings.poll)));
+                        if let Err(error) = pinged {
+                            return lost(&self.target, error);
+                        }
+                    }
+                    // The classic connection's thread pings it. A master's
+                    // listening connection is not pinged (its replies
+                    // would be taken for late ones and dropped): the
+                    // cluster is asked instead whether its masters changed,
+                    // as they do when a replica took over from a master
+                    // that went quiet without closing its connections.
+                    Hearing::Cluster(shards) => {
+                        query.read_again(false);
+                        if shards.topology() != query.topology() {
+                            return SubscriberEnd::Lost("the cluster's masters changed".to_owned());
+                        }
                     }
                 }
                 last_ping = Instant::now();
@@ -265,47 +273,25 @@ impl Subscriber {
                 }
                 last_touch = Instant::now();
             }
-            if let Some(listening) = shards.as_mut() {
-                let next = &self.next;
-                let heard = match listening.read(|room| next.contains_key(room)) {
-                    Ok(heard) => heard,
-                    Err(error) => return lost(&self.target, error),
-                };
-                for (room, payload) in heard {
-                    if let Err(end) = self.on_message(query, &room, &payload) {
-                        return end;
-                    }
-                }
-            }
-            match pubsub.get_message() {
-                Ok(message) => {
-                    let channel = message.get_channel_name();
-                    if channel == MODERATION_CHANNEL {
-                        let bytes = message.get_payload_bytes();
-                        if let Err(end) = self.on_moderation(query, bytes) {
-                            return end;
-                        }
-                        continue;
-                    }
-                    if channel == self.own_channel || channel == ASK_CHANNEL {
-                        let bytes = message.get_payload_bytes();
-                        let to_us = channel == self.own_channel;
-                        if let Err(end) = self.on_node_message(to_us, bytes) {
-                            return end;
-                        }
-                        continue;
-                    }
-                    let Some(room) = room_of(channel) else {
-                        continue;
-                    };
-                    let room = room.to_owned();
-                    if let Err(end) = self.on_message(query, &room, message.get_payload_bytes()) {
-                        return end;
-                    }
-                }
-                // Quiet: time to look at the rooms, the clock, the stop.
-                Err(error) if error.is_timeout() => {}
-                Err(error) => return lost(&self.target, error),
+            // Quiet for a poll: time to look at the rooms, the clock, the stop.
+            let taken = match &mut hearing {
+                Hearing::Alone(pubsub) => match pubsub.get_message() {
+                    Ok(message) => self.on_classic(
+                        query,
+                        message.get_channel_name(),
+                        message.get_payload_bytes(),
+                    ),
+                    Err(error) if error.is_timeout() => Ok(()),
+                    Err(error) => Err(lost(&self.target, error)),
+                },
+                Hearing::Cluster(shards) => match shards.next(settings.poll) {
+                    Ok(Some(heard)) => self.on_heard(query, heard),
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(lost(&self.target, error)),
+                },
+            };
+            if let Err(end) = taken {
+                return end;
             }
         }
     }
@@ -314,10 +300,8 @@ impl Subscriber {
     /// those it left.
     pub(super) fn change_rooms(
         &mut self,
-        pubsub: &mut redis::PubSub<'_>,
-        shards: &mut Option<Shards>,
+        hearing: &mut Hearing<'_>,
         query: &mut Router,
-        listen_for: Duration,
     ) -> Result<(), SubscriberEnd> {
         let lost =
             |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
@@ -337,28 +321,37 @@ impl Subscriber {
             .filter(|(room, _)| !self.next.contains_key(*room))
             .map(|(room, &join)| (room, join))
             .collect();
-        pubsub
-            .set_read_timeout(Some(settings.reply_timeout))
-            .map_err(|error| lost(&self.target, error))?;
-        if !gone.is_empty() {
-            if let Some(shards) = shards.as_mut() {
+        match hearing {
+            Hearing::Alone(pubsub) => {
+                let channels: Vec<String> = gone.iter().map(|room| channel(room)).collect();
+                pubsub
+                    .set_read_timeout(Some(settings.reply_timeout))
+                    .and_then(|()| {
+                        if channels.is_empty() {
+                            Ok(())
+                        } else {
+                            pubsub.unsubscribe(channels)
+                        }
+                    })
+                    .map_err(|error| lost(&self.target, error))?;
+            }
+            Hearing::Cluster(shards) if !gone.is_empty() => {
                 let rooms: Vec<&String> = gone.iter().collect();
                 shards
                     .unsubscribe(&rooms)
                     .map_err(|error| lost(&self.target, error))?;
-            } else {
-                let channels: Vec<String> = gone.iter().map(|room| channel(room)).collect();
-                pubsub
-                    .unsubscribe(channels)
-                    .map_err(|error| lost(&self.target, error))?;
             }
+            Hearing::Cluster(_) => {}
         }
         // Subscribing again to a channel already subscribed to changes
         // nothing in Redis.
-        self.subscribe(pubsub, shards, query, &new)?;
-        pubsub
-            .set_read_timeout(Some(listen_for))
-            .map_err(|error| lost(&self.target, error))
+        self.subscribe(hearing, query, &new)?;
+        match hearing {
+            Hearing::Alone(pubsub) => pubsub
+                .set_read_timeout(Some(settings.poll))
+                .map_err(|error| lost(&self.target, error)),
+            Hearing::Cluster(_) => Ok(()),
+        }
     }
 
     /// Forgets the rooms the hub no longer wants, or wants for a newer
@@ -387,8 +380,7 @@ impl Subscriber {
     /// there when it was said.)
     pub(super) fn subscribe(
         &mut self,
-        pubsub: &mut redis::PubSub<'_>,
-        shards: &mut Option<Shards>,
+        hearing: &mut Hearing<'_>,
         query: &mut Router,
         rooms: &[(&String, u64)],
     ) -> Result<(), SubscriberEnd> {
@@ -405,16 +397,19 @@ impl Subscriber {
             }
         }
         let mut heard_meanwhile = Vec::new();
-        if let Some(shards) = shards.as_mut() {
-            let names: Vec<&String> = rooms.iter().map(|&(room, _)| room).collect();
-            heard_meanwhile = shards
-                .subscribe(&names)
-                .map_err(|error| lost(&self.target, error))?;
-        } else {
-            let channels: Vec<String> = rooms.iter().map(|(room, _)| channel(room)).collect();
-            pubsub
-                .subscribe(channels)
-                .map_err(|error| lost(&self.target, error))?;
+        match hearing {
+            Hearing::Cluster(shards) => {
+                let names: Vec<&String> = rooms.iter().map(|&(room, _)| room).collect();
+                heard_meanwhile = shards
+                    .subscribe(&names, query)
+                    .map_err(|error| lost(&self.target, error))?;
+            }
+            Hearing::Alone(pubsub) => {
+                let channels: Vec<String> = rooms.iter().map(|(room, _)| channel(room)).collect();
+                pubsub
+                    .subscribe(channels)
+                    .map_err(|error| lost(&self.target, error))?;
+            }
         }
         for &(room, join) in rooms {
             self.joined.insert(room.clone(), join);
@@ -440,8 +435,8 @@ impl Subscriber {
         }
         // Said while the subscriptions were confirmed: from the history
         // above already, or next in line.
-        for (room, payload) in heard_meanwhile {
-            self.on_message(query, &room, &payload)?;
+        for heard in heard_meanwhile {
+            self.on_heard(query, heard)?;
         }
         let rooms = rooms.iter().map(|&(room, _)| room.as_str());
         self.touch(query, rooms)
@@ -578,80 +573,6 @@ impl Subscriber {
             topic,
             rules,
         })
-    }
-
-    /// A message on the moderation channel: `s TEXT` (the server bans,
-    /// TEXT empty for none) or `r ROOM VERSION` (a room's rules changed).
-    fn on_moderation(&mut self, query: &mut Router, bytes: &[u8]) -> Result<(), SubscriberEnd> {
-        if let Some(text) = bytes.strip_prefix(b"r ") {
-            return match std::str::from_utf8(text) {
-                Ok(text) => self.rules_changed(query, text),
-                Err(_) => Ok(()),
-            };
-        }
-        let whole = |text: &str| (!text.is_empty()).then(|| text.to_owned());
-        let delivery = std::str::from_utf8(bytes).ok().and_then(|text| {
-            let (kind, rest) = text.split_once(' ')?;
-            match kind {
-                "s" => {
-                    self.server_bans = whole(rest);
-                    Some(Delivery::ServerBans(whole(rest)))
-                }
-                _ => None,
-            }
-        });
-        match delivery {
-            Some(delivery) => self.send(delivery),
-            None => {
-                log::warn!("redis {}: a malformed moderation message", self.target.addr);
-                Ok(())
-            }
-        }
-    }
-
-    /// A message for this node (`to_us`: `p NAME LINE`, a private line
-    /// for a user here, `m NAME ACT`, a moderator's act for one, or
-    /// `r TICKET ANSWER`, an answer to a question of
-    /// ours), or a question to all (`RUN TICKET QUESTION`).
-    pub(super) fn on_node_message(&self, to_us: bool, bytes: &[u8]) -> Result<(), SubscriberEnd> {
-        // A wake-up (see `RedisLink::join_room`): the loop looks at the rooms.
-        if to_us && bytes == b"w" {
-            return Ok(());
-        }
-        let delivery = std::str::from_utf8(bytes).ok().and_then(|text| {
-            let (first, rest) = text.split_once(' ')?;
-            let (second, rest) = rest.split_once(' ')?;
-            Some(match (to_us, first) {
-                (true, "p") => Delivery::Private {
-                    to: second.to_owned(),
-                    line: rest.to_owned(),
-                },
-                (true, "m") => Delivery::Act {
-                    to: second.to_owned(),
-                    act: rest.to_owned(),
-                },
-                (true, "r") => Delivery::Answer {
-                    ticket: second.parse().ok()?,
-                    answer: rest.to_owned(),
-                },
-                (true, _) => return None,
-                (false, run) => Delivery::Question {
-                    run: run.to_owned(),
-                    ticket: second.parse().ok()?,
-                    question: rest.to_owned(),
-                },
-            })
-        });
-        match delivery {
-            Some(delivery) => self.send(delivery),
-            None => {
-                log::warn!(
-                    "redis {}: a malformed message to the node",
-                    self.target.addr
-                );
-                Ok(())
-            }
-        }
     }
 
     /// A line arrived on `room`'s channel.

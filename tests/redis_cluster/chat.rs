@@ -1,13 +1,13 @@
 //! Two chat servers over the cluster act as one chat: room lines in one
 //! order on both, a room's topic and past from another shard, private
-//! lines and names across them; and thirty rooms' load spread evenly over
-//! the three masters.
+//! lines, names and `/who` across them, even given different nodes; and
+//! thirty rooms' load spread evenly over the three masters.
 
 use std::collections::HashMap;
 
-use secure_chat_test_support::{cpu_ns, TestClient};
+use secure_chat_test_support::{cpu_ns, slot, RedisCluster, TestClient};
 
-use crate::{enter, person, shard_of_room, wait_subscribed, Two};
+use crate::{enter, person, shard_of_name, shard_of_room, wait_subscribed, Two};
 
 /// Both servers' users see each other's lobby lines, all in one order,
 /// whatever shard the room is on; a room on another shard keeps its
@@ -68,12 +68,14 @@ fn two_servers_over_a_cluster_are_one_chat() {
     assert_eq!(alice.recv_non_notice(), "private bob alice likewise");
     assert_eq!(bob.recv_non_notice(), "private bob alice likewise");
 
-    // Held on server a, refused on b: nicks whose own slots lie on the
-    // three shards (alice 0, carol 1, erin 2).
+    // Held on server a, refused on b: nicks whose name buckets lie on the
+    // three shards (alice 0, erin 1, ivan 2).
+    assert_eq!(["alice", "erin", "ivan"].map(shard_of_name), [0, 1, 2]);
     let mut carol = person(&two.a, pki, "carol");
     let erin = person(&two.a, pki, "erin");
+    let ivan = person(&two.a, pki, "ivan");
     let mut other = TestClient::connect(two.b.addr, &pki.ca);
-    for nick in ["alice", "carol", "erin"] {
+    for nick in ["alice", "erin", "ivan"] {
         other.send(&format!("/nick {nick}"));
         assert_eq!(
             other.recv_until(|line| line.starts_with("error ")),
@@ -82,7 +84,51 @@ fn two_servers_over_a_cluster_are_one_chat() {
     }
     carol.send("/msg bob hello from a");
     assert_eq!(bob.recv_non_notice(), "private carol bob hello from a");
-    drop((alice, bob, carol, erin, other));
+    drop((alice, bob, carol, erin, ivan, other));
+    two.stop();
+}
+
+/// Servers given different nodes still count each other: a classic
+/// `PUBLISH` on a cluster counts only the subscribers of the node that
+/// ran it, so a private line to a name whose bucket is on a third master
+/// must still be told delivered (and echoed to its sender), and a `/who`
+/// must wait for both servers' answers.
+#[test]
+fn servers_on_different_nodes_count_each_other() {
+    // b is given shard 1's master; ivan's and judy's buckets are on shard
+    // 2, which is neither server's node nor the classic pub/sub's.
+    let two = Two::start_on(Some(1));
+    let pki = &two.pki;
+    let classic = RedisCluster::shard_of(slot("chat:server-bans"));
+    for nick in ["ivan", "judy"] {
+        assert_eq!(shard_of_name(nick), 2);
+        assert_ne!(shard_of_name(nick), classic);
+    }
+    let mut alice = person(&two.a, pki, "alice");
+    let carol = person(&two.a, pki, "carol");
+    let mut ivan = person(&two.b, pki, "ivan");
+    let judy = person(&two.b, pki, "judy");
+    wait_subscribed(&two.cluster, "#lobby", 2);
+    // Others' news may come in between: each answer is looked for.
+    let answer = |client: &TestClient, start: &str| {
+        client.recv_until(|line| line.starts_with(start) || line.starts_with("error "))
+    };
+
+    alice.send("/msg ivan across");
+    assert_eq!(answer(&ivan, "private "), "private alice ivan across");
+    assert_eq!(answer(&alice, "private "), "private alice ivan across");
+    ivan.send("/msg alice and back");
+    assert_eq!(answer(&alice, "private "), "private ivan alice and back");
+    assert_eq!(answer(&ivan, "private "), "private ivan alice and back");
+
+    for asker in [&mut alice, &mut ivan] {
+        asker.send("/who");
+        assert_eq!(
+            answer(asker, "notice in "),
+            "notice in #lobby (4): alice, carol, ivan, judy"
+        );
+    }
+    drop((alice, carol, ivan, judy));
     two.stop();
 }
 

@@ -25,7 +25,7 @@ use secure_chat_test_support::{
 
 /// A cluster of the test's own and two chat servers linked through it,
 /// `a` and `b`, each given the URL of one node only (node 0, shard 0's
-/// first master): the servers find the rest.
+/// first master, or for `b` another master): the servers find the rest.
 struct Two {
     cluster: RedisCluster,
     pki: Pki,
@@ -35,9 +35,19 @@ struct Two {
 
 impl Two {
     fn start() -> Two {
+        Two::start_on(None)
+    }
+
+    /// `a` given node 0's URL, `b` that of shard `b_on`'s master if given
+    /// (node 0's too if not).
+    fn start_on(b_on: Option<usize>) -> Two {
         let cluster = RedisCluster::start();
         let pki = Pki::new();
         let url = cluster.url();
+        let b_url = match b_on {
+            Some(shard) => format!("redis://127.0.0.1:{}", cluster.masters()[shard].port),
+            None => url.clone(),
+        };
         // Every test client comes from one address, which may make ten
         // rooms a minute by default; the tests make thirty.
         let limits = Limits {
@@ -45,7 +55,7 @@ impl Two {
             ..test_limits()
         };
         let a = TestServer::start_linked(&pki, limits, &url, "a", quick_link());
-        let b = TestServer::start_linked(&pki, limits, &url, "b", quick_link());
+        let b = TestServer::start_linked(&pki, limits, &b_url, "b", quick_link());
         Two { cluster, pki, a, b }
     }
 
@@ -61,6 +71,12 @@ impl Two {
 /// (`room:{#name}...`, one hash tag for them all).
 fn shard_of_room(room: &str) -> usize {
     RedisCluster::shard_of(slot(&format!("room:{{{room}}}")))
+}
+
+/// The shard whose master holds `nick`'s name key (`name:{bK}:nick`, K
+/// its CRC16 modulo 256, which is its slot's modulo 256).
+fn shard_of_name(nick: &str) -> usize {
+    RedisCluster::shard_of(slot(&format!("name:{{b{}}}:{nick}", slot(nick) % 256)))
 }
 
 /// How many connections listen to `room`'s channel anywhere in the

@@ -85,11 +85,21 @@
 //! hears each master's rooms on a connection to that master
 //! (`shards.rs`), besides the connection every node shares for private
 //! lines, questions and moderation, which stay on classic pub/sub (a few
-//! lines, heard on every node). The publisher
+//! lines). A cluster relays a classic `PUBLISH` to every node, but its
+//! count (how many nodes heard a private line or a question) counts only
+//! the subscribers of the node that ran it, so every server subscribes and
+//! publishes those on one node, the master of the server bans' slot,
+//! chosen again after a failover. The publisher
 //! sends one pipeline per master. A redirection (`MOVED`), a cluster
 //! that says it is down, or a connection lost makes the link read the
 //! topology again (at most every 200 ms); a slot half moved (`ASK`) is
-//! followed for that command.
+//! followed for that command, within a pipeline too (each command that
+//! got it is sent again alone), but not within a transaction, which Redis
+//! refuses whole: the server bans' update then fails, as it does while
+//! the link is down. A script whose keys the move has split between the
+//! two nodes gets `TRYAGAIN` instead: the publisher sends its lines again
+//! later, but the renewal of the rooms' keys takes it for a lost link
+//! until the slot has moved.
 //!
 //! While one master is out of reach the whole link is down, as it is when
 //! the one Redis is, not just that master's rooms: its lines are refused
@@ -176,7 +186,7 @@
 //! lapses unless the node renews it: a node that dies frees its names by
 //! itself. Each node also listens on a channel of its own, `node:{run}`,
 //! where private lines for its users arrive ([`RedisLink::send_private`]:
-//! looked up and published in one script), and on `chat:ask`, where any
+//! looked up and published in one script, in two steps on a cluster), and on `chat:ask`, where any
 //! node asks every node something ([`RedisLink::ask_everyone`]: who is in a
 //! room, which rooms there are, where someone is). Every node answers for
 //! its own users on the asker's channel, and the `PUBLISH` count says how
@@ -378,7 +388,12 @@ impl RedisLink {
         let router = |first| Router::new(Arc::clone(&target), topology.clone(), first);
         let mut query = router(Some(first));
         let mut publish = router(Some(target.connect().map_err(fail)?));
-        let listen = target.connect().map_err(fail)?;
+        let listen = if topology.is_cluster() {
+            target.connect_to(topology.master(topology.classic()))
+        } else {
+            target.connect()
+        }
+        .map_err(fail)?;
         let directory_connection = router(Some(target.connect().map_err(fail)?));
         let script = Script::new(PUBLISH_SCRIPT);
         script.load(&mut publish).map_err(fail)?;

@@ -26,7 +26,14 @@
 //!   is now someone else's.
 //! - [`PRIVATE_SCRIPT`] looks a name up and publishes a private line on
 //!   its holder's node channel, `node:{run}`, in the same step: nothing
-//!   can change hands in between.
+//!   can change hands in between. Not on a cluster: there the name's
+//!   bucket has its master and the node channels theirs (the classic
+//!   pub/sub's, [`Topology::classic`]), so the name is read (`GET`), then
+//!   the line published, two steps. A name that changes hands between
+//!   them sends the line to its former holder's node, where that user
+//!   is gone, while the sender is told it went: what a line sent a
+//!   moment before the change would meet too. One name's change racing
+//!   one line is all that is lost; every other case answers as before.
 //!
 //! The thread takes its work ([`Errand`]) from two bounded queues, one of
 //! claims, private lines and questions, one of names held and let go (one
@@ -461,6 +468,18 @@ impl Directory {
                 .key(name_key(name))
                 .arg(&self.run)
                 .invoke(open),
+            Errand::Private { to, line, kind, .. } if open.topology().is_cluster() => {
+                // The name's bucket and the node channels live on different
+                // masters, so no one script can do both (see the module doc).
+                let holder: Option<String> = redis::cmd("GET").arg(name_key(to)).query(open)?;
+                match holder {
+                    None => Ok(-1),
+                    Some(holder) => redis::cmd("PUBLISH")
+                        .arg(node_channel(&holder))
+                        .arg(format!("{kind} {to} {line}"))
+                        .query(open),
+                }
+            }
             Errand::Private { to, line, kind, .. } => scripts
                 .private
                 .key(name_key(to))

@@ -19,8 +19,9 @@ use super::slots::Topology;
 /// redirections during a failover asks the cluster once, not per command.
 const READ_AGAIN_AFTER: Duration = Duration::from_millis(200);
 
-/// Commands that name no key: sent to the first master (a `PUBLISH`
-/// reaches every node's subscribers from any node), `SCRIPT` to all.
+/// Commands that name no key: sent to the classic pub/sub's master
+/// ([`Topology::classic`]: a `PUBLISH` counts only the subscribers of the
+/// node that runs it), `SCRIPT` to all.
 const KEYLESS: [&[u8]; 13] = [
     b"PUBLISH", b"PING", b"INFO", b"SCRIPT", b"CLUSTER", b"MULTI", b"EXEC", b"CLIENT", b"AUTH",
     b"SELECT", b"HELLO", b"WAIT", b"ASKING",
@@ -76,8 +77,8 @@ impl Router {
         }
     }
 
-    /// Reads the cluster's topology again, from the URL's node or any
-    /// other it named, at most every [`READ_AGAIN_AFTER`] (`now`: at
+    /// Reads the cluster's topology again ([`Router::ask_topology`]), at
+    /// most every [`READ_AGAIN_AFTER`] (`now`: at
     /// once). True if it changed. One Redis has nothing to read.
     pub(super) fn read_again(&mut self, now: bool) -> bool {
         if !self.topology.is_cluster() {
@@ -91,37 +92,65 @@ impl Router {
             return false;
         }
         self.read_at = Some(Instant::now());
-        let mut asked = vec![self.target.addr.clone()];
-        asked.extend(self.seeds.iter().cloned());
-        for node in asked {
-            let Ok(mut connection) = self.target.connect_to(&node) else {
-                continue;
-            };
-            let Ok(topology) = Topology::read(&mut connection, &node) else {
-                continue;
-            };
-            if !topology.is_cluster() || topology == self.topology {
-                return false;
+        let Some(topology) = self.ask_topology() else {
+            return false;
+        };
+        if !topology.is_cluster() || topology == self.topology {
+            return false;
+        }
+        log::info!(
+            "redis {}: the cluster's masters are now {}",
+            self.target.addr,
+            (0..topology.shards())
+                .map(|shard| topology.master(shard))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for shard in 0..topology.shards() {
+            let master = topology.master(shard);
+            if !self.seeds.iter().any(|seed| seed == master) {
+                self.seeds.push(master.to_owned());
             }
-            log::info!(
-                "redis {}: the cluster's masters are now {}",
-                self.target.addr,
-                (0..topology.shards())
-                    .map(|shard| topology.master(shard))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            for shard in 0..topology.shards() {
-                let master = topology.master(shard);
-                if !self.seeds.iter().any(|seed| seed == master) {
-                    self.seeds.push(master.to_owned());
+        }
+        self.open = (0..topology.shards()).map(|_| None).collect();
+        self.topology = topology;
+        true
+    }
+
+    /// The topology as some node tells it now: first over a connection
+    /// already open (no connect, which to a host that is gone costs the
+    /// whole connect timeout), then the other nodes the topology named,
+    /// those whose connection just failed after them, the URL's own node
+    /// last. A connection that fails is dropped.
+    fn ask_topology(&mut self) -> Option<Topology> {
+        let mut failed = Vec::new();
+        for shard in 0..self.open.len() {
+            let Some(connection) = self.open[shard].as_mut() else {
+                continue;
+            };
+            let master = self.topology.master(shard);
+            match Topology::read(connection, master) {
+                Ok(topology) => return Some(topology),
+                Err(_) => {
+                    failed.push(master.to_owned());
+                    self.open[shard] = None;
                 }
             }
-            self.open = (0..topology.shards()).map(|_| None).collect();
-            self.topology = topology;
-            return true;
         }
-        false
+        // Those whose connection just failed are likely gone: after the
+        // others, with the URL's.
+        let (mut asked, later): (Vec<String>, Vec<String>) = self
+            .seeds
+            .iter()
+            .filter(|seed| **seed != self.target.addr)
+            .cloned()
+            .partition(|seed| !failed.contains(seed));
+        asked.extend(later);
+        asked.push(self.target.addr.clone());
+        asked.into_iter().find_map(|node| {
+            let mut connection = self.target.connect_to(&node).ok()?;
+            Topology::read(&mut connection, &node).ok()
+        })
     }
 
     /// The connection to shard `shard`'s master, opened if need be. A
@@ -162,14 +191,14 @@ impl Router {
     }
 
     /// Where packed commands go: the shard of the first that names a
-    /// key, the first shard if none does.
+    /// key, the classic pub/sub's shard if none does.
     fn route(&self, packed: &[u8]) -> RedisResult<usize> {
         if !self.topology.is_cluster() {
             return Ok(0);
         }
         match first_key(packed) {
             Some(key) => self.shard_of(&String::from_utf8_lossy(key)),
-            None => Ok(0),
+            None => Ok(self.topology.classic()),
         }
     }
 
@@ -191,6 +220,27 @@ impl Router {
             self.read_again(true);
         }
         moved
+    }
+
+    /// Sends one command to `node` after `ASKING` (a slot half moved:
+    /// the key is there for this command only), over a connection of
+    /// `there` to it or a new one kept there for the next.
+    fn ask_there(
+        &self,
+        node: &str,
+        packed: &[u8],
+        there: &mut Vec<(String, Connection)>,
+    ) -> RedisResult<Value> {
+        let index = match there.iter().position(|(open, _)| open == node) {
+            Some(index) => index,
+            None => {
+                there.push((node.to_owned(), self.target.connect_to(node)?));
+                there.len() - 1
+            }
+        };
+        let connection = &mut there[index].1;
+        redis::cmd("ASKING").exec(connection)?;
+        connection.req_packed_command(packed)
     }
 
     fn send_one(&mut self, shard: usize, packed: &[u8]) -> RedisResult<Value> {
@@ -217,19 +267,9 @@ impl ConnectionLike for Router {
         }
         let shard = self.route(packed)?;
         let reply = self.send_one(shard, packed)?;
-        if let Value::ServerError(error) = &reply {
-            if error.kind() == Some(ServerErrorKind::Ask) {
-                // A slot half moved: this key is on the node named, for
-                // this command only.
-                let node = error
-                    .details()
-                    .and_then(|details| details.split(' ').nth(1));
-                if let Some(node) = node {
-                    let mut there = self.target.connect_to(node)?;
-                    redis::cmd("ASKING").exec(&mut there)?;
-                    return there.req_packed_command(packed);
-                }
-            }
+        if let Some(node) = asked_to(&reply) {
+            let node = node.to_owned();
+            return self.ask_there(&node, packed, &mut Vec::new());
         }
         if self.redirected(&reply) {
             let shard = self.route(packed)?;
@@ -248,20 +288,40 @@ impl ConnectionLike for Router {
         let replies = self
             .shard(shard)?
             .req_packed_commands(packed, offset, count);
-        match &replies {
-            Err(error) => self.failed(shard, error),
-            // The caller's pipeline fails on this reply and is sent again
-            // whole, over the topology as it is now.
-            Ok(values) => {
-                if let Some(value) = values
-                    .iter()
-                    .find(|value| matches!(value, Value::ServerError(_)))
-                {
-                    self.redirected(value);
+        let mut values = match replies {
+            Err(error) => {
+                self.failed(shard, &error);
+                return Err(error);
+            }
+            Ok(values) => values,
+        };
+        // A command of a slot half moved (`ASK`) is sent again alone, to
+        // the node named: each is safe to send twice (a touch, a claim or
+        // a release is the same done again, a room's line carries its
+        // count, which the script takes once). Not inside a transaction
+        // (`offset` past its `MULTI`), which Redis refuses whole instead.
+        if offset == 0 && values.iter().any(|value| asked_to(value).is_some()) {
+            let commands = commands(packed);
+            let mut there = Vec::new();
+            for (value, command) in values.iter_mut().zip(commands) {
+                if let Some(node) = asked_to(value).map(str::to_owned) {
+                    // Left as it was if the node cannot be asked: the
+                    // caller's pipeline fails on it and is sent again.
+                    if let Ok(answer) = self.ask_there(&node, command, &mut there) {
+                        *value = answer;
+                    }
                 }
             }
         }
-        replies
+        // Any other refusal fails the caller's pipeline, which is sent
+        // again whole, over the topology as it is now.
+        if let Some(value) = values
+            .iter()
+            .find(|value| matches!(value, Value::ServerError(_)))
+        {
+            self.redirected(value);
+        }
+        Ok(values)
     }
 
     fn get_db(&self) -> i64 {
@@ -310,6 +370,27 @@ fn header(rest: &mut &[u8], kind: u8) -> Option<usize> {
     Some(number)
 }
 
+/// The node an `ASK` reply sends the command to, `host:port`.
+fn asked_to(value: &Value) -> Option<&str> {
+    match value {
+        Value::ServerError(error) if error.kind() == Some(ServerErrorKind::Ask) => error
+            .details()
+            .and_then(|details| details.split(' ').nth(1)),
+        _ => None,
+    }
+}
+
+/// Each command of a pipeline, as packed.
+fn commands(packed: &[u8]) -> Vec<&[u8]> {
+    let mut commands = Vec::new();
+    let mut rest = packed;
+    while let Some(len) = command_len(rest).filter(|&len| len > 0) {
+        commands.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    commands
+}
+
 fn command_name(packed: &[u8]) -> Option<&[u8]> {
     first_words(packed, 1).first().copied()
 }
@@ -354,7 +435,199 @@ fn command_len(packed: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, ErrorKind as IoKind, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::thread;
+
+    use super::super::LinkSettings;
     use super::*;
+
+    /// Reads one command (a RESP array of bulk strings) off `reader`:
+    /// its words, or None at the end of the stream.
+    fn read_command(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let mut words = Vec::new();
+        for _ in 0..count {
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+            words.push(line.trim_end().to_owned());
+        }
+        Some(words)
+    }
+
+    /// A node for one connection, answering each command with `answer`'s
+    /// reply (RESP), and `+OK` where it has none (the client's set-up).
+    fn fake_node(
+        listener: TcpListener,
+        answer: impl Fn(&str) -> Option<String> + Send + 'static,
+    ) -> thread::JoinHandle<()> {
+        thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            // Ends by itself should the client never close.
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut writer = stream.try_clone().expect("a second handle");
+            let mut reader = BufReader::new(stream);
+            while let Some(words) = read_command(&mut reader) {
+                let command = words.join(" ").to_ascii_uppercase();
+                let reply = answer(&command).unwrap_or_else(|| "+OK\r\n".to_owned());
+                if writer.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// A node of a cluster of one master, `127.0.0.1:port` owning every
+    /// slot: it answers `INFO` and `CLUSTER SLOTS`.
+    fn one_master_node(listener: TcpListener, port: u16) -> thread::JoinHandle<()> {
+        fake_node(listener, move |command| {
+            if command.starts_with("INFO") {
+                Some("$17\r\ncluster_enabled:1\r\n".to_owned())
+            } else if command == "CLUSTER SLOTS" {
+                Some(format!(
+                    "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:{port}\r\n"
+                ))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// A topology of masters on loopback: each `(first, last, port)`.
+    fn topology(ranges: &[(i64, i64, u16)]) -> Topology {
+        let ranges = ranges
+            .iter()
+            .map(|&(first, last, port)| {
+                Value::Array(vec![
+                    Value::Int(first),
+                    Value::Int(last),
+                    Value::Array(vec![
+                        Value::BulkString(b"127.0.0.1".to_vec()),
+                        Value::Int(i64::from(port)),
+                    ]),
+                ])
+            })
+            .collect();
+        Topology::from_cluster_slots(&Value::Array(ranges), "127.0.0.1").expect("a topology")
+    }
+
+    fn bind() -> (TcpListener, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("its address").port();
+        (listener, port)
+    }
+
+    fn quick() -> LinkSettings {
+        LinkSettings {
+            reply_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            ..LinkSettings::default()
+        }
+    }
+
+    /// Commands naming no key, `PUBLISH` first, go to the master of the
+    /// server bans' slot (7104, shard 1 here), not to the first master.
+    #[test]
+    fn keyless_commands_go_to_the_classic_node() {
+        let target = Arc::new(Target::new("redis://127.0.0.1:1", &quick()).expect("a target"));
+        let topology = topology(&[(0, 5460, 1), (5461, 10922, 2), (10923, 16383, 3)]);
+        assert_eq!(topology.classic(), 1);
+        let router = Router::new(target, topology, None);
+        let publish = redis::cmd("PUBLISH")
+            .arg("node:x")
+            .arg("p a b c")
+            .get_packed_command();
+        assert_eq!(router.route(&publish).ok(), Some(1));
+        let get = redis::cmd("GET").arg("name:{b0}:a").get_packed_command();
+        assert_eq!(router.route(&get).ok(), router.shard_of("name:{b0}:a").ok());
+    }
+
+    /// A pipeline's command that gets `ASK` is sent again alone, after
+    /// `ASKING`, to the node named; the others' replies stay.
+    #[test]
+    fn a_pipeline_follows_ask_per_command() {
+        let (here, here_port) = bind();
+        let (there, there_port) = bind();
+        let moving = fake_node(here, move |command| match command {
+            "GET {MOVING}X" => Some(format!("-ASK 1 127.0.0.1:{there_port}\r\n")),
+            "GET {STAYING}Y" => Some("$4\r\nhere\r\n".to_owned()),
+            _ => None,
+        });
+        let asked = Arc::new(AtomicBool::new(false));
+        let was_asked = Arc::clone(&asked);
+        let importing = fake_node(there, move |command| match command {
+            "ASKING" => {
+                was_asked.store(true, Ordering::SeqCst);
+                None
+            }
+            "GET {MOVING}X" if was_asked.load(Ordering::SeqCst) => {
+                Some("$5\r\nthere\r\n".to_owned())
+            }
+            _ => Some("-MOVED 1 127.0.0.1:1\r\n".to_owned()),
+        });
+        let url = format!("redis://127.0.0.1:{here_port}");
+        let target = Arc::new(Target::new(&url, &quick()).expect("a target"));
+        let first = target.connect().expect("a connection to the node");
+        let mut router = Router::new(target, topology(&[(0, 16383, here_port)]), Some(first));
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET")
+            .arg("{moving}x")
+            .cmd("GET")
+            .arg("{staying}y");
+        let replies: Vec<String> = pipe.query(&mut router).expect("both replies");
+        assert_eq!(replies, ["there", "here"]);
+        assert!(asked.load(Ordering::SeqCst));
+        drop(router);
+        moving.join().expect("the first node's thread");
+        importing.join().expect("the second node's thread");
+    }
+
+    /// The topology is read over the connection already open: the URL's
+    /// node (here one that accepts and never answers, as a host gone
+    /// behind a firewall costs a timeout) is not even connected to.
+    #[test]
+    fn the_topology_is_read_again_over_an_open_connection_first() {
+        let (silent, silent_port) = bind();
+        let (node, node_port) = bind();
+        let serving = one_master_node(node, node_port);
+        let settings = quick();
+        let url = format!("redis://127.0.0.1:{silent_port}");
+        let target = Arc::new(Target::new(&url, &settings).expect("a target"));
+        // Two masters, the URL's node one of them; the node says it is
+        // the only one now.
+        let topology = topology(&[(0, 8191, node_port), (8192, 16383, silent_port)]);
+        let mut router = Router::new(Arc::clone(&target), topology, None);
+        router.open[0] = Some(
+            target
+                .connect_to(&format!("127.0.0.1:{node_port}"))
+                .expect("a connection to the node"),
+        );
+
+        let began = Instant::now();
+        assert!(router.read_again(true), "the topology did not change");
+        assert_eq!(router.topology().shards(), 1);
+        assert_eq!(
+            router.topology().master(0),
+            format!("127.0.0.1:{node_port}")
+        );
+        assert!(began.elapsed() < settings.reply_timeout);
+        silent.set_nonblocking(true).expect("non-blocking");
+        match silent.accept() {
+            Err(error) if error.kind() == IoKind::WouldBlock => {}
+            other => panic!("the URL's node was connected to: {other:?}"),
+        }
+        // The router's connections close with it, and the node's thread
+        // ends on their end.
+        drop(router);
+        serving.join().expect("the node's thread");
+    }
 
     #[test]
     fn the_key_is_found_in_commands_and_pipelines() {
@@ -390,5 +663,26 @@ mod tests {
         let packed = pipe.get_packed_pipeline();
         assert_eq!(first_key(&packed), Some(&b"chat:server-bans"[..]));
         assert_eq!(command_name(&packed), Some(&b"MULTI"[..]));
+    }
+
+    #[test]
+    fn a_pipeline_splits_into_its_commands() {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET")
+            .arg("a")
+            .cmd("SET")
+            .arg("b")
+            .arg("x y")
+            .cmd("PING");
+        let packed = pipe.get_packed_pipeline();
+        let each: Vec<Vec<u8>> = vec![
+            redis::cmd("GET").arg("a").get_packed_command(),
+            redis::cmd("SET").arg("b").arg("x y").get_packed_command(),
+            redis::cmd("PING").get_packed_command(),
+        ];
+        assert_eq!(commands(&packed), each);
+        let ask = redis::parse_redis_value(b"-ASK 3999 127.0.0.1:6381\r\n").unwrap();
+        assert_eq!(asked_to(&ask), Some("127.0.0.1:6381"));
+        assert_eq!(asked_to(&Value::Okay), None);
     }
 }

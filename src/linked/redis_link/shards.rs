@@ -64,10 +64,11 @@ pub(super) struct Shards {
 }
 
 impl Shards {
-    /// Hands `classic` (the connection the URL named) to a thread that
-    /// subscribes it to `channels` and listens, connects to every master
-    /// of `topology` with a thread each, and returns once `channels` are
-    /// subscribed to, so that nothing said on them from then on is missed.
+    /// Hands `classic` (the connection to the classic pub/sub's node) to a
+    /// thread that subscribes it to `channels` and listens, connects to
+    /// every master of `topology` with a thread each, and returns once
+    /// `channels` are subscribed to, so that nothing said on them from then
+    /// on is missed.
     /// `node` names this node's [`bell`]s.
     pub(super) fn connect(
         target: &Target,

@@ -170,6 +170,18 @@ impl Topology {
         (owner != NO_SHARD).then_some(usize::from(owner))
     }
 
+    /// The shard whose master carries the classic pub/sub (node channels,
+    /// questions, moderation) on a cluster: the master of the server bans'
+    /// slot. A cluster relays a classic `PUBLISH` to every node, but its
+    /// count counts only the subscribers of the node that ran it, so every
+    /// server subscribes and publishes on this one node, chosen the same way by all from the
+    /// topology, and chosen again when a failover changes it. The bans' own
+    /// update (set, then published, in one transaction) lands there too.
+    /// Shard 0 while no master serves that slot, and on one Redis.
+    pub(super) fn classic(&self) -> usize {
+        self.shard_of(super::SERVER_BANS_KEY).unwrap_or(0)
+    }
+
     /// Whether every slot has a master.
     pub(super) fn covers_every_slot(&self) -> bool {
         self.owners.iter().all(|&owner| owner != NO_SHARD)

@@ -89,20 +89,16 @@ impl Subscriber {
     }
 
     /// New connections after a failure: the topology read again (a master
-    /// may have failed over), and a connection to listen on, to the URL's
-    /// node or, if it is gone, to any master.
+    /// may have failed over), and a connection to listen on: the URL's
+    /// Redis, or on a cluster the classic pub/sub's master as it is now.
     fn reconnect(&self, query: &mut Router) -> redis::RedisResult<Connection> {
         query.reset();
         query.read_again(true);
-        match self.target.connect() {
-            Ok(listen) => Ok(listen),
-            Err(error) if query.topology().is_cluster() => {
-                let topology = query.topology();
-                (0..topology.shards())
-                    .find_map(|shard| self.target.connect_to(topology.master(shard)).ok())
-                    .ok_or(error)
-            }
-            Err(error) => Err(error),
+        let topology = query.topology();
+        if topology.is_cluster() {
+            self.target.connect_to(topology.master(topology.classic()))
+        } else {
+            self.target.connect()
         }
     }
 

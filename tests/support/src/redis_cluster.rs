@@ -75,30 +75,35 @@ impl RedisCluster {
     /// alone comes before the replicas are attached: a master killed then
     /// would have no replica to take over.)
     pub fn start() -> RedisCluster {
+        RedisCluster::start_on(node_ports())
+    }
+
+    /// [`RedisCluster::start`] on these six ports.
+    fn start_on(ports: Vec<u16>) -> RedisCluster {
         let began = Instant::now();
-        let dir = TempDir::new();
-        let mut nodes: Vec<Node> = node_ports()
-            .into_iter()
-            .map(|port| Node {
-                child: Some(spawn(dir.path(), port)),
-                port,
-                id: String::new(),
-            })
-            .collect();
+        // Each process is the cluster's from the moment it starts, so a
+        // panic anywhere in the start-up drops it and stops every one.
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
             masters: [0, 1, 2],
-            dir,
+            dir: TempDir::new(),
             started_in: Duration::ZERO,
         };
-        for node in nodes.iter_mut() {
-            let mut connection = cluster.wait_answers(node);
-            node.id = redis::cmd("CLUSTER")
+        for port in ports {
+            let child = spawn(cluster.dir.path(), port);
+            cluster.nodes.push(Node {
+                child: Some(child),
+                port,
+                id: String::new(),
+            });
+        }
+        for index in 0..cluster.nodes.len() {
+            let mut connection = cluster.wait_answers(index);
+            cluster.nodes[index].id = redis::cmd("CLUSTER")
                 .arg("MYID")
                 .query(&mut connection)
                 .expect("CLUSTER MYID");
         }
-        cluster.nodes = nodes;
         for (shard, &(first, last)) in SHARD_SLOTS.iter().enumerate() {
             let mut master = cluster.connection(cluster.nodes[shard].port);
             // Distinct epochs from the start, as redis-cli gives them:
@@ -333,25 +338,25 @@ impl RedisCluster {
     /// Waits until the freshly started node answers PING; a node that
     /// ended instead (its port taken since it was chosen) fails the test
     /// with its log.
-    fn wait_answers(&self, node: &mut Node) -> redis::Connection {
+    fn wait_answers(&mut self, index: usize) -> redis::Connection {
+        let port = self.nodes[index].port;
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            if let Ok(mut connection) = connect(node.port) {
+            if let Ok(mut connection) = connect(port) {
                 if redis::cmd("PING").query::<String>(&mut connection).is_ok() {
                     return connection;
                 }
             }
-            if let Some(Ok(Some(status))) = node.child.as_mut().map(Child::try_wait) {
+            let ended = self.nodes[index].child.as_mut().map(Child::try_wait);
+            if let Some(Ok(Some(status))) = ended {
                 panic!(
-                    "redis-server on {} ended ({status}) before answering:\n{}",
-                    node.port,
-                    self.log(node.port)
+                    "redis-server on {port} ended ({status}) before answering:\n{}",
+                    self.log(port)
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server on {} never answered",
-                node.port
+                "redis-server on {port} never answered"
             );
             thread::sleep(Duration::from_millis(5));
         }
@@ -508,4 +513,29 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
         }
     }
     crc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+    use std::panic::{self, AssertUnwindSafe};
+
+    use super::*;
+
+    /// A node that cannot start (its port taken) fails the start-up after
+    /// the five others answered; none of those five is left running.
+    #[test]
+    fn a_failed_start_up_stops_every_process_started() {
+        let ports = node_ports();
+        let _taken = TcpListener::bind(("127.0.0.1", ports[5])).expect("the sixth port");
+        let started =
+            panic::catch_unwind(AssertUnwindSafe(|| RedisCluster::start_on(ports.clone())));
+        assert!(started.is_err(), "a cluster started without its sixth node");
+        for &port in &ports[..5] {
+            assert!(
+                TcpStream::connect(("127.0.0.1", port)).is_err(),
+                "node {port} still answers after the failed start-up"
+            );
+        }
+    }
 }

@@ -98,8 +98,7 @@
 //! refuses whole: the server bans' update then fails, as it does while
 //! the link is down. A script whose keys the move has split between the
 //! two nodes gets `TRYAGAIN` instead: the publisher sends its lines again
-//! later, but the renewal of the rooms' keys takes it for a lost link
-//! until the slot has moved.
+//! later, and the renewal of the rooms' keys waits for its next round.
 //!
 //! While one master is out of reach the whole link is down, as it is when
 //! the one Redis is, not just that master's rooms: its lines are refused

@@ -514,6 +514,14 @@ impl Subscriber {
                     self.touch_script.load(query).map_err(lost)?;
                     pipe.exec(query).map_err(lost)?;
                 }
+                // A slot half moved, with a room's keys split between the
+                // two nodes: these rooms are renewed at the next round,
+                // long before they could lapse.
+                Err(error)
+                    if error.kind() == ErrorKind::Server(redis::ServerErrorKind::TryAgain) =>
+                {
+                    log::debug!("redis {}: renewal put off: {error}", self.target.addr);
+                }
                 done => done.map_err(lost)?,
             }
         }

@@ -38,14 +38,7 @@ impl Scrape {
 /// `GET /metrics` over loopback, within [`TIMEOUT`]; fails the test unless
 /// the answer is a 200 of the text format.
 fn scrape(addr: SocketAddr) -> Scrape {
-    let mut socket = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
-    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
-    socket.set_write_timeout(Some(TIMEOUT)).unwrap();
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    socket.read_to_string(&mut reply).unwrap();
+    let reply = support::metrics_text(addr);
     let (head, text) = reply.split_once("\r\n\r\n").expect("an HTTP answer");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(

@@ -9,13 +9,12 @@
 use secure_chat_test_support as support;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use secure_chat::server::MAX_CLIENTS;
-use support::{run, Pki, ServerProcess, TempDir, SERVER, TIMEOUT};
+use support::{run, Pki, ServerProcess, TempDir, SERVER};
 
 /// Where the unit expects the server; the tests put the built one there.
 const INSTALLED: &str = "/usr/local/bin/chat-server";
@@ -199,7 +198,7 @@ fn the_server_runs_with_the_units_arguments() {
     // later.
     let mut reply = String::new();
     let joined = support::wait_until(|| {
-        reply = scrape(metrics);
+        reply = support::metrics_text(metrics);
         reply.contains("\nchat_server_store_queued ")
     });
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
@@ -212,16 +211,4 @@ fn the_server_runs_with_the_units_arguments() {
         "nothing in the data directory"
     );
     server.stop();
-}
-
-/// One `GET /metrics` over loopback, within [`TIMEOUT`]: the whole answer.
-fn scrape(metrics: SocketAddr) -> String {
-    let mut socket = TcpStream::connect_timeout(&metrics, TIMEOUT).unwrap();
-    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    socket.read_to_string(&mut reply).unwrap();
-    reply
 }

@@ -15,12 +15,9 @@ mod failover;
 mod harness;
 mod threads;
 
-use std::thread;
-use std::time::{Duration, Instant};
-
 use secure_chat::server::Limits;
 use secure_chat_test_support::{
-    quick_link, slot, test_limits, Pki, RedisCluster, TestClient, TestServer, TIMEOUT,
+    quick_link, slot, test_limits, wait_until, Pki, RedisCluster, TestClient, TestServer,
 };
 
 /// A cluster of the test's own and two chat servers linked through it,
@@ -108,18 +105,12 @@ fn subscribers(cluster: &RedisCluster, room: &str) -> i64 {
 /// Waits until `count` servers listen to `room`: a server joins a room's
 /// channel a moment after its first user enters it.
 fn wait_subscribed(cluster: &RedisCluster, room: &str, count: i64) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let subscribed = subscribers(cluster, room);
-        if subscribed == count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{subscribed} subscribers to {room}, not {count}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let mut subscribed = 0;
+    let reached = wait_until(|| {
+        subscribed = subscribers(cluster, room);
+        subscribed == count
+    });
+    assert!(reached, "{subscribed} subscribers to {room}, not {count}");
 }
 
 /// Connects, takes `nick`, and waits until the server confirms it.

@@ -115,14 +115,7 @@ fn a_full_disk_warns_once_and_the_chat_goes_on() {
 
 /// One figure of the store from the server's metrics at `addr`.
 fn store_figure(addr: std::net::SocketAddr, name: &str) -> f64 {
-    use std::io::{Read, Write};
-    let mut socket = std::net::TcpStream::connect_timeout(&addr, support::TIMEOUT).unwrap();
-    socket.set_read_timeout(Some(support::TIMEOUT)).unwrap();
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    socket.read_to_string(&mut reply).unwrap();
+    let reply = support::metrics_text(addr);
     reply
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))

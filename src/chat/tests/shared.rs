@@ -4,7 +4,6 @@
 use super::*;
 use crate::chat::others::is_guest_name;
 use crate::elsewhere::{Query, Reach, Sent, WhoPart};
-use crate::tls::Fingerprint;
 
 fn name(name: &str) -> String {
     name.to_owned()
@@ -147,12 +146,7 @@ fn a_claim_answered_after_its_asker_was_renamed_is_let_go() {
 fn a_certificates_name_taken_elsewhere_closes_its_sessions() {
     let mut h = Harness::shared();
     let carol = ClientId(4);
-    let certificate = PeerCertificate {
-        subject: "CN=carol".to_owned(),
-        common_name: Some("carol".to_owned()),
-        key: Some(Fingerprint::of_spki(b"carol")),
-    };
-    h.join_as(carol, Some(certificate));
+    h.join_as(carol, super::moderation::certificate("carol", b"carol"));
     assert_eq!(nick_of(&h, carol), "carol");
     let seen = h.by_others(|chat, out| chat.name_lost("carol", false, out));
     assert_eq!(
@@ -505,12 +499,7 @@ fn a_guest_giving_its_name_to_a_certificate_holds_the_new_one_first() {
     h.claimed("carol", Claim::Ours);
     h.asked();
     let carol = ClientId(4);
-    let certificate = PeerCertificate {
-        subject: "CN=carol".to_owned(),
-        common_name: Some("carol".to_owned()),
-        key: Some(Fingerprint::of_spki(b"carol")),
-    };
-    h.join_as(carol, Some(certificate));
+    h.join_as(carol, super::moderation::certificate("carol", b"carol"));
     assert_eq!(nick_of(&h, carol), "carol");
     let renamed = nick_of(&h, a);
     assert!(renamed.starts_with("guest7-"), "{renamed}");

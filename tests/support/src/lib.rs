@@ -37,6 +37,21 @@ pub use redis_cluster::{cpu_ns, slot, Member, RedisCluster, SHARD_SLOTS, SLOTS};
 pub use redis_server::{free_port, quick_link, Redis};
 pub use server::{chat_of, chat_with, test_limits, TestServer};
 
+/// One `GET /metrics` to a server's metrics endpoint at `addr`, over
+/// loopback, within [`TIMEOUT`]: the whole answer, head and all.
+pub fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket.set_write_timeout(Some(TIMEOUT)).unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).unwrap();
+    reply
+}
+
 /// The longest any single wait in a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -133,18 +133,12 @@ impl Redis {
     /// Waits until `count` nodes are in `room`: a node joins a room on
     /// its subscriber thread, a moment after it is asked to.
     pub fn wait_subscribed(&self, room: &str, count: i64) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let subscribed = self.subscribers(room);
-            if subscribed == count {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{subscribed} subscribers to {room}, not {count}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        let mut subscribed = 0;
+        let reached = crate::wait_until(|| {
+            subscribed = self.subscribers(room);
+            subscribed == count
+        });
+        assert!(reached, "{subscribed} subscribers to {room}, not {count}");
     }
 
     /// A plain connection, for what a test does to Redis behind the links.

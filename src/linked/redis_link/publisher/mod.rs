@@ -99,7 +99,7 @@ pub(super) fn calls(batch: &[(u64, ToPublish)]) -> Vec<Vec<&(u64, ToPublish)>> {
     calls
 }
 
-/// One `EVALSHA` of `script` ([`PUBLISH_SCRIPT`](super::scripts::PUBLISH_SCRIPT))
+/// One `EVALSHA` of `script` ([`PUBLISH_SCRIPT`])
 /// per call of [`calls`], all in one pipeline, as `sender` on `node`,
 /// publishing with `publish` (`PUBLISH`, or `SPUBLISH` on a cluster).
 pub(super) fn pipeline(

@@ -178,7 +178,10 @@ if wants cluster; then
   done
   # The shard of chat-bench's room: its master is the one sampled.
   lobby_slot=$(redis-cli -p "${cports[0]}" CLUSTER KEYSLOT 'room:{#lobby}')
-  lobby_shard=$((lobby_slot <= 5460 ? 0 : lobby_slot <= 10922 ? 1 : 2))
+  for s in 0 1 2; do
+    read -r lo hi <<<"${ranges[s]}"
+    if [ "$lobby_slot" -ge "$lo" ] && [ "$lobby_slot" -le "$hi" ]; then lobby_shard=$s; fi
+  done
   echo "cluster: a Redis Cluster on ports ${cports[*]}; #lobby (slot $lobby_slot) on shard $lobby_shard" >&2
 fi
 
@@ -224,7 +227,7 @@ LATENCY_LINES=$((500 * 5))
 # cluster for the labels cluster1 and cluster2 (the lobby's master is then
 # the Redis sampled; every node's CPU is read before and after).
 measure() {
-  local base="$OUT.redis/$1-$2-$3" result figures lines interval waited=0
+  local base="$OUT.redis/$1-$2-$3" result figures lines interval calls waited=0
   local redis_port=$redis_port redis_pid=$redis_pid nodes=() before=() per_node= i
   if [[ $2 == cluster* ]]; then
     redis_port=${cports[lobby_shard]} redis_pid=${cpids[lobby_shard]}

@@ -58,10 +58,15 @@ impl TokenBucket {
         }
     }
 
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+    /// The tokens the bucket will hold at `at`, none taken meanwhile.
+    fn refilled(&self, at: Instant) -> f64 {
+        let elapsed = at.saturating_duration_since(self.updated).as_secs_f64();
         let rate = f64::from(self.limit.per_second);
-        self.tokens = (self.tokens + elapsed * rate).min(f64::from(self.limit.burst));
+        (self.tokens + elapsed * rate).min(f64::from(self.limit.burst))
+    }
+
+    fn refill(&mut self, now: Instant) {
+        self.tokens = self.refilled(now);
         self.updated = now;
     }
 
@@ -81,8 +86,7 @@ impl TokenBucket {
     /// client has been within its limit for a while. It takes nothing and
     /// changes nothing, so `at` may be a moment already counted.
     pub fn is_full(&self, at: Instant) -> bool {
-        let elapsed = at.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens + elapsed * f64::from(self.limit.per_second) >= f64::from(self.limit.burst)
+        self.refilled(at) >= f64::from(self.limit.burst)
     }
 }
 

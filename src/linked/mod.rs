@@ -577,8 +577,6 @@ impl Linked {
                 self.gathered(ticket, false)
             }
             Delivery::AskTimedOut { ticket } => self.gathered(ticket, true),
-            // Redis lost its data meanwhile: this server took a new number,
-            // and its new guests are named by it.
             Delivery::LinkUp { history_lost } => self.link_up(history_lost),
         }
     }

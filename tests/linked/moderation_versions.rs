@@ -81,6 +81,27 @@ impl Server {
     }
 }
 
+/// Changes the Redis user `bee`, whom server b logs in as, so that a test
+/// can shut b out (`off`) and let it back (`on`).
+fn bee(raw: &mut redis::Connection, rules: &[&str]) {
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("bee")
+        .arg(rules)
+        .exec(raw)
+        .expect("ACL SETUSER");
+}
+
+/// Cuts server b off: its user may not log in again, and its
+/// connections are closed.
+fn shut_out_bee(raw: &mut redis::Connection) {
+    bee(raw, &["off"]);
+    redis::cmd("CLIENT")
+        .arg(&["KILL", "USER", "bee"][..])
+        .exec(raw)
+        .expect("CLIENT KILL");
+}
+
 /// The rules `told` gives, if it gives `room`'s.
 fn rules_of<'t>(told: &'t Told, room: &str) -> Option<Option<&'t str>> {
     match told {
@@ -129,10 +150,7 @@ fn rules_changed_while_a_server_was_away_are_read_again_when_it_is_back() {
     let redis = Redis::start(&[]);
     let mut raw = redis.connection(&redis.url());
     // b logs in as a user of its own, whom the test can shut out.
-    redis::cmd("ACL")
-        .arg(&["SETUSER", "bee", "on", ">pw", "~*", "&*", "+@all"][..])
-        .exec(&mut raw)
-        .expect("ACL SETUSER");
+    bee(&mut raw, &["on", ">pw", "~*", "&*", "+@all"]);
     let settings = LinkSettings {
         // The ban's entry in the room's order is trimmed before b is
         // back: only reading the rules themselves tells it of the ban.
@@ -145,14 +163,7 @@ fn rules_changed_while_a_server_was_away_are_read_again_when_it_is_back() {
     a.enter(1, "#den");
     b.enter(1, "#den");
 
-    redis::cmd("ACL")
-        .arg(&["SETUSER", "bee", "off"][..])
-        .exec(&mut raw)
-        .expect("ACL SETUSER off");
-    redis::cmd("CLIENT")
-        .arg(&["KILL", "USER", "bee"][..])
-        .exec(&mut raw)
-        .expect("CLIENT KILL");
+    shut_out_bee(&mut raw);
     b.until(|told| matches!(told, Told::Unreachable { .. }));
     let ban = "ban - op troll spam";
     a.save("#den", ban);
@@ -160,10 +171,7 @@ fn rules_changed_while_a_server_was_away_are_read_again_when_it_is_back() {
     for n in 0..10 {
         a.say(1, &format!("line {n}"));
     }
-    redis::cmd("ACL")
-        .arg(&["SETUSER", "bee", "on"][..])
-        .exec(&mut raw)
-        .expect("ACL SETUSER on");
+    bee(&mut raw, &["on"]);
     let (_, before) = b.until(|told| matches!(told, Told::Reachable { .. }));
     assert!(
         before
@@ -408,33 +416,20 @@ fn a_newcomer_is_shown_as_many_lines_however_often_the_rules_changed() {
 fn a_change_made_while_the_link_is_down_goes_when_it_is_back_on_what_moved() {
     let redis = Redis::start(&[]);
     let mut raw = redis.connection(&redis.url());
-    redis::cmd("ACL")
-        .arg(&["SETUSER", "bee", "on", ">pw", "~*", "&*", "+@all"][..])
-        .exec(&mut raw)
-        .expect("ACL SETUSER");
+    bee(&mut raw, &["on", ">pw", "~*", "&*", "+@all"]);
     let mut a = Server::start(&redis.url(), "a", quick_link());
     let b_url = format!("redis://bee:pw@127.0.0.1:{}", redis.port);
     let mut b = Server::start(&b_url, "b", quick_link());
     a.enter(1, "#den");
     b.enter(1, "#den");
-    redis::cmd("ACL")
-        .arg(&["SETUSER", "bee", "off"][..])
-        .exec(&mut raw)
-        .expect("ACL SETUSER off");
-    redis::cmd("CLIENT")
-        .arg(&["KILL", "USER", "bee"][..])
-        .exec(&mut raw)
-        .expect("CLIENT KILL");
+    shut_out_bee(&mut raw);
     b.until(|told| matches!(told, Told::Unreachable { .. }));
     // Made on both sides of the outage.
     let ban = "ban - op troll spam";
     a.save("#den", ban);
     a.until(|told| rules_of(told, "#den") == Some(Some(ban)));
     b.save("#den", "invited alice");
-    redis::cmd("ACL")
-        .arg(&["SETUSER", "bee", "on"][..])
-        .exec(&mut raw)
-        .expect("ACL SETUSER on");
+    bee(&mut raw, &["on"]);
     // Back, b reads a's ban and keeps its own change on it meanwhile...
     let both = format!("{ban}\ninvited alice");
     let (_, before) = b.until(|told| matches!(told, Told::Reachable { .. }));

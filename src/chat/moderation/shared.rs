@@ -3,6 +3,7 @@
 //! kicks and kills done for or by another server, `/invite` and sending to
 //! the lobby. Not how they travel (`Elsewhere`), nor the other commands.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::commands::not_in_lobby;
@@ -362,7 +363,9 @@ impl Chat {
     /// be added to the rules they have.
     pub(in crate::chat) fn let_through(&mut self, waiting: Vec<Waiting>, out: &mut Vec<Output>) {
         let now = self.now();
-        let mut speakers: Vec<Speaker> = Vec::new();
+        // In the order the lines were said, as they come back: the one
+        // sought is nearly always the first.
+        let mut speakers: VecDeque<Speaker> = VecDeque::new();
         for waited in waiting {
             let line = match waited {
                 Waiting::Line(line) => line,
@@ -380,8 +383,8 @@ impl Chat {
             // A line nobody was noted for (past the notes' bound) is
             // checked against the speaker it names, as they are now; one
             // that names none is no one's (a notice).
-            let speaker = match noted {
-                Some(at) => speakers.swap_remove(at),
+            let speaker = match noted.and_then(|at| speakers.remove(at)) {
+                Some(speaker) => speaker,
                 None => match self.speaker_named(&line.line) {
                     Some(speaker) => speaker,
                     None => {

@@ -6,6 +6,29 @@ use super::shared_moderation::{den, rules};
 use super::*;
 use crate::elsewhere::Waiting;
 
+/// The others tell `room`'s past: not new, no topic, these `lines` and
+/// `rules`, and the lines said here meanwhile (`waiting`). What each
+/// client here was sent.
+fn past_comes(
+    h: &mut Harness,
+    room: RoomId,
+    lines: Vec<Arc<str>>,
+    rules: Option<&str>,
+    waiting: Vec<Waiting>,
+) -> HashMap<ClientId, Vec<String>> {
+    let told = Told::Recent {
+        room,
+        lines,
+        topic: None,
+        rules: Some(rules.map(str::to_owned)),
+        fresh: false,
+        waiting,
+    };
+    h.by_others(|chat, out| {
+        chat.told(told, out);
+    })
+}
+
 /// The room lines among `out`, as lines that wait for the others (shared,
 /// a line waits for them: here, for the room's past).
 fn waiting_lines(out: Vec<Output>) -> Vec<Waiting> {
@@ -35,17 +58,13 @@ fn past_after_entry(
             .line(ClientId(id), Frame::Line(text.to_owned()), &mut said);
     }
     let waiting = waiting_lines(said);
-    let seen = h.by_others(|chat, out| {
-        let told = Told::Recent {
-            room,
-            lines: vec![Arc::from("chat zed from before\n")],
-            topic: None,
-            rules: Some(Some(rules.to_owned())),
-            fresh: false,
-            waiting,
-        };
-        chat.told(told, out);
-    });
+    let seen = past_comes(
+        &mut h,
+        room,
+        vec![Arc::from("chat zed from before\n")],
+        Some(rules),
+        waiting,
+    );
     (h, a, b, seen)
 }
 
@@ -78,17 +97,13 @@ fn a_line_said_before_the_rules_came_is_checked_against_its_speaker_renamed_sinc
     assert_eq!(said.len(), 1, "{said:?}");
     h.send(b, "/nick sneaky");
     h.claimed("sneaky", Claim::Ours);
-    let seen = h.by_others(|chat, out| {
-        let told = Told::Recent {
-            room,
-            lines: Vec::new(),
-            topic: None,
-            rules: Some(Some("mute - mallory guest7-2".to_owned())),
-            fresh: false,
-            waiting: said,
-        };
-        chat.told(told, out);
-    });
+    let seen = past_comes(
+        &mut h,
+        room,
+        Vec::new(),
+        Some("mute - mallory guest7-2"),
+        said,
+    );
     assert!(
         !seen.values().flatten().any(|line| line.contains("sneaked")),
         "{seen:?}"
@@ -250,17 +265,13 @@ fn a_line_said_as_the_link_comes_back_is_checked_against_the_rules_that_come() {
         };
         chat.told(told, out);
     });
-    let seen = h.by_others(|chat, out| {
-        let told = Told::Recent {
-            room,
-            lines: Vec::new(),
-            topic: None,
-            rules: Some(Some("mute - mallory guest7-2".to_owned())),
-            fresh: false,
-            waiting: said,
-        };
-        chat.told(told, out);
-    });
+    let seen = past_comes(
+        &mut h,
+        room,
+        Vec::new(),
+        Some("mute - mallory guest7-2"),
+        said,
+    );
     assert!(
         !seen
             .values()
@@ -287,16 +298,6 @@ fn who_spoke_before_the_past_came_is_forgotten_with_the_room() {
     // #attic's past comes, with nothing waiting: its note goes too.
     let attic = h.chat.room_named("#attic").unwrap();
     assert_ne!(attic, den);
-    h.by_others(|chat, out| {
-        let told = Told::Recent {
-            room: attic,
-            lines: Vec::new(),
-            topic: None,
-            rules: Some(None),
-            fresh: false,
-            waiting: Vec::new(),
-        };
-        chat.told(told, out);
-    });
+    past_comes(&mut h, attic, Vec::new(), None, Vec::new());
     assert_eq!(h.chat.speakers_noted(), 0);
 }

@@ -59,10 +59,14 @@ impl Target {
 
     /// One connection, with every read and write bounded in time.
     pub(super) fn connect(&self) -> redis::RedisResult<Connection> {
+        self.timed(&self.client)
+    }
+
+    /// A connection of `client`'s, with every read and write bounded in
+    /// time.
+    fn timed(&self, client: &Client) -> redis::RedisResult<Connection> {
         let settings = &self.settings;
-        let connection = self
-            .client
-            .get_connection_with_timeout(settings.connect_timeout)?;
+        let connection = client.get_connection_with_timeout(settings.connect_timeout)?;
         connection.set_read_timeout(Some(settings.reply_timeout))?;
         connection.set_write_timeout(Some(settings.reply_timeout))?;
         Ok(connection)
@@ -109,12 +113,7 @@ impl Target {
         }
         let redis = self.info.redis_settings().clone().set_protocol(protocol);
         let info = self.info.clone().set_addr(addr).set_redis_settings(redis);
-        let client = client_for(info, self.pem.as_ref())?;
-        let settings = &self.settings;
-        let connection = client.get_connection_with_timeout(settings.connect_timeout)?;
-        connection.set_read_timeout(Some(settings.reply_timeout))?;
-        connection.set_write_timeout(Some(settings.reply_timeout))?;
-        Ok(connection)
+        self.timed(&client_for(info, self.pem.as_ref())?)
     }
 
     /// What an error says, with the password (should a message ever

@@ -113,7 +113,12 @@ pub const NAME_BUCKETS: u16 = 256;
 /// [`NAME_BUCKETS`]. The braces are the Redis Cluster hash tag: the
 /// names of one bucket share a slot.
 pub fn name_key(name: &str) -> String {
-    format!("name:{{b{}}}:{name}", crc16(name.as_bytes()) % NAME_BUCKETS)
+    format!("name:{{b{}}}:{name}", bucket(name))
+}
+
+/// `name`'s bucket: which of the [`NAME_BUCKETS`] hash tags it is kept under.
+fn bucket(name: &str) -> u16 {
+    crc16(name.as_bytes()) % NAME_BUCKETS
 }
 
 /// `names` in groups one script call may take: at most [`RENEW_CHUNK`]
@@ -131,8 +136,7 @@ pub(super) fn by_bucket<'a>(
     }
     let mut buckets: BTreeMap<u16, Vec<&String>> = BTreeMap::new();
     for name in names {
-        let bucket = crc16(name.as_bytes()) % NAME_BUCKETS;
-        buckets.entry(bucket).or_default().push(name);
+        buckets.entry(bucket(name)).or_default().push(name);
     }
     buckets
         .into_values()

@@ -545,8 +545,11 @@ mod tests {
             .arg("p a b c")
             .get_packed_command();
         assert_eq!(router.route(&publish).ok(), Some(1));
-        let get = redis::cmd("GET").arg("name:{b0}:a").get_packed_command();
-        assert_eq!(router.route(&get).ok(), router.shard_of("name:{b0}:a").ok());
+        // A key on another master than the classic node's, so that a key
+        // taken for none would show.
+        let get = redis::cmd("GET").arg("name:{b1}:a").get_packed_command();
+        assert_ne!(router.shard_of("name:{b1}:a").ok(), Some(1));
+        assert_eq!(router.route(&get).ok(), router.shard_of("name:{b1}:a").ok());
     }
 
     /// A pipeline's command that gets `ASK` is sent again alone, after

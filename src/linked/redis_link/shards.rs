@@ -282,14 +282,14 @@ fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Se
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             };
-            let (command, channels) = match change {
-                Change::Subscribe(channels) => ("SSUBSCRIBE", channels),
-                Change::Unsubscribe(channels) => ("SUNSUBSCRIBE", channels),
+            let (command, channels, leaving_them) = match change {
+                Change::Subscribe(channels) => ("SSUBSCRIBE", channels, false),
+                Change::Unsubscribe(channels) => ("SUNSUBSCRIBE", channels, true),
             };
             // One channel per command: channels of different slots in
             // one are refused.
             for name in channels {
-                if command == "SUNSUBSCRIBE" {
+                if leaving_them {
                     if let Some(room) = room_of(&name) {
                         *leaving.entry(room.to_owned()).or_default() += 1;
                     }
@@ -356,13 +356,7 @@ fn hear_classic(
             return;
         }
         if last_ping.elapsed() >= settings.ping_every {
-            // The reply may take longer than a poll: wait for it as for
-            // any reply. Messages that come first are kept.
-            let pinged = pubsub
-                .set_read_timeout(Some(settings.reply_timeout))
-                .and_then(|()| pubsub.ping::<Value>())
-                .and_then(|_| pubsub.set_read_timeout(Some(settings.poll)));
-            if let Err(error) = pinged {
+            if let Err(error) = super::state::ping(&mut pubsub, settings) {
                 let _ = tell.send(Heard::Lost(error));
                 return;
             }

@@ -128,3 +128,15 @@ impl fmt::Debug for LinkState {
             .finish_non_exhaustive()
     }
 }
+
+/// `PING`s a subscribed connection. The reply may take longer than a poll:
+/// it is waited for as any reply is, and messages that come first are kept.
+pub(super) fn ping(
+    pubsub: &mut redis::PubSub<'_>,
+    settings: &LinkSettings,
+) -> redis::RedisResult<()> {
+    pubsub
+        .set_read_timeout(Some(settings.reply_timeout))
+        .and_then(|()| pubsub.ping::<Value>())
+        .and_then(|_| pubsub.set_read_timeout(Some(settings.poll)))
+}

@@ -240,14 +240,7 @@ impl Subscriber {
             if last_ping.elapsed() >= settings.ping_every {
                 match &mut hearing {
                     Hearing::Alone(pubsub) => {
-                        // The reply may take longer than a poll: wait for
-                        // it as for any reply. Messages that come first
-                        // are kept.
-                        let pinged = pubsub
-                            .set_read_timeout(Some(settings.reply_timeout))
-                            .and_then(|()| pubsub.ping::<Value>())
-                            .and_then(|_| pubsub.set_read_timeout(Some(settings.poll)));
-                        if let Err(error) = pinged {
+                        if let Err(error) = super::state::ping(pubsub, settings) {
                             return lost(&self.target, error);
                         }
                     }

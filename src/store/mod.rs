@@ -569,12 +569,13 @@ impl std::error::Error for StoreError {}
 /// Debian 12 (3.40.1) fails at `.recover` and leaves a file with no
 /// tables. `.dump` writes the rows it can read and ends with a `ROLLBACK`
 /// when it met damage; made a `COMMIT`, the rows are kept. It does not
-/// keep the file's version, which the last command writes back.
+/// keep the file's version, and is not given one: the tables it kept are
+/// the damaged file's, of whatever version that was, and a file whose
+/// version reads 0 is known by its tables when it is opened.
 fn recovery(file: &str) -> String {
     format!(
         "sqlite3 {file} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | \
-         sqlite3 {file}.recovered && sqlite3 {file}.recovered 'pragma user_version={}'",
-        db::VERSION
+         sqlite3 {file}.recovered"
     )
 }
 

@@ -165,19 +165,17 @@ impl Router {
                 "the cluster's masters changed",
             )));
         }
-        if self.open[shard].is_none() {
-            match self.target.connect_to(self.topology.master(shard)) {
-                Ok(connection) => self.open[shard] = Some(connection),
+        let connection = match self.open[shard].take() {
+            Some(open) => open,
+            None => match self.target.connect_to(self.topology.master(shard)) {
+                Ok(connection) => connection,
                 Err(error) => {
                     self.read_again(false);
                     return Err(error);
                 }
-            }
-        }
-        match self.open[shard].as_mut() {
-            Some(connection) => Ok(connection),
-            None => Err(RedisError::from((ErrorKind::Io, "no connection"))),
-        }
+            },
+        };
+        Ok(self.open[shard].insert(connection))
     }
 
     /// The shard of `key`; an error while no master serves its slot.

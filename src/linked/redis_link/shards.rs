@@ -103,19 +103,27 @@ impl Shards {
             Err(_) => return Err(timed_out("the classic subscription was not confirmed")),
         }
         for shard in 0..topology.shards() {
-            let mut connection = target.listen_to(topology.master(shard))?;
+            let master = topology.master(shard).to_owned();
+            let mut connection = target.listen_to(&master)?;
             let bell = bell(topology, shard, node)?;
             let packed = redis::cmd("SSUBSCRIBE").arg(&bell).get_packed_command();
             connection.send_packed_command(&packed)?;
             // Within a reply's time, as connected.
-            while !matches!(read(connection.recv_response()?)?, Message::Subscribed) {}
+            while !matches!(read(connection.recv_response()?)?, Message::Bell) {}
             shards.bells.push(bell);
             // Only as long as a change waits for a quiet connection that
-            // nobody rang.
+            // nobody rang, or a ping for its answer.
             connection.set_read_timeout(Some(settings.poll))?;
             let (change, changes) = crossbeam_channel::unbounded();
-            let tell = tell.clone();
-            let hear = move || hear_master(connection, &changes, &tell);
+            let listening = Listening {
+                master,
+                ping: packed,
+                changes,
+                tell: tell.clone(),
+                ping_every: settings.ping_every,
+                reply_timeout: settings.reply_timeout,
+            };
+            let hear = move || hear_master(connection, &listening);
             shards.threads.push(spawn("redis-hear-shard", hear)?);
             shards.changes.push(change);
         }
@@ -267,14 +275,39 @@ fn timed_out(what: &'static str) -> RedisError {
     RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
 }
 
+/// What a master's listening thread is given besides its connection.
+struct Listening {
+    /// The master's address, named when it stops answering.
+    master: String,
+    /// The ping: `SSUBSCRIBE` of the connection's [`bell`], packed. A
+    /// subscription made again is confirmed again, with a push, where a
+    /// `PING` on a RESP3 connection is answered with a plain `PONG`, which
+    /// the client library drops as the late reply of a read that timed
+    /// out (these reads time out every quiet poll).
+    ping: Vec<u8>,
+    changes: Receiver<Change>,
+    tell: Sender<Heard>,
+    ping_every: Duration,
+    reply_timeout: Duration,
+}
+
 /// A master's listening thread: makes the changes asked between reads,
-/// and hands on what its connection hears, until the changes close or the
-/// connection fails.
-fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Sender<Heard>) {
+/// hands on what its connection hears, and pings the connection once it
+/// has been quiet for [`LinkSettings::ping_every`], until the changes
+/// close or the connection fails. A ping that nothing follows within
+/// [`LinkSettings::reply_timeout`] counts as a failure: a master that hangs
+/// (a frozen machine) keeps its connections open and says nothing, and its
+/// replica may have taken over its slots meanwhile.
+fn hear_master(mut connection: Connection, listening: &Listening) {
+    let Listening { changes, tell, .. } = listening;
     // The `SUNSUBSCRIBE`s sent and not yet answered, by room: a master
     // answers on this connection in order, so an answer with none
     // pending is one it sent unasked (the room's slot moved).
     let mut leaving: HashMap<String, usize> = HashMap::new();
+    let mut last_heard = Instant::now();
+    // When the ping waiting for an answer went; anything heard answers
+    // it, for it shows the master alive.
+    let mut pinged: Option<Instant> = None;
     loop {
         loop {
             let change = match changes.try_recv() {
@@ -301,7 +334,19 @@ fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Se
                 }
             }
         }
-        let heard = match connection.recv_response().and_then(read) {
+        if pinged.is_none() && last_heard.elapsed() >= listening.ping_every {
+            if let Err(error) = connection.send_packed_command(&listening.ping) {
+                let _ = tell.send(Heard::Lost(error));
+                return;
+            }
+            pinged = Some(Instant::now());
+        }
+        let message = connection.recv_response().and_then(read);
+        if message.is_ok() {
+            last_heard = Instant::now();
+            pinged = None;
+        }
+        let heard = match message {
             Ok(Message::Line(room, payload)) => Heard::Line(room, payload),
             Ok(Message::Subscribed) => Heard::Subscribed,
             Ok(Message::Unsubscribed(room)) => match leaving.get_mut(&room) {
@@ -314,9 +359,22 @@ fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Se
                 }
                 None => Heard::Unsubscribed(room),
             },
-            Ok(Message::Other) => continue,
-            // Quiet for a poll: time to look at the changes.
-            Err(error) if error.is_timeout() => continue,
+            Ok(Message::Bell | Message::Other) => continue,
+            // Quiet for a poll, with no ping unanswered for long: time to
+            // look at the changes and the clock.
+            Err(error)
+                if error.is_timeout()
+                    && pinged.is_none_or(|at| at.elapsed() < listening.reply_timeout) =>
+            {
+                continue
+            }
+            Err(error) if error.is_timeout() => Heard::Lost(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "master {} did not answer a ping within {:?}",
+                    listening.master, listening.reply_timeout
+                ),
+            ))),
             Err(error) => Heard::Lost(error),
         };
         let lost = matches!(heard, Heard::Lost(_));
@@ -382,8 +440,13 @@ fn hear_classic(
 /// What came on a shard's connection.
 enum Message {
     Line(String, Vec<u8>),
+    /// A room's subscription confirmed.
     Subscribed,
     Unsubscribed(String),
+    /// The [`bell`]'s subscription confirmed: the first, or a ping's
+    /// answer (the only channels these connections subscribe to are
+    /// rooms' and the bell).
+    Bell,
     Other,
 }
 
@@ -412,7 +475,8 @@ fn read(value: Value) -> RedisResult<Message> {
             Some(payload) => Message::Line(room, payload),
             None => Message::Other,
         },
-        (PushKind::SSubscribe, _) => Message::Subscribed,
+        (PushKind::SSubscribe, Some(_)) => Message::Subscribed,
+        (PushKind::SSubscribe, None) => Message::Bell,
         (PushKind::SUnsubscribe, Some(room)) => Message::Unsubscribed(room),
         _ => Message::Other,
     })
@@ -443,6 +507,11 @@ mod tests {
             vec![bulk("room:{lobby}"), Value::Int(1)],
         );
         assert!(matches!(read(subscribed), Ok(Message::Subscribed)));
+        let bell = push(
+            PushKind::SSubscribe,
+            vec![bulk("bell:{a.7}"), Value::Int(2)],
+        );
+        assert!(matches!(read(bell), Ok(Message::Bell)));
         let gone = push(
             PushKind::SUnsubscribe,
             vec![bulk("room:{lobby}"), Value::Int(0)],

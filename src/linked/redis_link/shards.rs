@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use redis::{Connection, ErrorKind, PushKind, RedisError, RedisResult, Value};
 
 use super::connect::Target;
@@ -16,6 +16,7 @@ use super::keys::{channel, room_of};
 use super::messages::LinkSettings;
 use super::route::Router;
 use super::slots::Topology;
+use crate::queue;
 
 /// How many things heard may wait for the subscriber; past that, the
 /// listening threads wait, and Redis buffers for them, as it does for
@@ -53,8 +54,13 @@ pub(super) struct Shards {
     /// `stop_classic`) is what stops the threads.
     changes: Vec<Sender<Change>>,
     stop_classic: Option<Sender<()>>,
-    /// Everything the threads heard.
-    heard: Receiver<Heard>,
+    /// Everything the threads heard: the crate's queue, whose receiver
+    /// sleeps at once where a crossbeam channel's spins and yields first
+    /// (eight `sched_yield`s each time the subscriber waits, ten times a
+    /// second on a quiet link). `None` once dropped.
+    heard: Option<queue::Receiver<Heard>>,
+    /// What was taken from `heard` and not yet passed on, the next last.
+    taken: Vec<Heard>,
     /// Per master, a channel of this node's that its connection hears
     /// (see [`bell`]).
     bells: Vec<String>,
@@ -78,13 +84,14 @@ impl Shards {
         node: &str,
     ) -> RedisResult<Shards> {
         let settings = &target.settings;
-        let (tell, heard) = crossbeam_channel::bounded(HEARD_QUEUE);
+        let (tell, heard) = queue::bounded(HEARD_QUEUE);
         let (stop_classic, stopped) = crossbeam_channel::bounded(0);
         let mut shards = Shards {
             topology: topology.clone(),
             changes: Vec::with_capacity(topology.shards()),
             stop_classic: Some(stop_classic),
-            heard,
+            heard: Some(heard),
+            taken: Vec::new(),
             bells: Vec::with_capacity(topology.shards()),
             threads: Vec::with_capacity(topology.shards() + 1),
             reply_timeout: settings.reply_timeout,
@@ -137,15 +144,21 @@ impl Shards {
 
     /// The next thing heard, waiting up to `wait`; `None` if nothing came.
     pub(super) fn next(&mut self, wait: Duration) -> RedisResult<Option<Heard>> {
-        match self.heard.recv_timeout(wait) {
-            Ok(heard) => Ok(Some(heard)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            // Each thread says `Lost` before it ends on its own.
-            Err(RecvTimeoutError::Disconnected) => Err(RedisError::from((
+        if let Some(heard) = self.taken.pop() {
+            return Ok(Some(heard));
+        }
+        let Some(queue) = &self.heard else {
+            return Ok(None);
+        };
+        // Each thread says `Lost` before it ends on its own.
+        if !queue.recv_batch_timeout(&mut self.taken, HEARD_QUEUE, wait) {
+            return Err(RedisError::from((
                 ErrorKind::Io,
                 "the listening threads ended",
-            ))),
+            )));
         }
+        self.taken.reverse();
+        Ok(self.taken.pop())
     }
 
     /// Subscribes to the rooms' channels, each on its master, and waits
@@ -233,10 +246,7 @@ impl Drop for Shards {
         // on.
         self.changes.clear();
         self.stop_classic = None;
-        drop(std::mem::replace(
-            &mut self.heard,
-            crossbeam_channel::never(),
-        ));
+        self.heard = None;
         for thread in self.threads.drain(..) {
             // A thread that panicked has nothing more to say.
             let _ = thread.join();
@@ -286,7 +296,7 @@ struct Listening {
     /// out (these reads time out every quiet poll).
     ping: Vec<u8>,
     changes: Receiver<Change>,
-    tell: Sender<Heard>,
+    tell: queue::Sender<Heard>,
     ping_every: Duration,
     reply_timeout: Duration,
 }
@@ -395,7 +405,7 @@ fn hear_classic(
     channels: &[String],
     subscribed: &Sender<RedisResult<()>>,
     stop: &Receiver<()>,
-    tell: &Sender<Heard>,
+    tell: &queue::Sender<Heard>,
     settings: &LinkSettings,
 ) {
     let mut pubsub = connection.as_pubsub();

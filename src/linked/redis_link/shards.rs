@@ -1,8 +1,9 @@
 //! Hearing a Redis Cluster, no connection waiting on another: one thread per listening
 //! connection (each master's `SSUBSCRIBE` connection, and the classic one
-//! for the channels every node hears), each blocked in its read and
-//! handing what it hears to the subscriber over one queue. Not what a line
-//! means once heard (`subscriber.rs`); one Redis is heard there directly.
+//! for the channels every node hears), each blocked in its read, handing
+//! what it hears to the subscriber over one queue, and pinging its
+//! connection (a silent master may be a hung one). Not what a line means
+//! once heard (`subscriber.rs`); one Redis is heard there directly.
 
 use std::collections::HashMap;
 use std::thread::{self, JoinHandle};

@@ -1,9 +1,7 @@
-//! Hearing a Redis Cluster, no connection waiting on another: one thread per listening
-//! connection (each master's `SSUBSCRIBE` connection, and the classic one
-//! for the channels every node hears), each blocked in its read, handing
-//! what it hears to the subscriber over one queue, and pinging its
-//! connection (a silent master may be a hung one). Not what a line means
-//! once heard (`subscriber.rs`); one Redis is heard there directly.
+//! Hearing a Redis Cluster: a thread per listening connection (each
+//! master's `SSUBSCRIBE` one, and the classic one), each blocked in its
+//! read, handing what it hears to the subscriber over one queue, and
+//! pinging its connection. Not what a line means (`subscriber.rs`).
 
 use std::collections::HashMap;
 use std::thread::{self, JoinHandle};

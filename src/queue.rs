@@ -148,6 +148,16 @@ impl<T> Receiver<T> {
     /// `into`. Returns false, with nothing moved, once the queue is empty
     /// and every sender is gone.
     pub fn recv_batch(&self, into: &mut Vec<T>, max: usize) -> bool {
+        self.recv_batch_until(into, max, None)
+    }
+
+    /// Like [`recv_batch`](Receiver::recv_batch), but waits for the first
+    /// item at most `timeout`: true with nothing moved if none came.
+    pub fn recv_batch_timeout(&self, into: &mut Vec<T>, max: usize, timeout: Duration) -> bool {
+        self.recv_batch_until(into, max, Some(Instant::now() + timeout))
+    }
+
+    fn recv_batch_until(&self, into: &mut Vec<T>, max: usize, deadline: Option<Instant>) -> bool {
         let shared = &*self.shared;
         let mut state = shared.lock();
         while state.items.is_empty() {
@@ -155,7 +165,17 @@ impl<T> Receiver<T> {
                 return false;
             }
             state.receiver_waiting = true;
-            state = sync::wait(&shared.items, state);
+            state = match deadline {
+                None => sync::wait(&shared.items, state),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        state.receiver_waiting = false;
+                        return true;
+                    }
+                    sync::wait_timeout(&shared.items, state, left)
+                }
+            };
         }
         let take = state.items.len().min(max.max(1));
         into.extend(state.items.drain(..take));
@@ -228,6 +248,22 @@ mod tests {
         assert!(receiver.recv_batch(&mut got, 10));
         assert_eq!(got, [1, 2, 3]);
         later.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_timed_receive_ends_empty_at_its_time_or_with_the_first_item() {
+        let (sender, receiver) = bounded(4);
+        let mut got = Vec::new();
+        let began = Instant::now();
+        assert!(receiver.recv_batch_timeout(&mut got, 10, Duration::from_millis(50)));
+        assert!(got.is_empty());
+        assert!(began.elapsed() >= Duration::from_millis(50));
+        let later = thread::spawn(move || sender.send(7));
+        assert!(receiver.recv_batch_timeout(&mut got, 10, Duration::from_secs(10)));
+        assert_eq!(got, [7]);
+        later.join().unwrap().unwrap();
+        // Every sender gone: the end, at once.
+        assert!(!receiver.recv_batch_timeout(&mut got, 10, Duration::from_secs(10)));
     }
 
     #[test]

@@ -7,12 +7,14 @@
 #![cfg(feature = "redis")]
 
 // Two servers as one chat, and thirty rooms' load spread over the
-// masters: `chat.rs`. A master killed mid-burst: `failover.rs`. The
-// listening threads, counted across a failover: `threads.rs`.
+// masters: `chat.rs`. A master killed mid-burst: `failover.rs`. A
+// master that hangs: `hung.rs`. The listening threads, counted across a
+// failover: `threads.rs`.
 mod bell;
 mod chat;
 mod failover;
 mod harness;
+mod hung;
 mod threads;
 
 use secure_chat::server::Limits;

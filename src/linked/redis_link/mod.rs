@@ -102,7 +102,12 @@
 //!
 //! While one master is out of reach the whole link is down, as it is when
 //! the one Redis is, not just that master's rooms: its lines are refused
-//! ([`Refused::Down`]) and users are told. Once its replica has taken
+//! ([`Refused::Down`]) and users are told. A master that hangs (a frozen
+//! machine, its connections open and silent) is out of reach too: each
+//! master's listening connection is pinged once it has been quiet for
+//! [`LinkSettings::ping_every`] (by subscribing to its bell again:
+//! `shards.rs`), and one that gives no answer within
+//! [`LinkSettings::reply_timeout`] counts as lost. Once its replica has taken
 //! over (the link was up again 3.3 s after a master was killed, with a
 //! `cluster-node-timeout` of one second) the link connects to the new
 //! master, fills every room's gap from its history, and is up again.
@@ -115,7 +120,8 @@
 //! ## When Redis is gone
 //!
 //! The link notices within seconds: reads fail, or the `PING` sent on the
-//! listening connection every [`LinkSettings::ping_every`] gets no answer (a
+//! listening connection every [`LinkSettings::ping_every`] (on a cluster,
+//! on each of them, a master's when quiet) gets no answer (a
 //! connection whose other end vanished without a word, say a cable pulled,
 //! otherwise looks merely quiet). It says [`Delivery::LinkDown`], and from
 //! then on [`RedisLink::publish`] refuses ([`Refused::Down`]): the hub keeps

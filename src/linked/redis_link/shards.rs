@@ -1,14 +1,13 @@
-//! Hearing a Redis Cluster, no connection waiting on another: one thread per listening
-//! connection (each master's `SSUBSCRIBE` connection, and the classic one
-//! for the channels every node hears), each blocked in its read and
-//! handing what it hears to the subscriber over one queue. Not what a line
-//! means once heard (`subscriber.rs`); one Redis is heard there directly.
+//! Hearing a Redis Cluster: a thread per listening connection (each
+//! master's `SSUBSCRIBE` one, and the classic one), each blocked in its
+//! read, handing what it hears to the subscriber over one queue, and
+//! pinging its connection. Not what a line means (`subscriber.rs`).
 
 use std::collections::HashMap;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use redis::{Connection, ErrorKind, PushKind, RedisError, RedisResult, Value};
 
 use super::connect::Target;
@@ -16,6 +15,7 @@ use super::keys::{channel, room_of};
 use super::messages::LinkSettings;
 use super::route::Router;
 use super::slots::Topology;
+use crate::queue;
 
 /// How many things heard may wait for the subscriber; past that, the
 /// listening threads wait, and Redis buffers for them, as it does for
@@ -53,8 +53,13 @@ pub(super) struct Shards {
     /// `stop_classic`) is what stops the threads.
     changes: Vec<Sender<Change>>,
     stop_classic: Option<Sender<()>>,
-    /// Everything the threads heard.
-    heard: Receiver<Heard>,
+    /// Everything the threads heard: the crate's queue, whose receiver
+    /// sleeps at once where a crossbeam channel's spins and yields first
+    /// (eight `sched_yield`s each time the subscriber waits, ten times a
+    /// second on a quiet link). `None` once dropped.
+    heard: Option<queue::Receiver<Heard>>,
+    /// What was taken from `heard` and not yet passed on, the next last.
+    taken: Vec<Heard>,
     /// Per master, a channel of this node's that its connection hears
     /// (see [`bell`]).
     bells: Vec<String>,
@@ -78,13 +83,14 @@ impl Shards {
         node: &str,
     ) -> RedisResult<Shards> {
         let settings = &target.settings;
-        let (tell, heard) = crossbeam_channel::bounded(HEARD_QUEUE);
+        let (tell, heard) = queue::bounded(HEARD_QUEUE);
         let (stop_classic, stopped) = crossbeam_channel::bounded(0);
         let mut shards = Shards {
             topology: topology.clone(),
             changes: Vec::with_capacity(topology.shards()),
             stop_classic: Some(stop_classic),
-            heard,
+            heard: Some(heard),
+            taken: Vec::new(),
             bells: Vec::with_capacity(topology.shards()),
             threads: Vec::with_capacity(topology.shards() + 1),
             reply_timeout: settings.reply_timeout,
@@ -103,19 +109,27 @@ impl Shards {
             Err(_) => return Err(timed_out("the classic subscription was not confirmed")),
         }
         for shard in 0..topology.shards() {
-            let mut connection = target.listen_to(topology.master(shard))?;
+            let master = topology.master(shard).to_owned();
+            let mut connection = target.listen_to(&master)?;
             let bell = bell(topology, shard, node)?;
             let packed = redis::cmd("SSUBSCRIBE").arg(&bell).get_packed_command();
             connection.send_packed_command(&packed)?;
             // Within a reply's time, as connected.
-            while !matches!(read(connection.recv_response()?)?, Message::Subscribed) {}
+            while !matches!(read(connection.recv_response()?)?, Message::Bell) {}
             shards.bells.push(bell);
             // Only as long as a change waits for a quiet connection that
-            // nobody rang.
+            // nobody rang, or a ping for its answer.
             connection.set_read_timeout(Some(settings.poll))?;
             let (change, changes) = crossbeam_channel::unbounded();
-            let tell = tell.clone();
-            let hear = move || hear_master(connection, &changes, &tell);
+            let listening = Listening {
+                master,
+                ping: packed,
+                changes,
+                tell: tell.clone(),
+                ping_every: settings.ping_every,
+                reply_timeout: settings.reply_timeout,
+            };
+            let hear = move || hear_master(connection, &listening);
             shards.threads.push(spawn("redis-hear-shard", hear)?);
             shards.changes.push(change);
         }
@@ -129,15 +143,21 @@ impl Shards {
 
     /// The next thing heard, waiting up to `wait`; `None` if nothing came.
     pub(super) fn next(&mut self, wait: Duration) -> RedisResult<Option<Heard>> {
-        match self.heard.recv_timeout(wait) {
-            Ok(heard) => Ok(Some(heard)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            // Each thread says `Lost` before it ends on its own.
-            Err(RecvTimeoutError::Disconnected) => Err(RedisError::from((
+        if let Some(heard) = self.taken.pop() {
+            return Ok(Some(heard));
+        }
+        let Some(queue) = &self.heard else {
+            return Ok(None);
+        };
+        // Each thread says `Lost` before it ends on its own.
+        if !queue.recv_batch_timeout(&mut self.taken, HEARD_QUEUE, wait) {
+            return Err(RedisError::from((
                 ErrorKind::Io,
                 "the listening threads ended",
-            ))),
+            )));
         }
+        self.taken.reverse();
+        Ok(self.taken.pop())
     }
 
     /// Subscribes to the rooms' channels, each on its master, and waits
@@ -225,10 +245,7 @@ impl Drop for Shards {
         // on.
         self.changes.clear();
         self.stop_classic = None;
-        drop(std::mem::replace(
-            &mut self.heard,
-            crossbeam_channel::never(),
-        ));
+        self.heard = None;
         for thread in self.threads.drain(..) {
             // A thread that panicked has nothing more to say.
             let _ = thread.join();
@@ -267,14 +284,39 @@ fn timed_out(what: &'static str) -> RedisError {
     RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
 }
 
+/// What a master's listening thread is given besides its connection.
+struct Listening {
+    /// The master's address, named when it stops answering.
+    master: String,
+    /// The ping: `SSUBSCRIBE` of the connection's [`bell`], packed. A
+    /// subscription made again is confirmed again, with a push, where a
+    /// `PING` on a RESP3 connection is answered with a plain `PONG`, which
+    /// the client library drops as the late reply of a read that timed
+    /// out (these reads time out every quiet poll).
+    ping: Vec<u8>,
+    changes: Receiver<Change>,
+    tell: queue::Sender<Heard>,
+    ping_every: Duration,
+    reply_timeout: Duration,
+}
+
 /// A master's listening thread: makes the changes asked between reads,
-/// and hands on what its connection hears, until the changes close or the
-/// connection fails.
-fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Sender<Heard>) {
+/// hands on what its connection hears, and pings the connection once it
+/// has been quiet for [`LinkSettings::ping_every`], until the changes
+/// close or the connection fails. A ping that nothing follows within
+/// [`LinkSettings::reply_timeout`] counts as a failure: a master that hangs
+/// (a frozen machine) keeps its connections open and says nothing, and its
+/// replica may have taken over its slots meanwhile.
+fn hear_master(mut connection: Connection, listening: &Listening) {
+    let Listening { changes, tell, .. } = listening;
     // The `SUNSUBSCRIBE`s sent and not yet answered, by room: a master
     // answers on this connection in order, so an answer with none
     // pending is one it sent unasked (the room's slot moved).
     let mut leaving: HashMap<String, usize> = HashMap::new();
+    let mut last_heard = Instant::now();
+    // When the ping waiting for an answer went; anything heard answers
+    // it, for it shows the master alive.
+    let mut pinged: Option<Instant> = None;
     loop {
         loop {
             let change = match changes.try_recv() {
@@ -301,7 +343,19 @@ fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Se
                 }
             }
         }
-        let heard = match connection.recv_response().and_then(read) {
+        if pinged.is_none() && last_heard.elapsed() >= listening.ping_every {
+            if let Err(error) = connection.send_packed_command(&listening.ping) {
+                let _ = tell.send(Heard::Lost(error));
+                return;
+            }
+            pinged = Some(Instant::now());
+        }
+        let message = connection.recv_response().and_then(read);
+        if message.is_ok() {
+            last_heard = Instant::now();
+            pinged = None;
+        }
+        let heard = match message {
             Ok(Message::Line(room, payload)) => Heard::Line(room, payload),
             Ok(Message::Subscribed) => Heard::Subscribed,
             Ok(Message::Unsubscribed(room)) => match leaving.get_mut(&room) {
@@ -314,9 +368,22 @@ fn hear_master(mut connection: Connection, changes: &Receiver<Change>, tell: &Se
                 }
                 None => Heard::Unsubscribed(room),
             },
-            Ok(Message::Other) => continue,
-            // Quiet for a poll: time to look at the changes.
-            Err(error) if error.is_timeout() => continue,
+            Ok(Message::Bell | Message::Other) => continue,
+            // Quiet for a poll, with no ping unanswered for long: time to
+            // look at the changes and the clock.
+            Err(error)
+                if error.is_timeout()
+                    && pinged.is_none_or(|at| at.elapsed() < listening.reply_timeout) =>
+            {
+                continue
+            }
+            Err(error) if error.is_timeout() => Heard::Lost(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "master {} did not answer a ping within {:?}",
+                    listening.master, listening.reply_timeout
+                ),
+            ))),
             Err(error) => Heard::Lost(error),
         };
         let lost = matches!(heard, Heard::Lost(_));
@@ -337,7 +404,7 @@ fn hear_classic(
     channels: &[String],
     subscribed: &Sender<RedisResult<()>>,
     stop: &Receiver<()>,
-    tell: &Sender<Heard>,
+    tell: &queue::Sender<Heard>,
     settings: &LinkSettings,
 ) {
     let mut pubsub = connection.as_pubsub();
@@ -382,8 +449,13 @@ fn hear_classic(
 /// What came on a shard's connection.
 enum Message {
     Line(String, Vec<u8>),
+    /// A room's subscription confirmed.
     Subscribed,
     Unsubscribed(String),
+    /// The [`bell`]'s subscription confirmed: the first, or a ping's
+    /// answer (the only channels these connections subscribe to are
+    /// rooms' and the bell).
+    Bell,
     Other,
 }
 
@@ -412,7 +484,8 @@ fn read(value: Value) -> RedisResult<Message> {
             Some(payload) => Message::Line(room, payload),
             None => Message::Other,
         },
-        (PushKind::SSubscribe, _) => Message::Subscribed,
+        (PushKind::SSubscribe, Some(_)) => Message::Subscribed,
+        (PushKind::SSubscribe, None) => Message::Bell,
         (PushKind::SUnsubscribe, Some(room)) => Message::Unsubscribed(room),
         _ => Message::Other,
     })
@@ -443,6 +516,11 @@ mod tests {
             vec![bulk("room:{lobby}"), Value::Int(1)],
         );
         assert!(matches!(read(subscribed), Ok(Message::Subscribed)));
+        let bell = push(
+            PushKind::SSubscribe,
+            vec![bulk("bell:{a.7}"), Value::Int(2)],
+        );
+        assert!(matches!(read(bell), Ok(Message::Bell)));
         let gone = push(
             PushKind::SUnsubscribe,
             vec![bulk("room:{lobby}"), Value::Int(0)],

@@ -1,7 +1,7 @@
 //! A Redis Cluster of a test's own: six `redis-server` processes on free
 //! loopback ports, three masters with a replica each, joined by hand over
-//! plain connections (no redis-cli), broken by killing a master's process
-//! and stopped by process id. It sets the cluster up and reads it; routing
+//! plain connections (no redis-cli), broken by killing or freezing a
+//! master's process and stopped by process id. It sets the cluster up and reads it; routing
 //! the chat's keys over it is the server's business, not this file's.
 
 use std::collections::HashSet;
@@ -47,6 +47,10 @@ pub struct Member {
 struct Node {
     /// None once the process is killed and reaped.
     child: Option<Child>,
+    /// Stopped by SIGSTOP and not yet given SIGCONT: it holds its
+    /// connections open and answers nothing. Dropping the cluster kills
+    /// it all the same (SIGKILL ends a stopped process too).
+    frozen: bool,
     port: u16,
     /// Its cluster node id (`CLUSTER MYID`).
     id: String,
@@ -93,6 +97,7 @@ impl RedisCluster {
             let child = spawn(cluster.dir.path(), port);
             cluster.nodes.push(Node {
                 child: Some(child),
+                frozen: false,
                 port,
                 id: String::new(),
             });
@@ -156,13 +161,12 @@ impl RedisCluster {
     }
 
     /// Shard `shard`'s replica, if it still has one running (after a
-    /// failover the shard's only node is the promoted replica).
+    /// failover the shard's only node is the promoted replica; a frozen
+    /// node is nobody's replica until thawed).
     pub fn replica(&self, shard: usize) -> Option<Member> {
         let replica = self.other_of(shard);
-        self.nodes[replica]
-            .child
-            .is_some()
-            .then(|| self.member(replica))
+        let node = &self.nodes[replica];
+        (node.child.is_some() && !node.frozen).then(|| self.member(replica))
     }
 
     /// Kills shard `shard`'s master by its process id (SIGKILL: a crash,
@@ -181,6 +185,58 @@ impl RedisCluster {
         self.masters[shard] = heir;
         self.wait_settled(&format!("shard {shard}'s replica to take over"));
         killed.elapsed()
+    }
+
+    /// Freezes shard `shard`'s master by its process id (SIGSTOP: a hung
+    /// machine, whose connections stay open and silent). It stays the
+    /// shard's master in [`RedisCluster::masters`] until
+    /// [`RedisCluster::wait_taken_over`]. The frozen process is killed with
+    /// the rest when the cluster is dropped, a panic included, unless
+    /// [`RedisCluster::thaw`] lets it run again first.
+    pub fn freeze_master(&mut self, shard: usize) {
+        let victim = self.masters[shard];
+        assert!(
+            !self.nodes[victim].frozen,
+            "shard {shard}'s master is frozen already"
+        );
+        signal(&self.nodes[victim], "-STOP");
+        self.nodes[victim].frozen = true;
+    }
+
+    /// Keeps shard `shard`'s replica from taking over (`held`), or lets it
+    /// again: `cluster-replica-no-failover`, set on the replica.
+    pub fn hold_failover(&self, shard: usize, held: bool) {
+        let replica = self.replica(shard).expect("a replica running");
+        let mut connection = self.connection(replica.port);
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("cluster-replica-no-failover")
+            .arg(if held { "yes" } else { "no" })
+            .query(&mut connection)
+            .expect("CONFIG SET cluster-replica-no-failover");
+    }
+
+    /// Waits until shard `shard`'s replica has taken over from its frozen
+    /// master and every node still answering agrees, and the cluster is ok
+    /// again.
+    pub fn wait_taken_over(&mut self, shard: usize) {
+        let victim = self.masters[shard];
+        assert!(
+            self.nodes[victim].frozen,
+            "shard {shard}'s master is not frozen"
+        );
+        self.masters[shard] = self.other_of(shard);
+        self.wait_settled(&format!("shard {shard}'s replica to take over"));
+    }
+
+    /// Lets shard `shard`'s frozen node run again (SIGCONT) and waits until
+    /// it has rejoined as the replica of the master that took over from it.
+    pub fn thaw(&mut self, shard: usize) {
+        let node = self.other_of(shard);
+        assert!(self.nodes[node].frozen, "shard {shard} has no frozen node");
+        signal(&self.nodes[node], "-CONT");
+        self.nodes[node].frozen = false;
+        self.wait_settled(&format!("shard {shard}'s thawed node to become a replica"));
     }
 
     /// The shard whose master owns `slot`.
@@ -269,7 +325,11 @@ impl RedisCluster {
     /// running replica as the replica of its shard's master; and each
     /// running replica's link to that master must be up.
     fn unsettled(&self) -> Option<String> {
-        let running = self.nodes.iter().filter(|node| node.child.is_some());
+        // A frozen node answers nothing; its peers have counted it failed.
+        let running = self
+            .nodes
+            .iter()
+            .filter(|node| node.child.is_some() && !node.frozen);
         for node in running {
             let port = node.port;
             let mut connection = match connect(port) {
@@ -297,7 +357,7 @@ impl RedisCluster {
                     ));
                 }
                 let replica = &self.nodes[self.other_of(shard)];
-                if replica.child.is_none() {
+                if replica.child.is_none() || replica.frozen {
                     continue;
                 }
                 let line = table
@@ -371,6 +431,16 @@ impl Drop for RedisCluster {
     }
 }
 
+/// Sends the node's process `signal` (`kill`'s spelling) by its id.
+fn signal(node: &Node, signal: &str) {
+    let pid = node.child.as_ref().expect("a node still running").id();
+    let sent = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap_or_else(|err| panic!("kill {signal} {pid}: {err}"));
+    assert!(sent.success(), "kill {signal} {pid}: {sent}");
+}
+
 /// Kills the node's process by its id and waits until it is gone (reaped),
 /// within the timeout; a process that outlives it fails the test (or, if
 /// the test is failing already, is reported).
@@ -379,6 +449,7 @@ fn stop(node: &mut Node) {
         return;
     };
     let pid = child.id();
+    node.frozen = false;
     // SIGKILL: no data to save, and a crash is what a failover test wants.
     let _ = Command::new("kill")
         .args(["-KILL", &pid.to_string()])

@@ -10,6 +10,7 @@
 //! connection.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,27 @@ impl<T> Sender<T> {
         self.send_until(item, Some(Instant::now() + timeout))
     }
 
+    /// Like [`send`](Sender::send), but looks at `stop` at least every
+    /// `poll` while it waits for room, and gives the item back once it is
+    /// set, as when the receiver is gone.
+    pub fn send_unless(&self, item: T, poll: Duration, stop: &AtomicBool) -> Result<(), T> {
+        let shared = &*self.shared;
+        let mut state = shared.lock();
+        while state.items.len() >= shared.capacity && !state.receiver_gone {
+            if stop.load(Ordering::SeqCst) {
+                return Err(item);
+            }
+            state.senders_waiting += 1;
+            state = sync::wait_timeout(&shared.room, state, poll);
+            state.senders_waiting -= 1;
+        }
+        if state.receiver_gone {
+            return Err(item);
+        }
+        self.push(state, item);
+        Ok(())
+    }
+
     fn send_until(&self, item: T, deadline: Option<Instant>) -> Result<(), Gone<T>> {
         let shared = &*self.shared;
         let mut state = shared.lock();
@@ -112,13 +134,19 @@ impl<T> Sender<T> {
         if state.receiver_gone {
             return Err(Gone(item));
         }
+        self.push(state, item);
+        Ok(())
+    }
+
+    /// Adds `item` to a queue found with room, and wakes the receiver if
+    /// it sleeps.
+    fn push(&self, mut state: MutexGuard<'_, State<T>>, item: T) {
         state.items.push_back(item);
         let wake = std::mem::take(&mut state.receiver_waiting);
         drop(state);
         if wake {
-            shared.items.notify_one();
+            self.shared.items.notify_one();
         }
-        Ok(())
     }
 }
 
@@ -290,6 +318,37 @@ mod tests {
         sender.send(2).unwrap();
         assert_eq!(receiver.close(), [1, 2]);
         assert_eq!(sender.send(3), Err(Gone(3)));
+    }
+
+    #[test]
+    fn send_unless_waits_for_room_until_told_to_stop() {
+        let (sender, receiver) = bounded(1);
+        let stop = AtomicBool::new(false);
+        let poll = Duration::from_millis(10);
+        assert_eq!(sender.send_unless(1, poll, &stop), Ok(()));
+        // Full: it waits, poll after poll, until room is made.
+        let other = sender.clone();
+        let (done, sent) = crossbeam_channel::bounded(1);
+        let waiting = thread::spawn(move || {
+            let never = AtomicBool::new(false);
+            done.send(other.send_unless(2, poll, &never))
+        });
+        assert!(sent.recv_timeout(Duration::from_millis(100)).is_err());
+        let mut got = Vec::new();
+        assert!(receiver.recv_batch(&mut got, 10));
+        assert_eq!(sent.recv_timeout(Duration::from_secs(10)), Ok(Ok(())));
+        waiting.join().unwrap().unwrap();
+        // Full again: it gives up once told to stop, and the item comes
+        // back.
+        let other = sender.clone();
+        let stop = std::sync::Arc::new(stop);
+        let told = std::sync::Arc::clone(&stop);
+        let giving_up = thread::spawn(move || other.send_unless(3, poll, &told));
+        stop.store(true, Ordering::SeqCst);
+        assert_eq!(giving_up.join().unwrap(), Err(3));
+        // And it fails at once when the receiver is gone.
+        drop(receiver);
+        assert_eq!(sender.send_unless(4, poll, &AtomicBool::new(false)), Err(4));
     }
 
     #[test]

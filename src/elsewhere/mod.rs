@@ -13,7 +13,6 @@
 //! Next: [`hub`](crate::hub), which holds the implementation.
 
 use std::any::Any;
-use std::io;
 
 pub use crate::chat::RoomLine;
 use crate::chat::{RoomId, Save};
@@ -62,8 +61,8 @@ pub trait Elsewhere: Send {
 
     /// Called once before the hub starts: whatever arrives from the
     /// others from now on goes to the hub through `hub`, as
-    /// [`Event::Elsewhere`].
-    fn forward(&mut self, hub: queue::Sender<Event>) -> io::Result<()>;
+    /// [`Event::Elsewhere`], put there by the threads it arrives on.
+    fn forward(&mut self, hub: queue::Sender<Event>);
 
     /// A room line was said here. Given back if it is to be shown here
     /// now; `None` if it went to the others, to be shown when it comes
@@ -99,8 +98,8 @@ impl<E: Elsewhere + ?Sized> Elsewhere for Box<E> {
     fn guest_prefix(&self) -> Option<String> {
         (**self).guest_prefix()
     }
-    fn forward(&mut self, hub: queue::Sender<Event>) -> io::Result<()> {
-        (**self).forward(hub)
+    fn forward(&mut self, hub: queue::Sender<Event>) {
+        (**self).forward(hub);
     }
     fn say(&mut self, line: RoomLine, key: &dyn Fn() -> Option<String>) -> Option<RoomLine> {
         (**self).say(line, key)
@@ -137,9 +136,7 @@ impl Elsewhere for Alone {
     fn guest_prefix(&self) -> Option<String> {
         None
     }
-    fn forward(&mut self, _hub: queue::Sender<Event>) -> io::Result<()> {
-        Ok(())
-    }
+    fn forward(&mut self, _hub: queue::Sender<Event>) {}
     #[inline]
     fn say(&mut self, line: RoomLine, _key: &dyn Fn() -> Option<String>) -> Option<RoomLine> {
         Some(line)

@@ -47,13 +47,9 @@
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::Receiver;
 
 use crate::chat::{ClientId, Keep, RoomId};
 use crate::elsewhere::{
@@ -68,13 +64,9 @@ pub mod redis_link;
 mod wire;
 
 use moderation::{waiting_weight, Publication, Unsent};
-use redis_link::{Delivery, LinkGauges, RedisLink, Refused, RulesCopy};
+use redis_link::{DeliveriesTaken, Delivery, LinkGauges, RedisLink, Refused, RulesCopy, Sink};
 pub use wire::{decode, encode};
 use wire::{is_clean, is_nick_key, is_server_line, is_sound, is_sound_answer};
-
-/// The stack of the thread that hands the hub what the link delivers: it
-/// only moves values from one queue to another.
-const FORWARD_STACK: usize = 64 * 1024;
 
 /// A question of someone here to every server, while the answers come.
 #[derive(Debug)]
@@ -162,9 +154,9 @@ struct Joined {
 #[derive(Debug)]
 pub struct Linked {
     link: RedisLink,
-    /// What the link delivers, until [`Elsewhere::forward`] hands it to a
-    /// thread of its own.
-    deliveries: Option<Receiver<Delivery>>,
+    /// Counted as the hub takes each of the link's deliveries
+    /// ([`Elsewhere::arrived`]), for the metrics.
+    taken: DeliveriesTaken,
     rooms: HashMap<RoomId, Joined>,
     by_key: HashMap<String, RoomId>,
     /// Rooms left during the event in hand: their names are still needed
@@ -234,11 +226,14 @@ impl Linked {
         }
     }
 
-    /// Wraps a started link and what it delivers ([`RedisLink::start`]).
-    pub fn new(link: RedisLink, deliveries: Receiver<Delivery>) -> Linked {
+    /// Wraps a link opened with no sink yet ([`RedisLink::open`]): what
+    /// it delivers goes to the hub once [`Elsewhere::forward`] says where.
+    /// (One from [`RedisLink::start`] keeps delivering to its own queue,
+    /// for whoever holds the other end to hand [`Linked::delivered`].)
+    pub fn new(link: RedisLink) -> Linked {
         Linked {
+            taken: link.deliveries_taken(),
             link,
-            deliveries: Some(deliveries),
             rooms: HashMap::new(),
             by_key: HashMap::new(),
             leaving: Vec::new(),
@@ -582,9 +577,17 @@ impl Linked {
     }
 }
 
-/// The most deliveries [`Linked::forward`] hands the hub before its
-/// thread starts: what the link queued at start is one or two.
-const START_DELIVERIES: usize = 8;
+/// The hub's queue of events, as the link's [`Sink`]: the link's threads
+/// put each delivery there themselves, among the clients' events, and the
+/// hub waits on that one queue only.
+struct ToHub(queue::Sender<Event>);
+
+impl Sink for ToHub {
+    fn deliver(&self, delivery: Delivery, poll: Duration, stop: &AtomicBool) -> bool {
+        let event = Event::Elsewhere(Arrival::new(delivery));
+        self.0.send_unless(event, poll, stop).is_ok()
+    }
+}
 
 impl Elsewhere for Linked {
     /// `guestN-`, N this server's number among all that share the Redis
@@ -593,38 +596,17 @@ impl Elsewhere for Linked {
         Some(format!("guest{}-", self.link.number()))
     }
 
-    /// Starts the thread that hands the hub what the link delivers, as
-    /// events among the others: the hub waits on one queue only. It ends
-    /// when the link is gone (the hub dropped it) or the hub is.
-    fn forward(&mut self, hub: queue::Sender<Event>) -> io::Result<()> {
-        let Some(deliveries) = self.deliveries.take() else {
-            return Ok(());
-        };
-        let taken = self.link.deliveries_taken();
-        // What the link had at start (the server bans) goes ahead of any
-        // client's event: this runs before the server accepts anyone.
-        // Only a few (the queue is far larger, and nobody drains it yet).
-        for _ in 0..START_DELIVERIES {
-            let Ok(delivery) = deliveries.try_recv() else {
-                break;
-            };
-            taken.took();
-            if hub.send(Event::Elsewhere(Arrival::new(delivery))).is_err() {
-                return Ok(());
-            }
+    /// Makes the hub's queue the link's sink: what the link delivers goes
+    /// there from the link's own threads, with no thread between (one
+    /// hand-off and one wake-up less per line). What the link had at start
+    /// (the server bans) goes in first, ahead of any client's event: this
+    /// runs before the server accepts anyone, with the queue empty. The
+    /// link's threads wait while the queue is full, and give up when the
+    /// link stops or the hub is gone.
+    fn forward(&mut self, hub: queue::Sender<Event>) {
+        if !self.link.deliver_to(Box::new(ToHub(hub))) {
+            log::error!("the link delivers to a queue of its own: the hub will not hear it");
         }
-        thread::Builder::new()
-            .name("redis-deliver".into())
-            .stack_size(FORWARD_STACK)
-            .spawn(move || {
-                for delivery in deliveries {
-                    taken.took();
-                    if hub.send(Event::Elsewhere(Arrival::new(delivery))).is_err() {
-                        return;
-                    }
-                }
-            })?;
-        Ok(())
     }
 
     /// A room line was said here. It goes to Redis, to be shown when it
@@ -769,6 +751,7 @@ impl Elsewhere for Linked {
     }
 
     fn arrived(&mut self, arrival: Arrival) -> Told {
+        self.taken.took();
         match arrival.open::<Delivery>() {
             Some(delivery) => self.delivered(delivery),
             None => Told::Nothing,

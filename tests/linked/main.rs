@@ -648,5 +648,6 @@ fn a_server_that_cannot_log_in_to_redis_says_so_and_exits() {
 }
 
 mod bounds;
+mod deliveries;
 mod moderation;
 mod moderation_versions;

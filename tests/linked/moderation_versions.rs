@@ -26,7 +26,7 @@ impl Server {
     fn start(url: &str, node: &str, settings: LinkSettings) -> Server {
         let (link, deliveries) = RedisLink::start(url, node, settings).expect("link");
         Server {
-            linked: Linked::new(link, deliveries.clone()),
+            linked: Linked::new(link),
             deliveries,
         }
     }

@@ -242,9 +242,9 @@ fn link(
     let url = redis.url;
     // Fails at once, in one line, if Redis cannot be reached or
     // refuses the login; never with the URL, which may hold a password.
-    let (link, deliveries) = redis_link::RedisLink::start(url, &node, settings)?;
+    let link = redis_link::RedisLink::open(url, &node, settings)?;
     log::info!("node {node}: linked to the other servers through Redis");
-    let linked = Linked::new(link, deliveries);
+    let linked = Linked::new(link);
     if let Some(registry) = metrics {
         registry.register(Arc::new(linked.gauges()));
     }

@@ -1,12 +1,31 @@
 //! The link's figures for the metrics: what [`LinkGauges`] shows at a
-//! scrape, and the count the thread forwarding deliveries keeps. The
-//! counts themselves live in the link's shared state, each added to by
-//! one thread.
+//! scrape, and the count kept by the thread that takes the link's
+//! deliveries from its sink (a chat server's hub). The counts themselves
+//! live in the link's shared state, each added to by one thread.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::LinkState;
+use super::{LinkState, RedisLink};
+
+impl RedisLink {
+    /// The count the thread that takes the link's deliveries from its
+    /// sink keeps, for the metrics (a chat server's hub, as it handles
+    /// each): that thread, and no other, calls [`DeliveriesTaken::took`].
+    pub fn deliveries_taken(&self) -> DeliveriesTaken {
+        DeliveriesTaken {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The link's figures for the metrics: a view that only reads, and
+    /// keeps none of the link's threads or queues alive.
+    pub fn gauges(&self) -> LinkGauges {
+        LinkGauges {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
 
 /// What the metrics show of the link: whether Redis is reachable, how
 /// often it came back, and what waits in its queues.
@@ -43,20 +62,20 @@ impl crate::metrics::Source for LinkGauges {
         let put = shared.delivered.get() + shared.delivered_names.get();
         out.gauge(
             "chat_server_redis_deliveries",
-            "What came from Redis (lines, answers) waiting to be handed to the hub.",
+            "What came from Redis (lines, answers) waiting in the hub's queue.",
             put.saturating_sub(taken) as f64,
         );
     }
 }
 
-/// What the thread that hands the hub the link's deliveries counts.
+/// What the thread that takes the link's deliveries from its sink counts.
 #[derive(Debug)]
 pub struct DeliveriesTaken {
     pub(super) shared: Arc<LinkState>,
 }
 
 impl DeliveriesTaken {
-    /// One delivery was taken from the link's queue. Only that thread
+    /// One delivery was taken from the link's sink. Only that thread
     /// calls it.
     pub fn took(&self) {
         self.shared.deliveries_taken.add(1);

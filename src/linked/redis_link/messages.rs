@@ -26,8 +26,10 @@ pub struct LinkSettings {
     /// How many lines may wait for the publisher thread; past that,
     /// [`RedisLink::publish`] refuses.
     pub outbox: usize,
-    /// How many deliveries may wait for the hub before the subscriber
-    /// waits for it.
+    /// How many deliveries may wait in the queue [`RedisLink::start`]
+    /// returns before the subscriber waits for room. (A link given its
+    /// own [`Sink`] instead, [`RedisLink::open`], waits on that sink's
+    /// bound: a chat server's is the hub's queue of events.)
     pub deliveries: usize,
     /// How long the subscriber waits for a message before it looks at
     /// the rooms it should be in, its clock, and whether to stop; on a

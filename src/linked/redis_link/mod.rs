@@ -169,17 +169,22 @@
 //! connection, and a quiet link wakes each thread once a poll. (One Redis needs none:
 //! the subscriber blocks in the read of its one subscribed connection.)
 //! These threads end with the subscriber's session, which waits for them.
-//! It hands [`Delivery`]s to the hub through
-//! a bounded queue ([`LinkSettings::deliveries`]); when the hub is behind, the
-//! subscriber waits, Redis buffers for it, and past Redis' limit Redis cuts
-//! it off: which the subscriber recovers from like from any outage.
+//! It hands each [`Delivery`] itself to the node's [`Sink`]: for a chat
+//! server, straight into the hub's bounded queue of events, among the
+//! clients' (`Linked::forward`), with no thread between; for
+//! [`RedisLink::start`], a queue of [`LinkSettings::deliveries`] whose other
+//! end it returns. When the sink is full (the hub is behind) the
+//! subscriber waits, looking every [`LinkSettings::poll`] at whether the
+//! link stops; Redis buffers for it, and past Redis' limit Redis cuts it
+//! off: which the subscriber recovers from like from any outage.
 //! The rooms to be in are a set under a lock that no one holds across a
 //! network wait; the subscriber looks at it between messages, and at least
 //! every [`LinkSettings::poll`].
 //!
 //! The *directory* thread (`names.rs`) has a connection of its own for
 //! nicks, private lines and questions to every node, each asked through
-//! a bounded queue too and answered as a [`Delivery`]. It renews the
+//! a bounded queue too and answered as a [`Delivery`], into the same sink
+//! (`outlet.rs`). It renews the
 //! names on schedule whatever else waits, and tells Redis of names held
 //! and let go a batch per round trip, so connection churn cannot make
 //! the names of connected users lapse.
@@ -212,7 +217,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError, Script, Value};
 
 mod connect;
@@ -222,6 +227,7 @@ mod keys;
 mod messages;
 mod names;
 mod order;
+mod outlet;
 mod publisher;
 mod route;
 mod rules;
@@ -239,6 +245,8 @@ use connect::{current_seq, epoch, Target};
 pub use figures::{DeliveriesTaken, LinkGauges};
 use keys::{channel, room_of, Keys};
 pub use messages::{Delivery, LinkError, LinkSettings, Refused};
+use outlet::Outlet;
+pub use outlet::Sink;
 use publisher::{pause, Publisher};
 use rules::RulesWrite;
 pub use rules::{merge, RulesCopy, RULES_KEPT_MOST};
@@ -340,12 +348,22 @@ pub struct RedisLink {
     published: Option<Receiver<()>>,
     /// [`LinkSettings::reply_timeout`]: how long the drop waits for that.
     reply_timeout: Duration,
+    /// Where the subscriber and the directory hand what they deliver.
+    outlet: Arc<Outlet>,
+    /// What the link had to say at start (the server bans), for the sink
+    /// before anything else ([`RedisLink::deliver_to`]).
+    first: Vec<Delivery>,
+    /// [`LinkSettings::poll`]: how often a wait for room in the sink looks
+    /// at whether the link stops.
+    poll: Duration,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl RedisLink {
     /// Connects to Redis at `url` as node `node` and starts the link's
-    /// three threads; what they deliver comes out of the receiver.
+    /// three threads; what they deliver comes out of the receiver, which
+    /// holds up to [`LinkSettings::deliveries`]. [`RedisLink::open`] does
+    /// the same without the queue.
     ///
     /// `url` is `redis://[[user]:password@]host[:port][/db]`, or
     /// `rediss://` for TLS (Redis' certificate must chain to the system's
@@ -361,6 +379,17 @@ impl RedisLink {
         node: &str,
         settings: LinkSettings,
     ) -> Result<(RedisLink, Receiver<Delivery>), LinkError> {
+        let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
+        let mut link = RedisLink::open(url, node, settings)?;
+        // A link just opened has no sink yet.
+        link.deliver_to(Box::new(deliver));
+        Ok((link, deliveries))
+    }
+
+    /// Like [`RedisLink::start`], but what the link delivers goes to the
+    /// [`Sink`] given later ([`RedisLink::deliver_to`]); until then its
+    /// threads hold their first delivery, and Redis buffers for them.
+    pub fn open(url: &str, node: &str, settings: LinkSettings) -> Result<RedisLink, LinkError> {
         if !valid_node_name(node) {
             return Err(LinkError::BadNodeName(node.to_owned()));
         }
@@ -435,11 +464,12 @@ impl RedisLink {
             reconnects: AtomicU64::new(0),
         });
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
-        let (deliver, deliveries) = crossbeam_channel::bounded(settings.deliveries.max(1));
-        if server_bans.is_some() {
-            // The queue is new and holds at least one.
-            let _ = deliver.try_send(Delivery::ServerBans(server_bans.clone()));
-        }
+        let outlet = Arc::new(Outlet::new());
+        let first = match &server_bans {
+            Some(_) => vec![Delivery::ServerBans(server_bans.clone())],
+            None => Vec::new(),
+        };
+        let poll = settings.poll;
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
         let (ask, asks) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (name_changes, names_changed) = crossbeam_channel::bounded(NAMES_QUEUE);
@@ -448,7 +478,7 @@ impl RedisLink {
         let directory = Directory {
             target: Arc::clone(&target),
             shared: Arc::clone(&shared),
-            deliver: deliver.clone(),
+            deliver: Arc::clone(&outlet),
             run: run.clone(),
             held: Arc::clone(&held),
             schedule: Schedule::new(settings.name_ttl, settings.reply_timeout, Instant::now()),
@@ -475,7 +505,7 @@ impl RedisLink {
             target,
             shared: Arc::clone(&shared),
             woken,
-            deliver,
+            deliver: Arc::clone(&outlet),
             epoch: first_epoch,
             own_channel: names::node_channel(&run),
             names: name_changes.clone(),
@@ -517,9 +547,12 @@ impl RedisLink {
             reply_timeout: settings.reply_timeout,
             shared,
             wake: Some(wake),
+            outlet,
+            first,
+            poll,
             threads,
         };
-        Ok((link, deliveries))
+        Ok(link)
     }
 
     /// Hands `line` of `room` to Redis, without waiting: it is queued for
@@ -749,23 +782,6 @@ impl RedisLink {
     /// Whether Redis is reachable, as far as the link knows.
     pub fn is_up(&self) -> bool {
         self.shared.up.load(Ordering::SeqCst)
-    }
-
-    /// The count the thread that takes the link's deliveries keeps, for
-    /// the metrics: that thread, and no other, calls
-    /// [`DeliveriesTaken::took`] for each.
-    pub fn deliveries_taken(&self) -> DeliveriesTaken {
-        DeliveriesTaken {
-            shared: Arc::clone(&self.shared),
-        }
-    }
-
-    /// The link's figures for the metrics: a view that only reads, and
-    /// keeps none of the link's threads or queues alive.
-    pub fn gauges(&self) -> LinkGauges {
-        LinkGauges {
-            shared: Arc::clone(&self.shared),
-        }
     }
 }
 

@@ -45,10 +45,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::order::{Closed, Order, Queues, Step};
+use super::outlet::Outlet;
 use super::route::Router;
 use super::schedule::Schedule;
 use super::slots::crc16;
@@ -244,7 +245,7 @@ pub(super) enum Errand {
 pub(super) struct Directory {
     pub(super) target: Arc<Target>,
     pub(super) shared: Arc<LinkState>,
-    pub(super) deliver: Sender<Delivery>,
+    pub(super) deliver: Arc<Outlet>,
     pub(super) run: String,
     /// The names this run holds, in lower case: the hub's to change
     /// ([`super::RedisLink::hold_name`]), this thread's to tell Redis.
@@ -583,20 +584,13 @@ impl Directory {
     /// past the link's stop (the hub may have stopped reading). False if
     /// it could not.
     fn send(&self, delivery: Delivery) -> bool {
-        let mut delivery = delivery;
-        loop {
-            match self
-                .deliver
-                .send_timeout(delivery, self.target.settings.poll)
-            {
-                Ok(()) => {
-                    self.shared.delivered_names.add(1);
-                    return true;
-                }
-                Err(SendTimeoutError::Timeout(back)) if !self.shared.stopping() => delivery = back,
-                Err(_) => return false,
-            }
+        let sent = self
+            .deliver
+            .send(delivery, &self.shared, self.target.settings.poll);
+        if sent {
+            self.shared.delivered_names.add(1);
         }
+        sent
     }
 
     /// Tells Redis of holds and releases, one script per group of names

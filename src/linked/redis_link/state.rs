@@ -74,8 +74,8 @@ pub(super) struct LinkState {
     pub(super) number: AtomicU64,
     /// For the metrics, each added to by one thread only (see [`Tally`]):
     /// lines put in the outbox (the hub), and taken out (the publisher);
-    /// deliveries queued for the hub (the subscriber, and the names
-    /// thread), and taken from that queue (the thread that forwards them).
+    /// deliveries handed to the link's sink (the subscriber, and the names
+    /// thread), and taken from it (the hub, as it handles each).
     pub(super) outbox_in: Tally,
     pub(super) outbox_out: Tally,
     pub(super) delivered: Tally,

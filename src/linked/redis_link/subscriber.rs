@@ -20,7 +20,7 @@ pub(super) struct Subscriber {
     pub(super) target: Arc<Target>,
     pub(super) shared: Arc<LinkState>,
     pub(super) woken: Receiver<()>,
-    pub(super) deliver: Sender<Delivery>,
+    pub(super) deliver: Arc<Outlet>,
     /// The data set's epoch when last connected.
     pub(super) epoch: String,
     /// Where private lines for this node's users come.
@@ -685,19 +685,11 @@ impl Subscriber {
     /// Hands the hub a delivery, waiting while its queue is full (Redis
     /// buffers meanwhile). Fails if the link stops or nobody listens.
     pub(super) fn send(&self, delivery: Delivery) -> Result<(), SubscriberEnd> {
-        let mut delivery = delivery;
-        loop {
-            match self
-                .deliver
-                .send_timeout(delivery, self.target.settings.poll)
-            {
-                Ok(()) => {
-                    self.shared.delivered.add(1);
-                    return Ok(());
-                }
-                Err(SendTimeoutError::Timeout(back)) if !self.shared.stopping() => delivery = back,
-                Err(_) => return Err(SubscriberEnd::Stop),
-            }
+        let poll = self.target.settings.poll;
+        if !self.deliver.send(delivery, &self.shared, poll) {
+            return Err(SubscriberEnd::Stop);
         }
+        self.shared.delivered.add(1);
+        Ok(())
     }
 }

@@ -96,9 +96,9 @@ impl TestServer {
         let config = tls::server_config(&pki.cert, &pki.key, None).unwrap();
         let mut server = Server::bind("127.0.0.1:0", config, limits).unwrap();
         use secure_chat::linked::{redis_link::RedisLink, Linked};
-        let (link, deliveries) = RedisLink::start(redis_url, node, settings)
+        let link = RedisLink::open(redis_url, node, settings)
             .unwrap_or_else(|error| panic!("link: {error}"));
-        server.share(Box::new(Linked::new(link, deliveries)));
+        server.share(Box::new(Linked::new(link)));
         TestServer::run(server)
     }
 

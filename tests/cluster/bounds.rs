@@ -6,7 +6,7 @@ use super::*;
 
 /// The keys a room leaves in Redis, by the names the link gives them.
 fn room_keys(room: &str) -> Vec<String> {
-    ["seq", "history", "senders", "topic", "size"]
+    ["seq", "history", "senders", "topic", "size", "lines"]
         .iter()
         .map(|part| format!("room:{{{room}}}:{part}"))
         .collect()
@@ -137,8 +137,11 @@ fn a_rooms_history_is_capped_in_bytes() {
     // this node as a gap, which a history this small cannot fill, and
     // that is no matter here.
     collect(&a_in, |seen| {
-        seen.iter()
-            .any(|delivery| matches!(delivery, Delivery::Line { seq: 100, .. }))
+        seen.iter().any(|delivery| {
+            lines(std::slice::from_ref(delivery))
+                .iter()
+                .any(|(seq, _)| *seq == 100)
+        })
     });
     let mut raw = redis.connection(&redis.url());
     let kept: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
@@ -147,21 +150,33 @@ fn a_rooms_history_is_capped_in_bytes() {
         .arg("+")
         .query(&mut raw)
         .expect("XRANGE");
-    let bytes: usize = kept.iter().map(|(_, fields)| fields["line"].len()).sum();
-    assert!(bytes <= CAP, "{bytes} bytes kept");
-    // Trimmed down to 15/16 of the cap when over it, so as many of the
-    // newest as fit, or one fewer.
+    // Lines said together are kept together, as one entry: only whole
+    // entries go, the oldest first.
+    let bytes: usize = kept.iter().map(|(_, fields)| fields["lines"].len()).sum();
     assert!(
-        (CAP * 15 / 16 / LINE..=CAP / LINE).contains(&kept.len()),
-        "{} lines kept",
+        bytes <= CAP || kept.len() == 1,
+        "{bytes} bytes kept in {} entries",
         kept.len()
     );
-    assert!(kept.last().expect("some kept").1["line"].starts_with("0099 "));
+    let held: Vec<String> = kept
+        .iter()
+        .flat_map(|(_, fields)| framed(&fields["lines"]))
+        .collect();
+    assert!(held.last().expect("some kept").starts_with("0099 "));
+    // The newest, in order, with no hole.
+    for (n, line) in (100 - held.len()..).zip(&held) {
+        assert!(line.starts_with(&format!("{n:04} ")), "{n}: {}", &line[..4]);
+    }
     let size: usize = redis::cmd("GET")
         .arg("room:{big}:size")
         .query(&mut raw)
         .expect("GET");
     assert_eq!(size, bytes, "the count kept beside the history");
+    let count: usize = redis::cmd("GET")
+        .arg("room:{big}:lines")
+        .query(&mut raw)
+        .expect("GET");
+    assert_eq!(count, held.len(), "the lines counted beside the history");
     // The trim keeps the room's expiry on what it rewrote.
     for key in room_keys("big") {
         if key.ends_with(":topic") {
@@ -173,11 +188,7 @@ fn a_rooms_history_is_capped_in_bytes() {
     // A newcomer is told what is kept.
     let (b, b_in) = start(&redis, "b", settings);
     match join(&b, &b_in, "big") {
-        Delivery::Recent { lines, .. } => {
-            assert_eq!(lines.len(), kept.len());
-            let first = format!("{:04} ", 100 - kept.len());
-            assert!(lines[0].starts_with(&first), "{}", &lines[0][..4]);
-        }
+        Delivery::Recent { lines, .. } => assert_eq!(lines, held),
         other => panic!("{other:?}"),
     }
 }

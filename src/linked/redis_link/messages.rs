@@ -74,22 +74,23 @@ impl Default for LinkSettings {
 /// What the link tells the hub, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// A line of a room this node is in. Per room, seqs come in order,
+    /// Lines of a room this node is in, said on one node and numbered
+    /// together: `first`, `first + 1`, ... Per room, seqs come in order,
     /// each once; one that never comes is reported as [`Delivery::Missed`].
-    Line {
+    Lines {
         /// The room.
         room: String,
-        /// Its number in the room, the same on every node.
-        seq: u64,
-        /// The node whose user said it (this one, for our own lines).
+        /// The first line's number in the room, the same on every node.
+        first: u64,
+        /// The node whose users said them (this one, for our own lines).
         node: String,
-        /// The line, as given to [`RedisLink::publish`].
-        line: String,
+        /// The lines, as given to [`RedisLink::publish`], at least one.
+        lines: Vec<String>,
     },
     /// What a room had said before this node joined it: its last
     /// [`LinkSettings::recent`] lines (oldest first, as given to
     /// [`RedisLink::publish`]) and its topic. Comes once per
-    /// [`RedisLink::join_room`], before any [`Delivery::Line`] of the room, and
+    /// [`RedisLink::join_room`], before any [`Delivery::Lines`] of the room, and
     /// again only if the node joins the room anew.
     Recent {
         /// The room.

@@ -250,8 +250,8 @@ use scripts::{check_version, PUBLISH_SCRIPT, TOUCH_SCRIPT};
 use shards::Shards;
 use slots::Topology;
 use state::{
-    millis, parse_payload, random_u64, reconnect_backoff, valid_node_name, Held, LinkState,
-    Outgoing, Rooms, ToPublish,
+    frame, millis, parse_payload, random_u64, reconnect_backoff, unframe, valid_node_name, Held,
+    LinkState, Outgoing, Rooms, ToPublish,
 };
 
 /// The key whose random value names the Redis data set (see "When Redis
@@ -464,6 +464,7 @@ impl RedisLink {
             },
             sender: run.clone(),
             count: 0,
+            renewed: HashMap::new(),
         };
         let subscriber = Subscriber {
             target,
@@ -517,8 +518,10 @@ impl RedisLink {
     }
 
     /// Hands `line` of `room` to Redis, without waiting: it is queued for
-    /// the publisher thread, and comes back as a [`Delivery::Line`] (on
+    /// the publisher thread, and comes back in a [`Delivery::Lines`] (on
     /// every node in the room, this one included) once Redis has it.
+    /// The line may hold any text: the link frames it, so that nothing
+    /// in it can run into the next.
     ///
     /// Refuses at once, and the line goes nowhere, when
     /// [`LinkSettings::outbox`] lines already wait ([`Refused::Full`]) or

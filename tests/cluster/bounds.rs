@@ -117,6 +117,58 @@ fn a_room_whose_keys_lapsed_starts_over_from_1() {
     );
 }
 
+/// A node's first line in a room renews the room's keys, even where it
+/// has no member (a notice said before its user enters), so that a room
+/// spoken in keeps at least half its expiry; later lines of the node do
+/// not, until half the expiry has gone: no renewal per line.
+#[test]
+fn a_nodes_first_line_in_a_room_renews_its_keys_not_every_line() {
+    let redis = Redis::start(&[]);
+    let (a, _a_in) = start(&redis, "a", quick_link());
+    let (b, _b_in) = start(&redis, "b", quick_link());
+    let mut raw = redis.connection(&redis.url());
+    let seq_is = |raw: &mut redis::Connection, seq: u64| {
+        let reached = secure_chat_test_support::wait_until(|| {
+            let now: Option<u64> = redis::cmd("GET")
+                .arg("room:{aside}:seq")
+                .query(raw)
+                .expect("GET");
+            now == Some(seq)
+        });
+        assert!(reached, "line {seq} never numbered");
+    };
+    let shorten = |raw: &mut redis::Connection| {
+        for key in room_keys("aside") {
+            let _: i64 = redis::cmd("PEXPIRE")
+                .arg(&key)
+                .arg(2_000)
+                .query(raw)
+                .expect("PEXPIRE");
+        }
+    };
+    // Neither node has a member there.
+    publish(&b, "aside", "first");
+    seq_is(&mut raw, 1);
+    shorten(&mut raw);
+    publish(&a, "aside", "second");
+    seq_is(&mut raw, 2);
+    for key in room_keys("aside") {
+        if key.ends_with(":topic") {
+            continue;
+        }
+        let left = pttl(&mut raw, &key);
+        assert!(left > 60_000, "{key}: {left} ms left after a's first line");
+    }
+    shorten(&mut raw);
+    publish(&a, "aside", "third");
+    seq_is(&mut raw, 3);
+    let left = pttl(&mut raw, "room:{aside}:seq");
+    assert!(
+        (1..=2_000).contains(&left),
+        "renewed again at once: {left} ms"
+    );
+}
+
 /// A room's history keeps at most so many bytes of lines, the newest.
 #[test]
 fn a_rooms_history_is_capped_in_bytes() {

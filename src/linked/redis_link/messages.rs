@@ -10,18 +10,23 @@ pub struct LinkSettings {
     /// How many lines each room's history keeps at most (once over, the
     /// oldest go, down to 15/16 of this and of
     /// [`LinkSettings::history_bytes`]). Bounds what a node can still
-    /// fill in after an outage.
+    /// fill in after an outage. Lines said together on one node are kept
+    /// together and go together: a trim may take up to one such batch
+    /// more than needed, and one batch larger than this is kept alone.
     pub history: usize,
-    /// How many bytes of lines each room's history keeps at most: the
-    /// oldest go first, whichever of this and [`LinkSettings::history`]
-    /// is reached first. (One line longer than this is still kept, alone.)
+    /// How many bytes of lines each room's history keeps at most (as
+    /// kept: each line with its length before it): the oldest go first,
+    /// whichever of this and [`LinkSettings::history`] is reached first,
+    /// a batch at a time as there. (One batch larger than this is still
+    /// kept, alone.)
     pub history_bytes: usize,
     /// How long a room's keys (its numbering, history and topic) stay in
     /// Redis once no node has members in it and nobody speaks there: then
-    /// Redis forgets the room. Renewed by a line said when less than half
-    /// of it is left (so a quiet room lives between half of it and all of
-    /// it after its last line), and three times per span by each node
-    /// with members in it.
+    /// Redis forgets the room. Renewed by a node's first line there
+    /// (whether or not it has members in the room) and by its lines again
+    /// once half of it has gone since, so a quiet room lives between half
+    /// of it and all of it after its last line; and three times per span
+    /// by each node with members in it.
     pub room_ttl: Duration,
     /// How many lines may wait for the publisher thread; past that,
     /// [`RedisLink::publish`] refuses.

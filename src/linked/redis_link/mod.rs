@@ -22,19 +22,29 @@
 //!
 //! So each room line is also *numbered* and *kept*. One Lua script,
 //! which Redis runs as one atomic step for the lines of one room that
-//! wait together, does three things (four, when the last sets the room's
-//! topic: `SET room:{name}:topic` as well, so that a node joining the room
-//! later is told it with the room's last lines, [`Delivery::Recent`]):
+//! wait together (a *batch*, said on this node), does three things (four,
+//! when the last sets the room's topic: `SET room:{name}:topic` as well,
+//! so that a node joining the room later is told it with the room's last
+//! lines, [`Delivery::Recent`]):
 //!
 //! 1. `INCRBY room:{name}:seq`: the lines' numbers in their room (each
-//!    line's *seq*), 1, 2, 3, ... The same numbers on every node, so every
-//!    node shows the room's lines in the same order, whoever said them.
-//! 2. `XADD room:{name}:history`: each line, kept in a stream under the id
-//!    `seq-0`, so that lines can be asked for by number; the oldest lines
-//!    go once the history holds more than [`LinkSettings::history`] lines
-//!    or [`LinkSettings::history_bytes`] bytes of them (counted in
-//!    `room:{name}:size`), down to 15/16 of both.
-//! 3. `PUBLISH room:{name}`: `seq node line`, per line, to the room's nodes.
+//!    line's *seq*), 1, 2, 3, ...; a batch of n lines takes F..F+n-1. The
+//!    same numbers on every node, so every node shows the room's lines in
+//!    the same order, whoever said them.
+//! 2. `XADD room:{name}:history`: the batch, kept as one entry of a
+//!    stream under the id `F-0` (its first seq), so that lines can be
+//!    asked for by number; the oldest entries go, whole, once the history
+//!    holds more than [`LinkSettings::history`] lines or
+//!    [`LinkSettings::history_bytes`] bytes of them (counted in
+//!    `room:{name}:lines` and `room:{name}:size`), down to 15/16 of both.
+//! 3. `PUBLISH room:{name}`: `F node LINES`, once per batch, to the room's
+//!    nodes, the lines each written as its length, `:`, and the line, so
+//!    that nothing a line holds can run into the next.
+//!
+//! A history kept by servers before batches (an entry per line, in a
+//! field `line`) is read as batches of one: a Redis upgraded with its
+//! data keeps its rooms' past. (Servers of both kinds cannot share one
+//! Redis: they would not read each other's messages.)
 //!
 //! A room's moderation rules are kept beside its lines, in
 //! `room:{name}:rules` with a version, and written by a script of their
@@ -55,14 +65,16 @@
 //!
 //! Because the three happen together, whatever was published can be read
 //! back, by number, and numbers have no holes. A node remembers, per room,
-//! the next number it expects. A line with that number is delivered; a
-//! smaller one was delivered already (it came with a fill) and is dropped;
-//! a larger one means lines were lost on the way, and the missing numbers
-//! are read from the history (`XRANGE`) and delivered first. So every
-//! node delivers each line of its rooms exactly once, in number order,
-//! its own lines included: a node shows its own users their line when it
-//! comes back from Redis, not before, so that they see the order everyone
-//! else sees.
+//! the next number it expects. A batch is delivered from that number on:
+//! its lines below it were delivered already (they came with a fill) and
+//! are cut off, so a batch wholly below is dropped; a batch that starts
+//! above it means lines were lost on the way, and the missing numbers are
+//! read from the history first (from the entry that holds the next
+//! number, `XREVRANGE ... COUNT 1`, then `XRANGE` on) and delivered. So
+//! every node delivers each line of its rooms exactly once, in number
+//! order, its own lines included: a node shows its own users their line
+//! when it comes back from Redis, not before, so that they see the order
+//! everyone else sees. A batch is delivered as one [`Delivery::Lines`].
 //!
 //! ## One Redis, or a Redis Cluster
 //!
@@ -146,9 +158,12 @@
 //! full, [`RedisLink::publish`] says [`Refused::Full`] at once), which takes
 //! up to 512 waiting lines (32 KiB) per round trip (a pipeline) and runs
 //! the script once per room among them, not per line: what Redis spends
-//! is mostly per call. A line it took is published exactly once, however
-//! many times it must retry across reconnects: each carries the node's own
-//! count, and the script skips the counts it has already seen.
+//! is mostly per call, and a call's lines are one entry and one message
+//! however many they are. A line it took is published exactly once,
+//! however many times it must retry across reconnects: each carries the
+//! node's own count, and when a batch is sent again the script skips the
+//! counts it has already seen (a first send needs no such check: its
+//! counts are new).
 //! The *subscriber* thread has two connections: one subscribed (a
 //! subscribed connection can run nothing but (un)subscribe and `PING`), and
 //! one to ask (`GET`, `XRANGE`); on a cluster, one more subscribed per
@@ -164,7 +179,8 @@
 //! the subscriber blocks in the read of its one subscribed connection.)
 //! These threads end with the subscriber's session, which waits for them.
 //! It hands [`Delivery`]s to the hub through
-//! a bounded queue ([`LinkSettings::deliveries`]); when the hub is behind, the
+//! a bounded queue ([`LinkSettings::deliveries`]), one per batch of lines
+//! (or what is left of it); when the hub is behind, the
 //! subscriber waits, Redis buffers for it, and past Redis' limit Redis cuts
 //! it off: which the subscriber recovers from like from any outage.
 //! The rooms to be in are a set under a lock that no one holds across a

@@ -165,7 +165,8 @@ fn heard_from_n(first: u64, lines: &[String]) -> Vec<String> {
 }
 
 /// What `listener` hears on each of `rooms`' channels up to a `end` each
-/// of them gets after the calls: `seq node line`s, in order, per room.
+/// of them gets after the calls, each batch opened into `seq node line`s,
+/// in order, per room.
 fn heard(
     listener: &mut redis::PubSub<'_>,
     publisher: &mut Connection,

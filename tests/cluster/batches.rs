@@ -59,6 +59,16 @@ fn tell(raw: &mut redis::Connection, room: &str, first: u64, lines: &[&str]) {
         .expect("PUBLISH");
 }
 
+/// Joins `room` and waits until the node has done with joining: its
+/// first line there (seq 1) is back, so that what the test then writes
+/// by hand is not read with the room's past.
+fn settle(link: &RedisLink, deliveries: &Receiver<Delivery>, room: &str) {
+    join(link, deliveries, room);
+    publish(link, room, "first");
+    let seen = collect(deliveries, |seen| line_count(seen) == 1);
+    assert_eq!(lines(&seen), numbered(1, &["first"]));
+}
+
 /// `lines` numbered from `first`, as (seq, line).
 fn numbered(first: u64, lines: &[&str]) -> Vec<(u64, String)> {
     (first..)
@@ -73,45 +83,45 @@ fn numbered(first: u64, lines: &[&str]) -> Vec<(u64, String)> {
 fn batches_are_cut_to_what_the_node_has_not_delivered() {
     let redis = Redis::start(&[]);
     let (a, a_in) = start(&redis, "a", quick_link());
-    join(&a, &a_in, "lobby");
+    settle(&a, &a_in, "lobby");
     let mut raw = redis.connection(&redis.url());
 
-    // 1..=3 kept but never heard; then 3..=5 heard: the gap 1..=2 comes
-    // from the entry 1..=3, cut to 1..=2, then the batch whole.
-    keep(&mut raw, "lobby", 1, &["h1", "h2", "h3"]);
-    tell(&mut raw, "lobby", 3, &["h3", "m4", "m5"]);
+    // 2..=4 kept but never heard; then 4..=6 heard: the gap 2..=3 comes
+    // from the entry 2..=4, cut to 2..=3, then the batch whole.
+    keep(&mut raw, "lobby", 2, &["h2", "h3", "h4"]);
+    tell(&mut raw, "lobby", 4, &["h4", "m5", "m6"]);
     let seen = collect(&a_in, |seen| line_count(seen) == 5);
     assert_eq!(
         seen,
         [
             Delivery::Lines {
                 room: "lobby".into(),
-                first: 1,
+                first: 2,
                 node: "ghost".into(),
-                lines: vec!["h1".into(), "h2".into()],
+                lines: vec!["h2".into(), "h3".into()],
             },
             Delivery::Lines {
                 room: "lobby".into(),
-                first: 3,
+                first: 4,
                 node: "ghost".into(),
-                lines: vec!["h3".into(), "m4".into(), "m5".into()],
+                lines: vec!["h4".into(), "m5".into(), "m6".into()],
             },
         ]
     );
-    // A batch straddling the next line expected (6): from 6 on only.
-    tell(&mut raw, "lobby", 5, &["m5", "m6", "m7"]);
+    // A batch straddling the next line expected (7): from 7 on only.
+    tell(&mut raw, "lobby", 6, &["m6", "m7", "m8"]);
     // Wholly delivered already: nothing.
-    tell(&mut raw, "lobby", 2, &["h2", "h3"]);
+    tell(&mut raw, "lobby", 3, &["h3", "h4"]);
     // The numbering where the told lines left it, and a line said.
-    keep(&mut raw, "lobby", 6, &["m6", "m7"]);
+    keep(&mut raw, "lobby", 7, &["m7", "m8"]);
     publish(&a, "lobby", "said");
     let seen = collect(&a_in, |seen| line_count(seen) == 3);
     assert_eq!(
         flat(&seen),
         [
-            (6, "ghost".into(), "m6".into()),
             (7, "ghost".into(), "m7".into()),
-            (8, "a".into(), "said".into()),
+            (8, "ghost".into(), "m8".into()),
+            (9, "a".into(), "said".into()),
         ]
     );
     assert!(a_in.recv_timeout(Duration::from_millis(300)).is_err());
@@ -147,10 +157,10 @@ fn a_gap_that_starts_inside_an_entry_is_filled_from_there() {
 fn lines_of_trimmed_entries_are_missed() {
     let redis = Redis::start(&[]);
     let (a, a_in) = start(&redis, "a", quick_link());
-    join(&a, &a_in, "lobby");
+    settle(&a, &a_in, "lobby");
     let mut raw = redis.connection(&redis.url());
 
-    keep(&mut raw, "lobby", 1, &["t1", "t2"]);
+    keep(&mut raw, "lobby", 2, &["t2"]);
     keep(&mut raw, "lobby", 3, &["t3", "t4", "t5"]);
     keep(&mut raw, "lobby", 6, &["k6", "k7"]);
     let _: i64 = redis::cmd("XTRIM")
@@ -165,7 +175,7 @@ fn lines_of_trimmed_entries_are_missed() {
         seen[0],
         Delivery::Missed {
             room: "lobby".into(),
-            from: 1,
+            from: 2,
             to: 5
         }
     );

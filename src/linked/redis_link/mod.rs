@@ -38,13 +38,8 @@
 //!    [`LinkSettings::history_bytes`] bytes of them (counted in
 //!    `room:{name}:lines` and `room:{name}:size`), down to 15/16 of both.
 //! 3. `PUBLISH room:{name}`: `F node LINES`, once per batch, to the room's
-//!    nodes, the lines each written as its length, `:`, and the line, so
-//!    that nothing a line holds can run into the next.
-//!
-//! A history kept by servers before batches (an entry per line, in a
-//! field `line`) is read as batches of one: a Redis upgraded with its
-//! data keeps its rooms' past. (Servers of both kinds cannot share one
-//! Redis: they would not read each other's messages.)
+//!    nodes, each line framed by its length (`scripts.rs` has the format,
+//!    and how histories kept a line per entry before are still read).
 //!
 //! A room's moderation rules are kept beside its lines, in
 //! `room:{name}:rules` with a version, and written by a script of their
@@ -70,11 +65,11 @@
 //! are cut off, so a batch wholly below is dropped; a batch that starts
 //! above it means lines were lost on the way, and the missing numbers are
 //! read from the history first (from the entry that holds the next
-//! number, `XREVRANGE ... COUNT 1`, then `XRANGE` on) and delivered. So
-//! every node delivers each line of its rooms exactly once, in number
-//! order, its own lines included: a node shows its own users their line
-//! when it comes back from Redis, not before, so that they see the order
-//! everyone else sees. A batch is delivered as one [`Delivery::Lines`].
+//! number, `XREVRANGE ... COUNT 1`, then `XRANGE` on) and delivered, each
+//! batch as one [`Delivery::Lines`]. So every node delivers each line of
+//! its rooms exactly once, in number order, its own lines included: a
+//! node shows its own users their line when it comes back from Redis, not
+//! before, so that they see the order everyone else sees.
 //!
 //! ## One Redis, or a Redis Cluster
 //!
@@ -158,12 +153,10 @@
 //! full, [`RedisLink::publish`] says [`Refused::Full`] at once), which takes
 //! up to 512 waiting lines (32 KiB) per round trip (a pipeline) and runs
 //! the script once per room among them, not per line: what Redis spends
-//! is mostly per call, and a call's lines are one entry and one message
-//! however many they are. A line it took is published exactly once,
-//! however many times it must retry across reconnects: each carries the
-//! node's own count, and when a batch is sent again the script skips the
-//! counts it has already seen (a first send needs no such check: its
-//! counts are new).
+//! is mostly per call. A line it took is published exactly once, however
+//! many times it must retry across reconnects: each carries the node's own
+//! count, and a batch sent again skips the counts Redis has seen (a
+//! first send is not checked: its counts are new).
 //! The *subscriber* thread has two connections: one subscribed (a
 //! subscribed connection can run nothing but (un)subscribe and `PING`), and
 //! one to ask (`GET`, `XRANGE`); on a cluster, one more subscribed per
@@ -179,8 +172,7 @@
 //! the subscriber blocks in the read of its one subscribed connection.)
 //! These threads end with the subscriber's session, which waits for them.
 //! It hands [`Delivery`]s to the hub through
-//! a bounded queue ([`LinkSettings::deliveries`]), one per batch of lines
-//! (or what is left of it); when the hub is behind, the
+//! a bounded queue ([`LinkSettings::deliveries`]); when the hub is behind, the
 //! subscriber waits, Redis buffers for it, and past Redis' limit Redis cuts
 //! it off: which the subscriber recovers from like from any outage.
 //! The rooms to be in are a set under a lock that no one holds across a

@@ -28,7 +28,10 @@ use super::*;
 /// entry `F-0` of the history (fields `node`, and `lines`: the lines
 /// framed) and published as one message, `F NODE LINES`. A room's rules
 /// markers are entries of their own (`rules.rs`); entries written before
-/// batches, one line each in a field `line`, are read as batches of one.
+/// batches, one line each in a field `line`, are read as batches of one,
+/// so a Redis upgraded with its data keeps its rooms' past. (Servers that
+/// wrote those cannot share a Redis with these: neither reads the
+/// other's messages.)
 ///
 /// A retry after a reply that never arrived sends the same lines again,
 /// with `c`: those whose count is at most the sender's last here were

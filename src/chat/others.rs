@@ -57,12 +57,12 @@ impl Chat {
     /// What the other servers told: the chat does what it calls for, and
     /// gives back the room lines the hub is to show here after `out`.
     /// (A [`Told::Question`] is the hub's to answer, and the hub shows a
-    /// [`Told::Line`] itself, without coming here: given one, the chat
-    /// only hands it back.)
+    /// [`Told::Lines`] itself, without coming here: given them, the chat
+    /// only hands them back.)
     pub fn told(&mut self, told: Told, out: &mut Vec<Output>) -> Vec<RoomLine> {
         match told {
             Told::Nothing | Told::Question { .. } => Vec::new(),
-            Told::Line(line) => vec![line],
+            Told::Lines(lines) => lines,
             Told::Recent {
                 room,
                 lines,

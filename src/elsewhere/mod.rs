@@ -66,7 +66,7 @@ pub trait Elsewhere: Send {
 
     /// A room line was said here. Given back if it is to be shown here
     /// now; `None` if it went to the others, to be shown when it comes
-    /// back ([`Told::Line`]).
+    /// back ([`Told::Lines`]).
     fn say(&mut self, line: RoomLine, key: &dyn Fn() -> Option<String>) -> Option<RoomLine>;
 
     /// Hands the others what the chat asks; the ask back, with why, if it

@@ -303,8 +303,9 @@ pub struct Asker {
 pub enum Told {
     /// Nothing to do.
     Nothing,
-    /// Show a room line here.
-    Line(RoomLine),
+    /// Show room lines here, in order: lines another server (or this
+    /// one) said in a room, come back together, as one batch.
+    Lines(Vec<RoomLine>),
     /// A room this server joined: what it said before, and the lines
     /// said here that waited for it (`waiting`).
     Recent {

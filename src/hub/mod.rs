@@ -463,8 +463,13 @@ impl<E: Elsewhere> Hub<E> {
         };
         match told {
             // Every room line of a linked server comes back this way: shown
-            // at once, with nothing for the chat to decide.
-            Told::Line(line) => self.show_here(line),
+            // at once, with nothing for the chat to decide; a batch in one
+            // event, so the writers get it in one hand-over.
+            Told::Lines(lines) => {
+                for line in lines {
+                    self.show_here(line);
+                }
+            }
             Told::Question { asker, query } => {
                 let answer = chat.local_answer(&query);
                 self.elsewhere.answer(&asker, &answer);

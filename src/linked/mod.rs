@@ -399,7 +399,7 @@ impl Linked {
     /// What the hub makes of what the link delivered.
     pub fn delivered(&mut self, delivery: Delivery) -> Told {
         match delivery {
-            Delivery::Line { room, line, .. } => {
+            Delivery::Lines { room, lines, .. } => {
                 let Some(&id) = self.by_key.get(&room) else {
                     return Told::Nothing;
                 };
@@ -407,13 +407,21 @@ impl Linked {
                 if self.rooms.get(&id).is_none_or(|j| j.waiting.is_some()) {
                     return Told::Nothing;
                 }
-                match decode(self.link.run(), id, &line) {
-                    Some(local) => Told::Line(local),
-                    None => {
-                        log::warn!("room {room}: a line from Redis makes no sense; dropped");
-                        Told::Nothing
-                    }
+                let run = self.link.run();
+                let shown: Vec<RoomLine> = lines
+                    .iter()
+                    .filter_map(|line| {
+                        let local = decode(run, id, line);
+                        if local.is_none() {
+                            log::warn!("room {room}: a line from Redis makes no sense; dropped");
+                        }
+                        local
+                    })
+                    .collect();
+                if shown.is_empty() {
+                    return Told::Nothing;
                 }
+                Told::Lines(shown)
             }
             Delivery::Recent {
                 room,

@@ -12,7 +12,8 @@
 // Linked servers only: built with the `redis` feature (on by default).
 #![cfg(feature = "redis")]
 
-// What the link keeps in Redis is bounded: `bounds.rs`.
+// What the link keeps in Redis is bounded: `bounds.rs`. Lines said
+// together travel and are kept together: `batches.rs`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -54,7 +55,7 @@ fn collect(
 
 /// Joins `room` and waits for what it said before ([`Delivery::Recent`]):
 /// the link subscribes before it reads the past, so from then on every
-/// new line of the room comes as a [`Delivery::Line`]. Waiting only for
+/// new line of the room comes in a [`Delivery::Lines`]. Waiting only for
 /// the subscription would race: a line published between the subscribe
 /// and the read of the past is delivered inside `Recent`, which
 /// [`collect`] leaves out.
@@ -66,15 +67,50 @@ fn join(link: &RedisLink, deliveries: &Receiver<Delivery>, room: &str) -> Delive
     }
 }
 
+/// The lines among `deliveries`, each batch opened: (seq, node, line)
+/// in the order delivered.
+fn flat(deliveries: &[Delivery]) -> Vec<(u64, String, String)> {
+    let mut flat = Vec::new();
+    for delivery in deliveries {
+        if let Delivery::Lines {
+            first, node, lines, ..
+        } = delivery
+        {
+            assert!(!lines.is_empty(), "a batch of no lines");
+            let numbered = (*first..).zip(lines);
+            flat.extend(numbered.map(|(seq, line)| (seq, node.clone(), line.clone())));
+        }
+    }
+    flat
+}
+
 /// The lines among `deliveries`, as (seq, line).
 fn lines(deliveries: &[Delivery]) -> Vec<(u64, String)> {
-    deliveries
-        .iter()
-        .filter_map(|delivery| match delivery {
-            Delivery::Line { seq, line, .. } => Some((*seq, line.clone())),
-            _ => None,
-        })
+    flat(deliveries)
+        .into_iter()
+        .map(|(seq, _, line)| (seq, line))
         .collect()
+}
+
+/// Lines as the link keeps and publishes a batch of them: each as its
+/// length in bytes, `:`, and the line.
+fn frame(lines: &[&str]) -> String {
+    lines
+        .iter()
+        .map(|line| format!("{}:{line}", line.len()))
+        .collect()
+}
+
+/// The lines of [`frame`]d text.
+fn framed(mut text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Some((len, rest)) = text.split_once(':') {
+        let len: usize = len.parse().expect("a length");
+        lines.push(rest[..len].to_owned());
+        text = &rest[len..];
+    }
+    assert!(text.is_empty(), "not framed: {text:?}");
+    lines
 }
 
 fn line_count(deliveries: &[Delivery]) -> usize {
@@ -100,8 +136,9 @@ fn publish(link: &RedisLink, room: &str, line: &str) {
     }
 }
 
-/// Runs the chat's script minus its PUBLISH: the line is numbered and
-/// kept, but no node hears of it, as when pub/sub loses a message.
+/// Numbers and keeps a line as servers did before they kept batches (an
+/// entry of one line, in the field `line`), but no node hears of it, as
+/// when pub/sub loses a message: histories written so are still read.
 fn append_silently(connection: &mut redis::Connection, room: &str, line: &str) -> u64 {
     let script = redis::Script::new(
         r"local seq = redis.call('INCR', KEYS[1])
@@ -192,17 +229,14 @@ fn a_lost_message_is_filled_from_history_first() {
         let seen = collect(deliveries, |seen| line_count(seen) == count);
         let lobby: Vec<Delivery> = seen
             .iter()
-            .filter(|d| matches!(d, Delivery::Line { room, .. } if room == "lobby"))
+            .filter(|d| matches!(d, Delivery::Lines { room, .. } if room == "lobby"))
             .cloned()
             .collect();
         assert_eq!(lines(&lobby), expected);
-        let Delivery::Line { node, .. } = &lobby[3] else {
-            unreachable!()
-        };
-        assert_eq!(node, "a");
+        assert_eq!(flat(&lobby)[3].1, "a");
         let side: Vec<Delivery> = seen
             .iter()
-            .filter(|d| matches!(d, Delivery::Line { room, .. } if room == "side"))
+            .filter(|d| matches!(d, Delivery::Lines { room, .. } if room == "side"))
             .cloned()
             .collect();
         let expected_side = if count == 5 {
@@ -227,22 +261,22 @@ fn a_lost_message_is_filled_from_history_first() {
     assert_eq!(
         seen,
         vec![
-            Delivery::Line {
+            Delivery::Lines {
                 room: "lobby".into(),
-                seq: 5,
+                first: 5,
                 node: "ghost".into(),
-                line: "kept 5".into()
+                lines: vec!["kept 5".into()]
             },
             Delivery::Missed {
                 room: "lobby".into(),
                 from: 6,
                 to: 6
             },
-            Delivery::Line {
+            Delivery::Lines {
                 room: "lobby".into(),
-                seq: 7,
+                first: 7,
                 node: "b".into(),
-                line: "said 7".into()
+                lines: vec!["said 7".into()]
             },
         ]
     );
@@ -662,4 +696,5 @@ fn throughput() {
     );
 }
 
+mod batches;
 mod bounds;

@@ -16,8 +16,9 @@ fn forge(redis: &Redis, room: &str, text: &str) {
     let forged = redis::Script::new(
         r"
 local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], seq .. '-0', 'node', 'ghost', 'line', ARGV[1])
-redis.call('PUBLISH', ARGV[2], seq .. ' ghost ' .. ARGV[1])
+local framed = #ARGV[1] .. ':' .. ARGV[1]
+redis.call('XADD', KEYS[2], seq .. '-0', 'node', 'ghost', 'lines', framed)
+redis.call('PUBLISH', ARGV[2], seq .. ' ghost ' .. framed)
 return seq
 ",
     );
@@ -373,7 +374,7 @@ fn lines_waiting_for_a_rooms_past_survive_leaving_and_entering_at_once() {
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("timed out; shown so far: {shown:?}"));
         match a.delivered(delivery) {
-            Told::Line(line) => shown.push(line.line.to_string()),
+            Told::Lines(lines) => shown.extend(lines.iter().map(|line| line.line.to_string())),
             Told::Unreachable { lines, .. } => {
                 outage = true;
                 shown.extend(lines.iter().map(|line| line.line.to_string()));

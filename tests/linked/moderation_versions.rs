@@ -77,7 +77,31 @@ impl Server {
         };
         assert!(self.linked.say(line.clone(), &|| None).is_none(), "sent");
         self.linked.event_done();
-        self.until(|told| matches!(told, Told::Line(back) if back.line == line.line));
+        self.until(|told| shows(told, &line.line));
+    }
+}
+
+/// Whether `told` shows `line` here.
+fn shows(told: &Told, line: &str) -> bool {
+    matches!(told, Told::Lines(lines) if lines.iter().any(|back| &*back.line == line))
+}
+
+/// The lines a field of a history entry keeps: a batch (`lines`, each
+/// line as its length, `:`, and the line), or one (`line`, a marker of
+/// the rules); none for another field.
+fn kept(name: &str, mut text: &str) -> Vec<String> {
+    match name {
+        "line" => vec![text.to_owned()],
+        "lines" => {
+            let mut lines = Vec::new();
+            while let Some((len, rest)) = text.split_once(':') {
+                let len: usize = len.parse().expect("a length");
+                lines.push(rest[..len].to_owned());
+                text = &rest[len..];
+            }
+            lines
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -276,15 +300,14 @@ fn a_change_made_while_the_past_is_awaited_keeps_its_place() {
         }
     }
     a.linked.event_done();
-    a.until(|told| matches!(told, Told::Line(back) if back.line == line("after").line));
+    a.until(|told| shows(told, &line("after").line));
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(&["room:{#den}:history", "-", "+"][..])
         .query(&mut raw)
         .expect("XRANGE");
-    let order: Vec<&str> = entries
+    let order: Vec<String> = entries
         .iter()
-        .filter_map(|(_, fields)| fields.iter().find(|(name, _)| name == "line"))
-        .map(|(_, text)| text.as_str())
+        .flat_map(|(_, fields)| fields.iter().flat_map(|(name, text)| kept(name, text)))
         .collect();
     assert_eq!(
         order,

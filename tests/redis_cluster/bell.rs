@@ -39,9 +39,9 @@ fn a_room_joined_is_heard_long_before_a_poll() {
                     .expect("published");
                 said = true;
             }
-            Ok(Delivery::Line { room, line, .. }) if room == "#birch" => {
-                assert!(said, "a line before the room's past: {line}");
-                assert_eq!(line, "chat s hello");
+            Ok(Delivery::Lines { room, lines, .. }) if room == "#birch" => {
+                assert!(said, "a line before the room's past: {lines:?}");
+                assert_eq!(lines, ["chat s hello"]);
                 break;
             }
             Ok(_) => {}

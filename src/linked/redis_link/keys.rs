@@ -13,8 +13,10 @@ pub(super) struct Keys {
     pub(super) history: String,
     pub(super) senders: String,
     pub(super) topic: String,
-    /// The bytes of the lines the history holds.
+    /// The bytes the history's entries hold.
     pub(super) size: String,
+    /// The lines the history's entries hold (markers of rules included).
+    pub(super) lines: String,
     /// The room's moderation rules and their version, a hash
     /// ([`RedisLink::write_rules`]).
     pub(super) rules: String,
@@ -29,30 +31,33 @@ impl Keys {
             senders: format!("room:{{{room}}}:senders"),
             topic: format!("room:{{{room}}}:topic"),
             size: format!("room:{{{room}}}:size"),
+            lines: format!("room:{{{room}}}:lines"),
             rules: format!("room:{{{room}}}:rules"),
             channel: channel(room),
         }
     }
 
     /// The keys [`PUBLISH_SCRIPT`] takes, in its order: all but the rules.
-    pub(super) fn of_lines(&self) -> [&str; 5] {
+    pub(super) fn of_lines(&self) -> [&str; 6] {
         [
             &self.seq,
             &self.history,
             &self.senders,
             &self.topic,
             &self.size,
+            &self.lines,
         ]
     }
 
     /// Every key of the room, the rules last.
-    pub(super) fn all(&self) -> [&str; 6] {
+    pub(super) fn all(&self) -> [&str; 7] {
         [
             &self.seq,
             &self.history,
             &self.senders,
             &self.topic,
             &self.size,
+            &self.lines,
             &self.rules,
         ]
     }

@@ -10,18 +10,23 @@ pub struct LinkSettings {
     /// How many lines each room's history keeps at most (once over, the
     /// oldest go, down to 15/16 of this and of
     /// [`LinkSettings::history_bytes`]). Bounds what a node can still
-    /// fill in after an outage.
+    /// fill in after an outage. Lines said together on one node are kept
+    /// together and go together: a trim may take up to one such batch
+    /// more than needed, and one batch larger than this is kept alone.
     pub history: usize,
-    /// How many bytes of lines each room's history keeps at most: the
-    /// oldest go first, whichever of this and [`LinkSettings::history`]
-    /// is reached first. (One line longer than this is still kept, alone.)
+    /// How many bytes of lines each room's history keeps at most (as
+    /// kept: each line with its length before it): the oldest go first,
+    /// whichever of this and [`LinkSettings::history`] is reached first,
+    /// a batch at a time as there. (One batch larger than this is still
+    /// kept, alone.)
     pub history_bytes: usize,
     /// How long a room's keys (its numbering, history and topic) stay in
     /// Redis once no node has members in it and nobody speaks there: then
-    /// Redis forgets the room. Renewed by a line said when less than half
-    /// of it is left (so a quiet room lives between half of it and all of
-    /// it after its last line), and three times per span by each node
-    /// with members in it.
+    /// Redis forgets the room. Renewed by a node's first line there
+    /// (whether or not it has members in the room) and by its lines again
+    /// once half of it has gone since, so a quiet room lives between half
+    /// of it and all of it after its last line; and three times per span
+    /// by each node with members in it.
     pub room_ttl: Duration,
     /// How many lines may wait for the publisher thread; past that,
     /// [`RedisLink::publish`] refuses.
@@ -76,22 +81,23 @@ impl Default for LinkSettings {
 /// What the link tells the hub, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// A line of a room this node is in. Per room, seqs come in order,
+    /// Lines of a room this node is in, said on one node and numbered
+    /// together: `first`, `first + 1`, ... Per room, seqs come in order,
     /// each once; one that never comes is reported as [`Delivery::Missed`].
-    Line {
+    Lines {
         /// The room.
         room: String,
-        /// Its number in the room, the same on every node.
-        seq: u64,
-        /// The node whose user said it (this one, for our own lines).
+        /// The first line's number in the room, the same on every node.
+        first: u64,
+        /// The node whose users said them (this one, for our own lines).
         node: String,
-        /// The line, as given to [`RedisLink::publish`].
-        line: String,
+        /// The lines, as given to [`RedisLink::publish`], at least one.
+        lines: Vec<String>,
     },
     /// What a room had said before this node joined it: its last
     /// [`LinkSettings::recent`] lines (oldest first, as given to
     /// [`RedisLink::publish`]) and its topic. Comes once per
-    /// [`RedisLink::join_room`], before any [`Delivery::Line`] of the room, and
+    /// [`RedisLink::join_room`], before any [`Delivery::Lines`] of the room, and
     /// again only if the node joins the room anew.
     Recent {
         /// The room.

@@ -22,19 +22,24 @@
 //!
 //! So each room line is also *numbered* and *kept*. One Lua script,
 //! which Redis runs as one atomic step for the lines of one room that
-//! wait together, does three things (four, when the last sets the room's
-//! topic: `SET room:{name}:topic` as well, so that a node joining the room
-//! later is told it with the room's last lines, [`Delivery::Recent`]):
+//! wait together (a *batch*, said on this node), does three things (four,
+//! when the last sets the room's topic: `SET room:{name}:topic` as well,
+//! so that a node joining the room later is told it with the room's last
+//! lines, [`Delivery::Recent`]):
 //!
 //! 1. `INCRBY room:{name}:seq`: the lines' numbers in their room (each
-//!    line's *seq*), 1, 2, 3, ... The same numbers on every node, so every
-//!    node shows the room's lines in the same order, whoever said them.
-//! 2. `XADD room:{name}:history`: each line, kept in a stream under the id
-//!    `seq-0`, so that lines can be asked for by number; the oldest lines
-//!    go once the history holds more than [`LinkSettings::history`] lines
-//!    or [`LinkSettings::history_bytes`] bytes of them (counted in
-//!    `room:{name}:size`), down to 15/16 of both.
-//! 3. `PUBLISH room:{name}`: `seq node line`, per line, to the room's nodes.
+//!    line's *seq*), 1, 2, 3, ...; a batch of n lines takes F..F+n-1. The
+//!    same numbers on every node, so every node shows the room's lines in
+//!    the same order, whoever said them.
+//! 2. `XADD room:{name}:history`: the batch, kept as one entry of a
+//!    stream under the id `F-0` (its first seq), so that lines can be
+//!    asked for by number; the oldest entries go, whole, once the history
+//!    holds more than [`LinkSettings::history`] lines or
+//!    [`LinkSettings::history_bytes`] bytes of them (counted in
+//!    `room:{name}:lines` and `room:{name}:size`), down to 15/16 of both.
+//! 3. `PUBLISH room:{name}`: `F node LINES`, once per batch, to the room's
+//!    nodes, each line framed by its length (`scripts.rs` has the format,
+//!    and how histories kept a line per entry before are still read).
 //!
 //! A room's moderation rules are kept beside its lines, in
 //! `room:{name}:rules` with a version, and written by a script of their
@@ -55,14 +60,16 @@
 //!
 //! Because the three happen together, whatever was published can be read
 //! back, by number, and numbers have no holes. A node remembers, per room,
-//! the next number it expects. A line with that number is delivered; a
-//! smaller one was delivered already (it came with a fill) and is dropped;
-//! a larger one means lines were lost on the way, and the missing numbers
-//! are read from the history (`XRANGE`) and delivered first. So every
-//! node delivers each line of its rooms exactly once, in number order,
-//! its own lines included: a node shows its own users their line when it
-//! comes back from Redis, not before, so that they see the order everyone
-//! else sees.
+//! the next number it expects. A batch is delivered from that number on:
+//! its lines below it were delivered already (they came with a fill) and
+//! are cut off, so a batch wholly below is dropped; a batch that starts
+//! above it means lines were lost on the way, and the missing numbers are
+//! read from the history first (from the entry that holds the next
+//! number, `XREVRANGE ... COUNT 1`, then `XRANGE` on) and delivered, each
+//! batch as one [`Delivery::Lines`]. So every node delivers each line of
+//! its rooms exactly once, in number order, its own lines included: a
+//! node shows its own users their line when it comes back from Redis, not
+//! before, so that they see the order everyone else sees.
 //!
 //! ## One Redis, or a Redis Cluster
 //!
@@ -154,7 +161,8 @@
 //! the script once per room among them, not per line: what Redis spends
 //! is mostly per call. A line it took is published exactly once, however
 //! many times it must retry across reconnects: each carries the node's own
-//! count, and the script skips the counts it has already seen.
+//! count, and a batch sent again skips the counts Redis has seen (a
+//! first send is not checked: its counts are new).
 //! The *subscriber* thread has two connections: one subscribed (a
 //! subscribed connection can run nothing but (un)subscribe and `PING`), and
 //! one to ask (`GET`, `XRANGE`); on a cluster, one more subscribed per
@@ -264,8 +272,8 @@ use scripts::{check_version, PUBLISH_SCRIPT, TOUCH_SCRIPT};
 use shards::Shards;
 use slots::Topology;
 use state::{
-    millis, parse_payload, random_u64, reconnect_backoff, valid_node_name, Held, LinkState,
-    Outgoing, Rooms, ToPublish,
+    frame, millis, parse_payload, random_u64, reconnect_backoff, unframe, valid_node_name, Held,
+    LinkState, Outgoing, Rooms, ToPublish,
 };
 
 /// The key whose random value names the Redis data set (see "When Redis
@@ -500,6 +508,7 @@ impl RedisLink {
             },
             sender: run.clone(),
             count: 0,
+            renewed: HashMap::new(),
         };
         let subscriber = Subscriber {
             target,
@@ -556,8 +565,10 @@ impl RedisLink {
     }
 
     /// Hands `line` of `room` to Redis, without waiting: it is queued for
-    /// the publisher thread, and comes back as a [`Delivery::Line`] (on
+    /// the publisher thread, and comes back in a [`Delivery::Lines`] (on
     /// every node in the room, this one included) once Redis has it.
+    /// The line may hold any text: the link frames it, so that nothing
+    /// in it can run into the next.
     ///
     /// Refuses at once, and the line goes nowhere, when
     /// [`LinkSettings::outbox`] lines already wait ([`Refused::Full`]) or

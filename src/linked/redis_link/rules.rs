@@ -40,8 +40,8 @@ pub(super) fn marker_version(line: &str) -> Option<u64> {
 /// are still at the version the change was made on.
 ///
 /// KEYS: the room's sequence counter, its history stream, its topic, the
-/// bytes of its history's lines, and its rules (a hash: `version`,
-/// `text`). ARGV: the room's channel, the version the change was made
+/// bytes and the lines its history holds, and its rules (a hash:
+/// `version`, `text`). ARGV: the room's channel, the version the change was made
 /// on, the new text (empty: none), how long (ms) the rules are kept, how long the room's keys live once quiet, the node's name,
 /// the moderation channel, the room's name, and the command that
 /// publishes on the room's channel (as for the line script's).
@@ -49,7 +49,8 @@ pub(super) fn marker_version(line: &str) -> Option<u64> {
 /// Another version in Redis: nothing is written, and the reply is `{0,
 /// VERSION, TEXT}`, what Redis has. Else the rules take the next version
 /// and their own expiry, and the room's order gets the entry `v VERSION`
-/// (numbered, kept and published as a line is, so every node in the room
+/// (numbered, kept and published as a batch of one line is, but in the
+/// field `line` of an entry of its own, so every node in the room
 /// reads the rules at their place among its lines), the moderation channel
 /// `r ROOM VERSION` (for the nodes not in it); the reply is `{1, VERSION,
 /// ''}`. A version is never given twice while the key lives: with no
@@ -57,35 +58,41 @@ pub(super) fn marker_version(line: &str) -> Option<u64> {
 ///
 /// The line script's own keys keep what it asks of them: a numbering that
 /// starts over clears what an earlier one left, the byte count grows by
-/// the entry's, and the room's keys are renewed when less than half their
-/// time is left. The history is trimmed by the next line, not here.
+/// the entry's and the line count by one (if there is one: a history
+/// without it is counted by the next line), and the room's keys are
+/// renewed when less than half their time is left. The history is
+/// trimmed by the next line, not here.
 pub(super) const RULES_SCRIPT: &str = r"
-local current = tonumber(redis.call('HGET', KEYS[5], 'version') or '0')
+local current = tonumber(redis.call('HGET', KEYS[6], 'version') or '0')
 if current ~= tonumber(ARGV[2]) then
-  return {0, current, redis.call('HGET', KEYS[5], 'text') or ''}
+  return {0, current, redis.call('HGET', KEYS[6], 'text') or ''}
 end
 local version = current + 1
-redis.call('HSET', KEYS[5], 'version', string.format('%d', version))
+redis.call('HSET', KEYS[6], 'version', string.format('%d', version))
 if ARGV[3] == '' then
-  redis.call('HDEL', KEYS[5], 'text')
+  redis.call('HDEL', KEYS[6], 'text')
 else
-  redis.call('HSET', KEYS[5], 'text', ARGV[3])
+  redis.call('HSET', KEYS[6], 'text', ARGV[3])
 end
-redis.call('PEXPIRE', KEYS[5], ARGV[4])
+redis.call('PEXPIRE', KEYS[6], ARGV[4])
 local seq = redis.call('INCR', KEYS[1])
 if seq == 1 then
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 end
 local marker = 'v ' .. string.format('%d', version)
 redis.call('XADD', KEYS[2], string.format('%d-0', seq), 'node', ARGV[6], 'line', marker)
 redis.call('INCRBY', KEYS[4], #marker)
+if seq == 1 or redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('INCR', KEYS[5])
+end
 local ttl = tonumber(ARGV[5])
 if redis.call('PTTL', KEYS[1]) < ttl / 2 then
-  for i = 1, 4 do
+  for i = 1, 5 do
     redis.call('PEXPIRE', KEYS[i], ttl)
   end
 end
-redis.call(ARGV[9], ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[6] .. ' ' .. marker)
+local framed = string.format('%d', #marker) .. ':' .. marker
+redis.call(ARGV[9], ARGV[1], string.format('%d', seq) .. ' ' .. ARGV[6] .. ' ' .. framed)
 redis.call('PUBLISH', ARGV[7], 'r ' .. ARGV[8] .. ' ' .. string.format('%d', version))
 return {1, version, ''}
 ";
@@ -196,11 +203,12 @@ impl Publisher {
             let keep = millis(keep_for(rules.as_deref(), now, settings.room_ttl));
             let mut call = redis::cmd("EVALSHA");
             call.arg(self.rules_script.get_hash())
-                .arg(5)
+                .arg(6)
                 .arg(&keys.seq)
                 .arg(&keys.history)
                 .arg(&keys.topic)
                 .arg(&keys.size)
+                .arg(&keys.lines)
                 .arg(&keys.rules)
                 .arg(&keys.channel)
                 .arg(base.version)
@@ -285,22 +293,29 @@ impl Subscriber {
         })
     }
 
-    /// An entry of `room`'s order: a line, delivered as one; or a marker
-    /// of its rules, read (once per version) and delivered in its place.
+    /// An entry of `room`'s order, or what is left of it: its lines from
+    /// `first` on, delivered as one batch; or a marker of its rules (an
+    /// entry of its own, of one line), read (once per version) and
+    /// delivered in its place.
     pub(super) fn entry(
         &mut self,
         query: &mut Router,
         room: &str,
-        seq: u64,
+        first: u64,
         node: &str,
-        line: &str,
+        lines: &[&str],
     ) -> Result<(), SubscriberEnd> {
-        let Some(version) = marker_version(line) else {
-            return self.send(Delivery::Line {
+        let version = match lines {
+            [] => return Ok(()),
+            [line] => marker_version(line),
+            _ => None,
+        };
+        let Some(version) = version else {
+            return self.send(Delivery::Lines {
                 room: room.to_owned(),
-                seq,
+                first,
                 node: node.to_owned(),
-                line: line.to_owned(),
+                lines: lines.iter().map(|&line| line.to_owned()).collect(),
             });
         };
         // Read with the room's past, or at a later marker, already.

@@ -7,123 +7,143 @@ use super::*;
 
 /// The script that numbers, keeps and publishes lines of one room, as one
 /// atomic step (see the module documentation): the publisher's lines of
-/// that room in one batch, up to one that sets the topic.
+/// that room in one batch, up to one that sets the topic. However many
+/// lines a call holds, they are one history entry and one message.
 ///
 /// KEYS: the room's sequence counter, its history stream, its hash of
 /// senders (per node and run, the last count it published here), its
-/// topic, and the bytes of the lines its history holds. ARGV: the room's
-/// channel, the most lines and the most bytes the history keeps, how long
-/// (ms) the room's keys live once quiet, the sender, the node's name, `1`
-/// and a topic when the last line sets one (else `0` and an empty
-/// string), the command that publishes (`PUBLISH` on one Redis,
-/// `SPUBLISH` on a cluster: a room's channel is then served by the
-/// master of its slot alone), then each line's count and the line, in
-/// count order. Returns
-/// the last line's seq, or 0 when every count was published before.
+/// topic, the bytes its history holds, and the lines it holds
+/// ([`Keys::of_lines`]). ARGV: the room's channel, the most lines and the
+/// most bytes the history keeps, how long (ms) the room's keys live once
+/// quiet, the sender, the node's name, the command that publishes
+/// (`PUBLISH` on one Redis, `SPUBLISH` on a cluster: a room's channel is
+/// then served by the master of its slot alone), the call's flags, the
+/// topic (empty without `t`), how many lines the call holds, the last
+/// line's count, the lines framed ([`frame`]), then, with `c` only, each
+/// line's count in order. Flags, any of: `c` check the counts, `t` the
+/// last line sets the topic, `r` renew the room's keys. Returns the last
+/// line's seq, or 0 when every count was published before.
 ///
-/// A retry after a reply that never arrived sends the same lines again:
-/// those whose count is at most the sender's last here were published
-/// before, and they are always the first ones (a sender's counts in a
-/// room only grow), so they are skipped and the rest numbered, once. The
-/// sender's last count is read once per call, and written once, right
-/// after the numbers are taken and before anything is published: Redis
-/// does not undo what a script did before an error, so a call that fails
-/// half way (a command the Redis lacks, a refused key) has its lines
-/// marked as done and is not published again by the retry; the lines it
-/// did not reach are lost, not doubled. The numbers come from one
-/// `INCRBY`, so the call's lines have consecutive seqs, in their order.
+/// The call's lines, numbered F..F+n-1 by one `INCRBY`, are kept as one
+/// entry `F-0` of the history (fields `node`, and `lines`: the lines
+/// framed) and published as one message, `F NODE LINES`. A room's rules
+/// markers are entries of their own (`rules.rs`); entries written before
+/// batches, one line each in a field `line`, are read as batches of one,
+/// so a Redis upgraded with its data keeps its rooms' past. (Servers that
+/// wrote those cannot share a Redis with these: neither reads the
+/// other's messages.)
+///
+/// A retry after a reply that never arrived sends the same lines again,
+/// with `c`: those whose count is at most the sender's last here were
+/// published before, and they are always the first ones (a sender's
+/// counts in a room only grow), so they are skipped and the rest
+/// numbered, once. A first send needs no check (its counts are new), and
+/// goes without the read. The sender's last count is written once,
+/// right after the numbers are taken and before anything is published:
+/// Redis does not undo what a script did before an error, so a call that
+/// fails half way (a command the Redis lacks, a refused key) has its
+/// lines marked as done and is not published again by the retry; the
+/// lines it did not reach are lost, not doubled.
 ///
 /// A room's rules are not this script's: they have their own
 /// (`rules.rs`), their own expiry, and are not cleared when a room's
 /// numbering starts over, as its topic is.
 ///
-/// The history is trimmed here, oldest first, never past either cap: once
-/// the lines take it over one, down to 15/16 of both at once, so that the
-/// cost of a trim (reading the lines that go, to count their bytes) is
-/// paid once per many lines, not per line (a call's own first lines may
-/// go, if it holds more than that). The byte count kept alongside
-/// stays true only if nothing else trims.
-/// The room's keys get their expiry again, all at once, when the
-/// numbering's has less than half left (not on every call: that would
-/// be five more commands each); a topic set gets the full expiry. So a
+/// The history is trimmed here, whole entries oldest first, but never its
+/// newest: once it holds more than either cap, down to 15/16 of both at
+/// once, so that the cost of a trim (reading the entries that go, to
+/// count their bytes) is paid once per many lines, not per line. A whole
+/// entry goes or stays, so a trim may take up to a call's lines more than
+/// needed, and one call larger than a cap is kept alone. The lines held
+/// are counted (numbers have no holes: after a trim, the last seq less
+/// the first kept entry's, plus one); a history without the count (kept
+/// before it was) is counted once from its first entry. Both counts stay
+/// true only if nothing else trims.
+/// The room's keys get their expiry again, all at once, when a numbering
+/// starts and when the publisher asks (`r`: its first call in a room, and
+/// one at least every half of the expiry after, see
+/// [`LinkSettings::room_ttl`]); a topic set gets the full expiry. So a
 /// topic may outlive the rest by up to half the expiry: the line that
 /// starts a room's numbering over clears what an earlier one left.
 ///
 /// `string.format('%d')`, because Lua 5.1 would write a big number as
 /// `1e+14`, which is no stream id.
 pub(super) const PUBLISH_SCRIPT: &str = r"
-local last = tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or '0')
-local first = 10
-while first < #ARGV and tonumber(ARGV[first]) <= last do
-  first = first + 2
+local n = tonumber(ARGV[10])
+local body = ARGV[12]
+local flags = ARGV[8]
+if string.find(flags, 'c', 1, true) then
+  local last = tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or '0')
+  local skip = 0
+  while skip < n and tonumber(ARGV[13 + skip]) <= last do
+    skip = skip + 1
+  end
+  if skip == n then
+    return 0
+  end
+  local at = 1
+  for _ = 1, skip do
+    local colon = string.find(body, ':', at, true)
+    at = colon + 1 + tonumber(string.sub(body, at, colon - 1))
+  end
+  body = string.sub(body, at)
+  n = n - skip
 end
-if first >= #ARGV then
-  return 0
+local seq = redis.call('INCRBY', KEYS[1], string.format('%d', n))
+local first = seq - n + 1
+if first == 1 then
+  redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[6])
 end
-local n = (#ARGV - first + 1) / 2
-local seq = redis.call('INCRBY', KEYS[1], string.format('%d', n)) - n
-if seq == 0 then
-  redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[11])
+local id = string.format('%d', first)
+redis.call('XADD', KEYS[2], id .. '-0', 'node', ARGV[6], 'lines', body)
+redis.call(ARGV[7], ARGV[1], id .. ' ' .. ARGV[6] .. ' ' .. body)
+local size = redis.call('INCRBY', KEYS[5], string.format('%d', #body))
+local held = redis.call('INCRBY', KEYS[6], string.format('%d', n))
+if held == n and first > 1 then
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  local counted = seq - tonumber(string.match(oldest[1][1], '^(%d+)')) + 1
+  redis.call('INCRBY', KEYS[6], string.format('%d', counted - held))
+  held = counted
 end
-redis.call('HSET', KEYS[3], ARGV[5], ARGV[#ARGV - 1])
-local node = ARGV[6]
-local added = 0
-for i = first, #ARGV - 1, 2 do
-  seq = seq + 1
-  local id = string.format('%d', seq)
-  local line = ARGV[i + 1]
-  redis.call('XADD', KEYS[2], id .. '-0', 'node', node, 'line', line)
-  redis.call(ARGV[9], ARGV[1], id .. ' ' .. node .. ' ' .. line)
-  added = added + #line
-end
-local size = redis.call('INCRBY', KEYS[5], string.format('%d', added))
-local length = redis.call('XLEN', KEYS[2])
 local max_lines = tonumber(ARGV[2])
 local max_bytes = tonumber(ARGV[3])
-if length > max_lines or size > max_bytes then
+if held > max_lines or size > max_bytes then
   local keep_lines = max_lines - math.floor(max_lines / 16)
   local keep_bytes = max_bytes - math.floor(max_bytes / 16)
+  local entries = redis.call('XLEN', KEYS[2])
+  local left, lines, bytes = entries, held, size
   local start = '-'
-  local removed = 0
-  local total = size
-  while length > 1 and (length > keep_lines or size > keep_bytes) do
-    local want = math.max(length - keep_lines,
-      math.ceil((size - keep_bytes) * length / math.max(size, 1)))
-    want = math.min(math.max(want, 1), 1000)
-    local oldest = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', want)
-    if #oldest == 0 then
+  while left > 1 and (lines > keep_lines or bytes > keep_bytes) do
+    local oldest = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 128)
+    if #oldest < 2 then
       break
     end
-    local newest = nil
-    for _, entry in ipairs(oldest) do
-      if length <= 1 or (length <= keep_lines and size <= keep_bytes) then
-        break
-      end
-      local fields = entry[2]
-      for i = 1, #fields, 2 do
-        if fields[i] == 'line' then
-          size = size - #fields[i + 1]
+    local i = 1
+    while i < #oldest and left > 1 and (lines > keep_lines or bytes > keep_bytes) do
+      local fields = oldest[i][2]
+      for j = 1, #fields, 2 do
+        if fields[j] == 'lines' or fields[j] == 'line' then
+          bytes = bytes - #fields[j + 1]
         end
       end
-      length = length - 1
-      removed = removed + 1
-      newest = entry[1]
+      lines = seq - tonumber(string.match(oldest[i + 1][1], '^(%d+)')) + 1
+      left = left - 1
+      i = i + 1
     end
-    if newest == nil then
-      break
-    end
-    start = string.format('%d-1', tonumber(string.match(newest, '^(%d+)')))
+    start = oldest[i][1]
   end
-  if removed > 0 then
-    redis.call('XTRIM', KEYS[2], 'MAXLEN', string.format('%d', length))
-    redis.call('INCRBY', KEYS[5], string.format('%d', size - total))
+  if left < entries then
+    redis.call('XTRIM', KEYS[2], 'MAXLEN', string.format('%d', left))
+    redis.call('INCRBY', KEYS[5], string.format('%d', bytes - size))
+    redis.call('INCRBY', KEYS[6], string.format('%d', lines - held))
   end
 end
 local ttl = tonumber(ARGV[4])
-if ARGV[7] == '1' then
-  redis.call('SET', KEYS[4], ARGV[8], 'PX', ttl)
+if string.find(flags, 't', 1, true) then
+  redis.call('SET', KEYS[4], ARGV[9], 'PX', ttl)
 end
-if redis.call('PTTL', KEYS[1]) < ttl / 2 then
+if first == 1 or string.find(flags, 'r', 1, true) then
   for _, key in ipairs(KEYS) do
     redis.call('PEXPIRE', key, ttl)
   end

@@ -6,15 +6,48 @@
 // The link's types, constants and helpers, which this part shares.
 use super::*;
 
-/// Reads a channel's message back, `seq node line` as the script wrote
-/// it; `None` for anything else.
-pub(super) fn parse_payload(bytes: &[u8]) -> Option<(u64, &str, &str)> {
+/// Lines as the scripts keep and publish a batch of them: each as its
+/// length in bytes, `:`, and the line, one after another. Whatever a line
+/// holds (a newline, a space, a `:`), it cannot break the framing.
+pub(super) fn frame<'l>(lines: impl IntoIterator<Item = &'l str>) -> String {
+    let mut framed = String::new();
+    for line in lines {
+        framed.push_str(&line.len().to_string());
+        framed.push(':');
+        framed.push_str(line);
+    }
+    framed
+}
+
+/// The lines of [`frame`]d text, in order; `None` if it is not framed so
+/// (a length that is no number, runs past the end or cuts a character).
+pub(super) fn unframe(mut framed: &str) -> Option<Vec<&str>> {
+    let mut lines = Vec::new();
+    while !framed.is_empty() {
+        let (len, rest) = framed.split_once(':')?;
+        if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let len: usize = len.parse().ok()?;
+        lines.push(rest.get(..len)?);
+        framed = rest.get(len..)?;
+    }
+    Some(lines)
+}
+
+/// Reads a room channel's message back, `FIRST NODE LINES` as the scripts
+/// write it (the lines [`frame`]d, numbered from FIRST on); `None` for
+/// anything else, or for no lines.
+pub(super) fn parse_payload(bytes: &[u8]) -> Option<(u64, &str, Vec<&str>)> {
     let text = std::str::from_utf8(bytes).ok()?;
     let mut parts = text.splitn(3, ' ');
-    let seq = parts.next()?.parse().ok()?;
+    let first = parts.next()?.parse().ok()?;
     let node = parts.next()?;
-    let line = parts.next()?;
-    Some((seq, node, line))
+    let lines = unframe(parts.next()?)?;
+    if lines.is_empty() {
+        return None;
+    }
+    Some((first, node, lines))
 }
 
 /// A node name: what other nodes and the logs know this server by, and

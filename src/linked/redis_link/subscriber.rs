@@ -532,7 +532,8 @@ impl Subscriber {
         let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
         let count = self.target.settings.recent;
         // Newest first, until `count` lines: the markers of the rules
-        // among them are not lines, and do not count.
+        // among them are not lines, and do not count. An entry holds at
+        // least one line, so no more entries than lines are asked for.
         let mut lines = Vec::new();
         let mut end = current;
         while lines.len() < count && end > 0 {
@@ -546,17 +547,19 @@ impl Subscriber {
                 .query(query)
                 .map_err(lost)?;
             let read = entries.len();
-            // Entries are numbered `SEQ-0`: the next page ends before the last.
+            // Entries are numbered `FIRST-0`: the next page ends before the last.
             end = entries
                 .last()
-                .and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok())
-                .map_or(0, |seq| seq.saturating_sub(1));
-            lines.extend(
-                entries
-                    .into_iter()
-                    .filter_map(|(_, mut fields)| fields.remove("line"))
-                    .filter(|line| marker_version(line).is_none()),
-            );
+                .and_then(|(id, _)| first_of(id))
+                .map_or(0, |first| first.saturating_sub(1));
+            for (_, fields) in &entries {
+                let Some(held) = entry_lines(fields) else {
+                    continue;
+                };
+                let newest_first = held.into_iter().rev();
+                let kept = newest_first.filter(|line| marker_version(line).is_none());
+                lines.extend(kept.take(count - lines.len()).map(str::to_owned));
+            }
             if read < want {
                 break;
             }
@@ -576,7 +579,10 @@ impl Subscriber {
         })
     }
 
-    /// A line arrived on `room`'s channel.
+    /// A batch of lines arrived on `room`'s channel, numbered from
+    /// `first`: delivered from the next this node expects (what it had
+    /// already is cut off, one wholly had is dropped), after the gap
+    /// before it, if any, is filled from the history.
     pub(super) fn on_message(
         &mut self,
         query: &mut Router,
@@ -587,11 +593,11 @@ impl Subscriber {
         let Some(&next) = self.next.get(room) else {
             return Ok(());
         };
-        let Some((seq, node, line)) = parse_payload(bytes) else {
+        let Some((first, node, lines)) = parse_payload(bytes) else {
             log::warn!("redis {}: room {room}: malformed message", self.target.addr);
             return Ok(());
         };
-        let next = if seq == 1 && next > 1 && self.started_over(query, room, next)? {
+        let next = if first == 1 && next > 1 && self.started_over(query, room, next)? {
             log::warn!(
                 "redis {}: room {room}: its keys lapsed, its lines are numbered from 1 again",
                 self.target.addr
@@ -600,14 +606,17 @@ impl Subscriber {
         } else {
             next
         };
-        if seq < next {
+        let after = first + lines.len() as u64;
+        if after <= next {
             return Ok(());
         }
-        if seq > next {
-            self.fill(query, room, next, seq - 1)?;
+        if first > next {
+            self.fill(query, room, next, first - 1)?;
         }
-        self.entry(query, room, seq, node, line)?;
-        self.next.insert(room.to_owned(), seq + 1);
+        let from = first.max(next);
+        let cut = usize::try_from(from - first).unwrap_or(usize::MAX);
+        self.entry(query, room, from, node, &lines[cut..])?;
+        self.next.insert(room.to_owned(), after);
         Ok(())
     }
 
@@ -629,7 +638,8 @@ impl Subscriber {
     }
 
     /// Delivers lines `from..=to` of `room` from its history, saying which
-    /// it no longer has.
+    /// it no longer has. The first entry read is the one holding `from`
+    /// (the last that starts at or before it), cut to start there.
     pub(super) fn fill(
         &mut self,
         query: &mut Router,
@@ -638,37 +648,60 @@ impl Subscriber {
         to: u64,
     ) -> Result<(), SubscriberEnd> {
         let history = Keys::of(room).history;
+        let lost =
+            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
+        let holding: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+            .arg(&history)
+            .arg(format!("{from}-0"))
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(query)
+            .map_err(|error| lost(&self.target, error))?;
+        let mut start = holding
+            .first()
+            .and_then(|(id, _)| first_of(id))
+            .unwrap_or(from);
         let mut expected = from;
         while expected <= to {
             let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
                 .arg(&history)
-                .arg(format!("{expected}-0"))
+                .arg(format!("{start}-0"))
                 .arg(format!("{to}-0"))
                 .arg("COUNT")
                 .arg(FILL_CHUNK)
                 .query(query)
-                .map_err(|error| SubscriberEnd::Lost(self.target.describe(&error)))?;
+                .map_err(|error| lost(&self.target, error))?;
             let done = entries.len() < FILL_CHUNK;
-            for (id, fields) in entries {
-                let Some(seq) = id.split('-').next().and_then(|seq| seq.parse::<u64>().ok()) else {
+            for (id, fields) in &entries {
+                let (Some(first), Some(lines)) = (first_of(id), entry_lines(fields)) else {
                     continue;
                 };
-                if seq < expected {
+                let after = first + lines.len() as u64;
+                if after <= expected || first > to {
                     continue;
                 }
-                if seq > expected {
+                if first > expected {
                     self.send(Delivery::Missed {
                         room: room.to_owned(),
                         from: expected,
-                        to: seq - 1,
+                        to: first - 1,
                     })?;
+                    expected = first;
                 }
-                let field = |name: &str| fields.get(name).map_or("", String::as_str);
-                self.entry(query, room, seq, field("node"), field("line"))?;
-                expected = seq + 1;
+                // Cut to what is wanted: from `expected`, up to `to`.
+                let skip = usize::try_from(expected - first).unwrap_or(usize::MAX);
+                let end = after.min(to + 1);
+                let take = usize::try_from(end - expected).unwrap_or(usize::MAX);
+                let field = fields.get("node").map_or("", String::as_str);
+                let wanted: Vec<&str> = lines.into_iter().skip(skip).take(take).collect();
+                self.entry(query, room, expected, field, &wanted)?;
+                expected = end;
             }
-            if done {
-                break;
+            // Entries never overlap: the next starts after the last read.
+            match entries.last().and_then(|(id, _)| first_of(id)) {
+                Some(last) if !done => start = last + 1,
+                _ => break,
             }
         }
         if expected <= to {
@@ -691,5 +724,22 @@ impl Subscriber {
         }
         self.shared.delivered.add(1);
         Ok(())
+    }
+}
+
+/// The first seq of a history entry, from its id `FIRST-0`.
+pub(super) fn first_of(id: &str) -> Option<u64> {
+    id.split('-').next()?.parse().ok()
+}
+
+/// The lines of a history entry, oldest first: a batch (the field
+/// `lines`, [`frame`]d), or one line (`line`: a rules marker, or an entry
+/// written before batches); `None` if it has neither, or they are not
+/// framed.
+pub(super) fn entry_lines(fields: &HashMap<String, String>) -> Option<Vec<&str>> {
+    match (fields.get("lines"), fields.get("line")) {
+        (Some(framed), _) => unframe(framed).filter(|lines| !lines.is_empty()),
+        (None, Some(line)) => Some(vec![line.as_str()]),
+        (None, None) => None,
     }
 }

@@ -16,16 +16,48 @@ fn keys_share_the_room_as_hash_tag() {
 
 #[test]
 fn payload_round_trip() {
-    let text = format!("{} {} {}", 42, "node-a", "chat alice hello there\n");
+    let lines = ["chat alice hello there\n", "", "12:34", "a b c", "été"];
+    let text = format!("{} {} {}", 42, "node-a", frame(lines));
     assert_eq!(
         parse_payload(text.as_bytes()),
-        Some((42, "node-a", "chat alice hello there\n"))
+        Some((42, "node-a", lines.to_vec()))
     );
-    // An empty line is still a line.
-    assert_eq!(parse_payload(b"7 b "), Some((7, "b", "")));
-    assert_eq!(parse_payload(b"x b line"), None);
+    // An empty line is still a line; no line at all is no batch.
+    assert_eq!(parse_payload(b"7 b 0:"), Some((7, "b", vec![""])));
+    assert_eq!(parse_payload(b"7 b "), None);
+    assert_eq!(parse_payload(b"x b 1:l"), None);
     assert_eq!(parse_payload(b"7 b"), None);
-    assert_eq!(parse_payload(b"7 b \xff"), None);
+    assert_eq!(parse_payload(b"7 b 1:\xff"), None);
+}
+
+/// No line can break the framing: a newline, a colon, digits, a length
+/// in its text, a character of several bytes.
+#[test]
+fn framing_holds_odd_lines() {
+    let odd = [
+        "",
+        "\n",
+        "3:abc",
+        "10:",
+        ":",
+        "0",
+        "line\nwith\r\nnewlines",
+        "été ☃",
+        " leading space",
+    ];
+    let framed = frame(odd);
+    assert_eq!(unframe(&framed), Some(odd.to_vec()));
+    for line in odd {
+        assert_eq!(unframe(&frame([line])), Some(vec![line]));
+    }
+    assert_eq!(unframe(""), Some(vec![]));
+    // A length that runs past the end, is no number, or cuts a character.
+    assert_eq!(unframe("5:abc"), None);
+    assert_eq!(unframe("x:abc"), None);
+    assert_eq!(unframe("+1:a"), None);
+    assert_eq!(unframe(":a"), None);
+    assert_eq!(unframe("1:é"), None);
+    assert_eq!(unframe("abc"), None);
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! that numbers, keeps and publishes them; and the pause between attempts
 //! while Redis is away.
 
+use std::collections::HashSet;
+
 // The link's types, constants and helpers, which this part shares.
 use super::*;
 
@@ -72,7 +74,9 @@ pub(super) const REFUSALS_BEFORE_DROP: u32 = 5;
 /// topic, which the script sets with the last line of a call. Lines of
 /// different rooms may so go in another order than they came: each room
 /// has its own order, and no other is kept across rooms.
-pub(super) fn calls(batch: &[(u64, ToPublish)]) -> Vec<Vec<&(u64, ToPublish)>> {
+pub(super) fn calls<'b>(
+    batch: impl IntoIterator<Item = &'b (u64, ToPublish)>,
+) -> Vec<Vec<&'b (u64, ToPublish)>> {
     let mut by_room: Vec<Vec<&(u64, ToPublish)>> = Vec::new();
     let mut rooms: HashMap<&str, usize> = HashMap::new();
     for numbered in batch {
@@ -99,47 +103,77 @@ pub(super) fn calls(batch: &[(u64, ToPublish)]) -> Vec<Vec<&(u64, ToPublish)>> {
     calls
 }
 
-/// One `EVALSHA` of `script` ([`PUBLISH_SCRIPT`])
-/// per call of [`calls`], all in one pipeline, as `sender` on `node`,
-/// publishing with `publish` (`PUBLISH`, or `SPUBLISH` on a cluster).
+/// How a pipeline of the script's calls goes.
+pub(super) struct Sending<'s> {
+    /// [`PUBLISH_SCRIPT`].
+    pub(super) script: &'s Script,
+    pub(super) settings: &'s LinkSettings,
+    /// This run of the node, as the senders hash knows it.
+    pub(super) sender: &'s str,
+    pub(super) node: &'s str,
+    /// `PUBLISH`, or `SPUBLISH` on a cluster.
+    pub(super) publish: &'s str,
+    /// Whether these calls were sent before (a retry): then the script
+    /// checks each line's count against what Redis has, and skips the
+    /// lines it published already. A first send goes without the check.
+    pub(super) resend: bool,
+}
+
+/// One `EVALSHA` of the script per call (see [`calls`]), all in one
+/// pipeline; the rooms in `renew` get their keys' expiry again.
 pub(super) fn pipeline(
-    script: &Script,
-    settings: &LinkSettings,
-    sender: &str,
-    node: &str,
-    publish: &str,
-    batch: &[(u64, ToPublish)],
+    send: &Sending<'_>,
+    calls: &[&Vec<&(u64, ToPublish)>],
+    renew: &HashSet<&str>,
 ) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    for call in calls(batch) {
-        let Some(&(_, first)) = call.first() else {
+    for call in calls {
+        let (Some((_, first)), Some((last_count, last))) = (call.first(), call.last()) else {
             continue;
         };
         let keys = Keys::of(&first.room);
         pipe.cmd("EVALSHA")
-            .arg(script.get_hash())
+            .arg(send.script.get_hash())
             .arg(keys.of_lines().len());
         for key in keys.of_lines() {
             pipe.arg(key);
         }
-        pipe.arg(&keys.channel)
-            .arg(settings.history)
-            .arg(settings.history_bytes)
-            .arg(millis(settings.room_ttl))
-            .arg(sender)
-            .arg(node);
         // Only a call's last line can set the topic: see `calls`.
-        match call.last().and_then(|(_, line)| line.topic.as_ref()) {
-            Some(topic) => pipe.arg(1).arg(topic),
-            None => pipe.arg(0).arg(""),
-        };
-        pipe.arg(publish);
-        for (count, line) in call {
-            pipe.arg(*count).arg(&line.line);
+        let mut flags = String::new();
+        if send.resend {
+            flags.push('c');
+        }
+        if last.topic.is_some() {
+            flags.push('t');
+        }
+        if renew.contains(first.room.as_str()) {
+            flags.push('r');
+        }
+        pipe.arg(&keys.channel)
+            .arg(send.settings.history)
+            .arg(send.settings.history_bytes)
+            .arg(millis(send.settings.room_ttl))
+            .arg(send.sender)
+            .arg(send.node)
+            .arg(send.publish)
+            .arg(flags)
+            .arg(last.topic.as_deref().unwrap_or_default())
+            .arg(call.len())
+            .arg(last_count)
+            .arg(frame(call.iter().map(|(_, line)| line.line.as_str())));
+        if send.resend {
+            for (count, _) in call.iter() {
+                pipe.arg(*count);
+            }
         }
     }
     pipe
 }
+
+/// How many rooms the publisher remembers renewing (see
+/// [`Publisher::renewed`]): past it, it forgets them all, which costs a
+/// renewal more per room, not a room's keys.
+const RENEWED_KEPT: usize = 1 << 16;
 
 /// What became of a call the publisher made until it was done.
 pub(super) enum Tried<T> {
@@ -170,6 +204,11 @@ pub(super) struct Publisher {
     pub(super) sender: String,
     /// How many lines this run has taken: each line's count.
     pub(super) count: u64,
+    /// When this node's lines last renewed each room's keys: its first
+    /// call in a room renews them, and one at least every half of
+    /// [`LinkSettings::room_ttl`] after, so that after any line of this
+    /// node the room's keys have at least half of it left.
+    pub(super) renewed: HashMap<String, Instant>,
 }
 
 impl Publisher {
@@ -222,57 +261,82 @@ impl Publisher {
         (self.count, line)
     }
 
-    /// One `EVALSHA` per call of [`calls`], all in one pipeline.
-    pub(super) fn pipeline(&self, batch: &[(u64, ToPublish)]) -> redis::Pipeline {
-        pipeline(
-            &self.script,
-            &self.target.settings,
-            &self.sender,
-            &self.node,
-            self.publish_command,
-            batch,
-        )
+    /// The rooms of `calls` whose keys this call is to renew.
+    pub(super) fn due_renewals<'b>(&self, calls: &[Vec<&'b (u64, ToPublish)>]) -> HashSet<&'b str> {
+        let every = self.target.settings.room_ttl / 2;
+        calls
+            .iter()
+            .filter_map(|call| call.first())
+            .map(|(_, line)| line.room.as_str())
+            .filter(|room| {
+                self.renewed
+                    .get(*room)
+                    .is_none_or(|at| at.elapsed() >= every)
+            })
+            .collect()
     }
 
     /// Publishes a batch of lines, retrying across reconnections until
-    /// Redis has them all. A retry sends the whole batch again: the lines
-    /// Redis already had are recognised by their counts and skipped (a
-    /// prefix of each call's: calls run one after another, each marks its
-    /// lines as done before it publishes any, and each room's counts grow
-    /// from call to call). False if the link stops first.
+    /// Redis has them all. A retry sends the whole batch again, with the
+    /// check: the lines Redis already had are recognised by their counts
+    /// and skipped (a prefix of each call's: calls run one after another,
+    /// each marks its lines as done before it publishes any, and each
+    /// room's counts grow from call to call). False if the link stops
+    /// first.
     ///
-    /// On a cluster, the batch goes as one pipeline per master, each with
-    /// the rooms of its slots, one after another: a master that is down
-    /// holds up the rest until it is back or its replica took over (while
-    /// it is, the subscriber says the link is down, and no new line is
-    /// taken). The rooms are sorted out again at each try, so a room whose
-    /// slot moved goes to its new master.
-    pub(super) fn publish(&self, connection: &mut Router, batch: &[(u64, ToPublish)]) -> bool {
+    /// The batch goes as one pipeline per master (one Redis is a cluster
+    /// of one master), each with the rooms of its slots, one after
+    /// another: on a cluster, a master that is down holds up the rest
+    /// until it is back or its replica took over (while it is, the
+    /// subscriber says the link is down, and no new line is taken). The
+    /// rooms are sorted out again at each try, so a room whose slot moved
+    /// goes to its new master.
+    pub(super) fn publish(&mut self, connection: &mut Router, batch: &[(u64, ToPublish)]) -> bool {
         let what = format!("{} lines", batch.len());
-        if !connection.topology().is_cluster() {
-            let pipe = self.pipeline(batch);
-            let done = self.until_done(connection, &self.script, &what, |open| pipe.exec(open));
-            return !matches!(done, Tried::Stopping);
-        }
+        let calls = calls(batch);
+        let renew = self.due_renewals(&calls);
+        let mut send = Sending {
+            script: &self.script,
+            settings: &self.target.settings,
+            sender: &self.sender,
+            node: &self.node,
+            publish: self.publish_command,
+            resend: false,
+        };
         let done = self.until_done(connection, &self.script, &what, |router| {
-            let mut by_shard: BTreeMap<usize, Vec<(u64, ToPublish)>> = BTreeMap::new();
-            for (count, line) in batch {
-                let shard = router.shard_of(&Keys::of(&line.room).seq)?;
-                by_shard.entry(shard).or_default().push((
-                    *count,
-                    ToPublish {
-                        room: line.room.clone(),
-                        line: line.line.clone(),
-                        topic: line.topic.clone(),
-                    },
-                ));
+            let mut by_shard: BTreeMap<usize, Vec<&Vec<&(u64, ToPublish)>>> = BTreeMap::new();
+            for call in &calls {
+                let Some((_, line)) = call.first() else {
+                    continue;
+                };
+                let shard = router.shard_of(&channel(&line.room))?;
+                by_shard.entry(shard).or_default().push(call);
             }
+            let tried = send.resend;
+            // Whatever happens to this try, the next is a resend.
+            send.resend = true;
+            let first = Sending {
+                resend: tried,
+                ..send
+            };
             for part in by_shard.values() {
-                self.pipeline(part).exec(router)?;
+                pipeline(&first, part, &renew).exec(router)?;
             }
             Ok(())
         });
-        !matches!(done, Tried::Stopping)
+        match done {
+            Tried::Stopping => return false,
+            Tried::Dropped => return true,
+            Tried::Done(()) => {}
+        }
+        if self.renewed.len() + renew.len() > RENEWED_KEPT {
+            self.renewed.clear();
+        }
+        let now = Instant::now();
+        for room in renew {
+            self.renewed.insert(room.to_owned(), now);
+        }
+        true
     }
 
     /// Makes `call` with `script` until Redis answers it, across

@@ -303,6 +303,10 @@ impl Publisher {
             publish: self.publish_command,
             resend: false,
         };
+        // Before the first try: whichever try ran the calls ran after
+        // this, so the renewal is never stamped later than it was made
+        // (a reply lost and retried for a while would stamp it late).
+        let sent = Instant::now();
         let done = self.until_done(connection, &self.script, &what, |router| {
             let mut by_shard: BTreeMap<usize, Vec<&Vec<&(u64, ToPublish)>>> = BTreeMap::new();
             for call in &calls {
@@ -332,9 +336,8 @@ impl Publisher {
         if self.renewed.len() + renew.len() > RENEWED_KEPT {
             self.renewed.clear();
         }
-        let now = Instant::now();
         for room in renew {
-            self.renewed.insert(room.to_owned(), now);
+            self.renewed.insert(room.to_owned(), sent);
         }
         true
     }

@@ -244,12 +244,12 @@ impl Subscriber {
                             return lost(&self.target, error);
                         }
                     }
-                    // The classic connection's thread pings it. A master's
-                    // listening connection is not pinged (its replies
-                    // would be taken for late ones and dropped): the
-                    // cluster is asked instead whether its masters changed,
-                    // as they do when a replica took over from a master
-                    // that went quiet without closing its connections.
+                    // The classic connection's thread pings it, and each
+                    // master's listening thread pings its own (shards.rs).
+                    // Here the cluster is asked whether its masters
+                    // changed, as they do when a replica took over from a
+                    // master that went quiet without closing its
+                    // connections.
                     Hearing::Cluster(shards) => {
                         query.read_again(false);
                         if shards.topology() != query.topology() {

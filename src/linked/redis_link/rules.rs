@@ -203,14 +203,11 @@ impl Publisher {
             let keep = millis(keep_for(rules.as_deref(), now, settings.room_ttl));
             let mut call = redis::cmd("EVALSHA");
             call.arg(self.rules_script.get_hash())
-                .arg(6)
-                .arg(&keys.seq)
-                .arg(&keys.history)
-                .arg(&keys.topic)
-                .arg(&keys.size)
-                .arg(&keys.lines)
-                .arg(&keys.rules)
-                .arg(&keys.channel)
+                .arg(keys.of_rules().len());
+            for key in keys.of_rules() {
+                call.arg(key);
+            }
+            call.arg(&keys.channel)
                 .arg(base.version)
                 .arg(rules.as_deref().unwrap_or_default())
                 .arg(keep)

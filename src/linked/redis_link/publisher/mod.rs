@@ -74,9 +74,7 @@ pub(super) const REFUSALS_BEFORE_DROP: u32 = 5;
 /// topic, which the script sets with the last line of a call. Lines of
 /// different rooms may so go in another order than they came: each room
 /// has its own order, and no other is kept across rooms.
-pub(super) fn calls<'b>(
-    batch: impl IntoIterator<Item = &'b (u64, ToPublish)>,
-) -> Vec<Vec<&'b (u64, ToPublish)>> {
+pub(super) fn calls(batch: &[(u64, ToPublish)]) -> Vec<Vec<&(u64, ToPublish)>> {
     let mut by_room: Vec<Vec<&(u64, ToPublish)>> = Vec::new();
     let mut rooms: HashMap<&str, usize> = HashMap::new();
     for numbered in batch {
@@ -104,6 +102,7 @@ pub(super) fn calls<'b>(
 }
 
 /// How a pipeline of the script's calls goes.
+#[derive(Clone, Copy)]
 pub(super) struct Sending<'s> {
     /// [`PUBLISH_SCRIPT`].
     pub(super) script: &'s Script,
@@ -316,15 +315,11 @@ impl Publisher {
                 let shard = router.shard_of(&channel(&line.room))?;
                 by_shard.entry(shard).or_default().push(call);
             }
-            let tried = send.resend;
+            let this_try = send;
             // Whatever happens to this try, the next is a resend.
             send.resend = true;
-            let first = Sending {
-                resend: tried,
-                ..send
-            };
             for part in by_shard.values() {
-                pipeline(&first, part, &renew).exec(router)?;
+                pipeline(&this_try, part, &renew).exec(router)?;
             }
             Ok(())
         });

@@ -192,10 +192,12 @@
 //! The *directory* thread (`names.rs`) has a connection of its own for
 //! nicks, private lines and questions to every node, each asked through
 //! a bounded queue too and answered as a [`Delivery`], into the same sink
-//! (`outlet.rs`). It renews the
-//! names on schedule whatever else waits, and tells Redis of names held
-//! and let go a batch per round trip, so connection churn cannot make
-//! the names of connected users lapse.
+//! (`outlet.rs`). It renews the names on schedule ahead of whatever else
+//! waits for it (`order.rs`), and tells Redis of names held and let go a
+//! batch per round trip, so connection churn cannot make the names of
+//! connected users lapse. The hub can hold the renewal up, though: while
+//! the hub's queue is full, the directory waits there with an answer, and
+//! renews nothing meanwhile.
 //!
 //! ## Names, private lines, questions
 //!

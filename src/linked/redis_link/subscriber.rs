@@ -720,8 +720,7 @@ impl Subscriber {
     /// Hands the hub a delivery, waiting while its queue is full (Redis
     /// buffers meanwhile). Fails if the link stops or nobody listens.
     pub(super) fn send(&self, delivery: Delivery) -> Result<(), SubscriberEnd> {
-        let poll = self.target.settings.poll;
-        if !self.deliver.send(delivery, &self.shared, poll) {
+        if !self.deliver.send(delivery) {
             return Err(SubscriberEnd::Stop);
         }
         self.shared.delivered.add(1);

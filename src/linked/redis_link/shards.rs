@@ -147,7 +147,10 @@ impl Shards {
             return Ok(Some(heard));
         }
         // Each thread says `Lost` before it ends on its own.
-        if !self.heard.recv_batch_timeout(&mut self.taken, HEARD_QUEUE, wait) {
+        if !self
+            .heard
+            .recv_batch_timeout(&mut self.taken, HEARD_QUEUE, wait)
+        {
             return Err(RedisError::from((
                 ErrorKind::Io,
                 "the listening threads ended",

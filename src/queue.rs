@@ -80,59 +80,72 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     (Sender { shared }, receiver)
 }
 
+/// How long a send waits for room.
+#[derive(Clone, Copy)]
+enum Patience<'s> {
+    /// As long as it takes.
+    Ever,
+    /// Until this moment.
+    Until(Instant),
+    /// Until the flag is set, looked at every so often.
+    Unless(&'s AtomicBool, Duration),
+}
+
 impl<T> Sender<T> {
     /// Adds `item`, waiting while the queue is full. Fails only if the
     /// receiver is gone.
     pub fn send(&self, item: T) -> Result<(), Gone<T>> {
-        self.send_until(item, None)
+        self.send_with(item, Patience::Ever).map_err(Gone)
     }
 
     /// Like [`send`](Sender::send), but waits for room at most `timeout`.
     pub fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), Gone<T>> {
-        self.send_until(item, Some(Instant::now() + timeout))
+        let deadline = Instant::now() + timeout;
+        self.send_with(item, Patience::Until(deadline))
+            .map_err(Gone)
     }
 
     /// Like [`send`](Sender::send), but looks at `stop` at least every
     /// `poll` while it waits for room, and gives the item back once it is
     /// set, as when the receiver is gone.
     pub fn send_unless(&self, item: T, poll: Duration, stop: &AtomicBool) -> Result<(), T> {
-        let shared = &*self.shared;
-        let mut state = shared.lock();
-        while state.items.len() >= shared.capacity && !state.receiver_gone {
-            if stop.load(Ordering::SeqCst) {
-                return Err(item);
-            }
-            state.senders_waiting += 1;
-            state = sync::wait_timeout(&shared.room, state, poll);
-            state.senders_waiting -= 1;
-        }
-        if state.receiver_gone {
-            return Err(item);
-        }
-        self.push(state, item);
-        Ok(())
+        self.send_with(item, Patience::Unless(stop, poll))
     }
 
-    fn send_until(&self, item: T, deadline: Option<Instant>) -> Result<(), Gone<T>> {
+    /// Adds `item`, waiting for room as `patience` allows; the item comes
+    /// back if it runs out, or if the receiver is gone.
+    fn send_with(&self, item: T, patience: Patience<'_>) -> Result<(), T> {
         let shared = &*self.shared;
         let mut state = shared.lock();
+        // Patience is looked at only once the queue is full: a send that
+        // finds room, as nearly every client's line does, costs the lock
+        // and the push, no clock and no flag.
         while state.items.len() >= shared.capacity && !state.receiver_gone {
-            state.senders_waiting += 1;
-            state = match deadline {
-                None => sync::wait(&shared.room, state),
-                Some(deadline) => {
+            let wait = match patience {
+                Patience::Ever => None,
+                Patience::Until(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        state.senders_waiting -= 1;
-                        return Err(Gone(item));
+                        return Err(item);
                     }
-                    sync::wait_timeout(&shared.room, state, left)
+                    Some(left)
                 }
+                Patience::Unless(stop, poll) => {
+                    if stop.load(Ordering::SeqCst) {
+                        return Err(item);
+                    }
+                    Some(poll)
+                }
+            };
+            state.senders_waiting += 1;
+            state = match wait {
+                None => sync::wait(&shared.room, state),
+                Some(wait) => sync::wait_timeout(&shared.room, state, wait),
             };
             state.senders_waiting -= 1;
         }
         if state.receiver_gone {
-            return Err(Gone(item));
+            return Err(item);
         }
         self.push(state, item);
         Ok(())

@@ -7,10 +7,17 @@
 
 use super::*;
 
-/// Keeps `lines` in `room` as one entry numbered from `first`, as the
-/// servers' script does, and moves the room's numbering to its last; no
-/// node hears of it.
-fn keep(raw: &mut redis::Connection, room: &str, first: u64, lines: &[&str]) {
+/// Keeps `lines` in `room` as one entry numbered from `first`, and moves
+/// the room's numbering to its last; no node hears of it. In the field
+/// `field`: `lines`, framed, as the servers' script keeps a batch; or
+/// `line`, one line alone, as servers kept lines before batches (or a
+/// marker of the room's rules, `v VERSION`).
+fn keep(raw: &mut redis::Connection, room: &str, first: u64, field: &str, lines: &[&str]) {
+    let kept = match (field, lines) {
+        ("lines", [_, ..]) => frame(lines),
+        ("line", [line]) => line.to_string(),
+        _ => panic!("the field {field} cannot keep {lines:?}"),
+    };
     let last = first + lines.len() as u64 - 1;
     redis::pipe()
         .cmd("XADD")
@@ -18,32 +25,12 @@ fn keep(raw: &mut redis::Connection, room: &str, first: u64, lines: &[&str]) {
         .arg(format!("{first}-0"))
         .arg("node")
         .arg("ghost")
-        .arg("lines")
-        .arg(frame(lines))
+        .arg(field)
+        .arg(kept)
         .ignore()
         .cmd("SET")
         .arg(format!("room:{{{room}}}:seq"))
         .arg(last)
-        .ignore()
-        .exec(raw)
-        .expect("kept");
-}
-
-/// Keeps one line in `room` under `seq` as servers did before batches
-/// (the field `line`), or a marker of the room's rules (`v VERSION`).
-fn keep_one(raw: &mut redis::Connection, room: &str, seq: u64, line: &str) {
-    redis::pipe()
-        .cmd("XADD")
-        .arg(format!("room:{{{room}}}:history"))
-        .arg(format!("{seq}-0"))
-        .arg("node")
-        .arg("ghost")
-        .arg("line")
-        .arg(line)
-        .ignore()
-        .cmd("SET")
-        .arg(format!("room:{{{room}}}:seq"))
-        .arg(seq)
         .ignore()
         .exec(raw)
         .expect("kept");
@@ -88,7 +75,7 @@ fn batches_are_cut_to_what_the_node_has_not_delivered() {
 
     // 2..=4 kept but never heard; then 4..=6 heard: the gap 2..=3 comes
     // from the entry 2..=4, cut to 2..=3, then the batch whole.
-    keep(&mut raw, "lobby", 2, &["h2", "h3", "h4"]);
+    keep(&mut raw, "lobby", 2, "lines", &["h2", "h3", "h4"]);
     tell(&mut raw, "lobby", 4, &["h4", "m5", "m6"]);
     let seen = collect(&a_in, |seen| line_count(seen) == 5);
     assert_eq!(
@@ -113,7 +100,7 @@ fn batches_are_cut_to_what_the_node_has_not_delivered() {
     // Wholly delivered already: nothing.
     tell(&mut raw, "lobby", 3, &["h3", "h4"]);
     // The numbering where the told lines left it, and a line said.
-    keep(&mut raw, "lobby", 7, &["m7", "m8"]);
+    keep(&mut raw, "lobby", 7, "lines", &["m7", "m8"]);
     publish(&a, "lobby", "said");
     let seen = collect(&a_in, |seen| line_count(seen) == 3);
     assert_eq!(
@@ -143,8 +130,8 @@ fn a_gap_that_starts_inside_an_entry_is_filled_from_there() {
         lines(&collect(&a_in, |seen| line_count(seen) == 1)),
         numbered(1, &["x1"])
     );
-    keep(&mut raw, "lobby", 1, &["x1", "x2", "x3"]);
-    keep(&mut raw, "lobby", 4, &["x4"]);
+    keep(&mut raw, "lobby", 1, "lines", &["x1", "x2", "x3"]);
+    keep(&mut raw, "lobby", 4, "lines", &["x4"]);
     tell(&mut raw, "lobby", 5, &["x5"]);
     let seen = collect(&a_in, |seen| line_count(seen) == 4);
     assert_eq!(lines(&seen), numbered(2, &["x2", "x3", "x4", "x5"]));
@@ -160,9 +147,9 @@ fn lines_of_trimmed_entries_are_missed() {
     settle(&a, &a_in, "lobby");
     let mut raw = redis.connection(&redis.url());
 
-    keep(&mut raw, "lobby", 2, &["t2"]);
-    keep(&mut raw, "lobby", 3, &["t3", "t4", "t5"]);
-    keep(&mut raw, "lobby", 6, &["k6", "k7"]);
+    keep(&mut raw, "lobby", 2, "lines", &["t2"]);
+    keep(&mut raw, "lobby", 3, "lines", &["t3", "t4", "t5"]);
+    keep(&mut raw, "lobby", 6, "lines", &["k6", "k7"]);
     let _: i64 = redis::cmd("XTRIM")
         .arg("room:{lobby}:history")
         .arg("MAXLEN")
@@ -196,10 +183,10 @@ fn recent_lines_are_read_across_batches_old_entries_and_markers() {
         (10, vec!["a", "b", "c", "d", "e", "f"]),
     ] {
         let room = format!("past{recent}");
-        keep(&mut raw, &room, 1, &["a", "b", "c"]);
-        keep_one(&mut raw, &room, 4, "v 1");
-        keep(&mut raw, &room, 5, &["d", "e"]);
-        keep_one(&mut raw, &room, 7, "f");
+        keep(&mut raw, &room, 1, "lines", &["a", "b", "c"]);
+        keep(&mut raw, &room, 4, "line", &["v 1"]);
+        keep(&mut raw, &room, 5, "lines", &["d", "e"]);
+        keep(&mut raw, &room, 7, "line", &["f"]);
         let settings = LinkSettings {
             recent,
             ..quick_link()

@@ -212,7 +212,7 @@ fn a_rooms_history_is_capped_in_bytes() {
     );
     let held: Vec<String> = kept
         .iter()
-        .flat_map(|(_, fields)| framed(&fields["lines"]))
+        .flat_map(|(_, fields)| unframe(&fields["lines"]))
         .collect();
     assert!(held.last().expect("some kept").starts_with("0099 "));
     // The newest, in order, with no hole.

@@ -24,7 +24,7 @@ use crossbeam_channel::Receiver;
 use secure_chat::linked::redis_link::{
     Delivery, LinkError, LinkSettings, RedisLink, Refused, RulesCopy,
 };
-use secure_chat_test_support::{free_port, quick_link, Pki, Redis};
+use secure_chat_test_support::{frame, free_port, quick_link, unframe, Pki, Redis};
 
 /// The longest any one wait in these tests may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -90,27 +90,6 @@ fn lines(deliveries: &[Delivery]) -> Vec<(u64, String)> {
         .into_iter()
         .map(|(seq, _, line)| (seq, line))
         .collect()
-}
-
-/// Lines as the link keeps and publishes a batch of them: each as its
-/// length in bytes, `:`, and the line.
-fn frame(lines: &[&str]) -> String {
-    lines
-        .iter()
-        .map(|line| format!("{}:{line}", line.len()))
-        .collect()
-}
-
-/// The lines of [`frame`]d text.
-fn framed(mut text: &str) -> Vec<String> {
-    let mut lines = Vec::new();
-    while let Some((len, rest)) = text.split_once(':') {
-        let len: usize = len.parse().expect("a length");
-        lines.push(rest[..len].to_owned());
-        text = &rest[len..];
-    }
-    assert!(text.is_empty(), "not framed: {text:?}");
-    lines
 }
 
 fn line_count(deliveries: &[Delivery]) -> usize {

@@ -6,9 +6,19 @@ use std::thread;
 
 use secure_chat::hub::Event;
 use secure_chat::queue;
-use secure_chat_test_support::TIMEOUT;
+use secure_chat_test_support::{frame, TIMEOUT};
 
 use super::*;
+
+/// The names of the link's threads, as /proc shows them (cut to 15 bytes):
+/// the three of every link, and those that listen to a cluster.
+const LINK_THREADS: [&str; 5] = [
+    "redis-publish",
+    "redis-subscribe",
+    "redis-names",
+    "redis-hear",
+    "redis-hear-shar",
+];
 
 /// The names of this process's threads, as /proc shows them (cut to 15
 /// bytes).
@@ -18,6 +28,37 @@ fn thread_names() -> Vec<String> {
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
         .map(|name| name.trim_end().to_owned())
         .collect()
+}
+
+/// Gives `room` a past of one line, kept as the link keeps a batch, so
+/// that a node joining it reads that past (`XREVRANGE`) before it can
+/// deliver it.
+fn give_a_past(redis: &Redis, room: &str) {
+    let mut raw = redis.connection(&redis.url());
+    redis::pipe()
+        .cmd("XADD")
+        .arg(format!("room:{{{room}}}:history"))
+        .arg("1-0")
+        .arg("node")
+        .arg("ghost")
+        .arg("lines")
+        .arg(frame(&["said before"]))
+        .ignore()
+        .cmd("SET")
+        .arg(format!("room:{{{room}}}:seq"))
+        .arg(1)
+        .ignore()
+        .exec(&mut raw)
+        .expect("a past kept");
+}
+
+/// Waits until the subscriber has read a room's past: the first
+/// `XREVRANGE` this Redis ran.
+fn wait_past_read(redis: &Redis) {
+    assert!(
+        wait_until(|| redis.calls("xrevrange") >= 1),
+        "the room's past was never read"
+    );
 }
 
 /// A line crosses two linked servers, and no thread of either stands
@@ -34,11 +75,16 @@ fn a_line_reaches_the_hub_with_no_forwarding_thread() {
     alice.send("across");
     assert_eq!(bob.recv_non_notice(), "chat alice across");
     let names = thread_names();
-    // Other tests' servers run in this process too: only ours are known
-    // to be there, and none may have one.
+    // Other tests' servers and links run in this process too: only ours
+    // are known to be there, and no link may have a thread beyond its
+    // own.
     let subscribers = names.iter().filter(|n| *n == "redis-subscribe").count();
     assert!(subscribers >= 2, "{names:?}");
-    assert!(!names.iter().any(|n| n == "redis-deliver"), "{names:?}");
+    let strays: Vec<&String> = names
+        .iter()
+        .filter(|name| name.starts_with("redis-") && !LINK_THREADS.contains(&name.as_str()))
+        .collect();
+    assert!(strays.is_empty(), "threads of no link's: {strays:?}");
     drop((alice, bob));
     two.stop();
 }
@@ -56,10 +102,12 @@ fn what_the_link_had_at_start_comes_first() {
         .arg(bans)
         .query::<()>(&mut raw)
         .expect("SET");
+    give_a_past(&redis, "#early");
     let mut link = RedisLink::open(&redis.url(), "a", quick_link()).expect("link");
-    // The subscriber has the room's past to deliver, and no sink yet.
+    // The subscriber has read the room's past, to deliver with no sink
+    // given yet.
     link.join_room("#early");
-    redis.wait_subscribed("#early", 1);
+    wait_past_read(&redis);
     let (sink, deliveries) = crossbeam_channel::bounded(16);
     assert!(link.deliver_to(Box::new(sink)));
     let (other, _) = crossbeam_channel::bounded(16);
@@ -82,14 +130,16 @@ fn what_the_link_had_at_start_comes_first() {
 #[test]
 fn a_link_stopping_with_the_hubs_queue_full_ends() {
     let redis = Redis::start(&[]);
+    give_a_past(&redis, "#full");
     let (events, hub) = queue::bounded(1);
     events.send(Event::Shutdown).expect("room for one");
     let link = RedisLink::open(&redis.url(), "a", quick_link()).expect("link");
     let mut linked = Linked::new(link);
     linked.forward(events);
     linked.entered(RoomId(1), &|| Some("#full".to_owned()));
-    // Subscribed: the room's past is on its way into a queue without room.
-    redis.wait_subscribed("#full", 1);
+    // The subscriber has read the room's past, which goes into a queue
+    // without room.
+    wait_past_read(&redis);
     let (done, ended) = crossbeam_channel::bounded(1);
     let stopping = thread::spawn(move || {
         drop(linked);

@@ -11,7 +11,7 @@ use secure_chat::chat::{Keep, RoomId, Save};
 use secure_chat::elsewhere::{Ask, Elsewhere, RoomLine, Told, Waiting};
 use secure_chat::linked::redis_link::{Delivery, LinkSettings, RedisLink, RULES_KEPT_MOST};
 use secure_chat::linked::Linked;
-use secure_chat_test_support::{quick_link, Redis};
+use secure_chat_test_support::{quick_link, unframe, Redis};
 
 /// The longest any one wait here takes.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -86,21 +86,13 @@ fn shows(told: &Told, line: &str) -> bool {
     matches!(told, Told::Lines(lines) if lines.iter().any(|back| &*back.line == line))
 }
 
-/// The lines a field of a history entry keeps: a batch (`lines`, each
-/// line as its length, `:`, and the line), or one (`line`, a marker of
-/// the rules); none for another field.
-fn kept(name: &str, mut text: &str) -> Vec<String> {
+/// The lines a field of a history entry keeps: a batch (`lines`,
+/// framed), or one (`line`, a marker of the rules); none for another
+/// field.
+fn kept(name: &str, text: &str) -> Vec<String> {
     match name {
         "line" => vec![text.to_owned()],
-        "lines" => {
-            let mut lines = Vec::new();
-            while let Some((len, rest)) = text.split_once(':') {
-                let len: usize = len.parse().expect("a length");
-                lines.push(rest[..len].to_owned());
-                text = &rest[len..];
-            }
-            lines
-        }
+        "lines" => unframe(text),
         _ => Vec::new(),
     }
 }

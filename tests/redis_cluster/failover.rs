@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use secure_chat::linked::{LINK_DOWN, LINK_UP};
 use secure_chat_test_support::{wait_until, TestClient};
 
-use crate::{enter, person, shard_of_room, wait_subscribed, Two};
+use crate::{enter, notice, person, shard_of_room, wait_subscribed, Two};
 
 /// Replication is asynchronous: lines the killed master numbered and sent
 /// out shortly before its death, but had not yet passed to its replica,
@@ -27,15 +27,6 @@ const PACE: Duration = Duration::from_millis(2);
 /// Lines each sender says once the link is back everywhere: all of them
 /// must arrive.
 const AFTER: usize = 50;
-
-/// The first words of the notices of the link going down and coming
-/// back (with history kept or lost).
-fn down_notice() -> String {
-    format!("notice {}", &LINK_DOWN[..LINK_DOWN.find(':').unwrap()])
-}
-fn up_notice() -> String {
-    format!("notice {}", &LINK_UP[..LINK_UP.find(':').unwrap()])
-}
 
 /// Sets its flag when dropped, however the scope it is in ends.
 struct StopOnDrop<'a>(&'a AtomicBool);
@@ -108,7 +99,7 @@ impl View {
     fn of(lines: &[String], speaker: &str) -> View {
         let mut view = View::default();
         let chat = format!("chat {speaker} ");
-        let (down, up) = (down_notice(), up_notice());
+        let (down, up) = (notice(LINK_DOWN), notice(LINK_UP));
         for line in lines {
             if let Some(text) = line.strip_prefix(&chat) {
                 match text.strip_prefix("after ") {
@@ -279,7 +270,7 @@ fn a_master_killed_mid_burst_its_replica_takes_over_and_the_chat_goes_on() {
         );
         let killed_at = Instant::now();
         let took = two.cluster.kill_master(victim);
-        let up = up_notice();
+        let up = notice(LINK_UP);
         read_until(
             &listeners[victim],
             &mut heard[victim],
@@ -298,7 +289,7 @@ fn a_master_killed_mid_burst_its_replica_takes_over_and_the_chat_goes_on() {
         (killed_at, took, ends)
     });
     eprintln!("shard {victim}'s replica promoted {took:?} after the kill");
-    let up = up_notice();
+    let up = notice(LINK_UP);
     read_until(
         &speakers[victim],
         &mut spoken[victim],

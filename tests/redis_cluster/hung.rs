@@ -8,12 +8,7 @@ use std::time::Instant;
 use secure_chat::linked::{LINK_DOWN, LINK_UP};
 use secure_chat_test_support::{slot, RedisCluster, TestClient};
 
-use crate::{enter, person, shard_of_room, wait_subscribed, Two};
-
-/// The first words of a notice: the text before its colon.
-fn notice(text: &str) -> String {
-    format!("notice {}", &text[..text.find(':').expect("a colon")])
-}
+use crate::{enter, notice, person, shard_of_room, wait_subscribed, Two};
 
 /// `client` is told what the notice `text` says (within the support
 /// crate's wait for a line).

@@ -115,6 +115,14 @@ fn wait_subscribed(cluster: &RedisCluster, room: &str, count: i64) {
     assert!(reached, "{subscribed} subscribers to {room}, not {count}");
 }
 
+/// The first words of the notice `text` (`LINK_DOWN`, `LINK_UP`): the
+/// text before its colon, as a client is shown it. `LINK_UP`'s begin
+/// `LINK_UP_HISTORY_LOST` too: a line that starts with them says the link
+/// is back, with history kept or lost.
+fn notice(text: &str) -> String {
+    format!("notice {}", &text[..text.find(':').expect("a colon")])
+}
+
 /// Connects, takes `nick`, and waits until the server confirms it.
 fn person(server: &TestServer, pki: &Pki, nick: &str) -> TestClient {
     let mut client = TestClient::connect(server.addr, &pki.ca);

@@ -3,7 +3,7 @@
 //! scripts: `scripts.rs` for lines, `rules.rs` and `names.rs`).
 
 #[cfg(doc)]
-use super::{scripts::PUBLISH_SCRIPT, RedisLink};
+use super::{rules::RULES_SCRIPT, scripts::PUBLISH_SCRIPT, RedisLink};
 
 /// The key names of one room. The braces make the room's name the
 /// Redis Cluster hash tag of each, and of its channel: a room's keys and
@@ -46,6 +46,19 @@ impl Keys {
             &self.topic,
             &self.size,
             &self.lines,
+        ]
+    }
+
+    /// The keys [`RULES_SCRIPT`] takes, in its order: those of the room's
+    /// order that a marker touches, and the rules.
+    pub(super) fn of_rules(&self) -> [&str; 6] {
+        [
+            &self.seq,
+            &self.history,
+            &self.topic,
+            &self.size,
+            &self.lines,
+            &self.rules,
         ]
     }
 

@@ -41,7 +41,12 @@ pub struct LinkSettings {
     /// cluster, also how long each listening thread reads before it looks
     /// at the subscriptions asked of it and whether to stop.
     pub poll: Duration,
-    /// How often the subscriber sends `PING` on its quiet connection.
+    /// With one Redis, how often the subscriber `PING`s its subscribed
+    /// connection, quiet or not. On a cluster, how often the classic
+    /// connection's thread `PING`s it; how long a master's listening
+    /// connection may stay quiet before its thread subscribes its bell
+    /// again (its ping); and how often the subscriber asks whether the
+    /// cluster's masters changed.
     pub ping_every: Duration,
     /// How long any reply may take before the connection counts as dead.
     pub reply_timeout: Duration,

@@ -192,10 +192,12 @@
 //! The *directory* thread (`names.rs`) has a connection of its own for
 //! nicks, private lines and questions to every node, each asked through
 //! a bounded queue too and answered as a [`Delivery`], into the same sink
-//! (`outlet.rs`). It renews the
-//! names on schedule whatever else waits, and tells Redis of names held
-//! and let go a batch per round trip, so connection churn cannot make
-//! the names of connected users lapse.
+//! (`outlet.rs`). It renews the names on schedule ahead of whatever else
+//! waits for it (`order.rs`), and tells Redis of names held and let go a
+//! batch per round trip, so connection churn cannot make the names of
+//! connected users lapse. The hub can hold the renewal up, though: while
+//! the hub's queue is full, the directory waits there with an answer, and
+//! renews nothing meanwhile.
 //!
 //! ## Names, private lines, questions
 //!
@@ -358,12 +360,10 @@ pub struct RedisLink {
     reply_timeout: Duration,
     /// Where the subscriber and the directory hand what they deliver.
     outlet: Arc<Outlet>,
-    /// What the link had to say at start (the server bans), for the sink
-    /// before anything else ([`RedisLink::deliver_to`]).
-    first: Vec<Delivery>,
-    /// [`LinkSettings::poll`]: how often a wait for room in the sink looks
-    /// at whether the link stops.
-    poll: Duration,
+    /// What the link had to say at start (the server bans, if Redis
+    /// had any), for the sink before anything else
+    /// ([`RedisLink::deliver_to`]).
+    first: Option<Delivery>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -472,12 +472,10 @@ impl RedisLink {
             reconnects: AtomicU64::new(0),
         });
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
-        let outlet = Arc::new(Outlet::new());
-        let first = match &server_bans {
-            Some(_) => vec![Delivery::ServerBans(server_bans.clone())],
-            None => Vec::new(),
-        };
-        let poll = settings.poll;
+        let outlet = Arc::new(Outlet::new(Arc::clone(&shared), settings.poll));
+        let first = server_bans
+            .is_some()
+            .then(|| Delivery::ServerBans(server_bans.clone()));
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
         let (ask, asks) = crossbeam_channel::bounded(settings.outbox.max(1));
         let (name_changes, names_changed) = crossbeam_channel::bounded(NAMES_QUEUE);
@@ -558,7 +556,6 @@ impl RedisLink {
             wake: Some(wake),
             outlet,
             first,
-            poll,
             threads,
         };
         Ok(link)

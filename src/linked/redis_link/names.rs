@@ -584,9 +584,7 @@ impl Directory {
     /// past the link's stop (the hub may have stopped reading). False if
     /// it could not.
     fn send(&self, delivery: Delivery) -> bool {
-        let sent = self
-            .deliver
-            .send(delivery, &self.shared, self.target.settings.poll);
+        let sent = self.deliver.send(delivery);
         if sent {
             self.shared.delivered_names.add(1);
         }

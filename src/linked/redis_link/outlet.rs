@@ -4,7 +4,7 @@
 //! delivered ([`Delivery`], `messages.rs`), nor who delivers it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::SendTimeoutError;
@@ -48,14 +48,23 @@ pub(super) struct Outlet {
     /// Held to set `sink`, and to wait for it: nothing else.
     giving: Mutex<()>,
     given: Condvar,
+    /// Whether the link stops, which ends every wait here; and the count
+    /// of deliveries, to which [`Outlet::give`] adds what it hands on.
+    shared: Arc<LinkState>,
+    /// [`LinkSettings::poll`](super::LinkSettings::poll): how often a wait
+    /// for room in the sink, or for a sink, looks at whether the link
+    /// stops.
+    poll: Duration,
 }
 
 impl Outlet {
-    pub(super) fn new() -> Outlet {
+    pub(super) fn new(shared: Arc<LinkState>, poll: Duration) -> Outlet {
         Outlet {
             sink: OnceLock::new(),
             giving: Mutex::new(()),
             given: Condvar::new(),
+            shared,
+            poll,
         }
     }
 
@@ -66,52 +75,48 @@ impl Outlet {
     /// `first` is counted in [`LinkState::delivered`] here, by the one
     /// thread that gives the sink, before the subscriber (the count's
     /// owner) can add to it: it has to take the lock this holds.
-    pub(super) fn give(
-        &self,
-        first: Vec<Delivery>,
-        sink: Box<dyn Sink>,
-        shared: &LinkState,
-        poll: Duration,
-    ) -> bool {
+    pub(super) fn give(&self, first: Option<Delivery>, sink: Box<dyn Sink>) -> bool {
         let _giving = sync::lock(&self.giving);
         if self.sink.get().is_some() {
             return false;
         }
-        for delivery in first {
-            if sink.deliver(delivery, poll, &shared.stop) {
-                shared.delivered.add(1);
+        if let Some(delivery) = first {
+            if sink.deliver(delivery, self.poll, &self.shared.stop) {
+                self.shared.delivered.add(1);
             }
         }
-        let given = self.sink.set(sink).is_ok();
+        // Cannot be refused: the sink is set only here, under the lock,
+        // and was not set above.
+        let _ = self.sink.set(sink);
         self.given.notify_all();
-        given
+        true
     }
 
     /// Hands `delivery` to the node's sink, waiting while it has no room,
     /// or while the node has given none yet. False, the delivery dropped,
     /// once the link stops or nobody takes deliveries any more.
-    pub(super) fn send(&self, delivery: Delivery, shared: &LinkState, poll: Duration) -> bool {
+    pub(super) fn send(&self, delivery: Delivery) -> bool {
         let sink = match self.sink.get() {
             Some(sink) => sink.as_ref(),
-            None => match self.wait(shared, poll) {
+            None => match self.wait() {
                 Some(sink) => sink,
                 None => return false,
             },
         };
-        sink.deliver(delivery, poll, &shared.stop)
+        sink.deliver(delivery, self.poll, &self.shared.stop)
     }
 
     /// The sink, once given; `None` if the link stops first.
-    fn wait(&self, shared: &LinkState, poll: Duration) -> Option<&dyn Sink> {
+    fn wait(&self) -> Option<&dyn Sink> {
         let mut giving = sync::lock(&self.giving);
         loop {
             if let Some(sink) = self.sink.get() {
                 return Some(sink.as_ref());
             }
-            if shared.stopping() {
+            if self.shared.stopping() {
                 return None;
             }
-            giving = sync::wait_timeout(&self.given, giving, poll);
+            giving = sync::wait_timeout(&self.given, giving, self.poll);
         }
     }
 }
@@ -130,7 +135,6 @@ impl RedisLink {
     /// order. Only once: false, `sink` unused, if the link has one
     /// already (a link from [`RedisLink::start`] has its queue).
     pub fn deliver_to(&mut self, sink: Box<dyn Sink>) -> bool {
-        let first = std::mem::take(&mut self.first);
-        self.outlet.give(first, sink, &self.shared, self.poll)
+        self.outlet.give(self.first.take(), sink)
     }
 }

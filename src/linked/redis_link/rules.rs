@@ -203,14 +203,11 @@ impl Publisher {
             let keep = millis(keep_for(rules.as_deref(), now, settings.room_ttl));
             let mut call = redis::cmd("EVALSHA");
             call.arg(self.rules_script.get_hash())
-                .arg(6)
-                .arg(&keys.seq)
-                .arg(&keys.history)
-                .arg(&keys.topic)
-                .arg(&keys.size)
-                .arg(&keys.lines)
-                .arg(&keys.rules)
-                .arg(&keys.channel)
+                .arg(keys.of_rules().len());
+            for key in keys.of_rules() {
+                call.arg(key);
+            }
+            call.arg(&keys.channel)
                 .arg(base.version)
                 .arg(rules.as_deref().unwrap_or_default())
                 .arg(keep)
@@ -296,7 +293,9 @@ impl Subscriber {
     /// An entry of `room`'s order, or what is left of it: its lines from
     /// `first` on, delivered as one batch; or a marker of its rules (an
     /// entry of its own, of one line), read (once per version) and
-    /// delivered in its place.
+    /// delivered in its place. `lines` is never empty: a message of no
+    /// lines is refused as malformed (`parse_payload`), and `fill` passes on
+    /// only entries that hold a line it still wants.
     pub(super) fn entry(
         &mut self,
         query: &mut Router,
@@ -305,8 +304,8 @@ impl Subscriber {
         node: &str,
         lines: &[&str],
     ) -> Result<(), SubscriberEnd> {
+        debug_assert!(!lines.is_empty(), "an entry of no lines");
         let version = match lines {
-            [] => return Ok(()),
             [line] => marker_version(line),
             _ => None,
         };

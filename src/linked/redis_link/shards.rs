@@ -56,8 +56,8 @@ pub(super) struct Shards {
     /// Everything the threads heard: the crate's queue, whose receiver
     /// sleeps at once where a crossbeam channel's spins and yields first
     /// (eight `sched_yield`s each time the subscriber waits, ten times a
-    /// second on a quiet link). `None` once dropped.
-    heard: Option<queue::Receiver<Heard>>,
+    /// second on a quiet link).
+    heard: queue::Receiver<Heard>,
     /// What was taken from `heard` and not yet passed on, the next last.
     taken: Vec<Heard>,
     /// Per master, a channel of this node's that its connection hears
@@ -89,7 +89,7 @@ impl Shards {
             topology: topology.clone(),
             changes: Vec::with_capacity(topology.shards()),
             stop_classic: Some(stop_classic),
-            heard: Some(heard),
+            heard,
             taken: Vec::new(),
             bells: Vec::with_capacity(topology.shards()),
             threads: Vec::with_capacity(topology.shards() + 1),
@@ -146,11 +146,11 @@ impl Shards {
         if let Some(heard) = self.taken.pop() {
             return Ok(Some(heard));
         }
-        let Some(queue) = &self.heard else {
-            return Ok(None);
-        };
         // Each thread says `Lost` before it ends on its own.
-        if !queue.recv_batch_timeout(&mut self.taken, HEARD_QUEUE, wait) {
+        if !self
+            .heard
+            .recv_batch_timeout(&mut self.taken, HEARD_QUEUE, wait)
+        {
             return Err(RedisError::from((
                 ErrorKind::Io,
                 "the listening threads ended",
@@ -245,7 +245,8 @@ impl Drop for Shards {
         // on.
         self.changes.clear();
         self.stop_classic = None;
-        self.heard = None;
+        // Dropped now, not after the joins: an empty queue in its place.
+        drop(std::mem::replace(&mut self.heard, queue::bounded(1).1));
         for thread in self.threads.drain(..) {
             // A thread that panicked has nothing more to say.
             let _ = thread.join();

@@ -244,12 +244,12 @@ impl Subscriber {
                             return lost(&self.target, error);
                         }
                     }
-                    // The classic connection's thread pings it. A master's
-                    // listening connection is not pinged (its replies
-                    // would be taken for late ones and dropped): the
-                    // cluster is asked instead whether its masters changed,
-                    // as they do when a replica took over from a master
-                    // that went quiet without closing its connections.
+                    // The classic connection's thread pings it, and each
+                    // master's listening thread pings its own (shards.rs).
+                    // Here the cluster is asked whether its masters
+                    // changed, as they do when a replica took over from a
+                    // master that went quiet without closing its
+                    // connections.
                     Hearing::Cluster(shards) => {
                         query.read_again(false);
                         if shards.topology() != query.topology() {
@@ -678,7 +678,9 @@ impl Subscriber {
                     continue;
                 };
                 let after = first + lines.len() as u64;
-                if after <= expected || first > to {
+                // Had already. (Past `to` only if entries overlap, which
+                // no script writes: the range ends at `to`.)
+                if after <= expected || expected > to {
                     continue;
                 }
                 if first > expected {
@@ -718,8 +720,7 @@ impl Subscriber {
     /// Hands the hub a delivery, waiting while its queue is full (Redis
     /// buffers meanwhile). Fails if the link stops or nobody listens.
     pub(super) fn send(&self, delivery: Delivery) -> Result<(), SubscriberEnd> {
-        let poll = self.target.settings.poll;
-        if !self.deliver.send(delivery, &self.shared, poll) {
+        if !self.deliver.send(delivery) {
             return Err(SubscriberEnd::Stop);
         }
         self.shared.delivered.add(1);

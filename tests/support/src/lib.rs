@@ -34,7 +34,7 @@ pub use procfs::{has_thread_named, open_fds, rss_kib, thread_count};
 #[cfg(feature = "redis")]
 pub use redis_cluster::{cpu_ns, slot, Member, RedisCluster, SHARD_SLOTS, SLOTS};
 #[cfg(feature = "redis")]
-pub use redis_server::{free_port, quick_link, Redis};
+pub use redis_server::{frame, free_port, quick_link, unframe, Redis};
 pub use server::{chat_of, chat_with, test_limits, TestServer};
 
 /// One `GET /metrics` to a server's metrics endpoint at `addr`, over

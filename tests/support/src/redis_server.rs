@@ -141,6 +141,20 @@ impl Redis {
         assert!(reached, "{subscribed} subscribers to {room}, not {count}");
     }
 
+    /// How many times it ran `command` (lower case, `xrevrange`), as
+    /// `INFO commandstats` counts them.
+    pub fn calls(&self, command: &str) -> u64 {
+        let mut connection = self.connection(&self.url());
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut connection)
+            .expect("INFO commandstats");
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// A plain connection, for what a test does to Redis behind the links.
     pub fn connection(&self, url: &str) -> redis::Connection {
         let mut connection = redis::Client::open(url)
@@ -172,6 +186,34 @@ pub fn quick_link() -> LinkSettings {
         connect_timeout: Duration::from_secs(1),
         ..LinkSettings::default()
     }
+}
+
+/// Lines as the link keeps and publishes a batch of them: each as its
+/// length in bytes, `:`, and the line.
+pub fn frame(lines: &[&str]) -> String {
+    lines
+        .iter()
+        .map(|line| format!("{}:{line}", line.len()))
+        .collect()
+}
+
+/// The lines of [`frame`]d text, in order. Panics, naming the rest,
+/// unless the whole text is framed so.
+pub fn unframe(mut text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Some((len, rest)) = text.split_once(':') {
+        let line = len
+            .parse()
+            .ok()
+            .and_then(|len: usize| Some((rest.get(..len)?, rest.get(len..)?)));
+        let Some((line, after)) = line else {
+            panic!("not framed: {text:?}");
+        };
+        lines.push(line.to_owned());
+        text = after;
+    }
+    assert!(text.is_empty(), "not framed: {text:?}");
+    lines
 }
 
 /// A loopback port nobody listens on right now.

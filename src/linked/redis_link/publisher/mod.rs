@@ -74,9 +74,7 @@ pub(super) const REFUSALS_BEFORE_DROP: u32 = 5;
 /// topic, which the script sets with the last line of a call. Lines of
 /// different rooms may so go in another order than they came: each room
 /// has its own order, and no other is kept across rooms.
-pub(super) fn calls<'b>(
-    batch: impl IntoIterator<Item = &'b (u64, ToPublish)>,
-) -> Vec<Vec<&'b (u64, ToPublish)>> {
+pub(super) fn calls(batch: &[(u64, ToPublish)]) -> Vec<Vec<&(u64, ToPublish)>> {
     let mut by_room: Vec<Vec<&(u64, ToPublish)>> = Vec::new();
     let mut rooms: HashMap<&str, usize> = HashMap::new();
     for numbered in batch {
@@ -104,6 +102,7 @@ pub(super) fn calls<'b>(
 }
 
 /// How a pipeline of the script's calls goes.
+#[derive(Clone, Copy)]
 pub(super) struct Sending<'s> {
     /// [`PUBLISH_SCRIPT`].
     pub(super) script: &'s Script,
@@ -303,6 +302,10 @@ impl Publisher {
             publish: self.publish_command,
             resend: false,
         };
+        // Before the first try: whichever try ran the calls ran after
+        // this, so the renewal is never stamped later than it was made
+        // (a reply lost and retried for a while would stamp it late).
+        let sent = Instant::now();
         let done = self.until_done(connection, &self.script, &what, |router| {
             let mut by_shard: BTreeMap<usize, Vec<&Vec<&(u64, ToPublish)>>> = BTreeMap::new();
             for call in &calls {
@@ -312,15 +315,11 @@ impl Publisher {
                 let shard = router.shard_of(&channel(&line.room))?;
                 by_shard.entry(shard).or_default().push(call);
             }
-            let tried = send.resend;
+            let this_try = send;
             // Whatever happens to this try, the next is a resend.
             send.resend = true;
-            let first = Sending {
-                resend: tried,
-                ..send
-            };
             for part in by_shard.values() {
-                pipeline(&first, part, &renew).exec(router)?;
+                pipeline(&this_try, part, &renew).exec(router)?;
             }
             Ok(())
         });
@@ -332,9 +331,8 @@ impl Publisher {
         if self.renewed.len() + renew.len() > RENEWED_KEPT {
             self.renewed.clear();
         }
-        let now = Instant::now();
         for room in renew {
-            self.renewed.insert(room.to_owned(), now);
+            self.renewed.insert(room.to_owned(), sent);
         }
         true
     }

@@ -1,9 +1,32 @@
-//! The names of a room's keys and channel in Redis, and reading a room
-//! back from its channel's name. Not what is kept under them (the
-//! scripts: `scripts.rs` for lines, `rules.rs` and `names.rs`).
+//! The names of the link's keys and channels in Redis: a room's, and the
+//! few the whole chat shares; and reading a room back from its channel's
+//! name. Not what is kept under them (the scripts: `scripts.rs` for
+//! lines, `rules.rs` and `names.rs`).
 
 #[cfg(doc)]
 use super::{rules::RULES_SCRIPT, scripts::PUBLISH_SCRIPT, RedisLink};
+
+/// The key whose random value names the Redis data set (see "When Redis
+/// is gone" in the module documentation).
+pub(super) const EPOCH_KEY: &str = "chat:epoch";
+
+/// The channel every node listens to for questions to all
+/// ([`RedisLink::ask_everyone`]).
+pub(super) const ASK_CHANNEL: &str = "chat:ask";
+
+/// The counter that numbers nodes as they start ([`RedisLink::number`]).
+pub(super) const NODES_KEY: &str = "chat:nodes";
+
+/// The channel every node listens to for moderation's news: the server
+/// bans (`s TEXT`, whole, an empty TEXT for none) and each room's new
+/// rules version (`r ROOM VERSION`). The nodes in a room have the marker
+/// in its order ([`RedisLink::write_rules`]); this one is for the nodes
+/// that are not, which read the rules when they hear it.
+pub(super) const MODERATION_CHANNEL: &str = "chat:moderation";
+
+/// The server bans, shared by every node ([`RedisLink::share_server_bans`]);
+/// no expiry: each ban carries its own end.
+pub(super) const SERVER_BANS_KEY: &str = "chat:server-bans";
 
 /// The key names of one room. The braces make the room's name the
 /// Redis Cluster hash tag of each, and of its channel: a room's keys and

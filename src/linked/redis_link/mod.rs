@@ -253,7 +253,9 @@ mod tests;
 
 use connect::{current_seq, epoch, Target};
 pub use figures::{DeliveriesTaken, LinkGauges};
-use keys::{channel, room_of, Keys};
+use keys::{
+    channel, room_of, Keys, ASK_CHANNEL, EPOCH_KEY, MODERATION_CHANNEL, NODES_KEY, SERVER_BANS_KEY,
+};
 pub use messages::{Delivery, LinkError, LinkSettings, Refused};
 use outlet::Outlet;
 pub use outlet::Sink;
@@ -277,28 +279,6 @@ use state::{
     frame, millis, parse_payload, random_u64, reconnect_backoff, unframe, valid_node_name, Held,
     LinkState, Outgoing, Rooms, ToPublish,
 };
-
-/// The key whose random value names the Redis data set (see "When Redis
-/// is gone" above).
-const EPOCH_KEY: &str = "chat:epoch";
-
-/// The channel every node listens to for questions to all
-/// ([`RedisLink::ask_everyone`]).
-const ASK_CHANNEL: &str = "chat:ask";
-
-/// The counter that numbers nodes as they start ([`RedisLink::number`]).
-const NODES_KEY: &str = "chat:nodes";
-
-/// The channel every node listens to for moderation's news: the server
-/// bans (`s TEXT`, whole, an empty TEXT for none) and each room's new
-/// rules version (`r ROOM VERSION`). The nodes in a room have the marker
-/// in its order ([`RedisLink::write_rules`]); this one is for the nodes
-/// that are not, which read the rules when they hear it.
-const MODERATION_CHANNEL: &str = "chat:moderation";
-
-/// The server bans, shared by every node ([`RedisLink::share_server_bans`]);
-/// no expiry: each ban carries its own end.
-const SERVER_BANS_KEY: &str = "chat:server-bans";
 
 /// The highest number a node may take ([`RedisLink::number`]): a guest's
 /// name, `guestN-ID`, must still fit a nick with room for the ID. A

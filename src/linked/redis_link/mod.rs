@@ -162,7 +162,8 @@
 //! is mostly per call. A line it took is published exactly once, however
 //! many times it must retry across reconnects: each carries the node's own
 //! count, and a batch sent again skips the counts Redis has seen (a
-//! first send is not checked: its counts are new).
+//! first send is checked by each call's last count: it may run after
+//! its own retry).
 //! The *subscriber* thread has two connections: one subscribed (a
 //! subscribed connection can run nothing but (un)subscribe and `PING`), and
 //! one to ask (`GET`, `XRANGE`); on a cluster, one more subscribed per

@@ -20,7 +20,8 @@ use super::*;
 /// then served by the master of its slot alone), the call's flags, the
 /// topic (empty without `t`), how many lines the call holds, the last
 /// line's count, the lines framed ([`frame`]), then, with `c` only, each
-/// line's count in order. Flags, any of: `c` check the counts, `t` the
+/// line's count in order. Flags, any of: `c` check each line's count (a
+/// retry; without it the call is checked by its last count alone), `t` the
 /// last line sets the topic, `r` renew the room's keys. Returns the last
 /// line's seq, or 0 when every count was published before.
 ///
@@ -37,8 +38,15 @@ use super::*;
 /// with `c`: those whose count is at most the sender's last here were
 /// published before, and they are always the first ones (a sender's
 /// counts in a room only grow), so they are skipped and the rest
-/// numbered, once. A first send needs no check (its counts are new), and
-/// goes without the read. The sender's last count is written once,
+/// numbered, once. A first send is checked too, more cheaply: the call
+/// is skipped whole if the sender's last count has reached its last
+/// line's. Its counts are new when it leaves, but not always when Redis
+/// runs it: a first send that timed out may still sit unread in Redis
+/// (a big pipeline is read in pieces, other clients served between
+/// them) when its retry, on a new connection, runs; without the check
+/// it would then number its lines a second time. The same calls go in
+/// every try, and a call is done whole or not at all, so a call whose
+/// last count is in was done. The sender's last count is written once,
 /// right after the numbers are taken and before anything is published:
 /// Redis does not undo what a script did before an error, so a call that
 /// fails half way (a command the Redis lacks, a refused key) has its
@@ -88,6 +96,8 @@ if string.find(flags, 'c', 1, true) then
   end
   body = string.sub(body, at)
   n = n - skip
+elseif tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or '0') >= tonumber(ARGV[11]) then
+  return 0
 end
 local seq = redis.call('INCRBY', KEYS[1], string.format('%d', n))
 local first = seq - n + 1

@@ -114,7 +114,8 @@ pub(super) struct Sending<'s> {
     pub(super) publish: &'s str,
     /// Whether these calls were sent before (a retry): then the script
     /// checks each line's count against what Redis has, and skips the
-    /// lines it published already. A first send goes without the check.
+    /// lines it published already. A first send is checked by each
+    /// call's last count alone (see [`PUBLISH_SCRIPT`]).
     pub(super) resend: bool,
 }
 

@@ -243,6 +243,24 @@ fn a_retried_batch_numbers_each_line_once() {
     bench.stop();
 }
 
+/// A first send that timed out may still sit unread in Redis when its
+/// retry, on a new connection, runs: read later, it must find its lines
+/// done, not number them again.
+#[test]
+fn a_first_send_run_after_its_retry_publishes_nothing() {
+    let mut bench = Bench::start();
+    let batch: Vec<_> = (1..=4)
+        .map(|count| line(count, "lobby", &format!("line {count}")))
+        .collect();
+    assert_eq!(bench.resend(&batch), [4]);
+    assert_eq!(bench.publish(&batch), [0]);
+    let kept: Vec<_> = (1..)
+        .zip(batch.iter().map(|(_, l)| l.line.clone()))
+        .collect();
+    assert_eq!(bench.history("lobby"), kept);
+    bench.stop();
+}
+
 /// Redis keeps what a script did before an error: a call that fails half
 /// way must not be published again when the publisher retries it.
 #[test]

@@ -117,6 +117,43 @@ fn a_room_whose_keys_lapsed_starts_over_from_1() {
     );
 }
 
+/// A message of a room's old numbering read late, after its keys lapsed
+/// and before the new numbering has as many lines, is not taken for the
+/// new numbering's first: its lines were delivered already.
+#[test]
+fn a_late_message_of_a_lapsed_numbering_is_not_delivered_again() {
+    let redis = Redis::start(&[]);
+    let (a, a_in) = start(&redis, "a", quick_link());
+    join(&a, &a_in, "late");
+    for n in 1..=3 {
+        publish(&a, "late", &format!("before {n}"));
+    }
+    let before = collect(&a_in, |seen| line_count(seen) == 3);
+    let mut raw = redis.connection(&redis.url());
+    let lapsed: Vec<_> = room_keys("late")
+        .into_iter()
+        .filter(|key| !key.ends_with(":senders"))
+        .collect();
+    redis::cmd("DEL").arg(lapsed).exec(&mut raw).expect("DEL");
+    // The old numbering's lines, as one message from 1, as if the
+    // subscriber had read it only now.
+    let old = lines(&before);
+    let old: Vec<&str> = old.iter().map(|(_, line)| line.as_str()).collect();
+    let message = format!("1 a {}", frame(&old));
+    redis::cmd("PUBLISH")
+        .arg("room:{late}")
+        .arg(message)
+        .exec(&mut raw)
+        .expect("PUBLISH");
+    publish(&a, "late", "after 1");
+    publish(&a, "late", "after 2");
+    let seen = collect(&a_in, |seen| line_count(seen) == 2);
+    assert_eq!(
+        lines(&seen),
+        vec![(1, "after 1".to_owned()), (2, "after 2".to_owned())]
+    );
+}
+
 /// A node's first line in a room renews the room's keys, even where it
 /// has no member (a notice said before its user enters), so that a room
 /// spoken in keeps at least half its expiry; later lines of the node do

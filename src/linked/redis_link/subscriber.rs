@@ -597,7 +597,8 @@ impl Subscriber {
             log::warn!("redis {}: room {room}: malformed message", self.target.addr);
             return Ok(());
         };
-        let next = if first == 1 && next > 1 && self.started_over(query, room, next)? {
+        let last = first + lines.len() as u64 - 1;
+        let next = if first == 1 && next > 1 && self.started_over(query, room, next, last)? {
             log::warn!(
                 "redis {}: room {room}: its keys lapsed, its lines are numbered from 1 again",
                 self.target.addr
@@ -606,7 +607,7 @@ impl Subscriber {
         } else {
             next
         };
-        let after = first + lines.len() as u64;
+        let after = last + 1;
         if after <= next {
             return Ok(());
         }
@@ -621,20 +622,25 @@ impl Subscriber {
     }
 
     /// Whether `room`'s numbering started over since this node expected
-    /// `next`: its keys lapsed (renewals that did not reach Redis in
-    /// time), so its counter is below what was delivered already. Asked
-    /// only of a line 1 that comes late, which is otherwise rare (one
-    /// read with the room's past as it was joined), so it costs the path
-    /// of a line nothing.
+    /// `next`, given a message of lines 1 to `last`: its keys lapsed
+    /// (renewals that did not reach Redis in time), so its counter is
+    /// below what was delivered already, but has reached the message's
+    /// lines, as a new numbering's would have. (A message of the old
+    /// numbering, read late, after the keys went and before as many new
+    /// lines, is not taken for the new one's: its lines came already.)
+    /// Asked only of a line 1 that comes late, which is otherwise rare
+    /// (one read with the room's past as it was joined), so it costs the
+    /// path of a line nothing.
     fn started_over(
         &mut self,
         query: &mut Router,
         room: &str,
         next: u64,
+        last: u64,
     ) -> Result<bool, SubscriberEnd> {
         let current = current_seq(query, room)
             .map_err(|error| SubscriberEnd::Lost(self.target.describe(&error)))?;
-        Ok(current < next - 1)
+        Ok(current < next - 1 && current >= last)
     }
 
     /// Delivers lines `from..=to` of `room` from its history, saying which

@@ -154,6 +154,59 @@ fn a_late_message_of_a_lapsed_numbering_is_not_delivered_again() {
     );
 }
 
+/// The same, when the new numbering has already reached the old
+/// message's lines: what tells them apart is the new numbering's first
+/// entry, kept before its message went out.
+#[test]
+fn a_late_message_is_told_from_the_new_numberings_first_by_its_entry() {
+    let redis = Redis::start(&[]);
+    let (a, a_in) = start(&redis, "a", quick_link());
+    join(&a, &a_in, "late2");
+    for n in 1..=3 {
+        publish(&a, "late2", &format!("before {n}"));
+    }
+    collect(&a_in, |seen| line_count(seen) == 3);
+    let mut raw = redis.connection(&redis.url());
+    let lapsed: Vec<_> = room_keys("late2")
+        .into_iter()
+        .filter(|key| !key.ends_with(":senders"))
+        .collect();
+    redis::cmd("DEL").arg(lapsed).exec(&mut raw).expect("DEL");
+    // A new numbering's first line, as its script keeps it; then the old
+    // numbering's first message, read late; then the new one's.
+    let new_first = frame(&["after 1"]);
+    redis::cmd("SET")
+        .arg("room:{late2}:seq")
+        .arg(1)
+        .exec(&mut raw)
+        .expect("SET");
+    redis::cmd("XADD")
+        .arg("room:{late2}:history")
+        .arg("1-0")
+        .arg("node")
+        .arg("a")
+        .arg("lines")
+        .arg(&new_first)
+        .exec(&mut raw)
+        .expect("XADD");
+    for message in [
+        format!("1 a {}", frame(&["before 1"])),
+        format!("1 a {new_first}"),
+    ] {
+        redis::cmd("PUBLISH")
+            .arg("room:{late2}")
+            .arg(message)
+            .exec(&mut raw)
+            .expect("PUBLISH");
+    }
+    publish(&a, "late2", "after 2");
+    let seen = collect(&a_in, |seen| line_count(seen) == 2);
+    assert_eq!(
+        lines(&seen),
+        vec![(1, "after 1".to_owned()), (2, "after 2".to_owned())]
+    );
+}
+
 /// A node's first line in a room renews the room's keys, even where it
 /// has no member (a notice said before its user enters), so that a room
 /// spoken in keeps at least half its expiry; later lines of the node do

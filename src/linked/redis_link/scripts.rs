@@ -45,8 +45,10 @@ use super::*;
 /// (a big pipeline is read in pieces, other clients served between
 /// them) when its retry, on a new connection, runs; without the check
 /// it would then number its lines a second time. The same calls go in
-/// every try, and a call is done whole or not at all, so a call whose
-/// last count is in was done. The sender's last count is written once,
+/// every try, and a call that numbered any line wrote its last count in
+/// the same step, so a call whose last count is in was done (or cut
+/// short, see below, never to be redone). The sender's last count is
+/// written once,
 /// right after the numbers are taken and before anything is published:
 /// Redis does not undo what a script did before an error, so a call that
 /// fails half way (a command the Redis lacks, a refused key) has its

@@ -598,15 +598,16 @@ impl Subscriber {
             return Ok(());
         };
         let last = first + lines.len() as u64 - 1;
-        let next = if first == 1 && next > 1 && self.started_over(query, room, next, last)? {
-            log::warn!(
-                "redis {}: room {room}: its keys lapsed, its lines are numbered from 1 again",
-                self.target.addr
-            );
-            1
-        } else {
-            next
-        };
+        let next =
+            if first == 1 && next > 1 && self.started_over(query, room, next, node, &lines)? {
+                log::warn!(
+                    "redis {}: room {room}: its keys lapsed, its lines are numbered from 1 again",
+                    self.target.addr
+                );
+                1
+            } else {
+                next
+            };
         let after = last + 1;
         if after <= next {
             return Ok(());
@@ -622,25 +623,42 @@ impl Subscriber {
     }
 
     /// Whether `room`'s numbering started over since this node expected
-    /// `next`, given a message of lines 1 to `last`: its keys lapsed
-    /// (renewals that did not reach Redis in time), so its counter is
-    /// below what was delivered already, but has reached the message's
-    /// lines, as a new numbering's would have. (A message of the old
-    /// numbering, read late, after the keys went and before as many new
-    /// lines, is not taken for the new one's: its lines came already.)
-    /// Asked only of a line 1 that comes late, which is otherwise rare
-    /// (one read with the room's past as it was joined), so it costs the
-    /// path of a line nothing.
+    /// `next`, given a message of lines from 1 (`node`'s `lines`): its
+    /// keys lapsed (renewals that did not reach Redis in time), so its
+    /// counter is below what was delivered already, and the message is
+    /// the new numbering's first entry, which its script kept before it
+    /// published it. A message of the old numbering read late, after the
+    /// keys went, is not: its lines came already. (Its entry 1 trimmed
+    /// already, the new numbering is long; the counter must then have
+    /// reached the message's lines at least.) Asked only of a line 1 that
+    /// comes late, which is otherwise rare (one read with the room's past
+    /// as it was joined), so it costs the path of a line nothing.
     fn started_over(
         &mut self,
         query: &mut Router,
         room: &str,
         next: u64,
-        last: u64,
+        node: &str,
+        lines: &[&str],
     ) -> Result<bool, SubscriberEnd> {
-        let current = current_seq(query, room)
-            .map_err(|error| SubscriberEnd::Lost(self.target.describe(&error)))?;
-        Ok(current < next - 1 && current >= last)
+        let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
+        let current = current_seq(query, room).map_err(lost)?;
+        if current + 1 >= next {
+            return Ok(false);
+        }
+        let first: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(Keys::of(room).history)
+            .arg("1-0")
+            .arg("1-0")
+            .query(query)
+            .map_err(lost)?;
+        Ok(match first.first() {
+            Some((_, fields)) => {
+                fields.get("node").map(String::as_str) == Some(node)
+                    && entry_lines(fields).as_deref() == Some(lines)
+            }
+            None => current >= lines.len() as u64,
+        })
     }
 
     /// Delivers lines `from..=to` of `room` from its history, saying which

@@ -69,8 +69,8 @@ fn a_rooms_keys_lapse_once_it_is_empty_and_quiet() {
         thread::sleep(Duration::from_millis(50));
     }
     // Renewed with the script Redis keeps, not sent whole each time.
-    assert_eq!(calls_of(&mut raw, "eval"), 0, "EVAL with the whole script");
-    assert!(calls_of(&mut raw, "evalsha") >= 2, "no renewal by EVALSHA");
+    assert_eq!(redis.calls("eval"), 0, "EVAL with the whole script");
+    assert!(redis.calls("evalsha") >= 2, "no renewal by EVALSHA");
     a.leave_room("new1");
     redis.wait_subscribed("new1", 0);
     for key in room_keys("new1") {
@@ -373,19 +373,6 @@ fn script_calls(connection: &mut redis::Connection) -> u64 {
                 .ok()
         })
         .sum()
-}
-
-/// How many times Redis ran `command` (lower case) since its statistics
-/// were reset.
-fn calls_of(connection: &mut redis::Connection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(connection)
-        .expect("INFO");
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Arrivals and departures faster than round trips to Redis: names held

@@ -626,13 +626,18 @@ impl Subscriber {
     /// `next`, given a message of lines from 1 (`node`'s `lines`): its
     /// keys lapsed (renewals that did not reach Redis in time), so its
     /// counter is below what was delivered already, and the message is
-    /// the new numbering's first entry, which its script kept before it
-    /// published it. A message of the old numbering read late, after the
-    /// keys went, is not: its lines came already. (Its entry 1 trimmed
-    /// already, the new numbering is long; the counter must then have
-    /// reached the message's lines at least.) Asked only of a line 1 that
-    /// comes late, which is otherwise rare (one read with the room's past
-    /// as it was joined), so it costs the path of a line nothing.
+    /// the new numbering's first entry (a batch, or a rules marker: both
+    /// scripts keep it before they publish it). A message of the old
+    /// numbering read late, after the keys went, is not: its lines came
+    /// already. Two cases go unseen. A new numbering whose counter has
+    /// already reached what was delivered when its line 1 is read is
+    /// taken for the old one going on: its lines up to there are lost,
+    /// without a [`Delivery::Missed`]. And once the new numbering's entry 1
+    /// is trimmed, the two cannot be told apart: a message from 1 is taken
+    /// for the new numbering's if the counter has reached its lines, so an
+    /// old one read that late is delivered again. Asked only of a line 1
+    /// that comes late, which is otherwise rare (one read with the room's
+    /// past as it was joined), so it costs the path of a line nothing.
     fn started_over(
         &mut self,
         query: &mut Router,

@@ -12,6 +12,19 @@ fn room_keys(room: &str) -> Vec<String> {
         .collect()
 }
 
+/// `room`'s keys lapse, as if nobody had renewed them: all but the
+/// senders' counts. On a loaded machine the publisher may still be
+/// retrying the call whose reply came late, and without its count Redis
+/// would number those lines again. (Keys lapse only after a quiet spell,
+/// when no call is in flight.)
+fn lapse(raw: &mut redis::Connection, room: &str) {
+    let lapsed: Vec<_> = room_keys(room)
+        .into_iter()
+        .filter(|key| !key.ends_with(":senders"))
+        .collect();
+    redis::cmd("DEL").arg(lapsed).exec(raw).expect("DEL");
+}
+
 /// How long `key` has left, in ms: -1 if it never expires, -2 if it is gone.
 fn pttl(connection: &mut redis::Connection, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query(connection).expect("PTTL")
@@ -99,15 +112,7 @@ fn a_room_whose_keys_lapsed_starts_over_from_1() {
     }
     collect(&a_in, |seen| line_count(seen) == 3);
     let mut raw = redis.connection(&redis.url());
-    // All but the senders' counts: on a loaded machine the publisher may
-    // still be retrying the call whose reply came late, and without its
-    // count Redis would number those lines again. (Keys lapse only after
-    // a quiet spell, when no call is in flight.)
-    let lapsed: Vec<_> = room_keys("lapsed")
-        .into_iter()
-        .filter(|key| !key.ends_with(":senders"))
-        .collect();
-    redis::cmd("DEL").arg(lapsed).exec(&mut raw).expect("DEL");
+    lapse(&mut raw, "lapsed");
     publish(&a, "lapsed", "after 1");
     publish(&a, "lapsed", "after 2");
     let seen = collect(&a_in, |seen| line_count(seen) == 2);
@@ -130,11 +135,7 @@ fn a_late_message_of_a_lapsed_numbering_is_not_delivered_again() {
     }
     let before = collect(&a_in, |seen| line_count(seen) == 3);
     let mut raw = redis.connection(&redis.url());
-    let lapsed: Vec<_> = room_keys("late")
-        .into_iter()
-        .filter(|key| !key.ends_with(":senders"))
-        .collect();
-    redis::cmd("DEL").arg(lapsed).exec(&mut raw).expect("DEL");
+    lapse(&mut raw, "late");
     // The old numbering's lines, as one message from 1, as if the
     // subscriber had read it only now.
     let old = lines(&before);
@@ -167,11 +168,7 @@ fn a_late_message_is_told_from_the_new_numberings_first_by_its_entry() {
     }
     collect(&a_in, |seen| line_count(seen) == 3);
     let mut raw = redis.connection(&redis.url());
-    let lapsed: Vec<_> = room_keys("late2")
-        .into_iter()
-        .filter(|key| !key.ends_with(":senders"))
-        .collect();
-    redis::cmd("DEL").arg(lapsed).exec(&mut raw).expect("DEL");
+    lapse(&mut raw, "late2");
     // A new numbering's first line, as its script keeps it; then the old
     // numbering's first message, read late; then the new one's.
     let new_first = frame(&["after 1"]);

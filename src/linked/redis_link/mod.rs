@@ -439,19 +439,7 @@ impl RedisLink {
             });
         }
 
-        let shared = Arc::new(LinkState {
-            stop: AtomicBool::new(false),
-            up: AtomicBool::new(true),
-            rooms: Mutex::new(Rooms::default()),
-            rooms_changed: AtomicBool::new(false),
-            number: AtomicU64::new(number),
-            outbox_in: Tally::default(),
-            outbox_out: Tally::default(),
-            delivered: Tally::default(),
-            delivered_names: Tally::default(),
-            deliveries_taken: Tally::default(),
-            reconnects: AtomicU64::new(0),
-        });
+        let shared = Arc::new(LinkState::new(number));
         let (outbox, outgoing) = crossbeam_channel::bounded(settings.outbox.max(1));
         let outlet = Arc::new(Outlet::new(Arc::clone(&shared), settings.poll));
         let first = server_bans

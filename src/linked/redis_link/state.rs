@@ -119,6 +119,24 @@ pub(super) struct LinkState {
 }
 
 impl LinkState {
+    /// A link that is up, in no room, as node `number`, with nothing
+    /// counted yet.
+    pub(super) fn new(number: u64) -> LinkState {
+        LinkState {
+            stop: AtomicBool::new(false),
+            up: AtomicBool::new(true),
+            rooms: Mutex::new(Rooms::default()),
+            rooms_changed: AtomicBool::new(false),
+            number: AtomicU64::new(number),
+            outbox_in: Tally::default(),
+            outbox_out: Tally::default(),
+            delivered: Tally::default(),
+            delivered_names: Tally::default(),
+            deliveries_taken: Tally::default(),
+            reconnects: AtomicU64::new(0),
+        }
+    }
+
     pub(super) fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }

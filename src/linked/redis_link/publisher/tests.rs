@@ -518,19 +518,7 @@ fn a_lost_reply_is_retried_with_the_check() {
         ..LinkSettings::default()
     };
     let target = Arc::new(Target::new(&bench.redis.url(), &settings).expect("target"));
-    let shared = Arc::new(LinkState {
-        stop: AtomicBool::new(false),
-        up: AtomicBool::new(true),
-        rooms: Mutex::new(Rooms::default()),
-        rooms_changed: AtomicBool::new(false),
-        number: AtomicU64::new(1),
-        outbox_in: Tally::default(),
-        outbox_out: Tally::default(),
-        delivered: Tally::default(),
-        delivered_names: Tally::default(),
-        deliveries_taken: Tally::default(),
-        reconnects: AtomicU64::new(0),
-    });
+    let shared = Arc::new(LinkState::new(1));
     let (_wake, woken) = crossbeam_channel::bounded::<()>(0);
     let (publishing, _published) = crossbeam_channel::bounded::<()>(0);
     let mut publisher = Publisher {

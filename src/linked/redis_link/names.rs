@@ -151,8 +151,8 @@ pub(super) fn by_bucket<'a>(
 }
 
 /// Runs `script` once per group of names (its keys: their [`name_key`]s;
-/// then `args`), all in one pipeline; the replies, a group's each, in
-/// order. A Redis that forgot the script (restarted, flushed) has it
+/// then `args`), one pipeline per master (on one Redis, one); the
+/// replies, a group's each, in the groups' order. A Redis that forgot the script (restarted, flushed) has it
 /// loaded and the calls sent again: none of them ran.
 fn per_bucket<T: FromRedisValue>(
     open: &mut Router,
@@ -160,8 +160,6 @@ fn per_bucket<T: FromRedisValue>(
     groups: &[Vec<&String>],
     args: &[&str],
 ) -> RedisResult<Vec<T>> {
-    // One pipeline per master (on one Redis, one), the replies put back
-    // in the groups' order.
     let mut by_shard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (index, group) in groups.iter().enumerate() {
         let Some(first) = group.first() else {

@@ -49,13 +49,11 @@ impl Router {
         let mut open: Vec<Option<Connection>> = (0..topology.shards()).map(|_| None).collect();
         if let Some(first) = first {
             let own = (0..topology.shards()).find(|&shard| topology.master(shard) == target.addr);
-            if let Some(shard) = own.or((!topology.is_cluster()).then_some(0)) {
+            if let Some(shard) = own {
                 open[shard] = Some(first);
             }
         }
-        let seeds = (0..topology.shards())
-            .map(|shard| topology.master(shard).to_owned())
-            .collect();
+        let seeds = topology.masters().to_vec();
         Router {
             target,
             topology,
@@ -101,14 +99,10 @@ impl Router {
         log::info!(
             "redis {}: the cluster's masters are now {}",
             self.target.addr,
-            (0..topology.shards())
-                .map(|shard| topology.master(shard))
-                .collect::<Vec<_>>()
-                .join(", ")
+            topology.masters().join(", ")
         );
-        for shard in 0..topology.shards() {
-            let master = topology.master(shard);
-            if !self.seeds.iter().any(|seed| seed == master) {
+        for master in topology.masters() {
+            if !self.seeds.contains(master) {
                 self.seeds.push(master.to_owned());
             }
         }
@@ -180,12 +174,7 @@ impl Router {
 
     /// The shard of `key`; an error while no master serves its slot.
     pub(super) fn shard_of(&self, key: &str) -> RedisResult<usize> {
-        self.topology.shard_of(key).ok_or_else(|| {
-            RedisError::from((
-                ErrorKind::Server(ServerErrorKind::ClusterDown),
-                "no master serves this key's slot",
-            ))
-        })
+        self.topology.owner(key)
     }
 
     /// Where packed commands go: the shard of the first that names a
@@ -399,15 +388,18 @@ fn first_key(packed: &[u8]) -> Option<&[u8]> {
     let mut rest = packed;
     while !rest.is_empty() {
         let words = first_words(rest, 4);
-        let name = words.first()?.to_ascii_uppercase();
-        let key = if name == b"EVALSHA" || name == b"EVAL" {
+        let name = *words.first()?;
+        let key = if name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL") {
             let keys: usize = std::str::from_utf8(words.get(2)?).ok()?.parse().ok()?;
             if keys > 0 {
                 words.get(3).copied()
             } else {
                 None
             }
-        } else if KEYLESS.contains(&name.as_slice()) {
+        } else if KEYLESS
+            .iter()
+            .any(|keyless| name.eq_ignore_ascii_case(keyless))
+        {
             None
         } else {
             words.get(1).copied()

@@ -225,12 +225,7 @@ impl Shards {
         let mut by_shard = vec![Vec::new(); self.changes.len()];
         for room in rooms {
             let name = channel(room);
-            let shard = self.topology.shard_of(&name).ok_or_else(|| {
-                RedisError::from((
-                    ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
-                    "no master serves this room's slot",
-                ))
-            })?;
+            let shard = self.topology.owner(&name)?;
             by_shard[shard].push(name);
         }
         Ok(by_shard)

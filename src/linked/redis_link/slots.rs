@@ -3,7 +3,7 @@
 //! shard that owns every slot, so the link has one path for both. Not the
 //! connections to the shards, nor what is sent on them.
 
-use redis::{Connection, RedisResult, Value};
+use redis::{Connection, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 
 /// How many hash slots a Redis Cluster has: a key's slot is CRC16 of its
 /// hash tag modulo this.
@@ -162,6 +162,22 @@ impl Topology {
     /// The master of shard `shard`, `host:port`.
     pub(super) fn master(&self, shard: usize) -> &str {
         &self.masters[shard]
+    }
+
+    /// Every master's address, by shard.
+    pub(super) fn masters(&self) -> &[String] {
+        &self.masters
+    }
+
+    /// The shard of `key`; an error while no master serves its slot (a
+    /// cluster that says it is down, to whoever sends it).
+    pub(super) fn owner(&self, key: &str) -> RedisResult<usize> {
+        self.shard_of(key).ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ClusterDown),
+                "no master serves this key's slot",
+            ))
+        })
     }
 
     /// The shard that owns `key`'s slot, if one does.

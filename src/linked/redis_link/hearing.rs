@@ -5,7 +5,7 @@
 
 // The link's types, constants and helpers, which this part shares.
 use super::shards::Heard;
-use super::subscriber::{Subscriber, SubscriberEnd};
+use super::subscriber::{lost, Subscriber, SubscriberEnd};
 use super::*;
 
 /// How a session hears Redis.
@@ -32,7 +32,7 @@ impl Subscriber {
                 "a room's slot moved to another master".to_owned(),
             )),
             Heard::Subscribed | Heard::Unsubscribed(_) => Ok(()),
-            Heard::Lost(error) => Err(SubscriberEnd::Lost(self.target.describe(&error))),
+            Heard::Lost(error) => Err(lost(&self.target, error)),
         }
     }
 

@@ -488,7 +488,6 @@ impl RedisLink {
             next: HashMap::new(),
             joined: HashMap::new(),
             rules_seen: HashMap::new(),
-            down: false,
             down_since: None,
             touch_script: Script::new(TOUCH_SCRIPT),
             server_bans,

@@ -6,7 +6,7 @@
 
 // The link's types, constants and helpers, which this part shares.
 use super::publisher::Tried;
-use super::subscriber::SubscriberEnd;
+use super::subscriber::{lost, SubscriberEnd};
 use super::*;
 use crate::chat::check_shared_rules;
 
@@ -263,7 +263,7 @@ impl Subscriber {
             .arg("version")
             .arg("text")
             .query(query)
-            .map_err(|error| SubscriberEnd::Lost(self.target.describe(&error)))?;
+            .map_err(|error| lost(&self.target, error))?;
         Ok(RulesCopy {
             version: version.unwrap_or(0),
             rules,

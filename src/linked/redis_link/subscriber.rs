@@ -15,6 +15,11 @@ pub(super) enum SubscriberEnd {
     Lost(String),
 }
 
+/// A session ends because `error` lost it: said by Redis' address only.
+pub(super) fn lost(target: &Target, error: RedisError) -> SubscriberEnd {
+    SubscriberEnd::Lost(target.describe(&error))
+}
+
 /// The subscriber thread's state, kept across connections.
 pub(super) struct Subscriber {
     pub(super) target: Arc<Target>,
@@ -34,9 +39,8 @@ pub(super) struct Subscriber {
     pub(super) joined: HashMap<String, u64>,
     /// Per room subscribed to, the version of its rules last delivered.
     pub(super) rules_seen: HashMap<String, u64>,
-    /// Whether `LinkDown` was said, and `LinkUp` is owed.
-    pub(super) down: bool,
-    /// When the link last went down, while it is.
+    /// When the link went down, while it is: `LinkDown` was said, and
+    /// `LinkUp` is owed.
     pub(super) down_since: Option<Instant>,
     /// [`TOUCH_SCRIPT`], run by its hash: a renewal of a thousand rooms
     /// sends the hash a thousand times, not the script.
@@ -72,8 +76,7 @@ impl Subscriber {
                 SubscriberEnd::Stop => return,
                 SubscriberEnd::Lost(reason) => {
                     self.shared.up.store(false, Ordering::SeqCst);
-                    if !self.down {
-                        self.down = true;
+                    if self.down_since.is_none() {
                         self.down_since = Some(Instant::now());
                         log::warn!("redis {}: link down: {reason}", self.target.addr);
                         if self.send(Delivery::LinkDown { reason }).is_err() {
@@ -109,8 +112,6 @@ impl Subscriber {
         query: &mut Router,
         backoff: &mut Backoff,
     ) -> SubscriberEnd {
-        let lost =
-            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
         let epoch = match epoch(query) {
             Ok(epoch) => epoch,
             Err(error) => return lost(&self.target, error),
@@ -206,9 +207,7 @@ impl Subscriber {
         }
         backoff.reset();
         self.shared.up.store(true, Ordering::SeqCst);
-        self.down_since = None;
-        if self.down {
-            self.down = false;
+        if self.down_since.take().is_some() {
             self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
             // Names first: a claim from elsewhere must not find them
             // lapsed (or, after Redis lost its data, gone).
@@ -296,8 +295,6 @@ impl Subscriber {
         hearing: &mut Hearing<'_>,
         query: &mut Router,
     ) -> Result<(), SubscriberEnd> {
-        let lost =
-            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
         let target = Arc::clone(&self.target);
         let settings = &target.settings;
         let wanted = self.shared.wanted_rooms();
@@ -380,8 +377,6 @@ impl Subscriber {
         if rooms.is_empty() {
             return Ok(());
         }
-        let lost =
-            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
         let mut before = HashMap::new();
         for &(room, _) in rooms {
             if !self.next.contains_key(room) {
@@ -477,13 +472,15 @@ impl Subscriber {
         rooms: impl Iterator<Item = &'r str>,
     ) -> Result<(), SubscriberEnd> {
         let ttl = millis(self.target.settings.room_ttl);
-        let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
         // On a cluster, a pipeline per master: each its rooms.
         let mut by_shard: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
         for room in rooms {
-            let shard = query.shard_of(&Keys::of(room).seq).map_err(lost)?;
+            let shard = query
+                .shard_of(&channel(room))
+                .map_err(|error| lost(&self.target, error))?;
             by_shard.entry(shard).or_default().push(room);
         }
+        let hash = self.touch_script.get_hash();
         for chunk in by_shard
             .values()
             .flat_map(|rooms| rooms.chunks(TOUCH_CHUNK))
@@ -491,9 +488,9 @@ impl Subscriber {
             let mut pipe = redis::pipe();
             for &room in chunk {
                 let keys = Keys::of(room);
-                let hash = self.touch_script.get_hash();
-                pipe.cmd("EVALSHA").arg(hash).arg(keys.all().len());
-                for key in keys.all() {
+                let all = keys.all();
+                pipe.cmd("EVALSHA").arg(hash).arg(all.len());
+                for key in all {
                     pipe.arg(key);
                 }
                 pipe.arg(ttl).ignore();
@@ -504,8 +501,11 @@ impl Subscriber {
                 Err(error)
                     if error.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                 {
-                    self.touch_script.load(query).map_err(lost)?;
-                    pipe.exec(query).map_err(lost)?;
+                    self.touch_script
+                        .load(query)
+                        .map_err(|error| lost(&self.target, error))?;
+                    pipe.exec(query)
+                        .map_err(|error| lost(&self.target, error))?;
                 }
                 // A slot half moved, with a room's keys split between the
                 // two nodes: these rooms are renewed at the next round,
@@ -515,7 +515,7 @@ impl Subscriber {
                 {
                     log::debug!("redis {}: renewal put off: {error}", self.target.addr);
                 }
-                done => done.map_err(lost)?,
+                done => done.map_err(|error| lost(&self.target, error))?,
             }
         }
         Ok(())
@@ -529,7 +529,6 @@ impl Subscriber {
         current: u64,
     ) -> Result<Delivery, SubscriberEnd> {
         let keys = Keys::of(room);
-        let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
         let count = self.target.settings.recent;
         // Newest first, until `count` lines: the markers of the rules
         // among them are not lines, and do not count. An entry holds at
@@ -545,7 +544,7 @@ impl Subscriber {
                 .arg("COUNT")
                 .arg(want)
                 .query(query)
-                .map_err(lost)?;
+                .map_err(|error| lost(&self.target, error))?;
             let read = entries.len();
             // Entries are numbered `FIRST-0`: the next page ends before the last.
             end = entries
@@ -568,7 +567,7 @@ impl Subscriber {
         let topic: Option<String> = redis::cmd("GET")
             .arg(&keys.topic)
             .query(query)
-            .map_err(lost)?;
+            .map_err(|error| lost(&self.target, error))?;
         let rules = self.read_rules(query, room)?;
         self.rules_seen.insert(room.to_owned(), rules.version);
         Ok(Delivery::Recent {
@@ -646,8 +645,7 @@ impl Subscriber {
         node: &str,
         lines: &[&str],
     ) -> Result<bool, SubscriberEnd> {
-        let lost = |error: RedisError| SubscriberEnd::Lost(self.target.describe(&error));
-        let current = current_seq(query, room).map_err(lost)?;
+        let current = current_seq(query, room).map_err(|error| lost(&self.target, error))?;
         if current + 1 >= next {
             return Ok(false);
         }
@@ -656,7 +654,7 @@ impl Subscriber {
             .arg("1-0")
             .arg("1-0")
             .query(query)
-            .map_err(lost)?;
+            .map_err(|error| lost(&self.target, error))?;
         Ok(match first.first() {
             Some((_, fields)) => {
                 fields.get("node").map(String::as_str) == Some(node)
@@ -677,8 +675,6 @@ impl Subscriber {
         to: u64,
     ) -> Result<(), SubscriberEnd> {
         let history = Keys::of(room).history;
-        let lost =
-            |target: &Target, error: RedisError| SubscriberEnd::Lost(target.describe(&error));
         let holding: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
             .arg(&history)
             .arg(format!("{from}-0"))

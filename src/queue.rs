@@ -80,7 +80,7 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     (Sender { shared }, receiver)
 }
 
-/// How long a send waits for room.
+/// How long a send waits for room, or a receive for an item.
 #[derive(Clone, Copy)]
 enum Patience<'s> {
     /// As long as it takes.
@@ -89,6 +89,21 @@ enum Patience<'s> {
     Until(Instant),
     /// Until the flag is set, looked at every so often.
     Unless(&'s AtomicBool, Duration),
+}
+
+impl Patience<'_> {
+    /// How long the next wait may last: `Some(None)` as long as it takes,
+    /// `None` once patience has run out.
+    fn next_wait(self) -> Option<Option<Duration>> {
+        match self {
+            Patience::Ever => Some(None),
+            Patience::Until(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                (!left.is_zero()).then_some(Some(left))
+            }
+            Patience::Unless(stop, poll) => (!stop.load(Ordering::SeqCst)).then_some(Some(poll)),
+        }
+    }
 }
 
 impl<T> Sender<T> {
@@ -121,21 +136,8 @@ impl<T> Sender<T> {
         // finds room, as nearly every client's line does, costs the lock
         // and the push, no clock and no flag.
         while state.items.len() >= shared.capacity && !state.receiver_gone {
-            let wait = match patience {
-                Patience::Ever => None,
-                Patience::Until(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(item);
-                    }
-                    Some(left)
-                }
-                Patience::Unless(stop, poll) => {
-                    if stop.load(Ordering::SeqCst) {
-                        return Err(item);
-                    }
-                    Some(poll)
-                }
+            let Some(wait) = patience.next_wait() else {
+                return Err(item);
             };
             state.senders_waiting += 1;
             state = match wait {
@@ -189,33 +191,30 @@ impl<T> Receiver<T> {
     /// `into`. Returns false, with nothing moved, once the queue is empty
     /// and every sender is gone.
     pub fn recv_batch(&self, into: &mut Vec<T>, max: usize) -> bool {
-        self.recv_batch_until(into, max, None)
+        self.recv_batch_with(into, max, Patience::Ever)
     }
 
     /// Like [`recv_batch`](Receiver::recv_batch), but waits for the first
     /// item at most `timeout`: true with nothing moved if none came.
     pub fn recv_batch_timeout(&self, into: &mut Vec<T>, max: usize, timeout: Duration) -> bool {
-        self.recv_batch_until(into, max, Some(Instant::now() + timeout))
+        self.recv_batch_with(into, max, Patience::Until(Instant::now() + timeout))
     }
 
-    fn recv_batch_until(&self, into: &mut Vec<T>, max: usize, deadline: Option<Instant>) -> bool {
+    fn recv_batch_with(&self, into: &mut Vec<T>, max: usize, patience: Patience<'_>) -> bool {
         let shared = &*self.shared;
         let mut state = shared.lock();
         while state.items.is_empty() {
             if state.senders == 0 {
                 return false;
             }
+            let Some(wait) = patience.next_wait() else {
+                state.receiver_waiting = false;
+                return true;
+            };
             state.receiver_waiting = true;
-            state = match deadline {
+            state = match wait {
                 None => sync::wait(&shared.items, state),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        state.receiver_waiting = false;
-                        return true;
-                    }
-                    sync::wait_timeout(&shared.items, state, left)
-                }
+                Some(wait) => sync::wait_timeout(&shared.items, state, wait),
             };
         }
         let take = state.items.len().min(max.max(1));

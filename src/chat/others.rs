@@ -244,8 +244,7 @@ impl Chat {
         if person.certificate.is_none() {
             return self.rename_to_guest(name, |_| text, out);
         }
-        let sessions = person.sessions.clone();
-        for &id in &sessions {
+        for &id in &person.sessions {
             out.push(to(id, ServerLine::Error(&text)));
         }
         let notice = Notice::Quit {
@@ -253,7 +252,7 @@ impl Chat {
             reason: None,
         }
         .to_string();
-        for id in sessions {
+        for &id in &person.sessions {
             self.sessions.remove(&id);
             out.push(Output::Close {
                 id,

@@ -301,7 +301,9 @@ impl Reader {
         };
         let now = Instant::now();
         let overslept = std::mem::take(&mut self.overslept);
-        if bucket.is_full(now - overslept) {
+        // Full again since the warning: the next flood is told anew. (Only
+        // asked while a warning stands: most lines come with none.)
+        if self.warned && bucket.is_full(now - overslept) {
             self.warned = false;
         }
         let wait = bucket.take(now);

@@ -358,25 +358,6 @@ fn a_node_number_no_server_made_is_refused() {
     }
 }
 
-/// The calls of Lua scripts Redis ran since its statistics were reset.
-fn script_calls(connection: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(connection)
-        .expect("INFO");
-    info.lines()
-        .filter(|line| line.starts_with("cmdstat_eval"))
-        .filter_map(|line| {
-            line.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// Arrivals and departures faster than round trips to Redis: names held
 /// and let go are told Redis a batch per round trip, not one each, so
 /// churn cannot pile them up behind a slow Redis (nor hold back anything
@@ -421,7 +402,7 @@ fn names_held_and_let_go_go_to_redis_in_batches() {
         assert!(Instant::now() < deadline, "{} names held", keys.len());
         thread::sleep(Duration::from_millis(20));
     }
-    let calls = script_calls(&mut raw);
+    let calls = redis.calls("eval") + redis.calls("evalsha");
     assert!(
         calls <= (NAMES / 10) as u64,
         "{calls} scripts for {} holds and releases",

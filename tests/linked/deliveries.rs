@@ -6,7 +6,7 @@ use std::thread;
 
 use secure_chat::hub::Event;
 use secure_chat::queue;
-use secure_chat_test_support::{frame, TIMEOUT};
+use secure_chat_test_support::{frame, thread_names, TIMEOUT};
 
 use super::*;
 
@@ -19,16 +19,6 @@ const LINK_THREADS: [&str; 5] = [
     "redis-hear",
     "redis-hear-shar",
 ];
-
-/// The names of this process's threads, as /proc shows them (cut to 15
-/// bytes).
-fn thread_names() -> Vec<String> {
-    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
-    tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim_end().to_owned())
-        .collect()
-}
 
 /// Gives `room` a past of one line, kept as the link keeps a batch, so
 /// that a node joining it reads that past (`XREVRANGE`) before it can

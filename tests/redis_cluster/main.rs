@@ -17,6 +17,7 @@ mod harness;
 mod hung;
 mod threads;
 
+use secure_chat::linked::redis_link::name_key;
 use secure_chat::server::Limits;
 use secure_chat_test_support::{
     quick_link, slot, test_limits, wait_until, Pki, RedisCluster, TestClient, TestServer,
@@ -72,10 +73,9 @@ fn shard_of_room(room: &str) -> usize {
     RedisCluster::shard_of(slot(&format!("room:{{{room}}}")))
 }
 
-/// The shard whose master holds `nick`'s name key (`name:{bK}:nick`, K
-/// its CRC16 modulo 256, which is its slot's modulo 256).
+/// The shard whose master holds `nick`'s name key.
 fn shard_of_name(nick: &str) -> usize {
-    RedisCluster::shard_of(slot(&format!("name:{{b{}}}:{nick}", slot(nick) % 256)))
+    RedisCluster::shard_of(slot(&name_key(nick)))
 }
 
 /// How many connections listen to `room`'s channel anywhere in the

@@ -30,7 +30,7 @@ pub use client::{
 };
 pub use pki::{ClientFlaw, Flaw, Pki, TempDir};
 pub use process::{cert_args, finish, kill, lines_of, run, Binary, ServerProcess, CLIENT, SERVER};
-pub use procfs::{has_thread_named, open_fds, rss_kib, thread_count};
+pub use procfs::{has_thread_named, open_fds, rss_kib, thread_count, thread_names};
 #[cfg(feature = "redis")]
 pub use redis_cluster::{cpu_ns, slot, Member, RedisCluster, SHARD_SLOTS, SLOTS};
 #[cfg(feature = "redis")]

@@ -24,12 +24,18 @@ pub fn thread_count() -> usize {
     fs::read_dir("/proc/self/task").unwrap().count()
 }
 
+/// The names of this process's threads (cut to 15 bytes by the kernel).
+pub fn thread_names() -> Vec<String> {
+    fs::read_dir("/proc/self/task")
+        .unwrap()
+        // A thread that ended since the listing has no name to read.
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
 /// True if a thread of this process has the name `name` (names are cut
 /// to 15 bytes by the kernel).
 pub fn has_thread_named(name: &str) -> bool {
-    fs::read_dir("/proc/self/task").unwrap().any(|task| {
-        let comm = task.unwrap().path().join("comm");
-        // A thread that ended since the listing has no name to read.
-        fs::read_to_string(comm).is_ok_and(|comm| comm.trim_end() == name)
-    })
+    thread_names().iter().any(|thread| thread == name)
 }

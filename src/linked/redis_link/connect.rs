@@ -72,6 +72,17 @@ impl Target {
         Ok(connection)
     }
 
+    /// The connection that listens to the classic channels (the node's
+    /// own, questions, moderation): to the URL's node on one Redis, to the
+    /// node every server picks alike on a cluster ([`Topology::classic`]).
+    pub(super) fn listening(&self, topology: &Topology) -> redis::RedisResult<Connection> {
+        if topology.is_cluster() {
+            self.connect_to(topology.master(topology.classic()))
+        } else {
+            self.connect()
+        }
+    }
+
     /// One connection to another node of the same cluster, `host:port`
     /// (as `CLUSTER SLOTS` names it), logged in as the URL says; the
     /// URL's own node is [`Target::connect`].

@@ -411,12 +411,7 @@ impl RedisLink {
         let router = |first| Router::new(Arc::clone(&target), topology.clone(), first);
         let mut query = router(Some(first));
         let mut publish = router(Some(target.connect().map_err(fail)?));
-        let listen = if topology.is_cluster() {
-            target.connect_to(topology.master(topology.classic()))
-        } else {
-            target.connect()
-        }
-        .map_err(fail)?;
+        let listen = target.listening(&topology).map_err(fail)?;
         let directory_connection = router(Some(target.connect().map_err(fail)?));
         let script = Script::new(PUBLISH_SCRIPT);
         script.load(&mut publish).map_err(fail)?;

@@ -97,12 +97,7 @@ impl Subscriber {
     fn reconnect(&self, query: &mut Router) -> redis::RedisResult<Connection> {
         query.reset();
         query.read_again(true);
-        let topology = query.topology();
-        if topology.is_cluster() {
-            self.target.connect_to(topology.master(topology.classic()))
-        } else {
-            self.target.connect()
-        }
+        self.target.listening(query.topology())
     }
 
     /// One connection's life: catch up, then listen until it fails.
